@@ -1,0 +1,146 @@
+"""Texts per second of tessera.text.tokenize vs open_clip.tokenize and HF CLIPTokenizerFast.
+
+Follows the side-by-side style of tessera's benchmarks: same texts, same vocabulary, each
+tokenizer producing a [N, 77] LongTensor, rates and ratios printed.
+
+    python benchmarks/tokenize.py [--n 20000] [--bpe path/to/bpe_simple_vocab_16e6.txt.gz]
+
+Texts are real sentences: the fortunes in /usr/share/games/fortunes split at sentence ends
+(falling back to word salad from /usr/share/dict/words). The transformers tokenizer is built
+from the same merges file: vocab.json and merges.txt are written to a temporary folder in
+open_clip's vocabulary order, so all three produce the same ids (transformers pads with the
+end token instead of 0, which does not change the work done).
+"""
+
+import os
+import sys
+
+# This file shares its name with the standard library's `tokenize`, which linecache, inspect
+# and torch import; run as a script, its folder heads sys.path and would shadow the real one.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import random  # noqa: E402
+import re  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch
+
+FORTUNES = Path("/usr/share/games/fortunes")
+WORDS = Path("/usr/share/dict/words")
+
+
+def real_texts(n: int, seed: int = 0) -> list:
+    rng = random.Random(seed)
+    texts = []
+    if FORTUNES.is_dir():
+        for f in sorted(FORTUNES.iterdir()):
+            if f.suffix == ".dat" or f.is_symlink() or not f.is_file():
+                continue
+            for fortune in re.split(r"\n%\n", f.read_text(encoding="utf-8", errors="replace")):
+                for s in re.split(r"(?<=[.!?])\s+", fortune):
+                    s = " ".join(s.split())
+                    if 3 <= len(s) <= 300:
+                        texts.append(s)
+    if not texts:
+        words = WORDS.read_text(encoding="utf-8").split()
+        texts = [" ".join(rng.choices(words, k=rng.randint(4, 20))) for _ in range(n)]
+    rng.shuffle(texts)
+    while len(texts) < n:
+        texts = texts + texts
+    return texts[:n]
+
+
+def rate(fn, texts, repeats: int) -> float:
+    """Best texts/s over `repeats` runs (the first run also warms caches)."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(texts)
+        best = min(best, time.perf_counter() - start)
+    return len(texts) / best
+
+
+def hf_clip_tokenizer(bpe_path: Path, tmp: Path):
+    """CLIPTokenizerFast from the same merges file, in open_clip's vocabulary order."""
+    from open_clip.tokenizer import SimpleTokenizer
+    from transformers import CLIPTokenizerFast
+
+    ref = SimpleTokenizer(bpe_path=str(bpe_path))
+    vocab = dict(ref.encoder)
+    # HF's CLIP names the special tokens differently; the ids stay 49406 / 49407.
+    vocab["<|startoftext|>"] = vocab.pop("<start_of_text>")
+    vocab["<|endoftext|>"] = vocab.pop("<end_of_text>")
+    merges = [" ".join(pair) for pair, _ in sorted(ref.bpe_ranks.items(), key=lambda kv: kv[1])]
+    (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    (tmp / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n",
+                                    encoding="utf-8")
+    # from_pretrained reads vocab.json + merges.txt in transformers 4 and 5 alike (5 ignores
+    # the vocab_file/merges_file constructor arguments).
+    return CLIPTokenizerFast.from_pretrained(str(tmp))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=20000, help="number of texts")
+    parser.add_argument("--bpe", type=Path, default=None, help="CLIP merges file")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    torch.set_num_threads(os.cpu_count())
+    import open_clip
+    import tessera.text as tt
+
+    # open_clip's tokenizer module turns HF tokenizers' threads off on import; turn them back
+    # on so CLIPTokenizerFast gets the same cores as tessera.
+    os.environ["TOKENIZERS_PARALLELISM"] = "true"
+
+    bpe = args.bpe or tt.default_clip_bpe_path()
+    texts = real_texts(args.n)
+    print(f"{len(texts)} texts, mean {sum(map(len, texts)) / len(texts):.0f} chars; "
+          f"{torch.get_num_threads()} threads; merges {bpe}")
+
+    ours = tt.ClipTokenizer(bpe)
+    ref = open_clip.tokenizer.SimpleTokenizer(bpe_path=str(bpe))
+    differ = (ours(texts) != ref(texts)).any(dim=1).nonzero().flatten().tolist()
+    # The only expected differences: texts that ftfy's mojibake repair rewrites.
+    import ftfy
+
+    moji = sum(ftfy.fix_text(texts[i]) != ftfy.fix_text(texts[i], fix_encoding=False)
+               for i in differ)
+    print(f"tessera vs open_clip: {len(differ)} of {len(texts)} rows differ "
+          f"({moji} of them mojibake that ftfy repairs)")
+
+    cold = tt.ClipTokenizer(bpe)
+    start = time.perf_counter()
+    cold(texts)
+    cold_rate = len(texts) / (time.perf_counter() - start)
+    rates = {"tessera (cold cache)": cold_rate, "tessera": rate(ours, texts, args.repeats)}
+    rates["open_clip"] = rate(ref, texts, max(1, args.repeats // 2))
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            hf = hf_clip_tokenizer(Path(bpe), Path(tmp))
+            hf_ids = hf(texts[:100], padding="max_length", max_length=77, truncation=True,
+                        return_tensors="pt").input_ids
+            ok = torch.equal(hf_ids[:, :3], ref(texts[:100])[:, :3])
+            print(f"CLIPTokenizerFast agrees with open_clip on the first ids: {ok}")
+            rates["transformers CLIPTokenizerFast"] = rate(
+                lambda t: hf(t, padding="max_length", max_length=77, truncation=True,
+                             return_tensors="pt"), texts, args.repeats)
+        except ImportError as e:
+            print(f"transformers unavailable: {e}")
+
+    for name, r in rates.items():
+        print(f"{name:32s} {r:12,.0f} texts/s")
+    for name in ("open_clip", "transformers CLIPTokenizerFast"):
+        if name in rates:
+            print(f"tessera / {name}: {rates['tessera'] / rates[name]:.1f}x "
+                  f"(cold cache {rates['tessera (cold cache)'] / rates[name]:.1f}x)")
+
+
+if __name__ == "__main__":
+    main()

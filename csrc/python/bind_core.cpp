@@ -1,0 +1,38 @@
+// Python bindings of csrc/tessera/core: safetensors I/O, atomic writes, the config registry.
+#include "bindings.h"
+#include "tessera/core/atomic_file.h"
+#include "tessera/core/registry.h"
+#include "tessera/core/safetensors.h"
+
+namespace tessera::python {
+
+void bind_core(py::module_& m) {
+  m.def(
+      "load_safetensors",
+      [](const std::string& path) {
+        core::Metadata meta;
+        auto tensors = core::load_safetensors(path, &meta);
+        return std::make_pair(tensors, meta);
+      },
+      py::arg("path"), "Validated, memory-mapped read: ({name: tensor}, metadata).");
+  m.def("save_safetensors", &core::save_safetensors, py::arg("path"), py::arg("tensors"),
+        py::arg("metadata") = core::Metadata{}, "Atomic write (temp file, fsync, rename).",
+        py::call_guard<py::gil_scoped_release>());
+  m.def("load_checkpoint_dir", &core::load_checkpoint_dir, py::arg("dir"),
+        "model.safetensors or the shards of model.safetensors.index.json.");
+  m.def(
+      "write_file_atomic", [](const std::string& path, const py::bytes& data) {
+        core::write_file_atomic(path, std::string(data));
+      },
+      py::arg("path"), py::arg("data"));
+  m.def("list_configs", &core::list_configs);
+  m.def(
+      "find_config",
+      [](const std::string& name) {
+        const auto& c = core::find_config(name);
+        return std::make_pair(c.family, c.json);
+      },
+      py::arg("name"));
+}
+
+}  // namespace tessera::python

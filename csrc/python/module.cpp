@@ -1,0 +1,12 @@
+// The tessera._C extension: one submodule per family, each bound in its own bind_<family>.cpp.
+#include "bindings.h"
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "tessera C++ core (LibTorch modules, tokenizers, safetensors I/O)";
+  auto core = m.def_submodule("core", "safetensors, configs, registry");
+  auto text = m.def_submodule("text", "CLIP BPE and sentencepiece tokenizers");
+  auto clip = m.def_submodule("clip", "CLIP and its vision/text towers");
+  tessera::python::bind_core(core);
+  tessera::python::bind_text(text);
+  tessera::python::bind_clip(clip);
+}

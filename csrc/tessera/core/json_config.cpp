@@ -1,0 +1,80 @@
+// Typed access to Hugging Face style config.json files with precise error messages.
+#include "tessera/core/json_config.h"
+
+#include "tessera/core/atomic_file.h"
+
+#include <c10/util/Exception.h>
+#include <nlohmann/json.hpp>
+
+namespace tessera::core {
+
+json read_json_file(const std::string& path) {
+  std::string text = read_file(path);
+  try {
+    return json::parse(text);
+  } catch (const json::parse_error& e) {
+    TORCH_CHECK_VALUE(false, "invalid JSON in ", path, ": ", e.what());
+  }
+}
+
+void write_json_file(const std::string& path, const json& j) {
+  write_file_atomic(path, j.dump(2) + "\n");
+}
+
+namespace {
+const json& empty_object() {
+  static const json e = json::object();
+  return e;
+}
+}  // namespace
+
+ConfigReader::ConfigReader(const json& j, std::string where) : j_(&j), where_(std::move(where)) {
+  TORCH_CHECK_VALUE(j.is_object(), where_, " must be a JSON object, got ", j.dump());
+}
+
+bool ConfigReader::has(const std::string& key) const { return j_->contains(key) && !(*j_)[key].is_null(); }
+
+int64_t ConfigReader::get_int(const std::string& key, int64_t fallback) const {
+  if (!has(key)) return fallback;
+  const auto& v = (*j_)[key];
+  TORCH_CHECK_VALUE(v.is_number_integer(), where_, ": ", key, " must be an integer, got ", v.dump());
+  return v.get<int64_t>();
+}
+
+double ConfigReader::get_double(const std::string& key, double fallback) const {
+  if (!has(key)) return fallback;
+  const auto& v = (*j_)[key];
+  TORCH_CHECK_VALUE(v.is_number(), where_, ": ", key, " must be a number, got ", v.dump());
+  return v.get<double>();
+}
+
+bool ConfigReader::get_bool(const std::string& key, bool fallback) const {
+  if (!has(key)) return fallback;
+  const auto& v = (*j_)[key];
+  TORCH_CHECK_VALUE(v.is_boolean(), where_, ": ", key, " must be true or false, got ", v.dump());
+  return v.get<bool>();
+}
+
+std::string ConfigReader::get_string(const std::string& key, const std::string& fallback) const {
+  if (!has(key)) return fallback;
+  const auto& v = (*j_)[key];
+  TORCH_CHECK_VALUE(v.is_string(), where_, ": ", key, " must be a string, got ", v.dump());
+  return v.get<std::string>();
+}
+
+ConfigReader ConfigReader::child(const std::string& key) const {
+  return ConfigReader(has(key) ? (*j_)[key] : empty_object(), where_ + "." + key);
+}
+
+void ConfigReader::reject_unknown(const std::initializer_list<const char*>& known) const {
+  for (auto it = j_->begin(); it != j_->end(); ++it) {
+    bool ok = false;
+    for (const char* k : known) ok = ok || it.key() == k;
+    if (ok) continue;
+    std::string valid;
+    for (const char* k : known) valid += std::string(valid.empty() ? "" : ", ") + k;
+    TORCH_CHECK_VALUE(false, where_, ": unknown key '", it.key(), "' (valid keys: ", valid, ")");
+  }
+}
+
+}  // namespace tessera::core

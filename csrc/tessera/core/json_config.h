@@ -1,0 +1,38 @@
+// JSON configuration helpers (nlohmann-json): typed reads whose errors name the file and key.
+#pragma once
+#include <nlohmann/json_fwd.hpp>
+
+#include <string>
+
+namespace tessera::core {
+
+using nlohmann::json;
+
+/// Parses a JSON file; a syntax error names the file and the byte offset.
+json read_json_file(const std::string& path);
+
+/// Writes `j` (indented, sorted keys) atomically.
+void write_json_file(const std::string& path, const json& j);
+
+/// Reads JSON config values with errors that say where: "clip config: text_config.hidden_size
+/// must be an integer, got "abc"". Unknown-key checking is opt-in via `reject_unknown`.
+class ConfigReader {
+ public:
+  ConfigReader(const json& j, std::string where);
+  int64_t get_int(const std::string& key, int64_t fallback) const;
+  double get_double(const std::string& key, double fallback) const;
+  bool get_bool(const std::string& key, bool fallback) const;
+  std::string get_string(const std::string& key, const std::string& fallback) const;
+  bool has(const std::string& key) const;
+  ConfigReader child(const std::string& key) const;  // missing child = empty object
+  /// Fails if `j` has keys outside `known` (used for tessera's own variant files and overrides).
+  void reject_unknown(const std::initializer_list<const char*>& known) const;
+  const json& raw() const { return *j_; }
+  const std::string& where() const { return where_; }
+
+ private:
+  const json* j_;
+  std::string where_;
+};
+
+}  // namespace tessera::core

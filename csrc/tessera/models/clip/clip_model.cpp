@@ -1,0 +1,78 @@
+// CLIP two-tower model (transformers' CLIPModel forward and init).
+#include "tessera/models/clip/clip_model.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+namespace tessera::models {
+
+ClipModelImpl::ClipModelImpl(ClipOptions options_) : options(std::move(options_)) { reset(); }
+
+void ClipModelImpl::reset() {
+  using torch::nn::Linear;
+  using torch::nn::LinearOptions;
+  text_model = register_module("text_model", ClipTextTransformer(options.text));
+  vision_model = register_module("vision_model", VisionTransformer(options.vision));
+  visual_projection = register_module(
+      "visual_projection", Linear(LinearOptions(options.vision.hidden_size(), options.projection_dim()).bias(false)));
+  text_projection = register_module(
+      "text_projection", Linear(LinearOptions(options.text.hidden_size(), options.projection_dim()).bias(false)));
+  logit_scale = register_parameter("logit_scale", at::full({}, options.logit_scale_init_value()));
+  init_weights();
+}
+
+void ClipModelImpl::init_weights() {
+  at::NoGradGuard g;
+  const double f = options.initializer_factor();
+  text_model->init_weights();
+  vision_model->init_weights();
+  visual_projection->weight.normal_(0, std::pow(static_cast<double>(options.vision.hidden_size()), -0.5) * f);
+  text_projection->weight.normal_(0, std::pow(static_cast<double>(options.text.hidden_size()), -0.5) * f);
+  logit_scale.fill_(options.logit_scale_init_value());
+}
+
+at::Tensor clip_contrastive_loss(const at::Tensor& logits_per_text) {
+  at::Tensor labels = at::arange(logits_per_text.size(0), logits_per_text.options().dtype(at::kLong));
+  at::Tensor caption = at::cross_entropy_loss(logits_per_text, labels);
+  at::Tensor image = at::cross_entropy_loss(logits_per_text.t(), labels);
+  return (caption + image) / 2.0;
+}
+
+namespace {
+// x / ||x||_2 along the last axis, written as HF's _get_vector_norm (sum of squares, sqrt).
+at::Tensor l2_normalize(const at::Tensor& x) { return x / x.pow(2).sum(-1, /*keepdim=*/true).sqrt(); }
+}  // namespace
+
+ClipOutput ClipModelImpl::forward(const at::Tensor& pixel_values, const at::Tensor& input_ids,
+                                  const at::Tensor& attention_mask, bool return_loss, bool output_hidden_states,
+                                  bool interpolate_pos_encoding) {
+  ClipOutput out;
+  out.vision_model_output = vision_model(pixel_values, output_hidden_states, interpolate_pos_encoding);
+  out.text_model_output = text_model(input_ids, attention_mask, output_hidden_states);
+  out.image_embeds = l2_normalize(visual_projection(out.vision_model_output.pooler_output));
+  out.text_embeds = l2_normalize(text_projection(out.text_model_output.pooler_output));
+  out.logits_per_text = at::matmul(out.text_embeds, out.image_embeds.t()) * logit_scale.exp();
+  out.logits_per_image = out.logits_per_text.t();
+  if (return_loss) {
+    TORCH_CHECK_VALUE(input_ids.size(0) == pixel_values.size(0), "return_loss needs paired batches: ",
+                      pixel_values.size(0), " images but ", input_ids.size(0), " texts");
+    out.loss = clip_contrastive_loss(out.logits_per_text);
+  }
+  return out;
+}
+
+at::Tensor ClipModelImpl::get_image_features(const at::Tensor& pixel_values, bool interpolate_pos_encoding) {
+  return visual_projection(vision_model(pixel_values, false, interpolate_pos_encoding).pooler_output);
+}
+
+at::Tensor ClipModelImpl::get_text_features(const at::Tensor& input_ids, const at::Tensor& attention_mask) {
+  return text_projection(text_model(input_ids, attention_mask).pooler_output);
+}
+
+void ClipModelImpl::set_gradient_checkpointing(bool on) {
+  text_model->set_gradient_checkpointing(on);
+  vision_model->set_gradient_checkpointing(on);
+}
+
+}  // namespace tessera::models

@@ -1,0 +1,50 @@
+// CLIP (Radford et al. 2021, "Learning Transferable Visual Models From Natural Language
+// Supervision"); mirrors transformers' CLIPModel: text_model, vision_model, text_projection,
+// visual_projection, logit_scale — so HF checkpoints load by key.
+#pragma once
+#include "tessera/models/clip/clip_options.h"
+#include "tessera/models/clip/clip_text.h"
+#include "tessera/models/vit/vision_transformer.h"
+
+namespace tessera::models {
+
+struct ClipOutput {
+  at::Tensor loss;              ///< symmetric cross-entropy, when asked for
+  at::Tensor logits_per_image;  ///< [B_img, B_txt] scaled cosine similarities
+  at::Tensor logits_per_text;   ///< [B_txt, B_img]
+  at::Tensor text_embeds;       ///< [B_txt, projection_dim], L2-normalised
+  at::Tensor image_embeds;      ///< [B_img, projection_dim], L2-normalised
+  PooledOutput text_model_output;
+  PooledOutput vision_model_output;
+};
+
+/// Example:
+///   ClipModel clip(ClipOptions::from_file("ckpt/config.json"));
+///   core::load_state_dict(*clip, core::load_checkpoint_dir("ckpt"));
+///   auto out = clip->forward(pixels, ids, mask, /*return_loss=*/false);
+class ClipModelImpl : public torch::nn::Cloneable<ClipModelImpl> {
+ public:
+  explicit ClipModelImpl(ClipOptions options = {});
+  void reset() override;
+  void init_weights();
+  ClipOutput forward(const at::Tensor& pixel_values, const at::Tensor& input_ids, const at::Tensor& attention_mask = {},
+                     bool return_loss = false, bool output_hidden_states = false,
+                     bool interpolate_pos_encoding = false);
+  /// Projected, unnormalised image features [B, projection_dim].
+  at::Tensor get_image_features(const at::Tensor& pixel_values, bool interpolate_pos_encoding = false);
+  /// Projected, unnormalised text features [B, projection_dim].
+  at::Tensor get_text_features(const at::Tensor& input_ids, const at::Tensor& attention_mask = {});
+  void set_gradient_checkpointing(bool on);
+
+  ClipOptions options;
+  ClipTextTransformer text_model{nullptr};
+  VisionTransformer vision_model{nullptr};
+  torch::nn::Linear visual_projection{nullptr}, text_projection{nullptr};
+  at::Tensor logit_scale;
+};
+TORCH_MODULE(ClipModel);
+
+/// (CE(logits_per_text, diag) + CE(logits_per_text^T, diag)) / 2, as transformers' clip_loss.
+at::Tensor clip_contrastive_loss(const at::Tensor& logits_per_text);
+
+}  // namespace tessera::models

@@ -1,0 +1,77 @@
+// Attention on top of at::scaled_dot_product_attention (the fused kernels on every backend).
+#include "tessera/nn/attention.h"
+
+#include "tessera/nn/attention_mask.h"
+#include "tessera/nn/kv_cache.h"
+#include "tessera/nn/rotary.h"
+
+#include <ATen/ATen.h>
+
+namespace tessera::nn {
+
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
+                     bool causal, double dropout_p, std::optional<double> scale) {
+  TORCH_CHECK_VALUE(q.dim() == 4 && k.dim() == 4 && v.dim() == 4,
+                    "attention expects q, k, v of shape [batch, heads, seq, head_dim], got ", q.sizes(), ", ",
+                    k.sizes(), ", ", v.sizes());
+  TORCH_CHECK_VALUE(q.size(1) % k.size(1) == 0, "attention: ", q.size(1),
+                    " query heads is not a multiple of ", k.size(1), " key/value heads");
+  const int64_t q_len = q.size(2), k_len = k.size(2);
+  at::Tensor m = mask;
+  bool is_causal = false;
+  if (causal) {
+    if (!m.defined() && q_len == k_len) {
+      is_causal = true;  // lets SDPA pick its causal fast path
+    } else {
+      at::Tensor c = causal_mask(q_len, k_len, q.scalar_type(), q.device());
+      m = m.defined() ? m + c : c;
+    }
+  }
+  if (m.defined() && m.scalar_type() != q.scalar_type()) m = m.to(q.scalar_type());
+  const bool gqa = q.size(1) != k.size(1);
+  std::optional<at::Tensor> opt_mask = m.defined() ? std::optional<at::Tensor>(m) : std::nullopt;
+  return at::scaled_dot_product_attention(q, k, v, opt_mask, dropout_p, is_causal, scale, gqa);
+}
+
+AttentionImpl::AttentionImpl(AttentionOptions options_) : options(std::move(options_)) { reset(); }
+
+void AttentionImpl::reset() {
+  const auto& o = options;
+  heads_ = o.num_heads();
+  kv_heads_ = o.num_kv_heads() > 0 ? o.num_kv_heads() : heads_;
+  head_dim_ = o.head_dim() > 0 ? o.head_dim() : o.embed_dim() / heads_;
+  TORCH_CHECK_VALUE(o.head_dim() > 0 || o.embed_dim() % heads_ == 0, "attention: embed_dim ", o.embed_dim(),
+                    " is not divisible by num_heads ", heads_);
+  TORCH_CHECK_VALUE(heads_ % kv_heads_ == 0, "attention: num_heads ", heads_,
+                    " is not a multiple of num_kv_heads ", kv_heads_);
+  const int64_t kv_in = o.kv_input_dim() > 0 ? o.kv_input_dim() : o.embed_dim();
+  using torch::nn::LinearOptions;
+  k_proj = register_module("k_proj", torch::nn::Linear(LinearOptions(kv_in, kv_heads_ * head_dim_).bias(o.qkv_bias())));
+  v_proj = register_module("v_proj", torch::nn::Linear(LinearOptions(kv_in, kv_heads_ * head_dim_).bias(o.qkv_bias())));
+  q_proj = register_module("q_proj", torch::nn::Linear(LinearOptions(o.embed_dim(), heads_ * head_dim_).bias(o.qkv_bias())));
+  out_proj = register_module(o.out_name(),
+                             torch::nn::Linear(LinearOptions(heads_ * head_dim_, o.embed_dim()).bias(o.out_bias())));
+}
+
+at::Tensor AttentionImpl::forward(const at::Tensor& x, const AttentionArgs& args) {
+  TORCH_CHECK_VALUE(x.dim() == 3 && x.size(-1) == options.embed_dim(), "attention input must be [batch, seq, ",
+                    options.embed_dim(), "], got ", x.sizes());
+  const int64_t B = x.size(0), Q = x.size(1);
+  const at::Tensor& src = args.context.defined() ? args.context : x;
+  const int64_t K = src.size(1);
+  // [B, L, H*D] -> [B, H, L, D]
+  at::Tensor q = q_proj(x).view({B, Q, heads_, head_dim_}).transpose(1, 2);
+  at::Tensor k = k_proj(src).view({B, K, kv_heads_, head_dim_}).transpose(1, 2);
+  at::Tensor v = v_proj(src).view({B, K, kv_heads_, head_dim_}).transpose(1, 2);
+  if (args.rope_cos.defined()) {
+    q = apply_rotary(q, args.rope_cos, args.rope_sin);
+    k = apply_rotary(k, args.rope_cos, args.rope_sin);
+  }
+  if (args.cache) std::tie(k, v) = args.cache->update(args.layer_idx, k, v);
+  const double p = is_training() ? options.dropout() : 0.0;
+  at::Tensor y = attention(q, k, v, args.mask, args.causal, p);
+  // [B, H, Q, D] -> [B, Q, H*D]
+  return out_proj(y.transpose(1, 2).reshape({B, Q, heads_ * head_dim_}));
+}
+
+}  // namespace tessera::nn

@@ -1,0 +1,45 @@
+"""tessera: multimodal foundation models in C++/LibTorch with a PyTorch-native Python surface.
+
+    import tessera
+    model = tessera.create_model("ViT-B-32")            # or tessera.from_pretrained(dir)
+    ids = tessera.tokenize(["a photo of a cat"])
+    feats = model.get_text_features(ids)
+"""
+from __future__ import annotations
+
+import os as _os
+
+import torch as _torch  # loads LibTorch before the extension
+
+from . import _C
+from .cpp_module import CppModule
+from .factory import create_model, from_pretrained, get_model_config, list_models, register_model_type
+from .models import CLIPModel, CLIPTextModel, CLIPVisionModel
+from .text import ClipTokenizer, SentencePieceTokenizer, tokenize
+
+__version__ = "0.1.0"
+
+_HERE = _os.path.dirname(_os.path.abspath(__file__))
+
+
+def include_paths() -> list:
+    """Header folders for building a C++ extension against tessera (installed or in-tree)."""
+    installed = _os.path.join(_HERE, "include")
+    if _os.path.isdir(installed):
+        return [installed]
+    return [_os.path.normpath(_os.path.join(_HERE, "..", "..", "csrc"))]
+
+
+def library_dir() -> str:
+    """Folder holding libtessera.so."""
+    return _os.path.join(_HERE, "lib")
+
+
+#: Add to CMAKE_PREFIX_PATH so `find_package(tessera)` finds the package installed with the wheel.
+cmake_prefix_path = _os.path.join(_HERE, "share", "cmake")
+
+__all__ = [
+    "CppModule", "create_model", "from_pretrained", "get_model_config", "list_models", "register_model_type",
+    "CLIPModel", "CLIPTextModel", "CLIPVisionModel", "ClipTokenizer", "SentencePieceTokenizer", "tokenize",
+    "include_paths", "library_dir", "cmake_prefix_path",
+]

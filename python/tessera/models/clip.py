@@ -1,0 +1,144 @@
+"""CLIP (Radford et al. 2021) over the C++ modules in csrc/tessera/models/clip, with the
+interface of transformers' CLIPModel, CLIPVisionModel and CLIPTextModel."""
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, Optional
+
+import torch
+from torch import nn
+
+from .. import _C
+from ..cpp_module import CppModule
+from .outputs import BaseModelOutputWithPooling, CLIPOutput
+from .pretrained import PreTrainedModel
+
+
+def _pooled(d: Dict[str, Any]) -> BaseModelOutputWithPooling:
+    return BaseModelOutputWithPooling(
+        last_hidden_state=d["last_hidden_state"],
+        pooler_output=d["pooler_output"],
+        hidden_states=d.get("hidden_states"),
+    )
+
+
+def _check_tensor(name: str, value, ndim: int) -> None:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if value.dim() != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(value.shape)}")
+
+
+class CLIPModel(CppModule, PreTrainedModel):
+    """CLIP two-tower model; parameter names equal transformers' CLIPModel.
+
+    Example::
+
+        model = tessera.from_pretrained("openai-clip-dir")
+        out = model(input_ids=ids, pixel_values=pixels, attention_mask=mask, return_loss=True)
+        out.logits_per_image, out.loss
+    """
+
+    model_type = "clip"
+    architecture = "CLIPModel"
+
+    def __init__(self, config: Optional[Dict[str, Any]] = None):
+        config = dict(config or {})
+        cpp = _C.clip.ClipModel(json.dumps(config))
+        super().__init__(cpp)
+        self.config = config
+
+    def forward(
+        self,
+        input_ids: Optional[torch.Tensor] = None,
+        pixel_values: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        return_loss: bool = False,
+        output_hidden_states: bool = False,
+        interpolate_pos_encoding: bool = False,
+    ) -> CLIPOutput:
+        if input_ids is None or pixel_values is None:
+            raise ValueError("CLIPModel.forward needs both input_ids and pixel_values")
+        _check_tensor("input_ids", input_ids, 2)
+        _check_tensor("pixel_values", pixel_values, 4)
+        d = self._cpp.forward(
+            pixel_values, input_ids, attention_mask, bool(return_loss), bool(output_hidden_states),
+            bool(interpolate_pos_encoding),
+        )
+        return CLIPOutput(
+            loss=d.get("loss"),
+            logits_per_image=d["logits_per_image"],
+            logits_per_text=d["logits_per_text"],
+            text_embeds=d["text_embeds"],
+            image_embeds=d["image_embeds"],
+            text_model_output=_pooled(d["text_model_output"]),
+            vision_model_output=_pooled(d["vision_model_output"]),
+        )
+
+    def get_image_features(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+        """Projected (not normalised) image features [B, projection_dim]."""
+        _check_tensor("pixel_values", pixel_values, 4)
+        return self._cpp.get_image_features(pixel_values, interpolate_pos_encoding)
+
+    def get_text_features(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Projected (not normalised) text features [B, projection_dim]."""
+        _check_tensor("input_ids", input_ids, 2)
+        return self._cpp.get_text_features(input_ids, attention_mask)
+
+    def encode_image(self, pixel_values: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """open_clip's name for get_image_features (optionally L2-normalised)."""
+        f = self.get_image_features(pixel_values)
+        return nn.functional.normalize(f, dim=-1) if normalize else f
+
+    def encode_text(self, input_ids: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """open_clip's name for get_text_features (optionally L2-normalised)."""
+        f = self.get_text_features(input_ids)
+        return nn.functional.normalize(f, dim=-1) if normalize else f
+
+    def set_gradient_checkpointing(self, enable: bool = True) -> None:
+        self._cpp.set_gradient_checkpointing(enable)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.config.get("vision_config", {}).get("image_size", 224))
+
+
+class _TowerModel(PreTrainedModel):
+    """HF's CLIPVisionModel / CLIPTextModel: one tower under a `vision_model.` / `text_model.` prefix."""
+
+    prefix = ""
+
+    def set_gradient_checkpointing(self, enable: bool = True) -> None:
+        getattr(self, self.prefix).cpp.set_gradient_checkpointing(enable)
+
+
+class CLIPVisionModel(_TowerModel):
+    model_type = "clip_vision_model"
+    architecture = "CLIPVisionModel"
+    prefix = "vision_model"
+
+    def __init__(self, config: Optional[Dict[str, Any]] = None):
+        super().__init__()
+        self.config = dict(config or {})
+        self.vision_model = CppModule(_C.clip.VisionTransformer(json.dumps(self.config)))
+
+    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False,
+                interpolate_pos_encoding: bool = False) -> BaseModelOutputWithPooling:
+        _check_tensor("pixel_values", pixel_values, 4)
+        return _pooled(self.vision_model.cpp.forward(pixel_values, output_hidden_states, interpolate_pos_encoding))
+
+
+class CLIPTextModel(_TowerModel):
+    model_type = "clip_text_model"
+    architecture = "CLIPTextModel"
+    prefix = "text_model"
+
+    def __init__(self, config: Optional[Dict[str, Any]] = None):
+        super().__init__()
+        self.config = dict(config or {})
+        self.text_model = CppModule(_C.clip.ClipTextTransformer(json.dumps(self.config)))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                output_hidden_states: bool = False) -> BaseModelOutputWithPooling:
+        _check_tensor("input_ids", input_ids, 2)
+        return _pooled(self.text_model.cpp.forward(input_ids, attention_mask, output_hidden_states))

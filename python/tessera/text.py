@@ -1,0 +1,206 @@
+"""Tokenizers after open_clip's tokenizer.py (CLIP BPE) and LLaMA's (SentencePiece), in C++.
+
+The work happens in ``tessera._C.text``. ``tokenize(texts, context_length=77)`` has
+open_clip's signature and returns the same LongTensor as ``open_clip.tokenize`` (same ids,
+zero padding, truncation ending in the end-of-text token), many times faster. See ``csrc/tessera/text/clip_text_clean.h`` for the
+one cleaning step not reproduced (ftfy's repair of mojibake such as ``"cafÃ©"``).
+
+    >>> import tessera.text
+    >>> tessera.text.tokenize("a photo of a cat")[0, :7].tolist()
+    [49406, 320, 1125, 539, 320, 2368, 49407]
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import importlib.util
+import os
+from pathlib import Path
+from typing import List, Optional, Sequence, Union
+
+import torch
+
+from tessera import _C
+
+__all__ = ["ClipTokenizer", "SentencePieceTokenizer", "tokenize", "default_clip_bpe_path"]
+
+CLIP_BPE_FILENAME = "bpe_simple_vocab_16e6.txt.gz"
+CLIP_BPE_ENV = "TESSERA_CLIP_BPE"
+DEFAULT_CONTEXT_LENGTH = 77
+
+_HOW_TO_GET_BPE = (
+    f"CLIP's BPE merges file ({CLIP_BPE_FILENAME}) was not found. Provide it in one of "
+    f"these ways: pass its path, ClipTokenizer(vocab_path='/path/to/{CLIP_BPE_FILENAME}'); "
+    f"or set the environment variable {CLIP_BPE_ENV}=/path/to/{CLIP_BPE_FILENAME}; "
+    f"or `pip install open_clip_torch`, which ships it as open_clip/{CLIP_BPE_FILENAME} and "
+    f"is found automatically. The same file is clip/{CLIP_BPE_FILENAME} in OpenAI's CLIP "
+    f"repository."
+)
+
+Texts = Union[str, Sequence[str]]
+
+
+def _missing(path: Union[str, Path], detail: str) -> FileNotFoundError:
+    # errno/filename set the way open() sets them, so `except OSError` and `.filename` work.
+    return FileNotFoundError(errno.ENOENT, f"{detail}. {_HOW_TO_GET_BPE}", str(path))
+
+
+def default_clip_bpe_path() -> Path:
+    """Where the CLIP merges file is: ``$TESSERA_CLIP_BPE``, else the copy inside the
+    installed ``open_clip`` package (located without importing it, which would pull in
+    torchvision and timm). Raises FileNotFoundError explaining how to get the file."""
+    env = os.environ.get(CLIP_BPE_ENV)
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_file():
+            raise _missing(path, f"${CLIP_BPE_ENV} points to a file that does not exist")
+        return path
+    spec = importlib.util.find_spec("open_clip")
+    if spec is not None and spec.origin:
+        path = Path(spec.origin).parent / CLIP_BPE_FILENAME
+        if path.is_file():
+            return path
+    raise FileNotFoundError(errno.ENOENT, _HOW_TO_GET_BPE)
+
+
+def _as_list(texts: Texts) -> List[str]:
+    if isinstance(texts, str):
+        return [texts]
+    return list(texts)
+
+
+def _as_ids(ids) -> List[int]:
+    if isinstance(ids, torch.Tensor):
+        return ids.reshape(-1).tolist()
+    return [int(i) for i in ids]
+
+
+class ClipTokenizer:
+    """CLIP's tokenizer, id-for-id equal to open_clip's ``SimpleTokenizer`` (``clean='lower'``).
+
+    Args:
+        vocab_path: the merges file; default: see :func:`default_clip_bpe_path`.
+        context_length: row length of :meth:`__call__` when none is given there.
+
+    Example::
+
+        tok = ClipTokenizer()
+        ids = tok(["a photo of a cat", "a dog"])   # LongTensor [2, 77]
+        tok.decode(tok.encode("a photo of a cat"))  # 'a photo of a cat '
+    """
+
+    def __init__(
+        self,
+        vocab_path: Optional[Union[str, os.PathLike]] = None,
+        context_length: int = DEFAULT_CONTEXT_LENGTH,
+    ):
+        path = Path(vocab_path).expanduser() if vocab_path is not None else default_clip_bpe_path()
+        if not path.is_file():
+            raise _missing(path, "CLIP BPE merges file not found")
+        self.vocab_path = path
+        self.context_length = context_length
+        self._impl = _C.text.ClipTokenizer(str(path))
+
+    def __call__(self, texts: Texts, context_length: Optional[int] = None) -> torch.LongTensor:
+        """LongTensor [N, context_length]: <start_of_text>, ids, <end_of_text>, zeros."""
+        n = self.context_length if context_length is None else context_length
+        return self._impl.tokenize(_as_list(texts), n)
+
+    def encode(self, text: str) -> List[int]:
+        """Ids of one text, without the start/end tokens (open_clip's ``encode``)."""
+        return self._impl.encode(text)
+
+    def encode_batch(self, texts: Sequence[str]) -> List[List[int]]:
+        """``encode`` of each text, in parallel C++ threads (the GIL is released)."""
+        return self._impl.encode_batch(_as_list(texts))
+
+    def decode(self, ids) -> str:
+        """Text of a list (or 1-D tensor) of ids; every end of word becomes a space."""
+        return self._impl.decode(_as_ids(ids))
+
+    @property
+    def sot_token_id(self) -> int:
+        return self._impl.sot_token_id()
+
+    @property
+    def eot_token_id(self) -> int:
+        return self._impl.eot_token_id()
+
+    @property
+    def vocab_size(self) -> int:
+        return self._impl.vocab_size()
+
+    def __reduce__(self):
+        # Pickle by path (DataLoader workers, multiprocessing): the C++ state reloads fast.
+        return (type(self), (str(self.vocab_path), self.context_length))
+
+    def __repr__(self) -> str:
+        return f"ClipTokenizer(vocab_path='{self.vocab_path}', context_length={self.context_length})"
+
+
+@functools.lru_cache(maxsize=1)
+def _default_tokenizer() -> ClipTokenizer:
+    return ClipTokenizer()
+
+
+def tokenize(texts: Texts, context_length: int = DEFAULT_CONTEXT_LENGTH) -> torch.LongTensor:
+    """open_clip's ``tokenize``: str or list of str -> LongTensor [N, context_length], using a
+    shared default :class:`ClipTokenizer`."""
+    return _default_tokenizer()(texts, context_length)
+
+
+class SentencePieceTokenizer:
+    """A SentencePiece model such as LLaMA's ``tokenizer.model``.
+
+    Example::
+
+        sp = SentencePieceTokenizer("tokenizer.model")
+        sp.encode("Hello world!")          # [1, 15043, 3186, 29991]
+        sp.decode([1, 15043, 3186, 29991])  # 'Hello world!'
+    """
+
+    def __init__(self, model_path: Union[str, os.PathLike]):
+        path = Path(model_path).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(errno.ENOENT, "SentencePiece model file not found", str(path))
+        self.model_path = path
+        self._impl = _C.text.SentencePieceTokenizer(str(path))
+
+    def encode(self, text: str, add_bos: bool = True, add_eos: bool = False) -> List[int]:
+        return self._impl.encode(text, add_bos, add_eos)
+
+    def decode(self, ids) -> str:
+        return self._impl.decode(_as_ids(ids))
+
+    def id_to_piece(self, id: int) -> str:
+        return self._impl.id_to_piece(int(id))
+
+    def piece_to_id(self, piece: str) -> int:
+        return self._impl.piece_to_id(piece)
+
+    @property
+    def bos_id(self) -> int:
+        return self._impl.bos_id()
+
+    @property
+    def eos_id(self) -> int:
+        return self._impl.eos_id()
+
+    @property
+    def pad_id(self) -> int:
+        return self._impl.pad_id()
+
+    @property
+    def unk_id(self) -> int:
+        return self._impl.unk_id()
+
+    @property
+    def vocab_size(self) -> int:
+        return self._impl.vocab_size()
+
+    def __reduce__(self):
+        return (type(self), (str(self.model_path),))
+
+    def __repr__(self) -> str:
+        return f"SentencePieceTokenizer(model_path='{self.model_path}')"

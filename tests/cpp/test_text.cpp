@@ -1,0 +1,331 @@
+// Tests for csrc/tessera/text, against open_clip's SimpleTokenizer and google/sentencepiece.
+//
+// CLIP goldens were produced with open_clip_torch 3.3.0 (`SimpleTokenizer().encode(s)`,
+// ftfy 6.3.1); SentencePiece goldens with the Python sentencepiece 0.2.2 package
+// (`SentencePieceProcessor(model_file=...).encode(s)`) on llama2c_tokenizer.model.
+#include <gtest/gtest.h>
+
+#include <c10/util/Exception.h>
+
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "tessera/text/bpe_word_cache.h"
+#include "tessera/text/clip_pretokenize.h"
+#include "tessera/text/clip_text_clean.h"
+#include "tessera/text/clip_tokenizer.h"
+#include "tessera/text/html_unescape.h"
+#include "tessera/text/sentencepiece_tokenizer.h"
+#include "test_util.h"
+
+namespace {
+
+using tessera::text::ClipTokenizer;
+using tessera::text::SentencePieceTokenizer;
+using Ids = std::vector<int64_t>;
+
+std::string clip_bpe_path() {
+  return tessera::testing::shared_dir() + "/assets/clip_bpe_simple_vocab_16e6.txt.gz";
+}
+std::string spm_path() {
+  return tessera::testing::shared_dir() + "/assets/llama2c_tokenizer.model";
+}
+bool exists(const std::string& p) { return std::ifstream(p).good(); }
+
+// Loading the merges takes a few tens of milliseconds; share one tokenizer.
+const ClipTokenizer& clip() {
+  static const ClipTokenizer tok(clip_bpe_path());
+  return tok;
+}
+
+class ClipTokenizerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!exists(clip_bpe_path())) GTEST_SKIP() << "missing " << clip_bpe_path();
+  }
+};
+
+std::string temp_file(const std::string& name, const std::string& contents) {
+  const std::string path = ::testing::TempDir() + name;
+  std::ofstream(path, std::ios::binary) << contents;
+  return path;
+}
+
+TEST_F(ClipTokenizerTest, VocabularyLayout) {
+  EXPECT_EQ(clip().vocab_size(), 49408);
+  EXPECT_EQ(clip().sot_token_id(), 49406);
+  EXPECT_EQ(clip().eot_token_id(), 49407);
+}
+
+TEST_F(ClipTokenizerTest, ReadmeExample) {
+  at::Tensor t = clip().tokenize({"a photo of a cat"});
+  ASSERT_EQ(t.sizes(), (at::IntArrayRef{1, 77}));
+  EXPECT_EQ(t.scalar_type(), at::kLong);
+  const Ids want = {49406, 320, 1125, 539, 320, 2368, 49407};
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ(t[0][int64_t(i)].item<int64_t>(), want[i]);
+  EXPECT_EQ(t.slice(1, 7).abs().sum().item<int64_t>(), 0);  // zero padded
+}
+
+TEST_F(ClipTokenizerTest, GoldensFromOpenClip) {
+  const std::vector<std::pair<std::string, Ids>> cases = {
+      {"a photo of a cat", {320, 1125, 539, 320, 2368}},
+      {"Hello, World! It's 2024: we'll see... (maybe) -- don't you think?",
+       {3306, 267, 1002, 256, 585, 568, 273, 271, 273, 275, 281, 649, 1342, 862, 678, 263,
+        3746, 264, 2432, 847, 713, 592, 1331, 286}},
+      {"\xC3\x9Cn\xC3\xAF" "c\xC3\xB6" "d\xC3\xA9 caf\xC3\xA9",  // Ünïcödé café
+       {6522, 77, 35689, 66, 7255, 67, 4166, 15304}},
+      {"\xE6\x9D\xB1\xE4\xBA\xAC\xE3\x82\xBF\xE3\x83\xAF\xE3\x83\xBC\xE3\x81\xAE\xE5\x86\x99"
+       "\xE7\x9C\x9F",  // 東京タワーの写真
+       {48338, 21078, 105, 34941, 2429, 107, 13457, 21575, 44653, 33440, 509}},
+      {"I \xE2\x9D\xA4\xEF\xB8\x8F \xF0\x9F\x90\x88 and \xF0\x9F\x91\x8D\xF0\x9F\x8F\xBD",
+       {328, 1752, 2074, 486, 537, 43722}},  // I ❤️ 🐈 and 👍🏽
+      {"Tom &amp; Jerry &lt;3 &eacute;t&eacute; &#8220;quoted&#8221; &copy2024",
+       {2435, 261, 9164, 283, 274, 3459, 39694, 257, 27706, 257, 5811, 273, 271, 273, 275}},
+      {"  lots \t of \n\n whitespace   ", {2958, 539, 4699, 2138}},
+      // “Curly” quotes and the ﬁnest ＦＵＬＬＷＩＤＴＨ text
+      {"\xE2\x80\x9C" "Curly\xE2\x80\x9D quotes and the \xEF\xAC\x81nest "
+       "\xEF\xBC\xA6\xEF\xBC\xB5\xEF\xBC\xAC\xEF\xBC\xAC\xEF\xBC\xB7\xEF\xBC\xA9\xEF\xBC\xA4"
+       "\xEF\xBC\xB4\xEF\xBC\xA8 text",
+       {257, 20795, 257, 5808, 537, 518, 7707, 9407, 23571, 4160}},
+      // ΟΔΟΣ İSTANBUL STRASSE ß: final sigma and İ -> i + U+0307, as Python's str.lower
+      {"\xCE\x9F\xCE\x94\xCE\x9F\xCE\xA3 \xC4\xB0STANBUL STRASSE \xC3\x9F",
+       {138, 123, 138, 112, 138, 123, 139, 480, 328, 16384, 11231, 1894, 8938, 127, 509}},
+      {"<start_of_text>x<END_OF_TEXT>", {49406, 343, 49407}},
+      // U+0345 is dropped by open_clip's regex (see clip_pretokenize.cpp); U+017F (long s)
+      // does not make a "'s" contraction; U+180E is punctuation, not whitespace.
+      {"x\xCD\x85y !\xCD\x85?", {343, 344, 256, 286}},
+      {"it'\xC5\xBF ok '\xE2\x84\xAA", {585, 6, 129, 379, 2481, 262, 330}},
+      {"\xE1\xA0\x8E!", {157, 254, 236, 256}},
+      {"", {}},
+  };
+  for (const auto& [text, want] : cases) EXPECT_EQ(clip().encode(text), want) << text;
+}
+
+TEST_F(ClipTokenizerTest, EmptyTextIsStartAndEnd) {
+  at::Tensor t = clip().tokenize({""}, 5);
+  const Ids row(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + 5);
+  EXPECT_EQ(row, (Ids{49406, 49407, 0, 0, 0}));
+}
+
+TEST_F(ClipTokenizerTest, LongTextIsCutAndEndsWithEot) {
+  std::string text;
+  for (int i = 0; i < 100; ++i) text += "word ";  // "word" is one token, 2653
+  at::Tensor t = clip().tokenize({text, "a cat"});
+  ASSERT_EQ(t.size(0), 2);
+  EXPECT_EQ(t[0][0].item<int64_t>(), 49406);
+  EXPECT_EQ(t[0][1].item<int64_t>(), 2653);
+  EXPECT_EQ(t[0][75].item<int64_t>(), 2653);
+  EXPECT_EQ(t[0][76].item<int64_t>(), 49407);
+  EXPECT_EQ(t[1][3].item<int64_t>(), 49407);
+
+  // Exactly full: 75 words + SOT + EOT fit without cutting.
+  std::string full;
+  for (int i = 0; i < 75; ++i) full += "word ";
+  at::Tensor f = clip().tokenize({full});
+  EXPECT_EQ(f[0][75].item<int64_t>(), 2653);
+  EXPECT_EQ(f[0][76].item<int64_t>(), 49407);
+}
+
+TEST_F(ClipTokenizerTest, ContextLengthValidation) {
+  EXPECT_THROW(clip().tokenize({"x"}, 1), c10::ValueError);
+  EXPECT_THROW(clip().tokenize({"x"}, 0), c10::ValueError);
+  at::Tensor t = clip().tokenize({"a photo of a cat"}, 2);
+  EXPECT_EQ(t[0][0].item<int64_t>(), 49406);
+  EXPECT_EQ(t[0][1].item<int64_t>(), 49407);
+  EXPECT_EQ(clip().tokenize({}, 77).sizes(), (at::IntArrayRef{0, 77}));
+}
+
+TEST_F(ClipTokenizerTest, DecodeRoundTrip) {
+  EXPECT_EQ(clip().decode(clip().encode("a photo of a cat")), "a photo of a cat ");
+  EXPECT_EQ(clip().decode(clip().encode("\xC3\x9Cn\xC3\xAF" "c\xC3\xB6" "d\xC3\xA9 caf\xC3\xA9")),
+            "\xC3\xBCn\xC3\xAF" "c\xC3\xB6" "d\xC3\xA9 caf\xC3\xA9 ");  // lower-cased
+  // A lone continuation byte (id 128 is byte 0xA1) decodes to U+FFFD, as errors="replace".
+  EXPECT_EQ(clip().decode({128, 2368}), "\xEF\xBF\xBD" "cat ");
+  EXPECT_EQ(clip().decode({49406, 2368, 49407}), "<start_of_text>cat <end_of_text>");
+  EXPECT_THROW(clip().decode({49408}), c10::IndexError);
+  EXPECT_THROW(clip().decode({-1}), c10::IndexError);
+}
+
+TEST_F(ClipTokenizerTest, BatchMatchesSingle) {
+  std::vector<std::string> texts;
+  std::mt19937 rng(7);
+  const std::vector<std::string> words = {"cat", "Dog", "it's", "42", "caf\xC3\xA9", "&amp;",
+                                          "!!", "\xE6\x9D\xB1", "zebra", "\xF0\x9F\x90\x88"};
+  for (int i = 0; i < 3000; ++i) {
+    std::string t;
+    for (int k = 0, n = int(rng() % 30); k < n; ++k) t += words[rng() % words.size()] + " ";
+    texts.push_back(t);
+  }
+  const auto batch = clip().encode_batch(texts);
+  at::Tensor tok = clip().tokenize(texts, 16);
+  ASSERT_EQ(batch.size(), texts.size());
+  for (size_t i = 0; i < texts.size(); ++i) {
+    const Ids single = clip().encode(texts[i]);
+    ASSERT_EQ(batch[i], single) << texts[i];
+    Ids row = {49406};
+    row.insert(row.end(), single.begin(), single.begin() + std::min<size_t>(single.size(), 14));
+    row.push_back(49407);
+    row.resize(16, 0);
+    const int64_t* p = tok.data_ptr<int64_t>() + i * 16;
+    ASSERT_EQ(Ids(p, p + 16), row) << texts[i];
+  }
+}
+
+TEST_F(ClipTokenizerTest, InvalidUtf8BecomesReplacementCharacter) {
+  // A Python str cannot hold these bytes; the C++ API reads them as U+FFFD.
+  EXPECT_EQ(clip().encode("caf\xE9 ok"), clip().encode("caf\xEF\xBF\xBD ok"));
+  EXPECT_EQ(clip().encode("\xFF\xFE"), clip().encode("\xEF\xBF\xBD\xEF\xBF\xBD"));
+}
+
+TEST(BpeWordCache, BoundedAndExact) {
+  tessera::text::BpeWordCache cache(/*max_words=*/640, /*max_bytes=*/1 << 20);
+  for (int i = 0; i < 20000; ++i) {
+    const std::string w = "word" + std::to_string(i);
+    const uint64_t h = tessera::text::BpeWordCache::hash(w);
+    std::vector<int32_t> got;
+    if (!cache.lookup(w, h, got)) cache.insert(w, h, {i, -i, 7});
+    ASSERT_LE(cache.size(), 640u);
+  }
+  size_t hits = 0;
+  for (int i = 0; i < 20000; ++i) {
+    const std::string w = "word" + std::to_string(i);
+    std::vector<int32_t> got = {99};
+    if (cache.lookup(w, tessera::text::BpeWordCache::hash(w), got)) {
+      ++hits;
+      ASSERT_EQ(got, (std::vector<int32_t>{99, i, -i, 7}));  // appended, never mixed up
+    } else {
+      ASSERT_EQ(got, (std::vector<int32_t>{99}));
+    }
+  }
+  EXPECT_GT(hits, 0u);
+  EXPECT_LE(hits, 640u);
+}
+
+TEST_F(ClipTokenizerTest, MissingFileNamesPath) {
+  try {
+    ClipTokenizer("/no/such/dir/bpe.txt.gz");
+    FAIL() << "expected an error";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("/no/such/dir/bpe.txt.gz"), std::string::npos);
+  }
+}
+
+TEST_F(ClipTokenizerTest, MalformedFileNamesPath) {
+  const std::string short_file = temp_file("tessera_short_bpe.txt", "#version: 0.2\ni n\nt h\n");
+  const std::string bad_line = temp_file("tessera_bad_bpe.txt", "#version: 0.2\ni n x\n");
+  const std::string bad_gzip =
+      temp_file("tessera_bad_bpe.txt.gz", std::string("\x1f\x8b\x08\x00garbage-garbage", 20));
+  for (const std::string& path : {short_file, bad_line, bad_gzip}) {
+    try {
+      ClipTokenizer tok(path);
+      FAIL() << "expected an error for " << path;
+    } catch (const c10::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("malformed"), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(ClipTextClean, FtfySubsetAndHtml) {
+  using tessera::text::clip_clean_text;
+  EXPECT_EQ(clip_clean_text("  Hello\t\tWORLD \n"), "hello world");
+  EXPECT_EQ(clip_clean_text("Tom &amp;amp; Jerry"), "tom & jerry");  // ftfy loops to a fixpoint
+  EXPECT_EQ(clip_clean_text("&amp;ldquo;x"), "\"x");                  // then uncurls
+  EXPECT_EQ(clip_clean_text("\xEF\xAC\x81" "ne"), "fine");             // ﬁ ligature
+  EXPECT_EQ(clip_clean_text("a\x1b[31mred\x1b[0m\x08!"), "ared!");     // escapes, controls
+  EXPECT_EQ(clip_clean_text("e\xCC\x81"), "\xC3\xA9");                // NFC
+  EXPECT_EQ(clip_clean_text("&EACUTE;T&Eacute;"), "\xC3\xA9t\xC3\xA9");
+  EXPECT_EQ(clip_clean_text("a\xC2\xA0" "b\xE3\x80\x80" "c"), "a b c");  // NBSP, U+3000
+  // A '<' turns ftfy's unescaping off, so only html.unescape's two passes remain.
+  EXPECT_EQ(clip_clean_text("<b>&amp;amp;amp;</b>"), "<b>&amp;</b>");
+}
+
+TEST(HtmlUnescape, PythonRules) {
+  using tessera::text::html_unescape;
+  EXPECT_EQ(html_unescape(U"&#65;&#x42;&#X43;&#0;&#128;&#xD800;&#1114112;&#1;"),
+            U"ABC\uFFFD\u20AC\uFFFD\uFFFD");
+  EXPECT_EQ(html_unescape(U"&copy2024 &amp &ampx; &notanentity; AT&T"),
+            U"\u00A92024 & &x; \u00ACanentity; AT&T");
+  EXPECT_EQ(html_unescape(U"&hellip;&hellip"), U"\u2026&hellip");
+}
+
+TEST(ClipPretokenizer, ScannerMatchesRegexOnAscii) {
+  tessera::text::ClipPretokenizer pre;
+  std::mt19937 rng(1);
+  const std::string alphabet = "ab's'tlrevmd<>_ 0123!?.,;:-'\"()[]{}#&*";
+  const std::vector<std::string> chunks = {"<start_of_text>", "<end_of_text>", "'re", "'ll",
+                                           "'ve", "it's", "!<end_of_text>", "x'"};
+  for (int i = 0; i < 20000; ++i) {
+    std::string s;
+    for (int k = 0, n = int(rng() % 24); k < n; ++k) {
+      if (rng() % 8 == 0) s += chunks[rng() % chunks.size()];
+      else s += alphabet[rng() % alphabet.size()];
+    }
+    std::vector<std::string_view> a, b;
+    tessera::text::ClipPretokenizer::split_ascii(s, a);
+    pre.split_regex(s, b);
+    ASSERT_EQ(a, b) << s;
+  }
+}
+
+class SentencePieceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!exists(spm_path())) GTEST_SKIP() << "missing " << spm_path();
+  }
+};
+
+TEST_F(SentencePieceTest, Goldens) {
+  SentencePieceTokenizer sp(spm_path());
+  EXPECT_EQ(sp.vocab_size(), 32000);
+  EXPECT_EQ(sp.bos_id(), 1);
+  EXPECT_EQ(sp.eos_id(), 2);
+  EXPECT_EQ(sp.pad_id(), -1);
+  EXPECT_EQ(sp.encode("Hello world!"), (Ids{1, 15043, 3186, 29991}));
+  EXPECT_EQ(sp.encode("Hello world!", false, true), (Ids{15043, 3186, 29991, 2}));
+  EXPECT_EQ(sp.encode("The quick brown fox jumps over the lazy dog.", false),
+            (Ids{450, 4996, 17354, 1701, 29916, 432, 17204, 975, 278, 17366, 11203, 29889}));
+  // Ünïcödé café 東京 🐈: the cat is not in the vocabulary, so it falls back to bytes
+  EXPECT_EQ(sp.encode("\xC3\x9Cn\xC3\xAF" "c\xC3\xB6" "d\xC3\xA9 caf\xC3\xA9 "
+                      "\xE6\x9D\xB1\xE4\xBA\xAC \xF0\x9F\x90\x88", false),
+            (Ids{7189, 29876, 30085, 29883, 9289, 29948, 274, 28059, 29871, 30591, 30675,
+                 29871, 243, 162, 147, 139}));
+  EXPECT_EQ(sp.encode("  leading spaces and 123 numbers", false),
+            (Ids{259, 8236, 8162, 322, 29871, 29896, 29906, 29941, 3694}));
+  EXPECT_EQ(sp.encode("", true), (Ids{1}));
+  EXPECT_EQ(sp.decode({1, 15043, 3186, 29991, 2}), "Hello world!");
+  EXPECT_EQ(sp.id_to_piece(15043), "\xE2\x96\x81Hello");  // ▁Hello
+  EXPECT_EQ(sp.piece_to_id("\xE2\x96\x81Hello"), 15043);
+  EXPECT_EQ(sp.piece_to_id("no-such-piece"), 0);  // unk
+  EXPECT_EQ(sp.id_to_piece(1), "<s>");
+  EXPECT_THROW(sp.id_to_piece(32000), c10::IndexError);
+  EXPECT_THROW(sp.decode({-5}), c10::IndexError);
+}
+
+TEST_F(SentencePieceTest, RoundTrip) {
+  SentencePieceTokenizer sp(spm_path());
+  const std::vector<std::string> texts = {"The quick brown fox.", "  two  spaces",
+                                          "caf\xC3\xA9 \xF0\x9F\x90\x88"};
+  for (const std::string& s : texts) EXPECT_EQ(sp.decode(sp.encode(s)), s);
+}
+
+TEST(SentencePieceErrors, MissingAndMalformed) {
+  try {
+    SentencePieceTokenizer sp("/no/such/tokenizer.model");
+    FAIL() << "expected an error";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("/no/such/tokenizer.model"), std::string::npos);
+  }
+  const std::string junk = temp_file("tessera_junk.model", "definitely not a protobuf");
+  try {
+    SentencePieceTokenizer sp(junk);
+    FAIL() << "expected an error";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find(junk), std::string::npos);
+  }
+}
+
+}  // namespace
