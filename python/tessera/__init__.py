@@ -35,8 +35,8 @@ def library_dir() -> str:
     return _os.path.join(_HERE, "lib")
 
 
-#: Add to CMAKE_PREFIX_PATH so `find_package(tessera)` finds the package installed with the wheel.
-cmake_prefix_path = _os.path.join(_HERE, "share", "cmake")
+#: Add to CMAKE_PREFIX_PATH so `find_package(tessera)` finds the package (lib/cmake/tessera).
+cmake_prefix_path = _HERE
 
 __all__ = [
     "CppModule", "create_model", "from_pretrained", "get_model_config", "list_models", "register_model_type",

@@ -1,0 +1,39 @@
+# The README's commands. Each target does its own setup, idempotently.
+#   make demo   — train + evaluate CLIP on Fashion-MNIST (embedded data)
+#   make test   — build, GoogleTest (ctest), pytest
+PY      := .venv/bin/python
+BUILD   := build
+JOBS    ?= $(shell nproc)
+export CCACHE_DIR ?= $(HOME)/.cache/ccache
+
+.PHONY: setup build install test test-cpp test-python demo bench docs clean
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	@test -f $(BUILD)/build.ninja || .venv/bin/cmake -S . -B $(BUILD) -G Ninja -DPython3_EXECUTABLE=$(PWD)/$(PY)
+	@PATH=$(PWD)/.venv/bin:$$PATH cmake --build $(BUILD) --parallel $(JOBS)
+	@.venv/bin/cmake --install $(BUILD) --prefix python/tessera > /dev/null
+	@test -f .venv/.tessera-editable || { $(PY) -m pip install -q --no-build-isolation --no-deps -e . \
+		&& touch .venv/.tessera-editable; }
+
+install: build
+
+test-cpp: build
+	cd $(BUILD) && ctest --output-on-failure --timeout 600
+
+test-python: build
+	$(PY) -m pytest -q -x --durations=10
+
+test: test-cpp test-python
+
+demo: build
+	$(PY) -m tessera.cli train recipes/fashion_mnist_clip.yaml --out runs/demo
+
+bench: build
+	$(PY) benchmarks/vit_cpu.py
+	$(PY) benchmarks/tokenize.py
+
+clean:
+	rm -rf $(BUILD) python/tessera/_C*.so python/tessera/lib python/tessera/include

@@ -1,0 +1,41 @@
+"""Shared pytest fixtures: where ../shared lives, deterministic seeds, thread count."""
+import os
+import pathlib
+
+import pytest
+import torch
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _shared_dir() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("TESSERA_SHARED_DIR", ROOT.parent / "shared")).resolve()
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> pathlib.Path:
+    d = _shared_dir()
+    if not d.is_dir():
+        pytest.skip(f"reference data folder {d} not found (set TESSERA_SHARED_DIR)")
+    return d
+
+
+@pytest.fixture(scope="session")
+def fixture_dir(shared_dir):
+    def get(family: str) -> pathlib.Path:
+        d = shared_dir / "fixtures" / "hf" / family
+        if not d.is_dir():
+            pytest.skip(f"fixture {d} not found")
+        return d
+
+    return get
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
+
+
+def pytest_configure(config):
+    torch.set_num_threads(os.cpu_count() or 2)
