@@ -2,8 +2,9 @@
 
 The work happens in ``tessera._C.text``. ``tokenize(texts, context_length=77)`` has
 open_clip's signature and returns the same LongTensor as ``open_clip.tokenize`` (same ids,
-zero padding, truncation ending in the end-of-text token), many times faster. See ``csrc/tessera/text/clip_text_clean.h`` for the
-one cleaning step not reproduced (ftfy's repair of mojibake such as ``"cafÃ©"``).
+zero padding, truncation ending in the end-of-text token), many times faster. See
+``csrc/tessera/text/clip_text_clean.h`` for the one cleaning step not reproduced (ftfy's
+repair of mojibake such as ``"cafÃ©"``).
 
     >>> import tessera.text
     >>> tessera.text.tokenize("a photo of a cat")[0, :7].tolist()
@@ -136,7 +137,8 @@ class ClipTokenizer:
         return (type(self), (str(self.vocab_path), self.context_length))
 
     def __repr__(self) -> str:
-        return f"ClipTokenizer(vocab_path='{self.vocab_path}', context_length={self.context_length})"
+        return (f"ClipTokenizer(vocab_path='{self.vocab_path}', "
+                f"context_length={self.context_length})")
 
 
 @functools.lru_cache(maxsize=1)

@@ -16,7 +16,7 @@ struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
                             c10::intrusive_ptr<FnHolder> holder) {
     ctx->save_for_backward({x});
-    ctx->saved_data["fn"] = c10::IValue(c10::static_intrusive_pointer_cast<torch::CustomClassHolder>(holder));
+    ctx->saved_data["fn"] = c10::IValue::make_capsule(c10::static_intrusive_pointer_cast<torch::CustomClassHolder>(holder));
     at::NoGradGuard no_grad;
     return holder->fn(x);
   }
