@@ -74,6 +74,12 @@ class CppModule(nn.Module):
     def forward(self, *args, **kwargs):
         return self._cpp.forward(*args, **kwargs)
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        # `assign=True` would put new Parameter objects into the Python tree while the C++ forward
+        # kept reading the old tensors; copying into the shared tensors is the only load that C++
+        # sees, so `assign` is accepted and loads by copy.
+        return super().load_state_dict(state_dict, strict=strict, assign=False)
+
     def __deepcopy__(self, memo):
         # A deep copy needs its own C++ module (Cloneable::clone copies every tensor).
         clone = self.__class__.__new__(self.__class__)

@@ -103,42 +103,49 @@ class CLIPModel(CppModule, PreTrainedModel):
         return int(self.config.get("vision_config", {}).get("image_size", 224))
 
 
-class _TowerModel(PreTrainedModel):
-    """HF's CLIPVisionModel / CLIPTextModel: one tower under a `vision_model.` / `text_model.` prefix."""
+class _TowerModel(CppModule, PreTrainedModel):
+    """HF's CLIPVisionModel / CLIPTextModel: one tower whose parameters sit at the top level
+    (`embeddings.patch_embedding.weight`), as transformers 5 names them. Checkpoints in the
+    transformers 4.x layout, where every key starts with `vision_model.` / `text_model.`, load too.
+    """
 
-    prefix = ""
+    prefix = ""  # the transformers 4.x key prefix, accepted by load_state_dict
+    _cpp_class = ""
+
+    def __init__(self, config: Optional[Dict[str, Any]] = None):
+        config = dict(config or {})
+        super().__init__(getattr(_C.clip, self._cpp_class)(json.dumps(config)))
+        self.config = config
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        lead = self.prefix + "."
+        if state_dict and all(k.startswith(lead) for k in state_dict):
+            state_dict = {k[len(lead):]: v for k, v in state_dict.items()}
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def set_gradient_checkpointing(self, enable: bool = True) -> None:
-        getattr(self, self.prefix).cpp.set_gradient_checkpointing(enable)
+        self._cpp.set_gradient_checkpointing(enable)
 
 
 class CLIPVisionModel(_TowerModel):
     model_type = "clip_vision_model"
     architecture = "CLIPVisionModel"
     prefix = "vision_model"
-
-    def __init__(self, config: Optional[Dict[str, Any]] = None):
-        super().__init__()
-        self.config = dict(config or {})
-        self.vision_model = CppModule(_C.clip.VisionTransformer(json.dumps(self.config)))
+    _cpp_class = "VisionTransformer"
 
     def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False,
                 interpolate_pos_encoding: bool = False) -> BaseModelOutputWithPooling:
         _check_tensor("pixel_values", pixel_values, 4)
-        return _pooled(self.vision_model.cpp.forward(pixel_values, output_hidden_states, interpolate_pos_encoding))
+        return _pooled(self._cpp.forward(pixel_values, output_hidden_states, interpolate_pos_encoding))
 
 
 class CLIPTextModel(_TowerModel):
     model_type = "clip_text_model"
     architecture = "CLIPTextModel"
     prefix = "text_model"
-
-    def __init__(self, config: Optional[Dict[str, Any]] = None):
-        super().__init__()
-        self.config = dict(config or {})
-        self.text_model = CppModule(_C.clip.ClipTextTransformer(json.dumps(self.config)))
+    _cpp_class = "ClipTextTransformer"
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 output_hidden_states: bool = False) -> BaseModelOutputWithPooling:
         _check_tensor("input_ids", input_ids, 2)
-        return _pooled(self.text_model.cpp.forward(input_ids, attention_mask, output_hidden_states))
+        return _pooled(self._cpp.forward(input_ids, attention_mask, output_hidden_states))

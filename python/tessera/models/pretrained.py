@@ -31,6 +31,8 @@ def load_weights(path: str) -> Dict[str, torch.Tensor]:
     """Tensors of a checkpoint folder (model.safetensors or sharded), memory-mapped and validated."""
     if not os.path.isdir(path):
         raise FileNotFoundError(f"checkpoint folder not found: {path}")
+    if not any(os.path.isfile(os.path.join(path, f)) for f in ("model.safetensors", "model.safetensors.index.json")):
+        raise FileNotFoundError(f"no checkpoint in {path}: expected model.safetensors or model.safetensors.index.json")
     tensors = _C.core.load_checkpoint_dir(path)
     return {k: v for k, v in tensors.items() if not _IGNORED_CHECKPOINT_KEYS.search(k)}
 
@@ -47,19 +49,26 @@ class PreTrainedModel(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str, **kwargs):
         """Builds the model from `path/config.json` and loads `path/model.safetensors` strictly."""
-        model = cls(read_config(path), **kwargs)
+        config = read_config(path)
+        try:
+            model = cls(config, **kwargs)
+        except ValueError as e:  # name the file: the C++ message names only the key
+            file = os.path.join(path, "config.json") if os.path.isdir(path) else path
+            raise ValueError(f"{file}: {e}") from e
         model.load_state_dict(load_weights(path), strict=True)
         return model
 
     def save_pretrained(self, path: str) -> None:
         """Writes config.json and model.safetensors (HF layout, atomically)."""
-        os.makedirs(path, exist_ok=True)
-        tensors = {k: v.detach() for k, v in self.state_dict().items()}
-        _C.core.save_safetensors(os.path.join(path, "model.safetensors"), tensors, {"format": "pt"})
+        # Serialise the config first: a config that cannot be written must fail before the
+        # weights file is replaced, or the folder would pair new weights with an old config.
         config = dict(self.config)
         config.setdefault("architectures", [self.architecture])
         config.setdefault("model_type", self.model_type)
         data = (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
+        os.makedirs(path, exist_ok=True)
+        tensors = {k: v.detach() for k, v in self.state_dict().items()}
+        _C.core.save_safetensors(os.path.join(path, "model.safetensors"), tensors, {"format": "pt"})
         _C.core.write_file_atomic(os.path.join(path, "config.json"), data)
 
     @property

@@ -1,0 +1,75 @@
+// CLIP evaluation and training pipelines after open_clip's transform.py (image_transform):
+// geometry on uint8 with ATen's antialiased kernels, then one fused flip + float + normalise.
+#include "tessera/vision/image_transform.h"
+
+#include <ATen/ops/empty.h>
+#include <c10/util/Exception.h>
+
+namespace tessera::vision {
+
+ImageTransform::ImageTransform(TransformOptions options)
+    : options_(std::move(options)),
+      normalize_(options_.mean(), options_.std()),
+      normalize_gray_({options_.mean().at(0)}, {options_.std().at(0)}) {
+  TORCH_CHECK_VALUE(options_.image_size() > 0, "TransformOptions: image_size must be positive, got ",
+                    options_.image_size());
+  TORCH_CHECK_VALUE(options_.resize_size() >= 0, "TransformOptions: resize_size must be >= 0, got ",
+                    options_.resize_size());
+  TORCH_CHECK_VALUE(options_.hflip_prob() >= 0 && options_.hflip_prob() <= 1,
+                    "TransformOptions: hflip_prob must be in [0, 1], got ", options_.hflip_prob());
+  const auto& s = options_.scale();
+  const auto& r = options_.ratio();
+  TORCH_CHECK_VALUE(0 < s[0] && s[0] <= s[1] && s[1] <= 1 && 0 < r[0] && r[0] <= r[1],
+                    "TransformOptions: scale must satisfy 0 < min <= max <= 1 and ratio ",
+                    "0 < min <= max, got scale (", s[0], ", ", s[1], "), ratio (", r[0], ", ", r[1], ")");
+}
+
+int64_t ImageTransform::output_channels(int64_t in_channels) const {
+  if (in_channels == 1 && !options_.expand_grayscale()) return 1;
+  TORCH_CHECK_VALUE(in_channels == 1 || in_channels == normalize_.channels(), "ImageTransform: ",
+                    "image has ", in_channels, " channels, expected 1 or ", normalize_.channels());
+  return normalize_.channels();
+}
+
+at::Tensor ImageTransform::geometry(const at::Tensor& img, at::Generator gen, bool* flip) const {
+  const int64_t S = options_.image_size();
+  const bool u8 = img.scalar_type() == at::kByte;
+  const int64_t H = img.size(u8 ? 0 : 1), W = img.size(u8 ? 1 : 2);
+  *flip = false;
+  if (!options_.train()) {
+    const int64_t r = options_.resize_size() > 0 ? options_.resize_size() : S;
+    return center_crop(resize_shortest(img, r, options_.interpolation()), S, S);
+  }
+  // Draw order as torchvision's Compose([RandomResizedCrop, RandomHorizontalFlip, ...]).
+  const CropBox b = random_resized_crop_box(H, W, options_.scale(), options_.ratio(), gen);
+  at::Tensor out = resize(crop(img, b.top, b.left, b.height, b.width), S, S, options_.interpolation());
+  *flip = options_.hflip_prob() > 0 && draw_horizontal_flip(options_.hflip_prob(), gen);
+  return out;
+}
+
+void ImageTransform::apply_into(const at::Tensor& img, at::Generator gen, const at::Tensor& out) const {
+  TORCH_CHECK_VALUE(img.defined() && img.dim() == 3, "ImageTransform: expected a uint8 HWC or ",
+                    "float CHW image, got ", img.defined() ? img.sizes() : at::IntArrayRef{});
+  const bool u8 = img.scalar_type() == at::kByte;
+  const int64_t C = output_channels(img.size(u8 ? 2 : 0));
+  const Normalize& norm = C == 1 ? normalize_gray_ : normalize_;
+  bool flip = false;
+  const at::Tensor x = geometry(img, gen, &flip);
+  if (u8) {
+    norm.into(x, out, flip);
+  } else {
+    out.copy_(norm(flip ? horizontal_flip(x) : x));
+  }
+}
+
+at::Tensor ImageTransform::apply(const at::Tensor& img, at::Generator gen) const {
+  TORCH_CHECK_VALUE(img.defined() && img.dim() == 3, "ImageTransform: expected a uint8 HWC or ",
+                    "float CHW image, got ", img.defined() ? img.sizes() : at::IntArrayRef{});
+  const bool u8 = img.scalar_type() == at::kByte;
+  const int64_t S = options_.image_size();
+  at::Tensor out = at::empty({output_channels(img.size(u8 ? 2 : 0)), S, S}, at::kFloat);
+  apply_into(img, gen, out);
+  return out;
+}
+
+}  // namespace tessera::vision

@@ -1,0 +1,110 @@
+"""The `tessera` command: train | eval | convert | info."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import List, Optional
+
+
+def _train(args) -> int:
+    import torch.distributed as dist
+
+    from .train import run
+
+    try:
+        summary = run(args.recipe, args.out, resume=args.resume, overrides=args.set, progress=not args.quiet)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if summary.get("world_size", 1) == 1 or int(os.environ.get("RANK", "0")) == 0:
+        print(_format_summary(summary, args.out))
+    return 0
+
+
+def _format_summary(summary, out_dir: str) -> str:
+    lines = [f"\nrun folder: {out_dir}"]
+    for k in ("train_steps", "skipped_steps", "first_loss", "final_loss", "zero_shot_top1", "zero_shot_top5", "seconds"):
+        if summary.get(k) is not None:
+            v = summary[k]
+            lines.append(f"  {k:16s} {v:.4f}" if isinstance(v, float) else f"  {k:16s} {v}")
+    return "\n".join(lines)
+
+
+def _eval(args) -> int:
+    from .train import load_recipe
+    from .train.clip_task import ClipTask
+    from .factory import from_pretrained
+
+    recipe = load_recipe(args.recipe, args.set)
+    if args.retrieval:
+        recipe.eval.retrieval = True
+    task = ClipTask(recipe)
+    model = from_pretrained(args.checkpoint).eval()
+    metrics = task.evaluate(model, final=False)
+    print(json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, indent=2))
+    return 0
+
+
+def _convert(args) -> int:
+    """A PyTorch state-dict file (.bin/.pt) with HF keys + config.json -> a safetensors folder."""
+    import torch
+
+    from . import _C
+    from .models.pretrained import read_config
+
+    state = torch.load(args.src, map_location="cpu", weights_only=True)
+    state = {k: v.contiguous() for k, v in state.items() if isinstance(v, torch.Tensor)}
+    os.makedirs(args.dst, exist_ok=True)
+    _C.core.save_safetensors(os.path.join(args.dst, "model.safetensors"), state, {"format": "pt"})
+    config = read_config(args.config)
+    _C.core.write_file_atomic(os.path.join(args.dst, "config.json"), (json.dumps(config, indent=2) + "\n").encode())
+    print(f"wrote {len(state)} tensors to {args.dst}")
+    return 0
+
+
+def _info(args) -> int:
+    import torch
+
+    import tessera
+
+    print(f"tessera {tessera.__version__} (torch {torch.__version__}, CUDA available: {torch.cuda.is_available()})")
+    print(f"models: {', '.join(tessera.list_models())}")
+    print(f"include: {tessera.include_paths()[0]}\ncmake prefix: {tessera.cmake_prefix_path}")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="tessera", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train a recipe (YAML)")
+    t.add_argument("recipe")
+    t.add_argument("--out", default="runs/default")
+    t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    t.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(fn=_train)
+    e = sub.add_parser("eval", help="zero-shot / retrieval evaluation of a checkpoint folder")
+    e.add_argument("checkpoint")
+    e.add_argument("--recipe", required=True, help="recipe whose data and eval sections to use")
+    e.add_argument("--retrieval", action="store_true")
+    e.add_argument("--set", action="append", default=[])
+    e.set_defaults(fn=_eval)
+    c = sub.add_parser("convert", help="PyTorch state dict (HF keys) -> model.safetensors folder")
+    c.add_argument("src")
+    c.add_argument("dst")
+    c.add_argument("--config", required=True, help="config.json of the model")
+    c.set_defaults(fn=_convert)
+    i = sub.add_parser("info", help="versions, models, build paths")
+    i.set_defaults(fn=_info)
+    args = p.parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"tessera {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

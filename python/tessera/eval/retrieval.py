@@ -1,0 +1,45 @@
+"""Image<->text retrieval recall@K (R@1/5/10), as reported in the CLIP and ALIGN papers.
+A retrieved item counts as correct when its caption text equals the query's ground truth, so
+datasets with repeated captions (class-name captions) are scored fairly."""
+from __future__ import annotations
+
+from typing import Dict, Iterable, List, Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+@torch.no_grad()
+def embed_pairs(model, batches: Iterable[Dict], tokenizer, context_length: int = 77, max_images: int = 0):
+    device = next(model.parameters()).device
+    img, txt, captions = [], [], []
+    for batch in batches:
+        caps = list(batch["captions"])
+        img.append(F.normalize(model.get_image_features(batch["pixel_values"].to(device)).float(), dim=-1).cpu())
+        ids = tokenizer(caps, context_length=context_length).to(device)
+        txt.append(F.normalize(model.get_text_features(ids).float(), dim=-1).cpu())
+        captions.extend(caps)
+        if max_images and len(captions) >= max_images:
+            break
+    return torch.cat(img), torch.cat(txt), captions
+
+
+def recall_at_k(image_embeds: torch.Tensor, text_embeds: torch.Tensor, captions: Sequence[str],
+                ks: Sequence[int] = (1, 5, 10)) -> Dict[str, float]:
+    """image_embeds[i] pairs with text_embeds[i]; both L2-normalised."""
+    ids = {c: i for i, c in enumerate(dict.fromkeys(captions))}
+    cap_id = torch.tensor([ids[c] for c in captions])
+    sim = image_embeds @ text_embeds.T
+    out: Dict[str, float] = {}
+    for name, s in (("image_to_text", sim), ("text_to_image", sim.T)):
+        k_max = min(max(ks), s.shape[1])
+        top = s.topk(k_max, dim=1).indices  # [N, k]
+        hit = cap_id[top] == cap_id[:, None]
+        for k in ks:
+            out[f"{name}_R@{k}"] = hit[:, : min(k, k_max)].any(1).float().mean().item()
+    return out
+
+
+def retrieval_evaluate(model, batches, tokenizer, context_length: int = 77, max_images: int = 0) -> Dict[str, float]:
+    image_embeds, text_embeds, captions = embed_pairs(model, batches, tokenizer, context_length, max_images)
+    return recall_at_k(image_embeds, text_embeds, captions)

@@ -1,0 +1,55 @@
+"""Zero-shot classification as in the CLIP paper (Radford et al. 2021, section 3.1.4): a text
+classifier from class names x prompt templates (mean of normalised embeddings), top-1/top-5."""
+from __future__ import annotations
+
+from typing import Dict, Iterable, List, Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+@torch.no_grad()
+def zero_shot_classifier(model, tokenizer, class_names: Sequence[str], templates: Sequence[str],
+                         context_length: int = 77) -> torch.Tensor:
+    """[num_classes, dim] unit vectors: per class, the normalised mean over templates."""
+    weights = []
+    device = next(model.parameters()).device
+    for name in class_names:
+        ids = tokenizer([t.format(name) for t in templates], context_length=context_length).to(device)
+        emb = F.normalize(model.get_text_features(ids).float(), dim=-1).mean(0)
+        weights.append(F.normalize(emb, dim=-1))
+    return torch.stack(weights)
+
+
+@torch.no_grad()
+def zero_shot_evaluate(model, batches: Iterable[Dict[str, torch.Tensor]], classifier: torch.Tensor,
+                       max_images: int = 0) -> Dict[str, object]:
+    """top1/top5 accuracy (fractions), the confusion matrix and per-image top-5 predictions."""
+    device = classifier.device
+    n_cls = classifier.shape[0]
+    confusion = torch.zeros(n_cls, n_cls, dtype=torch.long)
+    correct1 = correct5 = total = 0
+    top5_all: List[torch.Tensor] = []
+    labels_all: List[torch.Tensor] = []
+    for batch in batches:
+        pixels = batch["pixel_values"].to(device)
+        labels = batch["labels"]
+        feats = F.normalize(model.get_image_features(pixels).float(), dim=-1)
+        logits = feats @ classifier.T
+        top5 = logits.topk(min(5, n_cls), dim=-1).indices.cpu()
+        correct1 += int((top5[:, 0] == labels).sum())
+        correct5 += int((top5 == labels[:, None]).any(-1).sum())
+        confusion.index_put_((labels, top5[:, 0]), torch.ones_like(labels), accumulate=True)
+        total += len(labels)
+        top5_all.append(top5)
+        labels_all.append(labels)
+        if max_images and total >= max_images:
+            break
+    return {
+        "zero_shot_top1": correct1 / max(total, 1),
+        "zero_shot_top5": correct5 / max(total, 1),
+        "num_images": total,
+        "confusion": confusion,
+        "top5": torch.cat(top5_all) if top5_all else torch.empty(0, 5, dtype=torch.long),
+        "labels": torch.cat(labels_all) if labels_all else torch.empty(0, dtype=torch.long),
+    }

@@ -1,0 +1,139 @@
+"""The CLIP objective for the Trainer: image batches, captions (from the dataset or from class
+names x templates), contrastive loss across ranks, zero-shot / retrieval evaluation, plots."""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Dict, List
+
+import torch
+
+from .. import data as tdata
+from ..eval import retrieval_evaluate, zero_shot_classifier, zero_shot_evaluate
+from ..factory import create_model, from_pretrained
+from ..models.clip import CLIPModel
+from ..text import ClipTokenizer
+from .config import Recipe
+
+
+class ClipTask:
+    def __init__(self, recipe: Recipe, rank: int = 0, world_size: int = 1):
+        self.recipe = recipe
+        self.rank, self.world_size = rank, world_size
+        self.tokenizer = ClipTokenizer()
+        self.train_set = self._dataset(train=True)
+        self.class_names: List[str] = list(recipe.data.class_names or getattr(self.train_set, "classes", []) or [])
+        from ..losses import ClipLoss, SigLipLoss
+
+        lc = recipe.loss
+        if lc.kind == "clip":
+            self.loss_fn = ClipLoss(local_loss=lc.local_loss, gather_with_grad=lc.gather_with_grad,
+                                    rank=rank, world_size=world_size)
+        elif lc.kind == "siglip":
+            self.loss_fn = SigLipLoss(rank=rank, world_size=world_size)
+        else:
+            raise ValueError(f"loss.kind must be 'clip' or 'siglip', got {lc.kind!r}")
+
+    # ---- data -----------------------------------------------------------------------------
+    def _dataset(self, train: bool):
+        d = self.recipe.data
+        root = d.root if train else (d.eval_root or d.root)
+        if d.dataset == "fashion_mnist":
+            return tdata.FashionMNIST(root, split="train" if train else "test")
+        if d.dataset == "image_folder":
+            return tdata.ImageFolder(root)
+        if d.dataset == "captions":
+            return tdata.CaptionDataset(root)
+        raise ValueError(f"data.dataset must be fashion_mnist, image_folder or captions, got {d.dataset!r}")
+
+    def _loader(self, dataset, train: bool, rank: int, world_size: int):
+        d = self.recipe.data
+        transform = tdata.clip_transform(d.image_size, train=train and d.train_augment)
+        return tdata.DataLoader(dataset, batch_size=d.batch_size, shuffle=train, seed=self.recipe.train.seed,
+                                rank=rank, world_size=world_size, num_workers=d.num_workers, prefetch=d.prefetch,
+                                drop_last=train, transform=transform)
+
+    def train_loader(self, rank: int, world_size: int):
+        return self._loader(self.train_set, True, rank, world_size)
+
+    def captions(self, batch: Dict[str, Any], step: int) -> List[str]:
+        if batch.get("captions"):
+            return list(batch["captions"])
+        templates = self.recipe.data.templates
+        # One generator per (seed, step, rank): deterministic and resume-safe without saved state.
+        g = torch.Generator().manual_seed((self.recipe.train.seed * 1_000_003 + step) * 65_537 + self.rank)
+        pick = torch.randint(len(templates), (len(batch["labels"]),), generator=g).tolist()
+        return [templates[t].format(self.class_names[int(c)]) for t, c in zip(pick, batch["labels"].tolist())]
+
+    # ---- model and loss ---------------------------------------------------------------------
+    def build_model(self) -> CLIPModel:
+        m = self.recipe.model
+        if m.name:
+            model = create_model(m.name, config_overrides=m.config)
+        elif m.pretrained:
+            model = from_pretrained(m.pretrained)
+        else:
+            model = CLIPModel(m.config)
+        if m.name and m.pretrained:
+            from ..models.pretrained import load_weights
+
+            model.load_state_dict(load_weights(m.pretrained), strict=True)
+        return model
+
+    def compute_loss(self, wrapped, model: CLIPModel, batch: Dict[str, Any], step: int) -> Dict[str, torch.Tensor]:
+        device = model.device
+        ids = self.tokenizer(self.captions(batch, step), context_length=self.recipe.data.context_length).to(device)
+        out = wrapped(input_ids=ids, pixel_values=batch["pixel_values"].to(device))
+        if self.recipe.loss.kind == "siglip":
+            bias = getattr(model, "logit_bias", None)
+            if bias is None:
+                raise ValueError("loss.kind=siglip needs a model with a logit_bias parameter (CLIPModel has none)")
+            loss = self.loss_fn(out.image_embeds, out.text_embeds, model.logit_scale.exp(), bias)
+        else:
+            loss = self.loss_fn(out.image_embeds, out.text_embeds, model.logit_scale.exp())
+        return {"loss": loss, "logit_scale": model.logit_scale.detach().exp()}
+
+    def after_step(self, model: CLIPModel) -> None:
+        with torch.no_grad():  # CLIP clamps the temperature so logits stay <= 100
+            model.logit_scale.clamp_(0, math.log(100))
+
+    # ---- evaluation -------------------------------------------------------------------------
+    def evaluate(self, model: CLIPModel, final: bool = False) -> Dict[str, Any]:
+        cfg = self.recipe
+        eval_set = self._dataset(train=False)
+        out: Dict[str, Any] = {}
+        if cfg.eval.zero_shot and self.class_names:
+            classifier = zero_shot_classifier(model, self.tokenizer, self.class_names, cfg.data.templates,
+                                              cfg.data.context_length)
+            loader = self._loader(eval_set, False, 0, 1)
+            out.update(zero_shot_evaluate(model, loader, classifier, cfg.eval.max_images))
+            if final:
+                self._grid_source = next(iter(self._loader(eval_set, False, 0, 1)))
+        if cfg.eval.retrieval:
+            loader = self._loader(eval_set, False, 0, 1)
+            batches = ({**b, "captions": self.captions(b, 0) if not b.get("captions") else b["captions"]}
+                       for b in loader)
+            out.update(retrieval_evaluate(model, batches, self.tokenizer, cfg.data.context_length,
+                                          cfg.eval.max_images))
+        return out
+
+    def plot(self, out_dir: str, metrics_path: str, metrics: Dict[str, Any]) -> None:
+        from ..viz import plot_confusion, plot_eval_curves, plot_prediction_grid, plot_training_curves, read_metrics
+
+        rows = read_metrics(metrics_path)
+        plot_training_curves(rows, os.path.join(out_dir, "loss.png"))
+        plot_eval_curves(rows, os.path.join(out_dir, "eval.png"))
+        if "confusion" in metrics:
+            plot_confusion(metrics["confusion"], self.class_names, os.path.join(out_dir, "confusion.png"))
+            batch = getattr(self, "_grid_source", None)
+            if batch is not None:
+                n = 16
+                mean = torch.tensor(tdata.CLIP_MEAN).view(1, 3, 1, 1)
+                std = torch.tensor(tdata.CLIP_STD).view(1, 3, 1, 1)
+                imgs = ((batch["pixel_values"][:n] * std + mean).clamp(0, 1) * 255).to(torch.uint8)
+                imgs = imgs.permute(0, 2, 3, 1)
+                if bool((imgs[..., 0] == imgs[..., 1]).all()):
+                    imgs = imgs[..., 0]
+                captions = [cfg.format(c) for c, cfg in zip(self.class_names, [self.recipe.data.templates[0]] * len(self.class_names))]
+                plot_prediction_grid(imgs, metrics["labels"][:n], metrics["top5"][:n], captions,
+                                     os.path.join(out_dir, "predictions.png"), n)

@@ -1,0 +1,55 @@
+"""torch.distributed set-up from torchrun's environment (Gloo on CPU, NCCL on CUDA), and one
+seeding function for every process."""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> DistInfo:
+    """Joins the process group when launched by torchrun (WORLD_SIZE > 1); otherwise single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available()
+    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=device)
+
+
+def seed_all(seed: int, rank: int = 0) -> None:
+    """Seeds torch, CUDA and Python's RNG; each rank gets its own stream (seed + rank)."""
+    s = seed + rank
+    random.seed(s)
+    torch.manual_seed(s)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(s)
+
+
+def all_true(flag: bool, info: DistInfo) -> bool:
+    """True on every rank only if `flag` is true on every rank."""
+    if info.world_size == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=info.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item() > 0.5)

@@ -1,0 +1,4 @@
+"""Plots of runs and evaluations."""
+from .plots import plot_confusion, plot_eval_curves, plot_prediction_grid, plot_training_curves, read_metrics
+
+__all__ = ["plot_training_curves", "plot_eval_curves", "plot_confusion", "plot_prediction_grid", "read_metrics"]
