@@ -33,7 +33,7 @@ demo: build
 
 bench: build
 	$(PY) benchmarks/vit_cpu.py
-	$(PY) benchmarks/tokenize.py
+	$(PY) benchmarks/tokenizer_speed.py
 
 clean:
 	rm -rf $(BUILD) python/tessera/_C*.so python/tessera/lib python/tessera/include

@@ -49,8 +49,8 @@ def models():
     out = {"tessera": tessera.CLIPVisionModel(cfg)}
     out["torchvision"] = torchvision.models.vit_b_16(weights=None)
     out["timm"] = timm.create_model("vit_base_patch16_224", pretrained=False)
-    hf_cfg = CLIPVisionConfig(**{k: v for k, v in cfg.items() if k != "model_type"})
-    out["transformers"] = HFVision(hf_cfg, attn_implementation="sdpa")
+    hf_cfg = CLIPVisionConfig(**{k: v for k, v in cfg.items() if k != "model_type"}, attn_implementation="sdpa")
+    out["transformers"] = HFVision(hf_cfg)
     return {k: m.eval() for k, m in out.items()}
 
 

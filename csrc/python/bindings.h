@@ -11,5 +11,6 @@ namespace py = pybind11;
 void bind_core(py::module_& m);
 void bind_text(py::module_& m);
 void bind_clip(py::module_& m);
+void bind_losses(py::module_& m);
 
 }  // namespace tessera::python

@@ -9,4 +9,6 @@ PYBIND11_MODULE(_C, m) {
   tessera::python::bind_core(core);
   tessera::python::bind_text(text);
   tessera::python::bind_clip(clip);
+  auto losses = m.def_submodule("losses", "CLIP InfoNCE and SigLIP sigmoid losses (math; gathering in Python)");
+  tessera::python::bind_losses(losses);
 }

@@ -15,9 +15,15 @@ import torch
 
 import tessera
 from tessera import _C
-from _clip_reference import pixel_batch, text_batch, tiny_config
+from _clip_reference import one_thread, pixel_batch, text_batch, tiny_config
 
 CONFIG = tiny_config()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    with one_thread():
+        yield
 
 
 def _write(path, header, data: bytes = b"", header_bytes: bytes = None, length: int = None) -> str:
@@ -427,6 +433,13 @@ def test_save_into_a_file_path_fails_cleanly(tmp_path):
         tessera.CLIPModel(CONFIG).save_pretrained(str(blocker))
     assert blocker.read_text() == "x"
     assert [p.name for p in tmp_path.iterdir()] == ["file"]
+
+
+def test_save_rejects_reserved_tensor_name(tmp_path):
+    path = tmp_path / "reserved.safetensors"
+    with pytest.raises(ValueError, match="__metadata__"):
+        _C.core.save_safetensors(str(path), {"__metadata__": torch.zeros(2)}, {"format": "pt"})
+    assert not path.exists()
 
 
 def test_save_safetensors_failure_leaves_no_temp_file(tmp_path):

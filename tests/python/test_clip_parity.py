@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import tessera
-from _clip_reference import (assert_close, assert_grads_match, hf_clip, pixel_batch, text_batch, through_disk,
-                             tiny_config)
+from _clip_reference import (assert_close, assert_grads_match, hf_clip, one_thread, pixel_batch, text_batch,
+                             through_disk, tiny_config)
 
 transformers = pytest.importorskip("transformers")
 safetensors_torch = pytest.importorskip("safetensors.torch")
@@ -21,6 +21,12 @@ safetensors_torch = pytest.importorskip("safetensors.torch")
 ATOL = 1e-4
 IO_OUTPUTS = ["image_embeds", "text_embeds", "logits_per_image", "loss", "vision_last_hidden_state",
               "text_last_hidden_state"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    with one_thread():
+        yield
 
 
 # --------------------------------------------------------------------------- golden fixture
@@ -99,12 +105,11 @@ def _compare_clip(tm, hf, ids, mask, px, only_kept_tokens=False):
     out_h = hf(input_ids=ids, pixel_values=px, attention_mask=mask, return_loss=True)
     for name in ["loss", "logits_per_image", "logits_per_text", "text_embeds", "image_embeds"]:
         assert_close(out_t[name], out_h[name], ATOL, name)
-    # The towers' own pooled outputs (before the projections), from transformers' tower modules.
-    with torch.no_grad():
-        ref_vision = hf.vision_model(pixel_values=px).pooler_output
-        ref_text = hf.text_model(input_ids=ids, attention_mask=mask).pooler_output
-    assert_close(out_t.vision_model_output.pooler_output, ref_vision, ATOL, "vision pooler_output")
-    assert_close(out_t.text_model_output.pooler_output, ref_text, ATOL, "text pooler_output")
+    # transformers 5 reports the towers' pooler_output after the projections.
+    assert_close(out_t.vision_model_output.pooler_output, out_h.vision_model_output.pooler_output, ATOL,
+                 "vision pooler_output")
+    assert_close(out_t.text_model_output.pooler_output, out_h.text_model_output.pooler_output, ATOL,
+                 "text pooler_output")
     keep = mask.bool() if only_kept_tokens else torch.ones_like(mask, dtype=torch.bool)
     # With left padding, rows of padded queries attend to nothing; what they hold is arbitrary
     # (and never read), so only the kept positions are compared.
@@ -157,6 +162,17 @@ def test_no_attention_mask_and_shorter_text(tmp_path):
                  "image features")
 
 
+def test_attention_mask_dtypes_match_transformers(tmp_path):
+    config = RANDOM_CONFIGS["quick_gelu-eos_id"]
+    hf = hf_clip(config, "sdpa", seed=9)
+    tm = through_disk(hf, tmp_path)
+    ids, mask = text_batch(config["text_config"], batch=3, seq_len=12)
+    with torch.no_grad():
+        want = hf.get_text_features(input_ids=ids, attention_mask=mask).pooler_output
+        for m in (mask, mask.bool(), mask.int(), mask.float()):
+            assert_close(tm.get_text_features(ids, m), want, ATOL, f"mask {m.dtype}")
+
+
 def test_output_hidden_states_match(tmp_path):
     config = RANDOM_CONFIGS["gelu_new-eos_is_pad"]
     hf = hf_clip(config, "eager", seed=7)
@@ -173,11 +189,6 @@ def test_output_hidden_states_match(tmp_path):
             assert_close(x, y, ATOL, f"{tower}.hidden_states[{i}]")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "transformers 5.17's CLIPModel.forward builds its tower outputs with get_text_features / "
-    "get_image_features, which overwrite pooler_output with the *projected* features "
-    "([B, projection_dim]); tessera's CLIPOutput keeps the unprojected pooled state "
-    "([B, hidden_size], the transformers 4.x meaning)"))
 def test_clip_output_tower_pooler_is_projected_as_in_transformers_5(tmp_path):
     config = RANDOM_CONFIGS["quick_gelu-eos_id"]
     hf = hf_clip(config, "sdpa", seed=4)
@@ -259,10 +270,6 @@ def test_clip_model_interpolate_pos_encoding_matches_transformers(tmp_path):
                      "image features")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "C++ VisionEmbeddings resizes the position table only when the patch *count* differs; a "
-    "non-square image with as many patches as the square grid (24x24/8 = 3x3 = 9 patches, "
-    "image 8x72 = 1x9 patches) keeps the 3x3 table instead of resampling it to 1x9 as HF does"))
 def test_vision_interpolate_same_patch_count_non_square(tmp_path):
     hf = _hf_vision()
     tm = through_disk(hf, tmp_path)
@@ -273,10 +280,6 @@ def test_vision_interpolate_same_patch_count_non_square(tmp_path):
     assert_close(a.last_hidden_state, b.last_hidden_state, ATOL, "last_hidden_state")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "C++ VisionEmbeddings checks only the patch count against image_size: an 8x72 image on a "
-    "24x24 model (9 patches either way) runs without interpolate_pos_encoding, where HF raises "
-    "ValueError('Input image size (8*72) doesn't match model (24*24)')"))
 def test_vision_wrong_size_same_patch_count_is_rejected(tmp_path):
     hf = _hf_vision()
     tm = through_disk(hf, tmp_path)

@@ -14,11 +14,17 @@ import torch
 from torch import nn
 
 import tessera
-from _clip_reference import assert_close, hf_clip, pixel_batch, text_batch, tiny_config
+from _clip_reference import assert_close, hf_clip, one_thread, pixel_batch, text_batch, tiny_config
 
 pytest.importorskip("transformers")
 
 CONFIG = tiny_config()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    with one_thread():
+        yield
 
 
 def _batch(config=CONFIG, batch=4, dtype=torch.float32):
@@ -278,6 +284,31 @@ def test_deepcopy_is_independent():
     assert twin.get_image_features(px).abs().max() == 0
     twin.get_text_features(ids, mask).sum().backward()
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_gradient_checkpointing_keeps_outputs_and_gradients(tmp_path):
+    """Activation checkpointing (training mode) recomputes the blocks in backward; loss and every
+    gradient still equal transformers' (no checkpointing, dropout 0 so train == eval)."""
+    config = tiny_config(text=dict(num_hidden_layers=2), vision=dict(num_hidden_layers=2))
+    hf = hf_clip(config, "sdpa")
+    model = _tessera_from_hf(hf, tmp_path).train()
+    model.set_gradient_checkpointing(True)
+    ids, mask, px = _batch(config)
+    out = model(input_ids=ids, pixel_values=px, attention_mask=mask, return_loss=True)
+    ref = hf(input_ids=ids, pixel_values=px, attention_mask=mask, return_loss=True)
+    assert_close(out.loss, ref.loss, 1e-5, "loss")
+    out.loss.backward()
+    ref.loss.backward()
+    from _clip_reference import assert_grads_match
+
+    assert_grads_match(model, hf)
+
+
+def test_pickling_is_refused_with_a_hint():
+    import pickle
+
+    with pytest.raises(TypeError, match="save_pretrained"):
+        pickle.dumps(tessera.CLIPModel(CONFIG))
 
 
 def test_gradcheck_float64():

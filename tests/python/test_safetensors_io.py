@@ -10,7 +10,7 @@ import torch
 
 import tessera
 from tessera import _C
-from _clip_reference import assert_close, hf_clip, pixel_batch, text_batch, tiny_config
+from _clip_reference import assert_close, hf_clip, one_thread, pixel_batch, text_batch, tiny_config
 
 st = pytest.importorskip("safetensors")
 st_torch = pytest.importorskip("safetensors.torch")
@@ -20,6 +20,12 @@ DTYPES = {
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
     "BOOL": torch.bool,
 }
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    with one_thread():
+        yield
 
 
 def _sample(dtype: torch.dtype, shape, seed: int) -> torch.Tensor:

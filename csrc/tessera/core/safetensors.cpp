@@ -190,6 +190,8 @@ std::string serialize_safetensors(const TensorDict& tensors, const Metadata& met
   uint64_t offset = 0;
   for (const auto& [name, t] : tensors) {
     TORCH_CHECK_VALUE(t.defined(), "cannot save undefined tensor '", name, "'");
+    TORCH_CHECK_VALUE(name != "__metadata__", "cannot save a tensor named '__metadata__': the name is reserved "
+                      "for the safetensors metadata block");
     at::Tensor c = t.detach().to(at::kCPU).contiguous();
     uint64_t bytes = c.numel() * c.element_size();
     header[name] = {{"dtype", dtype_name(c.scalar_type(), name)},

@@ -50,8 +50,11 @@ ClipOutput ClipModelImpl::forward(const at::Tensor& pixel_values, const at::Tens
   ClipOutput out;
   out.vision_model_output = vision_model(pixel_values, output_hidden_states, interpolate_pos_encoding);
   out.text_model_output = text_model(input_ids, attention_mask, output_hidden_states);
-  out.image_embeds = l2_normalize(visual_projection(out.vision_model_output.pooler_output));
-  out.text_embeds = l2_normalize(text_projection(out.text_model_output.pooler_output));
+  // transformers 5 reports the towers' pooler_output after projection (before normalising).
+  out.vision_model_output.pooler_output = visual_projection(out.vision_model_output.pooler_output);
+  out.text_model_output.pooler_output = text_projection(out.text_model_output.pooler_output);
+  out.image_embeds = l2_normalize(out.vision_model_output.pooler_output);
+  out.text_embeds = l2_normalize(out.text_model_output.pooler_output);
   out.logits_per_text = at::matmul(out.text_embeds, out.image_embeds.t()) * logit_scale.exp();
   out.logits_per_image = out.logits_per_text.t();
   if (return_loss) {

@@ -14,8 +14,8 @@ struct ClipOutput {
   at::Tensor logits_per_text;   ///< [B_txt, B_img]
   at::Tensor text_embeds;       ///< [B_txt, projection_dim], L2-normalised
   at::Tensor image_embeds;      ///< [B_img, projection_dim], L2-normalised
-  PooledOutput text_model_output;
-  PooledOutput vision_model_output;
+  PooledOutput text_model_output;    ///< pooler_output projected, as transformers 5 reports it
+  PooledOutput vision_model_output;  ///< pooler_output projected, as transformers 5 reports it
 };
 
 /// Example:

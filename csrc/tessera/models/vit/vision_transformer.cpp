@@ -53,8 +53,8 @@ at::Tensor VisionEmbeddingsImpl::forward(const at::Tensor& pixel_values, bool in
   at::Tensor cls = class_embedding.view({1, 1, -1}).expand({B, 1, -1});
   at::Tensor x = at::cat({cls, patches}, 1);  // [B, 1 + N, D]
   at::Tensor pos = position_embedding->weight;
-  if (x.size(1) != pos.size(0)) {
-    const int64_t p = options.patch_size();
+  const int64_t p = options.patch_size();
+  if (pixel_values.size(2) != options.image_size() || pixel_values.size(3) != options.image_size()) {
     TORCH_CHECK_VALUE(interpolate_pos_encoding, "pixel_values of ", pixel_values.size(2), "x", pixel_values.size(3),
                       " do not match the model's image_size ", options.image_size(),
                       " (pass interpolate_pos_encoding=True to resize the position embeddings)");

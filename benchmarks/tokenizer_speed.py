@@ -3,7 +3,7 @@
 Follows the side-by-side style of tessera's benchmarks: same texts, same vocabulary, each
 tokenizer producing a [N, 77] LongTensor, rates and ratios printed.
 
-    python benchmarks/tokenize.py [--n 20000] [--bpe path/to/bpe_simple_vocab_16e6.txt.gz]
+    python benchmarks/tokenizer_speed.py [--n 20000] [--bpe path/to/bpe_simple_vocab_16e6.txt.gz]
 
 Texts are real sentences: the fortunes in /usr/share/games/fortunes split at sentence ends
 (falling back to word salad from /usr/share/dict/words). The transformers tokenizer is built
@@ -15,10 +15,6 @@ end token instead of 0, which does not change the work done).
 import os
 import sys
 
-# This file shares its name with the standard library's `tokenize`, which linecache, inspect
-# and torch import; run as a script, its folder heads sys.path and would shadow the real one.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 import argparse  # noqa: E402
 import json  # noqa: E402
