@@ -12,5 +12,6 @@ void bind_core(py::module_& m);
 void bind_text(py::module_& m);
 void bind_clip(py::module_& m);
 void bind_losses(py::module_& m);
+void bind_data(py::module_& m);
 
 }  // namespace tessera::python

@@ -11,4 +11,6 @@ PYBIND11_MODULE(_C, m) {
   tessera::python::bind_clip(clip);
   auto losses = m.def_submodule("losses", "CLIP InfoNCE and SigLIP sigmoid losses (math; gathering in Python)");
   tessera::python::bind_losses(losses);
+  auto data = m.def_submodule("data", "image decoding, transforms, datasets and the threaded loader");
+  tessera::python::bind_data(data);
 }

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <numeric>
@@ -40,11 +41,10 @@ void expect_error(F&& f, const std::string& needle) {
   }
 }
 
+// A fresh folder per call (fs::remove_all resolves to a copy inside libtorch that crashes).
 std::string temp_dir(const std::string& name) {
-  const fs::path d = fs::path(::testing::TempDir()) / ("tessera_data_" + name);
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d.string();
+  std::string tmpl = ::testing::TempDir() + "/tessera_data_" + name + "_XXXXXX";
+  return mkdtemp(tmpl.data());
 }
 
 void write(const std::string& path, const std::string& bytes) {

@@ -95,6 +95,12 @@ TEST(ImageDecode, PngIsExact) {
   std::string broken = kPng4x3;
   for (size_t i = 41; i < 60; ++i) broken[i] = static_cast<char>(broken[i] ^ 0x5a);
   expect_error([&] { decode_image(broken, "broken.png"); }, "broken.png");
+  // A Huffman table whose code counts overflow: the decoder itself must refuse it.
+  std::string bad_jpeg = kJpeg24x16;
+  const size_t dht = bad_jpeg.find("\xff\xc4");
+  ASSERT_NE(dht, std::string::npos);
+  for (size_t i = dht + 5; i < dht + 21; ++i) bad_jpeg[i] = '\xff';
+  expect_error([&] { decode_image(bad_jpeg, "bad.jpg"); }, "decode_image(bad.jpg): corrupt jpeg");
 }
 
 TEST(Transforms, ShortestSideSizeTruncatesLikeTorchvision) {

@@ -47,7 +47,11 @@ at::Tensor decode_image(const std::string& bytes, const std::string& source, int
                     " pixels exceeds the limit of ", max_pixels, " pixels");
   TORCH_CHECK_VALUE(info.complete, "decode_image(", source, "): truncated or corrupt ", fmt,
                     " data (no end-of-image marker)");
-  at::Tensor img = detail::decode_pixels(bytes, info, source, max_pixels);
+  at::Tensor img;
+#ifdef TESSERA_WITH_LIBJPEG
+  if (info.format == ImageFormat::jpeg) img = detail::decode_jpeg(bytes, info, source);
+#endif
+  if (!img.defined()) img = detail::decode_pixels(bytes, info, source, max_pixels);
   TORCH_CHECK_VALUE(img.size(0) * img.size(1) <= max_pixels, "decode_image(", source, "): ",
                     img.size(1), " x ", img.size(0), " pixels exceeds the limit of ", max_pixels);
   return img;

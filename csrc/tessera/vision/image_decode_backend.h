@@ -1,5 +1,6 @@
 // Internal seam between image_decode.cpp (format and size checks, shared) and the pixel
-// decoder: opencv_image_decode.cpp with OpenCV, image_decode_stub.cpp without.
+// decoders: opencv_image_decode.cpp with OpenCV, image_decode_stub.cpp without, and
+// libjpeg_image_decode.cpp for JPEG when libjpeg is found.
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -16,5 +17,10 @@ at::Tensor decode_pixels(const std::string& bytes, const ImageInfo& info, const 
 
 /// Whether decode_pixels is a real decoder.
 bool have_pixel_decoder();
+
+/// JPEG through libjpeg directly (libjpeg_image_decode.cpp, built with TESSERA_WITH_LIBJPEG):
+/// uint8 [H, W, 3] RGB, or an undefined tensor when it leaves the image to decode_pixels
+/// (CMYK, or a height stated only by a DNL marker). Throws c10::ValueError for corrupt data.
+at::Tensor decode_jpeg(const std::string& bytes, const ImageInfo& info, const std::string& source);
 
 }  // namespace tessera::vision::detail

@@ -19,33 +19,23 @@ at::Tensor decode_pixels(const std::string& bytes, const ImageInfo& info, const 
   // IMREAD_COLOR alone would rotate by the EXIF orientation tag; PIL (and so torchvision's
   // loader) leaves pixels as stored, and so do we.
   const int flags = cv::IMREAD_COLOR | cv::IMREAD_IGNORE_ORIENTATION;
-  // Decode straight into the tensor when the header told us the size: imdecode's
-  // Mat::create keeps a buffer of the right size and type, which saves a copy per image.
-  at::Tensor out;
-  cv::Mat dst;
-  if (info.height > 0 && info.width > 0) {
-    out = at::empty({info.height, info.width, 3}, at::kByte);
-    dst = cv::Mat(static_cast<int>(info.height), static_cast<int>(info.width), CV_8UC3,
-                  out.data_ptr());
-  }
+  // Decoded into OpenCV's own buffer, then colour-swapped into the tensor: the swap has to
+  // copy anyway, and a pre-filled destination would hide a failure (imdecode leaves it
+  // untouched when the header is rejected).
+  cv::Mat bgr;
   try {
-    cv::imdecode(buf, flags, &dst);
+    bgr = cv::imdecode(buf, flags);
   } catch (const cv::Exception& e) {
     TORCH_CHECK_VALUE(false, "decode_image(", source, "): corrupt ", image_format_name(info.format),
                       " data (", e.what(), ")");
   }
-  TORCH_CHECK_VALUE(!dst.empty() && dst.type() == CV_8UC3, "decode_image(", source,
+  TORCH_CHECK_VALUE(!bgr.empty() && bgr.type() == CV_8UC3, "decode_image(", source,
                     "): corrupt ", image_format_name(info.format), " data (the decoder failed)");
-  if (!out.defined() || dst.data != out.data_ptr()) {
-    // The decoder picked another size than the header stated (JPEG with a DNL height).
-    TORCH_CHECK_VALUE(int64_t(dst.rows) * dst.cols <= max_pixels, "decode_image(", source,
-                      "): ", dst.cols, " x ", dst.rows, " pixels exceeds the limit of ", max_pixels);
-    out = at::empty({dst.rows, dst.cols, 3}, at::kByte);
-    cv::Mat rgb(dst.rows, dst.cols, CV_8UC3, out.data_ptr());
-    cv::cvtColor(dst, rgb, cv::COLOR_BGR2RGB);
-    return out;
-  }
-  cv::cvtColor(dst, dst, cv::COLOR_BGR2RGB);  // OpenCV decodes to BGR; swap in place
+  TORCH_CHECK_VALUE(int64_t(bgr.rows) * bgr.cols <= max_pixels, "decode_image(", source, "): ",
+                    bgr.cols, " x ", bgr.rows, " pixels exceeds the limit of ", max_pixels);
+  at::Tensor out = at::empty({bgr.rows, bgr.cols, 3}, at::kByte);
+  cv::Mat rgb(bgr.rows, bgr.cols, CV_8UC3, out.data_ptr());
+  cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
   return out;
 }
 

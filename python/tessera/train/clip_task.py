@@ -128,8 +128,8 @@ class ClipTask:
             batch = getattr(self, "_grid_source", None)
             if batch is not None:
                 n = 16
-                mean = torch.tensor(tdata.CLIP_MEAN).view(1, 3, 1, 1)
-                std = torch.tensor(tdata.CLIP_STD).view(1, 3, 1, 1)
+                mean = torch.tensor(tdata.OPENAI_CLIP_MEAN).view(1, 3, 1, 1)
+                std = torch.tensor(tdata.OPENAI_CLIP_STD).view(1, 3, 1, 1)
                 imgs = ((batch["pixel_values"][:n] * std + mean).clamp(0, 1) * 255).to(torch.uint8)
                 imgs = imgs.permute(0, 2, 3, 1)
                 if bool((imgs[..., 0] == imgs[..., 1]).all()):

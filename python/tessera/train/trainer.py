@@ -79,7 +79,7 @@ class Trainer:
         scheduler = warmup_cosine(optimizer, total, int(cfg.optim.warmup_fraction * total), cfg.optim.min_lr_ratio)
         loader = self.task.train_loader(info.rank, info.world_size)
 
-        step, skipped, bad_in_row, epoch, batch_in_epoch = 0, 0, 0, 0, 0
+        step, skipped, bad_in_row = 0, 0, 0
         ckpt = latest_checkpoint(self.out_dir) if resume else None
         if ckpt:
             model.load_state_dict(load_weights(ckpt), strict=True)
@@ -87,20 +87,16 @@ class Trainer:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             step, skipped = state["step"], state["skipped_steps"]
-            epoch, batch_in_epoch = state["data"]["epoch"], state["data"]["batch"]
+            loader.load_state_dict(state["data"])
             set_rng_state(state["rng"][info.rank] if isinstance(state["rng"], list) else state["rng"])
             self._truncate_metrics(step)
         elif info.is_main and os.path.exists(self.metrics_path):
             os.remove(self.metrics_path)
 
         def batches():
-            nonlocal epoch, batch_in_epoch
-            while True:
-                loader.set_epoch(epoch)
-                for b in loader.iter_from(batch_in_epoch):
-                    batch_in_epoch += 1
-                    yield b
-                epoch, batch_in_epoch = epoch + 1, 0
+            while True:  # the loader resumes mid-epoch after load_state_dict
+                yield from loader
+                loader.set_epoch(loader.epoch + 1)
 
         stream = batches()
         bar = None
@@ -164,11 +160,14 @@ class Trainer:
             if bar:
                 bar.update(1)
             if cfg.train.checkpoint_every and (step % cfg.train.checkpoint_every == 0 or step == total):
-                self._checkpoint(model, optimizer, scheduler, step, skipped, epoch, batch_in_epoch)
+                self._checkpoint(model, optimizer, scheduler, step, skipped, loader.state_dict())
             if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step != total:
                 self._evaluate(model, step, final=False)
         if bar:
             bar.close()
+        loader.stop()
+        if loader.skipped and info.is_main:
+            print(loader.report())
         metrics = self._evaluate(model, step, final=True)
         summary = {
             "train_steps": step,
@@ -186,7 +185,7 @@ class Trainer:
         self.model = model
         return summary
 
-    def _checkpoint(self, model, optimizer, scheduler, step, skipped, epoch, batch_in_epoch) -> None:
+    def _checkpoint(self, model, optimizer, scheduler, step, skipped, data_state) -> None:
         info = self.info
         rng = rng_state()
         if info.world_size > 1:  # every rank's generators, so each resumes its own stream
@@ -200,7 +199,7 @@ class Trainer:
                 "step": step,
                 "skipped_steps": skipped,
                 "rng": rng,
-                "data": {"epoch": epoch, "batch": batch_in_epoch},
+                "data": data_state,
             }
             save_checkpoint(self.out_dir, model, state, recipe_to_dict(self.recipe), self.recipe.train.keep_checkpoints)
         if info.world_size > 1:
