@@ -30,3 +30,5 @@ if(NOT TESSERA_WITH_OPENCV STREQUAL "OFF")
   endif()
 endif()
 message(STATUS "tessera: OpenCV ${TESSERA_HAVE_OPENCV}")
+# libjpeg(-turbo): JPEG decoded as PIL does, ~5x faster than OpenCV 4.6's row-by-row reader.
+find_package(JPEG QUIET)

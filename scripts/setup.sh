@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(build-essential cmake ninja-build ccache git pkg-config python3-venv python3-dev
-  libopencv-dev libsentencepiece-dev libfmt-dev nlohmann-json3-dev libpcre2-dev libicu-dev zlib1g-dev
+  libopencv-dev libjpeg-dev libsentencepiece-dev libfmt-dev nlohmann-json3-dev libpcre2-dev libicu-dev zlib1g-dev
   libgtest-dev libbenchmark-dev dataset-fashion-mnist wamerican fortunes)
 
 missing=()

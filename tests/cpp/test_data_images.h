@@ -1,5 +1,5 @@
-// Small encoded images for test_data.cpp, written by PIL (Pillow 13) so the C++ tests need no
-// encoder: the pixels are stated next to each, and decode_image must give them back.
+// Small encoded images for test_vision.cpp and test_data.cpp, written by PIL (Pillow 13) so the
+// C++ tests need no encoder: the pixels are stated next to each, and decode_image must give them back.
 #pragma once
 #include <string>
 

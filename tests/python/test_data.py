@@ -106,6 +106,9 @@ def test_decode_errors_name_the_source(tmp_path):
         td.decode_image(bomb, "bomb.png")
     with pytest.raises(FileNotFoundError):
         td.read_image(tmp_path / "missing.png")
+    if not td.image_decode_available():  # a build without OpenCV says so, naming the file
+        with pytest.raises(RuntimeError, match=r"a\.png\): tessera was built without OpenCV"):
+            td.decode_image(_encode(PIL.new("RGB", (4, 3)), "PNG"), "a.png")
 
 
 @needs_decoder

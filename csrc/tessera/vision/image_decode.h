@@ -13,8 +13,10 @@ namespace tessera::vision {
 constexpr int64_t kDefaultMaxImagePixels = int64_t(1) << 26;
 
 /// Decodes JPEG or PNG bytes to uint8 [H, W, 3] RGB. Grayscale and palette images are
-/// expanded to three channels, an alpha channel is dropped (PIL's convert("RGB")), 16-bit
-/// PNG is reduced to 8 bits, and EXIF orientation is ignored, as PIL does.
+/// expanded to three channels, an alpha channel is dropped (PIL's convert("RGB")), and EXIF
+/// orientation is ignored, as PIL does. 16-bit PNG keeps the high byte of each value (PIL
+/// clips to 255 instead). With libjpeg (TESSERA_WITH_LIBJPEG) JPEG is decoded exactly as PIL
+/// decodes it (ISLOW DCT, fancy upsampling); CMYK JPEG and PNG go through OpenCV.
 /// The format comes from the magic bytes, never from the file name; the header dimensions are
 /// checked against `max_pixels` before any pixel is decoded. `source` only names the data
 /// in errors. Throws c10::ValueError naming `source` for an unknown format (with the first
