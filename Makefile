@@ -15,7 +15,7 @@ build: setup
 	@test -f $(BUILD)/build.ninja || .venv/bin/cmake -S . -B $(BUILD) -G Ninja -DPython3_EXECUTABLE=$(PWD)/$(PY)
 	@PATH=$(PWD)/.venv/bin:$$PATH cmake --build $(BUILD) --parallel $(JOBS)
 	@.venv/bin/cmake --install $(BUILD) --prefix python/tessera > /dev/null
-	@test -f .venv/.tessera-editable || { $(PY) -m pip install -q --no-build-isolation --no-deps -e . \
+	@test -f .venv/.tessera-editable || { TESSERA_SKIP_CMAKE=1 $(PY) -m pip install -q --no-build-isolation --no-deps -e . \
 		&& touch .venv/.tessera-editable; }
 
 install: build

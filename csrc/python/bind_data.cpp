@@ -25,21 +25,6 @@ namespace {
 using namespace tessera::data;
 using namespace tessera::vision;
 
-// c10 errors as the Python type torch would raise, without the C++ backtrace.
-template <class F>
-auto translate(F&& f) -> decltype(f()) {
-  try {
-    return f();
-  } catch (const c10::ValueError& e) {
-    throw py::value_error(e.what_without_backtrace());
-  } catch (const c10::IndexError& e) {
-    throw py::index_error(e.what_without_backtrace());
-  } catch (const c10::TypeError& e) {
-    throw py::type_error(e.what_without_backtrace());
-  } catch (const c10::Error& e) {
-    throw std::runtime_error(e.what_without_backtrace());
-  }
-}
 
 py::dict batch_to_dict(Batch&& b) {
   py::dict d;
@@ -66,7 +51,7 @@ void bind_vision(py::module_& m) {
   m.def("decode_image",
         [](const py::bytes& data, const std::string& source, int64_t max_pixels) {
           std::string bytes = data;
-          return translate([&] {
+          return translate_errors([&] {
             py::gil_scoped_release nogil;
             return decode_image(bytes, source, max_pixels);
           });
@@ -75,7 +60,7 @@ void bind_vision(py::module_& m) {
         "JPEG/PNG bytes -> uint8 [H, W, 3] RGB (format by magic bytes, pixel count capped).");
   m.def("read_image",
         [](const std::string& path, int64_t max_pixels) {
-          return translate([&] {
+          return translate_errors([&] {
             py::gil_scoped_release nogil;
             return read_image(path, max_pixels);
           });
@@ -83,23 +68,23 @@ void bind_vision(py::module_& m) {
         py::arg("path"), py::arg("max_pixels") = kDefaultMaxImagePixels);
   m.def("image_decode_available", &image_decode_available);
   m.def("resize", [](const at::Tensor& img, int64_t h, int64_t w, Interpolation i) {
-          return translate([&] { return resize(img, h, w, i); });
+          return translate_errors([&] { return resize(img, h, w, i); });
         }, py::arg("img"), py::arg("height"), py::arg("width"), py::arg("interpolation") = Interpolation::bicubic);
   m.def("resize_shortest", [](const at::Tensor& img, int64_t size, Interpolation i) {
-          return translate([&] { return resize_shortest(img, size, i); });
+          return translate_errors([&] { return resize_shortest(img, size, i); });
         }, py::arg("img"), py::arg("size"), py::arg("interpolation") = Interpolation::bicubic);
   m.def("center_crop", [](const at::Tensor& img, int64_t h, int64_t w) {
-          return translate([&] { return center_crop(img, h, w); });
+          return translate_errors([&] { return center_crop(img, h, w); });
         }, py::arg("img"), py::arg("height"), py::arg("width"));
-  m.def("horizontal_flip", [](const at::Tensor& img) { return translate([&] { return horizontal_flip(img); }); },
+  m.def("horizontal_flip", [](const at::Tensor& img) { return translate_errors([&] { return horizontal_flip(img); }); },
         py::arg("img"));
   m.def("to_float_normalized",
         [](const at::Tensor& img, const std::vector<double>& mean, const std::vector<double>& std) {
-          return translate([&] { return to_float_normalized(img, mean, std); });
+          return translate_errors([&] { return to_float_normalized(img, mean, std); });
         }, py::arg("img"), py::arg("mean"), py::arg("std"));
   m.def("random_resized_crop_box",
         [](int64_t h, int64_t w, std::array<double, 2> scale, std::array<double, 2> ratio, at::Generator gen) {
-          return translate([&] {
+          return translate_errors([&] {
             const CropBox b = random_resized_crop_box(h, w, scale, ratio, gen);
             return std::make_tuple(b.top, b.left, b.height, b.width);
           });
@@ -116,7 +101,7 @@ void bind_vision(py::module_& m) {
              auto o = TransformOptions().image_size(image_size).resize_size(resize_size);
              o.mean(std::move(mean)).std(std::move(std)).train(train).scale(scale).ratio(ratio);
              o.hflip_prob(hflip_prob).expand_grayscale(expand_grayscale).interpolation(interpolation);
-             translate([&] { ImageTransform check(o); });  // reject bad values at construction
+             translate_errors([&] { ImageTransform check(o); });  // reject bad values at construction
              return o;
            }),
            py::arg("image_size") = 224, py::arg("resize_size") = 0,
@@ -139,7 +124,7 @@ void bind_vision(py::module_& m) {
       .def(py::init<TransformOptions>(), py::arg("options"))
       .def("__call__",
            [](const ImageTransform& t, const at::Tensor& img, at::Generator gen) {
-             return translate([&] {
+             return translate_errors([&] {
                py::gil_scoped_release nogil;
                return t.apply(img, gen);
              });
@@ -157,7 +142,7 @@ void bind_datasets(py::module_& m) {
       .def("__len__", &Dataset::size)
       .def("get",
            [](const Dataset& d, int64_t i) {
-             Sample s = translate([&] {
+             Sample s = translate_errors([&] {
                py::gil_scoped_release nogil;
                return d.get(i);
              });
@@ -170,7 +155,7 @@ void bind_datasets(py::module_& m) {
 
   py::class_<FashionMNIST, Dataset, std::shared_ptr<FashionMNIST>>(m, "FashionMNIST")
       .def(py::init([](const std::string& root, const std::string& split) {
-             return translate([&] {
+             return translate_errors([&] {
                TORCH_CHECK_VALUE(split == "train" || split == "test", "FashionMNIST: split must be ",
                                  "'train' or 'test', got '", split, "'");
                py::gil_scoped_release nogil;
@@ -180,7 +165,7 @@ void bind_datasets(py::module_& m) {
            }),
            py::arg("root"), py::arg("split"))
       .def(py::init([](const std::string& images, const std::string& labels) {
-             return translate([&] { return std::make_shared<FashionMNIST>(images, labels); });
+             return translate_errors([&] { return std::make_shared<FashionMNIST>(images, labels); });
            }),
            py::arg("images_path"), py::arg("labels_path"))
       .def_property_readonly("images", &FashionMNIST::images)
@@ -188,7 +173,7 @@ void bind_datasets(py::module_& m) {
 
   py::class_<ImageFolder, Dataset, std::shared_ptr<ImageFolder>>(m, "ImageFolder")
       .def(py::init([](const std::string& root, std::vector<std::string> extensions) {
-             return translate([&] {
+             return translate_errors([&] {
                py::gil_scoped_release nogil;
                return std::make_shared<ImageFolder>(root, std::move(extensions));
              });
@@ -198,7 +183,7 @@ void bind_datasets(py::module_& m) {
 
   py::class_<CaptionDataset, Dataset, std::shared_ptr<CaptionDataset>>(m, "CaptionDataset")
       .def(py::init([](const std::string& path, const std::string& image_key, const std::string& caption_key) {
-             return translate([&] { return std::make_shared<CaptionDataset>(path, image_key, caption_key); });
+             return translate_errors([&] { return std::make_shared<CaptionDataset>(path, image_key, caption_key); });
            }),
            py::arg("path"), py::arg("image_key") = "image", py::arg("caption_key") = "caption")
       .def_property_readonly("entries", [](const CaptionDataset& d) {
@@ -217,14 +202,14 @@ void bind_loader(py::module_& m) {
              auto o = LoaderOptions().batch_size(batch_size).shuffle(shuffle).seed(seed).rank(rank);
              o.world_size(world_size).num_workers(num_workers).prefetch(prefetch).drop_last(drop_last);
              o.pin_memory(pin_memory).max_errors(max_errors);
-             return translate([&] { return std::make_shared<Loader>(std::move(dataset), transform, o); });
+             return translate_errors([&] { return std::make_shared<Loader>(std::move(dataset), transform, o); });
            }),
            py::arg("dataset"), py::arg("transform"), py::arg("batch_size"), py::arg("shuffle"),
            py::arg("seed"), py::arg("rank"), py::arg("world_size"), py::arg("num_workers"),
            py::arg("prefetch"), py::arg("drop_last"), py::arg("pin_memory"), py::arg("max_errors"))
       .def("__len__", &Loader::size)
       .def_property_readonly("samples_per_rank", &Loader::samples_per_rank)
-      .def("set_epoch", [](Loader& l, int64_t e) { translate([&] { l.set_epoch(e); }); }, py::arg("epoch"),
+      .def("set_epoch", [](Loader& l, int64_t e) { translate_errors([&] { l.set_epoch(e); }); }, py::arg("epoch"),
            py::call_guard<py::gil_scoped_release>())
       .def_property_readonly("epoch", &Loader::epoch)
       .def("__iter__",
@@ -238,7 +223,7 @@ void bind_loader(py::module_& m) {
            })
       .def("__next__",
            [](Loader& l) {
-             std::optional<Batch> b = translate([&] {
+             std::optional<Batch> b = translate_errors([&] {
                py::gil_scoped_release nogil;  // workers never need the GIL; the consumer waits
                return l.next();
              });
@@ -253,7 +238,7 @@ void bind_loader(py::module_& m) {
       })
       .def("load_state",
            [](Loader& l, int64_t epoch, int64_t batches) {
-             translate([&] {
+             translate_errors([&] {
                py::gil_scoped_release nogil;
                l.load_state({epoch, batches});
              });

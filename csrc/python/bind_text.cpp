@@ -14,6 +14,7 @@
 #include "tessera/text/sentencepiece_tokenizer.h"
 
 namespace py = pybind11;
+using tessera::python::translate_errors;
 using tessera::text::ClipTokenizer;
 using tessera::text::SentencePieceTokenizer;
 
@@ -33,20 +34,6 @@ void require_file(const std::string& path, const char* what) {
     raise_file_not_found(std::string(what) + " not found", path);
 }
 
-// c10 errors carry a C++ backtrace in what(); Python users get the message alone, as the
-// Python type torch itself would raise (TORCH_CHECK_VALUE -> ValueError, ...).
-template <class F>
-auto translating_errors(F&& f) -> decltype(f()) {
-  try {
-    return f();
-  } catch (const c10::ValueError& e) {
-    throw py::value_error(e.what_without_backtrace());
-  } catch (const c10::IndexError& e) {
-    throw py::index_error(e.what_without_backtrace());
-  } catch (const c10::Error& e) {
-    throw std::runtime_error(e.what_without_backtrace());
-  }
-}
 
 // Decoded text as str, with any ill-formed UTF-8 replaced rather than raising.
 py::str utf8_str(const std::string& s) {
@@ -65,19 +52,19 @@ CLIP byte-level BPE tokenizer, id-for-id equal to open_clip's SimpleTokenizer.
 )doc")
       .def(py::init([](const std::string& path) {
              require_file(path, "CLIP BPE merges file");
-             return translating_errors([&] { return std::make_unique<ClipTokenizer>(path); });
+             return translate_errors([&] { return std::make_unique<ClipTokenizer>(path); });
            }),
            py::arg("path"), "Load the merges file (bpe_simple_vocab_16e6.txt.gz).")
       .def(
           "encode",
           [](const ClipTokenizer& t, const std::string& text) {
-            return translating_errors([&] { return t.encode(text); });
+            return translate_errors([&] { return t.encode(text); });
           },
           py::arg("text"), "Token ids of one text, without start/end tokens.")
       .def(
           "encode_batch",
           [](const ClipTokenizer& t, const std::vector<std::string>& texts) {
-            return translating_errors([&] {
+            return translate_errors([&] {
               py::gil_scoped_release nogil;
               return t.encode_batch(texts);
             });
@@ -86,14 +73,14 @@ CLIP byte-level BPE tokenizer, id-for-id equal to open_clip's SimpleTokenizer.
       .def(
           "decode",
           [](const ClipTokenizer& t, const std::vector<int64_t>& ids) {
-            return utf8_str(translating_errors([&] { return t.decode(ids); }));
+            return utf8_str(translate_errors([&] { return t.decode(ids); }));
           },
           py::arg("ids"), "Text of the ids; each end of word becomes a space.")
       .def(
           "tokenize",
           [](const ClipTokenizer& t, const std::vector<std::string>& texts,
              int64_t context_length) {
-            return translating_errors([&] {
+            return translate_errors([&] {
               py::gil_scoped_release nogil;
               return t.tokenize(texts, context_length);
             });
@@ -115,7 +102,7 @@ SentencePiece model (e.g. LLaMA's tokenizer.model) over libsentencepiece.
 )doc")
       .def(py::init([](const std::string& path) {
              require_file(path, "SentencePiece model file");
-             return translating_errors(
+             return translate_errors(
                  [&] { return std::make_unique<SentencePieceTokenizer>(path); });
            }),
            py::arg("path"))
@@ -123,7 +110,7 @@ SentencePiece model (e.g. LLaMA's tokenizer.model) over libsentencepiece.
           "encode",
           [](const SentencePieceTokenizer& t, const std::string& text, bool add_bos,
              bool add_eos) {
-            return translating_errors([&] {
+            return translate_errors([&] {
               py::gil_scoped_release nogil;
               return t.encode(text, add_bos, add_eos);
             });
@@ -132,7 +119,7 @@ SentencePiece model (e.g. LLaMA's tokenizer.model) over libsentencepiece.
       .def(
           "decode",
           [](const SentencePieceTokenizer& t, const std::vector<int64_t>& ids) {
-            return utf8_str(translating_errors([&] { return t.decode(ids); }));
+            return utf8_str(translate_errors([&] { return t.decode(ids); }));
           },
           py::arg("ids"))
       .def("bos_id", &SentencePieceTokenizer::bos_id)
@@ -143,7 +130,7 @@ SentencePiece model (e.g. LLaMA's tokenizer.model) over libsentencepiece.
       .def(
           "id_to_piece",
           [](const SentencePieceTokenizer& t, int64_t id) {
-            return utf8_str(translating_errors([&] { return t.id_to_piece(id); }));
+            return utf8_str(translate_errors([&] { return t.id_to_piece(id); }));
           },
           py::arg("id"))
       .def("piece_to_id", &SentencePieceTokenizer::piece_to_id, py::arg("piece"));

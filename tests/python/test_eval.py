@@ -1,0 +1,81 @@
+"""Evaluation: recall@K against a hand-worked example, zero-shot top-k against a plain loop,
+and the `tessera eval` / `tessera info` commands."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from tessera.eval import recall_at_k, zero_shot_evaluate
+
+
+def test_recall_at_k_hand_example():
+    # image i pairs with text i; texts 0 and 2 share a caption, so either counts for image 0 and 2.
+    img = F.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.1]]), dim=-1)
+    txt = F.normalize(torch.tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 0.0]]), dim=-1)
+    r = recall_at_k(img, txt, ["cat", "dog", "cat"], ks=(1, 2))
+    # image 0 -> best texts 1 or 2 (tied); text 2 is "cat" = its caption -> hit only if ranked first
+    sim = img @ txt.T
+    caps = ["cat", "dog", "cat"]
+    expect_i2t_1 = sum(caps[int(sim[i].argmax())] == caps[i] for i in range(3)) / 3
+    assert r["image_to_text_R@1"] == pytest.approx(expect_i2t_1)
+    assert r["image_to_text_R@2"] == pytest.approx(1.0)
+    expect_t2i_1 = sum(caps[int(sim[:, j].argmax())] == caps[j] for j in range(3)) / 3
+    assert r["text_to_image_R@1"] == pytest.approx(expect_t2i_1)
+
+
+class _Linear(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(12, 4))
+
+    def get_image_features(self, x):
+        return x.flatten(1) @ self.w
+
+
+def test_zero_shot_matches_plain_loop():
+    torch.manual_seed(0)
+    model = _Linear()
+    classifier = F.normalize(torch.randn(5, 4), dim=-1)
+    batches = [{"pixel_values": torch.randn(7, 3, 2, 2), "labels": torch.randint(0, 5, (7,))} for _ in range(3)]
+    out = zero_shot_evaluate(model, batches, classifier)
+    top1 = top3 = n = 0
+    for b in batches:
+        logits = F.normalize(model.get_image_features(b["pixel_values"]), dim=-1) @ classifier.T
+        for row, y in zip(logits, b["labels"]):
+            order = row.argsort(descending=True)
+            top1 += int(order[0] == y)
+            top3 += int(y in order[:5])
+            n += 1
+    assert out["zero_shot_top1"] == pytest.approx(top1 / n)
+    assert out["zero_shot_top5"] == pytest.approx(top3 / n)
+    assert int(out["confusion"].sum()) == n
+
+
+@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"), reason="no Fashion-MNIST")
+def test_eval_cli_on_a_checkpoint(tmp_path):
+    import tessera
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from test_train import tiny_recipe
+
+    recipe = tiny_recipe()
+    recipe["eval"] = {"max_images": 256, "retrieval": True}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    model = tessera.CLIPModel(recipe["model"]["config"])
+    model.save_pretrained(str(tmp_path / "ckpt"))
+    run = subprocess.run([sys.executable, "-m", "tessera.cli", "eval", str(tmp_path / "ckpt"), "--recipe",
+                          str(tmp_path / "r.yaml")], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    metrics = json.loads(run.stdout)
+    assert 0.0 <= metrics["zero_shot_top1"] <= 1.0 and metrics["num_images"] >= 256
+    assert "image_to_text_R@10" in metrics and "text_to_image_R@1" in metrics
+    bad = subprocess.run([sys.executable, "-m", "tessera.cli", "eval", str(tmp_path / "nope"), "--recipe",
+                          str(tmp_path / "r.yaml")], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "nope" in bad.stderr
+    info = subprocess.run([sys.executable, "-m", "tessera.cli", "info"], capture_output=True, text=True, timeout=120)
+    assert "ViT-B-32" in info.stdout
