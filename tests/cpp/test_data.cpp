@@ -4,6 +4,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include "test_util.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
@@ -27,19 +29,10 @@ using tessera::vision::TransformOptions;
 namespace fs = std::filesystem;
 
 namespace {
+using tessera::testing::expect_error;
 
 const std::string kFashionRoot = "/usr/share/datasets/fashion-mnist";
 
-template <class F>
-void expect_error(F&& f, const std::string& needle) {
-  try {
-    f();
-    FAIL() << "expected an error containing '" << needle << "'";
-  } catch (const c10::Error& e) {
-    EXPECT_NE(std::string(e.what_without_backtrace()).find(needle), std::string::npos)
-        << e.what_without_backtrace();
-  }
-}
 
 // A fresh folder per call (fs::remove_all resolves to a copy inside libtorch that crashes).
 std::string temp_dir(const std::string& name) {

@@ -1,5 +1,8 @@
 // Helpers shared by the GoogleTest files: where the reference fixtures live.
 #pragma once
+#include <c10/util/Exception.h>
+#include <gtest/gtest.h>
+
 #include <cstdlib>
 #include <string>
 
@@ -11,5 +14,16 @@ inline std::string shared_dir() {
 }
 inline std::string fixture_dir(const std::string& family) {
   return shared_dir() + "/fixtures/hf/" + family;
+}
+
+/// f() must throw a c10::Error whose message contains `needle`.
+template <class F>
+void expect_error(F&& f, const std::string& needle) {
+  try {
+    f();
+    FAIL() << "expected an error containing '" << needle << "'";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what_without_backtrace()).find(needle), std::string::npos) << e.what_without_backtrace();
+  }
 }
 }  // namespace tessera::testing

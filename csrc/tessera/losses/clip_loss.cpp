@@ -3,27 +3,14 @@
 // open_clip to rounding.
 #include "tessera/losses/clip_loss.h"
 
+#include "tessera/losses/input_checks.h"
+
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
 #include <cmath>
 
 namespace tessera::losses {
-namespace {
-
-void check_features(const at::Tensor& t, const char* name) {
-  TORCH_CHECK_VALUE(t.defined(), "clip_loss: ", name, " is undefined");
-  TORCH_CHECK_VALUE(t.dim() == 2, "clip_loss: ", name, " must be [batch, dim], got shape ", t.sizes());
-  TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), "clip_loss: ", name,
-                   " must be a floating tensor, got ", t.scalar_type());
-}
-
-void check_scalar(const at::Tensor& t, const char* name) {
-  TORCH_CHECK_VALUE(t.numel() == 1 && t.dim() <= 1, "clip_loss: ", name,
-                    " must be a scalar (0-d or [1]), got shape ", t.sizes());
-}
-
-}  // namespace
 
 at::Tensor clip_loss_labels(int64_t num_rows, bool local_loss, int64_t rank, at::Device device) {
   at::Tensor labels = at::arange(num_rows, at::TensorOptions().dtype(at::kLong).device(device));
@@ -36,14 +23,14 @@ ClipLossOutput clip_loss(const at::Tensor& image_features, const at::Tensor& tex
                          const at::Tensor& logit_scale, const at::Tensor& all_image_features,
                          const at::Tensor& all_text_features, const ClipLossOptions& options,
                          const at::Tensor& logit_bias, const at::Tensor& labels) {
-  check_features(image_features, "image_features");
-  check_features(text_features, "text_features");
+  detail::check_features(image_features, "clip_loss", "image_features");
+  detail::check_features(text_features, "clip_loss", "text_features");
   TORCH_CHECK_VALUE(image_features.sizes() == text_features.sizes(),
                     "clip_loss: image_features and text_features must have the same shape, got ",
                     image_features.sizes(), " and ", text_features.sizes());
   TORCH_CHECK_VALUE(logit_scale.defined(), "clip_loss: logit_scale is undefined");
-  check_scalar(logit_scale, "logit_scale");
-  if (logit_bias.defined()) check_scalar(logit_bias, "logit_bias");
+  detail::check_scalar(logit_scale, "clip_loss", "logit_scale");
+  if (logit_bias.defined()) detail::check_scalar(logit_bias, "clip_loss", "logit_bias");
   TORCH_CHECK_VALUE(all_image_features.defined() == all_text_features.defined(),
                     "clip_loss: pass both all_image_features and all_text_features, or neither");
 
@@ -57,8 +44,8 @@ ClipLossOutput clip_loss(const at::Tensor& image_features, const at::Tensor& tex
     out.logits_per_image = (logit_scale * image_features).mm(text_features.t());
     out.logits_per_text = (logit_scale * text_features).mm(image_features.t());
   } else {
-    check_features(all_image_features, "all_image_features");
-    check_features(all_text_features, "all_text_features");
+    detail::check_features(all_image_features, "clip_loss", "all_image_features");
+    detail::check_features(all_text_features, "clip_loss", "all_text_features");
     TORCH_CHECK_VALUE(all_image_features.sizes() == all_text_features.sizes() &&
                           all_image_features.size(1) == image_features.size(1),
                       "clip_loss: gathered features must be [N, ", image_features.size(1),

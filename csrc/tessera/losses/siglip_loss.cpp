@@ -1,42 +1,29 @@
 // SigLIP sigmoid loss (Zhai et al. 2023) with open_clip's SigLipLoss normalisation and labels.
 #include "tessera/losses/siglip_loss.h"
 
+#include "tessera/losses/input_checks.h"
+
 #include <ATen/ATen.h>
 
 namespace tessera::losses {
-namespace {
-
-void check_features(const at::Tensor& t, const char* name) {
-  TORCH_CHECK_VALUE(t.defined(), "siglip_loss: ", name, " is undefined");
-  TORCH_CHECK_VALUE(t.dim() == 2, "siglip_loss: ", name, " must be [batch, dim], got shape ", t.sizes());
-  TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), "siglip_loss: ", name,
-                   " must be a floating tensor, got ", t.scalar_type());
-}
-
-void check_scalar(const at::Tensor& t, const char* name) {
-  TORCH_CHECK_VALUE(t.numel() == 1 && t.dim() <= 1, "siglip_loss: ", name,
-                    " must be a scalar (0-d or [1]), got shape ", t.sizes());
-}
-
-}  // namespace
 
 SigLipLossOutput siglip_loss(const at::Tensor& image_features, const at::Tensor& text_features,
                              const at::Tensor& logit_scale, const at::Tensor& logit_bias,
                              const at::Tensor& all_text_features, int64_t rank) {
-  check_features(image_features, "image_features");
-  check_features(text_features, "text_features");
+  detail::check_features(image_features, "siglip_loss", "image_features");
+  detail::check_features(text_features, "siglip_loss", "text_features");
   TORCH_CHECK_VALUE(image_features.sizes() == text_features.sizes(),
                     "siglip_loss: image_features and text_features must have the same shape, got ",
                     image_features.sizes(), " and ", text_features.sizes());
   TORCH_CHECK_VALUE(logit_scale.defined(), "siglip_loss: logit_scale is undefined");
-  check_scalar(logit_scale, "logit_scale");
-  if (logit_bias.defined()) check_scalar(logit_bias, "logit_bias");
+  detail::check_scalar(logit_scale, "siglip_loss", "logit_scale");
+  if (logit_bias.defined()) detail::check_scalar(logit_bias, "siglip_loss", "logit_bias");
 
   const int64_t batch = image_features.size(0);
   at::Tensor texts = text_features;
   int64_t offset = 0;
   if (all_text_features.defined()) {
-    check_features(all_text_features, "all_text_features");
+    detail::check_features(all_text_features, "siglip_loss", "all_text_features");
     TORCH_CHECK_VALUE(all_text_features.size(1) == image_features.size(1) && all_text_features.size(0) % batch == 0,
                       "siglip_loss: all_text_features must be [world_size * ", batch, ", ", image_features.size(1),
                       "] (every rank must hold the same batch size), got ", all_text_features.sizes());
