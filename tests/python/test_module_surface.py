@@ -406,3 +406,8 @@ def test_ddp_gloo_averages_gradients_like_one_process():
             assert_close(res["grads"][k], g, 1e-5 * max(1.0, g.abs().max().item()), f"rank {r} grad {k}")
     for k in want:
         assert torch.equal(results[0]["grads"][k], results[1]["grads"][k]), k
+
+
+def test_from_pretrained_returns_eval_mode_like_transformers(fixture_dir):
+    model = tessera.from_pretrained(str(fixture_dir("clip")))
+    assert not model.training and not model.cpp.is_training()

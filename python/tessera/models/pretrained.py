@@ -56,7 +56,7 @@ class PreTrainedModel(nn.Module):
             file = os.path.join(path, "config.json") if os.path.isdir(path) else path
             raise ValueError(f"{file}: {e}") from e
         model.load_state_dict(load_weights(path), strict=True)
-        return model
+        return model.eval()  # as transformers does: call .train() to fine-tune
 
     def save_pretrained(self, path: str) -> None:
         """Writes config.json and model.safetensors (HF layout, atomically)."""
