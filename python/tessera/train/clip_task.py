@@ -68,16 +68,12 @@ class ClipTask:
     # ---- model and loss ---------------------------------------------------------------------
     def build_model(self) -> CLIPModel:
         m = self.recipe.model
-        if m.name:
-            model = create_model(m.name, config_overrides=m.config)
+        if m.name:  # create_model loads `pretrained` weights into the named architecture
+            model = create_model(m.name, pretrained=m.pretrained, config_overrides=m.config)
         elif m.pretrained:
             model = from_pretrained(m.pretrained)
         else:
             model = CLIPModel(m.config)
-        if m.name and m.pretrained:
-            from ..models.pretrained import load_weights
-
-            model.load_state_dict(load_weights(m.pretrained), strict=True)
         return model
 
     def compute_loss(self, wrapped, model: CLIPModel, batch: Dict[str, Any], step: int) -> Dict[str, torch.Tensor]:
@@ -134,6 +130,6 @@ class ClipTask:
                 imgs = imgs.permute(0, 2, 3, 1)
                 if bool((imgs[..., 0] == imgs[..., 1]).all()):
                     imgs = imgs[..., 0]
-                captions = [cfg.format(c) for c, cfg in zip(self.class_names, [self.recipe.data.templates[0]] * len(self.class_names))]
+                captions = [self.recipe.data.templates[0].format(c) for c in self.class_names]
                 plot_prediction_grid(imgs, metrics["labels"][:n], metrics["top5"][:n], captions,
                                      os.path.join(out_dir, "predictions.png"), n)

@@ -105,7 +105,7 @@ class Trainer:
 
             bar = tqdm(total=total, initial=step, desc="train", dynamic_ncols=True)
         accum = max(1, cfg.optim.accumulation_steps)
-        last_t, last_step, samples = time.time(), step, 0
+        last_t, samples = time.time(), 0
         first_loss = None
         while step < total:
             terms: Dict[str, float] = {}
@@ -154,7 +154,7 @@ class Trainer:
                 rate = samples / max(now - last_t, 1e-9)
                 row = {"step": step, "lr": scheduler.get_last_lr()[0], "samples_per_s": rate, **terms}
                 self._log(row)
-                last_t, last_step, samples = now, step, 0
+                last_t, samples = now, 0
                 if bar:
                     bar.set_postfix(loss=f"{terms['loss']:.3f}", lr=f"{row['lr']:.2e}", sps=f"{rate:.0f}")
             if bar:
