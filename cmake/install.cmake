@@ -6,6 +6,8 @@ install(TARGETS tessera EXPORT tesseraTargets
   INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(DIRECTORY csrc/tessera DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
   FILES_MATCHING PATTERN "*.h" PATTERN "pch.h" EXCLUDE)
+# The pybind11 helper for extensions lives with the bindings (csrc/python), installed beside.
+install(DIRECTORY csrc/python/tessera DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} FILES_MATCHING PATTERN "*.h")
 install(EXPORT tesseraTargets NAMESPACE tessera:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/tessera)
 configure_package_config_file(cmake/tesseraConfig.cmake.in
   ${CMAKE_CURRENT_BINARY_DIR}/tesseraConfig.cmake

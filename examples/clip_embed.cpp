@@ -48,7 +48,7 @@ int main(int argc, char** argv) {
     for (const auto& path : images) pixels.push_back(transform.apply(vision::read_image(path), gen));
     at::Tensor image_emb = clip->get_image_features(at::stack(pixels));
     image_emb = image_emb / image_emb.norm(2, -1, true);
-    at::Tensor probs = (clip->logit_scale.exp() * image_emb.matmul(text_emb.t())).softmax(-1);
+    at::Tensor probs = (clip->logit_scale().exp() * image_emb.matmul(text_emb.t())).softmax(-1);
     for (size_t i = 0; i < images.size(); ++i) {
       std::printf("%s\n", images[i].c_str());
       for (size_t j = 0; j < texts.size(); ++j)

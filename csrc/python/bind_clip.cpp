@@ -1,6 +1,7 @@
-// Python bindings of models/vit and models/clip. Outputs are dicts with Hugging Face field
-// names; python/tessera/models/clip.py turns them into ModelOutput objects.
+// Python bindings of models/clip. Outputs are converted generically (outputs.h) and become
+// ModelOutput objects in python/tessera/models/outputs.py.
 #include "bindings.h"
+#include "outputs.h"
 #include "tessera/models/clip/clip_model.h"
 #include "tessera/python/module_binding.h"
 
@@ -9,86 +10,65 @@
 namespace tessera::python {
 namespace {
 
-using models::PooledOutput;
-
-py::dict pooled_to_dict(const PooledOutput& o) {
-  py::dict d;
-  d["last_hidden_state"] = o.last_hidden_state;
-  d["pooler_output"] = o.pooler_output;
-  if (!o.hidden_states.empty()) d["hidden_states"] = py::tuple(py::cast(o.hidden_states));
-  return d;
-}
-
 at::Tensor opt(const std::optional<at::Tensor>& t) { return t ? *t : at::Tensor(); }
+
+/// bind_module plus what every family class has: construction from config JSON, config_json().
+template <class T, class Options>
+py::class_<T, std::shared_ptr<T>> bind_family_module(py::module_& m, const char* name) {
+  return bind_module<T>(m, name)
+      .def(py::init([](const std::string& cfg) {
+             return std::make_shared<T>(Options::from_json(nlohmann::json::parse(cfg), "config"));
+           }),
+           py::arg("config_json"))
+      .def("config_json", [](T& self) { return self.options.to_json().dump(); })
+      .def("set_gradient_checkpointing", &T::set_gradient_checkpointing, py::arg("enable"));
+}
 
 }  // namespace
 
 void bind_clip(py::module_& m) {
   using namespace models;
-  bind_module<VisionTransformerImpl>(m, "VisionTransformer")
-      .def(py::init([](const std::string& cfg) {
-             return std::make_shared<VisionTransformerImpl>(VisionTransformerOptions::from_json(nlohmann::json::parse(cfg)));
-           }),
-           py::arg("config_json"))
+  bind_family_module<ClipVisionTransformerImpl, ClipVisionOptions>(m, "VisionTransformer")
       .def(
           "forward",
-          [](VisionTransformerImpl& self, const at::Tensor& pixel_values, bool output_hidden_states, bool interpolate) {
-            PooledOutput o;
-            {
-              py::gil_scoped_release nogil;
-              o = self.forward(pixel_values, output_hidden_states, interpolate);
-            }
-            return pooled_to_dict(o);
+          [](ClipVisionTransformerImpl& self, const at::Tensor& px, bool hidden, bool interpolate) {
+            return output_to_dict(without_gil([&] { return self.forward(px, hidden, interpolate); }));
           },
           py::arg("pixel_values"), py::arg("output_hidden_states") = false, py::arg("interpolate_pos_encoding") = false)
-      .def("set_gradient_checkpointing", &VisionTransformerImpl::set_gradient_checkpointing)
-      .def("config_json", [](VisionTransformerImpl& self) { return self.options.to_json().dump(); });
+      .def(
+          "forward_intermediates",
+          [](ClipVisionTransformerImpl& self, const at::Tensor& px, const std::vector<int64_t>& indices, bool norm,
+             bool stop_early, bool interpolate) {
+            return output_to_dict(
+                without_gil([&] { return self.forward_intermediates(px, indices, norm, stop_early, interpolate); }));
+          },
+          py::arg("pixel_values"), py::arg("indices"), py::arg("norm") = false, py::arg("stop_early") = false,
+          py::arg("interpolate_pos_encoding") = false);
 
-  bind_module<ClipTextTransformerImpl>(m, "ClipTextTransformer")
-      .def(py::init([](const std::string& cfg) {
-             return std::make_shared<ClipTextTransformerImpl>(ClipTextOptions::from_json(nlohmann::json::parse(cfg)));
-           }),
-           py::arg("config_json"))
+  bind_family_module<ClipTextTransformerImpl, ClipTextOptions>(m, "ClipTextTransformer")
       .def(
           "forward",
-          [](ClipTextTransformerImpl& self, const at::Tensor& input_ids, const std::optional<at::Tensor>& attention_mask,
-             bool output_hidden_states) {
-            PooledOutput o;
-            {
-              py::gil_scoped_release nogil;
-              o = self.forward(input_ids, opt(attention_mask), output_hidden_states);
-            }
-            return pooled_to_dict(o);
+          [](ClipTextTransformerImpl& self, const at::Tensor& ids, const std::optional<at::Tensor>& mask, bool hidden) {
+            return output_to_dict(without_gil([&] { return self.forward(ids, opt(mask), hidden); }));
           },
           py::arg("input_ids"), py::arg("attention_mask") = py::none(), py::arg("output_hidden_states") = false)
-      .def("set_gradient_checkpointing", &ClipTextTransformerImpl::set_gradient_checkpointing)
-      .def("config_json", [](ClipTextTransformerImpl& self) { return self.options.to_json().dump(); });
+      .def(
+          "forward_intermediates",
+          [](ClipTextTransformerImpl& self, const at::Tensor& ids, const std::optional<at::Tensor>& mask,
+             const std::vector<int64_t>& indices, bool norm, bool stop_early) {
+            return output_to_dict(
+                without_gil([&] { return self.forward_intermediates(ids, opt(mask), indices, norm, stop_early); }));
+          },
+          py::arg("input_ids"), py::arg("attention_mask"), py::arg("indices"), py::arg("norm") = false,
+          py::arg("stop_early") = false);
 
-  bind_module<ClipModelImpl>(m, "ClipModel")
-      .def(py::init([](const std::string& cfg) {
-             return std::make_shared<ClipModelImpl>(ClipOptions::from_json(nlohmann::json::parse(cfg)));
-           }),
-           py::arg("config_json"))
+  bind_family_module<ClipModelImpl, ClipOptions>(m, "ClipModel")
       .def(
           "forward",
-          [](ClipModelImpl& self, const at::Tensor& pixel_values, const at::Tensor& input_ids,
-             const std::optional<at::Tensor>& attention_mask, bool return_loss, bool output_hidden_states,
-             bool interpolate) {
-            ClipOutput o;
-            {
-              py::gil_scoped_release nogil;
-              o = self.forward(pixel_values, input_ids, opt(attention_mask), return_loss, output_hidden_states,
-                               interpolate);
-            }
-            py::dict d;
-            if (o.loss.defined()) d["loss"] = o.loss;
-            d["logits_per_image"] = o.logits_per_image;
-            d["logits_per_text"] = o.logits_per_text;
-            d["text_embeds"] = o.text_embeds;
-            d["image_embeds"] = o.image_embeds;
-            d["text_model_output"] = pooled_to_dict(o.text_model_output);
-            d["vision_model_output"] = pooled_to_dict(o.vision_model_output);
-            return d;
+          [](ClipModelImpl& self, const at::Tensor& px, const at::Tensor& ids, const std::optional<at::Tensor>& mask,
+             bool return_loss, bool hidden, bool interpolate) {
+            return output_to_dict(
+                without_gil([&] { return self.forward(px, ids, opt(mask), return_loss, hidden, interpolate); }));
           },
           py::arg("pixel_values"), py::arg("input_ids"), py::arg("attention_mask") = py::none(),
           py::arg("return_loss") = false, py::arg("output_hidden_states") = false,
@@ -98,12 +78,9 @@ void bind_clip(py::module_& m) {
       .def(
           "get_text_features",
           [](ClipModelImpl& self, const at::Tensor& ids, const std::optional<at::Tensor>& mask) {
-            py::gil_scoped_release nogil;
-            return self.get_text_features(ids, opt(mask));
+            return without_gil([&] { return self.get_text_features(ids, opt(mask)); });
           },
-          py::arg("input_ids"), py::arg("attention_mask") = py::none())
-      .def("set_gradient_checkpointing", &ClipModelImpl::set_gradient_checkpointing)
-      .def("config_json", [](ClipModelImpl& self) { return self.options.to_json().dump(); });
+          py::arg("input_ids"), py::arg("attention_mask") = py::none());
 }
 
 }  // namespace tessera::python

@@ -51,43 +51,43 @@ void bind_vision(py::module_& m) {
   m.def("decode_image",
         [](const py::bytes& data, const std::string& source, int64_t max_pixels) {
           std::string bytes = data;
-          return translate_errors([&] {
+          return ([&] {
             py::gil_scoped_release nogil;
             return decode_image(bytes, source, max_pixels);
-          });
+          })();
         },
         py::arg("data"), py::arg("source") = "<bytes>", py::arg("max_pixels") = kDefaultMaxImagePixels,
         "JPEG/PNG bytes -> uint8 [H, W, 3] RGB (format by magic bytes, pixel count capped).");
   m.def("read_image",
         [](const std::string& path, int64_t max_pixels) {
-          return translate_errors([&] {
+          return ([&] {
             py::gil_scoped_release nogil;
             return read_image(path, max_pixels);
-          });
+          })();
         },
         py::arg("path"), py::arg("max_pixels") = kDefaultMaxImagePixels);
   m.def("image_decode_available", &image_decode_available);
   m.def("resize", [](const at::Tensor& img, int64_t h, int64_t w, Interpolation i) {
-          return translate_errors([&] { return resize(img, h, w, i); });
+          return resize(img, h, w, i);
         }, py::arg("img"), py::arg("height"), py::arg("width"), py::arg("interpolation") = Interpolation::bicubic);
   m.def("resize_shortest", [](const at::Tensor& img, int64_t size, Interpolation i) {
-          return translate_errors([&] { return resize_shortest(img, size, i); });
+          return resize_shortest(img, size, i);
         }, py::arg("img"), py::arg("size"), py::arg("interpolation") = Interpolation::bicubic);
   m.def("center_crop", [](const at::Tensor& img, int64_t h, int64_t w) {
-          return translate_errors([&] { return center_crop(img, h, w); });
+          return center_crop(img, h, w);
         }, py::arg("img"), py::arg("height"), py::arg("width"));
-  m.def("horizontal_flip", [](const at::Tensor& img) { return translate_errors([&] { return horizontal_flip(img); }); },
+  m.def("horizontal_flip", [](const at::Tensor& img) { return horizontal_flip(img); },
         py::arg("img"));
   m.def("to_float_normalized",
         [](const at::Tensor& img, const std::vector<double>& mean, const std::vector<double>& std) {
-          return translate_errors([&] { return to_float_normalized(img, mean, std); });
+          return to_float_normalized(img, mean, std);
         }, py::arg("img"), py::arg("mean"), py::arg("std"));
   m.def("random_resized_crop_box",
         [](int64_t h, int64_t w, std::array<double, 2> scale, std::array<double, 2> ratio, at::Generator gen) {
-          return translate_errors([&] {
+          return ([&] {
             const CropBox b = random_resized_crop_box(h, w, scale, ratio, gen);
             return std::make_tuple(b.top, b.left, b.height, b.width);
-          });
+          })();
         },
         py::arg("height"), py::arg("width"), py::arg("scale"), py::arg("ratio"), py::arg("generator"),
         "(top, left, height, width), drawn from `generator` as torchvision draws from the global one.");
@@ -101,7 +101,7 @@ void bind_vision(py::module_& m) {
              auto o = TransformOptions().image_size(image_size).resize_size(resize_size);
              o.mean(std::move(mean)).std(std::move(std)).train(train).scale(scale).ratio(ratio);
              o.hflip_prob(hflip_prob).expand_grayscale(expand_grayscale).interpolation(interpolation);
-             translate_errors([&] { ImageTransform check(o); });  // reject bad values at construction
+             ImageTransform check(o);  // reject bad values at construction
              return o;
            }),
            py::arg("image_size") = 224, py::arg("resize_size") = 0,
@@ -124,10 +124,10 @@ void bind_vision(py::module_& m) {
       .def(py::init<TransformOptions>(), py::arg("options"))
       .def("__call__",
            [](const ImageTransform& t, const at::Tensor& img, at::Generator gen) {
-             return translate_errors([&] {
+             return ([&] {
                py::gil_scoped_release nogil;
                return t.apply(img, gen);
-             });
+             })();
            },
            py::arg("img"), py::arg("generator"),
            "uint8 HWC (or float CHW) -> float [C, S, S], random choices drawn from `generator`.")
@@ -142,10 +142,10 @@ void bind_datasets(py::module_& m) {
       .def("__len__", &Dataset::size)
       .def("get",
            [](const Dataset& d, int64_t i) {
-             Sample s = translate_errors([&] {
+             Sample s = ([&] {
                py::gil_scoped_release nogil;
                return d.get(i);
-             });
+             })();
              return py::make_tuple(s.image, s.label, s.caption);
            },
            py::arg("index"), "(image uint8 [H, W, C], label, caption)")
@@ -155,17 +155,17 @@ void bind_datasets(py::module_& m) {
 
   py::class_<FashionMNIST, Dataset, std::shared_ptr<FashionMNIST>>(m, "FashionMNIST")
       .def(py::init([](const std::string& root, const std::string& split) {
-             return translate_errors([&] {
+             return ([&] {
                TORCH_CHECK_VALUE(split == "train" || split == "test", "FashionMNIST: split must be ",
                                  "'train' or 'test', got '", split, "'");
                py::gil_scoped_release nogil;
                return std::make_shared<FashionMNIST>(
                    root, split == "train" ? FashionMNIST::Split::train : FashionMNIST::Split::test);
-             });
+             })();
            }),
            py::arg("root"), py::arg("split"))
       .def(py::init([](const std::string& images, const std::string& labels) {
-             return translate_errors([&] { return std::make_shared<FashionMNIST>(images, labels); });
+             return std::make_shared<FashionMNIST>(images, labels);
            }),
            py::arg("images_path"), py::arg("labels_path"))
       .def_property_readonly("images", &FashionMNIST::images)
@@ -173,17 +173,17 @@ void bind_datasets(py::module_& m) {
 
   py::class_<ImageFolder, Dataset, std::shared_ptr<ImageFolder>>(m, "ImageFolder")
       .def(py::init([](const std::string& root, std::vector<std::string> extensions) {
-             return translate_errors([&] {
+             return ([&] {
                py::gil_scoped_release nogil;
                return std::make_shared<ImageFolder>(root, std::move(extensions));
-             });
+             })();
            }),
            py::arg("root"), py::arg("extensions") = std::vector<std::string>{".jpg", ".jpeg", ".png"})
       .def_property_readonly("samples", &ImageFolder::samples);
 
   py::class_<CaptionDataset, Dataset, std::shared_ptr<CaptionDataset>>(m, "CaptionDataset")
       .def(py::init([](const std::string& path, const std::string& image_key, const std::string& caption_key) {
-             return translate_errors([&] { return std::make_shared<CaptionDataset>(path, image_key, caption_key); });
+             return std::make_shared<CaptionDataset>(path, image_key, caption_key);
            }),
            py::arg("path"), py::arg("image_key") = "image", py::arg("caption_key") = "caption")
       .def_property_readonly("entries", [](const CaptionDataset& d) {
@@ -202,14 +202,14 @@ void bind_loader(py::module_& m) {
              auto o = LoaderOptions().batch_size(batch_size).shuffle(shuffle).seed(seed).rank(rank);
              o.world_size(world_size).num_workers(num_workers).prefetch(prefetch).drop_last(drop_last);
              o.pin_memory(pin_memory).max_errors(max_errors);
-             return translate_errors([&] { return std::make_shared<Loader>(std::move(dataset), transform, o); });
+             return std::make_shared<Loader>(std::move(dataset), transform, o);
            }),
            py::arg("dataset"), py::arg("transform"), py::arg("batch_size"), py::arg("shuffle"),
            py::arg("seed"), py::arg("rank"), py::arg("world_size"), py::arg("num_workers"),
            py::arg("prefetch"), py::arg("drop_last"), py::arg("pin_memory"), py::arg("max_errors"))
       .def("__len__", &Loader::size)
       .def_property_readonly("samples_per_rank", &Loader::samples_per_rank)
-      .def("set_epoch", [](Loader& l, int64_t e) { translate_errors([&] { l.set_epoch(e); }); }, py::arg("epoch"),
+      .def("set_epoch", [](Loader& l, int64_t e) { l.set_epoch(e); }, py::arg("epoch"),
            py::call_guard<py::gil_scoped_release>())
       .def_property_readonly("epoch", &Loader::epoch)
       .def("__iter__",
@@ -223,10 +223,10 @@ void bind_loader(py::module_& m) {
            })
       .def("__next__",
            [](Loader& l) {
-             std::optional<Batch> b = translate_errors([&] {
+             std::optional<Batch> b = ([&] {
                py::gil_scoped_release nogil;  // workers never need the GIL; the consumer waits
                return l.next();
-             });
+             })();
              if (!b) throw py::stop_iteration();
              return batch_to_dict(std::move(*b));
            })
@@ -238,10 +238,10 @@ void bind_loader(py::module_& m) {
       })
       .def("load_state",
            [](Loader& l, int64_t epoch, int64_t batches) {
-             translate_errors([&] {
+             ([&] {
                py::gil_scoped_release nogil;
                l.load_state({epoch, batches});
-             });
+             })();
            },
            py::arg("epoch"), py::arg("batches"))
       .def_property_readonly("skipped", &Loader::skipped)

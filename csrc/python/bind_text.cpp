@@ -14,7 +14,6 @@
 #include "tessera/text/sentencepiece_tokenizer.h"
 
 namespace py = pybind11;
-using tessera::python::translate_errors;
 using tessera::text::ClipTokenizer;
 using tessera::text::SentencePieceTokenizer;
 
@@ -52,38 +51,38 @@ CLIP byte-level BPE tokenizer, id-for-id equal to open_clip's SimpleTokenizer.
 )doc")
       .def(py::init([](const std::string& path) {
              require_file(path, "CLIP BPE merges file");
-             return translate_errors([&] { return std::make_unique<ClipTokenizer>(path); });
+             return std::make_unique<ClipTokenizer>(path);
            }),
            py::arg("path"), "Load the merges file (bpe_simple_vocab_16e6.txt.gz).")
       .def(
           "encode",
           [](const ClipTokenizer& t, const std::string& text) {
-            return translate_errors([&] { return t.encode(text); });
+            return t.encode(text);
           },
           py::arg("text"), "Token ids of one text, without start/end tokens.")
       .def(
           "encode_batch",
           [](const ClipTokenizer& t, const std::vector<std::string>& texts) {
-            return translate_errors([&] {
+            return ([&] {
               py::gil_scoped_release nogil;
               return t.encode_batch(texts);
-            });
+            })();
           },
           py::arg("texts"), "encode() of each text, in parallel threads.")
       .def(
           "decode",
           [](const ClipTokenizer& t, const std::vector<int64_t>& ids) {
-            return utf8_str(translate_errors([&] { return t.decode(ids); }));
+            return utf8_str(t.decode(ids));
           },
           py::arg("ids"), "Text of the ids; each end of word becomes a space.")
       .def(
           "tokenize",
           [](const ClipTokenizer& t, const std::vector<std::string>& texts,
              int64_t context_length) {
-            return translate_errors([&] {
+            return ([&] {
               py::gil_scoped_release nogil;
               return t.tokenize(texts, context_length);
-            });
+            })();
           },
           py::arg("texts"), py::arg("context_length") = 77,
           "LongTensor [len(texts), context_length]: start, ids, end, zero padding; a text "
@@ -102,24 +101,24 @@ SentencePiece model (e.g. LLaMA's tokenizer.model) over libsentencepiece.
 )doc")
       .def(py::init([](const std::string& path) {
              require_file(path, "SentencePiece model file");
-             return translate_errors(
-                 [&] { return std::make_unique<SentencePieceTokenizer>(path); });
+             return (
+                 [&] { return std::make_unique<SentencePieceTokenizer>(path); })();
            }),
            py::arg("path"))
       .def(
           "encode",
           [](const SentencePieceTokenizer& t, const std::string& text, bool add_bos,
              bool add_eos) {
-            return translate_errors([&] {
+            return ([&] {
               py::gil_scoped_release nogil;
               return t.encode(text, add_bos, add_eos);
-            });
+            })();
           },
           py::arg("text"), py::arg("add_bos") = true, py::arg("add_eos") = false)
       .def(
           "decode",
           [](const SentencePieceTokenizer& t, const std::vector<int64_t>& ids) {
-            return utf8_str(translate_errors([&] { return t.decode(ids); }));
+            return utf8_str(t.decode(ids));
           },
           py::arg("ids"))
       .def("bos_id", &SentencePieceTokenizer::bos_id)
@@ -130,7 +129,7 @@ SentencePiece model (e.g. LLaMA's tokenizer.model) over libsentencepiece.
       .def(
           "id_to_piece",
           [](const SentencePieceTokenizer& t, int64_t id) {
-            return utf8_str(translate_errors([&] { return t.id_to_piece(id); }));
+            return utf8_str(t.id_to_piece(id));
           },
           py::arg("id"))
       .def("piece_to_id", &SentencePieceTokenizer::piece_to_id, py::arg("piece"));

@@ -1,16 +1,42 @@
 // The tessera._C extension: one submodule per family, each bound in its own bind_<family>.cpp.
 #include "bindings.h"
 
+#include <c10/util/Exception.h>
+
+namespace tessera::python {
+
+void register_error_translator(py::module_&) {
+  py::register_local_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const c10::ValueError& e) {
+      PyErr_SetString(PyExc_ValueError, e.what_without_backtrace());
+    } catch (const c10::IndexError& e) {
+      PyErr_SetString(PyExc_IndexError, e.what_without_backtrace());
+    } catch (const c10::TypeError& e) {
+      PyErr_SetString(PyExc_TypeError, e.what_without_backtrace());
+    } catch (const c10::Error& e) {
+      PyErr_SetString(PyExc_RuntimeError, e.what_without_backtrace());
+    }
+  });
+}
+
+}  // namespace tessera::python
+
 PYBIND11_MODULE(_C, m) {
+  using namespace tessera::python;
   m.doc() = "tessera C++ core (LibTorch modules, tokenizers, safetensors I/O)";
+  register_error_translator(m);
   auto core = m.def_submodule("core", "safetensors, configs, registry");
+  bind_core(core);
+  auto nn = m.def_submodule("nn", "layer arguments and the node protocol of the Python module tree");
+  bind_nn(nn);
   auto text = m.def_submodule("text", "CLIP BPE and sentencepiece tokenizers");
+  bind_text(text);
   auto clip = m.def_submodule("clip", "CLIP and its vision/text towers");
-  tessera::python::bind_core(core);
-  tessera::python::bind_text(text);
-  tessera::python::bind_clip(clip);
+  bind_clip(clip);
   auto losses = m.def_submodule("losses", "CLIP InfoNCE and SigLIP sigmoid losses (math; gathering in Python)");
-  tessera::python::bind_losses(losses);
+  bind_losses(losses);
   auto data = m.def_submodule("data", "image decoding, transforms, datasets and the threaded loader");
-  tessera::python::bind_data(data);
+  bind_data(data);
 }

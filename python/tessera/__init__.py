@@ -27,7 +27,8 @@ def include_paths() -> list:
     installed = _os.path.join(_HERE, "include")
     if _os.path.isdir(installed):
         return [installed]
-    return [_os.path.normpath(_os.path.join(_HERE, "..", "..", "csrc"))]
+    csrc = _os.path.normpath(_os.path.join(_HERE, "..", "..", "csrc"))
+    return [csrc, _os.path.join(csrc, "python")]
 
 
 def library_dir() -> str:

@@ -1,18 +1,30 @@
-"""A torch.nn.Module over a C++ module: the Python parameters *are* the C++ tensors.
+"""A torch.nn.Module over a C++ module: the Python parameters *are* the C++ tensors, and each
+transformer layer runs through Python's `nn.Module.__call__`.
 
-LibTorch's own `torch.nn.cpp.ModuleWrapper` keeps C++ children as pybind objects, so hooks,
-`state_dict` prefixes and DistributedDataParallel do not see a real module tree. Here the tree
-is rebuilt from the C++ module's dotted parameter names with plain `nn.Module` nodes whose
-`_parameters` hold the very tensors the C++ forward uses (same TensorImpl): an optimizer step in
-Python changes what C++ computes, `.to()` swaps their data in place, and gradients accumulate on
-them. `forward` goes to C++.
+The tree is rebuilt node by node from the C++ module (`nodes()` of the binding): every C++ module
+becomes a Python node of a class named after it (`CLIPEncoderLayer`, `CLIPAttention`, ...), and
+every parameter is the very tensor C++ holds. Two rules make PyTorch's machinery work on it:
+
+1. **Parameters are read at call time.** Before C++ runs a part of the tree, the tensors
+   registered in Python *now* are pushed to C++ where their identity changed (FSDP2's unsharded
+   parameters, `functional_call`, parametrizations, `load_state_dict(assign=True)`).
+2. **Layers are called from C++ through Python.** The C++ encoder loop calls each layer via
+   `layers[i](hidden_states, layer_args)`, so forward hooks, FSDP2's per-layer unsharding and
+   activation-checkpoint wrappers apply, while the math stays in C++.
+
+Nodes that C++ runs without Python (inside a layer, or the embeddings) refuse hooks and
+replacement with a clear error: neither could ever take effect.
 """
 from __future__ import annotations
 
 import copy
+import weakref
+from typing import Dict, List, Optional, Tuple, Type
 
 import torch
 from torch import nn
+
+from . import _C
 
 
 def _as_parameter(t: torch.Tensor) -> nn.Parameter:
@@ -23,11 +35,92 @@ def _as_parameter(t: torch.Tensor) -> nn.Parameter:
     return t
 
 
-class _Node(nn.Module):
-    """An interior module of the mirrored tree (e.g. `vision_model.encoder.layers.0`)."""
+class CppNode(nn.Module):
+    """A C++ module that C++ itself calls (never Python): it holds parameters and children."""
 
-    def forward(self, *args, **kwargs):  # pragma: no cover - nodes are containers only
-        raise RuntimeError("this submodule is part of a C++ module; call the top-level module")
+    _cpp_path = ""
+
+    def forward(self, *args, **kwargs):
+        raise RuntimeError(f"{self._cpp_path or type(self).__name__} is run by C++ inside its parent; "
+                           "call the model (or one of its layers)")
+
+    def _refuse_hook(self, *args, **kwargs):
+        raise RuntimeError(
+            f"a hook on {self._cpp_path} ({type(self).__name__}) would never fire: C++ runs this module inside "
+            "its layer. Hook the layer (e.g. `...encoder.layers[i]`) or the model instead.")
+
+    register_forward_hook = _refuse_hook
+    register_forward_pre_hook = _refuse_hook
+    register_full_backward_hook = _refuse_hook
+    register_full_backward_pre_hook = _refuse_hook
+
+
+class CppLayer(nn.Module):
+    """A transformer layer: the C++ encoder calls it through `__call__`; the math runs in C++."""
+
+    def forward(self, hidden_states: torch.Tensor, layer_args: "_C.nn.LayerArgs") -> torch.Tensor:
+        self._sync.run()
+        return _C.nn.run_layer(self._encoder_addr, self._index, hidden_states, layer_args)
+
+
+_CLASSES: Dict[Tuple[str, type], type] = {}
+
+
+def node_class(name: str, layer: bool = False) -> Type[nn.Module]:
+    """The Python class of C++ nodes named `name` (one class per name, so wrap policies can use
+    `isinstance(m, tessera.models.clip.CLIPEncoderLayer)`)."""
+    base = CppLayer if layer else CppNode
+    key = (name, base)
+    if key not in _CLASSES:
+        _CLASSES[key] = type(name, (base,), {"__module__": "tessera.nodes", "__qualname__": name})
+    return _CLASSES[key]
+
+
+class _Sync:
+    """Pushes rebound parameters to C++ and checks that no C++-run node was replaced."""
+
+    def __init__(self):
+        self.slots: List[Tuple[nn.Module, str, int]] = []  # (node, parameter name, C++ address)
+        self.seen: List[int] = []  # TensorImpl address C++ holds, per slot
+        self.children: List[Tuple[nn.Module, str, nn.Module, str]] = []  # (parent, name, child, path)
+
+    def run(self) -> None:
+        for parent, name, child, path in self.children:
+            if parent._modules.get(name) is not child:
+                raise TypeError(
+                    f"{path} was replaced by {type(parent._modules.get(name)).__name__}, but C++ runs the original "
+                    "module there, so the replacement would be ignored. Change the C++ module, or replace a whole "
+                    "layer (layers are called through Python).")
+        for i, (node, name, addr) in enumerate(self.slots):
+            t = node._parameters.get(name)
+            if t is None:  # a parametrization computes it on access
+                t = getattr(node, name)
+            if t._cdata != self.seen[i]:
+                _C.nn.rebind_parameter(addr, name, t)
+                self.seen[i] = t._cdata
+
+
+class _LayerCaller:
+    """What the C++ encoder calls for layer i: Python's `layers[i](hidden_states, args)`."""
+
+    def __init__(self, layers: nn.ModuleList, nodes: List[nn.Module], encoder_addr: int):
+        self.layers = weakref.ref(layers)  # no cycle through C++ (the tree owns the C++ module)
+        self.nodes = nodes
+        self.checked: Dict[int, int] = {}
+        self.encoder_addr = encoder_addr
+
+    def __call__(self, i: int, hidden_states: torch.Tensor, args) -> torch.Tensor:
+        layers = self.layers()
+        if layers is None:
+            return _C.nn.run_layer(self.encoder_addr, i, hidden_states, args)
+        layer = layers[i]
+        if self.checked.get(i) != id(layer):
+            node = self.nodes[i]
+            if layer is not node and not any(m is node for m in layer.modules()):
+                raise TypeError(f"{node._cpp_path} was replaced by {type(layer).__name__}, which does not wrap it; "
+                                "a layer may only be wrapped (checkpoint wrappers, FSDP), since C++ computes it")
+            self.checked[i] = id(layer)
+        return layer(hidden_states, args)
 
 
 class CppModule(nn.Module):
@@ -50,21 +143,67 @@ class CppModule(nn.Module):
         return self._cpp
 
     def _mirror(self, cpp) -> None:
-        for kind, items in (("param", cpp.named_parameters()), ("buffer", cpp.named_buffers())):
-            for name, tensor in items:
-                *path, leaf = name.split(".")
-                node = self
-                for part in path:
-                    child = node._modules.get(part)
-                    if child is None:
-                        child = _Node()
-                        node._modules[part] = child
-                    node = child
-                if kind == "param":
-                    node._parameters[leaf] = _as_parameter(tensor)
-                else:
-                    node._buffers[leaf] = tensor
+        nodes: Dict[str, nn.Module] = {"": self}
+        kinds: Dict[str, Tuple[str, int]] = {}
+        for path, cls, kind, addr in cpp.nodes():
+            kinds[path] = (kind, addr)
+            if not path:
+                continue
+            parent, _, name = path.rpartition(".")
+            if kind == "list":
+                node = nn.ModuleList()
+            else:
+                node = node_class(cls, layer=kind == "layer")()
+                node._cpp_path = path
+            nodes[parent]._modules[name] = node
+            nodes[path] = node
+        for name, tensor in cpp.named_parameters():
+            owner, _, leaf = name.rpartition(".")
+            nodes[owner]._parameters[leaf] = _as_parameter(tensor)
+        for name, tensor in cpp.named_buffers():
+            owner, _, leaf = name.rpartition(".")
+            nodes[owner]._buffers[leaf] = tensor
+
+        # Which Python call runs each node: the layer above it, or the root's forward.
+        layer_paths = [p for p, (k, _) in kinds.items() if k == "layer"]
+
+        def entry(path: str) -> str:
+            for lp in layer_paths:
+                if path == lp or path.startswith(lp + "."):
+                    return lp
+            return ""
+
+        syncs: Dict[str, _Sync] = {p: _Sync() for p in ["", *layer_paths]}
+        for name, tensor in cpp.named_parameters():
+            owner, _, leaf = name.rpartition(".")
+            s = syncs[entry(owner)]
+            s.slots.append((nodes[owner], leaf, kinds[owner][1]))
+            s.seen.append(tensor._cdata)
+        for path, node in nodes.items():
+            if not path or path in layer_paths:
+                continue  # layers may be wrapped; their encoder's caller checks them
+            parent, _, name = path.rpartition(".")
+            syncs[entry(parent) if parent else ""].children.append((nodes[parent], name, node, path))
+        for lp in layer_paths:
+            nodes[lp]._sync = syncs[lp]
+        object.__setattr__(self, "_root_sync", syncs[""])
+
+        # Route each encoder's layer loop through the Python layer nodes.
+        for path, (kind, addr) in kinds.items():
+            if kind != "encoder":
+                continue
+            lists = [p for p, (k, _) in kinds.items() if k == "list" and p.rpartition(".")[0] == path]
+            if len(lists) != 1:
+                continue
+            layers = nodes[lists[0]]
+            for i, layer in enumerate(layers):
+                layer._encoder_addr, layer._index = addr, i
+            _C.nn.set_layer_caller(addr, _LayerCaller(layers, list(layers), addr))
         self.train(cpp.is_training())
+
+    def _sync_parameters(self) -> None:
+        """Call before handing control to C++: pushes rebound parameters of the root's part."""
+        self._root_sync.run()
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -72,21 +211,17 @@ class CppModule(nn.Module):
         return self
 
     def forward(self, *args, **kwargs):
+        self._sync_parameters()
         return self._cpp.forward(*args, **kwargs)
 
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        # `assign=True` would put new Parameter objects into the Python tree while the C++ forward
-        # kept reading the old tensors; copying into the shared tensors is the only load that C++
-        # sees, so `assign` is accepted and loads by copy.
-        return super().load_state_dict(state_dict, strict=strict, assign=False)
-
     def __deepcopy__(self, memo):
-        # A deep copy needs its own C++ module (Cloneable::clone copies every tensor).
+        # A deep copy needs its own C++ module (clone() copies every tensor).
         clone = self.__class__.__new__(self.__class__)
         nn.Module.__init__(clone)
         object.__setattr__(clone, "_cpp", self._cpp.clone())
+        skip = {"_cpp", "_root_sync"}
         for key, value in self.__dict__.items():
-            if key not in clone.__dict__ and key != "_cpp":
+            if key not in clone.__dict__ and key not in skip:
                 clone.__dict__[key] = copy.deepcopy(value, memo)
         clone._mirror(clone._cpp)
         for (_, p), (_, q) in zip(self.named_parameters(), clone.named_parameters()):

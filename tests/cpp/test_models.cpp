@@ -114,3 +114,24 @@ TEST(ClipRegistry, OpenClipNamesAndSizes) {
   EXPECT_EQ(cfg.projection_dim(), 512);
   EXPECT_THROW(core::find_config("ViT-X-99"), c10::ValueError);
 }
+
+TEST(ClipModel, ForwardIntermediatesEqualHiddenStatesAndStopEarly) {
+  models::ClipModel clip(tiny_clip());
+  at::Tensor pixels = at::randn({2, 3, 16, 16});
+  auto all = clip->vision_model->forward(pixels, /*output_hidden_states=*/true);
+  auto picked = clip->vision_model->forward_intermediates(pixels, {-2}, /*norm=*/false, /*stop_early=*/true);
+  ASSERT_EQ(picked.intermediates.size(), 1u);
+  EXPECT_TRUE(at::equal(picked.intermediates[0], all.hidden_states[all.hidden_states.size() - 2]));
+  // Stopping early ran one layer fewer: the final state is layer L-2's output.
+  EXPECT_TRUE(at::equal(picked.last_hidden_state, picked.intermediates[0]));
+}
+
+TEST(ClipModel, CloneIsDeepAndEqual) {
+  models::ClipModel a(tiny_clip());
+  auto b = std::dynamic_pointer_cast<models::ClipModelImpl>(a->clone());
+  at::Tensor pixels = at::randn({2, 3, 16, 16});
+  at::Tensor ids = at::randint(0, 98, {2, 12});
+  EXPECT_TRUE(at::equal(a->forward(pixels, ids).logits_per_image, b->forward(pixels, ids).logits_per_image));
+  b->named_parameters()["logit_scale"].data().add_(1.0);
+  EXPECT_FALSE(at::equal(a->logit_scale(), b->logit_scale()));
+}

@@ -9,10 +9,13 @@
 #include "tessera/nn/checkpoint.h"
 #include "tessera/nn/kv_cache.h"
 #include "tessera/nn/pos_embed_resize.h"
-#include "tessera/nn/rms_norm.h"
+#include "tessera/nn/norm.h"
+#include "tessera/nn/encoder.h"
+#include "tessera/nn/transformer_block.h"
 #include "tessera/nn/rotary.h"
 
 #include <cmath>
+#include <map>
 
 using namespace tessera::nn;
 
@@ -53,19 +56,21 @@ TEST(Attention, GroupedQueryHeads) {
 }
 
 TEST(Attention, KVCacheDecodingEqualsFullCausalPass) {
-  Attention attn(AttentionOptions(32, 4).num_kv_heads(2).out_name("o_proj"));
+  AttentionLayout layout;
+  layout.o = "o_proj";
+  Attention attn(AttentionOptions(32, 4).num_kv_heads(2), layout);
   attn->to(at::kDouble);
   at::Tensor x = at::randn({2, 6, 32}, at::kDouble);
-  AttentionArgs full;
+  LayerArgs full;
   full.causal = true;
-  at::Tensor expected = attn(x, full);
+  at::Tensor expected = attn->forward(x, {}, full);
   KVCache cache(1);
   std::vector<at::Tensor> steps;
-  AttentionArgs step;
+  LayerArgs step;
   step.causal = true;
   step.cache = &cache;
-  steps.push_back(attn(x.narrow(1, 0, 3), step));  // prefill 3 tokens
-  for (int64_t t = 3; t < 6; ++t) steps.push_back(attn(x.narrow(1, t, 1), step));
+  steps.push_back(attn->forward(x.narrow(1, 0, 3), {}, step));  // prefill 3 tokens
+  for (int64_t t = 3; t < 6; ++t) steps.push_back(attn->forward(x.narrow(1, t, 1), {}, step));
   EXPECT_EQ(cache.seq_len(), 6);
   EXPECT_TRUE(at::allclose(at::cat(steps, 1), expected, 1e-9, 1e-9));
   EXPECT_EQ(attn->named_parameters().contains("o_proj.weight"), true);
@@ -89,15 +94,16 @@ TEST(Activations, MatchFormulas) {
   EXPECT_THROW(activation_from_name("mish2"), c10::ValueError);
 }
 
-TEST(RMSNorm, MatchesFormula) {
-  RMSNorm norm(8, 1e-6);
+TEST(Norm, RmsNormMatchesFormula) {
+  Norm norm(8, NormKind::rms_norm, 1e-6);
   {
     at::NoGradGuard g;
-    norm->weight.uniform_();
+    norm->weight().uniform_();
   }
   at::Tensor x = at::randn({3, 8});
-  at::Tensor expected = norm->weight * x / at::sqrt(x.pow(2).mean(-1, true) + 1e-6);
+  at::Tensor expected = norm->weight() * x / at::sqrt(x.pow(2).mean(-1, true) + 1e-6);
   EXPECT_TRUE(at::allclose(norm(x), expected, 1e-5, 1e-6));
+  EXPECT_FALSE(norm->named_parameters().contains("bias"));
 }
 
 TEST(Rotary, RotatesPairsByPositionAngle) {
@@ -136,7 +142,97 @@ TEST(Checkpoint, SameGradientsAsPlainBackward) {
   fn(x1).sum().backward();
   at::Tensor gw = w.grad().clone();
   w.grad().zero_();
-  checkpoint(fn, x2).sum().backward();
+  checkpoint([&](const std::vector<at::Tensor>& t) { return fn(t[0]); }, {x2}).sum().backward();
   EXPECT_TRUE(at::allclose(x1.grad(), x2.grad()));
   EXPECT_TRUE(at::allclose(gw, w.grad()));
+}
+
+TEST(Checkpoint, EveryDifferentiableInputAndDropoutReplay) {
+  at::Tensor a1 = at::randn({4, 6}, at::kDouble).requires_grad_(), b1 = at::randn({6}, at::kDouble).requires_grad_();
+  at::Tensor a2 = a1.detach().clone().requires_grad_(), b2 = b1.detach().clone().requires_grad_();
+  auto fn = [](const at::Tensor& a, const at::Tensor& b) { return at::dropout(at::sin(a + b), 0.5, true).pow(2); };
+  at::manual_seed(7);
+  fn(a1, b1).sum().backward();
+  at::manual_seed(7);
+  at::Tensor y = checkpoint([&](const std::vector<at::Tensor>& t) { return fn(t[0], t[2]); }, {a2, at::Tensor(), b2});
+  at::randn({100});  // the RNG moves on before backward; the recomputation must not see it
+  y.sum().backward();
+  EXPECT_TRUE(at::allclose(a1.grad(), a2.grad()));
+  EXPECT_TRUE(at::allclose(b1.grad(), b2.grad()));
+}
+
+namespace {
+// Sum of squares of every parameter's gradient, by name.
+std::map<std::string, at::Tensor> grads_of(torch::nn::Module& m) {
+  std::map<std::string, at::Tensor> g;
+  for (const auto& p : m.named_parameters()) g[p.key()] = p->grad().defined() ? p->grad().clone() : at::Tensor();
+  return g;
+}
+}  // namespace
+
+TEST(Encoder, CheckpointingWithDropoutGivesTheSameGradients) {
+  auto opts = TransformerBlockOptions(16, 4, 32).attention_dropout(0.3).hidden_dropout(0.2).drop_path(0.1);
+  Encoder enc(2, [&](int64_t) { return TransformerBlock(opts).ptr(); });
+  enc->to(at::kDouble);
+  enc->train();
+  at::Tensor x = at::randn({2, 5, 16}, at::kDouble);
+  LayerArgs args;
+  args.position_bias = at::randn({1, 4, 5, 5}, at::kDouble).requires_grad_();
+  at::manual_seed(3);
+  enc->forward(x, args).last_hidden_state.pow(2).sum().backward();
+  auto plain = grads_of(*enc);
+  at::Tensor bias_grad = args.position_bias.grad().clone();
+  enc->zero_grad();
+  args.position_bias.grad().zero_();
+  enc->gradient_checkpointing = true;
+  at::manual_seed(3);
+  enc->forward(x, args).last_hidden_state.pow(2).sum().backward();
+  for (const auto& [k, g] : grads_of(*enc)) {
+    ASSERT_TRUE(g.defined()) << k;
+    EXPECT_TRUE(at::allclose(g, plain[k], 1e-10, 1e-10)) << k;
+  }
+  EXPECT_TRUE(at::allclose(args.position_bias.grad(), bias_grad, 1e-10, 1e-10));
+}
+
+TEST(Encoder, StopsEarlyAndPicksIntermediates) {
+  Encoder enc(4, [](int64_t) { return TransformerBlock(TransformerBlockOptions(8, 2, 16)).ptr(); });
+  at::Tensor x = at::randn({1, 3, 8});
+  auto all = enc->forward(x, {}, /*output_hidden_states=*/true);
+  int calls = 0;
+  enc->set_layer_caller([&](int64_t i, const at::Tensor& h, const LayerArgs& a) {
+    EXPECT_EQ(a.layer_idx, i);  // each layer sees its own index (its KV-cache slot)
+    ++calls;
+    return enc->run_layer(i, h, a);
+  });
+  auto [last, picked] = enc->forward_intermediates(x, {-3, 1}, {}, /*stop_early=*/true);
+  EXPECT_EQ(calls, 2);  // layers 0 and 1 only
+  ASSERT_EQ(picked.size(), 2u);
+  EXPECT_TRUE(at::allclose(picked[0], all.hidden_states[2]));
+  EXPECT_TRUE(at::allclose(picked[1], all.hidden_states[2]));
+  EXPECT_THROW(enc->forward_intermediates(x, {4}), c10::IndexError);
+}
+
+TEST(Module, ParametersAreReadAtCallTime) {
+  Linear lin(3, 2);
+  at::Tensor x = at::randn({4, 3});
+  at::Tensor w = at::randn({2, 3}), b = at::zeros({2});
+  lin->rebind_parameter("weight", w);
+  lin->rebind_parameter("bias", b);
+  EXPECT_TRUE(at::allclose(lin(x), at::matmul(x, w.t())));
+  EXPECT_TRUE(lin->named_parameters()["weight"].is_same(w));
+  EXPECT_THROW(lin->rebind_parameter("weight", at::randn({3, 3})), c10::ValueError);
+  EXPECT_THROW(lin->rebind_parameter("scale", w), c10::ValueError);
+}
+
+TEST(Module, CloneCopiesEveryTensorOfALayoutTree) {
+  TransformerBlock a(TransformerBlockOptions(8, 2, 16).layer_scale_init(0.1));
+  auto b = std::dynamic_pointer_cast<TransformerBlockImpl>(a->clone());
+  auto pa = a->named_parameters(), pb = b->named_parameters();
+  ASSERT_EQ(pa.size(), pb.size());
+  for (const auto& p : pa) {
+    EXPECT_TRUE(at::equal(*p, pb[p.key()])) << p.key();
+    EXPECT_NE(p->data_ptr(), pb[p.key()].data_ptr()) << p.key();
+  }
+  at::Tensor x = at::randn({1, 3, 8});
+  EXPECT_TRUE(at::allclose(a->forward(x), b->forward(x)));
 }

@@ -117,17 +117,20 @@ def test_load_state_dict_wrong_shape_names_key_and_shapes():
 
 def test_load_state_dict_reaches_cpp_even_with_assign():
     model, source = tessera.CLIPModel(CONFIG), tessera.CLIPModel(CONFIG)
-    _, _, px = _batch()
+    ids, mask, px = _batch()
     with torch.no_grad():
-        want = source.get_image_features(px)
+        want = source(input_ids=ids, pixel_values=px, attention_mask=mask).logits_per_image
     for assign in (False, True):
         fresh = tessera.CLIPModel(CONFIG)
         fresh.load_state_dict(source.state_dict(), assign=assign)
         with torch.no_grad():
-            assert torch.equal(fresh.get_image_features(px), want), f"assign={assign}"
+            got = fresh(input_ids=ids, pixel_values=px, attention_mask=mask).logits_per_image
+        assert torch.equal(got, want), f"assign={assign}"
+        # After a forward, C++ holds exactly the tensors the Python tree holds (assign=True rebinds).
         cpp = dict(fresh.cpp.named_parameters())
         assert all(cpp[k] is p for k, p in fresh.named_parameters())
-    assert not torch.equal(model.get_image_features(px), want)
+    with torch.no_grad():
+        assert not torch.equal(model(input_ids=ids, pixel_values=px, attention_mask=mask).logits_per_image, want)
 
 
 def test_float64_matches_transformers(tmp_path):

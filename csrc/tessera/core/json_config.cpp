@@ -66,13 +66,13 @@ ConfigReader ConfigReader::child(const std::string& key) const {
   return ConfigReader(has(key) ? (*j_)[key] : empty_object(), where_ + "." + key);
 }
 
-void ConfigReader::reject_unknown(const std::initializer_list<const char*>& known) const {
+void ConfigReader::reject_unknown(const std::vector<std::string>& known) const {
   for (auto it = j_->begin(); it != j_->end(); ++it) {
     bool ok = false;
-    for (const char* k : known) ok = ok || it.key() == k;
+    for (const auto& k : known) ok = ok || it.key() == k;
     if (ok) continue;
     std::string valid;
-    for (const char* k : known) valid += std::string(valid.empty() ? "" : ", ") + k;
+    for (const auto& k : known) valid += (valid.empty() ? "" : ", ") + k;
     TORCH_CHECK_VALUE(false, where_, ": unknown key '", it.key(), "' (valid keys: ", valid, ")");
   }
 }

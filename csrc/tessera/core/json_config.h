@@ -3,6 +3,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include <string>
+#include <vector>
 
 namespace tessera::core {
 
@@ -26,7 +27,7 @@ class ConfigReader {
   bool has(const std::string& key) const;
   ConfigReader child(const std::string& key) const;  // missing child = empty object
   /// Fails if `j` has keys outside `known` (used for tessera's own variant files and overrides).
-  void reject_unknown(const std::initializer_list<const char*>& known) const;
+  void reject_unknown(const std::vector<std::string>& known) const;
   const json& raw() const { return *j_; }
   const std::string& where() const { return where_; }
 

@@ -33,7 +33,10 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   return at::scaled_dot_product_attention(q, k, v, opt_mask, dropout_p, is_causal, scale, gqa);
 }
 
-AttentionImpl::AttentionImpl(AttentionOptions options_) : options(std::move(options_)) { reset(); }
+AttentionImpl::AttentionImpl(AttentionOptions options_, AttentionLayout layout_)
+    : Module(layout_.class_name), options(std::move(options_)), layout(std::move(layout_)) {
+  reset();
+}
 
 void AttentionImpl::reset() {
   const auto& o = options;
@@ -45,33 +48,47 @@ void AttentionImpl::reset() {
   TORCH_CHECK_VALUE(heads_ % kv_heads_ == 0, "attention: num_heads ", heads_,
                     " is not a multiple of num_kv_heads ", kv_heads_);
   const int64_t kv_in = o.kv_input_dim() > 0 ? o.kv_input_dim() : o.embed_dim();
-  using torch::nn::LinearOptions;
-  k_proj = register_module("k_proj", torch::nn::Linear(LinearOptions(kv_in, kv_heads_ * head_dim_).bias(o.qkv_bias())));
-  v_proj = register_module("v_proj", torch::nn::Linear(LinearOptions(kv_in, kv_heads_ * head_dim_).bias(o.qkv_bias())));
-  q_proj = register_module("q_proj", torch::nn::Linear(LinearOptions(o.embed_dim(), heads_ * head_dim_).bias(o.qkv_bias())));
-  out_proj = register_module(o.out_name(),
-                             torch::nn::Linear(LinearOptions(heads_ * head_dim_, o.embed_dim()).bias(o.out_bias())));
+  auto add = [&](const std::string& path, int64_t in, int64_t out, bool bias) {
+    return Linear(std::dynamic_pointer_cast<LinearImpl>(
+        register_at(*this, path, Linear(in, out, bias).ptr(), layout.containers)));
+  };
+  // Registration order follows Hugging Face's modules (q, k, v, then the output projection).
+  q_proj = add(layout.q, o.embed_dim(), heads_ * head_dim_, o.q_bias());
+  k_proj = add(layout.k, kv_in, kv_heads_ * head_dim_, o.k_bias());
+  v_proj = add(layout.v, kv_in, kv_heads_ * head_dim_, o.v_bias());
+  o_proj = add(layout.o, heads_ * head_dim_, o.embed_dim(), o.o_bias());
 }
 
-at::Tensor AttentionImpl::forward(const at::Tensor& x, const AttentionArgs& args) {
-  TORCH_CHECK_VALUE(x.dim() == 3 && x.size(-1) == options.embed_dim(), "attention input must be [batch, seq, ",
+at::Tensor AttentionImpl::attend(const at::Tensor& x, const at::Tensor& src, const at::Tensor& mask, bool causal,
+                                 const LayerArgs* self_args) const {
+  TORCH_CHECK_VALUE(x.dim() == 3 && x.size(-1) == options.embed_dim(), class_name_, " input must be [batch, seq, ",
                     options.embed_dim(), "], got ", x.sizes());
-  const int64_t B = x.size(0), Q = x.size(1);
-  const at::Tensor& src = args.context.defined() ? args.context : x;
-  const int64_t K = src.size(1);
+  const int64_t B = x.size(0), Q = x.size(1), K = src.size(1);
   // [B, L, H*D] -> [B, H, L, D]
-  at::Tensor q = q_proj(x).view({B, Q, heads_, head_dim_}).transpose(1, 2);
-  at::Tensor k = k_proj(src).view({B, K, kv_heads_, head_dim_}).transpose(1, 2);
-  at::Tensor v = v_proj(src).view({B, K, kv_heads_, head_dim_}).transpose(1, 2);
-  if (args.rope_cos.defined()) {
-    q = apply_rotary(q, args.rope_cos, args.rope_sin);
-    k = apply_rotary(k, args.rope_cos, args.rope_sin);
+  at::Tensor q = q_proj->forward(x).view({B, Q, heads_, head_dim_}).transpose(1, 2);
+  at::Tensor k = k_proj->forward(src).view({B, K, kv_heads_, head_dim_}).transpose(1, 2);
+  at::Tensor v = v_proj->forward(src).view({B, K, kv_heads_, head_dim_}).transpose(1, 2);
+  if (self_args && self_args->rope_cos.defined()) {
+    q = apply_rotary(q, self_args->rope_cos, self_args->rope_sin);
+    k = apply_rotary(k, self_args->rope_cos, self_args->rope_sin);
   }
-  if (args.cache) std::tie(k, v) = args.cache->update(args.layer_idx, k, v);
+  if (self_args && self_args->cache) std::tie(k, v) = self_args->cache->update(self_args->layer_idx, k, v);
   const double p = is_training() ? options.dropout() : 0.0;
-  at::Tensor y = attention(q, k, v, args.mask, args.causal, p);
+  at::Tensor y = attention(q, k, v, mask, causal, p);
   // [B, H, Q, D] -> [B, Q, H*D]
-  return out_proj(y.transpose(1, 2).reshape({B, Q, heads_ * head_dim_}));
+  return o_proj->forward(y.transpose(1, 2).reshape({B, Q, heads_ * head_dim_}));
+}
+
+at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& mask, const LayerArgs& args) const {
+  return attend(x, x, mask, args.causal, &args);
+}
+
+at::Tensor AttentionImpl::forward_cross(const at::Tensor& x, const LayerArgs& args) const {
+  TORCH_CHECK_VALUE(args.context.defined(), class_name_, ": cross-attention needs a context (encoder_hidden_states)");
+  TORCH_CHECK_VALUE(args.context.dim() == 3 && args.context.size(0) == x.size(0), class_name_,
+                    ": context must be [batch, seq, dim] with the batch of the hidden states ", x.sizes(), ", got ",
+                    args.context.sizes());
+  return attend(x, args.context, args.context_mask, /*causal=*/false, nullptr);
 }
 
 }  // namespace tessera::nn

@@ -1,20 +1,19 @@
 // Multi-head attention: one kernel entry point (`attention`, on scaled_dot_product_attention so
-// the flash / memory-efficient kernels are picked per device) and one module with Hugging Face
-// parameter names (q_proj, k_proj, v_proj, out_proj or o_proj).
-// References: Vaswani et al. 2017; transformers' CLIPAttention / LlamaAttention.
+// the flash / memory-efficient kernels are picked per device) and one name-free module whose
+// projections sit wherever a family's layout puts them (CLIP `q_proj`, ViT `attention.query`).
+// References: Vaswani et al. 2017; transformers' CLIPAttention, ViTAttention, LlamaAttention.
 #pragma once
-#include <ATen/core/Tensor.h>
+#include "tessera/nn/layer.h"
+#include "tessera/nn/linear.h"
+
 #include <torch/arg.h>
-#include <torch/nn/cloneable.h>
-#include <torch/nn/modules/linear.h>
-#include <torch/nn/pimpl.h>
 
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace tessera::nn {
-
-class KVCache;
 
 /// q [B, H, Q, D], k/v [B, Hkv, K, D] (H a multiple of Hkv: grouped-query attention).
 /// `mask`: additive, broadcastable to [B, H, Q, K] (see attention_mask.h) or undefined.
@@ -32,37 +31,42 @@ struct AttentionOptions {
   TORCH_ARG(int64_t, num_kv_heads) = 0;
   /// Per-head size; 0 means embed_dim / num_heads.
   TORCH_ARG(int64_t, head_dim) = 0;
-  /// Input size of k_proj/v_proj (cross-attention over another width); 0 means embed_dim.
+  /// Input size of the key/value projections (cross-attention over another width); 0 = embed_dim.
   TORCH_ARG(int64_t, kv_input_dim) = 0;
-  TORCH_ARG(bool, qkv_bias) = true;
-  TORCH_ARG(bool, out_bias) = true;
-  /// Name of the output projection: "out_proj" (CLIP) or "o_proj" (LLaMA).
-  TORCH_ARG(std::string, out_name) = "out_proj";
+  /// Per-projection biases (BEiT has none on the key; LLaMA none at all).
+  TORCH_ARG(bool, q_bias) = true;
+  TORCH_ARG(bool, k_bias) = true;
+  TORCH_ARG(bool, v_bias) = true;
+  TORCH_ARG(bool, o_bias) = true;
   TORCH_ARG(double, dropout) = 0.0;
 };
 
-/// Per-call inputs of an attention layer beyond the hidden states.
-struct AttentionArgs {
-  at::Tensor mask;        ///< additive mask, broadcastable to [B, H, Q, K]
-  bool causal = false;    ///< add a causal mask
-  at::Tensor context;     ///< cross-attention keys/values source [B, K, kv_input_dim]
-  KVCache* cache = nullptr;
-  int64_t layer_idx = 0;  ///< slot in the cache
-  at::Tensor rope_cos, rope_sin;  ///< rotary tables [B or 1, Q, head_dim], applied to q and k
+/// Where the four projections sit below the attention module, and the Python classes of the
+/// containers on the way (ViT: {"attention", "ViTSelfAttention"}, {"output", "ViTSelfOutput"}).
+struct AttentionLayout {
+  std::string class_name = "Attention";
+  std::string q = "q_proj", k = "k_proj", v = "v_proj", o = "out_proj";
+  std::vector<std::pair<std::string, std::string>> containers;
 };
 
-/// Example: `Attention attn(AttentionOptions(768, 12)); auto y = attn(x, {});`
-class AttentionImpl : public torch::nn::Cloneable<AttentionImpl> {
+/// Example: `Attention attn(AttentionOptions(768, 12)); auto y = attn->forward(x, mask, args);`
+class AttentionImpl : public Module<AttentionImpl> {
  public:
-  explicit AttentionImpl(AttentionOptions options);
+  explicit AttentionImpl(AttentionOptions options, AttentionLayout layout = {});
   void reset() override;
-  /// x [B, Q, embed_dim] -> [B, Q, embed_dim]
-  at::Tensor forward(const at::Tensor& x, const AttentionArgs& args = {});
+  /// Self-attention, x [B, Q, embed_dim] -> [B, Q, embed_dim]. `mask` is additive (it already
+  /// holds any position bias); causality, rotary tables and the KV cache come from `args`.
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& mask = {}, const LayerArgs& args = {}) const;
+  /// Cross-attention from x to args.context, masked by args.context_mask.
+  at::Tensor forward_cross(const at::Tensor& x, const LayerArgs& args) const;
 
   AttentionOptions options;
-  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, out_proj{nullptr};
+  AttentionLayout layout;
+  Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
 
  private:
+  at::Tensor attend(const at::Tensor& x, const at::Tensor& src, const at::Tensor& mask, bool causal,
+                    const LayerArgs* rope_and_cache) const;
   int64_t heads_ = 0, kv_heads_ = 0, head_dim_ = 0;
 };
 TORCH_MODULE(Attention);

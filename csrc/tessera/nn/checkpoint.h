@@ -4,11 +4,16 @@
 #include <ATen/core/Tensor.h>
 
 #include <functional>
+#include <vector>
 
 namespace tessera::nn {
 
-/// y = fn(x), with fn's intermediate activations recomputed in backward. Gradients reach x and
-/// every parameter fn uses. Dropout inside fn is not replayed with the same RNG state.
-at::Tensor checkpoint(std::function<at::Tensor(const at::Tensor&)> fn, const at::Tensor& x);
+using CheckpointFn = std::function<at::Tensor(const std::vector<at::Tensor>& inputs)>;
+
+/// y = fn(inputs), with fn's intermediate activations recomputed in backward. Every input that
+/// requires grad gets its gradient (undefined inputs are allowed), and so does every parameter fn
+/// uses. The recomputation replays the CPU and CUDA random states and the autocast state of the
+/// forward, so dropout and mixed precision give the same values as without checkpointing.
+at::Tensor checkpoint(CheckpointFn fn, const std::vector<at::Tensor>& inputs);
 
 }  // namespace tessera::nn

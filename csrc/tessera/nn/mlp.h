@@ -1,13 +1,12 @@
-// Feed-forward blocks: the two-layer MLP of ViT/CLIP (fc1 -> act -> fc2) and the gated MLP of
-// LLaMA (down(act(gate(x)) * up(x))), with Hugging Face parameter names.
+// Two-layer perceptron fc2(act(fc1(x))) as a standalone module (CLIPMLP; LLaVA's projector names
+// its layers linear_1 / linear_2). Transformer layers use TransformerBlock's own feed-forward.
 #pragma once
 #include "tessera/nn/activation.h"
+#include "tessera/nn/linear.h"
 
-#include <ATen/core/Tensor.h>
 #include <torch/arg.h>
-#include <torch/nn/cloneable.h>
-#include <torch/nn/modules/linear.h>
-#include <torch/nn/pimpl.h>
+
+#include <string>
 
 namespace tessera::nn {
 
@@ -19,28 +18,19 @@ struct MlpOptions {
   TORCH_ARG(int64_t, out_features) = 0;
   TORCH_ARG(Activation, act) = Activation::gelu;
   TORCH_ARG(bool, bias) = true;
+  TORCH_ARG(std::string, fc1_name) = "fc1";
+  TORCH_ARG(std::string, fc2_name) = "fc2";
 };
 
-/// fc1 -> activation -> fc2. Example: `Mlp mlp(MlpOptions(768, 3072).act(Activation::quick_gelu));`
-class MlpImpl : public torch::nn::Cloneable<MlpImpl> {
+/// Example: `Mlp mlp(MlpOptions(768, 3072).act(Activation::quick_gelu)); auto y = mlp(x);`
+class MlpImpl : public Module<MlpImpl> {
  public:
   explicit MlpImpl(MlpOptions options);
   void reset() override;
-  at::Tensor forward(const at::Tensor& x);
+  at::Tensor forward(const at::Tensor& x) const;
   MlpOptions options;
-  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+  Linear fc1{nullptr}, fc2{nullptr};
 };
 TORCH_MODULE(Mlp);
-
-/// down_proj(act(gate_proj(x)) * up_proj(x)) — LLaMA / SwiGLU.
-class GatedMlpImpl : public torch::nn::Cloneable<GatedMlpImpl> {
- public:
-  explicit GatedMlpImpl(MlpOptions options);
-  void reset() override;
-  at::Tensor forward(const at::Tensor& x);
-  MlpOptions options;
-  torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
-};
-TORCH_MODULE(GatedMlp);
 
 }  // namespace tessera::nn

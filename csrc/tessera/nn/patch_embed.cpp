@@ -3,19 +3,27 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
+
 namespace tessera::nn {
 
-PatchEmbedImpl::PatchEmbedImpl(PatchEmbedOptions options_) : options(options_) { reset(); }
+PatchEmbedImpl::PatchEmbedImpl(PatchEmbedOptions options_) : Module("Conv2d"), options(options_) { reset(); }
 
 void PatchEmbedImpl::reset() {
   const int64_t p = options.patch_size();
-  weight = register_parameter("weight", at::empty({options.embed_dim(), options.in_channels(), p, p}));
-  at::NoGradGuard g;
-  weight.normal_(0, 0.02);
-  if (options.bias()) bias = register_parameter("bias", at::zeros({options.embed_dim()}));
+  weight_ = add_parameter("weight", at::empty({options.embed_dim(), options.in_channels(), p, p}));
+  bias_ = options.bias() ? add_parameter("bias", at::empty({options.embed_dim()})) : Slot{};
+  if (init_enabled()) reset_parameters();
 }
 
-at::Tensor PatchEmbedImpl::forward(const at::Tensor& x) {
+void PatchEmbedImpl::reset_parameters() {
+  at::NoGradGuard g;
+  const double bound = 1.0 / std::sqrt(static_cast<double>(weight()[0].numel()));
+  weight().uniform_(-bound, bound);
+  if (options.bias()) bias().uniform_(-bound, bound);
+}
+
+at::Tensor PatchEmbedImpl::forward(const at::Tensor& x) const {
   const int64_t p = options.patch_size();
   TORCH_CHECK_VALUE(x.dim() == 4 && x.size(1) == options.in_channels(), "pixel_values must be [batch, ",
                     options.in_channels(), ", height, width], got shape ", x.sizes());
@@ -23,7 +31,7 @@ at::Tensor PatchEmbedImpl::forward(const at::Tensor& x) {
                     x.size(3), " must be multiples of the patch size ", p);
   TORCH_CHECK_TYPE(at::isFloatingType(x.scalar_type()), "pixel_values must be a floating tensor, got ",
                    x.scalar_type());
-  at::Tensor y = at::conv2d(x.to(weight.scalar_type()), weight, bias, {p, p});
+  at::Tensor y = at::conv2d(x.to(weight().scalar_type()), weight(), bias(), {p, p});
   // [B, D, h, w] -> [B, h*w, D]
   return y.flatten(2).transpose(1, 2);
 }

@@ -4,7 +4,8 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 #include <torch/arg.h>
-#include <torch/nn/cloneable.h>
+#include "tessera/nn/module.h"
+
 #include <torch/nn/pimpl.h>
 
 namespace tessera::nn {
@@ -18,14 +19,20 @@ struct PatchEmbedOptions {
   TORCH_ARG(bool, bias) = false;
 };
 
-class PatchEmbedImpl : public torch::nn::Cloneable<PatchEmbedImpl> {
+class PatchEmbedImpl : public Module<PatchEmbedImpl> {
  public:
   explicit PatchEmbedImpl(PatchEmbedOptions options);
   void reset() override;
+  /// PyTorch's Conv2d default: uniform in ±1/sqrt(fan_in).
+  void reset_parameters();
   /// [B, C, H, W] -> [B, (H/p)*(W/p), embed_dim]; H and W must be multiples of the patch size.
-  at::Tensor forward(const at::Tensor& pixel_values);
+  at::Tensor forward(const at::Tensor& pixel_values) const;
+  const at::Tensor& weight() const { return param(weight_); }
+  const at::Tensor& bias() const { return param(bias_); }
   PatchEmbedOptions options;
-  at::Tensor weight, bias;
+
+ private:
+  Slot weight_, bias_;
 };
 TORCH_MODULE(PatchEmbed);
 

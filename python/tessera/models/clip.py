@@ -9,17 +9,14 @@ import torch
 from torch import nn
 
 from .. import _C
-from ..cpp_module import CppModule
-from .outputs import BaseModelOutputWithPooling, CLIPOutput
+from ..cpp_module import CppModule, node_class
+from .outputs import BaseModelOutputWithPooling, CLIPOutput, IntermediatesOutput, make_output
 from .pretrained import PreTrainedModel
 
-
-def _pooled(d: Dict[str, Any]) -> BaseModelOutputWithPooling:
-    return BaseModelOutputWithPooling(
-        last_hidden_state=d["last_hidden_state"],
-        pooler_output=d["pooler_output"],
-        hidden_states=d.get("hidden_states"),
-    )
+#: Python classes of the mirrored C++ nodes, for wrap policies (FSDP2, activation checkpointing).
+CLIPEncoderLayer = node_class("CLIPEncoderLayer", layer=True)
+CLIPAttention = node_class("CLIPAttention")
+CLIPMLP = node_class("CLIPMLP")
 
 
 def _check_tensor(name: str, value, ndim: int) -> None:
@@ -61,28 +58,22 @@ class CLIPModel(CppModule, PreTrainedModel):
             raise ValueError("CLIPModel.forward needs both input_ids and pixel_values")
         _check_tensor("input_ids", input_ids, 2)
         _check_tensor("pixel_values", pixel_values, 4)
-        d = self._cpp.forward(
+        self._sync_parameters()
+        return make_output(self._cpp.forward(
             pixel_values, input_ids, attention_mask, bool(return_loss), bool(output_hidden_states),
             bool(interpolate_pos_encoding),
-        )
-        return CLIPOutput(
-            loss=d.get("loss"),
-            logits_per_image=d["logits_per_image"],
-            logits_per_text=d["logits_per_text"],
-            text_embeds=d["text_embeds"],
-            image_embeds=d["image_embeds"],
-            text_model_output=_pooled(d["text_model_output"]),
-            vision_model_output=_pooled(d["vision_model_output"]),
-        )
+        ))
 
     def get_image_features(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         """Projected (not normalised) image features [B, projection_dim]."""
         _check_tensor("pixel_values", pixel_values, 4)
+        self._sync_parameters()
         return self._cpp.get_image_features(pixel_values, interpolate_pos_encoding)
 
     def get_text_features(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Projected (not normalised) text features [B, projection_dim]."""
         _check_tensor("input_ids", input_ids, 2)
+        self._sync_parameters()
         return self._cpp.get_text_features(input_ids, attention_mask)
 
     def encode_image(self, pixel_values: torch.Tensor, normalize: bool = False) -> torch.Tensor:
@@ -126,6 +117,17 @@ class _TowerModel(CppModule, PreTrainedModel):
     def set_gradient_checkpointing(self, enable: bool = True) -> None:
         self._cpp.set_gradient_checkpointing(enable)
 
+    def _intermediates(self, indices, run) -> IntermediatesOutput:
+        n = int(self.config.get("num_hidden_layers", 12))
+        if indices is None:
+            indices = n
+        if isinstance(indices, int):  # timm: an int takes the last n layers
+            if not 0 < indices <= n:
+                raise ValueError(f"forward_intermediates: cannot take the last {indices} of {n} layers")
+            indices = list(range(n - indices, n))
+        self._sync_parameters()
+        return make_output(run([int(i) for i in indices]))
+
 
 class CLIPVisionModel(_TowerModel):
     model_type = "clip_vision_model"
@@ -136,7 +138,24 @@ class CLIPVisionModel(_TowerModel):
     def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False,
                 interpolate_pos_encoding: bool = False) -> BaseModelOutputWithPooling:
         _check_tensor("pixel_values", pixel_values, 4)
-        return _pooled(self._cpp.forward(pixel_values, output_hidden_states, interpolate_pos_encoding))
+        self._sync_parameters()
+        return make_output(self._cpp.forward(pixel_values, output_hidden_states, interpolate_pos_encoding))
+
+    def forward_features(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+        """timm's forward_features: the encoder's token outputs [B, 1 + patches, D]."""
+        return self.forward(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding).last_hidden_state
+
+    def forward_intermediates(self, pixel_values: torch.Tensor, indices=None, norm: bool = False,
+                              stop_early: bool = False, intermediates_only: bool = False,
+                              interpolate_pos_encoding: bool = False):
+        """timm's forward_intermediates: the outputs of the layers in `indices` (an int n takes the
+        last n; negative indices count from the end, -2 equals transformers' hidden_states[-2]);
+        `norm` applies post_layernorm; `stop_early` runs no layer past the last index.
+        Returns (last_hidden_state, intermediates), or the list alone with intermediates_only."""
+        _check_tensor("pixel_values", pixel_values, 4)
+        out = self._intermediates(indices, lambda idx: self._cpp.forward_intermediates(
+            pixel_values, idx, bool(norm), bool(stop_early), bool(interpolate_pos_encoding)))
+        return out.intermediates if intermediates_only else (out.last_hidden_state, out.intermediates)
 
 
 class CLIPTextModel(_TowerModel):
@@ -148,4 +167,14 @@ class CLIPTextModel(_TowerModel):
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 output_hidden_states: bool = False) -> BaseModelOutputWithPooling:
         _check_tensor("input_ids", input_ids, 2)
-        return _pooled(self._cpp.forward(input_ids, attention_mask, output_hidden_states))
+        self._sync_parameters()
+        return make_output(self._cpp.forward(input_ids, attention_mask, output_hidden_states))
+
+    def forward_intermediates(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                              indices=None, norm: bool = False, stop_early: bool = False,
+                              intermediates_only: bool = False):
+        """timm's forward_intermediates over the text layers (`norm` applies final_layer_norm)."""
+        _check_tensor("input_ids", input_ids, 2)
+        out = self._intermediates(indices, lambda idx: self._cpp.forward_intermediates(
+            input_ids, attention_mask, idx, bool(norm), bool(stop_early)))
+        return out.intermediates if intermediates_only else (out.last_hidden_state, out.intermediates)

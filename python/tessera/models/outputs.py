@@ -1,12 +1,32 @@
-"""Model outputs with Hugging Face's field names, readable as attributes or keys."""
+"""Model outputs with Hugging Face's field names, readable as attributes or keys.
+
+The C++ side lists each output struct's fields once (csrc/tessera/models/outputs.h) and the
+binding hands over a dict tagged with the class name; `make_output` builds the class here. Every
+output class is a pytree node, as transformers registers its ModelOutputs, so FSDP2 and
+`torch.utils.checkpoint` find the tensors inside.
+"""
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Dict
+
+import torch.utils._pytree as pytree
+
+_CLASSES: Dict[str, type] = {}
 
 
 class ModelOutput(OrderedDict):
     """Like transformers' ModelOutput: `out.loss`, `out["loss"]`, and `out.to_tuple()`."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _CLASSES[cls.__name__] = cls
+        pytree.register_pytree_node(
+            cls,
+            lambda out: (list(out.values()), list(out.keys())),
+            lambda values, keys, cls=cls: cls(zip(keys, values)),
+            serialized_type_name=f"{cls.__module__}.{cls.__name__}",
+        )
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -30,3 +50,14 @@ class BaseModelOutputWithPooling(ModelOutput):
 class CLIPOutput(ModelOutput):
     """loss, logits_per_image, logits_per_text, text_embeds, image_embeds,
     text_model_output, vision_model_output."""
+
+
+class IntermediatesOutput(ModelOutput):
+    """last_hidden_state, intermediates (timm's forward_intermediates)."""
+
+
+def make_output(d: Dict[str, Any]) -> ModelOutput:
+    """The ModelOutput for a dict from the C++ binding (its "__output__" names the class)."""
+    name = d.pop("__output__")
+    cls = _CLASSES.get(name) or type(name, (ModelOutput,), {"__module__": __name__})
+    return cls((k, make_output(v) if isinstance(v, dict) and "__output__" in v else v) for k, v in d.items())

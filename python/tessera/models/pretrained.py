@@ -50,11 +50,14 @@ class PreTrainedModel(nn.Module):
     def from_pretrained(cls, path: str, **kwargs):
         """Builds the model from `path/config.json` and loads `path/model.safetensors` strictly."""
         config = read_config(path)
+        previous = _C.nn.set_init_enabled(False)  # every parameter is loaded next: skip random init
         try:
             model = cls(config, **kwargs)
         except ValueError as e:  # name the file: the C++ message names only the key
             file = os.path.join(path, "config.json") if os.path.isdir(path) else path
             raise ValueError(f"{file}: {e}") from e
+        finally:
+            _C.nn.set_init_enabled(previous)
         model.load_state_dict(load_weights(path), strict=True)
         return model.eval()  # as transformers does: call .train() to fine-tune
 

@@ -7,19 +7,22 @@
 
 namespace tessera::models {
 
-ClipModelImpl::ClipModelImpl(ClipOptions options_) : options(std::move(options_)) { reset(); }
+ClipModelImpl::ClipModelImpl(ClipOptions options_) : Module("CLIPModel"), options(std::move(options_)) {
+  {
+    nn::NoInitGuard no_init;  // init_weights below sets every parameter once
+    reset();
+  }
+  if (nn::init_enabled()) init_weights();
+}
 
 void ClipModelImpl::reset() {
-  using torch::nn::Linear;
-  using torch::nn::LinearOptions;
   text_model = register_module("text_model", ClipTextTransformer(options.text));
-  vision_model = register_module("vision_model", VisionTransformer(options.vision));
-  visual_projection = register_module(
-      "visual_projection", Linear(LinearOptions(options.vision.hidden_size(), options.projection_dim()).bias(false)));
-  text_projection = register_module(
-      "text_projection", Linear(LinearOptions(options.text.hidden_size(), options.projection_dim()).bias(false)));
-  logit_scale = register_parameter("logit_scale", at::full({}, options.logit_scale_init_value()));
-  init_weights();
+  vision_model = register_module("vision_model", ClipVisionTransformer(options.vision));
+  visual_projection = register_module("visual_projection",
+                                      nn::Linear(options.vision.hidden_size(), options.projection_dim(), false));
+  text_projection =
+      register_module("text_projection", nn::Linear(options.text.hidden_size(), options.projection_dim(), false));
+  logit_scale_ = add_parameter("logit_scale", at::full({}, options.logit_scale_init_value()));
 }
 
 void ClipModelImpl::init_weights() {
@@ -27,9 +30,9 @@ void ClipModelImpl::init_weights() {
   const double f = options.initializer_factor();
   text_model->init_weights();
   vision_model->init_weights();
-  visual_projection->weight.normal_(0, std::pow(static_cast<double>(options.vision.hidden_size()), -0.5) * f);
-  text_projection->weight.normal_(0, std::pow(static_cast<double>(options.text.hidden_size()), -0.5) * f);
-  logit_scale.fill_(options.logit_scale_init_value());
+  visual_projection->weight().normal_(0, std::pow(static_cast<double>(options.vision.hidden_size()), -0.5) * f);
+  text_projection->weight().normal_(0, std::pow(static_cast<double>(options.text.hidden_size()), -0.5) * f);
+  logit_scale().fill_(options.logit_scale_init_value());
 }
 
 at::Tensor clip_contrastive_loss(const at::Tensor& logits_per_text) {
@@ -48,14 +51,17 @@ ClipOutput ClipModelImpl::forward(const at::Tensor& pixel_values, const at::Tens
                                   const at::Tensor& attention_mask, bool return_loss, bool output_hidden_states,
                                   bool interpolate_pos_encoding) {
   ClipOutput out;
-  out.vision_model_output = vision_model(pixel_values, output_hidden_states, interpolate_pos_encoding);
-  out.text_model_output = text_model(input_ids, attention_mask, output_hidden_states);
+  TORCH_CHECK_VALUE(!return_loss || (pixel_values.size(0) > 0 && input_ids.size(0) > 0),
+                    "return_loss needs a non-empty batch, got ", pixel_values.size(0), " images and ",
+                    input_ids.size(0), " texts");
+  out.vision_model_output = vision_model->forward(pixel_values, output_hidden_states, interpolate_pos_encoding);
+  out.text_model_output = text_model->forward(input_ids, attention_mask, output_hidden_states);
   // transformers 5 reports the towers' pooler_output after projection (before normalising).
-  out.vision_model_output.pooler_output = visual_projection(out.vision_model_output.pooler_output);
-  out.text_model_output.pooler_output = text_projection(out.text_model_output.pooler_output);
+  out.vision_model_output.pooler_output = visual_projection->forward(out.vision_model_output.pooler_output);
+  out.text_model_output.pooler_output = text_projection->forward(out.text_model_output.pooler_output);
   out.image_embeds = l2_normalize(out.vision_model_output.pooler_output);
   out.text_embeds = l2_normalize(out.text_model_output.pooler_output);
-  out.logits_per_text = at::matmul(out.text_embeds, out.image_embeds.t()) * logit_scale.exp();
+  out.logits_per_text = at::matmul(out.text_embeds, out.image_embeds.t()) * logit_scale().exp();
   out.logits_per_image = out.logits_per_text.t();
   if (return_loss) {
     TORCH_CHECK_VALUE(input_ids.size(0) == pixel_values.size(0), "return_loss needs paired batches: ",
@@ -66,11 +72,11 @@ ClipOutput ClipModelImpl::forward(const at::Tensor& pixel_values, const at::Tens
 }
 
 at::Tensor ClipModelImpl::get_image_features(const at::Tensor& pixel_values, bool interpolate_pos_encoding) {
-  return visual_projection(vision_model(pixel_values, false, interpolate_pos_encoding).pooler_output);
+  return visual_projection->forward(vision_model->forward(pixel_values, false, interpolate_pos_encoding).pooler_output);
 }
 
 at::Tensor ClipModelImpl::get_text_features(const at::Tensor& input_ids, const at::Tensor& attention_mask) {
-  return text_projection(text_model(input_ids, attention_mask).pooler_output);
+  return text_projection->forward(text_model->forward(input_ids, attention_mask).pooler_output);
 }
 
 void ClipModelImpl::set_gradient_checkpointing(bool on) {

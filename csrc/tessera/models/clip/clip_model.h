@@ -4,11 +4,13 @@
 #pragma once
 #include "tessera/models/clip/clip_options.h"
 #include "tessera/models/clip/clip_text.h"
-#include "tessera/models/vit/vision_transformer.h"
+#include "tessera/models/clip/clip_vision.h"
+#include "tessera/nn/linear.h"
 
 namespace tessera::models {
 
 struct ClipOutput {
+  static constexpr const char* kName = "CLIPOutput";
   at::Tensor loss;              ///< symmetric cross-entropy, when asked for
   at::Tensor logits_per_image;  ///< [B_img, B_txt] scaled cosine similarities
   at::Tensor logits_per_text;   ///< [B_txt, B_img]
@@ -16,16 +18,28 @@ struct ClipOutput {
   at::Tensor image_embeds;      ///< [B_img, projection_dim], L2-normalised
   PooledOutput text_model_output;    ///< pooler_output projected, as transformers 5 reports it
   PooledOutput vision_model_output;  ///< pooler_output projected, as transformers 5 reports it
+
+  template <class V>
+  void visit_fields(V&& v) const {
+    v("loss", loss);
+    v("logits_per_image", logits_per_image);
+    v("logits_per_text", logits_per_text);
+    v("text_embeds", text_embeds);
+    v("image_embeds", image_embeds);
+    v("text_model_output", text_model_output);
+    v("vision_model_output", vision_model_output);
+  }
 };
 
 /// Example:
 ///   ClipModel clip(ClipOptions::from_file("ckpt/config.json"));
-///   core::load_state_dict(*clip, core::load_checkpoint_dir("ckpt"));
+///   core::load_pretrained_weights(*clip, "ckpt");
 ///   auto out = clip->forward(pixels, ids, mask, /*return_loss=*/false);
-class ClipModelImpl : public torch::nn::Cloneable<ClipModelImpl> {
+class ClipModelImpl : public nn::Module<ClipModelImpl> {
  public:
   explicit ClipModelImpl(ClipOptions options = {});
   void reset() override;
+  /// transformers' CLIPPreTrainedModel._init_weights, once.
   void init_weights();
   ClipOutput forward(const at::Tensor& pixel_values, const at::Tensor& input_ids, const at::Tensor& attention_mask = {},
                      bool return_loss = false, bool output_hidden_states = false,
@@ -37,10 +51,13 @@ class ClipModelImpl : public torch::nn::Cloneable<ClipModelImpl> {
   void set_gradient_checkpointing(bool on);
 
   ClipOptions options;
+  const at::Tensor& logit_scale() const { return param(logit_scale_); }
   ClipTextTransformer text_model{nullptr};
-  VisionTransformer vision_model{nullptr};
-  torch::nn::Linear visual_projection{nullptr}, text_projection{nullptr};
-  at::Tensor logit_scale;
+  ClipVisionTransformer vision_model{nullptr};
+  nn::Linear visual_projection{nullptr}, text_projection{nullptr};
+
+ private:
+  nn::Slot logit_scale_;
 };
 TORCH_MODULE(ClipModel);
 

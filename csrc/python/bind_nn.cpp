@@ -1,0 +1,96 @@
+// Python bindings of the node protocol (csrc/tessera/nn/module.h, layer.h, encoder.h): what
+// tessera.CppModule calls on the C++ nodes it mirrors, by the addresses that bind_module's
+// `nodes()` reports (the root module, held by the Python tree, keeps them alive).
+#include "bindings.h"
+#include "outputs.h"
+
+#include "tessera/nn/encoder.h"
+#include "tessera/nn/layer.h"
+#include "tessera/nn/module.h"
+
+#include <torch/csrc/autograd/python_variable.h>
+#include <torch/nn/module.h>
+
+#include <cstdint>
+#include <memory>
+
+namespace tessera::python {
+namespace {
+
+torch::nn::Module* node_at(uintptr_t address) { return reinterpret_cast<torch::nn::Module*>(address); }
+
+template <class T>
+T& node_as(uintptr_t address, const char* what) {
+  auto* m = dynamic_cast<T*>(node_at(address));
+  TORCH_CHECK_TYPE(m != nullptr, "this C++ module (", node_at(address)->name(), ") is not ", what);
+  return *m;
+}
+
+// A Python callable held from C++: released with the GIL taken, whichever thread drops it.
+std::shared_ptr<py::object> hold(py::object fn) {
+  return std::shared_ptr<py::object>(new py::object(std::move(fn)), [](py::object* o) {
+    py::gil_scoped_acquire gil;
+    delete o;
+  });
+}
+
+}  // namespace
+
+void bind_nn(py::module_& m) {
+  using nn::LayerArgs;
+  py::class_<LayerArgs>(m, "LayerArgs", "What a transformer layer receives besides its hidden states.")
+      .def(py::init<>())
+      .def_readonly("mask", &LayerArgs::mask)
+      .def_readonly("causal", &LayerArgs::causal)
+      .def_readonly("position_bias", &LayerArgs::position_bias)
+      .def_readonly("context", &LayerArgs::context)
+      .def_readonly("context_mask", &LayerArgs::context_mask)
+      .def_readonly("query_length", &LayerArgs::query_length)
+      .def_readonly("rope_cos", &LayerArgs::rope_cos)
+      .def_readonly("rope_sin", &LayerArgs::rope_sin)
+      .def_readonly("layer_idx", &LayerArgs::layer_idx)
+      .def("tensors", &LayerArgs::tensors, "The tensors in a fixed order (None where unused).")
+      .def("with_tensors", &LayerArgs::with_tensors, py::arg("tensors"), "A copy holding these tensors.")
+      .def("__repr__", [](const LayerArgs& a) {
+        return "LayerArgs(layer_idx=" + std::to_string(a.layer_idx) + ", causal=" + (a.causal ? "True" : "False") +
+               ", mask=" + (a.mask.defined() ? "tensor" : "None") + ")";
+      });
+
+  m.def(
+      "rebind_parameter",
+      [](uintptr_t node, const std::string& name, const at::Tensor& tensor) {
+        node_as<nn::ModuleBase>(node, "a tessera module (derive from tessera::nn::Module to let Python rebind its "
+                                      "parameters)")
+            .rebind_parameter(name, tensor);
+      },
+      py::arg("node"), py::arg("name"), py::arg("tensor"),
+      "Points a node's parameter slot at `tensor`; its forward uses it from then on.");
+  m.def(
+      "run_layer",
+      [](uintptr_t encoder, int64_t index, const at::Tensor& x, const LayerArgs& args) {
+        auto& enc = node_as<nn::EncoderImpl>(encoder, "an encoder");
+        return without_gil([&] { return enc.run_layer(index, x, args); });
+      },
+      py::arg("encoder"), py::arg("index"), py::arg("hidden_states"), py::arg("args"),
+      "Runs one layer of an encoder in C++ (checkpointed when gradient checkpointing is on).");
+  m.def(
+      "set_layer_caller",
+      [](uintptr_t encoder, py::object fn) {
+        auto& enc = node_as<nn::EncoderImpl>(encoder, "an encoder");
+        if (fn.is_none()) return enc.set_layer_caller(nullptr);
+        auto held = hold(std::move(fn));
+        enc.set_layer_caller([held](int64_t i, const at::Tensor& x, const LayerArgs& args) {
+          py::gil_scoped_acquire gil;
+          py::object y = (*held)(i, x, args);
+          TORCH_CHECK_TYPE(THPVariable_Check(y.ptr()), "layer ", i, " returned ", py::str(y.get_type()).cast<std::string>(),
+                           ", expected a tensor of hidden states");
+          return y.cast<at::Tensor>();
+        });
+      },
+      py::arg("encoder"), py::arg("caller"),
+      "Routes an encoder's layer calls through caller(index, hidden_states, args) (None: C++ again).");
+  m.def("init_enabled", &nn::init_enabled, "False while models skip their random initialisation.");
+  m.def("set_init_enabled", &nn::set_init_enabled, py::arg("enabled"), "Returns the previous value.");
+}
+
+}  // namespace tessera::python

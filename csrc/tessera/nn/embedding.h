@@ -1,0 +1,26 @@
+// Lookup table (torch.nn.Embedding): `weight` [num_embeddings, dim], read at call time.
+#pragma once
+#include "tessera/nn/module.h"
+
+#include <torch/nn/pimpl.h>
+
+namespace tessera::nn {
+
+/// Example: `Embedding tok(49408, 512); auto h = tok(input_ids);`
+class EmbeddingImpl : public Module<EmbeddingImpl> {
+ public:
+  EmbeddingImpl(int64_t num_embeddings, int64_t embedding_dim);
+  void reset() override;
+  /// N(0, 1), PyTorch's default.
+  void reset_parameters();
+  /// ids [...] int64 -> [..., dim]
+  at::Tensor forward(const at::Tensor& ids) const;
+  const at::Tensor& weight() const { return param(weight_); }
+  int64_t num_embeddings, embedding_dim;
+
+ private:
+  Slot weight_;
+};
+TORCH_MODULE(Embedding);
+
+}  // namespace tessera::nn
