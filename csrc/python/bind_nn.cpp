@@ -4,6 +4,9 @@
 #include "bindings.h"
 #include "outputs.h"
 
+#include "tessera/models/clip/clip_layout.h"
+#include "tessera/models/llama/llama_layout.h"
+#include "tessera/models/vit/vit_layout.h"
 #include "tessera/nn/encoder.h"
 #include "tessera/nn/layer.h"
 #include "tessera/nn/module.h"
@@ -12,6 +15,7 @@
 #include <torch/nn/module.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 
 namespace tessera::python {
@@ -89,6 +93,27 @@ void bind_nn(py::module_& m) {
       },
       py::arg("encoder"), py::arg("caller"),
       "Routes an encoder's layer calls through caller(index, hidden_states, args) (None: C++ again).");
+  m.def(
+      "layer_parameter_shapes",
+      [](const std::string& layout, int64_t hidden, int64_t heads, int64_t kv_heads, int64_t intermediate) {
+        nn::TransformerBlockOptions o(hidden, heads, intermediate);
+        nn::BlockLayout l;
+        if (layout == "clip") {
+          l = models::clip_layer_layout();
+        } else if (layout == "vit") {
+          l = models::vit_layer_layout();
+        } else if (layout == "llama") {
+          o = models::llama_block_options(hidden, heads, kv_heads, intermediate, 1e-6);
+          l = models::llama_layer_layout();
+        } else {
+          TORCH_CHECK_VALUE(false, "unknown layout '", layout, "' (clip, vit, llama)");
+        }
+        std::map<std::string, std::vector<int64_t>> shapes;
+        for (const auto& p : nn::TransformerBlock(o, l)->named_parameters()) shapes[p.key()] = p->sizes().vec();
+        return shapes;
+      },
+      py::arg("layout"), py::arg("hidden_size"), py::arg("num_heads"), py::arg("num_kv_heads"),
+      py::arg("intermediate_size"), "{name: shape} of one layer in a family's layout (tests against transformers).");
   m.def("init_enabled", &nn::init_enabled, "False while models skip their random initialisation.");
   m.def("set_init_enabled", &nn::set_init_enabled, py::arg("enabled"), "Returns the previous value.");
 }

@@ -1,0 +1,69 @@
+"""Trains a tiny tessera CLIP for a few AdamW steps, in one process or under FSDP2 on 2 Gloo
+ranks (same batch on every rank), and writes the losses and final weights for the test to compare.
+
+    python _fsdp_worker.py OUT single|fsdp|fsdp_ckpt     (fsdp*: launched by torchrun)
+"""
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+
+sys.path.insert(0, os.path.dirname(__file__))
+import tessera  # noqa: E402
+from _clip_reference import pixel_batch, text_batch, tiny_config  # noqa: E402
+
+STEPS = 5
+
+
+def main(out: str, mode: str) -> None:
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    config = tiny_config()
+    model = tessera.CLIPModel(config)
+    model.train()
+    ids, mask = text_batch(config["text_config"], batch=4, seq_len=config["text_config"]["max_position_embeddings"])
+    px = pixel_batch(config["vision_config"], batch=4)
+    initial = {k: v.detach().clone() for k, v in model.named_parameters()}
+    rank = 0
+    if mode != "single":
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        dist.init_process_group("gloo")
+        rank = dist.get_rank()
+        mesh = init_device_mesh("cpu", (dist.get_world_size(),))
+        layers = [m for m in model.modules() if isinstance(m, tessera.models.clip.CLIPEncoderLayer)]
+        assert len(layers) >= 2, len(layers)
+        if mode == "fsdp_ckpt":
+            from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
+            apply_activation_checkpointing(model, check_fn=lambda m: isinstance(m, tessera.models.clip.CLIPEncoderLayer))
+        for layer in layers:
+            fully_shard(layer, mesh=mesh)
+        # FSDP2 shards no scalar parameter (CLIP's logit_scale, a scalar in HF too): it stays
+        # replicated and its gradient is averaged by hand below.
+        fully_shard(model, mesh=mesh, ignored_params={model.logit_scale})
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(STEPS):
+        opt.zero_grad()
+        loss = model(input_ids=ids, pixel_values=px, attention_mask=mask, return_loss=True).loss
+        loss.backward()
+        if mode != "single":
+            dist.all_reduce(model.logit_scale.grad, op=dist.ReduceOp.AVG)
+        opt.step()
+        losses.append(loss.item())
+    state = model.state_dict()
+    if mode != "single":
+        state = {k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in state.items()}
+    # Checkpoint wrappers insert a prefix into the keys; compare under the plain names.
+    state = {k.replace("_checkpoint_wrapped_module.", ""): v.detach().clone() for k, v in state.items()}
+    changed = {k: not torch.equal(state[k], v) for k, v in initial.items()}
+    if rank == 0:
+        torch.save({"losses": losses, "state": state, "changed": changed}, out)
+    if mode != "single":
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
