@@ -36,6 +36,18 @@ def library_dir() -> str:
     return _os.path.join(_HERE, "lib")
 
 
+_SUBPACKAGES = ("data", "eval", "losses", "train", "viz", "cli")
+
+
+def __getattr__(name: str):
+    # Subpackages load on first use, as torch does: `import tessera; tessera.losses.ClipLoss`.
+    if name in _SUBPACKAGES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'tessera' has no attribute {name!r}")
+
+
 #: Add to CMAKE_PREFIX_PATH so `find_package(tessera)` finds the package (lib/cmake/tessera).
 cmake_prefix_path = _HERE
 

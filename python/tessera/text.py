@@ -48,15 +48,18 @@ def _missing(path: Union[str, Path], detail: str) -> FileNotFoundError:
 
 
 def default_clip_bpe_path() -> Path:
-    """Where the CLIP merges file is: ``$TESSERA_CLIP_BPE``, else the copy inside the
-    installed ``open_clip`` package (located without importing it, which would pull in
-    torchvision and timm). Raises FileNotFoundError explaining how to get the file."""
+    """Where the CLIP merges file is: ``$TESSERA_CLIP_BPE``, else the copy shipped in tessera's
+    package (assets/), else the one inside an installed ``open_clip`` (located without importing
+    it). Raises FileNotFoundError explaining how to get the file."""
     env = os.environ.get(CLIP_BPE_ENV)
     if env:
         path = Path(env).expanduser()
         if not path.is_file():
             raise _missing(path, f"${CLIP_BPE_ENV} points to a file that does not exist")
         return path
+    shipped = Path(__file__).parent / "assets" / CLIP_BPE_FILENAME
+    if shipped.is_file():
+        return shipped
     spec = importlib.util.find_spec("open_clip")
     if spec is not None and spec.origin:
         path = Path(spec.origin).parent / CLIP_BPE_FILENAME
@@ -66,9 +69,15 @@ def default_clip_bpe_path() -> Path:
 
 
 def _as_list(texts: Texts) -> List[str]:
-    if isinstance(texts, str):
-        return [texts]
-    return list(texts)
+    items = [texts] if isinstance(texts, str) else list(texts)
+    for i, t in enumerate(items):
+        if not isinstance(t, str):
+            raise TypeError(f"tokenize expects a str or a list of str; item {i} is {type(t).__name__}: {t!r}")
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError as e:  # a lone surrogate cannot cross to C++ as UTF-8
+            raise ValueError(f"text {i} is not valid Unicode ({e.reason} at position {e.start}): {t!r}") from None
+    return items
 
 
 def _as_ids(ids) -> List[int]:

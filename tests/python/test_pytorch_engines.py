@@ -133,3 +133,19 @@ def test_misuse_that_cannot_work_raises():
     model.text_model.encoder.layers[1] = nn.Identity()
     with pytest.raises(TypeError, match="does not wrap it"):
         model(input_ids=ids, pixel_values=px, attention_mask=mask)
+
+
+def test_new_user_small_things():
+    # Subpackages load lazily; tokenizing needs no open_clip (the merges ship with tessera).
+    assert tessera.losses.ClipLoss is not None
+    assert tessera.text.default_clip_bpe_path().parent.name == "assets"
+    assert tessera.tokenize("a photo of a cat")[0, :7].tolist() == [49406, 320, 1125, 539, 320, 2368, 49407]
+    with pytest.raises(TypeError, match="item 0 is int"):
+        tessera.tokenize([1, 2])
+    with pytest.raises(ValueError, match="not valid Unicode"):
+        tessera.tokenize(["ok", "bad \ud800"])
+    # An empty contrastive batch is an error, not a NaN loss.
+    model = tessera.CLIPModel(CONFIG)
+    ids, mask, px = _inputs()
+    with pytest.raises(ValueError, match="non-empty batch"):
+        model(input_ids=ids[:0], pixel_values=px[:0], return_loss=True)
