@@ -3,6 +3,8 @@
 #   make test   — build, GoogleTest (ctest), pytest
 PY      := .venv/bin/python
 BUILD   := build
+# CLIP's BPE merges (MIT), copied at build time from the open_clip package so wheels ship them.
+CLIP_BPE := python/tessera/assets/bpe_simple_vocab_16e6.txt.gz
 JOBS    ?= $(shell nproc)
 export CCACHE_DIR ?= $(HOME)/.cache/ccache
 
@@ -15,6 +17,7 @@ build: setup
 	@test -f $(BUILD)/build.ninja || .venv/bin/cmake -S . -B $(BUILD) -G Ninja -DPython3_EXECUTABLE=$(PWD)/$(PY)
 	@PATH=$(PWD)/.venv/bin:$$PATH cmake --build $(BUILD) --parallel $(JOBS)
 	@.venv/bin/cmake --install $(BUILD) --prefix python/tessera > /dev/null
+	@test -f $(CLIP_BPE) || $(PY) scripts/ship_clip_merges.py $(CLIP_BPE)
 	@test -f .venv/.tessera-editable || { TESSERA_SKIP_CMAKE=1 $(PY) -m pip install -q --no-build-isolation --no-deps -e . \
 		&& touch .venv/.tessera-editable; }
 

@@ -131,3 +131,21 @@ def test_torchrun_ddp_matches_single_process(tmp_path):
     two = tessera.from_pretrained(str(tmp_path / "two" / "checkpoints" / "step-00000003")).state_dict()
     for k in one:
         torch.testing.assert_close(one[k], two[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_checkpoint_with_code_in_its_pickle_is_refused(tmp_path):
+    import io
+    import os
+
+    from tessera.train.checkpoint import STATE_FILE, load_trainer_state
+
+    class RunsCode:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    buf = io.BytesIO()
+    torch.save({"format_version": 1, "evil": RunsCode()}, buf)
+    (tmp_path / STATE_FILE).write_bytes(buf.getvalue())
+    with pytest.raises(ValueError, match="refused"):
+        load_trainer_state(str(tmp_path))
+    assert not (tmp_path / "pwned").exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 import random
 import shutil
 from typing import Any, Dict, List, Optional
@@ -80,7 +81,11 @@ def load_trainer_state(ckpt_dir: str) -> Dict[str, Any]:
     path = os.path.join(ckpt_dir, STATE_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{ckpt_dir} is not a tessera checkpoint: {STATE_FILE} is missing")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    # weights_only: opening a checkpoint someone else wrote must never run their code.
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{path}: refused to load: it holds objects other than tensors and plain data ({e})") from None
     version = state.get("format_version")
     if version != FORMAT_VERSION:
         raise ValueError(
