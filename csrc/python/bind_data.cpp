@@ -51,19 +51,13 @@ void bind_vision(py::module_& m) {
   m.def("decode_image",
         [](const py::bytes& data, const std::string& source, int64_t max_pixels) {
           std::string bytes = data;
-          return ([&] {
-            py::gil_scoped_release nogil;
-            return decode_image(bytes, source, max_pixels);
-          })();
+          return without_gil([&] { return decode_image(bytes, source, max_pixels); });
         },
         py::arg("data"), py::arg("source") = "<bytes>", py::arg("max_pixels") = kDefaultMaxImagePixels,
         "JPEG/PNG bytes -> uint8 [H, W, 3] RGB (format by magic bytes, pixel count capped).");
   m.def("read_image",
         [](const std::string& path, int64_t max_pixels) {
-          return ([&] {
-            py::gil_scoped_release nogil;
-            return read_image(path, max_pixels);
-          })();
+          return without_gil([&] { return read_image(path, max_pixels); });
         },
         py::arg("path"), py::arg("max_pixels") = kDefaultMaxImagePixels);
   m.def("image_decode_available", &image_decode_available);
@@ -84,10 +78,8 @@ void bind_vision(py::module_& m) {
         }, py::arg("img"), py::arg("mean"), py::arg("std"));
   m.def("random_resized_crop_box",
         [](int64_t h, int64_t w, std::array<double, 2> scale, std::array<double, 2> ratio, at::Generator gen) {
-          return ([&] {
-            const CropBox b = random_resized_crop_box(h, w, scale, ratio, gen);
-            return std::make_tuple(b.top, b.left, b.height, b.width);
-          })();
+          const CropBox b = random_resized_crop_box(h, w, scale, ratio, gen);
+          return std::make_tuple(b.top, b.left, b.height, b.width);
         },
         py::arg("height"), py::arg("width"), py::arg("scale"), py::arg("ratio"), py::arg("generator"),
         "(top, left, height, width), drawn from `generator` as torchvision draws from the global one.");
@@ -124,10 +116,7 @@ void bind_vision(py::module_& m) {
       .def(py::init<TransformOptions>(), py::arg("options"))
       .def("__call__",
            [](const ImageTransform& t, const at::Tensor& img, at::Generator gen) {
-             return ([&] {
-               py::gil_scoped_release nogil;
-               return t.apply(img, gen);
-             })();
+             return without_gil([&] { return t.apply(img, gen); });
            },
            py::arg("img"), py::arg("generator"),
            "uint8 HWC (or float CHW) -> float [C, S, S], random choices drawn from `generator`.")
@@ -142,10 +131,7 @@ void bind_datasets(py::module_& m) {
       .def("__len__", &Dataset::size)
       .def("get",
            [](const Dataset& d, int64_t i) {
-             Sample s = ([&] {
-               py::gil_scoped_release nogil;
-               return d.get(i);
-             })();
+             Sample s = without_gil([&] { return d.get(i); });
              return py::make_tuple(s.image, s.label, s.caption);
            },
            py::arg("index"), "(image uint8 [H, W, C], label, caption)")
@@ -155,13 +141,12 @@ void bind_datasets(py::module_& m) {
 
   py::class_<FashionMNIST, Dataset, std::shared_ptr<FashionMNIST>>(m, "FashionMNIST")
       .def(py::init([](const std::string& root, const std::string& split) {
-             return ([&] {
-               TORCH_CHECK_VALUE(split == "train" || split == "test", "FashionMNIST: split must be ",
-                                 "'train' or 'test', got '", split, "'");
-               py::gil_scoped_release nogil;
+             TORCH_CHECK_VALUE(split == "train" || split == "test", "FashionMNIST: split must be ",
+                               "'train' or 'test', got '", split, "'");
+             return without_gil([&] {
                return std::make_shared<FashionMNIST>(
                    root, split == "train" ? FashionMNIST::Split::train : FashionMNIST::Split::test);
-             })();
+             });
            }),
            py::arg("root"), py::arg("split"))
       .def(py::init([](const std::string& images, const std::string& labels) {
@@ -173,10 +158,7 @@ void bind_datasets(py::module_& m) {
 
   py::class_<ImageFolder, Dataset, std::shared_ptr<ImageFolder>>(m, "ImageFolder")
       .def(py::init([](const std::string& root, std::vector<std::string> extensions) {
-             return ([&] {
-               py::gil_scoped_release nogil;
-               return std::make_shared<ImageFolder>(root, std::move(extensions));
-             })();
+             return without_gil([&] { return std::make_shared<ImageFolder>(root, std::move(extensions)); });
            }),
            py::arg("root"), py::arg("extensions") = std::vector<std::string>{".jpg", ".jpeg", ".png"})
       .def_property_readonly("samples", &ImageFolder::samples);
@@ -223,10 +205,8 @@ void bind_loader(py::module_& m) {
            })
       .def("__next__",
            [](Loader& l) {
-             std::optional<Batch> b = ([&] {
-               py::gil_scoped_release nogil;  // workers never need the GIL; the consumer waits
-               return l.next();
-             })();
+             // Workers never need the GIL; the consumer waits without it.
+             std::optional<Batch> b = without_gil([&] { return l.next(); });
              if (!b) throw py::stop_iteration();
              return batch_to_dict(std::move(*b));
            })
@@ -238,10 +218,7 @@ void bind_loader(py::module_& m) {
       })
       .def("load_state",
            [](Loader& l, int64_t epoch, int64_t batches) {
-             ([&] {
-               py::gil_scoped_release nogil;
-               l.load_state({epoch, batches});
-             })();
+             without_gil([&] { l.load_state({epoch, batches}); });
            },
            py::arg("epoch"), py::arg("batches"))
       .def_property_readonly("skipped", &Loader::skipped)

@@ -16,6 +16,7 @@
 namespace py = pybind11;
 using tessera::text::ClipTokenizer;
 using tessera::text::SentencePieceTokenizer;
+using tessera::python::without_gil;
 
 namespace {
 
@@ -63,10 +64,7 @@ CLIP byte-level BPE tokenizer, id-for-id equal to open_clip's SimpleTokenizer.
       .def(
           "encode_batch",
           [](const ClipTokenizer& t, const std::vector<std::string>& texts) {
-            return ([&] {
-              py::gil_scoped_release nogil;
-              return t.encode_batch(texts);
-            })();
+            return without_gil([&] { return t.encode_batch(texts); });
           },
           py::arg("texts"), "encode() of each text, in parallel threads.")
       .def(
@@ -79,10 +77,7 @@ CLIP byte-level BPE tokenizer, id-for-id equal to open_clip's SimpleTokenizer.
           "tokenize",
           [](const ClipTokenizer& t, const std::vector<std::string>& texts,
              int64_t context_length) {
-            return ([&] {
-              py::gil_scoped_release nogil;
-              return t.tokenize(texts, context_length);
-            })();
+            return without_gil([&] { return t.tokenize(texts, context_length); });
           },
           py::arg("texts"), py::arg("context_length") = 77,
           "LongTensor [len(texts), context_length]: start, ids, end, zero padding; a text "
@@ -109,10 +104,7 @@ SentencePiece model (e.g. LLaMA's tokenizer.model) over libsentencepiece.
           "encode",
           [](const SentencePieceTokenizer& t, const std::string& text, bool add_bos,
              bool add_eos) {
-            return ([&] {
-              py::gil_scoped_release nogil;
-              return t.encode(text, add_bos, add_eos);
-            })();
+            return without_gil([&] { return t.encode(text, add_bos, add_eos); });
           },
           py::arg("text"), py::arg("add_bos") = true, py::arg("add_eos") = false)
       .def(

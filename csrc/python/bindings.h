@@ -12,6 +12,13 @@ namespace py = pybind11;
 /// raise (TORCH_CHECK_VALUE -> ValueError, ...) with the message alone, no C++ backtrace.
 void register_error_translator(py::module_& m);
 
+/// Runs f with the GIL released (C++ forwards take it back only to call Python layers).
+template <class F>
+auto without_gil(F&& f) -> decltype(f()) {
+  py::gil_scoped_release nogil;
+  return f();
+}
+
 void bind_core(py::module_& m);
 void bind_nn(py::module_& m);
 void bind_text(py::module_& m);

@@ -25,11 +25,4 @@ py::dict output_to_dict(const Out& out) {
   return d;
 }
 
-/// Runs f with the GIL released (C++ forwards take it back only to call Python layers).
-template <class F>
-auto without_gil(F&& f) -> decltype(f()) {
-  py::gil_scoped_release nogil;
-  return f();
-}
-
 }  // namespace tessera::python

@@ -44,7 +44,6 @@ class EncoderImpl : public Module<EncoderImpl> {
   at::Tensor run_layer(int64_t index, const at::Tensor& x, const LayerArgs& args);
   /// Routes every layer call through `caller` (Python's); an empty caller restores C++ calls.
   void set_layer_caller(LayerCaller caller) { caller_.fn = std::move(caller); }
-  int64_t size() const { return num_layers; }
 
   /// Recompute activations in backward instead of storing them (saves memory when training).
   bool gradient_checkpointing = false;

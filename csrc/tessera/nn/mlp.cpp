@@ -11,10 +11,6 @@ void MlpImpl::reset() {
   const int64_t out = options.out_features() > 0 ? options.out_features() : options.in_features();
   fc1 = register_module(options.fc1_name(), Linear(options.in_features(), options.hidden_features(), options.bias()));
   fc2 = register_module(options.fc2_name(), Linear(options.hidden_features(), out, options.bias()));
-  if (init_enabled()) {
-    fc1->reset_parameters();
-    fc2->reset_parameters();
-  }
 }
 
 at::Tensor MlpImpl::forward(const at::Tensor& x) const {

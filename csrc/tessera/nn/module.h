@@ -47,7 +47,6 @@ class ModuleBase {
   virtual void rebind_parameter(const std::string& name, const at::Tensor& tensor) = 0;
   /// Class name of the mirrored Python node: Hugging Face's (e.g. "CLIPEncoderLayer").
   const std::string& class_name() const { return class_name_; }
-  void set_class_name(std::string name) { class_name_ = std::move(name); }
 
  protected:
   std::string class_name_;
@@ -118,6 +117,17 @@ class Module : public torch::nn::Module, public ModuleBase {
     return s.defined() ? this->parameters_[s.index].value() : undefined;
   }
 };
+
+/// How a family model is built: every child and parameter without random init, then the
+/// family's init_weights() once (skipped inside a NoInitGuard, when weights are loaded next).
+template <class Model>
+void build_then_init(Model& model) {
+  {
+    NoInitGuard no_init;
+    model.reset();
+  }
+  if (init_enabled()) model.init_weights();
+}
 
 /// An interior node of a layout path (e.g. `attention` in `attention.attention.query`): it only
 /// groups children under the Hugging Face name and class.

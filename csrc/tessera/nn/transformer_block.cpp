@@ -80,18 +80,6 @@ void TransformerBlockImpl::reset() {
   }
 }
 
-void TransformerBlockImpl::reset_parameters() {
-  at::NoGradGuard g;
-  for (const auto& m : modules(/*include_self=*/false)) {
-    if (auto* lin = dynamic_cast<LinearImpl*>(m.get())) lin->reset_parameters();
-    if (auto* n = dynamic_cast<NormImpl*>(m.get())) n->reset_parameters();
-  }
-  if (ls1_.defined()) {
-    param(ls1_).fill_(options.layer_scale_init());
-    param(ls2_).fill_(options.layer_scale_init());
-  }
-}
-
 at::Tensor TransformerBlockImpl::sublayer(const at::Tensor& x, const Norm& norm,
                                           const std::function<at::Tensor(const at::Tensor&)>& f,
                                           const at::Tensor& scale) const {

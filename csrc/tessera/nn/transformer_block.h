@@ -84,8 +84,6 @@ class TransformerBlockImpl : public Module<TransformerBlockImpl>, public Layer {
   /// x [B, L, dim] -> [B, L, dim]
   at::Tensor forward(const at::Tensor& x, const LayerArgs& args = {}) const;
   at::Tensor forward_layer(const at::Tensor& x, const LayerArgs& args) override { return forward(x, args); }
-  /// PyTorch's defaults for every part (Linear: kaiming-uniform; norms: 1/0; layer scale: init).
-  void reset_parameters();
 
   TransformerBlockOptions options;
   BlockLayout layout;

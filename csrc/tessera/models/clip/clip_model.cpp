@@ -8,11 +8,7 @@
 namespace tessera::models {
 
 ClipModelImpl::ClipModelImpl(ClipOptions options_) : Module("CLIPModel"), options(std::move(options_)) {
-  {
-    nn::NoInitGuard no_init;  // init_weights below sets every parameter once
-    reset();
-  }
-  if (nn::init_enabled()) init_weights();
+  nn::build_then_init(*this);
 }
 
 void ClipModelImpl::reset() {

@@ -7,11 +7,15 @@
 #include <nlohmann/json.hpp>
 
 namespace tessera::models {
+namespace {
+void check_heads(const std::string& where, int64_t hidden_size, int64_t heads) {
+  TORCH_CHECK_VALUE(hidden_size > 0 && heads > 0 && hidden_size % heads == 0, where, ": hidden_size ", hidden_size,
+                    " must be a positive multiple of num_attention_heads ", heads);
+}
+}  // namespace
 
 void ClipVisionOptions::validate(const std::string& where) const {
-  TORCH_CHECK_VALUE(hidden_size() > 0 && num_attention_heads() > 0 && hidden_size() % num_attention_heads() == 0,
-                    where, ": hidden_size ", hidden_size(), " must be a positive multiple of num_attention_heads ",
-                    num_attention_heads());
+  check_heads(where, hidden_size(), num_attention_heads());
   TORCH_CHECK_VALUE(patch_size() > 0 && image_size() % patch_size() == 0, where, ": image_size ", image_size(),
                     " must be a multiple of patch_size ", patch_size());
   TORCH_CHECK_VALUE(num_hidden_layers() >= 0 && intermediate_size() > 0 && num_channels() > 0, where,
@@ -29,9 +33,7 @@ nlohmann::json ClipVisionOptions::to_json() const {
 }
 
 void ClipTextOptions::validate(const std::string& where) const {
-  TORCH_CHECK_VALUE(hidden_size() > 0 && num_attention_heads() > 0 && hidden_size() % num_attention_heads() == 0,
-                    where, ": hidden_size ", hidden_size(), " must be a positive multiple of num_attention_heads ",
-                    num_attention_heads());
+  check_heads(where, hidden_size(), num_attention_heads());
   TORCH_CHECK_VALUE(vocab_size() > 0 && max_position_embeddings() > 0 && intermediate_size() > 0 &&
                         num_hidden_layers() >= 0,
                     where, ": vocab_size, max_position_embeddings and intermediate_size must be positive");

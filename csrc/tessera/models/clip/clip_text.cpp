@@ -26,11 +26,7 @@ at::Tensor ClipTextEmbeddingsImpl::forward(const at::Tensor& input_ids) const {
 
 ClipTextTransformerImpl::ClipTextTransformerImpl(ClipTextOptions options_)
     : Module("CLIPTextTransformer"), options(std::move(options_)) {
-  {
-    nn::NoInitGuard no_init;  // init_weights below sets every parameter once
-    reset();
-  }
-  if (nn::init_enabled()) init_weights();
+  nn::build_then_init(*this);
 }
 
 void ClipTextTransformerImpl::reset() {

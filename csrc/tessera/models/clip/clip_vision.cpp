@@ -42,11 +42,7 @@ at::Tensor ClipVisionEmbeddingsImpl::forward(const at::Tensor& pixel_values, boo
 
 ClipVisionTransformerImpl::ClipVisionTransformerImpl(ClipVisionOptions options_)
     : Module("CLIPVisionTransformer"), options(std::move(options_)) {
-  {
-    nn::NoInitGuard no_init;  // init_weights below sets every parameter once
-    reset();
-  }
-  if (nn::init_enabled()) init_weights();
+  nn::build_then_init(*this);
 }
 
 void ClipVisionTransformerImpl::reset() {
