@@ -4,6 +4,8 @@
 #include "tessera/core/registry.h"
 #include "tessera/core/safetensors.h"
 
+#include <nlohmann/json.hpp>
+
 namespace tessera::python {
 
 void bind_core(py::module_& m) {
@@ -26,6 +28,14 @@ void bind_core(py::module_& m) {
       },
       py::arg("path"), py::arg("data"));
   m.def("list_configs", &core::list_configs);
+  m.def("list_families", &core::list_families);
+  m.def(
+      "validate_config",
+      [](const std::string& family, const std::string& config, const std::string& where) {
+        core::validate_config(family, nlohmann::json::parse(config), where);
+      },
+      py::arg("family"), py::arg("config_json"), py::arg("where"),
+      "Checks a config of `family` strictly (unknown keys rejected, valid keys listed).");
   m.def(
       "find_config",
       [](const std::string& name) {

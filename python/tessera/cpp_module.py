@@ -187,6 +187,7 @@ class CppModule(nn.Module):
         for lp in layer_paths:
             nodes[lp]._sync = syncs[lp]
         object.__setattr__(self, "_root_sync", syncs[""])
+        object.__setattr__(self, "_syncs", list(syncs.values()))
 
         # Route each encoder's layer loop through the Python layer nodes.
         for path, (kind, addr) in kinds.items():
@@ -205,6 +206,11 @@ class CppModule(nn.Module):
         """Call before handing control to C++: pushes rebound parameters of the root's part."""
         self._root_sync.run()
 
+    def _sync_all(self) -> None:
+        """Pushes every rebound parameter to C++ now (after load_state_dict(assign=True))."""
+        for s in self._syncs:
+            s.run()
+
     def train(self, mode: bool = True):
         super().train(mode)
         self._cpp.train(mode)
@@ -219,7 +225,7 @@ class CppModule(nn.Module):
         clone = self.__class__.__new__(self.__class__)
         nn.Module.__init__(clone)
         object.__setattr__(clone, "_cpp", self._cpp.clone())
-        skip = {"_cpp", "_root_sync"}
+        skip = {"_cpp", "_root_sync", "_syncs"}
         for key, value in self.__dict__.items():
             if key not in clone.__dict__ and key not in skip:
                 clone.__dict__[key] = copy.deepcopy(value, memo)

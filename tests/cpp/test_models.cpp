@@ -115,6 +115,17 @@ TEST(ClipRegistry, OpenClipNamesAndSizes) {
   EXPECT_THROW(core::find_config("ViT-X-99"), c10::ValueError);
 }
 
+TEST(ClipRegistry, EveryVariantFileIsStrictlyValid) {
+  for (const auto& name : core::list_configs()) {
+    const auto& c = core::find_config(name);
+    EXPECT_NO_THROW(core::validate_config(c.family, nlohmann::json::parse(c.json), name)) << name;
+  }
+  auto j = nlohmann::json::parse(core::find_config("ViT-B-32").json);
+  j["vision_config"]["patch_sise"] = 16;  // a typo must not pass silently
+  EXPECT_THROW(core::validate_config("clip", j, "ViT-B-32"), c10::ValueError);
+  EXPECT_NO_THROW(models::ClipOptions::from_json(j));  // HF configs stay lenient
+}
+
 TEST(ClipModel, ForwardIntermediatesEqualHiddenStatesAndStopEarly) {
   models::ClipModel clip(tiny_clip());
   at::Tensor pixels = at::randn({2, 3, 16, 16});

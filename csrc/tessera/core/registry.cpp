@@ -18,6 +18,10 @@ std::mutex& table_mutex() {
   static std::mutex m;
   return m;
 }
+std::map<std::string, ConfigValidator>& families() {
+  static std::map<std::string, ConfigValidator> f;
+  return f;
+}
 }  // namespace
 
 void register_config(NamedConfig config) {
@@ -42,6 +46,30 @@ std::vector<std::string> list_configs() {
   std::lock_guard<std::mutex> lock(table_mutex());
   std::vector<std::string> names;
   for (const auto& [n, _] : table()) names.push_back(n);
+  return names;
+}
+
+void register_family(const std::string& family, ConfigValidator validate) {
+  std::lock_guard<std::mutex> lock(table_mutex());
+  TORCH_CHECK_VALUE(!families().count(family), "model family '", family, "' is registered twice");
+  families().emplace(family, std::move(validate));
+}
+
+void validate_config(const std::string& family, const nlohmann::json& config, const std::string& where) {
+  ConfigValidator validate;
+  {
+    std::lock_guard<std::mutex> lock(table_mutex());
+    auto it = families().find(family);
+    TORCH_CHECK_VALUE(it != families().end(), where, ": unknown model family '", family, "'");
+    validate = it->second;
+  }
+  validate(config, where);
+}
+
+std::vector<std::string> list_families() {
+  std::lock_guard<std::mutex> lock(table_mutex());
+  std::vector<std::string> names;
+  for (const auto& [n, _] : families()) names.push_back(n);
   return names;
 }
 

@@ -1,8 +1,11 @@
 // Registry of named model configurations ("ViT-B-32", ...), like open_clip's and timm's factories:
-// each name maps to a family and a Hugging Face style config JSON.
+// each name maps to a family and a Hugging Face style config JSON. The variants are JSON files,
+// one per name, in models/<family>/configs/ (compiled in by CMake); each family registers a
+// strict validator for them and for overrides (models/<family>/<family>_family.cpp).
 #pragma once
 #include <nlohmann/json_fwd.hpp>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -20,5 +23,14 @@ void register_config(NamedConfig config);
 const NamedConfig& find_config(const std::string& name);
 /// All registered names, sorted.
 std::vector<std::string> list_configs();
+
+/// Checks a config of a family strictly: unknown keys are rejected with the valid ones listed.
+using ConfigValidator = std::function<void(const nlohmann::json& config, const std::string& where)>;
+/// Registers `family`'s validator; registering a family twice is an error.
+void register_family(const std::string& family, ConfigValidator validate);
+/// Runs `family`'s validator on `config` (errors say `where`).
+void validate_config(const std::string& family, const nlohmann::json& config, const std::string& where);
+/// All families with a validator, sorted.
+std::vector<std::string> list_families();
 
 }  // namespace tessera::core

@@ -11,7 +11,8 @@ from torch import nn
 from .. import _C
 from ..cpp_module import CppModule, node_class
 from .outputs import BaseModelOutputWithPooling, CLIPOutput, IntermediatesOutput, make_output
-from .pretrained import PreTrainedModel
+from ..registry import register_model
+from .pretrained import PreTrainedModel, merge_config
 
 #: Python classes of the mirrored C++ nodes, for wrap policies (FSDP2, activation checkpointing).
 CLIPEncoderLayer = node_class("CLIPEncoderLayer", layer=True)
@@ -26,6 +27,7 @@ def _check_tensor(name: str, value, ndim: int) -> None:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(value.shape)}")
 
 
+@register_model
 class CLIPModel(CppModule, PreTrainedModel):
     """CLIP two-tower model; parameter names equal transformers' CLIPModel.
 
@@ -43,7 +45,7 @@ class CLIPModel(CppModule, PreTrainedModel):
         config = dict(config or {})
         cpp = _C.clip.ClipModel(json.dumps(config))
         super().__init__(cpp)
-        self.config = config
+        self.config = merge_config(config, json.loads(cpp.config_json()))  # C++'s values, HF's extra keys
 
     def forward(
         self,
@@ -100,19 +102,12 @@ class _TowerModel(CppModule, PreTrainedModel):
     transformers 4.x layout, where every key starts with `vision_model.` / `text_model.`, load too.
     """
 
-    prefix = ""  # the transformers 4.x key prefix, accepted by load_state_dict
     _cpp_class = ""
 
     def __init__(self, config: Optional[Dict[str, Any]] = None):
         config = dict(config or {})
         super().__init__(getattr(_C.clip, self._cpp_class)(json.dumps(config)))
-        self.config = config
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        lead = self.prefix + "."
-        if state_dict and all(k.startswith(lead) for k in state_dict):
-            state_dict = {k[len(lead):]: v for k, v in state_dict.items()}
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self.config = merge_config(config, json.loads(self._cpp.config_json()))
 
     def set_gradient_checkpointing(self, enable: bool = True) -> None:
         self._cpp.set_gradient_checkpointing(enable)
@@ -129,10 +124,11 @@ class _TowerModel(CppModule, PreTrainedModel):
         return make_output(run([int(i) for i in indices]))
 
 
+@register_model
 class CLIPVisionModel(_TowerModel):
     model_type = "clip_vision_model"
     architecture = "CLIPVisionModel"
-    prefix = "vision_model"
+    key_aliases = [(r"^vision_model\.", "")]  # transformers 4.x layout
     _cpp_class = "VisionTransformer"
 
     def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False,
@@ -158,10 +154,11 @@ class CLIPVisionModel(_TowerModel):
         return out.intermediates if intermediates_only else (out.last_hidden_state, out.intermediates)
 
 
+@register_model
 class CLIPTextModel(_TowerModel):
     model_type = "clip_text_model"
     architecture = "CLIPTextModel"
-    prefix = "text_model"
+    key_aliases = [(r"^text_model\.", "")]  # transformers 4.x layout
     _cpp_class = "ClipTextTransformer"
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,

@@ -3,16 +3,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
 from .. import _C
-
-# Buffers older transformers versions saved that we compute instead of storing.
-_IGNORED_CHECKPOINT_KEYS = re.compile(r"(^|\.)position_ids$")
+from .weights import apply_key_aliases, fill_tied, load_weights, save_weights
 
 
 def read_config(path: str) -> Dict[str, Any]:
@@ -27,24 +24,27 @@ def read_config(path: str) -> Dict[str, Any]:
             raise ValueError(f"invalid JSON in {file}: {e}") from None
 
 
-def load_weights(path: str) -> Dict[str, torch.Tensor]:
-    """Tensors of a checkpoint folder (model.safetensors or sharded), memory-mapped and validated."""
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"checkpoint folder not found: {path}")
-    if not any(os.path.isfile(os.path.join(path, f)) for f in ("model.safetensors", "model.safetensors.index.json")):
-        raise FileNotFoundError(f"no checkpoint in {path}: expected model.safetensors or model.safetensors.index.json")
-    tensors = _C.core.load_checkpoint_dir(path)
-    return {k: v for k, v in tensors.items() if not _IGNORED_CHECKPOINT_KEYS.search(k)}
-
-
 class PreTrainedModel(nn.Module):
     """Mixin for models built from a Hugging Face config dict.
 
     Subclasses set `model_type` and implement `__init__(config)`; `self.config` is the dict.
+    Loading is declarative: `key_aliases` are (regex, replacement) pairs that map another layout
+    of the same checkpoint onto the model's keys, and `tied_weights` maps each tied key to the key
+    it shares storage with (stored once, as transformers does).
     """
 
     model_type: str = ""
     architecture: str = ""
+    key_aliases: List[Tuple[str, str]] = []
+    tied_weights: Dict[str, str] = {}
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        own = self.state_dict(keep_vars=True)
+        state = fill_tied(apply_key_aliases(state_dict, own, self.key_aliases), self.tied_weights)
+        result = super().load_state_dict(state, strict=strict, assign=assign)
+        if assign and hasattr(self, "_sync_all"):
+            self._sync_all()  # C++ sees the assigned tensors now, not only at the next forward
+        return result
 
     @classmethod
     def from_pretrained(cls, path: str, **kwargs):
@@ -58,20 +58,25 @@ class PreTrainedModel(nn.Module):
             raise ValueError(f"{file}: {e}") from e
         finally:
             _C.nn.set_init_enabled(previous)
-        model.load_state_dict(load_weights(path), strict=True)
+        # Assign the memory-mapped tensors instead of copying them (peak memory ~1x the
+        # checkpoint; pages are copied on write only), converted where the dtype differs.
+        dtypes = {k: v.dtype for k, v in model.state_dict().items()}
+        state = {k: v.to(dtypes[k]) if k in dtypes and v.dtype != dtypes[k] else v
+                 for k, v in load_weights(path).items()}
+        model.load_state_dict(state, strict=True, assign=True)
         return model.eval()  # as transformers does: call .train() to fine-tune
 
-    def save_pretrained(self, path: str) -> None:
-        """Writes config.json and model.safetensors (HF layout, atomically)."""
+    def save_pretrained(self, path: str, max_shard_size: Union[int, str] = "5GB") -> None:
+        """Writes config.json and model.safetensors (HF layout, each file atomically), sharded with
+        an index above `max_shard_size`; tied weights are stored once."""
         # Serialise the config first: a config that cannot be written must fail before the
         # weights file is replaced, or the folder would pair new weights with an old config.
         config = dict(self.config)
         config.setdefault("architectures", [self.architecture])
         config.setdefault("model_type", self.model_type)
         data = (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
-        os.makedirs(path, exist_ok=True)
-        tensors = {k: v.detach() for k, v in self.state_dict().items()}
-        _C.core.save_safetensors(os.path.join(path, "model.safetensors"), tensors, {"format": "pt"})
+        tensors = {k: v.detach() for k, v in self.state_dict().items() if k not in self.tied_weights}
+        save_weights(path, tensors, max_shard_size)
         _C.core.write_file_atomic(os.path.join(path, "config.json"), data)
 
     @property

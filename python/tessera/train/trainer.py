@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .. import _C
-from ..models.pretrained import load_weights
+from ..models.weights import load_weights
 from .checkpoint import latest_checkpoint, load_trainer_state, rng_state, save_checkpoint, set_rng_state
 from .config import Recipe, recipe_to_dict
 from .distributed import DistInfo, all_true, init_distributed, seed_all

@@ -22,8 +22,8 @@ void ClipVisionOptions::validate(const std::string& where) const {
                     ": layer counts and sizes must be positive");
 }
 
-ClipVisionOptions ClipVisionOptions::from_json(const nlohmann::json& j, const std::string& where) {
-  return core::options_from_json<ClipVisionOptions>(j, where);
+ClipVisionOptions ClipVisionOptions::from_json(const nlohmann::json& j, const std::string& where, bool strict) {
+  return core::options_from_json<ClipVisionOptions>(j, where, strict, {"model_type"});
 }
 
 nlohmann::json ClipVisionOptions::to_json() const {
@@ -39,8 +39,8 @@ void ClipTextOptions::validate(const std::string& where) const {
                     where, ": vocab_size, max_position_embeddings and intermediate_size must be positive");
 }
 
-ClipTextOptions ClipTextOptions::from_json(const nlohmann::json& j, const std::string& where) {
-  return core::options_from_json<ClipTextOptions>(j, where);
+ClipTextOptions ClipTextOptions::from_json(const nlohmann::json& j, const std::string& where, bool strict) {
+  return core::options_from_json<ClipTextOptions>(j, where, strict, {"model_type"});
 }
 
 nlohmann::json ClipTextOptions::to_json() const {
@@ -53,13 +53,14 @@ void ClipOptions::validate(const std::string& where) const {
   TORCH_CHECK_VALUE(projection_dim() > 0, where, ": projection_dim must be positive, got ", projection_dim());
 }
 
-ClipOptions ClipOptions::from_json(const nlohmann::json& j, const std::string& where) {
+ClipOptions ClipOptions::from_json(const nlohmann::json& j, const std::string& where, bool strict) {
   core::ConfigReader r(j, where);
   std::string type = r.get_string("model_type", "clip");
   TORCH_CHECK_VALUE(type == "clip", where, ": model_type is '", type, "', expected 'clip'");
-  ClipOptions o = core::options_from_json<ClipOptions>(j, where);
-  o.text = ClipTextOptions::from_json(r.child("text_config").raw(), where + ".text_config");
-  o.vision = ClipVisionOptions::from_json(r.child("vision_config").raw(), where + ".vision_config");
+  ClipOptions o = core::options_from_json<ClipOptions>(j, where, strict,
+                                                      {"text_config", "vision_config", "model_type", "architectures"});
+  o.text = ClipTextOptions::from_json(r.child("text_config").raw(), where + ".text_config", strict);
+  o.vision = ClipVisionOptions::from_json(r.child("vision_config").raw(), where + ".vision_config", strict);
   return o;
 }
 

@@ -42,7 +42,9 @@ struct ClipVisionOptions {
     v("initializer_factor", initializer_factor());
   }
   void validate(const std::string& where) const;
-  static ClipVisionOptions from_json(const nlohmann::json& j, const std::string& where = "vision_config");
+  /// `strict` rejects unknown keys (tessera's variant files and overrides; HF configs are lenient).
+  static ClipVisionOptions from_json(const nlohmann::json& j, const std::string& where = "vision_config",
+                                     bool strict = false);
   nlohmann::json to_json() const;
   int64_t num_patches() const { return (image_size() / patch_size()) * (image_size() / patch_size()); }
 };
@@ -85,7 +87,8 @@ struct ClipTextOptions {
     v("initializer_factor", initializer_factor());
   }
   void validate(const std::string& where) const;
-  static ClipTextOptions from_json(const nlohmann::json& j, const std::string& where = "text_config");
+  static ClipTextOptions from_json(const nlohmann::json& j, const std::string& where = "text_config",
+                                   bool strict = false);
   nlohmann::json to_json() const;
 };
 
@@ -107,7 +110,8 @@ struct ClipOptions {
   }
   void validate(const std::string& where) const;
   /// From a CLIPConfig config.json dict (`text_config`, `vision_config`, `projection_dim`, ...).
-  static ClipOptions from_json(const nlohmann::json& j, const std::string& where = "clip config");
+  static ClipOptions from_json(const nlohmann::json& j, const std::string& where = "clip config",
+                               bool strict = false);
   /// Reads `path` (a config.json file).
   static ClipOptions from_file(const std::string& path);
   /// The config.json dict that transformers' CLIPConfig reads back.

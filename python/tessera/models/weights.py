@@ -1,0 +1,111 @@
+"""Checkpoint tensors in and out, as transformers lays them out: one model.safetensors, or shards
+`model-0000i-of-0000n.safetensors` with `model.safetensors.index.json` above a size; key aliases
+(another layout of the same weights) and tied weights (stored once)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Dict, Iterable, List, Mapping, Tuple, Union
+
+import torch
+
+from .. import _C
+
+SINGLE = "model.safetensors"
+INDEX = "model.safetensors.index.json"
+_SHARD = re.compile(r"^model-\d{5}-of-\d{5}\.safetensors$")
+# Buffers older transformers versions saved that we compute instead of storing.
+_IGNORED_KEYS = re.compile(r"(^|\.)position_ids$")
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def parse_size(size: Union[int, str]) -> int:
+    """Bytes of "5GB", "500MB", "2GiB" or an int (transformers' max_shard_size spelling)."""
+    if isinstance(size, int):
+        return size
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(size))
+    if not m or m.group(2).upper() not in _UNITS:
+        raise ValueError(f"max_shard_size: cannot read {size!r} (examples: 5GB, 500MB, 2GiB, 1000000)")
+    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+
+
+def load_weights(path: str) -> Dict[str, torch.Tensor]:
+    """Tensors of a checkpoint folder (model.safetensors or sharded), memory-mapped (copy on write)
+    and validated."""
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"checkpoint folder not found: {path}")
+    if not any(os.path.isfile(os.path.join(path, f)) for f in (SINGLE, INDEX)):
+        raise FileNotFoundError(f"no checkpoint in {path}: expected {SINGLE} or {INDEX}")
+    tensors = _C.core.load_checkpoint_dir(path)
+    return {k: v for k, v in tensors.items() if not _IGNORED_KEYS.search(k)}
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def save_weights(path: str, tensors: Mapping[str, torch.Tensor], max_shard_size: Union[int, str] = "5GB") -> List[str]:
+    """Writes `tensors` to the folder `path` (each file atomically): one file up to
+    max_shard_size, else shards of at most that size (a larger tensor gets a shard of its own)
+    and an index. Files of the other layout left from an earlier save are removed afterwards.
+    Returns the files written."""
+    limit = parse_size(max_shard_size)
+    os.makedirs(path, exist_ok=True)
+    meta = {"format": "pt"}
+    total = sum(_nbytes(t) for t in tensors.values())
+    if total <= limit:
+        _C.core.save_safetensors(os.path.join(path, SINGLE), dict(tensors), meta)
+        written = [SINGLE]
+    else:
+        shards: List[Dict[str, torch.Tensor]] = [{}]
+        size = 0
+        for key in sorted(tensors):
+            n = _nbytes(tensors[key])
+            if shards[-1] and size + n > limit:
+                shards.append({})
+                size = 0
+            shards[-1][key] = tensors[key]
+            size += n
+        written, weight_map = [], {}
+        for i, shard in enumerate(shards):
+            name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+            _C.core.save_safetensors(os.path.join(path, name), shard, meta)
+            weight_map.update({k: name for k in shard})
+            written.append(name)
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        _C.core.write_file_atomic(os.path.join(path, INDEX), (json.dumps(index, indent=2) + "\n").encode())
+        written.append(INDEX)
+    # The loader prefers model.safetensors over an index: stale files of the other layout go.
+    for name in os.listdir(path):
+        if name not in written and (name in (SINGLE, INDEX) or _SHARD.match(name)):
+            os.remove(os.path.join(path, name))
+    return written
+
+
+def apply_key_aliases(state: Mapping[str, torch.Tensor], own_keys: Iterable[str],
+                      aliases: Iterable[Tuple[str, str]]) -> Dict[str, torch.Tensor]:
+    """Renames checkpoint keys that the model lacks by the first alias (regex, replacement) that
+    turns them into a key it has; e.g. MAE's transformers-4 `decoder.decoder_layers.N` to
+    `decoder.decoder_encoder.layer.N`. Keys already known, or matched by no alias, stay."""
+    own = set(own_keys)
+    compiled = [(re.compile(p), r) for p, r in aliases]
+    out = {}
+    for key, value in state.items():
+        if key not in own:
+            for pattern, repl in compiled:
+                new = pattern.sub(repl, key, count=1)
+                if new != key and new in own:
+                    key = new
+                    break
+        out[key] = value
+    return out
+
+
+def fill_tied(state: Mapping[str, torch.Tensor], tied: Mapping[str, str]) -> Dict[str, torch.Tensor]:
+    """Adds each tied key (e.g. lm_head.weight) that a checkpoint omits, from its source."""
+    out = dict(state)
+    for target, source in tied.items():
+        if target not in out and source in out:
+            out[target] = out[source]
+    return out

@@ -1,0 +1,121 @@
+"""One registry (named variants are JSON files, overrides are checked strictly, Python's config
+comes from C++) and loading that scales (key aliases, tied weights, sharded saves that
+transformers reads, memory-mapped loading by assignment)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import tessera
+from tessera import registry
+from tessera.models.pretrained import PreTrainedModel
+from tessera.models.weights import apply_key_aliases, parse_size
+from _clip_reference import pixel_batch, text_batch, tiny_config
+
+CONFIG = tiny_config()
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_variants_are_json_files_in_the_family_folder():
+    folder = os.path.join(ROOT, "csrc", "tessera", "models", "clip", "configs")
+    files = sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".json"))
+    assert files == sorted(tessera.list_models())
+    for name in files:
+        with open(os.path.join(folder, name + ".json")) as f:
+            assert tessera.get_model_config(name) == json.load(f)
+
+
+def test_overrides_are_checked_and_config_comes_from_cpp():
+    with pytest.raises(ValueError, match=r"unknown key 'patch_sise' \(valid keys: .*patch_size"):
+        tessera.create_model("ViT-B-32", config_overrides={"vision_config": {"patch_sise": 8}})
+    model = tessera.CLIPModel(CONFIG)
+    # Defaults the caller left out are filled in by C++ (one source of truth for every field).
+    assert model.config["vision_config"]["layer_norm_eps"] == 1e-5
+    assert model.config["text_config"]["hidden_size"] == CONFIG["text_config"]["hidden_size"]
+    assert registry.model_class({"model_type": "clip"}) is tessera.CLIPModel
+
+
+def test_info_lists_families_types_and_variants():
+    r = subprocess.run([sys.executable, "-m", "tessera.cli", "info"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "clip: model types clip (CLIPModel)" in r.stdout and "ViT-L-14-quickgelu" in r.stdout
+
+
+def test_key_aliases_rename_only_what_the_model_lacks():
+    out = apply_key_aliases({"decoder.decoder_layers.0.w": 1, "x": 2, "y.z": 3}, {"decoder.decoder_encoder.layer.0.w", "x"},
+                            [(r"^decoder\.decoder_layers\.", "decoder.decoder_encoder.layer.")])
+    assert out == {"decoder.decoder_encoder.layer.0.w": 1, "x": 2, "y.z": 3}
+
+
+def test_transformers_4_tower_layout_loads_through_an_alias(tmp_path):
+    model = tessera.CLIPVisionModel(CONFIG["vision_config"])
+    old = {"vision_model." + k: v for k, v in model.state_dict().items()}
+    fresh = tessera.CLIPVisionModel(CONFIG["vision_config"])
+    fresh.load_state_dict(old)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values()))
+
+
+class _TiedLM(PreTrainedModel):
+    model_type = "tessera_test_tied"
+    architecture = "TesseraTestTied"
+    tied_weights = {"head.weight": "embed.weight"}
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = dict(config)
+        self.embed = nn.Embedding(7, 3)
+        self.head = nn.Linear(3, 7, bias=False)
+        self.head.weight = self.embed.weight
+
+
+def test_tied_weights_are_stored_once_and_restored(tmp_path):
+    model = _TiedLM({})
+    model.save_pretrained(str(tmp_path))
+    stored, _ = tessera._C.core.load_safetensors(str(tmp_path / "model.safetensors"))
+    assert set(stored) == {"embed.weight"}
+    loaded = _TiedLM.from_pretrained(str(tmp_path))
+    assert torch.equal(loaded.head.weight, model.embed.weight)
+
+
+def test_sharded_save_round_trips_and_transformers_reads_it(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    assert parse_size("5GB") == 5 * 10**9 and parse_size("2KiB") == 2048 and parse_size(10) == 10
+    with pytest.raises(ValueError, match="max_shard_size"):
+        parse_size("lots")
+    model = tessera.CLIPModel(CONFIG)
+    model.save_pretrained(str(tmp_path))  # first a single file: the sharded save must replace it
+    model.save_pretrained(str(tmp_path), max_shard_size="20KB")
+    files = sorted(os.listdir(tmp_path))
+    shards = [f for f in files if f.startswith("model-")]
+    assert len(shards) > 1 and "model.safetensors" not in files and "model.safetensors.index.json" in files
+    loaded = tessera.from_pretrained(str(tmp_path))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    hf = transformers.CLIPModel.from_pretrained(str(tmp_path))
+    ids, mask = text_batch(CONFIG["text_config"], batch=2, seq_len=CONFIG["text_config"]["max_position_embeddings"])
+    px = pixel_batch(CONFIG["vision_config"], batch=2)
+    with torch.no_grad():
+        want = hf(input_ids=ids, pixel_values=px, attention_mask=mask).logits_per_image
+        got = loaded(input_ids=ids, pixel_values=px, attention_mask=mask).logits_per_image
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    model.save_pretrained(str(tmp_path))  # back to one file: the shards and index go
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors"]
+
+
+def test_from_pretrained_assigns_and_cpp_sees_it_before_any_forward(tmp_path):
+    model = tessera.CLIPModel(CONFIG)
+    model.save_pretrained(str(tmp_path))
+    loaded = tessera.from_pretrained(str(tmp_path))
+    cpp = dict(loaded.cpp.named_parameters())
+    assert all(cpp[k] is p for k, p in loaded.named_parameters())
+    assert all(p.requires_grad for p in loaded.parameters())
+    # Training writes to the copy-on-write mapping, never to the file.
+    with torch.no_grad():
+        next(loaded.parameters()).add_(1.0)
+    again = tessera.from_pretrained(str(tmp_path))
+    assert torch.equal(next(again.parameters()), next(model.parameters()))
