@@ -167,6 +167,10 @@ class CLIPTextModel(_TowerModel):
         self._sync_parameters()
         return make_output(self._cpp.forward(input_ids, attention_mask, output_hidden_states))
 
+    def forward_features(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """timm's forward_features: the token outputs after final_layer_norm [B, L, D]."""
+        return self.forward(input_ids, attention_mask).last_hidden_state
+
     def forward_intermediates(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                               indices=None, norm: bool = False, stop_early: bool = False,
                               intermediates_only: bool = False):
