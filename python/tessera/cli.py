@@ -1,4 +1,4 @@
-"""The `tessera` command: train | eval | convert | info."""
+"""The `tessera` command: train | eval | plan | convert | info."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +12,9 @@ def _train(args) -> int:
     import torch.distributed as dist
 
     from .train import run
+    from .train.tasks import import_modules
 
+    import_modules(args.imports)
     try:
         summary = run(args.recipe, args.out, resume=args.resume, overrides=args.set, progress=not args.quiet)
     finally:
@@ -33,18 +35,23 @@ def _format_summary(summary, out_dir: str) -> str:
 
 
 def _eval(args) -> int:
-    from .train import load_recipe
-    from .train.clip_task import ClipTask
     from .factory import from_pretrained
+    from .train import build_task, load_recipe
+    from .train.tasks import import_modules
 
-    recipe = load_recipe(args.recipe, args.set)
-    if args.retrieval:
-        recipe.eval.retrieval = True
-    task = ClipTask(recipe)
+    import_modules(args.imports)
+    recipe = load_recipe(args.recipe, args.set + (["eval.retrieval=true"] if args.retrieval else []))
+    task = build_task(recipe)
     model = from_pretrained(args.checkpoint).eval()
     metrics = task.evaluate(model, final=False)
     print(json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, indent=2))
     return 0
+
+
+def _plan(args) -> int:
+    from .plan.cli import run_plan
+
+    return run_plan(args)
 
 
 def _convert(args) -> int:
@@ -93,12 +100,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     t.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(fn=_train)
-    e = sub.add_parser("eval", help="zero-shot / retrieval evaluation of a checkpoint folder")
+    e = sub.add_parser("eval", help="evaluate a checkpoint folder with a recipe's task")
     e.add_argument("checkpoint")
-    e.add_argument("--recipe", required=True, help="recipe whose data and eval sections to use")
-    e.add_argument("--retrieval", action="store_true")
+    e.add_argument("--recipe", required=True, help="recipe whose task, data and eval sections to use")
+    e.add_argument("--retrieval", action="store_true", help="CLIP: also image-text retrieval")
     e.add_argument("--set", action="append", default=[])
     e.set_defaults(fn=_eval)
+    pl = sub.add_parser("plan", help="per-rank memory of a recipe before running it; settings that fit")
+    pl.add_argument("recipe")
+    pl.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    pl.add_argument("--world-size", type=int, default=None, help="processes (default: WORLD_SIZE or 1)")
+    pl.add_argument("--device-memory", default=None, help="memory per device to fit, e.g. 24GB, 80GiB")
+    pl.add_argument("--measure", action="store_true", help="also run steps and report the measured peak")
+    pl.add_argument("--json", action="store_true", help="machine-readable output")
+    pl.set_defaults(fn=_plan)
+    for sp in (t, e, pl):
+        sp.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                        help="import a module that registers tasks (repeatable)")
     c = sub.add_parser("convert", help="PyTorch state dict (HF keys) -> model.safetensors folder")
     c.add_argument("src")
     c.add_argument("dst")

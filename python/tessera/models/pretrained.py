@@ -66,16 +66,19 @@ class PreTrainedModel(nn.Module):
         model.load_state_dict(state, strict=True, assign=True)
         return model.eval()  # as transformers does: call .train() to fine-tune
 
-    def save_pretrained(self, path: str, max_shard_size: Union[int, str] = "5GB") -> None:
+    def save_pretrained(self, path: str, max_shard_size: Union[int, str] = "5GB",
+                        state_dict: Optional[Dict[str, torch.Tensor]] = None) -> None:
         """Writes config.json and model.safetensors (HF layout, each file atomically), sharded with
-        an index above `max_shard_size`; tied weights are stored once."""
+        an index above `max_shard_size`; tied weights are stored once. `state_dict` replaces the
+        module's own tensors (as transformers' argument: e.g. a consolidated FSDP state dict)."""
         # Serialise the config first: a config that cannot be written must fail before the
         # weights file is replaced, or the folder would pair new weights with an old config.
         config = dict(self.config)
         config.setdefault("architectures", [self.architecture])
         config.setdefault("model_type", self.model_type)
         data = (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
-        tensors = {k: v.detach() for k, v in self.state_dict().items() if k not in self.tied_weights}
+        state = self.state_dict() if state_dict is None else state_dict
+        tensors = {k: v.detach().contiguous() for k, v in state.items() if k not in self.tied_weights}
         save_weights(path, tensors, max_shard_size)
         _C.core.write_file_atomic(os.path.join(path, "config.json"), data)
 

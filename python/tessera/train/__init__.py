@@ -1,21 +1,23 @@
-"""Training: recipes (YAML), the Trainer loop, checkpoints, the CLIP task.
+"""Training: recipes (YAML), the Trainer loop, tasks, wrap strategies, checkpoints.
 
     python -m tessera.train recipes/fashion_mnist_clip.yaml --out runs/demo
     torchrun --nproc_per_node 2 -m tessera.train recipes/fashion_mnist_clip.yaml --out runs/ddp
 """
 from .config import Recipe, load_recipe, recipe_from_dict
+from .loaders import TensorLoader
+from .tasks import Task, TaskProtocol, TokenLoss, build_task, list_tasks, register_task
 from .trainer import Trainer, TrainingDiverged
 
 
 def run(recipe_path: str, out_dir: str, resume: bool = False, overrides=None, progress: bool = True):
     """Trains the recipe at `recipe_path` into `out_dir`; returns the summary dict."""
-    from .clip_task import ClipTask
     from .distributed import init_distributed
 
     recipe = load_recipe(recipe_path, overrides)
     info = init_distributed()
-    trainer = Trainer(recipe, ClipTask(recipe, info.rank, info.world_size), out_dir, info, progress)
+    trainer = Trainer(recipe, build_task(recipe, info.rank, info.world_size), out_dir, info, progress)
     return trainer.fit(resume=resume)
 
 
-__all__ = ["Recipe", "load_recipe", "recipe_from_dict", "Trainer", "TrainingDiverged", "run"]
+__all__ = ["Recipe", "load_recipe", "recipe_from_dict", "Trainer", "TrainingDiverged", "run", "Task",
+           "TaskProtocol", "TokenLoss", "TensorLoader", "register_task", "build_task", "list_tasks"]

@@ -1,10 +1,16 @@
 """Trainer checkpoints that describe themselves and survive a crash.
 
-Layout: `<out>/checkpoints/step-00000100/` holding `model.safetensors` + `config.json` (the HF
-layout, loadable by `tessera.from_pretrained`), `trainer_state.pt` (optimizer, scheduler, step,
-RNG states, data position, format version) and `recipe.json`. A checkpoint is written into a
-hidden temp folder, every file fsynced, and then renamed into place: a folder named `step-*`
-is always complete. The last K are kept.
+Layout: `<out>/checkpoints/step-00000100/` holding
+- `dcp/`: model and optimizer as `torch.distributed.checkpoint` shards (each rank its own; loads
+  onto another world size or strategy),
+- `model.safetensors` + `config.json`: the consolidated HF export (`tessera.from_pretrained`,
+  transformers),
+- `trainer_state.pt`: scheduler, step, every rank's RNG states and data position, format version
+  (plain data, read with `weights_only=True`),
+- `recipe.json`.
+A checkpoint is written into a hidden temp folder, every file fsynced, then renamed into place:
+a folder named `step-*` is always complete. The last K are kept. Several nodes need the run
+folder on a shared filesystem.
 """
 from __future__ import annotations
 
@@ -17,11 +23,13 @@ import shutil
 from typing import Any, Dict, List, Optional
 
 import torch
+import torch.distributed as dist
 
 from .. import _C
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 STATE_FILE = "trainer_state.pt"
+DCP_DIR = "dcp"
 
 
 def _fsync_dir(path: str) -> None:
@@ -54,27 +62,64 @@ def list_checkpoints(out_dir: str) -> List[str]:
     return [os.path.join(root, n) for n in names]
 
 
-def save_checkpoint(out_dir: str, model, trainer_state: Dict[str, Any], recipe: Dict[str, Any], keep: int) -> str:
-    """Writes checkpoint `step-XXXXXXXX` atomically and prunes all but the newest `keep`."""
+def _barrier(info) -> None:
+    if info.world_size > 1:
+        dist.barrier()
+
+
+def save_checkpoint(out_dir: str, wrapped, optimizer, trainer_state: Dict[str, Any], recipe: Dict[str, Any],
+                    keep: int, info) -> Optional[str]:
+    """Every rank calls this. Model and optimizer go through `torch.distributed.checkpoint` (each
+    rank writes its shard; replicated tensors once), rank 0 adds the consolidated HF export, the
+    trainer state and the recipe, then renames the folder into place and prunes all but `keep`."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
     step = int(trainer_state["step"])
     root = os.path.join(out_dir, "checkpoints")
-    os.makedirs(root, exist_ok=True)
     final = os.path.join(root, f"step-{step:08d}")
-    tmp = os.path.join(root, f".tmp-step-{step:08d}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    model.save_pretrained(tmp)  # each file atomic + fsynced by the C++ writer
-    buf = io.BytesIO()
-    torch.save({"format_version": FORMAT_VERSION, **trainer_state}, buf)
-    _C.core.write_file_atomic(os.path.join(tmp, STATE_FILE), buf.getvalue())
-    _C.core.write_file_atomic(os.path.join(tmp, "recipe.json"), (json.dumps(recipe, indent=2) + "\n").encode())
-    if os.path.exists(final):
-        shutil.rmtree(final)
-    os.rename(tmp, final)
-    _fsync_dir(root)
-    for old in list_checkpoints(out_dir)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+    tmp = os.path.join(root, f".tmp-step-{step:08d}")  # one name on every rank (shared folder)
+    if info.is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+    _barrier(info)
+    model_sd, optim_sd = get_state_dict(wrapped.model, optimizer)
+    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=os.path.join(tmp, DCP_DIR),
+             no_dist=not dist.is_initialized())
+    full = wrapped.full_state_dict()  # a collective when sharded
+    if info.is_main:
+        wrapped.model.save_pretrained(tmp, state_dict=full)  # each file atomic + fsynced
+        buf = io.BytesIO()
+        torch.save({"format_version": FORMAT_VERSION, **trainer_state}, buf)
+        _C.core.write_file_atomic(os.path.join(tmp, STATE_FILE), buf.getvalue())
+        _C.core.write_file_atomic(os.path.join(tmp, "recipe.json"), (json.dumps(recipe, indent=2) + "\n").encode())
+        for dirpath, _, _ in os.walk(tmp):
+            _fsync_dir(dirpath)
+        if os.path.exists(final):
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        _fsync_dir(root)
+        for old in list_checkpoints(out_dir)[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    _barrier(info)
     return final
+
+
+def load_checkpoint(ckpt_dir: str, wrapped, optimizer) -> Dict[str, Any]:
+    """Restores model and optimizer from the DCP shards (resharded to this run's world size and
+    strategy) and returns the trainer state."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    state = load_trainer_state(ckpt_dir)
+    model_sd, optim_sd = get_state_dict(wrapped.model, optimizer)
+    try:
+        dcp.load({"model": model_sd, "optim": optim_sd}, checkpoint_id=os.path.join(ckpt_dir, DCP_DIR),
+                 no_dist=not dist.is_initialized())
+    except Exception as e:  # DCP names missing keys or shapes; say which checkpoint
+        raise ValueError(f"{ckpt_dir}: cannot restore model/optimizer from {DCP_DIR}/: {e}") from None
+    set_state_dict(wrapped.model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd)
+    return state
 
 
 def load_trainer_state(ckpt_dir: str) -> Dict[str, Any]:
@@ -87,11 +132,13 @@ def load_trainer_state(ckpt_dir: str) -> Dict[str, Any]:
     except pickle.UnpicklingError as e:
         raise ValueError(f"{path}: refused to load: it holds objects other than tensors and plain data ({e})") from None
     version = state.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ValueError(
-            f"{path}: checkpoint format version {version!r} is not supported by this tessera "
-            f"(expects {FORMAT_VERSION}); resume with the tessera version that wrote it"
-        )
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(f"{path}: checkpoint format version {version!r} is newer than this tessera reads "
+                         f"({FORMAT_VERSION}); upgrade tessera (pip install -U tessera) to resume it")
+    if version < FORMAT_VERSION:
+        raise ValueError(f"{path}: checkpoint format version {version} (model + optimizer without "
+                         f"torch.distributed.checkpoint shards) is older than this tessera resumes "
+                         f"({FORMAT_VERSION}); its weights still load with tessera.from_pretrained")
     return state
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Dict, List
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
 
 import torch
 
@@ -13,13 +14,61 @@ from ..eval import retrieval_evaluate, zero_shot_classifier, zero_shot_evaluate
 from ..factory import create_model, from_pretrained
 from ..models.clip import CLIPModel
 from ..text import ClipTokenizer
-from .config import Recipe
+from .tasks import Task, register_task
+
+DATASETS = ("fashion_mnist", "image_folder", "captions")
 
 
-class ClipTask:
-    def __init__(self, recipe: Recipe, rank: int = 0, world_size: int = 1):
-        self.recipe = recipe
-        self.rank, self.world_size = rank, world_size
+@dataclass
+class ClipData:
+    dataset: str = "fashion_mnist"          # fashion_mnist | image_folder | captions
+    root: str = "/usr/share/datasets/fashion-mnist"
+    eval_root: Optional[str] = None         # evaluation data (defaults: the test split / root)
+    image_size: int = 28
+    templates: List[str] = field(default_factory=lambda: ["a photo of a {}."])
+    class_names: Optional[List[str]] = None  # caption names for classes (defaults: dataset names)
+    context_length: int = 77
+    batch_size: int = 256                   # per process
+    num_workers: int = 2
+    prefetch: int = 4
+    train_augment: bool = False
+
+    def validate(self, where: str) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"{where}.dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        for name in ("image_size", "context_length", "batch_size", "prefetch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{where}.{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_workers < 0:
+            raise ValueError(f"{where}.num_workers must be >= 0, got {self.num_workers}")
+        if not self.templates or any("{}" not in t for t in self.templates):
+            raise ValueError(f"{where}.templates: each template needs a {{}} for the class name, got {self.templates}")
+
+
+@dataclass
+class ClipLossConfig:
+    kind: str = "clip"                      # clip | siglip
+    local_loss: bool = False
+    gather_with_grad: bool = True
+
+    def validate(self, where: str) -> None:
+        if self.kind not in ("clip", "siglip"):
+            raise ValueError(f"{where}.kind must be clip or siglip, got {self.kind!r}")
+
+
+@dataclass
+class ClipEval:
+    zero_shot: bool = True
+    retrieval: bool = False
+    max_images: int = 0                     # 0: all evaluation images
+
+
+@register_task("clip")
+class ClipTask(Task):
+    sections = {"data": ClipData, "loss": ClipLossConfig, "eval": ClipEval}
+
+    def __init__(self, recipe, rank: int = 0, world_size: int = 1):
+        super().__init__(recipe, rank, world_size)
         self.tokenizer = ClipTokenizer()
         self.train_set = self._dataset(train=True)
         self.class_names: List[str] = list(recipe.data.class_names or getattr(self.train_set, "classes", []) or [])
@@ -29,10 +78,8 @@ class ClipTask:
         if lc.kind == "clip":
             self.loss_fn = ClipLoss(local_loss=lc.local_loss, gather_with_grad=lc.gather_with_grad,
                                     rank=rank, world_size=world_size)
-        elif lc.kind == "siglip":
-            self.loss_fn = SigLipLoss(rank=rank, world_size=world_size)
         else:
-            raise ValueError(f"loss.kind must be 'clip' or 'siglip', got {lc.kind!r}")
+            self.loss_fn = SigLipLoss(rank=rank, world_size=world_size)
 
     # ---- data -----------------------------------------------------------------------------
     def _dataset(self, train: bool):
@@ -42,9 +89,7 @@ class ClipTask:
             return tdata.FashionMNIST(root, split="train" if train else "test")
         if d.dataset == "image_folder":
             return tdata.ImageFolder(root)
-        if d.dataset == "captions":
-            return tdata.CaptionDataset(root)
-        raise ValueError(f"data.dataset must be fashion_mnist, image_folder or captions, got {d.dataset!r}")
+        return tdata.CaptionDataset(root)
 
     def _loader(self, dataset, train: bool, rank: int, world_size: int):
         d = self.recipe.data
@@ -66,6 +111,9 @@ class ClipTask:
         return [templates[t].format(self.class_names[int(c)]) for t, c in zip(pick, batch["labels"].tolist())]
 
     # ---- model and loss ---------------------------------------------------------------------
+    def batch_size(self, batch: Dict[str, Any]) -> int:
+        return len(batch["labels"])
+
     def build_model(self) -> CLIPModel:
         m = self.recipe.model
         if m.name:  # create_model loads `pretrained` weights into the named architecture

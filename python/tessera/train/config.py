@@ -1,5 +1,7 @@
-"""Recipe configuration: YAML -> nested dataclasses. A key that does not exist is an error that
-lists the valid keys (a typo must never be silently ignored)."""
+"""Recipe configuration: YAML -> nested dataclasses. The trainer owns the `model`, `optim` and
+`train` sections; the recipe's `task` names a registered task, which declares its own sections
+(CLIP: `data`, `loss`, `eval`). A key that does not exist is an error listing the valid keys, and
+a value out of range is an error naming it (a typo must never be silently ignored)."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,28 +9,16 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+STRATEGIES = ("ddp", "fsdp2")
+PRECISIONS = ("fp32", "bf16")
+
 
 @dataclass
 class ModelConfig:
     name: Optional[str] = None              # a registered config (tessera.list_models())
     config: Dict[str, Any] = field(default_factory=dict)  # HF config dict, or overrides of `name`
     pretrained: Optional[str] = None        # checkpoint folder to start from
-    gradient_checkpointing: bool = False
-
-
-@dataclass
-class DataConfig:
-    dataset: str = "fashion_mnist"          # fashion_mnist | image_folder | captions
-    root: str = "/usr/share/datasets/fashion-mnist"
-    eval_root: Optional[str] = None         # evaluation data (defaults: the test split / root)
-    image_size: int = 28
-    templates: List[str] = field(default_factory=lambda: ["a photo of a {}."])
-    class_names: Optional[List[str]] = None  # caption names for classes (defaults: dataset names)
-    context_length: int = 77
-    batch_size: int = 256
-    num_workers: int = 2
-    prefetch: int = 4
-    train_augment: bool = False
+    gradient_checkpointing: bool = False    # recompute each layer in backward
 
 
 @dataclass
@@ -41,46 +31,75 @@ class OptimConfig:
     min_lr_ratio: float = 0.0
     grad_clip: float = 1.0
     accumulation_steps: int = 1
+    layer_decay: float = 1.0                # layer-wise LR decay (BEiT fine-tuning); 1: off
+    lr_scales: Dict[str, float] = field(default_factory=dict)  # parameter-name prefix -> LR factor
 
-
-@dataclass
-class LossConfig:
-    kind: str = "clip"                      # clip | siglip
-    local_loss: bool = False
-    gather_with_grad: bool = True
+    def validate(self, where: str) -> None:
+        _check(self.lr > 0, f"{where}.lr must be > 0, got {self.lr}")
+        _check(self.weight_decay >= 0, f"{where}.weight_decay must be >= 0, got {self.weight_decay}")
+        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+               f"{where}.betas must be two numbers in [0, 1), got {self.betas}")
+        _check(0 <= self.warmup_fraction <= 1, f"{where}.warmup_fraction must be in [0, 1], got {self.warmup_fraction}")
+        _check(0 <= self.min_lr_ratio <= 1, f"{where}.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        _check(self.grad_clip >= 0, f"{where}.grad_clip must be >= 0 (0: off), got {self.grad_clip}")
+        _check(self.accumulation_steps >= 1, f"{where}.accumulation_steps must be >= 1, got {self.accumulation_steps}")
+        _check(0 < self.layer_decay <= 1, f"{where}.layer_decay must be in (0, 1], got {self.layer_decay}")
+        for k, v in self.lr_scales.items():
+            _check(isinstance(v, (int, float)) and v >= 0, f"{where}.lr_scales.{k} must be a number >= 0, got {v!r}")
 
 
 @dataclass
 class TrainConfig:
     steps: int = 400
     seed: int = 0
-    precision: str = "fp32"                 # fp32 | bf16 (autocast)
+    precision: str = "fp32"                 # fp32 | bf16 (autocast; FSDP2: bf16 params, fp32 reduce)
+    strategy: str = "ddp"                   # ddp | fsdp2 (used when launched on several processes)
+    cpu_offload: bool = False               # fsdp2 on CUDA: keep sharded params/grads/optimizer on CPU
     log_every: int = 10
     eval_every: int = 0                     # 0: only at the end
-    checkpoint_every: int = 100
+    checkpoint_every: int = 100             # 0: never
     keep_checkpoints: int = 2
     max_bad_steps: int = 5                  # consecutive non-finite losses before stopping
     threads: int = 0                        # torch threads per process (0: cores / processes)
 
-
-@dataclass
-class EvalConfig:
-    zero_shot: bool = True
-    retrieval: bool = False
-    max_images: int = 0                     # 0: all evaluation images
+    def validate(self, where: str) -> None:
+        _check(self.steps >= 1, f"{where}.steps must be >= 1, got {self.steps}")
+        _check(self.seed >= 0, f"{where}.seed must be >= 0, got {self.seed}")
+        _check(self.precision in PRECISIONS, f"{where}.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        _check(self.strategy in STRATEGIES, f"{where}.strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        _check(self.log_every >= 1, f"{where}.log_every must be >= 1, got {self.log_every}")
+        for name in ("eval_every", "checkpoint_every", "threads"):
+            _check(getattr(self, name) >= 0, f"{where}.{name} must be >= 0, got {getattr(self, name)}")
+        _check(self.keep_checkpoints >= 1, f"{where}.keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+        _check(self.max_bad_steps >= 1, f"{where}.max_bad_steps must be >= 1, got {self.max_bad_steps}")
 
 
 @dataclass
 class Recipe:
+    """The trainer's sections plus the task's (`recipe.data`, `recipe.loss`, ... reach them)."""
+    task: str = "clip"
     model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    sections: Dict[str, Any] = field(default_factory=dict)  # the task's, by name
+
+    def __getattr__(self, name: str):
+        sections = self.__dict__.get("sections", {})
+        if name in sections:
+            return sections[name]
+        raise AttributeError(f"recipe has no section {name!r} (task {self.__dict__.get('task')!r} has: "
+                             f"{', '.join(sections) or 'none'})")
 
 
-def _build(cls, values: Any, where: str):
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def build_section(cls, values: Any, where: str):
+    """A dataclass from a mapping: unknown keys listed, types checked, `validate(where)` called."""
+    if values is None:
+        values = {}
     if not isinstance(values, dict):
         raise ValueError(f"{where}: expected a mapping, got {type(values).__name__} {values!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -92,10 +111,13 @@ def _build(cls, values: Any, where: str):
     for name, value in values.items():
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value, f"{where}.{name}")
+            kwargs[name] = build_section(hint, value, f"{where}.{name}")
         else:
             kwargs[name] = _coerce(hint, value, f"{where}.{name}")
-    return cls(**kwargs)
+    out = cls(**kwargs)
+    if hasattr(out, "validate"):
+        out.validate(where)
+    return out
 
 
 def _coerce(hint, value, where: str):
@@ -112,8 +134,43 @@ def _coerce(hint, value, where: str):
     return value
 
 
+_TRAINER_SECTIONS = {"model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}
+
+
 def recipe_from_dict(values: Dict[str, Any], where: str = "recipe") -> Recipe:
-    return _build(Recipe, values or {}, where)
+    from .tasks import task_class
+
+    values = dict(values or {})
+    task_name = values.pop("task", "clip")
+    if not isinstance(task_name, str):
+        raise ValueError(f"{where}.task: expected a task name, got {task_name!r}")
+    task_sections = dict(getattr(task_class(task_name, where), "sections", {}))
+    valid = ["task", *_TRAINER_SECTIONS, *task_sections]
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise ValueError(f"{where}: unknown section(s) {', '.join(unknown)} for task {task_name!r}; "
+                         f"valid: {', '.join(valid)}")
+    built = {k: build_section(cls, values.get(k), f"{where}.{k}") for k, cls in _TRAINER_SECTIONS.items()}
+    sections = {k: build_section(cls, values.get(k), f"{where}.{k}") for k, cls in task_sections.items()}
+    return Recipe(task=task_name, sections=sections, **built)
+
+
+def apply_overrides(values: Dict[str, Any], overrides: Optional[List[str]]) -> Dict[str, Any]:
+    """`section.key=value` strings (YAML-parsed values) applied to a recipe mapping."""
+    import yaml
+
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} must look like section.key=value")
+        node = values
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {item!r}: {p} is not a section")
+        node[leaf] = yaml.safe_load(raw)
+    return values
 
 
 def load_recipe(path: str, overrides: Optional[List[str]] = None) -> Recipe:
@@ -125,17 +182,15 @@ def load_recipe(path: str, overrides: Optional[List[str]] = None) -> Recipe:
             values = yaml.safe_load(f) or {}
         except yaml.YAMLError as e:
             raise ValueError(f"{path}: invalid YAML: {e}") from None
-    for item in overrides or []:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ValueError(f"override {item!r} must look like section.key=value")
-        node = values
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(raw)
-    return recipe_from_dict(values, path)
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: a recipe is a mapping of sections, got {type(values).__name__}")
+    return recipe_from_dict(apply_overrides(values, overrides), path)
 
 
 def recipe_to_dict(recipe: Recipe) -> Dict[str, Any]:
-    return dataclasses.asdict(recipe)
+    out: Dict[str, Any] = {"task": recipe.task}
+    for name in _TRAINER_SECTIONS:
+        out[name] = dataclasses.asdict(getattr(recipe, name))
+    for name, section in recipe.sections.items():
+        out[name] = dataclasses.asdict(section)
+    return out

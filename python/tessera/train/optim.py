@@ -1,35 +1,79 @@
-"""AdamW with CLIP's parameter groups and a warmup + cosine learning-rate schedule."""
+"""AdamW parameter groups (weight decay, layer-wise LR decay, per-module LR) and a warmup + cosine
+learning-rate schedule."""
 from __future__ import annotations
 
 import math
-from typing import List
+import re
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
 from .config import OptimConfig
 
+_LAYER = re.compile(r"(?:^|\.)(?:layers?|blocks|resblocks)\.(\d+)\.")
+
 
 def no_decay(name: str, param: torch.Tensor) -> bool:
-    """Norm weights, biases, embeddings, the class token and logit_scale/bias take no weight decay
-    (as open_clip excludes gains, biases, embeddings and logit_scale)."""
+    """Norm weights, biases, embeddings (token, position, class), learned tokens, relative position
+    bias tables and logit_scale/bias take no weight decay, as open_clip, timm and BEiT exclude them."""
     return (
         param.ndim < 2
         or "norm" in name
-        or "embedding" in name
         or name.endswith(".bias")
+        or "embedding" in name
+        or "token" in name
+        or "pos_embed" in name
+        or "bias_table" in name
         or "logit_scale" in name
         or "logit_bias" in name
     )
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    decay: List[torch.Tensor] = []
-    keep: List[torch.Tensor] = []
+def layer_id(name: str, num_layers: int) -> int:
+    """0 for embeddings, i + 1 for layer i, num_layers + 1 for heads and final norms (BEiT's rule)."""
+    m = _LAYER.search(name)
+    if m:
+        return int(m.group(1)) + 1
+    if "embed" in name or "token" in name:
+        return 0
+    return num_layers + 1
+
+
+def param_groups(model: nn.Module, cfg: OptimConfig, num_layers: int = 0) -> List[Dict[str, Any]]:
+    """Groups by (weight decay, LR factor). The factor is layer_decay ** (num_layers + 1 - layer_id)
+    times the `lr_scales` entry of the longest matching name prefix; schedulers keep the factor
+    (each group's `lr` is the base LR times it)."""
+    if cfg.layer_decay < 1.0 and num_layers <= 0:
+        raise ValueError("optim.layer_decay needs the model's depth (config num_hidden_layers)")
+    groups: Dict[Tuple[float, float], Dict[str, Any]] = {}
+    prefixes = sorted(cfg.lr_scales, key=len, reverse=True)
     for name, p in model.named_parameters():
-        if p.requires_grad:
-            (keep if no_decay(name, p) else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": keep, "weight_decay": 0.0}]
+        if not p.requires_grad:
+            continue
+        clean = name.replace("_checkpoint_wrapped_module.", "").replace("_orig_mod.", "")
+        scale = 1.0
+        if cfg.layer_decay < 1.0:
+            scale = cfg.layer_decay ** (num_layers + 1 - layer_id(clean, num_layers))
+        match: Optional[str] = next((pre for pre in prefixes if clean.startswith(pre)), None)
+        if match is not None:
+            scale *= float(cfg.lr_scales[match])
+        wd = 0.0 if no_decay(clean, p) else cfg.weight_decay
+        g = groups.setdefault((wd, scale), {"params": [], "names": [], "weight_decay": wd,
+                                            "lr": cfg.lr * scale, "lr_scale": scale})
+        g["params"].append(p)
+        g["names"].append(clean)
+    unused = [pre for pre in prefixes if not any(n.startswith(pre) for g in groups.values() for n in g["names"])]
+    if unused:
+        raise ValueError(f"optim.lr_scales: no parameter name starts with {', '.join(unused)}")
+    out = []
+    for g in groups.values():
+        g.pop("names")
+        out.append(g)
+    return out
+
+
+def build_optimizer(groups: List[Dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
 
 

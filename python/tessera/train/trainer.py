@@ -1,29 +1,46 @@
 """One training loop for every objective: a Task supplies the model, the data and the loss;
-the Trainer owns optimisation (AdamW, warmup+cosine, clipping, accumulation, bf16 autocast),
-DDP, logging (tqdm, metrics.jsonl, plots), non-finite-loss handling and crash-safe checkpoints
-with bit-exact resume."""
+the Trainer owns optimisation (AdamW, warmup+cosine, clipping, accumulation, bf16), the wrap
+strategy (DDP or FSDP2), logging (tqdm, metrics.jsonl, plots), non-finite-loss handling and
+crash-safe checkpoints with bit-exact resume."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
+import warnings
 from contextlib import nullcontext
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import torch
-from torch import nn
+import torch.distributed as dist
 
 from .. import _C
-from ..models.weights import load_weights
-from .checkpoint import latest_checkpoint, load_trainer_state, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Recipe, recipe_to_dict
 from .distributed import DistInfo, all_true, init_distributed, seed_all
+from .hardware import BF16_SLOW_WARNING, cpu_has_native_bf16
 from .optim import build_optimizer, warmup_cosine
+from .strategy import Wrapped
+from .tasks import TokenLoss
 
 
 class TrainingDiverged(RuntimeError):
     """Raised after `max_bad_steps` consecutive non-finite losses."""
+
+
+class _CountedCall:
+    """The wrapped model as a task sees it: counts forwards so one that goes around the wrapper
+    (no gradient sync under DDP/FSDP) is caught."""
+
+    def __init__(self, module):
+        self.module, self.calls = module, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.module(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.module, name)
 
 
 class Trainer:
@@ -50,48 +67,112 @@ class Trainer:
             rows = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]
         _C.core.write_file_atomic(self.metrics_path, "".join(rows).encode())
 
-    def _autocast(self):
-        if self.recipe.train.precision == "bf16":
+    def _autocast(self, evaluation: bool = False):
+        # FSDP2's policy casts parameters and forward inputs in training; evaluation calls other
+        # entry points, so autocast covers it there.
+        if self.recipe.train.precision == "bf16" and (evaluation or self.wrapped.autocast_bf16):
             return torch.autocast(self.info.device.type, dtype=torch.bfloat16)
-        if self.recipe.train.precision != "fp32":
-            raise ValueError(f"train.precision must be fp32 or bf16, got {self.recipe.train.precision!r}")
         return nullcontext()
 
+    def _warn_slow_bf16(self) -> None:
+        if self.recipe.train.precision == "bf16" and self.info.device.type == "cpu" and not cpu_has_native_bf16():
+            warnings.warn(BF16_SLOW_WARNING, stacklevel=2)
+
+    # ---- one optimizer step's gradients ---------------------------------------------------
+    def accumulate(self, batches: Iterator[Dict[str, Any]], step: int) -> Tuple[Dict[str, float], bool, int]:
+        """Runs `accumulation_steps` micro-batches forward and backward, leaving the step's
+        gradients on the parameters. A mean loss is divided by the number of micro-batches; a
+        `TokenLoss` by its count summed over micro-batches and ranks. Returns (terms, finite,
+        samples on this rank)."""
+        accum, info, wrapped = max(1, self.recipe.optim.accumulation_steps), self.info, self.wrapped
+        terms: Dict[str, float] = {}
+        token_sum, token_count, kinds, samples = 0.0, 0.0, set(), 0
+        for micro in range(accum):
+            batch = next(batches)
+            with wrapped.micro_batch(sync=micro == accum - 1):
+                call = _CountedCall(wrapped.module)
+                with self._autocast():
+                    out = self.task.compute_loss(call, self.model, batch, step)
+                if call.calls != 1:
+                    raise RuntimeError(
+                        f"{type(self.task).__name__}.compute_loss called the wrapped model {call.calls} times; it "
+                        "must call `wrapped(...)` exactly once per micro-batch (DDP and FSDP synchronise "
+                        "gradients in that call; a forward around it would train each rank on its own)")
+                loss = out["loss"]
+                kinds.add(type(loss) is TokenLoss)
+                if len(kinds) > 1:
+                    raise ValueError(f"{type(self.task).__name__}.compute_loss returned a TokenLoss for some "
+                                     "micro-batches and a mean for others")
+                value = loss.sum if isinstance(loss, TokenLoss) else loss / accum
+                if not all_true(bool(torch.isfinite(value.detach()).all()), info):
+                    return terms, False, samples
+                value.backward()
+            samples += self.task.batch_size(batch)
+            if isinstance(loss, TokenLoss):
+                token_sum += float(loss.sum.detach())
+                token_count += float(loss.count)
+            for k, v in out.items():
+                if k != "loss":
+                    terms[k] = terms.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v) / accum
+            if not isinstance(loss, TokenLoss):
+                terms["loss"] = terms.get("loss", 0.0) + float(value.detach())
+        scale = 1.0
+        if True in kinds:
+            totals = torch.tensor([token_sum, token_count], dtype=torch.float64, device=info.device)
+            if info.world_size > 1:
+                dist.all_reduce(totals)
+            if totals[1] <= 0:
+                raise ValueError(f"step {step}: the TokenLoss count over the whole step is {float(totals[1])}; "
+                                 "no item to average over")
+            # DDP and FSDP average gradients over ranks; undo that and divide by the global count.
+            scale = info.world_size / float(totals[1])
+            terms["loss"] = float(totals[0] / totals[1])
+            terms["tokens"] = float(totals[1])
+        wrapped.finish_gradients(scale)
+        return terms, True, samples
+
     # ---- the loop -----------------------------------------------------------------------
+    def setup(self) -> None:
+        """Builds, wraps and optimises the task's model (also used by `tessera plan --measure`)."""
+        cfg, info = self.recipe, self.info
+        cores = os.cpu_count() or 1
+        torch.set_num_threads(cfg.train.threads or max(1, cores // info.world_size))
+        seed_all(cfg.train.seed, info.rank)
+        self.model = self.task.build_model().to(info.device)
+        self.model.train()
+        self.wrapped = Wrapped(self.model, info, cfg.train.strategy, cfg.train.precision,
+                               cfg.model.gradient_checkpointing, cfg.train.cpu_offload)
+        # After wrapping: FSDP2 replaces the parameters with sharded ones.
+        self.optimizer = build_optimizer(self.task.param_groups(self.model), cfg.optim)
+        total = cfg.train.steps
+        self.scheduler = warmup_cosine(self.optimizer, total, int(cfg.optim.warmup_fraction * total),
+                                       cfg.optim.min_lr_ratio)
+
     def fit(self, resume: bool = False) -> Dict[str, Any]:
         cfg, info = self.recipe, self.info
         t_start = time.time()
         os.makedirs(self.out_dir, exist_ok=True)
-        cores = os.cpu_count() or 1
-        torch.set_num_threads(cfg.train.threads or max(1, cores // info.world_size))
-        seed_all(cfg.train.seed, info.rank)
-
-        model = self.task.build_model().to(info.device)
-        if cfg.model.gradient_checkpointing:
-            model.set_gradient_checkpointing(True)
-        model.train()
-        wrapped: nn.Module = model
-        if info.world_size > 1:
-            ids = [info.device.index] if info.device.type == "cuda" else None
-            wrapped = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        optimizer = build_optimizer(model, cfg.optim)
-        total = cfg.train.steps
-        scheduler = warmup_cosine(optimizer, total, int(cfg.optim.warmup_fraction * total), cfg.optim.min_lr_ratio)
+        self._warn_slow_bf16()
+        self.setup()
+        model, optimizer, scheduler = self.model, self.optimizer, self.scheduler
         loader = self.task.train_loader(info.rank, info.world_size)
 
         step, skipped, bad_in_row = 0, 0, 0
+        first_loss, terms = None, {}
         ckpt = latest_checkpoint(self.out_dir) if resume else None
         if ckpt:
-            model.load_state_dict(load_weights(ckpt), strict=True)
-            state = load_trainer_state(ckpt)
-            optimizer.load_state_dict(state["optimizer"])
+            state = load_checkpoint(ckpt, self.wrapped, optimizer)
             scheduler.load_state_dict(state["scheduler"])
             step, skipped = state["step"], state["skipped_steps"]
-            loader.load_state_dict(state["data"])
-            set_rng_state(state["rng"][info.rank] if isinstance(state["rng"], list) else state["rng"])
+            first_loss, terms = state.get("first_loss"), dict(state.get("last_terms", {}))
+            self._restore_data_and_rng(loader, state)
             self._truncate_metrics(step)
         elif info.is_main and os.path.exists(self.metrics_path):
             os.remove(self.metrics_path)
+        total = cfg.train.steps
+        if ckpt and step >= total and info.is_main:
+            print(f"{ckpt}: the run is complete ({step}/{total} steps); evaluating it "
+                  f"(raise train.steps to train further)")
 
         def batches():
             while True:  # the loader resumes mid-epoch after load_state_dict
@@ -100,31 +181,14 @@ class Trainer:
 
         stream = batches()
         bar = None
-        if self.progress:
+        if self.progress and step < total:
             from tqdm import tqdm
 
             bar = tqdm(total=total, initial=step, desc="train", dynamic_ncols=True)
-        accum = max(1, cfg.optim.accumulation_steps)
         last_t, samples = time.time(), 0
-        first_loss = None
         while step < total:
-            terms: Dict[str, float] = {}
-            finite = True
-            for micro in range(accum):
-                batch = next(stream)
-                sync = micro == accum - 1 or info.world_size == 1
-                ctx = wrapped.no_sync() if not sync and hasattr(wrapped, "no_sync") else nullcontext()
-                with ctx:
-                    with self._autocast():
-                        out = self.task.compute_loss(wrapped, model, batch, step)
-                    loss = out["loss"] / accum
-                    finite = all_true(bool(torch.isfinite(loss.detach()).all()), info)
-                    if not finite:
-                        break
-                    loss.backward()
-                samples += len(batch["labels"]) * info.world_size
-                for k, v in out.items():
-                    terms[k] = terms.get(k, 0.0) + float(v.detach()) / accum
+            terms, finite, n = self.accumulate(stream, step)
+            samples += n * info.world_size
             if not finite:
                 optimizer.zero_grad(set_to_none=True)
                 skipped += 1
@@ -141,7 +205,7 @@ class Trainer:
                 continue
             bad_in_row = 0
             if cfg.optim.grad_clip > 0:
-                terms["grad_norm"] = float(nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip))
+                terms["grad_norm"] = self.wrapped.clip_grad_norm(cfg.optim.grad_clip)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -160,58 +224,76 @@ class Trainer:
             if bar:
                 bar.update(1)
             if cfg.train.checkpoint_every and (step % cfg.train.checkpoint_every == 0 or step == total):
-                self._checkpoint(model, optimizer, scheduler, step, skipped, loader.state_dict())
+                self._checkpoint(step, skipped, loader, first_loss, terms)
             if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step != total:
-                self._evaluate(model, step, final=False)
+                self._evaluate(step, final=False)
         if bar:
             bar.close()
-        loader.stop()
-        if loader.skipped and info.is_main:
+        if hasattr(loader, "stop"):
+            loader.stop()
+        if getattr(loader, "skipped", 0) and info.is_main:
             print(loader.report())
-        metrics = self._evaluate(model, step, final=True)
+        metrics = self._evaluate(step, final=True)
         summary = {
             "train_steps": step,
             "skipped_steps": skipped,
             "seconds": time.time() - t_start,
             "first_loss": first_loss,
-            "final_loss": terms.get("loss") if step else None,
+            "final_loss": terms.get("loss"),
             "world_size": info.world_size,
+            "strategy": self.wrapped.strategy,
             **{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
         }
         if info.is_main:
             _C.core.write_file_atomic(os.path.join(self.out_dir, "summary.json"),
                                       (json.dumps(summary, indent=2) + "\n").encode())
             self.task.plot(self.out_dir, self.metrics_path, metrics)
-        self.model = model
         return summary
 
-    def _checkpoint(self, model, optimizer, scheduler, step, skipped, data_state) -> None:
-        info = self.info
-        rng = rng_state()
-        if info.world_size > 1:  # every rank's generators, so each resumes its own stream
-            gathered = [None] * info.world_size
-            torch.distributed.all_gather_object(gathered, rng)
-            rng = gathered
-        if info.is_main:
-            state = {
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "step": step,
-                "skipped_steps": skipped,
-                "rng": rng,
-                "data": data_state,
-            }
-            save_checkpoint(self.out_dir, model, state, recipe_to_dict(self.recipe), self.recipe.train.keep_checkpoints)
-        if info.world_size > 1:
-            torch.distributed.barrier()
+    # ---- checkpoints and evaluation -------------------------------------------------------
+    def _gather(self, obj):
+        if self.info.world_size == 1:
+            return [obj]
+        out = [None] * self.info.world_size
+        dist.all_gather_object(out, obj)
+        return out
 
-    def _evaluate(self, model, step: int, final: bool) -> Dict[str, Any]:
+    def _checkpoint(self, step, skipped, loader, first_loss, terms) -> None:
+        data = loader.state_dict() if hasattr(loader, "state_dict") else {}
+        state = {
+            "scheduler": self.scheduler.state_dict(),
+            "step": step,
+            "skipped_steps": skipped,
+            "first_loss": first_loss,
+            "last_terms": dict(terms),
+            "world_size": self.info.world_size,
+            "rng": self._gather(rng_state()),     # every rank's generators and data position,
+            "data": self._gather(data),           # so each resumes its own stream
+        }
+        save_checkpoint(self.out_dir, self.wrapped, self.optimizer, state, recipe_to_dict(self.recipe),
+                        self.recipe.train.keep_checkpoints, self.info)
+
+    def _restore_data_and_rng(self, loader, state) -> None:
+        """Each rank takes its own saved streams. On another world size the data position is kept
+        (the same global batch gives the same samples per step when per-rank batch x ranks is
+        unchanged) and RNGs restart from the seed (`docs/design.md`: resume tolerances)."""
+        rank, saved_world = self.info.rank, state.get("world_size", 1)
+        data = state["data"][min(rank, len(state["data"]) - 1)]
+        if data and hasattr(loader, "load_state_dict"):
+            loader.load_state_dict(data)
+        if saved_world == self.info.world_size:
+            set_rng_state(state["rng"][rank])
+        elif self.info.is_main:
+            print(f"resuming a {saved_world}-process run on {self.info.world_size}: RNG streams restart from the seed")
+
+    def _evaluate(self, step: int, final: bool) -> Dict[str, Any]:
+        """Rank 0 evaluates the plain model; sharded, every rank runs the evaluation together
+        (each forward gathers the layers' shards) and rank 0 logs it."""
+        if not self.wrapped.sharded and not self.info.is_main:
+            return {}
+        with self.wrapped.evaluation() as model, self._autocast(evaluation=True):
+            metrics = self.task.evaluate(model, final=final)
         if not self.info.is_main:
             return {}
-        was_training = model.training
-        model.eval()
-        with self._autocast():
-            metrics = self.task.evaluate(model, final=final)
-        model.train(was_training)
         self._log({"step": step, **{k: v for k, v in metrics.items() if isinstance(v, float)}})
         return metrics

@@ -1,0 +1,151 @@
+"""The Trainer–Task contract and the task registry.
+
+A task is everything objective-specific: the model, the data, the loss, evaluation and plots.
+The trainer owns the rest (optimisation, wrapping, checkpoints, logging). A family registers its
+task in its own module:
+
+    @register_task("clip")
+    class ClipTask(Task):
+        sections = {"data": ClipData, "loss": ClipLoss, "eval": ClipEval}   # recipe sections
+        ...
+
+A recipe names it (`task: clip`). Tasks outside tessera are found by importing their module first
+(`tessera train --import mypkg.tasks`) or through the `tessera.tasks` entry-point group.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable, ClassVar, Dict, Iterable, List, NamedTuple, Optional, Protocol, Union, runtime_checkable
+
+import torch
+from torch import nn
+
+from .optim import param_groups
+
+
+class TokenLoss(NamedTuple):
+    """A loss summed over `count` items (tokens, patches). The trainer divides by the count over
+    every micro-batch and rank of the step (transformers' `num_items_in_batch`), so accumulation
+    and data parallelism give the gradient of one big batch."""
+    sum: torch.Tensor
+    count: Union[torch.Tensor, int]
+
+
+LossTerms = Dict[str, Union[torch.Tensor, TokenLoss]]
+
+
+@runtime_checkable
+class TaskProtocol(Protocol):
+    """What the Trainer calls. `Task` below implements the optional parts."""
+    sections: ClassVar[Dict[str, type]]
+
+    def build_model(self) -> nn.Module: ...
+    def train_loader(self, rank: int, world_size: int) -> Iterable[Dict[str, Any]]: ...
+    def compute_loss(self, wrapped: Callable[..., Any], model: nn.Module, batch: Dict[str, Any],
+                     step: int) -> LossTerms: ...
+    def batch_size(self, batch: Dict[str, Any]) -> int: ...
+    def param_groups(self, model: nn.Module) -> List[Dict[str, Any]]: ...
+    def after_step(self, model: nn.Module) -> None: ...
+    def evaluate(self, model: nn.Module, final: bool = False) -> Dict[str, Any]: ...
+    def plot(self, out_dir: str, metrics_path: str, metrics: Dict[str, Any]) -> None: ...
+
+
+class Task:
+    """Defaults for the optional parts of the contract.
+
+    `compute_loss` must call `wrapped(...)` exactly once per micro-batch (the trainer checks):
+    DDP's and FSDP's gradient synchronisation hangs on that call, and a forward that goes around
+    it would train each rank on its own. It returns named terms; "loss" is a mean (a tensor) or a
+    `TokenLoss(sum, count)`; other terms are logged.
+    """
+    sections: ClassVar[Dict[str, type]] = {}
+
+    def __init__(self, recipe, rank: int = 0, world_size: int = 1):
+        self.recipe = recipe
+        self.rank, self.world_size = rank, world_size
+
+    def batch_size(self, batch: Dict[str, Any]) -> int:
+        for v in batch.values():
+            if isinstance(v, torch.Tensor) and v.ndim > 0:
+                return int(v.shape[0])
+        raise ValueError(f"{type(self).__name__}.batch_size: no tensor in the batch (keys {sorted(batch)})")
+
+    def param_groups(self, model: nn.Module) -> List[Dict[str, Any]]:
+        return param_groups(model, self.recipe.optim, num_layers=self.num_layers(model))
+
+    def num_layers(self, model: nn.Module) -> int:
+        """Depth for layer-wise LR decay (the deepest tower's layer count)."""
+        config = getattr(model, "config", None) or {}
+        depths = [c.get("num_hidden_layers", 0) for c in [config, *[v for v in config.values() if isinstance(v, dict)]]
+                  if isinstance(c, dict)]
+        return max(depths or [0])
+
+    def after_step(self, model: nn.Module) -> None:
+        pass
+
+    def evaluate(self, model: nn.Module, final: bool = False) -> Dict[str, Any]:
+        return {}
+
+    def plot(self, out_dir: str, metrics_path: str, metrics: Dict[str, Any]) -> None:
+        import os
+
+        from ..viz import plot_training_curves, read_metrics
+
+        plot_training_curves(read_metrics(metrics_path), os.path.join(out_dir, "loss.png"))
+
+
+TASKS: Dict[str, type] = {}
+_BUILTIN = {"clip": "tessera.train.clip_task"}
+
+
+def register_task(name: str):
+    """Class decorator: makes `task: name` in a recipe build this class."""
+    def deco(cls):
+        if name in TASKS and TASKS[name] is not cls:
+            raise ValueError(f"task {name!r} is already registered by {TASKS[name].__module__}.{TASKS[name].__name__}")
+        missing = [m for m in ("build_model", "train_loader", "compute_loss") if not callable(getattr(cls, m, None))]
+        if missing:
+            raise TypeError(f"task {name!r} ({cls.__name__}) lacks {', '.join(missing)}")
+        TASKS[name] = cls
+        return cls
+    return deco
+
+
+def _entry_points() -> None:
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="tessera.tasks"):
+        if ep.name not in TASKS:
+            TASKS[ep.name] = ep.load()
+
+
+def import_modules(modules: Optional[List[str]]) -> None:
+    """Imports modules that register tasks (`--import`); a failure names the module."""
+    for name in modules or []:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise ValueError(f"--import {name}: {e}") from None
+
+
+def task_class(name: str, where: str = "recipe") -> type:
+    if name not in TASKS and name in _BUILTIN:
+        importlib.import_module(_BUILTIN[name])
+    if name not in TASKS:
+        _entry_points()
+    if name not in TASKS:
+        known = sorted(set(TASKS) | set(_BUILTIN))
+        raise ValueError(f"{where}.task: unknown task {name!r}; registered: {', '.join(known)} "
+                         f"(a task outside tessera: --import its module)")
+    return TASKS[name]
+
+
+def list_tasks() -> List[str]:
+    for name in _BUILTIN:
+        task_class(name)
+    _entry_points()
+    return sorted(TASKS)
+
+
+def build_task(recipe, rank: int = 0, world_size: int = 1):
+    return task_class(recipe.task)(recipe, rank, world_size)
