@@ -14,18 +14,21 @@ folder on a shared filesystem.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import pickle
 import random
 import shutil
+import warnings
 from typing import Any, Dict, List, Optional
 
 import torch
 import torch.distributed as dist
 
 from .. import _C
+from ..models.weights import save_weights
 
 FORMAT_VERSION = 2
 STATE_FILE = "trainer_state.pt"
@@ -62,6 +65,15 @@ def list_checkpoints(out_dir: str) -> List[str]:
     return [os.path.join(root, n) for n in names]
 
 
+@contextlib.contextmanager
+def _single_process_quiet():
+    """DCP warns that it assumes one process when torch.distributed is not initialised; that is
+    what a single-process run means."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
 def _barrier(info) -> None:
     if info.world_size > 1:
         dist.barrier()
@@ -84,11 +96,15 @@ def save_checkpoint(out_dir: str, wrapped, optimizer, trainer_state: Dict[str, A
         os.makedirs(tmp)
     _barrier(info)
     model_sd, optim_sd = get_state_dict(wrapped.model, optimizer)
-    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=os.path.join(tmp, DCP_DIR),
-             no_dist=not dist.is_initialized())
+    with _single_process_quiet():
+        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=os.path.join(tmp, DCP_DIR),
+                 no_dist=not dist.is_initialized())
     full = wrapped.full_state_dict()  # a collective when sharded
     if info.is_main:
-        wrapped.model.save_pretrained(tmp, state_dict=full)  # each file atomic + fsynced
+        if hasattr(wrapped.model, "save_pretrained"):  # HF layout: config.json + model.safetensors
+            wrapped.model.save_pretrained(tmp, state_dict=full)
+        else:  # a task's plain nn.Module: its tensors under their names
+            save_weights(tmp, {k: v.detach().contiguous() for k, v in full.items()})
         buf = io.BytesIO()
         torch.save({"format_version": FORMAT_VERSION, **trainer_state}, buf)
         _C.core.write_file_atomic(os.path.join(tmp, STATE_FILE), buf.getvalue())
@@ -114,8 +130,9 @@ def load_checkpoint(ckpt_dir: str, wrapped, optimizer) -> Dict[str, Any]:
     state = load_trainer_state(ckpt_dir)
     model_sd, optim_sd = get_state_dict(wrapped.model, optimizer)
     try:
-        dcp.load({"model": model_sd, "optim": optim_sd}, checkpoint_id=os.path.join(ckpt_dir, DCP_DIR),
-                 no_dist=not dist.is_initialized())
+        with _single_process_quiet():
+            dcp.load({"model": model_sd, "optim": optim_sd}, checkpoint_id=os.path.join(ckpt_dir, DCP_DIR),
+                     no_dist=not dist.is_initialized())
     except Exception as e:  # DCP names missing keys or shapes; say which checkpoint
         raise ValueError(f"{ckpt_dir}: cannot restore model/optimizer from {DCP_DIR}/: {e}") from None
     set_state_dict(wrapped.model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd)

@@ -50,10 +50,15 @@ class TensorLoader:
         return self._epoch
 
     def state_dict(self) -> Dict[str, int]:
-        return {"epoch": self._epoch, "batch": self._batch}
+        return {"epoch": self._epoch, "batches": self._batch, "seed": self.seed, "rank": self.rank,
+                "world_size": self.world_size, "batch_size": self.batch_size, "dataset_size": self.n}
 
     def load_state_dict(self, state: Dict[str, int]) -> None:
-        self._epoch, self._batch = int(state["epoch"]), int(state["batch"])
+        mine = self.state_dict()
+        for key in ("seed", "world_size", "batch_size", "dataset_size"):
+            if key in state and int(state[key]) != int(mine[key]):
+                raise ValueError(f"cannot resume: the saved loader had {key}={state[key]}, this one has {mine[key]}")
+        self._epoch, self._batch = int(state["epoch"]), int(state["batches"])
 
     def stop(self) -> None:
         pass

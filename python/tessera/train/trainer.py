@@ -43,6 +43,23 @@ class _CountedCall:
         return getattr(self.module, name)
 
 
+def reshard_data_state(saved: Dict[str, int], mine: Dict[str, int]) -> Dict[str, int]:
+    """A loader position saved by another number of processes (or per-process batch), expressed
+    for this loader: the same number of samples consumed, when that is a whole number of this
+    run's global batches."""
+    keys = ("world_size", "batch_size", "batches")
+    if not all(k in saved and k in mine for k in keys) or all(saved[k] == mine[k] for k in keys[:2]):
+        return saved
+    consumed = saved["batches"] * saved["batch_size"] * saved["world_size"]
+    per_step = mine["batch_size"] * mine["world_size"]
+    if consumed % per_step:
+        raise ValueError(f"cannot resume: {consumed} samples consumed are not a whole number of "
+                         f"global batches of {per_step} (batch_size {mine['batch_size']} x {mine['world_size']} "
+                         f"processes); keep batch_size x processes = {saved['batch_size'] * saved['world_size']}")
+    return {**saved, "world_size": mine["world_size"], "batch_size": mine["batch_size"], "rank": mine["rank"],
+            "batches": consumed // per_step}
+
+
 class Trainer:
     def __init__(self, recipe: Recipe, task, out_dir: str, info: Optional[DistInfo] = None, progress: bool = True):
         self.recipe = recipe
@@ -137,8 +154,11 @@ class Trainer:
         cfg, info = self.recipe, self.info
         cores = os.cpu_count() or 1
         torch.set_num_threads(cfg.train.threads or max(1, cores // info.world_size))
-        seed_all(cfg.train.seed, info.rank)
+        # Every rank builds the same initial weights (FSDP2 shards each rank's own copy; DDP
+        # would broadcast rank 0's), then draws from its own stream.
+        seed_all(cfg.train.seed, 0)
         self.model = self.task.build_model().to(info.device)
+        seed_all(cfg.train.seed, info.rank)
         self.model.train()
         self.wrapped = Wrapped(self.model, info, cfg.train.strategy, cfg.train.precision,
                                cfg.model.gradient_checkpointing, cfg.train.cpu_offload)
@@ -280,7 +300,7 @@ class Trainer:
         rank, saved_world = self.info.rank, state.get("world_size", 1)
         data = state["data"][min(rank, len(state["data"]) - 1)]
         if data and hasattr(loader, "load_state_dict"):
-            loader.load_state_dict(data)
+            loader.load_state_dict(reshard_data_state(data, loader.state_dict()))
         if saved_world == self.info.world_size:
             set_rng_state(state["rng"][rank])
         elif self.info.is_main:

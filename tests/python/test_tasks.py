@@ -1,0 +1,119 @@
+"""Tasks: a task defined outside tessera trains through `tessera train` unchanged; token-weighted
+accumulation gives the whole batch's gradient; a forward around the wrapper is caught; parameter
+groups (no decay, layer-wise LR decay, per-module LR)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from tessera.train import Trainer, recipe_from_dict
+from tessera.train.distributed import DistInfo
+from tessera.train.optim import param_groups
+
+HERE = os.path.dirname(__file__)
+sys.path.insert(0, HERE)
+import _toy_task  # noqa: E402  (registers toy_regression)
+
+TOY = {"task": "toy_regression", "data": {"samples": 256, "batch_size": 16},
+       "optim": {"lr": 0.05, "warmup_fraction": 0.0, "weight_decay": 0.0},
+       "train": {"steps": 60, "log_every": 10, "checkpoint_every": 30, "threads": 1}}
+
+
+def test_outside_task_trains_through_the_cli(tmp_path):
+    path = tmp_path / "toy.yaml"
+    path.write_text(yaml.safe_dump(TOY))
+    env = {**os.environ, "PYTHONPATH": HERE + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "tessera.cli", "train", str(path), "--import", "_toy_task",
+                          "--out", str(tmp_path / "run"), "--quiet"], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.load(open(tmp_path / "run" / "summary.json"))
+    assert summary["final_loss"] < 0.2 * summary["first_loss"], summary
+    assert summary["eval_mse"] < 0.2 * summary["first_loss"], summary
+    assert (tmp_path / "run" / "checkpoints" / "step-00000060" / "model.safetensors").exists()
+    rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert all(r["tokens"] > 16 for r in rows if "tokens" in r)  # counts, not samples
+
+    unknown = subprocess.run([sys.executable, "-m", "tessera.cli", "train", str(path), "--out", str(tmp_path / "x")],
+                             env=env, capture_output=True, text=True, timeout=120)
+    assert unknown.returncode == 2 and "unknown task 'toy_regression'" in unknown.stderr and "--import" in unknown.stderr
+
+
+def _trainer(tmp_path, accumulation: int, task_cls=_toy_task.ToyRegression):
+    recipe = recipe_from_dict({**TOY, "optim": {**TOY["optim"], "accumulation_steps": accumulation}})
+    trainer = Trainer(recipe, task_cls(recipe), str(tmp_path), DistInfo(), progress=False)
+    trainer.setup()
+    return trainer
+
+
+def _micro_batches():
+    t = _toy_task.toy_tensors(16, 6, 8, seed=3)
+    # Four micro-batches of 4 rows with different numbers of valid tokens.
+    counts = [int(t["mask"][i:i + 4].sum()) for i in range(0, 16, 4)]
+    assert len(set(counts)) > 1, counts
+    return t, [{k: v[i:i + 4] for k, v in t.items()} for i in range(0, 16, 4)]
+
+
+def test_token_weighted_accumulation_gives_the_whole_batch_gradient(tmp_path):
+    whole, micro = _micro_batches()
+    trainer = _trainer(tmp_path, accumulation=4)
+    terms, finite, samples = trainer.accumulate(iter(micro), step=0)
+    assert finite and samples == 16 and terms["tokens"] == int(whole["mask"].sum())
+    got = {n: p.grad.clone() for n, p in trainer.model.named_parameters()}
+
+    model = trainer.model
+    model.zero_grad()
+    err = (model(whole["x"]) - whole["y"]).pow(2).sum(-1)[whole["mask"]]
+    err.mean().backward()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(got[n], p.grad, rtol=1e-5, atol=1e-6, msg=n)
+    assert terms["loss"] == pytest.approx(float(err.detach().mean()), rel=1e-6)
+
+    # The mean of per-micro-batch means (what averaging losses would do) is a different gradient.
+    model.zero_grad()
+    sum(((model(b["x"]) - b["y"]).pow(2).sum(-1)[b["mask"]].mean() / 4) for b in micro).backward()
+    assert not torch.allclose(model.proj.weight.grad, got["proj.weight"], rtol=1e-3)
+
+
+def test_forward_around_the_wrapper_is_an_error(tmp_path):
+    class Bypass(_toy_task.ToyRegression):
+        def compute_loss(self, wrapped, model, batch, step):
+            err = (model(batch["x"]) - batch["y"]).pow(2).sum(-1)
+            return {"loss": err.mean()}
+
+    _, micro = _micro_batches()
+    trainer = _trainer(tmp_path, accumulation=1, task_cls=Bypass)
+    with pytest.raises(RuntimeError, match="called the wrapped model 0 times.*exactly once"):
+        trainer.accumulate(iter(micro), step=0)
+
+
+def test_param_groups_decay_layer_decay_and_module_lr():
+    import tessera
+    from tessera.train.config import OptimConfig
+
+    model = tessera.CLIPModel({"projection_dim": 8,
+                               "text_config": {"hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 2,
+                                               "num_attention_heads": 2, "max_position_embeddings": 8},
+                               "vision_config": {"hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 2,
+                                                 "num_attention_heads": 2, "image_size": 8, "patch_size": 4}})
+    cfg = OptimConfig(lr=1.0, weight_decay=0.1, layer_decay=0.5, lr_scales={"visual_projection": 10.0})
+    groups = param_groups(model, cfg, num_layers=2)
+    names = {id(p): n for n, p in model.named_parameters()}
+    where = {names[id(p)]: g for g in groups for p in g["params"]}
+    assert len(where) == len(names)
+    assert where["text_model.embeddings.token_embedding.weight"]["weight_decay"] == 0.0
+    assert where["vision_model.encoder.layers.0.layer_norm1.weight"]["weight_decay"] == 0.0
+    assert where["vision_model.encoder.layers.0.mlp.fc1.bias"]["weight_decay"] == 0.0
+    assert where["logit_scale"]["weight_decay"] == 0.0
+    assert where["vision_model.encoder.layers.0.mlp.fc1.weight"]["weight_decay"] == 0.1
+    # BEiT's rule: lr * decay ** (layers + 1 - layer_id); embeddings id 0, layer i id i + 1.
+    assert where["vision_model.embeddings.patch_embedding.weight"]["lr"] == pytest.approx(0.5 ** 3)
+    assert where["vision_model.encoder.layers.0.mlp.fc1.weight"]["lr"] == pytest.approx(0.5 ** 2)
+    assert where["vision_model.encoder.layers.1.mlp.fc1.weight"]["lr"] == pytest.approx(0.5)
+    assert where["visual_projection.weight"]["lr"] == pytest.approx(10.0)
+    with pytest.raises(ValueError, match="no parameter name starts with visual_proj_typo"):
+        param_groups(model, OptimConfig(lr_scales={"visual_proj_typo": 2.0}), num_layers=2)

@@ -1,0 +1,175 @@
+"""The trainer under torchrun (2 Gloo ranks, CPU): `ddp` and `fsdp2` give the losses and weights
+of one process with the same global batch, every trainable parameter changes, and a DCP
+checkpoint resumes onto 2 ranks bit-exactly and onto 1 rank within float tolerance."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+import tessera
+from tessera.train import build_task, recipe_from_dict
+from tessera.train.distributed import seed_all
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _recipes import FMNIST, tiny_recipe  # noqa: E402
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not os.path.isdir(FMNIST), reason="dataset-fashion-mnist not installed")]
+STEPS = 4
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def recipe(strategy: str, per_rank_batch: int, **train):
+    return tiny_recipe(layers=2, batch_size=per_rank_batch, steps=STEPS, checkpoint_every=2, keep_checkpoints=2,
+                       strategy=strategy, **train)
+
+
+def train(tmp_path, name: str, r, procs: int, out=None, resume=False):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(r))
+    out = out or tmp_path / name
+    launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs)]
+              if procs > 1 else [sys.executable])
+    cmd = [*launch, "-m", "tessera.train", str(path), "--out", str(out), "--quiet", *(["--resume"] if resume else [])]
+    run = subprocess.run(cmd, env=ENV, timeout=600, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-4000:]
+    return out
+
+
+def weights(out, step=STEPS):
+    return tessera.from_pretrained(str(out / "checkpoints" / f"step-{step:08d}")).state_dict()
+
+
+def losses(out):
+    rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    return [r["loss"] for r in rows if "loss" in r]
+
+
+def initial_weights(r):
+    recipe_obj = recipe_from_dict(r)
+    seed_all(recipe_obj.train.seed, 0)
+    return build_task(recipe_obj).build_model().state_dict()
+
+
+def assert_close(a, b, tol):
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=tol, atol=tol, msg=k)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dist")
+    return {
+        "tmp": tmp,
+        "single": train(tmp, "single", recipe("ddp", 32), 1),
+        "ddp": train(tmp, "ddp", recipe("ddp", 16), 2),
+        "fsdp2": train(tmp, "fsdp2", recipe("fsdp2", 16), 2),
+    }
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
+def test_two_ranks_equal_one_process(runs, strategy):
+    one, two = runs["single"], runs[strategy]
+    assert json.load(open(two / "summary.json"))["strategy"] == strategy
+    torch.testing.assert_close(torch.tensor(losses(two)), torch.tensor(losses(one)), rtol=1e-5, atol=1e-5)
+    final = weights(two)
+    assert_close(final, weights(one), 1e-5)
+    start = initial_weights(recipe(strategy, 16))
+    unchanged = [k for k in start if torch.equal(start[k], final[k])]
+    assert not unchanged, unchanged
+
+
+def test_fsdp2_checkpoint_is_sharded_and_exports_hf(runs):
+    ckpt = runs["fsdp2"] / "checkpoints" / f"step-{STEPS:08d}"
+    files = sorted(os.listdir(ckpt / "dcp"))
+    assert ".metadata" in files and sum(f.endswith(".distcp") for f in files) == 2, files
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.CLIPModel.from_pretrained(str(ckpt))
+    ours = weights(runs["fsdp2"])
+    for k, v in hf.state_dict().items():
+        if k in ours:
+            assert torch.equal(v, ours[k]), k
+
+
+def _resume_from_step2(tmp, source, name):
+    out = tmp / name
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(source, out)
+    shutil.rmtree(out / "checkpoints" / f"step-{STEPS:08d}")
+    return out
+
+
+def test_dcp_resume_onto_two_ranks_is_bit_exact(runs):
+    out = _resume_from_step2(runs["tmp"], runs["fsdp2"], "resume2")
+    train(runs["tmp"], "resume2", recipe("fsdp2", 16), 2, out=out, resume=True)
+    a, b = weights(out), weights(runs["fsdp2"])
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+    assert losses(out) == losses(runs["fsdp2"])
+
+
+def test_dcp_resume_onto_one_rank_continues(runs):
+    # Same global batch (32 on one rank = 2 x 16): the same samples per step, summed in another
+    # order, so equal within float rounding rather than bit for bit.
+    out = _resume_from_step2(runs["tmp"], runs["fsdp2"], "resume1")
+    train(runs["tmp"], "resume1", recipe("ddp", 32), 1, out=out, resume=True)
+    assert_close(weights(out), weights(runs["fsdp2"]), 1e-5)
+    torch.testing.assert_close(torch.tensor(losses(out)), torch.tensor(losses(runs["fsdp2"])), rtol=1e-5, atol=1e-5)
+
+
+def test_resume_of_a_finished_run_evaluates_it(runs):
+    out = _resume_from_step2(runs["tmp"], runs["single"], "done")
+    shutil.copytree(runs["single"] / "checkpoints" / f"step-{STEPS:08d}", out / "checkpoints" / f"step-{STEPS:08d}")
+    path = runs["tmp"] / "done.yaml"
+    path.write_text(yaml.safe_dump(recipe("ddp", 32)))
+    run = subprocess.run([sys.executable, "-m", "tessera.train", str(path), "--out", str(out), "--quiet", "--resume"],
+                         env=ENV, timeout=300, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "the run is complete (4/4 steps)" in run.stdout
+    summary = json.load(open(out / "summary.json"))
+    assert summary["train_steps"] == STEPS and summary["zero_shot_top1"] > 0 and summary["final_loss"] is not None
+
+
+def test_fsdp2_bf16_with_checkpointing_and_accumulation_trains(runs):
+    r = recipe("fsdp2", 8, precision="bf16")
+    r["model"]["gradient_checkpointing"] = True
+    r["optim"]["accumulation_steps"] = 2
+    out = train(runs["tmp"], "fsdp2_bf16", r, 2)
+    rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    assert all(row["loss"] == row["loss"] and row["grad_norm"] > 0 for row in rows if "loss" in row)
+    final, start = weights(out), initial_weights(r)
+    assert final["logit_scale"].dtype == torch.float32  # bf16 compute, fp32 master weights
+    unchanged = [k for k in start if torch.equal(start[k], final[k])]
+    assert not unchanged, unchanged
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
+def test_token_weighted_loss_across_ranks_equals_one_process(tmp_path, strategy):
+    import _toy_task  # noqa: F401  (the subprocesses import it through --import)
+
+    def toy(batch):
+        return {"task": "toy_regression", "data": {"samples": 128, "batch_size": batch},
+                "optim": {"lr": 0.05, "warmup_fraction": 0.0, "weight_decay": 0.0, "accumulation_steps": 2},
+                "train": {"steps": 3, "log_every": 1, "checkpoint_every": 3, "threads": 1, "strategy": strategy}}
+
+    env = {**ENV, "PYTHONPATH": os.path.dirname(__file__) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    outs = []
+    for procs, batch in ((1, 16), (2, 8)):
+        path = tmp_path / f"toy{procs}.yaml"
+        path.write_text(yaml.safe_dump(toy(batch)))
+        launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+                  if procs > 1 else [sys.executable])
+        out = tmp_path / f"toy{procs}"
+        run = subprocess.run([*launch, "-m", "tessera.train", str(path), "--import", "_toy_task", "--out", str(out),
+                              "--quiet"], env=env, timeout=300, capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr[-3000:]
+        outs.append(out)
+    one, two = (losses(o) for o in outs)
+    torch.testing.assert_close(torch.tensor(two), torch.tensor(one), rtol=1e-5, atol=1e-5)
+    a, b = (tessera.models.weights.load_weights(str(o / "checkpoints" / "step-00000003")) for o in outs)
+    assert_close(a, b, 1e-5)
