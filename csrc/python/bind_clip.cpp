@@ -28,6 +28,12 @@ py::class_<T, std::shared_ptr<T>> bind_family_module(py::module_& m, const char*
 
 void bind_clip(py::module_& m) {
   using namespace models;
+  m.def(
+      "resolve_config",
+      [](const std::string& cfg) {
+        return ClipOptions::from_json(nlohmann::json::parse(cfg), "config").to_json().dump();
+      },
+      py::arg("config_json"), "The full CLIP config (defaults filled in, checked) without building a model.");
   bind_family_module<ClipVisionTransformerImpl, ClipVisionOptions>(m, "VisionTransformer")
       .def(
           "forward",

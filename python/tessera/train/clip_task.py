@@ -124,6 +124,49 @@ class ClipTask(Task):
             model = CLIPModel(m.config)
         return model
 
+    @classmethod
+    def model_config(cls, recipe) -> Dict[str, Any]:
+        """The full config the recipe builds (variant or checkpoint, overrides, C++ defaults)."""
+        import json
+
+        from .. import _C
+        from ..models.pretrained import merge_config, read_config
+        from ..registry import variant
+
+        m = recipe.model
+        if m.name:
+            base = variant(m.name)[1]
+        elif m.pretrained:
+            base = read_config(os.path.join(m.pretrained, "config.json"))
+        else:
+            base = {}
+        return json.loads(_C.clip.resolve_config(json.dumps(merge_config(base, m.config))))
+
+    @classmethod
+    def memory_shape(cls, recipe):
+        """CLIP for `tessera plan`: the two towers at the recipe's image size and context length."""
+        from ..plan import ModelShape, Stack
+
+        c, d = cls.model_config(recipe), recipe.data
+        v, t = c["vision_config"], c["text_config"]
+        patches = (d.image_size // v["patch_size"]) ** 2
+        lv, lt = patches + 1, d.context_length
+        stacks = [Stack("vision", v["num_hidden_layers"], lv, v["hidden_size"], v["intermediate_size"],
+                        v["num_attention_heads"]),
+                  Stack("text", t["num_hidden_layers"], lt, t["hidden_size"], t["intermediate_size"],
+                        t["num_attention_heads"])]
+        hv, ht, proj = v["hidden_size"], t["hidden_size"], c["projection_dim"]
+        other = (hv * v["num_channels"] * v["patch_size"] ** 2 + hv + (v["image_size"] // v["patch_size"]) ** 2 * hv
+                 + hv + 4 * hv                                                   # class + pre/post norms
+                 + t["vocab_size"] * ht + t["max_position_embeddings"] * ht + 2 * ht  # embeddings, final norm
+                 + hv * proj + ht * proj + 1)                                    # projections, logit_scale
+        pixels = 3 * d.image_size ** 2 * 4
+        # Outside the layers: patch + position embeddings and the pre-norm (vision), token +
+        # position embeddings and the final norm (text), the pixels' patch unfold.
+        acts = 4 * (4 * lv * hv + 3 * lt * ht) + 2 * pixels
+        return ModelShape("clip", stacks, other_params=other, other_activations_per_sample=acts,
+                          sample_bytes=pixels + lt * 8, batch_size=d.batch_size, prefetch=d.prefetch)
+
     def compute_loss(self, wrapped, model: CLIPModel, batch: Dict[str, Any], step: int) -> Dict[str, torch.Tensor]:
         device = model.device
         ids = self.tokenizer(self.captions(batch, step), context_length=self.recipe.data.context_length).to(device)

@@ -143,15 +143,15 @@ def recipe_from_dict(values: Dict[str, Any], where: str = "recipe") -> Recipe:
     values = dict(values or {})
     task_name = values.pop("task", "clip")
     if not isinstance(task_name, str):
-        raise ValueError(f"{where}.task: expected a task name, got {task_name!r}")
-    task_sections = dict(getattr(task_class(task_name, where), "sections", {}))
+        raise ValueError(f"{where}: task: expected a task name, got {task_name!r}")
+    task_sections = dict(getattr(task_class(task_name, f"{where}: "), "sections", {}))
     valid = ["task", *_TRAINER_SECTIONS, *task_sections]
     unknown = sorted(set(values) - set(valid))
     if unknown:
         raise ValueError(f"{where}: unknown section(s) {', '.join(unknown)} for task {task_name!r}; "
                          f"valid: {', '.join(valid)}")
-    built = {k: build_section(cls, values.get(k), f"{where}.{k}") for k, cls in _TRAINER_SECTIONS.items()}
-    sections = {k: build_section(cls, values.get(k), f"{where}.{k}") for k, cls in task_sections.items()}
+    built = {k: build_section(cls, values.get(k), f"{where}: {k}") for k, cls in _TRAINER_SECTIONS.items()}
+    sections = {k: build_section(cls, values.get(k), f"{where}: {k}") for k, cls in task_sections.items()}
     return Recipe(task=task_name, sections=sections, **built)
 
 

@@ -128,14 +128,14 @@ def import_modules(modules: Optional[List[str]]) -> None:
             raise ValueError(f"--import {name}: {e}") from None
 
 
-def task_class(name: str, where: str = "recipe") -> type:
+def task_class(name: str, where: str = "recipe: ") -> type:
     if name not in TASKS and name in _BUILTIN:
         importlib.import_module(_BUILTIN[name])
     if name not in TASKS:
         _entry_points()
     if name not in TASKS:
         known = sorted(set(TASKS) | set(_BUILTIN))
-        raise ValueError(f"{where}.task: unknown task {name!r}; registered: {', '.join(known)} "
+        raise ValueError(f"{where}task: unknown task {name!r}; registered: {', '.join(known)} "
                          f"(a task outside tessera: --import its module)")
     return TASKS[name]
 

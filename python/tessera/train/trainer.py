@@ -43,6 +43,13 @@ class _CountedCall:
         return getattr(self.module, name)
 
 
+def batch_stream(loader) -> Iterator[Dict[str, Any]]:
+    """Batches epoch after epoch (the loader resumes mid-epoch after load_state_dict)."""
+    while True:
+        yield from loader
+        loader.set_epoch(loader.epoch + 1)
+
+
 def reshard_data_state(saved: Dict[str, int], mine: Dict[str, int]) -> Dict[str, int]:
     """A loader position saved by another number of processes (or per-process batch), expressed
     for this loader: the same number of samples consumed, when that is a whole number of this
@@ -148,6 +155,18 @@ class Trainer:
         wrapped.finish_gradients(scale)
         return terms, True, samples
 
+    def train_step(self, batches: Iterator[Dict[str, Any]], step: int) -> Tuple[Dict[str, float], bool, int]:
+        """One optimizer step (skipped, with the gradients dropped, when a loss is not finite)."""
+        terms, finite, samples = self.accumulate(batches, step)
+        if finite:
+            if self.recipe.optim.grad_clip > 0:
+                terms["grad_norm"] = self.wrapped.clip_grad_norm(self.recipe.optim.grad_clip)
+            self.optimizer.step()
+            self.task.after_step(self.model)
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return terms, finite, samples
+
     # ---- the loop -----------------------------------------------------------------------
     def setup(self) -> None:
         """Builds, wraps and optimises the task's model (also used by `tessera plan --measure`)."""
@@ -194,12 +213,7 @@ class Trainer:
             print(f"{ckpt}: the run is complete ({step}/{total} steps); evaluating it "
                   f"(raise train.steps to train further)")
 
-        def batches():
-            while True:  # the loader resumes mid-epoch after load_state_dict
-                yield from loader
-                loader.set_epoch(loader.epoch + 1)
-
-        stream = batches()
+        stream = batch_stream(loader)
         bar = None
         if self.progress and step < total:
             from tqdm import tqdm
@@ -207,10 +221,9 @@ class Trainer:
             bar = tqdm(total=total, initial=step, desc="train", dynamic_ncols=True)
         last_t, samples = time.time(), 0
         while step < total:
-            terms, finite, n = self.accumulate(stream, step)
+            terms, finite, n = self.train_step(stream, step)
             samples += n * info.world_size
             if not finite:
-                optimizer.zero_grad(set_to_none=True)
                 skipped += 1
                 bad_in_row += 1
                 self._log({"step": step, "skipped": True, "reason": "non-finite loss"})
@@ -221,15 +234,8 @@ class Trainer:
                         f"(train.max_bad_steps={cfg.train.max_bad_steps}); last good checkpoint: {last or 'none'}"
                     )
                 step += 1
-                scheduler.step()
                 continue
             bad_in_row = 0
-            if cfg.optim.grad_clip > 0:
-                terms["grad_norm"] = self.wrapped.clip_grad_norm(cfg.optim.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            self.task.after_step(model)
             step += 1
             first_loss = terms["loss"] if first_loss is None else first_loss
 

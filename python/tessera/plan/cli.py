@@ -1,0 +1,103 @@
+"""`tessera plan RECIPE [--set k=v] [--world-size N] [--device-memory 24GB] [--measure] [--json]`."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from typing import Any, Dict, List
+
+from .estimate import MemoryPlan, plan_memory, suggest, variants
+
+MiB = 2 ** 20
+
+
+def _mib(b: float) -> str:
+    return f"{b / MiB:9.1f}"
+
+
+def _label(p: MemoryPlan) -> str:
+    s = p.settings
+    strat = s.strategy if s.world_size > 1 else "single"
+    return (f"{strat:6s} {s.precision:4s} ckpt={'on ' if s.checkpointing else 'off'} "
+            f"batch={s.batch_size}x{s.accumulation}")
+
+
+def format_plan(p: MemoryPlan, table: List[MemoryPlan], fits: List[MemoryPlan], measured=None) -> str:
+    s = p.settings
+    lines = [f"memory per rank, {s.world_size} process(es) on {s.device}, {p.params / 1e6:.2f} M parameters",
+             f"recipe: {_label(p)}", "", "component                   MiB"]
+    for name in ("weights", "gradients", "optimizer", "activations", "temporaries", "communication", "data",
+                 "runtime"):
+        lines.append(f"  {name:22s}{_mib(getattr(p, name))}")
+    for stack, b in p.activations_per_layer.items():
+        lines.append(f"    per {stack} layer      {_mib(b)}")
+    lines.append(f"  {'peak (' + p.peak_moment + ')':22s}{_mib(p.peak)}")
+    if measured:
+        ratio = measured["peak"] / p.peak
+        lines.append(f"  {'measured peak':22s}{_mib(measured['peak'])}  ({measured['how']}; measured/planned "
+                     f"{ratio:.2f})")
+    lines += ["", "the same run under other settings (peak MiB per rank):"]
+    lines += [f"  {_label(q):42s}{_mib(q.peak)}" for q in table]
+    if fits is not None:
+        lines += ["", "settings that fit (fastest first):" if fits else "nothing fits: shard over more processes, "
+                  "shorten sequences or use a smaller model"]
+        lines += [f"  {_label(q):42s}{_mib(q.peak)}" for q in fits]
+    lines += [f"note: {n}" for n in p.notes]
+    return "\n".join(lines)
+
+
+def run_plan(args) -> int:
+    from ..models.weights import parse_size
+    from ..train import load_recipe
+    from ..train.hardware import cpu_has_native_bf16
+    from ..train.tasks import import_modules
+    from . import model_shape, settings_for
+
+    if args.measure:
+        from .measure import ensure_mmap_threshold
+
+        ensure_mmap_threshold()
+    import_modules(args.imports)
+    recipe = load_recipe(args.recipe, args.set)
+    world = args.world_size or int(os.environ.get("WORLD_SIZE", "1"))
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    shape = model_shape(recipe)
+    base = settings_for(recipe, shape, world, device)
+    plan = plan_memory(shape, base)
+    table = variants(shape, base)
+    fits = None
+    if args.device_memory:
+        bf16_ok = device == "cuda" or cpu_has_native_bf16()
+        fits = suggest(shape, base, parse_size(args.device_memory), bf16_ok)
+        if not bf16_ok:
+            plan.notes.append("bf16 left out of the suggestions: this CPU emulates it (about 6x slower)")
+        if shape.has_lora:
+            plan.notes.append("LoRA (train.lora) trains adapters only: gradients and optimizer state shrink to them")
+    measured = None
+    if args.measure:
+        from ..train.distributed import init_distributed
+        from .measure import measure_peak
+
+        info = init_distributed()
+        measured = measure_peak(recipe, info=info)
+        if info.world_size > 1:
+            import torch.distributed as dist
+
+            peaks = [None] * info.world_size
+            dist.all_gather_object(peaks, measured)
+            measured = max(peaks, key=lambda m: m["peak"])
+            dist.destroy_process_group()
+            if info.rank != 0:
+                return 0
+    if args.json:
+        out: Dict[str, Any] = {"plan": plan.as_dict(), "variants": [q.as_dict() for q in table]}
+        if fits is not None:
+            out["fits"] = [q.as_dict() for q in fits]
+        if measured:
+            out["measured"] = measured
+        print(json.dumps(out, indent=2))
+    else:
+        print(format_plan(plan, table, fits, measured))
+    return 0

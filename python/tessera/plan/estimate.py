@@ -1,0 +1,136 @@
+"""Peak memory per rank of a training step, from a `ModelShape` and the run's settings.
+
+The step's peak is the larger of two moments (AdamW, fp32 master weights):
+- early backward: weights + optimizer state + every saved activation + one layer's backward
+  transients (gradients are freed by `zero_grad(set_to_none=True)`, so few exist yet);
+- the optimizer step: weights + gradients + optimizer state + AdamW's foreach temporaries (one
+  fp32 tensor per parameter).
+DDP adds its gradient buckets (a second copy of the gradients); FSDP2 divides weights, gradients
+and optimizer state by the world size and adds the gathered working set: the root's parameters,
+the running and the prefetched layer, and one layer's reduce-scatter buffer.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Dict, List
+
+from .shapes import ModelShape
+
+MiB = 2 ** 20
+# The CPU runtime's own growth during training (thread pools, oneDNN primitive caches, allocator
+# slack), calibrated against RSS (docs/memory.md). CUDA adds its context outside allocator stats.
+RUNTIME_BYTES = {"cpu": 24 * MiB, "cuda": 0}
+
+
+@dataclass
+class Settings:
+    world_size: int = 1
+    strategy: str = "ddp"            # ddp | fsdp2 (one process: neither)
+    precision: str = "fp32"          # fp32 | bf16
+    checkpointing: bool = False
+    batch_size: int = 1              # per process, per micro-batch
+    accumulation: int = 1
+    prefetch: int = 4                # batches the loader keeps ready
+    device: str = "cpu"
+
+
+@dataclass
+class MemoryPlan:
+    settings: Settings
+    params: int                      # parameter count (whole model)
+    weights: int                     # bytes per rank, below likewise
+    gradients: int
+    optimizer: int
+    activations: int
+    activations_per_layer: Dict[str, int]
+    temporaries: int
+    communication: int               # DDP buckets / FSDP2 gathered parameters and reduce buffers
+    data: int
+    runtime: int
+    peak: int
+    peak_moment: str                 # "backward" or "optimizer step"
+    notes: List[str] = field(default_factory=list)
+
+    def as_dict(self) -> Dict:
+        return asdict(self)
+
+
+def _activation_mode(s: Settings) -> str:
+    if s.precision == "fp32":
+        return "fp32"
+    return "bf16_params" if s.strategy == "fsdp2" and s.world_size > 1 else "bf16"
+
+
+def plan_memory(shape: ModelShape, s: Settings) -> MemoryPlan:
+    P = shape.params()
+    n = s.world_size if s.strategy == "fsdp2" and s.world_size > 1 else 1
+    sharded = n > 1
+    mode = _activation_mode(s)
+    b = s.batch_size
+    per_layer: Dict[str, int] = {}
+    acts = int(shape.other_activations_per_sample * b * (0.5 if mode != "fp32" else 1.0))
+    recompute = 0
+    for st in shape.stacks:
+        full = st.layer_activations(b, mode)
+        kept = st.checkpointed_layer(b, 2 if mode == "bf16_params" else 4) if s.checkpointing else full
+        per_layer[st.name] = kept
+        acts += kept * st.layers
+        recompute = max(recompute, full if s.checkpointing else 0)
+    acts += recompute  # checkpointing rebuilds one layer's activations at a time in backward
+    transient = max((st.layer_transient(b) for st in shape.stacks), default=0)
+    if mode != "fp32":
+        transient //= 2
+
+    weights, grads, optim = 4 * P // n, 4 * P // n, 8 * P // n
+    comm = 0
+    notes = []
+    if sharded:
+        layer = max((st.layer_params() for st in shape.stacks), default=0)
+        pbytes = 2 if s.precision == "bf16" else 4
+        comm = pbytes * (shape.other_params + 2 * layer) + 4 * layer
+    elif s.strategy == "ddp" and s.world_size > 1:
+        comm = 4 * P
+    data = (s.prefetch + 2) * b * shape.sample_bytes
+    runtime = RUNTIME_BYTES.get(s.device, 0)
+    backward = weights + optim + acts + transient
+    step = weights + grads + optim + 4 * P // n
+    peak, moment = (backward, "backward") if backward >= step else (step, "optimizer step")
+    peak += comm + data + runtime
+    if s.precision == "bf16" and s.device == "cpu":
+        from ..train.hardware import cpu_has_native_bf16
+
+        if not cpu_has_native_bf16():
+            notes.append("bf16 on this CPU is emulated (no AVX512-BF16/AMX): about 6x slower than fp32")
+    return MemoryPlan(settings=s, params=P, weights=weights, gradients=grads, optimizer=optim, activations=acts,
+                      activations_per_layer=per_layer, temporaries=max(transient, 4 * P // n), communication=comm,
+                      data=data, runtime=runtime, peak=peak, peak_moment=moment, notes=notes)
+
+
+def variants(shape: ModelShape, base: Settings) -> List[MemoryPlan]:
+    """The recipe's run under each strategy, checkpointing and precision."""
+    out = []
+    for strategy in (["ddp", "fsdp2"] if base.world_size > 1 else ["ddp"]):
+        for precision in ("fp32", "bf16"):
+            for ckpt in (False, True):
+                out.append(plan_memory(shape, replace(base, strategy=strategy, precision=precision,
+                                                      checkpointing=ckpt)))
+    return out
+
+
+def suggest(shape: ModelShape, base: Settings, device_bytes: int, bf16_ok: bool, limit: int = 3) -> List[MemoryPlan]:
+    """Settings that fit `device_bytes`, keeping the global batch (micro-batch x accumulation):
+    fastest first (no checkpointing, bigger micro-batches, DDP before FSDP2, then bf16)."""
+    global_batch = base.batch_size * base.accumulation
+    fits = []
+    for strategy in (["ddp", "fsdp2"] if base.world_size > 1 else ["ddp"]):
+        for precision in (["fp32", "bf16"] if bf16_ok else ["fp32"]):
+            for ckpt in (False, True):
+                for accum in [a for a in range(1, global_batch + 1) if global_batch % a == 0]:
+                    p = plan_memory(shape, replace(base, strategy=strategy, precision=precision, checkpointing=ckpt,
+                                                   batch_size=global_batch // accum, accumulation=accum))
+                    if p.peak <= device_bytes:
+                        fits.append(p)
+                        break  # the biggest micro-batch that fits for this combination
+    fits.sort(key=lambda p: (p.settings.checkpointing, p.settings.accumulation, p.settings.strategy != "ddp",
+                             p.settings.precision != "fp32", p.peak))
+    return fits[:limit]

@@ -1,0 +1,132 @@
+"""`tessera plan`: parameter counts equal the model's, per-layer activations equal what autograd
+saves, and the planned peak agrees with the measured peak RSS of a real run within 20 % on three
+recipes of different shapes (the figures are printed; docs/memory.md has them)."""
+import contextlib
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import tessera
+from tessera.plan import Settings, model_shape, plan_memory, suggest
+from tessera.train import build_task, load_recipe
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+RECIPE = str(ROOT / "recipes" / "fashion_mnist_clip.yaml")
+FMNIST = "/usr/share/datasets/fashion-mnist"
+needs_data = pytest.mark.skipif(not os.path.isdir(FMNIST), reason="dataset-fashion-mnist not installed")
+BIG_VISION = ["model.config.vision_config.image_size=56", "data.image_size=56", "data.batch_size=128",
+              "model.config.vision_config.num_hidden_layers=8"]
+
+
+@needs_data
+@pytest.mark.parametrize("overrides", [[], BIG_VISION + ["model.config.text_config.num_hidden_layers=1"]])
+def test_parameter_count_is_exact(overrides):
+    recipe = load_recipe(RECIPE, overrides)
+    model = build_task(recipe).build_model()
+    assert model_shape(recipe).params() == sum(p.numel() for p in model.parameters())
+
+
+def _saved_bytes(recipe) -> int:
+    """Bytes autograd keeps for backward in one forward of the recipe's model and loss."""
+    task = build_task(recipe)
+    model = task.build_model().train()
+    if recipe.model.gradient_checkpointing:
+        model.set_gradient_checkpointing(True)
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    batch = next(iter(task.train_loader(0, 1)))
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if recipe.train.precision == "bf16"
+                else contextlib.nullcontext())
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
+        task.compute_loss(model, model, batch, 0)
+    return sum(v for k, v in storages.items() if k not in params)
+
+
+@needs_data
+@pytest.mark.parametrize("overrides", [["data.batch_size=64"], ["data.batch_size=64", "train.precision=bf16"],
+                                       BIG_VISION[:3] + ["data.batch_size=32"]])
+def test_activations_equal_what_autograd_saves(overrides):
+    recipe = load_recipe(RECIPE, overrides)
+    shape = model_shape(recipe)
+    plan = plan_memory(shape, Settings(precision=recipe.train.precision, batch_size=shape.batch_size))
+    saved = _saved_bytes(recipe)
+    print(f"\n{overrides}: saved {saved / 2**20:.1f} MiB, planned {plan.activations / 2**20:.1f} MiB")
+    assert abs(plan.activations - saved) <= 0.05 * saved
+
+
+# Three recipes of different shapes: the demo (two 4/3-layer towers, 17 tokens, batch 256), a
+# deeper vision tower on 65 tokens with activation checkpointing, and the same in bf16 autocast.
+SHAPES = {
+    "demo fp32": [],
+    "deep 56px checkpointed": BIG_VISION + ["model.gradient_checkpointing=true"],
+    "deep 56px bf16": BIG_VISION + ["train.precision=bf16"],
+}
+
+
+@needs_data
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(SHAPES))
+def test_plan_agrees_with_measured_peak(name):
+    overrides = SHAPES[name]
+    if "train.precision=bf16" in overrides:
+        from tessera.train.hardware import cpu_has_native_bf16
+
+        if not cpu_has_native_bf16():
+            overrides = overrides[:-1] + ["model.config.vision_config.num_hidden_layers=4"]  # bf16 is emulated here
+    cmd = [sys.executable, "-m", "tessera.cli", "plan", RECIPE, "--measure", "--json"]
+    for o in overrides:
+        cmd += ["--set", o]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout)
+    planned, measured = out["plan"]["peak"], out["measured"]["peak"]
+    print(f"\n{name}: planned {planned / 2**20:.1f} MiB, measured {measured / 2**20:.1f} MiB "
+          f"({out['measured']['how']}), measured/planned {measured / planned:.2f}")
+    assert 0.8 <= measured / planned <= 1.2
+
+
+@needs_data
+def test_suggestions_fit_and_keep_the_global_batch():
+    recipe = load_recipe(RECIPE)
+    shape = model_shape(recipe)
+    base = Settings(world_size=2, batch_size=256, accumulation=1)
+    device = 150 * 2 ** 20
+    fits = suggest(shape, base, device, bf16_ok=True)
+    assert fits and all(p.peak <= device for p in fits)
+    assert all(p.settings.batch_size * p.settings.accumulation == 256 for p in fits)
+    assert plan_memory(shape, base).peak > device  # the recipe as written would not fit
+    sharded = plan_memory(shape, Settings(world_size=2, strategy="fsdp2", batch_size=256))
+    assert sharded.weights * 2 == plan_memory(shape, Settings(world_size=1, batch_size=256)).weights
+
+
+@needs_data
+def test_plan_cli_text_and_errors(tmp_path, monkeypatch):
+    from tessera.cli import main
+    from tessera.train import hardware
+
+    assert main(["plan", RECIPE, "--device-memory", "300MB", "--set", "train.precision=bf16"]) == 0
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx2"})
+    with pytest.warns(UserWarning, match="about 6x slower"):
+        from tessera.train.trainer import Trainer
+        from tessera.train.distributed import DistInfo
+
+        recipe = load_recipe(RECIPE, ["train.precision=bf16"])
+        Trainer(recipe, None, str(tmp_path), DistInfo())._warn_slow_bf16()
+    plan = plan_memory(model_shape(recipe), Settings(precision="bf16", batch_size=8))
+    assert any("6x slower" in n for n in plan.notes)
+    sys.path.insert(0, os.path.dirname(__file__))
+    import _toy_task  # noqa: F401
+
+    (tmp_path / "toy.yaml").write_text("task: toy_regression\n")
+    assert main(["plan", str(tmp_path / "toy.yaml")]) == 2
+    assert main(["plan", RECIPE, "--set", "train.steps=-5"]) == 2
