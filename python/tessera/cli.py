@@ -35,14 +35,13 @@ def _format_summary(summary, out_dir: str) -> str:
 
 
 def _eval(args) -> int:
-    from .factory import from_pretrained
     from .train import build_task, load_recipe
     from .train.tasks import import_modules
 
     import_modules(args.imports)
     recipe = load_recipe(args.recipe, args.set + (["eval.retrieval=true"] if args.retrieval else []))
     task = build_task(recipe)
-    model = from_pretrained(args.checkpoint).eval()
+    model = task.load_model(args.checkpoint).eval()
     metrics = task.evaluate(model, final=False)
     print(json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, indent=2))
     return 0

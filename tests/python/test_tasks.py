@@ -38,6 +38,12 @@ def test_outside_task_trains_through_the_cli(tmp_path):
     rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
     assert all(r["tokens"] > 16 for r in rows if "tokens" in r)  # counts, not samples
 
+    ev = subprocess.run([sys.executable, "-m", "tessera.cli", "eval", str(tmp_path / "run" / "checkpoints" / "step-00000060"),
+                         "--recipe", str(path), "--import", "_toy_task"], env=env, capture_output=True, text=True,
+                        timeout=120)
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    assert json.loads(ev.stdout)["eval_mse"] == pytest.approx(summary["eval_mse"], rel=1e-5)
+
     unknown = subprocess.run([sys.executable, "-m", "tessera.cli", "train", str(path), "--out", str(tmp_path / "x")],
                              env=env, capture_output=True, text=True, timeout=120)
     assert unknown.returncode == 2 and "unknown task 'toy_regression'" in unknown.stderr and "--import" in unknown.stderr

@@ -48,6 +48,7 @@ class TaskProtocol(Protocol):
     def after_step(self, model: nn.Module) -> None: ...
     def evaluate(self, model: nn.Module, final: bool = False) -> Dict[str, Any]: ...
     def plot(self, out_dir: str, metrics_path: str, metrics: Dict[str, Any]) -> None: ...
+    def load_model(self, path: str) -> nn.Module: ...
 
 
 class Task:
@@ -82,6 +83,20 @@ class Task:
 
     def after_step(self, model: nn.Module) -> None:
         pass
+
+    def load_model(self, path: str) -> nn.Module:
+        """The model of a checkpoint folder, for `tessera eval`: an HF-layout folder through
+        `from_pretrained`, else this task's model with the folder's tensors."""
+        import os
+
+        from ..factory import from_pretrained
+        from ..models.weights import load_weights
+
+        if os.path.isfile(os.path.join(path, "config.json")):
+            return from_pretrained(path)
+        model = self.build_model()
+        model.load_state_dict(load_weights(path), strict=True)
+        return model.eval()
 
     def evaluate(self, model: nn.Module, final: bool = False) -> Dict[str, Any]:
         return {}
