@@ -83,6 +83,9 @@ def test_two_ranks_equal_one_process(runs, strategy):
     start = initial_weights(recipe(strategy, 16))
     unchanged = [k for k in start if torch.equal(start[k], final[k])]
     assert not unchanged, unchanged
+    # Evaluation ran (on every rank under fsdp2, each forward gathering the shards) and agrees.
+    top1 = [json.load(open(d / "summary.json"))["zero_shot_top1"] for d in (one, two)]
+    assert abs(top1[0] - top1[1]) <= 2 / 512, top1
 
 
 def test_fsdp2_checkpoint_is_sharded_and_exports_hf(runs):
