@@ -193,7 +193,7 @@ class Trainer:
         os.makedirs(self.out_dir, exist_ok=True)
         self._warn_slow_bf16()
         self.setup()
-        model, optimizer, scheduler = self.model, self.optimizer, self.scheduler
+        optimizer, scheduler = self.optimizer, self.scheduler
         loader = self.task.train_loader(info.rank, info.world_size)
 
         step, skipped, bad_in_row = 0, 0, 0
