@@ -1,39 +1,15 @@
 // Python bindings of models/clip. Outputs are converted generically (outputs.h) and become
 // ModelOutput objects in python/tessera/models/outputs.py.
 #include "bindings.h"
+#include "family_binding.h"
 #include "outputs.h"
 #include "tessera/models/clip/clip_model.h"
-#include "tessera/python/module_binding.h"
-
-#include <nlohmann/json.hpp>
 
 namespace tessera::python {
-namespace {
-
-at::Tensor opt(const std::optional<at::Tensor>& t) { return t ? *t : at::Tensor(); }
-
-/// bind_module plus what every family class has: construction from config JSON, config_json().
-template <class T, class Options>
-py::class_<T, std::shared_ptr<T>> bind_family_module(py::module_& m, const char* name) {
-  return bind_module<T>(m, name)
-      .def(py::init([](const std::string& cfg) {
-             return std::make_shared<T>(Options::from_json(nlohmann::json::parse(cfg), "config"));
-           }),
-           py::arg("config_json"))
-      .def("config_json", [](T& self) { return self.options.to_json().dump(); })
-      .def("set_gradient_checkpointing", &T::set_gradient_checkpointing, py::arg("enable"));
-}
-
-}  // namespace
 
 void bind_clip(py::module_& m) {
   using namespace models;
-  m.def(
-      "resolve_config",
-      [](const std::string& cfg) {
-        return ClipOptions::from_json(nlohmann::json::parse(cfg), "config").to_json().dump();
-      },
-      py::arg("config_json"), "The full CLIP config (defaults filled in, checked) without building a model.");
+  bind_resolve_config<ClipOptions>(m);
   bind_family_module<ClipVisionTransformerImpl, ClipVisionOptions>(m, "VisionTransformer")
       .def(
           "forward",

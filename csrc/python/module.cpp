@@ -35,6 +35,8 @@ PYBIND11_MODULE(_C, m) {
   bind_text(text);
   auto clip = m.def_submodule("clip", "CLIP and its vision/text towers");
   bind_clip(clip);
+  auto mae = m.def_submodule("mae", "MAE (ViTMAEForPreTraining) and its encoder");
+  bind_mae(mae);
   auto losses = m.def_submodule("losses", "CLIP InfoNCE and SigLIP sigmoid losses (math; gathering in Python)");
   bind_losses(losses);
   auto data = m.def_submodule("data", "image decoding, transforms, datasets and the threaded loader");

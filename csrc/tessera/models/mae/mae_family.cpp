@@ -1,0 +1,19 @@
+// The MAE family in the registry: its named variants are configs/*.json (compiled in by CMake);
+// this registers how they, and overrides of them, are checked.
+#include "tessera/core/registry.h"
+#include "tessera/models/mae/mae_options.h"
+
+#include <nlohmann/json.hpp>
+
+namespace tessera::models {
+namespace {
+
+const bool registered = [] {
+  core::register_family("mae", [](const nlohmann::json& j, const std::string& where) {
+    MaeOptions::from_json(j, where, /*strict=*/true);
+  });
+  return true;
+}();
+
+}  // namespace
+}  // namespace tessera::models

@@ -1,0 +1,99 @@
+"""MAE (He et al. 2021) over the C++ modules in csrc/tessera/models/mae, with the interface of
+transformers' ViTMAEForPreTraining and ViTMAEModel.
+
+    mae = tessera.ViTMAEForPreTraining({"image_size": 28, "patch_size": 7, "num_channels": 1, ...})
+    out = mae(pixel_values)                       # out.loss, out.logits, out.mask, out.ids_restore
+    pictures = mae.unpatchify(out.logits)         # the reconstruction (normalised with norm_pix_loss)
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, Optional
+
+import torch
+
+from .. import _C
+from ..cpp_module import CppModule, node_class
+from ..registry import register_model
+from .outputs import ModelOutput, make_output
+from .pretrained import PreTrainedModel, merge_config
+
+#: Python classes of the mirrored C++ nodes (wrap policies: FSDP2, activation checkpointing).
+ViTMAELayer = node_class("ViTMAELayer", layer=True)
+ViTMAEAttention = node_class("ViTMAEAttention")
+
+
+class ViTMAEModelOutput(ModelOutput):
+    """last_hidden_state, mask, ids_restore, hidden_states."""
+
+
+class ViTMAEForPreTrainingOutput(ModelOutput):
+    """loss, logits, mask, ids_restore, hidden_states."""
+
+
+def _check_pixels(pixel_values, noise) -> None:
+    if not isinstance(pixel_values, torch.Tensor):
+        raise TypeError(f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}")
+    if noise is not None and not isinstance(noise, torch.Tensor):
+        raise TypeError(f"noise must be a torch.Tensor or None, got {type(noise).__name__}")
+
+
+class _MaeBase(CppModule, PreTrainedModel):
+    model_type = "vit_mae"
+    _cpp_class = ""
+
+    def __init__(self, config: Optional[Dict[str, Any]] = None):
+        config = dict(config or {})
+        super().__init__(getattr(_C.mae, self._cpp_class)(json.dumps(config)))
+        self.config = merge_config(config, json.loads(self._cpp.config_json()))
+        self.config["architectures"] = [self.architecture]
+
+    def set_gradient_checkpointing(self, enable: bool = True) -> None:
+        self._cpp.set_gradient_checkpointing(enable)
+
+    def _run(self, pixel_values, noise, output_hidden_states, interpolate_pos_encoding):
+        _check_pixels(pixel_values, noise)
+        self._sync_parameters()
+        return make_output(self._cpp.forward(pixel_values, noise, bool(output_hidden_states),
+                                             bool(interpolate_pos_encoding)))
+
+
+@register_model
+class ViTMAEModel(_MaeBase):
+    """The MAE encoder: embeddings with random masking, ViT layers, final layernorm. Parameter
+    names are the ViT checkpoint tree (`embeddings.cls_token`, `encoder.layer.N....`)."""
+
+    architecture = "ViTMAEModel"
+    _cpp_class = "MaeModel"
+
+    def forward(self, pixel_values: torch.Tensor, noise: Optional[torch.Tensor] = None,
+                output_hidden_states: bool = False, interpolate_pos_encoding: bool = False) -> ViTMAEModelOutput:
+        return self._run(pixel_values, noise, output_hidden_states, interpolate_pos_encoding)
+
+
+@register_model
+class ViTMAEForPreTraining(_MaeBase):
+    """MAE pretraining: the encoder sees only the visible patches (1 - mask_ratio of them), the
+    decoder predicts every patch's pixels, the loss is their mean squared error on masked patches
+    (per-patch normalised targets with `norm_pix_loss`). `noise` [B, N] fixes the masking.
+
+    Checkpoints: the decoder's layers load from `decoder.decoder_encoder.layer.N` (transformers 5)
+    and `decoder.decoder_layers.N` (the original release)."""
+
+    architecture = "ViTMAEForPreTraining"
+    _cpp_class = "MaeForPreTraining"
+    key_aliases = [(r"^decoder\.decoder_layers\.", "decoder.decoder_encoder.layer.")]
+
+    def forward(self, pixel_values: torch.Tensor, noise: Optional[torch.Tensor] = None,
+                output_hidden_states: bool = False,
+                interpolate_pos_encoding: bool = False) -> ViTMAEForPreTrainingOutput:
+        return self._run(pixel_values, noise, output_hidden_states, interpolate_pos_encoding)
+
+    def patchify(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+        """[B, C, H, W] -> [B, N, patch_size**2 * C], transformers' layout."""
+        return self._cpp.patchify(pixel_values, interpolate_pos_encoding)
+
+    def unpatchify(self, patches: torch.Tensor, original_image_size=None) -> torch.Tensor:
+        """[B, N, patch_size**2 * C] -> [B, C, H, W] (H, W: `original_image_size` or the config's)."""
+        h, w = original_image_size or (0, 0)
+        return self._cpp.unpatchify(patches, int(h), int(w))
