@@ -7,6 +7,7 @@
 #include "tessera/core/registry.h"
 #include "tessera/core/safetensors.h"
 #include "tessera/models/clip/clip_model.h"
+#include "tessera/models/mae/mae_model.h"
 #include "test_util.h"
 
 #include <nlohmann/json.hpp>
@@ -145,4 +146,34 @@ TEST(ClipModel, CloneIsDeepAndEqual) {
   EXPECT_TRUE(at::equal(a->forward(pixels, ids).logits_per_image, b->forward(pixels, ids).logits_per_image));
   b->named_parameters()["logit_scale"].data().add_(1.0);
   EXPECT_FALSE(at::equal(a->logit_scale(), b->logit_scale()));
+}
+
+TEST(MaeForPreTraining, ReproducesHuggingFaceFixture) {
+  const std::string dir = tessera::testing::fixture_dir("mae");
+  models::MaeForPreTraining mae(models::MaeOptions::from_file(dir + "/config.json"));
+  core::load_pretrained_weights(*mae, dir);
+  mae->eval();
+  auto io = core::load_safetensors(dir + "/io.safetensors");
+  at::NoGradGuard no_grad;
+  auto out = mae->forward(io.at("pixel_values"), io.at("noise"));
+  EXPECT_LE(max_diff(out.logits, io.at("logits")), 1e-4);
+  EXPECT_TRUE(at::equal(out.mask, io.at("mask")));
+  EXPECT_TRUE(at::equal(out.ids_restore, io.at("ids_restore")));
+  EXPECT_LE(max_diff(out.loss.reshape({1}), io.at("loss")), 1e-5);
+}
+
+TEST(MaeForPreTraining, EncoderSeesOnlyVisiblePatchesAndLossIsOnMaskedOnes) {
+  models::MaeForPreTraining mae(models::MaeOptions()
+                                    .hidden_size(16).num_hidden_layers(1).num_attention_heads(2).intermediate_size(32)
+                                    .image_size(8).patch_size(2).decoder_hidden_size(8).decoder_num_hidden_layers(1)
+                                    .decoder_num_attention_heads(2).decoder_intermediate_size(16).mask_ratio(0.75));
+  at::Tensor px = at::randn({2, 3, 8, 8}), noise = at::rand({2, 16});
+  auto enc = mae->vit->forward(px, noise);
+  EXPECT_EQ(enc.last_hidden_state.size(1), 1 + 4);  // class token + int(16 * 0.25)
+  auto out = mae->forward(px, noise);
+  // The loss is the mean squared error of the masked patches only.
+  at::Tensor target = mae->patchify(px);
+  at::Tensor per_patch = (out.logits - target).pow(2).mean(-1);
+  EXPECT_NEAR(out.loss.item<double>(), ((per_patch * out.mask).sum() / out.mask.sum()).item<double>(), 1e-6);
+  EXPECT_TRUE(at::equal(mae->unpatchify(target), px));
 }
