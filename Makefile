@@ -1,5 +1,5 @@
 # The README's commands. Each target does its own setup, idempotently.
-#   make demo   — train + evaluate CLIP on Fashion-MNIST (embedded data)
+#   make demo   — train + evaluate CLIP, then a short MAE run, on Fashion-MNIST (embedded data)
 #   make test   — build, GoogleTest (ctest), pytest
 PY      := .venv/bin/python
 BUILD   := build
@@ -33,6 +33,7 @@ test: test-cpp test-python
 
 demo: build
 	$(PY) -m tessera.cli train recipes/fashion_mnist_clip.yaml --out runs/demo
+	$(PY) -m tessera.cli train recipes/fashion_mnist_mae.yaml --out runs/demo-mae
 
 bench: build
 	$(PY) benchmarks/vit_cpu.py

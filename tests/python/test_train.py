@@ -167,3 +167,18 @@ def test_checkpoint_with_code_in_its_pickle_is_refused(tmp_path):
     with pytest.raises(ValueError, match="refused"):
         load_trainer_state(str(tmp_path))
     assert not (tmp_path / "pwned").exists()
+
+
+def test_mae_recipe_learns_and_draws_reconstructions(tmp_path):
+    r = yaml.safe_load(open(ROOT / "recipes" / "fashion_mnist_mae.yaml"))
+    r["train"].update(steps=40, eval_every=20, checkpoint_every=40, log_every=5, threads=1)
+    r["data"].update(batch_size=128, num_workers=1)
+    r["eval"]["max_images"] = 256
+    summary, model = fit(r, tmp_path, task_cls=tessera.train.tasks.task_class("mae"))
+    assert summary["final_loss"] < 0.8 * summary["first_loss"], summary
+    assert summary["eval_loss"] < 0.85, summary  # ~1.0 for a model that predicts the patch mean
+    for name in ("reconstruction.png", "loss.png", "reconstructions/eval-001.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    ckpt = tessera.from_pretrained(str(tmp_path / "checkpoints" / "step-00000040"))
+    assert isinstance(ckpt, tessera.ViTMAEForPreTraining)
+    assert all(torch.equal(ckpt.state_dict()[k], v) for k, v in model.state_dict().items())

@@ -14,33 +14,19 @@ from ..eval import retrieval_evaluate, zero_shot_classifier, zero_shot_evaluate
 from ..factory import create_model, from_pretrained
 from ..models.clip import CLIPModel
 from ..text import ClipTokenizer
+from .image_data import ImageData, image_dataset, image_loader
 from .tasks import Task, register_task
 
-DATASETS = ("fashion_mnist", "image_folder", "captions")
-
-
 @dataclass
-class ClipData:
-    dataset: str = "fashion_mnist"          # fashion_mnist | image_folder | captions
-    root: str = "/usr/share/datasets/fashion-mnist"
-    eval_root: Optional[str] = None         # evaluation data (defaults: the test split / root)
-    image_size: int = 28
+class ClipData(ImageData):
     templates: List[str] = field(default_factory=lambda: ["a photo of a {}."])
     class_names: Optional[List[str]] = None  # caption names for classes (defaults: dataset names)
     context_length: int = 77
-    batch_size: int = 256                   # per process
-    num_workers: int = 2
-    prefetch: int = 4
-    train_augment: bool = False
 
     def validate(self, where: str) -> None:
-        if self.dataset not in DATASETS:
-            raise ValueError(f"{where}.dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
-        for name in ("image_size", "context_length", "batch_size", "prefetch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{where}.{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_workers < 0:
-            raise ValueError(f"{where}.num_workers must be >= 0, got {self.num_workers}")
+        super().validate(where)
+        if self.context_length < 1:
+            raise ValueError(f"{where}.context_length must be >= 1, got {self.context_length}")
         if not self.templates or any("{}" not in t for t in self.templates):
             raise ValueError(f"{where}.templates: each template needs a {{}} for the class name, got {self.templates}")
 
@@ -83,20 +69,10 @@ class ClipTask(Task):
 
     # ---- data -----------------------------------------------------------------------------
     def _dataset(self, train: bool):
-        d = self.recipe.data
-        root = d.root if train else (d.eval_root or d.root)
-        if d.dataset == "fashion_mnist":
-            return tdata.FashionMNIST(root, split="train" if train else "test")
-        if d.dataset == "image_folder":
-            return tdata.ImageFolder(root)
-        return tdata.CaptionDataset(root)
+        return image_dataset(self.recipe.data, train)
 
     def _loader(self, dataset, train: bool, rank: int, world_size: int):
-        d = self.recipe.data
-        transform = tdata.clip_transform(d.image_size, train=train and d.train_augment)
-        return tdata.DataLoader(dataset, batch_size=d.batch_size, shuffle=train, seed=self.recipe.train.seed,
-                                rank=rank, world_size=world_size, num_workers=d.num_workers, prefetch=d.prefetch,
-                                drop_last=train, transform=transform)
+        return image_loader(self.recipe.data, dataset, train, self.recipe.train.seed, rank, world_size)
 
     def train_loader(self, rank: int, world_size: int):
         return self._loader(self.train_set, True, rank, world_size)

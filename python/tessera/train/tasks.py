@@ -60,6 +60,9 @@ class Task:
     `TokenLoss(sum, count)`; other terms are logged.
     """
     sections: ClassVar[Dict[str, type]] = {}
+    #: The run folder, set by the trainer before training (None outside a run): where a task may
+    #: write pictures during training.
+    out_dir: Optional[str] = None
 
     def __init__(self, recipe, rank: int = 0, world_size: int = 1):
         self.recipe = recipe
@@ -110,7 +113,7 @@ class Task:
 
 
 TASKS: Dict[str, type] = {}
-_BUILTIN = {"clip": "tessera.train.clip_task"}
+_BUILTIN = {"clip": "tessera.train.clip_task", "mae": "tessera.train.mae_task"}
 
 
 def register_task(name: str):

@@ -75,6 +75,8 @@ class Trainer:
         self.info = info or init_distributed()
         self.progress = progress and self.info.is_main
         self.metrics_path = os.path.join(out_dir, "metrics.jsonl")
+        if hasattr(task, "out_dir"):
+            task.out_dir = out_dir
 
     # ---- helpers ------------------------------------------------------------------------
     def _log(self, row: Dict[str, Any]) -> None:

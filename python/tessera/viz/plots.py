@@ -87,3 +87,24 @@ def plot_prediction_grid(images: torch.Tensor, labels: torch.Tensor, top: torch.
         ax.set_title("\n".join(lines), fontsize=7, loc="left")
     fig.suptitle("test images with their top-3 predicted captions", fontsize=10)
     return _save(fig, path)
+
+
+def plot_reconstructions(original: torch.Tensor, masked: torch.Tensor, reconstruction: torch.Tensor,
+                         blended: torch.Tensor, path: str, title: str = "") -> str:
+    """MAE pictures, one row per image: original | masked input | reconstruction | reconstruction
+    with the visible patches pasted back. Each tensor float [N, H, W] or [N, H, W, 3] in [0, 1]."""
+    n = len(original)
+    columns = (("original", original), ("masked", masked), ("reconstruction", reconstruction),
+               ("reconstruction + visible", blended))
+    fig, axes = plt.subplots(n, 4, figsize=(4 * 1.8, n * 1.8), squeeze=False)
+    for r in range(n):
+        for c, (name, images) in enumerate(columns):
+            ax = axes[r][c]
+            ax.axis("off")
+            img = images[r].clamp(0, 1).numpy()
+            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
+            if r == 0:
+                ax.set_title(name, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)

@@ -1,0 +1,47 @@
+"""The image-data recipe section and loaders that image tasks share (CLIP, MAE): a dataset
+(Fashion-MNIST, an image folder or image-caption pairs), the CLIP transform, tessera's loader."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from .. import data as tdata
+
+DATASETS = ("fashion_mnist", "image_folder", "captions")
+
+
+@dataclass
+class ImageData:
+    dataset: str = "fashion_mnist"          # fashion_mnist | image_folder | captions
+    root: str = "/usr/share/datasets/fashion-mnist"
+    eval_root: Optional[str] = None         # evaluation data (defaults: the test split / root)
+    image_size: int = 28
+    batch_size: int = 256                   # per process
+    num_workers: int = 2
+    prefetch: int = 4
+    train_augment: bool = False
+
+    def validate(self, where: str) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"{where}.dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        for name in ("image_size", "batch_size", "prefetch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{where}.{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_workers < 0:
+            raise ValueError(f"{where}.num_workers must be >= 0, got {self.num_workers}")
+
+
+def image_dataset(d: ImageData, train: bool):
+    root = d.root if train else (d.eval_root or d.root)
+    if d.dataset == "fashion_mnist":
+        return tdata.FashionMNIST(root, split="train" if train else "test")
+    if d.dataset == "image_folder":
+        return tdata.ImageFolder(root)
+    return tdata.CaptionDataset(root)
+
+
+def image_loader(d: ImageData, dataset, train: bool, seed: int, rank: int = 0, world_size: int = 1):
+    transform = tdata.clip_transform(d.image_size, train=train and d.train_augment)
+    return tdata.DataLoader(dataset, batch_size=d.batch_size, shuffle=train, seed=seed, rank=rank,
+                            world_size=world_size, num_workers=d.num_workers, prefetch=d.prefetch, drop_last=train,
+                            transform=transform)

@@ -1,0 +1,123 @@
+"""The MAE objective for the Trainer: images in, masked-patch pixel loss (a TokenLoss over masked
+patches, so accumulation and ranks weigh every patch alike), evaluation loss on held-out images
+with fixed masks, and reconstruction pictures (original | masked | reconstruction | pasted)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Dict
+
+import torch
+
+from .. import data as tdata
+from ..factory import create_model, from_pretrained
+from ..models.mae import ViTMAEForPreTraining
+from .image_data import ImageData, image_dataset, image_loader
+from .tasks import Task, TokenLoss, register_task
+
+
+@dataclass
+class MaeEval:
+    max_images: int = 1024                  # held-out images for the evaluation loss (0: all)
+    pictures: int = 8                       # rows in reconstruction.png (0: none)
+
+    def validate(self, where: str) -> None:
+        if self.max_images < 0 or self.pictures < 0:
+            raise ValueError(f"{where}: max_images and pictures must be >= 0")
+
+
+@register_task("mae")
+class MaeTask(Task):
+    sections = {"data": ImageData, "eval": MaeEval}
+
+    def __init__(self, recipe, rank: int = 0, world_size: int = 1):
+        super().__init__(recipe, rank, world_size)
+        self.train_set = image_dataset(recipe.data, train=True)
+        self._pictures = None
+
+    def build_model(self) -> ViTMAEForPreTraining:
+        m = self.recipe.model
+        if m.name:
+            return create_model(m.name, pretrained=m.pretrained, config_overrides=m.config)
+        if m.pretrained:
+            return from_pretrained(m.pretrained)
+        return ViTMAEForPreTraining(m.config)
+
+    def train_loader(self, rank: int, world_size: int):
+        return image_loader(self.recipe.data, self.train_set, True, self.recipe.train.seed, rank, world_size)
+
+    def batch_size(self, batch: Dict[str, Any]) -> int:
+        return len(batch["pixel_values"])
+
+    def compute_loss(self, wrapped, model, batch, step):
+        out = wrapped(pixel_values=batch["pixel_values"].to(model.device))
+        masked = out.mask.sum()
+        return {"loss": TokenLoss(out.loss * masked, masked)}
+
+    # ---- evaluation -------------------------------------------------------------------------
+    def evaluate(self, model: ViTMAEForPreTraining, final: bool = False) -> Dict[str, Any]:
+        """Masked-patch loss on held-out images with fixed masks; the first images' pictures are
+        kept for plot() and, when the trainer has set `out_dir`, written at every evaluation."""
+        cfg = self.recipe.eval
+        loader = image_loader(self.recipe.data, image_dataset(self.recipe.data, train=False), False,
+                              self.recipe.train.seed)
+        g = torch.Generator().manual_seed(1234)  # the same masks at every evaluation
+        n = (self.recipe.data.image_size // model.config["patch_size"]) ** 2
+        total, count, seen = 0.0, 0.0, 0
+        with torch.no_grad():
+            for batch in loader:
+                px = batch["pixel_values"].to(model.device)
+                out = model(pixel_values=px, noise=torch.rand(len(px), n, generator=g).to(px.device),
+                            interpolate_pos_encoding=px.shape[-1] != model.config["image_size"])
+                total += float(out.loss) * float(out.mask.sum())
+                count += float(out.mask.sum())
+                if seen == 0 and cfg.pictures:
+                    self._pictures = self._pictures_of(model, px[:cfg.pictures], out.logits[:cfg.pictures],
+                                                       out.mask[:cfg.pictures])
+                seen += len(px)
+                if cfg.max_images and seen >= cfg.max_images:
+                    break
+        loader.stop()
+        self._evaluations = getattr(self, "_evaluations", 0) + 1
+        if self.out_dir and self.rank == 0 and self._pictures is not None and not final:
+            os.makedirs(os.path.join(self.out_dir, "reconstructions"), exist_ok=True)
+            self._write(os.path.join(self.out_dir, "reconstructions", f"eval-{self._evaluations:03d}.png"))
+        return {"eval_loss": total / max(count, 1.0)}
+
+    def _pictures_of(self, model, px, logits, mask):
+        """Display images in [0, 1]: original, masked (grey patches), reconstruction, and the
+        reconstruction with the visible patches pasted back."""
+        target = model.patchify(px, True)
+        if model.config.get("norm_pix_loss"):  # predictions are per-patch normalised: undo with the target's stats
+            mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
+            logits = logits * (var + 1e-6).sqrt() + mean
+        hidden = mask.unsqueeze(-1).expand_as(target)
+        size = tuple(px.shape[-2:])
+        recon = model.unpatchify(logits.to(target.dtype), size)
+        blended = model.unpatchify(torch.where(hidden > 0, logits.to(target.dtype), target), size)
+        where_hidden = model.unpatchify(hidden.to(target.dtype), size) > 0
+        c = px.shape[1]
+        mean = torch.tensor(tdata.OPENAI_CLIP_MEAN[:c]).view(1, c, 1, 1).to(px.device)
+        std = torch.tensor(tdata.OPENAI_CLIP_STD[:c]).view(1, c, 1, 1).to(px.device)
+
+        grey = bool((px[:, :1] * std[:, :1] + mean[:, :1] - (px * std + mean)).abs().max() < 1e-3)
+
+        def show(x):  # back to [0, 1]; grey inputs (Fashion-MNIST's three equal channels) shown grey
+            x = (x.float() * std + mean).clamp(0, 1)
+            return (x.mean(1) if grey else x.permute(0, 2, 3, 1)).cpu()
+
+        original = show(px)
+        masked = show(torch.where(where_hidden, (0.5 - mean) / std, px))
+        return original, masked, show(recon), show(blended), int(mask[0].sum()), mask.shape[1]
+
+    def _write(self, path: str) -> str:
+        from ..viz import plot_reconstructions
+
+        original, masked, recon, blended, hidden, total = self._pictures
+        return plot_reconstructions(original, masked, recon, blended, path,
+                                    f"MAE on held-out images, {hidden}/{total} patches masked")
+
+    def plot(self, out_dir: str, metrics_path: str, metrics: Dict[str, Any]) -> None:
+        super().plot(out_dir, metrics_path, metrics)
+        if self._pictures is not None:
+            self._write(os.path.join(out_dir, "reconstruction.png"))
