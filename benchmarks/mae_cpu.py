@@ -7,23 +7,20 @@
 """
 import argparse
 import os
+import sys
 import tempfile
-import time
 
 import torch
 
 import tessera
 from tessera.train.hardware import cpu_has_native_bf16
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from vit_cpu import timed  # noqa: E402
+
 
 def best_of(fn, iters):
-    fn()
-    best = float("inf")
-    for _ in range(iters):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+    return timed(fn, iters, warmup=1)
 
 
 def main():

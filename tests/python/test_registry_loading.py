@@ -23,12 +23,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def test_variants_are_json_files_in_the_family_folder():
-    folder = os.path.join(ROOT, "csrc", "tessera", "models", "clip", "configs")
-    files = sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".json"))
-    assert files == sorted(tessera.list_models())
-    for name in files:
-        with open(os.path.join(folder, name + ".json")) as f:
+    import glob
+
+    files = {os.path.basename(p)[:-5]: p for p in glob.glob(os.path.join(ROOT, "csrc", "tessera", "models", "*",
+                                                                         "configs", "*.json"))}
+    assert sorted(files) == sorted(tessera.list_models())
+    for name, path in files.items():
+        with open(path) as f:
             assert tessera.get_model_config(name) == json.load(f)
+        family = os.path.basename(os.path.dirname(os.path.dirname(path)))
+        assert tessera.registry.variant(name)[0] == family
+    mae = tessera.create_model("mae-vit-base-patch16", config_overrides={"num_hidden_layers": 1,
+                                                                         "decoder_num_hidden_layers": 1})
+    assert isinstance(mae, tessera.ViTMAEForPreTraining) and mae.config["hidden_size"] == 768
 
 
 def test_overrides_are_checked_and_config_comes_from_cpp():

@@ -28,6 +28,15 @@ std::vector<std::string> list_configs();
 using ConfigValidator = std::function<void(const nlohmann::json& config, const std::string& where)>;
 /// Registers `family`'s validator; registering a family twice is an error.
 void register_family(const std::string& family, ConfigValidator validate);
+/// Registers `Options::from_json(config, where, strict=true)` as `family`'s validator; a family's
+/// *_family.cpp calls it from a static initialiser.
+template <class Options>
+bool register_family_options(const std::string& family) {
+  register_family(family, [](const nlohmann::json& j, const std::string& where) {
+    Options::from_json(j, where, /*strict=*/true);
+  });
+  return true;
+}
 /// Runs `family`'s validator on `config` (errors say `where`).
 void validate_config(const std::string& family, const nlohmann::json& config, const std::string& where);
 /// All families with a validator, sorted.

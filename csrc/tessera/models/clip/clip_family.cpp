@@ -8,12 +8,7 @@
 namespace tessera::models {
 namespace {
 
-const bool registered = [] {
-  core::register_family("clip", [](const nlohmann::json& j, const std::string& where) {
-    ClipOptions::from_json(j, where, /*strict=*/true);
-  });
-  return true;
-}();
+const bool registered = core::register_family_options<ClipOptions>("clip");
 
 }  // namespace
 }  // namespace tessera::models

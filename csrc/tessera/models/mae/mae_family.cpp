@@ -8,12 +8,7 @@
 namespace tessera::models {
 namespace {
 
-const bool registered = [] {
-  core::register_family("mae", [](const nlohmann::json& j, const std::string& where) {
-    MaeOptions::from_json(j, where, /*strict=*/true);
-  });
-  return true;
-}();
+const bool registered = core::register_family_options<MaeOptions>("mae");
 
 }  // namespace
 }  // namespace tessera::models
