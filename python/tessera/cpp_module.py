@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import weakref
-from typing import Dict, List, Optional, Tuple, Type
+from typing import Dict, List, Tuple, Type
 
 import torch
 from torch import nn

@@ -6,7 +6,7 @@ compiled into the library and read through `tessera._C.core`. `create_model`, `f
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Tuple, Type
+from typing import Any, Dict, List, Tuple
 
 from . import _C
 

@@ -11,7 +11,6 @@ import sys
 import pytest
 import torch
 
-import tessera
 from tessera.plan import Settings, model_shape, plan_memory, suggest
 from tessera.train import build_task, load_recipe
 

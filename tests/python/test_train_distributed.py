@@ -153,7 +153,6 @@ def test_fsdp2_bf16_with_checkpointing_and_accumulation_trains(runs):
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
 def test_token_weighted_loss_across_ranks_equals_one_process(tmp_path, strategy):
-    import _toy_task  # noqa: F401  (the subprocesses import it through --import)
 
     def toy(batch):
         return {"task": "toy_regression", "data": {"samples": 128, "batch_size": batch},

@@ -47,6 +47,11 @@ class CLIPModel(CppModule, PreTrainedModel):
         super().__init__(cpp)
         self.config = merge_config(config, json.loads(cpp.config_json()))  # C++'s values, HF's extra keys
 
+    @classmethod
+    def resolve_config(cls, config: Dict[str, Any]) -> Dict[str, Any]:
+        """The full config (C++ fills in the defaults and checks it) without building the model."""
+        return json.loads(_C.clip.resolve_config(json.dumps(config)))
+
     def forward(
         self,
         input_ids: Optional[torch.Tensor] = None,

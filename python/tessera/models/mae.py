@@ -48,6 +48,11 @@ class _MaeBase(CppModule, PreTrainedModel):
         self.config = merge_config(config, json.loads(self._cpp.config_json()))
         self.config["architectures"] = [self.architecture]
 
+    @classmethod
+    def resolve_config(cls, config: Dict[str, Any]) -> Dict[str, Any]:
+        """The full config (C++ fills in the defaults and checks it) without building the model."""
+        return json.loads(_C.mae.resolve_config(json.dumps(config)))
+
     def set_gradient_checkpointing(self, enable: bool = True) -> None:
         self._cpp.set_gradient_checkpointing(enable)
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import replace
 from typing import Any, Dict, List
 
 from .estimate import MemoryPlan, plan_memory, suggest, variants

@@ -12,7 +12,7 @@ the running and the prefetched layer, and one layer's reduce-scatter buffer.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import Dict, List
+from typing import Dict, Iterator, List
 
 from .shapes import ModelShape
 
@@ -97,24 +97,27 @@ def plan_memory(shape: ModelShape, s: Settings) -> MemoryPlan:
     peak, moment = (backward, "backward") if backward >= step else (step, "optimizer step")
     peak += comm + data + runtime
     if s.precision == "bf16" and s.device == "cpu":
-        from ..train.hardware import cpu_has_native_bf16
+        from ..train.hardware import BF16_SLOW_WARNING, cpu_has_native_bf16
 
         if not cpu_has_native_bf16():
-            notes.append("bf16 on this CPU is emulated (no AVX512-BF16/AMX): about 6x slower than fp32")
+            notes.append(BF16_SLOW_WARNING)
     return MemoryPlan(settings=s, params=P, weights=weights, gradients=grads, optimizer=optim, activations=acts,
                       activations_per_layer=per_layer, temporaries=max(transient, 4 * P // n), communication=comm,
                       data=data, runtime=runtime, peak=peak, peak_moment=moment, notes=notes)
 
 
+def _combinations(base: Settings, precisions=("fp32", "bf16")) -> Iterator[Settings]:
+    """The recipe's settings under each strategy (sharding needs several processes), precision
+    and checkpointing."""
+    for strategy in (["ddp", "fsdp2"] if base.world_size > 1 else ["ddp"]):
+        for precision in precisions:
+            for ckpt in (False, True):
+                yield replace(base, strategy=strategy, precision=precision, checkpointing=ckpt)
+
+
 def variants(shape: ModelShape, base: Settings) -> List[MemoryPlan]:
     """The recipe's run under each strategy, checkpointing and precision."""
-    out = []
-    for strategy in (["ddp", "fsdp2"] if base.world_size > 1 else ["ddp"]):
-        for precision in ("fp32", "bf16"):
-            for ckpt in (False, True):
-                out.append(plan_memory(shape, replace(base, strategy=strategy, precision=precision,
-                                                      checkpointing=ckpt)))
-    return out
+    return [plan_memory(shape, s) for s in _combinations(base)]
 
 
 def suggest(shape: ModelShape, base: Settings, device_bytes: int, bf16_ok: bool, limit: int = 3) -> List[MemoryPlan]:
@@ -122,15 +125,12 @@ def suggest(shape: ModelShape, base: Settings, device_bytes: int, bf16_ok: bool,
     fastest first (no checkpointing, bigger micro-batches, DDP before FSDP2, then bf16)."""
     global_batch = base.batch_size * base.accumulation
     fits = []
-    for strategy in (["ddp", "fsdp2"] if base.world_size > 1 else ["ddp"]):
-        for precision in (["fp32", "bf16"] if bf16_ok else ["fp32"]):
-            for ckpt in (False, True):
-                for accum in [a for a in range(1, global_batch + 1) if global_batch % a == 0]:
-                    p = plan_memory(shape, replace(base, strategy=strategy, precision=precision, checkpointing=ckpt,
-                                                   batch_size=global_batch // accum, accumulation=accum))
-                    if p.peak <= device_bytes:
-                        fits.append(p)
-                        break  # the biggest micro-batch that fits for this combination
+    for combo in _combinations(base, ("fp32", "bf16") if bf16_ok else ("fp32",)):
+        for accum in [a for a in range(1, global_batch + 1) if global_batch % a == 0]:
+            p = plan_memory(shape, replace(combo, batch_size=global_batch // accum, accumulation=accum))
+            if p.peak <= device_bytes:
+                fits.append(p)
+                break  # the biggest micro-batch that fits for this combination
     fits.sort(key=lambda p: (p.settings.checkpointing, p.settings.accumulation, p.settings.strategy != "ddp",
                              p.settings.precision != "fp32", p.peak))
     return fits[:limit]

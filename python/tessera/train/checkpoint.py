@@ -67,8 +67,8 @@ def list_checkpoints(out_dir: str) -> List[str]:
 
 @contextlib.contextmanager
 def _single_process_quiet():
-    """DCP warns that it assumes one process when torch.distributed is not initialised; that is
-    what a single-process run means."""
+    """DCP runs as one process when torch.distributed is not initialised, and warns that it
+    assumes so; that is what a single-process run means."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
         yield
@@ -80,7 +80,7 @@ def _barrier(info) -> None:
 
 
 def save_checkpoint(out_dir: str, wrapped, optimizer, trainer_state: Dict[str, Any], recipe: Dict[str, Any],
-                    keep: int, info) -> Optional[str]:
+                    keep: int, info) -> str:
     """Every rank calls this. Model and optimizer go through `torch.distributed.checkpoint` (each
     rank writes its shard; replicated tensors once), rank 0 adds the consolidated HF export, the
     trainer state and the recipe, then renames the folder into place and prunes all but `keep`."""
@@ -97,14 +97,13 @@ def save_checkpoint(out_dir: str, wrapped, optimizer, trainer_state: Dict[str, A
     _barrier(info)
     model_sd, optim_sd = get_state_dict(wrapped.model, optimizer)
     with _single_process_quiet():
-        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=os.path.join(tmp, DCP_DIR),
-                 no_dist=not dist.is_initialized())
+        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=os.path.join(tmp, DCP_DIR))
     full = wrapped.full_state_dict()  # a collective when sharded
     if info.is_main:
         if hasattr(wrapped.model, "save_pretrained"):  # HF layout: config.json + model.safetensors
             wrapped.model.save_pretrained(tmp, state_dict=full)
         else:  # a task's plain nn.Module: its tensors under their names
-            save_weights(tmp, {k: v.detach().contiguous() for k, v in full.items()})
+            save_weights(tmp, {k: v.contiguous() for k, v in full.items()})
         buf = io.BytesIO()
         torch.save({"format_version": FORMAT_VERSION, **trainer_state}, buf)
         _C.core.write_file_atomic(os.path.join(tmp, STATE_FILE), buf.getvalue())
@@ -131,8 +130,7 @@ def load_checkpoint(ckpt_dir: str, wrapped, optimizer) -> Dict[str, Any]:
     model_sd, optim_sd = get_state_dict(wrapped.model, optimizer)
     try:
         with _single_process_quiet():
-            dcp.load({"model": model_sd, "optim": optim_sd}, checkpoint_id=os.path.join(ckpt_dir, DCP_DIR),
-                     no_dist=not dist.is_initialized())
+            dcp.load({"model": model_sd, "optim": optim_sd}, checkpoint_id=os.path.join(ckpt_dir, DCP_DIR))
     except Exception as e:  # DCP names missing keys or shapes; say which checkpoint
         raise ValueError(f"{ckpt_dir}: cannot restore model/optimizer from {DCP_DIR}/: {e}") from None
     set_state_dict(wrapped.model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd)

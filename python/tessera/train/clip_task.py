@@ -11,11 +11,11 @@ import torch
 
 from .. import data as tdata
 from ..eval import retrieval_evaluate, zero_shot_classifier, zero_shot_evaluate
-from ..factory import create_model, from_pretrained
 from ..models.clip import CLIPModel
 from ..text import ClipTokenizer
 from .image_data import ImageData, image_dataset, image_loader
 from .tasks import Task, register_task
+
 
 @dataclass
 class ClipData(ImageData):
@@ -52,6 +52,7 @@ class ClipEval:
 @register_task("clip")
 class ClipTask(Task):
     sections = {"data": ClipData, "loss": ClipLossConfig, "eval": ClipEval}
+    model_class = CLIPModel
 
     def __init__(self, recipe, rank: int = 0, world_size: int = 1):
         super().__init__(recipe, rank, world_size)
@@ -89,34 +90,6 @@ class ClipTask(Task):
     # ---- model and loss ---------------------------------------------------------------------
     def batch_size(self, batch: Dict[str, Any]) -> int:
         return len(batch["labels"])
-
-    def build_model(self) -> CLIPModel:
-        m = self.recipe.model
-        if m.name:  # create_model loads `pretrained` weights into the named architecture
-            model = create_model(m.name, pretrained=m.pretrained, config_overrides=m.config)
-        elif m.pretrained:
-            model = from_pretrained(m.pretrained)
-        else:
-            model = CLIPModel(m.config)
-        return model
-
-    @classmethod
-    def model_config(cls, recipe) -> Dict[str, Any]:
-        """The full config the recipe builds (variant or checkpoint, overrides, C++ defaults)."""
-        import json
-
-        from .. import _C
-        from ..models.pretrained import merge_config, read_config
-        from ..registry import variant
-
-        m = recipe.model
-        if m.name:
-            base = variant(m.name)[1]
-        elif m.pretrained:
-            base = read_config(os.path.join(m.pretrained, "config.json"))
-        else:
-            base = {}
-        return json.loads(_C.clip.resolve_config(json.dumps(merge_config(base, m.config))))
 
     @classmethod
     def memory_shape(cls, recipe):

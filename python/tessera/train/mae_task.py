@@ -10,7 +10,6 @@ from typing import Any, Dict
 import torch
 
 from .. import data as tdata
-from ..factory import create_model, from_pretrained
 from ..models.mae import ViTMAEForPreTraining
 from .image_data import ImageData, image_dataset, image_loader
 from .tasks import Task, TokenLoss, register_task
@@ -29,19 +28,12 @@ class MaeEval:
 @register_task("mae")
 class MaeTask(Task):
     sections = {"data": ImageData, "eval": MaeEval}
+    model_class = ViTMAEForPreTraining
 
     def __init__(self, recipe, rank: int = 0, world_size: int = 1):
         super().__init__(recipe, rank, world_size)
         self.train_set = image_dataset(recipe.data, train=True)
         self._pictures = None
-
-    def build_model(self) -> ViTMAEForPreTraining:
-        m = self.recipe.model
-        if m.name:
-            return create_model(m.name, pretrained=m.pretrained, config_overrides=m.config)
-        if m.pretrained:
-            return from_pretrained(m.pretrained)
-        return ViTMAEForPreTraining(m.config)
 
     def train_loader(self, rank: int, world_size: int):
         return image_loader(self.recipe.data, self.train_set, True, self.recipe.train.seed, rank, world_size)

@@ -60,6 +60,8 @@ class Task:
     `TokenLoss(sum, count)`; other terms are logged.
     """
     sections: ClassVar[Dict[str, type]] = {}
+    #: The model class built from `model.config` when the recipe names no variant or checkpoint.
+    model_class: ClassVar[Optional[type]] = None
     #: The run folder, set by the trainer before training (None outside a run): where a task may
     #: write pictures during training.
     out_dir: Optional[str] = None
@@ -67,6 +69,38 @@ class Task:
     def __init__(self, recipe, rank: int = 0, world_size: int = 1):
         self.recipe = recipe
         self.rank, self.world_size = rank, world_size
+
+    def build_model(self) -> nn.Module:
+        """`model.name` (a registered variant, with `pretrained` weights and `config` overrides),
+        else the checkpoint folder `model.pretrained`, else `model_class(model.config)`."""
+        from ..factory import create_model, from_pretrained
+
+        m = self.recipe.model
+        if m.name:
+            return create_model(m.name, pretrained=m.pretrained, config_overrides=m.config)
+        if m.pretrained:
+            return from_pretrained(m.pretrained)
+        if self.model_class is None:
+            raise NotImplementedError(f"{type(self).__name__}: set model_class or override build_model")
+        return self.model_class(m.config)
+
+    @classmethod
+    def model_config(cls, recipe) -> Dict[str, Any]:
+        """The full config build_model would use (variant or checkpoint, overrides, C++ defaults),
+        without building the model."""
+        import os
+
+        from ..models.pretrained import merge_config, read_config
+        from ..registry import variant
+
+        m = recipe.model
+        if m.name:
+            base = variant(m.name)[1]
+        elif m.pretrained:
+            base = read_config(os.path.join(m.pretrained, "config.json"))
+        else:
+            base = {}
+        return cls.model_class.resolve_config(merge_config(base, m.config))
 
     def batch_size(self, batch: Dict[str, Any]) -> int:
         for v in batch.values():
