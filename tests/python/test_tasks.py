@@ -123,3 +123,10 @@ def test_param_groups_decay_layer_decay_and_module_lr():
     assert where["visual_projection.weight"]["lr"] == pytest.approx(10.0)
     with pytest.raises(ValueError, match="no parameter name starts with visual_proj_typo"):
         param_groups(model, OptimConfig(lr_scales={"visual_proj_typo": 2.0}), num_layers=2)
+
+
+def test_checkpointing_a_model_without_support_is_a_clear_error(tmp_path):
+    recipe = recipe_from_dict({**TOY, "model": {"gradient_checkpointing": True}})
+    trainer = Trainer(recipe, _toy_task.ToyRegression(recipe), str(tmp_path), DistInfo(), progress=False)
+    with pytest.raises(ValueError, match="ToyModel has no set_gradient_checkpointing"):
+        trainer.setup()

@@ -40,6 +40,10 @@ class Wrapped:
             self.module = self._fsdp2(precision, gradient_checkpointing, cpu_offload)
         else:
             if gradient_checkpointing:
+                if not hasattr(model, "set_gradient_checkpointing"):
+                    raise ValueError(f"model.gradient_checkpointing: {type(model).__name__} has no "
+                                     "set_gradient_checkpointing(); use train.strategy=fsdp2 (wraps its "
+                                     "shard_units) or turn it off")
                 model.set_gradient_checkpointing(True)
             if self.strategy == "ddp":
                 ids = [info.device.index] if info.device.type == "cuda" else None
