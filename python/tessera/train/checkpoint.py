@@ -65,6 +65,17 @@ def list_checkpoints(out_dir: str) -> List[str]:
     return [os.path.join(root, n) for n in names]
 
 
+def _discard(ckpt_dir: str) -> None:
+    """Renames a checkpoint out of the `step-*` namespace before deleting it: a kill during the
+    delete then leaves a hidden folder, never a half-deleted checkpoint that resume would pick."""
+    head, name = os.path.split(ckpt_dir)
+    trash = os.path.join(head, f".old-{name}")
+    shutil.rmtree(trash, ignore_errors=True)
+    os.rename(ckpt_dir, trash)
+    _fsync_dir(head)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def _single_process_quiet():
     """DCP runs as one process when torch.distributed is not initialised, and warns that it
@@ -92,7 +103,10 @@ def save_checkpoint(out_dir: str, wrapped, optimizer, trainer_state: Dict[str, A
     final = os.path.join(root, f"step-{step:08d}")
     tmp = os.path.join(root, f".tmp-step-{step:08d}")  # one name on every rank (shared folder)
     if info.is_main:
-        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(root, exist_ok=True)
+        for stale in os.listdir(root):  # left by a run killed while writing or pruning
+            if stale.startswith((".tmp-step-", ".old-step-")):
+                shutil.rmtree(os.path.join(root, stale), ignore_errors=True)
         os.makedirs(tmp)
     _barrier(info)
     model_sd, optim_sd = get_state_dict(wrapped.model, optimizer)
@@ -111,11 +125,11 @@ def save_checkpoint(out_dir: str, wrapped, optimizer, trainer_state: Dict[str, A
         for dirpath, _, _ in os.walk(tmp):
             _fsync_dir(dirpath)
         if os.path.exists(final):
-            shutil.rmtree(final)
+            _discard(final)
         os.rename(tmp, final)
         _fsync_dir(root)
         for old in list_checkpoints(out_dir)[:-keep] if keep > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
+            _discard(old)
     _barrier(info)
     return final
 
