@@ -50,6 +50,8 @@ void bind_nn(py::module_& m) {
       .def_readonly("context", &LayerArgs::context)
       .def_readonly("context_mask", &LayerArgs::context_mask)
       .def_readonly("query_length", &LayerArgs::query_length)
+      .def_readonly("grid_h", &LayerArgs::grid_h)
+      .def_readonly("grid_w", &LayerArgs::grid_w)
       .def_readonly("rope_cos", &LayerArgs::rope_cos)
       .def_readonly("rope_sin", &LayerArgs::rope_sin)
       .def_readonly("layer_idx", &LayerArgs::layer_idx)

@@ -37,6 +37,8 @@ PYBIND11_MODULE(_C, m) {
   bind_clip(clip);
   auto mae = m.def_submodule("mae", "MAE (ViTMAEForPreTraining) and its encoder");
   bind_mae(mae);
+  auto beit = m.def_submodule("beit", "BEiT (BeitForMaskedImageModeling) and its encoder");
+  bind_beit(beit);
   auto losses = m.def_submodule("losses", "CLIP InfoNCE and SigLIP sigmoid losses (math; gathering in Python)");
   bind_losses(losses);
   auto data = m.def_submodule("data", "image decoding, transforms, datasets and the threaded loader");

@@ -6,6 +6,7 @@
 #include "tessera/core/pretrained.h"
 #include "tessera/core/registry.h"
 #include "tessera/core/safetensors.h"
+#include "tessera/models/beit/beit_model.h"
 #include "tessera/models/clip/clip_model.h"
 #include "tessera/models/mae/mae_model.h"
 #include "test_util.h"
@@ -176,4 +177,41 @@ TEST(MaeForPreTraining, EncoderSeesOnlyVisiblePatchesAndLossIsOnMaskedOnes) {
   at::Tensor per_patch = (out.logits - target).pow(2).mean(-1);
   EXPECT_NEAR(out.loss.item<double>(), ((per_patch * out.mask).sum() / out.mask.sum()).item<double>(), 1e-6);
   EXPECT_TRUE(at::equal(mae->unpatchify(target), px));
+}
+
+TEST(BeitForMaskedImageModeling, ReproducesHuggingFaceFixture) {
+  const std::string dir = tessera::testing::fixture_dir("beit");
+  models::BeitForMaskedImageModeling beit(models::BeitOptions::from_file(dir + "/config.json"));
+  core::load_pretrained_weights(*beit, dir);
+  beit->eval();
+  auto io = core::load_safetensors(dir + "/io.safetensors");
+  at::NoGradGuard no_grad;
+  auto out = beit->forward(io.at("pixel_values"), io.at("bool_masked_pos"), {}, /*output_hidden_states=*/true);
+  EXPECT_LE(max_diff(out.logits, io.at("logits")), 1e-4);
+  EXPECT_LE(max_diff(out.hidden_states.back(), io.at("last_hidden_state")), 1e-4);
+}
+
+TEST(BeitRelativePositionBias, IndexFollowsTheBeitLayout) {
+  // 2x2 grid: (2*2-1)^2 = 9 offset rows, then cls->token 9, token->cls 10, cls->cls 11.
+  at::Tensor index = models::beit_relative_position_index(2, 2);
+  ASSERT_EQ(index.sizes(), (at::IntArrayRef{5, 5}));
+  EXPECT_EQ(index[0][0].item<int64_t>(), 11);
+  EXPECT_EQ(index[0][3].item<int64_t>(), 9);
+  EXPECT_EQ(index[3][0].item<int64_t>(), 10);
+  EXPECT_EQ(index[1][1].item<int64_t>(), 4);  // offset (0, 0) sits in the middle of the 3x3 table
+  EXPECT_EQ(index[1][4].item<int64_t>(), 0);  // patch (0,0) -> (1,1): offset (-1, -1)
+  EXPECT_EQ(index[4][1].item<int64_t>(), 8);  // (1,1) -> (0,0): offset (+1, +1)
+}
+
+TEST(BeitForMaskedImageModeling, LossIsCrossEntropyOverMaskedPatches) {
+  models::BeitForMaskedImageModeling beit(models::BeitOptions()
+                                              .hidden_size(16).num_hidden_layers(1).num_attention_heads(2)
+                                              .intermediate_size(32).image_size(8).patch_size(2).vocab_size(10)
+                                              .use_mask_token(true).use_relative_position_bias(true));
+  beit->eval();
+  at::Tensor px = at::randn({2, 3, 8, 8}), mask = at::rand({2, 16}) < 0.5, tokens = at::randint(10, {2, 16});
+  auto out = beit->forward(px, mask, tokens);
+  at::Tensor logp = out.logits.log_softmax(-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1);
+  at::Tensor expect = -(logp * mask).sum() / mask.sum();
+  EXPECT_NEAR(out.loss.item<double>(), expect.item<double>(), 1e-5);
 }

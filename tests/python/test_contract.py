@@ -18,6 +18,9 @@ _MAE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermed
             patch_size=4, decoder_hidden_size=16, decoder_num_hidden_layers=2, decoder_num_attention_heads=2,
             decoder_intermediate_size=32, mask_ratio=0.5, norm_pix_loss=True)
 
+_BEIT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=16,
+             patch_size=4, vocab_size=20, use_mask_token=True, use_relative_position_bias=True, drop_path_rate=0.1)
+
 
 def _text(cfg):
     ids, mask = text_batch(cfg, batch=3, seq_len=cfg["max_position_embeddings"])
@@ -34,6 +37,8 @@ EXAMPLES = {
     # noise fixes MAE's random masking, so two forwards see the same patches.
     "vit_mae": (_MAE, lambda c: dict(pixel_values=torch.randn(3, 3, 16, 16), noise=torch.rand(3, 16)),
                 lambda out: out.loss),
+    "beit": (_BEIT, lambda c: dict(pixel_values=torch.randn(3, 3, 16, 16), bool_masked_pos=torch.arange(16).repeat(3, 1) % 3 == 0,
+                                   labels=torch.arange(18) % 20), lambda out: out.loss),
 }
 
 
@@ -48,6 +53,7 @@ def example(request):
 
 
 def _grads(model, inputs, objective):
+    torch.manual_seed(0)  # the same stochastic-depth draws in every run (checkpointing replays them)
     model.zero_grad()
     loss = objective(model(**inputs))
     loss.backward()

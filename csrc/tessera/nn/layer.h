@@ -19,6 +19,7 @@ struct LayerArgs {
   at::Tensor context;        ///< cross-attention source [B, K, cross_attention_dim]
   at::Tensor context_mask;   ///< additive mask over the context, broadcastable to [B, H, Q, K]
   int64_t query_length = 0;  ///< Q-Former: the first query_length tokens are learned queries
+  int64_t grid_h = 0, grid_w = 0;  ///< patch grid of the image tokens (BEiT's relative position bias)
   at::Tensor rope_cos, rope_sin;  ///< rotary tables [B or 1, Q, head_dim]
   KVCache* cache = nullptr;  ///< decoding cache; layer `layer_idx` uses its own slot
   int64_t layer_idx = 0;     ///< set by the Encoder for each layer

@@ -105,7 +105,7 @@ at::Tensor TransformerBlockImpl::forward(const at::Tensor& x, const LayerArgs& a
   at::Tensor mask = args.mask;
   auto add_bias = [&](const at::Tensor& b) { mask = mask.defined() ? mask + b : b; };
   if (args.position_bias.defined()) add_bias(args.position_bias);
-  if (position_bias_) add_bias(dynamic_cast<const PositionBias&>(*position_bias_).attention_bias(x.size(1)).unsqueeze(0));
+  if (position_bias_) add_bias(dynamic_cast<const PositionBias&>(*position_bias_).attention_bias(args, x.size(1)).unsqueeze(0));
 
   at::Tensor h = sublayer(x, attn_norm, [&](const at::Tensor& t) { return self_attn->forward(t, mask, args); },
                           layer_scale1());

@@ -15,11 +15,11 @@
 namespace tessera::nn {
 
 /// A module that gives a layer its own additive attention bias [H, L, L] for L tokens (BEiT's
-/// per-layer relative position bias). Implemented by the family.
+/// per-layer relative position bias). Implemented by the family; `args` carries the patch grid.
 class PositionBias {
  public:
   virtual ~PositionBias() = default;
-  virtual at::Tensor attention_bias(int64_t seq_len) const = 0;
+  virtual at::Tensor attention_bias(const LayerArgs& args, int64_t seq_len) const = 0;
 };
 
 struct TransformerBlockOptions {

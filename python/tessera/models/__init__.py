@@ -1,10 +1,11 @@
 """tessera model classes (torch.nn.Modules over C++ modules)."""
+from .beit import BeitForMaskedImageModeling, BeitModel
 from .clip import CLIPModel, CLIPTextModel, CLIPVisionModel
 from .mae import ViTMAEForPreTraining, ViTMAEModel
 from .outputs import BaseModelOutputWithPooling, CLIPOutput, ModelOutput
 from .pretrained import PreTrainedModel
 
 __all__ = [
-    "CLIPModel", "CLIPTextModel", "CLIPVisionModel", "ViTMAEForPreTraining", "ViTMAEModel", "ModelOutput", "CLIPOutput",
+    "BeitForMaskedImageModeling", "BeitModel", "CLIPModel", "CLIPTextModel", "CLIPVisionModel", "ViTMAEForPreTraining", "ViTMAEModel", "ModelOutput", "CLIPOutput",
     "BaseModelOutputWithPooling", "PreTrainedModel",
 ]

@@ -1,0 +1,13 @@
+// The BEiT family in the registry: its named variants are configs/*.json (compiled in by CMake).
+#include "tessera/core/registry.h"
+#include "tessera/models/beit/beit_options.h"
+
+#include <nlohmann/json.hpp>
+
+namespace tessera::models {
+namespace {
+
+const bool registered = core::register_family_options<BeitOptions>("beit");
+
+}  // namespace
+}  // namespace tessera::models

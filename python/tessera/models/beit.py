@@ -1,0 +1,98 @@
+"""BEiT (Bao et al. 2021) over the C++ modules in csrc/tessera/models/beit, with the interface of
+transformers' BeitForMaskedImageModeling and BeitModel.
+
+    beit = tessera.BeitForMaskedImageModeling({"vocab_size": 512, "use_mask_token": True, ...})
+    mask = tessera.masking.BlockMaskGenerator(14, num_masking_patches=75)(batch=8)
+    out = beit(pixel_values, bool_masked_pos=mask, labels=visual_tokens)   # loss on masked patches
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, Optional
+
+import torch
+
+from .. import _C
+from ..cpp_module import CppModule, node_class
+from ..registry import register_model
+from .outputs import ModelOutput, make_output
+from .pretrained import PreTrainedModel, merge_config
+
+#: Python classes of the mirrored C++ nodes (wrap policies: FSDP2, activation checkpointing).
+BeitLayer = node_class("BeitLayer", layer=True)
+BeitAttention = node_class("BeitAttention")
+
+
+class BeitModelOutputWithPooling(ModelOutput):
+    """last_hidden_state, pooler_output, hidden_states."""
+
+
+class MaskedLMOutput(ModelOutput):
+    """loss, logits, hidden_states."""
+
+
+def _check(pixel_values, **optional) -> None:
+    if not isinstance(pixel_values, torch.Tensor):
+        raise TypeError(f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}")
+    for name, value in optional.items():
+        if value is not None and not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor or None, got {type(value).__name__}")
+
+
+class _BeitBase(CppModule, PreTrainedModel):
+    model_type = "beit"
+
+    @classmethod
+    def resolve_config(cls, config: Dict[str, Any]) -> Dict[str, Any]:
+        """The full config (C++ fills in the defaults and checks it) without building the model."""
+        return json.loads(_C.beit.resolve_config(json.dumps(config)))
+
+    def set_gradient_checkpointing(self, enable: bool = True) -> None:
+        self._cpp.set_gradient_checkpointing(enable)
+
+    def _adopt_config(self, config: Dict[str, Any]) -> None:
+        self.config = merge_config(config, json.loads(self._cpp.config_json()))
+        self.config["architectures"] = [self.architecture]
+
+
+@register_model
+class BeitModel(_BeitBase):
+    """The BEiT encoder: embeddings (mask token where `bool_masked_pos`), layers with relative
+    position bias and layer scale, final layernorm, pooler (layernormed patch mean with
+    `use_mean_pooling`, else the CLS token). Any image size that is a multiple of the patch size
+    works: position embeddings and bias tables are resized, as in transformers."""
+
+    architecture = "BeitModel"
+
+    def __init__(self, config: Optional[Dict[str, Any]] = None, add_pooling_layer: bool = True):
+        config = dict(config or {})
+        super().__init__(_C.beit.BeitModel(json.dumps(config), bool(add_pooling_layer)))
+        self._adopt_config(config)
+
+    def forward(self, pixel_values: torch.Tensor, bool_masked_pos: Optional[torch.Tensor] = None,
+                output_hidden_states: bool = False,
+                interpolate_pos_encoding: bool = False) -> BeitModelOutputWithPooling:
+        _check(pixel_values, bool_masked_pos=bool_masked_pos)
+        self._sync_parameters()
+        return make_output(self._cpp.forward(pixel_values, bool_masked_pos, bool(output_hidden_states)))
+
+
+@register_model
+class BeitForMaskedImageModeling(_BeitBase):
+    """BEiT pretraining: predicts the visual token of every patch from an image whose masked
+    patches were replaced by the mask token; `labels` (the tokens of the masked patches, [M] as
+    transformers, or of every patch, [B, N]) give the cross-entropy over masked patches."""
+
+    architecture = "BeitForMaskedImageModeling"
+
+    def __init__(self, config: Optional[Dict[str, Any]] = None):
+        config = dict(config or {})
+        super().__init__(_C.beit.BeitForMaskedImageModeling(json.dumps(config)))
+        self._adopt_config(config)
+
+    def forward(self, pixel_values: torch.Tensor, bool_masked_pos: Optional[torch.Tensor] = None,
+                labels: Optional[torch.Tensor] = None, output_hidden_states: bool = False,
+                interpolate_pos_encoding: bool = False) -> MaskedLMOutput:
+        _check(pixel_values, bool_masked_pos=bool_masked_pos, labels=labels)
+        self._sync_parameters()
+        return make_output(self._cpp.forward(pixel_values, bool_masked_pos, labels, bool(output_hidden_states)))
