@@ -7,6 +7,7 @@
 """
 from .datasets import FASHION_MNIST_ROOT, CaptionDataset, FashionMNIST, ImageFolder
 from .loader import DataLoader
+from .masking import BlockMaskGenerator
 from .transforms import (
     OPENAI_CLIP_MEAN,
     OPENAI_CLIP_STD,
@@ -20,7 +21,7 @@ from .transforms import (
 )
 
 __all__ = [
-    "DataLoader", "FashionMNIST", "ImageFolder", "CaptionDataset", "FASHION_MNIST_ROOT",
+    "BlockMaskGenerator", "DataLoader", "FashionMNIST", "ImageFolder", "CaptionDataset", "FASHION_MNIST_ROOT",
     "TransformOptions", "ImageTransform", "Interpolation", "clip_transform", "decode_image",
     "read_image", "image_decode_available", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD",
 ]
