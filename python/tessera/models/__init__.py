@@ -4,8 +4,10 @@ from .clip import CLIPModel, CLIPTextModel, CLIPVisionModel
 from .mae import ViTMAEForPreTraining, ViTMAEModel
 from .outputs import BaseModelOutputWithPooling, CLIPOutput, ModelOutput
 from .pretrained import PreTrainedModel
+from .quantizer import NormEMAQuantizer
+from .vqkd import VQKD
 
 __all__ = [
     "BeitForMaskedImageModeling", "BeitModel", "CLIPModel", "CLIPTextModel", "CLIPVisionModel", "ViTMAEForPreTraining", "ViTMAEModel", "ModelOutput", "CLIPOutput",
-    "BaseModelOutputWithPooling", "PreTrainedModel",
+    "BaseModelOutputWithPooling", "PreTrainedModel", "NormEMAQuantizer", "VQKD",
 ]

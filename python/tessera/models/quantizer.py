@@ -1,0 +1,105 @@
+"""The L2-normalised EMA vector quantizer of VQ-KD (Peng et al. 2022, BEiT v2): codes and inputs
+live on the unit sphere, lookup is by cosine similarity, gradients pass straight through
+(Bengio et al. 2013), and the codebook moves by exponential moving averages of the inputs
+assigned to each code, not by gradients. With torch.distributed initialised, the assignment
+counts and sums are all-reduced before the update, so every rank keeps the same codebook.
+Codes that fall out of use (EMA count below `dead_code_threshold`) can be restarted on recent
+inputs (`restart_dead_codes`, rank 0's choice broadcast).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+
+class QuantizerOutput(NamedTuple):
+    quantized: torch.Tensor   # [..., dim] codes, with the straight-through gradient of the normalised input
+    indices: torch.Tensor     # [...] int64 code ids
+    loss: torch.Tensor        # [] beta * ||sg(code) - z||^2 (commitment)
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+class NormEMAQuantizer(nn.Module):
+    def __init__(self, codebook_size: int, dim: int, decay: float = 0.99, beta: float = 1.0,
+                 dead_code_threshold: float = 0.0):
+        super().__init__()
+        if codebook_size <= 0:
+            raise ValueError(f"codebook_size must be positive, got {codebook_size}")
+        if dim <= 0:
+            raise ValueError(f"codebook_dim must be positive, got {dim}")
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {decay}")
+        self.codebook_size, self.dim, self.decay, self.beta = int(codebook_size), int(dim), float(decay), float(beta)
+        self.dead_code_threshold = float(dead_code_threshold)
+        # Buffers, not parameters: the codebook follows the EMA, and checkpoints carry it.
+        self.register_buffer("embedding", F.normalize(torch.randn(codebook_size, dim), dim=-1))
+        self.register_buffer("cluster_size", torch.zeros(codebook_size))
+        self._recent: Optional[torch.Tensor] = None  # last inputs seen in training (dead-code restarts)
+
+    def extra_repr(self) -> str:
+        return f"codebook_size={self.codebook_size}, dim={self.dim}, decay={self.decay}, beta={self.beta}"
+
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        if z.shape[-1] != self.dim:
+            raise ValueError(f"quantizer input must end in codebook_dim {self.dim}, got shape {tuple(z.shape)}")
+        z = F.normalize(z, dim=-1)
+        flat = z.reshape(-1, self.dim)
+        codebook = self.embedding.to(flat.dtype)
+        indices = (flat @ codebook.t()).argmax(-1)  # nearest code by cosine similarity
+        codes = codebook[indices].view_as(z)
+        if self.training:
+            self.ema_update(flat.detach(), indices)
+            self._recent = flat.detach()
+        loss = self.beta * F.mse_loss(codes.detach(), z)
+        return QuantizerOutput(z + (codes - z).detach(), indices.view(z.shape[:-1]), loss)
+
+    @torch.no_grad()
+    def ema_update(self, flat: torch.Tensor, indices: torch.Tensor) -> None:
+        """cluster_size <- d*cluster_size + (1-d)*counts; each used code moves towards the
+        normalised mean of its inputs and is renormalised; unused codes stay."""
+        onehot = F.one_hot(indices, self.codebook_size).to(torch.float32)
+        counts = onehot.sum(0)
+        sums = onehot.t() @ flat.to(torch.float32)  # [K, dim]
+        if _distributed():
+            dist.all_reduce(counts)
+            dist.all_reduce(sums)
+        self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        means = F.normalize(sums / counts.clamp(min=1).unsqueeze(1), dim=-1)
+        target = torch.where((counts > 0).unsqueeze(1), means, self.embedding)
+        self.embedding.mul_(self.decay).add_(target, alpha=1 - self.decay)
+        self.embedding.copy_(F.normalize(self.embedding, dim=-1))
+
+    @torch.no_grad()
+    def restart_dead_codes(self, generator: Optional[torch.Generator] = None) -> int:
+        """Moves codes whose EMA count is below `dead_code_threshold` onto random recent inputs
+        (rank 0 chooses; broadcast). Returns how many were restarted."""
+        if self.dead_code_threshold <= 0 or self._recent is None:
+            return 0
+        dead = self.cluster_size < self.dead_code_threshold
+        n = int(dead.sum())
+        if n:
+            pick = torch.randint(len(self._recent), (n,), generator=generator).to(self._recent.device)
+            self.embedding[dead] = self._recent[pick].to(self.embedding.dtype)
+            self.cluster_size[dead] = self.dead_code_threshold
+        if _distributed():
+            dist.broadcast(self.embedding, 0)
+            dist.broadcast(self.cluster_size, 0)
+        return n
+
+    def usage(self) -> dict:
+        """Codebook statistics from the EMA counts: the fraction of codes in use and the
+        perplexity (exp of the entropy of code frequencies; K when all are used equally)."""
+        total = float(self.cluster_size.sum())
+        if total <= 0:
+            return {"codes_used": 0.0, "perplexity": 0.0}
+        p = self.cluster_size / total
+        entropy = -(p * torch.log(p.clamp(min=1e-12))).sum()
+        return {"codes_used": float((self.cluster_size > 1e-3 * total / self.codebook_size).float().mean()),
+                "perplexity": float(entropy.exp())}
