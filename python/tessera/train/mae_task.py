@@ -11,8 +11,9 @@ import torch
 
 from .. import data as tdata
 from ..models.mae import ViTMAEForPreTraining
-from .image_data import ImageData, image_dataset, image_loader
-from .tasks import Task, TokenLoss, register_task
+from .image_data import ImageData
+from .image_task import ImageTask
+from .tasks import TokenLoss, register_task
 
 
 @dataclass
@@ -26,20 +27,10 @@ class MaeEval:
 
 
 @register_task("mae")
-class MaeTask(Task):
+class MaeTask(ImageTask):
     sections = {"data": ImageData, "eval": MaeEval}
     model_class = ViTMAEForPreTraining
-
-    def __init__(self, recipe, rank: int = 0, world_size: int = 1):
-        super().__init__(recipe, rank, world_size)
-        self.train_set = image_dataset(recipe.data, train=True)
-        self._pictures = None
-
-    def train_loader(self, rank: int, world_size: int):
-        return image_loader(self.recipe.data, self.train_set, True, self.recipe.train.seed, rank, world_size)
-
-    def batch_size(self, batch: Dict[str, Any]) -> int:
-        return len(batch["pixel_values"])
+    _pictures = None
 
     def compute_loss(self, wrapped, model, batch, step):
         out = wrapped(pixel_values=batch["pixel_values"].to(model.device))
@@ -51,14 +42,11 @@ class MaeTask(Task):
         """Masked-patch loss on held-out images with fixed masks; the first images' pictures are
         kept for plot() and, when the trainer has set `out_dir`, written at every evaluation."""
         cfg = self.recipe.eval
-        loader = image_loader(self.recipe.data, image_dataset(self.recipe.data, train=False), False,
-                              self.recipe.train.seed)
         g = torch.Generator().manual_seed(1234)  # the same masks at every evaluation
         n = (self.recipe.data.image_size // model.config["patch_size"]) ** 2
         total, count, seen = 0.0, 0.0, 0
         with torch.no_grad():
-            for batch in loader:
-                px = batch["pixel_values"].to(model.device)
+            for px in self.heldout(model.device, cfg.max_images):
                 out = model(pixel_values=px, noise=torch.rand(len(px), n, generator=g).to(px.device),
                             interpolate_pos_encoding=px.shape[-1] != model.config["image_size"])
                 total += float(out.loss) * float(out.mask.sum())
@@ -67,9 +55,6 @@ class MaeTask(Task):
                     self._pictures = self._pictures_of(model, px[:cfg.pictures], out.logits[:cfg.pictures],
                                                        out.mask[:cfg.pictures])
                 seen += len(px)
-                if cfg.max_images and seen >= cfg.max_images:
-                    break
-        loader.stop()
         self._evaluations = getattr(self, "_evaluations", 0) + 1
         if self.out_dir and self.rank == 0 and self._pictures is not None and not final:
             os.makedirs(os.path.join(self.out_dir, "reconstructions"), exist_ok=True)

@@ -147,7 +147,8 @@ class Task:
 
 
 TASKS: Dict[str, type] = {}
-_BUILTIN = {"clip": "tessera.train.clip_task", "mae": "tessera.train.mae_task"}
+_BUILTIN = {"clip": "tessera.train.clip_task", "mae": "tessera.train.mae_task", "vqkd": "tessera.train.vqkd_task",
+            "beit": "tessera.train.beit_task", "mim_features": "tessera.train.mim_features_task"}
 
 
 def register_task(name: str):

@@ -1,0 +1,77 @@
+"""BEiT pretraining for the Trainer: a VQ-KD tokenizer (a `vqkd` run) turns each image into
+visual tokens, block-wise masks hide ~40 % of the patches, and the model predicts the tokens of
+the masked ones (a TokenLoss over masked patches). Evaluation: held-out loss and token accuracy
+with fixed masks."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict
+
+import torch
+
+from ..models.beit import BeitForMaskedImageModeling
+from ..models.pretrained import read_config
+from ..models.vqkd import VQKD
+from .image_data import ImageData
+from .image_task import MaskedImageTask, MaskingSection
+from .tasks import TokenLoss, register_task
+from .teacher import checkpoint_folder
+
+
+@dataclass
+class TokenizerSection:
+    checkpoint: str = ""                    # a vqkd run folder (its newest checkpoint) or checkpoint folder
+
+    def validate(self, where: str) -> None:
+        if not self.checkpoint:
+            raise ValueError(f"{where}.checkpoint: name the VQ-KD run or checkpoint folder (train a vqkd recipe first)")
+
+
+@dataclass
+class MimEval:
+    max_images: int = 1024                  # held-out images (0: all)
+
+    def validate(self, where: str) -> None:
+        if self.max_images < 0:
+            raise ValueError(f"{where}.max_images must be >= 0, got {self.max_images}")
+
+
+@register_task("beit")
+class BeitTask(MaskedImageTask):
+    sections = {"data": ImageData, "tokenizer": TokenizerSection, "masking": MaskingSection, "eval": MimEval}
+    model_class = BeitForMaskedImageModeling
+
+    def __init__(self, recipe, rank: int = 0, world_size: int = 1):
+        super().__init__(recipe, rank, world_size)
+        self.tokenizer = VQKD.from_pretrained(checkpoint_folder(recipe.tokenizer.checkpoint)).requires_grad_(False)
+        enc = self.tokenizer.config["encoder_config"]
+        if enc["image_size"] // enc["patch_size"] != self.grid:
+            raise ValueError(f"tokenizer {recipe.tokenizer.checkpoint}: its {enc['image_size'] // enc['patch_size']}"
+                             f"-patch grid differs from the model's {self.grid}")
+
+    @classmethod
+    def head_config(cls, recipe) -> Dict[str, Any]:
+        tokenizer = read_config(checkpoint_folder(recipe.tokenizer.checkpoint))
+        return {"vocab_size": tokenizer["codebook_size"]}
+
+    def compute_loss(self, wrapped, model, batch, step):
+        px = batch["pixel_values"].to(model.device)
+        labels = self.tokenizer.to(px.device).get_codebook_indices(px)
+        mask = self.train_masks(len(px), step).to(px.device)
+        out = wrapped(pixel_values=px, bool_masked_pos=mask, labels=labels)
+        masked = mask.sum()
+        return {"loss": TokenLoss(out.loss * masked, masked)}
+
+    def evaluate(self, model, final: bool = False) -> Dict[str, Any]:
+        masks = self.eval_masks()
+        total, correct, count = 0.0, 0, 0
+        with torch.no_grad():
+            for px in self.heldout(model.device, self.recipe.eval.max_images):
+                labels = self.tokenizer.to(px.device).get_codebook_indices(px)
+                mask = masks(len(px)).to(px.device)
+                out = model(pixel_values=px, bool_masked_pos=mask, labels=labels)
+                m = int(mask.sum())
+                total += float(out.loss) * m
+                correct += int((out.logits[mask].argmax(-1) == labels[mask]).sum())
+                count += m
+        return {"eval_loss": total / max(count, 1), "token_accuracy": correct / max(count, 1)}

@@ -1,0 +1,98 @@
+"""What the image-only tasks share (MAE, VQ-KD, BEiT, feature-target MIM): the `data` section,
+the training loader, held-out batches for evaluation, and the `masking` section of block-wise
+masked image modeling."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator
+
+import torch
+
+from ..data.masking import BlockMaskGenerator
+from .image_data import ImageData, image_dataset, image_loader
+from .tasks import Task
+
+
+@dataclass
+class MaskingSection:
+    ratio: float = 0.4                      # fraction of patches masked (BEiT: 75 of 196)
+    min_num_patches: int = 4                # smallest block (BEiT: 16 on a 14x14 grid)
+    min_aspect: float = 0.3                 # block aspect ratio in [min_aspect, 1/min_aspect]
+
+    def validate(self, where: str) -> None:
+        if not 0 < self.ratio < 1:
+            raise ValueError(f"{where}.ratio must be in (0, 1), got {self.ratio}")
+        if self.min_num_patches < 1:
+            raise ValueError(f"{where}.min_num_patches must be >= 1, got {self.min_num_patches}")
+        if not 0 < self.min_aspect <= 1:
+            raise ValueError(f"{where}.min_aspect must be in (0, 1], got {self.min_aspect}")
+
+    def generator(self, grid: int, seed: int) -> BlockMaskGenerator:
+        return BlockMaskGenerator.from_ratio(grid, self.ratio, min_num_patches=self.min_num_patches,
+                                             min_aspect=self.min_aspect, seed=seed)
+
+
+class ImageTask(Task):
+    """A task trained on images alone."""
+    sections = {"data": ImageData}
+
+    def __init__(self, recipe, rank: int = 0, world_size: int = 1):
+        super().__init__(recipe, rank, world_size)
+        self.train_set = image_dataset(recipe.data, train=True)
+
+    def train_loader(self, rank: int, world_size: int):
+        return image_loader(self.recipe.data, self.train_set, True, self.recipe.train.seed, rank, world_size)
+
+    def batch_size(self, batch: Dict[str, Any]) -> int:
+        return len(batch["pixel_values"])
+
+    def heldout(self, device, max_images: int = 0) -> Iterator[torch.Tensor]:
+        """Held-out pixel batches in a fixed order, up to `max_images` (0: all)."""
+        loader = image_loader(self.recipe.data, image_dataset(self.recipe.data, train=False), False,
+                              self.recipe.train.seed)
+        seen = 0
+        try:
+            for batch in loader:
+                yield batch["pixel_values"].to(device)
+                seen += len(batch["pixel_values"])
+                if max_images and seen >= max_images:
+                    break
+        finally:
+            loader.stop()
+
+
+class MaskedImageTask(ImageTask):
+    """Block-masked image modeling on a BEiT encoder (`masking` section): masks are drawn from a
+    generator reseeded at every step from (seed, step, rank), so a resumed run sees the masks an
+    uninterrupted one would; evaluation uses one fixed mask stream."""
+
+    def __init__(self, recipe, rank: int = 0, world_size: int = 1):
+        super().__init__(recipe, rank, world_size)
+        self.grid = recipe.data.image_size // self.model_config(recipe)["patch_size"]
+        self.masks = recipe.masking.generator(self.grid, recipe.train.seed)
+        self._mask_step = -1
+
+    @classmethod
+    def head_config(cls, recipe) -> Dict[str, Any]:
+        """Config keys the task fixes (the head's width); checked against the recipe's."""
+        return {}
+
+    @classmethod
+    def model_config(cls, recipe) -> Dict[str, Any]:
+        fixed = {"use_mask_token": True, **cls.head_config(recipe)}
+        given = recipe.model.config or {}
+        for key, value in fixed.items():
+            if key in given and given[key] != value:
+                raise ValueError(f"model.config.{key} is {given[key]!r} but the {recipe.task} task needs {value!r}")
+        recipe.model.config = {**given, **fixed}
+        return super().model_config(recipe)
+
+    def train_masks(self, batch: int, step: int) -> torch.Tensor:
+        if step != self._mask_step:  # micro-batches of one step continue the stream
+            self.masks.rng.seed((self.recipe.train.seed * 1_000_003 + step) * 1009 + self.rank)
+            self._mask_step = step
+        return self.masks(batch)
+
+    def eval_masks(self):
+        """A generator for held-out masks: the same at every evaluation."""
+        return self.recipe.masking.generator(self.grid, 1234)

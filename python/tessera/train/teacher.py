@@ -1,0 +1,70 @@
+"""A frozen teacher for feature targets (VQ-KD, feature-target MIM): a tessera CLIP vision tower
+from a CLIP run, a CLIP checkpoint folder, or a config (random weights: tests and ablations);
+its patch features at any layer come from forward_intermediates."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict
+
+import torch
+
+from ..models.clip import CLIPVisionModel
+from ..models.pretrained import read_config
+from ..models.weights import load_weights
+from .checkpoint import latest_checkpoint
+
+
+@dataclass
+class TeacherSection:
+    checkpoint: str = ""                    # a CLIP run folder (its newest checkpoint) or checkpoint folder
+    config: Dict[str, Any] = field(default_factory=dict)  # else a CLIP vision config, random weights
+    layer: int = -1                         # whose output: a forward_intermediates index (-1: the last)
+    seed: int = 0                           # initialises a config-built teacher
+
+    def validate(self, where: str) -> None:
+        if bool(self.checkpoint) == bool(self.config):
+            raise ValueError(f"{where}: give either checkpoint (a CLIP run or checkpoint folder) or config")
+
+
+def checkpoint_folder(path: str) -> str:
+    if os.path.isfile(os.path.join(path, "config.json")):
+        return path
+    newest = latest_checkpoint(path)
+    if newest is None:
+        raise FileNotFoundError(f"teacher.checkpoint {path}: neither a checkpoint folder (config.json) nor a run "
+                                f"with checkpoints/ (train the CLIP recipe first: make demo)")
+    return newest
+
+
+def load_teacher(section: TeacherSection) -> CLIPVisionModel:
+    """The frozen vision tower, in eval mode, without gradients."""
+    if section.checkpoint:
+        folder = checkpoint_folder(section.checkpoint)
+        config = read_config(folder)
+        vision = config.get("vision_config", config)
+        if config.get("model_type") not in ("clip", "clip_vision_model"):
+            raise ValueError(f"{folder}/config.json: the teacher must be a CLIP model, got model_type "
+                             f"{config.get('model_type')!r}")
+        model = CLIPVisionModel(vision)
+        state = load_weights(folder)
+        if "vision_config" in config:  # a CLIPModel: keep its vision tower's tensors
+            state = {k: v for k, v in state.items() if k.startswith("vision_model.")}
+        model.load_state_dict(state, strict=True)
+    else:
+        with torch.random.fork_rng():
+            torch.manual_seed(section.seed)
+            model = CLIPVisionModel(section.config)
+    model.eval().requires_grad_(False)
+    return model
+
+
+@torch.no_grad()
+def teacher_features(teacher: CLIPVisionModel, pixel_values: torch.Tensor, layer: int = -1) -> torch.Tensor:
+    """[B, patches, width]: the chosen layer's patch tokens (class token dropped)."""
+    c = teacher.config
+    if pixel_values.shape[-1] != c["image_size"] or pixel_values.shape[-2] != c["image_size"]:
+        raise ValueError(f"teacher expects {c['image_size']}px images (patch grid "
+                         f"{c['image_size'] // c['patch_size']}), got {tuple(pixel_values.shape[-2:])}")
+    (feats,) = teacher.forward_intermediates(pixel_values, indices=[layer], stop_early=True, intermediates_only=True)
+    return feats[:, 1:]

@@ -1,0 +1,69 @@
+"""VQ-KD tokenizer training for the Trainer: the frozen teacher's patch features are the target of
+the decoder (cosine loss) through the quantizer's codes; evaluation reports the held-out
+reconstruction loss and how much of the codebook held-out images use."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict
+
+import torch
+
+from ..models.quantizer import NormEMAQuantizer
+from ..models.vqkd import VQKD
+from .image_data import ImageData
+from .image_task import ImageTask
+from .tasks import register_task
+from .teacher import TeacherSection, load_teacher, teacher_features
+
+
+@dataclass
+class VqkdEval:
+    max_images: int = 1024                  # held-out images (0: all)
+
+    def validate(self, where: str) -> None:
+        if self.max_images < 0:
+            raise ValueError(f"{where}.max_images must be >= 0, got {self.max_images}")
+
+
+@register_task("vqkd")
+class VqkdTask(ImageTask):
+    sections = {"data": ImageData, "teacher": TeacherSection, "eval": VqkdEval}
+    model_class = VQKD
+
+    def __init__(self, recipe, rank: int = 0, world_size: int = 1):
+        super().__init__(recipe, rank, world_size)
+        self.teacher = load_teacher(recipe.teacher)
+        enc, t = self.model_config(recipe)["encoder_config"], self.teacher.config
+        if enc["image_size"] // enc["patch_size"] != t["image_size"] // t["patch_size"]:
+            raise ValueError(f"model.config.encoder_config: a {enc['image_size'] // enc['patch_size']}-patch grid "
+                             f"cannot regress a teacher with a {t['image_size'] // t['patch_size']}-patch grid")
+        recipe.model.config = {**(recipe.model.config or {}), "teacher_dim": t["hidden_size"]}
+
+    def build_model(self):
+        if self.recipe.model.pretrained:
+            return super().build_model()
+        return VQKD(self.model_config(self.recipe))
+
+    def compute_loss(self, wrapped, model, batch, step):
+        px = batch["pixel_values"].to(model.device)
+        target = teacher_features(self.teacher.to(px.device), px, self.recipe.teacher.layer)
+        out = wrapped(pixel_values=px, target=target)
+        return {"loss": out.loss, "rec_loss": out.rec_loss.detach(), "commit_loss": out.commit_loss.detach()}
+
+    def after_step(self, model) -> None:
+        for m in model.modules():
+            if isinstance(m, NormEMAQuantizer):
+                m.restart_dead_codes()
+
+    def evaluate(self, model: VQKD, final: bool = False) -> Dict[str, Any]:
+        total, count = 0.0, 0
+        counts = torch.zeros(model.config["codebook_size"])
+        with torch.no_grad():
+            for px in self.heldout(model.device, self.recipe.eval.max_images):
+                out = model(px, target=teacher_features(self.teacher.to(px.device), px, self.recipe.teacher.layer))
+                total += float(out.rec_loss) * len(px)
+                count += len(px)
+                counts += torch.bincount(out.indices.flatten().cpu(), minlength=len(counts)).float()
+        p = counts / counts.sum().clamp(min=1)
+        return {"eval_rec_loss": total / max(count, 1), "codes_used": float((counts > 0).float().mean()),
+                "perplexity": float(torch.exp(-(p * p.clamp(min=1e-12).log()).sum()))}
