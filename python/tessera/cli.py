@@ -39,6 +39,16 @@ def _eval(args) -> int:
     from .train.tasks import import_modules
 
     import_modules(args.imports)
+    if args.probe:
+        from .eval.probe import run_probe
+
+        print(json.dumps(run_probe(args.checkpoint, args.random_init, args.data, args.probe_train, args.probe_test),
+                         indent=2))
+        return 0
+    if args.random_init:
+        raise ValueError("--random-init goes with --probe")
+    if not args.recipe:
+        raise ValueError("eval needs --recipe (its task, data and eval sections), or --probe")
     recipe = load_recipe(args.recipe, args.set + (["eval.retrieval=true"] if args.retrieval else []))
     task = build_task(recipe)
     model = task.load_model(args.checkpoint).eval()
@@ -99,10 +109,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     t.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(fn=_train)
-    e = sub.add_parser("eval", help="evaluate a checkpoint folder with a recipe's task")
-    e.add_argument("checkpoint")
-    e.add_argument("--recipe", required=True, help="recipe whose task, data and eval sections to use")
+    e = sub.add_parser("eval", help="evaluate a checkpoint folder with a recipe's task, or probe its encoder")
+    e.add_argument("checkpoint", help="checkpoint or run folder (its newest checkpoint); with --probe also 'pixels'")
+    e.add_argument("--recipe", help="recipe whose task, data and eval sections to use")
     e.add_argument("--retrieval", action="store_true", help="CLIP: also image-text retrieval")
+    e.add_argument("--probe", action="store_true", help="linear-probe and k-NN accuracy of the encoder's features "
+                   "on Fashion-MNIST")
+    e.add_argument("--random-init", action="store_true", help="--probe the same architecture, untrained")
+    e.add_argument("--data", default="/usr/share/datasets/fashion-mnist", help="--probe: Fashion-MNIST folder")
+    e.add_argument("--probe-train", type=int, default=10000, help="--probe: training images")
+    e.add_argument("--probe-test", type=int, default=2000, help="--probe: test images")
     e.add_argument("--set", action="append", default=[])
     e.set_defaults(fn=_eval)
     pl = sub.add_parser("plan", help="per-rank memory of a recipe before running it; settings that fit")

@@ -1,5 +1,6 @@
-"""Evaluation: zero-shot classification and image-text retrieval."""
+"""Evaluation: zero-shot classification, image-text retrieval, linear probe and k-NN."""
+from .probe import knn, linear_probe, run_probe
 from .retrieval import recall_at_k, retrieval_evaluate
 from .zero_shot import zero_shot_classifier, zero_shot_evaluate
 
-__all__ = ["zero_shot_classifier", "zero_shot_evaluate", "recall_at_k", "retrieval_evaluate"]
+__all__ = ["knn", "linear_probe", "run_probe", "zero_shot_classifier", "zero_shot_evaluate", "recall_at_k", "retrieval_evaluate"]

@@ -15,7 +15,7 @@ from ..models.vqkd import VQKD
 from .image_data import ImageData
 from .image_task import MaskedImageTask, MaskingSection
 from .tasks import TokenLoss, register_task
-from .teacher import checkpoint_folder
+from .checkpoint import resolve_checkpoint
 
 
 @dataclass
@@ -43,7 +43,7 @@ class BeitTask(MaskedImageTask):
 
     def __init__(self, recipe, rank: int = 0, world_size: int = 1):
         super().__init__(recipe, rank, world_size)
-        self.tokenizer = VQKD.from_pretrained(checkpoint_folder(recipe.tokenizer.checkpoint)).requires_grad_(False)
+        self.tokenizer = VQKD.from_pretrained(resolve_checkpoint(recipe.tokenizer.checkpoint, "tokenizer.checkpoint")).requires_grad_(False)
         enc = self.tokenizer.config["encoder_config"]
         if enc["image_size"] // enc["patch_size"] != self.grid:
             raise ValueError(f"tokenizer {recipe.tokenizer.checkpoint}: its {enc['image_size'] // enc['patch_size']}"
@@ -51,7 +51,7 @@ class BeitTask(MaskedImageTask):
 
     @classmethod
     def head_config(cls, recipe) -> Dict[str, Any]:
-        tokenizer = read_config(checkpoint_folder(recipe.tokenizer.checkpoint))
+        tokenizer = read_config(resolve_checkpoint(recipe.tokenizer.checkpoint, "tokenizer.checkpoint"))
         return {"vocab_size": tokenizer["codebook_size"]}
 
     def compute_loss(self, wrapped, model, batch, step):

@@ -174,3 +174,14 @@ def load_trainer_state(ckpt_dir: str) -> Dict[str, Any]:
 def latest_checkpoint(out_dir: str) -> Optional[str]:
     found = list_checkpoints(out_dir)
     return found[-1] if found else None
+
+
+def resolve_checkpoint(path: str, what: str = "checkpoint", hint: str = "") -> str:
+    """A checkpoint folder (it has config.json) as is, or a run folder's newest checkpoint."""
+    if os.path.isfile(os.path.join(path, "config.json")):
+        return path
+    newest = latest_checkpoint(path)
+    if newest is None:
+        raise FileNotFoundError(f"{what} {path}: neither a checkpoint folder (config.json) nor a run folder with "
+                                f"checkpoints/" + (f" ({hint})" if hint else ""))
+    return newest

@@ -16,7 +16,8 @@ from .beit_task import MimEval
 from .image_data import ImageData
 from .image_task import MaskedImageTask, MaskingSection
 from .tasks import TokenLoss, register_task
-from .teacher import TeacherSection, checkpoint_folder, load_teacher, teacher_features
+from .checkpoint import resolve_checkpoint
+from .teacher import TeacherSection, load_teacher, teacher_features
 
 LOSSES = ("cosine", "smooth_l1")
 
@@ -55,7 +56,7 @@ class MimFeaturesTask(MaskedImageTask):
     @classmethod
     def head_config(cls, recipe) -> Dict[str, Any]:
         t = recipe.teacher
-        config = t.config or read_config(checkpoint_folder(t.checkpoint))
+        config = t.config or read_config(resolve_checkpoint(t.checkpoint, "teacher.checkpoint"))
         return {"vocab_size": config.get("vision_config", config).get("hidden_size", 768)}
 
     def _loss(self, model_out, px, mask) -> torch.Tensor:

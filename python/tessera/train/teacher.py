@@ -3,7 +3,6 @@ from a CLIP run, a CLIP checkpoint folder, or a config (random weights: tests an
 its patch features at any layer come from forward_intermediates."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any, Dict
 
@@ -12,7 +11,7 @@ import torch
 from ..models.clip import CLIPVisionModel
 from ..models.pretrained import read_config
 from ..models.weights import load_weights
-from .checkpoint import latest_checkpoint
+from .checkpoint import resolve_checkpoint
 
 
 @dataclass
@@ -27,20 +26,10 @@ class TeacherSection:
             raise ValueError(f"{where}: give either checkpoint (a CLIP run or checkpoint folder) or config")
 
 
-def checkpoint_folder(path: str) -> str:
-    if os.path.isfile(os.path.join(path, "config.json")):
-        return path
-    newest = latest_checkpoint(path)
-    if newest is None:
-        raise FileNotFoundError(f"teacher.checkpoint {path}: neither a checkpoint folder (config.json) nor a run "
-                                f"with checkpoints/ (train the CLIP recipe first: make demo)")
-    return newest
-
-
 def load_teacher(section: TeacherSection) -> CLIPVisionModel:
     """The frozen vision tower, in eval mode, without gradients."""
     if section.checkpoint:
-        folder = checkpoint_folder(section.checkpoint)
+        folder = resolve_checkpoint(section.checkpoint, "teacher.checkpoint", "train the CLIP recipe first: make demo")
         config = read_config(folder)
         vision = config.get("vision_config", config)
         if config.get("model_type") not in ("clip", "clip_vision_model"):
