@@ -30,6 +30,25 @@ def test_parameter_count_is_exact(overrides):
     assert model_shape(recipe).params() == sum(p.numel() for p in model.parameters())
 
 
+_TEACHER = ["teacher.checkpoint=''", "teacher.config.hidden_size=48", "teacher.config.image_size=28",
+            "teacher.config.patch_size=7", "teacher.config.num_hidden_layers=1", "teacher.config.num_attention_heads=2",
+            "teacher.config.intermediate_size=64"]
+
+
+@needs_data
+@pytest.mark.parametrize("name, overrides", [
+    ("mae", []), ("mae", ["model.config.qkv_bias=false", "model.config.mask_ratio=0.5"]),
+    ("mim_features", _TEACHER),
+    ("mim_features", _TEACHER + ["model.config.use_mean_pooling=false", "model.config.layer_scale_init_value=0",
+                                 "model.config.use_relative_position_bias=true",
+                                 "model.config.use_absolute_position_embeddings=true"]),
+])
+def test_parameter_count_is_exact_for_masked_image_models(name, overrides):
+    recipe = load_recipe(str(ROOT / "recipes" / f"fashion_mnist_{name}.yaml"), overrides)
+    model = build_task(recipe).build_model()
+    assert model_shape(recipe).params() == sum(p.numel() for p in model.parameters())
+
+
 def _saved_bytes(recipe) -> int:
     """Bytes autograd keeps for backward in one forward of the recipe's model and loss."""
     task = build_task(recipe)

@@ -35,9 +35,11 @@ class Stack:
     head_dim: int = 0            # 0: hidden // heads
     gated: bool = False          # SwiGLU MLP (3 matrices)
     qkv_bias: bool = True
+    k_bias: bool = True          # BEiT: query and value biases only
     o_bias: bool = True
     mlp_bias: bool = True
     norm_bias: bool = True       # LayerNorm (RMSNorm has no bias)
+    layer_scale: bool = False    # two [hidden] scale vectors (BEiT, CaiT)
 
     @property
     def _dims(self):
@@ -53,10 +55,10 @@ class Stack:
     def layer_params(self) -> int:
         d, kv = self._dims
         h, i = self.hidden, self.intermediate
-        biases = (self.heads * d + 2 * kv * d if self.qkv_bias else 0) + (h if self.o_bias else 0)
-        biases += ((2 if self.gated else 1) * i + h) if self.mlp_bias else 0
+        biases = (self.heads * d + (2 if self.k_bias else 1) * kv * d if self.qkv_bias else 0)
+        biases += (h if self.o_bias else 0) + (((2 if self.gated else 1) * i + h) if self.mlp_bias else 0)
         norms = 2 * (2 * h if self.norm_bias else h)
-        return self.matrix_params() + biases + norms
+        return self.matrix_params() + biases + norms + (2 * h if self.layer_scale else 0)
 
     def params(self) -> int:
         return self.layers * self.layer_params()

@@ -96,3 +96,27 @@ class MaskedImageTask(ImageTask):
     def eval_masks(self):
         """A generator for held-out masks: the same at every evaluation."""
         return self.recipe.masking.generator(self.grid, 1234)
+
+    @classmethod
+    def memory_shape(cls, recipe):
+        """A BEiT encoder with its head for `tessera plan` (a frozen tokenizer or teacher runs
+        without gradients and is not counted)."""
+        from ..plan import ModelShape, Stack
+
+        c, d = cls.model_config(recipe), recipe.data
+        n = (d.image_size // c["patch_size"]) ** 2
+        h, heads, vocab = c["hidden_size"], c["num_attention_heads"], c["vocab_size"]
+        g = c["image_size"] // c["patch_size"]
+        table = ((2 * g - 1) ** 2 + 3) * heads
+        stack = Stack("encoder", c["num_hidden_layers"], n + 1, h, c["intermediate_size"], heads, k_bias=False,
+                      layer_scale=c["layer_scale_init_value"] > 0)
+        tables = (c["num_hidden_layers"] if c["use_relative_position_bias"] else 0) + (
+            1 if c["use_shared_relative_position_bias"] else 0)
+        other = (h * c["num_channels"] * c["patch_size"] ** 2 + h + 2 * h   # patch projection, class + mask tokens
+                 + ((g * g + 1) * h if c["use_absolute_position_embeddings"] else 0) + tables * table
+                 + 2 * h * (1 if c["use_mean_pooling"] else 2)               # final norm(s) before the head
+                 + h * vocab + vocab)                                        # the head
+        pixels = c["num_channels"] * d.image_size ** 2 * 4
+        acts = 4 * (3 * (n + 1) * h + 3 * n * vocab) + 2 * pixels            # embeddings, logits and their grads
+        return ModelShape(recipe.task, [stack], other_params=other, other_activations_per_sample=acts,
+                          sample_bytes=pixels, batch_size=d.batch_size, prefetch=d.prefetch)

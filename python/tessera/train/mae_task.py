@@ -98,3 +98,27 @@ class MaeTask(ImageTask):
         super().plot(out_dir, metrics_path, metrics)
         if self._pictures is not None:
             self._write(os.path.join(out_dir, "reconstruction.png"))
+
+    @classmethod
+    def memory_shape(cls, recipe):
+        """MAE for `tessera plan`: the encoder over the visible patches, the decoder over all."""
+        from ..plan import ModelShape, Stack
+
+        c, d = cls.model_config(recipe), recipe.data
+        n = (d.image_size // c["patch_size"]) ** 2
+        keep = int(n * (1 - c["mask_ratio"]))
+        h, dh, p2c = c["hidden_size"], c["decoder_hidden_size"], c["patch_size"] ** 2 * c["num_channels"]
+        stacks = [Stack("encoder", c["num_hidden_layers"], keep + 1, h, c["intermediate_size"],
+                        c["num_attention_heads"], qkv_bias=c["qkv_bias"]),
+                  Stack("decoder", c["decoder_num_hidden_layers"], n + 1, dh, c["decoder_intermediate_size"],
+                        c["decoder_num_attention_heads"], qkv_bias=c["qkv_bias"])]
+        grid = (c["image_size"] // c["patch_size"]) ** 2 + 1
+        other = (h * p2c + h + h + grid * h + 2 * h          # patch projection, class token, sin-cos table, norm
+                 + h * dh + dh + dh + grid * dh + 2 * dh      # decoder embed, mask token, table, norm
+                 + dh * p2c + p2c)                            # pixel head
+        pixels = c["num_channels"] * d.image_size ** 2 * 4
+        # Outside the layers: patch embeddings, the kept tokens, the decoder's filled-in sequence,
+        # predictions, targets and their difference.
+        acts = 4 * (2 * n * h + 2 * (keep + 1) * h + 3 * (n + 1) * dh + 3 * n * p2c) + 2 * pixels
+        return ModelShape("mae", stacks, other_params=other, other_activations_per_sample=acts,
+                          sample_bytes=pixels, batch_size=d.batch_size, prefetch=d.prefetch)
