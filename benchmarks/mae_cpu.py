@@ -16,6 +16,7 @@ import tessera
 from tessera.train.hardware import cpu_has_native_bf16
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from step_compare import compare_steps  # noqa: E402
 from vit_cpu import timed  # noqa: E402
 
 
@@ -54,22 +55,7 @@ def main():
     with tempfile.TemporaryDirectory() as d:
         ours.save_pretrained(d)
         hf = transformers.ViTMAEForPreTraining.from_pretrained(d, attn_implementation="sdpa").train()
-    precisions = ["fp32"] + (["bf16"] if cpu_has_native_bf16() else [])
-    for prec in precisions:
-        rates = {}
-        for name, model in (("tessera", ours), ("transformers", hf)):
-            opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-
-            def step():
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=prec == "bf16"):
-                    loss = model(px, noise=noise).loss
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            rates[name] = args.batch / best_of(step, args.iters)
-            print(f"{name:12s} {prec}: {rates[name]:6.2f} samples/s")
-        print(f"ratio tessera / transformers, {prec}: {rates['tessera'] / rates['transformers']:.2f}x (goal >= 1.0x)")
-
+    compare_steps({"tessera": ours, "transformers": hf}, lambda m: m(px, noise=noise).loss, args.batch, args.iters)
 
 if __name__ == "__main__":
     main()
