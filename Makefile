@@ -1,5 +1,6 @@
 # The README's commands. Each target does its own setup, idempotently.
 #   make demo   — train + evaluate CLIP, then a short MAE run, on Fashion-MNIST (embedded data)
+#   make mim    — VQ-KD, BEiT and feature-target MIM after the demo; make results — their probes
 #   make test   — build, GoogleTest (ctest), pytest
 PY      := .venv/bin/python
 BUILD   := build
@@ -8,7 +9,7 @@ CLIP_BPE := python/tessera/assets/bpe_simple_vocab_16e6.txt.gz
 JOBS    ?= $(shell nproc)
 export CCACHE_DIR ?= $(HOME)/.cache/ccache
 
-.PHONY: setup build install test test-cpp test-python demo bench docs clean
+.PHONY: setup build install test test-cpp test-python demo mim results bench docs clean
 
 setup:
 	@bash scripts/setup.sh
@@ -34,6 +35,19 @@ test: test-cpp test-python
 demo: build
 	$(PY) -m tessera.cli train recipes/fashion_mnist_clip.yaml --out runs/demo
 	$(PY) -m tessera.cli train recipes/fashion_mnist_mae.yaml --out runs/demo-mae
+
+# Masked image modeling after the demo (its CLIP model is the teacher): VQ-KD tokenizer, BEiT on
+# its tokens, feature-target MIM; ~5 minutes on 2 cores.
+mim: build
+	@test -d runs/demo/checkpoints || $(MAKE) demo
+	$(PY) -m tessera.cli train recipes/fashion_mnist_vqkd.yaml --out runs/demo-vqkd
+	$(PY) -m tessera.cli train recipes/fashion_mnist_beit.yaml --out runs/demo-beit
+	$(PY) -m tessera.cli train recipes/fashion_mnist_mim_features.yaml --out runs/demo-mimf
+
+# The linear-probe / k-NN table of docs/results.md.
+results: build
+	@test -d runs/demo-mimf/checkpoints || $(MAKE) mim
+	$(PY) scripts/probe_table.py
 
 bench: build
 	$(PY) benchmarks/vit_cpu.py
