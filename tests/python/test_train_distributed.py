@@ -175,3 +175,34 @@ def test_token_weighted_loss_across_ranks_equals_one_process(tmp_path, strategy)
     torch.testing.assert_close(torch.tensor(two), torch.tensor(one), rtol=1e-5, atol=1e-5)
     a, b = (tessera.models.weights.load_weights(str(o / "checkpoints" / "step-00000003")) for o in outs)
     assert_close(a, b, 1e-5)
+
+
+def vqkd_recipe(strategy: str, per_rank_batch: int):
+    """The shipped VQ-KD recipe, shrunk, with a random CLIP teacher; no dead-code restarts (those
+    pick rank 0's inputs, so they differ from one process by design)."""
+    import pathlib
+
+    r = yaml.safe_load(open(pathlib.Path(__file__).resolve().parents[2] / "recipes" / "fashion_mnist_vqkd.yaml"))
+    r["model"]["config"]["encoder_config"].update(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                                  intermediate_size=64)
+    r["model"]["config"].update(codebook_size=32, dead_code_threshold=0.0)
+    r["teacher"] = {"config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                               "num_attention_heads": 2, "image_size": 28, "patch_size": 7}}
+    r["data"].update(batch_size=per_rank_batch, num_workers=1)
+    r["train"].update(steps=STEPS, checkpoint_every=STEPS, eval_every=0, log_every=1, strategy=strategy, threads=1)
+    r["eval"]["max_images"] = 128
+    return r
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
+def test_vqkd_on_two_ranks_equals_one_process_codebook_included(tmp_path, strategy):
+    """The EMA codebook is all-reduced: two ranks of 16 images update it exactly as one process of
+    32, and every trainable parameter and the codebook move."""
+    one = train(tmp_path, "one", vqkd_recipe("ddp", 32), 1)
+    two = train(tmp_path, strategy, vqkd_recipe(strategy, 16), 2)
+    torch.testing.assert_close(torch.tensor(losses(two)), torch.tensor(losses(one)), rtol=1e-5, atol=1e-5)
+    final = weights(two)
+    assert_close(final, weights(one), 1e-5)
+    start = initial_weights(vqkd_recipe(strategy, 16))
+    unchanged = [k for k in start if k != "quantize.cluster_size" and torch.equal(start[k], final[k])]
+    assert not unchanged, unchanged

@@ -142,6 +142,11 @@ class Trainer:
                     terms[k] = terms.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v) / accum
             if not isinstance(loss, TokenLoss):
                 terms["loss"] = terms.get("loss", 0.0) + float(value.detach())
+        if info.world_size > 1 and terms:  # log the mean over ranks, not rank 0's share
+            keys = sorted(terms)
+            values = torch.tensor([terms[k] for k in keys], dtype=torch.float64, device=info.device)
+            dist.all_reduce(values)
+            terms.update({k: float(v) / info.world_size for k, v in zip(keys, values)})
         scale = 1.0
         if True in kinds:
             totals = torch.tensor([token_sum, token_count], dtype=torch.float64, device=info.device)
