@@ -2,7 +2,8 @@
 configurations side by side (shared or per-layer relative bias, layer scale on/off, absolute
 positions, mean pooling; forward and every gradient), other resolutions, save/load both ways,
 bad input."""
-import re
+import os
+import sys
 
 import pytest
 import torch
@@ -10,21 +11,10 @@ from safetensors.torch import load_file
 
 import tessera
 
+sys.path.insert(0, os.path.dirname(__file__))
+from _vit_names import hf_name  # noqa: E402
+
 transformers = pytest.importorskip("transformers")
-
-# transformers 5 renames BEiT modules in memory and converts on save; ours are the saved names.
-_RENAMES = [(r"\.encoder\.layer\.", ".layers."), (r"^encoder\.layer\.", "layers."),
-            (r"attention\.attention\.relative_position_bias", "relative_position_bias"),
-            (r"(^|\.)encoder\.relative_position_bias", r"\1shared_position_bias"),
-            (r"attention\.attention\.query", "attention.q_proj"), (r"attention\.attention\.key", "attention.k_proj"),
-            (r"attention\.attention\.value", "attention.v_proj"), (r"attention\.output\.dense", "attention.o_proj"),
-            (r"intermediate\.dense", "mlp.fc1"), (r"output\.dense", "mlp.fc2")]
-
-
-def hf_name(ours: str) -> str:
-    for pattern, repl in _RENAMES:
-        ours = re.sub(pattern, repl, ours)
-    return ours
 
 
 def test_fixture_parity(fixture_dir):

@@ -1,12 +1,16 @@
 """MAE against transformers' ViTMAEForPreTraining: the shared fixture, random configurations side by
 side (forward and every gradient), both decoder key layouts, higher resolution, bad input."""
-import re
+import os
+import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 import tessera
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _vit_names import hf_name  # noqa: E402
 
 transformers = pytest.importorskip("transformers")
 
@@ -20,19 +24,6 @@ def test_fixture_parity(fixture_dir):
     torch.testing.assert_close(out.logits, io["logits"], atol=1e-4, rtol=0)
     assert torch.equal(out.mask, io["mask"]) and torch.equal(out.ids_restore, io["ids_restore"])
     torch.testing.assert_close(out.loss.reshape(1), io["loss"], atol=1e-5, rtol=0)
-
-
-# transformers 5 renames ViT modules in memory and converts on save; ours are the saved names.
-_RENAMES = [(r"\.encoder\.layer\.", ".layers."), (r"decoder\.decoder_encoder\.layer\.", "decoder.decoder_layers."),
-            (r"attention\.attention\.query", "attention.q_proj"), (r"attention\.attention\.key", "attention.k_proj"),
-            (r"attention\.attention\.value", "attention.v_proj"), (r"attention\.output\.dense", "attention.o_proj"),
-            (r"intermediate\.dense", "mlp.fc1"), (r"output\.dense", "mlp.fc2")]
-
-
-def hf_name(ours: str) -> str:
-    for pattern, repl in _RENAMES:
-        ours = re.sub(pattern, repl, ours)
-    return ours
 
 
 CONFIGS = [

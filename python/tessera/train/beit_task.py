@@ -13,7 +13,7 @@ from ..models.beit import BeitForMaskedImageModeling
 from ..models.pretrained import read_config
 from ..models.vqkd import VQKD
 from .image_data import ImageData
-from .image_task import MaskedImageTask, MaskingSection
+from .image_task import HeldOutEval, MaskedImageTask, MaskingSection
 from .tasks import TokenLoss, register_task
 from .checkpoint import resolve_checkpoint
 
@@ -27,18 +27,9 @@ class TokenizerSection:
             raise ValueError(f"{where}.checkpoint: name the VQ-KD run or checkpoint folder (train a vqkd recipe first)")
 
 
-@dataclass
-class MimEval:
-    max_images: int = 1024                  # held-out images (0: all)
-
-    def validate(self, where: str) -> None:
-        if self.max_images < 0:
-            raise ValueError(f"{where}.max_images must be >= 0, got {self.max_images}")
-
-
 @register_task("beit")
 class BeitTask(MaskedImageTask):
-    sections = {"data": ImageData, "tokenizer": TokenizerSection, "masking": MaskingSection, "eval": MimEval}
+    sections = {"data": ImageData, "tokenizer": TokenizerSection, "masking": MaskingSection, "eval": HeldOutEval}
     model_class = BeitForMaskedImageModeling
 
     def __init__(self, recipe, rank: int = 0, world_size: int = 1):

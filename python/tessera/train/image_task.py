@@ -32,6 +32,15 @@ class MaskingSection:
                                              min_aspect=self.min_aspect, seed=seed)
 
 
+@dataclass
+class HeldOutEval:
+    max_images: int = 1024                  # held-out images per evaluation (0: all)
+
+    def validate(self, where: str) -> None:
+        if self.max_images < 0:
+            raise ValueError(f"{where}.max_images must be >= 0, got {self.max_images}")
+
+
 class ImageTask(Task):
     """A task trained on images alone."""
     sections = {"data": ImageData}

@@ -12,9 +12,8 @@ import torch.nn.functional as F
 
 from ..models.beit import BeitForMaskedImageModeling
 from ..models.pretrained import read_config
-from .beit_task import MimEval
 from .image_data import ImageData
-from .image_task import MaskedImageTask, MaskingSection
+from .image_task import HeldOutEval, MaskedImageTask, MaskingSection
 from .tasks import TokenLoss, register_task
 from .checkpoint import resolve_checkpoint
 from .teacher import TeacherSection, load_teacher, teacher_features
@@ -42,7 +41,7 @@ def feature_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.T
 @register_task("mim_features")
 class MimFeaturesTask(MaskedImageTask):
     sections = {"data": ImageData, "teacher": TeacherSection, "masking": MaskingSection, "loss": FeatureLoss,
-                "eval": MimEval}
+                "eval": HeldOutEval}
     model_class = BeitForMaskedImageModeling
 
     def __init__(self, recipe, rank: int = 0, world_size: int = 1):

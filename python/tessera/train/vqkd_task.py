@@ -3,7 +3,6 @@ the decoder (cosine loss) through the quantizer's codes; evaluation reports the 
 reconstruction loss and how much of the codebook held-out images use."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Dict
 
 import torch
@@ -11,23 +10,14 @@ import torch
 from ..models.quantizer import NormEMAQuantizer
 from ..models.vqkd import VQKD
 from .image_data import ImageData
-from .image_task import ImageTask
+from .image_task import HeldOutEval, ImageTask
 from .tasks import register_task
 from .teacher import TeacherSection, load_teacher, teacher_features
 
 
-@dataclass
-class VqkdEval:
-    max_images: int = 1024                  # held-out images (0: all)
-
-    def validate(self, where: str) -> None:
-        if self.max_images < 0:
-            raise ValueError(f"{where}.max_images must be >= 0, got {self.max_images}")
-
-
 @register_task("vqkd")
 class VqkdTask(ImageTask):
-    sections = {"data": ImageData, "teacher": TeacherSection, "eval": VqkdEval}
+    sections = {"data": ImageData, "teacher": TeacherSection, "eval": HeldOutEval}
     model_class = VQKD
 
     def __init__(self, recipe, rank: int = 0, world_size: int = 1):

@@ -11,15 +11,6 @@
 namespace tessera::models {
 namespace {
 
-void check_pixels(const BeitOptions& o, const at::Tensor& px) {
-  TORCH_CHECK_VALUE(px.defined() && px.dim() == 4, "pixel_values must be [B, C, H, W], got ",
-                    px.defined() ? px.sizes() : at::IntArrayRef{});
-  TORCH_CHECK_VALUE(px.size(1) == o.num_channels(), "pixel_values has ", px.size(1), " channels, the model expects ",
-                    o.num_channels());
-  TORCH_CHECK_VALUE(px.size(2) % o.patch_size() == 0 && px.size(3) % o.patch_size() == 0, "pixel_values of ",
-                    px.size(2), "x", px.size(3), " are not a multiple of patch_size ", o.patch_size());
-}
-
 void check_mask(const at::Tensor& mask, int64_t batch, int64_t patches) {
   if (!mask.defined()) return;
   TORCH_CHECK_VALUE(mask.scalar_type() == at::kBool, "bool_masked_pos must be a bool tensor, got ",
@@ -187,7 +178,7 @@ void BeitModelImpl::init_weights() {
 }
 
 std::pair<at::Tensor, nn::LayerArgs> BeitModelImpl::embed(const at::Tensor& px, const at::Tensor& mask) {
-  check_pixels(options, px);
+  check_pixel_values(px, options.num_channels(), options.patch_size());
   nn::LayerArgs args;
   args.grid_h = px.size(2) / options.patch_size();
   args.grid_w = px.size(3) / options.patch_size();

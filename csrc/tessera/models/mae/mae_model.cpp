@@ -25,12 +25,7 @@ nn::TransformerBlockOptions block_options(const MaeOptions& o, int64_t dim, int6
 }
 
 void check_pixels(const MaeOptions& o, const at::Tensor& px, bool interpolate) {
-  TORCH_CHECK_VALUE(px.defined() && px.dim() == 4, "pixel_values must be [B, C, H, W], got ",
-                    px.defined() ? px.sizes() : at::IntArrayRef{});
-  TORCH_CHECK_VALUE(px.size(1) == o.num_channels(), "pixel_values has ", px.size(1), " channels, the model expects ",
-                    o.num_channels());
-  TORCH_CHECK_VALUE(px.size(2) % o.patch_size() == 0 && px.size(3) % o.patch_size() == 0, "pixel_values of ",
-                    px.size(2), "x", px.size(3), " are not a multiple of patch_size ", o.patch_size());
+  check_pixel_values(px, o.num_channels(), o.patch_size());
   TORCH_CHECK_VALUE(interpolate || (px.size(2) == o.image_size() && px.size(3) == o.image_size()),
                     "pixel_values of ", px.size(2), "x", px.size(3), " do not match the model's image_size ",
                     o.image_size(), " (pass interpolate_pos_encoding=True to resize the position embeddings)");

@@ -1,6 +1,8 @@
 // ViTLayer names on the generic block.
 #include "tessera/models/vit/vit_layout.h"
 
+#include <c10/util/Exception.h>
+
 namespace tessera::models {
 
 nn::BlockLayout vit_layer_layout(const std::string& prefix) {
@@ -19,6 +21,14 @@ nn::BlockLayout vit_layer_layout(const std::string& prefix) {
   l.fc2 = "output.dense";
   l.containers = {{"intermediate", prefix + "Intermediate"}, {"output", prefix + "Output"}};
   return l;
+}
+
+void check_pixel_values(const at::Tensor& px, int64_t channels, int64_t patch_size) {
+  TORCH_CHECK_VALUE(px.defined() && px.dim() == 4, "pixel_values must be [B, C, H, W], got ",
+                    px.defined() ? px.sizes() : at::IntArrayRef{});
+  TORCH_CHECK_VALUE(px.size(1) == channels, "pixel_values has ", px.size(1), " channels, the model expects ", channels);
+  TORCH_CHECK_VALUE(px.size(2) % patch_size == 0 && px.size(3) % patch_size == 0, "pixel_values of ", px.size(2),
+                    "x", px.size(3), " are not a multiple of patch_size ", patch_size);
 }
 
 nn::Encoder vit_encoder(const nn::TransformerBlockOptions& block, int64_t layers, const std::string& prefix) {

@@ -13,6 +13,9 @@ namespace tessera::models {
 /// `prefix` names the family's classes: "ViT" gives ViTLayer, ViTAttention, ViTSelfAttention, ...
 nn::BlockLayout vit_layer_layout(const std::string& prefix = "ViT");
 
+/// pixel_values must be [B, channels, H, W] with H and W multiples of patch_size (a clear error).
+void check_pixel_values(const at::Tensor& pixel_values, int64_t channels, int64_t patch_size);
+
 /// A ViTEncoder-style stack (`layer.N`) of pre-LN layers.
 nn::Encoder vit_encoder(const nn::TransformerBlockOptions& block, int64_t layers, const std::string& prefix = "ViT");
 
