@@ -39,6 +39,8 @@ PYBIND11_MODULE(_C, m) {
   bind_mae(mae);
   auto beit = m.def_submodule("beit", "BEiT (BeitForMaskedImageModeling) and its encoder");
   bind_beit(beit);
+  auto llama = m.def_submodule("llama", "LLaMA (LlamaForCausalLM) and its decoder");
+  bind_llama(llama);
   auto losses = m.def_submodule("losses", "CLIP InfoNCE and SigLIP sigmoid losses (math; gathering in Python)");
   bind_losses(losses);
   auto data = m.def_submodule("data", "image decoding, transforms, datasets and the threaded loader");

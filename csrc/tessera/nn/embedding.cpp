@@ -5,7 +5,8 @@
 
 namespace tessera::nn {
 
-EmbeddingImpl::EmbeddingImpl(int64_t n, int64_t dim) : Module("Embedding"), num_embeddings(n), embedding_dim(dim) {
+EmbeddingImpl::EmbeddingImpl(int64_t n, int64_t dim, int64_t pad)
+    : Module("Embedding"), num_embeddings(n), embedding_dim(dim), padding_idx(pad) {
   reset();
 }
 
@@ -19,6 +20,6 @@ void EmbeddingImpl::reset_parameters() {
   weight().normal_(0.0, 1.0);  // torch.nn.Embedding's default
 }
 
-at::Tensor EmbeddingImpl::forward(const at::Tensor& ids) const { return at::embedding(weight(), ids); }
+at::Tensor EmbeddingImpl::forward(const at::Tensor& ids) const { return at::embedding(weight(), ids, padding_idx); }
 
 }  // namespace tessera::nn

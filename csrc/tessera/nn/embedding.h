@@ -9,14 +9,15 @@ namespace tessera::nn {
 /// Example: `Embedding tok(49408, 512); auto h = tok(input_ids);`
 class EmbeddingImpl : public Module<EmbeddingImpl> {
  public:
-  EmbeddingImpl(int64_t num_embeddings, int64_t embedding_dim);
+  /// `padding_idx` (>= 0): that row gets no gradient, as torch.nn.Embedding's.
+  EmbeddingImpl(int64_t num_embeddings, int64_t embedding_dim, int64_t padding_idx = -1);
   void reset() override;
   /// N(0, 1), PyTorch's default.
   void reset_parameters();
   /// ids [...] int64 -> [..., dim]
   at::Tensor forward(const at::Tensor& ids) const;
   const at::Tensor& weight() const { return param(weight_); }
-  int64_t num_embeddings, embedding_dim;
+  int64_t num_embeddings, embedding_dim, padding_idx;
 
  private:
   Slot weight_;

@@ -44,7 +44,7 @@ at::Tensor EncoderImpl::run_layer(int64_t i, const at::Tensor& x, const LayerArg
 at::Tensor EncoderImpl::call(int64_t i, const at::Tensor& x, const LayerArgs& args) {
   LayerArgs a = args;
   a.layer_idx = i;
-  return caller_.fn ? caller_.fn(i, x, a) : run_layer(i, x, a);
+  return caller_.fn && !direct_calls ? caller_.fn(i, x, a) : run_layer(i, x, a);
 }
 
 EncoderOutput EncoderImpl::forward(const at::Tensor& x, const LayerArgs& args, bool output_hidden_states,

@@ -47,6 +47,9 @@ class EncoderImpl : public Module<EncoderImpl> {
 
   /// Recompute activations in backward instead of storing them (saves memory when training).
   bool gradient_checkpointing = false;
+  /// Call layers in C++ even when a Python caller is installed (decoding loops without hooks:
+  /// one layer call per generated token through Python would dominate small models).
+  bool direct_calls = false;
   int64_t num_layers;
   LayerFactory factory;
   std::string layers_name;

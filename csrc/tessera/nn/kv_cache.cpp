@@ -1,4 +1,4 @@
-// Dynamic KV cache: concatenate on the sequence dimension (dim 2).
+// KV cache: concatenation on the sequence dimension (dim 2), or in place in a preallocated buffer.
 #include "tessera/nn/kv_cache.h"
 
 #include <ATen/ATen.h>
@@ -10,22 +10,37 @@ std::pair<at::Tensor, at::Tensor> KVCache::update(int64_t layer, const at::Tenso
   if (static_cast<size_t>(layer) >= keys_.size()) {
     keys_.resize(layer + 1);
     values_.resize(layer + 1);
+    lengths_.resize(layer + 1, 0);
   }
   auto& ck = keys_[layer];
   auto& cv = values_[layer];
-  ck = ck.defined() ? at::cat({ck, k}, 2) : k;
-  cv = cv.defined() ? at::cat({cv, v}, 2) : v;
-  return {ck, cv};
+  int64_t& len = lengths_[layer];
+  const int64_t n = k.size(2);
+  if (capacity_ <= 0) {
+    ck = ck.defined() ? at::cat({ck, k}, 2) : k;
+    cv = cv.defined() ? at::cat({cv, v}, 2) : v;
+    len = ck.size(2);
+    return {ck, cv};
+  }
+  TORCH_CHECK_VALUE(len + n <= capacity_, "KVCache: ", len + n, " positions exceed the reserved capacity ", capacity_);
+  if (!ck.defined()) {
+    ck = at::empty({k.size(0), k.size(1), capacity_, k.size(3)}, k.options());
+    cv = at::empty({v.size(0), v.size(1), capacity_, v.size(3)}, v.options());
+  }
+  ck.narrow(2, len, n).copy_(k);
+  cv.narrow(2, len, n).copy_(v);
+  len += n;
+  return {ck.narrow(2, 0, len), cv.narrow(2, 0, len)};
 }
 
 int64_t KVCache::seq_len(int64_t layer) const {
-  if (static_cast<size_t>(layer) >= keys_.size() || !keys_[layer].defined()) return 0;
-  return keys_[layer].size(2);
+  return static_cast<size_t>(layer) < lengths_.size() ? lengths_[layer] : 0;
 }
 
 void KVCache::reset() {
   for (auto& t : keys_) t = at::Tensor();
   for (auto& t : values_) t = at::Tensor();
+  std::fill(lengths_.begin(), lengths_.end(), 0);
 }
 
 }  // namespace tessera::nn

@@ -1,25 +1,27 @@
 // Key/value cache for autoregressive decoding: attention layers append their new keys and values
-// and read back the whole prefix (transformers' DynamicCache, one slot per layer).
+// and read back the whole prefix (transformers' DynamicCache, one slot per layer). With a
+// capacity (`reserve`), each layer's buffer is allocated once and filled in place, so decoding
+// does not copy the prefix at every step (transformers' StaticCache).
 #pragma once
 #include <ATen/core/Tensor.h>
-
 #include <utility>
 #include <vector>
-
 namespace tessera::nn {
-
-/// Grows by concatenation along the sequence axis; tensors are [batch, kv_heads, seq, head_dim].
-/// Example: `auto [k, v] = cache.update(layer_idx, k_new, v_new);`
+/// Tensors are [batch, kv_heads, seq, head_dim].
+/// Example: `KVCache cache(layers); cache.reserve(prompt + max_new); auto [k, v] = cache.update(i, k_new, v_new);`
 class KVCache {
  public:
-  explicit KVCache(int64_t num_layers = 0) : keys_(num_layers), values_(num_layers) {}
+  explicit KVCache(int64_t num_layers = 0) : keys_(num_layers), values_(num_layers), lengths_(num_layers, 0) {}
+  /// Preallocate room for `capacity` positions per layer (0: grow by concatenation).
+  void reserve(int64_t capacity) { capacity_ = capacity; }
   std::pair<at::Tensor, at::Tensor> update(int64_t layer, const at::Tensor& k, const at::Tensor& v);
   /// Tokens already cached (0 before the first update).
   int64_t seq_len(int64_t layer = 0) const;
+  int64_t capacity() const { return capacity_; }
   void reset();
-
  private:
   std::vector<at::Tensor> keys_, values_;
+  std::vector<int64_t> lengths_;
+  int64_t capacity_ = 0;
 };
-
 }  // namespace tessera::nn

@@ -1,6 +1,7 @@
 """tessera model classes (torch.nn.Modules over C++ modules)."""
 from .beit import BeitForMaskedImageModeling, BeitModel
 from .clip import CLIPModel, CLIPTextModel, CLIPVisionModel
+from .llama import LlamaForCausalLM
 from .mae import ViTMAEForPreTraining, ViTMAEModel
 from .outputs import BaseModelOutputWithPooling, CLIPOutput, ModelOutput
 from .pretrained import PreTrainedModel
@@ -8,6 +9,6 @@ from .quantizer import NormEMAQuantizer
 from .vqkd import VQKD
 
 __all__ = [
-    "BeitForMaskedImageModeling", "BeitModel", "CLIPModel", "CLIPTextModel", "CLIPVisionModel", "ViTMAEForPreTraining", "ViTMAEModel", "ModelOutput", "CLIPOutput",
+    "BeitForMaskedImageModeling", "BeitModel", "CLIPModel", "CLIPTextModel", "CLIPVisionModel", "LlamaForCausalLM", "ViTMAEForPreTraining", "ViTMAEModel", "ModelOutput", "CLIPOutput",
     "BaseModelOutputWithPooling", "PreTrainedModel", "NormEMAQuantizer", "VQKD",
 ]

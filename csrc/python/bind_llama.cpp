@@ -1,0 +1,78 @@
+// Python bindings of models/llama (LlamaForCausalLM).
+#include "bindings.h"
+#include "family_binding.h"
+#include "outputs.h"
+#include "tessera/models/llama/llama_generate.h"
+#include "tessera/models/llama/llama_model.h"
+
+namespace tessera::python {
+
+void bind_llama(py::module_& m) {
+  using namespace models;
+  bind_resolve_config<LlamaOptions>(m);
+  m.def(
+      "rope_inv_freq",
+      [](const std::string& config_json, int64_t seq_len) {
+        auto o = LlamaOptions::from_json(nlohmann::json::parse(config_json), "config");
+        return nn::rope_inv_freq(o.rope(), o.dim_per_head(), o.max_position_embeddings(), seq_len, at::kCPU);
+      },
+      py::arg("config_json"), py::arg("seq_len") = 0, "The rotary inverse frequencies of a LLaMA config.");
+  py::class_<GenerationOptions>(m, "GenerationOptions", "transformers' GenerationConfig fields.")
+      .def(py::init<>())
+      .def_readwrite("max_new_tokens", &GenerationOptions::max_new_tokens)
+      .def_readwrite("do_sample", &GenerationOptions::do_sample)
+      .def_readwrite("temperature", &GenerationOptions::temperature)
+      .def_readwrite("top_k", &GenerationOptions::top_k)
+      .def_readwrite("top_p", &GenerationOptions::top_p)
+      .def_readwrite("repetition_penalty", &GenerationOptions::repetition_penalty)
+      .def_readwrite("eos_token_ids", &GenerationOptions::eos_token_ids)
+      .def_readwrite("pad_token_id", &GenerationOptions::pad_token_id)
+      .def_readwrite("use_cache", &GenerationOptions::use_cache)
+      .def_readwrite("direct_layer_calls", &GenerationOptions::direct_layer_calls);
+  // Holds the model alive while it generates (the Python iterator may outlive a local name).
+  struct Stream {
+    std::shared_ptr<LlamaForCausalLMImpl> model;
+    std::unique_ptr<TextGeneration> gen;
+  };
+  py::class_<Stream>(m, "TextGeneration", "Token-by-token generation (the streaming iterator's engine).")
+      .def("next", [](Stream& s) {
+        return without_gil([&] { return s.gen->next(); });
+      })
+      .def("done", [](const Stream& s) { return s.gen->done(); })
+      .def("sequences", [](const Stream& s) { return s.gen->sequences(); });
+  bind_family_module<LlamaForCausalLMImpl, LlamaOptions>(m, "LlamaForCausalLM")
+      .def(
+          "generate",
+          [](LlamaForCausalLMImpl& self, const at::Tensor& ids, const std::optional<at::Tensor>& mask,
+             const GenerationOptions& options, std::optional<at::Generator> generator,
+             const std::optional<at::Tensor>& embeds) {
+            return without_gil([&] { return generate(self, ids, opt(mask), options, generator, opt(embeds)); });
+          },
+          py::arg("input_ids"), py::arg("attention_mask") = py::none(), py::arg("options") = GenerationOptions(),
+          py::arg("generator") = py::none(), py::arg("inputs_embeds") = py::none())
+      .def(
+          "stream",
+          [](std::shared_ptr<LlamaForCausalLMImpl> self, const at::Tensor& ids, const std::optional<at::Tensor>& mask,
+             const GenerationOptions& options, std::optional<at::Generator> generator,
+             const std::optional<at::Tensor>& embeds) {
+            Stream s{self, nullptr};
+            s.gen = std::make_unique<TextGeneration>(*self, ids, opt(mask), options, generator, opt(embeds));
+            return s;
+          },
+          py::arg("input_ids"), py::arg("attention_mask") = py::none(), py::arg("options") = GenerationOptions(),
+          py::arg("generator") = py::none(), py::arg("inputs_embeds") = py::none())
+      .def(
+          "forward",
+          [](LlamaForCausalLMImpl& self, const std::optional<at::Tensor>& ids, const std::optional<at::Tensor>& mask,
+             const std::optional<at::Tensor>& pos, const std::optional<at::Tensor>& embeds,
+             const std::optional<at::Tensor>& labels, bool hidden, int64_t keep) {
+            return output_to_dict(without_gil([&] {
+              return self.forward(opt(ids), opt(mask), opt(pos), opt(embeds), opt(labels), hidden, nullptr, keep);
+            }));
+          },
+          py::arg("input_ids") = py::none(), py::arg("attention_mask") = py::none(),
+          py::arg("position_ids") = py::none(), py::arg("inputs_embeds") = py::none(), py::arg("labels") = py::none(),
+          py::arg("output_hidden_states") = false, py::arg("logits_to_keep") = 0);
+}
+
+}  // namespace tessera::python
