@@ -8,6 +8,7 @@
 #include "tessera/core/safetensors.h"
 #include "tessera/models/beit/beit_model.h"
 #include "tessera/models/clip/clip_model.h"
+#include "tessera/models/llama/llama_generate.h"
 #include "tessera/models/mae/mae_model.h"
 #include "test_util.h"
 
@@ -214,4 +215,37 @@ TEST(BeitForMaskedImageModeling, LossIsCrossEntropyOverMaskedPatches) {
   at::Tensor logp = out.logits.log_softmax(-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1);
   at::Tensor expect = -(logp * mask).sum() / mask.sum();
   EXPECT_NEAR(out.loss.item<double>(), expect.item<double>(), 1e-5);
+}
+
+TEST(LlamaForCausalLM, ReproducesHuggingFaceFixtureAndGreedyIds) {
+  const std::string dir = tessera::testing::fixture_dir("llama");
+  models::LlamaForCausalLM lm(models::LlamaOptions::from_file(dir + "/config.json"));
+  core::load_pretrained_weights(*lm, dir);
+  lm->eval();
+  auto io = core::load_safetensors(dir + "/io.safetensors");
+  at::NoGradGuard no_grad;
+  EXPECT_LE(max_diff(lm->forward(io.at("input_ids")).logits, io.at("logits")), 1e-4);
+  models::GenerationOptions greedy;
+  greedy.max_new_tokens = 8;
+  EXPECT_TRUE(at::equal(models::generate(*lm, io.at("input_ids").slice(0, 0, 1), {}, greedy), io.at("greedy")));
+}
+
+TEST(LlamaForCausalLM, CachedDecodingLogitsEqualAFullForward) {
+  models::LlamaForCausalLM lm(models::LlamaOptions().vocab_size(50).hidden_size(32).intermediate_size(48)
+                                  .num_hidden_layers(2).num_attention_heads(4).num_key_value_heads(2)
+                                  .max_position_embeddings(32));
+  lm->eval();
+  at::NoGradGuard no_grad;
+  at::Tensor ids = at::randint(50, {2, 9});
+  at::Tensor full = lm->forward(ids).logits;
+  for (int64_t capacity : {0, 16}) {  // grown by concatenation, and preallocated
+    nn::KVCache cache(2);
+    cache.reserve(capacity);
+    at::Tensor prefix = lm->forward(ids.slice(1, 0, 6), {}, {}, {}, {}, false, &cache).logits;
+    EXPECT_LE(max_diff(prefix, full.slice(1, 0, 6)), 1e-5);
+    for (int64_t t = 6; t < 9; ++t) {
+      at::Tensor step = lm->forward(ids.slice(1, t, t + 1), {}, {}, {}, {}, false, &cache).logits;
+      EXPECT_LE(max_diff(step, full.slice(1, t, t + 1)), 1e-5) << "position " << t << ", capacity " << capacity;
+    }
+  }
 }

@@ -25,6 +25,9 @@ _VQKD = dict(encoder_config=dict(image_size=16, patch_size=4, hidden_size=32, nu
                                  num_attention_heads=2, intermediate_size=64), codebook_size=16, codebook_dim=8,
              teacher_dim=12)
 
+_LLAMA = dict(vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, max_position_embeddings=32)
+
 
 def _text(cfg):
     ids, mask = text_batch(cfg, batch=3, seq_len=cfg["max_position_embeddings"])
@@ -43,6 +46,8 @@ EXAMPLES = {
                 lambda out: out.loss),
     "beit": (_BEIT, lambda c: dict(pixel_values=torch.randn(3, 3, 16, 16), bool_masked_pos=torch.arange(16).repeat(3, 1) % 3 == 0,
                                    labels=torch.arange(18) % 20), lambda out: out.loss),
+    "llama": (_LLAMA, lambda c: dict(input_ids=torch.arange(30).view(3, 10) % 50, labels=torch.arange(30).view(3, 10) % 50),
+              lambda out: out.loss),
     "vqkd": (_VQKD, lambda c: dict(pixel_values=torch.randn(3, 3, 16, 16), target=torch.randn(3, 16, 12)),
              lambda out: out.loss),
 }

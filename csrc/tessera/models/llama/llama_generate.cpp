@@ -31,7 +31,7 @@ TextGeneration::TextGeneration(LlamaForCausalLMImpl& lm, const at::Tensor& input
   TORCH_CHECK_VALUE(mask_.sizes() == input_ids.sizes(), "attention_mask must be ", input_ids.sizes(), " like input_ids, got ",
                     mask_.sizes());
   sequences_ = input_ids;
-  std::vector<int64_t> stops = options_.eos_token_ids.empty() ? lm.options.eos_token_ids() : options_.eos_token_ids;
+  std::vector<int64_t> stops = options_.eos_token_ids.value_or(lm.options.eos_token_ids());
   eos_ = at::tensor(stops, at::kLong).to(input_ids.device());
   if (options_.pad_token_id < 0) options_.pad_token_id = lm.options.pad_token_id() >= 0 ? lm.options.pad_token_id()
                                                          : (stops.empty() ? 0 : stops[0]);

@@ -21,7 +21,7 @@ struct GenerationOptions {
   int64_t top_k = 50;   ///< 0: off
   double top_p = 1.0;   ///< 1: off
   double repetition_penalty = 1.0;
-  std::vector<int64_t> eos_token_ids;  ///< stop ids (empty: the model config's)
+  std::optional<std::vector<int64_t>> eos_token_ids;  ///< stop ids (unset: the model config's; empty: none)
   int64_t pad_token_id = -1;           ///< fills finished rows (-1: the config's, else the first stop id)
   bool use_cache = true;               ///< false recomputes the whole prefix every step (for comparison)
   bool direct_layer_calls = true;      ///< layers straight from C++ (no Python hooks during decoding)
