@@ -26,6 +26,7 @@ void bind_clip(py::module_& m);
 void bind_mae(py::module_& m);
 void bind_beit(py::module_& m);
 void bind_llama(py::module_& m);
+void bind_llava(py::module_& m);
 void bind_losses(py::module_& m);
 void bind_data(py::module_& m);
 

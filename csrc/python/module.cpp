@@ -41,6 +41,8 @@ PYBIND11_MODULE(_C, m) {
   bind_beit(beit);
   auto llama = m.def_submodule("llama", "LLaMA (LlamaForCausalLM) and its decoder");
   bind_llama(llama);
+  auto llava = m.def_submodule("llava", "LLaVA (LlavaForConditionalGeneration) and the projector registry");
+  bind_llava(llava);
   auto losses = m.def_submodule("losses", "CLIP InfoNCE and SigLIP sigmoid losses (math; gathering in Python)");
   bind_losses(losses);
   auto data = m.def_submodule("data", "image decoding, transforms, datasets and the threaded loader");

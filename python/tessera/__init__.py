@@ -15,7 +15,7 @@ from . import _C
 from .cpp_module import CppModule
 from .factory import create_model, from_pretrained, get_model_config, list_models, register_model_type
 from .models import (BeitForMaskedImageModeling, BeitModel, CLIPModel, CLIPTextModel, CLIPVisionModel, LlamaForCausalLM,
-                     ViTMAEForPreTraining, ViTMAEModel, VQKD)
+                     LlavaForConditionalGeneration, ViTMAEForPreTraining, ViTMAEModel, VQKD)
 from .text import ClipTokenizer, SentencePieceTokenizer, tokenize
 
 __version__ = "0.1.0"
@@ -54,6 +54,6 @@ cmake_prefix_path = _HERE
 
 __all__ = [
     "CppModule", "create_model", "from_pretrained", "get_model_config", "list_models", "register_model_type",
-    "BeitForMaskedImageModeling", "BeitModel", "CLIPModel", "CLIPTextModel", "CLIPVisionModel", "LlamaForCausalLM", "ViTMAEForPreTraining", "ViTMAEModel", "VQKD", "ClipTokenizer", "SentencePieceTokenizer", "tokenize",
+    "BeitForMaskedImageModeling", "BeitModel", "CLIPModel", "CLIPTextModel", "CLIPVisionModel", "LlamaForCausalLM", "LlavaForConditionalGeneration", "ViTMAEForPreTraining", "ViTMAEModel", "VQKD", "ClipTokenizer", "SentencePieceTokenizer", "tokenize",
     "include_paths", "library_dir", "cmake_prefix_path",
 ]

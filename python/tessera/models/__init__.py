@@ -2,6 +2,7 @@
 from .beit import BeitForMaskedImageModeling, BeitModel
 from .clip import CLIPModel, CLIPTextModel, CLIPVisionModel
 from .llama import LlamaForCausalLM
+from .llava import LlavaForConditionalGeneration
 from .mae import ViTMAEForPreTraining, ViTMAEModel
 from .outputs import BaseModelOutputWithPooling, CLIPOutput, ModelOutput
 from .pretrained import PreTrainedModel
@@ -9,6 +10,6 @@ from .quantizer import NormEMAQuantizer
 from .vqkd import VQKD
 
 __all__ = [
-    "BeitForMaskedImageModeling", "BeitModel", "CLIPModel", "CLIPTextModel", "CLIPVisionModel", "LlamaForCausalLM", "ViTMAEForPreTraining", "ViTMAEModel", "ModelOutput", "CLIPOutput",
+    "BeitForMaskedImageModeling", "BeitModel", "CLIPModel", "CLIPTextModel", "CLIPVisionModel", "LlamaForCausalLM", "LlavaForConditionalGeneration", "ViTMAEForPreTraining", "ViTMAEModel", "ModelOutput", "CLIPOutput",
     "BaseModelOutputWithPooling", "PreTrainedModel", "NormEMAQuantizer", "VQKD",
 ]

@@ -88,9 +88,8 @@ class LlamaForCausalLM(CppModule, PreTrainedModel):
         if pad_token_id is not None:
             o.pad_token_id = int(pad_token_id)
         # Layers run straight from C++ unless Python must see them (hooks, wrappers such as FSDP).
-        layers = self.model.layers
-        o.direct_layer_calls = all(type(layer).__name__ == "LlamaDecoderLayer" and not layer._forward_hooks
-                                   and not layer._forward_pre_hooks for layer in layers)
+        layers = [m for m in self.modules() if type(m).__name__ == "LlamaDecoderLayer"]
+        o.direct_layer_calls = all(not layer._forward_hooks and not layer._forward_pre_hooks for layer in layers)
         self._sync_all()
         return o
 

@@ -1,0 +1,80 @@
+// LLaVA: image features, splicing and the language model (transformers' modeling_llava.py).
+#include "tessera/models/llava/llava_model.h"
+
+#include "tessera/models/llava/projector.h"
+
+#include <ATen/ATen.h>
+
+namespace tessera::models {
+
+LlavaForConditionalGenerationImpl::LlavaForConditionalGenerationImpl(LlavaOptions options_)
+    : Module("LlavaForConditionalGeneration"), options(std::move(options_)) {
+  options.validate("llava config");
+  nn::build_then_init(*this);
+}
+
+void LlavaForConditionalGenerationImpl::reset() {
+  vision_tower = register_module("vision_tower", ClipVisionTransformer(options.vision));
+  ProjectorSpec spec{options.vision_feature_dim(), options.text.hidden_size(), options.projector_hidden_act(),
+                     options.multimodal_projector_bias()};
+  multi_modal_projector = register_module("multi_modal_projector", make_projector(options.projector_type(), spec));
+  language_model = register_module("language_model", LlamaForCausalLM(options.text));
+}
+
+void LlavaForConditionalGenerationImpl::init_weights() {
+  // The parts initialise themselves as their families do; the projector as transformers' LLaVA:
+  // normal(text initializer_range) weights, zero biases.
+  at::NoGradGuard g;
+  for (const auto& m : multi_modal_projector->modules()) {
+    if (auto* lin = m->as<nn::LinearImpl>()) {
+      lin->weight().normal_(0, options.text.initializer_range());
+      if (lin->bias().defined()) lin->bias().zero_();
+    }
+  }
+}
+
+at::Tensor LlavaForConditionalGenerationImpl::image_features(const at::Tensor& pixel_values) {
+  // hidden_states[k] (k >= 1) is layer k's output, forward_intermediates' index k - 1.
+  std::vector<int64_t> indices;
+  for (int64_t l : options.vision_feature_layer()) indices.push_back(l < 0 ? l : l - 1);
+  IntermediatesOutput out = vision_tower->forward_intermediates(pixel_values, indices, false, /*stop_early=*/true);
+  at::Tensor feats = out.intermediates.size() == 1 ? out.intermediates[0] : at::cat(out.intermediates, -1);
+  if (options.vision_feature_select_strategy() == "default") feats = feats.slice(1, 1);
+  return dynamic_cast<const Projector&>(*multi_modal_projector).project(feats);
+}
+
+at::Tensor LlavaForConditionalGenerationImpl::embed(const at::Tensor& input_ids, const at::Tensor& pixel_values) {
+  TORCH_CHECK_VALUE(input_ids.defined() && input_ids.dim() == 2 && input_ids.scalar_type() == at::kLong,
+                    "input_ids must be int64 [B, L]");
+  at::Tensor is_image = input_ids == options.image_token_index();
+  const int64_t n_tokens = is_image.sum().item<int64_t>();
+  // The image token may lie outside the vocabulary (LLaVA-1.5 uses 32000 of 32000): look up 0.
+  at::Tensor embeds = language_model->embed_tokens->forward(input_ids.masked_fill(is_image, 0));
+  if (!pixel_values.defined()) {
+    TORCH_CHECK_VALUE(n_tokens == 0, "input_ids hold ", n_tokens, " image tokens (id ", options.image_token_index(),
+                      ") but no pixel_values were given");
+    return embeds;
+  }
+  at::Tensor feats = image_features(pixel_values);
+  TORCH_CHECK_VALUE(n_tokens == feats.size(0) * feats.size(1), "image features and image tokens do not match: ",
+                    feats.size(0), " image(s) of ", feats.size(1), " tokens need ", feats.size(0) * feats.size(1),
+                    " image tokens (id ", options.image_token_index(), ") in input_ids, found ", n_tokens);
+  return embeds.masked_scatter(is_image.unsqueeze(-1), feats.to(embeds.scalar_type()));
+}
+
+CausalLMOutput LlavaForConditionalGenerationImpl::forward(const at::Tensor& input_ids, const at::Tensor& pixel_values,
+                                                          const at::Tensor& attention_mask, const at::Tensor& labels,
+                                                          bool output_hidden_states) {
+  return language_model->forward({}, attention_mask, {}, embed(input_ids, pixel_values), labels, output_hidden_states);
+}
+
+at::Tensor LlavaForConditionalGenerationImpl::generate(const at::Tensor& input_ids, const at::Tensor& pixel_values,
+                                                       const at::Tensor& attention_mask,
+                                                       const GenerationOptions& options_,
+                                                       std::optional<at::Generator> generator) {
+  at::NoGradGuard no_grad;
+  return models::generate(*language_model, input_ids, attention_mask, options_, std::move(generator),
+                          embed(input_ids, pixel_values));
+}
+
+}  // namespace tessera::models

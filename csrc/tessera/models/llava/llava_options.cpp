@@ -1,0 +1,71 @@
+// LlavaConfig <-> LlavaOptions (transformers/models/llava/configuration_llava.py).
+#include "tessera/models/llava/llava_options.h"
+
+#include "tessera/core/json_config.h"
+#include "tessera/models/llava/projector.h"
+
+#include <c10/util/Exception.h>
+#include <nlohmann/json.hpp>
+
+namespace tessera::models {
+
+void LlavaOptions::validate(const std::string& where) const {
+  TORCH_CHECK_VALUE(vision_feature_select_strategy() == "default" || vision_feature_select_strategy() == "full", where,
+                    ": vision_feature_select_strategy must be 'default' or 'full', got '",
+                    vision_feature_select_strategy(), "'");
+  TORCH_CHECK_VALUE(!vision_feature_layer().empty(), where, ": vision_feature_layer is empty");
+  const int64_t n = vision.num_hidden_layers();
+  for (int64_t l : vision_feature_layer()) {
+    TORCH_CHECK_VALUE((l < 0 && -l <= n) || (l > 0 && l <= n), where, ": vision_feature_layer ", l,
+                      " is not a layer output of a ", n, "-layer vision tower (1..", n, " or -1..-", n, ")");
+  }
+  TORCH_CHECK_VALUE(image_token_index() >= 0, where, ": image_token_index must be >= 0");
+  check_projector_type(projector_type(), where);
+}
+
+LlavaOptions LlavaOptions::from_json(const nlohmann::json& j, const std::string& where, bool strict) {
+  core::ConfigReader r(j, where);
+  const std::string type = r.get_string("model_type", "llava");
+  TORCH_CHECK_VALUE(type == "llava", where, ": model_type is '", type, "', expected 'llava'");
+  if (strict) {
+    r.reject_unknown({"model_type", "architectures", "vision_config", "text_config", "image_token_index",
+                      "vision_feature_layer", "vision_feature_select_strategy", "projector_hidden_act",
+                      "multimodal_projector_bias", "projector_type", "image_seq_length", "tie_word_embeddings"});
+  }
+  LlavaOptions o;
+  o.vision = ClipVisionOptions::from_json(j.value("vision_config", nlohmann::json::object()), where + ".vision_config",
+                                          strict);
+  o.text = LlamaOptions::from_json(j.value("text_config", nlohmann::json::object()), where + ".text_config", strict);
+  o.image_token_index(r.get_int("image_token_index", o.image_token_index()));
+  if (j.contains("vision_feature_layer")) {
+    const auto& v = j["vision_feature_layer"];
+    TORCH_CHECK_VALUE(v.is_number_integer() || v.is_array(), where, ": vision_feature_layer must be an int or a list");
+    o.vision_feature_layer(v.is_array() ? v.get<std::vector<int64_t>>() : std::vector<int64_t>{v.get<int64_t>()});
+  }
+  o.vision_feature_select_strategy(r.get_string("vision_feature_select_strategy", o.vision_feature_select_strategy()));
+  o.projector_hidden_act(r.get_string("projector_hidden_act", o.projector_hidden_act()));
+  o.multimodal_projector_bias(r.get_bool("multimodal_projector_bias", o.multimodal_projector_bias()));
+  o.projector_type(r.get_string("projector_type", o.projector_type()));
+  o.validate(where);
+  return o;
+}
+
+nlohmann::json LlavaOptions::to_json() const {
+  nlohmann::json text_json = text.to_json();
+  text_json.erase("architectures");
+  const auto& layers = vision_feature_layer();
+  return {{"architectures", {"LlavaForConditionalGeneration"}},
+          {"model_type", "llava"},
+          {"vision_config", vision.to_json()},
+          {"text_config", text_json},
+          {"image_token_index", image_token_index()},
+          {"image_seq_length", image_tokens()},
+          {"vision_feature_layer", layers.size() == 1 ? nlohmann::json(layers[0]) : nlohmann::json(layers)},
+          {"vision_feature_select_strategy", vision_feature_select_strategy()},
+          {"projector_hidden_act", projector_hidden_act()},
+          {"multimodal_projector_bias", multimodal_projector_bias()},
+          {"projector_type", projector_type()},
+          {"tie_word_embeddings", text.tie_word_embeddings()}};
+}
+
+}  // namespace tessera::models

@@ -1,0 +1,87 @@
+// The projector registry and the built-in projectors.
+#include "tessera/models/llava/projector.h"
+
+#include "tessera/nn/activation.h"
+#include "tessera/nn/linear.h"
+#include "tessera/nn/module.h"
+
+#include <c10/util/Exception.h>
+
+#include <map>
+#include <mutex>
+
+namespace tessera::models {
+namespace {
+
+std::map<std::string, ProjectorFactory>& registry() {
+  static std::map<std::string, ProjectorFactory> r;
+  return r;
+}
+std::mutex& registry_mutex() {
+  static std::mutex m;
+  return m;
+}
+
+/// linear_1 [-> act -> linear_2]: transformers' LlavaMultiModalProjector names.
+class MlpProjectorImpl : public nn::Module<MlpProjectorImpl>, public Projector {
+ public:
+  MlpProjectorImpl(ProjectorSpec spec, bool two_layers)
+      : Module("LlavaMultiModalProjector"), spec(std::move(spec)), two_layers(two_layers) {
+    reset();
+  }
+  void reset() override {
+    linear_1 = register_module("linear_1", nn::Linear(spec.in_dim, spec.out_dim, spec.bias));
+    linear_2 = two_layers ? register_module("linear_2", nn::Linear(spec.out_dim, spec.out_dim, spec.bias))
+                          : nn::Linear{nullptr};
+  }
+  at::Tensor project(const at::Tensor& x) const override {
+    at::Tensor h = linear_1->forward(x);
+    return linear_2 ? linear_2->forward(nn::apply_activation(h, nn::activation_from_name(spec.act))) : h;
+  }
+  ProjectorSpec spec;
+  bool two_layers;
+  nn::Linear linear_1{nullptr}, linear_2{nullptr};
+};
+
+const bool builtins = [] {
+  register_projector("mlp2x_gelu", [](const ProjectorSpec& s) { return std::make_shared<MlpProjectorImpl>(s, true); });
+  register_projector("linear", [](const ProjectorSpec& s) { return std::make_shared<MlpProjectorImpl>(s, false); });
+  return true;
+}();
+
+}  // namespace
+
+void register_projector(const std::string& name, ProjectorFactory factory) {
+  std::lock_guard<std::mutex> lock(registry_mutex());
+  registry()[name] = std::move(factory);
+}
+
+std::vector<std::string> list_projectors() {
+  std::lock_guard<std::mutex> lock(registry_mutex());
+  std::vector<std::string> names;
+  for (const auto& [name, _] : registry()) names.push_back(name);
+  return names;
+}
+
+void check_projector_type(const std::string& name, const std::string& where) {
+  std::lock_guard<std::mutex> lock(registry_mutex());
+  if (registry().count(name)) return;
+  std::string known;
+  for (const auto& [n, _] : registry()) known += (known.empty() ? "" : ", ") + n;
+  TORCH_CHECK_VALUE(false, where, ": unknown projector_type '", name, "' (registered: ", known, ")");
+}
+
+std::shared_ptr<torch::nn::Module> make_projector(const std::string& name, const ProjectorSpec& spec) {
+  check_projector_type(name, "projector");
+  ProjectorFactory f;
+  {
+    std::lock_guard<std::mutex> lock(registry_mutex());
+    f = registry().at(name);
+  }
+  auto module = f(spec);
+  TORCH_CHECK_VALUE(dynamic_cast<Projector*>(module.get()) != nullptr, "projector '", name,
+                    "' built a module that does not implement tessera::models::Projector");
+  return module;
+}
+
+}  // namespace tessera::models

@@ -1,0 +1,38 @@
+// Vision-to-language projectors behind one registry, chosen by name in the LLaVA config
+// (`projector_type`): `mlp2x_gelu` (linear_1 -> act -> linear_2, transformers'
+// LlavaMultiModalProjector), `linear` (linear_1 alone). A C++ extension registers its own:
+//   REGISTER: tessera::models::register_projector("my_proj", [](const ProjectorSpec& s) { ... });
+#pragma once
+#include <ATen/core/Tensor.h>
+#include <torch/nn/module.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace tessera::models {
+
+/// What a projector maps: vision features [N, tokens, in_dim] -> [N, tokens', out_dim].
+class Projector {
+ public:
+  virtual ~Projector() = default;
+  virtual at::Tensor project(const at::Tensor& features) const = 0;
+};
+
+struct ProjectorSpec {
+  int64_t in_dim = 0, out_dim = 0;
+  std::string act = "gelu";
+  bool bias = true;
+};
+
+/// Builds a module that also implements Projector.
+using ProjectorFactory = std::function<std::shared_ptr<torch::nn::Module>(const ProjectorSpec&)>;
+
+void register_projector(const std::string& name, ProjectorFactory factory);
+std::shared_ptr<torch::nn::Module> make_projector(const std::string& name, const ProjectorSpec& spec);
+std::vector<std::string> list_projectors();
+/// A clear error naming `where` and the registered names when `name` is unknown.
+void check_projector_type(const std::string& name, const std::string& where);
+
+}  // namespace tessera::models

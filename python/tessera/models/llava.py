@@ -1,0 +1,75 @@
+"""LLaVA (Liu et al. 2023) over the C++ modules in csrc/tessera/models/llava, with the interface
+of transformers' LlavaForConditionalGeneration.
+
+    llava = tessera.from_pretrained("path/to/llava")
+    out = llava(input_ids, pixel_values=images, labels=labels)      # image tokens in input_ids
+    ids = llava.generate(input_ids, pixel_values=images, max_new_tokens=32)
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, Optional
+
+import torch
+
+from .. import _C
+from ..cpp_module import CppModule
+from ..registry import register_model
+from .llama import LlamaForCausalLM, _check
+from .outputs import make_output
+from .pretrained import PreTrainedModel, merge_config
+
+
+def list_projectors():
+    """The registered projector names (`projector_type` in the config)."""
+    return list(_C.llava.list_projectors())
+
+
+@register_model
+class LlavaForConditionalGeneration(CppModule, PreTrainedModel):
+    """A CLIP vision tower (run up to `vision_feature_layer`), a projector and a LLaMA. Each image
+    becomes `image_seq_length` embeddings that replace the image tokens (`image_token_index`) of
+    the prompt, in order; a prompt whose image tokens do not match the images is refused.
+    Checkpoints: transformers' files (`language_model.model.*`, `vision_tower.*`,
+    `multi_modal_projector.*`) and its in-memory layout (`model.language_model.*`, ...)."""
+
+    model_type = "llava"
+    architecture = "LlavaForConditionalGeneration"
+    key_aliases = [(r"^model\.language_model\.", "language_model.model."), (r"^lm_head\.", "language_model.lm_head."),
+                   (r"^model\.vision_tower\.", "vision_tower."),
+                   (r"^model\.multi_modal_projector\.", "multi_modal_projector.")]
+
+    def __init__(self, config: Optional[Dict[str, Any]] = None):
+        config = dict(config or {})
+        super().__init__(_C.llava.LlavaForConditionalGeneration(json.dumps(config)))
+        self.config = merge_config(config, json.loads(self._cpp.config_json()))
+        self.config["architectures"] = [self.architecture]
+
+    @classmethod
+    def resolve_config(cls, config: Dict[str, Any]) -> Dict[str, Any]:
+        return json.loads(_C.llava.resolve_config(json.dumps(config)))
+
+    def set_gradient_checkpointing(self, enable: bool = True) -> None:
+        self._cpp.set_gradient_checkpointing(enable)
+
+    def forward(self, input_ids: torch.Tensor, pixel_values: Optional[torch.Tensor] = None,
+                attention_mask: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
+                output_hidden_states: bool = False):
+        _check(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask, labels=labels)
+        self._sync_parameters()
+        return make_output(self._cpp.forward(input_ids, pixel_values, attention_mask, labels,
+                                             bool(output_hidden_states)))
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, pixel_values: Optional[torch.Tensor] = None,
+                 attention_mask: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None,
+                 **kwargs) -> torch.Tensor:
+        """The prompt followed by the new ids; the generation arguments of LlamaForCausalLM.generate."""
+        _check(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
+        defaults = dict(max_new_tokens=20, do_sample=False, temperature=1.0, top_k=50, top_p=1.0,
+                        repetition_penalty=1.0, eos_token_id=None, pad_token_id=None, use_cache=True)
+        unknown = set(kwargs) - set(defaults)
+        if unknown:
+            raise TypeError(f"generate() got unexpected arguments {sorted(unknown)}")
+        o = LlamaForCausalLM._generation(self, **{**defaults, **kwargs})
+        return self._cpp.generate(input_ids, pixel_values, attention_mask, o, generator)
