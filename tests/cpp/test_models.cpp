@@ -9,10 +9,13 @@
 #include "tessera/models/beit/beit_model.h"
 #include "tessera/models/clip/clip_model.h"
 #include "tessera/models/llama/llama_generate.h"
+#include "tessera/models/llava/llava_model.h"
 #include "tessera/models/mae/mae_model.h"
 #include "test_util.h"
 
 #include <nlohmann/json.hpp>
+
+#include <fstream>
 
 using namespace tessera;
 
@@ -248,4 +251,18 @@ TEST(LlamaForCausalLM, CachedDecodingLogitsEqualAFullForward) {
       EXPECT_LE(max_diff(step, full.slice(1, t, t + 1)), 1e-5) << "position " << t << ", capacity " << capacity;
     }
   }
+}
+
+TEST(LlavaForConditionalGeneration, ReproducesHuggingFaceFixtureAndGreedyIds) {
+  const std::string dir = tessera::testing::fixture_dir("llava");
+  models::LlavaForConditionalGeneration llava(
+      models::LlavaOptions::from_json(nlohmann::json::parse(std::ifstream(dir + "/config.json")), dir + "/config.json"));
+  core::load_pretrained_weights(*llava, dir);
+  llava->eval();
+  auto io = core::load_safetensors(dir + "/io.safetensors");
+  at::NoGradGuard no_grad;
+  EXPECT_LE(max_diff(llava->forward(io.at("input_ids"), io.at("pixel_values")).logits, io.at("logits")), 1e-4);
+  models::GenerationOptions greedy;
+  greedy.max_new_tokens = 6;
+  EXPECT_TRUE(at::equal(llava->generate(io.at("input_ids"), io.at("pixel_values"), {}, greedy), io.at("greedy")));
 }

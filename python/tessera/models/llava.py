@@ -35,6 +35,8 @@ class LlavaForConditionalGeneration(CppModule, PreTrainedModel):
 
     model_type = "llava"
     architecture = "LlavaForConditionalGeneration"
+    #: Read by nothing, as in transformers: LLaVA takes hidden states, never the pooled output.
+    unused_parameters = (r"^vision_tower\.post_layernorm\.",)
     key_aliases = [(r"^model\.language_model\.", "language_model.model."), (r"^lm_head\.", "language_model.lm_head."),
                    (r"^model\.vision_tower\.", "vision_tower."),
                    (r"^model\.multi_modal_projector\.", "multi_modal_projector.")]

@@ -22,9 +22,11 @@ void LlavaForConditionalGenerationImpl::reset() {
 }
 
 void LlavaForConditionalGenerationImpl::init_weights() {
-  // The parts initialise themselves as their families do; the projector as transformers' LLaVA:
-  // normal(text initializer_range) weights, zero biases.
+  // The parts as their families initialise them (built under the root's no-init guard); the
+  // projector as transformers' LLaVA: normal(text initializer_range) weights, zero biases.
   at::NoGradGuard g;
+  vision_tower->init_weights();
+  language_model->init_weights();
   for (const auto& m : multi_modal_projector->modules()) {
     if (auto* lin = m->as<nn::LinearImpl>()) {
       lin->weight().normal_(0, options.text.initializer_range());
