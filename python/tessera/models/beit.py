@@ -7,16 +7,15 @@ transformers' BeitForMaskedImageModeling and BeitModel.
 """
 from __future__ import annotations
 
-import json
 from typing import Any, Dict, Optional
 
 import torch
 
 from .. import _C
-from ..cpp_module import CppModule, node_class
+from ..cpp_module import node_class
 from ..registry import register_model
+from .family import FamilyModel
 from .outputs import ModelOutput, make_output
-from .pretrained import PreTrainedModel, merge_config
 
 #: Python classes of the mirrored C++ nodes (wrap policies: FSDP2, activation checkpointing).
 BeitLayer = node_class("BeitLayer", layer=True)
@@ -39,20 +38,9 @@ def _check(pixel_values, **optional) -> None:
             raise TypeError(f"{name} must be a torch.Tensor or None, got {type(value).__name__}")
 
 
-class _BeitBase(CppModule, PreTrainedModel):
+class _BeitBase(FamilyModel):
     model_type = "beit"
-
-    @classmethod
-    def resolve_config(cls, config: Dict[str, Any]) -> Dict[str, Any]:
-        """The full config (C++ fills in the defaults and checks it) without building the model."""
-        return json.loads(_C.beit.resolve_config(json.dumps(config)))
-
-    def set_gradient_checkpointing(self, enable: bool = True) -> None:
-        self._cpp.set_gradient_checkpointing(enable)
-
-    def _adopt_config(self, config: Dict[str, Any]) -> None:
-        self.config = merge_config(config, json.loads(self._cpp.config_json()))
-        self.config["architectures"] = [self.architecture]
+    _family = _C.beit
 
 
 @register_model
@@ -63,11 +51,10 @@ class BeitModel(_BeitBase):
     works: position embeddings and bias tables are resized, as in transformers."""
 
     architecture = "BeitModel"
+    _cpp_class = "BeitModel"
 
     def __init__(self, config: Optional[Dict[str, Any]] = None, add_pooling_layer: bool = True):
-        config = dict(config or {})
-        super().__init__(_C.beit.BeitModel(json.dumps(config), bool(add_pooling_layer)))
-        self._adopt_config(config)
+        super().__init__(config, bool(add_pooling_layer))
 
     def forward(self, pixel_values: torch.Tensor, bool_masked_pos: Optional[torch.Tensor] = None,
                 output_hidden_states: bool = False,
@@ -84,11 +71,7 @@ class BeitForMaskedImageModeling(_BeitBase):
     transformers, or of every patch, [B, N]) give the cross-entropy over masked patches."""
 
     architecture = "BeitForMaskedImageModeling"
-
-    def __init__(self, config: Optional[Dict[str, Any]] = None):
-        config = dict(config or {})
-        super().__init__(_C.beit.BeitForMaskedImageModeling(json.dumps(config)))
-        self._adopt_config(config)
+    _cpp_class = "BeitForMaskedImageModeling"
 
     def forward(self, pixel_values: torch.Tensor, bool_masked_pos: Optional[torch.Tensor] = None,
                 labels: Optional[torch.Tensor] = None, output_hidden_states: bool = False,

@@ -7,16 +7,15 @@ interface of transformers' LlamaForCausalLM.
 """
 from __future__ import annotations
 
-import json
-from typing import Any, Dict, Optional
+from typing import Optional
 
 import torch
 
 from .. import _C
-from ..cpp_module import CppModule, node_class
+from ..cpp_module import node_class
 from ..registry import register_model
+from .family import FamilyModel
 from .outputs import ModelOutput, make_output
-from .pretrained import PreTrainedModel, merge_config
 
 #: Python classes of the mirrored C++ nodes (wrap policies: FSDP2, activation checkpointing).
 LlamaDecoderLayer = node_class("LlamaDecoderLayer", layer=True)
@@ -34,7 +33,7 @@ def _check(**tensors) -> None:
 
 
 @register_model
-class LlamaForCausalLM(CppModule, PreTrainedModel):
+class LlamaForCausalLM(FamilyModel):
     """A LLaMA language model. `labels` (usually the input ids, -100 where nothing is to be
     learned) give the next-token loss: `loss` (mean), and `loss_sum` / `num_tokens` for
     token-weighted accumulation. With `tie_word_embeddings` the head reads the embedding matrix
@@ -42,20 +41,7 @@ class LlamaForCausalLM(CppModule, PreTrainedModel):
 
     model_type = "llama"
     architecture = "LlamaForCausalLM"
-
-    def __init__(self, config: Optional[Dict[str, Any]] = None):
-        config = dict(config or {})
-        super().__init__(_C.llama.LlamaForCausalLM(json.dumps(config)))
-        self.config = merge_config(config, json.loads(self._cpp.config_json()))
-        self.config["architectures"] = [self.architecture]
-
-    @classmethod
-    def resolve_config(cls, config: Dict[str, Any]) -> Dict[str, Any]:
-        """The full config (C++ fills in the defaults and checks it) without building the model."""
-        return json.loads(_C.llama.resolve_config(json.dumps(config)))
-
-    def set_gradient_checkpointing(self, enable: bool = True) -> None:
-        self._cpp.set_gradient_checkpointing(enable)
+    _family, _cpp_class = _C.llama, "LlamaForCausalLM"
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         if self.config.get("tie_word_embeddings") and "lm_head.weight" in state_dict:

@@ -7,17 +7,15 @@ of transformers' LlavaForConditionalGeneration.
 """
 from __future__ import annotations
 
-import json
-from typing import Any, Dict, Optional
+from typing import Optional
 
 import torch
 
 from .. import _C
-from ..cpp_module import CppModule
 from ..registry import register_model
+from .family import FamilyModel
 from .llama import LlamaForCausalLM, _check
 from .outputs import make_output
-from .pretrained import PreTrainedModel, merge_config
 
 
 def list_projectors():
@@ -26,7 +24,7 @@ def list_projectors():
 
 
 @register_model
-class LlavaForConditionalGeneration(CppModule, PreTrainedModel):
+class LlavaForConditionalGeneration(FamilyModel):
     """A CLIP vision tower (run up to `vision_feature_layer`), a projector and a LLaMA. Each image
     becomes `image_seq_length` embeddings that replace the image tokens (`image_token_index`) of
     the prompt, in order; a prompt whose image tokens do not match the images is refused.
@@ -35,24 +33,12 @@ class LlavaForConditionalGeneration(CppModule, PreTrainedModel):
 
     model_type = "llava"
     architecture = "LlavaForConditionalGeneration"
+    _family, _cpp_class = _C.llava, "LlavaForConditionalGeneration"
     #: Read by nothing, as in transformers: LLaVA takes hidden states, never the pooled output.
     unused_parameters = (r"^vision_tower\.post_layernorm\.",)
     key_aliases = [(r"^model\.language_model\.", "language_model.model."), (r"^lm_head\.", "language_model.lm_head."),
                    (r"^model\.vision_tower\.", "vision_tower."),
                    (r"^model\.multi_modal_projector\.", "multi_modal_projector.")]
-
-    def __init__(self, config: Optional[Dict[str, Any]] = None):
-        config = dict(config or {})
-        super().__init__(_C.llava.LlavaForConditionalGeneration(json.dumps(config)))
-        self.config = merge_config(config, json.loads(self._cpp.config_json()))
-        self.config["architectures"] = [self.architecture]
-
-    @classmethod
-    def resolve_config(cls, config: Dict[str, Any]) -> Dict[str, Any]:
-        return json.loads(_C.llava.resolve_config(json.dumps(config)))
-
-    def set_gradient_checkpointing(self, enable: bool = True) -> None:
-        self._cpp.set_gradient_checkpointing(enable)
 
     def forward(self, input_ids: torch.Tensor, pixel_values: Optional[torch.Tensor] = None,
                 attention_mask: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,

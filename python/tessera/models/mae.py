@@ -7,16 +7,15 @@ transformers' ViTMAEForPreTraining and ViTMAEModel.
 """
 from __future__ import annotations
 
-import json
-from typing import Any, Dict, Optional
+from typing import Optional
 
 import torch
 
 from .. import _C
-from ..cpp_module import CppModule, node_class
+from ..cpp_module import node_class
 from ..registry import register_model
+from .family import FamilyModel
 from .outputs import ModelOutput, make_output
-from .pretrained import PreTrainedModel, merge_config
 
 #: Python classes of the mirrored C++ nodes (wrap policies: FSDP2, activation checkpointing).
 ViTMAELayer = node_class("ViTMAELayer", layer=True)
@@ -38,23 +37,9 @@ def _check_pixels(pixel_values, noise) -> None:
         raise TypeError(f"noise must be a torch.Tensor or None, got {type(noise).__name__}")
 
 
-class _MaeBase(CppModule, PreTrainedModel):
+class _MaeBase(FamilyModel):
     model_type = "vit_mae"
-    _cpp_class = ""
-
-    def __init__(self, config: Optional[Dict[str, Any]] = None):
-        config = dict(config or {})
-        super().__init__(getattr(_C.mae, self._cpp_class)(json.dumps(config)))
-        self.config = merge_config(config, json.loads(self._cpp.config_json()))
-        self.config["architectures"] = [self.architecture]
-
-    @classmethod
-    def resolve_config(cls, config: Dict[str, Any]) -> Dict[str, Any]:
-        """The full config (C++ fills in the defaults and checks it) without building the model."""
-        return json.loads(_C.mae.resolve_config(json.dumps(config)))
-
-    def set_gradient_checkpointing(self, enable: bool = True) -> None:
-        self._cpp.set_gradient_checkpointing(enable)
+    _family = _C.mae
 
     def _run(self, pixel_values, noise, output_hidden_states, interpolate_pos_encoding):
         _check_pixels(pixel_values, noise)

@@ -4,6 +4,7 @@
 
 #include "tessera/models/vit/vit_layout.h"
 #include "tessera/nn/activation.h"
+#include "tessera/nn/init.h"
 #include "tessera/nn/pos_embed_resize.h"
 
 #include <ATen/ATen.h>
@@ -155,15 +156,11 @@ void BeitModelImpl::reset() {
 void BeitModelImpl::init_weights() {
   at::NoGradGuard g;
   const double std = options.initializer_range();
+  nn::init_linears_and_norms(*this, std);
   for (const auto& m : modules(/*include_self=*/false)) {
-    if (auto* lin = m->as<nn::LinearImpl>()) {
-      lin->weight().normal_(0, std);
-      if (lin->bias().defined()) lin->bias().zero_();
-    } else if (auto* conv = m->as<nn::PatchEmbedImpl>()) {
+    if (auto* conv = m->as<nn::PatchEmbedImpl>()) {
       conv->weight().normal_(0, std);
       conv->bias().zero_();
-    } else if (auto* norm = m->as<nn::NormImpl>()) {
-      norm->reset_parameters();
     } else if (auto* bias = m->as<BeitRelativePositionBiasImpl>()) {
       bias->table().zero_();
     } else if (auto* block = m->as<nn::TransformerBlockImpl>()) {
@@ -173,8 +170,12 @@ void BeitModelImpl::init_weights() {
       }
     }
   }
-  for (const at::Tensor* t : {&embeddings->cls_token(), &embeddings->mask_token(), &embeddings->position_embeddings()})
-    if (t->defined()) t->zero_();
+  // The BEiT release's tokens (trunc_normal(std=0.02), whose cut at +-2 never binds), not
+  // transformers' zeros: a zero mask token makes masked inputs exactly zero, and LayerNorm
+  // (eps 1e-12) then scales their gradients by ~1e6.
+  for (const at::Tensor* t : {&embeddings->cls_token(), &embeddings->mask_token()})
+    if (t->defined()) t->normal_(0.0, options.initializer_range());
+  if (embeddings->position_embeddings().defined()) embeddings->position_embeddings().zero_();
 }
 
 std::pair<at::Tensor, nn::LayerArgs> BeitModelImpl::embed(const at::Tensor& px, const at::Tensor& mask) {

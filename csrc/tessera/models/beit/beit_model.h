@@ -93,8 +93,9 @@ class BeitModelImpl : public nn::Module<BeitModelImpl> {
  public:
   explicit BeitModelImpl(BeitOptions options = {}, bool add_pooling_layer = true);
   void reset() override;
-  /// transformers' BEiT init: normal(initializer_range) linears and patch projection, zero
-  /// biases, tokens and bias tables, layer scale at layer_scale_init_value.
+  /// transformers' BEiT init (normal(initializer_range) linears and patch projection, zero
+  /// biases and bias tables, layer scale at layer_scale_init_value), except the class and mask
+  /// tokens: normal(initializer_range) as the BEiT release, not zeros.
   void init_weights();
   BeitModelOutput forward(const at::Tensor& pixel_values, const at::Tensor& bool_masked_pos = {},
                           bool output_hidden_states = false);

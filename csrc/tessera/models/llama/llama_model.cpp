@@ -3,6 +3,7 @@
 
 #include "tessera/models/llama/llama_layout.h"
 #include "tessera/nn/attention_mask.h"
+#include "tessera/nn/init.h"
 #include "tessera/nn/rotary.h"
 #include "tessera/nn/transformer_block.h"
 
@@ -97,14 +98,7 @@ void LlamaForCausalLMImpl::reset() {
 void LlamaForCausalLMImpl::init_weights() {
   at::NoGradGuard g;
   const double std = options.initializer_range();
-  for (const auto& m : modules(/*include_self=*/false)) {
-    if (auto* lin = m->as<nn::LinearImpl>()) {
-      lin->weight().normal_(0, std);
-      if (lin->bias().defined()) lin->bias().zero_();
-    } else if (auto* n = m->as<nn::NormImpl>()) {
-      n->reset_parameters();
-    }
-  }
+  nn::init_linears_and_norms(*this, std);
   embed_tokens->weight().normal_(0, std);
   if (options.pad_token_id() >= 0) embed_tokens->weight()[options.pad_token_id()].zero_();
 }

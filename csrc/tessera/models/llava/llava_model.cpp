@@ -2,6 +2,7 @@
 #include "tessera/models/llava/llava_model.h"
 
 #include "tessera/models/llava/projector.h"
+#include "tessera/nn/init.h"
 
 #include <ATen/ATen.h>
 
@@ -27,12 +28,7 @@ void LlavaForConditionalGenerationImpl::init_weights() {
   at::NoGradGuard g;
   vision_tower->init_weights();
   language_model->init_weights();
-  for (const auto& m : multi_modal_projector->modules()) {
-    if (auto* lin = m->as<nn::LinearImpl>()) {
-      lin->weight().normal_(0, options.text.initializer_range());
-      if (lin->bias().defined()) lin->bias().zero_();
-    }
-  }
+  nn::init_linears_and_norms(*multi_modal_projector, options.text.initializer_range());
 }
 
 at::Tensor LlavaForConditionalGenerationImpl::image_features(const at::Tensor& pixel_values) {

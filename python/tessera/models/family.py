@@ -1,0 +1,28 @@
+"""The base of a family's model classes over its bound C++ module: built from a config dict (C++
+fills in the defaults and checks it), `resolve_config` without building, gradient checkpointing."""
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, Optional
+
+from ..cpp_module import CppModule
+from .pretrained import PreTrainedModel, merge_config
+
+
+class FamilyModel(CppModule, PreTrainedModel):
+    _family: Any = None    # the family's submodule of tessera._C (resolve_config and the classes)
+    _cpp_class: str = ""   # the bound C++ class in it
+
+    def __init__(self, config: Optional[Dict[str, Any]] = None, *cpp_args):
+        config = dict(config or {})
+        super().__init__(getattr(self._family, self._cpp_class)(json.dumps(config), *cpp_args))
+        self.config = merge_config(config, json.loads(self._cpp.config_json()))
+        self.config["architectures"] = [self.architecture]
+
+    @classmethod
+    def resolve_config(cls, config: Dict[str, Any]) -> Dict[str, Any]:
+        """The full config (C++ fills in the defaults and checks it) without building the model."""
+        return json.loads(cls._family.resolve_config(json.dumps(config)))
+
+    def set_gradient_checkpointing(self, enable: bool = True) -> None:
+        self._cpp.set_gradient_checkpointing(enable)
