@@ -1,0 +1,128 @@
+"""Conversation templates as data files (`tessera/assets/templates/<name>.json`: LLaVA's `plain`
+and `v1`) and their rendering into token ids and labels in which only the assistant's answers
+are supervised.
+
+Each segment (system prompt, role prefixes, messages, image placeholders) is tokenized on its
+own and the ids are concatenated, so the labels line up with the tokens by construction — the
+"tokenization mismatch" that makes LLaVA's loss silently 0 when a template and a tokenizer
+disagree cannot happen; what can still go wrong (no answer to learn, placeholders that do not
+match the images) is refused with the sample named.
+
+    template = load_template("v1")
+    ids, labels = render(template, [{"from": "human", "value": "<image>\\nWhat is this item?"},
+                                    {"from": "gpt", "value": "A sneaker."}],
+                         tokenizer, image_token_id=32000, image_tokens=576, images=1)
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, fields
+from typing import Dict, List, Sequence, Tuple
+
+IGNORE = -100
+IMAGE_PLACEHOLDER = "<image>"
+_DIR = os.path.join(os.path.dirname(__file__), "assets", "templates")
+_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
+
+
+@dataclass(frozen=True)
+class ConversationTemplate:
+    name: str
+    about: str = ""
+    system: str = ""
+    system_suffix: str = ""
+    user_prefix: str = ""
+    user_suffix: str = ""
+    assistant_prefix: str = ""
+    assistant_suffix: str = ""
+    add_eos_after_assistant: bool = True
+
+
+def list_templates() -> List[str]:
+    return sorted(f[:-5] for f in os.listdir(_DIR) if f.endswith(".json"))
+
+
+def load_template(name_or_path: str) -> ConversationTemplate:
+    """A shipped template by name, or a JSON file with the same fields (data, never code)."""
+    path = name_or_path if name_or_path.endswith(".json") else os.path.join(_DIR, f"{name_or_path}.json")
+    if not os.path.isfile(path):
+        raise ValueError(f"unknown conversation template {name_or_path!r} (shipped: {', '.join(list_templates())}; "
+                         "or give a .json file)")
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    known = {f.name for f in fields(ConversationTemplate)}
+    unknown = sorted(set(data) - known)
+    if unknown or not isinstance(data.get("name"), str):
+        raise ValueError(f"{path}: a template needs a string 'name' and only the keys {sorted(known)}; "
+                         f"unknown: {unknown}")
+    return ConversationTemplate(**data)
+
+
+def _text_ids(tokenizer, text: str, image_token_id: int, image_tokens: int) -> Tuple[List[int], int]:
+    """Ids of `text` with each image placeholder expanded to `image_tokens` image ids; the count."""
+    ids: List[int] = []
+    parts = text.split(IMAGE_PLACEHOLDER)
+    for i, part in enumerate(parts):
+        if i:
+            ids += [image_token_id] * image_tokens
+        if part:
+            ids += tokenizer.encode(part, add_bos=False)
+    return ids, len(parts) - 1
+
+
+def render(template: ConversationTemplate, conversation: Sequence[Dict[str, str]], tokenizer, image_token_id: int,
+           image_tokens: int, images: int = 0, where: str = "sample",
+           add_generation_prompt: bool = False) -> Tuple[List[int], List[int]]:
+    """(input_ids, labels) of a conversation: a list of {"from": human|gpt, "value": text} turns
+    (LLaVA's data format; "user"/"assistant" also accepted). Labels are -100 everywhere except the
+    assistant's answers (and the end-of-sequence token after each, when the template says so).
+    `add_generation_prompt`: the conversation ends with the user and the assistant's prefix is
+    appended — the prompt to generate from, tokenized exactly as in training."""
+    ids, labels = [tokenizer.bos_id], [IGNORE]
+    placeholders = 0
+
+    def add(text: str, learn: bool) -> None:
+        nonlocal placeholders
+        if not text:
+            return
+        piece, n = _text_ids(tokenizer, text, image_token_id, image_tokens)
+        placeholders += n
+        ids.extend(piece)
+        labels.extend(piece if learn else [IGNORE] * len(piece))
+
+    add(template.system + (template.system_suffix if template.system else ""), False)
+    for turn_no, turn in enumerate(conversation):
+        role = _ROLES.get(str(turn.get("from", turn.get("role", ""))))
+        if role is None or not isinstance(turn.get("value", turn.get("content")), str):
+            raise ValueError(f"{where}: turn {turn_no} needs 'from' (human/gpt) and a text 'value', got {turn!r}")
+        text = turn.get("value", turn.get("content"))
+        if role == "user":
+            add(template.user_prefix + text + template.user_suffix, False)
+        else:
+            if IMAGE_PLACEHOLDER in text:
+                raise ValueError(f"{where}: turn {turn_no}: an answer may not hold an image placeholder")
+            if not text.strip():
+                raise ValueError(f"{where}: turn {turn_no}: empty answer (nothing to learn but the end of sequence)")
+            add(template.assistant_prefix, False)
+            add(text + template.assistant_suffix, True)
+            if template.add_eos_after_assistant:
+                ids.append(tokenizer.eos_id)
+                labels.append(tokenizer.eos_id)
+    if add_generation_prompt:
+        if not conversation or _ROLES.get(str(conversation[-1].get("from", conversation[-1].get("role")))) != "user":
+            raise ValueError(f"{where}: a generation prompt needs the conversation to end with the user's turn")
+        add(template.assistant_prefix, False)
+    if placeholders != images:
+        raise ValueError(f"{where}: {placeholders} image placeholder(s) {IMAGE_PLACEHOLDER!r} in the text but "
+                         f"{images} image(s)")
+    if not add_generation_prompt and all(label == IGNORE for label in labels):
+        raise ValueError(f"{where}: no supervised token (no assistant answer, or an empty one): its loss would be 0")
+    return ids, labels
+
+
+def prompt(template: ConversationTemplate, conversation: Sequence[Dict[str, str]], tokenizer, image_token_id: int,
+           image_tokens: int, images: int = 0) -> List[int]:
+    """The ids to generate the assistant's next answer from."""
+    return render(template, conversation, tokenizer, image_token_id, image_tokens, images,
+                  add_generation_prompt=True)[0]

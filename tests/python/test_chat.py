@@ -1,0 +1,71 @@
+"""Conversation templates (data files) and label masking with the LLaMA sentencepiece model:
+only the answers are supervised, labels line up with the tokens, the prompt used for generation
+is the training prefix, and the refusals (no answer, placeholders vs images, bad turns)."""
+import json
+
+import pytest
+
+from tessera import chat
+from tessera.text import SentencePieceTokenizer
+
+IMAGE = 32000
+
+
+@pytest.fixture(scope="module")
+def tok(shared_dir):
+    return SentencePieceTokenizer(str(shared_dir / "assets" / "llama2c_tokenizer.model"))
+
+
+CONV = [{"from": "human", "value": "<image>\nWhat is this item?"}, {"from": "gpt", "value": "A sneaker."},
+        {"from": "human", "value": "Do you wear it on your feet?"}, {"from": "gpt", "value": "Yes."}]
+
+
+def test_shipped_templates_are_data():
+    assert {"plain", "v1"} <= set(chat.list_templates())
+    v1 = chat.load_template("v1")
+    assert v1.user_prefix == "USER: " and v1.assistant_prefix == "ASSISTANT:"
+
+
+def test_only_answers_and_their_eos_are_supervised(tok):
+    ids, labels = chat.render(chat.load_template("v1"), CONV, tok, IMAGE, image_tokens=3, images=1)
+    assert len(ids) == len(labels) and ids[0] == tok.bos_id and ids.count(IMAGE) == 3
+    learned = [i for i, label in zip(ids, labels) if label != -100]
+    assert all(label in (-100, i) for i, label in zip(ids, labels))
+    want = tok.encode("A sneaker.", add_bos=False) + [tok.eos_id] + tok.encode("Yes.", add_bos=False) + [tok.eos_id]
+    assert learned == want
+    assert tok.decode([i for i in ids if i != IMAGE]).startswith("A chat between a curious human")
+
+
+def test_plain_template_learns_the_caption(tok):
+    conv = [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": "a grey ankle boot"}]
+    ids, labels = chat.render(chat.load_template("plain"), conv, tok, IMAGE, image_tokens=4, images=1)
+    assert ids[1:5] == [IMAGE] * 4
+    assert [label for label in labels if label != -100] == tok.encode("a grey ankle boot\n", add_bos=False) + [tok.eos_id]
+
+
+def test_generation_prompt_is_the_training_prefix(tok):
+    template = chat.load_template("v1")
+    train_ids, labels = chat.render(template, CONV[:2], tok, IMAGE, image_tokens=3, images=1)
+    first_answer = labels.index(next(label for label in labels if label != -100))
+    assert chat.prompt(template, CONV[:1], tok, IMAGE, image_tokens=3, images=1) == train_ids[:first_answer]
+
+
+@pytest.mark.parametrize("conv, images, message", [
+    ([{"from": "human", "value": "<image>\nhi"}], 1, "no supervised token"),
+    ([{"from": "human", "value": "<image>\nhi"}, {"from": "gpt", "value": " "}], 1, "turn 1: empty answer"),
+    (CONV, 2, r"1 image placeholder\(s\) '<image>' in the text but 2 image\(s\)"),
+    ([{"from": "robot", "value": "x"}], 0, "turn 0 needs 'from'"),
+    ([{"from": "human", "value": "q"}, {"from": "gpt", "value": "<image>"}], 1, "answer may not hold an image"),
+])
+def test_bad_samples_are_refused_by_name(tok, conv, images, message):
+    with pytest.raises(ValueError, match=message):
+        chat.render(chat.load_template("v1"), conv, tok, IMAGE, image_tokens=3, images=images, where="train.json[7]")
+
+
+def test_unknown_or_malformed_template_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="unknown conversation template 'vicuna_v9' \\(shipped: plain, v1"):
+        chat.load_template("vicuna_v9")
+    bad = tmp_path / "t.json"
+    bad.write_text(json.dumps({"name": "t", "exec": "import os"}))
+    with pytest.raises(ValueError, match="unknown: \\['exec'\\]"):
+        chat.load_template(str(bad))
