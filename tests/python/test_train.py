@@ -11,7 +11,7 @@ import torch
 import yaml
 
 import tessera
-from tessera.train import load_recipe, recipe_from_dict
+from tessera.train import build_task, load_recipe, recipe_from_dict
 from tessera.train.clip_task import ClipTask
 from tessera.train.distributed import DistInfo
 from tessera.train.checkpoint import STATE_FILE
@@ -182,3 +182,26 @@ def test_mae_recipe_learns_and_draws_reconstructions(tmp_path):
     ckpt = tessera.from_pretrained(str(tmp_path / "checkpoints" / "step-00000040"))
     assert isinstance(ckpt, tessera.ViTMAEForPreTraining)
     assert all(torch.equal(ckpt.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
+def test_freezing_by_pattern_trains_only_the_rest_and_reports_counts(tmp_path):
+    r = tiny_recipe(steps=3)
+    r["model"]["freeze"] = [r"^text_model\."]
+    r["model"]["trainable"] = [r"^(vision_model|text_model|visual_projection|text_projection)\."]
+    from tessera.train.distributed import seed_all
+
+    seed_all(0, 0)  # the trainer's initial weights
+    start = {k: v.clone() for k, v in build_task(recipe_from_dict(r)).build_model().state_dict().items()}
+    summary, model = fit(r, tmp_path)
+    params = dict(model.named_parameters())
+    assert summary["trainable_parameters"] == sum(p.numel() for n, p in params.items()
+                                                  if not n.startswith("text_model.") and n != "logit_scale")
+    assert summary["total_parameters"] == sum(p.numel() for p in params.values())
+    after = model.state_dict()
+    changed = {k for k in start if not torch.equal(start[k], after[k])}
+    frozen = {k for k in start if k.startswith("text_model.") or k == "logit_scale"}
+    assert not (changed & frozen), sorted(changed & frozen)[:3]
+    assert changed == set(start) - frozen, sorted(set(start) - frozen - changed)[:3]
+    r["model"]["freeze"] = ["^no_such_tower"]
+    with pytest.raises(ValueError, match="model.freeze: '\\^no_such_tower' matches no parameter"):
+        fit(r, tmp_path / "bad")

@@ -19,6 +19,8 @@ class ModelConfig:
     config: Dict[str, Any] = field(default_factory=dict)  # HF config dict, or overrides of `name`
     pretrained: Optional[str] = None        # checkpoint folder to start from
     gradient_checkpointing: bool = False    # recompute each layer in backward
+    trainable: List[str] = field(default_factory=list)  # regexes: train only matching parameters
+    freeze: List[str] = field(default_factory=list)     # regexes: freeze matching parameters
 
 
 @dataclass

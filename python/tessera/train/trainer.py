@@ -18,6 +18,7 @@ from .. import _C
 from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Recipe, recipe_to_dict
 from .distributed import DistInfo, all_true, init_distributed, seed_all
+from .freeze import apply_freezing
 from .hardware import BF16_SLOW_WARNING, cpu_has_native_bf16
 from .optim import build_optimizer, warmup_cosine
 from .strategy import Wrapped
@@ -184,6 +185,11 @@ class Trainer:
         # would broadcast rank 0's), then draws from its own stream.
         seed_all(cfg.train.seed, 0)
         self.model = self.task.build_model().to(info.device)
+        self.trainable_parameters, self.total_parameters = apply_freezing(self.model, cfg.model.freeze,
+                                                                          cfg.model.trainable)
+        if info.is_main and (cfg.model.freeze or cfg.model.trainable):
+            print(f"parameters: {self.trainable_parameters:,} trainable of {self.total_parameters:,} "
+                  f"({100 * self.trainable_parameters / max(self.total_parameters, 1):.1f} %)")
         seed_all(cfg.train.seed, info.rank)
         self.model.train()
         self.wrapped = Wrapped(self.model, info, cfg.train.strategy, cfg.train.precision,
@@ -275,6 +281,8 @@ class Trainer:
             "final_loss": terms.get("loss"),
             "world_size": info.world_size,
             "strategy": self.wrapped.strategy,
+            "trainable_parameters": self.trainable_parameters,
+            "total_parameters": self.total_parameters,
             **{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
         }
         if info.is_main:
