@@ -63,6 +63,25 @@ void bind_nn(py::module_& m) {
       });
 
   m.def(
+      "add_lora",
+      [](uintptr_t node, int64_t r, double alpha, double dropout, bool rslora) {
+        nn::LoraOptions o;
+        o.r = r;
+        o.alpha = alpha;
+        o.dropout = dropout;
+        o.use_rslora = rslora;
+        node_as<nn::LinearImpl>(node, "a linear layer").add_lora(o);
+      },
+      py::arg("node"), py::arg("r"), py::arg("alpha"), py::arg("dropout") = 0.0, py::arg("use_rslora") = false,
+      "Adds a LoRA adapter (lora_A, lora_B) to a linear node.");
+  m.def(
+      "merge_lora",
+      [](uintptr_t node, bool merge) {
+        auto& lin = node_as<nn::LinearImpl>(node, "a linear layer");
+        merge ? lin.merge_lora() : lin.unmerge_lora();
+      },
+      py::arg("node"), py::arg("merge") = true, "Folds the adapter into the weight (or takes it out again).");
+  m.def(
       "rebind_parameter",
       [](uintptr_t node, const std::string& name, const at::Tensor& tensor) {
         node_as<nn::ModuleBase>(node, "a tessera module (derive from tessera::nn::Module to let Python rebind its "

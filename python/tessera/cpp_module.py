@@ -154,7 +154,7 @@ class CppModule(nn.Module):
                 node = nn.ModuleList()
             else:
                 node = node_class(cls, layer=kind == "layer")()
-                node._cpp_path = path
+                node._cpp_path, node._cpp_addr = path, addr
             nodes[parent]._modules[name] = node
             nodes[path] = node
         for name, tensor in cpp.named_parameters():

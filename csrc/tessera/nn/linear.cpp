@@ -17,6 +17,48 @@ void LinearImpl::reset() {
   weight_ = add_parameter("weight", at::empty({out_features, in_features}));
   bias_ = with_bias ? add_parameter("bias", at::empty({out_features})) : Slot{};
   if (init_enabled()) reset_parameters();
+  if (lora_options) build_lora();  // a clone rebuilds its adapter too
+}
+
+double LoraOptions::scale() const {
+  return use_rslora ? alpha / std::sqrt(static_cast<double>(r)) : alpha / static_cast<double>(r);
+}
+
+void LinearImpl::build_lora() {
+  const int64_t r = lora_options->r;
+  lora_A = std::make_shared<LinearImpl>(in_features, r, false);  // kaiming-uniform, as PEFT's
+  lora_B = std::make_shared<LinearImpl>(r, out_features, false);
+  {
+    at::NoGradGuard g;
+    lora_B->weight().zero_();  // the adapter starts as the identity update
+  }
+  register_module("lora_A", lora_A);
+  register_module("lora_B", lora_B);
+}
+
+void LinearImpl::add_lora(const LoraOptions& options) {
+  TORCH_CHECK_VALUE(!lora_options, "this linear layer already has a LoRA adapter");
+  TORCH_CHECK_VALUE(options.r > 0, "LoRA rank r must be positive, got ", options.r);
+  TORCH_CHECK_VALUE(options.dropout >= 0 && options.dropout < 1, "LoRA dropout must be in [0, 1), got ",
+                    options.dropout);
+  lora_options = options;
+  build_lora();
+  lora_A->weight().set_requires_grad(true);
+  lora_B->weight().set_requires_grad(true);
+}
+
+void LinearImpl::merge_lora() {
+  if (!lora_options || lora_merged) return;
+  at::NoGradGuard g;
+  weight().add_(at::matmul(lora_B->weight(), lora_A->weight()).to(weight().scalar_type()), lora_options->scale());
+  lora_merged = true;
+}
+
+void LinearImpl::unmerge_lora() {
+  if (!lora_options || !lora_merged) return;
+  at::NoGradGuard g;
+  weight().sub_(at::matmul(lora_B->weight(), lora_A->weight()).to(weight().scalar_type()), lora_options->scale());
+  lora_merged = false;
 }
 
 void LinearImpl::reset_parameters() {
@@ -26,6 +68,11 @@ void LinearImpl::reset_parameters() {
   if (with_bias) bias().uniform_(-bound, bound);
 }
 
-at::Tensor LinearImpl::forward(const at::Tensor& x) const { return at::linear(x, weight(), bias()); }
+at::Tensor LinearImpl::forward(const at::Tensor& x) const {
+  at::Tensor y = at::linear(x, weight(), bias());
+  if (!lora_options || lora_merged) return y;
+  at::Tensor h = at::dropout(x, lora_options->dropout, is_training());
+  return y + at::linear(at::linear(h, lora_A->weight()), lora_B->weight()) * lora_options->scale();
+}
 
 }  // namespace tessera::nn

@@ -4,7 +4,21 @@
 
 #include <torch/nn/pimpl.h>
 
+#include <memory>
+#include <optional>
+
 namespace tessera::nn {
+
+/// A LoRA adapter (Hu et al. 2021): y = W x + b + scale * B(A(dropout(x))), with
+/// scale = alpha / r, or alpha / sqrt(r) with rsLoRA (Kalajdzievski 2023). PEFT's names and init:
+/// `lora_A.weight` [r, in] kaiming-uniform, `lora_B.weight` [out, r] zeros.
+struct LoraOptions {
+  int64_t r = 8;
+  double alpha = 8.0;
+  double dropout = 0.0;
+  bool use_rslora = false;
+  double scale() const;
+};
 
 /// Example: `Linear proj(768, 512, /*bias=*/false); auto y = proj(x);`
 class LinearImpl : public Module<LinearImpl> {
@@ -16,10 +30,20 @@ class LinearImpl : public Module<LinearImpl> {
   at::Tensor forward(const at::Tensor& x) const;
   const at::Tensor& weight() const { return param(weight_); }
   const at::Tensor& bias() const { return param(bias_); }
+  /// Adds a LoRA adapter (children `lora_A`, `lora_B`); the base weight is frozen by the caller.
+  void add_lora(const LoraOptions& options);
+  /// W += scale * B A (forward then skips the adapter) / the inverse. Idempotent.
+  void merge_lora();
+  void unmerge_lora();
+  bool has_lora() const { return lora_options.has_value(); }
   int64_t in_features, out_features;
   bool with_bias;
+  std::optional<LoraOptions> lora_options;
+  bool lora_merged = false;
+  std::shared_ptr<LinearImpl> lora_A, lora_B;
 
  private:
+  void build_lora();
   Slot weight_, bias_;
 };
 TORCH_MODULE(Linear);

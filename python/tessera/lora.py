@@ -1,0 +1,120 @@
+"""LoRA (Hu et al. 2021) on tessera models, in PEFT's names and files: adapters on linear layers
+chosen by name (`target_modules`: PEFT's suffix list, or one regular expression over the module
+path), rank, alpha, dropout, rsLoRA; merge and unmerge; adapter-only checkpoints as PEFT writes
+them (`adapter_config.json`, `adapter_model.safetensors`, keys `base_model.model.<path>.lora_A.weight`)
+that `peft` loads onto the transformers model, and the other way round. The math is in C++
+(`nn::LinearImpl::add_lora`).
+
+    names = tessera.lora.apply_lora(lm, ["q_proj", "v_proj"], r=8, lora_alpha=16)
+    tessera.lora.save_adapter(lm, "out/adapter")
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch
+
+from . import _C
+from .models.weights import apply_key_aliases
+
+CONFIG = "adapter_config.json"
+WEIGHTS = "adapter_model.safetensors"
+PREFIX = "base_model.model."
+
+
+def _linear_nodes(model) -> Dict[str, torch.nn.Module]:
+    return {getattr(m, "_cpp_path", ""): m for m in model.modules() if type(m).__name__ == "Linear"
+            and getattr(m, "_cpp_path", "")}
+
+
+def _matches(path: str, targets: Union[str, Sequence[str]]) -> bool:
+    if isinstance(targets, str):
+        return re.fullmatch(targets, path) is not None
+    return any(path == t or path.endswith("." + t) for t in targets)
+
+
+def apply_lora(model, target_modules: Union[str, Sequence[str]], r: int = 8, lora_alpha: float = 8.0,
+               lora_dropout: float = 0.0, use_rslora: bool = False, freeze_base: bool = True) -> List[str]:
+    """Adds adapters to the matching linear layers; returns their paths. With `freeze_base` only
+    the adapters train (PEFT's default)."""
+    linears = _linear_nodes(model)
+    chosen = sorted(p for p in linears if _matches(p, target_modules))
+    if not chosen:
+        sample = ", ".join(sorted(linears)[:3])
+        raise ValueError(f"LoRA target_modules {target_modules!r} match no linear layer (they look like {sample}, ...)")
+    for path in chosen:
+        _C.nn.add_lora(linears[path]._cpp_addr, int(r), float(lora_alpha), float(lora_dropout), bool(use_rslora))
+    model._mirror(model._cpp)  # the new lora_A / lora_B parameters join the Python tree
+    if freeze_base:
+        for name, p in model.named_parameters():
+            p.requires_grad_(".lora_A." in name or ".lora_B." in name)
+    model.lora_config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": int(r), "lora_alpha": lora_alpha,
+                         "lora_dropout": lora_dropout, "use_rslora": bool(use_rslora), "bias": "none",
+                         "target_modules": (target_modules if isinstance(target_modules, str)
+                                            else sorted(set(target_modules))),
+                         "fan_in_fan_out": False, "inference_mode": True, "init_lora_weights": True,
+                         "modules_to_save": None}
+    return chosen
+
+
+def _set_merged(model, merge: bool) -> None:
+    for path, node in _linear_nodes(model).items():
+        if ".lora_" not in path and hasattr(node, "lora_A"):
+            model._sync_all()
+            _C.nn.merge_lora(node._cpp_addr, merge)
+
+
+def merge_lora(model) -> None:
+    """Folds every adapter into its weight (W += scale B A); the forward then skips them."""
+    _set_merged(model, True)
+
+
+def unmerge_lora(model) -> None:
+    _set_merged(model, False)
+
+
+def adapter_state_dict(model) -> Dict[str, torch.Tensor]:
+    return {k: v.detach() for k, v in model.state_dict().items() if ".lora_A." in k or ".lora_B." in k}
+
+
+def save_adapter(model, path: str, base_model_name_or_path: Optional[str] = None) -> None:
+    """PEFT's adapter folder (keys in the model's checkpoint names)."""
+    if not getattr(model, "lora_config", None):
+        raise ValueError("save_adapter: the model has no LoRA adapters (apply_lora first)")
+    os.makedirs(path, exist_ok=True)
+    tensors = {PREFIX + k: v.contiguous() for k, v in adapter_state_dict(model).items()}
+    _C.core.save_safetensors(os.path.join(path, WEIGHTS), tensors, {"format": "pt"})  # atomic
+    config = {**model.lora_config, "base_model_name_or_path": base_model_name_or_path}
+    _C.core.write_file_atomic(os.path.join(path, CONFIG), (json.dumps(config, indent=2) + "\n").encode())
+
+
+def load_adapter(model, path: str) -> List[str]:
+    """Applies the folder's LoRA config to `model` and loads its weights (PEFT's files; either
+    key layout the model's key aliases know)."""
+    config_path = os.path.join(path, CONFIG)
+    if not os.path.isfile(config_path):
+        raise FileNotFoundError(f"{path}: no {CONFIG} (not a PEFT adapter folder)")
+    with open(config_path, encoding="utf-8") as f:
+        config = json.load(f)
+    if config.get("peft_type") != "LORA":
+        raise ValueError(f"{config_path}: peft_type {config.get('peft_type')!r}, only LORA is supported")
+    chosen = apply_lora(model, config["target_modules"], config["r"], config["lora_alpha"],
+                        config.get("lora_dropout", 0.0), config.get("use_rslora", False))
+    if not os.path.isfile(os.path.join(path, WEIGHTS)):
+        raise FileNotFoundError(f"{path}: no {WEIGHTS}")
+    raw, _ = _C.core.load_safetensors(os.path.join(path, WEIGHTS))
+    state = {k[len(PREFIX):] if k.startswith(PREFIX) else k: v for k, v in raw.items()}
+    state = {re.sub(r"\.(lora_[AB])\.default\.", r".\1.", k): v for k, v in state.items()}
+    own = adapter_state_dict(model)
+    state = apply_key_aliases(state, own, getattr(model, "key_aliases", []))
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ValueError(f"{path}/{WEIGHTS}: adapter keys do not fit the model: missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}")
+    with torch.no_grad():
+        for k, p in own.items():
+            p.copy_(state[k].to(p.dtype))
+    return chosen

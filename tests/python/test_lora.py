@@ -1,0 +1,106 @@
+"""LoRA in PEFT's names and files: a fresh adapter changes nothing, merged equals unmerged, only
+the adapters train, rsLoRA's scale; adapters written by `peft` load onto tessera's LLaMA and LLaVA
+(transformers 5's in-memory key layout) with equal outputs, and tessera's adapters load in
+`peft` onto transformers' LLaMA with equal outputs; a pattern that matches nothing is an error."""
+import pytest
+import torch
+
+import tessera
+from tessera import lora
+
+transformers = pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+
+LLAMA = dict(vocab_size=60, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, max_position_embeddings=32)
+
+
+def _randomize_adapters(model):
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.normal_(0, 0.3)
+
+
+def test_fresh_adapter_is_a_no_op_merge_equals_unmerged_and_only_adapters_train():
+    torch.manual_seed(0)
+    model = tessera.LlamaForCausalLM(LLAMA)
+    ids = torch.randint(0, 60, (2, 7))
+    base = model(ids).logits
+    chosen = lora.apply_lora(model, ["q_proj", "v_proj"], r=4, lora_alpha=8)
+    assert len(chosen) == 4 and torch.equal(model(ids).logits, base)
+    _randomize_adapters(model)
+    adapted = model(ids).logits
+    assert not torch.allclose(adapted, base)
+    lora.merge_lora(model)
+    torch.testing.assert_close(model(ids).logits, adapted, atol=1e-5, rtol=1e-5)
+    lora.unmerge_lora(model)
+    torch.testing.assert_close(model(ids).logits, adapted, atol=1e-5, rtol=1e-5)
+    model(ids, labels=ids).loss.backward()
+    trained = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert trained == {n for n, _ in model.named_parameters() if "lora_" in n} and len(trained) == 8
+
+
+def test_rslora_scales_by_alpha_over_sqrt_r():
+    torch.manual_seed(0)
+    a, b = tessera.LlamaForCausalLM(LLAMA), tessera.LlamaForCausalLM(LLAMA)
+    b.load_state_dict(a.state_dict())
+    lora.apply_lora(a, ["o_proj"], r=4, lora_alpha=8, use_rslora=True)   # scale 4
+    lora.apply_lora(b, ["o_proj"], r=4, lora_alpha=16)                   # scale 4
+    _randomize_adapters(a)
+    b.load_state_dict(a.state_dict())
+    ids = torch.randint(0, 60, (1, 5))
+    torch.testing.assert_close(a(ids).logits, b(ids).logits)
+
+
+def _hf_llama(tmp_path):
+    torch.manual_seed(1)
+    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**LLAMA)).eval()
+    hf.save_pretrained(tmp_path / "base")
+    return hf
+
+
+@pytest.mark.parametrize("rslora", [False, True])
+def test_peft_adapter_loads_onto_tessera(tmp_path, rslora):
+    hf = _hf_llama(tmp_path)
+    cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], use_rslora=rslora)
+    peft_model = peft.get_peft_model(hf, cfg)
+    _randomize_adapters(peft_model)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    ours = tessera.from_pretrained(str(tmp_path / "base"))
+    lora.load_adapter(ours, str(tmp_path / "adapter"))
+    ids = torch.randint(0, 60, (2, 9))
+    torch.testing.assert_close(ours(ids).logits, peft_model(input_ids=ids).logits, atol=1e-5, rtol=1e-4)
+
+
+def test_tessera_adapter_loads_in_peft(tmp_path):
+    hf = _hf_llama(tmp_path)
+    ours = tessera.from_pretrained(str(tmp_path / "base"))
+    lora.apply_lora(ours, ["k_proj", "gate_proj"], r=2, lora_alpha=4)
+    _randomize_adapters(ours)
+    lora.save_adapter(ours, str(tmp_path / "ours"))
+    theirs = peft.PeftModel.from_pretrained(hf, str(tmp_path / "ours")).eval()
+    ids = torch.randint(0, 60, (2, 9))
+    torch.testing.assert_close(theirs(input_ids=ids).logits, ours(ids).logits, atol=1e-5, rtol=1e-4)
+
+
+def test_peft_adapter_on_transformers_llava_loads_onto_tessera(fixture_dir, tmp_path):
+    d = fixture_dir("llava")
+    hf = transformers.LlavaForConditionalGeneration.from_pretrained(str(d)).eval()
+    # The language model's projections only (transformers 5's in-memory path).
+    cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=r".*language_model.*\.(q_proj|v_proj)")
+    peft_model = peft.get_peft_model(hf, cfg)
+    _randomize_adapters(peft_model)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    ours = tessera.from_pretrained(str(d))
+    # Our paths name the LM `language_model.model.*`; the adapter's keys are aliased on load.
+    lora.load_adapter(ours, str(tmp_path / "adapter"))
+    from safetensors.torch import load_file
+    io = load_file(str(d / "io.safetensors"))
+    want = peft_model(input_ids=io["input_ids"], pixel_values=io["pixel_values"]).logits
+    torch.testing.assert_close(ours(io["input_ids"], pixel_values=io["pixel_values"]).logits, want, atol=1e-4, rtol=0)
+
+
+def test_a_pattern_matching_nothing_is_an_error():
+    with pytest.raises(ValueError, match="match no linear layer"):
+        lora.apply_lora(tessera.LlamaForCausalLM(LLAMA), ["query_key_value"])
