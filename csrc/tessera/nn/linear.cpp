@@ -47,6 +47,13 @@ void LinearImpl::add_lora(const LoraOptions& options) {
   lora_B->weight().set_requires_grad(true);
 }
 
+void LinearImpl::adopt_structure(const ModuleBase& original) {
+  const auto* src = dynamic_cast<const LinearImpl*>(&original);
+  if (!src || !src->lora_options || lora_options) return;
+  add_lora(*src->lora_options);
+  lora_merged = src->lora_merged;
+}
+
 void LinearImpl::merge_lora() {
   if (!lora_options || lora_merged) return;
   at::NoGradGuard g;

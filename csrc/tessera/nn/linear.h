@@ -36,6 +36,7 @@ class LinearImpl : public Module<LinearImpl> {
   void merge_lora();
   void unmerge_lora();
   bool has_lora() const { return lora_options.has_value(); }
+  void adopt_structure(const ModuleBase& original) override;
   int64_t in_features, out_features;
   bool with_bias;
   std::optional<LoraOptions> lora_options;

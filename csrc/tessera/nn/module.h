@@ -45,6 +45,9 @@ class ModuleBase {
   virtual ~ModuleBase() = default;
   /// Points direct parameter `name` at `tensor` (same shape); forwards use it from then on.
   virtual void rebind_parameter(const std::string& name, const at::Tensor& tensor) = 0;
+  /// Repeats on this module what was added to `original` after construction (LoRA adapters), so
+  /// a clone rebuilt from options has every parameter of the original.
+  virtual void adopt_structure(const ModuleBase& /*original*/) {}
   /// Class name of the mirrored Python node: Hugging Face's (e.g. "CLIPEncoderLayer").
   const std::string& class_name() const { return class_name_; }
 
@@ -79,6 +82,13 @@ class Module : public torch::nn::Module, public ModuleBase {
     {
       NoInitGuard no_init;  // every tensor is overwritten below
       copy->reset();
+      auto built = copy->named_modules("", /*include_self=*/false);
+      for (const auto& src : named_modules("", /*include_self=*/false)) {
+        auto* dst = built.find(src.key());
+        const auto* from = dynamic_cast<const ModuleBase*>(src.value().get());
+        if (dst && from)
+          if (auto* to = dynamic_cast<ModuleBase*>(dst->get())) to->adopt_structure(*from);
+      }
     }
     auto dst = copy->named_parameters(/*recurse=*/true);
     for (const auto& src : named_parameters(/*recurse=*/true)) {
