@@ -17,6 +17,7 @@ from .factory import create_model, from_pretrained, get_model_config, list_model
 from .models import (BeitForMaskedImageModeling, BeitModel, CLIPModel, CLIPTextModel, CLIPVisionModel, LlamaForCausalLM,
                      LlavaForConditionalGeneration, ViTMAEForPreTraining, ViTMAEModel, VQKD)
 from .text import ClipTokenizer, SentencePieceTokenizer, tokenize
+from . import chat, lora  # noqa: E402  (conversation templates, LoRA adapters)
 
 __version__ = "0.1.0"
 
