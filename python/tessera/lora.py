@@ -61,9 +61,9 @@ def apply_lora(model, target_modules: Union[str, Sequence[str]], r: int = 8, lor
 
 
 def _set_merged(model, merge: bool) -> None:
+    model._sync_all()  # C++ merges the tensors Python holds now
     for path, node in _linear_nodes(model).items():
         if ".lora_" not in path and hasattr(node, "lora_A"):
-            model._sync_all()
             _C.nn.merge_lora(node._cpp_addr, merge)
 
 
