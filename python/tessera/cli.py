@@ -12,15 +12,13 @@ def _train(args) -> int:
     import torch.distributed as dist
 
     from .train import run
+    from .train.distributed import shutdown_distributed
     from .train.tasks import import_modules
 
     import_modules(args.imports)
     try:
         summary = run(args.recipe, args.out, resume=args.resume, overrides=args.set, progress=not args.quiet)
-        if dist.is_initialized():
-            # Every rank past its last collective before any tears the group down: a rank that
-            # exits first closes Gloo's connections under the others' work threads (abort at exit).
-            dist.barrier()
+        shutdown_distributed()
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -11,6 +11,7 @@ import torch.distributed as dist
 
 sys.path.insert(0, os.path.dirname(__file__))
 import tessera  # noqa: E402
+from tessera.train.distributed import shutdown_distributed  # noqa: E402
 from _clip_reference import pixel_batch, text_batch, tiny_config  # noqa: E402
 
 STEPS = 5
@@ -61,8 +62,7 @@ def main(out: str, mode: str) -> None:
     changed = {k: not torch.equal(state[k], v) for k, v in initial.items()}
     if rank == 0:
         torch.save({"losses": losses, "state": state, "changed": changed}, out)
-    if mode != "single":
-        dist.destroy_process_group()
+    shutdown_distributed()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tessera import _C
+from tessera.train.distributed import shutdown_distributed
 from tessera.losses import ClipLoss, SigLipLoss, all_gather_with_grad, clamp_logit_scale, gather_features
 
 F64 = torch.float64
@@ -256,8 +257,10 @@ def _dist_worker(rank, world, init_file, out_dir):
                 loss, grads = _run_towers(model, _make_loss(case, rank, world, impl), images[rows], texts[rows])
                 res[(case, impl)] = (loss, {n.removeprefix("module."): v for n, v in grads.items()})
         torch.save(res, os.path.join(out_dir, f"rank{rank}.pt"))
+        shutdown_distributed()
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 @pytest.fixture(scope="module")

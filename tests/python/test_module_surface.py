@@ -362,6 +362,8 @@ def _ddp_data():
 def _ddp_worker(rank, world, init_file, weights_file, out_dir):
     import torch.distributed as dist
 
+    from tessera.train.distributed import shutdown_distributed
+
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
                             timeout=__import__("datetime").timedelta(seconds=60))
@@ -376,8 +378,10 @@ def _ddp_worker(rank, world, init_file, weights_file, out_dir):
         _ddp_objective(ddp, ids[part], mask[part], px[part]).backward()
         grads = {k: p.grad.clone() for k, p in model.named_parameters()}
         torch.save({"grads": grads, "params": model.state_dict()}, os.path.join(out_dir, f"rank{rank}.pt"))
+        shutdown_distributed()
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def test_ddp_gloo_averages_gradients_like_one_process():

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 import tessera
 from tessera.models import NormEMAQuantizer
+from tessera.train.distributed import shutdown_distributed
 
 F64 = torch.float64
 
@@ -104,8 +105,10 @@ def _ema_worker(rank, world, init_file, out_dir):
             q(_batch(rank))
         q.restart_dead_codes(torch.Generator().manual_seed(rank))  # ranks choose differently; rank 0 wins
         torch.save({"embedding": q.embedding, "cluster_size": q.cluster_size}, os.path.join(out_dir, f"{rank}.pt"))
+        shutdown_distributed()
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def test_ema_is_identical_on_every_rank_and_equals_one_process(tmp_path):

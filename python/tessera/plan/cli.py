@@ -76,7 +76,7 @@ def run_plan(args) -> int:
             plan.notes.append("LoRA (train.lora) trains adapters only: gradients and optimizer state shrink to them")
     measured = None
     if args.measure:
-        from ..train.distributed import init_distributed
+        from ..train.distributed import init_distributed, shutdown_distributed
         from .measure import measure_peak
 
         info = init_distributed()
@@ -87,7 +87,7 @@ def run_plan(args) -> int:
             peaks = [None] * info.world_size
             dist.all_gather_object(peaks, measured)
             measured = max(peaks, key=lambda m: m["peak"])
-            dist.destroy_process_group()
+            shutdown_distributed()
             if info.rank != 0:
                 return 0
     if args.json:

@@ -53,3 +53,14 @@ def all_true(flag: bool, info: DistInfo) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=info.device)
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return bool(t.item() > 0.5)
+
+
+def shutdown_distributed() -> None:
+    """Leaves the process group cleanly: every rank passes a barrier before any destroys it. A
+    rank that tears down first closes Gloo's connections under the others' work threads, which
+    aborts them at exit ("terminate called without an active exception")."""
+    if dist.is_initialized():
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
