@@ -5,6 +5,7 @@
 
 #include <c10/util/Exception.h>
 
+#include <array>
 #include <memory>
 #include <string>
 #include <tuple>
@@ -15,6 +16,7 @@
 #include "tessera/data/image_folder.h"
 #include "tessera/data/loader.h"
 #include "tessera/data/sampler.h"
+#include "tessera/vision/draw.h"
 #include "tessera/vision/image_decode.h"
 #include "tessera/vision/image_transform.h"
 #include "tessera/vision/transforms.h"
@@ -61,6 +63,18 @@ void bind_vision(py::module_& m) {
         },
         py::arg("path"), py::arg("max_pixels") = kDefaultMaxImagePixels);
   m.def("image_decode_available", &image_decode_available);
+  m.def("draw_shapes",
+        [](int64_t height, int64_t width, const std::vector<std::tuple<std::string, std::array<uint8_t, 3>,
+                                                                       int64_t, int64_t, int64_t>>& shapes,
+           std::array<uint8_t, 3> background) {
+          std::vector<Shape> list;
+          for (const auto& [kind, rgb, cx, cy, size] : shapes) list.push_back({kind, rgb, cx, cy, size});
+          return draw_shapes(height, width, list, background);
+        },
+        py::arg("height"), py::arg("width"), py::arg("shapes"), py::arg("background") = std::array<uint8_t, 3>{0, 0, 0},
+        "uint8 [H, W, 3] RGB with filled shapes (kind, (r, g, b), cx, cy, size) drawn in order.");
+  m.def("encode_png", [](const at::Tensor& image) { return py::bytes(encode_png(image)); }, py::arg("image"));
+  m.def("drawing_available", &drawing_available);
   m.def("resize", [](const at::Tensor& img, int64_t h, int64_t w, Interpolation i) {
           return resize(img, h, w, i);
         }, py::arg("img"), py::arg("height"), py::arg("width"), py::arg("interpolation") = Interpolation::bicubic);

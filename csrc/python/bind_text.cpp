@@ -5,6 +5,7 @@
 #include <c10/util/Exception.h>
 
 #include <cerrno>
+#include <map>
 #include <fstream>
 #include <string>
 #include <utility>
@@ -12,6 +13,7 @@
 
 #include "tessera/text/clip_tokenizer.h"
 #include "tessera/text/sentencepiece_tokenizer.h"
+#include "tessera/text/sentencepiece_trainer.h"
 
 namespace py = pybind11;
 using tessera::text::ClipTokenizer;
@@ -134,5 +136,11 @@ void bind_text(py::module_& m) {
   m.doc() = "Tokenizers: CLIP byte-level BPE and SentencePiece.";
   bind_clip_tokenizer(m);
   bind_sentencepiece(m);
+  m.def("train_sentencepiece",
+        [](const std::vector<std::string>& sentences, const std::map<std::string, std::string>& options) {
+          return py::bytes(without_gil([&] { return tessera::text::train_sentencepiece(sentences, options); }));
+        },
+        py::arg("sentences"), py::arg("options"),
+        "Serialized SentencePiece model trained on the sentences; options are spm_train's flags.");
 }
 }  // namespace tessera::python

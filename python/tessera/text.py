@@ -18,13 +18,13 @@ import functools
 import importlib.util
 import os
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 
 from tessera import _C
 
-__all__ = ["ClipTokenizer", "SentencePieceTokenizer", "tokenize", "default_clip_bpe_path"]
+__all__ = ["ClipTokenizer", "SentencePieceTokenizer", "tokenize", "default_clip_bpe_path", "train_sentencepiece"]
 
 CLIP_BPE_FILENAME = "bpe_simple_vocab_16e6.txt.gz"
 CLIP_BPE_ENV = "TESSERA_CLIP_BPE"
@@ -162,33 +162,75 @@ def tokenize(texts: Texts, context_length: int = DEFAULT_CONTEXT_LENGTH) -> torc
 
 
 class SentencePieceTokenizer:
-    """A SentencePiece model such as LLaMA's ``tokenizer.model``.
+    """A SentencePiece model such as LLaMA's ``tokenizer.model``, with added special tokens.
+
+    A special token (LLaVA's ``<image>``) is never split: ``encode`` cuts the text at each one
+    and encodes the pieces between on their own, as LLaVA's ``tokenizer_image_token`` does. One
+    the model already has as a piece keeps its id; others get ids from ``len(model)`` on, as
+    transformers numbers added tokens (LLaVA-1.5: ``<image>`` = 32000).
 
     Example::
 
-        sp = SentencePieceTokenizer("tokenizer.model")
+        sp = SentencePieceTokenizer("tokenizer.model", special_tokens=["<image>"])
         sp.encode("Hello world!")          # [1, 15043, 3186, 29991]
         sp.decode([1, 15043, 3186, 29991])  # 'Hello world!'
     """
 
-    def __init__(self, model_path: Union[str, os.PathLike]):
+    def __init__(self, model_path: Union[str, os.PathLike], special_tokens: Sequence[str] = ()):
         path = Path(model_path).expanduser()
         if not path.is_file():
             raise FileNotFoundError(errno.ENOENT, "SentencePiece model file not found", str(path))
         self.model_path = path
         self._impl = _C.text.SentencePieceTokenizer(str(path))
+        self.special_tokens: Dict[str, int] = {}
+        self.add_special_tokens(special_tokens)
+
+    def add_special_tokens(self, tokens: Sequence[str]) -> List[int]:
+        """Adds tokens that encode to one id each; returns their ids."""
+        for token in tokens:
+            if not isinstance(token, str) or not token or token.isspace():
+                raise ValueError(f"a special token must be a non-blank string, got {token!r}")
+            if token not in self.special_tokens:
+                pid = self._impl.piece_to_id(token)
+                known = pid != self._impl.unk_id() or token == self._impl.id_to_piece(pid)
+                self.special_tokens[token] = pid if known else self.vocab_size
+        return [self.special_tokens[t] for t in tokens]
 
     def encode(self, text: str, add_bos: bool = True, add_eos: bool = False) -> List[int]:
-        return self._impl.encode(text, add_bos, add_eos)
+        if not self.special_tokens:
+            return self._impl.encode(text, add_bos, add_eos)
+        ids = [self.bos_id] if add_bos and self.bos_id >= 0 else []
+        for piece, special in _split_on(text, self.special_tokens):
+            ids += [self.special_tokens[piece]] if special else self._impl.encode(piece, False, False)
+        if add_eos and self.eos_id >= 0:
+            ids.append(self.eos_id)
+        return ids
 
     def decode(self, ids) -> str:
-        return self._impl.decode(_as_ids(ids))
+        ids = _as_ids(ids)
+        added = {i: t for t, i in self.special_tokens.items() if i >= self._impl.vocab_size()}
+        if not added:
+            return self._impl.decode(ids)
+        out, run = [], []
+        for i in ids + [None]:
+            if i is None or i in added:
+                if run:
+                    out.append(self._impl.decode(run))
+                    run = []
+                if i is not None:
+                    out.append(added[i])
+            else:
+                run.append(i)
+        return "".join(out)
 
     def id_to_piece(self, id: int) -> str:
+        for token, tid in self.special_tokens.items():
+            if tid == int(id):
+                return token
         return self._impl.id_to_piece(int(id))
 
     def piece_to_id(self, piece: str) -> int:
-        return self._impl.piece_to_id(piece)
+        return self.special_tokens.get(piece, self._impl.piece_to_id(piece))
 
     @property
     def bos_id(self) -> int:
@@ -208,10 +250,49 @@ class SentencePieceTokenizer:
 
     @property
     def vocab_size(self) -> int:
-        return self._impl.vocab_size()
+        """Pieces of the model plus added special tokens."""
+        return max([self._impl.vocab_size() - 1, *self.special_tokens.values()]) + 1
+
+    def __len__(self) -> int:
+        return self.vocab_size
 
     def __reduce__(self):
-        return (type(self), (str(self.model_path),))
+        return (type(self), (str(self.model_path), list(self.special_tokens)))
 
     def __repr__(self) -> str:
-        return f"SentencePieceTokenizer(model_path='{self.model_path}')"
+        extra = f", special_tokens={list(self.special_tokens)}" if self.special_tokens else ""
+        return f"SentencePieceTokenizer(model_path='{self.model_path}'{extra})"
+
+
+def _split_on(text: str, tokens) -> List[tuple]:
+    """(piece, is_special) in order; longer tokens win where two start at one place."""
+    import re
+
+    rx = re.compile("|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True)))
+    out, pos = [], 0
+    for m in rx.finditer(text):
+        if m.start() > pos:
+            out.append((text[pos:m.start()], False))
+        out.append((m.group(), True))
+        pos = m.end()
+    if pos < len(text):
+        out.append((text[pos:], False))
+    return out
+
+
+def train_sentencepiece(texts: Sequence[str], path: Union[str, os.PathLike], vocab_size: int = 512,
+                        special_tokens: Sequence[str] = ("<image>",), model_type: str = "bpe",
+                        **options) -> SentencePieceTokenizer:
+    """Trains a SentencePiece model on `texts` with LLaMA's conventions (unk 0, bos 1, eos 2, no
+    pad, byte fallback, digits split, no normalisation), writes it atomically to `path` and
+    returns its tokenizer. `special_tokens` become pieces of the model; `options` are more
+    spm_train flags. Deterministic: one thread."""
+    from .io import write_atomic
+
+    flags = {"vocab_size": vocab_size, "model_type": model_type, "unk_id": 0, "bos_id": 1, "eos_id": 2,
+             "pad_id": -1, "byte_fallback": True, "split_digits": True, "character_coverage": 1.0,
+             "normalization_rule_name": "identity", "num_threads": 1, "minloglevel": 2,
+             "user_defined_symbols": ",".join(special_tokens), **options}
+    flags = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in flags.items()}
+    write_atomic(path, _C.text.train_sentencepiece(_as_list(texts), flags))
+    return SentencePieceTokenizer(path, special_tokens)
