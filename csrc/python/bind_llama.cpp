@@ -1,6 +1,7 @@
 // Python bindings of models/llama (LlamaForCausalLM).
 #include "bindings.h"
 #include "family_binding.h"
+#include "generation_stream.h"
 #include "outputs.h"
 #include "tessera/models/llama/llama_generate.h"
 #include "tessera/models/llama/llama_model.h"
@@ -29,11 +30,6 @@ void bind_llama(py::module_& m) {
       .def_readwrite("pad_token_id", &GenerationOptions::pad_token_id)
       .def_readwrite("use_cache", &GenerationOptions::use_cache)
       .def_readwrite("direct_layer_calls", &GenerationOptions::direct_layer_calls);
-  // Holds the model alive while it generates (the Python iterator may outlive a local name).
-  struct Stream {
-    std::shared_ptr<LlamaForCausalLMImpl> model;
-    std::unique_ptr<TextGeneration> gen;
-  };
   py::class_<Stream>(m, "TextGeneration", "Token-by-token generation (the streaming iterator's engine).")
       .def("next", [](Stream& s) {
         return without_gil([&] { return s.gen->next(); });

@@ -1,6 +1,7 @@
 // Python bindings of models/llava (LlavaForConditionalGeneration, the projector registry).
 #include "bindings.h"
 #include "family_binding.h"
+#include "generation_stream.h"
 #include "outputs.h"
 #include "tessera/models/llava/llava_model.h"
 #include "tessera/models/llava/projector.h"
@@ -33,6 +34,18 @@ void bind_llava(py::module_& m) {
              const std::optional<at::Tensor>& mask, const GenerationOptions& options,
              std::optional<at::Generator> generator) {
             return without_gil([&] { return self.generate(ids, opt(px), opt(mask), options, generator); });
+          },
+          py::arg("input_ids"), py::arg("pixel_values") = py::none(), py::arg("attention_mask") = py::none(),
+          py::arg("options") = GenerationOptions(), py::arg("generator") = py::none())
+      .def(
+          "stream",
+          [](LlavaForConditionalGenerationImpl& self, const at::Tensor& ids, const std::optional<at::Tensor>& px,
+             const std::optional<at::Tensor>& mask, const GenerationOptions& options,
+             std::optional<at::Generator> generator) {
+            Stream s{self.language_model.ptr(), nullptr};
+            at::Tensor embeds = without_gil([&] { return self.embed(ids, opt(px)); });
+            s.gen = std::make_unique<TextGeneration>(*s.model, ids, opt(mask), options, generator, embeds);
+            return s;
           },
           py::arg("input_ids"), py::arg("pixel_values") = py::none(), py::arg("attention_mask") = py::none(),
           py::arg("options") = GenerationOptions(), py::arg("generator") = py::none());

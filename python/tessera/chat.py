@@ -126,3 +126,16 @@ def prompt(template: ConversationTemplate, conversation: Sequence[Dict[str, str]
     """The ids to generate the assistant's next answer from."""
     return render(template, conversation, tokenizer, image_token_id, image_tokens, images,
                   add_generation_prompt=True)[0]
+
+
+def render_text(template: ConversationTemplate, conversation: Sequence[Dict[str, str]], eos: str = "") -> str:
+    """The conversation as the template lays it out, in plain text (image placeholders dropped,
+    `eos` after each answer): a language model's pretraining text in the chat format."""
+    parts = [template.system + (template.system_suffix if template.system else "")]
+    for turn in conversation:
+        text = str(turn.get("value", turn.get("content", ""))).replace(IMAGE_PLACEHOLDER, "").strip()
+        if _ROLES.get(str(turn.get("from", turn.get("role", "")))) == "user":
+            parts.append(template.user_prefix + text + template.user_suffix)
+        else:
+            parts.append(template.assistant_prefix + " " + text + template.assistant_suffix + eos)
+    return "".join(parts)

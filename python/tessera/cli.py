@@ -59,6 +59,24 @@ def _eval(args) -> int:
     return 0
 
 
+def _inspect_data(args) -> int:
+    from .train import build_task, load_recipe
+    from .train.tasks import import_modules
+
+    import_modules(args.imports)
+    task = build_task(load_recipe(args.recipe, args.set))
+    if not hasattr(task, "inspect"):
+        raise ValueError(f"task {type(task).__name__} has no data inspection (it has no token labels)")
+    print(task.inspect(args.samples))
+    return 0
+
+
+def _chat(args) -> int:
+    from .chat_cli import run_chat
+
+    return run_chat(args)
+
+
 def _plan(args) -> int:
     from .plan.cli import run_plan
 
@@ -131,7 +149,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     pl.add_argument("--measure", action="store_true", help="also run steps and report the measured peak")
     pl.add_argument("--json", action="store_true", help="machine-readable output")
     pl.set_defaults(fn=_plan)
-    for sp in (t, e, pl):
+    d = sub.add_parser("inspect-data", help="check every sample of a recipe's data; print a few token by token")
+    d.add_argument("recipe")
+    d.add_argument("--samples", type=int, default=3)
+    d.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    d.set_defaults(fn=_inspect_data)
+    ch = sub.add_parser("chat", help="ask a LLaVA run about an image; the answer streams")
+    ch.add_argument("checkpoint", help="a LLaVA run or checkpoint folder")
+    ch.add_argument("-q", "--question", default=None, help="one question (default: questions from stdin, one per line)")
+    ch.add_argument("--image", action="append", default=[], help="image file (repeatable)")
+    ch.add_argument("--tokenizer", help="SentencePiece model (default: the run's recipe)")
+    ch.add_argument("--template", help="conversation template (default: the run's recipe)")
+    ch.add_argument("--max-new-tokens", type=int, default=64)
+    ch.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    ch.add_argument("--seed", type=int, default=0)
+    ch.set_defaults(fn=_chat)
+    for sp in (t, e, pl, d):
         sp.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                         help="import a module that registers tasks (repeatable)")
     c = sub.add_parser("convert", help="PyTorch state dict (HF keys) -> model.safetensors folder")

@@ -65,6 +65,7 @@ def _set_merged(model, merge: bool) -> None:
     for path, node in _linear_nodes(model).items():
         if ".lora_" not in path and hasattr(node, "lora_A"):
             _C.nn.merge_lora(node._cpp_addr, merge)
+    model.lora_merged = merge
 
 
 def merge_lora(model) -> None:
@@ -80,12 +81,16 @@ def adapter_state_dict(model) -> Dict[str, torch.Tensor]:
     return {k: v.detach() for k, v in model.state_dict().items() if ".lora_A." in k or ".lora_B." in k}
 
 
-def save_adapter(model, path: str, base_model_name_or_path: Optional[str] = None) -> None:
-    """PEFT's adapter folder (keys in the model's checkpoint names)."""
+def save_adapter(model, path: str, base_model_name_or_path: Optional[str] = None,
+                 state_dict: Optional[Dict[str, torch.Tensor]] = None) -> None:
+    """PEFT's adapter folder (keys in the model's checkpoint names). `state_dict` replaces the
+    model's own tensors (a consolidated FSDP state dict)."""
     if not getattr(model, "lora_config", None):
         raise ValueError("save_adapter: the model has no LoRA adapters (apply_lora first)")
     os.makedirs(path, exist_ok=True)
-    tensors = {PREFIX + k: v.contiguous() for k, v in adapter_state_dict(model).items()}
+    state = adapter_state_dict(model) if state_dict is None else {
+        k: v for k, v in state_dict.items() if ".lora_A." in k or ".lora_B." in k}
+    tensors = {PREFIX + k: v.detach().contiguous() for k, v in state.items()}
     _C.core.save_safetensors(os.path.join(path, WEIGHTS), tensors, {"format": "pt"})  # atomic
     config = {**model.lora_config, "base_model_name_or_path": base_model_name_or_path}
     _C.core.write_file_atomic(os.path.join(path, CONFIG), (json.dumps(config, indent=2) + "\n").encode())
@@ -118,3 +123,19 @@ def load_adapter(model, path: str) -> List[str]:
         for k, p in own.items():
             p.copy_(state[k].to(p.dtype))
     return chosen
+
+
+def merged_state_dict(model, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """`state` with every adapter folded into its base weight (W + scale · B A) and the adapter
+    tensors dropped: the plain model's checkpoint, loadable without LoRA (transformers, eval)."""
+    cfg = model.lora_config
+    if getattr(model, "lora_merged", False):  # the weights hold the update already
+        return {k: v for k, v in state.items() if ".lora_A." not in k and ".lora_B." not in k}
+    scale = cfg["lora_alpha"] / (cfg["r"] ** 0.5 if cfg["use_rslora"] else cfg["r"])
+    out = {k: v for k, v in state.items() if ".lora_A." not in k and ".lora_B." not in k}
+    for key in [k for k in state if k.endswith(".lora_A.weight")]:
+        base = key[: -len(".lora_A.weight")]
+        a, b = state[key].float(), state[base + ".lora_B.weight"].float()
+        w = out[base + ".weight"]
+        out[base + ".weight"] = (w.float() + scale * (b @ a)).to(w.dtype)
+    return out

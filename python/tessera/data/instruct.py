@@ -24,6 +24,7 @@ import shutil
 from typing import Dict, List, Tuple
 
 from .. import _C
+from ..chat import load_template, render_text
 from ..io import write_json
 from .datasets import FASHION_MNIST_ROOT, FashionMNIST
 
@@ -36,7 +37,7 @@ WHAT_IS = "What is this item?"
 FEET = "Is this something you wear on your feet?"
 WHAT_IS_PARAPHRASES = [WHAT_IS, "What item is shown in the picture?", "What is in the image?"]
 SIZE = 28
-VERSION = 1
+VERSION = 2
 
 
 def _a(name: str) -> str:
@@ -109,7 +110,7 @@ def _png(path: str, image) -> None:
 
 def generate(out: str, fashion: int = 12000, scenes: int = 4000, heldout_fashion: int = 1000,
              heldout_scenes: int = 500, seed: int = 0, root: str = FASHION_MNIST_ROOT,
-             vocab_size: int = 512) -> Dict:
+             vocab_size: int = 1024) -> Dict:
     """Writes the data set to `out` (into a temporary folder renamed at the end: a crash leaves no
     half-written set). Returns the manifest. Same arguments, same bytes."""
     from ..text import train_sentencepiece
@@ -140,12 +141,14 @@ def generate(out: str, fashion: int = 12000, scenes: int = 4000, heldout_fashion
             _route(files, scene_samples(shapes, rel, rng, split, f"scene-{split}-{i:05d}"), split)
     for name, samples in files.items():
         write_json(os.path.join(tmp, name), samples)
-    text = sorted({t["value"].replace("<image>", "").strip() for s in files["captions.json"] + files["instruct.json"]
-                   for t in s["conversations"]} - {""})
-    lines = [_plain_text(s) for s in files["captions.json"] + files["instruct.json"]]
+    # The LM's corpus: captions as plain text, conversations as the `v1` template lays them out.
+    v1 = load_template("v1")
+    lines = ([_plain_text(s) for s in files["captions.json"]]
+             + [render_text(v1, s["conversations"]) for s in files["instruct.json"]])
+    lines = [line.replace("\n", " ") for line in lines]
     with open(os.path.join(tmp, "text.txt"), "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
-    train_sentencepiece(text + lines, os.path.join(tmp, "tokenizer.model"), vocab_size=vocab_size)
+    train_sentencepiece(lines, os.path.join(tmp, "tokenizer.model"), vocab_size=vocab_size, hard_vocab_limit=False)
     manifest = {**args, **{k: len(v) for k, v in files.items()}, "text_lines": len(lines)}
     write_json(os.path.join(tmp, "manifest.json"), manifest)
     if os.path.isdir(out):

@@ -92,19 +92,32 @@ class LlamaForCausalLM(FamilyModel):
         _check(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds)
         o = self._generation(max_new_tokens, do_sample, temperature, top_k, top_p, repetition_penalty, eos_token_id,
                              pad_token_id, use_cache)
+        self._sync_all()  # generation runs every submodule in C++, past the Python forwards
         return self._cpp.generate(input_ids, attention_mask, o, generator, inputs_embeds)
 
     def stream(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, **kwargs):
         """Like generate, one step at a time: yields each step's new ids [B] as they are made."""
         _check(input_ids=input_ids, attention_mask=attention_mask)
         generator, embeds = kwargs.pop("generator", None), kwargs.pop("inputs_embeds", None)
-        defaults = dict(max_new_tokens=20, do_sample=False, temperature=1.0, top_k=50, top_p=1.0,
-                        repetition_penalty=1.0, eos_token_id=None, pad_token_id=None, use_cache=True)
-        unknown = set(kwargs) - set(defaults)
-        if unknown:
-            raise TypeError(f"stream() got unexpected arguments {sorted(unknown)}")
-        o = self._generation(**{**defaults, **kwargs})
-        run = self._cpp.stream(input_ids, attention_mask, o, generator, embeds)
-        with torch.no_grad():
-            while not run.done():
-                yield run.next()
+        o = self._generation(**generation_arguments(kwargs, "stream"))
+        self._sync_all()
+        yield from drain(self._cpp.stream(input_ids, attention_mask, o, generator, embeds))
+
+
+GENERATION_DEFAULTS = dict(max_new_tokens=20, do_sample=False, temperature=1.0, top_k=50, top_p=1.0,
+                           repetition_penalty=1.0, eos_token_id=None, pad_token_id=None, use_cache=True)
+
+
+def generation_arguments(kwargs, caller: str):
+    """transformers' generation keywords with their defaults; an unknown one is a TypeError."""
+    unknown = set(kwargs) - set(GENERATION_DEFAULTS)
+    if unknown:
+        raise TypeError(f"{caller}() got unexpected arguments {sorted(unknown)}")
+    return {**GENERATION_DEFAULTS, **kwargs}
+
+
+def drain(run):
+    """Yields each step's new ids [B] of a C++ TextGeneration until every row has stopped."""
+    with torch.no_grad():
+        while not run.done():
+            yield run.next()

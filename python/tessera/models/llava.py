@@ -14,7 +14,7 @@ import torch
 from .. import _C
 from ..registry import register_model
 from .family import FamilyModel
-from .llama import LlamaForCausalLM, _check
+from .llama import LlamaForCausalLM, _check, drain, generation_arguments
 from .outputs import make_output
 
 
@@ -54,10 +54,15 @@ class LlavaForConditionalGeneration(FamilyModel):
                  **kwargs) -> torch.Tensor:
         """The prompt followed by the new ids; the generation arguments of LlamaForCausalLM.generate."""
         _check(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
-        defaults = dict(max_new_tokens=20, do_sample=False, temperature=1.0, top_k=50, top_p=1.0,
-                        repetition_penalty=1.0, eos_token_id=None, pad_token_id=None, use_cache=True)
-        unknown = set(kwargs) - set(defaults)
-        if unknown:
-            raise TypeError(f"generate() got unexpected arguments {sorted(unknown)}")
-        o = LlamaForCausalLM._generation(self, **{**defaults, **kwargs})
+        o = LlamaForCausalLM._generation(self, **generation_arguments(kwargs, "generate"))
+        self._sync_all()  # generation runs every submodule in C++, past the Python forwards
         return self._cpp.generate(input_ids, pixel_values, attention_mask, o, generator)
+
+    def stream(self, input_ids: torch.Tensor, pixel_values: Optional[torch.Tensor] = None,
+               attention_mask: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None,
+               **kwargs):
+        """Like generate, one step at a time: yields each step's new ids [B] as they are made."""
+        _check(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
+        o = LlamaForCausalLM._generation(self, **generation_arguments(kwargs, "stream"))
+        self._sync_all()
+        yield from drain(self._cpp.stream(input_ids, pixel_values, attention_mask, o, generator))

@@ -69,7 +69,8 @@ class PreTrainedModel(nn.Module):
     def save_pretrained(self, path: str, max_shard_size: Union[int, str] = "5GB",
                         state_dict: Optional[Dict[str, torch.Tensor]] = None) -> None:
         """Writes config.json and model.safetensors (HF layout, each file atomically), sharded with
-        an index above `max_shard_size`; tied weights are stored once. `state_dict` replaces the
+        an index above `max_shard_size`; tied weights are stored once; a model with LoRA adapters
+        is written merged, its adapter beside it in `adapter/` (PEFT's files). `state_dict` replaces the
         module's own tensors (as transformers' argument: e.g. a consolidated FSDP state dict)."""
         # Serialise the config first: a config that cannot be written must fail before the
         # weights file is replaced, or the folder would pair new weights with an old config.
@@ -78,6 +79,13 @@ class PreTrainedModel(nn.Module):
         config.setdefault("model_type", self.model_type)
         data = (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
         state = self.state_dict() if state_dict is None else state_dict
+        if getattr(self, "lora_config", None):
+            # The plain model (adapters folded in: transformers and from_pretrained load it) and
+            # the adapter alone in PEFT's files under adapter/.
+            from ..lora import merged_state_dict, save_adapter
+
+            save_adapter(self, os.path.join(path, "adapter"), state_dict=state)
+            state = merged_state_dict(self, state)
         tensors = {k: v.detach().contiguous() for k, v in state.items() if k not in self.tied_weights}
         save_weights(path, tensors, max_shard_size)
         _C.core.write_file_atomic(os.path.join(path, "config.json"), data)

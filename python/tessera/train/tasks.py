@@ -148,7 +148,8 @@ class Task:
 
 TASKS: Dict[str, type] = {}
 _BUILTIN = {"clip": "tessera.train.clip_task", "mae": "tessera.train.mae_task", "vqkd": "tessera.train.vqkd_task",
-            "beit": "tessera.train.beit_task", "mim_features": "tessera.train.mim_features_task"}
+            "beit": "tessera.train.beit_task", "mim_features": "tessera.train.mim_features_task",
+            "causal_lm": "tessera.train.causal_lm_task", "llava": "tessera.train.llava_task"}
 
 
 def register_task(name: str):

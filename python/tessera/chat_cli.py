@@ -1,0 +1,70 @@
+"""`tessera chat RUN --image x.png -q "What is this item?"`: a LLaVA run answers about an image, the answer
+printed as it is generated. Without a question, questions are read from stdin (one per line)
+and the conversation continues turn by turn about the same images."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Dict, List
+
+import torch
+
+
+def _recipe_data(folder: str) -> Dict:
+    path = os.path.join(folder, "recipe.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f).get("data", {})
+
+
+def run_chat(args) -> int:
+    from . import data as tdata
+    from .chat import load_template, prompt
+    from .factory import from_pretrained
+    from .text import SentencePieceTokenizer
+    from .train.checkpoint import resolve_checkpoint
+
+    folder = resolve_checkpoint(args.checkpoint, "chat checkpoint")
+    data = _recipe_data(folder)
+    tokenizer_path = args.tokenizer or data.get("tokenizer")
+    if not tokenizer_path:
+        raise ValueError(f"{folder}: no recipe.json naming the tokenizer; pass --tokenizer")
+    tokenizer = SentencePieceTokenizer(tokenizer_path, special_tokens=["<image>"])
+    template = load_template(args.template or data.get("template", "v1"))
+    model = from_pretrained(folder).eval()
+    if model.model_type != "llava":
+        raise ValueError(f"{folder}: chat needs a LLaVA model, got model_type {model.model_type!r}")
+    size = model.config["vision_config"]["image_size"]
+    transform = tdata.ImageTransform(tdata.clip_transform(size, train=False))
+    pixels = torch.stack([transform(tdata.read_image(p)) for p in args.image]) if args.image else None
+    generator = torch.Generator().manual_seed(args.seed)
+    questions = [args.question] if args.question is not None else (line.strip() for line in sys.stdin)
+    conversation: List[Dict[str, str]] = []
+    for question in questions:
+        if not question:
+            continue
+        if not conversation and args.image and "<image>" not in question:
+            question = "<image>\n" * len(args.image) + question  # the images go with the first question
+        conversation.append({"from": "human", "value": question})
+        ids = prompt(template, conversation, tokenizer, model.config["image_token_index"],
+                     model.config["image_seq_length"], images=len(args.image))
+        room = model.config["text_config"]["max_position_embeddings"] - len(ids)
+        if room < 1:
+            raise ValueError(f"the conversation ({len(ids)} tokens) fills the model's context; start a new one")
+        new: List[int] = []
+        printed = ""
+        for step in model.stream(torch.tensor([ids]), pixel_values=pixels, generator=generator,
+                                 max_new_tokens=min(args.max_new_tokens, room), do_sample=args.temperature > 0,
+                                 temperature=args.temperature or 1.0, eos_token_id=tokenizer.eos_id):
+            token = int(step[0])
+            if token == tokenizer.eos_id:
+                break
+            new.append(token)
+            text = tokenizer.decode(new)
+            print(text[len(printed):], end="", flush=True)  # decode the whole answer: pieces join right
+            printed = text
+        print(flush=True)
+        conversation.append({"from": "gpt", "value": printed.strip()})
+    return 0

@@ -1,0 +1,150 @@
+"""Conversation data for LLaVA-style tasks: LLaVA's JSON (a list, or JSON lines, of
+{"id", "image": path | [paths], "conversations": [{"from": "human"|"gpt", "value"}]}) rendered
+through a template into token ids and labels in which only the assistant's answers count.
+
+Every sample is checked before training, and a bad one stops the run with an error naming the
+file and the sample: image placeholders that differ from its images, a missing image file, no
+supervised token (also after truncation to `max_length`), or text the tokenizer cannot
+represent (unknown-token ids: the template and tokenizer disagree). `tessera inspect-data`
+shows the rendering token by token."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+
+from ..chat import IGNORE, IMAGE_PLACEHOLDER, load_template, render
+
+
+@dataclass
+class ConversationData:
+    train: str = ""                         # LLaVA JSON (list or JSON lines)
+    eval: str = ""                          # held-out samples (same format), for evaluation
+    image_folder: str = ""                  # image paths are relative to it (default: the JSON's folder)
+    tokenizer: str = ""                     # a SentencePiece model
+    template: str = "v1"                    # conversation template: plain | v1 | a .json file
+    max_length: int = 128                   # tokens per sample, image tokens included
+    batch_size: int = 32                    # per process
+    image_size: int = 28
+    max_samples: int = 0                    # 0: all
+
+    def validate(self, where: str) -> None:
+        if not self.train:
+            raise ValueError(f"{where}.train: the training data (a LLaVA JSON file) is required")
+        if not self.tokenizer:
+            raise ValueError(f"{where}.tokenizer: a SentencePiece model file is required")
+        for name in ("max_length", "batch_size", "image_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{where}.{name} must be >= 1, got {getattr(self, name)}")
+        load_template(self.template)  # an unknown template name fails here, before any data is read
+
+
+def read_samples(path: str, limit: int = 0) -> List[Dict[str, Any]]:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"conversation data {path!r} not found")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        samples = json.loads(text) if text.lstrip().startswith("[") else [
+            json.loads(line) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not JSON or JSON lines ({e})") from None
+    for i, s in enumerate(samples):
+        if not isinstance(s, dict) or not isinstance(s.get("conversations"), list):
+            raise ValueError(f"{path}: sample {i} needs a 'conversations' list, got {str(s)[:120]}")
+    return samples[:limit] if limit else samples
+
+
+def sample_name(path: str, index: int, sample: Dict[str, Any]) -> str:
+    return f"{path}: sample {index}" + (f" (id {sample['id']!r})" if "id" in sample else "")
+
+
+def image_paths(sample: Dict[str, Any], folder: str) -> List[str]:
+    images = sample.get("image", [])
+    images = [images] if isinstance(images, str) else list(images)
+    return [p if os.path.isabs(p) else os.path.join(folder, p) for p in images]
+
+
+@dataclass
+class EncodedSamples:
+    input_ids: torch.Tensor                 # [N, max_length], right-padded with 0
+    labels: torch.Tensor                    # [N, max_length], -100 outside the answers
+    attention_mask: torch.Tensor            # [N, max_length]
+    images: List[List[str]]                 # per sample, in placeholder order
+    samples: List[Dict[str, Any]]
+
+
+def encode_samples(samples: Sequence[Dict[str, Any]], path: str, tokenizer, template_name: str, image_token_id: int,
+                   image_tokens: int, max_length: int, image_folder: str = "", check_files: bool = True,
+                   supervise: bool = True) -> EncodedSamples:
+    """Renders, checks and pads every sample (see the module's docstring for the refusals).
+    `supervise=False` renders prompts for generation: each sample's last answer is left out."""
+    template = load_template(template_name)
+    folder = image_folder or os.path.dirname(os.path.abspath(path))
+    rows, labels, images = [], [], []
+    for i, s in enumerate(samples):
+        where = sample_name(path, i, s)
+        paths = image_paths(s, folder)
+        conv = s["conversations"] if supervise else s["conversations"][:-1]
+        ids, lab = render(template, conv, tokenizer, image_token_id, image_tokens, len(paths), where,
+                          add_generation_prompt=not supervise)
+        if tokenizer.unk_id >= 0 and tokenizer.unk_id in ids:
+            pos = ids.index(tokenizer.unk_id)
+            raise ValueError(f"{where}: the tokenizer maps part of the rendered text to its unknown token (at token "
+                             f"{pos}): the template {template.name!r} and the tokenizer disagree; near "
+                             f"{tokenizer.decode(ids[max(0, pos - 5):pos + 5])!r}")
+        if len(ids) > max_length:
+            if image_token_id in ids[max_length:]:
+                raise ValueError(f"{where}: {len(ids)} tokens, more than max_length {max_length}, and truncation "
+                                 f"would cut image tokens; raise data.max_length")
+            ids, lab = ids[:max_length], lab[:max_length]
+            if supervise and all(x == IGNORE for x in lab):
+                raise ValueError(f"{where}: no supervised token left after truncation to max_length {max_length}")
+        if check_files:
+            for p in paths:
+                if not os.path.isfile(p):
+                    raise FileNotFoundError(f"{where}: image {p!r} not found")
+        rows.append(ids)
+        labels.append(lab)
+        images.append(paths)
+    n = len(rows)
+    out_ids = torch.zeros(n, max_length, dtype=torch.long)
+    out_labels = torch.full((n, max_length), IGNORE, dtype=torch.long)
+    mask = torch.zeros(n, max_length, dtype=torch.long)
+    for r, (ids, lab) in enumerate(zip(rows, labels)):
+        out_ids[r, :len(ids)] = torch.tensor(ids)
+        out_labels[r, :len(lab)] = torch.tensor(lab)
+        mask[r, :len(ids)] = 1
+    return EncodedSamples(out_ids, out_labels, mask, images, list(samples))
+
+
+def load_pixels(paths: Sequence[str], transform) -> Optional[torch.Tensor]:
+    """[len(paths), 3, S, S] float, or None for no images."""
+    from ..data import read_image
+
+    if not paths:
+        return None
+    return torch.stack([transform(read_image(p)) for p in paths])
+
+
+def describe(encoded: EncodedSamples, tokenizer, index: int, image_token_id: int) -> str:
+    """One sample token by token: `+` supervised, `.` context; runs of image tokens folded."""
+    ids = encoded.input_ids[index][encoded.attention_mask[index].bool()].tolist()
+    labels = encoded.labels[index][: len(ids)].tolist()
+    lines, i = [], 0
+    while i < len(ids):
+        if ids[i] == image_token_id:
+            j = i
+            while j < len(ids) and ids[j] == image_token_id:
+                j += 1
+            lines.append(f"  {i:4d}  .  {IMAGE_PLACEHOLDER} x {j - i}")
+            i = j
+            continue
+        piece = tokenizer.id_to_piece(ids[i])
+        lines.append(f"  {i:4d}  {'+' if labels[i] != IGNORE else '.'}  {ids[i]:6d}  {piece!r}")
+        i += 1
+    supervised = sum(1 for x in labels if x != IGNORE)
+    return "\n".join(lines + [f"  {len(ids)} tokens, {supervised} supervised"])

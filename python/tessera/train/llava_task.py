@@ -1,0 +1,253 @@
+"""LLaVA's visual instruction tuning for the Trainer. One task, two stages chosen by the recipe:
+
+- stage 1 (feature alignment): a CLIP run's vision tower and a language-model run's LLaMA, both
+  frozen (`model.trainable: [multi_modal_projector]`), the projector learns on captions with the
+  `plain` template;
+- stage 2 (instruction tuning): from the stage-1 run (`init.checkpoint`), the projector and the
+  LM train on questions and answers with the `v1` template, fully or with LoRA on the LM (`lora`).
+
+The loss counts the answer tokens only, as a TokenLoss (every answer token weighs the same across
+micro-batches and ranks). Evaluation answers held-out questions by greedy generation and reports
+exact-match accuracy, overall and per sample `kind`."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List
+
+import torch
+
+from .. import data as tdata
+from ..models.llava import LlavaForConditionalGeneration
+from ..models.pretrained import merge_config, read_config
+from ..models.weights import load_weights
+from ..text import SentencePieceTokenizer
+from .checkpoint import resolve_checkpoint
+from .conversation_data import ConversationData, encode_samples, load_pixels, read_samples
+from .loaders import TensorLoader
+from .tasks import Task, TokenLoss, register_task
+
+LM_LINEARS = r"language_model\..*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+
+
+@dataclass
+class LlavaInit:
+    checkpoint: str = ""                    # a LLaVA run or checkpoint folder: every weight (stage 2)
+    vision_tower: str = ""                  # a CLIP run or checkpoint folder: the tower (stage 1)
+    language_model: str = ""                # a causal_lm run or checkpoint folder: the LLaMA (stage 1)
+
+    def validate(self, where: str) -> None:
+        if self.checkpoint and (self.vision_tower or self.language_model):
+            raise ValueError(f"{where}: give checkpoint (every weight) or vision_tower/language_model, not both")
+
+
+@dataclass
+class LoraSection:
+    r: int = 0                              # rank; 0: no LoRA
+    alpha: float = 16.0
+    dropout: float = 0.0
+    use_rslora: bool = False
+    target_modules: str = LM_LINEARS        # a regular expression over linear-layer paths
+    modules_to_save: List[str] = field(default_factory=list)  # regexes of parameters that train fully too
+
+    def validate(self, where: str) -> None:
+        if self.r < 0 or self.alpha <= 0 or not 0 <= self.dropout < 1:
+            raise ValueError(f"{where}: r must be >= 0, alpha > 0 and dropout in [0, 1)")
+
+
+@dataclass
+class LlavaEval:
+    max_samples: int = 0                    # held-out questions answered per evaluation (0: all)
+    max_new_tokens: int = 12
+    batch_size: int = 64
+
+
+def _normalise(text: str) -> str:
+    return re.sub(r"[^a-z0-9 -]", "", text.lower()).strip()
+
+
+@register_task("llava")
+class LlavaTask(Task):
+    sections = {"data": ConversationData, "init": LlavaInit, "lora": LoraSection, "eval": LlavaEval}
+    model_class = LlavaForConditionalGeneration
+
+    def __init__(self, recipe, rank: int = 0, world_size: int = 1):
+        super().__init__(recipe, rank, world_size)
+        d = recipe.data
+        self.tokenizer = SentencePieceTokenizer(d.tokenizer, special_tokens=["<image>"])
+        self.config = self._config()
+        self.image_token_id = self.tokenizer.special_tokens["<image>"]
+        if self.config.get("image_token_index", self.image_token_id) != self.image_token_id:
+            raise ValueError(f"model config image_token_index {self.config['image_token_index']} differs from the "
+                             f"tokenizer's <image> id {self.image_token_id} ({d.tokenizer})")
+        self.config["image_token_index"] = self.image_token_id
+        vocab = self.config.get("text_config", {}).get("vocab_size")
+        if vocab is not None and vocab < self.tokenizer.vocab_size:
+            raise ValueError(f"the language model's vocab_size {vocab} is smaller than the tokenizer's "
+                             f"{self.tokenizer.vocab_size} ({d.tokenizer}): they do not belong together")
+        self.transform = tdata.ImageTransform(tdata.clip_transform(d.image_size, train=False))
+        self.train_set = self.encode(d.train, supervise=True)
+
+    # ---- model ------------------------------------------------------------------------------
+    def _config(self) -> Dict[str, Any]:
+        init, overrides = self.recipe.init, self.recipe.model.config
+        if init.checkpoint:
+            base = read_config(resolve_checkpoint(init.checkpoint, "init.checkpoint"))
+        else:
+            base = {"model_type": "llava"}
+            if init.vision_tower:
+                clip = read_config(resolve_checkpoint(init.vision_tower, "init.vision_tower", "train CLIP first"))
+                base["vision_config"] = clip.get("vision_config", clip)
+            if init.language_model:
+                base["text_config"] = read_config(resolve_checkpoint(init.language_model, "init.language_model"))
+        config = merge_config(base, overrides)
+        config.setdefault("image_token_index", self.tokenizer.special_tokens["<image>"])
+        return LlavaForConditionalGeneration.resolve_config(config)
+
+    @property
+    def image_tokens(self) -> int:
+        return int(self.config["image_seq_length"])
+
+    def build_model(self) -> LlavaForConditionalGeneration:
+        init = self.recipe.init
+        model = LlavaForConditionalGeneration(self.config)
+        if init.checkpoint:
+            folder = resolve_checkpoint(init.checkpoint, "init.checkpoint")
+            model.load_state_dict(load_weights(folder), strict=True)
+        if init.vision_tower:
+            folder = resolve_checkpoint(init.vision_tower, "init.vision_tower")
+            self._load_part(model, load_weights(folder), folder, r"^vision_model\.", "vision_tower.")
+        if init.language_model:
+            folder = resolve_checkpoint(init.language_model, "init.language_model")
+            self._load_part(model, load_weights(folder), folder, r"^", "language_model.")
+        lora = self.recipe.lora
+        if lora.r:
+            from ..lora import apply_lora
+
+            apply_lora(model, lora.target_modules, lora.r, lora.alpha, lora.dropout, lora.use_rslora)
+            self._train_also(model, lora.modules_to_save)
+        return model
+
+    @staticmethod
+    def _load_part(model, state: Dict[str, torch.Tensor], folder: str, pattern: str, prefix: str) -> None:
+        """The tensors of `state` matching `pattern`, renamed into `prefix`; every parameter of
+        the part must be found (the tower's unused post-norm aside)."""
+        own = model.state_dict()
+        part = {re.sub(pattern, prefix, k, count=1): v for k, v in state.items() if re.search(pattern, k)}
+        part = {k: v for k, v in part.items() if k in own}
+        wanted = [k for k in own if k.startswith(prefix) and not k.startswith("vision_tower.post_layernorm.")]
+        missing = [k for k in wanted if k not in part]
+        if missing:
+            raise ValueError(f"{folder}: no weights for {len(missing)} tensor(s) of {prefix.rstrip('.')}, e.g. "
+                             f"{missing[:3]} (is it the right kind of run?)")
+        bad = [k for k, v in part.items() if v.shape != own[k].shape]
+        if bad:
+            raise ValueError(f"{folder}: {bad[0]} has shape {tuple(part[bad[0]].shape)}, the model "
+                             f"{tuple(own[bad[0]].shape)}")
+        model.load_state_dict(part, strict=False)
+
+    @staticmethod
+    def _train_also(model, patterns: List[str]) -> None:
+        for pattern in patterns:
+            hits = [p for n, p in model.named_parameters() if re.search(pattern, n)]
+            if not hits:
+                raise ValueError(f"lora.modules_to_save: {pattern!r} matches no parameter")
+            for p in hits:
+                p.requires_grad_(True)
+
+    def load_model(self, path: str):
+        from ..factory import from_pretrained
+
+        return from_pretrained(path)  # checkpoints are written merged: a plain LLaVA
+
+    # ---- data -------------------------------------------------------------------------------
+    def encode(self, path: str, supervise: bool, limit: int = 0):
+        d = self.recipe.data
+        samples = read_samples(path, limit or d.max_samples)
+        return encode_samples(samples, path, self.tokenizer, d.template, self.image_token_id, self.image_tokens,
+                              d.max_length, d.image_folder, supervise=supervise)
+
+    def inspect(self, samples: int = 3) -> str:
+        """`tessera inspect-data`: the first samples token by token (every sample was checked
+        when the task was built)."""
+        from .conversation_data import describe
+
+        s, d = self.train_set, self.recipe.data
+        supervised = int((s.labels != -100).sum())
+        parts = [f"{d.train}: {len(s.samples)} samples pass the checks; template {d.template!r}, "
+                 f"{self.image_tokens} image tokens per image, {supervised} supervised tokens in all"]
+        for i in range(min(samples, len(s.samples))):
+            parts.append(f"sample {i} (id {s.samples[i].get('id', i)!r}, images {s.images[i]}):\n"
+                         + describe(s, self.tokenizer, i, self.image_token_id))
+        return "\n\n".join(parts)
+
+    def train_loader(self, rank: int, world_size: int):
+        s = self.train_set
+        tensors = {"input_ids": s.input_ids, "labels": s.labels, "attention_mask": s.attention_mask,
+                   "index": torch.arange(len(s.images))}
+        return TensorLoader(tensors, self.recipe.data.batch_size, shuffle=True, seed=self.recipe.train.seed,
+                            rank=rank, world_size=world_size)
+
+    def compute_loss(self, wrapped, model, batch, step):
+        device = model.device
+        width = int(batch["attention_mask"].sum(1).max())  # trim the padding every row shares
+        paths = [p for i in batch["index"].tolist() for p in self.train_set.images[i]]
+        pixels = load_pixels(paths, self.transform)
+        out = wrapped(input_ids=batch["input_ids"][:, :width].to(device),
+                      attention_mask=batch["attention_mask"][:, :width].to(device),
+                      labels=batch["labels"][:, :width].to(device),
+                      pixel_values=None if pixels is None else pixels.to(device))
+        return {"loss": TokenLoss(out.loss_sum, out.num_tokens)}
+
+    # ---- evaluation -------------------------------------------------------------------------
+    @torch.no_grad()
+    def answer(self, model, encoded, rows: List[int], max_new_tokens: int) -> List[str]:
+        """Greedy answers to the prompts `rows` of `encoded` (left-padded into one batch)."""
+        lengths = encoded.attention_mask[rows].sum(1)
+        width = int(lengths.max())
+        ids = torch.zeros(len(rows), width, dtype=torch.long)
+        mask = torch.zeros(len(rows), width, dtype=torch.long)
+        for j, (r, n) in enumerate(zip(rows, lengths.tolist())):
+            ids[j, width - n:] = encoded.input_ids[r, :n]
+            mask[j, width - n:] = 1
+        pixels = load_pixels([p for r in rows for p in encoded.images[r]], self.transform)
+        device = model.device
+        out = model.generate(ids.to(device), pixel_values=None if pixels is None else pixels.to(device),
+                             attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+                             eos_token_id=self.tokenizer.eos_id, pad_token_id=0)
+        answers = []
+        for row in out[:, width:].tolist():
+            if self.tokenizer.eos_id in row:
+                row = row[:row.index(self.tokenizer.eos_id)]
+            answers.append(self.tokenizer.decode(row).strip())
+        return answers
+
+    def evaluate(self, model, final: bool = False) -> Dict[str, Any]:
+        cfg, d = self.recipe.eval, self.recipe.data
+        if not d.eval:
+            return {}
+        if getattr(self, "_eval_set", None) is None:
+            self._eval_set = self.encode(d.eval, supervise=False, limit=cfg.max_samples)
+        es = self._eval_set
+        was_training = model.training
+        model.eval()
+        right: Dict[str, List[int]] = {}
+        self.last_answers = []
+        for start in range(0, len(es.samples), cfg.batch_size):
+            rows = list(range(start, min(start + cfg.batch_size, len(es.samples))))
+            for r, answer in zip(rows, self.answer(model, es, rows, cfg.max_new_tokens)):
+                sample = es.samples[r]
+                reference = sample["conversations"][-1]["value"]
+                ok = int(_normalise(answer) == _normalise(reference))
+                right.setdefault(sample.get("kind", "all"), []).append(ok)
+                self.last_answers.append({"id": sample.get("id", r), "answer": answer, "reference": reference})
+        model.train(was_training)
+        out = {"answer_accuracy": sum(sum(v) for v in right.values()) / max(1, sum(len(v) for v in right.values()))}
+        if len(right) > 1 or "all" not in right:
+            out.update({f"accuracy_{k}": sum(v) / len(v) for k, v in sorted(right.items())})
+        if final and self.out_dir and self.rank == 0:
+            from ..io import write_json
+
+            write_json(os.path.join(self.out_dir, "answers.json"), self.last_answers)
+        return out
