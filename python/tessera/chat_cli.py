@@ -61,6 +61,8 @@ def run_chat(args) -> int:
             token = int(step[0])
             if token == tokenizer.eos_id:
                 break
+            if token >= tokenizer.vocab_size:  # a padded vocabulary's row without text
+                continue
             new.append(token)
             text = tokenizer.decode(new)
             print(text[len(printed):], end="", flush=True)  # decode the whole answer: pieces join right

@@ -71,6 +71,7 @@ def _normalise(text: str) -> str:
 class LlavaTask(Task):
     sections = {"data": ConversationData, "init": LlavaInit, "lora": LoraSection, "eval": LlavaEval}
     model_class = LlavaForConditionalGeneration
+    evaluation_gathers_all = True  # generation runs the decoder layers in C++, past FSDP's hooks
 
     def __init__(self, recipe, rank: int = 0, world_size: int = 1):
         super().__init__(recipe, rank, world_size)
@@ -220,7 +221,9 @@ class LlavaTask(Task):
         for row in out[:, width:].tolist():
             if self.tokenizer.eos_id in row:
                 row = row[:row.index(self.tokenizer.eos_id)]
-            answers.append(self.tokenizer.decode(row).strip())
+            # A model may have more rows than the tokenizer has pieces (a padded vocabulary): those
+            # ids have no text.
+            answers.append(self.tokenizer.decode([t for t in row if t < self.tokenizer.vocab_size]).strip())
         return answers
 
     def evaluate(self, model, final: bool = False) -> Dict[str, Any]:

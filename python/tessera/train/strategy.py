@@ -130,18 +130,27 @@ class Wrapped:
         return float(total)
 
     @contextlib.contextmanager
-    def evaluation(self) -> Iterator[nn.Module]:
+    def evaluation(self, gather_all: bool = False) -> Iterator[nn.Module]:
         """The model for evaluation. Sharded, every rank must take part in each forward (the
-        layers gather their shards as they run), so the root's parameters stay gathered."""
+        layers gather their shards as they run), so the root's parameters stay gathered.
+        `gather_all`: every sharded unit is gathered for the whole evaluation, for work that
+        runs past the per-layer hooks (generation loops in C++); ranks then run it alone."""
         was_training = self.model.training
         self.model.eval()
+        units = [self.module]
+        if self.sharded and gather_all:
+            from torch.distributed.fsdp import FSDPModule
+
+            units = [m for m in self.model.modules() if isinstance(m, FSDPModule)]
         try:
             if self.sharded:
-                self.module.unshard()
+                for unit in units:
+                    unit.unshard()
             yield self.model
         finally:
             if self.sharded:
-                self.module.reshard()
+                for unit in reversed(units):
+                    unit.reshard()
             self.model.train(was_training)
 
     def full_state_dict(self):

@@ -62,6 +62,9 @@ class Task:
     sections: ClassVar[Dict[str, type]] = {}
     #: The model class built from `model.config` when the recipe names no variant or checkpoint.
     model_class: ClassVar[Optional[type]] = None
+    #: Sharded training: gather every parameter for evaluation (it runs past the per-layer
+    #: hooks, e.g. generation loops in C++), instead of gathering layer by layer as it runs.
+    evaluation_gathers_all: ClassVar[bool] = False
     #: The run folder, set by the trainer before training (None outside a run): where a task may
     #: write pictures during training.
     out_dir: Optional[str] = None

@@ -332,7 +332,8 @@ class Trainer:
         (each forward gathers the layers' shards) and rank 0 logs it."""
         if not self.wrapped.sharded and not self.info.is_main:
             return {}
-        with self.wrapped.evaluation() as model, self._autocast(evaluation=True):
+        gather = bool(getattr(self.task, "evaluation_gathers_all", False))
+        with self.wrapped.evaluation(gather) as model, self._autocast(evaluation=True):
             metrics = self.task.evaluate(model, final=final)
         if not self.info.is_main:
             return {}

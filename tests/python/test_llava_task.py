@@ -1,0 +1,229 @@
+"""The `llava` and `causal_lm` tasks: labels cover the answers only, the data checks refuse bad
+samples naming them, `tessera inspect-data` shows the supervision, and LLaVA training under
+torchrun (2 Gloo ranks, ddp and fsdp2, with and without LoRA) equals one process with every
+trainable parameter changed and every frozen one untouched."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+import tessera
+from tessera.data import instruct
+from tessera.train import build_task, recipe_from_dict
+from tessera.train.distributed import seed_all
+from tessera.train.freeze import apply_freezing
+
+FMNIST = "/usr/share/datasets/fashion-mnist"
+pytestmark = pytest.mark.skipif(not os.path.isdir(FMNIST), reason="dataset-fashion-mnist not installed")
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+STEPS = 3
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("instruct") / "set"
+    instruct.generate(str(out), fashion=48, scenes=16, heldout_fashion=8, heldout_scenes=4, vocab_size=600)
+    return out
+
+
+def llava_recipe(data, batch=8, strategy="ddp", lora=False, template="v1", train="instruct.json"):
+    text = dict(vocab_size=1024, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, max_position_embeddings=128, bos_token_id=1, eos_token_id=2)
+    vision = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2, image_size=28,
+                  patch_size=7)
+    r = {"task": "llava",
+         "model": {"config": {"text_config": text, "vision_config": vision, "vision_feature_layer": -1},
+                   "freeze": ["^vision_tower\\."]},
+         "data": {"train": str(data / train), "eval": str(data / "heldout.json"), "tokenizer": str(data / "tokenizer.model"),
+                  "template": template, "max_length": 112, "batch_size": batch},
+         "optim": {"lr": 0.01, "warmup_fraction": 0.0, "weight_decay": 0.0},
+         "train": {"steps": STEPS, "log_every": 1, "checkpoint_every": STEPS, "threads": 1, "strategy": strategy},
+         "eval": {"max_samples": 4, "max_new_tokens": 4}}
+    if lora:
+        r["lora"] = {"r": 4, "alpha": 8, "modules_to_save": ["^multi_modal_projector\\."]}
+        del r["model"]["freeze"]
+    return r
+
+
+def task_of(r):
+    return build_task(recipe_from_dict(r))
+
+
+def test_labels_are_the_answers_and_their_eos(data):
+    task = task_of(llava_recipe(data))
+    s, tok = task.train_set, task.tokenizer
+    for i in range(4):
+        conv = s.samples[i]["conversations"]
+        learned = s.labels[i][s.labels[i] != -100].tolist()
+        answers = [t["value"] for t in conv if t["from"] == "gpt"]
+        assert learned.count(tok.eos_id) == len(answers)
+        pieces = tok.decode([x for x in learned if x != tok.eos_id])
+        assert pieces.replace(" ", "") == "".join(answers).replace(" ", "")
+        ids = s.input_ids[i][s.attention_mask[i].bool()]
+        assert int((ids == task.image_token_id).sum()) == task.image_tokens == 16  # 4x4 patches, CLS dropped
+        # Labels equal the ids where supervised: nothing shifted by a template/tokenizer mismatch.
+        sup = s.labels[i] != -100
+        assert torch.equal(s.labels[i][sup], s.input_ids[i][sup])
+
+
+def _write(data, name, samples):
+    path = data / name
+    path.write_text(json.dumps(samples))
+    return path.name
+
+
+IMG = "images/fashion/train/00000.png"
+QA = [{"from": "human", "value": "<image>\nWhat is this item?"}, {"from": "gpt", "value": "A bag."}]
+
+
+@pytest.mark.parametrize("sample, message", [
+    ({"id": "no-placeholder", "image": IMG, "conversations": [{"from": "human", "value": "What?"},
+                                                               {"from": "gpt", "value": "A bag."}]},
+     r"sample 1 \(id 'no-placeholder'\): 0 image placeholder\(s\) '<image>' in the text but 1 image"),
+    ({"id": "two-images", "image": [IMG, IMG], "conversations": QA}, r"'two-images'.*1 image placeholder.*2 image"),
+    ({"id": "no-answer", "image": IMG, "conversations": QA[:1]}, r"'no-answer'.*no supervised token"),
+    ({"id": "empty-answer", "image": IMG, "conversations": [QA[0], {"from": "gpt", "value": " "}]},
+     r"'empty-answer'.*empty answer"),
+    ({"id": "gone", "image": "images/missing.png", "conversations": QA}, r"'gone'.*missing.png.*not found"),
+    ({"id": "bad-role", "image": IMG, "conversations": [{"from": "robot", "value": "hi"}]}, r"'bad-role'.*turn 0"),
+])
+def test_bad_samples_are_refused_by_name(data, sample, message):
+    good = {"id": "fine", "image": IMG, "conversations": QA}
+    name = _write(data, "bad.json", [good, sample])
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        task_of(llava_recipe(data, train=name))
+
+
+def test_truncation_that_leaves_no_answer_is_refused(data):
+    long = [{"from": "human", "value": "<image>\n" + "What is this item? " * 30}, {"from": "gpt", "value": "A bag."}]
+    name = _write(data, "long.json", [{"id": "long", "image": IMG, "conversations": long}])
+    with pytest.raises(ValueError, match=r"'long'.*no supervised token left after truncation to max_length 112"):
+        task_of(llava_recipe(data, train=name))
+    late = [{"from": "human", "value": "What is this item? " * 30 + "<image>"}, {"from": "gpt", "value": "A bag."}]
+    name = _write(data, "late.json", [{"id": "late", "image": IMG, "conversations": late}])
+    with pytest.raises(ValueError, match=r"'late'.*would cut image tokens"):
+        task_of(llava_recipe(data, train=name))
+
+
+def test_text_the_tokenizer_cannot_represent_is_refused(data, tmp_path):
+    # A tokenizer without byte fallback maps unseen characters to <unk>: template and tokenizer disagree.
+    from tessera.text import train_sentencepiece
+
+    lines = open(data / "text.txt").read().splitlines()
+    train_sentencepiece(lines, tmp_path / "nofallback.model", vocab_size=600, byte_fallback=False,
+                        hard_vocab_limit=False)
+    odd = [{"from": "human", "value": "<image>\nWhat is this item? ✓"}, {"from": "gpt", "value": "A bag."}]
+    name = _write(data, "odd.json", [{"id": "odd", "image": IMG, "conversations": odd}])
+    r = llava_recipe(data, train=name)
+    r["data"]["tokenizer"] = str(tmp_path / "nofallback.model")
+    with pytest.raises(ValueError, match=r"'odd'.*unknown token.*template 'v1' and the tokenizer disagree"):
+        task_of(r)
+
+
+def test_model_and_tokenizer_that_do_not_belong_together_are_refused(data):
+    r = llava_recipe(data)
+    r["model"]["config"]["text_config"]["vocab_size"] = 64
+    with pytest.raises(ValueError, match="vocab_size 64 is smaller than the tokenizer's"):
+        task_of(r)
+    r = llava_recipe(data)
+    r["model"]["config"]["image_token_index"] = 7
+    with pytest.raises(ValueError, match="image_token_index 7 differs from the tokenizer's <image> id"):
+        task_of(r)
+    r = llava_recipe(data, template="chatml")
+    with pytest.raises(ValueError, match="unknown conversation template 'chatml'"):
+        recipe_from_dict(r)
+    r = llava_recipe(data, lora=True)
+    r["lora"]["target_modules"] = r"nothing\.here"
+    with pytest.raises(ValueError, match="match no linear layer"):
+        task_of(r).build_model()
+
+
+def test_inspect_data_shows_what_is_supervised(data, tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(llava_recipe(data)))
+    run = subprocess.run([sys.executable, "-m", "tessera.cli", "inspect-data", str(path), "--samples", "1"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    assert "samples pass the checks" in out and "<image> x 16" in out
+    plus = [line for line in out.splitlines() if line.split()[1:2] == ["+"]]
+    assert plus and any("</s>" in line for line in plus)
+    assert all("ASSISTANT" not in line and "USER" not in line for line in plus)
+
+
+def _train(tmp_path, name, r, procs):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(r))
+    out = tmp_path / name
+    launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs)]
+              if procs > 1 else [sys.executable])
+    run = subprocess.run([*launch, "-m", "tessera.train", str(path), "--out", str(out), "--quiet"], env=ENV,
+                         timeout=600, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-4000:]
+    return out
+
+
+def _losses(out):
+    return [json.loads(line)["loss"] for line in open(out / "metrics.jsonl") if '"loss"' in line]
+
+
+def _final(out):
+    ckpt = out / "checkpoints" / f"step-{STEPS:08d}"
+    state = tessera.models.weights.load_weights(str(ckpt))
+    if (ckpt / "adapter").is_dir():  # PEFT's adapter file beside the merged model
+        from safetensors.torch import load_file
+
+        raw = load_file(str(ckpt / "adapter" / "adapter_model.safetensors"))
+        state.update({k.removeprefix("base_model.model."): v for k, v in raw.items()})
+    return state
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_two_ranks_equal_one_process(data, tmp_path, lora):
+    one = _train(tmp_path, "one", llava_recipe(data, 8, lora=lora), 1)
+    r0 = llava_recipe(data, 4, lora=lora)
+    seed_all(0, 0)
+    model = task_of(r0).build_model()
+    apply_freezing(model, r0["model"].get("freeze", []), r0["model"].get("trainable", []))  # as the trainer does
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    trainable = {k for k, p in model.named_parameters() if p.requires_grad}
+    assert trainable and any("multi_modal_projector" in k for k in trainable)
+    assert all(k.startswith("vision_tower.") is False for k in trainable)
+    if lora:
+        assert all(".lora_" in k or "multi_modal_projector" in k for k in trainable)
+    ref = _final(one)
+    for strategy in ("ddp", "fsdp2"):
+        two = _train(tmp_path, strategy, llava_recipe(data, 4, strategy, lora), 2)
+        torch.testing.assert_close(torch.tensor(_losses(two)), torch.tensor(_losses(one)), rtol=1e-5, atol=1e-5)
+        final = _final(two)
+        assert final.keys() == ref.keys()
+        for k in final:
+            torch.testing.assert_close(final[k], ref[k], rtol=1e-5, atol=1e-5, msg=f"{strategy}: {k}")
+        unchanged = [k for k in trainable if torch.equal(final[k], start[k])]
+        assert not unchanged, f"{strategy}: trainable parameters that did not move: {unchanged}"
+        frozen = [k for k in start if k not in trainable and ".lora_" not in k and k.startswith("vision_tower.")]
+        moved = [k for k in frozen if not torch.equal(final[k], start[k])]
+        assert frozen and not moved, f"{strategy}: frozen parameters that moved: {moved}"
+    summary = json.load(open(one / "summary.json"))
+    assert summary["trainable_parameters"] < summary["total_parameters"]
+    assert 0.0 <= summary["answer_accuracy"] <= 1.0
+
+
+def test_language_model_pretraining_learns(data, tmp_path):
+    r = {"task": "causal_lm",
+         "model": {"config": dict(vocab_size=1024, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                  num_attention_heads=2, max_position_embeddings=96)},
+         "data": {"train": str(data / "text.txt"), "eval": str(data / "text.txt"), "tokenizer": str(data / "tokenizer.model"),
+                  "max_length": 80, "batch_size": 16},
+         "optim": {"lr": 0.01, "warmup_fraction": 0.0},
+         "train": {"steps": 30, "log_every": 5, "checkpoint_every": 30, "threads": 1},
+         "eval": {"max_documents": 64}}
+    out = _train(tmp_path, "lm", r, 1)
+    s = json.load(open(out / "summary.json"))
+    assert s["final_loss"] < 0.6 * s["first_loss"], s
+    assert s["perplexity"] < 100
