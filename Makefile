@@ -1,5 +1,7 @@
 # The README's commands. Each target does its own setup, idempotently.
-#   make demo   — train + evaluate CLIP, then a short MAE run, on Fashion-MNIST (embedded data)
+#   make demo   — train + evaluate CLIP, a short MAE run, then LLaVA (tiny LM, stage 1, stage 2) that
+#                 answers questions about held-out images, on Fashion-MNIST (embedded data)
+#   make llava  — the LLaVA part alone (after the CLIP demo), plus stage 2 with LoRA
 #   make mim    — VQ-KD, BEiT and feature-target MIM after the demo; make results — their probes
 #   make test   — build, GoogleTest (ctest), pytest
 PY      := .venv/bin/python
@@ -9,7 +11,7 @@ CLIP_BPE := python/tessera/assets/bpe_simple_vocab_16e6.txt.gz
 JOBS    ?= $(shell nproc)
 export CCACHE_DIR ?= $(HOME)/.cache/ccache
 
-.PHONY: setup build install test test-cpp test-python demo mim results bench docs clean
+.PHONY: setup build install test test-cpp test-python demo llava llava-stages mim results bench docs clean
 
 setup:
 	@bash scripts/setup.sh
@@ -35,6 +37,22 @@ test: test-cpp test-python
 demo: build
 	$(PY) -m tessera.cli train recipes/fashion_mnist_clip.yaml --out runs/demo
 	$(PY) -m tessera.cli train recipes/fashion_mnist_mae.yaml --out runs/demo-mae
+	@$(MAKE) --no-print-directory llava-stages
+
+# LLaVA on the CLIP demo's vision tower (~3 minutes on 2 cores): instruction data, a tiny LM,
+# stage 1 (projector on captions), stage 2 (projector + LM on questions), then one chat turn.
+llava-stages:
+	$(PY) -m tessera.data.instruct runs/data/llava
+	$(PY) -m tessera.cli train recipes/fashion_mnist_lm.yaml --out runs/demo-lm
+	$(PY) -m tessera.cli train recipes/fashion_mnist_llava_stage1.yaml --out runs/demo-llava1
+	$(PY) -m tessera.cli train recipes/fashion_mnist_llava_stage2.yaml --out runs/demo-llava2
+	$(PY) -m tessera.cli chat runs/demo-llava2 --image runs/data/llava/images/fashion/test/00001.png \
+		-q "What is this item?"
+
+llava: build
+	@test -d runs/demo/checkpoints || $(MAKE) demo
+	@test -d runs/demo-llava2/checkpoints || $(MAKE) --no-print-directory llava-stages
+	$(PY) -m tessera.cli train recipes/fashion_mnist_llava_lora.yaml --out runs/demo-llava-lora
 
 # Masked image modeling after the demo (its CLIP model is the teacher): VQ-KD tokenizer, BEiT on
 # its tokens, feature-target MIM; ~5 minutes on 2 cores.
