@@ -2,7 +2,8 @@
 chosen by name (`target_modules`: PEFT's suffix list, or one regular expression over the module
 path), rank, alpha, dropout, rsLoRA; merge and unmerge; adapter-only checkpoints as PEFT writes
 them (`adapter_config.json`, `adapter_model.safetensors`, keys `base_model.model.<path>.lora_A.weight`)
-that `peft` loads onto the transformers model, and the other way round. The math is in C++
+that `peft` loads onto the transformers model, and the other way round; for LLaVA in either key
+layout (transformers 5's module tree, the default, or the checkpoint files' names). The math is in C++
 (`nn::LinearImpl::add_lora`).
 
     names = tessera.lora.apply_lora(lm, ["q_proj", "v_proj"], r=8, lora_alpha=16)
@@ -81,19 +82,52 @@ def adapter_state_dict(model) -> Dict[str, torch.Tensor]:
     return {k: v.detach() for k, v in model.state_dict().items() if ".lora_A." in k or ".lora_B." in k}
 
 
+def _exported_path(path: str, model, layout: str) -> str:
+    """A module path of ours in `layout`: "checkpoint" (ours, the checkpoint files' names) or
+    "in_memory" (transformers 5's module tree, which PEFT on a transformers model uses)."""
+    if layout == "checkpoint":
+        return path
+    for pattern, repl in getattr(model, "key_aliases", []):
+        # Our aliases map the in-memory prefixes onto ours (r"^model\.language_model\." ->
+        # "language_model.model."); export runs them backwards.
+        alias = re.sub(r"\\(.)", r"\1", pattern.lstrip("^"))
+        if (path + ".").startswith(repl):
+            return alias + (path + ".")[len(repl):-1] if (path + ".") != repl else alias.rstrip(".")
+    return path
+
+
 def save_adapter(model, path: str, base_model_name_or_path: Optional[str] = None,
-                 state_dict: Optional[Dict[str, torch.Tensor]] = None) -> None:
-    """PEFT's adapter folder (keys in the model's checkpoint names). `state_dict` replaces the
-    model's own tensors (a consolidated FSDP state dict)."""
+                 state_dict: Optional[Dict[str, torch.Tensor]] = None, layout: str = "in_memory") -> None:
+    """PEFT's adapter folder. `layout`: "in_memory" names modules as transformers 5's model tree
+    does (`model.language_model.layers.N...` for LLaVA: what `peft.PeftModel.from_pretrained`
+    on an installed transformers model loads), "checkpoint" as the checkpoint files do (ours;
+    transformers 4's tree). The two differ only for models with key aliases (LLaVA). The config
+    lists the adapted modules by full path, so PEFT adapts exactly these. `state_dict` replaces
+    the model's own tensors (a consolidated FSDP state dict)."""
+    if layout not in ("in_memory", "checkpoint"):
+        raise ValueError(f"save_adapter: layout must be 'in_memory' or 'checkpoint', got {layout!r}")
     if not getattr(model, "lora_config", None):
         raise ValueError("save_adapter: the model has no LoRA adapters (apply_lora first)")
     os.makedirs(path, exist_ok=True)
     state = adapter_state_dict(model) if state_dict is None else {
         k: v for k, v in state_dict.items() if ".lora_A." in k or ".lora_B." in k}
-    tensors = {PREFIX + k: v.detach().contiguous() for k, v in state.items()}
+    tensors = {}
+    for k, v in state.items():
+        module, _, leaf = k.partition(".lora_")
+        tensors[PREFIX + _exported_path(module, model, layout) + ".lora_" + leaf] = v.detach().contiguous()
     _C.core.save_safetensors(os.path.join(path, WEIGHTS), tensors, {"format": "pt"})  # atomic
-    config = {**model.lora_config, "base_model_name_or_path": base_model_name_or_path}
+    adapted = sorted({k.partition(".lora_")[0] for k in state})
+    config = {**model.lora_config, "base_model_name_or_path": base_model_name_or_path,
+              "target_modules": [_exported_path(m, model, layout) for m in adapted]}
     _C.core.write_file_atomic(os.path.join(path, CONFIG), (json.dumps(config, indent=2) + "\n").encode())
+
+
+def _aliased_paths(model, paths) -> Dict[str, str]:
+    """{path: our linear's path} for the paths that name one of our linears, directly or through
+    the model's key aliases (suffix names such as "q_proj" are left out)."""
+    own = {p + ".weight" for p in _linear_nodes(model)}
+    renamed = apply_key_aliases({p + ".weight": p for p in paths}, own, getattr(model, "key_aliases", []))
+    return {given: key[: -len(".weight")] for key, given in renamed.items() if key in own}
 
 
 def load_adapter(model, path: str) -> List[str]:
@@ -106,7 +140,11 @@ def load_adapter(model, path: str) -> List[str]:
         config = json.load(f)
     if config.get("peft_type") != "LORA":
         raise ValueError(f"{config_path}: peft_type {config.get('peft_type')!r}, only LORA is supported")
-    chosen = apply_lora(model, config["target_modules"], config["r"], config["lora_alpha"],
+    targets = config["target_modules"]
+    if isinstance(targets, list):  # full paths in either layout map onto ours, as keys do
+        mapped = _aliased_paths(model, targets)
+        targets = sorted({mapped.get(t, t) for t in targets})
+    chosen = apply_lora(model, targets, config["r"], config["lora_alpha"],
                         config.get("lora_dropout", 0.0), config.get("use_rslora", False))
     if not os.path.isfile(os.path.join(path, WEIGHTS)):
         raise FileNotFoundError(f"{path}: no {WEIGHTS}")

@@ -16,6 +16,7 @@ from tessera.data import instruct
 from tessera.train import build_task, recipe_from_dict
 from tessera.train.distributed import seed_all
 from tessera.train.freeze import apply_freezing
+from tessera.models.weights import apply_key_aliases
 
 FMNIST = "/usr/share/datasets/fashion-mnist"
 pytestmark = pytest.mark.skipif(not os.path.isdir(FMNIST), reason="dataset-fashion-mnist not installed")
@@ -171,14 +172,17 @@ def _losses(out):
     return [json.loads(line)["loss"] for line in open(out / "metrics.jsonl") if '"loss"' in line]
 
 
-def _final(out):
+def _final(out, own):
+    """The checkpoint's tensors under our names: the merged model plus, for LoRA, the adapter
+    (written in transformers' in-memory names, mapped back by the model's key aliases)."""
+    from safetensors.torch import load_file
+
     ckpt = out / "checkpoints" / f"step-{STEPS:08d}"
     state = tessera.models.weights.load_weights(str(ckpt))
-    if (ckpt / "adapter").is_dir():  # PEFT's adapter file beside the merged model
-        from safetensors.torch import load_file
-
+    if (ckpt / "adapter").is_dir():
         raw = load_file(str(ckpt / "adapter" / "adapter_model.safetensors"))
-        state.update({k.removeprefix("base_model.model."): v for k, v in raw.items()})
+        raw = {k.removeprefix("base_model.model."): v for k, v in raw.items()}
+        state.update(apply_key_aliases(raw, own, tessera.LlavaForConditionalGeneration.key_aliases))
     return state
 
 
@@ -196,11 +200,11 @@ def test_two_ranks_equal_one_process(data, tmp_path, lora):
     assert all(k.startswith("vision_tower.") is False for k in trainable)
     if lora:
         assert all(".lora_" in k or "multi_modal_projector" in k for k in trainable)
-    ref = _final(one)
+    ref = _final(one, start)
     for strategy in ("ddp", "fsdp2"):
         two = _train(tmp_path, strategy, llava_recipe(data, 4, strategy, lora), 2)
         torch.testing.assert_close(torch.tensor(_losses(two)), torch.tensor(_losses(one)), rtol=1e-5, atol=1e-5)
-        final = _final(two)
+        final = _final(two, start)
         assert final.keys() == ref.keys()
         for k in final:
             torch.testing.assert_close(final[k], ref[k], rtol=1e-5, atol=1e-5, msg=f"{strategy}: {k}")

@@ -104,6 +104,33 @@ def test_peft_adapter_on_transformers_llava_loads_onto_tessera(fixture_dir, tmp_
     torch.testing.assert_close(ours(io["input_ids"], pixel_values=io["pixel_values"]).logits, want, atol=1e-4, rtol=0)
 
 
+def test_tessera_llava_adapter_loads_in_peft_and_back_in_both_layouts(fixture_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    d = fixture_dir("llava")
+    io = load_file(str(d / "io.safetensors"))
+    ours = tessera.from_pretrained(str(d))
+    lora.apply_lora(ours, r"language_model\..*\.(q_proj|down_proj)|multi_modal_projector\.linear_1", r=4, lora_alpha=8)
+    _randomize_adapters(ours)
+    want = ours(io["input_ids"], pixel_values=io["pixel_values"]).logits
+    for layout, prefix in (("in_memory", "base_model.model.model.language_model."),
+                           ("checkpoint", "base_model.model.language_model.model.")):
+        lora.save_adapter(ours, str(tmp_path / layout), layout=layout)
+        keys = load_file(str(tmp_path / layout / "adapter_model.safetensors"))
+        assert any(k.startswith(prefix) for k in keys), sorted(keys)[:2]
+        back = tessera.from_pretrained(str(d))
+        lora.load_adapter(back, str(tmp_path / layout))
+        torch.testing.assert_close(back(io["input_ids"], pixel_values=io["pixel_values"]).logits, want, atol=0, rtol=0)
+    # transformers 5's LLaVA under PEFT reads the in-memory layout, the projector's adapter included.
+    hf = transformers.LlavaForConditionalGeneration.from_pretrained(str(d)).eval()
+    theirs = peft.PeftModel.from_pretrained(hf, str(tmp_path / "in_memory")).eval()
+    got = theirs(input_ids=io["input_ids"], pixel_values=io["pixel_values"]).logits
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+    plain = transformers.LlavaForConditionalGeneration.from_pretrained(str(d)).eval()
+    base = plain(input_ids=io["input_ids"], pixel_values=io["pixel_values"]).logits
+    assert (got - base).abs().max() > 1e-3  # the adapters were applied, not silently skipped
+
+
 def test_a_pattern_matching_nothing_is_an_error():
     with pytest.raises(ValueError, match="match no linear layer"):
         lora.apply_lora(tessera.LlamaForCausalLM(LLAMA), ["query_key_value"])
