@@ -50,3 +50,35 @@ def test_extension_is_a_trainable_module(gated_residual):
         loss.backward()
         opt.step()
     assert loss.item() < 0.7 * first
+
+
+def test_projector_registered_from_an_extension_drives_llava(gated_residual):
+    import swiglu_projector  # built by the fixture next to gated_residual
+
+    assert swiglu_projector.projector_type in tessera.models.llava.list_projectors()
+    text = dict(vocab_size=100, hidden_size=32, intermediate_size=40, num_hidden_layers=1, num_attention_heads=4,
+                max_position_embeddings=64)
+    vision = dict(hidden_size=24, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2, image_size=16,
+                  patch_size=8)
+    llava = tessera.LlavaForConditionalGeneration(dict(text_config=text, vision_config=vision, image_token_index=90,
+                                                       projector_type="swiglu", vision_feature_layer=-1))
+    p = {k.removeprefix("multi_modal_projector."): v for k, v in llava.named_parameters() if "projector" in k}
+    assert sorted(p) == sorted(f"{n}_proj.{w}" for n in ("gate", "up", "down") for w in ("weight", "bias"))
+    # The projector's output, in plain PyTorch from the same tensors, is what the LM receives.
+    px = torch.randn(2, 3, 16, 16)
+    tower = tessera.CLIPVisionModel(vision)
+    tower.load_state_dict({"vision_model." + k.removeprefix("vision_tower."): v
+                           for k, v in llava.state_dict().items() if k.startswith("vision_tower.")})
+    feats = tower(pixel_values=px, output_hidden_states=True).hidden_states[-1][:, 1:]
+    lin = torch.nn.functional.linear
+    want = lin(torch.nn.functional.silu(lin(feats, p["gate_proj.weight"], p["gate_proj.bias"]))
+               * lin(feats, p["up_proj.weight"], p["up_proj.bias"]), p["down_proj.weight"], p["down_proj.bias"])
+    ids = torch.cat([torch.randint(3, 80, (2, 2)), torch.full((2, 4), 90), torch.randint(3, 80, (2, 3))], 1)
+    embeds = llava._cpp.embed(ids, px)
+    torch.testing.assert_close(embeds[:, 2:6], want, atol=1e-5, rtol=1e-5)
+    # It trains: every projector parameter gets a gradient and moves.
+    before = {k: v.detach().clone() for k, v in p.items()}
+    opt = torch.optim.SGD([v for v in p.values()], lr=0.1)
+    llava(ids, pixel_values=px, labels=ids).loss.backward()
+    opt.step()
+    assert all(not torch.equal(before[k], v) for k, v in p.items())

@@ -116,3 +116,49 @@ def test_projectors_are_chosen_by_name():
         tessera.LlavaForConditionalGeneration(_config(projector_type="qformer"))
     with pytest.raises(ValueError, match="vision_feature_layer 7 is not a layer output"):
         tessera.LlavaForConditionalGeneration(_config(vision_feature_layer=7))
+
+
+def _resampler_reference(p, feats, heads):
+    """The resampler in plain PyTorch from its parameters: learned queries cross-attend once."""
+    F = torch.nn.functional
+    d = p["query"].shape[1]
+    ln = lambda x, n: F.layer_norm(x, (d,), p[f"{n}.weight"], p[f"{n}.bias"])  # noqa: E731
+    lin = lambda x, n: F.linear(x, p[f"{n}.weight"], p.get(f"{n}.bias"))  # noqa: E731
+    kv = ln(lin(feats, "kv_proj"), "ln_kv")
+    q = ln(p["query"], "ln_q").expand(len(feats), -1, -1)
+    split = lambda x: x.view(x.shape[0], x.shape[1], heads, d // heads).transpose(1, 2)  # noqa: E731
+    w = torch.softmax(split(lin(q, "q_proj")) @ split(lin(kv, "k_proj")).transpose(-1, -2) / (d // heads) ** 0.5, -1)
+    a = (w @ split(lin(kv, "v_proj"))).transpose(1, 2).reshape(len(feats), q.shape[1], d)
+    return lin(ln(lin(a, "out_proj"), "ln_post"), "proj")
+
+
+def test_resampler_projector_equals_its_formula_and_sets_the_image_tokens(tmp_path):
+    torch.manual_seed(0)
+    config = _config(projector_type="resampler", projector_num_queries=3, vision_feature_layer=-1)
+    model = tessera.LlavaForConditionalGeneration(config)
+    assert model.config["image_seq_length"] == 3 and "resampler" in tessera.models.llava.list_projectors()
+    p = {k.removeprefix("multi_modal_projector."): v for k, v in model.state_dict().items() if "projector" in k}
+    with torch.no_grad():  # non-trivial norms
+        for k, v in p.items():
+            if k.startswith("ln_"):
+                v.add_(torch.randn_like(v) * 0.3)
+    px = torch.randn(2, 3, 16, 16)
+    tower = tessera.CLIPVisionModel(config["vision_config"])
+    tower.load_state_dict({"vision_model." + k.removeprefix("vision_tower."): v
+                           for k, v in model.state_dict().items() if k.startswith("vision_tower.")})
+    feats = tower(pixel_values=px, output_hidden_states=True).hidden_states[-1][:, 1:]
+    ids = _prompt(1, 3)
+    embeds = model._cpp.embed(ids, px)
+    got = embeds[ids == IMAGE].view(2, 3, -1)
+    torch.testing.assert_close(got, _resampler_reference(p, feats, heads=4), atol=1e-5, rtol=1e-5)
+    # Trains end to end, and the config survives a save (the queries set the token count).
+    model(ids, pixel_values=px, labels=ids).loss.backward()
+    assert all(v.grad is not None and v.grad.abs().sum() > 0 for k, v in model.named_parameters() if "projector" in k)
+    model.save_pretrained(str(tmp_path))
+    again = tessera.from_pretrained(str(tmp_path))
+    assert again.config["projector_num_queries"] == 3
+    torch.testing.assert_close(again(ids, pixel_values=px).logits, model(ids, pixel_values=px).logits)
+    with pytest.raises(ValueError, match="found 8"):  # 4 tokens per image in the prompt, 3 expected
+        model(_prompt(1, 4), pixel_values=px)
+    with pytest.raises(ValueError, match="'resampler' needs projector_num_queries > 0"):
+        tessera.LlavaForConditionalGeneration(_config(projector_type="resampler"))

@@ -17,7 +17,8 @@ LlavaForConditionalGenerationImpl::LlavaForConditionalGenerationImpl(LlavaOption
 void LlavaForConditionalGenerationImpl::reset() {
   vision_tower = register_module("vision_tower", ClipVisionTransformer(options.vision));
   ProjectorSpec spec{options.vision_feature_dim(), options.text.hidden_size(), options.projector_hidden_act(),
-                     options.multimodal_projector_bias()};
+                     options.multimodal_projector_bias(), options.projector_num_queries(),
+                     options.text.num_attention_heads()};
   multi_modal_projector = register_module("multi_modal_projector", make_projector(options.projector_type(), spec));
   language_model = register_module("language_model", LlamaForCausalLM(options.text));
 }
@@ -54,6 +55,9 @@ at::Tensor LlavaForConditionalGenerationImpl::embed(const at::Tensor& input_ids,
     return embeds;
   }
   at::Tensor feats = image_features(pixel_values);
+  TORCH_CHECK(feats.size(1) == options.image_tokens(), "projector '", options.projector_type(), "' returned ",
+              feats.size(1), " tokens per image; the config says ", options.image_tokens(),
+              " (projector_num_queries, or one per vision feature)");
   TORCH_CHECK_VALUE(n_tokens == feats.size(0) * feats.size(1), "image features and image tokens do not match: ",
                     feats.size(0), " image(s) of ", feats.size(1), " tokens need ", feats.size(0) * feats.size(1),
                     " image tokens (id ", options.image_token_index(), ") in input_ids, found ", n_tokens);

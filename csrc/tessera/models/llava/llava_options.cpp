@@ -20,6 +20,11 @@ void LlavaOptions::validate(const std::string& where) const {
                       " is not a layer output of a ", n, "-layer vision tower (1..", n, " or -1..-", n, ")");
   }
   TORCH_CHECK_VALUE(image_token_index() >= 0, where, ": image_token_index must be >= 0");
+  TORCH_CHECK_VALUE(projector_num_queries() >= 0, where, ": projector_num_queries must be >= 0, got ",
+                    projector_num_queries());
+  TORCH_CHECK_VALUE(projector_type() != "resampler" || projector_num_queries() > 0, where,
+                    ": projector_type 'resampler' needs projector_num_queries > 0 (its learned queries: the image "
+                    "tokens per image)");
   check_projector_type(projector_type(), where);
 }
 
@@ -30,7 +35,8 @@ LlavaOptions LlavaOptions::from_json(const nlohmann::json& j, const std::string&
   if (strict) {
     r.reject_unknown({"model_type", "architectures", "vision_config", "text_config", "image_token_index",
                       "vision_feature_layer", "vision_feature_select_strategy", "projector_hidden_act",
-                      "multimodal_projector_bias", "projector_type", "image_seq_length", "tie_word_embeddings"});
+                      "multimodal_projector_bias", "projector_type", "projector_num_queries", "image_seq_length",
+                      "tie_word_embeddings"});
   }
   LlavaOptions o;
   o.vision = ClipVisionOptions::from_json(j.value("vision_config", nlohmann::json::object()), where + ".vision_config",
@@ -46,6 +52,7 @@ LlavaOptions LlavaOptions::from_json(const nlohmann::json& j, const std::string&
   o.projector_hidden_act(r.get_string("projector_hidden_act", o.projector_hidden_act()));
   o.multimodal_projector_bias(r.get_bool("multimodal_projector_bias", o.multimodal_projector_bias()));
   o.projector_type(r.get_string("projector_type", o.projector_type()));
+  o.projector_num_queries(r.get_int("projector_num_queries", o.projector_num_queries()));
   o.validate(where);
   return o;
 }
@@ -54,7 +61,7 @@ nlohmann::json LlavaOptions::to_json() const {
   nlohmann::json text_json = text.to_json();
   text_json.erase("architectures");
   const auto& layers = vision_feature_layer();
-  return {{"architectures", {"LlavaForConditionalGeneration"}},
+  nlohmann::json j = {{"architectures", {"LlavaForConditionalGeneration"}},
           {"model_type", "llava"},
           {"vision_config", vision.to_json()},
           {"text_config", text_json},
@@ -66,6 +73,8 @@ nlohmann::json LlavaOptions::to_json() const {
           {"multimodal_projector_bias", multimodal_projector_bias()},
           {"projector_type", projector_type()},
           {"tie_word_embeddings", text.tie_word_embeddings()}};
+  if (projector_num_queries() > 0) j["projector_num_queries"] = projector_num_queries();
+  return j;
 }
 
 }  // namespace tessera::models

@@ -26,6 +26,9 @@ struct LlavaOptions {
   TORCH_ARG(bool, multimodal_projector_bias) = true;
   /// A registered projector: mlp2x_gelu (transformers' LlavaMultiModalProjector), linear, ...
   TORCH_ARG(std::string, projector_type) = "mlp2x_gelu";
+  /// Image tokens per image of a projector that resamples (the resampler's learned queries);
+  /// 0: one per vision feature.
+  TORCH_ARG(int64_t, projector_num_queries) = 0;
 
  public:
   void validate(const std::string& where) const;
@@ -38,6 +41,7 @@ struct LlavaOptions {
   }
   /// Image tokens per image.
   int64_t image_tokens() const {
+    if (projector_num_queries() > 0) return projector_num_queries();
     return vision.num_patches() + (vision_feature_select_strategy() == "full" ? 1 : 0);
   }
 };

@@ -1,6 +1,8 @@
 // Vision-to-language projectors behind one registry, chosen by name in the LLaVA config
 // (`projector_type`): `mlp2x_gelu` (linear_1 -> act -> linear_2, transformers'
-// LlavaMultiModalProjector), `linear` (linear_1 alone). A C++ extension registers its own:
+// LlavaMultiModalProjector), `linear` (linear_1 alone), `resampler` (learned queries that
+// cross-attend to the features: `projector_num_queries` tokens per image, resampler.cpp).
+// A C++ extension registers its own (examples/cpp_extension/swiglu_projector.cpp):
 //   REGISTER: tessera::models::register_projector("my_proj", [](const ProjectorSpec& s) { ... });
 #pragma once
 #include <ATen/core/Tensor.h>
@@ -24,6 +26,10 @@ struct ProjectorSpec {
   int64_t in_dim = 0, out_dim = 0;
   std::string act = "gelu";
   bool bias = true;
+  /// Tokens per image the projector must return; 0: as many as it receives.
+  int64_t num_queries = 0;
+  /// Attention heads, for projectors that attend (the language model's head count).
+  int64_t num_heads = 1;
 };
 
 /// Builds a module that also implements Projector.
