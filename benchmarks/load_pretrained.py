@@ -1,8 +1,13 @@
-"""from_pretrained on a ~1.2 GB CLIP checkpoint (ViT-L/14 sizes, 14 vision layers, fp32): peak
-memory added by loading (as a multiple of the checkpoint size; goal <= 1.3x) and wall time, tessera
-vs transformers' CLIPModel.from_pretrained on the same folder, each in a fresh process."""
+"""from_pretrained on a ~1.2 GB checkpoint, fp32: peak memory added by loading (as a multiple of the
+checkpoint size; goal <= 1.3x) and wall time, tessera vs transformers' from_pretrained on the same
+folder, each in a fresh process. Models: CLIP (ViT-L/14 sizes, 14 vision layers) and LLaMA
+(width 2048, 3 layers, 32000-token vocabulary: 283M parameters).
+
+    .venv/bin/python benchmarks/load_pretrained.py [clip|llama]
+"""
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,7 +22,7 @@ def _rss_mb() -> float:
     raise RuntimeError("no VmRSS")
 
 
-def _measure(lib: str, folder: str) -> None:
+def _measure(lib: str, folder: str, family: str) -> None:
     import torch  # noqa: F401  (imports are not part of the load)
 
     if lib == "tessera":
@@ -27,7 +32,7 @@ def _measure(lib: str, folder: str) -> None:
     else:
         import transformers
 
-        load = transformers.CLIPModel.from_pretrained
+        load = (transformers.CLIPModel if family == "clip" else transformers.LlamaForCausalLM).from_pretrained
     base = _rss_mb()
     t0 = time.perf_counter()
     model = load(folder)
@@ -36,33 +41,50 @@ def _measure(lib: str, folder: str) -> None:
     print(f"{seconds:.3f} {peak - base:.1f} {sum(p.numel() for p in model.parameters())}")
 
 
-def main() -> None:
+def _write_checkpoint(family: str, folder: str) -> None:
     import torch
     import transformers
 
     import tessera
 
-    folder = tempfile.mkdtemp(prefix="tessera-load-")
-    config = tessera.get_model_config("ViT-L-14")
-    config["vision_config"]["num_hidden_layers"] = 14
     torch.manual_seed(0)
-    transformers.CLIPModel(transformers.CLIPConfig(**config)).save_pretrained(folder)
+    if family == "clip":
+        config = tessera.get_model_config("ViT-L-14")
+        config["vision_config"]["num_hidden_layers"] = 14
+        transformers.CLIPModel(transformers.CLIPConfig(**config)).save_pretrained(folder)
+    else:
+        config = transformers.LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=5504,
+                                          num_hidden_layers=3, num_attention_heads=16, num_key_value_heads=16)
+        transformers.LlamaForCausalLM(config).save_pretrained(folder)
+
+
+def main(family: str) -> None:
+    folder = tempfile.mkdtemp(prefix="tessera-load-")
+    try:
+        _run(family, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run(family: str, folder: str) -> None:
+    _write_checkpoint(family, folder)
     size_mb = os.path.getsize(os.path.join(folder, "model.safetensors")) / 2**20
     results = {}
     for lib in ("tessera", "transformers", "tessera", "transformers"):  # round-robin, best of two
-        out = subprocess.run([sys.executable, __file__, lib, folder], capture_output=True, text=True, check=True)
+        out = subprocess.run([sys.executable, __file__, lib, folder, family], capture_output=True, text=True,
+                             check=True)
         seconds, added, _ = out.stdout.split()
         best = results.get(lib)
         if best is None or float(seconds) < best[0]:
             results[lib] = (float(seconds), float(added))
-    print(f"checkpoint {size_mb:.0f} MiB")
+    print(f"{family} checkpoint {size_mb:.0f} MiB")
     for lib, (seconds, added) in results.items():
         print(f"{lib:12s} {seconds:6.2f} s   peak memory added {added:7.0f} MiB = {added / size_mb:.2f}x the checkpoint")
     print(f"tessera is {results['transformers'][0] / results['tessera'][0]:.1f}x faster")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3:
-        _measure(sys.argv[1], sys.argv[2])
+    if len(sys.argv) == 4:
+        _measure(sys.argv[1], sys.argv[2], sys.argv[3])
     else:
-        main()
+        main(sys.argv[1] if len(sys.argv) > 1 else "clip")
