@@ -52,8 +52,10 @@ def _eval(args) -> int:
     if not args.recipe:
         raise ValueError("eval needs --recipe (its task, data and eval sections), or --probe")
     recipe = load_recipe(args.recipe, args.set + (["eval.retrieval=true"] if args.retrieval else []))
+    from .train.checkpoint import resolve_checkpoint
+
     task = build_task(recipe)
-    model = task.load_model(args.checkpoint).eval()
+    model = task.load_model(resolve_checkpoint(args.checkpoint, "eval checkpoint")).eval()
     metrics = task.evaluate(model, final=False)
     print(json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, indent=2))
     return 0

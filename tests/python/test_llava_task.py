@@ -231,3 +231,9 @@ def test_language_model_pretraining_learns(data, tmp_path):
     s = json.load(open(out / "summary.json"))
     assert s["final_loss"] < 0.6 * s["first_loss"], s
     assert s["perplexity"] < 100
+    # `tessera eval` on the run folder (its newest checkpoint) gives the same held-out figures.
+    recipe = tmp_path / "lm.yaml"
+    run = subprocess.run([sys.executable, "-m", "tessera.cli", "eval", str(out), "--recipe", str(recipe)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert abs(json.loads(run.stdout)["perplexity"] - s["perplexity"]) < 1e-3 * s["perplexity"]
