@@ -65,8 +65,15 @@ def run_chat(args) -> int:
                 continue
             new.append(token)
             text = tokenizer.decode(new)
-            print(text[len(printed):], end="", flush=True)  # decode the whole answer: pieces join right
-            printed = text
-        print(flush=True)
-        conversation.append({"from": "gpt", "value": printed.strip()})
+            # Decode the whole answer (pieces join right); hold back a partial UTF-8 character.
+            if text.startswith(printed) and not text.endswith("\ufffd"):
+                print(text[len(printed):], end="", flush=True)
+                printed = text
+        answer = tokenizer.decode(new)
+        print(answer[len(printed):] if answer.startswith(printed) else "", flush=True)
+        if answer.strip():
+            conversation.append({"from": "gpt", "value": answer.strip()})
+        else:  # nothing to carry into the next turn: forget the unanswered question
+            conversation.pop()
+            print("(no answer)", file=sys.stderr)
     return 0

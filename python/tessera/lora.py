@@ -37,11 +37,24 @@ def _matches(path: str, targets: Union[str, Sequence[str]]) -> bool:
     return any(path == t or path.endswith("." + t) for t in targets)
 
 
+def _in_modules(name: str, modules: Sequence[str]) -> bool:
+    """Whether parameter `name` lies in one of `modules` (PEFT's rule: a module path equal to, or
+    ending in, an entry)."""
+    path = name.rsplit(".", 1)[0]
+    return any(path == m or path.startswith(m + ".") or f".{m}." in f".{path}." for m in modules)
+
+
 def apply_lora(model, target_modules: Union[str, Sequence[str]], r: int = 8, lora_alpha: float = 8.0,
-               lora_dropout: float = 0.0, use_rslora: bool = False, freeze_base: bool = True) -> List[str]:
+               lora_dropout: float = 0.0, use_rslora: bool = False, freeze_base: bool = True,
+               modules_to_save: Sequence[str] = ()) -> List[str]:
     """Adds adapters to the matching linear layers; returns their paths. With `freeze_base` only
-    the adapters train (PEFT's default)."""
+    the adapters train (PEFT's default), and the modules named in `modules_to_save` (PEFT's
+    argument: LLaVA's `multi_modal_projector`), which train whole and are saved with the adapter."""
     linears = _linear_nodes(model)
+    names = [n for n, _ in model.named_parameters()]
+    for m in modules_to_save:
+        if not any(_in_modules(n, [m]) for n in names):
+            raise ValueError(f"LoRA modules_to_save: {m!r} names no module with parameters")
     chosen = sorted(p for p in linears if _matches(p, target_modules))
     if not chosen:
         sample = ", ".join(sorted(linears)[:3])
@@ -51,13 +64,13 @@ def apply_lora(model, target_modules: Union[str, Sequence[str]], r: int = 8, lor
     model._mirror(model._cpp)  # the new lora_A / lora_B parameters join the Python tree
     if freeze_base:
         for name, p in model.named_parameters():
-            p.requires_grad_(".lora_A." in name or ".lora_B." in name)
+            p.requires_grad_(".lora_A." in name or ".lora_B." in name or _in_modules(name, modules_to_save))
     model.lora_config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": int(r), "lora_alpha": lora_alpha,
                          "lora_dropout": lora_dropout, "use_rslora": bool(use_rslora), "bias": "none",
                          "target_modules": (target_modules if isinstance(target_modules, str)
                                             else sorted(set(target_modules))),
                          "fan_in_fan_out": False, "inference_mode": True, "init_lora_weights": True,
-                         "modules_to_save": None}
+                         "modules_to_save": list(modules_to_save) or None}
     return chosen
 
 
@@ -78,8 +91,14 @@ def unmerge_lora(model) -> None:
     _set_merged(model, False)
 
 
+def _is_adapter_key(model, key: str) -> bool:
+    saved = (getattr(model, "lora_config", None) or {}).get("modules_to_save") or []
+    return ".lora_A." in key or ".lora_B." in key or (".lora_" not in key and _in_modules(key, saved))
+
+
 def adapter_state_dict(model) -> Dict[str, torch.Tensor]:
-    return {k: v.detach() for k, v in model.state_dict().items() if ".lora_A." in k or ".lora_B." in k}
+    """The adapters' tensors and those of `modules_to_save`, under the model's names."""
+    return {k: v.detach() for k, v in model.state_dict().items() if _is_adapter_key(model, k)}
 
 
 def _exported_path(path: str, model, layout: str) -> str:
@@ -96,6 +115,15 @@ def _exported_path(path: str, model, layout: str) -> str:
     return path
 
 
+def _split_key(key: str):
+    """(module path, separator, leaf): "m.q_proj.lora_A.weight" -> ("m.q_proj", ".lora_",
+    "A.weight"); a saved module's "m.linear_1.weight" -> ("m.linear_1", ".", "weight")."""
+    if ".lora_" in key:
+        return key.partition(".lora_")
+    module, leaf = key.rsplit(".", 1)
+    return module, ".", leaf
+
+
 def save_adapter(model, path: str, base_model_name_or_path: Optional[str] = None,
                  state_dict: Optional[Dict[str, torch.Tensor]] = None, layout: str = "in_memory") -> None:
     """PEFT's adapter folder. `layout`: "in_memory" names modules as transformers 5's model tree
@@ -110,13 +138,13 @@ def save_adapter(model, path: str, base_model_name_or_path: Optional[str] = None
         raise ValueError("save_adapter: the model has no LoRA adapters (apply_lora first)")
     os.makedirs(path, exist_ok=True)
     state = adapter_state_dict(model) if state_dict is None else {
-        k: v for k, v in state_dict.items() if ".lora_A." in k or ".lora_B." in k}
+        k: v for k, v in state_dict.items() if _is_adapter_key(model, k)}
     tensors = {}
-    for k, v in state.items():
-        module, _, leaf = k.partition(".lora_")
-        tensors[PREFIX + _exported_path(module, model, layout) + ".lora_" + leaf] = v.detach().contiguous()
+    for k, v in state.items():  # the module path mapped to the layout, the leaf kept
+        module, sep, leaf = _split_key(k)
+        tensors[PREFIX + _exported_path(module, model, layout) + sep + leaf] = v.detach().contiguous()
     _C.core.save_safetensors(os.path.join(path, WEIGHTS), tensors, {"format": "pt"})  # atomic
-    adapted = sorted({k.partition(".lora_")[0] for k in state})
+    adapted = sorted({k.partition(".lora_")[0] for k in state if ".lora_" in k})
     config = {**model.lora_config, "base_model_name_or_path": base_model_name_or_path,
               "target_modules": [_exported_path(m, model, layout) for m in adapted]}
     _C.core.write_file_atomic(os.path.join(path, CONFIG), (json.dumps(config, indent=2) + "\n").encode())
@@ -128,6 +156,19 @@ def _aliased_paths(model, paths) -> Dict[str, str]:
     own = {p + ".weight" for p in _linear_nodes(model)}
     renamed = apply_key_aliases({p + ".weight": p for p in paths}, own, getattr(model, "key_aliases", []))
     return {given: key[: -len(".weight")] for key, given in renamed.items() if key in own}
+
+
+def _aliased_module(model, name: str) -> str:
+    """A modules_to_save entry in our names (transformers 5's `model.multi_modal_projector` is our
+    `multi_modal_projector`); a bare name such as the latter stays."""
+    names = [n for n, _ in model.named_parameters()]
+    if any(_in_modules(n, [name]) for n in names):
+        return name
+    for pattern, repl in getattr(model, "key_aliases", []):
+        mapped = re.sub(pattern, repl, name + ".", count=1).rstrip(".")
+        if mapped != name and any(_in_modules(n, [mapped]) for n in names):
+            return mapped
+    return name
 
 
 def load_adapter(model, path: str) -> List[str]:
@@ -144,8 +185,9 @@ def load_adapter(model, path: str) -> List[str]:
     if isinstance(targets, list):  # full paths in either layout map onto ours, as keys do
         mapped = _aliased_paths(model, targets)
         targets = sorted({mapped.get(t, t) for t in targets})
+    saved = [_aliased_module(model, m) for m in config.get("modules_to_save") or []]
     chosen = apply_lora(model, targets, config["r"], config["lora_alpha"],
-                        config.get("lora_dropout", 0.0), config.get("use_rslora", False))
+                        config.get("lora_dropout", 0.0), config.get("use_rslora", False), modules_to_save=saved)
     if not os.path.isfile(os.path.join(path, WEIGHTS)):
         raise FileNotFoundError(f"{path}: no {WEIGHTS}")
     raw, _ = _C.core.load_safetensors(os.path.join(path, WEIGHTS))

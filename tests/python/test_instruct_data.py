@@ -34,6 +34,10 @@ def test_shapes_are_drawn_where_asked_and_png_round_trips():
     assert torch.equal(decode_image(_C.data.encode_png(img)), img) and torch.equal(img, before)
     gray = torch.arange(64, dtype=torch.uint8).view(8, 8)
     assert torch.equal(decode_image(_C.data.encode_png(gray))[..., 0], gray)
+    with pytest.raises(RuntimeError, match="encode_png: expected a uint8"):
+        _C.data.encode_png(gray.float())
+    with pytest.raises(RuntimeError, match="height and width must be positive"):
+        _C.data.draw_shapes(1 << 40, 1 << 40, [])
     with pytest.raises(RuntimeError, match="shape 0 has unknown kind 'star'"):
         _C.data.draw_shapes(8, 8, [("star", (1, 2, 3), 1, 1, 1)])
     with pytest.raises(RuntimeError, match="shape 0 .circle. needs size > 0"):
@@ -84,8 +88,14 @@ def test_generation_is_deterministic_and_held_out_is_disjoint(tmp_path):
     assert a["captions.json"] == 28 and not (tmp_path / "a.partial").exists()
     train = json.load(open(tmp_path / "a" / "instruct.json"))
     held = json.load(open(tmp_path / "a" / "heldout.json"))
-    assert {s["image"] for s in train}.isdisjoint({s["image"] for s in held})
     assert all("/test/" in s["image"] for s in held) and all("/train/" in s["image"] for s in train)
+
+    def pixels(samples, kind):
+        return {hashlib.sha256(decode_image(open(tmp_path / "a" / s["image"], "rb").read()).numpy().tobytes())
+                .hexdigest() for s in samples if s["image"].startswith(f"images/{kind}/")}
+
+    # Held out means never seen: no held-out scene is drawn identically for training.
+    assert pixels(held, "scenes") and pixels(held, "scenes").isdisjoint(pixels(train, "scenes"))
     kinds = {s["kind"] for s in held}
     assert {"fashion_what", "fashion_feet", "scene_count"} <= kinds
     what = [s for s in held if s["kind"] == "fashion_what"]

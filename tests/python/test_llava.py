@@ -162,3 +162,5 @@ def test_resampler_projector_equals_its_formula_and_sets_the_image_tokens(tmp_pa
         model(_prompt(1, 4), pixel_values=px)
     with pytest.raises(ValueError, match="'resampler' needs projector_num_queries > 0"):
         tessera.LlavaForConditionalGeneration(_config(projector_type="resampler"))
+    with pytest.raises(ValueError, match="projector_num_queries is for projectors that resample"):
+        tessera.LlavaForConditionalGeneration(_config(projector_num_queries=3))

@@ -110,8 +110,14 @@ def test_tessera_llava_adapter_loads_in_peft_and_back_in_both_layouts(fixture_di
     d = fixture_dir("llava")
     io = load_file(str(d / "io.safetensors"))
     ours = tessera.from_pretrained(str(d))
-    lora.apply_lora(ours, r"language_model\..*\.(q_proj|down_proj)|multi_modal_projector\.linear_1", r=4, lora_alpha=8)
+    lora.apply_lora(ours, r"language_model\..*\.(q_proj|down_proj)", r=4, lora_alpha=8,
+                    modules_to_save=["multi_modal_projector"])
     _randomize_adapters(ours)
+    with torch.no_grad():  # the projector trained whole (LLaVA's LoRA stage): saved with the adapter
+        for n, p in ours.named_parameters():
+            if n.startswith("multi_modal_projector."):
+                assert p.requires_grad
+                p.add_(torch.randn_like(p) * 0.05)
     want = ours(io["input_ids"], pixel_values=io["pixel_values"]).logits
     for layout, prefix in (("in_memory", "base_model.model.model.language_model."),
                            ("checkpoint", "base_model.model.language_model.model.")):
@@ -121,7 +127,7 @@ def test_tessera_llava_adapter_loads_in_peft_and_back_in_both_layouts(fixture_di
         back = tessera.from_pretrained(str(d))
         lora.load_adapter(back, str(tmp_path / layout))
         torch.testing.assert_close(back(io["input_ids"], pixel_values=io["pixel_values"]).logits, want, atol=0, rtol=0)
-    # transformers 5's LLaVA under PEFT reads the in-memory layout, the projector's adapter included.
+    # transformers 5's LLaVA under PEFT reads the in-memory layout, the saved projector included.
     hf = transformers.LlavaForConditionalGeneration.from_pretrained(str(d)).eval()
     theirs = peft.PeftModel.from_pretrained(hf, str(tmp_path / "in_memory")).eval()
     got = theirs(input_ids=io["input_ids"], pixel_values=io["pixel_values"]).logits
@@ -129,6 +135,29 @@ def test_tessera_llava_adapter_loads_in_peft_and_back_in_both_layouts(fixture_di
     plain = transformers.LlavaForConditionalGeneration.from_pretrained(str(d)).eval()
     base = plain(input_ids=io["input_ids"], pixel_values=io["pixel_values"]).logits
     assert (got - base).abs().max() > 1e-3  # the adapters were applied, not silently skipped
+
+
+def test_peft_llava_adapter_with_modules_to_save_loads_onto_tessera(fixture_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    d = fixture_dir("llava")
+    io = load_file(str(d / "io.safetensors"))
+    hf = transformers.LlavaForConditionalGeneration.from_pretrained(str(d)).eval()
+    cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=r".*language_model.*\.(v_proj|up_proj)",
+                          modules_to_save=["multi_modal_projector"])
+    peft_model = peft.get_peft_model(hf, cfg)
+    _randomize_adapters(peft_model)
+    with torch.no_grad():
+        for n, p in peft_model.named_parameters():
+            if "multi_modal_projector" in n and p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    ours = tessera.from_pretrained(str(d))
+    lora.load_adapter(ours, str(tmp_path / "adapter"))
+    want = peft_model(input_ids=io["input_ids"], pixel_values=io["pixel_values"]).logits
+    torch.testing.assert_close(ours(io["input_ids"], pixel_values=io["pixel_values"]).logits, want, atol=1e-4, rtol=0)
+    assert ours.lora_config["modules_to_save"] == ["multi_modal_projector"]
+    assert all(p.requires_grad for n, p in ours.named_parameters() if n.startswith("multi_modal_projector."))
 
 
 def test_a_pattern_matching_nothing_is_an_error():

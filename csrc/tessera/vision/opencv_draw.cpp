@@ -40,7 +40,7 @@ void draw(cv::Mat& canvas, const Shape& s, size_t index) {
 
 at::Tensor draw_shapes(int64_t height, int64_t width, const std::vector<Shape>& shapes,
                        std::array<uint8_t, 3> background) {
-  TORCH_CHECK(height > 0 && width > 0 && height * width <= (int64_t{1} << 26),
+  TORCH_CHECK(height > 0 && width > 0 && height <= (int64_t{1} << 26) / width,
               "draw_shapes: height and width must be positive (at most 2^26 pixels), got ", height,
               " x ", width);
   cv::Mat canvas(static_cast<int>(height), static_cast<int>(width), CV_8UC3, bgr(background));
@@ -50,6 +50,7 @@ at::Tensor draw_shapes(int64_t height, int64_t width, const std::vector<Shape>& 
 }
 
 std::string encode_png(const at::Tensor& image) {
+  TORCH_CHECK(image.device().is_cpu(), "encode_png: expected a CPU tensor, got one on ", image.device());
   TORCH_CHECK(image.scalar_type() == at::kByte && (image.dim() == 2 || image.dim() == 3),
               "encode_png: expected a uint8 [H, W] or [H, W, C] tensor, got ", image.scalar_type(),
               " ", image.sizes());

@@ -37,7 +37,7 @@ WHAT_IS = "What is this item?"
 FEET = "Is this something you wear on your feet?"
 WHAT_IS_PARAPHRASES = [WHAT_IS, "What item is shown in the picture?", "What is in the image?"]
 SIZE = 28
-VERSION = 2
+VERSION = 3
 
 
 def _a(name: str) -> str:
@@ -116,11 +116,12 @@ def generate(out: str, fashion: int = 12000, scenes: int = 4000, heldout_fashion
     from ..text import train_sentencepiece
 
     args = dict(version=VERSION, fashion=fashion, scenes=scenes, heldout_fashion=heldout_fashion,
-                heldout_scenes=heldout_scenes, seed=seed, vocab_size=vocab_size)
+                heldout_scenes=heldout_scenes, seed=seed, vocab_size=vocab_size, root=os.path.abspath(root))
     tmp = out.rstrip("/") + ".partial"
     shutil.rmtree(tmp, ignore_errors=True)
     rng = random.Random(seed)
     files: Dict[str, List[Dict]] = {"captions.json": [], "instruct.json": [], "heldout.json": []}
+    seen: set = set()  # training scenes
     for split, n_fashion, n_scenes in (("train", fashion, scenes), ("test", heldout_fashion, heldout_scenes)):
         ds = FashionMNIST(root, split)
         if n_fashion > len(ds):
@@ -136,6 +137,9 @@ def generate(out: str, fashion: int = 12000, scenes: int = 4000, heldout_fashion
         for i in range(n_scenes):
             rel = f"images/scenes/{split}/{i:05d}.png"
             shapes = random_scene(rng)
+            while split == "test" and tuple(shapes) in seen:  # held out means never drawn for training
+                shapes = random_scene(rng)
+            seen.add(tuple(shapes))
             _png(os.path.join(tmp, rel), _C.data.draw_shapes(
                 SIZE, SIZE, [(k, COLOURS[c], x, y, s) for k, c, x, y, s in shapes]))
             _route(files, scene_samples(shapes, rel, rng, split, f"scene-{split}-{i:05d}"), split)
@@ -177,6 +181,8 @@ def ensure(out: str, **kwargs) -> Dict:
         with open(path, encoding="utf-8") as f:
             manifest = json.load(f)
         wanted = {"version": VERSION, **kwargs}
+        if "root" in wanted:
+            wanted["root"] = os.path.abspath(wanted["root"])
         if all(manifest.get(k) == v for k, v in wanted.items()):
             return manifest
     return generate(out, **kwargs)

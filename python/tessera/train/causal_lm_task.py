@@ -64,7 +64,7 @@ class CausalLmTask(Task):
     def __init__(self, recipe, rank: int = 0, world_size: int = 1):
         super().__init__(recipe, rank, world_size)
         d = recipe.data
-        self.tokenizer = SentencePieceTokenizer(d.tokenizer, special_tokens=["<image>"])
+        self.tokenizer = SentencePieceTokenizer(d.tokenizer)  # text only: no added tokens
         vocab = self.model_config(recipe).get("vocab_size")
         if vocab < self.tokenizer.vocab_size:
             raise ValueError(f"model vocab_size {vocab} is smaller than the tokenizer's {self.tokenizer.vocab_size} "

@@ -96,6 +96,9 @@ def encode_samples(samples: Sequence[Dict[str, Any]], path: str, tokenizer, temp
             raise ValueError(f"{where}: the tokenizer maps part of the rendered text to its unknown token (at token "
                              f"{pos}): the template {template.name!r} and the tokenizer disagree; near "
                              f"{tokenizer.decode(ids[max(0, pos - 5):pos + 5])!r}")
+        if len(ids) > max_length and not supervise:
+            raise ValueError(f"{where}: the prompt has {len(ids)} tokens, more than max_length {max_length} "
+                             f"(cutting it would cut the question); raise data.max_length")
         if len(ids) > max_length:
             if image_token_id in ids[max_length:]:
                 raise ValueError(f"{where}: {len(ids)} tokens, more than max_length {max_length}, and truncation "

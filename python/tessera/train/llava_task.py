@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import torch
 
@@ -49,7 +49,7 @@ class LoraSection:
     dropout: float = 0.0
     use_rslora: bool = False
     target_modules: str = LM_LINEARS        # a regular expression over linear-layer paths
-    modules_to_save: List[str] = field(default_factory=list)  # regexes of parameters that train fully too
+    modules_to_save: List[str] = field(default_factory=list)  # modules trained whole and saved with the adapter
 
     def validate(self, where: str) -> None:
         if self.r < 0 or self.alpha <= 0 or not 0 <= self.dropout < 1:
@@ -87,6 +87,11 @@ class LlavaTask(Task):
         if vocab is not None and vocab < self.tokenizer.vocab_size:
             raise ValueError(f"the language model's vocab_size {vocab} is smaller than the tokenizer's "
                              f"{self.tokenizer.vocab_size} ({d.tokenizer}): they do not belong together")
+        context = self.config["text_config"]["max_position_embeddings"]
+        if d.eval and d.max_length + recipe.eval.max_new_tokens > context:
+            raise ValueError(f"data.max_length {d.max_length} + eval.max_new_tokens {recipe.eval.max_new_tokens} "
+                             f"exceed the language model's context ({context} positions): evaluation could not "
+                             f"generate; lower one of them")
         self.transform = tdata.ImageTransform(tdata.clip_transform(d.image_size, train=False))
         self.train_set = self.encode(d.train, supervise=True)
 
@@ -126,8 +131,8 @@ class LlavaTask(Task):
         if lora.r:
             from ..lora import apply_lora
 
-            apply_lora(model, lora.target_modules, lora.r, lora.alpha, lora.dropout, lora.use_rslora)
-            self._train_also(model, lora.modules_to_save)
+            apply_lora(model, lora.target_modules, lora.r, lora.alpha, lora.dropout, lora.use_rslora,
+                       modules_to_save=lora.modules_to_save)
         return model
 
     @staticmethod
@@ -148,24 +153,16 @@ class LlavaTask(Task):
                              f"{tuple(own[bad[0]].shape)}")
         model.load_state_dict(part, strict=False)
 
-    @staticmethod
-    def _train_also(model, patterns: List[str]) -> None:
-        for pattern in patterns:
-            hits = [p for n, p in model.named_parameters() if re.search(pattern, n)]
-            if not hits:
-                raise ValueError(f"lora.modules_to_save: {pattern!r} matches no parameter")
-            for p in hits:
-                p.requires_grad_(True)
-
     def load_model(self, path: str):
         from ..factory import from_pretrained
 
         return from_pretrained(path)  # checkpoints are written merged: a plain LLaVA
 
     # ---- data -------------------------------------------------------------------------------
-    def encode(self, path: str, supervise: bool, limit: int = 0):
+    def encode(self, path: str, supervise: bool, limit: Optional[int] = None):
+        """`limit` samples (0: all; None: data.max_samples)."""
         d = self.recipe.data
-        samples = read_samples(path, limit or d.max_samples)
+        samples = read_samples(path, d.max_samples if limit is None else limit)
         return encode_samples(samples, path, self.tokenizer, d.template, self.image_token_id, self.image_tokens,
                               d.max_length, d.image_folder, supervise=supervise)
 

@@ -55,7 +55,7 @@ at::Tensor LlavaForConditionalGenerationImpl::embed(const at::Tensor& input_ids,
     return embeds;
   }
   at::Tensor feats = image_features(pixel_values);
-  TORCH_CHECK(feats.size(1) == options.image_tokens(), "projector '", options.projector_type(), "' returned ",
+  TORCH_CHECK_VALUE(feats.size(1) == options.image_tokens(), "projector '", options.projector_type(), "' returned ",
               feats.size(1), " tokens per image; the config says ", options.image_tokens(),
               " (projector_num_queries, or one per vision feature)");
   TORCH_CHECK_VALUE(n_tokens == feats.size(0) * feats.size(1), "image features and image tokens do not match: ",

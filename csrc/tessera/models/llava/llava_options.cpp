@@ -22,6 +22,9 @@ void LlavaOptions::validate(const std::string& where) const {
   TORCH_CHECK_VALUE(image_token_index() >= 0, where, ": image_token_index must be >= 0");
   TORCH_CHECK_VALUE(projector_num_queries() >= 0, where, ": projector_num_queries must be >= 0, got ",
                     projector_num_queries());
+  TORCH_CHECK_VALUE(projector_num_queries() == 0 || (projector_type() != "mlp2x_gelu" && projector_type() != "linear"),
+                    where, ": projector_num_queries is for projectors that resample (resampler); '", projector_type(),
+                    "' keeps one token per vision feature");
   TORCH_CHECK_VALUE(projector_type() != "resampler" || projector_num_queries() > 0, where,
                     ": projector_type 'resampler' needs projector_num_queries > 0 (its learned queries: the image "
                     "tokens per image)");
