@@ -177,11 +177,12 @@ def latest_checkpoint(out_dir: str) -> Optional[str]:
 
 
 def resolve_checkpoint(path: str, what: str = "checkpoint", hint: str = "") -> str:
-    """A checkpoint folder (it has config.json) as is, or a run folder's newest checkpoint."""
-    if os.path.isfile(os.path.join(path, "config.json")):
+    """A checkpoint folder (config.json, or the trainer state of a task's plain module) as is, or
+    a run folder's newest checkpoint."""
+    if any(os.path.isfile(os.path.join(path, f)) for f in ("config.json", STATE_FILE)):
         return path
     newest = latest_checkpoint(path)
     if newest is None:
-        raise FileNotFoundError(f"{what} {path}: neither a checkpoint folder (config.json) nor a run folder with "
-                                f"checkpoints/" + (f" ({hint})" if hint else ""))
+        raise FileNotFoundError(f"{what} {path}: neither a checkpoint folder (config.json or {STATE_FILE}) nor a "
+                                f"run folder with checkpoints/" + (f" ({hint})" if hint else ""))
     return newest
