@@ -187,7 +187,7 @@ class Trainer:
         self.model = self.task.build_model().to(info.device)
         self.trainable_parameters, self.total_parameters = apply_freezing(self.model, cfg.model.freeze,
                                                                           cfg.model.trainable)
-        if info.is_main and (cfg.model.freeze or cfg.model.trainable):
+        if info.is_main and self.trainable_parameters < self.total_parameters:  # recipe freezing or LoRA
             print(f"parameters: {self.trainable_parameters:,} trainable of {self.total_parameters:,} "
                   f"({100 * self.trainable_parameters / max(self.total_parameters, 1):.1f} %)")
         seed_all(cfg.train.seed, info.rank)
