@@ -4,73 +4,43 @@
 
 #include <c10/util/Exception.h>
 
-#include <algorithm>
-#include <map>
-#include <mutex>
+#include "tessera/core/named_table.h"
 
 namespace tessera::core {
 namespace {
-std::map<std::string, NamedConfig>& table() {
-  static std::map<std::string, NamedConfig> t;
+NamedTable<NamedConfig>& table() {
+  static NamedTable<NamedConfig> t;
   return t;
 }
-std::mutex& table_mutex() {
-  static std::mutex m;
-  return m;
-}
-std::map<std::string, ConfigValidator>& families() {
-  static std::map<std::string, ConfigValidator> f;
+NamedTable<ConfigValidator>& families() {
+  static NamedTable<ConfigValidator> f;
   return f;
 }
 }  // namespace
 
 void register_config(NamedConfig config) {
-  std::lock_guard<std::mutex> lock(table_mutex());
-  TORCH_CHECK_VALUE(!table().count(config.name), "model config '", config.name, "' is registered twice");
-  std::string name = config.name;
-  table().emplace(std::move(name), std::move(config));
+  const std::string name = config.name;
+  TORCH_CHECK_VALUE(table().add(name, std::move(config)), "model config '", name, "' is registered twice");
 }
 
 const NamedConfig& find_config(const std::string& name) {
-  std::lock_guard<std::mutex> lock(table_mutex());
-  auto it = table().find(name);
-  if (it == table().end()) {
-    std::string known;
-    for (const auto& [n, _] : table()) known += (known.empty() ? "" : ", ") + n;
-    TORCH_CHECK_VALUE(false, "unknown model name '", name, "' (known: ", known, ")");
-  }
-  return it->second;
+  const NamedConfig* c = table().find(name);  // configs are never replaced: the entry stays valid
+  TORCH_CHECK_VALUE(c != nullptr, "unknown model name '", name, "' (known: ", table().known(), ")");
+  return *c;
 }
 
-std::vector<std::string> list_configs() {
-  std::lock_guard<std::mutex> lock(table_mutex());
-  std::vector<std::string> names;
-  for (const auto& [n, _] : table()) names.push_back(n);
-  return names;
-}
+std::vector<std::string> list_configs() { return table().names(); }
 
 void register_family(const std::string& family, ConfigValidator validate) {
-  std::lock_guard<std::mutex> lock(table_mutex());
-  TORCH_CHECK_VALUE(!families().count(family), "model family '", family, "' is registered twice");
-  families().emplace(family, std::move(validate));
+  TORCH_CHECK_VALUE(families().add(family, std::move(validate)), "model family '", family, "' is registered twice");
 }
 
 void validate_config(const std::string& family, const nlohmann::json& config, const std::string& where) {
-  ConfigValidator validate;
-  {
-    std::lock_guard<std::mutex> lock(table_mutex());
-    auto it = families().find(family);
-    TORCH_CHECK_VALUE(it != families().end(), where, ": unknown model family '", family, "'");
-    validate = it->second;
-  }
-  validate(config, where);
+  auto validate = families().get(family);
+  TORCH_CHECK_VALUE(validate.has_value(), where, ": unknown model family '", family, "'");
+  (*validate)(config, where);
 }
 
-std::vector<std::string> list_families() {
-  std::lock_guard<std::mutex> lock(table_mutex());
-  std::vector<std::string> names;
-  for (const auto& [n, _] : families()) names.push_back(n);
-  return names;
-}
+std::vector<std::string> list_families() { return families().names(); }
 
 }  // namespace tessera::core

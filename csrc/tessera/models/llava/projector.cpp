@@ -1,25 +1,19 @@
 // The projector registry and the built-in projectors.
 #include "tessera/models/llava/projector.h"
 
+#include "tessera/core/named_table.h"
 #include "tessera/nn/activation.h"
 #include "tessera/nn/linear.h"
 #include "tessera/nn/module.h"
 
 #include <c10/util/Exception.h>
 
-#include <map>
-#include <mutex>
-
 namespace tessera::models {
 namespace {
 
-std::map<std::string, ProjectorFactory>& registry() {
-  static std::map<std::string, ProjectorFactory> r;
+core::NamedTable<ProjectorFactory>& registry() {
+  static core::NamedTable<ProjectorFactory> r;
   return r;
-}
-std::mutex& registry_mutex() {
-  static std::mutex m;
-  return m;
 }
 
 /// linear_1 [-> act -> linear_2]: transformers' LlavaMultiModalProjector names.
@@ -51,34 +45,18 @@ const bool builtins = [] {
 
 }  // namespace
 
-void register_projector(const std::string& name, ProjectorFactory factory) {
-  std::lock_guard<std::mutex> lock(registry_mutex());
-  registry()[name] = std::move(factory);
-}
+void register_projector(const std::string& name, ProjectorFactory factory) { registry().set(name, std::move(factory)); }
 
-std::vector<std::string> list_projectors() {
-  std::lock_guard<std::mutex> lock(registry_mutex());
-  std::vector<std::string> names;
-  for (const auto& [name, _] : registry()) names.push_back(name);
-  return names;
-}
+std::vector<std::string> list_projectors() { return registry().names(); }
 
 void check_projector_type(const std::string& name, const std::string& where) {
-  std::lock_guard<std::mutex> lock(registry_mutex());
-  if (registry().count(name)) return;
-  std::string known;
-  for (const auto& [n, _] : registry()) known += (known.empty() ? "" : ", ") + n;
-  TORCH_CHECK_VALUE(false, where, ": unknown projector_type '", name, "' (registered: ", known, ")");
+  TORCH_CHECK_VALUE(registry().find(name) != nullptr, where, ": unknown projector_type '", name,
+                    "' (registered: ", registry().known(), ")");
 }
 
 std::shared_ptr<torch::nn::Module> make_projector(const std::string& name, const ProjectorSpec& spec) {
   check_projector_type(name, "projector");
-  ProjectorFactory f;
-  {
-    std::lock_guard<std::mutex> lock(registry_mutex());
-    f = registry().at(name);
-  }
-  auto module = f(spec);
+  auto module = (*registry().get(name))(spec);  // a copy: a later registration may replace the entry
   TORCH_CHECK_VALUE(dynamic_cast<Projector*>(module.get()) != nullptr, "projector '", name,
                     "' built a module that does not implement tessera::models::Projector");
   return module;
