@@ -25,6 +25,7 @@ def run_chat(args) -> int:
     from .factory import from_pretrained
     from .text import SentencePieceTokenizer
     from .train.checkpoint import resolve_checkpoint
+    from .train.conversation_data import load_pixels
 
     folder = resolve_checkpoint(args.checkpoint, "chat checkpoint")
     data = _recipe_data(folder)
@@ -37,8 +38,7 @@ def run_chat(args) -> int:
     if model.model_type != "llava":
         raise ValueError(f"{folder}: chat needs a LLaVA model, got model_type {model.model_type!r}")
     size = model.config["vision_config"]["image_size"]
-    transform = tdata.ImageTransform(tdata.clip_transform(size, train=False))
-    pixels = torch.stack([transform(tdata.read_image(p)) for p in args.image]) if args.image else None
+    pixels = load_pixels(args.image, tdata.ImageTransform(tdata.clip_transform(size, train=False)))
     generator = torch.Generator().manual_seed(args.seed)
     questions = [args.question] if args.question is not None else (line.strip() for line in sys.stdin)
     conversation: List[Dict[str, str]] = []

@@ -10,12 +10,11 @@ from typing import Any, Dict
 
 import torch
 
+from ..chat import IGNORE
 from ..models.llama import LlamaForCausalLM
 from ..text import SentencePieceTokenizer
 from .loaders import TensorLoader
 from .tasks import Task, TokenLoss, register_task
-
-IGNORE = -100
 
 
 @dataclass

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from .. import data as tdata
+from ..chat import IGNORE
 from ..models.llava import LlavaForConditionalGeneration
 from ..models.pretrained import merge_config, read_config
 from ..models.weights import load_weights
@@ -79,12 +80,11 @@ class LlavaTask(Task):
         self.tokenizer = SentencePieceTokenizer(d.tokenizer, special_tokens=["<image>"])
         self.config = self._config()
         self.image_token_id = self.tokenizer.special_tokens["<image>"]
-        if self.config.get("image_token_index", self.image_token_id) != self.image_token_id:
+        if self.config["image_token_index"] != self.image_token_id:
             raise ValueError(f"model config image_token_index {self.config['image_token_index']} differs from the "
                              f"tokenizer's <image> id {self.image_token_id} ({d.tokenizer})")
-        self.config["image_token_index"] = self.image_token_id
-        vocab = self.config.get("text_config", {}).get("vocab_size")
-        if vocab is not None and vocab < self.tokenizer.vocab_size:
+        vocab = self.config["text_config"]["vocab_size"]
+        if vocab < self.tokenizer.vocab_size:
             raise ValueError(f"the language model's vocab_size {vocab} is smaller than the tokenizer's "
                              f"{self.tokenizer.vocab_size} ({d.tokenizer}): they do not belong together")
         context = self.config["text_config"]["max_position_embeddings"]
@@ -172,7 +172,7 @@ class LlavaTask(Task):
         from .conversation_data import describe
 
         s, d = self.train_set, self.recipe.data
-        supervised = int((s.labels != -100).sum())
+        supervised = int((s.labels != IGNORE).sum())
         parts = [f"{d.train}: {len(s.samples)} samples pass the checks; template {d.template!r}, "
                  f"{self.image_tokens} image tokens per image, {supervised} supervised tokens in all"]
         for i in range(min(samples, len(s.samples))):
