@@ -128,14 +128,14 @@ def prompt(template: ConversationTemplate, conversation: Sequence[Dict[str, str]
                   add_generation_prompt=True)[0]
 
 
-def render_text(template: ConversationTemplate, conversation: Sequence[Dict[str, str]], eos: str = "") -> str:
-    """The conversation as the template lays it out, in plain text (image placeholders dropped,
-    `eos` after each answer): a language model's pretraining text in the chat format."""
+def render_text(template: ConversationTemplate, conversation: Sequence[Dict[str, str]]) -> str:
+    """The conversation as the template lays it out, in plain text (image placeholders dropped):
+    a language model's pretraining text in the chat format."""
     parts = [template.system + (template.system_suffix if template.system else "")]
     for turn in conversation:
         text = str(turn.get("value", turn.get("content", ""))).replace(IMAGE_PLACEHOLDER, "").strip()
         if _ROLES.get(str(turn.get("from", turn.get("role", "")))) == "user":
             parts.append(template.user_prefix + text + template.user_suffix)
         else:
-            parts.append(template.assistant_prefix + " " + text + template.assistant_suffix + eos)
+            parts.append(template.assistant_prefix + " " + text + template.assistant_suffix)
     return "".join(parts)

@@ -111,7 +111,7 @@ def _exported_path(path: str, model, layout: str) -> str:
         # "language_model.model."); export runs them backwards.
         alias = re.sub(r"\\(.)", r"\1", pattern.lstrip("^"))
         if (path + ".").startswith(repl):
-            return alias + (path + ".")[len(repl):-1] if (path + ".") != repl else alias.rstrip(".")
+            return (alias + (path + ".")[len(repl):]).rstrip(".")
     return path
 
 
