@@ -52,10 +52,18 @@ def _eval(args) -> int:
     if not args.recipe:
         raise ValueError("eval needs --recipe (its task, data and eval sections), or --probe")
     recipe = load_recipe(args.recipe, args.set + (["eval.retrieval=true"] if args.retrieval else []))
-    from .train.checkpoint import resolve_checkpoint
+    from .train.checkpoint import check_eval_checkpoint, resolve_checkpoint, summarize_state_dict_error
 
     task = build_task(recipe)
-    model = task.load_model(resolve_checkpoint(args.checkpoint, "eval checkpoint")).eval()
+    folder = resolve_checkpoint(args.checkpoint, "eval checkpoint")
+    check_eval_checkpoint(folder, task)  # checksums and model type, before anything is built
+    try:
+        model = task.load_model(folder).eval()
+    except RuntimeError as e:  # torch's strict load lists every key: say it in one line
+        summary = summarize_state_dict_error(folder, e)
+        if summary is None:
+            raise
+        raise ValueError(summary) from None
     metrics = task.evaluate(model, final=False)
     print(json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, indent=2))
     return 0
@@ -121,6 +129,14 @@ def _info(args) -> int:
     return 0
 
 
+def _one_line_errors() -> tuple:
+    """Errors that say what is wrong and what to do: printed as one line, not a traceback."""
+    from .train.checkpoint import CheckpointWriteError
+    from .train.run_lock import RunFolderLocked
+
+    return ValueError, FileNotFoundError, CheckpointWriteError, RunFolderLocked
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="tessera", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -179,7 +195,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = p.parse_args(argv)
     try:
         return args.fn(args)
-    except (ValueError, FileNotFoundError) as err:
+    except _one_line_errors() as err:  # evaluated only when something was raised
         print(f"tessera {args.command}: error: {err}", file=sys.stderr)
         return 2
 

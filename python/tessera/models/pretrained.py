@@ -48,7 +48,11 @@ class PreTrainedModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str, **kwargs):
-        """Builds the model from `path/config.json` and loads `path/model.safetensors` strictly."""
+        """Builds the model from `path/config.json` and loads `path/model.safetensors` strictly.
+        A tessera checkpoint's files are checked against its checksums.json first."""
+        from ..checksums import verify_model_files
+
+        verify_model_files(path)
         config = read_config(path)
         previous = _C.nn.set_init_enabled(False)  # every parameter is loaded next: skip random init
         try:

@@ -7,14 +7,23 @@ Layout: `<out>/checkpoints/step-00000100/` holding
   transformers),
 - `trainer_state.pt`: scheduler, step, every rank's RNG states and data position, format version
   (plain data, read with `weights_only=True`),
-- `recipe.json`.
+- `recipe.json`,
+- `checksums.json`: size and sha256 of every other file (`tessera.checksums`), written last.
 A checkpoint is written into a hidden temp folder, every file fsynced, then renamed into place:
 a folder named `step-*` is always complete. The last K are kept. Several nodes need the run
 folder on a shared filesystem.
+
+Reading one never runs code from it (`safe_dcp`: DCP's `.metadata` through a restricted
+unpickler, byte items and the trainer state with `weights_only`), and its files are checked
+against `checksums.json` first: `--resume` skips a damaged checkpoint for the newest intact one,
+saying which and why, and moves it aside (`damaged-step-*`) so pruning never keeps it in place of
+an intact one. A checkpoint without `checksums.json` (written by an older tessera) loads with a
+warning.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
@@ -28,9 +37,10 @@ import torch
 import torch.distributed as dist
 
 from .. import _C
+from ..checksums import MANIFEST, CheckpointDamaged, read_manifest, verify_checkpoint, write_manifest
 from ..models.weights import save_weights
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 2  # checksums.json is an extra file, not a new format: older tessera still reads these
 STATE_FILE = "trainer_state.pt"
 DCP_DIR = "dcp"
 
@@ -90,12 +100,91 @@ def _barrier(info) -> None:
         dist.barrier()
 
 
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (disk full, ...); the previous ones are untouched."""
+
+
+def _causes(exc: BaseException):
+    """The exception, its causes and contexts, and the per-rank failures a DCP
+    CheckpointException carries."""
+    seen, todo = set(), [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo += [e.__cause__, e.__context__]
+        failures = getattr(e, "failures", None)
+        if isinstance(failures, dict):
+            todo += [f[0] if isinstance(f, tuple) else f for f in failures.values()]
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    codes = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+    texts = [os.strerror(c) for c in codes]  # C++ writers report strerror() in a RuntimeError
+    return any((isinstance(e, OSError) and e.errno in codes) or any(t in str(e) for t in texts)
+               for e in _causes(exc))
+
+
+def _root_message(exc: BaseException) -> str:
+    """The innermost useful message: a DCP CheckpointException's str is every rank's traceback."""
+    for e in _causes(exc):
+        failures = getattr(e, "failures", None)
+        if isinstance(failures, dict) and failures:
+            rank, f = sorted(failures.items())[0]
+            inner = f[0] if isinstance(f, tuple) else f
+            return f"{type(inner).__name__} on rank {rank}: {inner}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _folder_bytes(path: str) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.path.getsize(os.path.join(dirpath, name))
+    return total
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def _write_error(exc: BaseException, out_dir: str, tmp: str, final: str) -> CheckpointWriteError:
+    root = os.path.dirname(final)
+    previous = [c for c in list_checkpoints(out_dir) if c != final]
+    kept = f"{previous[-1]} is intact" if previous else "no earlier checkpoint exists"
+    if _is_disk_full(exc):
+        free = shutil.disk_usage(root).free if os.path.isdir(root) else 0
+        need = (f"the previous checkpoint takes {_mb(_folder_bytes(previous[-1]))}" if previous
+                else "this is the run's first checkpoint")
+        return CheckpointWriteError(
+            f"{root}: disk full while writing checkpoint {os.path.basename(final)} ({_mb(free)} free; {need}); the "
+            f"partial checkpoint was removed and {kept}. Free space on that disk or use another --out, then "
+            f"resume with --resume")
+    return CheckpointWriteError(f"{final}: writing the checkpoint failed ({_root_message(exc)}); the partial "
+                                f"checkpoint was removed and {kept}")
+
+
+def _agree(info, error: Optional[str]) -> Optional[str]:
+    """Rank 0's outcome on every rank (None: success)."""
+    if info.world_size == 1:
+        return error
+    box = [error]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def save_checkpoint(out_dir: str, wrapped, optimizer, trainer_state: Dict[str, Any], recipe: Dict[str, Any],
                     keep: int, info) -> str:
     """Every rank calls this. Model and optimizer go through `torch.distributed.checkpoint` (each
     rank writes its shard; replicated tensors once), rank 0 adds the consolidated HF export, the
-    trainer state and the recipe, then renames the folder into place and prunes all but `keep`."""
+    trainer state, the recipe and last the checksums, then renames the folder into place and
+    prunes all but `keep`. A failure (disk full: with the free and needed space) removes the
+    partial folder and raises CheckpointWriteError on every rank; earlier checkpoints stay."""
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
     step = int(trainer_state["step"])
@@ -110,20 +199,36 @@ def save_checkpoint(out_dir: str, wrapped, optimizer, trainer_state: Dict[str, A
         os.makedirs(tmp)
     _barrier(info)
     model_sd, optim_sd = get_state_dict(wrapped.model, optimizer)
-    with _single_process_quiet():
-        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=os.path.join(tmp, DCP_DIR))
+    try:
+        with _single_process_quiet():
+            dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=os.path.join(tmp, DCP_DIR))
+    except (Exception, CheckpointException) as e:  # DCP reports every rank's failure on every rank
+        if info.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise _write_error(e, out_dir, tmp, final) from None
     full = wrapped.full_state_dict()  # a collective when sharded
+    error = None
     if info.is_main:
-        if hasattr(wrapped.model, "save_pretrained"):  # HF layout: config.json + model.safetensors
-            wrapped.model.save_pretrained(tmp, state_dict=full)
-        else:  # a task's plain nn.Module: its tensors under their names
-            save_weights(tmp, {k: v.contiguous() for k, v in full.items()})
-        buf = io.BytesIO()
-        torch.save({"format_version": FORMAT_VERSION, **trainer_state}, buf)
-        _C.core.write_file_atomic(os.path.join(tmp, STATE_FILE), buf.getvalue())
-        _C.core.write_file_atomic(os.path.join(tmp, "recipe.json"), (json.dumps(recipe, indent=2) + "\n").encode())
-        for dirpath, _, _ in os.walk(tmp):
-            _fsync_dir(dirpath)
+        try:
+            if hasattr(wrapped.model, "save_pretrained"):  # HF layout: config.json + model.safetensors
+                wrapped.model.save_pretrained(tmp, state_dict=full)
+            else:  # a task's plain nn.Module: its tensors under their names
+                save_weights(tmp, {k: v.contiguous() for k, v in full.items()})
+            buf = io.BytesIO()
+            torch.save({"format_version": FORMAT_VERSION, **trainer_state}, buf)
+            _C.core.write_file_atomic(os.path.join(tmp, STATE_FILE), buf.getvalue())
+            _C.core.write_file_atomic(os.path.join(tmp, "recipe.json"),
+                                      (json.dumps(recipe, indent=2) + "\n").encode())
+            write_manifest(tmp)  # last: it vouches for every file above
+            for dirpath, _, _ in os.walk(tmp):
+                _fsync_dir(dirpath)
+        except Exception as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            error = str(_write_error(e, out_dir, tmp, final))
+    error = _agree(info, error)
+    if error:
+        raise CheckpointWriteError(error)
+    if info.is_main:
         if os.path.exists(final):
             _discard(final)
         os.rename(tmp, final)
@@ -134,19 +239,38 @@ def save_checkpoint(out_dir: str, wrapped, optimizer, trainer_state: Dict[str, A
     return final
 
 
-def load_checkpoint(ckpt_dir: str, wrapped, optimizer) -> Dict[str, Any]:
+def check_files(ckpt_dir: str) -> bool:
+    """Verifies every file of a checkpoint against its checksums.json (CheckpointDamaged names
+    the first bad one). Without a manifest (written by an older tessera) it warns and
+    returns False."""
+    if verify_checkpoint(ckpt_dir):
+        return True
+    warnings.warn(f"{ckpt_dir} has no {MANIFEST} (written before tessera checksummed checkpoints): its files "
+                  f"are loaded unverified", stacklevel=2)
+    return False
+
+
+def load_checkpoint(ckpt_dir: str, wrapped, optimizer, verify: bool = True) -> Dict[str, Any]:
     """Restores model and optimizer from the DCP shards (resharded to this run's world size and
-    strategy) and returns the trainer state."""
+    strategy) and returns the trainer state. `verify`: check the checksums first (the trainer
+    verifies on rank 0 alone while choosing the checkpoint, and passes False)."""
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
+    from .safe_dcp import SafeLoadPlanner, safe_reader
+
+    if verify:
+        check_files(ckpt_dir)
     state = load_trainer_state(ckpt_dir)
+    # Read (and vet) the metadata before DCP does: dcp.load hides why it could not.
+    reader, _ = safe_reader(os.path.join(ckpt_dir, DCP_DIR))
     model_sd, optim_sd = get_state_dict(wrapped.model, optimizer)
     try:
         with _single_process_quiet():
-            dcp.load({"model": model_sd, "optim": optim_sd}, checkpoint_id=os.path.join(ckpt_dir, DCP_DIR))
-    except Exception as e:  # DCP names missing keys or shapes; say which checkpoint
-        raise ValueError(f"{ckpt_dir}: cannot restore model/optimizer from {DCP_DIR}/: {e}") from None
+            dcp.load({"model": model_sd, "optim": optim_sd}, storage_reader=reader, planner=SafeLoadPlanner())
+    except (Exception, CheckpointException) as e:  # DCP names missing keys or shapes; say which checkpoint
+        raise ValueError(f"{ckpt_dir}: cannot restore model/optimizer from {DCP_DIR}/: {_root_message(e)}") from None
     set_state_dict(wrapped.model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd)
     return state
 
@@ -169,6 +293,124 @@ def load_trainer_state(ckpt_dir: str) -> Dict[str, Any]:
                          f"torch.distributed.checkpoint shards) is older than this tessera resumes "
                          f"({FORMAT_VERSION}); its weights still load with tessera.from_pretrained")
     return state
+
+
+def run_identity(ckpt_dir: str) -> Dict[str, Optional[str]]:
+    """The task (recipe.json) and model type (config.json) a checkpoint was written by; None for
+    what it does not say or cannot be read (damage is the checksums' business)."""
+    def field(name: str, key: str) -> Optional[str]:
+        try:
+            with open(os.path.join(ckpt_dir, name), encoding="utf-8") as f:
+                value = json.load(f).get(key)
+            return value if isinstance(value, str) else None
+        except (OSError, ValueError, AttributeError):
+            return None
+    return {"task": field("recipe.json", "task"), "model_type": field("config.json", "model_type")}
+
+
+def check_same_run(out_dir: str, ckpt_dir: str, task: str, model_type: Optional[str]) -> None:
+    """Refuses a run folder whose checkpoint was written by another task or model type."""
+    saved = run_identity(ckpt_dir)
+    clash = (saved["task"] is not None and saved["task"] != task) or (
+        saved["model_type"] is not None and model_type is not None and saved["model_type"] != model_type)
+    if clash:
+        def describe(t, m):
+            return f"task {t!r}" + (f" (model type {m!r})" if m else "")
+        raise ValueError(f"{out_dir} was written by {describe(saved['task'], saved['model_type'])} "
+                         f"({os.path.basename(ckpt_dir)}); this recipe is {describe(task, model_type)}: use another "
+                         f"--out, or remove that folder to start over")
+
+
+def _move_aside(ckpt_dir: str) -> str:
+    head, name = os.path.split(ckpt_dir)
+    target, n = os.path.join(head, f"damaged-{name}"), 1
+    while os.path.exists(target):
+        n += 1
+        target = os.path.join(head, f"damaged-{name}.{n}")
+    os.rename(ckpt_dir, target)
+    _fsync_dir(head)
+    return target
+
+
+def resume_checkpoint(out_dir: str, log=print) -> Optional[str]:
+    """The newest intact checkpoint of a run folder (None: there is none to resume). A damaged
+    one is reported, moved aside to `damaged-step-*` and skipped; call on one rank and share the
+    answer. Other errors (format, poisoned metadata) are raised: they are not damage."""
+    found = list_checkpoints(out_dir)
+    skipped = []
+    for ckpt in reversed(found):
+        try:
+            check_files(ckpt)
+            load_trainer_state(ckpt)
+            from .safe_dcp import load_metadata_file
+
+            load_metadata_file(os.path.join(ckpt, DCP_DIR, ".metadata"))
+        except CheckpointDamaged as e:
+            aside = _move_aside(ckpt)
+            log(f"resume: skipping {ckpt}: {e}; moved it to {aside}")
+            skipped.append(ckpt)
+            continue
+        if skipped:
+            log(f"resume: falling back to {ckpt}, the newest intact checkpoint")
+        return ckpt
+    if skipped:
+        raise CheckpointDamaged(out_dir, f"no intact checkpoint to resume: all {len(skipped)} are damaged (moved to "
+                                         f"damaged-step-*); start without --resume or restore them")
+    return None
+
+
+def check_eval_checkpoint(folder: str, task) -> None:
+    """Before `tessera eval` loads `folder` with `task`: the files it reads match their checksums
+    (HF-layout folders are checked by from_pretrained itself), and the checkpoint holds the model
+    the task evaluates. Raises ValueError in one line."""
+    saved = run_identity(folder)
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        files = read_manifest(folder)
+        if files is not None:
+            verify_checkpoint(folder, only=[f for f in files if not f.startswith(DCP_DIR + "/") and f != STATE_FILE])
+        if saved["task"] is not None and saved["task"] != task.recipe.task:
+            raise ValueError(f"{folder} was written by task {saved['task']!r}; this recipe is task "
+                             f"{task.recipe.task!r}: evaluate it with the recipe it was trained with")
+        return
+    expected = getattr(task, "model_class", None)
+    if expected is None:
+        return
+    from ..models.pretrained import read_config
+    from ..registry import model_class
+
+    found = model_class(read_config(folder), folder)
+    if not issubclass(found, expected):
+        by = f", trained by task {saved['task']!r}" if saved["task"] else ""
+        raise ValueError(f"{folder} holds a {getattr(found, 'model_type', found.__name__)!r} model ({found.__name__}"
+                         f"{by}); recipe task {task.recipe.task!r} evaluates "
+                         f"{getattr(expected, 'model_type', expected.__name__)!r} models ({expected.__name__}): "
+                         f"pass a checkpoint of that model, or the recipe the checkpoint was trained with")
+
+
+def summarize_state_dict_error(folder: str, error: BaseException, shown: int = 3) -> Optional[str]:
+    """One line for torch's strict `load_state_dict` failure (which lists every key): counts of
+    missing, unexpected and mis-shaped tensors and the first few of each; None for other errors."""
+    import re
+
+    text = str(error)
+    if "Error(s) in loading state_dict" not in text:
+        return None
+    model = re.search(r"state_dict for (\S+?):", text)
+    parts = []
+    for label, pattern in (("missing", r"Missing key\(s\) in state_dict: (.*?)(?:\.\s*\n|\.\s*$)"),
+                           ("unexpected", r"Unexpected key\(s\) in state_dict: (.*?)(?:\.\s*\n|\.\s*$)")):
+        m = re.search(pattern, text, re.S)
+        if m:
+            keys = re.findall(r'"([^"]+)"', m.group(1))
+            more = f", ... {len(keys) - shown} more" if len(keys) > shown else ""
+            parts.append(f"{len(keys)} {label} ({', '.join(keys[:shown])}{more})")
+    shapes = re.findall(r"size mismatch for ([^:]+):", text)
+    if shapes:
+        more = f", ... {len(shapes) - shown} more" if len(shapes) > shown else ""
+        parts.append(f"{len(shapes)} of another shape ({', '.join(shapes[:shown])}{more})")
+    what = model.group(1) if model else "the recipe's model"
+    return (f"{folder}: its tensors do not fit {what}: " + "; ".join(parts or ["keys differ"]) +
+            " - is it a checkpoint of another model or recipe?")
 
 
 def latest_checkpoint(out_dir: str) -> Optional[str]:

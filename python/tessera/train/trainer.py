@@ -15,12 +15,14 @@ import torch
 import torch.distributed as dist
 
 from .. import _C
-from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (check_same_run, latest_checkpoint, load_checkpoint, resume_checkpoint, rng_state,
+                         save_checkpoint, set_rng_state)
 from .config import Recipe, recipe_to_dict
 from .distributed import DistInfo, all_true, init_distributed, seed_all
 from .freeze import apply_freezing
 from .hardware import BF16_SLOW_WARNING, cpu_has_native_bf16
 from .optim import build_optimizer, warmup_cosine
+from .run_lock import RunFolderLocked, RunLock
 from .strategy import Wrapped
 from .tasks import TokenLoss
 
@@ -201,6 +203,51 @@ class Trainer:
                                        cfg.optim.min_lr_ratio)
 
     def fit(self, resume: bool = False) -> Dict[str, Any]:
+        """Trains (continuing from the newest intact checkpoint with `resume`) and evaluates,
+        holding the run folder's lock throughout: a second run on the same folder fails at once."""
+        lock = self._lock_run_folder()
+        try:
+            return self._fit(resume)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _rank0_decides(self, decide):
+        """Runs `decide()` on rank 0 and returns its result on every rank; an exception it raises
+        is raised on every rank (rank 0 the original, the others one of its kind with its message)."""
+        result, error, exc = None, None, None
+        if self.info.is_main:
+            try:
+                result = decide()
+            except (OSError, ValueError, RuntimeError) as e:
+                error, exc = (type(e).__name__, str(e)), e
+        if self.info.world_size > 1:
+            box = [(result, error)]
+            dist.broadcast_object_list(box, src=0)
+            result, error = box[0]
+        if exc is not None:
+            raise exc
+        if error is not None:
+            raise (RunFolderLocked if error[0] == RunFolderLocked.__name__ else ValueError)(error[1])
+        return result
+
+    def _lock_run_folder(self) -> Optional[RunLock]:
+        os.makedirs(self.out_dir, exist_ok=True)
+        held = []
+        self._rank0_decides(lambda: held.append(RunLock(self.out_dir).acquire()))
+        return held[0] if held else None
+
+    def _choose_checkpoint(self, resume: bool) -> Optional[str]:
+        """Rank 0 refuses a folder written by another task or model type, and picks the newest
+        intact checkpoint to resume (reporting and moving aside damaged ones); all ranks agree."""
+        def decide():
+            newest = latest_checkpoint(self.out_dir)
+            if newest:
+                check_same_run(self.out_dir, newest, self.recipe.task, getattr(self.model, "model_type", None))
+            return resume_checkpoint(self.out_dir) if resume else None
+        return self._rank0_decides(decide)
+
+    def _fit(self, resume: bool) -> Dict[str, Any]:
         cfg, info = self.recipe, self.info
         t_start = time.time()
         os.makedirs(self.out_dir, exist_ok=True)
@@ -211,9 +258,9 @@ class Trainer:
 
         step, skipped, bad_in_row = 0, 0, 0
         first_loss, terms = None, {}
-        ckpt = latest_checkpoint(self.out_dir) if resume else None
+        ckpt = self._choose_checkpoint(resume)
         if ckpt:
-            state = load_checkpoint(ckpt, self.wrapped, optimizer)
+            state = load_checkpoint(ckpt, self.wrapped, optimizer, verify=False)  # rank 0 verified it
             scheduler.load_state_dict(state["scheduler"])
             step, skipped = state["step"], state["skipped_steps"]
             first_loss, terms = state.get("first_loss"), dict(state.get("last_terms", {}))

@@ -1,0 +1,256 @@
+"""Checkpoints you can trust: a run folder someone else wrote never runs code, a damaged file is
+named and `--resume` falls back to the newest intact checkpoint, a folder of another task is
+refused, two runs cannot share a folder, and a full disk leaves the previous checkpoint intact."""
+import contextlib
+import io
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import time
+import types
+
+import pytest
+import torch
+
+import tessera
+from tessera.checksums import MANIFEST, CheckpointDamaged, verify_checkpoint, write_manifest
+from tessera.train import Trainer, build_task, recipe_from_dict
+from tessera.train.checkpoint import CheckpointWriteError, check_eval_checkpoint, list_checkpoints
+from tessera.train.run_lock import RunFolderLocked, RunLock
+from tessera.train.safe_dcp import SafeFileSystemReader, SafeLoadPlanner, load_metadata_file
+
+sys.path.insert(0, os.path.dirname(__file__))
+import _toy_task  # noqa: E402,F401  (registers toy_regression)
+from _toy_task import ToyRegression  # noqa: E402
+from tessera.train import register_task  # noqa: E402
+
+
+@register_task("toy_other")
+class ToyOther(ToyRegression):
+    """The same model under another task name: a run folder of one is not the other's."""
+
+
+def toy(steps=4, task="toy_regression", dim=8):
+    return recipe_from_dict({
+        "task": task, "data": {"samples": 64, "batch_size": 8, "dim": dim},
+        "optim": {"lr": 0.05, "warmup_fraction": 0.0},
+        "train": {"steps": steps, "log_every": 1, "checkpoint_every": 2, "keep_checkpoints": 3, "threads": 1}})
+
+
+def fit(out, resume=False, **kw):
+    recipe = toy(**kw)
+    return Trainer(recipe, build_task(recipe), str(out), progress=False).fit(resume=resume)
+
+
+def step_dir(out, step):
+    return out / "checkpoints" / f"step-{step:08d}"
+
+
+class RunsCode:
+    """Unpickling this runs a shell command that creates `marker`."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def flip_byte(path, where=0.5):
+    data = bytearray(path.read_bytes())
+    i = int(len(data) * where)
+    data[i] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="module")
+def run4(tmp_path_factory):
+    """An uninterrupted 4-step toy run (checkpoints at steps 2 and 4), copied by each test."""
+    out = tmp_path_factory.mktemp("trust") / "run"
+    fit(out)
+    return out
+
+
+@pytest.fixture
+def run(run4, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(run4, out)
+    return out
+
+
+def test_checkpoint_lists_every_file_with_its_checksum(run):
+    ckpt = step_dir(run, 4)
+    manifest = json.loads((ckpt / MANIFEST).read_text())
+    on_disk = sorted(os.path.relpath(os.path.join(d, f), ckpt) for d, _, fs in os.walk(ckpt) for f in fs
+                     if f != MANIFEST)
+    assert manifest["algorithm"] == "sha256" and sorted(manifest["files"]) == on_disk
+    assert {"dcp/.metadata", "dcp/__0_0.distcp", "model.safetensors", "trainer_state.pt", "recipe.json"} <= set(on_disk)
+    assert verify_checkpoint(str(ckpt))
+
+
+def test_poisoned_dcp_metadata_never_runs_code(run, tmp_path):
+    marker = tmp_path / "pwned"
+    metadata = step_dir(run, 4) / "dcp" / ".metadata"
+    metadata.write_bytes(pickle.dumps(RunsCode(marker)))
+    with pytest.raises(ValueError, match=r"dcp/\.metadata: refused to load: it asks to import (posix|os)\.system"):
+        load_metadata_file(str(metadata))
+    # Resume: the checksum catches it first and the run falls back to step 2 ...
+    fit(run, resume=True)
+    assert (run / "checkpoints" / "damaged-step-00000004").is_dir()
+    # ... and with a manifest rewritten to match (a folder made to look intact), it is refused.
+    metadata = step_dir(run, 4) / "dcp" / ".metadata"
+    metadata.write_bytes(pickle.dumps(RunsCode(marker)))
+    write_manifest(str(step_dir(run, 4)))
+    with pytest.raises(ValueError, match=r"step-00000004/dcp/\.metadata: refused to load"):
+        fit(run, resume=True)
+    assert not marker.exists()
+
+
+def test_non_tensor_items_of_a_dcp_shard_never_run_code(tmp_path):
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    marker = tmp_path / "pwned"
+    with contextlib.redirect_stderr(io.StringIO()), pytest.warns(UserWarning):
+        dcp.save({"x": RunsCode(marker), "w": torch.ones(2)}, checkpoint_id=str(tmp_path / "dcp"))
+        target = {"x": None, "w": torch.zeros(2)}
+        with pytest.raises(CheckpointException, match="refused to load the item 'x'"):
+            dcp.load(target, storage_reader=SafeFileSystemReader(str(tmp_path / "dcp")), planner=SafeLoadPlanner())
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("damaged", ["dcp/__0_0.distcp", "model.safetensors", "trainer_state.pt"])
+def test_a_flipped_byte_is_named_and_resume_falls_back(run, damaged, capsys):
+    expected = {k: v.clone() for k, v in tessera.models.weights.load_weights(str(step_dir(run, 4))).items()}
+    flip_byte(step_dir(run, 4) / damaged)
+    with pytest.raises(CheckpointDamaged, match=rf"step-00000004/{damaged}: checksum mismatch \(expected sha256 "):
+        verify_checkpoint(str(step_dir(run, 4)))
+    capsys.readouterr()
+    fit(run, resume=True)
+    said = capsys.readouterr().out
+    assert f"skipping {step_dir(run, 4)}: {step_dir(run, 4)}/{damaged}: checksum mismatch" in said
+    assert f"falling back to {step_dir(run, 2)}" in said
+    assert (run / "checkpoints" / "damaged-step-00000004" / damaged).is_file()  # kept aside for a look
+    # Resumed from step 2, the run wrote step 4 again: bitwise the uninterrupted run's weights.
+    again = tessera.models.weights.load_weights(str(step_dir(run, 4)))
+    assert all(torch.equal(expected[k], again[k]) for k in expected)
+
+
+def test_truncated_file_and_damaged_manifest_are_named(run):
+    ckpt = step_dir(run, 4)
+    state = ckpt / "trainer_state.pt"
+    state.write_bytes(state.read_bytes()[:-10])
+    with pytest.raises(CheckpointDamaged, match=r"trainer_state.pt: size mismatch"):
+        verify_checkpoint(str(ckpt))
+    manifest = step_dir(run, 2) / MANIFEST
+    manifest.write_text(manifest.read_text().replace('"size": ', '"size": 1', 1))
+    with pytest.raises(CheckpointDamaged, match=rf"{MANIFEST}: the checksum manifest does not match its own digest"):
+        verify_checkpoint(str(step_dir(run, 2)))
+    with pytest.raises(CheckpointDamaged, match="no intact checkpoint to resume: all 2 are damaged"):
+        fit(run, resume=True)
+
+
+def test_a_checkpoint_without_checksums_resumes_with_a_warning(run):
+    for step in (2, 4):
+        os.remove(step_dir(run, step) / MANIFEST)
+    with pytest.warns(UserWarning, match="has no checksums.json"):
+        summary = fit(run, resume=True, steps=6)
+    assert summary["train_steps"] == 6
+
+
+def test_from_pretrained_checks_a_checkpoint_folder_but_loads_plain_hf_folders(fixture_dir, tmp_path):
+    folder = tmp_path / "llama"
+    shutil.copytree(fixture_dir("llama"), folder)
+    tessera.from_pretrained(str(folder))  # no manifest: a plain HF folder
+    write_manifest(str(folder))
+    tessera.from_pretrained(str(folder))
+    flip_byte(folder / "model.safetensors", 0.9)
+    with pytest.raises(CheckpointDamaged, match=r"llama/model.safetensors: checksum mismatch"):
+        tessera.from_pretrained(str(folder))
+
+
+def test_a_run_folder_of_another_task_is_refused(run):
+    with pytest.raises(ValueError, match=rf"{run} was written by task 'toy_regression' \(step-00000004\); this "
+                                         r"recipe is task 'toy_other': use another --out"):
+        fit(run, resume=True, task="toy_other")
+    with pytest.raises(ValueError, match="was written by task 'toy_regression'"):  # nor overwritten afresh
+        fit(run, task="toy_other")
+    assert len(list_checkpoints(str(run))) == 2
+
+
+def test_eval_of_another_model_is_one_line(run, tmp_path, capsys):
+    recipe = tmp_path / "other.yaml"
+    recipe.write_text(json.dumps({"task": "toy_regression", "data": {"dim": 4}}))
+    argv = ["eval", str(run), "--recipe", str(recipe)]
+    assert tessera.cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "its tensors do not fit ToyModel: 4 of another shape (proj.weight, proj.bias, " \
+                              "norm.weight, ... 1 more)" in err
+    recipe.write_text(json.dumps({"task": "toy_other", "data": {}}))
+    assert tessera.cli.main(argv) == 2
+    assert "was written by task 'toy_regression'; this recipe is task 'toy_other'" in capsys.readouterr().err
+    llama = tmp_path / "llama"
+    llama.mkdir()
+    (llama / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    clip = types.SimpleNamespace(model_class=tessera.models.clip.CLIPModel, recipe=types.SimpleNamespace(task="clip"))
+    with pytest.raises(ValueError, match=r"holds a 'llama' model \(LlamaForCausalLM\); recipe task 'clip' evaluates "
+                                         r"'clip' models \(CLIPModel\)"):
+        check_eval_checkpoint(str(llama), clip)
+
+
+def test_two_runs_cannot_share_a_run_folder(tmp_path):
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from tessera.train.run_lock import RunLock; "
+                               "RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)", str(out)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        t = time.time()
+        with pytest.raises(RunFolderLocked, match=rf"{out} is in use by another training run \(pid {holder.pid} on "):
+            fit(out)
+        assert time.time() - t < 5
+    finally:
+        holder.kill()  # SIGKILL: the kernel drops the flock with the process
+        holder.wait()
+    RunLock(str(out)).acquire().release()
+
+
+def _fill(folder, leave):
+    free = shutil.disk_usage(folder).free
+    with open(os.path.join(folder, "filler"), "wb") as f:
+        f.write(b"\0" * max(0, free - leave))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs (as root), else None: the test simulates ENOSPC instead."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True)
+    if done.returncode:
+        yield None
+        return
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)])
+
+
+def test_disk_full_during_a_save_keeps_the_previous_checkpoint(small_disk, tmp_path, monkeypatch):
+    out = (small_disk or tmp_path) / "run"
+    fit(out, steps=2)
+    if small_disk is not None:
+        _fill(str(small_disk), leave=8192)  # a real full disk: DCP's shard write fails
+    else:  # no mount permitted: the C++ writer reports what a full disk makes it report
+        def full(path, data):
+            raise RuntimeError(f"cannot write {path}: No space left on device")
+        monkeypatch.setattr(tessera._C.core, "write_file_atomic", full)
+    with pytest.raises(CheckpointWriteError, match=rf"{out}/checkpoints: disk full while writing checkpoint "
+                                                   r"step-00000004 \(.* free; the previous checkpoint takes .*\); the "
+                                                   rf"partial checkpoint was removed and {step_dir(out, 2)} is intact"):
+        fit(out, resume=True, steps=4)
+    assert os.listdir(out / "checkpoints") == ["step-00000002"]
+    assert verify_checkpoint(str(step_dir(out, 2)))
