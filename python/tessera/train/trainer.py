@@ -219,7 +219,7 @@ class Trainer:
         if self.info.is_main:
             try:
                 result = decide()
-            except (OSError, ValueError, RuntimeError) as e:
+            except Exception as e:  # any: the other ranks wait for the answer
                 error, exc = (type(e).__name__, str(e)), e
         if self.info.world_size > 1:
             box = [(result, error)]
