@@ -73,3 +73,10 @@ bench: build
 
 clean:
 	rm -rf $(BUILD) python/tessera/_C*.so python/tessera/lib python/tessera/include
+
+# ---- checkpoint torture (docs/reliability.md "Torture"): SIGKILL + resume under ddp and fsdp2,
+#      disk full, two runs on one folder. TORTURE_RUNS kills per strategy (default 50),
+#      TORTURE_MINUTES caps the killing (default 30).
+.PHONY: torture
+torture: build
+	OMP_NUM_THREADS=1 nice $(PY) scripts/torture.py --runs $${TORTURE_RUNS:-50} --json build/torture.json
