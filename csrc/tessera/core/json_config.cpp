@@ -22,6 +22,31 @@ void write_json_file(const std::string& path, const json& j) {
 }
 
 namespace {
+// Whether `v` nests at most `levels` deep; the recursion is bounded by `levels`.
+bool nests_within(const json& v, int levels) {
+  if (!v.is_structured()) return true;
+  if (levels == 0) return false;
+  for (const auto& child : v) {
+    if (!nests_within(child, levels - 1)) return false;
+  }
+  return true;
+}
+constexpr int kMaxConfigLevels = 32;
+}  // namespace
+
+std::string json_excerpt(const json& v, size_t max_chars) {
+  constexpr int kMaxLevels = 16;
+  if (!nests_within(v, kMaxLevels)) {
+    return std::string(v.is_array() ? "an array" : "an object") + " nested more than " +
+           std::to_string(kMaxLevels) + " levels deep";
+  }
+  // Invalid UTF-8 cannot come from the parser, but replace it rather than throw from a message.
+  std::string text = v.dump(-1, ' ', false, json::error_handler_t::replace);
+  if (text.size() > max_chars) text = text.substr(0, max_chars) + "...";
+  return text;
+}
+
+namespace {
 const json& empty_object() {
   static const json e = json::object();
   return e;
@@ -29,7 +54,9 @@ const json& empty_object() {
 }  // namespace
 
 ConfigReader::ConfigReader(const json& j, std::string where) : j_(&j), where_(std::move(where)) {
-  TORCH_CHECK_VALUE(j.is_object(), where_, " must be a JSON object, got ", j.dump());
+  TORCH_CHECK_VALUE(j.is_object(), where_, " must be a JSON object, got ", json_excerpt(j));
+  TORCH_CHECK_VALUE(nests_within(j, kMaxConfigLevels), where_, " nests more than ", kMaxConfigLevels,
+                    " levels deep (a config never does)");
 }
 
 bool ConfigReader::has(const std::string& key) const { return j_->contains(key) && !(*j_)[key].is_null(); }
@@ -37,29 +64,39 @@ bool ConfigReader::has(const std::string& key) const { return j_->contains(key) 
 int64_t ConfigReader::get_int(const std::string& key, int64_t fallback) const {
   if (!has(key)) return fallback;
   const auto& v = (*j_)[key];
-  TORCH_CHECK_VALUE(v.is_number_integer(), where_, ": ", key, " must be an integer, got ", v.dump());
+  TORCH_CHECK_VALUE(v.is_number_integer(), where_, ": ", key, " must be an integer, got ", json_excerpt(v));
   return v.get<int64_t>();
 }
 
 double ConfigReader::get_double(const std::string& key, double fallback) const {
   if (!has(key)) return fallback;
   const auto& v = (*j_)[key];
-  TORCH_CHECK_VALUE(v.is_number(), where_, ": ", key, " must be a number, got ", v.dump());
+  TORCH_CHECK_VALUE(v.is_number(), where_, ": ", key, " must be a number, got ", json_excerpt(v));
   return v.get<double>();
 }
 
 bool ConfigReader::get_bool(const std::string& key, bool fallback) const {
   if (!has(key)) return fallback;
   const auto& v = (*j_)[key];
-  TORCH_CHECK_VALUE(v.is_boolean(), where_, ": ", key, " must be true or false, got ", v.dump());
+  TORCH_CHECK_VALUE(v.is_boolean(), where_, ": ", key, " must be true or false, got ", json_excerpt(v));
   return v.get<bool>();
 }
 
 std::string ConfigReader::get_string(const std::string& key, const std::string& fallback) const {
   if (!has(key)) return fallback;
   const auto& v = (*j_)[key];
-  TORCH_CHECK_VALUE(v.is_string(), where_, ": ", key, " must be a string, got ", v.dump());
+  TORCH_CHECK_VALUE(v.is_string(), where_, ": ", key, " must be a string, got ", json_excerpt(v));
   return v.get<std::string>();
+}
+
+std::vector<int64_t> ConfigReader::get_int_list(const std::string& key,
+                                                const std::vector<int64_t>& fallback) const {
+  if (!has(key)) return fallback;
+  const auto& v = (*j_)[key];
+  bool ok = v.is_number_integer() || v.is_array();
+  for (const auto& x : v) ok = ok && x.is_number_integer();  // a scalar iterates as itself
+  TORCH_CHECK_VALUE(ok, where_, ": ", key, " must be an integer or a list of integers, got ", json_excerpt(v));
+  return v.is_array() ? v.get<std::vector<int64_t>>() : std::vector<int64_t>{v.get<int64_t>()};
 }
 
 ConfigReader ConfigReader::child(const std::string& key) const {

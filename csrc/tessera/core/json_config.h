@@ -15,8 +15,17 @@ json read_json_file(const std::string& path);
 /// Writes `j` (indented, sorted keys) atomically.
 void write_json_file(const std::string& path, const json& j);
 
+/// `v` for an error message: its JSON text, cut to `max_chars`, or a summary such as "an array
+/// nested more than 16 levels deep". Never `v.dump()` on untrusted data in a message: dump
+/// recurses once per level, and a file of a million '[' overflows the stack.
+///
+///     json_excerpt(json::parse("[1, 2]"))  // "[1,2]"
+std::string json_excerpt(const json& v, size_t max_chars = 200);
+
 /// Reads JSON config values with errors that say where: "clip config: text_config.hidden_size
 /// must be an integer, got "abc"". Unknown-key checking is opt-in via `reject_unknown`.
+/// The constructor refuses a value that is not an object or nests deeper than 32 levels (no
+/// config does; copying or printing a deeper one recurses per level and can overflow the stack).
 class ConfigReader {
  public:
   ConfigReader(const json& j, std::string where);
@@ -24,6 +33,8 @@ class ConfigReader {
   double get_double(const std::string& key, double fallback) const;
   bool get_bool(const std::string& key, bool fallback) const;
   std::string get_string(const std::string& key, const std::string& fallback) const;
+  /// An integer or a list of integers (HF's `eos_token_id`, `vision_feature_layer`), as a list.
+  std::vector<int64_t> get_int_list(const std::string& key, const std::vector<int64_t>& fallback) const;
   bool has(const std::string& key) const;
   ConfigReader child(const std::string& key) const;  // missing child = empty object
   /// Fails if `j` has keys outside `known` (used for tessera's own variant files and overrides).

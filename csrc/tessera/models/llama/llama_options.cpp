@@ -55,6 +55,7 @@ void LlamaOptions::validate(const std::string& where) const {
 }
 
 LlamaOptions LlamaOptions::from_json(const nlohmann::json& j_in, const std::string& where, bool strict) {
+  (void)core::ConfigReader(j_in, where);  // an object of bounded depth, checked before the copy
   nlohmann::json j = j_in;
   for (auto it = j.begin(); it != j.end();) it = it.value().is_null() ? j.erase(it) : std::next(it);  // null = default
   core::ConfigReader r(j, where);
@@ -71,11 +72,7 @@ LlamaOptions LlamaOptions::from_json(const nlohmann::json& j_in, const std::stri
   o.num_key_value_heads(r.get_int("num_key_value_heads", 0));
   o.head_dim(r.get_int("head_dim", 0));
   o.pad_token_id(r.get_int("pad_token_id", -1));
-  if (j.contains("eos_token_id")) {
-    const auto& e = j["eos_token_id"];
-    TORCH_CHECK_VALUE(e.is_number_integer() || e.is_array(), where, ": eos_token_id must be an integer or a list");
-    o.eos_token_ids(e.is_array() ? e.get<std::vector<int64_t>>() : std::vector<int64_t>{e.get<int64_t>()});
-  }
+  if (r.has("eos_token_id")) o.eos_token_ids(r.get_int_list("eos_token_id", {}));
   o.rope(read_rope(j, where, o.max_position_embeddings()));
   o.validate(where);
   return o;

@@ -46,11 +46,7 @@ LlavaOptions LlavaOptions::from_json(const nlohmann::json& j, const std::string&
                                           strict);
   o.text = LlamaOptions::from_json(j.value("text_config", nlohmann::json::object()), where + ".text_config", strict);
   o.image_token_index(r.get_int("image_token_index", o.image_token_index()));
-  if (j.contains("vision_feature_layer")) {
-    const auto& v = j["vision_feature_layer"];
-    TORCH_CHECK_VALUE(v.is_number_integer() || v.is_array(), where, ": vision_feature_layer must be an int or a list");
-    o.vision_feature_layer(v.is_array() ? v.get<std::vector<int64_t>>() : std::vector<int64_t>{v.get<int64_t>()});
-  }
+  if (r.has("vision_feature_layer")) o.vision_feature_layer(r.get_int_list("vision_feature_layer", {}));
   o.vision_feature_select_strategy(r.get_string("vision_feature_select_strategy", o.vision_feature_select_strategy()));
   o.projector_hidden_act(r.get_string("projector_hidden_act", o.projector_hidden_act()));
   o.multimodal_projector_bias(r.get_bool("multimodal_projector_bias", o.multimodal_projector_bias()));
