@@ -3,6 +3,7 @@
 #include "tessera/core/safetensors.h"
 
 #include "tessera/core/atomic_file.h"
+#include "tessera/core/json_config.h"
 
 #include <ATen/ATen.h>
 #include <fcntl.h>
@@ -100,48 +101,49 @@ Entry parse_entry(const std::string& name, const nlohmann::json& info, const std
   Entry e{name, dtype_from_name(info["dtype"].get<std::string>(), where), {}, 0, 0};
   const auto& shape = info["shape"];
   TORCH_CHECK_VALUE(shape.is_array(), where, ": shape is not an array");
+  // The byte count must stay below 2^62 (not only the element count): a shape of 2^62 F64
+  // values would otherwise wrap to 0 bytes and alias memory past the buffer.
+  const uint64_t itemsize = c10::elementSize(e.type);
   uint64_t numel = 1;
   for (const auto& d : shape) {
     TORCH_CHECK_VALUE(d.is_number_unsigned() || (d.is_number_integer() && d.get<int64_t>() >= 0),
-                      where, ": shape ", shape.dump(), " has a non-integer or negative size");
+                      where, ": shape ", json_excerpt(shape), " has a non-integer or negative size");
     uint64_t dim = d.get<uint64_t>();
-    TORCH_CHECK_VALUE(dim == 0 || numel <= (1ull << 62) / dim, where, ": shape ", shape.dump(),
-                      " overflows");
+    TORCH_CHECK_VALUE(dim == 0 || numel <= (1ull << 62) / itemsize / dim, where, ": shape ",
+                      json_excerpt(shape), " x ", itemsize, "-byte values overflows");
     numel *= dim;
     e.shape.push_back(static_cast<int64_t>(dim));
   }
   const auto& off = info["data_offsets"];
   TORCH_CHECK_VALUE(off.is_array() && off.size() == 2 && off[0].is_number_unsigned() &&
                         off[1].is_number_unsigned(),
-                    where, ": data_offsets must be two non-negative integers, got ", off.dump());
+                    where, ": data_offsets must be two non-negative integers, got ", json_excerpt(off));
   e.begin = off[0].get<uint64_t>();
   e.end = off[1].get<uint64_t>();
   TORCH_CHECK_VALUE(e.begin <= e.end && e.end <= data_size, where, ": data_offsets [", e.begin,
                     ", ", e.end, "] outside the data buffer of ", data_size, " bytes");
-  uint64_t bytes = numel * c10::elementSize(e.type);
-  TORCH_CHECK_VALUE(e.end - e.begin == bytes, where, ": shape ", shape.dump(), " x ",
+  uint64_t bytes = numel * itemsize;
+  TORCH_CHECK_VALUE(e.end - e.begin == bytes, where, ": shape ", json_excerpt(shape), " x ",
                     info["dtype"].get<std::string>(), " needs ", bytes, " bytes but data_offsets span ",
                     e.end - e.begin);
   return e;
 }
 
-}  // namespace
-
-TensorDict load_safetensors(const std::string& path, Metadata* metadata) {
-  auto map = map_file(path);
-  TORCH_CHECK_VALUE(map->size >= 8, "safetensors file ", path, " is truncated: ", map->size,
+// Parses `size` bytes at `bytes` (a file mapping or a string); every tensor co-owns `owner`.
+TensorDict parse_buffer(unsigned char* bytes, size_t size, const std::shared_ptr<void>& owner,
+                        const std::string& path, Metadata* metadata) {
+  TORCH_CHECK_VALUE(size >= 8, "safetensors file ", path, " is truncated: ", size,
                     " bytes, not even the 8-byte header length");
-  auto* bytes = static_cast<unsigned char*>(map->addr);
   uint64_t header_len = read_u64_le(bytes);
   TORCH_CHECK_VALUE(header_len <= kMaxHeaderBytes, "safetensors file ", path, ": header length ",
                     header_len, " exceeds the ", kMaxHeaderBytes, "-byte limit (corrupt file?)");
-  TORCH_CHECK_VALUE(8 + header_len <= map->size, "safetensors file ", path, " is truncated: header of ",
-                    header_len, " bytes but the file has ", map->size, " bytes");
+  TORCH_CHECK_VALUE(8 + header_len <= size, "safetensors file ", path, " is truncated: header of ",
+                    header_len, " bytes but the file has ", size, " bytes");
   nlohmann::json header = nlohmann::json::parse(bytes + 8, bytes + 8 + header_len, nullptr, false);
   TORCH_CHECK_VALUE(!header.is_discarded(), "safetensors file ", path, ": header is not valid JSON");
   TORCH_CHECK_VALUE(header.is_object(), "safetensors file ", path, ": header is not a JSON object");
 
-  const uint64_t data_size = map->size - 8 - header_len;
+  const uint64_t data_size = size - 8 - header_len;
   std::vector<Entry> entries;
   for (auto it = header.begin(); it != header.end(); ++it) {
     if (it.key() == "__metadata__") {
@@ -175,12 +177,26 @@ TensorDict load_safetensors(const std::string& path, Metadata* metadata) {
   TensorDict out;
   unsigned char* data = bytes + 8 + header_len;
   for (const auto& e : entries) {
-    auto keep = map;  // each tensor co-owns the mapping
+    auto keep = owner;  // each tensor co-owns the mapping or string
     out[e.name] = at::from_blob(
         data + e.begin, e.shape, [keep](void*) mutable { keep.reset(); },
         at::TensorOptions().dtype(e.type));
   }
   return out;
+}
+
+}  // namespace
+
+TensorDict load_safetensors(const std::string& path, Metadata* metadata) {
+  auto map = map_file(path);
+  return parse_buffer(static_cast<unsigned char*>(map->addr), map->size, map, path, metadata);
+}
+
+TensorDict parse_safetensors(std::string bytes, const std::string& source, Metadata* metadata) {
+  // Tensors are writable views, as with a private mapping, so the string is owned and mutable.
+  auto owned = std::make_shared<std::string>(std::move(bytes));
+  return parse_buffer(reinterpret_cast<unsigned char*>(owned->data()), owned->size(), owned, source,
+                      metadata);
 }
 
 std::string serialize_safetensors(const TensorDict& tensors, const Metadata& metadata) {

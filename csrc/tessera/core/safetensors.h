@@ -20,6 +20,12 @@ using Metadata = std::map<std::string, std::string>;
 /// Example: `auto w = load_safetensors("model.safetensors").at("logit_scale");`
 TensorDict load_safetensors(const std::string& path, Metadata* metadata = nullptr);
 
+/// Parses safetensors bytes held in memory, with the checks of load_safetensors (which maps a
+/// file and parses it here). The tensors alias `bytes`, kept alive as long as any tensor is;
+/// `source` names the data in errors.
+/// Example: `auto t = parse_safetensors(std::move(downloaded), "https://.../model.safetensors");`
+TensorDict parse_safetensors(std::string bytes, const std::string& source, Metadata* metadata = nullptr);
+
 /// Writes tensors (any device; copied to contiguous CPU) atomically to `path`.
 void save_safetensors(const std::string& path, const TensorDict& tensors, const Metadata& metadata = {});
 
