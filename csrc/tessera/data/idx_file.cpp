@@ -6,6 +6,7 @@
 #include <c10/util/Exception.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <memory>
@@ -14,21 +15,31 @@
 namespace tessera::data {
 namespace {
 
+using GzFile = std::unique_ptr<gzFile_s, int (*)(gzFile)>;
+
 // gzread passes non-gzip files through unchanged, so one reader serves .gz and raw files.
-std::string read_maybe_gzipped(const std::string& path) {
-  std::unique_ptr<gzFile_s, int (*)(gzFile)> f(gzopen(path.c_str(), "rb"), &gzclose);
+GzFile open_maybe_gzipped(const std::string& path) {
+  GzFile f(gzopen(path.c_str(), "rb"), &gzclose);
   TORCH_CHECK(f, "read_idx: cannot open '", path, "': ", std::strerror(errno));
   gzbuffer(f.get(), 1 << 17);
-  std::string data;
-  std::vector<char> buf(1 << 20);
-  int got;
-  while ((got = gzread(f.get(), buf.data(), static_cast<unsigned>(buf.size()))) > 0)
-    data.append(buf.data(), static_cast<size_t>(got));
+  return f;
+}
+
+// Appends up to `limit` bytes to `data`, stopping early at the end of the stream. A bounded
+// read means a small gzip bomb (or a header that lies) costs at most what the header states
+// plus one chunk, never the whole decompressed stream.
+void read_up_to(gzFile f, const std::string& path, std::string& data, size_t limit) {
+  std::vector<char> buf(std::min<size_t>(1 << 20, limit - std::min(limit, data.size())));
+  while (data.size() < limit) {
+    const size_t want = std::min(buf.size(), limit - data.size());
+    const int got = gzread(f, buf.data(), static_cast<unsigned>(want));
+    if (got > 0) data.append(buf.data(), static_cast<size_t>(got));
+    if (got <= 0 || static_cast<size_t>(got) < want) break;
+  }
   int err = Z_OK;
-  const char* msg = gzerror(f.get(), &err);
-  TORCH_CHECK_VALUE(got == 0 && (err == Z_OK || err == Z_STREAM_END), "read_idx: '", path,
+  const char* msg = gzerror(f, &err);
+  TORCH_CHECK_VALUE(err == Z_OK || err == Z_STREAM_END, "read_idx: '", path,
                     "' is corrupt or truncated (zlib: ", msg, ")");
-  return data;
 }
 
 struct IdxType {
@@ -47,7 +58,9 @@ uint32_t be32(const std::string& b, size_t i) {
 }  // namespace
 
 at::Tensor read_idx(const std::string& path, int64_t expected_magic) {
-  const std::string data = read_maybe_gzipped(path);
+  GzFile file = open_maybe_gzipped(path);
+  std::string data;
+  read_up_to(file.get(), path, data, 4);
   TORCH_CHECK_VALUE(data.size() >= 4, "read_idx: '", path, "' is too short for an IDX header (",
                     data.size(), " bytes)");
   const int64_t magic = be32(data, 0);
@@ -63,8 +76,12 @@ at::Tensor read_idx(const std::string& path, int64_t expected_magic) {
   TORCH_CHECK_VALUE(type, "read_idx: '", path, "' has unknown element type code 0x", std::hex,
                     int(code));
   const size_t ndim = static_cast<uint8_t>(data[3]);
+  read_up_to(file.get(), path, data, 4 + 4 * ndim);
   TORCH_CHECK_VALUE(data.size() >= 4 + 4 * ndim, "read_idx: '", path, "' is truncated inside ",
                     "its ", ndim, "-dimension header");
+  // Sizes are checked against 2^62 bytes in total before anything is read or allocated: the
+  // product of 255 int32 sizes overflows size_t, and a wrapped count would pass the size check.
+  constexpr size_t kMaxBytes = size_t(1) << 62;
   std::vector<int64_t> sizes;
   size_t count = 1;
   for (size_t d = 0; d < ndim; ++d) {
@@ -72,12 +89,31 @@ at::Tensor read_idx(const std::string& path, int64_t expected_magic) {
     TORCH_CHECK_VALUE(n <= (uint32_t(1) << 31) - 1, "read_idx: '", path, "' dimension ", d,
                       " has an invalid size ", n);
     sizes.push_back(n);
+    TORCH_CHECK_VALUE(n == 0 || count <= kMaxBytes / type->itemsize / n, "read_idx: '", path,
+                      "' header sizes ", at::IntArrayRef(sizes), "... of ", type->itemsize,
+                      "-byte values exceed 2^62 bytes");
     count *= n;
   }
   const size_t offset = 4 + 4 * ndim, expected = offset + count * type->itemsize;
+  read_up_to(file.get(), path, data, expected + 1);  // one byte more reveals trailing data
+  if (data.size() > expected) {
+    // Counts the trailing bytes for the message, in bounded memory and at most 64 MiB of them.
+    constexpr size_t kCountCap = size_t(64) << 20;
+    size_t total = data.size();
+    std::string chunk;
+    while (total - expected < kCountCap) {
+      chunk.clear();
+      read_up_to(file.get(), path, chunk, 1 << 16);
+      if (chunk.empty()) break;
+      total += chunk.size();
+    }
+    TORCH_CHECK_VALUE(false, "read_idx: '", path, "' holds ", total - expected < kCountCap ? "" : "more than ",
+                      total, " bytes but its header ", at::IntArrayRef(sizes), " of ", type->itemsize,
+                      "-byte values needs ", expected);
+  }
   TORCH_CHECK_VALUE(data.size() == expected, "read_idx: '", path, "' holds ", data.size(),
                     " bytes but its header ", at::IntArrayRef(sizes), " of ", type->itemsize,
-                    "-byte values needs ", expected, data.size() < expected ? " (truncated)" : "");
+                    "-byte values needs ", expected, " (truncated)");
   at::Tensor out = at::empty(sizes, type->dtype);
   auto* dst = static_cast<char*>(out.data_ptr());
   std::memcpy(dst, data.data() + offset, count * type->itemsize);
