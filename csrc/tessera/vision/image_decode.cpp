@@ -5,6 +5,7 @@
 
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -42,8 +43,10 @@ at::Tensor decode_image(const std::string& bytes, const std::string& source, int
   TORCH_CHECK_VALUE(info.width > 0 && (info.height > 0 || info.format == ImageFormat::jpeg),
                     "decode_image(", source, "): corrupt ", fmt,
                     " header (no valid image size found)");
-  TORCH_CHECK_VALUE(info.height * info.width <= max_pixels, "decode_image(", source, "): ",
-                    info.width, " x ", info.height, " = ", info.height * info.width,
+  // Compared by division: PNG sizes reach 2^32 - 1, and their product overflows int64.
+  const int64_t rows = std::max<int64_t>(info.height, 1);
+  TORCH_CHECK_VALUE(info.width <= max_pixels / rows, "decode_image(", source, "): ",
+                    info.width, " x ", info.height, " = ", uint64_t(info.height) * uint64_t(info.width),
                     " pixels exceeds the limit of ", max_pixels, " pixels");
   TORCH_CHECK_VALUE(info.complete, "decode_image(", source, "): truncated or corrupt ", fmt,
                     " data (no end-of-image marker)");
