@@ -118,18 +118,19 @@ std::vector<std::pair<int64_t, std::vector<std::string>>> parse_csv(const std::s
   return records;
 }
 
+std::vector<CaptionEntry> parse_caption_list(const std::string& text, const std::string& path,
+                                             const std::string& image_key, const std::string& caption_key) {
+  const std::string ext = extension_of(path);
+  if (ext == ".jsonl" || ext == ".ndjson") return read_jsonl(text, path, image_key, caption_key);
+  if (ext == ".csv" || ext == ".tsv")
+    return read_csv(text, path, ext == ".tsv" ? '\t' : ',', image_key, caption_key);
+  TORCH_CHECK_VALUE(false, "caption file '", path, "': unknown extension '", ext,
+                    "', expected .jsonl, .ndjson, .csv or .tsv");
+}
+
 CaptionDataset::CaptionDataset(const std::string& path, const std::string& image_key,
                                const std::string& caption_key) {
-  const std::string ext = extension_of(path);
-  const std::string text = vision::read_file_bytes(path);
-  if (ext == ".jsonl" || ext == ".ndjson") {
-    entries_ = read_jsonl(text, path, image_key, caption_key);
-  } else if (ext == ".csv" || ext == ".tsv") {
-    entries_ = read_csv(text, path, ext == ".tsv" ? '\t' : ',', image_key, caption_key);
-  } else {
-    TORCH_CHECK_VALUE(false, "caption file '", path, "': unknown extension '", ext,
-                      "', expected .jsonl, .ndjson, .csv or .tsv");
-  }
+  entries_ = parse_caption_list(vision::read_file_bytes(path), path, image_key, caption_key);
   TORCH_CHECK_VALUE(!entries_.empty(), "caption file '", path, "' lists no image-caption pairs");
 }
 

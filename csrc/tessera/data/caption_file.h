@@ -42,6 +42,13 @@ class CaptionDataset : public Dataset {
   std::vector<CaptionEntry> entries_;
 };
 
+/// The pairs listed in `text`, parsed as the file `path` would be (its extension picks JSONL or
+/// CSV/TSV, its folder resolves relative image paths); what CaptionDataset's constructor reads.
+/// Throws c10::ValueError as the constructor does, except that an empty list is returned.
+std::vector<CaptionEntry> parse_caption_list(const std::string& text, const std::string& path,
+                                             const std::string& image_key = "image",
+                                             const std::string& caption_key = "caption");
+
 /// The records of a CSV text (RFC 4180; `delimiter` ',' or '\t'), each with the line number
 /// it starts on. Throws c10::ValueError naming `source` for an unterminated quote.
 std::vector<std::pair<int64_t, std::vector<std::string>>> parse_csv(const std::string& text,
