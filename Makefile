@@ -11,7 +11,8 @@ CLIP_BPE := python/tessera/assets/bpe_simple_vocab_16e6.txt.gz
 JOBS    ?= $(shell nproc)
 export CCACHE_DIR ?= $(HOME)/.cache/ccache
 
-.PHONY: setup build install test test-cpp test-python demo llava llava-stages mim results bench docs clean
+.PHONY: setup build install test test-cpp test-python demo llava llava-stages mim results bench docs clean \
+	sanitize fuzz fuzz-build fuzz-regressions
 
 setup:
 	@bash scripts/setup.sh
@@ -73,6 +74,61 @@ bench: build
 
 clean:
 	rm -rf $(BUILD) python/tessera/_C*.so python/tessera/lib python/tessera/include
+
+# ---- hardening (docs/reliability.md): sanitizers and fuzzing, each in its own build folder ----
+#   make sanitize  — library + GoogleTest + fuzz regression replay built with ASan/UBSan (g++),
+#                    ctest under them (any report fails the run)
+#   make fuzz      — libFuzzer (clang) on every parser for FUZZ_SECONDS each, corpora seeded from
+#                    ../shared; findings land in build-fuzz/findings/<target>/
+ASAN_BUILD   := build-asan
+FUZZ_BUILD   := build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_RSS_MB  ?= 2048
+# target:max_len — -max_len big enough for real headers and images, small enough to stay fast.
+FUZZ_PLAN    := safetensors:16384 json_config:8192 caption_file:4096 idx_file:4096 image_decode:65536 \
+	clip_tokenizer:1024 sentencepiece:1024
+FUZZ_TARGETS := $(foreach p,$(FUZZ_PLAN),$(firstword $(subst :, ,$(p))))
+HARDEN_CMAKE = .venv/bin/cmake -G Ninja -DPython3_EXECUTABLE=$(PWD)/$(PY) -DTESSERA_BUILD_PYTHON=OFF \
+	-DTESSERA_BUILD_EXAMPLES=OFF
+# ccache skips compiles that use a precompiled header unless told these are safe; the base dir
+# lets a fresh clone at another path hit the cache of an earlier one.
+HARDEN_CCACHE = CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime \
+	CCACHE_BASEDIR=$(PWD)
+SANITIZER_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_odr_violation=0 \
+	LSAN_OPTIONS=suppressions=$(PWD)/fuzz/lsan.supp:print_suppressions=0 \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+
+sanitize: setup
+	@test -f $(ASAN_BUILD)/build.ninja || $(HARDEN_CMAKE) -S . -B $(ASAN_BUILD) -DTESSERA_SANITIZE=ON \
+		-DCMAKE_CXX_FLAGS_RELEASE="-O1 -DNDEBUG"
+	@PATH=$(PWD)/.venv/bin:$$PATH $(HARDEN_CCACHE) nice -n 10 cmake --build $(ASAN_BUILD) --parallel $(JOBS)
+	cd $(ASAN_BUILD) && $(SANITIZER_ENV) ctest --output-on-failure --timeout 1200
+
+fuzz-build: setup
+	@command -v clang++ > /dev/null || { apt-get install -y clang > /dev/null 2>&1 || sudo apt-get install -y clang; }
+	@test -f $(FUZZ_BUILD)/build.ninja || $(HARDEN_CMAKE) -S . -B $(FUZZ_BUILD) -DCMAKE_CXX_COMPILER=clang++ \
+		-DTESSERA_FUZZ=ON -DTESSERA_BUILD_TESTS=OFF
+	@PATH=$(PWD)/.venv/bin:$$PATH $(HARDEN_CCACHE) nice -n 10 cmake --build $(FUZZ_BUILD) --parallel $(JOBS)
+
+# Each target: replay its regressions, then fuzz from the seeds plus what earlier runs found.
+fuzz: fuzz-build
+	@$(PY) fuzz/seed_corpus.py $(FUZZ_BUILD)/corpus
+	@set -e; for plan in $(FUZZ_PLAN); do t=$${plan%%:*}; len=$${plan##*:}; \
+		mkdir -p $(FUZZ_BUILD)/findings/$$t $(FUZZ_BUILD)/corpus/$$t; \
+		$(SANITIZER_ENV) $(FUZZ_BUILD)/fuzz/fuzz_$$t fuzz/regressions/$$t/* > $(FUZZ_BUILD)/findings/$$t/replay.log 2>&1 \
+			|| { tail -30 $(FUZZ_BUILD)/findings/$$t/replay.log; exit 1; }; \
+		echo "fuzz $$t: $(FUZZ_SECONDS) s"; \
+		$(SANITIZER_ENV) nice -n 10 $(FUZZ_BUILD)/fuzz/fuzz_$$t $(FUZZ_BUILD)/corpus/$$t \
+			-max_total_time=$(FUZZ_SECONDS) -max_len=$$len -rss_limit_mb=$(FUZZ_RSS_MB) \
+			-timeout=10 -print_final_stats=1 -artifact_prefix=$(FUZZ_BUILD)/findings/$$t/ \
+			> $(FUZZ_BUILD)/findings/$$t/fuzz.log 2>&1 || { tail -60 $(FUZZ_BUILD)/findings/$$t/fuzz.log; exit 1; }; \
+		grep -E "stat::number_of_executed_units|stat::average_exec_per_sec" $(FUZZ_BUILD)/findings/$$t/fuzz.log; \
+	done
+
+# Only the committed regression inputs through the fuzz build (seconds; the plain replay is in ctest).
+fuzz-regressions: fuzz-build
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		$(SANITIZER_ENV) $(FUZZ_BUILD)/fuzz/fuzz_$$t fuzz/regressions/$$t/* 2>&1 | tail -1; done
 
 # ---- checkpoint torture (docs/reliability.md "Torture"): SIGKILL + resume under ddp and fsdp2,
 #      disk full, two runs on one folder. TORTURE_RUNS kills per strategy (default 50),
