@@ -12,7 +12,7 @@ json read_json_file(const std::string& path) {
   std::string text = read_file(path);
   try {
     return json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number like 1e99999
     TORCH_CHECK_VALUE(false, "invalid JSON in ", path, ": ", e.what());
   }
 }
