@@ -15,15 +15,17 @@ match the images) is refused with the sample named.
 """
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
+
+from .io import read_json
+from .schema import from_mapping
 
 IGNORE = -100
 IMAGE_PLACEHOLDER = "<image>"
 _DIR = os.path.join(os.path.dirname(__file__), "assets", "templates")
-_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
+ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 
 
 @dataclass(frozen=True)
@@ -49,14 +51,7 @@ def load_template(name_or_path: str) -> ConversationTemplate:
     if not os.path.isfile(path):
         raise ValueError(f"unknown conversation template {name_or_path!r} (shipped: {', '.join(list_templates())}; "
                          "or give a .json file)")
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
-    known = {f.name for f in fields(ConversationTemplate)}
-    unknown = sorted(set(data) - known)
-    if unknown or not isinstance(data.get("name"), str):
-        raise ValueError(f"{path}: a template needs a string 'name' and only the keys {sorted(known)}; "
-                         f"unknown: {unknown}")
-    return ConversationTemplate(**data)
+    return from_mapping(ConversationTemplate, read_json(path, "a conversation template"), path)
 
 
 def _text_ids(tokenizer, text: str, image_token_id: int, image_tokens: int) -> Tuple[List[int], int]:
@@ -93,7 +88,7 @@ def render(template: ConversationTemplate, conversation: Sequence[Dict[str, str]
 
     add(template.system + (template.system_suffix if template.system else ""), False)
     for turn_no, turn in enumerate(conversation):
-        role = _ROLES.get(str(turn.get("from", turn.get("role", ""))))
+        role = ROLES.get(str(turn.get("from", turn.get("role", ""))))
         if role is None or not isinstance(turn.get("value", turn.get("content")), str):
             raise ValueError(f"{where}: turn {turn_no} needs 'from' (human/gpt) and a text 'value', got {turn!r}")
         text = turn.get("value", turn.get("content"))
@@ -110,7 +105,7 @@ def render(template: ConversationTemplate, conversation: Sequence[Dict[str, str]
                 ids.append(tokenizer.eos_id)
                 labels.append(tokenizer.eos_id)
     if add_generation_prompt:
-        if not conversation or _ROLES.get(str(conversation[-1].get("from", conversation[-1].get("role")))) != "user":
+        if not conversation or ROLES.get(str(conversation[-1].get("from", conversation[-1].get("role")))) != "user":
             raise ValueError(f"{where}: a generation prompt needs the conversation to end with the user's turn")
         add(template.assistant_prefix, False)
     if placeholders != images:
@@ -134,7 +129,7 @@ def render_text(template: ConversationTemplate, conversation: Sequence[Dict[str,
     parts = [template.system + (template.system_suffix if template.system else "")]
     for turn in conversation:
         text = str(turn.get("value", turn.get("content", ""))).replace(IMAGE_PLACEHOLDER, "").strip()
-        if _ROLES.get(str(turn.get("from", turn.get("role", "")))) == "user":
+        if ROLES.get(str(turn.get("from", turn.get("role", "")))) == "user":
             parts.append(template.user_prefix + text + template.user_suffix)
         else:
             parts.append(template.assistant_prefix + " " + text + template.assistant_suffix)

@@ -7,6 +7,8 @@ import os
 import sys
 from typing import List, Optional
 
+from .cli_types import memory_size, non_negative_float, non_negative_int, positive_int
+
 
 def _train(args) -> int:
     import torch.distributed as dist
@@ -155,21 +157,21 @@ def main(argv: Optional[List[str]] = None) -> int:
                    "on Fashion-MNIST")
     e.add_argument("--random-init", action="store_true", help="--probe the same architecture, untrained")
     e.add_argument("--data", default="/usr/share/datasets/fashion-mnist", help="--probe: Fashion-MNIST folder")
-    e.add_argument("--probe-train", type=int, default=10000, help="--probe: training images")
-    e.add_argument("--probe-test", type=int, default=2000, help="--probe: test images")
+    e.add_argument("--probe-train", type=positive_int, default=10000, help="--probe: training images")
+    e.add_argument("--probe-test", type=positive_int, default=2000, help="--probe: test images")
     e.add_argument("--set", action="append", default=[])
     e.set_defaults(fn=_eval)
     pl = sub.add_parser("plan", help="per-rank memory of a recipe before running it; settings that fit")
     pl.add_argument("recipe")
     pl.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    pl.add_argument("--world-size", type=int, default=None, help="processes (default: WORLD_SIZE or 1)")
-    pl.add_argument("--device-memory", default=None, help="memory per device to fit, e.g. 24GB, 80GiB")
+    pl.add_argument("--world-size", type=positive_int, default=None, help="processes (default: WORLD_SIZE or 1)")
+    pl.add_argument("--device-memory", type=memory_size, default=None, help="memory per device to fit, e.g. 24GB, 80GiB")
     pl.add_argument("--measure", action="store_true", help="also run steps and report the measured peak")
     pl.add_argument("--json", action="store_true", help="machine-readable output")
     pl.set_defaults(fn=_plan)
     d = sub.add_parser("inspect-data", help="check every sample of a recipe's data; print a few token by token")
     d.add_argument("recipe")
-    d.add_argument("--samples", type=int, default=3)
+    d.add_argument("--samples", type=non_negative_int, default=3)
     d.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     d.set_defaults(fn=_inspect_data)
     ch = sub.add_parser("chat", help="ask a LLaVA run about an image; the answer streams")
@@ -178,9 +180,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ch.add_argument("--image", action="append", default=[], help="image file (repeatable)")
     ch.add_argument("--tokenizer", help="SentencePiece model (default: the run's recipe)")
     ch.add_argument("--template", help="conversation template (default: the run's recipe)")
-    ch.add_argument("--max-new-tokens", type=int, default=64)
-    ch.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
-    ch.add_argument("--seed", type=int, default=0)
+    ch.add_argument("--max-new-tokens", type=positive_int, default=64)
+    ch.add_argument("--temperature", type=non_negative_float, default=0.0, help="0: greedy")
+    ch.add_argument("--seed", type=non_negative_int, default=0)
     ch.set_defaults(fn=_chat)
     for sp in (t, e, pl, d):
         sp.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",

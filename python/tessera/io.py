@@ -19,3 +19,28 @@ def write_atomic(path: Union[str, os.PathLike], data: Union[bytes, str]) -> str:
 
 def write_json(path: Union[str, os.PathLike], value: Any, indent: int = 1) -> str:
     return write_atomic(path, json.dumps(value, indent=indent, ensure_ascii=False) + "\n")
+
+
+def read_text(path: Union[str, os.PathLike], what: str = "a text file") -> str:
+    """A UTF-8 file's text; a missing file, a folder or bytes that are not UTF-8 are errors that
+    name the file and, for bad bytes, their offset."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: not found ({what} was expected here)")
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}: {raw[e.start:e.start + 1]!r}); {what} "
+                         "must be UTF-8") from None
+
+
+def read_json(path: Union[str, os.PathLike], what: str = "a JSON file") -> Any:
+    """A JSON file's value; errors name the file, and the line and column of a syntax error."""
+    text = read_text(path, what)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{os.fspath(path)}: not valid JSON at line {e.lineno}, column {e.colno}: {e.msg} "
+                         f"({what} was expected)") from None

@@ -11,15 +11,19 @@ layout (transformers 5's module tree, the default, or the checkpoint files' name
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 
 from . import _C
+from .io import read_json
 from .models.weights import apply_key_aliases
+from .schema import check_value, from_mapping, require
 
 CONFIG = "adapter_config.json"
 WEIGHTS = "adapter_model.safetensors"
@@ -50,6 +54,10 @@ def apply_lora(model, target_modules: Union[str, Sequence[str]], r: int = 8, lor
     """Adds adapters to the matching linear layers; returns their paths. With `freeze_base` only
     the adapters train (PEFT's default), and the modules named in `modules_to_save` (PEFT's
     argument: LLaVA's `multi_modal_projector`), which train whole and are saved with the adapter."""
+    checked = from_mapping(AdapterConfig, dict(target_modules=target_modules, r=r, lora_alpha=lora_alpha,
+                                               lora_dropout=lora_dropout, use_rslora=use_rslora), "apply_lora()")
+    modules_to_save = check_value(List[str], list(modules_to_save), "apply_lora(): modules_to_save")
+    r, lora_alpha, lora_dropout, use_rslora = checked.r, checked.lora_alpha, checked.lora_dropout, checked.use_rslora
     linears = _linear_nodes(model)
     names = [n for n, _ in model.named_parameters()]
     for m in modules_to_save:
@@ -171,23 +179,60 @@ def _aliased_module(model, name: str) -> str:
     return name
 
 
+@dataclass
+class AdapterConfig:
+    """The keys of PEFT's LoraConfig that tessera reads (`adapter_config.json`), strictly typed."""
+    target_modules: Union[str, List[str]]
+    r: int = 8
+    lora_alpha: float = 8.0
+    lora_dropout: float = 0.0
+    use_rslora: bool = False
+    peft_type: str = "LORA"
+    modules_to_save: Optional[List[str]] = None
+
+    def validate(self, where: str) -> None:
+        require(self.peft_type == "LORA", f"{where}: peft_type {self.peft_type!r}: only LORA is supported")
+        require(self.r >= 1, f"{where}: r must be >= 1, got {self.r}")
+        require(self.lora_alpha > 0, f"{where}: lora_alpha must be > 0, got {self.lora_alpha}")
+        require(0 <= self.lora_dropout < 1, f"{where}: lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        require(bool(self.target_modules), f"{where}: target_modules is empty")
+
+
+#: PEFT options that change what an adapter computes; tessera implements only their defaults, so
+#: another value is refused rather than silently ignored. Other keys (task_type, revision,
+#: inference_mode, peft_version, ...) are bookkeeping and ignored, as PEFT's own loader does.
+_UNSUPPORTED_UNLESS = {"fan_in_fan_out": (False, None), "bias": ("none", None), "use_dora": (False, None),
+                       "rank_pattern": ({}, None), "alpha_pattern": ({}, None), "layers_to_transform": (None, []),
+                       "layer_replication": (None, []), "lora_bias": (False, None), "exclude_modules": (None, []),
+                       "trainable_token_indices": (None, []), "target_parameters": (None, [])}
+
+
+def read_adapter_config(path: str) -> AdapterConfig:
+    data = read_json(path, "a PEFT adapter config")
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    for key, allowed in _UNSUPPORTED_UNLESS.items():
+        if key in data and not any(data[key] == a and type(data[key]) is type(a) for a in allowed):
+            raise ValueError(f"{path}: {key}={data[key]!r} is not supported by tessera's LoRA "
+                             f"(only {allowed[0]!r})")
+    known = {f.name for f in dataclasses.fields(AdapterConfig)}
+    return from_mapping(AdapterConfig, {k: v for k, v in data.items() if k in known}, path)
+
+
 def load_adapter(model, path: str) -> List[str]:
     """Applies the folder's LoRA config to `model` and loads its weights (PEFT's files; either
     key layout the model's key aliases know)."""
     config_path = os.path.join(path, CONFIG)
     if not os.path.isfile(config_path):
         raise FileNotFoundError(f"{path}: no {CONFIG} (not a PEFT adapter folder)")
-    with open(config_path, encoding="utf-8") as f:
-        config = json.load(f)
-    if config.get("peft_type") != "LORA":
-        raise ValueError(f"{config_path}: peft_type {config.get('peft_type')!r}, only LORA is supported")
-    targets = config["target_modules"]
+    config = read_adapter_config(config_path)
+    targets = config.target_modules
     if isinstance(targets, list):  # full paths in either layout map onto ours, as keys do
         mapped = _aliased_paths(model, targets)
         targets = sorted({mapped.get(t, t) for t in targets})
-    saved = [_aliased_module(model, m) for m in config.get("modules_to_save") or []]
-    chosen = apply_lora(model, targets, config["r"], config["lora_alpha"],
-                        config.get("lora_dropout", 0.0), config.get("use_rslora", False), modules_to_save=saved)
+    saved = [_aliased_module(model, m) for m in config.modules_to_save or []]
+    chosen = apply_lora(model, targets, config.r, config.lora_alpha, config.lora_dropout, config.use_rslora,
+                        modules_to_save=saved)
     if not os.path.isfile(os.path.join(path, WEIGHTS)):
         raise FileNotFoundError(f"{path}: no {WEIGHTS}")
     raw, _ = _C.core.load_safetensors(os.path.join(path, WEIGHTS))
@@ -199,6 +244,10 @@ def load_adapter(model, path: str) -> List[str]:
     if missing or unexpected:
         raise ValueError(f"{path}/{WEIGHTS}: adapter keys do not fit the model: missing {missing[:3]}, "
                          f"unexpected {unexpected[:3]}")
+    bad = [k for k, p in own.items() if state[k].shape != p.shape]
+    if bad:  # copy_ would broadcast a [1, n] tensor into [r, n] without a word
+        raise ValueError(f"{path}/{WEIGHTS}: {bad[0]} has shape {list(state[bad[0]].shape)}, the model's adapter "
+                         f"{list(own[bad[0]].shape)} (r={config.r}); {len(bad)} tensor(s) differ")
     with torch.no_grad():
         for k, p in own.items():
             p.copy_(state[k].to(p.dtype))

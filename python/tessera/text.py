@@ -68,16 +68,23 @@ def default_clip_bpe_path() -> Path:
     raise FileNotFoundError(errno.ENOENT, _HOW_TO_GET_BPE)
 
 
+def _as_text(text, where: str = "text") -> str:
+    """A str that can cross to C++ as UTF-8. Bytes read with errors="surrogateescape" (argv, stdin
+    under a C locale) hold lone surrogates, which pybind11 would report only as "incompatible
+    function arguments"."""
+    if not isinstance(text, str):
+        raise TypeError(f"{where} must be a str, got {type(text).__name__}: {text!r}"[:200])
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{where} is not valid UTF-8 text ({e.reason} at character {e.start}: "
+                         f"{text[e.start]!r}); decode the input as UTF-8 first") from None
+    return text
+
+
 def _as_list(texts: Texts) -> List[str]:
     items = [texts] if isinstance(texts, str) else list(texts)
-    for i, t in enumerate(items):
-        if not isinstance(t, str):
-            raise TypeError(f"tokenize expects a str or a list of str; item {i} is {type(t).__name__}: {t!r}")
-        try:
-            t.encode("utf-8")
-        except UnicodeEncodeError as e:  # a lone surrogate cannot cross to C++ as UTF-8
-            raise ValueError(f"text {i} is not valid Unicode ({e.reason} at position {e.start}): {t!r}") from None
-    return items
+    return [_as_text(t, f"text {i}") for i, t in enumerate(items)]
 
 
 def _as_ids(ids) -> List[int]:
@@ -119,7 +126,7 @@ class ClipTokenizer:
 
     def encode(self, text: str) -> List[int]:
         """Ids of one text, without the start/end tokens (open_clip's ``encode``)."""
-        return self._impl.encode(text)
+        return self._impl.encode(_as_text(text))
 
     def encode_batch(self, texts: Sequence[str]) -> List[List[int]]:
         """``encode`` of each text, in parallel C++ threads (the GIL is released)."""
@@ -197,6 +204,7 @@ class SentencePieceTokenizer:
         return [self.special_tokens[t] for t in tokens]
 
     def encode(self, text: str, add_bos: bool = True, add_eos: bool = False) -> List[int]:
+        text = _as_text(text)
         if not self.special_tokens:
             return self._impl.encode(text, add_bos, add_eos)
         ids = [self.bos_id] if add_bos and self.bos_id >= 0 else []
@@ -209,6 +217,10 @@ class SentencePieceTokenizer:
     def decode(self, ids) -> str:
         ids = _as_ids(ids)
         added = {i: t for t, i in self.special_tokens.items() if i >= self._impl.vocab_size()}
+        bad = [i for i in ids if not 0 <= i < self._impl.vocab_size() and i not in added]
+        if bad:
+            raise ValueError(f"decode: id {bad[0]} is not a token of {self.model_path} "
+                             f"(vocabulary of {self.vocab_size})")
         if not added:
             return self._impl.decode(ids)
         out, run = [], []

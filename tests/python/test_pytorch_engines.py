@@ -140,9 +140,9 @@ def test_new_user_small_things():
     assert tessera.losses.ClipLoss is not None
     assert tessera.text.default_clip_bpe_path().parent.name == "assets"
     assert tessera.tokenize("a photo of a cat")[0, :7].tolist() == [49406, 320, 1125, 539, 320, 2368, 49407]
-    with pytest.raises(TypeError, match="item 0 is int"):
+    with pytest.raises(TypeError, match="text 0 must be a str, got int"):
         tessera.tokenize([1, 2])
-    with pytest.raises(ValueError, match="not valid Unicode"):
+    with pytest.raises(ValueError, match="not valid UTF-8"):
         tessera.tokenize(["ok", "bad \ud800"])
     # An empty contrastive batch is an error, not a NaN loss.
     model = tessera.CLIPModel(CONFIG)

@@ -38,7 +38,7 @@ def test_unknown_recipe_key_lists_valid_keys(tmp_path):
     p.write_text(yaml.safe_dump(bad))
     with pytest.raises(ValueError, match=r"unknown key\(s\) learning_rate; valid keys: lr, weight_decay"):
         load_recipe(str(p))
-    with pytest.raises(ValueError, match="train.steps: expected int"):
+    with pytest.raises(ValueError, match="train.steps: expected an integer, got .many."):
         recipe_from_dict({"train": {"steps": "many"}})
 
 

@@ -25,7 +25,9 @@ from typing import Dict, List, Tuple
 
 from .. import _C
 from ..chat import load_template, render_text
+from ..cli_types import non_negative_int
 from ..io import write_json
+from ..schema import require
 from .datasets import FASHION_MNIST_ROOT, FashionMNIST
 
 FASHION_NAMES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"]
@@ -115,6 +117,11 @@ def generate(out: str, fashion: int = 12000, scenes: int = 4000, heldout_fashion
     half-written set). Returns the manifest. Same arguments, same bytes."""
     from ..text import train_sentencepiece
 
+    for name, value in (("fashion", fashion), ("scenes", scenes), ("heldout_fashion", heldout_fashion),
+                        ("heldout_scenes", heldout_scenes), ("seed", seed), ("vocab_size", vocab_size)):
+        require(isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+                f"instruction data: {name} must be an integer >= 0, got {value!r}")
+    require(fashion + scenes > 0, "instruction data: fashion + scenes must be > 0 (no training sample otherwise)")
     args = dict(version=VERSION, fashion=fashion, scenes=scenes, heldout_fashion=heldout_fashion,
                 heldout_scenes=heldout_scenes, seed=seed, vocab_size=vocab_size, root=os.path.abspath(root))
     tmp = out.rstrip("/") + ".partial"
@@ -191,11 +198,11 @@ def ensure(out: str, **kwargs) -> Dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m tessera.data.instruct", description=__doc__.split("\n\n")[0])
     p.add_argument("out")
-    p.add_argument("--fashion", type=int, default=12000)
-    p.add_argument("--scenes", type=int, default=4000)
-    p.add_argument("--heldout-fashion", type=int, default=1000)
-    p.add_argument("--heldout-scenes", type=int, default=500)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fashion", type=non_negative_int, default=12000)
+    p.add_argument("--scenes", type=non_negative_int, default=4000)
+    p.add_argument("--heldout-fashion", type=non_negative_int, default=1000)
+    p.add_argument("--heldout-scenes", type=non_negative_int, default=500)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--root", default=FASHION_MNIST_ROOT)
     a = p.parse_args(argv)
     m = ensure(a.out, fashion=a.fashion, scenes=a.scenes, heldout_fashion=a.heldout_fashion,

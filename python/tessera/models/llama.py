@@ -7,13 +7,16 @@ interface of transformers' LlamaForCausalLM.
 """
 from __future__ import annotations
 
-from typing import Optional
+import math
+from dataclasses import dataclass
+from typing import List, Optional, Union
 
 import torch
 
 from .. import _C
 from ..cpp_module import node_class
 from ..registry import register_model
+from ..schema import from_mapping, require
 from .family import FamilyModel
 from .outputs import ModelOutput, make_output
 
@@ -63,16 +66,16 @@ class LlamaForCausalLM(FamilyModel):
                                              bool(output_hidden_states), int(logits_to_keep)))
 
     # ---- generation -----------------------------------------------------------------------------
-    def _generation(self, max_new_tokens, do_sample, temperature, top_k, top_p, repetition_penalty, eos_token_id,
-                    pad_token_id, use_cache):
+    def _generation(self, config: "GenerationConfig"):
         o = _C.llama.GenerationOptions()
-        o.max_new_tokens, o.do_sample, o.use_cache = int(max_new_tokens), bool(do_sample), bool(use_cache)
-        o.temperature, o.top_k, o.top_p = float(temperature), int(top_k or 0), float(top_p)
-        o.repetition_penalty = float(repetition_penalty)
-        if eos_token_id is not None:
-            o.eos_token_ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
-        if pad_token_id is not None:
-            o.pad_token_id = int(pad_token_id)
+        o.max_new_tokens, o.do_sample, o.use_cache = config.max_new_tokens, config.do_sample, config.use_cache
+        o.temperature, o.top_k, o.top_p = config.temperature, config.top_k or 0, config.top_p
+        o.repetition_penalty = config.repetition_penalty
+        if config.eos_token_id is not None:
+            eos = config.eos_token_id
+            o.eos_token_ids = [eos] if isinstance(eos, int) else list(eos)
+        if config.pad_token_id is not None:
+            o.pad_token_id = config.pad_token_id
         # Layers run straight from C++ unless Python must see them (hooks, wrappers such as FSDP).
         layers = [m for m in self.modules() if type(m).__name__ == "LlamaDecoderLayer"]
         o.direct_layer_calls = all(not layer._forward_hooks and not layer._forward_pre_hooks for layer in layers)
@@ -90,8 +93,10 @@ class LlamaForCausalLM(FamilyModel):
         the real tokens; sampling draws from `generator` (reproducible with a seeded one); rows
         that produced a stop id are filled with the pad id until every row has stopped."""
         _check(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds)
-        o = self._generation(max_new_tokens, do_sample, temperature, top_k, top_p, repetition_penalty, eos_token_id,
-                             pad_token_id, use_cache)
+        o = self._generation(generation_config(dict(
+            max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+            repetition_penalty=repetition_penalty, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+            use_cache=use_cache), "generate"))
         self._sync_all()  # generation runs every submodule in C++, past the Python forwards
         return self._cpp.generate(input_ids, attention_mask, o, generator, inputs_embeds)
 
@@ -99,21 +104,44 @@ class LlamaForCausalLM(FamilyModel):
         """Like generate, one step at a time: yields each step's new ids [B] as they are made."""
         _check(input_ids=input_ids, attention_mask=attention_mask)
         generator, embeds = kwargs.pop("generator", None), kwargs.pop("inputs_embeds", None)
-        o = self._generation(**generation_arguments(kwargs, "stream"))
+        o = self._generation(generation_config(kwargs, "stream"))
         self._sync_all()
         yield from drain(self._cpp.stream(input_ids, attention_mask, o, generator, embeds))
 
 
-GENERATION_DEFAULTS = dict(max_new_tokens=20, do_sample=False, temperature=1.0, top_k=50, top_p=1.0,
-                           repetition_penalty=1.0, eos_token_id=None, pad_token_id=None, use_cache=True)
+@dataclass
+class GenerationConfig:
+    """transformers' generation keywords, their defaults and their ranges (one schema for
+    `generate` and `stream` of every causal LM; C++ checks the ranges again for its own users)."""
+    max_new_tokens: int = 20
+    do_sample: bool = False
+    temperature: float = 1.0                # > 0 when sampling; unused when greedy
+    top_k: Optional[int] = 50               # 0 or None: no top-k filter
+    top_p: float = 1.0                      # in (0, 1]
+    repetition_penalty: float = 1.0         # > 0; 1: off
+    eos_token_id: Union[int, List[int], None] = None
+    pad_token_id: Optional[int] = None
+    use_cache: bool = True
+
+    def validate(self, where: str) -> None:
+        require(self.max_new_tokens >= 0, f"{where}: max_new_tokens must be >= 0, got {self.max_new_tokens}")
+        require(math.isfinite(self.temperature) and self.temperature >= 0 and (self.temperature > 0 or not self.do_sample),
+                f"{where}: temperature must be > 0{' when sampling' if self.do_sample else ' (or 0: greedy)'}, "
+                f"got {self.temperature}")
+        require(self.top_k is None or self.top_k >= 0, f"{where}: top_k must be >= 0 (0: no top-k filter), got {self.top_k}")
+        require(0 < self.top_p <= 1, f"{where}: top_p must be in (0, 1], got {self.top_p}")
+        require(math.isfinite(self.repetition_penalty) and self.repetition_penalty > 0,
+                f"{where}: repetition_penalty must be > 0, got {self.repetition_penalty}")
+        eos = [self.eos_token_id] if isinstance(self.eos_token_id, int) else self.eos_token_id or []
+        for token in eos + ([self.pad_token_id] if self.pad_token_id is not None else []):
+            require(token >= 0, f"{where}: token ids must be >= 0, got eos/pad id {token}")
 
 
-def generation_arguments(kwargs, caller: str):
-    """transformers' generation keywords with their defaults; an unknown one is a TypeError."""
-    unknown = set(kwargs) - set(GENERATION_DEFAULTS)
-    if unknown:
-        raise TypeError(f"{caller}() got unexpected arguments {sorted(unknown)}")
-    return {**GENERATION_DEFAULTS, **kwargs}
+def generation_config(kwargs, caller: str) -> GenerationConfig:
+    """The generation keywords of a `generate`/`stream` call, checked; an unknown one is a
+    TypeError as for any Python call."""
+    return from_mapping(GenerationConfig, dict(kwargs), f"{caller}()",
+                        unknown=lambda message: TypeError(message.replace("unknown key(s)", "unexpected argument(s)")))
 
 
 def drain(run):

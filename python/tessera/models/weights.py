@@ -20,13 +20,13 @@ _IGNORED_KEYS = re.compile(r"(^|\.)position_ids$")
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
 
-def parse_size(size: Union[int, str]) -> int:
+def parse_size(size: Union[int, str], what: str = "max_shard_size") -> int:
     """Bytes of "5GB", "500MB", "2GiB" or an int (transformers' max_shard_size spelling)."""
-    if isinstance(size, int):
+    if isinstance(size, int) and not isinstance(size, bool):
         return size
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(size))
     if not m or m.group(2).upper() not in _UNITS:
-        raise ValueError(f"max_shard_size: cannot read {size!r} (examples: 5GB, 500MB, 2GiB, 1000000)")
+        raise ValueError(f"{what}: cannot read {size!r} (examples: 5GB, 500MB, 2GiB, 1000000)")
     return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
 
 

@@ -13,6 +13,7 @@ import torch
 from ..chat import IGNORE
 from ..models.llama import LlamaForCausalLM
 from ..text import SentencePieceTokenizer
+from ..schema import require
 from .loaders import TensorLoader
 from .tasks import Task, TokenLoss, register_task
 
@@ -35,6 +36,9 @@ class TextData:
 @dataclass
 class TextEval:
     max_documents: int = 2048               # held-out documents per evaluation (0: all)
+
+    def validate(self, where: str) -> None:
+        require(self.max_documents >= 0, f"{where}.max_documents must be >= 0 (0: all), got {self.max_documents}")
 
 
 def encode_lines(path: str, tokenizer, max_length: int, limit: int = 0) -> Dict[str, torch.Tensor]:

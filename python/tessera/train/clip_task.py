@@ -48,6 +48,10 @@ class ClipEval:
     retrieval: bool = False
     max_images: int = 0                     # 0: all evaluation images
 
+    def validate(self, where: str) -> None:
+        if self.max_images < 0:
+            raise ValueError(f"{where}.max_images must be >= 0 (0: all), got {self.max_images}")
+
 
 @register_task("clip")
 class ClipTask(Task):

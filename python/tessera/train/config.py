@@ -5,9 +5,10 @@ a value out of range is an error naming it (a typo must never be silently ignore
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
+
+from ..schema import from_mapping, require
 
 STRATEGIES = ("ddp", "fsdp2")
 PRECISIONS = ("fp32", "bf16")
@@ -93,47 +94,13 @@ class Recipe:
                              f"{', '.join(sections) or 'none'})")
 
 
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ValueError(message)
+_check = require
 
 
 def build_section(cls, values: Any, where: str):
-    """A dataclass from a mapping: unknown keys listed, types checked, `validate(where)` called."""
-    if values is None:
-        values = {}
-    if not isinstance(values, dict):
-        raise ValueError(f"{where}: expected a mapping, got {type(values).__name__} {values!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(fields)}")
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for name, value in values.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = build_section(hint, value, f"{where}.{name}")
-        else:
-            kwargs[name] = _coerce(hint, value, f"{where}.{name}")
-    out = cls(**kwargs)
-    if hasattr(out, "validate"):
-        out.validate(where)
-    return out
-
-
-def _coerce(hint, value, where: str):
-    origin = typing.get_origin(hint)
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if origin is typing.Union:
-        return None if value is None else _coerce(args[0], value, where)
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, str, bool) and not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise ValueError(f"{where}: expected {hint.__name__}, got {value!r}")
-    if origin in (list, dict) and not isinstance(value, origin):
-        raise ValueError(f"{where}: expected a {origin.__name__}, got {value!r}")
-    return value
+    """A recipe section from its mapping (`tessera.schema.from_mapping`: unknown keys listed,
+    types checked strictly, `validate(where)` called)."""
+    return from_mapping(cls, values, where)
 
 
 _TRAINER_SECTIONS = {"model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}

@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Literal, Optional, Sequence, Union
 
 import torch
 
-from ..chat import IGNORE, IMAGE_PLACEHOLDER, load_template, render
+from ..chat import IGNORE, IMAGE_PLACEHOLDER, ROLES, load_template, render
+from ..io import read_text
+from ..schema import from_mapping
 
 
 @dataclass
@@ -39,33 +41,111 @@ class ConversationData:
         for name in ("max_length", "batch_size", "image_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{where}.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_samples < 0:
+            raise ValueError(f"{where}.max_samples must be >= 0 (0: all), got {self.max_samples}")
         load_template(self.template)  # an unknown template name fails here, before any data is read
 
 
 def read_samples(path: str, limit: int = 0) -> List[Dict[str, Any]]:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"conversation data {path!r} not found")
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    try:
-        samples = json.loads(text) if text.lstrip().startswith("[") else [
-            json.loads(line) for line in text.splitlines() if line.strip()]
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not JSON or JSON lines ({e})") from None
+    """The samples of a LLaVA JSON (a list) or JSON-lines file, each checked against the record
+    schema (see `check_sample`); an empty file or list is an error, never an empty data set."""
+    text = read_text(path, "conversation data (LLaVA JSON or JSON lines)")
+    if not text.strip():
+        raise ValueError(f"{path}: the file is empty (no conversation samples)")
+    if text.lstrip().startswith("["):
+        try:
+            samples = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    else:
+        samples = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    samples.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}: line {number} is not a JSON object ({e.msg}, column {e.colno}); "
+                                     "conversation data is a JSON list or one JSON object per line") from None
+    if not isinstance(samples, list) or not samples:
+        raise ValueError(f"{path}: no conversation samples (expected a non-empty list of "
+                         "{'id', 'image', 'conversations'} objects)")
+    samples = samples[:limit] if limit else samples
     for i, s in enumerate(samples):
-        if not isinstance(s, dict) or not isinstance(s.get("conversations"), list):
-            raise ValueError(f"{path}: sample {i} needs a 'conversations' list, got {str(s)[:120]}")
-    return samples[:limit] if limit else samples
+        check_sample(s, f"{path}: sample {i}")
+    return samples
+
+
+@dataclass
+class Turn:
+    """One turn of LLaVA's format ({"from", "value"}; OpenAI's {"role", "content"} also read)."""
+    speaker: Literal["human", "user", "gpt", "assistant"]
+    text: str
+
+
+@dataclass
+class ConversationRecord:
+    """A sample's keys that the task reads; other keys (LLaVA's "model", our "kind") pass through."""
+    conversations: List[Dict[str, Any]]
+    id: Union[str, int, None] = None
+    image: Union[str, List[str], None] = None
+    kind: Optional[str] = None
+
+
+def check_sample(sample: Any, where: str) -> None:
+    """Types of the record and of every turn; turns alternate, the user first (what LLaVA's
+    templates assume: two user turns in a row would be rendered as one prompt and trained as
+    such). Errors name the sample and the turn."""
+    if isinstance(sample, dict) and "id" in sample:
+        where += f" (id {sample['id']!r})"
+    record = from_mapping(ConversationRecord, {k: v for k, v in sample.items() if k in _RECORD_KEYS}
+                          if isinstance(sample, dict) else sample, where)
+    if not record.conversations:
+        raise ValueError(f"{where}: 'conversations' is empty")
+    for t, turn in enumerate(record.conversations):
+        at = f"{where}: turn {t}"
+        if not isinstance(turn, dict):
+            raise ValueError(f"{at}: expected an object with 'from' and 'value', got {str(turn)[:80]!r}")
+        keys = ("from", "value") if "from" in turn or "value" in turn else ("role", "content")
+        parsed = from_mapping(Turn, {"speaker": turn.get(keys[0]), "text": turn.get(keys[1])}, at)
+        expected = "user" if t % 2 == 0 else "assistant"
+        if ROLES[parsed.speaker] != expected:
+            raise ValueError(f"{at}: from {parsed.speaker!r}, but turns must alternate human, gpt, human, ... "
+                             f"(turn {t} should be the {'human' if expected == 'user' else 'gpt'} turn)")
+
+
+_RECORD_KEYS = {"conversations", "id", "image", "kind"}
 
 
 def sample_name(path: str, index: int, sample: Dict[str, Any]) -> str:
     return f"{path}: sample {index}" + (f" (id {sample['id']!r})" if "id" in sample else "")
 
 
-def image_paths(sample: Dict[str, Any], folder: str) -> List[str]:
-    images = sample.get("image", [])
+def image_paths(sample: Dict[str, Any], folder: str, where: str = "sample") -> List[str]:
+    """The sample's images under `folder`. A path that leaves the folder (absolute, or `..` past
+    its root) is refused: a data file must not make us read files outside its data root."""
+    images = sample.get("image") or []
     images = [images] if isinstance(images, str) else list(images)
-    return [p if os.path.isabs(p) else os.path.join(folder, p) for p in images]
+    out = []
+    for p in images:
+        joined = os.path.normpath(os.path.join(folder, p))
+        if os.path.isabs(p) or not (joined + os.sep).startswith(os.path.normpath(folder) + os.sep):
+            raise ValueError(f"{where}: image path {p!r} leaves the image folder {folder!r} (absolute or '..'); "
+                             "image paths are relative to data.image_folder")
+        out.append(joined)
+    return out
+
+
+def check_image_file(path: str, where: str) -> None:
+    """An existing JPEG or PNG file, told by its header (a decoder only sees it at its batch)."""
+    from .. import _C
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{where}: image {path!r} not found")
+    with open(path, "rb") as f:
+        head = f.read(64 * 1024)
+    kind, height, width, _ = _C.data.image_info(head)
+    if kind == "unknown":
+        raise ValueError(f"{where}: {path!r} is not a JPEG or PNG image (it starts with {head[:8].hex(' ')})")
 
 
 @dataclass
@@ -87,7 +167,7 @@ def encode_samples(samples: Sequence[Dict[str, Any]], path: str, tokenizer, temp
     rows, labels, images = [], [], []
     for i, s in enumerate(samples):
         where = sample_name(path, i, s)
-        paths = image_paths(s, folder)
+        paths = image_paths(s, folder, where)
         conv = s["conversations"] if supervise else s["conversations"][:-1]
         ids, lab = render(template, conv, tokenizer, image_token_id, image_tokens, len(paths), where,
                           add_generation_prompt=not supervise)
@@ -108,8 +188,7 @@ def encode_samples(samples: Sequence[Dict[str, Any]], path: str, tokenizer, temp
                 raise ValueError(f"{where}: no supervised token left after truncation to max_length {max_length}")
         if check_files:
             for p in paths:
-                if not os.path.isfile(p):
-                    raise FileNotFoundError(f"{where}: image {p!r} not found")
+                check_image_file(p, where)
         rows.append(ids)
         labels.append(lab)
         images.append(paths)

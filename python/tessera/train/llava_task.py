@@ -27,6 +27,7 @@ from ..text import SentencePieceTokenizer
 from .checkpoint import resolve_checkpoint
 from .conversation_data import ConversationData, encode_samples, load_pixels, read_samples
 from .loaders import TensorLoader
+from ..schema import require
 from .tasks import Task, TokenLoss, register_task
 
 LM_LINEARS = r"language_model\..*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
@@ -53,8 +54,9 @@ class LoraSection:
     modules_to_save: List[str] = field(default_factory=list)  # modules trained whole and saved with the adapter
 
     def validate(self, where: str) -> None:
-        if self.r < 0 or self.alpha <= 0 or not 0 <= self.dropout < 1:
-            raise ValueError(f"{where}: r must be >= 0, alpha > 0 and dropout in [0, 1)")
+        require(self.r >= 0, f"{where}.r must be >= 0 (0: no LoRA), got {self.r}")
+        require(self.alpha > 0, f"{where}.alpha must be > 0, got {self.alpha}")
+        require(0 <= self.dropout < 1, f"{where}.dropout must be in [0, 1), got {self.dropout}")
 
 
 @dataclass
@@ -62,6 +64,11 @@ class LlavaEval:
     max_samples: int = 0                    # held-out questions answered per evaluation (0: all)
     max_new_tokens: int = 12
     batch_size: int = 64
+
+    def validate(self, where: str) -> None:
+        require(self.max_samples >= 0, f"{where}.max_samples must be >= 0 (0: all), got {self.max_samples}")
+        require(self.max_new_tokens >= 1, f"{where}.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        require(self.batch_size >= 1, f"{where}.batch_size must be >= 1, got {self.batch_size}")
 
 
 def _normalise(text: str) -> str:

@@ -1,0 +1,50 @@
+"""argparse types that check a command-line value where it is read, so `--world-size 0` or
+`--device-memory abc` is refused naming the flag (argparse adds it), never taken as something else."""
+from __future__ import annotations
+
+import argparse
+import math
+
+
+def _number(text: str, kind):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = _number(text, float)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def memory_size(text: str) -> int:
+    """Bytes of '24GB', '80GiB', '1000000'."""
+    from .models.weights import parse_size
+
+    try:
+        value = parse_size(text, what="memory size")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).partition(": ")[2] or str(e))
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be more than 0 bytes, got {text!r}")
+    return value
