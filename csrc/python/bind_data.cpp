@@ -18,6 +18,7 @@
 #include "tessera/data/sampler.h"
 #include "tessera/vision/draw.h"
 #include "tessera/vision/image_decode.h"
+#include "tessera/vision/image_format.h"
 #include "tessera/vision/image_transform.h"
 #include "tessera/vision/transforms.h"
 
@@ -62,6 +63,13 @@ void bind_vision(py::module_& m) {
           return without_gil([&] { return read_image(path, max_pixels); });
         },
         py::arg("path"), py::arg("max_pixels") = kDefaultMaxImagePixels);
+  m.def("image_info",
+        [](const py::bytes& data) {
+          const vision::ImageInfo info = vision::read_image_info(std::string(data));
+          return std::make_tuple(std::string(vision::image_format_name(info.format)), info.height, info.width,
+                                 info.complete);
+        },
+        py::arg("data"), "(format 'jpeg' | 'png' | 'unknown', height, width, complete) from the header alone.");
   m.def("image_decode_available", &image_decode_available);
   m.def("draw_shapes",
         [](int64_t height, int64_t width, const std::vector<std::tuple<std::string, std::array<uint8_t, 3>,

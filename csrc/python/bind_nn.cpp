@@ -137,6 +137,15 @@ void bind_nn(py::module_& m) {
       py::arg("intermediate_size"), "{name: shape} of one layer in a family's layout (tests against transformers).");
   m.def("init_enabled", &nn::init_enabled, "False while models skip their random initialisation.");
   m.def("set_init_enabled", &nn::set_init_enabled, py::arg("enabled"), "Returns the previous value.");
+  // A context manager: `with _C.nn.ParameterBudget(): Model(config)` refuses a model too large for
+  // this machine before its weights are initialised.
+  struct BudgetScope {
+    std::unique_ptr<nn::ParameterBudget> guard;
+  };
+  py::class_<BudgetScope>(m, "ParameterBudget")
+      .def(py::init<>())
+      .def("__enter__", [](BudgetScope& s) { s.guard = std::make_unique<nn::ParameterBudget>(); })
+      .def("__exit__", [](BudgetScope& s, py::args) { s.guard.reset(); });
 }
 
 }  // namespace tessera::python

@@ -25,9 +25,22 @@ at::Tensor additive_mask(const at::Tensor& keep, at::ScalarType dtype) {
   return at::where(allowed, zero, lowest);
 }
 
-at::Tensor padding_mask(const at::Tensor& attention_mask, at::ScalarType dtype) {
+void check_padding_mask(const at::Tensor& attention_mask) {
   TORCH_CHECK_VALUE(attention_mask.dim() == 2, "attention_mask must be [batch, seq_len], got shape ",
                     attention_mask.sizes());
+  if (attention_mask.numel() == 0) return;
+  at::Tensor keep = attention_mask.scalar_type() == at::kBool ? attention_mask : attention_mask.ne(0);
+  TORCH_CHECK_VALUE(attention_mask.scalar_type() == at::kBool || attention_mask.eq(0).logical_or(attention_mask.eq(1)).all().item<bool>(),
+                    "attention_mask must hold only 0 and 1 (1: a real token), got values from ",
+                    attention_mask.min().item<double>(), " to ", attention_mask.max().item<double>());
+  // A row with no real token has nothing to attend to: its output would be an average of padding.
+  at::Tensor empty = keep.any(1).logical_not().nonzero();
+  TORCH_CHECK_VALUE(empty.numel() == 0, "attention_mask row ", empty.numel() ? empty[0].item<int64_t>() : -1,
+                    " has no real token (all zeros): every sequence needs at least one token marked 1");
+}
+
+at::Tensor padding_mask(const at::Tensor& attention_mask, at::ScalarType dtype) {
+  check_padding_mask(attention_mask);
   return additive_mask(attention_mask.unsqueeze(1).unsqueeze(2), dtype);
 }
 

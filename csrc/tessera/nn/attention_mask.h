@@ -6,6 +6,9 @@
 
 namespace tessera::nn {
 
+/// Refuses a [B, K] padding mask that is not 0/1 or has a row without any real token.
+void check_padding_mask(const at::Tensor& attention_mask);
+
 /// From a [B, K] 0/1 padding mask (1 = keep) to an additive [B, 1, 1, K] mask of `dtype`.
 at::Tensor padding_mask(const at::Tensor& attention_mask, at::ScalarType dtype);
 

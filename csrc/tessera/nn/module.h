@@ -39,6 +39,20 @@ bool init_enabled();
 /// Sets the flag NoInitGuard scopes (for Python's context manager); returns the previous value.
 bool set_init_enabled(bool enabled);
 
+/// While alive (outermost guard), the bytes of every parameter registered on this thread are
+/// summed, and a model whose parameters would outgrow this machine's memory (or
+/// TESSERA_MAX_PARAMETER_BYTES) is refused by name before its weights are initialised, which is
+/// when the memory would really be touched (a config asking for 10^9 hidden units).
+class ParameterBudget {
+ public:
+  ParameterBudget();
+  ~ParameterBudget();
+  ParameterBudget(const ParameterBudget&) = delete;
+  ParameterBudget& operator=(const ParameterBudget&) = delete;
+};
+/// Counts `bytes` of parameter `what` against the active budget (no-op without a guard).
+void charge_parameter_bytes(const std::string& what, c10::IntArrayRef shape, int64_t bytes);
+
 /// What Python needs from any tessera module, whatever its type (reached by dynamic_cast).
 class ModuleBase {
  public:
@@ -117,6 +131,7 @@ class Module : public torch::nn::Module, public ModuleBase {
   /// (an absent bias).
   Slot add_parameter(const std::string& name, at::Tensor tensor, bool requires_grad = true) {
     if (!tensor.defined()) return {};
+    charge_parameter_bytes(class_name_ + "." + name, tensor.sizes(), static_cast<int64_t>(tensor.nbytes()));
     Slot s{static_cast<int64_t>(this->parameters_.size())};
     this->register_parameter(name, std::move(tensor), requires_grad);
     return s;

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, Optional
 
+from .. import _C
 from ..cpp_module import CppModule
 from .pretrained import PreTrainedModel, merge_config
 
@@ -15,7 +16,9 @@ class FamilyModel(CppModule, PreTrainedModel):
 
     def __init__(self, config: Optional[Dict[str, Any]] = None, *cpp_args):
         config = dict(config or {})
-        super().__init__(getattr(self._family, self._cpp_class)(json.dumps(config), *cpp_args))
+        with _C.nn.ParameterBudget():  # a config too large for this machine is refused before init
+            cpp = getattr(self._family, self._cpp_class)(json.dumps(config), *cpp_args)
+        super().__init__(cpp)
         self.config = merge_config(config, json.loads(self._cpp.config_json()))
         self.config["architectures"] = [self.architecture]
 

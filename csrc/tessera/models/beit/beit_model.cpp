@@ -243,6 +243,10 @@ BeitMaskedLMOutput BeitForMaskedImageModelingImpl::forward(const at::Tensor& pix
     // -100 is ignored, as in transformers' CrossEntropyLoss; anything else must be a token id.
     const bool valid = ((target >= 0).logical_and(target < options.vocab_size()).logical_or(target == -100)).all().item<bool>();
     TORCH_CHECK_VALUE(valid, "labels must be visual-token ids in [0, ", options.vocab_size(), ") or -100 (ignored)");
+    // Cross-entropy over no target is NaN (transformers returns it); we refuse instead.
+    TORCH_CHECK_VALUE(target.ne(-100).any().item<bool>(), "nothing to predict: bool_masked_pos masks ",
+                      picked.size(0), " patch(es) and none of their labels is a token id (all -100); every image "
+                      "needs at least one masked patch with a label");
     out.loss = at::cross_entropy_loss(picked, target);
   }
   return out;

@@ -5,7 +5,10 @@
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
+#include <cmath>
 #include <limits>
+
+#include "tessera/nn/attention_mask.h"
 
 namespace tessera::models {
 
@@ -18,8 +21,11 @@ TextGeneration::TextGeneration(LlamaForCausalLMImpl& lm, const at::Tensor& input
                     "input_ids must be int64 [batch, prompt], got ",
                     input_ids.defined() ? input_ids.sizes() : at::IntArrayRef{});
   TORCH_CHECK_VALUE(options_.max_new_tokens >= 0, "max_new_tokens must be >= 0, got ", options_.max_new_tokens);
-  TORCH_CHECK_VALUE(!options_.do_sample || options_.temperature > 0, "temperature must be > 0 when sampling, got ",
+  TORCH_CHECK_VALUE(std::isfinite(options_.temperature) && options_.temperature >= 0 &&
+                        (!options_.do_sample || options_.temperature > 0),
+                    "temperature must be ", options_.do_sample ? "> 0 when sampling" : ">= 0", ", got ",
                     options_.temperature);
+  TORCH_CHECK_VALUE(options_.top_k >= 0, "top_k must be >= 0 (0: no top-k filter), got ", options_.top_k);
   TORCH_CHECK_VALUE(options_.top_p > 0 && options_.top_p <= 1, "top_p must be in (0, 1], got ", options_.top_p);
   TORCH_CHECK_VALUE(options_.repetition_penalty > 0, "repetition_penalty must be > 0, got ",
                     options_.repetition_penalty);
@@ -30,8 +36,14 @@ TextGeneration::TextGeneration(LlamaForCausalLMImpl& lm, const at::Tensor& input
   mask_ = attention_mask.defined() ? attention_mask.to(at::kLong) : at::ones_like(input_ids);
   TORCH_CHECK_VALUE(mask_.sizes() == input_ids.sizes(), "attention_mask must be ", input_ids.sizes(), " like input_ids, got ",
                     mask_.sizes());
+  if (attention_mask.defined()) nn::check_padding_mask(attention_mask);
   sequences_ = input_ids;
   std::vector<int64_t> stops = options_.eos_token_ids.value_or(lm.options.eos_token_ids());
+  const int64_t vocab = lm.options.vocab_size();
+  for (int64_t id : stops)
+    TORCH_CHECK_VALUE(id >= 0 && id < vocab, "eos_token_id ", id, " is not a token of the model (vocab_size ", vocab, ")");
+  TORCH_CHECK_VALUE(options_.pad_token_id >= -1 && options_.pad_token_id < vocab, "pad_token_id ", options_.pad_token_id,
+                    " is not a token of the model (vocab_size ", vocab, ")");
   eos_ = at::tensor(stops, at::kLong).to(input_ids.device());
   if (options_.pad_token_id < 0) options_.pad_token_id = lm.options.pad_token_id() >= 0 ? lm.options.pad_token_id()
                                                          : (stops.empty() ? 0 : stops[0]);

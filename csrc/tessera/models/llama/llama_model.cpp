@@ -61,6 +61,7 @@ std::pair<at::Tensor, std::vector<at::Tensor>> LlamaForCausalLMImpl::decode(
     TORCH_CHECK_VALUE(attention_mask.dim() == 2 && attention_mask.size(0) == B && attention_mask.size(1) == past + L,
                       "attention_mask must be [", B, ", ", past + L, "] (cached + new positions), got ",
                       attention_mask.sizes());
+    nn::check_padding_mask(attention_mask);
     if (!attention_mask.to(at::kBool).all().item<bool>()) args.mask = nn::padding_mask(attention_mask, h.scalar_type());
   }
   nn::EncoderOutput enc = model->forward(h, args, output_hidden_states);

@@ -253,6 +253,10 @@ MaePreTrainingOutput MaeForPreTrainingImpl::forward(const at::Tensor& pixel_valu
     target = (target - mean) / (var + 1e-6).pow(0.5);
   }
   at::Tensor per_patch = (out.logits - target).pow(2).mean(-1);
+  // transformers divides by the masked count and returns NaN when it is 0; we refuse instead.
+  TORCH_CHECK_VALUE(enc.mask.sum().item<double>() > 0, "mask_ratio ", options.mask_ratio(), " masks none of the ",
+                    enc.mask.size(1), " patches: the reconstruction loss has nothing to predict (use ViTMAEModel for "
+                    "features without masking, or raise mask_ratio)");
   out.loss = (per_patch * enc.mask).sum() / enc.mask.sum();
   out.mask = enc.mask;
   out.ids_restore = enc.ids_restore;
