@@ -46,11 +46,41 @@ class _CountedCall:
         return getattr(self.module, name)
 
 
+def loader_size_text(loader) -> str:
+    """'N samples, P per process (W processes), batch_size B' for errors about a loader."""
+    dataset = getattr(loader, "n", None)
+    if dataset is None and hasattr(loader, "dataset"):
+        dataset = len(loader.dataset)
+    world, batch = getattr(loader, "world_size", 1), getattr(loader, "batch_size", "?")
+    per_rank = -(-dataset // world) if isinstance(dataset, int) else "?"
+    return f"{dataset} sample(s), {per_rank} per process ({world} process(es)), batch_size {batch}"
+
+
+def check_fills_a_batch(loader) -> None:
+    """Training from a loader with no whole batch per epoch would wait forever: refuse it first."""
+    if hasattr(loader, "__len__") and len(loader) == 0:
+        raise ValueError(f"the training data cannot fill one batch: {loader_size_text(loader)}; lower "
+                         "data.batch_size or add samples (the last partial batch is dropped so every step "
+                         "sees a whole batch)")
+
+
 def batch_stream(loader) -> Iterator[Dict[str, Any]]:
-    """Batches epoch after epoch (the loader resumes mid-epoch after load_state_dict)."""
+    """Batches epoch after epoch (the loader resumes mid-epoch after load_state_dict). An epoch
+    that yields nothing from its start is an error, never an endless loop (a loader whose every
+    sample failed to load, say)."""
     while True:
-        yield from loader
+        fresh, produced = _at_epoch_start(loader), 0
+        for batch in loader:
+            produced += 1
+            yield batch
+        if fresh and not produced:
+            raise RuntimeError(f"epoch {loader.epoch} of the training data produced no batch ({loader_size_text(loader)}"
+                               + (f"; {loader.report()}" if getattr(loader, "skipped", 0) else "") + ")")
         loader.set_epoch(loader.epoch + 1)
+
+
+def _at_epoch_start(loader) -> bool:
+    return not hasattr(loader, "state_dict") or int(loader.state_dict().get("batches", 0)) == 0
 
 
 def reshard_data_state(saved: Dict[str, int], mine: Dict[str, int]) -> Dict[str, int]:
@@ -166,9 +196,16 @@ class Trainer:
         return terms, True, samples
 
     def train_step(self, batches: Iterator[Dict[str, Any]], step: int) -> Tuple[Dict[str, float], bool, int]:
-        """One optimizer step (skipped, with the gradients dropped, when a loss is not finite)."""
+        """One optimizer step. When a loss is not finite the step changes nothing: gradients are
+        dropped, no optimizer step, and buffers a forward updated in place (VQ-KD's EMA codebook)
+        are put back as they were."""
+        buffers = [(b, b.detach().clone()) for b in self.model.buffers()]
         terms, finite, samples = self.accumulate(batches, step)
-        if finite:
+        if not finite:
+            with torch.no_grad():
+                for live, saved in buffers:
+                    live.copy_(saved)
+        else:
             if self.recipe.optim.grad_clip > 0:
                 terms["grad_norm"] = self.wrapped.clip_grad_norm(self.recipe.optim.grad_clip)
             self.optimizer.step()
@@ -255,6 +292,7 @@ class Trainer:
         self.setup()
         optimizer, scheduler = self.optimizer, self.scheduler
         loader = self.task.train_loader(info.rank, info.world_size)
+        check_fills_a_batch(loader)
 
         step, skipped, bad_in_row = 0, 0, 0
         first_loss, terms = None, {}

@@ -1,0 +1,361 @@
+"""Hostile input through every public surface, one test per class of defect (issue 14): a value
+of the wrong type or out of range at any boundary, data that cannot fill a batch, a step with a
+non-finite loss, a loss with nothing to predict, ids outside a vocabulary, masks without a token,
+text that is not UTF-8, a model larger than the machine. Each must give a clear error naming the
+thing, before anything runs — never a hang, NaN or a silent reinterpretation."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+import tessera
+from tessera import lora
+from tessera.chat import load_template
+from tessera.models.llama import generation_config
+from tessera.schema import from_mapping
+from tessera.train import Task, TensorLoader, TokenLoss, recipe_from_dict, register_task
+from tessera.train.config import TrainConfig
+from tessera.train.conversation_data import check_sample, read_samples
+from tessera.train.trainer import Trainer, batch_stream
+
+LLAMA = dict(vocab_size=60, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, max_position_embeddings=32)
+
+
+@pytest.fixture(scope="module")
+def lm():
+    torch.manual_seed(0)
+    return tessera.LlamaForCausalLM(LLAMA).eval()
+
+
+# ---- class: a value of the wrong type or range at a boundary ---------------------------------
+# The same schema checker runs behind every file kind and public call; each case names the key.
+BOUNDARIES = [
+    # (what, a callable reading a hostile mapping, the key the error must name)
+    ("recipe section", lambda v: from_mapping(TrainConfig, v, "r.yaml: train"), {"steps": "10"}, "steps"),
+    ("recipe bool", lambda v: from_mapping(TrainConfig, v, "r.yaml: train"), {"cpu_offload": "false"}, "cpu_offload"),
+    ("recipe float as YAML 1.1 text", lambda v: recipe_from_dict({"task": "clip", "optim": v}),
+     {"lr": "1e-3"}, "lr"),
+    ("recipe list element", lambda v: recipe_from_dict({"task": "clip", "optim": v}), {"betas": [0.9, "x"]},
+     "betas[1]"),
+    ("generation keyword", lambda v: generation_config(v, "generate"), {"top_k": 2.5}, "top_k"),
+    ("generation range", lambda v: generation_config(v, "generate"), {"top_k": -1}, "top_k"),
+    ("generation temperature", lambda v: generation_config(v, "generate"), {"temperature": -1.0}, "temperature"),
+    ("generation sampling", lambda v: generation_config(v, "generate"), {"do_sample": "yes"}, "do_sample"),
+    ("generation NaN", lambda v: generation_config(v, "stream"), {"top_p": float("nan")}, "top_p"),
+    ("conversation record", lambda v: check_sample(v, "data.json: sample 3"),
+     {"id": "a", "conversations": "hello"}, "conversations"),
+    ("conversation turn", lambda v: check_sample(v, "data.json: sample 3"),
+     {"conversations": [{"from": "human", "value": 5}]}, "turn 0"),
+    ("conversation role", lambda v: check_sample(v, "data.json: sample 3"),
+     {"conversations": [{"from": "robot", "value": "hi"}]}, "turn 0"),
+]
+
+
+@pytest.mark.parametrize("what,read,value,key", BOUNDARIES, ids=[b[0] for b in BOUNDARIES])
+def test_every_boundary_refuses_wrong_types_and_ranges_naming_the_key(what, read, value, key):
+    with pytest.raises(ValueError) as e:
+        read(value)
+    assert key in str(e.value), str(e.value)
+
+
+def test_unknown_generation_keyword_is_a_type_error(lm):
+    with pytest.raises(TypeError, match="top_kk"):
+        lm.generate(torch.tensor([[1, 2]]), top_kk=3)
+
+
+def test_adapter_config_is_read_strictly(tmp_path, lm):
+    good = {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj"], "bias": "none",
+            "use_rslora": False, "task_type": "CAUSAL_LM", "revision": None}
+    cases = [({"use_rslora": "false"}, "use_rslora"), ({"r": "4"}, "r"), ({"r": 0}, "r must be >= 1"),
+             ({"use_dora": True}, "use_dora"), ({"fan_in_fan_out": True}, "fan_in_fan_out"),
+             ({"rank_pattern": {"q_proj": 8}}, "rank_pattern"), ({"target_modules": 3}, "target_modules")]
+    missing = dict(good)
+    del missing["target_modules"]
+    for i, (change, expect) in enumerate(cases + [(None, "target_modules")]):
+        folder = tmp_path / f"a{i}"
+        folder.mkdir()
+        config = missing if change is None else {**good, **change}
+        (folder / "adapter_config.json").write_text(json.dumps(config))
+        with pytest.raises(ValueError) as e:
+            lora.load_adapter(tessera.LlamaForCausalLM(LLAMA), str(folder))
+        assert expect in str(e.value) and "adapter_config.json" in str(e.value), str(e.value)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "adapter_config.json").write_text("{\"r\": 4,")
+    with pytest.raises(ValueError, match=r"adapter_config.json: not valid JSON at line 1"):
+        lora.load_adapter(tessera.LlamaForCausalLM(LLAMA), str(tmp_path / "broken"))
+
+
+def test_adapter_weights_of_another_shape_are_refused_not_broadcast(tmp_path):
+    torch.manual_seed(0)
+    model = tessera.LlamaForCausalLM(LLAMA)
+    lora.apply_lora(model, ["q_proj"], r=4, lora_alpha=8)
+    lora.save_adapter(model, str(tmp_path))
+    weights = tmp_path / "adapter_model.safetensors"
+    tensors, _ = tessera._C.core.load_safetensors(str(weights))
+    key = next(k for k in tensors if k.endswith("lora_A.weight"))
+    tensors = {k: v.clone() for k, v in tensors.items()}
+    tensors[key] = tensors[key][:1].clone()  # [1, 32]: copy_ would broadcast it into [4, 32]
+    tessera._C.core.save_safetensors(str(weights), tensors, {"format": "pt"})
+    with pytest.raises(ValueError, match=r"has shape \[1, 32\].*\[4, 32\]"):
+        lora.load_adapter(tessera.LlamaForCausalLM(LLAMA), str(tmp_path))
+
+
+def test_template_file_fields_are_typed(tmp_path):
+    bad = tmp_path / "t.json"
+    bad.write_text(json.dumps({"name": "x", "user_prefix": 5}))
+    with pytest.raises(ValueError, match=r"t.json: user_prefix: expected a string"):
+        load_template(str(bad))
+    bad.write_text(json.dumps({"user_prefix": "U: "}))
+    with pytest.raises(ValueError, match=r"missing required key\(s\) name"):
+        load_template(str(bad))
+
+
+# ---- class: data that cannot fill a batch never hangs ----------------------------------------
+@dataclass
+class TinyData:
+    samples: int = 3
+    batch_size: int = 8
+    nan: bool = False
+
+
+@register_task("hostile_tiny")
+class TinyTask(Task):
+    """A linear model on `samples` rows; `nan` makes its loss non-finite; its model keeps a buffer
+    that every forward changes in place (like VQ-KD's EMA codebook)."""
+
+    sections = {"data": TinyData}
+
+    def build_model(self):
+        model = torch.nn.Linear(4, 1)
+        model.register_buffer("ema", torch.zeros(4))
+        model.register_forward_pre_hook(lambda m, args: m.ema.mul_(0.5).add_(args[0].mean(0)))
+        return model
+
+    def train_loader(self, rank, world_size):
+        d = self.recipe.data
+        x = torch.randn(d.samples, 4, generator=torch.Generator().manual_seed(0))
+        if d.nan:
+            x[0, 0] = float("nan")
+        return TensorLoader({"x": x}, d.batch_size, rank=rank, world_size=world_size)
+
+    def compute_loss(self, wrapped, model, batch, step):
+        y = wrapped(batch["x"])
+        return {"loss": TokenLoss(y.pow(2).sum(), y.numel())}
+
+
+def _tiny_recipe(**data):
+    return recipe_from_dict({"task": "hostile_tiny", "data": data,
+                             "train": {"steps": 2, "checkpoint_every": 0, "log_every": 1, "threads": 1}})
+
+
+def test_training_data_smaller_than_one_batch_is_an_error_naming_the_counts(tmp_path):
+    recipe = _tiny_recipe(samples=3, batch_size=8)
+    trainer = Trainer(recipe, TinyTask(recipe), str(tmp_path), progress=False)
+    with pytest.raises(ValueError, match=r"cannot fill one batch: 3 sample\(s\).*batch_size 8"):
+        trainer.fit()
+
+
+def test_a_text_file_smaller_than_one_batch_is_refused_by_the_lm_task(tmp_path):
+    from tessera.text import train_sentencepiece
+    from tessera.train import build_task
+
+    train_sentencepiece([f"sample line {i} with words" for i in range(200)], str(tmp_path / "sp.model"), vocab_size=320)
+    (tmp_path / "text.txt").write_text("one document\nanother one\n")
+    recipe = recipe_from_dict({"task": "causal_lm", "model": {"config": {**LLAMA, "vocab_size": 320}},
+                               "data": {"train": str(tmp_path / "text.txt"), "tokenizer": str(tmp_path / "sp.model"),
+                                        "batch_size": 4},
+                               "train": {"steps": 1, "checkpoint_every": 0, "threads": 1}})
+    trainer = Trainer(recipe, build_task(recipe), str(tmp_path / "run"), progress=False)
+    with pytest.raises(ValueError, match=r"cannot fill one batch: 2 sample\(s\)"):
+        trainer.fit()
+
+
+def test_an_epoch_that_yields_nothing_stops_the_stream():
+    class Empty(TensorLoader):
+        def __len__(self):  # a loader whose length promises batches it cannot make
+            return 1
+
+        def __iter__(self):
+            return iter(())
+
+    loader = Empty({"x": torch.zeros(2, 1)}, batch_size=1)
+    with pytest.raises(RuntimeError, match="produced no batch"):
+        next(batch_stream(loader))
+
+
+def test_empty_conversation_data_is_refused(tmp_path):
+    for name, text in (("empty.json", ""), ("list.json", "[]"), ("blank.jsonl", "\n\n")):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ValueError, match=f"{name}: (the file is empty|no conversation samples)"):
+            read_samples(str(tmp_path / name))
+    (tmp_path / "bad.jsonl").write_bytes(b'{"conversations": []}\n\xff\xfe\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl: not UTF-8 text \(byte 22"):
+        read_samples(str(tmp_path / "bad.jsonl"))
+
+
+def test_conversation_turns_must_alternate_starting_with_the_user():
+    turns = [{"from": "human", "value": "a"}, {"from": "human", "value": "b"}, {"from": "gpt", "value": "c"}]
+    with pytest.raises(ValueError, match=r"sample 0 \(id 'x'\): turn 1: from 'human'.*alternate"):
+        check_sample({"id": "x", "conversations": turns}, "d.json: sample 0")
+    with pytest.raises(ValueError, match=r"turn 0: from 'gpt'"):
+        check_sample({"conversations": turns[2:]}, "d.json: sample 0")
+
+
+def test_images_outside_the_data_root_and_non_images_are_refused(tmp_path):
+    from tessera.train.conversation_data import check_image_file, image_paths
+
+    root = tmp_path / "root"
+    root.mkdir()
+    for path in ("../secret.png", "/etc/passwd", "a/../../x.png"):
+        with pytest.raises(ValueError, match="leaves the image folder"):
+            image_paths({"image": path}, str(root), "d.json: sample 2")
+    assert image_paths({"image": ["a/b.png"]}, str(root)) == [str(root / "a" / "b.png")]
+    (root / "notes.png").write_text("not an image at all")
+    with pytest.raises(ValueError, match=r"notes.png' is not a JPEG or PNG image \(it starts with 6e 6f 74"):
+        check_image_file(str(root / "notes.png"), "d.json: sample 2")
+
+
+# ---- class: a step with a non-finite loss changes no state -----------------------------------
+def test_non_finite_step_leaves_parameters_buffers_and_optimizer_untouched(tmp_path):
+    recipe = _tiny_recipe(samples=8, batch_size=8, nan=True)
+    trainer = Trainer(recipe, TinyTask(recipe), str(tmp_path), progress=False)
+    trainer.setup()
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    batch = next(iter(trainer.task.train_loader(0, 1)))
+    terms, finite, _ = trainer.train_step(iter([batch]), 0)
+    assert not finite
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(v, before[k]), k  # the forward's in-place EMA was put back
+    assert not trainer.optimizer.state  # no Adam moment was created
+
+
+VQKD_TINY = dict(encoder_config=dict(image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=1,
+                                     num_attention_heads=4, intermediate_size=64),
+                 codebook_size=16, codebook_dim=8, teacher_dim=12)
+
+
+@register_task("hostile_vqkd")
+class VqkdTask(TinyTask):
+    def build_model(self):
+        return tessera.VQKD(VQKD_TINY).train()
+
+    def compute_loss(self, wrapped, model, batch, step):
+        return {"loss": wrapped(batch["px"], target=batch["target"]).loss}
+
+
+def test_vqkd_codebook_survives_a_nan_batch(tmp_path):
+    """The EMA update runs inside VQ-KD's forward; the trainer puts it back when the loss is NaN."""
+    recipe = recipe_from_dict({"task": "hostile_vqkd", "train": {"steps": 1, "checkpoint_every": 0, "threads": 1}})
+    trainer = Trainer(recipe, VqkdTask(recipe), str(tmp_path), progress=False)
+    trainer.setup()
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    px = torch.randn(2, 3, 16, 16)
+    px[0, 0, 0, 0] = float("nan")
+    _, finite, _ = trainer.train_step(iter([{"px": px, "target": torch.randn(2, 16, 12)}]), 0)
+    assert not finite
+    changed = [k for k, v in trainer.model.state_dict().items() if not torch.equal(v, before[k])]
+    assert not changed, changed
+
+
+# ---- class: a loss with nothing to predict is refused, never NaN ------------------------------
+def test_mae_with_nothing_masked_refuses_the_loss():
+    model = tessera.ViTMAEForPreTraining(dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                              intermediate_size=48, image_size=24, patch_size=6,
+                                              decoder_hidden_size=24, decoder_num_hidden_layers=1,
+                                              decoder_num_attention_heads=3, decoder_intermediate_size=40,
+                                              mask_ratio=0.0))
+    with pytest.raises(ValueError, match="mask_ratio 0 masks none of the 16 patches"):
+        model(torch.randn(1, 3, 24, 24))
+
+
+def test_beit_without_a_labelled_masked_patch_refuses_the_loss():
+    model = tessera.BeitForMaskedImageModeling(dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                                    intermediate_size=48, image_size=16, patch_size=4,
+                                                    vocab_size=24, use_mask_token=True))
+    px, none = torch.randn(1, 3, 16, 16), torch.zeros(1, 16, dtype=torch.bool)
+    with pytest.raises(ValueError, match="nothing to predict"):
+        model(px, bool_masked_pos=none, labels=torch.zeros(1, 16, dtype=torch.long))
+    some = none.clone()
+    some[0, :3] = True
+    with pytest.raises(ValueError, match="nothing to predict"):
+        model(px, bool_masked_pos=some, labels=torch.full((1, 16), -100))
+
+
+# ---- class: ids and masks that do not fit the model ------------------------------------------
+def test_token_ids_outside_the_vocabulary_name_the_id(lm):
+    with pytest.raises(IndexError, match="token id 60 is outside the embedding table of 60 rows"):
+        lm(torch.tensor([[1, 60]]))
+    with pytest.raises(IndexError, match="token id -3"):
+        lm.generate(torch.tensor([[1, -3]]), max_new_tokens=1)
+    from _clip_reference import tiny_config
+
+    clip = tessera.CLIPModel(tiny_config())  # CLIP's text tower shares the embedding check
+    vocab = clip.config["text_config"]["vocab_size"]
+    with pytest.raises(IndexError, match=f"token id {vocab}\\b"):
+        clip.get_text_features(torch.tensor([[0, vocab]]))
+
+
+def test_attention_masks_without_a_token_or_not_binary_are_refused(lm):
+    ids = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    for mask, expect in ((torch.tensor([[1, 1, 1], [0, 0, 0]]), "row 1 has no real token"),
+                         (torch.tensor([[1, 1, 2], [1, 1, 1]]), "only 0 and 1")):
+        with pytest.raises(ValueError, match=expect):
+            lm(ids, attention_mask=mask)
+        with pytest.raises(ValueError, match=expect):
+            lm.generate(ids, attention_mask=mask, max_new_tokens=1)
+
+
+def test_stop_and_pad_ids_outside_the_vocabulary_are_refused(lm):
+    with pytest.raises(ValueError, match="eos_token_id 99 is not a token"):
+        lm.generate(torch.tensor([[1, 2]]), max_new_tokens=1, eos_token_id=99)
+    with pytest.raises(ValueError, match="token ids must be >= 0"):
+        lm.generate(torch.tensor([[1, 2]]), max_new_tokens=1, pad_token_id=-5)
+
+
+# ---- class: text that is not UTF-8 -----------------------------------------------------------
+def test_text_that_is_not_utf8_is_refused_by_every_tokenizer(tmp_path):
+    broken = b"what is \xff this?".decode("utf-8", "surrogateescape")  # as argv and C-locale stdin give it
+    with pytest.raises(ValueError, match="not valid UTF-8"):
+        tessera.ClipTokenizer().encode(broken)
+    with pytest.raises(ValueError, match="not valid UTF-8"):
+        tessera.tokenize([broken])
+    from tessera.text import SentencePieceTokenizer, train_sentencepiece
+
+    model = tmp_path / "sp.model"
+    train_sentencepiece([f"sample line {i} with words" for i in range(200)], str(model), vocab_size=320)
+    sp = SentencePieceTokenizer(str(model), special_tokens=["<image>"])
+    with pytest.raises(ValueError, match="not valid UTF-8"):
+        sp.encode(broken)
+    with pytest.raises(ValueError, match="id 9999 is not a token"):
+        sp.decode([1, 9999])
+
+
+# ---- class: a model larger than the machine --------------------------------------------------
+def test_a_config_too_large_for_the_machine_is_refused_before_init(monkeypatch):
+    monkeypatch.setenv("TESSERA_MAX_PARAMETER_BYTES", str(64 << 20))
+    with pytest.raises(ValueError, match=r"parameters would take at least .* GiB \(reached at .*of shape"):
+        tessera.LlamaForCausalLM({**LLAMA, "hidden_size": 4096, "intermediate_size": 16384,
+                                  "num_attention_heads": 32, "num_key_value_heads": 32})
+    tessera.LlamaForCausalLM(LLAMA)  # a small one still builds under the same limit
+
+
+# ---- class: command-line values --------------------------------------------------------------
+@pytest.mark.parametrize("argv,flag,expect", [
+    (["plan", "r.yaml", "--world-size", "0"], "--world-size", "must be >= 1"),
+    (["plan", "r.yaml", "--device-memory", "abc"], "--device-memory", "cannot read 'abc'"),
+    (["chat", "run", "--temperature", "-1"], "--temperature", "must be >= 0"),
+    (["chat", "run", "--max-new-tokens", "0"], "--max-new-tokens", "must be >= 1"),
+    (["inspect-data", "r.yaml", "--samples", "x"], "--samples", "expected an integer"),
+])
+def test_command_line_values_are_checked_where_they_are_read(argv, flag, expect, capsys):
+    from tessera.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert flag in err and expect in err, err
