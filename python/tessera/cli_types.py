@@ -16,25 +16,23 @@ def _number(text: str, kind):
     return value
 
 
-def positive_int(text: str) -> int:
-    value = _number(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+def _at_least(kind, low: float, text: str):
+    value = _number(text, kind)
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be >= {low:g}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _at_least(int, 1, text)
 
 
 def non_negative_int(text: str) -> int:
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+    return _at_least(int, 0, text)
 
 
 def non_negative_float(text: str) -> float:
-    value = _number(text, float)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+    return _at_least(float, 0, text)
 
 
 def memory_size(text: str) -> int:

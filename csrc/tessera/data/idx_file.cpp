@@ -100,13 +100,11 @@ at::Tensor read_idx(const std::string& path, int64_t expected_magic) {
     // Counts the trailing bytes for the message, in bounded memory and at most 64 MiB of them.
     constexpr size_t kCountCap = size_t(64) << 20;
     size_t total = data.size();
-    std::string chunk;
-    while (total - expected < kCountCap) {
-      chunk.clear();
-      read_up_to(file.get(), path, chunk, 1 << 16);
-      if (chunk.empty()) break;
-      total += chunk.size();
-    }
+    std::vector<char> scratch(1 << 16);
+    int got;
+    while (total - expected < kCountCap &&
+           (got = gzread(file.get(), scratch.data(), static_cast<unsigned>(scratch.size()))) > 0)
+      total += static_cast<size_t>(got);
     TORCH_CHECK_VALUE(false, "read_idx: '", path, "' holds ", total - expected < kCountCap ? "" : "more than ",
                       total, " bytes but its header ", at::IntArrayRef(sizes), " of ", type->itemsize,
                       "-byte values needs ", expected);
@@ -116,7 +114,8 @@ at::Tensor read_idx(const std::string& path, int64_t expected_magic) {
                     "-byte values needs ", expected, " (truncated)");
   at::Tensor out = at::empty(sizes, type->dtype);
   auto* dst = static_cast<char*>(out.data_ptr());
-  std::memcpy(dst, data.data() + offset, count * type->itemsize);
+  // An empty tensor (a zero size) has no buffer: memcpy of a null pointer is undefined, even of 0 bytes.
+  if (count > 0) std::memcpy(dst, data.data() + offset, count * type->itemsize);
   if (type->itemsize > 1) {  // IDX is big-endian; swap each value in place
     for (size_t i = 0; i < count; ++i) {
       char* v = dst + i * type->itemsize;
