@@ -76,7 +76,7 @@ clean:
 	rm -rf $(BUILD) python/tessera/_C*.so python/tessera/lib python/tessera/include
 
 # ---- hardening (docs/reliability.md): sanitizers and fuzzing, each in its own build folder ----
-#   make sanitize  — library + GoogleTest + fuzz regression replay built with ASan/UBSan (g++),
+#   make sanitize  — library + GoogleTest + fuzz regression replay built with ASan/UBSan (clang),
 #                    ctest under them (any report fails the run)
 #   make fuzz      — libFuzzer (clang) on every parser for FUZZ_SECONDS each, corpora seeded from
 #                    ../shared; findings land in build-fuzz/findings/<target>/
@@ -98,9 +98,11 @@ SANITIZER_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_odr_violatio
 	LSAN_OPTIONS=suppressions=$(PWD)/fuzz/lsan.supp:print_suppressions=0 \
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 
+# clang, as build-fuzz: the same sanitizer runtime that ran the whole ctest suite clean there.
 sanitize: setup
-	@test -f $(ASAN_BUILD)/build.ninja || $(HARDEN_CMAKE) -S . -B $(ASAN_BUILD) -DTESSERA_SANITIZE=ON \
-		-DCMAKE_CXX_FLAGS_RELEASE="-O1 -DNDEBUG"
+	@command -v clang++ > /dev/null || { apt-get install -y clang > /dev/null 2>&1 || sudo apt-get install -y clang; }
+	@test -f $(ASAN_BUILD)/build.ninja || $(HARDEN_CMAKE) -S . -B $(ASAN_BUILD) -DCMAKE_CXX_COMPILER=clang++ \
+		-DTESSERA_SANITIZE=ON -DCMAKE_CXX_FLAGS_RELEASE="-O1 -DNDEBUG"
 	@PATH=$(PWD)/.venv/bin:$$PATH $(HARDEN_CCACHE) nice -n 10 cmake --build $(ASAN_BUILD) --parallel $(JOBS)
 	cd $(ASAN_BUILD) && $(SANITIZER_ENV) ctest --output-on-failure --timeout 1200
 
