@@ -341,6 +341,10 @@ def test_a_config_too_large_for_the_machine_is_refused_before_init(monkeypatch):
         tessera.LlamaForCausalLM({**LLAMA, "hidden_size": 4096, "intermediate_size": 16384,
                                   "num_attention_heads": 32, "num_key_value_heads": 32})
     tessera.LlamaForCausalLM(LLAMA)  # a small one still builds under the same limit
+    monkeypatch.delenv("TESSERA_MAX_PARAMETER_BYTES")
+    # 10^9 hidden units: refused from the shape, before a 4 EB weight is even asked for.
+    with pytest.raises(ValueError, match=r"of shape \[1000000000, 1000000000\]\), more than the .* GiB of memory"):
+        tessera.LlamaForCausalLM({**LLAMA, "hidden_size": 10**9, "intermediate_size": 4 * 10**9})
 
 
 # ---- class: command-line values --------------------------------------------------------------

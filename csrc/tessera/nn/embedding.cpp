@@ -11,7 +11,7 @@ EmbeddingImpl::EmbeddingImpl(int64_t n, int64_t dim, int64_t pad)
 }
 
 void EmbeddingImpl::reset() {
-  weight_ = add_parameter("weight", at::empty({num_embeddings, embedding_dim}));
+  weight_ = add_parameter("weight", std::vector<int64_t>{num_embeddings, embedding_dim});
   if (init_enabled()) reset_parameters();
 }
 

@@ -14,8 +14,8 @@ LinearImpl::LinearImpl(int64_t in, int64_t out, bool bias)
 
 void LinearImpl::reset() {
   // Families build under NoInitGuard and initialise every parameter once (init_weights).
-  weight_ = add_parameter("weight", at::empty({out_features, in_features}));
-  bias_ = with_bias ? add_parameter("bias", at::empty({out_features})) : Slot{};
+  weight_ = add_parameter("weight", std::vector<int64_t>{out_features, in_features});
+  bias_ = with_bias ? add_parameter("bias", std::vector<int64_t>{out_features}) : Slot{};
   if (init_enabled()) reset_parameters();
   if (lora_options) build_lora();  // a clone rebuilds its adapter too
 }

@@ -10,7 +10,7 @@ namespace tessera::nn {
 namespace {
 thread_local bool g_init_enabled = true;
 thread_local int g_budget_depth = 0;
-thread_local int64_t g_budget_bytes = 0;
+thread_local double g_budget_bytes = 0;
 
 int64_t parameter_byte_limit() {
   if (const char* env = std::getenv("TESSERA_MAX_PARAMETER_BYTES")) {
@@ -61,11 +61,11 @@ ParameterBudget::ParameterBudget() {
 }
 ParameterBudget::~ParameterBudget() { --g_budget_depth; }
 
-void charge_parameter_bytes(const std::string& what, c10::IntArrayRef shape, int64_t bytes) {
+void charge_parameter_bytes(const std::string& what, c10::IntArrayRef shape, double bytes) {
   if (g_budget_depth == 0) return;
   g_budget_bytes += bytes;
   const int64_t limit = parameter_byte_limit();
-  TORCH_CHECK_VALUE(g_budget_bytes <= limit, "the model's parameters would take at least ",
+  TORCH_CHECK_VALUE(g_budget_bytes <= static_cast<double>(limit), "the model's parameters would take at least ",
                     g_budget_bytes / double(1 << 30), " GiB (reached at ", what, " of shape ", shape,
                     "), more than the ", limit / double(1 << 30),
                     " GiB of memory this machine has: check the config's sizes (hidden_size, "

@@ -5,6 +5,7 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 #include <ATen/core/grad_mode.h>
+#include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
@@ -51,7 +52,7 @@ class ParameterBudget {
   ParameterBudget& operator=(const ParameterBudget&) = delete;
 };
 /// Counts `bytes` of parameter `what` against the active budget (no-op without a guard).
-void charge_parameter_bytes(const std::string& what, c10::IntArrayRef shape, int64_t bytes);
+void charge_parameter_bytes(const std::string& what, c10::IntArrayRef shape, double bytes);
 
 /// What Python needs from any tessera module, whatever its type (reached by dynamic_cast).
 class ModuleBase {
@@ -131,7 +132,18 @@ class Module : public torch::nn::Module, public ModuleBase {
   /// (an absent bias).
   Slot add_parameter(const std::string& name, at::Tensor tensor, bool requires_grad = true) {
     if (!tensor.defined()) return {};
-    charge_parameter_bytes(class_name_ + "." + name, tensor.sizes(), static_cast<int64_t>(tensor.nbytes()));
+    charge_parameter_bytes(class_name_ + "." + name, tensor.sizes(), static_cast<double>(tensor.nbytes()));
+    return register_slot(name, std::move(tensor), requires_grad);
+  }
+  /// An uninitialised float parameter of `shape`, charged against the ParameterBudget before it is
+  /// allocated (large weights: linears, embeddings).
+  Slot add_parameter(const std::string& name, std::vector<int64_t> shape, bool requires_grad = true) {
+    double numel = 1;
+    for (int64_t n : shape) numel *= static_cast<double>(n);  // in double: absurd sizes must not wrap
+    charge_parameter_bytes(class_name_ + "." + name, shape, numel * sizeof(float));
+    return register_slot(name, at::empty(shape), requires_grad);
+  }
+  Slot register_slot(const std::string& name, at::Tensor tensor, bool requires_grad) {
     Slot s{static_cast<int64_t>(this->parameters_.size())};
     this->register_parameter(name, std::move(tensor), requires_grad);
     return s;

@@ -15,8 +15,8 @@ NormImpl::NormImpl(int64_t dim_, NormKind kind_, double eps_, bool bias_)
 }
 
 void NormImpl::reset() {
-  weight_ = add_parameter("weight", at::empty({dim}));
-  bias_ = with_bias ? add_parameter("bias", at::empty({dim})) : Slot{};
+  weight_ = add_parameter("weight", std::vector<int64_t>{dim});
+  bias_ = with_bias ? add_parameter("bias", std::vector<int64_t>{dim}) : Slot{};
   if (init_enabled()) reset_parameters();
 }
 

@@ -11,8 +11,8 @@ PatchEmbedImpl::PatchEmbedImpl(PatchEmbedOptions options_) : Module("Conv2d"), o
 
 void PatchEmbedImpl::reset() {
   const int64_t p = options.patch_size();
-  weight_ = add_parameter("weight", at::empty({options.embed_dim(), options.in_channels(), p, p}));
-  bias_ = options.bias() ? add_parameter("bias", at::empty({options.embed_dim()})) : Slot{};
+  weight_ = add_parameter("weight", std::vector<int64_t>{options.embed_dim(), options.in_channels(), p, p});
+  bias_ = options.bias() ? add_parameter("bias", std::vector<int64_t>{options.embed_dim()}) : Slot{};
   if (init_enabled()) reset_parameters();
 }
 
