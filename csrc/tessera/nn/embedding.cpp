@@ -20,9 +20,9 @@ void EmbeddingImpl::reset_parameters() {
   weight().normal_(0.0, 1.0);  // torch.nn.Embedding's default
 }
 
-at::Tensor EmbeddingImpl::forward(const at::Tensor& ids) const {
+at::Tensor EmbeddingImpl::forward(const at::Tensor& ids, bool check_ids) const {
   // at::embedding's own error ("index out of range in self") names neither the id nor the table.
-  if (ids.numel() > 0) {
+  if (check_ids && ids.numel() > 0) {
     const auto [lo, hi] = at::aminmax(ids);
     const int64_t min_id = lo.item<int64_t>(), max_id = hi.item<int64_t>();
     TORCH_CHECK_INDEX(min_id >= 0 && max_id < num_embeddings, "token id ", min_id < 0 ? min_id : max_id,

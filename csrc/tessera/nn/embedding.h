@@ -15,7 +15,9 @@ class EmbeddingImpl : public Module<EmbeddingImpl> {
   /// N(0, 1), PyTorch's default.
   void reset_parameters();
   /// ids [...] int64 -> [..., dim]
-  at::Tensor forward(const at::Tensor& ids) const;
+  /// Rows of `ids`; `check_ids` refuses ids outside the table by name (a decoding step may skip it:
+  /// its ids come from the model's own logits).
+  at::Tensor forward(const at::Tensor& ids, bool check_ids = true) const;
   const at::Tensor& weight() const { return param(weight_); }
   int64_t num_embeddings, embedding_dim, padding_idx;
 

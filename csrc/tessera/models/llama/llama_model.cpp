@@ -30,6 +30,8 @@ std::pair<at::Tensor, std::vector<at::Tensor>> LlamaForCausalLMImpl::decode(
     const at::Tensor& input_ids, const at::Tensor& attention_mask, const at::Tensor& position_ids,
     const at::Tensor& inputs_embeds, bool output_hidden_states, nn::KVCache* cache) {
   TORCH_CHECK_VALUE(input_ids.defined() != inputs_embeds.defined(), "give exactly one of input_ids and inputs_embeds");
+  // A cached decoding step feeds back the model's own ids and mask, checked when generation began.
+  const bool decoding_step = cache && cache->seq_len() > 0;
   at::Tensor h;
   if (inputs_embeds.defined()) {
     TORCH_CHECK_VALUE(inputs_embeds.dim() == 3 && inputs_embeds.size(2) == options.hidden_size(),
@@ -38,7 +40,7 @@ std::pair<at::Tensor, std::vector<at::Tensor>> LlamaForCausalLMImpl::decode(
   } else {
     TORCH_CHECK_VALUE(input_ids.dim() == 2, "input_ids must be [B, L], got ", input_ids.sizes());
     TORCH_CHECK_VALUE(input_ids.scalar_type() == at::kLong, "input_ids must be int64, got ", input_ids.scalar_type());
-    h = embed_tokens->forward(input_ids);
+    h = embed_tokens->forward(input_ids, /*check_ids=*/!decoding_step);
   }
   const int64_t B = h.size(0), L = h.size(1), past = cache ? cache->seq_len() : 0;
   TORCH_CHECK_VALUE(past + L <= options.max_position_embeddings() || options.rope().rope_type == "dynamic",
@@ -61,7 +63,7 @@ std::pair<at::Tensor, std::vector<at::Tensor>> LlamaForCausalLMImpl::decode(
     TORCH_CHECK_VALUE(attention_mask.dim() == 2 && attention_mask.size(0) == B && attention_mask.size(1) == past + L,
                       "attention_mask must be [", B, ", ", past + L, "] (cached + new positions), got ",
                       attention_mask.sizes());
-    nn::check_padding_mask(attention_mask);
+    if (!decoding_step) nn::check_padding_mask(attention_mask);
     if (!attention_mask.to(at::kBool).all().item<bool>()) args.mask = nn::padding_mask(attention_mask, h.scalar_type());
   }
   nn::EncoderOutput enc = model->forward(h, args, output_hidden_states);
