@@ -1,14 +1,15 @@
 """Reading `torch.distributed.checkpoint` folders without running code found in them.
 
-torch's `FileSystemReader.read_metadata` reads `.metadata` with a plain `pickle.load`, and its
-`DefaultLoadPlanner.load_bytes` reads every non-tensor item of a shard with
-`torch.load(weights_only=False)`: a run folder someone else wrote could execute anything on
-`--resume`. Here `.metadata` goes through an unpickler that admits only the globals DCP's own
-metadata needs (the list was taken by recording the globals of real DDP and FSDP2 checkpoints),
-and byte items through `torch.load(weights_only=True)` (tensors already are).
+torch's own reader unpickles `.metadata` with no restriction, and its default load planner
+unpickles every non-tensor item of a shard with no restriction either: a run folder someone else
+wrote could execute anything on `--resume`. Here `.metadata` goes through an unpickler that admits
+only the globals DCP's own metadata needs (the list was taken by recording the globals of real
+DDP and FSDP2 checkpoints), and byte items through `torch.load(weights_only=True)` (tensors are
+not pickled at all). `tessera.train.checkpoint.load_checkpoint` is the only caller of `dcp.load`
+and passes both.
 
 DCP's loader also swallows any exception of `read_metadata` and then fails with
-"AssertionError: metadata is None"; `read_dcp_metadata` is therefore called before `dcp.load`,
+"AssertionError: metadata is None"; `safe_reader` therefore reads the metadata before `dcp.load`,
 so a missing or refused `.metadata` is reported as what it is.
 """
 from __future__ import annotations
