@@ -3,20 +3,21 @@ printed as it is generated. Without a question, questions are read from stdin (o
 and the conversation continues turn by turn about the same images."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Dict, List
 
 import torch
 
+from .io import read_json
+
 
 def _recipe_data(folder: str) -> Dict:
     path = os.path.join(folder, "recipe.json")
     if not os.path.isfile(path):
         return {}
-    with open(path, encoding="utf-8") as f:
-        return json.load(f).get("data", {})
+    recipe = read_json(path, "the run's recipe")
+    return recipe.get("data", {}) if isinstance(recipe, dict) else {}
 
 
 def run_chat(args) -> int:

@@ -54,18 +54,12 @@ def _eval(args) -> int:
     if not args.recipe:
         raise ValueError("eval needs --recipe (its task, data and eval sections), or --probe")
     recipe = load_recipe(args.recipe, args.set + (["eval.retrieval=true"] if args.retrieval else []))
-    from .train.checkpoint import check_eval_checkpoint, resolve_checkpoint, summarize_state_dict_error
+    from .train.checkpoint import check_eval_checkpoint, resolve_checkpoint
 
     task = build_task(recipe)
     folder = resolve_checkpoint(args.checkpoint, "eval checkpoint")
     check_eval_checkpoint(folder, task)  # checksums and model type, before anything is built
-    try:
-        model = task.load_model(folder).eval()
-    except RuntimeError as e:  # torch's strict load lists every key: say it in one line
-        summary = summarize_state_dict_error(folder, e)
-        if summary is None:
-            raise
-        raise ValueError(summary) from None
+    model = task.load_model(folder).eval()
     metrics = task.evaluate(model, final=False)
     print(json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, indent=2))
     return 0

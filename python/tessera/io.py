@@ -36,11 +36,15 @@ def read_text(path: Union[str, os.PathLike], what: str = "a text file") -> str:
                          "must be UTF-8") from None
 
 
-def read_json(path: Union[str, os.PathLike], what: str = "a JSON file") -> Any:
-    """A JSON file's value; errors name the file, and the line and column of a syntax error."""
-    text = read_text(path, what)
+def parse_json(text: str, source: str, what: str = "JSON") -> Any:
+    """`text` as JSON; a syntax error names `source`, the line and the column."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{os.fspath(path)}: not valid JSON at line {e.lineno}, column {e.colno}: {e.msg} "
+        raise ValueError(f"{source}: not valid JSON at line {e.lineno}, column {e.colno}: {e.msg} "
                          f"({what} was expected)") from None
+
+
+def read_json(path: Union[str, os.PathLike], what: str = "a JSON file") -> Any:
+    """A JSON file's value; errors name the file, and the line and column of a syntax error."""
+    return parse_json(read_text(path, what), os.fspath(path), what)

@@ -11,7 +11,6 @@ layout (transformers 5's module tree, the default, or the checkpoint files' name
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -215,8 +214,7 @@ def read_adapter_config(path: str) -> AdapterConfig:
         if key in data and not any(data[key] == a and type(data[key]) is type(a) for a in allowed):
             raise ValueError(f"{path}: {key}={data[key]!r} is not supported by tessera's LoRA "
                              f"(only {allowed[0]!r})")
-    known = {f.name for f in dataclasses.fields(AdapterConfig)}
-    return from_mapping(AdapterConfig, {k: v for k, v in data.items() if k in known}, path)
+    return from_mapping(AdapterConfig, data, path, lenient=True)
 
 
 def load_adapter(model, path: str) -> List[str]:

@@ -22,7 +22,7 @@ import dataclasses
 import math
 import numbers
 import typing
-from typing import Any, Callable, Dict, Iterable, Optional, Type, TypeVar
+from typing import Any, Callable, Dict, Optional, Type, TypeVar
 
 T = TypeVar("T")
 
@@ -131,19 +131,19 @@ def _same_kind(hint: Any, value: Any) -> bool:
     return False
 
 
-def from_mapping(cls: Type[T], values: Any, where: str, ignore: Iterable[str] = (),
+def from_mapping(cls: Type[T], values: Any, where: str, lenient: bool = False,
                  unknown: Optional[Callable[[str], Exception]] = None) -> T:
-    """A `cls` dataclass from a mapping: unknown keys refused (those in `ignore` dropped), every
-    value type-checked, then `validate(where)` when the class has one. `unknown` makes the error
-    for unknown keys (default ValueError; a call's keywords raise TypeError as Python does)."""
+    """A `cls` dataclass from a mapping: unknown keys refused (dropped when `lenient`: records and
+    foreign files such as PEFT's carry keys we do not read), every value type-checked, then
+    `validate(where)` when the class has one. `unknown` makes the error for unknown keys (default
+    ValueError; a call's keywords raise TypeError as Python does)."""
     if values is None:
         values = {}
     if not isinstance(values, dict):
         raise ValueError(f"{where}: expected a mapping, got {_describe(values)}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    ignored = set(ignore)
-    extra = sorted(str(k) for k in values if k not in fields and k not in ignored)
-    if extra:
+    extra = sorted(str(k) for k in values if k not in fields)
+    if extra and not lenient:
         message = f"{where}: unknown key(s) {', '.join(extra)}; valid keys: {', '.join(fields)}"
         raise (unknown or ValueError)(message)
     hints = typing.get_type_hints(cls)

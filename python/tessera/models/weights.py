@@ -109,3 +109,20 @@ def fill_tied(state: Mapping[str, torch.Tensor], tied: Mapping[str, str]) -> Dic
         if target not in out and source in out:
             out[target] = out[source]
     return out
+
+
+def check_state_fits(state: Mapping[str, torch.Tensor], model: torch.nn.Module, where: str, shown: int = 3) -> None:
+    """Refuses, in one line, a state dict that does not fit `model` (torch's strict load would list
+    every key): counts of missing, unexpected and mis-shaped tensors and the first few of each."""
+    own = model.state_dict()
+    groups = [("missing", [k for k in own if k not in state]),
+              ("unexpected", [k for k in state if k not in own]),
+              ("of another shape", [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)])]
+    parts = []
+    for label, keys in groups:
+        if keys:
+            more = f", ... {len(keys) - shown} more" if len(keys) > shown else ""
+            parts.append(f"{len(keys)} {label} ({', '.join(keys[:shown])}{more})")
+    if parts:
+        raise ValueError(f"{where}: its tensors do not fit {type(model).__name__}: {'; '.join(parts)} - is it a "
+                         "checkpoint of another model or recipe?")

@@ -39,6 +39,7 @@ import torch.distributed as dist
 from .. import _C
 from ..checksums import MANIFEST, CheckpointDamaged, read_manifest, verify_checkpoint, write_manifest
 from ..models.weights import save_weights
+from .distributed import rank0_decides
 
 FORMAT_VERSION = 2  # checksums.json is an extra file, not a new format: older tessera still reads these
 STATE_FILE = "trainer_state.pt"
@@ -167,15 +168,6 @@ def _write_error(exc: BaseException, out_dir: str, tmp: str, final: str) -> Chec
                                 f"checkpoint was removed and {kept}")
 
 
-def _agree(info, error: Optional[str]) -> Optional[str]:
-    """Rank 0's outcome on every rank (None: success)."""
-    if info.world_size == 1:
-        return error
-    box = [error]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def save_checkpoint(out_dir: str, wrapped, optimizer, trainer_state: Dict[str, Any], recipe: Dict[str, Any],
                     keep: int, info) -> str:
     """Every rank calls this. Model and optimizer go through `torch.distributed.checkpoint` (each
@@ -207,8 +199,8 @@ def save_checkpoint(out_dir: str, wrapped, optimizer, trainer_state: Dict[str, A
             shutil.rmtree(tmp, ignore_errors=True)
         raise _write_error(e, out_dir, tmp, final) from None
     full = wrapped.full_state_dict()  # a collective when sharded
-    error = None
-    if info.is_main:
+
+    def write_rank0_files() -> None:
         try:
             if hasattr(wrapped.model, "save_pretrained"):  # HF layout: config.json + model.safetensors
                 wrapped.model.save_pretrained(tmp, state_dict=full)
@@ -224,10 +216,9 @@ def save_checkpoint(out_dir: str, wrapped, optimizer, trainer_state: Dict[str, A
                 _fsync_dir(dirpath)
         except Exception as e:
             shutil.rmtree(tmp, ignore_errors=True)
-            error = str(_write_error(e, out_dir, tmp, final))
-    error = _agree(info, error)
-    if error:
-        raise CheckpointWriteError(error)
+            raise _write_error(e, out_dir, tmp, final) from None
+
+    rank0_decides(info, write_rank0_files, (CheckpointWriteError,))  # every rank raises when rank 0 failed
     if info.is_main:
         if os.path.exists(final):
             _discard(final)
@@ -336,14 +327,14 @@ def resume_checkpoint(out_dir: str, log=print) -> Optional[str]:
     """The newest intact checkpoint of a run folder (None: there is none to resume). A damaged
     one is reported, moved aside to `damaged-step-*` and skipped; call on one rank and share the
     answer. Other errors (format, poisoned metadata) are raised: they are not damage."""
+    from .safe_dcp import load_metadata_file
+
     found = list_checkpoints(out_dir)
     skipped = []
     for ckpt in reversed(found):
         try:
             check_files(ckpt)
             load_trainer_state(ckpt)
-            from .safe_dcp import load_metadata_file
-
             load_metadata_file(os.path.join(ckpt, DCP_DIR, ".metadata"))
         except CheckpointDamaged as e:
             aside = _move_aside(ckpt)
@@ -385,32 +376,6 @@ def check_eval_checkpoint(folder: str, task) -> None:
                          f"{by}); recipe task {task.recipe.task!r} evaluates "
                          f"{getattr(expected, 'model_type', expected.__name__)!r} models ({expected.__name__}): "
                          f"pass a checkpoint of that model, or the recipe the checkpoint was trained with")
-
-
-def summarize_state_dict_error(folder: str, error: BaseException, shown: int = 3) -> Optional[str]:
-    """One line for torch's strict `load_state_dict` failure (which lists every key): counts of
-    missing, unexpected and mis-shaped tensors and the first few of each; None for other errors."""
-    import re
-
-    text = str(error)
-    if "Error(s) in loading state_dict" not in text:
-        return None
-    model = re.search(r"state_dict for (\S+?):", text)
-    parts = []
-    for label, pattern in (("missing", r"Missing key\(s\) in state_dict: (.*?)(?:\.\s*\n|\.\s*$)"),
-                           ("unexpected", r"Unexpected key\(s\) in state_dict: (.*?)(?:\.\s*\n|\.\s*$)")):
-        m = re.search(pattern, text, re.S)
-        if m:
-            keys = re.findall(r'"([^"]+)"', m.group(1))
-            more = f", ... {len(keys) - shown} more" if len(keys) > shown else ""
-            parts.append(f"{len(keys)} {label} ({', '.join(keys[:shown])}{more})")
-    shapes = re.findall(r"size mismatch for ([^:]+):", text)
-    if shapes:
-        more = f", ... {len(shapes) - shown} more" if len(shapes) > shown else ""
-        parts.append(f"{len(shapes)} of another shape ({', '.join(shapes[:shown])}{more})")
-    what = model.group(1) if model else "the recipe's model"
-    return (f"{folder}: its tensors do not fit {what}: " + "; ".join(parts or ["keys differ"]) +
-            " - is it a checkpoint of another model or recipe?")
 
 
 def latest_checkpoint(out_dir: str) -> Optional[str]:

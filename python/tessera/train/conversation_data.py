@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Union
 import torch
 
 from ..chat import IGNORE, IMAGE_PLACEHOLDER, ROLES, load_template, render
-from ..io import read_text
+from ..io import parse_json, read_text
 from ..schema import from_mapping
 
 
@@ -53,10 +53,7 @@ def read_samples(path: str, limit: int = 0) -> List[Dict[str, Any]]:
     if not text.strip():
         raise ValueError(f"{path}: the file is empty (no conversation samples)")
     if text.lstrip().startswith("["):
-        try:
-            samples = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+        samples = parse_json(text, path, "a list of conversation samples")
     else:
         samples = []
         for number, line in enumerate(text.splitlines(), 1):
@@ -97,8 +94,7 @@ def check_sample(sample: Any, where: str) -> None:
     such). Errors name the sample and the turn."""
     if isinstance(sample, dict) and "id" in sample:
         where += f" (id {sample['id']!r})"
-    record = from_mapping(ConversationRecord, {k: v for k, v in sample.items() if k in _RECORD_KEYS}
-                          if isinstance(sample, dict) else sample, where)
+    record = from_mapping(ConversationRecord, sample, where, lenient=True)
     if not record.conversations:
         raise ValueError(f"{where}: 'conversations' is empty")
     for t, turn in enumerate(record.conversations):
@@ -111,9 +107,6 @@ def check_sample(sample: Any, where: str) -> None:
         if ROLES[parsed.speaker] != expected:
             raise ValueError(f"{at}: from {parsed.speaker!r}, but turns must alternate human, gpt, human, ... "
                              f"(turn {t} should be the {'human' if expected == 'user' else 'gpt'} turn)")
-
-
-_RECORD_KEYS = {"conversations", "id", "image", "kind"}
 
 
 def sample_name(path: str, index: int, sample: Dict[str, Any]) -> str:

@@ -64,3 +64,24 @@ def shutdown_distributed() -> None:
             dist.barrier()
         finally:
             dist.destroy_process_group()
+
+
+def rank0_decides(info: DistInfo, decide, kinds=()):
+    """Runs `decide()` on rank 0 and returns its result on every rank. An exception it raises is
+    raised on every rank: rank 0 the original, the others one of the same class when it is in
+    `kinds` (else a ValueError) with its message, so no rank waits for an answer that never comes."""
+    result, error, exc = None, None, None
+    if info.is_main:
+        try:
+            result = decide()
+        except Exception as e:  # any: the other ranks wait for the answer
+            error, exc = (type(e).__name__, str(e)), e
+    if info.world_size > 1:
+        box = [(result, error)]
+        dist.broadcast_object_list(box, src=0)
+        result, error = box[0]
+    if exc is not None:
+        raise exc
+    if error is not None:
+        raise next((k for k in kinds if k.__name__ == error[0]), ValueError)(error[1])
+    return result

@@ -130,12 +130,14 @@ class Task:
         import os
 
         from ..factory import from_pretrained
-        from ..models.weights import load_weights
+        from ..models.weights import check_state_fits, load_weights
 
         if os.path.isfile(os.path.join(path, "config.json")):
             return from_pretrained(path)
         model = self.build_model()
-        model.load_state_dict(load_weights(path), strict=True)
+        state = load_weights(path)
+        check_state_fits(state, model, path)
+        model.load_state_dict(state, strict=True)
         return model.eval()
 
     def evaluate(self, model: nn.Module, final: bool = False) -> Dict[str, Any]:

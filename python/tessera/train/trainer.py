@@ -18,7 +18,7 @@ from .. import _C
 from .checkpoint import (check_same_run, latest_checkpoint, load_checkpoint, resume_checkpoint, rng_state,
                          save_checkpoint, set_rng_state)
 from .config import Recipe, recipe_to_dict
-from .distributed import DistInfo, all_true, init_distributed, seed_all
+from .distributed import DistInfo, all_true, init_distributed, rank0_decides, seed_all
 from .freeze import apply_freezing
 from .hardware import BF16_SLOW_WARNING, cpu_has_native_bf16
 from .optim import build_optimizer, warmup_cosine
@@ -249,29 +249,10 @@ class Trainer:
             if lock is not None:
                 lock.release()
 
-    def _rank0_decides(self, decide):
-        """Runs `decide()` on rank 0 and returns its result on every rank; an exception it raises
-        is raised on every rank (rank 0 the original, the others one of its kind with its message)."""
-        result, error, exc = None, None, None
-        if self.info.is_main:
-            try:
-                result = decide()
-            except Exception as e:  # any: the other ranks wait for the answer
-                error, exc = (type(e).__name__, str(e)), e
-        if self.info.world_size > 1:
-            box = [(result, error)]
-            dist.broadcast_object_list(box, src=0)
-            result, error = box[0]
-        if exc is not None:
-            raise exc
-        if error is not None:
-            raise (RunFolderLocked if error[0] == RunFolderLocked.__name__ else ValueError)(error[1])
-        return result
-
     def _lock_run_folder(self) -> Optional[RunLock]:
         os.makedirs(self.out_dir, exist_ok=True)
         held = []
-        self._rank0_decides(lambda: held.append(RunLock(self.out_dir).acquire()))
+        rank0_decides(self.info, lambda: held.append(RunLock(self.out_dir).acquire()), (RunFolderLocked,))
         return held[0] if held else None
 
     def _choose_checkpoint(self, resume: bool) -> Optional[str]:
@@ -282,7 +263,7 @@ class Trainer:
             if newest:
                 check_same_run(self.out_dir, newest, self.recipe.task, getattr(self.model, "model_type", None))
             return resume_checkpoint(self.out_dir) if resume else None
-        return self._rank0_decides(decide)
+        return rank0_decides(self.info, decide)
 
     def _fit(self, resume: bool) -> Dict[str, Any]:
         cfg, info = self.recipe, self.info
