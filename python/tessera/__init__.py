@@ -14,10 +14,11 @@ import torch as _torch  # loads LibTorch before the extension
 from . import _C
 from .cpp_module import CppModule
 from .factory import create_model, from_pretrained, get_model_config, list_models, register_model_type
-from .models import (BeitForMaskedImageModeling, BeitModel, CLIPModel, CLIPTextModel, CLIPVisionModel, LlamaForCausalLM,
-                     LlavaForConditionalGeneration, ViTMAEForPreTraining, ViTMAEModel, VQKD)
+from .models import MODEL_CLASSES as _MODEL_CLASSES
 from .text import ClipTokenizer, SentencePieceTokenizer, tokenize
 from . import chat, lora  # noqa: E402  (conversation templates, LoRA adapters)
+
+globals().update(_MODEL_CLASSES)  # every registered class, by name: a family adds no line here
 
 __version__ = "0.1.0"
 
@@ -55,6 +56,6 @@ cmake_prefix_path = _HERE
 
 __all__ = [
     "CppModule", "create_model", "from_pretrained", "get_model_config", "list_models", "register_model_type",
-    "BeitForMaskedImageModeling", "BeitModel", "CLIPModel", "CLIPTextModel", "CLIPVisionModel", "LlamaForCausalLM", "LlavaForConditionalGeneration", "ViTMAEForPreTraining", "ViTMAEModel", "VQKD", "ClipTokenizer", "SentencePieceTokenizer", "tokenize",
+    *_MODEL_CLASSES, "ClipTokenizer", "SentencePieceTokenizer", "tokenize",
     "include_paths", "library_dir", "cmake_prefix_path",
 ]

@@ -117,10 +117,10 @@ def _info(args) -> int:
     variants: dict = {}
     for name in registry.list_variants():
         variants.setdefault(registry.variant(name)[0], []).append(name)
-    for family in sorted(set(variants) | {c.__module__.rsplit(".", 1)[-1] for c in registry.MODEL_TYPES.values()}):
-        classes = [f"{t} ({c.__name__})" for t, c in sorted(registry.MODEL_TYPES.items())
-                   if c.__module__.rsplit(".", 1)[-1] == family]
-        print(f"{family}: model types {', '.join(classes) or '-'}; variants {', '.join(variants.get(family, [])) or '-'}")
+    classes = registry.registered_classes()
+    for family in sorted(set(variants) | {c.__module__.rsplit(".", 1)[-1] for c in classes}):
+        types = [f"{c.model_type} ({c.__name__})" for c in classes if c.__module__.rsplit(".", 1)[-1] == family]
+        print(f"{family}: model types {', '.join(types) or '-'}; variants {', '.join(variants.get(family, [])) or '-'}")
     print(f"include: {tessera.include_paths()[0]}\ncmake prefix: {tessera.cmake_prefix_path}")
     return 0
 

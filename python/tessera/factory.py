@@ -11,9 +11,22 @@ from .models.weights import load_weights
 
 
 def register_model_type(model_type: str, cls: Type[PreTrainedModel]) -> None:
-    """Lets an extension plug its model class into from_pretrained (see registry.register_model)."""
+    """Lets an extension plug its model class into from_pretrained under `model_type` (see
+    registry.register_model). A class registered already keeps its model_type: changing it would
+    change what the registry built for the old one."""
+    if cls in registry.registered_classes() and cls.model_type != model_type:
+        raise ValueError(f"{cls.__name__} is registered under model_type {cls.model_type!r}: "
+                         f"register a subclass under {model_type!r}")
+    had = cls.__dict__.get("model_type")
     cls.model_type = model_type
-    registry.register_model(cls)
+    try:
+        registry.register_model(cls)
+    except ValueError:
+        if had is None:
+            del cls.model_type
+        else:
+            cls.model_type = had
+        raise
 
 
 def from_pretrained(path: str, **kwargs) -> PreTrainedModel:

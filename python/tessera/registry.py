@@ -10,22 +10,56 @@ from typing import Any, Dict, List, Tuple
 
 from . import _C
 
-MODEL_TYPES: Dict[str, type] = {}  # config.json model_type -> class
-ARCHITECTURES: Dict[str, type] = {}  # config.json architectures[i] -> class
+ARCHITECTURES: Dict[str, type] = {}  # config.json architectures[i] -> its one class
+MODEL_TYPES: Dict[str, type] = {}  # config.json model_type -> its default class (see register_model)
+
+
+def _name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _same(a: type, b: type) -> bool:
+    # A reloaded module defines new class objects under the same names: they replace, not clash.
+    return a is b or _name(a) == _name(b)
+
+
+def _marked(cls: type) -> bool:
+    return bool(cls.__dict__.get("default_for_model_type", False))  # the class's own, not inherited
 
 
 def register_model(cls: type) -> type:
-    """Class decorator: makes `cls` what from_pretrained builds for its model_type / architecture.
-    Extensions (C++ or Python) register theirs the same way."""
+    """Class decorator: from_pretrained and create_model build `cls` for a config whose
+    `architectures` names `cls.architecture` (else its class name). An architecture belongs to one
+    class: a different class under it is refused (the same class again, as on a module reload, is
+    fine). Several classes may share a model_type, as in transformers; a config with a model_type and
+    no known architecture builds that model_type's default: the class that sets
+    `default_for_model_type = True` in its own body, else the first registered. Extensions (C++ or
+    Python) register theirs the same way."""
     if not cls.model_type:
         raise ValueError(f"{cls.__name__} has no model_type to register under")
-    MODEL_TYPES[cls.model_type] = cls
-    ARCHITECTURES[cls.architecture or cls.__name__] = cls
+    arch = cls.architecture or cls.__name__
+    taken = ARCHITECTURES.get(arch)
+    if taken is not None and not _same(taken, cls):
+        raise ValueError(f"architecture {arch!r} is already registered by {_name(taken)}; {_name(cls)} "
+                         f"needs an architecture of its own")
+    default = MODEL_TYPES.get(cls.model_type)
+    if default is not None and _marked(cls) and _marked(default) and not _same(default, cls):
+        raise ValueError(f"model_type {cls.model_type!r}: {_name(default)} and {_name(cls)} both set "
+                         f"default_for_model_type")
+    ARCHITECTURES[arch] = cls
+    if default is None or _same(default, cls) or (_marked(cls) and not _marked(default)):
+        MODEL_TYPES[cls.model_type] = cls
     return cls
 
 
+def registered_classes() -> List[type]:
+    """Every registered class, sorted by architecture."""
+    return [ARCHITECTURES[a] for a in sorted(ARCHITECTURES)]
+
+
 def model_class(config: Dict[str, Any], where: str = "config") -> type:
-    """The registered class for a config dict (architectures first, then model_type)."""
+    """The registered class for a config dict: its first known architecture, else its model_type's
+    default (see register_model)."""
     for arch in config.get("architectures") or []:
         if arch in ARCHITECTURES:
             return ARCHITECTURES[arch]

@@ -23,6 +23,10 @@ _MAE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermed
 _BEIT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=16,
              patch_size=4, vocab_size=20, use_mask_token=True, use_relative_position_bias=True, drop_path_rate=0.1)
 
+def _beit_mask():
+    return torch.arange(16).repeat(3, 1) % 3 == 0  # 6 masked patches per image: 18 labels
+
+
 _VQKD = dict(encoder_config=dict(image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=2,
                                  num_attention_heads=2, intermediate_size=64), codebook_size=16, codebook_dim=8,
              teacher_dim=12)
@@ -40,35 +44,51 @@ def _text(cfg):
     return dict(input_ids=ids, attention_mask=mask)
 
 
-# model_type -> (tiny config, inputs for that config, the scalar a training step would minimise)
+# architecture -> (tiny config, inputs for that config, the scalar a training step would minimise)
 EXAMPLES = {
-    "clip": (_CLIP, lambda c: dict(**_text(c["text_config"]), pixel_values=pixel_batch(c["vision_config"], batch=3),
-                                   return_loss=True), lambda out: out.loss),
-    "clip_vision_model": (_CLIP["vision_config"], lambda c: dict(pixel_values=pixel_batch(c, batch=3)),
-                          lambda out: out.last_hidden_state.pow(2).mean() + out.pooler_output.sum()),
-    "clip_text_model": (_CLIP["text_config"], _text, lambda out: out.last_hidden_state.pow(2).mean()),
+    "CLIPModel": (_CLIP, lambda c: dict(**_text(c["text_config"]), pixel_values=pixel_batch(c["vision_config"], batch=3),
+                                        return_loss=True), lambda out: out.loss),
+    "CLIPVisionModel": (_CLIP["vision_config"], lambda c: dict(pixel_values=pixel_batch(c, batch=3)),
+                        lambda out: out.last_hidden_state.pow(2).mean() + out.pooler_output.sum()),
+    "CLIPTextModel": (_CLIP["text_config"], _text, lambda out: out.last_hidden_state.pow(2).mean()),
     # noise fixes MAE's random masking, so two forwards see the same patches.
-    "vit_mae": (_MAE, lambda c: dict(pixel_values=torch.randn(3, 3, 16, 16), noise=torch.rand(3, 16)),
-                lambda out: out.loss),
-    "beit": (_BEIT, lambda c: dict(pixel_values=torch.randn(3, 3, 16, 16), bool_masked_pos=torch.arange(16).repeat(3, 1) % 3 == 0,
-                                   labels=torch.arange(18) % 20), lambda out: out.loss),
-    "llama": (_LLAMA, lambda c: dict(input_ids=torch.arange(30).view(3, 10) % 50, labels=torch.arange(30).view(3, 10) % 50),
-              lambda out: out.loss),
-    "llava": (_LLAVA, lambda c: dict(input_ids=torch.cat([torch.full((2, 4), 40), torch.arange(10).repeat(2, 1)], 1),
-                                     pixel_values=torch.randn(2, 3, 16, 16),
-                                     labels=torch.cat([torch.full((2, 4), -100), torch.arange(10).repeat(2, 1)], 1)),
-              lambda out: out.loss),
-    "vqkd": (_VQKD, lambda c: dict(pixel_values=torch.randn(3, 3, 16, 16), target=torch.randn(3, 16, 12)),
+    "ViTMAEForPreTraining": (_MAE, lambda c: dict(pixel_values=torch.randn(3, 3, 16, 16), noise=torch.rand(3, 16)),
+                             lambda out: out.loss),
+    "ViTMAEModel": (_MAE, lambda c: dict(pixel_values=torch.randn(3, 3, 16, 16), noise=torch.rand(3, 16)),
+                    lambda out: out.last_hidden_state.pow(2).mean()),
+    "BeitForMaskedImageModeling": (_BEIT, lambda c: dict(pixel_values=torch.randn(3, 3, 16, 16), bool_masked_pos=_beit_mask(),
+                                                         labels=torch.arange(18) % 20), lambda out: out.loss),
+    # the mask token is used only where bool_masked_pos is set; the pooler only through pooler_output.
+    "BeitModel": (_BEIT, lambda c: dict(pixel_values=torch.randn(3, 3, 16, 16), bool_masked_pos=_beit_mask()),
+                  lambda out: out.last_hidden_state.pow(2).mean() + out.pooler_output.sum()),
+    "LlamaForCausalLM": (_LLAMA, lambda c: dict(input_ids=torch.arange(30).view(3, 10) % 50,
+                                                labels=torch.arange(30).view(3, 10) % 50), lambda out: out.loss),
+    "LlavaForConditionalGeneration": (
+        _LLAVA, lambda c: dict(input_ids=torch.cat([torch.full((2, 4), 40), torch.arange(10).repeat(2, 1)], 1),
+                               pixel_values=torch.randn(2, 3, 16, 16),
+                               labels=torch.cat([torch.full((2, 4), -100), torch.arange(10).repeat(2, 1)], 1)),
+        lambda out: out.loss),
+    "VQKD": (_VQKD, lambda c: dict(pixel_values=torch.randn(3, 3, 16, 16), target=torch.randn(3, 16, 12)),
              lambda out: out.loss),
 }
 
 
-@pytest.fixture(params=sorted(registry.MODEL_TYPES))
+def _arch(cls) -> str:
+    return cls.architecture or cls.__name__
+
+
+def test_every_registered_class_has_an_example():
+    missing = [_arch(c) for c in registry.registered_classes() if _arch(c) not in EXAMPLES]
+    assert not missing, f"registered classes with no tiny example in test_contract.py EXAMPLES: {missing}"
+
+
+@pytest.fixture(params=registry.registered_classes(), ids=_arch)
 def example(request):
-    model_type = request.param
-    assert model_type in EXAMPLES, f"registered model type {model_type!r} has no tiny example in test_contract.py"
-    config, inputs, objective = EXAMPLES[model_type]
-    cls = registry.MODEL_TYPES[model_type]
+    cls = request.param
+    if _arch(cls) not in EXAMPLES:
+        pytest.fail(f"registered class {cls.__name__} (architecture {_arch(cls)!r}) has no tiny example in "
+                    f"test_contract.py EXAMPLES")
+    config, inputs, objective = EXAMPLES[_arch(cls)]
     torch.manual_seed(0)
     return cls, dict(config), inputs(config), objective
 

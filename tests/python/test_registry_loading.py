@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -16,7 +17,7 @@ import tessera
 from tessera import registry
 from tessera.models.pretrained import PreTrainedModel
 from tessera.models.weights import apply_key_aliases, parse_size
-from _clip_reference import pixel_batch, text_batch, tiny_config
+from _clip_reference import hf_clip, pixel_batch, text_batch, tiny_config
 
 CONFIG = tiny_config()
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -52,6 +53,85 @@ def test_info_lists_families_types_and_variants():
     r = subprocess.run([sys.executable, "-m", "tessera.cli", "info"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "clip: model types clip (CLIPModel)" in r.stdout and "ViT-L-14-quickgelu" in r.stdout
+
+
+@pytest.fixture
+def scratch_registry():
+    saved = dict(registry.ARCHITECTURES), dict(registry.MODEL_TYPES)
+    yield
+    for table, before in zip((registry.ARCHITECTURES, registry.MODEL_TYPES), saved):
+        table.clear()
+        table.update(before)
+
+
+def test_an_architecture_belongs_to_one_class_and_a_model_type_has_one_default(scratch_registry):
+    assert registry.model_class({"architectures": ["BeitModel"]}) is tessera.BeitModel
+    assert registry.model_class({"architectures": ["ViTMAEModel"]}) is tessera.ViTMAEModel
+    assert registry.model_class({"model_type": "beit"}) is tessera.BeitForMaskedImageModeling
+    assert registry.model_class({"model_type": "vit_mae"}) is tessera.ViTMAEForPreTraining
+    arch = [c.architecture for c in registry.registered_classes()]
+    assert arch == sorted(arch) and {"BeitModel", "ViTMAEModel", "CLIPVisionModel"} <= set(arch)
+
+    registry.register_model(tessera.BeitModel)  # the same class again is fine
+    reloaded = type("BeitModel", (tessera.BeitModel,), {"__module__": tessera.BeitModel.__module__,
+                                                        "__qualname__": "BeitModel"})
+    registry.register_model(reloaded)  # what a module reload registers: it replaces the old class
+    assert registry.ARCHITECTURES["BeitModel"] is reloaded
+
+    class BeitModel(tessera.BeitModel):  # a different class under a taken architecture
+        pass
+
+    with pytest.raises(ValueError, match=r"'BeitModel' is already registered by tessera\.models\.beit\.BeitModel; "
+                                         r"test_registry_loading\..*BeitModel needs an architecture"):
+        registry.register_model(BeitModel)
+
+    class Second(tessera.BeitModel):
+        architecture = "TesseraTestBeit"
+        default_for_model_type = True
+
+    with pytest.raises(ValueError, match="BeitForMaskedImageModeling and .*Second both set default_for_model_type"):
+        registry.register_model(Second)
+    assert "TesseraTestBeit" not in registry.ARCHITECTURES
+    with pytest.raises(ValueError, match="CLIPModel is registered under model_type 'clip'"):
+        tessera.register_model_type("tessera_test", tessera.CLIPModel)
+    assert tessera.CLIPModel.model_type == "clip"
+
+
+def test_registered_classes_are_exported_by_name():
+    import tessera.models
+
+    for cls in registry.registered_classes():
+        for module in (tessera, tessera.models):
+            assert getattr(module, cls.__name__) is cls and cls.__name__ in module.__all__
+    for module in (tessera, tessera.models):
+        assert all(hasattr(module, name) for name in module.__all__)
+
+
+@pytest.mark.parametrize("tower, key", [("CLIPVisionModel", "vision_config"), ("CLIPTextModel", "text_config")])
+def test_a_tower_loads_from_its_parents_folder_as_transformers_does(tmp_path, tower, key):
+    transformers = pytest.importorskip("transformers")
+    hf_clip(CONFIG).save_pretrained(str(tmp_path))
+    ours = getattr(tessera, tower).from_pretrained(str(tmp_path))
+    theirs = getattr(transformers, tower).from_pretrained(str(tmp_path), attn_implementation="eager").eval()
+    assert ours.config["hidden_size"] == CONFIG[key]["hidden_size"]
+    if key == "vision_config":
+        inputs = dict(pixel_values=pixel_batch(CONFIG[key], batch=2))
+    else:
+        ids, mask = text_batch(CONFIG[key], batch=2, seq_len=CONFIG[key]["max_position_embeddings"])
+        inputs = dict(input_ids=ids, attention_mask=mask)
+    with torch.no_grad():
+        got, want = ours(**inputs), theirs(**inputs)
+    torch.testing.assert_close(got.last_hidden_state, want.last_hidden_state, atol=1e-5, rtol=0)
+    torch.testing.assert_close(got.pooler_output, want.pooler_output, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("parent", [{"model_type": "llama", "architectures": ["LlamaForCausalLM"]},
+                                    {"model_type": "llava", "vision_config": {"model_type": "siglip_vision_model"}}])
+def test_a_tower_refuses_a_folder_without_its_config(tmp_path, parent):
+    (tmp_path / "config.json").write_text(json.dumps(parent))
+    with pytest.raises(ValueError, match=f"{re.escape(str(tmp_path))}: a '{parent['model_type']}' checkpoint, with no "
+                                         "'vision_config' of model_type 'clip_vision_model'"):
+        tessera.CLIPVisionModel.from_pretrained(str(tmp_path))
 
 
 def test_key_aliases_rename_only_what_the_model_lacks():

@@ -49,6 +49,18 @@ def test_outside_task_trains_through_the_cli(tmp_path):
     assert unknown.returncode == 2 and "unknown task 'toy_regression'" in unknown.stderr and "--import" in unknown.stderr
 
 
+def test_tessera_tasks_are_found_by_their_file_names():
+    """`train/<name>_task.py` is imported when a recipe names `<name>`, and only then; listing
+    imports every one."""
+    code = ("import json, sys; from tessera.train.tasks import task_class, list_tasks; task_class('mae'); "
+            "print(json.dumps(sorted(m for m in sys.modules if m.endswith('_task')))); print(json.dumps(list_tasks()))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    imported, tasks = map(json.loads, run.stdout.splitlines()[-2:])
+    assert imported == ["tessera.train.image_task", "tessera.train.mae_task"]
+    assert {"beit", "causal_lm", "clip", "llava", "mae", "mim_features", "vqkd"} <= set(tasks)
+
+
 def _trainer(tmp_path, accumulation: int, task_cls=_toy_task.ToyRegression):
     recipe = recipe_from_dict({**TOY, "optim": {**TOY["optim"], "accumulation_steps": accumulation}})
     trainer = Trainer(recipe, task_cls(recipe), str(tmp_path), DistInfo(), progress=False)

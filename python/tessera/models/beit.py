@@ -71,6 +71,7 @@ class BeitForMaskedImageModeling(_BeitBase):
     transformers, or of every patch, [B, N]) give the cross-entropy over masked patches."""
 
     architecture = "BeitForMaskedImageModeling"
+    default_for_model_type = True  # a config with only model_type builds the model the task trains
     _cpp_class = "BeitForMaskedImageModeling"
 
     def forward(self, pixel_values: torch.Tensor, bool_masked_pos: Optional[torch.Tensor] = None,

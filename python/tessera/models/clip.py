@@ -104,7 +104,8 @@ class CLIPModel(CppModule, PreTrainedModel):
 class _TowerModel(CppModule, PreTrainedModel):
     """HF's CLIPVisionModel / CLIPTextModel: one tower whose parameters sit at the top level
     (`embeddings.patch_embedding.weight`), as transformers 5 names them. Checkpoints in the
-    transformers 4.x layout, where every key starts with `vision_model.` / `text_model.`, load too.
+    transformers 4.x layout, where every key starts with `vision_model.` / `text_model.`, load too,
+    and so does a CLIPModel folder (its `vision_config` / `text_config` and that tower's weights).
     """
 
     _cpp_class = ""
@@ -134,6 +135,7 @@ class CLIPVisionModel(_TowerModel):
     model_type = "clip_vision_model"
     architecture = "CLIPVisionModel"
     key_aliases = [(r"^vision_model\.", "")]  # transformers 4.x layout
+    base_config_key = "vision_config"
     _cpp_class = "VisionTransformer"
 
     def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False,
@@ -164,6 +166,7 @@ class CLIPTextModel(_TowerModel):
     model_type = "clip_text_model"
     architecture = "CLIPTextModel"
     key_aliases = [(r"^text_model\.", "")]  # transformers 4.x layout
+    base_config_key = "text_config"
     _cpp_class = "ClipTextTransformer"
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,

@@ -71,6 +71,7 @@ class ViTMAEForPreTraining(_MaeBase):
     and `decoder.decoder_layers.N` (the original release)."""
 
     architecture = "ViTMAEForPreTraining"
+    default_for_model_type = True  # a config with only model_type builds the model the task trains
     _cpp_class = "MaeForPreTraining"
     key_aliases = [(r"^decoder\.decoder_layers\.", "decoder.decoder_encoder.layer.")]
 

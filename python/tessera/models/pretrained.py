@@ -35,6 +35,12 @@ class PreTrainedModel(nn.Module):
 
     model_type: str = ""
     architecture: str = ""
+    #: The class a config with this model_type and no known architecture builds (tessera.registry).
+    default_for_model_type: bool = False
+    #: A part loads from its parent's folder, as in transformers (CLIPVisionModel from a CLIPModel
+    #: folder): its config is the parent config's `base_config_key` entry, its weights the parent's
+    #: keys that are the part's own after `key_aliases`; the parent's other weights are ignored.
+    base_config_key: str = ""
     key_aliases: List[Tuple[str, str]] = []
     tied_weights: Dict[str, str] = {}
 
@@ -53,7 +59,7 @@ class PreTrainedModel(nn.Module):
         from ..checksums import verify_model_files
 
         verify_model_files(path)
-        config = read_config(path)
+        config, from_parent = cls._own_config(read_config(path), path)
         previous = _C.nn.set_init_enabled(False)  # every parameter is loaded next: skip random init
         try:
             model = cls(config, **kwargs)
@@ -65,10 +71,27 @@ class PreTrainedModel(nn.Module):
         # Assign the memory-mapped tensors instead of copying them (peak memory ~1x the
         # checkpoint; pages are copied on write only), converted where the dtype differs.
         dtypes = {k: v.dtype for k, v in model.state_dict().items()}
-        state = {k: v.to(dtypes[k]) if k in dtypes and v.dtype != dtypes[k] else v
-                 for k, v in load_weights(path).items()}
+        state = apply_key_aliases(load_weights(path), dtypes, cls.key_aliases)  # renamed first: converted below too
+        if from_parent:
+            state = {k: v for k, v in state.items() if k in dtypes}
+            if not state:
+                raise ValueError(f"{path}: no weights of {cls.__name__} in this {from_parent!r} checkpoint")
+        state = {k: v.to(dtypes[k]) if k in dtypes and v.dtype != dtypes[k] else v for k, v in state.items()}
         model.load_state_dict(state, strict=True, assign=True)
         return model.eval()  # as transformers does: call .train() to fine-tune
+
+    @classmethod
+    def _own_config(cls, config: Dict[str, Any], path: str) -> Tuple[Dict[str, Any], str]:
+        """The folder's config for this class (the folder's own, or its parent's `base_config_key`
+        entry) and the parent's model_type ("" for the class's own folder)."""
+        model_type = config.get("model_type")
+        if not cls.base_config_key or model_type in (None, cls.model_type):
+            return config, ""
+        sub = config.get(cls.base_config_key)
+        if not isinstance(sub, dict) or sub.get("model_type", cls.model_type) != cls.model_type:
+            raise ValueError(f"{path}: a {model_type!r} checkpoint, with no {cls.base_config_key!r} of model_type "
+                             f"{cls.model_type!r}: {cls.__name__} cannot load from it")
+        return sub, model_type
 
     def save_pretrained(self, path: str, max_shard_size: Union[int, str] = "5GB",
                         state_dict: Optional[Dict[str, torch.Tensor]] = None) -> None:

@@ -2,7 +2,7 @@
 
 A task is everything objective-specific: the model, the data, the loss, evaluation and plots.
 The trainer owns the rest (optimisation, wrapping, checkpoints, logging). A family registers its
-task in its own module:
+task in its own module, `tessera/train/<name>_task.py` (found by that file name, no list to edit):
 
     @register_task("clip")
     class ClipTask(Task):
@@ -152,9 +152,15 @@ class Task:
 
 
 TASKS: Dict[str, type] = {}
-_BUILTIN = {"clip": "tessera.train.clip_task", "mae": "tessera.train.mae_task", "vqkd": "tessera.train.vqkd_task",
-            "beit": "tessera.train.beit_task", "mim_features": "tessera.train.mim_features_task",
-            "causal_lm": "tessera.train.causal_lm_task", "llava": "tessera.train.llava_task"}
+
+
+def _builtin_modules() -> List[str]:
+    """tessera's task modules, `tessera/train/<name>_task.py`: a family adds one, edits no list."""
+    import os
+    import pkgutil
+
+    return sorted(f"{__package__}.{m.name}" for m in pkgutil.iter_modules([os.path.dirname(__file__)])
+                  if m.name.endswith("_task") and not m.name.startswith("_"))
 
 
 def register_task(name: str):
@@ -188,20 +194,28 @@ def import_modules(modules: Optional[List[str]]) -> None:
 
 
 def task_class(name: str, where: str = "recipe: ") -> type:
-    if name not in TASKS and name in _BUILTIN:
-        importlib.import_module(_BUILTIN[name])
+    """The task registered as `name`: tessera's `<name>_task` module is imported on demand, then
+    all of them (a module may register a task of another name), then the entry points."""
+    own = f"{__package__}.{name}_task"
+    if name not in TASKS and own in _builtin_modules():
+        importlib.import_module(own)
+    if name not in TASKS:
+        _import_builtins()
     if name not in TASKS:
         _entry_points()
     if name not in TASKS:
-        known = sorted(set(TASKS) | set(_BUILTIN))
-        raise ValueError(f"{where}task: unknown task {name!r}; registered: {', '.join(known)} "
+        raise ValueError(f"{where}task: unknown task {name!r}; registered: {', '.join(sorted(TASKS))} "
                          f"(a task outside tessera: --import its module)")
     return TASKS[name]
 
 
+def _import_builtins() -> None:
+    for module in _builtin_modules():
+        importlib.import_module(module)
+
+
 def list_tasks() -> List[str]:
-    for name in _BUILTIN:
-        task_class(name)
+    _import_builtins()
     _entry_points()
     return sorted(TASKS)
 
