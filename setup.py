@@ -42,8 +42,9 @@ class CMakeBuild(build_ext):
         # A non-editable build ships libtessera, headers and the CMake package next to _C.
         if not self.inplace and os.path.isdir(os.path.join(pkg, "lib")):
             self.copy_tree(os.path.join(pkg, "lib"), os.path.join(os.path.dirname(dest), "lib"))
-            if os.path.isdir(os.path.join(pkg, "include")):
-                self.copy_tree(os.path.join(pkg, "include"), os.path.join(os.path.dirname(dest), "include"))
+            for extra in ("include", "share"):  # headers; the named variants (share/tessera/models)
+                if os.path.isdir(os.path.join(pkg, extra)):
+                    self.copy_tree(os.path.join(pkg, extra), os.path.join(os.path.dirname(dest), extra))
 
 
 setup(ext_modules=[CMakeExtension("tessera._C")], cmdclass={"build_ext": CMakeBuild})

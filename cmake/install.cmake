@@ -6,6 +6,9 @@ install(TARGETS tessera EXPORT tesseraTargets
   INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(DIRECTORY csrc/tessera DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
   FILES_MATCHING PATTERN "*.h" PATTERN "pch.h" EXCLUDE)
+# Named variants, read at run time (core::load_config_dir): share/tessera/models/<family>/configs/.
+install(DIRECTORY csrc/tessera/models/ DESTINATION ${CMAKE_INSTALL_DATADIR}/tessera/models
+  FILES_MATCHING PATTERN "*.json")
 # The pybind11 helper for extensions lives with the bindings (csrc/python), installed beside.
 install(DIRECTORY csrc/python/tessera DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} FILES_MATCHING PATTERN "*.h")
 install(EXPORT tesseraTargets NAMESPACE tessera:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/tessera)

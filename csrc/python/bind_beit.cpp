@@ -39,4 +39,8 @@ void bind_beit(py::module_& m) {
           py::arg("pixel_values"), py::arg("bool_masked_pos") = py::none(), py::arg("output_hidden_states") = false);
 }
 
+namespace {
+const bool registered = register_submodule("beit", "BEiT (BeitForMaskedImageModeling) and its encoder", &bind_beit, 10);
+}  // namespace
+
 }  // namespace tessera::python

@@ -65,4 +65,8 @@ void bind_clip(py::module_& m) {
           py::arg("input_ids"), py::arg("attention_mask") = py::none());
 }
 
+namespace {
+const bool registered = register_submodule("clip", "CLIP and its vision/text towers", &bind_clip, 10);
+}  // namespace
+
 }  // namespace tessera::python

@@ -28,6 +28,10 @@ void bind_core(py::module_& m) {
       },
       py::arg("path"), py::arg("data"));
   m.def("list_configs", &core::list_configs);
+  m.def("load_config_dir", &core::load_config_dir, py::arg("root"),
+        "Registers every <root>/<family>/configs/<name>.json; returns the names.");
+  m.def("load_config_file", &core::load_config_file, py::arg("path"), py::arg("family"),
+        "Checks one variant file with the family's validator and registers it under its stem.");
   m.def("list_families", &core::list_families);
   m.def(
       "validate_config",
@@ -44,5 +48,9 @@ void bind_core(py::module_& m) {
       },
       py::arg("name"));
 }
+
+namespace {
+const bool registered = register_submodule("core", "safetensors, configs, registry", &bind_core, 0);
+}  // namespace
 
 }  // namespace tessera::python

@@ -256,4 +256,8 @@ void bind_data(py::module_& m) {
   bind_loader(m);
 }
 
+namespace {
+const bool registered = register_submodule("data", "image decoding, transforms, datasets and the threaded loader", &bind_data, 20);
+}  // namespace
+
 }  // namespace tessera::python

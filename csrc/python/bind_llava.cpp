@@ -51,4 +51,8 @@ void bind_llava(py::module_& m) {
           py::arg("options") = GenerationOptions(), py::arg("generator") = py::none());
 }
 
+namespace {
+const bool registered = register_submodule("llava", "LLaVA (LlavaForConditionalGeneration) and the projector registry", &bind_llava, 11);
+}  // namespace
+
 }  // namespace tessera::python

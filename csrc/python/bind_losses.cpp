@@ -67,4 +67,8 @@ void bind_losses(py::module_& m) {
       "Pairwise sigmoid loss, summed and divided by the local batch (open_clip). -> {contrastive_loss, logits}");
 }
 
+namespace {
+const bool registered = register_submodule("losses", "CLIP InfoNCE and SigLIP sigmoid losses (math; gathering in Python)", &bind_losses, 20);
+}  // namespace
+
 }  // namespace tessera::python

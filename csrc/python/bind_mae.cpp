@@ -34,4 +34,8 @@ void bind_mae(py::module_& m) {
           py::arg("interpolate_pos_encoding") = false);
 }
 
+namespace {
+const bool registered = register_submodule("mae", "MAE (ViTMAEForPreTraining) and its encoder", &bind_mae, 10);
+}  // namespace
+
 }  // namespace tessera::python

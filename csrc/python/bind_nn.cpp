@@ -148,4 +148,8 @@ void bind_nn(py::module_& m) {
       .def("__exit__", [](BudgetScope& s, py::args) { s.guard.reset(); });
 }
 
+namespace {
+const bool registered = register_submodule("nn", "layer arguments and the node protocol of the Python module tree", &bind_nn, 1);
+}  // namespace
+
 }  // namespace tessera::python

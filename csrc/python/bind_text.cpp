@@ -143,4 +143,8 @@ void bind_text(py::module_& m) {
         py::arg("sentences"), py::arg("options"),
         "Serialized SentencePiece model trained on the sentences; options are spm_train's flags.");
 }
+namespace {
+const bool registered = register_submodule("text", "CLIP BPE and sentencepiece tokenizers", &bind_text, 2);
+}  // namespace
+
 }  // namespace tessera::python

@@ -19,15 +19,15 @@ auto without_gil(F&& f) -> decltype(f()) {
   return f();
 }
 
-void bind_core(py::module_& m);
-void bind_nn(py::module_& m);
-void bind_text(py::module_& m);
-void bind_clip(py::module_& m);
-void bind_mae(py::module_& m);
-void bind_beit(py::module_& m);
-void bind_llama(py::module_& m);
-void bind_llava(py::module_& m);
-void bind_losses(py::module_& m);
-void bind_data(py::module_& m);
+/// A submodule of tessera._C: each bind_<name>.cpp registers its own from a static initialiser,
+///   namespace { const bool registered = register_submodule("foo", "doc", &bind_foo, 10); }
+/// and the extension binds them in (order, name) when it loads, so a new family edits no shared
+/// list. Order: 0 core, 1 nn, 2 text, 10 model families, a larger number for bindings that use
+/// another family's types at definition time (LLaVA's defaults are LLaMA's GenerationOptions),
+/// 20 losses and data. Registering a name twice is an error.
+using BindFunction = void (*)(py::module_&);
+bool register_submodule(const char* name, const char* doc, BindFunction bind, int order);
+/// Creates and binds every registered submodule of `m` (module.cpp).
+void bind_submodules(py::module_& m);
 
 }  // namespace tessera::python

@@ -1,9 +1,48 @@
-// The tessera._C extension: one submodule per family, each bound in its own bind_<family>.cpp.
+// The tessera._C extension: one submodule per family and per core area, each bound in its own
+// bind_<name>.cpp, which registers itself (bindings.h).
 #include "bindings.h"
 
 #include <c10/util/Exception.h>
 
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <vector>
+
 namespace tessera::python {
+namespace {
+
+struct Submodule {
+  int order;
+  std::string name, doc;
+  BindFunction bind;
+};
+
+std::vector<Submodule>& submodules() {
+  static std::vector<Submodule> all;  // filled by static initialisers before the module loads
+  return all;
+}
+
+}  // namespace
+
+bool register_submodule(const char* name, const char* doc, BindFunction bind, int order) {
+  for (const auto& s : submodules()) {
+    if (s.name == name) throw std::logic_error(std::string("tessera._C: submodule '") + name + "' registered twice");
+  }
+  submodules().push_back({order, name, doc, bind});
+  return true;
+}
+
+void bind_submodules(py::module_& m) {
+  auto all = submodules();
+  std::sort(all.begin(), all.end(),
+            [](const Submodule& a, const Submodule& b) { return std::tie(a.order, a.name) < std::tie(b.order, b.name); });
+  for (const auto& s : all) {
+    auto sub = m.def_submodule(s.name.c_str(), s.doc.c_str());
+    s.bind(sub);
+  }
+}
 
 void register_error_translator(py::module_&) {
   py::register_local_exception_translator([](std::exception_ptr p) {
@@ -27,24 +66,5 @@ PYBIND11_MODULE(_C, m) {
   using namespace tessera::python;
   m.doc() = "tessera C++ core (LibTorch modules, tokenizers, safetensors I/O)";
   register_error_translator(m);
-  auto core = m.def_submodule("core", "safetensors, configs, registry");
-  bind_core(core);
-  auto nn = m.def_submodule("nn", "layer arguments and the node protocol of the Python module tree");
-  bind_nn(nn);
-  auto text = m.def_submodule("text", "CLIP BPE and sentencepiece tokenizers");
-  bind_text(text);
-  auto clip = m.def_submodule("clip", "CLIP and its vision/text towers");
-  bind_clip(clip);
-  auto mae = m.def_submodule("mae", "MAE (ViTMAEForPreTraining) and its encoder");
-  bind_mae(mae);
-  auto beit = m.def_submodule("beit", "BEiT (BeitForMaskedImageModeling) and its encoder");
-  bind_beit(beit);
-  auto llama = m.def_submodule("llama", "LLaMA (LlamaForCausalLM) and its decoder");
-  bind_llama(llama);
-  auto llava = m.def_submodule("llava", "LLaVA (LlavaForConditionalGeneration) and the projector registry");
-  bind_llava(llava);
-  auto losses = m.def_submodule("losses", "CLIP InfoNCE and SigLIP sigmoid losses (math; gathering in Python)");
-  bind_losses(losses);
-  auto data = m.def_submodule("data", "image decoding, transforms, datasets and the threaded loader");
-  bind_data(data);
+  bind_submodules(m);
 }

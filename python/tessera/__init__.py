@@ -14,6 +14,7 @@ import torch as _torch  # loads LibTorch before the extension
 from . import _C
 from .cpp_module import CppModule
 from .factory import create_model, from_pretrained, get_model_config, list_models, register_model_type
+from .registry import add_model_config
 from .models import MODEL_CLASSES as _MODEL_CLASSES
 from .text import ClipTokenizer, SentencePieceTokenizer, tokenize
 from . import chat, lora  # noqa: E402  (conversation templates, LoRA adapters)
@@ -55,7 +56,7 @@ def __getattr__(name: str):
 cmake_prefix_path = _HERE
 
 __all__ = [
-    "CppModule", "create_model", "from_pretrained", "get_model_config", "list_models", "register_model_type",
+    "CppModule", "add_model_config", "create_model", "from_pretrained", "get_model_config", "list_models", "register_model_type",
     *_MODEL_CLASSES, "ClipTokenizer", "SentencePieceTokenizer", "tokenize",
     "include_paths", "library_dir", "cmake_prefix_path",
 ]

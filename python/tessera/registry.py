@@ -1,11 +1,14 @@
 """The one registry of model classes: a family's Python module registers its classes with
 `@register_model` (by `model_type` and `architecture`, the keys of a Hugging Face config.json);
-its named variants are JSON files in the C++ family folder (csrc/tessera/models/<family>/configs/),
-compiled into the library and read through `tessera._C.core`. `create_model`, `from_pretrained`,
+its named variants are JSON files in the C++ family folder (csrc/tessera/models/<family>/configs/,
+installed as share/tessera/models/), read at import into `tessera._C.core`'s table, where
+`add_model_config` adds a user's. `create_model`, `from_pretrained`,
 `list_models` and `tessera info` all read these two."""
 from __future__ import annotations
 
+import glob
 import json
+import os
 from typing import Any, Dict, List, Tuple
 
 from . import _C
@@ -70,6 +73,45 @@ def model_class(config: Dict[str, Any], where: str = "config") -> type:
         f"{where}: unsupported model_type {model_type!r} / architectures {config.get('architectures')!r} "
         f"(supported model types: {', '.join(sorted(MODEL_TYPES))})"
     )
+
+
+def _shipped_variants_root() -> str:
+    # In a checkout the family folders themselves (edits count at once), else the installed copy.
+    here = os.path.dirname(os.path.abspath(__file__))
+    for root in (os.path.join(here, "..", "..", "csrc", "tessera", "models"),
+                 os.path.join(here, "share", "tessera", "models")):
+        if os.path.isdir(root):
+            return os.path.normpath(root)
+    raise ImportError(f"tessera's model variants are missing: neither the source tree nor {here}/share holds them")
+
+
+_C.core.load_config_dir(_shipped_variants_root())
+
+
+def family_of(cls: type) -> str:
+    """The C++ family a registered class belongs to ("clip", "mae", ...): its `_family` submodule."""
+    module = getattr(cls, "_family", None)
+    if module is None:
+        raise ValueError(f"{cls.__name__} is not a C++ family model: it has no named variants")
+    return module.__name__.rsplit(".", 1)[-1]
+
+
+def add_model_config(path: str) -> List[str]:
+    """open_clip's add_model_config: registers a variant JSON file (named by its stem) or every
+    `*.json` in a folder, each checked strictly by its family (found from the file's
+    model_type/architectures); create_model then builds it by name. Returns the names added."""
+    files = sorted(glob.glob(os.path.join(path, "*.json"))) if os.path.isdir(path) else [path]
+    if not files:
+        raise ValueError(f"{path}: no *.json model configs in this folder")
+    names = []
+    for file in files:
+        from .io import read_json
+
+        config = read_json(file)
+        if not isinstance(config, dict):
+            raise ValueError(f"{file}: a model config must be a JSON object")
+        names.append(_C.core.load_config_file(file, family_of(model_class(config, file))))
+    return names
 
 
 def list_variants() -> List[str]:

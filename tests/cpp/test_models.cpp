@@ -109,7 +109,17 @@ TEST(ClipModel, ClearErrorsOnBadInputs) {
   EXPECT_THROW(clip->forward(at::randn({2, 3, 16, 16}), ids, at::ones({2, 11})), c10::ValueError);
 }
 
+// The shipped variant files, read at run time as Python's import does (once per test binary).
+void load_shipped_configs() {
+  static const bool loaded = [] {
+    core::load_config_dir(std::string(TESSERA_SOURCE_DIR) + "/csrc/tessera/models");
+    return true;
+  }();
+  (void)loaded;
+}
+
 TEST(ClipRegistry, OpenClipNamesAndSizes) {
+  load_shipped_configs();
   auto names = core::list_configs();
   for (const char* n : {"ViT-B-32", "ViT-B-16", "ViT-L-14"})
     EXPECT_NE(std::find(names.begin(), names.end(), n), names.end()) << n;
@@ -122,6 +132,7 @@ TEST(ClipRegistry, OpenClipNamesAndSizes) {
 }
 
 TEST(ClipRegistry, EveryVariantFileIsStrictlyValid) {
+  load_shipped_configs();
   for (const auto& name : core::list_configs()) {
     const auto& c = core::find_config(name);
     EXPECT_NO_THROW(core::validate_config(c.family, nlohmann::json::parse(c.json), name)) << name;

@@ -206,3 +206,29 @@ def test_from_pretrained_assigns_and_cpp_sees_it_before_any_forward(tmp_path):
         next(loaded.parameters()).add_(1.0)
     again = tessera.from_pretrained(str(tmp_path))
     assert torch.equal(next(again.parameters()), next(model.parameters()))
+
+
+def test_add_model_config_registers_a_checked_variant(tmp_path):
+    """open_clip's add_model_config: a user's variant file (or folder) is checked strictly by its
+    family and then built by name; a typo, a second file of the same name, or an unknown model
+    type is refused naming the file."""
+    import json
+
+    tiny = dict(architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=40, hidden_size=16,
+                intermediate_size=24, num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=32)
+    (tmp_path / "tiny-llama-user.json").write_text(json.dumps(tiny))
+    assert tessera.add_model_config(str(tmp_path)) == ["tiny-llama-user"]
+    assert "tiny-llama-user" in tessera.list_models()
+    model = tessera.create_model("tiny-llama-user")
+    assert isinstance(model, tessera.LlamaForCausalLM) and model.config["hidden_size"] == 16
+    with pytest.raises(ValueError, match="registered twice"):
+        tessera.add_model_config(str(tmp_path / "tiny-llama-user.json"))
+    typo = tmp_path / "typo" / "tiny-llama-typo.json"
+    typo.parent.mkdir()
+    typo.write_text(json.dumps(dict(tiny, hiden_size=16)))
+    with pytest.raises(ValueError, match=r"tiny-llama-typo\.json.*hiden_size"):
+        tessera.add_model_config(str(typo))
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(dict(model_type="not-a-model")))
+    with pytest.raises(ValueError, match=r"other\.json.*not-a-model"):
+        tessera.add_model_config(str(other))

@@ -1,7 +1,8 @@
 // Registry of named model configurations ("ViT-B-32", ...), like open_clip's and timm's factories:
 // each name maps to a family and a Hugging Face style config JSON. The variants are JSON files,
-// one per name, in models/<family>/configs/ (compiled in by CMake); each family registers a
-// strict validator for them and for overrides (models/<family>/<family>_family.cpp).
+// one per name, in models/<family>/configs/, read at run time (load_config_dir: Python loads the
+// shipped ones at import; add_model_config adds a user's); each family registers a strict
+// validator for them and for overrides (models/<family>/<family>_family.cpp).
 #pragma once
 #include <nlohmann/json_fwd.hpp>
 
@@ -19,6 +20,12 @@ struct NamedConfig {
 
 /// Adds a named config; registering a name twice is an error.
 void register_config(NamedConfig config);
+/// Reads `path` (a JSON object), checks it with `family`'s strict validator and registers it under
+/// the file's stem. Returns the name.
+std::string load_config_file(const std::string& path, const std::string& family);
+/// Registers every `<root>/<family>/configs/<name>.json` (the source tree's csrc/tessera/models or
+/// the installed share/tessera/models). Returns the names added, sorted.
+std::vector<std::string> load_config_dir(const std::string& root);
 /// The config for `name`; an unknown name lists the known ones.
 const NamedConfig& find_config(const std::string& name);
 /// All registered names, sorted.

@@ -57,10 +57,14 @@ void TransformerBlockImpl::reset() {
     TORCH_CHECK_VALUE(!L.cross_norm.empty(), class_name_, ": a cross-attention layout needs a cross_norm path");
     cross_norm = norm(L.cross_norm);
   }
-  if (o.gated_mlp()) gate = linear(L.gate, o.dim(), o.mlp_dim());
-  fc1 = linear(L.fc1, o.dim(), o.mlp_dim());
-  fc2 = linear(L.fc2, o.mlp_dim(), o.dim());
-  mlp_norm = norm(L.mlp_norm);
+  // A Q-Former without text input has only the query feed-forward (an empty fc1 path).
+  TORCH_CHECK_VALUE(!L.fc1.empty() || o.query_ffn(), class_name_, ": a layout without fc1 needs the query feed-forward");
+  if (!L.fc1.empty()) {
+    if (o.gated_mlp()) gate = linear(L.gate, o.dim(), o.mlp_dim());
+    fc1 = linear(L.fc1, o.dim(), o.mlp_dim());
+    fc2 = linear(L.fc2, o.mlp_dim(), o.dim());
+    mlp_norm = norm(L.mlp_norm);
+  }
   if (o.query_ffn()) {
     query_fc1 = linear(L.query_fc1, o.dim(), o.mlp_dim());
     query_fc2 = linear(L.query_fc2, o.mlp_dim(), o.dim());
@@ -111,6 +115,8 @@ at::Tensor TransformerBlockImpl::forward(const at::Tensor& x, const LayerArgs& a
                           layer_scale1());
   const int64_t nq = options.query_ffn() ? std::min<int64_t>(args.query_length, h.size(1)) : h.size(1);
   auto mlp = [&](const at::Tensor& t) { return feed_forward(t, fc1, fc2, gate); };
+  TORCH_CHECK_VALUE(fc1 || nq == h.size(1), class_name_, " has no feed-forward for the ", h.size(1) - nq,
+                    " tokens after the ", nq, " queries (a Q-Former without text input)");
   if (!options.query_ffn() || nq == 0) {  // every token takes the same path
     if (cross_attn && (!options.query_ffn() || nq > 0))
       h = sublayer(h, cross_norm, [&](const at::Tensor& t) { return cross_attn->forward_cross(t, args); }, {});
