@@ -38,13 +38,24 @@ _LLAVA = dict(text_config=_LLAMA, image_token_index=40, vision_feature_layer=-1,
               vision_config=dict(hidden_size=24, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2,
                                  image_size=16, patch_size=8))
 
+_QFORMER = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48, encoder_hidden_size=24,
+                vocab_size=50, max_position_embeddings=16, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+_BLIP2_VISION = dict(hidden_size=24, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4, image_size=16,
+                     patch_size=8, initializer_range=0.02)
+_BLIP2 = dict(vision_config=_BLIP2_VISION, qformer_config=_QFORMER, text_config=dict(_LLAMA, model_type="llama"),
+              num_query_tokens=4,
+              image_token_index=49)
+_BLIP2_ITR = dict(_BLIP2, qformer_config=dict(_QFORMER, use_qformer_text_input=True), image_text_hidden_size=16,
+                  image_token_index=None)
+
 
 def _text(cfg):
     ids, mask = text_batch(cfg, batch=3, seq_len=cfg["max_position_embeddings"])
     return dict(input_ids=ids, attention_mask=mask)
 
 
-# architecture -> (tiny config, inputs for that config, the scalar a training step would minimise)
+# architecture -> (tiny config, inputs for that config, the scalar a training step would minimise
+#                  [, regexes of parameters those inputs leave unread])
 EXAMPLES = {
     "CLIPModel": (_CLIP, lambda c: dict(**_text(c["text_config"]), pixel_values=pixel_batch(c["vision_config"], batch=3),
                                         return_loss=True), lambda out: out.loss),
@@ -68,6 +79,23 @@ EXAMPLES = {
                                pixel_values=torch.randn(2, 3, 16, 16),
                                labels=torch.cat([torch.full((2, 4), -100), torch.arange(10).repeat(2, 1)], 1)),
         lambda out: out.loss),
+    "Blip2VisionModel": (_BLIP2_VISION, lambda c: dict(pixel_values=torch.randn(3, 3, 16, 16)),
+                         lambda out: out.last_hidden_state.pow(2).mean() + out.pooler_output.sum()),
+    "Blip2QFormerModel": (_QFORMER, lambda c: dict(query_embeds=torch.randn(3, 4, 32),
+                                                   encoder_hidden_states=torch.randn(3, 5, 24)),
+                          lambda out: out.last_hidden_state.pow(2).mean()),
+    "Blip2ForConditionalGeneration": (
+        _BLIP2, lambda c: dict(input_ids=torch.cat([torch.full((2, 4), 49), torch.arange(6).repeat(2, 1)], 1),
+                               pixel_values=torch.randn(2, 3, 16, 16),
+                               labels=torch.cat([torch.full((2, 4), -100), torch.arange(6).repeat(2, 1)], 1)),
+        lambda out: out.loss),
+    # ITM: one pass of [queries; text] through the Q-Former (ITC's two passes would call each layer
+    # twice); its ITC projections are unread here.
+    "Blip2ForImageTextRetrieval": (
+        _BLIP2_ITR, lambda c: dict(pixel_values=torch.randn(2, 3, 16, 16), input_ids=torch.arange(12).view(2, 6) + 3,
+                                   attention_mask=torch.tensor([[1] * 6, [1] * 4 + [0] * 2]),
+                                   use_image_text_matching_head=True),
+        lambda out: out.logits_per_image.sum(), (r"^vision_projection\.", r"^text_projection\.")),
     "VQKD": (_VQKD, lambda c: dict(pixel_values=torch.randn(3, 3, 16, 16), target=torch.randn(3, 16, 12)),
              lambda out: out.loss),
 }
@@ -88,9 +116,20 @@ def example(request):
     if _arch(cls) not in EXAMPLES:
         pytest.fail(f"registered class {cls.__name__} (architecture {_arch(cls)!r}) has no tiny example in "
                     f"test_contract.py EXAMPLES")
-    config, inputs, objective = EXAMPLES[_arch(cls)]
+    config, inputs, objective, *unread = EXAMPLES[_arch(cls)]
     torch.manual_seed(0)
-    return cls, dict(config), inputs(config), objective
+    cls_unread = getattr(cls, "unused_parameters", ())  # never read by design (LLaVA's tower post-norm)
+    return cls, dict(config), inputs(config), _Objective(objective, tuple(cls_unread) + tuple(*unread))
+
+
+class _Objective:
+    """The scalar to minimise, and the parameters (regexes) this example's forward does not read."""
+
+    def __init__(self, fn, unread):
+        self.fn, self.unread = fn, unread
+
+    def __call__(self, out):
+        return self.fn(out)
 
 
 def _grads(model, inputs, objective):
@@ -110,9 +149,8 @@ def test_finite_outputs_and_every_parameter_gets_a_gradient(example):
     model = cls(config).train()
     loss, grads = _grads(model, inputs, objective)
     assert torch.isfinite(loss)
-    unused = getattr(cls, "unused_parameters", ())  # never read by design (LLaVA's tower post-norm)
     missing = [k for k, p in model.named_parameters()
-               if p.requires_grad and k not in grads and not any(re.match(u, k) for u in unused)]
+               if p.requires_grad and k not in grads and not any(re.match(u, k) for u in objective.unread)]
     assert not missing, f"no gradient for {missing}"
     assert all(torch.isfinite(g).all() for g in grads.values())
 

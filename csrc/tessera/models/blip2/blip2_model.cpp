@@ -1,0 +1,188 @@
+// BLIP-2's heads (transformers' Blip2ForConditionalGeneration, Blip2ForImageTextRetrieval).
+#include "tessera/models/blip2/blip2_model.h"
+
+#include "tessera/nn/init.h"
+
+#include <ATen/ATen.h>
+
+namespace tessera::models {
+namespace {
+
+// F.normalize(x, dim=-1): x / max(||x||, 1e-12).
+at::Tensor normalize(const at::Tensor& x) { return x / x.norm(2, {-1}, true).clamp_min(1e-12); }
+
+// LAVIS draws the queries from N(0, initializer_range); transformers zero-fills them, which leaves
+// every query identical (and identically updated) when training from scratch.
+void init_queries(const at::Tensor& queries, double std) { queries.normal_(0, std); }
+
+}  // namespace
+
+at::Tensor blip2_query_output(Blip2VisionModelImpl& vision, Blip2QFormerModelImpl& qformer,
+                              const at::Tensor& query_tokens, const at::Tensor& pixel_values,
+                              bool interpolate_pos_encoding) {
+  at::Tensor image = vision.forward(pixel_values, false, interpolate_pos_encoding).last_hidden_state;
+  at::Tensor queries = query_tokens.expand({image.size(0), -1, -1});
+  return qformer.forward(queries, -1, {}, image).last_hidden_state;
+}
+
+Blip2ForConditionalGenerationImpl::Blip2ForConditionalGenerationImpl(Blip2Options options_)
+    : Module("Blip2ForConditionalGeneration"), options(std::move(options_)) {
+  options.validate("blip-2 config");
+  TORCH_CHECK_VALUE(options.text.has_value(), "blip-2 config: Blip2ForConditionalGeneration needs a LLaMA "
+                    "text_config (model_type 'llama'); tessera has no other language model");
+  TORCH_CHECK_VALUE(options.image_token_index() >= 0, "blip-2 config: Blip2ForConditionalGeneration needs "
+                    "image_token_index (the prompt's placeholder for each query output)");
+  nn::build_then_init(*this);
+}
+
+void Blip2ForConditionalGenerationImpl::reset() {
+  const auto& o = options;
+  vision_model = register_module("vision_model", Blip2VisionModel(o.vision));
+  query_tokens_ = add_parameter("query_tokens", std::vector<int64_t>{1, o.num_query_tokens(), o.qformer.hidden_size()});
+  qformer = register_module("qformer", Blip2QFormerModel(o.qformer));
+  language_projection = register_module("language_projection", nn::Linear(o.qformer.hidden_size(), o.text->hidden_size()));
+  language_model = register_module("language_model", LlamaForCausalLM(*o.text));
+}
+
+void Blip2ForConditionalGenerationImpl::init_weights() {
+  at::NoGradGuard g;
+  vision_model->init_weights();
+  qformer->init_weights();
+  language_model->init_weights();
+  language_projection->weight().normal_(0, options.initializer_range());
+  language_projection->bias().zero_();
+  init_queries(query_tokens(), options.initializer_range());
+}
+
+at::Tensor Blip2ForConditionalGenerationImpl::image_features(const at::Tensor& pixel_values,
+                                                             bool interpolate_pos_encoding) {
+  return language_projection->forward(
+      blip2_query_output(*vision_model, *qformer, query_tokens(), pixel_values, interpolate_pos_encoding));
+}
+
+at::Tensor Blip2ForConditionalGenerationImpl::embed(const at::Tensor& input_ids, const at::Tensor& pixel_values,
+                                                    bool interpolate_pos_encoding) {
+  TORCH_CHECK_VALUE(input_ids.defined() && input_ids.dim() == 2 && input_ids.scalar_type() == at::kLong,
+                    "input_ids must be int64 [B, L]");
+  TORCH_CHECK_VALUE(pixel_values.defined(), "Blip2ForConditionalGeneration needs pixel_values");
+  at::Tensor is_image = input_ids == options.image_token_index();
+  const int64_t n_tokens = is_image.sum().item<int64_t>();
+  // The image token may lie outside the vocabulary: look up 0 in its place.
+  at::Tensor embeds = language_model->embed_tokens->forward(input_ids.masked_fill(is_image, 0));
+  at::Tensor feats = image_features(pixel_values, interpolate_pos_encoding);
+  TORCH_CHECK_VALUE(n_tokens == feats.size(0) * feats.size(1), "image features and image tokens do not match: ",
+                    feats.size(0), " image(s) of ", feats.size(1), " queries need ", feats.size(0) * feats.size(1),
+                    " image tokens (id ", options.image_token_index(), ") in input_ids, found ", n_tokens);
+  return embeds.masked_scatter(is_image.unsqueeze(-1), feats.to(embeds.scalar_type()));
+}
+
+CausalLMOutput Blip2ForConditionalGenerationImpl::forward(const at::Tensor& input_ids, const at::Tensor& pixel_values,
+                                                          const at::Tensor& attention_mask, const at::Tensor& labels,
+                                                          bool output_hidden_states, bool interpolate_pos_encoding) {
+  return language_model->forward({}, attention_mask, {}, embed(input_ids, pixel_values, interpolate_pos_encoding),
+                                 labels, output_hidden_states);
+}
+
+at::Tensor Blip2ForConditionalGenerationImpl::generate(const at::Tensor& input_ids, const at::Tensor& pixel_values,
+                                                       const at::Tensor& attention_mask,
+                                                       const GenerationOptions& generation,
+                                                       std::optional<at::Generator> generator) {
+  at::NoGradGuard no_grad;
+  return models::generate(*language_model, input_ids, attention_mask, generation, std::move(generator),
+                          embed(input_ids, pixel_values));
+}
+
+Blip2ForImageTextRetrievalImpl::Blip2ForImageTextRetrievalImpl(Blip2Options options_)
+    : Module("Blip2ForImageTextRetrieval"), options(std::move(options_)) {
+  options.validate("blip-2 config");
+  TORCH_CHECK_VALUE(options.qformer.use_qformer_text_input(), "blip-2 config: Blip2ForImageTextRetrieval reads text "
+                    "through the Q-Former: set qformer_config.use_qformer_text_input to true");
+  nn::build_then_init(*this);
+}
+
+void Blip2ForImageTextRetrievalImpl::reset() {
+  const auto& o = options;
+  const int64_t H = o.qformer.hidden_size(), E = o.image_text_hidden_size();
+  vision_model = register_module("vision_model", Blip2VisionModel(o.vision));
+  query_tokens_ = add_parameter("query_tokens", std::vector<int64_t>{1, o.num_query_tokens(), H});
+  embeddings = register_module("embeddings", Blip2TextEmbeddings(o.qformer));
+  qformer = register_module("qformer", Blip2QFormerModel(o.qformer));
+  vision_projection = register_module("vision_projection", nn::Linear(H, E));
+  text_projection = register_module("text_projection", nn::Linear(H, E));
+  itm_head = register_module("itm_head", nn::Linear(H, 2));
+}
+
+void Blip2ForImageTextRetrievalImpl::init_weights() {
+  at::NoGradGuard g;
+  const double std = options.initializer_range();
+  vision_model->init_weights();
+  qformer->init_weights();
+  for (auto* lin : {vision_projection.get(), text_projection.get(), itm_head.get()}) {
+    lin->weight().normal_(0, std);
+    lin->bias().zero_();
+  }
+  const int64_t pad = options.qformer.pad_token_id();
+  embeddings->word_embeddings->weight().normal_(0, std);
+  embeddings->word_embeddings->weight()[pad].zero_();
+  embeddings->position_embeddings->weight().normal_(0, std);
+  init_queries(query_tokens(), std);
+}
+
+std::pair<at::Tensor, at::Tensor> Blip2ForImageTextRetrievalImpl::text_part(const at::Tensor& input_ids,
+                                                                            const at::Tensor& attention_mask) const {
+  TORCH_CHECK_VALUE(input_ids.defined() && input_ids.dim() == 2 && input_ids.scalar_type() == at::kLong,
+                    "input_ids must be int64 [B, T]");
+  TORCH_CHECK_VALUE(!attention_mask.defined() || attention_mask.sizes() == input_ids.sizes(), "attention_mask ",
+                    attention_mask.defined() ? attention_mask.sizes() : at::IntArrayRef{}, " does not match input_ids ",
+                    input_ids.sizes());
+  if (options.image_token_index() < 0) return {input_ids, attention_mask};
+  // The prompt starts with one placeholder per query, which the text side does not read.
+  const int64_t Q = options.num_query_tokens();
+  TORCH_CHECK_VALUE(input_ids.size(1) > Q, "input_ids of length ", input_ids.size(1), " must start with ", Q,
+                    " image tokens (image_token_index ", options.image_token_index(), ") before the text");
+  return {input_ids.slice(1, Q), attention_mask.defined() ? attention_mask.slice(1, Q) : attention_mask};
+}
+
+at::Tensor Blip2ForImageTextRetrievalImpl::image_embeds_for_itc(const at::Tensor& pixel_values) {
+  at::Tensor q = blip2_query_output(*vision_model, *qformer, query_tokens(), pixel_values);
+  return normalize(vision_projection->forward(q));
+}
+
+at::Tensor Blip2ForImageTextRetrievalImpl::text_embeds_for_itc(const at::Tensor& input_ids,
+                                                               const at::Tensor& attention_mask) {
+  auto [ids, mask] = text_part(input_ids, attention_mask);
+  at::Tensor states = qformer->forward(embeddings->forward(ids), 0, mask).last_hidden_state;
+  return normalize(text_projection->forward(states.select(1, 0)));
+}
+
+Blip2ImageTextMatchingOutput Blip2ForImageTextRetrievalImpl::forward(const at::Tensor& pixel_values,
+                                                                    const at::Tensor& input_ids,
+                                                                    const at::Tensor& attention_mask,
+                                                                    bool use_image_text_matching_head) {
+  Blip2ImageTextMatchingOutput out;
+  if (!use_image_text_matching_head) {
+    out.image_embeds = image_embeds_for_itc(pixel_values);                  // [Bi, Q, E]
+    out.text_embeds = text_embeds_for_itc(input_ids, attention_mask);       // [Bt, E]
+    out.logits_per_image = std::get<0>(at::matmul(out.image_embeds, out.text_embeds.t()).max(1));  // [Bi, Bt]
+    out.logits_per_text = out.logits_per_image.t();
+    return out;
+  }
+  auto [ids, _] = text_part(input_ids, attention_mask);
+  at::Tensor image = vision_model->forward(pixel_values).last_hidden_state;
+  TORCH_CHECK_VALUE(image.size(0) == ids.size(0), "image-text matching pairs image i with text i: got ",
+                    image.size(0), " images and ", ids.size(0), " texts");
+  const int64_t Q = options.num_query_tokens();
+  // The mask covers [queries; text]: the prompt's placeholders, or ones put before the text's mask.
+  at::Tensor mask = attention_mask;
+  if (mask.defined() && options.image_token_index() < 0)
+    mask = at::cat({at::ones({mask.size(0), Q}, mask.options()), mask}, 1);
+  at::Tensor tokens = embeddings->forward(ids, query_tokens().expand({ids.size(0), -1, -1}));
+  at::Tensor states = qformer->forward(tokens, Q, mask, image).last_hidden_state;
+  out.logits_per_image = itm_head->forward(states.narrow(1, 0, Q)).mean(1);
+  out.logits_per_text = out.logits_per_image.t();
+  out.text_embeds = states;
+  out.image_embeds = image;
+  return out;
+}
+
+}  // namespace tessera::models

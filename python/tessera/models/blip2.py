@@ -1,0 +1,167 @@
+"""BLIP-2 (Li et al. 2023) over the C++ modules in csrc/tessera/models/blip2, with the interface of
+transformers' Blip2VisionModel, Blip2QFormerModel, Blip2ForConditionalGeneration and
+Blip2ForImageTextRetrieval.
+
+    blip2 = tessera.from_pretrained("path/to/blip2")            # image tokens first in the prompt
+    ids = blip2.generate(input_ids, pixel_values=images, max_new_tokens=20)
+    itr = tessera.from_pretrained("path/to/blip2-itm")
+    scores = itr(images, input_ids, attention_mask).logits_per_image       # ITC, [images, texts]
+    match = itr(images, input_ids, attention_mask, use_image_text_matching_head=True).logits_per_image
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, Optional, Sequence
+
+import torch
+
+from .. import _C
+from ..cpp_module import node_class
+from ..registry import register_model
+from .family import FamilyModel
+from .llama import LlamaForCausalLM, _check, drain, generation_config
+from .outputs import make_output
+
+#: Python classes of the mirrored C++ nodes (wrap policies: FSDP2, activation checkpointing).
+Blip2EncoderLayer = node_class("Blip2EncoderLayer", layer=True)
+Blip2QFormerLayer = node_class("Blip2QFormerLayer", layer=True)
+
+
+class _Blip2Part(FamilyModel):
+    _family = _C.blip2
+    _resolve = "resolve_config"
+
+    @classmethod
+    def resolve_config(cls, config: Dict[str, Any]) -> Dict[str, Any]:
+        return json.loads(getattr(cls._family, cls._resolve)(json.dumps(config)))
+
+
+@register_model
+class Blip2VisionModel(_Blip2Part):
+    """The image tower: `embeddings`, `encoder.layers.N` (fused `qkv`), `post_layernorm` on every
+    token. last_hidden_state is what the Q-Former reads; pooler_output the class token normed again."""
+
+    model_type = "blip_2_vision_model"
+    architecture = "Blip2VisionModel"
+    _cpp_class = "Blip2VisionModel"
+    _resolve = "resolve_vision_config"
+    base_config_key = "vision_config"
+    key_aliases = [(r"^vision_model\.", "")]  # the tower inside a Blip2* checkpoint
+
+    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False,
+                interpolate_pos_encoding: bool = False):
+        _check(pixel_values=pixel_values)
+        self._sync_parameters()
+        return make_output(self._cpp.forward(pixel_values, bool(output_hidden_states),
+                                             bool(interpolate_pos_encoding)))
+
+    def forward_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """timm's forward_features: the post-normed tokens [B, 1 + patches, D]."""
+        return self.forward(pixel_values).last_hidden_state
+
+    def forward_intermediates(self, pixel_values: torch.Tensor, indices: Sequence[int] = (-1,), norm: bool = False,
+                              stop_early: bool = False, interpolate_pos_encoding: bool = False):
+        """timm's forward_intermediates: (final tokens, [the outputs of the layers in `indices`])."""
+        _check(pixel_values=pixel_values)
+        self._sync_parameters()
+        out = self._cpp.forward_intermediates(pixel_values, [int(i) for i in indices], bool(norm), bool(stop_early),
+                                              bool(interpolate_pos_encoding))
+        return out["last_hidden_state"], list(out["intermediates"])
+
+
+@register_model
+class Blip2QFormerModel(_Blip2Part):
+    """The Querying Transformer. `query_embeds` [B, L, H] are `query_length` learned queries (all
+    L by default) followed by text embeddings (use_qformer_text_input); the queries cross-attend to
+    `encoder_hidden_states` every `cross_attention_frequency` layers. `attention_mask` is [B, L]
+    padding or [B, L, L] (row i: the tokens token i may see: BLIP-2's ITM and ITG masks)."""
+
+    model_type = "blip_2_qformer"
+    architecture = "Blip2QFormerModel"
+    _cpp_class = "Blip2QFormerModel"
+    _resolve = "resolve_qformer_config"
+    base_config_key = "qformer_config"
+    key_aliases = [(r"^qformer\.", "")]  # the Q-Former inside a Blip2* checkpoint
+
+    def forward(self, query_embeds: torch.Tensor, query_length: Optional[int] = None,
+                attention_mask: Optional[torch.Tensor] = None, encoder_hidden_states: Optional[torch.Tensor] = None,
+                encoder_attention_mask: Optional[torch.Tensor] = None, output_hidden_states: bool = False):
+        _check(query_embeds=query_embeds, attention_mask=attention_mask, encoder_hidden_states=encoder_hidden_states,
+               encoder_attention_mask=encoder_attention_mask)
+        self._sync_parameters()
+        n = -1 if query_length is None else int(query_length)
+        return make_output(self._cpp.forward(query_embeds, n, attention_mask, encoder_hidden_states,
+                                             encoder_attention_mask, bool(output_hidden_states)))
+
+
+@register_model
+class Blip2ForConditionalGeneration(_Blip2Part):
+    """Tower -> queries -> Q-Former -> `language_projection` -> a LLaMA whose prompt holds
+    `num_query_tokens` image tokens (`image_token_index`) per image, replaced in order by the
+    projected queries; a prompt whose image tokens do not match is refused."""
+
+    model_type = "blip-2"
+    architecture = "Blip2ForConditionalGeneration"
+    default_for_model_type = True
+    _cpp_class = "Blip2ForConditionalGeneration"
+
+    def forward(self, input_ids: torch.Tensor, pixel_values: torch.Tensor,
+                attention_mask: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
+                output_hidden_states: bool = False, interpolate_pos_encoding: bool = False):
+        _check(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask, labels=labels)
+        self._sync_parameters()
+        return make_output(self._cpp.forward(input_ids, pixel_values, attention_mask, labels,
+                                             bool(output_hidden_states), bool(interpolate_pos_encoding)))
+
+    def get_image_features(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+        """The projected queries [B, num_query_tokens, text hidden] that replace the image tokens."""
+        _check(pixel_values=pixel_values)
+        self._sync_parameters()
+        return self._cpp.image_features(pixel_values, bool(interpolate_pos_encoding))
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, pixel_values: torch.Tensor,
+                 attention_mask: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None,
+                 **kwargs) -> torch.Tensor:
+        """The prompt followed by the new ids; the generation arguments of LlamaForCausalLM.generate."""
+        _check(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
+        o = LlamaForCausalLM._generation(self, generation_config(kwargs, "generate"))
+        return self._cpp.generate(input_ids, pixel_values, attention_mask, o, generator)
+
+    def stream(self, input_ids: torch.Tensor, pixel_values: torch.Tensor,
+               attention_mask: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None, **kwargs):
+        """Like generate, one step at a time: yields each step's new ids [B]."""
+        _check(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
+        o = LlamaForCausalLM._generation(self, generation_config(kwargs, "stream"))
+        yield from drain(self._cpp.stream(input_ids, pixel_values, attention_mask, o, generator))
+
+
+@register_model
+class Blip2ForImageTextRetrieval(_Blip2Part):
+    """Image-text retrieval with the Q-Former's text input: ITC (default) scores every image
+    against every text by the best of its queries' similarities to the text's first token;
+    `use_image_text_matching_head` scores image i against text i with `itm_head` ([B, 2]:
+    no match, match)."""
+
+    model_type = "blip-2"
+    architecture = "Blip2ForImageTextRetrieval"
+    _cpp_class = "Blip2ForImageTextRetrieval"
+
+    def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
+                attention_mask: Optional[torch.Tensor] = None, use_image_text_matching_head: bool = False):
+        _check(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask)
+        self._sync_parameters()
+        return make_output(self._cpp.forward(pixel_values, input_ids, attention_mask,
+                                             bool(use_image_text_matching_head)))
+
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """ITC image embeddings: normalised, one per query [B, Q, image_text_hidden_size]."""
+        _check(pixel_values=pixel_values)
+        self._sync_parameters()
+        return self._cpp.image_embeds_for_itc(pixel_values)
+
+    def get_text_features(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """ITC text embeddings: normalised [B, image_text_hidden_size]."""
+        _check(input_ids=input_ids, attention_mask=attention_mask)
+        self._sync_parameters()
+        return self._cpp.text_embeds_for_itc(input_ids, attention_mask)

@@ -1,0 +1,232 @@
+"""BLIP-2 against transformers: the shared fixtures (Q-Former with and without text input, the
+generation model with its greedy ids, the retrieval model's ITC and ITM logits), random
+configurations side by side (cross-attention frequency 1-3, text input on/off, padding; forward
+and every gradient), towers loaded from their parent's folder, save/load both ways, bad input."""
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import tessera
+
+transformers = pytest.importorskip("transformers")
+
+
+def _io(d):
+    return load_file(str(d / "io.safetensors"))
+
+
+@pytest.mark.parametrize("name", ["qformer", "qformer_text"])
+def test_qformer_fixture_parity(fixture_dir, name):
+    d = fixture_dir(name)
+    io = _io(d)
+    model = tessera.from_pretrained(str(d))
+    assert isinstance(model, tessera.Blip2QFormerModel)
+    out = model(io["query_embeds"], encoder_hidden_states=io["encoder_hidden_states"])
+    torch.testing.assert_close(out.last_hidden_state, io["last_hidden_state"], atol=1e-4, rtol=0)
+
+
+def test_generation_fixture_parity(fixture_dir):
+    d = fixture_dir("blip2")
+    io = _io(d)
+    model = tessera.from_pretrained(str(d))
+    assert isinstance(model, tessera.Blip2ForConditionalGeneration)
+    out = model(io["input_ids"], io["pixel_values"])
+    torch.testing.assert_close(out.logits, io["logits"], atol=1e-4, rtol=0)
+    ids = model.generate(io["input_ids"], io["pixel_values"], max_new_tokens=6)
+    assert torch.equal(ids, io["greedy"])
+
+
+def test_retrieval_fixture_parity(fixture_dir):
+    d = fixture_dir("blip2_itr")
+    io = _io(d)
+    model = tessera.from_pretrained(str(d))
+    assert isinstance(model, tessera.Blip2ForImageTextRetrieval)
+    itc = model(io["pixel_values"], io["input_ids"], io["attention_mask"])
+    torch.testing.assert_close(itc.logits_per_image, io["logits_per_image"], atol=1e-4, rtol=0)
+    itm = model(io["pixel_values"], io["input_ids"], io["attention_mask"], use_image_text_matching_head=True)
+    torch.testing.assert_close(itm.logits_per_image, io["itm_logits"], atol=1e-4, rtol=0)
+
+
+QFORMER = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=48,
+               encoder_hidden_size=24, vocab_size=50, max_position_embeddings=16,
+               hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+VISION = dict(hidden_size=24, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4, image_size=16,
+              patch_size=4, initializer_range=0.02)
+TEXT = dict(hidden_size=32, intermediate_size=56, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            vocab_size=60, max_position_embeddings=64, bos_token_id=1, eos_token_id=2)
+
+
+def _perturbed(hf):
+    with torch.no_grad():  # transformers zero-fills the queries and biases: make every value matter
+        for p in hf.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return hf
+
+
+def _compare_grads(ours, hf):
+    theirs = dict(hf.named_parameters())
+    assert sorted(n for n, _ in ours.named_parameters()) == sorted(theirs)
+    for name, p in ours.named_parameters():
+        q = theirs[name]
+        if q.grad is None:  # a head this mode does not read (ITC leaves itm_head alone)
+            assert p.grad is None or not p.grad.any(), name
+            continue
+        assert p.grad is not None, name
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("frequency,text", [(1, True), (2, False), (3, True), (2, True)])
+def test_qformer_side_by_side(frequency, text, tmp_path):
+    config = transformers.Blip2QFormerConfig(**QFORMER, cross_attention_frequency=frequency,
+                                             use_qformer_text_input=text)
+    hf = _perturbed(transformers.Blip2QFormerModel(config)).train()
+    hf.save_pretrained(tmp_path)
+    ours = tessera.from_pretrained(str(tmp_path)).train()
+    B, Q, T = 3, 5, 4 if text else 0
+    x = torch.randn(B, Q + T, 32)
+    image = torch.randn(B, 7, 24, requires_grad=True)
+    image_ours = image.detach().clone().requires_grad_()
+    mask = torch.ones(B, Q + T, dtype=torch.long)
+    if text:
+        mask[1, -2:] = 0  # a padded text
+    a = hf(query_embeds=x, query_length=Q, attention_mask=mask, encoder_hidden_states=image)
+    b = ours(x, query_length=Q, attention_mask=mask, encoder_hidden_states=image_ours)
+    torch.testing.assert_close(b.last_hidden_state, a.last_hidden_state, atol=1e-5, rtol=1e-4)
+    weights = torch.randn_like(a.last_hidden_state)
+    (a.last_hidden_state * weights).sum().backward()
+    (b.last_hidden_state * weights).sum().backward()
+    _compare_grads(ours, hf)
+    torch.testing.assert_close(image_ours.grad, image.grad, atol=1e-5, rtol=1e-4)
+
+
+def test_qformer_text_only_pass_matches(tmp_path):
+    """ITC's text pass: no queries, no image (query_length 0)."""
+    config = transformers.Blip2QFormerConfig(**QFORMER, use_qformer_text_input=True)
+    hf = _perturbed(transformers.Blip2QFormerModel(config)).eval()
+    hf.save_pretrained(tmp_path)
+    ours = tessera.from_pretrained(str(tmp_path))
+    x, mask = torch.randn(2, 6, 32), torch.tensor([[1] * 6, [1] * 4 + [0] * 2])
+    a = hf(query_embeds=x, query_length=0, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(ours(x, query_length=0, attention_mask=mask).last_hidden_state, a, atol=1e-5, rtol=1e-4)
+
+
+def _blip2_config(**extra):
+    return transformers.Blip2Config(vision_config=VISION, qformer_config={**QFORMER, **extra.pop("qformer", {})},
+                                    text_config={**TEXT, "model_type": "llama"}, num_query_tokens=4, **extra)
+
+
+def test_generation_side_by_side(tmp_path):
+    hf = _perturbed(transformers.Blip2ForConditionalGeneration(_blip2_config(image_token_index=59))).train()
+    hf.save_pretrained(tmp_path)
+    ours = tessera.from_pretrained(str(tmp_path)).train()
+    assert isinstance(ours, tessera.Blip2ForConditionalGeneration)
+    px = torch.randn(2, 3, 16, 16)
+    ids = torch.cat([torch.full((2, 4), 59), torch.randint(3, 50, (2, 5))], 1)
+    mask = torch.ones_like(ids)
+    mask[0, -1] = 0
+    labels = ids.masked_fill(ids == 59, -100)
+    a = hf(pixel_values=px, input_ids=ids, attention_mask=mask, labels=labels)
+    b = ours(ids, px, attention_mask=mask, labels=labels)
+    torch.testing.assert_close(b.logits, a.logits, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(b.loss, a.loss, atol=1e-6, rtol=1e-5)
+    a.loss.backward()
+    b.loss.backward()
+    _compare_grads(ours, hf)
+    hf.eval(), ours.eval()
+    prompt = ids[:1, :6]
+    want = hf.generate(pixel_values=px[:1], input_ids=prompt, max_new_tokens=5, do_sample=False)
+    assert torch.equal(ours.generate(prompt, px[:1], max_new_tokens=5), want)
+
+
+@pytest.mark.parametrize("itm", [False, True])
+def test_retrieval_side_by_side(itm, tmp_path):
+    config = _blip2_config(qformer={"use_qformer_text_input": True, "cross_attention_frequency": 1},
+                           image_text_hidden_size=16)
+    hf = _perturbed(transformers.Blip2ForImageTextRetrieval(config)).train()
+    hf.save_pretrained(tmp_path)
+    ours = tessera.from_pretrained(str(tmp_path)).train()
+    px = torch.randn(3, 3, 16, 16)
+    ids = torch.randint(3, 50, (3, 6))
+    mask = torch.ones_like(ids)
+    mask[2, -3:] = 0
+    a = hf(pixel_values=px, input_ids=ids, attention_mask=mask, use_image_text_matching_head=itm)
+    b = ours(px, ids, mask, use_image_text_matching_head=itm)
+    torch.testing.assert_close(b.logits_per_image, a.logits_per_image, atol=1e-5, rtol=1e-4)
+    weights = torch.randn_like(a.logits_per_image)
+    (a.logits_per_image * weights).sum().backward()
+    (b.logits_per_image * weights).sum().backward()
+    _compare_grads(ours, hf)
+
+
+def test_vision_model_side_by_side_and_other_resolution(tmp_path):
+    hf = _perturbed(transformers.Blip2VisionModel(transformers.Blip2VisionConfig(**VISION))).eval()
+    hf.save_pretrained(tmp_path)
+    ours = tessera.from_pretrained(str(tmp_path))
+    assert isinstance(ours, tessera.Blip2VisionModel)
+    px = torch.randn(2, 3, 16, 16)
+    a, b = hf(px), ours(px)
+    torch.testing.assert_close(b.last_hidden_state, a.last_hidden_state, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(b.pooler_output, a.pooler_output, atol=1e-5, rtol=1e-4)
+    big = torch.randn(1, 3, 24, 24)
+    torch.testing.assert_close(ours(big, interpolate_pos_encoding=True).last_hidden_state,
+                               hf(big, interpolate_pos_encoding=True).last_hidden_state, atol=1e-5, rtol=1e-4)
+    last, picked = ours.forward_intermediates(px, indices=[-1])
+    torch.testing.assert_close(last, b.last_hidden_state)
+    assert picked[0].shape == last.shape
+
+
+@pytest.mark.parametrize("cls", ["Blip2VisionModel", "Blip2QFormerModel"])
+def test_parts_load_from_the_parent_folder(fixture_dir, cls):
+    """As transformers' CLIPVisionModel from a CLIPModel folder; the reference is the part inside
+    transformers' parent model (its Blip2QFormerModel.from_pretrained(parent) loads no weights)."""
+    d = fixture_dir("blip2")
+    ours = getattr(tessera, cls).from_pretrained(str(d))
+    parent = transformers.Blip2ForConditionalGeneration.from_pretrained(str(d)).eval()
+    if cls == "Blip2VisionModel":
+        px = torch.randn(1, 3, 32, 32)
+        want = parent.vision_model(px).last_hidden_state
+        torch.testing.assert_close(ours(px).last_hidden_state, want, atol=1e-5, rtol=1e-4)
+    else:
+        q, image = torch.randn(2, 8, 64), torch.randn(2, 17, 48)
+        want = parent.qformer(query_embeds=q, encoder_hidden_states=image).last_hidden_state
+        torch.testing.assert_close(ours(q, encoder_hidden_states=image).last_hidden_state, want, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name,cls", [("blip2", "Blip2ForConditionalGeneration"),
+                                      ("blip2_itr", "Blip2ForImageTextRetrieval")])
+def test_saved_model_loads_in_transformers(fixture_dir, tmp_path, name, cls):
+    d = fixture_dir(name)
+    ours = tessera.from_pretrained(str(d))
+    ours.save_pretrained(str(tmp_path))
+    assert set(load_file(str(tmp_path / "model.safetensors"))) == set(load_file(str(d / "model.safetensors")))
+    hf = getattr(transformers, cls).from_pretrained(str(tmp_path)).eval()
+    io = _io(d)
+    if name == "blip2":
+        torch.testing.assert_close(hf(pixel_values=io["pixel_values"], input_ids=io["input_ids"]).logits,
+                                   io["logits"], atol=1e-4, rtol=0)
+    else:
+        out = hf(pixel_values=io["pixel_values"], input_ids=io["input_ids"], attention_mask=io["attention_mask"])
+        torch.testing.assert_close(out.logits_per_image, io["logits_per_image"], atol=1e-4, rtol=0)
+
+
+def test_bad_input_is_refused_by_name(fixture_dir):
+    qformer = tessera.from_pretrained(str(fixture_dir("qformer")))
+    with pytest.raises(ValueError, match="encoder_hidden_size=48"):
+        qformer(torch.randn(1, 8, 64), encoder_hidden_states=torch.randn(1, 17, 40))
+    with pytest.raises(ValueError, match="no text input"):
+        qformer(torch.randn(1, 10, 64), query_length=8, encoder_hidden_states=torch.randn(1, 17, 48))
+    with pytest.raises(ValueError, match="query_length 9 exceeds"):
+        qformer(torch.randn(1, 8, 64), query_length=9, encoder_hidden_states=torch.randn(1, 17, 48))
+    with pytest.raises(ValueError, match="cross-attend"):
+        qformer(torch.randn(1, 8, 64))
+    blip2 = tessera.from_pretrained(str(fixture_dir("blip2")))
+    px = torch.randn(1, 3, 32, 32)
+    with pytest.raises(ValueError, match="need 8 image tokens .* found 7"):
+        blip2(torch.tensor([[990] * 7 + [5, 6]]), px)
+    with pytest.raises(ValueError, match="found 16"):
+        blip2(torch.tensor([[990] * 16 + [5]]), px)  # more queries than the model has
+    with pytest.raises(ValueError, match="use_qformer_text_input"):
+        tessera.Blip2ForImageTextRetrieval({"qformer_config": {"use_qformer_text_input": False, "hidden_size": 32,
+                                                               "num_attention_heads": 4, "num_hidden_layers": 1,
+                                                               "intermediate_size": 8},
+                                            "vision_config": VISION})
