@@ -29,6 +29,10 @@ void bind_llama(py::module_& m) {
       .def_readwrite("eos_token_ids", &GenerationOptions::eos_token_ids)
       .def_readwrite("pad_token_id", &GenerationOptions::pad_token_id)
       .def_readwrite("use_cache", &GenerationOptions::use_cache)
+      .def_readwrite("num_beams", &GenerationOptions::num_beams)
+      .def_readwrite("length_penalty", &GenerationOptions::length_penalty)
+      .def_readwrite("early_stopping", &GenerationOptions::early_stopping)
+      .def_readwrite("min_new_tokens", &GenerationOptions::min_new_tokens)
       .def_readwrite("direct_layer_calls", &GenerationOptions::direct_layer_calls);
   py::class_<Stream>(m, "TextGeneration", "Token-by-token generation (the streaming iterator's engine).")
       .def("next", [](Stream& s) {
@@ -70,5 +74,9 @@ void bind_llama(py::module_& m) {
           py::arg("position_ids") = py::none(), py::arg("inputs_embeds") = py::none(), py::arg("labels") = py::none(),
           py::arg("output_hidden_states") = false, py::arg("logits_to_keep") = 0);
 }
+
+namespace {
+const bool registered = register_submodule("llama", "LLaMA (LlamaForCausalLM) and its decoder", &bind_llama, 10);
+}  // namespace
 
 }  // namespace tessera::python

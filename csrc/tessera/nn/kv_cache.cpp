@@ -43,4 +43,10 @@ void KVCache::reset() {
   std::fill(lengths_.begin(), lengths_.end(), 0);
 }
 
+void KVCache::reorder(const at::Tensor& rows) {
+  for (auto* cache : {&keys_, &values_})
+    for (auto& t : *cache)
+      if (t.defined()) t = t.index_select(0, rows.to(t.device()));
+}
+
 }  // namespace tessera::nn

@@ -19,6 +19,8 @@ class KVCache {
   int64_t seq_len(int64_t layer = 0) const;
   int64_t capacity() const { return capacity_; }
   void reset();
+  /// Keeps batch rows `rows` (int64 [batch']) in that order: beam search's surviving beams.
+  void reorder(const at::Tensor& rows);
  private:
   std::vector<at::Tensor> keys_, values_;
   std::vector<int64_t> lengths_;

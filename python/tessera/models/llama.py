@@ -71,6 +71,8 @@ class LlamaForCausalLM(FamilyModel):
         o.max_new_tokens, o.do_sample, o.use_cache = config.max_new_tokens, config.do_sample, config.use_cache
         o.temperature, o.top_k, o.top_p = config.temperature, config.top_k or 0, config.top_p
         o.repetition_penalty = config.repetition_penalty
+        o.num_beams, o.length_penalty = config.num_beams, config.length_penalty
+        o.early_stopping, o.min_new_tokens = config.early_stopping, config.min_new_tokens
         if config.eos_token_id is not None:
             eos = config.eos_token_id
             o.eos_token_ids = [eos] if isinstance(eos, int) else list(eos)
@@ -87,16 +89,18 @@ class LlamaForCausalLM(FamilyModel):
                  max_new_tokens: int = 20, do_sample: bool = False, temperature: float = 1.0, top_k: int = 50,
                  top_p: float = 1.0, repetition_penalty: float = 1.0, eos_token_id=None, pad_token_id=None,
                  generator: Optional[torch.Generator] = None, use_cache: bool = True,
-                 inputs_embeds: Optional[torch.Tensor] = None) -> torch.Tensor:
+                 inputs_embeds: Optional[torch.Tensor] = None, **beam) -> torch.Tensor:
         """transformers' generate for decoder-only models: the prompt followed by the new ids
         [B, P + n]. Prompts of different lengths are left-padded with `attention_mask` marking
         the real tokens; sampling draws from `generator` (reproducible with a seeded one); rows
-        that produced a stop id are filled with the pad id until every row has stopped."""
+        that produced a stop id are filled with the pad id until every row has stopped. `num_beams`
+        > 1 runs transformers' beam search (with `length_penalty`, `early_stopping`); `min_new_tokens`
+        holds the stop ids back in every mode."""
         _check(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds)
         o = self._generation(generation_config(dict(
             max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
             repetition_penalty=repetition_penalty, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
-            use_cache=use_cache), "generate"))
+            use_cache=use_cache, **beam), "generate"))
         self._sync_all()  # generation runs every submodule in C++, past the Python forwards
         return self._cpp.generate(input_ids, attention_mask, o, generator, inputs_embeds)
 
@@ -122,6 +126,10 @@ class GenerationConfig:
     eos_token_id: Union[int, List[int], None] = None
     pad_token_id: Optional[int] = None
     use_cache: bool = True
+    num_beams: int = 1                      # > 1: beam search (greedy only, generate only)
+    length_penalty: float = 1.0             # finished beams: sum(log p) / new_tokens ** length_penalty
+    early_stopping: bool = False            # stop once num_beams beams have finished
+    min_new_tokens: int = 0                 # stop ids are forbidden before this many new tokens
 
     def validate(self, where: str) -> None:
         require(self.max_new_tokens >= 0, f"{where}: max_new_tokens must be >= 0, got {self.max_new_tokens}")
@@ -130,6 +138,11 @@ class GenerationConfig:
                 f"got {self.temperature}")
         require(self.top_k is None or self.top_k >= 0, f"{where}: top_k must be >= 0 (0: no top-k filter), got {self.top_k}")
         require(0 < self.top_p <= 1, f"{where}: top_p must be in (0, 1], got {self.top_p}")
+        require(self.num_beams >= 1, f"{where}: num_beams must be >= 1, got {self.num_beams}")
+        require(not (self.num_beams > 1 and self.do_sample),
+                f"{where}: beam sampling (num_beams > 1 with do_sample=True) is not supported")
+        require(math.isfinite(self.length_penalty), f"{where}: length_penalty must be finite, got {self.length_penalty}")
+        require(self.min_new_tokens >= 0, f"{where}: min_new_tokens must be >= 0, got {self.min_new_tokens}")
         require(math.isfinite(self.repetition_penalty) and self.repetition_penalty > 0,
                 f"{where}: repetition_penalty must be > 0, got {self.repetition_penalty}")
         eos = [self.eos_token_id] if isinstance(self.eos_token_id, int) else self.eos_token_id or []

@@ -12,45 +12,70 @@
 
 namespace tessera::models {
 
-TextGeneration::TextGeneration(LlamaForCausalLMImpl& lm, const at::Tensor& input_ids, const at::Tensor& attention_mask,
-                               GenerationOptions options, std::optional<at::Generator> generator,
-                               const at::Tensor& inputs_embeds)
-    : lm_(lm), options_(std::move(options)), generator_(std::move(generator)), inputs_embeds_(inputs_embeds),
-      cache_(lm.options.num_hidden_layers()) {
+GenerationStart start_generation(const LlamaForCausalLMImpl& lm, const at::Tensor& input_ids,
+                                 const at::Tensor& attention_mask, GenerationOptions o) {
   TORCH_CHECK_VALUE(input_ids.defined() && input_ids.dim() == 2 && input_ids.scalar_type() == at::kLong,
                     "input_ids must be int64 [batch, prompt], got ",
                     input_ids.defined() ? input_ids.sizes() : at::IntArrayRef{});
-  TORCH_CHECK_VALUE(options_.max_new_tokens >= 0, "max_new_tokens must be >= 0, got ", options_.max_new_tokens);
-  TORCH_CHECK_VALUE(std::isfinite(options_.temperature) && options_.temperature >= 0 &&
-                        (!options_.do_sample || options_.temperature > 0),
-                    "temperature must be ", options_.do_sample ? "> 0 when sampling" : ">= 0", ", got ",
-                    options_.temperature);
-  TORCH_CHECK_VALUE(options_.top_k >= 0, "top_k must be >= 0 (0: no top-k filter), got ", options_.top_k);
-  TORCH_CHECK_VALUE(options_.top_p > 0 && options_.top_p <= 1, "top_p must be in (0, 1], got ", options_.top_p);
-  TORCH_CHECK_VALUE(options_.repetition_penalty > 0, "repetition_penalty must be > 0, got ",
-                    options_.repetition_penalty);
-  const int64_t B = input_ids.size(0), P = input_ids.size(1), limit = lm.options.max_position_embeddings();
-  TORCH_CHECK_VALUE(P + options_.max_new_tokens <= limit || lm.options.rope().rope_type == "dynamic", "a prompt of ",
-                    P, " tokens plus max_new_tokens ", options_.max_new_tokens,
+  TORCH_CHECK_VALUE(o.max_new_tokens >= 0, "max_new_tokens must be >= 0, got ", o.max_new_tokens);
+  TORCH_CHECK_VALUE(o.min_new_tokens >= 0, "min_new_tokens must be >= 0, got ", o.min_new_tokens);
+  TORCH_CHECK_VALUE(std::isfinite(o.temperature) && o.temperature >= 0 && (!o.do_sample || o.temperature > 0),
+                    "temperature must be ", o.do_sample ? "> 0 when sampling" : ">= 0", ", got ", o.temperature);
+  TORCH_CHECK_VALUE(o.top_k >= 0, "top_k must be >= 0 (0: no top-k filter), got ", o.top_k);
+  TORCH_CHECK_VALUE(o.top_p > 0 && o.top_p <= 1, "top_p must be in (0, 1], got ", o.top_p);
+  TORCH_CHECK_VALUE(o.repetition_penalty > 0, "repetition_penalty must be > 0, got ", o.repetition_penalty);
+  TORCH_CHECK_VALUE(o.num_beams >= 1, "num_beams must be >= 1, got ", o.num_beams);
+  TORCH_CHECK_VALUE(std::isfinite(o.length_penalty), "length_penalty must be finite, got ", o.length_penalty);
+  const int64_t P = input_ids.size(1), limit = lm.options.max_position_embeddings();
+  TORCH_CHECK_VALUE(P + o.max_new_tokens <= limit || lm.options.rope().rope_type == "dynamic", "a prompt of ", P,
+                    " tokens plus max_new_tokens ", o.max_new_tokens,
                     " exceeds the model's context (max_position_embeddings ", limit, ")");
-  mask_ = attention_mask.defined() ? attention_mask.to(at::kLong) : at::ones_like(input_ids);
-  TORCH_CHECK_VALUE(mask_.sizes() == input_ids.sizes(), "attention_mask must be ", input_ids.sizes(), " like input_ids, got ",
-                    mask_.sizes());
+  GenerationStart s;
+  s.mask = attention_mask.defined() ? attention_mask.to(at::kLong) : at::ones_like(input_ids);
+  TORCH_CHECK_VALUE(s.mask.sizes() == input_ids.sizes(), "attention_mask must be ", input_ids.sizes(),
+                    " like input_ids, got ", s.mask.sizes());
   if (attention_mask.defined()) nn::check_padding_mask(attention_mask);
-  sequences_ = input_ids;
-  std::vector<int64_t> stops = options_.eos_token_ids.value_or(lm.options.eos_token_ids());
+  std::vector<int64_t> stops = o.eos_token_ids.value_or(lm.options.eos_token_ids());
   const int64_t vocab = lm.options.vocab_size();
   for (int64_t id : stops)
     TORCH_CHECK_VALUE(id >= 0 && id < vocab, "eos_token_id ", id, " is not a token of the model (vocab_size ", vocab, ")");
-  TORCH_CHECK_VALUE(options_.pad_token_id >= -1 && options_.pad_token_id < vocab, "pad_token_id ", options_.pad_token_id,
+  TORCH_CHECK_VALUE(o.pad_token_id >= -1 && o.pad_token_id < vocab, "pad_token_id ", o.pad_token_id,
                     " is not a token of the model (vocab_size ", vocab, ")");
-  eos_ = at::tensor(stops, at::kLong).to(input_ids.device());
-  if (options_.pad_token_id < 0) options_.pad_token_id = lm.options.pad_token_id() >= 0 ? lm.options.pad_token_id()
-                                                         : (stops.empty() ? 0 : stops[0]);
-  unfinished_ = at::ones({B}, input_ids.options().dtype(at::kBool));
+  s.eos = at::tensor(stops, at::kLong).to(input_ids.device());
+  if (o.pad_token_id < 0) o.pad_token_id = lm.options.pad_token_id() >= 0 ? lm.options.pad_token_id()
+                                                                          : (stops.empty() ? 0 : stops[0]);
   // Positions count real tokens: a left-padded row starts at 0 where its text starts.
-  positions_ = (mask_.cumsum(-1) - 1).masked_fill(mask_ == 0, 1);
-  if (options_.use_cache) cache_.reserve(P + options_.max_new_tokens);
+  s.positions = (s.mask.cumsum(-1) - 1).masked_fill(s.mask == 0, 1);
+  s.options = std::move(o);
+  return s;
+}
+
+at::Tensor process_scores(at::Tensor scores, const at::Tensor& sequences, const GenerationOptions& o,
+                          const at::Tensor& eos, int64_t new_tokens) {
+  if (o.repetition_penalty != 1.0) {  // every token seen so far, prompt included
+    at::Tensor seen = at::gather(scores, 1, sequences);
+    seen = at::where(seen < 0, seen * o.repetition_penalty, seen / o.repetition_penalty);
+    scores = scores.scatter(1, sequences, seen);
+  }
+  if (new_tokens < o.min_new_tokens && eos.numel() > 0)
+    scores = scores.index_fill(1, eos, -std::numeric_limits<double>::infinity());
+  return scores;
+}
+
+TextGeneration::TextGeneration(LlamaForCausalLMImpl& lm, const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                               GenerationOptions options, std::optional<at::Generator> generator,
+                               const at::Tensor& inputs_embeds)
+    : lm_(lm), generator_(std::move(generator)), inputs_embeds_(inputs_embeds), cache_(lm.options.num_hidden_layers()) {
+  TORCH_CHECK_VALUE(options.num_beams == 1, "beam search (num_beams ", options.num_beams,
+                    ") returns its tokens at the end: use generate, not a token-by-token stream");
+  GenerationStart s = start_generation(lm, input_ids, attention_mask, std::move(options));
+  options_ = std::move(s.options);
+  mask_ = s.mask;
+  eos_ = s.eos;
+  positions_ = s.positions;
+  sequences_ = input_ids;
+  unfinished_ = at::ones({input_ids.size(0)}, input_ids.options().dtype(at::kBool));
+  if (options_.use_cache) cache_.reserve(input_ids.size(1) + options_.max_new_tokens);
   previous_direct_ = lm.model->direct_calls;
   lm.model->direct_calls = options_.direct_layer_calls;
   done_ = options_.max_new_tokens == 0;
@@ -77,11 +102,7 @@ at::Tensor TextGeneration::logits_step() {
 }
 
 at::Tensor TextGeneration::choose(at::Tensor scores) {
-  if (options_.repetition_penalty != 1.0) {  // every token seen so far, prompt included
-    at::Tensor seen = at::gather(scores, 1, sequences_);
-    seen = at::where(seen < 0, seen * options_.repetition_penalty, seen / options_.repetition_penalty);
-    scores = scores.scatter(1, sequences_, seen);
-  }
+  scores = process_scores(scores, sequences_, options_, eos_, generated_);
   if (!options_.do_sample) return scores.argmax(-1);
   const double neg_inf = -std::numeric_limits<double>::infinity();
   scores = scores / options_.temperature;
@@ -117,6 +138,10 @@ at::Tensor TextGeneration::next() {
 at::Tensor generate(LlamaForCausalLMImpl& lm, const at::Tensor& input_ids, const at::Tensor& attention_mask,
                     const GenerationOptions& options, std::optional<at::Generator> generator,
                     const at::Tensor& inputs_embeds) {
+  if (options.num_beams > 1) {
+    TORCH_CHECK_VALUE(!options.do_sample, "beam sampling (num_beams > 1 with do_sample) is not supported");
+    return beam_search(lm, input_ids, attention_mask, options, inputs_embeds);
+  }
   TextGeneration g(lm, input_ids, attention_mask, options, std::move(generator), inputs_embeds);
   while (!g.done()) g.next();
   return g.sequences();

@@ -1,5 +1,6 @@
-// Text generation with a KV cache, as transformers' generate() for decoder-only models: greedy or
-// sampled (temperature, top-k, top-p, from a torch.Generator), repetition penalty, stop ids,
+// Text generation with a KV cache, as transformers' generate() for decoder-only models: greedy,
+// sampled (temperature, top-k, top-p, from a torch.Generator) or beam search, repetition penalty,
+// min_new_tokens, stop ids,
 // max_new_tokens, and batched prompts of different lengths (left padding + attention mask,
 // positions counted from the mask). `TextGeneration` advances one token at a time (Python's
 // streaming iterator); `generate` runs it to the end.
@@ -24,8 +25,29 @@ struct GenerationOptions {
   std::optional<std::vector<int64_t>> eos_token_ids;  ///< stop ids (unset: the model config's; empty: none)
   int64_t pad_token_id = -1;           ///< fills finished rows (-1: the config's, else the first stop id)
   bool use_cache = true;               ///< false recomputes the whole prefix every step (for comparison)
+  /// Beam search (transformers' _beam_search) with this many beams; 1: greedy or sampling.
+  int64_t num_beams = 1;
+  /// Finished beams score sum(log p) / new_tokens ** length_penalty (> 0 favours longer ones).
+  double length_penalty = 1.0;
+  /// Stop as soon as num_beams beams have finished (else when no running beam can beat them).
+  bool early_stopping = false;
+  /// Stop ids are forbidden until this many tokens are new.
+  int64_t min_new_tokens = 0;
   bool direct_layer_calls = true;      ///< layers straight from C++ (no Python hooks during decoding)
 };
+
+/// A generation's checked start: the options with their defaults filled in (stop ids from the
+/// config, the pad id), the 0/1 mask [B, P], the stop ids and the prompt's positions.
+struct GenerationStart {
+  GenerationOptions options;
+  at::Tensor mask, eos, positions;
+};
+GenerationStart start_generation(const LlamaForCausalLMImpl& lm, const at::Tensor& input_ids,
+                                 const at::Tensor& attention_mask, GenerationOptions options);
+/// transformers' logits processors before any choice: repetition penalty over `sequences`, then
+/// MinNewTokensLength (stop ids at -inf while fewer than min_new_tokens are new).
+at::Tensor process_scores(at::Tensor scores, const at::Tensor& sequences, const GenerationOptions& options,
+                          const at::Tensor& eos, int64_t new_tokens);
 
 class TextGeneration {
  public:
@@ -55,7 +77,12 @@ class TextGeneration {
   bool done_ = false, previous_direct_ = false;
 };
 
-/// Runs a TextGeneration to the end: the prompt followed by the new tokens.
+/// Beam search to the end (options.num_beams > 1): each prompt followed by its best beam, the
+/// shorter ones filled with the pad id, as transformers returns them.
+at::Tensor beam_search(LlamaForCausalLMImpl& lm, const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                       const GenerationOptions& options, const at::Tensor& inputs_embeds = {});
+
+/// Runs a TextGeneration to the end (or beam_search): the prompt followed by the new tokens.
 at::Tensor generate(LlamaForCausalLMImpl& lm, const at::Tensor& input_ids, const at::Tensor& attention_mask = {},
                     const GenerationOptions& options = {}, std::optional<at::Generator> generator = std::nullopt,
                     const at::Tensor& inputs_embeds = {});

@@ -1,0 +1,85 @@
+"""Beam search equals transformers' generate(num_beams=...) id for id, for LLaMA and the models
+that generate through it (LLaVA, BLIP-2): length penalties of both signs, early stopping, several
+stop ids (so beams finish at different steps), min_new_tokens, left-padded batches."""
+import pytest
+import torch
+
+import tessera
+
+transformers = pytest.importorskip("transformers")
+
+SMALL = dict(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, max_position_embeddings=64)
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    torch.manual_seed(3)
+    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**SMALL))
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(torch.randn_like(p) * 0.3)  # peaked distributions: beams finish early and often
+    path = tmp_path_factory.mktemp("llama")
+    hf.save_pretrained(path)
+    return hf.eval(), tessera.from_pretrained(str(path))
+
+
+CASES = [
+    dict(num_beams=2),
+    dict(num_beams=4, length_penalty=1.0),
+    dict(num_beams=4, length_penalty=-0.5),
+    dict(num_beams=3, length_penalty=2.0, early_stopping=True),
+    dict(num_beams=4, min_new_tokens=5),
+    dict(num_beams=4, repetition_penalty=1.5),
+]
+
+
+@pytest.mark.parametrize("extra", CASES)
+def test_beam_search_equals_transformers(pair, extra):
+    hf, ours = pair
+    torch.manual_seed(0)
+    ids = torch.randint(3, 97, (2, 5))
+    stops = [5, 11, 17, 23, 29, 31, 37]  # many stop ids: beams end at different steps
+    kwargs = dict(max_new_tokens=12, eos_token_id=stops, pad_token_id=1, **extra)
+    want = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, **kwargs)
+    got = ours.generate(ids, **kwargs)
+    assert torch.equal(got, want), (got, want)
+
+
+def test_left_padded_batch_equals_transformers(pair):
+    hf, ours = pair
+    ids = torch.tensor([[0, 0, 14, 52, 9], [33, 8, 71, 40, 2]])
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    kwargs = dict(max_new_tokens=8, num_beams=3, eos_token_id=[5, 11, 17], pad_token_id=1)
+    want = hf.generate(ids, attention_mask=mask, do_sample=False, **kwargs)
+    assert torch.equal(ours.generate(ids, attention_mask=mask, **kwargs), want)
+
+
+def test_one_beam_is_greedy_and_beams_refuse_streams(pair):
+    _, ours = pair
+    ids = torch.randint(3, 97, (1, 4))
+    assert torch.equal(ours.generate(ids, max_new_tokens=6, num_beams=1), ours.generate(ids, max_new_tokens=6))
+    with pytest.raises(ValueError, match="use generate"):
+        list(ours.stream(ids, max_new_tokens=3, num_beams=2))
+    with pytest.raises(ValueError, match="beam sampling"):
+        ours.generate(ids, max_new_tokens=3, num_beams=2, do_sample=True)
+
+
+def test_min_new_tokens_holds_stops_back_in_greedy_decoding(pair):
+    hf, ours = pair
+    ids = torch.randint(3, 97, (1, 4))
+    kwargs = dict(max_new_tokens=10, min_new_tokens=6, eos_token_id=[5, 11, 17, 23, 29], pad_token_id=1)
+    want = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, **kwargs)
+    assert torch.equal(ours.generate(ids, **kwargs), want)
+
+
+def test_blip2_beam_search_equals_transformers(fixture_dir):
+    d = fixture_dir("blip2")
+    from safetensors.torch import load_file
+
+    io = load_file(str(d / "io.safetensors"))
+    hf = transformers.Blip2ForConditionalGeneration.from_pretrained(str(d)).eval()
+    ours = tessera.from_pretrained(str(d))
+    kwargs = dict(max_new_tokens=6, num_beams=4, eos_token_id=[2, 934, 419], pad_token_id=1)
+    want = hf.generate(pixel_values=io["pixel_values"], input_ids=io["input_ids"], do_sample=False, **kwargs)
+    assert torch.equal(ours.generate(io["input_ids"], io["pixel_values"], **kwargs), want)
