@@ -5,6 +5,7 @@
 #include "generation_stream.h"
 #include "outputs.h"
 #include "tessera/models/blip2/blip2_model.h"
+#include "tessera/models/blip2/stage1.h"
 
 namespace tessera::python {
 namespace {
@@ -21,6 +22,36 @@ void bind_blip2(py::module_& m) {
   m.def("resolve_config", &resolved<Blip2Options>, py::arg("config_json"));
   m.def("resolve_qformer_config", &resolved<Blip2QFormerOptions>, py::arg("config_json"));
   m.def("resolve_vision_config", &resolved<Blip2VisionOptions>, py::arg("config_json"));
+
+  m.def(
+      "stage1_mask",
+      [](const std::string& pass, int64_t num_queries, const at::Tensor& text_mask) {
+        return stage1_mask(stage1_pass_from_name(pass), num_queries, text_mask);
+      },
+      py::arg("pass_name"), py::arg("num_queries"), py::arg("text_mask"),
+      "[B, Q+T, Q+T] 0/1 mask of a stage-1 pass: 'itc', 'itm' or 'itg'.");
+
+  bind_family_module<Blip2ForPretrainingImpl, Blip2Options>(m, "Blip2ForPretraining")
+      .def(
+          "itc_features",
+          [](Blip2ForPretrainingImpl& self, const at::Tensor& image, const at::Tensor& ids, const at::Tensor& mask) {
+            return without_gil([&] { return self.itc_features(image, ids, mask); });
+          },
+          py::arg("image_embeds"), py::arg("input_ids"), py::arg("attention_mask"))
+      .def("itm_logits", &Blip2ForPretrainingImpl::itm_logits, py::arg("image_embeds"), py::arg("input_ids"),
+           py::arg("attention_mask"), py::call_guard<py::gil_scoped_release>())
+      .def(
+          "lm_loss",
+          [](Blip2ForPretrainingImpl& self, const at::Tensor& image, const at::Tensor& ids, const at::Tensor& mask,
+             int64_t bos, double smoothing) {
+            return without_gil([&] { return self.lm_loss(image, ids, mask, bos, smoothing); });
+          },
+          py::arg("image_embeds"), py::arg("input_ids"), py::arg("attention_mask"), py::arg("bos_token_id"),
+          py::arg("label_smoothing") = 0.1)
+      .def("itg_logits", &Blip2ForPretrainingImpl::itg_logits, py::arg("image_embeds"), py::arg("input_ids"),
+           py::arg("attention_mask"), py::call_guard<py::gil_scoped_release>())
+      .def("lm_logits", &Blip2ForPretrainingImpl::lm_logits, py::arg("states"),
+           py::call_guard<py::gil_scoped_release>());
 
   bind_family_module<Blip2VisionModelImpl, Blip2VisionOptions>(m, "Blip2VisionModel")
       .def(

@@ -5,7 +5,7 @@
 """
 from .config import Recipe, load_recipe, recipe_from_dict
 from .loaders import TensorLoader
-from .tasks import Task, TaskProtocol, TokenLoss, build_task, list_tasks, register_task
+from .tasks import MixedLoss, Task, TaskProtocol, TokenLoss, build_task, list_tasks, register_task
 from .trainer import Trainer, TrainingDiverged
 
 
@@ -20,4 +20,4 @@ def run(recipe_path: str, out_dir: str, resume: bool = False, overrides=None, pr
 
 
 __all__ = ["Recipe", "load_recipe", "recipe_from_dict", "Trainer", "TrainingDiverged", "run", "Task",
-           "TaskProtocol", "TokenLoss", "TensorLoader", "register_task", "build_task", "list_tasks"]
+           "TaskProtocol", "TokenLoss", "MixedLoss", "TensorLoader", "register_task", "build_task", "list_tasks"]

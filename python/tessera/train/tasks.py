@@ -15,7 +15,8 @@ A recipe names it (`task: clip`). Tasks outside tessera are found by importing t
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, ClassVar, Dict, Iterable, List, NamedTuple, Optional, Protocol, Union, runtime_checkable
+from typing import (Any, Callable, ClassVar, Dict, Iterable, List, NamedTuple, Optional, Protocol, Tuple, Union,
+                    runtime_checkable)
 
 import torch
 from torch import nn
@@ -31,7 +32,19 @@ class TokenLoss(NamedTuple):
     count: Union[torch.Tensor, int]
 
 
-LossTerms = Dict[str, Union[torch.Tensor, TokenLoss]]
+class MixedLoss(NamedTuple):
+    """A token loss plus weighted mean terms, minimised together in one step (BLIP-2's ITG tokens
+    with its ITC and ITM means): tokens.sum / (the step's token count over every micro-batch and
+    rank) + sum of weight * mean (each mean averaged over micro-batches and ranks). The count must be
+    known before the first backward (transformers' `num_items_in_batch`): the task implements
+    `count_tokens(batch, step)`, which the trainer checks against `tokens.count`. Each term is logged by
+    name (the token term as its mean per token)."""
+    tokens: TokenLoss
+    means: Dict[str, Tuple[float, torch.Tensor]]  # name -> (weight, mean)
+    token_name: str = "tokens_loss"
+
+
+LossTerms = Dict[str, Union[torch.Tensor, TokenLoss, MixedLoss]]
 
 
 @runtime_checkable
@@ -56,8 +69,8 @@ class Task:
 
     `compute_loss` must call `wrapped(...)` exactly once per micro-batch (the trainer checks):
     DDP's and FSDP's gradient synchronisation hangs on that call, and a forward that goes around
-    it would train each rank on its own. It returns named terms; "loss" is a mean (a tensor) or a
-    `TokenLoss(sum, count)`; other terms are logged.
+    it would train each rank on its own. It returns named terms; "loss" is a mean (a tensor), a
+    `TokenLoss(sum, count)` or a `MixedLoss` (with `count_tokens`); other terms are logged.
     """
     sections: ClassVar[Dict[str, type]] = {}
     #: The model class built from `model.config` when the recipe names no variant or checkpoint.
@@ -104,6 +117,11 @@ class Task:
         else:
             base = {}
         return cls.model_class.resolve_config(merge_config(base, m.config))
+
+    def count_tokens(self, batch: Dict[str, Any], step: int) -> Optional[int]:
+        """The items a micro-batch's MixedLoss token term will count, known before its forward;
+        None (the default) for tasks that return a mean or a TokenLoss."""
+        return None
 
     def batch_size(self, batch: Dict[str, Any]) -> int:
         for v in batch.values():

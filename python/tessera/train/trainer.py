@@ -24,7 +24,7 @@ from .hardware import BF16_SLOW_WARNING, cpu_has_native_bf16
 from .optim import build_optimizer, warmup_cosine
 from .run_lock import RunFolderLocked, RunLock
 from .strategy import Wrapped
-from .tasks import TokenLoss
+from .tasks import MixedLoss, TokenLoss
 
 
 class TrainingDiverged(RuntimeError):
@@ -146,8 +146,9 @@ class Trainer:
         accum, info, wrapped = max(1, self.recipe.optim.accumulation_steps), self.info, self.wrapped
         terms: Dict[str, float] = {}
         token_sum, token_count, kinds, samples = 0.0, 0.0, set(), 0
+        micro_batches, mixed_scale = self._step_batches(batches, accum, step)
         for micro in range(accum):
-            batch = next(batches)
+            batch = micro_batches[micro] if micro < len(micro_batches) else next(batches)
             with wrapped.micro_batch(sync=micro == accum - 1):
                 call = _CountedCall(wrapped.module)
                 with self._autocast():
@@ -158,11 +159,14 @@ class Trainer:
                         "must call `wrapped(...)` exactly once per micro-batch (DDP and FSDP synchronise "
                         "gradients in that call; a forward around it would train each rank on its own)")
                 loss = out["loss"]
-                kinds.add(type(loss) is TokenLoss)
+                kinds.add(type(loss))
                 if len(kinds) > 1:
-                    raise ValueError(f"{type(self.task).__name__}.compute_loss returned a TokenLoss for some "
-                                     "micro-batches and a mean for others")
-                value = loss.sum if isinstance(loss, TokenLoss) else loss / accum
+                    raise ValueError(f"{type(self.task).__name__}.compute_loss returned losses of different kinds "
+                                     f"({', '.join(sorted(k.__name__ for k in kinds))}) for the micro-batches of a step")
+                if isinstance(loss, MixedLoss):
+                    value = self._mixed_value(loss, batch, step, mixed_scale, accum, terms)
+                else:
+                    value = loss.sum if isinstance(loss, TokenLoss) else loss / accum
                 if not all_true(bool(torch.isfinite(value.detach()).all()), info):
                     return terms, False, samples
                 value.backward()
@@ -181,7 +185,7 @@ class Trainer:
             dist.all_reduce(values)
             terms.update({k: float(v) / info.world_size for k, v in zip(keys, values)})
         scale = 1.0
-        if True in kinds:
+        if TokenLoss in kinds:
             totals = torch.tensor([token_sum, token_count], dtype=torch.float64, device=info.device)
             if info.world_size > 1:
                 dist.all_reduce(totals)
@@ -194,6 +198,44 @@ class Trainer:
             terms["tokens"] = float(totals[1])
         wrapped.finish_gradients(scale)
         return terms, True, samples
+
+    def _step_batches(self, batches: Iterator[Dict[str, Any]], accum: int, step: int):
+        """For a task with `count_tokens` (MixedLoss): the step's micro-batches, fetched before the
+        first forward, and world_size / (their token count over every rank), the factor that turns a
+        micro-batch's token sum into its share of the step's mean (DDP then averages over ranks).
+        ([the first], 0.0) for other tasks, whose further batches are fetched one at a time."""
+        first = next(batches)
+        counter = getattr(self.task, "count_tokens", None)  # optional in TaskProtocol
+        count = counter(first, step) if counter else None
+        if count is None:
+            return [first], 0.0
+        micro_batches = [first] + [next(batches) for _ in range(accum - 1)]
+        total = torch.tensor([float(sum(self.task.count_tokens(b, step) for b in micro_batches))], dtype=torch.float64,
+                             device=self.info.device)
+        if self.info.world_size > 1:
+            dist.all_reduce(total)
+        if float(total) <= 0:
+            raise ValueError(f"{type(self.task).__name__}.count_tokens: the step holds no token to average over")
+        return micro_batches, self.info.world_size / float(total)
+
+    def _mixed_value(self, loss: MixedLoss, batch: Dict[str, Any], step: int, scale: float, accum: int,
+                     terms: Dict[str, float]) -> torch.Tensor:
+        """This micro-batch's part of the step's objective; logs each term by name."""
+        if not scale:
+            raise ValueError(f"{type(self.task).__name__} returned a MixedLoss but its count_tokens returned None")
+        expected = self.task.count_tokens(batch, step)
+        if int(loss.tokens.count) != int(expected):
+            raise ValueError(f"{type(self.task).__name__}: the MixedLoss counts {int(loss.tokens.count)} tokens where "
+                             f"count_tokens said {expected}; the two must agree")
+        # scale = world_size / step count: DDP's mean over ranks of the summed values is then the
+        # step's token mean plus each weighted mean (averaged over micro-batches and ranks); the
+        # logged terms are averaged over ranks the same way.
+        value = loss.tokens.sum * scale
+        terms[loss.token_name] = terms.get(loss.token_name, 0.0) + float(loss.tokens.sum.detach()) * scale
+        for name, (weight, mean) in loss.means.items():
+            value = value + weight * mean / accum
+            terms[name] = terms.get(name, 0.0) + float(mean.detach()) / accum
+        return value
 
     def train_step(self, batches: Iterator[Dict[str, Any]], step: int) -> Tuple[Dict[str, float], bool, int]:
         """One optimizer step. When a loss is not finite the step changes nothing: gradients are

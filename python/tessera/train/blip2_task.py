@@ -1,0 +1,219 @@
+"""BLIP-2 stage 1 for the Trainer (task `blip2_pretrain`): a Q-Former learns ITC, ITM and ITG
+against a frozen CLIP vision tower (a CLIP run, as the feature-target tasks' teacher), on images
+with captions made from class names and templates; the class is each caption's `image_id`, so a
+same-class caption is a positive for ITC and never an ITM negative. The vocabulary is written from
+the captions into the run folder (a WordPiece vocab whose words are whole tokens; [DEC] starts the
+ITG text). Loss: ITG tokens + itc * ITC + itm * ITM in one step (a MixedLoss).
+Evaluation on the held-out images: ITC zero-shot accuracy, ITM accuracy on balanced pairs, ITM
+re-ranking of ITC's top classes, and greedy ITG captions naming the right class."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from ..models.blip2_pretraining import Blip2ForPretraining
+from .image_data import ImageData, image_dataset, image_loader
+from .tasks import MixedLoss, Task, TokenLoss, register_task
+from .teacher import TeacherSection, load_teacher
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
+PAD, UNK, CLS, SEP, MASK, DEC = range(len(SPECIALS))
+
+
+@dataclass
+class Blip2Data(ImageData):
+    templates: List[str] = field(default_factory=lambda: ["a photo of a {}."])
+    class_names: Optional[List[str]] = None
+    max_text_len: int = 16
+
+    def validate(self, where: str) -> None:
+        super().validate(where)
+        if self.max_text_len < 3:
+            raise ValueError(f"{where}.max_text_len must be >= 3 ([CLS], a word, [SEP]), got {self.max_text_len}")
+        if not self.templates or any("{}" not in t for t in self.templates):
+            raise ValueError(f"{where}.templates: each template needs a {{}} for the class name, got {self.templates}")
+
+
+@dataclass
+class Blip2Loss:
+    itc: float = 1.0
+    itm: float = 1.0
+    itg: bool = True
+
+    def validate(self, where: str) -> None:
+        if self.itc < 0 or self.itm < 0:
+            raise ValueError(f"{where}: the weights itc and itm must be >= 0, got {self.itc}, {self.itm}")
+
+
+@dataclass
+class Blip2Eval:
+    max_images: int = 0                     # 0: every held-out image
+    rerank_top_k: int = 3                   # ITM re-ranks ITC's top k classes
+
+    def validate(self, where: str) -> None:
+        if self.max_images < 0 or self.rerank_top_k < 1:
+            raise ValueError(f"{where}: max_images >= 0 and rerank_top_k >= 1, got {self.max_images}, "
+                             f"{self.rerank_top_k}")
+
+
+def words(text: str) -> List[str]:
+    """BERT's basic tokenisation of lower-cased ASCII text: words and single punctuation marks."""
+    return re.findall(r"[a-z0-9]+|[^a-z0-9\s]", text.lower())
+
+
+class WordVocab:
+    """A WordPiece vocabulary of whole words (no ## pieces: every caption word is in it)."""
+
+    def __init__(self, tokens: List[str]):
+        self.tokens = tokens
+        self.ids = {t: i for i, t in enumerate(tokens)}
+
+    @classmethod
+    def from_captions(cls, captions: List[str]) -> "WordVocab":
+        return cls(SPECIALS + sorted({w for c in captions for w in words(c)}))
+
+    def save(self, path: str) -> None:
+        from ..io import write_atomic
+
+        write_atomic(path, "\n".join(self.tokens) + "\n")
+
+    def __call__(self, texts: List[str], max_length: int):
+        """[CLS] words [SEP], truncated and padded to max_length: (input_ids, attention_mask)."""
+        ids = torch.full((len(texts), max_length), PAD, dtype=torch.long)
+        for i, t in enumerate(texts):
+            row = [CLS] + [self.ids.get(w, UNK) for w in words(t)][: max_length - 2] + [SEP]
+            ids[i, : len(row)] = torch.tensor(row)
+        return ids, (ids != PAD).long()
+
+    def decode(self, ids: List[int]) -> str:
+        return " ".join(self.tokens[i] for i in ids if i >= len(SPECIALS)).replace(" .", ".")
+
+
+@register_task("blip2_pretrain")
+class Blip2PretrainTask(Task):
+    sections = {"data": Blip2Data, "tower": TeacherSection, "loss": Blip2Loss, "eval": Blip2Eval}
+    model_class = Blip2ForPretraining
+
+    def __init__(self, recipe, rank: int = 0, world_size: int = 1):
+        super().__init__(recipe, rank, world_size)
+        self.tower = load_teacher(recipe.tower)
+        self.train_set = image_dataset(recipe.data, True)
+        self.class_names = list(recipe.data.class_names or getattr(self.train_set, "classes", []) or [])
+        if not self.class_names:
+            raise ValueError("data.class_names: the dataset has no class names; list them in the recipe")
+        self.captions = [[t.format(c) for t in recipe.data.templates] for c in self.class_names]
+        self.vocab = WordVocab.from_captions([c for per_class in self.captions for c in per_class])
+
+    # ---- model ------------------------------------------------------------------------------
+    def build_model(self):
+        """The recipe's config with the two sizes that come from elsewhere: the tower's width and
+        the vocabulary's size."""
+        config = self.model_config(self.recipe)
+        config["qformer_config"]["vocab_size"] = len(self.vocab.tokens)
+        config["vision_config"]["hidden_size"] = self.tower.config["hidden_size"]
+        return Blip2ForPretraining(config)
+
+    @classmethod
+    def model_config(cls, recipe) -> Dict[str, Any]:
+        config = super().model_config(recipe)
+        config["qformer_config"]["use_qformer_text_input"] = True
+        return config
+
+    @torch.no_grad()
+    def image_embeds(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The frozen tower's post-normed tokens at `tower.layer` (LAVIS's ln_vision(ViT(x)))."""
+        tower = self.tower.to(pixel_values.device)
+        (feats,) = tower.forward_intermediates(pixel_values, indices=[self.recipe.tower.layer], norm=True,
+                                               stop_early=True, intermediates_only=True)
+        return feats
+
+    # ---- data -------------------------------------------------------------------------------
+    def train_loader(self, rank: int, world_size: int):
+        return image_loader(self.recipe.data, self.train_set, True, self.recipe.train.seed, rank, world_size)
+
+    def texts(self, labels: torch.Tensor, step: int) -> List[str]:
+        templates = self.recipe.data.templates
+        # One generator per (seed, step, rank): deterministic and resume-safe without saved state.
+        g = torch.Generator().manual_seed((self.recipe.train.seed * 1_000_003 + step) * 65_537 + self.rank)
+        pick = torch.randint(len(templates), (len(labels),), generator=g).tolist()
+        return [self.captions[int(c)][t] for t, c in zip(pick, labels.tolist())]
+
+    def text_batch(self, batch: Dict[str, Any], step: int):
+        """(input_ids, attention_mask) of the batch's captions, made once per batch."""
+        if "input_ids" not in batch:
+            batch["input_ids"], batch["attention_mask"] = self.vocab(self.texts(batch["labels"], step),
+                                                                     self.recipe.data.max_text_len)
+        return batch["input_ids"], batch["attention_mask"]
+
+    def count_tokens(self, batch: Dict[str, Any], step: int) -> Optional[int]:
+        if not self.recipe.loss.itg:
+            return None
+        return int(self.text_batch(batch, step)[1][:, 1:].sum())  # every real token after the first is predicted
+
+    # ---- loss -------------------------------------------------------------------------------
+    def compute_loss(self, wrapped, model, batch, step):
+        px = batch["pixel_values"].to(model.device)
+        ids, mask = self.text_batch(batch, step)
+        if step == 0 and self.out_dir and self.rank == 0:  # the vocabulary belongs with the run's checkpoints
+            self.vocab.save(os.path.join(self.out_dir, "vocab.txt"))
+        lc = self.recipe.loss
+        out = wrapped(self.image_embeds(px), ids.to(px.device), mask.to(px.device), bos_token_id=DEC,
+                      image_ids=batch["labels"].to(px.device), seed=self.recipe.train.seed, step=step,
+                      itm=lc.itm > 0, itg=lc.itg)
+        means = {"itc": (lc.itc, out.loss_itc)}
+        if lc.itm > 0:
+            means["itm"] = (lc.itm, out.loss_itm)
+        if not lc.itg:
+            return {"loss": sum(w * m for w, m in means.values()), **{k: m for k, (_, m) in means.items()}}
+        return {"loss": MixedLoss(TokenLoss(out.lm_loss_sum, out.lm_tokens), means, token_name="itg")}
+
+    # ---- evaluation -------------------------------------------------------------------------
+    def heldout(self, device):
+        data = image_dataset(self.recipe.data, False)
+        seen, limit = 0, self.recipe.eval.max_images or len(data)
+        for batch in image_loader(self.recipe.data, data, False, self.recipe.train.seed):
+            px, labels = batch["pixel_values"][: limit - seen], batch["labels"][: limit - seen]
+            yield px.to(device), labels.to(device)
+            seen += len(px)
+            if seen >= limit:
+                return
+
+    def evaluate(self, model, final: bool = False) -> Dict[str, Any]:
+        """ITC zero-shot accuracy (each class: the mean of its templates' text features), ITM
+        accuracy on balanced pairs (the true class's caption and another class's), ITM re-ranking
+        of ITC's top-k classes, and greedy ITG captions that name the right class."""
+        device, L = model.device, self.recipe.data.max_text_len
+        C, k = len(self.class_names), min(self.recipe.eval.rerank_top_k, len(self.class_names))
+        flat = [c for per_class in self.captions for c in per_class]
+        ids, mask = self.vocab(flat, L)
+        text = model.itc_text_features(ids.to(device), mask.to(device))
+        text = text.view(C, len(self.recipe.data.templates), -1)
+        class_feats = torch.nn.functional.normalize(text.mean(1), dim=-1)                       # [C, E]
+        first_ids, first_mask = (t.to(device) for t in self.vocab([p[0] for p in self.captions], L))
+        g = torch.Generator().manual_seed(self.recipe.train.seed + 1)
+        n = itc_right = itm_right = rerank_right = captions_right = captioned = 0
+        for px, labels in self.heldout(device):
+            emb = self.image_embeds(px)
+            scores = torch.einsum("bqe,ce->bcq", model.itc_image_features(emb), class_feats).amax(-1)  # [B, C]
+            itc_right += int((scores.argmax(-1) == labels).sum())
+            other = (labels + torch.randint(1, C, labels.shape, generator=g).to(device)) % C
+            pairs = torch.cat([labels, other])
+            p = model.itm_scores(emb.repeat(2, 1, 1), first_ids[pairs], first_mask[pairs])
+            itm_right += int((p[: len(px)] > 0.5).sum() + (p[len(px):] <= 0.5).sum())
+            top = scores.topk(k, -1).indices                                                   # [B, k]
+            rerank = model.itm_scores(emb.repeat_interleave(k, 0), first_ids[top.reshape(-1)],
+                                      first_mask[top.reshape(-1)]).view(-1, k)
+            rerank_right += int((top.gather(1, rerank.argmax(-1, keepdim=True)).squeeze(1) == labels).sum())
+            if captioned < 200:
+                caps = model.caption(emb[:50], DEC, SEP, L)
+                for row, c in zip(caps.tolist(), labels[:50].tolist()):
+                    captions_right += int(self.class_names[c] in self.vocab.decode(row))
+                captioned += len(caps)
+            n += len(px)
+        return {"zero_shot_acc": itc_right / max(n, 1), "itm_pair_acc": itm_right / max(2 * n, 1),
+                "itm_rerank_r1": rerank_right / max(n, 1), "caption_class_acc": captions_right / max(captioned, 1),
+                "eval_images": n}
