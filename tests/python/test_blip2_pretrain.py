@@ -274,7 +274,8 @@ def test_row_without_negative_raises():
 
 # ---- two processes ------------------------------------------------------------------------------
 # One spawn runs both cases (starting processes is the slow part). Each rank takes half of a batch
-# of 8 and backpropagates its share of the global objective: loss_itc + loss_itm (means over its
+# of 8, dealt in turn as tessera's loaders deal a step's samples (rank r: samples r, r + 2, ...),
+# and backpropagates its share of the global objective: loss_itc + loss_itm (means over its
 # rows; their mean over ranks is the whole batch's) + WORLD * lm_loss_sum / (global token count),
 # so that averaging the gradients over ranks gives the gradient of the one-process objective.
 WORLD, BATCH = 2, 8
@@ -283,6 +284,14 @@ DIST_CASES = {
     # ids repeat inside and across the halves: rows 0/4 and 2/7 are positives of each other
     "image_ids": dict(layers=3, freq=2, image_ids=[0, 1, 2, 3, 0, 5, 6, 2], seed=11, step=2),
 }
+
+
+def _rank_rows(rank: int) -> torch.Tensor:
+    return torch.arange(rank, BATCH, WORLD)
+
+
+# The gathered batch is rank 0's samples then rank 1's: one process's columns in that order.
+GATHERED = torch.cat([_rank_rows(r) for r in range(WORLD)])
 
 
 def _run_case(case, rows=slice(None), lm_weight=None):
@@ -307,8 +316,7 @@ def _dist_worker(rank, world, init_file, out_dir):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=60))
     try:
-        local = BATCH // world
-        rows = slice(rank * local, (rank + 1) * local)
+        rows = _rank_rows(rank)
 
         def lm_weight(tokens):  # WORLD / the global token count
             total = tokens.clone()
@@ -348,11 +356,10 @@ def dist_results(tmp_path_factory):
 def test_two_processes_equal_one(dist_results, case):
     values, grads, image_grad = _run_case(case)
     ranks = [r[case] for r in dist_results]
-    local = BATCH // WORLD
     for rank, (v, _, _) in enumerate(ranks):  # each rank's rows of the similarity matrices
-        rows = slice(rank * local, (rank + 1) * local)
-        torch.testing.assert_close(v["sim_i2t"], values["sim_i2t"][rows], rtol=0, atol=1e-10)
-        torch.testing.assert_close(v["sim_t2i"], values["sim_t2i"][rows], rtol=0, atol=1e-10)
+        rows = _rank_rows(rank)
+        torch.testing.assert_close(v["sim_i2t"], values["sim_i2t"][rows][:, GATHERED], rtol=0, atol=1e-10)
+        torch.testing.assert_close(v["sim_t2i"], values["sim_t2i"][rows][:, GATHERED], rtol=0, atol=1e-10)
     mean = lambda k: sum(v[k] for v, _, _ in ranks) / WORLD  # noqa: E731
     torch.testing.assert_close(mean("loss_itc"), values["loss_itc"], rtol=0, atol=1e-10)
     # ITM matches only if every rank drew the same negatives as the one process did.
@@ -367,4 +374,5 @@ def test_two_processes_equal_one(dist_results, case):
             torch.testing.assert_close(g[name], ref, rtol=1e-5, atol=1e-6 * scale, msg=f"rank {rank}: {name}")
     # image_embeds reach other ranks through the gathers (ITC features, ITM negatives); a rank's
     # input gradient sums every rank's objective, so it is WORLD times the one-process gradient.
-    torch.testing.assert_close(torch.cat([ig for _, _, ig in ranks]) / WORLD, image_grad, rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(torch.cat([ig for _, _, ig in ranks]) / WORLD, image_grad[GATHERED], rtol=1e-5,
+                               atol=1e-8)

@@ -11,8 +11,9 @@ on a frozen tower's features `image_embeds`:
 * ITG: [DEC] (`bos_token_id`) replaces [CLS]; text sees the queries and earlier text; the token
   loss is a (sum, count) so the trainer averages over every token of the step.
 
-The negatives are drawn per global row from a generator seeded by (seed, step, row), so the draw
-does not depend on how the batch is split across ranks.
+The negatives are drawn per sample of the global batch from a generator seeded by (seed, step,
+sample), over the candidates in global order, so the draw does not depend on how the batch is split
+across ranks (tessera's loaders deal a step's samples to the ranks in turn).
 """
 from __future__ import annotations
 
@@ -66,18 +67,23 @@ def itc_loss(sim_i2t: torch.Tensor, sim_t2i: torch.Tensor, positives: torch.Tens
     return (i2t + t2i) / 2
 
 
-def hard_negatives(sim: torch.Tensor, positives: torch.Tensor, rows: torch.Tensor, seed: int, step: int) -> torch.Tensor:
-    """One index per row drawn from softmax(sim) + 1e-4 with the positives at zero (LAVIS), from a
-    generator seeded by (seed, step, global row)."""
+def hard_negatives(sim: torch.Tensor, positives: torch.Tensor, rows: torch.Tensor, seed: int, step: int,
+                   columns: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """One column index per row, drawn from softmax(sim) + 1e-4 with the positives at zero (LAVIS),
+    from a generator seeded by (seed, step, row). `rows` and `columns` are the samples' places in
+    the global batch (default: as given); the draw runs over the columns in that order, so it is the
+    same however the batch is split across ranks."""
     with torch.no_grad():
         weights = (F.softmax(sim.float(), 1) + 1e-4).masked_fill(positives.bool(), 0.0)
         if bool((weights.sum(1) <= 0).any()):
             raise ValueError("ITM needs a negative for every pair: a row whose every candidate is a positive "
                              "(same image_id everywhere) has none; use a batch with more than one image_id")
+        order = torch.argsort(columns.cpu()) if columns is not None else torch.arange(sim.shape[1])
+        weights = weights.cpu()[:, order]
         out = torch.empty(sim.shape[0], dtype=torch.long)
         for i, row in enumerate(rows.tolist()):
             g = torch.Generator().manual_seed((seed * 1_000_003 + step) * 1_000_003 + row)
-            out[i] = torch.multinomial(weights[i].cpu(), 1, generator=g)[0]
+            out[i] = order[torch.multinomial(weights[i], 1, generator=g)[0]]
         return out.to(sim.device)
 
 
@@ -106,16 +112,20 @@ class Blip2ForPretraining(_Blip2Part):
         temp = self.get_parameter("temp")
         sim_i2t = torch.einsum("bqe,ne->bnq", image_feats, text_all).amax(-1) / temp   # [B, N]
         sim_t2i = torch.einsum("be,nqe->bnq", text_feat, image_all).amax(-1) / temp    # [B, N]
-        rows = torch.arange(B, device=input_ids.device) + rank * B
-        ids = image_ids if image_ids is not None else rows
+        own = torch.arange(B, device=input_ids.device) + rank * B  # this rank's pairs among the gathered
+        ids = image_ids if image_ids is not None else own
         ids_all = _gather(ids.to(input_ids.device), world, False)
         positives = ids.view(-1, 1).eq(ids_all.view(1, -1))
-        positives[torch.arange(B), rows] = True
+        positives[torch.arange(B), own] = True
+        # tessera's loaders deal a step's samples to the ranks in turn: gathered column j is sample
+        # (j % B) * world + j // B of the global batch, and local row b is sample b * world + rank.
+        columns = torch.arange(B * world) % B * world + torch.arange(B * world) // B
+        rows = torch.arange(B) * world + rank
         out = Blip2PretrainingOutput(loss_itc=itc_loss(sim_i2t, sim_t2i, positives), sim_i2t=sim_i2t, sim_t2i=sim_t2i)
         if itm:
             if negatives is None:
-                negatives = (hard_negatives(sim_t2i, positives, rows, seed, 2 * step),
-                             hard_negatives(sim_i2t, positives, rows, seed, 2 * step + 1))
+                negatives = (hard_negatives(sim_t2i, positives, rows, seed, 2 * step, columns),
+                             hard_negatives(sim_i2t, positives, rows, seed, 2 * step + 1, columns))
             neg_image, neg_text = negatives
             embeds_all = _gather(image_embeds, world, True)
             ids_world, mask_world = _gather(input_ids, world, False), _gather(attention_mask, world, False)

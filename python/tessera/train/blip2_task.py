@@ -114,7 +114,9 @@ class Blip2PretrainTask(Task):
         the vocabulary's size."""
         config = self.model_config(self.recipe)
         config["qformer_config"]["vocab_size"] = len(self.vocab.tokens)
-        config["vision_config"]["hidden_size"] = self.tower.config["hidden_size"]
+        t = self.tower.config  # the config records the tower the queries read (its width matters)
+        config["vision_config"] = {k: t[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers",
+                                                      "num_attention_heads", "image_size", "patch_size")}
         return Blip2ForPretraining(config)
 
     @classmethod
