@@ -2,7 +2,8 @@
 1. tessera with the KV cache vs recomputing the whole prefix each step (256 new tokens, goal >= 5x);
 2. tessera vs transformers' generate on the same checkpoint, greedy, batch 1 and batch 8
    (goal >= 1.5x at batch 1, where the reference's Python loop costs most);
-3. prefill (prompt forward) tokens/s, fp32, and bf16 where the CPU has native bf16.
+3. beam search with 4 beams against transformers' (same ids; goal >= 1.0x);
+4. prefill (prompt forward) tokens/s, fp32, and bf16 where the CPU has native bf16.
 
     .venv/bin/python benchmarks/generate_cpu.py [--new 256] [--prompt 32]
 """
@@ -77,6 +78,17 @@ def main():
                                       do_sample=False, eos_token_id=None, pad_token_id=0), args.new)
     print(f"tiny model (0.2M parameters) batch 1: tessera {t:.0f} tokens/s, transformers {r:.0f} tokens/s: "
           f"{t / r:.2f}x")
+
+    # 2c. Beam search (4 beams), same checkpoint: ids and speed against transformers.
+    ids = torch.randint(3, 32000, (1, args.prompt))
+    beams = dict(max_new_tokens=min(args.new, 64), num_beams=4, eos_token_id=[5, 7], pad_token_id=0)
+    a = ours.generate(ids, **beams)
+    b = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, **beams)
+    new = a.shape[1] - args.prompt
+    t = rate(lambda: ours.generate(ids, **beams), new)
+    r = rate(lambda: hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, **beams), new)
+    print(f"beam search (4 beams, {new} new tokens): tessera {t:.1f} tokens/s, transformers {r:.1f} tokens/s: "
+          f"{t / r:.2f}x (same ids: {torch.equal(a, b)}; goal >= 1.0x)")
 
     # 3. Prefill.
     ids = torch.randint(3, 32000, (4, 512))

@@ -1,0 +1,114 @@
+"""BLIP-2's base Q-Former on CPU against transformers' Blip2QFormerModel, same weights, same run:
+12 layers x 768, 32 queries cross-attending (every 2nd layer) to 257 image tokens of width 1408
+(ViT-g), batch 8. Forward (no grad), a training step (forward + backward), and the peak memory a
+training step adds (each library in a fresh process; Linux's VmHWM). Goals: forward >= 1.2x,
+train step >= 1.0x, training peak <= 0.85x transformers'.
+
+    .venv/bin/python benchmarks/qformer_cpu.py [--batch 8] [--iters 3]
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from vit_cpu import timed  # noqa: E402
+
+CONFIG = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+              cross_attention_frequency=2, encoder_hidden_size=1408, use_qformer_text_input=False,
+              hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+
+def load(lib: str, path: str):
+    if lib == "tessera":
+        import tessera
+
+        return tessera.from_pretrained(path)
+    import transformers
+
+    return transformers.Blip2QFormerModel.from_pretrained(path, attn_implementation="sdpa")
+
+
+def inputs(batch: int):
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(batch, 32, 768, generator=g), torch.randn(batch, 257, 1408, generator=g)
+
+
+def run(model, lib, queries, image):
+    if lib == "tessera":
+        return model(queries, encoder_hidden_states=image).last_hidden_state
+    return model(query_embeds=queries, encoder_hidden_states=image).last_hidden_state
+
+
+def train_step(model, lib, queries, image):
+    model.zero_grad(set_to_none=True)
+    run(model, lib, queries, image).pow(2).mean().backward()
+
+
+def _status_mib(field: str) -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
+
+
+def memory_child(lib: str, path: str, batch: int) -> None:
+    """One training step in this fresh process: prints the peak resident memory it added (MiB)
+    over what the process held before it (Linux: the high-water mark is reset first)."""
+    torch.set_num_threads(os.cpu_count() or 1)
+    model = load(lib, path).train()
+    queries, image = inputs(batch)
+    run(model, lib, queries[:1], image[:1])  # first-call allocations outside the measurement
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current resident size
+    base = _status_mib("VmRSS")
+    train_step(model, lib, queries, image)
+    print(json.dumps(_status_mib("VmHWM") - base))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--memory-child", nargs=2, metavar=("LIB", "PATH"))
+    args = ap.parse_args()
+    if args.memory_child:
+        return memory_child(*args.memory_child, args.batch)
+    import tessera
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as d:
+        tessera.Blip2QFormerModel(CONFIG).save_pretrained(d)
+        models = {lib: load(lib, d) for lib in ("tessera", "transformers")}
+        queries, image = inputs(args.batch)
+        with torch.no_grad():
+            a, b = (run(models[lib].eval(), lib, queries, image) for lib in ("tessera", "transformers"))
+        params = sum(p.numel() for p in models["tessera"].parameters()) / 1e6
+        print(f"threads {torch.get_num_threads()}, Q-Former {params:.0f}M parameters, batch {args.batch}, "
+              f"max |difference| {(a - b).abs().max().item():.2e}")
+        forward, step = {}, {}
+        for lib, model in models.items():
+            with torch.no_grad():
+                forward[lib] = timed(lambda: run(model.eval(), lib, queries, image), args.iters)
+            model.train()
+            step[lib] = timed(lambda: train_step(model, lib, queries, image), args.iters)
+        for name, t in (("forward", forward), ("train step", step)):
+            print(f"{name:10s}: tessera {t['tessera'] * 1e3:7.0f} ms, transformers {t['transformers'] * 1e3:7.0f} ms: "
+                  f"{t['transformers'] / t['tessera']:.2f}x")
+        peak = {}
+        for lib in models:
+            out = subprocess.run([sys.executable, __file__, "--batch", str(args.batch), "--memory-child", lib, d],
+                                 check=True, capture_output=True, text=True).stdout
+            peak[lib] = json.loads(out.strip().splitlines()[0])
+        print(f"training peak added: tessera {peak['tessera']:.0f} MiB, transformers {peak['transformers']:.0f} MiB: "
+              f"{peak['tessera'] / peak['transformers']:.2f}x (goal <= 0.85x)")
+
+
+if __name__ == "__main__":
+    t0 = time.time()
+    main()
+    print(f"({time.time() - t0:.0f} s)")
