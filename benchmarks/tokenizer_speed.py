@@ -1,9 +1,16 @@
-"""Texts per second of tessera.text.tokenize vs open_clip.tokenize and HF CLIPTokenizerFast.
+"""Texts per second of tessera.text.tokenize vs open_clip.tokenize and HF CLIPTokenizerFast,
+and of tessera.text.BertTokenizer vs transformers' BertTokenizerFast (WordPiece).
 
 Follows the side-by-side style of tessera's benchmarks: same texts, same vocabulary, each
 tokenizer producing a [N, 77] LongTensor, rates and ratios printed.
 
     python benchmarks/tokenizer_speed.py [--n 20000] [--bpe path/to/bpe_simple_vocab_16e6.txt.gz]
+    python benchmarks/tokenizer_speed.py --which wordpiece [--bert folder-with-vocab.txt]
+
+WordPiece: both tokenizers get the same vocab.txt (by default one trained here with
+tokenizers.BertWordPieceTokenizer on the fortunes and /usr/share/dict/words, 8,000 tokens,
+uncased) and encode the same batch to padded input_ids + attention_mask tensors
+(padding=True, truncation=True, max_length=128); the ids are checked equal first.
 
 Texts are real sentences: the fortunes in /usr/share/games/fortunes split at sentence ends
 (falling back to word salad from /usr/share/dict/words). The transformers tokenizer is built
@@ -80,14 +87,63 @@ def hf_clip_tokenizer(bpe_path: Path, tmp: Path):
     return CLIPTokenizerFast.from_pretrained(str(tmp))
 
 
+def trained_bert_vocab(folder: Path) -> Path:
+    """An uncased 8,000-token WordPiece vocab.txt trained on the same real corpus."""
+    from tokenizers import BertWordPieceTokenizer
+
+    files = [str(f) for f in sorted(FORTUNES.iterdir())
+             if f.suffix != ".dat" and not f.is_symlink() and f.is_file()] if FORTUNES.is_dir() else []
+    files += [str(WORDS)] if WORDS.is_file() else []
+    trainer = BertWordPieceTokenizer(lowercase=True)
+    trainer.train(files, vocab_size=8000, min_frequency=2, show_progress=False)
+    trainer.save_model(str(folder))
+    return folder
+
+
+def bench_wordpiece(args):
+    """tessera.text.BertTokenizer vs BertTokenizerFast on one padded batch."""
+    import tessera.text as tt
+    from transformers import BertTokenizerFast
+
+    os.environ["TOKENIZERS_PARALLELISM"] = "true"
+    texts = real_texts(args.wordpiece_n)
+    kw = dict(padding=True, truncation=True, max_length=128)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = args.bert or trained_bert_vocab(Path(tmp))
+        ours = tt.BertTokenizer.from_pretrained(folder)
+        hf = BertTokenizerFast.from_pretrained(str(folder))
+    print(f"\nWordPiece: {len(texts)} texts, mean {sum(map(len, texts)) / len(texts):.0f} chars; "
+          f"{torch.get_num_threads()} threads; vocab {ours.vocab_size} tokens "
+          f"({'uncased' if ours.do_lower_case else 'cased'})")
+    a, b = ours(texts, **kw), hf(texts, return_tensors="pt", **kw)
+    same = torch.equal(a.input_ids, b["input_ids"]) and torch.equal(a.attention_mask, b["attention_mask"])
+    print(f"tessera BertTokenizer vs BertTokenizerFast: ids and masks equal: {same} "
+          f"(shape {tuple(a.input_ids.shape)})")
+    rates = {"tessera BertTokenizer": rate(lambda t: ours(t, **kw), texts, args.repeats),
+             "transformers BertTokenizerFast": rate(lambda t: hf(t, return_tensors="pt", **kw), texts,
+                                                    max(1, args.repeats // 2))}
+    for name, r in rates.items():
+        print(f"{name:32s} {r:12,.0f} texts/s")
+    ratio = rates["tessera BertTokenizer"] / rates["transformers BertTokenizerFast"]
+    print(f"tessera / transformers BertTokenizerFast: {ratio:.1f}x (goal >= 20x)")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20000, help="number of texts")
     parser.add_argument("--bpe", type=Path, default=None, help="CLIP merges file")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--which", choices=["all", "clip", "wordpiece"], default="all")
+    parser.add_argument("--wordpiece-n", type=int, default=10000, help="texts of the WordPiece batch")
+    parser.add_argument("--bert", type=Path, default=None,
+                        help="folder with a BERT vocab.txt (default: train one on the corpus)")
     args = parser.parse_args()
 
     torch.set_num_threads(os.cpu_count())
+    if args.which != "clip":
+        bench_wordpiece(args)
+    if args.which == "wordpiece":
+        return
     import open_clip
     import tessera.text as tt
 

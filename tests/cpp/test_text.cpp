@@ -1,5 +1,9 @@
 // Tests for csrc/tessera/text, against open_clip's SimpleTokenizer and google/sentencepiece.
 //
+// WordPiece cases use a hand-written vocabulary; their expectations are what transformers 5's
+// BertTokenizerFast (tokenizers 0.23) gives with it (tests/python/test_wordpiece.py compares the
+// two on real text).
+//
 // CLIP goldens were produced with open_clip_torch 3.3.0 (`SimpleTokenizer().encode(s)`,
 // ftfy 6.3.1); SentencePiece goldens with the Python sentencepiece 0.2.2 package
 // (`SentencePieceProcessor(model_file=...).encode(s)`) on llama2c_tokenizer.model.
@@ -8,17 +12,21 @@
 #include <c10/util/Exception.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "tessera/text/bert_pretokenize.h"
 #include "tessera/text/bpe_word_cache.h"
 #include "tessera/text/clip_pretokenize.h"
 #include "tessera/text/clip_text_clean.h"
 #include "tessera/text/clip_tokenizer.h"
 #include "tessera/text/html_unescape.h"
 #include "tessera/text/sentencepiece_tokenizer.h"
+#include "tessera/text/wordpiece_tokenizer.h"
+#include "tessera/text/wordpiece_vocab.h"
 #include "test_util.h"
 
 namespace {
@@ -326,6 +334,285 @@ TEST(SentencePieceErrors, MissingAndMalformed) {
   } catch (const c10::Error& e) {
     EXPECT_NE(std::string(e.what()).find(junk), std::string::npos);
   }
+}
+
+// ---- WordPiece (BERT) -------------------------------------------------------------------
+
+using tessera::text::WordPieceEncodeOptions;
+using tessera::text::WordPieceOptions;
+using tessera::text::WordPieceTokenizer;
+
+const std::vector<std::string> kTinyVocab = {
+    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "un", "##aff", "##able", "a", "##b", "##bb",
+    "##a", "hello", "world", "wor", "##ld", ",", "!", ".", "'", "s", "the", "cafe", "caf",
+    "##\xC3\xA9", "\xE6\x9D\xB1", "\xE4\xBA\xAC", "[", "]", "i", "##\xCC\x87", "Hello", "do",
+    "n", "t"};  // ##é, 東, 京, ##U+0307
+
+std::string tiny_vocab_file(const std::string& name = "tessera_wp_vocab.txt") {
+  std::string text;
+  for (const std::string& t : kTinyVocab) text += t + "\n";
+  return temp_file(name, text);
+}
+
+class WordPieceTest : public ::testing::Test {
+ protected:
+  WordPieceTokenizer tok{tiny_vocab_file()};
+  int64_t id(const std::string& token) const { return tok.token_to_id(token); }
+  Ids content(const std::string& text) const {
+    WordPieceEncodeOptions o;
+    o.add_special_tokens = false;
+    return tok.encode(text, o);
+  }
+};
+
+TEST_F(WordPieceTest, SpecialTokenIds) {
+  EXPECT_EQ(tok.vocab_size(), int64_t(kTinyVocab.size()));
+  EXPECT_EQ(tok.size(), tok.vocab_size());
+  EXPECT_EQ(tok.pad_token_id(), 0);
+  EXPECT_EQ(tok.unk_token_id(), 1);
+  EXPECT_EQ(tok.cls_token_id(), 2);
+  EXPECT_EQ(tok.sep_token_id(), 3);
+  EXPECT_EQ(tok.mask_token_id(), 4);
+  EXPECT_EQ(tok.special_ids(), (Ids{0, 1, 2, 3, 4}));
+  EXPECT_EQ(tok.token_to_id("##able"), 7);
+  EXPECT_EQ(tok.token_to_id("nope"), -1);
+  EXPECT_EQ(tok.id_to_token(5), "un");
+}
+
+TEST_F(WordPieceTest, GreedyLongestMatchFirst) {
+  EXPECT_EQ(content("unaffable"), (Ids{id("un"), id("##aff"), id("##able")}));
+  // "world" is one token although "wor" + "##ld" also spell it.
+  EXPECT_EQ(content("world"), (Ids{id("world")}));
+  // abbb: a, then the longest continuation ##bb, then ##b.
+  EXPECT_EQ(content("abbb"), (Ids{id("a"), id("##bb"), id("##b")}));
+  EXPECT_EQ(content("aaa"), (Ids{id("a"), id("##a"), id("##a")}));
+  EXPECT_EQ(tok.tokenize("unaffable abbb"),
+            (std::vector<std::string>{"un", "##aff", "##able", "a", "##bb", "##b"}));
+}
+
+TEST_F(WordPieceTest, WordThatCannotBeSplitIsOneUnk) {
+  // "unx": "un" matches, "##x" does not, so the whole word is [UNK] (not "un" [UNK]).
+  EXPECT_EQ(content("unx the"), (Ids{1, id("the")}));
+  EXPECT_EQ(content("xyz"), (Ids{1}));
+  // Longer than max_input_chars_per_word (100): [UNK] although it splits.
+  EXPECT_EQ(content(std::string(100, 'a')).size(), 100u);
+  EXPECT_EQ(content(std::string(101, 'a')), (Ids{1}));
+}
+
+TEST_F(WordPieceTest, FramingAndPunctuation) {
+  EXPECT_EQ(tok.encode("Hello, WORLD!"), (Ids{2, id("hello"), id(","), id("world"), id("!"), 3}));
+  EXPECT_EQ(content("the's."), (Ids{id("the"), id("'"), id("s"), id(".")}));
+  // "don" is one word: "do" matches, "##n" does not, so it is [UNK].
+  EXPECT_EQ(content("don't"), (Ids{1, id("'"), id("t")}));
+  EXPECT_EQ(tok.encode(""), (Ids{2, 3}));
+  EXPECT_EQ(tok.encode(" \t\n "), (Ids{2, 3}));
+}
+
+TEST_F(WordPieceTest, CleaningDropsControlsAndNormalizesWhitespace) {
+  // NUL, backspace, U+FFFD, zero-width space (Cf) are dropped without splitting the word;
+  // tab, newline, U+3000 are spaces.
+  EXPECT_EQ(content("he\x01llo\x08 wo\xE2\x80\x8Brld\xEF\xBF\xBD"), (Ids{id("hello"), id("world")}));
+  EXPECT_EQ(content(std::string("hel\0lo", 6)), (Ids{id("hello")}));
+  EXPECT_EQ(content("a\tthe\nthe\xE3\x80\x80" "a"), (Ids{id("a"), id("the"), id("the"), id("a")}));
+  // Ill-formed UTF-8 reads as U+FFFD, which cleaning drops.
+  EXPECT_EQ(content("hel\xFFlo"), (Ids{id("hello")}));
+}
+
+TEST_F(WordPieceTest, AccentsAndCase) {
+  // Lower-casing strips accents unless told otherwise (BERT's rule).
+  EXPECT_EQ(content("Caf\xC3\xA9"), (Ids{id("cafe")}));       // Café
+  EXPECT_EQ(content("CAFE\xCC\x81"), (Ids{id("cafe")}));      // CAFE + combining acute
+  WordPieceOptions keep;
+  keep.strip_accents = false;
+  WordPieceTokenizer accents(tiny_vocab_file(), keep);
+  EXPECT_EQ(accents.encode("Caf\xC3\xA9"), (Ids{2, id("caf"), id("##\xC3\xA9"), 3}));
+  // İ lower-cases to i + U+0307 (Rust's char::to_lowercase); stripping drops the dot first.
+  EXPECT_EQ(accents.encode("\xC4\xB0"), (Ids{2, id("i"), id("##\xCC\x87"), 3}));
+  EXPECT_EQ(tok.encode("\xC4\xB0"), (Ids{2, id("i"), 3}));
+  WordPieceOptions cased;
+  cased.do_lower_case = false;
+  WordPieceTokenizer c(tiny_vocab_file(), cased);
+  EXPECT_EQ(c.encode("Hello HELLO hello"), (Ids{2, id("Hello"), 1, id("hello"), 3}));
+  // Without lower-casing nothing is stripped either.
+  EXPECT_EQ(c.encode("caf\xC3\xA9"), (Ids{2, id("caf"), id("##\xC3\xA9"), 3}));
+}
+
+TEST_F(WordPieceTest, ChineseCharactersAreSplitOut) {
+  // 東京the: each ideograph is a word of its own.
+  EXPECT_EQ(content("\xE6\x9D\xB1\xE4\xBA\xAC" "the"),
+            (Ids{id("\xE6\x9D\xB1"), id("\xE4\xBA\xAC"), id("the")}));
+  WordPieceOptions off;
+  off.tokenize_chinese_chars = false;
+  WordPieceTokenizer t(tiny_vocab_file(), off);
+  EXPECT_EQ(t.encode("\xE6\x9D\xB1\xE4\xBA\xAC" "the"), (Ids{2, 1, 3}));
+}
+
+TEST_F(WordPieceTest, SpecialTokensInTextStayWhole) {
+  EXPECT_EQ(content("a[SEP]the [MASK]"), (Ids{id("a"), 3, id("the"), 4}));
+  EXPECT_EQ(content("[CLS][PAD]"), (Ids{2, 0}));
+  // Matched before lower-casing: "[sep]" is punctuation and an unknown word.
+  EXPECT_EQ(content("[sep]"), (Ids{id("["), 1, id("]")}));
+  // BLIP-2's decoder bos, added after the vocabulary as LAVIS does.
+  const int64_t dec = tok.add_special_token("[DEC]");
+  EXPECT_EQ(dec, int64_t(kTinyVocab.size()));
+  EXPECT_EQ(tok.size(), tok.vocab_size() + 1);
+  EXPECT_EQ(tok.add_special_token("[DEC]"), dec);
+  EXPECT_EQ(tok.encode("[DEC]a"), (Ids{2, dec, id("a"), 3}));
+  EXPECT_EQ(tok.decode({2, dec, id("a"), 3}), "[CLS] [DEC] a [SEP]");
+  EXPECT_EQ(tok.decode({2, dec, id("a"), 3}, true), "a");
+  EXPECT_EQ(tok.token_to_id("[DEC]"), dec);
+  EXPECT_THROW(tok.add_special_token(""), std::invalid_argument);
+}
+
+TEST_F(WordPieceTest, Truncation) {
+  WordPieceEncodeOptions o;
+  o.max_length = 4;
+  EXPECT_EQ(tok.encode("hello world the a", o), (Ids{2, id("hello"), id("world"), 3}));
+  o.truncate_left = true;
+  EXPECT_EQ(tok.encode("hello world the a", o), (Ids{2, id("the"), id("a"), 3}));
+  o.max_length = 2;
+  EXPECT_EQ(tok.encode("hello", o), (Ids{2, 3}));
+  o.max_length = 1;
+  EXPECT_THROW(tok.encode("hello", o), std::invalid_argument);
+  o.add_special_tokens = false;
+  o.truncate_left = false;
+  EXPECT_EQ(tok.encode("unaffable", o), (Ids{id("un")}));  // cut inside a word's pieces
+}
+
+TEST_F(WordPieceTest, BatchMatchesSingleAndPads) {
+  std::vector<std::string> texts;
+  std::mt19937 rng(3);
+  const std::vector<std::string> words = {"hello", "World!", "unaffable", "abbb", "x", "[SEP]",
+                                          "Caf\xC3\xA9", "\xE6\x9D\xB1\xE4\xBA\xAC", "the's", ""};
+  for (int i = 0; i < 700; ++i) {
+    std::string t;
+    for (int k = 0, n = int(rng() % 12); k < n; ++k) t += words[rng() % words.size()] + " ";
+    texts.push_back(t);
+  }
+  const std::vector<std::string_view> views(texts.begin(), texts.end());
+  WordPieceEncodeOptions o;
+  o.max_length = 9;
+  const auto batch = tok.encode_batch(views, o, 4);
+  ASSERT_EQ(batch.rows(), int64_t(texts.size()));
+  for (size_t i = 0; i < texts.size(); ++i) {
+    const Ids single = tok.encode(texts[i], o);
+    ASSERT_EQ(Ids(batch.ids.begin() + batch.offsets[i], batch.ids.begin() + batch.offsets[i + 1]),
+              single) << texts[i];
+  }
+  EXPECT_EQ(batch.longest(), 9);
+  const auto small = tok.encode_batch({"hello", "hello world the"}, {}, 2);
+  std::vector<int64_t> ids(2 * 6), mask(2 * 6);
+  small.pad_into(6, tok.pad_token_id(), false, ids.data(), mask.data());
+  EXPECT_EQ(ids, (Ids{2, id("hello"), 3, 0, 0, 0, 2, id("hello"), id("world"), id("the"), 3, 0}));
+  EXPECT_EQ(mask, (Ids{1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 1, 0}));
+  small.pad_into(6, tok.pad_token_id(), true, ids.data(), mask.data());
+  EXPECT_EQ(ids, (Ids{0, 0, 0, 2, id("hello"), 3, 0, 2, id("hello"), id("world"), id("the"), 3}));
+  EXPECT_EQ(mask, (Ids{0, 0, 0, 1, 1, 1, 0, 1, 1, 1, 1, 1}));
+  EXPECT_EQ(tok.encode_batch({}, {}, 4).rows(), 0);
+}
+
+TEST_F(WordPieceTest, DecodeLikeBertTokenizerFast) {
+  const Ids ids = tok.encode("Hello, unaffable WORLD! the's");
+  EXPECT_EQ(tok.decode(ids), "[CLS] hello, unaffable world! the's [SEP]");
+  EXPECT_EQ(tok.decode(ids, true), "hello, unaffable world! the's");
+  // Without transformers' clean-up only the WordPiece decoder's per-token one remains.
+  EXPECT_EQ(tok.decode(ids, true, false), "hello, unaffable world! the ' s");
+  EXPECT_EQ(tok.decode({id("##able"), id("un")}), "##able un");  // a first "##" piece is kept
+  EXPECT_EQ(tok.decode({1, id("a"), 0, 0}, true), "a");            // [UNK] and [PAD] are special
+  EXPECT_EQ(tok.decode({}), "");
+  EXPECT_THROW(tok.decode({int64_t(kTinyVocab.size())}), std::out_of_range);
+  EXPECT_THROW(tok.decode({-1}), std::out_of_range);
+}
+
+TEST(WordPieceErrors, NameTheFile) {
+  auto expect_invalid = [](const std::string& path, const std::string& needle) {
+    try {
+      WordPieceTokenizer t(path);
+      FAIL() << "expected an error for " << path;
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  expect_invalid("/no/such/dir/vocab.txt", "cannot open");
+  expect_invalid(temp_file("tessera_wp_empty.txt", ""), "empty");
+  expect_invalid(temp_file("tessera_wp_nocls.txt", "[PAD]\n[UNK]\n[SEP]\nhello\n"), "[CLS]");
+  expect_invalid(temp_file("tessera_wp_nounk.txt", "[PAD]\n[CLS]\n[SEP]\n"), "[UNK]");
+  expect_invalid(temp_file("tessera_wp_badutf8.txt", "[PAD]\n[UNK]\n\xFF\n"), "line 3");
+  EXPECT_THROW(WordPieceTokenizer::from_pretrained("/no/such/bert-folder"), std::invalid_argument);
+}
+
+TEST(WordPieceVocab, ReadsLikeTokenizers) {
+  // Trailing whitespace (and "\r") is trimmed, a missing [MASK] is added after the vocabulary,
+  // and a repeated token keeps its last id.
+  const std::string path = temp_file("tessera_wp_crlf.txt",
+                                     "[PAD]\r\n[UNK]  \n[CLS]\n[SEP]\nab\nab\nlast");
+  EXPECT_EQ(tessera::text::read_wordpiece_vocab(path),
+            (std::vector<std::string>{"[PAD]", "[UNK]", "[CLS]", "[SEP]", "ab", "ab", "last"}));
+  WordPieceTokenizer t(path);
+  EXPECT_EQ(t.vocab_size(), 7);
+  EXPECT_EQ(t.mask_token_id(), 7);
+  EXPECT_EQ(t.size(), 8);
+  EXPECT_EQ(t.token_to_id("ab"), 5);
+  EXPECT_EQ(t.encode("AB"), (Ids{2, 5, 3}));
+  EXPECT_EQ(t.decode({4, 5}), "ab");  // id 4 has no token of its own any more
+
+  tessera::text::WordPieceTable table;
+  for (int i = 0; i < 5000; ++i) table.insert("tok" + std::to_string(i), i);
+  for (int i = 0; i < 5000; ++i) ASSERT_EQ(table.find("tok" + std::to_string(i)), i);
+  EXPECT_EQ(table.find("tok5000"), -1);
+  EXPECT_EQ(table.size(), 5000u);
+}
+
+TEST(WordPieceFolder, TokenizerConfigAndAddedTokens) {
+  const std::string dir = ::testing::TempDir() + "tessera_wp_folder";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/vocab.txt") << [] {
+    std::string text;
+    for (const std::string& t : kTinyVocab) text += t + "\n";
+    return text;
+  }();
+  const std::string dec_id = std::to_string(kTinyVocab.size());
+  std::ofstream(dir + "/tokenizer_config.json")
+      << R"({"do_lower_case": false, "strip_accents": null, "model_max_length": 512,
+            "bos_token": "[DEC]", "added_tokens_decoder": {
+              "0": {"content": "[PAD]", "special": true},
+              ")" << dec_id << R"(": {"content": "[DEC]", "special": true}}})";
+  const WordPieceTokenizer t = WordPieceTokenizer::from_pretrained(dir);
+  EXPECT_FALSE(t.options().do_lower_case);
+  EXPECT_EQ(t.token_to_id("[DEC]"), int64_t(kTinyVocab.size()));
+  EXPECT_TRUE(t.is_special(int64_t(kTinyVocab.size())));
+  EXPECT_EQ(t.encode("[DEC]Hello"), (Ids{2, int64_t(kTinyVocab.size()), t.token_to_id("Hello"), 3}));
+  std::ofstream(dir + "/tokenizer_config.json") << "{not json";
+  EXPECT_THROW(WordPieceTokenizer::from_pretrained(dir), std::invalid_argument);
+}
+
+TEST(BertPretokenize, CharacterClasses) {
+  using namespace tessera::text;
+  EXPECT_TRUE(bert_is_punctuation(U'$'));   // ASCII symbols count as punctuation
+  EXPECT_TRUE(bert_is_punctuation(U'`'));
+  EXPECT_TRUE(bert_is_punctuation(0x3001));  // 、
+  EXPECT_TRUE(bert_is_punctuation(0x166D));  // Po in Unicode 8.0, So now
+  EXPECT_FALSE(bert_is_punctuation(0x2E43)); // Po, but added in Unicode 9.0
+  EXPECT_FALSE(bert_is_punctuation(U'a'));
+  EXPECT_TRUE(bert_is_control(0x200B));       // Cf
+  EXPECT_TRUE(bert_is_control(0xE000));       // Co
+  EXPECT_FALSE(bert_is_control(U'\t'));
+  EXPECT_TRUE(bert_is_whitespace(0x3000));
+  EXPECT_TRUE(bert_is_whitespace(0x0B));
+  EXPECT_FALSE(bert_is_whitespace(0x1C));     // Python's isspace says yes; Rust's no
+  EXPECT_TRUE(bert_is_chinese_char(0x6771));
+  EXPECT_FALSE(bert_is_chinese_char(0x3042)); // あ: hiragana is not split out
+  BertNormalizerOptions o;
+  EXPECT_EQ(bert_normalize("H\xC3\xA9llo \xE6\x9D\xB1!", o), "hello  \xE6\x9D\xB1 !");
+  EXPECT_EQ(bert_normalize("\xEF\xAC\x81", o), "\xEF\xAC\x81");  // ﬁ: NFD, not NFKD
+  std::string buf;
+  std::vector<BertWord> words;
+  bert_pretokenize("Don't  stop\xE2\x80\xA6 na\xC3\xAFve", o, buf, words);
+  std::vector<std::string> got;
+  for (const BertWord& w : words) got.push_back(buf.substr(w.begin, w.size));
+  EXPECT_EQ(got, (std::vector<std::string>{"don", "'", "t", "stop", "\xE2\x80\xA6", "naive"}));
+  EXPECT_EQ(words.back().chars, 5u);
 }
 
 }  // namespace

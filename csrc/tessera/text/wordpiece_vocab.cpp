@@ -1,0 +1,122 @@
+// vocab.txt reading after HF tokenizers' models/wordpiece/mod.rs (WordPiece::read_file:
+// BufRead::lines, then str::trim_end) and the token table the greedy matcher probes.
+#include "tessera/text/wordpiece_vocab.h"
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+#include "tessera/text/bert_pretokenize.h"
+#include "tessera/text/utf8.h"
+
+namespace tessera::text {
+namespace {
+
+uint64_t mix(uint64_t h) {
+  h ^= h >> 33;
+  h *= 0xFF51AFD7ED558CCDull;
+  h ^= h >> 33;
+  return h;
+}
+
+// str::trim_end: drop trailing White_Space code points.
+void trim_end(std::string& line) {
+  while (!line.empty()) {
+    size_t start = line.size() - 1;  // first byte of the last code point
+    while (start > 0 && (static_cast<unsigned char>(line[start]) & 0xC0) == 0x80) --start;
+    size_t i = start;
+    if (!bert_is_whitespace(utf8::next(line, i))) return;
+    line.resize(start);
+  }
+}
+
+bool valid_utf8(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    const size_t before = i;
+    if (utf8::next(s, i) == 0xFFFD && s.compare(before, 3, "\xEF\xBF\xBD") != 0) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+uint64_t WordPieceTable::hash(std::string_view s) {
+  uint64_t h = 0x9E3779B97F4A7C15ull ^ s.size();
+  const char* p = s.data();
+  size_t n = s.size();
+  for (; n >= 8; p += 8, n -= 8) {
+    uint64_t w;
+    std::memcpy(&w, p, 8);
+    h = (h ^ w) * 0xBF58476D1CE4E5B9ull;
+    h ^= h >> 31;
+  }
+  if (n > 0) {
+    uint64_t w = 0;
+    std::memcpy(&w, p, n);
+    h = (h ^ w) * 0x94D049BB133111EBull;
+  }
+  return mix(h);
+}
+
+void WordPieceTable::grow() {
+  std::vector<Slot> old = std::move(slots_);
+  slots_.assign(old.empty() ? 64 : old.size() * 2, Slot{});
+  mask_ = slots_.size() - 1;
+  for (const Slot& s : old) {
+    if (s.id < 0) continue;
+    uint64_t i = s.hash & mask_;
+    while (slots_[i].id >= 0) i = (i + 1) & mask_;
+    slots_[i] = s;
+  }
+}
+
+void WordPieceTable::insert(std::string_view token, int32_t id) {
+  if (id < 0) throw std::invalid_argument("WordPieceTable: ids must be >= 0");
+  if ((count_ + 1) * 2 > slots_.size()) grow();  // load factor <= 1/2
+  const uint64_t h = hash(token);
+  uint64_t i = h & mask_;
+  for (; slots_[i].id >= 0; i = (i + 1) & mask_) {
+    Slot& s = slots_[i];
+    if (s.hash == h && s.len == token.size() &&
+        std::string_view(keys_.data() + s.offset, s.len) == token) {
+      s.id = id;
+      return;
+    }
+  }
+  slots_[i] = Slot{h, static_cast<uint32_t>(keys_.size()), static_cast<uint32_t>(token.size()), id};
+  keys_.append(token);
+  ++count_;
+  max_len_ = std::max(max_len_, token.size());
+}
+
+std::vector<std::string> read_wordpiece_vocab(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in.good())
+    throw std::invalid_argument("WordPieceTokenizer: cannot open vocabulary file '" + path +
+                                "': " + std::strerror(errno));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad())
+    throw std::invalid_argument("WordPieceTokenizer: cannot read vocabulary file '" + path + "'");
+  const std::string text = ss.str();
+  std::vector<std::string> lines;
+  for (size_t pos = 0; pos < text.size();) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string::npos) end = text.size();
+    std::string line = text.substr(pos, end - pos);
+    if (!valid_utf8(line))
+      throw std::invalid_argument("WordPieceTokenizer: vocabulary file '" + path + "': line " +
+                                  std::to_string(lines.size() + 1) + " is not valid UTF-8");
+    trim_end(line);
+    lines.push_back(std::move(line));
+    pos = end + 1;
+  }
+  if (lines.empty())
+    throw std::invalid_argument("WordPieceTokenizer: vocabulary file '" + path +
+                                "' is empty (expected one token per line, as BERT's vocab.txt)");
+  return lines;
+}
+
+}  // namespace tessera::text

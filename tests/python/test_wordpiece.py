@@ -1,0 +1,333 @@
+"""tessera.text.BertTokenizer against transformers' BertTokenizerFast (HF tokenizers).
+
+Vocabularies are trained here with ``tokenizers.BertWordPieceTokenizer`` on a real corpus (the
+Debian word list /usr/share/dict/words and the fortunes in /usr/share/games/fortunes), uncased
+and cased, saved as vocab.txt and loaded by both sides; ids, attention masks and decoded text
+must be equal on every fortune line plus hand-written punctuation, digits, accents, CJK,
+control characters and special tokens, with truncation and padding. A character-level
+vocabulary then checks every Unicode code point through both (cleaning, punctuation,
+whitespace, CJK, accent stripping and lower-casing). Nothing is downloaded.
+"""
+
+import json
+import pickle
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+import tessera.text as tt
+
+transformers = pytest.importorskip("transformers")
+tokenizers = pytest.importorskip("tokenizers")
+
+WORDS = Path("/usr/share/dict/words")
+FORTUNES = Path("/usr/share/games/fortunes")
+
+EXTRA = [
+    "Héllo WÖRLD, café naïve façade Ærøskøbing Straße ǅungla İstanbul ΟΔΟΣ σς",
+    "Vietnamese: Tiếng Việt có dấu; Polish: Zażółć gęślą jaźń; Czech: Příliš žluťoučký kůň",
+    "東京タワーの写真 中文字符测试 한국어 문장 日本語のテキスト 𠀀𠀁 丽",
+    "Прывітанне, свет! Привет, мир! Γειά σου Κόσμε! مرحبا بالعالم שלום עולם",
+    "numbers 3.14159 1,000,000 2024-01-31 12:30pm $5.99 50% #1 @user x^2 a_b ~tilde~",
+    "quotes: “curly” ‘single’ «guillemets» — em dash – en dash … ellipsis ¿qué? ¡sí!",
+    "a[SEP]b [sep] [CLS][MASK] [PAD]x [UNK] [SE P] [[SEP]] [DEC] [dec]",
+    "controls: a\x00b\x01c\x08d\x7fe\u200bf\u200dg\ufeffh\ufffdi\ue000j and\ttabs\nnewlines\rcr\x0bvt\x0cff",
+    "emoji 🐈👍🏽 ❤️ 🇫🇷 👩‍👩‍👧 ½ ² ① ﬁne Ｆｕｌｌｗｉｄｔｈ ｶﾀｶﾅ",
+    "combining: e\u0301 a\u0308 o\u0302\u0323 x\u0345y \u0301lead Zalgo: Z\u0351\u0300a\u0336l",
+    "don't won't I'm you're it's we've they'll y'all rock'n'roll o'clock",
+    "supercalifragilisticexpialidocious " + "a" * 99 + " " + "b" * 100 + " " + "c" * 101,
+    "é" * 101 + " " + "ab" * 60,
+    "   leading and trailing   ",
+    "",
+    "\u3000\u00a0\u2003\u2028\u2029\u0085 odd spaces\u180e\u200a",
+    "Ünïcödé ÀÉÎÕÜ àéîõü ÇçÑñ ÅåØø ĲĳŒœ ǄǅǆǇǈǉ ſ ẞ ß",
+    "mixed CJK中文and English混合text",
+]
+
+
+def fortune_lines():
+    lines = []
+    for f in sorted(FORTUNES.iterdir()):
+        if f.suffix == ".dat" or f.is_symlink() or not f.is_file():
+            continue
+        for line in f.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.strip() and line.strip() != "%":
+                lines.append(line)
+    return lines
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    if not FORTUNES.is_dir() or not WORDS.is_file():
+        pytest.skip("needs /usr/share/games/fortunes (fortunes) and /usr/share/dict/words (wamerican)")
+    files = [str(f) for f in sorted(FORTUNES.iterdir())
+             if f.suffix != ".dat" and not f.is_symlink() and f.is_file()]
+    return files + [str(WORDS)]
+
+
+def _train(corpus, folder: Path, lowercase: bool, config: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    trainer = tokenizers.BertWordPieceTokenizer(lowercase=lowercase, strip_accents=lowercase)
+    trainer.train(corpus, vocab_size=8000, min_frequency=2, show_progress=False)
+    trainer.save_model(str(folder))
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def uncased_folder(corpus, tmp_path_factory):
+    return _train(corpus, tmp_path_factory.mktemp("bert-uncased"), True,
+                  {"do_lower_case": True, "model_max_length": 512})
+
+
+@pytest.fixture(scope="module")
+def cased_folder(corpus, tmp_path_factory):
+    return _train(corpus, tmp_path_factory.mktemp("bert-cased"), False,
+                  {"do_lower_case": False, "model_max_length": 512})
+
+
+def hf_bert(folder, **kwargs):
+    # from_pretrained reads vocab.txt in transformers 4 and 5 alike (5 ignores vocab_file=...).
+    hf = transformers.BertTokenizerFast.from_pretrained(str(folder), **kwargs)
+    lines = (Path(folder) / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    assert hf.vocab_size == len(lines), "transformers did not load the vocabulary"
+    return hf
+
+
+@pytest.fixture(scope="module")
+def texts():
+    lines = fortune_lines()
+    random.Random(0).shuffle(lines)
+    return EXTRA + lines
+
+
+def _ids(encoding):
+    return encoding["input_ids"], encoding["attention_mask"]
+
+
+def assert_same_rows(ours, ref, texts, what):
+    ours_ids, ours_mask = _ids(ours)
+    ref_ids, ref_mask = _ids(ref)
+    if isinstance(ours_ids, torch.Tensor):
+        assert ours_ids.dtype == torch.long and ours_ids.shape == ref_ids.shape, (what, ours_ids.shape, ref_ids.shape)
+        bad = (ours_ids != ref_ids).any(1) | (ours_mask != ref_mask).any(1)
+        rows = bad.nonzero().flatten().tolist()
+    else:
+        rows = [i for i in range(len(ref_ids)) if ours_ids[i] != ref_ids[i] or ours_mask[i] != ref_mask[i]]
+    assert not rows, f"{what}: {len(rows)} rows differ, first {texts[rows[0]]!r}"
+
+
+# ---- ids and masks on real text ----------------------------------------------------------
+@pytest.mark.parametrize("variant", ["uncased", "cased"])
+def test_ids_and_masks_equal_transformers(variant, uncased_folder, cased_folder, texts):
+    folder = uncased_folder if variant == "uncased" else cased_folder
+    hf, ours = hf_bert(folder), tt.BertTokenizer.from_pretrained(folder)
+    assert len(texts) > 50000
+    assert ours.vocab_size == hf.vocab_size and len(ours) == len(hf)
+    assert ours.do_lower_case == (variant == "uncased")
+    # Every line once; the other settings on a sample (transformers takes seconds per pass).
+    kw = dict(padding=True, truncation=True, max_length=64)
+    assert_same_rows(ours(texts, **kw), hf(texts, return_tensors="pt", **kw), texts, f"{variant} {kw}")
+    sample = texts[:6000]
+    for kw in (dict(padding="max_length", truncation=True, max_length=48),
+               dict(padding=True),
+               dict(padding="longest", truncation=True, max_length=32, pad_to_multiple_of=8),
+               dict(padding=True, truncation=True)):  # model_max_length (512) from the config
+        assert_same_rows(ours(sample, **kw), hf(sample, return_tensors="pt", **kw), sample, f"{variant} {kw}")
+    # Unpadded lists, and the one-text forms.
+    ref = hf(sample)
+    got = ours(sample, return_tensors=None)
+    assert got["input_ids"] == ref["input_ids"] and got["attention_mask"] == ref["attention_mask"]
+    assert got["token_type_ids"] == ref["token_type_ids"]
+    for text in texts[:300]:
+        assert ours.encode(text) == hf.encode(text), text
+        assert ours.tokenize(text) == hf.tokenize(text), text
+        assert ours(text, return_tensors=None)["input_ids"] == hf(text)["input_ids"]
+    one = ours(texts[1])
+    assert one.input_ids.shape[0] == 1 and one.token_type_ids.abs().sum() == 0
+
+
+def test_truncation_and_padding_sides(uncased_folder, texts):
+    sample = texts[:4000]
+    for side in ("left", "right"):
+        hf = hf_bert(uncased_folder, truncation_side=side, padding_side=side)
+        ours = tt.BertTokenizer.from_pretrained(uncased_folder, truncation_side=side, padding_side=side)
+        for kw in (dict(padding=True, truncation=True, max_length=12),
+                   dict(padding="max_length", truncation=True, max_length=2),
+                   dict(padding=True, add_special_tokens=False, truncation=True, max_length=7)):
+            assert_same_rows(ours(sample, **kw), hf(sample, return_tensors="pt", **kw), sample, f"{side} {kw}")
+        # max_length alone truncates (transformers' rule), without padding: lists.
+        assert_same_rows(ours(sample, max_length=5, return_tensors=None), hf(sample, max_length=5), sample,
+                         f"{side} max_length=5")
+        assert ours.encode(sample[5], max_length=6) == hf.encode(sample[5], max_length=6, truncation=True)
+
+
+def test_accent_and_chinese_switches_equal_transformers(uncased_folder, cased_folder, texts):
+    sample = EXTRA + texts[:2000]
+    for folder, kw in ((uncased_folder, dict(strip_accents=False)),
+                       (cased_folder, dict(strip_accents=True)),
+                       (uncased_folder, dict(tokenize_chinese_chars=False)),
+                       (cased_folder, dict(do_lower_case=True))):
+        hf, ours = hf_bert(folder, **kw), tt.BertTokenizer.from_pretrained(folder, **kw)
+        assert_same_rows(ours(sample, padding=True), hf(sample, padding=True, return_tensors="pt"), sample, str(kw))
+
+
+# ---- every code point ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def char_folder(tmp_path_factory):
+    """A vocabulary of every non-space code point, alone and as a ## continuation, so ids show
+    exactly what normalization made of each character."""
+    chars = [chr(c) for c in range(0x110000)
+             if not 0xD800 <= c < 0xE000 and not chr(c).isspace() and c not in (0x1C, 0x1D, 0x1E, 0x1F)]
+    folder = tmp_path_factory.mktemp("bert-chars")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + ["##" + c for c in chars]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def hf_chars(char_folder):
+    return hf_bert(char_folder)
+
+
+@pytest.mark.slow  # ~40 s: 1.1M code points through both tokenizers, four ways
+@pytest.mark.parametrize("kw", [dict(), dict(strip_accents=False), dict(do_lower_case=False),
+                                dict(do_lower_case=False, strip_accents=True, tokenize_chinese_chars=False)],
+                         ids=["uncased", "lower-keep-accents", "cased", "cased-strip-no-cjk"])
+def test_every_code_point_equals_transformers(kw, char_folder, hf_chars):
+    points = [c for c in range(0x110000) if not 0xD800 <= c < 0xE000]
+    texts = [" ".join(f"a{chr(c)}b" for c in points[i:i + 512]) for i in range(0, len(points), 512)]
+    # The 2.2M-token vocabulary is loaded once; the normalizer is set as BertTokenizer.__init__
+    # sets it from these flags.
+    lower = kw.get("do_lower_case", True)
+    hf_chars.backend_tokenizer.normalizer = tokenizers.normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=kw.get("tokenize_chinese_chars", True),
+        strip_accents=kw.get("strip_accents"), lowercase=lower)
+    ours = tt.BertTokenizer.from_pretrained(char_folder, **kw)
+    ref = [e.ids for e in hf_chars.backend_tokenizer.encode_batch(texts)]
+    got = ours(texts, return_tensors=None)["input_ids"]
+    bad = [i for i in range(len(texts)) if got[i] != ref[i]]
+    if bad:
+        words = texts[bad[0]].split(" ")
+        diff = [w for w in words if ours.encode(w) != hf_chars.backend_tokenizer.encode(w).ids]
+        pytest.fail(f"{len(bad)} chunks differ; code points {[hex(ord(w[1])) for w in diff[:20] if len(w) > 1]}")
+
+
+# ---- decode -------------------------------------------------------------------------------
+def test_decode_equals_transformers(uncased_folder, cased_folder, texts):
+    for folder in (uncased_folder, cased_folder):
+        hf, ours = hf_bert(folder), tt.BertTokenizer.from_pretrained(folder)
+        rows = hf(texts[:5000], padding=True)["input_ids"]
+        for skip in (False, True):
+            for clean in (True, False):
+                want = hf.batch_decode(rows, skip_special_tokens=skip, clean_up_tokenization_spaces=clean)
+                assert ours.batch_decode(rows, skip_special_tokens=skip, clean_up_tokenization_spaces=clean) == want
+        for row in rows[:200]:
+            assert ours.decode(row, skip_special_tokens=True) == hf.decode(row, skip_special_tokens=True,
+                                                                            clean_up_tokenization_spaces=True)
+        assert ours.decode(torch.tensor(rows[0])) == hf.decode(rows[0], clean_up_tokenization_spaces=True)
+        # Random ids: "##" pieces first, specials anywhere, punctuation next to anything.
+        rng = random.Random(1)
+        noise = [[rng.randrange(hf.vocab_size) for _ in range(rng.randrange(40))] for _ in range(3000)]
+        for skip in (False, True):
+            assert ours.batch_decode(noise, skip_special_tokens=skip) == hf.batch_decode(
+                noise, skip_special_tokens=skip, clean_up_tokenization_spaces=True)
+
+
+# ---- special tokens -------------------------------------------------------------------------
+def test_dec_token_as_lavis_adds_it(uncased_folder, texts):
+    hf, ours = hf_bert(uncased_folder), tt.BertTokenizer.from_pretrained(uncased_folder)
+    assert hf.add_special_tokens({"bos_token": "[DEC]"}) == ours.add_special_tokens({"bos_token": "[DEC]"}) == 1
+    assert ours.bos_token_id == hf.bos_token_id == ours.vocab_size
+    assert len(ours) == len(hf) == ours.vocab_size + 1
+    sample = ["[DEC] " + t for t in texts[:500]] + ["a[DEC]b[SEP]", "[DEC][DEC]", "[dec]"]
+    assert_same_rows(ours(sample, padding=True), hf(sample, padding=True, return_tensors="pt"), sample, "[DEC]")
+    rows = hf(sample[:50])["input_ids"]
+    assert ours.batch_decode(rows, skip_special_tokens=True) == hf.batch_decode(
+        rows, skip_special_tokens=True, clean_up_tokenization_spaces=True)
+    # Replacing [CLS] by [DEC] is how BLIP-2's Q-Former builds decoder input.
+    ids = ours(["a photo of a cat"]).input_ids
+    ids[:, 0] = ours.bos_token_id
+    assert ours.decode(ids[0]).startswith("[DEC] ")
+    # A token of the vocabulary keeps its id when made special.
+    word = hf.convert_ids_to_tokens(2000)
+    assert ours.add_special_tokens([word]) == hf.add_special_tokens({"additional_special_tokens": [word]}) == 1
+    assert ours.add_special_tokens([word]) == 0
+    assert ours.convert_tokens_to_ids(word) == 2000
+    assert ours(f"x{word}y", return_tensors=None)["input_ids"] == hf(f"x{word}y")["input_ids"]
+
+
+def test_folder_with_added_tokens_as_transformers_4_saves_it(uncased_folder, tmp_path):
+    folder = tmp_path / "blip2-qformer-tokenizer"
+    folder.mkdir()
+    vocab = (uncased_folder / "vocab.txt").read_text(encoding="utf-8")
+    (folder / "vocab.txt").write_text(vocab, encoding="utf-8")
+    n = len(vocab.splitlines())
+    specials = {i: t for i, t in enumerate(vocab.splitlines()) if t.startswith("[") and t.endswith("]")}
+    decoder = {str(i): {"content": t, "special": True, "normalized": False, "lstrip": False,
+                        "rstrip": False, "single_word": False} for i, t in specials.items()}
+    decoder[str(n)] = {**decoder[str(next(iter(specials)))], "content": "[DEC]"}
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"do_lower_case": True, "bos_token": "[DEC]", "model_max_length": 512, "truncation_side": "right",
+         "added_tokens_decoder": decoder, "tokenizer_class": "BertTokenizer"}))
+    ours = tt.BertTokenizer.from_pretrained(folder)
+    assert ours.bos_token == "[DEC]" and ours.bos_token_id == n and len(ours) == n + 1
+    assert ours.model_max_length == 512
+    ref = hf_bert(uncased_folder)
+    ref.add_special_tokens({"bos_token": "[DEC]"})
+    text = ["[DEC] a man riding a horse", "no dec here"]
+    assert ours(text, return_tensors=None)["input_ids"] == ref(text)["input_ids"]
+    again = pickle.loads(pickle.dumps(ours))
+    assert again.bos_token_id == n and again(text, return_tensors=None)["input_ids"] == ref(text)["input_ids"]
+    assert "BertTokenizer(" in repr(ours)
+    # A file that numbers [DEC] where it cannot go is refused.
+    decoder[str(n + 3)] = decoder.pop(str(n))
+    (folder / "tokenizer_config.json").write_text(json.dumps({"added_tokens_decoder": decoder}))
+    with pytest.raises(ValueError, match=r"'\[DEC\]' id .* takes id"):
+        tt.BertTokenizer.from_pretrained(folder)
+
+
+# ---- errors -------------------------------------------------------------------------------
+def test_bad_vocabularies_are_refused_naming_the_file(tmp_path):
+    missing = tmp_path / "nope" / "vocab.txt"
+    with pytest.raises(ValueError, match=f"cannot open vocabulary file '{missing}'"):
+        tt.BertTokenizer(missing)
+    with pytest.raises(ValueError, match="vocab.txt not found"):
+        tt.BertTokenizer.from_pretrained(tmp_path / "nope")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    with pytest.raises(ValueError, match=f"'{empty}' is empty"):
+        tt.BertTokenizer(empty)
+    for token in ("[UNK]", "[CLS]", "[SEP]", "[PAD]"):
+        partial = tmp_path / f"no{token[1:-1]}.txt"
+        partial.write_text("\n".join(t for t in ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a"] if t != token) + "\n")
+        with pytest.raises(ValueError, match=rf"'{partial}' has no .*'\{token[:-1]}\]'"):
+            tt.BertTokenizer(partial)
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"[PAD]\n[UNK]\n[CLS]\n[SEP]\n\xff\xfe\n")
+    with pytest.raises(ValueError, match="line 5 is not valid UTF-8"):
+        tt.BertTokenizer(bad)
+
+
+def test_bad_input_is_refused(uncased_folder):
+    tok = tt.BertTokenizer.from_pretrained(uncased_folder)
+    broken = b"what is \xff this?".decode("utf-8", "surrogateescape")
+    for call in (lambda: tok(broken), lambda: tok(["fine", broken]), lambda: tok.encode(broken),
+                 lambda: tok.tokenize(broken), lambda: tok(["fine", broken], return_tensors=None)):
+        with pytest.raises(ValueError, match="not valid UTF-8"):
+            call()
+    with pytest.raises(TypeError, match="text 1 must be a str"):
+        tok(["fine", 5])
+    with pytest.raises(ValueError, match="max_length must be at least 2"):
+        tok(["a b c"], truncation=True, max_length=1)
+    with pytest.raises(ValueError, match="Unable to create tensor"):
+        tok(["a", "a b c d"])  # ragged without padding
+    with pytest.raises(ValueError, match="not a multiple of pad_to_multiple_of"):
+        tok(["a"], padding=True, truncation=True, max_length=10, pad_to_multiple_of=8)
+    with pytest.raises(IndexError, match="outside the vocabulary"):
+        tok.decode([len(tok)])
+    with pytest.raises(ValueError, match="non-blank"):
+        tok.add_special_tokens([" "])
+    assert tok([]).input_ids.shape == (0, 0)
