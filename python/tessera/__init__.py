@@ -16,7 +16,7 @@ from .cpp_module import CppModule
 from .factory import create_model, from_pretrained, get_model_config, list_models, register_model_type
 from .registry import add_model_config
 from .models import MODEL_CLASSES as _MODEL_CLASSES
-from .text import ClipTokenizer, SentencePieceTokenizer, tokenize
+from .text import BertTokenizer, ClipTokenizer, SentencePieceTokenizer, tokenize
 from . import chat, lora  # noqa: E402  (conversation templates, LoRA adapters)
 
 globals().update(_MODEL_CLASSES)  # every registered class, by name: a family adds no line here
@@ -57,6 +57,6 @@ cmake_prefix_path = _HERE
 
 __all__ = [
     "CppModule", "add_model_config", "create_model", "from_pretrained", "get_model_config", "list_models", "register_model_type",
-    *_MODEL_CLASSES, "ClipTokenizer", "SentencePieceTokenizer", "tokenize",
+    *_MODEL_CLASSES, "BertTokenizer", "ClipTokenizer", "SentencePieceTokenizer", "tokenize",
     "include_paths", "library_dir", "cmake_prefix_path",
 ]

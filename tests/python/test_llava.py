@@ -112,8 +112,8 @@ def test_projectors_are_chosen_by_name():
     model = tessera.LlavaForConditionalGeneration(_config(projector_type="linear"))
     assert sorted(n for n, _ in model.named_parameters() if n.startswith("multi_modal")) == [
         "multi_modal_projector.linear_1.bias", "multi_modal_projector.linear_1.weight"]
-    with pytest.raises(ValueError, match="unknown projector_type 'qformer' \\(registered: .*linear"):
-        tessera.LlavaForConditionalGeneration(_config(projector_type="qformer"))
+    with pytest.raises(ValueError, match="unknown projector_type 'perceiver' \\(registered: .*linear"):
+        tessera.LlavaForConditionalGeneration(_config(projector_type="perceiver"))
     with pytest.raises(ValueError, match="vision_feature_layer 7 is not a layer output"):
         tessera.LlavaForConditionalGeneration(_config(vision_feature_layer=7))
 

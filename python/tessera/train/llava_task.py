@@ -38,10 +38,12 @@ class LlavaInit:
     checkpoint: str = ""                    # a LLaVA run or checkpoint folder: every weight (stage 2)
     vision_tower: str = ""                  # a CLIP run or checkpoint folder: the tower (stage 1)
     language_model: str = ""                # a causal_lm run or checkpoint folder: the LLaMA (stage 1)
+    projector: str = ""                     # a blip2_pretrain run: the qformer projector's queries and Q-Former
 
     def validate(self, where: str) -> None:
-        if self.checkpoint and (self.vision_tower or self.language_model):
-            raise ValueError(f"{where}: give checkpoint (every weight) or vision_tower/language_model, not both")
+        if self.checkpoint and (self.vision_tower or self.language_model or self.projector):
+            raise ValueError(f"{where}: give checkpoint (every weight) or vision_tower/language_model/projector, "
+                             "not both")
 
 
 @dataclass
@@ -134,6 +136,13 @@ class LlavaTask(Task):
         if init.language_model:
             folder = resolve_checkpoint(init.language_model, "init.language_model")
             self._load_part(model, load_weights(folder), folder, r"^", "language_model.")
+        if init.projector:  # BLIP-2 stage 1 -> the qformer projector; language_projection starts fresh
+            if self.config.get("projector_type") != "qformer":
+                raise ValueError("init.projector starts a `qformer` projector from a BLIP-2 stage-1 run; the model's "
+                                 f"projector_type is {self.config.get('projector_type')!r}")
+            folder = resolve_checkpoint(init.projector, "init.projector", "train BLIP-2 stage 1 first: make blip2")
+            self._load_part(model, load_weights(folder), folder, r"^(?=query_tokens$|qformer\.)",
+                            "multi_modal_projector.", fresh="multi_modal_projector.language_projection.")
         lora = self.recipe.lora
         if lora.r:
             from ..lora import apply_lora
@@ -143,13 +152,15 @@ class LlavaTask(Task):
         return model
 
     @staticmethod
-    def _load_part(model, state: Dict[str, torch.Tensor], folder: str, pattern: str, prefix: str) -> None:
+    def _load_part(model, state: Dict[str, torch.Tensor], folder: str, pattern: str, prefix: str,
+                   fresh: str = "vision_tower.post_layernorm.") -> None:
         """The tensors of `state` matching `pattern`, renamed into `prefix`; every parameter of
-        the part must be found (the tower's unused post-norm aside)."""
+        the part must be found except those under `fresh` (the tower's unused post-norm; a
+        projector's new output layer)."""
         own = model.state_dict()
         part = {re.sub(pattern, prefix, k, count=1): v for k, v in state.items() if re.search(pattern, k)}
         part = {k: v for k, v in part.items() if k in own}
-        wanted = [k for k in own if k.startswith(prefix) and not k.startswith("vision_tower.post_layernorm.")]
+        wanted = [k for k in own if k.startswith(prefix) and not k.startswith(fresh)]
         missing = [k for k in wanted if k not in part]
         if missing:
             raise ValueError(f"{folder}: no weights for {len(missing)} tensor(s) of {prefix.rstrip('.')}, e.g. "

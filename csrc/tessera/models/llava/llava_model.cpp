@@ -18,7 +18,7 @@ void LlavaForConditionalGenerationImpl::reset() {
   vision_tower = register_module("vision_tower", ClipVisionTransformer(options.vision));
   ProjectorSpec spec{options.vision_feature_dim(), options.text.hidden_size(), options.projector_hidden_act(),
                      options.multimodal_projector_bias(), options.projector_num_queries(),
-                     options.text.num_attention_heads()};
+                     options.text.num_attention_heads(), options.projector_config()};
   multi_modal_projector = register_module("multi_modal_projector", make_projector(options.projector_type(), spec));
   language_model = register_module("language_model", LlamaForCausalLM(options.text));
 }

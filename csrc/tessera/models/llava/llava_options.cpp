@@ -38,7 +38,8 @@ LlavaOptions LlavaOptions::from_json(const nlohmann::json& j, const std::string&
   if (strict) {
     r.reject_unknown({"model_type", "architectures", "vision_config", "text_config", "image_token_index",
                       "vision_feature_layer", "vision_feature_select_strategy", "projector_hidden_act",
-                      "multimodal_projector_bias", "projector_type", "projector_num_queries", "image_seq_length",
+                      "multimodal_projector_bias", "projector_type", "projector_num_queries", "projector_config",
+                      "image_seq_length",
                       "tie_word_embeddings"});
   }
   LlavaOptions o;
@@ -52,6 +53,10 @@ LlavaOptions LlavaOptions::from_json(const nlohmann::json& j, const std::string&
   o.multimodal_projector_bias(r.get_bool("multimodal_projector_bias", o.multimodal_projector_bias()));
   o.projector_type(r.get_string("projector_type", o.projector_type()));
   o.projector_num_queries(r.get_int("projector_num_queries", o.projector_num_queries()));
+  if (j.contains("projector_config")) {
+    TORCH_CHECK_VALUE(j["projector_config"].is_object(), where, ".projector_config must be an object");
+    o.projector_config(j["projector_config"].dump());
+  }
   o.validate(where);
   return o;
 }
@@ -73,6 +78,7 @@ nlohmann::json LlavaOptions::to_json() const {
           {"projector_type", projector_type()},
           {"tie_word_embeddings", text.tie_word_embeddings()}};
   if (projector_num_queries() > 0) j["projector_num_queries"] = projector_num_queries();
+  if (projector_config() != "{}") j["projector_config"] = nlohmann::json::parse(projector_config());
   return j;
 }
 

@@ -29,6 +29,9 @@ struct LlavaOptions {
   /// Image tokens per image of a projector that resamples (the resampler's learned queries);
   /// 0: one per vision feature.
   TORCH_ARG(int64_t, projector_num_queries) = 0;
+  /// A projector's own settings (tessera's), as JSON text of an object: the `qformer` projector's
+  /// Blip2QFormerConfig fields. "{}": none.
+  TORCH_ARG(std::string, projector_config) = "{}";
 
  public:
   void validate(const std::string& where) const;

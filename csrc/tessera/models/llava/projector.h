@@ -30,6 +30,9 @@ struct ProjectorSpec {
   int64_t num_queries = 0;
   /// Attention heads, for projectors that attend (the language model's head count).
   int64_t num_heads = 1;
+  /// The LLaVA config's `projector_config` object as JSON text: sizes of a projector's own
+  /// (the Q-Former's layers and width); "{}" when absent.
+  std::string config_json = "{}";
 };
 
 /// Builds a module that also implements Projector.

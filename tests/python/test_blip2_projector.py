@@ -1,0 +1,69 @@
+"""BLIP-2's Q-Former as a LLaVA projector (`projector_type: qformer`): the image tokens are the
+learned queries read through the Q-Former and `language_projection` (checked against
+Blip2QFormerModel with the same weights), it trains end to end and survives a save, and
+`init.projector` starts it from a BLIP-2 stage-1 checkpoint."""
+import pytest
+import torch
+
+import tessera
+from tessera.models.blip2_pretraining import Blip2ForPretraining
+
+from test_llava import IMAGE, _config, _prompt
+
+QFORMER = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+               hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+
+def _qformer_llava():
+    return tessera.LlavaForConditionalGeneration(_config(projector_type="qformer", projector_num_queries=3,
+                                                         vision_feature_layer=-1, projector_config=QFORMER))
+
+
+def test_qformer_projector_equals_the_qformer_and_trains(tmp_path):
+    torch.manual_seed(0)
+    model = _qformer_llava()
+    assert model.config["image_seq_length"] == 3
+    p = {k.removeprefix("multi_modal_projector."): v for k, v in model.state_dict().items() if "projector" in k}
+    qformer = tessera.Blip2QFormerModel(dict(QFORMER, encoder_hidden_size=24))
+    qformer.load_state_dict({k.removeprefix("qformer."): v for k, v in p.items() if k.startswith("qformer.")})
+    px = torch.randn(2, 3, 16, 16)
+    tower = tessera.CLIPVisionModel(model.config["vision_config"])
+    tower.load_state_dict({"vision_model." + k.removeprefix("vision_tower."): v
+                           for k, v in model.state_dict().items() if k.startswith("vision_tower.")})
+    feats = tower(pixel_values=px, output_hidden_states=True).hidden_states[-1][:, 1:]
+    want = torch.nn.functional.linear(
+        qformer(p["query_tokens"].expand(2, -1, -1), encoder_hidden_states=feats).last_hidden_state,
+        p["language_projection.weight"], p["language_projection.bias"])
+    ids = _prompt(1, 3)
+    got = model._cpp.embed(ids, px)[ids == IMAGE].view(2, 3, -1)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    model(ids, pixel_values=px, labels=ids).loss.backward()
+    assert all(v.grad is not None and v.grad.abs().sum() > 0 for k, v in model.named_parameters() if "projector" in k)
+    model.save_pretrained(str(tmp_path))
+    again = tessera.from_pretrained(str(tmp_path))
+    assert again.config["projector_config"]["hidden_size"] == 32
+    torch.testing.assert_close(again(ids, pixel_values=px).logits, model(ids, pixel_values=px).logits)
+
+
+def test_bad_qformer_projector_configs_are_refused():
+    with pytest.raises(ValueError, match="'qformer' needs projector_num_queries > 0"):
+        tessera.LlavaForConditionalGeneration(_config(projector_type="qformer", projector_config=QFORMER))
+    with pytest.raises(ValueError, match="projector_config.*hiden_size"):
+        tessera.LlavaForConditionalGeneration(_config(projector_type="qformer", projector_num_queries=3,
+                                                      projector_config=dict(QFORMER, hiden_size=32)))
+
+
+def test_init_projector_loads_a_stage1_qformer(tmp_path):
+    """The LLaVA task's init.projector: queries and Q-Former from stage 1 (its text feed-forward
+    and heads stay behind), language_projection fresh."""
+    from tessera.train.llava_task import LlavaTask
+
+    stage1 = Blip2ForPretraining(dict(num_query_tokens=3, vision_config=dict(hidden_size=24, num_attention_heads=2),
+                                      qformer_config=dict(QFORMER, use_qformer_text_input=True, vocab_size=30)))
+    stage1.save_pretrained(str(tmp_path / "stage1"))
+    model = _qformer_llava()
+    LlavaTask._load_part(model, stage1.state_dict(), str(tmp_path / "stage1"), r"^(?=query_tokens$|qformer\.)",
+                         "multi_modal_projector.", fresh="multi_modal_projector.language_projection.")
+    own, theirs = model.state_dict(), stage1.state_dict()
+    loaded = [k for k in own if k.startswith("multi_modal_projector.") and "language_projection" not in k]
+    assert loaded and all(torch.equal(own[k], theirs[k.removeprefix("multi_modal_projector.")]) for k in loaded)
