@@ -2,6 +2,7 @@
 #   make demo   — train + evaluate CLIP, a short MAE run, then LLaVA (tiny LM, stage 1, stage 2) that
 #                 answers questions about held-out images, on Fashion-MNIST (embedded data)
 #   make llava  — the LLaVA part alone (after the CLIP demo), plus stage 2 with LoRA
+#   make blip2  — BLIP-2 stage 1 on the CLIP demo's tower, then stage 2 through LLaVA (Q-Former projector)
 #   make mim    — VQ-KD, BEiT and feature-target MIM after the demo; make results — their probes
 #   make test   — build, GoogleTest (ctest), pytest
 PY      := .venv/bin/python
@@ -11,7 +12,7 @@ CLIP_BPE := python/tessera/assets/bpe_simple_vocab_16e6.txt.gz
 JOBS    ?= $(shell nproc)
 export CCACHE_DIR ?= $(HOME)/.cache/ccache
 
-.PHONY: setup build install test test-cpp test-python demo llava llava-stages mim results bench docs clean \
+.PHONY: setup build install test test-cpp test-python demo llava llava-stages blip2 mim results bench docs clean \
 	sanitize fuzz fuzz-build fuzz-regressions
 
 setup:
@@ -48,6 +49,16 @@ llava-stages:
 	$(PY) -m tessera.cli train recipes/fashion_mnist_llava_stage1.yaml --out runs/demo-llava1
 	$(PY) -m tessera.cli train recipes/fashion_mnist_llava_stage2.yaml --out runs/demo-llava2
 	$(PY) -m tessera.cli chat runs/demo-llava2 --image runs/data/llava/images/fashion/test/00001.png \
+		-q "What is this item?"
+
+# BLIP-2 after the demo (its CLIP tower and tiny LM): stage 1 (ITC, ITM, ITG on the frozen tower),
+# then stage 2 through LLaVA's task with the Q-Former as projector, and one chat turn.
+blip2: build
+	@test -d runs/demo/checkpoints || $(MAKE) demo
+	@test -d runs/demo-lm/checkpoints || $(MAKE) --no-print-directory llava-stages
+	$(PY) -m tessera.cli train recipes/fashion_mnist_blip2_stage1.yaml --out runs/demo-blip2
+	$(PY) -m tessera.cli train recipes/fashion_mnist_blip2_stage2.yaml --out runs/demo-blip2-stage2
+	$(PY) -m tessera.cli chat runs/demo-blip2-stage2 --image runs/data/llava/images/fashion/test/00001.png \
 		-q "What is this item?"
 
 llava: build

@@ -31,8 +31,8 @@ def recipe(strategy: str, per_rank_batch: int):
                                                 "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}}},
         "tower": {"config": {"hidden_size": 24, "intermediate_size": 48, "num_hidden_layers": 1,
                              "num_attention_heads": 2, "image_size": 28, "patch_size": 7}},
-        "data": {"root": FMNIST, "image_size": 28, "batch_size": per_rank_batch, "num_workers": 1,
-                 "max_text_len": 10, "class_names": CLASSES, "templates": ["a photo of a {}."]},  # one: captions do not depend on the rank
+        "data": {"root": FMNIST, "image_size": 28, "batch_size": per_rank_batch, "num_workers": 1, "context_length": 10,
+                 "class_names": CLASSES, "templates": ["a photo of a {}."]},  # one: captions do not depend on the rank
         # AdamW's eps well above the near-zero gradients of an untrained ITC: its updates then follow
         # the gradients instead of normalising their rounding noise, so weights compare closely.
         "optim": {"lr": 2e-3, "warmup_fraction": 0.0, "eps": 1e-3},

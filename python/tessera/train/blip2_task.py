@@ -10,32 +10,19 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 import torch
 
 from ..models.blip2_pretraining import Blip2ForPretraining
-from .image_data import ImageData, image_dataset, image_loader
+from .clip_task import ClipData
+from .image_data import image_dataset, image_loader, template_captions
 from .tasks import MixedLoss, Task, TokenLoss, register_task
 from .teacher import TeacherSection, load_teacher
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
 PAD, UNK, CLS, SEP, MASK, DEC = range(len(SPECIALS))
-
-
-@dataclass
-class Blip2Data(ImageData):
-    templates: List[str] = field(default_factory=lambda: ["a photo of a {}."])
-    class_names: Optional[List[str]] = None
-    max_text_len: int = 16
-
-    def validate(self, where: str) -> None:
-        super().validate(where)
-        if self.max_text_len < 3:
-            raise ValueError(f"{where}.max_text_len must be >= 3 ([CLS], a word, [SEP]), got {self.max_text_len}")
-        if not self.templates or any("{}" not in t for t in self.templates):
-            raise ValueError(f"{where}.templates: each template needs a {{}} for the class name, got {self.templates}")
 
 
 @dataclass
@@ -95,7 +82,7 @@ class WordVocab:
 
 @register_task("blip2_pretrain")
 class Blip2PretrainTask(Task):
-    sections = {"data": Blip2Data, "tower": TeacherSection, "loss": Blip2Loss, "eval": Blip2Eval}
+    sections = {"data": ClipData, "tower": TeacherSection, "loss": Blip2Loss, "eval": Blip2Eval}
     model_class = Blip2ForPretraining
 
     def __init__(self, recipe, rank: int = 0, world_size: int = 1):
@@ -137,18 +124,12 @@ class Blip2PretrainTask(Task):
     def train_loader(self, rank: int, world_size: int):
         return image_loader(self.recipe.data, self.train_set, True, self.recipe.train.seed, rank, world_size)
 
-    def texts(self, labels: torch.Tensor, step: int) -> List[str]:
-        templates = self.recipe.data.templates
-        # One generator per (seed, step, rank): deterministic and resume-safe without saved state.
-        g = torch.Generator().manual_seed((self.recipe.train.seed * 1_000_003 + step) * 65_537 + self.rank)
-        pick = torch.randint(len(templates), (len(labels),), generator=g).tolist()
-        return [self.captions[int(c)][t] for t, c in zip(pick, labels.tolist())]
-
     def text_batch(self, batch: Dict[str, Any], step: int):
         """(input_ids, attention_mask) of the batch's captions, made once per batch."""
         if "input_ids" not in batch:
-            batch["input_ids"], batch["attention_mask"] = self.vocab(self.texts(batch["labels"], step),
-                                                                     self.recipe.data.max_text_len)
+            texts = template_captions(self.recipe.data.templates, self.class_names, batch["labels"],
+                                      self.recipe.train.seed, step, self.rank)
+            batch["input_ids"], batch["attention_mask"] = self.vocab(texts, self.recipe.data.context_length)
         return batch["input_ids"], batch["attention_mask"]
 
     def count_tokens(self, batch: Dict[str, Any], step: int) -> Optional[int]:
@@ -188,7 +169,7 @@ class Blip2PretrainTask(Task):
         """ITC zero-shot accuracy (each class: the mean of its templates' text features), ITM
         accuracy on balanced pairs (the true class's caption and another class's), ITM re-ranking
         of ITC's top-k classes, and greedy ITG captions that name the right class."""
-        device, L = model.device, self.recipe.data.max_text_len
+        device, L = model.device, self.recipe.data.context_length
         C, k = len(self.class_names), min(self.recipe.eval.rerank_top_k, len(self.class_names))
         flat = [c for per_class in self.captions for c in per_class]
         ids, mask = self.vocab(flat, L)

@@ -13,7 +13,7 @@ from .. import data as tdata
 from ..eval import retrieval_evaluate, zero_shot_classifier, zero_shot_evaluate
 from ..models.clip import CLIPModel
 from ..text import ClipTokenizer
-from .image_data import ImageData, image_dataset, image_loader
+from .image_data import ImageData, image_dataset, image_loader, template_captions
 from .tasks import Task, register_task
 
 
@@ -85,11 +85,8 @@ class ClipTask(Task):
     def captions(self, batch: Dict[str, Any], step: int) -> List[str]:
         if batch.get("captions"):
             return list(batch["captions"])
-        templates = self.recipe.data.templates
-        # One generator per (seed, step, rank): deterministic and resume-safe without saved state.
-        g = torch.Generator().manual_seed((self.recipe.train.seed * 1_000_003 + step) * 65_537 + self.rank)
-        pick = torch.randint(len(templates), (len(batch["labels"]),), generator=g).tolist()
-        return [templates[t].format(self.class_names[int(c)]) for t, c in zip(pick, batch["labels"].tolist())]
+        return template_captions(self.recipe.data.templates, self.class_names, batch["labels"], self.recipe.train.seed,
+                                 step, self.rank)
 
     # ---- model and loss ---------------------------------------------------------------------
     def batch_size(self, batch: Dict[str, Any]) -> int:

@@ -2,6 +2,8 @@
 (Fashion-MNIST, an image folder or image-caption pairs), the CLIP transform, tessera's loader."""
 from __future__ import annotations
 
+import torch
+
 from dataclasses import dataclass
 from typing import Optional
 
@@ -45,3 +47,11 @@ def image_loader(d: ImageData, dataset, train: bool, seed: int, rank: int = 0, w
     return tdata.DataLoader(dataset, batch_size=d.batch_size, shuffle=train, seed=seed, rank=rank,
                             world_size=world_size, num_workers=d.num_workers, prefetch=d.prefetch, drop_last=train,
                             transform=transform)
+
+
+def template_captions(templates, class_names, labels: torch.Tensor, seed: int, step: int, rank: int):
+    """A caption per label: a template drawn for each sample, filled with its class name. One
+    generator per (seed, step, rank): deterministic and resume-safe without saved state."""
+    g = torch.Generator().manual_seed((seed * 1_000_003 + step) * 65_537 + rank)
+    pick = torch.randint(len(templates), (len(labels),), generator=g).tolist()
+    return [templates[t].format(class_names[int(c)]) for t, c in zip(pick, labels.tolist())]

@@ -1,6 +1,7 @@
 // BLIP-2's heads (transformers' Blip2ForConditionalGeneration, Blip2ForImageTextRetrieval).
 #include "tessera/models/blip2/blip2_model.h"
 
+#include "tessera/models/llama/image_splice.h"
 #include "tessera/nn/init.h"
 
 #include <ATen/ATen.h>
@@ -62,18 +63,8 @@ at::Tensor Blip2ForConditionalGenerationImpl::image_features(const at::Tensor& p
 
 at::Tensor Blip2ForConditionalGenerationImpl::embed(const at::Tensor& input_ids, const at::Tensor& pixel_values,
                                                     bool interpolate_pos_encoding) {
-  TORCH_CHECK_VALUE(input_ids.defined() && input_ids.dim() == 2 && input_ids.scalar_type() == at::kLong,
-                    "input_ids must be int64 [B, L]");
-  TORCH_CHECK_VALUE(pixel_values.defined(), "Blip2ForConditionalGeneration needs pixel_values");
-  at::Tensor is_image = input_ids == options.image_token_index();
-  const int64_t n_tokens = is_image.sum().item<int64_t>();
-  // The image token may lie outside the vocabulary: look up 0 in its place.
-  at::Tensor embeds = language_model->embed_tokens->forward(input_ids.masked_fill(is_image, 0));
-  at::Tensor feats = image_features(pixel_values, interpolate_pos_encoding);
-  TORCH_CHECK_VALUE(n_tokens == feats.size(0) * feats.size(1), "image features and image tokens do not match: ",
-                    feats.size(0), " image(s) of ", feats.size(1), " queries need ", feats.size(0) * feats.size(1),
-                    " image tokens (id ", options.image_token_index(), ") in input_ids, found ", n_tokens);
-  return embeds.masked_scatter(is_image.unsqueeze(-1), feats.to(embeds.scalar_type()));
+  return splice_image_features(*language_model, input_ids, options.image_token_index(), pixel_values,
+                               [&] { return image_features(pixel_values, interpolate_pos_encoding); });
 }
 
 CausalLMOutput Blip2ForConditionalGenerationImpl::forward(const at::Tensor& input_ids, const at::Tensor& pixel_values,

@@ -1,6 +1,7 @@
 // LLaVA: image features, splicing and the language model (transformers' modeling_llava.py).
 #include "tessera/models/llava/llava_model.h"
 
+#include "tessera/models/llama/image_splice.h"
 #include "tessera/models/llava/projector.h"
 #include "tessera/nn/init.h"
 
@@ -43,25 +44,13 @@ at::Tensor LlavaForConditionalGenerationImpl::image_features(const at::Tensor& p
 }
 
 at::Tensor LlavaForConditionalGenerationImpl::embed(const at::Tensor& input_ids, const at::Tensor& pixel_values) {
-  TORCH_CHECK_VALUE(input_ids.defined() && input_ids.dim() == 2 && input_ids.scalar_type() == at::kLong,
-                    "input_ids must be int64 [B, L]");
-  at::Tensor is_image = input_ids == options.image_token_index();
-  const int64_t n_tokens = is_image.sum().item<int64_t>();
-  // The image token may lie outside the vocabulary (LLaVA-1.5 uses 32000 of 32000): look up 0.
-  at::Tensor embeds = language_model->embed_tokens->forward(input_ids.masked_fill(is_image, 0));
-  if (!pixel_values.defined()) {
-    TORCH_CHECK_VALUE(n_tokens == 0, "input_ids hold ", n_tokens, " image tokens (id ", options.image_token_index(),
-                      ") but no pixel_values were given");
-    return embeds;
-  }
-  at::Tensor feats = image_features(pixel_values);
-  TORCH_CHECK_VALUE(feats.size(1) == options.image_tokens(), "projector '", options.projector_type(), "' returned ",
-              feats.size(1), " tokens per image; the config says ", options.image_tokens(),
-              " (projector_num_queries, or one per vision feature)");
-  TORCH_CHECK_VALUE(n_tokens == feats.size(0) * feats.size(1), "image features and image tokens do not match: ",
-                    feats.size(0), " image(s) of ", feats.size(1), " tokens need ", feats.size(0) * feats.size(1),
-                    " image tokens (id ", options.image_token_index(), ") in input_ids, found ", n_tokens);
-  return embeds.masked_scatter(is_image.unsqueeze(-1), feats.to(embeds.scalar_type()));
+  return splice_image_features(*language_model, input_ids, options.image_token_index(), pixel_values, [&] {
+    at::Tensor feats = image_features(pixel_values);
+    TORCH_CHECK_VALUE(feats.size(1) == options.image_tokens(), "projector '", options.projector_type(), "' returned ",
+                      feats.size(1), " tokens per image; the config says ", options.image_tokens(),
+                      " (projector_num_queries, or one per vision feature)");
+    return feats;
+  });
 }
 
 CausalLMOutput LlavaForConditionalGenerationImpl::forward(const at::Tensor& input_ids, const at::Tensor& pixel_values,
