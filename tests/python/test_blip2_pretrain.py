@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import torch.nn.functional as F
 
 import tessera.models.blip2_pretraining as stage1
 from tessera.models.blip2_pretraining import Blip2ForPretraining, hard_negatives, stage1_mask
@@ -376,3 +377,23 @@ def test_two_processes_equal_one(dist_results, case):
     # input gradient sums every rank's objective, so it is WORLD times the one-process gradient.
     torch.testing.assert_close(torch.cat([ig for _, _, ig in ranks]) / WORLD, image_grad[GATHERED], rtol=1e-5,
                                atol=1e-8)
+
+
+def test_zero_shot_and_retrieval_take_a_score_function():
+    """BLIP-2's image side is one feature per query: the evaluation helpers take its score."""
+    from tessera.eval import recall_at_k, zero_shot_evaluate
+    from tessera.train.blip2_task import best_query_score
+
+    g = torch.Generator().manual_seed(0)
+    classes = F.normalize(torch.randn(3, 8, generator=g), dim=-1)
+    queries = F.normalize(torch.randn(6, 4, 8, generator=g), dim=-1)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    queries[torch.arange(6), 2] = classes[labels]  # one query of each image matches its class exactly
+    out = zero_shot_evaluate(None, [{"pixel_values": torch.zeros(6), "labels": labels}], classes,
+                             image_features=lambda px: queries, score=best_query_score)
+    assert out["zero_shot_top1"] == 1.0
+    want = torch.stack([(queries @ c).amax(-1) for c in classes], 1)  # the plain formula
+    torch.testing.assert_close(best_query_score(queries, classes), want)
+    texts = classes[labels]
+    r = recall_at_k(queries, texts, [str(int(c)) for c in labels], ks=(1,), score=best_query_score)
+    assert r["image_to_text_R@1"] == 1.0 and r["text_to_image_R@1"] == 1.0

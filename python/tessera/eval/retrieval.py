@@ -25,11 +25,12 @@ def embed_pairs(model, batches: Iterable[Dict], tokenizer, context_length: int =
 
 
 def recall_at_k(image_embeds: torch.Tensor, text_embeds: torch.Tensor, captions: Sequence[str],
-                ks: Sequence[int] = (1, 5, 10)) -> Dict[str, float]:
-    """image_embeds[i] pairs with text_embeds[i]; both L2-normalised."""
+                ks: Sequence[int] = (1, 5, 10), score=None) -> Dict[str, float]:
+    """image_embeds[i] pairs with text_embeds[i]; both L2-normalised. `score(image_embeds,
+    text_embeds) -> [N, N]` replaces the dot product (BLIP-2: the best of each image's queries)."""
     ids = {c: i for i, c in enumerate(dict.fromkeys(captions))}
     cap_id = torch.tensor([ids[c] for c in captions])
-    sim = image_embeds @ text_embeds.T
+    sim = score(image_embeds, text_embeds) if score is not None else image_embeds @ text_embeds.T
     out: Dict[str, float] = {}
     for name, s in (("image_to_text", sim), ("text_to_image", sim.T)):
         k_max = min(max(ks), s.shape[1])

@@ -1,8 +1,10 @@
 """Zero-shot classification as in the CLIP paper (Radford et al. 2021, section 3.1.4): a text
-classifier from class names x prompt templates (mean of normalised embeddings), top-1/top-5."""
+classifier from class names x prompt templates (mean of normalised embeddings), top-1/top-5.
+Models whose image side is not one vector (BLIP-2: one per query, [B, Q, D]) pass their own
+`image_features` and `score` (BLIP-2: the best query's similarity)."""
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,8 +25,16 @@ def zero_shot_classifier(model, tokenizer, class_names: Sequence[str], templates
 
 @torch.no_grad()
 def zero_shot_evaluate(model, batches: Iterable[Dict[str, torch.Tensor]], classifier: torch.Tensor,
-                       max_images: int = 0) -> Dict[str, object]:
-    """top1/top5 accuracy (fractions), the confusion matrix and per-image top-5 predictions."""
+                       max_images: int = 0, image_features: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+                       score: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None
+                       ) -> Dict[str, object]:
+    """top1/top5 accuracy (fractions), the confusion matrix and per-image top-5 predictions.
+    `image_features(pixels)` (default: normalised get_image_features) and `score(features,
+    classifier) -> [B, classes]` (default: their dot product) suit other image sides."""
+    if image_features is None:
+        image_features = lambda px: F.normalize(model.get_image_features(px).float(), dim=-1)  # noqa: E731
+    if score is None:
+        score = lambda feats, cls: feats @ cls.T  # noqa: E731
     device = classifier.device
     n_cls = classifier.shape[0]
     confusion = torch.zeros(n_cls, n_cls, dtype=torch.long)
@@ -34,8 +44,7 @@ def zero_shot_evaluate(model, batches: Iterable[Dict[str, torch.Tensor]], classi
     for batch in batches:
         pixels = batch["pixel_values"].to(device)
         labels = batch["labels"]
-        feats = F.normalize(model.get_image_features(pixels).float(), dim=-1)
-        logits = feats @ classifier.T
+        logits = score(image_features(pixels), classifier)
         top5 = logits.topk(min(5, n_cls), dim=-1).indices.cpu()
         correct1 += int((top5[:, 0] == labels).sum())
         correct5 += int((top5 == labels[:, None]).any(-1).sum())

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
+from ..eval import zero_shot_evaluate
 from ..models.blip2_pretraining import Blip2ForPretraining
 from .clip_task import ClipData
 from .image_data import image_dataset, image_loader, template_captions
@@ -22,6 +23,11 @@ from .tasks import MixedLoss, Task, TokenLoss, register_task
 from .teacher import TeacherSection, load_teacher
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
+
+
+def best_query_score(image_feats: torch.Tensor, text_feats: torch.Tensor) -> torch.Tensor:
+    """BLIP-2's ITC score [B, T]: the best of each image's query similarities [B, Q, E] to each text [T, E]."""
+    return torch.einsum("bqe,te->btq", image_feats, text_feats).amax(-1)
 PAD, UNK, CLS, SEP, MASK, DEC = range(len(SPECIALS))
 
 
@@ -177,12 +183,14 @@ class Blip2PretrainTask(Task):
         text = text.view(C, len(self.recipe.data.templates), -1)
         class_feats = torch.nn.functional.normalize(text.mean(1), dim=-1)                       # [C, E]
         first_ids, first_mask = (t.to(device) for t in self.vocab([p[0] for p in self.captions], L))
+        itc = zero_shot_evaluate(model, ({"pixel_values": px, "labels": y.cpu()} for px, y in self.heldout(device)),
+                                 class_feats, image_features=lambda px: model.itc_image_features(self.image_embeds(px)),
+                                 score=best_query_score)
         g = torch.Generator().manual_seed(self.recipe.train.seed + 1)
-        n = itc_right = itm_right = rerank_right = captions_right = captioned = 0
+        n = itm_right = rerank_right = captions_right = captioned = 0
         for px, labels in self.heldout(device):
             emb = self.image_embeds(px)
-            scores = torch.einsum("bqe,ce->bcq", model.itc_image_features(emb), class_feats).amax(-1)  # [B, C]
-            itc_right += int((scores.argmax(-1) == labels).sum())
+            scores = best_query_score(model.itc_image_features(emb), class_feats)                  # [B, C]
             other = (labels + torch.randint(1, C, labels.shape, generator=g).to(device)) % C
             pairs = torch.cat([labels, other])
             p = model.itm_scores(emb.repeat(2, 1, 1), first_ids[pairs], first_mask[pairs])
@@ -197,6 +205,7 @@ class Blip2PretrainTask(Task):
                     captions_right += int(self.class_names[c] in self.vocab.decode(row))
                 captioned += len(caps)
             n += len(px)
-        return {"zero_shot_acc": itc_right / max(n, 1), "itm_pair_acc": itm_right / max(2 * n, 1),
+        return {"zero_shot_acc": itc["zero_shot_top1"], "zero_shot_top5": itc["zero_shot_top5"],
+                "itm_pair_acc": itm_right / max(2 * n, 1),
                 "itm_rerank_r1": rerank_right / max(n, 1), "caption_class_acc": captions_right / max(captioned, 1),
                 "eval_images": n}
