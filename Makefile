@@ -52,13 +52,15 @@ llava-stages:
 		-q "What is this item?"
 
 # BLIP-2 after the demo (its CLIP tower and tiny LM): stage 1 (ITC, ITM, ITG on the frozen tower),
-# then stage 2 through LLaVA's task with the Q-Former as projector, and one chat turn.
+# then stage 2 through LLaVA's task with the Q-Former as projector (captions, then instructions:
+# LLaVA's stage-2 recipe with the Q-Former), and one chat turn.
 blip2: build
 	@test -d runs/demo/checkpoints || $(MAKE) demo
 	@test -d runs/demo-lm/checkpoints || $(MAKE) --no-print-directory llava-stages
 	$(PY) -m tessera.cli train recipes/fashion_mnist_blip2_stage1.yaml --out runs/demo-blip2
 	$(PY) -m tessera.cli train recipes/fashion_mnist_blip2_stage2.yaml --out runs/demo-blip2-stage2
-	$(PY) -m tessera.cli chat runs/demo-blip2-stage2 --image runs/data/llava/images/fashion/test/00001.png \
+	$(PY) -m tessera.cli train recipes/fashion_mnist_blip2_instruct.yaml --out runs/demo-blip2-instruct
+	$(PY) -m tessera.cli chat runs/demo-blip2-instruct --image runs/data/llava/images/fashion/test/00001.png \
 		-q "What is this item?"
 
 llava: build

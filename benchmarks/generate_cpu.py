@@ -2,7 +2,8 @@
 1. tessera with the KV cache vs recomputing the whole prefix each step (256 new tokens, goal >= 5x);
 2. tessera vs transformers' generate on the same checkpoint, greedy, batch 1 and batch 8
    (goal >= 1.5x at batch 1, where the reference's Python loop costs most);
-3. beam search with 4 beams against transformers' (same ids; goal >= 1.0x);
+3. beam search with 4 beams against transformers' (same ids; goal >= 1.0x), and BLIP-2 (greedy
+   and 4 beams) into the same LM;
 4. prefill (prompt forward) tokens/s, fp32, and bf16 where the CPU has native bf16.
 
     .venv/bin/python benchmarks/generate_cpu.py [--new 256] [--prompt 32]
@@ -89,6 +90,27 @@ def main():
     r = rate(lambda: hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, **beams), new)
     print(f"beam search (4 beams, {new} new tokens): tessera {t:.1f} tokens/s, transformers {r:.1f} tokens/s: "
           f"{t / r:.2f}x (same ids: {torch.equal(a, b)}; goal >= 1.0x)")
+
+    # 2d. BLIP-2 (a small tower and Q-Former, 32 queries, into llama-50m): greedy and 4 beams.
+    blip2 = tessera.Blip2ForConditionalGeneration(dict(
+        vision_config=dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
+                           image_size=64, patch_size=16),
+        qformer_config=dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=2, num_attention_heads=4),
+        text_config=dict(config, model_type="llama"), num_query_tokens=32, image_token_index=31999)).eval()
+    with tempfile.TemporaryDirectory() as d:
+        blip2.save_pretrained(d)
+        blip2_hf = transformers.Blip2ForConditionalGeneration.from_pretrained(d, attn_implementation="sdpa").eval()
+    px = torch.randn(1, 3, 64, 64)
+    ids = torch.cat([torch.full((1, 32), 31999), torch.randint(3, 31000, (1, 8))], 1)
+    for label, extra in (("greedy", {}), ("4 beams", dict(num_beams=4))):
+        kw = dict(max_new_tokens=min(args.new, 64), eos_token_id=[5, 7], pad_token_id=0, **extra)
+        a = blip2.generate(ids, px, **kw)
+        b = blip2_hf.generate(pixel_values=px, input_ids=ids, do_sample=False, **kw)
+        new = a.shape[1] - ids.shape[1]
+        t = rate(lambda: blip2.generate(ids, px, **kw), new)
+        r = rate(lambda: blip2_hf.generate(pixel_values=px, input_ids=ids, do_sample=False, **kw), new)
+        print(f"BLIP-2 {label} ({new} new tokens): tessera {t:.1f} tokens/s, transformers {r:.1f} tokens/s: "
+              f"{t / r:.2f}x (same ids: {torch.equal(a, b)})")
 
     # 3. Prefill.
     ids = torch.randint(3, 32000, (4, 512))
