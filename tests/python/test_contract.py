@@ -96,6 +96,13 @@ EXAMPLES = {
                                    attention_mask=torch.tensor([[1] * 6, [1] * 4 + [0] * 2]),
                                    use_image_text_matching_head=True),
         lambda out: out.logits_per_image.sum(), (r"^vision_projection\.", r"^text_projection\.")),
+    # Stage 1 reduced to its ITC pass (ITM and ITG run the layers again: hooks would fire 3 times);
+    # the ITM and LM heads are then unread.
+    "Blip2ForPretraining": (
+        _BLIP2_ITR, lambda c: dict(image_embeds=torch.randn(3, 5, 24), input_ids=torch.arange(18).view(3, 6) % 40 + 6,
+                                   attention_mask=torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] * 6]),
+                                   bos_token_id=5, itm=False, itg=False),
+        lambda out: out.loss_itc, (r"^itm_head\.", r"^cls\.")),
     "VQKD": (_VQKD, lambda c: dict(pixel_values=torch.randn(3, 3, 16, 16), target=torch.randn(3, 16, 12)),
              lambda out: out.loss),
 }
