@@ -20,6 +20,7 @@
 #include "tessera/text/clip_bpe.h"
 #include "tessera/text/clip_pretokenize.h"
 #include "tessera/text/clip_text_clean.h"
+#include "tessera/text/parallel_chunks.h"
 #include "tessera/text/utf8.h"
 
 namespace tessera::text {
@@ -29,35 +30,11 @@ namespace {
 // noise next to tokenizing them.
 constexpr int64_t kGrain = 64;
 
-// Runs fn(begin, end) over [0, n) in kGrain chunks on up to at::get_num_threads() threads,
-// handing chunks out as threads free up. at::parallel_for splits the range evenly up front,
-// which leaves a thread idle when a batch mixes one-word labels with paragraphs.
+// Runs fn(begin, end) over [0, n) in kGrain chunks on up to at::get_num_threads() threads.
 template <class F>
-void parallel_chunks(int64_t n, const F& fn) {
-  const int64_t chunks = (n + kGrain - 1) / kGrain;
-  const auto threads = static_cast<int>(std::min<int64_t>(at::get_num_threads(), chunks));
-  if (threads <= 1) {
-    if (n > 0) fn(int64_t(0), n);
-    return;
-  }
-  std::atomic<int64_t> next{0};
-  std::exception_ptr error;
-  std::mutex error_mu;
-  auto work = [&] {
-    try {
-      for (int64_t b; (b = next.fetch_add(kGrain)) < n;) fn(b, std::min(n, b + kGrain));
-    } catch (...) {
-      std::lock_guard<std::mutex> lock(error_mu);
-      if (!error) error = std::current_exception();
-      next = n;
-    }
-  };
-  std::vector<std::thread> pool;
-  pool.reserve(static_cast<size_t>(threads - 1));
-  for (int t = 1; t < threads; ++t) pool.emplace_back(work);
-  work();
-  for (std::thread& t : pool) t.join();
-  if (error) std::rethrow_exception(error);
+void parallel_ranges(int64_t n, const F& fn) {
+  parallel_chunks((n + kGrain - 1) / kGrain, at::get_num_threads(),
+                  [&](int64_t c) { fn(c * kGrain, std::min(n, (c + 1) * kGrain)); });
 }
 
 // gzread also passes plain (uncompressed) files through, so both spellings of the file work.
@@ -152,7 +129,7 @@ std::vector<int64_t> ClipTokenizer::encode(const std::string& text) const {
 std::vector<std::vector<int64_t>> ClipTokenizer::encode_batch(
     const std::vector<std::string>& texts) const {
   std::vector<std::vector<int64_t>> out(texts.size());
-  parallel_chunks(static_cast<int64_t>(texts.size()), [&](int64_t b, int64_t e) {
+  parallel_ranges(static_cast<int64_t>(texts.size()), [&](int64_t b, int64_t e) {
     std::vector<int32_t>& ids = scratch().ids;
     for (int64_t i = b; i < e; ++i) {
       ids.clear();
@@ -197,7 +174,7 @@ at::Tensor ClipTokenizer::tokenize(const std::vector<std::string>& texts,
   int64_t* data = result.data_ptr<int64_t>();
   const int64_t sot = impl_->bpe.sot_id(), eot = impl_->bpe.eot_id();
   const auto room = static_cast<size_t>(context_length - 2);
-  parallel_chunks(n, [&](int64_t b, int64_t e) {
+  parallel_ranges(n, [&](int64_t b, int64_t e) {
     std::vector<int32_t>& ids = scratch().ids;
     for (int64_t i = b; i < e; ++i) {
       ids.clear();

@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "tessera/text/bert_pretokenize.h"
+#include "tessera/text/parallel_chunks.h"
 #include "tessera/text/wordpiece_vocab.h"
 
 namespace tessera::text {
@@ -26,35 +27,6 @@ namespace {
 
 constexpr int64_t kGrain = 64;  // texts per parallel work item, as in clip_tokenizer.cpp
 constexpr std::string_view kPrefix = "##";
-
-// Runs fn(chunk) for chunks [0, chunks) on up to `threads` threads, each taking the next
-// chunk when it is free (rows of very different lengths balance themselves).
-template <class F>
-void parallel_chunks(int64_t chunks, int threads, const F& fn) {
-  threads = static_cast<int>(std::min<int64_t>(std::max(threads, 1), chunks));
-  if (threads <= 1) {
-    for (int64_t c = 0; c < chunks; ++c) fn(c);
-    return;
-  }
-  std::atomic<int64_t> next{0};
-  std::exception_ptr error;
-  std::mutex error_mu;
-  auto work = [&] {
-    try {
-      for (int64_t c; (c = next.fetch_add(1)) < chunks;) fn(c);
-    } catch (...) {
-      std::lock_guard<std::mutex> lock(error_mu);
-      if (!error) error = std::current_exception();
-      next = chunks;
-    }
-  };
-  std::vector<std::thread> pool;
-  pool.reserve(static_cast<size_t>(threads - 1));
-  for (int t = 1; t < threads; ++t) pool.emplace_back(work);
-  work();
-  for (std::thread& t : pool) t.join();
-  if (error) std::rethrow_exception(error);
-}
 
 bool is_continuation_byte(char c) { return (static_cast<unsigned char>(c) & 0xC0) == 0x80; }
 
