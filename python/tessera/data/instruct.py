@@ -42,7 +42,7 @@ SIZE = 28
 VERSION = 3
 
 
-def _a(name: str) -> str:
+def with_article(name: str) -> str:
     return ("an " if name[0] in "aeiou" else "a ") + name
 
 
@@ -56,10 +56,10 @@ def _turns(*pairs: Tuple[str, str]) -> List[Dict[str, str]]:
 def fashion_samples(label: int, image: str, rng: random.Random, split: str, sid: str) -> List[Dict]:
     """(caption sample, instruction or held-out samples) for one Fashion-MNIST image."""
     name = FASHION_NAMES[label]
-    what = _a(name).capitalize() + "."
+    what = with_article(name).capitalize() + "."
     feet = "Yes." if name in FOOTWEAR else "No."
     caption = {"id": f"{sid}-caption", "image": image, "kind": "fashion_caption",
-               "conversations": _turns(("<image>", f"A photo of {_a(name)}."))}
+               "conversations": _turns(("<image>", f"A photo of {with_article(name)}."))}
     if split == "test":
         return [caption, {"id": f"{sid}-what", "image": image, "kind": "fashion_what",
                           "conversations": _turns((f"<image>\n{WHAT_IS}", what))},
@@ -76,10 +76,21 @@ def random_scene(rng: random.Random) -> List[Tuple[str, str, int, int, int]]:
     cells = sorted(rng.sample(range(4), rng.randint(1, 4)))
     shapes = []
     for cell in cells:
-        cx = 7 + 14 * (cell % 2) + rng.randint(-1, 1)
-        cy = 7 + 14 * (cell // 2) + rng.randint(-1, 1)
+        cx, cy = cell_centre(cell, rng)
         shapes.append((rng.choice(KINDS), rng.choice(list(COLOURS)), cx, cy, rng.randint(4, 5)))
     return shapes
+
+
+def cell_centre(cell: int, rng: random.Random) -> Tuple[int, int]:
+    """The centre of quadrant `cell` (0-3, left to right, top to bottom), jittered by a pixel."""
+    cx = 7 + 14 * (cell % 2) + rng.randint(-1, 1)
+    cy = 7 + 14 * (cell // 2) + rng.randint(-1, 1)
+    return cx, cy
+
+
+def draw_scene(shapes):
+    """The [SIZE, SIZE, 3] uint8 image of (kind, colour name, cx, cy, size) shapes on black."""
+    return _C.data.draw_shapes(SIZE, SIZE, [(k, COLOURS[c], x, y, s) for k, c, x, y, s in shapes])
 
 
 def scene_samples(shapes, image: str, rng: random.Random, split: str, sid: str) -> List[Dict]:
@@ -105,7 +116,7 @@ def scene_samples(shapes, image: str, rng: random.Random, split: str, sid: str) 
     return [caption, {"id": f"{sid}-qa", "image": image, "kind": "scene_qa", "conversations": _turns(*pairs)}]
 
 
-def _png(path: str, image) -> None:
+def write_png(path: str, image) -> None:
     with open(path, "wb") as f:
         f.write(_C.data.encode_png(image))
 
@@ -138,7 +149,7 @@ def generate(out: str, fashion: int = 12000, scenes: int = 4000, heldout_fashion
             os.makedirs(os.path.join(tmp, "images", kind, split), exist_ok=True)
         for i, index in enumerate(picks):
             rel = f"images/fashion/{split}/{i:05d}.png"
-            _png(os.path.join(tmp, rel), ds.data[index])
+            write_png(os.path.join(tmp, rel), ds.data[index])
             samples = fashion_samples(int(ds.targets[index]), rel, rng, split, f"fashion-{split}-{i:05d}")
             _route(files, samples, split)
         for i in range(n_scenes):
@@ -147,8 +158,7 @@ def generate(out: str, fashion: int = 12000, scenes: int = 4000, heldout_fashion
             while split == "test" and tuple(shapes) in seen:  # held out means never drawn for training
                 shapes = random_scene(rng)
             seen.add(tuple(shapes))
-            _png(os.path.join(tmp, rel), _C.data.draw_shapes(
-                SIZE, SIZE, [(k, COLOURS[c], x, y, s) for k, c, x, y, s in shapes]))
+            write_png(os.path.join(tmp, rel), draw_scene(shapes))
             _route(files, scene_samples(shapes, rel, rng, split, f"scene-{split}-{i:05d}"), split)
     for name, samples in files.items():
         write_json(os.path.join(tmp, name), samples)
