@@ -164,36 +164,53 @@ def encode_samples(samples: Sequence[Dict[str, Any]], path: str, tokenizer, temp
         conv = s["conversations"] if supervise else s["conversations"][:-1]
         ids, lab = render(template, conv, tokenizer, image_token_id, image_tokens, len(paths), where,
                           add_generation_prompt=not supervise)
-        if tokenizer.unk_id >= 0 and tokenizer.unk_id in ids:
-            pos = ids.index(tokenizer.unk_id)
-            raise ValueError(f"{where}: the tokenizer maps part of the rendered text to its unknown token (at token "
-                             f"{pos}): the template {template.name!r} and the tokenizer disagree; near "
-                             f"{tokenizer.decode(ids[max(0, pos - 5):pos + 5])!r}")
-        if len(ids) > max_length and not supervise:
-            raise ValueError(f"{where}: the prompt has {len(ids)} tokens, more than max_length {max_length} "
-                             f"(cutting it would cut the question); raise data.max_length")
-        if len(ids) > max_length:
-            if image_token_id in ids[max_length:]:
-                raise ValueError(f"{where}: {len(ids)} tokens, more than max_length {max_length}, and truncation "
-                                 f"would cut image tokens; raise data.max_length")
-            ids, lab = ids[:max_length], lab[:max_length]
-            if supervise and all(x == IGNORE for x in lab):
-                raise ValueError(f"{where}: no supervised token left after truncation to max_length {max_length}")
+        refuse_unknown_tokens(ids, tokenizer, where, f"the template {template.name!r} and the tokenizer disagree")
+        ids, lab = truncate(ids, lab, image_token_id, max_length, where, supervise)
         if check_files:
             for p in paths:
                 check_image_file(p, where)
         rows.append(ids)
         labels.append(lab)
         images.append(paths)
+    return EncodedSamples(*pad_rows(rows, labels, max_length), images, list(samples))
+
+
+def refuse_unknown_tokens(ids: Sequence[int], tokenizer, where: str, why: str) -> None:
+    """Unknown-token ids mean text the tokenizer cannot represent; `why` says whose fault."""
+    if tokenizer.unk_id >= 0 and tokenizer.unk_id in ids:
+        pos = list(ids).index(tokenizer.unk_id)
+        raise ValueError(f"{where}: the tokenizer maps part of the rendered text to its unknown token (at token "
+                         f"{pos}): {why}; near {tokenizer.decode(list(ids[max(0, pos - 5):pos + 5]))!r}")
+
+
+def truncate(ids: List[int], labels: List[int], image_token_id: int, max_length: int, where: str,
+             supervise: bool = True):
+    """(ids, labels) cut to `max_length`, refusing a cut through image tokens, a cut prompt to
+    generate from, and a cut that leaves nothing to learn."""
+    if len(ids) > max_length and not supervise:
+        raise ValueError(f"{where}: the prompt has {len(ids)} tokens, more than max_length {max_length} "
+                         f"(cutting it would cut the question); raise data.max_length")
+    if len(ids) > max_length:
+        if image_token_id in ids[max_length:]:
+            raise ValueError(f"{where}: {len(ids)} tokens, more than max_length {max_length}, and truncation "
+                             f"would cut image tokens; raise data.max_length")
+        ids, labels = ids[:max_length], labels[:max_length]
+        if supervise and all(x == IGNORE for x in labels):
+            raise ValueError(f"{where}: no supervised token left after truncation to max_length {max_length}")
+    return ids, labels
+
+
+def pad_rows(rows: Sequence[List[int]], labels: Sequence[List[int]], max_length: int):
+    """(input_ids, labels, attention_mask), each [N, max_length], right-padded (ids 0, labels -100)."""
     n = len(rows)
     out_ids = torch.zeros(n, max_length, dtype=torch.long)
     out_labels = torch.full((n, max_length), IGNORE, dtype=torch.long)
     mask = torch.zeros(n, max_length, dtype=torch.long)
     for r, (ids, lab) in enumerate(zip(rows, labels)):
-        out_ids[r, :len(ids)] = torch.tensor(ids)
-        out_labels[r, :len(lab)] = torch.tensor(lab)
+        out_ids[r, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+        out_labels[r, :len(lab)] = torch.tensor(lab, dtype=torch.long)
         mask[r, :len(ids)] = 1
-    return EncodedSamples(out_ids, out_labels, mask, images, list(samples))
+    return out_ids, out_labels, mask
 
 
 def load_pixels(paths: Sequence[str], transform) -> Optional[torch.Tensor]:
