@@ -106,21 +106,23 @@ def test_minimal_pairs_swap_exactly_the_two_colours(data):
     scenes = [s for s in lines(data / "train.jsonl") if s["kind"] == "scene"]
     # Training scenes come in swapped pairs too: (a, b) one after the other.
     as_pairs = [{"images": [a["segments"][0]["image"], b["segments"][0]["image"]],
-                 "captions": [a["segments"][1]["text"], b["segments"][1]["text"]]} for a, b in zip(scenes[::2], scenes[1::2])]
+                 "captions": [a["segments"][1]["text"], b["segments"][1]["text"]]}
+                for a, b in zip(scenes[::2], scenes[1::2])]
     for pair in pairs + as_pairs:
         (c0, k0, c1, k1), (d0, m0, d1, m1) = (CAPTION.match(c).groups() for c in pair["captions"])
         assert (k0, k1) == (m0, m1) and k0 != k1 and (d0, d1) == (c1, c0) and c0 != c1
         a, b = (pixels(data, p) for p in pair["images"])
-        red, blue = (torch.tensor(instruct.COLOURS[c], dtype=torch.uint8) for c in (c0, c1))
-        in_a, in_b = (a == red).all(-1), (b == blue).all(-1)
+        first, second = (torch.tensor(instruct.COLOURS[c], dtype=torch.uint8) for c in (c0, c1))
+        in_a, in_b = (a == first).all(-1), (b == second).all(-1)
         assert in_a.any() and torch.equal(in_a, in_b)  # the first colour's pixels wear the second
-        assert torch.equal((a == blue).all(-1), (b == red).all(-1))
-        assert torch.equal(a[(a == 0).all(-1)], b[(a == 0).all(-1)])  # background the same
+        assert torch.equal((a == second).all(-1), (b == first).all(-1))
+        assert torch.equal(a[(a == 0).all(-1)], b[(a == 0).all(-1)])  # the shapes cover the same pixels
 
 
 def test_sentences_fit_the_instruction_tokenizer(data, tok):
     texts = [seg["text"] for f in ("train.jsonl", "heldout.jsonl") for s in lines(data / f)
-             for seg in s["segments"] if "text" in seg] + [c for p in lines(data / "pairs.jsonl") for c in p["captions"]]
+             for seg in s["segments"] if "text" in seg]
+    texts += [c for p in lines(data / "pairs.jsonl") for c in p["captions"]]
     for text in set(texts):
         ids = tok.encode(text, add_bos=False)
         assert tok.unk_id not in ids and not any(tok.id_to_piece(i).startswith("<0x") for i in ids), text
@@ -194,11 +196,13 @@ GOOD = {"id": "fine", "segments": [{"image": IMG}, {"text": "A bag."}]}
     ({"id": "x", "segments": []}, r"bad.jsonl:2 \(id 'x'\): the segment list is empty"),
     ({"id": "x", "segments": [{"image": IMG}, {"video": "clip.mp4"}]},
      r"bad.jsonl:2 \(id 'x'\): segment 1: unknown segment kind 'video'"),
-    ({"id": "x", "segments": [{"image": IMG, "text": "A bag."}]}, r"bad.jsonl:2 \(id 'x'\): segment 0: expected one of"),
+    ({"id": "x", "segments": [{"image": IMG, "text": "A bag."}]},
+     r"bad.jsonl:2 \(id 'x'\): segment 0: expected one of"),
     ({"id": "x", "segments": [{"text": 3}]}, r"bad.jsonl:2 \(id 'x'\): segment 0: the text must be a string"),
     ({"id": "x", "segments": [{"text": "A bag."}, {"image": "images/missing.png"}]},
      r"bad.jsonl:2 \(id 'x'\): segment 1: image '.*missing.png' not found"),
-    ({"id": "x", "segments": [{"image": "../../etc/passwd"}]}, r"bad.jsonl:2 \(id 'x'\): segment 0: .*leaves the image"),
+    ({"id": "x", "segments": [{"image": "../../etc/passwd"}]},
+     r"bad.jsonl:2 \(id 'x'\): segment 0: .*leaves the image"),
     ({"id": "x", "segments": [{"text": "The item is a bag. " * 8}, {"image": IMG}]},
      r"bad.jsonl:2 \(id 'x'\): segment 1: the sample has \d+ tokens, more than max_length 40, and truncation would "
      r"cut this image"),

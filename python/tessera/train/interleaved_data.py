@@ -127,7 +127,8 @@ def encode_interleaved(samples: Sequence[InterleavedSample], tokenizer, image_to
                 piece, learned = [image_token_id] * image_tokens, [IGNORE] * image_tokens
             else:
                 if IMAGE_PLACEHOLDER in seg["text"]:
-                    raise ValueError(f"{at}: the text holds {seg['text'].count(IMAGE_PLACEHOLDER)} image placeholder(s) "
+                    n = seg["text"].count(IMAGE_PLACEHOLDER)
+                    raise ValueError(f"{at}: the text holds {n} image placeholder(s) "
                                      f"{IMAGE_PLACEHOLDER!r}, but the sample's images are its image segments: "
                                      "placeholders would not match the images (give the image a segment of its own)")
                 piece = tokenizer.encode(seg["text"], add_bos=False) if seg["text"] else []
