@@ -150,8 +150,8 @@ TEST(ClipModel, ForwardIntermediatesEqualHiddenStatesAndStopEarly) {
   auto picked = clip->vision_model->forward_intermediates(pixels, {-2}, /*norm=*/false, /*stop_early=*/true);
   ASSERT_EQ(picked.intermediates.size(), 1u);
   EXPECT_TRUE(at::equal(picked.intermediates[0], all.hidden_states[all.hidden_states.size() - 2]));
-  // Stopping early ran one layer fewer: the final state is layer L-2's output.
-  EXPECT_TRUE(at::equal(picked.last_hidden_state, picked.intermediates[0]));
+  // Stopping early ran one layer fewer: the final state is layer L-2's output, post-normed (timm).
+  EXPECT_TRUE(at::allclose(picked.last_hidden_state, clip->vision_model->post_layernorm->forward(picked.intermediates[0])));
 }
 
 TEST(ClipModel, CloneIsDeepAndEqual) {
@@ -192,6 +192,41 @@ TEST(MaeForPreTraining, EncoderSeesOnlyVisiblePatchesAndLossIsOnMaskedOnes) {
   at::Tensor per_patch = (out.logits - target).pow(2).mean(-1);
   EXPECT_NEAR(out.loss.item<double>(), ((per_patch * out.mask).sum() / out.mask.sum()).item<double>(), 1e-6);
   EXPECT_TRUE(at::equal(mae->unpatchify(target), px));
+}
+
+TEST(MaeModel, ForwardIntermediatesRunEveryPatchUnmasked) {
+  // mask_ratio 0 with increasing noise keeps every patch in place: forward's hidden states are
+  // what the (unmasked) feature API computes.
+  models::MaeModel mae(models::MaeOptions()
+                           .hidden_size(16).num_hidden_layers(2).num_attention_heads(2).intermediate_size(32)
+                           .image_size(8).patch_size(2).mask_ratio(0.0));
+  mae->eval();
+  at::Tensor px = at::randn({2, 3, 8, 8}), noise = at::arange(16, at::kFloat).expand({2, 16});
+  at::NoGradGuard no_grad;
+  auto all = mae->forward(px, noise, /*output_hidden_states=*/true);
+  auto picked = mae->forward_intermediates(px, {0, -1}, /*norm=*/false);
+  ASSERT_EQ(picked.intermediates.size(), 2u);
+  EXPECT_TRUE(at::allclose(picked.intermediates[0], all.hidden_states[1]));
+  EXPECT_TRUE(at::allclose(picked.intermediates[1], all.hidden_states[2]));
+  EXPECT_TRUE(at::allclose(picked.last_hidden_state, all.last_hidden_state));
+  EXPECT_TRUE(at::allclose(mae->forward_features(px), all.last_hidden_state));
+}
+
+TEST(BeitModel, ForwardIntermediatesCarryThePositionBias) {
+  models::BeitModel beit(models::BeitOptions()
+                             .hidden_size(16).num_hidden_layers(2).num_attention_heads(2).intermediate_size(32)
+                             .image_size(8).patch_size(2).use_mean_pooling(false).use_shared_relative_position_bias(true));
+  beit->eval();
+  at::NoGradGuard no_grad;
+  beit->shared_position_bias->table().normal_();  // zero at init: make the bias matter
+  at::Tensor px = at::randn({2, 3, 8, 8});
+  auto all = beit->forward(px, {}, /*output_hidden_states=*/true);
+  auto picked = beit->forward_intermediates(px, {-2}, /*norm=*/true, /*stop_early=*/true);
+  ASSERT_EQ(picked.intermediates.size(), 1u);
+  EXPECT_TRUE(at::allclose(picked.intermediates[0], beit->layernorm->forward(all.hidden_states[1])));
+  EXPECT_TRUE(at::allclose(picked.last_hidden_state, picked.intermediates[0]));  // stopped after layer 0
+  EXPECT_TRUE(at::allclose(beit->forward_features(px), all.last_hidden_state));
+  EXPECT_THROW(beit->forward_intermediates(px, {2}), c10::ValueError);
 }
 
 TEST(BeitForMaskedImageModeling, ReproducesHuggingFaceFixture) {

@@ -209,7 +209,9 @@ TEST(Encoder, StopsEarlyAndPicksIntermediates) {
   ASSERT_EQ(picked.size(), 2u);
   EXPECT_TRUE(at::allclose(picked[0], all.hidden_states[2]));
   EXPECT_TRUE(at::allclose(picked[1], all.hidden_states[2]));
-  EXPECT_THROW(enc->forward_intermediates(x, {4}), c10::IndexError);
+  EXPECT_THROW(enc->forward_intermediates(x, {4}), c10::ValueError);
+  EXPECT_EQ(last_layers(3, 2), (std::vector<int64_t>{1, 2}));
+  EXPECT_THROW(last_layers(3, 4), c10::ValueError);
 }
 
 TEST(Module, ParametersAreReadAtCallTime) {

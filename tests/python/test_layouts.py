@@ -56,5 +56,8 @@ def test_vision_forward_intermediates_equal_transformers_hidden_states(tmp_path)
         final, picked_all = model.forward_intermediates(px, indices=2)
     torch.testing.assert_close(picked, want[-2], atol=1e-5, rtol=0)
     torch.testing.assert_close(picked_all[0], want[-2], atol=1e-5, rtol=0)
-    torch.testing.assert_close(final, want[-1], atol=1e-5, rtol=0)
-    torch.testing.assert_close(model.forward_features(px), want[-1], atol=1e-5, rtol=0)
+    # timm's final output is after the final norm (post_layernorm, timm's CLIP `norm`).
+    with torch.no_grad():
+        normed = hf.post_layernorm(want[-1])
+    torch.testing.assert_close(final, normed, atol=1e-5, rtol=0)
+    torch.testing.assert_close(model.forward_features(px), normed, atol=1e-5, rtol=0)

@@ -67,10 +67,18 @@ std::vector<int64_t> take_indices(int64_t n, const std::vector<int64_t>& indices
   std::vector<int64_t> out;
   for (int64_t i : indices) {
     const int64_t k = i < 0 ? n + i : i;
-    TORCH_CHECK_INDEX(k >= 0 && k < n, "forward_intermediates: layer index ", i, " is out of range for ", n,
-                      " layers");
+    TORCH_CHECK_VALUE(k >= 0 && k < n, "forward_intermediates: layer index ", i, " is out of range for ", n,
+                      " layers (", -n, " to ", n - 1, ")");
     out.push_back(k);
   }
+  return out;
+}
+
+std::vector<int64_t> last_layers(int64_t n, int64_t count) {
+  TORCH_CHECK_VALUE(count >= 1 && count <= n, "forward_intermediates: indices=", count, " asks for the last ", count,
+                    " layers, but there are ", n, " (1 to ", n, ")");
+  std::vector<int64_t> out;
+  for (int64_t k = n - count; k < n; ++k) out.push_back(k);
   return out;
 }
 

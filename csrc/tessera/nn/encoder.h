@@ -68,7 +68,10 @@ class EncoderImpl : public Module<EncoderImpl> {
 };
 TORCH_MODULE(Encoder);
 
-/// timm's feature_take_indices: `indices` (negative from the end) checked against `n` layers.
+/// timm's feature_take_indices: `indices` (negative from the end) checked against `n` layers; an
+/// index out of range is a ValueError naming it.
 std::vector<int64_t> take_indices(int64_t n, const std::vector<int64_t>& indices);
+/// timm's int form of `indices`: the last `count` of `n` layers (1 <= count <= n).
+std::vector<int64_t> last_layers(int64_t n, int64_t count);
 
 }  // namespace tessera::nn

@@ -201,6 +201,22 @@ BeitModelOutput BeitModelImpl::forward(const at::Tensor& pixel_values, const at:
   return out;
 }
 
+at::Tensor BeitModelImpl::forward_features(const at::Tensor& pixel_values) {
+  return forward_intermediates(pixel_values, {}).last_hidden_state;
+}
+
+IntermediatesOutput BeitModelImpl::forward_intermediates(const at::Tensor& pixel_values,
+                                                         const std::vector<int64_t>& indices, bool norm,
+                                                         bool stop_early) {
+  auto [x, args] = embed(pixel_values, {});
+  auto [last, picked] = encoder->forward_intermediates(x, indices, args, stop_early);
+  const auto final_norm = [&](const at::Tensor& t) { return layernorm ? layernorm->forward(t) : t; };
+  IntermediatesOutput out;
+  out.last_hidden_state = final_norm(last);
+  for (auto& t : picked) out.intermediates.push_back(norm ? final_norm(t) : t);
+  return out;
+}
+
 // ---- masked image modeling ----------------------------------------------------------------------
 BeitForMaskedImageModelingImpl::BeitForMaskedImageModelingImpl(BeitOptions options_)
     : Module("BeitForMaskedImageModeling"), options(std::move(options_)) {

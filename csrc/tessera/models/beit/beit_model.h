@@ -6,6 +6,7 @@
 // per layer, `beit.encoder.relative_position_bias` when shared.
 #pragma once
 #include "tessera/models/beit/beit_options.h"
+#include "tessera/models/outputs.h"
 #include "tessera/nn/encoder.h"
 #include "tessera/nn/linear.h"
 #include "tessera/nn/norm.h"
@@ -99,6 +100,15 @@ class BeitModelImpl : public nn::Module<BeitModelImpl> {
   void init_weights();
   BeitModelOutput forward(const at::Tensor& pixel_values, const at::Tensor& bool_masked_pos = {},
                           bool output_hidden_states = false);
+  /// timm's forward_features: `layernorm` over every token [B, 1 + N, D] (= last_hidden_state;
+  /// no norm with use_mean_pooling, where timm's `norm` is Identity too). No mask token.
+  at::Tensor forward_features(const at::Tensor& pixel_values);
+  /// timm's forward_intermediates: the outputs of the layers in `indices` (negative from the end),
+  /// with the relative position bias of forward; `layernorm` applied when `norm` (none with
+  /// use_mean_pooling); no layer past the last index when `stop_early`. last_hidden_state is the
+  /// (normed) output of the last layer run.
+  IntermediatesOutput forward_intermediates(const at::Tensor& pixel_values, const std::vector<int64_t>& indices,
+                                            bool norm = false, bool stop_early = false);
   void set_gradient_checkpointing(bool on) { encoder->gradient_checkpointing = on; }
   BeitOptions options;
   bool add_pooling_layer;

@@ -94,9 +94,13 @@ IntermediatesOutput ClipTextTransformerImpl::forward_intermediates(const at::Ten
   auto [h, args] = embed(input_ids, attention_mask);
   auto [last, picked] = encoder->forward_intermediates(h, indices, args, stop_early);
   IntermediatesOutput out;
-  out.last_hidden_state = last;
+  out.last_hidden_state = final_layer_norm->forward(last);
   for (auto& t : picked) out.intermediates.push_back(norm ? final_layer_norm->forward(t) : t);
   return out;
+}
+
+at::Tensor ClipTextTransformerImpl::forward_features(const at::Tensor& input_ids, const at::Tensor& attention_mask) {
+  return forward_intermediates(input_ids, attention_mask, {}).last_hidden_state;
 }
 
 }  // namespace tessera::models

@@ -30,7 +30,10 @@ class ClipTextTransformerImpl : public nn::Module<ClipTextTransformerImpl> {
   /// last_hidden_state is after final_layer_norm; pooler_output is its row at the EOS token.
   PooledOutput forward(const at::Tensor& input_ids, const at::Tensor& attention_mask = {},
                        bool output_hidden_states = false);
-  /// timm's forward_intermediates over the text layers (final_layer_norm applied when `norm`).
+  /// timm's forward_features: final_layer_norm over every token [B, L, D] (= last_hidden_state).
+  at::Tensor forward_features(const at::Tensor& input_ids, const at::Tensor& attention_mask = {});
+  /// timm's forward_intermediates over the text layers (final_layer_norm applied when `norm`);
+  /// last_hidden_state: final_layer_norm of the last layer run.
   IntermediatesOutput forward_intermediates(const at::Tensor& input_ids, const at::Tensor& attention_mask,
                                             const std::vector<int64_t>& indices, bool norm = false,
                                             bool stop_early = false);

@@ -79,7 +79,7 @@ PooledOutput ClipVisionTransformerImpl::forward(const at::Tensor& pixel_values, 
 }
 
 at::Tensor ClipVisionTransformerImpl::forward_features(const at::Tensor& pixel_values, bool interpolate_pos_encoding) {
-  return forward(pixel_values, false, interpolate_pos_encoding).last_hidden_state;
+  return forward_intermediates(pixel_values, {}, false, false, interpolate_pos_encoding).last_hidden_state;
 }
 
 IntermediatesOutput ClipVisionTransformerImpl::forward_intermediates(const at::Tensor& pixel_values,
@@ -88,7 +88,7 @@ IntermediatesOutput ClipVisionTransformerImpl::forward_intermediates(const at::T
   at::Tensor h = pre_layrnorm->forward(embeddings->forward(pixel_values, interpolate_pos_encoding));
   auto [last, picked] = encoder->forward_intermediates(h, indices, {}, stop_early);
   IntermediatesOutput out;
-  out.last_hidden_state = last;
+  out.last_hidden_state = post_layernorm->forward(last);
   for (auto& t : picked) out.intermediates.push_back(norm ? post_layernorm->forward(t) : t);
   return out;
 }

@@ -40,11 +40,13 @@ class ClipVisionTransformerImpl : public nn::Module<ClipVisionTransformerImpl> {
   /// pooler_output: post_layernorm(class token) [B, D].
   PooledOutput forward(const at::Tensor& pixel_values, bool output_hidden_states = false,
                        bool interpolate_pos_encoding = false);
-  /// timm's forward_features: the encoder's token outputs [B, 1 + patches, D].
+  /// timm's forward_features: post_layernorm over every token [B, 1 + patches, D] (timm's CLIP
+  /// ViTs map post_layernorm to `norm`; transformers' last_hidden_state is the unnormed tokens).
   at::Tensor forward_features(const at::Tensor& pixel_values, bool interpolate_pos_encoding = false);
   /// timm's forward_intermediates: outputs of the layers in `indices` (negative from the end;
   /// -2 equals transformers' hidden_states[-2]), with post_layernorm applied when `norm`, running
-  /// no layer past the last index when `stop_early`.
+  /// no layer past the last index when `stop_early`. last_hidden_state: post_layernorm of the last
+  /// layer run (forward_features without stop_early).
   IntermediatesOutput forward_intermediates(const at::Tensor& pixel_values, const std::vector<int64_t>& indices,
                                             bool norm = false, bool stop_early = false,
                                             bool interpolate_pos_encoding = false);

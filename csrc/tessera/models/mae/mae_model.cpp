@@ -100,18 +100,30 @@ void MaeEmbeddingsImpl::reset() {
       "position_embeddings", mae_sincos_pos_embed(D, options.grid()).unsqueeze(0), /*requires_grad=*/false);
 }
 
-MaskedTokens MaeEmbeddingsImpl::forward(const at::Tensor& pixel_values, const at::Tensor& noise,
-                                        bool interpolate_pos_encoding) const {
+std::pair<at::Tensor, at::Tensor> MaeEmbeddingsImpl::patches_and_cls(const at::Tensor& pixel_values,
+                                                                     bool interpolate_pos_encoding) const {
   at::Tensor x = projection->forward(pixel_values);  // [B, N, D]
   at::Tensor pos = position_embeddings();
   const int64_t gh = pixel_values.size(2) / options.patch_size(), gw = pixel_values.size(3) / options.patch_size();
   if (interpolate_pos_encoding && (gh * gw != options.num_patches() || gh != gw)) {
     pos = nn::pos_embed_resize(pos, gh, gw, options.grid(), options.grid(), 1, /*antialias=*/false);
   }
-  MaskedTokens m = random_masking(x + pos.slice(1, 1), noise, options.mask_ratio());
+  at::Tensor patches = x + pos.slice(1, 1);
   at::Tensor cls = (cls_token() + pos.slice(1, 0, 1)).expand({x.size(0), 1, -1});
-  m.kept = at::cat({cls.to(m.kept.scalar_type()), m.kept}, 1);
+  return {patches, cls.to(patches.scalar_type())};
+}
+
+MaskedTokens MaeEmbeddingsImpl::forward(const at::Tensor& pixel_values, const at::Tensor& noise,
+                                        bool interpolate_pos_encoding) const {
+  auto [patches, cls] = patches_and_cls(pixel_values, interpolate_pos_encoding);
+  MaskedTokens m = random_masking(patches, noise, options.mask_ratio());
+  m.kept = at::cat({cls, m.kept}, 1);
   return m;
+}
+
+at::Tensor MaeEmbeddingsImpl::forward_unmasked(const at::Tensor& pixel_values, bool interpolate_pos_encoding) const {
+  auto [patches, cls] = patches_and_cls(pixel_values, interpolate_pos_encoding);
+  return at::cat({cls, patches}, 1);
 }
 
 // ---- encoder ------------------------------------------------------------------------------------
@@ -153,6 +165,22 @@ MaeModelOutput MaeModelImpl::forward(const at::Tensor& pixel_values, const at::T
   out.mask = m.mask;
   out.ids_restore = m.ids_restore;
   out.hidden_states = std::move(enc.hidden_states);
+  return out;
+}
+
+at::Tensor MaeModelImpl::forward_features(const at::Tensor& pixel_values, bool interpolate_pos_encoding) {
+  return forward_intermediates(pixel_values, {}, false, false, interpolate_pos_encoding).last_hidden_state;
+}
+
+IntermediatesOutput MaeModelImpl::forward_intermediates(const at::Tensor& pixel_values,
+                                                        const std::vector<int64_t>& indices, bool norm,
+                                                        bool stop_early, bool interpolate_pos_encoding) {
+  check_pixels(options, pixel_values, interpolate_pos_encoding);
+  at::Tensor h = embeddings->forward_unmasked(pixel_values, interpolate_pos_encoding);
+  auto [last, picked] = encoder->forward_intermediates(h, indices, {}, stop_early);
+  IntermediatesOutput out;
+  out.last_hidden_state = layernorm->forward(last);
+  for (auto& t : picked) out.intermediates.push_back(norm ? layernorm->forward(t) : t);
   return out;
 }
 

@@ -6,6 +6,7 @@
 // transformers 5 writes); the original `decoder.decoder_layers.N` loads through a key alias.
 #pragma once
 #include "tessera/models/mae/mae_options.h"
+#include "tessera/models/outputs.h"
 #include "tessera/nn/encoder.h"
 #include "tessera/nn/linear.h"
 #include "tessera/nn/norm.h"
@@ -71,12 +72,16 @@ class MaeEmbeddingsImpl : public nn::Module<MaeEmbeddingsImpl> {
   void reset() override;
   /// [B, C, H, W] -> masked tokens with the class token first.
   MaskedTokens forward(const at::Tensor& pixel_values, const at::Tensor& noise, bool interpolate_pos_encoding) const;
+  /// [B, C, H, W] -> [B, 1 + N, D]: the class token and every patch in order, no masking.
+  at::Tensor forward_unmasked(const at::Tensor& pixel_values, bool interpolate_pos_encoding) const;
   const at::Tensor& cls_token() const { return param(cls_token_); }
   const at::Tensor& position_embeddings() const { return param(position_embeddings_); }
   MaeOptions options;
   nn::PatchEmbed projection{nullptr};
 
  private:
+  /// Patches with their position embeddings [B, N, D] and the class token with its own [B, 1, D].
+  std::pair<at::Tensor, at::Tensor> patches_and_cls(const at::Tensor& pixel_values, bool interpolate_pos_encoding) const;
   nn::Slot cls_token_, position_embeddings_;
 };
 TORCH_MODULE(MaeEmbeddings);
@@ -89,6 +94,16 @@ class MaeModelImpl : public nn::Module<MaeModelImpl> {
   void init_weights();
   MaeModelOutput forward(const at::Tensor& pixel_values, const at::Tensor& noise = {},
                          bool output_hidden_states = false, bool interpolate_pos_encoding = false);
+  /// timm's forward_features: layernorm over the class token and *every* patch [B, 1 + N, D]
+  /// (no masking, as timm's MAE-pretrained ViTs; transformers' ViTMAEModel with mask_ratio 0
+  /// keeps every patch too, but in the order of its noise).
+  at::Tensor forward_features(const at::Tensor& pixel_values, bool interpolate_pos_encoding = false);
+  /// timm's forward_intermediates over every patch (no masking): the outputs of the layers in
+  /// `indices` (negative from the end), layernormed when `norm`, running no layer past the last
+  /// index when `stop_early`; last_hidden_state is the layernormed output of the last layer run.
+  IntermediatesOutput forward_intermediates(const at::Tensor& pixel_values, const std::vector<int64_t>& indices,
+                                            bool norm = false, bool stop_early = false,
+                                            bool interpolate_pos_encoding = false);
   void set_gradient_checkpointing(bool on) { encoder->gradient_checkpointing = on; }
   MaeOptions options;
   MaeEmbeddings embeddings{nullptr};
