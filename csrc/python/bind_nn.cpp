@@ -2,6 +2,7 @@
 // tessera.CppModule calls on the C++ nodes it mirrors, by the addresses that bind_module's
 // `nodes()` reports (the root module, held by the Python tree, keeps them alive).
 #include "bindings.h"
+#include "node_address.h"
 #include "outputs.h"
 
 #include "tessera/models/clip/clip_layout.h"
@@ -20,15 +21,6 @@
 
 namespace tessera::python {
 namespace {
-
-torch::nn::Module* node_at(uintptr_t address) { return reinterpret_cast<torch::nn::Module*>(address); }
-
-template <class T>
-T& node_as(uintptr_t address, const char* what) {
-  auto* m = dynamic_cast<T*>(node_at(address));
-  TORCH_CHECK_TYPE(m != nullptr, "this C++ module (", node_at(address)->name(), ") is not ", what);
-  return *m;
-}
 
 // A Python callable held from C++: released with the GIL taken, whichever thread drops it.
 std::shared_ptr<py::object> hold(py::object fn) {

@@ -13,7 +13,10 @@ every parameter is the very tensor C++ holds. Two rules make PyTorch's machinery
    activation-checkpoint wrappers apply, while the math stays in C++.
 
 Nodes that C++ runs without Python (inside a layer, or the embeddings) refuse hooks and
-replacement with a clear error: neither could ever take effect.
+replacement with a clear error: neither could ever take effect. A node may still offer methods
+that are explicit calls into C++ (timm's feature API on a tower inside a parent): a family
+attaches them to the node class by C++ name with `node_methods`, and they run on the node's C++
+address after the owning model pushed its rebound parameters (`_cpp_address`).
 """
 from __future__ import annotations
 
@@ -39,10 +42,28 @@ class CppNode(nn.Module):
     """A C++ module that C++ itself calls (never Python): it holds parameters and children."""
 
     _cpp_path = ""
+    _owner = None  # weakref to the CppModule whose tree holds this node (and owns its C++ module)
 
     def forward(self, *args, **kwargs):
         raise RuntimeError(f"{self._cpp_path or type(self).__name__} is run by C++ inside its parent; "
                            "call the model (or one of its layers)")
+
+    def _cpp_address(self) -> int:
+        """This node's C++ address, for a bound function to run on, after the owning model pushed
+        its rebound parameters to C++ (as its own forward does)."""
+        owner = self._owner() if self._owner is not None else None
+        if owner is None:  # its C++ module went with the model: the address would dangle
+            raise RuntimeError(f"{self._cpp_path} ({type(self).__name__}) belongs to a model that no longer exists; "
+                               "keep the model alive while using its parts")
+        try:
+            mirrored = owner.get_submodule(self._cpp_path) is self
+        except AttributeError:
+            mirrored = False
+        if not mirrored:  # a copy of the node: its C++ address still computes with the original's tensors
+            raise RuntimeError(f"this {type(self).__name__} is not the module at {self._cpp_path} of the model that "
+                               "mirrors it (a copy?); call the method on the model's own module")
+        owner._sync_parameters()
+        return self._cpp_addr
 
     def _refuse_hook(self, *args, **kwargs):
         raise RuntimeError(
@@ -64,6 +85,7 @@ class CppLayer(nn.Module):
 
 
 _CLASSES: Dict[Tuple[str, type], type] = {}
+_METHODS: Dict[str, type] = {}  # C++ class name -> the mixin its nodes inherit
 
 
 def node_class(name: str, layer: bool = False) -> Type[nn.Module]:
@@ -72,8 +94,31 @@ def node_class(name: str, layer: bool = False) -> Type[nn.Module]:
     base = CppLayer if layer else CppNode
     key = (name, base)
     if key not in _CLASSES:
-        _CLASSES[key] = type(name, (base,), {"__module__": "tessera.nodes", "__qualname__": name})
+        bases = (_METHODS[name], base) if name in _METHODS else (base,)
+        _CLASSES[key] = type(name, bases, {"__module__": "tessera.nodes", "__qualname__": name})
     return _CLASSES[key]
+
+
+def node_methods(name: str):
+    """Class decorator: every mirrored C++ node of class `name` inherits the decorated mixin's
+    methods. They are explicit calls (the node's forward still refuses), written against
+    `self._cpp_address()`, so a model class that mixes them in too runs the very same code::
+
+        @node_methods("CLIPVisionTransformer")
+        class CLIPVisionFeatures:
+            def forward_features(self, pixel_values):
+                return _C.clip.vision_forward_intermediates(self._cpp_address(), pixel_values, [])["last_hidden_state"]
+
+    One mixin per name: a second one is an error."""
+    def register(mixin: type) -> type:
+        if name in _METHODS:
+            raise ValueError(f"nodes of {name} already take their methods from {_METHODS[name].__qualname__}")
+        _METHODS[name] = mixin
+        for (n, base), cls in _CLASSES.items():
+            if n == name:  # made before the family registered: give it the methods now
+                cls.__bases__ = (mixin, base)
+        return mixin
+    return register
 
 
 class _Sync:
@@ -145,16 +190,18 @@ class CppModule(nn.Module):
     def _mirror(self, cpp) -> None:
         nodes: Dict[str, nn.Module] = {"": self}
         kinds: Dict[str, Tuple[str, int]] = {}
+        owner = weakref.ref(self)  # no cycle: the nodes live in this tree
         for path, cls, kind, addr in cpp.nodes():
             kinds[path] = (kind, addr)
             if not path:
+                object.__setattr__(self, "_cpp_addr", addr)
                 continue
             parent, _, name = path.rpartition(".")
             if kind == "list":
                 node = nn.ModuleList()
             else:
                 node = node_class(cls, layer=kind == "layer")()
-                node._cpp_path, node._cpp_addr = path, addr
+                node._cpp_path, node._cpp_addr, node._owner = path, addr, owner
             nodes[parent]._modules[name] = node
             nodes[path] = node
         for name, tensor in cpp.named_parameters():
@@ -206,6 +253,12 @@ class CppModule(nn.Module):
         """Call before handing control to C++: pushes rebound parameters of the root's part."""
         self._root_sync.run()
 
+    def _cpp_address(self) -> int:
+        """The root's C++ address after pushing rebound parameters (what node methods use, so a
+        model and a node of the same C++ class share one implementation)."""
+        self._sync_parameters()
+        return self._cpp_addr
+
     def _sync_all(self) -> None:
         """Pushes every rebound parameter to C++ now (after load_state_dict(assign=True))."""
         for s in self._syncs:
@@ -225,7 +278,7 @@ class CppModule(nn.Module):
         clone = self.__class__.__new__(self.__class__)
         nn.Module.__init__(clone)
         object.__setattr__(clone, "_cpp", self._cpp.clone())
-        skip = {"_cpp", "_root_sync", "_syncs"}
+        skip = {"_cpp", "_cpp_addr", "_root_sync", "_syncs"}
         for key, value in self.__dict__.items():
             if key not in clone.__dict__ and key not in skip:
                 clone.__dict__[key] = copy.deepcopy(value, memo)
