@@ -1,6 +1,7 @@
 // Python bindings of models/beit (BeitForMaskedImageModeling, BeitModel).
 #include "bindings.h"
 #include "family_binding.h"
+#include "node_address.h"
 #include "outputs.h"
 #include "tessera/models/beit/beit_model.h"
 
@@ -37,6 +38,17 @@ void bind_beit(py::module_& m) {
             return output_to_dict(without_gil([&] { return self.forward(px, opt(mask), hidden); }));
           },
           py::arg("pixel_values"), py::arg("bool_masked_pos") = py::none(), py::arg("output_hidden_states") = false);
+  // timm's feature API on the encoder wherever it sits (BeitModel's root, BeitForMaskedImageModeling.beit).
+  // interpolate_pos_encoding is taken as the other towers take it and ignored: BEiT always resizes.
+  m.def(
+      "forward_intermediates",
+      [](uintptr_t node, const at::Tensor& px, const FeatureIndices& indices, bool norm, bool stop_early, bool) {
+        auto& self = node_as<BeitModelImpl>(node, "a BEiT encoder");
+        const auto take = feature_indices(indices, self.encoder->num_layers);
+        return output_to_dict(without_gil([&] { return self.forward_intermediates(px, take, norm, stop_early); }));
+      },
+      py::arg("node"), py::arg("pixel_values"), py::arg("indices") = py::none(), py::arg("norm") = false,
+      py::arg("stop_early") = false, py::arg("interpolate_pos_encoding") = false);
 }
 
 namespace {

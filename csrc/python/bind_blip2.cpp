@@ -3,6 +3,7 @@
 #include "bindings.h"
 #include "family_binding.h"
 #include "generation_stream.h"
+#include "node_address.h"
 #include "outputs.h"
 #include "tessera/models/blip2/blip2_model.h"
 #include "tessera/models/blip2/stage1.h"
@@ -59,16 +60,19 @@ void bind_blip2(py::module_& m) {
           [](Blip2VisionModelImpl& self, const at::Tensor& px, bool hidden, bool interpolate) {
             return output_to_dict(without_gil([&] { return self.forward(px, hidden, interpolate); }));
           },
-          py::arg("pixel_values"), py::arg("output_hidden_states") = false, py::arg("interpolate_pos_encoding") = false)
-      .def(
-          "forward_intermediates",
-          [](Blip2VisionModelImpl& self, const at::Tensor& px, const std::vector<int64_t>& indices, bool norm,
-             bool stop_early, bool interpolate) {
-            return output_to_dict(
-                without_gil([&] { return self.forward_intermediates(px, indices, norm, stop_early, interpolate); }));
-          },
-          py::arg("pixel_values"), py::arg("indices"), py::arg("norm") = false, py::arg("stop_early") = false,
-          py::arg("interpolate_pos_encoding") = false);
+          py::arg("pixel_values"), py::arg("output_hidden_states") = false, py::arg("interpolate_pos_encoding") = false);
+  // timm's feature API on the tower wherever it sits (Blip2VisionModel's root, a parent's vision_model).
+  m.def(
+      "vision_forward_intermediates",
+      [](uintptr_t node, const at::Tensor& px, const FeatureIndices& indices, bool norm, bool stop_early,
+         bool interpolate) {
+        auto& self = node_as<Blip2VisionModelImpl>(node, "a BLIP-2 vision tower");
+        const auto take = feature_indices(indices, self.encoder->num_layers);
+        return output_to_dict(
+            without_gil([&] { return self.forward_intermediates(px, take, norm, stop_early, interpolate); }));
+      },
+      py::arg("node"), py::arg("pixel_values"), py::arg("indices") = py::none(), py::arg("norm") = false,
+      py::arg("stop_early") = false, py::arg("interpolate_pos_encoding") = false);
 
   bind_family_module<Blip2QFormerModelImpl, Blip2QFormerOptions>(m, "Blip2QFormerModel")
       .def(

@@ -2,6 +2,7 @@
 // ModelOutput objects in python/tessera/models/outputs.py.
 #include "bindings.h"
 #include "family_binding.h"
+#include "node_address.h"
 #include "outputs.h"
 #include "tessera/models/clip/clip_model.h"
 
@@ -16,16 +17,7 @@ void bind_clip(py::module_& m) {
           [](ClipVisionTransformerImpl& self, const at::Tensor& px, bool hidden, bool interpolate) {
             return output_to_dict(without_gil([&] { return self.forward(px, hidden, interpolate); }));
           },
-          py::arg("pixel_values"), py::arg("output_hidden_states") = false, py::arg("interpolate_pos_encoding") = false)
-      .def(
-          "forward_intermediates",
-          [](ClipVisionTransformerImpl& self, const at::Tensor& px, const std::vector<int64_t>& indices, bool norm,
-             bool stop_early, bool interpolate) {
-            return output_to_dict(
-                without_gil([&] { return self.forward_intermediates(px, indices, norm, stop_early, interpolate); }));
-          },
-          py::arg("pixel_values"), py::arg("indices"), py::arg("norm") = false, py::arg("stop_early") = false,
-          py::arg("interpolate_pos_encoding") = false);
+          py::arg("pixel_values"), py::arg("output_hidden_states") = false, py::arg("interpolate_pos_encoding") = false);
 
   bind_family_module<ClipTextTransformerImpl, ClipTextOptions>(m, "ClipTextTransformer")
       .def(
@@ -33,16 +25,32 @@ void bind_clip(py::module_& m) {
           [](ClipTextTransformerImpl& self, const at::Tensor& ids, const std::optional<at::Tensor>& mask, bool hidden) {
             return output_to_dict(without_gil([&] { return self.forward(ids, opt(mask), hidden); }));
           },
-          py::arg("input_ids"), py::arg("attention_mask") = py::none(), py::arg("output_hidden_states") = false)
-      .def(
-          "forward_intermediates",
-          [](ClipTextTransformerImpl& self, const at::Tensor& ids, const std::optional<at::Tensor>& mask,
-             const std::vector<int64_t>& indices, bool norm, bool stop_early) {
-            return output_to_dict(
-                without_gil([&] { return self.forward_intermediates(ids, opt(mask), indices, norm, stop_early); }));
-          },
-          py::arg("input_ids"), py::arg("attention_mask"), py::arg("indices"), py::arg("norm") = false,
-          py::arg("stop_early") = false);
+          py::arg("input_ids"), py::arg("attention_mask") = py::none(), py::arg("output_hidden_states") = false);
+
+  // timm's feature API on a tower anywhere in a tree (CLIPVisionModel's root, CLIPModel.vision_model,
+  // LLaVA's vision_tower), by the node's address: one code path for all of them.
+  m.def(
+      "vision_forward_intermediates",
+      [](uintptr_t node, const at::Tensor& px, const FeatureIndices& indices, bool norm, bool stop_early,
+         bool interpolate) {
+        auto& self = node_as<ClipVisionTransformerImpl>(node, "a CLIP vision tower");
+        const auto take = feature_indices(indices, self.encoder->num_layers);
+        return output_to_dict(
+            without_gil([&] { return self.forward_intermediates(px, take, norm, stop_early, interpolate); }));
+      },
+      py::arg("node"), py::arg("pixel_values"), py::arg("indices") = py::none(), py::arg("norm") = false,
+      py::arg("stop_early") = false, py::arg("interpolate_pos_encoding") = false);
+  m.def(
+      "text_forward_intermediates",
+      [](uintptr_t node, const at::Tensor& ids, const std::optional<at::Tensor>& mask, const FeatureIndices& indices,
+         bool norm, bool stop_early) {
+        auto& self = node_as<ClipTextTransformerImpl>(node, "a CLIP text tower");
+        const auto take = feature_indices(indices, self.encoder->num_layers);
+        return output_to_dict(
+            without_gil([&] { return self.forward_intermediates(ids, opt(mask), take, norm, stop_early); }));
+      },
+      py::arg("node"), py::arg("input_ids"), py::arg("attention_mask") = py::none(), py::arg("indices") = py::none(),
+      py::arg("norm") = false, py::arg("stop_early") = false);
 
   bind_family_module<ClipModelImpl, ClipOptions>(m, "ClipModel")
       .def(

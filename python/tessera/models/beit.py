@@ -12,9 +12,10 @@ from typing import Any, Dict, Optional
 import torch
 
 from .. import _C
-from ..cpp_module import node_class
+from ..cpp_module import node_class, node_methods
 from ..registry import register_model
 from .family import FamilyModel
+from .features import VisionFeatures
 from .outputs import ModelOutput, make_output
 
 #: Python classes of the mirrored C++ nodes (wrap policies: FSDP2, activation checkpointing).
@@ -43,8 +44,19 @@ class _BeitBase(FamilyModel):
     _family = _C.beit
 
 
+@node_methods("BeitModel")
+class BeitFeatures(VisionFeatures):
+    """timm's feature API of the BEiT encoder: BeitModel and `BeitForMaskedImageModeling.beit`
+    (no mask token; the relative position bias as in forward). The final norm is `layernorm`, as
+    timm's `norm`: none with use_mean_pooling (timm's Identity), so forward_features is
+    transformers' last_hidden_state. `interpolate_pos_encoding` is accepted and ignored: BEiT
+    resizes for any multiple of the patch size."""
+
+    _forward_intermediates = staticmethod(_C.beit.forward_intermediates)
+
+
 @register_model
-class BeitModel(_BeitBase):
+class BeitModel(BeitFeatures, _BeitBase):
     """The BEiT encoder: embeddings (mask token where `bool_masked_pos`), layers with relative
     position bias and layer scale, final layernorm, pooler (layernormed patch mean with
     `use_mean_pooling`, else the CLS token). Any image size that is a multiple of the patch size

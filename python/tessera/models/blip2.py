@@ -11,14 +11,15 @@ Blip2ForImageTextRetrieval.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional
 
 import torch
 
 from .. import _C
-from ..cpp_module import node_class
+from ..cpp_module import node_class, node_methods
 from ..registry import register_model
 from .family import FamilyModel
+from .features import VisionFeatures
 from .llama import LlamaForCausalLM, _check, drain, generation_config
 from .outputs import make_output
 
@@ -36,8 +37,18 @@ class _Blip2Part(FamilyModel):
         return json.loads(getattr(cls._family, cls._resolve)(json.dumps(config)))
 
 
+@node_methods("Blip2VisionModel")
+class Blip2VisionFeatures(VisionFeatures):
+    """timm's feature API of BLIP-2's image tower: Blip2VisionModel and the `vision_model` of
+    Blip2ForConditionalGeneration and Blip2ForImageTextRetrieval. The final norm is
+    post_layernorm, over every token: forward_features equals transformers' last_hidden_state
+    (what the Q-Former reads)."""
+
+    _forward_intermediates = staticmethod(_C.blip2.vision_forward_intermediates)
+
+
 @register_model
-class Blip2VisionModel(_Blip2Part):
+class Blip2VisionModel(Blip2VisionFeatures, _Blip2Part):
     """The image tower: `embeddings`, `encoder.layers.N` (fused `qkv`), `post_layernorm` on every
     token. last_hidden_state is what the Q-Former reads; pooler_output the class token normed again."""
 
@@ -54,19 +65,6 @@ class Blip2VisionModel(_Blip2Part):
         self._sync_parameters()
         return make_output(self._cpp.forward(pixel_values, bool(output_hidden_states),
                                              bool(interpolate_pos_encoding)))
-
-    def forward_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """timm's forward_features: the post-normed tokens [B, 1 + patches, D]."""
-        return self.forward(pixel_values).last_hidden_state
-
-    def forward_intermediates(self, pixel_values: torch.Tensor, indices: Sequence[int] = (-1,), norm: bool = False,
-                              stop_early: bool = False, interpolate_pos_encoding: bool = False):
-        """timm's forward_intermediates: (final tokens, [the outputs of the layers in `indices`])."""
-        _check(pixel_values=pixel_values)
-        self._sync_parameters()
-        out = self._cpp.forward_intermediates(pixel_values, [int(i) for i in indices], bool(norm), bool(stop_early),
-                                              bool(interpolate_pos_encoding))
-        return out["last_hidden_state"], list(out["intermediates"])
 
 
 @register_model

@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from .. import _C
-from ..cpp_module import CppModule, node_class
-from .outputs import BaseModelOutputWithPooling, CLIPOutput, IntermediatesOutput, make_output
+from ..cpp_module import CppModule, node_class, node_methods
+from .features import FeatureResult, VisionFeatures, indices_arg, intermediates_result
+from .outputs import BaseModelOutputWithPooling, CLIPOutput, make_output
 from ..registry import register_model
 from .pretrained import PreTrainedModel, merge_config
 
@@ -25,6 +26,35 @@ def _check_tensor(name: str, value, ndim: int) -> None:
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
     if value.dim() != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(value.shape)}")
+
+
+@node_methods("CLIPVisionTransformer")
+class CLIPVisionFeatures(VisionFeatures):
+    """timm's feature API of CLIP's image tower: CLIPVisionModel, and the tower inside a parent
+    (`CLIPModel.vision_model`, `LlavaForConditionalGeneration.vision_tower`). The final norm is
+    post_layernorm, over every token: timm's CLIP ViTs load it as `norm`, so forward_features is
+    post_layernorm(tokens), where transformers' last_hidden_state is the tokens before it."""
+
+    _forward_intermediates = staticmethod(_C.clip.vision_forward_intermediates)
+
+
+@node_methods("CLIPTextTransformer")
+class CLIPTextFeatures:
+    """timm's feature API of CLIP's text tower: CLIPTextModel and `CLIPModel.text_model`. The final
+    norm is final_layer_norm: forward_features equals transformers' last_hidden_state."""
+
+    def forward_features(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Every token after the last layer and final_layer_norm [B, L, D]."""
+        return self.forward_intermediates(input_ids, attention_mask, indices=[])[0]
+
+    def forward_intermediates(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                              indices=None, norm: bool = False, stop_early: bool = False,
+                              intermediates_only: bool = False) -> FeatureResult:
+        """timm's forward_intermediates over the text layers (see tessera.models.features)."""
+        _check_tensor("input_ids", input_ids, 2)
+        out = _C.clip.text_forward_intermediates(self._cpp_address(), input_ids, attention_mask, indices_arg(indices),
+                                                 bool(norm), bool(stop_early))
+        return intermediates_result(out, intermediates_only)
 
 
 @register_model
@@ -118,20 +148,9 @@ class _TowerModel(CppModule, PreTrainedModel):
     def set_gradient_checkpointing(self, enable: bool = True) -> None:
         self._cpp.set_gradient_checkpointing(enable)
 
-    def _intermediates(self, indices, run) -> IntermediatesOutput:
-        n = int(self.config.get("num_hidden_layers", 12))
-        if indices is None:
-            indices = n
-        if isinstance(indices, int):  # timm: an int takes the last n layers
-            if not 0 < indices <= n:
-                raise ValueError(f"forward_intermediates: cannot take the last {indices} of {n} layers")
-            indices = list(range(n - indices, n))
-        self._sync_parameters()
-        return make_output(run([int(i) for i in indices]))
-
 
 @register_model
-class CLIPVisionModel(_TowerModel):
+class CLIPVisionModel(CLIPVisionFeatures, _TowerModel):
     model_type = "clip_vision_model"
     architecture = "CLIPVisionModel"
     key_aliases = [(r"^vision_model\.", "")]  # transformers 4.x layout
@@ -144,25 +163,9 @@ class CLIPVisionModel(_TowerModel):
         self._sync_parameters()
         return make_output(self._cpp.forward(pixel_values, output_hidden_states, interpolate_pos_encoding))
 
-    def forward_features(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
-        """timm's forward_features: the encoder's token outputs [B, 1 + patches, D]."""
-        return self.forward(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding).last_hidden_state
-
-    def forward_intermediates(self, pixel_values: torch.Tensor, indices=None, norm: bool = False,
-                              stop_early: bool = False, intermediates_only: bool = False,
-                              interpolate_pos_encoding: bool = False):
-        """timm's forward_intermediates: the outputs of the layers in `indices` (an int n takes the
-        last n; negative indices count from the end, -2 equals transformers' hidden_states[-2]);
-        `norm` applies post_layernorm; `stop_early` runs no layer past the last index.
-        Returns (last_hidden_state, intermediates), or the list alone with intermediates_only."""
-        _check_tensor("pixel_values", pixel_values, 4)
-        out = self._intermediates(indices, lambda idx: self._cpp.forward_intermediates(
-            pixel_values, idx, bool(norm), bool(stop_early), bool(interpolate_pos_encoding)))
-        return out.intermediates if intermediates_only else (out.last_hidden_state, out.intermediates)
-
 
 @register_model
-class CLIPTextModel(_TowerModel):
+class CLIPTextModel(CLIPTextFeatures, _TowerModel):
     model_type = "clip_text_model"
     architecture = "CLIPTextModel"
     key_aliases = [(r"^text_model\.", "")]  # transformers 4.x layout
@@ -174,16 +177,3 @@ class CLIPTextModel(_TowerModel):
         _check_tensor("input_ids", input_ids, 2)
         self._sync_parameters()
         return make_output(self._cpp.forward(input_ids, attention_mask, output_hidden_states))
-
-    def forward_features(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """timm's forward_features: the token outputs after final_layer_norm [B, L, D]."""
-        return self.forward(input_ids, attention_mask).last_hidden_state
-
-    def forward_intermediates(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                              indices=None, norm: bool = False, stop_early: bool = False,
-                              intermediates_only: bool = False):
-        """timm's forward_intermediates over the text layers (`norm` applies final_layer_norm)."""
-        _check_tensor("input_ids", input_ids, 2)
-        out = self._intermediates(indices, lambda idx: self._cpp.forward_intermediates(
-            input_ids, attention_mask, idx, bool(norm), bool(stop_early)))
-        return out.intermediates if intermediates_only else (out.last_hidden_state, out.intermediates)

@@ -12,9 +12,10 @@ from typing import Optional
 import torch
 
 from .. import _C
-from ..cpp_module import node_class
+from ..cpp_module import node_class, node_methods
 from ..registry import register_model
 from .family import FamilyModel
+from .features import VisionFeatures
 from .outputs import ModelOutput, make_output
 
 #: Python classes of the mirrored C++ nodes (wrap policies: FSDP2, activation checkpointing).
@@ -48,8 +49,19 @@ class _MaeBase(FamilyModel):
                                              bool(interpolate_pos_encoding)))
 
 
+@node_methods("ViTMAEModel")
+class ViTMAEFeatures(VisionFeatures):
+    """timm's feature API of the MAE encoder: ViTMAEModel and `ViTMAEForPreTraining.vit`. No
+    masking: every patch, in order, as timm's MAE-pretrained ViTs compute features (transformers'
+    ViTMAEModel would drop mask_ratio of them; with mask_ratio 0 it keeps all, shuffled by its
+    noise). The final norm is `layernorm`, so forward_features is transformers' last_hidden_state of
+    an unmasked pass."""
+
+    _forward_intermediates = staticmethod(_C.mae.forward_intermediates)
+
+
 @register_model
-class ViTMAEModel(_MaeBase):
+class ViTMAEModel(ViTMAEFeatures, _MaeBase):
     """The MAE encoder: embeddings with random masking, ViT layers, final layernorm. Parameter
     names are the ViT checkpoint tree (`embeddings.cls_token`, `encoder.layer.N....`)."""
 

@@ -1,0 +1,81 @@
+"""timm's feature API (`forward_features`, `forward_intermediates`) of tessera's encoders.
+
+A family binds one `forward_intermediates(node, inputs..., indices, norm, stop_early)` that runs on
+a node's C++ address, and a mixin here calls it on `self._cpp_address()`. The mixin is both a base
+of the model class (CLIPVisionModel) and, through `cpp_module.node_methods`, of the mirrored node of
+the same C++ class inside a parent (CLIPModel.vision_model, LLaVA's vision_tower): one code path.
+
+timm's semantics: `indices` None takes every layer, an int n the last n, a list picks layers
+(negative from the end; index k is transformers' hidden_states[k + 1]); `norm` applies the
+encoder's final norm to the picked outputs; `stop_early` runs no layer past the last picked one;
+the result is (final, intermediates), or the list alone with `intermediates_only`. "final" is
+the last layer run, after the final norm, which is what timm's forward_features returns. Outputs
+stay [B, tokens, D] with the prefix tokens (timm's output_fmt="NLC", return_prefix_tokens
+folded in); an index out of range is a ValueError naming it.
+"""
+from __future__ import annotations
+
+import operator
+from typing import Any, Callable, Dict, List, Tuple, Union
+
+import torch
+
+FeatureResult = Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]
+
+
+def _int(i) -> int:
+    if isinstance(i, bool):
+        raise TypeError("a bool is not a layer index")
+    return operator.index(i)
+
+
+def indices_arg(indices):
+    """`indices` as the bound functions take it: None, an int (timm's "last n") or a list of ints."""
+    if indices is None:
+        return None
+    try:
+        return _int(indices)
+    except TypeError:
+        pass
+    try:
+        return [_int(i) for i in indices]
+    except TypeError:
+        raise TypeError(f"indices must be None, an int (the last n layers) or a list of ints, got {indices!r}") from None
+
+
+def intermediates_result(out: Dict[str, Any], intermediates_only: bool) -> FeatureResult:
+    """timm's return value from the bound function's dict."""
+    picked = list(out.get("intermediates", ()))
+    return picked if intermediates_only else (out["last_hidden_state"], picked)
+
+
+def check_pixels(pixel_values) -> None:
+    if not isinstance(pixel_values, torch.Tensor):
+        raise TypeError(f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}")
+    if pixel_values.dim() != 4:
+        raise ValueError(f"pixel_values must be [B, C, H, W], got shape {tuple(pixel_values.shape)}")
+
+
+class VisionFeatures:
+    """timm's feature API of an image encoder; a family subclass names its bound function and says
+    in its docstring what the final norm is."""
+
+    #: The family's bound forward_intermediates(node, pixel_values, indices, norm, stop_early,
+    #: interpolate_pos_encoding).
+    _forward_intermediates: Callable[..., Dict[str, Any]]
+
+    def forward_features(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+        """Every token after the last layer and the final norm [B, tokens, D] (timm's forward_features)."""
+        return self.forward_intermediates(pixel_values, indices=[],
+                                          interpolate_pos_encoding=interpolate_pos_encoding)[0]
+
+    def forward_intermediates(self, pixel_values: torch.Tensor, indices=None, norm: bool = False,
+                              stop_early: bool = False, intermediates_only: bool = False,
+                              interpolate_pos_encoding: bool = False) -> FeatureResult:
+        """The outputs of the layers in `indices` and the final tokens (timm's semantics: see
+        tessera.models.features)."""
+        check_pixels(pixel_values)
+        out = type(self)._forward_intermediates(self._cpp_address(), pixel_values, indices_arg(indices), bool(norm),
+                                                bool(stop_early), bool(interpolate_pos_encoding))
+        return intermediates_result(out, intermediates_only)
+
