@@ -1,0 +1,66 @@
+// Python bindings of csrc/tessera/ops (soft-DTW, the global alignment kernel, Sugar's triple
+// kernel); python/tessera/ops.py adds the argument conventions (lengths as a pair).
+#include "bindings.h"
+#include "tessera/ops/gak.h"
+#include "tessera/ops/soft_dtw.h"
+
+#include <optional>
+
+namespace tessera::python {
+namespace {
+
+at::Tensor or_undefined(const std::optional<at::Tensor>& t) { return t ? *t : at::Tensor(); }
+
+ops::GakOptions gak_options(std::optional<double> sigma, double delta, bool normalized,
+                            const std::optional<at::Tensor>& x_lengths, const std::optional<at::Tensor>& y_lengths) {
+  ops::GakOptions o;
+  o.sigma = sigma;
+  o.delta = delta;
+  o.normalized = normalized;
+  o.x_lengths = or_undefined(x_lengths);
+  o.y_lengths = or_undefined(y_lengths);
+  return o;
+}
+
+}  // namespace
+
+void bind_ops(py::module_& m) {
+  m.def(
+      "soft_dtw",
+      [](const at::Tensor& cost, double gamma, const std::optional<at::Tensor>& x_lengths,
+         const std::optional<at::Tensor>& y_lengths) {
+        return without_gil([&] { return ops::soft_dtw(cost, gamma, or_undefined(x_lengths), or_undefined(y_lengths)); });
+      },
+      py::arg("cost"), py::arg("gamma") = 1.0, py::arg("x_lengths") = py::none(), py::arg("y_lengths") = py::none(),
+      "Soft-DTW of cost [B, N, M] (or [N, M]) -> [B] (or 0-d); gamma = 0 is hard DTW.");
+  m.def(
+      "gak",
+      [](const at::Tensor& x, const at::Tensor& y, std::optional<double> sigma, double delta, bool normalized,
+         const std::optional<at::Tensor>& xl, const std::optional<at::Tensor>& yl) {
+        const auto o = gak_options(sigma, delta, normalized, xl, yl);
+        return without_gil([&] { return ops::gak(x, y, o); });
+      },
+      py::arg("x"), py::arg("y"), py::arg("sigma") = py::none(), py::arg("delta") = 1.0, py::arg("normalized") = true,
+      py::arg("x_lengths") = py::none(), py::arg("y_lengths") = py::none(),
+      "Global alignment kernel of x [B, N, D] and y [B, M, D] (squared Euclidean local cost).");
+  m.def(
+      "gak_from_cost",
+      [](const at::Tensor& xy, const std::optional<at::Tensor>& xx, const std::optional<at::Tensor>& yy,
+         std::optional<double> sigma, double delta, bool normalized, const std::optional<at::Tensor>& xl,
+         const std::optional<at::Tensor>& yl) {
+        const auto o = gak_options(sigma, delta, normalized, xl, yl);
+        return without_gil([&] { return ops::gak_from_cost(xy, or_undefined(xx), or_undefined(yy), o); });
+      },
+      py::arg("xy"), py::arg("xx") = py::none(), py::arg("yy") = py::none(), py::arg("sigma") = py::none(),
+      py::arg("delta") = 1.0, py::arg("normalized") = true, py::arg("x_lengths") = py::none(),
+      py::arg("y_lengths") = py::none(), "Global alignment kernel from local costs phi.");
+  m.def("triple_kernel_cost", &ops::triple_kernel_cost, py::arg("x_first"), py::arg("x_second"),
+        py::arg("x_is_image"), py::arg("y_first"), py::arg("y_second"), py::arg("y_is_image"),
+        py::call_guard<py::gil_scoped_release>(), "Sugar's triple-kernel local cost [B, N, M].");
+}
+
+namespace {
+const bool registered = register_submodule("ops", "Alignment primitives: soft-DTW, GAK, Sugar's triple kernel", &bind_ops, 20);
+}  // namespace
+
+}  // namespace tessera::python

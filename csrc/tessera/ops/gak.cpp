@@ -1,0 +1,113 @@
+#include "tessera/ops/gak.h"
+
+#include "tessera/ops/soft_dtw.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+namespace tessera::ops {
+namespace {
+
+at::Tensor batched(const at::Tensor& t, int64_t dims, const char* fn, const char* name) {
+  TORCH_CHECK_VALUE(t.defined(), fn, ": ", name, " is undefined");
+  TORCH_CHECK_VALUE(t.dim() == dims || t.dim() == dims - 1, fn, ": ", name, " must have ", dims, " (batched) or ",
+                    dims - 1, " dimensions, got shape ", t.sizes());
+  return t.dim() == dims ? t : t.unsqueeze(0);
+}
+
+at::Tensor lengths_or(const at::Tensor& len, int64_t B, int64_t full, const at::Tensor& like) {
+  return len.defined() ? len.to(like.device(), at::kLong) : at::full({B}, full, like.options().dtype(at::kLong));
+}
+
+/// The bandwidth of each pair: fixed, or delta * sqrt((n + m) / 2).
+at::Tensor bandwidth(const at::Tensor& n, const at::Tensor& m, const GakOptions& o, const at::TensorOptions& opts) {
+  if (o.sigma) {
+    TORCH_CHECK_VALUE(*o.sigma > 0 && std::isfinite(*o.sigma), "gak: sigma must be > 0, got ", *o.sigma);
+    return at::full({n.size(0)}, *o.sigma, opts);
+  }
+  TORCH_CHECK_VALUE(o.delta > 0 && std::isfinite(o.delta), "gak: delta must be > 0, got ", o.delta);
+  return o.delta * ((n + m).to(opts.dtype()) / 2).sqrt();
+}
+
+/// -log K for one set of pairs: soft_dtw(gamma = 1) over phi_sigma.
+at::Tensor neg_log_gak(const at::Tensor& phi, const at::Tensor& sigma, const at::Tensor& n, const at::Tensor& m,
+                       bool lengths_given) {
+  const at::Tensor scaled = phi / (2 * sigma.square()).view({-1, 1, 1});
+  // log(2 - e^-s) with e^-s in (0, 1]: log1p(1 - e^-s) = log1p(-expm1(-s)), exact for small s.
+  const at::Tensor phi_sigma = scaled + at::log1p(-at::expm1(-scaled));
+  return lengths_given ? soft_dtw(phi_sigma, 1.0, n, m) : soft_dtw(phi_sigma, 1.0);
+}
+
+}  // namespace
+
+at::Tensor gak_from_cost(const at::Tensor& xy_in, const at::Tensor& xx_in, const at::Tensor& yy_in,
+                         const GakOptions& o) {
+  const bool single = xy_in.defined() && xy_in.dim() == 2;
+  const at::Tensor xy = batched(xy_in, 3, "gak", "the x-y cost");
+  TORCH_CHECK_VALUE(o.x_lengths.defined() == o.y_lengths.defined(), "gak: give both x_lengths and y_lengths, or neither");
+  const int64_t B = xy.size(0), N = xy.size(1), M = xy.size(2);
+  TORCH_CHECK_VALUE((xy.detach() >= 0).all().item<bool>(), "gak: local costs must be >= 0 (squared distances)");
+  const bool given = o.x_lengths.defined();
+  const at::Tensor n = lengths_or(o.x_lengths, B, N, xy), m = lengths_or(o.y_lengths, B, M, xy);
+  // K(x, x) and K(y, y) take the x-y pair's sigma: one local kernel for all three keeps the
+  // normalised value a cosine in the kernel's feature space, hence <= 1.
+  const at::Tensor sigma = bandwidth(n, m, o, xy.options());
+  at::Tensor log_k = -neg_log_gak(xy, sigma, n, m, given);
+  if (o.normalized) {
+    const at::Tensor xx = batched(xx_in, 3, "gak", "the x-x cost (normalized=True needs it)");
+    const at::Tensor yy = batched(yy_in, 3, "gak", "the y-y cost (normalized=True needs it)");
+    TORCH_CHECK_VALUE(xx.size(0) == B && xx.size(1) == N && xx.size(2) == N, "gak: the x-x cost must be [", B, ", ",
+                      N, ", ", N, "], got shape ", xx.sizes());
+    TORCH_CHECK_VALUE(yy.size(0) == B && yy.size(1) == M && yy.size(2) == M, "gak: the y-y cost must be [", B, ", ",
+                      M, ", ", M, "], got shape ", yy.sizes());
+    log_k = log_k + 0.5 * (neg_log_gak(xx, sigma, n, n, given) + neg_log_gak(yy, sigma, m, m, given));
+  }
+  const at::Tensor k = log_k.exp();
+  return single ? k.squeeze(0) : k;
+}
+
+at::Tensor gak(const at::Tensor& x_in, const at::Tensor& y_in, const GakOptions& o) {
+  TORCH_CHECK_VALUE(x_in.defined() && y_in.defined(), "gak: x and y must be defined");
+  TORCH_CHECK_VALUE(x_in.dim() == y_in.dim(), "gak: x and y must both be [B, len, dim] or both [len, dim], got shapes ",
+                    x_in.sizes(), " and ", y_in.sizes());
+  const at::Tensor x = batched(x_in, 3, "gak", "x"), y = batched(y_in, 3, "gak", "y");
+  TORCH_CHECK_VALUE(x.size(0) == y.size(0) && x.size(2) == y.size(2),
+                    "gak: x and y need the same batch size and feature width, got shapes ", x.sizes(), " and ",
+                    y.sizes());
+  auto sq = [](const at::Tensor& a, const at::Tensor& b) {  // exact pairwise squared distances
+    return (a.unsqueeze(2) - b.unsqueeze(1)).square().sum(-1);
+  };
+  at::Tensor k = gak_from_cost(sq(x, y), o.normalized ? sq(x, x) : at::Tensor(),
+                               o.normalized ? sq(y, y) : at::Tensor(), o);
+  return x_in.dim() == 2 ? k.squeeze(0) : k;
+}
+
+at::Tensor triple_kernel_cost(const at::Tensor& x_first, const at::Tensor& x_second, const at::Tensor& x_is_image,
+                              const at::Tensor& y_first, const at::Tensor& y_second, const at::Tensor& y_is_image) {
+  const char* fn = "triple_kernel_cost";
+  const at::Tensor xf = batched(x_first, 3, fn, "x_first"), xs = batched(x_second, 3, fn, "x_second");
+  const at::Tensor yf = batched(y_first, 3, fn, "y_first"), ys = batched(y_second, 3, fn, "y_second");
+  const at::Tensor xi = batched(x_is_image, 2, fn, "x_is_image"), yi = batched(y_is_image, 2, fn, "y_is_image");
+  const int64_t B = xf.size(0), N = xf.size(1), M = yf.size(1);
+  auto check = [&](const at::Tensor& t, int64_t len, int64_t width, const char* name) {
+    TORCH_CHECK_VALUE(t.size(0) == B && t.size(1) == len && (width < 0 || t.size(2) == width), fn, ": ", name,
+                      " has shape ", t.sizes(), ", expected [", B, ", ", len, width < 0 ? "" : ", ",
+                      width < 0 ? "" : std::to_string(width), "]");
+  };
+  check(xs, N, -1, "x_second");
+  check(yf, M, xf.size(2), "y_first");
+  check(ys, M, xs.size(2), "y_second");
+  check(xi, N, -1, "x_is_image");
+  check(yi, M, -1, "y_is_image");
+  auto unit = [](const at::Tensor& t) { return t / t.norm(2, -1, true).clamp_min(1e-12); };
+  // |a - b|^2 = 2 - 2 a.b for unit vectors; clamped at 0 against rounding.
+  auto dist = [&](const at::Tensor& a, const at::Tensor& b) {
+    return (2 - 2 * at::matmul(unit(a), unit(b).transpose(1, 2))).clamp_min(0);
+  };
+  const at::Tensor same = xi.to(at::kBool).unsqueeze(2) == yi.to(at::kBool).unsqueeze(1);
+  at::Tensor cost = at::where(same, dist(xf, yf), dist(xs, ys));
+  return x_first.dim() == 2 ? cost.squeeze(0) : cost;
+}
+
+}  // namespace tessera::ops

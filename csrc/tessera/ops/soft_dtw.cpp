@@ -1,0 +1,119 @@
+// Argument checks, device dispatch and the autograd function of ops::soft_dtw.
+#include "tessera/ops/soft_dtw.h"
+
+#include "tessera/ops/soft_dtw_kernels.h"
+
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+namespace tessera::ops {
+namespace detail {
+
+SoftDtwCuda& soft_dtw_cuda() {
+  static SoftDtwCuda kernels;
+  return kernels;
+}
+
+}  // namespace detail
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+struct Kernels {
+  detail::SoftDtwForward forward;
+  detail::SoftDtwBackward backward;
+};
+
+Kernels kernels_for(const at::Tensor& cost) {
+  if (cost.is_cuda()) {
+    const auto& cuda = detail::soft_dtw_cuda();
+    TORCH_CHECK(cuda.forward, "soft_dtw: this tessera library was built without CUDA; move the cost to the CPU");
+    return {cuda.forward, cuda.backward};
+  }
+  TORCH_CHECK(cost.is_cpu(), "soft_dtw: cost must be on the CPU or a CUDA device, got ", cost.device());
+  return {detail::soft_dtw_forward_cpu, detail::soft_dtw_backward_cpu};
+}
+
+class SoftDtwFunction : public torch::autograd::Function<SoftDtwFunction> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& cost, double gamma, const at::Tensor& n,
+                            const at::Tensor& m) {
+    detail::SoftDtwTables keep;
+    at::Tensor out;
+    {
+      at::NoGradGuard no_grad;
+      out = kernels_for(cost).forward(cost.contiguous(), gamma, n, m, keep);
+    }
+    ctx->save_for_backward({keep.cost, keep.r, n, m});
+    ctx->saved_data["gamma"] = gamma;
+    ctx->saved_data["N"] = cost.size(1);
+    ctx->saved_data["M"] = cost.size(2);
+    return out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    detail::SoftDtwTables keep{saved[0], saved[1]};
+    at::Tensor grad = kernels_for(saved[1]).backward(keep, ctx->saved_data["gamma"].toDouble(), saved[2], saved[3],
+                                                     grads[0].contiguous(), ctx->saved_data["N"].toInt(),
+                                                     ctx->saved_data["M"].toInt());
+    return {grad, at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+/// int64 [B] lengths on the cost's device, each in [1, limit]; a full-length tensor when undefined.
+at::Tensor checked_lengths(const at::Tensor& len, int64_t B, int64_t limit, const char* name, const at::Tensor& cost) {
+  if (!len.defined()) return at::full({B}, limit, cost.options().dtype(at::kLong));
+  TORCH_CHECK_TYPE(!at::isFloatingType(len.scalar_type()) && !at::isComplexType(len.scalar_type()),
+                   "soft_dtw: ", name, " must be an integer tensor, got ", len.scalar_type());
+  TORCH_CHECK_VALUE(len.dim() == 1 && len.size(0) == B, "soft_dtw: ", name, " must be [", B,
+                    "] (one length per pair), got shape ", len.sizes());
+  at::Tensor out = len.to(cost.device(), at::kLong).contiguous();
+  if (B > 0) {
+    const auto lo = out.min().item<int64_t>(), hi = out.max().item<int64_t>();
+    if (lo < 1 || hi > limit) {
+      const int64_t bad = ((out < 1) | (out > limit)).nonzero()[0][0].item<int64_t>();
+      TORCH_CHECK_VALUE(false, "soft_dtw: ", name, "[", bad, "] = ", out[bad].item<int64_t>(),
+                        " is out of range: lengths must lie in [1, ", limit, "]");
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+at::Tensor soft_dtw(const at::Tensor& cost, double gamma, const at::Tensor& x_lengths, const at::Tensor& y_lengths) {
+  TORCH_CHECK_VALUE(cost.defined(), "soft_dtw: cost is undefined");
+  TORCH_CHECK_VALUE(cost.dim() == 2 || cost.dim() == 3, "soft_dtw: cost must be [B, N, M] or [N, M], got shape ",
+                    cost.sizes());
+  TORCH_CHECK_TYPE(cost.scalar_type() == at::kFloat || cost.scalar_type() == at::kDouble,
+                   "soft_dtw: cost must be float32 or float64, got ", cost.scalar_type(),
+                   " (cast a half-precision cost up: the recursion sums N + M terms)");
+  TORCH_CHECK_VALUE(gamma >= 0 && std::isfinite(gamma), "soft_dtw: gamma must be >= 0, got ", gamma);
+  TORCH_CHECK_VALUE(x_lengths.defined() == y_lengths.defined(),
+                    "soft_dtw: give both x_lengths and y_lengths, or neither");
+  const bool single = cost.dim() == 2;
+  const at::Tensor c = single ? cost.unsqueeze(0) : cost;
+  const int64_t B = c.size(0), N = c.size(1), M = c.size(2);
+  TORCH_CHECK_VALUE(N >= 1 && M >= 1, "soft_dtw: both sequences need at least one step, got cost shape ",
+                    cost.sizes());
+  TORCH_CHECK_VALUE(!single || !x_lengths.defined(), "soft_dtw: lengths need a batched [B, N, M] cost");
+  if (B > 0) {
+    const at::Tensor bad = c.detach().isfinite().logical_not();
+    if (bad.any().item<bool>()) {
+      const at::Tensor where = bad.nonzero()[0];
+      TORCH_CHECK_VALUE(false, "soft_dtw: cost has a non-finite entry at [", where[0].item<int64_t>(), ", ",
+                        where[1].item<int64_t>(), ", ", where[2].item<int64_t>(), "] (a forbidden cell needs a ",
+                        "large finite cost, not inf)");
+    }
+  }
+  const at::Tensor n = checked_lengths(x_lengths, B, N, "x_lengths", c);
+  const at::Tensor m = checked_lengths(y_lengths, B, M, "y_lengths", c);
+  if (B == 0) return at::zeros({0}, cost.options()) + c.sum({1, 2});  // keeps the graph for empty batches
+  at::Tensor out = SoftDtwFunction::apply(c, gamma, n, m);
+  return single ? out.squeeze(0) : out;
+}
+
+}  // namespace tessera::ops

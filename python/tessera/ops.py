@@ -1,0 +1,79 @@
+"""Alignment primitives over the C++ autograd ops in csrc/tessera/ops: soft-DTW (Cuturi &
+Blondel 2017), the global alignment kernel (Cuturi 2007), and Sugar's triple-kernel slice cost.
+
+    cost = torch.cdist(x, y) ** 2                       # [B, N, M]
+    d = tessera.ops.soft_dtw(cost, gamma=0.1)            # [B], differentiable in cost
+    k = tessera.ops.gak(x, y, sigma=2.0)                 # normalised GAK, [B]
+
+Per-pair lengths are a pair `(x_lengths, y_lengths)` of int [B]: pair b then reads its result at
+R[x_lengths[b], y_lengths[b]] and ignores the padding beyond, as if called unpadded.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+
+from . import _C
+
+Lengths = Optional[Tuple[Union[torch.Tensor, Sequence[int]], Union[torch.Tensor, Sequence[int]]]]
+
+__all__ = ["soft_dtw", "gak", "gak_from_cost", "triple_kernel_cost"]
+
+
+def _pair(lengths: Lengths, fn: str):
+    if lengths is None:
+        return None, None
+    if not isinstance(lengths, (tuple, list)) or len(lengths) != 2:
+        raise ValueError(f"{fn}: lengths must be a pair (x_lengths, y_lengths), got {type(lengths).__name__}")
+    return tuple(torch.as_tensor(t) if not isinstance(t, torch.Tensor) else t for t in lengths)
+
+
+def soft_dtw(cost: torch.Tensor, gamma: float = 1.0, lengths: Lengths = None) -> torch.Tensor:
+    """Soft-DTW value of each cost matrix: [B, N, M] -> [B] ([N, M] -> 0-d).
+
+    R[i, j] = cost[i, j] + softmin_gamma(R[i-1, j-1], R[i-1, j], R[i, j-1]), R[0, 0] = 0, where
+    softmin_gamma(v) = -gamma log sum exp(-v / gamma). `gamma=0` is hard DTW: its gradient is the
+    optimal path, ties going to the first minimum in the order diagonal, (i-1, j), (i, j-1). The
+    backward is the expected alignment (the soft path) times the incoming gradient.
+    """
+    x_len, y_len = _pair(lengths, "soft_dtw")
+    return _C.ops.soft_dtw(cost, float(gamma), x_len, y_len)
+
+
+def gak(x: torch.Tensor, y: torch.Tensor, sigma: Optional[float] = None, delta: Optional[float] = None,
+        normalized: bool = True, lengths: Lengths = None) -> torch.Tensor:
+    """Global alignment kernel of x [B, N, D] and y [B, M, D] (or unbatched [N, D], [M, D]).
+
+    K = sum over alignments of prod exp(-phi_sigma), phi_sigma = phi/(2 sigma^2) + log(2 - exp(-phi/(2 sigma^2))),
+    phi the squared Euclidean distance; computed as exp(-soft_dtw(phi_sigma, gamma=1)). `sigma`
+    fixes the bandwidth (tslearn's `sigma`); otherwise sigma = delta * sqrt((n + m) / 2) for each
+    pair (delta defaults to 1). `normalized` returns K(x, y) / sqrt(K(x, x) K(y, y)).
+    """
+    if sigma is not None and delta is not None:
+        raise ValueError("gak: give sigma or delta, not both")
+    x_len, y_len = _pair(lengths, "gak")
+    return _C.ops.gak(x, y, None if sigma is None else float(sigma), 1.0 if delta is None else float(delta),
+                      bool(normalized), x_len, y_len)
+
+
+def gak_from_cost(xy: torch.Tensor, xx: Optional[torch.Tensor] = None, yy: Optional[torch.Tensor] = None,
+                  sigma: Optional[float] = None, delta: Optional[float] = None, normalized: bool = True,
+                  lengths: Lengths = None) -> torch.Tensor:
+    """GAK from precomputed local costs phi (e.g. `triple_kernel_cost`): xy [B, N, M]; the
+    normalised form also needs xx [B, N, N] and yy [B, M, M]."""
+    if sigma is not None and delta is not None:
+        raise ValueError("gak_from_cost: give sigma or delta, not both")
+    x_len, y_len = _pair(lengths, "gak_from_cost")
+    return _C.ops.gak_from_cost(xy, xx, yy, None if sigma is None else float(sigma),
+                                1.0 if delta is None else float(delta), bool(normalized), x_len, y_len)
+
+
+def triple_kernel_cost(x_first: torch.Tensor, x_second: torch.Tensor, x_is_image: torch.Tensor,
+                       y_first: torch.Tensor, y_second: torch.Tensor, y_is_image: torch.Tensor) -> torch.Tensor:
+    """Sugar's triple kernel as a local cost [B, N, M]. A slice is two blocks, compared by the
+    squared distance of their L2-normalised forms: two images or two texts compare their first
+    blocks (an image-only or text-only encoder: DINOv2, BGE in the paper), an image and a text
+    their second (CLIP). first [B, N, Df] (zero-pad the narrower modality), second [B, N, Ds],
+    is_image bool [B, N]; likewise for y."""
+    return _C.ops.triple_kernel_cost(x_first, x_second, x_is_image, y_first, y_second, y_is_image)

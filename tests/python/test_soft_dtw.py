@@ -1,0 +1,237 @@
+"""tessera.ops: soft-DTW, GAK and the triple kernel against every path enumerated by hand,
+gradcheck in double, tslearn and pysdtw on the same inputs, and the papers' closed forms."""
+import math
+
+import pytest
+import torch
+
+import tessera.ops as ops
+
+
+def all_paths(n, m):
+    """Every monotone alignment of [0, n) x [0, m) with steps (1, 0), (0, 1), (1, 1)."""
+    out = []
+
+    def walk(i, j, path):
+        if (i, j) == (n - 1, m - 1):
+            out.append(path)
+            return
+        for di, dj in ((1, 1), (1, 0), (0, 1)):
+            if i + di < n and j + dj < m:
+                walk(i + di, j + dj, path + [(i + di, j + dj)])
+
+    walk(0, 0, [(0, 0)])
+    return out
+
+
+def brute_force(cost, gamma):
+    totals = torch.stack([sum(cost[i, j] for i, j in p) for p in all_paths(*cost.shape)])
+    return totals.min() if gamma == 0 else -gamma * torch.logsumexp(-totals / gamma, 0)
+
+
+@pytest.mark.parametrize("gamma", [1.0, 0.1, 0.0])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 4), (3, 1), (2, 3), (4, 4), (4, 3)])
+def test_soft_dtw_equals_every_path_enumerated(gamma, shape):
+    cost = torch.rand(3, *shape, dtype=torch.float64, requires_grad=True)
+    ours = ops.soft_dtw(cost, gamma)
+    ref = torch.stack([brute_force(c, gamma) for c in cost])
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    g_ours, = torch.autograd.grad(ours.sum(), cost)
+    g_ref, = torch.autograd.grad(ref.sum(), cost)
+    torch.testing.assert_close(g_ours, g_ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(ops.soft_dtw(cost.detach().float(), gamma), ref.float(), rtol=1e-6, atol=1e-6)
+
+
+def test_hard_dtw_gradient_is_the_optimal_path():
+    cost = torch.full((4, 5), 5.0, dtype=torch.float64)
+    path = [(0, 0), (1, 1), (1, 2), (2, 3), (3, 4)]
+    for i, j in path:
+        cost[i, j] = 0.1
+    cost.requires_grad_()
+    value = ops.soft_dtw(cost, 0.0)
+    assert value.item() == pytest.approx(0.5)
+    grad, = torch.autograd.grad(value, cost)
+    expected = torch.zeros_like(grad)
+    for i, j in path:
+        expected[i, j] = 1
+    assert torch.equal(grad, expected)
+
+
+def test_hard_dtw_ties_go_to_the_diagonal():
+    cost = torch.zeros(2, 2, dtype=torch.float64, requires_grad=True)  # three optimal paths
+    grad, = torch.autograd.grad(ops.soft_dtw(cost, 0.0), cost)
+    assert grad.tolist() == [[1.0, 0.0], [0.0, 1.0]]
+
+
+@pytest.mark.parametrize("gamma", [1.0, 0.3])
+def test_gradcheck_in_double(gamma):
+    cost = torch.rand(2, 5, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda c: ops.soft_dtw(c, gamma), (cost,))
+    lengths = (torch.tensor([3, 5]), torch.tensor([6, 2]))
+    assert torch.autograd.gradcheck(lambda c: ops.soft_dtw(c, gamma, lengths), (cost,))
+
+
+def test_per_pair_lengths_equal_unpadded_calls():
+    cost = torch.rand(37, 9, 11)  # over two CPU chunks of 16 pairs, the last one partly empty
+    n, m = torch.randint(1, 10, (37,)), torch.randint(1, 12, (37,))
+    padded = cost.clone().requires_grad_()
+    out = ops.soft_dtw(padded, 0.2, (n, m))
+    out.backward(torch.arange(37.0))
+    for b in range(37):
+        alone = cost[b, : n[b], : m[b]].clone().requires_grad_()
+        value = ops.soft_dtw(alone, 0.2)
+        (value * b).backward()
+        torch.testing.assert_close(out[b], value, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(padded.grad[b, : n[b], : m[b]], alone.grad, rtol=1e-5, atol=1e-6)
+        outside = padded.grad[b].clone()
+        outside[: n[b], : m[b]] = 0
+        assert not outside.any(), f"pair {b}: gradient in the padding"
+
+
+def test_against_tslearn_on_series_and_cost():
+    from tslearn.metrics import soft_dtw as ts_soft_dtw
+    from tslearn.metrics.soft_dtw_loss_pytorch import _SoftDTWLossPyTorch
+
+    x, y = torch.randn(7, 3, dtype=torch.float64), torch.randn(10, 3, dtype=torch.float64)
+    cost = torch.cdist(x, y).square()
+    for gamma in (1.0, 0.1):
+        assert ops.soft_dtw(cost, gamma).item() == pytest.approx(ts_soft_dtw(x.numpy(), y.numpy(), gamma=gamma),
+                                                                 rel=1e-10)
+    batch = torch.rand(4, 8, 6, dtype=torch.float64, requires_grad=True)
+    ref_in = batch.detach().clone().requires_grad_()
+    ours, ref = ops.soft_dtw(batch, 0.5), _SoftDTWLossPyTorch.apply(ref_in, 0.5)
+    # tslearn's loss passes its tables through torch.Tensor(...), i.e. float32, even for double input
+    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-6)
+    ours.sum().backward()
+    ref.sum().backward()
+    torch.testing.assert_close(batch.grad, ref_in.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_against_pysdtw_with_packed_sequences():
+    import pysdtw
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    n, m = torch.tensor([7, 3, 5, 1]), torch.tensor([2, 6, 6, 4])
+    x, y = torch.randn(4, 7, 3, dtype=torch.float64), torch.randn(4, 6, 3, dtype=torch.float64)
+    ref = pysdtw.SoftDTW(gamma=0.5, use_cuda=False, dist_func=pysdtw.distance.pairwise_l2_squared_exact)(
+        pack_padded_sequence(x, n, batch_first=True, enforce_sorted=False),
+        pack_padded_sequence(y, m, batch_first=True, enforce_sorted=False))
+    cost = (x.unsqueeze(2) - y.unsqueeze(1)).square().sum(-1)
+    # pysdtw's CPU path also returns its table through torch.Tensor(...): float32
+    torch.testing.assert_close(ops.soft_dtw(cost, 0.5, (n, m)), ref, rtol=1e-6, atol=1e-6)
+
+
+def test_long_sequences_stay_finite_in_float32():
+    cost = (torch.rand(2, 512, 512, dtype=torch.float64) * 4).requires_grad_()
+    ref = ops.soft_dtw(cost, 0.1)
+    ref.sum().backward()
+    c32 = cost.detach().float().requires_grad_()
+    out = ops.soft_dtw(c32, 0.1)
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(c32.grad).all()
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=0)
+    # R ~ 600 holds ~6e-5 absolute in float32 and each weight's exponent divides that by gamma;
+    # normalised weights keep the alignment mass exact, so E stays within ~2e-4 of float64's
+    torch.testing.assert_close(c32.grad.double(), cost.grad, rtol=0, atol=1e-3)
+    # the expected alignment of a path-sum: entries in [0, 1], at least one full path's mass
+    assert c32.grad.min() >= 0 and c32.grad.max() <= 1 + 1e-5
+
+
+def _gak_by_the_definition(x, y, sigma):
+    """Cuturi's sum-product recursion written out: M[i, j] = (M[i, j-1] + M[i-1, j-1] + M[i-1, j]) k(x_i, y_j)."""
+    n, m = len(x), len(y)
+    phi = torch.cdist(x, y).square() / (2 * sigma**2)
+    k = torch.exp(-(phi + torch.log(2 - torch.exp(-phi))))
+    M = [[0.0] * (m + 1) for _ in range(n + 1)]
+    M[0][0] = 1.0
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            M[i][j] = (M[i][j - 1] + M[i - 1][j - 1] + M[i - 1][j]) * k[i - 1, j - 1].item()
+    return M[n][m]
+
+
+def test_gak_against_the_definition_and_tslearn():
+    from tslearn.metrics import gak as ts_gak, unnormalized_gak
+
+    x, y = torch.randn(5, 2, dtype=torch.float64), torch.randn(7, 2, dtype=torch.float64)
+    raw = ops.gak(x, y, sigma=1.5, normalized=False).item()
+    assert raw == pytest.approx(_gak_by_the_definition(x, y, 1.5), rel=1e-10)
+    assert raw == pytest.approx(unnormalized_gak(x.numpy(), y.numpy(), sigma=1.5), rel=1e-10)
+    assert ops.gak(x, y, sigma=1.5).item() == pytest.approx(ts_gak(x.numpy(), y.numpy(), sigma=1.5), rel=1e-10)
+
+
+def test_gak_delta_bandwidth_per_pair_and_lengths():
+    x, y = torch.randn(3, 6, 4, dtype=torch.float64), torch.randn(3, 5, 4, dtype=torch.float64)
+    n, m = torch.tensor([6, 2, 4]), torch.tensor([5, 5, 1])
+    batched = ops.gak(x, y, delta=0.7, lengths=(n, m))
+    for b in range(3):
+        sigma = 0.7 * math.sqrt((n[b] + m[b]).item() / 2)
+        alone = ops.gak(x[b, : n[b]], y[b, : m[b]], sigma=sigma)
+        assert batched[b].item() == pytest.approx(alone.item(), rel=1e-10)
+
+
+def test_normalized_gak_is_one_on_the_diagonal_and_one_slice_is_s_over_2_minus_s():
+    x = torch.randn(4, 6, 3, dtype=torch.float64)
+    torch.testing.assert_close(ops.gak(x, x, delta=0.5), torch.ones(4, dtype=torch.float64))
+    a, b = torch.nn.functional.normalize(torch.randn(2, 1, 8, dtype=torch.float64), dim=-1)
+    delta = 0.6
+    s = math.exp(-(1 - torch.dot(a[0], b[0]).item()) / delta**2)  # |a-b|^2 = 2 (1 - cos) for unit vectors
+    assert ops.gak(a, b, delta=delta).item() == pytest.approx(s / (2 - s), rel=1e-10)
+
+
+def test_gak_is_differentiable_in_double():
+    x = torch.randn(2, 4, 3, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: ops.gak(a, b, delta=1.3), (x, y))
+
+
+def test_triple_kernel_cost_against_the_formula():
+    B, N, M = 2, 3, 4
+    xf, yf = torch.randn(B, N, 5), torch.randn(B, M, 5)
+    xs, ys = torch.randn(B, N, 6), torch.randn(B, M, 6)
+    xi, yi = torch.rand(B, N) > 0.5, torch.rand(B, M) > 0.5
+    cost = ops.triple_kernel_cost(xf, xs, xi, yf, ys, yi)
+    unit = torch.nn.functional.normalize
+    for b in range(B):
+        for i in range(N):
+            for j in range(M):
+                first = xi[b, i] == yi[b, j]
+                u, v = (xf[b, i], yf[b, j]) if first else (xs[b, i], ys[b, j])
+                expected = (unit(u, dim=0) - unit(v, dim=0)).square().sum()
+                assert cost[b, i, j].item() == pytest.approx(expected.item(), abs=1e-5)
+    same = ops.gak_from_cost(ops.triple_kernel_cost(xf, xs, xi, xf, xs, xi),
+                             ops.triple_kernel_cost(xf, xs, xi, xf, xs, xi),
+                             ops.triple_kernel_cost(xf, xs, xi, xf, xs, xi), delta=0.5)
+    torch.testing.assert_close(same, torch.ones(B))
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: ops.soft_dtw(torch.rand(2, 3, 4, 5)), "must be \\[B, N, M\\] or \\[N, M\\]"),
+    (lambda: ops.soft_dtw(torch.rand(2, 0, 4)), "at least one step"),
+    (lambda: ops.soft_dtw(torch.rand(3, 4), gamma=-1), "gamma must be >= 0"),
+    (lambda: ops.soft_dtw(torch.tensor([[0.0, float("nan")]])), "non-finite entry at \\[0, 0, 1\\]"),
+    (lambda: ops.soft_dtw(torch.rand(2, 3, 4), lengths=(torch.tensor([3, 4]), torch.tensor([4, 4]))),
+     "x_lengths\\[1\\] = 4 is out of range"),
+    (lambda: ops.soft_dtw(torch.rand(2, 3, 4), lengths=(torch.tensor([3, 3]), torch.tensor([0, 4]))),
+     "y_lengths\\[0\\] = 0 is out of range"),
+    (lambda: ops.soft_dtw(torch.rand(2, 3, 4), lengths=(torch.tensor([3]), torch.tensor([4]))),
+     "x_lengths must be \\[2\\]"),
+    (lambda: ops.soft_dtw(torch.rand(2, 3, 4), lengths=torch.tensor([3, 4])), "must be a pair"),
+    (lambda: ops.gak(torch.rand(2, 3, 4), torch.rand(2, 3, 5)), "same batch size and feature width"),
+    (lambda: ops.gak(torch.rand(2, 3, 4), torch.rand(3, 4)), "both be"),
+    (lambda: ops.gak(torch.rand(3, 4), torch.rand(3, 4), sigma=1.0, delta=1.0), "sigma or delta"),
+    (lambda: ops.gak(torch.rand(3, 4), torch.rand(3, 4), sigma=0.0), "sigma must be > 0"),
+    (lambda: ops.gak_from_cost(torch.rand(2, 3, 4)), "x-x cost"),
+    (lambda: ops.gak_from_cost(-torch.rand(2, 3, 4), normalized=False), "must be >= 0"),
+    (lambda: ops.triple_kernel_cost(torch.rand(2, 3, 4), torch.rand(2, 3, 6), torch.ones(2, 3, dtype=torch.bool),
+                                    torch.rand(2, 5, 4), torch.rand(2, 5, 7), torch.ones(2, 5, dtype=torch.bool)),
+     "y_second has shape"),
+])
+def test_bad_input_is_a_value_error_naming_it(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_integer_cost_is_a_type_error():
+    with pytest.raises(TypeError, match="float32 or float64"):
+        ops.soft_dtw(torch.ones(3, 3, dtype=torch.long))
