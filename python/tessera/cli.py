@@ -53,14 +53,29 @@ def _eval(args) -> int:
         raise ValueError("--random-init goes with --probe")
     if not args.recipe:
         raise ValueError("eval needs --recipe (its task, data and eval sections), or --probe")
-    recipe = load_recipe(args.recipe, args.set + (["eval.retrieval=true"] if args.retrieval else []))
+    split_file = args.retrieval if isinstance(args.retrieval, str) else None
+    recipe = load_recipe(args.recipe, args.set + (["eval.retrieval=true"] if args.retrieval is True else []))
     from .train.checkpoint import check_eval_checkpoint, resolve_checkpoint
 
     task = build_task(recipe)
+    split = None
+    if split_file:  # read and checked (every image file) before the model is loaded
+        from .eval.caption_retrieval import load_retrieval_split
+
+        split = load_retrieval_split(split_file, args.split, args.image_root)
     folder = resolve_checkpoint(args.checkpoint, "eval checkpoint")
     check_eval_checkpoint(folder, task)  # checksums and model type, before anything is built
     model = task.load_model(folder).eval()
-    metrics = task.evaluate(model, final=False)
+    if split is not None:
+        from .eval.caption_retrieval import caption_retrieval_evaluate
+
+        if not hasattr(model, "get_image_features") or not hasattr(task, "tokenizer"):
+            raise ValueError(f"--retrieval FILE needs a two-tower model (CLIP); task {recipe.task!r} has "
+                             f"{type(model).__name__}")
+        metrics = caption_retrieval_evaluate(model, split, task.tokenizer, recipe.data.image_size,
+                                             recipe.data.context_length)
+    else:
+        metrics = task.evaluate(model, final=False)
     print(json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, indent=2))
     return 0
 
@@ -146,7 +161,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     e = sub.add_parser("eval", help="evaluate a checkpoint folder with a recipe's task, or probe its encoder")
     e.add_argument("checkpoint", help="checkpoint or run folder (its newest checkpoint); with --probe also 'pixels'")
     e.add_argument("--recipe", help="recipe whose task, data and eval sections to use")
-    e.add_argument("--retrieval", action="store_true", help="CLIP: also image-text retrieval")
+    e.add_argument("--retrieval", nargs="?", const=True, default=False, metavar="SPLIT_FILE",
+                   help="CLIP: also image-text retrieval on the recipe's eval data; with a file, R@1/5/10 on "
+                        "it instead (coco:dataset_coco.json, flickr30k:dataset_flickr30k.json, annotations:list.json)")
+    e.add_argument("--split", default="test", help="--retrieval FILE: the Karpathy split (test, val, ...)")
+    e.add_argument("--image-root", help="--retrieval FILE: the folder image paths are relative to "
+                   "(default: the file's folder)")
     e.add_argument("--probe", action="store_true", help="linear-probe and k-NN accuracy of the encoder's features "
                    "on Fashion-MNIST")
     e.add_argument("--random-init", action="store_true", help="--probe the same architecture, untrained")

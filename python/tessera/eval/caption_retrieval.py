@@ -1,0 +1,181 @@
+"""Image-text retrieval as the CLIP, ALBEF and BLIP-2 papers report it on COCO and Flickr30k:
+every image of the split embedded once, each with its (usually five) captions. Image->text is a
+hit at K when any of the image's captions is among its K nearest texts; text->image when the
+caption's image is among its K nearest images. R@1/5/10 per direction and their mean.
+
+Splits come from Karpathy's files (`dataset_coco.json`, `dataset_flickr30k.json`: images with a
+"split" and "sentences") or LAVIS's annotation lists (`coco_karpathy_test.json`: [{"image",
+"caption": [...]}], or one caption per entry, grouped by image):
+
+    split = load_retrieval_split("coco:/data/coco/dataset_coco.json", split="test",
+                                 image_root="/data/coco/images")
+    metrics = caption_retrieval_evaluate(clip, split, tessera.tokenize, image_size=224)
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..io import read_json
+
+KINDS = ("coco", "flickr30k", "annotations")
+
+
+@dataclass
+class RetrievalSplit:
+    name: str
+    images: List[str]          # resolved image paths, one per image
+    captions: List[str]
+    caption_image: List[int]   # the image index of every caption
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def _caption(text, where: str) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"{where}: a caption must be a non-empty string, got {text!r}")
+    return text.strip()
+
+
+def read_karpathy(path: str, split: str = "test", image_root: Optional[str] = None) -> RetrievalSplit:
+    """One split of a Karpathy file; image paths are image_root/filepath/filename (image_root:
+    the file's folder by default; Flickr30k's entries have no filepath)."""
+    data = read_json(path, "a Karpathy split file")
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise ValueError(f"{path}: expected Karpathy's layout, an object with an 'images' list")
+    root = image_root if image_root is not None else os.path.dirname(os.path.abspath(path))
+    images, captions, owner = [], [], []
+    counts: Dict[str, int] = {}
+    for i, entry in enumerate(data["images"]):
+        where = f"{path}: images[{i}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("filename"), str):
+            raise ValueError(f"{where}: needs a 'filename' string")
+        s = entry.get("split")
+        counts[str(s)] = counts.get(str(s), 0) + 1
+        if s != split:
+            continue
+        sentences = entry.get("sentences")
+        where = f"{where} ({entry['filename']})"
+        if not isinstance(sentences, list) or not sentences:
+            raise ValueError(f"{where}: needs a non-empty 'sentences' list")
+        for j, sentence in enumerate(sentences):
+            raw = sentence.get("raw") if isinstance(sentence, dict) else None
+            captions.append(_caption(raw, f"{where}: sentences[{j}].raw"))
+            owner.append(len(images))
+        images.append(os.path.join(root, entry.get("filepath", ""), entry["filename"]))
+    if not images:
+        found = ", ".join(f"{k} ({v})" for k, v in sorted(counts.items())) or "none"
+        raise ValueError(f"{path}: no image in split {split!r}; the file's splits: {found}")
+    return RetrievalSplit(f"{os.path.basename(path)}:{split}", images, captions, owner)
+
+
+def read_annotations(path: str, image_root: Optional[str] = None) -> RetrievalSplit:
+    """LAVIS's annotation list: [{"image": path, "caption": str or [str, ...]}], entries of one
+    image grouped (in order of first appearance)."""
+    data = read_json(path, "an annotation list")
+    if not isinstance(data, list) or not data:
+        raise ValueError(f"{path}: expected a non-empty list of {{'image', 'caption'}} entries")
+    root = image_root if image_root is not None else os.path.dirname(os.path.abspath(path))
+    index: Dict[str, int] = {}
+    images, captions, owner = [], [], []
+    for i, entry in enumerate(data):
+        where = f"{path}: [{i}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("image"), str) or "caption" not in entry:
+            raise ValueError(f"{where}: needs an 'image' string and a 'caption'")
+        texts = entry["caption"] if isinstance(entry["caption"], list) else [entry["caption"]]
+        if not texts:
+            raise ValueError(f"{where} ({entry['image']}): empty caption list")
+        k = index.setdefault(entry["image"], len(images))
+        if k == len(images):
+            images.append(os.path.join(root, entry["image"]))
+        for j, t in enumerate(texts):
+            captions.append(_caption(t, f"{where} ({entry['image']}): caption[{j}]"))
+            owner.append(k)
+    return RetrievalSplit(os.path.basename(path), images, captions, owner)
+
+
+def load_retrieval_split(spec: str, split: str = "test", image_root: Optional[str] = None) -> RetrievalSplit:
+    """`coco:PATH` / `flickr30k:PATH` (Karpathy files), `annotations:PATH` (LAVIS lists), or a bare
+    PATH (Karpathy when it holds an 'images' object, else an annotation list). Every image file
+    must exist (checked before anything is embedded)."""
+    kind, sep, path = spec.partition(":")
+    if not sep or kind not in KINDS:
+        kind, path = "", spec
+    if kind in ("coco", "flickr30k"):
+        out = read_karpathy(path, split, image_root)
+    elif kind == "annotations":
+        out = read_annotations(path, image_root)
+    else:
+        data = read_json(path, "a retrieval split file")
+        out = read_karpathy(path, split, image_root) if isinstance(data, dict) else read_annotations(path, image_root)
+    missing = [p for p in out.images if not os.path.isfile(p)]
+    if missing:
+        raise FileNotFoundError(f"{path}: {len(missing)} of {len(out.images)} images not found, first {missing[0]!r}"
+                                " (set image_root / --image-root to the folder the paths are relative to)")
+    return out
+
+
+@torch.no_grad()
+def multi_caption_recall(image_embeds: torch.Tensor, text_embeds: torch.Tensor, caption_image: Sequence[int],
+                         ks: Sequence[int] = (1, 5, 10),
+                         score: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
+                         block: int = 1024) -> Dict[str, float]:
+    """R@K both ways (fractions) and their mean. `score(images, texts) -> [I, T]` replaces the
+    dot product (BLIP-2: the best query). Scores are computed in blocks of queries, so a 5K x 25K
+    split never holds the whole matrix."""
+    owner = torch.as_tensor(list(caption_image), dtype=torch.long)
+    n_img, n_txt = image_embeds.shape[0], text_embeds.shape[0]
+    if owner.numel() != n_txt or (n_txt and (owner.min() < 0 or owner.max() >= n_img)):
+        raise ValueError(f"caption_image must give each of the {n_txt} captions an image index in [0, {n_img})")
+    sim = score or (lambda a, b: a @ b.T)
+    k_max = max(ks)
+    i2t_rank = torch.empty(n_img, dtype=torch.long)  # rank of the best-placed own caption
+    for s in range(0, n_img, block):
+        scores = sim(image_embeds[s:s + block], text_embeds).float()
+        top = scores.topk(min(k_max, n_txt), dim=1).indices
+        own = owner[top] == torch.arange(s, s + scores.shape[0]).unsqueeze(1)
+        i2t_rank[s:s + scores.shape[0]] = torch.where(own.any(1), own.float().argmax(1), k_max)
+    t2i_rank = torch.empty(n_txt, dtype=torch.long)
+    for s in range(0, n_txt, block):
+        scores = sim(image_embeds, text_embeds[s:s + block]).float().T
+        top = scores.topk(min(k_max, n_img), dim=1).indices
+        own = top == owner[s:s + scores.shape[0]].unsqueeze(1)
+        t2i_rank[s:s + scores.shape[0]] = torch.where(own.any(1), own.float().argmax(1), k_max)
+    out: Dict[str, float] = {}
+    for k in ks:
+        out[f"image_to_text_R@{k}"] = (i2t_rank < k).float().mean().item()
+    for k in ks:
+        out[f"text_to_image_R@{k}"] = (t2i_rank < k).float().mean().item()
+    out["mean_recall"] = sum(out.values()) / len(out)
+    return out
+
+
+@torch.no_grad()
+def caption_retrieval_evaluate(model, split: RetrievalSplit, tokenizer, image_size: int, context_length: int = 77,
+                               batch_size: int = 64, ks: Sequence[int] = (1, 5, 10),
+                               image_features: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+                               text_features: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+                               score=None) -> Dict[str, float]:
+    """Embeds the split's images once (CLIP's evaluation transform at `image_size`) and its
+    captions, then `multi_caption_recall`. `image_features` / `text_features` default to the
+    model's normalised get_image_features / get_text_features."""
+    from ..data.transforms import ImageTransform, clip_transform, read_image
+
+    device = next(model.parameters()).device
+    image_features = image_features or (lambda px: F.normalize(model.get_image_features(px).float(), dim=-1))
+    text_features = text_features or (lambda ids: F.normalize(model.get_text_features(ids).float(), dim=-1))
+    transform = ImageTransform(clip_transform(image_size))
+    images = []
+    for s in range(0, len(split.images), batch_size):
+        pixels = torch.stack([transform(read_image(p)) for p in split.images[s:s + batch_size]])
+        images.append(image_features(pixels.to(device)).cpu())
+    texts = [text_features(tokenizer(split.captions[s:s + batch_size], context_length=context_length).to(device)).cpu()
+             for s in range(0, len(split.captions), batch_size)]
+    out = multi_caption_recall(torch.cat(images), torch.cat(texts), split.caption_image, ks, score)
+    out.update(num_images=len(split.images), num_captions=len(split.captions))
+    return out

@@ -1,0 +1,139 @@
+"""Retrieval in the papers' format (tessera.eval.caption_retrieval): Karpathy files and LAVIS
+annotation lists read exactly, R@K against the definition written out here, bad files named."""
+import json
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tessera
+from tessera import _C
+from tessera.eval import caption_retrieval as cr
+
+
+def recall_by_definition(sim, owner, k):
+    """sim [I, T]. i2t: any own caption among the image's K best texts; t2i: own image among K best."""
+    n_img, n_txt = len(sim), len(sim[0])
+    sim = [list(row) for row in sim]
+    i2t = sum(any(owner[t] == i for t in sorted(range(n_txt), key=lambda t: -sim[i][t])[:k]) for i in range(n_img))
+    t2i = sum(owner[t] in sorted(range(n_img), key=lambda i: -sim[i][t])[:k] for t in range(n_txt))
+    return i2t / n_img, t2i / n_txt
+
+
+def test_recall_equals_the_definition_on_random_scores():
+    g = torch.Generator().manual_seed(0)
+    img, txt = torch.randn(23, 8, generator=g), torch.randn(23 * 5 - 3, 8, generator=g)
+    owner = [t % 23 for t in range(txt.shape[0])]
+    out = cr.multi_caption_recall(img, txt, owner, ks=(1, 5, 10), block=7)  # blocks smaller than the split
+    sim = (img @ txt.T).tolist()
+    for k in (1, 5, 10):
+        i2t, t2i = recall_by_definition(sim, owner, k)
+        assert out[f"image_to_text_R@{k}"] == pytest.approx(i2t)
+        assert out[f"text_to_image_R@{k}"] == pytest.approx(t2i)
+    assert out["mean_recall"] == pytest.approx(sum(v for key, v in out.items() if "R@" in key) / 6)
+
+
+def test_known_answers():
+    # image 0 owns captions 0, 1; image 1 owns caption 2. Caption 1 points at image 1 instead.
+    img = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    txt = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.1, 0.9]])
+    out = cr.multi_caption_recall(img, txt, [0, 0, 1], ks=(1, 2))
+    assert out["image_to_text_R@1"] == 1.0        # each image's best text is its own
+    assert out["text_to_image_R@1"] == pytest.approx(2 / 3)
+    assert out["text_to_image_R@2"] == 1.0
+
+
+def _png(path, value):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(_C.data.encode_png(torch.full((8, 8, 3), value, dtype=torch.uint8)))
+
+
+def _karpathy(tmp_path, images=4):
+    entries = []
+    for i in range(images):
+        split = "test" if i % 2 == 0 else "train"
+        _png(str(tmp_path / "val2014" / f"{i}.png"), 40 * i)
+        entries.append({"filepath": "val2014", "filename": f"{i}.png", "split": split, "imgid": i,
+                        "sentences": [{"raw": f" image {i} caption {j} ", "tokens": []} for j in range(5)]})
+    path = tmp_path / "dataset_coco.json"
+    path.write_text(json.dumps({"images": entries, "dataset": "coco"}))
+    return str(path)
+
+
+def test_karpathy_split_reads_every_caption_of_its_images(tmp_path):
+    split = cr.load_retrieval_split("coco:" + _karpathy(tmp_path), "test")
+    assert [os.path.basename(p) for p in split.images] == ["0.png", "2.png"]
+    assert split.captions[:2] == ["image 0 caption 0", "image 0 caption 1"] and len(split.captions) == 10
+    assert split.caption_image == [0] * 5 + [1] * 5
+
+
+def test_annotation_list_groups_captions_by_image(tmp_path):
+    for name in ("a", "b"):
+        _png(str(tmp_path / "img" / f"{name}.png"), 10)
+    path = tmp_path / "coco_karpathy_test.json"
+    path.write_text(json.dumps([{"image": "img/a.png", "caption": ["one", "two"]},
+                                {"image": "img/b.png", "caption": "three"}, {"image": "img/a.png", "caption": "four"}]))
+    split = cr.load_retrieval_split(str(path))
+    assert split.captions == ["one", "two", "three", "four"] and split.caption_image == [0, 0, 1, 0]
+
+
+def test_bad_files_are_named(tmp_path):
+    path = _karpathy(tmp_path)
+    with pytest.raises(ValueError, match=r"no image in split 'restval'; the file's splits: test \(2\), train \(2\)"):
+        cr.load_retrieval_split("coco:" + path, "restval")
+    os.remove(tmp_path / "val2014" / "2.png")
+    with pytest.raises(FileNotFoundError, match=r"1 of 2 images not found, first .*2\.png"):
+        cr.load_retrieval_split("coco:" + path, "test")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"images": [{"filename": "x.png", "split": "test", "sentences": [{"raw": ""}]}]}))
+    with pytest.raises(ValueError, match=r"images\[0\] \(x\.png\): sentences\[0\]\.raw: a caption must be"):
+        cr.load_retrieval_split("coco:" + str(bad))
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps([{"image": "a.png", "caption": []}]))
+    with pytest.raises(ValueError, match=r"\[0\] \(a\.png\): empty caption list"):
+        cr.load_retrieval_split(str(empty))
+
+
+def test_a_clip_model_end_to_end_equals_its_own_embeddings(tmp_path):
+    split = cr.load_retrieval_split("coco:" + _karpathy(tmp_path, images=6), "test")
+    cfg = {"projection_dim": 16,
+           "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                             "num_attention_heads": 2, "image_size": 16, "patch_size": 8},
+           "text_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                           "num_attention_heads": 2}}
+    model = tessera.CLIPModel(cfg).eval()
+    out = cr.caption_retrieval_evaluate(model, split, tessera.tokenize, image_size=16, batch_size=2)
+    assert out["num_images"] == 3 and out["num_captions"] == 15
+    transform = tessera.data.ImageTransform(tessera.data.clip_transform(16))
+    with torch.no_grad():
+        px = torch.stack([transform(tessera.data.read_image(p)) for p in split.images])
+        img = F.normalize(model.get_image_features(px), dim=-1)
+        txt = F.normalize(model.get_text_features(tessera.tokenize(split.captions)), dim=-1)
+    i2t, t2i = recall_by_definition((img @ txt.T).tolist(), split.caption_image, 1)
+    assert out["image_to_text_R@1"] == pytest.approx(i2t) and out["text_to_image_R@1"] == pytest.approx(t2i)
+
+
+@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"), reason="no Fashion-MNIST")
+def test_eval_cli_with_a_karpathy_file(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from test_train import tiny_recipe
+
+    recipe = tiny_recipe()
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    tessera.CLIPModel(recipe["model"]["config"]).save_pretrained(str(tmp_path / "ckpt"))
+    split_file = _karpathy(tmp_path / "coco", images=6)
+    cmd = [sys.executable, "-m", "tessera.cli", "eval", str(tmp_path / "ckpt"), "--recipe", str(tmp_path / "r.yaml"),
+           "--retrieval", "coco:" + split_file, "--split", "test"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    metrics = json.loads(run.stdout)
+    assert metrics["num_images"] == 3 and metrics["num_captions"] == 15 and 0 <= metrics["mean_recall"] <= 1
+    run = subprocess.run(cmd[:-1] + ["val"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "no image in split 'val'" in run.stderr
