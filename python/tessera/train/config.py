@@ -64,6 +64,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     max_bad_steps: int = 5                  # consecutive non-finite losses before stopping
     threads: int = 0                        # torch threads per process (0: cores / processes)
+    log_to: List[str] = field(default_factory=lambda: ["jsonl"])  # jsonl | tensorboard (tracking.py)
 
     def validate(self, where: str) -> None:
         _check(self.steps >= 1, f"{where}.steps must be >= 1, got {self.steps}")
@@ -75,6 +76,9 @@ class TrainConfig:
             _check(getattr(self, name) >= 0, f"{where}.{name} must be >= 0, got {getattr(self, name)}")
         _check(self.keep_checkpoints >= 1, f"{where}.keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
         _check(self.max_bad_steps >= 1, f"{where}.max_bad_steps must be >= 1, got {self.max_bad_steps}")
+        from .tracking import check_log_to
+
+        check_log_to(self.log_to, f"{where}.log_to")
 
 
 @dataclass

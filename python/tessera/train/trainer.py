@@ -108,15 +108,18 @@ class Trainer:
         self.info = info or init_distributed()
         self.progress = progress and self.info.is_main
         self.metrics_path = os.path.join(out_dir, "metrics.jsonl")
+        self.tensorboard = None  # a TensorBoardSink while fit runs, with train.log_to: [.., tensorboard]
         if hasattr(task, "out_dir"):
             task.out_dir = out_dir
 
     # ---- helpers ------------------------------------------------------------------------
-    def _log(self, row: Dict[str, Any]) -> None:
+    def _log(self, row: Dict[str, Any], kind: str = "train") -> None:
         if not self.info.is_main:
             return
         with open(self.metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
+        if self.tensorboard is not None:
+            self.tensorboard.log(row, kind)
 
     def _truncate_metrics(self, step: int) -> None:
         """On resume, forget rows logged after the checkpoint (they will be logged again)."""
@@ -329,6 +332,10 @@ class Trainer:
             self._truncate_metrics(step)
         elif info.is_main and os.path.exists(self.metrics_path):
             os.remove(self.metrics_path)
+        if info.is_main and "tensorboard" in cfg.train.log_to:
+            from .tracking import TensorBoardSink
+
+            self.tensorboard = TensorBoardSink(self.out_dir, purge_step=step + 1 if ckpt else None)
         total = cfg.train.steps
         if ckpt and step >= total and info.is_main:
             print(f"{ckpt}: the run is complete ({step}/{total} steps); evaluating it "
@@ -363,7 +370,9 @@ class Trainer:
             if step % cfg.train.log_every == 0 or step == total:
                 now = time.time()
                 rate = samples / max(now - last_t, 1e-9)
-                row = {"step": step, "lr": scheduler.get_last_lr()[0], "samples_per_s": rate, **terms}
+                lrs = scheduler.get_last_lr()
+                per_group = {f"lr_{i}": v for i, v in enumerate(lrs)} if len(lrs) > 1 else {}
+                row = {"step": step, "lr": lrs[0], **per_group, "samples_per_s": rate, **terms}
                 self._log(row)
                 last_t, samples = now, 0
                 if bar:
@@ -397,6 +406,10 @@ class Trainer:
             _C.core.write_file_atomic(os.path.join(self.out_dir, "summary.json"),
                                       (json.dumps(summary, indent=2) + "\n").encode())
             self.task.plot(self.out_dir, self.metrics_path, metrics)
+            if self.tensorboard is not None:
+                self.tensorboard.pictures(self.out_dir, step)
+                self.tensorboard.close()
+                self.tensorboard = None
         return summary
 
     # ---- checkpoints and evaluation -------------------------------------------------------
@@ -445,5 +458,5 @@ class Trainer:
             metrics = self.task.evaluate(model, final=final)
         if not self.info.is_main:
             return {}
-        self._log({"step": step, **{k: v for k, v in metrics.items() if isinstance(v, float)}})
+        self._log({"step": step, **{k: v for k, v in metrics.items() if isinstance(v, float)}}, "eval")
         return metrics
