@@ -253,3 +253,17 @@ def test_language_model_pretraining_learns(data, tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert abs(json.loads(run.stdout)["perplexity"] - s["perplexity"]) < 1e-3 * s["perplexity"]
+
+
+def test_caption_metrics_score_the_answers_themselves(data):
+    pytest.importorskip("pycocoevalcap")
+    from tessera.eval.captioning import caption_metrics
+
+    r = llava_recipe(data)
+    r["eval"]["caption_metrics"] = True
+    task = task_of(r)
+    out = task.evaluate(task.build_model())
+    answers = task.last_answers
+    expected = caption_metrics({i: a["answer"] for i, a in enumerate(answers)},
+                               {i: [a["reference"]] for i, a in enumerate(answers)})
+    assert out["BLEU-4"] == pytest.approx(expected["BLEU-4"]) and out["CIDEr-D"] == pytest.approx(expected["CIDEr-D"])

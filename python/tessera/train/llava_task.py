@@ -66,6 +66,7 @@ class LlavaEval:
     max_samples: int = 0                    # held-out questions answered per evaluation (0: all)
     max_new_tokens: int = 12
     batch_size: int = 64
+    caption_metrics: bool = False           # also BLEU-4 and CIDEr-D of the answers (pycocoevalcap)
 
     def validate(self, where: str) -> None:
         require(self.max_samples >= 0, f"{where}.max_samples must be >= 0 (0: all), got {self.max_samples}")
@@ -264,6 +265,12 @@ class LlavaTask(Task):
         out = {"answer_accuracy": sum(sum(v) for v in right.values()) / max(1, sum(len(v) for v in right.values()))}
         if len(right) > 1 or "all" not in right:
             out.update({f"accuracy_{k}": sum(v) / len(v) for k, v in sorted(right.items())})
+        if cfg.caption_metrics:
+            from ..eval.captioning import caption_metrics
+
+            scores = caption_metrics({i: a["answer"] for i, a in enumerate(self.last_answers)},
+                                     {i: [a["reference"]] for i, a in enumerate(self.last_answers)})
+            out.update({k: v for k, v in scores.items() if k in ("BLEU-4", "CIDEr-D")})
         if final and self.out_dir and self.rank == 0:
             from ..io import write_json
 
