@@ -26,6 +26,7 @@ from typing import Dict, List, Tuple
 from .. import _C
 from ..chat import load_template, render_text
 from ..cli_types import non_negative_int
+from .manifest import ensure_generated
 from ..io import write_json
 from ..schema import require
 from .datasets import FASHION_MNIST_ROOT, FashionMNIST
@@ -193,16 +194,7 @@ def _plain_text(sample: Dict) -> str:
 
 def ensure(out: str, **kwargs) -> Dict:
     """The data set at `out`, generated unless a manifest with the same arguments is there."""
-    path = os.path.join(out, "manifest.json")
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            manifest = json.load(f)
-        wanted = {"version": VERSION, **kwargs}
-        if "root" in wanted:
-            wanted["root"] = os.path.abspath(wanted["root"])
-        if all(manifest.get(k) == v for k, v in wanted.items()):
-            return manifest
-    return generate(out, **kwargs)
+    return ensure_generated(out, VERSION, generate, **kwargs)
 
 
 def main(argv=None) -> int:

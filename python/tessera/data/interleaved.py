@@ -29,6 +29,7 @@ import shutil
 from typing import Dict, List, Tuple
 
 from ..cli_types import non_negative_int
+from .manifest import ensure_generated
 from ..io import write_atomic, write_json
 from ..schema import require
 from .datasets import FASHION_MNIST_ROOT, FashionMNIST
@@ -152,16 +153,7 @@ def generate(out: str, sequences: int = 4000, scenes: int = 1000, heldout_sequen
 
 def ensure(out: str, **kwargs) -> Dict:
     """The data set at `out`, generated unless a manifest with the same arguments is there."""
-    path = os.path.join(out, "manifest.json")
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            manifest = json.load(f)
-        wanted = {"version": VERSION, **kwargs}
-        if "root" in wanted:
-            wanted["root"] = os.path.abspath(wanted["root"])
-        if all(manifest.get(k) == v for k, v in wanted.items()):
-            return manifest
-    return generate(out, **kwargs)
+    return ensure_generated(out, VERSION, generate, **kwargs)
 
 
 def main(argv=None) -> int:
