@@ -3,6 +3,7 @@
 #                 answers questions about held-out images, on Fashion-MNIST (embedded data)
 #   make llava  — the LLaVA part alone (after the CLIP demo), plus stage 2 with LoRA
 #   make blip2  — BLIP-2 stage 1 on the CLIP demo's tower, then stage 2 through LLaVA (Q-Former projector)
+#   make sugar  — Sugar (L_g + alpha L_d) and its L_g-only twin on the demo's LLaVA, interleaved data
 #   make mim    — VQ-KD, BEiT and feature-target MIM after the demo; make results — their probes
 #   make test   — build, GoogleTest (ctest), pytest
 PY      := .venv/bin/python
@@ -12,7 +13,7 @@ CLIP_BPE := python/tessera/assets/bpe_simple_vocab_16e6.txt.gz
 JOBS    ?= $(shell nproc)
 export CCACHE_DIR ?= $(HOME)/.cache/ccache
 
-.PHONY: setup build install test test-cpp test-python demo llava llava-stages blip2 mim results bench docs clean \
+.PHONY: setup build install test test-cpp test-python demo llava llava-stages blip2 sugar mim results bench docs clean \
 	sanitize fuzz fuzz-build fuzz-regressions
 
 setup:
@@ -67,6 +68,19 @@ llava: build
 	@test -d runs/demo/checkpoints || $(MAKE) demo
 	@test -d runs/demo-llava2/checkpoints || $(MAKE) --no-print-directory llava-stages
 	$(PY) -m tessera.cli train recipes/fashion_mnist_llava_lora.yaml --out runs/demo-llava-lora
+
+# Sugar after the demo (its LLaVA is the start, its CLIP and MAE runs give the targets): the
+# interleaved data, Sugar and its L_g-only twin (same data, steps, LoRA), then "What is this item?"
+# through LLaVA's chat evaluation on both (their checkpoints are plain LLaVAs).
+sugar: build
+	@test -d runs/demo/checkpoints || $(MAKE) demo
+	@test -d runs/demo-mae/checkpoints || $(PY) -m tessera.cli train recipes/fashion_mnist_mae.yaml --out runs/demo-mae
+	@test -d runs/demo-llava2/checkpoints || $(MAKE) --no-print-directory llava-stages
+	$(PY) -m tessera.data.interleaved runs/data/interleaved
+	$(PY) -m tessera.cli train recipes/fashion_mnist_sugar.yaml --out runs/demo-sugar
+	$(PY) -m tessera.cli train recipes/fashion_mnist_sugar_lg_only.yaml --out runs/demo-sugar-lg-only
+	$(PY) -m tessera.cli eval runs/demo-sugar --recipe recipes/fashion_mnist_llava_lora.yaml --set eval.max_samples=300
+	$(PY) -m tessera.cli eval runs/demo-sugar-lg-only --recipe recipes/fashion_mnist_llava_lora.yaml --set eval.max_samples=300
 
 # Masked image modeling after the demo (its CLIP model is the teacher): VQ-KD tokenizer, BEiT on
 # its tokens, feature-target MIM; ~5 minutes on 2 cores.

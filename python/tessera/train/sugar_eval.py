@@ -1,0 +1,169 @@
+"""Sugar's evaluation through the retrieval vectors r (and, for comparison, the pooled hidden
+states h the projector reads), on held-out data only.
+
+Interleaved retrieval. Each held-out sample is a sequence of 2-4 Fashion-MNIST items, each an
+image and its sentence. It is rendered twice: its images alone, in order (an image sequence), and
+its sentences alone (a text sequence). Each rendering is embedded at its last slice (the point
+whose hidden state has read the whole sequence). Image->text: each image sequence ranks every text
+sequence by cosine; a hit at k when one of the top k names the same items in the same order (the
+sample's own text sequence always does; another with the same item sequence counts too, since
+nothing tells them apart). Text->image the same way. A prefix/rest split is not used: the items of
+one sequence are drawn independently, so a prefix says nothing about the rest.
+
+Held-out target fit: the held-out samples' points (k per sample, drawn from a fixed seed),
+their M_r against M_l from the same frozen encoders (the held-out file's own cache): L_d, and
+the Pearson correlation of M_r and M_l over pairs of different samples (the part of M_l that is
+not the constant 1 within a sample).
+
+Winoground-style scores on the minimal pairs (two scenes whose shapes swap colours, a caption
+each): every image and caption embedded alone, s(c, i) the cosine. Text score: each image ranks its
+own caption first; image score: each caption ranks its own image first; group: both. Chance is
+25 / 25 / 16.7 %."""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from ..data.instruct import FASHION_NAMES
+from .interleaved_data import InterleavedSample, pair_samples, read_interleaved, read_pairs
+
+
+def item_name(text: str) -> str:
+    """The Fashion-MNIST name a sentence mentions (the longest match: "t-shirt" over "shirt")."""
+    found = [n for n in FASHION_NAMES if n in text.lower()]
+    return max(found, key=len) if found else text
+
+
+def _only(sample: InterleavedSample, kind: str) -> InterleavedSample:
+    segments = [seg for seg in sample.segments if kind in seg]
+    sid = f"{sample.id}-{kind}s"
+    return InterleavedSample(sid, segments, sample.path, f"{sample.where} ({kind}s only)",
+                             {"id": sid, "segments": segments})
+
+
+@torch.no_grad()
+def embed_samples(task, model, samples: Sequence[InterleavedSample], batch_size: int) -> Tuple[torch.Tensor, ...]:
+    """(r [N, E], h [N, D]) of each sample at its last non-empty slice."""
+    from .conversation_data import load_pixels
+    from .sugar_task import point_weights
+
+    encoded = task.encode_samples(list(samples))
+    device = model.device
+    rs, hs = [], []
+    for start in range(0, len(samples), batch_size):
+        rows = list(range(start, min(start + batch_size, len(samples))))
+        spans = [encoded.spans[i] for i in rows]
+        points = torch.tensor([[max(j for j, (a, b) in enumerate(s) if b > a)] for s in spans])
+        width = int(encoded.attention_mask[rows].sum(1).max())
+        weights = point_weights(spans, [encoded.kinds[i] for i in rows], points, width)
+        pixels = load_pixels([p for i in rows for p in encoded.images[i]], task.transform)
+        out = model(input_ids=encoded.input_ids[rows, :width].to(device),
+                    pixel_values=None if pixels is None else pixels.to(device),
+                    attention_mask=encoded.attention_mask[rows, :width].to(device), point_weights=weights.to(device))
+        rs.append(out["r"].float().cpu())
+        hs.append(out["points"].float().cpu())
+    return torch.cat(rs), torch.cat(hs)
+
+
+def recall_at(similarity: torch.Tensor, relevant: torch.Tensor, ks: Sequence[int] = (1, 5)) -> Dict[int, float]:
+    """Share of rows whose top k columns hold a relevant one (relevant: bool, same shape)."""
+    order = similarity.argsort(dim=1, descending=True)
+    hit = relevant.gather(1, order)
+    return {k: float(hit[:, :k].any(1).float().mean()) for k in ks}
+
+
+def interleaved_retrieval(task, model, path: str, limit: int, batch_size: int) -> Dict[str, float]:
+    samples = [s for s in read_interleaved(path, limit)
+               if any("image" in g for g in s.segments) and any("text" in g for g in s.segments)]
+    labels = [tuple(item_name(g["text"]) for g in s.segments if "text" in g) for s in samples]
+    relevant = torch.tensor([[a == b for b in labels] for a in labels])
+    r_img, h_img = embed_samples(task, model, [_only(s, "image") for s in samples], batch_size)
+    r_txt, h_txt = embed_samples(task, model, [_only(s, "text") for s in samples], batch_size)
+    out = {}
+    for space, (img, txt) in {"r": (r_img, r_txt), "h": (h_img, h_txt)}.items():
+        sim = F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).T
+        for direction, (s, rel) in {"i2t": (sim, relevant), "t2i": (sim.T, relevant.T)}.items():
+            for k, v in recall_at(s, rel).items():
+                out[f"retrieval_{direction}_r{k}" + ("" if space == "r" else "_hidden")] = v
+    out["retrieval_queries"] = len(samples)
+    return out
+
+
+@torch.no_grad()
+def target_fit(task, model, path: str, limit: int, batch_size: int) -> Dict[str, float]:
+    from ..losses.sugar import retrieval_similarity
+    from .conversation_data import load_pixels
+    from .interleaved_data import sample_points
+    from .sugar_targets import slice_vectors, target_matrix
+    from .sugar_task import point_weights
+
+    k = task.recipe.loss.points_per_sample
+    encoded = task.encode_samples(read_interleaved(path, limit))
+    vectors = slice_vectors(path, task.recipe.targets, task.recipe.data.image_folder, log=lambda *a: None)
+    chosen = sample_points(encoded, k, torch.Generator().manual_seed(1))
+    points = torch.tensor([c + [-1] * (k - len(c)) for c in chosen])                 # [N, k], -1: none
+    rs = []
+    for start in range(0, len(chosen), batch_size):
+        rows = list(range(start, min(start + batch_size, len(chosen))))
+        width = int(encoded.attention_mask[rows].sum(1).max())
+        w = point_weights([encoded.spans[i] for i in rows], [encoded.kinds[i] for i in rows], points[rows], width)
+        pixels = load_pixels([p for i in rows for p in encoded.images[i]], task.transform)
+        out = model(input_ids=encoded.input_ids[rows, :width].to(model.device),
+                    pixel_values=None if pixels is None else pixels.to(model.device),
+                    attention_mask=encoded.attention_mask[rows, :width].to(model.device), point_weights=w.to(model.device))
+        rs.append(out["r"].float().cpu()[points[rows].reshape(-1) >= 0])
+    r = torch.cat(rs)
+    flat = [(i, j) for i, c in enumerate(chosen) for j in c]
+    m_r, m_l = retrieval_similarity(r, r), target_matrix(vectors, flat, flat, task.recipe.targets)
+    owner = torch.tensor([i for i, _ in flat])
+    other = owner[:, None] != owner[None, :]
+    pearson = float(torch.corrcoef(torch.stack([m_r[other], m_l[other]]))[0, 1])
+    return {"heldout_l_d": float((m_r - m_l).pow(2).sum() / len(flat)), "heldout_target_pearson": pearson}
+
+
+def winoground(task, model, path: str, limit: int, batch_size: int) -> Dict[str, float]:
+    pairs = read_pairs(path)[: limit or None]
+    images: List[InterleavedSample] = []
+    captions: List[InterleavedSample] = []
+    for pair in pairs:
+        c0i0, c1i0, c0i1, c1i1 = pair_samples(pair)
+        images += [_only(c0i0, "image"), _only(c0i1, "image")]
+        captions += [_only(c0i0, "text"), _only(c1i1, "text")]
+    out = {}
+    embedded_images = embed_samples(task, model, images, batch_size)
+    embedded_captions = embed_samples(task, model, captions, batch_size)
+    for space, index in {"r": 0, "h": 1}.items():
+        img = F.normalize(embedded_images[index], dim=-1).view(len(pairs), 2, -1)
+        txt = F.normalize(embedded_captions[index], dim=-1).view(len(pairs), 2, -1)
+        s = torch.einsum("pcd,pid->pci", txt, img)                                     # s[p, caption, image]
+        text_ok = (s[:, 0, 0] > s[:, 1, 0]) & (s[:, 1, 1] > s[:, 0, 1])
+        image_ok = (s[:, 0, 0] > s[:, 0, 1]) & (s[:, 1, 1] > s[:, 1, 0])
+        suffix = "" if space == "r" else "_hidden"
+        out.update({f"winoground_text{suffix}": float(text_ok.float().mean()),
+                    f"winoground_image{suffix}": float(image_ok.float().mean()),
+                    f"winoground_group{suffix}": float((text_ok & image_ok).float().mean())})
+    out["winoground_pairs"] = len(pairs)
+    return out
+
+
+def evaluate_sugar(task, model, final: bool = False) -> Dict[str, Any]:
+    d, cfg = task.recipe.data, task.recipe.eval
+    out: Dict[str, Any] = {}
+    was_training = model.training
+    model.eval()
+    try:
+        if d.eval:
+            out.update(interleaved_retrieval(task, model, d.eval, cfg.max_samples, cfg.batch_size))
+            out.update(target_fit(task, model, d.eval, cfg.target_fit_samples, cfg.batch_size))
+        if d.pairs:
+            out.update(winoground(task, model, d.pairs, cfg.max_samples, cfg.batch_size))
+    finally:
+        model.train(was_training)
+    if final and task.out_dir and task.rank == 0 and out:
+        from ..io import write_json
+
+        write_json(os.path.join(task.out_dir, "retrieval.json"), out)
+    return out

@@ -1,0 +1,240 @@
+"""Sugar's label side (arXiv 2411.00304, "triple kernel" and GAK): every slice of an interleaved
+data file embedded once by frozen encoders, cached on disk, and M_l over a batch's points.
+
+A slice vector is two blocks. First block, the single-modality encoder: an image through the MAE
+or BEiT demo encoder (mean of its patch tokens; DINOv2 in the paper), a text through the CLIP demo's
+text tower (mean of its tokens up to the end of text; BGE in the paper). Second block, the cross
+modal one: CLIP's projected image or text embedding. `tessera.ops.triple_kernel_cost` compares
+same-modality slices by the first block and image-text pairs by the second. CLIP-only (the
+paper's ablation) puts the CLIP embedding in both blocks.
+
+M_l[i, j] = GAK(prefix_i, prefix_j), prefix_i the slices of point i's sample up to and including
+its slice, and 1 for two points of one sample (the paper's rule). Normalised GAK by default.
+
+The cache: `<cache_dir>/<data file name>-<fingerprint>.pt`; the fingerprint hashes the data file
+and the encoders' checkpoint files (config.json, model.safetensors), so changing either builds a
+new one. Image files are not hashed: the generator never rewrites an image under the same
+manifest, and hashing every image would cost more than the cache saves."""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import List, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from .. import data as tdata
+from ..schema import require
+from .checkpoint import resolve_checkpoint
+from .conversation_data import image_paths, load_pixels
+from .interleaved_data import read_interleaved
+
+CACHE_VERSION = 1
+ENCODER_FILES = ("config.json", "model.safetensors")
+PAIRS_PER_CALL = 8192
+
+
+@dataclass
+class SugarTargets:
+    clip: str = "runs/demo"                 # CLIP run: the cross block, and its text tower stands in for BGE
+    image_encoder: str = "runs/demo-mae"    # MAE or BEiT run: the image-only block (DINOv2's stand-in)
+    triple_kernel: bool = True              # false: CLIP-only, every pair compared in CLIP's space (ablation)
+    delta: float = 1.0                      # GAK bandwidth, sigma = delta * sqrt((n + m) / 2): widest spread of M_l in (0, 1)
+    normalized: bool = True                 # K / sqrt(K(x,x) K(y,y)): in (0, 1] like a cosine, length-free
+    cache_dir: str = ""                     # default: `sugar-targets/` beside the data file
+    batch_size: int = 256                   # encoder batch when building the cache
+
+    def validate(self, where: str) -> None:
+        require(self.delta > 0, f"{where}.delta must be > 0, got {self.delta}")
+        require(bool(self.clip), f"{where}.clip: a CLIP run folder is needed (the cross block)")
+        require(bool(self.image_encoder) or not self.triple_kernel,
+                f"{where}.image_encoder: the triple kernel needs an image-only encoder (or triple_kernel: false)")
+        require(self.batch_size >= 1, f"{where}.batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class SliceVectors:
+    first: torch.Tensor                     # [S, Df] L2-normalised (zero-padded to the wider modality)
+    second: torch.Tensor                    # [S, Ds] L2-normalised CLIP embeddings
+    is_image: torch.Tensor                  # [S] bool
+    offsets: torch.Tensor                   # [N + 1]: sample i's slices are offsets[i]:offsets[i + 1]
+    fingerprint: str = ""
+
+    def slices(self, sample: int) -> Tuple[int, int]:
+        return int(self.offsets[sample]), int(self.offsets[sample + 1])
+
+
+def _hash_file(h, path: str) -> None:
+    h.update(os.path.basename(path).encode() + b"\0")
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+
+
+def fingerprint(data_file: str, section: SugarTargets) -> str:
+    """sha256 of the data file and the encoders' checkpoint files (and the cache format)."""
+    h = hashlib.sha256(f"sugar-targets-v{CACHE_VERSION}\0".encode())
+    _hash_file(h, data_file)
+    for folder in _encoder_folders(section):
+        for name in ENCODER_FILES:
+            _hash_file(h, os.path.join(folder, name))
+    return h.hexdigest()
+
+
+def _encoder_folders(section: SugarTargets) -> List[str]:
+    folders = [resolve_checkpoint(section.clip, "targets.clip", "train the CLIP demo first: make demo")]
+    if section.image_encoder:
+        folders.append(resolve_checkpoint(section.image_encoder, "targets.image_encoder",
+                                          "train the MAE demo first: make demo"))
+    return folders
+
+
+def cache_path(data_file: str, section: SugarTargets, digest: str) -> str:
+    folder = section.cache_dir or os.path.join(os.path.dirname(os.path.abspath(data_file)), "sugar-targets")
+    return os.path.join(folder, f"{os.path.splitext(os.path.basename(data_file))[0]}-{digest[:16]}.pt")
+
+
+def slice_vectors(data_file: str, section: SugarTargets, image_folder: str = "", log=print) -> SliceVectors:
+    """The slice vectors of every sample of `data_file`, from the cache when its fingerprint
+    matches, else computed and written there (atomically)."""
+    digest = fingerprint(data_file, section)
+    path = cache_path(data_file, section, digest)
+    if os.path.isfile(path):
+        state = torch.load(path, weights_only=True)
+        if state.get("fingerprint") == digest:
+            return SliceVectors(state["first"], state["second"], state["is_image"], state["offsets"], digest)
+    log(f"sugar: embedding the slices of {data_file} with the frozen encoders -> {path}")
+    vectors = compute_slice_vectors(data_file, section, image_folder)
+    vectors.fingerprint = digest
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    torch.save({"fingerprint": digest, "first": vectors.first, "second": vectors.second,
+                "is_image": vectors.is_image, "offsets": vectors.offsets}, tmp)
+    os.replace(tmp, path)
+    return vectors
+
+
+def _image_only_encoder(folder: str):
+    """(the run's model, its encoder): MAE's `vit` or BEiT's `beit`, a module with
+    forward_features (the caller keeps the model alive while it uses the part)."""
+    from ..factory import from_pretrained
+
+    model = from_pretrained(folder).eval()
+    part = next((getattr(model, n) for n in ("vit", "beit") if hasattr(model, n)), model)
+    if not hasattr(part, "forward_features"):
+        raise ValueError(f"targets.image_encoder {folder}: a {type(model).__name__} has no image encoder with "
+                         "forward_features (expected an MAE or BEiT run)")
+    return model, part
+
+
+@torch.no_grad()
+def compute_slice_vectors(data_file: str, section: SugarTargets, image_folder: str = "") -> SliceVectors:
+    from ..factory import from_pretrained
+    from ..text import ClipTokenizer
+
+    folders = _encoder_folders(section)
+    clip = from_pretrained(folders[0]).eval()
+    parent, image_only = _image_only_encoder(folders[1]) if section.image_encoder else (None, None)
+    samples = read_interleaved(data_file)
+    texts: List[str] = []
+    images: List[str] = []
+    where: List[Tuple[bool, int]] = []  # per slice: (is image, index into images or texts)
+    offsets = [0]
+    for s in samples:
+        folder = image_folder or os.path.dirname(os.path.abspath(s.path))
+        for j, seg in enumerate(s.segments):
+            if "image" in seg:
+                where.append((True, len(images)))
+                images.append(image_paths({"image": seg["image"]}, folder, f"{s.where}: segment {j}")[0])
+            else:
+                where.append((False, len(texts)))
+                texts.append(seg["text"])
+        offsets.append(len(where))
+    size = int(clip.config["vision_config"]["image_size"])
+    transform = tdata.ImageTransform(tdata.clip_transform(size, train=False))
+    tokenizer = ClipTokenizer()
+    context = int(clip.config["text_config"]["max_position_embeddings"])
+    bs = section.batch_size
+    img_first, img_second, txt_first, txt_second = [], [], [], []
+    for start in range(0, len(images), bs):
+        px = load_pixels(images[start:start + bs], transform)
+        img_second.append(clip.get_image_features(px))
+        if image_only is not None:
+            img_first.append(image_only.forward_features(px)[:, 1:].mean(1))  # patch tokens, class token dropped
+    for start in range(0, len(texts), bs):
+        ids = tokenizer(texts[start:start + bs], context_length=context)
+        # CLIP's text is causal and pooled at its end token (the highest id, as CLIP pools), so
+        # the padding after it changes nothing; the mean covers the tokens up to that end.
+        end = ids.argmax(-1, keepdim=True)
+        mask = (torch.arange(ids.shape[1])[None] <= end).float()
+        txt_second.append(clip.get_text_features(ids))
+        tokens = clip.text_model.forward_features(ids)
+        txt_first.append((tokens * mask[..., None]).sum(1) / mask.sum(1, keepdim=True))
+
+    def cat(parts, width):
+        return F.normalize(torch.cat(parts), dim=-1) if parts else torch.zeros(0, width)
+
+    second_img, second_txt = cat(img_second, 1), cat(txt_second, 1)
+    if image_only is None:  # CLIP only: the cross block in both places
+        first_img, first_txt = second_img, second_txt
+    else:
+        first_img, first_txt = cat(img_first, 1), cat(txt_first, 1)
+    df = max(first_img.shape[-1], first_txt.shape[-1])
+    ds = max(second_img.shape[-1], second_txt.shape[-1])
+    first = torch.zeros(len(where), df)
+    second = torch.zeros(len(where), ds)
+    is_image = torch.tensor([w[0] for w in where], dtype=torch.bool)
+    for k, (img, idx) in enumerate(where):
+        f, s = (first_img, second_img) if img else (first_txt, second_txt)
+        first[k, :f.shape[-1]] = f[idx]
+        second[k, :s.shape[-1]] = s[idx]
+    return SliceVectors(first, second, is_image, torch.tensor(offsets))
+
+
+def _prefixes(vectors: SliceVectors, points: Sequence[Tuple[int, int]], clip_only: bool):
+    """Padded prefix sequences of `points` (sample, slice): first [P, L, Df], second, is_image, lengths."""
+    lengths = torch.tensor([j + 1 for _, j in points])
+    width = int(lengths.max())
+    first = torch.zeros(len(points), width, vectors.first.shape[-1] if not clip_only else vectors.second.shape[-1])
+    second = torch.zeros(len(points), width, vectors.second.shape[-1])
+    is_image = torch.zeros(len(points), width, dtype=torch.bool)
+    for p, (i, j) in enumerate(points):
+        a, b = vectors.slices(i)
+        if not 0 <= j < b - a:
+            raise ValueError(f"point at slice {j} of sample {i}, which has {b - a} slices")
+        second[p, :j + 1] = vectors.second[a:a + j + 1]
+        first[p, :j + 1] = (vectors.second if clip_only else vectors.first)[a:a + j + 1]
+        is_image[p, :j + 1] = vectors.is_image[a:a + j + 1]
+    return first, second, is_image, lengths
+
+
+@torch.no_grad()
+def target_matrix(vectors: SliceVectors, rows: Sequence[Tuple[int, int]], cols: Sequence[Tuple[int, int]],
+                  section: SugarTargets) -> torch.Tensor:
+    """M_l [len(rows), len(cols)] between points given as (sample index, slice index): GAK over
+    the triple-kernel cost of their prefixes; 1 where both points belong to one sample."""
+    block = max(1, PAIRS_PER_CALL // max(1, len(cols)))  # bounds the [pairs, L, D] copies below
+    if len(rows) > block:
+        return torch.cat([target_matrix(vectors, rows[a:a + block], cols, section)
+                          for a in range(0, len(rows), block)])
+    from .. import ops
+
+    clip_only = not section.triple_kernel
+    xf, xs, xi, xl = _prefixes(vectors, rows, clip_only)
+    yf, ys, yi, yl = _prefixes(vectors, cols, clip_only)
+    R, C = len(rows), len(cols)
+
+    def pairs(t, n):  # [P, ...] -> [R * C, ...] repeating rows (n=0) or tiling columns (n=1)
+        return t.repeat_interleave(C, 0) if n == 0 else t.repeat(R, *([1] * (t.ndim - 1)))
+
+    x = [pairs(t, 0) for t in (xf, xs, xi)]
+    y = [pairs(t, 1) for t in (yf, ys, yi)]
+    xy = ops.triple_kernel_cost(*x, *y)
+    xx = ops.triple_kernel_cost(*x, *x) if section.normalized else None
+    yy = ops.triple_kernel_cost(*y, *y) if section.normalized else None
+    k = ops.gak_from_cost(xy, xx, yy, delta=section.delta, normalized=section.normalized,
+                          lengths=(pairs(xl, 0), pairs(yl, 1))).view(R, C)
+    same = torch.tensor([[ri == ci for ci, _ in cols] for ri, _ in rows], dtype=torch.bool)
+    return torch.where(same, torch.ones_like(k), k).float()

@@ -1,0 +1,220 @@
+"""Sugar (arXiv 2411.00304) on tessera's LLaVA, task `sugar`: one model trained to generate and to
+retrieve, L = L_g + alpha * L_d.
+
+- L_g: the language-model loss on the interleaved samples' text (a TokenLoss: every text token
+  weighs the same across micro-batches and ranks).
+- L_d: points per sample (slice ends drawn by `sample_points`, seeded per (seed, step, sample) so
+  any number of ranks draws what one process draws); a point's vector is the mean of the last
+  layer's hidden states over its image's tokens, or the state at its text's last token; the
+  retrieval projector maps it to r; M_r = cosine over the batch's points (every rank's, gathered
+  with gradient); M_l = normalised GAK over the triple-kernel cost of the points' prefixes, from
+  frozen encoders cached per data file (`sugar_targets`), 1 within a sample;
+  L_d = (1/n) sum_ij (M_r - M_l)^2 (`losses.sugar`).
+- Both go into one MixedLoss, so accumulation and data parallelism give one big batch's gradient.
+
+The model: the LLaVA demo run (`init.checkpoint`), LoRA on the LM's q_proj/v_proj with the
+multimodal projector trained whole (the paper's setup), and the retrieval projector, in one
+`SugarModel` (why: tessera/models/sugar.py). Evaluation (`sugar_eval`): interleaved retrieval and
+Winoground-style scores through r on the held-out data."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+
+from ..chat import IGNORE
+from ..models.llava import LlavaForConditionalGeneration
+from ..models.sugar import RetrievalProjector, SugarModel
+from ..schema import require
+from .interleaved_data import EncodedInterleaved, encode_interleaved, read_interleaved, sample_points
+from .llava_task import LlavaInit, LlavaTask, LoraSection
+from .loaders import TensorLoader
+from .sugar_targets import SugarTargets, slice_vectors, target_matrix
+from .tasks import MixedLoss, Task, TokenLoss, register_task
+
+@dataclass
+class SugarData:
+    train: str = ""                         # interleaved JSON lines (python -m tessera.data.interleaved)
+    eval: str = ""                          # held-out interleaved samples: retrieval
+    pairs: str = ""                         # held-out minimal pairs: Winoground-style scores
+    image_folder: str = ""                  # image paths are relative to it (default: each file's folder)
+    tokenizer: str = ""                     # the LLaVA run's SentencePiece model
+    max_length: int = 112                   # tokens per sample: 4 items of 16 image tokens and a sentence fit
+    batch_size: int = 16                    # samples per process
+    image_size: int = 28
+    max_samples: int = 0                    # training samples read (0: all)
+
+    def validate(self, where: str) -> None:
+        require(bool(self.train), f"{where}.train: interleaved training data (JSON lines) is required")
+        require(bool(self.tokenizer), f"{where}.tokenizer: a SentencePiece model file is required")
+        for name in ("max_length", "batch_size", "image_size"):
+            require(getattr(self, name) >= 1, f"{where}.{name} must be >= 1, got {getattr(self, name)}")
+        require(self.max_samples >= 0, f"{where}.max_samples must be >= 0 (0: all), got {self.max_samples}")
+
+
+@dataclass
+class SugarLoss:
+    alpha: float = 1.0                      # weight of L_d; L_d is O(1) per point, as L_g per token
+    points_per_sample: int = 2              # k slice ends per sample: 2 gives within- and across-sample pairs
+    projector_hidden: int = 256             # retrieval MLP width (2x the demo LM's 128)
+    projector_dim: int = 128                # r's size; cosine needs no more at this scale
+
+    def validate(self, where: str) -> None:
+        require(self.alpha >= 0, f"{where}.alpha must be >= 0 (0: L_g only), got {self.alpha}")
+        require(self.points_per_sample >= 1, f"{where}.points_per_sample must be >= 1, got {self.points_per_sample}")
+        require(self.projector_hidden >= 1 and self.projector_dim >= 1,
+                f"{where}: projector_hidden and projector_dim must be >= 1")
+
+
+@dataclass
+class SugarEval:
+    max_samples: int = 0                    # held-out samples and pairs evaluated (0: all)
+    target_fit_samples: int = 128           # held-out samples whose points' M_r is compared with M_l (n^2 GAKs)
+    batch_size: int = 64
+
+    def validate(self, where: str) -> None:
+        require(self.max_samples >= 0, f"{where}.max_samples must be >= 0 (0: all), got {self.max_samples}")
+        require(self.batch_size >= 1, f"{where}.batch_size must be >= 1, got {self.batch_size}")
+        require(self.target_fit_samples >= 2, f"{where}.target_fit_samples must be >= 2, got {self.target_fit_samples}")
+
+
+def point_seed(seed: int, step: int, sample: int) -> int:
+    """A sample's point draw depends on the sample, never on the rank or its place in a batch."""
+    return (seed * 1_000_003 + step) * 1_000_033 + sample
+
+
+def point_weights(spans: Sequence[Sequence[tuple]], kinds: Sequence[Sequence[str]], points: torch.Tensor,
+                  width: int) -> torch.Tensor:
+    """[B * k, B, width] pooling weights of the points [B, k] (slice indices, -1: none): an image
+    point averages its image's tokens, a text point is its last token. Padding points are zero."""
+    B, k = points.shape
+    w = torch.zeros(B * k, B, width)
+    for b in range(B):
+        for p in range(k):
+            j = int(points[b, p])
+            if j < 0:
+                continue
+            start, end = spans[b][j]
+            if end <= start:
+                raise ValueError(f"sample {b}: a point in an empty slice {j} (no tokens at {start})")
+            if end > width:
+                raise ValueError(f"sample {b}: slice {j} ends at {end}, past the batch's {width} positions")
+            if kinds[b][j] == "image":
+                w[b * k + p, b, start:end] = 1.0 / (end - start)
+            else:
+                w[b * k + p, b, end - 1] = 1.0
+    return w
+
+
+@register_task("sugar")
+class SugarTask(LlavaTask):
+    sections = {"data": SugarData, "init": LlavaInit, "lora": LoraSection, "loss": SugarLoss,
+                "targets": SugarTargets, "eval": SugarEval}
+    model_class = LlavaForConditionalGeneration
+    evaluation_gathers_all = True
+
+    def __init__(self, recipe, rank: int = 0, world_size: int = 1):
+        Task.__init__(self, recipe, rank, world_size)
+        from .. import data as tdata
+        from ..text import SentencePieceTokenizer
+
+        d = recipe.data
+        if not recipe.init.checkpoint:
+            raise ValueError("init.checkpoint: Sugar continues a LLaVA run (the demo's: runs/demo-llava2)")
+        self.tokenizer = SentencePieceTokenizer(d.tokenizer, special_tokens=["<image>"])
+        self.config = self._config()
+        self.image_token_id = self.tokenizer.special_tokens["<image>"]
+        if self.config["image_token_index"] != self.image_token_id:
+            raise ValueError(f"model config image_token_index {self.config['image_token_index']} differs from the "
+                             f"tokenizer's <image> id {self.image_token_id} ({d.tokenizer})")
+        self.transform = tdata.ImageTransform(tdata.clip_transform(d.image_size, train=False))
+        self.train_set = self.encode_file(d.train, d.max_samples)
+        self.targets = slice_vectors(d.train, recipe.targets, d.image_folder,
+                                     log=print if rank == 0 else (lambda *a: None))
+        if len(self.targets.offsets) - 1 < len(self.train_set.samples):
+            raise ValueError(f"{d.train}: the target cache holds fewer samples than the data")
+
+    def encode_file(self, path: str, limit: int = 0) -> EncodedInterleaved:
+        return self.encode_samples(read_interleaved(path, limit))
+
+    def encode_samples(self, samples) -> EncodedInterleaved:
+        d = self.recipe.data
+        return encode_interleaved(samples, self.tokenizer, self.image_token_id, self.image_tokens, d.max_length,
+                                  d.image_folder)
+
+    # ---- model ------------------------------------------------------------------------------
+    def build_model(self) -> SugarModel:
+        llava = super().build_model()
+        lc = self.recipe.loss
+        hidden = int(self.config["text_config"]["hidden_size"])
+        with torch.random.fork_rng():  # the projector's init does not shift the run's other draws
+            torch.manual_seed(self.recipe.train.seed)
+            projector = RetrievalProjector(hidden, lc.projector_hidden, lc.projector_dim)
+        return SugarModel(llava, projector)
+
+    def load_model(self, path: str) -> SugarModel:
+        return SugarModel.from_pretrained(path)
+
+    # ---- data -------------------------------------------------------------------------------
+    def inspect(self, samples: int = 3) -> str:
+        s = self.train_set
+        return (f"{self.recipe.data.train}: {len(s.samples)} interleaved samples pass the checks; "
+                f"{int((s.labels != IGNORE).sum())} supervised tokens; slices of sample 0: {s.spans[0]} {s.kinds[0]}")
+
+    def train_loader(self, rank: int, world_size: int):
+        s = self.train_set
+        tensors = {"input_ids": s.input_ids, "labels": s.labels, "attention_mask": s.attention_mask,
+                   "index": torch.arange(len(s.samples))}
+        return TensorLoader(tensors, self.recipe.data.batch_size, shuffle=True, seed=self.recipe.train.seed,
+                            rank=rank, world_size=world_size)
+
+    def count_tokens(self, batch: Dict[str, Any], step: int) -> Optional[int]:
+        return int((batch["labels"][:, 1:] != IGNORE).sum())  # the LM predicts each label from the token before
+
+    def draw_points(self, indices: List[int], step: int) -> torch.Tensor:
+        """[B, k] slice indices of each sample's points, -1 where a sample has fewer slices."""
+        k = self.recipe.loss.points_per_sample
+        out = torch.full((len(indices), k), -1, dtype=torch.long)
+        for b, i in enumerate(indices):
+            g = torch.Generator().manual_seed(point_seed(self.recipe.train.seed, step, i))
+            chosen = sample_points([self.train_set.spans[i]], k, g, names=[self.train_set.samples[i].where])[0]
+            out[b, :len(chosen)] = torch.tensor(chosen)
+        return out
+
+    # ---- loss -------------------------------------------------------------------------------
+    def compute_loss(self, wrapped, model, batch, step):
+        from ..losses.sugar import discriminative_loss, gather_rows
+        from .conversation_data import load_pixels
+
+        device = model.device
+        indices = batch["index"].tolist()
+        width = int(batch["attention_mask"].sum(1).max())
+        points = self.draw_points(indices, step)                                        # [B, k]
+        spans = [self.train_set.spans[i] for i in indices]
+        kinds = [self.train_set.kinds[i] for i in indices]
+        weights = point_weights(spans, kinds, points, width)
+        pixels = load_pixels([p for i in indices for p in self.train_set.images[i]], self.transform)
+        out = wrapped(input_ids=batch["input_ids"][:, :width].to(device),
+                      pixel_values=None if pixels is None else pixels.to(device),
+                      attention_mask=batch["attention_mask"][:, :width].to(device),
+                      labels=batch["labels"][:, :width].to(device), point_weights=weights.to(device))
+        # Every rank's points as (sample, slice), in rank order: M_l's columns.
+        local = torch.stack([batch["index"].repeat_interleave(points.shape[1]), points.reshape(-1)], 1)
+        every = gather_rows(local.to(device), self.world_size).cpu()
+        valid_local, valid_all = local[:, 1] >= 0, every[:, 1] >= 0
+        targets = torch.zeros(len(local), len(every))
+        rows = [tuple(p) for p in local[valid_local].tolist()]
+        cols = [tuple(p) for p in every[valid_all].tolist()]
+        block = target_matrix(self.targets, rows, cols, self.recipe.targets)
+        targets[valid_local.nonzero()[:, 0][:, None], valid_all.nonzero()[:, 0][None, :]] = block
+        l_d = discriminative_loss(out["r"], targets.to(device), self.world_size, valid_local.to(device),
+                                  valid_all.to(device))
+        return {"loss": MixedLoss(TokenLoss(out["loss_sum"], out["num_tokens"]),
+                                  {"discriminative": (self.recipe.loss.alpha, l_d)}, token_name="generative")}
+
+    # ---- evaluation -------------------------------------------------------------------------
+    def evaluate(self, model, final: bool = False) -> Dict[str, Any]:
+        from .sugar_eval import evaluate_sugar
+
+        return evaluate_sugar(self, model, final)

@@ -1,0 +1,200 @@
+"""Sugar's training (task `sugar`): L_d is the paper's formula (over ranks' padded points too),
+M_l is 1 within a sample and a plain GAK call otherwise, a point is a hand split of the hidden
+states, the target cache is rebuilt exactly when an encoder checkpoint changes, a short run lowers
+L_d and moves every LoRA and projector parameter, a checkpoint reloads as a SugarModel, and bad
+input is a ValueError. Tiny random encoders and LLaVA stand in for the demo runs."""
+import json
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tessera
+from tessera import _C
+from tessera.data import instruct, interleaved
+from tessera.losses.sugar import discriminative_loss
+from tessera.models.sugar import SugarModel
+from tessera.train import Trainer, build_task, recipe_from_dict
+from tessera.train.distributed import init_distributed, seed_all
+from tessera.train.sugar_targets import SliceVectors, SugarTargets, slice_vectors, target_matrix
+from tessera.train.sugar_task import point_weights
+
+FMNIST = "/usr/share/datasets/fashion-mnist"
+pytestmark = [pytest.mark.skipif(not _C.data.drawing_available(), reason="built without OpenCV"),
+              pytest.mark.skipif(not os.path.isdir(FMNIST), reason="dataset-fashion-mnist not installed")]
+TOWER = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Interleaved data, the instruction set's tokenizer, and tiny CLIP, MAE and LLaVA checkpoints."""
+    root = tmp_path_factory.mktemp("sugar")
+    interleaved.generate(str(root / "set"), sequences=40, scenes=8, heldout_sequences=12, pairs=6)
+    instruct.generate(str(root / "instruct"), fashion=40, scenes=10, heldout_fashion=2, heldout_scenes=2,
+                      vocab_size=600)
+    torch.manual_seed(0)
+    tessera.CLIPModel({"projection_dim": 16, "text_config": {**TOWER, "max_position_embeddings": 16},
+                       "vision_config": {**TOWER, "image_size": 28, "patch_size": 7}}).save_pretrained(str(root / "clip"))
+    tessera.ViTMAEForPreTraining({**TOWER, "image_size": 28, "patch_size": 7, "decoder_hidden_size": 16,
+                                  "decoder_num_hidden_layers": 1, "decoder_num_attention_heads": 2,
+                                  "decoder_intermediate_size": 32}).save_pretrained(str(root / "mae"))
+    tok = tessera.text.SentencePieceTokenizer(str(root / "instruct" / "tokenizer.model"), special_tokens=["<image>"])
+    text = dict(vocab_size=1024, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, max_position_embeddings=128, bos_token_id=1, eos_token_id=2)
+    tessera.LlavaForConditionalGeneration({
+        "text_config": text, "vision_config": {**TOWER, "image_size": 28, "patch_size": 7},
+        "vision_feature_layer": -1, "image_token_index": tok.special_tokens["<image>"]}).save_pretrained(str(root / "llava"))
+    return root
+
+
+def recipe(root, alpha=1.0, steps=3, **targets):
+    return {"task": "sugar", "init": {"checkpoint": str(root / "llava")},
+            "lora": {"r": 4, "alpha": 8, "target_modules": "language_model\\..*\\.(q_proj|v_proj)",
+                     "modules_to_save": ["multi_modal_projector"]},
+            "data": {"train": str(root / "set" / "train.jsonl"), "eval": str(root / "set" / "heldout.jsonl"),
+                     "pairs": str(root / "set" / "pairs.jsonl"),
+                     "tokenizer": str(root / "instruct" / "tokenizer.model"), "batch_size": 8},
+            "loss": {"alpha": alpha, "points_per_sample": 2, "projector_hidden": 32, "projector_dim": 16},
+            "targets": {"clip": str(root / "clip"), "image_encoder": str(root / "mae"),
+                        "cache_dir": str(root / "cache"), **targets},
+            "optim": {"lr": 0.01, "warmup_fraction": 0.0, "weight_decay": 0.0},
+            "train": {"steps": steps, "log_every": 1, "checkpoint_every": steps, "threads": 2},
+            "eval": {"max_samples": 6, "target_fit_samples": 6, "batch_size": 16}}
+
+
+def test_discriminative_loss_is_the_formula():
+    g = torch.Generator().manual_seed(0)
+    r = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    m_l = torch.rand(6, 6, generator=g, dtype=torch.float64)
+    cos = F.cosine_similarity(r[:, None], r[None], dim=-1)
+    plain = sum((cos[i, j] - m_l[i, j]) ** 2 for i in range(6) for j in range(6)) / 6  # 1/n, not 1/n^2
+    torch.testing.assert_close(discriminative_loss(r, m_l), plain)
+    valid = torch.tensor([True, False, True, True, False, True])  # padding points take no part
+    keep = valid.nonzero()[:, 0]
+    sub = sum((cos[i, j] - m_l[i, j]) ** 2 for i in keep for j in keep) / len(keep)
+    torch.testing.assert_close(discriminative_loss(r, m_l, 1, valid, valid), sub)
+    with pytest.raises(ValueError, match="columns"):
+        discriminative_loss(r[:3], m_l[:3, :4])
+
+
+def _vectors(lengths, dim=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    total = sum(lengths)
+    first = F.normalize(torch.randn(total, dim, generator=g), dim=-1)
+    second = F.normalize(torch.randn(total, dim, generator=g), dim=-1)
+    is_image = torch.rand(total, generator=g) < 0.5
+    offsets = torch.tensor([0] + torch.tensor(lengths).cumsum(0).tolist())
+    return SliceVectors(first, second, is_image, offsets)
+
+
+@pytest.mark.parametrize("normalized", [True, False])
+def test_targets_are_one_within_a_sample_and_gak_otherwise(normalized):
+    v = _vectors([3, 4, 2, 4])
+    points = [(0, 1), (0, 2), (1, 0), (1, 3), (2, 1), (3, 2)]
+    clip_only = SugarTargets(triple_kernel=False, delta=0.7, normalized=normalized)
+    m = target_matrix(v, points, points, clip_only)
+    for a, (i, p) in enumerate(points):
+        for b, (j, q) in enumerate(points):
+            if i == j:
+                assert m[a, b] == 1
+                continue
+            x, y = v.second[v.offsets[i]:v.offsets[i] + p + 1], v.second[v.offsets[j]:v.offsets[j] + q + 1]
+            direct = tessera.ops.gak(x[None].double(), y[None].double(), delta=0.7, normalized=normalized)
+            torch.testing.assert_close(m[a, b].double(), direct[0], rtol=1e-4, atol=1e-6)
+    # the triple kernel: two image-only prefixes compare their first blocks
+    v.is_image[:] = True
+    triple = target_matrix(v, [(0, 1)], [(1, 2)], SugarTargets(delta=0.7))
+    direct = tessera.ops.gak(v.first[0:2][None], v.first[3:6][None], delta=0.7)
+    torch.testing.assert_close(triple[0, 0], direct[0], rtol=1e-4, atol=1e-6)
+
+
+def test_a_point_is_a_hand_split_of_the_hidden_states(runs):
+    task = build_task(recipe_from_dict(recipe(runs)))
+    model = task.build_model().eval()
+    s = task.train_set
+    rows = [0, 1]
+    points = torch.tensor([[j for j, k in enumerate(s.kinds[i]) if k == "image"][:1]
+                           + [j for j, k in enumerate(s.kinds[i]) if k == "text"][:1] for i in rows])
+    width = int(s.attention_mask[rows].sum(1).max())
+    w = point_weights([s.spans[i] for i in rows], [s.kinds[i] for i in rows], points, width)
+    pixels = tessera.train.conversation_data.load_pixels([p for i in rows for p in s.images[i]], task.transform)
+    ids, mask = s.input_ids[rows, :width], s.attention_mask[rows, :width]
+    with torch.no_grad():
+        out = model(ids, pixels, mask, point_weights=w)
+        hidden = model.llava(input_ids=ids, pixel_values=pixels, attention_mask=mask,
+                             output_hidden_states=True).hidden_states[-1]
+    for b, i in enumerate(rows):
+        (a0, b0), (a1, b1) = s.spans[i][int(points[b, 0])], s.spans[i][int(points[b, 1])]
+        assert (ids[b, a0:b0] == task.image_token_id).all() and b0 - a0 == task.image_tokens
+        torch.testing.assert_close(out["points"][2 * b], hidden[b, a0:b0].mean(0))      # image: mean of its tokens
+        torch.testing.assert_close(out["points"][2 * b + 1], hidden[b, b1 - 1])          # text: its last token
+    torch.testing.assert_close(out["r"], model.retrieval_projector(out["points"]))
+
+
+def test_the_target_cache_is_reused_and_rebuilt_when_an_encoder_changes(runs, tmp_path):
+    section = recipe_from_dict(recipe(runs, cache_dir=str(tmp_path))).targets
+    data, logs = str(runs / "set" / "train.jsonl"), []
+    first = slice_vectors(data, section, log=logs.append)
+    files = sorted(os.listdir(tmp_path))
+    again = slice_vectors(data, section, log=logs.append)
+    assert len(logs) == 1 and sorted(os.listdir(tmp_path)) == files  # reused: nothing embedded again
+    assert torch.equal(first.first, again.first) and first.fingerprint == again.fingerprint
+    mae = tessera.from_pretrained(str(runs / "mae"))
+    with torch.no_grad():
+        for p in mae.parameters():
+            p.add_(0.1)
+    mae.save_pretrained(str(tmp_path / "mae2"))
+    section.image_encoder = str(tmp_path / "mae2")
+    changed = slice_vectors(data, section, log=logs.append)
+    assert len(logs) == 2 and changed.fingerprint != first.fingerprint and len(os.listdir(tmp_path)) == 3
+    img = first.is_image
+    assert not torch.allclose(changed.first[img], first.first[img])   # the image-only block moved
+    torch.testing.assert_close(changed.second, first.second)         # CLIP's did not
+    torch.testing.assert_close(changed.first[~img], first.first[~img])
+
+
+def test_training_lowers_l_d_and_moves_every_lora_and_projector_parameter(runs, tmp_path):
+    r = recipe_from_dict(recipe(runs, steps=20))
+    task = build_task(r)
+    seed_all(r.train.seed, 0)  # the initial weights the trainer builds
+    start = {k: p.detach().clone() for k, p in task.build_model().named_parameters()}
+    trainer = Trainer(r, task, str(tmp_path / "run"), init_distributed(), progress=False)
+    summary = trainer.fit()
+    trainable = [k for k, p in trainer.model.named_parameters() if p.requires_grad]
+    assert any(".lora_A" in k for k in trainable) and any("retrieval_projector" in k for k in trainable)
+    assert all(".lora_" in k or "multi_modal_projector" in k or "retrieval_projector" in k for k in trainable)
+    assert all(("q_proj" in k or "v_proj" in k) for k in trainable if ".lora_" in k)
+    still = [k for k in trainable if torch.equal(dict(trainer.model.named_parameters())[k], start[k])]
+    assert not still, f"trainable parameters that did not move: {still}"
+    rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl") if '"discriminative"' in line]
+    l_d = [row["discriminative"] for row in rows]
+    assert len(l_d) == 20 and sum(l_d[-5:]) / 5 < 0.8 * sum(l_d[:5]) / 5, l_d
+    assert all("generative" in row for row in rows)
+    assert {"retrieval_i2t_r1", "winoground_group"} <= set(summary)
+    # the checkpoint is a plain LLaVA plus the projector, and reloads as the trained model
+    ckpt = tmp_path / "run" / "checkpoints" / "step-00000020"
+    assert isinstance(tessera.from_pretrained(str(ckpt)), tessera.LlavaForConditionalGeneration)
+    loaded = task.load_model(str(ckpt))
+    assert isinstance(loaded, SugarModel)
+    for k, v in loaded.retrieval_projector.state_dict().items():
+        torch.testing.assert_close(v, trainer.model.retrieval_projector.state_dict()[k])
+
+
+def test_bad_input_is_a_value_error(runs, tmp_path):
+    spans, kinds = [[(1, 17), (17, 17)]], [["image", "text"]]
+    with pytest.raises(ValueError, match="empty slice"):
+        point_weights(spans, kinds, torch.tensor([[1]]), 20)
+    with pytest.raises(ValueError, match="past the batch"):
+        point_weights(spans, kinds, torch.tensor([[0]]), 10)
+    with pytest.raises(ValueError, match="slices"):
+        target_matrix(_vectors([2, 3]), [(0, 2)], [(1, 0)], SugarTargets())
+    with pytest.raises(ValueError, match="init.checkpoint"):
+        build_task(recipe_from_dict({**recipe(runs), "init": {}}))
+    for key, value in (("delta", 0.0), ("delta", -1.0)):
+        with pytest.raises(ValueError, match=key):
+            recipe_from_dict(recipe(runs, **{key: value}))
+    with pytest.raises(ValueError, match="alpha"):
+        recipe_from_dict({**recipe(runs), "loss": {"alpha": -1.0}})
+    with pytest.raises(FileNotFoundError, match="Sugar checkpoint"):
+        SugarModel.from_pretrained(str(runs / "llava"))
