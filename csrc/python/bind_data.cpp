@@ -16,6 +16,7 @@
 #include "tessera/data/image_folder.h"
 #include "tessera/data/loader.h"
 #include "tessera/data/sampler.h"
+#include "tessera/data/tar_reader.h"
 #include "tessera/vision/draw.h"
 #include "tessera/vision/image_decode.h"
 #include "tessera/vision/image_format.h"
@@ -198,6 +199,25 @@ void bind_datasets(py::module_& m) {
 }
 
 void bind_loader(py::module_& m) {
+  py::class_<TarReader, std::shared_ptr<TarReader>>(m, "TarReader",
+                                                   "Regular members of a tar file, one at a time (tar_reader.h).")
+      .def(py::init([](const std::string& path, int64_t max_member_bytes) {
+             TarLimits limits;
+             limits.max_member_bytes = max_member_bytes;
+             return std::make_shared<TarReader>(path, limits);
+           }),
+           py::arg("path"), py::arg("max_member_bytes") = TarLimits().max_member_bytes)
+      .def("__iter__", [](std::shared_ptr<TarReader> self) { return self; })
+      .def("__next__",
+           [](TarReader& self) {
+             TarMember member;
+             if (!without_gil([&] { return self.next(member); })) throw py::stop_iteration();
+             return py::make_tuple(member.name, py::bytes(member.data));
+           })
+      .def_property_readonly("problems", &TarReader::problems)
+      .def_property_readonly("members", &TarReader::members);
+  m.def("tar_name_is_safe", &tar_name_is_safe, py::arg("name"));
+
   py::class_<Loader, std::shared_ptr<Loader>>(m, "Loader", "Batches from C++ worker threads.")
       .def(py::init([](std::shared_ptr<Dataset> dataset, const TransformOptions& transform,
                        int64_t batch_size, bool shuffle, uint64_t seed, int64_t rank,

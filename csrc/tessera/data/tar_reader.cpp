@@ -1,0 +1,206 @@
+#include "tessera/data/tar_reader.h"
+
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace tessera::data {
+namespace {
+
+constexpr int64_t kBlock = 512;
+
+int64_t padded(int64_t n) { return (n + kBlock - 1) / kBlock * kBlock; }
+
+/// A numeric header field: octal ASCII (spaces/NULs around it), or GNU base-256 when the first
+/// byte's high bit is set. -1 when malformed or too large for int64.
+int64_t header_number(const char* field, size_t len) {
+  const auto* u = reinterpret_cast<const unsigned char*>(field);
+  if (u[0] & 0x80) {
+    if (u[0] != 0x80) return -1;  // negative or over 2^63
+    int64_t v = 0;
+    for (size_t i = 1; i < len; ++i) {
+      if (v > (INT64_MAX >> 8)) return -1;
+      v = (v << 8) | u[i];
+    }
+    return v;
+  }
+  size_t i = 0;
+  while (i < len && (field[i] == ' ' || field[i] == '\0')) ++i;
+  int64_t v = 0;
+  bool any = false;
+  for (; i < len && field[i] >= '0' && field[i] <= '7'; ++i) {
+    if (v > (INT64_MAX >> 3)) return -1;
+    v = v * 8 + (field[i] - '0');
+    any = true;
+  }
+  for (; i < len; ++i)
+    if (field[i] != ' ' && field[i] != '\0') return -1;
+  return any ? v : 0;
+}
+
+std::string header_string(const char* field, size_t len) { return std::string(field, strnlen(field, len)); }
+
+bool checksum_ok(const char* block) {
+  const int64_t stored = header_number(block + 148, 8);
+  int64_t sum = 0;
+  for (int i = 0; i < kBlock; ++i)
+    sum += (i >= 148 && i < 156) ? ' ' : static_cast<unsigned char>(block[i]);
+  return stored == sum;
+}
+
+/// "path" and "size" of a pax extended header ("LEN key=value\n" records).
+void parse_pax(const std::string& body, std::string& path, int64_t& size) {
+  size_t pos = 0;
+  while (pos < body.size()) {
+    const size_t space = body.find(' ', pos);
+    if (space == std::string::npos) return;
+    int64_t len = 0;
+    for (size_t i = pos; i < space; ++i) {
+      if (body[i] < '0' || body[i] > '9' || len > (int64_t(1) << 40)) return;
+      len = len * 10 + (body[i] - '0');
+    }
+    if (len <= 0 || pos + static_cast<size_t>(len) > body.size()) return;
+    const std::string record = body.substr(space + 1, pos + len - space - 2);  // without the '\n'
+    const size_t eq = record.find('=');
+    if (eq != std::string::npos) {
+      const std::string key = record.substr(0, eq), value = record.substr(eq + 1);
+      if (key == "path") path = value;
+      if (key == "size") {
+        int64_t v = 0;
+        bool ok = !value.empty() && value.size() < 19;  // 18 digits cannot overflow int64
+        for (char c : value) {
+          ok = ok && c >= '0' && c <= '9';
+          if (ok) v = v * 10 + (c - '0');
+        }
+        size = ok ? v : -1;
+      }
+    }
+    pos += len;
+  }
+}
+
+}  // namespace
+
+bool tar_name_is_safe(const std::string& name) {
+  if (name.empty() || name[0] == '/') return false;
+  size_t start = 0;
+  while (start <= name.size()) {
+    size_t end = name.find('/', start);
+    if (end == std::string::npos) end = name.size();
+    if (name.compare(start, end - start, "..") == 0 && end - start == 2) return false;
+    start = end + 1;
+  }
+  return true;
+}
+
+TarReader::TarReader(const std::string& path, TarLimits limits) : path_(path), limits_(limits) {
+  in_.open(path, std::ios::binary);
+  TORCH_CHECK_VALUE(in_.good(), path, ": cannot open the tar file");
+  in_.seekg(0, std::ios::end);
+  file_size_ = static_cast<int64_t>(in_.tellg());
+  in_.seekg(0, std::ios::beg);
+}
+
+void TarReader::problem(const std::string& member, const std::string& what) {
+  problems_.push_back(path_ + (member.empty() ? "" : ": member '" + member + "'") + ": " + what);
+}
+
+bool TarReader::read_block(char* block) {
+  in_.read(block, kBlock);
+  return in_.gcount() == kBlock;
+}
+
+bool TarReader::skip(int64_t bytes) {
+  const int64_t at = static_cast<int64_t>(in_.tellg());
+  if (bytes > file_size_ - at) return false;
+  in_.seekg(bytes, std::ios::cur);
+  return in_.good();
+}
+
+bool TarReader::next(TarMember& out) {
+  char block[kBlock];
+  std::string long_name, pax_path;
+  int64_t pax_size = -1;
+  while (!done_) {
+    if (!read_block(block)) {
+      // A missing end-of-archive marker is common (appended shards); a partial block is not.
+      if (in_.gcount() != 0) problem("", "truncated: a partial header block at the end");
+      done_ = true;
+      break;
+    }
+    if (std::all_of(block, block + kBlock, [](char c) { return c == 0; })) {
+      done_ = true;  // the end-of-archive marker (two zero blocks; one is enough to stop)
+      break;
+    }
+    if (!checksum_ok(block)) {
+      problem("", members_ == 0 ? "not a tar file (the first header's checksum does not match)"
+                                : "corrupt header after " + std::to_string(members_) + " members; the rest is skipped");
+      done_ = true;
+      break;
+    }
+    const char type = block[156];
+    std::string name = header_string(block, 100);
+    if (std::memcmp(block + 257, "ustar", 5) == 0 && block[345] != '\0')
+      name = header_string(block + 345, 155) + "/" + name;
+    if (!long_name.empty()) name = long_name;
+    if (!pax_path.empty()) name = pax_path;
+    int64_t size = header_number(block + 124, 12);
+    if (pax_size >= 0) size = pax_size;
+    const int64_t remaining = file_size_ - static_cast<int64_t>(in_.tellg());
+    if (size < 0 || padded(size) > remaining) {
+      problem(name, size < 0 ? "malformed size field" : "truncated: its " + std::to_string(size) +
+                                                           " bytes run past the end of the file");
+      done_ = true;
+      break;
+    }
+    const bool meta = type == 'L' || type == 'x';
+    if (meta) {  // GNU long name or pax header: applies to the next member
+      if (size > (int64_t(1) << 20)) {
+        problem(name, "a " + std::to_string(size) + "-byte metadata record; the rest is skipped");
+        done_ = true;
+        break;
+      }
+      std::string body(static_cast<size_t>(size), '\0');
+      in_.read(body.data(), size);
+      skip(padded(size) - size);
+      if (type == 'L') {
+        long_name = body.substr(0, strnlen(body.c_str(), body.size()));
+      } else {
+        parse_pax(body, pax_path, pax_size);
+      }
+      continue;
+    }
+    const bool regular = type == '0' || type == '\0' || type == '7';
+    long_name.clear(), pax_path.clear(), pax_size = -1;
+    if (!regular) {  // directories, links, global pax headers: nothing to read
+      skip(padded(size));
+      continue;
+    }
+    if (!tar_name_is_safe(name)) {
+      problem(name, "its name leaves the archive's folder; skipped");
+      skip(padded(size));
+      continue;
+    }
+    if (size > limits_.max_member_bytes) {
+      problem(name, std::to_string(size) + " bytes is over the limit of " + std::to_string(limits_.max_member_bytes) +
+                        "; skipped");
+      skip(padded(size));
+      continue;
+    }
+    out.name = std::move(name);
+    out.data.resize(static_cast<size_t>(size));
+    in_.read(out.data.data(), size);
+    if (in_.gcount() != size) {
+      problem(out.name, "truncated while reading its data");
+      done_ = true;
+      return false;
+    }
+    skip(padded(size) - size);
+    ++members_;
+    return true;
+  }
+  return false;
+}
+
+}  // namespace tessera::data

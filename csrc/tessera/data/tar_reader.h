@@ -1,0 +1,59 @@
+// A streaming reader of tar archives as webdataset and img2dataset write them (POSIX ustar, GNU
+// long names and base-256 sizes, pax `path`/`size` records). It never trusts the archive: a bad
+// header checksum, a size past the end of the file or over the limit, or a member name that
+// leaves its folder ends or skips with a recorded problem, never a crash, a hang or a huge
+// allocation. Memory is one member at a time.
+//
+//     TarReader tar("shard-00000.tar");
+//     TarMember m;
+//     while (tar.next(m)) use(m.name, m.data);
+//     for (auto& p : tar.problems()) log(p);   // "shard-00000.tar: member 'x': ..."
+#pragma once
+#include <cstdint>
+#include <fstream>
+#include <string>
+#include <vector>
+
+namespace tessera::data {
+
+struct TarMember {
+  std::string name;  ///< the member's path inside the archive
+  std::string data;  ///< its bytes
+};
+
+struct TarLimits {
+  int64_t max_member_bytes = int64_t(1) << 30;  ///< a larger member is skipped and reported
+};
+
+class TarReader {
+ public:
+  /// Opens `path`; throws c10::ValueError when it cannot be opened.
+  explicit TarReader(const std::string& path, TarLimits limits = {});
+
+  /// The next regular file member (directories, links and pax/GNU records are consumed). False
+  /// at the end of the archive, or after a problem that makes the rest unreadable.
+  bool next(TarMember& out);
+
+  /// What was skipped or cut short, each naming the archive and member.
+  const std::vector<std::string>& problems() const { return problems_; }
+  /// Regular members returned so far.
+  int64_t members() const { return members_; }
+
+ private:
+  bool read_block(char* block);
+  bool skip(int64_t bytes);
+  void problem(const std::string& member, const std::string& what);
+
+  std::string path_;
+  TarLimits limits_;
+  std::ifstream in_;
+  int64_t file_size_ = 0;
+  int64_t members_ = 0;
+  bool done_ = false;
+  std::vector<std::string> problems_;
+};
+
+/// True when `name` is a relative path that stays in its folder (no "..", no leading "/").
+bool tar_name_is_safe(const std::string& name);
+
+}  // namespace tessera::data

@@ -1,0 +1,29 @@
+// Fuzzes the tar reader (data/tar_reader.cpp) as webdataset shards feed it: the input is written
+// to a file and read member by member. Every member returned must have a safe name and no more
+// bytes than the limit; the reader must stop (a hostile size field never makes it allocate or
+// seek past the file).
+#include "fuzz_target.h"
+#include "tessera/data/tar_reader.h"
+
+#include <unistd.h>
+
+#include <fstream>
+
+TESSERA_FUZZ_TARGET(tar_reader) {
+  const std::string path = "/tmp/tessera_fuzz_tar_" + std::to_string(getpid()) + ".tar";
+  {
+    std::ofstream out(path, std::ios::binary);
+    out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
+  }
+  tessera::data::TarLimits limits;
+  limits.max_member_bytes = 1 << 16;
+  tessera::data::TarReader reader(path, limits);
+  tessera::data::TarMember member;
+  int64_t read = 0;
+  while (reader.next(member)) {
+    tessera::fuzz::require(tessera::data::tar_name_is_safe(member.name), "a member with an unsafe name");
+    tessera::fuzz::require(static_cast<int64_t>(member.data.size()) <= limits.max_member_bytes, "an oversized member");
+    tessera::fuzz::require(++read <= static_cast<int64_t>(size / 512) + 1, "more members than blocks");
+  }
+  std::remove(path.c_str());
+}

@@ -1,0 +1,113 @@
+"""Writes webdataset tar shards, as img2dataset lays them out (`KEY.png|jpg`, `KEY.txt` caption,
+`KEY.cls` label), from Fashion-MNIST, an image folder (class subfolders) or a caption file
+(.jsonl / .csv). Each shard is written to a temporary file and renamed: a crash leaves whole
+shards only. Prints the brace pattern that reads them back.
+
+    python -m tessera.data.shards OUT --fashion-mnist /usr/share/datasets/fashion-mnist [--split train]
+    python -m tessera.data.shards OUT --captions train.jsonl --maxcount 10000
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import tarfile
+from typing import Iterable, Iterator, Optional, Sequence, Tuple
+
+from .. import _C
+from ..cli_types import positive_int
+
+Sample = Tuple[str, Sequence[Tuple[str, bytes]]]  # key, [(extension, bytes)]
+
+
+def _member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), 0, 0o644  # fixed metadata: same input, same bytes
+    tar.addfile(info, io.BytesIO(data))
+
+
+def write_shards(out: str, samples: Iterable[Sample], maxcount: int = 10000, prefix: str = "") -> str:
+    """Writes OUT/{prefix}{00000..}.tar with `maxcount` samples each; returns the brace pattern."""
+    if maxcount < 1:
+        raise ValueError(f"maxcount must be >= 1, got {maxcount}")
+    os.makedirs(out, exist_ok=True)
+    shard, count, tar, path = 0, 0, None, ""
+
+    def close():
+        tar.close()
+        os.replace(path + ".partial", path)
+
+    for key, fields in samples:
+        if tar is None or count == maxcount:
+            if tar is not None:
+                close()
+                shard += 1
+            path = os.path.join(out, f"{prefix}{shard:05d}.tar")
+            tar, count = tarfile.open(path + ".partial", "w", format=tarfile.USTAR_FORMAT), 0
+        for ext, data in fields:
+            _member(tar, f"{key}.{ext}", data)
+        count += 1
+    if tar is None:
+        raise ValueError("write_shards: no samples to write")
+    close()
+    return os.path.join(out, f"{prefix}{{00000..{shard:05d}}}.tar")
+
+
+def fashion_mnist_samples(root: str, split: str = "train", template: str = "a photo of a {}.",
+                          limit: int = 0) -> Iterator[Sample]:
+    from .datasets import FashionMNIST
+
+    ds = FashionMNIST(root, split)
+    n = min(len(ds), limit) if limit else len(ds)
+    images, labels = ds.data, ds.targets
+    for i in range(n):
+        label = int(labels[i])
+        png = _C.data.encode_png(images[i].unsqueeze(-1).expand(-1, -1, 3).contiguous())
+        yield f"{split}-{i:05d}", [("png", png), ("txt", template.format(ds.classes[label].lower()).encode()),
+                                   ("cls", str(label).encode())]
+
+
+def file_samples(entries: Iterable[Tuple[str, Optional[str], Optional[int]]]) -> Iterator[Sample]:
+    """(image path, caption or None, label or None) -> samples keyed by their order."""
+    for i, (path, caption, label) in enumerate(entries):
+        ext = os.path.splitext(path)[1].lower().lstrip(".") or "jpg"
+        with open(path, "rb") as f:
+            fields = [(ext, f.read())]
+        if caption is not None:
+            fields.append(("txt", caption.encode()))
+        if label is not None:
+            fields.append(("cls", str(label).encode()))
+        yield f"{i:09d}", fields
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tessera.data.shards", description=__doc__.split("\n\n")[0])
+    p.add_argument("out")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--fashion-mnist", metavar="ROOT")
+    src.add_argument("--image-folder", metavar="DIR")
+    src.add_argument("--captions", metavar="FILE", help=".jsonl or .csv with image and caption")
+    p.add_argument("--split", default="train", choices=["train", "test"], help="--fashion-mnist split")
+    p.add_argument("--template", default="a photo of a {}.", help="caption of a class")
+    p.add_argument("--limit", type=int, default=0, help="at most this many samples (0: all)")
+    p.add_argument("--maxcount", type=positive_int, default=10000, help="samples per shard")
+    a = p.parse_args(argv)
+    if a.fashion_mnist:
+        samples = fashion_mnist_samples(a.fashion_mnist, a.split, a.template, a.limit)
+    elif a.image_folder:
+        from .datasets import ImageFolder
+
+        ds = ImageFolder(a.image_folder)
+        rows = [(path, a.template.format(ds.classes[label]), label) for path, label in ds.samples]
+        samples = file_samples(rows[: a.limit or None])
+    else:
+        from .datasets import CaptionDataset
+
+        rows = [(path, caption, None) for path, caption in CaptionDataset(a.captions).entries]
+        samples = file_samples(rows[: a.limit or None])
+    print(write_shards(a.out, samples, a.maxcount, prefix=a.split + "-" if a.fashion_mnist else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

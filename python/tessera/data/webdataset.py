@@ -1,0 +1,167 @@
+"""Webdataset tar shards (what img2dataset and webdataset write), streamed by tessera's C++ tar
+reader: members grouped into samples by key (`KEY.jpg`, `KEY.txt`, `KEY.json`, `KEY.cls`),
+shards dealt to ranks and loader workers, a bounded shuffle buffer, an exactly resumable
+position, and damaged shards skipped and reported instead of stopping an epoch.
+
+    stream = ShardStream("data/{00000..01023}.tar", shuffle_buffer=1000, seed=0, rank=r, world_size=n)
+    for sample in stream:             # {"__key__", "__url__", "jpg": bytes, "txt": bytes, ...}
+        ...
+    stream.state_dict()               # {"epoch", "position"}: resume with load_state_dict
+
+Memory holds the shard list, one member being read and the shuffle buffer, whatever the number
+of shards.
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+import warnings
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+
+from .. import _C
+
+# webdataset's rule (tariterators.base_plus_ext): the key is the path up to the first dot of the
+# file name, the extension everything after it (lower-cased).
+_KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
+_META = re.compile(r"__[^/]*__($|/)")
+
+
+def expand_urls(pattern: Union[str, Sequence[str]]) -> List[str]:
+    """Shard paths from brace patterns (`data/{00000..01023}.tar`, `{a,b}/x.tar`), several joined
+    by '::' or given as a list. Every listed file must exist; a pattern that matches none is an
+    error naming it."""
+    from braceexpand import braceexpand
+
+    patterns = [pattern] if isinstance(pattern, str) else list(pattern)
+    urls: List[str] = []
+    for p in (part for item in patterns for part in item.split("::")):
+        expanded = list(braceexpand(p))
+        present = [u for u in expanded if os.path.isfile(u)]
+        if not present:
+            raise ValueError(f"shard pattern {p!r} matches no file (first expanded: {expanded[0]!r})")
+        if len(present) < len(expanded):
+            missing = next(u for u in expanded if not os.path.isfile(u))
+            raise ValueError(f"shard pattern {p!r}: {len(expanded) - len(present)} of {len(expanded)} shards are "
+                             f"missing, first {missing!r}")
+        urls += present
+    return urls
+
+
+def tar_samples(url: str, problems: Optional[List[str]] = None,
+                max_member_bytes: int = 1 << 30) -> Iterator[Dict[str, Any]]:
+    """Samples of one shard in file order: consecutive members with one key form one sample.
+    Damaged members and shards end in `problems` (a warning each when none is given)."""
+    reader = _C.data.TarReader(url, max_member_bytes)
+    sample: Optional[Dict[str, Any]] = None
+    for name, data in reader:
+        m = _KEY.match(name)
+        if m is None or _META.search(name):
+            continue
+        key, ext = m.group(1), m.group(2).lower()
+        if sample is None or sample["__key__"] != key:
+            if sample is not None:
+                yield sample
+            sample = {"__key__": key, "__url__": url}
+        if ext in sample:
+            _report(problems, f"{url}: member '{name}': a second '{ext}' for key '{key}'; the sample keeps the first")
+            continue
+        sample[ext] = data
+    if sample is not None:
+        yield sample
+    for p in reader.problems:
+        _report(problems, p)
+
+
+def _report(problems: Optional[List[str]], message: str) -> None:
+    if problems is None:
+        warnings.warn(message, stacklevel=3)
+    else:
+        problems.append(message)
+
+
+class ShardStream:
+    """An iterable over the samples of `urls` for one rank (and, inside a torch DataLoader, one of
+    its workers). Each epoch deals the shards, in an order shuffled by (seed, epoch) when
+    `shuffle_buffer` > 0, to the global workers in turn; a buffer of `shuffle_buffer` samples
+    mixes them (seeded by seed, epoch, rank, worker). The stream is deterministic, so a position
+    (samples yielded this epoch) resumes exactly: the shards are read again up to it, without
+    decoding anything."""
+
+    def __init__(self, urls: Union[str, Sequence[str]], shuffle_buffer: int = 0, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, max_member_bytes: int = 1 << 30):
+        if shuffle_buffer < 0:
+            raise ValueError(f"shuffle_buffer must be >= 0, got {shuffle_buffer}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world_size {world_size}")
+        self.urls = expand_urls(urls)
+        self.shuffle_buffer, self.seed, self.rank, self.world_size = shuffle_buffer, seed, rank, world_size
+        self.max_member_bytes = max_member_bytes
+        self.epoch, self.position = 0, 0
+        self.problems: List[str] = []
+
+    def state_dict(self) -> Dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: Dict[str, int]) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self.position = epoch, 0
+
+    def shards(self, worker: int = 0, num_workers: int = 1) -> List[str]:
+        """This rank's and worker's shards for the current epoch."""
+        order = list(self.urls)
+        if self.shuffle_buffer:
+            random.Random(f"{self.seed}:{self.epoch}").shuffle(order)
+        slot, slots = self.rank * num_workers + worker, self.world_size * num_workers
+        if len(order) < slots:
+            warnings.warn(f"{len(order)} shards for {slots} readers (ranks x workers): some read nothing", stacklevel=2)
+        return order[slot::slots]
+
+    def __iter__(self) -> Iterator[Dict[str, Any]]:
+        import torch.utils.data
+
+        info = torch.utils.data.get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        skip = self.position
+        for i, sample in enumerate(self._samples(worker, num_workers)):
+            if i < skip:
+                continue
+            self.position = i + 1
+            yield sample
+
+    def _samples(self, worker: int, num_workers: int) -> Iterator[Dict[str, Any]]:
+        stream = (s for url in self.shards(worker, num_workers)
+                  for s in tar_samples(url, self.problems, self.max_member_bytes))
+        if not self.shuffle_buffer:
+            yield from stream
+            return
+        rng = random.Random(f"{self.seed}:{self.epoch}:{self.rank}:{worker}")
+        buffer: List[Dict[str, Any]] = []
+        for sample in stream:
+            if len(buffer) < self.shuffle_buffer:
+                buffer.append(sample)
+                continue
+            i = rng.randrange(len(buffer))
+            buffer[i], sample = sample, buffer[i]
+            yield sample
+        rng.shuffle(buffer)
+        yield from buffer
+
+
+def mix(streams: Sequence[Any], weights: Sequence[float], seed: int = 0) -> Iterator[Dict[str, Any]]:
+    """Samples drawn from several streams with the given weights until the first runs out
+    (webdataset's RandomMix)."""
+    if len(streams) != len(weights) or not streams:
+        raise ValueError(f"mix needs one weight per stream, got {len(streams)} streams and {len(weights)} weights")
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError(f"mix weights must be >= 0 with a positive sum, got {list(weights)}")
+    rng = random.Random(seed)
+    its = [iter(s) for s in streams]
+    while True:
+        i = rng.choices(range(len(its)), weights)[0]
+        try:
+            yield next(its[i])
+        except StopIteration:
+            return
