@@ -31,6 +31,7 @@ void bind_beit(py::module_& m) {
         j["architectures"] = {"BeitModel"};
         return j.dump();
       })
+      .def_static("config_fields", [] { return core::field_docs_json<BeitOptions>().dump(); })
       .def("set_gradient_checkpointing", &BeitModelImpl::set_gradient_checkpointing, py::arg("enable"))
       .def(
           "forward",

@@ -1,7 +1,9 @@
 // What every family's model class binding has: construction from a config JSON string,
-// config_json(), set_gradient_checkpointing, and the node protocol of tessera/python/module_binding.h.
+// config_json(), config_fields(), set_gradient_checkpointing, and the node protocol of
+// tessera/python/module_binding.h.
 #pragma once
 #include "bindings.h"
+#include "tessera/core/config_fields.h"
 #include "tessera/python/module_binding.h"
 
 #include <nlohmann/json.hpp>
@@ -14,10 +16,19 @@ namespace tessera::python {
 /// An optional tensor argument (None from Python) as an undefined tensor.
 inline at::Tensor opt(const std::optional<at::Tensor>& t) { return t ? *t : at::Tensor(); }
 
+/// The static `config_fields()` of a bound class: JSON text of Options' declared fields
+/// ([{key, default, meaning}], core::field_docs), which Python's `config_fields()` reads.
+template <class Options, class Class>
+Class& def_config_fields(Class& c) {
+  c.def_static("config_fields", [] { return core::field_docs_json<Options>().dump(); });
+  return c;
+}
+
 template <class T, class Options>
 py::class_<T, std::shared_ptr<T>> bind_family_module(py::module_& m, const char* name) {
-  return bind_module<T>(m, name)
-      .def(py::init([](const std::string& cfg) {
+  auto c = bind_module<T>(m, name);
+  def_config_fields<Options>(c);
+  return c.def(py::init([](const std::string& cfg) {
              return std::make_shared<T>(Options::from_json(nlohmann::json::parse(cfg), "config"));
            }),
            py::arg("config_json"))

@@ -7,6 +7,7 @@
 #include "tessera/core/registry.h"
 #include "tessera/core/safetensors.h"
 #include "tessera/models/beit/beit_model.h"
+#include "tessera/models/blip2/blip2_options.h"
 #include "tessera/models/clip/clip_model.h"
 #include "tessera/models/llama/llama_generate.h"
 #include "tessera/models/llava/llava_model.h"
@@ -16,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include <fstream>
+#include <set>
 
 using namespace tessera;
 
@@ -311,4 +313,59 @@ TEST(LlavaForConditionalGeneration, ReproducesHuggingFaceFixtureAndGreedyIds) {
   models::GenerationOptions greedy;
   greedy.max_new_tokens = 6;
   EXPECT_TRUE(at::equal(llava->generate(io.at("input_ids"), io.at("pixel_values"), {}, greedy), io.at("greedy")));
+}
+
+// Config field tables (core/config_fields.h): the FIELD rows are what visit_fields reads and
+// writes, every declared field has a meaning, and every key to_json writes is declared.
+#define TESSERA_TEST_FIELD_KEY(type, name, ...) #name,
+#define TESSERA_TEST_NOT_FIELD(...)
+#define TESSERA_TEST_FIELD_KEYS(TABLE) \
+  std::vector<std::string> { TABLE(TESSERA_TEST_FIELD_KEY, TESSERA_TEST_NOT_FIELD, TESSERA_TEST_NOT_FIELD) }
+
+template <class O>
+void expect_declared_once(const std::string& name, const std::vector<std::string>& field_rows) {
+  SCOPED_TRACE(name);
+  EXPECT_EQ(core::field_names<O>(), field_rows);
+  std::set<std::string> declared;
+  for (const auto& doc : core::field_docs<O>()) {
+    EXPECT_FALSE(doc.meaning.empty()) << doc.key;
+    EXPECT_TRUE(declared.insert(doc.key).second) << doc.key << " is declared twice";
+  }
+  // Keys the config writes besides its fields: type tags and values derived from other fields.
+  const std::set<std::string> derived = {"model_type", "architectures", "image_seq_length", "tie_word_embeddings",
+                                         "use_decoder_only_language_model"};
+  const nlohmann::json written = O{}.to_json();
+  for (const auto& item : written.items())
+    EXPECT_TRUE(declared.count(item.key()) || derived.count(item.key())) << item.key() << " is written, not declared";
+}
+
+TEST(ConfigFields, EveryOptionsFieldIsDeclaredOnceWithAMeaning) {
+  using namespace models;
+  expect_declared_once<ClipVisionOptions>("clip vision", TESSERA_TEST_FIELD_KEYS(TESSERA_CLIP_VISION_OPTIONS));
+  expect_declared_once<ClipTextOptions>("clip text", TESSERA_TEST_FIELD_KEYS(TESSERA_CLIP_TEXT_OPTIONS));
+  expect_declared_once<ClipOptions>("clip", TESSERA_TEST_FIELD_KEYS(TESSERA_CLIP_OPTIONS));
+  expect_declared_once<MaeOptions>("mae", TESSERA_TEST_FIELD_KEYS(TESSERA_MAE_OPTIONS));
+  expect_declared_once<BeitOptions>("beit", TESSERA_TEST_FIELD_KEYS(TESSERA_BEIT_OPTIONS));
+  expect_declared_once<LlamaOptions>("llama", TESSERA_TEST_FIELD_KEYS(TESSERA_LLAMA_OPTIONS));
+  expect_declared_once<LlavaOptions>("llava", TESSERA_TEST_FIELD_KEYS(TESSERA_LLAVA_OPTIONS));
+  expect_declared_once<Blip2VisionOptions>("blip2 vision", TESSERA_TEST_FIELD_KEYS(TESSERA_BLIP2_VISION_OPTIONS));
+  expect_declared_once<Blip2QFormerOptions>("blip2 qformer", TESSERA_TEST_FIELD_KEYS(TESSERA_BLIP2_QFORMER_OPTIONS));
+  expect_declared_once<Blip2Options>("blip2", TESSERA_TEST_FIELD_KEYS(TESSERA_BLIP2_OPTIONS));
+}
+
+TEST(ConfigFields, DocsCarryTheDefaultsAsTheConfigFileHoldsThem) {
+  const auto docs = core::field_docs<models::LlavaOptions>();
+  const auto at = [&](const std::string& key) {
+    for (const auto& d : docs)
+      if (d.key == key) return d;
+    ADD_FAILURE() << key << " not documented";
+    return core::FieldDoc{};
+  };
+  EXPECT_EQ(at("image_token_index").default_value, 32000);
+  EXPECT_EQ(at("vision_feature_layer").default_value, -2);            // to_json writes one layer as a number
+  EXPECT_EQ(at("projector_config").default_value, "{}");              // to_json leaves it out: the member
+  EXPECT_EQ(at("text_config.num_key_value_heads").default_value, 32);  // a sub-config's field, as written
+  EXPECT_EQ(at("vision_config.patch_size").default_value, 32);
+  EXPECT_EQ(at("text_config.eos_token_id").default_value, 2);
+  EXPECT_TRUE(at("text_config").default_value.is_object());
 }

@@ -82,6 +82,10 @@ class CLIPModel(CppModule, PreTrainedModel):
         """The full config (C++ fills in the defaults and checks it) without building the model."""
         return json.loads(_C.clip.resolve_config(json.dumps(config)))
 
+    @classmethod
+    def _cpp_type(cls) -> Any:
+        return _C.clip.ClipModel
+
     def forward(
         self,
         input_ids: Optional[torch.Tensor] = None,
@@ -147,6 +151,10 @@ class _TowerModel(CppModule, PreTrainedModel):
 
     def set_gradient_checkpointing(self, enable: bool = True) -> None:
         self._cpp.set_gradient_checkpointing(enable)
+
+    @classmethod
+    def _cpp_type(cls) -> Any:
+        return getattr(_C.clip, cls._cpp_class)
 
 
 @register_model

@@ -23,6 +23,10 @@ class FamilyModel(CppModule, PreTrainedModel):
         self.config["architectures"] = [self.architecture]
 
     @classmethod
+    def _cpp_type(cls) -> Any:
+        return getattr(cls._family, cls._cpp_class)
+
+    @classmethod
     def resolve_config(cls, config: Dict[str, Any]) -> Dict[str, Any]:
         """The full config (C++ fills in the defaults and checks it) without building the model."""
         return json.loads(cls._family.resolve_config(json.dumps(config)))

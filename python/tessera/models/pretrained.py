@@ -44,6 +44,21 @@ class PreTrainedModel(nn.Module):
     key_aliases: List[Tuple[str, str]] = []
     tied_weights: Dict[str, str] = {}
 
+    @classmethod
+    def config_fields(cls) -> Dict[str, Dict[str, Any]]:
+        """The config keys this class reads, each declared once in C++ with its default and meaning:
+        {key: {"default": ..., "meaning": ...}} in declaration order; a sub-config's keys are dotted
+        (`text_config.hidden_size`). Defaults are as config.json holds them."""
+        cpp = cls._cpp_type()
+        if cpp is None:
+            raise NotImplementedError(f"{cls.__name__} has no C++ options table")
+        return {f["key"]: {"default": f["default"], "meaning": f["meaning"]} for f in json.loads(cpp.config_fields())}
+
+    @classmethod
+    def _cpp_type(cls) -> Any:
+        """The bound C++ class the model wraps (its static config_fields); None for Python-only models."""
+        return None
+
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         own = self.state_dict(keep_vars=True)
         state = fill_tied(apply_key_aliases(state_dict, own, self.key_aliases), self.tied_weights)

@@ -97,12 +97,9 @@ Blip2Options Blip2Options::from_json(const nlohmann::json& j, const std::string&
   } else {
     o.other_text_config = text.dump();
   }
-  o.num_query_tokens(r.get_int("num_query_tokens", o.num_query_tokens()));
+  o.visit_fields([&](const char* key, auto& field) { field = core::detail::read_field(r, key, field); });
   const bool no_image_token = !j.contains("image_token_index") || j["image_token_index"].is_null();
   o.image_token_index(no_image_token ? -1 : r.get_int("image_token_index", -1));
-  o.image_text_hidden_size(r.get_int("image_text_hidden_size", o.image_text_hidden_size()));
-  o.initializer_factor(r.get_double("initializer_factor", o.initializer_factor()));
-  o.initializer_range(r.get_double("initializer_range", o.initializer_range()));
   o.validate(where);
   return o;
 }
@@ -114,16 +111,14 @@ nlohmann::json Blip2Options::to_json() const {
     text_json = text->to_json();
     text_json.erase("architectures");
   }
-  return {{"model_type", "blip-2"},
-          {"vision_config", vision.to_json()},
-          {"qformer_config", qformer.to_json()},
-          {"text_config", text_json},
-          {"num_query_tokens", num_query_tokens()},
-          {"image_token_index", image_token_index() < 0 ? nlohmann::json(nullptr) : nlohmann::json(image_token_index())},
-          {"image_text_hidden_size", image_text_hidden_size()},
-          {"initializer_factor", initializer_factor()},
-          {"initializer_range", initializer_range()},
-          {"use_decoder_only_language_model", true}};
+  nlohmann::json j = core::options_to_json(*this);
+  j.update({{"model_type", "blip-2"},
+            {"vision_config", vision.to_json()},
+            {"qformer_config", qformer.to_json()},
+            {"text_config", text_json},
+            {"image_token_index", image_token_index() < 0 ? nlohmann::json(nullptr) : nlohmann::json(image_token_index())},
+            {"use_decoder_only_language_model", true}});
+  return j;
 }
 
 }  // namespace tessera::models

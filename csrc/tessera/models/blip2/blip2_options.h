@@ -1,46 +1,68 @@
 // BLIP-2 configuration (Li et al. 2023) with the names and defaults of transformers'
-// Blip2VisionConfig, Blip2QFormerConfig and Blip2Config. Each field is declared once in visit_fields.
+// Blip2VisionConfig, Blip2QFormerConfig and Blip2Config. Each field is declared once, in the tables
+// below (core/config_fields.h).
 #pragma once
+#include "tessera/core/config_fields.h"
 #include "tessera/models/llama/llama_options.h"
 
 #include <nlohmann/json_fwd.hpp>
-#include <torch/arg.h>
 
 #include <optional>
 #include <string>
+
+// clang-format off
+#define TESSERA_BLIP2_VISION_OPTIONS(FIELD, CUSTOM, NESTED)                                                   \
+  FIELD(int64_t, hidden_size, 1408, "width of the tower's hidden states")                                     \
+  FIELD(int64_t, intermediate_size, 6144, "width of the feed-forward")                                        \
+  FIELD(int64_t, num_hidden_layers, 39, "transformer layers")                                                 \
+  FIELD(int64_t, num_attention_heads, 16, "attention heads per layer")                                        \
+  FIELD(int64_t, image_size, 224, "input height and width in pixels")                                         \
+  FIELD(int64_t, patch_size, 14, "patch height and width in pixels")                                          \
+  FIELD(std::string, hidden_act, "gelu", "feed-forward activation (Hugging Face name)")                       \
+  FIELD(double, layer_norm_eps, 1e-6, "epsilon of every layernorm")                                           \
+  FIELD(double, attention_dropout, 0.0, "dropout on attention weights")                                       \
+  FIELD(double, initializer_range, 1e-10, "std of the normal init")                                           \
+  FIELD(bool, qkv_bias, true, "biases on the query and value thirds of qkv (the key third stays zero)")
+
+#define TESSERA_BLIP2_QFORMER_OPTIONS(FIELD, CUSTOM, NESTED)                                                  \
+  FIELD(int64_t, vocab_size, 30522, "token vocabulary size (BERT's)")                                         \
+  FIELD(int64_t, hidden_size, 768, "width of the hidden states")                                              \
+  FIELD(int64_t, num_hidden_layers, 12, "transformer layers")                                                 \
+  FIELD(int64_t, num_attention_heads, 12, "attention heads per layer")                                        \
+  FIELD(int64_t, intermediate_size, 3072, "width of the feed-forwards")                                       \
+  FIELD(std::string, hidden_act, "gelu", "feed-forward activation (Hugging Face name)")                       \
+  FIELD(double, hidden_dropout_prob, 0.1, "dropout on embeddings and residual branches")                      \
+  FIELD(double, attention_probs_dropout_prob, 0.1, "dropout on attention weights")                            \
+  FIELD(int64_t, max_position_embeddings, 512, "longest text input in tokens")                                \
+  FIELD(double, initializer_range, 0.02, "std of the normal init")                                            \
+  FIELD(double, layer_norm_eps, 1e-12, "epsilon of every layernorm")                                          \
+  FIELD(int64_t, pad_token_id, 0, "padding token id")                                                         \
+  FIELD(int64_t, cross_attention_frequency, 2,                                                                \
+        "layer i cross-attends to the image when i % cross_attention_frequency == 0")                        \
+  FIELD(int64_t, encoder_hidden_size, 1408, "width of the image features the queries attend to")              \
+  FIELD(bool, use_qformer_text_input, false,                                                                  \
+        "text tokens share the layers with the queries (word/position embeddings, a text feed-forward)")
+
+// image_token_index is CUSTOM: null in the file, -1 in the struct (blip2_options.cpp).
+#define TESSERA_BLIP2_OPTIONS(FIELD, CUSTOM, NESTED)                                                          \
+  NESTED(Blip2VisionOptions, vision, "vision_config", "the image tower (Blip2VisionConfig)")                  \
+  NESTED(Blip2QFormerOptions, qformer, "qformer_config",                                                      \
+         "the Querying Transformer (Blip2QFormerConfig); encoder_hidden_size follows the vision tower")        \
+  NESTED(std::optional<LlamaOptions>, text, "text_config",                                                    \
+         "the language model: a LlamaConfig, or any other model_type kept verbatim")                          \
+  FIELD(int64_t, num_query_tokens, 32, "learned query tokens")                                                \
+  CUSTOM(int64_t, image_token_index, -1, "image_token_index",                                                 \
+         "the prompt's placeholder for one query output (-1 in the struct: none, config null)")               \
+  FIELD(int64_t, image_text_hidden_size, 256, "width of the ITC embeddings (vision_projection, text_projection)") \
+  FIELD(double, initializer_factor, 1.0, "kept for transformers' Blip2Config")                                \
+  FIELD(double, initializer_range, 0.02, "std of the normal init of the queries and language_projection")
+// clang-format on
 
 namespace tessera::models {
 
 /// The EVA-style image tower: pre-norm layers with a fused `qkv` projection, post-norm on every token.
 struct Blip2VisionOptions {
-  TORCH_ARG(int64_t, hidden_size) = 1408;
-  TORCH_ARG(int64_t, intermediate_size) = 6144;
-  TORCH_ARG(int64_t, num_hidden_layers) = 39;
-  TORCH_ARG(int64_t, num_attention_heads) = 16;
-  TORCH_ARG(int64_t, image_size) = 224;
-  TORCH_ARG(int64_t, patch_size) = 14;
-  TORCH_ARG(std::string, hidden_act) = "gelu";
-  TORCH_ARG(double, layer_norm_eps) = 1e-6;
-  TORCH_ARG(double, attention_dropout) = 0.0;
-  TORCH_ARG(double, initializer_range) = 1e-10;
-  /// Biases on the query and value thirds of `qkv` (the key third stays zero at init).
-  TORCH_ARG(bool, qkv_bias) = true;
-
- public:
-  template <class V>
-  void visit_fields(V&& v) {
-    v("hidden_size", hidden_size());
-    v("intermediate_size", intermediate_size());
-    v("num_hidden_layers", num_hidden_layers());
-    v("num_attention_heads", num_attention_heads());
-    v("image_size", image_size());
-    v("patch_size", patch_size());
-    v("hidden_act", hidden_act());
-    v("layer_norm_eps", layer_norm_eps());
-    v("attention_dropout", attention_dropout());
-    v("initializer_range", initializer_range());
-    v("qkv_bias", qkv_bias());
-  }
+  TESSERA_OPTIONS_FIELDS(TESSERA_BLIP2_VISION_OPTIONS)
   void validate(const std::string& where) const;
   static Blip2VisionOptions from_json(const nlohmann::json& j, const std::string& where = "vision_config",
                                       bool strict = false);
@@ -51,44 +73,7 @@ struct Blip2VisionOptions {
 /// The Querying Transformer: BERT post-norm layers; cross-attention to the image features in
 /// every `cross_attention_frequency`-th layer; the query tokens take their own feed-forward.
 struct Blip2QFormerOptions {
-  TORCH_ARG(int64_t, vocab_size) = 30522;
-  TORCH_ARG(int64_t, hidden_size) = 768;
-  TORCH_ARG(int64_t, num_hidden_layers) = 12;
-  TORCH_ARG(int64_t, num_attention_heads) = 12;
-  TORCH_ARG(int64_t, intermediate_size) = 3072;
-  TORCH_ARG(std::string, hidden_act) = "gelu";
-  TORCH_ARG(double, hidden_dropout_prob) = 0.1;
-  TORCH_ARG(double, attention_probs_dropout_prob) = 0.1;
-  TORCH_ARG(int64_t, max_position_embeddings) = 512;
-  TORCH_ARG(double, initializer_range) = 0.02;
-  TORCH_ARG(double, layer_norm_eps) = 1e-12;
-  TORCH_ARG(int64_t, pad_token_id) = 0;
-  /// Layer i cross-attends to the image when i % cross_attention_frequency == 0.
-  TORCH_ARG(int64_t, cross_attention_frequency) = 2;
-  /// Width of the image features the queries attend to (the vision tower's hidden_size).
-  TORCH_ARG(int64_t, encoder_hidden_size) = 1408;
-  /// Text tokens share the layers with the queries (word/position embeddings, a text feed-forward).
-  TORCH_ARG(bool, use_qformer_text_input) = false;
-
- public:
-  template <class V>
-  void visit_fields(V&& v) {
-    v("vocab_size", vocab_size());
-    v("hidden_size", hidden_size());
-    v("num_hidden_layers", num_hidden_layers());
-    v("num_attention_heads", num_attention_heads());
-    v("intermediate_size", intermediate_size());
-    v("hidden_act", hidden_act());
-    v("hidden_dropout_prob", hidden_dropout_prob());
-    v("attention_probs_dropout_prob", attention_probs_dropout_prob());
-    v("max_position_embeddings", max_position_embeddings());
-    v("initializer_range", initializer_range());
-    v("layer_norm_eps", layer_norm_eps());
-    v("pad_token_id", pad_token_id());
-    v("cross_attention_frequency", cross_attention_frequency());
-    v("encoder_hidden_size", encoder_hidden_size());
-    v("use_qformer_text_input", use_qformer_text_input());
-  }
+  TESSERA_OPTIONS_FIELDS(TESSERA_BLIP2_QFORMER_OPTIONS)
   void validate(const std::string& where) const;
   static Blip2QFormerOptions from_json(const nlohmann::json& j, const std::string& where = "qformer_config",
                                        bool strict = false);
@@ -97,21 +82,10 @@ struct Blip2QFormerOptions {
 
 /// Blip2Config: the three parts, the learned queries and the heads around them.
 struct Blip2Options {
-  Blip2VisionOptions vision;
-  Blip2QFormerOptions qformer;
-  /// The language model's config when it is a LLaMA (Blip2ForConditionalGeneration needs one).
-  std::optional<LlamaOptions> text;
-  /// Any other text_config (transformers' default is OPT's), kept verbatim to write back.
+  TESSERA_OPTIONS_FIELDS(TESSERA_BLIP2_OPTIONS)
+  /// text_config when it is not a LLaMA (transformers' default is OPT's), kept verbatim to write back.
   std::string other_text_config;
-  TORCH_ARG(int64_t, num_query_tokens) = 32;
-  /// The prompt's placeholder for one query output (-1: none, transformers' None).
-  TORCH_ARG(int64_t, image_token_index) = -1;
-  /// Width of the ITC embeddings (vision_projection / text_projection).
-  TORCH_ARG(int64_t, image_text_hidden_size) = 256;
-  TORCH_ARG(double, initializer_factor) = 1.0;
-  TORCH_ARG(double, initializer_range) = 0.02;
 
- public:
   void validate(const std::string& where) const;
   static Blip2Options from_json(const nlohmann::json& j, const std::string& where = "blip-2 config",
                                 bool strict = false);

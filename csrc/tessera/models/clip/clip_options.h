@@ -1,46 +1,59 @@
 // CLIP configuration (Radford et al. 2021) with the names and defaults of Hugging Face's
-// CLIPVisionConfig, CLIPTextConfig and CLIPConfig. Each field is declared once in visit_fields.
+// CLIPVisionConfig, CLIPTextConfig and CLIPConfig. Each field is declared once, in the tables
+// below (core/config_fields.h).
 #pragma once
+#include "tessera/core/config_fields.h"
+
 #include <nlohmann/json_fwd.hpp>
-#include <torch/arg.h>
 
 #include <string>
+
+// clang-format off
+#define TESSERA_CLIP_VISION_OPTIONS(FIELD, CUSTOM, NESTED)                                                    \
+  FIELD(int64_t, hidden_size, 768, "width of the tower's hidden states")                                      \
+  FIELD(int64_t, intermediate_size, 3072, "width of the feed-forward")                                        \
+  FIELD(int64_t, num_hidden_layers, 12, "transformer layers")                                                 \
+  FIELD(int64_t, num_attention_heads, 12, "attention heads per layer")                                        \
+  FIELD(int64_t, num_channels, 3, "input image channels")                                                     \
+  FIELD(int64_t, image_size, 224, "input height and width in pixels")                                         \
+  FIELD(int64_t, patch_size, 32, "patch height and width in pixels")                                          \
+  FIELD(std::string, hidden_act, "quick_gelu",                                                                \
+        "feed-forward activation (Hugging Face name): quick_gelu for OpenAI CLIP, gelu for open_clip")        \
+  FIELD(double, layer_norm_eps, 1e-5, "epsilon of every layernorm")                                           \
+  FIELD(double, attention_dropout, 0.0, "dropout on attention weights")                                       \
+  FIELD(double, initializer_range, 0.02, "std of the normal init")                                            \
+  FIELD(double, initializer_factor, 1.0, "multiplier of the init std (HF initializer_factor)")
+
+#define TESSERA_CLIP_TEXT_OPTIONS(FIELD, CUSTOM, NESTED)                                                      \
+  FIELD(int64_t, vocab_size, 49408, "token vocabulary size")                                                  \
+  FIELD(int64_t, hidden_size, 512, "width of the tower's hidden states")                                      \
+  FIELD(int64_t, intermediate_size, 2048, "width of the feed-forward")                                        \
+  FIELD(int64_t, num_hidden_layers, 12, "transformer layers")                                                 \
+  FIELD(int64_t, num_attention_heads, 8, "attention heads per layer")                                         \
+  FIELD(int64_t, max_position_embeddings, 77, "context length in tokens")                                     \
+  FIELD(std::string, hidden_act, "quick_gelu", "feed-forward activation (Hugging Face name)")                 \
+  FIELD(double, layer_norm_eps, 1e-5, "epsilon of every layernorm")                                           \
+  FIELD(double, attention_dropout, 0.0, "dropout on attention weights")                                       \
+  FIELD(int64_t, pad_token_id, 1, "padding token id")                                                         \
+  FIELD(int64_t, bos_token_id, 49406, "start-of-text token id")                                               \
+  FIELD(int64_t, eos_token_id, 49407,                                                                         \
+        "pooled token: the first eos_token_id; the legacy value 2 pools at argmax(input_ids)")                \
+  FIELD(double, initializer_range, 0.02, "std of the normal init")                                            \
+  FIELD(double, initializer_factor, 1.0, "multiplier of the init std")
+
+#define TESSERA_CLIP_OPTIONS(FIELD, CUSTOM, NESTED)                                                           \
+  NESTED(ClipTextOptions, text, "text_config", "the text tower (CLIPTextConfig)")                             \
+  NESTED(ClipVisionOptions, vision, "vision_config", "the image tower (CLIPVisionConfig)")                     \
+  FIELD(int64_t, projection_dim, 512, "width of the shared image-text embedding space")                       \
+  FIELD(double, logit_scale_init_value, 2.6592, "initial log of the logit scale: log(1 / 0.07)")              \
+  FIELD(double, initializer_factor, 1.0, "multiplier of the init std of the projections")
+// clang-format on
 
 namespace tessera::models {
 
 /// CLIPVisionConfig (ViT-B/32 at 224 px).
 struct ClipVisionOptions {
-  TORCH_ARG(int64_t, hidden_size) = 768;
-  TORCH_ARG(int64_t, intermediate_size) = 3072;
-  TORCH_ARG(int64_t, num_hidden_layers) = 12;
-  TORCH_ARG(int64_t, num_attention_heads) = 12;
-  TORCH_ARG(int64_t, num_channels) = 3;
-  TORCH_ARG(int64_t, image_size) = 224;
-  TORCH_ARG(int64_t, patch_size) = 32;
-  /// Hugging Face activation name (quick_gelu for OpenAI CLIP, gelu for open_clip models).
-  TORCH_ARG(std::string, hidden_act) = "quick_gelu";
-  TORCH_ARG(double, layer_norm_eps) = 1e-5;
-  TORCH_ARG(double, attention_dropout) = 0.0;
-  /// Std of the normal init (HF initializer_range) and its multiplier (initializer_factor).
-  TORCH_ARG(double, initializer_range) = 0.02;
-  TORCH_ARG(double, initializer_factor) = 1.0;
-
- public:
-  template <class V>
-  void visit_fields(V&& v) {
-    v("hidden_size", hidden_size());
-    v("intermediate_size", intermediate_size());
-    v("num_hidden_layers", num_hidden_layers());
-    v("num_attention_heads", num_attention_heads());
-    v("num_channels", num_channels());
-    v("image_size", image_size());
-    v("patch_size", patch_size());
-    v("hidden_act", hidden_act());
-    v("layer_norm_eps", layer_norm_eps());
-    v("attention_dropout", attention_dropout());
-    v("initializer_range", initializer_range());
-    v("initializer_factor", initializer_factor());
-  }
+  TESSERA_OPTIONS_FIELDS(TESSERA_CLIP_VISION_OPTIONS)
   void validate(const std::string& where) const;
   /// `strict` rejects unknown keys (tessera's variant files and overrides; HF configs are lenient).
   static ClipVisionOptions from_json(const nlohmann::json& j, const std::string& where = "vision_config",
@@ -51,41 +64,7 @@ struct ClipVisionOptions {
 
 /// CLIPTextConfig.
 struct ClipTextOptions {
-  TORCH_ARG(int64_t, vocab_size) = 49408;
-  TORCH_ARG(int64_t, hidden_size) = 512;
-  TORCH_ARG(int64_t, intermediate_size) = 2048;
-  TORCH_ARG(int64_t, num_hidden_layers) = 12;
-  TORCH_ARG(int64_t, num_attention_heads) = 8;
-  /// Context length (77 for CLIP).
-  TORCH_ARG(int64_t, max_position_embeddings) = 77;
-  TORCH_ARG(std::string, hidden_act) = "quick_gelu";
-  TORCH_ARG(double, layer_norm_eps) = 1e-5;
-  TORCH_ARG(double, attention_dropout) = 0.0;
-  TORCH_ARG(int64_t, pad_token_id) = 1;
-  TORCH_ARG(int64_t, bos_token_id) = 49406;
-  /// The pooled token: the first `eos_token_id`; the legacy value 2 pools at argmax(input_ids).
-  TORCH_ARG(int64_t, eos_token_id) = 49407;
-  TORCH_ARG(double, initializer_range) = 0.02;
-  TORCH_ARG(double, initializer_factor) = 1.0;
-
- public:
-  template <class V>
-  void visit_fields(V&& v) {
-    v("vocab_size", vocab_size());
-    v("hidden_size", hidden_size());
-    v("intermediate_size", intermediate_size());
-    v("num_hidden_layers", num_hidden_layers());
-    v("num_attention_heads", num_attention_heads());
-    v("max_position_embeddings", max_position_embeddings());
-    v("hidden_act", hidden_act());
-    v("layer_norm_eps", layer_norm_eps());
-    v("attention_dropout", attention_dropout());
-    v("pad_token_id", pad_token_id());
-    v("bos_token_id", bos_token_id());
-    v("eos_token_id", eos_token_id());
-    v("initializer_range", initializer_range());
-    v("initializer_factor", initializer_factor());
-  }
+  TESSERA_OPTIONS_FIELDS(TESSERA_CLIP_TEXT_OPTIONS)
   void validate(const std::string& where) const;
   static ClipTextOptions from_json(const nlohmann::json& j, const std::string& where = "text_config",
                                    bool strict = false);
@@ -94,20 +73,7 @@ struct ClipTextOptions {
 
 /// CLIPConfig: the two towers and the shared embedding space.
 struct ClipOptions {
-  ClipTextOptions text;
-  ClipVisionOptions vision;
-  TORCH_ARG(int64_t, projection_dim) = 512;
-  /// Initial log of the logit scale: log(1 / 0.07).
-  TORCH_ARG(double, logit_scale_init_value) = 2.6592;
-  TORCH_ARG(double, initializer_factor) = 1.0;
-
- public:
-  template <class V>
-  void visit_fields(V&& v) {
-    v("projection_dim", projection_dim());
-    v("logit_scale_init_value", logit_scale_init_value());
-    v("initializer_factor", initializer_factor());
-  }
+  TESSERA_OPTIONS_FIELDS(TESSERA_CLIP_OPTIONS)
   void validate(const std::string& where) const;
   /// From a CLIPConfig config.json dict (`text_config`, `vision_config`, `projection_dim`, ...).
   static ClipOptions from_json(const nlohmann::json& j, const std::string& where = "clip config",

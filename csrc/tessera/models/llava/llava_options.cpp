@@ -1,7 +1,7 @@
 // LlavaConfig <-> LlavaOptions (transformers/models/llava/configuration_llava.py).
 #include "tessera/models/llava/llava_options.h"
 
-#include "tessera/core/json_config.h"
+#include "tessera/core/config_fields.h"
 #include "tessera/models/llava/projector.h"
 
 #include <c10/util/Exception.h>
@@ -46,13 +46,8 @@ LlavaOptions LlavaOptions::from_json(const nlohmann::json& j, const std::string&
   o.vision = ClipVisionOptions::from_json(j.value("vision_config", nlohmann::json::object()), where + ".vision_config",
                                           strict);
   o.text = LlamaOptions::from_json(j.value("text_config", nlohmann::json::object()), where + ".text_config", strict);
-  o.image_token_index(r.get_int("image_token_index", o.image_token_index()));
+  o.visit_fields([&](const char* key, auto& field) { field = core::detail::read_field(r, key, field); });
   if (r.has("vision_feature_layer")) o.vision_feature_layer(r.get_int_list("vision_feature_layer", {}));
-  o.vision_feature_select_strategy(r.get_string("vision_feature_select_strategy", o.vision_feature_select_strategy()));
-  o.projector_hidden_act(r.get_string("projector_hidden_act", o.projector_hidden_act()));
-  o.multimodal_projector_bias(r.get_bool("multimodal_projector_bias", o.multimodal_projector_bias()));
-  o.projector_type(r.get_string("projector_type", o.projector_type()));
-  o.projector_num_queries(r.get_int("projector_num_queries", o.projector_num_queries()));
   if (j.contains("projector_config")) {
     TORCH_CHECK_VALUE(j["projector_config"].is_object(), where, ".projector_config must be an object");
     o.projector_config(j["projector_config"].dump());
@@ -65,19 +60,15 @@ nlohmann::json LlavaOptions::to_json() const {
   nlohmann::json text_json = text.to_json();
   text_json.erase("architectures");
   const auto& layers = vision_feature_layer();
-  nlohmann::json j = {{"architectures", {"LlavaForConditionalGeneration"}},
-          {"model_type", "llava"},
-          {"vision_config", vision.to_json()},
-          {"text_config", text_json},
-          {"image_token_index", image_token_index()},
-          {"image_seq_length", image_tokens()},
-          {"vision_feature_layer", layers.size() == 1 ? nlohmann::json(layers[0]) : nlohmann::json(layers)},
-          {"vision_feature_select_strategy", vision_feature_select_strategy()},
-          {"projector_hidden_act", projector_hidden_act()},
-          {"multimodal_projector_bias", multimodal_projector_bias()},
-          {"projector_type", projector_type()},
-          {"tie_word_embeddings", text.tie_word_embeddings()}};
-  if (projector_num_queries() > 0) j["projector_num_queries"] = projector_num_queries();
+  nlohmann::json j = core::options_to_json(*this);
+  j.update({{"architectures", {"LlavaForConditionalGeneration"}},
+            {"model_type", "llava"},
+            {"vision_config", vision.to_json()},
+            {"text_config", text_json},
+            {"image_seq_length", image_tokens()},
+            {"vision_feature_layer", layers.size() == 1 ? nlohmann::json(layers[0]) : nlohmann::json(layers)},
+            {"tie_word_embeddings", text.tie_word_embeddings()}});
+  if (projector_num_queries() == 0) j.erase("projector_num_queries");  // transformers' LlavaConfig has no such key
   if (projector_config() != "{}") j["projector_config"] = nlohmann::json::parse(projector_config());
   return j;
 }
