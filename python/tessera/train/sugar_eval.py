@@ -10,6 +10,10 @@ sample's own text sequence always does; another with the same item sequence coun
 nothing tells them apart). Text->image the same way. A prefix/rest split is not used: the items of
 one sequence are drawn independently, so a prefix says nothing about the rest.
 
+Item naming through r: each held-out sample's first image, alone, ranks the ten sentences "A photo
+of a {item}." (one per Fashion-MNIST class, each alone); R@1 is zero-shot classification through
+the retrieval space, the single-slice case of the cross block.
+
 Held-out target fit: the held-out samples' points (k per sample, drawn from a fixed seed),
 their M_r against M_l from the same frozen encoders (the held-out file's own cache): L_d, and
 the Pearson correlation of M_r and M_l over pairs of different samples (the part of M_l that is
@@ -92,6 +96,29 @@ def interleaved_retrieval(task, model, path: str, limit: int, batch_size: int) -
     return out
 
 
+def item_naming(task, model, path: str, limit: int, batch_size: int) -> Dict[str, float]:
+    from ..data.instruct import with_article
+
+    samples = read_interleaved(path, limit)
+    images, labels = [], []
+    for s in samples:
+        pairs = list(zip(s.segments, s.segments[1:])) + list(zip(s.segments[1:], s.segments))
+        image, text = next((a, b) for a, b in pairs if "image" in a and "text" in b)  # an item: image + its sentence
+        images.append(InterleavedSample(f"{s.id}-item", [image], s.path, f"{s.where} (first item)", {}))
+        labels.append(FASHION_NAMES.index(item_name(text["text"])))
+    sentences = [InterleavedSample(f"class-{c}", [{"text": f"A photo of {with_article(n)}."}], path, f"class {n}", {})
+                 for c, n in enumerate(FASHION_NAMES)]
+    out = {}
+    r_img, h_img = embed_samples(task, model, images, batch_size)
+    r_txt, h_txt = embed_samples(task, model, sentences, batch_size)
+    relevant = torch.tensor(labels)[:, None] == torch.arange(len(FASHION_NAMES))[None, :]
+    for suffix, (img, txt) in {"": (r_img, r_txt), "_hidden": (h_img, h_txt)}.items():
+        sim = F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).T
+        for k, v in recall_at(sim, relevant, (1, 3)).items():
+            out[f"item_naming_r{k}{suffix}"] = v
+    return out
+
+
 @torch.no_grad()
 def target_fit(task, model, path: str, limit: int, batch_size: int) -> Dict[str, float]:
     from ..losses.sugar import retrieval_similarity
@@ -157,6 +184,7 @@ def evaluate_sugar(task, model, final: bool = False) -> Dict[str, Any]:
     try:
         if d.eval:
             out.update(interleaved_retrieval(task, model, d.eval, cfg.max_samples, cfg.batch_size))
+            out.update(item_naming(task, model, d.eval, cfg.max_samples, cfg.batch_size))
             out.update(target_fit(task, model, d.eval, cfg.target_fit_samples, cfg.batch_size))
         if d.pairs:
             out.update(winoground(task, model, d.pairs, cfg.max_samples, cfg.batch_size))
