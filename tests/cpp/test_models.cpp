@@ -337,6 +337,7 @@ void expect_declared_once(const std::string& name, const std::vector<std::string
   const nlohmann::json written = O{}.to_json();
   for (const auto& item : written.items())
     EXPECT_TRUE(declared.count(item.key()) || derived.count(item.key())) << item.key() << " is written, not declared";
+  EXPECT_NO_THROW(O::from_json(written, name, /*strict=*/true));  // the hand-read keys are accepted too
 }
 
 TEST(ConfigFields, EveryOptionsFieldIsDeclaredOnceWithAMeaning) {
