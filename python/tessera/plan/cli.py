@@ -23,13 +23,14 @@ def _label(p: MemoryPlan) -> str:
 
 def format_plan(p: MemoryPlan, table: List[MemoryPlan], fits: List[MemoryPlan], measured=None) -> str:
     s = p.settings
-    lines = [f"memory per rank, {s.world_size} process(es) on {s.device}, {p.params / 1e6:.2f} M parameters",
+    lines = [f"memory per rank, {s.world_size} process(es) on {s.device}, {p.params / 1e6:.2f} M parameters"
+             + (f" ({p.trainable / 1e6:.2f} M trainable)" if p.trainable < p.params else ""),
              f"recipe: {_label(p)}", "", "component                   MiB"]
     for name in ("weights", "gradients", "optimizer", "activations", "temporaries", "communication", "data",
                  "runtime"):
         lines.append(f"  {name:22s}{_mib(getattr(p, name))}")
     for stack, b in p.activations_per_layer.items():
-        lines.append(f"    per {stack} layer      {_mib(b)}")
+        lines.append(f"    {'per ' + stack + ' layer':20s}{_mib(b)}")
     lines.append(f"  {'peak (' + p.peak_moment + ')':22s}{_mib(p.peak)}")
     if measured:
         ratio = measured["peak"] / p.peak
@@ -73,7 +74,7 @@ def run_plan(args) -> int:
         if not bf16_ok:
             plan.notes.append("bf16 left out of the suggestions: this CPU emulates it (about 6x slower)")
         if shape.has_lora:
-            plan.notes.append("LoRA (train.lora) trains adapters only: gradients and optimizer state shrink to them")
+            plan.notes.append("LoRA (the recipe's lora section) trains adapters only: gradients and optimizer state shrink to them")
     measured = None
     if args.measure:
         from ..train.distributed import init_distributed, shutdown_distributed

@@ -2,7 +2,8 @@
 
 The step's peak is the larger of two moments (AdamW, fp32 master weights):
 - early backward: weights + optimizer state + every saved activation + one layer's backward
-  transients (gradients are freed by `zero_grad(set_to_none=True)`, so few exist yet);
+  transients, or a language model's head backward over its logits if larger (gradients are
+  freed by `zero_grad(set_to_none=True)`, so few exist yet);
 - the optimizer step: weights + gradients + optimizer state + AdamW's foreach temporaries (one
   fp32 tensor per parameter).
 DDP adds its gradient buckets (a second copy of the gradients); FSDP2 divides weights, gradients
@@ -20,6 +21,10 @@ MiB = 2 ** 20
 # The CPU runtime's own growth during training (thread pools, oneDNN primitive caches, allocator
 # slack), calibrated against RSS (docs/memory.md). CUDA adds its context outside allocator stats.
 RUNTIME_BYTES = {"cpu": 24 * MiB, "cuda": 0}
+# A language model's cross-entropy backward, bytes per logit at the start of backward: the fp32
+# gradients of the log-probabilities and of the logits; under bf16 autocast also the bf16
+# logits' gradient and cast copies (calibrated against RSS: docs/memory.md).
+HEAD_TRANSIENT = {"fp32": 8, "bf16": 14}
 
 
 @dataclass
@@ -50,6 +55,7 @@ class MemoryPlan:
     peak: int
     peak_moment: str                 # "backward" or "optimizer step"
     notes: List[str] = field(default_factory=list)
+    trainable: int = 0               # parameters with gradients and optimizer state
 
     def as_dict(self) -> Dict:
         return asdict(self)
@@ -62,13 +68,15 @@ def _activation_mode(s: Settings) -> str:
 
 
 def plan_memory(shape: ModelShape, s: Settings) -> MemoryPlan:
-    P = shape.params()
+    P, T = shape.params(), shape.trainable_params()
     n = s.world_size if s.strategy == "fsdp2" and s.world_size > 1 else 1
     sharded = n > 1
     mode = _activation_mode(s)
     b = s.batch_size
     per_layer: Dict[str, int] = {}
     acts = int(shape.other_activations_per_sample * b * (0.5 if mode != "fp32" else 1.0))
+    logits = 4 * shape.logits_per_sample * b
+    acts += logits + (2 * shape.head_matrix if mode == "bf16" else 0)
     recompute = 0
     for st in shape.stacks:
         full = st.layer_activations(b, mode)
@@ -80,8 +88,13 @@ def plan_memory(shape: ModelShape, s: Settings) -> MemoryPlan:
     transient = max((st.layer_transient(b) for st in shape.stacks), default=0)
     if mode != "fp32":
         transient //= 2
+    head = HEAD_TRANSIENT[s.precision] * shape.logits_per_sample * b
+    # Backward runs the head first (its logits saved, its transient), then the layers (the logits
+    # freed, a checkpointed layer rebuilt with its transients): the larger of the two moments.
+    extra = max(head, recompute + transient - logits) if logits else recompute + transient
 
-    weights, grads, optim = 4 * P // n, 4 * P // n, 8 * P // n
+    # Frozen parameters have neither gradients nor AdamW state.
+    weights, grads, optim = 4 * P // n, 4 * T // n, 8 * T // n
     comm = 0
     notes = []
     if sharded:
@@ -89,11 +102,11 @@ def plan_memory(shape: ModelShape, s: Settings) -> MemoryPlan:
         pbytes = 2 if s.precision == "bf16" else 4
         comm = pbytes * (shape.other_params + 2 * layer) + 4 * layer
     elif s.strategy == "ddp" and s.world_size > 1:
-        comm = 4 * P
+        comm = 4 * T
     data = (s.prefetch + 2) * b * shape.sample_bytes
     runtime = RUNTIME_BYTES.get(s.device, 0)
-    backward = weights + optim + acts + transient
-    step = weights + grads + optim + 4 * P // n
+    backward = weights + optim + acts - recompute + extra
+    step = weights + grads + optim + 4 * T // n
     peak, moment = (backward, "backward") if backward >= step else (step, "optimizer step")
     peak += comm + data + runtime
     if s.precision == "bf16" and s.device == "cpu":
@@ -102,8 +115,9 @@ def plan_memory(shape: ModelShape, s: Settings) -> MemoryPlan:
         if not cpu_has_native_bf16():
             notes.append(BF16_SLOW_WARNING)
     return MemoryPlan(settings=s, params=P, weights=weights, gradients=grads, optimizer=optim, activations=acts,
-                      activations_per_layer=per_layer, temporaries=max(transient, 4 * P // n), communication=comm,
-                      data=data, runtime=runtime, peak=peak, peak_moment=moment, notes=notes)
+                      activations_per_layer=per_layer, temporaries=max(transient, head, 4 * T // n), communication=comm,
+                      data=data, runtime=runtime, peak=peak, peak_moment=moment, notes=notes,
+                      trainable=T)
 
 
 def _combinations(base: Settings, precisions=("fp32", "bf16")) -> Iterator[Settings]:

@@ -8,6 +8,7 @@ process starts: `tessera plan --measure` re-executes itself with it) makes every
 mmap of its own, and RSS then follows live tensors."""
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import sys
@@ -74,7 +75,8 @@ def measure_peak(recipe, steps: int = 3, info=None) -> Dict[str, float]:
         base = _status("VmRSS")
         if not _reset_peak():
             raise RuntimeError("cannot reset the peak RSS (/proc/self/clear_refs is not writable here)")
-    with tempfile.TemporaryDirectory() as out:
+    # The trainer's messages go to stderr: stdout may be `tessera plan --json`'s document.
+    with tempfile.TemporaryDirectory() as out, contextlib.redirect_stdout(sys.stderr):
         trainer = Trainer(recipe, task, out, info, progress=False)
         trainer.setup()
         loader = task.train_loader(info.rank, info.world_size)

@@ -4,7 +4,7 @@ and the parameters and activations outside them. A task builds a `ModelShape` fr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List
+from typing import List, Optional
 
 # Bytes autograd keeps per element for one pre-norm transformer layer (attention on SDPA's flash
 # kernel, GELU MLP), fitted exactly against saved-tensor hooks on tessera's layers
@@ -17,6 +17,22 @@ SAVED = {
     # FSDP2's bf16 parameters: every saved tensor bf16, no cast copies (estimate: fp32 halved).
     "bf16_params": {"hidden": 16, "mlp": 4, "heads": 4, "weights": 0},
 }
+# LLaMA layers (RMSNorm, SwiGLU, RoPE, GQA), fitted the same way over seven shapes (residual: the
+# RoPE tables, 2 KiB a layer). "mlp" is per [B, L, I] element (gate and up count separately),
+# "kv" per [B, L, kv_heads * head_dim] (keys and values after RoPE). Their frozen weights keep
+# fewer tensors (no matmul input is needed for a weight gradient); LoRA adds its [B, L, r]
+# intermediates ("rank", per adapter).
+SAVED_LLAMA = {
+    "fp32": {"full": {"hidden": 32, "mlp": 16, "kv": 8, "heads": 4, "weights": 0},
+             "frozen": {"hidden": 16, "mlp": 12, "kv": 8, "heads": 4, "weights": 0},
+             "lora": {"hidden": 24, "mlp": 16, "kv": 8, "heads": 4, "weights": 0, "rank": 4}},
+    "bf16": {"full": {"hidden": 30, "mlp": 8, "kv": 4, "heads": 4, "weights": 2},
+             "frozen": {"hidden": 12, "mlp": 6, "kv": 4, "heads": 4, "weights": 2},
+             "lora": {"hidden": 22, "mlp": 8, "kv": 4, "heads": 4, "weights": 2, "rank": 2}},
+}
+# FSDP2's bf16 parameters (estimate, as above): fp32 halved, no cast copies.
+SAVED_LLAMA["bf16_params"] = {k: {n: (v // 2 if n != "weights" else 0) for n, v in c.items()}
+                              for k, c in SAVED_LLAMA["fp32"].items()}
 # Backward transients of one layer: the gradients of its MLP and attention outputs while they are
 # formed (calibrated against peak RSS; docs/memory.md).
 TRANSIENT = {"hidden": 16, "mlp": 8}
@@ -40,6 +56,14 @@ class Stack:
     mlp_bias: bool = True
     norm_bias: bool = True       # LayerNorm (RMSNorm has no bias)
     layer_scale: bool = False    # two [hidden] scale vectors (BEiT, CaiT)
+    kind: str = "prenorm"        # "llama": RMSNorm, SwiGLU, RoPE (SAVED_LLAMA)
+    # What autograd keeps: "full"; "frozen" (frozen weights, an input that needs grad: LLaVA's
+    # LM in stage 1); "lora" (frozen weights with adapters); "none" (nothing needs grad: a
+    # frozen tower on pixels).
+    saves: str = "full"
+    lora_rank: int = 0
+    lora_adapters: int = 0       # adapted linear layers per layer
+    lora_params: int = 0         # their elements per layer
 
     @property
     def _dims(self):
@@ -58,24 +82,37 @@ class Stack:
         biases = (self.heads * d + (2 if self.k_bias else 1) * kv * d if self.qkv_bias else 0)
         biases += (h if self.o_bias else 0) + (((2 if self.gated else 1) * i + h) if self.mlp_bias else 0)
         norms = 2 * (2 * h if self.norm_bias else h)
-        return self.matrix_params() + biases + norms + (2 * h if self.layer_scale else 0)
+        return (self.matrix_params() + biases + norms + (2 * h if self.layer_scale else 0)
+                + self.lora_params)
 
     def params(self) -> int:
         return self.layers * self.layer_params()
 
     def layer_activations(self, batch: int, mode: str) -> int:
         """Bytes autograd saves for one layer's backward."""
+        if self.saves == "none":
+            return 0
+        bl = batch * self.tokens
+        if self.kind == "llama":
+            d, kv = self._dims
+            c = SAVED_LLAMA[mode][self.saves]
+            return int(bl * (c["hidden"] * self.hidden + c["mlp"] * self.intermediate + c["kv"] * kv * d
+                             + c["heads"] * self.heads + c.get("rank", 0) * self.lora_rank * self.lora_adapters)
+                       + c["weights"] * (self.matrix_params() + self.lora_params))
         c = SAVED[mode]
         mlp = c["mlp"] * (1.5 if self.gated else 1.0)
-        bl = batch * self.tokens
         return int(c["hidden"] * bl * self.hidden + mlp * bl * self.intermediate
                    + c["heads"] * bl * self.heads + c["weights"] * self.matrix_params())
 
     def checkpointed_layer(self, batch: int, dtype_bytes: int = 4) -> int:
         """Bytes kept per layer under activation checkpointing: its input."""
+        if self.saves == "none":
+            return 0
         return batch * self.tokens * self.hidden * dtype_bytes
 
     def layer_transient(self, batch: int) -> int:
+        if self.saves == "none":
+            return 0
         bl = batch * self.tokens
         return TRANSIENT["hidden"] * bl * self.hidden + TRANSIENT["mlp"] * bl * self.intermediate
 
@@ -83,7 +120,11 @@ class Stack:
 @dataclass
 class ModelShape:
     """A model for the planner: its stacks, the parameters outside them (embeddings, heads), and
-    per sample: the activations outside the stacks (fp32 bytes) and the input batch's bytes."""
+    per sample: the activations outside the stacks (fp32 bytes) and the input batch's bytes.
+    A language model's head adds its logits: `logits_per_sample` (tokens x vocab, kept in fp32
+    for the cross-entropy in either precision) and `head_matrix` (its weight's elements, which
+    bf16 autocast copies). `trainable` counts the parameters that get gradients and AdamW state
+    (None: all)."""
     family: str
     stacks: List[Stack] = field(default_factory=list)
     other_params: int = 0
@@ -92,6 +133,12 @@ class ModelShape:
     batch_size: int = 1          # the recipe's per-process micro-batch
     prefetch: int = 4            # batches its loader keeps ready
     has_lora: bool = False
+    trainable: Optional[int] = None
+    logits_per_sample: int = 0
+    head_matrix: int = 0
 
     def params(self) -> int:
         return self.other_params + sum(s.params() for s in self.stacks)
+
+    def trainable_params(self) -> int:
+        return self.params() if self.trainable is None else self.trainable

@@ -86,6 +86,21 @@ class CausalLmTask(Task):
                       labels=batch["labels"][:, :width].to(device))
         return {"loss": TokenLoss(out.loss_sum, out.num_tokens)}
 
+    @classmethod
+    def memory_shape(cls, recipe):
+        """The LM for `tessera plan`, over the longest document of the training file (the width a
+        batch is trimmed to), or data.max_length when the file cannot be read yet."""
+        from ..plan.lm import causal_lm_shape
+
+        d, m = recipe.data, recipe.model
+        tokens = d.max_length
+        try:
+            ids = encode_lines(d.train, SentencePieceTokenizer(d.tokenizer), d.max_length)["attention_mask"]
+            tokens = int(ids.sum(1).max())
+        except (OSError, ValueError, RuntimeError):
+            pass
+        return causal_lm_shape(cls.model_config(recipe), tokens, d.batch_size, m.freeze, m.trainable)
+
     @torch.no_grad()
     def evaluate(self, model, final: bool = False) -> Dict[str, Any]:
         d = self.recipe.data

@@ -172,6 +172,18 @@ class LlavaTask(Task):
                              f"{tuple(own[bad[0]].shape)}")
         model.load_state_dict(part, strict=False)
 
+    @classmethod
+    def memory_shape(cls, recipe):
+        """LLaVA for `tessera plan`: the config as build_model resolves it, the LM over the longest
+        encoded training sample (image tokens included), the recipe's freezing and LoRA."""
+        from ..plan.lm import llava_shape
+
+        task = cls(recipe)
+        s, m = task.train_set, recipe.model
+        images = max((len(i) for i in s.images), default=1)
+        return llava_shape(task.config, int(s.attention_mask.sum(1).max()), images, recipe.data.batch_size,
+                           m.freeze, m.trainable, recipe.lora)
+
     def load_model(self, path: str):
         from ..factory import from_pretrained
 
