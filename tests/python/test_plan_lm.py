@@ -119,8 +119,8 @@ def test_activations_equal_what_autograd_saves(setup, precision):
     assert abs(planned - saved) <= 0.06 * saved
 
 
-# The demo recipes and two shapes the demo does not have: a 6-layer LM of width 256 with
-# activation checkpointing, and LLaVA with rank-16 LoRA in bf16 autocast.
+# The demo recipes and shapes the demo does not have: a 6-layer LM of width 256 with activation
+# checkpointing, LLaVA with rank-16 LoRA in bf16 autocast, and LoRA under FSDP2 on 2 processes.
 BIG_LM = ["model.config.hidden_size=256", "model.config.intermediate_size=704", "model.config.num_hidden_layers=6",
           "model.config.num_attention_heads=8", "data.batch_size=32", "model.gradient_checkpointing=true"]
 MEASURED = {
@@ -130,6 +130,7 @@ MEASURED = {
     "llava lora demo": ("fashion_mnist_llava_lora", []),
     "lm 6x256 checkpointed": ("fashion_mnist_lm", BIG_LM),
     "llava lora r16 bf16": ("fashion_mnist_llava_lora", ["lora.r=16", "train.precision=bf16"]),
+    "llava lora fsdp2 x2": ("fashion_mnist_llava_lora", ["train.strategy=fsdp2", "data.batch_size=32"]),
 }
 needs_runs = pytest.mark.skipif(not all(os.path.isdir(ROOT / "runs" / r) for r in ("data/llava", "demo-lm",
                                                                                      "demo-llava1")),
@@ -146,7 +147,10 @@ def test_plan_agrees_with_measured_peak(name):
 
         if not cpu_has_native_bf16():
             pytest.skip("bf16 is emulated on this CPU")
-    cmd = [sys.executable, "-m", "tessera.cli", "plan", str(ROOT / "recipes" / f"{recipe}.yaml"), "--measure", "--json"]
+    launch = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+              if "train.strategy=fsdp2" in overrides else [sys.executable])
+    cmd = [*launch, "-m", "tessera.cli", "plan", str(ROOT / "recipes" / f"{recipe}.yaml"), "--measure",
+           "--json"]
     for o in overrides:
         cmd += ["--set", o]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, cwd=ROOT,

@@ -74,7 +74,8 @@ def run_plan(args) -> int:
         if not bf16_ok:
             plan.notes.append("bf16 left out of the suggestions: this CPU emulates it (about 6x slower)")
         if shape.has_lora:
-            plan.notes.append("LoRA (the recipe's lora section) trains adapters only: gradients and optimizer state shrink to them")
+            plan.notes.append("LoRA (the recipe's lora section) trains adapters only: gradients and optimizer "
+                              "state shrink to them")
     measured = None
     if args.measure:
         from ..train.distributed import init_distributed, shutdown_distributed
