@@ -134,7 +134,7 @@ MEASURED = {
 }
 needs_runs = pytest.mark.skipif(not all(os.path.isdir(ROOT / "runs" / r) for r in ("data/llava", "demo-lm",
                                                                                      "demo-llava1")),
-                                reason="the LLaVA demo runs are missing (make llava)")
+                                reason="the LLaVA demo runs are missing (make llava-stages)")
 
 
 @needs_runs
