@@ -84,6 +84,10 @@ sugar: build
 
 # Masked image modeling after the demo (its CLIP model is the teacher): VQ-KD tokenizer, BEiT on
 # its tokens, feature-target MIM; ~5 minutes on 2 cores.
+clip-shards: build
+	@test -f runs/data/shards/test-00009.tar || { $(PY) -m tessera.data.shards runs/data/shards --fashion-mnist /usr/share/datasets/fashion-mnist --split train --maxcount 1000 && $(PY) -m tessera.data.shards runs/data/shards --fashion-mnist /usr/share/datasets/fashion-mnist --split test --maxcount 1000; }
+	$(PY) -m tessera.cli train recipes/fashion_mnist_clip_shards.yaml --out runs/demo-clip-shards
+
 mim: build
 	@test -d runs/demo/checkpoints || $(MAKE) demo
 	$(PY) -m tessera.cli train recipes/fashion_mnist_vqkd.yaml --out runs/demo-vqkd

@@ -139,3 +139,22 @@ def test_mix_draws_by_weight():
     assert 0.7 < drawn.count("a") / len(drawn) < 0.8
     with pytest.raises(ValueError, match="one weight per stream"):
         next(mix([a], [1, 2]))
+
+
+def test_the_clip_task_trains_on_shards(shards):
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from _recipes import tiny_recipe
+    from tessera.train import recipe_from_dict
+    from tessera.train.clip_task import ClipTask
+    from tessera.train.distributed import DistInfo
+    from tessera.train.trainer import Trainer
+
+    r = tiny_recipe(steps=6, checkpoint_every=3)
+    r["data"].update(dataset="webdataset", root=shards, eval_root=shards, shuffle_buffer=16, batch_size=16)
+    r["eval"] = {"max_images": 64}
+    recipe = recipe_from_dict(r)
+    out = os.path.join(os.path.dirname(shards), "run")
+    summary = Trainer(recipe, ClipTask(recipe), out, DistInfo(), progress=False).fit()
+    assert summary["train_steps"] == 6 and summary["final_loss"] == summary["final_loss"]  # finite

@@ -9,12 +9,12 @@ from typing import Optional
 
 from .. import data as tdata
 
-DATASETS = ("fashion_mnist", "image_folder", "captions")
+DATASETS = ("fashion_mnist", "image_folder", "captions", "webdataset")
 
 
 @dataclass
 class ImageData:
-    dataset: str = "fashion_mnist"          # fashion_mnist | image_folder | captions
+    dataset: str = "fashion_mnist"          # fashion_mnist | image_folder | captions | webdataset
     root: str = "/usr/share/datasets/fashion-mnist"
     eval_root: Optional[str] = None         # evaluation data (defaults: the test split / root)
     image_size: int = 28
@@ -22,6 +22,7 @@ class ImageData:
     num_workers: int = 2
     prefetch: int = 4
     train_augment: bool = False
+    shuffle_buffer: int = 2000              # webdataset: samples mixed across shards (root: a brace pattern)
 
     def validate(self, where: str) -> None:
         if self.dataset not in DATASETS:
@@ -29,6 +30,8 @@ class ImageData:
         for name in ("image_size", "batch_size", "prefetch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{where}.{name} must be >= 1, got {getattr(self, name)}")
+        if self.shuffle_buffer < 0:
+            raise ValueError(f"{where}.shuffle_buffer must be >= 0, got {self.shuffle_buffer}")
         if self.num_workers < 0:
             raise ValueError(f"{where}.num_workers must be >= 0, got {self.num_workers}")
 
@@ -39,11 +42,29 @@ def image_dataset(d: ImageData, train: bool):
         return tdata.FashionMNIST(root, split="train" if train else "test")
     if d.dataset == "image_folder":
         return tdata.ImageFolder(root)
+    if d.dataset == "webdataset":
+        return Shards(root)
     return tdata.CaptionDataset(root)
+
+
+class Shards:
+    """Webdataset shards named by a brace pattern; checked now, streamed by the loader."""
+
+    classes: tuple = ()  # class names come from the recipe (data.class_names)
+
+    def __init__(self, pattern: str):
+        from ..data.webdataset import expand_urls
+
+        self.pattern, self.urls = pattern, expand_urls(pattern)
 
 
 def image_loader(d: ImageData, dataset, train: bool, seed: int, rank: int = 0, world_size: int = 1):
     transform = tdata.clip_transform(d.image_size, train=train and d.train_augment)
+    if isinstance(dataset, Shards):
+        from ..data.shard_loader import ShardLoader
+
+        return ShardLoader(dataset.urls, d.batch_size, transform, d.shuffle_buffer if train else 0, seed, rank,
+                           world_size, d.num_workers, drop_last=train)
     return tdata.DataLoader(dataset, batch_size=d.batch_size, shuffle=train, seed=seed, rank=rank,
                             world_size=world_size, num_workers=d.num_workers, prefetch=d.prefetch, drop_last=train,
                             transform=transform)
