@@ -82,21 +82,27 @@ def check_record(record: Any, where: str) -> None:
                              f"got {value!r}")
 
 
-def read_interleaved(path: str, limit: int = 0) -> List[InterleavedSample]:
-    """The samples of an interleaved JSON-lines file, each checked (`check_record`); ids are
-    unique (retrieval names samples by them). An empty file is an error."""
-    text = read_text(path, "interleaved data (JSON lines)")
-    samples: List[InterleavedSample] = []
-    first_line: Dict[Union[str, int], int] = {}
+def json_lines(path: str, what: str):
+    """(line number, "path:line", parsed object, line) for every non-blank line of a JSON-lines
+    file; a line that is not JSON is an error naming it."""
+    text = read_text(path, f"{what} (JSON lines)")
     for number, line in enumerate(text.split("\n"), 1):  # JSON lines end at \n only
         if not line.strip():
             continue
         where = f"{path}:{number}"
         try:
-            record = json.loads(line)
+            yield number, where, json.loads(line), line
         except json.JSONDecodeError as e:
-            raise ValueError(f"{where}: not a JSON object ({e.msg}, column {e.colno}); interleaved data is one "
-                             "JSON object per line") from None
+            raise ValueError(f"{where}: not a JSON object ({e.msg}, column {e.colno}); {what} is one JSON object "
+                             "per line") from None
+
+
+def read_interleaved(path: str, limit: int = 0) -> List[InterleavedSample]:
+    """The samples of an interleaved JSON-lines file, each checked (`check_record`); ids are
+    unique (retrieval names samples by them). An empty file is an error."""
+    samples: List[InterleavedSample] = []
+    first_line: Dict[Union[str, int], int] = {}
+    for number, where, record, _ in json_lines(path, "interleaved data"):
         if isinstance(record, dict) and isinstance(record.get("id"), (str, int)):
             where += f" (id {record['id']!r})"
         check_record(record, where)
@@ -207,16 +213,8 @@ def sample_points(spans: Spans, k: int, generator: Union[torch.Generator, int],
 def read_pairs(path: str) -> List[Dict[str, Any]]:
     """The minimal pairs of `python -m tessera.data.interleaved` (one object per line: "id",
     "images": [a, b], "captions": [a, b], caption i describing image i), checked."""
-    text = read_text(path, "minimal pairs (JSON lines)")
     pairs = []
-    for number, line in enumerate(text.split("\n"), 1):  # JSON lines end at \n only
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            pair = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{where}: not a JSON object ({e.msg}, column {e.colno})") from None
+    for _, where, pair, line in json_lines(path, "minimal pairs"):
         ok = (isinstance(pair, dict) and isinstance(pair.get("id"), (str, int))
               and all(isinstance(pair.get(key), list) and len(pair[key]) == 2
                       and all(isinstance(v, str) and v for v in pair[key]) for key in ("images", "captions")))

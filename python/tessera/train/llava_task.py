@@ -87,12 +87,7 @@ class LlavaTask(Task):
     def __init__(self, recipe, rank: int = 0, world_size: int = 1):
         super().__init__(recipe, rank, world_size)
         d = recipe.data
-        self.tokenizer = SentencePieceTokenizer(d.tokenizer, special_tokens=["<image>"])
-        self.config = self._config()
-        self.image_token_id = self.tokenizer.special_tokens["<image>"]
-        if self.config["image_token_index"] != self.image_token_id:
-            raise ValueError(f"model config image_token_index {self.config['image_token_index']} differs from the "
-                             f"tokenizer's <image> id {self.image_token_id} ({d.tokenizer})")
+        self._load_tokenizer_and_config()
         vocab = self.config["text_config"]["vocab_size"]
         if vocab < self.tokenizer.vocab_size:
             raise ValueError(f"the language model's vocab_size {vocab} is smaller than the tokenizer's "
@@ -104,6 +99,17 @@ class LlavaTask(Task):
                              f"generate; lower one of them")
         self.transform = tdata.ImageTransform(tdata.clip_transform(d.image_size, train=False))
         self.train_set = self.encode(d.train, supervise=True)
+
+    def _load_tokenizer_and_config(self) -> None:
+        """The SentencePiece tokenizer with "<image>", the model config, and their agreement on the
+        image token (LLaVA and the tasks built on a LLaVA run)."""
+        d = self.recipe.data
+        self.tokenizer = SentencePieceTokenizer(d.tokenizer, special_tokens=["<image>"])
+        self.config = self._config()
+        self.image_token_id = self.tokenizer.special_tokens["<image>"]
+        if self.config["image_token_index"] != self.image_token_id:
+            raise ValueError(f"model config image_token_index {self.config['image_token_index']} differs from the "
+                             f"tokenizer's <image> id {self.image_token_id} ({d.tokenizer})")
 
     # ---- model ------------------------------------------------------------------------------
     def _config(self) -> Dict[str, Any]:

@@ -117,17 +117,11 @@ class SugarTask(LlavaTask):
     def __init__(self, recipe, rank: int = 0, world_size: int = 1):
         Task.__init__(self, recipe, rank, world_size)
         from .. import data as tdata
-        from ..text import SentencePieceTokenizer
 
         d = recipe.data
         if not recipe.init.checkpoint:
             raise ValueError("init.checkpoint: Sugar continues a LLaVA run (the demo's: runs/demo-llava2)")
-        self.tokenizer = SentencePieceTokenizer(d.tokenizer, special_tokens=["<image>"])
-        self.config = self._config()
-        self.image_token_id = self.tokenizer.special_tokens["<image>"]
-        if self.config["image_token_index"] != self.image_token_id:
-            raise ValueError(f"model config image_token_index {self.config['image_token_index']} differs from the "
-                             f"tokenizer's <image> id {self.image_token_id} ({d.tokenizer})")
+        self._load_tokenizer_and_config()
         self.transform = tdata.ImageTransform(tdata.clip_transform(d.image_size, train=False))
         self.train_set = self.encode_file(d.train, d.max_samples)
         self.targets = slice_vectors(d.train, recipe.targets, d.image_folder,
