@@ -62,17 +62,7 @@ void bind_blip2(py::module_& m) {
           },
           py::arg("pixel_values"), py::arg("output_hidden_states") = false, py::arg("interpolate_pos_encoding") = false);
   // timm's feature API on the tower wherever it sits (Blip2VisionModel's root, a parent's vision_model).
-  m.def(
-      "vision_forward_intermediates",
-      [](uintptr_t node, const at::Tensor& px, const FeatureIndices& indices, bool norm, bool stop_early,
-         bool interpolate) {
-        auto& self = node_as<Blip2VisionModelImpl>(node, "a BLIP-2 vision tower");
-        const auto take = feature_indices(indices, self.encoder->num_layers);
-        return output_to_dict(
-            without_gil([&] { return self.forward_intermediates(px, take, norm, stop_early, interpolate); }));
-      },
-      py::arg("node"), py::arg("pixel_values"), py::arg("indices") = py::none(), py::arg("norm") = false,
-      py::arg("stop_early") = false, py::arg("interpolate_pos_encoding") = false);
+  def_image_intermediates<Blip2VisionModelImpl>(m, "vision_forward_intermediates", "a BLIP-2 vision tower");
 
   bind_family_module<Blip2QFormerModelImpl, Blip2QFormerOptions>(m, "Blip2QFormerModel")
       .def(

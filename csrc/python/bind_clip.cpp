@@ -29,17 +29,7 @@ void bind_clip(py::module_& m) {
 
   // timm's feature API on a tower anywhere in a tree (CLIPVisionModel's root, CLIPModel.vision_model,
   // LLaVA's vision_tower), by the node's address: one code path for all of them.
-  m.def(
-      "vision_forward_intermediates",
-      [](uintptr_t node, const at::Tensor& px, const FeatureIndices& indices, bool norm, bool stop_early,
-         bool interpolate) {
-        auto& self = node_as<ClipVisionTransformerImpl>(node, "a CLIP vision tower");
-        const auto take = feature_indices(indices, self.encoder->num_layers);
-        return output_to_dict(
-            without_gil([&] { return self.forward_intermediates(px, take, norm, stop_early, interpolate); }));
-      },
-      py::arg("node"), py::arg("pixel_values"), py::arg("indices") = py::none(), py::arg("norm") = false,
-      py::arg("stop_early") = false, py::arg("interpolate_pos_encoding") = false);
+  def_image_intermediates<ClipVisionTransformerImpl>(m, "vision_forward_intermediates", "a CLIP vision tower");
   m.def(
       "text_forward_intermediates",
       [](uintptr_t node, const at::Tensor& ids, const std::optional<at::Tensor>& mask, const FeatureIndices& indices,

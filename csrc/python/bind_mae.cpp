@@ -34,17 +34,7 @@ void bind_mae(py::module_& m) {
           py::arg("pixel_values"), py::arg("noise") = py::none(), py::arg("output_hidden_states") = false,
           py::arg("interpolate_pos_encoding") = false);
   // timm's feature API on the encoder wherever it sits (ViTMAEModel's root, ViTMAEForPreTraining.vit).
-  m.def(
-      "forward_intermediates",
-      [](uintptr_t node, const at::Tensor& px, const FeatureIndices& indices, bool norm, bool stop_early,
-         bool interpolate) {
-        auto& self = node_as<MaeModelImpl>(node, "an MAE encoder");
-        const auto take = feature_indices(indices, self.encoder->num_layers);
-        return output_to_dict(
-            without_gil([&] { return self.forward_intermediates(px, take, norm, stop_early, interpolate); }));
-      },
-      py::arg("node"), py::arg("pixel_values"), py::arg("indices") = py::none(), py::arg("norm") = false,
-      py::arg("stop_early") = false, py::arg("interpolate_pos_encoding") = false);
+  def_image_intermediates<MaeModelImpl>(m, "forward_intermediates", "an MAE encoder");
 }
 
 namespace {

@@ -3,6 +3,7 @@
 // and the function checks that the node is of the class it needs before using it.
 #pragma once
 #include "bindings.h"
+#include "outputs.h"
 #include "tessera/nn/encoder.h"
 
 #include <torch/nn/module.h>
@@ -34,6 +35,24 @@ inline std::vector<int64_t> feature_indices(const FeatureIndices& indices, int64
   if (!indices) return nn::last_layers(num_layers, num_layers);
   if (const auto* n = std::get_if<int64_t>(&*indices)) return nn::last_layers(num_layers, *n);
   return std::get<std::vector<int64_t>>(*indices);
+}
+
+/// Binds `name`(node, pixel_values, indices, norm, stop_early, interpolate_pos_encoding): timm's
+/// forward_intermediates on an image tower of class `Tower` wherever it sits in a tree (the
+/// standalone model's root or a parent's tower), one code path for both.
+template <class Tower>
+void def_image_intermediates(py::module_& m, const char* name, const char* what) {
+  m.def(
+      name,
+      [what](uintptr_t node, const at::Tensor& px, const FeatureIndices& indices, bool norm, bool stop_early,
+             bool interpolate) {
+        auto& self = node_as<Tower>(node, what);
+        const auto take = feature_indices(indices, self.encoder->num_layers);
+        return output_to_dict(
+            without_gil([&] { return self.forward_intermediates(px, take, norm, stop_early, interpolate); }));
+      },
+      py::arg("node"), py::arg("pixel_values"), py::arg("indices") = py::none(), py::arg("norm") = false,
+      py::arg("stop_early") = false, py::arg("interpolate_pos_encoding") = false);
 }
 
 }  // namespace tessera::python
