@@ -14,6 +14,7 @@
 #include "tessera/data/caption_file.h"
 #include "tessera/data/fashion_mnist.h"
 #include "tessera/data/image_folder.h"
+#include "tessera/data/json_records.h"
 #include "tessera/data/loader.h"
 #include "tessera/data/sampler.h"
 #include "tessera/data/tar_reader.h"
@@ -217,6 +218,20 @@ void bind_loader(py::module_& m) {
       .def_property_readonly("problems", &TarReader::problems)
       .def_property_readonly("members", &TarReader::members);
   m.def("tar_name_is_safe", &tar_name_is_safe, py::arg("name"));
+  m.def(
+      "json_records",
+      [](const std::string& path, int64_t max_record_bytes) {
+        JsonScanLimits limits;
+        limits.max_record_bytes = max_record_bytes;
+        JsonRecords r = without_gil([&] { return scan_json_records(path, limits); });
+        auto as_tensor = [](const std::vector<int64_t>& v) {
+          return torch::tensor(c10::ArrayRef<int64_t>(v), torch::kInt64);
+        };
+        return py::make_tuple(r.format, as_tensor(r.offsets), as_tensor(r.lengths));
+      },
+      py::arg("path"), py::arg("max_record_bytes") = JsonScanLimits().max_record_bytes,
+      "(format, offsets, lengths): each record's byte range in a JSON list or JSON-lines file "
+      "(json_records.h).");
 
   py::class_<Loader, std::shared_ptr<Loader>>(m, "Loader", "Batches from C++ worker threads.")
       .def(py::init([](std::shared_ptr<Dataset> dataset, const TransformOptions& transform,

@@ -57,7 +57,7 @@ def task_of(r):
 
 def test_labels_are_the_answers_and_their_eos(data):
     task = task_of(llava_recipe(data))
-    s, tok = task.train_set, task.tokenizer
+    s, tok = task.train_set.encoded(range(4)), task.tokenizer
     for i in range(4):
         conv = s.samples[i]["conversations"]
         learned = s.labels[i][s.labels[i] != -100].tolist()
@@ -267,3 +267,18 @@ def test_caption_metrics_score_the_answers_themselves(data):
     expected = caption_metrics({i: a["answer"] for i, a in enumerate(answers)},
                                {i: [a["reference"]] for i, a in enumerate(answers)})
     assert out["BLEU-4"] == pytest.approx(expected["BLEU-4"]) and out["CIDEr-D"] == pytest.approx(expected["CIDEr-D"])
+
+
+@pytest.mark.slow
+def test_length_grouped_batches_on_two_ranks_equal_one_process(data, tmp_path):
+    """LLaVA's group_by_modality_length deals each global batch to the ranks: the steps equal one
+    process holding the whole global batch."""
+    runs = {}
+    for procs, batch in ((1, 8), (2, 4)):
+        r = llava_recipe(data, batch)
+        r["data"]["group_by_modality_length"] = True
+        runs[procs] = _train(tmp_path, f"grouped{procs}", r, procs)
+    torch.testing.assert_close(torch.tensor(_losses(runs[2])), torch.tensor(_losses(runs[1])), rtol=1e-5, atol=1e-5)
+    one, two = _final(runs[1], {}), _final(runs[2], {})
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], rtol=1e-5, atol=1e-5, msg=k)

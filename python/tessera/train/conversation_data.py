@@ -32,6 +32,9 @@ class ConversationData:
     batch_size: int = 32                    # per process
     image_size: int = 28
     max_samples: int = 0                    # 0: all
+    group_by_modality_length: bool = False  # LLaVA's length-grouped batches (image and text-only apart)
+    skip_invalid: bool = False              # leave out samples that fail the checks (reported) instead of stopping
+    index_cache: str = ""                   # folder for the data index (default: beside the data)
 
     def validate(self, where: str) -> None:
         if not self.train:
@@ -135,7 +138,7 @@ def check_image_file(path: str, where: str) -> None:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{where}: image {path!r} not found")
     with open(path, "rb") as f:
-        head = f.read(64 * 1024)
+        head = f.read(4096)  # the kind is told by the first bytes
     kind, height, width, _ = _C.data.image_info(head)
     if kind == "unknown":
         raise ValueError(f"{where}: {path!r} is not a JPEG or PNG image (it starts with {head[:8].hex(' ')})")
@@ -150,6 +153,41 @@ class EncodedSamples:
     samples: List[Dict[str, Any]]
 
 
+class SampleProblem(ValueError):
+    """A sample refused by one of the checks; `check` names which (the index's report counts
+    problems by it)."""
+
+    def __init__(self, check: str, message: str):
+        super().__init__(message)
+        self.check = check
+
+
+def prepare_sample(sample: Dict[str, Any], where: str, template, tokenizer, image_token_id: int, image_tokens: int,
+                   max_length: int, folder: str, check_files: bool = True, supervise: bool = True):
+    """(ids, labels, image paths) of one record, every check applied (see the module's docstring);
+    a refusal is a SampleProblem naming the check and the sample."""
+    check = "record"
+    try:
+        check_sample(sample, where)
+        check = "image path"
+        paths = image_paths(sample, folder, where)
+        check = "rendering"
+        conv = sample["conversations"] if supervise else sample["conversations"][:-1]
+        ids, lab = render(template, conv, tokenizer, image_token_id, image_tokens, len(paths), where,
+                          add_generation_prompt=not supervise)
+        check = "unknown tokens"
+        refuse_unknown_tokens(ids, tokenizer, where, f"the template {template.name!r} and the tokenizer disagree")
+        check = "length"
+        ids, lab = truncate(ids, lab, image_token_id, max_length, where, supervise)
+        check = "image file"
+        if check_files:
+            for p in paths:
+                check_image_file(p, where)
+    except (ValueError, OSError) as e:
+        raise SampleProblem(check, str(e)) from None
+    return ids, lab, paths
+
+
 def encode_samples(samples: Sequence[Dict[str, Any]], path: str, tokenizer, template_name: str, image_token_id: int,
                    image_tokens: int, max_length: int, image_folder: str = "", check_files: bool = True,
                    supervise: bool = True) -> EncodedSamples:
@@ -159,16 +197,8 @@ def encode_samples(samples: Sequence[Dict[str, Any]], path: str, tokenizer, temp
     folder = image_folder or os.path.dirname(os.path.abspath(path))
     rows, labels, images = [], [], []
     for i, s in enumerate(samples):
-        where = sample_name(path, i, s)
-        paths = image_paths(s, folder, where)
-        conv = s["conversations"] if supervise else s["conversations"][:-1]
-        ids, lab = render(template, conv, tokenizer, image_token_id, image_tokens, len(paths), where,
-                          add_generation_prompt=not supervise)
-        refuse_unknown_tokens(ids, tokenizer, where, f"the template {template.name!r} and the tokenizer disagree")
-        ids, lab = truncate(ids, lab, image_token_id, max_length, where, supervise)
-        if check_files:
-            for p in paths:
-                check_image_file(p, where)
+        ids, lab, paths = prepare_sample(s, sample_name(path, i, s), template, tokenizer, image_token_id,
+                                         image_tokens, max_length, folder, check_files, supervise)
         rows.append(ids)
         labels.append(lab)
         images.append(paths)

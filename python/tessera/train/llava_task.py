@@ -19,14 +19,14 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from .. import data as tdata
-from ..chat import IGNORE
 from ..models.llava import LlavaForConditionalGeneration
 from ..models.pretrained import merge_config, read_config
 from ..models.weights import load_weights
 from ..text import SentencePieceTokenizer
 from .checkpoint import resolve_checkpoint
 from .conversation_data import ConversationData, encode_samples, load_pixels, read_samples
-from .loaders import TensorLoader
+from .conversation_index import ConversationSet, load_index, log_to_stderr
+from .loaders import IndexLoader
 from ..schema import require
 from .tasks import Task, TokenLoss, register_task
 
@@ -98,7 +98,7 @@ class LlavaTask(Task):
                              f"exceed the language model's context ({context} positions): evaluation could not "
                              f"generate; lower one of them")
         self.transform = tdata.ImageTransform(tdata.clip_transform(d.image_size, train=False))
-        self.train_set = self.encode(d.train, supervise=True)
+        self.train_set = self.index(d.train)
 
     def _load_tokenizer_and_config(self) -> None:
         """The SentencePiece tokenizer with "<image>", the model config, and their agreement on the
@@ -185,10 +185,14 @@ class LlavaTask(Task):
         from ..plan.lm import llava_shape
 
         task = cls(recipe)
-        s, m = task.train_set, recipe.model
-        images = max((len(i) for i in s.images), default=1)
-        return llava_shape(task.config, int(s.attention_mask.sum(1).max()), images, recipe.data.batch_size,
-                           m.freeze, m.trainable, recipe.lora)
+        m = recipe.model
+        tokens, images = task.longest_sample()
+        return llava_shape(task.config, tokens, images, recipe.data.batch_size, m.freeze, m.trainable, recipe.lora)
+
+    def longest_sample(self):
+        """(tokens, images) of the training data's longest sample, for the memory plan."""
+        index = self.train_set.index
+        return int(index.lengths.max()), max(1, int(index.images.max()))
 
     def load_model(self, path: str):
         from ..factory import from_pretrained
@@ -196,6 +200,15 @@ class LlavaTask(Task):
         return from_pretrained(path)  # checkpoints are written merged: a plain LLaVA
 
     # ---- data -------------------------------------------------------------------------------
+    def index(self, path: str) -> ConversationSet:
+        """The training samples through their index (built or checked once; see conversation_index)."""
+        d = self.recipe.data
+        index = load_index(path, self.tokenizer, d.template, self.image_token_id, self.image_tokens, d.max_length,
+                           d.image_folder, limit=d.max_samples, skip_invalid=d.skip_invalid, cache_dir=d.index_cache,
+                           log=log_to_stderr if self.rank == 0 else (lambda *a: None))
+        return ConversationSet(index, self.tokenizer, d.template, self.image_token_id, self.image_tokens,
+                               d.max_length, d.image_folder)
+
     def encode(self, path: str, supervise: bool, limit: Optional[int] = None):
         """`limit` samples (0: all; None: data.max_samples)."""
         d = self.recipe.data
@@ -208,30 +221,33 @@ class LlavaTask(Task):
         when the task was built)."""
         from .conversation_data import describe
 
-        s, d = self.train_set, self.recipe.data
-        supervised = int((s.labels != IGNORE).sum())
-        parts = [f"{d.train}: {len(s.samples)} samples pass the checks; template {d.template!r}, "
-                 f"{self.image_tokens} image tokens per image, {supervised} supervised tokens in all"]
-        for i in range(min(samples, len(s.samples))):
+        d, index = self.recipe.data, self.train_set.index
+        s = self.train_set.encoded(range(min(samples, len(index))))
+        parts = [f"{d.train}: {len(index)} samples pass the checks; template {d.template!r}, "
+                 f"{self.image_tokens} image tokens per image, {int(index.lengths.sum())} tokens in all"]
+        for i in range(len(s.samples)):
             parts.append(f"sample {i} (id {s.samples[i].get('id', i)!r}, images {s.images[i]}):\n"
                          + describe(s, self.tokenizer, i, self.image_token_id))
         return "\n\n".join(parts)
 
     def train_loader(self, rank: int, world_size: int):
-        s = self.train_set
-        tensors = {"input_ids": s.input_ids, "labels": s.labels, "attention_mask": s.attention_mask,
-                   "index": torch.arange(len(s.images))}
-        return TensorLoader(tensors, self.recipe.data.batch_size, shuffle=True, seed=self.recipe.train.seed,
-                            rank=rank, world_size=world_size)
+        d, s = self.recipe.data, self.train_set
+
+        def fetch(rows: torch.Tensor) -> Dict[str, Any]:
+            e = s.encoded(rows.tolist())  # padded to the batch's longest sample
+            return {"input_ids": e.input_ids, "labels": e.labels, "attention_mask": e.attention_mask,
+                    "image_paths": [p for paths in e.images for p in paths]}
+
+        lengths = s.index.modality_lengths() if d.group_by_modality_length else None
+        return IndexLoader(len(s), fetch, d.batch_size, shuffle=True, seed=self.recipe.train.seed, rank=rank,
+                           world_size=world_size, group_lengths=lengths,
+                           accumulation_steps=self.recipe.optim.accumulation_steps)
 
     def compute_loss(self, wrapped, model, batch, step):
         device = model.device
-        width = int(batch["attention_mask"].sum(1).max())  # trim the padding every row shares
-        paths = [p for i in batch["index"].tolist() for p in self.train_set.images[i]]
-        pixels = load_pixels(paths, self.transform)
-        out = wrapped(input_ids=batch["input_ids"][:, :width].to(device),
-                      attention_mask=batch["attention_mask"][:, :width].to(device),
-                      labels=batch["labels"][:, :width].to(device),
+        pixels = load_pixels(batch["image_paths"], self.transform)
+        out = wrapped(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+                      labels=batch["labels"].to(device),
                       pixel_values=None if pixels is None else pixels.to(device))
         return {"loss": TokenLoss(out.loss_sum, out.num_tokens)}
 

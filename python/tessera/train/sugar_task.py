@@ -156,6 +156,10 @@ class SugarTask(LlavaTask):
         return (f"{self.recipe.data.train}: {len(s.samples)} interleaved samples pass the checks; "
                 f"{int((s.labels != IGNORE).sum())} supervised tokens; slices of sample 0: {s.spans[0]} {s.kinds[0]}")
 
+    def longest_sample(self):
+        s = self.train_set
+        return int(s.attention_mask.sum(1).max()), max((len(i) for i in s.images), default=1)
+
     def train_loader(self, rank: int, world_size: int):
         s = self.train_set
         tensors = {"input_ids": s.input_ids, "labels": s.labels, "attention_mask": s.attention_mask,

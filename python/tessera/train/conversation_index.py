@@ -1,0 +1,251 @@
+"""Conversation data at LLaVA's size: an index instead of tokenized tensors.
+
+LLaVA-Pretrain (558K samples) tokenized up front into padded int64 rows would be ~9 GB before
+step 1. Instead, one streaming pass records where each sample lies in the file (byte offset and
+length, from the C++ scanner `_C.data.json_records`), its token count after rendering and
+truncation, and its number of images; every check of `prepare_sample` runs in that pass, and its
+problems are reported together (counts per check, the first offenders by id) before training.
+A sample is read and rendered again when its batch is loaded (microseconds), so the memory of
+the data side is ~12 bytes per sample.
+
+The index is cached beside the data (`<file>.tessera-index`, a safetensors file; in the user's
+cache folder when the data's folder is read-only). Its metadata holds a fingerprint of
+everything it depends on: the data file's and tokenizer's bytes, the template, the image token
+count, `max_length` and the image folder. An index with another fingerprint is rebuilt, never
+trusted. Image files are checked when the index is built; one removed afterwards is an error
+naming it when its batch loads."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import mmap
+import os
+import sys
+import warnings
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from .. import _C
+from ..chat import load_template
+from .conversation_data import EncodedSamples, SampleProblem, pad_rows, prepare_sample, sample_name
+
+INDEX_VERSION = 1
+SUFFIX = ".tessera-index"
+SHOWN = 3  # offenders shown per check
+
+
+def log_to_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)  # stdout may carry a command's JSON
+
+
+def file_digest(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "blake2b").hexdigest()
+
+
+class CheckReport:
+    """Problems found in a pass over the data: counted per check, the first few kept by name."""
+
+    def __init__(self, path: str):
+        self.path, self.read, self.counts, self.first = path, 0, {}, {}
+
+    def add(self, problem: SampleProblem) -> None:
+        self.counts[problem.check] = self.counts.get(problem.check, 0) + 1
+        shown = self.first.setdefault(problem.check, [])
+        if len(shown) < SHOWN:
+            shown.append(str(problem))
+
+    @property
+    def refused(self) -> int:
+        return sum(self.counts.values())
+
+    def __str__(self) -> str:
+        lines = [f"{self.path}: {self.read} samples read, {self.read - self.refused} pass the checks, "
+                 f"{self.refused} refused"]
+        for check, n in sorted(self.counts.items(), key=lambda kv: -kv[1]):
+            lines.append(f"  {check}: {n} sample(s), first:")
+            lines += [f"    {m}" for m in self.first[check]]
+        return "\n".join(lines)
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"read": self.read, "refused": self.refused, "counts": self.counts, "first": self.first}
+
+
+class ConversationIndex:
+    """Where each usable sample of a conversation file lies, and what it costs.
+
+    `offsets`/`nbytes` locate the record in the file, `lengths` are tokens after rendering and
+    truncation (image tokens included), `images` the images per sample, `rows` the sample's
+    position in the file (its number in error messages)."""
+
+    def __init__(self, path: str, tensors: Dict[str, torch.Tensor], report: Dict[str, Any]):
+        self.path = path
+        self.offsets, self.nbytes = tensors["offsets"], tensors["nbytes"]
+        self.lengths, self.images, self.rows = tensors["lengths"], tensors["images"], tensors["rows"]
+        self.report = report
+        self._map: Optional[mmap.mmap] = None
+
+    def __len__(self) -> int:
+        return int(self.offsets.numel())
+
+    def tensors(self) -> Dict[str, torch.Tensor]:
+        return {"offsets": self.offsets, "nbytes": self.nbytes, "lengths": self.lengths, "images": self.images,
+                "rows": self.rows}
+
+    def modality_lengths(self) -> torch.Tensor:
+        """LLaVA's convention: the length, negative for a sample without an image (int32)."""
+        return torch.where(self.images > 0, self.lengths, -self.lengths)
+
+    def record(self, i: int) -> Dict[str, Any]:
+        """Sample i, parsed from its bytes (the file is memory-mapped once per process)."""
+        if self._map is None:
+            with open(self.path, "rb") as f:
+                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        start = int(self.offsets[i])
+        return json.loads(self._map[start:start + int(self.nbytes[i])])
+
+    def __getstate__(self):  # a worker process maps the file itself
+        return {**self.__dict__, "_map": None}
+
+
+def fingerprint(path: str, tokenizer, template_name: str, settings: Dict[str, Any]) -> str:
+    template = dataclasses.asdict(load_template(template_name))
+    parts = {"version": INDEX_VERSION, "data": file_digest(path), "tokenizer": file_digest(str(tokenizer.model_path)),
+             "special_tokens": tokenizer.special_tokens, "template": template, **settings}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def cache_path(path: str, cache_dir: str = "") -> str:
+    """Beside the data, or under `cache_dir` (default: the user's cache) when its folder is read-only."""
+    if not cache_dir and os.access(os.path.dirname(os.path.abspath(path)) or ".", os.W_OK):
+        return path + SUFFIX
+    folder = cache_dir or os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
+                                       "tessera", "index")
+    os.makedirs(folder, exist_ok=True)
+    key = hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:16]
+    return os.path.join(folder, f"{os.path.basename(path)}-{key}{SUFFIX}")
+
+
+def _load_cached(where: str, fp: str) -> Optional[Tuple[Dict[str, torch.Tensor], Dict[str, Any]]]:
+    if not os.path.isfile(where):
+        return None
+    try:
+        tensors, meta = _C.core.load_safetensors(where)
+    except (ValueError, RuntimeError) as e:
+        warnings.warn(f"{where}: unreadable data index ({e}); rebuilding it", stacklevel=3)
+        return None
+    if meta.get("fingerprint") != fp:
+        return None  # another file version, tokenizer or setting: rebuilt, never trusted
+    return dict(tensors), json.loads(meta.get("report", "{}"))  # memory-mapped: pages read as used
+
+
+def build_index(path: str, tokenizer, template_name: str, image_token_id: int, image_tokens: int, max_length: int,
+                image_folder: str = "", check_files: bool = True, limit: int = 0) -> Tuple[Dict[str, torch.Tensor],
+                                                                                           CheckReport]:
+    """One streaming pass: every record located, parsed, rendered and checked."""
+    fmt, offsets, lengths = _C.data.json_records(path)
+    if limit:
+        offsets, lengths = offsets[:limit], lengths[:limit]
+    if not len(offsets):
+        raise ValueError(f"{path}: no conversation samples (an empty list)")
+    template = load_template(template_name)
+    folder = image_folder or os.path.dirname(os.path.abspath(path))
+    report = CheckReport(path)
+    keep, tokens, images = [], [], []
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        for i, (start, n) in enumerate(zip(offsets.tolist(), lengths.tolist())):
+            report.read += 1
+            where = f"{path}: sample {i}"
+            try:
+                try:
+                    sample = json.loads(data[start:start + n])
+                except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                    raise SampleProblem("JSON", f"{where} (byte {start}): not valid JSON ({e})") from None
+                if isinstance(sample, dict):
+                    where = sample_name(path, i, sample)
+                ids, _, paths = prepare_sample(sample, where, template, tokenizer, image_token_id, image_tokens,
+                                               max_length, folder, check_files)
+            except SampleProblem as problem:
+                report.add(problem)
+                continue
+            keep.append(i)
+            tokens.append(len(ids))
+            images.append(len(paths))
+    rows = torch.tensor(keep, dtype=torch.long)
+    tensors = {"offsets": offsets[rows], "nbytes": lengths[rows].int(), "rows": rows.int(),
+               "lengths": torch.tensor(tokens, dtype=torch.int32), "images": torch.tensor(images, dtype=torch.int16)}
+    return tensors, report
+
+
+def load_index(path: str, tokenizer, template_name: str, image_token_id: int, image_tokens: int, max_length: int,
+               image_folder: str = "", check_files: bool = True, limit: int = 0, skip_invalid: bool = False,
+               cache_dir: str = "", log=log_to_stderr) -> ConversationIndex:
+    """The cached index when its fingerprint matches, else a new one (written atomically). Problems
+    stop the run with the report unless `skip_invalid`, which leaves those samples out."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"conversation data not found: {path}")
+    folder = os.path.abspath(image_folder or os.path.dirname(os.path.abspath(path)))
+    settings = {"image_token_id": image_token_id, "image_tokens": image_tokens, "max_length": max_length,
+                "image_folder": folder, "check_files": check_files, "limit": limit}
+    fp = fingerprint(path, tokenizer, template_name, settings)
+    where = cache_path(path, cache_dir)
+    cached = _load_cached(where, fp)
+    if cached is None:
+        log(f"indexing {path} (once; cached in {where})")
+        tensors, report = build_index(path, tokenizer, template_name, image_token_id, image_tokens, max_length,
+                                      image_folder, check_files, limit)
+        summary = report.as_dict()
+        try:
+            _C.core.save_safetensors(where, tensors, {"fingerprint": fp, "report": json.dumps(summary)})
+        except (OSError, RuntimeError, ValueError) as e:
+            warnings.warn(f"{where}: could not cache the data index ({e}); it is rebuilt next time", stacklevel=2)
+        text = str(report)
+    else:
+        tensors, summary = cached
+        text = str(_report_from(path, summary))
+    if summary["refused"] and not skip_invalid:
+        raise ValueError(f"{text}\n(fix these samples, or set data.skip_invalid: true to train without them)")
+    if summary["refused"]:
+        warnings.warn(text + "\n(data.skip_invalid: these samples are left out)", stacklevel=2)
+    if not len(tensors["offsets"]):
+        raise ValueError(f"{text}\nno sample passes the checks")
+    return ConversationIndex(path, tensors, summary)
+
+
+def _report_from(path: str, summary: Dict[str, Any]) -> CheckReport:
+    report = CheckReport(path)
+    report.read, report.counts, report.first = summary["read"], summary["counts"], summary["first"]
+    return report
+
+
+class ConversationSet:
+    """The training samples of a conversation file, rendered when loaded: what `encode_samples`
+    gives for a list, for any number of samples."""
+
+    def __init__(self, index: ConversationIndex, tokenizer, template_name: str, image_token_id: int,
+                 image_tokens: int, max_length: int, image_folder: str = ""):
+        self.index, self.tokenizer = index, tokenizer
+        self.template = load_template(template_name)
+        self.image_token_id, self.image_tokens, self.max_length = image_token_id, image_tokens, max_length
+        self.folder = image_folder or os.path.dirname(os.path.abspath(index.path))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def encoded(self, rows: Sequence[int], width: Optional[int] = None) -> EncodedSamples:
+        """Samples `rows`, padded to `width` (default: their longest). Files were checked when the
+        index was built; here only a record that changed since is refused."""
+        samples, ids, labels, images = [], [], [], []
+        for r in rows:
+            sample = self.index.record(r)
+            where = sample_name(self.index.path, int(self.index.rows[r]), sample)
+            i, lab, paths = prepare_sample(sample, where, self.template, self.tokenizer, self.image_token_id,
+                                           self.image_tokens, self.max_length, self.folder, check_files=False)
+            samples.append(sample)
+            ids.append(i)
+            labels.append(lab)
+            images.append(paths)
+        width = width or max(len(i) for i in ids)
+        return EncodedSamples(*pad_rows(ids, labels, width), images, samples)
