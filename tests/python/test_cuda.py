@@ -312,14 +312,39 @@ SHORT = [  # the demo recipe, tiny and short
     f"train.steps={STEPS}", "train.log_every=1", "train.checkpoint_every=2", f"train.keep_checkpoints={STEPS}",
     "train.threads=2", "eval.zero_shot=false",
 ]
-needs_fmnist = pytest.mark.skipif(not os.path.isdir(FMNIST), reason="dataset-fashion-mnist not installed")
+
+
+def _write_idx_dataset(root: pathlib.Path, n: int = 512) -> None:
+    """Fashion-MNIST's file format (uncompressed idx) with n random 28 x 28 images per split."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "t10k"):
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+        # a class-dependent mean brightness, so the captions say something about the image
+        images = np.clip(rng.normal(20 * labels[:, None, None], 40, (n, 28, 28)), 0, 255).astype(np.uint8)
+        (root / f"{split}-images-idx3-ubyte").write_bytes(
+            np.array([0x803, n, 28, 28], dtype=">i4").tobytes() + images.tobytes())
+        (root / f"{split}-labels-idx1-ubyte").write_bytes(np.array([0x801, n], dtype=">i4").tobytes() + labels.tobytes())
+
+
+@pytest.fixture(scope="module")
+def fmnist_root(tmp_path_factory) -> str:
+    """The demo recipe's Fashion-MNIST where installed; else random images in its file format
+    (a GPU machine may lack the dataset: the trainer's path is the same)."""
+    if os.path.isdir(FMNIST):
+        return FMNIST
+    root = tmp_path_factory.mktemp("fashion_mnist_like")
+    _write_idx_dataset(root)
+    return str(root)
 
 
 class _Crash(Exception):
     pass
 
 
-def _fit(out, device: str, crash_at: Optional[int] = None, resume: bool = False, overrides=()):
+def _fit(out, root: str, device: str, crash_at: Optional[int] = None, resume: bool = False, overrides=()):
     from tessera.train import load_recipe
     from tessera.train.clip_task import ClipTask
     from tessera.train.distributed import DistInfo
@@ -331,7 +356,7 @@ def _fit(out, device: str, crash_at: Optional[int] = None, resume: bool = False,
                 raise _Crash()
             return super().compute_loss(wrapped, model, batch, step)
 
-    recipe = load_recipe(str(DEMO), [*SHORT, *overrides])
+    recipe = load_recipe(str(DEMO), [*SHORT, f"data.root={root}", *overrides])
     trainer = Trainer(recipe, Task(recipe), str(out), DistInfo(device=torch.device(device)), progress=False)
     if crash_at is None:
         trainer.fit(resume=resume)
@@ -369,18 +394,15 @@ def _assert_run_close(out, ref, what):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    if not os.path.isdir(FMNIST):
-        pytest.skip("dataset-fashion-mnist not installed")
+def runs(tmp_path_factory, fmnist_root):
     tmp = tmp_path_factory.mktemp("cuda_runs")
     cpu = tmp / "cpu"
-    _fit(cpu, "cpu")
+    _fit(cpu, fmnist_root, "cpu")
     dev = tmp / "device"
-    trainer = _fit(dev, DEVICE)
-    return {"tmp": tmp, "cpu": cpu, "device": dev, "trainer": trainer}
+    trainer = _fit(dev, fmnist_root, DEVICE)
+    return {"tmp": tmp, "root": fmnist_root, "cpu": cpu, "device": dev, "trainer": trainer}
 
 
-@needs_fmnist
 def test_clip_demo_recipe_on_the_device_equals_the_cpu(runs):
     trainer = runs["trainer"]
     assert all(p.device.type == torch.device(DEVICE).type for p in trainer.model.parameters())
@@ -393,24 +415,22 @@ def test_clip_demo_recipe_on_the_device_equals_the_cpu(runs):
     _assert_run_close(runs["device"], runs["cpu"], "device vs CPU")
 
 
-@needs_fmnist
 def test_checkpoint_moves_between_the_device_and_the_cpu(runs):
     """Steps 1-2 on the device, 3-4 on the CPU (from the device's checkpoint), 5-6 on the device
     again (from the CPU's checkpoint): the run ends where the uninterrupted device run ends."""
     out = runs["tmp"] / "moved"
-    _fit(out, DEVICE, crash_at=3)
+    _fit(out, runs["root"], DEVICE, crash_at=3)
     assert sorted(os.listdir(out / "checkpoints")) == ["step-00000002"]
-    _fit(out, "cpu", crash_at=5, resume=True)
+    _fit(out, runs["root"], "cpu", crash_at=5, resume=True)
     assert sorted(os.listdir(out / "checkpoints")) == ["step-00000002", "step-00000004"]
-    _fit(out, DEVICE, resume=True)
+    _fit(out, runs["root"], DEVICE, resume=True)
     _assert_run_close(out, runs["device"], "device -> CPU -> device")
 
 
-@needs_fmnist
-def test_data_loader_pins_batches_when_asked():
+def test_data_loader_pins_batches_when_asked(fmnist_root):
     from tessera.data import DataLoader, FashionMNIST, clip_transform
 
-    ds = FashionMNIST(FMNIST)
+    ds = FashionMNIST(fmnist_root)
     batches = {}
     for pin in (True, False):
         loader = DataLoader(ds, batch_size=8, num_workers=1, transform=clip_transform(28), pin_memory=pin)
@@ -440,14 +460,13 @@ def _torchrun(*args, timeout=300):
     return run
 
 
-@needs_fmnist
 def test_torchrun_one_rank_with_fsdp2_trains_like_one_process(runs):
     """`torchrun --nproc_per_node 1 -m tessera.train RECIPE --set train.strategy=fsdp2`: with one
     rank the trainer runs its single-process path (Wrapped: strategy applies when world_size > 1),
     so its losses are the single process's."""
     out = runs["tmp"] / "torchrun_fsdp2"
     _torchrun("-m", "tessera.train", str(DEMO), "--out", str(out), "--quiet",
-              *[a for o in [*SHORT, "train.strategy=fsdp2"] for a in ("--set", o)])
+              *[a for o in [*SHORT, f"data.root={runs['root']}", "train.strategy=fsdp2"] for a in ("--set", o)])
     _assert_run_close(out, runs["device"], "torchrun 1 rank, fsdp2")
 
 
