@@ -111,7 +111,7 @@ def render(template: ConversationTemplate, conversation: Sequence[Dict[str, str]
     if placeholders != images:
         raise ValueError(f"{where}: {placeholders} image placeholder(s) {IMAGE_PLACEHOLDER!r} in the text but "
                          f"{images} image(s)")
-    if not add_generation_prompt and all(label == IGNORE for label in labels):
+    if not add_generation_prompt and labels.count(IGNORE) == len(labels):
         raise ValueError(f"{where}: no supervised token (no assistant answer, or an empty one): its loss would be 0")
     return ids, labels
 

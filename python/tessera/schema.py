@@ -19,6 +19,7 @@ need rewriting to name our files; the dataclasses stay the single declaration ei
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numbers
 import typing
@@ -131,6 +132,11 @@ def _same_kind(hint: Any, value: Any) -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=None)
+def _type_hints(cls: type) -> Dict[str, Any]:
+    return typing.get_type_hints(cls)  # evaluates every annotation: once per class, not per record
+
+
 def from_mapping(cls: Type[T], values: Any, where: str, lenient: bool = False,
                  unknown: Optional[Callable[[str], Exception]] = None) -> T:
     """A `cls` dataclass from a mapping: unknown keys refused (dropped when `lenient`: records and
@@ -146,7 +152,7 @@ def from_mapping(cls: Type[T], values: Any, where: str, lenient: bool = False,
     if extra and not lenient:
         message = f"{where}: unknown key(s) {', '.join(extra)}; valid keys: {', '.join(fields)}"
         raise (unknown or ValueError)(message)
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     kwargs: Dict[str, Any] = {name: check_value(hints[name], value, f"{where}: {name}" if ":" not in where
                                                 else f"{where}.{name}")
                               for name, value in values.items() if name in fields}

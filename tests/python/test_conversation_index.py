@@ -117,7 +117,7 @@ def test_the_index_renders_what_encoding_up_front_gives(data, tok):
     assert lazy.images == upfront.images and lazy.samples == upfront.samples
     assert ix.lengths.tolist() == upfront.attention_mask.sum(1).tolist()
     assert ix.images.tolist() == [0 if i % 3 == 2 else 1 for i in range(12)]
-    modality = ix.modality_lengths()
+    modality = ix.modality_lengths
     assert all((m < 0) == (i % 3 == 2) for i, m in enumerate(modality.tolist()))
 
 

@@ -225,7 +225,7 @@ def truncate(ids: List[int], labels: List[int], image_token_id: int, max_length:
             raise ValueError(f"{where}: {len(ids)} tokens, more than max_length {max_length}, and truncation "
                              f"would cut image tokens; raise data.max_length")
         ids, labels = ids[:max_length], labels[:max_length]
-        if supervise and all(x == IGNORE for x in labels):
+        if supervise and labels.count(IGNORE) == len(labels):
             raise ValueError(f"{where}: no supervised token left after truncation to max_length {max_length}")
     return ids, labels
 

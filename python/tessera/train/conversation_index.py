@@ -31,7 +31,7 @@ from .. import _C
 from ..chat import load_template
 from .conversation_data import EncodedSamples, SampleProblem, pad_rows, prepare_sample, sample_name
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 SUFFIX = ".tessera-index"
 SHOWN = 3  # offenders shown per check
 
@@ -76,38 +76,63 @@ class CheckReport:
 class ConversationIndex:
     """Where each usable sample of a conversation file lies, and what it costs.
 
-    `offsets`/`nbytes` locate the record in the file, `lengths` are tokens after rendering and
-    truncation (image tokens included), `images` the images per sample, `rows` the sample's
-    position in the file (its number in error messages)."""
+    `offsets`/`nbytes` locate the record in the file; `modality_lengths` are tokens after
+    rendering and truncation (image tokens included), negative for a sample without an image
+    (LLaVA's convention, stored so that length grouping reads the file's pages as they are);
+    `images` the images per sample; `rows` the sample's position in the file (its number in error
+    messages)."""
 
-    def __init__(self, path: str, tensors: Dict[str, torch.Tensor], report: Dict[str, Any]):
+    def __init__(self, path: str, tensors: Dict[str, torch.Tensor], report: Dict[str, Any],
+                 columns: Optional[Tuple[int, Dict[str, Tuple[int, int]]]] = None):
         self.path = path
         self.offsets, self.nbytes = tensors["offsets"], tensors["nbytes"]
-        self.lengths, self.images, self.rows = tensors["lengths"], tensors["images"], tensors["rows"]
+        self.modality_lengths, self.images = tensors["modality_lengths"], tensors["images"]
+        self.rows = tensors["rows"]
         self.report = report
-        self._map: Optional[mmap.mmap] = None
+        self._fd: Optional[int] = None
+        # (index file descriptor, {column: (byte offset, item size)}): a sample's place is read from
+        # the cached index with pread, so its columns are never paged in whole.
+        self._columns = columns
 
     def __len__(self) -> int:
         return int(self.offsets.numel())
 
     def tensors(self) -> Dict[str, torch.Tensor]:
-        return {"offsets": self.offsets, "nbytes": self.nbytes, "lengths": self.lengths, "images": self.images,
-                "rows": self.rows}
+        return {"offsets": self.offsets, "nbytes": self.nbytes, "modality_lengths": self.modality_lengths,
+                "images": self.images, "rows": self.rows}
 
-    def modality_lengths(self) -> torch.Tensor:
-        """LLaVA's convention: the length, negative for a sample without an image (int32)."""
-        return torch.where(self.images > 0, self.lengths, -self.lengths)
+    @property
+    def lengths(self) -> torch.Tensor:
+        """Tokens per sample (a new tensor)."""
+        return self.modality_lengths.abs()
 
     def record(self, i: int) -> Dict[str, Any]:
-        """Sample i, parsed from its bytes (the file is memory-mapped once per process)."""
-        if self._map is None:
-            with open(self.path, "rb") as f:
-                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        start = int(self.offsets[i])
-        return json.loads(self._map[start:start + int(self.nbytes[i])])
+        """Sample i, parsed from its bytes (read with pread: no mapping of the whole file to count
+        against the process's memory)."""
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        n = self.entry("nbytes", i)
+        raw = os.pread(self._fd, n, self.entry("offsets", i))
+        if len(raw) != n:
+            raise ValueError(f"{self.path}: sample {self.entry('rows', i)} is cut short (the file changed after it was "
+                             "indexed); start the run again to rebuild the index")
+        return json.loads(raw)
 
-    def __getstate__(self):  # a worker process maps the file itself
-        return {**self.__dict__, "_map": None}
+    def entry(self, column: str, i: int) -> int:
+        """Element i of a column (offsets, nbytes, rows), read from the index file when cached."""
+        if self._columns is None:
+            return int(getattr(self, column)[i])
+        fd, places = self._columns
+        start, size = places[column]
+        return int.from_bytes(os.pread(fd, size, start + size * i), "little", signed=True)
+
+    def __getstate__(self):  # a worker process opens the files itself
+        return {**self.__dict__, "_fd": None, "_columns": None}
+
+    def __del__(self):
+        for fd in (getattr(self, "_fd", None), (getattr(self, "_columns", None) or (None,))[0]):
+            if fd is not None:
+                os.close(fd)
 
 
 def fingerprint(path: str, tokenizer, template_name: str, settings: Dict[str, Any]) -> str:
@@ -128,7 +153,13 @@ def cache_path(path: str, cache_dir: str = "") -> str:
     return os.path.join(folder, f"{os.path.basename(path)}-{key}{SUFFIX}")
 
 
-def _load_cached(where: str, fp: str) -> Optional[Tuple[Dict[str, torch.Tensor], Dict[str, Any]]]:
+ITEM_SIZES = {"I64": 8, "I32": 4, "I16": 2}
+
+
+def _load_cached(where: str, fp: str):
+    """(tensors, report, columns) of the cached index when its fingerprint is `fp`, else None.
+    The file is validated by the safetensors reader; the descriptor kept for `columns` is checked
+    to hold the same fingerprint (the file may have been replaced in between)."""
     if not os.path.isfile(where):
         return None
     try:
@@ -138,7 +169,18 @@ def _load_cached(where: str, fp: str) -> Optional[Tuple[Dict[str, torch.Tensor],
         return None
     if meta.get("fingerprint") != fp:
         return None  # another file version, tokenizer or setting: rebuilt, never trusted
-    return dict(tensors), json.loads(meta.get("report", "{}"))  # memory-mapped: pages read as used
+    fd = os.open(where, os.O_RDONLY)
+    try:
+        size = int.from_bytes(os.pread(fd, 8, 0), "little")
+        header = json.loads(os.pread(fd, size, 8))
+        if header.get("__metadata__", {}).get("fingerprint") != fp:
+            raise ValueError("replaced while being read")
+        places = {name: (8 + size + header[name]["data_offsets"][0], ITEM_SIZES[header[name]["dtype"]])
+                  for name in ("offsets", "nbytes", "rows")}
+    except (ValueError, KeyError, TypeError):
+        os.close(fd)
+        return None
+    return dict(tensors), json.loads(meta.get("report", "{}")), (fd, places)  # memory-mapped: paged as used
 
 
 def build_index(path: str, tokenizer, template_name: str, image_token_id: int, image_tokens: int, max_length: int,
@@ -175,7 +217,8 @@ def build_index(path: str, tokenizer, template_name: str, image_token_id: int, i
             images.append(len(paths))
     rows = torch.tensor(keep, dtype=torch.long)
     tensors = {"offsets": offsets[rows], "nbytes": lengths[rows].int(), "rows": rows.int(),
-               "lengths": torch.tensor(tokens, dtype=torch.int32), "images": torch.tensor(images, dtype=torch.int16)}
+               "modality_lengths": torch.tensor([t if n else -t for t, n in zip(tokens, images)], dtype=torch.int32),
+               "images": torch.tensor(images, dtype=torch.int16)}
     return tensors, report
 
 
@@ -191,7 +234,7 @@ def load_index(path: str, tokenizer, template_name: str, image_token_id: int, im
                 "image_folder": folder, "check_files": check_files, "limit": limit}
     fp = fingerprint(path, tokenizer, template_name, settings)
     where = cache_path(path, cache_dir)
-    cached = _load_cached(where, fp)
+    cached, columns = _load_cached(where, fp), None
     if cached is None:
         log(f"indexing {path} (once; cached in {where})")
         tensors, report = build_index(path, tokenizer, template_name, image_token_id, image_tokens, max_length,
@@ -199,11 +242,12 @@ def load_index(path: str, tokenizer, template_name: str, image_token_id: int, im
         summary = report.as_dict()
         try:
             _C.core.save_safetensors(where, tensors, {"fingerprint": fp, "report": json.dumps(summary)})
+            columns = (_load_cached(where, fp) or (None, None, None))[2]
         except (OSError, RuntimeError, ValueError) as e:
             warnings.warn(f"{where}: could not cache the data index ({e}); it is rebuilt next time", stacklevel=2)
         text = str(report)
     else:
-        tensors, summary = cached
+        tensors, summary, columns = cached
         text = str(_report_from(path, summary))
     if summary["refused"] and not skip_invalid:
         raise ValueError(f"{text}\n(fix these samples, or set data.skip_invalid: true to train without them)")
@@ -211,7 +255,7 @@ def load_index(path: str, tokenizer, template_name: str, image_token_id: int, im
         warnings.warn(text + "\n(data.skip_invalid: these samples are left out)", stacklevel=2)
     if not len(tensors["offsets"]):
         raise ValueError(f"{text}\nno sample passes the checks")
-    return ConversationIndex(path, tensors, summary)
+    return ConversationIndex(path, tensors, summary, columns)
 
 
 def _report_from(path: str, summary: Dict[str, Any]) -> CheckReport:
@@ -240,7 +284,7 @@ class ConversationSet:
         samples, ids, labels, images = [], [], [], []
         for r in rows:
             sample = self.index.record(r)
-            where = sample_name(self.index.path, int(self.index.rows[r]), sample)
+            where = sample_name(self.index.path, self.index.entry("rows", r), sample)
             i, lab, paths = prepare_sample(sample, where, self.template, self.tokenizer, self.image_token_id,
                                            self.image_tokens, self.max_length, self.folder, check_files=False)
             samples.append(sample)

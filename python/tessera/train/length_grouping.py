@@ -35,21 +35,19 @@ def length_grouped_indices(lengths: torch.Tensor, batch_size: int, world_size: i
     lengths = torch.as_tensor(lengths)
     n, size = len(lengths), world_size * batch_size
     order = torch.randperm(n, generator=generator, dtype=torch.int32)
-    full = n // size * size
-    parts = []
-    for block in (order[:full].view(-1, size), order[full:].view(1, -1)):
-        if block.numel():
-            rank = lengths[block.long()].argsort(dim=1, descending=True, stable=True)
-            parts.append(block.gather(1, rank))
+    rows_per_step = max(1, (1 << 16) // size)  # bounded int64 temporaries of argsort
+    for start in range(0, n, rows_per_step * size):
+        span = order[start:min(n, start + rows_per_step * size)]
+        full = span.numel() // size * size
+        for block in (span[:full].view(-1, size), span[full:].view(1, -1)):
+            if block.numel():  # sorted in place: `order` becomes the grouped order
+                block.copy_(block.gather(1, lengths[block.long()].argsort(dim=1, descending=True, stable=True)))
     if world_size > 1:
-        balanced = []
-        for part in parts:
-            for megabatch in part:
-                ids = megabatch.tolist()
-                chunks = split_to_even_chunks(ids, lengths[megabatch.long()].tolist(), world_size)
-                balanced.append(torch.tensor([i for c in chunks for i in c], dtype=torch.int32))
-        return torch.cat(balanced) if balanced else order[:0]
-    return torch.cat([p.flatten() for p in parts]) if parts else order[:0]
+        for megabatch in order.split(size):
+            ids = megabatch.tolist()
+            chunks = split_to_even_chunks(ids, lengths[megabatch.long()].tolist(), world_size)
+            megabatch.copy_(torch.tensor([i for c in chunks for i in c], dtype=torch.int32))
+    return order
 
 
 def modality_length_grouped_indices(lengths: torch.Tensor, batch_size: int, world_size: int,
@@ -61,12 +59,14 @@ def modality_length_grouped_indices(lengths: torch.Tensor, batch_size: int, worl
     if bool((lengths == 0).any()):
         raise ValueError("length grouping: a sample has length 0")
     image, text = lengths > 0, lengths < 0
-    if bool(image.all()) or bool(text.all()):
-        return length_grouped_indices(lengths.abs(), batch_size, world_size, generator)
+    if bool(image.all()):
+        return length_grouped_indices(lengths, batch_size, world_size, generator)
+    if bool(text.all()):
+        return length_grouped_indices(-lengths, batch_size, world_size, generator)
     size = world_size * batch_size
     megabatches, last = [], []
     for mask in (image, text):
-        ids = mask.nonzero().flatten().int()
+        ids = torch.arange(len(lengths), dtype=torch.int32)[mask]
         order = ids[length_grouped_indices(lengths[mask].abs(), batch_size, world_size, generator).long()]
         chunks = list(order.split(size))
         megabatches += chunks[:-1]

@@ -238,7 +238,7 @@ class LlavaTask(Task):
             return {"input_ids": e.input_ids, "labels": e.labels, "attention_mask": e.attention_mask,
                     "image_paths": [p for paths in e.images for p in paths]}
 
-        lengths = s.index.modality_lengths() if d.group_by_modality_length else None
+        lengths = s.index.modality_lengths if d.group_by_modality_length else None
         return IndexLoader(len(s), fetch, d.batch_size, shuffle=True, seed=self.recipe.train.seed, rank=rank,
                            world_size=world_size, group_lengths=lengths,
                            accumulation_steps=self.recipe.optim.accumulation_steps)

@@ -36,7 +36,7 @@ class IndexLoader:
         bs, world, n = self.batch_size, self.world_size, len(self)
         if self.group_lengths is not None:  # global chunks of batch_size, rank r takes every world-th
             order = modality_length_grouped_indices(self.group_lengths, bs, world * self.accumulation_steps,
-                                                    self._generator()).long()
+                                                    self._generator())
             return (order[(k * world + self.rank) * bs:(k * world + self.rank + 1) * bs] for k in range(n))
         order = torch.randperm(self.n, generator=self._generator()) if self.shuffle else torch.arange(self.n)
         per_rank = math.ceil(self.n / world)
