@@ -23,7 +23,6 @@ their assertions can be checked on a machine without a GPU:
 import json
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -447,7 +446,9 @@ def test_data_loader_pins_batches_when_asked(fmnist_root):
 
 
 def _env():
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    # NVIDIA_TF32_OVERRIDE=0: no TF32 in cuBLAS or cuDNN (as _exact_fp32 does in this process),
+    # so the subprocess's fp32 is the in-process runs' fp32.
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "NVIDIA_TF32_OVERRIDE": "0"}
     if CPU_MODE:
         env["CUDA_VISIBLE_DEVICES"] = ""  # the CPU stands in for the device: Gloo instead of NCCL
     return env
