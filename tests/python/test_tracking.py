@@ -1,4 +1,4 @@
-"""train.log_to: TensorBoard receives exactly what metrics.jsonl holds (scalars by step, training
+"""train.log_to: TensorBoard and offline W&B receive exactly what metrics.jsonl holds (scalars by step, training
 and evaluation apart), the run's pictures, and a resumed run's events past its checkpoint are
 dropped as its jsonl rows are."""
 import json
@@ -65,9 +65,70 @@ def test_a_resumed_run_drops_events_past_its_checkpoint(tmp_path):
 
 
 @pytest.mark.parametrize("log_to, message", [
-    (["jsonl", "wandb"], "unknown sink 'wandb'"),
+    (["jsonl", "mlflow"], "unknown sink 'mlflow'"),
     (["tensorboard"], "must include 'jsonl'"),
 ])
 def test_bad_sinks_are_named(log_to, message):
     with pytest.raises(ValueError, match=message):
         recipe_from_dict(tiny_recipe(log_to=log_to))
+
+
+def wandb_records(path):
+    """The records of an offline W&B run file: a 7-byte header, then LevelDB's log format (32 KiB
+    blocks of [crc 4][length 2][type 1] chunks: full, or first/middle/last) around protobufs."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    pos, block, records, pending = 7, 32768, [], b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a chunk header is padding
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        pending += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # full, last
+            record = pb.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    return records
+
+
+def wandb_history(run_dir):
+    (path,) = run_dir.glob("run-*.wandb")
+    rows, config = [], {}
+    for r in wandb_records(path):
+        kind = r.WhichOneof("record_type")
+        if kind == "history":
+            rows.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item})
+        elif kind in ("config", "run"):  # the run record carries wandb.init's config
+            updates = r.config.update if kind == "config" else r.run.config.update
+            config.update({u.key: json.loads(u.value_json) for u in updates})
+    return rows, config
+
+
+def test_wandb_offline_holds_what_metrics_jsonl_holds(tmp_path):
+    """An offline W&B run under RUN/wandb, read back from W&B's own file: the training scalars by
+    step as metrics.jsonl has them, the evaluation apart, the pictures, the recipe as config; a
+    resumed run continues the same W&B run id."""
+    pytest.importorskip("wandb")
+    recipe = tiny_recipe(steps=4, checkpoint_every=2, log_to=["jsonl", "wandb"])
+    fit(recipe, tmp_path)
+    run_id = (tmp_path / "wandb-id").read_text().strip()
+    (run,) = (tmp_path / "wandb").glob(f"offline-run-*-{run_id}")
+    history, config = wandb_history(run)
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    train = [r for r in rows if "samples_per_s" in r]
+    logged = {h["_step"]: h["train/loss"] for h in history if "train/loss" in h}
+    assert logged == pytest.approx({r["step"]: r["loss"] for r in train})
+    final_eval = [r for r in rows if "zero_shot_top1" in r][-1]
+    assert [h["eval/zero_shot_top1"] for h in history if "eval/zero_shot_top1" in h][-1] == \
+        pytest.approx(final_eval["zero_shot_top1"])
+    assert any(h.get("confusion/_type") == "image-file" for h in history)  # the pictures, as W&B images
+    assert config["task"] == "clip" and config["train"]["steps"] == 4
+    recipe["train"]["steps"] = 6
+    fit(recipe, tmp_path, resume=True)
+    assert (tmp_path / "wandb-id").read_text().strip() == run_id
+    assert all(r.name.endswith(run_id) for r in (tmp_path / "wandb").glob("offline-run-*"))

@@ -64,7 +64,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     max_bad_steps: int = 5                  # consecutive non-finite losses before stopping
     threads: int = 0                        # torch threads per process (0: cores / processes)
-    log_to: List[str] = field(default_factory=lambda: ["jsonl"])  # jsonl | tensorboard (tracking.py)
+    log_to: List[str] = field(default_factory=lambda: ["jsonl"])  # jsonl | tensorboard | wandb (tracking.py)
 
     def validate(self, where: str) -> None:
         _check(self.steps >= 1, f"{where}.steps must be >= 1, got {self.steps}")

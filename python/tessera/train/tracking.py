@@ -1,17 +1,25 @@
 """Where a run's numbers go besides metrics.jsonl, which stays the source of truth (plots and
-resume read it). `train.log_to: [jsonl, tensorboard]` adds TensorBoard event files under
-RUN/tensorboard: every logged scalar (training rows as train/<name>, evaluations as eval/<name>),
-and at the end the pictures the task drew (RUN/*.png: curves, confusion, reconstructions).
+resume read it). `train.log_to: [jsonl, tensorboard, wandb]`:
+
+- tensorboard: event files under RUN/tensorboard;
+- wandb: a Weights & Biases run in offline mode under RUN/wandb (`wandb sync RUN/wandb/offline-run-*`
+  uploads it later; tessera never talks to a server), its id kept in RUN/wandb-id so a resumed
+  run continues the same W&B run; the recipe is its config.
+
+Both get every logged scalar (training rows as train/<name>, evaluations as eval/<name>), and at
+the end the pictures the task drew (RUN/*.png: curves, confusion, reconstructions).
 
     tensorboard --logdir runs/demo-clip/tensorboard
 """
 from __future__ import annotations
 
 import glob
+import secrets
 import os
 from typing import Any, Dict, List, Optional
 
-SINKS = ("jsonl", "tensorboard")
+SINKS = ("jsonl", "tensorboard", "wandb")
+PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
 
 
 def check_log_to(names: List[str], where: str) -> None:
@@ -20,11 +28,33 @@ def check_log_to(names: List[str], where: str) -> None:
         raise ValueError(f"{where}: unknown sink {unknown[0]!r}; known: {', '.join(SINKS)}")
     if "jsonl" not in names:
         raise ValueError(f"{where} must include 'jsonl': metrics.jsonl is what plots and resumed runs read")
+    for name in names:
+        if name in PACKAGES:
+            try:
+                __import__(PACKAGES[name])
+            except ImportError:
+                raise ValueError(f"{where}: {name!r} needs the {PACKAGES[name]} package "
+                                 f"(pip install {PACKAGES[name]})") from None
+
+
+def scalars(row: Dict[str, Any], kind: str) -> Dict[str, float]:
+    return {f"{kind}/{k}": v for k, v in row.items()
+            if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def pictures_of(out_dir: str) -> List[str]:
+    return sorted(glob.glob(os.path.join(out_dir, "*.png")))
+
+
+def open_sinks(names: List[str], out_dir: str, recipe: Dict[str, Any], resumed_at: Optional[int]) -> List[Any]:
+    """The sinks `names` asks for besides jsonl, opened for a run (resumed after step
+    `resumed_at`, or new)."""
+    sinks: List[Any] = []
     if "tensorboard" in names:
-        try:
-            import tensorboard  # noqa: F401
-        except ImportError:
-            raise ValueError(f"{where}: 'tensorboard' needs the tensorboard package (pip install tensorboard)") from None
+        sinks.append(TensorBoardSink(out_dir, purge_step=None if resumed_at is None else resumed_at + 1))
+    if "wandb" in names:
+        sinks.append(WandbSink(out_dir, recipe, resumed_at))
+    return sinks
 
 
 class TensorBoardSink:
@@ -36,18 +66,44 @@ class TensorBoardSink:
 
     def log(self, row: Dict[str, Any], kind: str) -> None:
         step = int(row["step"])
-        for key, value in row.items():
-            if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                self.writer.add_scalar(f"{kind}/{key}", value, step)
+        for key, value in scalars(row, kind).items():
+            self.writer.add_scalar(key, value, step)
         self.writer.flush()
 
     def pictures(self, out_dir: str, step: int) -> None:
         from ..data.transforms import read_image
 
-        for path in sorted(glob.glob(os.path.join(out_dir, "*.png"))):
+        for path in pictures_of(out_dir):
             image = read_image(path)  # uint8 [H, W, C]
             self.writer.add_image(os.path.splitext(os.path.basename(path))[0], image, step, dataformats="HWC")
         self.writer.flush()
 
     def close(self) -> None:
         self.writer.close()
+
+
+class WandbSink:
+    def __init__(self, out_dir: str, recipe: Dict[str, Any], resumed_at: Optional[int]):
+        import wandb
+
+        from ..io import write_atomic
+
+        id_file = os.path.join(out_dir, "wandb-id")
+        run_id = open(id_file).read().strip() if os.path.isfile(id_file) else secrets.token_hex(4)
+        write_atomic(id_file, run_id + "\n")
+        self.wandb = wandb
+        # resume_from rewinds a resumed run to its checkpoint, as metrics.jsonl drops later rows
+        # (offline runs ignore what they cannot do; `wandb sync` applies it)
+        self.run = wandb.init(mode="offline", dir=out_dir, project="tessera", name=os.path.basename(out_dir),
+                              id=run_id, resume="allow", config=recipe, settings=wandb.Settings(silent=True))
+
+    def log(self, row: Dict[str, Any], kind: str) -> None:
+        self.run.log(scalars(row, kind), step=int(row["step"]))
+
+    def pictures(self, out_dir: str, step: int) -> None:
+        images = {os.path.splitext(os.path.basename(p))[0]: self.wandb.Image(p) for p in pictures_of(out_dir)}
+        if images:
+            self.run.log(images, step=step)
+
+    def close(self) -> None:
+        self.run.finish()

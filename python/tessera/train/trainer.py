@@ -9,7 +9,7 @@ import os
 import time
 import warnings
 from contextlib import nullcontext
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -108,7 +108,7 @@ class Trainer:
         self.info = info or init_distributed()
         self.progress = progress and self.info.is_main
         self.metrics_path = os.path.join(out_dir, "metrics.jsonl")
-        self.tensorboard = None  # a TensorBoardSink while fit runs, with train.log_to: [.., tensorboard]
+        self.sinks: List[Any] = []  # tracking sinks besides metrics.jsonl while fit runs (train.log_to)
         if hasattr(task, "out_dir"):
             task.out_dir = out_dir
 
@@ -118,8 +118,8 @@ class Trainer:
             return
         with open(self.metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
-        if self.tensorboard is not None:
-            self.tensorboard.log(row, kind)
+        for sink in self.sinks:
+            sink.log(row, kind)
 
     def _truncate_metrics(self, step: int) -> None:
         """On resume, forget rows logged after the checkpoint (they will be logged again)."""
@@ -332,10 +332,11 @@ class Trainer:
             self._truncate_metrics(step)
         elif info.is_main and os.path.exists(self.metrics_path):
             os.remove(self.metrics_path)
-        if info.is_main and "tensorboard" in cfg.train.log_to:
-            from .tracking import TensorBoardSink
+        if info.is_main:
+            from .config import recipe_to_dict
+            from .tracking import open_sinks
 
-            self.tensorboard = TensorBoardSink(self.out_dir, purge_step=step + 1 if ckpt else None)
+            self.sinks = open_sinks(cfg.train.log_to, self.out_dir, recipe_to_dict(cfg), step if ckpt else None)
         total = cfg.train.steps
         if ckpt and step >= total and info.is_main:
             print(f"{ckpt}: the run is complete ({step}/{total} steps); evaluating it "
@@ -406,10 +407,10 @@ class Trainer:
             _C.core.write_file_atomic(os.path.join(self.out_dir, "summary.json"),
                                       (json.dumps(summary, indent=2) + "\n").encode())
             self.task.plot(self.out_dir, self.metrics_path, metrics)
-            if self.tensorboard is not None:
-                self.tensorboard.pictures(self.out_dir, step)
-                self.tensorboard.close()
-                self.tensorboard = None
+            for sink in self.sinks:
+                sink.pictures(self.out_dir, step)
+                sink.close()
+            self.sinks = []
         return summary
 
     # ---- checkpoints and evaluation -------------------------------------------------------
