@@ -4,9 +4,14 @@
    (goal >= 1.5x at batch 1, where the reference's Python loop costs most);
 3. beam search with 4 beams against transformers' (same ids; goal >= 1.0x), and BLIP-2 (greedy
    and 4 beams) into the same LM;
-4. prefill (prompt forward) tokens/s, fp32, and bf16 where the CPU has native bf16.
+4. prefill (prompt forward) tokens/s, fp32, and bf16 where the CPU has native bf16;
+5. the memory roofline of decoding at batch 1: this machine's bandwidth measured in the same run
+   (a stream-like copy and a read-only sum over 1 GiB), and each decoder's achieved GB/s (weight
+   bytes streamed per token x tokens/s) for fp32 and bf16 weights (`model.to(torch.bfloat16)`),
+   tessera and transformers (goals: bf16 >= 1.8x fp32 tokens/s where bf16 is native, >= 70 % of
+   the measured bandwidth).
 
-    .venv/bin/python benchmarks/generate_cpu.py [--new 256] [--prompt 32]
+    .venv/bin/python benchmarks/generate_cpu.py [--new 256] [--prompt 32] [--roofline]
 """
 import argparse
 import os
@@ -31,6 +36,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--new", type=int, default=256)
     ap.add_argument("--prompt", type=int, default=32)
+    ap.add_argument("--roofline", action="store_true", help="only part 5 (bandwidth, fp32 vs bf16 decoding)")
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)
@@ -45,6 +51,8 @@ def main():
         ours.save_pretrained(d)
         hf = transformers.LlamaForCausalLM.from_pretrained(d, attn_implementation="sdpa").eval()
     greedy = dict(max_new_tokens=args.new, do_sample=False, eos_token_id=[])
+    if args.roofline:
+        return roofline(ours, hf, args)
 
     # 1. KV cache vs recomputing the whole prefix at every step.
     ids = torch.randint(3, 32000, (1, args.prompt))
@@ -119,6 +127,51 @@ def main():
             t = rate(lambda: ours(ids, logits_to_keep=1), ids.numel(), iters=2)
             r = rate(lambda: hf(ids, logits_to_keep=1), ids.numel(), iters=2)
         print(f"prefill 4x512 {prec}: tessera {t:.0f} tokens/s, transformers {r:.0f} tokens/s: {t / r:.2f}x")
+
+    # 5. The memory roofline at batch 1.
+    roofline(ours, hf, args)
+
+
+def streamed_bytes(model) -> int:
+    """Weight bytes one decoding step reads: every parameter but the input embedding (one row
+    is gathered), which counts when it is also the LM head (tied)."""
+    params = dict(model.named_parameters())
+    embed = next(k for k in params if k.endswith("embed_tokens.weight"))
+    tied = not any(k.endswith("lm_head.weight") for k in params)
+    return sum(p.numel() * p.element_size() for k, p in params.items() if k != embed or tied)
+
+
+def bandwidth() -> dict:
+    """GB/s of a 1 GiB copy (read + write counted) and of a read-only sum, best of 5."""
+    a = torch.ones(2 ** 28)
+    b = torch.empty_like(a)
+    copy = min(timed(lambda: b.copy_(a), 1, warmup=1) for _ in range(5))
+    read = min(timed(lambda: a.sum(), 1, warmup=1) for _ in range(5))
+    return {"copy": 2 * a.numel() * 4 / copy / 1e9, "read": a.numel() * 4 / read / 1e9}
+
+
+def roofline(ours, hf, args):
+    bw = bandwidth()
+    print(f"memory bandwidth: copy {bw['copy']:.1f} GB/s, read {bw['read']:.1f} GB/s")
+    ids = torch.randint(3, 32000, (1, args.prompt))
+    greedy = dict(max_new_tokens=args.new, do_sample=False, eos_token_id=[])
+    rows = {}
+    for label, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        mine, ref = ours.to(dtype), hf.to(dtype)
+        nbytes = streamed_bytes(mine)
+        t = rate(lambda: mine.generate(ids, **greedy), args.new)
+        r = rate(lambda: ref.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=args.new,
+                                      do_sample=False, eos_token_id=None, pad_token_id=0), args.new)
+        rows[label] = (t, r, mine.generate(ids, **greedy))
+        print(f"decode {label} batch 1: tessera {t:.1f} tokens/s = {t * nbytes / 1e9:.1f} GB/s "
+              f"({100 * t * nbytes / 1e9 / bw['read']:.0f} % of read bandwidth); transformers {r:.1f} tokens/s = "
+              f"{r * nbytes / 1e9:.1f} GB/s; {nbytes / 2**20:.0f} MiB of weights per token")
+    (t32, r32, a32), (t16, r16, a16) = rows["fp32"], rows["bf16"]
+    same = (a32 == a16).float().mean().item()
+    print(f"bf16 / fp32 tokens/s: tessera {t16 / t32:.2f}x, transformers {r16 / r32:.2f}x (goal >= 1.8x where bf16 "
+          f"is native: {cpu_has_native_bf16()}); bf16 greedy ids equal to fp32's: {100 * same:.0f} %")
+    ours.float()
+    hf.float()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 // Python bindings of csrc/tessera/ops (soft-DTW, the global alignment kernel, Sugar's triple
 // kernel); python/tessera/ops.py adds the argument conventions (lengths as a pair).
 #include "bindings.h"
+#include "tessera/ops/decode_linear.h"
 #include "tessera/ops/gak.h"
 #include "tessera/ops/soft_dtw.h"
 
@@ -54,6 +55,15 @@ void bind_ops(py::module_& m) {
       py::arg("xy"), py::arg("xx") = py::none(), py::arg("yy") = py::none(), py::arg("sigma") = py::none(),
       py::arg("delta") = 1.0, py::arg("normalized") = true, py::arg("x_lengths") = py::none(),
       py::arg("y_lengths") = py::none(), "Global alignment kernel from local costs phi.");
+  m.def(
+      "decode_linear",
+      [](const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+         std::optional<at::ScalarType> out_dtype) {
+        return without_gil([&] { return ops::decode_linear(x, weight, bias.value_or(at::Tensor()), out_dtype); });
+      },
+      py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(), py::arg("out_dtype") = py::none(),
+      "x W^T + b for at most 8 rows against a bf16 weight, fp32 accumulation (decode_linear.h).");
+  m.def("decode_linear_applies", &ops::decode_linear_applies, py::arg("x"), py::arg("weight"));
   m.def("triple_kernel_cost", &ops::triple_kernel_cost, py::arg("x_first"), py::arg("x_second"),
         py::arg("x_is_image"), py::arg("y_first"), py::arg("y_second"), py::arg("y_is_image"),
         py::call_guard<py::gil_scoped_release>(), "Sugar's triple-kernel local cost [B, N, M].");

@@ -66,6 +66,10 @@ def _eval(args) -> int:
     folder = resolve_checkpoint(args.checkpoint, "eval checkpoint")
     check_eval_checkpoint(folder, task)  # checksums and model type, before anything is built
     model = task.load_model(folder).eval()
+    if args.dtype == "bf16":
+        import torch
+
+        model = model.to(torch.bfloat16)
     if split is not None:
         from .eval.caption_retrieval import caption_retrieval_evaluate
 
@@ -173,6 +177,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     e.add_argument("--data", default="/usr/share/datasets/fashion-mnist", help="--probe: Fashion-MNIST folder")
     e.add_argument("--probe-train", type=positive_int, default=10000, help="--probe: training images")
     e.add_argument("--probe-test", type=positive_int, default=2000, help="--probe: test images")
+    e.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
+                   help="the model's weights while evaluating: bf16 halves the bytes each decoding step reads")
     e.add_argument("--set", action="append", default=[])
     e.set_defaults(fn=_eval)
     pl = sub.add_parser("plan", help="per-rank memory of a recipe before running it; settings that fit")

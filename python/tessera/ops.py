@@ -18,7 +18,7 @@ from . import _C
 
 Lengths = Optional[Tuple[Union[torch.Tensor, Sequence[int]], Union[torch.Tensor, Sequence[int]]]]
 
-__all__ = ["soft_dtw", "gak", "gak_from_cost", "triple_kernel_cost"]
+__all__ = ["soft_dtw", "gak", "gak_from_cost", "triple_kernel_cost", "decode_linear"]
 
 
 def _pair(lengths: Lengths, fn: str):
@@ -77,3 +77,12 @@ def triple_kernel_cost(x_first: torch.Tensor, x_second: torch.Tensor, x_is_image
     their second (CLIP). first [B, N, Df] (zero-pad the narrower modality), second [B, N, Ds],
     is_image bool [B, N]; likewise for y."""
     return _C.ops.triple_kernel_cost(x_first, x_second, x_is_image, y_first, y_second, y_is_image)
+
+
+def decode_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                  out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """`x @ weight.T + bias` for decoding: at most 8 rows of x (bf16 or fp32) against a bf16
+    weight, accumulated in fp32, the weight streamed once (twice LibTorch's bf16 byte rate on
+    CPU). tessera's linear layers and LM heads use it by themselves in `generate` of a bf16
+    model; no autograd."""
+    return _C.ops.decode_linear(x, weight, bias, out_dtype)

@@ -3,6 +3,8 @@
 
 #include <ATen/ATen.h>
 
+#include "tessera/ops/decode_linear.h"
+
 #include <cmath>
 
 namespace tessera::nn {
@@ -76,8 +78,10 @@ void LinearImpl::reset_parameters() {
 }
 
 at::Tensor LinearImpl::forward(const at::Tensor& x) const {
+  const bool plain = !lora_options || lora_merged;
+  if (plain && ops::decode_linear_applies(x, weight())) return ops::decode_linear(x, weight(), bias());
   at::Tensor y = at::linear(x, weight(), bias());
-  if (!lora_options || lora_merged) return y;
+  if (plain) return y;
   at::Tensor h = at::dropout(x, lora_options->dropout, is_training());
   return y + at::linear(at::linear(h, lora_A->weight()), lora_B->weight()) * lora_options->scale();
 }

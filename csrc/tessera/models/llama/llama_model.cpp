@@ -6,6 +6,7 @@
 #include "tessera/nn/init.h"
 #include "tessera/nn/rotary.h"
 #include "tessera/nn/transformer_block.h"
+#include "tessera/ops/decode_linear.h"
 
 #include <ATen/ATen.h>
 
@@ -117,7 +118,14 @@ CausalLMOutput LlamaForCausalLMImpl::forward(const at::Tensor& input_ids, const 
   auto [h, hidden] = decode(input_ids, attention_mask, position_ids, inputs_embeds, output_hidden_states, cache);
   if (logits_to_keep > 0 && logits_to_keep < h.size(1)) h = h.slice(1, h.size(1) - logits_to_keep);
   CausalLMOutput out;
-  out.logits = at::linear(h, output_embeddings());
+  const at::Tensor& head = output_embeddings();
+  if (cache && ops::decode_linear_applies(h, head)) {
+    // Decoding a bf16 model: logits accumulated and returned in fp32, so that greedy picks and
+    // beam scores are not decided by bf16 rounding.
+    out.logits = ops::decode_linear(h, head, {}, at::kFloat);
+  } else {
+    out.logits = at::linear(h, head);
+  }
   out.hidden_states = std::move(hidden);
   if (labels.defined()) {
     std::tie(out.loss_sum, out.num_tokens) = causal_lm_loss(out.logits, labels);

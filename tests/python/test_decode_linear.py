@@ -1,0 +1,89 @@
+"""Decoding with bf16 weights (csrc/tessera/ops/decode_linear.cpp): the kernel against the plain
+formula in fp32 over the bf16 weights, the layers that call it by themselves (only without
+autograd, at most 8 rows), and a bf16 LLaMA's greedy decoding against its own full forward."""
+import pytest
+import torch
+
+import tessera
+import tessera.ops
+
+
+def reference(x, w, b=None):
+    y = x.double() @ w.double().T
+    return y if b is None else y + b.double()
+
+
+def assert_fp32_sum(y, x, w, b=None):
+    """Within fp32 rounding of the sum: 1e-6 of the sum of |terms| (the order of a sum of
+    hundreds of products is the kernel's, not LibTorch's)."""
+    bound = 1e-6 * (x.abs().double() @ w.abs().double().T + (0 if b is None else b.abs().double())) + 1e-7
+    assert bool(((y.double() - reference(x, w, b)).abs() <= bound).all())
+
+
+@pytest.mark.parametrize("rows", range(1, 9))
+@pytest.mark.parametrize("inner, out", [(1, 3), (15, 33), (16, 16), (17, 5), (300, 70)])
+def test_the_kernel_is_the_formula(rows, inner, out):
+    g = torch.Generator().manual_seed(rows * 1000 + inner)
+    w = torch.randn(out, inner, generator=g).bfloat16()
+    b = torch.randn(out, generator=g)
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(rows, inner, generator=g).to(dtype)
+        y = tessera.ops.decode_linear(x, w, b)
+        assert y.dtype == dtype and y.shape == (rows, out)
+        if dtype == torch.float32:
+            assert_fp32_sum(y, x, w, b)
+        else:  # the fp32 result rounded once to bf16
+            torch.testing.assert_close(y, reference(x, w, b).to(dtype), rtol=8e-3, atol=1e-5)
+        assert_fp32_sum(tessera.ops.decode_linear(x, w, None, torch.float32), x, w)
+
+
+def test_leading_dimensions_are_kept():
+    w = torch.randn(7, 12).bfloat16()
+    x = torch.randn(2, 3, 1, 12)
+    y = tessera.ops.decode_linear(x, w)
+    assert y.shape == (2, 3, 1, 7)
+    assert_fp32_sum(y.reshape(6, 7), x.reshape(6, 12), w)
+
+
+def test_what_it_does_not_serve_is_refused_by_name():
+    w = torch.randn(4, 8).bfloat16()
+    with pytest.raises(ValueError, match=r"at most 8 rows"):
+        tessera.ops.decode_linear(torch.randn(9, 8), w)
+    with pytest.raises(ValueError, match=r"bf16 weight"):
+        tessera.ops.decode_linear(torch.randn(1, 8), w.float())
+    with pytest.raises(ValueError, match=r"without autograd"):
+        tessera.ops.decode_linear(torch.randn(1, 8, requires_grad=True), w)
+
+
+def tiny_llama(dtype):
+    torch.manual_seed(0)
+    config = dict(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=64)
+    return tessera.LlamaForCausalLM(config).eval().to(dtype)
+
+
+def test_bf16_greedy_decoding_follows_its_own_forward():
+    """Each greedy token of a bf16 model (decode kernel, fp32 logits) is the argmax of the full
+    forward over the prefix (LibTorch's bf16 linear), wherever that argmax is clear."""
+    model = tiny_llama(torch.bfloat16)
+    ids = torch.randint(3, 300, (2, 5), generator=torch.Generator().manual_seed(1))
+    out = model.generate(ids, max_new_tokens=12, do_sample=False, eos_token_id=[])
+    checked = 0
+    with torch.no_grad():
+        for t in range(ids.shape[1], out.shape[1]):
+            for row in range(out.shape[0]):  # one row: more than 8 rows would leave the kernel anyway
+                logits = model(out[row:row + 1, :t]).logits[0, -1].float()
+                top2 = logits.topk(2).values
+                if top2[0] - top2[1] > 0.05 * top2.abs().max():
+                    assert int(logits.argmax()) == int(out[row, t]), (row, t)
+                    checked += 1
+    assert checked >= 12
+
+
+def test_training_a_bf16_layer_keeps_autograd():
+    model = tiny_llama(torch.bfloat16).train()
+    ids = torch.randint(3, 300, (1, 4))
+    out = model(ids, labels=ids)
+    out.loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert grads and all(g is not None for g in grads)
