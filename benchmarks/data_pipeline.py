@@ -1,8 +1,14 @@
-"""Images per second of tessera.data.DataLoader vs torchvision ImageFolder + torch DataLoader.
+"""Images per second of tessera's loaders vs torchvision and webdataset.
 
 Same files, same transforms, same worker count, same batch size; rates and the ratio printed.
 
     python benchmarks/data_pipeline.py [--n 2000] [--workers 2] [--batch 64] [--epochs 3]
+
+Two comparisons: an image folder (tessera.data.DataLoader vs torchvision ImageFolder in a torch
+DataLoader), and webdataset tar shards of the same JPEGs, 500 samples per shard (tessera's
+ShardLoader, C++ tar reader and decoder on a thread pool, vs the `webdataset` package's
+WebDataset -> decode("pil") -> torchvision transform in a torch DataLoader with the same workers,
+each worker reading its own shards).
 
 The images are Fashion-MNIST test images upscaled (bicubic) to 256 x 256 RGB and written as
 JPEG (quality 90) in an ImageFolder layout (one folder per class) in a temporary folder. Both
@@ -63,18 +69,22 @@ def epoch_rate(loader, epochs: int) -> float:
     return n / best
 
 
-def torchvision_loader(root: Path, train: bool, workers: int, batch: int):
+def torchvision_transform(train: bool):
     import torchvision.transforms as T
-    from torchvision.datasets import ImageFolder
 
     from tessera.data import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
     bicubic = T.InterpolationMode.BICUBIC
     geometry = ([T.RandomResizedCrop(224, interpolation=bicubic), T.RandomHorizontalFlip()] if train
                 else [T.Resize(224, interpolation=bicubic), T.CenterCrop(224)])
-    transform = T.Compose(geometry + [T.ToTensor(), T.Normalize(OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)])
+    return T.Compose(geometry + [T.ToTensor(), T.Normalize(OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)])
+
+
+def torchvision_loader(root: Path, train: bool, workers: int, batch: int):
+    from torchvision.datasets import ImageFolder
+
     return torch.utils.data.DataLoader(
-        ImageFolder(str(root), transform=transform), batch_size=batch, shuffle=True,
+        ImageFolder(str(root), transform=torchvision_transform(train)), batch_size=batch, shuffle=True,
         num_workers=workers, drop_last=True, persistent_workers=workers > 0,
         pin_memory=torch.cuda.is_available(),
     )
@@ -85,6 +95,31 @@ def tessera_loader(root: Path, train: bool, workers: int, batch: int):
 
     return td.DataLoader(td.ImageFolder(root), batch_size=batch, shuffle=True, num_workers=workers,
                          drop_last=True, transform=td.clip_transform(224, train=train))
+
+
+def write_shards(root: Path, out: Path) -> str:
+    from tessera.data.shards import file_samples, write_shards as write
+
+    files = sorted(root.glob("class*/*.jpg"))
+    entries = [(str(f), None, int(f.parent.name[len("class"):])) for f in files]
+    return write(str(out), file_samples(entries), maxcount=500)
+
+
+def webdataset_loader(urls, train: bool, workers: int, batch: int):
+    import webdataset as wds
+
+    tv = torchvision_transform(train)
+    dataset = (wds.WebDataset(urls, shardshuffle=False, empty_check=False).decode("pil")
+               .to_tuple("jpg", "cls").map_tuple(tv, lambda c: c))
+    return torch.utils.data.DataLoader(dataset.batched(batch, partial=False), batch_size=None,
+                                       num_workers=workers, persistent_workers=workers > 0)
+
+
+def shard_loader(urls, train: bool, workers: int, batch: int):
+    import tessera.data as td
+    from tessera.data.shard_loader import ShardLoader
+
+    return ShardLoader(urls, batch, td.clip_transform(224, train=train), num_workers=workers)
 
 
 def main() -> int:
@@ -112,6 +147,13 @@ def main() -> int:
             tv = epoch_rate(torchvision_loader(root, train, args.workers, args.batch), args.epochs)
             ts = epoch_rate(tessera_loader(root, train, args.workers, args.batch), args.epochs)
             print(f"{name:5s}  torchvision+PIL {tv:8.0f} img/s   tessera {ts:8.0f} img/s   ratio {ts / tv:5.2f}x")
+        urls = write_shards(root, root / "shards")
+        for train in (False, True):
+            name = "train" if train else "eval"
+            wd = epoch_rate(webdataset_loader(urls, train, args.workers, args.batch), args.epochs)
+            ts = epoch_rate(shard_loader(urls, train, args.workers, args.batch), args.epochs)
+            print(f"{name:5s}  shards: webdataset+PIL {wd:8.0f} img/s   tessera {ts:8.0f} img/s   "
+                  f"ratio {ts / wd:5.2f}x")
     return 0
 
 

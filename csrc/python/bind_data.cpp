@@ -11,6 +11,7 @@
 #include <tuple>
 #include <utility>
 
+#include "tessera/data/batch_decode.h"
 #include "tessera/data/caption_file.h"
 #include "tessera/data/fashion_mnist.h"
 #include "tessera/data/image_folder.h"
@@ -145,6 +146,18 @@ void bind_vision(py::module_& m) {
            py::arg("img"), py::arg("generator"),
            "uint8 HWC (or float CHW) -> float [C, S, S], random choices drawn from `generator`.")
       .def_property_readonly("options", &ImageTransform::options);
+  m.def(
+      "decode_batch",
+      [](const std::vector<py::bytes>& images, const std::vector<std::string>& sources,
+         const std::vector<uint64_t>& seeds, const ImageTransform& transform, int64_t max_pixels) {
+        std::vector<std::string> bytes(images.begin(), images.end());
+        BatchDecode out = without_gil([&] { return decode_batch(bytes, sources, seeds, transform, max_pixels); });
+        return py::make_tuple(out.pixels, out.rows, out.errors);
+      },
+      py::arg("images"), py::arg("sources"), py::arg("seeds"), py::arg("transform"),
+      py::arg("max_pixels") = kDefaultMaxImagePixels,
+      "(pixels [ok, C, S, S], rows, errors): a batch of JPEG/PNG bytes decoded and transformed on the "
+      "intra-op pool (batch_decode.h).");
   m.def("sample_seed", &sample_seed, py::arg("seed"), py::arg("epoch"), py::arg("index"));
   m.def("shard_indices", &shard_indices, py::arg("dataset_size"), py::arg("shuffle"), py::arg("seed"),
         py::arg("epoch"), py::arg("rank"), py::arg("world_size"));

@@ -1,7 +1,8 @@
 """Batches from webdataset shards for the trainer, with the native loader's interface (epochs,
 an exact mid-epoch position, skipped samples reported): the shards stream through ShardStream,
-images decode and transform on a thread pool (tessera's C++ decode releases the GIL), and a
-sample whose image is missing or undecodable is skipped, counted and reported.
+each batch's images decode and transform in one C++ call on torch's intra-op threads
+(`_C.data.decode_batch`), and a sample whose image is missing or undecodable is skipped, counted
+and reported.
 
     loader = ShardLoader("shards/train-{00000..00059}.tar", batch_size=256, transform=clip_transform(28),
                          shuffle_buffer=2000, seed=0, rank=rank, world_size=world)
@@ -11,13 +12,12 @@ from __future__ import annotations
 
 import json
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, Iterator, List, Optional
 
 import torch
 
 from .. import _C
-from .transforms import ImageTransform, TransformOptions, decode_image
+from .transforms import ImageTransform, TransformOptions
 from .webdataset import ShardStream
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
@@ -45,7 +45,7 @@ class ShardLoader:
         self.shuffle = shuffle_buffer > 0
         self.drop_last, self.max_errors = drop_last, max_errors
         self.transform = ImageTransform(transform)
-        self.pool = ThreadPoolExecutor(max(1, num_workers))
+        self.num_workers = num_workers  # decoding runs on torch's intra-op threads (torch.set_num_threads)
         self.batches = 0  # consumed this epoch
         self.skipped, self.errors = 0, []
 
@@ -81,40 +81,56 @@ class ShardLoader:
         lines += [f"  {e}" for e in self.errors + self.stream.problems[: self.max_errors]]
         return "\n".join(lines)
 
-    def _load(self, sample: Dict[str, Any]):
-        try:
-            image, caption, label = sample_fields(sample)
+    def _skip(self, message: str) -> None:
+        self.skipped += 1
+        if len(self.errors) < self.max_errors:
+            self.errors.append(message)
+
+    def _load(self, chunk: List[Dict[str, Any]]):
+        """(pixels [k, C, S, S], [(caption, label, key)] * k) of the samples that load: decoded
+        and transformed in one C++ call on the intra-op threads; the others skipped, reported."""
+        images, sources, seeds, meta = [], [], [], []
+        for sample in chunk:
+            where = f"{sample['__url__']}: {sample['__key__']}"
+            try:
+                image, caption, label = sample_fields(sample)
+            except (ValueError, UnicodeDecodeError) as e:
+                self._skip(f"{where}: {e}")
+                continue
+            images.append(image)
+            sources.append(f"{sample['__url__']}:{sample['__key__']}")
             # augmentation draws seeded by (seed, epoch, key): the same sample, the same crop
-            g = torch.Generator().manual_seed(_C.data.sample_seed(self.seed, self.epoch,
-                                                                  zlib.crc32(sample["__key__"].encode())))
-            pixels = self.transform(decode_image(image, f"{sample['__url__']}:{sample['__key__']}"), g)
-            return pixels, caption, label, sample["__key__"]
-        except (ValueError, RuntimeError) as e:
-            return f"{sample['__url__']}: {sample['__key__']}: {e}"
+            seeds.append(_C.data.sample_seed(self.seed, self.epoch, zlib.crc32(sample["__key__"].encode())))
+            meta.append((caption, label, sample["__key__"]))
+        if not images:
+            return None, []
+        pixels, rows, errors = _C.data.decode_batch(images, sources, seeds, self.transform._cpp)
+        for e in errors:
+            self._skip(e)
+        return pixels, [meta[r] for r in rows]
 
     def __iter__(self) -> Iterator[Dict[str, Any]]:
-        rows: List[Any] = []
+        parts: List[torch.Tensor] = []
+        metas: List[Any] = []
         it = iter(self.stream)
         while True:
-            chunk = [s for _, s in zip(range(self.batch_size - len(rows)), it)]
+            chunk = [s for _, s in zip(range(self.batch_size - len(metas)), it)]
             if not chunk:
                 break
-            for loaded in self.pool.map(self._load, chunk):
-                if isinstance(loaded, str):
-                    self.skipped += 1
-                    if len(self.errors) < self.max_errors:
-                        self.errors.append(loaded)
-                else:
-                    rows.append(loaded)
-            if len(rows) == self.batch_size:
-                yield self._batch(rows)
-                rows = []
-        if rows and not self.drop_last:
-            yield self._batch(rows)
+            pixels, meta = self._load(chunk)
+            if meta:
+                parts.append(pixels)
+                metas += meta
+            if len(metas) == self.batch_size:
+                yield self._batch(parts, metas)
+                parts, metas = [], []
+        if metas and not self.drop_last:
+            yield self._batch(parts, metas)
 
-    def _batch(self, rows) -> Dict[str, Any]:
+    def _batch(self, parts: List[torch.Tensor], metas: List[Any]) -> Dict[str, Any]:
         self.batches += 1
-        pixels, captions, labels, keys = zip(*rows)
+        captions, labels, keys = zip(*metas)
         # shards without captions (only .cls) leave them to the task (class-name templates)
-        return {"pixel_values": torch.stack(pixels), "captions": list(captions) if any(captions) else [],
+        return {"pixel_values": parts[0] if len(parts) == 1 else torch.cat(parts),
+                "captions": list(captions) if any(captions) else [],
                 "labels": torch.tensor(labels, dtype=torch.long), "keys": list(keys)}

@@ -1,0 +1,50 @@
+#include "tessera/data/batch_decode.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <c10/util/Exception.h>
+
+#include "tessera/vision/image_decode.h"
+
+namespace tessera::data {
+
+BatchDecode decode_batch(const std::vector<std::string>& images, const std::vector<std::string>& sources,
+                         const std::vector<uint64_t>& seeds, const vision::ImageTransform& transform,
+                         int64_t max_pixels) {
+  const int64_t n = static_cast<int64_t>(images.size());
+  TORCH_CHECK_VALUE(sources.size() == images.size() && seeds.size() == images.size(), "decode_batch: ", n,
+                    " images, ", sources.size(), " sources and ", seeds.size(), " seeds");
+  const int64_t S = transform.options().image_size();
+  const int64_t C = transform.output_channels(3);
+  at::Tensor slots = at::empty({n, C, S, S}, at::kFloat);
+  std::vector<std::string> failed(images.size());
+  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      try {
+        at::Tensor img = vision::decode_image(images[i], sources[i], max_pixels);
+        TORCH_CHECK_VALUE(transform.output_channels(img.size(2)) == C, sources[i], ": ", img.size(2),
+                          " channel(s) where the batch has ", C);
+        at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seeds[i]);
+        transform.apply_into(img, gen, slots[i]);
+      } catch (const c10::Error& e) {
+        failed[i] = e.what_without_backtrace();
+        if (failed[i].empty()) failed[i] = sources[i] + ": undecodable";
+      }
+    }
+  });
+  BatchDecode out;
+  for (int64_t i = 0; i < n; ++i) {
+    if (failed[i].empty()) {
+      out.rows.push_back(i);
+    } else {
+      out.errors.push_back(std::move(failed[i]));
+    }
+  }
+  out.pixels = static_cast<int64_t>(out.rows.size()) == n
+                   ? slots
+                   : slots.index_select(0, at::tensor(out.rows, at::kLong));
+  return out;
+}
+
+}  // namespace tessera::data
