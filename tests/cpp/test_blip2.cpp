@@ -21,7 +21,7 @@ double max_diff(const at::Tensor& a, const at::Tensor& b) {
 
 TEST(Blip2QFormerModel, ReproducesHuggingFaceFixtures) {
   for (const char* name : {"qformer", "qformer_text"}) {
-    const std::string dir = tessera::testing::fixture_dir(name);
+    TESSERA_FIXTURE_DIR_OR_SKIP(dir, name);
     models::Blip2QFormerModel qformer(
         models::Blip2QFormerOptions::from_json(core::read_json_file(dir + "/config.json"), dir + "/config.json"));
     core::load_pretrained_weights(*qformer, dir);
@@ -34,7 +34,7 @@ TEST(Blip2QFormerModel, ReproducesHuggingFaceFixtures) {
 }
 
 TEST(Blip2ForConditionalGeneration, ReproducesHuggingFaceFixtureAndGreedyIds) {
-  const std::string dir = tessera::testing::fixture_dir("blip2");
+  TESSERA_FIXTURE_DIR_OR_SKIP(dir, "blip2");
   models::Blip2ForConditionalGeneration blip2(
       models::Blip2Options::from_json(core::read_json_file(dir + "/config.json"), dir + "/config.json"));
   core::load_pretrained_weights(*blip2, dir);
@@ -48,7 +48,7 @@ TEST(Blip2ForConditionalGeneration, ReproducesHuggingFaceFixtureAndGreedyIds) {
 }
 
 TEST(Blip2ForImageTextRetrieval, ReproducesHuggingFaceFixture) {
-  const std::string dir = tessera::testing::fixture_dir("blip2_itr");
+  TESSERA_FIXTURE_DIR_OR_SKIP(dir, "blip2_itr");
   models::Blip2ForImageTextRetrieval itr(
       models::Blip2Options::from_json(core::read_json_file(dir + "/config.json"), dir + "/config.json"));
   core::load_pretrained_weights(*itr, dir);
@@ -72,7 +72,7 @@ TEST(Blip2QFormerModel, RefusesBadInputByName) {
 }
 
 TEST(Blip2VisionModel, LoadsFromItsParentFolderThroughKeyAliases) {
-  const std::string dir = tessera::testing::fixture_dir("blip2");
+  TESSERA_FIXTURE_DIR_OR_SKIP(dir, "blip2");
   const auto config = core::read_json_file(dir + "/config.json");
   models::Blip2VisionModel tower(models::Blip2VisionOptions::from_json(config.at("vision_config"), "vision_config"));
   core::WeightLoading how;

@@ -40,7 +40,7 @@ models::ClipOptions tiny_clip() {
 }  // namespace
 
 TEST(ClipModel, ReproducesHuggingFaceFixture) {
-  const std::string dir = tessera::testing::fixture_dir("clip");
+  TESSERA_FIXTURE_DIR_OR_SKIP(dir, "clip");
   models::ClipModel clip(models::ClipOptions::from_file(dir + "/config.json"));
   core::load_pretrained_weights(*clip, dir);
   clip->eval();
@@ -167,7 +167,7 @@ TEST(ClipModel, CloneIsDeepAndEqual) {
 }
 
 TEST(MaeForPreTraining, ReproducesHuggingFaceFixture) {
-  const std::string dir = tessera::testing::fixture_dir("mae");
+  TESSERA_FIXTURE_DIR_OR_SKIP(dir, "mae");
   models::MaeForPreTraining mae(models::MaeOptions::from_file(dir + "/config.json"));
   core::load_pretrained_weights(*mae, dir);
   mae->eval();
@@ -232,7 +232,7 @@ TEST(BeitModel, ForwardIntermediatesCarryThePositionBias) {
 }
 
 TEST(BeitForMaskedImageModeling, ReproducesHuggingFaceFixture) {
-  const std::string dir = tessera::testing::fixture_dir("beit");
+  TESSERA_FIXTURE_DIR_OR_SKIP(dir, "beit");
   models::BeitForMaskedImageModeling beit(models::BeitOptions::from_file(dir + "/config.json"));
   core::load_pretrained_weights(*beit, dir);
   beit->eval();
@@ -269,7 +269,7 @@ TEST(BeitForMaskedImageModeling, LossIsCrossEntropyOverMaskedPatches) {
 }
 
 TEST(LlamaForCausalLM, ReproducesHuggingFaceFixtureAndGreedyIds) {
-  const std::string dir = tessera::testing::fixture_dir("llama");
+  TESSERA_FIXTURE_DIR_OR_SKIP(dir, "llama");
   models::LlamaForCausalLM lm(models::LlamaOptions::from_file(dir + "/config.json"));
   core::load_pretrained_weights(*lm, dir);
   lm->eval();
@@ -302,7 +302,7 @@ TEST(LlamaForCausalLM, CachedDecodingLogitsEqualAFullForward) {
 }
 
 TEST(LlavaForConditionalGeneration, ReproducesHuggingFaceFixtureAndGreedyIds) {
-  const std::string dir = tessera::testing::fixture_dir("llava");
+  TESSERA_FIXTURE_DIR_OR_SKIP(dir, "llava");
   models::LlavaForConditionalGeneration llava(
       models::LlavaOptions::from_json(nlohmann::json::parse(std::ifstream(dir + "/config.json")), dir + "/config.json"));
   core::load_pretrained_weights(*llava, dir);

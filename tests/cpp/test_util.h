@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 
 namespace tessera::testing {
@@ -15,6 +16,11 @@ inline std::string shared_dir() {
 inline std::string fixture_dir(const std::string& family) {
   return shared_dir() + "/fixtures/hf/" + family;
 }
+/// `const std::string var` = the fixture folder of `family`; the test skips when it is missing, as
+/// the Python tests do (a machine without ../shared, such as scripts/device_check.sh's).
+#define TESSERA_FIXTURE_DIR_OR_SKIP(var, family)                                 \
+  const std::string var = tessera::testing::fixture_dir(family);                 \
+  if (!std::filesystem::is_directory(var)) GTEST_SKIP() << "fixture " << var << " not found (set TESSERA_SHARED_DIR)"
 
 /// f() must throw a c10::Error whose message contains `needle`.
 template <class F>
