@@ -146,18 +146,19 @@ void bind_vision(py::module_& m) {
            py::arg("img"), py::arg("generator"),
            "uint8 HWC (or float CHW) -> float [C, S, S], random choices drawn from `generator`.")
       .def_property_readonly("options", &ImageTransform::options);
-  m.def(
-      "decode_batch",
-      [](const std::vector<py::bytes>& images, const std::vector<std::string>& sources,
-         const std::vector<uint64_t>& seeds, const ImageTransform& transform, int64_t max_pixels) {
-        std::vector<std::string> bytes(images.begin(), images.end());
-        BatchDecode out = without_gil([&] { return decode_batch(bytes, sources, seeds, transform, max_pixels); });
-        return py::make_tuple(out.pixels, out.rows, out.errors);
-      },
-      py::arg("images"), py::arg("sources"), py::arg("seeds"), py::arg("transform"),
-      py::arg("max_pixels") = kDefaultMaxImagePixels,
-      "(pixels [ok, C, S, S], rows, errors): a batch of JPEG/PNG bytes decoded and transformed on the "
-      "intra-op pool (batch_decode.h).");
+  py::class_<BatchDecoder, std::shared_ptr<BatchDecoder>>(
+      m, "BatchDecoder", "A batch of JPEG/PNG bytes decoded and transformed on the intra-op pool (batch_decode.h).")
+      .def(py::init<TransformOptions, size_t>(), py::arg("transform"), py::arg("buffers") = 4)
+      .def(
+          "__call__",
+          [](BatchDecoder& self, const std::vector<py::bytes>& images, const std::vector<std::string>& sources,
+             const std::vector<uint64_t>& seeds, int64_t max_pixels) {
+            std::vector<std::string> bytes(images.begin(), images.end());
+            BatchDecode out = without_gil([&] { return self(bytes, sources, seeds, max_pixels); });
+            return py::make_tuple(out.pixels, out.rows, out.errors);
+          },
+          py::arg("images"), py::arg("sources"), py::arg("seeds"), py::arg("max_pixels") = kDefaultMaxImagePixels,
+          "(pixels [ok, C, S, S], rows, errors); samples that fail are left out and reported.");
   m.def("sample_seed", &sample_seed, py::arg("seed"), py::arg("epoch"), py::arg("index"));
   m.def("shard_indices", &shard_indices, py::arg("dataset_size"), py::arg("shuffle"), py::arg("seed"),
         py::arg("epoch"), py::arg("rank"), py::arg("world_size"));

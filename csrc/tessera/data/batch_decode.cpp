@@ -9,15 +9,15 @@
 
 namespace tessera::data {
 
-BatchDecode decode_batch(const std::vector<std::string>& images, const std::vector<std::string>& sources,
-                         const std::vector<uint64_t>& seeds, const vision::ImageTransform& transform,
-                         int64_t max_pixels) {
+BatchDecode BatchDecoder::operator()(const std::vector<std::string>& images, const std::vector<std::string>& sources,
+                                     const std::vector<uint64_t>& seeds, int64_t max_pixels) {
+  const vision::ImageTransform& transform = transform_;
   const int64_t n = static_cast<int64_t>(images.size());
   TORCH_CHECK_VALUE(sources.size() == images.size() && seeds.size() == images.size(), "decode_batch: ", n,
                     " images, ", sources.size(), " sources and ", seeds.size(), " seeds");
   const int64_t S = transform.options().image_size();
   const int64_t C = transform.output_channels(3);
-  at::Tensor slots = at::empty({n, C, S, S}, at::kFloat);
+  at::Tensor slots = pool_.acquire({n, C, S, S});
   std::vector<std::string> failed(images.size());
   at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {

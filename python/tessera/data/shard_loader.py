@@ -1,7 +1,7 @@
 """Batches from webdataset shards for the trainer, with the native loader's interface (epochs,
 an exact mid-epoch position, skipped samples reported): the shards stream through ShardStream,
 each batch's images decode and transform in one C++ call on torch's intra-op threads
-(`_C.data.decode_batch`), and a sample whose image is missing or undecodable is skipped, counted
+(`_C.data.BatchDecoder`, reusing its batch buffers), and a sample whose image is missing or undecodable is skipped, counted
 and reported.
 
     loader = ShardLoader("shards/train-{00000..00059}.tar", batch_size=256, transform=clip_transform(28),
@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import torch
 
 from .. import _C
-from .transforms import ImageTransform, TransformOptions
+from .transforms import TransformOptions
 from .webdataset import ShardStream
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
@@ -44,7 +44,7 @@ class ShardLoader:
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.shuffle = shuffle_buffer > 0
         self.drop_last, self.max_errors = drop_last, max_errors
-        self.transform = ImageTransform(transform)
+        self.decode = _C.data.BatchDecoder(transform)
         self.num_workers = num_workers  # decoding runs on torch's intra-op threads (torch.set_num_threads)
         self.batches = 0  # consumed this epoch
         self.skipped, self.errors = 0, []
@@ -104,7 +104,7 @@ class ShardLoader:
             meta.append((caption, label, sample["__key__"]))
         if not images:
             return None, []
-        pixels, rows, errors = _C.data.decode_batch(images, sources, seeds, self.transform._cpp)
+        pixels, rows, errors = self.decode(images, sources, seeds)
         for e in errors:
             self._skip(e)
         return pixels, [meta[r] for r in rows]
