@@ -5,7 +5,6 @@
 #include <c10/core/GradMode.h>
 
 #include <cstdint>
-#include <cstring>
 
 namespace tessera::ops {
 namespace {

@@ -7,7 +7,7 @@ dealt to the ranks as LLaVA's trainer deals them (rank r takes every world_size-
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Iterator, Optional, Sequence, Union
+from typing import Callable, Dict, Iterator, Sequence, Union
 
 import torch
 
