@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: where ../shared lives, deterministic seeds, thread count."""
+"""Shared pytest fixtures: where ../shared lives, PNG support, deterministic seeds, thread count."""
 import os
 import pathlib
 
@@ -29,6 +29,15 @@ def fixture_dir(shared_dir):
         return d
 
     return get
+
+
+@pytest.fixture(scope="session")
+def png_codec():
+    """Skips what writes or reads PNG files on a build without OpenCV (JPEG still decodes there)."""
+    from tessera import _C
+
+    if not _C.data.drawing_available():
+        pytest.skip("tessera was built without OpenCV: no PNG encoding or decoding")
 
 
 @pytest.fixture(autouse=True)

@@ -62,6 +62,7 @@ def _karpathy(tmp_path, images=4):
     return str(path)
 
 
+@pytest.mark.usefixtures("png_codec")
 def test_karpathy_split_reads_every_caption_of_its_images(tmp_path):
     split = cr.load_retrieval_split("coco:" + _karpathy(tmp_path), "test")
     assert [os.path.basename(p) for p in split.images] == ["0.png", "2.png"]
@@ -69,6 +70,7 @@ def test_karpathy_split_reads_every_caption_of_its_images(tmp_path):
     assert split.caption_image == [0] * 5 + [1] * 5
 
 
+@pytest.mark.usefixtures("png_codec")
 def test_annotation_list_groups_captions_by_image(tmp_path):
     for name in ("a", "b"):
         _png(str(tmp_path / "img" / f"{name}.png"), 10)
@@ -79,6 +81,7 @@ def test_annotation_list_groups_captions_by_image(tmp_path):
     assert split.captions == ["one", "two", "three", "four"] and split.caption_image == [0, 0, 1, 0]
 
 
+@pytest.mark.usefixtures("png_codec")
 def test_bad_files_are_named(tmp_path):
     path = _karpathy(tmp_path)
     with pytest.raises(ValueError, match=r"no image in split 'restval'; the file's splits: test \(2\), train \(2\)"):
@@ -96,6 +99,7 @@ def test_bad_files_are_named(tmp_path):
         cr.load_retrieval_split(str(empty))
 
 
+@pytest.mark.usefixtures("png_codec")
 def test_a_clip_model_end_to_end_equals_its_own_embeddings(tmp_path):
     split = cr.load_retrieval_split("coco:" + _karpathy(tmp_path, images=6), "test")
     cfg = {"projection_dim": 16,
@@ -116,6 +120,7 @@ def test_a_clip_model_end_to_end_equals_its_own_embeddings(tmp_path):
 
 
 @pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"), reason="no Fashion-MNIST")
+@pytest.mark.usefixtures("png_codec")
 def test_eval_cli_with_a_karpathy_file(tmp_path):
     import subprocess
     import sys

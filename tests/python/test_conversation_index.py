@@ -26,7 +26,7 @@ QA = [{"from": "human", "value": "<image>\nWhat is this item?"}, {"from": "gpt",
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def data(tmp_path_factory, png_codec):
     out = tmp_path_factory.mktemp("instruct") / "set"
     instruct.generate(str(out), fashion=24, scenes=8, heldout_fashion=2, heldout_scenes=2, vocab_size=600)
     return out

@@ -26,7 +26,7 @@ STEPS = 3
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def data(tmp_path_factory, png_codec):
     out = tmp_path_factory.mktemp("instruct") / "set"
     instruct.generate(str(out), fashion=48, scenes=16, heldout_fashion=8, heldout_scenes=4, vocab_size=600)
     return out

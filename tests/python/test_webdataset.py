@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(not os.path.isdir(FMNIST), reason="dataset-fashi
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory):
+def shards(tmp_path_factory, png_codec):
     out = tmp_path_factory.mktemp("shards")
     return write_shards(str(out), fashion_mnist_samples(FMNIST, "test", limit=230), maxcount=25, prefix="fm-")
 

@@ -8,6 +8,7 @@
 // by their own value and get zero expected alignment, because E starts at 1 only at (n_b, m_b).
 #include "tessera/ops/fast_math.h"
 #include "tessera/ops/soft_dtw_kernels.h"
+#include "tessera/ops/target_clones.h"
 
 #include <ATen/Parallel.h>
 #include <ATen/ops/zeros.h>
@@ -108,13 +109,6 @@ TESSERA_INLINE void backward_chunk(T* E, const T* R, int64_t N, int64_t M, T gam
     }
   }
 }
-
-// One clone per instruction set (AVX2+FMA, AVX-512, baseline), picked when the library loads.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
-#define TESSERA_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define TESSERA_CLONES
-#endif
 
 TESSERA_CLONES void forward_f32(float* R, const float* C, int64_t N, int64_t M, float gamma) {
   gamma == 0 ? forward_chunk<float, true>(R, C, N, M, gamma) : forward_chunk<float, false>(R, C, N, M, gamma);
