@@ -2,6 +2,7 @@
 // kernel); python/tessera/ops.py adds the argument conventions (lengths as a pair).
 #include "bindings.h"
 #include "tessera/ops/decode_linear.h"
+#include "tessera/ops/decode_linear_kernels.h"
 #include "tessera/ops/gak.h"
 #include "tessera/ops/soft_dtw.h"
 
@@ -64,6 +65,7 @@ void bind_ops(py::module_& m) {
       py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(), py::arg("out_dtype") = py::none(),
       "x W^T + b for at most 8 rows against a bf16 weight, fp32 accumulation (decode_linear.h).");
   m.def("decode_linear_applies", &ops::decode_linear_applies, py::arg("x"), py::arg("weight"));
+  m.def("decode_linear_isa", &ops::detail::decode_kernel_isa, "The instruction set decode_linear runs on here.");
   m.def("triple_kernel_cost", &ops::triple_kernel_cost, py::arg("x_first"), py::arg("x_second"),
         py::arg("x_is_image"), py::arg("y_first"), py::arg("y_second"), py::arg("y_is_image"),
         py::call_guard<py::gil_scoped_release>(), "Sugar's triple-kernel local cost [B, N, M].");

@@ -1,6 +1,10 @@
 """Decoding with bf16 weights (csrc/tessera/ops/decode_linear.cpp): the kernel against the plain
 formula in fp32 over the bf16 weights, the layers that call it by themselves (only without
 autograd, at most 8 rows), and a bf16 LLaMA's greedy decoding against its own full forward."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -20,9 +24,10 @@ def assert_fp32_sum(y, x, w, b=None):
     assert bool(((y.double() - reference(x, w, b)).abs() <= bound).all())
 
 
-@pytest.mark.parametrize("rows", range(1, 9))
-@pytest.mark.parametrize("inner, out", [(1, 3), (15, 33), (16, 16), (17, 5), (300, 70)])
-def test_the_kernel_is_the_formula(rows, inner, out):
+SHAPES = [(1, 3), (15, 33), (16, 16), (17, 5), (64, 9), (300, 70), (1000, 7)]  # bodies, tails, odd row counts
+
+
+def check_formula(rows, inner, out):
     g = torch.Generator().manual_seed(rows * 1000 + inner)
     w = torch.randn(out, inner, generator=g).bfloat16()
     b = torch.randn(out, generator=g)
@@ -35,6 +40,37 @@ def test_the_kernel_is_the_formula(rows, inner, out):
         else:  # the fp32 result rounded once to bf16
             torch.testing.assert_close(y, reference(x, w, b).to(dtype), rtol=8e-3, atol=1e-5)
         assert_fp32_sum(tessera.ops.decode_linear(x, w, None, torch.float32), x, w)
+
+
+@pytest.mark.parametrize("rows", range(1, 9))
+@pytest.mark.parametrize("inner, out", SHAPES)
+def test_the_kernel_is_the_formula(rows, inner, out):
+    check_formula(rows, inner, out)
+
+
+ISAS = ["avx512", "avx2", "portable"]
+
+
+@pytest.mark.parametrize("isa", ISAS[1:])
+def test_every_lower_instruction_set_is_the_formula_too(isa):
+    """The CPU's best kernel runs above; each lower one runs here in a process that asks for it."""
+    best = tessera._C.ops.decode_linear_isa()
+    if ISAS.index(isa) <= ISAS.index(best):
+        pytest.skip(f"this CPU's best is {best}")
+    code = ("import test_decode_linear as t, tessera\n"
+            f"assert tessera._C.ops.decode_linear_isa() == {isa!r}\n"
+            "for r in range(1, 9):\n    for s in t.SHAPES: t.check_formula(r, *s)\n")
+    env = dict(os.environ, TESSERA_DECODE_ISA=isa)
+    run = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(__file__), env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_an_unknown_instruction_set_is_refused_by_name():
+    env = dict(os.environ, TESSERA_DECODE_ISA="sse9")
+    code = "import tessera, torch; tessera.ops.decode_linear(torch.ones(1, 4), torch.ones(2, 4).bfloat16())"
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "TESSERA_DECODE_ISA: expected avx512, avx2 or portable, got 'sse9'" in run.stderr
 
 
 def test_leading_dimensions_are_kept():

@@ -1,0 +1,19 @@
+// The inner loops of decode_linear (decode_linear.h), one set per instruction set, chosen once
+// from what the CPU reports: AVX-512, AVX2 + FMA, or portable C++.
+#pragma once
+#include <cstdint>
+
+namespace tessera::ops::detail {
+
+/// out[r * out_stride + o] = sum_i x[r * in + i] * bf16(w[o * in + i]) for r < rows and o in
+/// [o0, o1); x fp32 row-major, w the bf16 bits of a row-major [out, in] weight.
+using DecodeKernel = void (*)(const float* x, const uint16_t* w, float* out, int64_t in, int64_t out_stride,
+                              int64_t o0, int64_t o1);
+
+/// The kernel for `rows` rows of x (1 to kDecodeRows).
+DecodeKernel decode_kernel(int64_t rows);
+
+/// "avx512", "avx2" or "portable": what decode_kernel hands out on this CPU.
+const char* decode_kernel_isa();
+
+}  // namespace tessera::ops::detail
