@@ -22,7 +22,9 @@ not the constant 1 within a sample).
 Winoground-style scores on the minimal pairs (two scenes whose shapes swap colours, a caption
 each): every image and caption embedded alone, s(c, i) the cosine. Text score: each image ranks its
 own caption first; image score: each caption ranks its own image first; group: both. Chance is
-25 / 25 / 16.7 %."""
+25 / 25 / 16.7 %.
+
+The yes/no probe on absent objects and retrieval-augmented generation: `sugar_chat`."""
 from __future__ import annotations
 
 import os
@@ -39,6 +41,18 @@ def item_name(text: str) -> str:
     """The Fashion-MNIST name a sentence mentions (the longest match: "t-shirt" over "shirt")."""
     found = [n for n in FASHION_NAMES if n in text.lower()]
     return max(found, key=len) if found else text
+
+
+def sample_items(sample: InterleavedSample) -> List[Tuple[str, str]]:
+    """(image path, its sentence) of each item: items are consecutive segment pairs, the image
+    first or the sentence first."""
+    segs = sample.segments
+    out = []
+    for a, b in zip(segs[0::2], segs[1::2]):
+        image, text = (a, b) if "image" in a else (b, a)
+        if "image" in image and "text" in text:
+            out.append((image["image"], text["text"]))
+    return out
 
 
 def _only(sample: InterleavedSample, kind: str) -> InterleavedSample:
@@ -102,10 +116,9 @@ def item_naming(task, model, path: str, limit: int, batch_size: int) -> Dict[str
     samples = read_interleaved(path, limit)
     images, labels = [], []
     for s in samples:
-        pairs = list(zip(s.segments, s.segments[1:])) + list(zip(s.segments[1:], s.segments))
-        image, text = next((a, b) for a, b in pairs if "image" in a and "text" in b)  # an item: image + its sentence
-        images.append(InterleavedSample(f"{s.id}-item", [image], s.path, f"{s.where} (first item)", {}))
-        labels.append(FASHION_NAMES.index(item_name(text["text"])))
+        image, text = sample_items(s)[0]
+        images.append(InterleavedSample(f"{s.id}-item", [{"image": image}], s.path, f"{s.where} (first item)", {}))
+        labels.append(FASHION_NAMES.index(item_name(text)))
     sentences = [InterleavedSample(f"class-{c}", [{"text": f"A photo of {with_article(n)}."}], path, f"class {n}", {})
                  for c, n in enumerate(FASHION_NAMES)]
     out = {}
@@ -177,6 +190,8 @@ def winoground(task, model, path: str, limit: int, batch_size: int) -> Dict[str,
 
 
 def evaluate_sugar(task, model, final: bool = False) -> Dict[str, Any]:
+    from .sugar_chat import evaluate_chat
+
     d, cfg = task.recipe.data, task.recipe.eval
     out: Dict[str, Any] = {}
     was_training = model.training
@@ -186,6 +201,7 @@ def evaluate_sugar(task, model, final: bool = False) -> Dict[str, Any]:
             out.update(interleaved_retrieval(task, model, d.eval, cfg.max_samples, cfg.batch_size))
             out.update(item_naming(task, model, d.eval, cfg.max_samples, cfg.batch_size))
             out.update(target_fit(task, model, d.eval, cfg.target_fit_samples, cfg.batch_size))
+            out.update(evaluate_chat(task, model))
         if d.pairs:
             out.update(winoground(task, model, d.pairs, cfg.max_samples, cfg.batch_size))
     finally:

@@ -72,11 +72,20 @@ class SugarEval:
     max_samples: int = 0                    # held-out samples and pairs evaluated (0: all)
     target_fit_samples: int = 128           # held-out samples whose points' M_r is compared with M_l (n^2 GAKs)
     batch_size: int = 64
+    chat_items: int = 150                   # held-out items for the yes/no probe and RAG (sugar_chat; 0: neither)
+    rag_store: int = 2000                   # training items RAG retrieves from (0: no RAG)
+    rag_k: int = 2                          # references per question (3 would overflow the demo's 128 positions)
+    template: str = "v1"                    # the LLaVA run's chat template
 
     def validate(self, where: str) -> None:
+        from ..chat import load_template
+
         require(self.max_samples >= 0, f"{where}.max_samples must be >= 0 (0: all), got {self.max_samples}")
         require(self.batch_size >= 1, f"{where}.batch_size must be >= 1, got {self.batch_size}")
         require(self.target_fit_samples >= 2, f"{where}.target_fit_samples must be >= 2, got {self.target_fit_samples}")
+        require(min(self.chat_items, self.rag_store) >= 0, f"{where}: chat_items and rag_store must be >= 0")
+        require(self.rag_k >= 1, f"{where}.rag_k must be >= 1, got {self.rag_k}")
+        load_template(self.template)  # an unknown template fails here, before any model is loaded
 
 
 def point_seed(seed: int, step: int, sample: int) -> int:
