@@ -1,6 +1,8 @@
 // Python bindings of csrc/tessera/ops (soft-DTW, the global alignment kernel, Sugar's triple
 // kernel); python/tessera/ops.py adds the argument conventions (lengths as a pair).
 #include "bindings.h"
+#include "tessera/ops/decode_attention.h"
+#include "tessera/ops/decode_elementwise.h"
 #include "tessera/ops/decode_linear.h"
 #include "tessera/ops/decode_linear_kernels.h"
 #include "tessera/ops/gak.h"
@@ -66,6 +68,17 @@ void bind_ops(py::module_& m) {
       "x W^T + b for at most 8 rows against a bf16 weight, fp32 accumulation (decode_linear.h).");
   m.def("decode_linear_applies", &ops::decode_linear_applies, py::arg("x"), py::arg("weight"));
   m.def("decode_linear_isa", &ops::detail::decode_kernel_isa, "The instruction set decode_linear runs on here.");
+  // The other decoding-step kernels, bound for their tests (the layers call them by themselves).
+  m.def(
+      "decode_attention",
+      [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const std::optional<at::Tensor>& mask,
+         std::optional<double> scale) { return ops::decode_attention(q, k, v, mask.value_or(at::Tensor()), scale); },
+      py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask") = py::none(), py::arg("scale") = py::none(),
+      py::call_guard<py::gil_scoped_release>());
+  m.def("decode_rms_norm", &ops::decode_rms_norm, py::arg("x"), py::arg("weight"), py::arg("eps"),
+        py::call_guard<py::gil_scoped_release>());
+  m.def("decode_rotary", &ops::decode_rotary, py::arg("x"), py::arg("cos"), py::arg("sin"),
+        py::call_guard<py::gil_scoped_release>());
   m.def("triple_kernel_cost", &ops::triple_kernel_cost, py::arg("x_first"), py::arg("x_second"),
         py::arg("x_is_image"), py::arg("y_first"), py::arg("y_second"), py::arg("y_is_image"),
         py::call_guard<py::gil_scoped_release>(), "Sugar's triple-kernel local cost [B, N, M].");

@@ -4,6 +4,7 @@
 #include "tessera/nn/attention_mask.h"
 #include "tessera/nn/kv_cache.h"
 #include "tessera/nn/rotary.h"
+#include "tessera/ops/decode_attention.h"
 
 #include <ATen/ATen.h>
 
@@ -19,7 +20,8 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   const int64_t q_len = q.size(2), k_len = k.size(2);
   at::Tensor m = mask;
   bool is_causal = false;
-  if (causal) {
+  // One query at the end of the keys (a decoding step) sees every key: no causal mask to build.
+  if (causal && !(q_len == 1 && k_len >= 1)) {
     if (!m.defined() && q_len == k_len) {
       is_causal = true;  // lets SDPA pick its causal fast path
     } else {
@@ -28,6 +30,7 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
     }
   }
   if (m.defined() && m.scalar_type() != q.scalar_type()) m = m.to(q.scalar_type());
+  if (ops::decode_attention_applies(q, k, v, m, dropout_p)) return ops::decode_attention(q, k, v, m, scale);
   const bool gqa = q.size(1) != k.size(1);
   std::optional<at::Tensor> opt_mask = m.defined() ? std::optional<at::Tensor>(m) : std::nullopt;
   return at::scaled_dot_product_attention(q, k, v, opt_mask, dropout_p, is_causal, scale, gqa);

@@ -1,7 +1,11 @@
 // LayerNorm / RMSNorm on call-time parameter slots.
 #include "tessera/nn/norm.h"
 
+#include "tessera/ops/decode_elementwise.h"
+
 #include <ATen/ATen.h>
+
+#include <algorithm>
 
 namespace tessera::nn {
 
@@ -28,6 +32,8 @@ void NormImpl::reset_parameters() {
 
 at::Tensor NormImpl::forward(const at::Tensor& x) const {
   if (kind == NormKind::layer_norm) return at::layer_norm(x, {dim}, weight(), bias(), eps);
+  if (x.dim() >= 1 && ops::decode_elementwise_applies(x, x.numel() / std::max<int64_t>(dim, 1), {weight()}))
+    return ops::decode_rms_norm(x, weight(), eps);
   at::Tensor h = x.to(at::kFloat);
   h = h * at::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + eps);
   return weight() * h.to(x.scalar_type());

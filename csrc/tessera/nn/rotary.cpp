@@ -1,6 +1,8 @@
 // RoPE as in transformers' LlamaRotaryEmbedding and its rope_init_functions: frequencies in fp32.
 #include "tessera/nn/rotary.h"
 
+#include "tessera/ops/decode_elementwise.h"
+
 #include <ATen/ATen.h>
 
 #include <cmath>
@@ -52,6 +54,10 @@ std::pair<at::Tensor, at::Tensor> rotary_tables(const at::Tensor& positions, int
 }
 
 at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  if (x.dim() == 4 && cos.dim() == 3 && cos.sizes() == sin.sizes() && cos.size(0) == x.size(0) &&
+      cos.size(1) == x.size(2) && cos.size(2) == x.size(3) && x.size(3) % 2 == 0 &&
+      ops::decode_elementwise_applies(x, x.size(0) * x.size(2), {cos, sin}))
+    return ops::decode_rotary(x, cos, sin);
   const int64_t half = x.size(-1) / 2;
   at::Tensor rotated = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
   return x * cos.unsqueeze(1) + rotated * sin.unsqueeze(1);

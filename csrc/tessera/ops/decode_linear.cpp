@@ -5,7 +5,9 @@
 #include <ATen/Parallel.h>
 #include <c10/core/GradMode.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <vector>
 
 namespace tessera::ops {
 
@@ -24,23 +26,48 @@ at::Tensor decode_linear(const at::Tensor& x, const at::Tensor& weight, const at
                     weight.sizes(), " ", weight.scalar_type());
   const int64_t in = weight.size(1), out_features = weight.size(0);
   const int64_t rows = x.numel() / in;
-  at::Tensor xf = x.reshape({rows, in}).to(at::kFloat).contiguous();
-  at::Tensor w = weight.contiguous();
-  at::Tensor y = at::empty({rows, out_features}, xf.options());
-  if (rows > 0) {
-    const float* xp = xf.data_ptr<float>();
-    const auto* wp = reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>());
-    float* yp = y.data_ptr<float>();
-    const detail::DecodeKernel kernel = detail::decode_kernel(rows);
-    // ~64 KiB of weights per task: enough to amortise the scheduling, many tasks per thread.
-    const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(in, 1));
-    at::parallel_for(0, out_features, grain,
-                     [&](int64_t o0, int64_t o1) { kernel(xp, wp, yp, in, out_features, o0, o1); });
-  }
-  if (bias.defined()) y.add_(bias.to(at::kFloat));
+  const at::ScalarType result = out_dtype.value_or(x.scalar_type());
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
   shape.back() = out_features;
-  return y.view(shape).to(out_dtype.value_or(x.scalar_type()));
+  // A decoding step calls this ~7 times per layer: x is widened and the result rounded here, in
+  // the same pass, rather than by tensor ops around the kernel (each costs microseconds).
+  const at::Tensor xc = x.contiguous();
+  thread_local std::vector<float> x_buffer, y_buffer;
+  const float* xp = x.scalar_type() == at::kFloat ? xc.data_ptr<float>() : nullptr;
+  if (xp == nullptr) {
+    x_buffer.resize(rows * in);
+    const at::BFloat16* src = xc.data_ptr<at::BFloat16>();
+    for (int64_t i = 0; i < rows * in; ++i) x_buffer[i] = static_cast<float>(src[i]);
+    xp = x_buffer.data();
+  }
+  const bool direct = result == at::kFloat;
+  at::Tensor y = at::empty(shape, x.options().dtype(direct ? at::kFloat : result));
+  float* yp = direct ? y.data_ptr<float>() : nullptr;
+  if (!direct) {
+    y_buffer.resize(rows * out_features);
+    yp = y_buffer.data();
+  }
+  const at::Tensor b = bias.defined() ? bias.to(at::kFloat).contiguous() : at::Tensor();
+  const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
+  const at::Tensor w = weight.contiguous();
+  const auto* wp = reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>());
+  const detail::DecodeKernel kernel = detail::decode_kernel(std::max<int64_t>(rows, 1));
+  const bool to_bf16 = result == at::kBFloat16;
+  at::BFloat16* out_bf16 = !direct && to_bf16 ? y.data_ptr<at::BFloat16>() : nullptr;
+  // ~64 KiB of weights per task: enough to amortise the scheduling, many tasks per thread.
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(in, 1));
+  if (rows > 0)
+    at::parallel_for(0, out_features, grain, [&](int64_t o0, int64_t o1) {
+      kernel(xp, wp, yp, in, out_features, o0, o1);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t o = o0; o < o1; ++o) {
+          float& v = yp[r * out_features + o];
+          if (bp) v += bp[o];
+          if (out_bf16) out_bf16[r * out_features + o] = at::BFloat16(v);  // rounds to nearest even
+        }
+    });
+  if (!direct && !to_bf16) y.copy_(at::from_blob(yp, shape, at::kFloat));  // fp16 or fp64 asked for
+  return y;
 }
 
 }  // namespace tessera::ops

@@ -1,0 +1,121 @@
+#include "tessera/ops/decode_attention.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/core/GradMode.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+namespace tessera::ops {
+namespace {
+
+template <typename T>
+inline float f(T v) { return static_cast<float>(v); }
+
+/// 16 partial sums, so the loop vectorises without reassociation flags.
+template <typename T>
+float dot(const T* a, const T* b, int64_t n) {
+  constexpr int64_t kLanes = 16;
+  float part[kLanes] = {};
+  const int64_t body = n / kLanes * kLanes;
+  for (int64_t i = 0; i < body; i += kLanes)
+    for (int64_t l = 0; l < kLanes; ++l) part[l] += f(a[i + l]) * f(b[i + l]);
+  float sum = 0;
+  for (int64_t l = 0; l < kLanes; ++l) sum += part[l];
+  for (int64_t i = body; i < n; ++i) sum += f(a[i]) * f(b[i]);
+  return sum;
+}
+
+/// One (batch, head): scores over the K keys, softmax, the weighted sum of values.
+template <typename T>
+void one_head(const T* q, const T* k, const T* v, const T* mask, int64_t mask_stride, T* out, int64_t K, int64_t D,
+              int64_t k_stride, int64_t v_stride, float scale, float* scores, float* acc) {
+  float top = -std::numeric_limits<float>::infinity();
+  for (int64_t j = 0; j < K; ++j) {
+    float s = dot(q, k + j * k_stride, D) * scale;
+    if (mask) s += f(mask[j * mask_stride]);
+    scores[j] = s;
+    top = std::max(top, s);
+  }
+  std::fill(acc, acc + D, 0.0f);
+  if (top == -std::numeric_limits<float>::infinity()) {  // every key masked: SDPA's answer is NaN
+    for (int64_t d = 0; d < D; ++d) out[d] = static_cast<T>(std::numeric_limits<float>::quiet_NaN());
+    return;
+  }
+  float total = 0;
+  for (int64_t j = 0; j < K; ++j) {
+    const float p = std::exp(scores[j] - top);
+    total += p;
+    const T* vj = v + j * v_stride;
+    for (int64_t d = 0; d < D; ++d) acc[d] += p * f(vj[d]);
+  }
+  const float inv = 1.0f / total;
+  for (int64_t d = 0; d < D; ++d) out[d] = static_cast<T>(acc[d] * inv);
+}
+
+template <typename T>
+void run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask, at::Tensor& out,
+         float scale) {
+  const int64_t B = q.size(0), H = q.size(1), D = q.size(3), Hk = k.size(1), K = k.size(2), group = H / Hk;
+  const T* qp = q.data_ptr<T>();
+  const T* kp = k.data_ptr<T>();
+  const T* vp = v.data_ptr<T>();
+  const T* mp = mask.defined() ? mask.data_ptr<T>() : nullptr;
+  T* op = out.data_ptr<T>();
+  // ~32K multiply-adds per task: a short cache stays on the calling thread.
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(K * D, 1));
+  at::parallel_for(0, B * H, grain, [&](int64_t h0, int64_t h1) {
+    std::vector<float> scores(K), acc(D);
+    for (int64_t bh = h0; bh < h1; ++bh) {
+      const int64_t b = bh / H, h = bh % H, hk = h / group;
+      const T* m = mp ? mp + b * mask.stride(0) + h * mask.stride(1) : nullptr;
+      one_head(qp + b * q.stride(0) + h * q.stride(1), kp + b * k.stride(0) + hk * k.stride(1),
+               vp + b * v.stride(0) + hk * v.stride(1), m, mp ? mask.stride(3) : 0,
+               op + b * out.stride(0) + h * out.stride(1), K, D, k.stride(2), v.stride(2), scale, scores.data(),
+               acc.data());
+    }
+  });
+}
+
+}  // namespace
+
+bool decode_attention_applies(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
+                              double dropout_p) {
+  if (dropout_p > 0 || q.dim() != 4 || k.dim() != 4 || v.dim() != 4 || q.size(2) != 1 || k.size(2) < 1) return false;
+  const at::ScalarType t = q.scalar_type();
+  if ((t != at::kFloat && t != at::kBFloat16) || k.scalar_type() != t || v.scalar_type() != t) return false;
+  if (!q.device().is_cpu() || !k.device().is_cpu() || !v.device().is_cpu()) return false;
+  if (k.sizes() != v.sizes() || k.size(0) != q.size(0) || k.size(3) != q.size(3) || q.size(1) % k.size(1) != 0)
+    return false;
+  if (q.stride(3) != 1 || k.stride(3) != 1 || v.stride(3) != 1) return false;
+  if (mask.defined()) {
+    if (mask.scalar_type() != t || !mask.device().is_cpu() || mask.dim() != 4 || mask.size(2) != 1 ||
+        mask.size(3) != k.size(2) || (mask.size(0) != 1 && mask.size(0) != q.size(0)) ||
+        (mask.size(1) != 1 && mask.size(1) != q.size(1)))
+      return false;
+  }
+  if (!c10::GradMode::is_enabled()) return true;
+  return !q.requires_grad() && !k.requires_grad() && !v.requires_grad() && !(mask.defined() && mask.requires_grad());
+}
+
+at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
+                            std::optional<double> scale) {
+  TORCH_CHECK_VALUE(decode_attention_applies(q, k, v, mask, 0.0), "decode_attention: needs one query [B, H, 1, D] ",
+                    "and keys/values [B, Hk, K, D] of one dtype (fp32 or bf16) on CPU without autograd; got q ",
+                    q.sizes(), ", k ", k.sizes(), ", v ", v.sizes());
+  const int64_t B = q.size(0), H = q.size(1), D = q.size(3);
+  const at::Tensor m = mask.defined() ? mask.expand({B, H, 1, k.size(2)}) : at::Tensor();
+  // [B, 1, H, D] memory seen as [B, H, 1, D]: the caller's transpose back to [B, 1, H*D] is free.
+  at::Tensor out = at::empty({B, 1, H, D}, q.options()).transpose(1, 2);
+  const float s = static_cast<float>(scale.value_or(1.0 / std::sqrt(static_cast<double>(D))));
+  if (q.scalar_type() == at::kFloat)
+    run<float>(q, k, v, m, out, s);
+  else
+    run<at::BFloat16>(q, k, v, m, out, s);
+  return out;
+}
+
+}  // namespace tessera::ops

@@ -1,0 +1,111 @@
+"""The decoding step's fused kernels (csrc/tessera/ops/decode_attention.cpp, decode_elementwise.cpp)
+against what they replace: SDPA for one query against a cache (GQA heads, a padding mask, a cache
+view with its capacity stride), and the op sequences of transformers' LlamaRMSNorm and
+apply_rotary_pos_emb, bit for bit where both round the same way."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tessera import _C
+
+
+def sdpa(q, k, v, mask=None):
+    group = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
+    return F.scaled_dot_product_attention(q.double(), k.double(), v.double(),
+                                          None if mask is None else mask.double())
+
+
+def cache_view(b, heads, length, dim, dtype, capacity=40):
+    """Keys as the KV cache holds them: the first `length` positions of a longer buffer."""
+    return torch.randn(b, heads, capacity, dim).to(dtype)[:, :, :length]
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-6), (torch.bfloat16, 8e-3)])
+@pytest.mark.parametrize("heads, kv_heads, length", [(4, 4, 1), (4, 4, 37), (8, 2, 17), (6, 1, 33)])
+def test_one_query_attention_is_sdpa(dtype, tol, heads, kv_heads, length):
+    q = torch.randn(2, 1, heads, 24).to(dtype).transpose(1, 2)  # as the projections leave it
+    k, v = cache_view(2, kv_heads, length, 24, dtype), cache_view(2, kv_heads, length, 24, dtype)
+    out = _C.ops.decode_attention(q, k, v)
+    assert out.shape == (2, heads, 1, 24) and out.dtype == dtype
+    torch.testing.assert_close(out.double(), sdpa(q, k, v), rtol=tol, atol=tol)
+    scaled = _C.ops.decode_attention(q, k, v, scale=0.3)
+    ref = F.scaled_dot_product_attention(q.double(), k.double().repeat_interleave(heads // kv_heads, 1),
+                                         v.double().repeat_interleave(heads // kv_heads, 1), scale=0.3)
+    torch.testing.assert_close(scaled.double(), ref, rtol=tol, atol=tol)
+
+
+def test_a_padding_mask_is_added_to_the_scores():
+    q, k, v = torch.randn(3, 4, 1, 16), cache_view(3, 4, 9, 16, torch.float32), cache_view(3, 4, 9, 16, torch.float32)
+    keep = torch.ones(3, 9, dtype=torch.bool)
+    keep[0, :4] = False  # left padding
+    keep[2, :1] = False
+    mask = torch.where(keep, 0.0, torch.finfo(torch.float32).min)[:, None, None, :]
+    torch.testing.assert_close(_C.ops.decode_attention(q, k, v, mask).double(), sdpa(q, k, v, mask),
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_what_it_does_not_serve_is_refused():
+    q, k = torch.randn(1, 2, 2, 8), torch.randn(1, 2, 5, 8)
+    with pytest.raises(ValueError, match=r"one query \[B, H, 1, D\]"):
+        _C.ops.decode_attention(q, k, k)
+    with pytest.raises(ValueError, match=r"one query"):
+        _C.ops.decode_attention(q[:, :, :1], k.double(), k.double())
+
+
+def rms_reference(x, w, eps):
+    """transformers' LlamaRMSNorm.forward."""
+    h = x.to(torch.float32)
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return w * h.to(x.dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rms_norm_is_the_op_sequence(dtype):
+    x, w = torch.randn(2, 3, 200).to(dtype) * 3, torch.randn(200).to(dtype)
+    out = _C.ops.decode_rms_norm(x, w, 1e-5)
+    ref = rms_reference(x, w, 1e-5)
+    assert out.dtype == dtype and out.shape == x.shape
+    if dtype == torch.float32:
+        torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
+    else:  # the fp32 mean's last bit may differ (summation order): at most one bf16 step apart
+        assert ((out.float() - ref.float()).abs() <= ref.float().abs() * 2 ** -7).all()
+        assert (out == ref).float().mean() > 0.99
+
+
+def rotate_reference(x, cos, sin):
+    """transformers' apply_rotary_pos_emb for one tensor: x * cos + rotate_half(x) * sin."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos.unsqueeze(1) + rotated * sin.unsqueeze(1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rotary_is_the_op_sequence_bit_for_bit(dtype):
+    x = torch.randn(2, 1, 4, 32).to(dtype).transpose(1, 2)
+    angles = torch.randn(2, 1, 16) * 5
+    emb = torch.cat([angles, angles], -1)
+    cos, sin = emb.cos().to(dtype), emb.sin().to(dtype)
+    out = _C.ops.decode_rotary(x, cos, sin)
+    assert torch.equal(out, rotate_reference(x, cos, sin))
+    with pytest.raises(ValueError, match=r"tables \[2, 1, 32\]"):
+        _C.ops.decode_rotary(x, cos[:, :, :16], sin)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cached_decoding_through_them_equals_recomputation(dtype):
+    """Grouped-query heads and a left-padded batch: every step of the cached generation (one
+    query: these kernels) picks what the full forward over the prefix (SDPA, the op sequences)
+    picks."""
+    import tessera
+
+    torch.manual_seed(0)
+    cfg = dict(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, max_position_embeddings=64)
+    model = tessera.LlamaForCausalLM(cfg).eval().to(dtype)
+    ids = torch.randint(3, 97, (2, 7))
+    mask = torch.ones_like(ids)
+    mask[0, :3] = 0
+    kw = dict(attention_mask=mask, max_new_tokens=12, eos_token_id=[])
+    cached = model.generate(ids, **kw)
+    assert torch.equal(cached, model.generate(ids, use_cache=False, **kw))
