@@ -7,11 +7,14 @@
 4. prefill (prompt forward) tokens/s, fp32, and bf16 where the CPU has native bf16;
 5. the memory roofline of decoding at batch 1: this machine's bandwidth measured in the same run
    (a stream-like copy and a read-only sum over 1 GiB), and each decoder's achieved GB/s (weight
-   bytes streamed per token x tokens/s) for fp32 and bf16 weights (`model.to(torch.bfloat16)`),
+   bytes streamed per token x decoding steps/s, the prompt's forward left out) for fp32 and bf16 weights (`model.to(torch.bfloat16)`),
    tessera and transformers (goals: bf16 >= 1.8x fp32 tokens/s where bf16 is native, >= 70 % of
    the measured bandwidth).
 
-    .venv/bin/python benchmarks/generate_cpu.py [--new 256] [--prompt 32] [--roofline]
+    .venv/bin/python benchmarks/generate_cpu.py [--new 256] [--prompt 32] [--roofline [--size 350m]]
+
+`--size 350m` (24 layers x 1024, 335M parameters) shows the roofline where a token's ~0.3 ms of
+per-layer work outside the GEMVs no longer weighs against 2 ms of weight streaming.
 """
 import argparse
 import os
@@ -28,6 +31,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from vit_cpu import timed  # noqa: E402
 
 
+# llama-50m as named; the larger one only changes its widths and depth.
+SIZES = {"50m": {}, "350m": dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=24,
+                                 num_attention_heads=16, num_key_value_heads=16)}
+
+
 def rate(fn, tokens, iters=1):
     return tokens / timed(fn, iters, warmup=1)
 
@@ -37,16 +45,18 @@ def main():
     ap.add_argument("--new", type=int, default=256)
     ap.add_argument("--prompt", type=int, default=32)
     ap.add_argument("--roofline", action="store_true", help="only part 5 (bandwidth, fp32 vs bf16 decoding)")
+    ap.add_argument("--size", choices=sorted(SIZES), default="50m", help="the LLaMA's size (random weights)")
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)
     import transformers
 
-    config = tessera.get_model_config("llama-50m")
+    config = dict(tessera.get_model_config("llama-50m"), **SIZES[args.size])
     ours = tessera.LlamaForCausalLM(config).eval()
     params = sum(p.numel() for p in ours.parameters()) / 1e6
-    print(f"threads {torch.get_num_threads()}, llama-50m ({params:.0f}M parameters), prompt {args.prompt}, "
-          f"{args.new} new tokens, native bf16: {cpu_has_native_bf16()}")
+    print(f"threads {torch.get_num_threads()}, llama-{args.size} ({params:.0f}M parameters), prompt {args.prompt}, "
+          f"{args.new} new tokens, native bf16: {cpu_has_native_bf16()}, decode_linear on "
+          f"{tessera._C.ops.decode_linear_isa()}")
     with tempfile.TemporaryDirectory() as d:
         ours.save_pretrained(d)
         hf = transformers.LlamaForCausalLM.from_pretrained(d, attn_implementation="sdpa").eval()
@@ -132,6 +142,13 @@ def main():
     roofline(ours, hf, args)
 
 
+def step_rate(generate, new: int) -> float:
+    """Decoding steps per second without the prompt's forward: (time of 1 + new tokens - time
+    of 1 token) / new, best of 3 each."""
+    once = timed(lambda: generate(1), 3, warmup=1)
+    return new / (timed(lambda: generate(new + 1), 3, warmup=1) - once)
+
+
 def streamed_bytes(model) -> int:
     """Weight bytes one decoding step reads: every parameter but the input embedding (one row
     is gathered), which counts when it is also the LM head (tied)."""
@@ -159,9 +176,9 @@ def roofline(ours, hf, args):
     for label, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         mine, ref = ours.to(dtype), hf.to(dtype)
         nbytes = streamed_bytes(mine)
-        t = rate(lambda: mine.generate(ids, **greedy), args.new)
-        r = rate(lambda: ref.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=args.new,
-                                      do_sample=False, eos_token_id=None, pad_token_id=0), args.new)
+        t = step_rate(lambda n: mine.generate(ids, **dict(greedy, max_new_tokens=n)), args.new)
+        r = step_rate(lambda n: ref.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
+                                             do_sample=False, eos_token_id=None, pad_token_id=0), args.new)
         rows[label] = (t, r, mine.generate(ids, **greedy))
         print(f"decode {label} batch 1: tessera {t:.1f} tokens/s = {t * nbytes / 1e9:.1f} GB/s "
               f"({100 * t * nbytes / 1e9 / bw['read']:.0f} % of read bandwidth); transformers {r:.1f} tokens/s = "

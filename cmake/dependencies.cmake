@@ -64,5 +64,17 @@ if(NOT TESSERA_WITH_OPENCV STREQUAL "OFF")
   endif()
 endif()
 message(STATUS "tessera: OpenCV ${TESSERA_HAVE_OPENCV}")
+# OpenMP: at::parallel_for is a header template whose `omp parallel` only runs in parallel when
+# the including code is built with -fopenmp; without it every tessera kernel ran on one thread.
+# GCC's libgomp is the runtime torch ships (torch/lib/libgomp.so.1, found first through the
+# RPATH). clang's default runtime is another (libomp): the sanitizer and fuzz builds stay serial.
+set(TESSERA_HAVE_OPENMP OFF)
+if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+  find_package(OpenMP QUIET COMPONENTS CXX)
+  if(OpenMP_CXX_FOUND)
+    set(TESSERA_HAVE_OPENMP ON)
+  endif()
+endif()
+message(STATUS "tessera: OpenMP ${TESSERA_HAVE_OPENMP}")
 # libjpeg(-turbo): JPEG decoded as PIL does, ~5x faster than OpenCV 4.6's row-by-row reader.
 find_package(JPEG QUIET)

@@ -51,7 +51,7 @@ at::Tensor decode_linear(const at::Tensor& x, const at::Tensor& weight, const at
   const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
   const at::Tensor w = weight.contiguous();
   const auto* wp = reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>());
-  const detail::DecodeKernel kernel = detail::decode_kernel(std::max<int64_t>(rows, 1));
+  const detail::DecodeKernel kernel = detail::decode_kernel(std::max<int64_t>(rows, 1), in);
   const bool to_bf16 = result == at::kBFloat16;
   at::BFloat16* out_bf16 = !direct && to_bf16 ? y.data_ptr<at::BFloat16>() : nullptr;
   // ~64 KiB of weights per task: enough to amortise the scheduling, many tasks per thread.

@@ -10,8 +10,8 @@ namespace tessera::ops::detail {
 using DecodeKernel = void (*)(const float* x, const uint16_t* w, float* out, int64_t in, int64_t out_stride,
                               int64_t o0, int64_t o1);
 
-/// The kernel for `rows` rows of x (1 to kDecodeRows).
-DecodeKernel decode_kernel(int64_t rows);
+/// The kernel for `rows` rows of x (1 to kDecodeRows) against weight rows of `in` entries.
+DecodeKernel decode_kernel(int64_t rows, int64_t in);
 
 /// "avx512", "avx2" or "portable": what decode_kernel hands out on this CPU.
 const char* decode_kernel_isa();
