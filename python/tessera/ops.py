@@ -81,8 +81,8 @@ def triple_kernel_cost(x_first: torch.Tensor, x_second: torch.Tensor, x_is_image
 
 def decode_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
                   out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-    """`x @ weight.T + bias` for decoding: at most 8 rows of x (bf16 or fp32) against a bf16
-    weight, accumulated in fp32, the weight streamed once (twice LibTorch's bf16 byte rate on
-    CPU). tessera's linear layers and LM heads use it by themselves in `generate` of a bf16
-    model; no autograd."""
+    """`x @ weight.T + bias` for decoding: at most 8 rows of x against a bf16 weight (x bf16 or
+    fp32) or an fp32 one (x fp32), accumulated in fp32, the weight streamed once at close to the
+    memory's rate (LibTorch's GEMM reads it at a quarter of that for one row). tessera's linear
+    layers and LM heads use it by themselves when decoding without autograd or autocast."""
     return _C.ops.decode_linear(x, weight, bias, out_dtype)

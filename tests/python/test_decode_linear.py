@@ -40,6 +40,9 @@ def check_formula(rows, inner, out):
         else:  # the fp32 result rounded once to bf16
             torch.testing.assert_close(y, reference(x, w, b).to(dtype), rtol=8e-3, atol=1e-5)
         assert_fp32_sum(tessera.ops.decode_linear(x, w, None, torch.float32), x, w)
+    w32 = torch.randn(out, inner, generator=g)  # fp32 weights: another kernel, the same sum
+    x = torch.randn(rows, inner, generator=g)
+    assert_fp32_sum(tessera.ops.decode_linear(x, w32, b), x, w32, b)
 
 
 @pytest.mark.parametrize("rows", range(1, 9))
@@ -85,8 +88,10 @@ def test_what_it_does_not_serve_is_refused_by_name():
     w = torch.randn(4, 8).bfloat16()
     with pytest.raises(ValueError, match=r"at most 8 rows"):
         tessera.ops.decode_linear(torch.randn(9, 8), w)
-    with pytest.raises(ValueError, match=r"bf16 weight"):
-        tessera.ops.decode_linear(torch.randn(1, 8), w.float())
+    with pytest.raises(ValueError, match=r"bf16, or fp32 with an fp32 x"):
+        tessera.ops.decode_linear(torch.randn(1, 8), w.double())
+    with pytest.raises(ValueError, match=r"bf16, or fp32 with an fp32 x"):
+        tessera.ops.decode_linear(torch.randn(1, 8).bfloat16(), w.float())
     with pytest.raises(ValueError, match=r"without autograd"):
         tessera.ops.decode_linear(torch.randn(1, 8, requires_grad=True), w)
 
@@ -123,3 +128,17 @@ def test_training_a_bf16_layer_keeps_autograd():
     out.loss.backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert grads and all(g is not None for g in grads)
+
+
+def test_autocast_keeps_the_layers_on_its_own_dtypes():
+    """Under autocast at::linear computes in the autocast dtype; the kernels would not, so they
+    stand aside and a decoding step's layers give what autocast gives."""
+    w, x = torch.randn(6, 32), torch.randn(1, 32)
+    assert tessera._C.ops.decode_linear_applies(x, w)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not tessera._C.ops.decode_linear_applies(x, w)
+    model = tiny_llama(torch.float32)
+    ids = torch.randint(3, 300, (1, 5), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(ids).logits.dtype == torch.bfloat16
+        assert model.generate(ids, max_new_tokens=3, do_sample=False, eos_token_id=[]).shape == (1, 8)

@@ -185,7 +185,7 @@ constexpr DecodeKernel kAvx2Long[kDecodeRows] = {avx2<1, 4, 1>, avx2<2, 2, 1>, a
 constexpr DecodeKernel kPortable[kDecodeRows] = {portable<1>, portable<2>, portable<3>, portable<4>,
                                                  portable<5>, portable<6>, portable<7>, portable<8>};
 
-enum class Isa { kAvx512, kAvx2, kPortable };
+using Isa = DecodeIsa;
 
 Isa best_supported() {
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -210,25 +210,25 @@ Isa detect() {
   return asked;
 }
 
-Isa isa() {
+}  // namespace
+
+DecodeIsa decode_isa() {
   static const Isa found = detect();
   return found;
 }
-
-}  // namespace
 
 DecodeKernel decode_kernel(int64_t rows, int64_t in) {
   const int64_t r = rows - 1;
 #if defined(__x86_64__) && defined(__GNUC__)
   const bool short_rows = in * 2 < 4096;
-  if (isa() == Isa::kAvx512) return short_rows ? kAvx512Short[r] : kAvx512Long[r];
-  if (isa() == Isa::kAvx2) return short_rows ? kAvx2Short[r] : kAvx2Long[r];
+  if (decode_isa() == Isa::kAvx512) return short_rows ? kAvx512Short[r] : kAvx512Long[r];
+  if (decode_isa() == Isa::kAvx2) return short_rows ? kAvx2Short[r] : kAvx2Long[r];
 #endif
   return kPortable[r];
 }
 
 const char* decode_kernel_isa() {
-  switch (isa()) {
+  switch (decode_isa()) {
     case Isa::kAvx512: return "avx512";
     case Isa::kAvx2: return "avx2";
     default: return "portable";

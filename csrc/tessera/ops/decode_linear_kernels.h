@@ -10,8 +10,18 @@ namespace tessera::ops::detail {
 using DecodeKernel = void (*)(const float* x, const uint16_t* w, float* out, int64_t in, int64_t out_stride,
                               int64_t o0, int64_t o1);
 
+/// The same for fp32 weights.
+using DecodeKernelF32 = void (*)(const float* x, const float* w, float* out, int64_t in, int64_t out_stride,
+                                 int64_t o0, int64_t o1);
+
 /// The kernel for `rows` rows of x (1 to kDecodeRows) against weight rows of `in` entries.
 DecodeKernel decode_kernel(int64_t rows, int64_t in);
+DecodeKernelF32 decode_kernel_f32(int64_t rows, int64_t in);
+
+enum class DecodeIsa { kAvx512, kAvx2, kPortable };
+
+/// What the kernels run on: the best the CPU has, or a lower one named by TESSERA_DECODE_ISA.
+DecodeIsa decode_isa();
 
 /// "avx512", "avx2" or "portable": what decode_kernel hands out on this CPU.
 const char* decode_kernel_isa();

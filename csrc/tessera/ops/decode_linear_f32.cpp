@@ -1,0 +1,141 @@
+// decode_linear's inner loops for fp32 weights: the structure of the bf16 ones
+// (decode_linear_kernels.cpp) without the widening. LibTorch hands one row of x against an fp32
+// weight to a GEMM that reads the weight at a quarter of the memory's rate on this class of
+// machine (8 of 33 GB/s for llama-50m's step); these stream it.
+#include "tessera/ops/decode_linear.h"
+#include "tessera/ops/decode_linear_kernels.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+#if defined(__GNUC__) && !defined(__clang__)
+// GCC 12 flags the "undefined" vectors inside its own AVX-512 intrinsics (a false positive).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace tessera::ops::detail {
+namespace {
+
+inline void finish(float sum, const float* x, const float* row, int64_t from, int64_t in, float* out) {
+  for (int64_t i = from; i < in; ++i) sum += x[i] * row[i];
+  *out = sum;
+}
+
+template <int R>
+void portable(const float* x, const float* w, float* out, int64_t in, int64_t stride, int64_t o0, int64_t o1) {
+  constexpr int64_t kLanes = 16;
+  const int64_t body = in / kLanes * kLanes;
+  for (int64_t o = o0; o < o1; ++o) {
+    const float* row = w + o * in;
+    float acc[R][kLanes] = {};
+    for (int64_t i = 0; i < body; i += kLanes)
+      for (int r = 0; r < R; ++r)
+        for (int64_t l = 0; l < kLanes; ++l) acc[r][l] += x[r * in + i + l] * row[i + l];
+    for (int r = 0; r < R; ++r) {
+      float sum = 0;
+      for (int64_t l = 0; l < kLanes; ++l) sum += acc[r][l];
+      finish(sum, x + r * in, row, body, in, out + r * stride + o);
+    }
+  }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define TESSERA_AVX512 __attribute__((target("avx512f")))
+#define TESSERA_AVX2 __attribute__((target("avx2,fma")))
+
+template <int R, int P, int V>
+TESSERA_AVX512 void avx512(const float* x, const float* w, float* out, int64_t in, int64_t stride, int64_t o0,
+                           int64_t o1) {
+  const int64_t body = in / (16 * V) * (16 * V);
+  int64_t o = o0;
+  for (; o + P <= o1; o += P) {
+    __m512 acc[R][P][V];
+    for (int r = 0; r < R; ++r)
+      for (int p = 0; p < P; ++p)
+        for (int v = 0; v < V; ++v) acc[r][p][v] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < body; i += 16 * V)
+      for (int v = 0; v < V; ++v) {
+        __m512 wv[P];
+        for (int p = 0; p < P; ++p) wv[p] = _mm512_loadu_ps(w + (o + p) * in + i + 16 * v);
+        for (int r = 0; r < R; ++r) {
+          const __m512 xv = _mm512_loadu_ps(x + r * in + i + 16 * v);
+          for (int p = 0; p < P; ++p) acc[r][p][v] = _mm512_fmadd_ps(xv, wv[p], acc[r][p][v]);
+        }
+      }
+    for (int r = 0; r < R; ++r)
+      for (int p = 0; p < P; ++p) {
+        __m512 sum = acc[r][p][0];
+        for (int v = 1; v < V; ++v) sum = _mm512_add_ps(sum, acc[r][p][v]);
+        finish(_mm512_reduce_add_ps(sum), x + r * in, w + (o + p) * in, body, in, out + r * stride + o + p);
+      }
+  }
+  if constexpr (P > 1)
+    if (o < o1) avx512<R, P / 2, V>(x, w, out, in, stride, o, o1);
+}
+
+TESSERA_AVX2 inline float reduce_add(__m256 v) {
+  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
+}
+
+template <int R, int P, int V>
+TESSERA_AVX2 void avx2(const float* x, const float* w, float* out, int64_t in, int64_t stride, int64_t o0,
+                       int64_t o1) {
+  const int64_t body = in / (8 * V) * (8 * V);
+  int64_t o = o0;
+  for (; o + P <= o1; o += P) {
+    __m256 acc[R][P][V];
+    for (int r = 0; r < R; ++r)
+      for (int p = 0; p < P; ++p)
+        for (int v = 0; v < V; ++v) acc[r][p][v] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < body; i += 8 * V)
+      for (int v = 0; v < V; ++v) {
+        __m256 wv[P];
+        for (int p = 0; p < P; ++p) wv[p] = _mm256_loadu_ps(w + (o + p) * in + i + 8 * v);
+        for (int r = 0; r < R; ++r) {
+          const __m256 xv = _mm256_loadu_ps(x + r * in + i + 8 * v);
+          for (int p = 0; p < P; ++p) acc[r][p][v] = _mm256_fmadd_ps(xv, wv[p], acc[r][p][v]);
+        }
+      }
+    for (int r = 0; r < R; ++r)
+      for (int p = 0; p < P; ++p) {
+        __m256 sum = acc[r][p][0];
+        for (int v = 1; v < V; ++v) sum = _mm256_add_ps(sum, acc[r][p][v]);
+        finish(reduce_add(sum), x + r * in, w + (o + p) * in, body, in, out + r * stride + o + p);
+      }
+  }
+  if constexpr (P > 1)
+    if (o < o1) avx2<R, P / 2, V>(x, w, out, in, stride, o, o1);
+}
+
+// As for bf16: short rows (under 4 KiB) one at a time with V independent chains, long rows P at
+// once; accumulators R * P * V within 16 zmm / 8 ymm up to R = 4.
+constexpr DecodeKernelF32 kAvx512Short[kDecodeRows] = {avx512<1, 1, 4>, avx512<2, 1, 4>, avx512<3, 1, 4>,
+                                                       avx512<4, 1, 4>, avx512<5, 1, 2>, avx512<6, 1, 2>,
+                                                       avx512<7, 1, 2>, avx512<8, 1, 2>};
+constexpr DecodeKernelF32 kAvx512Long[kDecodeRows] = {avx512<1, 8, 1>, avx512<2, 4, 1>, avx512<3, 4, 1>,
+                                                      avx512<4, 4, 1>, avx512<5, 2, 1>, avx512<6, 2, 1>,
+                                                      avx512<7, 2, 1>, avx512<8, 2, 1>};
+constexpr DecodeKernelF32 kAvx2Short[kDecodeRows] = {avx2<1, 1, 4>, avx2<2, 1, 4>, avx2<3, 1, 2>, avx2<4, 1, 2>,
+                                                     avx2<5, 1, 1>, avx2<6, 1, 1>, avx2<7, 1, 1>, avx2<8, 1, 1>};
+constexpr DecodeKernelF32 kAvx2Long[kDecodeRows] = {avx2<1, 4, 1>, avx2<2, 4, 1>, avx2<3, 2, 1>, avx2<4, 2, 1>,
+                                                    avx2<5, 1, 1>, avx2<6, 1, 1>, avx2<7, 1, 1>, avx2<8, 1, 1>};
+#endif
+
+constexpr DecodeKernelF32 kPortable[kDecodeRows] = {portable<1>, portable<2>, portable<3>, portable<4>,
+                                                    portable<5>, portable<6>, portable<7>, portable<8>};
+
+}  // namespace
+
+DecodeKernelF32 decode_kernel_f32(int64_t rows, int64_t in) {
+  const int64_t r = rows - 1;
+#if defined(__x86_64__) && defined(__GNUC__)
+  const bool short_rows = in * 4 < 4096;
+  if (decode_isa() == DecodeIsa::kAvx512) return short_rows ? kAvx512Short[r] : kAvx512Long[r];
+  if (decode_isa() == DecodeIsa::kAvx2) return short_rows ? kAvx2Short[r] : kAvx2Long[r];
+#endif
+  return kPortable[r];
+}
+
+}  // namespace tessera::ops::detail
