@@ -4,44 +4,12 @@
 // machine (8 of 33 GB/s for llama-50m's step); these stream it.
 #include "tessera/ops/decode_linear.h"
 #include "tessera/ops/decode_linear_kernels.h"
-
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
-#if defined(__GNUC__) && !defined(__clang__)
-// GCC 12 flags the "undefined" vectors inside its own AVX-512 intrinsics (a false positive).
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+#include "tessera/ops/decode_linear_simd.h"
 
 namespace tessera::ops::detail {
 namespace {
 
-inline void finish(float sum, const float* x, const float* row, int64_t from, int64_t in, float* out) {
-  for (int64_t i = from; i < in; ++i) sum += x[i] * row[i];
-  *out = sum;
-}
-
-template <int R>
-void portable(const float* x, const float* w, float* out, int64_t in, int64_t stride, int64_t o0, int64_t o1) {
-  constexpr int64_t kLanes = 16;
-  const int64_t body = in / kLanes * kLanes;
-  for (int64_t o = o0; o < o1; ++o) {
-    const float* row = w + o * in;
-    float acc[R][kLanes] = {};
-    for (int64_t i = 0; i < body; i += kLanes)
-      for (int r = 0; r < R; ++r)
-        for (int64_t l = 0; l < kLanes; ++l) acc[r][l] += x[r * in + i + l] * row[i + l];
-    for (int r = 0; r < R; ++r) {
-      float sum = 0;
-      for (int64_t l = 0; l < kLanes; ++l) sum += acc[r][l];
-      finish(sum, x + r * in, row, body, in, out + r * stride + o);
-    }
-  }
-}
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#define TESSERA_AVX512 __attribute__((target("avx512f")))
-#define TESSERA_AVX2 __attribute__((target("avx2,fma")))
+#if TESSERA_DECODE_SIMD
 
 template <int R, int P, int V>
 TESSERA_AVX512 void avx512(const float* x, const float* w, float* out, int64_t in, int64_t stride, int64_t o0,
@@ -71,12 +39,6 @@ TESSERA_AVX512 void avx512(const float* x, const float* w, float* out, int64_t i
   }
   if constexpr (P > 1)
     if (o < o1) avx512<R, P / 2, V>(x, w, out, in, stride, o, o1);
-}
-
-TESSERA_AVX2 inline float reduce_add(__m256 v) {
-  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
 }
 
 template <int R, int P, int V>
@@ -123,14 +85,15 @@ constexpr DecodeKernelF32 kAvx2Long[kDecodeRows] = {avx2<1, 4, 1>, avx2<2, 4, 1>
                                                     avx2<5, 1, 1>, avx2<6, 1, 1>, avx2<7, 1, 1>, avx2<8, 1, 1>};
 #endif
 
-constexpr DecodeKernelF32 kPortable[kDecodeRows] = {portable<1>, portable<2>, portable<3>, portable<4>,
-                                                    portable<5>, portable<6>, portable<7>, portable<8>};
+constexpr DecodeKernelF32 kPortable[kDecodeRows] = {portable<1, float>, portable<2, float>, portable<3, float>,
+                                                    portable<4, float>, portable<5, float>, portable<6, float>,
+                                                    portable<7, float>, portable<8, float>};
 
 }  // namespace
 
 DecodeKernelF32 decode_kernel_f32(int64_t rows, int64_t in) {
   const int64_t r = rows - 1;
-#if defined(__x86_64__) && defined(__GNUC__)
+#if TESSERA_DECODE_SIMD
   const bool short_rows = in * 4 < 4096;
   if (decode_isa() == DecodeIsa::kAvx512) return short_rows ? kAvx512Short[r] : kAvx512Long[r];
   if (decode_isa() == DecodeIsa::kAvx2) return short_rows ? kAvx2Short[r] : kAvx2Long[r];

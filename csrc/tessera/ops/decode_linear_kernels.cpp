@@ -7,6 +7,7 @@
 #include "tessera/ops/decode_linear_kernels.h"
 
 #include "tessera/ops/decode_linear.h"
+#include "tessera/ops/decode_linear_simd.h"
 
 #include <c10/util/Exception.h>
 
@@ -14,46 +15,10 @@
 #include <string>
 #include <vector>
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
-#if defined(__GNUC__) && !defined(__clang__)
-// GCC 12 flags the "undefined" vectors inside its own AVX-512 intrinsics (a false positive).
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-
 namespace tessera::ops::detail {
 namespace {
 
-inline float widen(uint16_t b) { return __builtin_bit_cast(float, static_cast<uint32_t>(b) << 16); }
-
-/// The columns past the vector body and the store, shared by every instruction set.
-inline void finish(float sum, const float* x, const uint16_t* row, int64_t from, int64_t in, float* out) {
-  for (int64_t i = from; i < in; ++i) sum += x[i] * widen(row[i]);
-  *out = sum;
-}
-
-template <int R>
-void portable(const float* x, const uint16_t* w, float* out, int64_t in, int64_t stride, int64_t o0, int64_t o1) {
-  constexpr int64_t kLanes = 16;
-  const int64_t body = in / kLanes * kLanes;
-  for (int64_t o = o0; o < o1; ++o) {
-    const uint16_t* row = w + o * in;
-    float acc[R][kLanes] = {};
-    for (int64_t i = 0; i < body; i += kLanes)
-      for (int r = 0; r < R; ++r)
-        for (int64_t l = 0; l < kLanes; ++l) acc[r][l] += x[r * in + i + l] * widen(row[i + l]);
-    for (int r = 0; r < R; ++r) {
-      float sum = 0;
-      for (int64_t l = 0; l < kLanes; ++l) sum += acc[r][l];
-      finish(sum, x + r * in, row, body, in, out + r * stride + o);
-    }
-  }
-}
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#define TESSERA_AVX512 __attribute__((target("avx512f")))
-#define TESSERA_AVX2 __attribute__((target("avx2,fma")))
+#if TESSERA_DECODE_SIMD
 
 /// x's rows with each block of 2 * lanes columns reordered as its even entries, then its odd
 /// ones: the order in which the shift and the mask hand out a block's weights.
@@ -112,12 +77,6 @@ TESSERA_AVX512 void avx512_rows(const float* x, const float* xs, const uint16_t*
 template <int R, int P, int V>
 void avx512(const float* x, const uint16_t* w, float* out, int64_t in, int64_t stride, int64_t o0, int64_t o1) {
   avx512_rows<R, P, V>(x, split_even_odd(x, R, in, 16), w, out, in, stride, o0, o1);
-}
-
-TESSERA_AVX2 inline float reduce_add(__m256 v) {
-  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
 }
 
 template <int R, int P, int V>
@@ -182,13 +141,14 @@ constexpr DecodeKernel kAvx2Long[kDecodeRows] = {avx2<1, 4, 1>, avx2<2, 2, 1>, a
                                                  avx2<5, 1, 1>, avx2<6, 1, 1>, avx2<7, 1, 1>, avx2<8, 1, 1>};
 #endif
 
-constexpr DecodeKernel kPortable[kDecodeRows] = {portable<1>, portable<2>, portable<3>, portable<4>,
-                                                 portable<5>, portable<6>, portable<7>, portable<8>};
+constexpr DecodeKernel kPortable[kDecodeRows] = {portable<1, uint16_t>, portable<2, uint16_t>, portable<3, uint16_t>,
+                                                 portable<4, uint16_t>, portable<5, uint16_t>, portable<6, uint16_t>,
+                                                 portable<7, uint16_t>, portable<8, uint16_t>};
 
 using Isa = DecodeIsa;
 
 Isa best_supported() {
-#if defined(__x86_64__) && defined(__GNUC__)
+#if TESSERA_DECODE_SIMD
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f")) return Isa::kAvx512;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
@@ -219,7 +179,7 @@ DecodeIsa decode_isa() {
 
 DecodeKernel decode_kernel(int64_t rows, int64_t in) {
   const int64_t r = rows - 1;
-#if defined(__x86_64__) && defined(__GNUC__)
+#if TESSERA_DECODE_SIMD
   const bool short_rows = in * 2 < 4096;
   if (decode_isa() == Isa::kAvx512) return short_rows ? kAvx512Short[r] : kAvx512Long[r];
   if (decode_isa() == Isa::kAvx2) return short_rows ? kAvx2Short[r] : kAvx2Long[r];
