@@ -9,7 +9,7 @@
    (a stream-like copy and a read-only sum over 1 GiB), and each decoder's achieved GB/s (weight
    bytes streamed per token x decoding steps/s, the prompt's forward left out) for fp32 and bf16 weights (`model.to(torch.bfloat16)`),
    tessera and transformers (goals: bf16 >= 1.8x fp32 tokens/s where bf16 is native, >= 70 % of
-   the measured bandwidth).
+   the measured bandwidth), and tessera's int8 weight-only decoding (tessera.quantization).
 
     .venv/bin/python benchmarks/generate_cpu.py [--new 256] [--prompt 32] [--roofline [--size 350m]]
 
@@ -189,6 +189,26 @@ def roofline(ours, hf, args):
           f"is native: {cpu_has_native_bf16()}); bf16 greedy ids equal to fp32's: {100 * same:.0f} %")
     ours.float()
     hf.float()
+    # int8 weight-only decoding (tessera only: transformers has no CPU int8 decoding of its own).
+    from tessera.quantization import int8_decoding
+
+    int8_decoding(ours)
+    nbytes = int8_bytes(ours)
+    t8 = step_rate(lambda n: ours.generate(ids, **dict(greedy, max_new_tokens=n)), args.new)
+    same8 = (ours.generate(ids, **greedy) == a32).float().mean().item()
+    int8_decoding(ours, enabled=False)
+    print(f"decode int8 batch 1: tessera {t8:.1f} tokens/s = {t8 * nbytes / 1e9:.1f} GB/s "
+          f"({100 * t8 * nbytes / 1e9 / bw['read']:.0f} % of read bandwidth), {t8 / t32:.2f}x fp32, {t8 / t16:.2f}x "
+          f"bf16; {nbytes / 2**20:.0f} MiB per token; greedy ids equal to fp32's: {100 * same8:.0f} %")
+
+
+def int8_bytes(model) -> int:
+    """What an int8 decoding step reads: each linear weight as int8 plus a scale per row; the
+    rest as streamed_bytes counts it."""
+    params = dict(model.named_parameters())
+    linear = {k for k, p in params.items() if p.dim() == 2 and not k.endswith("embed_tokens.weight")}
+    return streamed_bytes(model) - sum(params[k].numel() * params[k].element_size() - params[k].numel()
+                                       - 4 * params[k].shape[0] for k in linear)
 
 
 if __name__ == "__main__":

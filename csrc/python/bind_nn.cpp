@@ -74,6 +74,10 @@ void bind_nn(py::module_& m) {
       },
       py::arg("node"), py::arg("merge") = true, "Folds the adapter into the weight (or takes it out again).");
   m.def(
+      "set_int8_decoding",
+      [](uintptr_t node, bool on) { node_as<nn::LinearImpl>(node, "a linear layer").set_int8_decoding(on); },
+      py::arg("node"), py::arg("on") = true, "Decoding steps read an int8 copy of the weight (or stop to).");
+  m.def(
       "rebind_parameter",
       [](uintptr_t node, const std::string& name, const at::Tensor& tensor) {
         node_as<nn::ModuleBase>(node, "a tessera module (derive from tessera::nn::Module to let Python rebind its "
@@ -99,7 +103,7 @@ void bind_nn(py::module_& m) {
         enc.set_layer_caller([held](int64_t i, const at::Tensor& x, const LayerArgs& args) {
           py::gil_scoped_acquire gil;
           py::object y = (*held)(i, x, args);
-          TORCH_CHECK_TYPE(THPVariable_Check(y.ptr()), "layer ", i, " returned ", py::str(y.get_type()).cast<std::string>(),
+          TORCH_CHECK_TYPE(THPVariable_Check(y.ptr()), "layer ", i, " returned ", py::str(py::type::of(y)).cast<std::string>(),
                            ", expected a tensor of hidden states");
           return y.cast<at::Tensor>();
         });

@@ -67,6 +67,17 @@ void bind_ops(py::module_& m) {
       py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(), py::arg("out_dtype") = py::none(),
       "x W^T + b for at most 8 rows against a bf16 weight, fp32 accumulation (decode_linear.h).");
   m.def("decode_linear_applies", &ops::decode_linear_applies, py::arg("x"), py::arg("weight"));
+  m.def(
+      "decode_linear_int8",
+      [](const at::Tensor& x, const at::Tensor& q_weight, const at::Tensor& scale, const std::optional<at::Tensor>& bias,
+         std::optional<at::ScalarType> out_dtype) {
+        return without_gil(
+            [&] { return ops::decode_linear_int8(x, q_weight, scale, bias.value_or(at::Tensor()), out_dtype); });
+      },
+      py::arg("x"), py::arg("q_weight"), py::arg("scale"), py::arg("bias") = py::none(),
+      py::arg("out_dtype") = py::none(), "x (q_weight * scale)^T + b for at most 8 rows (decode_linear.h).");
+  m.def("quantize_int8_rows", &ops::quantize_int8_rows, py::arg("weight"),
+        "Symmetric per-row int8: (q int8 [out, in], scale fp32 [out]) with weight ~ q * scale.");
   m.def("decode_linear_isa", &ops::detail::decode_kernel_isa, "The instruction set decode_linear runs on here.");
   // The other decoding-step kernels, bound for their tests (the layers call them by themselves).
   m.def(

@@ -70,6 +70,10 @@ def _eval(args) -> int:
         import torch
 
         model = model.to(torch.bfloat16)
+    elif args.dtype == "int8":
+        from .quantization import int8_decoding
+
+        int8_decoding(model)
     if split is not None:
         from .eval.caption_retrieval import caption_retrieval_evaluate
 
@@ -177,8 +181,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     e.add_argument("--data", default="/usr/share/datasets/fashion-mnist", help="--probe: Fashion-MNIST folder")
     e.add_argument("--probe-train", type=positive_int, default=10000, help="--probe: training images")
     e.add_argument("--probe-test", type=positive_int, default=2000, help="--probe: test images")
-    e.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
-                   help="the model's weights while evaluating: bf16 halves the bytes each decoding step reads")
+    e.add_argument("--dtype", choices=["fp32", "bf16", "int8"], default="fp32",
+                   help="the model's weights while evaluating: bf16 halves the bytes each decoding step reads; "
+                        "int8 decodes from per-row int8 copies (tessera.quantization), the rest stays fp32")
     e.add_argument("--set", action="append", default=[])
     e.set_defaults(fn=_eval)
     pl = sub.add_parser("plan", help="per-rank memory of a recipe before running it; settings that fit")

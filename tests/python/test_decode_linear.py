@@ -43,6 +43,8 @@ def check_formula(rows, inner, out):
     w32 = torch.randn(out, inner, generator=g)  # fp32 weights: another kernel, the same sum
     x = torch.randn(rows, inner, generator=g)
     assert_fp32_sum(tessera.ops.decode_linear(x, w32, b), x, w32, b)
+    q, scale = tessera._C.ops.quantize_int8_rows(w32)  # int8: the sum over the dequantized weight
+    assert_fp32_sum(tessera._C.ops.decode_linear_int8(x, q, scale, b), x, q.float() * scale[:, None], b)
 
 
 @pytest.mark.parametrize("rows", range(1, 9))

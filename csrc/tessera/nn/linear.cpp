@@ -5,7 +5,10 @@
 
 #include "tessera/ops/decode_linear.h"
 
+#include <c10/core/GradMode.h>
+
 #include <cmath>
+#include <tuple>
 
 namespace tessera::nn {
 
@@ -77,9 +80,32 @@ void LinearImpl::reset_parameters() {
   if (with_bias) bias().uniform_(-bound, bound);
 }
 
+void LinearImpl::set_int8_decoding(bool on) {
+  int8_on_ = on;
+  q_weight_ = q_scale_ = at::Tensor();
+  q_source_ = nullptr;
+}
+
+std::optional<at::Tensor> LinearImpl::decode(const at::Tensor& x, std::optional<at::ScalarType> out_dtype) const {
+  if (lora_options && !lora_merged) return std::nullopt;
+  const at::Tensor& w = weight();
+  if (int8_on_ && w.device().is_cpu() && !(c10::GradMode::is_enabled() && w.requires_grad()) &&
+      ops::decode_linear_int8_applies(x, w)) {
+    if (!q_weight_.defined() || q_version_ != w._version() || q_source_ != w.data_ptr()) {
+      std::tie(q_weight_, q_scale_) = ops::quantize_int8_rows(w);
+      q_version_ = w._version();
+      q_source_ = w.data_ptr();
+    }
+    return ops::decode_linear_int8(x, q_weight_, q_scale_, bias(), out_dtype);
+  }
+  if (ops::decode_linear_applies(x, w)) return ops::decode_linear(x, w, bias(), out_dtype);
+  return std::nullopt;
+}
+
 at::Tensor LinearImpl::forward(const at::Tensor& x) const {
   const bool plain = !lora_options || lora_merged;
-  if (plain && ops::decode_linear_applies(x, weight())) return ops::decode_linear(x, weight(), bias());
+  if (plain)
+    if (std::optional<at::Tensor> y = decode(x)) return *y;
   at::Tensor y = at::linear(x, weight(), bias());
   if (plain) return y;
   at::Tensor h = at::dropout(x, lora_options->dropout, is_training());

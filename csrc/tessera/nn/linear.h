@@ -36,6 +36,14 @@ class LinearImpl : public Module<LinearImpl> {
   void merge_lora();
   void unmerge_lora();
   bool has_lora() const { return lora_options.has_value(); }
+  /// Int8 weight-only decoding: decoding steps read an int8 copy of the weight with per-row
+  /// scales (ops::decode_linear_int8), made on first use and again whenever the weight changes;
+  /// every other forward (and autograd) uses the weight itself.
+  void set_int8_decoding(bool on);
+  bool int8_decoding() const { return int8_on_; }
+  /// A decoding kernel's result for x when one applies (int8 if set, else the weight's own
+  /// dtype: ops::decode_linear), nullopt otherwise (at::linear's turn).
+  std::optional<at::Tensor> decode(const at::Tensor& x, std::optional<at::ScalarType> out_dtype = std::nullopt) const;
   void adopt_structure(const ModuleBase& original) override;
   int64_t in_features, out_features;
   bool with_bias;
@@ -46,6 +54,11 @@ class LinearImpl : public Module<LinearImpl> {
  private:
   void build_lora();
   Slot weight_, bias_;
+  bool int8_on_ = false;
+  // The int8 copy and what it was made from (the weight's storage and version counter).
+  mutable at::Tensor q_weight_, q_scale_;
+  mutable int64_t q_version_ = -1;
+  mutable const void* q_source_ = nullptr;
 };
 TORCH_MODULE(Linear);
 

@@ -11,6 +11,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <optional>
+#include <utility>
 
 namespace tessera::ops {
 
@@ -23,5 +24,14 @@ bool decode_linear_applies(const at::Tensor& x, const at::Tensor& weight);
 /// x's dtype, or `out_dtype` (e.g. fp32 logits from a bf16 model).
 at::Tensor decode_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                          std::optional<at::ScalarType> out_dtype = std::nullopt);
+
+/// Int8 weight-only decoding: x against q_weight int8 [out, in] with per-row scales fp32 [out]
+/// (the weight being q * scale), decode_linear's rules for x.
+bool decode_linear_int8_applies(const at::Tensor& x, const at::Tensor& q_weight);
+at::Tensor decode_linear_int8(const at::Tensor& x, const at::Tensor& q_weight, const at::Tensor& scale,
+                              const at::Tensor& bias, std::optional<at::ScalarType> out_dtype = std::nullopt);
+
+/// Symmetric per-row int8: scale = max |w| / 127 (1 for an all-zero row), q = round(w / scale).
+std::pair<at::Tensor, at::Tensor> quantize_int8_rows(const at::Tensor& weight);
 
 }  // namespace tessera::ops

@@ -14,9 +14,14 @@ using DecodeKernel = void (*)(const float* x, const uint16_t* w, float* out, int
 using DecodeKernelF32 = void (*)(const float* x, const float* w, float* out, int64_t in, int64_t out_stride,
                                  int64_t o0, int64_t o1);
 
+/// The same for int8 weights: the sum of x times the integers, each row's scale applied after.
+using DecodeKernelI8 = void (*)(const float* x, const int8_t* w, float* out, int64_t in, int64_t out_stride,
+                                int64_t o0, int64_t o1);
+
 /// The kernel for `rows` rows of x (1 to kDecodeRows) against weight rows of `in` entries.
 DecodeKernel decode_kernel(int64_t rows, int64_t in);
 DecodeKernelF32 decode_kernel_f32(int64_t rows, int64_t in);
+DecodeKernelI8 decode_kernel_i8(int64_t rows, int64_t in);
 
 enum class DecodeIsa { kAvx512, kAvx2, kPortable };
 

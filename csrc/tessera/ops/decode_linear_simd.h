@@ -1,4 +1,4 @@
-// What decode_linear's bf16 and fp32 kernels share: reading a weight as fp32, the columns past
+// What decode_linear's bf16, fp32 and int8 kernels share: reading a weight as fp32, the columns past
 // the vector body, the portable loop, and the instruction-set attributes.
 #pragma once
 #include "tessera/ops/decode_linear.h"
@@ -18,6 +18,7 @@ namespace tessera::ops::detail {
 /// A weight as fp32: bf16 is the top half of an fp32.
 inline float weight_value(uint16_t b) { return __builtin_bit_cast(float, static_cast<uint32_t>(b) << 16); }
 inline float weight_value(float w) { return w; }
+inline float weight_value(int8_t q) { return static_cast<float>(q); }  // its row's scale comes after the sum
 
 /// The columns past the vector body and the store.
 template <typename W>

@@ -119,13 +119,12 @@ CausalLMOutput LlamaForCausalLMImpl::forward(const at::Tensor& input_ids, const 
   if (logits_to_keep > 0 && logits_to_keep < h.size(1)) h = h.slice(1, h.size(1) - logits_to_keep);
   CausalLMOutput out;
   const at::Tensor& head = output_embeddings();
-  if (cache && ops::decode_linear_applies(h, head)) {
-    // Decoding a bf16 model: logits accumulated and returned in fp32, so that greedy picks and
-    // beam scores are not decided by bf16 rounding.
-    out.logits = ops::decode_linear(h, head, {}, at::kFloat);
-  } else {
-    out.logits = at::linear(h, head);
-  }
+  // Decoding: the head's kernel (int8 if the head has it), logits accumulated and returned in
+  // fp32 so that greedy picks and beam scores are not decided by bf16 rounding.
+  std::optional<at::Tensor> decoded;
+  if (cache && lm_head) decoded = lm_head->decode(h, at::kFloat);
+  else if (cache && ops::decode_linear_applies(h, head)) decoded = ops::decode_linear(h, head, {}, at::kFloat);
+  out.logits = decoded ? *decoded : at::linear(h, head);
   out.hidden_states = std::move(hidden);
   if (labels.defined()) {
     std::tie(out.loss_sum, out.num_tokens) = causal_lm_loss(out.logits, labels);
