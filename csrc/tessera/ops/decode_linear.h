@@ -1,7 +1,7 @@
 // y = x W^T + b for decoding: a few rows of activations against a weight, bound by how fast the
 // weight streams from memory. LibTorch runs such a product far below the memory's rate on CPUs
 // (one row of x: 8 GB/s bf16, 8 GB/s fp32 through its GEMM, of ~33 GB/s), so these kernels
-// (decode_linear_kernels.cpp, decode_linear_f32.cpp) read each weight row once for all rows of
+// (decode_linear_kernels.cpp, decode_linear_direct.cpp) read each weight row once for all rows of
 // x, widen bf16 to fp32 in registers, and accumulate in fp32.
 //
 // nn::Linear and the LM head call it when it applies (`decode_linear_applies`): CPU, a bf16
