@@ -75,8 +75,9 @@ def _compare_grads(ours, hf):
         torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-4, msg=name)
 
 
-@pytest.mark.parametrize("frequency,text", [(1, True), (2, False), (3, True), (2, True)])
-def test_qformer_side_by_side(frequency, text, tmp_path):
+@pytest.mark.parametrize("frequency,text,tokens", [(1, True, 7), (2, False, 7), (3, True, 7), (2, True, 7),
+                                                   (1, False, 40)])
+def test_qformer_side_by_side(frequency, text, tokens, tmp_path):
     config = transformers.Blip2QFormerConfig(**QFORMER, cross_attention_frequency=frequency,
                                              use_qformer_text_input=text)
     hf = _perturbed(transformers.Blip2QFormerModel(config)).train()
@@ -84,13 +85,19 @@ def test_qformer_side_by_side(frequency, text, tmp_path):
     ours = tessera.from_pretrained(str(tmp_path)).train()
     B, Q, T = 3, 5, 4 if text else 0
     x = torch.randn(B, Q + T, 32)
-    image = torch.randn(B, 7, 24, requires_grad=True)
+    image = torch.randn(B, tokens, 24, requires_grad=True)
     image_ours = image.detach().clone().requires_grad_()
     mask = torch.ones(B, Q + T, dtype=torch.long)
     if text:
         mask[1, -2:] = 0  # a padded text
-    a = hf(query_embeds=x, query_length=Q, attention_mask=mask, encoder_hidden_states=image)
-    b = ours(x, query_length=Q, attention_mask=mask, encoder_hidden_states=image_ours)
+    image_mask = None  # transformers 5.17 expands it to queries + text and fails: only without text
+    if not text:
+        image_mask = torch.ones(B, tokens, dtype=torch.long)
+        image_mask[2, -3:] = 0  # padded image tokens
+    a = hf(query_embeds=x, query_length=Q, attention_mask=mask, encoder_hidden_states=image,
+           encoder_attention_mask=image_mask)
+    b = ours(x, query_length=Q, attention_mask=mask, encoder_hidden_states=image_ours,
+             encoder_attention_mask=image_mask)
     torch.testing.assert_close(b.last_hidden_state, a.last_hidden_state, atol=1e-5, rtol=1e-4)
     weights = torch.randn_like(a.last_hidden_state)
     (a.last_hidden_state * weights).sum().backward()

@@ -85,3 +85,43 @@ def test_every_trainable_parameter_changes(runs):
     end = tessera.from_pretrained(str(runs / "ddp" / "checkpoints" / f"step-{STEPS:08d}")).state_dict()
     unchanged = [k for k in start if torch.equal(start[k], end[k])]
     assert not unchanged, f"parameters that did not train: {unchanged}"
+
+
+def test_evaluation_follows_its_definitions(runs):
+    """The stage-1 metrics recomputed image by image from the model's scores: ITC's best query per
+    class, ITM at P(match) > 1/2 and > 1/3 (the 1:2 training prior), and LAVIS's re-ranking score
+    (match logit + ITC similarity) over ITC's top k classes."""
+    from tessera.train import build_task, recipe_from_dict
+
+    r = recipe_from_dict(recipe("ddp", 16))
+    task = build_task(r)
+    model = task.load_model(str(runs / "single" / "checkpoints" / f"step-{STEPS:08d}")).eval()
+    got = task.evaluate(model)
+    C, k = len(CLASSES), r.eval.rerank_top_k
+    ids, mask = task.vocab([per_class[0] for per_class in task.captions], r.data.context_length)
+    classes = torch.nn.functional.normalize(model.itc_text_features(ids, mask), dim=-1)
+    g = torch.Generator().manual_seed(r.train.seed + 1)
+    right = {"itc": 0, "half": 0, "third": 0, "rerank": 0}
+    n = 0
+    for px, labels in task.heldout(model.device):
+        emb = task.image_embeds(px)
+        others = (labels + torch.randint(1, C, labels.shape, generator=g)) % C
+        queries = model.itc_image_features(emb)
+        for i, (y, other) in enumerate(zip(labels.tolist(), others.tolist())):
+            sims = [max(float(q @ classes[c]) for q in queries[i]) for c in range(C)]
+            right["itc"] += max(range(C), key=sims.__getitem__) == y
+
+            def logits(c):
+                return model.itm_logits(emb[i:i + 1], ids[c:c + 1], mask[c:c + 1])[0]
+
+            p_true, p_other = (float(logits(c).softmax(-1)[1]) for c in (y, other))
+            right["half"] += (p_true > 0.5) + (p_other <= 0.5)
+            right["third"] += (p_true > 1 / 3) + (p_other <= 1 / 3)
+            top = sorted(range(C), key=sims.__getitem__, reverse=True)[:k]
+            right["rerank"] += max(top, key=lambda c: float(logits(c)[1]) + sims[c]) == y
+            n += 1
+    assert n == got["eval_images"] == 16
+    assert got["zero_shot_acc"] == pytest.approx(right["itc"] / n)
+    assert got["itm_pair_acc"] == pytest.approx(right["half"] / (2 * n))
+    assert got["itm_pair_acc_prior"] == pytest.approx(right["third"] / (2 * n))
+    assert got["itm_rerank_r1"] == pytest.approx(right["rerank"] / n)

@@ -158,11 +158,17 @@ class Blip2ForPretraining(_Blip2Part):
         return self._cpp.itc_features(image, input_ids, attention_mask)[1]
 
     @torch.no_grad()
+    def itm_logits(self, image_embeds: torch.Tensor, input_ids: torch.Tensor,
+                   attention_mask: torch.Tensor) -> torch.Tensor:
+        """ITM logits [N, 2] (no match, match) of image_embeds[i] with text i, averaged over queries."""
+        self._sync_parameters()
+        return self._cpp.itm_logits(image_embeds, input_ids, attention_mask)
+
+    @torch.no_grad()
     def itm_scores(self, image_embeds: torch.Tensor, input_ids: torch.Tensor,
                    attention_mask: torch.Tensor) -> torch.Tensor:
-        """P(match) [N] of image_embeds[i] with text i."""
-        self._sync_parameters()
-        return self._cpp.itm_logits(image_embeds, input_ids, attention_mask).softmax(-1)[:, 1]
+        """P(match) [N] of image_embeds[i] with text i, at the training prior (1 positive : 2 negatives)."""
+        return self.itm_logits(image_embeds, input_ids, attention_mask).softmax(-1)[:, 1]
 
     @torch.no_grad()
     def caption(self, image_embeds: torch.Tensor, bos_token_id: int, eos_token_id: int,

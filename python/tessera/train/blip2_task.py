@@ -174,7 +174,12 @@ class Blip2PretrainTask(Task):
     def evaluate(self, model, final: bool = False) -> Dict[str, Any]:
         """ITC zero-shot accuracy (each class: the mean of its templates' text features), ITM
         accuracy on balanced pairs (the true class's caption and another class's), ITM re-ranking
-        of ITC's top-k classes, and greedy ITG captions that name the right class."""
+        of ITC's top-k classes, and greedy ITG captions that name the right class.
+
+        ITM learns from one positive per two negatives, so its P(match) is calibrated to a prior of
+        1/3: `itm_pair_acc` thresholds it at 1/2 as it stands, `itm_pair_acc_prior` at 1/3, Bayes'
+        decision for pairs that are half positive. Re-ranking scores a candidate as LAVIS's
+        `compute_sim_matrix` does: the match logit plus the ITC similarity."""
         device, L = model.device, self.recipe.data.context_length
         C, k = len(self.class_names), min(self.recipe.eval.rerank_top_k, len(self.class_names))
         flat = [c for per_class in self.captions for c in per_class]
@@ -187,7 +192,7 @@ class Blip2PretrainTask(Task):
                                  class_feats, image_features=lambda px: model.itc_image_features(self.image_embeds(px)),
                                  score=best_query_score)
         g = torch.Generator().manual_seed(self.recipe.train.seed + 1)
-        n = itm_right = rerank_right = captions_right = captioned = 0
+        n = itm_right = itm_right_prior = rerank_right = captions_right = captioned = 0
         for px, labels in self.heldout(device):
             emb = self.image_embeds(px)
             scores = best_query_score(model.itc_image_features(emb), class_feats)                  # [B, C]
@@ -195,9 +200,11 @@ class Blip2PretrainTask(Task):
             pairs = torch.cat([labels, other])
             p = model.itm_scores(emb.repeat(2, 1, 1), first_ids[pairs], first_mask[pairs])
             itm_right += int((p[: len(px)] > 0.5).sum() + (p[len(px):] <= 0.5).sum())
-            top = scores.topk(k, -1).indices                                                   # [B, k]
-            rerank = model.itm_scores(emb.repeat_interleave(k, 0), first_ids[top.reshape(-1)],
-                                      first_mask[top.reshape(-1)]).view(-1, k)
+            itm_right_prior += int((p[: len(px)] > 1 / 3).sum() + (p[len(px):] <= 1 / 3).sum())
+            top_sim, top = scores.topk(k, -1)                                                  # [B, k]
+            match = model.itm_logits(emb.repeat_interleave(k, 0), first_ids[top.reshape(-1)],
+                                     first_mask[top.reshape(-1)])[:, 1].view(-1, k)
+            rerank = match + top_sim
             rerank_right += int((top.gather(1, rerank.argmax(-1, keepdim=True)).squeeze(1) == labels).sum())
             if captioned < 200:
                 caps = model.caption(emb[:50], DEC, SEP, L)
@@ -206,6 +213,6 @@ class Blip2PretrainTask(Task):
                 captioned += len(caps)
             n += len(px)
         return {"zero_shot_acc": itc["zero_shot_top1"], "zero_shot_top5": itc["zero_shot_top5"],
-                "itm_pair_acc": itm_right / max(2 * n, 1),
+                "itm_pair_acc": itm_right / max(2 * n, 1), "itm_pair_acc_prior": itm_right_prior / max(2 * n, 1),
                 "itm_rerank_r1": rerank_right / max(n, 1), "caption_class_acc": captions_right / max(captioned, 1),
                 "eval_images": n}
