@@ -10,18 +10,17 @@
 """
 import datetime
 import os
-import time
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 import tessera.models.blip2_pretraining as stage1
 from tessera.models.blip2_pretraining import Blip2ForPretraining, hard_negatives, stage1_mask
 from tessera.train.distributed import shutdown_distributed
 from _lavis_blip2_reference import LavisBlip2Reference, lavis_mask01
+from _spawn import spawn_ranks
 
 F64 = torch.float64
 Q, S, W, T, VOCAB = 4, 5, 24, 6, 40       # queries, image tokens, image width, text length, vocab
@@ -341,15 +340,7 @@ def _dist_worker(rank, world, init_file, out_dir):
 @pytest.fixture(scope="module")
 def dist_results(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("blip2_dist")
-    ctx = mp.start_processes(_dist_worker, args=(WORLD, str(tmp / "init"), str(tmp)), nprocs=WORLD, join=False,
-                             start_method="spawn")
-    deadline = time.monotonic() + 240
-    while not ctx.join(timeout=5):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                if p.is_alive():
-                    p.kill()
-            pytest.fail("distributed workers did not finish within 240 s")
+    spawn_ranks(_dist_worker, (WORLD, str(tmp / "init"), str(tmp)), WORLD)
     return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 

@@ -4,18 +4,18 @@ one process on the combined batch, the equivalence documented in tessera/losses/
 import datetime
 import math
 import os
-import time
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
 from tessera import _C
 from tessera.train.distributed import shutdown_distributed
 from tessera.losses import ClipLoss, SigLipLoss, all_gather_with_grad, clamp_logit_scale, gather_features
+
+from _spawn import spawn_ranks
 
 F64 = torch.float64
 SIZES = [(1, 3), (2, 5), (5, 8), (9, 4), (16, 32)]
@@ -266,15 +266,7 @@ def _dist_worker(rank, world, init_file, out_dir):
 @pytest.fixture(scope="module")
 def dist_results(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dist")
-    ctx = mp.start_processes(_dist_worker, args=(WORLD, str(tmp / "init"), str(tmp)), nprocs=WORLD, join=False,
-                             start_method="spawn")
-    deadline = time.monotonic() + 240
-    while not ctx.join(timeout=5):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                if p.is_alive():
-                    p.kill()
-            pytest.fail("distributed workers did not finish within 240 s")
+    spawn_ranks(_dist_worker, (WORLD, str(tmp / "init"), str(tmp)), WORLD)
     return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 

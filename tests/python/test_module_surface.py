@@ -15,6 +15,7 @@ from torch import nn
 
 import tessera
 from _clip_reference import assert_close, hf_clip, one_thread, pixel_batch, text_batch, tiny_config
+from _spawn import spawn_ranks
 
 pytest.importorskip("transformers")
 
@@ -386,7 +387,6 @@ def _ddp_worker(rank, world, init_file, weights_file, out_dir):
 
 def test_ddp_gloo_averages_gradients_like_one_process():
     import torch.distributed as dist
-    import torch.multiprocessing as mp
 
     if not dist.is_available() or not dist.is_gloo_available():
         pytest.skip("torch.distributed with Gloo is not available")
@@ -396,14 +396,7 @@ def test_ddp_gloo_averages_gradients_like_one_process():
     with tempfile.TemporaryDirectory() as d:
         weights = os.path.join(d, "weights.pt")
         torch.save(reference.state_dict(), weights)
-        ctx = mp.start_processes(_ddp_worker, args=(2, os.path.join(d, "init"), weights, d), nprocs=2,
-                                 join=False, start_method="spawn")
-        deadline = __import__("time").monotonic() + 180
-        while not ctx.join(timeout=5):
-            if __import__("time").monotonic() > deadline:
-                for p in ctx.processes:
-                    p.kill()
-                pytest.fail("DDP workers did not finish within 180 s")
+        spawn_ranks(_ddp_worker, (2, os.path.join(d, "init"), weights, d), 2, 180, "DDP workers")
         results = [torch.load(os.path.join(d, f"rank{r}.pt")) for r in range(2)]
     want = {k: p.grad for k, p in reference.named_parameters()}
     for r, res in enumerate(results):

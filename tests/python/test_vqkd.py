@@ -3,17 +3,17 @@ EMA update by hand, dead-code restart), the EMA kept identical across two gloo r
 to one process on the joined batch, and the tokenizer model (loss formula, save/load, errors)."""
 import datetime
 import os
-import time
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 import tessera
 from tessera.models import NormEMAQuantizer
 from tessera.train.distributed import shutdown_distributed
+
+from _spawn import spawn_ranks
 
 F64 = torch.float64
 
@@ -112,11 +112,7 @@ def _ema_worker(rank, world, init_file, out_dir):
 
 
 def test_ema_is_identical_on_every_rank_and_equals_one_process(tmp_path):
-    ctx = mp.start_processes(_ema_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=False,
-                             start_method="spawn")
-    deadline = time.monotonic() + 120
-    while not ctx.join(timeout=2):
-        assert time.monotonic() < deadline, "workers did not finish"
+    spawn_ranks(_ema_worker, (2, str(tmp_path / "init"), str(tmp_path)), 2, 120)
     r0, r1 = (torch.load(tmp_path / f"{r}.pt") for r in range(2))
     assert torch.equal(r0["embedding"], r1["embedding"]) and torch.equal(r0["cluster_size"], r1["cluster_size"])
     one = _quantizer().train()
