@@ -150,6 +150,33 @@ def test_training_lowers_l_d_and_moves_every_lora_and_projector_parameter(runs, 
         torch.testing.assert_close(v, trainer.model.retrieval_projector.state_dict()[k])
 
 
+def test_instruction_rows_take_l_g_on_their_answers_and_no_points(runs):
+    """data.instruct: LLaVA conversation rows follow the interleaved ones; they draw no points, a
+    step of them alone has L_d 0, and their token loss is LLaVA's own on the answers."""
+    r = recipe(runs)
+    r["data"].update(instruct=str(runs / "instruct" / "instruct.json"), instruct_samples=6)
+    task = build_task(recipe_from_dict(r))
+    n, m = len(task.train_set.samples), len(task.instruct.samples)
+    seen = torch.cat([b["index"] for b in task.train_loader(0, 1)])  # one epoch, whole batches of 8
+    assert m == 6 and len(seen) == (n + m) // 8 * 8 and len(set(seen.tolist())) == len(seen)
+    assert int(seen.max()) < n + m and int((seen >= n).sum()) >= m - (n + m) % 8
+    points = task.draw_points([0, n, n + 5], step=0)
+    assert (points[0] >= 0).all() and (points[1:] == -1).all()
+    model = task.build_model().eval()
+    rows = torch.arange(n, n + 4)
+    batch = {"index": rows, "input_ids": task.instruct.input_ids[:4], "labels": task.instruct.labels[:4],
+             "attention_mask": task.instruct.attention_mask[:4]}
+    loss = task.compute_loss(model, model, batch, step=0)["loss"]
+    assert float(loss.means["discriminative"][1].detach()) == 0.0
+    assert int(loss.tokens.count) == task.count_tokens(batch, 0) == int((batch["labels"][:, 1:] != -100).sum())
+    pixels = tessera.train.conversation_data.load_pixels([p for i in range(4) for p in task.instruct.images[i]],
+                                                         task.transform)
+    with torch.no_grad():
+        plain = model.llava(input_ids=batch["input_ids"], pixel_values=pixels, attention_mask=batch["attention_mask"],
+                            labels=batch["labels"]).loss
+    torch.testing.assert_close(loss.tokens.sum / loss.tokens.count, plain)
+
+
 def test_bad_input_is_a_value_error(runs, tmp_path):
     spans, kinds = [[(1, 17), (17, 17)]], [["image", "text"]]
     with pytest.raises(ValueError, match="empty slice"):

@@ -11,6 +11,9 @@ retrieve, L = L_g + alpha * L_d.
   frozen encoders cached per data file (`sugar_targets`), 1 within a sample;
   L_d = (1/n) sum_ij (M_r - M_l)^2 (`losses.sugar`).
 - Both go into one MixedLoss, so accumulation and data parallelism give one big batch's gradient.
+- `data.instruct` mixes LLaVA conversation samples into training (the paper continues on its
+  interleaved data together with LLaVA-1.5's instruction data): they take L_g on their answers and
+  have no points, so L_d sees the interleaved samples only.
 
 The model: the LLaVA demo run (`init.checkpoint`), LoRA on the LM's q_proj/v_proj with the
 multimodal projector trained whole (the paper's setup), and the retrieval projector, in one
@@ -27,6 +30,7 @@ from ..chat import IGNORE
 from ..models.llava import LlavaForConditionalGeneration
 from ..models.sugar import RetrievalProjector, SugarModel
 from ..schema import require
+from .conversation_data import EncodedSamples, encode_samples, read_samples
 from .interleaved_data import EncodedInterleaved, encode_interleaved, read_interleaved, sample_points
 from .llava_task import LlavaInit, LlavaTask, LoraSection
 from .loaders import TensorLoader
@@ -44,6 +48,8 @@ class SugarData:
     batch_size: int = 16                    # samples per process
     image_size: int = 28
     max_samples: int = 0                    # training samples read (0: all)
+    instruct: str = ""                      # LLaVA conversation JSON mixed into training (L_g only; "": none)
+    instruct_samples: int = 0               # its first samples used (0: all)
 
     def validate(self, where: str) -> None:
         require(bool(self.train), f"{where}.train: interleaved training data (JSON lines) is required")
@@ -51,6 +57,8 @@ class SugarData:
         for name in ("max_length", "batch_size", "image_size"):
             require(getattr(self, name) >= 1, f"{where}.{name} must be >= 1, got {getattr(self, name)}")
         require(self.max_samples >= 0, f"{where}.max_samples must be >= 0 (0: all), got {self.max_samples}")
+        require(self.instruct_samples >= 0,
+                f"{where}.instruct_samples must be >= 0 (0: all), got {self.instruct_samples}")
 
 
 @dataclass
@@ -137,6 +145,17 @@ class SugarTask(LlavaTask):
                                      log=print if rank == 0 else (lambda *a: None))
         if len(self.targets.offsets) - 1 < len(self.train_set.samples):
             raise ValueError(f"{d.train}: the target cache holds fewer samples than the data")
+        # Training rows: the interleaved samples, then the instruction samples (no points).
+        self.instruct = self.encode_instruct(d.instruct, d.instruct_samples) if d.instruct else None
+
+    def encode_instruct(self, path: str, limit: int) -> EncodedSamples:
+        d = self.recipe.data
+        return encode_samples(read_samples(path, limit), path, self.tokenizer, self.recipe.eval.template,
+                              self.image_token_id, self.image_tokens, d.max_length, d.image_folder)
+
+    def row_images(self, i: int) -> List[str]:
+        n = len(self.train_set.samples)
+        return self.train_set.images[i] if i < n else self.instruct.images[i - n]
 
     def encode_file(self, path: str, limit: int = 0) -> EncodedInterleaved:
         return self.encode_samples(read_interleaved(path, limit))
@@ -161,18 +180,23 @@ class SugarTask(LlavaTask):
 
     # ---- data -------------------------------------------------------------------------------
     def inspect(self, samples: int = 3) -> str:
-        s = self.train_set
-        return (f"{self.recipe.data.train}: {len(s.samples)} interleaved samples pass the checks; "
-                f"{int((s.labels != IGNORE).sum())} supervised tokens; slices of sample 0: {s.spans[0]} {s.kinds[0]}")
+        s, d = self.train_set, self.recipe.data
+        mixed = "" if self.instruct is None else (f"; {len(self.instruct.samples)} instruction samples from "
+                                                  f"{d.instruct} ({int((self.instruct.labels != IGNORE).sum())} "
+                                                  "supervised tokens)")
+        return (f"{d.train}: {len(s.samples)} interleaved samples pass the checks; "
+                f"{int((s.labels != IGNORE).sum())} supervised tokens; slices of sample 0: {s.spans[0]} {s.kinds[0]}"
+                + mixed)
 
     def longest_sample(self):
-        s = self.train_set
-        return int(s.attention_mask.sum(1).max()), max((len(i) for i in s.images), default=1)
+        parts = [self.train_set] + ([self.instruct] if self.instruct is not None else [])
+        return (max(int(s.attention_mask.sum(1).max()) for s in parts),
+                max((len(i) for s in parts for i in s.images), default=1))
 
     def train_loader(self, rank: int, world_size: int):
-        s = self.train_set
-        tensors = {"input_ids": s.input_ids, "labels": s.labels, "attention_mask": s.attention_mask,
-                   "index": torch.arange(len(s.samples))}
+        parts = [self.train_set] + ([self.instruct] if self.instruct is not None else [])
+        tensors = {k: torch.cat([getattr(s, k) for s in parts]) for k in ("input_ids", "labels", "attention_mask")}
+        tensors["index"] = torch.arange(len(tensors["input_ids"]))
         return TensorLoader(tensors, self.recipe.data.batch_size, shuffle=True, seed=self.recipe.train.seed,
                             rank=rank, world_size=world_size)
 
@@ -180,10 +204,13 @@ class SugarTask(LlavaTask):
         return int((batch["labels"][:, 1:] != IGNORE).sum())  # the LM predicts each label from the token before
 
     def draw_points(self, indices: List[int], step: int) -> torch.Tensor:
-        """[B, k] slice indices of each sample's points, -1 where a sample has fewer slices."""
-        k = self.recipe.loss.points_per_sample
+        """[B, k] slice indices of each sample's points, -1 where a sample has fewer slices (and for
+        every instruction row)."""
+        k, n = self.recipe.loss.points_per_sample, len(self.train_set.samples)
         out = torch.full((len(indices), k), -1, dtype=torch.long)
         for b, i in enumerate(indices):
+            if i >= n:
+                continue
             g = torch.Generator().manual_seed(point_seed(self.recipe.train.seed, step, i))
             chosen = sample_points([self.train_set.spans[i]], k, g, names=[self.train_set.samples[i].where])[0]
             out[b, :len(chosen)] = torch.tensor(chosen)
@@ -198,10 +225,11 @@ class SugarTask(LlavaTask):
         indices = batch["index"].tolist()
         width = int(batch["attention_mask"].sum(1).max())
         points = self.draw_points(indices, step)                                        # [B, k]
-        spans = [self.train_set.spans[i] for i in indices]
-        kinds = [self.train_set.kinds[i] for i in indices]
+        n = len(self.train_set.samples)
+        spans = [self.train_set.spans[i] if i < n else [] for i in indices]
+        kinds = [self.train_set.kinds[i] if i < n else [] for i in indices]
         weights = point_weights(spans, kinds, points, width)
-        pixels = load_pixels([p for i in indices for p in self.train_set.images[i]], self.transform)
+        pixels = load_pixels([p for i in indices for p in self.row_images(i)], self.transform)
         out = wrapped(input_ids=batch["input_ids"][:, :width].to(device),
                       pixel_values=None if pixels is None else pixels.to(device),
                       attention_mask=batch["attention_mask"][:, :width].to(device),
@@ -210,13 +238,16 @@ class SugarTask(LlavaTask):
         local = torch.stack([batch["index"].repeat_interleave(points.shape[1]), points.reshape(-1)], 1)
         every = gather_rows(local.to(device), self.world_size).cpu()
         valid_local, valid_all = local[:, 1] >= 0, every[:, 1] >= 0
-        targets = torch.zeros(len(local), len(every))
-        rows = [tuple(p) for p in local[valid_local].tolist()]
-        cols = [tuple(p) for p in every[valid_all].tolist()]
-        block = target_matrix(self.targets, rows, cols, self.recipe.targets)
-        targets[valid_local.nonzero()[:, 0][:, None], valid_all.nonzero()[:, 0][None, :]] = block
-        l_d = discriminative_loss(out["r"], targets.to(device), self.world_size, valid_local.to(device),
-                                  valid_all.to(device))
+        if valid_all.any():
+            targets = torch.zeros(len(local), len(every))
+            rows = [tuple(p) for p in local[valid_local].tolist()]
+            cols = [tuple(p) for p in every[valid_all].tolist()]
+            block = target_matrix(self.targets, rows, cols, self.recipe.targets)
+            targets[valid_local.nonzero()[:, 0][:, None], valid_all.nonzero()[:, 0][None, :]] = block
+            l_d = discriminative_loss(out["r"], targets.to(device), self.world_size, valid_local.to(device),
+                                      valid_all.to(device))
+        else:  # a step of instruction rows only (data.instruct): no point anywhere, L_d adds nothing
+            l_d = out["r"].sum() * 0.0
         return {"loss": MixedLoss(TokenLoss(out["loss_sum"], out["num_tokens"]),
                                   {"discriminative": (self.recipe.loss.alpha, l_d)}, token_name="generative")}
 
