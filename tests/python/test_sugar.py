@@ -194,3 +194,12 @@ def test_bad_input_is_a_value_error(runs, tmp_path):
         recipe_from_dict({**recipe(runs), "loss": {"alpha": -1.0}})
     with pytest.raises(FileNotFoundError, match="Sugar checkpoint"):
         SugarModel.from_pretrained(str(runs / "llava"))
+    bad = tmp_path / "instruct.json"  # mixed-in instruction data goes through LLaVA's checks
+    bad.write_text(json.dumps([{"id": 1, "image": "../../x.png", "conversations": [
+        {"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": "A bag."}]}]))
+    r = recipe(runs)
+    r["data"]["instruct"] = str(bad)
+    with pytest.raises(ValueError, match="leaves the image folder"):
+        build_task(recipe_from_dict(r))
+    with pytest.raises(ValueError, match="instruct_samples"):
+        recipe_from_dict({**r, "data": {**r["data"], "instruct_samples": -1}})
