@@ -23,13 +23,14 @@ bool rows_apply(const at::Tensor& x, int64_t in) {
   return x.dim() >= 1 && in > 0 && x.size(-1) == in && x.numel() / in <= kDecodeRows;
 }
 
-/// x widened to fp32 rows, the kernel over slices of the output features on the intra-op
-/// threads, then each output times its row's scale (int8), plus the bias, rounded to the result
-/// dtype in the same pass. A decoding step calls this ~7 times per layer: tensor ops around the
-/// kernel would cost more than the small layers' GEMVs.
-template <typename Kernel>
+/// x widened to fp32 rows and handed once to `prepare` (whose pointer reaches every kernel call),
+/// the kernel over slices of the output features on the intra-op threads, then each output times
+/// its row's scale (int8), plus the bias, rounded to the result dtype in the same pass. A decoding
+/// step calls this ~7 times per layer: tensor ops around the kernel would cost more than the small
+/// layers' GEMVs.
+template <typename Prepare, typename Kernel>
 at::Tensor run(const at::Tensor& x, int64_t in, int64_t out_features, const float* scale, const at::Tensor& bias,
-               std::optional<at::ScalarType> out_dtype, const Kernel& kernel) {
+               std::optional<at::ScalarType> out_dtype, const Prepare& prepare, const Kernel& kernel) {
   const int64_t rows = x.numel() / in;
   const at::ScalarType result = out_dtype.value_or(x.scalar_type());
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
@@ -43,6 +44,7 @@ at::Tensor run(const at::Tensor& x, int64_t in, int64_t out_features, const floa
     for (int64_t i = 0; i < rows * in; ++i) x_buffer[i] = static_cast<float>(src[i]);
     xp = x_buffer.data();
   }
+  const float* prepared = prepare(xp, rows);
   const bool direct = result == at::kFloat;
   at::Tensor y = at::empty(shape, x.options().dtype(direct ? at::kFloat : result));
   float* yp = direct ? y.data_ptr<float>() : nullptr;
@@ -57,7 +59,7 @@ at::Tensor run(const at::Tensor& x, int64_t in, int64_t out_features, const floa
   const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / in);
   if (rows > 0)
     at::parallel_for(0, out_features, grain, [&](int64_t o0, int64_t o1) {
-      kernel(xp, yp, o0, o1);
+      kernel(xp, prepared, yp, o0, o1);
       for (int64_t r = 0; r < rows; ++r)
         for (int64_t o = o0; o < o1; ++o) {
           float& v = yp[r * out_features + o];
@@ -69,6 +71,9 @@ at::Tensor run(const at::Tensor& x, int64_t in, int64_t out_features, const floa
   if (!direct && !out_bf16) y.copy_(at::from_blob(yp, shape, at::kFloat));  // fp16 or fp64 asked for
   return y;
 }
+
+/// For the kernels that read x as it is (fp32 and int8 weights).
+const float* as_is(const float*, int64_t) { return nullptr; }
 
 }  // namespace
 
@@ -90,13 +95,16 @@ at::Tensor decode_linear(const at::Tensor& x, const at::Tensor& weight, const at
   if (w.scalar_type() == at::kBFloat16) {
     const auto* wp = reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>());
     const detail::DecodeKernel k = detail::decode_kernel(rows, in);
-    return run(x, in, out, nullptr, bias, out_dtype,
-               [&](const float* xp, float* yp, int64_t o0, int64_t o1) { k(xp, wp, yp, in, out, o0, o1); });
+    const auto split = [in](const float* xp, int64_t n) { return detail::decode_split_x(xp, n, in); };
+    return run(x, in, out, nullptr, bias, out_dtype, split,
+               [&](const float* xp, const float* xs, float* yp, int64_t o0, int64_t o1) {
+                 k(xp, xs, wp, yp, in, out, o0, o1);
+               });
   }
   const float* wp = w.data_ptr<float>();
   const detail::DecodeKernelF32 k = detail::decode_kernel_f32(rows, in);
-  return run(x, in, out, nullptr, bias, out_dtype,
-             [&](const float* xp, float* yp, int64_t o0, int64_t o1) { k(xp, wp, yp, in, out, o0, o1); });
+  return run(x, in, out, nullptr, bias, out_dtype, as_is,
+             [&](const float* xp, const float*, float* yp, int64_t o0, int64_t o1) { k(xp, wp, yp, in, out, o0, o1); });
 }
 
 bool decode_linear_int8_applies(const at::Tensor& x, const at::Tensor& q_weight) {
@@ -120,8 +128,8 @@ at::Tensor decode_linear_int8(const at::Tensor& x, const at::Tensor& q_weight, c
   const at::Tensor q = q_weight.contiguous(), s = scale.contiguous();
   const int8_t* qp = q.data_ptr<int8_t>();
   const detail::DecodeKernelI8 k = detail::decode_kernel_i8(rows, in);
-  return run(x, in, out, s.data_ptr<float>(), bias, out_dtype,
-             [&](const float* xp, float* yp, int64_t o0, int64_t o1) { k(xp, qp, yp, in, out, o0, o1); });
+  return run(x, in, out, s.data_ptr<float>(), bias, out_dtype, as_is,
+             [&](const float* xp, const float*, float* yp, int64_t o0, int64_t o1) { k(xp, qp, yp, in, out, o0, o1); });
 }
 
 std::pair<at::Tensor, at::Tensor> quantize_int8_rows(const at::Tensor& weight) {

@@ -1,7 +1,8 @@
 // Bandwidth-bound GEMV over bf16 weights. A bf16 is the top half of an fp32, so a vector of
 // raw weights gives two fp32 vectors by a shift (the even-indexed weights) and a mask (the odd
-// ones), with no widening instruction; x is split the same way once per call (each block of
-// columns: its even entries, then its odd ones). How many weight rows are read at once depends
+// ones), with no widening instruction; x is split the same way once per call, before the threads
+// share out the weight rows (`decode_split_x`: each block of columns, its even entries, then its
+// odd ones). How many weight rows are read at once depends
 // on their length (the tables at the end). Intrinsics, not auto-vectorisation: GCC kept a
 // portable loop's accumulators in memory for more than one row of x.
 #include "tessera/ops/decode_linear_kernels.h"
@@ -36,8 +37,8 @@ const float* split_even_odd(const float* x, int64_t rows, int64_t in, int64_t la
 }
 
 template <int R, int P, int V>
-TESSERA_AVX512 void avx512_rows(const float* x, const float* xs, const uint16_t* w, float* out, int64_t in,
-                                int64_t stride, int64_t o0, int64_t o1) {
+TESSERA_AVX512 void avx512(const float* x, const float* xs, const uint16_t* w, float* out, int64_t in,
+                           int64_t stride, int64_t o0, int64_t o1) {
   const int64_t split = in / 32 * 32, body = in / (32 * V) * (32 * V);
   const __m512i odd = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
   int64_t o = o0;
@@ -71,17 +72,12 @@ TESSERA_AVX512 void avx512_rows(const float* x, const float* xs, const uint16_t*
       }
   }
   if constexpr (P > 1)
-    if (o < o1) avx512_rows<R, P / 2, V>(x, xs, w, out, in, stride, o, o1);
+    if (o < o1) avx512<R, P / 2, V>(x, xs, w, out, in, stride, o, o1);
 }
 
 template <int R, int P, int V>
-void avx512(const float* x, const uint16_t* w, float* out, int64_t in, int64_t stride, int64_t o0, int64_t o1) {
-  avx512_rows<R, P, V>(x, split_even_odd(x, R, in, 16), w, out, in, stride, o0, o1);
-}
-
-template <int R, int P, int V>
-TESSERA_AVX2 void avx2_rows(const float* x, const float* xs, const uint16_t* w, float* out, int64_t in,
-                            int64_t stride, int64_t o0, int64_t o1) {
+TESSERA_AVX2 void avx2(const float* x, const float* xs, const uint16_t* w, float* out, int64_t in,
+                       int64_t stride, int64_t o0, int64_t o1) {
   const int64_t split = in / 16 * 16, body = in / (16 * V) * (16 * V);
   const __m256i odd = _mm256_set1_epi32(static_cast<int>(0xFFFF0000u));
   int64_t o = o0;
@@ -116,12 +112,7 @@ TESSERA_AVX2 void avx2_rows(const float* x, const float* xs, const uint16_t* w, 
       }
   }
   if constexpr (P > 1)
-    if (o < o1) avx2_rows<R, P / 2, V>(x, xs, w, out, in, stride, o, o1);
-}
-
-template <int R, int P, int V>
-void avx2(const float* x, const uint16_t* w, float* out, int64_t in, int64_t stride, int64_t o0, int64_t o1) {
-  avx2_rows<R, P, V>(x, split_even_odd(x, R, in, 8), w, out, in, stride, o0, o1);
+    if (o < o1) avx2<R, P / 2, V>(x, xs, w, out, in, stride, o, o1);
 }
 
 // By rows of x, for short weight rows (under 4 KiB: one row at a time, V blocks per step for
@@ -141,9 +132,16 @@ constexpr DecodeKernel kAvx2Long[kDecodeRows] = {avx2<1, 4, 1>, avx2<2, 2, 1>, a
                                                  avx2<5, 1, 1>, avx2<6, 1, 1>, avx2<7, 1, 1>, avx2<8, 1, 1>};
 #endif
 
-constexpr DecodeKernel kPortable[kDecodeRows] = {portable<1, uint16_t>, portable<2, uint16_t>, portable<3, uint16_t>,
-                                                 portable<4, uint16_t>, portable<5, uint16_t>, portable<6, uint16_t>,
-                                                 portable<7, uint16_t>, portable<8, uint16_t>};
+/// The portable loop reads x as it is (decode_split_x hands it nullptr).
+template <int R>
+void portable_bf16(const float* x, const float*, const uint16_t* w, float* out, int64_t in, int64_t stride, int64_t o0,
+                   int64_t o1) {
+  portable<R, uint16_t>(x, w, out, in, stride, o0, o1);
+}
+
+constexpr DecodeKernel kPortable[kDecodeRows] = {portable_bf16<1>, portable_bf16<2>, portable_bf16<3>,
+                                                 portable_bf16<4>, portable_bf16<5>, portable_bf16<6>,
+                                                 portable_bf16<7>, portable_bf16<8>};
 
 using Isa = DecodeIsa;
 
@@ -185,6 +183,14 @@ DecodeKernel decode_kernel(int64_t rows, int64_t in) {
   if (decode_isa() == Isa::kAvx2) return short_rows ? kAvx2Short[r] : kAvx2Long[r];
 #endif
   return kPortable[r];
+}
+
+const float* decode_split_x(const float* x, int64_t rows, int64_t in) {
+#if TESSERA_DECODE_SIMD
+  if (decode_isa() == Isa::kAvx512) return split_even_odd(x, rows, in, 16);
+  if (decode_isa() == Isa::kAvx2) return split_even_odd(x, rows, in, 8);
+#endif
+  return nullptr;
 }
 
 const char* decode_kernel_isa() {

@@ -6,9 +6,15 @@
 namespace tessera::ops::detail {
 
 /// out[r * out_stride + o] = sum_i x[r * in + i] * bf16(w[o * in + i]) for r < rows and o in
-/// [o0, o1); x fp32 row-major, w the bf16 bits of a row-major [out, in] weight.
-using DecodeKernel = void (*)(const float* x, const uint16_t* w, float* out, int64_t in, int64_t out_stride,
-                              int64_t o0, int64_t o1);
+/// [o0, o1); x fp32 row-major, w the bf16 bits of a row-major [out, in] weight, xs x as
+/// `decode_split_x` reorders it (nullptr where that returns nullptr).
+using DecodeKernel = void (*)(const float* x, const float* xs, const uint16_t* w, float* out, int64_t in,
+                              int64_t out_stride, int64_t o0, int64_t o1);
+
+/// x's rows reordered for the bf16 kernels of this CPU (each block of columns: its even entries,
+/// then its odd ones), or nullptr when they read x as it is. Once per call, before the threads
+/// split the outputs; the buffer belongs to the calling thread until its next call.
+const float* decode_split_x(const float* x, int64_t rows, int64_t in);
 
 /// The same for fp32 weights.
 using DecodeKernelF32 = void (*)(const float* x, const float* w, float* out, int64_t in, int64_t out_stride,
