@@ -106,10 +106,15 @@ def test_both_evaluations_end_to_end(tmp_path):
     model = task.build_model().eval()
     out = evaluate_chat(task, model)
     assert out["probe_questions"] == 10 and out["rag_queries"] == 5
-    for key in ("probe_accuracy", "probe_yes_share", "rag_accuracy_none", "rag_accuracy_retrieved",
+    for key in ("what_is_accuracy", "probe_accuracy", "probe_yes_share", "rag_accuracy_retrieved",
                 "rag_accuracy_retrieved_sentences", "rag_accuracy_same_class", "rag_accuracy_random",
                 "rag_reference_precision"):
         assert 0.0 <= out[key] <= 1.0, key
+    # Without a store the question alone is still asked, on the same items, with the same answers.
+    alone = evaluate_chat(build_task(recipe_from_dict({**r, "eval": {**r["eval"], "chat_items": 5, "rag_store": 0}})),
+                          model)
+    assert alone["what_is_accuracy"] == out["what_is_accuracy"] and alone["what_is_questions"] == 5
+    assert not any(key.startswith("rag_") for key in alone)
     too_many = build_task(recipe_from_dict({**r, "eval": {**r["eval"], "chat_items": 2, "rag_store": 1,
                                                            "rag_k": 2}}))
     with pytest.raises(ValueError, match="the store holds 1"):

@@ -12,9 +12,9 @@ Retrieval-augmented generation: the first eval.rag_store Fashion-MNIST items of 
 training split: no held-out image) are embedded image alone through r, as the retrieval metrics
 embed; each held-out image takes its eval.rag_k nearest by cosine, and they go before the question
 as image and sentence ("<image>\\nA sandal.\\n" each, then "<image>\\nWhat is this item?").
-"What is this item?" accuracy without references, with the retrieved ones, with k references of the
-image's own class (does the model read references at all?), with k random ones, and with the
-retrieved sentences alone (no reference image: the demo LLaVA never saw two images in one prompt);
+"What is this item?" accuracy without references (`what_is_accuracy`, asked with eval.rag_store 0
+too), with the retrieved ones, with k references of the image's own class (does the model read
+references at all?), with k random ones, and with the retrieved sentences alone (no reference image: the demo LLaVA never saw two images in one prompt);
 and the share of retrieved references whose class is the query's."""
 from __future__ import annotations
 
@@ -162,10 +162,9 @@ def rag(task, model, queries: Sequence[Item], data_file: str) -> Dict[str, float
                "random": [rng.sample(range(len(store)), k) for _ in queries]}
     refs = {name: [[(store_path(task, store[j][0]), store[j][2]) for j in rows] for rows in chosen]
             for name, chosen in choices.items()}
-    refs["none"] = [[] for _ in queries]
     truth = [answer_of(label) for _, label, _ in queries]
     out = {}
-    for name, source, images in (("none", "none", True), ("retrieved", "retrieved", True),
+    for name, source, images in (("retrieved", "retrieved", True),
                                  ("retrieved_sentences", "retrieved", False), ("same_class", "same_class", True),
                                  ("random", "random", True)):
         samples = [rag_sample(f"rag-{n}", refs[source][n], image, WHAT_IS, truth[n], images)
@@ -177,15 +176,25 @@ def rag(task, model, queries: Sequence[Item], data_file: str) -> Dict[str, float
     return out
 
 
+def what_is(task, model, items: Sequence[Item], data_file: str) -> Dict[str, float]:
+    """"What is this item?" with no reference: the chat format Sugar must keep (RAG's baseline)."""
+    samples = [rag_sample(f"what-{n}", [], image, WHAT_IS, answer_of(label))
+               for n, (image, label, _) in enumerate(items)]
+    answers = generate_answers(task, model.llava, samples, data_file)
+    return {"what_is_accuracy": accuracy(answers, [answer_of(label) for _, label, _ in items]),
+            "what_is_questions": len(items)}
+
+
 def evaluate_chat(task, model) -> Dict[str, float]:
-    """Both evaluations on the first eval.chat_items held-out items (0: neither)."""
+    """The question alone, the probe and RAG on the first eval.chat_items held-out items (0: none)."""
     d, cfg = task.recipe.data, task.recipe.eval
     if not cfg.chat_items or not d.eval:
         return {}
     items = fashion_items(d.eval, cfg.chat_items)
     if not items:
         raise ValueError(f"{d.eval}: no Fashion-MNIST item (an image and a sentence naming a class) to ask about")
-    out = yes_no_probe(task, model, items, d.eval)
+    out = what_is(task, model, items, d.eval)
+    out.update(yes_no_probe(task, model, items, d.eval))
     if cfg.rag_store:
         out.update(rag(task, model, items, d.eval))
     return out

@@ -80,7 +80,7 @@ class SugarEval:
     max_samples: int = 0                    # held-out samples and pairs evaluated (0: all)
     target_fit_samples: int = 128           # held-out samples whose points' M_r is compared with M_l (n^2 GAKs)
     batch_size: int = 64
-    chat_items: int = 150                   # held-out items for the yes/no probe and RAG (sugar_chat; 0: neither)
+    chat_items: int = 150                   # held-out items asked about: question, probe, RAG (0: none)
     rag_store: int = 2000                   # training items RAG retrieves from (0: no RAG)
     rag_k: int = 2                          # references per question (3 would overflow the demo's 128 positions)
     template: str = "v1"                    # the LLaVA run's chat template
