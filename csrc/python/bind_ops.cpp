@@ -5,6 +5,7 @@
 #include "tessera/ops/decode_elementwise.h"
 #include "tessera/ops/decode_linear.h"
 #include "tessera/ops/decode_linear_kernels.h"
+#include "tessera/ops/onednn_linear.h"
 #include "tessera/ops/gak.h"
 #include "tessera/ops/soft_dtw.h"
 
@@ -67,6 +68,21 @@ void bind_ops(py::module_& m) {
       py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(), py::arg("out_dtype") = py::none(),
       "x W^T + b for at most 8 rows against a bf16 weight, fp32 accumulation (decode_linear.h).");
   m.def("decode_linear_applies", &ops::decode_linear_applies, py::arg("x"), py::arg("weight"));
+  m.def(
+      "linear",
+      [](const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+        return without_gil([&] { return ops::linear(x, weight, bias.value_or(at::Tensor())); });
+      },
+      py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(),
+      "at::linear, through oneDNN for fp32 inference where it applies (onednn_linear.h).");
+  m.def(
+      "onednn_linear_applies",
+      [](const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+        return ops::onednn_linear_applies(x, weight, bias.value_or(at::Tensor()));
+      },
+      py::arg("x"), py::arg("weight"), py::arg("bias") = py::none());
+  m.def("set_onednn_linear_enabled", &ops::set_onednn_linear_enabled, py::arg("on"));
+  m.def("onednn_linear_enabled", &ops::onednn_linear_enabled);
   m.def(
       "decode_linear_int8",
       [](const at::Tensor& x, const at::Tensor& q_weight, const at::Tensor& scale, const std::optional<at::Tensor>& bias,

@@ -18,7 +18,8 @@ from . import _C
 
 Lengths = Optional[Tuple[Union[torch.Tensor, Sequence[int]], Union[torch.Tensor, Sequence[int]]]]
 
-__all__ = ["soft_dtw", "gak", "gak_from_cost", "triple_kernel_cost", "decode_linear"]
+__all__ = ["soft_dtw", "gak", "gak_from_cost", "triple_kernel_cost", "decode_linear", "linear",
+           "onednn_linear"]
 
 
 def _pair(lengths: Lengths, fn: str):
@@ -86,3 +87,38 @@ def decode_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Te
     memory's rate (LibTorch's GEMM reads it at a quarter of that for one row). tessera's linear
     layers and LM heads use it by themselves when decoding without autograd or autocast."""
     return _C.ops.decode_linear(x, weight, bias, out_dtype)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """`torch.nn.functional.linear` as tessera's layers compute it: fp32 inference on CPU with 128+
+    rows and both weight sides 256+ goes through oneDNN (LibTorch's `mkldnn::_linear_pointwise`,
+    0.5-0.85x MKL's time on AMD CPUs at those sizes), everything else, autograd included, through
+    torch's own linear. Results agree with torch's to fp32 rounding."""
+    return _C.ops.linear(x, weight, bias)
+
+
+class onednn_linear:
+    """Turns the oneDNN path on or off for this process (default on; TESSERA_ONEDNN_LINEAR=0 starts
+    it off), as a call or, to A/B-compare, a context manager that restores the previous setting:
+
+        with tessera.ops.onednn_linear(False):
+            reference = model(x)"""
+
+    def __init__(self, on: bool):
+        self.previous = _C.ops.onednn_linear_enabled()
+        _C.ops.set_onednn_linear_enabled(bool(on))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        _C.ops.set_onednn_linear_enabled(self.previous)
+
+    @staticmethod
+    def enabled() -> bool:
+        return _C.ops.onednn_linear_enabled()
+
+    @staticmethod
+    def applies(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> bool:
+        return _C.ops.onednn_linear_applies(x, weight, bias)
+

@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include "tessera/ops/decode_linear.h"
+#include "tessera/ops/onednn_linear.h"
 
 #include <c10/core/GradMode.h>
 
@@ -106,7 +107,7 @@ at::Tensor LinearImpl::forward(const at::Tensor& x) const {
   const bool plain = !lora_options || lora_merged;
   if (plain)
     if (std::optional<at::Tensor> y = decode(x)) return *y;
-  at::Tensor y = at::linear(x, weight(), bias());
+  at::Tensor y = ops::linear(x, weight(), bias());
   if (plain) return y;
   at::Tensor h = at::dropout(x, lora_options->dropout, is_training());
   return y + at::linear(at::linear(h, lora_A->weight()), lora_B->weight()) * lora_options->scale();

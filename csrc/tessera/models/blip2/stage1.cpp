@@ -3,6 +3,7 @@
 
 #include "tessera/nn/activation.h"
 #include "tessera/nn/init.h"
+#include "tessera/ops/onednn_linear.h"
 
 #include <ATen/ATen.h>
 
@@ -69,7 +70,7 @@ void BertLMPredictionHeadImpl::reset() {
 
 at::Tensor BertLMPredictionHeadImpl::forward(const at::Tensor& states, const at::Tensor& decoder) const {
   at::Tensor h = norm->forward(nn::apply_activation(dense->forward(states), nn::activation_from_name(options.hidden_act())));
-  return at::linear(h, decoder, bias());
+  return ops::linear(h, decoder, bias());
 }
 
 Blip2ForPretrainingImpl::Blip2ForPretrainingImpl(Blip2Options options_)

@@ -7,6 +7,7 @@
 #include "tessera/nn/rotary.h"
 #include "tessera/nn/transformer_block.h"
 #include "tessera/ops/decode_linear.h"
+#include "tessera/ops/onednn_linear.h"
 
 #include <ATen/ATen.h>
 
@@ -124,7 +125,7 @@ CausalLMOutput LlamaForCausalLMImpl::forward(const at::Tensor& input_ids, const 
   std::optional<at::Tensor> decoded;
   if (cache && lm_head) decoded = lm_head->decode(h, at::kFloat);
   else if (cache && ops::decode_linear_applies(h, head)) decoded = ops::decode_linear(h, head, {}, at::kFloat);
-  out.logits = decoded ? *decoded : at::linear(h, head);
+  out.logits = decoded ? *decoded : ops::linear(h, head);
   out.hidden_states = std::move(hidden);
   if (labels.defined()) {
     std::tie(out.loss_sum, out.num_tokens) = causal_lm_loss(out.logits, labels);
