@@ -5,11 +5,12 @@ training step adds (each library in a fresh process: Linux's VmHWM, and the allo
 from the profiler's memory events, which glibc's page retention does not blur). Goals: forward >= 1.2x,
 train step >= 1.0x, training peak <= 0.85x transformers'.
 
-    .venv/bin/python benchmarks/qformer_cpu.py [--batch 8] [--iters 3]
+    .venv/bin/python benchmarks/qformer_cpu.py [--batch 8] [--iters 6]
 """
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -17,8 +18,6 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from vit_cpu import timed  # noqa: E402
 
 CONFIG = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
               cross_attention_frequency=2, encoder_hidden_size=1408, use_qformer_text_input=False,
@@ -90,7 +89,7 @@ def memory_child(lib: str, path: str, batch: int) -> None:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--iters", type=int, default=6, help="interleaved timing rounds")
     ap.add_argument("--memory-child", nargs=2, metavar=("LIB", "PATH"))
     args = ap.parse_args()
     if args.memory_child:
@@ -108,15 +107,29 @@ def main():
         params = sum(p.numel() for p in models["tessera"].parameters()) / 1e6
         print(f"threads {torch.get_num_threads()}, Q-Former {params:.0f}M parameters, batch {args.batch}, "
               f"max |difference| {(a - b).abs().max().item():.2e}")
-        forward, step = {}, {}
-        for lib, model in models.items():
-            with torch.no_grad():
-                forward[lib] = timed(lambda: run(model.eval(), lib, queries, image), args.iters)
-            model.train()
-            step[lib] = timed(lambda: train_step(model, lib, queries, image), args.iters)
-        for name, t in (("forward", forward), ("train step", step)):
-            print(f"{name:10s}: tessera {t['tessera'] * 1e3:7.0f} ms, transformers {t['transformers'] * 1e3:7.0f} ms: "
-                  f"{t['transformers'] / t['tessera']:.2f}x")
+        # Interleaved rounds (transformers, tessera with its oneDNN linear path off, then on), medians:
+        # this machine's speed drifts by 10-30 % within a minute, which sequential best-ofs mistake
+        # for differences between the libraries.
+        import tessera.ops
+
+        cases = {"transformers": (models["transformers"], "transformers", True),
+                 "tessera, oneDNN off": (models["tessera"], "tessera", False),
+                 "tessera": (models["tessera"], "tessera", True)}
+        for name, fn, grad in (("forward", run, False), ("train step", train_step, True)):
+            times = {case: [] for case in cases}
+            for model, _, _ in cases.values():
+                model.train(grad)
+            for _ in range(args.iters + 1):  # the first round warms up
+                for case, (model, lib, onednn) in cases.items():
+                    with tessera.ops.onednn_linear(onednn), torch.set_grad_enabled(grad):
+                        t = time.perf_counter()
+                        fn(model, lib, queries, image)
+                        times[case].append(time.perf_counter() - t)
+            med = {case: statistics.median(v[1:]) for case, v in times.items()}
+            ref = med["transformers"]
+            print(f"{name:10s}: " + ", ".join(f"{case} {t * 1e3:.0f} ms" for case, t in med.items())
+                  + f": {ref / med['tessera']:.2f}x ({ref / med['tessera, oneDNN off']:.2f}x with oneDNN off; "
+                  f"medians of {args.iters} interleaved rounds)")
         peak = {}
         for lib in models:
             out = subprocess.run([sys.executable, __file__, "--batch", str(args.batch), "--memory-child", lib, d],

@@ -90,12 +90,11 @@ def decode_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Te
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """`torch.nn.functional.linear` as tessera's layers compute it: fp32 on CPU with 128+ rows and
-    both weight sides 256+ goes through oneDNN (LibTorch's `mkldnn::_linear_pointwise`, 0.5-0.85x
-    MKL's time on AMD CPUs at those sizes), in training through an autograd function whose input
-    gradient runs there too; everything else (other dtypes and devices, autocast, tensor
-    subclasses such as DTensor, dispatch modes) through torch's own linear. Results and gradients
-    agree with torch's to fp32 rounding."""
+    """`torch.nn.functional.linear` as tessera's layers compute it: fp32 inference on CPU with 128+
+    rows and both weight sides 256+ goes through oneDNN (LibTorch's `mkldnn::_linear_pointwise`,
+    0.5-0.85x MKL's time on AMD CPUs at those sizes); everything else (gradients of either mode,
+    other dtypes and devices, autocast, tensor subclasses such as DTensor, dispatch modes) through
+    torch's own linear. Results agree with torch's to fp32 rounding."""
     return _C.ops.linear(x, weight, bias)
 
 

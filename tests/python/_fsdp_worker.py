@@ -1,10 +1,7 @@
 """Trains a tiny tessera CLIP for a few AdamW steps, in one process or under FSDP2 on 2 Gloo
 ranks (same batch on every rank), and writes the losses and final weights for the test to compare.
 
-    python _fsdp_worker.py OUT single|fsdp|fsdp_ckpt[_wide]     (fsdp*: launched by torchrun)
-
-`_wide`: layers 256 wide and 128+ rows per product, so the linear layers run through oneDNN
-(csrc/tessera/ops/onednn_linear.cpp) forward and backward; the count of its calls is written too.
+    python _fsdp_worker.py OUT single|fsdp|fsdp_ckpt     (fsdp*: launched by torchrun)
 """
 import os
 import sys
@@ -20,16 +17,10 @@ from _clip_reference import pixel_batch, text_batch, tiny_config  # noqa: E402
 STEPS = 5
 
 
-WIDE = dict(hidden_size=256, intermediate_size=512, num_attention_heads=4)
-
-
 def main(out: str, mode: str) -> None:
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    wide = mode.endswith("_wide")
-    mode = mode.removesuffix("_wide")
-    config = tiny_config(text=dict(WIDE, max_position_embeddings=32), vision=dict(WIDE, image_size=64)) if wide \
-        else tiny_config()
+    config = tiny_config()
     model = tessera.CLIPModel(config)
     model.train()
     ids, mask = text_batch(config["text_config"], batch=4, seq_len=config["text_config"]["max_position_embeddings"])
@@ -55,16 +46,14 @@ def main(out: str, mode: str) -> None:
         fully_shard(model, mesh=mesh, ignored_params={model.logit_scale})
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     losses = []
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        for _ in range(STEPS):
-            opt.zero_grad()
-            loss = model(input_ids=ids, pixel_values=px, attention_mask=mask, return_loss=True).loss
-            loss.backward()
-            if mode != "single":
-                dist.all_reduce(model.logit_scale.grad, op=dist.ReduceOp.AVG)
-            opt.step()
-            losses.append(loss.item())
-    onednn = sum(e.count for e in prof.key_averages() if e.key == "mkldnn::_linear_pointwise")
+    for _ in range(STEPS):
+        opt.zero_grad()
+        loss = model(input_ids=ids, pixel_values=px, attention_mask=mask, return_loss=True).loss
+        loss.backward()
+        if mode != "single":
+            dist.all_reduce(model.logit_scale.grad, op=dist.ReduceOp.AVG)
+        opt.step()
+        losses.append(loss.item())
     state = model.state_dict()
     if mode != "single":
         state = {k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in state.items()}
@@ -72,7 +61,7 @@ def main(out: str, mode: str) -> None:
     state = {k.replace("_checkpoint_wrapped_module.", ""): v.detach().clone() for k, v in state.items()}
     changed = {k: not torch.equal(state[k], v) for k, v in initial.items()}
     if rank == 0:
-        torch.save({"losses": losses, "state": state, "changed": changed, "onednn_calls": onednn}, out)
+        torch.save({"losses": losses, "state": state, "changed": changed}, out)
     shutdown_distributed()
 
 

@@ -4,9 +4,9 @@
 #include <ATen/ATen.h>
 
 #include "tessera/ops/decode_linear.h"
+#include "tessera/ops/kernel_guard.h"
 #include "tessera/ops/onednn_linear.h"
 
-#include <c10/core/GradMode.h>
 
 #include <cmath>
 #include <tuple>
@@ -90,8 +90,7 @@ void LinearImpl::set_int8_decoding(bool on) {
 std::optional<at::Tensor> LinearImpl::decode(const at::Tensor& x, std::optional<at::ScalarType> out_dtype) const {
   if (lora_options && !lora_merged) return std::nullopt;
   const at::Tensor& w = weight();
-  if (int8_on_ && w.device().is_cpu() && !(c10::GradMode::is_enabled() && w.requires_grad()) &&
-      ops::decode_linear_int8_applies(x, w)) {
+  if (int8_on_ && w.device().is_cpu() && ops::own_kernel_may_take({w}) && ops::decode_linear_int8_applies(x, w)) {
     if (!q_weight_.defined() || q_version_ != w._version() || q_source_ != w.data_ptr()) {
       std::tie(q_weight_, q_scale_) = ops::quantize_int8_rows(w);
       q_version_ = w._version();

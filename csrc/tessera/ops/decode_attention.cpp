@@ -1,8 +1,8 @@
 #include "tessera/ops/decode_attention.h"
+#include "tessera/ops/kernel_guard.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <c10/core/GradMode.h>
 
 #include <algorithm>
 #include <cmath>
@@ -97,8 +97,7 @@ bool decode_attention_applies(const at::Tensor& q, const at::Tensor& k, const at
         (mask.size(1) != 1 && mask.size(1) != q.size(1)))
       return false;
   }
-  if (!c10::GradMode::is_enabled()) return true;
-  return !q.requires_grad() && !k.requires_grad() && !v.requires_grad() && !(mask.defined() && mask.requires_grad());
+  return own_kernel_may_take({q, k, v, mask});
 }
 
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,

@@ -1,9 +1,9 @@
 #include "tessera/ops/decode_elementwise.h"
+#include "tessera/ops/kernel_guard.h"
 
 #include "tessera/ops/decode_linear.h"
 
 #include <ATen/ATen.h>
-#include <c10/core/GradMode.h>
 
 #include <cmath>
 
@@ -67,10 +67,9 @@ bool decode_elementwise_applies(const at::Tensor& x, int64_t rows, std::initiali
   if (x.scalar_type() != at::kFloat && x.scalar_type() != at::kBFloat16) return false;
   for (const at::Tensor& t : others)
     if (!t.defined() || t.scalar_type() != x.scalar_type() || !t.device().is_cpu()) return false;
-  if (!c10::GradMode::is_enabled()) return true;
-  if (x.requires_grad()) return false;
+  if (!own_kernel_may_take({x})) return false;
   for (const at::Tensor& t : others)
-    if (t.requires_grad()) return false;
+    if (!own_kernel_may_take({t})) return false;
   return true;
 }
 

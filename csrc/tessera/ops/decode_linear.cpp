@@ -1,10 +1,10 @@
 #include "tessera/ops/decode_linear.h"
 #include "tessera/ops/decode_linear_kernels.h"
+#include "tessera/ops/kernel_guard.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
-#include <c10/core/GradMode.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -14,12 +14,11 @@ namespace tessera::ops {
 
 namespace {
 
-/// Rows of x a decoding kernel serves: CPU, fp32 or bf16, at most kDecodeRows, no autograd
-/// through x, no autocast (whose dtypes at::linear follows).
+/// Rows of x a decoding kernel serves: CPU, fp32 or bf16, at most kDecodeRows, nothing that
+/// own_kernel_may_take refuses, no autocast (whose dtypes at::linear follows).
 bool rows_apply(const at::Tensor& x, int64_t in) {
   if (!x.device().is_cpu() || (x.scalar_type() != at::kBFloat16 && x.scalar_type() != at::kFloat)) return false;
-  if (c10::GradMode::is_enabled() && x.requires_grad()) return false;
-  if (at::autocast::is_autocast_enabled(at::kCPU)) return false;
+  if (!own_kernel_may_take({x}) || at::autocast::is_autocast_enabled(at::kCPU)) return false;
   return x.dim() >= 1 && in > 0 && x.size(-1) == in && x.numel() / in <= kDecodeRows;
 }
 
@@ -81,7 +80,7 @@ bool decode_linear_applies(const at::Tensor& x, const at::Tensor& weight) {
   if (!weight.defined() || !weight.device().is_cpu() || weight.dim() != 2) return false;
   const bool bf16 = weight.scalar_type() == at::kBFloat16;
   if (!bf16 && !(weight.scalar_type() == at::kFloat && x.scalar_type() == at::kFloat)) return false;
-  if (c10::GradMode::is_enabled() && weight.requires_grad()) return false;
+  if (!own_kernel_may_take({weight})) return false;
   return rows_apply(x, weight.size(1));
 }
 
