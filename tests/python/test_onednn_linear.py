@@ -67,6 +67,7 @@ def test_what_stays_on_torch_linear():
         assert not applies(x.bfloat16(), w.bfloat16(), b.bfloat16())  # fp32 only
         assert not applies(x, w.t(), b)                              # a transposed (non-contiguous) weight
         assert not applies(x, w, b.double())
+        assert not applies(x, w, torch.randn(255))                  # a wrong bias gets torch's error
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert not applies(x, w, b)                              # autocast decides dtypes
         with torch.backends.mkldnn.flags(enabled=False):

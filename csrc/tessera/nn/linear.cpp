@@ -1,12 +1,11 @@
 // Linear layer (torch.nn.Linear) on tessera's call-time parameter slots.
 #include "tessera/nn/linear.h"
 
-#include <ATen/ATen.h>
-
 #include "tessera/ops/decode_linear.h"
 #include "tessera/ops/kernel_guard.h"
 #include "tessera/ops/onednn_linear.h"
 
+#include <ATen/ATen.h>
 
 #include <cmath>
 #include <tuple>

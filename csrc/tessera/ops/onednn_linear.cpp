@@ -52,7 +52,9 @@ bool onednn_linear_applies(const at::Tensor& x, const at::Tensor& weight, const 
   if (!enabled_flag() || !at::hasMKLDNN() || !at::globalContext().userEnabledMkldnn()) return false;
   if (!x.device().is_cpu() || x.scalar_type() != at::kFloat || weight.scalar_type() != at::kFloat) return false;
   if (!weight.device().is_cpu() || weight.dim() != 2 || !weight.is_contiguous()) return false;
-  if (bias.defined() && (bias.scalar_type() != at::kFloat || bias.dim() != 1 || !bias.is_contiguous())) return false;
+  if (bias.defined() && (!bias.device().is_cpu() || bias.scalar_type() != at::kFloat || bias.dim() != 1 ||
+                         bias.size(0) != weight.size(0) || !bias.is_contiguous()))
+    return false;  // at::linear gives the error a wrong bias deserves
   if (!own_kernel_may_take({x, weight, bias}) || at::autocast::is_autocast_enabled(at::kCPU)) return false;
   const int64_t in = weight.size(1), out = weight.size(0);
   if (x.dim() < 2 || x.size(-1) != in || in < kOneDnnWidth || out < kOneDnnWidth) return false;
