@@ -21,18 +21,10 @@ ROWS = [1, 8, 32, 64, 128, 256, 512, 2048]
 
 
 def cpu_description() -> str:
-    vendor, flags = "?", set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("vendor_id") and vendor == "?":
-                    vendor = line.split(":", 1)[1].strip()
-                elif line.startswith("flags") and not flags:
-                    flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
-    return f"{vendor}, {' '.join(shown) or 'no AVX flags read'}"
+    from tessera.train.hardware import cpu_flags, cpu_vendor
+
+    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in cpu_flags()]
+    return f"{cpu_vendor() or '?'}, {' '.join(shown) or 'no AVX flags read'}"
 
 
 def quartile_time(fn, n: int = 12) -> float:

@@ -5,8 +5,8 @@
 #include "tessera/ops/decode_elementwise.h"
 #include "tessera/ops/decode_linear.h"
 #include "tessera/ops/decode_linear_kernels.h"
-#include "tessera/ops/onednn_linear.h"
 #include "tessera/ops/gak.h"
+#include "tessera/ops/onednn_linear.h"
 #include "tessera/ops/soft_dtw.h"
 
 #include <optional>

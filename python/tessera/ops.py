@@ -122,4 +122,3 @@ class onednn_linear:
     @staticmethod
     def applies(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> bool:
         return _C.ops.onednn_linear_applies(x, weight, bias)
-

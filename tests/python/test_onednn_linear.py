@@ -9,24 +9,13 @@ import sys
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import tessera
 import tessera.ops
+from _linear_reference import assert_fp32_sum
 
 ONEDNN = "mkldnn::_linear_pointwise"
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="LibTorch built without oneDNN")
-
-
-def reference(x, w, b=None):
-    y = x.double() @ w.double().T
-    return y if b is None else y + b.double()
-
-
-def assert_fp32_sum(y, x, w, b=None):
-    """Within fp32 rounding of a sum of `inner` products taken in another order."""
-    bound = 1e-6 * (x.abs().double() @ w.abs().double().T + (0 if b is None else b.abs().double())) + 1e-7
-    assert bool(((y.double() - reference(x, w, b)).abs() <= bound).all())
 
 
 def ran(fn, name=ONEDNN) -> bool:

@@ -67,10 +67,7 @@ bool decode_elementwise_applies(const at::Tensor& x, int64_t rows, std::initiali
   if (x.scalar_type() != at::kFloat && x.scalar_type() != at::kBFloat16) return false;
   for (const at::Tensor& t : others)
     if (!t.defined() || t.scalar_type() != x.scalar_type() || !t.device().is_cpu()) return false;
-  if (!own_kernel_may_take({x})) return false;
-  for (const at::Tensor& t : others)
-    if (!own_kernel_may_take({t})) return false;
-  return true;
+  return own_kernel_may_take({x}) && own_kernel_may_take(others);
 }
 
 at::Tensor decode_rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {

@@ -18,6 +18,19 @@ def cpu_flags() -> Set[str]:
     return set()
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_vendor() -> str:
+    """/proc/cpuinfo's vendor_id (GenuineIntel, AuthenticAMD, ...), or "" where it cannot be read."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
 def cpu_has_native_bf16() -> bool:
     flags = cpu_flags()
     return bool({"avx512_bf16", "amx_bf16"} & flags)

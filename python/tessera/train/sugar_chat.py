@@ -14,8 +14,9 @@ embed; each held-out image takes its eval.rag_k nearest by cosine, and they go b
 as image and sentence ("<image>\\nA sandal.\\n" each, then "<image>\\nWhat is this item?").
 "What is this item?" accuracy without references (`what_is_accuracy`, asked with eval.rag_store 0
 too), with the retrieved ones, with k references of the image's own class (does the model read
-references at all?), with k random ones, and with the retrieved sentences alone (no reference image: the demo LLaVA never saw two images in one prompt);
-and the share of retrieved references whose class is the query's."""
+references at all?), with k random ones, and with the retrieved sentences alone (no reference
+image: the demo LLaVA never saw two images in one prompt); and the share of retrieved references
+whose class is the query's."""
 from __future__ import annotations
 
 import os
@@ -178,10 +179,9 @@ def rag(task, model, queries: Sequence[Item], data_file: str) -> Dict[str, float
 
 def what_is(task, model, items: Sequence[Item], data_file: str) -> Dict[str, float]:
     """"What is this item?" with no reference: the chat format Sugar must keep (RAG's baseline)."""
-    samples = [rag_sample(f"what-{n}", [], image, WHAT_IS, answer_of(label))
-               for n, (image, label, _) in enumerate(items)]
-    answers = generate_answers(task, model.llava, samples, data_file)
-    return {"what_is_accuracy": accuracy(answers, [answer_of(label) for _, label, _ in items]),
+    truth = [answer_of(label) for _, label, _ in items]
+    samples = [rag_sample(f"what-{n}", [], image, WHAT_IS, truth[n]) for n, (image, _, _) in enumerate(items)]
+    return {"what_is_accuracy": accuracy(generate_answers(task, model.llava, samples, data_file), truth),
             "what_is_questions": len(items)}
 
 
