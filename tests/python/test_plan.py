@@ -148,3 +148,24 @@ def test_plan_cli_text_and_errors(tmp_path, monkeypatch):
     (tmp_path / "toy.yaml").write_text("task: toy_regression\n")
     assert main(["plan", str(tmp_path / "toy.yaml")]) == 2
     assert main(["plan", RECIPE, "--set", "train.steps=-5"]) == 2
+
+
+@needs_data
+def test_stepping_inside_backward_drops_the_moment_that_holds_every_gradient():
+    recipe = load_recipe(RECIPE, ["optim.in_backward=true", "optim.grad_clip=0"])
+    shape = model_shape(recipe)
+    small = Settings(batch_size=1)  # a batch this small peaks at the optimizer step
+    after = plan_memory(shape, small)
+    inside = plan_memory(shape, Settings(batch_size=1, in_backward=True))
+    assert after.peak_moment == "optimizer step" and inside.peak_moment == "backward"
+    assert inside.peak < after.peak and after.peak - inside.peak <= after.gradients + 4 * after.trainable
+    assert any(f"optim.in_backward (with optim.grad_clip: 0) steps inside backward instead, peak "
+               f"{inside.peak / 2**20:.1f} MiB" in n for n in after.notes), after.notes
+    assert not any("in_backward" in n for n in inside.notes)
+    big = Settings(batch_size=256)  # at the demo's batch backward dominates: nothing changes
+    assert plan_memory(shape, big).peak == plan_memory(shape, Settings(batch_size=256, in_backward=True)).peak
+    from tessera.plan import settings_for
+
+    assert settings_for(recipe, shape).in_backward
+    fits = suggest(shape, Settings(batch_size=256, accumulation=1, in_backward=True), 10 * 2 ** 30, bf16_ok=False)
+    assert fits and all(p.settings.accumulation == 1 for p in fits)

@@ -11,7 +11,8 @@ def settings_for(recipe, shape: ModelShape, world_size: int = 1, device: str = "
     t = recipe.train
     return Settings(world_size=world_size, strategy=t.strategy, precision=t.precision,
                     checkpointing=recipe.model.gradient_checkpointing, batch_size=shape.batch_size,
-                    accumulation=recipe.optim.accumulation_steps, prefetch=shape.prefetch, device=device)
+                    accumulation=recipe.optim.accumulation_steps, prefetch=shape.prefetch, device=device,
+                    in_backward=recipe.optim.in_backward)
 
 
 def model_shape(recipe) -> ModelShape:

@@ -18,7 +18,7 @@ def _label(p: MemoryPlan) -> str:
     s = p.settings
     strat = s.strategy if s.world_size > 1 else "single"
     return (f"{strat:6s} {s.precision:4s} ckpt={'on ' if s.checkpointing else 'off'} "
-            f"batch={s.batch_size}x{s.accumulation}")
+            f"batch={s.batch_size}x{s.accumulation}" + (" in_backward" if s.in_backward else ""))
 
 
 def format_plan(p: MemoryPlan, table: List[MemoryPlan], fits: List[MemoryPlan], measured=None) -> str:

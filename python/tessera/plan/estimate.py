@@ -5,7 +5,7 @@ The step's peak is the larger of two moments (AdamW, fp32 master weights):
   transients, or a language model's head backward over its logits if larger (gradients are
   freed by `zero_grad(set_to_none=True)`, so few exist yet);
 - the optimizer step: weights + gradients + optimizer state + AdamW's foreach temporaries (one
-  fp32 tensor per parameter).
+  fp32 tensor per parameter); with `optim.in_backward` there is no such moment.
 DDP adds its gradient buckets (a second copy of the gradients); FSDP2 divides weights, gradients
 and optimizer state by the world size and adds the gathered working set: the root's parameters,
 the running and the prefetched layer, and one layer's reduce-scatter buffer.
@@ -37,6 +37,7 @@ class Settings:
     accumulation: int = 1
     prefetch: int = 4                # batches the loader keeps ready
     device: str = "cpu"
+    in_backward: bool = False        # optim.in_backward: each gradient used and freed inside backward
 
 
 @dataclass
@@ -106,9 +107,14 @@ def plan_memory(shape: ModelShape, s: Settings) -> MemoryPlan:
     data = (s.prefetch + 2) * b * shape.sample_bytes
     runtime = RUNTIME_BYTES.get(s.device, 0)
     backward = weights + optim + acts - recompute + extra
-    step = weights + grads + optim + 4 * T // n
+    # Stepping inside backward, no moment holds every gradient (nor the step's temporaries).
+    step = 0 if s.in_backward else weights + grads + optim + 4 * T // n
     peak, moment = (backward, "backward") if backward >= step else (step, "optimizer step")
     peak += comm + data + runtime
+    if moment == "optimizer step" and s.world_size == 1 and s.accumulation == 1:
+        inside = backward + comm + data + runtime
+        notes.append(f"the peak is the optimizer step, which holds every gradient: optim.in_backward (with "
+                     f"optim.grad_clip: 0) steps inside backward instead, peak {inside / MiB:.1f} MiB")
     if s.precision == "bf16" and s.device == "cpu":
         from ..train.hardware import BF16_SLOW_WARNING, cpu_has_native_bf16
 
@@ -140,7 +146,8 @@ def suggest(shape: ModelShape, base: Settings, device_bytes: int, bf16_ok: bool,
     global_batch = base.batch_size * base.accumulation
     fits = []
     for combo in _combinations(base, ("fp32", "bf16") if bf16_ok else ("fp32",)):
-        for accum in [a for a in range(1, global_batch + 1) if global_batch % a == 0]:
+        divisors = [a for a in range(1, global_batch + 1) if global_batch % a == 0]
+        for accum in divisors[:1] if base.in_backward else divisors:  # in_backward cannot accumulate
             p = plan_memory(shape, replace(combo, batch_size=global_batch // accum, accumulation=accum))
             if p.peak <= device_bytes:
                 fits.append(p)

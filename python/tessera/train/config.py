@@ -36,6 +36,10 @@ class OptimConfig:
     accumulation_steps: int = 1
     layer_decay: float = 1.0                # layer-wise LR decay (BEiT fine-tuning); 1: off
     lr_scales: Dict[str, float] = field(default_factory=dict)  # parameter-name prefix -> LR factor
+    # Update each parameter inside backward as soon as its gradient is ready, then free that gradient
+    # (torchtune's optimizer_in_bwd): a step never holds every gradient at once. Same AdamW update;
+    # needs grad_clip 0, accumulation_steps 1 and one process (optim_in_backward.py).
+    in_backward: bool = False
 
     def validate(self, where: str) -> None:
         _check(self.lr > 0, f"{where}.lr must be > 0, got {self.lr}")
@@ -49,6 +53,11 @@ class OptimConfig:
         _check(0 < self.layer_decay <= 1, f"{where}.layer_decay must be in (0, 1], got {self.layer_decay}")
         for k, v in self.lr_scales.items():
             _check(isinstance(v, (int, float)) and v >= 0, f"{where}.lr_scales.{k} must be a number >= 0, got {v!r}")
+        if self.in_backward:  # both need every gradient of the step at once
+            _check(self.grad_clip == 0, f"{where}.in_backward needs grad_clip: 0 (clipping by the global norm needs "
+                   f"every gradient before the first update), got grad_clip {self.grad_clip}")
+            _check(self.accumulation_steps == 1, f"{where}.in_backward needs accumulation_steps: 1 (each backward "
+                   f"updates the weights), got {self.accumulation_steps}")
 
 
 @dataclass

@@ -168,8 +168,12 @@ class Trainer:
                                      f"({', '.join(sorted(k.__name__ for k in kinds))}) for the micro-batches of a step")
                 if isinstance(loss, MixedLoss):
                     value = self._mixed_value(loss, batch, step, mixed_scale, accum, terms)
+                elif isinstance(loss, TokenLoss) and self.recipe.optim.in_backward:
+                    value = self._in_backward_mean(loss, step)
+                elif isinstance(loss, TokenLoss):
+                    value = loss.sum
                 else:
-                    value = loss.sum if isinstance(loss, TokenLoss) else loss / accum
+                    value = loss / accum
                 if not all_true(bool(torch.isfinite(value.detach()).all()), info):
                     return terms, False, samples
                 value.backward()
@@ -201,6 +205,15 @@ class Trainer:
             terms["tokens"] = float(totals[1])
         wrapped.finish_gradients(scale)
         return terms, True, samples
+
+    @staticmethod
+    def _in_backward_mean(loss: TokenLoss, step: int) -> torch.Tensor:
+        """A step inside backward cannot rescale the gradients afterwards; with one process and
+        one micro-batch the step's mean is this batch's (finish_gradients then finds no gradient)."""
+        if float(loss.count) <= 0:
+            raise ValueError(f"step {step}: the TokenLoss count over the whole step is {float(loss.count)}; "
+                             "no item to average over")
+        return loss.sum / float(loss.count)
 
     def _step_batches(self, batches: Iterator[Dict[str, Any]], accum: int, step: int):
         """For a task with `count_tokens` (MixedLoss): the step's micro-batches, fetched before the
@@ -263,6 +276,9 @@ class Trainer:
     def setup(self) -> None:
         """Builds, wraps and optimises the task's model (also used by `tessera plan --measure`)."""
         cfg, info = self.recipe, self.info
+        if cfg.optim.in_backward and info.world_size > 1:
+            raise ValueError(f"optim.in_backward runs on one process; this run has {info.world_size} "
+                             f"({cfg.train.strategy} reduces gradients after backward has accumulated them)")
         cores = os.cpu_count() or 1
         torch.set_num_threads(cfg.train.threads or max(1, cores // info.world_size))
         # Every rank builds the same initial weights (FSDP2 shards each rank's own copy; DDP
