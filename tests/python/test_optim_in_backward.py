@@ -131,6 +131,7 @@ def test_token_loss_run_equals_the_step_after_backward(tmp_path):
 def test_clip_recipe_trains_and_resumes_bit_exactly(tmp_path):
     recipe = tiny_recipe(steps=8, checkpoint_every=4)
     recipe["optim"].update(in_backward=True, grad_clip=0.0)
+    recipe["eval"]["max_images"] = 64
 
     def fit(out, resume=False, task_cls=ClipTask):
         r = recipe_from_dict(recipe)
@@ -139,6 +140,7 @@ def test_clip_recipe_trains_and_resumes_bit_exactly(tmp_path):
 
     plain_recipe = tiny_recipe(steps=8, checkpoint_every=0)
     plain_recipe["optim"].update(grad_clip=0.0)
+    plain_recipe["eval"]["max_images"] = 64
     r = recipe_from_dict(plain_recipe)
     plain = Trainer(r, ClipTask(r), str(tmp_path / "plain"), DistInfo(), progress=False)
     plain.fit()
@@ -188,3 +190,28 @@ def test_several_processes_are_refused(tmp_path):
     trainer = Trainer(recipe, _toy_task.ToyRegression(recipe), str(tmp_path), DistInfo(world_size=2), progress=False)
     with pytest.raises(ValueError, match="optim.in_backward runs on one process; this run has 2 .fsdp2"):
         trainer.setup()
+
+
+@needs_fmnist
+def test_blip2_stage1_mixed_loss_and_three_forwards_per_step(tmp_path):
+    """BLIP-2 stage 1: a MixedLoss (ITG tokens plus ITC and ITM means) over three Q-Former passes
+    a step, one backward: each parameter is stepped once, as after backward."""
+    from tessera.train import build_task
+
+    from _recipes import blip2_recipe
+
+    def run(out, **optim):
+        values = blip2_recipe("ddp", 16)
+        values["optim"].update(grad_clip=0.0, **optim)
+        values["train"]["checkpoint_every"] = 0
+        r = recipe_from_dict(values)
+        trainer = Trainer(r, build_task(r), str(out), DistInfo(), progress=False)
+        trainer.fit()
+        return trainer.model, [json.loads(line) for line in open(out / "metrics.jsonl") if '"itc"' in line]
+
+    plain, plain_rows = run(tmp_path / "plain")
+    inside, rows = run(tmp_path / "inside", in_backward=True)
+    for key in ("loss", "itc", "itm", "itg"):
+        assert [r[key] for r in rows] == pytest.approx([r[key] for r in plain_rows], rel=1e-5), key
+    for (name, a), b in zip(plain.named_parameters(), inside.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5, msg=name)
