@@ -4,8 +4,8 @@ The step's peak is the larger of two moments (AdamW, fp32 master weights):
 - early backward: weights + optimizer state + every saved activation + one layer's backward
   transients, or a language model's head backward over its logits if larger (gradients are
   freed by `zero_grad(set_to_none=True)`, so few exist yet);
-- the optimizer step: weights + gradients + optimizer state + AdamW's foreach temporaries (one
-  fp32 tensor per parameter); with `optim.in_backward` there is no such moment.
+- the optimizer step: weights + gradients + optimizer state (the trainer's fused AdamW updates in
+  place: no temporaries, measured); with `optim.in_backward` there is no such moment.
 DDP adds its gradient buckets (a second copy of the gradients); FSDP2 divides weights, gradients
 and optimizer state by the world size and adds the gathered working set: the root's parameters,
 the running and the prefetched layer, and one layer's reduce-scatter buffer.
@@ -108,7 +108,7 @@ def plan_memory(shape: ModelShape, s: Settings) -> MemoryPlan:
     runtime = RUNTIME_BYTES.get(s.device, 0)
     backward = weights + optim + acts - recompute + extra
     # Stepping inside backward, no moment holds every gradient (nor the step's temporaries).
-    step = 0 if s.in_backward else weights + grads + optim + 4 * T // n
+    step = 0 if s.in_backward else weights + grads + optim
     peak, moment = (backward, "backward") if backward >= step else (step, "optimizer step")
     peak += comm + data + runtime
     if moment == "optimizer step" and s.world_size == 1 and s.accumulation == 1:
@@ -121,7 +121,7 @@ def plan_memory(shape: ModelShape, s: Settings) -> MemoryPlan:
         if not cpu_has_native_bf16():
             notes.append(BF16_SLOW_WARNING)
     return MemoryPlan(settings=s, params=P, weights=weights, gradients=grads, optimizer=optim, activations=acts,
-                      activations_per_layer=per_layer, temporaries=max(transient, head, 4 * T // n), communication=comm,
+                      activations_per_layer=per_layer, temporaries=max(transient, head), communication=comm,
                       data=data, runtime=runtime, peak=peak, peak_moment=moment, notes=notes,
                       trainable=T)
 
