@@ -1,7 +1,7 @@
 """`optim.in_backward`: AdamW applied inside backward, one parameter at a time, makes the same
 update as `torch.optim.AdamW` after backward (with the LR schedule), never holds every gradient,
 trains and resumes bit-exactly through the trainer and DCP, and refuses what needs every gradient
-at once (global-norm clipping, accumulation, several processes)."""
+at once (global-norm clipping, accumulation, DDP). FSDP2 on 2 ranks: test_train_distributed.py."""
 import copy
 import json
 import os
@@ -184,11 +184,11 @@ def test_what_needs_every_gradient_is_refused(optim, message):
         recipe_from_dict({"task": "toy_regression", "optim": {"in_backward": True, **optim}})
 
 
-def test_several_processes_are_refused(tmp_path):
+def test_ddp_is_refused(tmp_path):
     recipe = recipe_from_dict({"task": "toy_regression", "optim": {"in_backward": True, "grad_clip": 0.0},
-                               "train": {"strategy": "fsdp2"}})
+                               "train": {"strategy": "ddp"}})
     trainer = Trainer(recipe, _toy_task.ToyRegression(recipe), str(tmp_path), DistInfo(world_size=2), progress=False)
-    with pytest.raises(ValueError, match="optim.in_backward runs on one process; this run has 2 .fsdp2"):
+    with pytest.raises(ValueError, match="optim.in_backward on 2 processes needs train.strategy: fsdp2 .ddp"):
         trainer.setup()
 
 

@@ -1,6 +1,7 @@
-"""The trainer under torchrun (2 Gloo ranks, CPU): `ddp` and `fsdp2` give the losses and weights
-of one process with the same global batch, every trainable parameter changes, and a DCP
-checkpoint resumes onto 2 ranks bit-exactly and onto 1 rank within float tolerance."""
+"""The trainer under torchrun (2 Gloo ranks, CPU): `ddp` and `fsdp2` (also with `optim.in_backward`)
+give the losses and weights of one process with the same global batch, every trainable parameter
+changes, and a DCP checkpoint resumes onto 2 ranks bit-exactly and onto 1 rank within float
+tolerance."""
 import json
 import os
 import shutil
@@ -151,13 +152,17 @@ def test_fsdp2_bf16_with_checkpointing_and_accumulation_trains(runs):
     assert not unchanged, unchanged
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp2", "fsdp2 in_backward"])
 def test_token_weighted_loss_across_ranks_equals_one_process(tmp_path, strategy):
+    # in_backward scales the token sum before backward (no accumulation there: one micro-batch).
+    optim = ({"accumulation_steps": 1, "in_backward": True, "grad_clip": 0.0} if "in_backward" in strategy
+             else {"accumulation_steps": 2})
 
     def toy(batch):
         return {"task": "toy_regression", "data": {"samples": 128, "batch_size": batch},
-                "optim": {"lr": 0.05, "warmup_fraction": 0.0, "weight_decay": 0.0, "accumulation_steps": 2},
-                "train": {"steps": 3, "log_every": 1, "checkpoint_every": 3, "threads": 1, "strategy": strategy}}
+                "optim": {"lr": 0.05, "warmup_fraction": 0.0, "weight_decay": 0.0, **optim},
+                "train": {"steps": 3, "log_every": 1, "checkpoint_every": 3, "threads": 1,
+                          "strategy": strategy.split()[0]}}
 
     env = {**ENV, "PYTHONPATH": os.path.dirname(__file__) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     outs = []
@@ -175,6 +180,27 @@ def test_token_weighted_loss_across_ranks_equals_one_process(tmp_path, strategy)
     torch.testing.assert_close(torch.tensor(two), torch.tensor(one), rtol=1e-5, atol=1e-5)
     a, b = (tessera.models.weights.load_weights(str(o / "checkpoints" / "step-00000003")) for o in outs)
     assert_close(a, b, 1e-5)
+
+
+def test_fsdp2_stepping_inside_backward_equals_one_process(runs):
+    """optim.in_backward under FSDP2: each rank steps its shards from FSDP2's reduce-scatter hook,
+    the replicated logit_scale after its gradient is averaged by hand; equal to one process."""
+    def inside(strategy, batch):
+        r = recipe(strategy, batch)
+        # Unclipped, AdamW's default eps lets the rounding noise of gradients that are zero in
+        # exact arithmetic (key biases) move weights by ~2e-5 between 1 and 2 ranks, stepping
+        # after backward as well; a larger eps keeps the comparison on the real gradients.
+        r["optim"].update(in_backward=True, grad_clip=0.0, eps=1e-3)
+        return r
+
+    one = train(runs["tmp"], "inside1", inside("ddp", 32), 1)
+    two = train(runs["tmp"], "inside2", inside("fsdp2", 16), 2)
+    torch.testing.assert_close(torch.tensor(losses(two)), torch.tensor(losses(one)), rtol=1e-5, atol=1e-5)
+    final = weights(two)
+    assert_close(final, weights(one), 1e-5)
+    start = initial_weights(inside("fsdp2", 16))
+    unchanged = [k for k in start if torch.equal(start[k], final[k])]
+    assert not unchanged, unchanged
 
 
 def vqkd_recipe(strategy: str, per_rank_batch: int):

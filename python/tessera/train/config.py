@@ -38,7 +38,7 @@ class OptimConfig:
     lr_scales: Dict[str, float] = field(default_factory=dict)  # parameter-name prefix -> LR factor
     # Update each parameter inside backward as soon as its gradient is ready, then free that gradient
     # (torchtune's optimizer_in_bwd): a step never holds every gradient at once. Same AdamW update;
-    # needs grad_clip 0, accumulation_steps 1 and one process (optim_in_backward.py).
+    # needs grad_clip 0, accumulation_steps 1, and fsdp2 on several processes (optim_in_backward.py).
     in_backward: bool = False
 
     def validate(self, where: str) -> None:

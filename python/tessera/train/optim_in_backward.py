@@ -10,12 +10,17 @@ way load either way, through `load_state_dict` or `torch.distributed.checkpoint`
 parameter has its own optimizer of the same kind, which copies its group's settings and shares the
 state dict before it steps: the update is the one the plain optimizer makes.
 
-What needs every gradient at once cannot run this way: clipping by the global norm, gradient
-accumulation, and DDP / FSDP2, whose reductions run after the gradients are accumulated. The
-trainer refuses those combinations (`optim.in_backward`)."""
+Under FSDP2 the hook runs on each sharded parameter once its gradient is reduce-scattered (FSDP2
+calls post-accumulate-grad hooks itself, for this use), so each rank updates its shard. Parameters
+whose gradients are reduced by hand after backward (FSDP2's ignored scalars) are named in
+`after_backward`: they keep their gradient and `step()` updates them.
+
+What needs every gradient at once cannot run this way: clipping by the global norm and gradient
+accumulation; nor can DDP, whose bucketed all-reduce completes after the hooks fire. The trainer
+refuses those combinations (`optim.in_backward`)."""
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Collection, Dict, List
 
 import torch
 
@@ -25,15 +30,18 @@ class OptimizerInBackward(torch.optim.Optimizer):
     the groups, once per parameter). `step()` updates the parameters that still hold a gradient:
     none after a backward; all of them when DCP initialises the state with zero gradients."""
 
-    def __init__(self, groups: List[Dict[str, Any]], make: Callable[[List[Dict[str, Any]]], torch.optim.Optimizer]):
+    def __init__(self, groups: List[Dict[str, Any]], make: Callable[[List[Dict[str, Any]]], torch.optim.Optimizer],
+                 after_backward: Collection[torch.Tensor] = ()):
         plain = make(groups)  # fills each group's defaults and checks them
         super().__init__(plain.param_groups, plain.defaults)
         self._singles = [(index, make([{**group, "params": [p]}]))
                          for index, group in enumerate(self.param_groups) for p in group["params"]]
         if not self._singles:
             raise ValueError("optim.in_backward: no trainable parameter to optimise")
+        later = {id(p) for p in after_backward}
         self._hooks = [single.param_groups[0]["params"][0].register_post_accumulate_grad_hook(
-            self._hook(index, single)) for index, single in self._singles]
+            self._hook(index, single)) for index, single in self._singles
+            if id(single.param_groups[0]["params"][0]) not in later]
 
     def _step_one(self, index: int, single: torch.optim.Optimizer) -> None:
         # Read at call time: a scheduler or load_state_dict may have replaced what was there.

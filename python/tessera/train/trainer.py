@@ -169,7 +169,7 @@ class Trainer:
                 if isinstance(loss, MixedLoss):
                     value = self._mixed_value(loss, batch, step, mixed_scale, accum, terms)
                 elif isinstance(loss, TokenLoss) and self.recipe.optim.in_backward:
-                    value = self._in_backward_mean(loss, step)
+                    value = self._token_mean_before_backward(loss, step)
                 elif isinstance(loss, TokenLoss):
                     value = loss.sum
                 else:
@@ -199,21 +199,26 @@ class Trainer:
             if totals[1] <= 0:
                 raise ValueError(f"step {step}: the TokenLoss count over the whole step is {float(totals[1])}; "
                                  "no item to average over")
-            # DDP and FSDP average gradients over ranks; undo that and divide by the global count.
-            scale = info.world_size / float(totals[1])
+            # DDP and FSDP average gradients over ranks; undo that and divide by the global count
+            # (in_backward: already done to the loss, see _token_mean_before_backward).
+            scale = 1.0 if self.recipe.optim.in_backward else info.world_size / float(totals[1])
             terms["loss"] = float(totals[0] / totals[1])
             terms["tokens"] = float(totals[1])
         wrapped.finish_gradients(scale)
         return terms, True, samples
 
-    @staticmethod
-    def _in_backward_mean(loss: TokenLoss, step: int) -> torch.Tensor:
-        """A step inside backward cannot rescale the gradients afterwards; with one process and
-        one micro-batch the step's mean is this batch's (finish_gradients then finds no gradient)."""
-        if float(loss.count) <= 0:
-            raise ValueError(f"step {step}: the TokenLoss count over the whole step is {float(loss.count)}; "
+    def _token_mean_before_backward(self, loss: TokenLoss, step: int) -> torch.Tensor:
+        """optim.in_backward: the gradients are used inside backward, so the token loss is scaled
+        before it: one micro-batch, the count summed over ranks, times world_size since FSDP2
+        averages over ranks (what finish_gradients would otherwise do afterwards)."""
+        world = self.info.world_size
+        count = torch.tensor([float(loss.count)], dtype=torch.float64, device=self.info.device)
+        if world > 1:
+            dist.all_reduce(count)
+        if float(count) <= 0:
+            raise ValueError(f"step {step}: the TokenLoss count over the whole step is {float(count)}; "
                              "no item to average over")
-        return loss.sum / float(loss.count)
+        return loss.sum * (world / float(count))
 
     def _step_batches(self, batches: Iterator[Dict[str, Any]], accum: int, step: int):
         """For a task with `count_tokens` (MixedLoss): the step's micro-batches, fetched before the
@@ -276,9 +281,9 @@ class Trainer:
     def setup(self) -> None:
         """Builds, wraps and optimises the task's model (also used by `tessera plan --measure`)."""
         cfg, info = self.recipe, self.info
-        if cfg.optim.in_backward and info.world_size > 1:
-            raise ValueError(f"optim.in_backward runs on one process; this run has {info.world_size} "
-                             f"({cfg.train.strategy} reduces gradients after backward has accumulated them)")
+        if cfg.optim.in_backward and info.world_size > 1 and cfg.train.strategy != "fsdp2":
+            raise ValueError(f"optim.in_backward on {info.world_size} processes needs train.strategy: fsdp2 "
+                             f"({cfg.train.strategy} all-reduces gradients after the per-parameter steps would run)")
         cores = os.cpu_count() or 1
         torch.set_num_threads(cfg.train.threads or max(1, cores // info.world_size))
         # Every rank builds the same initial weights (FSDP2 shards each rank's own copy; DDP
@@ -295,7 +300,7 @@ class Trainer:
         self.wrapped = Wrapped(self.model, info, cfg.train.strategy, cfg.train.precision,
                                cfg.model.gradient_checkpointing, cfg.train.cpu_offload)
         # After wrapping: FSDP2 replaces the parameters with sharded ones.
-        self.optimizer = build_optimizer(self.task.param_groups(self.model), cfg.optim)
+        self.optimizer = build_optimizer(self.task.param_groups(self.model), cfg.optim, self.wrapped.ignored)
         total = cfg.train.steps
         self.scheduler = warmup_cosine(self.optimizer, total, int(cfg.optim.warmup_fraction * total),
                                        cfg.optim.min_lr_ratio)
