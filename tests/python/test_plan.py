@@ -167,5 +167,6 @@ def test_stepping_inside_backward_drops_the_moment_that_holds_every_gradient():
     from tessera.plan import settings_for
 
     assert settings_for(recipe, shape).in_backward
-    fits = suggest(shape, Settings(batch_size=256, accumulation=1, in_backward=True), 10 * 2 ** 30, bf16_ok=False)
-    assert fits and all(p.settings.accumulation == 1 for p in fits)
+    fits = suggest(shape, Settings(world_size=2, batch_size=256, accumulation=1, in_backward=True), 10 * 2 ** 30,
+                   bf16_ok=False)
+    assert fits and all(p.settings.accumulation == 1 and p.settings.strategy == "fsdp2" for p in fits)

@@ -111,7 +111,7 @@ def plan_memory(shape: ModelShape, s: Settings) -> MemoryPlan:
     step = 0 if s.in_backward else weights + grads + optim
     peak, moment = (backward, "backward") if backward >= step else (step, "optimizer step")
     peak += comm + data + runtime
-    if moment == "optimizer step" and s.world_size == 1 and s.accumulation == 1:
+    if moment == "optimizer step" and s.accumulation == 1 and (s.world_size == 1 or s.strategy == "fsdp2"):
         inside = backward + comm + data + runtime
         notes.append(f"the peak is the optimizer step, which holds every gradient: optim.in_backward (with "
                      f"optim.grad_clip: 0) steps inside backward instead, peak {inside / MiB:.1f} MiB")
@@ -129,7 +129,8 @@ def plan_memory(shape: ModelShape, s: Settings) -> MemoryPlan:
 def _combinations(base: Settings, precisions=("fp32", "bf16")) -> Iterator[Settings]:
     """The recipe's settings under each strategy (sharding needs several processes), precision
     and checkpointing."""
-    for strategy in (["ddp", "fsdp2"] if base.world_size > 1 else ["ddp"]):
+    several = ["fsdp2"] if base.in_backward else ["ddp", "fsdp2"]  # DDP cannot step inside backward
+    for strategy in (several if base.world_size > 1 else ["ddp"]):
         for precision in precisions:
             for ckpt in (False, True):
                 yield replace(base, strategy=strategy, precision=precision, checkpointing=ckpt)
