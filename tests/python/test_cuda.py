@@ -426,6 +426,22 @@ def test_checkpoint_moves_between_the_device_and_the_cpu(runs):
     _assert_run_close(out, runs["device"], "device -> CPU -> device")
 
 
+def test_stepping_inside_backward_on_the_device(runs):
+    """optim.in_backward on the device: the run stepping after backward (both unclipped), with the
+    optimizer state on the device, and an allocator peak no higher (each gradient freed in backward)."""
+    peaks = {}
+    for name, extra in (("after", []), ("inside", ["optim.in_backward=true"])):
+        if not CPU_MODE:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        trainer = _fit(runs["tmp"] / name, runs["root"], DEVICE, overrides=["optim.grad_clip=0", *extra])
+        peaks[name] = 0 if CPU_MODE else torch.cuda.max_memory_allocated()
+    states = [s for s in trainer.optimizer.state.values() if s]
+    assert states and all(s["exp_avg"].device.type == torch.device(DEVICE).type for s in states)
+    _assert_run_close(runs["tmp"] / "inside", runs["tmp"] / "after", "in_backward vs after backward")
+    assert peaks["inside"] <= peaks["after"], peaks
+
+
 def test_data_loader_pins_batches_when_asked(fmnist_root):
     from tessera.data import DataLoader, FashionMNIST, clip_transform
 
