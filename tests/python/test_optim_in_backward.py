@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import tessera
-from tessera.train import Trainer, recipe_from_dict
+from tessera.train import TokenLoss, Trainer, recipe_from_dict
 from tessera.train.clip_task import ClipTask
 from tessera.train.config import OptimConfig
 from tessera.train.distributed import DistInfo
@@ -215,3 +215,16 @@ def test_blip2_stage1_mixed_loss_and_three_forwards_per_step(tmp_path):
         assert [r[key] for r in rows] == pytest.approx([r[key] for r in plain_rows], rel=1e-5), key
     for (name, a), b in zip(plain.named_parameters(), inside.parameters()):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("in_backward", [False, True])
+def test_a_step_without_tokens_is_refused_either_way(tmp_path, in_backward):
+    class NoTokens(_toy_task.ToyRegression):
+        def compute_loss(self, wrapped, model, batch, step):
+            return {"loss": TokenLoss(wrapped(batch["x"]).sum() * 0, 0)}
+
+    recipe = recipe_from_dict({"task": "toy_regression", "optim": {"grad_clip": 0.0, "in_backward": in_backward},
+                               "train": {"steps": 2, "checkpoint_every": 0, "threads": 1}})
+    trainer = Trainer(recipe, NoTokens(recipe), str(tmp_path), DistInfo(), progress=False)
+    with pytest.raises(ValueError, match="step 0: the TokenLoss count over the whole step is 0.0; no item to average"):
+        trainer.fit()

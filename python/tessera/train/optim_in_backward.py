@@ -66,9 +66,3 @@ class OptimizerInBackward(torch.optim.Optimizer):
             if single.param_groups[0]["params"][0].grad is not None:
                 self._step_one(index, single)
         return None
-
-    def remove_hooks(self) -> None:
-        """Detaches the hooks: afterwards backward leaves gradients on the parameters again."""
-        for h in self._hooks:
-            h.remove()
-        self._hooks = []

@@ -100,6 +100,11 @@ def reshard_data_state(saved: Dict[str, int], mine: Dict[str, int]) -> Dict[str,
             "batches": consumed // per_step}
 
 
+def _require_tokens(count: float, step: int) -> None:
+    if count <= 0:
+        raise ValueError(f"step {step}: the TokenLoss count over the whole step is {count}; no item to average over")
+
+
 class Trainer:
     def __init__(self, recipe: Recipe, task, out_dir: str, info: Optional[DistInfo] = None, progress: bool = True):
         self.recipe = recipe
@@ -196,9 +201,7 @@ class Trainer:
             totals = torch.tensor([token_sum, token_count], dtype=torch.float64, device=info.device)
             if info.world_size > 1:
                 dist.all_reduce(totals)
-            if totals[1] <= 0:
-                raise ValueError(f"step {step}: the TokenLoss count over the whole step is {float(totals[1])}; "
-                                 "no item to average over")
+            _require_tokens(float(totals[1]), step)
             # DDP and FSDP average gradients over ranks; undo that and divide by the global count
             # (in_backward: already done to the loss, see _token_mean_before_backward).
             scale = 1.0 if self.recipe.optim.in_backward else info.world_size / float(totals[1])
@@ -215,9 +218,7 @@ class Trainer:
         count = torch.tensor([float(loss.count)], dtype=torch.float64, device=self.info.device)
         if world > 1:
             dist.all_reduce(count)
-        if float(count) <= 0:
-            raise ValueError(f"step {step}: the TokenLoss count over the whole step is {float(count)}; "
-                             "no item to average over")
+        _require_tokens(float(count), step)
         return loss.sum * (world / float(count))
 
     def _step_batches(self, batches: Iterator[Dict[str, Any]], accum: int, step: int):
