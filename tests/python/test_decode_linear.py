@@ -13,7 +13,9 @@ import tessera.ops
 from _linear_reference import assert_fp32_sum, reference
 
 
-SHAPES = [(1, 3), (15, 33), (16, 16), (17, 5), (64, 9), (300, 70), (1000, 7)]  # bodies, tails, odd row counts
+# bodies, tails, odd row counts; rows under 4 KiB of bf16, 4-8 KiB (one weight row at a time for one row
+# of x, several for more) and over 8 KiB (several for any x)
+SHAPES = [(1, 3), (15, 33), (16, 16), (17, 5), (64, 9), (300, 70), (1000, 7), (2900, 11), (4100, 9)]
 
 
 def check_formula(rows, inner, out):

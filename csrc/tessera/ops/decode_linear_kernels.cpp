@@ -115,10 +115,11 @@ TESSERA_AVX2 void avx2(const float* x, const float* xs, const uint16_t* w, float
     if (o < o1) avx2<R, P / 2, V>(x, xs, w, out, in, stride, o, o1);
 }
 
-// By rows of x, for short weight rows (under 4 KiB: one row at a time, V blocks per step for
-// independent FMA chains, a plain sequential stream) and long ones (P rows at once: several
-// streams in flight). Cold 32 MiB weights, 2 cores: 512-wide rows 24 GB/s one at a time, 16 with
-// eight at once; 4096-wide rows 23 GB/s one at a time, 29 with eight (a read-only sum: 27).
+// By rows of x, for short weight rows (under 4 KiB; 8 KiB for one row of x, see decode_kernel:
+// one row at a time, V blocks per step for independent FMA chains, a plain sequential stream)
+// and long ones (P rows at once: several streams in flight). Cold 32 MiB weights, 2 cores:
+// 512-wide rows 24 GB/s one at a time, 16 with eight at once; 4096-wide rows 23 GB/s one at a
+// time, 29 with eight (a read-only sum: 27).
 // Accumulators R * P * 2V stay within 16 of 32 zmm / 8 of 16 ymm up to R = 4.
 constexpr DecodeKernel kAvx512Short[kDecodeRows] = {avx512<1, 1, 2>, avx512<2, 1, 2>, avx512<3, 1, 2>,
                                                     avx512<4, 1, 2>, avx512<5, 1, 1>, avx512<6, 1, 1>,
@@ -178,7 +179,11 @@ DecodeIsa decode_isa() {
 DecodeKernel decode_kernel(int64_t rows, int64_t in) {
   const int64_t r = rows - 1;
 #if TESSERA_DECODE_SIMD
-  const bool short_rows = in * 2 < 4096;
+  // One row of x is bound by the memory, and one weight row at a time (a single sequential
+  // stream) reads fastest up to 8 KiB rows: 2816-wide (llama-350m's down_proj) 26-29 GB/s against
+  // 19-22 with eight at once. Several rows of x are bound by the FMAs instead, and reading P
+  // weight rows against each load of x wins from 4 KiB rows (2 rows of x: 17-20 against 14 GB/s).
+  const bool short_rows = in * 2 < (rows == 1 ? 8192 : 4096);
   if (decode_isa() == Isa::kAvx512) return short_rows ? kAvx512Short[r] : kAvx512Long[r];
   if (decode_isa() == Isa::kAvx2) return short_rows ? kAvx2Short[r] : kAvx2Long[r];
 #endif
