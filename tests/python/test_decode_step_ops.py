@@ -2,6 +2,10 @@
 against what they replace: SDPA for one query against a cache (GQA heads, a padding mask, a cache
 view with its capacity stride), and the op sequences of transformers' LlamaRMSNorm and
 apply_rotary_pos_emb, bit for bit where both round the same way."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -43,6 +47,19 @@ def test_a_padding_mask_is_added_to_the_scores():
     mask = torch.where(keep, 0.0, torch.finfo(torch.float32).min)[:, None, None, :]
     torch.testing.assert_close(_C.ops.decode_attention(q, k, v, mask).double(), sdpa(q, k, v, mask),
                                rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("isa", ["avx2", "portable"])
+def test_attention_on_every_lower_instruction_set(isa):
+    """The attention loops are compiled for each instruction set decode_linear picks from; a lower
+    one than this CPU's best runs the two tests above in a process that asks for it."""
+    isas = ["avx512", "avx2", "portable"]
+    if isas.index(isa) <= isas.index(_C.ops.decode_linear_isa()):
+        pytest.skip(f"this CPU's best is {_C.ops.decode_linear_isa()}")
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
+                          "one_query_attention_is_sdpa or padding_mask"], cwd=os.path.dirname(__file__),
+                         env=dict(os.environ, TESSERA_DECODE_ISA=isa), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and "9 passed" in run.stdout, run.stdout[-2000:] + run.stderr[-2000:]
 
 
 def test_what_it_does_not_serve_is_refused():
