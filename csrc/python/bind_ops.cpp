@@ -2,6 +2,7 @@
 // kernel); python/tessera/ops.py adds the argument conventions (lengths as a pair).
 #include "bindings.h"
 #include "tessera/ops/decode_attention.h"
+#include "tessera/ops/decode_argmax.h"
 #include "tessera/ops/decode_elementwise.h"
 #include "tessera/ops/decode_linear.h"
 #include "tessera/ops/decode_linear_kernels.h"
@@ -104,6 +105,7 @@ void bind_ops(py::module_& m) {
       py::call_guard<py::gil_scoped_release>());
   m.def("decode_rms_norm", &ops::decode_rms_norm, py::arg("x"), py::arg("weight"), py::arg("eps"),
         py::call_guard<py::gil_scoped_release>());
+  m.def("decode_argmax", &ops::decode_argmax, py::arg("scores"), py::call_guard<py::gil_scoped_release>());
   m.def("decode_rotary", &ops::decode_rotary, py::arg("x"), py::arg("cos"), py::arg("sin"),
         py::call_guard<py::gil_scoped_release>());
   m.def("triple_kernel_cost", &ops::triple_kernel_cost, py::arg("x_first"), py::arg("x_second"),

@@ -62,12 +62,57 @@ def test_attention_on_every_lower_instruction_set(isa):
     assert run.returncode == 0 and "9 passed" in run.stdout, run.stdout[-2000:] + run.stderr[-2000:]
 
 
+def argmax_cases():
+    """Rows torch.argmax must agree on: ties, NaN (the first one wins), -inf rows, signed zeros,
+    lengths off the 16-lane blocks."""
+    g = torch.Generator().manual_seed(0)
+    yield torch.randn(3, 32000, generator=g)
+    for n in (1, 15, 16, 17, 100):
+        yield torch.randn(2, n, generator=g)
+    tie = torch.randn(1, 50, generator=g)
+    tie[0, [7, 23, 41]] = 9.0
+    yield tie
+    for spots in ([3], [40, 5], [49]):
+        nan = torch.randn(1, 50, generator=g)
+        nan[0, spots] = float("nan")
+        nan[0, 0] = 99.0
+        yield nan
+    yield torch.full((2, 33), float("-inf"))
+    yield torch.tensor([[-0.0, 0.0, -1.0], [0.0, -0.0, -2.0]])
+    infs = torch.randn(1, 40, generator=g)
+    infs[0, [11, 30]] = float("inf")
+    yield infs
+
+
+def check_argmax():
+    for scores in argmax_cases():
+        assert torch.equal(_C.ops.decode_argmax(scores), scores.argmax(-1)), scores
+
+
+def test_argmax_is_torch_argmax():
+    check_argmax()
+
+
+@pytest.mark.parametrize("isa", ["avx2", "portable"])
+def test_argmax_on_every_lower_instruction_set(isa):
+    isas = ["avx512", "avx2", "portable"]
+    if isas.index(isa) <= isas.index(_C.ops.decode_linear_isa()):
+        pytest.skip(f"this CPU's best is {_C.ops.decode_linear_isa()}")
+    code = "import test_decode_step_ops as t\nt.check_argmax()\n"
+    run = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(__file__),
+                         env=dict(os.environ, TESSERA_DECODE_ISA=isa), capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+
+
 def test_what_it_does_not_serve_is_refused():
     q, k = torch.randn(1, 2, 2, 8), torch.randn(1, 2, 5, 8)
     with pytest.raises(ValueError, match=r"one query \[B, H, 1, D\]"):
         _C.ops.decode_attention(q, k, k)
     with pytest.raises(ValueError, match=r"one query"):
         _C.ops.decode_attention(q[:, :, :1], k.double(), k.double())
+    for bad in (torch.randn(9, 5), torch.randn(2, 5).double(), torch.randn(5), torch.randn(2, 0)):
+        with pytest.raises(ValueError, match="decode_argmax: CPU fp32 scores"):
+            _C.ops.decode_argmax(bad)
 
 
 def rms_reference(x, w, eps):

@@ -11,6 +11,7 @@
 #if defined(__GNUC__) && !defined(__clang__)
 // GCC 12 flags the "undefined" vectors inside its own AVX-512 intrinsics (a false positive).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 
 namespace tessera::ops::detail {

@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "tessera/nn/attention_mask.h"
+#include "tessera/ops/decode_argmax.h"
 
 namespace tessera::models {
 
@@ -103,7 +104,8 @@ at::Tensor TextGeneration::logits_step() {
 
 at::Tensor TextGeneration::choose(at::Tensor scores) {
   scores = process_scores(scores, sequences_, options_, eos_, generated_);
-  if (!options_.do_sample) return scores.argmax(-1);
+  if (!options_.do_sample)
+    return ops::decode_argmax_applies(scores) ? ops::decode_argmax(scores) : scores.argmax(-1);
   const double neg_inf = -std::numeric_limits<double>::infinity();
   scores = scores / options_.temperature;
   if (options_.top_k > 0) {
