@@ -64,7 +64,7 @@ def main():
         hf = transformers.LlamaForCausalLM.from_pretrained(d, attn_implementation="sdpa").eval()
     greedy = dict(max_new_tokens=args.new, do_sample=False, eos_token_id=[])
     if args.roofline:
-        return roofline(ours, hf, args, config)
+        return roofline(ours, hf, args)
 
     # 1. KV cache vs recomputing the whole prefix at every step.
     ids = torch.randint(3, 32000, (1, args.prompt))
@@ -141,7 +141,7 @@ def main():
         print(f"prefill 4x512 {prec}: tessera {t:.0f} tokens/s, transformers {r:.0f} tokens/s: {t / r:.2f}x")
 
     # 5. The memory roofline at batch 1.
-    roofline(ours, hf, args, config)
+    roofline(ours, hf, args)
 
 
 def step_rate(generate, new: int) -> float:
@@ -169,18 +169,12 @@ def bandwidth() -> dict:
     return {"copy": 2 * a.numel() * 4 / copy / 1e9, "read": a.numel() * 4 / read / 1e9}
 
 
-def copy_of(model, config, dtype):
-    twin = tessera.LlamaForCausalLM(config).eval()
-    twin.load_state_dict(model.state_dict())
-    return twin.to(dtype)
-
-
 def median_range(values) -> str:
     v = sorted(values)
     return f"{statistics.median(v):.2f}x ({v[0]:.2f}-{v[-1]:.2f})"
 
 
-def roofline(ours, hf, args, config, rounds: int = 5):
+def roofline(ours, hf, args, rounds: int = 5):
     """Every decoder once per round, the rounds interleaved, so that this VM's drifting memory
     rate (30-50 GB/s for the same sum) moves them together: medians over the rounds, and each
     ratio taken within a round."""
@@ -188,7 +182,7 @@ def roofline(ours, hf, args, config, rounds: int = 5):
 
     ids = torch.randint(3, 32000, (1, args.prompt))
     greedy = dict(max_new_tokens=args.new, do_sample=False, eos_token_id=[])
-    mine = {"fp32": ours, "bf16": copy_of(ours, config, torch.bfloat16), "int8": copy_of(ours, config, torch.float32)}
+    mine = {"fp32": ours, "bf16": copy.deepcopy(ours).to(torch.bfloat16), "int8": copy.deepcopy(ours)}
     int8_decoding(mine["int8"])
     ref = {"fp32": hf, "bf16": copy.deepcopy(hf).to(torch.bfloat16)}
     nbytes = {"fp32": streamed_bytes(ours), "bf16": streamed_bytes(mine["bf16"]), "int8": int8_bytes(ours)}

@@ -49,19 +49,6 @@ def test_a_padding_mask_is_added_to_the_scores():
                                rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("isa", ["avx2", "portable"])
-def test_attention_on_every_lower_instruction_set(isa):
-    """The attention loops are compiled for each instruction set decode_linear picks from; a lower
-    one than this CPU's best runs the two tests above in a process that asks for it."""
-    isas = ["avx512", "avx2", "portable"]
-    if isas.index(isa) <= isas.index(_C.ops.decode_linear_isa()):
-        pytest.skip(f"this CPU's best is {_C.ops.decode_linear_isa()}")
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
-                          "one_query_attention_is_sdpa or padding_mask"], cwd=os.path.dirname(__file__),
-                         env=dict(os.environ, TESSERA_DECODE_ISA=isa), capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0 and "9 passed" in run.stdout, run.stdout[-2000:] + run.stderr[-2000:]
-
-
 def argmax_cases():
     """Rows torch.argmax must agree on: ties, NaN (the first one wins), -inf rows, signed zeros,
     lengths off the 16-lane blocks."""
@@ -94,14 +81,17 @@ def test_argmax_is_torch_argmax():
 
 
 @pytest.mark.parametrize("isa", ["avx2", "portable"])
-def test_argmax_on_every_lower_instruction_set(isa):
+def test_every_lower_instruction_set_too(isa):
+    """Attention's loops and the argmax are compiled for each instruction set decode_linear picks
+    from; a lower one than this CPU's best runs their tests in a process that asks for it."""
     isas = ["avx512", "avx2", "portable"]
     if isas.index(isa) <= isas.index(_C.ops.decode_linear_isa()):
         pytest.skip(f"this CPU's best is {_C.ops.decode_linear_isa()}")
-    code = "import test_decode_step_ops as t\nt.check_argmax()\n"
-    run = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(__file__),
-                         env=dict(os.environ, TESSERA_DECODE_ISA=isa), capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr[-2000:]
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
+                          "one_query_attention_is_sdpa or padding_mask or argmax_is_torch_argmax"],
+                         cwd=os.path.dirname(__file__), env=dict(os.environ, TESSERA_DECODE_ISA=isa),
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and "10 passed" in run.stdout, run.stdout[-2000:] + run.stderr[-2000:]
 
 
 def test_what_it_does_not_serve_is_refused():

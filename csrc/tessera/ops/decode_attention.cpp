@@ -113,9 +113,8 @@ void run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at
       const int64_t b = bh / H, h = bh % H, hk = h / group;
       const T* m = mp ? mp + b * mask.stride(0) + h * mask.stride(1) : nullptr;
       one(qp + b * q.stride(0) + h * q.stride(1), kp + b * k.stride(0) + hk * k.stride(1),
-               vp + b * v.stride(0) + hk * v.stride(1), m, mp ? mask.stride(3) : 0,
-               op + b * out.stride(0) + h * out.stride(1), K, D, k.stride(2), v.stride(2), scale, scores.data(),
-               acc.data());
+          vp + b * v.stride(0) + hk * v.stride(1), m, mp ? mask.stride(3) : 0, op + b * out.stride(0) + h * out.stride(1),
+          K, D, k.stride(2), v.stride(2), scale, scores.data(), acc.data());
     }
   });
 }
