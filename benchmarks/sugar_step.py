@@ -40,7 +40,7 @@ class LgOnlyTask(sugar_task.SugarTask):
 
     def compute_loss(self, wrapped, model, batch, step):
         device, width = model.device, int(batch["attention_mask"].sum(1).max())
-        pixels = load_pixels([p for i in batch["index"].tolist() for p in self.train_set.images[i]], self.transform)
+        pixels = load_pixels([p for i in batch["index"].tolist() for p in self.row_images(i)], self.transform)
         out = wrapped(input_ids=batch["input_ids"][:, :width].to(device),
                       pixel_values=None if pixels is None else pixels.to(device),
                       attention_mask=batch["attention_mask"][:, :width].to(device),

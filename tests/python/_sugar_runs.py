@@ -10,7 +10,8 @@ TOWER = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_atte
 
 
 def make_runs(root):
-    interleaved.generate(str(root / "set"), sequences=40, scenes=8, heldout_sequences=12, pairs=6)
+    interleaved.generate(str(root / "set"), sequences=40, scenes=8, heldout_sequences=12, pairs=6,
+                         single_modality=10)
     instruct.generate(str(root / "instruct"), fashion=40, scenes=10, heldout_fashion=2, heldout_scenes=2,
                       vocab_size=600)
     torch.manual_seed(0)

@@ -25,7 +25,7 @@ from tessera.train.interleaved_data import (check_points, encode_interleaved, pa
 FMNIST = "/usr/share/datasets/fashion-mnist"
 pytestmark = [pytest.mark.skipif(not _C.data.drawing_available(), reason="built without OpenCV"),
               pytest.mark.skipif(not os.path.isdir(FMNIST), reason="dataset-fashion-mnist not installed")]
-SIZES = dict(sequences=30, scenes=10, heldout_sequences=8, pairs=6)
+SIZES = dict(sequences=30, scenes=10, heldout_sequences=8, pairs=6, single_modality=10)
 IMAGE_TOKENS = 16  # a 28 px tower with 7 px patches, CLS dropped
 CAPTION = re.compile(r"^A (\w+) (\w+) and a (\w+) (\w+)\.$")
 
@@ -69,12 +69,13 @@ def pixels(root, path):
 
 def test_generation_is_deterministic_idempotent_and_held_out_is_unseen(data, tmp_path):
     run = subprocess.run([sys.executable, "-m", "tessera.data.interleaved", str(tmp_path / "cli"), "--sequences", "30",
-                          "--scenes", "10", "--heldout-sequences", "8", "--pairs", "6"],
+                          "--scenes", "10", "--heldout-sequences", "8", "--pairs", "6",
+                          "--single-modality", "10"],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert digest(tmp_path / "cli") == digest(data) and not (tmp_path / "cli.partial").exists()
     manifest = json.loads(run.stdout)
-    assert (manifest["train.jsonl"], manifest["heldout.jsonl"], manifest["pairs.jsonl"]) == (30 + 20, 8, 6)
+    assert (manifest["train.jsonl"], manifest["heldout.jsonl"], manifest["pairs.jsonl"]) == (30 + 2 * 10 + 20, 8, 6)
     stamp = os.path.getmtime(tmp_path / "cli" / "manifest.json")
     interleaved.ensure(str(tmp_path / "cli"), **SIZES)  # the same arguments: nothing rewritten
     assert os.path.getmtime(tmp_path / "cli" / "manifest.json") == stamp
@@ -87,8 +88,15 @@ def test_generation_is_deterministic_idempotent_and_held_out_is_unseen(data, tmp
             kinds = [next(iter(seg)) for seg in s["segments"]]
             assert 2 <= kinds.count("image") <= 4 and kinds in (["image", "text"] * (len(kinds) // 2),
                                                                  ["text", "image"] * (len(kinds) // 2))
-    used = [seg["image"] for s in train + held for seg in s["segments"] if "image" in seg]
-    assert len(used) == len(set(used))  # each image in one sample only
+    # The first 10 training sequences again: their images alone, in order, and their sentences alone.
+    pure = [s for s in train if s["kind"] in ("fashion_images", "fashion_texts")]
+    for source, images, texts in zip(train[:10], pure[0::2], pure[1::2]):
+        assert (images["kind"], texts["kind"]) == ("fashion_images", "fashion_texts")
+        assert images["segments"] == [seg for seg in source["segments"] if "image" in seg]
+        assert texts["segments"] == [seg for seg in source["segments"] if "text" in seg]
+    assert len(pure) == 20
+    used = [seg["image"] for s in train + held if s not in pure for seg in s["segments"] if "image" in seg]
+    assert len(used) == len(set(used))  # each image in one interleaved sample only
     assert all("/test/" in seg["image"] for s in held for seg in s["segments"] if "image" in seg)
 
     def hashes(paths):

@@ -71,6 +71,11 @@ def test_targets_are_one_within_a_sample_and_gak_otherwise(normalized):
             x, y = v.second[v.offsets[i]:v.offsets[i] + p + 1], v.second[v.offsets[j]:v.offsets[j] + q + 1]
             direct = tessera.ops.gak(x[None].double(), y[None].double(), delta=0.7, normalized=normalized)
             torch.testing.assert_close(m[a, b].double(), direct[0], rtol=1e-4, atol=1e-6)
+    # Each distinct pair is computed once and shared: some rows against every column (one rank's
+    # points against all ranks'), a point repeated, the rows reversed; all read the same matrix.
+    cols = points + [points[3]]
+    part = target_matrix(v, points[4:1:-1], cols, clip_only)
+    torch.testing.assert_close(part, m[[4, 3, 2]][:, [0, 1, 2, 3, 4, 5, 3]], rtol=1e-6, atol=1e-7)
     # the triple kernel: two image-only prefixes compare their first blocks
     v.is_image[:] = True
     triple = target_matrix(v, [(0, 1)], [(1, 2)], SugarTargets(delta=0.7))
@@ -121,6 +126,42 @@ def test_the_target_cache_is_reused_and_rebuilt_when_an_encoder_changes(runs, tm
     assert not torch.allclose(changed.first[img], first.first[img])   # the image-only block moved
     torch.testing.assert_close(changed.second, first.second)         # CLIP's did not
     torch.testing.assert_close(changed.first[~img], first.first[~img])
+
+
+def test_retrieval_ranked_by_the_targets_is_gak_over_each_samples_own_slices(runs):
+    """The retrieval ceiling: M_l between a held-out sample's images alone and another's sentences
+    alone is normalised GAK with CLIP's cost across and the single-modality blocks within, built
+    here from the held-out file's slice vectors with plain `gak` calls; its recalls are its own."""
+    from tessera.train.interleaved_data import read_interleaved
+    from tessera.train.sugar_eval import item_name, recall_at, single_modality_targets
+
+    r = recipe_from_dict(recipe(runs))
+    task = build_task(r)
+    samples = read_interleaved(r.data.eval)
+    m_l = single_modality_targets(task, r.data.eval, samples)
+    v = slice_vectors(r.data.eval, r.targets, log=lambda *a: None)
+
+    def blocks(i, image):
+        a, b = v.slices(i)
+        keep = v.is_image[a:b] == image
+        return v.first[a:b][keep], v.second[a:b][keep]
+
+    def k(x, y, sigma):
+        return float(tessera.ops.gak(x.double(), y.double(), sigma=sigma, normalized=False))
+
+    expected = torch.zeros(len(samples), len(samples))
+    for i in range(len(samples)):
+        img_first, img_second = blocks(i, True)
+        for j in range(len(samples)):
+            txt_first, txt_second = blocks(j, False)
+            sigma = r.targets.delta * ((len(img_first) + len(txt_first)) / 2) ** 0.5  # the pair's, for all three
+            expected[i, j] = k(img_second, txt_second, sigma) / (
+                k(img_first, img_first, sigma) * k(txt_first, txt_first, sigma)) ** 0.5
+    torch.testing.assert_close(m_l, expected, rtol=1e-4, atol=1e-6)
+    labels = [tuple(item_name(g["text"]) for g in s.segments if "text" in g) for s in samples]
+    relevant = torch.tensor([[a == b for b in labels] for a in labels])
+    hits = [bool(relevant[i, int(expected[i].argmax())]) for i in range(len(samples))]
+    assert recall_at(m_l, relevant, (1,))[1] == pytest.approx(sum(hits) / len(hits))
 
 
 def test_training_lowers_l_d_and_moves_every_lora_and_projector_parameter(runs, tmp_path):

@@ -7,7 +7,11 @@ sequences use Fashion-MNIST's test split, and no held-out scene is ever drawn fo
     OUT/images/fashion/{train,test}/NNNNN.png   one image per item, never reused
     OUT/images/scenes/train/NNNNN-{a,b}.png     training scenes, drawn in swapped pairs too
     OUT/images/pairs/NNNNN-{a,b}.png            held-out minimal pairs
-    OUT/train.jsonl     {"id", "kind", "segments": [{"image": path} | {"text": str}, ...]}
+    OUT/train.jsonl     {"id", "kind", "segments": [{"image": path} | {"text": str}, ...]}; the first
+                        `single_modality` sequences also as their images alone and their sentences
+                        alone (kinds fashion_images, fashion_texts), the layouts that sequence
+                        retrieval compares: a model trained on interleaved layouts only never
+                        relates an image run to a sentence run (docs/results.md)
     OUT/heldout.jsonl   the same format, Fashion-MNIST test items only
     OUT/pairs.jsonl     {"id", "kind", "swapped", "images": [a, b], "captions": [a, b]};
                         caption i describes image i, the other image differs only in the swap
@@ -17,7 +21,7 @@ No tokenizer is written: every sentence uses the words of the instruction data's
 names, colours, shape names, "A photo of", "The item is", "and"), so the data is read with that
 set's tokenizer.model, the vocabulary of the LLaVA runs a Sugar run continues.
 
-    python -m tessera.data.interleaved OUT [--sequences 4000] [--pairs 200] [--seed 0]
+    python -m tessera.data.interleaved OUT [--sequences 4000] [--single-modality 1000] [--pairs 200] [--seed 0]
 """
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ from ..schema import require
 from .datasets import FASHION_MNIST_ROOT, FashionMNIST
 from .instruct import COLOURS, FASHION_NAMES, KINDS, cell_centre, draw_scene, with_article, write_png
 
-VERSION = 1
+VERSION = 2  # 2: single-modality renderings of training sequences
 SENTENCES = ["A photo of {a}.", "{A}.", "The item is {a}."]
 MAX_REDRAWS = 1000  # a held-out scene redrawn more often than this: the scene space is exhausted
 
@@ -64,6 +68,17 @@ def scene_caption(shapes: List[Shape]) -> str:
 def item_sentence(label: int, rng: random.Random) -> str:
     a = with_article(FASHION_NAMES[label])
     return rng.choice(SENTENCES).format(a=a, A=a.capitalize())
+
+
+def single_modality_renderings(samples: List[Dict], count: int) -> List[Dict]:
+    """The first `count` sequences of `samples` rendered twice more: their images alone, in order,
+    and their sentences alone."""
+    out = []
+    for s in samples[:count]:
+        for kind in ("image", "text"):
+            out.append({"id": f"{s['id']}-{kind}s", "kind": f"fashion_{kind}s",
+                        "segments": [seg for seg in s["segments"] if kind in seg]})
+    return out
 
 
 def fashion_sequences(ds: FashionMNIST, count: int, split: str, rng: random.Random, out: str) -> List[Dict]:
@@ -119,22 +134,24 @@ def _jsonl(path: str, records: List[Dict]) -> None:
 
 
 def generate(out: str, sequences: int = 4000, scenes: int = 1000, heldout_sequences: int = 500, pairs: int = 200,
-             seed: int = 0, root: str = FASHION_MNIST_ROOT) -> Dict:
+             seed: int = 0, root: str = FASHION_MNIST_ROOT, single_modality: int = 1000) -> Dict:
     """Writes the data set to `out` (through a temporary folder renamed at the end). `scenes`
-    training scene pairs give 2 * scenes one-image samples. Returns the manifest; same
-    arguments, same bytes."""
+    training scene pairs give 2 * scenes one-image samples; the first min(single_modality,
+    sequences) training sequences give two single-modality samples each. Returns the manifest;
+    same arguments, same bytes."""
     for name, value in (("sequences", sequences), ("scenes", scenes), ("heldout_sequences", heldout_sequences),
-                        ("pairs", pairs), ("seed", seed)):
+                        ("pairs", pairs), ("seed", seed), ("single_modality", single_modality)):
         require(isinstance(value, int) and not isinstance(value, bool) and value >= 0,
                 f"interleaved data: {name} must be an integer >= 0, got {value!r}")
     require(sequences + scenes > 0, "interleaved data: sequences + scenes must be > 0 (no training sample otherwise)")
     args = dict(version=VERSION, sequences=sequences, scenes=scenes, heldout_sequences=heldout_sequences,
-                pairs=pairs, seed=seed, root=os.path.abspath(root))
+                pairs=pairs, seed=seed, root=os.path.abspath(root), single_modality=single_modality)
     tmp = out.rstrip("/") + ".partial"
     shutil.rmtree(tmp, ignore_errors=True)
     rng = random.Random(seed)
     train = fashion_sequences(FashionMNIST(root, "train"), sequences, "train", rng, tmp)
     heldout = fashion_sequences(FashionMNIST(root, "test"), heldout_sequences, "test", rng, tmp)
+    train += single_modality_renderings(train, single_modality)
     taken: set = set()  # training scenes first: a held-out pair never repeats one
     for sid, paths, captions in scene_pairs(scenes, rng, taken, tmp, "images/scenes/train", "scene-train"):
         for side, path, caption in zip("ab", paths, captions):
@@ -160,6 +177,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m tessera.data.interleaved", description=__doc__.split("\n\n")[0])
     p.add_argument("out")
     p.add_argument("--sequences", type=non_negative_int, default=4000, help="training Fashion-MNIST sequences")
+    p.add_argument("--single-modality", type=non_negative_int, default=1000,
+                   help="training sequences also written as their images alone and their sentences alone")
     p.add_argument("--scenes", type=non_negative_int, default=1000, help="training scene pairs (2 samples each)")
     p.add_argument("--heldout-sequences", type=non_negative_int, default=500)
     p.add_argument("--pairs", type=non_negative_int, default=200, help="held-out minimal pairs")
@@ -167,7 +186,7 @@ def main(argv=None) -> int:
     p.add_argument("--root", default=FASHION_MNIST_ROOT)
     a = p.parse_args(argv)
     m = ensure(a.out, sequences=a.sequences, scenes=a.scenes, heldout_sequences=a.heldout_sequences, pairs=a.pairs,
-               seed=a.seed, root=a.root)
+               seed=a.seed, root=a.root, single_modality=a.single_modality)
     print(json.dumps(m))
     return 0
 

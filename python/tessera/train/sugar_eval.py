@@ -8,7 +8,9 @@ whose hidden state has read the whole sequence). Image->text: each image sequenc
 sequence by cosine; a hit at k when one of the top k names the same items in the same order (the
 sample's own text sequence always does; another with the same item sequence counts too, since
 nothing tells them apart). Text->image the same way. A prefix/rest split is not used: the items of
-one sequence are drawn independently, so a prefix says nothing about the rest.
+one sequence are drawn independently, so a prefix says nothing about the rest. The same ranking by
+M_l itself (`_targets`) is the ceiling, where r would land if it fitted its targets exactly, and
+`retrieval_target_pearson` how closely the cosines of r follow M_l over those image-text pairs.
 
 Item naming through r: each held-out sample's first image, alone, ranks the ten sentences "A photo
 of a {item}." (one per Fashion-MNIST class, each alone); R@1 is zero-shot classification through
@@ -27,6 +29,8 @@ own caption first; image score: each caption ranks its own image first; group: b
 The yes/no probe on absent objects and retrieval-augmented generation: `sugar_chat`."""
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from typing import Any, Dict, List, Sequence, Tuple
 
@@ -100,14 +104,40 @@ def interleaved_retrieval(task, model, path: str, limit: int, batch_size: int) -
     relevant = torch.tensor([[a == b for b in labels] for a in labels])
     r_img, h_img = embed_samples(task, model, [_only(s, "image") for s in samples], batch_size)
     r_txt, h_txt = embed_samples(task, model, [_only(s, "text") for s in samples], batch_size)
+    m_l = single_modality_targets(task, path, samples)
     out = {}
-    for space, (img, txt) in {"r": (r_img, r_txt), "h": (h_img, h_txt)}.items():
-        sim = F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).T
+    for space, (img, txt) in {"r": (r_img, r_txt), "h": (h_img, h_txt), "targets": (None, None)}.items():
+        sim = m_l if space == "targets" else F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).T
         for direction, (s, rel) in {"i2t": (sim, relevant), "t2i": (sim.T, relevant.T)}.items():
             for k, v in recall_at(s, rel).items():
-                out[f"retrieval_{direction}_r{k}" + ("" if space == "r" else "_hidden")] = v
+                out[f"retrieval_{direction}_r{k}" + {"r": "", "h": "_hidden", "targets": "_targets"}[space]] = v
+        if space == "r":  # does r fit its targets on the pairs retrieval ranks?
+            out["retrieval_target_pearson"] = float(torch.corrcoef(torch.stack([sim.flatten(), m_l.flatten()]))[0, 1])
     out["retrieval_queries"] = len(samples)
     return out
+
+
+def single_modality_targets(task, path: str, samples: Sequence[InterleavedSample]) -> torch.Tensor:
+    """M_l [N, N] between the samples' image renderings (rows) and text renderings (columns): GAK
+    over the frozen encoders' slice vectors, no model. Ranked by it, retrieval shows what r would
+    reach if it fitted its targets on these pairs exactly. The target cache reads files, so the
+    renderings are written to one beside it (the same bytes every time)."""
+    from ..io import write_atomic
+    from .sugar_targets import cache_folder, slice_vectors, target_matrix
+
+    folder = cache_folder(path, task.recipe.targets)
+    section = dataclasses.replace(task.recipe.targets, cache_dir=folder)  # its cache beside the held-out file's
+    records = [{"id": r.id, "segments": r.segments}
+               for kind in ("image", "text") for r in (_only(s, kind) for s in samples)]
+    name = os.path.splitext(os.path.basename(path))[0]
+    file = os.path.join(folder, f"{name}-single-modality.jsonl")
+    os.makedirs(folder, exist_ok=True)
+    write_atomic(file, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    images = task.recipe.data.image_folder or os.path.dirname(os.path.abspath(path))
+    vectors = slice_vectors(file, section, images, log=lambda *a: None)
+    n = len(samples)
+    last = [(i, int(vectors.offsets[i + 1] - vectors.offsets[i]) - 1) for i in range(2 * n)]
+    return target_matrix(vectors, last[:n], last[n:], section)
 
 
 def item_naming(task, model, path: str, limit: int, batch_size: int) -> Dict[str, float]:

@@ -91,9 +91,13 @@ def _encoder_folders(section: SugarTargets) -> List[str]:
     return folders
 
 
+def cache_folder(data_file: str, section: SugarTargets) -> str:
+    return section.cache_dir or os.path.join(os.path.dirname(os.path.abspath(data_file)), "sugar-targets")
+
+
 def cache_path(data_file: str, section: SugarTargets, digest: str) -> str:
-    folder = section.cache_dir or os.path.join(os.path.dirname(os.path.abspath(data_file)), "sugar-targets")
-    return os.path.join(folder, f"{os.path.splitext(os.path.basename(data_file))[0]}-{digest[:16]}.pt")
+    name = os.path.splitext(os.path.basename(data_file))[0]
+    return os.path.join(cache_folder(data_file, section), f"{name}-{digest[:16]}.pt")
 
 
 def slice_vectors(data_file: str, section: SugarTargets, image_folder: str = "", log=print) -> SliceVectors:
@@ -240,12 +244,29 @@ def target_matrix(vectors: SliceVectors, rows: Sequence[Tuple[int, int]], cols: 
         flat = [t.reshape(1, t.shape[0] * t.shape[1], *t.shape[2:]) for t in (*a[:3], *b[:3])]
         return ops.triple_kernel_cost(*flat).view(R, N, C, M).transpose(1, 2).reshape(R * C, N, M)
 
-    xy = every_pair(x, y)
+    # GAK only where it is needed: not for two points of one sample (M_l is 1 there), and once for a
+    # pair met twice (point p against q and q against p: rows and columns are the same points in one
+    # process), since the kernel is symmetric. A point's id is its slice's index in `vectors`.
+    def ids(points):
+        return torch.tensor([int(vectors.offsets[i]) + j for i, j in points], dtype=torch.long)
+
+    sample = torch.tensor([i for i, _ in rows])[:, None], torch.tensor([i for i, _ in cols])[None, :]
+    same = sample[0] == sample[1]
+    p, q = ids(rows)[:, None].expand(R, C), ids(cols)[None, :].expand(R, C)
+    r_at, c_at = (~same).nonzero(as_tuple=True)
+    if len(r_at) == 0:
+        return torch.ones(R, C)
+    key = torch.minimum(p, q)[r_at, c_at] * len(vectors.first) + torch.maximum(p, q)[r_at, c_at]
+    unique, inverse = torch.unique(key, return_inverse=True)
+    first = torch.full((len(unique),), len(key)).scatter_reduce_(0, inverse, torch.arange(len(key)), "amin")
+    r_at, c_at = r_at[first], c_at[first]                   # one (row, col) per distinct pair
+    xy = every_pair(x, y).view(R, C, N, M)[r_at, c_at]
     xx = yy = None
-    if section.normalized:  # each prefix's own cost once, then per pair: rows repeated, columns tiled
-        xx = ops.triple_kernel_cost(*x[:3], *x[:3]).repeat_interleave(C, 0)
-        yy = ops.triple_kernel_cost(*y[:3], *y[:3]).repeat(R, 1, 1)
+    if section.normalized:  # each prefix's own cost once, then per pair
+        xx = ops.triple_kernel_cost(*x[:3], *x[:3])[r_at]
+        yy = ops.triple_kernel_cost(*y[:3], *y[:3])[c_at]
     k = ops.gak_from_cost(xy, xx, yy, delta=section.delta, normalized=section.normalized,
-                          lengths=(x[3].repeat_interleave(C), y[3].repeat(R))).view(R, C)
-    same = torch.tensor([i for i, _ in rows])[:, None] == torch.tensor([i for i, _ in cols])[None, :]
-    return torch.where(same, torch.ones_like(k), k).float()
+                          lengths=(x[3][r_at], y[3][c_at]))
+    out = torch.ones(R, C, dtype=k.dtype)
+    out[~same] = k[inverse]
+    return out.float()

@@ -64,7 +64,7 @@ class SugarData:
 @dataclass
 class SugarLoss:
     alpha: float = 1.0                      # weight of L_d; L_d is O(1) per point, as L_g per token
-    points_per_sample: int = 2              # k slice ends per sample: 2 gives within- and across-sample pairs
+    points_per_sample: int = 4              # k slice ends per sample: within- and across-sample pairs
     projector_hidden: int = 256             # retrieval MLP width (2x the demo LM's 128)
     projector_dim: int = 128                # r's size; cosine needs no more at this scale
 
