@@ -9,7 +9,7 @@ AdamW, scheduler), each timed on the same batches and step numbers, interleaved,
 - L_g:     the twin's task with L_d left out (no points, targets or projector): the plain LM step
 
 Goal: sugar <= 1.15x L_g. Then a breakdown of sugar's step with timers around its parts.
-Needs runs/demo, runs/demo-mae, runs/demo-llava2, runs/data/interleaved (make sugar).
+Needs runs/demo, runs/demo-mae, runs/demo-llava2, runs/data/llava, runs/data/interleaved (make sugar).
 
     .venv/bin/python benchmarks/sugar_step.py [--rounds 40] [--threads N] [--cache-dir DIR] [--smoke]
 

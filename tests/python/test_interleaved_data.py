@@ -272,3 +272,14 @@ def test_pairs_read_and_render_as_four_samples(data, tok):
     bad.write_text(json.dumps({"id": "p", "images": ["a.png"], "captions": ["A.", "B."]}) + "\n")
     with pytest.raises(ValueError, match=r"badpairs.jsonl:1: expected"):
         read_pairs(str(bad))
+
+
+def test_single_modality_renderings_take_the_first_sequences_and_cap_at_their_number():
+    seqs = [{"id": f"s{i}", "kind": "fashion_sequence",
+             "segments": [{"text": f"t{i}"}, {"image": f"i{i}.png"}, {"text": f"u{i}"}, {"image": f"j{i}.png"}]}
+            for i in range(3)]
+    assert interleaved.single_modality_renderings(seqs, 0) == []
+    out = interleaved.single_modality_renderings(seqs, 10)
+    assert [s["id"] for s in out] == ["s0-images", "s0-texts", "s1-images", "s1-texts", "s2-images", "s2-texts"]
+    assert out[2]["segments"] == [{"image": "i1.png"}, {"image": "j1.png"}]
+    assert out[3]["segments"] == [{"text": "t1"}, {"text": "u1"}]

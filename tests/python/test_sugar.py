@@ -17,6 +17,7 @@ from tessera.losses.sugar import discriminative_loss
 from tessera.models.sugar import SugarModel
 from tessera.train import Trainer, build_task, recipe_from_dict
 from tessera.train.distributed import init_distributed, seed_all
+from tessera.train import sugar_targets
 from tessera.train.sugar_targets import SliceVectors, SugarTargets, slice_vectors, target_matrix
 from tessera.train.sugar_task import point_weights
 
@@ -58,7 +59,7 @@ def _vectors(lengths, dim=8, seed=0):
 
 
 @pytest.mark.parametrize("normalized", [True, False])
-def test_targets_are_one_within_a_sample_and_gak_otherwise(normalized):
+def test_targets_are_one_within_a_sample_and_gak_otherwise(normalized, monkeypatch):
     v = _vectors([3, 4, 2, 4])
     points = [(0, 1), (0, 2), (1, 0), (1, 3), (2, 1), (3, 2)]
     clip_only = SugarTargets(triple_kernel=False, delta=0.7, normalized=normalized)
@@ -75,7 +76,13 @@ def test_targets_are_one_within_a_sample_and_gak_otherwise(normalized):
     # points against all ranks'), a point repeated, the rows reversed; all read the same matrix.
     cols = points + [points[3]]
     part = target_matrix(v, points[4:1:-1], cols, clip_only)
-    torch.testing.assert_close(part, m[[4, 3, 2]][:, [0, 1, 2, 3, 4, 5, 3]], rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(part, m[[4, 3, 2]][:, [0, 1, 2, 3, 4, 5, 3]], rtol=1e-5, atol=1e-7)
+    with monkeypatch.context() as patch:  # rows in blocks of one: nothing shared across blocks
+        patch.setattr(sugar_targets, "PAIRS_PER_CALL", 4)
+        torch.testing.assert_close(target_matrix(v, points, points, clip_only), m, rtol=1e-5, atol=1e-7)
+    # A rank whose micro-batch has no point (instruction rows only) still gets its [0, n] block.
+    assert target_matrix(v, [], points, clip_only).shape == (0, 6)
+    assert target_matrix(v, points, [], clip_only).shape == (6, 0)
     # the triple kernel: two image-only prefixes compare their first blocks
     v.is_image[:] = True
     triple = target_matrix(v, [(0, 1)], [(1, 2)], SugarTargets(delta=0.7))
@@ -130,15 +137,16 @@ def test_the_target_cache_is_reused_and_rebuilt_when_an_encoder_changes(runs, tm
 
 def test_retrieval_ranked_by_the_targets_is_gak_over_each_samples_own_slices(runs):
     """The retrieval ceiling: M_l between a held-out sample's images alone and another's sentences
-    alone is normalised GAK with CLIP's cost across and the single-modality blocks within, built
-    here from the held-out file's slice vectors with plain `gak` calls; its recalls are its own."""
+    alone is normalised GAK with CLIP's cost across and the single-modality blocks within (all three
+    at the pair's bandwidth), built here from the slices' vectors with plain `gak` calls."""
     from tessera.train.interleaved_data import read_interleaved
-    from tessera.train.sugar_eval import item_name, recall_at, single_modality_targets
+    from tessera.train.sugar_eval import single_modality_targets
 
     r = recipe_from_dict(recipe(runs))
     task = build_task(r)
-    samples = read_interleaved(r.data.eval)
-    m_l = single_modality_targets(task, r.data.eval, samples)
+    count = len(read_interleaved(r.data.eval))
+    indices = list(range(count))[::-2]  # a subset, out of order
+    m_l = single_modality_targets(task, r.data.eval, indices)
     v = slice_vectors(r.data.eval, r.targets, log=lambda *a: None)
 
     def blocks(i, image):
@@ -149,19 +157,15 @@ def test_retrieval_ranked_by_the_targets_is_gak_over_each_samples_own_slices(run
     def k(x, y, sigma):
         return float(tessera.ops.gak(x.double(), y.double(), sigma=sigma, normalized=False))
 
-    expected = torch.zeros(len(samples), len(samples))
-    for i in range(len(samples)):
+    expected = torch.zeros(len(indices), len(indices))
+    for row, i in enumerate(indices):
         img_first, img_second = blocks(i, True)
-        for j in range(len(samples)):
+        for col, j in enumerate(indices):
             txt_first, txt_second = blocks(j, False)
             sigma = r.targets.delta * ((len(img_first) + len(txt_first)) / 2) ** 0.5  # the pair's, for all three
-            expected[i, j] = k(img_second, txt_second, sigma) / (
+            expected[row, col] = k(img_second, txt_second, sigma) / (
                 k(img_first, img_first, sigma) * k(txt_first, txt_first, sigma)) ** 0.5
     torch.testing.assert_close(m_l, expected, rtol=1e-4, atol=1e-6)
-    labels = [tuple(item_name(g["text"]) for g in s.segments if "text" in g) for s in samples]
-    relevant = torch.tensor([[a == b for b in labels] for a in labels])
-    hits = [bool(relevant[i, int(expected[i].argmax())]) for i in range(len(samples))]
-    assert recall_at(m_l, relevant, (1,))[1] == pytest.approx(sum(hits) / len(hits))
 
 
 def test_training_lowers_l_d_and_moves_every_lora_and_projector_parameter(runs, tmp_path):
@@ -182,6 +186,9 @@ def test_training_lowers_l_d_and_moves_every_lora_and_projector_parameter(runs, 
     assert len(l_d) == 20 and sum(l_d[-5:]) / 5 < 0.8 * sum(l_d[:5]) / 5, l_d
     assert all("generative" in row for row in rows)
     assert {"retrieval_i2t_r1", "winoground_group"} <= set(summary)
+    for d in ("i2t", "t2i"):  # the ceiling is reported; the Pearson is a number (not NaN)
+        assert 0 <= summary[f"retrieval_{d}_r1_targets"] <= summary[f"retrieval_{d}_r5_targets"] <= 1
+    assert -1 <= summary["retrieval_target_pearson"] <= 1
     # the checkpoint is a plain LLaVA plus the projector, and reloads as the trained model
     ckpt = tmp_path / "run" / "checkpoints" / "step-00000020"
     assert isinstance(tessera.from_pretrained(str(ckpt)), tessera.LlavaForConditionalGeneration)

@@ -4,7 +4,7 @@ scenes whose two shapes swap colours ("A red circle and a blue square." / "A blu
 red square."), drawn with instruct's OpenCV scene code. Deterministic from a seed; held-out
 sequences use Fashion-MNIST's test split, and no held-out scene is ever drawn for training.
 
-    OUT/images/fashion/{train,test}/NNNNN.png   one image per item, never reused
+    OUT/images/fashion/{train,test}/NNNNN.png   one image per item, in one sequence only
     OUT/images/scenes/train/NNNNN-{a,b}.png     training scenes, drawn in swapped pairs too
     OUT/images/pairs/NNNNN-{a,b}.png            held-out minimal pairs
     OUT/train.jsonl     {"id", "kind", "segments": [{"image": path} | {"text": str}, ...]}; the first

@@ -29,8 +29,6 @@ own caption first; image score: each caption ranks its own image first; group: b
 The yes/no probe on absent objects and retrieval-augmented generation: `sugar_chat`."""
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 from typing import Any, Dict, List, Sequence, Tuple
 
@@ -98,13 +96,14 @@ def recall_at(similarity: torch.Tensor, relevant: torch.Tensor, ks: Sequence[int
 
 
 def interleaved_retrieval(task, model, path: str, limit: int, batch_size: int) -> Dict[str, float]:
-    samples = [s for s in read_interleaved(path, limit)
-               if any("image" in g for g in s.segments) and any("text" in g for g in s.segments)]
+    kept = [(i, s) for i, s in enumerate(read_interleaved(path, limit))
+            if any("image" in g for g in s.segments) and any("text" in g for g in s.segments)]
+    samples = [s for _, s in kept]
     labels = [tuple(item_name(g["text"]) for g in s.segments if "text" in g) for s in samples]
     relevant = torch.tensor([[a == b for b in labels] for a in labels])
     r_img, h_img = embed_samples(task, model, [_only(s, "image") for s in samples], batch_size)
     r_txt, h_txt = embed_samples(task, model, [_only(s, "text") for s in samples], batch_size)
-    m_l = single_modality_targets(task, path, samples)
+    m_l = single_modality_targets(task, path, [i for i, _ in kept])
     out = {}
     for space, (img, txt) in {"r": (r_img, r_txt), "h": (h_img, h_txt), "targets": (None, None)}.items():
         sim = m_l if space == "targets" else F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).T
@@ -117,27 +116,28 @@ def interleaved_retrieval(task, model, path: str, limit: int, batch_size: int) -
     return out
 
 
-def single_modality_targets(task, path: str, samples: Sequence[InterleavedSample]) -> torch.Tensor:
-    """M_l [N, N] between the samples' image renderings (rows) and text renderings (columns): GAK
-    over the frozen encoders' slice vectors, no model. Ranked by it, retrieval shows what r would
-    reach if it fitted its targets on these pairs exactly. The target cache reads files, so the
-    renderings are written to one beside it (the same bytes every time)."""
-    from ..io import write_atomic
-    from .sugar_targets import cache_folder, slice_vectors, target_matrix
+def single_modality_targets(task, path: str, indices: Sequence[int]) -> torch.Tensor:
+    """M_l [N, N] between samples `indices` of `path` rendered as their images alone (rows) and as
+    their sentences alone (columns): GAK over the frozen encoders' slice vectors, no model. Ranked
+    by it, retrieval shows what r would reach if it fitted its targets on these pairs exactly. A
+    slice's vector does not depend on its neighbours, so the renderings' vectors are rows of the
+    held-out file's own cache (the one `target_fit` reads)."""
+    from .sugar_targets import SliceVectors, slice_vectors, target_matrix
 
-    folder = cache_folder(path, task.recipe.targets)
-    section = dataclasses.replace(task.recipe.targets, cache_dir=folder)  # its cache beside the held-out file's
-    records = [{"id": r.id, "segments": r.segments}
-               for kind in ("image", "text") for r in (_only(s, kind) for s in samples)]
-    name = os.path.splitext(os.path.basename(path))[0]
-    file = os.path.join(folder, f"{name}-single-modality.jsonl")
-    os.makedirs(folder, exist_ok=True)
-    write_atomic(file, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    images = task.recipe.data.image_folder or os.path.dirname(os.path.abspath(path))
-    vectors = slice_vectors(file, section, images, log=lambda *a: None)
-    n = len(samples)
-    last = [(i, int(vectors.offsets[i + 1] - vectors.offsets[i]) - 1) for i in range(2 * n)]
-    return target_matrix(vectors, last[:n], last[n:], section)
+    section = task.recipe.targets
+    v = slice_vectors(path, section, task.recipe.data.image_folder, log=lambda *a: None)
+    rows: List[int] = []
+    offsets = [0]
+    for image in (True, False):
+        for i in indices:
+            a, b = v.slices(i)
+            rows += [a + j for j in range(b - a) if bool(v.is_image[a + j]) == image]
+            offsets.append(len(rows))
+    at = torch.tensor(rows, dtype=torch.long)
+    rendered = SliceVectors(v.first[at], v.second[at], v.is_image[at], torch.tensor(offsets))
+    n = len(indices)
+    last = [(k, offsets[k + 1] - offsets[k] - 1) for k in range(2 * n)]
+    return target_matrix(rendered, last[:n], last[n:], section)
 
 
 def item_naming(task, model, path: str, limit: int, batch_size: int) -> Dict[str, float]:

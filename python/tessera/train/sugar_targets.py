@@ -91,13 +91,9 @@ def _encoder_folders(section: SugarTargets) -> List[str]:
     return folders
 
 
-def cache_folder(data_file: str, section: SugarTargets) -> str:
-    return section.cache_dir or os.path.join(os.path.dirname(os.path.abspath(data_file)), "sugar-targets")
-
-
 def cache_path(data_file: str, section: SugarTargets, digest: str) -> str:
-    name = os.path.splitext(os.path.basename(data_file))[0]
-    return os.path.join(cache_folder(data_file, section), f"{name}-{digest[:16]}.pt")
+    folder = section.cache_dir or os.path.join(os.path.dirname(os.path.abspath(data_file)), "sugar-targets")
+    return os.path.join(folder, f"{os.path.splitext(os.path.basename(data_file))[0]}-{digest[:16]}.pt")
 
 
 def slice_vectors(data_file: str, section: SugarTargets, image_folder: str = "", log=print) -> SliceVectors:
@@ -227,6 +223,8 @@ def target_matrix(vectors: SliceVectors, rows: Sequence[Tuple[int, int]], cols: 
                   section: SugarTargets) -> torch.Tensor:
     """M_l [len(rows), len(cols)] between points given as (sample index, slice index): GAK over
     the triple-kernel cost of their prefixes; 1 where both points belong to one sample."""
+    if not rows or not cols:  # e.g. a rank whose micro-batch is instruction rows only
+        return torch.ones(len(rows), len(cols))
     block = max(1, PAIRS_PER_CALL // max(1, len(cols)))  # bounds the [pairs, L, L] costs below
     if len(rows) > block:
         return torch.cat([target_matrix(vectors, rows[a:a + block], cols, section)
@@ -245,8 +243,8 @@ def target_matrix(vectors: SliceVectors, rows: Sequence[Tuple[int, int]], cols: 
         return ops.triple_kernel_cost(*flat).view(R, N, C, M).transpose(1, 2).reshape(R * C, N, M)
 
     # GAK only where it is needed: not for two points of one sample (M_l is 1 there), and once for a
-    # pair met twice (point p against q and q against p: rows and columns are the same points in one
-    # process), since the kernel is symmetric. A point's id is its slice's index in `vectors`.
+    # pair met twice within this call (p against q and q against p: one rank's rows are among its
+    # columns), since the kernel is symmetric. A point's id is its slice's index in `vectors`.
     def ids(points):
         return torch.tensor([int(vectors.offsets[i]) + j for i, j in points], dtype=torch.long)
 
@@ -254,7 +252,7 @@ def target_matrix(vectors: SliceVectors, rows: Sequence[Tuple[int, int]], cols: 
     same = sample[0] == sample[1]
     p, q = ids(rows)[:, None].expand(R, C), ids(cols)[None, :].expand(R, C)
     r_at, c_at = (~same).nonzero(as_tuple=True)
-    if len(r_at) == 0:
+    if len(r_at) == 0:  # every pair within one sample
         return torch.ones(R, C)
     key = torch.minimum(p, q)[r_at, c_at] * len(vectors.first) + torch.maximum(p, q)[r_at, c_at]
     unique, inverse = torch.unique(key, return_inverse=True)
