@@ -248,8 +248,7 @@ def target_matrix(vectors: SliceVectors, rows: Sequence[Tuple[int, int]], cols: 
     def ids(points):
         return torch.tensor([int(vectors.offsets[i]) + j for i, j in points], dtype=torch.long)
 
-    sample = torch.tensor([i for i, _ in rows])[:, None], torch.tensor([i for i, _ in cols])[None, :]
-    same = sample[0] == sample[1]
+    same = torch.tensor([i for i, _ in rows])[:, None] == torch.tensor([i for i, _ in cols])[None, :]
     p, q = ids(rows)[:, None].expand(R, C), ids(cols)[None, :].expand(R, C)
     r_at, c_at = (~same).nonzero(as_tuple=True)
     if len(r_at) == 0:  # every pair within one sample
