@@ -28,10 +28,13 @@
 #   open_clip_torch (side-by-side CLIP tests, CLIP's BPE merges), ftfy + wcwidth (open_clip),
 #   pysdtw + tslearn (soft-DTW references), webdataset + braceexpand (webdataset tests): 2.8 MiB.
 #   device_check.sh installs only those the machine lacks.
+# .device/shared  a copy of ../shared's fixtures/hf and assets (~10 MiB), which the tests read
+#   through TESSERA_SHARED_DIR: ../shared itself does not travel with the working tree.
 # Sizes are printed at the end; everything that travels (tracked tree + .device) must stay under
 # the device tool's 64 MiB (budget 60 MiB): 49 MiB when written (tree 3 + bundle 44 + wheels 2.8).
 #
-# The device half (scripts/device_check.sh) is UNVERIFIED until it has run on a GPU machine.
+# On an H200 (2026-12-04) the bundle built tessera; the tests have not yet run there (see
+# scripts/device_check.sh's header).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -72,6 +75,10 @@ if [ ! -f "$stamp" ] || [ -n "$(find "$DEBS" -name '*.deb' -newer "$stamp")" ]; 
   rm -rf "$B/usr/share/doc" "$B/usr/share/man" "$B/usr/share/lintian" "$B/usr/share/aclocal" \
     "$B/usr/bin/icuinfo" "$B/usr/lib/$ARCH/icu" "$B/usr/share/icu"
   rm -f "$B/usr/lib/$ARCH/"lib{icui18n,icuio,icutu,icutest}.so* "$B/usr/lib/$ARCH/"{libicu*.a,libpcre2-*.a,libsentencepiece*.a,libjpeg.a,libz.a,libpkgconf.a}
+  # Absolute symlinks (zlib1g-dev's libz.so -> /lib/...) would point out of the bundle: relative.
+  find "$B" -type l -lname '/*' -print0 | while IFS= read -r -d '' l; do
+    ln -sfn "$(realpath -m --relative-to="$(dirname "$l")" "$B$(readlink "$l")")" "$l"
+  done
   # Relocatable .pc files: prefix relative to the file (pkgconf and pkg-config both know pcfiledir).
   find "$B" -name '*.pc' -print0 | while IFS= read -r -d '' pc; do
     rel=$(realpath --relative-to="$(dirname "$pc")" "$B/usr")
@@ -95,6 +102,16 @@ for w in "${WHEEL_PACKAGES[@]}"; do
   ls "$WHEELS/${norm}-${v}-"*.whl > /dev/null 2>&1 ||
     .venv/bin/pip download -q --no-deps --only-binary=:all: --python-version 3.12 -d "$WHEELS" "$w==$v"
 done
+
+# ---- reference data: ../shared does not travel, the tests' fixtures do (TESSERA_SHARED_DIR there)
+SHARED=${TESSERA_SHARED_DIR:-../shared}
+if [ -d "$SHARED/fixtures/hf" ]; then
+  rm -rf "$DEV/shared"; mkdir -p "$DEV/shared/fixtures"
+  cp -r "$SHARED/fixtures/hf" "$DEV/shared/fixtures/hf"
+  [ ! -d "$SHARED/assets" ] || cp -r "$SHARED/assets" "$DEV/shared/assets"
+else
+  echo "device_bundle: $SHARED/fixtures/hf not found: the device's parity tests will skip" >&2
+fi
 
 # ---- sizes against the budget ---------------------------------------------------------------
 tree_kib=$(git ls-files -co --exclude-standard -z | du -ck --files0-from=- 2>/dev/null | tail -1 | cut -f1)
