@@ -19,8 +19,10 @@
 #
 # On the H200 (2026-12-04, four calls): env, wheels, the bundle-only configure and the build
 # (107-117 s on 16 cores) pass; `import tessera` crashed (static libstdc++, see configure), so no
-# test or benchmark has run on a GPU yet. The libstdc++ fix below is checked only on the CPU
-# machine (it wins over -static-libstdc++ there). Knobs: PYTHON, JOBS, TESSERA_DEVICE_BUILD, TESSERA_DEVICE_BUDGET_S (570),
+# test or benchmark has run on a GPU yet. The libstdc++ fix below is checked on the CPU machine
+# only: relinking libtessera.so there with -static-libstdc++ exports 49 std::ostream symbols and
+# needs no libstdc++.so.6, as on the H200; with the fix added it needs libstdc++.so.6 and exports
+# none. Knobs: PYTHON, JOBS, TESSERA_DEVICE_BUILD, TESSERA_DEVICE_BUDGET_S (570),
 # TESSERA_DEVICE_CAP_SCALE (multiplies each phase's time cap), TESSERA_DEVICE_SKIP (phase names
 # to skip, e.g. "ctest pytest_cuda" for a second call that only benchmarks), TESSERA_DEVICE_BENCH
 # (benchmark names for gpu_suite.py --only).
@@ -256,7 +258,7 @@ out = {
     "pytest_smoke": junit(os.path.join(build, "pytest-smoke.xml")),
     "bench_json": os.path.exists(os.path.join(report, "bench.json")),
     # Which copies of the linked libraries the loader picks (the bundle's, not the system's).
-    "ldd_libtessera": run("ldd python/tessera/lib/libtessera.so | grep -E 'icu|pcre2|sentencepiece|jpeg|libz|not found'"),
+    "ldd_libtessera": run("ldd python/tessera/lib/libtessera.so | grep -E 'icu|pcre2|sentencepiece|jpeg|libz|stdc|gomp|not found'"),
 }
 json.dump(out, open(os.path.join(report, "report.json"), "w"), indent=1)
 print(json.dumps({k: out[k] for k in ("total_seconds", "all_ok", "phases", "ctest", "pytest_cuda", "pytest_smoke")}, indent=1))
