@@ -24,7 +24,6 @@ script itself in well under 2 minutes; its rates mean nothing.
 import argparse
 import contextlib
 import gc
-import json
 import os
 import platform
 import tempfile
@@ -430,15 +429,6 @@ def print_table(results):
         print(f"{name:26s} {unit:10s} {ours:>10s}  {refs:40s} {rat:30s} {note}")
 
 
-def _write_json(path: str, results: dict) -> None:
-    """Atomically (temporary file, then rename): a reader never sees half a report."""
-    path = os.path.abspath(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(results, f, indent=1)
-    os.replace(path + ".tmp", path)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", metavar="PATH", help="write the results here")
@@ -474,9 +464,9 @@ def main():
         print(f"{bench_name}: {time.time() - t:.1f} s", flush=True)
         _free()
         results["seconds"] = round(time.time() - t0, 1)
-        # After every benchmark: a run stopped at its time limit keeps what it measured.
+        # After every benchmark (atomically): a run stopped at its time limit keeps what it measured.
         if args.json:
-            _write_json(args.json, results)
+            tessera.io.write_json(args.json, results)
     print_table(results)
     print(f"\ntotal {results['seconds']:.0f} s")
     if args.json:

@@ -19,10 +19,7 @@
 #
 # On the H200 (2026-12-04, four calls): env, wheels, the bundle-only configure and the build
 # (107-117 s on 16 cores) pass; `import tessera` crashed (static libstdc++, see configure), so no
-# test or benchmark has run on a GPU yet. The libstdc++ fix below is checked on the CPU machine
-# only: relinking libtessera.so there with -static-libstdc++ exports 49 std::ostream symbols and
-# needs no libstdc++.so.6, as on the H200; with the fix added it needs libstdc++.so.6 and exports
-# none. Knobs: PYTHON, JOBS, TESSERA_DEVICE_BUILD, TESSERA_DEVICE_BUDGET_S (570),
+# test or benchmark has run on a GPU yet; the fix is checked on the CPU machine only. Knobs: PYTHON, JOBS, TESSERA_DEVICE_BUILD, TESSERA_DEVICE_BUDGET_S (570),
 # TESSERA_DEVICE_CAP_SCALE (multiplies each phase's time cap), TESSERA_DEVICE_SKIP (phase names
 # to skip, e.g. "ctest pytest_cuda" for a second call that only benchmarks), TESSERA_DEVICE_BENCH
 # (benchmark names for gpu_suite.py --only).
@@ -126,13 +123,11 @@ configure() {
   # /usr as a prefix hidden: ZLIB, JPEG, GTest, nlohmann_json can come only from the bundle.
   [ "$strict" = 1 ] && extra+=("-DCMAKE_IGNORE_PREFIX_PATH=/usr;/")
   rm -f "$BUILD/CMakeCache.txt"
-  # On the H200 image (gcc 13 in /opt/gcc, CMake 4.4) libtessera.so came out with libstdc++
-  # linked in statically and exported (no NEEDED libstdc++.so.6), although a plain `c++ -shared`
-  # probe links it shared; the bundle's libsentencepiece then bound std::ostream to that
-  # uninitialised copy and `import tessera` crashed (SIGSEGV in its static initialisers; cause of
-  # the static link not established, 2026-12-04). So the process's libstdc++.so.6 is linked by
-  # name, before the objects: every std symbol resolves to it and no archive member is pulled in.
-  # On any other machine this names the library the compiler links anyway.
+  # The H200 image's toolchain linked libstdc++ into libtessera.so statically (why is not
+  # established; a plain `c++ -shared` probe there linked it shared), which the build now refuses
+  # (cmake/check_shared_libstdcxx.cmake). The process's libstdc++.so.6, named before the objects,
+  # supplies every std symbol, so no archive member is pulled in; elsewhere it is the library the
+  # compiler links anyway.
   local rt; rt=$({ ldconfig -p || true; } | awk '/libstdc\+\+\.so\.6 .*x86-64/ {print $NF; exit}')
   if [ -n "$rt" ]; then
     local f="-Wl,--push-state,--no-as-needed,$rt,--pop-state"
@@ -166,9 +161,6 @@ if ok configure || ok configure_retry; then
 fi
 if ok build; then
   phase install build.log 60 cmake --install "$BUILD" --prefix python/tessera
-  # libstdc++ is a shared dependency, not a static copy inside (see configure).
-  phase stdcxx_shared build.log 30 bash -c "ldd python/tessera/lib/libtessera.so | grep -q 'libstdc++.so.6' &&
-    ! nm -D --defined-only python/tessera/lib/libtessera.so | grep -q ' _ZNSo9_M_insert'"
   phase import env.log 60 "$PY" -c "
 import torch, tessera, tessera.ops, tessera.data
 print('tessera', tessera.__file__, tessera._C.__file__)
@@ -180,26 +172,21 @@ else:
     print('no CUDA device: the CUDA kernels are built but not run')"
 fi
 
-# ---- tests -----------------------------------------------------------------------------------
+# ---- tests and benchmarks: the GPU's work first, then ctest and the CPU smoke subset -----------
 if ok install && ok import; then
   phase pytest_cuda pytest-cuda.log ${TESSERA_DEVICE_TEST_CAP:-180} "$PY" -m pytest -m cuda tests/python -q -rfEs -p no:cacheprovider \
     --junitxml="$ROOT/$BUILD/pytest-cuda.xml"
-fi
-# The benchmarks before the CPU smoke tests (which this machine's CPU adds least to); gpu_suite.py
-# writes bench.json after each benchmark, so a phase stopped at its cap keeps what it measured.
-if ok import; then
+  # gpu_suite.py writes bench.json after each benchmark: a phase stopped at its cap keeps its figures.
   phase bench bench.log 240 "$PY" benchmarks/gpu_suite.py --json "$REPORT/bench.json" \
     ${TESSERA_DEVICE_BENCH:+--only $TESSERA_DEVICE_BENCH}
-else
-  printf '%s\t%s\t%s\n' bench skipped 0 >> "$PHASES"
-fi
-if ok install && ok import; then
   # Few at once: every test runs torch's intra-op threads on all cores.
   phase ctest ctest.log 150 bash -c "cd '$BUILD' && ctest --output-on-failure --timeout 120 -j 4"
   # CPU smoke: the ops, tokenizers, checkpoints and one model family through the in-tree package.
   phase pytest_smoke pytest-smoke.log 120 "$PY" -m pytest -m "not slow and not cuda" -q -rfE -p no:cacheprovider \
     --junitxml="$ROOT/$BUILD/pytest-smoke.xml" tests/python/test_soft_dtw.py tests/python/test_tokenizer.py \
     tests/python/test_safetensors_io.py tests/python/test_losses.py tests/python/test_llama.py
+else
+  printf '%s\t%s\t%s\n' bench skipped 0 >> "$PHASES"
 fi
 
 # ---- report.json -----------------------------------------------------------------------------
