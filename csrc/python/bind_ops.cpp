@@ -1,6 +1,7 @@
 // Python bindings of csrc/tessera/ops (soft-DTW, the global alignment kernel, Sugar's triple
 // kernel); python/tessera/ops.py adds the argument conventions (lengths as a pair).
 #include "bindings.h"
+#include "tessera/nn/decode_layer.h"
 #include "tessera/ops/decode_attention.h"
 #include "tessera/ops/decode_argmax.h"
 #include "tessera/ops/decode_elementwise.h"
@@ -84,6 +85,10 @@ void bind_ops(py::module_& m) {
       py::arg("x"), py::arg("weight"), py::arg("bias") = py::none());
   m.def("set_onednn_linear_enabled", &ops::set_onednn_linear_enabled, py::arg("on"));
   m.def("onednn_linear_enabled", &ops::onednn_linear_enabled);
+  m.def("set_fused_decoding_enabled", &nn::set_fused_decoding_enabled, py::arg("on"),
+        "Decoding steps through a LLaMA-style layer in one pass (on by default) or through its modules.");
+  m.def("fused_decoding_enabled", &nn::fused_decoding_enabled);
+  m.def("fused_decoding_steps", &nn::fused_decoding_steps, "Layer steps the fused decoding path has taken.");
   m.def(
       "decode_linear_int8",
       [](const at::Tensor& x, const at::Tensor& q_weight, const at::Tensor& scale, const std::optional<at::Tensor>& bias,

@@ -12,6 +12,8 @@
 #include "tessera/models/llama/llama_generate.h"
 #include "tessera/models/llava/llava_model.h"
 #include "tessera/models/mae/mae_model.h"
+#include "tessera/nn/decode_layer.h"
+#include "tessera/nn/linear.h"
 #include "test_util.h"
 
 #include <nlohmann/json.hpp>
@@ -298,6 +300,54 @@ TEST(LlamaForCausalLM, CachedDecodingLogitsEqualAFullForward) {
       at::Tensor step = lm->forward(ids.slice(1, t, t + 1), {}, {}, {}, {}, false, &cache).logits;
       EXPECT_LE(max_diff(step, full.slice(1, t, t + 1)), 1e-5) << "position " << t << ", capacity " << capacity;
     }
+  }
+}
+
+// nn::decode_layer runs a decoding step through a LLaMA layer in one pass; it must be what the
+// layer's modules compute, bit for bit, in every case it takes (and leave the rest to them).
+TEST(LlamaForCausalLM, FusedDecodingStepIsTheModulesBitForBit) {
+  struct Case {
+    at::ScalarType dtype;
+    bool int8, bias;
+    int64_t kv_heads, batch;
+  };
+  const Case cases[] = {{at::kFloat, false, false, 2, 1}, {at::kBFloat16, false, false, 2, 1},
+                        {at::kFloat, true, false, 4, 3},  {at::kBFloat16, true, true, 1, 3},
+                        {at::kBFloat16, false, true, 4, 8}, {at::kFloat, false, false, 2, 9}};
+  at::NoGradGuard no_grad;
+  for (const Case& c : cases) {
+    at::manual_seed(0);
+    models::LlamaForCausalLM lm(models::LlamaOptions().vocab_size(60).hidden_size(48).intermediate_size(80)
+                                    .num_hidden_layers(2).num_attention_heads(4).num_key_value_heads(c.kv_heads)
+                                    .attention_bias(c.bias).max_position_embeddings(32));
+    lm->eval();
+    lm->to(c.dtype);
+    if (c.int8)
+      for (const auto& m : lm->modules())
+        if (auto* linear = dynamic_cast<nn::LinearImpl*>(m.get())) linear->set_int8_decoding(true);
+    at::Tensor ids = at::randint(1, 60, {c.batch, 10});
+    at::Tensor mask = at::ones_like(ids);
+    if (c.batch > 1) mask.slice(0, 1, 2).slice(1, 0, 3).zero_();  // a left-padded row
+    auto run = [&](bool fused) {
+      nn::set_fused_decoding_enabled(fused);
+      nn::KVCache cache(2);
+      cache.reserve(10);
+      std::vector<at::Tensor> logits{lm->forward(ids.slice(1, 0, 6), mask.slice(1, 0, 6), {}, {}, {}, false, &cache).logits};
+      for (int64_t t = 6; t < 10; ++t)
+        logits.push_back(lm->forward(ids.slice(1, t, t + 1), mask.slice(1, 0, t + 1), {}, {}, {}, false, &cache).logits);
+      nn::set_fused_decoding_enabled(true);
+      return logits;
+    };
+    const int64_t before = nn::fused_decoding_steps();
+    const std::vector<at::Tensor> fused = run(true);
+    const int64_t taken = nn::fused_decoding_steps() - before;
+    const std::vector<at::Tensor> modules = run(false);
+    EXPECT_EQ(nn::fused_decoding_steps() - before, taken) << "the switch did not turn the fused path off";
+    // 4 steps x 2 layers, except past ops::kDecodeRows rows, where the modules' ATen ops serve.
+    EXPECT_EQ(taken, c.batch <= 8 ? 8 : 0) << "batch " << c.batch;
+    for (size_t i = 0; i < fused.size(); ++i)
+      EXPECT_TRUE(at::equal(fused[i], modules[i])) << "step " << i << ", dtype " << c.dtype << ", int8 " << c.int8
+                                                   << ", kv_heads " << c.kv_heads << ", batch " << c.batch;
   }
 }
 

@@ -63,6 +63,9 @@ class AttentionImpl : public Module<AttentionImpl> {
   AttentionOptions options;
   AttentionLayout layout;
   Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  int64_t heads() const { return heads_; }
+  int64_t kv_heads() const { return kv_heads_; }
+  int64_t head_dim() const { return head_dim_; }
 
  private:
   at::Tensor attend(const at::Tensor& x, const at::Tensor& src, const at::Tensor& mask, bool causal,

@@ -33,6 +33,28 @@ std::pair<at::Tensor, at::Tensor> KVCache::update(int64_t layer, const at::Tenso
   return {ck.narrow(2, 0, len), cv.narrow(2, 0, len)};
 }
 
+KVCache::Room KVCache::room(int64_t layer, int64_t n, int64_t batch, int64_t heads, int64_t head_dim,
+                            const at::TensorOptions& options) {
+  if (capacity_ <= 0 || layer < 0) return {};
+  if (static_cast<size_t>(layer) >= keys_.size()) {
+    keys_.resize(layer + 1);
+    values_.resize(layer + 1);
+    lengths_.resize(layer + 1, 0);
+  }
+  auto& ck = keys_[layer];
+  auto& cv = values_[layer];
+  if (lengths_[layer] + n > capacity_) return {};
+  if (!ck.defined()) {
+    ck = at::empty({batch, heads, capacity_, head_dim}, options);
+    cv = at::empty({batch, heads, capacity_, head_dim}, options);
+  }
+  const std::vector<int64_t> shape{batch, heads, capacity_, head_dim};
+  if (ck.sizes() != shape || cv.sizes() != shape || ck.scalar_type() != options.dtype().toScalarType() ||
+      cv.scalar_type() != ck.scalar_type() || !ck.device().is_cpu() || !ck.is_contiguous() || !cv.is_contiguous())
+    return {};
+  return {ck, cv, lengths_[layer]};
+}
+
 int64_t KVCache::seq_len(int64_t layer) const {
   return static_cast<size_t>(layer) < lengths_.size() ? lengths_[layer] : 0;
 }

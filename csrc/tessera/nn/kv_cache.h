@@ -4,6 +4,7 @@
 // does not copy the prefix at every step (transformers' StaticCache).
 #pragma once
 #include <ATen/core/Tensor.h>
+#include <c10/core/TensorOptions.h>
 #include <utility>
 #include <vector>
 namespace tessera::nn {
@@ -15,6 +16,17 @@ class KVCache {
   /// Preallocate room for `capacity` positions per layer (0: grow by concatenation).
   void reserve(int64_t capacity) { capacity_ = capacity; }
   std::pair<at::Tensor, at::Tensor> update(int64_t layer, const at::Tensor& k, const at::Tensor& v);
+  /// For a caller that writes the next `n` positions of `layer` itself (nn::decode_layer): the
+  /// reserved buffers [batch, heads, capacity, head_dim] (allocated on first use, as update does)
+  /// and the positions already held. Empty (undefined buffers) without a capacity, without room
+  /// for n more, or when the layer's buffers have another shape or dtype: update's turn then.
+  /// `commit(layer, n)` counts the written positions.
+  struct Room {
+    at::Tensor keys, values;
+    int64_t length = 0;
+  };
+  Room room(int64_t layer, int64_t n, int64_t batch, int64_t heads, int64_t head_dim, const at::TensorOptions& options);
+  void commit(int64_t layer, int64_t n) { lengths_.at(layer) += n; }
   /// Tokens already cached (0 before the first update).
   int64_t seq_len(int64_t layer = 0) const;
   int64_t capacity() const { return capacity_; }

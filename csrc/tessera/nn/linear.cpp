@@ -86,18 +86,26 @@ void LinearImpl::set_int8_decoding(bool on) {
   q_source_ = nullptr;
 }
 
-std::optional<at::Tensor> LinearImpl::decode(const at::Tensor& x, std::optional<at::ScalarType> out_dtype) const {
+std::optional<ops::DecodeWeight> LinearImpl::decode_weight(at::ScalarType x_dtype) const {
   if (lora_options && !lora_merged) return std::nullopt;
   const at::Tensor& w = weight();
-  if (int8_on_ && w.device().is_cpu() && ops::own_kernel_may_take({w}) && ops::decode_linear_int8_applies(x, w)) {
+  if (!w.device().is_cpu() || !ops::own_kernel_may_take({w})) return std::nullopt;
+  if (int8_on_) {
     if (!q_weight_.defined() || q_version_ != w._version() || q_source_ != w.data_ptr()) {
       std::tie(q_weight_, q_scale_) = ops::quantize_int8_rows(w);
       q_version_ = w._version();
       q_source_ = w.data_ptr();
     }
-    return ops::decode_linear_int8(x, q_weight_, q_scale_, bias(), out_dtype);
+    return ops::decode_weight_int8(q_weight_, q_scale_, bias());
   }
-  if (ops::decode_linear_applies(x, w)) return ops::decode_linear(x, w, bias(), out_dtype);
+  const at::ScalarType t = w.scalar_type();
+  if (t == at::kBFloat16 || (t == at::kFloat && x_dtype == at::kFloat)) return ops::decode_weight(w, bias());
+  return std::nullopt;
+}
+
+std::optional<at::Tensor> LinearImpl::decode(const at::Tensor& x, std::optional<at::ScalarType> out_dtype) const {
+  if (!ops::decode_rows_apply(x, in_features)) return std::nullopt;
+  if (std::optional<ops::DecodeWeight> w = decode_weight(x.scalar_type())) return ops::decode_linear(x, *w, out_dtype);
   return std::nullopt;
 }
 

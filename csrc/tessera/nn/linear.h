@@ -1,6 +1,7 @@
 // y = x W^T + b, with `weight` [out, in] and optional `bias` read at call time (see module.h).
 #pragma once
 #include "tessera/nn/module.h"
+#include "tessera/ops/decode_linear.h"
 
 #include <torch/nn/pimpl.h>
 
@@ -44,6 +45,10 @@ class LinearImpl : public Module<LinearImpl> {
   /// A decoding kernel's result for x when one applies (int8 if set, else the weight's own
   /// dtype: ops::decode_linear), nullopt otherwise (at::linear's turn).
   std::optional<at::Tensor> decode(const at::Tensor& x, std::optional<at::ScalarType> out_dtype = std::nullopt) const;
+  /// The weight (and bias) as that kernel reads them against rows of `x_dtype` (which the caller
+  /// has checked with ops::decode_rows_apply), for a caller that runs the product on its own
+  /// buffers (nn::decode_layer); nullopt where decode would refuse the weight.
+  std::optional<ops::DecodeWeight> decode_weight(at::ScalarType x_dtype) const;
   void adopt_structure(const ModuleBase& original) override;
   int64_t in_features, out_features;
   bool with_bias;

@@ -1,6 +1,8 @@
 // Generic transformer layer (see transformer_block.h for the references).
 #include "tessera/nn/transformer_block.h"
 
+#include "tessera/nn/decode_layer.h"
+
 #include <ATen/ATen.h>
 
 namespace tessera::nn {
@@ -106,6 +108,7 @@ at::Tensor TransformerBlockImpl::feed_forward(const at::Tensor& x, const Linear&
 at::Tensor TransformerBlockImpl::forward(const at::Tensor& x, const LayerArgs& args) const {
   TORCH_CHECK_VALUE(x.dim() == 3 && x.size(2) == options.dim(), class_name_, " expects hidden states [batch, seq, ",
                     options.dim(), "], got ", x.sizes());
+  if (std::optional<at::Tensor> y = decode_layer(*this, x, args)) return *y;
   at::Tensor mask = args.mask;
   auto add_bias = [&](const at::Tensor& b) { mask = mask.defined() ? mask + b : b; };
   if (args.position_bias.defined()) add_bias(args.position_bias);

@@ -96,27 +96,53 @@ OneHead<T> pick() {
 }
 
 template <typename T>
-void run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask, at::Tensor& out,
-         float scale) {
-  const int64_t B = q.size(0), H = q.size(1), D = q.size(3), Hk = k.size(1), K = k.size(2), group = H / Hk;
-  const T* qp = q.data_ptr<T>();
-  const T* kp = k.data_ptr<T>();
-  const T* vp = v.data_ptr<T>();
-  const T* mp = mask.defined() ? mask.data_ptr<T>() : nullptr;
-  T* op = out.data_ptr<T>();
+void run(const detail::DecodeAttentionArgs<T>& a) {
+  const int64_t group = a.H / a.Hk;
   // ~32K multiply-adds per task: a short cache stays on the calling thread.
-  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(K * D, 1));
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(a.K * a.D, 1));
   const OneHead<T> one = pick<T>();
-  at::parallel_for(0, B * H, grain, [&](int64_t h0, int64_t h1) {
-    std::vector<float> scores(K), acc(D);
+  at::parallel_for(0, a.B * a.H, grain, [&](int64_t h0, int64_t h1) {
+    std::vector<float> scores(a.K), acc(a.D);
     for (int64_t bh = h0; bh < h1; ++bh) {
-      const int64_t b = bh / H, h = bh % H, hk = h / group;
-      const T* m = mp ? mp + b * mask.stride(0) + h * mask.stride(1) : nullptr;
-      one(qp + b * q.stride(0) + h * q.stride(1), kp + b * k.stride(0) + hk * k.stride(1),
-          vp + b * v.stride(0) + hk * v.stride(1), m, mp ? mask.stride(3) : 0, op + b * out.stride(0) + h * out.stride(1),
-          K, D, k.stride(2), v.stride(2), scale, scores.data(), acc.data());
+      const int64_t b = bh / a.H, h = bh % a.H, hk = h / group;
+      const T* m = a.mask ? a.mask + b * a.m_b + h * a.m_h : nullptr;
+      one(a.q + b * a.q_b + h * a.q_h, a.k + b * a.k_b + hk * a.k_h, a.v + b * a.v_b + hk * a.v_h, m, a.m_k,
+          a.out + b * a.o_b + h * a.o_h, a.K, a.D, a.k_s, a.v_s, a.scale, scores.data(), acc.data());
     }
   });
+}
+
+template <typename T>
+void run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask, at::Tensor& out,
+         float scale) {
+  detail::DecodeAttentionArgs<T> a;
+  a.q = q.data_ptr<T>();
+  a.q_b = q.stride(0);
+  a.q_h = q.stride(1);
+  a.k = k.data_ptr<T>();
+  a.k_b = k.stride(0);
+  a.k_h = k.stride(1);
+  a.k_s = k.stride(2);
+  a.v = v.data_ptr<T>();
+  a.v_b = v.stride(0);
+  a.v_h = v.stride(1);
+  a.v_s = v.stride(2);
+  if (mask.defined()) {
+    a.mask = mask.data_ptr<T>();
+    a.m_b = mask.stride(0);
+    a.m_h = mask.stride(1);
+    a.m_k = mask.stride(3);
+  }
+  a.out = out.data_ptr<T>();
+  a.o_b = out.stride(0);
+  a.o_h = out.stride(1);
+  a.B = q.size(0);
+  a.H = q.size(1);
+  a.D = q.size(3);
+  a.Hk = k.size(1);
+  a.K = k.size(2);
+  a.scale = scale;
+  run(a);
 }
 
 }  // namespace
@@ -155,5 +181,10 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::
     run<at::BFloat16>(q, k, v, m, out, s);
   return out;
 }
+
+namespace detail {
+void decode_attention_run(const DecodeAttentionArgs<float>& a) { run(a); }
+void decode_attention_run(const DecodeAttentionArgs<at::BFloat16>& a) { run(a); }
+}  // namespace detail
 
 }  // namespace tessera::ops

@@ -17,6 +17,11 @@ namespace tessera::ops {
 
 constexpr int64_t kDecodeRows = 8;
 
+/// Whether x is rows a decoding kernel serves against a weight of `in` inputs: CPU, fp32 or bf16,
+/// at most kDecodeRows, nothing that own_kernel_may_take refuses, no autocast (whose dtypes
+/// at::linear follows).
+bool decode_rows_apply(const at::Tensor& x, int64_t in);
+
 /// Whether decode_linear serves (x, weight): see the file comment.
 bool decode_linear_applies(const at::Tensor& x, const at::Tensor& weight);
 
@@ -26,10 +31,35 @@ at::Tensor decode_linear(const at::Tensor& x, const at::Tensor& weight, const at
                          std::optional<at::ScalarType> out_dtype = std::nullopt);
 
 /// Int8 weight-only decoding: x against q_weight int8 [out, in] with per-row scales fp32 [out]
-/// (the weight being q * scale), decode_linear's rules for x.
+/// (the weight being q * scale), decode_linear's rules for x (decode_rows_apply).
 bool decode_linear_int8_applies(const at::Tensor& x, const at::Tensor& q_weight);
 at::Tensor decode_linear_int8(const at::Tensor& x, const at::Tensor& q_weight, const at::Tensor& scale,
                               const at::Tensor& bias, std::optional<at::ScalarType> out_dtype = std::nullopt);
+
+/// A weight as the decoding kernels read it: raw row-major [out, in] data (bf16 bits, fp32 or
+/// int8 with per-row `scale`) and an fp32 bias, which `keep` holds alive. For callers that keep
+/// their own buffers (a fused decoding layer): no tensor is made per product.
+struct DecodeWeight {
+  const void* data = nullptr;
+  at::ScalarType dtype = at::kFloat;  ///< kBFloat16, kFloat or kChar
+  const float* scale = nullptr;       ///< int8 only: [out]
+  const float* bias = nullptr;        ///< [out] or nullptr
+  int64_t out = 0, in = 0;
+  at::Tensor weight_storage, scale_storage, bias_storage;
+};
+
+/// `weight` (bf16 or fp32, [out, in]) and `bias` as a DecodeWeight.
+DecodeWeight decode_weight(const at::Tensor& weight, const at::Tensor& bias);
+/// An int8 weight with its per-row scales (quantize_int8_rows) and `bias` as a DecodeWeight.
+DecodeWeight decode_weight_int8(const at::Tensor& q_weight, const at::Tensor& scale, const at::Tensor& bias);
+
+/// decode_linear against a DecodeWeight (the caller has checked the rules above for x).
+at::Tensor decode_linear(const at::Tensor& x, const DecodeWeight& w,
+                         std::optional<at::ScalarType> out_dtype = std::nullopt);
+
+/// y[r, o] = (x[r] . W[o]) * scale[o] + bias[o] in fp32 for r < rows, over the intra-op threads;
+/// x fp32 [rows, in]. Where `y_bf16` is given, each output is also rounded into it (same pass).
+void decode_gemv(const DecodeWeight& w, const float* x, int64_t rows, float* y, at::BFloat16* y_bf16 = nullptr);
 
 /// Symmetric per-row int8: scale = max |w| / 127 (1 for an all-zero row), q = round(w / scale).
 std::pair<at::Tensor, at::Tensor> quantize_int8_rows(const at::Tensor& weight);
