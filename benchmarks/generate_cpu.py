@@ -146,8 +146,8 @@ def main():
 
 def step_rate(generate, new: int, best_of: int = 3) -> float:
     """Decoding steps per second without the prompt's forward: (time of 1 + new tokens - time
-    of 1 token) / new, each the best of `best_of` runs: the estimator `bandwidth` uses for the read
-    rate it is compared with (a single run against a best of 3 read the decoders 5-15 % low)."""
+    of 1 token) / new, each the best of `best_of` runs: the estimator `read_rate` uses for the read
+    rate it is compared with, so that the ratio compares like with like."""
     once = timed(lambda: generate(1), best_of, warmup=0)
     return new / (timed(lambda: generate(new + 1), best_of, warmup=0) - once)
 
@@ -161,13 +161,16 @@ def streamed_bytes(model) -> int:
     return sum(p.numel() * p.element_size() for k, p in params.items() if k != embed or tied)
 
 
-def bandwidth() -> dict:
-    """GB/s of a 1 GiB copy (read + write counted) and of a read-only sum, best of 3."""
-    a = torch.ones(2 ** 28)
+def bandwidth(a) -> dict:
+    """GB/s of a copy of `a` (read + write counted) and of a read-only sum over it, best of 3."""
     b = torch.empty_like(a)
     copy = min(timed(lambda: b.copy_(a), 1, warmup=1) for _ in range(3))
-    read = min(timed(lambda: a.sum(), 1, warmup=1) for _ in range(3))
-    return {"copy": 2 * a.numel() * 4 / copy / 1e9, "read": a.numel() * 4 / read / 1e9}
+    return {"copy": 2 * a.numel() * 4 / copy / 1e9, "read": read_rate(a)}
+
+
+def read_rate(a) -> float:
+    """GB/s of a read-only sum over `a`, best of 3."""
+    return a.numel() * 4 / min(timed(lambda: a.sum(), 1, warmup=1) for _ in range(3)) / 1e9
 
 
 def median_range(values) -> str:
@@ -191,19 +194,27 @@ def roofline(ours, hf, args, rounds: int = 5):
     runs.update({"hf " + k: (lambda n, m=m: m.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
                                                           do_sample=False, eos_token_id=None, pad_token_id=0))
                  for k, m in ref.items()})
+    runs["bf16 modules"] = lambda n: modules_only(lambda: runs["bf16"](n))  # without nn::decode_layer
     for run in runs.values():
         run(2)
-    rates, reads = {k: [] for k in runs}, []
+    # This VM's read rate moves within seconds (30-53 GB/s for the same sum in one run), so each
+    # decoder is compared with a read measured right before it.
+    rates, reads, buffer = {k: [] for k in runs}, {k: [] for k in runs}, torch.ones(2 ** 28)
+    bw = bandwidth(buffer)
+    print(f"1 GiB stream-like copy {bw['copy']:.1f} GB/s (read + write), read-only sum {bw['read']:.1f} GB/s")
     for _ in range(rounds):
-        reads.append(bandwidth()["read"])
         for k, run in runs.items():
+            reads[k].append(read_rate(buffer))
             rates[k].append(step_rate(run, args.new))
-    print(f"memory bandwidth, read-only sum over 1 GiB: {min(reads):.1f}-{max(reads):.1f} GB/s over {rounds} "
-          f"rounds; each decoder once per round, medians (range)")
+    del buffer
+    every = [r for v in reads.values() for r in v]
+    print(f"memory bandwidth, read-only sum over 1 GiB right before each decoder: {min(every):.1f}-{max(every):.1f} "
+          f"GB/s over {rounds} rounds; each decoder once per round, medians (range)")
     ids_of = {k: mine[k].generate(ids, **greedy) for k in mine}
+    assert torch.equal(modules_only(lambda: mine["bf16"].generate(ids, **greedy)), ids_of["bf16"])
     for k in mine:
         gbs = [t * nbytes[k] / 1e9 for t in rates[k]]
-        share = [g / r for g, r in zip(gbs, reads)]
+        share = [g / r for g, r in zip(gbs, reads[k])]
         hf_part = ""
         if "hf " + k in rates:
             hf_part = (f"; transformers {statistics.median(rates['hf ' + k]):.1f} tokens/s, tessera "
@@ -211,9 +222,11 @@ def roofline(ours, hf, args, rounds: int = 5):
         same = (ids_of[k] == ids_of["fp32"])[0, args.prompt:].float().mean().item()
         print(f"decode {k} batch 1: tessera {statistics.median(rates[k]):.1f} tokens/s = "
               f"{statistics.median(gbs):.1f} GB/s = {100 * statistics.median(share):.0f} % "
-              f"({100 * min(share):.0f}-{100 * max(share):.0f}) of the round's read rate{hf_part}; "
+              f"({100 * min(share):.0f}-{100 * max(share):.0f}) of the read rate before it{hf_part}; "
               f"{nbytes[k] / 2**20:.0f} MiB per token" + ("" if k == "fp32" else f"; new ids equal to fp32's "
                                                           f"position by position: {100 * same:.0f} %"))
+    print("bf16, the fused decoding layer / the same step through the layer's modules (same ids): "
+          + median_range([a / b for a, b in zip(rates["bf16"], rates["bf16 modules"])]))
     for k in ("bf16", "int8"):
         print(f"{k} / fp32 tokens/s: tessera " + median_range([a / b for a, b in zip(rates[k], rates["fp32"])])
               + ("" if k == "int8" else ", transformers "
@@ -221,6 +234,15 @@ def roofline(ours, hf, args, rounds: int = 5):
                  + f" (goal >= 1.8x where bf16 is native: {cpu_has_native_bf16()})"))
     print("(a greedy sequence follows another only up to its first differing id: with random weights the logits"
           " are near-ties, and any change of rounding moves that point)")
+
+
+def modules_only(fn):
+    """fn() with every decoding step through the layers' modules (nn::decode_layer off)."""
+    tessera._C.ops.set_fused_decoding_enabled(False)
+    try:
+        return fn()
+    finally:
+        tessera._C.ops.set_fused_decoding_enabled(True)
 
 
 def int8_bytes(model) -> int:

@@ -161,3 +161,35 @@ def test_cached_decoding_through_them_equals_recomputation(dtype):
     kw = dict(attention_mask=mask, max_new_tokens=12, eos_token_id=[])
     cached = model.generate(ids, **kw)
     assert torch.equal(cached, model.generate(ids, use_cache=False, **kw))
+    # The cached steps went through the fused layer (nn::decode_layer): 11 steps x 2 layers.
+    before = _C.ops.fused_decoding_steps()
+    model.generate(ids, **kw)
+    assert _C.ops.fused_decoding_steps() - before == 22
+
+
+def test_the_fused_layer_serves_hooked_layers_and_steps_aside_where_it_must():
+    """The fused step is the layer's own forward: a forward hook on a layer (which routes the
+    layers through Python) still sees every step, with the ids of the modules' path; past 8 rows
+    or with the switch off, the modules run and the counter stays."""
+    import tessera
+
+    torch.manual_seed(1)
+    cfg = dict(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+               max_position_embeddings=64)
+    model = tessera.LlamaForCausalLM(cfg).eval().to(torch.bfloat16)
+    ids = torch.randint(3, 97, (3, 5))
+    kw = dict(max_new_tokens=6, eos_token_id=[])
+    seen = []
+    handle = model.model.layers[1].register_forward_hook(lambda m, a, out: seen.append(out.shape[1]))
+    before = _C.ops.fused_decoding_steps()
+    hooked = model.generate(ids, **kw)
+    assert _C.ops.fused_decoding_steps() - before == 5 * 2 and seen == [5] + [1] * 5
+    handle.remove()
+    _C.ops.set_fused_decoding_enabled(False)
+    try:
+        assert torch.equal(model.generate(ids, **kw), hooked)
+    finally:
+        _C.ops.set_fused_decoding_enabled(True)
+    assert _C.ops.fused_decoding_steps() - before == 10
+    model.generate(torch.randint(3, 97, (9, 5)), **kw)  # 9 rows: the modules' ATen path
+    assert _C.ops.fused_decoding_steps() - before == 10
