@@ -84,23 +84,18 @@ Buffers<T>& buffers() {
 }
 
 /// out[rows, w.out] = x[rows, w.in] W^T (+ b), rounded to T where nn::Linear's result would be.
+/// `widened`: x is the input of the previous call, whose fp32 copy is still in buf.xf.
 template <typename T>
 void linear(const ops::DecodeWeight& w, const T* x, int64_t rows, T* out, Buffers<T>& buf, bool widened = false) {
-  const float* xf;
   if constexpr (std::is_same_v<T, float>) {
-    xf = x;
+    ops::decode_gemv(w, x, rows, out);
   } else {
     if (!widened) {
       buf.xf.resize(rows * w.in);
       for (int64_t i = 0; i < rows * w.in; ++i) buf.xf[i] = widen(x[i]);
     }
-    xf = buf.xf.data();
-  }
-  if constexpr (std::is_same_v<T, float>) {
-    ops::decode_gemv(w, xf, rows, out);
-  } else {
     buf.yf.resize(rows * w.out);
-    ops::decode_gemv(w, xf, rows, buf.yf.data(), out);
+    ops::decode_gemv(w, buf.xf.data(), rows, buf.yf.data(), out);
   }
 }
 

@@ -67,29 +67,26 @@ void decode_gemv(const DecodeWeight& w, const float* x, int64_t rows, float* y, 
   };
   // ~64 KiB of weights per task: enough to amortise the scheduling, many tasks per thread.
   const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / in);
+  auto over_outputs = [&](const auto& kernel) {
+    at::parallel_for(0, out, grain, [&](int64_t o0, int64_t o1) {
+      kernel(o0, o1);
+      finish(o0, o1);
+    });
+  };
   if (w.dtype == at::kBFloat16) {
     const auto* wp = static_cast<const uint16_t*>(w.data);
     const detail::DecodeKernel k = detail::decode_kernel(rows, in);
     const float* xs = detail::decode_split_x(x, rows, in);
-    at::parallel_for(0, out, grain, [&](int64_t o0, int64_t o1) {
-      k(x, xs, wp, y, in, out, o0, o1);
-      finish(o0, o1);
-    });
+    over_outputs([&](int64_t o0, int64_t o1) { k(x, xs, wp, y, in, out, o0, o1); });
   } else if (w.dtype == at::kFloat) {
     const auto* wp = static_cast<const float*>(w.data);
     const detail::DecodeKernelF32 k = detail::decode_kernel_f32(rows, in);
-    at::parallel_for(0, out, grain, [&](int64_t o0, int64_t o1) {
-      k(x, wp, y, in, out, o0, o1);
-      finish(o0, o1);
-    });
+    over_outputs([&](int64_t o0, int64_t o1) { k(x, wp, y, in, out, o0, o1); });
   } else {
     TORCH_CHECK_VALUE(w.dtype == at::kChar && w.scale, "decode_gemv: a bf16, fp32 or int8 (with scales) weight expected");
     const auto* wp = static_cast<const int8_t*>(w.data);
     const detail::DecodeKernelI8 k = detail::decode_kernel_i8(rows, in);
-    at::parallel_for(0, out, grain, [&](int64_t o0, int64_t o1) {
-      k(x, wp, y, in, out, o0, o1);
-      finish(o0, o1);
-    });
+    over_outputs([&](int64_t o0, int64_t o1) { k(x, wp, y, in, out, o0, o1); });
   }
 }
 
