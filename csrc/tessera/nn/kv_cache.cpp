@@ -5,13 +5,16 @@
 
 namespace tessera::nn {
 
+void KVCache::grow_to(int64_t layer) {
+  if (static_cast<size_t>(layer) < keys_.size()) return;
+  keys_.resize(layer + 1);
+  values_.resize(layer + 1);
+  lengths_.resize(layer + 1, 0);
+}
+
 std::pair<at::Tensor, at::Tensor> KVCache::update(int64_t layer, const at::Tensor& k, const at::Tensor& v) {
   TORCH_CHECK_INDEX(layer >= 0, "KVCache: negative layer index ", layer);
-  if (static_cast<size_t>(layer) >= keys_.size()) {
-    keys_.resize(layer + 1);
-    values_.resize(layer + 1);
-    lengths_.resize(layer + 1, 0);
-  }
+  grow_to(layer);
   auto& ck = keys_[layer];
   auto& cv = values_[layer];
   int64_t& len = lengths_[layer];
@@ -36,11 +39,7 @@ std::pair<at::Tensor, at::Tensor> KVCache::update(int64_t layer, const at::Tenso
 KVCache::Room KVCache::room(int64_t layer, int64_t n, int64_t batch, int64_t heads, int64_t head_dim,
                             const at::TensorOptions& options) {
   if (capacity_ <= 0 || layer < 0) return {};
-  if (static_cast<size_t>(layer) >= keys_.size()) {
-    keys_.resize(layer + 1);
-    values_.resize(layer + 1);
-    lengths_.resize(layer + 1, 0);
-  }
+  grow_to(layer);
   auto& ck = keys_[layer];
   auto& cv = values_[layer];
   if (lengths_[layer] + n > capacity_) return {};

@@ -34,6 +34,7 @@ class KVCache {
   /// Keeps batch rows `rows` (int64 [batch']) in that order: beam search's surviving beams.
   void reorder(const at::Tensor& rows);
  private:
+  void grow_to(int64_t layer);  ///< slots up to `layer`
   std::vector<at::Tensor> keys_, values_;
   std::vector<int64_t> lengths_;
   int64_t capacity_ = 0;

@@ -115,27 +115,23 @@ void run(const detail::DecodeAttentionArgs<T>& a) {
 template <typename T>
 void run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask, at::Tensor& out,
          float scale) {
+  // Each operand's pointer and its batch and head strides; then the strides between positions.
+  auto view = [](const at::Tensor& t, auto& ptr, int64_t& b, int64_t& h) {
+    ptr = t.data_ptr<T>();
+    b = t.stride(0);
+    h = t.stride(1);
+  };
   detail::DecodeAttentionArgs<T> a;
-  a.q = q.data_ptr<T>();
-  a.q_b = q.stride(0);
-  a.q_h = q.stride(1);
-  a.k = k.data_ptr<T>();
-  a.k_b = k.stride(0);
-  a.k_h = k.stride(1);
+  view(q, a.q, a.q_b, a.q_h);
+  view(k, a.k, a.k_b, a.k_h);
+  view(v, a.v, a.v_b, a.v_h);
+  view(out, a.out, a.o_b, a.o_h);
   a.k_s = k.stride(2);
-  a.v = v.data_ptr<T>();
-  a.v_b = v.stride(0);
-  a.v_h = v.stride(1);
   a.v_s = v.stride(2);
   if (mask.defined()) {
-    a.mask = mask.data_ptr<T>();
-    a.m_b = mask.stride(0);
-    a.m_h = mask.stride(1);
+    view(mask, a.mask, a.m_b, a.m_h);
     a.m_k = mask.stride(3);
   }
-  a.out = out.data_ptr<T>();
-  a.o_b = out.stride(0);
-  a.o_h = out.stride(1);
   a.B = q.size(0);
   a.H = q.size(1);
   a.D = q.size(3);
