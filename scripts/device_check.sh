@@ -19,7 +19,8 @@
 #
 # On the H200 (2026-12-04, four calls): env, wheels, the bundle-only configure and the build
 # (107-117 s on 16 cores) pass; `import tessera` crashed (static libstdc++, see configure), so no
-# test or benchmark has run on a GPU yet; the fix is checked on the CPU machine only. Knobs: PYTHON, JOBS, TESSERA_DEVICE_BUILD, TESSERA_DEVICE_BUDGET_S (570),
+# test or benchmark has run on a GPU yet; the fix is checked on the CPU machine only.
+# Knobs: PYTHON, JOBS, TESSERA_DEVICE_BUILD, TESSERA_DEVICE_BUDGET_S (570),
 # TESSERA_DEVICE_CAP_SCALE (multiplies each phase's time cap), TESSERA_DEVICE_SKIP (phase names
 # to skip, e.g. "ctest pytest_cuda" for a second call that only benchmarks), TESSERA_DEVICE_BENCH
 # (benchmark names for gpu_suite.py --only).

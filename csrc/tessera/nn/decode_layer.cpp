@@ -12,7 +12,6 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
-#include <type_traits>
 #include <vector>
 
 namespace tessera::nn {
@@ -74,29 +73,12 @@ bool shape_applies(const TransformerBlockImpl& b, const at::Tensor& x, const Lay
 template <typename T>
 struct Buffers {
   std::vector<T> xn, q, q_rotated, k, v, attn, proj, gate, up;
-  std::vector<float> xf, yf;
 };
 
 template <typename T>
 Buffers<T>& buffers() {
   thread_local Buffers<T> b;
   return b;
-}
-
-/// out[rows, w.out] = x[rows, w.in] W^T (+ b), rounded to T where nn::Linear's result would be.
-/// `widened`: x is the input of the previous call, whose fp32 copy is still in buf.xf.
-template <typename T>
-void linear(const ops::DecodeWeight& w, const T* x, int64_t rows, T* out, Buffers<T>& buf, bool widened = false) {
-  if constexpr (std::is_same_v<T, float>) {
-    ops::decode_gemv(w, x, rows, out);
-  } else {
-    if (!widened) {
-      buf.xf.resize(rows * w.in);
-      for (int64_t i = 0; i < rows * w.in; ++i) buf.xf[i] = widen(x[i]);
-    }
-    buf.yf.resize(rows * w.out);
-    ops::decode_gemv(w, buf.xf.data(), rows, buf.yf.data(), out);
-  }
 }
 
 /// out = a + b rounded to T (at::add's arithmetic).
@@ -130,9 +112,9 @@ at::Tensor step(const TransformerBlockImpl& b, const at::Tensor& x, const LayerA
   // Attention: norm, projections, rotary (keys straight into the cache), one query per head.
   ops::detail::rms_rows(xp, b.attn_norm->weight().data_ptr<T>(), buf.xn.data(), B, D,
                         static_cast<float>(b.attn_norm->eps));
-  linear(w.q, buf.xn.data(), B, buf.q.data(), buf);
-  linear(w.k, buf.xn.data(), B, buf.k.data(), buf, /*widened=*/true);
-  linear(w.v, buf.xn.data(), B, buf.v.data(), buf, /*widened=*/true);
+  ops::decode_gemv(w.q, buf.xn.data(), B, buf.q.data());
+  ops::decode_gemv(w.k, buf.xn.data(), B, buf.k.data());
+  ops::decode_gemv(w.v, buf.xn.data(), B, buf.v.data());
   T* kc = room.keys.data_ptr<T>();
   T* vc = room.values.data_ptr<T>();
   for (int64_t r = 0; r < B; ++r) {
@@ -171,17 +153,17 @@ at::Tensor step(const TransformerBlockImpl& b, const at::Tensor& x, const LayerA
   att.D = hd;
   att.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
   ops::detail::decode_attention_run(att);
-  linear(w.o, buf.attn.data(), B, buf.proj.data(), buf);
+  ops::decode_gemv(w.o, buf.attn.data(), B, buf.proj.data());
   add(xp, buf.proj.data(), op, B * D);
 
   // SwiGLU: down(silu(gate(n)) * up(n)), with at::silu itself (its exp is the vectorised one).
   ops::detail::rms_rows(op, b.mlp_norm->weight().data_ptr<T>(), buf.xn.data(), B, D, static_cast<float>(b.mlp_norm->eps));
-  linear(w.gate, buf.xn.data(), B, buf.gate.data(), buf);
-  linear(w.up, buf.xn.data(), B, buf.up.data(), buf, /*widened=*/true);
+  ops::decode_gemv(w.gate, buf.xn.data(), B, buf.gate.data());
+  ops::decode_gemv(w.up, buf.xn.data(), B, buf.up.data());
   at::Tensor g = at::from_blob(buf.gate.data(), {B * F}, x.options());
   at::silu_(g);
   for (int64_t i = 0; i < B * F; ++i) buf.up[i] = static_cast<T>(widen(buf.gate[i]) * widen(buf.up[i]));
-  linear(w.down, buf.up.data(), B, buf.proj.data(), buf);
+  ops::decode_gemv(w.down, buf.up.data(), B, buf.proj.data());
   add(op, buf.proj.data(), op, B * D);
   return out;
 }

@@ -98,8 +98,7 @@ std::optional<ops::DecodeWeight> LinearImpl::decode_weight(at::ScalarType x_dtyp
     }
     return ops::decode_weight_int8(q_weight_, q_scale_, bias());
   }
-  const at::ScalarType t = w.scalar_type();
-  if (t == at::kBFloat16 || (t == at::kFloat && x_dtype == at::kFloat)) return ops::decode_weight(w, bias());
+  if (ops::decode_weight_applies(w, x_dtype)) return ops::decode_weight(w, bias());
   return std::nullopt;
 }
 

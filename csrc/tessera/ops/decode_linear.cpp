@@ -20,6 +20,14 @@ bool decode_rows_apply(const at::Tensor& x, int64_t in) {
 
 namespace {
 
+/// bf16 values as fp32, in a buffer of the calling thread's (valid until its next call).
+const float* widened(const at::BFloat16* x, int64_t n) {
+  thread_local std::vector<float> buffer;
+  buffer.resize(n);
+  for (int64_t i = 0; i < n; ++i) buffer[i] = static_cast<float>(x[i]);
+  return buffer.data();
+}
+
 /// x widened to fp32 rows, decode_gemv into the result (rounded in the same pass for bf16). A
 /// decoding step calls this ~7 times per layer: tensor ops around the kernel would cost more than
 /// the small layers' GEMVs.
@@ -29,14 +37,9 @@ at::Tensor run(const at::Tensor& x, const DecodeWeight& w, std::optional<at::Sca
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
   shape.back() = w.out;
   const at::Tensor xc = x.contiguous();
-  thread_local std::vector<float> x_buffer, y_buffer;
-  const float* xp = x.scalar_type() == at::kFloat ? xc.data_ptr<float>() : nullptr;
-  if (xp == nullptr) {
-    x_buffer.resize(rows * in);
-    const at::BFloat16* src = xc.data_ptr<at::BFloat16>();
-    for (int64_t i = 0; i < rows * in; ++i) x_buffer[i] = static_cast<float>(src[i]);
-    xp = x_buffer.data();
-  }
+  thread_local std::vector<float> y_buffer;
+  const float* xp =
+      x.scalar_type() == at::kFloat ? xc.data_ptr<float>() : widened(xc.data_ptr<at::BFloat16>(), rows * in);
   const bool direct = result == at::kFloat;
   at::Tensor y = at::empty(shape, x.options().dtype(direct ? at::kFloat : result));
   float* yp = direct ? y.data_ptr<float>() : nullptr;
@@ -90,6 +93,12 @@ void decode_gemv(const DecodeWeight& w, const float* x, int64_t rows, float* y, 
   }
 }
 
+void decode_gemv(const DecodeWeight& w, const at::BFloat16* x, int64_t rows, at::BFloat16* y) {
+  thread_local std::vector<float> y32;
+  y32.resize(rows * w.out);
+  decode_gemv(w, widened(x, rows * w.in), rows, y32.data(), y);
+}
+
 DecodeWeight decode_weight(const at::Tensor& weight, const at::Tensor& bias) {
   DecodeWeight w;
   w.weight_storage = weight.contiguous();
@@ -111,12 +120,15 @@ DecodeWeight decode_weight_int8(const at::Tensor& q_weight, const at::Tensor& sc
   return w;
 }
 
-bool decode_linear_applies(const at::Tensor& x, const at::Tensor& weight) {
+bool decode_weight_applies(const at::Tensor& weight, at::ScalarType x_dtype) {
   if (!weight.defined() || !weight.device().is_cpu() || weight.dim() != 2) return false;
   const bool bf16 = weight.scalar_type() == at::kBFloat16;
-  if (!bf16 && !(weight.scalar_type() == at::kFloat && x.scalar_type() == at::kFloat)) return false;
-  if (!own_kernel_may_take({weight})) return false;
-  return decode_rows_apply(x, weight.size(1));
+  if (!bf16 && !(weight.scalar_type() == at::kFloat && x_dtype == at::kFloat)) return false;
+  return own_kernel_may_take({weight});
+}
+
+bool decode_linear_applies(const at::Tensor& x, const at::Tensor& weight) {
+  return decode_weight_applies(weight, x.scalar_type()) && decode_rows_apply(x, weight.size(1));
 }
 
 at::Tensor decode_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,

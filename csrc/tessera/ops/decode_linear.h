@@ -22,6 +22,9 @@ constexpr int64_t kDecodeRows = 8;
 /// at::linear follows).
 bool decode_rows_apply(const at::Tensor& x, int64_t in);
 
+/// The weight side of that rule: a CPU [out, in] weight, bf16 (x bf16 or fp32) or fp32 (x fp32).
+bool decode_weight_applies(const at::Tensor& weight, at::ScalarType x_dtype);
+
 /// Whether decode_linear serves (x, weight): see the file comment.
 bool decode_linear_applies(const at::Tensor& x, const at::Tensor& weight);
 
@@ -37,7 +40,7 @@ at::Tensor decode_linear_int8(const at::Tensor& x, const at::Tensor& q_weight, c
                               const at::Tensor& bias, std::optional<at::ScalarType> out_dtype = std::nullopt);
 
 /// A weight as the decoding kernels read it: raw row-major [out, in] data (bf16 bits, fp32 or
-/// int8 with per-row `scale`) and an fp32 bias, which `keep` holds alive. For callers that keep
+/// int8 with per-row `scale`) and an fp32 bias, which the *_storage tensors hold alive. For callers that keep
 /// their own buffers (a fused decoding layer): no tensor is made per product.
 struct DecodeWeight {
   const void* data = nullptr;
@@ -60,6 +63,8 @@ at::Tensor decode_linear(const at::Tensor& x, const DecodeWeight& w,
 /// y[r, o] = (x[r] . W[o]) * scale[o] + bias[o] in fp32 for r < rows, over the intra-op threads;
 /// x fp32 [rows, in]. Where `y_bf16` is given, each output is also rounded into it (same pass).
 void decode_gemv(const DecodeWeight& w, const float* x, int64_t rows, float* y, at::BFloat16* y_bf16 = nullptr);
+/// The same from bf16 rows of x to bf16 results, widened and accumulated in fp32 on the way.
+void decode_gemv(const DecodeWeight& w, const at::BFloat16* x, int64_t rows, at::BFloat16* y);
 
 /// Symmetric per-row int8: scale = max |w| / 127 (1 for an all-zero row), q = round(w / scale).
 std::pair<at::Tensor, at::Tensor> quantize_int8_rows(const at::Tensor& weight);
