@@ -173,6 +173,24 @@ else:
     print('no CUDA device: the CUDA kernels are built but not run')"
 fi
 
+# ---- when the build or the import failed: what the toolchain did with libstdc++ ------------
+link_diagnosis() {
+  set +e
+  c++ -v 2>&1 | tail -3
+  for f in libstdc++.so libstdc++.a; do echo "c++ -print-file-name=$f: $(c++ -print-file-name=$f)"; done
+  ldconfig -p | grep -E 'libstdc\+\+|libgomp'
+  local lib=$BUILD/libtessera.so; [ -f "$lib" ] || lib=python/tessera/lib/libtessera.so
+  [ -f "$lib" ] && { readelf -d "$lib" | grep NEEDED; nm -D --defined-only "$lib" | grep -c ' _ZNS' ; }
+  # the link line ninja ran for the library (implicit libraries CMake added are on it)
+  ninja -C "$BUILD" -t commands 2>/dev/null | grep -E -- '-o [^ ]*libtessera\.so' | tail -1 | tr ' ' '\n' | grep -E -- 'stdc|^-l|static|nostd|\.a$|^/.*\.so' | sort -u
+  "$PY" -X faulthandler -c "import tessera" 2>&1 | tail -25
+  true
+}
+export -f link_diagnosis
+if ! ok build || ! ok import; then
+  phase diagnose build.log 60 link_diagnosis
+fi
+
 # ---- tests and benchmarks: the GPU's work first, then ctest and the CPU smoke subset -----------
 if ok install && ok import; then
   phase pytest_cuda pytest-cuda.log ${TESSERA_DEVICE_TEST_CAP:-180} "$PY" -m pytest -m cuda tests/python -q -rfEs -p no:cacheprovider \
