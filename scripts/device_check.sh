@@ -23,7 +23,8 @@
 # Knobs: PYTHON, JOBS, TESSERA_DEVICE_BUILD, TESSERA_DEVICE_BUDGET_S (570),
 # TESSERA_DEVICE_CAP_SCALE (multiplies each phase's time cap), TESSERA_DEVICE_SKIP (phase names
 # to skip, e.g. "ctest pytest_cuda" for a second call that only benchmarks), TESSERA_DEVICE_BENCH
-# (benchmark names for gpu_suite.py --only).
+# (benchmark names for gpu_suite.py --only), TESSERA_DEVICE_TESTS (pytest's paths and -k for the
+# cuda tests; default tests/python).
 # A second call on the same (still warm) machine reuses build-device/: configure is skipped when
 # its build.ninja exists and the build is incremental.
 # The reference fixtures travel in .device/shared (device_bundle.sh copies them from ../shared,
@@ -193,8 +194,10 @@ fi
 
 # ---- tests and benchmarks: the GPU's work first, then ctest and the CPU smoke subset -----------
 if ok install && ok import; then
-  phase pytest_cuda pytest-cuda.log ${TESSERA_DEVICE_TEST_CAP:-180} "$PY" -m pytest -m cuda tests/python -q -rfEs -p no:cacheprovider \
-    --junitxml="$ROOT/$BUILD/pytest-cuda.xml"
+  phase pytest_cuda pytest-cuda.log ${TESSERA_DEVICE_TEST_CAP:-180} "$PY" -m pytest -m cuda ${TESSERA_DEVICE_TESTS:-tests/python} \
+    -q -rfEs -p no:cacheprovider --junitxml="$ROOT/$BUILD/pytest-cuda.xml"
+  # where a decoding step's time goes (host launches or the device): kernels per token, busy time
+  phase probe probe.log 90 "$PY" benchmarks/gpu_decode_probe.py
   # gpu_suite.py writes bench.json after each benchmark: a phase stopped at its cap keeps its figures.
   phase bench bench.log 240 "$PY" benchmarks/gpu_suite.py --json "$REPORT/bench.json" \
     ${TESSERA_DEVICE_BENCH:+--only $TESSERA_DEVICE_BENCH}

@@ -66,8 +66,18 @@ def test_matches_the_cpu_kernel(has_kernels, batch, gamma, dtype):
         return
     tol = TOL[dtype]
     torch.testing.assert_close(value_gpu, value, rtol=tol, atol=0)
-    # relative to the largest entry: most of the expected alignment is exp-small
-    torch.testing.assert_close(grad_gpu, grad, rtol=tol, atol=tol * grad.abs().max().item())
+    if dtype == torch.float64:
+        # relative to the largest entry: most of the expected alignment is exp-small
+        torch.testing.assert_close(grad_gpu, grad, rtol=tol, atol=tol * grad.abs().max().item())
+        return
+    # In float32 the gradient's recursion over ~3000 diagonals drifts from the exact one by up to
+    # ~4e-4 of its largest entry on the CPU too (an H200 differed from the CPU by 3e-5, 2026-12-04),
+    # and each device rounds its exp differently: so both are held to the float64 answer on the
+    # same inputs, and the device may be no less accurate than the CPU kernel.
+    _, exact = _value_and_grad(cost.double(), gamma, (n, m), grad_out.double())
+    for measure in (lambda d: d.norm() / exact.norm(), lambda d: d.abs().max() / exact.abs().max()):
+        err_cpu, err_gpu = measure(grad.double() - exact).item(), measure(grad_gpu.double() - exact).item()
+        assert err_gpu <= 1.5 * err_cpu + 1e-6, (err_gpu, err_cpu)
 
 
 def test_runs_on_the_current_stream(has_kernels):
