@@ -17,9 +17,9 @@
 # with PYTHONPATH=python (the in-tree package; nothing goes into the system's python).
 # Never touches the GPU's settings: nvidia-smi is only queried (-L, --query-gpu).
 #
-# On the H200 (2026-12-04, four calls): env, wheels, the bundle-only configure and the build
-# (107-117 s on 16 cores) pass; `import tessera` crashed (static libstdc++, see configure), so no
-# test or benchmark has run on a GPU yet; the fix is checked on the CPU machine only.
+# On an H200 (2026-12-04): the first lease's four calls built tessera, but `import tessera` crashed
+# (static libstdc++, see configure). In the second lease the whole run took 441 s: build 120 s,
+# pytest -m cuda 147 s, gpu_suite 82 s, ctest 6 s, smoke 53 s (docs/performance.md, "On a GPU").
 # Knobs: PYTHON, JOBS, TESSERA_DEVICE_BUILD, TESSERA_DEVICE_BUDGET_S (570),
 # TESSERA_DEVICE_CAP_SCALE (multiplies each phase's time cap), TESSERA_DEVICE_SKIP (phase names
 # to skip, e.g. "ctest pytest_cuda" for a second call that only benchmarks), TESSERA_DEVICE_BENCH

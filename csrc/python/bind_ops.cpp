@@ -2,6 +2,7 @@
 // kernel); python/tessera/ops.py adds the argument conventions (lengths as a pair).
 #include "bindings.h"
 #include "tessera/nn/decode_layer.h"
+#include "tessera/nn/step_attention_backend.h"
 #include "tessera/ops/decode_attention.h"
 #include "tessera/ops/decode_argmax.h"
 #include "tessera/ops/decode_elementwise.h"
@@ -89,6 +90,9 @@ void bind_ops(py::module_& m) {
         "Decoding steps through a LLaMA-style layer in one pass (on by default) or through its modules.");
   m.def("fused_decoding_enabled", &nn::fused_decoding_enabled);
   m.def("fused_decoding_steps", &nn::fused_decoding_steps, "Layer steps the fused decoding path has taken.");
+  m.def("set_step_attention_avoids_cudnn", &nn::set_step_attention_avoids_cudnn, py::arg("on"),
+        "CUDA decoding steps leave SDPA's cuDNN backend out (on by default: it builds a plan per key length).");
+  m.def("step_attention_avoids_cudnn", &nn::step_attention_avoids_cudnn);
   m.def(
       "decode_linear_int8",
       [](const at::Tensor& x, const at::Tensor& q_weight, const at::Tensor& scale, const std::optional<at::Tensor>& bias,

@@ -13,9 +13,11 @@
 #include "tessera/nn/encoder.h"
 #include "tessera/nn/transformer_block.h"
 #include "tessera/nn/rotary.h"
+#include "tessera/nn/step_attention_backend.h"
 
 #include <cmath>
 #include <map>
+#include <thread>
 
 using namespace tessera::nn;
 
@@ -81,6 +83,39 @@ TEST(Attention, AdditiveMaskFromBool) {
   at::Tensor m = additive_mask(keep, at::kFloat);
   EXPECT_EQ(m[0].item<float>(), 0.f);
   EXPECT_EQ(m[1].item<float>(), std::numeric_limits<float>::lowest());
+}
+
+TEST(Attention, DecodingStepsLeaveCudnnOutAndRestoreTheUsersSetting) {
+  auto& ctx = at::globalContext();
+  const bool before = ctx.userEnabledCuDNNSDP();
+  // Only CUDA steps take the rule (CUDA's own check is tests/python/test_cuda.py).
+  at::NoGradGuard no_grad;
+  EXPECT_FALSE(step_avoids_cudnn_attention(at::zeros({1, 2, 1, 4}), at::zeros({1, 2, 9, 4})));
+  for (bool user : {true, false}) {
+    ctx.setSDPUseCuDNN(user);
+    {
+      NoCudnnAttention outer;
+      EXPECT_FALSE(ctx.userEnabledCuDNNSDP());
+      {
+        NoCudnnAttention inner;
+        EXPECT_FALSE(ctx.userEnabledCuDNNSDP());
+      }
+      EXPECT_FALSE(ctx.userEnabledCuDNNSDP()) << "the inner guard ended while the outer one lives";
+    }
+    EXPECT_EQ(ctx.userEnabledCuDNNSDP(), user);
+    // Overlapping steps on several threads, ending in any order: the setting comes back once.
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 8; ++t)
+      threads.emplace_back([&ctx] {
+        for (int i = 0; i < 200; ++i) {
+          NoCudnnAttention step;
+          EXPECT_FALSE(ctx.userEnabledCuDNNSDP());
+        }
+      });
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(ctx.userEnabledCuDNNSDP(), user);
+  }
+  ctx.setSDPUseCuDNN(before);
 }
 
 TEST(Activations, MatchFormulas) {

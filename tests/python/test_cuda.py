@@ -297,6 +297,37 @@ def test_greedy_generation_equals_the_cpu(family, fixture_dir):
     assert torch.equal(want[:len(x["greedy"])], x["greedy"])
 
 
+@pytest.mark.skipif(CPU_MODE, reason="which CUDA attention backend a decoding step takes")
+def test_decoding_steps_leave_cudnn_attention_out():
+    """cuDNN's attention builds a plan per new key length, so every step of a generation paid one
+    (48 ms/token on an H200 where the steps took 13): steps leave it out, the prefill may use it,
+    and the user's switch is as it was afterwards."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cfg = dict(vocab_size=256, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, max_position_embeddings=64, bos_token_id=1, eos_token_id=2)
+    model = tessera.LlamaForCausalLM(cfg).to(DEVICE, torch.bfloat16).eval()
+    ids = torch.randint(3, 256, (1, 5), device=DEVICE)
+    layers, new = cfg["num_hidden_layers"], 6
+
+    def cudnn_calls(avoid: bool) -> int:
+        tessera._C.ops.set_step_attention_avoids_cudnn(avoid)
+        try:
+            with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+                out = model.generate(ids, max_new_tokens=new, eos_token_id=[])
+        finally:
+            tessera._C.ops.set_step_attention_avoids_cudnn(True)
+        assert out.shape == (1, 5 + new)
+        return sum(e.count for e in prof.key_averages() if "cudnn_attention" in e.key)
+
+    assert torch.backends.cuda.cudnn_sdp_enabled()
+    assert cudnn_calls(True) <= layers  # the prefill's, if SDPA picks cuDNN for it
+    assert torch.backends.cuda.cudnn_sdp_enabled(), "the user's cuDNN switch was left off"
+    # Where SDPA prefers cuDNN (Hopper and later), the steps took it before: the count can tell.
+    without_rule = cudnn_calls(False)
+    assert without_rule == 0 or without_rule > layers, without_rule
+
+
 # --------------------------------------------------------------------------- the trainer
 
 DEMO = ROOT / "recipes" / "fashion_mnist_clip.yaml"

@@ -4,6 +4,7 @@
 #include "tessera/nn/attention_mask.h"
 #include "tessera/nn/kv_cache.h"
 #include "tessera/nn/rotary.h"
+#include "tessera/nn/step_attention_backend.h"
 #include "tessera/ops/decode_attention.h"
 
 #include <ATen/ATen.h>
@@ -33,6 +34,8 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   if (ops::decode_attention_applies(q, k, v, m, dropout_p)) return ops::decode_attention(q, k, v, m, scale);
   const bool gqa = q.size(1) != k.size(1);
   std::optional<at::Tensor> opt_mask = m.defined() ? std::optional<at::Tensor>(m) : std::nullopt;
+  std::optional<NoCudnnAttention> no_cudnn;
+  if (step_avoids_cudnn_attention(q, k)) no_cudnn.emplace();
   return at::scaled_dot_product_attention(q, k, v, opt_mask, dropout_p, is_causal, scale, gqa);
 }
 
