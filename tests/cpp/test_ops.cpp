@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include "tessera/ops/decode_linear.h"
 #include "tessera/ops/fast_math.h"
 #include "tessera/ops/gak.h"
 #include "tessera/ops/soft_dtw.h"
@@ -102,4 +103,48 @@ TEST(Gak, OneSliceIsSOverTwoMinusS) {
   o.delta = 0.7;
   const double s = std::exp(-(1 - 0.6) / (0.7 * 0.7));
   EXPECT_NEAR(gak(a, b, o).item<double>(), s / (2 - s), 1e-12);
+}
+
+TEST(DecodeGemvs, OneRegionOverSeveralWeightsIsEachWeightsGemv) {
+  at::manual_seed(0);
+  const int64_t in = 96, rows = 3;
+  // Mixed on purpose: bf16 with a bias, fp32, int8 with scales; outputs of uneven sizes.
+  const at::Tensor wb = at::randn({40, in}).to(at::kBFloat16), bias = at::randn({40});
+  const at::Tensor wf = at::randn({7, in});
+  auto [wq, scale] = quantize_int8_rows(at::randn({65, in}));
+  const DecodeWeight dws[] = {decode_weight(wb, bias), decode_weight(wf, {}), decode_weight_int8(wq, scale, {})};
+  const at::Tensor x = at::randn({rows, in});
+  for (bool bf16_x : {false, true}) {
+    const at::Tensor xb = x.to(at::kBFloat16);
+    std::vector<std::vector<float>> one(3), many(3);
+    std::vector<std::vector<at::BFloat16>> one_b(3), many_b(3);
+    std::vector<GemvOut> outs;
+    for (int i = 0; i < 3; ++i) {
+      const int64_t n = rows * dws[i].out;
+      one[i].resize(n), many[i].resize(n), one_b[i].resize(n), many_b[i].resize(n);
+      if (bf16_x) {
+        decode_gemv(dws[i], xb.data_ptr<at::BFloat16>(), rows, one_b[i].data());
+        outs.push_back({&dws[i], nullptr, many_b[i].data()});
+      } else {
+        decode_gemv(dws[i], x.data_ptr<float>(), rows, one[i].data(), one_b[i].data());
+        outs.push_back({&dws[i], many[i].data(), many_b[i].data()});
+      }
+    }
+    if (bf16_x)
+      decode_gemvs(outs, xb.data_ptr<at::BFloat16>(), rows);
+    else
+      decode_gemvs(outs, x.data_ptr<float>(), rows);
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_EQ(one[i], many[i]) << "weight " << i << (bf16_x ? " (bf16 x)" : "");
+      for (size_t j = 0; j < one_b[i].size(); ++j) ASSERT_EQ(one_b[i][j].x, many_b[i][j].x) << "weight " << i;
+    }
+    // and each against the plain product, so that equal is not equally wrong
+    const at::Tensor want = at::linear(x, wb.to(at::kFloat), bias);
+    const at::Tensor got = at::from_blob(many_b[0].data(), {rows, 40}, at::kBFloat16).to(at::kFloat);
+    EXPECT_TRUE(at::allclose(got, want, 2e-2, 5e-2)) << (got - want).abs().max().item<float>();
+  }
+  const DecodeWeight other = decode_weight(at::randn({4, in + 1}), {});
+  std::vector<float> y(64);
+  EXPECT_THROW(decode_gemvs({GemvOut{&dws[1], y.data()}, GemvOut{&other, y.data()}}, x.data_ptr<float>(), rows),
+               c10::ValueError);
 }

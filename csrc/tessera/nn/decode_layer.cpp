@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 namespace tessera::nn {
@@ -81,6 +82,15 @@ Buffers<T>& buffers() {
   return b;
 }
 
+/// Where decode_gemvs puts a weight's results: T's own buffer (fp32 directly, bf16 rounded).
+template <typename T>
+ops::GemvOut into(const ops::DecodeWeight& w, T* y) {
+  if constexpr (std::is_same_v<T, float>)
+    return {&w, y, nullptr};
+  else
+    return {&w, nullptr, y};
+}
+
 /// out = a + b rounded to T (at::add's arithmetic).
 template <typename T>
 void add(const T* a, const T* b, T* out, int64_t n) {
@@ -112,9 +122,7 @@ at::Tensor step(const TransformerBlockImpl& b, const at::Tensor& x, const LayerA
   // Attention: norm, projections, rotary (keys straight into the cache), one query per head.
   ops::detail::rms_rows(xp, b.attn_norm->weight().data_ptr<T>(), buf.xn.data(), B, D,
                         static_cast<float>(b.attn_norm->eps));
-  ops::decode_gemv(w.q, buf.xn.data(), B, buf.q.data());
-  ops::decode_gemv(w.k, buf.xn.data(), B, buf.k.data());
-  ops::decode_gemv(w.v, buf.xn.data(), B, buf.v.data());
+  ops::decode_gemvs({into(w.q, buf.q.data()), into(w.k, buf.k.data()), into(w.v, buf.v.data())}, buf.xn.data(), B);
   T* kc = room.keys.data_ptr<T>();
   T* vc = room.values.data_ptr<T>();
   for (int64_t r = 0; r < B; ++r) {
@@ -158,8 +166,7 @@ at::Tensor step(const TransformerBlockImpl& b, const at::Tensor& x, const LayerA
 
   // SwiGLU: down(silu(gate(n)) * up(n)), with at::silu itself (its exp is the vectorised one).
   ops::detail::rms_rows(op, b.mlp_norm->weight().data_ptr<T>(), buf.xn.data(), B, D, static_cast<float>(b.mlp_norm->eps));
-  ops::decode_gemv(w.gate, buf.xn.data(), B, buf.gate.data());
-  ops::decode_gemv(w.up, buf.xn.data(), B, buf.up.data());
+  ops::decode_gemvs({into(w.gate, buf.gate.data()), into(w.up, buf.up.data())}, buf.xn.data(), B);
   at::Tensor g = at::from_blob(buf.gate.data(), {B * F}, x.options());
   at::silu_(g);
   for (int64_t i = 0; i < B * F; ++i) buf.up[i] = static_cast<T>(widen(buf.gate[i]) * widen(buf.up[i]));

@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
+#include <c10/util/SmallVector.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -54,49 +55,79 @@ at::Tensor run(const at::Tensor& x, const DecodeWeight& w, std::optional<at::Sca
 
 }  // namespace
 
-void decode_gemv(const DecodeWeight& w, const float* x, int64_t rows, float* y, at::BFloat16* y_bf16) {
-  if (rows <= 0) return;
-  const int64_t in = w.in, out = w.out;
-  // The kernel over slices of the output features; then each output times its row's scale
-  // (int8), plus the bias, rounded in the same pass.
-  auto finish = [&](int64_t o0, int64_t o1) {
+void decode_gemvs(c10::ArrayRef<GemvOut> outs, const float* x, int64_t rows) {
+  if (rows <= 0 || outs.empty()) return;
+  const int64_t in = outs[0].w->in;
+  int64_t total = 0;
+  bool bf16 = false, f32 = false, i8 = false;
+  for (const GemvOut& o : outs) {
+    TORCH_CHECK_VALUE(o.w->in == in, "decode_gemvs: weights read one x of ", in, " features, one has ", o.w->in);
+    TORCH_CHECK_VALUE(o.w->dtype != at::kChar || o.w->scale,
+                      "decode_gemv: a bf16, fp32 or int8 (with scales) weight expected");
+    total += o.w->out;
+    bf16 |= o.w->dtype == at::kBFloat16;
+    f32 |= o.w->dtype == at::kFloat;
+    i8 |= o.w->dtype == at::kChar;
+  }
+  // Each kernel is picked, and bf16's reordered x made, once for all the weights.
+  const detail::DecodeKernel kb = bf16 ? detail::decode_kernel(rows, in) : nullptr;
+  const float* xs = bf16 ? detail::decode_split_x(x, rows, in) : nullptr;
+  const detail::DecodeKernelF32 kf = f32 ? detail::decode_kernel_f32(rows, in) : nullptr;
+  const detail::DecodeKernelI8 ki = i8 ? detail::decode_kernel_i8(rows, in) : nullptr;
+  // The kernel over a slice of one weight's output features; then each output times its row's
+  // scale (int8), plus the bias, rounded in the same pass.
+  auto slice = [&](const GemvOut& g, int64_t o0, int64_t o1) {
+    const DecodeWeight& w = *g.w;
+    if (w.dtype == at::kBFloat16)
+      kb(x, xs, static_cast<const uint16_t*>(w.data), g.y, in, w.out, o0, o1);
+    else if (w.dtype == at::kFloat)
+      kf(x, static_cast<const float*>(w.data), g.y, in, w.out, o0, o1);
+    else
+      ki(x, static_cast<const int8_t*>(w.data), g.y, in, w.out, o0, o1);
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t o = o0; o < o1; ++o) {
-        float& v = y[r * out + o];
+        float& v = g.y[r * w.out + o];
         if (w.scale) v *= w.scale[o];
         if (w.bias) v += w.bias[o];
-        if (y_bf16) y_bf16[r * out + o] = at::BFloat16(v);  // rounds to nearest even
+        if (g.y_bf16) g.y_bf16[r * w.out + o] = at::BFloat16(v);  // rounds to nearest even
       }
   };
-  // ~64 KiB of weights per task: enough to amortise the scheduling, many tasks per thread.
+  // One parallel region over all the weights' output features, end to end: one fork/join for a
+  // layer's q/k/v (or gate/up), the threads' shares balanced over all of them. ~64 KiB of weights
+  // per task at least, to amortise the scheduling.
   const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / in);
-  auto over_outputs = [&](const auto& kernel) {
-    at::parallel_for(0, out, grain, [&](int64_t o0, int64_t o1) {
-      kernel(o0, o1);
-      finish(o0, o1);
-    });
-  };
-  if (w.dtype == at::kBFloat16) {
-    const auto* wp = static_cast<const uint16_t*>(w.data);
-    const detail::DecodeKernel k = detail::decode_kernel(rows, in);
-    const float* xs = detail::decode_split_x(x, rows, in);
-    over_outputs([&](int64_t o0, int64_t o1) { k(x, xs, wp, y, in, out, o0, o1); });
-  } else if (w.dtype == at::kFloat) {
-    const auto* wp = static_cast<const float*>(w.data);
-    const detail::DecodeKernelF32 k = detail::decode_kernel_f32(rows, in);
-    over_outputs([&](int64_t o0, int64_t o1) { k(x, wp, y, in, out, o0, o1); });
-  } else {
-    TORCH_CHECK_VALUE(w.dtype == at::kChar && w.scale, "decode_gemv: a bf16, fp32 or int8 (with scales) weight expected");
-    const auto* wp = static_cast<const int8_t*>(w.data);
-    const detail::DecodeKernelI8 k = detail::decode_kernel_i8(rows, in);
-    over_outputs([&](int64_t o0, int64_t o1) { k(x, wp, y, in, out, o0, o1); });
+  at::parallel_for(0, total, grain, [&](int64_t begin, int64_t end) {
+    int64_t base = 0;
+    for (const GemvOut& g : outs) {
+      const int64_t o0 = std::max<int64_t>(begin - base, 0), o1 = std::min<int64_t>(end - base, g.w->out);
+      if (o0 < o1) slice(g, o0, o1);
+      base += g.w->out;
+    }
+  });
+}
+
+void decode_gemvs(c10::ArrayRef<GemvOut> outs, const at::BFloat16* x, int64_t rows) {
+  if (rows <= 0 || outs.empty()) return;
+  thread_local std::vector<float> y32;
+  int64_t total = 0;
+  for (const GemvOut& o : outs) total += o.w->out;
+  y32.resize(rows * total);
+  c10::SmallVector<GemvOut, 4> wide(outs.begin(), outs.end());
+  float* y = y32.data();
+  for (GemvOut& o : wide) {  // fp32 results in slices of one buffer, rounded into the caller's bf16
+    TORCH_CHECK_VALUE(o.y_bf16, "decode_gemvs: bf16 rows of x give bf16 results (y_bf16)");
+    o.y = y;
+    y += rows * o.w->out;
   }
+  decode_gemvs(wide, widened(x, rows * outs[0].w->in), rows);
+}
+
+void decode_gemv(const DecodeWeight& w, const float* x, int64_t rows, float* y, at::BFloat16* y_bf16) {
+  decode_gemvs({GemvOut{&w, y, y_bf16}}, x, rows);
 }
 
 void decode_gemv(const DecodeWeight& w, const at::BFloat16* x, int64_t rows, at::BFloat16* y) {
-  thread_local std::vector<float> y32;
-  y32.resize(rows * w.out);
-  decode_gemv(w, widened(x, rows * w.in), rows, y32.data(), y);
+  decode_gemvs({GemvOut{&w, nullptr, y}}, x, rows);
 }
 
 DecodeWeight decode_weight(const at::Tensor& weight, const at::Tensor& bias) {

@@ -9,6 +9,7 @@
 // kDecodeRows rows. Everything else stays on at::linear.
 #pragma once
 #include <ATen/core/Tensor.h>
+#include <c10/util/ArrayRef.h>
 
 #include <optional>
 #include <utility>
@@ -65,6 +66,18 @@ at::Tensor decode_linear(const at::Tensor& x, const DecodeWeight& w,
 void decode_gemv(const DecodeWeight& w, const float* x, int64_t rows, float* y, at::BFloat16* y_bf16 = nullptr);
 /// The same from bf16 rows of x to bf16 results, widened and accumulated in fp32 on the way.
 void decode_gemv(const DecodeWeight& w, const at::BFloat16* x, int64_t rows, at::BFloat16* y);
+
+/// One weight's results in decode_gemvs: fp32 into y [rows, w->out], also rounded into y_bf16
+/// where given. From bf16 rows of x, y is the function's own buffer and y_bf16 the results.
+struct GemvOut {
+  const DecodeWeight* w = nullptr;
+  float* y = nullptr;
+  at::BFloat16* y_bf16 = nullptr;
+};
+/// decode_gemv for several weights reading the same x (one `in`), in one parallel region: a layer's
+/// q/k/v or gate/up projections pay one fork/join, and the threads share all their outputs.
+void decode_gemvs(c10::ArrayRef<GemvOut> outs, const float* x, int64_t rows);
+void decode_gemvs(c10::ArrayRef<GemvOut> outs, const at::BFloat16* x, int64_t rows);
 
 /// Symmetric per-row int8: scale = max |w| / 127 (1 for an all-zero row), q = round(w / scale).
 std::pair<at::Tensor, at::Tensor> quantize_int8_rows(const at::Tensor& weight);
