@@ -9,7 +9,8 @@ mae_train     ViT-MAE base train step, bf16 autocast: img/s vs transformers' ViT
               (same weights, same masking noise).
 llama_generate  a ~1.1B LLaMA (hidden 2048, 16 layers, GQA 32/8 heads, random weights, bf16 on
               the GPU): greedy generate, prompt 32, 128 new tokens, batch 1 and 8: tokens/s vs
-              transformers' LlamaForCausalLM.generate (same weights); whether the ids agree.
+              transformers' LlamaForCausalLM.generate (same weights), as it comes and with SDPA's
+              cuDNN backend left out (transformers_no_cudnn, on CUDA); whether the ids agree.
 qformer_step  BLIP-2's base Q-Former (12 x 768, 32 queries on 257 ViT-g tokens) train step, bf16
               autocast: samples/s vs transformers' Blip2QFormerModel (same weights).
 
@@ -329,11 +330,22 @@ def llama_generate(b: Bench, peak: float) -> dict:
     params = sum(p.numel() for p in models["tessera"].parameters())
     new, prompt = b.s["llama_new"], b.s["llama_prompt"]
 
+    if "transformers" in models and b.cuda:
+        # transformers with SDPA's cuDNN backend left out, as tessera's steps leave it out: cuDNN builds
+        # a plan per new key length (csrc/tessera/nn/step_attention_backend.h), so this is the fair pair.
+        models["transformers_no_cudnn"] = models["transformers"]
+
     def generate(lib, model, ids, tokens):
         if lib == "tessera":
             return model.generate(ids, max_new_tokens=tokens, eos_token_id=[])
-        return model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens, min_new_tokens=tokens,
-                              do_sample=False, eos_token_id=None, pad_token_id=0)
+        context = contextlib.nullcontext()
+        if lib == "transformers_no_cudnn":
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            context = sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+        with context:
+            return model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens,
+                                  min_new_tokens=tokens, do_sample=False, eos_token_id=None, pad_token_id=0)
 
     out = {"unit": "tokens/s", "params": params, "dtype": str(dtype).replace("torch.", ""), "prompt": prompt,
            "new_tokens": new}
