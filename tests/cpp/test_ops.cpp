@@ -147,4 +147,6 @@ TEST(DecodeGemvs, OneRegionOverSeveralWeightsIsEachWeightsGemv) {
   std::vector<float> y(64);
   EXPECT_THROW(decode_gemvs({GemvOut{&dws[1], y.data()}, GemvOut{&other, y.data()}}, x.data_ptr<float>(), rows),
                c10::ValueError);
+  const DecodeWeight half = decode_weight(at::randn({4, in}).to(at::kHalf), {});
+  EXPECT_THROW(decode_gemvs({GemvOut{&half, y.data()}}, x.data_ptr<float>(), rows), c10::ValueError);
 }

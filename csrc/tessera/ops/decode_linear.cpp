@@ -62,8 +62,9 @@ void decode_gemvs(c10::ArrayRef<GemvOut> outs, const float* x, int64_t rows) {
   bool bf16 = false, f32 = false, i8 = false;
   for (const GemvOut& o : outs) {
     TORCH_CHECK_VALUE(o.w->in == in, "decode_gemvs: weights read one x of ", in, " features, one has ", o.w->in);
-    TORCH_CHECK_VALUE(o.w->dtype != at::kChar || o.w->scale,
-                      "decode_gemv: a bf16, fp32 or int8 (with scales) weight expected");
+    const at::ScalarType t = o.w->dtype;
+    TORCH_CHECK_VALUE(t == at::kBFloat16 || t == at::kFloat || (t == at::kChar && o.w->scale),
+                      "decode_gemv: a bf16, fp32 or int8 (with scales) weight expected, got ", t);
     total += o.w->out;
     bf16 |= o.w->dtype == at::kBFloat16;
     f32 |= o.w->dtype == at::kFloat;
