@@ -17,7 +17,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import tessera
-from gpu_suite import FULL, SMOKE
+from gpu_suite import FULL, SMOKE, llama_pair
 
 CUDA = torch.cuda.is_available()
 
@@ -80,21 +80,9 @@ def main():
     print(f"{torch.cuda.get_device_name(0) if CUDA else 'CPU'}: {launch_us(device):.1f} us per tiny launch, back to back")
     cfg, dtype = sizes["llama"], torch.bfloat16
     torch.manual_seed(0)
-    # Random weights built on the device by transformers (no 1B-parameter init on the host), copied
-    # into tessera's model built without its own init, as gpu_suite.py does.
-    import transformers
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    with torch.device(device):
-        hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**cfg, attn_implementation="sdpa"))
-    hf = hf.to(dtype).eval()
-    previous = tessera._C.nn.set_init_enabled(False)
-    try:
-        ours = tessera.LlamaForCausalLM(cfg)
-    finally:
-        tessera._C.nn.set_init_enabled(previous)
-    ours = ours.to(device, dtype).eval()
-    ours.load_state_dict(hf.state_dict(), strict=False)
+    ours, hf = llama_pair(cfg, device, dtype)
     ids = torch.randint(3, cfg["vocab_size"], (1, cfg["max_position_embeddings"]), device=device)
 
     def tessera_generate(cudnn_steps):

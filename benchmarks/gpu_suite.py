@@ -301,28 +301,34 @@ def mae_train(b: Bench, peak: float) -> dict:
     return _result("img/s", rates, skipped, batch=n, precision="bf16 autocast")
 
 
+def llama_pair(cfg: dict, device, dtype):
+    """tessera's and transformers' LLaMA with the same random weights: built on the device by
+    transformers and copied into tessera's model, built without its own init (no 1B-parameter init
+    on the CPU)."""
+    import transformers
+
+    with torch.device(device):
+        hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**cfg, attn_implementation="sdpa"))
+    hf = hf.to(dtype).eval()
+    previous = tessera._C.nn.set_init_enabled(False)
+    try:
+        ours = tessera.LlamaForCausalLM(cfg)
+    finally:
+        tessera._C.nn.set_init_enabled(previous)
+    ours = ours.to(device, dtype)
+    missing, _ = ours.load_state_dict(hf.state_dict(), strict=False)
+    if missing:
+        raise RuntimeError(f"transformers' LLaMA lacks tessera's weights {missing[:5]}")
+    return ours.eval(), hf
+
+
 def llama_generate(b: Bench, peak: float) -> dict:
     cfg = b.s["llama"]
     dtype = torch.bfloat16 if b.cuda else torch.float32
     skipped = {}
     torch.manual_seed(0)
     if (why := _missing("transformers")) is None:
-        import transformers
-
-        # Random weights built on the device by transformers, copied into tessera's model
-        # (built without its random init): the same weights, no 1B-parameter init on the CPU.
-        with torch.device(b.device):
-            hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**cfg, attn_implementation="sdpa"))
-        hf = hf.to(dtype).eval()
-        previous = tessera._C.nn.set_init_enabled(False)
-        try:
-            ours = tessera.LlamaForCausalLM(cfg)
-        finally:
-            tessera._C.nn.set_init_enabled(previous)
-        ours = ours.to(b.device, dtype)
-        missing, _ = ours.load_state_dict(hf.state_dict(), strict=False)
-        if missing:
-            raise RuntimeError(f"transformers' LLaMA lacks tessera's weights {missing[:5]}")
+        ours, hf = llama_pair(cfg, b.device, dtype)
         models = {"tessera": ours.eval(), "transformers": hf}
     else:
         skipped["transformers"] = why
