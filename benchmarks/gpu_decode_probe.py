@@ -10,14 +10,13 @@ per token: 35 ms of it was cuDNN's attention building a plan for each new key le
 (csrc/tessera/nn/step_attention_backend.h), the rest the host launching ~700 kernels per token.
 """
 import argparse
-import contextlib
 import time
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 import tessera
-from gpu_suite import FULL, SMOKE, llama_pair
+from gpu_suite import FULL, SMOKE, hf_greedy, llama_pair
 
 CUDA = torch.cuda.is_available()
 
@@ -80,8 +79,6 @@ def main():
     print(f"{torch.cuda.get_device_name(0) if CUDA else 'CPU'}: {launch_us(device):.1f} us per tiny launch, back to back")
     cfg, dtype = sizes["llama"], torch.bfloat16
     torch.manual_seed(0)
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
     ours, hf = llama_pair(cfg, device, dtype)
     ids = torch.randint(3, cfg["vocab_size"], (1, cfg["max_position_embeddings"]), device=device)
 
@@ -95,13 +92,7 @@ def main():
         return run
 
     def hf_generate(cudnn):
-        def run(prompt, n):
-            backends = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-            with contextlib.nullcontext() if cudnn else sdpa_kernel(backends):
-                x = ids[:, :prompt]
-                return hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n, min_new_tokens=n,
-                                   do_sample=False, eos_token_id=None, pad_token_id=0)
-        return run
+        return lambda prompt, n: hf_greedy(hf, ids[:, :prompt], n, cudnn)
 
     runs = {"tessera": tessera_generate(False), "tessera, cuDNN in the steps": tessera_generate(True),
             "transformers": hf_generate(True), "transformers, no cuDNN": hf_generate(False)}

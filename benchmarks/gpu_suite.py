@@ -322,6 +322,19 @@ def llama_pair(cfg: dict, device, dtype):
     return ours.eval(), hf
 
 
+def hf_greedy(hf, ids, tokens: int, cudnn: bool = True):
+    """transformers' greedy generate of exactly `tokens` new ids (no stop token). cudnn=False leaves
+    SDPA's cuDNN backend out, as tessera's decoding steps do (nn/step_attention_backend.h)."""
+    context = contextlib.nullcontext()
+    if not cudnn:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        context = sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+    with context:
+        return hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens, min_new_tokens=tokens,
+                           do_sample=False, eos_token_id=None, pad_token_id=0)
+
+
 def llama_generate(b: Bench, peak: float) -> dict:
     cfg = b.s["llama"]
     dtype = torch.bfloat16 if b.cuda else torch.float32
@@ -344,14 +357,7 @@ def llama_generate(b: Bench, peak: float) -> dict:
     def generate(lib, model, ids, tokens):
         if lib == "tessera":
             return model.generate(ids, max_new_tokens=tokens, eos_token_id=[])
-        context = contextlib.nullcontext()
-        if lib == "transformers_no_cudnn":
-            from torch.nn.attention import SDPBackend, sdpa_kernel
-
-            context = sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
-        with context:
-            return model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens,
-                                  min_new_tokens=tokens, do_sample=False, eos_token_id=None, pad_token_id=0)
+        return hf_greedy(model, ids, tokens, cudnn=lib != "transformers_no_cudnn")
 
     out = {"unit": "tokens/s", "params": params, "dtype": str(dtype).replace("torch.", ""), "prompt": prompt,
            "new_tokens": new}

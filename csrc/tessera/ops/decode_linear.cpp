@@ -66,9 +66,9 @@ void decode_gemvs(c10::ArrayRef<GemvOut> outs, const float* x, int64_t rows) {
     TORCH_CHECK_VALUE(t == at::kBFloat16 || t == at::kFloat || (t == at::kChar && o.w->scale),
                       "decode_gemv: a bf16, fp32 or int8 (with scales) weight expected, got ", t);
     total += o.w->out;
-    bf16 |= o.w->dtype == at::kBFloat16;
-    f32 |= o.w->dtype == at::kFloat;
-    i8 |= o.w->dtype == at::kChar;
+    bf16 |= t == at::kBFloat16;
+    f32 |= t == at::kFloat;
+    i8 |= t == at::kChar;
   }
   // Each kernel is picked, and bf16's reordered x made, once for all the weights.
   const detail::DecodeKernel kb = bf16 ? detail::decode_kernel(rows, in) : nullptr;
