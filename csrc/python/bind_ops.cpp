@@ -1,6 +1,8 @@
 // Python bindings of csrc/tessera/ops (soft-DTW, the global alignment kernel, Sugar's triple
 // kernel); python/tessera/ops.py adds the argument conventions (lengths as a pair).
 #include "bindings.h"
+#include "tessera/nn/attention.h"
+#include "tessera/nn/attention_precision.h"
 #include "tessera/nn/decode_layer.h"
 #include "tessera/nn/step_attention_backend.h"
 #include "tessera/ops/decode_attention.h"
@@ -93,6 +95,19 @@ void bind_ops(py::module_& m) {
   m.def("set_step_attention_avoids_cudnn", &nn::set_step_attention_avoids_cudnn, py::arg("on"),
         "CUDA decoding steps leave SDPA's cuDNN backend out (on by default: it builds a plan per key length).");
   m.def("step_attention_avoids_cudnn", &nn::step_attention_avoids_cudnn);
+  m.def(
+      "attention",
+      [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const std::optional<at::Tensor>& mask,
+         bool causal, double dropout_p, std::optional<double> scale) {
+        return without_gil([&] { return nn::attention(q, k, v, mask.value_or(at::Tensor()), causal, dropout_p, scale); });
+      },
+      py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask") = py::none(), py::arg("causal") = false,
+      py::arg("dropout_p") = 0.0, py::arg("scale") = py::none(), "The attention every tessera layer calls (attention.h).");
+  m.def("attention_runs_in_fp32", &nn::attention_runs_in_fp32, py::arg("q"), py::arg("k"), py::arg("v"),
+        py::arg("dropout_p") = 0.0);
+  m.def("set_cpu_attention_in_fp32", &nn::set_cpu_attention_in_fp32, py::arg("on"),
+        "Reduced-precision CPU attention computes in fp32 where that is faster (on by default).");
+  m.def("cpu_attention_in_fp32", &nn::cpu_attention_in_fp32);
   m.def(
       "decode_linear_int8",
       [](const at::Tensor& x, const at::Tensor& q_weight, const at::Tensor& scale, const std::optional<at::Tensor>& bias,

@@ -19,7 +19,7 @@ from . import _C
 Lengths = Optional[Tuple[Union[torch.Tensor, Sequence[int]], Union[torch.Tensor, Sequence[int]]]]
 
 __all__ = ["soft_dtw", "gak", "gak_from_cost", "triple_kernel_cost", "decode_linear", "linear",
-           "onednn_linear"]
+           "onednn_linear", "attention", "cpu_attention_in_fp32"]
 
 
 def _pair(lengths: Lengths, fn: str):
@@ -98,27 +98,61 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
     return _C.ops.linear(x, weight, bias)
 
 
-class onednn_linear:
-    """Turns the oneDNN path on or off for this process (default on; TESSERA_ONEDNN_LINEAR=0 starts
-    it off), as a call or, to A/B-compare, a context manager that restores the previous setting:
-
-        with tessera.ops.onednn_linear(False):
-            reference = model(x)"""
+class _Switch:
+    """A process-wide switch of the C++ core, as a call or, to A/B-compare, a context manager that
+    restores the previous setting."""
+    _get = _set = None  # staticmethods of the subclass
 
     def __init__(self, on: bool):
-        self.previous = _C.ops.onednn_linear_enabled()
-        _C.ops.set_onednn_linear_enabled(bool(on))
+        self.previous = self._get()
+        self._set(bool(on))
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        _C.ops.set_onednn_linear_enabled(self.previous)
+        self._set(self.previous)
 
-    @staticmethod
-    def enabled() -> bool:
-        return _C.ops.onednn_linear_enabled()
+    @classmethod
+    def enabled(cls) -> bool:
+        return cls._get()
+
+
+class onednn_linear(_Switch):
+    """Turns the oneDNN path on or off for this process (default on; TESSERA_ONEDNN_LINEAR=0 starts
+    it off):
+
+        with tessera.ops.onednn_linear(False):
+            reference = model(x)"""
+    _get = staticmethod(_C.ops.onednn_linear_enabled)
+    _set = staticmethod(_C.ops.set_onednn_linear_enabled)
 
     @staticmethod
     def applies(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> bool:
         return _C.ops.onednn_linear_applies(x, weight, bias)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor] = None,
+              causal: bool = False, dropout_p: float = 0.0, scale: Optional[float] = None) -> torch.Tensor:
+    """The attention every tessera layer calls: q [B, H, Q, D], k/v [B, Hkv, K, D] (grouped-query
+    when Hkv < H), an additive float mask broadcastable to [B, H, Q, K], `causal` aligned to
+    the last key (a KV cache's layout). `torch.nn.functional.scaled_dot_product_attention` but for
+    the backend rules of the C++ core: decoding steps take tessera's own kernel, and on a CPU
+    reduced-precision calls compute in fp32 where that is faster (`cpu_attention_in_fp32`)."""
+    return _C.ops.attention(q, k, v, mask, bool(causal), float(dropout_p), scale)
+
+
+class cpu_attention_in_fp32(_Switch):
+    """On a CPU without a bf16/fp16 matrix unit, ATen's attention is slower in bf16 than in fp32 for
+    the backward over at most 320 keys (1.4-2x at 32-128 keys), and slower in fp16 everywhere. Such
+    calls run SDPA on fp32 copies and round the output back (default on); off keeps each call in
+    its own dtype:
+
+        with tessera.ops.cpu_attention_in_fp32(False):
+            loss_bf16_kernels = step(batch)"""
+    _get = staticmethod(_C.ops.cpu_attention_in_fp32)
+    _set = staticmethod(_C.ops.set_cpu_attention_in_fp32)
+
+    @staticmethod
+    def applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> bool:
+        return _C.ops.attention_runs_in_fp32(q, k, v, float(dropout_p))

@@ -1,11 +1,13 @@
 // nn/ building blocks against plain formulas written here: attention (masks, GQA, causal with a
 // KV cache), activations, RMSNorm, rotary embeddings, position-embedding resize, checkpointing.
 #include <ATen/ATen.h>
+#include <ATen/cpu/Utils.h>
 #include <gtest/gtest.h>
 
 #include "tessera/nn/activation.h"
 #include "tessera/nn/attention.h"
 #include "tessera/nn/attention_mask.h"
+#include "tessera/nn/attention_precision.h"
 #include "tessera/nn/checkpoint.h"
 #include "tessera/nn/kv_cache.h"
 #include "tessera/nn/pos_embed_resize.h"
@@ -83,6 +85,37 @@ TEST(Attention, AdditiveMaskFromBool) {
   at::Tensor m = additive_mask(keep, at::kFloat);
   EXPECT_EQ(m[0].item<float>(), 0.f);
   EXPECT_EQ(m[1].item<float>(), std::numeric_limits<float>::lowest());
+}
+
+TEST(Attention, ShortReducedPrecisionTrainingCallsComputeInFp32) {
+  const auto caps = at::cpu::get_cpu_capabilities();
+  const auto has = [&](const char* f) { return caps.count(f) && caps.at(f).isBool() && caps.at(f).toBool(); };
+  if (has("amx_bf16")) GTEST_SKIP() << "bf16 has a matrix unit here: the rule is off";
+  auto qkv = [](int64_t keys, at::ScalarType t, bool grad) {
+    std::vector<at::Tensor> r{at::randn({1, 2, 4, 8}).to(t), at::randn({1, 2, keys, 8}).to(t),
+                              at::randn({1, 2, keys, 8}).to(t)};
+    for (auto& x : r) x.requires_grad_(grad);
+    return r;
+  };
+  auto runs = [](const std::vector<at::Tensor>& t, double dropout = 0) {
+    return attention_runs_in_fp32(t[0], t[1], t[2], dropout);
+  };
+  EXPECT_TRUE(runs(qkv(kShortKeys, at::kBFloat16, true)));
+  EXPECT_FALSE(runs(qkv(kShortKeys + 1, at::kBFloat16, true))) << "long keys: the bf16 kernel is faster";
+  EXPECT_FALSE(runs(qkv(16, at::kBFloat16, false))) << "no backward: the bf16 forward is faster";
+  EXPECT_FALSE(runs(qkv(16, at::kBFloat16, true), 0.1)) << "dropout keeps its kernel and random stream";
+  EXPECT_FALSE(runs(qkv(16, at::kFloat, true)));
+  {
+    at::NoGradGuard no_grad;
+    EXPECT_FALSE(runs(qkv(16, at::kBFloat16, true)));
+    ForwardForBackward checkpoint_first_pass;
+    EXPECT_TRUE(runs(qkv(16, at::kBFloat16, false)));
+  }
+  EXPECT_FALSE(runs(qkv(16, at::kBFloat16, false))) << "the guard ended";
+  if (!has("amx_fp16") && !has("avx512_fp16")) EXPECT_TRUE(runs(qkv(1000, at::kHalf, false)));
+  set_cpu_attention_in_fp32(false);
+  EXPECT_FALSE(runs(qkv(16, at::kBFloat16, true)));
+  set_cpu_attention_in_fp32(true);
 }
 
 TEST(Attention, DecodingStepsLeaveCudnnOutAndRestoreTheUsersSetting) {

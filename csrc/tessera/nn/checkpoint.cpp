@@ -2,6 +2,8 @@
 // state of the forward replayed in backward (as torch.utils.checkpoint's preserve_rng_state).
 #include "tessera/nn/checkpoint.h"
 
+#include "tessera/nn/attention_precision.h"
+
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
 #include <ATen/core/Generator.h>
@@ -99,6 +101,7 @@ struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
     holder->state = ReplayState::capture(inputs);
     ctx->saved_data["fn"] = c10::IValue::make_capsule(c10::static_intrusive_pointer_cast<torch::CustomClassHolder>(holder));
     at::NoGradGuard no_grad;
+    ForwardForBackward recorded_later;  // the recomputation runs with grad: same kernels both times
     return holder->fn(holder->expand(inputs));
   }
 

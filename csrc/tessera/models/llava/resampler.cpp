@@ -7,6 +7,7 @@
 #include <c10/util/Exception.h>
 
 #include "tessera/models/llava/projector.h"
+#include "tessera/nn/attention.h"
 #include "tessera/nn/linear.h"
 #include "tessera/nn/module.h"
 #include "tessera/nn/norm.h"
@@ -42,8 +43,7 @@ class ResamplerImpl : public nn::Module<ResamplerImpl>, public Projector {
     at::Tensor kv = ln_kv->forward(kv_proj->forward(features));
     at::Tensor q = ln_q->forward(param(query_)).unsqueeze(0).expand({n, spec.num_queries, spec.out_dim});
     auto heads = [&](const at::Tensor& x) { return x.view({n, x.size(1), h, d}).transpose(1, 2); };
-    at::Tensor a = at::scaled_dot_product_attention(heads(q_proj->forward(q)), heads(k_proj->forward(kv)),
-                                                    heads(v_proj->forward(kv)));
+    at::Tensor a = nn::attention(heads(q_proj->forward(q)), heads(k_proj->forward(kv)), heads(v_proj->forward(kv)));
     a = out_proj->forward(a.transpose(1, 2).reshape({n, spec.num_queries, spec.out_dim}));
     return proj->forward(ln_post->forward(a));
   }

@@ -1,0 +1,47 @@
+#include "tessera/nn/attention_precision.h"
+
+#include <ATen/core/grad_mode.h>
+#include <ATen/cpu/Utils.h>
+
+#include <atomic>
+#include <string>
+
+namespace tessera::nn {
+namespace {
+std::atomic<bool> enabled{true};
+thread_local bool forward_for_backward = false;
+
+bool cpu_has(const char* feature) {
+  const auto caps = at::cpu::get_cpu_capabilities();
+  const auto it = caps.find(feature);
+  return it != caps.end() && it->second.isBool() && it->second.toBool();
+}
+
+// The reduced-precision kernels are the slow ones on this CPU (read once: the CPU does not change).
+bool slow_in(at::ScalarType t) {
+  static const bool slow_bf16 = !cpu_has("amx_bf16");
+  static const bool slow_fp16 = !cpu_has("amx_fp16") && !cpu_has("avx512_fp16");
+  return t == at::kBFloat16 ? slow_bf16 : t == at::kHalf ? slow_fp16 : false;
+}
+
+bool backward_will_run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  if (forward_for_backward) return true;
+  return at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
+}
+}  // namespace
+
+bool attention_runs_in_fp32(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double dropout_p) {
+  if (!enabled.load(std::memory_order_relaxed) || !q.device().is_cpu() || dropout_p > 0) return false;
+  const at::ScalarType t = q.scalar_type();
+  if (!slow_in(t) || k.scalar_type() != t || v.scalar_type() != t) return false;
+  if (t == at::kHalf) return true;
+  return k.size(2) <= kShortKeys && backward_will_run(q, k, v);
+}
+
+void set_cpu_attention_in_fp32(bool on) { enabled.store(on); }
+bool cpu_attention_in_fp32() { return enabled.load(); }
+
+ForwardForBackward::ForwardForBackward() : previous_(forward_for_backward) { forward_for_backward = true; }
+ForwardForBackward::~ForwardForBackward() { forward_for_backward = previous_; }
+
+}  // namespace tessera::nn

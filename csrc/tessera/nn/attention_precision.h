@@ -1,0 +1,42 @@
+// Reduced-precision attention on a CPU, when it is cheaper in fp32. ATen's CPU flash attention is
+// slower in bf16 than in fp32 for its backward over short key sequences, and slower in fp16 in
+// both directions on CPUs without native fp16 arithmetic (benchmarks/attention_precision_cpu.py,
+// 2 cores, AVX-512 + avx512_bf16, no AMX: bf16 forward+backward at 32-128 keys 1.4-2.0x slower
+// than fp32, 1.0-1.2x at 197-384, faster from 512; fp16 3.5-7x slower backward, 1.3-1.9x forward).
+// Such a call runs SDPA on fp32 copies of q, k, v (and a float mask) and rounds the output back to
+// the inputs' dtype; the gradients flow back in that dtype. The values are SDPA's in fp32, rounded
+// once: more exact than the reduced-precision kernel, not bit-equal to it.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+namespace tessera::nn {
+
+/// Whether attention(q, k, v) computes in fp32: a CPU call in bf16 whose backward will run (autograd
+/// records it, or a checkpoint's first pass) with at most kShortKeys keys, or in fp16 at any length;
+/// no dropout; and the CPU has no matrix unit for that dtype (AMX-BF16 / AMX-FP16 or AVX512-FP16,
+/// where the reduced kernels are the fast ones; not measured here, so left alone).
+bool attention_runs_in_fp32(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double dropout_p);
+
+/// The bf16 key count up to which fp32 wins (fp32/bf16 time ratio measured at 1.04-1.36 at 256-320
+/// keys, 0.85-0.91 at 512).
+constexpr int64_t kShortKeys = 320;
+
+/// On by default; off keeps every call in its own dtype (to measure the difference).
+void set_cpu_attention_in_fp32(bool on);
+bool cpu_attention_in_fp32();
+
+/// While alive on this thread, a forward counts as recorded for backward even with grad mode off:
+/// the reentrant checkpoint's first pass runs without grad, and its recomputation with it, and both
+/// must take the same path to give the same values.
+class ForwardForBackward {
+ public:
+  ForwardForBackward();
+  ~ForwardForBackward();
+  ForwardForBackward(const ForwardForBackward&) = delete;
+  ForwardForBackward& operator=(const ForwardForBackward&) = delete;
+
+ private:
+  bool previous_;
+};
+
+}  // namespace tessera::nn

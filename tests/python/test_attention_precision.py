@@ -1,0 +1,143 @@
+"""Reduced-precision attention on a CPU computes in fp32 where ATen's bf16/fp16 kernels are the slow
+ones (csrc/tessera/nn/attention_precision.h). References: SDPA on fp32 copies rounded once (what the
+rule promises, bit for bit), a float64 formula (the rule is at least as exact as the bf16 kernel),
+and the bf16 kernel itself wherever the rule does not apply.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tessera
+from _clip_reference import one_thread, pixel_batch, text_batch, tiny_config
+
+CAPS = torch._C._cpu._get_cpu_capabilities() if hasattr(torch._C._cpu, "_get_cpu_capabilities") else {}
+ops = tessera.ops
+pytestmark = pytest.mark.skipif(CAPS.get("amx_bf16", False), reason="bf16 has a matrix unit here: rule off")
+
+
+def _qkv(b=2, h=4, hkv=4, q_len=9, k_len=9, d=16, dtype=torch.bfloat16, grad=True, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(b, h, q_len, d, generator=g).to(dtype)
+    k = torch.randn(b, hkv, k_len, d, generator=g).to(dtype)
+    v = torch.randn(b, hkv, k_len, d, generator=g).to(dtype)
+    return [t.requires_grad_(grad) for t in (q, k, v)]
+
+
+def _grads(fn, q, k, v, g):
+    leaves = [t.detach().clone().requires_grad_(True) for t in (q, k, v)]
+    out = fn(*leaves)
+    out.backward(g)
+    return out.detach(), [t.grad for t in leaves]
+
+
+def _fp32_rounded(mask=None, causal=False, gqa=False):
+    def fn(q, k, v):
+        m = None if mask is None else mask.float()
+        return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=m, is_causal=causal,
+                                              enable_gqa=gqa).to(q.dtype)
+    return fn
+
+
+def _tessera(mask=None, causal=False):
+    return lambda q, k, v: ops.attention(q, k, v, mask, causal)
+
+
+@pytest.mark.parametrize("case", ["plain", "causal", "mask", "gqa"])
+def test_training_call_is_fp32_sdpa_rounded_once(case):
+    hkv = 2 if case == "gqa" else 4
+    q, k, v = _qkv(hkv=hkv)
+    mask = None
+    if case == "mask":
+        mask = torch.zeros(2, 1, 9, 9, dtype=torch.bfloat16)
+        mask[1, ..., 6:] = float("-inf")
+    causal = case == "causal"
+    g = torch.randn(2, 4, 9, 16).to(torch.bfloat16)
+    assert ops.cpu_attention_in_fp32.applies(q, k, v)
+    out, grads = _grads(_tessera(mask, causal), q, k, v, g)
+    ref, ref_grads = _grads(_fp32_rounded(mask, causal, gqa=hkv != 4), q, k, v, g)
+    assert out.dtype == torch.bfloat16 and all(t.dtype == torch.bfloat16 for t in grads)
+    assert torch.equal(out, ref)
+    for name, a, b in zip("qkv", grads, ref_grads):
+        assert torch.equal(a, b), f"d{name}"
+
+
+def test_at_least_as_exact_as_the_bf16_kernel():
+    """Against float64 on the same bf16 inputs, outputs and every gradient: the rule's error is at
+    most the bf16 kernel's (which is the rule switched off)."""
+    q, k, v = _qkv(b=4, h=4, q_len=50, k_len=50, d=64, seed=1)
+    g = torch.randn(4, 4, 50, 64).to(torch.bfloat16)
+    exact, exact_grads = _grads(lambda *t: F.scaled_dot_product_attention(*(x.double() for x in t)), q, k, v,
+                                g.double())
+    fast, fast_grads = _grads(_tessera(), q, k, v, g)
+    with ops.cpu_attention_in_fp32(False):
+        assert not ops.cpu_attention_in_fp32.applies(q, k, v)
+        slow, slow_grads = _grads(_tessera(), q, k, v, g)
+    err = lambda a, b: (a.double() - b).abs().max().item()  # noqa: E731
+    assert err(fast, exact) <= err(slow, exact)
+    for name, a, b, e in zip("qkv", fast_grads, slow_grads, exact_grads):
+        assert err(a, e) <= err(b, e), f"d{name}: fp32 path {err(a, e):.3g} vs bf16 kernel {err(b, e):.3g}"
+
+
+def test_the_switch_and_where_the_rule_stops():
+    q, k, v = _qkv()
+    g = torch.randn(2, 4, 9, 16).to(torch.bfloat16)
+    bf16_kernel = lambda q, k, v: F.scaled_dot_product_attention(q, k, v)  # noqa: E731
+    with ops.cpu_attention_in_fp32(False):
+        assert not ops.cpu_attention_in_fp32.enabled()
+        out, grads = _grads(_tessera(), q, k, v, g)
+    ref, ref_grads = _grads(bf16_kernel, q, k, v, g)
+    assert ops.cpu_attention_in_fp32.enabled(), "the context manager restores the setting"
+    assert torch.equal(out, ref) and all(torch.equal(a, b) for a, b in zip(grads, ref_grads))
+    # Inference keeps the bf16 kernel (faster there); so do long key sequences, dropout and fp32.
+    with torch.no_grad():
+        assert not ops.cpu_attention_in_fp32.applies(q, k, v)
+        assert torch.equal(ops.attention(q, k, v), bf16_kernel(q, k, v))
+    assert not ops.cpu_attention_in_fp32.applies(*_qkv(q_len=4, k_len=321))
+    assert ops.cpu_attention_in_fp32.applies(*_qkv(q_len=4, k_len=320))
+    assert not ops.cpu_attention_in_fp32.applies(q, k, v, dropout_p=0.1)
+    assert not ops.cpu_attention_in_fp32.applies(*_qkv(dtype=torch.float32))
+    frozen = [t.detach() for t in (q, k, v)]
+    assert not ops.cpu_attention_in_fp32.applies(*frozen), "nothing to differentiate: no backward"
+
+
+@pytest.mark.skipif(CAPS.get("amx_fp16", False) or CAPS.get("avx512_fp16", False), reason="native fp16 here")
+def test_fp16_runs_in_fp32_at_any_length_with_or_without_grad():
+    q, k, v = _qkv(q_len=3, k_len=600, dtype=torch.float16, grad=False)
+    assert ops.cpu_attention_in_fp32.applies(q, k, v)
+    assert torch.equal(ops.attention(q, k, v), _fp32_rounded()(q, k, v))
+
+
+def test_autocast_does_not_cast_the_fp32_operands_back():
+    q, k, v = _qkv()
+    g = torch.randn(2, 4, 9, 16).to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, grads = _grads(_tessera(), q, k, v, g)
+    ref, ref_grads = _grads(_fp32_rounded(), q, k, v, g)
+    assert torch.equal(out, ref) and all(torch.equal(a, b) for a, b in zip(grads, ref_grads))
+
+
+def test_checkpointed_layers_take_the_same_path_in_both_passes():
+    """The reentrant checkpoint's first pass runs without grad and its recomputation with it; a rule
+    keyed on grad alone would give the forward of one kernel and the gradient of another. Under
+    bf16 autocast, CLIP with and without checkpointing: loss and every gradient bit-equal."""
+    config = tiny_config(text=dict(num_hidden_layers=2), vision=dict(num_hidden_layers=2))
+    ids, mask = text_batch(config["text_config"], batch=4, seq_len=config["text_config"]["max_position_embeddings"])
+    px = pixel_batch(config["vision_config"], batch=4)
+    runs = []
+    state = tessera.CLIPModel(config).state_dict()
+    with one_thread():
+        for ckpt in (False, True):
+            model = tessera.CLIPModel(config).train()
+            model.load_state_dict(state)
+            model.set_gradient_checkpointing(ckpt)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = model(input_ids=ids, pixel_values=px, attention_mask=mask, return_loss=True).loss
+            loss.backward()
+            runs.append((loss.detach(), {n: p.grad for n, p in model.named_parameters()}))
+    (loss0, grads0), (loss1, grads1) = runs
+    assert torch.equal(loss0, loss1)
+    assert grads0.keys() == grads1.keys()
+    for name in grads0:
+        assert torch.equal(grads0[name], grads1[name]), name
