@@ -141,3 +141,22 @@ def test_checkpointed_layers_take_the_same_path_in_both_passes():
     assert grads0.keys() == grads1.keys()
     for name in grads0:
         assert torch.equal(grads0[name], grads1[name]), name
+
+
+def test_under_autocast_the_rule_reads_autocasts_dtype():
+    """A LLaMA layer's q and k leave the fp32 rotary tables in fp32 while v is bf16; autocast runs
+    SDPA on all three in bf16, so the rule applies, and rounds the fp32 result to bf16."""
+    q, k, v = _qkv(dtype=torch.float32)
+    v = v.detach().bfloat16().requires_grad_(True)
+    g = torch.randn(2, 4, 9, 16).to(torch.bfloat16)
+    assert not ops.cpu_attention_in_fp32.applies(q, k, v), "mixed dtypes outside autocast: SDPA refuses them"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert ops.cpu_attention_in_fp32.applies(q, k, v)
+        out, grads = _grads(_tessera(causal=True), q, k, v, g)
+        with ops.cpu_attention_in_fp32(False):
+            kernel, _ = _grads(_tessera(causal=True), q, k, v, g)
+    ref, ref_grads = _grads(lambda *t: _fp32_rounded(causal=True)(*t).bfloat16(), q, k, v, g)
+    assert out.dtype == kernel.dtype == torch.bfloat16
+    assert torch.equal(out, ref)
+    assert [t.dtype for t in grads] == [torch.float32, torch.float32, torch.bfloat16]
+    assert all(torch.equal(a, b) for a, b in zip(grads, ref_grads))

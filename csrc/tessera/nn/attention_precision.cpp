@@ -1,5 +1,6 @@
 #include "tessera/nn/attention_precision.h"
 
+#include <ATen/autocast_mode.h>
 #include <ATen/core/grad_mode.h>
 #include <ATen/cpu/Utils.h>
 
@@ -30,11 +31,24 @@ bool backward_will_run(const at::Tensor& q, const at::Tensor& k, const at::Tenso
 }
 }  // namespace
 
+std::optional<at::ScalarType> sdpa_dtype(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  const at::ScalarType t = q.scalar_type();
+  if (at::autocast::is_autocast_enabled(at::kCPU)) {
+    // SDPA is on autocast's lower-precision list: it casts every floating, non-double input.
+    bool eligible = true;
+    for (const at::Tensor* x : {&q, &k, &v})
+      eligible = eligible && x->is_floating_point() && x->scalar_type() != at::kDouble;
+    if (eligible) return at::autocast::get_autocast_dtype(at::kCPU);
+  }
+  if (k.scalar_type() != t || v.scalar_type() != t) return std::nullopt;
+  return t;
+}
+
 bool attention_runs_in_fp32(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double dropout_p) {
   if (!enabled.load(std::memory_order_relaxed) || !q.device().is_cpu() || dropout_p > 0) return false;
-  const at::ScalarType t = q.scalar_type();
-  if (!slow_in(t) || k.scalar_type() != t || v.scalar_type() != t) return false;
-  if (t == at::kHalf) return true;
+  const std::optional<at::ScalarType> t = sdpa_dtype(q, k, v);
+  if (!t || !slow_in(*t)) return false;
+  if (*t == at::kHalf) return true;
   return k.size(2) <= kShortKeys && backward_will_run(q, k, v);
 }
 

@@ -9,13 +9,22 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <optional>
+
 namespace tessera::nn {
 
-/// Whether attention(q, k, v) computes in fp32: a CPU call in bf16 whose backward will run (autograd
-/// records it, or a checkpoint's first pass) with at most kShortKeys keys, or in fp16 at any length;
-/// no dropout; and the CPU has no matrix unit for that dtype (AMX-BF16 / AMX-FP16 or AVX512-FP16,
-/// where the reduced kernels are the fast ones; not measured here, so left alone).
+/// Whether attention(q, k, v) computes in fp32 and rounds to sdpa_dtype: a CPU call in bf16 whose
+/// backward will run (autograd records it, or a checkpoint's first pass) with at most kShortKeys
+/// keys, or in fp16 at any length; no dropout; and the CPU has no matrix unit for that dtype
+/// (AMX-BF16 / AMX-FP16 or AVX512-FP16, where the reduced kernels are the fast ones; not measured
+/// here, so left alone).
 bool attention_runs_in_fp32(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double dropout_p);
+
+/// The dtype SDPA computes q, k, v in: CPU autocast's where it is on (SDPA is on its
+/// lower-precision list; a LLaMA layer's q and k leave the fp32 rotary tables in fp32 while v is
+/// bf16), else their own; none if they differ (SDPA refuses that). Autocast's state is read from
+/// the dispatch keys, so ask before excluding them.
+std::optional<at::ScalarType> sdpa_dtype(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
 
 /// The bf16 key count up to which fp32 wins (fp32/bf16 time ratio measured at 1.04-1.36 at 256-320
 /// keys, 0.85-0.91 at 512).

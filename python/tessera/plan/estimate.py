@@ -68,6 +68,21 @@ def _activation_mode(s: Settings) -> str:
     return "bf16_params" if s.strategy == "fsdp2" and s.world_size > 1 else "bf16"
 
 
+def _fp32_attention(s: Settings, mode: str, tokens: int) -> bool:
+    """Whether this CPU computes the stack's bf16 attention in fp32 in training (the rule itself,
+    asked with empty tensors of the stack's key count)."""
+    if mode == "fp32" or s.device != "cpu":
+        return False
+    import torch
+
+    from .. import ops
+
+    q = torch.empty(1, 1, 1, 1, dtype=torch.bfloat16, requires_grad=True)
+    k = torch.empty(1, 1, tokens, 1, dtype=torch.bfloat16, requires_grad=True)
+    with torch.enable_grad():
+        return ops.cpu_attention_in_fp32.applies(q, k, k)
+
+
 def plan_memory(shape: ModelShape, s: Settings) -> MemoryPlan:
     P, T = shape.params(), shape.trainable_params()
     n = s.world_size if s.strategy == "fsdp2" and s.world_size > 1 else 1
@@ -80,7 +95,7 @@ def plan_memory(shape: ModelShape, s: Settings) -> MemoryPlan:
     acts += logits + (2 * shape.head_matrix if mode == "bf16" else 0)
     recompute = 0
     for st in shape.stacks:
-        full = st.layer_activations(b, mode)
+        full = st.layer_activations(b, mode, _fp32_attention(s, mode, st.tokens))
         kept = st.checkpointed_layer(b, 2 if mode == "bf16_params" else 4) if s.checkpointing else full
         per_layer[st.name] = kept
         acts += kept * st.layers

@@ -33,6 +33,13 @@ SAVED_LLAMA = {
 # FSDP2's bf16 parameters (estimate, as above): fp32 halved, no cast copies.
 SAVED_LLAMA["bf16_params"] = {k: {n: (v // 2 if n != "weights" else 0) for n, v in c.items()}
                               for k, c in SAVED_LLAMA["fp32"].items()}
+# Where a CPU computes bf16 attention in fp32 (tessera.ops.cpu_attention_in_fp32: training, at
+# most 320 keys), SDPA keeps fp32 q, k, v and output instead of bf16 ones; the bytes it adds per
+# element, fitted the same way (a frozen output projection keeps no input, so the bf16 output
+# was the attention's own there).
+FP32_ATTENTION_EXTRA = {"prenorm": {"full": {"hidden": 10}},
+                        "llama": {"full": {"hidden": 6, "kv": 4}, "frozen": {"hidden": 4, "kv": 4},
+                                  "lora": {"hidden": 6, "kv": 4}}}
 # Backward transients of one layer: the gradients of its MLP and attention outputs while they are
 # formed (calibrated against peak RSS; docs/memory.md).
 TRANSIENT = {"hidden": 16, "mlp": 8}
@@ -88,20 +95,23 @@ class Stack:
     def params(self) -> int:
         return self.layers * self.layer_params()
 
-    def layer_activations(self, batch: int, mode: str) -> int:
-        """Bytes autograd saves for one layer's backward."""
+    def layer_activations(self, batch: int, mode: str, fp32_attention: bool = False) -> int:
+        """Bytes autograd saves for one layer's backward (`fp32_attention`: a reduced-precision
+        mode whose attention a CPU computes in fp32)."""
         if self.saves == "none":
             return 0
         bl = batch * self.tokens
+        extra = FP32_ATTENTION_EXTRA[self.kind].get(self.saves, {}) if fp32_attention else {}
         if self.kind == "llama":
             d, kv = self._dims
             c = SAVED_LLAMA[mode][self.saves]
-            return int(bl * (c["hidden"] * self.hidden + c["mlp"] * self.intermediate + c["kv"] * kv * d
-                             + c["heads"] * self.heads + c.get("rank", 0) * self.lora_rank * self.lora_adapters)
+            return int(bl * ((c["hidden"] + extra.get("hidden", 0)) * self.hidden + c["mlp"] * self.intermediate
+                             + (c["kv"] + extra.get("kv", 0)) * kv * d + c["heads"] * self.heads
+                             + c.get("rank", 0) * self.lora_rank * self.lora_adapters)
                        + c["weights"] * (self.matrix_params() + self.lora_params))
         c = SAVED[mode]
         mlp = c["mlp"] * (1.5 if self.gated else 1.0)
-        return int(c["hidden"] * bl * self.hidden + mlp * bl * self.intermediate
+        return int((c["hidden"] + extra.get("hidden", 0)) * bl * self.hidden + mlp * bl * self.intermediate
                    + c["heads"] * bl * self.heads + c["weights"] * self.matrix_params())
 
     def checkpointed_layer(self, batch: int, dtype_bytes: int = 4) -> int:
