@@ -26,7 +26,7 @@ from typing import Dict, List, Tuple
 from .. import _C
 from ..chat import load_template, render_text
 from ..cli_types import non_negative_int
-from .manifest import ensure_generated
+from .manifest import ensure_generated, staged
 from ..io import write_json
 from ..schema import require
 from .datasets import FASHION_MNIST_ROOT, FashionMNIST
@@ -134,48 +134,44 @@ def generate(out: str, fashion: int = 12000, scenes: int = 4000, heldout_fashion
         require(isinstance(value, int) and not isinstance(value, bool) and value >= 0,
                 f"instruction data: {name} must be an integer >= 0, got {value!r}")
     require(fashion + scenes > 0, "instruction data: fashion + scenes must be > 0 (no training sample otherwise)")
-    args = dict(version=VERSION, fashion=fashion, scenes=scenes, heldout_fashion=heldout_fashion,
+    args = dict(generator="tessera.data.instruct", version=VERSION, fashion=fashion, scenes=scenes, heldout_fashion=heldout_fashion,
                 heldout_scenes=heldout_scenes, seed=seed, vocab_size=vocab_size, root=os.path.abspath(root))
-    tmp = out.rstrip("/") + ".partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    rng = random.Random(seed)
-    files: Dict[str, List[Dict]] = {"captions.json": [], "instruct.json": [], "heldout.json": []}
-    seen: set = set()  # training scenes
-    for split, n_fashion, n_scenes in (("train", fashion, scenes), ("test", heldout_fashion, heldout_scenes)):
-        ds = FashionMNIST(root, split)
-        if n_fashion > len(ds):
-            raise ValueError(f"asked for {n_fashion} Fashion-MNIST {split} images; the split has {len(ds)}")
-        picks = sorted(rng.sample(range(len(ds)), n_fashion))
-        for kind, count in (("fashion", n_fashion), ("scenes", n_scenes)):
-            os.makedirs(os.path.join(tmp, "images", kind, split), exist_ok=True)
-        for i, index in enumerate(picks):
-            rel = f"images/fashion/{split}/{i:05d}.png"
-            write_png(os.path.join(tmp, rel), ds.data[index])
-            samples = fashion_samples(int(ds.targets[index]), rel, rng, split, f"fashion-{split}-{i:05d}")
-            _route(files, samples, split)
-        for i in range(n_scenes):
-            rel = f"images/scenes/{split}/{i:05d}.png"
-            shapes = random_scene(rng)
-            while split == "test" and tuple(shapes) in seen:  # held out means never drawn for training
+    with staged(out, "tessera.data.instruct") as tmp:
+        rng = random.Random(seed)
+        files: Dict[str, List[Dict]] = {"captions.json": [], "instruct.json": [], "heldout.json": []}
+        seen: set = set()  # training scenes
+        for split, n_fashion, n_scenes in (("train", fashion, scenes), ("test", heldout_fashion, heldout_scenes)):
+            ds = FashionMNIST(root, split)
+            if n_fashion > len(ds):
+                raise ValueError(f"asked for {n_fashion} Fashion-MNIST {split} images; the split has {len(ds)}")
+            picks = sorted(rng.sample(range(len(ds)), n_fashion))
+            for kind, count in (("fashion", n_fashion), ("scenes", n_scenes)):
+                os.makedirs(os.path.join(tmp, "images", kind, split), exist_ok=True)
+            for i, index in enumerate(picks):
+                rel = f"images/fashion/{split}/{i:05d}.png"
+                write_png(os.path.join(tmp, rel), ds.data[index])
+                samples = fashion_samples(int(ds.targets[index]), rel, rng, split, f"fashion-{split}-{i:05d}")
+                _route(files, samples, split)
+            for i in range(n_scenes):
+                rel = f"images/scenes/{split}/{i:05d}.png"
                 shapes = random_scene(rng)
-            seen.add(tuple(shapes))
-            write_png(os.path.join(tmp, rel), draw_scene(shapes))
-            _route(files, scene_samples(shapes, rel, rng, split, f"scene-{split}-{i:05d}"), split)
-    for name, samples in files.items():
-        write_json(os.path.join(tmp, name), samples)
-    # The LM's corpus: captions as plain text, conversations as the `v1` template lays them out.
-    v1 = load_template("v1")
-    lines = ([_plain_text(s) for s in files["captions.json"]]
-             + [render_text(v1, s["conversations"]) for s in files["instruct.json"]])
-    lines = [line.replace("\n", " ") for line in lines]
-    with open(os.path.join(tmp, "text.txt"), "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-    train_sentencepiece(lines, os.path.join(tmp, "tokenizer.model"), vocab_size=vocab_size, hard_vocab_limit=False)
-    manifest = {**args, **{k: len(v) for k, v in files.items()}, "text_lines": len(lines)}
-    write_json(os.path.join(tmp, "manifest.json"), manifest)
-    if os.path.isdir(out):
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+                while split == "test" and tuple(shapes) in seen:  # held out means never drawn for training
+                    shapes = random_scene(rng)
+                seen.add(tuple(shapes))
+                write_png(os.path.join(tmp, rel), draw_scene(shapes))
+                _route(files, scene_samples(shapes, rel, rng, split, f"scene-{split}-{i:05d}"), split)
+        for name, samples in files.items():
+            write_json(os.path.join(tmp, name), samples)
+        # The LM's corpus: captions as plain text, conversations as the `v1` template lays them out.
+        v1 = load_template("v1")
+        lines = ([_plain_text(s) for s in files["captions.json"]]
+                 + [render_text(v1, s["conversations"]) for s in files["instruct.json"]])
+        lines = [line.replace("\n", " ") for line in lines]
+        with open(os.path.join(tmp, "text.txt"), "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+        train_sentencepiece(lines, os.path.join(tmp, "tokenizer.model"), vocab_size=vocab_size, hard_vocab_limit=False)
+        manifest = {**args, **{k: len(v) for k, v in files.items()}, "text_lines": len(lines)}
+        write_json(os.path.join(tmp, "manifest.json"), manifest)
     return manifest
 
 

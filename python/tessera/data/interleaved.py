@@ -33,7 +33,7 @@ import shutil
 from typing import Dict, List, Tuple
 
 from ..cli_types import non_negative_int
-from .manifest import ensure_generated
+from .manifest import ensure_generated, staged
 from ..io import write_atomic, write_json
 from ..schema import require
 from .datasets import FASHION_MNIST_ROOT, FashionMNIST
@@ -144,27 +144,23 @@ def generate(out: str, sequences: int = 4000, scenes: int = 1000, heldout_sequen
         require(isinstance(value, int) and not isinstance(value, bool) and value >= 0,
                 f"interleaved data: {name} must be an integer >= 0, got {value!r}")
     require(sequences + scenes > 0, "interleaved data: sequences + scenes must be > 0 (no training sample otherwise)")
-    args = dict(version=VERSION, sequences=sequences, scenes=scenes, heldout_sequences=heldout_sequences,
+    args = dict(generator="tessera.data.interleaved", version=VERSION, sequences=sequences, scenes=scenes, heldout_sequences=heldout_sequences,
                 pairs=pairs, seed=seed, root=os.path.abspath(root), single_modality=single_modality)
-    tmp = out.rstrip("/") + ".partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    rng = random.Random(seed)
-    train = fashion_sequences(FashionMNIST(root, "train"), sequences, "train", rng, tmp)
-    heldout = fashion_sequences(FashionMNIST(root, "test"), heldout_sequences, "test", rng, tmp)
-    train += single_modality_renderings(train, single_modality)
-    taken: set = set()  # training scenes first: a held-out pair never repeats one
-    for sid, paths, captions in scene_pairs(scenes, rng, taken, tmp, "images/scenes/train", "scene-train"):
-        for side, path, caption in zip("ab", paths, captions):
-            train.append({"id": f"{sid}-{side}", "kind": "scene", "segments": [{"image": path}, {"text": caption}]})
-    held_pairs = [{"id": sid, "kind": "minimal_pair", "swapped": "colour", "images": paths, "captions": captions}
-                  for sid, paths, captions in scene_pairs(pairs, rng, taken, tmp, "images/pairs", "pair")]
-    for name, records in (("train.jsonl", train), ("heldout.jsonl", heldout), ("pairs.jsonl", held_pairs)):
-        _jsonl(os.path.join(tmp, name), records)
-    manifest = {**args, "train.jsonl": len(train), "heldout.jsonl": len(heldout), "pairs.jsonl": len(held_pairs)}
-    write_json(os.path.join(tmp, "manifest.json"), manifest)
-    if os.path.isdir(out):
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    with staged(out, "tessera.data.interleaved") as tmp:
+        rng = random.Random(seed)
+        train = fashion_sequences(FashionMNIST(root, "train"), sequences, "train", rng, tmp)
+        heldout = fashion_sequences(FashionMNIST(root, "test"), heldout_sequences, "test", rng, tmp)
+        train += single_modality_renderings(train, single_modality)
+        taken: set = set()  # training scenes first: a held-out pair never repeats one
+        for sid, paths, captions in scene_pairs(scenes, rng, taken, tmp, "images/scenes/train", "scene-train"):
+            for side, path, caption in zip("ab", paths, captions):
+                train.append({"id": f"{sid}-{side}", "kind": "scene", "segments": [{"image": path}, {"text": caption}]})
+        held_pairs = [{"id": sid, "kind": "minimal_pair", "swapped": "colour", "images": paths, "captions": captions}
+                      for sid, paths, captions in scene_pairs(pairs, rng, taken, tmp, "images/pairs", "pair")]
+        for name, records in (("train.jsonl", train), ("heldout.jsonl", heldout), ("pairs.jsonl", held_pairs)):
+            _jsonl(os.path.join(tmp, name), records)
+        manifest = {**args, "train.jsonl": len(train), "heldout.jsonl": len(heldout), "pairs.jsonl": len(held_pairs)}
+        write_json(os.path.join(tmp, "manifest.json"), manifest)
     return manifest
 
 
