@@ -59,3 +59,47 @@ def test_a_corrupt_manifest_names_its_file(tmp_path, text, message):
     (tmp_path / "manifest.json").write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(ValueError, match=f"manifest.json.*{message}"):
         ensure_generated(str(tmp_path), 1, instruct.generate, fashion=1)
+
+
+def _png(path):
+    import torch
+
+    from tessera import _C
+
+    with open(path, "wb") as f:
+        f.write(_C.data.encode_png(torch.zeros(4, 4, 3, dtype=torch.uint8)))
+
+
+def test_a_caption_file_cannot_pack_a_file_that_is_not_an_image(tmp_path):
+    from tessera.data.shards import main
+
+    _png(tmp_path / "a.png")
+    (tmp_path / "secret").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    captions = tmp_path / "c.jsonl"
+    captions.write_text(json.dumps({"image": "a.png", "caption": "ok"}) + "\n"
+                        + json.dumps({"image": str(tmp_path / "secret"), "caption": "innocent"}) + "\n")
+    with pytest.raises(ValueError, match="entry 1: .*secret.* is not a JPEG or PNG"):
+        main([str(tmp_path / "shards"), "--captions", str(captions)])
+    assert not any(n.endswith(".tar") for n in os.listdir(tmp_path / "shards")), "nothing written"
+
+
+def test_rewriting_shards_swaps_the_whole_set_or_nothing(tmp_path):
+    from tessera.data.shards import write_shards
+    from tessera.data.webdataset import tar_samples
+
+    out = str(tmp_path / "shards")
+    write_shards(out, ((f"old{i}", [("txt", b"old")]) for i in range(3)), maxcount=1)
+
+    def crashing():
+        yield "new0", [("txt", b"new")]
+        yield "new1", [("txt", b"new")]
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_shards(out, crashing(), maxcount=1)
+    assert sorted(os.listdir(out)) == ["00000.tar", "00001.tar", "00002.tar"]
+    keys = [s["__key__"] for f in sorted(os.listdir(out)) for s in tar_samples(os.path.join(out, f))]
+    assert keys == ["old0", "old1", "old2"]
+    pattern = write_shards(out, ((f"new{i}", [("txt", b"new")]) for i in range(2)), maxcount=1)
+    assert pattern.endswith("{00000..00001}.tar")
+    assert sorted(os.listdir(out)) == ["00000.tar", "00001.tar"], "the earlier set's third shard is gone"

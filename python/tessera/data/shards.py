@@ -1,7 +1,7 @@
 """Writes webdataset tar shards, as img2dataset lays them out (`KEY.png|jpg`, `KEY.txt` caption,
 `KEY.cls` label), from Fashion-MNIST, an image folder (class subfolders) or a caption file
-(.jsonl / .csv). Each shard is written to a temporary file and renamed: a crash leaves whole
-shards only. Prints the brace pattern that reads them back.
+(.jsonl / .csv). The set is written into a temporary folder and moved in whole: a crash leaves
+the earlier set as it was. Prints the brace pattern that reads them back.
 
     python -m tessera.data.shards OUT --fashion-mnist /usr/share/datasets/fashion-mnist [--split train]
     python -m tessera.data.shards OUT --captions train.jsonl --maxcount 10000
@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import re
+import shutil
 import tarfile
+import tempfile
 from typing import Iterable, Iterator, Optional, Sequence, Tuple
 
 from .. import _C
@@ -27,29 +30,39 @@ def _member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def write_shards(out: str, samples: Iterable[Sample], maxcount: int = 10000, prefix: str = "") -> str:
-    """Writes OUT/{prefix}{00000..}.tar with `maxcount` samples each; returns the brace pattern."""
+    """Writes OUT/{prefix}{00000..}.tar with `maxcount` samples each; returns the brace pattern.
+    The set is written into a folder inside OUT and moved in once whole: only then are the shards
+    of an earlier set with this prefix removed, so a crash leaves the old set as it was, never a
+    mix of old and new shards behind one pattern."""
     if maxcount < 1:
         raise ValueError(f"maxcount must be >= 1, got {maxcount}")
     os.makedirs(out, exist_ok=True)
-    shard, count, tar, path = 0, 0, None, ""
-
-    def close():
+    stage = tempfile.mkdtemp(prefix=".partial-", dir=out)
+    try:
+        shard, count, tar = 0, 0, None
+        for key, fields in samples:
+            if tar is None or count == maxcount:
+                if tar is not None:
+                    tar.close()
+                    shard += 1
+                path = os.path.join(stage, f"{prefix}{shard:05d}.tar")
+                tar, count = tarfile.open(path, "w", format=tarfile.USTAR_FORMAT), 0
+            for ext, data in fields:
+                _member(tar, f"{key}.{ext}", data)
+            count += 1
+        if tar is None:
+            raise ValueError("write_shards: no samples to write")
         tar.close()
-        os.replace(path + ".partial", path)
-
-    for key, fields in samples:
-        if tar is None or count == maxcount:
-            if tar is not None:
-                close()
-                shard += 1
-            path = os.path.join(out, f"{prefix}{shard:05d}.tar")
-            tar, count = tarfile.open(path + ".partial", "w", format=tarfile.USTAR_FORMAT), 0
-        for ext, data in fields:
-            _member(tar, f"{key}.{ext}", data)
-        count += 1
-    if tar is None:
-        raise ValueError("write_shards: no samples to write")
-    close()
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    earlier = re.compile(re.escape(prefix) + r"\d{5}\.tar(\.partial)?")
+    for name in os.listdir(out):
+        if earlier.fullmatch(name):
+            os.remove(os.path.join(out, name))
+    for name in sorted(os.listdir(stage)):
+        os.replace(os.path.join(stage, name), os.path.join(out, name))
+    os.rmdir(stage)
     return os.path.join(out, f"{prefix}{{00000..{shard:05d}}}.tar")
 
 
@@ -68,11 +81,18 @@ def fashion_mnist_samples(root: str, split: str = "train", template: str = "a ph
 
 
 def file_samples(entries: Iterable[Tuple[str, Optional[str], Optional[int]]]) -> Iterator[Sample]:
-    """(image path, caption or None, label or None) -> samples keyed by their order."""
+    """(image path, caption or None, label or None) -> samples keyed by their order. Each file must
+    be a JPEG or PNG by its header (a shard is data that travels: a listed file that is not an
+    image, e.g. a path to a system file, is refused, not packed), stored under its kind's
+    extension."""
     for i, (path, caption, label) in enumerate(entries):
-        ext = os.path.splitext(path)[1].lower().lstrip(".") or "jpg"
         with open(path, "rb") as f:
-            fields = [(ext, f.read())]
+            data = f.read()
+        kind = _C.data.image_info(data[:4096])[0]
+        if kind not in ("jpeg", "png"):
+            raise ValueError(f"entry {i}: {path!r} is not a JPEG or PNG image (it starts with {data[:8].hex(' ')}); "
+                             "refusing to pack it into a shard")
+        fields = [("jpg" if kind == "jpeg" else "png", data)]
         if caption is not None:
             fields.append(("txt", caption.encode()))
         if label is not None:
