@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 
@@ -103,3 +104,59 @@ def test_rewriting_shards_swaps_the_whole_set_or_nothing(tmp_path):
     pattern = write_shards(out, ((f"new{i}", [("txt", b"new")]) for i in range(2)), maxcount=1)
     assert pattern.endswith("{00000..00001}.tar")
     assert sorted(os.listdir(out)) == ["00000.tar", "00001.tar"], "the earlier set's third shard is gone"
+
+
+def _jpeg():
+    import io
+
+    from PIL import Image
+
+    b = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(b, "JPEG")
+    return b.getvalue()
+
+
+SHARD_CASES = [
+    # (members besides the image, what the report must say, or None: the sample loads)
+    ({"txt": b"a red square"}, None),
+    ({"cls": b"3"}, None),
+    ({}, "no caption .* and no label"),
+    ({"txt": b"caf\xe9"}, ".txt is not UTF-8"),
+    ({"json": b'{"caption": null}'}, '"caption" must be a string, got NoneType'),
+    ({"json": b'{"caption": ["x", 1]}'}, '"caption" must be a string, got list'),
+    ({"json": b'["a caption"]'}, ".json must be an object, got list"),
+    ({"json": b"{"}, ".json does not parse"),
+    ({"cls": b"-3"}, ".cls must be an integer"),
+    ({"cls": b"99999999999999999999"}, ".cls must be an integer"),
+]
+
+
+@pytest.mark.parametrize("members, problem", SHARD_CASES)
+def test_shard_samples_without_a_usable_caption_or_label_are_reported(tmp_path, members, problem):
+    from tessera.data import clip_transform
+    from tessera.data.shard_loader import ShardLoader
+    from tessera.data.shards import write_shards
+
+    good = [("png", _jpeg()), ("txt", b"a good sample")]
+    pattern = write_shards(str(tmp_path), [("a", good), ("b", [("jpg", _jpeg()), *members.items()]), ("c", good)])
+    loader = ShardLoader(pattern, batch_size=1, transform=clip_transform(8), num_workers=1, drop_last=False)
+    keys = [k for batch in loader for k in batch["keys"]]
+    if problem is None:
+        assert keys == ["a", "b", "c"] and not loader.report()
+    else:
+        assert keys == ["a", "c"]
+        assert loader.skipped == 1 and re.search(problem, loader.report()), loader.report()
+
+
+def test_template_captions_fill_only_the_missing_ones_and_refuse_a_label_outside_the_classes():
+    import torch
+
+    from tessera.train.image_data import template_captions
+
+    labels = torch.tensor([-1, 1, 0])
+    out = template_captions(["a {}."], ["cat", "dog"], labels, 0, 0, 0, ["own caption", "", "another"])
+    assert out == ["own caption", "a dog.", "another"]
+    with pytest.raises(ValueError, match="sample 0 .* label -1, outside the 2 class names"):
+        template_captions(["a {}."], ["cat", "dog"], labels, 0, 0, 0)
+    with pytest.raises(ValueError, match="label 57"):
+        template_captions(["a {}."], ["cat", "dog"], torch.tensor([57]), 0, 0, 0)

@@ -24,15 +24,38 @@ IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 
 
 def sample_fields(sample: Dict[str, Any]):
-    """(image bytes, caption, label) of a webdataset sample; caption from .txt (or a json
-    "caption"), label from .cls (-1 without)."""
+    """(image bytes, caption, label) of a webdataset sample: caption from .txt (UTF-8) or a .json
+    object's "caption" string ("" without), label from .cls, an integer in [0, 2^31) (-1 without).
+    A sample with neither, or with a member that does not parse, raises a ValueError naming it:
+    the loader skips and reports it rather than training on an empty caption or a made-up label."""
     image = next((sample[k] for k in IMAGE_KEYS if k in sample), None)
     if image is None:
         raise ValueError(f"no image member ({', '.join(IMAGE_KEYS)}); it has {', '.join(k for k in sample if k[:2] != '__')}")
-    caption = sample["txt"].decode("utf-8", "replace").strip() if "txt" in sample else ""
+    caption = ""
+    if "txt" in sample:
+        try:
+            caption = sample["txt"].decode("utf-8").strip()
+        except UnicodeDecodeError as e:
+            raise ValueError(f".txt is not UTF-8 ({e})") from None
     if not caption and "json" in sample:
-        caption = str(json.loads(sample["json"]).get("caption", ""))
-    label = int(sample["cls"].decode().strip()) if "cls" in sample else -1
+        try:
+            meta = json.loads(sample["json"])
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+            raise ValueError(f".json does not parse ({type(e).__name__}: {str(e)[:120]})") from None
+        if not isinstance(meta, dict):
+            raise ValueError(f".json must be an object, got {type(meta).__name__}")
+        value = meta.get("caption", "")
+        if not isinstance(value, str):
+            raise ValueError(f'.json "caption" must be a string, got {type(value).__name__} {str(value)[:60]!r}')
+        caption = value.strip()
+    label = -1
+    if "cls" in sample:
+        text = sample["cls"].decode("ascii", "replace").strip()
+        if not (text.isdigit() and int(text) < 2 ** 31):
+            raise ValueError(f".cls must be an integer in [0, 2^31), got {text[:40]!r}")
+        label = int(text)
+    if not caption and label < 0:
+        raise ValueError("no caption (.txt, or .json \"caption\") and no label (.cls)")
     return image, caption, label
 
 
@@ -94,7 +117,7 @@ class ShardLoader:
             where = f"{sample['__url__']}: {sample['__key__']}"
             try:
                 image, caption, label = sample_fields(sample)
-            except (ValueError, UnicodeDecodeError) as e:
+            except ValueError as e:
                 self._skip(f"{where}: {e}")
                 continue
             images.append(image)

@@ -83,10 +83,12 @@ class ClipTask(Task):
         return self._loader(self.train_set, True, rank, world_size)
 
     def captions(self, batch: Dict[str, Any], step: int) -> List[str]:
-        if batch.get("captions"):
-            return list(batch["captions"])
+        captions = list(batch.get("captions") or [])
+        if captions and all(captions):
+            return captions
+        # Shards may caption some samples and only label others: those get a class template.
         return template_captions(self.recipe.data.templates, self.class_names, batch["labels"], self.recipe.train.seed,
-                                 step, self.rank)
+                                 step, self.rank, captions)
 
     # ---- model and loss ---------------------------------------------------------------------
     def batch_size(self, batch: Dict[str, Any]) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, Optional
 
 from .. import data as tdata
 
@@ -70,9 +70,22 @@ def image_loader(d: ImageData, dataset, train: bool, seed: int, rank: int = 0, w
                             transform=transform)
 
 
-def template_captions(templates, class_names, labels: torch.Tensor, seed: int, step: int, rank: int):
+def template_captions(templates, class_names, labels: torch.Tensor, seed: int, step: int, rank: int,
+                      captions: Optional[List[str]] = None) -> List[str]:
     """A caption per label: a template drawn for each sample, filled with its class name. One
-    generator per (seed, step, rank): deterministic and resume-safe without saved state."""
+    generator per (seed, step, rank): deterministic and resume-safe without saved state. With
+    `captions` (a batch's own, "" where a sample has none), those that exist stand and only the
+    empty ones are templated. A label outside the class names is refused by value (a missing
+    label, -1, would otherwise name the last class)."""
     g = torch.Generator().manual_seed((seed * 1_000_003 + step) * 65_537 + rank)
     pick = torch.randint(len(templates), (len(labels),), generator=g).tolist()
-    return [templates[t].format(class_names[int(c)]) for t, c in zip(pick, labels.tolist())]
+    out = []
+    for i, (t, c) in enumerate(zip(pick, labels.tolist())):
+        if captions and captions[i]:
+            out.append(captions[i])
+            continue
+        if not 0 <= c < len(class_names):
+            raise ValueError(f"sample {i} of the batch has no caption and label {c}, outside the "
+                             f"{len(class_names)} class names (data.class_names)")
+        out.append(templates[t].format(class_names[c]))
+    return out
