@@ -135,10 +135,11 @@ class onednn_linear(_Switch):
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor] = None,
               causal: bool = False, dropout_p: float = 0.0, scale: Optional[float] = None) -> torch.Tensor:
     """The attention every tessera layer calls: q [B, H, Q, D], k/v [B, Hkv, K, D] (grouped-query
-    when Hkv < H), an additive float mask broadcastable to [B, H, Q, K], `causal` aligned to
-    the last key (a KV cache's layout). `torch.nn.functional.scaled_dot_product_attention` but for
-    the backend rules of the C++ core: decoding steps take tessera's own kernel, and on a CPU
-    reduced-precision calls compute in fp32 where that is faster (`cpu_attention_in_fp32`)."""
+    when Hkv < H), an additive float or a boolean mask (True: attend, as SDPA's) broadcastable to
+    [B, H, Q, K], `causal` aligned to the last key (a KV cache's layout). That is
+    `torch.nn.functional.scaled_dot_product_attention` with the backend rules of the C++ core:
+    decoding steps take tessera's own kernel, and on a CPU reduced-precision calls compute in fp32
+    where that is faster (`cpu_attention_in_fp32`)."""
     return _C.ops.attention(q, k, v, mask, bool(causal), float(dropout_p), scale)
 
 

@@ -363,3 +363,22 @@ def test_command_line_values_are_checked_where_they_are_read(argv, flag, expect,
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert flag in err and expect in err, err
+
+
+# ---- class: tessera.ops.attention's inputs, against SDPA's meaning ---------------------------
+def test_attention_masks_mean_what_sdpa_means_and_bad_shapes_are_refused():
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 3, 8) for _ in range(3))
+    keep = torch.tensor([True, True, False]).view(1, 1, 1, 3).expand(1, 1, 3, 3)
+    assert torch.allclose(tessera.ops.attention(q, k, v, keep), F.scaled_dot_product_attention(q, k, v, keep),
+                          atol=1e-6), "a boolean mask is SDPA's (True: attend), not +1/0 added to the scores"
+    with pytest.raises(ValueError, match="additive .* or boolean"):
+        tessera.ops.attention(q, k, v, keep.long())
+    with pytest.raises(ValueError, match="must agree"):
+        tessera.ops.attention(q, k, torch.randn(1, 2, 4, 8))
+    for bad, key in (({"scale": float("nan")}, "scale must be finite"), ({"dropout_p": -1.0}, "dropout_p"),
+                     ({"dropout_p": 1.5}, "dropout_p"), ({"dropout_p": float("nan")}, "dropout_p")):
+        with pytest.raises(ValueError, match=key):
+            tessera.ops.attention(q, k, v, **bad)

@@ -11,6 +11,8 @@
 #include <ATen/ATen.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 
+#include <cmath>
+
 namespace tessera::nn {
 
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
@@ -20,8 +22,20 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
                     k.sizes(), ", ", v.sizes());
   TORCH_CHECK_VALUE(q.size(1) % k.size(1) == 0, "attention: ", q.size(1),
                     " query heads is not a multiple of ", k.size(1), " key/value heads");
+  TORCH_CHECK_VALUE(k.size(0) == q.size(0) && v.size(0) == q.size(0) && v.size(1) == k.size(1) &&
+                        v.size(2) == k.size(2) && k.size(3) == q.size(3),
+                    "attention: q ", q.sizes(), ", k ", k.sizes(), " and v ", v.sizes(),
+                    " must agree in batch, k and v in heads and length, q and k in head_dim");
+  TORCH_CHECK_VALUE(dropout_p >= 0 && dropout_p <= 1, "attention: dropout_p must be in [0, 1], got ", dropout_p);
+  TORCH_CHECK_VALUE(!scale || std::isfinite(*scale), "attention: scale must be finite, got ", *scale);
   const int64_t q_len = q.size(2), k_len = k.size(2);
   at::Tensor m = mask;
+  if (m.defined() && !m.is_floating_point()) {
+    // SDPA's boolean mask (true: attend) as an additive one; any other integer mask is ambiguous.
+    TORCH_CHECK_VALUE(m.scalar_type() == at::kBool, "attention: a mask is additive (floating point) or boolean "
+                      "(true: attend), got ", m.scalar_type());
+    m = at::zeros(m.sizes(), q.options()).masked_fill(m.logical_not(), -INFINITY);
+  }
   bool is_causal = false;
   // One query at the end of the keys (a decoding step) sees every key: no causal mask to build.
   if (causal && !(q_len == 1 && k_len >= 1)) {

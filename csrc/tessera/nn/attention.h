@@ -16,7 +16,8 @@
 namespace tessera::nn {
 
 /// q [B, H, Q, D], k/v [B, Hkv, K, D] (H a multiple of Hkv: grouped-query attention).
-/// `mask`: additive, broadcastable to [B, H, Q, K] (see attention_mask.h) or undefined.
+/// `mask`: additive (floating point) or boolean (true: attend, as SDPA), broadcastable to
+/// [B, H, Q, K] (see attention_mask.h), or undefined.
 /// `causal`: query i sees keys up to K - Q + i (bottom-right aligned, right for KV caches).
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      const at::Tensor& mask = {}, bool causal = false, double dropout_p = 0.0,
