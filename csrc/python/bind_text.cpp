@@ -282,8 +282,16 @@ BERT WordPiece tokenizer, id-for-id equal to transformers' BertTokenizerFast.
               TORCH_CHECK_VALUE(longest <= width, "Unable to create tensor: a text has ", longest,
                                 " tokens, more than padding to max_length=", width,
                                 " allows; pass truncation=True");
-              if (pad_to_multiple_of > 1)
+              // No model reads rows this long; past it a width is a mistake (and rounding up
+              // to a huge multiple overflowed to 0 columns).
+              constexpr int64_t kMaxWidth = int64_t{1} << 24;
+              TORCH_CHECK_VALUE(width <= kMaxWidth, "padding to max_length=", width, " tokens: more than ",
+                                kMaxWidth, " per row; give a smaller max_length");
+              if (pad_to_multiple_of > 1) {
+                TORCH_CHECK_VALUE(pad_to_multiple_of <= kMaxWidth, "pad_to_multiple_of=", pad_to_multiple_of,
+                                  ": more than ", kMaxWidth, " tokens per row");
                 width = (width + pad_to_multiple_of - 1) / pad_to_multiple_of * pad_to_multiple_of;
+              }
               at::Tensor ids = at::empty({batch.rows(), width}, at::kLong);
               at::Tensor mask = at::empty({batch.rows(), width}, at::kLong);
               batch.pad_into(width, t.pad_token_id(), pad_left, ids.data_ptr<int64_t>(),

@@ -331,3 +331,17 @@ def test_bad_input_is_refused(uncased_folder):
     with pytest.raises(ValueError, match="non-blank"):
         tok.add_special_tokens([" "])
     assert tok([]).input_ids.shape == (0, 0)
+
+
+def test_a_padded_width_past_any_model_is_refused_not_allocated_or_wrapped(uncased_folder):
+    """Padding widths come from the caller: 10^12 columns would ask for 16 TB, and rounding up to a
+    multiple of 2^63 - 1 overflowed to 0 columns (every token dropped, no error)."""
+    from tessera.bert_tokenizer import BertTokenizer
+
+    tok = BertTokenizer.from_pretrained(uncased_folder)
+    for kw, key in (({"padding": True, "pad_to_multiple_of": 2 ** 63 - 1}, "pad_to_multiple_of"),
+                    ({"padding": True, "pad_to_multiple_of": 10 ** 12}, "pad_to_multiple_of"),
+                    ({"padding": "max_length", "max_length": 10 ** 12}, "max_length")):
+        with pytest.raises(ValueError, match=key):
+            tok(["hello world", "a"], **kw)
+    assert tok(["hello world", "a"], padding=True, pad_to_multiple_of=64)["input_ids"].shape == (2, 64)
