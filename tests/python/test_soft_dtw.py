@@ -235,3 +235,27 @@ def test_bad_input_is_a_value_error_naming_it(call, message):
 def test_integer_cost_is_a_type_error():
     with pytest.raises(TypeError, match="float32 or float64"):
         ops.soft_dtw(torch.ones(3, 3, dtype=torch.long))
+
+
+def test_gak_refuses_what_it_would_silently_reinterpret():
+    """An integer cost made the bandwidth an integer (sigma 1.5 became 1), float lengths were
+    truncated (2.7 read as 2), and a NaN or a negative length surfaced as soft-DTW's message about
+    the cost; each now names gak's own argument."""
+    torch.manual_seed(0)
+    x, y = torch.randn(2, 5, 3), torch.randn(2, 6, 3)
+    xy = torch.cdist(x, y) ** 2
+    cases = [
+        (lambda: ops.gak_from_cost(xy.round().long(), normalized=False, sigma=1.5), TypeError,
+         "the x-y cost must be float32 or float64"),
+        (lambda: ops.gak(x.long(), y.long(), sigma=1.9), TypeError, "x and y must be float32 or float64"),
+        (lambda: ops.gak(x, y, lengths=(torch.tensor([2.7, 3.0]), torch.tensor([5, 5]))), TypeError,
+         "gak: x_lengths must be an integer tensor"),
+        (lambda: ops.gak(x, y, lengths=([-9, 3], [5, 5])), ValueError, r"gak: x_lengths\[0\] = -9"),
+        (lambda: ops.gak_from_cost(xy.masked_fill(xy > 1, float("nan")), normalized=False), ValueError,
+         "the x-y cost has a non-finite entry"),
+        (lambda: ops.gak_from_cost(xy, -torch.ones(2, 5, 5), torch.zeros(2, 6, 6)), ValueError,
+         "the x-x cost must be >= 0"),
+    ]
+    for call, error, message in cases:
+        with pytest.raises(error, match=message):
+            call()

@@ -1,5 +1,6 @@
 #include "tessera/ops/gak.h"
 
+#include "tessera/ops/sequence_lengths.h"
 #include "tessera/ops/soft_dtw.h"
 
 #include <ATen/ATen.h>
@@ -16,8 +17,14 @@ at::Tensor batched(const at::Tensor& t, int64_t dims, const char* fn, const char
   return t.dim() == dims ? t : t.unsqueeze(0);
 }
 
-at::Tensor lengths_or(const at::Tensor& len, int64_t B, int64_t full, const at::Tensor& like) {
-  return len.defined() ? len.to(like.device(), at::kLong) : at::full({B}, full, like.options().dtype(at::kLong));
+/// A float32/float64 cost without NaN or inf, >= 0 (a squared distance). An integer cost would
+/// make the bandwidth an integer too (sigma 1.5 silently 1).
+void check_cost(const at::Tensor& c, const char* name) {
+  TORCH_CHECK_TYPE(c.scalar_type() == at::kFloat || c.scalar_type() == at::kDouble, "gak: ", name,
+                   " must be float32 or float64, got ", c.scalar_type());
+  const at::Tensor d = c.detach();
+  TORCH_CHECK_VALUE(d.isfinite().all().item<bool>(), "gak: ", name, " has a non-finite entry (NaN or inf)");
+  TORCH_CHECK_VALUE((d >= 0).all().item<bool>(), "gak: ", name, " must be >= 0 (squared distances)");
 }
 
 /// The bandwidth of each pair: fixed, or delta * sqrt((n + m) / 2).
@@ -47,9 +54,10 @@ at::Tensor gak_from_cost(const at::Tensor& xy_in, const at::Tensor& xx_in, const
   const at::Tensor xy = batched(xy_in, 3, "gak", "the x-y cost");
   TORCH_CHECK_VALUE(o.x_lengths.defined() == o.y_lengths.defined(), "gak: give both x_lengths and y_lengths, or neither");
   const int64_t B = xy.size(0), N = xy.size(1), M = xy.size(2);
-  TORCH_CHECK_VALUE((xy.detach() >= 0).all().item<bool>(), "gak: local costs must be >= 0 (squared distances)");
+  check_cost(xy, "the x-y cost");
   const bool given = o.x_lengths.defined();
-  const at::Tensor n = lengths_or(o.x_lengths, B, N, xy), m = lengths_or(o.y_lengths, B, M, xy);
+  const at::Tensor n = checked_lengths(o.x_lengths, B, N, "gak", "x_lengths", xy);
+  const at::Tensor m = checked_lengths(o.y_lengths, B, M, "gak", "y_lengths", xy);
   // K(x, x) and K(y, y) take the x-y pair's sigma: one local kernel for all three keeps the
   // normalised value a cosine in the kernel's feature space, hence <= 1.
   const at::Tensor sigma = bandwidth(n, m, o, xy.options());
@@ -61,6 +69,11 @@ at::Tensor gak_from_cost(const at::Tensor& xy_in, const at::Tensor& xx_in, const
                       N, ", ", N, "], got shape ", xx.sizes());
     TORCH_CHECK_VALUE(yy.size(0) == B && yy.size(1) == M && yy.size(2) == M, "gak: the y-y cost must be [", B, ", ",
                       M, ", ", M, "], got shape ", yy.sizes());
+    TORCH_CHECK_TYPE(xx.scalar_type() == xy.scalar_type() && yy.scalar_type() == xy.scalar_type(),
+                     "gak: the x-x and y-y costs must have the x-y cost's dtype ", xy.scalar_type(), ", got ",
+                     xx.scalar_type(), " and ", yy.scalar_type());
+    check_cost(xx, "the x-x cost");
+    check_cost(yy, "the y-y cost");
     log_k = log_k + 0.5 * (neg_log_gak(xx, sigma, n, n, given) + neg_log_gak(yy, sigma, m, m, given));
   }
   const at::Tensor k = log_k.exp();
@@ -72,6 +85,9 @@ at::Tensor gak(const at::Tensor& x_in, const at::Tensor& y_in, const GakOptions&
   TORCH_CHECK_VALUE(x_in.dim() == y_in.dim(), "gak: x and y must both be [B, len, dim] or both [len, dim], got shapes ",
                     x_in.sizes(), " and ", y_in.sizes());
   const at::Tensor x = batched(x_in, 3, "gak", "x"), y = batched(y_in, 3, "gak", "y");
+  for (const at::Tensor* t : {&x, &y})
+    TORCH_CHECK_TYPE(t->scalar_type() == at::kFloat || t->scalar_type() == at::kDouble,
+                     "gak: x and y must be float32 or float64, got ", x.scalar_type(), " and ", y.scalar_type());
   TORCH_CHECK_VALUE(x.size(0) == y.size(0) && x.size(2) == y.size(2),
                     "gak: x and y need the same batch size and feature width, got shapes ", x.sizes(), " and ",
                     y.sizes());

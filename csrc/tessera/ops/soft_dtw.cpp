@@ -1,6 +1,8 @@
 // Argument checks, device dispatch and the autograd function of ops::soft_dtw.
 #include "tessera/ops/soft_dtw.h"
 
+#include "tessera/ops/sequence_lengths.h"
+
 #include "tessera/ops/soft_dtw_kernels.h"
 
 #include <ATen/ATen.h>
@@ -63,25 +65,6 @@ class SoftDtwFunction : public torch::autograd::Function<SoftDtwFunction> {
   }
 };
 
-/// int64 [B] lengths on the cost's device, each in [1, limit]; a full-length tensor when undefined.
-at::Tensor checked_lengths(const at::Tensor& len, int64_t B, int64_t limit, const char* name, const at::Tensor& cost) {
-  if (!len.defined()) return at::full({B}, limit, cost.options().dtype(at::kLong));
-  TORCH_CHECK_TYPE(!at::isFloatingType(len.scalar_type()) && !at::isComplexType(len.scalar_type()),
-                   "soft_dtw: ", name, " must be an integer tensor, got ", len.scalar_type());
-  TORCH_CHECK_VALUE(len.dim() == 1 && len.size(0) == B, "soft_dtw: ", name, " must be [", B,
-                    "] (one length per pair), got shape ", len.sizes());
-  at::Tensor out = len.to(cost.device(), at::kLong).contiguous();
-  if (B > 0) {
-    const auto lo = out.min().item<int64_t>(), hi = out.max().item<int64_t>();
-    if (lo < 1 || hi > limit) {
-      const int64_t bad = ((out < 1) | (out > limit)).nonzero()[0][0].item<int64_t>();
-      TORCH_CHECK_VALUE(false, "soft_dtw: ", name, "[", bad, "] = ", out[bad].item<int64_t>(),
-                        " is out of range: lengths must lie in [1, ", limit, "]");
-    }
-  }
-  return out;
-}
-
 }  // namespace
 
 at::Tensor soft_dtw(const at::Tensor& cost, double gamma, const at::Tensor& x_lengths, const at::Tensor& y_lengths) {
@@ -109,8 +92,8 @@ at::Tensor soft_dtw(const at::Tensor& cost, double gamma, const at::Tensor& x_le
                         "large finite cost, not inf)");
     }
   }
-  const at::Tensor n = checked_lengths(x_lengths, B, N, "x_lengths", c);
-  const at::Tensor m = checked_lengths(y_lengths, B, M, "y_lengths", c);
+  const at::Tensor n = checked_lengths(x_lengths, B, N, "soft_dtw", "x_lengths", c);
+  const at::Tensor m = checked_lengths(y_lengths, B, M, "soft_dtw", "y_lengths", c);
   if (B == 0) return at::zeros({0}, cost.options()) + c.sum({1, 2});  // keeps the graph for empty batches
   at::Tensor out = SoftDtwFunction::apply(c, gamma, n, m);
   return single ? out.squeeze(0) : out;
