@@ -5,6 +5,7 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <tuple>
@@ -44,18 +45,28 @@ void bind_submodules(py::module_& m) {
   }
 }
 
+// Messages quote file contents and names, which need not be UTF-8: PyErr_SetString would then
+// raise a UnicodeDecodeError in place of the error (and lose its message); undecodable bytes are
+// shown as \xNN instead.
+void set_error(PyObject* type, const char* message) {
+  PyObject* text = PyUnicode_DecodeUTF8(message, static_cast<Py_ssize_t>(std::strlen(message)), "backslashreplace");
+  if (!text) return;  // out of memory: that error stands
+  PyErr_SetObject(type, text);
+  Py_DECREF(text);
+}
+
 void register_error_translator(py::module_&) {
   py::register_local_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
     } catch (const c10::ValueError& e) {
-      PyErr_SetString(PyExc_ValueError, e.what_without_backtrace());
+      set_error(PyExc_ValueError, e.what_without_backtrace());
     } catch (const c10::IndexError& e) {
-      PyErr_SetString(PyExc_IndexError, e.what_without_backtrace());
+      set_error(PyExc_IndexError, e.what_without_backtrace());
     } catch (const c10::TypeError& e) {
-      PyErr_SetString(PyExc_TypeError, e.what_without_backtrace());
+      set_error(PyExc_TypeError, e.what_without_backtrace());
     } catch (const c10::Error& e) {
-      PyErr_SetString(PyExc_RuntimeError, e.what_without_backtrace());
+      set_error(PyExc_RuntimeError, e.what_without_backtrace());
     }
   });
 }

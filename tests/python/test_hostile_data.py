@@ -160,3 +160,14 @@ def test_template_captions_fill_only_the_missing_ones_and_refuse_a_label_outside
         template_captions(["a {}."], ["cat", "dog"], labels, 0, 0, 0)
     with pytest.raises(ValueError, match="label 57"):
         template_captions(["a {}."], ["cat", "dog"], torch.tensor([57]), 0, 0, 0)
+
+
+def test_an_error_quoting_bytes_that_are_not_utf8_still_names_the_file(tmp_path):
+    """C++ errors quote file contents; an undecodable byte turned the ValueError into a
+    UnicodeDecodeError without the file's name. Now it is shown as \\xNN."""
+    from tessera.data import CaptionDataset
+
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b'{"image": "a.png", "caption": "caf\xe9"}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl' line 1: .*caf\\xe9"):
+        CaptionDataset(str(path))
