@@ -151,6 +151,39 @@ def test_the_index_is_cached_and_rebuilt_when_anything_changes(data, tok, tmp_pa
     assert len(built) == 6
 
 
+def test_a_data_file_rewritten_after_indexing_is_refused_not_served(data, tok, tmp_path):
+    """Same-length records in another order sat at the indexed offsets: the set served other
+    samples, silently. The file's size, mtime and inode are now checked at every read."""
+    path = tmp_path / "d.jsonl"
+    records = [{"id": f"s{i}", "image": IMG, "conversations": [QA[0], {"from": "gpt", "value": a}]}
+               for i, a in enumerate(["A bag.", "A hat.", "A cap."])]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    ix = index_of(path, tok, image_folder=str(data))
+    sets = ConversationSet(ix, tok, "v1", tok.special_tokens["<image>"], 16, 112, str(data))
+    assert [s["id"] for s in sets.encoded([0, 1, 2]).samples] == ["s0", "s1", "s2"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records[::-1]))
+    with pytest.raises(ValueError, match="d.jsonl: the file changed after it was indexed"):
+        sets.encoded([0])
+
+
+def test_a_cached_index_whose_columns_do_not_fit_its_file_is_rebuilt(data, tok, tmp_path):
+    """The fingerprint is a hash of public inputs: an index file carrying it can still point every
+    row at one record, or past the file's end. Such columns are not trusted."""
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps([{"id": i, "image": IMG, "conversations": QA} for i in range(3)]))
+    built = []
+    first = index_of(path, tok, image_folder=str(data), log=built.append)
+    tensors, meta = _C.core.load_safetensors(str(path) + SUFFIX)
+    for tamper in ({"offsets": torch.zeros_like(tensors["offsets"])},
+                   {"offsets": tensors["offsets"] + os.path.getsize(path)},
+                   {"nbytes": tensors["nbytes"][:2]}):
+        _C.core.save_safetensors(str(path) + SUFFIX, {**dict(tensors), **tamper}, meta)
+        with pytest.warns(UserWarning, match="columns do not fit"):
+            again = index_of(path, tok, image_folder=str(data), log=built.append)
+        assert torch.equal(again.offsets, first.offsets)
+    assert len(built) == 4
+
+
 def test_a_read_only_data_folder_caches_elsewhere(tmp_path):
     ro = tmp_path / "ro"
     ro.mkdir()

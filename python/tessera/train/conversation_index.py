@@ -83,8 +83,13 @@ class ConversationIndex:
     messages)."""
 
     def __init__(self, path: str, tensors: Dict[str, torch.Tensor], report: Dict[str, Any],
-                 columns: Optional[Tuple[int, Dict[str, Tuple[int, int]]]] = None):
+                 columns: Optional[Tuple[int, Dict[str, Tuple[int, int]]]] = None,
+                 identity: Optional[Tuple[int, ...]] = None):
         self.path = path
+        # The data file as it was indexed (size, mtime, inode, device): a record is read only
+        # while the file is still that one; a file rewritten mid-run would otherwise hand out other
+        # samples at the indexed offsets, silently.
+        self.identity = identity
         self.offsets, self.nbytes = tensors["offsets"], tensors["nbytes"]
         self.modality_lengths, self.images = tensors["modality_lengths"], tensors["images"]
         self.rows = tensors["rows"]
@@ -111,12 +116,19 @@ class ConversationIndex:
         against the process's memory)."""
         if self._fd is None:
             self._fd = os.open(self.path, os.O_RDONLY)
+        if self.identity is not None and file_identity(os.fstat(self._fd)) != self.identity:
+            raise ValueError(f"{self.path}: the file changed after it was indexed; start the run again to "
+                             "rebuild the index")
         n = self.entry("nbytes", i)
         raw = os.pread(self._fd, n, self.entry("offsets", i))
         if len(raw) != n:
             raise ValueError(f"{self.path}: sample {self.entry('rows', i)} is cut short (the file changed after it was "
                              "indexed); start the run again to rebuild the index")
-        return json.loads(raw)
+        try:
+            return json.loads(raw)
+        except (ValueError, RecursionError) as e:
+            raise ValueError(f"{self.path}: sample {self.entry('rows', i)} no longer parses ({str(e)[:120]}); "
+                             "start the run again to rebuild the index") from None
 
     def entry(self, column: str, i: int) -> int:
         """Element i of a column (offsets, nbytes, rows), read from the index file when cached."""
@@ -133,6 +145,25 @@ class ConversationIndex:
         for fd in (getattr(self, "_fd", None), (getattr(self, "_columns", None) or (None,))[0]):
             if fd is not None:
                 os.close(fd)
+
+
+def file_identity(st: os.stat_result) -> Tuple[int, ...]:
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev
+
+
+def _columns_fit(tensors: Dict[str, torch.Tensor], data_size: int) -> bool:
+    """A cached index's columns agree in length and point inside the data file (the fingerprint
+    is a hash of public inputs: anyone can write a file that carries it)."""
+    names = ("offsets", "nbytes", "rows", "modality_lengths", "images")
+    if any(n not in tensors or tensors[n].dim() != 1 for n in names):
+        return False
+    if len({int(tensors[n].numel()) for n in names}) != 1:
+        return False
+    offsets, nbytes, rows = tensors["offsets"].long(), tensors["nbytes"].long(), tensors["rows"].long()
+    inside = bool(((offsets >= 0) & (nbytes >= 1) & (offsets + nbytes <= data_size)).all())
+    # Records in file order, none overlapping the next (an index built here is so).
+    ordered = bool((offsets[1:] >= offsets[:-1] + nbytes[:-1]).all()) and bool((rows[1:] > rows[:-1]).all())
+    return inside and ordered and bool((rows >= 0).all())
 
 
 def fingerprint(path: str, tokenizer, template_name: str, settings: Dict[str, Any]) -> str:
@@ -156,7 +187,7 @@ def cache_path(path: str, cache_dir: str = "") -> str:
 ITEM_SIZES = {"I64": 8, "I32": 4, "I16": 2}
 
 
-def _load_cached(where: str, fp: str):
+def _load_cached(where: str, fp: str, data_size: int):
     """(tensors, report, columns) of the cached index when its fingerprint is `fp`, else None.
     The file is validated by the safetensors reader; the descriptor kept for `columns` is checked
     to hold the same fingerprint (the file may have been replaced in between)."""
@@ -169,6 +200,9 @@ def _load_cached(where: str, fp: str):
         return None
     if meta.get("fingerprint") != fp:
         return None  # another file version, tokenizer or setting: rebuilt, never trusted
+    if not _columns_fit(tensors, data_size):
+        warnings.warn(f"{where}: the data index's columns do not fit its data file; rebuilding it", stacklevel=3)
+        return None
     fd = os.open(where, os.O_RDONLY)
     try:
         size = int.from_bytes(os.pread(fd, 8, 0), "little")
@@ -232,9 +266,12 @@ def load_index(path: str, tokenizer, template_name: str, image_token_id: int, im
     folder = os.path.abspath(image_folder or os.path.dirname(os.path.abspath(path)))
     settings = {"image_token_id": image_token_id, "image_tokens": image_tokens, "max_length": max_length,
                 "image_folder": folder, "check_files": check_files, "limit": limit}
+    identity = file_identity(os.stat(path))
     fp = fingerprint(path, tokenizer, template_name, settings)
+    if file_identity(os.stat(path)) != identity:
+        raise ValueError(f"{path}: the file changed while it was being indexed; start again once it is written")
     where = cache_path(path, cache_dir)
-    cached, columns = _load_cached(where, fp), None
+    cached, columns = _load_cached(where, fp, identity[0]), None
     if cached is None:
         log(f"indexing {path} (once; cached in {where})")
         tensors, report = build_index(path, tokenizer, template_name, image_token_id, image_tokens, max_length,
@@ -242,7 +279,7 @@ def load_index(path: str, tokenizer, template_name: str, image_token_id: int, im
         summary = report.as_dict()
         try:
             _C.core.save_safetensors(where, tensors, {"fingerprint": fp, "report": json.dumps(summary)})
-            columns = (_load_cached(where, fp) or (None, None, None))[2]
+            columns = (_load_cached(where, fp, identity[0]) or (None, None, None))[2]
         except (OSError, RuntimeError, ValueError) as e:
             warnings.warn(f"{where}: could not cache the data index ({e}); it is rebuilt next time", stacklevel=2)
         text = str(report)
@@ -255,7 +292,7 @@ def load_index(path: str, tokenizer, template_name: str, image_token_id: int, im
         warnings.warn(text + "\n(data.skip_invalid: these samples are left out)", stacklevel=2)
     if not len(tensors["offsets"]):
         raise ValueError(f"{text}\nno sample passes the checks")
-    return ConversationIndex(path, tensors, summary, columns)
+    return ConversationIndex(path, tensors, summary, columns, identity)
 
 
 def _report_from(path: str, summary: Dict[str, Any]) -> CheckReport:
