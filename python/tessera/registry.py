@@ -12,6 +12,7 @@ import os
 from typing import Any, Dict, List, Tuple
 
 from . import _C
+from .config_json import config_json
 
 ARCHITECTURES: Dict[str, type] = {}  # config.json architectures[i] -> its one class
 MODEL_TYPES: Dict[str, type] = {}  # config.json model_type -> its default class (see register_model)
@@ -127,4 +128,4 @@ def variant(name: str) -> Tuple[str, Dict[str, Any]]:
 
 def validate(family: str, config: Dict[str, Any], where: str) -> None:
     """Strict check of a variant or an override: unknown keys fail with the valid keys listed."""
-    _C.core.validate_config(family, json.dumps(config), where)
+    _C.core.validate_config(family, config_json(config, where), where)

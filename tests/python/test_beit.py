@@ -158,7 +158,7 @@ def test_bad_input_is_a_clear_error(fixture_dir, call, message):
 def test_bad_config_is_a_clear_error():
     with pytest.raises(ValueError, match="vocab_size"):
         tessera.BeitForMaskedImageModeling(dict(vocab_size=0))
-    with pytest.raises(ValueError, match="image_size 30 must be a multiple of patch_size 8"):
+    with pytest.raises(ValueError, match="image_size 30 must be a positive multiple of patch_size 8"):
         tessera.BeitForMaskedImageModeling(dict(image_size=30, patch_size=8))
     with pytest.raises(ValueError, match="no mask token"):
         tessera.BeitModel(SMALL | {"use_mask_token": False})(torch.randn(1, 3, 16, 16),

@@ -382,3 +382,28 @@ def test_attention_masks_mean_what_sdpa_means_and_bad_shapes_are_refused():
                      ({"dropout_p": 1.5}, "dropout_p"), ({"dropout_p": float("nan")}, "dropout_p")):
         with pytest.raises(ValueError, match=key):
             tessera.ops.attention(q, k, v, **bad)
+
+
+# ---- class: config values that load but compute garbage, or fail without naming the key -------
+@pytest.mark.parametrize("family, config, key", [
+    ("CLIPModel", {"vision_config": {"layer_norm_eps": -1.0}}, "layer_norm_eps must be > 0"),
+    ("LlamaForCausalLM", dict(LLAMA, rms_norm_eps=0.0), "rms_norm_eps must be > 0"),
+    ("Blip2QFormerModel", {"layer_norm_eps": -1.0}, "layer_norm_eps must be > 0"),
+    ("CLIPModel", {"vision_config": {"image_size": -32, "patch_size": 8}}, "image_size -32 must be a positive"),
+    ("ViTMAEModel", {"image_size": -32, "patch_size": 8}, "image_size -32 must be a positive"),
+    ("CLIPModel", {"vision_config": {"layer_norm_eps": float("nan")}}, "vision_config.layer_norm_eps must be a finite"),
+    ("LlamaForCausalLM", dict(LLAMA, initializer_range=float("inf")), "initializer_range must be a finite"),
+    ("CLIPModel", {"text_config": 5}, "text_config must be a JSON object"),
+    ("Blip2ForConditionalGeneration", {"qformer_config": "x"}, "qformer_config must be a JSON object"),
+])
+def test_config_values_that_would_compute_nan_or_fail_in_the_parser_name_their_key(family, config, key):
+    with pytest.raises(ValueError, match=key):
+        getattr(tessera, family)(config)
+
+
+def test_a_config_file_with_nan_names_the_file_and_key(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "llama", "hidden_size": 32, "num_attention_heads": 4, '
+                                          '"intermediate_size": 48, "num_hidden_layers": 1, "vocab_size": 60, '
+                                          '"rms_norm_eps": NaN}')
+    with pytest.raises(ValueError, match="config.json.*rms_norm_eps must be a finite number"):
+        tessera.from_pretrained(str(tmp_path))

@@ -117,7 +117,7 @@ def test_bad_input_is_a_clear_error(fixture_dir, call, message):
 
 
 def test_bad_config_is_a_clear_error():
-    with pytest.raises(ValueError, match="image_size 30 must be a multiple of patch_size 8"):
+    with pytest.raises(ValueError, match="image_size 30 must be a positive multiple of patch_size 8"):
         tessera.ViTMAEForPreTraining(dict(image_size=30, patch_size=8))
     with pytest.raises(ValueError, match="mask_ratio must be in"):
         tessera.ViTMAEForPreTraining(dict(mask_ratio=1.0))

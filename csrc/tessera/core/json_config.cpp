@@ -1,6 +1,8 @@
 // Typed access to Hugging Face style config.json files with precise error messages.
 #include "tessera/core/json_config.h"
 
+#include <cmath>
+
 #include "tessera/core/atomic_file.h"
 
 #include <c10/util/Exception.h>
@@ -72,7 +74,12 @@ double ConfigReader::get_double(const std::string& key, double fallback) const {
   if (!has(key)) return fallback;
   const auto& v = (*j_)[key];
   TORCH_CHECK_VALUE(v.is_number(), where_, ": ", key, " must be a number, got ", json_excerpt(v));
-  return v.get<double>();
+  const double d = v.get<double>();
+  // Every family's norm epsilon (layer_norm_eps, rms_norm_eps, ...): 0 or less turns every
+  // normalised output into NaN, silently.
+  const bool epsilon = key.size() >= 3 && key.compare(key.size() - 3, 3, "eps") == 0;
+  TORCH_CHECK_VALUE(!epsilon || (d > 0 && std::isfinite(d)), where_, ": ", key, " must be > 0, got ", d);
+  return d;
 }
 
 bool ConfigReader::get_bool(const std::string& key, bool fallback) const {

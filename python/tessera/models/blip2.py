@@ -16,6 +16,7 @@ from typing import Any, Dict, Optional
 import torch
 
 from .. import _C
+from ..config_json import config_json
 from ..cpp_module import node_class, node_methods
 from ..registry import register_model
 from .family import FamilyModel
@@ -34,7 +35,7 @@ class _Blip2Part(FamilyModel):
 
     @classmethod
     def resolve_config(cls, config: Dict[str, Any]) -> Dict[str, Any]:
-        return json.loads(getattr(cls._family, cls._resolve)(json.dumps(config)))
+        return json.loads(getattr(cls._family, cls._resolve)(config_json(config)))
 
 
 @node_methods("Blip2VisionModel")

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .. import _C
+from ..config_json import config_json
 from ..cpp_module import CppModule, node_class, node_methods
 from .features import FeatureResult, VisionFeatures, indices_arg, intermediates_result
 from .outputs import BaseModelOutputWithPooling, CLIPOutput, make_output
@@ -73,14 +74,14 @@ class CLIPModel(CppModule, PreTrainedModel):
 
     def __init__(self, config: Optional[Dict[str, Any]] = None):
         config = dict(config or {})
-        cpp = _C.clip.ClipModel(json.dumps(config))
+        cpp = _C.clip.ClipModel(config_json(config))
         super().__init__(cpp)
         self.config = merge_config(config, json.loads(cpp.config_json()))  # C++'s values, HF's extra keys
 
     @classmethod
     def resolve_config(cls, config: Dict[str, Any]) -> Dict[str, Any]:
         """The full config (C++ fills in the defaults and checks it) without building the model."""
-        return json.loads(_C.clip.resolve_config(json.dumps(config)))
+        return json.loads(_C.clip.resolve_config(config_json(config)))
 
     @classmethod
     def _cpp_type(cls) -> Any:
@@ -146,7 +147,7 @@ class _TowerModel(CppModule, PreTrainedModel):
 
     def __init__(self, config: Optional[Dict[str, Any]] = None):
         config = dict(config or {})
-        super().__init__(getattr(_C.clip, self._cpp_class)(json.dumps(config)))
+        super().__init__(getattr(_C.clip, self._cpp_class)(config_json(config)))
         self.config = merge_config(config, json.loads(self._cpp.config_json()))
 
     def set_gradient_checkpointing(self, enable: bool = True) -> None:

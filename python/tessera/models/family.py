@@ -6,6 +6,7 @@ import json
 from typing import Any, Dict, Optional
 
 from .. import _C
+from ..config_json import config_json
 from ..cpp_module import CppModule
 from .pretrained import PreTrainedModel, merge_config
 
@@ -17,7 +18,7 @@ class FamilyModel(CppModule, PreTrainedModel):
     def __init__(self, config: Optional[Dict[str, Any]] = None, *cpp_args):
         config = dict(config or {})
         with _C.nn.ParameterBudget():  # a config too large for this machine is refused before init
-            cpp = getattr(self._family, self._cpp_class)(json.dumps(config), *cpp_args)
+            cpp = getattr(self._family, self._cpp_class)(config_json(config), *cpp_args)
         super().__init__(cpp)
         self.config = merge_config(config, json.loads(self._cpp.config_json()))
         self.config["architectures"] = [self.architecture]
@@ -29,7 +30,7 @@ class FamilyModel(CppModule, PreTrainedModel):
     @classmethod
     def resolve_config(cls, config: Dict[str, Any]) -> Dict[str, Any]:
         """The full config (C++ fills in the defaults and checks it) without building the model."""
-        return json.loads(cls._family.resolve_config(json.dumps(config)))
+        return json.loads(cls._family.resolve_config(config_json(config)))
 
     def set_gradient_checkpointing(self, enable: bool = True) -> None:
         self._cpp.set_gradient_checkpointing(enable)

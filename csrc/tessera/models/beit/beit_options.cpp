@@ -12,8 +12,8 @@ void BeitOptions::validate(const std::string& where) const {
   TORCH_CHECK_VALUE(hidden_size() > 0 && num_attention_heads() > 0 && hidden_size() % num_attention_heads() == 0,
                     where, ": hidden_size ", hidden_size(), " must be a positive multiple of num_attention_heads ",
                     num_attention_heads());
-  TORCH_CHECK_VALUE(patch_size() > 0 && image_size() % patch_size() == 0, where, ": image_size ", image_size(),
-                    " must be a multiple of patch_size ", patch_size());
+  TORCH_CHECK_VALUE(patch_size() > 0 && image_size() > 0 && image_size() % patch_size() == 0, where, ": image_size ", image_size(),
+                    " must be a positive multiple of patch_size ", patch_size());
   TORCH_CHECK_VALUE(vocab_size() > 0, where, ": vocab_size (the visual-token codebook size) must be positive, got ",
                     vocab_size());
   TORCH_CHECK_VALUE(num_hidden_layers() >= 0 && intermediate_size() > 0 && num_channels() > 0, where,

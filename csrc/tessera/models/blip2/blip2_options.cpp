@@ -26,8 +26,8 @@ void check_width(const std::string& where, int64_t hidden, int64_t heads, int64_
 
 void Blip2VisionOptions::validate(const std::string& where) const {
   check_width(where, hidden_size(), num_attention_heads(), intermediate_size(), num_hidden_layers());
-  TORCH_CHECK_VALUE(patch_size() > 0 && image_size() % patch_size() == 0, where, ": image_size ", image_size(),
-                    " must be a multiple of patch_size ", patch_size());
+  TORCH_CHECK_VALUE(patch_size() > 0 && image_size() > 0 && image_size() % patch_size() == 0, where, ": image_size ", image_size(),
+                    " must be a positive multiple of patch_size ", patch_size());
 }
 
 Blip2VisionOptions Blip2VisionOptions::from_json(const nlohmann::json& j, const std::string& where, bool strict) {

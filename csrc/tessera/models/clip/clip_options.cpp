@@ -16,8 +16,8 @@ void check_heads(const std::string& where, int64_t hidden_size, int64_t heads) {
 
 void ClipVisionOptions::validate(const std::string& where) const {
   check_heads(where, hidden_size(), num_attention_heads());
-  TORCH_CHECK_VALUE(patch_size() > 0 && image_size() % patch_size() == 0, where, ": image_size ", image_size(),
-                    " must be a multiple of patch_size ", patch_size());
+  TORCH_CHECK_VALUE(patch_size() > 0 && image_size() > 0 && image_size() % patch_size() == 0, where, ": image_size ", image_size(),
+                    " must be a positive multiple of patch_size ", patch_size());
   TORCH_CHECK_VALUE(num_hidden_layers() >= 0 && intermediate_size() > 0 && num_channels() > 0, where,
                     ": layer counts and sizes must be positive");
 }

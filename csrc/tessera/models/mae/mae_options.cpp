@@ -16,8 +16,8 @@ void MaeOptions::validate(const std::string& where) const {
                         decoder_hidden_size() % decoder_num_attention_heads() == 0,
                     where, ": decoder_hidden_size ", decoder_hidden_size(),
                     " must be a positive multiple of decoder_num_attention_heads ", decoder_num_attention_heads());
-  TORCH_CHECK_VALUE(patch_size() > 0 && image_size() % patch_size() == 0, where, ": image_size ", image_size(),
-                    " must be a multiple of patch_size ", patch_size());
+  TORCH_CHECK_VALUE(patch_size() > 0 && image_size() > 0 && image_size() % patch_size() == 0, where, ": image_size ", image_size(),
+                    " must be a positive multiple of patch_size ", patch_size());
   TORCH_CHECK_VALUE(hidden_size() % 4 == 0 && decoder_hidden_size() % 4 == 0, where,
                     ": hidden_size and decoder_hidden_size must be multiples of 4 (2-D sin-cos position embeddings)");
   TORCH_CHECK_VALUE(mask_ratio() >= 0.0 && mask_ratio() < 1.0, where, ": mask_ratio must be in [0, 1), got ",
