@@ -171,3 +171,34 @@ def test_an_error_quoting_bytes_that_are_not_utf8_still_names_the_file(tmp_path)
     path.write_bytes(b'{"image": "a.png", "caption": "caf\xe9"}\n')
     with pytest.raises(ValueError, match=r"bad.jsonl' line 1: .*caf\\xe9"):
         CaptionDataset(str(path))
+
+
+def test_a_shard_cut_by_a_zero_block_or_holding_a_non_utf8_name_is_reported(tmp_path):
+    """A zeroed header read as the end of the archive and dropped the rest silently (so did two
+    tars joined with cat); a member name that is not UTF-8 stopped the whole stream."""
+    import io
+    import tarfile
+
+    from tessera.data.webdataset import tar_samples
+
+    def tar(path, names, encoding="utf-8"):
+        with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT, encoding=encoding) as t:
+            for name in names:
+                info = tarfile.TarInfo(name)
+                info.size = 3
+                t.addfile(info, io.BytesIO(b"abc"))
+
+    shard = str(tmp_path / "cut.tar")
+    tar(shard, [f"s{i}.txt" for i in range(4)])
+    raw = bytearray(open(shard, "rb").read())
+    raw[1024:1536] = bytes(512)  # the second member's header
+    open(shard, "wb").write(bytes(raw))
+    problems = []
+    assert [s["__key__"] for s in tar_samples(shard, problems)] == ["s0"]
+    assert len(problems) == 1 and "after the end-of-archive marker" in problems[0]
+
+    latin = str(tmp_path / "latin.tar")
+    tar(latin, ["a.txt", "café.txt", "b.txt"], encoding="latin-1")
+    problems = []
+    assert [s["__key__"] for s in tar_samples(latin, problems)] == ["a", "b"]
+    assert len(problems) == 1 and "caf\ufffd.txt': its name is not UTF-8; skipped" in problems[0]

@@ -1,5 +1,7 @@
 #include "tessera/data/tar_reader.h"
 
+#include "tessera/text/utf8.h"
+
 #include <c10/util/Exception.h>
 
 #include <algorithm>
@@ -103,7 +105,18 @@ TarReader::TarReader(const std::string& path, TarLimits limits) : path_(path), l
 }
 
 void TarReader::problem(const std::string& member, const std::string& what) {
-  problems_.push_back(path_ + (member.empty() ? "" : ": member '" + member + "'") + ": " + what);
+  // A name that is not UTF-8 is shown with U+FFFD: the message itself must reach Python.
+  problems_.push_back(path_ + (member.empty() ? "" : ": member '" + text::utf8::sanitize(member) + "'") + ": " +
+                      what);
+}
+
+int64_t TarReader::data_after_marker() {
+  const int64_t marker_end = static_cast<int64_t>(in_.tellg());
+  constexpr int64_t kLook = int64_t(1) << 20;  // a damaged header or a joined tar shows at once
+  std::string rest(static_cast<size_t>(std::min(kLook, file_size_ - marker_end)), '\0');
+  in_.read(rest.data(), static_cast<std::streamsize>(rest.size()));
+  const auto it = std::find_if(rest.begin(), rest.end(), [](char c) { return c != 0; });
+  return it == rest.end() ? -1 : marker_end + (it - rest.begin());
 }
 
 bool TarReader::read_block(char* block) {
@@ -131,6 +144,11 @@ bool TarReader::next(TarMember& out) {
     }
     if (std::all_of(block, block + kBlock, [](char c) { return c == 0; })) {
       done_ = true;  // the end-of-archive marker (two zero blocks; one is enough to stop)
+      // Zeros pad a tar to its record size; anything else after the marker is not read, and
+      // is reported (webdataset's reader stops there too, silently).
+      if (const int64_t at = data_after_marker(); at >= 0)
+        problem("", "data at byte " + std::to_string(at) + " after the end-of-archive marker (a zeroed, "
+                    "damaged header, or tars joined with cat): the rest is not read");
       break;
     }
     if (!checksum_ok(block)) {
@@ -174,6 +192,11 @@ bool TarReader::next(TarMember& out) {
     const bool regular = type == '0' || type == '\0' || type == '7';
     long_name.clear(), pax_path.clear(), pax_size = -1;
     if (!regular) {  // directories, links, global pax headers: nothing to read
+      skip(padded(size));
+      continue;
+    }
+    if (text::utf8::sanitize(name) != name) {
+      problem(name, "its name is not UTF-8; skipped");
       skip(padded(size));
       continue;
     }

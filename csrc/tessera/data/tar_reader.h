@@ -43,6 +43,8 @@ class TarReader {
   bool read_block(char* block);
   bool skip(int64_t bytes);
   void problem(const std::string& member, const std::string& what);
+  /// The offset of the first non-zero byte within 1 MiB after an end-of-archive marker, or -1.
+  int64_t data_after_marker();
 
   std::string path_;
   TarLimits limits_;
