@@ -43,6 +43,9 @@ def parse_json(text: str, source: str, what: str = "JSON") -> Any:
     except json.JSONDecodeError as e:
         raise ValueError(f"{source}: not valid JSON at line {e.lineno}, column {e.colno}: {e.msg} "
                          f"({what} was expected)") from None
+    except (ValueError, RecursionError) as e:  # a 5000-digit number, nesting past Python's stack
+        raise ValueError(f"{source}: JSON that cannot be read ({type(e).__name__}: {str(e)[:120]}; "
+                         f"{what} was expected)") from None
 
 
 def read_json(path: Union[str, os.PathLike], what: str = "a JSON file") -> Any:

@@ -202,3 +202,21 @@ def test_a_shard_cut_by_a_zero_block_or_holding_a_non_utf8_name_is_reported(tmp_
     problems = []
     assert [s["__key__"] for s in tar_samples(latin, problems)] == ["a", "b"]
     assert len(problems) == 1 and "caf\ufffd.txt': its name is not UTF-8; skipped" in problems[0]
+
+
+@pytest.mark.parametrize("record", ['{"id": ' + "9" * 5000 + "}", '{"a": ' * 100_000 + "1" + "}" * 100_000],
+                         ids=["5000-digit number", "nested 100000 deep"])
+def test_json_that_python_cannot_read_names_the_file_and_line(tmp_path, record):
+    from tessera.io import read_json
+    from tessera.train.conversation_data import read_samples
+    from tessera.train.interleaved_data import read_interleaved
+
+    lines = tmp_path / "d.jsonl"
+    lines.write_text("\n" + record + "\n")  # line 2
+    whole = tmp_path / "d.json"
+    whole.write_text(record)
+    for call, where in ((lambda: read_samples(str(lines)), "d.jsonl: line 2"),
+                        (lambda: read_interleaved(str(lines)), "d.jsonl:2"),
+                        (lambda: read_json(str(whole)), "d.json: JSON that cannot be read")):
+        with pytest.raises(ValueError, match=where):
+            call()

@@ -63,9 +63,10 @@ def read_samples(path: str, limit: int = 0) -> List[Dict[str, Any]]:
             if line.strip():
                 try:
                     samples.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}: line {number} is not a JSON object ({e.msg}, column {e.colno}); "
-                                     "conversation data is a JSON list or one JSON object per line") from None
+                except (ValueError, RecursionError) as e:  # syntax, a huge number, deep nesting
+                    raise ValueError(f"{path}: line {number} is not a JSON object that can be read "
+                                     f"({str(e)[:120]}); conversation data is a JSON list or one JSON object "
+                                     "per line") from None
     if not isinstance(samples, list) or not samples:
         raise ValueError(f"{path}: no conversation samples (expected a non-empty list of "
                          "{'id', 'image', 'conversations'} objects)")

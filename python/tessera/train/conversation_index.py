@@ -237,8 +237,8 @@ def build_index(path: str, tokenizer, template_name: str, image_token_id: int, i
             try:
                 try:
                     sample = json.loads(data[start:start + n])
-                except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                    raise SampleProblem("JSON", f"{where} (byte {start}): not valid JSON ({e})") from None
+                except (ValueError, RecursionError) as e:  # syntax, encoding, a huge number, deep nesting
+                    raise SampleProblem("JSON", f"{where} (byte {start}): not valid JSON ({str(e)[:120]})") from None
                 if isinstance(sample, dict):
                     where = sample_name(path, i, sample)
                 ids, _, paths = prepare_sample(sample, where, template, tokenizer, image_token_id, image_tokens,

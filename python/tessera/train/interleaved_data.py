@@ -91,10 +91,11 @@ def json_lines(path: str, what: str):
             continue
         where = f"{path}:{number}"
         try:
-            yield number, where, json.loads(line), line
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{where}: not a JSON object ({e.msg}, column {e.colno}); {what} is one JSON object "
-                             "per line") from None
+            record = json.loads(line)
+        except (ValueError, RecursionError) as e:  # syntax, a huge number, deep nesting
+            raise ValueError(f"{where}: not a JSON object that can be read ({str(e)[:120]}); {what} is one JSON "
+                             "object per line") from None
+        yield number, where, record, line
 
 
 def read_interleaved(path: str, limit: int = 0) -> List[InterleavedSample]:
