@@ -220,3 +220,32 @@ def test_json_that_python_cannot_read_names_the_file_and_line(tmp_path, record):
                         (lambda: read_json(str(whole)), "d.json: JSON that cannot be read")):
         with pytest.raises(ValueError, match=where):
             call()
+
+
+def test_python_loaders_refuse_what_the_cpp_loader_refuses(tmp_path):
+    """batch_size 0 gave an empty epoch, rank 3 of 2 another rank's batch, a resume past the
+    epoch's end a StopIteration from inside the generator; each now names the value."""
+    import torch
+
+    from tessera.data import clip_transform
+    from tessera.data.shard_loader import ShardLoader
+    from tessera.data.shards import write_shards
+    from tessera.train.loaders import TensorLoader
+
+    pattern = write_shards(str(tmp_path), [("a", [("png", _jpeg()), ("txt", b"x")])])
+    for kw, key in (({"batch_size": 0}, "batch_size"), ({"batch_size": 2, "num_workers": -5}, "num_workers"),
+                    ({"batch_size": 2, "rank": 3, "world_size": 2}, "rank")):
+        with pytest.raises(ValueError, match=key):
+            ShardLoader(pattern, transform=clip_transform(8), **kw)
+    loader = ShardLoader(pattern, batch_size=1, transform=clip_transform(8))
+    with pytest.raises(ValueError, match="batches must be an integer >= 0, got -3"):
+        loader.load_state_dict({**loader.state_dict(), "batches": -3})
+
+    data = {"x": torch.arange(10)}
+    for kw, key in (({"rank": 3, "world_size": 2}, "rank"), ({"rank": -1}, "rank"), ({"world_size": 0}, "world_size")):
+        with pytest.raises(ValueError, match=key):
+            TensorLoader(data, batch_size=2, **kw)
+    tl = TensorLoader(data, batch_size=2)
+    for batches, message in ((99, "cannot resume at batch 99: an epoch here has 5"), (-3, "batches must be")):
+        with pytest.raises(ValueError, match=message):
+            tl.load_state_dict({**tl.state_dict(), "batches": batches})

@@ -18,6 +18,7 @@ import torch
 
 from .. import _C
 from .transforms import TransformOptions
+from .loader_checks import check_loader_args, check_resume
 from .webdataset import ShardStream
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
@@ -63,6 +64,9 @@ class ShardLoader:
     def __init__(self, urls, batch_size: int, transform: TransformOptions, shuffle_buffer: int = 0, seed: int = 0,
                  rank: int = 0, world_size: int = 1, num_workers: int = 2, drop_last: bool = True,
                  max_errors: int = 20):
+        check_loader_args("ShardLoader", batch_size, rank, world_size)
+        if not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"ShardLoader: num_workers must be an integer >= 0, got {num_workers!r}")
         self.stream = ShardStream(urls, shuffle_buffer, seed, rank, world_size)
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.shuffle = shuffle_buffer > 0
@@ -90,6 +94,7 @@ class ShardLoader:
                 "position": self.stream.position}
 
     def load_state_dict(self, state: Dict[str, int]) -> None:
+        check_resume("ShardLoader", state)
         for key in ("seed", "world_size", "batch_size", "shuffle"):
             if key in state and int(state[key]) != int(self.state_dict()[key]):
                 raise ValueError(f"cannot resume: the saved loader had {key}={state[key]}, this one has "

@@ -11,6 +11,7 @@ from typing import Callable, Dict, Iterator, Sequence, Union
 
 import torch
 
+from ..data.loader_checks import check_loader_args, check_resume
 from .length_grouping import modality_length_grouped_indices
 
 
@@ -18,8 +19,7 @@ class IndexLoader:
     def __init__(self, size: int, fetch: Callable[[torch.Tensor], Dict[str, torch.Tensor]], batch_size: int,
                  shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1, drop_last: bool = True,
                  group_lengths: Union[torch.Tensor, Sequence[int], None] = None, accumulation_steps: int = 1):
-        if batch_size < 1:
-            raise ValueError(f"{type(self).__name__}: batch_size must be >= 1, got {batch_size}")
+        check_loader_args(type(self).__name__, batch_size, rank, world_size)
         if group_lengths is not None and len(group_lengths) != size:
             raise ValueError(f"{type(self).__name__}: {len(group_lengths)} group lengths for {size} samples")
         self.n, self.fetch, self.batch_size = int(size), fetch, batch_size
@@ -71,6 +71,7 @@ class IndexLoader:
                 "world_size": self.world_size, "batch_size": self.batch_size, "dataset_size": self.n}
 
     def load_state_dict(self, state: Dict[str, int]) -> None:
+        check_resume(type(self).__name__, state, len(self))
         mine = self.state_dict()
         for key in ("seed", "world_size", "batch_size", "dataset_size"):
             if key in state and int(state[key]) != int(mine[key]):
