@@ -272,6 +272,18 @@ def test_row_without_negative_raises():
     assert torch.isfinite(model(image, ids, mask, DEC, image_ids=one_image, itm=False).loss_itc)
 
 
+def test_text_masks_are_0_1_with_a_token_in_every_row():
+    """A mask of 0.5 was read as 1 and a row without a token was accepted: the Q-Former's own
+    padding check now runs for the stage-1 passes too."""
+    model = _model(_config(), dtype=torch.float32)
+    image, ids, mask = _batch(4, dtype=torch.float32)
+    empty = mask.clone()
+    empty[1] = 0
+    for bad, message in ((mask * 0.5, "only 0 and 1"), (empty, "row 1 has no real token")):
+        with pytest.raises(ValueError, match=message):
+            model(image, ids, bad, DEC)
+
+
 # ---- two processes ------------------------------------------------------------------------------
 # One spawn runs both cases (starting processes is the slow part). Each rank takes half of a batch
 # of 8, dealt in turn as tessera's loaders deal a step's samples (rank r: samples r, r + 2, ...),

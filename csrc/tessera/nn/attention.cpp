@@ -34,7 +34,7 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
     // SDPA's boolean mask (true: attend) as an additive one; any other integer mask is ambiguous.
     TORCH_CHECK_VALUE(m.scalar_type() == at::kBool, "attention: a mask is additive (floating point) or boolean "
                       "(true: attend), got ", m.scalar_type());
-    m = at::zeros(m.sizes(), q.options()).masked_fill(m.logical_not(), -INFINITY);
+    m = additive_mask(m, q.scalar_type());
   }
   bool is_causal = false;
   // One query at the end of the keys (a decoding step) sees every key: no causal mask to build.

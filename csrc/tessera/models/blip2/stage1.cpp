@@ -1,6 +1,8 @@
 // BLIP-2 stage 1 (LAVIS's Blip2Qformer.forward, BertLMHeadModel) in C++: masks, passes, LM head.
 #include "tessera/models/blip2/stage1.h"
 
+#include "tessera/nn/attention_mask.h"
+
 #include "tessera/nn/activation.h"
 #include "tessera/nn/init.h"
 #include "tessera/ops/onednn_linear.h"
@@ -16,6 +18,7 @@ void check_text(const at::Tensor& ids, const at::Tensor& mask) {
   TORCH_CHECK_VALUE(ids.defined() && ids.dim() == 2 && ids.scalar_type() == at::kLong, "input_ids must be int64 [B, T]");
   TORCH_CHECK_VALUE(mask.defined() && mask.sizes() == ids.sizes(), "attention_mask must be [B, T] like input_ids ",
                     ids.sizes(), ", got ", mask.defined() ? mask.sizes() : at::IntArrayRef{});
+  nn::check_padding_mask(mask);  // 0/1 only (0.5 was read as 1), a token in every row
 }
 
 }  // namespace
