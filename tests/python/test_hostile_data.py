@@ -249,3 +249,17 @@ def test_python_loaders_refuse_what_the_cpp_loader_refuses(tmp_path):
     for batches, message in ((99, "cannot resume at batch 99: an epoch here has 5"), (-3, "batches must be")):
         with pytest.raises(ValueError, match=message):
             tl.load_state_dict({**tl.state_dict(), "batches": batches})
+
+
+def test_an_image_folder_with_a_symlink_loop_lists_each_image_once(tmp_path):
+    from tessera.data import ImageFolder
+
+    (tmp_path / "cat" / "sub").mkdir(parents=True)
+    (tmp_path / "dog").mkdir()
+    _png(tmp_path / "cat" / "a.png")
+    _png(tmp_path / "cat" / "sub" / "b.png")
+    _png(tmp_path / "dog" / "c.png")
+    os.symlink(tmp_path / "cat", tmp_path / "cat" / "sub" / "loop")
+    os.symlink(tmp_path / "dog", tmp_path / "cat" / "elsewhere")  # followed, as torchvision does
+    names = sorted(os.path.relpath(p, tmp_path) for p, _ in ImageFolder(str(tmp_path)).samples)
+    assert names == ["cat/a.png", "cat/elsewhere/c.png", "cat/sub/b.png", "dog/c.png"]

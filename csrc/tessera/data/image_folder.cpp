@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
+#include <set>
 #include <tuple>
 
 #include "tessera/vision/image_decode.h"
@@ -48,8 +49,17 @@ ImageFolder::ImageFolder(const std::string& root, std::vector<std::string> exten
     const fs::path dir = fs::path(root) / classes_[label];
     const auto opts = fs::directory_options::follow_directory_symlink |
                       fs::directory_options::skip_permission_denied;
+    // Symlinked folders are followed (as torchvision's os.walk(followlinks=True)), each real folder
+    // once: a link back to an ancestor listed the same images ~40 times, then stopped at the
+    // filesystem's link depth.
+    std::set<fs::path> seen{fs::canonical(dir, ec)};
     for (auto it = fs::recursive_directory_iterator(dir, opts); it != fs::recursive_directory_iterator();
          ++it) {
+      if (it->is_directory(ec)) {
+        const fs::path real = fs::canonical(it->path(), ec);
+        if (ec || !seen.insert(real).second) it.disable_recursion_pending();
+        continue;
+      }
       const std::string name = it->path().filename().string();
       if (has_extension(name, extensions) && it->is_regular_file(ec))
         files.emplace_back(it->path().parent_path().string(), name);
