@@ -407,3 +407,20 @@ def test_a_config_file_with_nan_names_the_file_and_key(tmp_path):
                                           '"rms_norm_eps": NaN}')
     with pytest.raises(ValueError, match="config.json.*rms_norm_eps must be a finite number"):
         tessera.from_pretrained(str(tmp_path))
+
+
+@pytest.mark.parametrize("config, key", [
+    ({"vision_config": {"attention_dropout": 2.0}}, "attention_dropout is a probability"),
+    ({"text_config": {"attention_dropout": -1.0}}, "attention_dropout is a probability"),
+    ({"vision_config": {"initializer_range": -1.0}}, "initializer_range must be >= 0"),
+])
+def test_config_rules_every_family_shares_name_the_key(config, key):
+    with pytest.raises(ValueError, match=key):
+        tessera.CLIPModel(config)
+
+
+def test_recipe_numbers_must_be_finite():
+    from tessera.train.sugar_task import SugarLoss
+
+    with pytest.raises(ValueError, match="alpha: expected a finite number, got inf"):
+        from_mapping(SugarLoss, {"alpha": float("inf")}, "r.yaml: loss")

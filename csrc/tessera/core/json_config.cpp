@@ -75,10 +75,19 @@ double ConfigReader::get_double(const std::string& key, double fallback) const {
   const auto& v = (*j_)[key];
   TORCH_CHECK_VALUE(v.is_number(), where_, ": ", key, " must be a number, got ", json_excerpt(v));
   const double d = v.get<double>();
-  // Every family's norm epsilon (layer_norm_eps, rms_norm_eps, ...): 0 or less turns every
-  // normalised output into NaN, silently.
-  const bool epsilon = key.size() >= 3 && key.compare(key.size() - 3, 3, "eps") == 0;
-  TORCH_CHECK_VALUE(!epsilon || (d > 0 && std::isfinite(d)), where_, ": ", key, " must be > 0, got ", d);
+  // Rules every family shares, by the key's name: a norm epsilon (layer_norm_eps, rms_norm_eps)
+  // of 0 or less turns every normalised output into NaN, silently; a dropout probability outside
+  // [0, 1] fails only once training starts, with another name; a negative initializer_range fails
+  // in the init without naming the key.
+  const auto ends_with = [&](const char* tail) {
+    const std::string t(tail);
+    return key.size() >= t.size() && key.compare(key.size() - t.size(), t.size(), t) == 0;
+  };
+  TORCH_CHECK_VALUE(std::isfinite(d), where_, ": ", key, " must be a finite number, got ", d);
+  TORCH_CHECK_VALUE(!ends_with("eps") || d > 0, where_, ": ", key, " must be > 0, got ", d);
+  TORCH_CHECK_VALUE(key.find("dropout") == std::string::npos || (d >= 0 && d <= 1), where_, ": ", key,
+                    " is a probability: it must be in [0, 1], got ", d);
+  TORCH_CHECK_VALUE(key.rfind("initializer_", 0) != 0 || d >= 0, where_, ": ", key, " must be >= 0, got ", d);
   return d;
 }
 
