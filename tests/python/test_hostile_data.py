@@ -117,22 +117,25 @@ def _jpeg():
 
 
 SHARD_CASES = [
-    # (members besides the image, what the report must say, or None: the sample loads)
-    ({"txt": b"a red square"}, None),
-    ({"cls": b"3"}, None),
-    ({}, "no caption .* and no label"),
-    ({"txt": b"caf\xe9"}, ".txt is not UTF-8"),
-    ({"json": b'{"caption": null}'}, '"caption" must be a string, got NoneType'),
-    ({"json": b'{"caption": ["x", 1]}'}, '"caption" must be a string, got list'),
-    ({"json": b'["a caption"]'}, ".json must be an object, got list"),
-    ({"json": b"{"}, ".json does not parse"),
-    ({"cls": b"-3"}, ".cls must be an integer"),
-    ({"cls": b"99999999999999999999"}, ".cls must be an integer"),
+    # (members besides the image, the sample's (caption, label), what the report must say or None)
+    ({"txt": b"a red square"}, ("a red square", -1), None),
+    ({"cls": b"3"}, ("", 3), None),
+    ({}, ("", -1), None),  # image only: MAE, BEiT and feature MIM read nothing else
+    ({"cls": b"-1"}, ("", -1), None),  # a common "unknown"
+    ({"txt": b"caf\xe9", "cls": b"2"}, ("", 2), ".txt is not UTF-8"),
+    ({"json": b'{"caption": null}', "cls": b"1"}, ("", 1), '"caption" is a string'),
+    ({"json": b'{"caption": ["x", 1]}'}, ("", -1), '"caption" is a string'),
+    ({"json": b'["a caption"]'}, ("", -1), "must be an object"),
+    ({"json": b"{"}, ("", -1), ".json does not parse"),
+    ({"txt": b"ok", "cls": b"-3"}, ("ok", -1), ".cls must be an integer"),
+    ({"cls": b"99999999999999999999"}, ("", -1), ".cls must be an integer"),
 ]
 
 
-@pytest.mark.parametrize("members, problem", SHARD_CASES)
-def test_shard_samples_without_a_usable_caption_or_label_are_reported(tmp_path, members, problem):
+@pytest.mark.parametrize("members, fields, problem", SHARD_CASES)
+def test_a_shard_field_that_does_not_parse_is_reported_and_left_out(tmp_path, members, fields, problem):
+    """A bad member used to pass as garbage ("None" captions, label -3, "caf\ufffd") or to end the
+    epoch; now that field is left out and reported, and the sample serves what is usable."""
     from tessera.data import clip_transform
     from tessera.data.shard_loader import ShardLoader
     from tessera.data.shards import write_shards
@@ -140,12 +143,14 @@ def test_shard_samples_without_a_usable_caption_or_label_are_reported(tmp_path, 
     good = [("png", _jpeg()), ("txt", b"a good sample")]
     pattern = write_shards(str(tmp_path), [("a", good), ("b", [("jpg", _jpeg()), *members.items()]), ("c", good)])
     loader = ShardLoader(pattern, batch_size=1, transform=clip_transform(8), num_workers=1, drop_last=False)
-    keys = [k for batch in loader for k in batch["keys"]]
+    batches = list(loader)
+    assert [k for b in batches for k in b["keys"]] == ["a", "b", "c"] and loader.skipped == 0
+    b = batches[1]
+    assert ((b["captions"] or [""])[0], int(b["labels"][0])) == fields
     if problem is None:
-        assert keys == ["a", "b", "c"] and not loader.report()
+        assert not loader.report()
     else:
-        assert keys == ["a", "c"]
-        assert loader.skipped == 1 and re.search(problem, loader.report()), loader.report()
+        assert re.search(problem, loader.report()) and "left out" in loader.report(), loader.report()
 
 
 def test_template_captions_fill_only_the_missing_ones_and_refuse_a_label_outside_the_classes():
@@ -160,6 +165,8 @@ def test_template_captions_fill_only_the_missing_ones_and_refuse_a_label_outside
         template_captions(["a {}."], ["cat", "dog"], labels, 0, 0, 0)
     with pytest.raises(ValueError, match="label 57"):
         template_captions(["a {}."], ["cat", "dog"], torch.tensor([57]), 0, 0, 0)
+    with pytest.raises(ValueError, match="sample 'shard-0:k7'"):
+        template_captions(["a {}."], ["cat", "dog"], torch.tensor([-1]), 0, 0, 0, keys=["shard-0:k7"])
 
 
 def test_an_error_quoting_bytes_that_are_not_utf8_still_names_the_file(tmp_path):

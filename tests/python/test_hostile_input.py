@@ -419,8 +419,12 @@ def test_config_rules_every_family_shares_name_the_key(config, key):
         tessera.CLIPModel(config)
 
 
-def test_recipe_numbers_must_be_finite():
+def test_sugar_weights_must_be_finite():
+    """inf passed validation and failed deep in training ("gak: delta must be > 0, got inf")."""
+    from tessera.train.sugar_targets import SugarTargets
     from tessera.train.sugar_task import SugarLoss
 
-    with pytest.raises(ValueError, match="alpha: expected a finite number, got inf"):
-        from_mapping(SugarLoss, {"alpha": float("inf")}, "r.yaml: loss")
+    with pytest.raises(ValueError, match="alpha must be finite"):
+        from_mapping(SugarLoss, {"alpha": float("inf")}, "r.yaml: loss").validate("r.yaml: loss")
+    with pytest.raises(ValueError, match="delta must be finite"):
+        from_mapping(SugarTargets, {"delta": float("inf")}, "r.yaml: targets").validate("r.yaml: targets")

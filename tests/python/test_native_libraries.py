@@ -8,13 +8,13 @@ import sys
 PROBE = r"""
 import ctypes, os, sys, torch
 c10 = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libc10.so"))
-base = ctypes.addressof(ctypes.c_char.in_dll(c10, "FLAGS_minloglevel"))
-before = bytes((ctypes.c_char * 32).from_address(base))
+flags = [ctypes.c_int.in_dll(c10, "FLAGS_minloglevel"), ctypes.c_bool.in_dll(c10, "FLAGS_caffe2_use_fatal_for_enforce")]
+before = [f.value for f in flags]
 if sys.argv[1] == "tessera":
     import tessera
     tessera.SentencePieceTokenizer  # the SentencePiece libraries are loaded with the extension
-after = bytes((ctypes.c_char * 32).from_address(base))
-print("flags intact" if after == before else "flags changed " + after.hex(" "))
+after = [f.value for f in flags]
+print("flags intact" if after == before else f"flags changed: {after}")
 try:
     torch.empty(2, 5 * 10**11, dtype=torch.long)
 except RuntimeError as e:

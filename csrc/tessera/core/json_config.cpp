@@ -84,7 +84,7 @@ double ConfigReader::get_double(const std::string& key, double fallback) const {
     return key.size() >= t.size() && key.compare(key.size() - t.size(), t.size(), t) == 0;
   };
   TORCH_CHECK_VALUE(std::isfinite(d), where_, ": ", key, " must be a finite number, got ", d);
-  TORCH_CHECK_VALUE(!ends_with("eps") || d > 0, where_, ": ", key, " must be > 0, got ", d);
+  TORCH_CHECK_VALUE(!(ends_with("_eps") || key == "eps") || d > 0, where_, ": ", key, " must be > 0, got ", d);
   TORCH_CHECK_VALUE(key.find("dropout") == std::string::npos || (d >= 0 && d <= 1), where_, ": ", key,
                     " is a probability: it must be in [0, 1], got ", d);
   TORCH_CHECK_VALUE(key.rfind("initializer_", 0) != 0 || d >= 0, where_, ": ", key, " must be >= 0, got ", d);

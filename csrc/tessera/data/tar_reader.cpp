@@ -113,7 +113,7 @@ void TarReader::problem(const std::string& member, const std::string& what) {
 int64_t TarReader::data_after_marker() {
   const int64_t marker_end = static_cast<int64_t>(in_.tellg());
   constexpr int64_t kLook = int64_t(1) << 20;  // a damaged header or a joined tar shows at once
-  std::string rest(static_cast<size_t>(std::min(kLook, file_size_ - marker_end)), '\0');
+  std::string rest(static_cast<size_t>(std::max<int64_t>(0, std::min(kLook, file_size_ - marker_end))), '\0');
   in_.read(rest.data(), static_cast<std::streamsize>(rest.size()));
   const auto it = std::find_if(rest.begin(), rest.end(), [](char c) { return c != 0; });
   return it == rest.end() ? -1 : marker_end + (it - rest.begin());

@@ -1,8 +1,9 @@
 // Reduced-precision attention on a CPU, when it is cheaper in fp32. ATen's CPU flash attention is
 // slower in bf16 than in fp32 for its backward over short key sequences, and slower in fp16 in
 // both directions on CPUs without native fp16 arithmetic (benchmarks/attention_precision_cpu.py,
-// 2 cores, AVX-512 + avx512_bf16, no AMX: bf16 forward+backward at 32-128 keys 1.4-2.0x slower
-// than fp32, 1.0-1.2x at 197-384, faster from 512; fp16 3.5-7x slower backward, 1.3-1.9x forward).
+// 2 cores, AVX-512 + avx512_bf16, no AMX; bf16 time / fp32 time, forward+backward: 1.4-2.0 at
+// 32-128 keys, 1.0-1.4 at 197-320, 1.0 at 384, 0.85-0.91 at 512; fp16 3.5-7 backward, 1.3-1.9
+// forward).
 // Such a call runs SDPA on fp32 copies of q, k, v (and a float mask) and rounds the output back to
 // the inputs' dtype; the gradients flow back in that dtype. The values are SDPA's in fp32, rounded
 // once: more exact than the reduced-precision kernel, not bit-equal to it.
@@ -26,8 +27,8 @@ bool attention_runs_in_fp32(const at::Tensor& q, const at::Tensor& k, const at::
 /// the dispatch keys, so ask before excluding them.
 std::optional<at::ScalarType> sdpa_dtype(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
 
-/// The bf16 key count up to which fp32 wins (fp32/bf16 time ratio measured at 1.04-1.36 at 256-320
-/// keys, 0.85-0.91 at 512).
+/// The bf16 key count up to which the rule takes fp32: bf16 time / fp32 time is 1.0-1.4 up to
+/// here (Q-Former's 257 keys 1.1-1.4), even at 384 and below 1 from 512.
 constexpr int64_t kShortKeys = 320;
 
 /// On by default; off keeps every call in its own dtype (to measure the difference).

@@ -11,7 +11,9 @@
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include <algorithm>
 #include <mutex>
+#include <optional>
 
 namespace tessera::nn {
 namespace {
@@ -101,7 +103,11 @@ struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
     holder->state = ReplayState::capture(inputs);
     ctx->saved_data["fn"] = c10::IValue::make_capsule(c10::static_intrusive_pointer_cast<torch::CustomClassHolder>(holder));
     at::NoGradGuard no_grad;
-    ForwardForBackward recorded_later;  // the recomputation runs with grad: same kernels both times
+    // The recomputation runs with grad when an input needs one: the same kernels both times.
+    const bool recomputed =
+        std::any_of(inputs.begin(), inputs.end(), [](const at::Tensor& t) { return t.requires_grad(); });
+    std::optional<ForwardForBackward> recorded_later;
+    if (recomputed) recorded_later.emplace();
     return holder->fn(holder->expand(inputs));
   }
 

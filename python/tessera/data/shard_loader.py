@@ -25,39 +25,44 @@ IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 
 
 def sample_fields(sample: Dict[str, Any]):
-    """(image bytes, caption, label) of a webdataset sample: caption from .txt (UTF-8) or a .json
-    object's "caption" string ("" without), label from .cls, an integer in [0, 2^31) (-1 without).
-    A sample with neither, or with a member that does not parse, raises a ValueError naming it:
-    the loader skips and reports it rather than training on an empty caption or a made-up label."""
+    """(image bytes, caption, label, problems) of a webdataset sample: caption from .txt (UTF-8) or
+    a .json object's "caption" string ("" without), label from .cls, an integer in [0, 2^31) (-1
+    without, or for -1, a common "unknown"). A field that does not parse is left out and named in
+    `problems`, so the sample still serves what is usable (an image-only shard serves MAE; a
+    labelled one with a Latin-1 caption serves its label). Without an image it is a ValueError."""
     image = next((sample[k] for k in IMAGE_KEYS if k in sample), None)
     if image is None:
         raise ValueError(f"no image member ({', '.join(IMAGE_KEYS)}); it has {', '.join(k for k in sample if k[:2] != '__')}")
+    problems: List[str] = []
     caption = ""
     if "txt" in sample:
         try:
             caption = sample["txt"].decode("utf-8").strip()
         except UnicodeDecodeError as e:
-            raise ValueError(f".txt is not UTF-8 ({e})") from None
+            problems.append(f".txt is not UTF-8 ({e})")
     if not caption and "json" in sample:
-        try:
-            meta = json.loads(sample["json"])
-        except (UnicodeDecodeError, ValueError, RecursionError) as e:
-            raise ValueError(f".json does not parse ({type(e).__name__}: {str(e)[:120]})") from None
-        if not isinstance(meta, dict):
-            raise ValueError(f".json must be an object, got {type(meta).__name__}")
-        value = meta.get("caption", "")
-        if not isinstance(value, str):
-            raise ValueError(f'.json "caption" must be a string, got {type(value).__name__} {str(value)[:60]!r}')
-        caption = value.strip()
+        caption = _json_caption(sample["json"], problems)
     label = -1
     if "cls" in sample:
         text = sample["cls"].decode("ascii", "replace").strip()
-        if not (text.isdigit() and int(text) < 2 ** 31):
-            raise ValueError(f".cls must be an integer in [0, 2^31), got {text[:40]!r}")
-        label = int(text)
-    if not caption and label < 0:
-        raise ValueError("no caption (.txt, or .json \"caption\") and no label (.cls)")
-    return image, caption, label
+        if text.isdigit() and int(text) < 2 ** 31:
+            label = int(text)
+        elif text != "-1":
+            problems.append(f".cls must be an integer in [0, 2^31) (or -1: unknown), got {text[:40]!r}")
+    return image, caption, label, problems
+
+
+def _json_caption(raw: bytes, problems: List[str]) -> str:
+    try:
+        meta = json.loads(raw)
+    except (ValueError, RecursionError) as e:  # syntax, encoding, a huge number, deep nesting
+        problems.append(f".json does not parse ({type(e).__name__}: {str(e)[:120]})")
+        return ""
+    value = meta.get("caption", "") if isinstance(meta, dict) else None
+    if not isinstance(value, str):
+        problems.append(f'.json must be an object whose "caption" is a string, got {str(meta)[:60]!r}')
+        return ""
+    return value.strip()
 
 
 class ShardLoader:
@@ -74,7 +79,7 @@ class ShardLoader:
         self.decode = _C.data.BatchDecoder(transform)
         self.num_workers = num_workers  # decoding runs on torch's intra-op threads (torch.set_num_threads)
         self.batches = 0  # consumed this epoch
-        self.skipped, self.errors = 0, []
+        self.skipped, self.noted, self.errors = 0, 0, []
 
     @property
     def epoch(self) -> int:
@@ -103,14 +108,21 @@ class ShardLoader:
         self.batches = int(state["batches"])
 
     def report(self) -> str:
-        if not self.skipped and not self.stream.problems:
+        if not self.noted and not self.stream.problems:
             return ""
-        lines = [f"{self.skipped} sample(s) skipped, {len(self.stream.problems)} shard problem(s):"]
+        fields = self.noted - self.skipped
+        lines = [f"{self.skipped} sample(s) skipped, {fields} field(s) left out, "
+                 f"{len(self.stream.problems)} shard problem(s):"]
         lines += [f"  {e}" for e in self.errors + self.stream.problems[: self.max_errors]]
         return "\n".join(lines)
 
     def _skip(self, message: str) -> None:
         self.skipped += 1
+        self._note(message)
+
+    def _note(self, message: str) -> None:
+        """A problem for the report (a skipped sample, or a field left out of one)."""
+        self.noted += 1
         if len(self.errors) < self.max_errors:
             self.errors.append(message)
 
@@ -121,10 +133,12 @@ class ShardLoader:
         for sample in chunk:
             where = f"{sample['__url__']}: {sample['__key__']}"
             try:
-                image, caption, label = sample_fields(sample)
+                image, caption, label, problems = sample_fields(sample)
             except ValueError as e:
                 self._skip(f"{where}: {e}")
                 continue
+            for p in problems:
+                self._note(f"{where}: {p}; the field is left out")
             images.append(image)
             sources.append(f"{sample['__url__']}:{sample['__key__']}")
             # augmentation draws seeded by (seed, epoch, key): the same sample, the same crop

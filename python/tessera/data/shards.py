@@ -31,9 +31,9 @@ def _member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 def write_shards(out: str, samples: Iterable[Sample], maxcount: int = 10000, prefix: str = "") -> str:
     """Writes OUT/{prefix}{00000..}.tar with `maxcount` samples each; returns the brace pattern.
-    The set is written into a folder inside OUT and moved in once whole: only then are the shards
-    of an earlier set with this prefix removed, so a crash leaves the old set as it was, never a
-    mix of old and new shards behind one pattern."""
+    The set is written into a folder inside OUT and moved in once whole, shard by shard over the
+    earlier set's of the same names; the earlier set's other shards are removed last. A crash while
+    writing leaves the earlier set as it was."""
     if maxcount < 1:
         raise ValueError(f"maxcount must be >= 1, got {maxcount}")
     os.makedirs(out, exist_ok=True)
@@ -56,13 +56,16 @@ def write_shards(out: str, samples: Iterable[Sample], maxcount: int = 10000, pre
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    earlier = re.compile(re.escape(prefix) + r"\d{5}\.tar(\.partial)?")
-    for name in os.listdir(out):
-        if earlier.fullmatch(name):
-            os.remove(os.path.join(out, name))
-    for name in sorted(os.listdir(stage)):
+    # Each new shard replaces the old one of its name atomically; then the earlier set's shards
+    # beyond the new count go (a crash in between leaves whole shards of one set or the other).
+    written = sorted(os.listdir(stage))
+    for name in written:
         os.replace(os.path.join(stage, name), os.path.join(out, name))
     os.rmdir(stage)
+    earlier = re.compile(re.escape(prefix) + r"\d{5}\.tar(\.partial)?")
+    for name in os.listdir(out):
+        if earlier.fullmatch(name) and name not in written:
+            os.remove(os.path.join(out, name))
     return os.path.join(out, f"{prefix}{{00000..{shard:05d}}}.tar")
 
 

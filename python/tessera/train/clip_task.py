@@ -88,7 +88,7 @@ class ClipTask(Task):
             return captions
         # Shards may caption some samples and only label others: those get a class template.
         return template_captions(self.recipe.data.templates, self.class_names, batch["labels"], self.recipe.train.seed,
-                                 step, self.rank, captions)
+                                 step, self.rank, captions, batch.get("keys"))
 
     # ---- model and loss ---------------------------------------------------------------------
     def batch_size(self, batch: Dict[str, Any]) -> int:

@@ -71,12 +71,12 @@ def image_loader(d: ImageData, dataset, train: bool, seed: int, rank: int = 0, w
 
 
 def template_captions(templates, class_names, labels: torch.Tensor, seed: int, step: int, rank: int,
-                      captions: Optional[List[str]] = None) -> List[str]:
+                      captions: Optional[List[str]] = None, keys: Optional[List[str]] = None) -> List[str]:
     """A caption per label: a template drawn for each sample, filled with its class name. One
     generator per (seed, step, rank): deterministic and resume-safe without saved state. With
     `captions` (a batch's own, "" where a sample has none), those that exist stand and only the
-    empty ones are templated. A label outside the class names is refused by value (a missing
-    label, -1, would otherwise name the last class)."""
+    empty ones are templated. A label outside the class names is refused by value, naming the
+    sample by its key where the batch has keys (a missing label, -1, named the last class)."""
     g = torch.Generator().manual_seed((seed * 1_000_003 + step) * 65_537 + rank)
     pick = torch.randint(len(templates), (len(labels),), generator=g).tolist()
     out = []
@@ -85,7 +85,8 @@ def template_captions(templates, class_names, labels: torch.Tensor, seed: int, s
             out.append(captions[i])
             continue
         if not 0 <= c < len(class_names):
-            raise ValueError(f"sample {i} of the batch has no caption and label {c}, outside the "
-                             f"{len(class_names)} class names (data.class_names)")
+            name = f"sample {keys[i]!r}" if keys else f"sample {i} of the batch"
+            raise ValueError(f"{name} has no caption and label {c}, outside the {len(class_names)} class names "
+                             "(data.class_names): a contrastive task needs a caption or a label for every image")
         out.append(templates[t].format(class_names[c]))
     return out

@@ -47,7 +47,7 @@ class SugarTargets:
     batch_size: int = 256                   # encoder batch when building the cache
 
     def validate(self, where: str) -> None:
-        require(self.delta > 0, f"{where}.delta must be > 0, got {self.delta}")
+        require(0 < self.delta < float("inf"), f"{where}.delta must be finite and > 0, got {self.delta}")
         require(bool(self.clip), f"{where}.clip: a CLIP run folder is needed (the cross block)")
         require(bool(self.image_encoder) or not self.triple_kernel,
                 f"{where}.image_encoder: the triple kernel needs an image-only encoder (or triple_kernel: false)")

@@ -69,7 +69,7 @@ class SugarLoss:
     projector_dim: int = 128                # r's size; cosine needs no more at this scale
 
     def validate(self, where: str) -> None:
-        require(self.alpha >= 0, f"{where}.alpha must be >= 0 (0: L_g only), got {self.alpha}")
+        require(0 <= self.alpha < float("inf"), f"{where}.alpha must be finite and >= 0 (0: L_g only), got {self.alpha}")
         require(self.points_per_sample >= 1, f"{where}.points_per_sample must be >= 1, got {self.points_per_sample}")
         require(self.projector_hidden >= 1 and self.projector_dim >= 1,
                 f"{where}: projector_hidden and projector_dim must be >= 1")
