@@ -12,17 +12,26 @@ from __future__ import annotations
 
 import ctypes
 import os
+import warnings
 
 LIBRARIES = ("libsentencepiece.so.0", "libsentencepiece_train.so.0")
 
 
 def load_deepbound() -> None:
     deepbind = getattr(os, "RTLD_DEEPBIND", 0)
-    # AddressSanitizer refuses RTLD_DEEPBIND (it must interpose malloc everywhere).
-    if not deepbind or "asan" in os.environ.get("LD_PRELOAD", ""):
+    if not deepbind:
+        return
+    # A preloaded allocator (tcmalloc, jemalloc) or sanitizer must interpose malloc everywhere; a
+    # deep-bound library would bind glibc's first. There the libraries load as plain dependencies.
+    if os.environ.get("LD_PRELOAD", "").strip():
+        warnings.warn("LD_PRELOAD is set: SentencePiece is not isolated from LibTorch's flags, and an "
+                      "out-of-memory error may abort the process instead of raising (tessera/_preload.py)",
+                      stacklevel=3)
         return
     for name in LIBRARIES:
         try:
             ctypes.CDLL(name, mode=os.RTLD_NOW | os.RTLD_LOCAL | deepbind)
         except OSError:
-            pass  # not on the loader's search path: the extension finds it through its RUNPATH
+            warnings.warn(f"{name} is not on the loader's search path: the extension loads it through its "
+                          "RUNPATH, without isolation from LibTorch's flags (tessera/_preload.py)", stacklevel=3)
+            return
