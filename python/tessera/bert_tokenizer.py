@@ -88,6 +88,9 @@ class BertTokenizer:
         if model_max_length is not None and int(model_max_length) < 2:
             raise ValueError(f"model_max_length must be at least 2, got {model_max_length}")
         self.vocab_file = str(Path(vocab_file).expanduser())
+        if Path(self.vocab_file).is_dir():
+            raise ValueError(f"BertTokenizer: {self.vocab_file} is a folder; give its vocab.txt, or load the folder "
+                             "with BertTokenizer.from_pretrained")
         self._impl = _C.text.WordPieceTokenizer(
             self.vocab_file, bool(do_lower_case), strip_accents, bool(tokenize_chinese_chars),
             unk_token, sep_token, pad_token, cls_token, mask_token)

@@ -208,7 +208,8 @@ def test_triple_kernel_cost_against_the_formula():
 @pytest.mark.parametrize("call, message", [
     (lambda: ops.soft_dtw(torch.rand(2, 3, 4, 5)), "must be \\[B, N, M\\] or \\[N, M\\]"),
     (lambda: ops.soft_dtw(torch.rand(2, 0, 4)), "at least one step"),
-    (lambda: ops.soft_dtw(torch.rand(3, 4), gamma=-1), "gamma must be >= 0"),
+    (lambda: ops.soft_dtw(torch.rand(3, 4), gamma=-1), "gamma must be 0 \\(hard DTW\\) or a normal positive"),
+    (lambda: ops.soft_dtw(torch.rand(3, 4).double(), gamma=1e-310), "gamma must be 0 .* normal positive"),
     (lambda: ops.soft_dtw(torch.tensor([[0.0, float("nan")]])), "non-finite entry at \\[0, 0, 1\\]"),
     (lambda: ops.soft_dtw(torch.rand(2, 3, 4), lengths=(torch.tensor([3, 4]), torch.tensor([4, 4]))),
      "x_lengths\\[1\\] = 4 is out of range"),

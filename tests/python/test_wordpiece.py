@@ -345,3 +345,10 @@ def test_a_padded_width_past_any_model_is_refused_not_allocated_or_wrapped(uncas
         with pytest.raises(ValueError, match=key):
             tok(["hello world", "a"], **kw)
     assert tok(["hello world", "a"], padding=True, pad_to_multiple_of=64)["input_ids"].shape == (2, 64)
+
+
+def test_a_folder_given_as_the_vocabulary_file_is_named_as_a_folder(uncased_folder):
+    from tessera.bert_tokenizer import BertTokenizer
+
+    with pytest.raises(ValueError, match="is a folder; give its vocab.txt"):
+        BertTokenizer(str(uncased_folder))

@@ -6,6 +6,8 @@
 #include "tessera/ops/soft_dtw_kernels.h"
 
 #include <ATen/ATen.h>
+
+#include <limits>
 #include <torch/csrc/autograd/custom_function.h>
 
 namespace tessera::ops {
@@ -74,7 +76,9 @@ at::Tensor soft_dtw(const at::Tensor& cost, double gamma, const at::Tensor& x_le
   TORCH_CHECK_TYPE(cost.scalar_type() == at::kFloat || cost.scalar_type() == at::kDouble,
                    "soft_dtw: cost must be float32 or float64, got ", cost.scalar_type(),
                    " (cast a half-precision cost up: the recursion sums N + M terms)");
-  TORCH_CHECK_VALUE(gamma >= 0 && std::isfinite(gamma), "soft_dtw: gamma must be >= 0, got ", gamma);
+  // A subnormal gamma overflows cost / gamma to inf and the soft minimum to NaN; 0 is hard DTW.
+  TORCH_CHECK_VALUE(gamma == 0 || (gamma >= std::numeric_limits<double>::min() && std::isfinite(gamma)),
+                    "soft_dtw: gamma must be 0 (hard DTW) or a normal positive number, got ", gamma);
   TORCH_CHECK_VALUE(x_lengths.defined() == y_lengths.defined(),
                     "soft_dtw: give both x_lengths and y_lengths, or neither");
   const bool single = cost.dim() == 2;
