@@ -103,8 +103,12 @@ void bind_ops(py::module_& m) {
       },
       py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask") = py::none(), py::arg("causal") = false,
       py::arg("dropout_p") = 0.0, py::arg("scale") = py::none(), "The attention every tessera layer calls (attention.h).");
-  m.def("attention_runs_in_fp32", &nn::attention_runs_in_fp32, py::arg("q"), py::arg("k"), py::arg("v"),
-        py::arg("dropout_p") = 0.0);
+  m.def(
+      "attention_runs_in_fp32",
+      [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double dropout_p) {
+        return nn::fp32_attention_rounds_to(q, k, v, dropout_p).has_value();
+      },
+      py::arg("q"), py::arg("k"), py::arg("v"), py::arg("dropout_p") = 0.0);
   m.def("set_cpu_attention_in_fp32", &nn::set_cpu_attention_in_fp32, py::arg("on"),
         "Reduced-precision CPU attention computes in fp32 where that is faster (on by default).");
   m.def("cpu_attention_in_fp32", &nn::cpu_attention_in_fp32);

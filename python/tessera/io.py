@@ -48,6 +48,15 @@ def parse_json(text: str, source: str, what: str = "JSON") -> Any:
                          f"{what} was expected)") from None
 
 
+def parse_json_line(line: str, where: str, hint: str) -> Any:
+    """One line of a JSON-lines file; any failure (syntax, a 5000-digit number, nesting past the
+    stack) is a ValueError naming `where`, followed by `hint`."""
+    try:
+        return json.loads(line)
+    except (ValueError, RecursionError) as e:
+        raise ValueError(f"{where}: not a JSON object that can be read ({str(e)[:120]}); {hint}") from None
+
+
 def read_json(path: Union[str, os.PathLike], what: str = "a JSON file") -> Any:
     """A JSON file's value; errors name the file, and the line and column of a syntax error."""
     return parse_json(read_text(path, what), os.fspath(path), what)

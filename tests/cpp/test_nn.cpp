@@ -98,7 +98,7 @@ TEST(Attention, ShortReducedPrecisionTrainingCallsComputeInFp32) {
     return r;
   };
   auto runs = [](const std::vector<at::Tensor>& t, double dropout = 0) {
-    return attention_runs_in_fp32(t[0], t[1], t[2], dropout);
+    return fp32_attention_rounds_to(t[0], t[1], t[2], dropout).has_value();
   };
   EXPECT_TRUE(runs(qkv(kShortKeys, at::kBFloat16, true)));
   EXPECT_FALSE(runs(qkv(kShortKeys + 1, at::kBFloat16, true))) << "long keys: the bf16 kernel is faster";

@@ -50,15 +50,14 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   if (ops::decode_attention_applies(q, k, v, m, dropout_p)) return ops::decode_attention(q, k, v, m, scale);
   const bool gqa = q.size(1) != k.size(1);
   std::optional<at::Tensor> opt_mask = m.defined() ? std::optional<at::Tensor>(m) : std::nullopt;
-  if (attention_runs_in_fp32(q, k, v, dropout_p)) {
-    const at::ScalarType rounded_to = *sdpa_dtype(q, k, v);  // read while autocast is still on
+  if (const std::optional<at::ScalarType> rounded_to = fp32_attention_rounds_to(q, k, v, dropout_p)) {
     // Below autocast, which would cast the fp32 operands straight back (SDPA is on its
     // lower-precision list).
     c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
     const auto up = [](const at::Tensor& t) { return t.to(at::kFloat); };
     if (opt_mask && opt_mask->is_floating_point()) opt_mask = up(*opt_mask);
     return at::scaled_dot_product_attention(up(q), up(k), up(v), opt_mask, dropout_p, is_causal, scale, gqa)
-        .to(rounded_to);
+        .to(*rounded_to);
   }
   std::optional<NoCudnnAttention> no_cudnn;
   if (step_avoids_cudnn_attention(q, k)) no_cudnn.emplace();

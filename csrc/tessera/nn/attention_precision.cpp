@@ -44,12 +44,13 @@ std::optional<at::ScalarType> sdpa_dtype(const at::Tensor& q, const at::Tensor& 
   return t;
 }
 
-bool attention_runs_in_fp32(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double dropout_p) {
-  if (!enabled.load(std::memory_order_relaxed) || !q.device().is_cpu() || dropout_p > 0) return false;
+std::optional<at::ScalarType> fp32_attention_rounds_to(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                       double dropout_p) {
+  if (!enabled.load(std::memory_order_relaxed) || !q.device().is_cpu() || dropout_p > 0) return std::nullopt;
   const std::optional<at::ScalarType> t = sdpa_dtype(q, k, v);
-  if (!t || !slow_in(*t)) return false;
-  if (*t == at::kHalf) return true;
-  return k.size(2) <= kShortKeys && backward_will_run(q, k, v);
+  if (!t || !slow_in(*t)) return std::nullopt;
+  if (*t == at::kHalf || (k.size(2) <= kShortKeys && backward_will_run(q, k, v))) return t;
+  return std::nullopt;
 }
 
 void set_cpu_attention_in_fp32(bool on) { enabled.store(on); }

@@ -14,17 +14,18 @@
 
 namespace tessera::nn {
 
-/// Whether attention(q, k, v) computes in fp32 and rounds to sdpa_dtype: a CPU call in bf16 whose
-/// backward will run (autograd records it, or a checkpoint's first pass) with at most kShortKeys
-/// keys, or in fp16 at any length; no dropout; and the CPU has no matrix unit for that dtype
-/// (AMX-BF16 / AMX-FP16 or AVX512-FP16, where the reduced kernels are the fast ones; not measured
-/// here, so left alone).
-bool attention_runs_in_fp32(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double dropout_p);
+/// The dtype attention(q, k, v) rounds its fp32 result to, when it computes in fp32; none when it
+/// runs in its own dtype. fp32 for a CPU call in bf16 whose backward will run (autograd records it,
+/// or a checkpoint's first pass) with at most kShortKeys keys, or in fp16 at any length; no
+/// dropout; and a CPU with no matrix unit for that dtype (AMX-BF16 / AMX-FP16 or AVX512-FP16,
+/// where the reduced kernels are the fast ones; not measured here, so left alone). Ask before
+/// excluding autocast's dispatch keys: the dtype is autocast's where it is on (see sdpa_dtype).
+std::optional<at::ScalarType> fp32_attention_rounds_to(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                       double dropout_p);
 
 /// The dtype SDPA computes q, k, v in: CPU autocast's where it is on (SDPA is on its
 /// lower-precision list; a LLaMA layer's q and k leave the fp32 rotary tables in fp32 while v is
-/// bf16), else their own; none if they differ (SDPA refuses that). Autocast's state is read from
-/// the dispatch keys, so ask before excluding them.
+/// bf16), else their own; none if they differ (SDPA refuses that).
 std::optional<at::ScalarType> sdpa_dtype(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
 
 /// The bf16 key count up to which the rule takes fp32: bf16 time / fp32 time is 1.0-1.4 up to

@@ -9,7 +9,6 @@ represent (unknown-token ids: the template and tokenizer disagree). `tessera ins
 shows the rendering token by token."""
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Literal, Optional, Sequence, Union
@@ -17,7 +16,7 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Union
 import torch
 
 from ..chat import IGNORE, IMAGE_PLACEHOLDER, ROLES, load_template, render
-from ..io import parse_json, read_text
+from ..io import parse_json, parse_json_line, read_text
 from ..schema import from_mapping
 
 
@@ -61,12 +60,8 @@ def read_samples(path: str, limit: int = 0) -> List[Dict[str, Any]]:
         samples = []
         for number, line in enumerate(text.splitlines(), 1):
             if line.strip():
-                try:
-                    samples.append(json.loads(line))
-                except (ValueError, RecursionError) as e:  # syntax, a huge number, deep nesting
-                    raise ValueError(f"{path}: line {number} is not a JSON object that can be read "
-                                     f"({str(e)[:120]}); conversation data is a JSON list or one JSON object "
-                                     "per line") from None
+                samples.append(parse_json_line(line, f"{path}: line {number}",
+                                               "conversation data is a JSON list or one JSON object per line"))
     if not isinstance(samples, list) or not samples:
         raise ValueError(f"{path}: no conversation samples (expected a non-empty list of "
                          "{'id', 'image', 'conversations'} objects)")

@@ -22,7 +22,6 @@ the line, the sample's id and the segment. `sample_points` draws slice ends (Sug
 never an empty slice (an empty text, or one cut by truncation); `check_points` refuses one."""
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -30,7 +29,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from ..chat import IGNORE, IMAGE_PLACEHOLDER
-from ..io import read_text
+from ..io import parse_json_line, read_text
 from .conversation_data import check_image_file, image_paths, pad_rows, refuse_unknown_tokens, truncate
 
 Span = Tuple[int, int]
@@ -90,12 +89,7 @@ def json_lines(path: str, what: str):
         if not line.strip():
             continue
         where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except (ValueError, RecursionError) as e:  # syntax, a huge number, deep nesting
-            raise ValueError(f"{where}: not a JSON object that can be read ({str(e)[:120]}); {what} is one JSON "
-                             "object per line") from None
-        yield number, where, record, line
+        yield number, where, parse_json_line(line, where, f"{what} is one JSON object per line"), line
 
 
 def read_interleaved(path: str, limit: int = 0) -> List[InterleavedSample]:
