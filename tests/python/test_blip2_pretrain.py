@@ -284,6 +284,16 @@ def test_text_masks_are_0_1_with_a_token_in_every_row():
             model(image, ids, bad, DEC)
 
 
+@pytest.mark.parametrize("value", [0.0, -0.07, float("nan"), float("inf")])
+def test_a_temperature_out_of_range_is_named(value):
+    model = _model(_config(), dtype=torch.float32)
+    image, ids, mask = _batch(4, dtype=torch.float32)
+    with torch.no_grad():
+        model.get_parameter("temp").fill_(value)
+    with pytest.raises(ValueError, match="temperature `temp` is"):
+        model(image, ids, mask, DEC)
+
+
 # ---- two processes ------------------------------------------------------------------------------
 # One spawn runs both cases (starting processes is the slow part). Each rank takes half of a batch
 # of 8, dealt in turn as tessera's loaders deal a step's samples (rank r: samples r, r + 2, ...),

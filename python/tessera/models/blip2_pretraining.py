@@ -17,6 +17,7 @@ across ranks (tessera's loaders deal a step's samples to the ranks in turn).
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Tuple
 
 import torch
@@ -54,6 +55,17 @@ def _gather(t: torch.Tensor, world: int, grad: bool) -> torch.Tensor:
     parts = [torch.empty_like(t) for _ in range(world)]
     dist.all_gather(parts, t.contiguous())
     return torch.cat(parts)
+
+
+def _checked_temperature(temp: torch.Tensor) -> torch.Tensor:
+    """The learned ITC temperature divides every similarity: at or below 0, or not finite, the
+    softmax is undefined (LAVIS does not guard it), so a checkpoint holding such a value is refused
+    by name rather than failing inside the ITM draw."""
+    value = float(temp.detach())
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"Blip2ForPretraining: the ITC temperature `temp` is {value}; it must be a positive "
+                         "finite number (a checkpoint or an update set it out of range)")
+    return temp
 
 
 def itc_loss(sim_i2t: torch.Tensor, sim_t2i: torch.Tensor, positives: torch.Tensor,
@@ -109,7 +121,7 @@ class Blip2ForPretraining(_Blip2Part):
         B = input_ids.shape[0]
         image_feats, text_feat = self._cpp.itc_features(image_embeds, input_ids, attention_mask)
         image_all, text_all = _gather(image_feats, world, True), _gather(text_feat, world, True)
-        temp = self.get_parameter("temp")
+        temp = _checked_temperature(self.get_parameter("temp"))
         sim_i2t = torch.einsum("bqe,ne->bnq", image_feats, text_all).amax(-1) / temp   # [B, N]
         sim_t2i = torch.einsum("be,nqe->bnq", text_feat, image_all).amax(-1) / temp    # [B, N]
         own = torch.arange(B, device=input_ids.device) + rank * B  # this rank's pairs among the gathered
