@@ -153,7 +153,8 @@ def test_the_index_is_cached_and_rebuilt_when_anything_changes(data, tok, tmp_pa
 
 def test_a_data_file_rewritten_after_indexing_is_refused_not_served(data, tok, tmp_path):
     """Same-length records in another order sat at the indexed offsets: the set served other
-    samples, silently. The file's size, mtime and inode are now checked at every read."""
+    samples, silently. The file's size, mtime and inode, and the record's checksum, are now checked
+    at every read."""
     path = tmp_path / "d.jsonl"
     records = [{"id": f"s{i}", "image": IMG, "conversations": [QA[0], {"from": "gpt", "value": a}]}
                for i, a in enumerate(["A bag.", "A hat.", "A cap."])]
@@ -163,6 +164,18 @@ def test_a_data_file_rewritten_after_indexing_is_refused_not_served(data, tok, t
     assert [s["id"] for s in sets.encoded([0, 1, 2]).samples] == ["s0", "s1", "s2"]
     path.write_text("".join(json.dumps(r) + "\n" for r in records[::-1]))
     with pytest.raises(ValueError, match="d.jsonl: the file changed after it was indexed"):
+        sets.encoded([0])
+    # A rewrite in place at the same size within one mtime tick keeps size, mtime and inode: each
+    # record's CRC-32 still tells.
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    ix = index_of(path, tok, image_folder=str(data))
+    sets = ConversationSet(ix, tok, "v1", tok.special_tokens["<image>"], 16, 112, str(data))
+    before = os.stat(path)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records[::-1]))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(path).st_ino == before.st_ino and os.stat(path).st_size == before.st_size
+    assert [s["id"] for s in sets.encoded([1]).samples] == ["s1"]  # the middle record did not move
+    with pytest.raises(ValueError, match="d.jsonl: sample 0 changed after the file was indexed"):
         sets.encoded([0])
 
 

@@ -6,7 +6,7 @@ length, from the C++ scanner `_C.data.json_records`), its token count after rend
 truncation, and its number of images; every check of `prepare_sample` runs in that pass, and its
 problems are reported together (counts per check, the first offenders by id) before training.
 A sample is read and rendered again when its batch is loaded (microseconds), so the memory of
-the data side is ~12 bytes per sample.
+the data side is ~16 bytes per sample.
 
 The index is cached beside the data (`<file>.tessera-index`, a safetensors file; in the user's
 cache folder when the data's folder is read-only). Its metadata holds a fingerprint of
@@ -23,6 +23,7 @@ import mmap
 import os
 import sys
 import warnings
+import zlib
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
@@ -31,7 +32,7 @@ from .. import _C
 from ..chat import load_template
 from .conversation_data import EncodedSamples, SampleProblem, pad_rows, prepare_sample, sample_name
 
-INDEX_VERSION = 2
+INDEX_VERSION = 3  # 3: a CRC-32 per record
 SUFFIX = ".tessera-index"
 SHOWN = 3  # offenders shown per check
 
@@ -80,7 +81,7 @@ class ConversationIndex:
     rendering and truncation (image tokens included), negative for a sample without an image
     (LLaVA's convention, stored so that length grouping reads the file's pages as they are);
     `images` the images per sample; `rows` the sample's position in the file (its number in error
-    messages)."""
+    messages); `crc` each record's CRC-32 (signed), checked when it is read again."""
 
     def __init__(self, path: str, tensors: Dict[str, torch.Tensor], report: Dict[str, Any],
                  columns: Optional[Tuple[int, Dict[str, Tuple[int, int]]]] = None,
@@ -92,7 +93,7 @@ class ConversationIndex:
         self.identity = identity
         self.offsets, self.nbytes = tensors["offsets"], tensors["nbytes"]
         self.modality_lengths, self.images = tensors["modality_lengths"], tensors["images"]
-        self.rows = tensors["rows"]
+        self.rows, self.crc = tensors["rows"], tensors["crc"]
         self.report = report
         self._fd: Optional[int] = None
         # (index file descriptor, {column: (byte offset, item size)}): a sample's place is read from
@@ -104,7 +105,7 @@ class ConversationIndex:
 
     def tensors(self) -> Dict[str, torch.Tensor]:
         return {"offsets": self.offsets, "nbytes": self.nbytes, "modality_lengths": self.modality_lengths,
-                "images": self.images, "rows": self.rows}
+                "images": self.images, "rows": self.rows, "crc": self.crc}
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -121,9 +122,11 @@ class ConversationIndex:
                              "rebuild the index")
         n = self.entry("nbytes", i)
         raw = os.pread(self._fd, n, self.entry("offsets", i))
-        if len(raw) != n:
-            raise ValueError(f"{self.path}: sample {self.entry('rows', i)} is cut short (the file changed after it was "
-                             "indexed); start the run again to rebuild the index")
+        # The identity check above misses a same-size rewrite within the file system's mtime
+        # resolution; the record's own checksum does not.
+        if len(raw) != n or zlib.crc32(raw) != self.entry("crc", i) & 0xFFFFFFFF:
+            raise ValueError(f"{self.path}: sample {self.entry('rows', i)} changed after the file was indexed; start "
+                             "the run again to rebuild the index")
         try:
             return json.loads(raw)
         except (ValueError, RecursionError) as e:
@@ -154,7 +157,7 @@ def file_identity(st: os.stat_result) -> Tuple[int, ...]:
 def _columns_fit(tensors: Dict[str, torch.Tensor], data_size: int) -> bool:
     """A cached index's columns agree in length and point inside the data file (the fingerprint
     is a hash of public inputs: anyone can write a file that carries it)."""
-    names = ("offsets", "nbytes", "rows", "modality_lengths", "images")
+    names = ("offsets", "nbytes", "rows", "modality_lengths", "images", "crc")
     if any(n not in tensors or tensors[n].dim() != 1 for n in names):
         return False
     if len({int(tensors[n].numel()) for n in names}) != 1:
@@ -210,7 +213,7 @@ def _load_cached(where: str, fp: str, data_size: int):
         if header.get("__metadata__", {}).get("fingerprint") != fp:
             raise ValueError("replaced while being read")
         places = {name: (8 + size + header[name]["data_offsets"][0], ITEM_SIZES[header[name]["dtype"]])
-                  for name in ("offsets", "nbytes", "rows")}
+                  for name in ("offsets", "nbytes", "rows", "crc")}
     except (ValueError, KeyError, TypeError):
         os.close(fd)
         return None
@@ -229,7 +232,7 @@ def build_index(path: str, tokenizer, template_name: str, image_token_id: int, i
     template = load_template(template_name)
     folder = image_folder or os.path.dirname(os.path.abspath(path))
     report = CheckReport(path)
-    keep, tokens, images = [], [], []
+    keep, tokens, images, crcs = [], [], [], []
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
         for i, (start, n) in enumerate(zip(offsets.tolist(), lengths.tolist())):
             report.read += 1
@@ -247,12 +250,14 @@ def build_index(path: str, tokenizer, template_name: str, image_token_id: int, i
                 report.add(problem)
                 continue
             keep.append(i)
+            crcs.append(zlib.crc32(data[start:start + n]))
             tokens.append(len(ids))
             images.append(len(paths))
     rows = torch.tensor(keep, dtype=torch.long)
     tensors = {"offsets": offsets[rows], "nbytes": lengths[rows].int(), "rows": rows.int(),
                "modality_lengths": torch.tensor([t if n else -t for t, n in zip(tokens, images)], dtype=torch.int32),
-               "images": torch.tensor(images, dtype=torch.int16)}
+               "images": torch.tensor(images, dtype=torch.int16),
+               "crc": torch.tensor(crcs, dtype=torch.int64).to(torch.int32)}  # wraps: read back masked
     return tensors, report
 
 
