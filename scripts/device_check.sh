@@ -267,7 +267,7 @@ out = {
     "pytest_smoke": junit(os.path.join(build, "pytest-smoke.xml")),
     "bench_json": os.path.exists(os.path.join(report, "bench.json")),
     # Which copies of the linked libraries the loader picks (the bundle's, not the system's).
-    "ldd_libtessera": run("ldd python/tessera/lib/libtessera.so | grep -E 'icu|pcre2|sentencepiece|jpeg|libz|stdc|gomp|not found'"),
+    "ldd_libtessera": run("ldd python/tessera/lib/libtessera.so python/tessera/lib/libtessera_sentencepiece.so | grep -E 'icu|pcre2|sentencepiece|jpeg|libz|stdc|gomp|not found'"),
 }
 json.dump(out, open(os.path.join(report, "report.json"), "w"), indent=1)
 print(json.dumps({k: out[k] for k in ("total_seconds", "all_ok", "phases", "ctest", "pytest_cuda", "pytest_smoke")}, indent=1))

@@ -11,9 +11,6 @@ import os as _os
 
 import torch as _torch  # loads LibTorch before the extension
 
-from ._preload import load_deepbound as _load_deepbound
-
-_load_deepbound()  # SentencePiece's flags must not land on c10's (_preload.py)
 from . import _C  # noqa: E402
 from .cpp_module import CppModule
 from .factory import create_model, from_pretrained, get_model_config, list_models, register_model_type

@@ -9,7 +9,9 @@
 // (`SentencePieceProcessor(model_file=...).encode(s)`) on llama2c_tokenizer.model.
 #include <gtest/gtest.h>
 
+#include <ATen/ATen.h>
 #include <c10/util/Exception.h>
+#include <dlfcn.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -334,6 +336,23 @@ TEST(SentencePieceErrors, MissingAndMalformed) {
   } catch (const c10::Error& e) {
     EXPECT_NE(std::string(e.what()).find(junk), std::string::npos);
   }
+}
+
+// Linked as a plain dependency, Debian's libsentencepiece built its bundled absl
+// `FLAGS_minloglevel` over c10's flag of that name: `caffe2_use_fatal_for_enforce` came on and an
+// out-of-memory allocation aborted the program. It is now opened deep-bound from a module of its
+// own (text/sentencepiece_shim.h): c10's flags keep their defaults and the allocation throws.
+TEST(SentencePieceIsolation, C10FlagsAndOutOfMemoryErrorsAreLeftAlone) {
+  if (dlsym(RTLD_DEFAULT, "__asan_init")) GTEST_SKIP() << "sanitizer builds open it without RTLD_DEEPBIND";
+  if (!exists(spm_path())) GTEST_SKIP() << spm_path() << " missing";
+  const auto* minloglevel = static_cast<const int*>(dlsym(RTLD_DEFAULT, "FLAGS_minloglevel"));
+  const auto* fatal = static_cast<const bool*>(dlsym(RTLD_DEFAULT, "FLAGS_caffe2_use_fatal_for_enforce"));
+  ASSERT_TRUE(minloglevel && fatal) << "c10's flags are not in the global scope";
+  SentencePieceTokenizer sp(spm_path());
+  sp.encode("Hello world!");
+  EXPECT_EQ(*minloglevel, 0);  // c10's defaults, as in a program without tessera
+  EXPECT_FALSE(*fatal);
+  EXPECT_THROW(at::empty({2, 500000000000}, at::kLong), c10::Error);
 }
 
 // ---- WordPiece (BERT) -------------------------------------------------------------------
