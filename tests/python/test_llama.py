@@ -148,6 +148,9 @@ def test_legacy_rope_scaling_spelling_reads_the_same(tmp_path):
     (lambda m: m(torch.ones(2, 5)), "input_ids must be int64"),
     (lambda m: m(torch.ones(2, 5, dtype=torch.long), attention_mask=torch.ones(2, 4)), r"attention_mask must be \[2, 5\]"),
     (lambda m: m.generate(torch.ones(1, 3, dtype=torch.long), do_sample=True, temperature=0.0), "temperature"),
+    (lambda m: m.generate(torch.zeros(2, 0, dtype=torch.long)), "empty prompt"),
+    (lambda m: m.generate(torch.zeros(0, 3, dtype=torch.long)), "has no rows"),
+    (lambda m: m.generate(torch.ones(2, 3)), r"input_ids must be int64 \[batch, prompt\], got Float \[2, 3\]"),
 ])
 def test_bad_input_is_a_clear_error(call, message):
     model = tessera.LlamaForCausalLM(SMALL)

@@ -17,7 +17,12 @@ GenerationStart start_generation(const LlamaForCausalLMImpl& lm, const at::Tenso
                                  const at::Tensor& attention_mask, GenerationOptions o) {
   TORCH_CHECK_VALUE(input_ids.defined() && input_ids.dim() == 2 && input_ids.scalar_type() == at::kLong,
                     "input_ids must be int64 [batch, prompt], got ",
+                    input_ids.defined() ? c10::toString(input_ids.scalar_type()) : "none", " ",
                     input_ids.defined() ? input_ids.sizes() : at::IntArrayRef{});
+  TORCH_CHECK_VALUE(input_ids.size(0) > 0 && input_ids.size(1) > 0, "input_ids ", input_ids.sizes(),
+                    input_ids.size(0) > 0 ? " has an empty prompt: generation continues a prompt of at least "
+                                            "one token (start it with the bos id)"
+                                          : " has no rows: nothing to generate");
   TORCH_CHECK_VALUE(o.max_new_tokens >= 0, "max_new_tokens must be >= 0, got ", o.max_new_tokens);
   TORCH_CHECK_VALUE(o.min_new_tokens >= 0, "min_new_tokens must be >= 0, got ", o.min_new_tokens);
   TORCH_CHECK_VALUE(std::isfinite(o.temperature) && o.temperature >= 0 && (!o.do_sample || o.temperature > 0),
