@@ -428,3 +428,32 @@ def test_sugar_weights_must_be_finite():
         from_mapping(SugarLoss, {"alpha": float("inf")}, "r.yaml: loss").validate("r.yaml: loss")
     with pytest.raises(ValueError, match="delta must be finite"):
         from_mapping(SugarTargets, {"delta": float("inf")}, "r.yaml: targets").validate("r.yaml: targets")
+
+
+# ---- generation from NaN ------------------------------------------------------------------------
+# A NaN pixel or weight reaches every logit of the prompt; argmax (or sampling) still picked tokens,
+# so generation answered with garbage. The prompt's logits are now checked once, on every path.
+@pytest.mark.parametrize("family", ["llava", "blip2"])
+@pytest.mark.parametrize("how", ["greedy", "beams", "stream"])
+def test_generation_refuses_nan_pixels(fixture_dir, family, how):
+    from safetensors.torch import load_file
+    d = fixture_dir(family)
+    model = tessera.from_pretrained(str(d)).eval()
+    io = load_file(str(d / "io.safetensors"))
+    ids, px = io["input_ids"], io["pixel_values"].clone()
+    px[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="prompt's logits are NaN"):
+        if how == "stream":
+            next(iter(model.stream(ids, px, max_new_tokens=2)))
+        else:
+            model.generate(ids, px, max_new_tokens=2, num_beams=2 if how == "beams" else 1)
+    assert model.generate(ids, io["pixel_values"], max_new_tokens=2).shape[1] == ids.shape[1] + 2
+
+
+def test_generation_refuses_a_nan_weight(lm):
+    model = tessera.LlamaForCausalLM(LLAMA).eval()
+    model.load_state_dict(lm.state_dict())
+    with torch.no_grad():
+        model.model.norm.weight[3] = float("nan")
+    with pytest.raises(ValueError, match="prompt's logits are NaN"):
+        model.generate(torch.ones(1, 4, dtype=torch.long), max_new_tokens=2)

@@ -70,6 +70,7 @@ at::Tensor beam_search(LlamaForCausalLMImpl& lm, const at::Tensor& input_ids, co
                                  positions, inputs_embeds.defined() ? inputs_embeds.repeat_interleave(nb, 0) : at::Tensor(),
                                  {}, false, &cache, 1)
                           .logits;
+  check_prompt_scores(logits.select(1, -1));
   for (int64_t cur = P;; ++cur) {
     at::Tensor log_probs = logits.select(1, -1).to(at::kFloat).log_softmax(-1);
     log_probs = process_scores(log_probs, running.narrow(2, 0, cur).reshape({B * nb, cur}), o, s.eos, cur - P);

@@ -89,6 +89,12 @@ TextGeneration::TextGeneration(LlamaForCausalLMImpl& lm, const at::Tensor& input
 
 TextGeneration::~TextGeneration() { lm_.model->direct_calls = previous_direct_; }
 
+void check_prompt_scores(const at::Tensor& scores) {
+  TORCH_CHECK_VALUE(!at::isnan(scores).any().item<bool>(),
+                    "generate(): the prompt's logits are NaN: non-finite pixel_values or inputs_embeds, or NaN "
+                    "weights; nothing can be generated from them");
+}
+
 at::Tensor TextGeneration::logits_step() {
   const bool first = generated_ == 0;
   if (options_.use_cache && !first) {  // one new token per row, against the cache
@@ -132,6 +138,7 @@ at::Tensor TextGeneration::next() {
   if (done_) return {};
   at::NoGradGuard no_grad;
   at::Tensor scores = logits_step().select(1, -1).to(at::kFloat);
+  if (generated_ == 0) check_prompt_scores(scores);
   at::Tensor token = choose(scores);
   token = at::where(unfinished_, token, at::full_like(token, options_.pad_token_id));
   sequences_ = at::cat({sequences_, token.unsqueeze(1)}, 1);

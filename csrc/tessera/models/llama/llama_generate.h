@@ -44,6 +44,9 @@ struct GenerationStart {
 };
 GenerationStart start_generation(const LlamaForCausalLMImpl& lm, const at::Tensor& input_ids,
                                  const at::Tensor& attention_mask, GenerationOptions options);
+/// Refuses a prompt whose last logits hold NaN: a NaN input (pixel values, embeddings) or weight
+/// reaches every logit of the prompt, and argmax or sampling would still pick tokens from it.
+void check_prompt_scores(const at::Tensor& scores);
 /// transformers' logits processors before any choice: repetition penalty over `sequences`, then
 /// MinNewTokensLength (stop ids at -inf while fewer than min_new_tokens are new).
 at::Tensor process_scores(at::Tensor scores, const at::Tensor& sequences, const GenerationOptions& options,
