@@ -56,6 +56,28 @@ def test_zero_shot_matches_plain_loop():
     assert int(out["confusion"].sum()) == n
 
 
+def test_metrics_refuse_non_finite_scores():
+    """topk ranks NaN arbitrarily: a diverged model was scored anyway (zero-shot, both retrieval
+    metrics, probe features). Each now names what held NaN and in how many rows."""
+    from tessera.eval import multi_caption_recall
+
+    torch.manual_seed(0)
+    model = _Linear()
+    with torch.no_grad():
+        model.w[0, 0] = float("nan")
+    batches = [{"pixel_values": torch.randn(7, 3, 2, 2), "labels": torch.randint(0, 5, (7,))}]
+    with pytest.raises(ValueError, match="zero-shot scores: 7 of 7 rows hold NaN or inf"):
+        zero_shot_evaluate(model, batches, F.normalize(torch.randn(5, 4), dim=-1))
+    img, txt = F.normalize(torch.randn(4, 3), dim=-1), F.normalize(torch.randn(4, 3), dim=-1)
+    img[2, 1] = float("inf")
+    with pytest.raises(ValueError, match="retrieval scores \\(image rows\\): 1 of 4 rows"):
+        recall_at_k(img, txt, ["a", "b", "c", "d"])
+    with pytest.raises(ValueError, match="retrieval scores \\(image rows\\): 1 of 4 rows"):
+        multi_caption_recall(img, txt, [0, 1, 2, 3])
+    img[2, 1] = 0.5
+    assert set(recall_at_k(img, txt, ["a", "b", "c", "d"])) >= {"image_to_text_R@1"}
+
+
 @pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"), reason="no Fashion-MNIST")
 def test_eval_cli_on_a_checkpoint(tmp_path):
     import tessera

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..io import read_json
+from .finite import require_finite
 
 KINDS = ("coco", "flickr30k", "annotations")
 
@@ -136,7 +137,7 @@ def multi_caption_recall(image_embeds: torch.Tensor, text_embeds: torch.Tensor, 
     k_max = max(ks)
     i2t_rank = torch.empty(n_img, dtype=torch.long)  # rank of the best-placed own caption
     for s in range(0, n_img, block):
-        scores = sim(image_embeds[s:s + block], text_embeds).float()
+        scores = require_finite(sim(image_embeds[s:s + block], text_embeds).float(), "retrieval scores (image rows)")
         top = scores.topk(min(k_max, n_txt), dim=1).indices
         own = owner[top] == torch.arange(s, s + scores.shape[0]).unsqueeze(1)
         i2t_rank[s:s + scores.shape[0]] = torch.where(own.any(1), own.float().argmax(1), k_max)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import data as tdata
+from .finite import require_finite
 
 Features = Callable[[torch.Tensor], torch.Tensor]
 
@@ -67,7 +68,7 @@ def extract(features: Features, dataset, image_size: int, count: int, batch_size
                 break
     finally:
         loader.stop()
-    return torch.cat(xs)[:count], torch.cat(ys)[:count]
+    return require_finite(torch.cat(xs)[:count], "probe features (image rows)"), torch.cat(ys)[:count]
 
 
 def linear_probe(train_x, train_y, test_x, test_y, weight_decay: float = 1e-4, steps: int = 200) -> float:

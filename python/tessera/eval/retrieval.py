@@ -8,6 +8,8 @@ from typing import Dict, Iterable, List, Sequence
 import torch
 import torch.nn.functional as F
 
+from .finite import require_finite
+
 
 @torch.no_grad()
 def embed_pairs(model, batches: Iterable[Dict], tokenizer, context_length: int = 77, max_images: int = 0):
@@ -31,6 +33,7 @@ def recall_at_k(image_embeds: torch.Tensor, text_embeds: torch.Tensor, captions:
     ids = {c: i for i, c in enumerate(dict.fromkeys(captions))}
     cap_id = torch.tensor([ids[c] for c in captions])
     sim = score(image_embeds, text_embeds) if score is not None else image_embeds @ text_embeds.T
+    require_finite(sim, "retrieval scores (image rows)")
     out: Dict[str, float] = {}
     for name, s in (("image_to_text", sim), ("text_to_image", sim.T)):
         k_max = min(max(ks), s.shape[1])

@@ -9,6 +9,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from .finite import require_finite
+
 
 @torch.no_grad()
 def zero_shot_classifier(model, tokenizer, class_names: Sequence[str], templates: Sequence[str],
@@ -44,7 +46,7 @@ def zero_shot_evaluate(model, batches: Iterable[Dict[str, torch.Tensor]], classi
     for batch in batches:
         pixels = batch["pixel_values"].to(device)
         labels = batch["labels"]
-        logits = score(image_features(pixels), classifier)
+        logits = require_finite(score(image_features(pixels), classifier), "zero-shot scores")
         top5 = logits.topk(min(5, n_cls), dim=-1).indices.cpu()
         correct1 += int((top5[:, 0] == labels).sum())
         correct5 += int((top5 == labels[:, None]).any(-1).sum())

@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from ..eval import zero_shot_evaluate
+from ..eval.finite import require_finite
 from ..models.blip2_pretraining import Blip2ForPretraining
 from .clip_task import ClipData
 from .image_data import image_dataset, image_loader, template_captions
@@ -198,13 +199,13 @@ class Blip2PretrainTask(Task):
             scores = best_query_score(model.itc_image_features(emb), class_feats)                  # [B, C]
             other = (labels + torch.randint(1, C, labels.shape, generator=g).to(device)) % C
             pairs = torch.cat([labels, other])
-            p = model.itm_scores(emb.repeat(2, 1, 1), first_ids[pairs], first_mask[pairs])
+            p = require_finite(model.itm_scores(emb.repeat(2, 1, 1), first_ids[pairs], first_mask[pairs]), "ITM scores")
             itm_right += int((p[: len(px)] > 0.5).sum() + (p[len(px):] <= 0.5).sum())
             itm_right_prior += int((p[: len(px)] > 1 / 3).sum() + (p[len(px):] <= 1 / 3).sum())
             top_sim, top = scores.topk(k, -1)                                                  # [B, k]
             match = model.itm_logits(emb.repeat_interleave(k, 0), first_ids[top.reshape(-1)],
                                      first_mask[top.reshape(-1)])[:, 1].view(-1, k)
-            rerank = match + top_sim
+            rerank = require_finite(match + top_sim, "ITM re-ranking scores")
             rerank_right += int((top.gather(1, rerank.argmax(-1, keepdim=True)).squeeze(1) == labels).sum())
             if captioned < 200:
                 caps = model.caption(emb[:50], DEC, SEP, L)
