@@ -77,6 +77,28 @@ def write_manifest(folder: str) -> Dict[str, Dict[str, object]]:
     return files
 
 
+def refresh_model_files(folder: str) -> None:
+    """After `save_pretrained` or `tessera convert` rewrote a checkpoint's model files in place
+    (config.json, the weights, adapter/): their entries are recomputed and those of files that
+    are gone dropped, so the manifest stays true for the rest of the folder. A stale manifest made
+    the rewritten model fail to load as "damaged". No manifest, nothing to do."""
+    try:
+        files = read_manifest(folder)
+    except CheckpointDamaged:
+        return  # already reported as damage on load; not this writer's to repair
+    if files is None:
+        return
+    def rewritten(rel: str) -> bool:
+        return _is_model_file(rel) or rel.startswith("adapter/")
+
+    present = [r for r in _files_under(folder) if rewritten(r)]
+    kept = {r: v for r, v in files.items() if not rewritten(r)}
+    digests = _hash_all(folder, present)
+    kept.update({r: {"size": os.path.getsize(os.path.join(folder, r)), ALGORITHM: digests[r]} for r in present})
+    doc = {"algorithm": ALGORITHM, "files": kept, "manifest_" + ALGORITHM: _listing_digest(kept)}
+    _C.core.write_file_atomic(os.path.join(folder, MANIFEST), (json.dumps(doc, indent=1) + "\n").encode())
+
+
 def read_manifest(folder: str) -> Optional[Dict[str, Dict[str, object]]]:
     """The manifest's file table, or None when the checkpoint has none (written before tessera
     checksummed checkpoints). A manifest that cannot be read or whose own digest does not match

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import sys
 from typing import List, Optional
 
@@ -117,14 +118,25 @@ def _convert(args) -> int:
     import torch
 
     from . import _C
+    from .checksums import refresh_model_files
     from .models.pretrained import read_config
 
-    state = torch.load(args.src, map_location="cpu", weights_only=True)
+    # Everything is read and checked before anything is written: a failure leaves DST as it was.
+    config = read_config(args.config)
+    try:
+        state = torch.load(args.src, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
+        raise ValueError(f"{args.src}: not a PyTorch state-dict file that loads with weights_only=True "
+                         f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{args.src}: holds a {type(state).__name__}, not a state dict (a mapping of names to tensors)")
     state = {k: v.contiguous() for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if not state:
+        raise ValueError(f"{args.src}: holds no tensors")
     os.makedirs(args.dst, exist_ok=True)
     _C.core.save_safetensors(os.path.join(args.dst, "model.safetensors"), state, {"format": "pt"})
-    config = read_config(args.config)
     _C.core.write_file_atomic(os.path.join(args.dst, "config.json"), (json.dumps(config, indent=2) + "\n").encode())
+    refresh_model_files(args.dst)
     print(f"wrote {len(state)} tensors to {args.dst}")
     return 0
 

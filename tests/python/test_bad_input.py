@@ -244,7 +244,7 @@ def test_config_non_integer_hidden_size(checkpoint, value):
     (checkpoint / "config.json").write_text(json.dumps(config))
     if value is None:
         # null means "not set" (transformers' defaults): the default 768 then mismatches the weights.
-        with pytest.raises(RuntimeError, match="vision_model"):
+        with pytest.raises(ValueError, match="of another shape .vision_model"):
             tessera.from_pretrained(str(checkpoint))
         return
     with pytest.raises(ValueError) as e:
@@ -274,7 +274,7 @@ def test_checkpoint_wrong_shape_names_key_and_shapes(checkpoint):
     tensors = {k: v.clone() for k, v in tensors.items()}
     tensors["text_projection.weight"] = torch.zeros(8, 17)
     _C.core.save_safetensors(path, tensors, meta)
-    with pytest.raises(RuntimeError) as e:
+    with pytest.raises(ValueError) as e:
         tessera.from_pretrained(str(checkpoint))
     msg = str(e.value)
     assert "text_projection.weight" in msg and "[8, 17]" in msg and "[8, 16]" in msg
@@ -286,7 +286,7 @@ def test_checkpoint_missing_and_extra_keys(checkpoint):
     tensors = {k: v.clone() for k, v in tensors.items() if k != "logit_scale"}
     tensors["vision_model.surplus"] = torch.zeros(1)
     _C.core.save_safetensors(path, tensors, meta)
-    with pytest.raises(RuntimeError) as e:
+    with pytest.raises(ValueError) as e:
         tessera.from_pretrained(str(checkpoint))
     assert "logit_scale" in str(e.value) and "vision_model.surplus" in str(e.value)
 

@@ -457,3 +457,72 @@ def test_generation_refuses_a_nan_weight(lm):
         model.model.norm.weight[3] = float("nan")
     with pytest.raises(ValueError, match="prompt's logits are NaN"):
         model.generate(torch.ones(1, 4, dtype=torch.long), max_new_tokens=2)
+
+
+# ---- class: a writer that leaves a folder inconsistent --------------------------------------------
+def _clip_copy(fixture_dir, tmp_path):
+    import shutil
+    d = tmp_path / "clip"
+    shutil.copytree(fixture_dir("clip"), d)
+    for f in d.iterdir():
+        f.chmod(0o644)
+    return d
+
+
+def test_convert_checks_everything_before_it_writes(fixture_dir, tmp_path):
+    """`tessera convert` replaced model.safetensors and only then read --config: a missing or
+    non-object config left another model's weights beside the old config."""
+    import hashlib
+    from tessera.cli import main
+    dst = _clip_copy(fixture_dir, tmp_path)
+    digest = lambda: hashlib.sha256((dst / "model.safetensors").read_bytes()).hexdigest()  # noqa: E731
+    before = digest()
+    weights = tmp_path / "llama.pt"
+    torch.save({"w": torch.ones(2)}, weights)
+    (tmp_path / "list.json").write_text("[]")
+    (tmp_path / "garbage.pt").write_bytes(b"not a pickle")
+    torch.save([torch.ones(2)], tmp_path / "list.pt")
+    for argv in ([str(weights), str(dst), "--config", str(tmp_path / "none.json")],
+                 [str(weights), str(dst), "--config", str(tmp_path / "list.json")],
+                 [str(tmp_path / "garbage.pt"), str(dst), "--config", str(dst / "config.json")],
+                 [str(tmp_path / "list.pt"), str(dst), "--config", str(dst / "config.json")]):
+        assert main(["convert", *argv]) == 2
+        assert digest() == before
+    tessera.from_pretrained(str(dst))
+
+
+def test_saving_over_a_checkpoint_keeps_its_manifest_true(fixture_dir, tmp_path):
+    """A trainer checkpoint lists every file's checksum: save_pretrained into it (load, change,
+    save back) left the manifest stale, and the folder no longer loaded ("damaged")."""
+    from tessera import checksums
+    d = _clip_copy(fixture_dir, tmp_path)
+    (d / "trainer_state.pt").write_bytes(b"state")
+    checksums.write_manifest(str(d))
+    model = tessera.from_pretrained(str(d))
+    with torch.no_grad():
+        model.logit_scale.add_(1.0)
+    model.save_pretrained(str(d), max_shard_size=20000)  # sharded: the single file goes away
+    again = tessera.from_pretrained(str(d))
+    assert torch.equal(again.logit_scale, model.logit_scale)
+    listed = checksums.read_manifest(str(d))
+    assert "model.safetensors" not in listed and "model.safetensors.index.json" in listed
+    (d / "trainer_state.pt").write_bytes(b"STATE")  # the rest of the folder is still protected
+    with pytest.raises(checksums.CheckpointDamaged, match="trainer_state.pt"):
+        checksums.verify_checkpoint(str(d))
+
+
+@pytest.mark.parametrize("text", ["[]", "null", '"clip"', "3", b"\xff\xfe{}"])
+def test_a_config_that_is_not_an_object_is_named(tmp_path, text):
+    (tmp_path / "config.json").write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(ValueError, match="config.json"):
+        tessera.from_pretrained(str(tmp_path))
+
+
+def test_a_config_beyond_the_machine_is_named(fixture_dir, tmp_path):
+    import json as _json
+    d = _clip_copy(fixture_dir, tmp_path)
+    config = _json.loads((d / "config.json").read_text())
+    config["text_config"]["vocab_size"] = 10**12
+    (d / "config.json").write_text(_json.dumps(config))
+    with pytest.raises(ValueError, match="config.json: the model it describes does not fit in memory"):
+        tessera.from_pretrained(str(d))

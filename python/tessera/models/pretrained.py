@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from .. import _C
-from .weights import apply_key_aliases, fill_tied, load_weights, save_weights
+from ..io import read_json
+from .weights import apply_key_aliases, check_state_fits, fill_tied, load_weights, save_weights
 
 
 def read_config(path: str) -> Dict[str, Any]:
@@ -17,11 +18,11 @@ def read_config(path: str) -> Dict[str, Any]:
     file = os.path.join(path, "config.json") if os.path.isdir(path) else path
     if not os.path.exists(file):
         raise FileNotFoundError(f"no config.json at {file}")
-    with open(file, encoding="utf-8") as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"invalid JSON in {file}: {e}") from None
+    config = read_json(file, "a model config (a JSON object)")
+    if not isinstance(config, dict):
+        raise ValueError(f"{file}: a model config must be a JSON object, got {type(config).__name__} "
+                         f"{json.dumps(config)[:60]}")
+    return config
 
 
 class PreTrainedModel(nn.Module):
@@ -76,11 +77,16 @@ class PreTrainedModel(nn.Module):
         verify_model_files(path)
         config, from_parent = cls._own_config(read_config(path), path)
         previous = _C.nn.set_init_enabled(False)  # every parameter is loaded next: skip random init
+        file = os.path.join(path, "config.json") if os.path.isdir(path) else path
         try:
             model = cls(config, **kwargs)
         except ValueError as e:  # name the file: the C++ message names only the key
-            file = os.path.join(path, "config.json") if os.path.isdir(path) else path
             raise ValueError(f"{file}: {e}") from e
+        except RuntimeError as e:  # sizes beyond the machine: the allocator's message names no key
+            if "allocate" not in str(e):
+                raise
+            raise ValueError(f"{file}: the model it describes does not fit in memory ({str(e).splitlines()[0][:160]}); "
+                             "check its sizes (vocab_size, hidden_size, intermediate_size, layers)") from None
         finally:
             _C.nn.set_init_enabled(previous)
         # Assign the memory-mapped tensors instead of copying them (peak memory ~1x the
@@ -92,6 +98,8 @@ class PreTrainedModel(nn.Module):
             if not state:
                 raise ValueError(f"{path}: no weights of {cls.__name__} in this {from_parent!r} checkpoint")
         state = {k: v.to(dtypes[k]) if k in dtypes and v.dtype != dtypes[k] else v for k, v in state.items()}
+        # One line naming the folder and the first misfits, not torch's key-by-key list.
+        check_state_fits(fill_tied(state, cls.tied_weights), model, f"{path} (with its config.json)")
         model.load_state_dict(state, strict=True, assign=True)
         return model.eval()  # as transformers does: call .train() to fine-tune
 
@@ -131,6 +139,9 @@ class PreTrainedModel(nn.Module):
         tensors = {k: v.detach().contiguous() for k, v in state.items() if k not in self.tied_weights}
         save_weights(path, tensors, max_shard_size)
         _C.core.write_file_atomic(os.path.join(path, "config.json"), data)
+        from ..checksums import refresh_model_files
+
+        refresh_model_files(path)  # a trainer checkpoint's manifest now lists the new files
 
     @property
     def dtype(self) -> torch.dtype:

@@ -115,9 +115,11 @@ def check_state_fits(state: Mapping[str, torch.Tensor], model: torch.nn.Module, 
     """Refuses, in one line, a state dict that does not fit `model` (torch's strict load would list
     every key): counts of missing, unexpected and mis-shaped tensors and the first few of each."""
     own = model.state_dict()
+    shape = lambda t: list(t.shape)  # noqa: E731
     groups = [("missing", [k for k in own if k not in state]),
               ("unexpected", [k for k in state if k not in own]),
-              ("of another shape", [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)])]
+              ("of another shape", [f"{k} {shape(state[k])}, the model's {shape(own[k])}" for k in own
+                                    if k in state and tuple(state[k].shape) != tuple(own[k].shape)])]
     parts = []
     for label, keys in groups:
         if keys:
