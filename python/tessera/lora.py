@@ -12,10 +12,11 @@ layout (transformers 5's module tree, the default, or the checkpoint files' name
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -55,6 +56,8 @@ def apply_lora(model, target_modules: Union[str, Sequence[str]], r: int = 8, lor
     argument: LLaVA's `multi_modal_projector`), which train whole and are saved with the adapter."""
     checked = from_mapping(AdapterConfig, dict(target_modules=target_modules, r=r, lora_alpha=lora_alpha,
                                                lora_dropout=lora_dropout, use_rslora=use_rslora), "apply_lora()")
+    if isinstance(modules_to_save, str):  # one name, not its characters
+        modules_to_save = [modules_to_save]
     modules_to_save = check_value(List[str], list(modules_to_save), "apply_lora(): modules_to_save")
     r, lora_alpha, lora_dropout, use_rslora = checked.r, checked.lora_alpha, checked.lora_dropout, checked.use_rslora
     linears = _linear_nodes(model)
@@ -192,9 +195,16 @@ class AdapterConfig:
     def validate(self, where: str) -> None:
         require(self.peft_type == "LORA", f"{where}: peft_type {self.peft_type!r}: only LORA is supported")
         require(self.r >= 1, f"{where}: r must be >= 1, got {self.r}")
-        require(self.lora_alpha > 0, f"{where}: lora_alpha must be > 0, got {self.lora_alpha}")
+        require(math.isfinite(self.lora_alpha) and self.lora_alpha > 0,
+                f"{where}: lora_alpha must be a finite number > 0, got {self.lora_alpha}")
         require(0 <= self.lora_dropout < 1, f"{where}: lora_dropout must be in [0, 1), got {self.lora_dropout}")
         require(bool(self.target_modules), f"{where}: target_modules is empty")
+        if isinstance(self.target_modules, str):  # PEFT: a string is a regular expression
+            try:
+                re.compile(self.target_modules)
+            except re.error as e:
+                raise ValueError(f"{where}: target_modules {self.target_modules!r} is not a valid regular "
+                                 f"expression ({e})") from None
 
 
 #: PEFT options that change what an adapter computes; tessera implements only their defaults, so
@@ -217,37 +227,52 @@ def read_adapter_config(path: str) -> AdapterConfig:
     return from_mapping(AdapterConfig, data, path, lenient=True)
 
 
+def _planned_shapes(model, targets, r: int, saved: Sequence[str]) -> Dict[str, Tuple[int, ...]]:
+    """The adapter tensors apply_lora would add for `targets` (and those of `modules_to_save`),
+    with their shapes, computed without changing the model."""
+    linears = _linear_nodes(model)
+    shapes: Dict[str, Tuple[int, ...]] = {}
+    for path in sorted(p for p in linears if _matches(p, targets)):
+        out_features, in_features = linears[path].weight.shape
+        shapes[f"{path}.lora_A.weight"], shapes[f"{path}.lora_B.weight"] = (r, in_features), (out_features, r)
+    for key, value in model.state_dict().items():
+        if ".lora_" not in key and _in_modules(key, saved):
+            shapes[key] = tuple(value.shape)
+    return shapes
+
+
 def load_adapter(model, path: str) -> List[str]:
     """Applies the folder's LoRA config to `model` and loads its weights (PEFT's files; either
-    key layout the model's key aliases know)."""
-    config_path = os.path.join(path, CONFIG)
+    key layout the model's key aliases know). Everything is checked before the model changes: a
+    refused adapter leaves it as it was."""
+    config_path, weights_path = os.path.join(path, CONFIG), os.path.join(path, WEIGHTS)
     if not os.path.isfile(config_path):
         raise FileNotFoundError(f"{path}: no {CONFIG} (not a PEFT adapter folder)")
     config = read_adapter_config(config_path)
+    if not os.path.isfile(weights_path):
+        raise FileNotFoundError(f"{path}: no {WEIGHTS}")
     targets = config.target_modules
     if isinstance(targets, list):  # full paths in either layout map onto ours, as keys do
         mapped = _aliased_paths(model, targets)
         targets = sorted({mapped.get(t, t) for t in targets})
     saved = [_aliased_module(model, m) for m in config.modules_to_save or []]
-    chosen = apply_lora(model, targets, config.r, config.lora_alpha, config.lora_dropout, config.use_rslora,
-                        modules_to_save=saved)
-    if not os.path.isfile(os.path.join(path, WEIGHTS)):
-        raise FileNotFoundError(f"{path}: no {WEIGHTS}")
-    raw, _ = _C.core.load_safetensors(os.path.join(path, WEIGHTS))
+    raw, _ = _C.core.load_safetensors(weights_path)
     state = {k[len(PREFIX):] if k.startswith(PREFIX) else k: v for k, v in raw.items()}
     state = {re.sub(r"\.(lora_[AB])\.default\.", r".\1.", k): v for k, v in state.items()}
-    own = adapter_state_dict(model)
-    state = apply_key_aliases(state, own, getattr(model, "key_aliases", []))
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    planned = _planned_shapes(model, targets, config.r, saved)
+    state = apply_key_aliases(state, planned, getattr(model, "key_aliases", []))
+    missing, unexpected = sorted(set(planned) - set(state)), sorted(set(state) - set(planned))
     if missing or unexpected:
-        raise ValueError(f"{path}/{WEIGHTS}: adapter keys do not fit the model: missing {missing[:3]}, "
+        raise ValueError(f"{weights_path}: adapter keys do not fit the model: missing {missing[:3]}, "
                          f"unexpected {unexpected[:3]}")
-    bad = [k for k, p in own.items() if state[k].shape != p.shape]
+    bad = [k for k, shape in planned.items() if tuple(state[k].shape) != shape]
     if bad:  # copy_ would broadcast a [1, n] tensor into [r, n] without a word
-        raise ValueError(f"{path}/{WEIGHTS}: {bad[0]} has shape {list(state[bad[0]].shape)}, the model's adapter "
-                         f"{list(own[bad[0]].shape)} (r={config.r}); {len(bad)} tensor(s) differ")
+        raise ValueError(f"{weights_path}: {bad[0]} has shape {list(state[bad[0]].shape)}, the model's adapter "
+                         f"{list(planned[bad[0]])} (r={config.r}); {len(bad)} tensor(s) differ")
+    chosen = apply_lora(model, targets, config.r, config.lora_alpha, config.lora_dropout, config.use_rslora,
+                        modules_to_save=saved)
     with torch.no_grad():
-        for k, p in own.items():
+        for k, p in adapter_state_dict(model).items():
             p.copy_(state[k].to(p.dtype))
     return chosen
 

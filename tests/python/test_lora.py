@@ -2,6 +2,9 @@
 the adapters train, rsLoRA's scale; adapters written by `peft` load onto tessera's LLaMA and LLaVA
 (transformers 5's in-memory key layout) with equal outputs, and tessera's adapters load in
 `peft` onto transformers' LLaMA with equal outputs; a pattern that matches nothing is an error."""
+import json
+import shutil
+
 import pytest
 import torch
 
@@ -163,3 +166,56 @@ def test_peft_llava_adapter_with_modules_to_save_loads_onto_tessera(fixture_dir,
 def test_a_pattern_matching_nothing_is_an_error():
     with pytest.raises(ValueError, match="match no linear layer"):
         lora.apply_lora(tessera.LlamaForCausalLM(LLAMA), ["query_key_value"])
+
+
+@pytest.mark.parametrize("alpha", [float("inf"), float("-inf")])
+def test_an_infinite_alpha_is_refused(alpha):
+    """alpha = inf made every merged weight inf, with finite meaningless logits, and was written
+    back to adapter_config.json as the non-standard `Infinity`."""
+    with pytest.raises(ValueError, match="lora_alpha must be a finite number"):
+        lora.apply_lora(tessera.LlamaForCausalLM(LLAMA), ["q_proj"], r=4, lora_alpha=alpha)
+
+
+def test_a_bad_pattern_is_a_value_error_naming_it(tmp_path):
+    with pytest.raises(ValueError, match="not a valid regular expression"):
+        lora.apply_lora(tessera.LlamaForCausalLM(LLAMA), "(q_proj")
+    model = tessera.LlamaForCausalLM(LLAMA)
+    lora.apply_lora(model, ["q_proj"], r=4)
+    lora.save_adapter(model, str(tmp_path))
+    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    (tmp_path / "adapter_config.json").write_text(json.dumps({**config, "target_modules": "("}))
+    with pytest.raises(ValueError, match="adapter_config.json: target_modules '\\(' is not a valid"):
+        lora.load_adapter(tessera.LlamaForCausalLM(LLAMA), str(tmp_path))
+
+
+def test_modules_to_save_as_one_name():
+    model = tessera.LlamaForCausalLM(LLAMA)
+    lora.apply_lora(model, ["q_proj"], r=4, modules_to_save="lm_head")
+    assert model.lora_config["modules_to_save"] == ["lm_head"] and model.lm_head.weight.requires_grad
+
+
+def test_a_refused_adapter_leaves_the_model_as_it_was(tmp_path):
+    """load_adapter applied LoRA before it checked the weights file: a refused adapter left the
+    model carrying zero adapters, and loading a good one next failed ("already has a LoRA adapter")."""
+    torch.manual_seed(0)
+    source = tessera.LlamaForCausalLM(LLAMA)
+    lora.apply_lora(source, ["q_proj", "v_proj"], r=4)
+    _randomize_adapters(source)
+    good = tmp_path / "good"
+    lora.save_adapter(source, str(good))
+    wrong_r, no_weights = tmp_path / "r8", tmp_path / "none"
+    shutil.copytree(good, wrong_r)
+    config = json.loads((good / "adapter_config.json").read_text())
+    (wrong_r / "adapter_config.json").write_text(json.dumps({**config, "r": 8}))
+    shutil.copytree(good, no_weights)
+    (no_weights / "adapter_model.safetensors").unlink()
+    model = tessera.LlamaForCausalLM(LLAMA)
+    model.load_state_dict({k: v for k, v in source.state_dict().items() if ".lora_" not in k})
+    names = [n for n, _ in model.named_parameters()]
+    for bad, error in ((wrong_r, ValueError), (no_weights, FileNotFoundError)):
+        with pytest.raises(error):
+            lora.load_adapter(model, str(bad))
+        assert [n for n, _ in model.named_parameters()] == names and not getattr(model, "lora_config", None)
+    lora.load_adapter(model, str(good))
+    ids = torch.randint(0, 60, (2, 7))
+    torch.testing.assert_close(model(ids).logits, source(ids).logits, rtol=0, atol=0)
