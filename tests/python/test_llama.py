@@ -163,3 +163,10 @@ def test_bad_config_is_a_clear_error():
         tessera.LlamaForCausalLM({**SMALL, "rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4, "factor": 2.0}})
     with pytest.raises(ValueError, match="not a multiple of num_key_value_heads 3"):
         tessera.LlamaForCausalLM({**SMALL, "num_key_value_heads": 3})
+    # A rope_theta of 0 or below gave inf/NaN frequencies and finite garbage logits; a list where
+    # rope_parameters belongs was ignored.
+    for rope in ({"rope_parameters": {"rope_type": "default", "rope_theta": 0.0}}, {"rope_theta": -5.0}):
+        with pytest.raises(ValueError, match="rope_theta must be > 0"):
+            tessera.LlamaForCausalLM({**SMALL, **rope})
+    with pytest.raises(ValueError, match="rope_parameters must be an object"):
+        tessera.LlamaForCausalLM({**SMALL, "rope_parameters": [1]})

@@ -15,6 +15,10 @@ nn::RopeScaling read_rope(const nlohmann::json& j, const std::string& where, int
   nn::RopeScaling rope;
   // transformers 5: rope_parameters {rope_type, rope_theta, factor, ...}; before: rope_theta at the
   // top and rope_scaling {type | rope_type, factor, ...} (null = default).
+  for (const char* key : {"rope_parameters", "rope_scaling"}) {  // null means the default; a list was ignored
+    TORCH_CHECK_VALUE(!j.contains(key) || j[key].is_object() || j[key].is_null(), where, ": ", key,
+                      " must be an object (or null), got ", j[key].dump().substr(0, 60));
+  }
   const bool v5 = j.contains("rope_parameters") && j["rope_parameters"].is_object();
   const nlohmann::json params = v5 ? j["rope_parameters"]
                                    : (j.contains("rope_scaling") && j["rope_scaling"].is_object() ? j["rope_scaling"]
@@ -34,6 +38,10 @@ nn::RopeScaling read_rope(const nlohmann::json& j, const std::string& where, int
   rope.original_max_position_embeddings = r.get_int("original_max_position_embeddings", max_positions);
   TORCH_CHECK_VALUE(rope.rope_type == "default" || rope.factor > 0, at, ": factor must be positive, got ",
                     rope.factor);
+  // theta is the base of the rotary frequencies theta^(-2i/d): at 0 or below they are inf or NaN,
+  // and the attention scores garbage without an error.
+  TORCH_CHECK_VALUE(rope.theta > 0, v5 && r.has("rope_theta") ? at : where, ": rope_theta must be > 0, got ",
+                    rope.theta);
   return rope;
 }
 
