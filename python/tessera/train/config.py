@@ -5,6 +5,7 @@ a value out of range is an error naming it (a typo must never be silently ignore
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -42,8 +43,12 @@ class OptimConfig:
     in_backward: bool = False
 
     def validate(self, where: str) -> None:
-        _check(self.lr > 0, f"{where}.lr must be > 0, got {self.lr}")
-        _check(self.weight_decay >= 0, f"{where}.weight_decay must be >= 0, got {self.weight_decay}")
+        # inf passes the schema (grad_clip: .inf means "log the norm, never clip"); here it would
+        # make every weight inf or NaN at the first update.
+        _check(math.isfinite(self.lr) and self.lr > 0, f"{where}.lr must be a finite number > 0, got {self.lr}")
+        _check(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+               f"{where}.weight_decay must be a finite number >= 0, got {self.weight_decay}")
+        _check(math.isfinite(self.eps) and self.eps > 0, f"{where}.eps must be a finite number > 0, got {self.eps}")
         _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
                f"{where}.betas must be two numbers in [0, 1), got {self.betas}")
         _check(0 <= self.warmup_fraction <= 1, f"{where}.warmup_fraction must be in [0, 1], got {self.warmup_fraction}")
@@ -52,7 +57,8 @@ class OptimConfig:
         _check(self.accumulation_steps >= 1, f"{where}.accumulation_steps must be >= 1, got {self.accumulation_steps}")
         _check(0 < self.layer_decay <= 1, f"{where}.layer_decay must be in (0, 1], got {self.layer_decay}")
         for k, v in self.lr_scales.items():
-            _check(isinstance(v, (int, float)) and v >= 0, f"{where}.lr_scales.{k} must be a number >= 0, got {v!r}")
+            _check(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0,
+                   f"{where}.lr_scales.{k} must be a finite number >= 0, got {v!r}")
         if self.in_backward:  # both need every gradient of the step at once
             _check(self.grad_clip == 0, f"{where}.in_backward needs grad_clip: 0 (clipping by the global norm needs "
                    f"every gradient before the first update), got grad_clip {self.grad_clip}")
