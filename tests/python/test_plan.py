@@ -16,6 +16,7 @@ from tessera.train import build_task, load_recipe
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 RECIPE = str(ROOT / "recipes" / "fashion_mnist_clip.yaml")
+LM_RECIPE = str(ROOT / "recipes" / "fashion_mnist_lm.yaml")
 FMNIST = "/usr/share/datasets/fashion-mnist"
 needs_data = pytest.mark.skipif(not os.path.isdir(FMNIST), reason="dataset-fashion-mnist not installed")
 BIG_VISION = ["model.config.vision_config.image_size=56", "data.image_size=56", "data.batch_size=128",
@@ -148,6 +149,28 @@ def test_plan_cli_text_and_errors(tmp_path, monkeypatch):
     (tmp_path / "toy.yaml").write_text("task: toy_regression\n")
     assert main(["plan", str(tmp_path / "toy.yaml")]) == 2
     assert main(["plan", RECIPE, "--set", "train.steps=-5"]) == 2
+
+
+def test_plan_refuses_what_training_or_torchrun_would(monkeypatch, capsys):
+    """WORLD_SIZE was read unchecked (0 planned "0 processes"); --measure measured one process
+    against a plan for N; an invalid freeze pattern crashed with re.error, and for tasks that
+    cannot model freezing the patterns were ignored without a word."""
+    from tessera.cli import main
+
+    for bad in ("0", "-4", "abc"):
+        monkeypatch.setenv("WORLD_SIZE", bad)
+        assert main(["plan", RECIPE]) == 2
+        assert "WORLD_SIZE must be an integer >= 1" in capsys.readouterr().err
+    monkeypatch.delenv("WORLD_SIZE")
+    assert main(["plan", RECIPE, "--measure", "--world-size", "2"]) == 2
+    assert "launch it with `torchrun --nproc_per_node 2" in capsys.readouterr().err
+    for recipe in (RECIPE, LM_RECIPE):
+        assert main(["plan", recipe, "--set", "model.freeze=['(']"]) == 2
+        assert "'(' is not a regular expression" in capsys.readouterr().err
+    assert main(["plan", LM_RECIPE, "--set", "model.trainable=['zzz']"]) == 2
+    assert "'zzz' matches no parameter" in capsys.readouterr().err
+    assert main(["plan", RECIPE, "--set", "model.freeze=['text_model']"]) == 0
+    assert "not modelled for task 'clip'" in capsys.readouterr().out
 
 
 @needs_data

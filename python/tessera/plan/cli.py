@@ -21,6 +21,36 @@ def _label(p: MemoryPlan) -> str:
             f"batch={s.batch_size}x{s.accumulation}" + (" in_backward" if s.in_backward else ""))
 
 
+def _note_unmodelled_freezing(recipe, shape, plan) -> None:
+    """A task whose shape counts parameters without names cannot apply model.freeze/trainable:
+    the plan says so (its figures are then an upper bound) instead of ignoring them silently, and
+    a pattern that is not a regular expression is refused as training would refuse it."""
+    import re
+
+    patterns = list(recipe.model.freeze) + list(recipe.model.trainable)
+    if not patterns or shape.trainable is not None:
+        return
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise ValueError(f"model.freeze/trainable: {pattern!r} is not a regular expression ({e})") from None
+    plan.notes.append(f"model.freeze / model.trainable are not modelled for task {recipe.task!r}: every parameter "
+                      "is counted as trainable, so gradients and optimizer state are an upper bound")
+
+
+def _env_world_size() -> int:
+    """torchrun's WORLD_SIZE (1 when unset), checked like --world-size."""
+    text = os.environ.get("WORLD_SIZE", "1")
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"the environment's WORLD_SIZE must be an integer >= 1, got {text!r}")
+    return value
+
+
 def format_plan(p: MemoryPlan, table: List[MemoryPlan], fits: List[MemoryPlan], measured=None) -> str:
     s = p.settings
     lines = [f"memory per rank, {s.world_size} process(es) on {s.device}, {p.params / 1e6:.2f} M parameters"
@@ -53,13 +83,17 @@ def run_plan(args) -> int:
     from ..train.tasks import import_modules
     from . import model_shape, settings_for
 
+    running = _env_world_size()
+    world = args.world_size or running
+    if args.measure and world != running:  # a measurement of one setup against a plan of another
+        raise ValueError(f"--measure runs the recipe in this process group ({running} process(es)), but the plan is for "
+                         f"{world}: launch it with `torchrun --nproc_per_node {world} -m tessera plan ... --measure`")
     if args.measure:
         from .measure import ensure_mmap_threshold
 
         ensure_mmap_threshold()
     import_modules(args.imports)
     recipe = load_recipe(args.recipe, args.set)
-    world = args.world_size or int(os.environ.get("WORLD_SIZE", "1"))
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -67,6 +101,7 @@ def run_plan(args) -> int:
     base = settings_for(recipe, shape, world, device)
     plan = plan_memory(shape, base)
     table = variants(shape, base)
+    _note_unmodelled_freezing(recipe, shape, plan)
     fits = None
     if args.device_memory:
         bf16_ok = device == "cuda" or cpu_has_native_bf16()

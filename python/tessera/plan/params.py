@@ -94,8 +94,9 @@ def trainable(params: Params, freeze: Sequence[str] = (), keep: Sequence[str] = 
     """Which parameters train: LoRA's rule (adapters and `modules_to_save`), then the recipe's
     `model.trainable` and `model.freeze` as `apply_freezing` applies them."""
     from ..lora import _in_modules
+    from ..train.freeze import compile_patterns
 
-    keep_rx, drop_rx = [re.compile(p) for p in keep], [re.compile(p) for p in freeze]
+    keep_rx, drop_rx = compile_patterns([n for n, _ in params], freeze, keep)
     out = {}
     for name, _ in params:
         grad = not lora or ".lora_A." in name or ".lora_B." in name or _in_modules(name, modules_to_save)

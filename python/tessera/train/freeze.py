@@ -5,14 +5,16 @@ matches no parameter is an error, never a silent no-op."""
 from __future__ import annotations
 
 import re
-from typing import List, Tuple
+from typing import List, Sequence, Tuple
 
 from torch import nn
 
 
-def apply_freezing(model: nn.Module, freeze: List[str], trainable: List[str]) -> Tuple[int, int]:
-    """Sets requires_grad; returns (trainable, total) parameter counts."""
-    names = [n for n, _ in model.named_parameters()]
+def compile_patterns(names: Sequence[str], freeze: Sequence[str],
+                     trainable: Sequence[str]) -> Tuple[List[re.Pattern], List[re.Pattern]]:
+    """(keep, drop) compiled, each pattern checked to be a regular expression that matches one of
+    `names` (the trainer and `tessera plan` refuse the same recipes)."""
+    compiled = {}
     for where, patterns in (("model.trainable", trainable), ("model.freeze", freeze)):
         for pattern in patterns:
             try:
@@ -21,8 +23,13 @@ def apply_freezing(model: nn.Module, freeze: List[str], trainable: List[str]) ->
                 raise ValueError(f"{where}: {pattern!r} is not a regular expression ({e})") from None
             if not any(rx.search(n) for n in names):
                 raise ValueError(f"{where}: {pattern!r} matches no parameter (names look like {names[0]!r})")
-    keep = [re.compile(p) for p in trainable]
-    drop = [re.compile(p) for p in freeze]
+            compiled[pattern] = rx
+    return [compiled[p] for p in trainable], [compiled[p] for p in freeze]
+
+
+def apply_freezing(model: nn.Module, freeze: List[str], trainable: List[str]) -> Tuple[int, int]:
+    """Sets requires_grad; returns (trainable, total) parameter counts."""
+    keep, drop = compile_patterns([n for n, _ in model.named_parameters()], freeze, trainable)
     for name, p in model.named_parameters():
         if keep and not any(rx.search(name) for rx in keep):
             p.requires_grad_(False)
