@@ -32,6 +32,8 @@ void bind_core(py::module_& m) {
         "Registers every <root>/<family>/configs/<name>.json; returns the names.");
   m.def("load_config_file", &core::load_config_file, py::arg("path"), py::arg("family"),
         "Checks one variant file with the family's validator and registers it under its stem.");
+  m.def("load_config_files", &core::load_config_files, py::arg("files"),
+        "Registers (path, family) variant files all or none; returns their names.");
   m.def("list_families", &core::list_families);
   m.def(
       "validate_config",

@@ -7,13 +7,16 @@ from typing import Any, Dict, List, Optional, Type
 
 from . import registry
 from .models.pretrained import PreTrainedModel, merge_config, read_config
-from .models.weights import load_weights
+from .models.weights import load_fitting, load_weights
 
 
 def register_model_type(model_type: str, cls: Type[PreTrainedModel]) -> None:
     """Lets an extension plug its model class into from_pretrained under `model_type` (see
     registry.register_model). A class registered already keeps its model_type: changing it would
     change what the registry built for the old one."""
+    if not (isinstance(cls, type) and issubclass(cls, PreTrainedModel)):
+        raise TypeError(f"register_model_type({model_type!r}): {cls!r} is not a tessera PreTrainedModel subclass "
+                        "(it needs model_type, architecture, from_pretrained)")
     if cls in registry.registered_classes() and cls.model_type != model_type:
         raise ValueError(f"{cls.__name__} is registered under model_type {cls.model_type!r}: "
                          f"register a subclass under {model_type!r}")
@@ -51,10 +54,12 @@ def create_model(name: str, pretrained: Optional[str] = None, config_overrides: 
     folder). `config_overrides` updates the config recursively; an unknown key is an error that
     lists the valid ones."""
     family, config = registry.variant(name)
+    if config_overrides is not None and not isinstance(config_overrides, dict):
+        raise TypeError(f"create_model({name!r}): config_overrides must be a dict, got {type(config_overrides).__name__}")
     config = merge_config(config, config_overrides)
     if config_overrides:
         registry.validate(family, config, f"create_model({name!r}) config_overrides")
     model = registry.model_class(config, name)(config, **kwargs)
     if pretrained:
-        model.load_state_dict(load_weights(pretrained), strict=True)
+        load_fitting(model, load_weights(pretrained), f"{pretrained} (for create_model({name!r}))")
     return model

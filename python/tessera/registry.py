@@ -101,18 +101,21 @@ def add_model_config(path: str) -> List[str]:
     """open_clip's add_model_config: registers a variant JSON file (named by its stem) or every
     `*.json` in a folder, each checked strictly by its family (found from the file's
     model_type/architectures); create_model then builds it by name. Returns the names added."""
+    from .io import read_json
+
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"add_model_config takes a file or folder path, got {type(path).__name__}")
+    path = os.fspath(path)
     files = sorted(glob.glob(os.path.join(path, "*.json"))) if os.path.isdir(path) else [path]
     if not files:
         raise ValueError(f"{path}: no *.json model configs in this folder")
-    names = []
+    pairs = []
     for file in files:
-        from .io import read_json
-
         config = read_json(file)
         if not isinstance(config, dict):
             raise ValueError(f"{file}: a model config must be a JSON object")
-        names.append(_C.core.load_config_file(file, family_of(model_class(config, file))))
-    return names
+        pairs.append((file, family_of(model_class(config, file))))
+    return _C.core.load_config_files(pairs)  # all or none: a bad file leaves nothing half-registered
 
 
 def list_variants() -> List[str]:

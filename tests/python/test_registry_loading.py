@@ -232,3 +232,46 @@ def test_add_model_config_registers_a_checked_variant(tmp_path):
     other.write_text(json.dumps(dict(model_type="not-a-model")))
     with pytest.raises(ValueError, match=r"other\.json.*not-a-model"):
         tessera.add_model_config(str(other))
+
+
+def test_add_model_config_is_all_or_none_and_names_are_usable(tmp_path):
+    """A folder was registered file by file: a bad second file left the first registered, and
+    the retry then failed with "registered twice". Names nobody could type (`.json`, ` a .json`)
+    were accepted. A pathlib.Path failed in pybind's argument matching."""
+    import json
+    import pathlib
+
+    tiny = dict(architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=40, hidden_size=16,
+                intermediate_size=24, num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=32)
+    folder = tmp_path / "set"
+    folder.mkdir()
+    (folder / "all-or-none-a.json").write_text(json.dumps(tiny))
+    (folder / "all-or-none-b.json").write_text(json.dumps(dict(tiny, foo=1)))
+    with pytest.raises(ValueError, match="foo"):
+        tessera.add_model_config(str(folder))
+    assert "all-or-none-a" not in tessera.list_models()
+    (folder / "all-or-none-b.json").write_text(json.dumps(tiny))
+    assert tessera.add_model_config(pathlib.Path(folder)) == ["all-or-none-a", "all-or-none-b"]
+    for odd in (".json", " spaced .json", "a b.json"):
+        (tmp_path / odd).write_text(json.dumps(tiny))
+        with pytest.raises(ValueError, match="not a usable model name"):
+            tessera.add_model_config(str(tmp_path / odd))
+    with pytest.raises(TypeError, match="file or folder path"):
+        tessera.add_model_config(3)
+
+
+def test_create_model_names_misfit_weights_and_bad_arguments(fixture_dir):
+    """create_model(pretrained=) surfaced torch's key-by-key RuntimeError; config_overrides that
+    is not a dict and a class that is not a tessera model failed with AttributeError (the latter
+    leaving model_type set on it)."""
+    with pytest.raises(ValueError, match=r"for create_model\('llama-50m'\)\): its tensors do not fit LlamaForCausalLM"):
+        tessera.create_model("llama-50m", pretrained=str(fixture_dir("clip")))
+    with pytest.raises(TypeError, match="config_overrides must be a dict"):
+        tessera.create_model("llama-50m", config_overrides=[1])
+
+    class Foo:
+        pass
+
+    with pytest.raises(TypeError, match="not a tessera PreTrainedModel subclass"):
+        tessera.register_model_type("foo", Foo)
+    assert not hasattr(Foo, "model_type")

@@ -23,6 +23,9 @@ void register_config(NamedConfig config);
 /// Reads `path` (a JSON object), checks it with `family`'s strict validator and registers it under
 /// the file's stem. Returns the name.
 std::string load_config_file(const std::string& path, const std::string& family);
+/// The same for (path, family) pairs, all or none: every file is read, checked and named (a
+/// usable, new name) before the first is registered. Returns the names in order.
+std::vector<std::string> load_config_files(const std::vector<std::pair<std::string, std::string>>& files);
 /// Registers every `<root>/<family>/configs/<name>.json` (the source tree's csrc/tessera/models or
 /// the installed share/tessera/models). Returns the names added, sorted.
 std::vector<std::string> load_config_dir(const std::string& root);

@@ -10,7 +10,7 @@ from torch import nn
 
 from .. import _C
 from ..io import read_json
-from .weights import apply_key_aliases, check_state_fits, fill_tied, load_weights, save_weights
+from .weights import apply_key_aliases, fill_tied, load_fitting, load_weights, save_weights
 
 
 def read_config(path: str) -> Dict[str, Any]:
@@ -98,9 +98,7 @@ class PreTrainedModel(nn.Module):
             if not state:
                 raise ValueError(f"{path}: no weights of {cls.__name__} in this {from_parent!r} checkpoint")
         state = {k: v.to(dtypes[k]) if k in dtypes and v.dtype != dtypes[k] else v for k, v in state.items()}
-        # One line naming the folder and the first misfits, not torch's key-by-key list.
-        check_state_fits(fill_tied(state, cls.tied_weights), model, f"{path} (with its config.json)")
-        model.load_state_dict(state, strict=True, assign=True)
+        load_fitting(model, state, f"{path} (with its config.json)", assign=True)
         return model.eval()  # as transformers does: call .train() to fine-tune
 
     @classmethod

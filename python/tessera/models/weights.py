@@ -111,6 +111,19 @@ def fill_tied(state: Mapping[str, torch.Tensor], tied: Mapping[str, str]) -> Dic
     return out
 
 
+def load_fitting(model: torch.nn.Module, state: Mapping[str, torch.Tensor], where: str, assign: bool = False) -> None:
+    """model.load_state_dict(state, strict=True); when it fails on keys or shapes, the error is
+    check_state_fits's one line naming `where`, not torch's key-by-key list. (The model's own
+    load_state_dict runs first: it knows its aliases and ties, which a check beforehand would not.)"""
+    try:
+        model.load_state_dict(state, strict=True, assign=assign)
+    except RuntimeError as e:
+        own = model.state_dict()
+        aliased = apply_key_aliases(state, own, getattr(model, "key_aliases", []))
+        check_state_fits(fill_tied(aliased, getattr(model, "tied_weights", {})), model, where)
+        raise ValueError(f"{where}: {str(e).splitlines()[0][:300]}") from e
+
+
 def check_state_fits(state: Mapping[str, torch.Tensor], model: torch.nn.Module, where: str, shown: int = 3) -> None:
     """Refuses, in one line, a state dict that does not fit `model` (torch's strict load would list
     every key): counts of missing, unexpected and mis-shaped tensors and the first few of each."""
