@@ -171,6 +171,9 @@ def test_plan_refuses_what_training_or_torchrun_would(monkeypatch, capsys):
     assert "'zzz' matches no parameter" in capsys.readouterr().err
     assert main(["plan", RECIPE, "--set", "model.freeze=['text_model']"]) == 0
     assert "not modelled for task 'clip'" in capsys.readouterr().out
+    for recipe in (RECIPE, str(ROOT / "recipes" / "fashion_mnist_mae.yaml")):  # the forward would refuse it
+        assert main(["plan", recipe, "--set", "data.image_size=20"]) == 2
+        assert "data.image_size 20 is not a multiple of the patch size 7" in capsys.readouterr().err
 
 
 @needs_data

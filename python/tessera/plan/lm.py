@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Sequence
 
 from .params import Params, add_lora, clip_vision_params, llama_params, mlp_projector_params, trainable
-from .shapes import ModelShape, Stack
+from .shapes import ModelShape, Stack, patch_count
 
 # Bytes kept per token outside the decoder layers besides the logits (fitted with saved-tensor
 # hooks): the final RMSNorm and the head's input per hidden unit, 6 when the head is frozen.
@@ -76,7 +76,7 @@ def llava_shape(c: Dict, tokens: int, images: int, batch_size: int, freeze: Sequ
         params, _ = add_lora(params, linears, lora.target_modules, r)
     grads = trainable(params, freeze, keep, lora=bool(r), modules_to_save=lora.modules_to_save if r else ())
     vsaves = "full" if any(g for n, g in grads.items() if n.startswith("vision_tower.")) else "none"
-    patches = (v["image_size"] // v["patch_size"]) ** 2
+    patches = patch_count(v["image_size"], v["patch_size"], "vision_config.image_size")
     tower = Stack("vision_tower", v["num_hidden_layers"], patches + 1, v["hidden_size"], v["intermediate_size"],
                   v["num_attention_heads"], saves=vsaves, lora_params=_layer0_lora(params, "vision_tower."))
     projector_grad = vsaves != "none" or any(g for n, g in grads.items() if n.startswith("multi_modal_projector."))

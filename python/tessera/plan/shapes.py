@@ -152,3 +152,12 @@ class ModelShape:
 
     def trainable_params(self) -> int:
         return self.params() if self.trainable is None else self.trainable
+
+
+def patch_count(image_size: int, patch_size: int, where: str = "data.image_size") -> int:
+    """Patches of a square image; an image the patches do not tile is refused here, as the model's
+    forward would refuse it at the first step (a plan for a recipe that cannot run is no plan)."""
+    if patch_size <= 0 or image_size <= 0 or image_size % patch_size:
+        raise ValueError(f"{where} {image_size} is not a multiple of the patch size {patch_size}")
+    return (image_size // patch_size) ** 2
+

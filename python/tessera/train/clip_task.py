@@ -98,10 +98,11 @@ class ClipTask(Task):
     def memory_shape(cls, recipe):
         """CLIP for `tessera plan`: the two towers at the recipe's image size and context length."""
         from ..plan import ModelShape, Stack
+        from ..plan.shapes import patch_count
 
         c, d = cls.model_config(recipe), recipe.data
         v, t = c["vision_config"], c["text_config"]
-        patches = (d.image_size // v["patch_size"]) ** 2
+        patches = patch_count(d.image_size, v["patch_size"])
         lv, lt = patches + 1, d.context_length
         stacks = [Stack("vision", v["num_hidden_layers"], lv, v["hidden_size"], v["intermediate_size"],
                         v["num_attention_heads"]),

@@ -111,9 +111,10 @@ class MaskedImageTask(ImageTask):
         """A BEiT encoder with its head for `tessera plan` (a frozen tokenizer or teacher runs
         without gradients and is not counted)."""
         from ..plan import ModelShape, Stack
+        from ..plan.shapes import patch_count
 
         c, d = cls.model_config(recipe), recipe.data
-        n = (d.image_size // c["patch_size"]) ** 2
+        n = patch_count(d.image_size, c["patch_size"])
         h, heads, vocab = c["hidden_size"], c["num_attention_heads"], c["vocab_size"]
         g = c["image_size"] // c["patch_size"]
         table = ((2 * g - 1) ** 2 + 3) * heads

@@ -103,9 +103,10 @@ class MaeTask(ImageTask):
     def memory_shape(cls, recipe):
         """MAE for `tessera plan`: the encoder over the visible patches, the decoder over all."""
         from ..plan import ModelShape, Stack
+        from ..plan.shapes import patch_count
 
         c, d = cls.model_config(recipe), recipe.data
-        n = (d.image_size // c["patch_size"]) ** 2
+        n = patch_count(d.image_size, c["patch_size"])
         keep = int(n * (1 - c["mask_ratio"]))
         h, dh, p2c = c["hidden_size"], c["decoder_hidden_size"], c["patch_size"] ** 2 * c["num_channels"]
         stacks = [Stack("encoder", c["num_hidden_layers"], keep + 1, h, c["intermediate_size"],
