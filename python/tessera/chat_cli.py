@@ -28,6 +28,9 @@ def run_chat(args) -> int:
     from .train.checkpoint import resolve_checkpoint
     from .train.conversation_data import load_pixels
 
+    for flag, value in (("-q/--question", args.question), ("--template", args.template), ("--tokenizer", args.tokenizer)):
+        if value is not None and not value.strip():  # an empty value was ignored or answered with nothing
+            raise ValueError(f"{flag}: empty")
     folder = resolve_checkpoint(args.checkpoint, "chat checkpoint")
     data = _recipe_data(folder)
     tokenizer_path = args.tokenizer or data.get("tokenizer")
@@ -38,6 +41,10 @@ def run_chat(args) -> int:
     model = from_pretrained(folder).eval()
     if model.model_type != "llava":
         raise ValueError(f"{folder}: chat needs a LLaVA model, got model_type {model.model_type!r}")
+    rows = model.config["text_config"]["vocab_size"]
+    if tokenizer.vocab_size > rows:  # its ids would index past the embedding table at the first question
+        raise ValueError(f"tokenizer {tokenizer_path}: {tokenizer.vocab_size} tokens, but the model {folder} embeds "
+                         f"{rows}: is it the tokenizer this model was trained with?")
     size = model.config["vision_config"]["image_size"]
     pixels = load_pixels(args.image, tdata.ImageTransform(tdata.clip_transform(size, train=False)))
     generator = torch.Generator().manual_seed(args.seed)

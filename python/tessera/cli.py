@@ -55,6 +55,8 @@ def _eval(args) -> int:
     if not args.recipe:
         raise ValueError("eval needs --recipe (its task, data and eval sections), or --probe")
     split_file = args.retrieval if isinstance(args.retrieval, str) else None
+    if split_file is not None and not split_file.strip():  # an empty value fell back to plain evaluation
+        raise ValueError("--retrieval: an empty file name (give a split file, or --retrieval alone for the recipe's data)")
     recipe = load_recipe(args.recipe, args.set + (["eval.retrieval=true"] if args.retrieval is True else []))
     from .train.checkpoint import check_eval_checkpoint, resolve_checkpoint
 

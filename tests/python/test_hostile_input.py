@@ -530,3 +530,51 @@ def test_a_config_beyond_the_machine_is_named(fixture_dir, tmp_path):
     (d / "config.json").write_text(_json.dumps(config))
     with pytest.raises(ValueError, match="config.json: the model it describes does not fit in memory"):
         tessera.from_pretrained(str(d))
+
+
+# ---- class: a command-line value that was ignored, or failed without naming itself ---------------
+def test_command_line_values_are_named(fixture_dir, shared_dir, tmp_path, capsys):
+    import json as _json
+    from tessera.cli import main
+    from tessera.eval.caption_retrieval import load_retrieval_split
+    from tessera.train import load_recipe
+
+    split = tmp_path / "split.json"
+    split.write_text(_json.dumps({"images": [{"filename": "a.png", "filepath": 3, "split": "test",
+                                              "sentences": [{"raw": "a"}]}]}))
+    with pytest.raises(ValueError, match="'filepath' must be a string"):
+        load_retrieval_split(str(split))
+    with pytest.raises(ValueError, match="no file named"):
+        load_retrieval_split("coco:")
+    recipe = "recipes/fashion_mnist_clip.yaml"
+    assert main(["eval", str(fixture_dir("clip")), "--recipe", recipe, "--retrieval", ""]) == 2
+    assert "--retrieval: an empty file name" in capsys.readouterr().err
+    (tmp_path / "latin1.yaml").write_bytes(b"task: clip # caf\xe9\n")
+    for path, message in ((tmp_path, "not found"), (tmp_path / "latin1.yaml", "not UTF-8")):
+        with pytest.raises((ValueError, FileNotFoundError), match=message):
+            load_recipe(str(path))
+    with pytest.raises(ValueError, match="must look like section.key=value"):
+        load_recipe(recipe, ["=1"])
+    llava = str(fixture_dir("llava"))
+    spm = str(shared_dir / "assets" / "llama2c_tokenizer.model")
+    for argv, message in ((["-q", "", "--tokenizer", spm], "-q/--question: empty"),
+                          (["-q", "hi", "--tokenizer", spm, "--template", ""], "--template: empty"),
+                          (["-q", "hi", "--tokenizer", spm], "32001 tokens, but the model"),
+                          (["-q", "hi", "--tokenizer", recipe], "not a valid SentencePiece model")):
+        assert main(["chat", llava, *argv]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_model_files_refuse_values_that_fail_later(fixture_dir, tmp_path):
+    import json as _json
+    import shutil
+    model = tessera.from_pretrained(str(fixture_dir("clip")))
+    for size in (0, -1, "0MB"):
+        with pytest.raises(ValueError, match="max_shard_size must be more than 0 bytes"):
+            model.save_pretrained(str(tmp_path / "out"), max_shard_size=size)
+    d = tmp_path / "llava"
+    shutil.copytree(fixture_dir("llava"), d)
+    config = _json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(_json.dumps({**config, "projector_hidden_act": "bogus"}))
+    with pytest.raises(ValueError, match="config.json: .*projector_hidden_act: unknown activation 'bogus'"):
+        tessera.from_pretrained(str(d))

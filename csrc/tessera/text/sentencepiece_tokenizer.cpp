@@ -17,13 +17,13 @@ struct SentencePieceTokenizer::Impl {
 SentencePieceTokenizer::SentencePieceTokenizer(const std::string& model_path)
     : impl_(std::make_unique<Impl>()) {
   // Check first: sentencepiece's own message for a missing file does not say which file.
-  TORCH_CHECK(std::ifstream(model_path, std::ios::binary).good(),
-              "SentencePieceTokenizer: cannot open model file '", model_path, "'");
+  TORCH_CHECK_VALUE(std::ifstream(model_path, std::ios::binary).good(),
+                    "SentencePieceTokenizer: cannot open model file '", model_path, "'");
   impl_->sp.reset(spm_shim::api().new_processor());
   TORCH_CHECK(impl_->sp, "SentencePieceTokenizer: out of memory creating the processor");
   const std::string error = impl_->sp->load(model_path);
-  TORCH_CHECK(error.empty(), "SentencePieceTokenizer: '", model_path,
-              "' is not a valid SentencePiece model: ", error);
+  TORCH_CHECK_VALUE(error.empty(), "SentencePieceTokenizer: '", model_path,
+                    "' is not a valid SentencePiece model: ", error);
 }
 
 SentencePieceTokenizer::~SentencePieceTokenizer() = default;

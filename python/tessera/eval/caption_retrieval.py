@@ -68,7 +68,10 @@ def read_karpathy(path: str, split: str = "test", image_root: Optional[str] = No
             raw = sentence.get("raw") if isinstance(sentence, dict) else None
             captions.append(_caption(raw, f"{where}: sentences[{j}].raw"))
             owner.append(len(images))
-        images.append(os.path.join(root, entry.get("filepath", ""), entry["filename"]))
+        folder = entry.get("filepath", "")
+        if not isinstance(folder, str):
+            raise ValueError(f"{where}: 'filepath' must be a string (a folder under the image root), got {folder!r}")
+        images.append(os.path.join(root, folder, entry["filename"]))
     if not images:
         found = ", ".join(f"{k} ({v})" for k, v in sorted(counts.items())) or "none"
         raise ValueError(f"{path}: no image in split {split!r}; the file's splits: {found}")
@@ -107,6 +110,8 @@ def load_retrieval_split(spec: str, split: str = "test", image_root: Optional[st
     kind, sep, path = spec.partition(":")
     if not sep or kind not in KINDS:
         kind, path = "", spec
+    if not path:
+        raise ValueError(f"retrieval split {spec!r}: no file named (coco:PATH, flickr30k:PATH, annotations:PATH or PATH)")
     if kind in ("coco", "flickr30k"):
         out = read_karpathy(path, split, image_root)
     elif kind == "annotations":

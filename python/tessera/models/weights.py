@@ -23,11 +23,15 @@ _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "M
 def parse_size(size: Union[int, str], what: str = "max_shard_size") -> int:
     """Bytes of "5GB", "500MB", "2GiB" or an int (transformers' max_shard_size spelling)."""
     if isinstance(size, int) and not isinstance(size, bool):
-        return size
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(size))
-    if not m or m.group(2).upper() not in _UNITS:
-        raise ValueError(f"{what}: cannot read {size!r} (examples: 5GB, 500MB, 2GiB, 1000000)")
-    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+        value = size
+    else:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(size))
+        if not m or m.group(2).upper() not in _UNITS:
+            raise ValueError(f"{what}: cannot read {size!r} (examples: 5GB, 500MB, 2GiB, 1000000)")
+        value = int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+    if value <= 0:  # 0 or -1 wrote one shard per tensor without a word
+        raise ValueError(f"{what} must be more than 0 bytes, got {size!r}")
+    return value
 
 
 def load_weights(path: str) -> Dict[str, torch.Tensor]:

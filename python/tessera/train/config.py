@@ -149,7 +149,7 @@ def apply_overrides(values: Dict[str, Any], overrides: Optional[List[str]]) -> D
 
     for item in overrides or []:
         key, sep, raw = item.partition("=")
-        if not sep:
+        if not sep or not all(part.strip() for part in key.split(".")):
             raise ValueError(f"override {item!r} must look like section.key=value")
         node = values
         *parents, leaf = key.split(".")
@@ -165,11 +165,13 @@ def load_recipe(path: str, overrides: Optional[List[str]] = None) -> Recipe:
     """Reads a YAML recipe; `overrides` are `section.key=value` strings (YAML-parsed values)."""
     import yaml
 
-    with open(path, encoding="utf-8") as f:
-        try:
-            values = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            raise ValueError(f"{path}: invalid YAML: {e}") from None
+    from ..io import read_text
+
+    text = read_text(path, "a recipe (YAML)")  # a folder or bytes that are not UTF-8 are named, not a traceback
+    try:
+        values = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: invalid YAML: {e}") from None
     if not isinstance(values, dict):
         raise ValueError(f"{path}: a recipe is a mapping of sections, got {type(values).__name__}")
     return recipe_from_dict(apply_overrides(values, overrides), path)
