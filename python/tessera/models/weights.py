@@ -56,6 +56,8 @@ def save_weights(path: str, tensors: Mapping[str, torch.Tensor], max_shard_size:
     Returns the files written."""
     limit = parse_size(max_shard_size)
     os.makedirs(path, exist_ok=True)
+    if not os.access(path, os.W_OK):  # the C++ writer would say it as a RuntimeError
+        raise PermissionError(f"{path}: the folder is not writable; nothing was written")
     meta = {"format": "pt"}
     total = sum(_nbytes(t) for t in tensors.values())
     if total <= limit:
