@@ -167,7 +167,7 @@ def _one_line_errors() -> tuple:
     from .train.checkpoint import CheckpointWriteError
     from .train.run_lock import RunFolderLocked
 
-    return ValueError, FileNotFoundError, CheckpointWriteError, RunFolderLocked
+    return ValueError, FileNotFoundError, PermissionError, CheckpointWriteError, RunFolderLocked
 
 
 def main(argv: Optional[List[str]] = None) -> int:
