@@ -160,3 +160,30 @@ def test_under_autocast_the_rule_reads_autocasts_dtype():
     assert torch.equal(out, ref)
     assert [t.dtype for t in grads] == [torch.float32, torch.float32, torch.bfloat16]
     assert all(torch.equal(a, b) for a, b in zip(grads, ref_grads))
+
+
+def test_rows_that_see_no_key_give_zeros_as_sdpa():
+    """A boolean row without a true averaged the masked keys (SDPA gives 0); an all -inf row gave
+    NaN on the decoding kernel and 0 elsewhere; causal with more queries than keys gave the rows
+    before the first key an output. Each is now SDPA's zeros, and their gradients zero too."""
+    F = torch.nn.functional
+    torch.manual_seed(0)
+    q = torch.rand(2, 2, 3, 4, requires_grad=True)
+    k, v = torch.rand(2, 2, 5, 4), torch.rand(2, 2, 5, 4)
+    mask = torch.rand(2, 1, 3, 5) > 0.4
+    mask[0, 0, 1] = False
+    out = tessera.ops.attention(q, k, v, mask=mask)
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, attn_mask=mask), rtol=0, atol=1e-6)
+    assert torch.equal(out[0, :, 1], torch.zeros(2, 4))
+    out.sum().backward()
+    assert torch.equal(q.grad[0, :, 1], torch.zeros(2, 4))
+    blocked = torch.full((2, 1, 1, 5), float("-inf"))
+    one = q[:, :, :1].detach()
+    torch.testing.assert_close(tessera.ops.attention(one, k, v, mask=blocked),
+                               F.scaled_dot_product_attention(one, k, v, attn_mask=blocked), rtol=0, atol=0)
+    q5 = torch.rand(2, 2, 5, 4)
+    out = tessera.ops.attention(q5, k[:, :, :3], v[:, :, :3], causal=True)
+    assert torch.equal(out[:, :, :2], torch.zeros(2, 2, 2, 4))
+    sees = torch.ones(5, 3, dtype=torch.bool).tril(-2)  # aligned to the last key: row i sees keys <= i - 2
+    torch.testing.assert_close(out[:, :, 2:], F.scaled_dot_product_attention(q5, k[:, :, :3], v[:, :, :3],
+                                                                              attn_mask=sees)[:, :, 2:])

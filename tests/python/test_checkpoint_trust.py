@@ -254,3 +254,40 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(small_disk, tmp_p
         fit(out, resume=True, steps=4)
     assert os.listdir(out / "checkpoints") == ["step-00000002"]
     assert verify_checkpoint(str(step_dir(out, 2)))
+
+
+def test_a_torn_metrics_line_does_not_stop_a_resume(run, capsys):
+    """metrics.jsonl is appended, so a crash can tear its last line: resume refused with the JSON
+    parser's message (no file), and a list or a string step crashed with a traceback."""
+    with open(run / "metrics.jsonl", "ab") as f:
+        f.write(b'[1, 2]\n{"step": "x"}\n\xff\xfe\n{"step": 3, "loss": 1')
+    fit(run, resume=True, steps=6)
+    assert "dropped 4 row(s)" in capsys.readouterr().err
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(isinstance(r["step"], int) for r in rows) and max(r["step"] for r in rows) == 6
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: [s], "not a tessera trainer state"),
+    (lambda s: {k: v for k, v in s.items() if k != "format_version"}, "not a tessera trainer state"),
+    (lambda s: {**s, "step": -5}, "step must be an integer >= 0"),
+    (lambda s: {**s, "step": "4"}, "step must be an integer >= 0"),
+    (lambda s: {**s, "world_size": 0}, "world_size must be an integer >= 1"),
+    (lambda s: {k: v for k, v in s.items() if k != "scheduler"}, "scheduler must be"),
+    (lambda s: {**s, "data": []}, "data must be a non-empty list"),
+    (lambda s: {**s, "rng": [[]]}, "rng must be a non-empty list"),
+])
+def test_an_edited_trainer_state_is_refused_by_field(run, edit, message):
+    """A state edited and re-signed (its checksums rewritten) trained from step -5, or failed with
+    KeyError/IndexError/AttributeError deep in the resume."""
+    ckpt = step_dir(run, 4)
+    state = torch.load(ckpt / "trainer_state.pt", weights_only=True)
+    torch.save(edit(state), ckpt / "trainer_state.pt")
+    write_manifest(str(ckpt))
+    with pytest.raises(ValueError, match=message):
+        fit(run, resume=True, steps=6)
+
+
+def test_resume_without_a_checkpoint_says_it_starts_over(tmp_path, capsys):
+    fit(tmp_path / "typo", resume=True, steps=2)
+    assert "holds no checkpoint yet; starting at step 0" in capsys.readouterr().out

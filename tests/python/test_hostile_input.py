@@ -578,3 +578,43 @@ def test_model_files_refuse_values_that_fail_later(fixture_dir, tmp_path):
     (d / "config.json").write_text(_json.dumps({**config, "projector_hidden_act": "bogus"}))
     with pytest.raises(ValueError, match="config.json: .*projector_hidden_act: unknown activation 'bogus'"):
         tessera.from_pretrained(str(d))
+
+
+# ---- class: an op or a loader that read past what it was given -------------------------------------
+def test_decode_linear_checks_its_bias_and_out_dtype():
+    """A 1-element or 0-d bias was read as out_features floats: heap garbage, NaN, and at 1M rows
+    a segmentation fault."""
+    from tessera import ops
+    x, w = torch.rand(2, 8), torch.rand(3, 8)
+    for bias in (torch.zeros(1), torch.tensor(1.0), torch.ones(4), torch.ones(1, 3), torch.ones(3, dtype=torch.long)):
+        with pytest.raises(ValueError, match=r"bias must be a CPU floating \[3\]"):
+            ops.decode_linear(x, w, bias)
+    with pytest.raises(ValueError, match="out_dtype must be a floating type"):
+        ops.decode_linear(x, w, torch.ones(3), out_dtype=torch.int32)
+    torch.testing.assert_close(ops.decode_linear(x, w, torch.ones(3)), torch.nn.functional.linear(x, w, torch.ones(3)))
+
+
+def test_data_objects_refuse_what_they_would_misread(tmp_path):
+    from tessera.data import DataLoader, FashionMNIST, ImageFolder
+    from tessera.data.transforms import ImageTransform, clip_transform
+    import os as _os
+    if not _os.path.isdir("/usr/share/datasets/fashion-mnist"):
+        pytest.skip("no Fashion-MNIST")
+    loader = DataLoader(FashionMNIST(split="test"), batch_size=64, num_workers=0, transform=clip_transform(28))
+    state = loader.state_dict()
+    for bad, error, message in (({}, ValueError, "no 'epoch'"), (None, TypeError, "a state dict"),
+                                ({**state, "epoch": 0.9}, ValueError, "epoch must be an integer in"),
+                                ({**state, "epoch": 2 ** 70, "batches": 0}, ValueError, None),
+                                ({**state, "rank": 1, "world_size": 1}, ValueError, "rank=1")):
+        with pytest.raises(error, match=message):
+            loader.load_state_dict(bad)
+    for kw in ({"std": (float("nan"), 1.0, 1.0)}, {"mean": (float("inf"), 0.0, 0.0)}):
+        with pytest.raises(ValueError, match="must be finite"):
+            ImageTransform(clip_transform(8, **kw))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no class subfolder"):
+        ImageFolder(str(tmp_path / "empty"))
+    (tmp_path / "one" / "a").mkdir(parents=True)
+    (tmp_path / "one" / "a" / "x.jpg").write_bytes(b"x")
+    with pytest.raises(ValueError, match="no file with extension .png"):
+        ImageFolder(str(tmp_path / "one"), extensions=".png")  # one extension, not the characters . p n g

@@ -260,3 +260,24 @@ def test_gak_refuses_what_it_would_silently_reinterpret():
     for call, error, message in cases:
         with pytest.raises(error, match=message):
             call()
+
+
+def test_a_second_derivative_is_refused_not_silently_zero():
+    """The backward is not differentiable: with create_graph the gradient came back without a
+    graph, so a gradient penalty added nothing and gradgradcheck failed on the numbers."""
+    x = torch.rand(2, 3, 4, dtype=torch.float64, requires_grad=True)
+    y = torch.rand(2, 4, 5, dtype=torch.float64)
+    for f in (lambda a: ops.soft_dtw(a, 1.0), lambda a: ops.gak(torch.rand(2, 3, 5, dtype=torch.float64) + a[:, :, :1],
+                                                                  y, sigma=0.7)):
+        with pytest.raises(ValueError, match="no second derivative"):
+            torch.autograd.grad(f(x).sum(), x, create_graph=True)
+    (g,) = torch.autograd.grad(ops.soft_dtw(x, 1.0).sum(), x)  # once is fine
+    assert torch.isfinite(g).all()
+
+
+@pytest.mark.parametrize("dtype, gamma", [(torch.float32, 1e-40), (torch.float32, 1e300), (torch.float64, 1e308)])
+def test_gamma_is_checked_in_the_costs_precision(dtype, gamma):
+    """1e-40 passed the float64 check and gave a float32 cost NaN gradients; 1e300 gave -inf."""
+    with pytest.raises(ValueError, match="is outside what a"):
+        ops.soft_dtw(torch.rand(2, 3, 4, dtype=dtype), gamma)
+    assert torch.isfinite(ops.soft_dtw(torch.rand(2, 3, 4, dtype=torch.float64), 1e300)).all()

@@ -35,13 +35,14 @@ bool has_extension(const std::string& name, const std::vector<std::string>& exte
 ImageFolder::ImageFolder(const std::string& root, std::vector<std::string> extensions) {
   for (std::string& e : extensions) e = lower(e);
   std::error_code ec;
-  TORCH_CHECK(fs::is_directory(root, ec), "ImageFolder: '", root, "' is not a folder");
+  TORCH_CHECK_VALUE(fs::is_directory(root, ec), "ImageFolder: '", root, "' is not a folder");
+  TORCH_CHECK_VALUE(!extensions.empty(), "ImageFolder: no file extensions given for '", root, "'");
   for (const fs::directory_entry& e : fs::directory_iterator(root)) {
     if (e.is_directory(ec)) classes_.push_back(e.path().filename().string());
   }
   // Byte order of UTF-8 names is code-point order, i.e. Python's sorted().
   std::sort(classes_.begin(), classes_.end());
-  TORCH_CHECK(!classes_.empty(), "ImageFolder: no class subfolder in '", root, "'");
+  TORCH_CHECK_VALUE(!classes_.empty(), "ImageFolder: no class subfolder in '", root, "'");
   std::vector<std::string> empty;
   for (size_t label = 0; label < classes_.size(); ++label) {
     // (folder, file name) pairs sort like os.walk's folders, then names within a folder.
@@ -73,8 +74,8 @@ ImageFolder::ImageFolder(const std::string& root, std::vector<std::string> exten
     std::string names, exts;
     for (const std::string& c : empty) names += (names.empty() ? "" : ", ") + c;
     for (const std::string& e : extensions) exts += (exts.empty() ? "" : " ") + e;
-    TORCH_CHECK(false, "ImageFolder: no file with extension ", exts, " for the classes ", names,
-                " in '", root, "'");
+    TORCH_CHECK_VALUE(false, "ImageFolder: no file with extension ", exts, " for the classes ", names,
+                      " in '", root, "'");
   }
 }
 

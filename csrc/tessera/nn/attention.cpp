@@ -14,6 +14,11 @@
 #include <cmath>
 
 namespace tessera::nn {
+namespace {
+// attention() after its mask is additive and its blind rows are known.
+at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor m, bool causal,
+                  double dropout_p, std::optional<double> scale);
+}  // namespace
 
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
                      bool causal, double dropout_p, std::optional<double> scale) {
@@ -30,12 +35,29 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   TORCH_CHECK_VALUE(!scale || std::isfinite(*scale), "attention: scale must be finite, got ", *scale);
   const int64_t q_len = q.size(2), k_len = k.size(2);
   at::Tensor m = mask;
+  // Query rows that can see no key give zeros, as SDPA gives them for a boolean mask: a boolean
+  // row without a true, or with `causal` and more queries than keys, the rows before the first
+  // key (the additive form would average the masked keys instead).
+  at::Tensor blind;
   if (m.defined() && !m.is_floating_point()) {
     // SDPA's boolean mask (true: attend) as an additive one; any other integer mask is ambiguous.
     TORCH_CHECK_VALUE(m.scalar_type() == at::kBool, "attention: a mask is additive (floating point) or boolean "
                       "(true: attend), got ", m.scalar_type());
+    blind = m.any(-1, /*keepdim=*/true).logical_not();
     m = additive_mask(m, q.scalar_type());
   }
+  if (causal && q_len > k_len) {
+    at::Tensor before = (at::arange(q_len, q.options().dtype(at::kLong)) < q_len - k_len).view({q_len, 1});
+    blind = blind.defined() ? blind.logical_or(before) : before;
+  }
+  if (blind.defined()) return attend(q, k, v, m, causal, dropout_p, scale).masked_fill(blind, 0);
+  return attend(q, k, v, m, causal, dropout_p, scale);
+}
+
+namespace {
+at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor m, bool causal,
+                  double dropout_p, std::optional<double> scale) {
+  const int64_t q_len = q.size(2), k_len = k.size(2);
   bool is_causal = false;
   // One query at the end of the keys (a decoding step) sees every key: no causal mask to build.
   if (causal && !(q_len == 1 && k_len >= 1)) {
@@ -63,6 +85,7 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   if (step_avoids_cudnn_attention(q, k)) no_cudnn.emplace();
   return at::scaled_dot_product_attention(q, k, v, opt_mask, dropout_p, is_causal, scale, gqa);
 }
+}  // namespace
 
 AttentionImpl::AttentionImpl(AttentionOptions options_, AttentionLayout layout_)
     : Module(layout_.class_name), options(std::move(options_)), layout(std::move(layout_)) {

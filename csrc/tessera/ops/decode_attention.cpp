@@ -45,8 +45,8 @@ TESSERA_INLINE void one_head(const T* q, const T* k, const T* v, const T* mask, 
     top = std::max(top, s);
   }
   std::fill(acc, acc + D, 0.0f);
-  if (top == -std::numeric_limits<float>::infinity()) {  // every key masked: SDPA's answer is NaN
-    for (int64_t d = 0; d < D; ++d) out[d] = static_cast<T>(std::numeric_limits<float>::quiet_NaN());
+  if (top == -std::numeric_limits<float>::infinity()) {  // every key masked: zeros, as ATen's CPU SDPA gives
+    for (int64_t d = 0; d < D; ++d) out[d] = static_cast<T>(0.0f);
     return;
   }
   float total = 0;

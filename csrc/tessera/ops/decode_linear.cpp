@@ -35,6 +35,7 @@ const float* widened(const at::BFloat16* x, int64_t n) {
 at::Tensor run(const at::Tensor& x, const DecodeWeight& w, std::optional<at::ScalarType> out_dtype) {
   const int64_t in = w.in, rows = x.numel() / in;
   const at::ScalarType result = out_dtype.value_or(x.scalar_type());
+  TORCH_CHECK_VALUE(at::isFloatingType(result), "decode_linear: out_dtype must be a floating type, got ", result);
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
   shape.back() = w.out;
   const at::Tensor xc = x.contiguous();
@@ -138,7 +139,10 @@ DecodeWeight decode_weight(const at::Tensor& weight, const at::Tensor& bias) {
   w.data = w.weight_storage.data_ptr();
   w.out = weight.size(0);
   w.in = weight.size(1);
-  if (bias.defined()) {
+  if (bias.defined()) {  // read as `out` floats: a shorter bias was read past its end
+    TORCH_CHECK_VALUE(bias.dim() == 1 && bias.size(0) == w.out && bias.is_floating_point() && bias.device().is_cpu(),
+                      "decode_linear: bias must be a CPU floating [", w.out, "] like the weight's rows, got ",
+                      bias.scalar_type(), " ", bias.sizes());
     w.bias_storage = bias.to(at::kFloat).contiguous();
     w.bias = w.bias_storage.data_ptr<float>();
   }

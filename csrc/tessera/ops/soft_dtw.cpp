@@ -58,6 +58,11 @@ class SoftDtwFunction : public torch::autograd::Function<SoftDtwFunction> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    // The expected-alignment backward is not itself differentiable: with create_graph the gradient
+    // came back without a graph, and a gradient penalty or gradgradcheck silently got zero.
+    TORCH_CHECK_VALUE(!at::GradMode::is_enabled(),
+                      "soft_dtw (and gak) have no second derivative: differentiate them once, without "
+                      "create_graph=True");
     const auto saved = ctx->get_saved_variables();
     detail::SoftDtwTables keep{saved[0], saved[1]};
     at::Tensor grad = kernels_for(saved[1]).backward(keep, ctx->saved_data["gamma"].toDouble(), saved[2], saved[3],
@@ -84,6 +89,15 @@ at::Tensor soft_dtw(const at::Tensor& cost, double gamma, const at::Tensor& x_le
   const bool single = cost.dim() == 2;
   const at::Tensor c = single ? cost.unsqueeze(0) : cost;
   const int64_t B = c.size(0), N = c.size(1), M = c.size(2);
+  // In the cost's own precision: below its smallest normal, cost / gamma overflows; above
+  // max / (2 (N + M)), gamma times the log of the path count (<= 1.1 (N + M)) does.
+  const bool fp32 = cost.scalar_type() == at::kFloat;
+  const double tiny = fp32 ? std::numeric_limits<float>::min() : std::numeric_limits<double>::min();
+  const double huge = (fp32 ? std::numeric_limits<float>::max() : std::numeric_limits<double>::max()) /
+                      (2.0 * static_cast<double>(N + M));
+  TORCH_CHECK_VALUE(gamma == 0 || (gamma >= tiny && gamma <= huge), "soft_dtw: gamma ", gamma, " is outside what a ",
+                    cost.scalar_type(), " cost of ", N, " x ", M, " can carry: [", tiny, ", ", huge,
+                    "] (or 0, hard DTW)");
   TORCH_CHECK_VALUE(N >= 1 && M >= 1, "soft_dtw: both sequences need at least one step, got cost shape ",
                     cost.sizes());
   TORCH_CHECK_VALUE(!single || !x_lengths.defined(), "soft_dtw: lengths need a batched [B, N, M] cost");

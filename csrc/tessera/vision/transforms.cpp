@@ -140,6 +140,10 @@ Normalize::Normalize(std::vector<double> mean, std::vector<double> std) {
                     "have the same, non-zero length, got ", mean.size(), " and ", std.size());
   for (size_t c = 0; c < mean.size(); ++c) {
     TORCH_CHECK_VALUE(std[c] != 0, "Normalize: std[", c, "] is zero");
+    // torchvision accepts a negative std (it flips the channel); a non-finite one makes every
+    // pixel of the channel NaN or inf.
+    TORCH_CHECK_VALUE(std::isfinite(mean[c]) && std::isfinite(std[c]), "Normalize: mean[", c, "] and std[", c,
+                      "] must be finite, got ", mean[c], " and ", std[c]);
     mean_.push_back(static_cast<float>(mean[c]));
     std_.push_back(static_cast<float>(std[c]));
     // Same float32 steps as ToTensor's div(255) then Normalize's sub_(mean).div_(std).

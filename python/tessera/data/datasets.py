@@ -90,6 +90,8 @@ class ImageFolder(_Dataset):
 
     def __init__(self, root: str | os.PathLike, extensions: Sequence[str] = (".jpg", ".jpeg", ".png")):
         self.root = _require(root, True, "image folder")
+        if isinstance(extensions, str):  # one extension, not its characters (".png" matched any name ending in "g")
+            extensions = [extensions]
         self._cpp = _data.ImageFolder(self.root, [e.lower() for e in extensions])
 
     @property

@@ -23,6 +23,7 @@ import torch
 
 from tessera import _C
 
+from .loader_checks import check_resume
 from .transforms import ImageTransform, TransformOptions, clip_transform
 
 __all__ = ["DataLoader"]
@@ -138,8 +139,12 @@ class DataLoader:
         """Resumes mid-epoch: the next batch is the one that followed when ``state`` was saved.
         Raises ``ValueError`` if the seed, sharding, batch size or dataset size changed, since
         the batches would then differ."""
+        if not isinstance(state, dict):
+            raise TypeError(f"DataLoader.load_state_dict: a state dict (from state_dict()) expected, got "
+                            f"{type(state).__name__}")
+        check_resume("DataLoader", state, len(self))
         mine = self.state_dict()
-        for key in ("seed", "world_size", "batch_size", "shuffle", "dataset_size"):
+        for key in ("seed", "rank", "world_size", "batch_size", "shuffle", "dataset_size"):
             if key in state and int(state[key]) != int(mine[key]):
                 raise ValueError(
                     f"cannot resume: the saved loader had {key}={state[key]}, this one has {mine[key]}"

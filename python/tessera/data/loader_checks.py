@@ -23,8 +23,8 @@ def check_resume(who: str, state: Dict[str, Any], batches_per_epoch: Optional[in
     """`epoch` and `batches` (and `position` where present) are integers >= 0; `batches` at most
     an epoch's batches when that is known."""
     for key in ("epoch", "batches", "position"):
-        if key in state and (not _int(state[key]) or state[key] < 0):
-            raise ValueError(f"{who}: cannot resume: {key} must be an integer >= 0, got {state[key]!r}")
+        if key in state and (not _int(state[key]) or not 0 <= state[key] < 2 ** 62):
+            raise ValueError(f"{who}: cannot resume: {key} must be an integer in [0, 2^62), got {state[key]!r}")
     for key in ("epoch", "batches"):
         if key not in state:
             raise ValueError(f"{who}: cannot resume: the saved state has no {key!r} (keys: {sorted(state)})")

@@ -275,6 +275,8 @@ def load_trainer_state(ckpt_dir: str) -> Dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise ValueError(f"{path}: refused to load: it holds objects other than tensors and plain data ({e})") from None
+    if not isinstance(state, dict) or "format_version" not in state:
+        raise ValueError(f"{path}: not a tessera trainer state (a mapping with a format_version)")
     version = state.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ValueError(f"{path}: checkpoint format version {version!r} is newer than this tessera reads "
@@ -283,7 +285,27 @@ def load_trainer_state(ckpt_dir: str) -> Dict[str, Any]:
         raise ValueError(f"{path}: checkpoint format version {version} (model + optimizer without "
                          f"torch.distributed.checkpoint shards) is older than this tessera resumes "
                          f"({FORMAT_VERSION}); its weights still load with tessera.from_pretrained")
+    _check_state_fields(state, path)
     return state
+
+
+def _check_state_fields(state: Dict[str, Any], path: str) -> None:
+    """The fields resume reads, by type and range: an edited state (its checksums rewritten) trained
+    from step -5, or failed with a KeyError or IndexError deep in the resume."""
+    def count(key: str, least: int) -> None:
+        value = state.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise ValueError(f"{path}: {key} must be an integer >= {least}, got {value!r}")
+
+    count("step", 0)
+    count("skipped_steps", 0)
+    count("world_size", 1)
+    if not isinstance(state.get("scheduler"), dict):
+        raise ValueError(f"{path}: scheduler must be the LR scheduler's state dict, got {type(state.get('scheduler')).__name__}")
+    for key in ("rng", "data"):
+        value = state.get(key)
+        if not isinstance(value, list) or not value or not all(isinstance(v, dict) for v in value):
+            raise ValueError(f"{path}: {key} must be a non-empty list with one mapping per process, got {value!r:.80}")
 
 
 def run_identity(ckpt_dir: str) -> Dict[str, Optional[str]]:
@@ -347,6 +369,7 @@ def resume_checkpoint(out_dir: str, log=print) -> Optional[str]:
     if skipped:
         raise CheckpointDamaged(out_dir, f"no intact checkpoint to resume: all {len(skipped)} are damaged (moved to "
                                          f"damaged-step-*); start without --resume or restore them")
+    log(f"resume: {out_dir} holds no checkpoint yet; starting at step 0")  # a mistyped --out would start over
     return None
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 import warnings
 from contextlib import nullcontext
@@ -130,9 +131,27 @@ class Trainer:
         """On resume, forget rows logged after the checkpoint (they will be logged again)."""
         if not self.info.is_main or not os.path.exists(self.metrics_path):
             return
-        with open(self.metrics_path, encoding="utf-8") as f:
-            rows = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]
-        _C.core.write_file_atomic(self.metrics_path, "".join(rows).encode())
+        with open(self.metrics_path, "rb") as f:
+            lines = f.read().split(b"\n")
+        # A crash mid-append leaves a torn last line; the log is not the checkpoint, so rows that do
+        # not read as {"step": int, ...} are dropped and counted rather than stopping the resume.
+        rows, dropped = [], 0
+        for raw in lines:
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw.decode("utf-8"))
+                row_step = row["step"] if isinstance(row, dict) else None
+            except (ValueError, RecursionError, KeyError):
+                row_step = None
+            if not isinstance(row_step, int) or isinstance(row_step, bool):
+                dropped += 1
+            elif row_step <= step:
+                rows.append(raw + b"\n")
+        if dropped:
+            print(f"resume: {self.metrics_path}: dropped {dropped} row(s) that do not read as a JSON object with an "
+                  "integer step (a line torn by a crash?)", file=sys.stderr)
+        _C.core.write_file_atomic(self.metrics_path, b"".join(rows))
 
     def _autocast(self, evaluation: bool = False):
         # FSDP2's policy casts parameters and forward inputs in training; evaluation calls other
@@ -464,7 +483,9 @@ class Trainer:
         unchanged) and RNGs restart from the seed (`docs/design.md`: resume tolerances)."""
         rank, saved_world = self.info.rank, state.get("world_size", 1)
         data = state["data"][min(rank, len(state["data"]) - 1)]
-        if data and hasattr(loader, "load_state_dict"):
+        if hasattr(loader, "load_state_dict"):
+            if not data:  # the stream would restart at epoch 0 without a word
+                raise ValueError(f"cannot resume: the checkpoint holds no data position for rank {rank}")
             loader.load_state_dict(reshard_data_state(data, loader.state_dict()))
         if saved_world == self.info.world_size:
             set_rng_state(state["rng"][rank])
