@@ -618,3 +618,31 @@ def test_data_objects_refuse_what_they_would_misread(tmp_path):
     (tmp_path / "one" / "a" / "x.jpg").write_bytes(b"x")
     with pytest.raises(ValueError, match="no file with extension .png"):
         ImageFolder(str(tmp_path / "one"), extensions=".png")  # one extension, not the characters . p n g
+
+
+def test_ops_and_datasets_name_what_torch_would_fail_on_deep_inside():
+    from tessera import ops
+    from tessera.data import DataLoader, FashionMNIST
+    import os as _os
+    x, y = torch.rand(2, 3, 5), torch.rand(2, 4, 5)
+    for kw, message in ((dict(sigma=1e300), "gives 2 sigma\\^2 outside"), (dict(delta=1e300), "gives 2 sigma\\^2 outside"),
+                        (dict(sigma=1e-20), "too small for these features")):
+        with pytest.raises(ValueError, match=message):
+            ops.gak(x, y, **kw)
+    flags = torch.ones(2, 3, dtype=torch.bool), torch.ones(2, 4, dtype=torch.bool)
+    with pytest.raises(TypeError, match="one dtype and device"):
+        ops.triple_kernel_cost(x.double(), x, flags[0], y, y, flags[1])
+    with pytest.raises(TypeError, match="one dtype and device"):
+        ops.triple_kernel_cost(x, x, flags[0], y.to("meta"), y, flags[1])
+    with pytest.raises(TypeError, match="must be floating point"):
+        ops.attention(torch.ones(1, 1, 2, 4, dtype=torch.long), torch.ones(1, 1, 2, 4), torch.ones(1, 1, 2, 4))
+    with pytest.raises(ValueError, match="does not broadcast"):
+        ops.attention(torch.rand(1, 2, 3, 4), torch.rand(1, 2, 5, 4), torch.rand(1, 2, 5, 4), mask=torch.rand(1, 1, 3, 4))
+    with pytest.raises(TypeError, match="x_lengths must be an integer tensor, got Bool"):
+        ops.soft_dtw(torch.rand(2, 3, 4), 1.0, (torch.tensor([True, True]), torch.tensor([1, 2])))
+    if _os.path.isdir("/usr/share/datasets/fashion-mnist"):
+        ds = FashionMNIST(split="test")
+        with pytest.raises(IndexError, match="out of range"):
+            ds.source(10 ** 9)
+        with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got True"):
+            DataLoader(ds, batch_size=True)

@@ -31,6 +31,20 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
                         v.size(2) == k.size(2) && k.size(3) == q.size(3),
                     "attention: q ", q.sizes(), ", k ", k.sizes(), " and v ", v.sizes(),
                     " must agree in batch, k and v in heads and length, q and k in head_dim");
+  TORCH_CHECK_TYPE(at::isFloatingType(q.scalar_type()) && at::isFloatingType(k.scalar_type()) &&
+                       at::isFloatingType(v.scalar_type()),
+                   "attention: q, k and v must be floating point, got ", q.scalar_type(), ", ", k.scalar_type(), " and ",
+                   v.scalar_type());
+  if (mask.defined()) {  // SDPA's rule, said with the shapes rather than as an expand failure
+    const std::vector<int64_t> full{q.size(0), q.size(1), q.size(2), k.size(2)};
+    bool fits = mask.dim() <= 4;
+    for (int64_t i = 1; fits && i <= mask.dim(); ++i) {
+      const int64_t have = mask.size(-i), want = full[4 - i];
+      fits = have == 1 || have == want;
+    }
+    TORCH_CHECK_VALUE(fits, "attention: a mask of shape ", mask.sizes(), " does not broadcast to [batch, heads, ",
+                      "queries, keys] = ", at::IntArrayRef(full));
+  }
   TORCH_CHECK_VALUE(dropout_p >= 0 && dropout_p <= 1, "attention: dropout_p must be in [0, 1], got ", dropout_p);
   TORCH_CHECK_VALUE(!scale || std::isfinite(*scale), "attention: scale must be finite, got ", *scale);
   const int64_t q_len = q.size(2), k_len = k.size(2);

@@ -31,18 +31,33 @@ void check_cost(const at::Tensor& c, const char* name) {
 
 /// The bandwidth of each pair: fixed, or delta * sqrt((n + m) / 2).
 at::Tensor bandwidth(const at::Tensor& n, const at::Tensor& m, const GakOptions& o, const at::TensorOptions& opts) {
+  at::Tensor sigma;
   if (o.sigma) {
     TORCH_CHECK_VALUE(*o.sigma > 0 && std::isfinite(*o.sigma), "gak: sigma must be > 0, got ", *o.sigma);
-    return at::full({n.size(0)}, *o.sigma, opts);
+    sigma = at::full({n.size(0)}, *o.sigma, opts.dtype(at::kDouble)).to(opts);
+  } else {
+    TORCH_CHECK_VALUE(o.delta > 0 && std::isfinite(o.delta), "gak: delta must be > 0, got ", o.delta);
+    sigma = o.delta * ((n + m).to(opts.dtype()) / 2).sqrt();
   }
-  TORCH_CHECK_VALUE(o.delta > 0 && std::isfinite(o.delta), "gak: delta must be > 0, got ", o.delta);
-  return o.delta * ((n + m).to(opts.dtype()) / 2).sqrt();
+  // 2 sigma^2 divides every squared distance: it must be a positive finite number in the features'
+  // precision (1e300 failed in at::full's conversion, a delta of 1e300 gave inf silently).
+  const at::Tensor twice_square = 2 * sigma.square();
+  TORCH_CHECK_VALUE(sigma.numel() == 0 || (twice_square.isfinite().all().item<bool>() &&
+                                           (twice_square > 0).all().item<bool>()),
+                    "gak: the bandwidth (", o.sigma ? "sigma " : "delta ", o.sigma ? *o.sigma : o.delta,
+                    ") gives 2 sigma^2 outside what ", opts.dtype(), " features can carry");
+  return sigma;
 }
 
 /// -log K for one set of pairs: soft_dtw(gamma = 1) over phi_sigma.
 at::Tensor neg_log_gak(const at::Tensor& phi, const at::Tensor& sigma, const at::Tensor& n, const at::Tensor& m,
                        bool lengths_given) {
   const at::Tensor scaled = phi / (2 * sigma.square()).view({-1, 1, 1});
+  // A bandwidth small against the distances overflows phi / 2 sigma^2; said here, not as
+  // soft_dtw's "non-finite cost" (the caller passed no cost).
+  TORCH_CHECK_VALUE(scaled.numel() == 0 || scaled.isfinite().all().item<bool>(),
+                    "gak: the bandwidth is too small for these features: phi / (2 sigma^2) overflows; use a larger "
+                    "sigma or delta");
   // log(2 - e^-s) with e^-s in (0, 1]: log1p(1 - e^-s) = log1p(-expm1(-s)), exact for small s.
   const at::Tensor phi_sigma = scaled + at::log1p(-at::expm1(-scaled));
   return lengths_given ? soft_dtw(phi_sigma, 1.0, n, m) : soft_dtw(phi_sigma, 1.0);
@@ -118,6 +133,19 @@ at::Tensor triple_kernel_cost(const at::Tensor& x_first, const at::Tensor& x_sec
   check(ys, M, xs.size(2), "y_second");
   check(xi, N, -1, "x_is_image");
   check(yi, M, -1, "y_is_image");
+  // One floating dtype and one device for the four feature blocks (a meta block beside CPU ones
+  // returned garbage; mixed or integer dtypes failed in matmul or norm without a name).
+  for (const auto& [t, name] : {std::pair{xs, "x_second"}, {yf, "y_first"}, {ys, "y_second"}}) {
+    TORCH_CHECK_TYPE(t.scalar_type() == xf.scalar_type() && t.device() == xf.device(), fn, ": ", name, " is ",
+                     t.scalar_type(), " on ", t.device(), ", x_first ", xf.scalar_type(), " on ", xf.device(),
+                     ": the feature blocks need one dtype and device");
+  }
+  TORCH_CHECK_TYPE(at::isFloatingType(xf.scalar_type()), fn, ": features must be floating point, got ",
+                   xf.scalar_type());
+  for (const auto& [t, name] : {std::pair{xi, "x_is_image"}, {yi, "y_is_image"}}) {
+    TORCH_CHECK_TYPE(t.device() == xf.device(), fn, ": ", name, " is on ", t.device(), ", the features on ",
+                     xf.device());
+  }
   auto unit = [](const at::Tensor& t) { return t / t.norm(2, -1, true).clamp_min(1e-12); };
   // |a - b|^2 = 2 - 2 a.b for unit vectors; clamped at 0 against rounding.
   auto dist = [&](const at::Tensor& a, const at::Tensor& b) {

@@ -7,7 +7,8 @@ namespace tessera::ops {
 at::Tensor checked_lengths(const at::Tensor& len, int64_t B, int64_t limit, const char* fn, const char* name,
                            const at::Tensor& like) {
   if (!len.defined()) return at::full({B}, limit, like.options().dtype(at::kLong));
-  TORCH_CHECK_TYPE(!at::isFloatingType(len.scalar_type()) && !at::isComplexType(len.scalar_type()),
+  TORCH_CHECK_TYPE(!at::isFloatingType(len.scalar_type()) && !at::isComplexType(len.scalar_type()) &&
+                       len.scalar_type() != at::kBool,
                    fn, ": ", name, " must be an integer tensor, got ", len.scalar_type());
   TORCH_CHECK_VALUE(len.dim() == 1 && len.size(0) == B, fn, ": ", name, " must be [", B,
                     "] (one length per pair), got shape ", len.sizes());

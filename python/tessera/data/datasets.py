@@ -42,13 +42,16 @@ class _Dataset:
     def __len__(self) -> int:
         return len(self._cpp)
 
-    def __getitem__(self, index: int) -> Tuple[torch.Tensor, object]:
+    def _index(self, index: int) -> int:
         n = len(self._cpp)
         if index < 0:
             index += n
         if not 0 <= index < n:
             raise IndexError(f"index {index} out of range for {n} samples")
-        image, label, caption = self._cpp.get(index)
+        return index
+
+    def __getitem__(self, index: int) -> Tuple[torch.Tensor, object]:
+        image, label, caption = self._cpp.get(self._index(index))
         return (image, caption) if self._cpp.has_captions else (image, label)
 
     @property
@@ -57,7 +60,7 @@ class _Dataset:
 
     def source(self, index: int) -> str:
         """The file (or ``file#index``) sample ``index`` comes from."""
-        return self._cpp.source(index)
+        return self._cpp.source(self._index(index))
 
 
 class FashionMNIST(_Dataset):

@@ -23,7 +23,7 @@ import torch
 
 from tessera import _C
 
-from .loader_checks import check_resume
+from .loader_checks import check_loader_args, check_resume
 from .transforms import ImageTransform, TransformOptions, clip_transform
 
 __all__ = ["DataLoader"]
@@ -96,6 +96,7 @@ class DataLoader:
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
         self.rank, self.world_size = _distributed_defaults(rank, world_size)
+        check_loader_args("DataLoader", batch_size, self.rank, self.world_size)  # True is not a batch size
         self.dataset = dataset
         self.batch_size = batch_size
         self.shuffle = shuffle
