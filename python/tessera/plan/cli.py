@@ -25,16 +25,11 @@ def _note_unmodelled_freezing(recipe, shape, plan) -> None:
     """A task whose shape counts parameters without names cannot apply model.freeze/trainable:
     the plan says so (its figures are then an upper bound) instead of ignoring them silently, and
     a pattern that is not a regular expression is refused as training would refuse it."""
-    import re
+    from ..train.freeze import compile_patterns
 
-    patterns = list(recipe.model.freeze) + list(recipe.model.trainable)
-    if not patterns or shape.trainable is not None:
+    if not (recipe.model.freeze or recipe.model.trainable) or shape.trainable is not None:
         return
-    for pattern in patterns:
-        try:
-            re.compile(pattern)
-        except re.error as e:
-            raise ValueError(f"model.freeze/trainable: {pattern!r} is not a regular expression ({e})") from None
+    compile_patterns(None, recipe.model.freeze, recipe.model.trainable)
     plan.notes.append(f"model.freeze / model.trainable are not modelled for task {recipe.task!r}: every parameter "
                       "is counted as trainable, so gradients and optimizer state are an upper bound")
 

@@ -5,15 +5,15 @@ matches no parameter is an error, never a silent no-op."""
 from __future__ import annotations
 
 import re
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from torch import nn
 
 
-def compile_patterns(names: Sequence[str], freeze: Sequence[str],
+def compile_patterns(names: Optional[Sequence[str]], freeze: Sequence[str],
                      trainable: Sequence[str]) -> Tuple[List[re.Pattern], List[re.Pattern]]:
     """(keep, drop) compiled, each pattern checked to be a regular expression that matches one of
-    `names` (the trainer and `tessera plan` refuse the same recipes)."""
+    `names` (None: not known, only compiled; the trainer and `tessera plan` refuse the same recipes)."""
     compiled = {}
     for where, patterns in (("model.trainable", trainable), ("model.freeze", freeze)):
         for pattern in patterns:
@@ -21,7 +21,7 @@ def compile_patterns(names: Sequence[str], freeze: Sequence[str],
                 rx = re.compile(pattern)
             except re.error as e:
                 raise ValueError(f"{where}: {pattern!r} is not a regular expression ({e})") from None
-            if not any(rx.search(n) for n in names):
+            if names is not None and not any(rx.search(n) for n in names):
                 raise ValueError(f"{where}: {pattern!r} matches no parameter (names look like {names[0]!r})")
             compiled[pattern] = rx
     return [compiled[p] for p in trainable], [compiled[p] for p in freeze]
