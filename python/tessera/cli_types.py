@@ -41,8 +41,6 @@ def memory_size(text: str) -> int:
 
     try:
         value = parse_size(text, what="memory size")
-    except ValueError as e:
+    except ValueError as e:  # parse_size refuses 0 and below too
         raise argparse.ArgumentTypeError(str(e).partition(": ")[2] or str(e))
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be more than 0 bytes, got {text!r}")
     return value

@@ -35,15 +35,16 @@ def _note_unmodelled_freezing(recipe, shape, plan) -> None:
 
 
 def _env_world_size() -> int:
-    """torchrun's WORLD_SIZE (1 when unset), checked like --world-size."""
+    """torchrun's WORLD_SIZE (1 when unset), checked by --world-size's own type."""
+    import argparse
+
+    from ..cli_types import positive_int
+
     text = os.environ.get("WORLD_SIZE", "1")
     try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ValueError(f"the environment's WORLD_SIZE must be an integer >= 1, got {text!r}")
-    return value
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise ValueError(f"the environment's WORLD_SIZE must be an integer >= 1, got {text!r}") from None
 
 
 def format_plan(p: MemoryPlan, table: List[MemoryPlan], fits: List[MemoryPlan], measured=None) -> str:
