@@ -81,23 +81,21 @@ at::Tensor soft_dtw(const at::Tensor& cost, double gamma, const at::Tensor& x_le
   TORCH_CHECK_TYPE(cost.scalar_type() == at::kFloat || cost.scalar_type() == at::kDouble,
                    "soft_dtw: cost must be float32 or float64, got ", cost.scalar_type(),
                    " (cast a half-precision cost up: the recursion sums N + M terms)");
-  // A subnormal gamma overflows cost / gamma to inf and the soft minimum to NaN; 0 is hard DTW.
-  TORCH_CHECK_VALUE(gamma == 0 || (gamma >= std::numeric_limits<double>::min() && std::isfinite(gamma)),
-                    "soft_dtw: gamma must be 0 (hard DTW) or a normal positive number, got ", gamma);
   TORCH_CHECK_VALUE(x_lengths.defined() == y_lengths.defined(),
                     "soft_dtw: give both x_lengths and y_lengths, or neither");
   const bool single = cost.dim() == 2;
   const at::Tensor c = single ? cost.unsqueeze(0) : cost;
   const int64_t B = c.size(0), N = c.size(1), M = c.size(2);
-  // In the cost's own precision: below its smallest normal, cost / gamma overflows; above
-  // max / (2 (N + M)), gamma times the log of the path count (<= 1.1 (N + M)) does.
+  // One range, in the cost's own precision: below its smallest normal, cost / gamma overflows to
+  // inf and the soft minimum to NaN; above max / (2 (N + M)), gamma times the log of the path count
+  // (<= 1.1 (N + M)) does. 0 is hard DTW; NaN and negatives fail both comparisons.
   const bool fp32 = cost.scalar_type() == at::kFloat;
   const double tiny = fp32 ? std::numeric_limits<float>::min() : std::numeric_limits<double>::min();
   const double huge = (fp32 ? std::numeric_limits<float>::max() : std::numeric_limits<double>::max()) /
                       (2.0 * static_cast<double>(N + M));
-  TORCH_CHECK_VALUE(gamma == 0 || (gamma >= tiny && gamma <= huge), "soft_dtw: gamma ", gamma, " is outside what a ",
-                    cost.scalar_type(), " cost of ", N, " x ", M, " can carry: [", tiny, ", ", huge,
-                    "] (or 0, hard DTW)");
+  TORCH_CHECK_VALUE(gamma == 0 || (gamma >= tiny && gamma <= huge),
+                    "soft_dtw: gamma must be 0 (hard DTW) or a normal positive number that a ", cost.scalar_type(),
+                    " cost of ", N, " x ", M, " can carry, in [", tiny, ", ", huge, "]; got ", gamma);
   TORCH_CHECK_VALUE(N >= 1 && M >= 1, "soft_dtw: both sequences need at least one step, got cost shape ",
                     cost.sizes());
   TORCH_CHECK_VALUE(!single || !x_lengths.defined(), "soft_dtw: lengths need a batched [B, N, M] cost");
