@@ -9,6 +9,7 @@
 #include "tessera/ops/decode_argmax.h"
 #include "tessera/ops/decode_elementwise.h"
 #include "tessera/ops/decode_linear.h"
+#include "tessera/ops/linear_fp32_out.h"
 #include "tessera/ops/decode_linear_kernels.h"
 #include "tessera/ops/gak.h"
 #include "tessera/ops/onednn_linear.h"
@@ -73,6 +74,13 @@ void bind_ops(py::module_& m) {
       py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(), py::arg("out_dtype") = py::none(),
       "x W^T + b for at most 8 rows against a bf16 weight, fp32 accumulation (decode_linear.h).");
   m.def("decode_linear_applies", &ops::decode_linear_applies, py::arg("x"), py::arg("weight"));
+  m.def(
+      "cuda_linear_fp32_out",
+      [](const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+        return without_gil([&] { return ops::cuda_linear_fp32_out(x, weight, bias.value_or(at::Tensor())); });
+      },
+      py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(),
+      "x W^T + b in fp32 from bf16/fp16 CUDA tensors (the LM head while decoding), or None.");
   m.def(
       "linear",
       [](const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {

@@ -227,12 +227,26 @@ def read_adapter_config(path: str) -> AdapterConfig:
     return from_mapping(AdapterConfig, data, path, lenient=True)
 
 
+def _target_paths(model, targets) -> List[str]:
+    return sorted(p for p in _linear_nodes(model) if _matches(p, targets))
+
+
+def _base_weights(model, targets, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Takes out of `state` the base weights PEFT saves beside the adapter of a target named like an
+    embedding layer (`lm_head.base_layer.weight`: the vocabulary may have been resized) and loads
+    back; returned under the target's own weight key."""
+    own = {f"{p}.weight": tuple(_linear_nodes(model)[p].weight.shape) for p in _target_paths(model, targets)}
+    bases = {k[: -len(".base_layer.weight")] + ".weight": state.pop(k)
+             for k in [k for k in state if k.endswith(".base_layer.weight")]}
+    return apply_key_aliases(bases, own, getattr(model, "key_aliases", []))
+
+
 def _planned_shapes(model, targets, r: int, saved: Sequence[str]) -> Dict[str, Tuple[int, ...]]:
     """The adapter tensors apply_lora would add for `targets` (and those of `modules_to_save`),
     with their shapes, computed without changing the model."""
     linears = _linear_nodes(model)
     shapes: Dict[str, Tuple[int, ...]] = {}
-    for path in sorted(p for p in linears if _matches(p, targets)):
+    for path in _target_paths(model, targets):
         out_features, in_features = linears[path].weight.shape
         shapes[f"{path}.lora_A.weight"], shapes[f"{path}.lora_B.weight"] = (r, in_features), (out_features, r)
     for key, value in model.state_dict().items():
@@ -259,21 +273,31 @@ def load_adapter(model, path: str) -> List[str]:
     raw, _ = _C.core.load_safetensors(weights_path)
     state = {k[len(PREFIX):] if k.startswith(PREFIX) else k: v for k, v in raw.items()}
     state = {re.sub(r"\.(lora_[AB])\.default\.", r".\1.", k): v for k, v in state.items()}
+    bases = _base_weights(model, targets, state)
     planned = _planned_shapes(model, targets, config.r, saved)
     state = apply_key_aliases(state, planned, getattr(model, "key_aliases", []))
-    missing, unexpected = sorted(set(planned) - set(state)), sorted(set(state) - set(planned))
+    own = model.state_dict()
+    missing = sorted(set(planned) - set(state))
+    targeted = {f"{p}.weight" for p in _target_paths(model, targets)}
+    unexpected = sorted(set(state) - set(planned)) + [k[: -len(".weight")] + ".base_layer.weight" for k in bases
+                                                      if k not in targeted]
     if missing or unexpected:
         raise ValueError(f"{weights_path}: adapter keys do not fit the model: missing {missing[:3]}, "
                          f"unexpected {unexpected[:3]}")
     bad = [k for k, shape in planned.items() if tuple(state[k].shape) != shape]
+    bad += [k for k, v in bases.items() if v.shape != own[k].shape]
     if bad:  # copy_ would broadcast a [1, n] tensor into [r, n] without a word
-        raise ValueError(f"{weights_path}: {bad[0]} has shape {list(state[bad[0]].shape)}, the model's adapter "
-                         f"{list(planned[bad[0]])} (r={config.r}); {len(bad)} tensor(s) differ")
+        have = {**state, **bases}[bad[0]]
+        want = planned[bad[0]] if bad[0] in planned else own[bad[0]].shape
+        raise ValueError(f"{weights_path}: {bad[0]} has shape {list(have.shape)}, the model's "
+                         f"{list(want)} (r={config.r}); {len(bad)} tensor(s) differ")
     chosen = apply_lora(model, targets, config.r, config.lora_alpha, config.lora_dropout, config.use_rslora,
                         modules_to_save=saved)
     with torch.no_grad():
         for k, p in adapter_state_dict(model).items():
             p.copy_(state[k].to(p.dtype))
+        for k, v in bases.items():
+            model.get_parameter(k).copy_(v.to(model.get_parameter(k).dtype))
     return chosen
 
 

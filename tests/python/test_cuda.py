@@ -297,6 +297,25 @@ def test_greedy_generation_equals_the_cpu(family, fixture_dir):
     assert torch.equal(want[:len(x["greedy"])], x["greedy"])
 
 
+@pytest.mark.skipif(CPU_MODE, reason="a CUDA GEMM's output dtype")
+def test_decoding_logits_of_a_bf16_head_are_fp32():
+    """The head of a bf16 model writes fp32 logits while decoding on CUDA (one GEMM accumulating
+    and writing fp32), as the CPU kernels do, so greedy picks are not decided by bf16 rounding;
+    it stands aside for autograd and autocast, where at::linear's dtype rules hold."""
+    g = torch.Generator(device=DEVICE).manual_seed(0)
+    x = torch.randn(3, 1, 96, device=DEVICE, generator=g).bfloat16()
+    w = torch.randn(1000, 96, device=DEVICE, generator=g).bfloat16()
+    b = torch.randn(1000, device=DEVICE, generator=g).bfloat16()
+    y = tessera._C.ops.cuda_linear_fp32_out(x, w, b)
+    assert y.dtype == torch.float32 and y.shape == (3, 1, 1000)
+    want = x.double() @ w.double().T + b.double()
+    assert (y.double() - want).abs().max() <= 1e-4 * want.abs().max()  # bf16 output would be ~4e-3 off
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        assert tessera._C.ops.cuda_linear_fp32_out(x, w) is None
+    assert tessera._C.ops.cuda_linear_fp32_out(x, w.requires_grad_()) is None
+    assert tessera._C.ops.cuda_linear_fp32_out(x.cpu(), w.detach().cpu()) is None
+
+
 @pytest.mark.skipif(CPU_MODE, reason="which CUDA attention backend a decoding step takes")
 def test_decoding_steps_leave_cudnn_attention_out():
     """cuDNN's attention builds a plan per new key length, so every step of a generation paid one

@@ -79,6 +79,28 @@ def test_peft_adapter_loads_onto_tessera(tmp_path, rslora):
     torch.testing.assert_close(ours(ids).logits, peft_model(input_ids=ids).logits, atol=1e-5, rtol=1e-4)
 
 
+def test_an_adapter_on_the_lm_head_counts_in_forward_training_and_decoding(tmp_path):
+    """The LM head was read by weight, so an adapter on `lm_head` (PEFT allows it) was left out of
+    the logits and never trained, without a word. Now it matches peft in forward, generation with
+    the cache, and its adapter receives gradients."""
+    hf = _hf_llama(tmp_path)
+    cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "lm_head"])
+    peft_model = peft.get_peft_model(hf, cfg)
+    _randomize_adapters(peft_model)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    ours = tessera.from_pretrained(str(tmp_path / "base"))
+    lora.load_adapter(ours, str(tmp_path / "adapter"))
+    ids = torch.randint(0, 60, (2, 9), generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(ours(ids).logits, peft_model(input_ids=ids).logits, atol=1e-5, rtol=1e-4)
+    want = peft_model.generate(input_ids=ids[:1], attention_mask=torch.ones_like(ids[:1]), max_new_tokens=6,
+                               do_sample=False, eos_token_id=None,
+                               pad_token_id=0)
+    assert torch.equal(ours.generate(ids[:1], max_new_tokens=6, eos_token_id=[]), want)
+    ours(ids, labels=ids).loss.backward()
+    head = {n: p.grad for n, p in ours.named_parameters() if n.startswith("lm_head.lora_")}
+    assert len(head) == 2 and all(g is not None and g.abs().sum() > 0 for g in head.values())
+
+
 def test_tessera_adapter_loads_in_peft(tmp_path):
     hf = _hf_llama(tmp_path)
     ours = tessera.from_pretrained(str(tmp_path / "base"))

@@ -2,6 +2,7 @@
 #include "tessera/nn/linear.h"
 
 #include "tessera/ops/decode_linear.h"
+#include "tessera/ops/linear_fp32_out.h"
 #include "tessera/ops/kernel_guard.h"
 #include "tessera/ops/onednn_linear.h"
 
@@ -103,6 +104,8 @@ std::optional<ops::DecodeWeight> LinearImpl::decode_weight(at::ScalarType x_dtyp
 }
 
 std::optional<at::Tensor> LinearImpl::decode(const at::Tensor& x, std::optional<at::ScalarType> out_dtype) const {
+  if (lora_options && !lora_merged) return std::nullopt;
+  if (x.is_cuda()) return out_dtype == at::kFloat ? ops::cuda_linear_fp32_out(x, weight(), bias()) : std::nullopt;
   if (!ops::decode_rows_apply(x, in_features)) return std::nullopt;
   if (std::optional<ops::DecodeWeight> w = decode_weight(x.scalar_type())) return ops::decode_linear(x, *w, out_dtype);
   return std::nullopt;

@@ -43,7 +43,9 @@ class LinearImpl : public Module<LinearImpl> {
   void set_int8_decoding(bool on);
   bool int8_decoding() const { return int8_on_; }
   /// A decoding kernel's result for x when one applies (int8 if set, else the weight's own
-  /// dtype: ops::decode_linear), nullopt otherwise (at::linear's turn).
+  /// dtype: ops::decode_linear; on CUDA, fp32 from a half-precision weight when `out_dtype` asks
+  /// for it: ops::cuda_linear_fp32_out), nullopt otherwise (at::linear's turn), and always with
+  /// an unmerged LoRA adapter.
   std::optional<at::Tensor> decode(const at::Tensor& x, std::optional<at::ScalarType> out_dtype = std::nullopt) const;
   /// The weight (and bias) as that kernel reads them against rows of `x_dtype` (which the caller
   /// has checked with ops::decode_rows_apply), for a caller that runs the product on its own

@@ -7,6 +7,7 @@
 #include "tessera/nn/rotary.h"
 #include "tessera/nn/transformer_block.h"
 #include "tessera/ops/decode_linear.h"
+#include "tessera/ops/linear_fp32_out.h"
 #include "tessera/ops/onednn_linear.h"
 
 #include <ATen/ATen.h>
@@ -120,12 +121,14 @@ CausalLMOutput LlamaForCausalLMImpl::forward(const at::Tensor& input_ids, const 
   if (logits_to_keep > 0 && logits_to_keep < h.size(1)) h = h.slice(1, h.size(1) - logits_to_keep);
   CausalLMOutput out;
   const at::Tensor& head = output_embeddings();
-  // Decoding: the head's kernel (int8 if the head has it), logits accumulated and returned in
-  // fp32 so that greedy picks and beam scores are not decided by bf16 rounding.
+  // Decoding: logits accumulated and returned in fp32 so that greedy picks and beam scores are not
+  // decided by bf16 rounding (the CPU decoding kernel, int8 if the head has it; on CUDA a GEMM that
+  // writes fp32). Otherwise the head module itself runs, its LoRA adapter included.
   std::optional<at::Tensor> decoded;
   if (cache && lm_head) decoded = lm_head->decode(h, at::kFloat);
   else if (cache && ops::decode_linear_applies(h, head)) decoded = ops::decode_linear(h, head, {}, at::kFloat);
-  out.logits = decoded ? *decoded : ops::linear(h, head);
+  else if (cache) decoded = ops::cuda_linear_fp32_out(h, head, {});
+  out.logits = decoded ? *decoded : lm_head ? lm_head->forward(h) : ops::linear(h, head);
   out.hidden_states = std::move(hidden);
   if (labels.defined()) {
     std::tie(out.loss_sum, out.num_tokens) = causal_lm_loss(out.logits, labels);
