@@ -87,6 +87,9 @@ void bind_nn(py::module_& m) {
       py::arg("node"), py::arg("name"), py::arg("tensor"),
       "Points a node's parameter slot at `tensor`; its forward uses it from then on.");
   m.def(
+      "set_training", [](uintptr_t node, bool mode) { node_at(node)->train(mode); }, py::arg("node"),
+      py::arg("mode"), "Sets a node's training flag and its children's (dropout, drop path, batch norms).");
+  m.def(
       "run_layer",
       [](uintptr_t encoder, int64_t index, const at::Tensor& x, const LayerArgs& args) {
         auto& enc = node_as<nn::EncoderImpl>(encoder, "an encoder");

@@ -38,6 +38,14 @@ def _as_parameter(t: torch.Tensor) -> nn.Parameter:
     return t
 
 
+def _train_in_cpp(node, mode: bool) -> None:
+    """A submodule's train()/eval() reaches its C++ module (LAVIS's `visual_encoder.eval()` under a
+    training model): C++ reads each module's own flag."""
+    owner = node._owner() if node._owner is not None else None
+    if owner is not None:  # the address lives as long as the model that owns it
+        _C.nn.set_training(node._cpp_addr, mode)
+
+
 class CppNode(nn.Module):
     """A C++ module that C++ itself calls (never Python): it holds parameters and children."""
 
@@ -68,7 +76,12 @@ class CppNode(nn.Module):
     def _refuse_hook(self, *args, **kwargs):
         raise RuntimeError(
             f"a hook on {self._cpp_path} ({type(self).__name__}) would never fire: C++ runs this module inside "
-            "its layer. Hook the layer (e.g. `...encoder.layers[i]`) or the model instead.")
+            "its parent's forward. Hook a layer (e.g. `...encoder.layers[i]`) or the model instead.")
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        _train_in_cpp(self, mode)
+        return self
 
     register_forward_hook = _refuse_hook
     register_forward_pre_hook = _refuse_hook
@@ -78,6 +91,13 @@ class CppNode(nn.Module):
 
 class CppLayer(nn.Module):
     """A transformer layer: the C++ encoder calls it through `__call__`; the math runs in C++."""
+
+    _owner = None
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        _train_in_cpp(self, mode)
+        return self
 
     def forward(self, hidden_states: torch.Tensor, layer_args: "_C.nn.LayerArgs") -> torch.Tensor:
         self._sync.run()
@@ -275,6 +295,7 @@ class CppModule(nn.Module):
 
     def __deepcopy__(self, memo):
         # A deep copy needs its own C++ module (clone() copies every tensor).
+        self._sync_all()  # C++ may still hold tensors a functional_call passed in
         clone = self.__class__.__new__(self.__class__)
         nn.Module.__init__(clone)
         object.__setattr__(clone, "_cpp", self._cpp.clone())

@@ -206,3 +206,26 @@ def test_layer_hooks_fire_and_functional_call_reaches_cpp(example):
         changed = objective(torch.func.functional_call(model, params, (), inputs))
     assert not torch.allclose(changed, base)
     assert isinstance(model, nn.Module)
+
+
+def test_functional_call_of_every_parameter_trains_them_and_leaves_the_model_as_it_was(example):
+    """torch.func's idiom: every parameter replaced by a plain tensor (not an nn.Parameter), the
+    gradients reach each one read, and the model afterwards, and a deep copy of it, compute with
+    its own weights again (C++ had kept the passed tensors until the next forward)."""
+    import copy
+
+    cls, config, inputs, objective = example
+    torch.manual_seed(0)
+    model = cls(config).eval()
+    with torch.no_grad():
+        base = objective(model(**inputs))
+    params = {k: p.detach().clone().requires_grad_() for k, p in model.named_parameters()}
+    grads = torch.autograd.grad(objective(torch.func.functional_call(model, params, (), inputs)).sum(),
+                                list(params.values()), allow_unused=True)
+    missing = [k for k, g in zip(params, grads) if g is None and not any(re.match(u, k) for u in objective.unread)]
+    assert not missing, f"no gradient for {missing}"
+    with torch.no_grad():
+        torch.func.functional_call(model, {k: p * 0.5 + 0.1 for k, p in params.items()}, (), inputs)
+        copied = copy.deepcopy(model)
+        torch.testing.assert_close(objective(copied(**inputs)), base, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(objective(model(**inputs)), base, atol=1e-6, rtol=1e-6)

@@ -202,6 +202,31 @@ def test_train_eval_propagate_to_cpp(tmp_path):
     assert tower.cpp.is_training()
 
 
+def test_train_eval_of_a_submodule_reaches_its_cpp_module():
+    """LAVIS's pattern, a frozen tower kept in eval mode under a training model: the submodule's
+    flag governs its C++ module (only the root's reached C++ before; dropout ran on without a word).
+    Compared with the whole model's modes, which test_train_eval_propagate_to_cpp checks."""
+    config = tiny_config(text=dict(attention_dropout=0.5), vision=dict(attention_dropout=0.5))
+    model = tessera.CLIPModel(config)
+    ids, mask, px = _batch(config)
+
+    def image_features_twice():
+        with torch.no_grad():
+            return model.get_image_features(px), model.get_image_features(px)
+
+    model.eval()
+    want, _ = image_features_twice()
+    model.train()
+    model.vision_model.eval()
+    a, b = image_features_twice()
+    assert torch.equal(a, want) and torch.equal(b, want), "the tower's dropout ran in eval mode"
+    assert model.text_model.training and model.cpp.is_training()
+    model.eval()
+    model.vision_model.encoder.layers[0].train()  # a layer alone (a CppLayer) is enough for dropout
+    a, b = image_features_twice()
+    assert not torch.equal(a, b), "the layer's dropout stayed off in train mode"
+
+
 def test_requires_grad_false_freezes():
     model = tessera.CLIPModel(CONFIG)
     ids, mask, px = _batch()

@@ -121,7 +121,7 @@ class Blip2ForPretraining(_Blip2Part):
         B = input_ids.shape[0]
         image_feats, text_feat = self._cpp.itc_features(image_embeds, input_ids, attention_mask)
         image_all, text_all = _gather(image_feats, world, True), _gather(text_feat, world, True)
-        temp = _checked_temperature(self.get_parameter("temp"))
+        temp = _checked_temperature(self.temp)  # an attribute: functional_call swaps it
         sim_i2t = torch.einsum("bqe,ne->bnq", image_feats, text_all).amax(-1) / temp   # [B, N]
         sim_t2i = torch.einsum("be,nqe->bnq", text_feat, image_all).amax(-1) / temp    # [B, N]
         own = torch.arange(B, device=input_ids.device) + rank * B  # this rank's pairs among the gathered
