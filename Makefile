@@ -38,17 +38,17 @@ test-python: build
 test: test-cpp test-python
 
 demo: build
-	$(PY) -m tessera.cli train recipes/fashion_mnist_clip.yaml --out runs/demo
-	$(PY) -m tessera.cli train recipes/fashion_mnist_mae.yaml --out runs/demo-mae
+	$(PY) -m tessera.cli train recipes/fashion_mnist_clip.yaml --out runs/demo --overwrite
+	$(PY) -m tessera.cli train recipes/fashion_mnist_mae.yaml --out runs/demo-mae --overwrite
 	@$(MAKE) --no-print-directory llava-stages
 
 # LLaVA on the CLIP demo's vision tower (~3 minutes on 2 cores): instruction data, a tiny LM,
 # stage 1 (projector on captions), stage 2 (projector + LM on questions), then one chat turn.
 llava-stages:
 	$(PY) -m tessera.data.instruct runs/data/llava
-	$(PY) -m tessera.cli train recipes/fashion_mnist_lm.yaml --out runs/demo-lm
-	$(PY) -m tessera.cli train recipes/fashion_mnist_llava_stage1.yaml --out runs/demo-llava1
-	$(PY) -m tessera.cli train recipes/fashion_mnist_llava_stage2.yaml --out runs/demo-llava2
+	$(PY) -m tessera.cli train recipes/fashion_mnist_lm.yaml --out runs/demo-lm --overwrite
+	$(PY) -m tessera.cli train recipes/fashion_mnist_llava_stage1.yaml --out runs/demo-llava1 --overwrite
+	$(PY) -m tessera.cli train recipes/fashion_mnist_llava_stage2.yaml --out runs/demo-llava2 --overwrite
 	$(PY) -m tessera.cli chat runs/demo-llava2 --image runs/data/llava/images/fashion/test/00001.png \
 		-q "What is this item?"
 
@@ -58,27 +58,27 @@ llava-stages:
 blip2: build
 	@test -d runs/demo/checkpoints || $(MAKE) demo
 	@test -d runs/demo-lm/checkpoints || $(MAKE) --no-print-directory llava-stages
-	$(PY) -m tessera.cli train recipes/fashion_mnist_blip2_stage1.yaml --out runs/demo-blip2
-	$(PY) -m tessera.cli train recipes/fashion_mnist_blip2_stage2.yaml --out runs/demo-blip2-stage2
-	$(PY) -m tessera.cli train recipes/fashion_mnist_blip2_instruct.yaml --out runs/demo-blip2-instruct
+	$(PY) -m tessera.cli train recipes/fashion_mnist_blip2_stage1.yaml --out runs/demo-blip2 --overwrite
+	$(PY) -m tessera.cli train recipes/fashion_mnist_blip2_stage2.yaml --out runs/demo-blip2-stage2 --overwrite
+	$(PY) -m tessera.cli train recipes/fashion_mnist_blip2_instruct.yaml --out runs/demo-blip2-instruct --overwrite
 	$(PY) -m tessera.cli chat runs/demo-blip2-instruct --image runs/data/llava/images/fashion/test/00001.png \
 		-q "What is this item?"
 
 llava: build
 	@test -d runs/demo/checkpoints || $(MAKE) demo
 	@test -d runs/demo-llava2/checkpoints || $(MAKE) --no-print-directory llava-stages
-	$(PY) -m tessera.cli train recipes/fashion_mnist_llava_lora.yaml --out runs/demo-llava-lora
+	$(PY) -m tessera.cli train recipes/fashion_mnist_llava_lora.yaml --out runs/demo-llava-lora --overwrite
 
 # Sugar after the demo (its LLaVA is the start, its CLIP and MAE runs give the targets): the
 # interleaved data, Sugar and its L_g-only twin (same data, steps, LoRA), then "What is this item?"
 # through LLaVA's chat evaluation on both (their checkpoints are plain LLaVAs).
 sugar: build
 	@test -d runs/demo/checkpoints || $(MAKE) demo
-	@test -d runs/demo-mae/checkpoints || $(PY) -m tessera.cli train recipes/fashion_mnist_mae.yaml --out runs/demo-mae
+	@test -d runs/demo-mae/checkpoints || $(PY) -m tessera.cli train recipes/fashion_mnist_mae.yaml --out runs/demo-mae --overwrite
 	@test -d runs/demo-llava2/checkpoints || $(MAKE) --no-print-directory llava-stages
 	$(PY) -m tessera.data.interleaved runs/data/interleaved
-	$(PY) -m tessera.cli train recipes/fashion_mnist_sugar.yaml --out runs/demo-sugar
-	$(PY) -m tessera.cli train recipes/fashion_mnist_sugar_lg_only.yaml --out runs/demo-sugar-lg-only
+	$(PY) -m tessera.cli train recipes/fashion_mnist_sugar.yaml --out runs/demo-sugar --overwrite
+	$(PY) -m tessera.cli train recipes/fashion_mnist_sugar_lg_only.yaml --out runs/demo-sugar-lg-only --overwrite
 	$(PY) -m tessera.cli eval runs/demo-sugar --recipe recipes/fashion_mnist_llava_lora.yaml --set eval.max_samples=300
 	$(PY) -m tessera.cli eval runs/demo-sugar-lg-only --recipe recipes/fashion_mnist_llava_lora.yaml --set eval.max_samples=300
 
@@ -86,13 +86,13 @@ sugar: build
 # its tokens, feature-target MIM; ~5 minutes on 2 cores.
 clip-shards: build
 	@test -f runs/data/shards/test-00009.tar || { $(PY) -m tessera.data.shards runs/data/shards --fashion-mnist /usr/share/datasets/fashion-mnist --split train --maxcount 1000 && $(PY) -m tessera.data.shards runs/data/shards --fashion-mnist /usr/share/datasets/fashion-mnist --split test --maxcount 1000; }
-	$(PY) -m tessera.cli train recipes/fashion_mnist_clip_shards.yaml --out runs/demo-clip-shards
+	$(PY) -m tessera.cli train recipes/fashion_mnist_clip_shards.yaml --out runs/demo-clip-shards --overwrite
 
 mim: build
 	@test -d runs/demo/checkpoints || $(MAKE) demo
-	$(PY) -m tessera.cli train recipes/fashion_mnist_vqkd.yaml --out runs/demo-vqkd
-	$(PY) -m tessera.cli train recipes/fashion_mnist_beit.yaml --out runs/demo-beit
-	$(PY) -m tessera.cli train recipes/fashion_mnist_mim_features.yaml --out runs/demo-mimf
+	$(PY) -m tessera.cli train recipes/fashion_mnist_vqkd.yaml --out runs/demo-vqkd --overwrite
+	$(PY) -m tessera.cli train recipes/fashion_mnist_beit.yaml --out runs/demo-beit --overwrite
+	$(PY) -m tessera.cli train recipes/fashion_mnist_mim_features.yaml --out runs/demo-mimf --overwrite
 
 # The linear-probe / k-NN table of docs/results.md.
 results: build

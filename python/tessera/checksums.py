@@ -43,7 +43,7 @@ def file_sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def _files_under(folder: str) -> List[str]:
+def files_under(folder: str) -> List[str]:
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames.sort()
@@ -69,7 +69,7 @@ def _listing_digest(files: Dict[str, Dict[str, object]]) -> str:
 def write_manifest(folder: str) -> Dict[str, Dict[str, object]]:
     """Hashes every file under `folder` (the manifest excluded) and writes the manifest atomically.
     Call it last, once every other file of the checkpoint is complete."""
-    rels = _files_under(folder)
+    rels = files_under(folder)
     digests = _hash_all(folder, rels)
     files = {r: {"size": os.path.getsize(os.path.join(folder, r)), ALGORITHM: digests[r]} for r in rels}
     doc = {"algorithm": ALGORITHM, "files": files, "manifest_" + ALGORITHM: _listing_digest(files)}
@@ -91,7 +91,7 @@ def refresh_model_files(folder: str) -> None:
     def rewritten(rel: str) -> bool:
         return _is_model_file(rel) or rel.startswith("adapter/")
 
-    present = [r for r in _files_under(folder) if rewritten(r)]
+    present = [r for r in files_under(folder) if rewritten(r)]
     kept = {r: v for r, v in files.items() if not rewritten(r)}
     digests = _hash_all(folder, present)
     kept.update({r: {"size": os.path.getsize(os.path.join(folder, r)), ALGORITHM: digests[r]} for r in present})
@@ -110,21 +110,36 @@ def read_manifest(folder: str) -> Optional[Dict[str, Dict[str, object]]]:
         with open(path, "rb") as f:
             doc = json.loads(f.read().decode("utf-8"))
         files = doc["files"]
+        if not isinstance(files, dict):
+            raise TypeError(f"'files' is a {type(files).__name__}, not an object")
         ok = doc.get("algorithm") == ALGORITHM and doc.get("manifest_" + ALGORITHM) == _listing_digest(files)
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
         raise CheckpointDamaged(path, f"the checksum manifest cannot be read ({e}); the file is damaged") from None
     if not ok:
         raise CheckpointDamaged(path, "the checksum manifest does not match its own digest; the file is damaged")
+    for rel, entry in files.items():  # a re-signed manifest of another shape is damage too, not a KeyError
+        inside = isinstance(rel, str) and not os.path.isabs(rel) and ".." not in rel.split("/") and "\\" not in rel
+        if not (inside and isinstance(entry, dict) and type(entry.get("size")) is int
+                and entry["size"] >= 0 and isinstance(entry.get(ALGORITHM), str) and len(entry[ALGORITHM]) == 64):
+            raise CheckpointDamaged(path, f"the checksum manifest's entry {rel!r} is not a path inside the "
+                                          f"checkpoint with {{size, {ALGORITHM}}}; the file is damaged")
     return files
 
 
-def verify_checkpoint(folder: str, only: Optional[Iterable[str]] = None) -> bool:
+def verify_checkpoint(folder: str, only: Optional[Iterable[str]] = None, required: Iterable[str] = ()) -> bool:
     """Checks the files of `folder` against its manifest (all of them, or those of `only` that the
-    manifest lists; `only` names relative paths). Raises CheckpointDamaged naming the first bad
-    file; returns False when there is no manifest to check against, True when all matched."""
+    manifest lists; `only` names relative paths). The `required` files, those about to be read,
+    must be listed: a manifest that leaves one out vouches for nothing. Raises CheckpointDamaged
+    naming the first bad file; returns False when there is no manifest to check against, True
+    when all matched."""
     files = read_manifest(folder)
     if files is None:
         return False
+    unlisted = sorted(set(required) - set(files))
+    if unlisted:
+        raise CheckpointDamaged(os.path.join(folder, unlisted[0]), f"present but not listed in the checkpoint's "
+                                                                    f"{MANIFEST} ({len(unlisted)} such file(s)); the "
+                                                                    f"manifest or the folder was altered")
     wanted = sorted(files) if only is None else sorted(set(only) & set(files))
     for rel in wanted:  # sizes first: cheap, and a truncated file is named without hashing
         path = os.path.join(folder, rel)
@@ -146,16 +161,19 @@ def verify_checkpoint(folder: str, only: Optional[Iterable[str]] = None) -> bool
 
 
 def _is_model_file(rel: str) -> bool:
-    return rel == "config.json" or ("/" not in rel and rel.startswith("model") and
-                                    rel.endswith((".safetensors", ".safetensors.index.json")))
+    """What `save_pretrained` writes and model readers read: config.json, the weights, and a Sugar
+    model's retrieval projector (models/sugar.py) beside them."""
+    return rel in ("config.json", "retrieval_projector.safetensors", "retrieval_projector.json") or (
+        "/" not in rel and rel.startswith("model") and rel.endswith((".safetensors", ".safetensors.index.json")))
 
 
-def verify_model_files(folder: str) -> bool:
-    """For `from_pretrained`: checks config.json and the weight files against the folder's
-    manifest when it has one (a tessera checkpoint); a plain HF folder has none and passes."""
-    if not os.path.isdir(folder):
+def verify_model_files(folder: str, extra: Iterable[str] = ()) -> bool:
+    """For every reader of a model folder (from_pretrained, load_weights: `init.*`, a teacher,
+    create_model(pretrained=)): checks config.json and the weight files, and the `extra` files the
+    caller reads beside them, against the folder's manifest when it has one (a tessera
+    checkpoint); a plain HF folder has none and passes."""
+    if not os.path.isdir(folder) or not os.path.exists(os.path.join(folder, MANIFEST)):
         return False
-    files = read_manifest(folder)
-    if files is None:
-        return False
-    return verify_checkpoint(folder, only=[f for f in files if _is_model_file(f)])
+    present = [f for f in os.listdir(folder) if _is_model_file(f)] + [f for f in extra
+                                                                      if os.path.isfile(os.path.join(folder, f))]
+    return verify_checkpoint(folder, only=present, required=present)

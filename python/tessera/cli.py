@@ -20,7 +20,8 @@ def _train(args) -> int:
 
     import_modules(args.imports)
     try:
-        summary = run(args.recipe, args.out, resume=args.resume, overrides=args.set, progress=not args.quiet)
+        summary = run(args.recipe, args.out, resume=args.resume, overrides=args.set, progress=not args.quiet,
+                      overwrite=args.overwrite)
         shutdown_distributed()
     finally:
         if dist.is_initialized():
@@ -177,6 +178,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     t.add_argument("recipe")
     t.add_argument("--out", default="runs/default")
     t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    t.add_argument("--overwrite", action="store_true", help="start over in an --out holding an earlier run's "
+                   "checkpoints (they are deleted)")
     t.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(fn=_train)

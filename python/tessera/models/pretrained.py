@@ -92,7 +92,7 @@ class PreTrainedModel(nn.Module):
         # Assign the memory-mapped tensors instead of copying them (peak memory ~1x the
         # checkpoint; pages are copied on write only), converted where the dtype differs.
         dtypes = {k: v.dtype for k, v in model.state_dict().items()}
-        state = apply_key_aliases(load_weights(path), dtypes, cls.key_aliases)  # renamed first: converted below too
+        state = apply_key_aliases(load_weights(path, verified=True), dtypes, cls.key_aliases)  # renamed first: converted below too
         if from_parent:
             state = {k: v for k, v in state.items() if k in dtypes}
             if not state:

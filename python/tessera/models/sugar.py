@@ -83,11 +83,13 @@ class SugarModel(nn.Module):
 
         state = self.state_dict() if state_dict is None else state_dict
         own = {k[len("llava."):]: v for k, v in state.items() if k.startswith("llava.")}
-        self.llava.save_pretrained(path, state_dict=own, **kwargs)
         projector = {k[len("retrieval_projector."):]: v.detach().contiguous() for k, v in state.items()
                      if k.startswith("retrieval_projector.")}
+        os.makedirs(path, exist_ok=True)
         _C.core.save_safetensors(os.path.join(path, PROJECTOR_WEIGHTS), projector, {"format": "pt"})
         write_atomic(os.path.join(path, PROJECTOR_CONFIG), json.dumps(self.retrieval_projector.config) + "\n")
+        # last: its refresh of a trainer checkpoint's manifest then covers the projector's files too
+        self.llava.save_pretrained(path, state_dict=own, **kwargs)
 
     @classmethod
     def from_pretrained(cls, path: str) -> "SugarModel":
@@ -95,9 +97,13 @@ class SugarModel(nn.Module):
         from .. import _C
         from ..factory import from_pretrained
 
+        from ..checksums import verify_checkpoint
+
         config_file = os.path.join(path, PROJECTOR_CONFIG)
         if not os.path.isfile(config_file):
             raise FileNotFoundError(f"{path}: no {PROJECTOR_CONFIG}; not a Sugar checkpoint (train task sugar)")
+        own = [PROJECTOR_CONFIG, PROJECTOR_WEIGHTS]  # the LLaVA's files: its from_pretrained checks them
+        verify_checkpoint(path, only=own, required=[f for f in own if os.path.isfile(os.path.join(path, f))])
         with open(config_file, encoding="utf-8") as f:
             config = json.load(f)
         projector = RetrievalProjector(**config)

@@ -34,13 +34,18 @@ def parse_size(size: Union[int, str], what: str = "max_shard_size") -> int:
     return value
 
 
-def load_weights(path: str) -> Dict[str, torch.Tensor]:
+def load_weights(path: str, verified: bool = False) -> Dict[str, torch.Tensor]:
     """Tensors of a checkpoint folder (model.safetensors or sharded), memory-mapped (copy on write)
-    and validated."""
+    and validated; a tessera checkpoint's files are checked against its checksums.json first
+    (unless the caller just `verified` them)."""
+    from ..checksums import verify_model_files
+
     if not os.path.isdir(path):
         raise FileNotFoundError(f"checkpoint folder not found: {path}")
     if not any(os.path.isfile(os.path.join(path, f)) for f in (SINGLE, INDEX)):
         raise FileNotFoundError(f"no checkpoint in {path}: expected {SINGLE} or {INDEX}")
+    if not verified:
+        verify_model_files(path)
     tensors = _C.core.load_checkpoint_dir(path)
     return {k: v for k, v in tensors.items() if not _IGNORED_KEYS.search(k)}
 

@@ -37,7 +37,7 @@ import torch
 import torch.distributed as dist
 
 from .. import _C
-from ..checksums import MANIFEST, CheckpointDamaged, read_manifest, verify_checkpoint, write_manifest
+from ..checksums import MANIFEST, CheckpointDamaged, files_under, read_manifest, verify_checkpoint, write_manifest
 from ..models.weights import save_weights
 from .distributed import rank0_decides
 
@@ -68,12 +68,29 @@ def set_rng_state(state: Dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+@contextlib.contextmanager
+def restoring(ckpt_dir: str, field: str):
+    """Names the trainer_state.pt field whose restore failed: an edited state (its checksums
+    rewritten) failed deep inside torch with a KeyError or an RNG size error."""
+    try:
+        yield
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+        raise ValueError(f"{os.path.join(ckpt_dir, STATE_FILE)}: {field} cannot be restored "
+                         f"({type(e).__name__}: {e})") from None
+
+
 def list_checkpoints(out_dir: str) -> List[str]:
     root = os.path.join(out_dir, "checkpoints")
     if not os.path.isdir(root):
         return []
     names = sorted(n for n in os.listdir(root) if n.startswith("step-") and os.path.isdir(os.path.join(root, n)))
     return [os.path.join(root, n) for n in names]
+
+
+def discard_checkpoints(out_dir: str) -> None:
+    """`--overwrite`: the earlier run's checkpoints go before the new run writes its own."""
+    for ckpt in list_checkpoints(out_dir):
+        _discard(ckpt)
 
 
 def _discard(ckpt_dir: str) -> None:
@@ -234,7 +251,7 @@ def check_files(ckpt_dir: str) -> bool:
     """Verifies every file of a checkpoint against its checksums.json (CheckpointDamaged names
     the first bad one). Without a manifest (written by an older tessera) it warns and
     returns False."""
-    if verify_checkpoint(ckpt_dir):
+    if verify_checkpoint(ckpt_dir, required=files_under(ckpt_dir)):  # tessera lists every file it writes
         return True
     warnings.warn(f"{ckpt_dir} has no {MANIFEST} (written before tessera checksummed checkpoints): its files "
                   f"are loaded unverified", stacklevel=2)
@@ -255,8 +272,17 @@ def load_checkpoint(ckpt_dir: str, wrapped, optimizer, verify: bool = True) -> D
         check_files(ckpt_dir)
     state = load_trainer_state(ckpt_dir)
     # Read (and vet) the metadata before DCP does: dcp.load hides why it could not.
-    reader, _ = safe_reader(os.path.join(ckpt_dir, DCP_DIR))
+    reader, metadata = safe_reader(os.path.join(ckpt_dir, DCP_DIR))
+    _check_shards_hold_their_items(os.path.join(ckpt_dir, DCP_DIR), metadata)
     model_sd, optim_sd = get_state_dict(wrapped.model, optimizer)
+    # DCP loads only the keys asked for: a smaller model would resume from a larger one's
+    # checkpoint, train on part of it and prune the rest away.
+    extra = sorted(k[len("model."):] for k in metadata.state_dict_metadata
+                   if k.startswith("model.") and k[len("model."):] not in model_sd)
+    if extra:
+        raise ValueError(f"{ckpt_dir}: the checkpoint holds {len(extra)} model tensor(s) this model lacks "
+                         f"({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''}): it was written by another "
+                         f"configuration; resume with the recipe it was trained with")
     try:
         with _single_process_quiet():
             dcp.load({"model": model_sd, "optim": optim_sd}, storage_reader=reader, planner=SafeLoadPlanner())
@@ -264,6 +290,24 @@ def load_checkpoint(ckpt_dir: str, wrapped, optimizer, verify: bool = True) -> D
         raise ValueError(f"{ckpt_dir}: cannot restore model/optimizer from {DCP_DIR}/: {_root_message(e)}") from None
     set_state_dict(wrapped.model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd)
     return state
+
+
+def _check_shards_hold_their_items(dcp_dir: str, metadata) -> None:
+    """Each shard file the metadata points into exists and is long enough for the items it holds:
+    a truncated or empty shard failed inside DCP as a bare EOFError without naming the file."""
+    need: Dict[str, int] = {}
+    for info in getattr(metadata, "storage_data", {}).values():
+        rel = getattr(info, "relative_path", None)
+        if isinstance(rel, str):
+            need[rel] = max(need.get(rel, 0), int(info.offset) + int(info.length))
+    for rel, size in sorted(need.items()):
+        path = os.path.join(dcp_dir, rel)
+        if not os.path.isfile(path):
+            raise ValueError(f"{path}: missing; the checkpoint's .metadata points into it")
+        have = os.path.getsize(path)
+        if have < size:
+            raise ValueError(f"{path}: {have} bytes, but the checkpoint's .metadata places items up to byte "
+                             f"{size}; the shard is truncated or belongs to another checkpoint")
 
 
 def load_trainer_state(ckpt_dir: str) -> Dict[str, Any]:

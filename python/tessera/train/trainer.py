@@ -16,8 +16,8 @@ import torch
 import torch.distributed as dist
 
 from .. import _C
-from .checkpoint import (check_same_run, latest_checkpoint, load_checkpoint, resume_checkpoint, rng_state,
-                         save_checkpoint, set_rng_state)
+from .checkpoint import (check_same_run, discard_checkpoints, latest_checkpoint, load_checkpoint, restoring,
+                         resume_checkpoint, rng_state, save_checkpoint, set_rng_state)
 from .config import Recipe, recipe_to_dict
 from .distributed import DistInfo, all_true, init_distributed, rank0_decides, seed_all
 from .freeze import apply_freezing
@@ -325,33 +325,46 @@ class Trainer:
         self.scheduler = warmup_cosine(self.optimizer, total, int(cfg.optim.warmup_fraction * total),
                                        cfg.optim.min_lr_ratio)
 
-    def fit(self, resume: bool = False) -> Dict[str, Any]:
+    def fit(self, resume: bool = False, overwrite: bool = False) -> Dict[str, Any]:
         """Trains (continuing from the newest intact checkpoint with `resume`) and evaluates,
-        holding the run folder's lock throughout: a second run on the same folder fails at once."""
+        holding the run folder's lock throughout: a second run on the same folder fails at once.
+        A folder holding an earlier run's checkpoints is refused without `resume`, unless
+        `overwrite` deletes them (open_clip refuses an existing experiment; transformers asks
+        for overwrite_output_dir): a fresh run pruned them one by one and left two runs mixed."""
         lock = self._lock_run_folder()
         try:
-            return self._fit(resume)
+            return self._fit(resume, overwrite)
         finally:
             if lock is not None:
                 lock.release()
 
     def _lock_run_folder(self) -> Optional[RunLock]:
+        for path in (self.out_dir, os.path.join(self.out_dir, "checkpoints")):
+            if os.path.lexists(path) and not os.path.isdir(path):  # found now, not at the first checkpoint
+                raise ValueError(f"{path} exists but is not a folder (a file, or a link that does not lead to "
+                                 f"one); choose another --out")
         os.makedirs(self.out_dir, exist_ok=True)
         held = []
         rank0_decides(self.info, lambda: held.append(RunLock(self.out_dir).acquire()), (RunFolderLocked,))
         return held[0] if held else None
 
-    def _choose_checkpoint(self, resume: bool) -> Optional[str]:
+    def _choose_checkpoint(self, resume: bool, overwrite: bool) -> Optional[str]:
         """Rank 0 refuses a folder written by another task or model type, and picks the newest
         intact checkpoint to resume (reporting and moving aside damaged ones); all ranks agree."""
         def decide():
             newest = latest_checkpoint(self.out_dir)
             if newest:
                 check_same_run(self.out_dir, newest, self.recipe.task, getattr(self.model, "model_type", None))
+            if newest and not resume:
+                if not overwrite:
+                    raise ValueError(f"{self.out_dir} holds checkpoints of an earlier run (newest "
+                                     f"{os.path.basename(newest)}): pass --resume to continue it, or --overwrite to "
+                                     f"start over (its checkpoints are deleted)")
+                discard_checkpoints(self.out_dir)
             return resume_checkpoint(self.out_dir) if resume else None
         return rank0_decides(self.info, decide)
 
-    def _fit(self, resume: bool) -> Dict[str, Any]:
+    def _fit(self, resume: bool, overwrite: bool = False) -> Dict[str, Any]:
         cfg, info = self.recipe, self.info
         t_start = time.time()
         os.makedirs(self.out_dir, exist_ok=True)
@@ -363,13 +376,14 @@ class Trainer:
 
         step, skipped, bad_in_row = 0, 0, 0
         first_loss, terms = None, {}
-        ckpt = self._choose_checkpoint(resume)
+        ckpt = self._choose_checkpoint(resume, overwrite)
         if ckpt:
             state = load_checkpoint(ckpt, self.wrapped, optimizer, verify=False)  # rank 0 verified it
-            scheduler.load_state_dict(state["scheduler"])
+            with restoring(ckpt, "scheduler"):
+                scheduler.load_state_dict(state["scheduler"])
             step, skipped = state["step"], state["skipped_steps"]
             first_loss, terms = state.get("first_loss"), dict(state.get("last_terms", {}))
-            self._restore_data_and_rng(loader, state)
+            self._restore_data_and_rng(loader, state, ckpt)
             self._truncate_metrics(step)
         elif info.is_main and os.path.exists(self.metrics_path):
             os.remove(self.metrics_path)
@@ -477,7 +491,7 @@ class Trainer:
         save_checkpoint(self.out_dir, self.wrapped, self.optimizer, state, recipe_to_dict(self.recipe),
                         self.recipe.train.keep_checkpoints, self.info)
 
-    def _restore_data_and_rng(self, loader, state) -> None:
+    def _restore_data_and_rng(self, loader, state, ckpt: str) -> None:
         """Each rank takes its own saved streams. On another world size the data position is kept
         (the same global batch gives the same samples per step when per-rank batch x ranks is
         unchanged) and RNGs restart from the seed (`docs/design.md`: resume tolerances)."""
@@ -488,7 +502,8 @@ class Trainer:
                 raise ValueError(f"cannot resume: the checkpoint holds no data position for rank {rank}")
             loader.load_state_dict(reshard_data_state(data, loader.state_dict()))
         if saved_world == self.info.world_size:
-            set_rng_state(state["rng"][rank])
+            with restoring(ckpt, f"rng[{rank}]"):
+                set_rng_state(state["rng"][rank])
         elif self.info.is_main:
             print(f"resuming a {saved_world}-process run on {self.info.world_size}: RNG streams restart from the seed")
 
