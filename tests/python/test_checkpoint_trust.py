@@ -24,7 +24,7 @@ from tessera.train.safe_dcp import SafeFileSystemReader, SafeLoadPlanner, load_m
 
 sys.path.insert(0, os.path.dirname(__file__))
 import _toy_task  # noqa: E402,F401  (registers toy_regression)
-from _toy_task import ToyRegression  # noqa: E402
+from _toy_task import ToyModel, ToyRegression  # noqa: E402
 from tessera.train import register_task  # noqa: E402
 
 
@@ -291,3 +291,104 @@ def test_an_edited_trainer_state_is_refused_by_field(run, edit, message):
 def test_resume_without_a_checkpoint_says_it_starts_over(tmp_path, capsys):
     fit(tmp_path / "typo", resume=True, steps=2)
     assert "holds no checkpoint yet; starting at step 0" in capsys.readouterr().out
+
+
+@register_task("toy_without_norm")
+class ToyWithoutNorm(ToyRegression):
+    """The same task with a smaller model (no norm): its run must not resume a larger model's."""
+
+    def build_model(self):
+        model = ToyModel(self.recipe.data.dim)
+        model.norm = torch.nn.Identity()
+        return model
+
+
+def test_resume_refuses_a_checkpoint_holding_tensors_the_model_lacks(run):
+    """DCP loads only the keys asked for: a smaller model trained on part of a larger one's
+    checkpoint and pruned the rest away, without a word."""
+    recipe = toy(steps=6, task="toy_regression")
+    task = ToyWithoutNorm(recipe)
+    with pytest.raises(ValueError, match=r"holds 2 model tensor\(s\) this model lacks \(norm.bias, norm.weight\)"):
+        Trainer(recipe, task, str(run), progress=False).fit(resume=True)
+    assert len(list_checkpoints(str(run))) == 2  # nothing pruned
+
+
+def test_a_fresh_run_over_an_earlier_run_needs_resume_or_overwrite(run):
+    """Without --resume a new run pruned the earlier run's checkpoints one by one and left both mixed."""
+    with pytest.raises(ValueError, match=r"holds checkpoints of an earlier run \(newest step-00000004\): pass "
+                                         r"--resume to continue it, or --overwrite"):
+        fit(run, steps=2)
+    assert [os.path.basename(c) for c in list_checkpoints(str(run))] == ["step-00000002", "step-00000004"]
+    recipe = toy(steps=2)
+    Trainer(recipe, build_task(recipe), str(run), progress=False).fit(overwrite=True)
+    assert [os.path.basename(c) for c in list_checkpoints(str(run))] == ["step-00000002"]
+
+
+@pytest.mark.parametrize("files, message", [
+    ([], "'files' is a list"),
+    ({"recipe.json": 5}, "entry 'recipe.json' is not a path inside the checkpoint"),
+    ({"recipe.json": {"size": 3}}, "entry 'recipe.json' is not a path inside"),
+    ({"../../etc/hostname": {"size": 1, "sha256": "0" * 64}}, "entry '../../etc/hostname' is not a path inside"),
+    ({}, "present but not listed in the checkpoint's checksums.json"),
+])
+def test_a_re_signed_manifest_of_another_shape_is_damage(run, files, message, capsys):
+    """Re-signed (its own digest recomputed), such a manifest failed with TypeError/KeyError, read a
+    file outside the checkpoint, or (empty) vouched for nothing while the resume went on."""
+    from tessera.checksums import _listing_digest
+
+    ckpt = step_dir(run, 4)
+    doc = {"algorithm": "sha256", "files": files, "manifest_sha256": _listing_digest(files)}
+    (ckpt / MANIFEST).write_text(json.dumps(doc))
+    with pytest.raises(CheckpointDamaged, match=message):
+        verify_checkpoint(str(ckpt), required=["trainer_state.pt"])
+    assert fit(run, resume=True, steps=6)["train_steps"] == 6  # from step 2, the newest intact one
+    assert "falling back to" in capsys.readouterr().out
+
+
+def test_every_reader_of_model_weights_checks_the_manifest(fixture_dir, tmp_path):
+    """`init.*`, a teacher and create_model(pretrained=) read through load_weights, which read a
+    damaged checkpoint that from_pretrained refused."""
+    from tessera.models.weights import load_weights
+
+    folder = tmp_path / "llama"
+    shutil.copytree(fixture_dir("llama"), folder)
+    write_manifest(str(folder))
+    assert load_weights(str(folder))
+    flip_byte(folder / "model.safetensors", 0.9)
+    with pytest.raises(CheckpointDamaged, match=r"llama/model.safetensors: checksum mismatch"):
+        load_weights(str(folder))
+
+
+def test_a_truncated_shard_is_named(run):
+    ckpt = step_dir(run, 4)
+    shard = next((ckpt / "dcp").glob("*.distcp"))
+    shard.write_bytes(shard.read_bytes()[:100])
+    os.remove(ckpt / MANIFEST)  # no checksums to name it first
+    with pytest.warns(UserWarning, match="has no checksums.json"), \
+            pytest.raises(ValueError, match=rf"{shard.name}: 100 bytes, but the checkpoint's .metadata places items"):
+        fit(run, resume=True, steps=6)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: {**s, "scheduler": {}}, r"trainer_state.pt: scheduler cannot be restored \(KeyError"),
+    (lambda s: {**s, "rng": [{}]}, r"trainer_state.pt: rng\[0\] cannot be restored \(KeyError: 'torch'"),
+    (lambda s: {**s, "rng": [{"torch": torch.zeros(3, dtype=torch.uint8), "python": (3, (), None)}]},
+     r"rng\[0\] cannot be restored \(RuntimeError"),
+])
+def test_a_field_that_cannot_be_restored_is_named(run, edit, message):
+    ckpt = step_dir(run, 4)
+    state = torch.load(ckpt / "trainer_state.pt", weights_only=True)
+    torch.save(edit(state), ckpt / "trainer_state.pt")
+    write_manifest(str(ckpt))
+    with pytest.raises(ValueError, match=message):
+        fit(run, resume=True, steps=6)
+
+
+@pytest.mark.parametrize("where", ["out", "checkpoints"])
+def test_a_run_folder_that_is_not_a_folder_is_refused_before_training(tmp_path, where):
+    out = tmp_path / "run"
+    target = out if where == "out" else out / "checkpoints"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(target, target)  # a link to itself: exists, resolves nowhere
+    with pytest.raises(ValueError, match=rf"{target.name} exists but is not a folder"):
+        fit(out, resume=True, steps=2)

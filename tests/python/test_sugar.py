@@ -251,3 +251,22 @@ def test_bad_input_is_a_value_error(runs, tmp_path):
         build_task(recipe_from_dict(r))
     with pytest.raises(ValueError, match="instruct_samples"):
         recipe_from_dict({**r, "data": {**r["data"], "instruct_samples": -1}})
+
+
+def test_a_damaged_retrieval_projector_is_named(fixture_dir, tmp_path):
+    """The projector's files are listed in a checkpoint's checksums but were never checked:
+    `tessera eval` of a Sugar run loaded a damaged one."""
+    from tessera.checksums import CheckpointDamaged, write_manifest
+    from tessera.models.sugar import RetrievalProjector
+
+    llava = tessera.from_pretrained(fixture_dir("llava"))
+    model = SugarModel(llava, RetrievalProjector(llava.config["text_config"]["hidden_size"], hidden=32, dim=16))
+    model.save_pretrained(str(tmp_path))
+    write_manifest(str(tmp_path))
+    SugarModel.from_pretrained(str(tmp_path))
+    weights = tmp_path / "retrieval_projector.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-8] ^= 0x7F
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointDamaged, match="retrieval_projector.safetensors: checksum mismatch"):
+        SugarModel.from_pretrained(str(tmp_path))
