@@ -353,7 +353,7 @@ def test_every_reader_of_model_weights_checks_the_manifest(fixture_dir, tmp_path
     folder = tmp_path / "llama"
     shutil.copytree(fixture_dir("llama"), folder)
     write_manifest(str(folder))
-    assert load_weights(str(folder))
+    assert load_weights(folder) and tessera.from_pretrained(folder)  # a pathlib.Path as transformers takes it
     flip_byte(folder / "model.safetensors", 0.9)
     with pytest.raises(CheckpointDamaged, match=r"llama/model.safetensors: checksum mismatch"):
         load_weights(str(folder))

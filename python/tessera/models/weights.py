@@ -34,12 +34,13 @@ def parse_size(size: Union[int, str], what: str = "max_shard_size") -> int:
     return value
 
 
-def load_weights(path: str, verified: bool = False) -> Dict[str, torch.Tensor]:
+def load_weights(path: Union[str, os.PathLike], verified: bool = False) -> Dict[str, torch.Tensor]:
     """Tensors of a checkpoint folder (model.safetensors or sharded), memory-mapped (copy on write)
     and validated; a tessera checkpoint's files are checked against its checksums.json first
     (unless the caller just `verified` them)."""
     from ..checksums import verify_model_files
 
+    path = os.fspath(path)  # a pathlib.Path reached the C++ reader as a pybind TypeError
     if not os.path.isdir(path):
         raise FileNotFoundError(f"checkpoint folder not found: {path}")
     if not any(os.path.isfile(os.path.join(path, f)) for f in (SINGLE, INDEX)):
