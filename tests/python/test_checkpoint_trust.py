@@ -392,3 +392,13 @@ def test_a_run_folder_that_is_not_a_folder_is_refused_before_training(tmp_path, 
     os.symlink(target, target)  # a link to itself: exists, resolves nowhere
     with pytest.raises(ValueError, match=rf"{target.name} exists but is not a folder"):
         fit(out, resume=True, steps=2)
+
+
+def test_a_resume_names_the_recipe_fields_that_changed(run, capsys):
+    """A new learning rate on resume was ignored without a word (the scheduler's saved base rates win)."""
+    recipe = toy(steps=6)
+    recipe.optim.lr = 0.5
+    Trainer(recipe, build_task(recipe), str(run), progress=False).fit(resume=True)
+    out = capsys.readouterr().out
+    assert "resume: the recipe differs from the one step-00000004 was trained with" in out
+    assert "optim.lr: 0.05 -> 0.5" in out and "train.steps: 4 -> 6" in out and "does not take effect" in out

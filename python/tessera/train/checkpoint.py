@@ -352,6 +352,24 @@ def _check_state_fields(state: Dict[str, Any], path: str) -> None:
             raise ValueError(f"{path}: {key} must be a non-empty list with one mapping per process, got {value!r:.80}")
 
 
+def recipe_changes(ckpt_dir: str, recipe: Dict[str, Any]) -> List[str]:
+    """The recipe's fields that differ from the checkpoint's recipe.json, as "key: old -> new"
+    (nothing when it cannot be read: damage is the checksums' business)."""
+    def flat(d: Any, prefix: str = "") -> Dict[str, Any]:
+        if not isinstance(d, dict):
+            return {prefix[:-1]: d}
+        return {k: v for key, value in d.items() for k, v in flat(value, f"{prefix}{key}.").items()}
+
+    try:
+        with open(os.path.join(ckpt_dir, "recipe.json"), encoding="utf-8") as f:
+            saved = flat(json.load(f))
+    except (OSError, ValueError):
+        return []
+    now = flat(json.loads(json.dumps(recipe)))  # tuples as lists, as the file holds them
+    return [f"{k}: {saved.get(k, '(unset)')!r} -> {now.get(k, '(unset)')!r}" for k in sorted(set(saved) | set(now))
+            if saved.get(k) != now.get(k)]
+
+
 def run_identity(ckpt_dir: str) -> Dict[str, Optional[str]]:
     """The task (recipe.json) and model type (config.json) a checkpoint was written by; None for
     what it does not say or cannot be read (damage is the checksums' business)."""

@@ -16,8 +16,8 @@ import torch
 import torch.distributed as dist
 
 from .. import _C
-from .checkpoint import (check_same_run, discard_checkpoints, latest_checkpoint, load_checkpoint, restoring,
-                         resume_checkpoint, rng_state, save_checkpoint, set_rng_state)
+from .checkpoint import (check_same_run, discard_checkpoints, latest_checkpoint, load_checkpoint, recipe_changes,
+                         restoring, resume_checkpoint, rng_state, save_checkpoint, set_rng_state)
 from .config import Recipe, recipe_to_dict
 from .distributed import DistInfo, all_true, init_distributed, rank0_decides, seed_all
 from .freeze import apply_freezing
@@ -385,10 +385,14 @@ class Trainer:
             first_loss, terms = state.get("first_loss"), dict(state.get("last_terms", {}))
             self._restore_data_and_rng(loader, state, ckpt)
             self._truncate_metrics(step)
+            changes = recipe_changes(ckpt, recipe_to_dict(cfg)) if info.is_main else []
+            if changes:  # as in transformers and torchtitan, the saved optimizer/scheduler state wins
+                print(f"resume: the recipe differs from the one {os.path.basename(ckpt)} was trained with: "
+                      f"{'; '.join(changes[:8])}{'; ...' if len(changes) > 8 else ''}. The optimizer's and the "
+                      f"scheduler's state come from the checkpoint: a changed learning rate does not take effect")
         elif info.is_main and os.path.exists(self.metrics_path):
             os.remove(self.metrics_path)
         if info.is_main:
-            from .config import recipe_to_dict
             from .tracking import open_sinks
 
             self.sinks = open_sinks(cfg.train.log_to, self.out_dir, recipe_to_dict(cfg), step if ckpt else None)
