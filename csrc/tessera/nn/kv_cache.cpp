@@ -3,6 +3,8 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
+
 namespace tessera::nn {
 
 void KVCache::grow_to(int64_t layer) {
@@ -26,10 +28,7 @@ std::pair<at::Tensor, at::Tensor> KVCache::update(int64_t layer, const at::Tenso
     return {ck, cv};
   }
   TORCH_CHECK_VALUE(len + n <= capacity_, "KVCache: ", len + n, " positions exceed the reserved capacity ", capacity_);
-  if (!ck.defined()) {
-    ck = at::empty({k.size(0), k.size(1), capacity_, k.size(3)}, k.options());
-    cv = at::empty({v.size(0), v.size(1), capacity_, v.size(3)}, v.options());
-  }
+  make_room(layer, len + n, k.size(0), k.size(1), k.size(3), k.options());
   ck.narrow(2, len, n).copy_(k);
   cv.narrow(2, len, n).copy_(v);
   len += n;
@@ -43,15 +42,32 @@ KVCache::Room KVCache::room(int64_t layer, int64_t n, int64_t batch, int64_t hea
   auto& ck = keys_[layer];
   auto& cv = values_[layer];
   if (lengths_[layer] + n > capacity_) return {};
-  if (!ck.defined()) {
-    ck = at::empty({batch, heads, capacity_, head_dim}, options);
-    cv = at::empty({batch, heads, capacity_, head_dim}, options);
-  }
-  const std::vector<int64_t> shape{batch, heads, capacity_, head_dim};
-  if (ck.sizes() != shape || cv.sizes() != shape || ck.scalar_type() != options.dtype().toScalarType() ||
-      cv.scalar_type() != ck.scalar_type() || !ck.device().is_cpu() || !ck.is_contiguous() || !cv.is_contiguous())
-    return {};
+  const auto fits = [&](const at::Tensor& t) {
+    return t.dim() == 4 && t.size(0) == batch && t.size(1) == heads && t.size(3) == head_dim &&
+           t.scalar_type() == options.dtype().toScalarType() && t.device().is_cpu() && t.is_contiguous();
+  };
+  if (ck.defined() && (!fits(ck) || !fits(cv))) return {};
+  make_room(layer, lengths_[layer] + n, batch, heads, head_dim, options);
+  if (!fits(ck) || !fits(cv)) return {};
   return {ck, cv, lengths_[layer]};
+}
+
+void KVCache::make_room(int64_t layer, int64_t need, int64_t batch, int64_t heads, int64_t head_dim,
+                        const at::TensorOptions& options) {
+  auto& ck = keys_[layer];
+  auto& cv = values_[layer];
+  const int64_t held = ck.defined() ? ck.size(2) : 0;
+  if (need <= held) return;
+  const int64_t size = std::min(capacity_, std::max({need, 2 * held, 2 * need, kFirstRoom}));
+  at::Tensor k = at::empty({batch, heads, size, head_dim}, options);
+  at::Tensor v = at::empty({batch, heads, size, head_dim}, options);
+  const int64_t len = lengths_[layer];
+  if (len > 0) {
+    k.narrow(2, 0, len).copy_(ck.narrow(2, 0, len));
+    v.narrow(2, 0, len).copy_(cv.narrow(2, 0, len));
+  }
+  ck = std::move(k);
+  cv = std::move(v);
 }
 
 int64_t KVCache::seq_len(int64_t layer) const {

@@ -29,6 +29,12 @@ Blip2EncoderLayer = node_class("Blip2EncoderLayer", layer=True)
 Blip2QFormerLayer = node_class("Blip2QFormerLayer", layer=True)
 
 
+def _require_pixels(pixel_values, call: str) -> None:
+    if pixel_values is None:  # the prompt is the image's query tokens; the binding said "incompatible arguments"
+        raise ValueError(f"Blip2ForConditionalGeneration.{call}: pixel_values are required (BLIP-2 answers about an "
+                         f"image)")
+
+
 class _Blip2Part(FamilyModel):
     _family = _C.blip2
     _resolve = "resolve_config"
@@ -124,14 +130,16 @@ class Blip2ForConditionalGeneration(_Blip2Part):
                  **kwargs) -> torch.Tensor:
         """The prompt followed by the new ids; the generation arguments of LlamaForCausalLM.generate."""
         _check(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
-        o = LlamaForCausalLM._generation(self, generation_config(kwargs, "generate"))
+        _require_pixels(pixel_values, "generate")
+        o = LlamaForCausalLM._generation(self, generation_config(kwargs, "generate"), generator)
         return self._cpp.generate(input_ids, pixel_values, attention_mask, o, generator)
 
     def stream(self, input_ids: torch.Tensor, pixel_values: torch.Tensor,
                attention_mask: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None, **kwargs):
         """Like generate, one step at a time: yields each step's new ids [B]."""
         _check(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
-        o = LlamaForCausalLM._generation(self, generation_config(kwargs, "stream"))
+        _require_pixels(pixel_values, "stream")
+        o = LlamaForCausalLM._generation(self, generation_config(kwargs, "stream"), generator)
         yield from drain(self._cpp.stream(input_ids, pixel_values, attention_mask, o, generator))
 
 

@@ -66,7 +66,10 @@ class LlamaForCausalLM(FamilyModel):
                                              bool(output_hidden_states), int(logits_to_keep)))
 
     # ---- generation -----------------------------------------------------------------------------
-    def _generation(self, config: "GenerationConfig"):
+    def _generation(self, config: "GenerationConfig", generator=None):
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__} (seed one: "
+                            f"torch.Generator().manual_seed(n))")
         o = _C.llama.GenerationOptions()
         o.max_new_tokens, o.do_sample, o.use_cache = config.max_new_tokens, config.do_sample, config.use_cache
         o.temperature, o.top_k, o.top_p = config.temperature, config.top_k or 0, config.top_p
@@ -100,7 +103,7 @@ class LlamaForCausalLM(FamilyModel):
         o = self._generation(generation_config(dict(
             max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
             repetition_penalty=repetition_penalty, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
-            use_cache=use_cache, **beam), "generate"))
+            use_cache=use_cache, **beam), "generate"), generator)
         self._sync_all()  # generation runs every submodule in C++, past the Python forwards
         return self._cpp.generate(input_ids, attention_mask, o, generator, inputs_embeds)
 
@@ -108,7 +111,7 @@ class LlamaForCausalLM(FamilyModel):
         """Like generate, one step at a time: yields each step's new ids [B] as they are made."""
         _check(input_ids=input_ids, attention_mask=attention_mask)
         generator, embeds = kwargs.pop("generator", None), kwargs.pop("inputs_embeds", None)
-        o = self._generation(generation_config(kwargs, "stream"))
+        o = self._generation(generation_config(kwargs, "stream"), generator)
         self._sync_all()
         yield from drain(self._cpp.stream(input_ids, attention_mask, o, generator, embeds))
 
@@ -148,6 +151,11 @@ class GenerationConfig:
         eos = [self.eos_token_id] if isinstance(self.eos_token_id, int) else self.eos_token_id or []
         for token in eos + ([self.pad_token_id] if self.pad_token_id is not None else []):
             require(token >= 0, f"{where}: token ids must be >= 0, got eos/pad id {token}")
+        # C++ takes int64: a larger int reached the binding as a pybind signature dump.
+        counts = {"max_new_tokens": self.max_new_tokens, "min_new_tokens": self.min_new_tokens,
+                  "top_k": self.top_k or 0, "num_beams": self.num_beams, "eos/pad id": max(eos + [self.pad_token_id or 0])}
+        for name, value in counts.items():
+            require(value < 2 ** 63, f"{where}: {name} {value} does not fit in int64")
 
 
 def generation_config(kwargs, caller: str) -> GenerationConfig:

@@ -29,13 +29,13 @@ at::Tensor gather_beams(const at::Tensor& t, const at::Tensor& index) {
 at::Tensor beam_search(LlamaForCausalLMImpl& lm, const at::Tensor& input_ids, const at::Tensor& attention_mask,
                        const GenerationOptions& options, const at::Tensor& inputs_embeds) {
   at::NoGradGuard no_grad;
-  GenerationStart s = start_generation(lm, input_ids, attention_mask, options);
+  GenerationStart s = start_generation(lm, input_ids, attention_mask, options, inputs_embeds);
   const GenerationOptions& o = s.options;
   TORCH_CHECK_VALUE(o.use_cache, "beam search runs with the KV cache (use_cache=True)");
   const int64_t B = input_ids.size(0), P = input_ids.size(1), nb = o.num_beams, V = lm.options.vocab_size();
   const int64_t max_length = P + o.max_new_tokens;
   if (o.max_new_tokens == 0) return input_ids;
-  const int64_t keep = std::max<int64_t>(2, 1 + s.eos.numel()) * nb;
+  const int64_t keep = std::min(std::max<int64_t>(2, 1 + s.eos.numel()) * nb, nb * V);  // transformers' pool, capped
   const auto long_opts = input_ids.options();
   const auto float_opts = long_opts.dtype(at::kFloat);
 

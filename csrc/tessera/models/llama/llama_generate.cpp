@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -14,7 +15,7 @@
 namespace tessera::models {
 
 GenerationStart start_generation(const LlamaForCausalLMImpl& lm, const at::Tensor& input_ids,
-                                 const at::Tensor& attention_mask, GenerationOptions o) {
+                                 const at::Tensor& attention_mask, GenerationOptions o, const at::Tensor& inputs_embeds) {
   TORCH_CHECK_VALUE(input_ids.defined() && input_ids.dim() == 2 && input_ids.scalar_type() == at::kLong,
                     "input_ids must be int64 [batch, prompt], got ",
                     input_ids.defined() ? c10::toString(input_ids.scalar_type()) : "none", " ",
@@ -23,28 +24,56 @@ GenerationStart start_generation(const LlamaForCausalLMImpl& lm, const at::Tenso
                     input_ids.size(0) > 0 ? " has an empty prompt: generation continues a prompt of at least "
                                             "one token (start it with the bos id)"
                                           : " has no rows: nothing to generate");
+  if (inputs_embeds.defined())  // they stand for the prompt's ids, which the generated ids extend
+    TORCH_CHECK_VALUE(inputs_embeds.dim() == 3 && inputs_embeds.size(0) == input_ids.size(0) &&
+                          inputs_embeds.size(1) == input_ids.size(1),
+                      "inputs_embeds must be [", input_ids.size(0), ", ", input_ids.size(1), ", hidden] like the ",
+                      "prompt's input_ids ", input_ids.sizes(), ", got ", inputs_embeds.sizes());
   TORCH_CHECK_VALUE(o.max_new_tokens >= 0, "max_new_tokens must be >= 0, got ", o.max_new_tokens);
   TORCH_CHECK_VALUE(o.min_new_tokens >= 0, "min_new_tokens must be >= 0, got ", o.min_new_tokens);
   TORCH_CHECK_VALUE(std::isfinite(o.temperature) && o.temperature >= 0 && (!o.do_sample || o.temperature > 0),
                     "temperature must be ", o.do_sample ? "> 0 when sampling" : ">= 0", ", got ", o.temperature);
+  // Scores are divided by these in fp32: below ~3e-39 the quotient is inf and sampling draws from NaN.
+  const auto fp32_inverse_finite = [](double v) { return std::isfinite(static_cast<float>(1.0 / v)); };
+  TORCH_CHECK_VALUE(!o.do_sample || fp32_inverse_finite(o.temperature), "temperature ", o.temperature,
+                    " is too small for fp32 scores (1 / temperature overflows); use greedy decoding (do_sample=False)");
   TORCH_CHECK_VALUE(o.top_k >= 0, "top_k must be >= 0 (0: no top-k filter), got ", o.top_k);
   TORCH_CHECK_VALUE(o.top_p > 0 && o.top_p <= 1, "top_p must be in (0, 1], got ", o.top_p);
-  TORCH_CHECK_VALUE(o.repetition_penalty > 0, "repetition_penalty must be > 0, got ", o.repetition_penalty);
+  TORCH_CHECK_VALUE(o.repetition_penalty > 0 && std::isfinite(static_cast<float>(o.repetition_penalty)) &&
+                        fp32_inverse_finite(o.repetition_penalty),
+                    "repetition_penalty must be > 0 with it and its inverse finite in fp32, got ", o.repetition_penalty);
   TORCH_CHECK_VALUE(o.num_beams >= 1, "num_beams must be >= 1, got ", o.num_beams);
   TORCH_CHECK_VALUE(std::isfinite(o.length_penalty), "length_penalty must be finite, got ", o.length_penalty);
-  const int64_t P = input_ids.size(1), limit = lm.options.max_position_embeddings();
-  TORCH_CHECK_VALUE(P + o.max_new_tokens <= limit || lm.options.rope().rope_type == "dynamic", "a prompt of ", P,
-                    " tokens plus max_new_tokens ", o.max_new_tokens,
-                    " exceeds the model's context (max_position_embeddings ", limit, ")");
+  const int64_t P = input_ids.size(1);
+  // Dynamic RoPE stretches the context; no cache holds 2^31 positions, and the sum must not
+  // overflow (2^63 - 1 wrapped negative and decoded without end). Compared without adding.
+  const bool dynamic = lm.options.rope().rope_type == "dynamic";
+  const int64_t limit = dynamic ? (int64_t{1} << 31) : lm.options.max_position_embeddings();
+  TORCH_CHECK_VALUE(P <= limit && o.max_new_tokens <= limit - P, "a prompt of ", P, " tokens plus max_new_tokens ",
+                    o.max_new_tokens, " exceeds the model's context (",
+                    dynamic ? "dynamic RoPE: 2^31 positions" : "max_position_embeddings", " ", limit, ")");
   GenerationStart s;
   s.mask = attention_mask.defined() ? attention_mask.to(at::kLong) : at::ones_like(input_ids);
   TORCH_CHECK_VALUE(s.mask.sizes() == input_ids.sizes(), "attention_mask must be ", input_ids.sizes(),
                     " like input_ids, got ", s.mask.sizes());
-  if (attention_mask.defined()) nn::check_padding_mask(attention_mask);
+  if (attention_mask.defined()) {
+    nn::check_padding_mask(attention_mask);
+    // Each row continues from its last token: a right-padded row generated from its pad token.
+    const at::Tensor ends_padded = s.mask.select(1, -1) == 0;
+    if (ends_padded.any().item<bool>())
+      TORCH_CHECK_VALUE(false, "attention_mask: row ", ends_padded.nonzero()[0].item<int64_t>(),
+                        " ends in padding; a decoder-only model continues each row from its last token, so pad "
+                        "prompts on the left (padding_side='left')");
+  }
   std::vector<int64_t> stops = o.eos_token_ids.value_or(lm.options.eos_token_ids());
   const int64_t vocab = lm.options.vocab_size();
   for (int64_t id : stops)
     TORCH_CHECK_VALUE(id >= 0 && id < vocab, "eos_token_id ", id, " is not a token of the model (vocab_size ", vocab, ")");
+  std::sort(stops.begin(), stops.end());
+  stops.erase(std::unique(stops.begin(), stops.end()), stops.end());  // a repeated id widened beam search's pool
+  TORCH_CHECK_VALUE(o.min_new_tokens == 0 || static_cast<int64_t>(stops.size()) < vocab, "min_new_tokens ",
+                    o.min_new_tokens, " holds back the stop ids, but every token of the model is one (",
+                    stops.size(), " eos_token_id)");
   TORCH_CHECK_VALUE(o.pad_token_id >= -1 && o.pad_token_id < vocab, "pad_token_id ", o.pad_token_id,
                     " is not a token of the model (vocab_size ", vocab, ")");
   s.eos = at::tensor(stops, at::kLong).to(input_ids.device());
@@ -74,7 +103,7 @@ TextGeneration::TextGeneration(LlamaForCausalLMImpl& lm, const at::Tensor& input
     : lm_(lm), generator_(std::move(generator)), inputs_embeds_(inputs_embeds), cache_(lm.options.num_hidden_layers()) {
   TORCH_CHECK_VALUE(options.num_beams == 1, "beam search (num_beams ", options.num_beams,
                     ") returns its tokens at the end: use generate, not a token-by-token stream");
-  GenerationStart s = start_generation(lm, input_ids, attention_mask, std::move(options));
+  GenerationStart s = start_generation(lm, input_ids, attention_mask, std::move(options), inputs_embeds);
   options_ = std::move(s.options);
   mask_ = s.mask;
   eos_ = s.eos;

@@ -43,7 +43,8 @@ struct GenerationStart {
   at::Tensor mask, eos, positions;
 };
 GenerationStart start_generation(const LlamaForCausalLMImpl& lm, const at::Tensor& input_ids,
-                                 const at::Tensor& attention_mask, GenerationOptions options);
+                                 const at::Tensor& attention_mask, GenerationOptions options,
+                                 const at::Tensor& inputs_embeds = {});
 /// Refuses a prompt whose last logits hold NaN: a NaN input (pixel values, embeddings) or weight
 /// reaches every logit of the prompt, and argmax or sampling would still pick tokens from it.
 void check_prompt_scores(const at::Tensor& scores);

@@ -11,6 +11,7 @@
 #include "tessera/ops/onednn_linear.h"
 
 #include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
 
 namespace tessera::models {
 
@@ -39,6 +40,12 @@ std::pair<at::Tensor, std::vector<at::Tensor>> LlamaForCausalLMImpl::decode(
   if (inputs_embeds.defined()) {
     TORCH_CHECK_VALUE(inputs_embeds.dim() == 3 && inputs_embeds.size(2) == options.hidden_size(),
                       "inputs_embeds must be [B, L, ", options.hidden_size(), "], got ", inputs_embeds.sizes());
+    // An integer embedding was accepted and new tokens' embeddings were cast down to it.
+    const at::ScalarType table = embed_tokens->weight().scalar_type();
+    TORCH_CHECK_TYPE(inputs_embeds.scalar_type() == table || (at::isFloatingType(inputs_embeds.scalar_type()) &&
+                                                              at::autocast::is_autocast_enabled(inputs_embeds.device().type())),
+                     "inputs_embeds must have the embedding table's dtype ", table, ", got ",
+                     inputs_embeds.scalar_type());
     h = inputs_embeds;
   } else {
     TORCH_CHECK_VALUE(input_ids.dim() == 2, "input_ids must be [B, L], got ", input_ids.sizes());

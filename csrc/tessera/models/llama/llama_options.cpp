@@ -60,6 +60,9 @@ void LlamaOptions::validate(const std::string& where) const {
                         max_position_embeddings() > 0,
                     where, ": sizes must be positive");
   TORCH_CHECK_VALUE(hidden_act() == "silu", where, ": hidden_act '", hidden_act(), "' is not supported (silu)");
+  // The embedding's padding row (transformers' padding_idx, which torch refuses past the table too).
+  TORCH_CHECK_VALUE(pad_token_id() < vocab_size(), where, ": pad_token_id ", pad_token_id(),
+                    " is not a token of the model (vocab_size ", vocab_size(), ")");
 }
 
 LlamaOptions LlamaOptions::from_json(const nlohmann::json& j_in, const std::string& where, bool strict) {
