@@ -80,6 +80,33 @@ TEST(Attention, KVCacheDecodingEqualsFullCausalPass) {
   EXPECT_EQ(attn->named_parameters().contains("o_proj.weight"), true);
 }
 
+TEST(KVCache, GrowsAsItFillsUpToItsCapacityKeepingThePrefix) {
+  // A generous capacity (max_new_tokens) costs memory only for the positions written.
+  KVCache cache(1);
+  cache.reserve(100000);
+  at::Tensor k = at::randn({2, 3, 5, 4}), v = at::randn({2, 3, 5, 4});
+  auto [k1, v1] = cache.update(0, k, v);
+  EXPECT_TRUE(at::equal(k1, k) && at::equal(v1, v));
+  std::vector<at::Tensor> keys{k}, values{v};
+  for (int step = 0; step < 300; ++step) {  // through several doublings
+    keys.push_back(at::randn({2, 3, 1, 4}));
+    values.push_back(at::randn({2, 3, 1, 4}));
+    std::tie(k1, v1) = cache.update(0, keys.back(), values.back());
+  }
+  EXPECT_TRUE(at::equal(k1, at::cat(keys, 2)) && at::equal(v1, at::cat(values, 2)));
+  KVCache::Room room = cache.room(0, 1, 2, 3, 4, k.options());
+  ASSERT_TRUE(room.keys.defined());
+  EXPECT_EQ(room.length, 305);
+  EXPECT_GE(room.keys.size(2), 306);
+  EXPECT_LE(room.keys.size(2), 2 * 306);  // not the 100000 reserved
+  KVCache tight(1);
+  tight.reserve(6);
+  tight.update(0, k, v);
+  EXPECT_EQ(tight.room(0, 1, 2, 3, 4, k.options()).keys.size(2), 6);  // never past the capacity
+  EXPECT_FALSE(tight.room(0, 2, 2, 3, 4, k.options()).keys.defined());
+  EXPECT_THROW(tight.update(0, at::randn({2, 3, 2, 4}), at::randn({2, 3, 2, 4})), c10::Error);
+}
+
 TEST(Attention, AdditiveMaskFromBool) {
   at::Tensor keep = at::tensor({1, 0}, at::kLong).to(at::kBool);
   at::Tensor m = additive_mask(keep, at::kFloat);
