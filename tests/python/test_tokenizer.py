@@ -167,6 +167,35 @@ def test_fortunes_match_open_clip(clip, reference):
     assert len(skipped) <= len(texts) // 1000, f"{len(skipped)} mojibake skips: {skipped[:3]!r}"
 
 
+def test_long_words_match_open_clip(clip, reference):
+    """Words past 64 bytes merge through a heap (the pairwise scan was quadratic: one 10^6-letter
+    caption took ~50 s); the merges must be open_clip's, ties and repeats included."""
+    import random
+
+    rng = random.Random(0)
+    words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(65, 400))) for _ in range(40)]
+    words += ["a" * 301, "ab" * 150, "aab" * 99, "mississippi" * 20, "thequickbrownfox" * 9]
+    if WORDS.is_file():  # concatenated real words, like a URL or a hashtag without spaces
+        vocab = [w.lower() for w in WORDS.read_text(encoding="utf-8").split() if w.isalpha() and w.isascii()]
+        words += ["".join(rng.sample(vocab, 30)) for _ in range(20)]
+    for word in words:
+        assert clip.encode(word) == reference.encode(word), word[:40]
+
+
+def test_a_merges_file_that_inflates_without_end_is_refused(tmp_path):
+    """Only the header and 48,894 merges are read: a 100 KB gzip of NULs inflated to gigabytes."""
+    import gzip
+
+    bomb = tmp_path / "bpe.txt.gz"
+    with gzip.open(bomb, "wb") as f:
+        f.write(b"#version: 0.2\n")
+        block = bytes(1 << 20)
+        for _ in range(80):
+            f.write(block)
+    with pytest.raises(RuntimeError, match="more than 64 MiB without its 48895 lines"):
+        tt.ClipTokenizer(bomb)
+
+
 def test_module_tokenize_signature(bpe_path, monkeypatch):
     monkeypatch.setenv(tt.CLIP_BPE_ENV, str(bpe_path))
     tt._default_tokenizer.cache_clear()

@@ -4,7 +4,10 @@
 
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <climits>
+#include <functional>
+#include <queue>
 #include <unordered_map>
 
 #include "tessera/text/utf8.h"
@@ -15,6 +18,8 @@ namespace {
 // open_clip keeps lines [1, 49152 - 256 - 2 + 1) of the file: 48,894 merges, so that with
 // 512 byte symbols and 2 special tokens the vocabulary is 49,408.
 constexpr size_t kNumMerges = 49152 - 256 - 2;
+// Longer words (in bytes) merge through a heap (bpe_long); nearly every word is shorter, and cached.
+constexpr size_t kLongWord = 64;
 constexpr uint64_t kEmptyKey = ~uint64_t(0);
 
 uint64_t pair_key(int32_t a, int32_t b) {
@@ -160,6 +165,7 @@ void ClipBpe::bpe(std::string_view word, std::vector<int32_t>& sym) const {
   sym.clear();
   for (char c : word) sym.push_back(byte_id_[static_cast<unsigned char>(c)]);
   sym.back() += 256;  // the last symbol carries </w>
+  if (sym.size() > kLongWord) return bpe_long(sym);
   // Repeatedly merge the lowest-ranked adjacent pair, every occurrence left to right.
   while (sym.size() > 1) {
     int32_t best = INT32_MAX, first = 0, second = 0, merged = 0;
@@ -182,6 +188,39 @@ void ClipBpe::bpe(std::string_view word, std::vector<int32_t>& sym) const {
     }
     sym.resize(w);
   }
+}
+
+void ClipBpe::bpe_long(std::vector<int32_t>& sym) const {
+  // Every merge makes a symbol whose own pairs rank after it (the merges were learned in that
+  // order), so taking pairs by (rank, position) merges what the scan merges: the lowest-ranked
+  // pair, its occurrences left to right. A popped pair whose symbols changed since is skipped.
+  struct Candidate {
+    int32_t rank, at, left, right, merged;
+    bool operator>(const Candidate& o) const { return rank != o.rank ? rank > o.rank : at > o.at; }
+  };
+  const auto n = static_cast<int32_t>(sym.size());
+  std::vector<int32_t> next(n), prev(n);
+  for (int32_t i = 0; i < n; ++i) next[i] = i + 1 < n ? i + 1 : -1, prev[i] = i - 1;
+  std::priority_queue<Candidate, std::vector<Candidate>, std::greater<Candidate>> heap;
+  const auto offer = [&](int32_t at) {
+    const int32_t right = next[at];
+    if (right < 0) return;
+    if (const PairSlot* s = find_pair(sym[at], sym[right])) heap.push({s->rank, at, sym[at], sym[right], s->merged});
+  };
+  for (int32_t i = 0; i + 1 < n; ++i) offer(i);
+  while (!heap.empty()) {
+    const Candidate c = heap.top();
+    heap.pop();
+    const int32_t right = next[c.at];
+    if (sym[c.at] != c.left || right < 0 || sym[right] != c.right) continue;  // stale
+    sym[c.at] = c.merged;
+    sym[right] = -1;  // gone: merged into its left neighbour
+    next[c.at] = next[right];
+    if (next[right] >= 0) prev[next[right]] = c.at;
+    if (prev[c.at] >= 0) offer(prev[c.at]);
+    offer(c.at);
+  }
+  sym.erase(std::remove(sym.begin(), sym.end(), -1), sym.end());
 }
 
 void ClipBpe::encode_word(std::string_view word, std::vector<int32_t>& out) const {

@@ -47,9 +47,15 @@ std::string read_merges_file(const std::string& path) {
   }
   gzFile f = gzopen(path.c_str(), "rb");
   TORCH_CHECK(f != nullptr, "ClipTokenizer: cannot open BPE merges file '", path, "'");
+  // Only the header and the first 48,894 merges are used (3.2 MB of text for the whole real file):
+  // stop after them, and at a byte cap, so a small gzip of gigabytes of NULs is not inflated.
+  constexpr size_t kLinesUsed = 49152 - 256 - 2 + 1, kMaxBytes = size_t{64} << 20;
   std::string out;
+  size_t lines = 0;
   char buf[1 << 16];
-  while (true) {
+  while (lines <= kLinesUsed) {
+    TORCH_CHECK(out.size() <= kMaxBytes, "ClipTokenizer: malformed BPE merges file '", path, "': more than ",
+                kMaxBytes >> 20, " MiB without its ", kLinesUsed, " lines (is it bpe_simple_vocab_16e6.txt.gz?)");
     const int n = gzread(f, buf, sizeof(buf));
     if (n < 0) {
       int code = 0;
@@ -60,6 +66,7 @@ std::string read_merges_file(const std::string& path) {
     }
     if (n == 0) break;
     out.append(buf, static_cast<size_t>(n));
+    lines += static_cast<size_t>(std::count(buf, buf + n, '\n'));
   }
   gzclose(f);
   return out;
