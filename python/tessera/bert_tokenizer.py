@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import torch
 
 from tessera import _C
-from tessera.text import Texts, _as_ids, _as_text
+from tessera.text import Texts, _as_ids, _as_text, _token_list
 
 __all__ = ["BertTokenizer", "BertEncoding"]
 
@@ -104,7 +104,8 @@ class BertTokenizer:
         self.truncation_side = truncation_side
         self.clean_up_tokenization_spaces = bool(clean_up_tokenization_spaces)
         self.add_special_tokens({"bos_token": bos_token, "eos_token": eos_token,
-                                 "additional_special_tokens": list(additional_special_tokens)})
+                                 "additional_special_tokens": _token_list(additional_special_tokens,
+                                                                            "additional_special_tokens")})
 
     # ---- loading ---------------------------------------------------------------------------
     @classmethod
@@ -127,6 +128,7 @@ class BertTokenizer:
                 raise ValueError(f"BertTokenizer.from_pretrained: {path} is not valid JSON: {e}") from None
             if not isinstance(config, dict):
                 raise ValueError(f"BertTokenizer.from_pretrained: {path} is not a JSON object")
+            _check_config_types(config, path)
         args: Dict[str, Any] = {}
         for key in ("do_lower_case", "strip_accents", "tokenize_chinese_chars", "padding_side",
                     "truncation_side", "clean_up_tokenization_spaces", *_SPECIAL_ROLES):
@@ -165,11 +167,11 @@ class BertTokenizer:
         became special (a vocabulary token counts, as in transformers). Call it before the
         tokenizer is shared: it must not run while another thread encodes."""
         if not isinstance(special_tokens, dict):
-            special_tokens = {"additional_special_tokens": list(special_tokens)}
+            special_tokens = {"additional_special_tokens": _token_list(special_tokens, "add_special_tokens()")}
         before = len(self._impl.special_ids())
         for role, value in special_tokens.items():
             if role == "additional_special_tokens":
-                for token in value or ():
+                for token in _token_list(value or (), "additional_special_tokens"):
                     self._impl.add_special_token(_check_token(token))
                     if token not in self.additional_special_tokens:
                         self.additional_special_tokens.append(token)
@@ -272,6 +274,8 @@ class BertTokenizer:
                     max_length = self.model_max_length
         elif isinstance(max_length, bool) or not isinstance(max_length, int):
             raise TypeError(f"max_length must be an int, got {type(max_length).__name__}")
+        elif not 1 <= max_length < 1 << 40:  # a negative one was ignored without a word
+            raise ValueError(f"max_length must be in [1, 2^40), got {max_length}")
         if pad_to_multiple_of is not None and (not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1):
             raise ValueError(f"pad_to_multiple_of must be a positive int, got {pad_to_multiple_of!r}")
         if trunc and pad is not None and pad_to_multiple_of and max_length % pad_to_multiple_of != 0:
@@ -417,6 +421,32 @@ def _rebuild_bert(vocab_file, args, specials, roles):
         tok._impl.add_special_token(token)
     tok.add_special_tokens({k: v for k, v in roles.items() if v is not None})
     return tok
+
+
+#: tokenizer_config.json keys and the JSON types they take ("false" as a string read as True).
+_CONFIG_TYPES = {"do_lower_case": (bool,), "tokenize_chinese_chars": (bool,), "clean_up_tokenization_spaces": (bool,),
+                 "strip_accents": (bool, type(None)), "padding_side": (str,), "truncation_side": (str,),
+                 "added_tokens_decoder": (dict,), "additional_special_tokens": (list,),
+                 "extra_special_tokens": (list, dict)}
+
+
+def _check_config_types(config: Dict[str, Any], path) -> None:
+    for key, types in _CONFIG_TYPES.items():
+        if key in config and config[key] is not None and not isinstance(config[key], types):
+            names = " or ".join("null" if t is type(None) else {"bool": "true/false", "str": "a string",
+                                                              "dict": "an object", "list": "a list"}[t.__name__]
+                                for t in types)
+            raise ValueError(f"BertTokenizer.from_pretrained: {path}: {key} must be {names}, got {config[key]!r:.60}")
+    for key in config.get("added_tokens_decoder") or {}:
+        if not (isinstance(key, str) and key.isdigit()):
+            raise ValueError(f"BertTokenizer.from_pretrained: {path}: added_tokens_decoder keys are token ids, "
+                             f"got {key!r:.40}")
+    for key in ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token", "bos_token", "eos_token"):
+        if config.get(key) is not None:
+            try:
+                _token_content(config[key])
+            except ValueError as e:
+                raise ValueError(f"BertTokenizer.from_pretrained: {path}: {key}: {e}") from None
 
 
 def _token_content(value) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import functools
 import importlib.util
+import operator
 import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
@@ -90,9 +91,33 @@ def _as_list(texts: Texts) -> List[str]:
 
 
 def _as_ids(ids) -> List[int]:
+    """One sequence of token ids: ints, or an integer tensor of at most one dimension. A batch was
+    flattened into one text, a string read digit by digit, floats truncated and bools read as ids."""
+    if isinstance(ids, (str, bytes)):
+        raise TypeError(f"expected token ids, got a {type(ids).__name__} ({ids[:20]!r})")
     if isinstance(ids, torch.Tensor):
+        if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+            raise TypeError(f"expected integer token ids, got a {ids.dtype} tensor")
+        if ids.dim() > 1:
+            raise ValueError(f"expected one sequence of token ids, got a tensor of shape {list(ids.shape)} "
+                             f"(decode each row, or use batch_decode)")
         return ids.reshape(-1).tolist()
-    return [int(i) for i in ids]
+    out = []
+    for i in ids:
+        if isinstance(i, bool) or isinstance(i, (float, str, bytes)):
+            raise TypeError(f"expected integer token ids, got {i!r}")
+        try:
+            out.append(operator.index(i))  # ints, numpy ints, 0-d integer tensors
+        except TypeError:
+            raise TypeError(f"expected integer token ids, got {type(i).__name__} {i!r:.40}") from None
+    return out
+
+
+def _token_list(tokens, what: str) -> List[str]:
+    """A list of tokens; a bare string was taken as its characters (one special token each)."""
+    if isinstance(tokens, (str, bytes)):
+        raise TypeError(f"{what} must be a list of tokens, not one string: write [{tokens!r}]")
+    return list(tokens)
 
 
 class ClipTokenizer:
@@ -196,6 +221,7 @@ class SentencePieceTokenizer:
 
     def add_special_tokens(self, tokens: Sequence[str]) -> List[int]:
         """Adds tokens that encode to one id each; returns their ids."""
+        tokens = _token_list(tokens, "special_tokens")
         for token in tokens:
             if not isinstance(token, str) or not token or token.isspace():
                 raise ValueError(f"a special token must be a non-blank string, got {token!r}")
@@ -303,6 +329,7 @@ def train_sentencepiece(texts: Sequence[str], path: Union[str, os.PathLike], voc
     spm_train flags. Deterministic: one thread."""
     from .io import write_atomic
 
+    special_tokens = _token_list(special_tokens, "train_sentencepiece(): special_tokens")
     flags = {"vocab_size": vocab_size, "model_type": model_type, "unk_id": 0, "bos_id": 1, "eos_id": 2,
              "pad_id": -1, "byte_fallback": True, "split_digits": True, "character_coverage": 1.0,
              "normalization_rule_name": "identity", "num_threads": 1, "minloglevel": 2,

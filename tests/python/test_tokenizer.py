@@ -269,3 +269,24 @@ def test_sentencepiece_matches_reference(spm_path):
     texts = list(SPM_GOLDENS) + (_fortunes()[:2000] if FORTUNES.is_dir() else [])
     for text in texts:
         assert sp.encode(text) == ref(text), text
+
+
+def test_what_is_not_one_sequence_of_ids_or_a_list_of_tokens_is_refused(clip, spm_path, tmp_path):
+    """decode flattened a batch into one text, read a string digit by digit, truncated floats and
+    read bools as ids; one special-token string became a special token per character."""
+    sp = tt.SentencePieceTokenizer(spm_path)
+    for tok in (clip, sp):
+        with pytest.raises(ValueError, match=r"one sequence of token ids, got a tensor of shape \[2, 3\]"):
+            tok.decode(torch.tensor([[1, 450, 6635], [1, 319, 11203]]))
+        for bad, message in (("320", "got a str"), ([1.5], "got 1.5"), ([True], "got True"),
+                             (torch.tensor([1.0]), "got a torch.float32 tensor")):
+            with pytest.raises(TypeError, match=message):
+                tok.decode(bad)
+        assert tok.decode(torch.tensor([320, 1125])) == tok.decode([320, 1125])
+    with pytest.raises(TypeError, match=r"must be a list of tokens, not one string: write \['<image>'\]"):
+        tt.SentencePieceTokenizer(spm_path, special_tokens="<image>")
+    with pytest.raises(TypeError, match="not one string"):
+        sp.add_special_tokens("<image>")
+    with pytest.raises(TypeError, match="not one string"):
+        tt.train_sentencepiece(["a b c"] * 10, tmp_path / "m.model", special_tokens="<image>")
+    assert sp.add_special_tokens(["<image>"]) == [sp.special_tokens["<image>"]]

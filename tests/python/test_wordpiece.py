@@ -338,7 +338,7 @@ def test_a_padded_width_past_any_model_is_refused_not_allocated_or_wrapped(uncas
     multiple of 2^63 - 1 overflowed to 0 columns (every token dropped, no error)."""
     from tessera.bert_tokenizer import BertTokenizer
 
-    tok = BertTokenizer.from_pretrained(uncased_folder)
+    tok = tt.BertTokenizer.from_pretrained(uncased_folder)
     for kw, key in (({"padding": True, "pad_to_multiple_of": 2 ** 63 - 1}, "pad_to_multiple_of"),
                     ({"padding": True, "pad_to_multiple_of": 10 ** 12}, "pad_to_multiple_of"),
                     ({"padding": "max_length", "max_length": 10 ** 12}, "max_length")):
@@ -352,3 +352,31 @@ def test_a_folder_given_as_the_vocabulary_file_is_named_as_a_folder(uncased_fold
 
     with pytest.raises(ValueError, match="is a folder; give its vocab.txt"):
         BertTokenizer(str(uncased_folder))
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"do_lower_case": "false"}, "do_lower_case must be true/false, got 'false'"),  # read as True before
+    ({"strip_accents": "no"}, "strip_accents must be true/false or null"),
+    ({"added_tokens_decoder": [1, 2]}, "added_tokens_decoder must be an object"),
+    ({"added_tokens_decoder": {"abc": {"content": "[X]", "special": True}}}, "added_tokens_decoder keys are token ids, got 'abc'"),
+    ({"unk_token": {"content": 5}}, r"unk_token: expected a token string"),
+])
+def test_a_tokenizer_config_of_the_wrong_types_is_named(uncased_folder, tmp_path, config, message):
+    import shutil
+
+    folder = tmp_path / "tok"
+    shutil.copytree(uncased_folder, folder)
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"tokenizer_config.json: " + message):
+        tt.BertTokenizer.from_pretrained(folder)
+
+
+def test_a_bare_special_token_string_and_a_negative_max_length_are_refused(uncased_folder):
+    with pytest.raises(TypeError, match="not one string"):
+        tt.BertTokenizer.from_pretrained(uncased_folder, additional_special_tokens="[DEC]")
+    tok = tt.BertTokenizer.from_pretrained(uncased_folder)
+    with pytest.raises(TypeError, match="not one string"):
+        tok.add_special_tokens("[DEC]")
+    for kwargs in (dict(max_length=-1, truncation=True), dict(max_length=-5, padding="max_length")):
+        with pytest.raises(ValueError, match="max_length must be in"):
+            tok(["a b c"], **kwargs)
