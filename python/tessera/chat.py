@@ -66,6 +66,17 @@ def _text_ids(tokenizer, text: str, image_token_id: int, image_tokens: int) -> T
     return ids, len(parts) - 1
 
 
+def bos_eos(tokenizer, where: str) -> Tuple[int, int]:
+    """The tokenizer's bos and eos ids, which every rendered sample starts and ends with; a
+    SentencePiece model trained without one says -1, which was written into ids and labels."""
+    bos, eos = tokenizer.bos_id, tokenizer.eos_id
+    for name, value in (("bos", bos), ("eos", eos)):
+        if not isinstance(value, int) or value < 0:
+            raise ValueError(f"{where}: the tokenizer has no {name} token ({name}_id {value}); LLaVA-style samples "
+                             f"start with bos and end answers with eos (train_sentencepiece gives bos 1, eos 2)")
+    return bos, eos
+
+
 def render(template: ConversationTemplate, conversation: Sequence[Dict[str, str]], tokenizer, image_token_id: int,
            image_tokens: int, images: int = 0, where: str = "sample",
            add_generation_prompt: bool = False) -> Tuple[List[int], List[int]]:
@@ -74,7 +85,8 @@ def render(template: ConversationTemplate, conversation: Sequence[Dict[str, str]
     assistant's answers (and the end-of-sequence token after each, when the template says so).
     `add_generation_prompt`: the conversation ends with the user and the assistant's prefix is
     appended — the prompt to generate from, tokenized exactly as in training."""
-    ids, labels = [tokenizer.bos_id], [IGNORE]
+    bos, eos = bos_eos(tokenizer, where)
+    ids, labels = [bos], [IGNORE]
     placeholders = 0
 
     def add(text: str, learn: bool) -> None:
@@ -102,8 +114,8 @@ def render(template: ConversationTemplate, conversation: Sequence[Dict[str, str]
             add(template.assistant_prefix, False)
             add(text + template.assistant_suffix, True)
             if template.add_eos_after_assistant:
-                ids.append(tokenizer.eos_id)
-                labels.append(tokenizer.eos_id)
+                ids.append(eos)
+                labels.append(eos)
     if add_generation_prompt:
         if not conversation or ROLES.get(str(conversation[-1].get("from", conversation[-1].get("role")))) != "user":
             raise ValueError(f"{where}: a generation prompt needs the conversation to end with the user's turn")
@@ -117,9 +129,9 @@ def render(template: ConversationTemplate, conversation: Sequence[Dict[str, str]
 
 
 def prompt(template: ConversationTemplate, conversation: Sequence[Dict[str, str]], tokenizer, image_token_id: int,
-           image_tokens: int, images: int = 0) -> List[int]:
-    """The ids to generate the assistant's next answer from."""
-    return render(template, conversation, tokenizer, image_token_id, image_tokens, images,
+           image_tokens: int, images: int = 0, where: str = "conversation") -> List[int]:
+    """The ids to generate the assistant's next answer from (errors name `where`)."""
+    return render(template, conversation, tokenizer, image_token_id, image_tokens, images, where=where,
                   add_generation_prompt=True)[0]
 
 

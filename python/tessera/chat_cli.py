@@ -20,6 +20,16 @@ def _recipe_data(folder: str) -> Dict:
     return recipe.get("data", {}) if isinstance(recipe, dict) else {}
 
 
+def _stdin_lines():
+    """Questions typed on stdin, stripped; a line that is not UTF-8 comes as its decoding error,
+    reported by the loop (as a text stream, one such line ended the conversation)."""
+    for raw in sys.stdin.buffer:
+        try:
+            yield raw.decode("utf-8").strip()
+        except UnicodeDecodeError as e:
+            yield e
+
+
 def run_chat(args) -> int:
     from . import data as tdata
     from .chat import load_template, prompt
@@ -48,16 +58,28 @@ def run_chat(args) -> int:
     size = model.config["vision_config"]["image_size"]
     pixels = load_pixels(args.image, tdata.ImageTransform(tdata.clip_transform(size, train=False)))
     generator = torch.Generator().manual_seed(args.seed)
-    questions = [args.question] if args.question is not None else (line.strip() for line in sys.stdin)
+    interactive = args.question is None
+    questions = [args.question] if not interactive else _stdin_lines()
     conversation: List[Dict[str, str]] = []
-    for question in questions:
+    special = set(tokenizer.special_tokens.values())  # <image>: never text of an answer
+    for turn, question in enumerate(questions, 1):
+        if isinstance(question, UnicodeDecodeError):
+            print(f"question {turn}: not UTF-8 text ({question.reason}); ask again", file=sys.stderr)
+            continue
         if not question:
             continue
         if not conversation and args.image and "<image>" not in question:
             question = "<image>\n" * len(args.image) + question  # the images go with the first question
         conversation.append({"from": "human", "value": question})
-        ids = prompt(template, conversation, tokenizer, model.config["image_token_index"],
-                     model.config["image_seq_length"], images=len(args.image))
+        try:
+            ids = prompt(template, conversation, tokenizer, model.config["image_token_index"],
+                         model.config["image_seq_length"], images=len(args.image), where=f"question {turn}")
+        except ValueError as e:  # one bad question does not end an interactive conversation
+            conversation.pop()
+            if not interactive:
+                raise
+            print(f"{e}; ask again", file=sys.stderr)
+            continue
         room = model.config["text_config"]["max_position_embeddings"] - len(ids)
         if room < 1:
             raise ValueError(f"the conversation ({len(ids)} tokens) fills the model's context; start a new one")
@@ -69,7 +91,7 @@ def run_chat(args) -> int:
             token = int(step[0])
             if token == tokenizer.eos_id:
                 break
-            if token >= tokenizer.vocab_size:  # a padded vocabulary's row without text
+            if token >= tokenizer.vocab_size or token in special:  # a padded row without text, or <image>
                 continue
             new.append(token)
             text = tokenizer.decode(new)

@@ -13,6 +13,8 @@ def _number(text: str, kind):
         raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}")
     if isinstance(value, float) and not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    if kind is int and not -2 ** 63 <= value < 2 ** 63:  # torch and C++ take int64 (an OverflowError later)
+        raise argparse.ArgumentTypeError(f"expected an integer that fits in int64, got {text!r:.40}")
     return value
 
 

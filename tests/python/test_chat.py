@@ -69,3 +69,15 @@ def test_unknown_or_malformed_template_is_a_clear_error(tmp_path):
     bad.write_text(json.dumps({"name": "t", "exec": "import os"}))
     with pytest.raises(ValueError, match=r"unknown key\(s\) exec"):
         chat.load_template(str(bad))
+
+
+@pytest.mark.parametrize("missing", ["bos", "eos"])
+def test_a_tokenizer_without_bos_or_eos_is_refused_by_name(tmp_path, missing):
+    """A SentencePiece model trained without one says id -1, which was written into ids and labels
+    (chat then failed on token id -1); interleaved data renders through the same check."""
+    from tessera.text import train_sentencepiece
+
+    texts = [f"sample line {i} with words about a red shoe and a cat" for i in range(300)]
+    tok = train_sentencepiece(texts, tmp_path / "m.model", vocab_size=300, **{f"{missing}_id": -1})
+    with pytest.raises(ValueError, match=rf"train.json\[7\]: the tokenizer has no {missing} token \({missing}_id -1\)"):
+        chat.render(chat.load_template("v1"), CONV[:2], tok, IMAGE, image_tokens=3, images=1, where="train.json[7]")

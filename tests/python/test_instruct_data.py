@@ -128,9 +128,8 @@ def test_lora_model_saves_merged_with_its_adapter(tmp_path):
     torch.testing.assert_close(tessera.from_pretrained(str(tmp_path / "b"))(ids).logits, ref, atol=1e-5, rtol=0)
 
 
-@needs_opencv
-@pytest.mark.skipif(not os.path.isdir(FMNIST), reason="dataset-fashion-mnist not installed")
-def test_chat_streams_the_greedy_answer(tmp_path):
+def _chat_model(tmp_path):
+    """A small random LLaVA saved with a generated set's tokenizer: (model, config, tokenizer, data, image)."""
     data = tmp_path / "set"
     instruct.generate(str(data), fashion=8, scenes=4, heldout_fashion=2, heldout_scenes=2, vocab_size=500)
     tok = SentencePieceTokenizer(data / "tokenizer.model", special_tokens=["<image>"])
@@ -141,10 +140,33 @@ def test_chat_streams_the_greedy_answer(tmp_path):
                   image_token_index=tok.special_tokens["<image>"], vision_feature_layer=-1)
     model = tessera.LlavaForConditionalGeneration(config)
     model.save_pretrained(str(tmp_path / "ckpt"))
-    image = str(data / "images" / "fashion" / "test" / "00000.png")
-    run = subprocess.run([sys.executable, "-m", "tessera.cli", "chat", str(tmp_path / "ckpt"), "--image", image,
-                          "--tokenizer", str(data / "tokenizer.model"), "-q", "What is this item?",
-                          "--max-new-tokens", "5"], capture_output=True, text=True, timeout=120)
+    return model, config, tok, data, str(data / "images" / "fashion" / "test" / "00000.png")
+
+
+def _chat(tmp_path, data, image, *args, stdin=None):
+    return subprocess.run([sys.executable, "-m", "tessera.cli", "chat", str(tmp_path / "ckpt"), "--image", image,
+                           "--tokenizer", str(data / "tokenizer.model"), "--max-new-tokens", "5", *args],
+                          capture_output=True, input=stdin, timeout=120)
+
+
+@needs_opencv
+@pytest.mark.skipif(not os.path.isdir(FMNIST), reason="dataset-fashion-mnist not installed")
+def test_an_interactive_chat_survives_a_bad_question(tmp_path):
+    """One bad line (not UTF-8, an extra <image>) ended the whole conversation; now it is named on
+    stderr and the next question is answered."""
+    _, _, _, data, image = _chat_model(tmp_path)
+    run = _chat(tmp_path, data, image, stdin=b"What is this item?\nbad \xff bytes\nlook at <image> again\nAnd now?\n")
+    assert run.returncode == 0, run.stderr
+    err = run.stderr.decode()
+    assert "question 2: not UTF-8 text" in err and "question 3: 2 image placeholder(s)" in err, err
+
+
+@needs_opencv
+@pytest.mark.skipif(not os.path.isdir(FMNIST), reason="dataset-fashion-mnist not installed")
+def test_chat_streams_the_greedy_answer(tmp_path):
+    model, config, tok, data, image = _chat_model(tmp_path)
+    run = _chat(tmp_path, data, image, "-q", "What is this item?")
+    run.stdout, run.stderr = run.stdout.decode(), run.stderr.decode()
     assert run.returncode == 0, run.stderr
     # The same answer through generate() and the v1 template.
     from tessera.chat import load_template, prompt

@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from ..chat import IGNORE, IMAGE_PLACEHOLDER
+from ..chat import IGNORE, IMAGE_PLACEHOLDER, bos_eos
 from ..io import parse_json_line, read_text
 from .conversation_data import check_image_file, image_paths, pad_rows, refuse_unknown_tokens, truncate
 
@@ -118,9 +118,10 @@ def encode_interleaved(samples: Sequence[InterleavedSample], tokenizer, image_to
     model's `image_seq_length`. Image paths are relative to `image_folder` (default: the folder
     of the sample's file)."""
     rows, labels, images, spans, kinds = [], [], [], [], []
+    bos, eos = bos_eos(tokenizer, "encode_interleaved")
     for s in samples:
         folder = image_folder or os.path.dirname(os.path.abspath(s.path))
-        ids, lab, own_spans, own_images = [tokenizer.bos_id], [IGNORE], [], []
+        ids, lab, own_spans, own_images = [bos], [IGNORE], [], []
         for j, seg in enumerate(s.segments):
             at = f"{s.where}: segment {j}"
             if "image" in seg:
@@ -138,8 +139,8 @@ def encode_interleaved(samples: Sequence[InterleavedSample], tokenizer, image_to
             own_spans.append((len(ids), len(ids) + len(piece)))
             ids += piece
             lab += learned
-        ids.append(tokenizer.eos_id)
-        lab.append(tokenizer.eos_id)
+        ids.append(eos)
+        lab.append(eos)
         if len(ids) > max_length:
             cut = [j for j, seg in enumerate(s.segments) if "image" in seg and own_spans[j][1] > max_length]
             if cut:
