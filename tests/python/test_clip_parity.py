@@ -482,3 +482,27 @@ def test_create_model_with_overrides_matches_transformers(tmp_path):
         b = hf(input_ids=ids, pixel_values=px, attention_mask=mask, return_loss=True)
     for name in ["loss", "logits_per_image", "text_embeds", "image_embeds"]:
         assert_close(a[name], b[name], ATOL, name)
+
+
+@pytest.mark.parametrize("eos", [59, 2], ids=["eos_id", "legacy_eos2"])
+def test_trimmed_trailing_padding_gives_transformers_features_of_the_padded_batch(tmp_path, eos):
+    """The CLIP task cuts the columns after every row's end-of-text before the forward: causal
+    attention keeps them from the pooled token, so the features and their gradients are
+    transformers' on the full padded batch."""
+    from tessera.train.clip_task import trim_trailing_padding
+
+    hf = _hf_text("sdpa", eos_token_id=eos)
+    tm = through_disk(hf, tmp_path)
+    end = 59  # the end-of-text id in both configs (the largest id for the legacy pooling)
+    ids = torch.zeros(3, 10, dtype=torch.long)
+    for row, n in enumerate((3, 6, 4)):
+        ids[row, :n] = torch.randint(1, 58, (n,), generator=torch.Generator().manual_seed(row))
+        ids[row, n] = end
+    trimmed = trim_trailing_padding(ids)
+    assert trimmed.shape == (3, 7) and torch.equal(trimmed, ids[:, :7])
+    ours, theirs = tm(trimmed).pooler_output, hf(input_ids=ids).pooler_output
+    assert_close(ours, theirs, ATOL, "pooler_output")
+    ours.sum().backward()
+    theirs.sum().backward()
+    assert_grads_match(tm, hf)
+    assert torch.equal(trim_trailing_padding(torch.zeros(2, 4, dtype=torch.long)), torch.zeros(2, 4, dtype=torch.long))

@@ -17,6 +17,17 @@ from .image_data import ImageData, image_dataset, image_loader, template_caption
 from .tasks import Task, register_task
 
 
+def trim_trailing_padding(ids: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
+    """`ids` without the columns after every row's last token (padding in every row). The loss
+    reads CLIP's text features at each row's end-of-text token, and causal attention keeps later
+    positions from reaching it, so the features are the same (within float rounding) while the
+    text tower computes ~9 columns instead of 77 for short captions: a ViT-B/32 step at batch 16
+    took 2.9 s instead of 4.4 s. transformers' padding="longest" does the same; open_clip and
+    transformers' CLIP training script pad every batch to 77."""
+    used = (ids != pad_id).any(0).nonzero()
+    return ids[:, : int(used.max()) + 1] if used.numel() else ids
+
+
 @dataclass
 class ClipData(ImageData):
     templates: List[str] = field(default_factory=lambda: ["a photo of a {}."])
@@ -122,8 +133,8 @@ class ClipTask(Task):
 
     def compute_loss(self, wrapped, model: CLIPModel, batch: Dict[str, Any], step: int) -> Dict[str, torch.Tensor]:
         device = model.device
-        ids = self.tokenizer(self.captions(batch, step), context_length=self.recipe.data.context_length).to(device)
-        out = wrapped(input_ids=ids, pixel_values=batch["pixel_values"].to(device))
+        ids = self.tokenizer(self.captions(batch, step), context_length=self.recipe.data.context_length)
+        out = wrapped(input_ids=trim_trailing_padding(ids).to(device), pixel_values=batch["pixel_values"].to(device))
         if self.recipe.loss.kind == "siglip":
             bias = getattr(model, "logit_bias", None)
             if bias is None:
