@@ -167,13 +167,11 @@ def _is_model_file(rel: str) -> bool:
         "/" not in rel and rel.startswith("model") and rel.endswith((".safetensors", ".safetensors.index.json")))
 
 
-def verify_model_files(folder: str, extra: Iterable[str] = ()) -> bool:
+def verify_model_files(folder: str) -> bool:
     """For every reader of a model folder (from_pretrained, load_weights: `init.*`, a teacher,
-    create_model(pretrained=)): checks config.json and the weight files, and the `extra` files the
-    caller reads beside them, against the folder's manifest when it has one (a tessera
-    checkpoint); a plain HF folder has none and passes."""
+    create_model(pretrained=)): checks its model files against the folder's manifest when it has
+    one (a tessera checkpoint), each of them listed; a plain HF folder has none and passes."""
     if not os.path.isdir(folder) or not os.path.exists(os.path.join(folder, MANIFEST)):
         return False
-    present = [f for f in os.listdir(folder) if _is_model_file(f)] + [f for f in extra
-                                                                      if os.path.isfile(os.path.join(folder, f))]
+    present = [f for f in os.listdir(folder) if _is_model_file(f)]
     return verify_checkpoint(folder, only=present, required=present)

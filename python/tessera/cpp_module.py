@@ -38,19 +38,24 @@ def _as_parameter(t: torch.Tensor) -> nn.Parameter:
     return t
 
 
-def _train_in_cpp(node, mode: bool) -> None:
-    """A submodule's train()/eval() reaches its C++ module (LAVIS's `visual_encoder.eval()` under a
-    training model): C++ reads each module's own flag."""
-    owner = node._owner() if node._owner is not None else None
-    if owner is not None:  # the address lives as long as the model that owns it
-        _C.nn.set_training(node._cpp_addr, mode)
+class _TrainsInCpp(nn.Module):
+    """A mirrored node whose train()/eval() reaches its C++ module (LAVIS's `visual_encoder.eval()`
+    under a training model): C++ reads each module's own flag."""
+
+    _owner = None  # weakref to the CppModule whose tree holds this node (and owns its C++ module)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        owner = self._owner() if self._owner is not None else None
+        if owner is not None:  # the address lives as long as the model that owns it
+            _C.nn.set_training(self._cpp_addr, mode)
+        return self
 
 
-class CppNode(nn.Module):
+class CppNode(_TrainsInCpp):
     """A C++ module that C++ itself calls (never Python): it holds parameters and children."""
 
     _cpp_path = ""
-    _owner = None  # weakref to the CppModule whose tree holds this node (and owns its C++ module)
 
     def forward(self, *args, **kwargs):
         raise RuntimeError(f"{self._cpp_path or type(self).__name__} is run by C++ inside its parent; "
@@ -78,26 +83,14 @@ class CppNode(nn.Module):
             f"a hook on {self._cpp_path} ({type(self).__name__}) would never fire: C++ runs this module inside "
             "its parent's forward. Hook a layer (e.g. `...encoder.layers[i]`) or the model instead.")
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        _train_in_cpp(self, mode)
-        return self
-
     register_forward_hook = _refuse_hook
     register_forward_pre_hook = _refuse_hook
     register_full_backward_hook = _refuse_hook
     register_full_backward_pre_hook = _refuse_hook
 
 
-class CppLayer(nn.Module):
+class CppLayer(_TrainsInCpp):
     """A transformer layer: the C++ encoder calls it through `__call__`; the math runs in C++."""
-
-    _owner = None
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        _train_in_cpp(self, mode)
-        return self
 
     def forward(self, hidden_states: torch.Tensor, layer_args: "_C.nn.LayerArgs") -> torch.Tensor:
         self._sync.run()

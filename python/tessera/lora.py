@@ -231,14 +231,13 @@ def _target_paths(model, targets) -> List[str]:
     return sorted(p for p in _linear_nodes(model) if _matches(p, targets))
 
 
-def _base_weights(model, targets, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+def _base_weights(state: Dict[str, torch.Tensor], targeted, aliases) -> Dict[str, torch.Tensor]:
     """Takes out of `state` the base weights PEFT saves beside the adapter of a target named like an
     embedding layer (`lm_head.base_layer.weight`: the vocabulary may have been resized) and loads
-    back; returned under the target's own weight key."""
-    own = {f"{p}.weight": tuple(_linear_nodes(model)[p].weight.shape) for p in _target_paths(model, targets)}
+    back; returned under the target's own weight key (one of `targeted` when it fits)."""
     bases = {k[: -len(".base_layer.weight")] + ".weight": state.pop(k)
              for k in [k for k in state if k.endswith(".base_layer.weight")]}
-    return apply_key_aliases(bases, own, getattr(model, "key_aliases", []))
+    return apply_key_aliases(bases, targeted, aliases)
 
 
 def _planned_shapes(model, targets, r: int, saved: Sequence[str]) -> Dict[str, Tuple[int, ...]]:
@@ -273,12 +272,12 @@ def load_adapter(model, path: str) -> List[str]:
     raw, _ = _C.core.load_safetensors(weights_path)
     state = {k[len(PREFIX):] if k.startswith(PREFIX) else k: v for k, v in raw.items()}
     state = {re.sub(r"\.(lora_[AB])\.default\.", r".\1.", k): v for k, v in state.items()}
-    bases = _base_weights(model, targets, state)
+    targeted = {f"{p}.weight" for p in _target_paths(model, targets)}
+    bases = _base_weights(state, targeted, getattr(model, "key_aliases", []))
     planned = _planned_shapes(model, targets, config.r, saved)
     state = apply_key_aliases(state, planned, getattr(model, "key_aliases", []))
     own = model.state_dict()
     missing = sorted(set(planned) - set(state))
-    targeted = {f"{p}.weight" for p in _target_paths(model, targets)}
     unexpected = sorted(set(state) - set(planned)) + [k[: -len(".weight")] + ".base_layer.weight" for k in bases
                                                       if k not in targeted]
     if missing or unexpected:
