@@ -276,10 +276,14 @@ def test_a_torn_metrics_line_does_not_stop_a_resume(run, capsys):
     (lambda s: {k: v for k, v in s.items() if k != "scheduler"}, "scheduler must be"),
     (lambda s: {**s, "data": []}, "data must be a non-empty list"),
     (lambda s: {**s, "rng": [[]]}, "rng must be a non-empty list"),
+    (lambda s: {**s, "scheduler": {}}, r"trainer_state.pt: scheduler cannot be restored \(KeyError"),
+    (lambda s: {**s, "rng": [{}]}, r"trainer_state.pt: rng\[0\] cannot be restored \(KeyError: 'torch'"),
+    (lambda s: {**s, "rng": [{"torch": torch.zeros(3, dtype=torch.uint8), "python": (3, (), None)}]},
+     r"rng\[0\] cannot be restored \(RuntimeError"),
 ])
 def test_an_edited_trainer_state_is_refused_by_field(run, edit, message):
     """A state edited and re-signed (its checksums rewritten) trained from step -5, or failed with
-    KeyError/IndexError/AttributeError deep in the resume."""
+    KeyError/IndexError/AttributeError (or torch's RNG size error) deep in the resume."""
     ckpt = step_dir(run, 4)
     state = torch.load(ckpt / "trainer_state.pt", weights_only=True)
     torch.save(edit(state), ckpt / "trainer_state.pt")
@@ -366,21 +370,6 @@ def test_a_truncated_shard_is_named(run):
     os.remove(ckpt / MANIFEST)  # no checksums to name it first
     with pytest.warns(UserWarning, match="has no checksums.json"), \
             pytest.raises(ValueError, match=rf"{shard.name}: 100 bytes, but the checkpoint's .metadata places items"):
-        fit(run, resume=True, steps=6)
-
-
-@pytest.mark.parametrize("edit, message", [
-    (lambda s: {**s, "scheduler": {}}, r"trainer_state.pt: scheduler cannot be restored \(KeyError"),
-    (lambda s: {**s, "rng": [{}]}, r"trainer_state.pt: rng\[0\] cannot be restored \(KeyError: 'torch'"),
-    (lambda s: {**s, "rng": [{"torch": torch.zeros(3, dtype=torch.uint8), "python": (3, (), None)}]},
-     r"rng\[0\] cannot be restored \(RuntimeError"),
-])
-def test_a_field_that_cannot_be_restored_is_named(run, edit, message):
-    ckpt = step_dir(run, 4)
-    state = torch.load(ckpt / "trainer_state.pt", weights_only=True)
-    torch.save(edit(state), ckpt / "trainer_state.pt")
-    write_manifest(str(ckpt))
-    with pytest.raises(ValueError, match=message):
         fit(run, resume=True, steps=6)
 
 
