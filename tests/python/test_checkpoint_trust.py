@@ -324,6 +324,8 @@ def test_a_fresh_run_over_an_earlier_run_needs_resume_or_overwrite(run):
         fit(run, steps=2)
     assert [os.path.basename(c) for c in list_checkpoints(str(run))] == ["step-00000002", "step-00000004"]
     recipe = toy(steps=2)
+    with pytest.raises(ValueError, match="give one"):
+        Trainer(recipe, build_task(recipe), str(run), progress=False).fit(resume=True, overwrite=True)
     Trainer(recipe, build_task(recipe), str(run), progress=False).fit(overwrite=True)
     assert [os.path.basename(c) for c in list_checkpoints(str(run))] == ["step-00000002"]
 

@@ -331,6 +331,8 @@ class Trainer:
         A folder holding an earlier run's checkpoints is refused without `resume`, unless
         `overwrite` deletes them (open_clip refuses an existing experiment; transformers asks
         for overwrite_output_dir): a fresh run pruned them one by one and left two runs mixed."""
+        if resume and overwrite:
+            raise ValueError("--resume continues the run in --out and --overwrite deletes it: give one")
         lock = self._lock_run_folder()
         try:
             return self._fit(resume, overwrite)
