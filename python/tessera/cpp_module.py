@@ -38,24 +38,35 @@ def _as_parameter(t: torch.Tensor) -> nn.Parameter:
     return t
 
 
-class _TrainsInCpp(nn.Module):
-    """A mirrored node whose train()/eval() reaches its C++ module (LAVIS's `visual_encoder.eval()`
-    under a training model): C++ reads each module's own flag."""
+class _MirroredNode(nn.Module):
+    """A Python node of a C++ module's tree: its C++ address lives as long as the model that owns
+    it, and only the node the model mirrored may act on it (a copy would compute with, or write
+    into, the original's tensors). train()/eval() reach its C++ module (LAVIS's
+    `visual_encoder.eval()` under a training model): C++ reads each module's own flag."""
 
+    _cpp_path = ""
     _owner = None  # weakref to the CppModule whose tree holds this node (and owns its C++ module)
+
+    def _owning_model(self) -> "CppModule":
+        owner = self._owner() if self._owner is not None else None
+        if owner is None:  # its C++ module went with the model: the address would dangle
+            raise RuntimeError(f"{self._cpp_path} ({type(self).__name__}) belongs to a model that no longer exists; "
+                               "keep the model alive while using its parts")
+        if id(self) not in owner._node_ids:
+            raise RuntimeError(f"this {type(self).__name__} is not the module at {self._cpp_path} of the model that "
+                               "mirrors it (a copy?); use the model's own module, or deep-copy the whole model")
+        return owner
 
     def train(self, mode: bool = True):
         super().train(mode)
         owner = self._owner() if self._owner is not None else None
-        if owner is not None:  # the address lives as long as the model that owns it
+        if owner is not None and id(self) in owner._node_ids:
             _C.nn.set_training(self._cpp_addr, mode)
         return self
 
 
-class CppNode(_TrainsInCpp):
+class CppNode(_MirroredNode):
     """A C++ module that C++ itself calls (never Python): it holds parameters and children."""
-
-    _cpp_path = ""
 
     def forward(self, *args, **kwargs):
         raise RuntimeError(f"{self._cpp_path or type(self).__name__} is run by C++ inside its parent; "
@@ -64,18 +75,7 @@ class CppNode(_TrainsInCpp):
     def _cpp_address(self) -> int:
         """This node's C++ address, for a bound function to run on, after the owning model pushed
         its rebound parameters to C++ (as its own forward does)."""
-        owner = self._owner() if self._owner is not None else None
-        if owner is None:  # its C++ module went with the model: the address would dangle
-            raise RuntimeError(f"{self._cpp_path} ({type(self).__name__}) belongs to a model that no longer exists; "
-                               "keep the model alive while using its parts")
-        try:
-            mirrored = owner.get_submodule(self._cpp_path) is self
-        except AttributeError:
-            mirrored = False
-        if not mirrored:  # a copy of the node: its C++ address still computes with the original's tensors
-            raise RuntimeError(f"this {type(self).__name__} is not the module at {self._cpp_path} of the model that "
-                               "mirrors it (a copy?); call the method on the model's own module")
-        owner._sync_parameters()
+        self._owning_model()._sync_parameters()
         return self._cpp_addr
 
     def _refuse_hook(self, *args, **kwargs):
@@ -89,10 +89,11 @@ class CppNode(_TrainsInCpp):
     register_full_backward_pre_hook = _refuse_hook
 
 
-class CppLayer(_TrainsInCpp):
+class CppLayer(_MirroredNode):
     """A transformer layer: the C++ encoder calls it through `__call__`; the math runs in C++."""
 
     def forward(self, hidden_states: torch.Tensor, layer_args: "_C.nn.LayerArgs") -> torch.Tensor:
+        self._owning_model()  # a layer kept past its model ran on a freed encoder (a segfault)
         self._sync.run()
         return _C.nn.run_layer(self._encoder_addr, self._index, hidden_states, layer_args)
 
@@ -181,6 +182,11 @@ class _LayerCaller:
         return layer(hidden_states, args)
 
 
+#: The live Python module of each wrapped C++ module, by address: a second wrapper took over the
+#: first one's layer caller, so hooks and FSDP wrappers on the first were silently bypassed.
+_WRAPPERS: "weakref.WeakValueDictionary[int, nn.Module]" = weakref.WeakValueDictionary()
+
+
 class CppModule(nn.Module):
     """Wraps a bound C++ module (see `tessera/python/module_binding.h`).
 
@@ -192,8 +198,16 @@ class CppModule(nn.Module):
 
     def __init__(self, cpp):
         super().__init__()
+        if not callable(getattr(cpp, "nodes", None)):
+            raise TypeError(f"CppModule wraps a C++ module bound with tessera::python::bind_module "
+                            f"(tessera/python/module_binding.h), got {type(cpp).__name__}")
+        root = next(addr for path, _, _, addr in cpp.nodes() if not path)
+        if _WRAPPERS.get(root) is not None:  # its layer caller and hooks would move to the new one
+            raise RuntimeError(f"this {type(cpp).__name__} is already wrapped by a live "
+                               f"{type(_WRAPPERS[root]).__name__}; use that module (or copy.deepcopy it)")
         object.__setattr__(self, "_cpp", cpp)
         self._mirror(cpp)
+        _WRAPPERS[root] = self
 
     @property
     def cpp(self):
@@ -246,6 +260,7 @@ class CppModule(nn.Module):
             syncs[entry(parent) if parent else ""].children.append((nodes[parent], name, node, path))
         for lp in layer_paths:
             nodes[lp]._sync = syncs[lp]
+        object.__setattr__(self, "_node_ids", frozenset(id(n) for n in nodes.values()))
         object.__setattr__(self, "_root_sync", syncs[""])
         object.__setattr__(self, "_syncs", list(syncs.values()))
 
@@ -297,15 +312,14 @@ class CppModule(nn.Module):
             if key not in clone.__dict__ and key not in skip:
                 clone.__dict__[key] = copy.deepcopy(value, memo)
         clone._mirror(clone._cpp)
+        _WRAPPERS[clone._cpp_addr] = clone
         for (_, p), (_, q) in zip(self.named_parameters(), clone.named_parameters()):
             q.requires_grad_(p.requires_grad)
         return clone
 
     def __reduce_ex__(self, protocol):
-        raise TypeError(
-            f"{type(self).__name__} wraps a C++ module and cannot be pickled; "
-            "use save_pretrained(dir) / tessera.from_pretrained(dir) or state_dict()"
-        )
+        saving = "save_pretrained(dir) / tessera.from_pretrained(dir) or " if hasattr(self, "save_pretrained") else ""
+        raise TypeError(f"{type(self).__name__} wraps a C++ module and cannot be pickled; use {saving}state_dict()")
 
     def extra_repr(self) -> str:
         return f"cpp={type(self._cpp).__name__}"

@@ -436,3 +436,38 @@ def test_ddp_gloo_averages_gradients_like_one_process():
 def test_from_pretrained_returns_eval_mode_like_transformers(fixture_dir):
     model = tessera.from_pretrained(str(fixture_dir("clip")))
     assert not model.training and not model.cpp.is_training()
+
+
+def test_a_layer_kept_past_its_model_or_copied_on_its_own_is_refused():
+    """A layer kept after its model was freed ran on the freed C++ encoder (a segmentation fault);
+    a deep copy of one layer pushed its tensors into the original model's C++ slots."""
+    import gc
+
+    model = tessera.CLIPVisionModel(CONFIG["vision_config"]).eval()
+    layer = model.encoder.layers[0]
+    h = torch.randn(1, 5, CONFIG["vision_config"]["hidden_size"])
+    copied = copy.deepcopy(layer)
+    with torch.no_grad():
+        for p in copied.parameters():
+            p.zero_()
+    with pytest.raises(RuntimeError, match="is not the module at encoder.layers.0 of the model that mirrors it"):
+        copied(h, tessera._C.nn.LayerArgs())
+    with pytest.raises(RuntimeError, match="not the module at"):
+        copied.train()(h, tessera._C.nn.LayerArgs())
+    assert layer(h, tessera._C.nn.LayerArgs()).shape == h.shape
+    del model
+    gc.collect()
+    with pytest.raises(RuntimeError, match="belongs to a model that no longer exists"):
+        layer(h, tessera._C.nn.LayerArgs())
+
+
+def test_a_cpp_module_is_wrapped_once():
+    """A second wrapper over the same C++ module took over its layer caller: hooks on the first
+    model stopped firing. Anything else is named as what CppModule does not wrap."""
+    model = tessera.CLIPVisionModel(CONFIG["vision_config"])
+    with pytest.raises(RuntimeError, match="already wrapped by a live CLIPVisionModel"):
+        tessera.CppModule(model.cpp)
+    tessera.CppModule(copy.deepcopy(model).cpp.clone())  # another C++ module: fine
+    for bad in (nn.Linear(2, 2), 3):
+        with pytest.raises(TypeError, match=r"CppModule wraps a C\+\+ module bound with"):
+            tessera.CppModule(bad)
