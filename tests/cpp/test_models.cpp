@@ -11,6 +11,7 @@
 #include "tessera/models/clip/clip_model.h"
 #include "tessera/models/llama/llama_generate.h"
 #include "tessera/models/llava/llava_model.h"
+#include "tessera/models/llava/projector.h"
 #include "tessera/models/mae/mae_model.h"
 #include "tessera/nn/decode_layer.h"
 #include "tessera/nn/linear.h"
@@ -363,6 +364,40 @@ TEST(LlavaForConditionalGeneration, ReproducesHuggingFaceFixtureAndGreedyIds) {
   models::GenerationOptions greedy;
   greedy.max_new_tokens = 6;
   EXPECT_TRUE(at::equal(llava->generate(io.at("input_ids"), io.at("pixel_values"), {}, greedy), io.at("greedy")));
+}
+
+// A projector of another width than the language model's (its features were spliced in
+// misaligned by masked_scatter), and the registry's rules: a name once, built-ins included.
+struct WidthProjectorImpl : torch::nn::Module, models::Projector {
+  explicit WidthProjectorImpl(int64_t width) : width(width) {}
+  at::Tensor project(const at::Tensor& x) const override { return at::zeros({x.size(0), x.size(1), width}); }
+  int64_t width;
+};
+
+TEST(Projector, RegisteredOnceByUsableNameAndSplicedOnlyAtTheModelsWidth) {
+  models::register_projector("test_width_35", [](const models::ProjectorSpec&) {
+    return std::make_shared<WidthProjectorImpl>(35);
+  });
+  const auto again = [](const std::string& name) {
+    models::register_projector(name, [](const models::ProjectorSpec& s) {
+      return std::make_shared<WidthProjectorImpl>(s.out_dim);
+    });
+  };
+  EXPECT_THROW(again("test_width_35"), c10::ValueError);
+  EXPECT_THROW(again("linear"), c10::ValueError);  // a built-in is not replaced
+  for (const char* name : {"", " a", "has space", "a/b", "x\n"}) EXPECT_THROW(again(name), c10::ValueError) << name;
+  EXPECT_THROW(models::register_projector("test_null", nullptr), c10::ValueError);
+  nlohmann::json config = {{"text_config", {{"vocab_size", 100}, {"hidden_size", 32}, {"intermediate_size", 40},
+                                            {"num_hidden_layers", 1}, {"num_attention_heads", 4},
+                                            {"max_position_embeddings", 64}}},
+                           {"vision_config", {{"hidden_size", 24}, {"intermediate_size", 48}, {"num_hidden_layers", 1},
+                                              {"num_attention_heads", 2}, {"image_size", 16}, {"patch_size", 8}}},
+                           {"image_token_index", 90}, {"vision_feature_layer", -1},
+                           {"projector_type", "test_width_35"}};
+  models::LlavaForConditionalGeneration llava(models::LlavaOptions::from_json(config, "test"));
+  at::Tensor ids = at::full({1, 6}, 5, at::kLong);
+  ids.narrow(1, 1, 4).fill_(90);
+  EXPECT_THROW(llava->forward(ids, at::randn({1, 3, 16, 16})), c10::ValueError);
 }
 
 // Config field tables (core/config_fields.h): the FIELD rows are what visit_fields reads and

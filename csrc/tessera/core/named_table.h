@@ -18,18 +18,13 @@ class NamedTable {
     std::lock_guard<std::mutex> lock(mutex_);
     return items_.emplace(name, std::move(value)).second;
   }
-  /// Adds or replaces `name` (the newest registration wins).
-  void set(const std::string& name, T value) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    items_[name] = std::move(value);
-  }
   /// A copy of the entry, or nothing.
   std::optional<T> get(const std::string& name) const {
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = items_.find(name);
     return it == items_.end() ? std::nullopt : std::optional<T>(it->second);
   }
-  /// The entry itself, or null; stays valid as long as the entry is not replaced by `set`.
+  /// The entry itself, or null (entries are never replaced or removed).
   const T* find(const std::string& name) const {
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = items_.find(name);

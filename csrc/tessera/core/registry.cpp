@@ -31,15 +31,11 @@ void register_config(NamedConfig config) {
   TORCH_CHECK_VALUE(table().add(name, std::move(config)), "model config '", name, "' is registered twice");
 }
 
-namespace {
-// open_clip's names (ViT-B-32, EVA02-L-14-336, convnext_base_w, RN50x4): a file `.json` or
-// ` a .json` registered a name nobody could type.
 bool usable_name(const std::string& name) {
   const auto plain = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; };
   if (name.empty() || !plain(name[0])) return false;
   return std::all_of(name.begin(), name.end(), [&](char c) { return plain(c) || std::strchr("._+-", c); });
 }
-}  // namespace
 
 std::vector<std::string> load_config_files(const std::vector<std::pair<std::string, std::string>>& files) {
   std::vector<NamedConfig> staged;

@@ -19,6 +19,9 @@ struct NamedConfig {
 };
 
 /// Adds a named config; registering a name twice is an error.
+/// open_clip's names (ViT-B-32, EVA02-L-14-336, RN50x4): a letter or digit, then letters, digits,
+/// '.', '_', '+' or '-'. A file `.json` or ` a .json` registered a name nobody could type.
+bool usable_name(const std::string& name);
 void register_config(NamedConfig config);
 /// Reads `path` (a JSON object), checks it with `family`'s strict validator and registers it under
 /// the file's stem. Returns the name.

@@ -19,6 +19,12 @@ at::Tensor splice_image_features(LlamaForCausalLMImpl& lm, const at::Tensor& inp
     return embeds;
   }
   at::Tensor feats = features();
+  // masked_scatter takes elements in order from any source large enough: a projector of another
+  // width was spliced in misaligned, without a word.
+  const int64_t hidden = embeds.size(-1);
+  TORCH_CHECK_VALUE(feats.dim() == 3 && feats.size(2) == hidden, "image features must be [images, tokens, ", hidden,
+                    "] (the language model's hidden_size), got ", feats.sizes(), ": does the projector end at the ",
+                    "language model's width?");
   TORCH_CHECK_VALUE(n_tokens == feats.size(0) * feats.size(1), "image features and image tokens do not match: ",
                     feats.size(0), " image(s) of ", feats.size(1), " tokens need ", feats.size(0) * feats.size(1),
                     " image tokens (id ", image_token_id, ") in input_ids, found ", n_tokens);

@@ -2,6 +2,7 @@
 #include "tessera/models/llava/projector.h"
 
 #include "tessera/core/named_table.h"
+#include "tessera/core/registry.h"
 #include "tessera/nn/activation.h"
 #include "tessera/nn/linear.h"
 #include "tessera/nn/module.h"
@@ -45,7 +46,15 @@ const bool builtins = [] {
 
 }  // namespace
 
-void register_projector(const std::string& name, ProjectorFactory factory) { registry().set(name, std::move(factory)); }
+void register_projector(const std::string& name, ProjectorFactory factory) {
+  // As model configs and families: a second registration (a built-in's name included) replaced
+  // the first without a word, and every config of that projector_type built the newcomer.
+  TORCH_CHECK_VALUE(core::usable_name(name), "projector name '", name, "' is not usable (a letter or digit, then ",
+                    "letters, digits, '.', '_', '+' or '-')");
+  TORCH_CHECK_VALUE(static_cast<bool>(factory), "projector '", name, "': the factory is empty");
+  TORCH_CHECK_VALUE(registry().add(name, std::move(factory)), "projector '", name, "' is registered twice (registered: ",
+                    registry().known(), ")");
+}
 
 std::vector<std::string> list_projectors() { return registry().names(); }
 
@@ -56,7 +65,7 @@ void check_projector_type(const std::string& name, const std::string& where) {
 
 std::shared_ptr<torch::nn::Module> make_projector(const std::string& name, const ProjectorSpec& spec) {
   check_projector_type(name, "projector");
-  auto module = (*registry().get(name))(spec);  // a copy: a later registration may replace the entry
+  auto module = (*registry().find(name))(spec);
   TORCH_CHECK_VALUE(dynamic_cast<Projector*>(module.get()) != nullptr, "projector '", name,
                     "' built a module that does not implement tessera::models::Projector");
   return module;

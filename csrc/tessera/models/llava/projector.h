@@ -38,6 +38,8 @@ struct ProjectorSpec {
 /// Builds a module that also implements Projector.
 using ProjectorFactory = std::function<std::shared_ptr<torch::nn::Module>(const ProjectorSpec&)>;
 
+/// Adds `name` (a usable name: core::usable_name) once; a second registration of a name, a
+/// built-in's included, is a ValueError, as for model configs and families.
 void register_projector(const std::string& name, ProjectorFactory factory);
 std::shared_ptr<torch::nn::Module> make_projector(const std::string& name, const ProjectorSpec& spec);
 std::vector<std::string> list_projectors();
