@@ -201,6 +201,10 @@ class CppModule(nn.Module):
         if not callable(getattr(cpp, "nodes", None)):
             raise TypeError(f"CppModule wraps a C++ module bound with tessera::python::bind_module "
                             f"(tessera/python/module_binding.h), got {type(cpp).__name__}")
+        buffers = [name for name, _ in cpp.named_buffers()]
+        if buffers:  # only parameters are pushed to C++: .to(), load_state_dict and assignment left these behind
+            raise TypeError(f"{type(cpp).__name__} holds buffers ({', '.join(buffers[:3])}): tessera modules keep none "
+                            f"(compute constants in forward, or make them parameters with requires_grad=False)")
         root = next(addr for path, _, _, addr in cpp.nodes() if not path)
         if _WRAPPERS.get(root) is not None:  # its layer caller and hooks would move to the new one
             raise RuntimeError(f"this {type(cpp).__name__} is already wrapped by a live "
@@ -234,9 +238,6 @@ class CppModule(nn.Module):
         for name, tensor in cpp.named_parameters():
             owner, _, leaf = name.rpartition(".")
             nodes[owner]._parameters[leaf] = _as_parameter(tensor)
-        for name, tensor in cpp.named_buffers():
-            owner, _, leaf = name.rpartition(".")
-            nodes[owner]._buffers[leaf] = tensor
 
         # Which Python call runs each node: the layer above it, or the root's forward.
         layer_paths = [p for p, (k, _) in kinds.items() if k == "layer"]

@@ -471,3 +471,18 @@ def test_a_cpp_module_is_wrapped_once():
     for bad in (nn.Linear(2, 2), 3):
         with pytest.raises(TypeError, match=r"CppModule wraps a C\+\+ module bound with"):
             tessera.CppModule(bad)
+
+
+def test_a_cpp_module_with_buffers_is_refused():
+    """Only parameters are pushed back to C++, so a buffer was left behind by .to(), load_state_dict
+    and assignment while the Python copy moved: refused up front, by name."""
+    class WithRunningMean:  # stands for an extension module that registered a buffer
+        def nodes(self):
+            return [("", "module", "Norm", 1)]
+
+        def named_buffers(self):
+            return [("norm.running_mean", torch.zeros(4))]
+
+    with pytest.raises(TypeError, match=r"WithRunningMean holds buffers \(norm.running_mean\)"):
+        tessera.CppModule(WithRunningMean())
+    assert list(tessera.CLIPModel(CONFIG).cpp.named_buffers()) == []  # the contract test builds every family
