@@ -82,3 +82,17 @@ def test_projector_registered_from_an_extension_drives_llava(gated_residual):
     llava(ids, pixel_values=px, labels=ids).loss.backward()
     opt.step()
     assert all(not torch.equal(before[k], v) for k, v in p.items())
+
+
+def test_the_package_refuses_another_libtorch(tmp_path):
+    """LibTorch's C++ ABI changes between releases: a consumer that found another torch linked and
+    then failed at run time. The installed package names both versions at configure time."""
+    cmake = shutil.which("cmake", path=os.path.dirname(sys.executable)) or shutil.which("cmake")
+    (tmp_path / "CMakeLists.txt").write_text(
+        "cmake_minimum_required(VERSION 3.22)\nproject(other_torch LANGUAGES NONE)\n"
+        "set(Torch_FOUND TRUE)\nset(Torch_VERSION 2.0.0)\nfind_package(tessera REQUIRED)\n")
+    done = subprocess.run([cmake, "-S", str(tmp_path), "-B", str(tmp_path / "build"),
+                           f"-DCMAKE_PREFIX_PATH={tessera.cmake_prefix_path}"], capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "tessera was built against LibTorch" in done.stderr and "found 2.0.0" in done.stderr
+    assert "tessera::tessera" not in done.stderr  # refused before its targets are imported
