@@ -13,6 +13,7 @@ import torch
 
 from tessera.plan import Settings, model_shape, plan_memory, suggest
 from tessera.train import build_task, load_recipe
+from tessera.train.clip_task import ClipTask, trim_trailing_padding
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 RECIPE = str(ROOT / "recipes" / "fashion_mnist_clip.yaml")
@@ -62,12 +63,19 @@ def _saved_bytes(recipe) -> int:
         storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
         return t
 
-    batch = next(iter(task.train_loader(0, 1)))
+    # The plan is the peak: a batch holding a caption of the longest template and class name
+    # (the task cuts the padding after the longest caption of each batch).
+    widest = ClipTask._text_columns(recipe)
+    for step, batch in enumerate(task.train_loader(0, 1)):
+        ids = task.tokenizer(task.captions(batch, step), context_length=recipe.data.context_length)
+        if trim_trailing_padding(ids).shape[1] == widest or step == 50:
+            break
+    assert trim_trailing_padding(ids).shape[1] == widest
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if recipe.train.precision == "bf16"
                 else contextlib.nullcontext())
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
-        task.compute_loss(model, model, batch, 0)
+        task.compute_loss(model, model, batch, step)
     return sum(v for k, v in storages.items() if k not in params)
 
 

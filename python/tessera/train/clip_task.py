@@ -114,7 +114,7 @@ class ClipTask(Task):
         c, d = cls.model_config(recipe), recipe.data
         v, t = c["vision_config"], c["text_config"]
         patches = patch_count(d.image_size, v["patch_size"])
-        lv, lt = patches + 1, d.context_length
+        lv, lt = patches + 1, cls._text_columns(recipe)
         stacks = [Stack("vision", v["num_hidden_layers"], lv, v["hidden_size"], v["intermediate_size"],
                         v["num_attention_heads"]),
                   Stack("text", t["num_hidden_layers"], lt, t["hidden_size"], t["intermediate_size"],
@@ -130,6 +130,18 @@ class ClipTask(Task):
         acts = 4 * (4 * lv * hv + 3 * lt * ht) + 2 * pixels
         return ModelShape("clip", stacks, other_params=other, other_activations_per_sample=acts,
                           sample_bytes=pixels + lt * 8, batch_size=d.batch_size, prefetch=d.prefetch)
+
+    @staticmethod
+    def _text_columns(recipe) -> int:
+        """The most text columns a step computes: captions made from the templates end before
+        `context_length`, and the padding after them is cut (`trim_trailing_padding`). Shards and
+        caption files bring captions of any length: `context_length` then."""
+        d = recipe.data
+        if d.dataset not in ("fashion_mnist", "image_folder"):
+            return d.context_length
+        names = d.class_names or image_dataset(d, True).classes
+        captions = [t.format(n) for t in d.templates for n in names]
+        return int(trim_trailing_padding(ClipTokenizer()(captions, context_length=d.context_length)).shape[1])
 
     def compute_loss(self, wrapped, model: CLIPModel, batch: Dict[str, Any], step: int) -> Dict[str, torch.Tensor]:
         device = model.device
