@@ -15,7 +15,12 @@
 #include "tessera/ops/onednn_linear.h"
 #include "tessera/ops/soft_dtw.h"
 
+#include <ATen/cpu/Utils.h>
+
+#include <algorithm>
 #include <optional>
+#include <string>
+#include <vector>
 
 namespace tessera::python {
 namespace {
@@ -120,6 +125,16 @@ void bind_ops(py::module_& m) {
   m.def("set_cpu_attention_in_fp32", &nn::set_cpu_attention_in_fp32, py::arg("on"),
         "Reduced-precision CPU attention computes in fp32 where that is faster (on by default).");
   m.def("cpu_attention_in_fp32", &nn::cpu_attention_in_fp32);
+  m.def(
+      "cpu_flags",
+      [] {
+        std::vector<std::string> on;  // ATen's reading, which the precision rules use (torch 2.11 has no Python call)
+        for (const auto& [name, value] : at::cpu::get_cpu_capabilities())
+          if (value.isBool() && value.toBool()) on.push_back(name);
+        std::sort(on.begin(), on.end());
+        return on;
+      },
+      "The instruction-set features ATen reports on this CPU (avx512_bf16, amx_bf16, avx512_fp16, ...).");
   m.def(
       "decode_linear_int8",
       [](const at::Tensor& x, const at::Tensor& q_weight, const at::Tensor& scale, const std::optional<at::Tensor>& bias,

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import tessera
 from _clip_reference import one_thread, pixel_batch, text_batch, tiny_config
 
-CAPS = torch._C._cpu._get_cpu_capabilities() if hasattr(torch._C._cpu, "_get_cpu_capabilities") else {}
+CAPS = dict.fromkeys(tessera._C.ops.cpu_flags(), True)  # what the C++ rule reads (ATen)
 ops = tessera.ops
 pytestmark = pytest.mark.skipif(CAPS.get("amx_bf16", False), reason="bf16 has a matrix unit here: rule off")
 
@@ -107,6 +107,13 @@ def test_fp16_runs_in_fp32_at_any_length_with_or_without_grad():
     q, k, v = _qkv(q_len=3, k_len=600, dtype=torch.float16, grad=False)
     assert ops.cpu_attention_in_fp32.applies(q, k, v)
     assert torch.equal(ops.attention(q, k, v), _fp32_rounded()(q, k, v))
+
+
+@pytest.mark.skipif(not (CAPS.get("amx_fp16", False) or CAPS.get("avx512_fp16", False)), reason="no native fp16")
+def test_fp16_keeps_its_own_kernel_where_the_cpu_has_native_fp16():
+    q, k, v = _qkv(q_len=3, k_len=600, dtype=torch.float16, grad=False)
+    assert not ops.cpu_attention_in_fp32.applies(q, k, v)
+    assert torch.equal(ops.attention(q, k, v), F.scaled_dot_product_attention(q, k, v))
 
 
 def test_autocast_does_not_cast_the_fp32_operands_back():
