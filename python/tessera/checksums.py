@@ -89,7 +89,7 @@ def refresh_model_files(folder: str) -> None:
     if files is None:
         return
     def rewritten(rel: str) -> bool:
-        return _is_model_file(rel) or rel.startswith("adapter/")
+        return is_model_file(rel) or rel.startswith("adapter/")
 
     present = [r for r in files_under(folder) if rewritten(r)]
     kept = {r: v for r, v in files.items() if not rewritten(r)}
@@ -160,7 +160,7 @@ def verify_checkpoint(folder: str, only: Optional[Iterable[str]] = None, require
     return True
 
 
-def _is_model_file(rel: str) -> bool:
+def is_model_file(rel: str) -> bool:
     """What `save_pretrained` writes and model readers read: config.json, the weights, and a Sugar
     model's retrieval projector (models/sugar.py) beside them."""
     return rel in ("config.json", "retrieval_projector.safetensors", "retrieval_projector.json") or (
@@ -173,5 +173,5 @@ def verify_model_files(folder: str) -> bool:
     one (a tessera checkpoint), each of them listed; a plain HF folder has none and passes."""
     if not os.path.isdir(folder) or not os.path.exists(os.path.join(folder, MANIFEST)):
         return False
-    present = [f for f in os.listdir(folder) if _is_model_file(f)]
+    present = [f for f in os.listdir(folder) if is_model_file(f)]
     return verify_checkpoint(folder, only=present, required=present)

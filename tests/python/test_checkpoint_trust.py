@@ -176,9 +176,12 @@ def test_a_run_folder_of_another_task_is_refused(run):
     with pytest.raises(ValueError, match=rf"{run} was written by task 'toy_regression' \(step-00000004\); this "
                                          r"recipe is task 'toy_other': use another --out"):
         fit(run, resume=True, task="toy_other")
-    with pytest.raises(ValueError, match="was written by task 'toy_regression'"):  # nor overwritten afresh
-        fit(run, task="toy_other")
+    with pytest.raises(ValueError, match="was written by task 'toy_regression'.*or pass --overwrite"):
+        fit(run, task="toy_other")  # nor overwritten afresh without a word
     assert len(list_checkpoints(str(run))) == 2
+    other = toy(steps=2, task="toy_without_norm")  # what --overwrite is for, whatever wrote the folder
+    assert Trainer(other, build_task(other), str(run), progress=False).fit(overwrite=True)["train_steps"] == 2
+    assert [os.path.basename(c) for c in list_checkpoints(str(run))] == ["step-00000002"]
 
 
 def test_eval_of_another_model_is_one_line(run, tmp_path, capsys):
@@ -349,6 +352,17 @@ def test_a_re_signed_manifest_of_another_shape_is_damage(run, files, message, ca
         verify_checkpoint(str(ckpt), required=["trainer_state.pt"])
     assert fit(run, resume=True, steps=6)["train_steps"] == 6  # from step 2, the newest intact one
     assert "falling back to" in capsys.readouterr().out
+
+
+def test_a_file_resume_does_not_read_is_named_not_damage(run, capsys):
+    """A tokenizer saved beside the weights made the newest checkpoint "damaged": moved aside, and
+    its steps trained again from the one before."""
+    (step_dir(run, 4) / "tokenizer_config.json").write_text("{}")
+    with pytest.warns(UserWarning, match=r"1 file\(s\) not in its checksums.json, not read on resume: "
+                                         r"tokenizer_config.json"):
+        assert fit(run, resume=True, steps=6)["train_steps"] == 6
+    assert "falling back to" not in capsys.readouterr().out
+    assert not any("damaged" in os.path.basename(c) for c in os.listdir(run / "checkpoints"))
 
 
 def test_every_reader_of_model_weights_checks_the_manifest(fixture_dir, tmp_path):

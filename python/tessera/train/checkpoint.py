@@ -37,7 +37,8 @@ import torch
 import torch.distributed as dist
 
 from .. import _C
-from ..checksums import MANIFEST, CheckpointDamaged, files_under, read_manifest, verify_checkpoint, write_manifest
+from ..checksums import (MANIFEST, CheckpointDamaged, files_under, is_model_file, read_manifest, verify_checkpoint,
+                         write_manifest)
 from ..models.weights import save_weights
 from .distributed import rank0_decides
 
@@ -247,11 +248,21 @@ def save_checkpoint(out_dir: str, wrapped, optimizer, trainer_state: Dict[str, A
     return final
 
 
+def _read_on_resume(rel: str) -> bool:
+    return rel in (STATE_FILE, "recipe.json") or rel.startswith(DCP_DIR + "/") or is_model_file(rel)
+
+
 def check_files(ckpt_dir: str) -> bool:
     """Verifies every file of a checkpoint against its checksums.json (CheckpointDamaged names
-    the first bad one). Without a manifest (written by an older tessera) it warns and
-    returns False."""
-    if verify_checkpoint(ckpt_dir, required=files_under(ckpt_dir)):  # tessera lists every file it writes
+    the first bad one); every file resume reads must be listed. Any other file (a tokenizer saved
+    beside the weights, a README, an NFS leftover) is named and left alone: resume reads none of
+    them. Without a manifest (written by an older tessera) it warns and returns False."""
+    present = files_under(ckpt_dir)
+    if verify_checkpoint(ckpt_dir, required=[f for f in present if _read_on_resume(f)]):
+        extra = sorted(set(present) - set(read_manifest(ckpt_dir) or {}))
+        if extra:
+            warnings.warn(f"{ckpt_dir}: {len(extra)} file(s) not in its {MANIFEST}, not read on resume: "
+                          f"{', '.join(extra[:3])}", stacklevel=2)
         return True
     warnings.warn(f"{ckpt_dir} has no {MANIFEST} (written before tessera checksummed checkpoints): its files "
                   f"are loaded unverified", stacklevel=2)
@@ -393,7 +404,7 @@ def check_same_run(out_dir: str, ckpt_dir: str, task: str, model_type: Optional[
             return f"task {t!r}" + (f" (model type {m!r})" if m else "")
         raise ValueError(f"{out_dir} was written by {describe(saved['task'], saved['model_type'])} "
                          f"({os.path.basename(ckpt_dir)}); this recipe is {describe(task, model_type)}: use another "
-                         f"--out, or remove that folder to start over")
+                         f"--out, or pass --overwrite to start over there (its checkpoints are deleted)")
 
 
 def _move_aside(ckpt_dir: str) -> str:

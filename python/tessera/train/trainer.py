@@ -355,14 +355,15 @@ class Trainer:
         intact checkpoint to resume (reporting and moving aside damaged ones); all ranks agree."""
         def decide():
             newest = latest_checkpoint(self.out_dir)
+            if newest and overwrite:  # whatever wrote them: --overwrite starts over
+                discard_checkpoints(self.out_dir)
+                return None
             if newest:
                 check_same_run(self.out_dir, newest, self.recipe.task, getattr(self.model, "model_type", None))
             if newest and not resume:
-                if not overwrite:
-                    raise ValueError(f"{self.out_dir} holds checkpoints of an earlier run (newest "
-                                     f"{os.path.basename(newest)}): pass --resume to continue it, or --overwrite to "
-                                     f"start over (its checkpoints are deleted)")
-                discard_checkpoints(self.out_dir)
+                raise ValueError(f"{self.out_dir} holds checkpoints of an earlier run (newest "
+                                 f"{os.path.basename(newest)}): pass --resume to continue it, or --overwrite to "
+                                 f"start over (its checkpoints are deleted)")
             return resume_checkpoint(self.out_dir) if resume else None
         return rank0_decides(self.info, decide)
 
