@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 import weakref
-from typing import Dict, List, Tuple, Type
+from typing import Dict, List, Optional, Tuple, Type
 
 import torch
 from torch import nn
@@ -218,7 +218,10 @@ class CppModule(nn.Module):
         """The underlying C++ module handle."""
         return self._cpp
 
-    def _mirror(self, cpp) -> None:
+    def _mirror(self, cpp, modes: Optional[Dict[str, bool]] = None) -> None:
+        """Builds the Python tree of `cpp`'s nodes. `modes`: each path's train/eval flag to keep
+        (default: this tree's own, so a re-mirror after apply_lora keeps a frozen tower in eval)."""
+        modes = {n: m.training for n, m in self.named_modules()} if modes is None else modes
         nodes: Dict[str, nn.Module] = {"": self}
         kinds: Dict[str, Tuple[str, int]] = {}
         owner = weakref.ref(self)  # no cycle: the nodes live in this tree
@@ -277,6 +280,9 @@ class CppModule(nn.Module):
                 layer._encoder_addr, layer._index = addr, i
             _C.nn.set_layer_caller(addr, _LayerCaller(layers, list(layers), addr))
         self.train(cpp.is_training())
+        for name, module in self.named_modules():  # parents first: a child's own flag is set after its parent's
+            if name and modes.get(name, module.training) != module.training:
+                module.train(modes[name])
 
     def _sync_parameters(self) -> None:
         """Call before handing control to C++: pushes rebound parameters of the root's part."""
@@ -312,7 +318,7 @@ class CppModule(nn.Module):
         for key, value in self.__dict__.items():
             if key not in clone.__dict__ and key not in skip:
                 clone.__dict__[key] = copy.deepcopy(value, memo)
-        clone._mirror(clone._cpp)
+        clone._mirror(clone._cpp, {n: m.training for n, m in self.named_modules()})  # as torch's deepcopy keeps them
         _WRAPPERS[clone._cpp_addr] = clone
         for (_, p), (_, q) in zip(self.named_parameters(), clone.named_parameters()):
             q.requires_grad_(p.requires_grad)

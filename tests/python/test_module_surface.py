@@ -221,6 +221,14 @@ def test_train_eval_of_a_submodule_reaches_its_cpp_module():
     a, b = image_features_twice()
     assert torch.equal(a, want) and torch.equal(b, want), "the tower's dropout ran in eval mode"
     assert model.text_model.training and model.cpp.is_training()
+    # apply_lora and deepcopy rebuild the Python tree: the tower stays in eval (torch's deepcopy
+    # keeps every module's flag; both put the whole tree in the root's mode before).
+    tessera.lora.apply_lora(model, ["q_proj"], r=2)
+    copied = copy.deepcopy(model)
+    for m in (model, copied):
+        assert not m.vision_model.training and m.text_model.training and m.training
+    with torch.no_grad():
+        assert torch.equal(copied.get_image_features(px), copied.get_image_features(px)), "the copy's tower dropped"
     model.eval()
     model.vision_model.encoder.layers[0].train()  # a layer alone (a CppLayer) is enough for dropout
     a, b = image_features_twice()
