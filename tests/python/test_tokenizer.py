@@ -8,6 +8,7 @@ counted and must stay rare (the fortune files hold a handful of genuinely mis-de
 
 import functools
 import importlib.util
+import os
 import re
 from pathlib import Path
 
@@ -192,8 +193,10 @@ def test_a_merges_file_that_inflates_without_end_is_refused(tmp_path):
         block = bytes(1 << 20)
         for _ in range(80):
             f.write(block)
+    open_files = len(os.listdir("/proc/self/fd"))
     with pytest.raises(RuntimeError, match="more than 64 MiB without its 48895 lines"):
         tt.ClipTokenizer(bomb)
+    assert len(os.listdir("/proc/self/fd")) == open_files, "the refused file was left open"
 
 
 def test_module_tokenize_signature(bpe_path, monkeypatch):

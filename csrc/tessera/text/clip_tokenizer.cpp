@@ -14,6 +14,7 @@
 #include <exception>
 #include <fstream>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <thread>
 
@@ -45,8 +46,9 @@ std::string read_merges_file(const std::string& path) {
                 std::strerror(errno),
                 " (it ships with open_clip as open_clip/bpe_simple_vocab_16e6.txt.gz)");
   }
-  gzFile f = gzopen(path.c_str(), "rb");
-  TORCH_CHECK(f != nullptr, "ClipTokenizer: cannot open BPE merges file '", path, "'");
+  const std::unique_ptr<gzFile_s, int (*)(gzFile)> file(gzopen(path.c_str(), "rb"), &gzclose);  // closed on throw too
+  TORCH_CHECK(file != nullptr, "ClipTokenizer: cannot open BPE merges file '", path, "'");
+  gzFile f = file.get();
   // Only the header and the first 48,894 merges are used (3.2 MB of text for the whole real file):
   // stop after them, and at a byte cap, so a small gzip of gigabytes of NULs is not inflated.
   constexpr size_t kLinesUsed = 49152 - 256 - 2 + 1, kMaxBytes = size_t{64} << 20;
@@ -60,7 +62,6 @@ std::string read_merges_file(const std::string& path) {
     if (n < 0) {
       int code = 0;
       const std::string msg = gzerror(f, &code);
-      gzclose(f);
       TORCH_CHECK(false, "ClipTokenizer: malformed BPE merges file '", path,
                   "': gzip data is corrupt (", msg, ")");
     }
@@ -68,7 +69,6 @@ std::string read_merges_file(const std::string& path) {
     out.append(buf, static_cast<size_t>(n));
     lines += static_cast<size_t>(std::count(buf, buf + n, '\n'));
   }
-  gzclose(f);
   return out;
 }
 
