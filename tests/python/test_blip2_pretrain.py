@@ -4,7 +4,7 @@
 * every loss and every gradient against a from-scratch LAVIS port (_lavis_blip2_reference.py) that
   runs the passes as LAVIS does (separate ITC passes, ITG through the image pass's key/value
   cache), on small configs with padding, with and without repeated image_ids;
-* the hard-negative draw: never a positive, softmax + 1e-4 weights, reproducible per
+* the hard-negative draw: never a positive, LAVIS's softmax over the negatives, reproducible per
   (seed, step, global row), and a clear error when a row has no negative;
 * two gloo processes on halves of a batch equal one process on the whole batch.
 """
@@ -185,8 +185,8 @@ def _positives(ids_local, ids_all, rows):
 
 def test_draw_never_picks_a_positive_and_covers_every_negative():
     # Rank 1 of 2 (rows 6..11 of 12); image ids repeat, across the two halves too. The positives
-    # get a much larger similarity, so any leak through the mask would be drawn almost always,
-    # while the +1e-4 floor keeps every negative drawable.
+    # get a much larger similarity, so any leak through the mask would be drawn almost always;
+    # masked before the softmax (LAVIS), they leave every negative drawable.
     ids_all = torch.tensor([0, 1, 2, 3, 4, 5, 0, 6, 2, 2, 7, 8])
     rows = torch.arange(6, 12)
     pos = _positives(ids_all[rows], ids_all, rows)
@@ -200,10 +200,11 @@ def test_draw_never_picks_a_positive_and_covers_every_negative():
     assert torch.equal(seen, ~pos)
 
 
-def test_draw_follows_softmax_plus_floor():
+def test_draw_follows_the_softmax_over_negatives():
+    """LAVIS's blip2_qformer.py: positives at -10000, then softmax (no floor, unlike ALBEF/BLIP)."""
     sim = torch.tensor([[2.0, 0.5, -1.0, 1.5, 0.0, -3.0]])
     pos = torch.tensor([[False, False, True, False, False, False]])
-    weights = (sim.softmax(1) + 1e-4).masked_fill(pos, 0)[0]
+    weights = sim.masked_fill(pos, -10000.0).softmax(1)[0]
     n = 4000
     counts = torch.bincount(torch.cat([hard_negatives(sim, pos, torch.tensor([0]), 0, step) for step in range(n)]),
                             minlength=6)
@@ -410,3 +411,20 @@ def test_zero_shot_and_retrieval_take_a_score_function():
     texts = classes[labels]
     r = recall_at_k(queries, texts, [str(int(c)) for c in labels], ks=(1,), score=best_query_score)
     assert r["image_to_text_R@1"] == 1.0 and r["text_to_image_R@1"] == 1.0
+
+
+def test_image_ids_of_another_length_and_a_large_seed():
+    """3 ids for 2 pairs failed inside torch (1 id: an IndexError); a seed like 20241101 overflowed
+    the draw's generator at the first step (as it did for template captions and Sugar's points)."""
+    model = _model(_config(), dtype=torch.float32)
+    image, ids, mask = _batch(2, dtype=torch.float32)
+    for bad in (torch.arange(3), torch.arange(1), torch.zeros(2, 1, dtype=torch.long)):
+        with pytest.raises(ValueError, match=r"image_ids must hold one id per pair, shape \[2\]"):
+            model(image, ids, mask, DEC, image_ids=bad)
+    with torch.no_grad():
+        assert torch.isfinite(model(image, ids, mask, DEC, seed=20241101, step=7, itg=False).loss_itm)
+    from tessera.train.image_data import template_captions
+    from tessera.train.sugar_task import point_seed
+
+    assert len(template_captions(["a {}."], ["x", "y"], torch.tensor([0, 1]), 2**62, 10**6, 3)) == 2
+    torch.Generator().manual_seed(point_seed(2**62, 10**6, 99))

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from .. import _C
 from ..losses.distributed import all_gather_with_grad
 from ..registry import register_model
+from ..seeds import stream_seed
 from .blip2 import _Blip2Part
 from .llama import _check
 from .outputs import ModelOutput
@@ -81,20 +82,22 @@ def itc_loss(sim_i2t: torch.Tensor, sim_t2i: torch.Tensor, positives: torch.Tens
 
 def hard_negatives(sim: torch.Tensor, positives: torch.Tensor, rows: torch.Tensor, seed: int, step: int,
                    columns: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """One column index per row, drawn from softmax(sim) + 1e-4 with the positives at zero (LAVIS),
-    from a generator seeded by (seed, step, row). `rows` and `columns` are the samples' places in
+    """One column index per row, drawn from softmax over the row's negatives (the positives masked
+    out first, as LAVIS's blip2_qformer.py; ALBEF's and BLIP's +1e-4 floor is not BLIP-2's), from a
+    generator seeded by (seed, step, row). `rows` and `columns` are the samples' places in
     the global batch (default: as given); the draw runs over the columns in that order, so it is the
     same however the batch is split across ranks."""
     with torch.no_grad():
-        weights = (F.softmax(sim.float(), 1) + 1e-4).masked_fill(positives.bool(), 0.0)
-        if bool((weights.sum(1) <= 0).any()):
-            raise ValueError("ITM needs a negative for every pair: a row whose every candidate is a positive "
-                             "(same image_id everywhere) has none; use a batch with more than one image_id")
+        if bool(positives.bool().all(1).any()):
+            raise ValueError("ITM needs a negative for every pair, and a row has none: every candidate shares "
+                             "its image_id, or the global batch holds a single pair; use a batch of more than "
+                             "one pair and more than one image_id")
+        weights = F.softmax(sim.float().masked_fill(positives.bool(), float("-inf")), 1)
         order = torch.argsort(columns.cpu()) if columns is not None else torch.arange(sim.shape[1])
         weights = weights.cpu()[:, order]
         out = torch.empty(sim.shape[0], dtype=torch.long)
         for i, row in enumerate(rows.tolist()):
-            g = torch.Generator().manual_seed((seed * 1_000_003 + step) * 1_000_003 + row)
+            g = torch.Generator().manual_seed(stream_seed(seed, step, row, 1_000_003))
             out[i] = order[torch.multinomial(weights[i], 1, generator=g)[0]]
         return out.to(sim.device)
 
@@ -125,6 +128,8 @@ class Blip2ForPretraining(_Blip2Part):
         sim_i2t = torch.einsum("bqe,ne->bnq", image_feats, text_all).amax(-1) / temp   # [B, N]
         sim_t2i = torch.einsum("be,nqe->bnq", text_feat, image_all).amax(-1) / temp    # [B, N]
         own = torch.arange(B, device=input_ids.device) + rank * B  # this rank's pairs among the gathered
+        if image_ids is not None and (image_ids.dim() != 1 or image_ids.numel() != B):
+            raise ValueError(f"image_ids must hold one id per pair, shape [{B}], got {list(image_ids.shape)}")
         ids = image_ids if image_ids is not None else own
         ids_all = _gather(ids.to(input_ids.device), world, False)
         positives = ids.view(-1, 1).eq(ids_all.view(1, -1))

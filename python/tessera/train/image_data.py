@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import List, Optional
 
 from .. import data as tdata
+from ..seeds import stream_seed
 
 DATASETS = ("fashion_mnist", "image_folder", "captions", "webdataset")
 
@@ -77,7 +78,7 @@ def template_captions(templates, class_names, labels: torch.Tensor, seed: int, s
     `captions` (a batch's own, "" where a sample has none), those that exist stand and only the
     empty ones are templated. A label outside the class names is refused by value, naming the
     sample by its key where the batch has keys (a missing label, -1, named the last class)."""
-    g = torch.Generator().manual_seed((seed * 1_000_003 + step) * 65_537 + rank)
+    g = torch.Generator().manual_seed(stream_seed(seed, step, rank, 65_537))
     pick = torch.randint(len(templates), (len(labels),), generator=g).tolist()
     out = []
     for i, (t, c) in enumerate(zip(pick, labels.tolist())):

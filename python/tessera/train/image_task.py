@@ -9,6 +9,7 @@ from typing import Any, Dict, Iterator
 import torch
 
 from ..data.masking import BlockMaskGenerator
+from ..seeds import stream_seed
 from .image_data import ImageData, image_dataset, image_loader
 from .tasks import Task
 
@@ -98,7 +99,7 @@ class MaskedImageTask(ImageTask):
 
     def train_masks(self, batch: int, step: int) -> torch.Tensor:
         if step != self._mask_step:  # micro-batches of one step continue the stream
-            self.masks.rng.seed((self.recipe.train.seed * 1_000_003 + step) * 1009 + self.rank)
+            self.masks.rng.seed(stream_seed(self.recipe.train.seed, step, self.rank, 1009))
             self._mask_step = step
         return self.masks(batch)
 

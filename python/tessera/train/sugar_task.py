@@ -30,6 +30,7 @@ from ..chat import IGNORE
 from ..models.llava import LlavaForConditionalGeneration
 from ..models.sugar import RetrievalProjector, SugarModel
 from ..schema import require
+from ..seeds import stream_seed
 from .conversation_data import EncodedSamples, encode_samples, read_samples
 from .interleaved_data import EncodedInterleaved, encode_interleaved, read_interleaved, sample_points
 from .llava_task import LlavaInit, LlavaTask, LoraSection
@@ -98,7 +99,7 @@ class SugarEval:
 
 def point_seed(seed: int, step: int, sample: int) -> int:
     """A sample's point draw depends on the sample, never on the rank or its place in a batch."""
-    return (seed * 1_000_003 + step) * 1_000_033 + sample
+    return stream_seed(seed, step, sample, 1_000_033)
 
 
 def point_weights(spans: Sequence[Sequence[tuple]], kinds: Sequence[Sequence[str]], points: torch.Tensor,
