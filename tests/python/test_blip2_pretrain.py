@@ -428,3 +428,16 @@ def test_image_ids_of_another_length_and_a_large_seed():
 
     assert len(template_captions(["a {}."], ["x", "y"], torch.tensor([0, 1]), 2**62, 10**6, 3)) == 2
     torch.Generator().manual_seed(point_seed(2**62, 10**6, 99))
+
+
+def test_a_caption_names_a_class_by_its_words():
+    """The stage-1 caption metric: "t-shirt" decodes as "t - shirt", so the substring test missed
+    every t-shirt and credited a t-shirt caption to "shirt"; capitals and "_" were never found."""
+    from tessera.train.blip2_task import names_class, words
+
+    said = words("a photo of a t-shirt.")
+    assert names_class(said, "t-shirt") and not names_class(said, "shirt")
+    assert names_class(words("a shirt"), "shirt") and not names_class(words("a shirts"), "shirt")
+    assert names_class(words("a golden retriever"), "Golden Retriever")
+    assert names_class(words("a maple_tree here"), "maple_tree")
+    assert not names_class(words("a golden dog"), "Golden Retriever")

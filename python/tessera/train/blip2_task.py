@@ -59,6 +59,18 @@ def words(text: str) -> List[str]:
     return re.findall(r"[a-z0-9]+|[^a-z0-9\s]", text.lower())
 
 
+def _joined(tokens: List[str]) -> str:
+    return " ".join(tokens).replace(" - ", "-").replace(" _ ", "_")  # compounds as one word again
+
+
+def names_class(caption: List[str], class_name: str) -> bool:
+    """Whether a caption's words name the class as a whole word: "t-shirt" is the words t, -,
+    shirt, and a substring test of the decoded text missed every t-shirt and credited it to
+    "shirt"; capitals and "_" in a class name were never found."""
+    name = re.escape(_joined(words(class_name)))
+    return re.search(rf"(?<![\w-]){name}(?![\w-])", _joined(caption)) is not None
+
+
 class WordVocab:
     """A WordPiece vocabulary of whole words (no ## pieces: every caption word is in it)."""
 
@@ -210,7 +222,8 @@ class Blip2PretrainTask(Task):
             if captioned < 200:
                 caps = model.caption(emb[:50], DEC, SEP, L)
                 for row, c in zip(caps.tolist(), labels[:50].tolist()):
-                    captions_right += int(self.class_names[c] in self.vocab.decode(row))
+                    said = [self.vocab.tokens[i] for i in row if i >= len(SPECIALS)]
+                    captions_right += int(names_class(said, self.class_names[c]))
                 captioned += len(caps)
             n += len(px)
         return {"zero_shot_acc": itc["zero_shot_top1"], "zero_shot_top5": itc["zero_shot_top5"],
