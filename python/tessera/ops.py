@@ -27,6 +27,8 @@ def _pair(lengths: Lengths, fn: str):
         return None, None
     if not isinstance(lengths, (tuple, list)) or len(lengths) != 2:
         raise ValueError(f"{fn}: lengths must be a pair (x_lengths, y_lengths), got {type(lengths).__name__}")
+    if any(t is None for t in lengths):
+        raise ValueError(f"{fn}: lengths needs both x_lengths and y_lengths (lengths=None: every step counts)")
     return tuple(torch.as_tensor(t) if not isinstance(t, torch.Tensor) else t for t in lengths)
 
 

@@ -210,7 +210,7 @@ def test_triple_kernel_cost_against_the_formula():
     (lambda: ops.soft_dtw(torch.rand(2, 0, 4)), "at least one step"),
     (lambda: ops.soft_dtw(torch.rand(3, 4), gamma=-1), "gamma must be 0 \\(hard DTW\\) or a normal positive"),
     (lambda: ops.soft_dtw(torch.rand(3, 4).double(), gamma=1e-310), "gamma must be 0 .* normal positive"),
-    (lambda: ops.soft_dtw(torch.tensor([[0.0, float("nan")]])), "non-finite entry at \\[0, 0, 1\\]"),
+    (lambda: ops.soft_dtw(torch.tensor([[0.0, float("nan")]])), r"cost\[0, 0, 1\] is nan; entries must be finite"),
     (lambda: ops.soft_dtw(torch.rand(2, 3, 4), lengths=(torch.tensor([3, 4]), torch.tensor([4, 4]))),
      "x_lengths\\[1\\] = 4 is out of range"),
     (lambda: ops.soft_dtw(torch.rand(2, 3, 4), lengths=(torch.tensor([3, 3]), torch.tensor([0, 4]))),
@@ -218,6 +218,8 @@ def test_triple_kernel_cost_against_the_formula():
     (lambda: ops.soft_dtw(torch.rand(2, 3, 4), lengths=(torch.tensor([3]), torch.tensor([4]))),
      "x_lengths must be \\[2\\]"),
     (lambda: ops.soft_dtw(torch.rand(2, 3, 4), lengths=torch.tensor([3, 4])), "must be a pair"),
+    (lambda: ops.soft_dtw(torch.rand(2, 3, 4), lengths=([3, 2], None)), "needs both x_lengths and y_lengths"),
+    (lambda: ops.gak(torch.rand(2, 3, 4), torch.rand(2, 5, 4), lengths=(None, [5, 2])), "needs both"),
     (lambda: ops.gak(torch.rand(2, 3, 4), torch.rand(2, 3, 5)), "same batch size and feature width"),
     (lambda: ops.gak(torch.rand(2, 3, 4), torch.rand(3, 4)), "both be"),
     (lambda: ops.gak(torch.rand(3, 4), torch.rand(3, 4), sigma=1.0, delta=1.0), "sigma or delta"),
@@ -231,6 +233,24 @@ def test_triple_kernel_cost_against_the_formula():
 def test_bad_input_is_a_value_error_naming_it(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_forbidden_cell_is_a_large_cost_within_the_bound(dtype):
+    """The dtype's max as a forbidden cell made the path sums inf, and inf - inf NaN spread into the
+    cells a cheap path passes through (NaN gradients in float32, a NaN value in float64): refused,
+    naming the bound, below which the band's answer is exact."""
+    cost = torch.rand(5, 5, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    band = (torch.arange(5).view(-1, 1) - torch.arange(5).view(1, -1)).abs() <= 1
+    with pytest.raises(ValueError, match=r"cost\[0, 0, 2\] is .*; entries must be finite and at most"):
+        ops.soft_dtw(cost.masked_fill(~band, torch.finfo(dtype).max), gamma=0.1)
+    big = (torch.finfo(dtype).max / (2 * 10)) / 2
+    forbidden = cost.masked_fill(~band, big).requires_grad_()
+    value = ops.soft_dtw(forbidden, gamma=0.1)
+    value.backward()
+    want = ops.soft_dtw(cost.masked_fill(~band, 1e4), gamma=0.1)  # the forbidden cells weigh e^-1e5 there
+    torch.testing.assert_close(value.detach(), want)
+    assert torch.isfinite(forbidden.grad).all() and (forbidden.grad[~band] == 0).all()
 
 
 def test_integer_cost_is_a_type_error():

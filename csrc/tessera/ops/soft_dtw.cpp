@@ -100,12 +100,16 @@ at::Tensor soft_dtw(const at::Tensor& cost, double gamma, const at::Tensor& x_le
                     cost.sizes());
   TORCH_CHECK_VALUE(!single || !x_lengths.defined(), "soft_dtw: lengths need a batched [B, N, M] cost");
   if (B > 0) {
-    const at::Tensor bad = c.detach().isfinite().logical_not();
+    // A path sums up to N + M entries: beyond `huge` its sum overflows to inf, and a cell whose
+    // predecessors are all inf takes inf - inf = NaN, which spreads to cells a finite path reaches.
+    const at::Tensor bad = (c.detach().abs() <= huge).logical_not();  // NaN too
     if (bad.any().item<bool>()) {
       const at::Tensor where = bad.nonzero()[0];
-      TORCH_CHECK_VALUE(false, "soft_dtw: cost has a non-finite entry at [", where[0].item<int64_t>(), ", ",
-                        where[1].item<int64_t>(), ", ", where[2].item<int64_t>(), "] (a forbidden cell needs a ",
-                        "large finite cost, not inf)");
+      const int64_t i = where[0].item<int64_t>(), j = where[1].item<int64_t>(), k = where[2].item<int64_t>();
+      TORCH_CHECK_VALUE(false, "soft_dtw: cost[", i, ", ", j, ", ", k, "] is ", c[i][j][k].item<double>(),
+                        "; entries must be finite and at most ", huge, " in magnitude for a ", N, " x ", M, " ",
+                        cost.scalar_type(), " cost, so that no path's sum overflows (a forbidden cell needs a "
+                        "large cost within that bound, not inf or the dtype's max)");
     }
   }
   const at::Tensor n = checked_lengths(x_lengths, B, N, "soft_dtw", "x_lengths", c);
