@@ -2,7 +2,10 @@
 Fashion-MNIST items, each with a short sentence, and Winoground-style minimal pairs of shape
 scenes whose two shapes swap colours ("A red circle and a blue square." / "A blue circle and a
 red square."), drawn with instruct's OpenCV scene code. Deterministic from a seed; held-out
-sequences use Fashion-MNIST's test split, and no held-out scene is ever drawn for training.
+sequences use Fashion-MNIST's test split, and no held-out scene is drawn for training pixel for
+pixel. Its captions are not new: they name kinds and colours only (72 captions in all), and every
+one of them also captions training scenes, so the pairs test binding on unseen images, not on
+unseen combinations of words.
 
     OUT/images/fashion/{train,test}/NNNNN.png   one image per item, in one sequence only
     OUT/images/scenes/train/NNNNN-{a,b}.png     training scenes, drawn in swapped pairs too
