@@ -30,7 +30,12 @@ def test_qformer_projector_equals_the_qformer_and_trains(tmp_path):
     tower = tessera.CLIPVisionModel(model.config["vision_config"])
     tower.load_state_dict({"vision_model." + k.removeprefix("vision_tower."): v
                            for k, v in model.state_dict().items() if k.startswith("vision_tower.")})
-    feats = tower(pixel_values=px, output_hidden_states=True).hidden_states[-1][:, 1:]
+    # The Q-Former reads the tower's post-normed features, as BLIP-2 stage 1 trains it (LAVIS's ln_vision).
+    hidden = tower(pixel_values=px, output_hidden_states=True).hidden_states[-1]
+    own = model.state_dict()
+    feats = torch.nn.functional.layer_norm(hidden, hidden.shape[-1:], own["vision_tower.post_layernorm.weight"],
+                                           own["vision_tower.post_layernorm.bias"],
+                                           model.config["vision_config"].get("layer_norm_eps", 1e-5))[:, 1:]
     want = torch.nn.functional.linear(
         qformer(p["query_tokens"].expand(2, -1, -1), encoder_hidden_states=feats).last_hidden_state,
         p["language_projection.weight"], p["language_projection.bias"])
@@ -67,3 +72,25 @@ def test_init_projector_loads_a_stage1_qformer(tmp_path):
     own, theirs = model.state_dict(), stage1.state_dict()
     loaded = [k for k in own if k.startswith("multi_modal_projector.") and "language_projection" not in k]
     assert loaded and all(torch.equal(own[k], theirs[k.removeprefix("multi_modal_projector.")]) for k in loaded)
+
+
+def test_init_projector_refuses_another_qformer_architecture(tmp_path):
+    """Tensors are matched by name and shape: a stage-1 run with other heads or cross-attention
+    layers loaded silently and ran as another model."""
+    from tessera.train.llava_task import LlavaTask
+
+    def stage1(**changes):
+        folder = tmp_path / str(len(list(tmp_path.iterdir())))
+        Blip2ForPretraining(dict(num_query_tokens=changes.pop("queries", 3),
+                                 vision_config=dict(hidden_size=24, num_attention_heads=2),
+                                 qformer_config=dict(QFORMER, use_qformer_text_input=True, vocab_size=30,
+                                                     **changes))).save_pretrained(str(folder))
+        return str(folder)
+
+    config = _qformer_llava().config
+    LlavaTask._check_stage1_qformer(stage1(), config)
+    for changes, message in [(dict(num_attention_heads=8), "num_attention_heads: 8 there, 4 here"),
+                             (dict(cross_attention_frequency=1), "cross_attention_frequency: 1 there, 2 here"),
+                             (dict(layer_norm_eps=1e-6), "layer_norm_eps"), (dict(queries=4), "queries")]:
+        with pytest.raises(ValueError, match=f"its Q-Former is not the one projector_config describes.*{message}"):
+            LlavaTask._check_stage1_qformer(stage1(**changes), config)

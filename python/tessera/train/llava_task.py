@@ -11,6 +11,7 @@ micro-batches and ranks). Evaluation answers held-out questions by greedy genera
 exact-match accuracy, overall and per sample `kind`."""
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -139,7 +140,10 @@ class LlavaTask(Task):
             model.load_state_dict(load_weights(folder), strict=True)
         if init.vision_tower:
             folder = resolve_checkpoint(init.vision_tower, "init.vision_tower")
-            self._load_part(model, load_weights(folder), folder, r"^vision_model\.", "vision_tower.")
+            # The tower's post-norm is read only by a projector of normed features (the Q-Former).
+            normed = self.config.get("projector_type") == "qformer"
+            self._load_part(model, load_weights(folder), folder, r"^vision_model\.", "vision_tower.",
+                            fresh=None if normed else "vision_tower.post_layernorm.")
         if init.language_model:
             folder = resolve_checkpoint(init.language_model, "init.language_model")
             self._load_part(model, load_weights(folder), folder, r"^", "language_model.")
@@ -148,6 +152,7 @@ class LlavaTask(Task):
                 raise ValueError("init.projector starts a `qformer` projector from a BLIP-2 stage-1 run; the model's "
                                  f"projector_type is {self.config.get('projector_type')!r}")
             folder = resolve_checkpoint(init.projector, "init.projector", "train BLIP-2 stage 1 first: make blip2")
+            self._check_stage1_qformer(folder, self.config)
             self._load_part(model, load_weights(folder), folder, r"^(?=query_tokens$|qformer\.)",
                             "multi_modal_projector.", fresh="multi_modal_projector.language_projection.")
         lora = self.recipe.lora
@@ -158,16 +163,39 @@ class LlavaTask(Task):
                        modules_to_save=lora.modules_to_save)
         return model
 
+    #: What the Q-Former computes without changing a tensor's shape: loaded by name and shape
+    #: alone, a stage-1 run of other heads or cross-attention layers ran as another model.
+    _QFORMER_ARCHITECTURE = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                             "cross_attention_frequency", "hidden_act", "layer_norm_eps")
+
+    @classmethod
+    def _check_stage1_qformer(cls, folder: str, config: Dict) -> None:
+        """init.projector: the stage-1 run's Q-Former and the projector's must be one architecture
+        (both resolved with their defaults), and its queries as many as projector_num_queries."""
+        from .. import _C
+
+        saved = read_config(folder)
+        theirs = json.loads(_C.blip2.resolve_qformer_config(json.dumps(saved.get("qformer_config") or {})))
+        ours = json.loads(_C.blip2.resolve_qformer_config(json.dumps(config.get("projector_config") or {})))
+        differ = [f"{k}: {theirs[k]!r} there, {ours[k]!r} here" for k in cls._QFORMER_ARCHITECTURE
+                  if theirs[k] != ours[k]]
+        if saved.get("num_query_tokens") != config.get("projector_num_queries"):
+            differ.append(f"queries: num_query_tokens {saved.get('num_query_tokens')!r} there, projector_num_queries "
+                          f"{config.get('projector_num_queries')!r} here")
+        if differ:
+            raise ValueError(f"init.projector {folder}: its Q-Former is not the one projector_config describes "
+                             f"({'; '.join(differ)}); give projector_config the stage-1 run's qformer_config")
+
     @staticmethod
     def _load_part(model, state: Dict[str, torch.Tensor], folder: str, pattern: str, prefix: str,
-                   fresh: str = "vision_tower.post_layernorm.") -> None:
+                   fresh: Optional[str] = None) -> None:
         """The tensors of `state` matching `pattern`, renamed into `prefix`; every parameter of
-        the part must be found except those under `fresh` (the tower's unused post-norm; a
-        projector's new output layer)."""
+        the part must be found except those under `fresh` (the tower's post-norm where no projector
+        reads it; a projector's new output layer)."""
         own = model.state_dict()
         part = {re.sub(pattern, prefix, k, count=1): v for k, v in state.items() if re.search(pattern, k)}
         part = {k: v for k, v in part.items() if k in own}
-        wanted = [k for k in own if k.startswith(prefix) and not k.startswith(fresh)]
+        wanted = [k for k in own if k.startswith(prefix) and not (fresh and k.startswith(fresh))]
         missing = [k for k in wanted if k not in part]
         if missing:
             raise ValueError(f"{folder}: no weights for {len(missing)} tensor(s) of {prefix.rstrip('.')}, e.g. "

@@ -44,6 +44,7 @@ class QFormerProjectorImpl : public nn::Module<QFormerProjectorImpl>, public Pro
     auto& q = const_cast<Blip2QFormerModelImpl&>(*qformer);
     return language_projection->forward(q.forward(queries, -1, {}, features).last_hidden_state);
   }
+  bool reads_normed_features() const override { return true; }  // as blip2_pretrain trained it
 
   ProjectorSpec spec;
   Blip2QFormerOptions qformer_options;

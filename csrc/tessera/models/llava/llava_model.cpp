@@ -37,10 +37,12 @@ at::Tensor LlavaForConditionalGenerationImpl::image_features(const at::Tensor& p
   // hidden_states[k] (k >= 1) is layer k's output, forward_intermediates' index k - 1.
   std::vector<int64_t> indices;
   for (int64_t l : options.vision_feature_layer()) indices.push_back(l < 0 ? l : l - 1);
-  IntermediatesOutput out = vision_tower->forward_intermediates(pixel_values, indices, false, /*stop_early=*/true);
+  const auto& projector = dynamic_cast<const Projector&>(*multi_modal_projector);
+  IntermediatesOutput out = vision_tower->forward_intermediates(pixel_values, indices, projector.reads_normed_features(),
+                                                               /*stop_early=*/true);
   at::Tensor feats = out.intermediates.size() == 1 ? out.intermediates[0] : at::cat(out.intermediates, -1);
   if (options.vision_feature_select_strategy() == "default") feats = feats.slice(1, 1);
-  return dynamic_cast<const Projector&>(*multi_modal_projector).project(feats);
+  return projector.project(feats);
 }
 
 at::Tensor LlavaForConditionalGenerationImpl::embed(const at::Tensor& input_ids, const at::Tensor& pixel_values) {

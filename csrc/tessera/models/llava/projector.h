@@ -20,6 +20,10 @@ class Projector {
  public:
   virtual ~Projector() = default;
   virtual at::Tensor project(const at::Tensor& features) const = 0;
+  /// Whether it reads the tower's features after its post-norm. LLaVA's projectors read a layer's
+  /// raw output; BLIP-2's Q-Former reads normed features (transformers' last_hidden_state, LAVIS's
+  /// ln_vision), in stage 1 as in stage 2.
+  virtual bool reads_normed_features() const { return false; }
 };
 
 struct ProjectorSpec {
