@@ -106,6 +106,20 @@ def test_qformer_side_by_side(frequency, text, tokens, tmp_path):
     torch.testing.assert_close(image_ours.grad, image.grad, atol=1e-5, rtol=1e-4)
 
 
+def test_qformer_runs_in_its_own_dtype_as_transformers(tmp_path):
+    """fp64 or bf16 inputs to an fp32 Q-Former failed inside ATen ("mixed dtype"); transformers
+    casts them to its layernorm's dtype and answers in fp32."""
+    hf = _perturbed(transformers.Blip2QFormerModel(transformers.Blip2QFormerConfig(**QFORMER))).eval()
+    hf.save_pretrained(tmp_path)
+    ours = tessera.from_pretrained(str(tmp_path))
+    x, image = torch.randn(2, 5, 32), torch.randn(2, 7, 24)
+    for dtype in (torch.float64, torch.bfloat16):
+        a = hf(query_embeds=x.to(dtype), encoder_hidden_states=image.to(dtype)).last_hidden_state
+        b = ours(x.to(dtype), encoder_hidden_states=image.to(dtype)).last_hidden_state
+        assert a.dtype == b.dtype == torch.float32
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
+
+
 def test_qformer_text_only_pass_matches(tmp_path):
     """ITC's text pass: no queries, no image (query_length 0)."""
     config = transformers.Blip2QFormerConfig(**QFORMER, use_qformer_text_input=True)
@@ -226,12 +240,20 @@ def test_bad_input_is_refused_by_name(fixture_dir):
         qformer(torch.randn(1, 8, 64), query_length=9, encoder_hidden_states=torch.randn(1, 17, 48))
     with pytest.raises(ValueError, match="cross-attend"):
         qformer(torch.randn(1, 8, 64))
+    for bad in (-2, -4):  # read as "all queries" before
+        with pytest.raises(ValueError, match=f"query_length must be -1 .* got {bad}"):
+            qformer(torch.randn(1, 8, 64), query_length=bad, encoder_hidden_states=torch.randn(1, 17, 48))
+    with pytest.raises(ValueError, match=r"tokens >= 1"):  # an IndexError from select() before
+        qformer(torch.randn(1, 0, 64), encoder_hidden_states=torch.randn(1, 17, 48))
     blip2 = tessera.from_pretrained(str(fixture_dir("blip2")))
     px = torch.randn(1, 3, 32, 32)
     with pytest.raises(ValueError, match="need 8 image tokens .* found 7"):
         blip2(torch.tensor([[990] * 7 + [5, 6]]), px)
     with pytest.raises(ValueError, match="found 16"):
         blip2(torch.tensor([[990] * 16 + [5]]), px)  # more queries than the model has
+    itr = tessera.from_pretrained(str(fixture_dir("blip2_itr")))
+    with pytest.raises(ValueError, match=r"input_ids must be int64 \[B, T >= 1\]"):
+        itr(px, torch.zeros(1, 0, dtype=torch.long), use_image_text_matching_head=False)
     with pytest.raises(ValueError, match="use_qformer_text_input"):
         tessera.Blip2ForImageTextRetrieval({"qformer_config": {"use_qformer_text_input": False, "hidden_size": 32,
                                                                "num_attention_heads": 4, "num_hidden_layers": 1,

@@ -121,8 +121,9 @@ void Blip2ForImageTextRetrievalImpl::init_weights() {
 
 std::pair<at::Tensor, at::Tensor> Blip2ForImageTextRetrievalImpl::text_part(const at::Tensor& input_ids,
                                                                             const at::Tensor& attention_mask) const {
-  TORCH_CHECK_VALUE(input_ids.defined() && input_ids.dim() == 2 && input_ids.scalar_type() == at::kLong,
-                    "input_ids must be int64 [B, T]");
+  TORCH_CHECK_VALUE(input_ids.defined() && input_ids.dim() == 2 && input_ids.scalar_type() == at::kLong &&
+                        input_ids.size(1) >= 1,
+                    "input_ids must be int64 [B, T >= 1] (the text feature is its first token's)");
   TORCH_CHECK_VALUE(!attention_mask.defined() || attention_mask.sizes() == input_ids.sizes(), "attention_mask ",
                     attention_mask.defined() ? attention_mask.sizes() : at::IntArrayRef{}, " does not match input_ids ",
                     input_ids.sizes());

@@ -121,13 +121,18 @@ void Blip2QFormerModelImpl::reset() {
 
 void Blip2QFormerModelImpl::init_weights() { nn::init_linears_and_norms(*this, options.initializer_range()); }
 
-PooledOutput Blip2QFormerModelImpl::forward(const at::Tensor& query_embeds, int64_t query_length,
+PooledOutput Blip2QFormerModelImpl::forward(const at::Tensor& query_embeds_in, int64_t query_length,
                                             const at::Tensor& attention_mask, const at::Tensor& encoder_hidden_states,
                                             const at::Tensor& encoder_attention_mask, bool output_hidden_states) {
   const auto& o = options;
-  TORCH_CHECK_VALUE(query_embeds.defined() && query_embeds.dim() == 3 && query_embeds.size(2) == o.hidden_size(),
-                    "query_embeds must be [batch, tokens, ", o.hidden_size(), "], got ",
-                    query_embeds.defined() ? query_embeds.sizes() : at::IntArrayRef{});
+  TORCH_CHECK_VALUE(query_embeds_in.defined() && query_embeds_in.dim() == 3 && query_embeds_in.size(2) == o.hidden_size()
+                        && query_embeds_in.size(1) > 0,
+                    "query_embeds must be [batch, tokens >= 1, ", o.hidden_size(), "], got ",
+                    query_embeds_in.defined() ? query_embeds_in.sizes() : at::IntArrayRef{});
+  TORCH_CHECK_VALUE(query_length >= -1, "query_length must be -1 (every token a query) or a count, got ", query_length);
+  // As transformers, the Q-Former runs in its own dtype whatever its inputs' (fp64 or bf16 features
+  // failed inside ATen with "mixed dtype").
+  const at::Tensor query_embeds = query_embeds_in.to(layernorm->weight().scalar_type());
   const int64_t B = query_embeds.size(0), L = query_embeds.size(1);
   const int64_t nq = query_length < 0 ? L : query_length;
   TORCH_CHECK_VALUE(nq <= L, "query_length ", nq, " exceeds the ", L, " tokens of query_embeds");
