@@ -124,10 +124,10 @@ def main():
     ids = torch.cat([torch.full((1, 32), 31999), torch.randint(3, 31000, (1, 8))], 1)
     for label, extra in (("greedy", {}), ("4 beams", dict(num_beams=4))):
         kw = dict(max_new_tokens=min(args.new, 64), eos_token_id=[5, 7], pad_token_id=0, **extra)
-        a = blip2.generate(ids, px, **kw)
+        a = blip2.generate(px, ids, **kw)
         b = blip2_hf.generate(pixel_values=px, input_ids=ids, do_sample=False, **kw)
         new = a.shape[1] - ids.shape[1]
-        t = rate(lambda: blip2.generate(ids, px, **kw), new)
+        t = rate(lambda: blip2.generate(px, ids, **kw), new)
         r = rate(lambda: blip2_hf.generate(pixel_values=px, input_ids=ids, do_sample=False, **kw), new)
         print(f"BLIP-2 {label} ({new} new tokens): tessera {t:.1f} tokens/s, transformers {r:.1f} tokens/s: "
               f"{t / r:.2f}x (same ids: {torch.equal(a, b)})")

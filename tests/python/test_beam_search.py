@@ -82,4 +82,4 @@ def test_blip2_beam_search_equals_transformers(fixture_dir):
     ours = tessera.from_pretrained(str(d))
     kwargs = dict(max_new_tokens=6, num_beams=4, eos_token_id=[2, 934, 419], pad_token_id=1)
     want = hf.generate(pixel_values=io["pixel_values"], input_ids=io["input_ids"], do_sample=False, **kwargs)
-    assert torch.equal(ours.generate(io["input_ids"], io["pixel_values"], **kwargs), want)
+    assert torch.equal(ours.generate(io["pixel_values"], io["input_ids"], **kwargs), want)

@@ -30,9 +30,9 @@ def test_generation_fixture_parity(fixture_dir):
     io = _io(d)
     model = tessera.from_pretrained(str(d))
     assert isinstance(model, tessera.Blip2ForConditionalGeneration)
-    out = model(io["input_ids"], io["pixel_values"])
+    out = model(io["pixel_values"], io["input_ids"])
     torch.testing.assert_close(out.logits, io["logits"], atol=1e-4, rtol=0)
-    ids = model.generate(io["input_ids"], io["pixel_values"], max_new_tokens=6)
+    ids = model.generate(io["pixel_values"], io["input_ids"], max_new_tokens=6)
     assert torch.equal(ids, io["greedy"])
 
 
@@ -147,7 +147,7 @@ def test_generation_side_by_side(tmp_path):
     mask[0, -1] = 0
     labels = ids.masked_fill(ids == 59, -100)
     a = hf(pixel_values=px, input_ids=ids, attention_mask=mask, labels=labels)
-    b = ours(ids, px, attention_mask=mask, labels=labels)
+    b = ours(px, ids, attention_mask=mask, labels=labels)  # transformers' order
     torch.testing.assert_close(b.logits, a.logits, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(b.loss, a.loss, atol=1e-6, rtol=1e-5)
     a.loss.backward()
@@ -156,7 +156,12 @@ def test_generation_side_by_side(tmp_path):
     hf.eval(), ours.eval()
     prompt = ids[:1, :6]
     want = hf.generate(pixel_values=px[:1], input_ids=prompt, max_new_tokens=5, do_sample=False)
-    assert torch.equal(ours.generate(prompt, px[:1], max_new_tokens=5), want)
+    assert torch.equal(ours.generate(px[:1], prompt, max_new_tokens=5), want)
+    # A caption without a prompt: transformers builds the image tokens and bos itself.
+    want = hf.generate(pixel_values=px, max_new_tokens=4, do_sample=False)
+    assert torch.equal(ours.generate(px, max_new_tokens=4), want)
+    with pytest.raises(TypeError, match=r"takes \(pixel_values, input_ids\), transformers' order"):
+        ours(ids, px)
 
 
 @pytest.mark.parametrize("itm", [False, True])
@@ -248,9 +253,9 @@ def test_bad_input_is_refused_by_name(fixture_dir):
     blip2 = tessera.from_pretrained(str(fixture_dir("blip2")))
     px = torch.randn(1, 3, 32, 32)
     with pytest.raises(ValueError, match="need 8 image tokens .* found 7"):
-        blip2(torch.tensor([[990] * 7 + [5, 6]]), px)
+        blip2(px, torch.tensor([[990] * 7 + [5, 6]]))
     with pytest.raises(ValueError, match="found 16"):
-        blip2(torch.tensor([[990] * 16 + [5]]), px)  # more queries than the model has
+        blip2(px, torch.tensor([[990] * 16 + [5]]))  # more queries than the model has
     itr = tessera.from_pretrained(str(fixture_dir("blip2_itr")))
     with pytest.raises(ValueError, match=r"input_ids must be int64 \[B, T >= 1\]"):
         itr(px, torch.zeros(1, 0, dtype=torch.long), use_image_text_matching_head=False)

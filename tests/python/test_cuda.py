@@ -199,8 +199,8 @@ CASES = {
                                                               encoder_hidden_states=x["encoder_hidden_states"]
                                                               ).last_hidden_state}),
     "blip2": Case(_pretrained("blip2"), _io("blip2"),
-                  lambda m, x: {"logits": m(x["input_ids"], x["pixel_values"]).logits},
-                  generate=lambda m, x: m.generate(x["input_ids"], x["pixel_values"], max_new_tokens=6)),
+                  lambda m, x: {"logits": m(x["pixel_values"], x["input_ids"]).logits},
+                  generate=lambda m, x: m.generate(x["pixel_values"], x["input_ids"], max_new_tokens=6)),
     "blip2_itr": Case(_pretrained("blip2_itr"), _io("blip2_itr"),
                       lambda m, x: {"itc": m(x["pixel_values"], x["input_ids"], x["attention_mask"]).logits_per_image,
                                     "itm": m(x["pixel_values"], x["input_ids"], x["attention_mask"],

@@ -506,10 +506,10 @@ def test_generation_refuses_nan_pixels(fixture_dir, family, how):
     px[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="prompt's logits are NaN"):
         if how == "stream":
-            next(iter(model.stream(ids, px, max_new_tokens=2)))
+            next(iter(model.stream(input_ids=ids, pixel_values=px, max_new_tokens=2)))
         else:
-            model.generate(ids, px, max_new_tokens=2, num_beams=2 if how == "beams" else 1)
-    assert model.generate(ids, io["pixel_values"], max_new_tokens=2).shape[1] == ids.shape[1] + 2
+            model.generate(input_ids=ids, pixel_values=px, max_new_tokens=2, num_beams=2 if how == "beams" else 1)
+    assert model.generate(input_ids=ids, pixel_values=io["pixel_values"], max_new_tokens=2).shape[1] == ids.shape[1] + 2
 
 
 def test_generation_refuses_a_nan_weight(lm):

@@ -29,10 +29,14 @@ Blip2EncoderLayer = node_class("Blip2EncoderLayer", layer=True)
 Blip2QFormerLayer = node_class("Blip2QFormerLayer", layer=True)
 
 
-def _require_pixels(pixel_values, call: str) -> None:
+def _require_pixels(pixel_values, call: str, input_ids=None) -> None:
     if pixel_values is None:  # the prompt is the image's query tokens; the binding said "incompatible arguments"
         raise ValueError(f"Blip2ForConditionalGeneration.{call}: pixel_values are required (BLIP-2 answers about an "
                          f"image)")
+    if isinstance(pixel_values, torch.Tensor) and not pixel_values.is_floating_point() and (
+            input_ids is None or input_ids.is_floating_point()):
+        raise TypeError(f"Blip2ForConditionalGeneration.{call} takes (pixel_values, input_ids), transformers' order; "
+                        f"its first argument is {pixel_values.dtype} ids")
 
 
 class _Blip2Part(FamilyModel):
@@ -110,10 +114,11 @@ class Blip2ForConditionalGeneration(_Blip2Part):
     default_for_model_type = True
     _cpp_class = "Blip2ForConditionalGeneration"
 
-    def forward(self, input_ids: torch.Tensor, pixel_values: torch.Tensor,
+    def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
                 attention_mask: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
                 output_hidden_states: bool = False, interpolate_pos_encoding: bool = False):
         _check(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask, labels=labels)
+        _require_pixels(pixel_values, "forward", input_ids)
         self._sync_parameters()
         return make_output(self._cpp.forward(input_ids, pixel_values, attention_mask, labels,
                                              bool(output_hidden_states), bool(interpolate_pos_encoding)))
@@ -124,21 +129,34 @@ class Blip2ForConditionalGeneration(_Blip2Part):
         self._sync_parameters()
         return self._cpp.image_features(pixel_values, bool(interpolate_pos_encoding))
 
+    def _prompt(self, pixel_values, input_ids, attention_mask, call: str):
+        """Checked arguments; without input_ids, transformers' captioning prompt: the image tokens,
+        then the text model's bos, for every image."""
+        _check(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
+        _require_pixels(pixel_values, call, input_ids)
+        if input_ids is None:
+            image, bos = self.config.get("image_token_index"), self.config["text_config"].get("bos_token_id")
+            if image is None or bos is None:
+                raise ValueError(f"Blip2ForConditionalGeneration.{call} without input_ids needs the config's "
+                                 f"image_token_index and text_config.bos_token_id (got {image}, {bos})")
+            row = [image] * self.config["num_query_tokens"] + [bos]
+            input_ids = torch.tensor(row, device=pixel_values.device).repeat(pixel_values.shape[0], 1)
+        return input_ids
+
     @torch.no_grad()
-    def generate(self, input_ids: torch.Tensor, pixel_values: torch.Tensor,
+    def generate(self, pixel_values: torch.Tensor, input_ids: Optional[torch.Tensor] = None,
                  attention_mask: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None,
                  **kwargs) -> torch.Tensor:
-        """The prompt followed by the new ids; the generation arguments of LlamaForCausalLM.generate."""
-        _check(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
-        _require_pixels(pixel_values, "generate")
+        """The prompt followed by the new ids; the generation arguments of LlamaForCausalLM.generate.
+        Without input_ids, a caption: the image tokens and bos, as transformers prompts."""
+        input_ids = self._prompt(pixel_values, input_ids, attention_mask, "generate")
         o = LlamaForCausalLM._generation(self, generation_config(kwargs, "generate"), generator)
         return self._cpp.generate(input_ids, pixel_values, attention_mask, o, generator)
 
-    def stream(self, input_ids: torch.Tensor, pixel_values: torch.Tensor,
+    def stream(self, pixel_values: torch.Tensor, input_ids: Optional[torch.Tensor] = None,
                attention_mask: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None, **kwargs):
         """Like generate, one step at a time: yields each step's new ids [B]."""
-        _check(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
-        _require_pixels(pixel_values, "stream")
+        input_ids = self._prompt(pixel_values, input_ids, attention_mask, "stream")
         o = LlamaForCausalLM._generation(self, generation_config(kwargs, "stream"), generator)
         yield from drain(self._cpp.stream(input_ids, pixel_values, attention_mask, o, generator))
 
