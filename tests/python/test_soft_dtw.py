@@ -301,3 +301,18 @@ def test_gamma_is_checked_in_the_costs_precision(dtype, gamma):
     with pytest.raises(ValueError, match="normal positive number that a (Float|Double) cost of 3 x 4 can carry"):
         ops.soft_dtw(torch.rand(2, 3, 4, dtype=dtype), gamma)
     assert torch.isfinite(ops.soft_dtw(torch.rand(2, 3, 4, dtype=torch.float64), 1e300)).all()
+
+
+@pytest.mark.parametrize("gamma", [1.0, 0.0])
+def test_a_single_pair_runs_alone_and_equals_its_batched_answer(gamma):
+    """A batch of one runs in one lane (its tables were 16 pairs' size: ~550 MiB more for one
+    2048-step pair); it computes what the 16-lane path computes for the same pair."""
+    cost = torch.rand(3, 7, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    batched = cost.clone().requires_grad_()
+    ops.soft_dtw(batched, gamma=gamma).sum().backward()
+    for b in range(3):
+        alone = cost[b:b + 1].clone().requires_grad_()
+        value = ops.soft_dtw(alone, gamma=gamma)
+        value.sum().backward()
+        torch.testing.assert_close(value, ops.soft_dtw(cost, gamma=gamma)[b:b + 1], rtol=1e-12, atol=0)
+        torch.testing.assert_close(alone.grad[0], batched.grad[b], rtol=1e-12, atol=0)
