@@ -6,6 +6,7 @@ thing, before anything runs — never a hang, NaN or a silent reinterpretation."
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 
 import pytest
@@ -235,6 +236,58 @@ def test_non_finite_step_leaves_parameters_buffers_and_optimizer_untouched(tmp_p
     for k, v in trainer.model.state_dict().items():
         assert torch.equal(v, before[k]), k  # the forward's in-place EMA was put back
     assert not trainer.optimizer.state  # no Adam moment was created
+
+
+@register_task("hostile_nan_gradient")
+class NaNGradientTask(TinyTask):
+    """A finite loss (0) whose gradient is NaN: d sqrt(y^2) / dy at y = 0 is 0 * inf."""
+
+    def compute_loss(self, wrapped, model, batch, step):
+        y = wrapped(batch["x"]) * 0
+        return {"loss": y.pow(2).sqrt().mean()}
+
+
+@pytest.mark.parametrize("grad_clip", [1.0, 0.0])
+def test_a_non_finite_gradient_is_a_skipped_step(tmp_path, grad_clip):
+    """Only the loss was checked: clipping scaled every gradient by NaN (or AdamW took it as it
+    was) and wrote NaN into every weight; the run diverged steps later."""
+    recipe = recipe_from_dict({"task": "hostile_nan_gradient", "data": {"samples": 8, "batch_size": 8},
+                               "optim": {"grad_clip": grad_clip},
+                               "train": {"steps": 1, "checkpoint_every": 0, "threads": 1}})
+    trainer = Trainer(recipe, NaNGradientTask(recipe), str(tmp_path), progress=False)
+    trainer.setup()
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    batch = next(iter(trainer.task.train_loader(0, 1)))
+    _, finite, _ = trainer.train_step(iter([batch]), 0)
+    assert not finite and trainer.skip_reason == "non-finite gradient"
+    assert all(torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())
+    assert not trainer.optimizer.state
+
+
+@register_task("hostile_nan_last")
+class NaNLastStepTask(TinyTask):
+    def compute_loss(self, wrapped, model, batch, step):
+        out = super().compute_loss(wrapped, model, batch, step)
+        if step == self.recipe.train.steps - 1:
+            out["loss"] = TokenLoss(out["loss"].sum * float("nan"), out["loss"].count)
+        return out
+
+
+def test_a_skipped_last_step_still_saves_the_run_and_logs_what_each_step_used(tmp_path):
+    """The last step's checkpoint was written only after a finite step: a run whose last step was
+    skipped ended without it (and final_loss None); logged rows showed the next step's lr."""
+    recipe = recipe_from_dict({"task": "hostile_nan_last", "data": {"samples": 8, "batch_size": 8},
+                               "optim": {"lr": 1.0, "warmup_fraction": 0.05, "grad_clip": 0},
+                               "train": {"steps": 4, "checkpoint_every": 100, "log_every": 1, "threads": 1}})
+    summary = Trainer(recipe, NaNLastStepTask(recipe), str(tmp_path), progress=False).fit()
+    assert os.path.isdir(tmp_path / "checkpoints" / "step-00000004")
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert [r["step"] for r in rows if r.get("skipped")] == [4]
+    assert summary["final_loss"] == next(r["loss"] for r in rows if r.get("step") == 3 and "loss" in r)
+    # warmup_fraction 0.05 of 4 steps is one warmup step (rounded up, as transformers): step 1 runs
+    # at the peak's 1/1; then the cosine from the peak. Each row logs the rate its step used.
+    lrs = [r["lr"] for r in rows if "lr" in r]
+    assert lrs[0] == pytest.approx(1.0) and lrs[1] == pytest.approx(1.0) and lrs[2] < 1.0
 
 
 VQKD_TINY = dict(encoder_config=dict(image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=1,

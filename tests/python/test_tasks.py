@@ -128,6 +128,8 @@ def test_param_groups_decay_layer_decay_and_module_lr():
     assert where["vision_model.encoder.layers.0.mlp.fc1.bias"]["weight_decay"] == 0.0
     assert where["logit_scale"]["weight_decay"] == 0.0
     assert where["vision_model.encoder.layers.0.mlp.fc1.weight"]["weight_decay"] == 0.1
+    assert where["vision_model.embeddings.patch_embedding.weight"]["weight_decay"] == 0.1  # a projection
+    assert where["vision_model.embeddings.position_embedding.weight"]["weight_decay"] == 0.0
     # BEiT's rule: lr * decay ** (layers + 1 - layer_id); embeddings id 0, layer i id i + 1.
     assert where["vision_model.embeddings.patch_embedding.weight"]["lr"] == pytest.approx(0.5 ** 3)
     assert where["vision_model.encoder.layers.0.mlp.fc1.weight"]["lr"] == pytest.approx(0.5 ** 2)

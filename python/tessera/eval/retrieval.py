@@ -1,6 +1,8 @@
-"""Image<->text retrieval recall@K (R@1/5/10), as reported in the CLIP and ALIGN papers.
-A retrieved item counts as correct when its caption text equals the query's ground truth, so
-datasets with repeated captions (class-name captions) are scored fairly."""
+"""Image<->text retrieval recall@K (R@1/5/10) over (image, caption) rows, one caption per image:
+a retrieved item counts as correct when its caption text equals the query's ground truth, so
+datasets with repeated captions (class-name captions) are scored fairly. A set with several
+captions per image (COCO, Flickr30k) is scored per image by `caption_retrieval.multi_caption_recall`,
+as the papers report it."""
 from __future__ import annotations
 
 from typing import Dict, Iterable, List, Sequence
@@ -16,8 +18,10 @@ def embed_pairs(model, batches: Iterable[Dict], tokenizer, context_length: int =
     device = next(model.parameters()).device
     img, txt, captions = [], [], []
     for batch in batches:
-        caps = list(batch["captions"])
-        img.append(F.normalize(model.get_image_features(batch["pixel_values"].to(device)).float(), dim=-1).cpu())
+        keep = max_images - len(captions) if max_images else len(batch["captions"])  # exactly max_images
+        caps = list(batch["captions"])[:keep]
+        img.append(F.normalize(model.get_image_features(batch["pixel_values"][:keep].to(device)).float(),
+                               dim=-1).cpu())
         ids = tokenizer(caps, context_length=context_length).to(device)
         txt.append(F.normalize(model.get_text_features(ids).float(), dim=-1).cpu())
         captions.extend(caps)

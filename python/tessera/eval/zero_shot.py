@@ -44,8 +44,9 @@ def zero_shot_evaluate(model, batches: Iterable[Dict[str, torch.Tensor]], classi
     top5_all: List[torch.Tensor] = []
     labels_all: List[torch.Tensor] = []
     for batch in batches:
-        pixels = batch["pixel_values"].to(device)
-        labels = batch["labels"]
+        keep = max_images - total if max_images else len(batch["labels"])  # exactly max_images in all
+        pixels = batch["pixel_values"][:keep].to(device)
+        labels = batch["labels"][:keep]
         logits = require_finite(score(image_features(pixels), classifier), "zero-shot scores")
         top5 = logits.topk(min(5, n_cls), dim=-1).indices.cpu()
         correct1 += int((top5[:, 0] == labels).sum())

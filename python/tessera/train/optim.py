@@ -16,12 +16,14 @@ _LAYER = re.compile(r"(?:^|\.)(?:layers?|blocks|resblocks)\.(\d+)\.")
 
 def no_decay(name: str, param: torch.Tensor) -> bool:
     """Norm weights, biases, embeddings (token, position, class), learned tokens, relative position
-    bias tables and logit_scale/bias take no weight decay, as open_clip, timm and BEiT exclude them."""
+    bias tables and logit_scale/bias take no weight decay, as open_clip, timm and BEiT exclude them.
+    The patch embedding is a projection and decays, as in all three (it sits in HF's `embeddings`
+    container, whose name excluded it before)."""
     return (
         param.ndim < 2
         or "norm" in name
         or name.endswith(".bias")
-        or "embedding" in name
+        or ("embedding" in name and "patch_embed" not in name)
         or "token" in name
         or "pos_embed" in name
         or "bias_table" in name

@@ -5,6 +5,7 @@ crash-safe checkpoints with bit-exact resume."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -284,15 +285,24 @@ class Trainer:
         are put back as they were."""
         buffers = [(b, b.detach().clone()) for b in self.model.buffers()]
         terms, finite, samples = self.accumulate(batches, step)
+        self.skip_reason = None if finite else "non-finite loss"
+        clip = self.recipe.optim.grad_clip
+        if finite and not self.recipe.optim.in_backward:
+            # A finite loss can still give an inf/NaN gradient (a pow at 0, a bf16 overflow):
+            # clipping would scale every gradient by NaN and AdamW write it into every weight.
+            norm = self.wrapped.clip_grad_norm(clip if clip > 0 else math.inf)
+            if not all_true(math.isfinite(norm), self.info):
+                finite, self.skip_reason = False, "non-finite gradient"
+            elif clip > 0:
+                terms["grad_norm"] = norm
         if not finite:
             with torch.no_grad():
                 for live, saved in buffers:
                     live.copy_(saved)
         else:
-            if self.recipe.optim.grad_clip > 0:
-                terms["grad_norm"] = self.wrapped.clip_grad_norm(self.recipe.optim.grad_clip)
             self.optimizer.step()
             self.task.after_step(self.model)
+        self.step_lrs = [g["lr"] for g in self.optimizer.param_groups]  # what this step used
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return terms, finite, samples
@@ -322,8 +332,9 @@ class Trainer:
         # After wrapping: FSDP2 replaces the parameters with sharded ones.
         self.optimizer = build_optimizer(self.task.param_groups(self.model), cfg.optim, self.wrapped.ignored)
         total = cfg.train.steps
-        self.scheduler = warmup_cosine(self.optimizer, total, int(cfg.optim.warmup_fraction * total),
-                                       cfg.optim.min_lr_ratio)
+        # Rounded up, as transformers' warmup_ratio: 0.05 of 10 steps is one warmup step, not none.
+        warmup = math.ceil(round(cfg.optim.warmup_fraction * total, 9))
+        self.scheduler = warmup_cosine(self.optimizer, total, warmup, cfg.optim.min_lr_ratio)
 
     def fit(self, resume: bool = False, overwrite: bool = False) -> Dict[str, Any]:
         """Trains (continuing from the newest intact checkpoint with `resume`) and evaluates,
@@ -378,7 +389,7 @@ class Trainer:
         check_fills_a_batch(loader)
 
         step, skipped, bad_in_row = 0, 0, 0
-        first_loss, terms = None, {}
+        first_loss, terms, finite_terms = None, {}, {}
         ckpt = self._choose_checkpoint(resume, overwrite)
         if ckpt:
             state = load_checkpoint(ckpt, self.wrapped, optimizer, verify=False)  # rank 0 verified it
@@ -386,6 +397,7 @@ class Trainer:
                 scheduler.load_state_dict(state["scheduler"])
             step, skipped = state["step"], state["skipped_steps"]
             first_loss, terms = state.get("first_loss"), dict(state.get("last_terms", {}))
+            finite_terms = terms
             self._restore_data_and_rng(loader, state, ckpt)
             self._truncate_metrics(step)
             changes = recipe_changes(ckpt, recipe_to_dict(cfg)) if info.is_main else []
@@ -414,26 +426,30 @@ class Trainer:
         while step < total:
             terms, finite, n = self.train_step(stream, step)
             samples += n * info.world_size
+            step += 1
             if not finite:
                 skipped += 1
                 bad_in_row += 1
-                self._log({"step": step, "skipped": True, "reason": "non-finite loss"})
+                self._log({"step": step, "skipped": True, "reason": self.skip_reason})
                 if bad_in_row >= cfg.train.max_bad_steps:
                     last = latest_checkpoint(self.out_dir)
                     raise TrainingDiverged(
-                        f"stopping at step {step}: {bad_in_row} consecutive non-finite losses "
+                        f"stopping at step {step}: {bad_in_row} consecutive non-finite steps "
                         f"(train.max_bad_steps={cfg.train.max_bad_steps}); last good checkpoint: {last or 'none'}"
                     )
-                step += 1
+                if bar:
+                    bar.update(1)
+                if cfg.train.checkpoint_every and step == total:  # the run's end is saved all the same
+                    self._checkpoint(step, skipped, loader, first_loss, finite_terms)
                 continue
             bad_in_row = 0
-            step += 1
+            finite_terms = terms
             first_loss = terms["loss"] if first_loss is None else first_loss
 
             if step % cfg.train.log_every == 0 or step == total:
                 now = time.time()
                 rate = samples / max(now - last_t, 1e-9)
-                lrs = scheduler.get_last_lr()
+                lrs = self.step_lrs
                 per_group = {f"lr_{i}": v for i, v in enumerate(lrs)} if len(lrs) > 1 else {}
                 row = {"step": step, "lr": lrs[0], **per_group, "samples_per_s": rate, **terms}
                 self._log(row)
@@ -458,7 +474,7 @@ class Trainer:
             "skipped_steps": skipped,
             "seconds": time.time() - t_start,
             "first_loss": first_loss,
-            "final_loss": terms.get("loss"),
+            "final_loss": finite_terms.get("loss"),
             "world_size": info.world_size,
             "strategy": self.wrapped.strategy,
             "trainable_parameters": self.trainable_parameters,
