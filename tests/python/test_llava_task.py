@@ -272,13 +272,29 @@ def test_caption_metrics_score_the_answers_themselves(data):
 @pytest.mark.slow
 def test_length_grouped_batches_on_two_ranks_equal_one_process(data, tmp_path):
     """LLaVA's group_by_modality_length deals each global batch to the ranks: the steps equal one
-    process holding the whole global batch."""
+    process holding the whole global batch. Half the samples are text-only, so whole batches skip
+    the tower and projector: DDP's all-reduce then never started, the ranks drifted apart and the
+    next step failed ("Expected to have finished reduction"), until DDP looked for unused ones."""
+    samples = json.load(open(data / "instruct.json"))[:16]  # 2 image batches, 4 text-only: 3 steps take one
+    samples += [{"id": f"text-{i}", "conversations": [{"from": "human", "value": f"What is {i} plus one?"},
+                                                     {"from": "gpt", "value": f"It is {i + 1}."}]} for i in range(32)]
+    (data / "mixed.json").write_text(json.dumps(samples))
+    assert task_of(llava_recipe(data, train="mixed.json")).leaves_parameters_unused()
+    assert not task_of(llava_recipe(data)).leaves_parameters_unused()
     runs = {}
     for procs, batch in ((1, 8), (2, 4)):
-        r = llava_recipe(data, batch)
+        r = llava_recipe(data, batch, train="mixed.json")
         r["data"]["group_by_modality_length"] = True
         runs[procs] = _train(tmp_path, f"grouped{procs}", r, procs)
     torch.testing.assert_close(torch.tensor(_losses(runs[2])), torch.tensor(_losses(runs[1])), rtol=1e-5, atol=1e-5)
     one, two = _final(runs[1], {}), _final(runs[2], {})
     for k in one:
         torch.testing.assert_close(two[k], one[k], rtol=1e-5, atol=1e-5, msg=k)
+    r = llava_recipe(data, 4, train="mixed.json")
+    r["model"]["gradient_checkpointing"] = True
+    path = tmp_path / "ckpt.yaml"
+    path.write_text(yaml.safe_dump(r))
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "tessera.train", str(path), "--out", str(tmp_path / "ckpt"), "--quiet"], env=ENV,
+                         timeout=600, capture_output=True, text=True)
+    assert run.returncode != 0 and "does not work with reentrant gradient checkpointing" in run.stderr

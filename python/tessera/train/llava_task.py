@@ -258,6 +258,11 @@ class LlavaTask(Task):
                          + describe(s, self.tokenizer, i, self.image_token_id))
         return "\n\n".join(parts)
 
+    def leaves_parameters_unused(self) -> bool:
+        """A batch of text-only samples runs neither the tower nor the projector (LLaVA-1.5's mix
+        has such samples; group_by_modality_length makes whole batches of them)."""
+        return bool((self.train_set.index.images == 0).any())
+
     def train_loader(self, rank: int, world_size: int):
         d, s = self.recipe.data, self.train_set
 

@@ -29,7 +29,7 @@ class Wrapped:
     the model); `model` is the plain module underneath (parameters, state dicts, evaluation)."""
 
     def __init__(self, model: nn.Module, info: DistInfo, strategy: str = "ddp", precision: str = "fp32",
-                 gradient_checkpointing: bool = False, cpu_offload: bool = False):
+                 gradient_checkpointing: bool = False, cpu_offload: bool = False, find_unused_parameters: bool = False):
         self.model, self.info = model, info
         self.strategy = strategy if info.world_size > 1 else "single"
         self.ignored: List[nn.Parameter] = []
@@ -46,8 +46,14 @@ class Wrapped:
                                      "shard_units) or turn it off")
                 model.set_gradient_checkpointing(True)
             if self.strategy == "ddp":
+                if find_unused_parameters and gradient_checkpointing:
+                    raise ValueError("this run has steps that leave parameters out of the forward (text-only "
+                                     "batches skip the image path), which DDP must look for (find_unused_parameters), "
+                                     "and that does not work with reentrant gradient checkpointing: use "
+                                     "train.strategy: fsdp2, or model.gradient_checkpointing: false")
                 ids = [info.device.index] if info.device.type == "cuda" else None
-                self.module = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+                self.module = nn.parallel.DistributedDataParallel(model, device_ids=ids,
+                                                                  find_unused_parameters=find_unused_parameters)
             else:
                 self.module = model
 

@@ -154,6 +154,11 @@ class SugarTask(LlavaTask):
         return encode_samples(read_samples(path, limit), path, self.tokenizer, self.recipe.eval.template,
                               self.image_token_id, self.image_tokens, d.max_length, d.image_folder)
 
+    def leaves_parameters_unused(self) -> bool:
+        """Text-only rows (sentences alone, text conversations) skip the tower and projector."""
+        rows = len(self.train_set.samples) + (len(self.instruct.samples) if self.instruct else 0)
+        return any(not self.row_images(i) for i in range(rows))
+
     def row_images(self, i: int) -> List[str]:
         n = len(self.train_set.samples)
         return self.train_set.images[i] if i < n else self.instruct.images[i - n]

@@ -132,6 +132,11 @@ class Task:
     def param_groups(self, model: nn.Module) -> List[Dict[str, Any]]:
         return param_groups(model, self.recipe.optim, num_layers=self.num_layers(model))
 
+    def leaves_parameters_unused(self) -> bool:
+        """Whether some steps leave trainable parameters out of the forward (DDP must then find
+        them each step, or its gradient all-reduce never starts and the ranks drift apart)."""
+        return False
+
     def num_layers(self, model: nn.Module) -> int:
         """Depth for layer-wise LR decay (the deepest tower's layer count)."""
         config = getattr(model, "config", None) or {}

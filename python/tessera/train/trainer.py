@@ -328,7 +328,8 @@ class Trainer:
         seed_all(cfg.train.seed, info.rank)
         self.model.train()
         self.wrapped = Wrapped(self.model, info, cfg.train.strategy, cfg.train.precision,
-                               cfg.model.gradient_checkpointing, cfg.train.cpu_offload)
+                               cfg.model.gradient_checkpointing, cfg.train.cpu_offload,
+                               find_unused_parameters=self.task.leaves_parameters_unused())
         # After wrapping: FSDP2 replaces the parameters with sharded ones.
         self.optimizer = build_optimizer(self.task.param_groups(self.model), cfg.optim, self.wrapped.ignored)
         total = cfg.train.steps
