@@ -88,15 +88,32 @@ def render(template: ConversationTemplate, conversation: Sequence[Dict[str, str]
     bos, eos = bos_eos(tokenizer, where)
     ids, labels = [bos], [IGNORE]
     placeholders = 0
+    pending: List[str] = []  # unlearned text since the last answer, tokenized as one string
+
+    def flush() -> None:
+        nonlocal placeholders
+        text = "".join(pending)
+        pending.clear()
+        if text:
+            piece, n = _text_ids(tokenizer, text, image_token_id, image_tokens)
+            placeholders += n
+            ids.extend(piece)
+            labels.extend([IGNORE] * len(piece))
 
     def add(text: str, learn: bool) -> None:
+        # LLaVA tokenizes the conversation as one string: the separators (" " after the system
+        # prompt and each question) tokenized alone became a lone "▁" before USER / ASSISTANT
+        # with a whitespace-keeping tokenizer (LLaMA's).
         nonlocal placeholders
-        if not text:
+        if not learn:
+            pending.append(text)
             return
-        piece, n = _text_ids(tokenizer, text, image_token_id, image_tokens)
-        placeholders += n
-        ids.extend(piece)
-        labels.extend(piece if learn else [IGNORE] * len(piece))
+        flush()
+        if text:
+            piece, n = _text_ids(tokenizer, text, image_token_id, image_tokens)
+            placeholders += n
+            ids.extend(piece)
+            labels.extend(piece)
 
     add(template.system + (template.system_suffix if template.system else ""), False)
     for turn_no, turn in enumerate(conversation):
@@ -114,12 +131,14 @@ def render(template: ConversationTemplate, conversation: Sequence[Dict[str, str]
             add(template.assistant_prefix, False)
             add(text + template.assistant_suffix, True)
             if template.add_eos_after_assistant:
+                flush()
                 ids.append(eos)
                 labels.append(eos)
     if add_generation_prompt:
         if not conversation or ROLES.get(str(conversation[-1].get("from", conversation[-1].get("role")))) != "user":
             raise ValueError(f"{where}: a generation prompt needs the conversation to end with the user's turn")
         add(template.assistant_prefix, False)
+    flush()
     if placeholders != images:
         raise ValueError(f"{where}: {placeholders} image placeholder(s) {IMAGE_PLACEHOLDER!r} in the text but "
                          f"{images} image(s)")

@@ -81,3 +81,39 @@ def test_a_tokenizer_without_bos_or_eos_is_refused_by_name(tmp_path, missing):
     tok = train_sentencepiece(texts, tmp_path / "m.model", vocab_size=300, **{f"{missing}_id": -1})
     with pytest.raises(ValueError, match=rf"train.json\[7\]: the tokenizer has no {missing} token \({missing}_id -1\)"):
         chat.render(chat.load_template("v1"), CONV[:2], tok, IMAGE, image_tokens=3, images=1, where="train.json[7]")
+
+
+def test_v1_tokenizes_as_llava_with_a_whitespace_keeping_tokenizer(tmp_path):
+    """LLaMA's SentencePiece keeps whitespace: the separators (" " after the system prompt and each
+    question), tokenized alone, added a lone "▁" before every USER and ASSISTANT. LLaVA tokenizes
+    the conversation as one string (split at <image> and </s>); the ids now equal that."""
+    import random
+
+    import sentencepiece as spm
+
+    rng = random.Random(0)
+    words = ("a chat between curious human and an artificial intelligence assistant the gives helpful detailed "
+             "polite answers to questions what is this item t-shirt no yes USER ASSISTANT").split()
+    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 12))) + rng.choice([".", "?", ":", ""])
+             for _ in range(2000)] + ["USER: hi ASSISTANT: hello."] * 50
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_prefix=str(tmp_path / "llama"),
+                                   vocab_size=400, model_type="bpe", normalization_rule_name="identity",
+                                   remove_extra_whitespaces=False, byte_fallback=True, unk_id=0, bos_id=1, eos_id=2,
+                                   pad_id=-1, character_coverage=1.0, minloglevel=2)
+    sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "llama.model"))
+    tok = SentencePieceTokenizer(str(tmp_path / "llama.model"), special_tokens=["<image>"])
+    image = tok.special_tokens["<image>"]
+    t = chat.load_template("v1")
+    conv = [{"from": "human", "value": "<image>\nWhat is this item?"}, {"from": "gpt", "value": "A t-shirt."},
+            {"from": "human", "value": "Is it yes?"}, {"from": "gpt", "value": "No."}]
+    text = (f"{t.system} USER: <image>\nWhat is this item? ASSISTANT: A t-shirt.</s>"
+            f"USER: Is it yes? ASSISTANT: No.</s>")
+    want = [1]  # LLaVA: bos, then each piece between <image> and </s> encoded alone
+    for i, part in enumerate(text.split("<image>")):
+        want += [image] * 2 if i else []
+        for j, chunk in enumerate(part.split("</s>")):
+            want += ([2] if j else []) + (sp.encode(chunk) if chunk else [])
+    ids, labels = chat.render(t, conv, tok, image, 2, images=1)
+    assert ids == want
+    assert tok.decode([i for i, l in zip(ids, labels) if l != chat.IGNORE and i != 2]).split() == \
+        ["A", "t-shirt.", "No."]

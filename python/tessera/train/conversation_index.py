@@ -32,7 +32,7 @@ from .. import _C
 from ..chat import load_template
 from .conversation_data import EncodedSamples, SampleProblem, pad_rows, prepare_sample, sample_name
 
-INDEX_VERSION = 3  # 3: a CRC-32 per record
+INDEX_VERSION = 4  # 3: a CRC-32 per record; 4: unlearned text between answers tokenized as one string
 SUFFIX = ".tessera-index"
 SHOWN = 3  # offenders shown per check
 
