@@ -88,32 +88,30 @@ def render(template: ConversationTemplate, conversation: Sequence[Dict[str, str]
     bos, eos = bos_eos(tokenizer, where)
     ids, labels = [bos], [IGNORE]
     placeholders = 0
-    pending: List[str] = []  # unlearned text since the last answer, tokenized as one string
+    # LLaVA tokenizes the conversation as one string: the unlearned text since the last answer is
+    # kept and tokenized at once (the separators, " " after the system prompt and each question,
+    # tokenized alone became a lone "▁" before USER / ASSISTANT with LLaMA's whitespace-keeping
+    # tokenizer).
+    pending: List[str] = []
+
+    def emit(text: str, learn: bool) -> None:
+        nonlocal placeholders
+        if text:
+            piece, n = _text_ids(tokenizer, text, image_token_id, image_tokens)
+            placeholders += n
+            ids.extend(piece)
+            labels.extend(piece if learn else [IGNORE] * len(piece))
 
     def flush() -> None:
-        nonlocal placeholders
-        text = "".join(pending)
+        emit("".join(pending), False)
         pending.clear()
-        if text:
-            piece, n = _text_ids(tokenizer, text, image_token_id, image_tokens)
-            placeholders += n
-            ids.extend(piece)
-            labels.extend([IGNORE] * len(piece))
 
     def add(text: str, learn: bool) -> None:
-        # LLaVA tokenizes the conversation as one string: the separators (" " after the system
-        # prompt and each question) tokenized alone became a lone "▁" before USER / ASSISTANT
-        # with a whitespace-keeping tokenizer (LLaMA's).
-        nonlocal placeholders
-        if not learn:
+        if learn:
+            flush()
+            emit(text, True)
+        else:
             pending.append(text)
-            return
-        flush()
-        if text:
-            piece, n = _text_ids(tokenizer, text, image_token_id, image_tokens)
-            placeholders += n
-            ids.extend(piece)
-            labels.extend(piece)
 
     add(template.system + (template.system_suffix if template.system else ""), False)
     for turn_no, turn in enumerate(conversation):
