@@ -227,8 +227,8 @@ def read_adapter_config(path: str) -> AdapterConfig:
     return from_mapping(AdapterConfig, data, path, lenient=True)
 
 
-def _target_paths(model, targets) -> List[str]:
-    return sorted(p for p in _linear_nodes(model) if _matches(p, targets))
+def _target_paths(linears, targets) -> List[str]:
+    return sorted(p for p in linears if _matches(p, targets))
 
 
 def _base_weights(state: Dict[str, torch.Tensor], targeted, aliases) -> Dict[str, torch.Tensor]:
@@ -245,7 +245,7 @@ def _planned_shapes(model, targets, r: int, saved: Sequence[str]) -> Dict[str, T
     with their shapes, computed without changing the model."""
     linears = _linear_nodes(model)
     shapes: Dict[str, Tuple[int, ...]] = {}
-    for path in _target_paths(model, targets):
+    for path in _target_paths(linears, targets):
         out_features, in_features = linears[path].weight.shape
         shapes[f"{path}.lora_A.weight"], shapes[f"{path}.lora_B.weight"] = (r, in_features), (out_features, r)
     for key, value in model.state_dict().items():
@@ -272,7 +272,7 @@ def load_adapter(model, path: str) -> List[str]:
     raw, _ = _C.core.load_safetensors(weights_path)
     state = {k[len(PREFIX):] if k.startswith(PREFIX) else k: v for k, v in raw.items()}
     state = {re.sub(r"\.(lora_[AB])\.default\.", r".\1.", k): v for k, v in state.items()}
-    targeted = {f"{p}.weight" for p in _target_paths(model, targets)}
+    targeted = {f"{p}.weight" for p in _target_paths(_linear_nodes(model), targets)}
     bases = _base_weights(state, targeted, getattr(model, "key_aliases", []))
     planned = _planned_shapes(model, targets, config.r, saved)
     state = apply_key_aliases(state, planned, getattr(model, "key_aliases", []))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +35,21 @@ class RetrievalSplit:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    @classmethod
+    def from_pairs(cls, name: str, pairs: Iterable[Tuple[str, str]], max_images: int = 0) -> "RetrievalSplit":
+        """(image path, caption) rows grouped by image, in order of first appearance; with
+        `max_images`, the captions of the first that many images."""
+        index: Dict[str, int] = {}
+        captions, owner = [], []
+        for path, caption in pairs:
+            if path not in index:
+                if max_images and len(index) == max_images:
+                    continue
+                index[path] = len(index)
+            captions.append(caption)
+            owner.append(index[path])
+        return cls(name, list(index), captions, owner)
 
 
 def _caption(text, where: str) -> str:
@@ -85,8 +100,7 @@ def read_annotations(path: str, image_root: Optional[str] = None) -> RetrievalSp
     if not isinstance(data, list) or not data:
         raise ValueError(f"{path}: expected a non-empty list of {{'image', 'caption'}} entries")
     root = image_root if image_root is not None else os.path.dirname(os.path.abspath(path))
-    index: Dict[str, int] = {}
-    images, captions, owner = [], [], []
+    pairs = []
     for i, entry in enumerate(data):
         where = f"{path}: [{i}]"
         if not isinstance(entry, dict) or not isinstance(entry.get("image"), str) or "caption" not in entry:
@@ -94,13 +108,9 @@ def read_annotations(path: str, image_root: Optional[str] = None) -> RetrievalSp
         texts = entry["caption"] if isinstance(entry["caption"], list) else [entry["caption"]]
         if not texts:
             raise ValueError(f"{where} ({entry['image']}): empty caption list")
-        k = index.setdefault(entry["image"], len(images))
-        if k == len(images):
-            images.append(os.path.join(root, entry["image"]))
-        for j, t in enumerate(texts):
-            captions.append(_caption(t, f"{where} ({entry['image']}): caption[{j}]"))
-            owner.append(k)
-    return RetrievalSplit(os.path.basename(path), images, captions, owner)
+        pairs += [(os.path.join(root, entry["image"]), _caption(t, f"{where} ({entry['image']}): caption[{j}]"))
+                  for j, t in enumerate(texts)]
+    return RetrievalSplit.from_pairs(os.path.basename(path), pairs)
 
 
 def load_retrieval_split(spec: str, split: str = "test", image_root: Optional[str] = None) -> RetrievalSplit:

@@ -34,18 +34,7 @@ def caption_split(dataset, max_images: int = 0) -> Optional[RetrievalSplit]:
     scored as five separate "images" gave R@1 0.18 where the papers' rule gives 0.92); None for
     datasets without rows of their own (class folders, shards)."""
     entries = getattr(dataset, "entries", None)
-    if entries is None:
-        return None
-    index: Dict[str, int] = {}
-    captions, owner = [], []
-    for path, caption in entries:
-        if path not in index:
-            if max_images and len(index) == max_images:
-                continue
-            index[path] = len(index)
-        captions.append(caption)
-        owner.append(index[path])
-    return RetrievalSplit("eval", list(index), captions, owner)
+    return None if entries is None else RetrievalSplit.from_pairs("eval", entries, max_images)
 
 
 @dataclass

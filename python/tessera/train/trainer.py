@@ -390,15 +390,14 @@ class Trainer:
         check_fills_a_batch(loader)
 
         step, skipped, bad_in_row = 0, 0, 0
-        first_loss, terms, finite_terms = None, {}, {}
+        first_loss, finite_terms = None, {}  # the terms of the last finite step
         ckpt = self._choose_checkpoint(resume, overwrite)
         if ckpt:
             state = load_checkpoint(ckpt, self.wrapped, optimizer, verify=False)  # rank 0 verified it
             with restoring(ckpt, "scheduler"):
                 scheduler.load_state_dict(state["scheduler"])
             step, skipped = state["step"], state["skipped_steps"]
-            first_loss, terms = state.get("first_loss"), dict(state.get("last_terms", {}))
-            finite_terms = terms
+            first_loss, finite_terms = state.get("first_loss"), dict(state.get("last_terms", {}))
             self._restore_data_and_rng(loader, state, ckpt)
             self._truncate_metrics(step)
             changes = recipe_changes(ckpt, recipe_to_dict(cfg)) if info.is_main else []
