@@ -304,15 +304,21 @@ def test_gamma_is_checked_in_the_costs_precision(dtype, gamma):
 
 
 @pytest.mark.parametrize("gamma", [1.0, 0.0])
-def test_a_single_pair_runs_alone_and_equals_its_batched_answer(gamma):
-    """A batch of one runs in one lane (its tables were 16 pairs' size: ~550 MiB more for one
-    2048-step pair); it computes what the 16-lane path computes for the same pair."""
-    cost = torch.rand(3, 7, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+@pytest.mark.parametrize("batch", [1, 2, 4, 5, 8, 9, 16, 17])
+def test_every_lane_width_equals_each_pair_run_alone(gamma, batch):
+    """A batch runs in 1, 4, 8 or 16 lanes, the narrowest that holds it (every lane costs a full
+    table: 16 lanes for one 2048-step pair were ~550 MiB more); each width, padded lanes and
+    per-pair lengths included, computes what a pair run on its own computes."""
+    g = torch.Generator().manual_seed(batch)
+    cost = torch.rand(batch, 7, 5, dtype=torch.float64, generator=g)
+    n, m = torch.randint(1, 8, (batch,), generator=g), torch.randint(1, 6, (batch,), generator=g)
     batched = cost.clone().requires_grad_()
-    ops.soft_dtw(batched, gamma=gamma).sum().backward()
-    for b in range(3):
-        alone = cost[b:b + 1].clone().requires_grad_()
+    values = ops.soft_dtw(batched, gamma=gamma, lengths=(n, m))
+    values.sum().backward()
+    for b in range(batch):
+        alone = cost[b:b + 1, : n[b], : m[b]].clone().requires_grad_()
         value = ops.soft_dtw(alone, gamma=gamma)
         value.sum().backward()
-        torch.testing.assert_close(value, ops.soft_dtw(cost, gamma=gamma)[b:b + 1], rtol=1e-12, atol=0)
-        torch.testing.assert_close(alone.grad[0], batched.grad[b], rtol=1e-12, atol=0)
+        torch.testing.assert_close(value, values[b:b + 1].detach(), rtol=1e-12, atol=0)
+        torch.testing.assert_close(alone.grad[0], batched.grad[b, : n[b], : m[b]], rtol=1e-12, atol=0)
+        assert not batched.grad[b, n[b]:].any() and not batched.grad[b, :, m[b]:].any()

@@ -1,6 +1,6 @@
 // soft-DTW on the CPU (Cuturi & Blondel 2017, algorithms 1 and 2). Pairs are independent and each
-// pair's recursion is sequential, so the batch is the vector axis: kLanes pairs (one for a batch of
-// one) advance through the table together, one cell per step, with exp/log that vectorise
+// pair's recursion is sequential, so the batch is the vector axis: up to kLanes pairs (lanes_for)
+// advance through the table together, one cell per step, with exp/log that vectorise
 // (fast_math.h). The table is stored [chunk, i, j, lane] with a border row and column, R[0][0] = 0 and R[0][j] = R[i][0] = +inf
 // (no path starts elsewhere), so no lane loop branches. (The table is (N + 2) x (M + 2): the last
 // row and column are unused padding that keeps the CPU and CUDA layouts one shape.)
@@ -20,9 +20,9 @@ namespace {
 
 constexpr int64_t kLanes = 16;  // pairs per chunk: two AVX2 (one AVX-512) float vectors
 
-/// Pairs per chunk for a batch: a single pair runs alone (one lane), since 16 lanes would make its
-/// tables 16 times the cost (~550 MiB more for one 2048 x 2048 pair in float32).
-int64_t lanes_for(int64_t batch) { return batch == 1 ? 1 : kLanes; }
+/// Pairs per chunk for a batch: the narrowest of 1, 4, 8 and 16 lanes that holds a small batch, since
+/// every lane costs a full table (16 lanes for one 2048 x 2048 pair would add ~550 MiB in float32).
+int64_t lanes_for(int64_t batch) { return batch == 1 ? 1 : batch <= 4 ? 4 : batch <= 8 ? 8 : kLanes; }
 
 #define TESSERA_INLINE inline __attribute__((always_inline))
 
@@ -123,22 +123,31 @@ TESSERA_INLINE void backward_lanes(T* E, const T* R, int64_t N, int64_t M, T gam
   gamma == 0 ? backward_chunk<T, true, L>(E, R, N, M, gamma, n, m) : backward_chunk<T, false, L>(E, R, N, M, gamma, n, m);
 }
 
+// The lane count as a compile-time constant (the widths lanes_for picks). A switch, not a lambda: a
+// lambda's body would be compiled outside the target clones and lose their vector width.
+#define TESSERA_WITH_LANES(lanes, CALL) \
+  switch (lanes) {                      \
+    case 1: { constexpr int64_t L = 1; CALL; } break; \
+    case 4: { constexpr int64_t L = 4; CALL; } break; \
+    case 8: { constexpr int64_t L = 8; CALL; } break; \
+    default: { constexpr int64_t L = kLanes; CALL; } \
+  }
+
 TESSERA_CLONES void forward_f32(float* R, const float* C, int64_t N, int64_t M, float gamma, int64_t lanes) {
-  lanes == 1 ? forward_lanes<float, 1>(R, C, N, M, gamma) : forward_lanes<float, kLanes>(R, C, N, M, gamma);
+  TESSERA_WITH_LANES(lanes, (forward_lanes<float, L>(R, C, N, M, gamma)))
 }
 TESSERA_CLONES void backward_f32(float* E, const float* R, int64_t N, int64_t M, float gamma, const float* n,
                                  const float* m, int64_t lanes) {
-  lanes == 1 ? backward_lanes<float, 1>(E, R, N, M, gamma, n, m)
-             : backward_lanes<float, kLanes>(E, R, N, M, gamma, n, m);
+  TESSERA_WITH_LANES(lanes, (backward_lanes<float, L>(E, R, N, M, gamma, n, m)))
 }
 void forward_f64(double* R, const double* C, int64_t N, int64_t M, double gamma, int64_t lanes) {
-  lanes == 1 ? forward_lanes<double, 1>(R, C, N, M, gamma) : forward_lanes<double, kLanes>(R, C, N, M, gamma);
+  TESSERA_WITH_LANES(lanes, (forward_lanes<double, L>(R, C, N, M, gamma)))
 }
 void backward_f64(double* E, const double* R, int64_t N, int64_t M, double gamma, const double* n, const double* m,
                   int64_t lanes) {
-  lanes == 1 ? backward_lanes<double, 1>(E, R, N, M, gamma, n, m)
-             : backward_lanes<double, kLanes>(E, R, N, M, gamma, n, m);
+  TESSERA_WITH_LANES(lanes, (backward_lanes<double, L>(E, R, N, M, gamma, n, m)))
 }
+#undef TESSERA_WITH_LANES
 
 inline void run_forward(float* R, const float* C, int64_t N, int64_t M, double g, int64_t lanes) {
   forward_f32(R, C, N, M, float(g), lanes);
