@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from .io import read_json
 from .schema import from_mapping
@@ -39,6 +39,11 @@ class ConversationTemplate:
     assistant_prefix: str = ""
     assistant_suffix: str = ""
     add_eos_after_assistant: bool = True
+    # A user turn with one image placeholder has it moved to the turn's start, then a newline, as
+    # LLaVA's preprocess_multimodal does to every sample ("Describe it.\n<image>" trains as
+    # "<image>\nDescribe it."). Turns with several placeholders keep their order (LLaVA would merge
+    # them into one).
+    image_first: bool = False
 
 
 def list_templates() -> List[str]:
@@ -52,6 +57,19 @@ def load_template(name_or_path: str) -> ConversationTemplate:
         raise ValueError(f"unknown conversation template {name_or_path!r} (shipped: {', '.join(list_templates())}; "
                          "or give a .json file)")
     return from_mapping(ConversationTemplate, read_json(path, "a conversation template"), path)
+
+
+def run_template(folder: str) -> Optional[str]:
+    """The template a run was trained with (its recipe.json: `data.template`, or Sugar's
+    `eval.template`); None when the run names none."""
+    path = os.path.join(folder, "recipe.json")
+    recipe = read_json(path, "the run's recipe") if os.path.isfile(path) else {}
+    for section in ("data", "eval"):
+        part = recipe.get(section) if isinstance(recipe, dict) else None
+        value = part.get("template") if isinstance(part, dict) else None
+        if isinstance(value, str) and value:
+            return value
+    return None
 
 
 def _text_ids(tokenizer, text: str, image_token_id: int, image_tokens: int) -> Tuple[List[int], int]:
@@ -120,6 +138,8 @@ def render(template: ConversationTemplate, conversation: Sequence[Dict[str, str]
             raise ValueError(f"{where}: turn {turn_no} needs 'from' (human/gpt) and a text 'value', got {turn!r}")
         text = turn.get("value", turn.get("content"))
         if role == "user":
+            if template.image_first and text.count(IMAGE_PLACEHOLDER) == 1:
+                text = (IMAGE_PLACEHOLDER + "\n" + text.replace(IMAGE_PLACEHOLDER, "").strip()).strip()
             add(template.user_prefix + text + template.user_suffix, False)
         else:
             if IMAGE_PLACEHOLDER in text:

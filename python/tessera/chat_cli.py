@@ -32,7 +32,7 @@ def _stdin_lines():
 
 def run_chat(args) -> int:
     from . import data as tdata
-    from .chat import load_template, prompt
+    from .chat import load_template, prompt, run_template
     from .factory import from_pretrained
     from .text import SentencePieceTokenizer
     from .train.checkpoint import resolve_checkpoint
@@ -47,7 +47,7 @@ def run_chat(args) -> int:
     if not tokenizer_path:
         raise ValueError(f"{folder}: no recipe.json naming the tokenizer; pass --tokenizer")
     tokenizer = SentencePieceTokenizer(tokenizer_path, special_tokens=["<image>"])
-    template = load_template(args.template or data.get("template", "v1"))
+    template = load_template(args.template or run_template(folder) or "v1")
     model = from_pretrained(folder).eval()
     if model.model_type != "llava":
         raise ValueError(f"{folder}: chat needs a LLaVA model, got model_type {model.model_type!r}")

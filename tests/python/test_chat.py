@@ -1,6 +1,7 @@
 """Conversation templates (data files) and label masking with the LLaMA sentencepiece model:
 only the answers are supervised, labels line up with the tokens, the prompt used for generation
 is the training prefix, and the refusals (no answer, placeholders vs images, bad turns)."""
+import dataclasses
 import json
 
 import pytest
@@ -20,10 +21,49 @@ CONV = [{"from": "human", "value": "<image>\nWhat is this item?"}, {"from": "gpt
         {"from": "human", "value": "Do you wear it on your feet?"}, {"from": "gpt", "value": "Yes."}]
 
 
-def test_shipped_templates_are_data():
-    assert {"plain", "v1"} <= set(chat.list_templates())
-    v1 = chat.load_template("v1")
-    assert v1.user_prefix == "USER: " and v1.assistant_prefix == "ASSISTANT:"
+# LLaVA's conversation.py: its `v1` is conv_vicuna_v1 (LLaVA-1.5's fine-tuning, `--version v1`),
+# `llava_v1` is conv_llava_v1; both ADD_COLON_TWO with sep " " and sep2 "</s>".
+LLAVA_SYSTEMS = {
+    "v1": "A chat between a curious user and an artificial intelligence assistant. "
+          "The assistant gives helpful, detailed, and polite answers to the user's questions.",
+    "llava_v1": "A chat between a curious human and an artificial intelligence assistant. "
+                "The assistant gives helpful, detailed, and polite answers to the human's questions.",
+}
+
+
+def _llava_prompt(system, turns):
+    """ADD_COLON_TWO as LLaVA's Conversation.get_prompt lays it out."""
+    seps, text = [" ", "</s>"], system + " "
+    for i, (role, message) in enumerate(turns):
+        text += f"{role}: {message}{seps[i % 2]}"
+    return text
+
+
+@pytest.mark.parametrize("name", ["v1", "llava_v1"])
+def test_shipped_templates_lay_out_llavas_conversations_of_that_name(name):
+    """`v1` was conv_llava_v1's text ("human") under LLaVA's name for conv_vicuna_v1 ("user"): a
+    model fine-tuned from LLaVA-1.5 with `template: v1` saw a system prompt it was never trained on."""
+    t = chat.load_template(name)
+    conv = [{"from": "human", "value": "<image>\nWhat is this item?"}, {"from": "gpt", "value": "A sneaker."},
+            {"from": "human", "value": "Is it yes?"}, {"from": "gpt", "value": "No."}]
+    ours = t.system + t.system_suffix
+    for turn in conv:
+        if turn["from"] == "human":
+            ours += t.user_prefix + turn["value"] + t.user_suffix
+        else:
+            ours += t.assistant_prefix + " " + turn["value"] + t.assistant_suffix + "</s>"
+    assert ours == _llava_prompt(LLAVA_SYSTEMS[name], [("USER" if c["from"] == "human" else "ASSISTANT", c["value"])
+                                                       for c in conv])
+
+
+def test_a_runs_template_is_read_from_its_recipe(tmp_path):
+    assert chat.run_template(str(tmp_path)) is None
+    (tmp_path / "recipe.json").write_text(json.dumps({"task": "llava", "data": {"template": "llava_v1"}}))
+    assert chat.run_template(str(tmp_path)) == "llava_v1"
+    (tmp_path / "recipe.json").write_text(json.dumps({"task": "sugar", "data": {}, "eval": {"template": "plain"}}))
+    assert chat.run_template(str(tmp_path)) == "plain"
+    (tmp_path / "recipe.json").write_text(json.dumps([1, 2]))
+    assert chat.run_template(str(tmp_path)) is None
 
 
 def test_only_answers_and_their_eos_are_supervised(tok):
@@ -33,7 +73,7 @@ def test_only_answers_and_their_eos_are_supervised(tok):
     assert all(label in (-100, i) for i, label in zip(ids, labels))
     want = tok.encode("A sneaker.", add_bos=False) + [tok.eos_id] + tok.encode("Yes.", add_bos=False) + [tok.eos_id]
     assert learned == want
-    assert tok.decode([i for i in ids if i != IMAGE]).startswith("A chat between a curious human")
+    assert tok.decode([i for i in ids if i != IMAGE]).startswith("A chat between a curious user")
 
 
 def test_plain_template_learns_the_caption(tok):
@@ -63,7 +103,7 @@ def test_bad_samples_are_refused_by_name(tok, conv, images, message):
 
 
 def test_unknown_or_malformed_template_is_a_clear_error(tmp_path):
-    with pytest.raises(ValueError, match="unknown conversation template 'vicuna_v9' \\(shipped: plain, v1"):
+    with pytest.raises(ValueError, match="unknown conversation template 'vicuna_v9' \\(shipped: llava_v1, plain, v1"):
         chat.load_template("vicuna_v9")
     bad = tmp_path / "t.json"
     bad.write_text(json.dumps({"name": "t", "exec": "import os"}))
@@ -117,3 +157,39 @@ def test_v1_tokenizes_as_llava_with_a_whitespace_keeping_tokenizer(tmp_path):
     assert ids == want
     assert tok.decode([i for i, l in zip(ids, labels) if l != chat.IGNORE and i != 2]).split() == \
         ["A", "t-shirt.", "No."]
+
+
+def _llava_preprocess_multimodal(conv):
+    """LLaVA's preprocess_multimodal (mm_use_im_start_end off), written from its definition: a
+    turn holding <image> has it removed, the rest stripped, and "<image>\\n" put in front."""
+    out = []
+    for turn in conv:
+        value = turn["value"]
+        if "<image>" in value:
+            value = ("<image>\n" + value.replace("<image>", "").strip()).strip()
+        out.append({**turn, "value": value})
+    return out
+
+
+@pytest.mark.parametrize("name", ["v1", "llava_v1", "plain"])
+@pytest.mark.parametrize("question", ["What is this item?\n<image>", "  <image>  What is this item? ",
+                                      "What is <image> this item?", "<image>", "<image>\nWhat is this item?"])
+def test_the_image_moves_to_the_start_of_its_turn_as_llava_does(tok, name, question):
+    """LLaVA-1.5's data has <image> at the end of some questions; LLaVA trains every one of them
+    with the image first. The shipped templates do the same; a template without image_first keeps
+    the text as written."""
+    template = chat.load_template(name)
+    assert template.image_first
+    conv = [{"from": "human", "value": question}, {"from": "gpt", "value": "A sneaker."}]
+    as_written = dataclasses.replace(template, image_first=False)
+    want = chat.render(as_written, _llava_preprocess_multimodal(conv), tok, IMAGE, image_tokens=2, images=1)
+    assert chat.render(template, conv, tok, IMAGE, image_tokens=2, images=1) == want
+    if not question.startswith("<image>"):
+        assert chat.render(as_written, conv, tok, IMAGE, image_tokens=2, images=1) != want
+
+
+def test_a_turn_with_two_images_keeps_their_order(tok):
+    conv = [{"from": "human", "value": "Compare <image> with <image>."}, {"from": "gpt", "value": "Same."}]
+    template = chat.load_template("v1")
+    assert chat.render(template, conv, tok, IMAGE, 2, images=2) == \
+        chat.render(dataclasses.replace(template, image_first=False), conv, tok, IMAGE, 2, images=2)

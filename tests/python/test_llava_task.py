@@ -105,7 +105,9 @@ def test_truncation_that_leaves_no_answer_is_refused(data):
     name = _write(data, "long.json", [{"id": "long", "image": IMG, "conversations": long}])
     with pytest.raises(ValueError, match=r"'long'.*no supervised token left after truncation to max_length 112"):
         task_of(llava_recipe(data, train=name))
-    late = [{"from": "human", "value": "What is this item? " * 30 + "<image>"}, {"from": "gpt", "value": "A bag."}]
+    # An image in a later turn (a question's own image moves to its start, as LLaVA moves it).
+    late = [{"from": "human", "value": "What is this item? " * 30}, {"from": "gpt", "value": "A bag."},
+            {"from": "human", "value": "And this one?\n<image>"}, {"from": "gpt", "value": "A shoe."}]
     name = _write(data, "late.json", [{"id": "late", "image": IMG, "conversations": late}])
     with pytest.raises(ValueError, match=r"'late'.*would cut image tokens"):
         task_of(llava_recipe(data, train=name))

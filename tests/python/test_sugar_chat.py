@@ -122,6 +122,22 @@ def test_both_evaluations_end_to_end(tmp_path):
     # Through the prompt rendering: each placeholder becomes one image's tokens.
     items = fashion_items(r["data"]["eval"], 3)
     encoded = encode_samples([rag_sample("q", [(p, s) for p, _, s in items[:2]], items[2][0], "What is this item?",
-                                         "A bag.")], r["data"]["eval"], task.tokenizer, "v1", task.image_token_id,
+                                         "A bag.")], r["data"]["eval"], task.tokenizer, task.template, task.image_token_id,
                              task.image_tokens, 116, supervise=False)
     assert int((encoded.input_ids == task.image_token_id).sum()) == 3 * task.image_tokens
+
+
+@pytest.mark.skipif(not _C.data.drawing_available(), reason="built without OpenCV")
+@pytest.mark.skipif(not os.path.isdir(FMNIST), reason="dataset-fashion-mnist not installed")
+def test_sugar_uses_the_template_its_llava_run_was_trained_with(tmp_path):
+    """Sugar's chat evaluation and mixed conversations are in the LLaVA run's own template unless
+    the recipe names one (its answers were trained in it)."""
+    import json
+
+    runs = make_runs(tmp_path)
+    r = recipe(runs)
+    (runs / "llava" / "recipe.json").write_text(json.dumps({"task": "llava", "data": {"template": "llava_v1"}}))
+    assert build_task(recipe_from_dict({**r, "eval": {**r["eval"], "template": ""}})).template == "llava_v1"
+    assert build_task(recipe_from_dict({**r, "eval": {**r["eval"], "template": "plain"}})).template == "plain"
+    (runs / "llava" / "recipe.json").unlink()
+    assert build_task(recipe_from_dict({**r, "eval": {**r["eval"], "template": ""}})).template == "v1"

@@ -162,10 +162,11 @@ def generate(out: str, fashion: int = 12000, scenes: int = 4000, heldout_fashion
                 _route(files, scene_samples(shapes, rel, rng, split, f"scene-{split}-{i:05d}"), split)
         for name, samples in files.items():
             write_json(os.path.join(tmp, name), samples)
-        # The LM's corpus: captions as plain text, conversations as the `v1` template lays them out.
-        v1 = load_template("v1")
+        # The LM's corpus: captions as plain text, conversations as the `llava_v1` template lays them
+        # out (the template the demo recipes train with).
+        chat_format = load_template("llava_v1")
         lines = ([_plain_text(s) for s in files["captions.json"]]
-                 + [render_text(v1, s["conversations"]) for s in files["instruct.json"]])
+                 + [render_text(chat_format, s["conversations"]) for s in files["instruct.json"]])
         lines = [line.replace("\n", " ") for line in lines]
         with open(os.path.join(tmp, "text.txt"), "w", encoding="utf-8") as f:
             f.write("\n".join(lines) + "\n")

@@ -4,7 +4,7 @@
   frozen (`model.trainable: [multi_modal_projector]`), the projector learns on captions with the
   `plain` template;
 - stage 2 (instruction tuning): from the stage-1 run (`init.checkpoint`), the projector and the
-  LM train on questions and answers with the `v1` template, fully or with LoRA on the LM (`lora`).
+  LM train on questions and answers with the `v1` or `llava_v1` template, fully or with LoRA on the LM (`lora`).
 
 The loss counts the answer tokens only, as a TokenLoss (every answer token weighs the same across
 micro-batches and ranks). Evaluation answers held-out questions by greedy generation and reports

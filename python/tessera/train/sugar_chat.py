@@ -107,7 +107,7 @@ def generate_answers(task, model, samples: List[Dict], data_file: str) -> List[s
     cfg, d = task.recipe.eval, task.recipe.data
     new_tokens = LlavaEval().max_new_tokens
     room = int(task.config["text_config"]["max_position_embeddings"]) - new_tokens
-    encoded = encode_samples(samples, data_file, task.tokenizer, cfg.template, task.image_token_id, task.image_tokens,
+    encoded = encode_samples(samples, data_file, task.tokenizer, task.template, task.image_token_id, task.image_tokens,
                              room, d.image_folder, supervise=False)
     answers: List[str] = []
     for start in range(0, len(samples), cfg.batch_size):

@@ -26,11 +26,12 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from ..chat import IGNORE
+from ..chat import IGNORE, load_template, run_template
 from ..models.llava import LlavaForConditionalGeneration
 from ..models.sugar import RetrievalProjector, SugarModel
 from ..schema import require
 from ..seeds import stream_seed
+from .checkpoint import resolve_checkpoint
 from .conversation_data import EncodedSamples, encode_samples, read_samples
 from .interleaved_data import EncodedInterleaved, encode_interleaved, read_interleaved, sample_points
 from .llava_task import LlavaInit, LlavaTask, LoraSection
@@ -84,17 +85,16 @@ class SugarEval:
     chat_items: int = 150                   # held-out items asked about: question, probe, RAG (0: none)
     rag_store: int = 2000                   # training items RAG retrieves from (0: no RAG)
     rag_k: int = 2                          # references per question (3 would overflow the demo's 128 positions)
-    template: str = "v1"                    # the LLaVA run's chat template
+    template: str = ""                      # chat template; "": the one init.checkpoint was trained with
 
     def validate(self, where: str) -> None:
-        from ..chat import load_template
-
         require(self.max_samples >= 0, f"{where}.max_samples must be >= 0 (0: all), got {self.max_samples}")
         require(self.batch_size >= 1, f"{where}.batch_size must be >= 1, got {self.batch_size}")
         require(self.target_fit_samples >= 2, f"{where}.target_fit_samples must be >= 2, got {self.target_fit_samples}")
         require(min(self.chat_items, self.rag_store) >= 0, f"{where}: chat_items and rag_store must be >= 0")
         require(self.rag_k >= 1, f"{where}.rag_k must be >= 1, got {self.rag_k}")
-        load_template(self.template)  # an unknown template fails here, before any model is loaded
+        if self.template:
+            load_template(self.template)  # an unknown template fails here, before any model is loaded
 
 
 def point_seed(seed: int, step: int, sample: int) -> int:
@@ -139,6 +139,10 @@ class SugarTask(LlavaTask):
         d = recipe.data
         if not recipe.init.checkpoint:
             raise ValueError("init.checkpoint: Sugar continues a LLaVA run (the demo's: runs/demo-llava2)")
+        # The LLaVA run's own template unless the recipe names one: its answers were trained in it.
+        self.template = (recipe.eval.template or run_template(resolve_checkpoint(recipe.init.checkpoint, "init.checkpoint"))
+                         or "v1")
+        load_template(self.template)
         self._load_tokenizer_and_config()
         self.transform = tdata.ImageTransform(tdata.clip_transform(d.image_size, train=False))
         self.train_set = self.encode_file(d.train, d.max_samples)
@@ -151,7 +155,7 @@ class SugarTask(LlavaTask):
 
     def encode_instruct(self, path: str, limit: int) -> EncodedSamples:
         d = self.recipe.data
-        return encode_samples(read_samples(path, limit), path, self.tokenizer, self.recipe.eval.template,
+        return encode_samples(read_samples(path, limit), path, self.tokenizer, self.template,
                               self.image_token_id, self.image_tokens, d.max_length, d.image_folder)
 
     def leaves_parameters_unused(self) -> bool:
