@@ -126,6 +126,94 @@ def test_damaged_shards_are_skipped_and_reported(tmp_path):
     assert "member 'a.jpg': 5000 bytes is over the limit of 4096; skipped" in problems[-1]
 
 
+def _header(name, size_field, kind=b"0"):
+    """A ustar header with a raw 12-byte size field and a valid checksum."""
+    block = bytearray(512)
+    block[0:len(name)] = name.encode()
+    block[100:108], block[108:116], block[116:124] = b"0000644\0", b"0000000\0", b"0000000\0"
+    block[124:136], block[136:148], block[156:157] = size_field, b"00000000000\0", kind
+    block[257:265] = b"ustar\x0000"
+    block[148:156] = b" " * 8
+    block[148:156] = f"{sum(block):06o}\0 ".encode()
+    return bytes(block)
+
+
+@pytest.mark.parametrize("size, kind", [(2**63 - 1, b"0"), (2**62, b"0"), (2**63 - 1, b"5")])
+def test_a_size_near_two_to_the_63_is_reported_not_skipped_silently(tmp_path, size, kind):
+    """Rounding such a size up to whole blocks overflowed and passed the bounds check: the rest of
+    the shard was dropped with no report (a directory entry) or a misleading one."""
+    import struct
+
+    good = tarfile.TarInfo("a.txt")
+    good.size = 1
+    path = tmp_path / "big.tar"
+    path.write_bytes(good.tobuf(tarfile.USTAR_FORMAT) + b"x" + bytes(511)
+                     + _header("huge.jpg", b"\x80" + bytes(3) + struct.pack(">Q", size), kind) + bytes(4096))
+    problems = []
+    assert [s["__key__"] for s in tar_samples(str(path), problems)] == ["a"]
+    assert len(problems) == 1 and f"member 'huge.jpg': truncated: its {size} bytes run past the end" in problems[0]
+
+
+def test_files_that_are_not_tar_shards_say_what_they_are(tmp_path):
+    import gzip
+
+    cases = {"empty.tar": (b"", "an empty file (0 bytes), not a tar shard"),
+             "page.tar": (b"<html>404</html>", "not a tar file (16 bytes, shorter than one 512-byte header)"),
+             "w.tar.gz": (gzip.compress(bytes(2048)), "compressed with gzip; tessera reads uncompressed tar shards"),
+             "w.tar.xz": (b"\xfd7zXZ\x00" + bytes(600), "compressed with xz"),
+             "w.tar.zst": (b"\x28\xb5\x2f\xfd" + bytes(600), "compressed with zstd"),
+             "w.tar.bz2": (b"BZh9" + bytes(600), "compressed with bzip2")}
+    for name, (data, message) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        problems = []
+        assert list(tar_samples(str(tmp_path / name), problems)) == [] and len(problems) == 1
+        assert f"{name}: {message}" in problems[0], problems
+
+
+def test_only_top_level_meta_members_are_left_out_as_webdataset_does(tmp_path):
+    import webdataset as wds
+
+    path = str(tmp_path / "meta.tar")
+    _tar(path, [("__index__", b"i"), ("a.txt", b"1"), ("data/__v2__/k.txt", b"2"), ("b__x__.txt", b"3")])
+    ours = [s["__key__"] for s in tar_samples(path, [])]
+    assert ours == [s["__key__"] for s in wds.WebDataset(path, shardshuffle=False, empty_check=False)]
+    assert ours == ["a", "data/__v2__/k", "b__x__"]
+
+
+def test_a_resume_on_another_number_of_ranks_restarts_the_epoch_said_out_loud(shards):
+    """A shard stream's position counts one rank's own shards: carried to another world size it
+    served 20 samples twice and 4 never (2 ranks -> 1). The epoch now starts again, with a warning."""
+    from tessera.data import clip_transform
+    from tessera.data.shard_loader import ShardLoader
+    from tessera.train.trainer import reshard_data_state
+
+    def loader(rank, world, batch):
+        return ShardLoader(shards, batch, clip_transform(28), rank=rank, world_size=world, num_workers=0)
+
+    saved = []
+    for rank in range(2):
+        first = loader(rank, 2, 4)
+        it = iter(first)
+        for _ in range(5):
+            next(it)
+        saved.append(first.state_dict())
+    resumed = loader(0, 1, 8)
+    with pytest.warns(UserWarning, match=r"on 1 process\(es\) where the checkpoint had 2.*starts again"):
+        resumed.load_state_dict(reshard_data_state(saved[0], resumed.state_dict()))
+    keys = [k for batch in resumed for k in batch["keys"]]
+    assert len(keys) == len(set(keys)) == 230 // 8 * 8
+    same = loader(1, 2, 4)  # the same world size resumes mid-epoch as before
+    same.load_state_dict(reshard_data_state(saved[1], same.state_dict()))
+    assert same.stream.position == saved[1]["position"] > 0
+
+
+def test_a_position_is_not_resumed_inside_dataloader_workers(shards):
+    stream = ShardStream(shards)
+    stream.load_state_dict({"epoch": 0, "position": 30})
+    with pytest.raises(ValueError, match="position 30 cannot be resumed inside DataLoader workers"):
+        list(torch.utils.data.DataLoader(_Epoch(stream), batch_size=None, num_workers=1))
+
+
 def test_a_stream_keeps_going_past_a_damaged_shard(shards, tmp_path):
     bad = tmp_path / "bad.tar"
     bad.write_bytes(b"\x01" * 2048)

@@ -102,12 +102,39 @@ TarReader::TarReader(const std::string& path, TarLimits limits) : path_(path), l
   in_.seekg(0, std::ios::end);
   file_size_ = static_cast<int64_t>(in_.tellg());
   in_.seekg(0, std::ios::beg);
+  if (const std::string what = not_a_tar(); !what.empty()) {
+    problem("", what);
+    done_ = true;
+  }
 }
 
 void TarReader::problem(const std::string& member, const std::string& what) {
   // A name that is not UTF-8 is shown with U+FFFD: the message itself must reach Python.
   problems_.push_back(path_ + (member.empty() ? "" : ": member '" + text::utf8::sanitize(member) + "'") + ": " +
                       what);
+}
+
+std::string TarReader::not_a_tar() {
+  if (file_size_ == 0) return "an empty file (0 bytes), not a tar shard";
+  unsigned char head[6] = {0, 0, 0, 0, 0, 0};
+  in_.read(reinterpret_cast<char*>(head), sizeof(head));
+  const auto got = in_.gcount();
+  in_.clear();
+  in_.seekg(0, std::ios::beg);
+  const auto starts = [&](std::initializer_list<unsigned char> magic) {
+    return got >= static_cast<std::streamsize>(magic.size()) && std::equal(magic.begin(), magic.end(), head);
+  };
+  const char* compression = starts({0x1f, 0x8b})                         ? "gzip"
+                            : starts({'B', 'Z', 'h'})                    ? "bzip2"
+                            : starts({0xfd, '7', 'z', 'X', 'Z', 0x00})   ? "xz"
+                            : starts({0x28, 0xb5, 0x2f, 0xfd})           ? "zstd"
+                                                                         : nullptr;
+  if (compression)
+    return std::string("compressed with ") + compression + "; tessera reads uncompressed tar shards (decompress it, " +
+           "or write shards without compression)";
+  if (file_size_ < kBlock)
+    return "not a tar file (" + std::to_string(file_size_) + " bytes, shorter than one 512-byte header)";
+  return "";
 }
 
 int64_t TarReader::data_after_marker() {
@@ -124,11 +151,16 @@ bool TarReader::read_block(char* block) {
   return in_.gcount() == kBlock;
 }
 
-bool TarReader::skip(int64_t bytes) {
+bool TarReader::skip(const std::string& member, int64_t bytes) {
   const int64_t at = static_cast<int64_t>(in_.tellg());
-  if (bytes > file_size_ - at) return false;
-  in_.seekg(bytes, std::ios::cur);
-  return in_.good();
+  if (bytes >= 0 && bytes <= file_size_ - at) {
+    in_.seekg(bytes, std::ios::cur);
+    if (in_.good()) return true;
+  }
+  problem(member, "truncated: " + std::to_string(bytes) + " bytes to skip at byte " + std::to_string(at) +
+                      " run past the end of the file; the rest is not read");
+  done_ = true;
+  return false;
 }
 
 bool TarReader::next(TarMember& out) {
@@ -166,7 +198,9 @@ bool TarReader::next(TarMember& out) {
     int64_t size = header_number(block + 124, 12);
     if (pax_size >= 0) size = pax_size;
     const int64_t remaining = file_size_ - static_cast<int64_t>(in_.tellg());
-    if (size < 0 || padded(size) > remaining) {
+    // The size is compared before it is rounded up to whole blocks: rounding a size near 2^63
+    // overflowed and passed the check.
+    if (size < 0 || size > remaining || padded(size) > remaining) {
       problem(name, size < 0 ? "malformed size field" : "truncated: its " + std::to_string(size) +
                                                            " bytes run past the end of the file");
       done_ = true;
@@ -181,7 +215,7 @@ bool TarReader::next(TarMember& out) {
       }
       std::string body(static_cast<size_t>(size), '\0');
       in_.read(body.data(), size);
-      skip(padded(size) - size);
+      if (!skip(name, padded(size) - size)) break;
       if (type == 'L') {
         long_name = body.substr(0, strnlen(body.c_str(), body.size()));
       } else {
@@ -192,23 +226,23 @@ bool TarReader::next(TarMember& out) {
     const bool regular = type == '0' || type == '\0' || type == '7';
     long_name.clear(), pax_path.clear(), pax_size = -1;
     if (!regular) {  // directories, links, global pax headers: nothing to read
-      skip(padded(size));
+      if (!skip(name, padded(size))) break;
       continue;
     }
     if (text::utf8::sanitize(name) != name) {
       problem(name, "its name is not UTF-8; skipped");
-      skip(padded(size));
+      if (!skip(name, padded(size))) break;
       continue;
     }
     if (!tar_name_is_safe(name)) {
       problem(name, "its name leaves the archive's folder; skipped");
-      skip(padded(size));
+      if (!skip(name, padded(size))) break;
       continue;
     }
     if (size > limits_.max_member_bytes) {
       problem(name, std::to_string(size) + " bytes is over the limit of " + std::to_string(limits_.max_member_bytes) +
                         "; skipped");
-      skip(padded(size));
+      if (!skip(name, padded(size))) break;
       continue;
     }
     out.name = std::move(name);
@@ -219,8 +253,8 @@ bool TarReader::next(TarMember& out) {
       done_ = true;
       return false;
     }
-    skip(padded(size) - size);
     ++members_;
+    skip(out.name, padded(size) - size);  // a short last padding is reported; this member is whole
     return true;
   }
   return false;

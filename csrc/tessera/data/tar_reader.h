@@ -41,7 +41,10 @@ class TarReader {
 
  private:
   bool read_block(char* block);
-  bool skip(int64_t bytes);
+  /// Moves past `bytes`; past the end of the file it records a problem naming `member` and stops.
+  bool skip(const std::string& member, int64_t bytes);
+  /// Why the file cannot be a tar shard (empty, compressed, shorter than a header), or "".
+  std::string not_a_tar();
   void problem(const std::string& member, const std::string& what);
   /// The offset of the first non-zero byte within 1 MiB after an end-of-archive marker, or -1.
   int64_t data_after_marker();

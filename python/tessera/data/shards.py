@@ -18,7 +18,7 @@ import tempfile
 from typing import Iterable, Iterator, Optional, Sequence, Tuple
 
 from .. import _C
-from ..cli_types import positive_int
+from ..cli_types import non_negative_int, positive_int
 
 Sample = Tuple[str, Sequence[Tuple[str, bytes]]]  # key, [(extension, bytes)]
 
@@ -112,7 +112,7 @@ def main(argv=None) -> int:
     src.add_argument("--captions", metavar="FILE", help=".jsonl or .csv with image and caption")
     p.add_argument("--split", default="train", choices=["train", "test"], help="--fashion-mnist split")
     p.add_argument("--template", default="a photo of a {}.", help="caption of a class")
-    p.add_argument("--limit", type=int, default=0, help="at most this many samples (0: all)")
+    p.add_argument("--limit", type=non_negative_int, default=0, help="at most this many samples (0: all)")
     p.add_argument("--maxcount", type=positive_int, default=10000, help="samples per shard")
     a = p.parse_args(argv)
     if a.fashion_mnist:

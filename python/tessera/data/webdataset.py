@@ -24,7 +24,7 @@ from .. import _C
 # webdataset's rule (tariterators.base_plus_ext): the key is the path up to the first dot of the
 # file name, the extension everything after it (lower-cased).
 _KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
-_META = re.compile(r"__[^/]*__($|/)")
+_META = re.compile(r"__[^/]*__($|/)")  # webdataset's meta members (`__index__`): at the top only
 
 
 def expand_urls(pattern: Union[str, Sequence[str]]) -> List[str]:
@@ -56,7 +56,7 @@ def tar_samples(url: str, problems: Optional[List[str]] = None,
     sample: Optional[Dict[str, Any]] = None
     for name, data in reader:
         m = _KEY.match(name)
-        if m is None or _META.search(name):
+        if m is None or _META.match(name):
             continue
         key, ext = m.group(1), m.group(2).lower()
         if sample is None or sample["__key__"] != key:
@@ -86,7 +86,9 @@ class ShardStream:
     `shuffle_buffer` > 0, to the global workers in turn; a buffer of `shuffle_buffer` samples
     mixes them (seeded by seed, epoch, rank, worker). The stream is deterministic, so a position
     (samples yielded this epoch) resumes exactly: the shards are read again up to it, without
-    decoding anything."""
+    decoding anything. The position is counted where the stream is iterated: in this process
+    (as ShardLoader does), not inside DataLoader workers, which iterate copies of it; a resumed
+    position is therefore refused there rather than applied to each worker."""
 
     def __init__(self, urls: Union[str, Sequence[str]], shuffle_buffer: int = 0, seed: int = 0, rank: int = 0,
                  world_size: int = 1, max_member_bytes: int = 1 << 30):
@@ -124,6 +126,10 @@ class ShardStream:
 
         info = torch.utils.data.get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        if info is not None and self.position:
+            raise ValueError(f"ShardStream: position {self.position} cannot be resumed inside DataLoader workers "
+                             "(each iterates its own copy, so the main process never counts what they served); "
+                             "iterate the stream in one process (ShardLoader does) to resume mid-epoch")
         skip = self.position
         for i, sample in enumerate(self._samples(worker, num_workers)):
             if i < skip:

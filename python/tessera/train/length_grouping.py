@@ -54,7 +54,8 @@ def modality_length_grouped_indices(lengths: torch.Tensor, batch_size: int, worl
                                     generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """`lengths` > 0 for samples with an image, < 0 for text-only ones (LLaVA's
     `modality_lengths`). Each modality is length-grouped on its own; its megabatches are shuffled
-    together, and the two partial last ones form a final mixed megabatch (sorted by index)."""
+    together, and the two last ones (image, then text) lead the epoch when they fill a megabatch
+    and end it otherwise."""
     lengths = torch.as_tensor(lengths)
     if bool((lengths == 0).any()):
         raise ValueError("length grouping: a sample has length 0")
@@ -72,5 +73,11 @@ def modality_length_grouped_indices(lengths: torch.Tensor, batch_size: int, worl
         megabatches += chunks[:-1]
         last.append(chunks[-1])
     shuffled = [megabatches[i] for i in torch.randperm(len(megabatches), generator=generator).tolist()]
-    shuffled.append(torch.cat(last).sort().values)
-    return torch.cat(shuffled)
+    # The two last megabatches, image then text, as they come (LLaVA @05f156c; an older LLaVA
+    # sorted them by index, which mixed the modalities in every batch of the tail): a full
+    # megabatch of them leads the epoch, the rest ends it.
+    tail = torch.cat(last)
+    if tail.numel() >= size:
+        shuffled.insert(0, tail[:size])
+        tail = tail[size:]
+    return torch.cat(shuffled + [tail])

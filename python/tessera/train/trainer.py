@@ -92,6 +92,16 @@ def reshard_data_state(saved: Dict[str, int], mine: Dict[str, int]) -> Dict[str,
     keys = ("world_size", "batch_size", "batches")
     if not all(k in saved and k in mine for k in keys) or all(saved[k] == mine[k] for k in keys[:2]):
         return saved
+    if "position" in saved and saved["world_size"] != mine["world_size"]:
+        # A shard stream's position counts one rank's samples from that rank's own shards, which
+        # another number of ranks deals differently: carried over, it served samples twice and
+        # dropped others. The epoch starts again on the new layout instead, said out loud.
+        warnings.warn(f"resuming shards on {mine['world_size']} process(es) where the checkpoint had "
+                      f"{saved['world_size']}: a shard's place in a rank's stream changes with the number of ranks, "
+                      f"so epoch {saved.get('epoch', 0)} starts again from its beginning (its first "
+                      f"{saved['batches']} step(s) of data are seen twice)", stacklevel=2)
+        return {**saved, "world_size": mine["world_size"], "batch_size": mine["batch_size"], "rank": mine["rank"],
+                "batches": 0, "position": 0}
     consumed = saved["batches"] * saved["batch_size"] * saved["world_size"]
     per_step = mine["batch_size"] * mine["world_size"]
     if consumed % per_step:
