@@ -151,6 +151,29 @@ def test_the_index_is_cached_and_rebuilt_when_anything_changes(data, tok, tmp_pa
     assert len(built) == 6
 
 
+def test_refusals_for_image_files_are_checked_again_not_cached(data, tok, tmp_path):
+    """Image files are not in the fingerprint: a sample refused for a missing image stayed
+    refused after the image was fetched (the report asks for just that) until the cache was
+    deleted by hand. Such an index is built again; one without such refusals is reused."""
+    import shutil
+
+    path = tmp_path / "d.json"
+    samples = [{"id": i, "image": "late.png" if i == 2 else IMG, "conversations": QA} for i in range(4)]
+    path.write_text(json.dumps(samples))
+    built = []
+    with pytest.raises(ValueError, match=r"(?s)image file: 1 sample\(s\).*late.png' not found"):
+        index_of(path, tok, image_folder=str(data), log=built.append)
+    with pytest.warns(UserWarning, match="left out"):
+        assert len(index_of(path, tok, image_folder=str(data), skip_invalid=True, log=built.append)) == 3
+    shutil.copy(data / IMG, data / "late.png")
+    try:
+        assert len(index_of(path, tok, image_folder=str(data), log=built.append)) == 4 and len(built) == 3
+        index_of(path, tok, image_folder=str(data), log=built.append)
+        assert len(built) == 3  # nothing refused now: reused
+    finally:
+        os.remove(data / "late.png")
+
+
 def test_a_data_file_rewritten_after_indexing_is_refused_not_served(data, tok, tmp_path):
     """Same-length records in another order sat at the indexed offsets: the set served other
     samples, silently. The file's size, mtime and inode, and the record's checksum, are now checked

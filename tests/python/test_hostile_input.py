@@ -206,8 +206,30 @@ def test_conversation_turns_must_alternate_starting_with_the_user():
     turns = [{"from": "human", "value": "a"}, {"from": "human", "value": "b"}, {"from": "gpt", "value": "c"}]
     with pytest.raises(ValueError, match=r"sample 0 \(id 'x'\): turn 1: from 'human'.*alternate"):
         check_sample({"id": "x", "conversations": turns}, "d.json: sample 0")
-    with pytest.raises(ValueError, match=r"turn 0: from 'gpt'"):
+    with pytest.raises(ValueError, match=r"the only turn is from gpt"):
         check_sample({"conversations": turns[2:]}, "d.json: sample 0")
+    # The id is named once, however the caller named the sample.
+    with pytest.raises(ValueError) as e:
+        check_sample({"id": "x", "conversations": turns}, "d.json: sample 0 (id 'x')")
+    assert str(e.value).count("'x'") == 1
+
+
+def test_a_leading_gpt_turn_is_left_out_as_llava_does(tmp_path, shared_dir):
+    """LLaVA's preprocess_v1 drops a first turn that is not the human's and trains the rest; it
+    was refused here."""
+    from tessera import chat
+    from tessera.text import SentencePieceTokenizer
+    from tessera.train.conversation_data import prepare_sample
+
+    tok = SentencePieceTokenizer(str(shared_dir / "assets" / "llama2c_tokenizer.model"), special_tokens=["<image>"])
+    rest = [{"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "A bag."}]
+    lead = [{"from": "gpt", "value": "Hello."}] + rest
+    assert check_sample({"conversations": lead}, "d.json: sample 0") == 1
+    with pytest.raises(ValueError, match=r"turn 2: from 'human'.*should be the gpt turn"):
+        check_sample({"conversations": lead[:2] + rest[:1]}, "d.json: sample 0")
+    args = (chat.load_template("v1"), tok, tok.special_tokens["<image>"], 2, 64, str(tmp_path), False)
+    assert prepare_sample({"image": "a.png", "conversations": lead}, "s", *args) == \
+        prepare_sample({"image": "a.png", "conversations": rest}, "s", *args)
 
 
 def test_images_outside_the_data_root_and_non_images_are_refused(tmp_path):

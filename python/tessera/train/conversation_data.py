@@ -87,25 +87,33 @@ class ConversationRecord:
     kind: Optional[str] = None
 
 
-def check_sample(sample: Any, where: str) -> None:
+def check_sample(sample: Any, where: str) -> int:
     """Types of the record and of every turn; turns alternate, the user first (what LLaVA's
     templates assume: two user turns in a row would be rendered as one prompt and trained as
-    such). Errors name the sample and the turn."""
-    if isinstance(sample, dict) and "id" in sample:
+    such). A first turn from gpt is left out, as LLaVA's preprocessing leaves it out. Errors name
+    the sample and the turn. Returns the number of leading turns left out (0 or 1)."""
+    if isinstance(sample, dict) and "id" in sample and f"(id {sample['id']!r})" not in where:
         where += f" (id {sample['id']!r})"
     record = from_mapping(ConversationRecord, sample, where, lenient=True)
     if not record.conversations:
         raise ValueError(f"{where}: 'conversations' is empty")
+    skip = 0
     for t, turn in enumerate(record.conversations):
         at = f"{where}: turn {t}"
         if not isinstance(turn, dict):
             raise ValueError(f"{at}: expected an object with 'from' and 'value', got {str(turn)[:80]!r}")
         keys = ("from", "value") if "from" in turn or "value" in turn else ("role", "content")
         parsed = from_mapping(Turn, {"speaker": turn.get(keys[0]), "text": turn.get(keys[1])}, at)
-        expected = "user" if t % 2 == 0 else "assistant"
+        if t == 0 and ROLES[parsed.speaker] == "assistant":
+            skip = 1  # LLaVA's preprocess_v1: `if roles[source[0]["from"]] != conv.roles[0]: source = source[1:]`
+            continue
+        expected = "user" if (t - skip) % 2 == 0 else "assistant"
         if ROLES[parsed.speaker] != expected:
             raise ValueError(f"{at}: from {parsed.speaker!r}, but turns must alternate human, gpt, human, ... "
                              f"(turn {t} should be the {'human' if expected == 'user' else 'gpt'} turn)")
+    if skip and len(record.conversations) == 1:
+        raise ValueError(f"{where}: the only turn is from gpt: no question to answer")
+    return skip
 
 
 def sample_name(path: str, index: int, sample: Dict[str, Any]) -> str:
@@ -164,11 +172,11 @@ def prepare_sample(sample: Dict[str, Any], where: str, template, tokenizer, imag
     a refusal is a SampleProblem naming the check and the sample."""
     check = "record"
     try:
-        check_sample(sample, where)
+        skip = check_sample(sample, where)
         check = "image path"
         paths = image_paths(sample, folder, where)
         check = "rendering"
-        conv = sample["conversations"] if supervise else sample["conversations"][:-1]
+        conv = sample["conversations"][skip:] if supervise else sample["conversations"][skip:-1]
         ids, lab = render(template, conv, tokenizer, image_token_id, image_tokens, len(paths), where,
                           add_generation_prompt=not supervise)
         check = "unknown tokens"

@@ -32,7 +32,8 @@ from .. import _C
 from ..chat import load_template
 from .conversation_data import EncodedSamples, SampleProblem, pad_rows, prepare_sample, sample_name
 
-INDEX_VERSION = 4  # 3: a CRC-32 per record; 4: unlearned text between answers tokenized as one string
+INDEX_VERSION = 5  # 3: a CRC-32 per record; 4: unlearned text between answers tokenized as one string;
+                   # 5: a leading gpt turn left out, as LLaVA does
 SUFFIX = ".tessera-index"
 SHOWN = 3  # offenders shown per check
 
@@ -277,6 +278,11 @@ def load_index(path: str, tokenizer, template_name: str, image_token_id: int, im
         raise ValueError(f"{path}: the file changed while it was being indexed; start again once it is written")
     where = cache_path(path, cache_dir)
     cached, columns = _load_cached(where, fp, identity[0]), None
+    if cached is not None and cached[1].get("counts", {}).get("image file"):
+        # Images are not part of the fingerprint: refusals for missing or unreadable image files
+        # may be stale (the files fetched since, as the report asks), so such an index is rebuilt.
+        os.close(cached[2][0])
+        cached = None
     if cached is None:
         log(f"indexing {path} (once; cached in {where})")
         tensors, report = build_index(path, tokenizer, template_name, image_token_id, image_tokens, max_length,
