@@ -161,9 +161,10 @@ def verify_checkpoint(folder: str, only: Optional[Iterable[str]] = None, require
 
 
 def is_model_file(rel: str) -> bool:
-    """What `save_pretrained` writes and model readers read: config.json, the weights, and a Sugar
-    model's retrieval projector (models/sugar.py) beside them."""
-    return rel in ("config.json", "retrieval_projector.safetensors", "retrieval_projector.json") or (
+    """What `save_pretrained` writes and model readers read: config.json, generation_config.json,
+    the weights, and a Sugar model's retrieval projector (models/sugar.py) beside them."""
+    return rel in ("config.json", "generation_config.json", "retrieval_projector.safetensors",
+                   "retrieval_projector.json") or (
         "/" not in rel and rel.startswith("model") and rel.endswith((".safetensors", ".safetensors.index.json")))
 
 

@@ -66,9 +66,19 @@ def apply_lora(model, target_modules: Union[str, Sequence[str]], r: int = 8, lor
         if not any(_in_modules(n, [m]) for n in names):
             raise ValueError(f"LoRA modules_to_save: {m!r} names no module with parameters")
     chosen = sorted(p for p in linears if _matches(p, target_modules))
+    sample = ", ".join(sorted(linears)[:3])
     if not chosen:
-        sample = ", ".join(sorted(linears)[:3])
         raise ValueError(f"LoRA target_modules {target_modules!r} match no linear layer (they look like {sample}, ...)")
+    # Each listed name must match: one that matched nothing was dropped without a word (PEFT too),
+    # e.g. lm_head on a model whose head is its tied embedding.
+    for name in ([] if isinstance(target_modules, str) else target_modules):
+        if not any(_matches(p, [name]) for p in linears):
+            config = dict(getattr(model, "config", None) or {})
+            tied = name == "lm_head" and bool(config.get("tie_word_embeddings")
+                                              or (config.get("text_config") or {}).get("tie_word_embeddings"))
+            why = (": the model ties its output layer to the input embedding (tie_word_embeddings), so it has no "
+                   "lm_head layer of its own" if tied else f" (they look like {sample}, ...)")
+            raise ValueError(f"LoRA target_modules: {name!r} matches no linear layer{why}")
     for path in chosen:
         _C.nn.add_lora(linears[path]._cpp_addr, int(r), float(lora_alpha), float(lora_dropout), bool(use_rslora))
     model._mirror(model._cpp)  # the new lora_A / lora_B parameters join the Python tree

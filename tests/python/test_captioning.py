@@ -49,16 +49,54 @@ def test_cider_is_zero_without_overlap_and_rises_with_it():
     assert exact["CIDEr-D"] > caption_metrics(PRED, REFS, tokenizer="simple")["CIDEr-D"] > 0
 
 
+# Caption-like text with what COCO captions hold: quotes ("stop" signs), abbreviations, times,
+# slashes, clitics, brackets, e-mail addresses, PTB's split words.
+CAPTIONS = ["A man's hat, isn't it?", "The (red) car -- fast...", "e-mail me: now!", "Two dogs; one cat.",
+            "They're 3.5 m tall", "A 1,000-piece puzzle.", "A Dog  running\non grass",
+            'A man holding a "stop" sign.', "A dog and/or a cat.", "Fish & chips on a plate.",
+            "A sign reads 'no parking'.", "A man at 5:30 pm.", "The U.S. flag flies.", "Mr. Smith walks his dog.",
+            "A cat's toy; the cats' toys.", "A 50% off sign.", "The #1 fan!", "An e-mail from joe@example.com.",
+            "It's 3 o'clock.", "A bird ... flying", 'He said: "hi"', "cannot stop", "A man gonna ride.", "A $5 bill.",
+            "Two dogs (one black) play.", "A [red] car {blue}", "Isn't it great?", "They'd go; we'll see; I'm here",
+            "A sign that says 'Welcome!'", "Dr. Who at St. Paul's", "A man -- tall -- walks", "Wait...what?",
+            "A plate w/ food", "A vs. B", "A black-and-white photo.", "Shop's open 24/7", "A 12-year-old boy",
+            "Don't walk sign", "a.m. and p.m.", "A $1.50 coffee", "I.B.M. logo", "Smith & Co. store", "WOW!!! A cat?!",
+            "A 'no smoking' sign", "A yes/no question", "left/right arrows"]
+
+
 @pytest.mark.skipif(shutil.which("java") is None, reason="no Java: Stanford's PTBTokenizer cannot run")
 def test_python_tokenizer_equals_ptb_on_caption_like_text():
+    """Without Java the stand-in tokenizes; it gave quotes, slashes, times and abbreviations
+    apart from PTB (CIDEr-D 17 % off on a quoted "stop" sign)."""
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-    texts = ["A man's hat, isn't it?", "The (red) car -- fast...", "e-mail me: now!", "Two dogs; one cat.",
-             "They're 3.5 m tall", "A 1,000-piece puzzle.", "A Dog  running\non grass"]
-    ptb = PTBTokenizer().tokenize({0: [{"caption": t} for t in texts]})[0]
-    assert [simple_tokenize(t) for t in texts] == ptb
+    ptb = PTBTokenizer().tokenize({0: [{"caption": t} for t in CAPTIONS]})[0]
+    assert [simple_tokenize(t) for t in CAPTIONS] == ptb
     assert caption_metrics(PRED, REFS, tokenizer="ptb") == {**caption_metrics(PRED, REFS, tokenizer="simple"),
                                                             "caption_tokenizer": "ptb"}
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="no Java: Stanford's PTBTokenizer cannot run")
+def test_tessera_runs_ptb_as_pycocoevalcap_does_without_writing_into_its_package(tmp_path):
+    import os
+
+    import pycocoevalcap.tokenizer.ptbtokenizer as ptb
+    from tessera.eval.captioning import ptb_tokenize
+
+    folder = os.path.dirname(ptb.__file__)
+    before = set(os.listdir(folder))
+    assert ptb_tokenize({0: CAPTIONS}) == ptb.PTBTokenizer().tokenize({0: [{"caption": t} for t in CAPTIONS]})
+    assert set(os.listdir(folder)) == before
+
+
+def test_without_java_ptb_is_a_clear_error_and_auto_says_it_falls_back(monkeypatch):
+    import tessera.eval.captioning as captioning
+
+    monkeypatch.setattr(captioning.shutil, "which", lambda name: None)
+    with pytest.raises(ValueError, match="no `java` is on PATH"):
+        caption_metrics(PRED, REFS, tokenizer="ptb")
+    with pytest.warns(UserWarning, match="no `java` on PATH.*stand-in"):
+        assert caption_metrics(PRED, REFS)["caption_tokenizer"] == "simple"
 
 
 @pytest.mark.parametrize("pred, refs, message", [
@@ -70,3 +108,15 @@ def test_python_tokenizer_equals_ptb_on_caption_like_text():
 def test_bad_input_is_named(pred, refs, message):
     with pytest.raises(ValueError, match=message):
         caption_metrics(pred, refs, tokenizer="simple")
+
+
+def test_a_recipe_asking_for_caption_metrics_without_pycocoevalcap_is_refused_before_training(monkeypatch):
+    """The missing package surfaced as a traceback at the first evaluation, after training."""
+    import sys
+
+    from tessera.train.llava_task import LlavaEval
+
+    monkeypatch.setitem(sys.modules, "pycocoevalcap", None)  # import raises ImportError
+    with pytest.raises(ValueError, match="eval.caption_metrics needs the pycocoevalcap package"):
+        LlavaEval(caption_metrics=True).validate("eval")
+    LlavaEval(caption_metrics=False).validate("eval")

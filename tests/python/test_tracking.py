@@ -64,6 +64,25 @@ def test_a_resumed_run_drops_events_past_its_checkpoint(tmp_path):
     assert steps == list(range(1, 9)), steps
 
 
+def test_a_run_that_starts_over_starts_its_events_over(tmp_path):
+    """--overwrite (or a resume before the first checkpoint) starts metrics.jsonl over; the old
+    event files stayed, so TensorBoard showed every step twice with two values."""
+    recipe = tiny_recipe(steps=4, checkpoint_every=0, log_to=["jsonl", "tensorboard"])
+    fit(recipe, tmp_path)
+    recipe["train"]["seed"] = 7
+    recipe = recipe_from_dict(recipe)
+    Trainer(recipe, ClipTask(recipe), str(tmp_path), DistInfo(), progress=False).fit(overwrite=True)
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    logged = [(e.step, e.value) for e in events(tmp_path).Scalars("train/loss")]
+    assert logged == [(r["step"], pytest.approx(r["loss"], rel=1e-6)) for r in rows if "samples_per_s" in r]
+
+
+def test_an_unwritable_event_folder_is_named(tmp_path):
+    (tmp_path / "tensorboard").write_text("a file where the folder goes")
+    with pytest.raises(ValueError, match=r"cannot write the event folder .*tensorboard"):
+        fit(tiny_recipe(steps=2, checkpoint_every=0, log_to=["jsonl", "tensorboard"]), tmp_path)
+
+
 @pytest.mark.parametrize("log_to, message", [
     (["jsonl", "mlflow"], "unknown sink 'mlflow'"),
     (["tensorboard"], "must include 'jsonl'"),
@@ -132,3 +151,7 @@ def test_wandb_offline_holds_what_metrics_jsonl_holds(tmp_path):
     fit(recipe, tmp_path, resume=True)
     assert (tmp_path / "wandb-id").read_text().strip() == run_id
     assert all(r.name.endswith(run_id) for r in (tmp_path / "wandb").glob("offline-run-*"))
+    # A run that starts over is a new W&B run, as its metrics.jsonl is new.
+    recipe = recipe_from_dict(recipe)
+    Trainer(recipe, ClipTask(recipe), str(tmp_path), DistInfo(), progress=False).fit(overwrite=True)
+    assert (tmp_path / "wandb-id").read_text().strip() != run_id

@@ -158,7 +158,9 @@ class ShardStream:
 
 def mix(streams: Sequence[Any], weights: Sequence[float], seed: int = 0) -> Iterator[Dict[str, Any]]:
     """Samples drawn from several streams with the given weights until the first runs out
-    (webdataset's RandomMix)."""
+    (webdataset's RandomMix). It keeps no position: a resumed mix draws again from the streams'
+    resumed positions with a fresh sequence of choices, so resume each stream and reseed the mix
+    (by epoch and step, say) where the order must repeat."""
     if len(streams) != len(weights) or not streams:
         raise ValueError(f"mix needs one weight per stream, got {len(streams)} streams and {len(weights)} weights")
     if any(w < 0 for w in weights) or sum(weights) <= 0:

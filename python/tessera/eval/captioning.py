@@ -9,30 +9,72 @@ from __future__ import annotations
 
 import re
 import shutil
+import warnings
 from typing import Any, Dict, List
 
 # pycocoevalcap's PTBTokenizer drops these tokens after tokenizing
 PUNCTUATIONS = {"''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--", "...", ";"}
 _BRACKETS = {"(": " -lrb- ", ")": " -rrb- ", "{": " -lcb- ", "}": " -rcb- ", "[": " -lsb- ", "]": " -rsb- "}
 _CLITIC = re.compile(r"(\w)(n't|'s|'re|'ve|'ll|'d|'m)\b")
-_TOKEN = re.compile(r"\.\.\.|--|-[lr][rcs]b-|n't|'\w+|\d+(?:[.,]\d+)+(?:-\w+)*|\w+(?:-\w+)*|[^\w\s]")
+# PTB's split words (cannot -> can not, gonna -> gon na) and the abbreviations it keeps whole.
+_SPLIT = re.compile(r"\b(can)(not)\b|\b(gon|wan|got)(na|ta)\b")
+_ABBREVIATIONS = "mr|mrs|ms|dr|st|jr|sr|vs|prof|mt|co|inc|ltd|no|etc|approx|dept|ave|blvd"
+_TOKEN = re.compile(
+    r"\.\.\.|--|-[lr][rcs]b-|n't|'(?:s|re|ve|ll|d|m)\b"   # ellipsis, dashes, brackets, clitics
+    r"|\d+(?:[.,:/]\d+)+(?:-\w+)*"                       # 3.5, 1,000, 5:30, 1/2
+    rf"|\b(?:{_ABBREVIATIONS})\.(?=\s|$)"                   # Mr. (kept whole, as PTB keeps it)
+    r"|\w+(?:\.\w+)+\.?(?=\s|$)|\w+(?:[.@]\w+)*@\w+(?:\.\w+)+"  # u.s., e-mail addresses
+    r"|\w+(?:['/-]\w+)*"                                  # o'clock, and/or, t-shirt
+    r"|[!?]{2,}|[^\w\s'\"]")                              # !!! and ?! kept whole; other symbols; quotes
+                                                          # are PTB's `` and '' (dropped)
 
 
 def simple_tokenize(text: str) -> str:
     """A Python approximation of `PTBTokenizer -lowerCase` followed by pycocoevalcap's filter
-    (brackets become -lrb- and kin, as PTB writes them lower-cased; clitics split off)."""
+    (brackets become -lrb- and kin, as PTB writes them lower-cased; clitics split off; quotes,
+    which PTB turns into `` and '', dropped), for machines without Java."""
     text = text.lower().replace("\n", " ")
     for b, name in _BRACKETS.items():
         text = text.replace(b, name)
-    text = _CLITIC.sub(r"\1 \2", text)
+    text = _SPLIT.sub(lambda m: " ".join(g for g in m.groups() if g), _CLITIC.sub(r"\1 \2", text))
     return " ".join(t for t in _TOKEN.findall(text) if t not in PUNCTUATIONS)
+
+
+def ptb_tokenize(captions: Dict[Any, List[str]]) -> Dict[Any, List[str]]:
+    """pycocoevalcap's PTBTokenizer run as it runs it (its Stanford jar, `-preserveLines
+    -lowerCase`, the same filter), with the captions in a temporary file of the system's temporary
+    folder rather than the package's own (read-only in many installs; a failed run left it there)."""
+    import os
+    import subprocess
+    import tempfile
+
+    import pycocoevalcap.tokenizer.ptbtokenizer as ptb
+
+    java = shutil.which("java")
+    if java is None:
+        raise ValueError("caption metrics: tokenizer 'ptb' runs Stanford's PTBTokenizer on Java, and no `java` is on "
+                         "PATH (install a JRE, or use tokenizer 'simple' / 'auto')")
+    jar = os.path.join(os.path.dirname(os.path.abspath(ptb.__file__)), ptb.STANFORD_CORENLP_3_4_1_JAR)
+    keys = [k for k, v in captions.items() for _ in v]
+    text = "\n".join(c.replace("\n", " ") for v in captions.values() for c in v)
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".txt", delete=False) as f:
+        f.write(text)
+    try:
+        run = subprocess.run([java, "-cp", jar, "edu.stanford.nlp.process.PTBTokenizer", "-preserveLines",
+                              "-lowerCase", f.name], capture_output=True, check=False)
+    finally:
+        os.remove(f.name)
+    if run.returncode != 0:
+        raise ValueError(f"caption metrics: PTBTokenizer failed ({run.stderr.decode(errors='replace')[-300:]})")
+    out: Dict[Any, List[str]] = {}
+    for k, line in zip(keys, run.stdout.decode().split("\n")):
+        out.setdefault(k, []).append(" ".join(w for w in line.rstrip().split(" ") if w not in PUNCTUATIONS))
+    return out
 
 
 def _tokenized(captions: Dict[Any, List[str]], tokenizer: str) -> Dict[Any, List[str]]:
     if tokenizer == "ptb":
-        from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
-
-        return PTBTokenizer().tokenize({k: [{"caption": c} for c in v] for k, v in captions.items()})
+        return ptb_tokenize(captions)
     return {k: [simple_tokenize(c) for c in v] for k, v in captions.items()}
 
 
@@ -62,6 +104,10 @@ def caption_metrics(predictions: Dict[Any, str], references: Dict[Any, List[str]
             raise ValueError(f"caption_metrics: predictions[{k!r}] must be a string")
     if tokenizer == "auto":
         tokenizer = "ptb" if shutil.which("java") else "simple"
+        if tokenizer == "simple":
+            warnings.warn("caption metrics: no `java` on PATH, so captions are tokenized by tessera's stand-in for "
+                          "PTBTokenizer; scores can differ slightly from the COCO server's (reported as "
+                          "caption_tokenizer: simple)", stacklevel=2)
     res = _tokenized({k: [v] for k, v in predictions.items()}, tokenizer)
     gts = _tokenized({k: list(v) for k, v in references.items()}, tokenizer)
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)

@@ -21,7 +21,7 @@ from ..cpp_module import node_class, node_methods
 from ..registry import register_model
 from .family import FamilyModel
 from .features import VisionFeatures
-from .llama import LlamaForCausalLM, _check, drain, generation_config
+from .llama import LlamaForCausalLM, _check, drain
 from .outputs import make_output
 
 #: Python classes of the mirrored C++ nodes (wrap policies: FSDP2, activation checkpointing).
@@ -150,14 +150,14 @@ class Blip2ForConditionalGeneration(_Blip2Part):
         """The prompt followed by the new ids; the generation arguments of LlamaForCausalLM.generate.
         Without input_ids, a caption: the image tokens and bos, as transformers prompts."""
         input_ids = self._prompt(pixel_values, input_ids, attention_mask, "generate")
-        o = LlamaForCausalLM._generation(self, generation_config(kwargs, "generate"), generator)
+        o = LlamaForCausalLM._generation(self, kwargs, "generate", generator)
         return self._cpp.generate(input_ids, pixel_values, attention_mask, o, generator)
 
     def stream(self, pixel_values: torch.Tensor, input_ids: Optional[torch.Tensor] = None,
                attention_mask: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None, **kwargs):
         """Like generate, one step at a time: yields each step's new ids [B]."""
         input_ids = self._prompt(pixel_values, input_ids, attention_mask, "stream")
-        o = LlamaForCausalLM._generation(self, generation_config(kwargs, "stream"), generator)
+        o = LlamaForCausalLM._generation(self, kwargs, "stream", generator)
         yield from drain(self._cpp.stream(input_ids, pixel_values, attention_mask, o, generator))
 
 

@@ -66,10 +66,21 @@ class LlamaForCausalLM(FamilyModel):
                                              bool(output_hidden_states), int(logits_to_keep)))
 
     # ---- generation -----------------------------------------------------------------------------
-    def _generation(self, config: "GenerationConfig", generator=None):
+    generation_defaults: Optional[dict] = None  # the folder's generation_config.json, as transformers reads it
+
+    def _generation(self, kwargs, caller: str, generator=None):
+        """The C++ options of a generate/stream call: its arguments over the model's
+        generation_config.json over GenerationConfig's defaults (an argument left at None takes
+        the default, as in transformers)."""
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__} (seed one: "
                             f"torch.Generator().manual_seed(n))")
+        if self._forward_hooks or self._forward_pre_hooks:
+            raise ValueError(f"{caller}(): the model has forward hooks of its own, which generation cannot run (it "
+                             "decodes in C++ without calling the model's forward); hook its decoder layers, which "
+                             "generation calls, or call the model in a loop")
+        given = {k: v for k, v in kwargs.items() if v is not None}
+        config = generation_config({**(getattr(self, "generation_defaults", None) or {}), **given}, caller)
         o = _C.llama.GenerationOptions()
         o.max_new_tokens, o.do_sample, o.use_cache = config.max_new_tokens, config.do_sample, config.use_cache
         o.temperature, o.top_k, o.top_p = config.temperature, config.top_k or 0, config.top_p
@@ -89,21 +100,24 @@ class LlamaForCausalLM(FamilyModel):
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                 max_new_tokens: int = 20, do_sample: bool = False, temperature: float = 1.0, top_k: int = 50,
-                 top_p: float = 1.0, repetition_penalty: float = 1.0, eos_token_id=None, pad_token_id=None,
-                 generator: Optional[torch.Generator] = None, use_cache: bool = True,
+                 max_new_tokens: Optional[int] = None, do_sample: Optional[bool] = None,
+                 temperature: Optional[float] = None, top_k: Optional[int] = None, top_p: Optional[float] = None,
+                 repetition_penalty: Optional[float] = None, eos_token_id=None, pad_token_id=None,
+                 generator: Optional[torch.Generator] = None, use_cache: Optional[bool] = None,
                  inputs_embeds: Optional[torch.Tensor] = None, **beam) -> torch.Tensor:
         """transformers' generate for decoder-only models: the prompt followed by the new ids
         [B, P + n]. Prompts of different lengths are left-padded with `attention_mask` marking
         the real tokens; sampling draws from `generator` (reproducible with a seeded one); rows
         that produced a stop id are filled with the pad id until every row has stopped. `num_beams`
         > 1 runs transformers' beam search (with `length_penalty`, `early_stopping`); `min_new_tokens`
-        holds the stop ids back in every mode."""
+        holds the stop ids back in every mode. An argument left at None takes the value of the
+        model's generation_config.json, else GenerationConfig's default (max_new_tokens 20, greedy,
+        top_k 50; top_k=0 turns the filter off)."""
         _check(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds)
-        o = self._generation(generation_config(dict(
+        o = self._generation(dict(
             max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
             repetition_penalty=repetition_penalty, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
-            use_cache=use_cache, **beam), "generate"), generator)
+            use_cache=use_cache, **beam), "generate", generator)
         self._sync_all()  # generation runs every submodule in C++, past the Python forwards
         return self._cpp.generate(input_ids, attention_mask, o, generator, inputs_embeds)
 
@@ -111,7 +125,7 @@ class LlamaForCausalLM(FamilyModel):
         """Like generate, one step at a time: yields each step's new ids [B] as they are made."""
         _check(input_ids=input_ids, attention_mask=attention_mask)
         generator, embeds = kwargs.pop("generator", None), kwargs.pop("inputs_embeds", None)
-        o = self._generation(generation_config(kwargs, "stream"), generator)
+        o = self._generation(kwargs, "stream", generator)
         self._sync_all()
         yield from drain(self._cpp.stream(input_ids, attention_mask, o, generator, embeds))
 
@@ -123,7 +137,7 @@ class GenerationConfig:
     max_new_tokens: int = 20
     do_sample: bool = False
     temperature: float = 1.0                # > 0 when sampling; unused when greedy
-    top_k: Optional[int] = 50               # 0 or None: no top-k filter
+    top_k: Optional[int] = 50               # 0: no top-k filter
     top_p: float = 1.0                      # in (0, 1]
     repetition_penalty: float = 1.0         # > 0; 1: off
     eos_token_id: Union[int, List[int], None] = None
@@ -166,7 +180,38 @@ def generation_config(kwargs, caller: str) -> GenerationConfig:
 
 
 def drain(run):
-    """Yields each step's new ids [B] of a C++ TextGeneration until every row has stopped."""
-    with torch.no_grad():
-        while not run.done():
-            yield run.next()
+    """Yields each step's new ids [B] of a C++ TextGeneration until every row has stopped. Only the
+    step runs without autograd: around the yield, the caller's code kept grad off between steps."""
+    while not run.done():
+        with torch.no_grad():
+            step = run.next()
+        yield step
+
+
+GENERATION_FILE = "generation_config.json"
+
+
+def read_generation_defaults(folder: str) -> Optional[dict]:
+    """The generation defaults of a model folder's generation_config.json (transformers' file: its
+    eos/pad ids, and sampling settings such as Llama-3-Instruct's), the keys generate takes; None
+    without the file. max_length, bos and the rest are not generate's arguments and are left."""
+    import json
+    import os
+
+    path = os.path.join(folder, GENERATION_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a JSON generation config ({e})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a generation config is a JSON object, got {type(raw).__name__}")
+    known = {f for f in GenerationConfig.__dataclass_fields__}
+    defaults = {k: v for k, v in raw.items() if k in known and v is not None}
+    try:
+        generation_config(defaults, path)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: {e}") from None
+    return defaults

@@ -14,7 +14,7 @@ import torch
 from .. import _C
 from ..registry import register_model
 from .family import FamilyModel
-from .llama import LlamaForCausalLM, _check, drain, generation_config
+from .llama import LlamaForCausalLM, _check, drain
 from .outputs import make_output
 
 
@@ -54,7 +54,7 @@ class LlavaForConditionalGeneration(FamilyModel):
                  **kwargs) -> torch.Tensor:
         """The prompt followed by the new ids; the generation arguments of LlamaForCausalLM.generate."""
         _check(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
-        o = LlamaForCausalLM._generation(self, generation_config(kwargs, "generate"), generator)
+        o = LlamaForCausalLM._generation(self, kwargs, "generate", generator)
         self._sync_all()  # generation runs every submodule in C++, past the Python forwards
         return self._cpp.generate(input_ids, pixel_values, attention_mask, o, generator)
 
@@ -63,6 +63,6 @@ class LlavaForConditionalGeneration(FamilyModel):
                **kwargs):
         """Like generate, one step at a time: yields each step's new ids [B] as they are made."""
         _check(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
-        o = LlamaForCausalLM._generation(self, generation_config(kwargs, "stream"), generator)
+        o = LlamaForCausalLM._generation(self, kwargs, "stream", generator)
         self._sync_all()
         yield from drain(self._cpp.stream(input_ids, pixel_values, attention_mask, o, generator))

@@ -99,6 +99,10 @@ class PreTrainedModel(nn.Module):
                 raise ValueError(f"{path}: no weights of {cls.__name__} in this {from_parent!r} checkpoint")
         state = {k: v.to(dtypes[k]) if k in dtypes and v.dtype != dtypes[k] else v for k, v in state.items()}
         load_fitting(model, state, f"{path} (with its config.json)", assign=True)
+        if callable(getattr(model, "generate", None)):  # a causal LM reads its generation defaults too
+            from .llama import read_generation_defaults
+
+            model.generation_defaults = read_generation_defaults(path if os.path.isdir(path) else os.path.dirname(path))
         return model.eval()  # as transformers does: call .train() to fine-tune
 
     @classmethod
@@ -137,6 +141,11 @@ class PreTrainedModel(nn.Module):
         tensors = {k: v.detach().contiguous() for k, v in state.items() if k not in self.tied_weights}
         save_weights(path, tensors, max_shard_size)
         _C.core.write_file_atomic(os.path.join(path, "config.json"), data)
+        if getattr(self, "generation_defaults", None):  # read from generation_config.json: kept with the model
+            from .llama import GENERATION_FILE
+
+            _C.core.write_file_atomic(os.path.join(path, GENERATION_FILE),
+                                      (json.dumps(self.generation_defaults, indent=2, sort_keys=True) + "\n").encode())
         from ..checksums import refresh_model_files
 
         refresh_model_files(path)  # a trainer checkpoint's manifest now lists the new files

@@ -73,6 +73,12 @@ class LlavaEval:
         require(self.max_samples >= 0, f"{where}.max_samples must be >= 0 (0: all), got {self.max_samples}")
         require(self.max_new_tokens >= 1, f"{where}.max_new_tokens must be >= 1, got {self.max_new_tokens}")
         require(self.batch_size >= 1, f"{where}.batch_size must be >= 1, got {self.batch_size}")
+        if self.caption_metrics:  # refused now, not at the first evaluation after training has run
+            try:
+                import pycocoevalcap  # noqa: F401
+            except ImportError:
+                raise ValueError(f"{where}.caption_metrics needs the pycocoevalcap package (pip install "
+                                 "pycocoevalcap)") from None
 
 
 def _normalise(text: str) -> str:

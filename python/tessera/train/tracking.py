@@ -14,8 +14,9 @@ the end the pictures the task drew (RUN/*.png: curves, confusion, reconstruction
 from __future__ import annotations
 
 import glob
-import secrets
 import os
+import secrets
+import shutil
 from typing import Any, Dict, List, Optional
 
 SINKS = ("jsonl", "tensorboard", "wandb")
@@ -61,8 +62,17 @@ class TensorBoardSink:
     def __init__(self, out_dir: str, purge_step: Optional[int] = None):
         from torch.utils.tensorboard import SummaryWriter
 
-        # purge_step: a resumed run drops events past its checkpoint, as metrics.jsonl drops rows
-        self.writer = SummaryWriter(os.path.join(out_dir, "tensorboard"), purge_step=purge_step)
+        folder = os.path.join(out_dir, "tensorboard")
+        try:
+            if purge_step is None and os.path.isdir(folder):
+                # A run that starts over (no checkpoint: --overwrite, or a resume before the first
+                # one) starts its events over too, as metrics.jsonl does: the old ones showed every
+                # step twice.
+                shutil.rmtree(folder)
+            # purge_step: a resumed run drops events past its checkpoint, as metrics.jsonl drops rows
+            self.writer = SummaryWriter(folder, purge_step=purge_step)
+        except OSError as e:
+            raise ValueError(f"train.log_to tensorboard: cannot write the event folder {folder} ({e})") from None
 
     def log(self, row: Dict[str, Any], kind: str) -> None:
         step = int(row["step"])
@@ -89,11 +99,14 @@ class WandbSink:
         from ..io import write_atomic
 
         id_file = os.path.join(out_dir, "wandb-id")
-        run_id = open(id_file).read().strip() if os.path.isfile(id_file) else secrets.token_hex(4)
+        # A resumed run continues its W&B run; one that starts over (no checkpoint) is a new one,
+        # as its metrics.jsonl is (the old id made the new run continue the old run's history).
+        keep = resumed_at is not None and os.path.isfile(id_file)
+        run_id = open(id_file).read().strip() if keep else secrets.token_hex(4)
         write_atomic(id_file, run_id + "\n")
         self.wandb = wandb
-        # resume_from rewinds a resumed run to its checkpoint, as metrics.jsonl drops later rows
-        # (offline runs ignore what they cannot do; `wandb sync` applies it)
+        # Offline runs cannot rewind: rows logged past the checkpoint before a crash stay in that
+        # W&B run's history (metrics.jsonl, which drops them, is the source of truth).
         self.run = wandb.init(mode="offline", dir=out_dir, project="tessera", name=os.path.basename(out_dir),
                               id=run_id, resume="allow", config=recipe, settings=wandb.Settings(silent=True))
 

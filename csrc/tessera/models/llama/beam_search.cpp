@@ -40,8 +40,8 @@ at::Tensor beam_search(LlamaForCausalLMImpl& lm, const at::Tensor& input_ids, co
   const auto float_opts = long_opts.dtype(at::kFloat);
 
   // [B, nb, max_length] beams, filled past their end as transformers does: `pad or eos[0]`, so a pad
-  // id of 0 gives way to the first stop id.
-  const int64_t fill = o.pad_token_id == 0 && s.eos.numel() > 0 ? s.eos[0].item<int64_t>() : o.pad_token_id;
+  // id of 0 gives way to the first stop id as given.
+  const int64_t fill = o.pad_token_id == 0 && s.first_stop >= 0 ? s.first_stop : o.pad_token_id;
   at::Tensor running = at::full({B, nb, max_length}, fill, long_opts);
   running.narrow(2, 0, P).copy_(input_ids.unsqueeze(1).expand({B, nb, P}));
   at::Tensor finished = running.clone();

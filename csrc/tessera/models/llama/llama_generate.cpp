@@ -49,7 +49,8 @@ GenerationStart start_generation(const LlamaForCausalLMImpl& lm, const at::Tenso
   // overflow (2^63 - 1 wrapped negative and decoded without end). Compared without adding.
   const bool dynamic = lm.options.rope().rope_type == "dynamic";
   const int64_t limit = dynamic ? (int64_t{1} << 31) : lm.options.max_position_embeddings();
-  TORCH_CHECK_VALUE(P <= limit && o.max_new_tokens <= limit - P, "a prompt of ", P, " tokens plus max_new_tokens ",
+  // P + n ids run the model on P + n - 1 positions: the last new token is never fed in.
+  TORCH_CHECK_VALUE(P <= limit && o.max_new_tokens <= limit - P + 1, "a prompt of ", P, " tokens plus max_new_tokens ",
                     o.max_new_tokens, " exceeds the model's context (",
                     dynamic ? "dynamic RoPE: 2^31 positions" : "max_position_embeddings", " ", limit, ")");
   GenerationStart s;
@@ -69,8 +70,11 @@ GenerationStart start_generation(const LlamaForCausalLMImpl& lm, const at::Tenso
   const int64_t vocab = lm.options.vocab_size();
   for (int64_t id : stops)
     TORCH_CHECK_VALUE(id >= 0 && id < vocab, "eos_token_id ", id, " is not a token of the model (vocab_size ", vocab, ")");
+  // The first id as given pads finished rows (transformers' eos_token_tensor[0]); the set, sorted
+  // and without repeats (a repeated id widened beam search's pool), stops them.
+  s.first_stop = stops.empty() ? -1 : stops.front();
   std::sort(stops.begin(), stops.end());
-  stops.erase(std::unique(stops.begin(), stops.end()), stops.end());  // a repeated id widened beam search's pool
+  stops.erase(std::unique(stops.begin(), stops.end()), stops.end());
   TORCH_CHECK_VALUE(o.min_new_tokens == 0 || static_cast<int64_t>(stops.size()) < vocab, "min_new_tokens ",
                     o.min_new_tokens, " holds back the stop ids, but every token of the model is one (",
                     stops.size(), " eos_token_id)");
@@ -78,7 +82,7 @@ GenerationStart start_generation(const LlamaForCausalLMImpl& lm, const at::Tenso
                     " is not a token of the model (vocab_size ", vocab, ")");
   s.eos = at::tensor(stops, at::kLong).to(input_ids.device());
   if (o.pad_token_id < 0) o.pad_token_id = lm.options.pad_token_id() >= 0 ? lm.options.pad_token_id()
-                                                                          : (stops.empty() ? 0 : stops[0]);
+                                                                          : std::max<int64_t>(s.first_stop, 0);
   // Positions count real tokens: a left-padded row starts at 0 where its text starts.
   s.positions = (s.mask.cumsum(-1) - 1).masked_fill(s.mask == 0, 1);
   s.options = std::move(o);
@@ -111,12 +115,8 @@ TextGeneration::TextGeneration(LlamaForCausalLMImpl& lm, const at::Tensor& input
   sequences_ = input_ids;
   unfinished_ = at::ones({input_ids.size(0)}, input_ids.options().dtype(at::kBool));
   if (options_.use_cache) cache_.reserve(input_ids.size(1) + options_.max_new_tokens);
-  previous_direct_ = lm.model->direct_calls;
-  lm.model->direct_calls = options_.direct_layer_calls;
   done_ = options_.max_new_tokens == 0;
 }
-
-TextGeneration::~TextGeneration() { lm_.model->direct_calls = previous_direct_; }
 
 void check_prompt_scores(const at::Tensor& scores) {
   TORCH_CHECK_VALUE(!at::isnan(scores).any().item<bool>(),
@@ -166,6 +166,15 @@ at::Tensor TextGeneration::choose(at::Tensor scores) {
 at::Tensor TextGeneration::next() {
   if (done_) return {};
   at::NoGradGuard no_grad;
+  // Layers run straight from C++ for this step only: set for the stream's lifetime, the flag
+  // skipped Python hooks in the caller's own forwards between steps, and two streams ending out
+  // of order left it set for good.
+  struct DirectCalls {
+    bool& flag;
+    bool before;
+    DirectCalls(bool& f, bool direct) : flag(f), before(f) { f = direct; }
+    ~DirectCalls() { flag = before; }
+  } direct{lm_.model->direct_calls, options_.direct_layer_calls};
   at::Tensor scores = logits_step().select(1, -1).to(at::kFloat);
   if (generated_ == 0) check_prompt_scores(scores);
   at::Tensor token = choose(scores);

@@ -41,6 +41,7 @@ struct GenerationOptions {
 struct GenerationStart {
   GenerationOptions options;
   at::Tensor mask, eos, positions;
+  int64_t first_stop = -1;  ///< the first stop id as given (-1: none): what pads finished rows
 };
 GenerationStart start_generation(const LlamaForCausalLMImpl& lm, const at::Tensor& input_ids,
                                  const at::Tensor& attention_mask, GenerationOptions options,
@@ -60,7 +61,6 @@ class TextGeneration {
   TextGeneration(LlamaForCausalLMImpl& lm, const at::Tensor& input_ids, const at::Tensor& attention_mask,
                  GenerationOptions options, std::optional<at::Generator> generator = std::nullopt,
                  const at::Tensor& inputs_embeds = {});
-  ~TextGeneration();
   TextGeneration(const TextGeneration&) = delete;
   TextGeneration& operator=(const TextGeneration&) = delete;
   /// The next token of every row [B] (the pad id for finished rows); undefined once done.
@@ -78,7 +78,7 @@ class TextGeneration {
   at::Tensor inputs_embeds_, sequences_, mask_, positions_, unfinished_, eos_;
   nn::KVCache cache_;
   int64_t generated_ = 0;
-  bool done_ = false, previous_direct_ = false;
+  bool done_ = false;
 };
 
 /// Beam search to the end (options.num_beams > 1): each prompt followed by its best beam, the

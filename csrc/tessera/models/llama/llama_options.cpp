@@ -68,7 +68,10 @@ void LlamaOptions::validate(const std::string& where) const {
 LlamaOptions LlamaOptions::from_json(const nlohmann::json& j_in, const std::string& where, bool strict) {
   (void)core::ConfigReader(j_in, where);  // an object of bounded depth, checked before the copy
   nlohmann::json j = j_in;
-  for (auto it = j.begin(); it != j.end();) it = it.value().is_null() ? j.erase(it) : std::next(it);  // null = default
+  // "eos_token_id": null is "no stop id" in transformers (generation runs to max_new_tokens), not
+  // the default 2; every other null is the field's default.
+  const bool no_stop_ids = j.is_object() && j.contains("eos_token_id") && j["eos_token_id"].is_null();
+  for (auto it = j.begin(); it != j.end();) it = it.value().is_null() ? j.erase(it) : std::next(it);
   core::ConfigReader r(j, where);
   const std::string type = r.get_string("model_type", "llama");
   TORCH_CHECK_VALUE(type == "llama", where, ": model_type is '", type, "', expected 'llama'");
@@ -84,6 +87,7 @@ LlamaOptions LlamaOptions::from_json(const nlohmann::json& j_in, const std::stri
   o.head_dim(r.get_int("head_dim", 0));
   o.pad_token_id(r.get_int("pad_token_id", -1));
   if (r.has("eos_token_id")) o.eos_token_ids(r.get_int_list("eos_token_id", {}));
+  if (no_stop_ids) o.eos_token_ids({});
   o.rope(read_rope(j, where, o.max_position_embeddings()));
   o.validate(where);
   return o;
@@ -96,7 +100,9 @@ nlohmann::json LlamaOptions::to_json() const {
   j["num_key_value_heads"] = kv_heads();
   j["head_dim"] = dim_per_head();
   j["pad_token_id"] = pad_token_id() >= 0 ? nlohmann::json(pad_token_id()) : nlohmann::json(nullptr);
-  j["eos_token_id"] = eos_token_ids().size() == 1 ? nlohmann::json(eos_token_ids()[0]) : nlohmann::json(eos_token_ids());
+  j["eos_token_id"] = eos_token_ids().empty()       ? nlohmann::json(nullptr)
+                      : eos_token_ids().size() == 1 ? nlohmann::json(eos_token_ids()[0])
+                                                    : nlohmann::json(eos_token_ids());
   nlohmann::json rope_params = {{"rope_type", rope().rope_type}, {"rope_theta", rope().theta}};
   if (rope().rope_type != "default") rope_params["factor"] = rope().factor;
   if (rope().rope_type == "llama3") {

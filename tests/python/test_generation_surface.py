@@ -1,0 +1,147 @@
+"""Generation around the decoding loop, side by side with transformers: which id pads finished
+rows, how far the context reaches, the folder's generation_config.json, a config without stop ids,
+and what generation leaves behind for the caller's own code (autograd, layer hooks) and refuses
+(hooks on the model itself, a LoRA target that matches nothing)."""
+import json
+
+import pytest
+import torch
+
+import tessera
+from tessera import lora
+
+transformers = pytest.importorskip("transformers")
+
+SMALL = dict(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, max_position_embeddings=64, bos_token_id=1, eos_token_id=2)
+
+
+def _pair(tmp_path, edit_generation=None, **config):
+    torch.manual_seed(3)
+    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**SMALL, **config}))
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    hf.save_pretrained(tmp_path)
+    if edit_generation:
+        path = tmp_path / "generation_config.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), **edit_generation}))
+        hf = transformers.LlamaForCausalLM.from_pretrained(tmp_path)
+    return hf.eval(), tessera.from_pretrained(str(tmp_path))
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    return _pair(tmp_path_factory.mktemp("llama"))
+
+
+@pytest.mark.parametrize("extra", [dict(), dict(num_beams=3), dict(num_beams=3, pad_token_id=0)])
+def test_finished_rows_are_padded_with_the_first_stop_id_as_given(pair, extra):
+    """The stop ids were sorted first, so the smallest padded finished rows, not the first."""
+    hf, ours = pair
+    ids = torch.randint(3, 97, (2, 5), generator=torch.Generator().manual_seed(0))
+    kwargs = dict(max_new_tokens=12, eos_token_id=[37, 5, 11, 17, 23, 29, 31], **extra)
+    want = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, **kwargs)
+    assert torch.equal(ours.generate(ids, **kwargs), want)
+
+
+@pytest.mark.parametrize("prompt, new, beams", [(64, 1, 1), (63, 2, 1), (63, 2, 2), (62, 3, 2)])
+def test_the_context_holds_the_prompt_and_every_token_fed_back(pair, prompt, new, beams):
+    """P + n ids run the model on P + n - 1 positions: the last token is never fed in, so a
+    64-token prompt of a 64-position model still gives one token (it was refused)."""
+    hf, ours = pair
+    ids = torch.randint(3, 97, (1, prompt), generator=torch.Generator().manual_seed(prompt))
+    kwargs = dict(max_new_tokens=new, eos_token_id=[], pad_token_id=1, num_beams=beams)
+    want = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, **kwargs)
+    assert torch.equal(ours.generate(ids, **kwargs), want)
+    with pytest.raises(ValueError, match="exceeds the model's context"):
+        ours.generate(ids, max_new_tokens=new + 1, num_beams=beams)
+
+
+def test_the_folders_generation_config_is_read_as_transformers_reads_it(tmp_path):
+    """Llama-3-Instruct ships its second stop id and its sampling settings in
+    generation_config.json; config.json alone decoded past the stop, greedily."""
+    hf, ours = _pair(tmp_path / "a")
+    ids = torch.randint(3, 97, (1, 5), generator=torch.Generator().manual_seed(1))
+    free = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=10, do_sample=False,
+                       eos_token_id=None, pad_token_id=0)
+    stop = int(free[0, 7])
+    hf, ours = _pair(tmp_path / "b", edit_generation=dict(eos_token_id=[2, stop], pad_token_id=0))
+    want = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=10)
+    assert torch.equal(ours.generate(ids, max_new_tokens=10), want) and want.shape[1] < 15
+    # Sampling settings too, and an argument given still wins over the file.
+    hf, ours = _pair(tmp_path / "c", edit_generation=dict(do_sample=True, temperature=0.7, top_k=20, top_p=0.9))
+    torch.manual_seed(5)
+    want = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12)
+    assert torch.equal(ours.generate(ids, max_new_tokens=12, generator=torch.Generator().manual_seed(5)), want)
+    assert torch.equal(ours.generate(ids, max_new_tokens=12, do_sample=False),
+                       hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False))
+    # Kept by save_pretrained, and a bad file is named.
+    ours.save_pretrained(str(tmp_path / "d"))
+    assert tessera.from_pretrained(str(tmp_path / "d")).generation_defaults == ours.generation_defaults
+    (tmp_path / "d" / "generation_config.json").write_text(json.dumps({"top_p": 2.0}))
+    with pytest.raises(ValueError, match=r"generation_config.json: .*top_p must be in \(0, 1\]"):
+        tessera.from_pretrained(str(tmp_path / "d"))
+
+
+def test_a_config_without_stop_ids_decodes_to_max_new_tokens(tmp_path):
+    """"eos_token_id": null is no stop id in transformers; it was read as the default 2."""
+    hf, ours = _pair(tmp_path, eos_token_id=None)
+    (tmp_path / "generation_config.json").unlink()  # config.json alone
+    hf = transformers.LlamaForCausalLM.from_pretrained(tmp_path).eval()
+    ours = tessera.from_pretrained(str(tmp_path))
+    ids = torch.tensor([[5, 2, 9]])
+    want = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=16, do_sample=False, pad_token_id=0)
+    assert torch.equal(ours.generate(ids, max_new_tokens=16, pad_token_id=0), want) and want.shape[1] == 19
+    assert ours.config["eos_token_id"] is None
+
+
+def test_a_stream_leaves_autograd_and_layer_hooks_to_the_callers_code(pair):
+    """Between steps, grad was off in the caller's code, and layer hooks skipped in its own
+    forwards; two streams ending out of order skipped them for good."""
+    _, ours = pair
+    ids = torch.randint(3, 97, (1, 4), generator=torch.Generator().manual_seed(2))
+    calls = []
+    hook = ours.model.layers[0].register_forward_hook(lambda *a: calls.append(1))
+    try:
+        first = ours.stream(ids, max_new_tokens=4, eos_token_id=[])
+        next(first)
+        assert torch.is_grad_enabled()
+        second = ours.stream(ids, max_new_tokens=4, eos_token_id=[])
+        next(second)
+        calls.clear()
+        ours(ids)
+        assert calls, "a layer hook was skipped while a stream was open"
+        list(first)
+        del first
+        list(second)
+        del second
+        calls.clear()
+        ours(ids)
+        assert calls
+    finally:
+        hook.remove()
+
+
+def test_hooks_on_the_model_itself_are_refused_not_skipped(pair):
+    """Generation decodes in C++ without calling the model's forward: transformers ran such a
+    hook every step; here it never ran."""
+    _, ours = pair
+    handle = ours.register_forward_hook(lambda m, i, o: o)
+    try:
+        for call in (lambda: ours.generate(torch.tensor([[5, 6]]), max_new_tokens=2),
+                     lambda: next(ours.stream(torch.tensor([[5, 6]]), max_new_tokens=2))):
+            with pytest.raises(ValueError, match="forward hooks of its own.*hook its decoder layers"):
+                call()
+    finally:
+        handle.remove()
+    ours.generate(torch.tensor([[5, 6]]), max_new_tokens=2)
+
+
+def test_every_listed_lora_target_must_match(tmp_path):
+    """A tied model has no lm_head layer: listed with q_proj, it was dropped without a word."""
+    _, tied = _pair(tmp_path, tie_word_embeddings=True)
+    with pytest.raises(ValueError, match="'lm_head' matches no linear layer: the model ties its output layer"):
+        lora.apply_lora(tied, ["q_proj", "lm_head"], r=2)
+    with pytest.raises(ValueError, match="'k_projj' matches no linear layer"):
+        lora.apply_lora(tied, ["q_proj", "k_projj"], r=2)
