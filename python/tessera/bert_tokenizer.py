@@ -5,6 +5,7 @@ tokenizer in ``tessera._C.text`` (csrc/tessera/text/wordpiece_tokenizer.h). Also
 from __future__ import annotations
 
 import json
+import operator
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
@@ -80,7 +81,7 @@ class BertTokenizer:
         model_max_length: Optional[int] = None,
         padding_side: str = "right",
         truncation_side: str = "right",
-        clean_up_tokenization_spaces: bool = True,
+        clean_up_tokenization_spaces: bool = False,  # transformers 5's default (4's was True)
     ):
         for name, side in (("padding_side", padding_side), ("truncation_side", truncation_side)):
             if side not in ("right", "left"):
@@ -188,6 +189,7 @@ class BertTokenizer:
     def __call__(
         self,
         text: Texts,
+        text_pair: None = None,
         add_special_tokens: bool = True,
         padding: Union[bool, str] = False,
         truncation: Union[bool, str, None] = None,
@@ -207,6 +209,7 @@ class BertTokenizer:
             ``[CLS]`` and ``[SEP]`` included (``truncation_side`` says which end goes); None
             truncates when ``max_length`` is given without padding, as transformers does.
         """
+        _no_pairs(text_pair)
         single = isinstance(text, str)
         if not single and not isinstance(text, (list, tuple)):
             text = list(text)
@@ -219,7 +222,19 @@ class BertTokenizer:
         texts = [text] if single else text
         cut = max_length if trunc else -1
         left = self.truncation_side == "left"
-        if return_tensors == "pt" or pad is not None:
+        if return_tensors is None and pad is not None:
+            # Lists: a row longer than the padding length stays as it is (transformers); tensors
+            # need one width, so there it is an error.
+            ids = self._impl.encode_batch(texts, add_special_tokens, cut, left)
+            width = max(map(len, ids), default=0) if pad != "max_length" else max_length
+            if pad_to_multiple_of:
+                width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+            fill = [[self.pad_token_id] * max(0, width - len(row)) for row in ids]
+            mask = [[0] * len(f) + [1] * len(r) if side == "left" else [1] * len(r) + [0] * len(f)
+                    for r, f in zip(ids, fill)]
+            ids = [f + r if side == "left" else r + f for r, f in zip(ids, fill)]
+            types = [[0] * len(row) for row in ids]
+        elif return_tensors == "pt" or pad is not None:
             pad_to = -1 if pad is None else (max_length if pad == "max_length" else 0)
             ids, mask = self._impl.encode_padded(texts, add_special_tokens, cut, left, pad_to,
                                                  pad_to_multiple_of or 0, side == "left")
@@ -283,9 +298,10 @@ class BertTokenizer:
                              f"is not a multiple of pad_to_multiple_of ({pad_to_multiple_of}).")
         return pad, trunc, max_length
 
-    def encode(self, text: str, add_special_tokens: bool = True, truncation: Union[bool, str, None] = None,
-               max_length: Optional[int] = None) -> List[int]:
+    def encode(self, text: str, text_pair: None = None, add_special_tokens: bool = True,
+               truncation: Union[bool, str, None] = None, max_length: Optional[int] = None) -> List[int]:
         """Ids of one text: ``[CLS]``, its WordPieces, ``[SEP]``."""
+        _no_pairs(text_pair)
         _, trunc, max_length = self._strategies(False, truncation, max_length, None)
         return self._impl.encode(_as_text(text), add_special_tokens, max_length if trunc else -1,
                                  self.truncation_side == "left")
@@ -299,8 +315,8 @@ class BertTokenizer:
                clean_up_tokenization_spaces: Optional[bool] = None) -> str:
         """``BertTokenizerFast.decode``: pieces joined by spaces, ``##`` pieces glued on,
         spaces before punctuation removed. Raises IndexError for an id outside the vocabulary."""
-        if isinstance(token_ids, int):
-            token_ids = [token_ids]
+        if hasattr(token_ids, "__index__") and not hasattr(token_ids, "__len__"):  # one id: int, numpy int
+            token_ids = [operator.index(token_ids)]
         clean = self.clean_up_tokenization_spaces if clean_up_tokenization_spaces is None else clean_up_tokenization_spaces
         return self._impl.decode(_as_ids(token_ids), bool(skip_special_tokens), bool(clean))
 
@@ -428,6 +444,13 @@ _CONFIG_TYPES = {"do_lower_case": (bool,), "tokenize_chinese_chars": (bool,), "c
                  "strip_accents": (bool, type(None)), "padding_side": (str,), "truncation_side": (str,),
                  "added_tokens_decoder": (dict,), "additional_special_tokens": (list,),
                  "extra_special_tokens": (list, dict)}
+
+
+def _no_pairs(text_pair) -> None:
+    """Sentence pairs ([CLS] a [SEP] b [SEP], token types 0 and 1) are not supported; a second
+    positional string landed in add_special_tokens."""
+    if text_pair is not None:
+        raise ValueError("BertTokenizer: text pairs (text_pair) are not supported; encode each text on its own")
 
 
 def _check_config_types(config: Dict[str, Any], path) -> None:

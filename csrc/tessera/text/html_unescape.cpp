@@ -73,19 +73,39 @@ constexpr Entity kOtherEntities[] = {
     {"AMP", 0x26}, {"COPY", 0xA9}, {"GT", 0x3E}, {"LT", 0x3C}, {"QUOT", 0x22}, {"REG", 0xAE},
     {"TRADE", 0x2122}};
 
+// The HTML5-only names that begin with a legacy name (`&centerdot;`, `&copysr;`, `&gtdot;`): left
+// out of the table, they decoded by that prefix and kept the rest ("¢erdot;"), which is neither
+// what Python gives nor the text as written. Two of them are two code points.
+struct Entity2 {
+  const char* name;
+  char32_t cp, combining;
+};
+constexpr Entity2 kLegacyPrefixed[] = {
+    {"centerdot", 0xB7, 0}, {"copysr", 0x2117, 0}, {"divideontimes", 0x22C7, 0}, {"gtcc", 0x2AA7, 0},
+    {"gtcir", 0x2A7A, 0}, {"gtdot", 0x22D7, 0}, {"gtlPar", 0x2995, 0}, {"gtquest", 0x2A7C, 0},
+    {"gtrapprox", 0x2A86, 0}, {"gtrarr", 0x2978, 0}, {"gtrdot", 0x22D7, 0}, {"gtreqless", 0x22DB, 0},
+    {"gtreqqless", 0x2A8C, 0}, {"gtrless", 0x2277, 0}, {"gtrsim", 0x2273, 0}, {"ltcc", 0x2AA6, 0},
+    {"ltcir", 0x2A79, 0}, {"ltdot", 0x22D6, 0}, {"lthree", 0x22CB, 0}, {"ltimes", 0x22C9, 0},
+    {"ltlarr", 0x2976, 0}, {"ltquest", 0x2A7B, 0}, {"ltri", 0x25C3, 0}, {"ltrie", 0x22B4, 0},
+    {"ltrif", 0x25C2, 0}, {"ltrPar", 0x2996, 0}, {"notindot", 0x22F5, 0x338}, {"notinE", 0x22F9, 0x338},
+    {"notinva", 0x2209, 0}, {"notinvb", 0x22F7, 0}, {"notinvc", 0x22F6, 0}, {"notni", 0x220C, 0},
+    {"notniva", 0x220C, 0}, {"notnivb", 0x22FE, 0}, {"notnivc", 0x22FD, 0}, {"parallel", 0x2225, 0},
+    {"timesb", 0x22A0, 0}, {"timesbar", 0x2A31, 0}, {"timesd", 0x2A30, 0}};
+
 constexpr char32_t kCp1252[32] = {
     0x20AC, 0x81,   0x201A, 0x192,  0x201E, 0x2026, 0x2020, 0x2021, 0x2C6,  0x2030, 0x160,
     0x2039, 0x152,  0x8D,   0x17D,  0x8F,   0x90,   0x2018, 0x2019, 0x201C, 0x201D, 0x2022,
     0x2013, 0x2014, 0x2DC,  0x2122, 0x161,  0x203A, 0x153,  0x9D,   0x17E,  0x178};
 
 struct Tables {
-  std::unordered_map<std::string, char32_t> named;   // accepted with ';'
+  std::unordered_map<std::string, std::u32string> named;  // accepted with ';'
   std::unordered_map<std::string, char32_t> legacy;  // also accepted without ';'
   std::unordered_map<std::string, std::u32string> ftfy_caps;  // "EACUTE" -> "É"
 };
 
-std::u32string upper_of(char32_t cp) {
-  icu::UnicodeString u = icu::UnicodeString(static_cast<UChar32>(cp));
+std::u32string upper_of(const std::u32string& s) {
+  icu::UnicodeString u = icu::UnicodeString::fromUTF32(reinterpret_cast<const UChar32*>(s.data()),
+                                                       static_cast<int32_t>(s.size()));
   u.toUpper(icu::Locale::getRoot());
   std::u32string out(static_cast<size_t>(u.countChar32()), U'\0');
   UErrorCode status = U_ZERO_ERROR;
@@ -128,12 +148,14 @@ const Tables& tables() {
   static const Tables t = [] {
     Tables t;
     for (int i = 0; i < 96; ++i) {
-      t.named.emplace(kLatin1Names[i], char32_t(0xA0 + i));
+      t.named.emplace(kLatin1Names[i], std::u32string(1, char32_t(0xA0 + i)));
       t.legacy.emplace(kLatin1Names[i], char32_t(0xA0 + i));
     }
-    for (const Entity& e : kOtherEntities) t.named.emplace(e.name, e.cp);
+    for (const Entity& e : kOtherEntities) t.named.emplace(e.name, std::u32string(1, e.cp));
+    for (const Entity2& e : kLegacyPrefixed)
+      t.named.emplace(e.name, e.combining ? std::u32string{e.cp, e.combining} : std::u32string(1, e.cp));
     for (const char* n : {"amp", "lt", "gt", "quot", "AMP", "COPY", "GT", "LT", "QUOT", "REG"})
-      t.legacy.emplace(n, t.named.at(n));
+      t.legacy.emplace(n, t.named.at(n)[0]);
     return t;
   }();
   return t;
@@ -216,7 +238,8 @@ std::u32string html_unescape(std::u32string_view s) {
     const std::string name = ascii_key(s.substr(j, k - j));
     const size_t end = semi ? k + 1 : k;
     if (semi ? t.named.count(name) : t.legacy.count(name)) {
-      out.push_back(semi ? t.named.at(name) : t.legacy.at(name));
+      if (semi) out.append(t.named.at(name));
+      else out.push_back(t.legacy.at(name));
       i = end;
       continue;
     }
@@ -264,7 +287,7 @@ std::u32string ftfy_unescape_html(std::u32string_view s) {
     const std::u32string_view whole = s.substr(i, k + 1 - i);
     const std::string name = ascii_key(s.substr(j, k - j));
     if (!hash && t.named.count(name)) {
-      out.push_back(t.named.at(name));
+      out.append(t.named.at(name));
     } else if (!hash && ftfy_caps().count(name)) {
       out.append(ftfy_caps().at(name));
     } else if (hash) {

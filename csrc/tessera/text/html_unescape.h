@@ -11,9 +11,10 @@ namespace tessera::text {
 /// out-of-range values, and dropping of noncharacters), and named references.
 ///
 /// Named references: the 252 HTML 4 entities (Latin-1, symbols and Greek, special) plus
-/// `&apos;` and `&TRADE;`, with `;`; and the 106 legacy names that HTML5 also accepts
-/// without `;` (`&amp`, `&copy2024` -> "©2024", ...), matched longest-prefix as Python does.
-/// The other ~2000 HTML5-only names (`&check;`, `&NotEqualTilde;`, ...) are left as
+/// `&apos;` and `&TRADE;`, with `;`; the 106 legacy names that HTML5 also accepts without
+/// `;` (`&amp`, `&copy2024` -> "©2024", ...), matched longest-prefix as Python does; and the 39
+/// HTML5 names that begin with a legacy name (`&centerdot;`), which that prefix would otherwise
+/// split. The other ~1800 HTML5-only names (`&check;`, `&NotEqualTilde;`, ...) are left as
 /// written: they are vanishingly rare in captions, and a full table would dwarf the
 /// tokenizer.
 ///

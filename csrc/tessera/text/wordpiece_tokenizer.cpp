@@ -211,7 +211,7 @@ WordPieceTokenizer::WordPieceTokenizer(const std::string& vocab_path, WordPieceO
   m.sep = m.required(o.sep_token, "separator (last)");
   // BertTokenizerFast's special tokens, in its order; a missing [MASK] is added after the
   // vocabulary, as transformers adds it.
-  for (const std::string* t : {&o.pad_token, &o.unk_token, &o.cls_token, &o.sep_token, &o.mask_token})
+  for (const std::string* t : {&o.unk_token, &o.sep_token, &o.pad_token, &o.cls_token, &o.mask_token})
     m.add_special(*t);
   m.mask = static_cast<int32_t>(m.find(o.mask_token));
 }
