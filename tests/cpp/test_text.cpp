@@ -392,7 +392,7 @@ TEST_F(WordPieceTest, SpecialTokenIds) {
   EXPECT_EQ(tok.cls_token_id(), 2);
   EXPECT_EQ(tok.sep_token_id(), 3);
   EXPECT_EQ(tok.mask_token_id(), 4);
-  EXPECT_EQ(tok.special_ids(), (Ids{0, 1, 2, 3, 4}));
+  EXPECT_EQ(tok.special_ids(), (Ids{1, 3, 0, 2, 4}));  // transformers' order: unk, sep, pad, cls, mask
   EXPECT_EQ(tok.token_to_id("##able"), 7);
   EXPECT_EQ(tok.token_to_id("nope"), -1);
   EXPECT_EQ(tok.id_to_token(5), "un");
