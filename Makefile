@@ -13,7 +13,7 @@ CLIP_BPE := python/tessera/assets/bpe_simple_vocab_16e6.txt.gz
 JOBS    ?= $(shell nproc)
 export CCACHE_DIR ?= $(HOME)/.cache/ccache
 
-.PHONY: setup build install test test-cpp test-python demo llava llava-stages blip2 sugar mim results bench docs clean \
+.PHONY: setup build install test test-cpp test-python demo llava llava-stages blip2 sugar mim results bench clean \
 	sanitize fuzz fuzz-build fuzz-regressions
 
 setup:
@@ -117,7 +117,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_RSS_MB  ?= 2048
 # target:max_len — -max_len big enough for real headers and images, small enough to stay fast.
 FUZZ_PLAN    := safetensors:16384 json_config:8192 caption_file:4096 idx_file:4096 image_decode:65536 \
-	clip_tokenizer:1024 sentencepiece:1024
+	clip_tokenizer:1024 sentencepiece:1024 tar_reader:8192 json_records:4096
 FUZZ_TARGETS := $(foreach p,$(FUZZ_PLAN),$(firstword $(subst :, ,$(p))))
 HARDEN_CMAKE = .venv/bin/cmake -G Ninja -DPython3_EXECUTABLE=$(PWD)/$(PY) -DTESSERA_BUILD_PYTHON=OFF \
 	-DTESSERA_BUILD_EXAMPLES=OFF

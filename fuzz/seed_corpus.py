@@ -10,6 +10,7 @@ import json
 import os
 import struct
 import sys
+import tarfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,11 +67,32 @@ def images():
         "progressive.jpg": (rgb, "JPEG", {"progressive": True}),
         "cmyk.jpg": (rgb.convert("CMYK"), "JPEG", {}),
         "subsampled.jpg": (rgb, "JPEG", {"subsampling": 2}),
+        "lossy.webp": (rgb, "WEBP", {"quality": 80}),
+        "lossless.webp": (rgb, "WEBP", {"lossless": True}),
+        "alpha.webp": (rgb.convert("RGBA"), "WEBP", {}),
     }
     for name, (img, fmt, kw) in cases.items():
         buf = io.BytesIO()
         img.save(buf, fmt, **kw)
         yield name, buf.getvalue()
+
+
+def shards():
+    """Small tar shards as webdataset and img2dataset write them: ustar, GNU long names, pax."""
+    def tar(fmt, members):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=fmt) as t:
+            for name, data in members:
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime = len(data), 0
+                t.addfile(info, io.BytesIO(data))
+        return buf.getvalue()
+
+    sample = [("000000001.jpg", bytes(range(64))), ("000000001.txt", b"a cat"), ("000000001.cls", b"3"),
+              ("000000002.png", bytes(40)), ("000000002.json", b'{"caption": "a dog"}')]
+    yield "ustar.tar", tar(tarfile.USTAR_FORMAT, sample)
+    yield "gnu_long.tar", tar(tarfile.GNU_FORMAT, [("d/" + "k" * 120 + ".txt", b"long name")] + sample[:2])
+    yield "pax.tar", tar(tarfile.PAX_FORMAT, [("caf\u00e9/" + "p" * 110 + ".jpg", bytes(9)), ("__index__", b"{}")])
 
 
 def main(out: Path) -> None:
@@ -104,6 +126,14 @@ def main(out: Path) -> None:
 
     for name, data in images():
         write(out, "image_decode", name, data)
+
+    for name, data in shards():
+        write(out, "tar_reader", name, data)
+    conversation = {"id": "x", "image": "a.png", "conversations": [
+        {"from": "human", "value": "<image>\nWhat is it? {not a brace} \"q\""}, {"from": "gpt", "value": "A bag."}]}
+    write(out, "json_records", "list", json.dumps([conversation, {"id": 2, "conversations": []}]).encode())
+    write(out, "json_records", "lines", (json.dumps(conversation) + "\n\n" + json.dumps({"a": [[{}]]}) + "\n").encode())
+    write(out, "json_records", "nested", b'[{"a": {"b": [1, 2, {"c": "\\u007b}"}]}}, {}]')
 
     texts = [
         "a photo of a cat", "A Photo Of TWO dogs!!", "&amp; &lt;b&gt; &#39;quoted&#39; &nbsp;",

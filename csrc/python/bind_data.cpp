@@ -198,7 +198,7 @@ void bind_datasets(py::module_& m) {
       .def(py::init([](const std::string& root, std::vector<std::string> extensions) {
              return without_gil([&] { return std::make_shared<ImageFolder>(root, std::move(extensions)); });
            }),
-           py::arg("root"), py::arg("extensions") = std::vector<std::string>{".jpg", ".jpeg", ".png"})
+           py::arg("root"), py::arg("extensions") = std::vector<std::string>{".jpg", ".jpeg", ".png", ".webp"})
       .def_property_readonly("samples", &ImageFolder::samples);
 
   py::class_<CaptionDataset, Dataset, std::shared_ptr<CaptionDataset>>(m, "CaptionDataset")

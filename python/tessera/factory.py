@@ -51,15 +51,23 @@ def get_model_config(name: str) -> Dict[str, Any]:
 def create_model(name: str, pretrained: Optional[str] = None, config_overrides: Optional[Dict[str, Any]] = None,
                  **kwargs) -> PreTrainedModel:
     """A model of a named variant, randomly initialised, or loaded from `pretrained` (a checkpoint
-    folder). `config_overrides` updates the config recursively; an unknown key is an error that
-    lists the valid ones."""
+    folder). `config_overrides` updates the config recursively; other keywords are the class's
+    own arguments (BEiT's `add_pooling_layer`) or, as in timm and open_clip, config fields
+    (`create_model("ViT-B-32", projection_dim=64)`). An unknown key is an error that lists the
+    valid ones."""
+    import inspect
+
     family, config = registry.variant(name)
     if config_overrides is not None and not isinstance(config_overrides, dict):
         raise TypeError(f"create_model({name!r}): config_overrides must be a dict, got {type(config_overrides).__name__}")
+    cls = registry.model_class(config, name)
+    own = set(inspect.signature(cls.__init__).parameters) - {"self", "config"}
+    config_overrides = {**{k: v for k, v in kwargs.items() if k not in own}, **(config_overrides or {})}
+    kwargs = {k: v for k, v in kwargs.items() if k in own}
     config = merge_config(config, config_overrides)
     if config_overrides:
         registry.validate(family, config, f"create_model({name!r}) config_overrides")
-    model = registry.model_class(config, name)(config, **kwargs)
+    model = cls(config, **kwargs)
     if pretrained:
         load_fitting(model, load_weights(pretrained), f"{pretrained} (for create_model({name!r}))")
     return model

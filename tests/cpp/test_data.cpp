@@ -152,7 +152,7 @@ TEST(ImageFolder, ClassesSortedFilesRecursiveBadFileSkipped) {
   EXPECT_EQ(fs::path(ds->samples()[2].first).filename(), "A.PNG");
   EXPECT_EQ(fs::path(ds->samples()[4].first).filename(), "c.jpg");
   EXPECT_EQ(ds->get(2).image.sizes(), at::IntArrayRef({2, 3, 3}));
-  expect_error([&] { ds->get(0); }, "x.jpeg): not a JPEG or PNG");
+  expect_error([&] { ds->get(0); }, "x.jpeg): not a JPEG, PNG or WebP");
 
   Loader loader(ds, small_eval(), LoaderOptions().batch_size(2).shuffle(false).num_workers(2));
   auto batches = epoch_batches(loader);

@@ -55,7 +55,7 @@ TEST(ImageFormat, SniffsMagicBytesAndHeaderSize) {
 }
 
 TEST(ImageDecode, RejectsUnknownOversizedAndTruncatedData) {
-  expect_error([] { decode_image("GIF89a....", "anim.gif"); }, "anim.gif): not a JPEG or PNG");
+  expect_error([] { decode_image("GIF89a....", "anim.gif"); }, "anim.gif): not a JPEG, PNG or WebP");
   expect_error([] { decode_image("GIF89a....", "anim.gif"); }, "first bytes: 47 49 46 38");
   expect_error([] { decode_image(png_header(100000, 100000), "bomb.png"); }, "exceeds the limit");
   expect_error([] { decode_image(png_header(64, 64), "small.png", 1000); }, "4096 pixels exceeds");

@@ -98,8 +98,31 @@ def test_decode_matches_pil(images, fmt):
     assert worst <= (0 if fmt == "PNG" else 2), f"{fmt} max abs diff {worst}"
 
 
+@needs_decoder
+@pytest.mark.parametrize("lossless", [True, False], ids=["lossless", "lossy"])
+def test_webp_decodes_as_pil_decodes_it(images, lossless):
+    """img2dataset writes WebP (--encode_format webp): its samples were skipped as "not a JPEG or
+    PNG". Sizes come from the header (VP8, VP8L, and VP8X when there is alpha); an alpha channel
+    is dropped as PIL's convert("RGB") drops it."""
+    worst = 0
+    for name, img in images[:9] + [("alpha", images[1][1].convert("RGBA"))]:
+        if name == "alpha":
+            img.putalpha(PIL.fromarray(np.tile(np.arange(img.width, dtype=np.uint8), (img.height, 1))))
+        buf = io.BytesIO()
+        img.save(buf, "WEBP", lossless=lossless, quality=90)
+        data = buf.getvalue()
+        kind, height, width, complete = tessera._C.data.image_info(data)
+        assert (kind, height, width, complete) == ("webp", img.height, img.width, True), name
+        ours, ref = td.decode_image(data, name), _pil_rgb(data)
+        assert ours.shape == ref.shape and ours.dtype == torch.uint8
+        worst = max(worst, (ours.int() - ref.int()).abs().max().item())
+        with pytest.raises(ValueError, match=f"{name}\\): truncated or corrupt webp"):
+            td.decode_image(data[: len(data) // 2], name)
+    assert worst == 0, f"max abs diff {worst}"
+
+
 def test_decode_errors_name_the_source(tmp_path):
-    with pytest.raises(ValueError, match=r"x\.gif\): not a JPEG or PNG .*first bytes: 47 49 46 38"):
+    with pytest.raises(ValueError, match=r"x\.gif\): not a JPEG, PNG or WebP .*first bytes: 47 49 46 38"):
         td.decode_image(b"GIF89a\x01\x00\x01\x00", "x.gif")
     bomb = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR" + (50000).to_bytes(4, "big") * 2 + b"\x08\x02\0\0\0" + bytes(8) + b"IEND"
     with pytest.raises(ValueError, match="exceeds the limit"):

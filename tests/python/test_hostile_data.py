@@ -79,7 +79,7 @@ def test_a_caption_file_cannot_pack_a_file_that_is_not_an_image(tmp_path):
     captions = tmp_path / "c.jsonl"
     captions.write_text(json.dumps({"image": "a.png", "caption": "ok"}) + "\n"
                         + json.dumps({"image": str(tmp_path / "secret"), "caption": "innocent"}) + "\n")
-    with pytest.raises(ValueError, match="entry 1: .*secret.* is not a JPEG or PNG"):
+    with pytest.raises(ValueError, match="entry 1: .*secret.* is not a JPEG, PNG or WebP"):
         main([str(tmp_path / "shards"), "--captions", str(captions)])
     assert not any(n.endswith(".tar") for n in os.listdir(tmp_path / "shards")), "nothing written"
 

@@ -242,7 +242,7 @@ def test_images_outside_the_data_root_and_non_images_are_refused(tmp_path):
             image_paths({"image": path}, str(root), "d.json: sample 2")
     assert image_paths({"image": ["a/b.png"]}, str(root)) == [str(root / "a" / "b.png")]
     (root / "notes.png").write_text("not an image at all")
-    with pytest.raises(ValueError, match=r"notes.png' is not a JPEG or PNG image \(it starts with 6e 6f 74"):
+    with pytest.raises(ValueError, match=r"notes.png' is not a JPEG, PNG or WebP image \(it starts with 6e 6f 74"):
         check_image_file(str(root / "notes.png"), "d.json: sample 2")
 
 

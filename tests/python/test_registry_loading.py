@@ -42,6 +42,12 @@ def test_variants_are_json_files_in_the_family_folder():
 def test_overrides_are_checked_and_config_comes_from_cpp():
     with pytest.raises(ValueError, match=r"unknown key 'patch_sise' \(valid keys: .*patch_size"):
         tessera.create_model("ViT-B-32", config_overrides={"vision_config": {"patch_sise": 8}})
+    # Config fields as keywords, as timm's and open_clip's create_model take them (a TypeError before).
+    small = dict(num_hidden_layers=1, hidden_size=32, intermediate_size=64, num_attention_heads=2)
+    clip = tessera.create_model("ViT-B-32", projection_dim=64, vision_config=small, text_config=small)
+    assert clip.config["projection_dim"] == 64 and clip.config["vision_config"]["patch_size"] == 32
+    with pytest.raises(ValueError, match=r"unknown key 'projection_dimm'"):
+        tessera.create_model("ViT-B-32", projection_dimm=64)
     model = tessera.CLIPModel(CONFIG)
     # Defaults the caller left out are filled in by C++ (one source of truth for every field).
     assert model.config["vision_config"]["layer_norm_eps"] == 1e-5

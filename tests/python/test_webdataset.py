@@ -214,6 +214,25 @@ def test_a_position_is_not_resumed_inside_dataloader_workers(shards):
         list(torch.utils.data.DataLoader(_Epoch(stream), batch_size=None, num_workers=1))
 
 
+def test_webp_samples_are_served_as_img2dataset_writes_them(tmp_path):
+    """img2dataset's --encode_format webp: such samples were skipped as "not a JPEG or PNG"."""
+    from PIL import Image
+
+    from tessera.data import clip_transform
+    from tessera.data.shard_loader import ShardLoader
+
+    def encoded(fmt):
+        buf = io.BytesIO()
+        Image.new("RGB", (32, 32), (200, 30, 30)).save(buf, fmt)
+        return buf.getvalue()
+
+    path = str(tmp_path / "formats.tar")
+    _tar(path, [("a.webp", encoded("WEBP")), ("a.txt", b"red"), ("b.JPG", encoded("JPEG")), ("b.txt", b"red"),
+                ("c.png", encoded("PNG")), ("c.txt", b"red")])
+    loader = ShardLoader(path, 3, clip_transform(28), drop_last=False, num_workers=0)
+    assert [k for batch in loader for k in batch["keys"]] == ["a", "b", "c"] and not loader.report()
+
+
 def test_a_stream_keeps_going_past_a_damaged_shard(shards, tmp_path):
     bad = tmp_path / "bad.tar"
     bad.write_bytes(b"\x01" * 2048)

@@ -22,7 +22,7 @@ class ImageFolder : public Dataset {
   /// Throws c10::Error when `root` is not a folder, has no class subfolder, or a class has no
   /// file with one of `extensions` (compared case-insensitively, dot included).
   explicit ImageFolder(const std::string& root,
-                       std::vector<std::string> extensions = {".jpg", ".jpeg", ".png"});
+                       std::vector<std::string> extensions = {".jpg", ".jpeg", ".png", ".webp"});
 
   int64_t size() const override { return static_cast<int64_t>(samples_.size()); }
   /// Reads and decodes the file; c10::Error / c10::ValueError naming it when that fails.

@@ -35,11 +35,11 @@ std::string read_file_bytes(const std::string& path) {
 at::Tensor decode_image(const std::string& bytes, const std::string& source, int64_t max_pixels) {
   const ImageInfo info = read_image_info(bytes);
   TORCH_CHECK_VALUE(info.format != ImageFormat::unknown, "decode_image(", source,
-                    "): not a JPEG or PNG image (", bytes.size(), " bytes, first bytes: ",
+                    "): not a JPEG, PNG or WebP image (", bytes.size(), " bytes, first bytes: ",
                     leading_bytes_hex(bytes), ")");
   const char* fmt = image_format_name(info.format);
-  // A PNG always states both sizes; a JPEG may leave the height to a DNL marker (rare), so
-  // only its width is required here and the height is checked after decoding.
+  // A PNG and a WebP always state both sizes; a JPEG may leave the height to a DNL marker
+  // (rare), so only its width is required here and the height is checked after decoding.
   TORCH_CHECK_VALUE(info.width > 0 && (info.height > 0 || info.format == ImageFormat::jpeg),
                     "decode_image(", source, "): corrupt ", fmt,
                     " header (no valid image size found)");

@@ -12,11 +12,11 @@ namespace tessera::vision {
 /// of PIL's MAX_IMAGE_PIXELS; a 256 MB RGB buffer is the most one image may take.
 constexpr int64_t kDefaultMaxImagePixels = int64_t(1) << 26;
 
-/// Decodes JPEG or PNG bytes to uint8 [H, W, 3] RGB. Grayscale and palette images are
+/// Decodes JPEG, PNG or WebP bytes to uint8 [H, W, 3] RGB. Grayscale and palette images are
 /// expanded to three channels, an alpha channel is dropped (PIL's convert("RGB")), and EXIF
 /// orientation is ignored, as PIL does. 16-bit PNG keeps the high byte of each value (PIL
 /// clips to 255 instead). With libjpeg (TESSERA_WITH_LIBJPEG) JPEG is decoded exactly as PIL
-/// decodes it (ISLOW DCT, fancy upsampling); CMYK JPEG and PNG go through OpenCV.
+/// decodes it (ISLOW DCT, fancy upsampling); CMYK JPEG, PNG and WebP (libwebp) go through OpenCV.
 /// The format comes from the magic bytes, never from the file name; the header dimensions are
 /// checked against `max_pixels` before any pixel is decoded. `source` only names the data
 /// in errors. Throws c10::ValueError naming `source` for an unknown format (with the first

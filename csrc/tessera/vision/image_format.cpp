@@ -1,5 +1,6 @@
 // Magic-byte sniffing and header parsing after the PNG spec (IHDR is the first chunk, fixed
-// offsets) and JPEG T.81 Annex B (marker segments up to the first SOS).
+// offsets), JPEG T.81 Annex B (marker segments up to the first SOS) and the WebP container
+// (RFC 9649: a RIFF file whose first chunk is VP8, VP8L or VP8X).
 #include "tessera/vision/image_format.h"
 
 #include <cstdio>
@@ -10,6 +11,9 @@ namespace {
 uint8_t at(std::string_view b, size_t i) { return static_cast<uint8_t>(b[i]); }
 uint32_t be16(std::string_view b, size_t i) { return (uint32_t(at(b, i)) << 8) | at(b, i + 1); }
 uint32_t be32(std::string_view b, size_t i) { return (be16(b, i) << 16) | be16(b, i + 2); }
+uint32_t le16(std::string_view b, size_t i) { return at(b, i) | (uint32_t(at(b, i + 1)) << 8); }
+uint32_t le24(std::string_view b, size_t i) { return le16(b, i) | (uint32_t(at(b, i + 2)) << 16); }
+uint32_t le32(std::string_view b, size_t i) { return le16(b, i) | (le16(b, i + 2) << 16); }
 
 constexpr char kPngMagic[] = "\x89PNG\r\n\x1a\n";
 
@@ -61,6 +65,28 @@ void read_png(std::string_view b, ImageInfo& info) {
   info.complete = iend != std::string_view::npos && iend > 24;
 }
 
+void read_webp(std::string_view b, ImageInfo& info) {
+  // "RIFF" size(4) "WEBP" | fourcc(4) chunk-size(4) chunk data ...
+  if (b.size() < 30) return;
+  const std::string_view chunk = b.substr(12, 4);
+  if (chunk == "VP8 ") {  // lossy: frame tag(3), start code 9d 01 2a, 14-bit sizes
+    if (at(b, 23) != 0x9d || at(b, 24) != 0x01 || at(b, 25) != 0x2a) return;
+    info.width = le16(b, 26) & 0x3fff;
+    info.height = le16(b, 28) & 0x3fff;
+  } else if (chunk == "VP8L") {  // lossless: signature 2f, then 14 bits each of size - 1
+    if (at(b, 20) != 0x2f) return;
+    const uint32_t bits = le32(b, 21);
+    info.width = (bits & 0x3fff) + 1;
+    info.height = ((bits >> 14) & 0x3fff) + 1;
+  } else if (chunk == "VP8X") {  // extended: flags(4), then 24 bits each of canvas size - 1
+    info.width = int64_t(le24(b, 24)) + 1;
+    info.height = int64_t(le24(b, 27)) + 1;
+  } else {
+    return;
+  }
+  info.complete = int64_t(le32(b, 4)) + 8 <= int64_t(b.size());  // the RIFF size is all there
+}
+
 }  // namespace
 
 ImageFormat sniff_image_format(std::string_view bytes) {
@@ -68,6 +94,8 @@ ImageFormat sniff_image_format(std::string_view bytes) {
     return ImageFormat::jpeg;
   if (bytes.size() >= 8 && bytes.substr(0, 8) == std::string_view(kPngMagic, 8))
     return ImageFormat::png;
+  if (bytes.size() >= 12 && bytes.substr(0, 4) == "RIFF" && bytes.substr(8, 4) == "WEBP")
+    return ImageFormat::webp;
   return ImageFormat::unknown;
 }
 
@@ -76,6 +104,7 @@ ImageInfo read_image_info(std::string_view bytes) {
   info.format = sniff_image_format(bytes);
   if (info.format == ImageFormat::jpeg) read_jpeg(bytes, info);
   if (info.format == ImageFormat::png) read_png(bytes, info);
+  if (info.format == ImageFormat::webp) read_webp(bytes, info);
   return info;
 }
 
@@ -94,6 +123,7 @@ const char* image_format_name(ImageFormat format) {
   switch (format) {
     case ImageFormat::jpeg: return "jpeg";
     case ImageFormat::png: return "png";
+    case ImageFormat::webp: return "webp";
     default: return "unknown";
   }
 }

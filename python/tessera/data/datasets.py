@@ -88,10 +88,10 @@ class FashionMNIST(_Dataset):
 
 
 class ImageFolder(_Dataset):
-    """``root/<class>/**/*.{jpg,jpeg,png}``, classes and samples ordered as torchvision's
+    """``root/<class>/**/*.{jpg,jpeg,png,webp}``, classes and samples ordered as torchvision's
     ``ImageFolder`` orders them (so labels and indices agree with it)."""
 
-    def __init__(self, root: str | os.PathLike, extensions: Sequence[str] = (".jpg", ".jpeg", ".png")):
+    def __init__(self, root: str | os.PathLike, extensions: Sequence[str] = (".jpg", ".jpeg", ".png", ".webp")):
         self.root = _require(root, True, "image folder")
         if isinstance(extensions, str):  # one extension, not its characters (".png" matched any name ending in "g")
             extensions = [extensions]

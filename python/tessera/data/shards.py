@@ -1,4 +1,4 @@
-"""Writes webdataset tar shards, as img2dataset lays them out (`KEY.png|jpg`, `KEY.txt` caption,
+"""Writes webdataset tar shards, as img2dataset lays them out (`KEY.png|jpg|webp`, `KEY.txt` caption,
 `KEY.cls` label), from Fashion-MNIST, an image folder (class subfolders) or a caption file
 (.jsonl / .csv). The set is written into a temporary folder and moved in whole: a crash leaves
 the earlier set as it was. Prints the brace pattern that reads them back.
@@ -85,17 +85,17 @@ def fashion_mnist_samples(root: str, split: str = "train", template: str = "a ph
 
 def file_samples(entries: Iterable[Tuple[str, Optional[str], Optional[int]]]) -> Iterator[Sample]:
     """(image path, caption or None, label or None) -> samples keyed by their order. Each file must
-    be a JPEG or PNG by its header (a shard is data that travels: a listed file that is not an
+    be a JPEG, PNG or WebP by its header (a shard is data that travels: a listed file that is not an
     image, e.g. a path to a system file, is refused, not packed), stored under its kind's
     extension."""
     for i, (path, caption, label) in enumerate(entries):
         with open(path, "rb") as f:
             data = f.read()
         kind = _C.data.image_info(data[:4096])[0]
-        if kind not in ("jpeg", "png"):
-            raise ValueError(f"entry {i}: {path!r} is not a JPEG or PNG image (it starts with {data[:8].hex(' ')}); "
+        if kind not in ("jpeg", "png", "webp"):
+            raise ValueError(f"entry {i}: {path!r} is not a JPEG, PNG or WebP image (it starts with {data[:8].hex(' ')}); "
                              "refusing to pack it into a shard")
-        fields = [("jpg" if kind == "jpeg" else "png", data)]
+        fields = [({"jpeg": "jpg"}.get(kind, kind), data)]
         if caption is not None:
             fields.append(("txt", caption.encode()))
         if label is not None:

@@ -75,7 +75,7 @@ class LlamaForCausalLM(FamilyModel):
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__} (seed one: "
                             f"torch.Generator().manual_seed(n))")
-        if self._forward_hooks or self._forward_pre_hooks:
+        if _own_hooks(self):
             raise ValueError(f"{caller}(): the model has forward hooks of its own, which generation cannot run (it "
                              "decodes in C++ without calling the model's forward); hook its decoder layers, which "
                              "generation calls, or call the model in a loop")
@@ -177,6 +177,13 @@ def generation_config(kwargs, caller: str) -> GenerationConfig:
     TypeError as for any Python call."""
     return from_mapping(GenerationConfig, dict(kwargs), f"{caller}()",
                         unknown=lambda message: TypeError(message.replace("unknown key(s)", "unexpected argument(s)")))
+
+
+def _own_hooks(module) -> list:
+    """Forward hooks put on the model itself, but not torch.distributed's (FSDP2's root hooks
+    unshard around a forward; generation gathers what it needs without them)."""
+    hooks = [*module._forward_hooks.values(), *module._forward_pre_hooks.values()]
+    return [h for h in hooks if not getattr(getattr(h, "__func__", h), "__module__", "").startswith("torch.distributed")]
 
 
 def drain(run):

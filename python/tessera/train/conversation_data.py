@@ -136,7 +136,7 @@ def image_paths(sample: Dict[str, Any], folder: str, where: str = "sample") -> L
 
 
 def check_image_file(path: str, where: str) -> None:
-    """An existing JPEG or PNG file, told by its header (a decoder only sees it at its batch)."""
+    """An existing JPEG, PNG or WebP file, told by its header (a decoder only sees it at its batch)."""
     from .. import _C
 
     if not os.path.isfile(path):
@@ -145,7 +145,7 @@ def check_image_file(path: str, where: str) -> None:
         head = f.read(4096)  # the kind is told by the first bytes
     kind, height, width, _ = _C.data.image_info(head)
     if kind == "unknown":
-        raise ValueError(f"{where}: {path!r} is not a JPEG or PNG image (it starts with {head[:8].hex(' ')})")
+        raise ValueError(f"{where}: {path!r} is not a JPEG, PNG or WebP image (it starts with {head[:8].hex(' ')})")
 
 
 @dataclass
