@@ -126,3 +126,103 @@ def test_recipe_errors_name_the_problem(vqkd_run, tmp_path):
     r = recipe("beit", tokenizer={"checkpoint": str(vqkd_run[0])}, masking={"ratio": 1.5})
     with pytest.raises(ValueError, match=r"masking.ratio must be in \(0, 1\)"):
         fit(r, tmp_path)
+
+
+def _split_equals_whole(task, model, batch, step):
+    """compute_loss's masked sum over a batch equals the sums over its halves, as on 2 ranks."""
+    def total(b):
+        out = task.compute_loss(model, model, b, step)["loss"]
+        return float(out.sum), float(out.count)
+
+    half = len(batch["indices"]) // 2
+    parts = [{k: v[s] for k, v in batch.items()} for s in (slice(0, half), slice(half, None))]
+    whole, a, b = total(batch), total(parts[0]), total(parts[1])
+    assert whole[1] == a[1] + b[1] and whole[0] == pytest.approx(a[0] + b[0], rel=1e-5)
+
+
+def test_masks_are_drawn_per_sample_so_two_ranks_mask_what_one_process_masks(vqkd_run):
+    """Masks were seeded by (seed, step, rank) and drawn in batch order (BEiT) or taken from the
+    rank's global RNG (MAE): rank 1 masked images 4-7 otherwise than one process did."""
+    torch.manual_seed(0)
+    batch = {"pixel_values": torch.randn(8, 3, 28, 28), "indices": torch.arange(8) * 7}
+    beit = task_class("beit")(recipe_from_dict(_beit(vqkd_run[0])))
+    whole = beit.train_masks(batch, 5)
+    halves = torch.cat([beit.train_masks({"indices": batch["indices"][:4]}, 5),
+                        beit.train_masks({"indices": batch["indices"][4:]}, 5)])
+    assert torch.equal(whole, halves) and not torch.equal(whole, beit.train_masks(batch, 6))
+    assert torch.equal(beit.train_masks({"keys": ["a", "b"]}, 5), beit.train_masks({"keys": ["a", "b"]}, 5))
+    r = recipe("mae")
+    r["model"]["config"].update(ENCODER, decoder_hidden_size=32, decoder_num_hidden_layers=1,
+                                decoder_num_attention_heads=2, decoder_intermediate_size=64)
+    mae = task_class("mae")(recipe_from_dict(r))
+    model = mae.build_model()
+    _split_equals_whole(mae, model, batch, 3)
+
+
+def test_weight_decay_groups_follow_each_pretraining_reference(vqkd_run):
+    """MAE's main_pretrain.py decays the class and mask tokens (no skip list); BEiT's pretraining
+    decays the mask token and the relative position bias table (skip list: cls_token, pos_embed)."""
+    def decayed(task):
+        model = task.build_model()
+        names = {id(p): n for n, p in model.named_parameters()}
+        return {names[id(p)]: g["weight_decay"] > 0 for g in task.param_groups(model) for p in g["params"]}
+
+    r = recipe("mae")
+    r["model"]["config"].update(ENCODER, decoder_hidden_size=32, decoder_num_hidden_layers=1,
+                                decoder_num_attention_heads=2, decoder_intermediate_size=64)
+    mae = decayed(task_class("mae")(recipe_from_dict(r)))
+    assert mae["vit.embeddings.cls_token"] and mae["decoder.mask_token"]
+    assert not any(on for n, on in mae.items() if n.endswith(".bias") or "norm" in n)
+    beit = decayed(task_class("beit")(recipe_from_dict(_beit(vqkd_run[0]))))
+    assert beit["beit.embeddings.mask_token"] and not beit["beit.embeddings.cls_token"]
+    assert all(on for n, on in beit.items() if "relative_position_bias_table" in n)
+    vqkd = decayed(task_class("vqkd")(recipe_from_dict(recipe("vqkd", teacher=TEACHER))))
+    assert not any(on for n, on in vqkd.items() if "token" in n)  # BEiT v2's VQ-KD groups: unchanged
+
+
+def test_a_code_in_use_is_not_restarted_while_the_ema_warms_up():
+    """cluster_size starts at 0: uncorrected, a code used 4 times in the first step (count 0.04)
+    fell under a 0.05 threshold and was moved onto a random input."""
+    from tessera.models.quantizer import NormEMAQuantizer
+
+    torch.manual_seed(0)
+    q = NormEMAQuantizer(16, 8, decay=0.99, dead_code_threshold=0.05).train()
+    z = q.embedding[torch.arange(64) % 15] + 0.01 * torch.randn(64, 8)  # 15 codes used ~4 times, one unused
+    q(z)
+    before = q.embedding.clone()
+    assert q.restart_dead_codes() == 1  # only the code nothing chose
+    assert int((before != q.embedding).any(1).sum()) == 1
+    # A checkpoint written before the update count existed loads as a warmed-up EMA.
+    state = {k: v for k, v in q.state_dict().items() if k != "updates"}
+    fresh = NormEMAQuantizer(16, 8, decay=0.99, dead_code_threshold=0.05)
+    fresh.load_state_dict(state)
+    assert int(fresh.updates) >= 1 << 30
+
+
+def test_the_projected_target_is_beit_v2s(tmp_path):
+    """BEiT v2 regresses ln_post(tokens) @ visual.proj; the layer's raw output (the default,
+    `hidden`) is another target. `projected` computes BEiT v2's from a CLIPModel checkpoint."""
+    from tessera.train.teacher import TeacherSection, load_teacher, teacher_features, teacher_width
+
+    torch.manual_seed(0)
+    clip = tessera.CLIPModel({"projection_dim": 24, "vision_config": TEACHER["config"],
+                              "text_config": {**ENCODER, "max_position_embeddings": 16}})
+    clip.save_pretrained(str(tmp_path))
+    px = torch.randn(2, 3, 28, 28)
+    section = TeacherSection(checkpoint=str(tmp_path), target="projected")
+    section.validate("teacher")
+    got = teacher_features(load_teacher(section), px)
+    state = clip.state_dict()
+    with torch.no_grad():
+        tokens = tessera.CLIPVisionModel.from_pretrained(str(tmp_path))(px).last_hidden_state
+        normed = torch.nn.functional.layer_norm(tokens, (48,), state["vision_model.post_layernorm.weight"],
+                                                state["vision_model.post_layernorm.bias"], 1e-5)
+        want = (normed @ state["visual_projection.weight"].t())[:, 1:]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert teacher_width(section) == 24 and teacher_width(TeacherSection(checkpoint=str(tmp_path))) == 48
+    hidden = teacher_features(load_teacher(TeacherSection(checkpoint=str(tmp_path))), px)
+    torch.testing.assert_close(hidden, tokens[:, 1:])
+    for bad in (TeacherSection(config=TEACHER["config"], target="projected"),
+                TeacherSection(checkpoint=str(tmp_path), target="projected", layer=-2)):
+        with pytest.raises(ValueError, match="projected is BEiT v2's target"):
+            bad.validate("teacher")

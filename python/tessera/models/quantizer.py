@@ -3,8 +3,9 @@ live on the unit sphere, lookup is by cosine similarity, gradients pass straight
 (Bengio et al. 2013), and the codebook moves by exponential moving averages of the inputs
 assigned to each code, not by gradients. With torch.distributed initialised, the assignment
 counts and sums are all-reduced before the update, so every rank keeps the same codebook.
-Codes that fall out of use (EMA count below `dead_code_threshold`) can be restarted on recent
-inputs (`restart_dead_codes`, rank 0's choice broadcast).
+Codes that fall out of use (bias-corrected EMA count below `dead_code_threshold`) can be
+restarted on recent inputs (`restart_dead_codes`, rank 0's choice broadcast). BEiT v2 has no
+restart; it starts the codebook from k-means, which tessera does not offer.
 """
 from __future__ import annotations
 
@@ -41,6 +42,9 @@ class NormEMAQuantizer(nn.Module):
         # Buffers, not parameters: the codebook follows the EMA, and checkpoints carry it.
         self.register_buffer("embedding", F.normalize(torch.randn(codebook_size, dim), dim=-1))
         self.register_buffer("cluster_size", torch.zeros(codebook_size))
+        # EMA updates so far: the counts start at zero, so after t updates a code used c times per
+        # step has d-weighted count c (1 - d^t); restarts compare the bias-corrected count.
+        self.register_buffer("updates", torch.zeros((), dtype=torch.int64))
         self._recent: Optional[torch.Tensor] = None  # last inputs seen in training (dead-code restarts)
 
     def extra_repr(self) -> str:
@@ -71,6 +75,7 @@ class NormEMAQuantizer(nn.Module):
             dist.all_reduce(counts)
             dist.all_reduce(sums)
         self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        self.updates.add_(1)
         means = F.normalize(sums / counts.clamp(min=1).unsqueeze(1), dim=-1)
         target = torch.where((counts > 0).unsqueeze(1), means, self.embedding)
         self.embedding.mul_(self.decay).add_(target, alpha=1 - self.decay)
@@ -82,7 +87,10 @@ class NormEMAQuantizer(nn.Module):
         (rank 0 chooses; broadcast). Returns how many were restarted."""
         if self.dead_code_threshold <= 0 or self._recent is None:
             return 0
-        dead = self.cluster_size < self.dead_code_threshold
+        # Bias-corrected, as Adam corrects its moments: uncorrected, codes in use at step 1 (count
+        # c (1 - d)) fell under the threshold and were moved.
+        warmed = 1.0 - self.decay ** float(self.updates)
+        dead = self.cluster_size < self.dead_code_threshold * max(warmed, 1e-12)
         n = int(dead.sum())
         if n:
             pick = torch.randint(len(self._recent), (n,), generator=generator).to(self._recent.device)
@@ -92,6 +100,13 @@ class NormEMAQuantizer(nn.Module):
             dist.broadcast(self.embedding, 0)
             dist.broadcast(self.cluster_size, 0)
         return n
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # Checkpoints written before `updates` existed: their EMA has run for a whole training.
+        state_dict.setdefault(prefix + "updates", torch.tensor(1 << 30, dtype=torch.int64))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     def usage(self) -> dict:
         """Codebook statistics from the EMA counts: the fraction of codes in use and the

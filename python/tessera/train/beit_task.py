@@ -48,7 +48,7 @@ class BeitTask(MaskedImageTask):
     def compute_loss(self, wrapped, model, batch, step):
         px = batch["pixel_values"].to(model.device)
         labels = self.tokenizer.to(px.device).get_codebook_indices(px)
-        mask = self.train_masks(len(px), step).to(px.device)
+        mask = self.train_masks(batch, step).to(px.device)
         out = wrapped(pixel_values=px, bool_masked_pos=mask, labels=labels)
         masked = mask.sum()
         return {"loss": TokenLoss(out.loss * masked, masked)}

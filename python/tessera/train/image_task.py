@@ -10,6 +10,7 @@ import torch
 
 from ..data.masking import BlockMaskGenerator
 from ..seeds import stream_seed
+from .optim import beit_pretraining_no_decay
 from .image_data import ImageData, image_dataset, image_loader
 from .tasks import Task
 
@@ -42,6 +43,19 @@ class HeldOutEval:
             raise ValueError(f"{where}.max_images must be >= 0, got {self.max_images}")
 
 
+def sample_ids(batch: Dict[str, Any]) -> list:
+    """The dataset index of each sample of an image batch (the native loaders' `indices`), or for
+    webdataset shards, which have none, a 63-bit digest of its key."""
+    if "indices" in batch:
+        return [int(i) for i in batch["indices"]]
+    if "keys" in batch:
+        import hashlib
+
+        return [int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8).digest(), "little") >> 1
+                for k in batch["keys"]]
+    raise ValueError("an image batch without `indices` or `keys`: masks are drawn per sample")
+
+
 class ImageTask(Task):
     """A task trained on images alone."""
     sections = {"data": ImageData}
@@ -72,15 +86,17 @@ class ImageTask(Task):
 
 
 class MaskedImageTask(ImageTask):
-    """Block-masked image modeling on a BEiT encoder (`masking` section): masks are drawn from a
-    generator reseeded at every step from (seed, step, rank), so a resumed run sees the masks an
-    uninterrupted one would; evaluation uses one fixed mask stream."""
+    """Block-masked image modeling on a BEiT encoder (`masking` section): each sample's mask is
+    drawn from a generator reseeded from (seed, step, sample), so a resumed run sees the masks an
+    uninterrupted one would, on any number of ranks; evaluation uses one fixed mask stream."""
 
     def __init__(self, recipe, rank: int = 0, world_size: int = 1):
         super().__init__(recipe, rank, world_size)
         self.grid = recipe.data.image_size // self.model_config(recipe)["patch_size"]
         self.masks = recipe.masking.generator(self.grid, recipe.train.seed)
-        self._mask_step = -1
+
+    def no_weight_decay(self, name, param) -> bool:
+        return beit_pretraining_no_decay(name, param)  # BEiT's pretraining: mask token, bias tables decay
 
     @classmethod
     def head_config(cls, recipe) -> Dict[str, Any]:
@@ -97,11 +113,15 @@ class MaskedImageTask(ImageTask):
         recipe.model.config = {**given, **fixed}
         return super().model_config(recipe)
 
-    def train_masks(self, batch: int, step: int) -> torch.Tensor:
-        if step != self._mask_step:  # micro-batches of one step continue the stream
-            self.masks.rng.seed(stream_seed(self.recipe.train.seed, step, self.rank, 1009))
-            self._mask_step = step
-        return self.masks(batch)
+    def train_masks(self, batch: Dict[str, Any], step: int) -> torch.Tensor:
+        """Each sample's mask is drawn from (seed, step, the sample): the same on any number of ranks
+        and in any micro-batch (seeded by rank and batch position, a run resumed on another world
+        size masked the same samples differently)."""
+        masks = []
+        for sample in sample_ids(batch):
+            self.masks.rng.seed(stream_seed(self.recipe.train.seed, step, sample, 1009))
+            masks.append(self.masks(1))
+        return torch.cat(masks)
 
     def eval_masks(self):
         """A generator for held-out masks: the same at every evaluation."""

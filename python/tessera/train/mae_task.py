@@ -11,8 +11,10 @@ import torch
 
 from .. import data as tdata
 from ..models.mae import ViTMAEForPreTraining
+from ..seeds import stream_seed
 from .image_data import ImageData
-from .image_task import ImageTask
+from .image_task import ImageTask, sample_ids
+from .optim import only_vectors_and_biases
 from .tasks import TokenLoss, register_task
 
 
@@ -32,8 +34,18 @@ class MaeTask(ImageTask):
     model_class = ViTMAEForPreTraining
     _pictures = None
 
+    def no_weight_decay(self, name, param) -> bool:
+        return only_vectors_and_biases(name, param)  # MAE's main_pretrain.py: the tokens decay
+
     def compute_loss(self, wrapped, model, batch, step):
-        out = wrapped(pixel_values=batch["pixel_values"].to(model.device))
+        px = batch["pixel_values"].to(model.device)
+        # MAE's random_masking noise, drawn per sample from (seed, step, the sample) rather than
+        # the rank's global RNG: the same masks on any number of ranks (see ImageTask.train_masks).
+        n = (px.shape[-1] // model.config["patch_size"]) ** 2
+        noise = torch.stack([torch.rand(n, generator=torch.Generator().manual_seed(
+            stream_seed(self.recipe.train.seed, step, sample, 1013))) for sample in sample_ids(batch)])
+        out = wrapped(pixel_values=px, noise=noise.to(px.device),
+                      interpolate_pos_encoding=px.shape[-1] != model.config["image_size"])
         masked = out.mask.sum()
         return {"loss": TokenLoss(out.loss * masked, masked)}
 

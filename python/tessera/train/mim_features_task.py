@@ -11,12 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from ..models.beit import BeitForMaskedImageModeling
-from ..models.pretrained import read_config
 from .image_data import ImageData
 from .image_task import HeldOutEval, MaskedImageTask, MaskingSection
 from .tasks import TokenLoss, register_task
-from .checkpoint import resolve_checkpoint
-from .teacher import TeacherSection, load_teacher, teacher_features
+from .teacher import TeacherSection, load_teacher, teacher_features, teacher_width
 
 LOSSES = ("cosine", "smooth_l1")
 
@@ -54,9 +52,7 @@ class MimFeaturesTask(MaskedImageTask):
 
     @classmethod
     def head_config(cls, recipe) -> Dict[str, Any]:
-        t = recipe.teacher
-        config = t.config or read_config(resolve_checkpoint(t.checkpoint, "teacher.checkpoint"))
-        return {"vocab_size": config.get("vision_config", config).get("hidden_size", 768)}
+        return {"vocab_size": teacher_width(recipe.teacher)}
 
     def _loss(self, model_out, px, mask) -> torch.Tensor:
         target = teacher_features(self.teacher.to(px.device), px, self.recipe.teacher.layer)
@@ -64,7 +60,7 @@ class MimFeaturesTask(MaskedImageTask):
 
     def compute_loss(self, wrapped, model, batch, step):
         px = batch["pixel_values"].to(model.device)
-        mask = self.train_masks(len(px), step).to(px.device)
+        mask = self.train_masks(batch, step).to(px.device)
         per_patch = self._loss(wrapped(pixel_values=px, bool_masked_pos=mask), px, mask)
         return {"loss": TokenLoss(per_patch.sum(), mask.sum())}
 

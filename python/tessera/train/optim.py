@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -16,7 +16,8 @@ _LAYER = re.compile(r"(?:^|\.)(?:layers?|blocks|resblocks)\.(\d+)\.")
 
 def no_decay(name: str, param: torch.Tensor) -> bool:
     """Norm weights, biases, embeddings (token, position, class), learned tokens, relative position
-    bias tables and logit_scale/bias take no weight decay, as open_clip, timm and BEiT exclude them.
+    bias tables and logit_scale/bias take no weight decay, as open_clip, timm, VQ-KD and BEiT's
+    fine-tuning exclude them (MAE's and BEiT's pretraining exclude fewer: their tasks say so).
     The patch embedding is a projection and decays, as in all three (it sits in HF's `embeddings`
     container, whose name excluded it before)."""
     return (
@@ -32,6 +33,19 @@ def no_decay(name: str, param: torch.Tensor) -> bool:
     )
 
 
+def only_vectors_and_biases(name: str, param: torch.Tensor) -> bool:
+    """MAE's pretraining rule (`optim_factory.add_weight_decay` with no skip list): 1-D tensors
+    and biases take no decay; the class and mask tokens decay."""
+    return param.ndim < 2 or name.endswith(".bias")
+
+
+def beit_pretraining_no_decay(name: str, param: torch.Tensor) -> bool:
+    """BEiT's pretraining rule (`get_parameter_groups` with the model's no_weight_decay(),
+    `{pos_embed, cls_token}`): 1-D tensors, biases, the class token and position embeddings; the
+    mask token and relative position bias tables decay."""
+    return only_vectors_and_biases(name, param) or name.endswith("cls_token") or "position_embeddings" in name
+
+
 def layer_id(name: str, num_layers: int) -> int:
     """0 for embeddings, i + 1 for layer i, num_layers + 1 for heads and final norms (BEiT's rule)."""
     m = _LAYER.search(name)
@@ -42,10 +56,12 @@ def layer_id(name: str, num_layers: int) -> int:
     return num_layers + 1
 
 
-def param_groups(model: nn.Module, cfg: OptimConfig, num_layers: int = 0) -> List[Dict[str, Any]]:
+def param_groups(model: nn.Module, cfg: OptimConfig, num_layers: int = 0,
+                 exclude: Callable[[str, torch.Tensor], bool] = no_decay) -> List[Dict[str, Any]]:
     """Groups by (weight decay, LR factor). The factor is layer_decay ** (num_layers + 1 - layer_id)
     times the `lr_scales` entry of the longest matching name prefix; schedulers keep the factor
-    (each group's `lr` is the base LR times it)."""
+    (each group's `lr` is the base LR times it). `exclude` says which parameters take no decay
+    (a task's reference may exclude fewer: `Task.no_weight_decay`)."""
     if cfg.layer_decay < 1.0 and num_layers <= 0:
         raise ValueError("optim.layer_decay needs the model's depth (config num_hidden_layers)")
     groups: Dict[Tuple[float, float], Dict[str, Any]] = {}
@@ -60,7 +76,7 @@ def param_groups(model: nn.Module, cfg: OptimConfig, num_layers: int = 0) -> Lis
         match: Optional[str] = next((pre for pre in prefixes if clean.startswith(pre)), None)
         if match is not None:
             scale *= float(cfg.lr_scales[match])
-        wd = 0.0 if no_decay(clean, p) else cfg.weight_decay
+        wd = 0.0 if exclude(clean, p) else cfg.weight_decay
         g = groups.setdefault((wd, scale), {"params": [], "names": [], "weight_decay": wd,
                                             "lr": cfg.lr * scale, "lr_scale": scale})
         g["params"].append(p)

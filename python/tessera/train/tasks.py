@@ -21,7 +21,7 @@ from typing import (Any, Callable, ClassVar, Dict, Iterable, List, NamedTuple, O
 import torch
 from torch import nn
 
-from .optim import param_groups
+from .optim import no_decay, param_groups
 
 
 class TokenLoss(NamedTuple):
@@ -130,7 +130,13 @@ class Task:
         raise ValueError(f"{type(self).__name__}.batch_size: no tensor in the batch (keys {sorted(batch)})")
 
     def param_groups(self, model: nn.Module) -> List[Dict[str, Any]]:
-        return param_groups(model, self.recipe.optim, num_layers=self.num_layers(model))
+        return param_groups(model, self.recipe.optim, num_layers=self.num_layers(model), exclude=self.no_weight_decay)
+
+    def no_weight_decay(self, name: str, param: torch.Tensor) -> bool:
+        """Whether a parameter takes no weight decay: norms, biases, embeddings and learned tokens, as
+        open_clip and timm exclude them (`optim.no_decay`); a task whose reference excludes fewer
+        overrides it."""
+        return no_decay(name, param)
 
     def leaves_parameters_unused(self) -> bool:
         """Whether some steps leave trainable parameters out of the forward (DDP must then find

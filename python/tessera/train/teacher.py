@@ -1,6 +1,11 @@
 """A frozen teacher for feature targets (VQ-KD, feature-target MIM): a tessera CLIP vision tower
 from a CLIP run, a CLIP checkpoint folder, or a config (random weights: tests and ablations);
-its patch features at any layer come from forward_intermediates."""
+its patch features at any layer come from forward_intermediates.
+
+Two targets (`teacher.target`): `hidden`, a layer's output as the residual stream carries it
+(the default: any layer, any CLIP tower); and `projected`, BEiT v2's (`modeling_vqkd.py`,
+`get_regress_target`): every token through the final LayerNorm (`ln_post`), then CLIP's visual
+projection, the space image-text training shaped (a CLIPModel checkpoint, the last layer)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -20,10 +25,16 @@ class TeacherSection:
     config: Dict[str, Any] = field(default_factory=dict)  # else a CLIP vision config, random weights
     layer: int = -1                         # whose output: a forward_intermediates index (-1: the last)
     seed: int = 0                           # initialises a config-built teacher
+    target: str = "hidden"                  # hidden | projected (BEiT v2's: ln_post, then visual_projection)
 
     def validate(self, where: str) -> None:
         if bool(self.checkpoint) == bool(self.config):
             raise ValueError(f"{where}: give either checkpoint (a CLIP run or checkpoint folder) or config")
+        if self.target not in ("hidden", "projected"):
+            raise ValueError(f"{where}.target must be hidden or projected, got {self.target!r}")
+        if self.target == "projected" and (not self.checkpoint or self.layer != -1):
+            raise ValueError(f"{where}.target projected is BEiT v2's target: the last layer (layer -1) of a CLIPModel "
+                             "checkpoint, whose visual_projection it applies")
 
 
 def load_teacher(section: TeacherSection) -> CLIPVisionModel:
@@ -37,9 +48,15 @@ def load_teacher(section: TeacherSection) -> CLIPVisionModel:
                              f"{config.get('model_type')!r}")
         model = CLIPVisionModel(vision)
         state = load_weights(folder)
+        projection = state.get("visual_projection.weight")
         if "vision_config" in config:  # a CLIPModel: keep its vision tower's tensors
             state = {k: v for k, v in state.items() if k.startswith("vision_model.")}
         model.load_state_dict(state, strict=True)
+        if section.target == "projected":
+            if projection is None:
+                raise ValueError(f"{folder}: teacher.target projected needs a CLIPModel checkpoint (its "
+                                 "visual_projection.weight); this one has none")
+            model.target_projection = projection.detach().float()  # [projection_dim, hidden], no bias
     else:
         with torch.random.fork_rng():
             torch.manual_seed(section.seed)
@@ -48,12 +65,25 @@ def load_teacher(section: TeacherSection) -> CLIPVisionModel:
     return model
 
 
+def teacher_width(section: TeacherSection) -> int:
+    """The target's width: the tower's hidden size, or the projection's for `projected`."""
+    config = section.config or read_config(resolve_checkpoint(section.checkpoint, "teacher.checkpoint"))
+    if section.target == "projected":
+        return int(config["projection_dim"])
+    return int(config.get("vision_config", config).get("hidden_size", 768))
+
+
 @torch.no_grad()
 def teacher_features(teacher: CLIPVisionModel, pixel_values: torch.Tensor, layer: int = -1) -> torch.Tensor:
-    """[B, patches, width]: the chosen layer's patch tokens (class token dropped)."""
+    """[B, patches, width]: the chosen layer's patch tokens (class token dropped), or with a
+    `target_projection` (teacher.target projected), the last layer's after ln_post, projected."""
     c = teacher.config
     if pixel_values.shape[-1] != c["image_size"] or pixel_values.shape[-2] != c["image_size"]:
         raise ValueError(f"teacher expects {c['image_size']}px images (patch grid "
                          f"{c['image_size'] // c['patch_size']}), got {tuple(pixel_values.shape[-2:])}")
-    (feats,) = teacher.forward_intermediates(pixel_values, indices=[layer], stop_early=True, intermediates_only=True)
+    projection = getattr(teacher, "target_projection", None)
+    (feats,) = teacher.forward_intermediates(pixel_values, indices=[layer], norm=projection is not None,
+                                             stop_early=True, intermediates_only=True)
+    if projection is not None:
+        feats = feats @ projection.to(feats.device, feats.dtype).t()
     return feats[:, 1:]

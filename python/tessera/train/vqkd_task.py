@@ -12,7 +12,7 @@ from ..models.vqkd import VQKD
 from .image_data import ImageData
 from .image_task import HeldOutEval, ImageTask
 from .tasks import register_task
-from .teacher import TeacherSection, load_teacher, teacher_features
+from .teacher import TeacherSection, load_teacher, teacher_features, teacher_width
 
 
 @register_task("vqkd")
@@ -27,7 +27,7 @@ class VqkdTask(ImageTask):
         if enc["image_size"] // enc["patch_size"] != t["image_size"] // t["patch_size"]:
             raise ValueError(f"model.config.encoder_config: a {enc['image_size'] // enc['patch_size']}-patch grid "
                              f"cannot regress a teacher with a {t['image_size'] // t['patch_size']}-patch grid")
-        recipe.model.config = {**(recipe.model.config or {}), "teacher_dim": t["hidden_size"]}
+        recipe.model.config = {**(recipe.model.config or {}), "teacher_dim": teacher_width(recipe.teacher)}
 
     def build_model(self):
         if self.recipe.model.pretrained:
