@@ -426,7 +426,7 @@ def test_image_ids_of_another_length_and_a_large_seed():
     from tessera.train.image_data import template_captions
     from tessera.train.sugar_task import point_seed
 
-    assert len(template_captions(["a {}."], ["x", "y"], torch.tensor([0, 1]), 2**62, 10**6, 3)) == 2
+    assert len(template_captions(["a {}."], ["x", "y"], torch.tensor([0, 1]), 2**62, 10**6, [3, 4])) == 2
     torch.Generator().manual_seed(point_seed(2**62, 10**6, 99))
 
 

@@ -159,14 +159,14 @@ def test_template_captions_fill_only_the_missing_ones_and_refuse_a_label_outside
     from tessera.train.image_data import template_captions
 
     labels = torch.tensor([-1, 1, 0])
-    out = template_captions(["a {}."], ["cat", "dog"], labels, 0, 0, 0, ["own caption", "", "another"])
+    out = template_captions(["a {}."], ["cat", "dog"], labels, 0, 0, [0, 1, 2], ["own caption", "", "another"])
     assert out == ["own caption", "a dog.", "another"]
     with pytest.raises(ValueError, match="sample 0 .* label -1, outside the 2 class names"):
-        template_captions(["a {}."], ["cat", "dog"], labels, 0, 0, 0)
+        template_captions(["a {}."], ["cat", "dog"], labels, 0, 0, [0, 1, 2])
     with pytest.raises(ValueError, match="label 57"):
-        template_captions(["a {}."], ["cat", "dog"], torch.tensor([57]), 0, 0, 0)
+        template_captions(["a {}."], ["cat", "dog"], torch.tensor([57]), 0, 0, [0])
     with pytest.raises(ValueError, match="sample 'shard-0:k7'"):
-        template_captions(["a {}."], ["cat", "dog"], torch.tensor([-1]), 0, 0, 0, keys=["shard-0:k7"])
+        template_captions(["a {}."], ["cat", "dog"], torch.tensor([-1]), 0, 0, [0], keys=["shard-0:k7"])
 
 
 def test_an_error_quoting_bytes_that_are_not_utf8_still_names_the_file(tmp_path):

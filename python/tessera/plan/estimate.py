@@ -156,13 +156,18 @@ def variants(shape: ModelShape, base: Settings) -> List[MemoryPlan]:
     return [plan_memory(shape, s) for s in _combinations(base)]
 
 
-def suggest(shape: ModelShape, base: Settings, device_bytes: int, bf16_ok: bool, limit: int = 3) -> List[MemoryPlan]:
+def suggest(shape: ModelShape, base: Settings, device_bytes: int, bf16_ok: bool, limit: int = 3,
+            batch_coupled: bool = False) -> List[MemoryPlan]:
     """Settings that fit `device_bytes`, keeping the global batch (micro-batch x accumulation):
-    fastest first (no checkpointing, bigger micro-batches, DDP before FSDP2, then bf16)."""
+    fastest first (no checkpointing, bigger micro-batches, DDP before FSDP2, then bf16). A loss that
+    couples the samples of a batch (contrastive: CLIP, SigLIP, BLIP-2's ITC) keeps the recipe's
+    micro-batch: accumulated micro-batches are separate, smaller contrastive batches."""
     global_batch = base.batch_size * base.accumulation
     fits = []
     for combo in _combinations(base, ("fp32", "bf16") if bf16_ok else ("fp32",)):
         divisors = [a for a in range(1, global_batch + 1) if global_batch % a == 0]
+        if batch_coupled:
+            divisors = [base.accumulation]
         for accum in divisors[:1] if base.in_backward else divisors:  # in_backward cannot accumulate
             p = plan_memory(shape, replace(combo, batch_size=global_batch // accum, accumulation=accum))
             if p.peak <= device_bytes:

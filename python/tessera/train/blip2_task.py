@@ -19,7 +19,7 @@ from ..eval import zero_shot_evaluate
 from ..eval.finite import require_finite
 from ..models.blip2_pretraining import Blip2ForPretraining
 from .clip_task import ClipData
-from .image_data import image_dataset, image_loader, template_captions
+from .image_data import image_dataset, image_loader, sample_ids, template_captions
 from .tasks import MixedLoss, Task, TokenLoss, register_task
 from .teacher import TeacherSection, load_teacher
 
@@ -103,6 +103,9 @@ class WordVocab:
 class Blip2PretrainTask(Task):
     sections = {"data": ClipData, "tower": TeacherSection, "loss": Blip2Loss, "eval": Blip2Eval}
     model_class = Blip2ForPretraining
+    # LAVIS's blip2_image_train processor: RandomResizedCrop(scale=(0.5, 1.0), bicubic), flips.
+    train_augmentation = {"scale": (0.5, 1.0), "hflip_prob": 0.5}
+    batch_coupled = True  # ITC is contrastive over the batch, and ITM's negatives come from it
 
     def __init__(self, recipe, rank: int = 0, world_size: int = 1):
         super().__init__(recipe, rank, world_size)
@@ -141,13 +144,14 @@ class Blip2PretrainTask(Task):
 
     # ---- data -------------------------------------------------------------------------------
     def train_loader(self, rank: int, world_size: int):
-        return image_loader(self.recipe.data, self.train_set, True, self.recipe.train.seed, rank, world_size)
+        return image_loader(self.recipe.data, self.train_set, True, self.recipe.train.seed, rank, world_size,
+                            self.train_augmentation)
 
     def text_batch(self, batch: Dict[str, Any], step: int):
         """(input_ids, attention_mask) of the batch's captions, made once per batch."""
         if "input_ids" not in batch:
             texts = template_captions(self.recipe.data.templates, self.class_names, batch["labels"],
-                                      self.recipe.train.seed, step, self.rank)
+                                      self.recipe.train.seed, step, sample_ids(batch))
             batch["input_ids"], batch["attention_mask"] = self.vocab(texts, self.recipe.data.context_length)
         return batch["input_ids"], batch["attention_mask"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -14,7 +15,7 @@ from ..eval import (RetrievalSplit, caption_retrieval_evaluate, retrieval_evalua
                     zero_shot_evaluate)
 from ..models.clip import CLIPModel
 from ..text import ClipTokenizer
-from .image_data import ImageData, image_dataset, image_loader, template_captions
+from .image_data import ImageData, image_dataset, image_loader, sample_ids, template_captions
 from .tasks import Task, register_task
 
 
@@ -77,6 +78,11 @@ class ClipEval:
 class ClipTask(Task):
     sections = {"data": ClipData, "loss": ClipLossConfig, "eval": ClipEval}
     model_class = CLIPModel
+    # open_clip's image_transform(is_train=True): RandomResizedCrop(scale=(0.9, 1.0), bicubic), no flip.
+    train_augmentation = {"scale": (0.9, 1.0), "hflip_prob": 0.0}
+    # The contrastive loss couples a batch's samples: accumulated micro-batches are separate,
+    # smaller contrastive batches (open_clip's accum_freq recomputes against cached features).
+    batch_coupled = True
 
     def __init__(self, recipe, rank: int = 0, world_size: int = 1):
         super().__init__(recipe, rank, world_size)
@@ -86,6 +92,10 @@ class ClipTask(Task):
         from ..losses import ClipLoss, SigLipLoss
 
         lc = recipe.loss
+        if recipe.optim.accumulation_steps > 1:
+            warnings.warn(f"optim.accumulation_steps {recipe.optim.accumulation_steps}: each micro-batch of "
+                          f"{recipe.data.batch_size} is its own contrastive batch (the loss is their mean), not one "
+                          "batch of their sum as open_clip's accum_freq computes it", stacklevel=2)
         if lc.kind == "clip":
             self.loss_fn = ClipLoss(local_loss=lc.local_loss, gather_with_grad=lc.gather_with_grad,
                                     rank=rank, world_size=world_size)
@@ -97,7 +107,8 @@ class ClipTask(Task):
         return image_dataset(self.recipe.data, train)
 
     def _loader(self, dataset, train: bool, rank: int, world_size: int):
-        return image_loader(self.recipe.data, dataset, train, self.recipe.train.seed, rank, world_size)
+        return image_loader(self.recipe.data, dataset, train, self.recipe.train.seed, rank, world_size,
+                            self.train_augmentation)
 
     def train_loader(self, rank: int, world_size: int):
         return self._loader(self.train_set, True, rank, world_size)
@@ -108,7 +119,7 @@ class ClipTask(Task):
             return captions
         # Shards may caption some samples and only label others: those get a class template.
         return template_captions(self.recipe.data.templates, self.class_names, batch["labels"], self.recipe.train.seed,
-                                 step, self.rank, captions, batch.get("keys"))
+                                 step, sample_ids(batch), captions, batch.get("keys"))
 
     # ---- model and loss ---------------------------------------------------------------------
     def batch_size(self, batch: Dict[str, Any]) -> int:
@@ -156,14 +167,26 @@ class ClipTask(Task):
         device = model.device
         ids = self.tokenizer(self.captions(batch, step), context_length=self.recipe.data.context_length)
         out = wrapped(input_ids=trim_trailing_padding(ids).to(device), pixel_values=batch["pixel_values"].to(device))
+        # The loss in fp32, as autocast computes it under DDP: FSDP2's bf16 policy turns autocast
+        # off and handed bf16 features to a bf16 matmul and cross-entropy.
+        image, text = out.image_embeds.float(), out.text_embeds.float()
         if self.recipe.loss.kind == "siglip":
-            bias = getattr(model, "logit_bias", None)
-            if bias is None:
-                raise ValueError("loss.kind=siglip needs a model with a logit_bias parameter (CLIPModel has none)")
-            loss = self.loss_fn(out.image_embeds, out.text_embeds, model.logit_scale.exp(), bias)
+            loss = self.loss_fn(image, text, model.logit_scale.exp(), model.logit_bias)
         else:
-            loss = self.loss_fn(out.image_embeds, out.text_embeds, model.logit_scale.exp())
+            loss = self.loss_fn(image, text, model.logit_scale.exp())
         return {"loss": loss, "logit_scale": model.logit_scale.detach().exp()}
+
+    def build_model(self):
+        model = super().build_model()
+        if self.recipe.loss.kind == "siglip" and getattr(model, "logit_bias", None) is None:
+            raise ValueError("loss.kind siglip needs a model with a logit_bias parameter; CLIPModel has none (SigLIP's "
+                             "learned bias, init -10): train with loss.kind clip")
+        return model
+
+    def no_weight_decay(self, name: str, param: torch.Tensor) -> bool:
+        """open_clip's rule (open_clip_train `make_wd_exclude`: 1-D tensors and the model's
+        no_weight_decay(), the position and class embeddings): the token embedding decays."""
+        return param.ndim < 2 or "position_embedding" in name or "class_embedding" in name
 
     def after_step(self, model: CLIPModel) -> None:
         with torch.no_grad():  # CLIP clamps the temperature so logits stay <= 100

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from .. import data as tdata
-from ..seeds import stream_seed
+from ..seeds import sample_seed
 
 DATASETS = ("fashion_mnist", "image_folder", "captions", "webdataset")
 
@@ -59,8 +59,12 @@ class Shards:
         self.pattern, self.urls = pattern, expand_urls(pattern)
 
 
-def image_loader(d: ImageData, dataset, train: bool, seed: int, rank: int = 0, world_size: int = 1):
-    transform = tdata.clip_transform(d.image_size, train=train and d.train_augment)
+def image_loader(d: ImageData, dataset, train: bool, seed: int, rank: int = 0, world_size: int = 1,
+                 augmentation: Optional[Dict[str, Any]] = None):
+    """The task's loader; `augmentation` (a task's `train_augmentation`: crop scale, flip) applies
+    under `data.train_augment`."""
+    train_augment = train and d.train_augment
+    transform = tdata.clip_transform(d.image_size, train=train_augment, **((augmentation or {}) if train_augment else {}))
     if isinstance(dataset, Shards):
         from ..data.shard_loader import ShardLoader
 
@@ -71,15 +75,34 @@ def image_loader(d: ImageData, dataset, train: bool, seed: int, rank: int = 0, w
                             transform=transform)
 
 
-def template_captions(templates, class_names, labels: torch.Tensor, seed: int, step: int, rank: int,
+def sample_ids(batch: Dict[str, Any]) -> List[int]:
+    """The dataset index of each sample of an image batch (the native loaders' `indices`), or for
+    webdataset shards, which have none, a 63-bit digest of its key: what per-sample random draws
+    (masks, caption templates) are seeded by, so they do not depend on the rank or the micro-batch."""
+    if "indices" in batch:
+        return [int(i) for i in batch["indices"]]
+    if "keys" in batch:
+        import hashlib
+
+        return [int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8).digest(), "little") >> 1
+                for k in batch["keys"]]
+    raise ValueError("an image batch without `indices` or `keys`: random draws are made per sample")
+
+
+def template_captions(templates, class_names, labels: torch.Tensor, seed: int, step: int, samples: Sequence[int],
                       captions: Optional[List[str]] = None, keys: Optional[List[str]] = None) -> List[str]:
-    """A caption per label: a template drawn for each sample, filled with its class name. One
-    generator per (seed, step, rank): deterministic and resume-safe without saved state. With
-    `captions` (a batch's own, "" where a sample has none), those that exist stand and only the
-    empty ones are templated. A label outside the class names is refused by value, naming the
-    sample by its key where the batch has keys (a missing label, -1, named the last class)."""
-    g = torch.Generator().manual_seed(stream_seed(seed, step, rank, 65_537))
-    pick = torch.randint(len(templates), (len(labels),), generator=g).tolist()
+    """A caption per label: a template drawn for each sample from (seed, step, the sample's id,
+    `sample_ids`), filled with its class name: deterministic and resume-safe without saved state,
+    and the same on any number of ranks or micro-batches (drawn per rank, the micro-batches of a
+    step repeated one sequence of templates). With `captions` (a batch's own, "" where a sample has
+    none), those that exist stand and only the empty ones are templated. A label outside the class
+    names is refused by value, naming the sample by its key where the batch has keys (a missing
+    label, -1, named the last class)."""
+    import random
+
+    if len(samples) != len(labels):
+        raise ValueError(f"template_captions: {len(samples)} sample ids for {len(labels)} labels")
+    pick = [random.Random(sample_seed(seed, step, int(sample), 65_537)).randrange(len(templates)) for sample in samples]
     out = []
     for i, (t, c) in enumerate(zip(pick, labels.tolist())):
         if captions and captions[i]:

@@ -9,9 +9,9 @@ from typing import Any, Dict, Iterator
 import torch
 
 from ..data.masking import BlockMaskGenerator
-from ..seeds import stream_seed
+from ..seeds import sample_seed
 from .optim import beit_pretraining_no_decay
-from .image_data import ImageData, image_dataset, image_loader
+from .image_data import ImageData, image_dataset, image_loader, sample_ids
 from .tasks import Task
 
 
@@ -43,29 +43,19 @@ class HeldOutEval:
             raise ValueError(f"{where}.max_images must be >= 0, got {self.max_images}")
 
 
-def sample_ids(batch: Dict[str, Any]) -> list:
-    """The dataset index of each sample of an image batch (the native loaders' `indices`), or for
-    webdataset shards, which have none, a 63-bit digest of its key."""
-    if "indices" in batch:
-        return [int(i) for i in batch["indices"]]
-    if "keys" in batch:
-        import hashlib
-
-        return [int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8).digest(), "little") >> 1
-                for k in batch["keys"]]
-    raise ValueError("an image batch without `indices` or `keys`: masks are drawn per sample")
-
-
 class ImageTask(Task):
-    """A task trained on images alone."""
+    """A task trained on images alone. `train_augmentation` is its reference's training crop under
+    `data.train_augment`: BEiT's and VQ-KD's by default (RandomResizedCrop scale 0.08-1, flips)."""
     sections = {"data": ImageData}
+    train_augmentation: Dict[str, Any] = {"scale": (0.08, 1.0), "hflip_prob": 0.5}
 
     def __init__(self, recipe, rank: int = 0, world_size: int = 1):
         super().__init__(recipe, rank, world_size)
         self.train_set = image_dataset(recipe.data, train=True)
 
     def train_loader(self, rank: int, world_size: int):
-        return image_loader(self.recipe.data, self.train_set, True, self.recipe.train.seed, rank, world_size)
+        return image_loader(self.recipe.data, self.train_set, True, self.recipe.train.seed, rank, world_size,
+                            self.train_augmentation)
 
     def batch_size(self, batch: Dict[str, Any]) -> int:
         return len(batch["pixel_values"])
@@ -119,7 +109,7 @@ class MaskedImageTask(ImageTask):
         size masked the same samples differently)."""
         masks = []
         for sample in sample_ids(batch):
-            self.masks.rng.seed(stream_seed(self.recipe.train.seed, step, sample, 1009))
+            self.masks.rng.seed(sample_seed(self.recipe.train.seed, step, sample, 1009))
             masks.append(self.masks(1))
         return torch.cat(masks)
 

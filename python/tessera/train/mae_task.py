@@ -11,9 +11,9 @@ import torch
 
 from .. import data as tdata
 from ..models.mae import ViTMAEForPreTraining
-from ..seeds import stream_seed
-from .image_data import ImageData
-from .image_task import ImageTask, sample_ids
+from ..seeds import sample_seed
+from .image_data import ImageData, sample_ids
+from .image_task import ImageTask
 from .optim import only_vectors_and_biases
 from .tasks import TokenLoss, register_task
 
@@ -34,6 +34,9 @@ class MaeTask(ImageTask):
     model_class = ViTMAEForPreTraining
     _pictures = None
 
+    # MAE's main_pretrain.py: RandomResizedCrop(scale=(0.2, 1.0), bicubic), RandomHorizontalFlip.
+    train_augmentation = {"scale": (0.2, 1.0), "hflip_prob": 0.5}
+
     def no_weight_decay(self, name, param) -> bool:
         return only_vectors_and_biases(name, param)  # MAE's main_pretrain.py: the tokens decay
 
@@ -43,7 +46,7 @@ class MaeTask(ImageTask):
         # the rank's global RNG: the same masks on any number of ranks (see ImageTask.train_masks).
         n = (px.shape[-1] // model.config["patch_size"]) ** 2
         noise = torch.stack([torch.rand(n, generator=torch.Generator().manual_seed(
-            stream_seed(self.recipe.train.seed, step, sample, 1013))) for sample in sample_ids(batch)])
+            sample_seed(self.recipe.train.seed, step, sample, 1013))) for sample in sample_ids(batch)])
         out = wrapped(pixel_values=px, noise=noise.to(px.device),
                       interpolate_pos_encoding=px.shape[-1] != model.config["image_size"])
         masked = out.mask.sum()
