@@ -303,9 +303,10 @@ class LlavaTask(Task):
             mask[j, width - n:] = 1
         pixels = load_pixels([p for r in rows for p in encoded.images[r]], self.transform)
         device = model.device
+        # Greedy whatever the model's generation_config.json says (a converted checkpoint may sample).
         out = model.generate(ids.to(device), pixel_values=None if pixels is None else pixels.to(device),
-                             attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-                             eos_token_id=self.tokenizer.eos_id, pad_token_id=0)
+                             attention_mask=mask.to(device), max_new_tokens=max_new_tokens, do_sample=False,
+                             num_beams=1, eos_token_id=self.tokenizer.eos_id, pad_token_id=0)
         answers = []
         for row in out[:, width:].tolist():
             if self.tokenizer.eos_id in row:
