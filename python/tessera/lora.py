@@ -50,7 +50,7 @@ def _in_modules(name: str, modules: Sequence[str]) -> bool:
 
 def apply_lora(model, target_modules: Union[str, Sequence[str]], r: int = 8, lora_alpha: float = 8.0,
                lora_dropout: float = 0.0, use_rslora: bool = False, freeze_base: bool = True,
-               modules_to_save: Sequence[str] = ()) -> List[str]:
+               modules_to_save: Sequence[str] = (), every_target_matches: bool = True) -> List[str]:
     """Adds adapters to the matching linear layers; returns their paths. With `freeze_base` only
     the adapters train (PEFT's default), and the modules named in `modules_to_save` (PEFT's
     argument: LLaVA's `multi_modal_projector`), which train whole and are saved with the adapter."""
@@ -71,7 +71,9 @@ def apply_lora(model, target_modules: Union[str, Sequence[str]], r: int = 8, lor
         raise ValueError(f"LoRA target_modules {target_modules!r} match no linear layer (they look like {sample}, ...)")
     # Each listed name must match: one that matched nothing was dropped without a word (PEFT too),
     # e.g. lm_head on a model whose head is its tied embedding.
-    for name in ([] if isinstance(target_modules, str) else target_modules):
+    # (`every_target_matches=False`: an adapter written elsewhere, whose list PEFT accepted as long
+    # as one entry matched.)
+    for name in ([] if isinstance(target_modules, str) or not every_target_matches else target_modules):
         if not any(_matches(p, [name]) for p in linears):
             config = dict(getattr(model, "config", None) or {})
             tied = name == "lm_head" and bool(config.get("tie_word_embeddings")
@@ -301,7 +303,7 @@ def load_adapter(model, path: str) -> List[str]:
         raise ValueError(f"{weights_path}: {bad[0]} has shape {list(have.shape)}, the model's "
                          f"{list(want)} (r={config.r}); {len(bad)} tensor(s) differ")
     chosen = apply_lora(model, targets, config.r, config.lora_alpha, config.lora_dropout, config.use_rslora,
-                        modules_to_save=saved)
+                        modules_to_save=saved, every_target_matches=False)
     with torch.no_grad():
         for k, p in adapter_state_dict(model).items():
             p.copy_(state[k].to(p.dtype))

@@ -61,7 +61,8 @@ CAPTIONS = ["A man's hat, isn't it?", "The (red) car -- fast...", "e-mail me: no
             "A sign that says 'Welcome!'", "Dr. Who at St. Paul's", "A man -- tall -- walks", "Wait...what?",
             "A plate w/ food", "A vs. B", "A black-and-white photo.", "Shop's open 24/7", "A 12-year-old boy",
             "Don't walk sign", "a.m. and p.m.", "A $1.50 coffee", "I.B.M. logo", "Smith & Co. store", "WOW!!! A cat?!",
-            "A 'no smoking' sign", "A yes/no question", "left/right arrows"]
+            "A 'no smoking' sign", "A yes/no question", "left/right arrows", "The answer is no.",
+            "A photo of the approx. size", "Is it a dog? No."]
 
 
 @pytest.mark.skipif(shutil.which("java") is None, reason="no Java: Stanford's PTBTokenizer cannot run")

@@ -76,11 +76,15 @@ def test_the_folders_generation_config_is_read_as_transformers_reads_it(tmp_path
     assert torch.equal(ours.generate(ids, max_new_tokens=12, generator=torch.Generator().manual_seed(5)), want)
     assert torch.equal(ours.generate(ids, max_new_tokens=12, do_sample=False),
                        hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False))
-    # Kept by save_pretrained, and a bad file is named.
+    # Kept by save_pretrained; a value generate refuses is left out with a warning; a file that is
+    # not a generation config is named.
     ours.save_pretrained(str(tmp_path / "d"))
     assert tessera.from_pretrained(str(tmp_path / "d")).generation_defaults == ours.generation_defaults
-    (tmp_path / "d" / "generation_config.json").write_text(json.dumps({"top_p": 2.0}))
-    with pytest.raises(ValueError, match=r"generation_config.json: .*top_p must be in \(0, 1\]"):
+    (tmp_path / "d" / "generation_config.json").write_text(json.dumps({"top_p": 2.0, "top_k": 7}))
+    with pytest.warns(UserWarning, match=r"generation_config.json: top_p 2.0 left out .*top_p must be in \(0, 1\]"):
+        assert tessera.from_pretrained(str(tmp_path / "d")).generation_defaults == {"top_k": 7}
+    (tmp_path / "d" / "generation_config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="generation_config.json: a generation config is a JSON object"):
         tessera.from_pretrained(str(tmp_path / "d"))
 
 
@@ -145,3 +149,39 @@ def test_every_listed_lora_target_must_match(tmp_path):
         lora.apply_lora(tied, ["q_proj", "lm_head"], r=2)
     with pytest.raises(ValueError, match="'k_projj' matches no linear layer"):
         lora.apply_lora(tied, ["q_proj", "k_projj"], r=2)
+
+
+def test_an_argument_passed_as_none_keeps_its_meaning(pair):
+    """Generate's defaults are "not passed", not None: top_k=None turns the filter off, as in
+    transformers (dropping every None made it 50)."""
+    hf, ours = pair
+    ids = torch.tensor([[5, 6, 7]])
+    draws = {k: ours.generate(ids, do_sample=True, max_new_tokens=8, top_k=k, generator=torch.Generator().manual_seed(3))
+             for k in (None, 0, 50)}
+    assert torch.equal(draws[None], draws[0])
+    torch.manual_seed(3)
+    assert torch.equal(draws[None], hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True,
+                                               max_new_tokens=8, top_k=None))
+
+
+def test_a_generation_config_transformers_accepts_loads(tmp_path):
+    """Values generate refuses are left out with a warning, never a failed load; a file's beam
+    settings do not reach a stream; saving keeps HF's other keys and drops what the model lacks."""
+    _, ours = _pair(tmp_path / "a", edit_generation=dict(early_stopping="never", max_new_tokens=6.0, num_beams=2))
+    with pytest.warns(UserWarning, match="early_stopping 'never' left out"):
+        ours = tessera.from_pretrained(str(tmp_path / "a"))
+    assert ours.generation_defaults["max_new_tokens"] == 6 and ours.generation_defaults["num_beams"] == 2
+    ids = torch.tensor([[5, 6, 7]])
+    assert ours.generate(ids).shape[1] == 3 + 6
+    assert len(list(ours.stream(ids))) <= 6  # greedy, one token at a time: num_beams 2 does not apply
+    _pair(tmp_path / "b", edit_generation=dict(do_sample=True, temperature=0.0))
+    with pytest.warns(UserWarning, match="sampling settings .* left out"):
+        sampled = tessera.from_pretrained(str(tmp_path / "b"))
+    assert "do_sample" not in sampled.generation_defaults
+    # Saved into a folder with HF's file: its other keys stay; a model without defaults removes ours.
+    ours.save_pretrained(str(tmp_path / "b"))
+    kept = json.loads((tmp_path / "b" / "generation_config.json").read_text())
+    assert kept["num_beams"] == 2 and "transformers_version" in kept and "temperature" not in kept
+    plain = tessera.LlamaForCausalLM(SMALL)
+    plain.save_pretrained(str(tmp_path / "b"))
+    assert tessera.from_pretrained(str(tmp_path / "b")).generation_defaults in (None, {})

@@ -79,6 +79,21 @@ def test_peft_adapter_loads_onto_tessera(tmp_path, rslora):
     torch.testing.assert_close(ours(ids).logits, peft_model(input_ids=ids).logits, atol=1e-5, rtol=1e-4)
 
 
+def test_a_peft_list_with_a_name_the_model_lacks_still_loads(tmp_path):
+    """PEFT accepts a target list of which some names match (a generic list on another
+    architecture); apply_lora itself now refuses such a name, and loading PEFT's file must not."""
+    hf = _hf_llama(tmp_path)
+    peft_model = peft.get_peft_model(hf, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "c_attn"]))
+    _randomize_adapters(peft_model)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    ours = tessera.from_pretrained(str(tmp_path / "base"))
+    assert all(p.endswith("q_proj") for p in lora.load_adapter(ours, str(tmp_path / "adapter")))
+    ids = torch.randint(0, 60, (2, 9))
+    torch.testing.assert_close(ours(ids).logits, peft_model(input_ids=ids).logits, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="'c_attn' matches no linear layer"):
+        lora.apply_lora(tessera.from_pretrained(str(tmp_path / "base")), ["q_proj", "c_attn"], r=2)
+
+
 def test_an_adapter_on_the_lm_head_counts_in_forward_training_and_decoding(tmp_path):
     """The LM head was read by weight, so an adapter on `lm_head` (PEFT allows it) was left out of
     the logits and never trained, without a word. Now it matches peft in forward, generation with

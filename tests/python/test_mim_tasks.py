@@ -226,3 +226,30 @@ def test_the_projected_target_is_beit_v2s(tmp_path):
                 TeacherSection(checkpoint=str(tmp_path), target="projected", layer=-2)):
         with pytest.raises(ValueError, match="projected is BEiT v2's target"):
             bad.validate("teacher")
+
+
+def test_a_vqkd_checkpoint_from_before_the_update_count_resumes(tmp_path):
+    """DCP refuses a model key its checkpoint lacks: a VQ-KD run written before `updates` existed
+    failed to resume ("Missing key in checkpoint state_dict: model.quantize.updates")."""
+    import torch.distributed.checkpoint as dcp
+
+    from tessera.models.quantizer import NormEMAQuantizer
+    from tessera.train.checkpoint import _added_since
+    from tessera.train.safe_dcp import SafeLoadPlanner, safe_reader
+
+    class Tokenizer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.quantize, self.proj = NormEMAQuantizer(8, 4), torch.nn.Linear(4, 4)
+
+    old = {k: v for k, v in Tokenizer().state_dict().items() if not k.endswith("updates")}
+    dcp.save({"model": old}, checkpoint_id=str(tmp_path))
+    model = Tokenizer()
+    state = model.state_dict()
+    reader, metadata = safe_reader(str(tmp_path))
+    later = _added_since(model, state, metadata)
+    dcp.load({"model": state}, storage_reader=reader, planner=SafeLoadPlanner())
+    for tensor, value in later:
+        tensor.fill_(value)
+    assert int(model.quantize.updates) == 1 << 30 and "quantize.updates" not in state
+    assert torch.equal(state["quantize.embedding"], old["quantize.embedding"])

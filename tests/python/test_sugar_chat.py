@@ -137,7 +137,9 @@ def test_sugar_uses_the_template_its_llava_run_was_trained_with(tmp_path):
     runs = make_runs(tmp_path)
     r = recipe(runs)
     (runs / "llava" / "recipe.json").write_text(json.dumps({"task": "llava", "data": {"template": "llava_v1"}}))
-    assert build_task(recipe_from_dict({**r, "eval": {**r["eval"], "template": ""}})).template == "llava_v1"
+    resolved = build_task(recipe_from_dict({**r, "eval": {**r["eval"], "template": ""}}))
+    assert resolved.template == "llava_v1"
+    assert resolved.recipe.eval.template == "llava_v1"  # recipe.json names it: chat reads it from the Sugar run
     assert build_task(recipe_from_dict({**r, "eval": {**r["eval"], "template": "plain"}})).template == "plain"
     (runs / "llava" / "recipe.json").unlink()
     assert build_task(recipe_from_dict({**r, "eval": {**r["eval"], "template": ""}})).template == "v1"

@@ -18,7 +18,7 @@ _BRACKETS = {"(": " -lrb- ", ")": " -rrb- ", "{": " -lcb- ", "}": " -rcb- ", "["
 _CLITIC = re.compile(r"(\w)(n't|'s|'re|'ve|'ll|'d|'m)\b")
 # PTB's split words (cannot -> can not, gonna -> gon na) and the abbreviations it keeps whole.
 _SPLIT = re.compile(r"\b(can)(not)\b|\b(gon|wan|got)(na|ta)\b")
-_ABBREVIATIONS = "mr|mrs|ms|dr|st|jr|sr|vs|prof|mt|co|inc|ltd|no|etc|approx|dept|ave|blvd"
+_ABBREVIATIONS = "mr|mrs|ms|dr|st|jr|sr|vs|prof|mt|co|inc|ltd|etc|dept|ave|blvd"  # PTB keeps these whole
 _TOKEN = re.compile(
     r"\.\.\.|--|-[lr][rcs]b-|n't|'(?:s|re|ve|ll|d|m)\b"   # ellipsis, dashes, brackets, clitics
     r"|\d+(?:[.,:/]\d+)+(?:-\w+)*"                       # 3.5, 1,000, 5:30, 1/2

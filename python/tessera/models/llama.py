@@ -25,6 +25,17 @@ LlamaDecoderLayer = node_class("LlamaDecoderLayer", layer=True)
 LlamaAttention = node_class("LlamaAttention")
 
 
+class _Unset:
+    """An argument not passed (generate's defaults): it takes the model's generation_config.json
+    value; None, passed, keeps its own meaning."""
+
+    def __repr__(self) -> str:
+        return "unset"
+
+
+UNSET = _Unset()
+
+
 class CausalLMOutputWithPast(ModelOutput):
     """loss, logits, hidden_states, loss_sum, num_tokens."""
 
@@ -79,8 +90,12 @@ class LlamaForCausalLM(FamilyModel):
             raise ValueError(f"{caller}(): the model has forward hooks of its own, which generation cannot run (it "
                              "decodes in C++ without calling the model's forward); hook its decoder layers, which "
                              "generation calls, or call the model in a loop")
-        given = {k: v for k, v in kwargs.items() if v is not None}
-        config = generation_config({**(getattr(self, "generation_defaults", None) or {}), **given}, caller)
+        given = {k: v for k, v in kwargs.items() if v is not UNSET}
+        defaults = dict(getattr(self, "generation_defaults", None) or {})
+        if caller == "stream":  # a stream decodes one token at a time: a file's beam settings do not apply
+            for key in ("num_beams", "length_penalty", "early_stopping"):
+                defaults.pop(key, None)
+        config = generation_config({**defaults, **given}, caller)
         o = _C.llama.GenerationOptions()
         o.max_new_tokens, o.do_sample, o.use_cache = config.max_new_tokens, config.do_sample, config.use_cache
         o.temperature, o.top_k, o.top_p = config.temperature, config.top_k or 0, config.top_p
@@ -100,19 +115,19 @@ class LlamaForCausalLM(FamilyModel):
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                 max_new_tokens: Optional[int] = None, do_sample: Optional[bool] = None,
-                 temperature: Optional[float] = None, top_k: Optional[int] = None, top_p: Optional[float] = None,
-                 repetition_penalty: Optional[float] = None, eos_token_id=None, pad_token_id=None,
-                 generator: Optional[torch.Generator] = None, use_cache: Optional[bool] = None,
+                 max_new_tokens=UNSET, do_sample=UNSET, temperature=UNSET, top_k=UNSET, top_p=UNSET,
+                 repetition_penalty=UNSET, eos_token_id=UNSET, pad_token_id=UNSET,
+                 generator: Optional[torch.Generator] = None, use_cache=UNSET,
                  inputs_embeds: Optional[torch.Tensor] = None, **beam) -> torch.Tensor:
         """transformers' generate for decoder-only models: the prompt followed by the new ids
         [B, P + n]. Prompts of different lengths are left-padded with `attention_mask` marking
         the real tokens; sampling draws from `generator` (reproducible with a seeded one); rows
         that produced a stop id are filled with the pad id until every row has stopped. `num_beams`
         > 1 runs transformers' beam search (with `length_penalty`, `early_stopping`); `min_new_tokens`
-        holds the stop ids back in every mode. An argument left at None takes the value of the
+        holds the stop ids back in every mode. An argument not passed takes the value of the
         model's generation_config.json, else GenerationConfig's default (max_new_tokens 20, greedy,
-        top_k 50; top_k=0 turns the filter off)."""
+        top_k 50); one passed is used as given (top_k None or 0: no top-k filter; eos_token_id or
+        pad_token_id None: the config's)."""
         _check(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds)
         o = self._generation(dict(
             max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
@@ -137,7 +152,7 @@ class GenerationConfig:
     max_new_tokens: int = 20
     do_sample: bool = False
     temperature: float = 1.0                # > 0 when sampling; unused when greedy
-    top_k: Optional[int] = 50               # 0: no top-k filter
+    top_k: Optional[int] = 50               # 0 or None: no top-k filter
     top_p: float = 1.0                      # in (0, 1]
     repetition_penalty: float = 1.0         # > 0; 1: off
     eos_token_id: Union[int, List[int], None] = None
@@ -201,9 +216,13 @@ GENERATION_FILE = "generation_config.json"
 def read_generation_defaults(folder: str) -> Optional[dict]:
     """The generation defaults of a model folder's generation_config.json (transformers' file: its
     eos/pad ids, and sampling settings such as Llama-3-Instruct's), the keys generate takes; None
-    without the file. max_length, bos and the rest are not generate's arguments and are left."""
+    without the file. max_length, bos and the rest are not generate's arguments and are left. A
+    value generate would refuse (transformers loads it with a warning: `early_stopping: "never"`,
+    `temperature: 0` with sampling) is left out with a warning, never a failed load; an integral
+    float where an int goes (`max_new_tokens: 256.0`) is read as the int."""
     import json
     import os
+    import warnings
 
     path = os.path.join(folder, GENERATION_FILE)
     if not os.path.isfile(path):
@@ -215,10 +234,25 @@ def read_generation_defaults(folder: str) -> Optional[dict]:
         raise ValueError(f"{path}: not a JSON generation config ({e})") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: a generation config is a JSON object, got {type(raw).__name__}")
-    known = {f for f in GenerationConfig.__dataclass_fields__}
-    defaults = {k: v for k, v in raw.items() if k in known and v is not None}
+    ints = ("max_new_tokens", "min_new_tokens", "num_beams", "top_k", "pad_token_id")
+    defaults = {}
+    for key in GenerationConfig.__dataclass_fields__:
+        value = raw.get(key)
+        if value is None:
+            continue
+        if key in ints and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        try:
+            generation_config({key: value}, path)
+        except (TypeError, ValueError) as e:
+            warnings.warn(f"{path}: {key} {value!r} left out ({e})", stacklevel=2)
+            continue
+        defaults[key] = value
     try:
         generation_config(defaults, path)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{path}: {e}") from None
+    except (TypeError, ValueError) as e:  # a combination generate refuses: its sampling settings go
+        sampling = ("do_sample", "temperature", "top_k", "top_p")
+        warnings.warn(f"{path}: {e}; its sampling settings ({', '.join(k for k in sampling if k in defaults)}) are "
+                      "left out", stacklevel=2)
+        defaults = {k: v for k, v in defaults.items() if k not in sampling}
     return defaults

@@ -118,6 +118,28 @@ class PreTrainedModel(nn.Module):
                              f"{cls.model_type!r}: {cls.__name__} cannot load from it")
         return sub, model_type
 
+    def _write_generation_config(self, path: str) -> None:
+        """generation_config.json beside the model: the file already there keeps its other keys
+        (HF's max_length, bos_token_id, ...), generate's keys are the model's defaults, so a model
+        without defaults never reloads another's; a file left with nothing is removed."""
+        from .llama import GENERATION_FILE, GenerationConfig
+
+        target = os.path.join(path, GENERATION_FILE)
+        existing: Dict[str, Any] = {}
+        if os.path.isfile(target):
+            try:
+                with open(target, encoding="utf-8") as f:
+                    existing = json.load(f)
+            except (OSError, ValueError):
+                existing = {}
+        ours = set(GenerationConfig.__dataclass_fields__)
+        doc = {k: v for k, v in (existing if isinstance(existing, dict) else {}).items() if k not in ours}
+        doc.update(getattr(self, "generation_defaults", None) or {})
+        if doc:
+            _C.core.write_file_atomic(target, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
+        elif os.path.isfile(target):
+            os.remove(target)
+
     def save_pretrained(self, path: str, max_shard_size: Union[int, str] = "5GB",
                         state_dict: Optional[Dict[str, torch.Tensor]] = None) -> None:
         """Writes config.json and model.safetensors (HF layout, each file atomically), sharded with
@@ -141,11 +163,8 @@ class PreTrainedModel(nn.Module):
         tensors = {k: v.detach().contiguous() for k, v in state.items() if k not in self.tied_weights}
         save_weights(path, tensors, max_shard_size)
         _C.core.write_file_atomic(os.path.join(path, "config.json"), data)
-        if getattr(self, "generation_defaults", None):  # read from generation_config.json: kept with the model
-            from .llama import GENERATION_FILE
-
-            _C.core.write_file_atomic(os.path.join(path, GENERATION_FILE),
-                                      (json.dumps(self.generation_defaults, indent=2, sort_keys=True) + "\n").encode())
+        if callable(getattr(self, "generate", None)):
+            self._write_generation_config(path)
         from ..checksums import refresh_model_files
 
         refresh_model_files(path)  # a trainer checkpoint's manifest now lists the new files

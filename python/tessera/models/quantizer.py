@@ -101,10 +101,13 @@ class NormEMAQuantizer(nn.Module):
             dist.broadcast(self.cluster_size, 0)
         return n
 
+    # Checkpoints written before `updates` existed: their EMA has run for a whole training (read by
+    # load_state_dict below and by the trainer's resume from DCP).
+    checkpoint_defaults = {"updates": 1 << 30}
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
-        # Checkpoints written before `updates` existed: their EMA has run for a whole training.
-        state_dict.setdefault(prefix + "updates", torch.tensor(1 << 30, dtype=torch.int64))
+        state_dict.setdefault(prefix + "updates", torch.tensor(self.checkpoint_defaults["updates"], dtype=torch.int64))
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 

@@ -294,13 +294,33 @@ def load_checkpoint(ckpt_dir: str, wrapped, optimizer, verify: bool = True) -> D
         raise ValueError(f"{ckpt_dir}: the checkpoint holds {len(extra)} model tensor(s) this model lacks "
                          f"({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''}): it was written by another "
                          f"configuration; resume with the recipe it was trained with")
+    later = _added_since(wrapped.model, model_sd, metadata)
     try:
         with _single_process_quiet():
             dcp.load({"model": model_sd, "optim": optim_sd}, storage_reader=reader, planner=SafeLoadPlanner())
     except (Exception, CheckpointException) as e:  # DCP names missing keys or shapes; say which checkpoint
         raise ValueError(f"{ckpt_dir}: cannot restore model/optimizer from {DCP_DIR}/: {_root_message(e)}") from None
     set_state_dict(wrapped.model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd)
+    with torch.no_grad():
+        for tensor, value in later:
+            tensor.fill_(value)
     return state
+
+
+def _added_since(model, model_sd: Dict[str, Any], metadata) -> list:
+    """Buffers a module added after checkpoints were written without them (a module's
+    `checkpoint_defaults`: VQ-KD's EMA update count) are taken out of the load and set to their
+    default: DCP refuses a key the checkpoint lacks. Returns (tensor, default) pairs."""
+    have = {k[len("model."):] for k in metadata.state_dict_metadata if k.startswith("model.")}
+    later = []
+    for prefix, module in model.named_modules():
+        for name, value in (getattr(module, "checkpoint_defaults", None) or {}).items():
+            key = f"{prefix}.{name}" if prefix else name
+            key = key.replace("_checkpoint_wrapped_module.", "").replace("_orig_mod.", "")
+            if key in model_sd and key not in have:
+                later.append((getattr(module, name), value))
+                model_sd.pop(key)
+    return later
 
 
 def _check_shards_hold_their_items(dcp_dir: str, metadata) -> None:

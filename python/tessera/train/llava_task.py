@@ -306,7 +306,8 @@ class LlavaTask(Task):
         # Greedy whatever the model's generation_config.json says (a converted checkpoint may sample).
         out = model.generate(ids.to(device), pixel_values=None if pixels is None else pixels.to(device),
                              attention_mask=mask.to(device), max_new_tokens=max_new_tokens, do_sample=False,
-                             num_beams=1, eos_token_id=self.tokenizer.eos_id, pad_token_id=0)
+                             num_beams=1, repetition_penalty=1.0, min_new_tokens=0,
+                             eos_token_id=self.tokenizer.eos_id, pad_token_id=0)
         answers = []
         for row in out[:, width:].tolist():
             if self.tokenizer.eos_id in row:

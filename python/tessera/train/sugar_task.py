@@ -143,6 +143,7 @@ class SugarTask(LlavaTask):
         self.template = (recipe.eval.template or run_template(resolve_checkpoint(recipe.init.checkpoint, "init.checkpoint"))
                          or "v1")
         load_template(self.template)
+        recipe.eval.template = self.template  # recipe.json names it: chat and a Sugar run continued from this one read it
         self._load_tokenizer_and_config()
         self.transform = tdata.ImageTransform(tdata.clip_transform(d.image_size, train=False))
         self.train_set = self.encode_file(d.train, d.max_samples)
