@@ -72,7 +72,7 @@ void bind_vision(py::module_& m) {
           return std::make_tuple(std::string(vision::image_format_name(info.format)), info.height, info.width,
                                  info.complete);
         },
-        py::arg("data"), "(format 'jpeg' | 'png' | 'unknown', height, width, complete) from the header alone.");
+        py::arg("data"), "(format 'jpeg' | 'png' | 'webp' | 'unknown', height, width, complete) from the header alone.");
   m.def("image_decode_available", &image_decode_available);
   m.def("draw_shapes",
         [](int64_t height, int64_t width, const std::vector<std::tuple<std::string, std::array<uint8_t, 3>,

@@ -243,13 +243,13 @@ def read_generation_defaults(folder: str) -> Optional[dict]:
         if key in ints and isinstance(value, float) and value.is_integer():
             value = int(value)
         try:
-            generation_config({key: value}, path)
+            generation_config({key: value}, "generate")
         except (TypeError, ValueError) as e:
             warnings.warn(f"{path}: {key} {value!r} left out ({e})", stacklevel=2)
             continue
         defaults[key] = value
     try:
-        generation_config(defaults, path)
+        generation_config(defaults, "generate")
     except (TypeError, ValueError) as e:  # a combination generate refuses: its sampling settings go
         sampling = ("do_sample", "temperature", "top_k", "top_p")
         warnings.warn(f"{path}: {e}; its sampling settings ({', '.join(k for k in sampling if k in defaults)}) are "
