@@ -59,13 +59,19 @@ def load_template(name_or_path: str) -> ConversationTemplate:
     return from_mapping(ConversationTemplate, read_json(path, "a conversation template"), path)
 
 
+def run_recipe(folder: str) -> Dict:
+    """A run's recipe.json as a mapping ({} when it has none)."""
+    path = os.path.join(folder, "recipe.json")
+    recipe = read_json(path, "the run's recipe") if os.path.isfile(path) else {}
+    return recipe if isinstance(recipe, dict) else {}
+
+
 def run_template(folder: str) -> Optional[str]:
     """The template a run was trained with (its recipe.json: `data.template`, or Sugar's
     `eval.template`); None when the run names none."""
-    path = os.path.join(folder, "recipe.json")
-    recipe = read_json(path, "the run's recipe") if os.path.isfile(path) else {}
+    recipe = run_recipe(folder)
     for section in ("data", "eval"):
-        part = recipe.get(section) if isinstance(recipe, dict) else None
+        part = recipe.get(section)
         value = part.get("template") if isinstance(part, dict) else None
         if isinstance(value, str) and value:
             return value

@@ -3,21 +3,17 @@ printed as it is generated. Without a question, questions are read from stdin (o
 and the conversation continues turn by turn about the same images."""
 from __future__ import annotations
 
-import os
 import sys
 from typing import Dict, List
 
 import torch
 
-from .io import read_json
+from .chat import run_recipe
 
 
 def _recipe_data(folder: str) -> Dict:
-    path = os.path.join(folder, "recipe.json")
-    if not os.path.isfile(path):
-        return {}
-    recipe = read_json(path, "the run's recipe")
-    return recipe.get("data", {}) if isinstance(recipe, dict) else {}
+    data = run_recipe(folder).get("data", {})
+    return data if isinstance(data, dict) else {}
 
 
 def _stdin_lines():

@@ -220,18 +220,15 @@ def read_generation_defaults(folder: str) -> Optional[dict]:
     value generate would refuse (transformers loads it with a warning: `early_stopping: "never"`,
     `temperature: 0` with sampling) is left out with a warning, never a failed load; an integral
     float where an int goes (`max_new_tokens: 256.0`) is read as the int."""
-    import json
     import os
     import warnings
+
+    from ..io import read_json
 
     path = os.path.join(folder, GENERATION_FILE)
     if not os.path.isfile(path):
         return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            raw = json.load(f)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: not a JSON generation config ({e})") from None
+    raw = read_json(path, "a generation config")
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: a generation config is a JSON object, got {type(raw).__name__}")
     ints = ("max_new_tokens", "min_new_tokens", "num_beams", "top_k", "pad_token_id")

@@ -16,6 +16,7 @@ from ..eval import (RetrievalSplit, caption_retrieval_evaluate, retrieval_evalua
 from ..models.clip import CLIPModel
 from ..text import ClipTokenizer
 from .image_data import ImageData, image_dataset, image_loader, sample_ids, template_captions
+from .optim import open_clip_no_decay
 from .tasks import Task, register_task
 
 
@@ -184,9 +185,7 @@ class ClipTask(Task):
         return model
 
     def no_weight_decay(self, name: str, param: torch.Tensor) -> bool:
-        """open_clip's rule (open_clip_train `make_wd_exclude`: 1-D tensors and the model's
-        no_weight_decay(), the position and class embeddings): the token embedding decays."""
-        return param.ndim < 2 or "position_embedding" in name or "class_embedding" in name
+        return open_clip_no_decay(name, param)
 
     def after_step(self, model: CLIPModel) -> None:
         with torch.no_grad():  # CLIP clamps the temperature so logits stay <= 100

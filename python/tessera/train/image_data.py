@@ -63,8 +63,8 @@ def image_loader(d: ImageData, dataset, train: bool, seed: int, rank: int = 0, w
                  augmentation: Optional[Dict[str, Any]] = None):
     """The task's loader; `augmentation` (a task's `train_augmentation`: crop scale, flip) applies
     under `data.train_augment`."""
-    train_augment = train and d.train_augment
-    transform = tdata.clip_transform(d.image_size, train=train_augment, **((augmentation or {}) if train_augment else {}))
+    augment = train and d.train_augment
+    transform = tdata.clip_transform(d.image_size, train=augment, **(augmentation or {}) if augment else {})
     if isinstance(dataset, Shards):
         from ..data.shard_loader import ShardLoader
 

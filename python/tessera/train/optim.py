@@ -33,6 +33,12 @@ def no_decay(name: str, param: torch.Tensor) -> bool:
     )
 
 
+def open_clip_no_decay(name: str, param: torch.Tensor) -> bool:
+    """open_clip's rule (open_clip_train `make_wd_exclude`: 1-D tensors and the model's
+    no_weight_decay(), the position and class embeddings): the token embedding decays."""
+    return param.ndim < 2 or "position_embedding" in name or "class_embedding" in name
+
+
 def only_vectors_and_biases(name: str, param: torch.Tensor) -> bool:
     """MAE's pretraining rule (`optim_factory.add_weight_decay` with no skip list): 1-D tensors
     and biases take no decay; the class and mask tokens decay."""
