@@ -41,6 +41,7 @@ from ..checksums import (MANIFEST, CheckpointDamaged, files_under, is_model_file
                          write_manifest)
 from ..models.weights import save_weights
 from .distributed import rank0_decides
+from .strategy import unwrapped_name
 
 FORMAT_VERSION = 2  # checksums.json is an extra file, not a new format: older tessera still reads these
 STATE_FILE = "trainer_state.pt"
@@ -315,8 +316,7 @@ def _added_since(model, model_sd: Dict[str, Any], metadata) -> list:
     later = []
     for prefix, module in model.named_modules():
         for name, value in (getattr(module, "checkpoint_defaults", None) or {}).items():
-            key = f"{prefix}.{name}" if prefix else name
-            key = key.replace("_checkpoint_wrapped_module.", "").replace("_orig_mod.", "")
+            key = unwrapped_name(f"{prefix}.{name}" if prefix else name)
             if key in model_sd and key not in have:
                 later.append((getattr(module, name), value))
                 model_sd.pop(key)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .config import OptimConfig
+from .strategy import unwrapped_name
 
 _LAYER = re.compile(r"(?:^|\.)(?:layers?|blocks|resblocks)\.(\d+)\.")
 
@@ -75,7 +76,7 @@ def param_groups(model: nn.Module, cfg: OptimConfig, num_layers: int = 0,
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        clean = name.replace("_checkpoint_wrapped_module.", "").replace("_orig_mod.", "")
+        clean = unwrapped_name(name)
         scale = 1.0
         if cfg.layer_decay < 1.0:
             scale = cfg.layer_decay ** (num_layers + 1 - layer_id(clean, num_layers))

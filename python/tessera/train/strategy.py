@@ -14,6 +14,12 @@ from torch import nn
 from .distributed import DistInfo
 
 
+def unwrapped_name(name: str) -> str:
+    """A parameter or buffer name without the prefixes activation checkpointing and torch.compile
+    insert (`_checkpoint_wrapped_module.`, `_orig_mod.`): the model's own name."""
+    return name.replace("_checkpoint_wrapped_module.", "").replace("_orig_mod.", "")
+
+
 def shard_units(model: nn.Module) -> List[nn.Module]:
     """The modules FSDP2 shards (and checkpointing wraps) one by one: a task's model may name
     them (`model.shard_units()`); tessera models expose their transformer layers."""
