@@ -230,7 +230,8 @@ def test_the_projected_target_is_beit_v2s(tmp_path):
 
 def test_a_vqkd_checkpoint_from_before_the_update_count_resumes(tmp_path):
     """DCP refuses a model key its checkpoint lacks: a VQ-KD run written before `updates` existed
-    failed to resume ("Missing key in checkpoint state_dict: model.quantize.updates")."""
+    failed to resume ("Missing key in checkpoint state_dict: model.quantize.updates"); one written
+    before `initted` resumes as initialised (its codebook is trained: k-means must not rerun)."""
     import torch.distributed.checkpoint as dcp
 
     from tessera.models.quantizer import NormEMAQuantizer
@@ -240,9 +241,10 @@ def test_a_vqkd_checkpoint_from_before_the_update_count_resumes(tmp_path):
     class Tokenizer(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.quantize, self.proj = NormEMAQuantizer(8, 4), torch.nn.Linear(4, 4)
+            self.quantize, self.proj = NormEMAQuantizer(8, 4, kmeans_init=True), torch.nn.Linear(4, 4)
 
-    old = {k: v for k, v in Tokenizer().state_dict().items() if not k.endswith("updates")}
+    old = {k: v for k, v in Tokenizer().state_dict().items() if not k.endswith(("updates", "initted"))}
+    old["quantize.embedding"] = torch.randn(8, 4)
     dcp.save({"model": old}, checkpoint_id=str(tmp_path))
     model = Tokenizer()
     state = model.state_dict()
@@ -252,4 +254,5 @@ def test_a_vqkd_checkpoint_from_before_the_update_count_resumes(tmp_path):
     for tensor, value in later:
         tensor.fill_(value)
     assert int(model.quantize.updates) == 1 << 30 and "quantize.updates" not in state
+    assert bool(model.quantize.initted) and "quantize.initted" not in state
     assert torch.equal(state["quantize.embedding"], old["quantize.embedding"])

@@ -91,6 +91,61 @@ def test_bad_quantizer_arguments_are_clear_errors():
         NormEMAQuantizer(3, 4)(torch.randn(2, 5))
 
 
+# ---- k-means initialisation (BEiT v2's `kmeans_init`) ----------------------------------------
+def _beit2_kmeans(samples, k, iters=10):
+    """BEiT v2's kmeans(..., use_cosine_sim=True), restated from its definition (global RNG)."""
+    n = len(samples)
+    means = samples[torch.randperm(n)[:k]] if n >= k else samples[torch.randint(0, n, (k,))]
+    for _ in range(iters):
+        buckets = (samples @ means.t()).max(-1).indices
+        bins = torch.bincount(buckets, minlength=k)
+        new = torch.zeros(k, samples.shape[1], dtype=samples.dtype)
+        for i, b in enumerate(buckets.tolist()):
+            new[b] += samples[i]
+        new = F.normalize(new / bins.masked_fill(bins == 0, 1)[:, None], dim=-1)
+        means = torch.where((bins == 0)[:, None], means, new)
+    return means, bins
+
+
+@pytest.mark.parametrize("n", [40, 4])  # more inputs than codes, and fewer (drawn with replacement)
+def test_first_forward_starts_the_codebook_from_beit2_kmeans(n):
+    q = _quantizer(k=6, kmeans_init=True).train()
+    assert not q.initted and not q.embedding.any()
+    z = torch.randn(1, n, 4, dtype=F64)
+    torch.manual_seed(5)
+    q(z)
+    torch.manual_seed(5)
+    rows = F.normalize(z.reshape(-1, 4), dim=-1)  # tessera orders the rows first (rank-split invariance)
+    means, _ = _beit2_kmeans(rows[torch.argsort(rows @ torch.linspace(1, 2, 4, dtype=F64))], 6)
+    e = means.clone()  # then one EMA step, as the reference's forward does after its init
+    out_idx = (F.normalize(z.reshape(-1, 4), dim=-1) @ means.t()).argmax(-1)
+    for j in range(6):
+        members = F.normalize(z.reshape(-1, 4), dim=-1)[out_idx == j]
+        if len(members):
+            e[j] = F.normalize(0.8 * means[j] + 0.2 * F.normalize(members.mean(0), dim=0), dim=0)
+    torch.testing.assert_close(q.embedding, e)
+    assert q.initted and torch.equal(q.updates, torch.tensor(1))
+    after = q.embedding.clone()
+    q.eval()(z)
+    assert torch.equal(q.embedding, after), "k-means runs once"
+
+
+def test_kmeans_state_is_checkpointed_and_old_checkpoints_count_as_initialised():
+    q = _quantizer(kmeans_init=True).train()
+    q(torch.randn(2, 5, 4, dtype=F64))
+    fresh = _quantizer(kmeans_init=True)
+    fresh.load_state_dict(q.state_dict())
+    assert fresh.initted and torch.equal(fresh.embedding, q.embedding)
+    old = {k: v for k, v in q.state_dict().items() if k not in ("initted", "updates")}
+    fresh = _quantizer(kmeans_init=True)
+    fresh.load_state_dict(old)  # written before k-means existed: its codebook is trained
+    assert fresh.initted and torch.equal(fresh.embedding, q.embedding)
+    with pytest.raises(ValueError, match="kmeans_init must be true or false, got 'yes'"):
+        tessera.VQKD({"kmeans_init": "yes"})
+    with pytest.raises(ValueError, match="codebook_size must be a positive integer, got True"):
+        tessera.VQKD({"codebook_size": True})
+
+
 # ---- the EMA across ranks -------------------------------------------------------------------
 def _batch(rank):
     return torch.randn(2, 5, 4, generator=torch.Generator().manual_seed(10 + rank), dtype=F64)
@@ -100,6 +155,10 @@ def _ema_worker(rank, world, init_file, out_dir):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=60))
     try:
+        q = _quantizer(dead_code_threshold=0.3, kmeans_init=True).train()
+        torch.manual_seed(100 + rank)  # ranks' generators differ: rank 0's clustering is taken
+        q(_batch(rank)[:1 + rank])  # ranks may hold different numbers of rows
+        torch.save({"embedding": q.embedding}, os.path.join(out_dir, f"kmeans{rank}.pt"))
         q = _quantizer(dead_code_threshold=0.3).train()
         for _ in range(3):
             q(_batch(rank))
@@ -113,6 +172,12 @@ def _ema_worker(rank, world, init_file, out_dir):
 
 def test_ema_is_identical_on_every_rank_and_equals_one_process(tmp_path):
     spawn_ranks(_ema_worker, (2, str(tmp_path / "init"), str(tmp_path)), 2, 120)
+    k0, k1 = (torch.load(tmp_path / f"kmeans{r}.pt") for r in range(2))
+    one = _quantizer(dead_code_threshold=0.3, kmeans_init=True).train()
+    torch.manual_seed(100)
+    one(torch.cat([_batch(1)[:2], _batch(0)[:1]]))  # another order: the same clustering
+    assert torch.equal(k0["embedding"], k1["embedding"])
+    torch.testing.assert_close(k0["embedding"], one.embedding)
     r0, r1 = (torch.load(tmp_path / f"{r}.pt") for r in range(2))
     assert torch.equal(r0["embedding"], r1["embedding"]) and torch.equal(r0["cluster_size"], r1["cluster_size"])
     one = _quantizer().train()

@@ -28,7 +28,10 @@ from .quantizer import NormEMAQuantizer
 
 _ENCODER = dict(use_absolute_position_embeddings=True, use_mean_pooling=False, use_mask_token=False,
                 layer_scale_init_value=0.0, drop_path_rate=0.0)
-_DEFAULTS = dict(codebook_size=8192, codebook_dim=32, teacher_dim=512, decay=0.99, beta=1.0, dead_code_threshold=0.0)
+# kmeans_init: BEiT v2's VQKD default (`quantize_kmeans_init=True`): the codebook starts from
+# k-means over the first batch's encodings.
+_DEFAULTS = dict(codebook_size=8192, codebook_dim=32, teacher_dim=512, decay=0.99, beta=1.0, dead_code_threshold=0.0,
+                 kmeans_init=True)
 
 
 class VQKDOutput(ModelOutput):
@@ -52,7 +55,7 @@ class VQKD(PreTrainedModel):
         self.encoder = BeitModel(c["encoder_config"], add_pooling_layer=False)
         self.encode_task_layer = _task_layer(c["encoder_config"]["hidden_size"], c["codebook_dim"])
         self.quantize = NormEMAQuantizer(c["codebook_size"], c["codebook_dim"], c["decay"], c["beta"],
-                                         c["dead_code_threshold"])
+                                         c["dead_code_threshold"], c["kmeans_init"])
         self.decoder = BeitModel(c["decoder_config"], add_pooling_layer=False)
         self.decode_task_layer = _task_layer(c["decoder_config"]["hidden_size"], c["teacher_dim"])
         for layer in (*self.encode_task_layer, *self.decode_task_layer):
@@ -69,8 +72,10 @@ class VQKD(PreTrainedModel):
             raise ValueError(f"vqkd config: unknown keys {sorted(unknown)}")
         c = {**_DEFAULTS, **{k: v for k, v in config.items() if k in _DEFAULTS}}
         for key in ("codebook_size", "codebook_dim", "teacher_dim"):
-            if not isinstance(c[key], int) or c[key] <= 0:
+            if isinstance(c[key], bool) or not isinstance(c[key], int) or c[key] <= 0:
                 raise ValueError(f"vqkd config: {key} must be a positive integer, got {c[key]!r}")
+        if not isinstance(c["kmeans_init"], bool):
+            raise ValueError(f"vqkd config: kmeans_init must be true or false, got {c['kmeans_init']!r}")
         enc = json.loads(_C.beit.resolve_config(json.dumps(merge_config(_ENCODER, config.get("encoder_config")))))
         grid = enc["image_size"] // enc["patch_size"]
         dec_base = merge_config({**_ENCODER, "num_hidden_layers": 1}, {
