@@ -44,6 +44,9 @@ class ConversationTemplate:
     # "<image>\nDescribe it."). Turns with several placeholders keep their order (LLaVA would merge
     # them into one).
     image_first: bool = False
+    # False: a user turn gives only its image placeholders, its words are dropped (LLaVA's
+    # preprocess_plain keeps "<image>" and the caption, whatever the question said).
+    user_text: bool = True
 
 
 def list_templates() -> List[str]:
@@ -144,7 +147,9 @@ def render(template: ConversationTemplate, conversation: Sequence[Dict[str, str]
             raise ValueError(f"{where}: turn {turn_no} needs 'from' (human/gpt) and a text 'value', got {turn!r}")
         text = turn.get("value", turn.get("content"))
         if role == "user":
-            if template.image_first and text.count(IMAGE_PLACEHOLDER) == 1:
+            if not template.user_text:
+                text = IMAGE_PLACEHOLDER * text.count(IMAGE_PLACEHOLDER)
+            elif template.image_first and text.count(IMAGE_PLACEHOLDER) == 1:
                 text = (IMAGE_PLACEHOLDER + "\n" + text.replace(IMAGE_PLACEHOLDER, "").strip()).strip()
             add(template.user_prefix + text + template.user_suffix, False)
         else:
@@ -171,6 +176,28 @@ def render(template: ConversationTemplate, conversation: Sequence[Dict[str, str]
     return ids, labels
 
 
+def stop_ids(template: ConversationTemplate, tokenizer) -> List[int]:
+    """The ids that end a generated answer: eos, and for a template that learns no eos (LLaVA's
+    `plain`: answers end with "\n") the one token its answer suffix becomes after text, as LAVIS
+    stops BLIP-2's captions at the newline's id."""
+    ids = [tokenizer.eos_id]
+    suffix = template.assistant_suffix
+    if not template.add_eos_after_assistant and suffix:
+        with_suffix, without = tokenizer.encode("x" + suffix, add_bos=False), tokenizer.encode("x", add_bos=False)
+        if len(with_suffix) == len(without) + 1 and with_suffix[:len(without)] == without:
+            ids.append(with_suffix[-1])
+    return ids
+
+
+def cut_answer(template: ConversationTemplate, text: str) -> str:
+    """A generated answer up to the template's answer suffix, when answers end with it rather than
+    with eos (what a model says after it is the next sample's start)."""
+    suffix = template.assistant_suffix
+    if not template.add_eos_after_assistant and suffix and suffix in text:
+        text = text[:text.index(suffix)]
+    return text
+
+
 def prompt(template: ConversationTemplate, conversation: Sequence[Dict[str, str]], tokenizer, image_token_id: int,
            image_tokens: int, images: int = 0, where: str = "conversation") -> List[int]:
     """The ids to generate the assistant's next answer from (errors name `where`)."""
@@ -185,6 +212,7 @@ def render_text(template: ConversationTemplate, conversation: Sequence[Dict[str,
     for turn in conversation:
         text = str(turn.get("value", turn.get("content", ""))).replace(IMAGE_PLACEHOLDER, "").strip()
         if ROLES.get(str(turn.get("from", turn.get("role", "")))) == "user":
+            text = text if template.user_text else ""
             parts.append(template.user_prefix + text + template.user_suffix)
         else:
             parts.append(template.assistant_prefix + " " + text + template.assistant_suffix)

@@ -28,7 +28,7 @@ def _stdin_lines():
 
 def run_chat(args) -> int:
     from . import data as tdata
-    from .chat import load_template, prompt, run_template
+    from .chat import cut_answer, load_template, prompt, run_template, stop_ids
     from .factory import from_pretrained
     from .text import SentencePieceTokenizer
     from .train.checkpoint import resolve_checkpoint
@@ -58,6 +58,7 @@ def run_chat(args) -> int:
     questions = [args.question] if not interactive else _stdin_lines()
     conversation: List[Dict[str, str]] = []
     special = set(tokenizer.special_tokens.values())  # <image>: never text of an answer
+    stops = stop_ids(template, tokenizer)  # eos, or `plain`'s newline
     for turn, question in enumerate(questions, 1):
         if isinstance(question, UnicodeDecodeError):
             print(f"question {turn}: not UTF-8 text ({question.reason}); ask again", file=sys.stderr)
@@ -83,9 +84,9 @@ def run_chat(args) -> int:
         printed = ""
         for step in model.stream(torch.tensor([ids]), pixel_values=pixels, generator=generator,
                                  max_new_tokens=min(args.max_new_tokens, room), do_sample=args.temperature > 0,
-                                 temperature=args.temperature or 1.0, eos_token_id=tokenizer.eos_id):
+                                 temperature=args.temperature or 1.0, eos_token_id=stops):
             token = int(step[0])
-            if token == tokenizer.eos_id:
+            if token in stops:
                 break
             if token >= tokenizer.vocab_size or token in special:  # a padded row without text, or <image>
                 continue
@@ -95,7 +96,7 @@ def run_chat(args) -> int:
             if text.startswith(printed) and not text.endswith("\ufffd"):
                 print(text[len(printed):], end="", flush=True)
                 printed = text
-        answer = tokenizer.decode(new)
+        answer = cut_answer(template, tokenizer.decode(new))
         print(answer[len(printed):] if answer.startswith(printed) else "", flush=True)
         if answer.strip():
             conversation.append({"from": "gpt", "value": answer.strip()})

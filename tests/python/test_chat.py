@@ -76,11 +76,34 @@ def test_only_answers_and_their_eos_are_supervised(tok):
     assert tok.decode([i for i in ids if i != IMAGE]).startswith("A chat between a curious user")
 
 
-def test_plain_template_learns_the_caption(tok):
-    conv = [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": "a grey ankle boot"}]
+@pytest.mark.parametrize("question", ["<image>", "<image>\nGive a brief description of the image.",
+                                      "Render a clear and concise summary of the photo.\n<image>"])
+def test_plain_is_llavas_preprocess_plain(tok, shared_dir, question):
+    """LLaVA's preprocess_plain, written from its definition: the question becomes "<image>", the
+    prompt is "<image>" + caption + "\n" through tokenizer_image_token (bos, the image, the rest
+    encoded alone), and everything up to the caption is masked. No eos is learned."""
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(shared_dir / "assets" / "llama2c_tokenizer.model"))
+    caption = "a grey ankle boot with a low heel"
+    conv = [{"from": "human", "value": question}, {"from": "gpt", "value": caption}]
     ids, labels = chat.render(chat.load_template("plain"), conv, tok, IMAGE, image_tokens=4, images=1)
-    assert ids[1:5] == [IMAGE] * 4
-    assert [label for label in labels if label != -100] == tok.encode("a grey ankle boot\n", add_bos=False) + [tok.eos_id]
+    target = sp.encode(caption + "\n")
+    assert ids == [sp.bos_id()] + [IMAGE] * 4 + target
+    assert labels == [chat.IGNORE] * 5 + target
+
+
+def test_answers_of_a_template_without_eos_stop_at_its_suffix(tok):
+    plain, v1 = chat.load_template("plain"), chat.load_template("v1")
+    newline = tok.encode("x\n", add_bos=False)[-1]
+    assert tok.decode([newline]) == "\n"
+    assert chat.stop_ids(plain, tok) == [tok.eos_id, newline]
+    assert chat.stop_ids(v1, tok) == [tok.eos_id]
+    assert chat.cut_answer(plain, "a sneaker\na shirt") == "a sneaker"
+    assert chat.cut_answer(v1, "a sneaker\na shirt") == "a sneaker\na shirt"
+    # The prompt to caption from is the training prefix: bos and the image.
+    assert chat.prompt(plain, [{"from": "human", "value": "<image>\nDescribe it."}], tok, IMAGE, 2, images=1) == \
+        [tok.bos_id, IMAGE, IMAGE]
 
 
 def test_generation_prompt_is_the_training_prefix(tok):
@@ -171,7 +194,7 @@ def _llava_preprocess_multimodal(conv):
     return out
 
 
-@pytest.mark.parametrize("name", ["v1", "llava_v1", "plain"])
+@pytest.mark.parametrize("name", ["v1", "llava_v1"])
 @pytest.mark.parametrize("question", ["What is this item?\n<image>", "  <image>  What is this item? ",
                                       "What is <image> this item?", "<image>", "<image>\nWhat is this item?"])
 def test_the_image_moves_to_the_start_of_its_turn_as_llava_does(tok, name, question):

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Union
 
 import torch
 
-from ..chat import IGNORE, IMAGE_PLACEHOLDER, ROLES, load_template, render
+from ..chat import IGNORE, IMAGE_PLACEHOLDER, ROLES, ConversationTemplate, load_template, render
 from ..io import parse_json, parse_json_line, read_text
 from ..schema import from_mapping
 
@@ -155,6 +155,7 @@ class EncodedSamples:
     attention_mask: torch.Tensor            # [N, max_length]
     images: List[List[str]]                 # per sample, in placeholder order
     samples: List[Dict[str, Any]]
+    template: Optional[ConversationTemplate] = None  # what rendered them (answers end as it says)
 
 
 class SampleProblem(ValueError):
@@ -206,7 +207,7 @@ def encode_samples(samples: Sequence[Dict[str, Any]], path: str, tokenizer, temp
         rows.append(ids)
         labels.append(lab)
         images.append(paths)
-    return EncodedSamples(*pad_rows(rows, labels, max_length), images, list(samples))
+    return EncodedSamples(*pad_rows(rows, labels, max_length), images, list(samples), template)
 
 
 def refuse_unknown_tokens(ids: Sequence[int], tokenizer, where: str, why: str) -> None:

@@ -340,4 +340,4 @@ class ConversationSet:
             labels.append(lab)
             images.append(paths)
         width = width or max(len(i) for i in ids)
-        return EncodedSamples(*pad_rows(ids, labels, width), images, samples)
+        return EncodedSamples(*pad_rows(ids, labels, width), images, samples, self.template)

@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from .. import data as tdata
+from ..chat import cut_answer, stop_ids
 from ..models.llava import LlavaForConditionalGeneration
 from ..models.pretrained import merge_config, read_config
 from ..models.weights import load_weights
@@ -303,18 +304,21 @@ class LlavaTask(Task):
             mask[j, width - n:] = 1
         pixels = load_pixels([p for r in rows for p in encoded.images[r]], self.transform)
         device = model.device
+        # Answers end with eos, or with the template's answer suffix where it learns no eos (plain).
+        template = encoded.template
+        stops = stop_ids(template, self.tokenizer) if template else [self.tokenizer.eos_id]
         # Greedy whatever the model's generation_config.json says (a converted checkpoint may sample).
         out = model.generate(ids.to(device), pixel_values=None if pixels is None else pixels.to(device),
                              attention_mask=mask.to(device), max_new_tokens=max_new_tokens, do_sample=False,
                              num_beams=1, repetition_penalty=1.0, min_new_tokens=0,
-                             eos_token_id=self.tokenizer.eos_id, pad_token_id=0)
+                             eos_token_id=stops, pad_token_id=0)
         answers = []
         for row in out[:, width:].tolist():
-            if self.tokenizer.eos_id in row:
-                row = row[:row.index(self.tokenizer.eos_id)]
+            end = next((i for i, t in enumerate(row) if t in stops), len(row))
             # A model may have more rows than the tokenizer has pieces (a padded vocabulary): those
             # ids have no text.
-            answers.append(self.tokenizer.decode([t for t in row if t < self.tokenizer.vocab_size]).strip())
+            text = self.tokenizer.decode([t for t in row[:end] if t < self.tokenizer.vocab_size])
+            answers.append(cut_answer(template, text).strip() if template else text.strip())
         return answers
 
     def evaluate(self, model, final: bool = False) -> Dict[str, Any]:
