@@ -8,7 +8,7 @@ Two comparisons: an image folder (tessera.data.DataLoader vs torchvision ImageFo
 DataLoader), and webdataset tar shards of the same JPEGs, 500 samples per shard (tessera's
 ShardLoader, C++ tar reader and decoder on a thread pool, vs the `webdataset` package's
 WebDataset -> decode("pil") -> torchvision transform in a torch DataLoader with the same workers,
-each worker reading its own shards).
+each worker reading its own shards); the same shards gzip-compressed (.tar.gz) once more, eval only.
 
 The images are Fashion-MNIST test images upscaled (bicubic) to 256 x 256 RGB and written as
 JPEG (quality 90) in an ImageFolder layout (one folder per class) in a temporary folder. Both
@@ -105,6 +105,17 @@ def write_shards(root: Path, out: Path) -> str:
     return write(str(out), file_samples(entries), maxcount=500)
 
 
+def gzip_copies(folder: Path) -> list:
+    """Each shard of `folder` compressed beside it (.tar.gz, as some datasets ship them)."""
+    import gzip
+
+    out = []
+    for shard in sorted(folder.glob("*.tar")):
+        out.append(str(shard) + ".gz")
+        Path(out[-1]).write_bytes(gzip.compress(shard.read_bytes(), compresslevel=6))
+    return out
+
+
 def webdataset_loader(urls, train: bool, workers: int, batch: int):
     import webdataset as wds
 
@@ -154,6 +165,11 @@ def main() -> int:
             ts = epoch_rate(shard_loader(urls, train, args.workers, args.batch), args.epochs)
             print(f"{name:5s}  shards: webdataset+PIL {wd:8.0f} img/s   tessera {ts:8.0f} img/s   "
                   f"ratio {ts / wd:5.2f}x")
+        packed = gzip_copies(root / "shards")
+        wd = epoch_rate(webdataset_loader(packed, False, args.workers, args.batch), args.epochs)
+        ts = epoch_rate(shard_loader(packed, False, args.workers, args.batch), args.epochs)
+        print(f"eval   .tar.gz shards: webdataset+PIL {wd:8.0f} img/s   tessera {ts:8.0f} img/s   "
+              f"ratio {ts / wd:5.2f}x")
     return 0
 
 

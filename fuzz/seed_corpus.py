@@ -93,6 +93,7 @@ def shards():
     yield "ustar.tar", tar(tarfile.USTAR_FORMAT, sample)
     yield "gnu_long.tar", tar(tarfile.GNU_FORMAT, [("d/" + "k" * 120 + ".txt", b"long name")] + sample[:2])
     yield "pax.tar", tar(tarfile.PAX_FORMAT, [("caf\u00e9/" + "p" * 110 + ".jpg", bytes(9)), ("__index__", b"{}")])
+    yield "ustar.tar.gz", gzip.compress(tar(tarfile.USTAR_FORMAT, sample), mtime=0)
 
 
 def main(out: Path) -> None:

@@ -159,8 +159,10 @@ def test_files_that_are_not_tar_shards_say_what_they_are(tmp_path):
 
     cases = {"empty.tar": (b"", "an empty file (0 bytes), not a tar shard"),
              "page.tar": (b"<html>404</html>", "not a tar file (16 bytes, shorter than one 512-byte header)"),
-             "w.tar.gz": (gzip.compress(bytes(2048)), "compressed with gzip; tessera reads uncompressed tar shards"),
-             "w.tar.xz": (b"\xfd7zXZ\x00" + bytes(600), "compressed with xz"),
+             "nothing.tar.gz": (gzip.compress(b""), "gzip data that decompresses to nothing, not a tar shard"),
+             "page.tar.gz": (gzip.compress(b"<html>404</html>" * 64),
+                             "not a tar file (the first header's checksum does not match)"),
+             "w.tar.xz": (b"\xfd7zXZ\x00" + bytes(600), "compressed with xz; tessera reads plain and gzip-compressed"),
              "w.tar.zst": (b"\x28\xb5\x2f\xfd" + bytes(600), "compressed with zstd"),
              "w.tar.bz2": (b"BZh9" + bytes(600), "compressed with bzip2")}
     for name, (data, message) in cases.items():
@@ -168,6 +170,70 @@ def test_files_that_are_not_tar_shards_say_what_they_are(tmp_path):
         problems = []
         assert list(tar_samples(str(tmp_path / name), problems)) == [] and len(problems) == 1
         assert f"{name}: {message}" in problems[0], problems
+
+
+def test_gzip_shards_read_as_the_webdataset_package_reads_them(shards, tmp_path):
+    """webdataset opens .tar.gz shards transparently (tarfile's "r|*"); so does tessera: the same
+    keys and bytes, from shards it wrote and from its own shards compressed."""
+    import gzip
+
+    import webdataset as wds
+
+    path = str(tmp_path / "w.tar.gz")
+    with wds.TarWriter(path) as sink:  # a name ending in gz: webdataset compresses
+        for i in range(7):
+            sink.write({"__key__": f"s{i:03d}", "jpg": os.urandom(3000 + i), "txt": f"caption {i}".encode()})
+    assert open(path, "rb").read(2) == b"\x1f\x8b"
+    packed = []
+    for shard in expand_urls(shards)[:3]:
+        packed.append(str(tmp_path / (os.path.basename(shard) + ".gz")))
+        open(packed[-1], "wb").write(gzip.compress(open(shard, "rb").read()))
+    for urls in (path, packed):
+        ours = list(ShardStream(urls))
+        theirs = list(wds.WebDataset(urls, shardshuffle=False, empty_check=False))
+        assert len(ours) == len(theirs) > 0
+        for a, b in zip(ours, theirs):
+            assert a["__key__"] == b["__key__"]
+            assert {k: v for k, v in a.items() if not k.startswith("__")} == \
+                {k: v for k, v in b.items() if not k.startswith("__")}
+
+
+def test_damaged_gzip_shards_are_cut_where_the_damage_is_and_reported(tmp_path):
+    import gzip
+
+    whole = tmp_path / "whole.tar"
+    _tar(str(whole), [(f"s{i}.txt", os.urandom(5000)) for i in range(6)])
+    packed = gzip.compress(whole.read_bytes())
+    problems = []
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(packed[: len(packed) * 2 // 3])
+    keys = [s["__key__"] for s in tar_samples(str(cut), problems)]
+    assert keys == [f"s{i}" for i in range(len(keys))] and 1 <= len(keys) < 6
+    assert len(problems) == 1 and "cut.tar.gz" in problems[0] and "truncated" in problems[0]
+    # Damage inside the deflate data: zlib's error (or the gzip checksum at the end) is reported.
+    text = [(f"t{i}.txt", (f"sample {i} says hello " * 400).encode()) for i in range(6)]
+    _tar(str(whole), text)
+    garbled = bytearray(gzip.compress(whole.read_bytes()))
+    garbled[len(garbled) // 2: len(garbled) // 2 + 16] = b"\xff" * 16
+    problems = []
+    (tmp_path / "garbled.tar.gz").write_bytes(bytes(garbled))
+    keys = [s["__key__"] for s in tar_samples(str(tmp_path / "garbled.tar.gz"), problems)]
+    assert keys == [f"t{i}" for i in range(len(keys))]
+    assert len(problems) == 1 and "garbled.tar.gz" in problems[0] and "zlib" in problems[0], problems
+    # A header inside the gzip stream claiming 10 GB: over the limit, skipped, the stream's end
+    # reported; nothing of that size is allocated.
+    info = tarfile.TarInfo("big.jpg")
+    info.size = 10 * 2**30
+    (tmp_path / "huge.tar.gz").write_bytes(gzip.compress(info.tobuf(tarfile.GNU_FORMAT) + bytes(4096)))
+    problems = []
+    assert list(tar_samples(str(tmp_path / "huge.tar.gz"), problems)) == []
+    assert "member 'big.jpg': 10737418240 bytes is over the limit" in problems[0]
+    # Under the limit but longer than the stream: reading stops at the stream's end.
+    info.size = 2**29
+    (tmp_path / "long.tar.gz").write_bytes(gzip.compress(info.tobuf(tarfile.GNU_FORMAT) + bytes(4096)))
+    problems = []
+    assert list(tar_samples(str(tmp_path / "long.tar.gz"), problems)) == []
+    assert problems == [f"{tmp_path / 'long.tar.gz'}: member 'big.jpg': truncated while reading its data"]
 
 
 def test_only_top_level_meta_members_are_left_out_as_webdataset_does(tmp_path):

@@ -3,9 +3,12 @@
 #include "tessera/text/utf8.h"
 
 #include <c10/util/Exception.h>
+#include <zlib.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
+#include <fstream>
 
 namespace tessera::data {
 namespace {
@@ -96,16 +99,29 @@ bool tar_name_is_safe(const std::string& name) {
   return true;
 }
 
-TarReader::TarReader(const std::string& path, TarLimits limits) : path_(path), limits_(limits) {
-  in_.open(path, std::ios::binary);
-  TORCH_CHECK_VALUE(in_.good(), path, ": cannot open the tar file");
-  in_.seekg(0, std::ios::end);
-  file_size_ = static_cast<int64_t>(in_.tellg());
-  in_.seekg(0, std::ios::beg);
-  if (const std::string what = not_a_tar(); !what.empty()) {
+TarReader::TarReader(const std::string& path, TarLimits limits)
+    : path_(path), limits_(limits), in_(nullptr, &gzclose) {
+  unsigned char head[6] = {0, 0, 0, 0, 0, 0};
+  int64_t got = 0;
+  {
+    std::ifstream probe(path, std::ios::binary | std::ios::ate);
+    TORCH_CHECK_VALUE(probe.good(), path, ": cannot open the tar file");
+    file_size_ = static_cast<int64_t>(probe.tellg());
+    probe.seekg(0);
+    probe.read(reinterpret_cast<char*>(head), sizeof(head));
+    got = probe.gcount();
+  }
+  compressed_ = got >= 2 && head[0] == 0x1f && head[1] == 0x8b;
+  if (const std::string what = not_a_tar(head, got); !what.empty()) {
     problem("", what);
     done_ = true;
+    return;
   }
+  // zlib reads a plain file as it is (and seeks it directly), so one stream serves both kinds.
+  in_.reset(gzopen(path.c_str(), "rb"));
+  TORCH_CHECK_VALUE(in_ != nullptr, path, ": cannot open the tar file (", std::strerror(errno), ")");
+  gzbuffer(in_.get(), 1 << 17);
+  if (compressed_) file_size_ = -1;
 }
 
 void TarReader::problem(const std::string& member, const std::string& what) {
@@ -114,50 +130,82 @@ void TarReader::problem(const std::string& member, const std::string& what) {
                       what);
 }
 
-std::string TarReader::not_a_tar() {
+std::string TarReader::not_a_tar(const unsigned char* head, int64_t got) {
   if (file_size_ == 0) return "an empty file (0 bytes), not a tar shard";
-  unsigned char head[6] = {0, 0, 0, 0, 0, 0};
-  in_.read(reinterpret_cast<char*>(head), sizeof(head));
-  const auto got = in_.gcount();
-  in_.clear();
-  in_.seekg(0, std::ios::beg);
   const auto starts = [&](std::initializer_list<unsigned char> magic) {
-    return got >= static_cast<std::streamsize>(magic.size()) && std::equal(magic.begin(), magic.end(), head);
+    return got >= static_cast<int64_t>(magic.size()) && std::equal(magic.begin(), magic.end(), head);
   };
-  const char* compression = starts({0x1f, 0x8b})                         ? "gzip"
-                            : starts({'B', 'Z', 'h'})                    ? "bzip2"
-                            : starts({0xfd, '7', 'z', 'X', 'Z', 0x00})   ? "xz"
-                            : starts({0x28, 0xb5, 0x2f, 0xfd})           ? "zstd"
-                                                                         : nullptr;
+  const char* compression = starts({'B', 'Z', 'h'})                    ? "bzip2"
+                            : starts({0xfd, '7', 'z', 'X', 'Z', 0x00}) ? "xz"
+                            : starts({0x28, 0xb5, 0x2f, 0xfd})         ? "zstd"
+                                                                       : nullptr;
   if (compression)
-    return std::string("compressed with ") + compression + "; tessera reads uncompressed tar shards (decompress it, " +
-           "or write shards without compression)";
-  if (file_size_ < kBlock)
+    return std::string("compressed with ") + compression + "; tessera reads plain and gzip-compressed tar shards " +
+           "(recompress it with gzip, or write shards without compression)";
+  if (!compressed_ && file_size_ < kBlock)
     return "not a tar file (" + std::to_string(file_size_) + " bytes, shorter than one 512-byte header)";
   return "";
 }
 
+int64_t TarReader::remaining() const { return file_size_ < 0 ? INT64_MAX : file_size_ - pos_; }
+
+std::string TarReader::at_byte(int64_t at) const {
+  return "byte " + std::to_string(at) + (compressed_ ? " of the decompressed stream" : "");
+}
+
+int64_t TarReader::read(char* dst, int64_t n) {
+  int64_t total = 0;
+  while (total < n && !done_) {
+    const auto want = static_cast<unsigned>(std::min<int64_t>(n - total, int64_t(1) << 30));
+    const int got = gzread(in_.get(), dst + total, want);
+    if (got > 0) total += got;
+    if (got < static_cast<int>(want)) {
+      int err = Z_OK;
+      const char* msg = gzerror(in_.get(), &err);
+      if (err != Z_OK && err != Z_STREAM_END) {
+        problem("", "corrupt or truncated gzip data at " + at_byte(pos_ + total) + " after " +
+                        std::to_string(members_) + " members (zlib: " + msg + "); the rest is not read");
+        done_ = true;
+      }
+      break;
+    }
+  }
+  pos_ += total;
+  return total;
+}
+
 int64_t TarReader::data_after_marker() {
-  const int64_t marker_end = static_cast<int64_t>(in_.tellg());
+  const int64_t marker_end = pos_;
   constexpr int64_t kLook = int64_t(1) << 20;  // a damaged header or a joined tar shows at once
-  std::string rest(static_cast<size_t>(std::max<int64_t>(0, std::min(kLook, file_size_ - marker_end))), '\0');
-  in_.read(rest.data(), static_cast<std::streamsize>(rest.size()));
+  std::string rest(static_cast<size_t>(std::max<int64_t>(0, std::min(kLook, remaining()))), '\0');
+  rest.resize(static_cast<size_t>(read(rest.data(), static_cast<int64_t>(rest.size()))));
   const auto it = std::find_if(rest.begin(), rest.end(), [](char c) { return c != 0; });
   return it == rest.end() ? -1 : marker_end + (it - rest.begin());
 }
 
-bool TarReader::read_block(char* block) {
-  in_.read(block, kBlock);
-  return in_.gcount() == kBlock;
-}
+bool TarReader::read_block(char* block) { return read(block, kBlock) == kBlock; }
 
 bool TarReader::skip(const std::string& member, int64_t bytes) {
-  const int64_t at = static_cast<int64_t>(in_.tellg());
-  if (bytes >= 0 && bytes <= file_size_ - at) {
-    in_.seekg(bytes, std::ios::cur);
-    if (in_.good()) return true;
+  const int64_t at = pos_;
+  if (bytes >= 0 && bytes <= remaining()) {
+    if (!compressed_) {  // a plain file is seeked
+      if (gzseek(in_.get(), static_cast<z_off_t>(bytes), SEEK_CUR) >= 0) {
+        pos_ += bytes;
+        return true;
+      }
+    } else {  // gzip is read through; its end shows as a short read
+      char scratch[1 << 14];
+      int64_t left = bytes;
+      while (left > 0) {
+        const int64_t got = read(scratch, std::min<int64_t>(left, sizeof(scratch)));
+        if (got <= 0) break;
+        left -= got;
+      }
+      if (left == 0) return true;
+      if (done_) return false;  // corrupt data, already reported
+    }
   }
-  problem(member, "truncated: " + std::to_string(bytes) + " bytes to skip at byte " + std::to_string(at) +
+  problem(member, "truncated: " + std::to_string(bytes) + " bytes to skip at " + at_byte(at) +
                       " run past the end of the file; the rest is not read");
   done_ = true;
   return false;
@@ -168,19 +216,23 @@ bool TarReader::next(TarMember& out) {
   std::string long_name, pax_path;
   int64_t pax_size = -1;
   while (!done_) {
+    const int64_t before = pos_;
     if (!read_block(block)) {
+      if (done_) break;  // corrupt gzip data, reported
       // A missing end-of-archive marker is common (appended shards); a partial block is not.
-      if (in_.gcount() != 0) problem("", "truncated: a partial header block at the end");
+      if (pos_ != before) problem("", "truncated: a partial header block at the end");
+      if (pos_ == 0 && compressed_) problem("", "gzip data that decompresses to nothing, not a tar shard");
       done_ = true;
       break;
     }
     if (std::all_of(block, block + kBlock, [](char c) { return c == 0; })) {
-      done_ = true;  // the end-of-archive marker (two zero blocks; one is enough to stop)
-      // Zeros pad a tar to its record size; anything else after the marker is not read, and
-      // is reported (webdataset's reader stops there too, silently).
+      // The end-of-archive marker (two zero blocks; one is enough to stop). Zeros pad a tar to
+      // its record size; anything else after the marker is not read, and is reported
+      // (webdataset's reader stops there too, silently).
       if (const int64_t at = data_after_marker(); at >= 0)
-        problem("", "data at byte " + std::to_string(at) + " after the end-of-archive marker (a zeroed, "
+        problem("", "data at " + at_byte(at) + " after the end-of-archive marker (a zeroed, "
                     "damaged header, or tars joined with cat): the rest is not read");
+      done_ = true;
       break;
     }
     if (!checksum_ok(block)) {
@@ -197,10 +249,10 @@ bool TarReader::next(TarMember& out) {
     if (!pax_path.empty()) name = pax_path;
     int64_t size = header_number(block + 124, 12);
     if (pax_size >= 0) size = pax_size;
-    const int64_t remaining = file_size_ - static_cast<int64_t>(in_.tellg());
+    const int64_t left = remaining();
     // The size is compared before it is rounded up to whole blocks: rounding a size near 2^63
     // overflowed and passed the check.
-    if (size < 0 || size > remaining || padded(size) > remaining) {
+    if (size < 0 || size > left || padded(size) > left) {
       problem(name, size < 0 ? "malformed size field" : "truncated: its " + std::to_string(size) +
                                                            " bytes run past the end of the file");
       done_ = true;
@@ -214,7 +266,11 @@ bool TarReader::next(TarMember& out) {
         break;
       }
       std::string body(static_cast<size_t>(size), '\0');
-      in_.read(body.data(), size);
+      if (read(body.data(), size) != size) {
+        if (!done_) problem(name, "truncated while reading its metadata");
+        done_ = true;
+        break;
+      }
       if (!skip(name, padded(size) - size)) break;
       if (type == 'L') {
         long_name = body.substr(0, strnlen(body.c_str(), body.size()));
@@ -246,10 +302,20 @@ bool TarReader::next(TarMember& out) {
       continue;
     }
     out.name = std::move(name);
-    out.data.resize(static_cast<size_t>(size));
-    in_.read(out.data.data(), size);
-    if (in_.gcount() != size) {
-      problem(out.name, "truncated while reading its data");
+    // Grown as bytes arrive: in a gzip stream the size is unchecked against the file, and a lying
+    // header must not allocate what it claims.
+    out.data.clear();
+    constexpr int64_t kChunk = int64_t(1) << 24;
+    while (static_cast<int64_t>(out.data.size()) < size) {
+      const int64_t have = static_cast<int64_t>(out.data.size());
+      const int64_t want = compressed_ ? std::min(kChunk, size - have) : size - have;
+      out.data.resize(static_cast<size_t>(have + want));
+      const int64_t got = read(out.data.data() + have, want);
+      out.data.resize(static_cast<size_t>(have + got));
+      if (got != want) break;
+    }
+    if (static_cast<int64_t>(out.data.size()) != size) {
+      if (!done_) problem(out.name, "truncated while reading its data");
       done_ = true;
       return false;
     }

@@ -1,7 +1,8 @@
 // A streaming reader of tar archives as webdataset and img2dataset write them (POSIX ustar, GNU
-// long names and base-256 sizes, pax `path`/`size` records). It never trusts the archive: a bad
-// header checksum, a size past the end of the file or over the limit, or a member name that
-// leaves its folder ends or skips with a recorded problem, never a crash, a hang or a huge
+// long names and base-256 sizes, pax `path`/`size` records), plain or gzip-compressed (.tar.gz,
+// which webdataset opens transparently). It never trusts the archive: a bad header checksum, a
+// size past the end of the file or over the limit, a member name that leaves its folder, or
+// corrupt gzip data ends or skips with a recorded problem, never a crash, a hang or a huge
 // allocation. Memory is one member at a time.
 //
 //     TarReader tar("shard-00000.tar");
@@ -10,9 +11,11 @@
 //     for (auto& p : tar.problems()) log(p);   // "shard-00000.tar: member 'x': ..."
 #pragma once
 #include <cstdint>
-#include <fstream>
+#include <memory>
 #include <string>
 #include <vector>
+
+struct gzFile_s;  // zlib's stream (zlib.h stays out of the installed headers)
 
 namespace tessera::data {
 
@@ -38,21 +41,34 @@ class TarReader {
   const std::vector<std::string>& problems() const { return problems_; }
   /// Regular members returned so far.
   int64_t members() const { return members_; }
+  /// Whether the file is gzip-compressed.
+  bool compressed() const { return compressed_; }
 
  private:
+  /// Reads up to `n` bytes of the tar stream; fewer at its end. Corrupt gzip data records a
+  /// problem and ends the archive.
+  int64_t read(char* dst, int64_t n);
   bool read_block(char* block);
   /// Moves past `bytes`; past the end of the file it records a problem naming `member` and stops.
   bool skip(const std::string& member, int64_t bytes);
-  /// Why the file cannot be a tar shard (empty, compressed, shorter than a header), or "".
-  std::string not_a_tar();
+  /// Why the file cannot be a tar shard (empty, compressed other than by gzip, shorter than a
+  /// header), or "".
+  std::string not_a_tar(const unsigned char* head, int64_t got);
   void problem(const std::string& member, const std::string& what);
+  /// Bytes left in the tar stream: known for a plain file, unbounded for gzip (there a lying size
+  /// is caught by the member limit and by reading, which allocates only what arrives).
+  int64_t remaining() const;
+  /// "byte N" of the tar stream ("of the decompressed stream" for gzip).
+  std::string at_byte(int64_t at) const;
   /// The offset of the first non-zero byte within 1 MiB after an end-of-archive marker, or -1.
   int64_t data_after_marker();
 
   std::string path_;
   TarLimits limits_;
-  std::ifstream in_;
-  int64_t file_size_ = 0;
+  std::unique_ptr<gzFile_s, int (*)(gzFile_s*)> in_;
+  bool compressed_ = false;
+  int64_t file_size_ = 0;  // of a plain file; -1 for gzip
+  int64_t pos_ = 0;        // bytes of the tar stream consumed
   int64_t members_ = 0;
   bool done_ = false;
   std::vector<std::string> problems_;

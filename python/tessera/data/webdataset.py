@@ -1,5 +1,5 @@
-"""Webdataset tar shards (what img2dataset and webdataset write), streamed by tessera's C++ tar
-reader: members grouped into samples by key (`KEY.jpg`, `KEY.txt`, `KEY.json`, `KEY.cls`),
+"""Webdataset tar shards (what img2dataset and webdataset write; plain or gzip-compressed
+`.tar.gz`), streamed by tessera's C++ tar reader: members grouped into samples by key (`KEY.jpg`, `KEY.txt`, `KEY.json`, `KEY.cls`),
 shards dealt to ranks and loader workers, a bounded shuffle buffer, an exactly resumable
 position, and damaged shards skipped and reported instead of stopping an epoch.
 
