@@ -16,6 +16,7 @@ match the images) is refused with the sample named.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -140,6 +141,8 @@ def render(template: ConversationTemplate, conversation: Sequence[Dict[str, str]
         else:
             pending.append(text)
 
+    if not template.user_text:
+        _check_plain(template, conversation, where, add_generation_prompt)
     add(template.system + (template.system_suffix if template.system else ""), False)
     for turn_no, turn in enumerate(conversation):
         role = ROLES.get(str(turn.get("from", turn.get("role", ""))))
@@ -176,16 +179,34 @@ def render(template: ConversationTemplate, conversation: Sequence[Dict[str, str]
     return ids, labels
 
 
+def _check_plain(template: ConversationTemplate, conversation: Sequence[Dict[str, str]], where: str,
+                 generation: bool) -> None:
+    """A template that drops the question's words (LLaVA's preprocess_plain) takes what LLaVA
+    asserts there: one question holding the image, and its answer. A later question would be
+    dropped without a word; a prompt whose words are dropped is said once."""
+    turns = [ROLES.get(str(t.get("from", t.get("role", "")))) for t in conversation]
+    want = ["user"] if generation else ["user", "assistant"]
+    if turns != want:
+        raise ValueError(f"{where}: template {template.name!r} takes one question and its answer (LLaVA's "
+                         f"preprocess_plain), got turns {turns}")
+    text = str(conversation[0].get("value", conversation[0].get("content", "")))
+    if IMAGE_PLACEHOLDER not in text:
+        raise ValueError(f"{where}: template {template.name!r} drops the question's words and keeps its image; "
+                         "this question has no image placeholder")
+    if generation and text.replace(IMAGE_PLACEHOLDER, "").strip():
+        warnings.warn(f"template {template.name!r} drops the question's words: prompts are the image alone "
+                      "(a run trained on captions answers with a caption)", stacklevel=3)
+
+
 def stop_ids(template: ConversationTemplate, tokenizer) -> List[int]:
     """The ids that end a generated answer: eos, and for a template that learns no eos (LLaVA's
-    `plain`: answers end with "\n") the one token its answer suffix becomes after text, as LAVIS
-    stops BLIP-2's captions at the newline's id."""
+    `plain`: answers end with "\n") every piece whose text holds its answer suffix, as LAVIS stops
+    BLIP-2's captions at the newline's id. A tokenizer may merge the newline into the answer's
+    last piece (".\n"): that piece ends the answer too (`cut_answer` keeps what precedes it)."""
     ids = [tokenizer.eos_id]
     suffix = template.assistant_suffix
     if not template.add_eos_after_assistant and suffix:
-        with_suffix, without = tokenizer.encode("x" + suffix, add_bos=False), tokenizer.encode("x", add_bos=False)
-        if len(with_suffix) == len(without) + 1 and with_suffix[:len(without)] == without:
-            ids.append(with_suffix[-1])
+        ids += [i for i in range(tokenizer.vocab_size) if i != tokenizer.eos_id and suffix in tokenizer.decode([i])]
     return ids
 
 

@@ -86,16 +86,19 @@ def run_chat(args) -> int:
                                  max_new_tokens=min(args.max_new_tokens, room), do_sample=args.temperature > 0,
                                  temperature=args.temperature or 1.0, eos_token_id=stops):
             token = int(step[0])
-            if token in stops:
+            if token == tokenizer.eos_id:
                 break
             if token >= tokenizer.vocab_size or token in special:  # a padded row without text, or <image>
                 continue
             new.append(token)
-            text = tokenizer.decode(new)
-            # Decode the whole answer (pieces join right); hold back a partial UTF-8 character.
+            # Decode the whole answer (pieces join right), up to a template's answer suffix (plain's
+            # newline, possibly inside the last piece); hold back a partial UTF-8 character.
+            text = cut_answer(template, tokenizer.decode(new))
             if text.startswith(printed) and not text.endswith("\ufffd"):
                 print(text[len(printed):], end="", flush=True)
                 printed = text
+            if token in stops:
+                break
         answer = cut_answer(template, tokenizer.decode(new))
         print(answer[len(printed):] if answer.startswith(printed) else "", flush=True)
         if answer.strip():

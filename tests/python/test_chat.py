@@ -100,9 +100,10 @@ def test_answers_of_a_template_without_eos_stop_at_its_suffix(tok):
     assert chat.stop_ids(plain, tok) == [tok.eos_id, newline]
     assert chat.stop_ids(v1, tok) == [tok.eos_id]
     assert chat.cut_answer(plain, "a sneaker\na shirt") == "a sneaker"
+    assert chat.cut_answer(plain, "a sneaker.\n") == "a sneaker."
     assert chat.cut_answer(v1, "a sneaker\na shirt") == "a sneaker\na shirt"
     # The prompt to caption from is the training prefix: bos and the image.
-    assert chat.prompt(plain, [{"from": "human", "value": "<image>\nDescribe it."}], tok, IMAGE, 2, images=1) == \
+    assert chat.prompt(plain, [{"from": "human", "value": "<image>"}], tok, IMAGE, 2, images=1) == \
         [tok.bos_id, IMAGE, IMAGE]
 
 
@@ -192,6 +193,46 @@ def _llava_preprocess_multimodal(conv):
             value = ("<image>\n" + value.replace("<image>", "").strip()).strip()
         out.append({**turn, "value": value})
     return out
+
+
+@pytest.mark.parametrize("conv, message", [
+    (CONV, r"takes one question and its answer .* got turns \['user', 'assistant', 'user', 'assistant'\]"),
+    ([{"from": "human", "value": "Describe fashion."}, {"from": "gpt", "value": "Shoes."}], "no image placeholder"),
+])
+def test_plain_refuses_what_llava_asserts_against(tok, conv, message):
+    """LLaVA's preprocess_plain asserts two turns and an image in the first: a second question was
+    dropped without a word, a text-only sample trained on its answer alone."""
+    images = sum(t["value"].count("<image>") for t in conv)
+    with pytest.raises(ValueError, match=message):
+        chat.render(chat.load_template("plain"), conv, tok, IMAGE, image_tokens=2, images=images)
+
+
+def test_a_plain_prompt_with_words_says_they_are_dropped(tok):
+    with pytest.warns(UserWarning, match="drops the question's words"):
+        ids = chat.prompt(chat.load_template("plain"), [{"from": "human", "value": "<image>\nWhat is it?"}], tok,
+                          IMAGE, 2, images=1)
+    assert ids == [tok.bos_id, IMAGE, IMAGE]
+
+
+def test_a_newline_merged_into_the_last_piece_ends_the_answer_too(tmp_path):
+    """A tokenizer trained on captions that end in ".\n" learns that pair as one piece: the caption's
+    last id is not the bare newline's, and generation must stop at the one the model learned."""
+    import random
+
+    from tessera.text import train_sentencepiece
+
+    rng = random.Random(0)
+    words = "a black cat white dog on the red mat small shirt blue shoe bag coat".split()
+    texts = [" ".join(rng.choice(words) for _ in range(6)).capitalize() + ".\n" for _ in range(3000)]
+    tok = train_sentencepiece(texts, str(tmp_path / "sp.model"), vocab_size=300)
+    plain = chat.load_template("plain")
+    image = tok.special_tokens["<image>"]
+    _, labels = chat.render(plain, [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": "A black cat."}],
+                            tok, image, 1, images=1)
+    last = [i for i in labels if i != chat.IGNORE][-1]
+    assert tok.decode([last]).endswith("\n") and tok.decode([last]) != "\n", "the tokenizer merged no newline"
+    assert last in chat.stop_ids(plain, tok)
+    assert chat.cut_answer(plain, tok.decode([i for i in labels if i != chat.IGNORE])) == "A black cat."
 
 
 @pytest.mark.parametrize("name", ["v1", "llava_v1"])

@@ -69,7 +69,9 @@ def _beit(vqkd_out, steps=30):
 
 
 def test_beit_predicts_visual_tokens(vqkd_run, tmp_path):
-    summary, model = fit(_beit(vqkd_run[0]), tmp_path)
+    # 60 steps: a k-means codebook spreads the tokens more evenly than random codes did, so the
+    # first loss sits near ln 64 and the drop to 0.8 of it takes longer than 30 steps.
+    summary, model = fit(_beit(vqkd_run[0], steps=60), tmp_path)
     assert model.config["vocab_size"] == 64
     assert summary["final_loss"] < 0.8 * summary["first_loss"], summary
     assert summary["token_accuracy"] > 3 / 64, summary  # chance is 1/64

@@ -130,6 +130,20 @@ def test_first_forward_starts_the_codebook_from_beit2_kmeans(n):
     assert torch.equal(q.embedding, after), "k-means runs once"
 
 
+def test_kmeans_start_does_not_depend_on_row_order_under_bf16_autocast():
+    """bf16 keys tie for rows that differ: the sort then kept the order they came in, which is how
+    the batch was split across ranks. The start is computed without autocast, keyed in float64."""
+    z = F.normalize(torch.randn(512, 8), dim=-1)
+    starts = []
+    for order in (torch.arange(512), torch.randperm(512, generator=torch.Generator().manual_seed(1))):
+        q = NormEMAQuantizer(32, 8, kmeans_init=True)
+        torch.manual_seed(0)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            q.kmeans_init_(z[order].to(torch.bfloat16))
+        starts.append(q.embedding.clone())
+    assert torch.equal(starts[0], starts[1])
+
+
 def test_kmeans_state_is_checkpointed_and_old_checkpoints_count_as_initialised():
     q = _quantizer(kmeans_init=True).train()
     q(torch.randn(2, 5, 4, dtype=F64))
@@ -159,6 +173,15 @@ def _ema_worker(rank, world, init_file, out_dir):
         torch.manual_seed(100 + rank)  # ranks' generators differ: rank 0's clustering is taken
         q(_batch(rank)[:1 + rank])  # ranks may hold different numbers of rows
         torch.save({"embedding": q.embedding}, os.path.join(out_dir, f"kmeans{rank}.pt"))
+        # Evaluation may run on one rank: an uninitialised codebook there is refused, never a wait
+        # on a gather the other ranks do not join.
+        if rank == 0:
+            fresh = _quantizer(kmeans_init=True).eval()
+            try:
+                fresh(_batch(rank))
+                raise AssertionError("an uninitialised codebook was used in evaluation")
+            except RuntimeError as e:
+                assert "not initialised" in str(e)
         q = _quantizer(dead_code_threshold=0.3).train()
         for _ in range(3):
             q(_batch(rank))

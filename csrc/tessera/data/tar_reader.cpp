@@ -6,7 +6,6 @@
 #include <zlib.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
 #include <fstream>
 
@@ -99,29 +98,78 @@ bool tar_name_is_safe(const std::string& name) {
   return true;
 }
 
-TarReader::TarReader(const std::string& path, TarLimits limits)
-    : path_(path), limits_(limits), in_(nullptr, &gzclose) {
-  unsigned char head[6] = {0, 0, 0, 0, 0, 0};
-  int64_t got = 0;
-  {
-    std::ifstream probe(path, std::ios::binary | std::ios::ate);
-    TORCH_CHECK_VALUE(probe.good(), path, ": cannot open the tar file");
-    file_size_ = static_cast<int64_t>(probe.tellg());
-    probe.seekg(0);
-    probe.read(reinterpret_cast<char*>(head), sizeof(head));
-    got = probe.gcount();
+// gzip through zlib's inflate, not gzread: gzread drops what it decompressed in a call that then
+// meets damage (up to its buffer, ~256 KiB of whole members), where this hands out every byte
+// before the damage. Concatenated gzip members read as one stream, as `gzip -d` reads them;
+// bytes after a member that do not start another end the stream.
+struct TarReader::Inflater {
+  z_stream strm{};
+  std::vector<unsigned char> in = std::vector<unsigned char>(size_t(1) << 16);
+  bool ended = false;
+  std::string error;  // why the data stopped short (damage, or the file's end)
+
+  Inflater() { TORCH_CHECK(inflateInit2(&strm, 15 + 16) == Z_OK, "zlib: cannot start a gzip decoder"); }
+  ~Inflater() { inflateEnd(&strm); }
+
+  bool refill(std::ifstream& file) {
+    if (strm.avail_in > 0) std::memmove(in.data(), strm.next_in, strm.avail_in);
+    file.read(reinterpret_cast<char*>(in.data()) + strm.avail_in,
+              static_cast<std::streamsize>(in.size() - strm.avail_in));
+    const auto got = static_cast<uInt>(file.gcount());
+    strm.next_in = in.data();
+    strm.avail_in += got;
+    return got > 0;
   }
+
+  int64_t read(std::ifstream& file, char* dst, int64_t n) {
+    int64_t total = 0;
+    while (total < n && !ended && error.empty()) {
+      if (strm.avail_in == 0 && !refill(file)) {
+        error = "the file ends inside the gzip data";
+        break;
+      }
+      const auto want = static_cast<uInt>(std::min<int64_t>(n - total, int64_t(1) << 30));
+      strm.next_out = reinterpret_cast<Bytef*>(dst + total);
+      strm.avail_out = want;
+      const int ret = inflate(&strm, Z_NO_FLUSH);
+      total += want - strm.avail_out;
+      if (ret == Z_STREAM_END) {
+        if (strm.avail_in < 2) refill(file);
+        if (strm.avail_in >= 2 && strm.next_in[0] == 0x1f && strm.next_in[1] == 0x8b) {
+          inflateReset(&strm);
+        } else {
+          ended = true;
+        }
+      } else if (ret != Z_OK && ret != Z_BUF_ERROR) {
+        error = std::string("zlib: ") + (strm.msg ? strm.msg : "error " + std::to_string(ret));
+      }
+    }
+    return total;
+  }
+};
+
+TarReader::~TarReader() = default;
+
+TarReader::TarReader(const std::string& path, TarLimits limits) : path_(path), limits_(limits) {
+  in_.open(path, std::ios::binary | std::ios::ate);
+  TORCH_CHECK_VALUE(in_.good(), path, ": cannot open the tar file");
+  file_size_ = static_cast<int64_t>(in_.tellg());
+  in_.seekg(0);
+  unsigned char head[6] = {0, 0, 0, 0, 0, 0};
+  in_.read(reinterpret_cast<char*>(head), sizeof(head));
+  const int64_t got = in_.gcount();
+  in_.clear();
+  in_.seekg(0);
   compressed_ = got >= 2 && head[0] == 0x1f && head[1] == 0x8b;
   if (const std::string what = not_a_tar(head, got); !what.empty()) {
     problem("", what);
     done_ = true;
     return;
   }
-  // zlib reads a plain file as it is (and seeks it directly), so one stream serves both kinds.
-  in_.reset(gzopen(path.c_str(), "rb"));
-  TORCH_CHECK_VALUE(in_ != nullptr, path, ": cannot open the tar file (", std::strerror(errno), ")");
-  gzbuffer(in_.get(), 1 << 17);
-  if (compressed_) file_size_ = -1;
+  if (compressed_) {
+    gz_ = std::make_unique<Inflater>();
+    file_size_ = -1;
+  }
 }
 
 void TarReader::problem(const std::string& member, const std::string& what) {
@@ -155,20 +203,16 @@ std::string TarReader::at_byte(int64_t at) const {
 
 int64_t TarReader::read(char* dst, int64_t n) {
   int64_t total = 0;
-  while (total < n && !done_) {
-    const auto want = static_cast<unsigned>(std::min<int64_t>(n - total, int64_t(1) << 30));
-    const int got = gzread(in_.get(), dst + total, want);
-    if (got > 0) total += got;
-    if (got < static_cast<int>(want)) {
-      int err = Z_OK;
-      const char* msg = gzerror(in_.get(), &err);
-      if (err != Z_OK && err != Z_STREAM_END) {
-        problem("", "corrupt or truncated gzip data at " + at_byte(pos_ + total) + " after " +
-                        std::to_string(members_) + " members (zlib: " + msg + "); the rest is not read");
-        done_ = true;
-      }
-      break;
+  if (gz_) {
+    total = gz_->read(in_, dst, n);
+    if (!gz_->error.empty() && !done_) {
+      problem("", "corrupt or truncated gzip data at " + at_byte(pos_ + total) + " after " +
+                      std::to_string(members_) + " members (" + gz_->error + "); the rest is not read");
+      done_ = true;
     }
+  } else {
+    in_.read(dst, static_cast<std::streamsize>(n));
+    total = in_.gcount();
   }
   pos_ += total;
   return total;
@@ -188,8 +232,9 @@ bool TarReader::read_block(char* block) { return read(block, kBlock) == kBlock; 
 bool TarReader::skip(const std::string& member, int64_t bytes) {
   const int64_t at = pos_;
   if (bytes >= 0 && bytes <= remaining()) {
-    if (!compressed_) {  // a plain file is seeked
-      if (gzseek(in_.get(), static_cast<z_off_t>(bytes), SEEK_CUR) >= 0) {
+    if (!gz_) {  // a plain file is seeked
+      in_.seekg(bytes, std::ios::cur);
+      if (in_.good()) {
         pos_ += bytes;
         return true;
       }

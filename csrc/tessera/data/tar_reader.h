@@ -11,11 +11,10 @@
 //     for (auto& p : tar.problems()) log(p);   // "shard-00000.tar: member 'x': ..."
 #pragma once
 #include <cstdint>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
-
-struct gzFile_s;  // zlib's stream (zlib.h stays out of the installed headers)
 
 namespace tessera::data {
 
@@ -32,6 +31,7 @@ class TarReader {
  public:
   /// Opens `path`; throws c10::ValueError when it cannot be opened.
   explicit TarReader(const std::string& path, TarLimits limits = {});
+  ~TarReader();
 
   /// The next regular file member (directories, links and pax/GNU records are consumed). False
   /// at the end of the archive, or after a problem that makes the rest unreadable.
@@ -65,7 +65,9 @@ class TarReader {
 
   std::string path_;
   TarLimits limits_;
-  std::unique_ptr<gzFile_s, int (*)(gzFile_s*)> in_;
+  struct Inflater;  // zlib's inflate over `in_` (zlib.h stays out of the installed headers)
+  std::ifstream in_;
+  std::unique_ptr<Inflater> gz_;  // set for a gzip file
   bool compressed_ = false;
   int64_t file_size_ = 0;  // of a plain file; -1 for gzip
   int64_t pos_ = 0;        // bytes of the tar stream consumed

@@ -98,6 +98,11 @@ class NormEMAQuantizer(nn.Module):
         z = F.normalize(z, dim=-1)
         flat = z.reshape(-1, self.dim)
         if not bool(self.initted):  # BEiT v2 clusters the first batch it sees, in any mode
+            if _distributed() and not self.training:
+                # Evaluation may run on rank 0 alone, where gathering the ranks' rows would wait
+                # for ranks that never come.
+                raise RuntimeError("the VQ-KD codebook is not initialised: under torch.distributed, k-means runs on "
+                                   "the first training batch (were all steps so far skipped?)")
             self.kmeans_init_(flat.detach())
         codebook = self.embedding.to(flat.dtype)
         indices = (flat @ codebook.t()).argmax(-1)  # nearest code by cosine similarity
@@ -130,12 +135,14 @@ class NormEMAQuantizer(nn.Module):
         """Starts the codebook from spherical k-means over `flat` [n, dim] (unit rows): every rank's
         rows gathered and put in one order, rank 0 clusters, all take its codebook. The EMA counts stay at zero, as in
         BEiT v2 (its k-means sizes go to a statistic nothing reads)."""
-        rows = (_gather_rows(flat) if _distributed() else flat).to(self.embedding.dtype)
-        # Rows in an order of their own (by a fixed projection), so that the clustering depends on
-        # the batch, not on how it was split across ranks: two ranks start where one process does.
-        key = torch.linspace(1.0, 2.0, self.dim, dtype=rows.dtype, device=rows.device)
-        rows = rows[torch.argsort(rows @ key, stable=True)]
-        means = spherical_kmeans(rows, self.codebook_size, generator=generator)[0]
+        with torch.autocast(flat.device.type, enabled=False):  # bf16 keys tie and reorder rows
+            rows = (_gather_rows(flat) if _distributed() else flat).to(self.embedding.dtype)
+            # Rows in an order of their own (by a fixed projection, in float64 so that only equal
+            # rows tie), so that the clustering depends on the batch, not on how it was split
+            # across ranks: two ranks start where one process does.
+            key = torch.linspace(1.0, 2.0, self.dim, dtype=torch.float64, device=rows.device)
+            rows = rows[torch.argsort(rows.double() @ key, stable=True)]
+            means = spherical_kmeans(rows, self.codebook_size, generator=generator)[0]
         self.embedding.copy_(means.to(self.embedding))
         if _distributed():
             dist.broadcast(self.embedding, 0)

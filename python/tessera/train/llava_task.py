@@ -313,8 +313,10 @@ class LlavaTask(Task):
                              num_beams=1, repetition_penalty=1.0, min_new_tokens=0,
                              eos_token_id=stops, pad_token_id=0)
         answers = []
+        eos = self.tokenizer.eos_id
         for row in out[:, width:].tolist():
-            end = next((i for i, t in enumerate(row) if t in stops), len(row))
+            # After eos come pads; another stop id carries the answer's end (cut_answer cuts there).
+            end = next((i + (t != eos) for i, t in enumerate(row) if t in stops), len(row))
             # A model may have more rows than the tokenizer has pieces (a padded vocabulary): those
             # ids have no text.
             text = self.tokenizer.decode([t for t in row[:end] if t < self.tokenizer.vocab_size])
