@@ -133,8 +133,8 @@ class NormEMAQuantizer(nn.Module):
     @torch.no_grad()
     def kmeans_init_(self, flat: torch.Tensor, generator: Optional[torch.Generator] = None) -> None:
         """Starts the codebook from spherical k-means over `flat` [n, dim] (unit rows): every rank's
-        rows gathered and put in one order, rank 0 clusters, all take its codebook. The EMA counts stay at zero, as in
-        BEiT v2 (its k-means sizes go to a statistic nothing reads)."""
+        rows gathered and put in one order, rank 0 clusters, all take its codebook. The EMA counts
+        stay at zero, as in BEiT v2 (its k-means sizes go to a statistic nothing reads)."""
         with torch.autocast(flat.device.type, enabled=False):  # bf16 keys tie and reorder rows
             rows = (_gather_rows(flat) if _distributed() else flat).to(self.embedding.dtype)
             # Rows in an order of their own (by a fixed projection, in float64 so that only equal
