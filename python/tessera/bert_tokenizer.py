@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import torch
 
 from tessera import _C
+from tessera.bert_pairs import cut, join_pair, pair_lengths
 from tessera.text import Texts, _as_ids, _as_text, _token_list
 
 __all__ = ["BertTokenizer", "BertEncoding"]
@@ -60,8 +61,10 @@ class BertTokenizer:
         tok.decode(batch.input_ids[0], skip_special_tokens=True)      # 'a photo of a cat'
 
     Differences from transformers: ``return_tensors`` defaults to ``"pt"``; a ``max_length``
-    too small for ``[CLS]`` and ``[SEP]`` is refused rather than ignored; text pairs,
-    offsets and overflowing tokens are not offered.
+    too small for ``[CLS]`` and ``[SEP]`` is refused rather than ignored; offsets and
+    overflowing tokens are not offered. Pairs (``tok(questions, contexts)`` or a batch of
+    tuples) give ``[CLS] a [SEP] b [SEP]`` with token types 0 and 1, cut as transformers cuts
+    them (``longest_first``, ``only_first``, ``only_second``).
     """
 
     def __init__(
@@ -189,7 +192,7 @@ class BertTokenizer:
     def __call__(
         self,
         text: Texts,
-        text_pair: None = None,
+        text_pair: Optional[Texts] = None,
         add_special_tokens: bool = True,
         padding: Union[bool, str] = False,
         truncation: Union[bool, str, None] = None,
@@ -200,8 +203,9 @@ class BertTokenizer:
         return_token_type_ids: bool = True,
         return_attention_mask: bool = True,
     ) -> BertEncoding:
-        """transformers' ``__call__`` for one text or a batch: ``input_ids``, ``token_type_ids``
-        (zeros) and ``attention_mask``; LongTensors [N, L] (``return_tensors="pt"``, [1, L] for
+        """transformers' ``__call__`` for one text or a batch (or pairs: ``text_pair``, or a batch
+        of (a, b) tuples): ``input_ids``, ``token_type_ids`` (zeros; 1 on a pair's second text)
+        and ``attention_mask``; LongTensors [N, L] (``return_tensors="pt"``, [1, L] for
         one str) or lists (``return_tensors=None``).
 
         padding: False, True / "longest" (to the longest row) or "max_length".
@@ -209,7 +213,6 @@ class BertTokenizer:
             ``[CLS]`` and ``[SEP]`` included (``truncation_side`` says which end goes); None
             truncates when ``max_length`` is given without padding, as transformers does.
         """
-        _no_pairs(text_pair)
         single = isinstance(text, str)
         if not single and not isinstance(text, (list, tuple)):
             text = list(text)
@@ -220,6 +223,14 @@ class BertTokenizer:
         if return_tensors not in (None, "pt"):
             raise ValueError(f"return_tensors must be 'pt' or None, got {return_tensors!r}")
         texts = [text] if single else text
+        pairs = _pair_texts(texts, text_pair, single)
+        if pairs is not None:
+            strategy = "longest_first" if truncation in (True, None) else truncation
+            ids, types = self._encode_pairs(*pairs, add_special_tokens, trunc, strategy, max_length)
+            return self._padded(ids, types, single, pad, max_length, pad_to_multiple_of, side, return_tensors,
+                                return_token_type_ids, return_attention_mask)
+        if truncation == "only_second":
+            raise ValueError("truncation='only_second' needs a text pair")
         cut = max_length if trunc else -1
         left = self.truncation_side == "left"
         if return_tensors is None and pad is not None:
@@ -256,6 +267,54 @@ class BertTokenizer:
             out["attention_mask"] = mask
         return out
 
+    def _encode_pairs(self, firsts: List[str], seconds: List[str], special: bool, trunc: bool, strategy: str,
+                      max_length: Optional[int]):
+        """Ids and token types of each pair, cut to max_length as BertTokenizerFast cuts them."""
+        a_ids = self._impl.encode_batch(firsts, False, -1, False)
+        b_ids = self._impl.encode_batch(seconds, False, -1, False)
+        extra = 3 if special else 0
+        if trunc and max_length < extra:
+            raise ValueError(f"max_length {max_length} is shorter than a pair's {extra} special tokens")
+        left = self.truncation_side == "left"
+        ids, types = [], []
+        for a, b in zip(a_ids, b_ids):
+            if trunc:
+                n1, n2 = pair_lengths(len(a), len(b), max_length - extra, strategy)
+                a, b = cut(a, n1, left), cut(b, n2, left)
+            row, kind = join_pair(a, b, self.cls_token_id, self.sep_token_id, special)
+            ids.append(row)
+            types.append(kind)
+        return ids, types
+
+    def _padded(self, ids, types, single, pad, max_length, pad_to_multiple_of, side, return_tensors,
+                return_token_type_ids, return_attention_mask) -> BertEncoding:
+        """Rows of ids padded as transformers pads them (token type 0 on padding), as lists or a
+        LongTensor."""
+        mask = [[1] * len(row) for row in ids]
+        if pad is not None:
+            width = max(map(len, ids), default=0) if pad != "max_length" else max_length
+            if pad_to_multiple_of:
+                width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+
+            def put(row, value):
+                fill = [value] * max(0, width - len(row))
+                return fill + row if side == "left" else row + fill
+            ids = [put(r, self.pad_token_id) for r in ids]
+            types, mask = [put(r, 0) for r in types], [put(r, 0) for r in mask]
+        if return_tensors == "pt":
+            if len({len(r) for r in ids}) > 1:
+                raise ValueError(f"rows of {min(map(len, ids))} to {max(map(len, ids))} tokens make no tensor: pass "
+                                 "padding=True (or truncation with padding='max_length')")
+            ids, types, mask = (torch.tensor(x, dtype=torch.long).view(len(x), -1) for x in (ids, types, mask))
+        elif single:
+            ids, types, mask = ids[0], types[0], mask[0]
+        out = BertEncoding(input_ids=ids)
+        if return_token_type_ids:
+            out["token_type_ids"] = types
+        if return_attention_mask:
+            out["attention_mask"] = mask
+        return out
+
     def _strategies(self, padding, truncation, max_length, pad_to_multiple_of):
         """transformers' _get_padding_truncation_strategies: (pad None|"longest"|"max_length",
         truncate bool, max_length)."""
@@ -269,13 +328,13 @@ class BertTokenizer:
             pad = "max_length"
         else:
             raise ValueError(f"padding must be True, False, 'longest', 'max_length' or 'do_not_pad', got {padding!r}")
-        if truncation is True or truncation in ("longest_first", "only_first"):
+        if truncation is True or truncation in ("longest_first", "only_first", "only_second"):
             trunc = True
         elif truncation is None or truncation is False or truncation == "do_not_truncate":
             trunc = False
         else:
-            raise ValueError(f"truncation must be True, False, 'longest_first', 'only_first' or "
-                             f"'do_not_truncate' (no text pairs here), got {truncation!r}")
+            raise ValueError(f"truncation must be True, False, 'longest_first', 'only_first', 'only_second' or "
+                             f"'do_not_truncate', got {truncation!r}")
         if max_length is None:
             if pad == "max_length":
                 if self.model_max_length is None:
@@ -298,11 +357,16 @@ class BertTokenizer:
                              f"is not a multiple of pad_to_multiple_of ({pad_to_multiple_of}).")
         return pad, trunc, max_length
 
-    def encode(self, text: str, text_pair: None = None, add_special_tokens: bool = True,
+    def encode(self, text: str, text_pair: Optional[str] = None, add_special_tokens: bool = True,
                truncation: Union[bool, str, None] = None, max_length: Optional[int] = None) -> List[int]:
-        """Ids of one text: ``[CLS]``, its WordPieces, ``[SEP]``."""
-        _no_pairs(text_pair)
+        """Ids of one text: ``[CLS]``, its WordPieces, ``[SEP]``; of a pair ``[CLS] a [SEP] b [SEP]``."""
         _, trunc, max_length = self._strategies(False, truncation, max_length, None)
+        if text_pair is not None:
+            strategy = "longest_first" if truncation in (True, None) else truncation
+            return self._encode_pairs(*_pair_texts([text], text_pair, True), add_special_tokens, trunc, strategy,
+                                      max_length)[0][0]
+        if truncation == "only_second":
+            raise ValueError("truncation='only_second' needs a text pair")
         return self._impl.encode(_as_text(text), add_special_tokens, max_length if trunc else -1,
                                  self.truncation_side == "left")
 
@@ -446,11 +510,20 @@ _CONFIG_TYPES = {"do_lower_case": (bool,), "tokenize_chinese_chars": (bool,), "c
                  "extra_special_tokens": (list, dict)}
 
 
-def _no_pairs(text_pair) -> None:
-    """Sentence pairs ([CLS] a [SEP] b [SEP], token types 0 and 1) are not supported; a second
-    positional string landed in add_special_tokens."""
-    if text_pair is not None:
-        raise ValueError("BertTokenizer: text pairs (text_pair) are not supported; encode each text on its own")
+def _pair_texts(texts: Sequence, text_pair, single: bool):
+    """(firsts, seconds) when the call encodes pairs — `text_pair` beside `text`, or a batch of
+    (a, b) tuples as transformers takes them — else None."""
+    if text_pair is None:
+        if not single and texts and all(isinstance(t, (tuple, list)) for t in texts):
+            if any(len(t) != 2 for t in texts):
+                raise ValueError("a batch of pairs holds (text, text_pair) tuples of two strings")
+            return [_as_text(t[0]) for t in texts], [_as_text(t[1]) for t in texts]
+        return None
+    seconds = [text_pair] if single and isinstance(text_pair, str) else text_pair
+    if single != isinstance(text_pair, str) or not isinstance(seconds, (list, tuple)) or len(seconds) != len(texts):
+        raise ValueError(f"text_pair must match text: a str for a str, a list of {len(texts)} for a list of "
+                         f"{len(texts)}, got {type(text_pair).__name__}")
+    return [_as_text(t) for t in texts], [_as_text(t) for t in seconds]
 
 
 def _check_config_types(config: Dict[str, Any], path) -> None:

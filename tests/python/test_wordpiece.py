@@ -239,10 +239,9 @@ def test_decode_equals_transformers(uncased_folder, cased_folder, texts):
                 hf.batch_decode(noise, skip_special_tokens=skip, clean_up_tokenization_spaces=True)
 
 
-def test_list_padding_special_order_and_pairs_as_transformers(uncased_folder, texts):
+def test_list_padding_and_special_order_as_transformers(uncased_folder, texts):
     """Lists padded to max_length keep a longer row as it is (it was an error); the special
-    tokens come in transformers' order; a pair is refused by name (the second string landed in
-    add_special_tokens)."""
+    tokens come in transformers' order."""
     hf, ours = hf_bert(uncased_folder), tt.BertTokenizer.from_pretrained(uncased_folder)
     batch = [t for t in texts[:400] if t] + ["a"]
     for kw in (dict(padding="max_length", max_length=12), dict(padding="max_length", max_length=12,
@@ -252,9 +251,54 @@ def test_list_padding_special_order_and_pairs_as_transformers(uncased_folder, te
         got = ours(batch, return_tensors=None, **kw)
         assert got["input_ids"] == want["input_ids"] and got["attention_mask"] == want["attention_mask"], kw
     assert ours.all_special_tokens == hf.all_special_tokens and ours.all_special_ids == hf.all_special_ids
-    for call in (lambda: ours("what is it", "a cat"), lambda: ours.encode("what is it", "a cat")):
-        with pytest.raises(ValueError, match="text pairs"):
-            call()
+
+
+@pytest.mark.parametrize("kw", [
+    {}, dict(truncation=True, max_length=24), dict(truncation="longest_first", max_length=9),
+    dict(truncation="only_first", max_length=40, padding="max_length"), dict(truncation="only_second", max_length=40),
+    dict(truncation=True, max_length=17, padding=True, padding_side="left"), dict(add_special_tokens=False),
+    dict(truncation=True, max_length=5), dict(truncation=True, max_length=3),
+])
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_pairs_equal_transformers(uncased_folder, texts, kw, side):
+    """[CLS] a [SEP] b [SEP], token types 0 then 1, and the truncation strategies of `tokenizers`
+    (how many ids of each text survive), on 300 real pairs of every length relation."""
+    hf = hf_bert(uncased_folder, truncation_side=side)
+    ours = tt.BertTokenizer.from_pretrained(uncased_folder)
+    ours.truncation_side = side
+    lines = [t for t in texts if t][:600]
+    firsts, seconds = lines[:300], lines[300:]
+    if kw.get("truncation", "") in ("only_first", "only_second"):  # keep pairs the strategy can cut
+        which = 0 if kw["truncation"] == "only_first" else 1
+        keep = [i for i in range(300) if len(hf((firsts[i], seconds[i])[which], add_special_tokens=False)["input_ids"])
+                >= len(hf(firsts[i], seconds[i])["input_ids"]) - kw["max_length"]]
+        firsts, seconds = [firsts[i] for i in keep], [seconds[i] for i in keep]
+    want = hf(firsts, seconds, **kw)
+    for got in (ours(firsts, seconds, return_tensors=None, **kw),
+                ours(list(zip(firsts, seconds)), return_tensors=None, **kw)):
+        for key in ("input_ids", "token_type_ids", "attention_mask"):
+            assert got[key] == want[key], (key, kw)
+    if "padding" not in kw:  # encode gives the row unpadded
+        enc_kw = {k: v for k, v in kw.items() if k in ("truncation", "max_length", "add_special_tokens")}
+        assert ours.encode(firsts[7], seconds[7], **enc_kw) == want["input_ids"][7]
+    one = ours(firsts[0], seconds[0], **{k: v for k, v in kw.items() if k != "padding_side"})
+    assert one["input_ids"].shape[0] == 1 and one["token_type_ids"].dtype == torch.long
+
+
+def test_bad_pairs_are_refused_by_name(uncased_folder):
+    ours = tt.BertTokenizer.from_pretrained(uncased_folder)
+    with pytest.raises(ValueError, match="text_pair must match text"):
+        ours(["a", "b"], ["c"])
+    with pytest.raises(ValueError, match="text_pair must match text"):
+        ours("a", ["c"])
+    with pytest.raises(ValueError, match="only_first.*too few to cut"):
+        ours("a", "the quick brown fox jumps over the lazy dog " * 3, truncation="only_first", max_length=8)
+    with pytest.raises(ValueError, match="needs a text pair"):
+        ours("a cat", truncation="only_second", max_length=8)
+    with pytest.raises(ValueError, match="make no tensor: pass padding=True"):
+        ours(["a", "a b c d"], ["c", "d"])
+    with pytest.raises(ValueError, match="shorter than a pair's 3 special tokens"):
+        ours("a", "b", truncation=True, max_length=2)
 
 
 # ---- special tokens -------------------------------------------------------------------------
