@@ -233,39 +233,15 @@ class BertTokenizer:
             raise ValueError("truncation='only_second' needs a text pair")
         cut = max_length if trunc else -1
         left = self.truncation_side == "left"
-        if return_tensors is None and pad is not None:
-            # Lists: a row longer than the padding length stays as it is (transformers); tensors
-            # need one width, so there it is an error.
-            ids = self._impl.encode_batch(texts, add_special_tokens, cut, left)
-            width = max(map(len, ids), default=0) if pad != "max_length" else max_length
-            if pad_to_multiple_of:
-                width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
-            fill = [[self.pad_token_id] * max(0, width - len(row)) for row in ids]
-            mask = [[0] * len(f) + [1] * len(r) if side == "left" else [1] * len(r) + [0] * len(f)
-                    for r, f in zip(ids, fill)]
-            ids = [f + r if side == "left" else r + f for r, f in zip(ids, fill)]
-            types = [[0] * len(row) for row in ids]
-        elif return_tensors == "pt" or pad is not None:
+        if return_tensors == "pt":  # padded in C++
             pad_to = -1 if pad is None else (max_length if pad == "max_length" else 0)
             ids, mask = self._impl.encode_padded(texts, add_special_tokens, cut, left, pad_to,
                                                  pad_to_multiple_of or 0, side == "left")
-            if return_tensors is None:
-                ids, mask = ids.tolist(), mask.tolist()
-                types = [[0] * len(row) for row in ids]
-            else:
-                types = torch.zeros_like(ids)
-        else:
-            ids = self._impl.encode_batch(texts, add_special_tokens, cut, left)
-            mask = [[1] * len(row) for row in ids]
-            types = [[0] * len(row) for row in ids]
-        if single and return_tensors is None:
-            ids, mask, types = ids[0], mask[0], types[0]
-        out = BertEncoding(input_ids=ids)
-        if return_token_type_ids:
-            out["token_type_ids"] = types
-        if return_attention_mask:
-            out["attention_mask"] = mask
-        return out
+            return _encoding(ids, torch.zeros_like(ids), mask, return_token_type_ids, return_attention_mask)
+        # Lists: a row longer than the padding length stays as it is (transformers).
+        ids = self._impl.encode_batch(texts, add_special_tokens, cut, left)
+        return self._padded(ids, [[0] * len(row) for row in ids], single, pad, max_length, pad_to_multiple_of, side,
+                            None, return_token_type_ids, return_attention_mask)
 
     def _encode_pairs(self, firsts: List[str], seconds: List[str], special: bool, trunc: bool, strategy: str,
                       max_length: Optional[int]):
@@ -308,12 +284,7 @@ class BertTokenizer:
             ids, types, mask = (torch.tensor(x, dtype=torch.long).view(len(x), -1) for x in (ids, types, mask))
         elif single:
             ids, types, mask = ids[0], types[0], mask[0]
-        out = BertEncoding(input_ids=ids)
-        if return_token_type_ids:
-            out["token_type_ids"] = types
-        if return_attention_mask:
-            out["attention_mask"] = mask
-        return out
+        return _encoding(ids, types, mask, return_token_type_ids, return_attention_mask)
 
     def _strategies(self, padding, truncation, max_length, pad_to_multiple_of):
         """transformers' _get_padding_truncation_strategies: (pad None|"longest"|"max_length",
@@ -508,6 +479,15 @@ _CONFIG_TYPES = {"do_lower_case": (bool,), "tokenize_chinese_chars": (bool,), "c
                  "strip_accents": (bool, type(None)), "padding_side": (str,), "truncation_side": (str,),
                  "added_tokens_decoder": (dict,), "additional_special_tokens": (list,),
                  "extra_special_tokens": (list, dict)}
+
+
+def _encoding(ids, types, mask, with_types: bool, with_mask: bool) -> BertEncoding:
+    out = BertEncoding(input_ids=ids)
+    if with_types:
+        out["token_type_ids"] = types
+    if with_mask:
+        out["attention_mask"] = mask
+    return out
 
 
 def _pair_texts(texts: Sequence, text_pair, single: bool):
