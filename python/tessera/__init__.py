@@ -40,7 +40,7 @@ def library_dir() -> str:
     return _os.path.join(_HERE, "lib")
 
 
-_SUBPACKAGES = ("data", "eval", "losses", "ops", "train", "viz", "cli")
+_SUBPACKAGES = ("data", "eval", "losses", "ops", "train", "viz", "cli", "quantization", "plan")
 
 
 def __getattr__(name: str):

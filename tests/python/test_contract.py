@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from tessera import registry
+from tessera.models.outputs import ModelOutput
 from _clip_reference import pixel_batch, text_batch, tiny_config
 
 transformers = pytest.importorskip("transformers")
@@ -229,3 +230,23 @@ def test_functional_call_of_every_parameter_trains_them_and_leaves_the_model_as_
         copied = copy.deepcopy(model)
         torch.testing.assert_close(objective(copied(**inputs)), base, atol=1e-6, rtol=1e-6)
         torch.testing.assert_close(objective(model(**inputs)), base, atol=1e-6, rtol=1e-6)
+
+
+def _outputs(value):
+    if isinstance(value, ModelOutput):
+        yield value
+        for v in value.values():
+            yield from _outputs(v)
+
+
+def test_every_output_declares_its_fields(example):
+    """A model's outputs name every field they hold, so a misspelt attribute is an AttributeError
+    (it read as None) and an uncomputed declared one reads None, as transformers' outputs do."""
+    cls, config, inputs, _ = example
+    with torch.no_grad():
+        out = cls(config).eval()(**inputs)
+    for o in _outputs(out):
+        assert o.fields, f"{type(o).__name__} declares no fields"
+        assert set(o.keys()) <= set(o.fields), (type(o).__name__, sorted(set(o.keys()) - set(o.fields)))
+        with pytest.raises(AttributeError, match="has no field 'not_a_field'"):
+            o.not_a_field

@@ -240,6 +240,23 @@ def test_add_model_config_registers_a_checked_variant(tmp_path):
         tessera.add_model_config(str(other))
 
 
+def test_add_model_config_takes_a_clip_variant_as_open_clip_does(tmp_path):
+    """The first thing an open_clip user adds is a CLIP config: CLIPModel named no family, so every
+    CLIP file was refused ("not a C++ family model")."""
+    import json
+    import pathlib
+
+    shipped = pathlib.Path(tessera.__file__).parent / "share" / "tessera" / "models" / "clip" / "configs"
+    config = json.loads((shipped / "ViT-B-32.json").read_text())
+    config["vision_config"].update(num_hidden_layers=1, hidden_size=32, intermediate_size=64, num_attention_heads=2)
+    config["text_config"].update(num_hidden_layers=1, hidden_size=32, intermediate_size=64, num_attention_heads=2)
+    config["projection_dim"] = 16
+    (tmp_path / "ViT-tiny-user.json").write_text(json.dumps(config))
+    assert tessera.add_model_config(str(tmp_path)) == ["ViT-tiny-user"]
+    model = tessera.create_model("ViT-tiny-user")
+    assert isinstance(model, tessera.CLIPModel) and model.config["projection_dim"] == 16
+
+
 def test_add_model_config_is_all_or_none_and_names_are_usable(tmp_path):
     """A folder was registered file by file: a bad second file left the first registered, and
     the retry then failed with "registered twice". Names nobody could type (`.json`, ` a .json`)

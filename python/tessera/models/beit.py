@@ -25,10 +25,12 @@ BeitAttention = node_class("BeitAttention")
 
 class BeitModelOutputWithPooling(ModelOutput):
     """last_hidden_state, pooler_output, hidden_states."""
+    fields = ("last_hidden_state", "pooler_output", "hidden_states", "attentions")
 
 
 class MaskedLMOutput(ModelOutput):
     """loss, logits, hidden_states."""
+    fields = ("loss", "logits", "hidden_states", "attentions")
 
 
 def _check(pixel_values, **optional) -> None:

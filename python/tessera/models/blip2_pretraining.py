@@ -35,6 +35,7 @@ from .outputs import ModelOutput
 
 class Blip2PretrainingOutput(ModelOutput):
     """loss_itc, loss_itm (means), lm_loss_sum / lm_tokens (ITG token loss), sim_i2t, sim_t2i."""
+    fields = ("loss_itc", "loss_itm", "lm_loss_sum", "lm_tokens", "sim_i2t", "sim_t2i")
 
 
 def stage1_mask(pass_name: str, num_queries: int, text_mask: torch.Tensor) -> torch.Tensor:

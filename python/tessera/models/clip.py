@@ -71,6 +71,7 @@ class CLIPModel(CppModule, PreTrainedModel):
 
     model_type = "clip"
     architecture = "CLIPModel"
+    _family = _C.clip  # its named variants (ViT-B-32, ...) and add_model_config's strict check
 
     def __init__(self, config: Optional[Dict[str, Any]] = None):
         config = dict(config or {})

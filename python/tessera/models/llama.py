@@ -38,6 +38,8 @@ UNSET = _Unset()
 
 class CausalLMOutputWithPast(ModelOutput):
     """loss, logits, hidden_states, loss_sum, num_tokens."""
+    fields = ("loss", "logits", "past_key_values", "hidden_states", "attentions", "loss_sum", "num_tokens",
+              "image_hidden_states")
 
 
 def _check(**tensors) -> None:

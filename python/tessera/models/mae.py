@@ -25,10 +25,12 @@ ViTMAEAttention = node_class("ViTMAEAttention")
 
 class ViTMAEModelOutput(ModelOutput):
     """last_hidden_state, mask, ids_restore, hidden_states."""
+    fields = ("last_hidden_state", "mask", "ids_restore", "hidden_states", "attentions")
 
 
 class ViTMAEForPreTrainingOutput(ModelOutput):
     """loss, logits, mask, ids_restore, hidden_states."""
+    fields = ("loss", "logits", "mask", "ids_restore", "hidden_states", "attentions")
 
 
 def _check_pixels(pixel_values, noise) -> None:

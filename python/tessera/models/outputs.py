@@ -8,7 +8,7 @@ output class is a pytree node, as transformers registers its ModelOutputs, so FS
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 import torch.utils._pytree as pytree
 
@@ -16,7 +16,12 @@ _CLASSES: Dict[str, type] = {}
 
 
 class ModelOutput(OrderedDict):
-    """Like transformers' ModelOutput: `out.loss`, `out["loss"]`, and `out.to_tuple()`."""
+    """Like transformers' ModelOutput: `out.loss`, `out["loss"]`, `out[0]` (the first field that
+    is set) and `out.to_tuple()`. A declared field that was not computed reads as None; a name the
+    class does not declare is an AttributeError (a typo returned None)."""
+
+    #: the field names, transformers' (and tessera's additions); empty: not declared (lenient)
+    fields: Tuple[str, ...] = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -32,9 +37,15 @@ class ModelOutput(OrderedDict):
         try:
             return self[name]
         except KeyError:
-            if name.startswith("__"):
-                raise AttributeError(name) from None
+            if name.startswith("__") or (self.fields and name not in self.fields):
+                raise AttributeError(f"{type(self).__name__} has no field {name!r}"
+                                     + (f" (fields: {', '.join(self.fields)})" if self.fields else "")) from None
             return None  # HF returns None for fields that were not computed
+
+    def __getitem__(self, key):
+        if isinstance(key, (int, slice)):
+            return self.to_tuple()[key]
+        return super().__getitem__(key)
 
     def __setattr__(self, name: str, value: Any) -> None:
         self[name] = value
@@ -45,15 +56,25 @@ class ModelOutput(OrderedDict):
 
 class BaseModelOutputWithPooling(ModelOutput):
     """last_hidden_state, pooler_output, hidden_states."""
+    fields = ("last_hidden_state", "pooler_output", "hidden_states", "attentions")
 
 
 class CLIPOutput(ModelOutput):
     """loss, logits_per_image, logits_per_text, text_embeds, image_embeds,
     text_model_output, vision_model_output."""
+    fields = ("loss", "logits_per_image", "logits_per_text", "text_embeds", "image_embeds", "text_model_output",
+              "vision_model_output")
+
+
+class Blip2ImageTextMatchingModelOutput(ModelOutput):
+    """logits_per_image, logits_per_text, text_embeds, image_embeds (ITC; ITM logits when asked)."""
+    fields = ("itm_score", "logits_per_image", "logits_per_text", "text_embeds", "image_embeds",
+              "text_model_output", "vision_model_output")
 
 
 class IntermediatesOutput(ModelOutput):
     """last_hidden_state, intermediates (timm's forward_intermediates)."""
+    fields = ("last_hidden_state", "intermediates")
 
 
 def make_output(d: Dict[str, Any]) -> ModelOutput:

@@ -36,6 +36,7 @@ _DEFAULTS = dict(codebook_size=8192, codebook_dim=32, teacher_dim=512, decay=0.9
 
 class VQKDOutput(ModelOutput):
     """loss, rec_loss, commit_loss, indices, reconstruction."""
+    fields = ("loss", "rec_loss", "commit_loss", "indices", "reconstruction")
 
 
 def _task_layer(dim_in: int, dim_out: int) -> nn.Sequential:
