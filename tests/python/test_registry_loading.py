@@ -298,3 +298,23 @@ def test_create_model_names_misfit_weights_and_bad_arguments(fixture_dir):
     with pytest.raises(TypeError, match="not a tessera PreTrainedModel subclass"):
         tessera.register_model_type("foo", Foo)
     assert not hasattr(Foo, "model_type")
+
+
+def test_a_base_model_loads_from_its_pretraining_checkpoint_as_transformers(tmp_path):
+    """Fine-tuning starts from MAE's or BEiT's pretraining checkpoint: transformers loads
+    ViTMAEModel / BeitModel from it (base_model_prefix `vit` / `beit`, the head left out); tessera
+    refused both (70 missing, 110 unexpected keys)."""
+    small = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=48, image_size=16,
+                 patch_size=4)
+    cases = [(tessera.ViTMAEForPreTraining(dict(small, decoder_hidden_size=16, decoder_num_hidden_layers=1,
+                                                 decoder_num_attention_heads=2, decoder_intermediate_size=24)),
+              tessera.ViTMAEModel, "vit", {}, "decoder"),
+             (tessera.BeitForMaskedImageModeling(dict(small, vocab_size=24, use_mask_token=True)),
+              tessera.BeitModel, "beit", {"add_pooling_layer": False}, "lm_head")]
+    for i, (pretrained, base, prefix, kwargs, head) in enumerate(cases):
+        pretrained.save_pretrained(str(tmp_path / str(i)))
+        with pytest.warns(UserWarning, match=f"{head}.* weights are not used"):
+            model = base.from_pretrained(str(tmp_path / str(i)), **kwargs)
+        want = {k[len(prefix) + 1:]: v for k, v in pretrained.state_dict().items() if k.startswith(prefix + ".")}
+        got = model.state_dict()
+        assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)

@@ -65,6 +65,7 @@ class BeitModel(BeitFeatures, _BeitBase):
     works: position embeddings and bias tables are resized, as in transformers."""
 
     architecture = "BeitModel"
+    base_model_prefix = "beit"  # loads from the pretraining model's checkpoint, as transformers
     _cpp_class = "BeitModel"
 
     def __init__(self, config: Optional[Dict[str, Any]] = None, add_pooling_layer: bool = True):

@@ -68,6 +68,7 @@ class ViTMAEModel(ViTMAEFeatures, _MaeBase):
     names are the ViT checkpoint tree (`embeddings.cls_token`, `encoder.layer.N....`)."""
 
     architecture = "ViTMAEModel"
+    base_model_prefix = "vit"  # loads from the pretraining model's checkpoint, as transformers
     _cpp_class = "MaeModel"
 
     def forward(self, pixel_values: torch.Tensor, noise: Optional[torch.Tensor] = None,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
@@ -42,6 +43,10 @@ class PreTrainedModel(nn.Module):
     #: folder): its config is the parent config's `base_config_key` entry, its weights the parent's
     #: keys that are the part's own after `key_aliases`; the parent's other weights are ignored.
     base_config_key: str = ""
+    #: transformers' base_model_prefix: the attribute under which a task model holds this base
+    #: model (MAE's `vit`, BEiT's `beit`). A checkpoint of the task model loads into the base
+    #: model: its keys under the prefix are the base model's, the task head's are left out (said).
+    base_model_prefix: str = ""
     key_aliases: List[Tuple[str, str]] = []
     tied_weights: Dict[str, str] = {}
 
@@ -93,6 +98,7 @@ class PreTrainedModel(nn.Module):
         # checkpoint; pages are copied on write only), converted where the dtype differs.
         dtypes = {k: v.dtype for k, v in model.state_dict().items()}
         state = apply_key_aliases(load_weights(path, verified=True), dtypes, cls.key_aliases)  # renamed first: converted below too
+        state = cls._strip_base_model_prefix(state, dtypes, path)
         if from_parent:
             state = {k: v for k, v in state.items() if k in dtypes}
             if not state:
@@ -104,6 +110,21 @@ class PreTrainedModel(nn.Module):
 
             model.generation_defaults = read_generation_defaults(path if os.path.isdir(path) else os.path.dirname(path))
         return model.eval()  # as transformers does: call .train() to fine-tune
+
+    @classmethod
+    def _strip_base_model_prefix(cls, state: Dict[str, torch.Tensor], dtypes: Dict[str, Any],
+                                 path: str) -> Dict[str, torch.Tensor]:
+        """A task model's checkpoint (ViTMAEForPreTraining: `vit.*` and `decoder.*`) as this base
+        model's (ViTMAEModel: the `vit.*` keys without the prefix), as transformers loads it."""
+        prefix = cls.base_model_prefix + "."
+        if not cls.base_model_prefix or any(k.startswith(prefix) for k in dtypes) or \
+                not any(k.startswith(prefix) for k in state):
+            return state
+        head = sorted({k.split(".")[0] for k in state if not k.startswith(prefix)})
+        if head:
+            warnings.warn(f"{path}: {cls.__name__} loads the {cls.base_model_prefix!r} part of this checkpoint; "
+                          f"its {', '.join(head)} weights are not used (a task head)", stacklevel=3)
+        return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
     @classmethod
     def _own_config(cls, config: Dict[str, Any], path: str) -> Tuple[Dict[str, Any], str]:
