@@ -14,18 +14,30 @@ from tessera.eval import recall_at_k, zero_shot_evaluate
 
 
 def test_recall_at_k_hand_example():
-    # image i pairs with text i; texts 0 and 2 share a caption, so either counts for image 0 and 2.
-    img = F.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.1]]), dim=-1)
-    txt = F.normalize(torch.tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 0.0]]), dim=-1)
-    r = recall_at_k(img, txt, ["cat", "dog", "cat"], ks=(1, 2))
-    # image 0 -> best texts 1 or 2 (tied); text 2 is "cat" = its caption -> hit only if ranked first
-    sim = img @ txt.T
+    # image i pairs with text i; texts 0 and 2 share a caption: "cat" scores as its best row.
+    img = F.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.3]]), dim=-1)
+    txt = F.normalize(torch.tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 0.1]]), dim=-1)
     caps = ["cat", "dog", "cat"]
-    expect_i2t_1 = sum(caps[int(sim[i].argmax())] == caps[i] for i in range(3)) / 3
+    r = recall_at_k(img, txt, caps, ks=(1, 2))
+    sim = img @ txt.T
+    best = [{c: max(float(sim[i, j]) for j in range(3) if caps[j] == c) for c in ("cat", "dog")} for i in range(3)]
+    expect_i2t_1 = sum(max(best[i], key=best[i].get) == caps[i] for i in range(3)) / 3
     assert r["image_to_text_R@1"] == pytest.approx(expect_i2t_1)
-    assert r["image_to_text_R@2"] == pytest.approx(1.0)
+    assert r["image_to_text_R@2"] == pytest.approx(1.0)  # two distinct captions: both in any top 2
     expect_t2i_1 = sum(caps[int(sim[:, j].argmax())] == caps[j] for j in range(3)) / 3
     assert r["text_to_image_R@1"] == pytest.approx(expect_t2i_1)
+
+
+def test_repeated_captions_fill_no_top_k_with_copies():
+    """Class-name captions: 12 images of 3 classes, each caption text 4 times. An image's top 5
+    were 5 copies of the best (wrong) caption, so R@5 equalled R@1; over distinct captions the
+    right one, second best, is within R@2."""
+    classes = F.normalize(torch.eye(3) + 0.1, dim=-1)
+    labels = torch.arange(12) % 3
+    txt = classes[labels]
+    img = F.normalize(classes[(labels + 1) % 3] + 0.5 * classes[labels], dim=-1)  # the right class second
+    r = recall_at_k(img, txt, [f"a photo of class {int(c)}" for c in labels], ks=(1, 2, 5))
+    assert r["image_to_text_R@1"] == 0.0 and r["image_to_text_R@2"] == 1.0 and r["image_to_text_R@5"] == 1.0
 
 
 class _Linear(torch.nn.Module):

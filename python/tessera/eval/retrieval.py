@@ -1,6 +1,7 @@
-"""Image<->text retrieval recall@K (R@1/5/10) over (image, caption) rows, one caption per image:
-a retrieved item counts as correct when its caption text equals the query's ground truth, so
-datasets with repeated captions (class-name captions) are scored fairly. A set with several
+"""Image<->text retrieval recall@K (R@1/5/10) over (image, caption) rows, one caption per image.
+Repeated captions (class-name captions) are scored fairly: an image ranks the distinct caption
+texts (each scored by its best row), so its top 5 are five different captions, not five copies of
+one; a caption query ranks the images, and an image whose caption is the query's text is a hit. A set with several
 captions per image (COCO, Flickr30k) is scored per image by `caption_retrieval.multi_caption_recall`,
 as the papers report it."""
 from __future__ import annotations
@@ -38,11 +39,15 @@ def recall_at_k(image_embeds: torch.Tensor, text_embeds: torch.Tensor, captions:
     cap_id = torch.tensor([ids[c] for c in captions])
     sim = score(image_embeds, text_embeds) if score is not None else image_embeds @ text_embeds.T
     require_finite(sim, "retrieval scores (image rows)")
+    # Image -> text over the distinct captions: rows of one text share their best score.
+    by_caption = torch.full((sim.shape[0], len(ids)), float("-inf"), dtype=sim.dtype).scatter_reduce(
+        1, cap_id.expand(sim.shape[0], -1), sim, reduce="amax")
     out: Dict[str, float] = {}
-    for name, s in (("image_to_text", sim), ("text_to_image", sim.T)):
+    for name, s, truth in (("image_to_text", by_caption, lambda top: top),
+                           ("text_to_image", sim.T, lambda top: cap_id[top])):
         k_max = min(max(ks), s.shape[1])
         top = s.topk(k_max, dim=1).indices  # [N, k]
-        hit = cap_id[top] == cap_id[:, None]
+        hit = truth(top) == cap_id[:, None]
         for k in ks:
             out[f"{name}_R@{k}"] = hit[:, : min(k, k_max)].any(1).float().mean().item()
     return out

@@ -209,7 +209,11 @@ class ClipTask(Task):
                                                   cfg.data.context_length, cfg.data.batch_size))
         elif cfg.eval.retrieval:
             loader = self._loader(eval_set, False, 0, 1)
-            batches = ({**b, "captions": self.captions(b, 0) if not b.get("captions") else b["captions"]}
+            # One caption per class (the first template), not a drawn one: a hit must not hang on
+            # which template an image happened to draw.
+            first = cfg.data.templates[0] if cfg.data.templates else "{}"
+            batches = ({**b, "captions": [c or first.format(self.class_names[int(label)]) for c, label in
+                                          zip(list(b.get("captions") or [""] * len(b["labels"])), b["labels"])]}
                        for b in loader)
             out.update(retrieval_evaluate(model, batches, self.tokenizer, cfg.data.context_length,
                                           cfg.eval.max_images))
