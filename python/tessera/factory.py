@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Type
 
 from . import registry
-from .models.pretrained import PreTrainedModel, merge_config, read_config
+from .models.pretrained import PreTrainedModel, merge_config, newest_checkpoint_of_run, read_config
 from .models.weights import load_fitting, load_weights
 
 
@@ -33,7 +33,9 @@ def register_model_type(model_type: str, cls: Type[PreTrainedModel]) -> None:
 
 
 def from_pretrained(path: str, **kwargs) -> PreTrainedModel:
-    """Loads a Hugging Face folder (config.json + model.safetensors) into the matching class."""
+    """Loads a Hugging Face folder (config.json + model.safetensors) into the matching class; a
+    training run's folder loads its newest checkpoint."""
+    path = newest_checkpoint_of_run(path)
     config = read_config(path)
     return registry.model_class(config, path).from_pretrained(path, **kwargs)
 
@@ -69,5 +71,6 @@ def create_model(name: str, pretrained: Optional[str] = None, config_overrides: 
         registry.validate(family, config, f"create_model({name!r}) config_overrides")
     model = cls(config, **kwargs)
     if pretrained:
+        pretrained = newest_checkpoint_of_run(pretrained)
         load_fitting(model, load_weights(pretrained), f"{pretrained} (for create_model({name!r}))")
     return model

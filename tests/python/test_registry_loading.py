@@ -318,3 +318,19 @@ def test_a_base_model_loads_from_its_pretraining_checkpoint_as_transformers(tmp_
         want = {k[len(prefix) + 1:]: v for k, v in pretrained.state_dict().items() if k.startswith(prefix + ".")}
         got = model.state_dict()
         assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_a_run_folder_loads_its_newest_checkpoint(tmp_path):
+    """chat, eval and init.* take a run folder; from_pretrained and create_model(pretrained=)
+    failed on one with "no config.json"."""
+    torch.manual_seed(0)
+    tiny = dict(vocab_size=40, hidden_size=16, intermediate_size=24, num_hidden_layers=1, num_attention_heads=2,
+                max_position_embeddings=32)
+    old, new = tessera.LlamaForCausalLM(tiny), tessera.LlamaForCausalLM(tiny)
+    old.save_pretrained(str(tmp_path / "run" / "checkpoints" / "step-00000010"))
+    new.save_pretrained(str(tmp_path / "run" / "checkpoints" / "step-00000020"))
+    for model in (tessera.from_pretrained(str(tmp_path / "run")),
+                  tessera.LlamaForCausalLM.from_pretrained(str(tmp_path / "run"))):
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), new.state_dict().values()))
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        tessera.from_pretrained(str(tmp_path / "run" / "checkpoints"))

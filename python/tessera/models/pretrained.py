@@ -26,6 +26,17 @@ def read_config(path: str) -> Dict[str, Any]:
     return config
 
 
+def newest_checkpoint_of_run(path: str) -> str:
+    """`path` itself, or for a training run's folder (no config.json, a checkpoints/ folder) its
+    newest checkpoint."""
+    if isinstance(path, (str, os.PathLike)) and os.path.isdir(os.path.join(path, "checkpoints")) and \
+            not os.path.isfile(os.path.join(path, "config.json")):
+        from ..train.checkpoint import latest_checkpoint
+
+        return latest_checkpoint(os.fspath(path)) or path
+    return path
+
+
 class PreTrainedModel(nn.Module):
     """Mixin for models built from a Hugging Face config dict.
 
@@ -76,9 +87,11 @@ class PreTrainedModel(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str, **kwargs):
         """Builds the model from `path/config.json` and loads `path/model.safetensors` strictly.
-        A tessera checkpoint's files are checked against its checksums.json first."""
+        A tessera checkpoint's files are checked against its checksums.json first. A training run's
+        folder loads its newest checkpoint, as chat and eval take it."""
         from ..checksums import verify_model_files
 
+        path = newest_checkpoint_of_run(path)
         verify_model_files(path)
         config, from_parent = cls._own_config(read_config(path), path)
         previous = _C.nn.set_init_enabled(False)  # every parameter is loaded next: skip random init
