@@ -15,6 +15,7 @@ match the images) is refused with the sample named.
 """
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from dataclasses import dataclass
@@ -203,11 +204,17 @@ def stop_ids(template: ConversationTemplate, tokenizer) -> List[int]:
     `plain`: answers end with "\n") every piece whose text holds its answer suffix, as LAVIS stops
     BLIP-2's captions at the newline's id. A tokenizer may merge the newline into the answer's
     last piece (".\n"): that piece ends the answer too (`cut_answer` keeps what precedes it)."""
-    ids = [tokenizer.eos_id]
     suffix = template.assistant_suffix
-    if not template.add_eos_after_assistant and suffix:
-        ids += [i for i in range(tokenizer.vocab_size) if i != tokenizer.eos_id and suffix in tokenizer.decode([i])]
-    return ids
+    if template.add_eos_after_assistant or not suffix:
+        return [tokenizer.eos_id]
+    return [tokenizer.eos_id, *_pieces_holding(tokenizer, suffix)]
+
+
+@functools.lru_cache(maxsize=8)
+def _pieces_holding(tokenizer, text: str) -> Tuple[int, ...]:
+    """Ids whose piece holds `text`: a scan of the vocabulary, done once per tokenizer (evaluation
+    asks for every batch)."""
+    return tuple(i for i in range(tokenizer.vocab_size) if i != tokenizer.eos_id and text in tokenizer.decode([i]))
 
 
 def cut_answer(template: ConversationTemplate, text: str) -> str:
