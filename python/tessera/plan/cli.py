@@ -56,7 +56,8 @@ def format_plan(p: MemoryPlan, table: List[MemoryPlan], fits: List[MemoryPlan], 
                  "runtime"):
         lines.append(f"  {name:22s}{_mib(getattr(p, name))}")
     for stack, b in p.activations_per_layer.items():
-        lines.append(f"    {'per ' + stack + ' layer':20s}{_mib(b)}")
+        label = stack if "," in stack else f"per {stack} layer"  # a fitted part: all its layers
+        lines.append(f"    {label:20s}{_mib(b)}")
     lines.append(f"  {'peak (' + p.peak_moment + ')':22s}{_mib(p.peak)}")
     if measured:
         ratio = measured["peak"] / p.peak

@@ -92,7 +92,11 @@ def plan_memory(shape: ModelShape, s: Settings) -> MemoryPlan:
     per_layer: Dict[str, int] = {}
     acts = int(shape.other_activations_per_sample * b * (0.5 if mode != "fp32" else 1.0))
     logits = 4 * shape.logits_per_sample * b
-    acts += logits + (2 * shape.head_matrix if mode == "bf16" else 0)
+    acts += logits + (2 * (shape.head_matrix + shape.autocast_matrices) if mode == "bf16" else 0)
+    if shape.fitted:
+        fitted = shape.fitted[mode + ("+ckpt" if s.checkpointing else "")] * b
+        per_layer[shape.fitted_label] = fitted
+        acts += fitted
     recompute = 0
     for st in shape.stacks:
         full = st.layer_activations(b, mode, _fp32_attention(s, mode, st.tokens))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Sequence
 
 from .params import Params, add_lora, clip_vision_params, llama_params, mlp_projector_params, trainable
+from .qformer import QFormerPass, fitted, projector_params, qformer_matrices
 from .shapes import ModelShape, Stack, patch_count
 
 # Bytes kept per token outside the decoder layers besides the logits (fitted with saved-tensor
@@ -68,7 +69,8 @@ def llava_shape(c: Dict, tokens: int, images: int, batch_size: int, freeze: Sequ
     the LM's `tokens` positions. A frozen tower on pixels keeps nothing for backward."""
     v, t = c["vision_config"], c["text_config"]
     params, linears = clip_vision_params(v, "vision_tower.")
-    proj, proj_lin = mlp_projector_params(c, "multi_modal_projector.")
+    qformer = c.get("projector_type") == "qformer"
+    proj, proj_lin = (projector_params if qformer else mlp_projector_params)(c, "multi_modal_projector.")
     lm, lm_lin = llama_params(t, "language_model.")
     params, linears = params + proj + lm, linears + proj_lin + lm_lin
     r = lora.r if lora is not None and lora.r else 0
@@ -80,9 +82,25 @@ def llava_shape(c: Dict, tokens: int, images: int, batch_size: int, freeze: Sequ
     tower = Stack("vision_tower", v["num_hidden_layers"], patches + 1, v["hidden_size"], v["intermediate_size"],
                   v["num_attention_heads"], saves=vsaves, lora_params=_layer0_lora(params, "vision_tower."))
     projector_grad = vsaves != "none" or any(g for n, g in grads.items() if n.startswith("multi_modal_projector."))
-    # The projector keeps its input, its hidden layer and the GELU's output per image token.
+    # The MLP projector keeps its input, its hidden layer and the GELU's output per image token.
     n_img = images * int(c.get("image_seq_length") or patches)
-    other = n_img * 4 * (v["hidden_size"] + 2 * t["hidden_size"]) if projector_grad else 0
+    other = n_img * 4 * (v["hidden_size"] + 2 * t["hidden_size"]) if projector_grad and not qformer else 0
     pixels = 3 * v["image_size"] ** 2 * 4 * images
-    return lm_shape("llava", t, tokens, batch_size, 4 * 8 * tokens + 2 * pixels, params, grads,
-                    lm_prefix="language_model.", upstream=projector_grad, lora_r=r, stacks=[tower], other_acts=other)
+    shape = lm_shape("llava", t, tokens, batch_size, 4 * 8 * tokens + 2 * pixels, params, grads,
+                     lm_prefix="language_model.", upstream=projector_grad, lora_r=r, stacks=[tower], other_acts=other)
+    if qformer and projector_grad:
+        shape.fitted = _qformer_projector(c, images, patches)
+        q = c["projector_config"]
+        shape.autocast_matrices = (qformer_matrices(dict(q, encoder_hidden_size=v["hidden_size"]), text=False)
+                                   + q["hidden_size"] * t["hidden_size"])
+    return shape
+
+
+def _qformer_projector(c: Dict, images: int, patches: int) -> Dict[str, int]:
+    """The `qformer` projector's activations: its queries over every image's tokens (the class
+    token too under `vision_feature_select_strategy: full`)."""
+    q = dict(c["projector_config"], encoder_hidden_size=c["vision_config"]["hidden_size"])
+    tokens = patches + (1 if c.get("vision_feature_select_strategy") == "full" else 0)
+    n = c["projector_num_queries"]
+    return fitted(q, [QFormerPass(images, n, 0, tokens)], "queries",
+                  lambda k: k["proj"] * images * n * q["hidden_size"], checkpointable=False)

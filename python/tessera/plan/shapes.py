@@ -4,7 +4,7 @@ and the parameters and activations outside them. A task builds a `ModelShape` fr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 # Bytes autograd keeps per element for one pre-norm transformer layer (attention on SDPA's flash
 # kernel, GELU MLP), fitted exactly against saved-tensor hooks on tessera's layers
@@ -134,7 +134,8 @@ class ModelShape:
     A language model's head adds its logits: `logits_per_sample` (tokens x vocab, kept in fp32
     for the cross-entropy in either precision) and `head_matrix` (its weight's elements, which
     bf16 autocast copies). `trainable` counts the parameters that get gradients and AdamW state
-    (None: all)."""
+    (None: all). `fitted` holds the per-sample bytes of parts fitted outside the `Stack` model (the
+    Q-Former: plan/qformer.py) by activation mode, and under checkpointing by mode + "+ckpt"."""
     family: str
     stacks: List[Stack] = field(default_factory=list)
     other_params: int = 0
@@ -146,6 +147,9 @@ class ModelShape:
     trainable: Optional[int] = None
     logits_per_sample: int = 0
     head_matrix: int = 0
+    fitted: Dict[str, int] = field(default_factory=dict)
+    fitted_label: str = "Q-Former, all layers"
+    autocast_matrices: int = 0   # weight-matrix elements outside the stacks that bf16 autocast copies (2 bytes)
 
     def params(self) -> int:
         return self.other_params + sum(s.params() for s in self.stacks)

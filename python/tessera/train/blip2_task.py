@@ -134,6 +134,31 @@ class Blip2PretrainTask(Task):
         config["qformer_config"]["use_qformer_text_input"] = True
         return config
 
+    @classmethod
+    def memory_shape(cls, recipe):
+        """Stage 1 for `tessera plan`: the Q-Former's passes per pair (ITC; ITM over the positive
+        and two negatives; ITG) over the tower's tokens at `data.context_length` text columns (the
+        captions are padded to it), the heads around it. The frozen tower runs without gradients
+        and is not counted."""
+        from ..plan import ModelShape
+        from ..plan.qformer import fitted, pretraining_params, qformer_matrices, sample_passes
+
+        task = cls(recipe)
+        c = task.build_model().config  # the resolved config (cheap at planning sizes; nothing runs)
+        q = c["qformer_config"]
+        t = task.tower.config
+        image = (t["image_size"] // t["patch_size"]) ** 2 + 1
+        text, lc, d = recipe.data.context_length, recipe.loss, recipe.data
+        passes = sample_passes(c, text, lc.itm > 0, lc.itg, image)
+        n, h, e = c["num_query_tokens"], q["hidden_size"], c["image_text_hidden_size"]
+        heads = (lambda k: k["logits"] * text * q["vocab_size"] + k["text"] * text * h + k["itc"] * n * e
+                 if lc.itg else k["itc"] * n * e)
+        params, _ = pretraining_params(c)
+        pixels = 3 * d.image_size ** 2 * 4
+        return ModelShape(recipe.task, [], other_params=sum(k for _, k in params), sample_bytes=pixels + 16 * text,
+                          batch_size=d.batch_size, prefetch=d.prefetch, fitted=fitted(q, passes, "joint", heads),
+                          autocast_matrices=qformer_matrices(q, text=True) + h * h + 2 * h * e + 2 * h)
+
     @torch.no_grad()
     def image_embeds(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The frozen tower's post-normed tokens at `tower.layer` (LAVIS's ln_vision(ViT(x)))."""

@@ -121,21 +121,13 @@ class MaskedImageTask(ImageTask):
     def memory_shape(cls, recipe):
         """A BEiT encoder with its head for `tessera plan` (a frozen tokenizer or teacher runs
         without gradients and is not counted)."""
-        from ..plan import ModelShape, Stack
-        from ..plan.shapes import patch_count
+        from ..plan import ModelShape
+        from ..plan.beit import beit_encoder
 
         c, d = cls.model_config(recipe), recipe.data
-        n = patch_count(d.image_size, c["patch_size"])
-        h, heads, vocab = c["hidden_size"], c["num_attention_heads"], c["vocab_size"]
-        g = c["image_size"] // c["patch_size"]
-        table = ((2 * g - 1) ** 2 + 3) * heads
-        stack = Stack("encoder", c["num_hidden_layers"], n + 1, h, c["intermediate_size"], heads, k_bias=False,
-                      layer_scale=c["layer_scale_init_value"] > 0)
-        tables = (c["num_hidden_layers"] if c["use_relative_position_bias"] else 0) + (
-            1 if c["use_shared_relative_position_bias"] else 0)
-        other = (h * c["num_channels"] * c["patch_size"] ** 2 + h + 2 * h   # patch projection, class + mask tokens
-                 + ((g * g + 1) * h if c["use_absolute_position_embeddings"] else 0) + tables * table
-                 + 2 * h * (1 if c["use_mean_pooling"] else 2)               # final norm(s) before the head
+        stack, embeddings = beit_encoder(c, "encoder", d.image_size)
+        n, h, vocab = stack.tokens - 1, c["hidden_size"], c["vocab_size"]
+        other = (embeddings + 2 * h * (1 if c["use_mean_pooling"] else 2)   # final norm(s) before the head
                  + h * vocab + vocab)                                        # the head
         pixels = c["num_channels"] * d.image_size ** 2 * 4
         acts = 4 * (3 * (n + 1) * h + 3 * n * vocab) + 2 * pixels            # embeddings, logits and their grads

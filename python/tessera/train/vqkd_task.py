@@ -34,6 +34,34 @@ class VqkdTask(ImageTask):
             return super().build_model()
         return VQKD(self.model_config(self.recipe))
 
+    @classmethod
+    def memory_shape(cls, recipe):
+        """VQ-KD for `tessera plan`: the encoder over the patches, the decoder over the grid of codes
+        (the frozen teacher runs without gradients and is not counted)."""
+        from ..plan import ModelShape
+        from ..plan.beit import beit_encoder
+
+        c, d = cls.model_config(recipe), recipe.data
+        enc_c = c["encoder_config"]
+        # The config as the task and the model resolve it (the decoder's grid and input width come
+        # from the encoder, the target's width from the teacher).
+        c = VQKD.resolve_config({**c, "teacher_dim": teacher_width(recipe.teacher)})
+        encoder, enc_other = beit_encoder(c["encoder_config"], "encoder", d.image_size)
+        dc = c["decoder_config"]
+        decoder, dec_other = beit_encoder(dc, "decoder", dc["image_size"])
+        n, h, hd = encoder.tokens - 1, encoder.hidden, decoder.hidden
+        k, t = c["codebook_dim"], c["teacher_dim"]
+        other = (enc_other + 2 * h + h * h + h + h * k + k             # final norm, encode_task_layer
+                 + dec_other + 2 * hd + hd * hd + hd + hd * t + t)      # final norm, decode_task_layer
+        pixels = enc_c["num_channels"] * d.image_size ** 2 * 4
+        # Outside the layers, fitted with saved-tensor hooks (tests/python/test_plan_tasks.py): the
+        # final norms and task layers (12 bytes per token and width), the unit-norm codes and the
+        # straight-through path (18 per code element), reconstruction and target (8 per element),
+        # the pixels; the codebook distances keep nothing (the code is an argmin).
+        acts = 12 * (n + 1) * (h + hd) + 18 * n * k + 8 * n * t + pixels
+        return ModelShape(recipe.task, [encoder, decoder], other_params=other, other_activations_per_sample=acts,
+                          sample_bytes=pixels, batch_size=d.batch_size, prefetch=d.prefetch)
+
     def compute_loss(self, wrapped, model, batch, step):
         px = batch["pixel_values"].to(model.device)
         target = teacher_features(self.teacher.to(px.device), px, self.recipe.teacher.layer)
