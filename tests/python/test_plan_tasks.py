@@ -219,8 +219,30 @@ MEASURED = {
             "model.config.projector_num_queries=32", "data.batch_size=32", "init.projector=''"]),
     "blip2 instruct demo": ("fashion_mnist_blip2_instruct", []),
     "blip2 instruct checkpointed": ("fashion_mnist_blip2_instruct", ["model.gradient_checkpointing=true"]),
+    "sugar demo": ("fashion_mnist_sugar", []),
+    "sugar, batch 32, 8 points per sample": ("fashion_mnist_sugar", ["data.batch_size=32", "loss.points_per_sample=8"]),
 }
-RUNS = [ROOT / "runs" / r for r in ("data/llava", "demo", "demo-lm", "demo-blip2", "demo-blip2-stage2")]
+RUNS = {"blip2": [ROOT / "runs" / r for r in ("data/llava", "demo", "demo-lm", "demo-blip2", "demo-blip2-stage2")],
+        "sugar": [ROOT / "runs" / r for r in ("data/llava", "data/interleaved", "demo", "demo-mae", "demo-llava2")]}
+
+
+def _needs_runs(recipe: str) -> None:
+    family = "sugar" if "sugar" in recipe else "blip2" if "stage2" in recipe or "instruct" in recipe else None
+    if family and not all(os.path.isdir(r) for r in RUNS[family]):
+        pytest.skip(f"{recipe} starts from the demo runs (make {family})")
+
+
+@needs_data
+def test_sugar_parameters_and_trainable_are_exact():
+    """Sugar's plan is LLaVA's plus the retrieval MLP, which trains."""
+    _needs_runs("fashion_mnist_sugar")
+    recipe = load_recipe(str(ROOT / "recipes" / "fashion_mnist_sugar.yaml"))
+    shape = model_shape(recipe)
+    task = build_task(recipe)
+    model = task.build_model()
+    apply_freezing(model, recipe.model.freeze, recipe.model.trainable)
+    assert shape.params() == sum(p.numel() for p in model.parameters())
+    assert shape.trainable_params() == sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 @needs_data
@@ -228,9 +250,7 @@ RUNS = [ROOT / "runs" / r for r in ("data/llava", "demo", "demo-lm", "demo-blip2
 @pytest.mark.parametrize("name", list(MEASURED))
 def test_plan_agrees_with_measured_peak(name):
     recipe, overrides = MEASURED[name]
-    if "blip2_stage2" in recipe or "instruct" in recipe:
-        if not all(os.path.isdir(r) for r in RUNS):
-            pytest.skip("BLIP-2 stage 2 starts from the demo runs (make blip2)")
+    _needs_runs(recipe)
     cmd = [sys.executable, "-m", "tessera.cli", "plan", str(ROOT / "recipes" / f"{recipe}.yaml"), "--measure", "--json"]
     for o in overrides:
         cmd += ["--set", o]

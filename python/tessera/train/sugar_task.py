@@ -35,7 +35,7 @@ from .checkpoint import resolve_checkpoint
 from .conversation_data import EncodedSamples, encode_samples, read_samples
 from .interleaved_data import EncodedInterleaved, encode_interleaved, read_interleaved, sample_points
 from .llava_task import LlavaInit, LlavaTask, LoraSection
-from .loaders import TensorLoader
+from .loaders import IndexLoader
 from .sugar_targets import SugarTargets, slice_vectors, target_matrix
 from .tasks import MixedLoss, Task, TokenLoss, register_task
 
@@ -186,6 +186,21 @@ class SugarTask(LlavaTask):
             projector = RetrievalProjector(hidden, lc.projector_hidden, lc.projector_dim)
         return SugarModel(llava, projector)
 
+    @classmethod
+    def memory_shape(cls, recipe):
+        """LLaVA's plan plus the retrieval MLP (trainable) and the points: each is pooled from the
+        last hidden states through a [points, B x L] weight matrix the matmul keeps for backward."""
+        shape = super().memory_shape(recipe)
+        lc, b = recipe.loss, recipe.data.batch_size
+        h = shape.stacks[-1].hidden
+        mlp = h * lc.projector_hidden + lc.projector_hidden + lc.projector_hidden * lc.projector_dim + lc.projector_dim
+        shape.other_params += mlp
+        shape.trainable = (shape.trainable or 0) + mlp
+        tokens = shape.stacks[-1].tokens
+        k = lc.points_per_sample
+        shape.other_activations_per_sample += 4 * k * (b * tokens + h + 2 * lc.projector_hidden + lc.projector_dim)
+        return shape
+
     def load_model(self, path: str) -> SugarModel:
         return SugarModel.from_pretrained(path)
 
@@ -205,11 +220,25 @@ class SugarTask(LlavaTask):
                 max((len(i) for s in parts for i in s.images), default=1))
 
     def train_loader(self, rank: int, world_size: int):
+        """Rows of the interleaved samples, then of the instruction samples, gathered per batch
+        (a concatenated copy of every encoded row cost as much memory as the data itself)."""
         parts = [self.train_set] + ([self.instruct] if self.instruct is not None else [])
-        tensors = {k: torch.cat([getattr(s, k) for s in parts]) for k in ("input_ids", "labels", "attention_mask")}
-        tensors["index"] = torch.arange(len(tensors["input_ids"]))
-        return TensorLoader(tensors, self.recipe.data.batch_size, shuffle=True, seed=self.recipe.train.seed,
-                            rank=rank, world_size=world_size)
+        starts = torch.tensor([0] + [len(s.input_ids) for s in parts]).cumsum(0)
+
+        def fetch(rows: torch.Tensor) -> Dict[str, torch.Tensor]:
+            part = torch.searchsorted(starts, rows.contiguous(), right=True) - 1
+            out = {"index": rows}
+            for key in ("input_ids", "labels", "attention_mask"):
+                first = getattr(parts[0], key)
+                batch = first.new_empty((len(rows),) + tuple(first.shape[1:]))
+                for p, s in enumerate(parts):
+                    mine = part == p
+                    batch[mine] = getattr(s, key)[rows[mine] - starts[p]]
+                out[key] = batch
+            return out
+
+        return IndexLoader(int(starts[-1]), fetch, self.recipe.data.batch_size, shuffle=True,
+                           seed=self.recipe.train.seed, rank=rank, world_size=world_size)
 
     def count_tokens(self, batch: Dict[str, Any], step: int) -> Optional[int]:
         return int((batch["labels"][:, 1:] != IGNORE).sum())  # the LM predicts each label from the token before
