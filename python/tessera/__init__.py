@@ -13,7 +13,8 @@ import torch as _torch  # loads LibTorch before the extension
 
 from . import _C  # noqa: E402
 from .cpp_module import CppModule
-from .factory import create_model, from_pretrained, get_model_config, list_models, register_model_type
+from .factory import (create_model, create_model_and_transforms, create_model_from_pretrained, from_pretrained,
+                      get_model_config, get_tokenizer, list_models, register_model_type)
 from .registry import add_model_config
 from .models import MODEL_CLASSES as _MODEL_CLASSES
 from .text import BertTokenizer, ClipTokenizer, SentencePieceTokenizer, tokenize
@@ -56,7 +57,8 @@ def __getattr__(name: str):
 cmake_prefix_path = _HERE
 
 __all__ = [
-    "CppModule", "add_model_config", "create_model", "from_pretrained", "get_model_config", "list_models", "register_model_type",
+    "CppModule", "add_model_config", "create_model", "create_model_and_transforms", "create_model_from_pretrained",
+    "from_pretrained", "get_model_config", "get_tokenizer", "list_models", "register_model_type",
     *_MODEL_CLASSES, "BertTokenizer", "ClipTokenizer", "SentencePieceTokenizer", "tokenize",
     "include_paths", "library_dir", "cmake_prefix_path",
 ]

@@ -1,9 +1,12 @@
 """One entry point per way of making a model, as open_clip and timm have:
 `create_model(name)` from a named variant, `from_pretrained(dir)` from a Hugging Face checkpoint
-folder; `list_models()` lists the names. All read tessera.registry."""
+folder; `list_models()` lists the names. All read tessera.registry. open_clip's
+`create_model_and_transforms`, `create_model_from_pretrained` and `get_tokenizer` are here too."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Type
+from typing import Any, Dict, List, Optional, Type, Union
+
+import torch
 
 from . import registry
 from .models.pretrained import PreTrainedModel, merge_config, newest_checkpoint_of_run, read_config
@@ -74,3 +77,57 @@ def create_model(name: str, pretrained: Optional[str] = None, config_overrides: 
         pretrained = newest_checkpoint_of_run(pretrained)
         load_fitting(model, load_weights(pretrained), f"{pretrained} (for create_model({name!r}))")
     return model
+
+
+# ---- open_clip's entry points -------------------------------------------------------------------
+_PRECISIONS = {"fp32": torch.float32, "amp": torch.float32, "amp_bf16": torch.float32, "amp_bfloat16": torch.float32,
+               "bf16": torch.bfloat16, "pure_bf16": torch.bfloat16, "fp16": torch.float16, "pure_fp16": torch.float16}
+
+
+def _clip_model(name: str, pretrained: Optional[str], precision: str, device: Union[str, torch.device],
+                kwargs) -> PreTrainedModel:
+    if precision not in _PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(_PRECISIONS)}, got {precision!r}")
+    model = create_model(name, pretrained=pretrained, **kwargs)
+    if not hasattr(model, "encode_image"):
+        raise ValueError(f"{name!r} is a {type(model).__name__}: open_clip's entry points make CLIP models "
+                         "(create_model makes any family)")
+    # amp keeps fp32 weights (autocast runs in the training loop), as open_clip does.
+    return model.to(device=device, dtype=_PRECISIONS[precision])
+
+
+def _transforms(model: PreTrainedModel, image_mean=None, image_std=None):
+    from .data import ImageTransform, clip_transform
+
+    size = model.config["vision_config"]["image_size"]
+    stats = {k: v for k, v in (("mean", image_mean), ("std", image_std)) if v is not None}
+    # open_clip's defaults: training crops 90-100 % of the image, no flip; evaluation resizes and crops.
+    train = ImageTransform(clip_transform(size, train=True, scale=(0.9, 1.0), hflip_prob=0.0, **stats))
+    return train, ImageTransform(clip_transform(size, train=False, **stats))
+
+
+def create_model_and_transforms(model_name: str, pretrained: Optional[str] = None, precision: str = "fp32",
+                                device: Union[str, torch.device] = "cpu", image_mean=None, image_std=None,
+                                **model_kwargs):
+    """open_clip's call: (model, preprocess_train, preprocess_val) for a CLIP variant; `pretrained`
+    is a checkpoint or run folder. The transforms take a PIL image or a uint8 [H, W, C] tensor."""
+    model = _clip_model(model_name, pretrained, precision, device, model_kwargs)
+    return (model, *_transforms(model, image_mean, image_std))
+
+
+def create_model_from_pretrained(model_name: str, pretrained: Optional[str] = None, precision: str = "fp32",
+                                 device: Union[str, torch.device] = "cpu", return_transform: bool = True,
+                                 image_mean=None, image_std=None, **model_kwargs):
+    """open_clip's call: (model, preprocess) for evaluation, or the model alone."""
+    model = _clip_model(model_name, pretrained, precision, device, model_kwargs)
+    return (model, _transforms(model, image_mean, image_std)[1]) if return_transform else model
+
+
+def get_tokenizer(model_name: str, context_length: Optional[int] = None):
+    """open_clip's call: the tokenizer of a CLIP variant, rows of the text tower's context length."""
+    from .text import ClipTokenizer
+
+    config = get_model_config(model_name)
+    if "text_config" not in config:
+        raise ValueError(f"{model_name!r} has no text tower: get_tokenizer is for CLIP variants")
+    return ClipTokenizer(context_length=context_length or config["text_config"].get("max_position_embeddings", 77))

@@ -65,6 +65,7 @@ class BeitModel(BeitFeatures, _BeitBase):
     works: position embeddings and bias tables are resized, as in transformers."""
 
     architecture = "BeitModel"
+    input_embeddings = "embeddings.patch_embeddings"
     base_model_prefix = "beit"  # loads from the pretraining model's checkpoint, as transformers
     _cpp_class = "BeitModel"
 
@@ -86,6 +87,7 @@ class BeitForMaskedImageModeling(_BeitBase):
     transformers, or of every patch, [B, N]) give the cross-entropy over masked patches."""
 
     architecture = "BeitForMaskedImageModeling"
+    input_embeddings = "beit.embeddings.patch_embeddings"
     default_for_model_type = True  # a config with only model_type builds the model the task trains
     _cpp_class = "BeitForMaskedImageModeling"
 

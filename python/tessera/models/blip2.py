@@ -21,7 +21,7 @@ from ..cpp_module import node_class, node_methods
 from ..registry import register_model
 from .family import FamilyModel
 from .features import VisionFeatures
-from .llama import LlamaForCausalLM, _check, drain
+from .llama import LlamaForCausalLM, _check, drain, repeat_rows
 from .outputs import make_output
 
 #: Python classes of the mirrored C++ nodes (wrap policies: FSDP2, activation checkpointing).
@@ -65,6 +65,7 @@ class Blip2VisionModel(Blip2VisionFeatures, _Blip2Part):
 
     model_type = "blip_2_vision_model"
     architecture = "Blip2VisionModel"
+    input_embeddings = "embeddings"  # transformers answers the whole embedding module
     _cpp_class = "Blip2VisionModel"
     _resolve = "resolve_vision_config"
     base_config_key = "vision_config"
@@ -87,6 +88,7 @@ class Blip2QFormerModel(_Blip2Part):
 
     model_type = "blip_2_qformer"
     architecture = "Blip2QFormerModel"
+    input_embeddings = None  # queries come in as embeddings
     _cpp_class = "Blip2QFormerModel"
     _resolve = "resolve_qformer_config"
     base_config_key = "qformer_config"
@@ -111,6 +113,7 @@ class Blip2ForConditionalGeneration(_Blip2Part):
 
     model_type = "blip-2"
     architecture = "Blip2ForConditionalGeneration"
+    input_embeddings, output_embeddings = "language_model.model.embed_tokens", "language_model.lm_head"
     default_for_model_type = True
     _cpp_class = "Blip2ForConditionalGeneration"
 
@@ -150,14 +153,16 @@ class Blip2ForConditionalGeneration(_Blip2Part):
         """The prompt followed by the new ids; the generation arguments of LlamaForCausalLM.generate.
         Without input_ids, a caption: the image tokens and bos, as transformers prompts."""
         input_ids = self._prompt(pixel_values, input_ids, attention_mask, "generate")
-        o = LlamaForCausalLM._generation(self, kwargs, "generate", generator)
+        o, n = LlamaForCausalLM._generation(self, kwargs, "generate", generator, input_ids.shape[1])
+        input_ids, pixel_values, attention_mask = (repeat_rows(t, n) for t in (input_ids, pixel_values, attention_mask))
         return self._cpp.generate(input_ids, pixel_values, attention_mask, o, generator)
 
     def stream(self, pixel_values: torch.Tensor, input_ids: Optional[torch.Tensor] = None,
                attention_mask: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None, **kwargs):
         """Like generate, one step at a time: yields each step's new ids [B]."""
         input_ids = self._prompt(pixel_values, input_ids, attention_mask, "stream")
-        o = LlamaForCausalLM._generation(self, kwargs, "stream", generator)
+        o, n = LlamaForCausalLM._generation(self, kwargs, "stream", generator, input_ids.shape[1])
+        input_ids, pixel_values, attention_mask = (repeat_rows(t, n) for t in (input_ids, pixel_values, attention_mask))
         yield from drain(self._cpp.stream(input_ids, pixel_values, attention_mask, o, generator))
 
 
@@ -170,6 +175,7 @@ class Blip2ForImageTextRetrieval(_Blip2Part):
 
     model_type = "blip-2"
     architecture = "Blip2ForImageTextRetrieval"
+    input_embeddings = "embeddings.word_embeddings"
     _cpp_class = "Blip2ForImageTextRetrieval"
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,

@@ -110,6 +110,7 @@ class Blip2ForPretraining(_Blip2Part):
 
     model_type = "blip-2"
     architecture = "Blip2ForPretraining"
+    input_embeddings = "embeddings.word_embeddings"
     transformers_class = None  # transformers has no stage-1 model
     _cpp_class = "Blip2ForPretraining"
 

@@ -129,7 +129,7 @@ class CLIPModel(CppModule, PreTrainedModel):
         f = self.get_text_features(input_ids)
         return nn.functional.normalize(f, dim=-1) if normalize else f
 
-    def set_gradient_checkpointing(self, enable: bool = True) -> None:
+    def _set_checkpointing(self, enable: bool) -> None:
         self._cpp.set_gradient_checkpointing(enable)
 
     @property
@@ -151,7 +151,7 @@ class _TowerModel(CppModule, PreTrainedModel):
         super().__init__(getattr(_C.clip, self._cpp_class)(config_json(config)))
         self.config = merge_config(config, json.loads(self._cpp.config_json()))
 
-    def set_gradient_checkpointing(self, enable: bool = True) -> None:
+    def _set_checkpointing(self, enable: bool) -> None:
         self._cpp.set_gradient_checkpointing(enable)
 
     @classmethod
@@ -163,6 +163,7 @@ class _TowerModel(CppModule, PreTrainedModel):
 class CLIPVisionModel(CLIPVisionFeatures, _TowerModel):
     model_type = "clip_vision_model"
     architecture = "CLIPVisionModel"
+    input_embeddings = "embeddings.patch_embedding"
     key_aliases = [(r"^vision_model\.", "")]  # transformers 4.x layout
     base_config_key = "vision_config"
     _cpp_class = "VisionTransformer"
@@ -178,6 +179,7 @@ class CLIPVisionModel(CLIPVisionFeatures, _TowerModel):
 class CLIPTextModel(CLIPTextFeatures, _TowerModel):
     model_type = "clip_text_model"
     architecture = "CLIPTextModel"
+    input_embeddings = "embeddings.token_embedding"
     key_aliases = [(r"^text_model\.", "")]  # transformers 4.x layout
     base_config_key = "text_config"
     _cpp_class = "ClipTextTransformer"

@@ -32,5 +32,5 @@ class FamilyModel(CppModule, PreTrainedModel):
         """The full config (C++ fills in the defaults and checks it) without building the model."""
         return json.loads(cls._family.resolve_config(config_json(config)))
 
-    def set_gradient_checkpointing(self, enable: bool = True) -> None:
+    def _set_checkpointing(self, enable: bool) -> None:
         self._cpp.set_gradient_checkpointing(enable)

@@ -57,6 +57,7 @@ class LlamaForCausalLM(FamilyModel):
 
     model_type = "llama"
     architecture = "LlamaForCausalLM"
+    input_embeddings, output_embeddings = "model.embed_tokens", "lm_head"
     _family, _cpp_class = _C.llama, "LlamaForCausalLM"
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
@@ -81,10 +82,11 @@ class LlamaForCausalLM(FamilyModel):
     # ---- generation -----------------------------------------------------------------------------
     generation_defaults: Optional[dict] = None  # the folder's generation_config.json, as transformers reads it
 
-    def _generation(self, kwargs, caller: str, generator=None):
-        """The C++ options of a generate/stream call: its arguments over the model's
-        generation_config.json over GenerationConfig's defaults (an argument left at None takes
-        the default, as in transformers)."""
+    def _generation(self, kwargs, caller: str, generator=None, prompt_length: int = 0):
+        """(the C++ options of a generate/stream call, its num_return_sequences): its arguments
+        over the model's generation_config.json over GenerationConfig's defaults (an argument left
+        at None takes the default, as in transformers). transformers' `max_length` counts the
+        prompt (`max_new_tokens`, when given too, wins as there)."""
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__} (seed one: "
                             f"torch.Generator().manual_seed(n))")
@@ -93,11 +95,21 @@ class LlamaForCausalLM(FamilyModel):
                              "decodes in C++ without calling the model's forward); hook its decoder layers, which "
                              "generation calls, or call the model in a loop")
         given = {k: v for k, v in kwargs.items() if v is not UNSET}
+        returns = given.pop("num_return_sequences", 1)
+        max_length = given.pop("max_length", None)
+        if max_length is not None and given.get("max_new_tokens") is None:
+            if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1:
+                raise ValueError(f"{caller}(): max_length must be an int >= 1, got {max_length!r}")
+            if max_length <= prompt_length:
+                raise ValueError(f"{caller}(): max_length {max_length} counts the prompt, as in transformers, and the "
+                                 f"prompt has {prompt_length} tokens: raise it, or give max_new_tokens")
+            given["max_new_tokens"] = max_length - prompt_length
         defaults = dict(getattr(self, "generation_defaults", None) or {})
         if caller == "stream":  # a stream decodes one token at a time: a file's beam settings do not apply
             for key in ("num_beams", "length_penalty", "early_stopping"):
                 defaults.pop(key, None)
         config = generation_config({**defaults, **given}, caller)
+        _check_returns(returns, config, caller)
         o = _C.llama.GenerationOptions()
         o.max_new_tokens, o.do_sample, o.use_cache = config.max_new_tokens, config.do_sample, config.use_cache
         o.temperature, o.top_k, o.top_p = config.temperature, config.top_k or 0, config.top_p
@@ -113,7 +125,7 @@ class LlamaForCausalLM(FamilyModel):
         layers = [m for m in self.modules() if type(m).__name__ == "LlamaDecoderLayer"]
         o.direct_layer_calls = all(not layer._forward_hooks and not layer._forward_pre_hooks for layer in layers)
         self._sync_all()
-        return o
+        return o, returns
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
@@ -131,10 +143,12 @@ class LlamaForCausalLM(FamilyModel):
         top_k 50); one passed is used as given (top_k None or 0: no top-k filter; eos_token_id or
         pad_token_id None: the config's)."""
         _check(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds)
-        o = self._generation(dict(
+        prompt = next((t.shape[1] for t in (input_ids, inputs_embeds) if t is not None), 0)
+        o, n = self._generation(dict(
             max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
             repetition_penalty=repetition_penalty, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
-            use_cache=use_cache, **beam), "generate", generator)
+            use_cache=use_cache, **beam), "generate", generator, prompt)
+        input_ids, attention_mask, inputs_embeds = (repeat_rows(t, n) for t in (input_ids, attention_mask, inputs_embeds))
         self._sync_all()  # generation runs every submodule in C++, past the Python forwards
         return self._cpp.generate(input_ids, attention_mask, o, generator, inputs_embeds)
 
@@ -142,7 +156,9 @@ class LlamaForCausalLM(FamilyModel):
         """Like generate, one step at a time: yields each step's new ids [B] as they are made."""
         _check(input_ids=input_ids, attention_mask=attention_mask)
         generator, embeds = kwargs.pop("generator", None), kwargs.pop("inputs_embeds", None)
-        o = self._generation(kwargs, "stream", generator)
+        prompt = next((t.shape[1] for t in (input_ids, embeds) if t is not None), 0)
+        o, n = self._generation(kwargs, "stream", generator, prompt)
+        input_ids, attention_mask, embeds = (repeat_rows(t, n) for t in (input_ids, attention_mask, embeds))
         self._sync_all()
         yield from drain(self._cpp.stream(input_ids, attention_mask, o, generator, embeds))
 
@@ -187,6 +203,24 @@ class GenerationConfig:
                   "top_k": self.top_k or 0, "num_beams": self.num_beams, "eos/pad id": max(eos + [self.pad_token_id or 0])}
         for name, value in counts.items():
             require(value < 2 ** 63, f"{where}: {name} {value} does not fit in int64")
+
+
+def _check_returns(n, config: GenerationConfig, caller: str) -> None:
+    """transformers' num_return_sequences: n samples per prompt; greedy decoding would return n
+    equal rows (transformers refuses it), and tessera's beam search returns the best beam only."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"{caller}(): num_return_sequences must be an int >= 1, got {n!r}")
+    if n > 1 and config.num_beams > 1:
+        raise ValueError(f"{caller}(): num_return_sequences > 1 with num_beams > 1 is not supported (tessera's "
+                         "beam search returns the best beam)")
+    if n > 1 and not config.do_sample:
+        raise ValueError(f"{caller}(): num_return_sequences={n} needs do_sample=True (greedy decoding gives one "
+                         "answer per prompt; transformers refuses it too)")
+
+
+def repeat_rows(t: Optional[torch.Tensor], n: int) -> Optional[torch.Tensor]:
+    """Each row n times in a row (transformers' expansion for num_return_sequences)."""
+    return t if t is None or n == 1 else t.repeat_interleave(n, dim=0)
 
 
 def generation_config(kwargs, caller: str) -> GenerationConfig:

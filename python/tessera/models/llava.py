@@ -14,7 +14,7 @@ import torch
 from .. import _C
 from ..registry import register_model
 from .family import FamilyModel
-from .llama import LlamaForCausalLM, _check, drain
+from .llama import LlamaForCausalLM, _check, drain, repeat_rows
 from .outputs import make_output
 
 
@@ -33,6 +33,7 @@ class LlavaForConditionalGeneration(FamilyModel):
 
     model_type = "llava"
     architecture = "LlavaForConditionalGeneration"
+    input_embeddings, output_embeddings = "language_model.model.embed_tokens", "language_model.lm_head"
     _family, _cpp_class = _C.llava, "LlavaForConditionalGeneration"
     #: Read by nothing, as in transformers: LLaVA takes hidden states, never the pooled output.
     unused_parameters = (r"^vision_tower\.post_layernorm\.",)
@@ -54,15 +55,28 @@ class LlavaForConditionalGeneration(FamilyModel):
                  **kwargs) -> torch.Tensor:
         """The prompt followed by the new ids; the generation arguments of LlamaForCausalLM.generate."""
         _check(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
-        o = LlamaForCausalLM._generation(self, kwargs, "generate", generator)
+        o, n = LlamaForCausalLM._generation(self, kwargs, "generate", generator, input_ids.shape[1])
+        input_ids, pixel_values, attention_mask = self._repeat(n, input_ids, pixel_values, attention_mask)
         self._sync_all()  # generation runs every submodule in C++, past the Python forwards
         return self._cpp.generate(input_ids, pixel_values, attention_mask, o, generator)
+
+    def _repeat(self, n: int, input_ids, pixel_values, attention_mask):
+        """Each prompt n times (num_return_sequences), its images with it: a prompt holds
+        image_seq_length image tokens per image."""
+        if n == 1:
+            return input_ids, pixel_values, attention_mask
+        if pixel_values is not None:
+            per_row = (input_ids == self.config["image_token_index"]).sum(1) // int(self.config["image_seq_length"])
+            owner = torch.repeat_interleave(torch.arange(len(per_row), device=per_row.device), per_row)
+            pixel_values = torch.cat([pixel_values[owner == r] for r in range(len(per_row)) for _ in range(n)])
+        return repeat_rows(input_ids, n), pixel_values, repeat_rows(attention_mask, n)
 
     def stream(self, input_ids: torch.Tensor, pixel_values: Optional[torch.Tensor] = None,
                attention_mask: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None,
                **kwargs):
         """Like generate, one step at a time: yields each step's new ids [B] as they are made."""
         _check(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
-        o = LlamaForCausalLM._generation(self, kwargs, "stream", generator)
+        o, n = LlamaForCausalLM._generation(self, kwargs, "stream", generator, input_ids.shape[1])
+        input_ids, pixel_values, attention_mask = self._repeat(n, input_ids, pixel_values, attention_mask)
         self._sync_all()
         yield from drain(self._cpp.stream(input_ids, pixel_values, attention_mask, o, generator))

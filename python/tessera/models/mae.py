@@ -68,6 +68,7 @@ class ViTMAEModel(ViTMAEFeatures, _MaeBase):
     names are the ViT checkpoint tree (`embeddings.cls_token`, `encoder.layer.N....`)."""
 
     architecture = "ViTMAEModel"
+    input_embeddings = "embeddings.patch_embeddings"
     base_model_prefix = "vit"  # loads from the pretraining model's checkpoint, as transformers
     _cpp_class = "MaeModel"
 
@@ -86,6 +87,7 @@ class ViTMAEForPreTraining(_MaeBase):
     and `decoder.decoder_layers.N` (the original release)."""
 
     architecture = "ViTMAEForPreTraining"
+    input_embeddings = "vit.embeddings.patch_embeddings"
     default_for_model_type = True  # a config with only model_type builds the model the task trains
     _cpp_class = "MaeForPreTraining"
     key_aliases = [(r"^decoder\.decoder_layers\.", "decoder.decoder_encoder.layer.")]

@@ -11,6 +11,8 @@ from torch import nn
 
 from .. import _C
 from ..io import read_json
+from .dtypes import DType, config_with_dtype, load_dtype
+from .outputs import ModelOutput
 from .weights import apply_key_aliases, fill_tied, load_fitting, load_weights, save_weights
 
 
@@ -85,15 +87,18 @@ class PreTrainedModel(nn.Module):
         return result
 
     @classmethod
-    def from_pretrained(cls, path: str, **kwargs):
+    def from_pretrained(cls, path: str, dtype: DType = "auto", torch_dtype: DType = None, **kwargs):
         """Builds the model from `path/config.json` and loads `path/model.safetensors` strictly.
         A tessera checkpoint's files are checked against its checksums.json first. A training run's
-        folder loads its newest checkpoint, as chat and eval take it."""
+        folder loads its newest checkpoint, as chat and eval take it. `dtype` is transformers 5's
+        (`torch_dtype` its old name): "auto" loads in the dtype the folder was saved in
+        (tessera.models.dtypes), a dtype or its name in that one."""
         from ..checksums import verify_model_files
 
         path = newest_checkpoint_of_run(path)
         verify_model_files(path)
-        config, from_parent = cls._own_config(read_config(path), path)
+        folder_config = read_config(path)
+        config, from_parent = cls._own_config(folder_config, path)
         previous = _C.nn.set_init_enabled(False)  # every parameter is loaded next: skip random init
         file = os.path.join(path, "config.json") if os.path.isdir(path) else path
         try:
@@ -116,8 +121,11 @@ class PreTrainedModel(nn.Module):
             state = {k: v for k, v in state.items() if k in dtypes}
             if not state:
                 raise ValueError(f"{path}: no weights of {cls.__name__} in this {from_parent!r} checkpoint")
+        target = load_dtype(dtype, torch_dtype, folder_config, state, path)
         state = {k: v.to(dtypes[k]) if k in dtypes and v.dtype != dtypes[k] else v for k, v in state.items()}
         load_fitting(model, state, f"{path} (with its config.json)", assign=True)
+        if target != model.dtype:
+            model.to(target)
         if callable(getattr(model, "generate", None)):  # a causal LM reads its generation defaults too
             from .llama import read_generation_defaults
 
@@ -182,7 +190,7 @@ class PreTrainedModel(nn.Module):
         module's own tensors (as transformers' argument: e.g. a consolidated FSDP state dict)."""
         # Serialise the config first: a config that cannot be written must fail before the
         # weights file is replaced, or the folder would pair new weights with an old config.
-        config = dict(self.config)
+        config = config_with_dtype(self.config, self.dtype if any(True for _ in self.parameters()) else None)
         config.setdefault("architectures", [self.architecture])
         config.setdefault("model_type", self.model_type)
         data = (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
@@ -207,9 +215,75 @@ class PreTrainedModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
 
+    # ---- transformers' and timm's conveniences ---------------------------------------------------
+    #: Module paths of get_input_embeddings / get_output_embeddings, as transformers answers for
+    #: the class ("": it raises NotImplementedError there too; None: it returns None).
+    input_embeddings: Optional[str] = ""
+    output_embeddings: Optional[str] = None
+
+    def __call__(self, *args, return_dict: Optional[bool] = None, **kwargs):
+        """transformers' `return_dict=False`: the output as a tuple of its set fields (nested
+        outputs too), in the class's field order."""
+        out = super().__call__(*args, **kwargs)
+        return _as_tuple(out) if return_dict is False else out
+
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        """transformers' count: every parameter once, or those that train; without the weights
+        of the Embedding modules (token and position tables) if asked."""
+        skip = {f"{name}.weight" for name, m in self.named_modules()
+                if isinstance(m, nn.Embedding) or type(m).__name__ == "Embedding"} if exclude_embeddings else set()
+        return sum(p.numel() for name, p in self.named_parameters()
+                   if name not in skip and (p.requires_grad or not only_trainable))
+
+    def get_input_embeddings(self) -> Optional[nn.Module]:
+        if self.input_embeddings is None:
+            return None
+        if not self.input_embeddings:
+            raise NotImplementedError(f"{type(self).__name__} has no single input embedding (transformers' "
+                                      "get_input_embeddings raises too); take it from one of its towers")
+        return self.get_submodule(self.input_embeddings)
+
+    def get_output_embeddings(self) -> Optional[nn.Module]:
+        return self.get_submodule(self.output_embeddings) if self.output_embeddings else None
+
+    def set_gradient_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing of every transformer layer stack (C++; the layers keep their
+        inputs and rebuild the rest in backward)."""
+        self._set_checkpointing(bool(enable))
+        self.__dict__["_checkpointing"] = bool(enable)
+
+    def _set_checkpointing(self, enable: bool) -> None:
+        raise NotImplementedError(f"{type(self).__name__} has no activation checkpointing")
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return bool(self.__dict__.get("_checkpointing", False))
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: Optional[Dict[str, Any]] = None) -> None:
+        """transformers' name. tessera checkpoints in C++ (torch.utils.checkpoint is not called),
+        so its `use_reentrant` has nothing to choose; any other key is refused."""
+        extra = set(gradient_checkpointing_kwargs or {}) - {"use_reentrant"}
+        if extra:
+            raise ValueError(f"gradient_checkpointing_kwargs: {sorted(extra)} do not apply to tessera's C++ "
+                             "checkpointing (only use_reentrant is accepted, and it has nothing to choose)")
+        self.set_gradient_checkpointing(True)
+
+    def gradient_checkpointing_disable(self) -> None:
+        self.set_gradient_checkpointing(False)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """timm's name."""
+        self.set_gradient_checkpointing(enable)
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+
+def _as_tuple(out: Any) -> Any:
+    if isinstance(out, ModelOutput):
+        return tuple(_as_tuple(v) for v in out.to_tuple())
+    return out
 
 
 def merge_config(base: Dict[str, Any], overrides: Optional[Dict[str, Any]]) -> Dict[str, Any]:

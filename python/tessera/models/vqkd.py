@@ -68,7 +68,8 @@ class VQKD(PreTrainedModel):
     def resolve_config(cls, config: Dict[str, Any]) -> Dict[str, Any]:
         """Defaults filled in and checked; the decoder reads the grid of codes (patch size 1,
         codebook_dim channels), so its image and patch sizes follow from the encoder's."""
-        unknown = set(config) - {"model_type", "architectures", "encoder_config", "decoder_config", *_DEFAULTS}
+        unknown = set(config) - {"model_type", "architectures", "encoder_config", "decoder_config", "dtype",
+                                 "torch_dtype", *_DEFAULTS}  # the dtype keys are save_pretrained's record
         if unknown:
             raise ValueError(f"vqkd config: unknown keys {sorted(unknown)}")
         c = {**_DEFAULTS, **{k: v for k, v in config.items() if k in _DEFAULTS}}
@@ -88,7 +89,7 @@ class VQKD(PreTrainedModel):
             d["architectures"] = ["BeitModel"]
         return {"model_type": "vqkd", "architectures": ["VQKD"], "encoder_config": enc, "decoder_config": dec, **c}
 
-    def set_gradient_checkpointing(self, enable: bool = True) -> None:
+    def _set_checkpointing(self, enable: bool) -> None:
         self.encoder.set_gradient_checkpointing(enable)
         self.decoder.set_gradient_checkpointing(enable)
 

@@ -46,11 +46,15 @@ class Wrapped:
             self.module = self._fsdp2(precision, gradient_checkpointing, cpu_offload)
         else:
             if gradient_checkpointing:
-                if not hasattr(model, "set_gradient_checkpointing"):
-                    raise ValueError(f"model.gradient_checkpointing: {type(model).__name__} has no "
+                refused = ValueError(f"model.gradient_checkpointing: {type(model).__name__} has no "
                                      "set_gradient_checkpointing(); use train.strategy=fsdp2 (wraps its "
                                      "shard_units) or turn it off")
-                model.set_gradient_checkpointing(True)
+                if not hasattr(model, "set_gradient_checkpointing"):
+                    raise refused
+                try:
+                    model.set_gradient_checkpointing(True)
+                except NotImplementedError:  # a PreTrainedModel that does not implement it
+                    raise refused from None
             if self.strategy == "ddp":
                 if find_unused_parameters and gradient_checkpointing:
                     raise ValueError("this run has steps that leave parameters out of the forward (text-only "

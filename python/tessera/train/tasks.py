@@ -94,8 +94,8 @@ class Task:
         m = self.recipe.model
         if m.name:
             return create_model(m.name, pretrained=m.pretrained, config_overrides=m.config)
-        if m.pretrained:
-            return from_pretrained(m.pretrained)
+        if m.pretrained:  # fp32 master weights whatever the folder was saved in (autocast makes bf16 copies)
+            return from_pretrained(m.pretrained, dtype=torch.float32)
         if self.model_class is None:
             raise NotImplementedError(f"{type(self).__name__}: set model_class or override build_model")
         return self.model_class(m.config)
@@ -162,7 +162,7 @@ class Task:
         from ..models.weights import check_state_fits, load_weights
 
         if os.path.isfile(os.path.join(path, "config.json")):
-            return from_pretrained(path)
+            return from_pretrained(path, dtype=torch.float32)
         model = self.build_model()
         state = load_weights(path)
         check_state_fits(state, model, path)
