@@ -31,12 +31,20 @@ def _train(args) -> int:
     return 0
 
 
+_BOOKKEEPING = ("train_steps", "skipped_steps", "first_loss", "final_loss", "seconds", "world_size", "strategy",
+                "trainable_parameters", "total_parameters")
+
+
 def _format_summary(summary, out_dir: str) -> str:
+    """The run's steps and losses, then every number its task's final evaluation reported (each
+    task names its own: CLIP's zero-shot accuracy, VQ-KD's codebook use, BLIP-2's ITM...)."""
     lines = [f"\nrun folder: {out_dir}"]
-    for k in ("train_steps", "skipped_steps", "first_loss", "final_loss", "zero_shot_top1", "zero_shot_top5", "seconds"):
-        if summary.get(k) is not None:
-            v = summary[k]
-            lines.append(f"  {k:16s} {v:.4f}" if isinstance(v, float) else f"  {k:16s} {v}")
+    metrics = [k for k in summary if k not in _BOOKKEEPING]
+    for k in ("train_steps", "skipped_steps", "first_loss", "final_loss", *metrics, "seconds"):
+        v = summary.get(k)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        lines.append(f"  {k:20s} {v:.4f}" if isinstance(v, float) else f"  {k:20s} {v}")
     return "\n".join(lines)
 
 
@@ -53,8 +61,13 @@ def _eval(args) -> int:
         return 0
     if args.random_init:
         raise ValueError("--random-init goes with --probe")
-    if not args.recipe:
-        raise ValueError("eval needs --recipe (its task, data and eval sections), or --probe")
+    if not args.recipe:  # the recipe the checkpoint was trained with (data only: recipes import nothing)
+        from .train.checkpoint import resolve_checkpoint
+
+        args.recipe = os.path.join(resolve_checkpoint(args.checkpoint, "eval checkpoint"), "recipe.json")
+        if not os.path.isfile(args.recipe):
+            raise ValueError(f"{args.checkpoint}: no recipe.json beside the weights (not a tessera training "
+                             "checkpoint): give --recipe (its task, data and eval sections), or --probe")
     split_file = args.retrieval if isinstance(args.retrieval, str) else None
     if split_file is not None and not split_file.strip():  # an empty value fell back to plain evaluation
         raise ValueError("--retrieval: an empty file name (give a split file, or --retrieval alone for the recipe's data)")
@@ -185,7 +198,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     t.set_defaults(fn=_train)
     e = sub.add_parser("eval", help="evaluate a checkpoint folder with a recipe's task, or probe its encoder")
     e.add_argument("checkpoint", help="checkpoint or run folder (its newest checkpoint); with --probe also 'pixels'")
-    e.add_argument("--recipe", help="recipe whose task, data and eval sections to use")
+    e.add_argument("--recipe", help="recipe whose task, data and eval sections to use (default: the "
+                                    "checkpoint's recipe.json, the one it was trained with)")
     e.add_argument("--retrieval", nargs="?", const=True, default=False, metavar="SPLIT_FILE",
                    help="CLIP: also image-text retrieval on the recipe's eval data; with a file, R@1/5/10 on "
                         "it instead (coco:dataset_coco.json, flickr30k:dataset_flickr30k.json, annotations:list.json)")

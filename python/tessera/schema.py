@@ -77,7 +77,7 @@ def check_value(hint: Any, value: Any, where: str) -> Any:
             return float(value)
         hint_text = ""
         if isinstance(value, str) and _parses_as_float(value):  # YAML 1.1 reads 1e-3 as a string
-            hint_text = f" (YAML reads {value} as text: write it with a dot, e.g. {float(value)!r})"
+            hint_text = f" (YAML reads {value} as text: write it with a dot, e.g. {_yaml_float(float(value))})"
         raise ValueError(f"{where}: expected a number, got {_describe(value)}{hint_text}")
     if hint is str:
         if isinstance(value, str):
@@ -99,6 +99,15 @@ def check_value(hint: Any, value: Any, where: str) -> Any:
             return value
         raise ValueError(f"{where}: expected {hint.__name__}, got {_describe(value)}")
     return value
+
+
+def _yaml_float(x: float) -> str:
+    """x as YAML 1.1 reads a float: a dot in the mantissa and a signed exponent (1.0e-06)."""
+    text = repr(x)
+    mantissa, e, exponent = text.partition("e")
+    if e and "." not in mantissa:
+        mantissa += ".0"
+    return mantissa + (e + exponent if e else "")
 
 
 def _parses_as_float(text: str) -> bool:

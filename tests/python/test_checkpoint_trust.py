@@ -407,3 +407,19 @@ def test_a_resume_names_the_recipe_fields_that_changed(run, capsys):
     out = capsys.readouterr().out
     assert "resume: the recipe differs from the one step-00000004 was trained with" in out
     assert "optim.lr: 0.05 -> 0.5" in out and "train.steps: 4 -> 6" in out and "does not take effect" in out
+
+
+def test_eval_without_a_recipe_uses_the_checkpoints_own(run, tmp_path, capsys):
+    """`tessera eval RUN` evaluates with the recipe the run was trained with (its recipe.json: data,
+    never code); a folder without one asks for --recipe by name."""
+    assert tessera.cli.main(["eval", str(run)]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    recipe = tmp_path / "same.json"
+    recipe.write_text((step_dir(run, 4) / "recipe.json").read_text())
+    assert tessera.cli.main(["eval", str(run), "--recipe", str(recipe)]) == 0
+    assert json.loads(capsys.readouterr().out) == metrics and metrics
+    bare = tmp_path / "bare"
+    shutil.copytree(step_dir(run, 4), bare)
+    (bare / "recipe.json").unlink()
+    assert tessera.cli.main(["eval", str(bare)]) == 2
+    assert "no recipe.json beside the weights" in capsys.readouterr().err

@@ -144,3 +144,35 @@ def test_checkpointing_a_model_without_support_is_a_clear_error(tmp_path):
     trainer = Trainer(recipe, _toy_task.ToyRegression(recipe), str(tmp_path), DistInfo(), progress=False)
     with pytest.raises(ValueError, match="ToyModel has no set_gradient_checkpointing"):
         trainer.setup()
+
+
+def test_end_of_run_summary_prints_every_task_metric():
+    """The CLI's closing lines show what the task's final evaluation reported, not CLIP's keys only."""
+    from tessera.cli import _format_summary
+
+    text = _format_summary({"train_steps": 300, "first_loss": 1.01, "final_loss": 0.08, "world_size": 1,
+                            "strategy": "single", "eval_rec_loss": 0.0833, "codes_used": 0.98, "perplexity": 196.5,
+                            "note": "text is left out", "seconds": 70.7}, "runs/x")
+    rows = [line.split()[0] for line in text.splitlines()[2:]]
+    assert rows == ["train_steps", "first_loss", "final_loss", "eval_rec_loss", "codes_used", "perplexity", "seconds"]
+    assert "codes_used           0.9800" in text
+
+
+def test_yaml_exponent_hint_is_a_spelling_yaml_reads_as_a_number(tmp_path):
+    """YAML 1.1 reads 1e-06 as text; the error's suggested spelling must load, and a run's
+    recipe.json (JSON, where 1e-06 is a number) loads as it was written."""
+    import re
+
+    import yaml
+
+    from tessera.train import load_recipe
+
+    recipe = tmp_path / "r.yaml"
+    data = '"data": {"train": "t.txt", "tokenizer": "t.model"}'
+    recipe.write_text("{task: causal_lm, " + data + ", optim: {eps: 1e-06}}\n")
+    with pytest.raises(ValueError, match="YAML reads 1e-06 as text") as err:
+        load_recipe(str(recipe))
+    suggested = re.search(r"e\.g\. (\S+)\)", str(err.value)).group(1)
+    assert isinstance(yaml.safe_load(suggested), float) and float(suggested) == 1e-06
+    (tmp_path / "recipe.json").write_text('{"task": "causal_lm", ' + data + ', "optim": {"eps": 1e-06}}')
+    assert load_recipe(str(tmp_path / "recipe.json"), []).optim.eps == 1e-06

@@ -162,14 +162,19 @@ def apply_overrides(values: Dict[str, Any], overrides: Optional[List[str]]) -> D
 
 
 def load_recipe(path: str, overrides: Optional[List[str]] = None) -> Recipe:
-    """Reads a YAML recipe; `overrides` are `section.key=value` strings (YAML-parsed values)."""
+    """Reads a YAML recipe, or a run's recipe.json (JSON: YAML 1.1 would read its 1e-06 as text);
+    `overrides` are `section.key=value` strings (YAML-parsed values)."""
+    import json
+
     import yaml
 
     from ..io import read_text
 
     text = read_text(path, "a recipe (YAML)")  # a folder or bytes that are not UTF-8 are named, not a traceback
     try:
-        values = yaml.safe_load(text) or {}
+        values = (json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)) or {}
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: invalid JSON: {e}") from None
     except yaml.YAMLError as e:
         raise ValueError(f"{path}: invalid YAML: {e}") from None
     if not isinstance(values, dict):
