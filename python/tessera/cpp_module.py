@@ -92,6 +92,7 @@ class CppNode(_MirroredNode):
 class CppLayer(_MirroredNode):
     """A transformer layer: the C++ encoder calls it through `__call__`; the math runs in C++."""
 
+    @torch.compiler.disable  # opaque to torch.compile (see CppModule.__init_subclass__)
     def forward(self, hidden_states: torch.Tensor, layer_args: "_C.nn.LayerArgs") -> torch.Tensor:
         self._owning_model()  # a layer kept past its model ran on a freed encoder (a segfault)
         self._sync.run()
@@ -195,6 +196,14 @@ class CppModule(nn.Module):
         block = tessera.CppModule(my_ext.MyBlock(64))
         opt = torch.optim.AdamW(block.parameters())
     """
+
+    def __init_subclass__(cls, **kwargs):
+        """torch.compile treats a tessera module as one opaque call: its forward runs C++ (which
+        Dynamo cannot trace), and tracing the Python glue around it specialised on each layer's
+        index and recompiled until Dynamo's limit. Code around the module still compiles."""
+        super().__init_subclass__(**kwargs)
+        if "forward" in cls.__dict__:
+            cls.forward = torch.compiler.disable(cls.__dict__["forward"])
 
     def __init__(self, cpp):
         super().__init__()
@@ -304,6 +313,7 @@ class CppModule(nn.Module):
         self._cpp.train(mode)
         return self
 
+    @torch.compiler.disable  # as every subclass's forward (__init_subclass__)
     def forward(self, *args, **kwargs):
         self._sync_parameters()
         return self._cpp.forward(*args, **kwargs)
