@@ -35,9 +35,15 @@ def _require(path: str, is_dir: bool, what: str) -> str:
 
 
 class _Dataset:
-    """Length, indexing and class names over a C++ ``tessera._C.data.Dataset``."""
+    """Length, indexing and class names over a C++ ``tessera._C.data.Dataset``. A dataset pickles
+    as its constructor's arguments (the C++ index is rebuilt where it is unpickled), so
+    torch.utils.data.DataLoader workers can be spawned processes (macOS's and Windows' default)."""
 
     _cpp: "_data.Dataset"
+    _args: tuple = ()
+
+    def __reduce__(self):
+        return type(self), self._args
 
     def __len__(self) -> int:
         return len(self._cpp)
@@ -77,6 +83,7 @@ class FashionMNIST(_Dataset):
         self.root = _require(root, True, "Fashion-MNIST folder")
         self.split = split
         self._cpp = _data.FashionMNIST(self.root, split)
+        self._args = (self.root, split)
 
     @property
     def data(self) -> torch.Tensor:
@@ -96,6 +103,7 @@ class ImageFolder(_Dataset):
         if isinstance(extensions, str):  # one extension, not its characters (".png" matched any name ending in "g")
             extensions = [extensions]
         self._cpp = _data.ImageFolder(self.root, [e.lower() for e in extensions])
+        self._args = (self.root, tuple(extensions))
 
     @property
     def samples(self) -> List[Tuple[str, int]]:
@@ -118,6 +126,7 @@ class CaptionDataset(_Dataset):
     def __init__(self, path: str | os.PathLike, image_key: str = "image", caption_key: str = "caption"):
         self.path = _require(path, False, "caption file")
         self._cpp = _data.CaptionDataset(self.path, image_key, caption_key)
+        self._args = (self.path, image_key, caption_key)
 
     @property
     def entries(self) -> List[Tuple[str, str]]:

@@ -11,6 +11,7 @@ drawing their random numbers exactly as torchvision does, so the same seed gives
 """
 from __future__ import annotations
 
+import copyreg
 import errno
 import os
 from typing import Optional, Sequence, Tuple
@@ -93,6 +94,24 @@ class ImageTransform:
 
     def __repr__(self) -> str:
         return f"ImageTransform({self.options!r})"
+
+    def __reduce__(self):  # pickles as its options (DataLoader workers in spawned processes)
+        return ImageTransform, (self.options,)
+
+
+_OPTION_FIELDS = ("image_size", "resize_size", "mean", "std", "train", "scale", "ratio", "hflip_prob",
+                  "expand_grayscale")
+
+
+def _options(fields: dict, interpolation: str) -> TransformOptions:
+    return TransformOptions(**fields, interpolation=getattr(Interpolation, interpolation))
+
+
+def _reduce_options(o: TransformOptions):
+    return _options, ({k: getattr(o, k) for k in _OPTION_FIELDS}, o.interpolation.name)
+
+
+copyreg.pickle(TransformOptions, _reduce_options)
 
 
 def decode_image(data: bytes, source: str = "<bytes>", max_pixels: int = 1 << 26) -> torch.Tensor:
