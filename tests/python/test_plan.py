@@ -2,15 +2,14 @@
 saves, and the planned peak agrees with the measured peak RSS of a real run within 20 % on three
 recipes of different shapes (the figures are printed; docs/memory.md has them)."""
 import contextlib
-import json
 import os
 import pathlib
-import subprocess
 import sys
 
 import pytest
 import torch
 
+from _plan_measure import assert_plan_within_20_percent
 from tessera.plan import Settings, model_shape, plan_memory, suggest
 from tessera.train import build_task, load_recipe
 from tessera.train.clip_task import ClipTask, trim_trailing_padding
@@ -110,16 +109,7 @@ def test_plan_agrees_with_measured_peak(name):
 
         if not cpu_has_native_bf16():
             overrides = overrides[:-1] + ["model.config.vision_config.num_hidden_layers=4"]  # bf16 is emulated here
-    cmd = [sys.executable, "-m", "tessera.cli", "plan", RECIPE, "--measure", "--json"]
-    for o in overrides:
-        cmd += ["--set", o]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "2"})
-    assert run.returncode == 0, run.stderr[-3000:]
-    out = json.loads(run.stdout)
-    planned, measured = out["plan"]["peak"], out["measured"]["peak"]
-    print(f"\n{name}: planned {planned / 2**20:.1f} MiB, measured {measured / 2**20:.1f} MiB "
-          f"({out['measured']['how']}), measured/planned {measured / planned:.2f}")
-    assert 0.8 <= measured / planned <= 1.2
+    assert_plan_within_20_percent(name, RECIPE, overrides)
 
 
 @needs_data

@@ -2,16 +2,14 @@
 freezing and LoRA) equal the built model's, the LLaMA activation constants equal what autograd
 saves, and the planned peak agrees with the measured peak RSS of real runs within 20 % on the
 demo recipes and two other shapes (docs/memory.md has the figures)."""
-import contextlib
-import json
 import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
 import torch
 
+from _plan_measure import assert_plan_within_20_percent
+from _autograd_saved import saved_bytes
 from tessera.models.llama import LlamaForCausalLM
 from tessera.models.llava import LlavaForConditionalGeneration
 from tessera.plan import Settings, plan_memory
@@ -73,20 +71,6 @@ def test_causal_lm_parameters_are_exact():
     assert shape.trainable_params() == shape.params() - TEXT["vocab_size"] * TEXT["hidden_size"]
 
 
-def _saved(model, run, bf16) -> int:
-    storages = {}
-
-    def pack(t):
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
-        run()
-    return sum(v for k, v in storages.items() if k not in params)
-
-
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("setup", ["full", "stage1", "lora"])
 def test_activations_equal_what_autograd_saves(setup, precision):
@@ -113,7 +97,7 @@ def test_activations_equal_what_autograd_saves(setup, precision):
         ids[:, :c["image_seq_length"]] = 3
         pixels = torch.randn(B, 3, 28, 28)
         run = lambda: model(input_ids=ids, pixel_values=pixels, labels=ids)  # noqa: E731
-    saved = _saved(model, run, precision == "bf16")
+    saved = saved_bytes(model, run, precision == "bf16")
     planned = plan_memory(shape, Settings(precision=precision, batch_size=B)).activations
     print(f"\n{setup} {precision}: saved {saved / 2**20:.2f} MiB, planned {planned / 2**20:.2f} MiB")
     assert abs(planned - saved) <= 0.06 * saved
@@ -147,17 +131,5 @@ def test_plan_agrees_with_measured_peak(name):
 
         if not cpu_has_native_bf16():
             pytest.skip("bf16 is emulated on this CPU")
-    launch = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
-              if "train.strategy=fsdp2" in overrides else [sys.executable])
-    cmd = [*launch, "-m", "tessera.cli", "plan", str(ROOT / "recipes" / f"{recipe}.yaml"), "--measure",
-           "--json"]
-    for o in overrides:
-        cmd += ["--set", o]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, cwd=ROOT,
-                         env={**os.environ, "OMP_NUM_THREADS": "2"})
-    assert run.returncode == 0, run.stderr[-3000:]
-    out = json.loads(run.stdout)
-    planned, measured = out["plan"]["peak"], out["measured"]["peak"]
-    print(f"\n{name}: planned {planned / 2**20:.1f} MiB, measured {measured / 2**20:.1f} MiB, "
-          f"measured/planned {measured / planned:.2f}")
-    assert 0.8 <= measured / planned <= 1.2
+    assert_plan_within_20_percent(name, ROOT / "recipes" / f"{recipe}.yaml", overrides,
+                                  processes=2 if "train.strategy=fsdp2" in overrides else 1)

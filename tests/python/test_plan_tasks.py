@@ -2,8 +2,6 @@
 (`blip2_pretrain`) and LLaVA with the `qformer` projector (BLIP-2 stage 2). Parameter names and
 sizes equal the built model's, the planned activations equal what autograd saves, and the planned
 peak agrees with the measured peak RSS of real runs within 20 % (docs/memory.md has the figures)."""
-import contextlib
-import json
 import os
 import pathlib
 import subprocess
@@ -12,6 +10,8 @@ import sys
 import pytest
 import torch
 
+from _plan_measure import assert_plan_within_20_percent
+from _autograd_saved import saved_bytes
 from tessera.models.blip2_pretraining import Blip2ForPretraining
 from tessera.models.llava import LlavaForConditionalGeneration
 from tessera.plan import Settings, model_shape, plan_memory
@@ -32,21 +32,6 @@ VISION = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_att
 TEACHER = ["teacher.checkpoint=''", "teacher.target=hidden", "teacher.config.hidden_size=48",
            "teacher.config.image_size=28", "teacher.config.patch_size=7", "teacher.config.num_hidden_layers=1",
            "teacher.config.num_attention_heads=2", "teacher.config.intermediate_size=64"]
-
-
-def _saved(model, run, bf16: bool) -> int:
-    """Bytes autograd keeps for backward (parameters excluded), each storage once."""
-    storages = {}
-
-    def pack(t):
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
-        run()
-    return sum(v for k, v in storages.items() if k not in params)
 
 
 def _close(planned: int, saved: int, what: str, tolerance: float = 0.06) -> None:
@@ -93,7 +78,7 @@ def test_qformer_projector_activations_equal_what_autograd_saves(precision, drop
     ids = torch.randint(4, TEXT["vocab_size"], (B, L))
     ids[:, :c["image_seq_length"]] = 3
     pixels = torch.randn(B, 3, 28, 28)
-    saved = _saved(model, lambda: model(input_ids=ids, pixel_values=pixels, labels=ids), precision == "bf16")
+    saved = saved_bytes(model, lambda: model(input_ids=ids, pixel_values=pixels, labels=ids), precision == "bf16")
     shape = llava_shape(c, L, 1, B, [], keep)
     planned = plan_memory(shape, Settings(precision=precision, batch_size=B, checkpointing=checkpointing)).activations
     if checkpointing:  # the plan counts the layer backward rebuilds; autograd's hooks do not see it
@@ -120,7 +105,7 @@ def _task_saved(recipe, checkpointing: bool = False):
     batch = next(iter(loader))
     if hasattr(loader, "stop"):
         loader.stop()
-    return _saved(model, lambda: task.compute_loss(model, model, batch, 0), recipe.train.precision == "bf16"), model
+    return saved_bytes(model, lambda: task.compute_loss(model, model, batch, 0), recipe.train.precision == "bf16"), model
 
 
 @needs_data
@@ -251,14 +236,4 @@ def test_sugar_parameters_and_trainable_are_exact():
 def test_plan_agrees_with_measured_peak(name):
     recipe, overrides = MEASURED[name]
     _needs_runs(recipe)
-    cmd = [sys.executable, "-m", "tessera.cli", "plan", str(ROOT / "recipes" / f"{recipe}.yaml"), "--measure", "--json"]
-    for o in overrides:
-        cmd += ["--set", o]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT,
-                         env={**os.environ, "OMP_NUM_THREADS": "2"})
-    assert run.returncode == 0, run.stderr[-3000:]
-    out = json.loads(run.stdout)
-    planned, measured = out["plan"]["peak"], out["measured"]["peak"]
-    print(f"\n{name}: planned {planned / 2**20:.1f} MiB, measured {measured / 2**20:.1f} MiB, "
-          f"measured/planned {measured / planned:.2f}")
-    assert 0.8 <= measured / planned <= 1.2
+    assert_plan_within_20_percent(name, ROOT / "recipes" / f"{recipe}.yaml", overrides)
