@@ -10,6 +10,9 @@ from .estimate import MemoryPlan, plan_memory, suggest, variants
 MiB = 2 ** 20
 
 
+_WIDTH = 28  # the name column (per-layer rows name their stack: "per language_model layer")
+
+
 def _mib(b: float) -> str:
     return f"{b / MiB:9.1f}"
 
@@ -51,17 +54,17 @@ def format_plan(p: MemoryPlan, table: List[MemoryPlan], fits: List[MemoryPlan], 
     s = p.settings
     lines = [f"memory per rank, {s.world_size} process(es) on {s.device}, {p.params / 1e6:.2f} M parameters"
              + (f" ({p.trainable / 1e6:.2f} M trainable)" if p.trainable < p.params else ""),
-             f"recipe: {_label(p)}", "", "component                   MiB"]
+             f"recipe: {_label(p)}", "", f"{'component':{_WIDTH + 2}s}      MiB"]
     for name in ("weights", "gradients", "optimizer", "activations", "temporaries", "communication", "data",
                  "runtime"):
-        lines.append(f"  {name:22s}{_mib(getattr(p, name))}")
+        lines.append(f"  {name:{_WIDTH}s}{_mib(getattr(p, name))}")
     for stack, b in p.activations_per_layer.items():
         label = stack if "," in stack else f"per {stack} layer"  # a fitted part: all its layers
-        lines.append(f"    {label:20s}{_mib(b)}")
-    lines.append(f"  {'peak (' + p.peak_moment + ')':22s}{_mib(p.peak)}")
+        lines.append(f"    {label:{_WIDTH - 2}s}{_mib(b)}")
+    lines.append(f"  {'peak (' + p.peak_moment + ')':{_WIDTH}s}{_mib(p.peak)}")
     if measured:
         ratio = measured["peak"] / p.peak
-        lines.append(f"  {'measured peak':22s}{_mib(measured['peak'])}  ({measured['how']}; measured/planned "
+        lines.append(f"  {'measured peak':{_WIDTH}s}{_mib(measured['peak'])}  ({measured['how']}; measured/planned "
                      f"{ratio:.2f})")
     lines += ["", "the same run under other settings (peak MiB per rank):"]
     lines += [f"  {_label(q):42s}{_mib(q.peak)}" for q in table]
