@@ -97,6 +97,10 @@ def test_dtype_round_trips_with_transformers(fixture_dir, tmp_path):
     (tmp_path / "theirs" / "config.json").write_text(json.dumps(config))
     assert transformers.LlamaForCausalLM.from_pretrained(str(tmp_path / "theirs")).dtype == torch.bfloat16
     assert tessera.from_pretrained(str(tmp_path / "theirs")).dtype == torch.bfloat16
+    # A given state_dict's dtype is what the config records (an fp32 model saving bf16 tensors).
+    fp32 = tessera.from_pretrained(folder)
+    fp32.save_pretrained(str(tmp_path / "given"), state_dict={k: v.bfloat16() for k, v in fp32.state_dict().items()})
+    assert json.loads((tmp_path / "given" / "config.json").read_text())["dtype"] == "bfloat16"
     for bad, match in (({"dtype": "int8"}, "floating-point"), ({"dtype": "float17"}, "not a dtype"),
                        ({"dtype": torch.float32, "torch_dtype": torch.bfloat16}, "disagree")):
         with pytest.raises(ValueError, match=match):

@@ -190,7 +190,9 @@ class PreTrainedModel(nn.Module):
         module's own tensors (as transformers' argument: e.g. a consolidated FSDP state dict)."""
         # Serialise the config first: a config that cannot be written must fail before the
         # weights file is replaced, or the folder would pair new weights with an old config.
-        config = config_with_dtype(self.config, self.dtype if any(True for _ in self.parameters()) else None)
+        # config.json's dtype is the written weights' (a given state_dict's own, else the model's).
+        tensors_in = state_dict.values() if state_dict is not None else self.parameters()
+        config = config_with_dtype(self.config, next((t.dtype for t in tensors_in if t.is_floating_point()), None))
         config.setdefault("architectures", [self.architecture])
         config.setdefault("model_type", self.model_type)
         data = (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
