@@ -202,7 +202,9 @@ class CppModule(nn.Module):
         Dynamo cannot trace), and tracing the Python glue around it specialised on each layer's
         index and recompiled until Dynamo's limit. Code around the module still compiles."""
         super().__init_subclass__(**kwargs)
-        if "forward" in cls.__dict__:
+        # tessera's own classes only: a user's subclass that adds Python to forward compiles it
+        # (its call into the tessera forward stays one opaque call).
+        if "forward" in cls.__dict__ and cls.__module__.startswith("tessera."):
             cls.forward = torch.compiler.disable(cls.__dict__["forward"])
 
     def __init__(self, cpp):
@@ -332,6 +334,8 @@ class CppModule(nn.Module):
         _WRAPPERS[clone._cpp_addr] = clone
         for (_, p), (_, q) in zip(self.named_parameters(), clone.named_parameters()):
             q.requires_grad_(p.requires_grad)
+        if clone.__dict__.get("_checkpointing"):  # the flag was copied; C++'s clone starts without it
+            clone.set_gradient_checkpointing(True)
         return clone
 
     def __reduce_ex__(self, protocol):

@@ -102,7 +102,10 @@ def check_value(hint: Any, value: Any, where: str) -> Any:
 
 
 def _yaml_float(x: float) -> str:
-    """x as YAML 1.1 reads a float: a dot in the mantissa and a signed exponent (1.0e-06)."""
+    """x as YAML 1.1 reads a float: a dot in the mantissa and a signed exponent (1.0e-06);
+    .inf, -.inf and .nan for the others."""
+    if not math.isfinite(x):
+        return ".nan" if math.isnan(x) else (".inf" if x > 0 else "-.inf")
     text = repr(x)
     mantissa, e, exponent = text.partition("e")
     if e and "." not in mantissa:

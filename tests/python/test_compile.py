@@ -47,3 +47,21 @@ def test_per_layer_compile_trains_as_eager(no_recompiles):
     torch.testing.assert_close(step(compiled), loss_of(eager(**x)) * 2.0, rtol=0, atol=0)
     for (name, a), b in zip(eager.named_parameters(), compiled.parameters()):
         torch.testing.assert_close(b.grad, a.grad, rtol=0, atol=0, msg=name)
+
+
+class ScaledClip(tessera.CLIPModel):
+    """A user's subclass whose forward adds Python around tessera's: that part compiles."""
+
+    def forward(self, **kwargs):
+        return super().forward(**kwargs).logits_per_image.softmax(-1) * 3.0
+
+
+def test_a_users_subclass_compiles_its_own_code(no_recompiles):
+    config, inputs, _ = EXAMPLES["CLIPModel"][:3]
+    model = ScaledClip(config).eval()
+    assert not hasattr(ScaledClip.forward, "__wrapped__") and hasattr(tessera.CLIPModel.forward, "__wrapped__")
+    x = inputs(model.config)
+    eager = model(**x)
+    compiled = torch.compile(model)
+    for _ in range(2):
+        torch.testing.assert_close(compiled(**x), eager, rtol=0, atol=0)

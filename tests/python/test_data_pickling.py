@@ -61,3 +61,26 @@ def test_folder_and_caption_datasets_round_trip(tmp_path, png_codec):
         assert len(back) == len(ds) and back.classes == ds.classes
         for i in range(len(ds)):
             assert torch.equal(back[i][0], ds[i][0]) and back[i][1] == ds[i][1]
+
+
+class WithTransform(td.FashionMNIST):
+    """torchvision's style: a subclass with its own constructor and attributes."""
+
+    def __init__(self, transform, split="test"):
+        super().__init__(FMNIST, split)
+        self.transform = transform
+
+
+class Sevens(td.ImageTransform):
+    def __call__(self, image, generator=None):
+        return super().__call__(image, generator) * 0 + 7
+
+
+@needs_data
+def test_subclasses_and_their_attributes_survive_pickling():
+    ds = WithTransform(Sevens(td.clip_transform(16)))
+    ds.note = "kept"
+    for back in (pickle.loads(pickle.dumps(ds)), __import__("copy").copy(ds)):
+        assert type(back) is WithTransform and back.note == "kept" and back.split == "test"
+        assert type(back.transform) is Sevens and bool((back.transform(back[0][0]) == 7).all())
+        assert torch.equal(back[3][0], ds[3][0])

@@ -16,7 +16,7 @@ from tessera.models.blip2_pretraining import Blip2ForPretraining
 from tessera.models.llava import LlavaForConditionalGeneration
 from tessera.plan import Settings, model_shape, plan_memory
 from tessera.plan.lm import llava_shape
-from tessera.plan.params import clip_vision_params, llama_params, trainable
+from tessera.plan.params import clip_vision_params, llama_params, mlp_projector_params, trainable
 from tessera.plan.qformer import pretraining_params, projector_params
 from tessera.train import build_task, load_recipe
 from tessera.train.freeze import apply_freezing
@@ -49,14 +49,21 @@ def _qformer_llava(dropout: float = 0.1, frequency: int = 1):
         vision_feature_select_strategy="full"))
 
 
-@pytest.mark.parametrize("freeze, keep", [([], ["^multi_modal_projector\\."]), (["^vision_tower\\."], []),
-                                          (["qformer\\.encoder\\.layer\\.0\\."], [])])
-def test_qformer_projector_parameters_and_trainable_are_exact(freeze, keep):
+@pytest.mark.parametrize("freeze, keep, projector, layers", [
+    ([], ["^multi_modal_projector\\."], "qformer", -1), (["^vision_tower\\."], [], "qformer", [-2, -1]),
+    (["qformer\\.encoder\\.layer\\.0\\."], [], "qformer", -1), ([], [], "mlp2x_gelu", [-2, -1])])
+def test_qformer_projector_parameters_and_trainable_are_exact(freeze, keep, projector, layers):
+    """Several vision_feature_layers are concatenated: the projector reads their joint width."""
     c = _qformer_llava(frequency=2)
+    c = dict(c, projector_type=projector, vision_feature_layer=layers)
+    if projector != "qformer":
+        c = {k: v for k, v in c.items() if k not in ("projector_num_queries", "projector_config", "image_seq_length")}
+    c = LlavaForConditionalGeneration.resolve_config(c)
     model = LlavaForConditionalGeneration(c)
     apply_freezing(model, freeze, keep)
+    projector_of = projector_params if projector == "qformer" else mlp_projector_params
     params = (clip_vision_params(c["vision_config"], "vision_tower.")[0]
-              + projector_params(c, "multi_modal_projector.")[0] + llama_params(c["text_config"], "language_model.")[0])
+              + projector_of(c, "multi_modal_projector.")[0] + llama_params(c["text_config"], "language_model.")[0])
     assert dict(params) == {n: p.numel() for n, p in model.named_parameters()}
     assert trainable(params, freeze, keep) == {n: p.requires_grad for n, p in model.named_parameters()}
     shape = llava_shape(c, 40, 1, 8, freeze, keep)

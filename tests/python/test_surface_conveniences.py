@@ -178,3 +178,41 @@ def test_open_clip_entry_points_match_open_clip():
         tessera.create_model_and_transforms("llama-50m")
     with pytest.raises(ValueError, match="precision"):
         tessera.create_model_and_transforms("ViT-B-32", precision="fp8")
+
+
+def test_tied_head_and_copies_keep_what_they_say():
+    """A tied LM head is the input embedding's matrix (transformers answers its tied lm_head);
+    a deep copy of a checkpointing model checkpoints too (C++'s clone did not, the flag said so)."""
+    from _autograd_saved import saved_bytes
+
+    config = dict(EXAMPLES["LlamaForCausalLM"][0], tie_word_embeddings=True)
+    ours = tessera.LlamaForCausalLM(config)
+    theirs = transformers.LlamaForCausalLM(transformers.LlamaConfig(**config))
+    assert ours.get_output_embeddings().weight.shape == theirs.get_output_embeddings().weight.shape
+    assert ours.get_output_embeddings().weight is ours.get_input_embeddings().weight
+    ours.train().gradient_checkpointing_enable()
+    copy = __import__("copy").deepcopy(ours)
+    assert copy.is_gradient_checkpointing
+    ids = torch.arange(30).view(3, 10) % 50
+    assert saved_bytes(copy, lambda: copy(input_ids=ids, labels=ids), False) == \
+        saved_bytes(ours, lambda: ours(input_ids=ids, labels=ids), False)
+
+
+def test_loading_in_bf16_does_not_go_through_fp32(tmp_path):
+    """The peak of from_pretrained(dtype=bf16) of a bf16 folder stays near the file's size (the
+    fp32 model that was built, converted and then cast peaked at 3x)."""
+    import subprocess
+    import sys
+
+    config = dict(EXAMPLES["LlamaForCausalLM"][0], vocab_size=4000, hidden_size=512, intermediate_size=1024)
+    tessera.LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(str(tmp_path))
+    size = (tmp_path / "model.safetensors").stat().st_size
+    probe = ("import sys, tessera\n"
+             "status = lambda k: int(open('/proc/self/status').read().split(k + ':')[1].split()[0]) * 1024\n"
+             "open('/proc/self/clear_refs', 'w').write('5'); base = status('VmRSS')\n"
+             "tessera.from_pretrained(sys.argv[1])\n"
+             "print(status('VmHWM') - base)")
+    run = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "MALLOC_MMAP_THRESHOLD_": "262144"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert int(run.stdout.split()[-1]) < 1.6 * size

@@ -36,14 +36,21 @@ def _require(path: str, is_dir: bool, what: str) -> str:
 
 class _Dataset:
     """Length, indexing and class names over a C++ ``tessera._C.data.Dataset``. A dataset pickles
-    as its constructor's arguments (the C++ index is rebuilt where it is unpickled), so
-    torch.utils.data.DataLoader workers can be spawned processes (macOS's and Windows' default)."""
+    as its attributes without the C++ index, which `_open` rebuilds where it is unpickled (a
+    subclass's own attributes travel too), so torch.utils.data.DataLoader workers can be spawned
+    processes (macOS's and Windows' default)."""
 
     _cpp: "_data.Dataset"
-    _args: tuple = ()
 
-    def __reduce__(self):
-        return type(self), self._args
+    def _open(self) -> "_data.Dataset":
+        raise NotImplementedError
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_cpp"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._cpp = self._open()
 
     def __len__(self) -> int:
         return len(self._cpp)
@@ -82,8 +89,10 @@ class FashionMNIST(_Dataset):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         self.root = _require(root, True, "Fashion-MNIST folder")
         self.split = split
-        self._cpp = _data.FashionMNIST(self.root, split)
-        self._args = (self.root, split)
+        self._cpp = self._open()
+
+    def _open(self):
+        return _data.FashionMNIST(self.root, self.split)
 
     @property
     def data(self) -> torch.Tensor:
@@ -102,8 +111,11 @@ class ImageFolder(_Dataset):
         self.root = _require(root, True, "image folder")
         if isinstance(extensions, str):  # one extension, not its characters (".png" matched any name ending in "g")
             extensions = [extensions]
-        self._cpp = _data.ImageFolder(self.root, [e.lower() for e in extensions])
-        self._args = (self.root, tuple(extensions))
+        self.extensions = [e.lower() for e in extensions]
+        self._cpp = self._open()
+
+    def _open(self):
+        return _data.ImageFolder(self.root, self.extensions)
 
     @property
     def samples(self) -> List[Tuple[str, int]]:
@@ -125,8 +137,11 @@ class CaptionDataset(_Dataset):
 
     def __init__(self, path: str | os.PathLike, image_key: str = "image", caption_key: str = "caption"):
         self.path = _require(path, False, "caption file")
-        self._cpp = _data.CaptionDataset(self.path, image_key, caption_key)
-        self._args = (self.path, image_key, caption_key)
+        self.image_key, self.caption_key = image_key, caption_key
+        self._cpp = self._open()
+
+    def _open(self):
+        return _data.CaptionDataset(self.path, self.image_key, self.caption_key)
 
     @property
     def entries(self) -> List[Tuple[str, str]]:

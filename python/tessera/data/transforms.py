@@ -11,6 +11,7 @@ drawing their random numbers exactly as torchvision does, so the same seed gives
 """
 from __future__ import annotations
 
+import copy
 import copyreg
 import errno
 import os
@@ -85,7 +86,8 @@ class ImageTransform:
     """
 
     def __init__(self, options: Optional[TransformOptions] = None):
-        self.options = options if options is not None else clip_transform()
+        # A copy: the C++ pipeline is built from these values, and pickling sends them.
+        self.options = copy.copy(options) if options is not None else clip_transform()
         self._cpp = _data.ImageTransform(self.options)
 
     def __call__(self, image, generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -95,8 +97,12 @@ class ImageTransform:
     def __repr__(self) -> str:
         return f"ImageTransform({self.options!r})"
 
-    def __reduce__(self):  # pickles as its options (DataLoader workers in spawned processes)
-        return ImageTransform, (self.options,)
+    def __getstate__(self) -> dict:  # pickles without the C++ pipeline (DataLoader workers in spawned processes)
+        return {k: v for k, v in self.__dict__.items() if k != "_cpp"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._cpp = _data.ImageTransform(self.options)
 
 
 _OPTION_FIELDS = ("image_size", "resize_size", "mean", "std", "train", "scale", "ratio", "hflip_prob",

@@ -122,10 +122,13 @@ class PreTrainedModel(nn.Module):
             if not state:
                 raise ValueError(f"{path}: no weights of {cls.__name__} in this {from_parent!r} checkpoint")
         target = load_dtype(dtype, torch_dtype, folder_config, state, path)
+        if target != model.dtype:
+            # Before loading: the model's uninitialised fp32 tensors were never written (no memory
+            # yet), and the checkpoint's tensors in the target dtype are then assigned uncopied.
+            model.to(target)
+            dtypes = {k: v.dtype for k, v in model.state_dict().items()}
         state = {k: v.to(dtypes[k]) if k in dtypes and v.dtype != dtypes[k] else v for k, v in state.items()}
         load_fitting(model, state, f"{path} (with its config.json)", assign=True)
-        if target != model.dtype:
-            model.to(target)
         if callable(getattr(model, "generate", None)):  # a causal LM reads its generation defaults too
             from .llama import read_generation_defaults
 
@@ -246,7 +249,14 @@ class PreTrainedModel(nn.Module):
         return self.get_submodule(self.input_embeddings)
 
     def get_output_embeddings(self) -> Optional[nn.Module]:
-        return self.get_submodule(self.output_embeddings) if self.output_embeddings else None
+        """The LM head; with tie_word_embeddings there is no head module, and the input embedding
+        (whose weight the head uses, as transformers' tied lm_head does) is returned."""
+        if not self.output_embeddings:
+            return None
+        try:
+            return self.get_submodule(self.output_embeddings)
+        except AttributeError:  # tied: no module at that path
+            return self.get_input_embeddings()
 
     def set_gradient_checkpointing(self, enable: bool = True) -> None:
         """Activation checkpointing of every transformer layer stack (C++; the layers keep their

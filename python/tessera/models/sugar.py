@@ -108,4 +108,4 @@ class SugarModel(nn.Module):
             config = json.load(f)
         projector = RetrievalProjector(**config)
         projector.load_state_dict(_C.core.load_safetensors(os.path.join(path, PROJECTOR_WEIGHTS))[0], strict=True)
-        return cls(from_pretrained(path), projector).eval()
+        return cls(from_pretrained(path, dtype=torch.float32), projector).eval()

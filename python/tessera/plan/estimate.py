@@ -93,6 +93,7 @@ def plan_memory(shape: ModelShape, s: Settings) -> MemoryPlan:
     acts = int(shape.other_activations_per_sample * b * (0.5 if mode != "fp32" else 1.0))
     logits = 4 * shape.logits_per_sample * b
     acts += logits + (2 * (shape.head_matrix + shape.autocast_matrices) if mode == "bf16" else 0)
+    acts += shape.pairwise_activations * b * b
     if shape.fitted:
         fitted = shape.fitted[mode + ("+ckpt" if s.checkpointing else "")] * b
         per_layer[shape.fitted_label] = fitted
@@ -114,7 +115,7 @@ def plan_memory(shape: ModelShape, s: Settings) -> MemoryPlan:
     extra = max(head, recompute + transient - logits) if logits else recompute + transient
 
     # Frozen parameters have neither gradients nor AdamW state.
-    weights, grads, optim = 4 * P // n, 4 * T // n, 8 * T // n
+    weights, grads, optim = 4 * P // n + 4 * shape.frozen_beside, 4 * T // n, 8 * T // n
     comm = 0
     notes = []
     if sharded:
@@ -134,6 +135,9 @@ def plan_memory(shape: ModelShape, s: Settings) -> MemoryPlan:
         inside = backward + comm + data + runtime
         notes.append(f"the peak is the optimizer step, which holds every gradient: optim.in_backward (with "
                      f"optim.grad_clip: 0) steps inside backward instead, peak {inside / MiB:.1f} MiB")
+    if shape.frozen_beside:
+        notes.append(f"weights include {shape.frozen_beside / 1e6:.2f} M parameters of the frozen model(s) the task "
+                     "runs beside this one (teacher, tokenizer or tower), on every rank")
     if s.precision == "bf16" and s.device == "cpu":
         from ..train.hardware import BF16_SLOW_WARNING, cpu_has_native_bf16
 

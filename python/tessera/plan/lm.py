@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence
 
-from .params import Params, add_lora, clip_vision_params, llama_params, mlp_projector_params, trainable
+from .params import Params, add_lora, clip_vision_params, feature_width, llama_params, mlp_projector_params, trainable
 from .qformer import QFormerPass, fitted, projector_params, qformer_matrices
 from .shapes import ModelShape, Stack, patch_count
 
@@ -84,14 +84,14 @@ def llava_shape(c: Dict, tokens: int, images: int, batch_size: int, freeze: Sequ
     projector_grad = vsaves != "none" or any(g for n, g in grads.items() if n.startswith("multi_modal_projector."))
     # The MLP projector keeps its input, its hidden layer and the GELU's output per image token.
     n_img = images * int(c.get("image_seq_length") or patches)
-    other = n_img * 4 * (v["hidden_size"] + 2 * t["hidden_size"]) if projector_grad and not qformer else 0
+    other = n_img * 4 * (feature_width(c) + 2 * t["hidden_size"]) if projector_grad and not qformer else 0
     pixels = 3 * v["image_size"] ** 2 * 4 * images
     shape = lm_shape("llava", t, tokens, batch_size, 4 * 8 * tokens + 2 * pixels, params, grads,
                      lm_prefix="language_model.", upstream=projector_grad, lora_r=r, stacks=[tower], other_acts=other)
     if qformer and projector_grad:
         shape.fitted = _qformer_projector(c, images, patches)
         q = c["projector_config"]
-        shape.autocast_matrices = (qformer_matrices(dict(q, encoder_hidden_size=v["hidden_size"]), text=False)
+        shape.autocast_matrices = (qformer_matrices(dict(q, encoder_hidden_size=feature_width(c)), text=False)
                                    + q["hidden_size"] * t["hidden_size"])
     return shape
 
@@ -99,7 +99,7 @@ def llava_shape(c: Dict, tokens: int, images: int, batch_size: int, freeze: Sequ
 def _qformer_projector(c: Dict, images: int, patches: int) -> Dict[str, int]:
     """The `qformer` projector's activations: its queries over every image's tokens (the class
     token too under `vision_feature_select_strategy: full`)."""
-    q = dict(c["projector_config"], encoder_hidden_size=c["vision_config"]["hidden_size"])
+    q = dict(c["projector_config"], encoder_hidden_size=feature_width(c))
     tokens = patches + (1 if c.get("vision_feature_select_strategy") == "full" else 0)
     n = c["projector_num_queries"]
     return fitted(q, [QFormerPass(images, n, 0, tokens)], "queries",

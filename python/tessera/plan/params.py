@@ -61,6 +61,13 @@ def clip_vision_params(v: Dict, prefix: str) -> Tuple[Params, LINEARS]:
     return out, lin
 
 
+def feature_width(c: Dict) -> int:
+    """The width of the tower features a LLaVA projector reads: several `vision_feature_layer`s
+    are concatenated, as transformers does."""
+    layers = c.get("vision_feature_layer", -2)
+    return c["vision_config"]["hidden_size"] * (len(layers) if isinstance(layers, (list, tuple)) else 1)
+
+
 def mlp_projector_params(c: Dict, prefix: str) -> Tuple[Params, LINEARS]:
     """LLaVA's `linear` and `mlpNx_gelu` projectors (vision width -> text width)."""
     kind = c.get("projector_type", "mlp2x_gelu")
@@ -68,7 +75,7 @@ def mlp_projector_params(c: Dict, prefix: str) -> Tuple[Params, LINEARS]:
     depth = int(m.group(1)) if m else 1 if kind == "linear" else 0
     if not depth:
         raise ValueError(f"tessera plan describes the linear and mlpNx_gelu projectors, not {kind!r}")
-    hv, ht = c["vision_config"]["hidden_size"], c["text_config"]["hidden_size"]
+    hv, ht = feature_width(c), c["text_config"]["hidden_size"]
     bias = c.get("multimodal_projector_bias", True)
     out: Params = []
     lin: LINEARS = []

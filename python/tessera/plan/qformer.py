@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
-from .params import LINEARS, Params, _linear
+from .params import LINEARS, Params, _linear, feature_width
 
 # Least-squares fits without negative terms (residuals within 1 % in fp32 and 4 % in bf16
 # autocast, whose copies of the weight matrices add "weights" bytes per element: 2, counted once
@@ -83,7 +83,7 @@ def qformer_params(q: Dict, prefix: str, text: bool) -> Tuple[Params, LINEARS]:
 
 def projector_params(c: Dict, prefix: str) -> Tuple[Params, LINEARS]:
     """LLaVA's `qformer` projector: learned queries, the Q-Former, `language_projection`."""
-    q = dict(c["projector_config"], encoder_hidden_size=c["vision_config"]["hidden_size"])
+    q = dict(c["projector_config"], encoder_hidden_size=feature_width(c))
     out, lin = qformer_params(q, prefix + "qformer.", text=False)
     out.insert(0, (prefix + "query_tokens", c["projector_num_queries"] * q["hidden_size"]))
     _linear(out, lin, prefix + "language_projection", q["hidden_size"], c["text_config"]["hidden_size"],

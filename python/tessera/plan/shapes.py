@@ -150,6 +150,12 @@ class ModelShape:
     fitted: Dict[str, int] = field(default_factory=dict)
     fitted_label: str = "Q-Former, all layers"
     autocast_matrices: int = 0   # weight-matrix elements outside the stacks that bf16 autocast copies (2 bytes)
+    # Frozen models the task runs beside this one (a teacher, a tokenizer, BLIP-2's tower): their
+    # parameters, held in fp32 on every rank, without gradients or optimizer state.
+    frozen_beside: int = 0
+    # Activations that grow with the micro-batch squared (Sugar's point pooling: [points, B x L]),
+    # bytes per B^2.
+    pairwise_activations: int = 0
 
     def params(self) -> int:
         return self.other_params + sum(s.params() for s in self.stacks)

@@ -45,6 +45,14 @@ class BeitTask(MaskedImageTask):
         tokenizer = read_config(resolve_checkpoint(recipe.tokenizer.checkpoint, "tokenizer.checkpoint"))
         return {"vocab_size": tokenizer["codebook_size"]}
 
+    @classmethod
+    def frozen_beside(cls, recipe) -> int:
+        """The VQ-KD tokenizer's tensors (its codebook too), counted from its checkpoint file."""
+        from ..models.weights import load_weights
+
+        folder = resolve_checkpoint(recipe.tokenizer.checkpoint, "tokenizer.checkpoint")
+        return sum(t.numel() for t in load_weights(folder).values())
+
     def compute_loss(self, wrapped, model, batch, step):
         px = batch["pixel_values"].to(model.device)
         labels = self.tokenizer.to(px.device).get_codebook_indices(px)

@@ -157,7 +157,8 @@ class Blip2PretrainTask(Task):
         pixels = 3 * d.image_size ** 2 * 4
         return ModelShape(recipe.task, [], other_params=sum(k for _, k in params), sample_bytes=pixels + 16 * text,
                           batch_size=d.batch_size, prefetch=d.prefetch, fitted=fitted(q, passes, "joint", heads),
-                          autocast_matrices=qformer_matrices(q, text=True) + h * h + 2 * h * e + 2 * h)
+                          autocast_matrices=qformer_matrices(q, text=True) + h * h + 2 * h * e + 2 * h,
+                          frozen_beside=sum(p.numel() for p in task.tower.parameters()))
 
     @torch.no_grad()
     def image_embeds(self, pixel_values: torch.Tensor) -> torch.Tensor:

@@ -119,8 +119,8 @@ class MaskedImageTask(ImageTask):
 
     @classmethod
     def memory_shape(cls, recipe):
-        """A BEiT encoder with its head for `tessera plan` (a frozen tokenizer or teacher runs
-        without gradients and is not counted)."""
+        """A BEiT encoder with its head for `tessera plan`; a frozen tokenizer or teacher beside it
+        counts its weights only (no gradients, no activations kept)."""
         from ..plan import ModelShape
         from ..plan.beit import beit_encoder
 
@@ -132,4 +132,10 @@ class MaskedImageTask(ImageTask):
         pixels = c["num_channels"] * d.image_size ** 2 * 4
         acts = 4 * (3 * (n + 1) * h + 3 * n * vocab) + 2 * pixels            # embeddings, logits and their grads
         return ModelShape(recipe.task, [stack], other_params=other, other_activations_per_sample=acts,
-                          sample_bytes=pixels, batch_size=d.batch_size, prefetch=d.prefetch)
+                          sample_bytes=pixels, batch_size=d.batch_size, prefetch=d.prefetch,
+                          frozen_beside=cls.frozen_beside(recipe))
+
+    @classmethod
+    def frozen_beside(cls, recipe) -> int:
+        """Parameters of the frozen model the task runs beside this one (its teacher or tokenizer)."""
+        return 0

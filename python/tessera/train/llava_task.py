@@ -232,7 +232,7 @@ class LlavaTask(Task):
     def load_model(self, path: str):
         from ..factory import from_pretrained
 
-        return from_pretrained(path)  # checkpoints are written merged: a plain LLaVA
+        return from_pretrained(path, dtype=torch.float32)  # checkpoints are written merged: a plain LLaVA
 
     # ---- data -------------------------------------------------------------------------------
     def index(self, path: str) -> ConversationSet:

@@ -54,6 +54,10 @@ class MimFeaturesTask(MaskedImageTask):
     def head_config(cls, recipe) -> Dict[str, Any]:
         return {"vocab_size": teacher_width(recipe.teacher)}
 
+    @classmethod
+    def frozen_beside(cls, recipe) -> int:
+        return sum(p.numel() for p in load_teacher(recipe.teacher).parameters())
+
     def _loss(self, model_out, px, mask) -> torch.Tensor:
         target = teacher_features(self.teacher.to(px.device), px, self.recipe.teacher.layer)
         return feature_loss(model_out.logits[mask], target[mask], self.recipe.loss.type)

@@ -191,14 +191,14 @@ class SugarTask(LlavaTask):
         """LLaVA's plan plus the retrieval MLP (trainable) and the points: each is pooled from the
         last hidden states through a [points, B x L] weight matrix the matmul keeps for backward."""
         shape = super().memory_shape(recipe)
-        lc, b = recipe.loss, recipe.data.batch_size
+        lc = recipe.loss
         h = shape.stacks[-1].hidden
         mlp = h * lc.projector_hidden + lc.projector_hidden + lc.projector_hidden * lc.projector_dim + lc.projector_dim
         shape.other_params += mlp
         shape.trainable = (shape.trainable or 0) + mlp
-        tokens = shape.stacks[-1].tokens
         k = lc.points_per_sample
-        shape.other_activations_per_sample += 4 * k * (b * tokens + h + 2 * lc.projector_hidden + lc.projector_dim)
+        shape.other_activations_per_sample += 4 * k * (h + 2 * lc.projector_hidden + lc.projector_dim)
+        shape.pairwise_activations = 4 * k * shape.stacks[-1].tokens  # [k B, B L] pooling weights
         return shape
 
     def load_model(self, path: str) -> SugarModel:

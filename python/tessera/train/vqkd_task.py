@@ -60,7 +60,8 @@ class VqkdTask(ImageTask):
         # the pixels; the codebook distances keep nothing (the code is an argmin).
         acts = 12 * (n + 1) * (h + hd) + 18 * n * k + 8 * n * t + pixels
         return ModelShape(recipe.task, [encoder, decoder], other_params=other, other_activations_per_sample=acts,
-                          sample_bytes=pixels, batch_size=d.batch_size, prefetch=d.prefetch)
+                          sample_bytes=pixels, batch_size=d.batch_size, prefetch=d.prefetch,
+                          frozen_beside=sum(p.numel() for p in load_teacher(recipe.teacher).parameters()))
 
     def compute_loss(self, wrapped, model, batch, step):
         px = batch["pixel_values"].to(model.device)
