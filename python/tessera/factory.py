@@ -110,7 +110,10 @@ def create_model_and_transforms(model_name: str, pretrained: Optional[str] = Non
                                 device: Union[str, torch.device] = "cpu", image_mean=None, image_std=None,
                                 **model_kwargs):
     """open_clip's call: (model, preprocess_train, preprocess_val) for a CLIP variant; `pretrained`
-    is a checkpoint or run folder. The transforms take a PIL image or a uint8 [H, W, C] tensor."""
+    is a checkpoint or run folder. The transforms take a PIL image or a uint8 [H, W, C] tensor.
+    `precision` "bf16"/"fp16" cast the whole model, as open_clip's "pure_bf16"/"pure_fp16" do
+    (open_clip's plain "bf16" keeps the LayerNorms in fp32; tessera's C++ modules run in one
+    dtype); "amp*" keep fp32 weights for autocast."""
     model = _clip_model(model_name, pretrained, precision, device, model_kwargs)
     return (model, *_transforms(model, image_mean, image_std))
 
