@@ -1,9 +1,10 @@
 """from_pretrained on a ~1.2 GB checkpoint, fp32: peak memory added by loading (as a multiple of the
 checkpoint size; goal <= 1.3x) and wall time, tessera vs transformers' from_pretrained on the same
 folder, each in a fresh process. Models: CLIP (ViT-L/14 sizes, 14 vision layers) and LLaMA
-(width 2048, 3 layers, 32000-token vocabulary: 283M parameters).
+(width 2048, 3 layers, 32000-token vocabulary: 283M parameters); `llama-bf16` is that LLaMA saved
+in bf16, which both libraries load in bf16 by default (transformers 5's dtype="auto").
 
-    .venv/bin/python benchmarks/load_pretrained.py [clip|llama]
+    .venv/bin/python benchmarks/load_pretrained.py [clip|llama|llama-bf16]
 """
 import os
 import resource
@@ -23,7 +24,7 @@ def _rss_mb() -> float:
 
 
 def _measure(lib: str, folder: str, family: str) -> None:
-    import torch  # noqa: F401  (imports are not part of the load)
+    import torch  # imported before the clock: imports are not part of the load
 
     if lib == "tessera":
         import tessera
@@ -38,6 +39,7 @@ def _measure(lib: str, folder: str, family: str) -> None:
     model = load(folder)
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    assert family != "llama-bf16" or model.dtype == torch.bfloat16, model.dtype
     print(f"{seconds:.3f} {peak - base:.1f} {sum(p.numel() for p in model.parameters())}")
 
 
@@ -55,7 +57,8 @@ def _write_checkpoint(family: str, folder: str) -> None:
     else:
         config = transformers.LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=5504,
                                           num_hidden_layers=3, num_attention_heads=16, num_key_value_heads=16)
-        transformers.LlamaForCausalLM(config).save_pretrained(folder)
+        model = transformers.LlamaForCausalLM(config)
+        (model.to(torch.bfloat16) if family == "llama-bf16" else model).save_pretrained(folder)
 
 
 def main(family: str) -> None:
