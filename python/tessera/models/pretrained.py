@@ -123,9 +123,11 @@ class PreTrainedModel(nn.Module):
                 raise ValueError(f"{path}: no weights of {cls.__name__} in this {from_parent!r} checkpoint")
         target = load_dtype(dtype, torch_dtype, folder_config, state, path)
         if target != model.dtype:
-            # Before loading: the model's uninitialised fp32 tensors were never written (no memory
-            # yet), and the checkpoint's tensors in the target dtype are then assigned uncopied.
-            model.to(target)
+            # Before loading, and without converting: the uninitialised fp32 tensors become
+            # uninitialised ones of the target dtype (neither is ever written, so neither takes
+            # memory; the strict load below overwrites every one), and the checkpoint's tensors
+            # in that dtype are then assigned uncopied.
+            model._apply(lambda t: torch.empty_like(t, dtype=target) if t.is_floating_point() else t)
             dtypes = {k: v.dtype for k, v in model.state_dict().items()}
         state = {k: v.to(dtypes[k]) if k in dtypes and v.dtype != dtypes[k] else v for k, v in state.items()}
         load_fitting(model, state, f"{path} (with its config.json)", assign=True)
