@@ -204,7 +204,10 @@ MEASURED = {
         "fashion_mnist_blip2_stage1", TOWER_DEMO + [f"model.config.qformer_config.{o}" for o in Q4x256] + [
             "model.config.qformer_config.cross_attention_frequency=2", "model.config.num_query_tokens=16",
             "data.batch_size=32"]),
-    "blip2 stage 1 checkpointed": ("fashion_mnist_blip2_stage1", TOWER_DEMO + ["model.gradient_checkpointing=true"]),
+    # Batch 256: at the demo's 64 the checkpointed peak (97 MiB) is small enough that the ~20 MiB by
+    # which a fresh venv's runtime grows (docs/memory.md) moved it past 1.2.
+    "blip2 stage 1 checkpointed, batch 256": ("fashion_mnist_blip2_stage1", TOWER_DEMO + [
+        "model.gradient_checkpointing=true", "data.batch_size=256"]),
     "blip2 stage 2 demo": ("fashion_mnist_blip2_stage2", []),
     "blip2 stage 2 projector 4x256, 32 queries, batch 32": (
         "fashion_mnist_blip2_stage2", [f"model.config.projector_config.{o}" for o in Q4x256] + [
