@@ -143,11 +143,10 @@ class LlamaForCausalLM(FamilyModel):
         top_k 50); one passed is used as given (top_k None or 0: no top-k filter; eos_token_id or
         pad_token_id None: the config's)."""
         _check(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds)
-        prompt = next((t.shape[1] for t in (input_ids, inputs_embeds) if t is not None), 0)
         o, n = self._generation(dict(
             max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
             repetition_penalty=repetition_penalty, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
-            use_cache=use_cache, **beam), "generate", generator, prompt)
+            use_cache=use_cache, **beam), "generate", generator, _prompt_length(input_ids, inputs_embeds))
         input_ids, attention_mask, inputs_embeds = (repeat_rows(t, n) for t in (input_ids, attention_mask, inputs_embeds))
         self._sync_all()  # generation runs every submodule in C++, past the Python forwards
         return self._cpp.generate(input_ids, attention_mask, o, generator, inputs_embeds)
@@ -156,8 +155,7 @@ class LlamaForCausalLM(FamilyModel):
         """Like generate, one step at a time: yields each step's new ids [B] as they are made."""
         _check(input_ids=input_ids, attention_mask=attention_mask)
         generator, embeds = kwargs.pop("generator", None), kwargs.pop("inputs_embeds", None)
-        prompt = next((t.shape[1] for t in (input_ids, embeds) if t is not None), 0)
-        o, n = self._generation(kwargs, "stream", generator, prompt)
+        o, n = self._generation(kwargs, "stream", generator, _prompt_length(input_ids, embeds))
         input_ids, attention_mask, embeds = (repeat_rows(t, n) for t in (input_ids, attention_mask, embeds))
         self._sync_all()
         yield from drain(self._cpp.stream(input_ids, attention_mask, o, generator, embeds))
@@ -216,6 +214,11 @@ def _check_returns(n, config: GenerationConfig, caller: str) -> None:
     if n > 1 and not config.do_sample:
         raise ValueError(f"{caller}(): num_return_sequences={n} needs do_sample=True (greedy decoding gives one "
                          "answer per prompt; transformers refuses it too)")
+
+
+def _prompt_length(input_ids: Optional[torch.Tensor], inputs_embeds: Optional[torch.Tensor]) -> int:
+    """Positions of the prompt (ids or embeddings; 0 when neither: C++ refuses that by name)."""
+    return next((t.shape[1] for t in (input_ids, inputs_embeds) if t is not None), 0)
 
 
 def repeat_rows(t: Optional[torch.Tensor], n: int) -> Optional[torch.Tensor]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Sequence
 
 from .params import Params, add_lora, clip_vision_params, feature_width, llama_params, mlp_projector_params, trainable
-from .qformer import QFormerPass, fitted, projector_params, qformer_matrices
+from .qformer import QFormerPass, fitted, projector_config, projector_params, qformer_matrices
 from .shapes import ModelShape, Stack, patch_count
 
 # Bytes kept per token outside the decoder layers besides the logits (fitted with saved-tensor
@@ -89,18 +89,10 @@ def llava_shape(c: Dict, tokens: int, images: int, batch_size: int, freeze: Sequ
     shape = lm_shape("llava", t, tokens, batch_size, 4 * 8 * tokens + 2 * pixels, params, grads,
                      lm_prefix="language_model.", upstream=projector_grad, lora_r=r, stacks=[tower], other_acts=other)
     if qformer and projector_grad:
-        shape.fitted = _qformer_projector(c, images, patches)
-        q = c["projector_config"]
-        shape.autocast_matrices = (qformer_matrices(dict(q, encoder_hidden_size=feature_width(c)), text=False)
-                                   + q["hidden_size"] * t["hidden_size"])
+        # Its queries read every image's tokens (the class token too under `full` selection).
+        q, n = projector_config(c), c["projector_num_queries"]
+        tokens = patches + (1 if c.get("vision_feature_select_strategy") == "full" else 0)
+        shape.fitted = fitted(q, [QFormerPass(images, n, 0, tokens)], "queries",
+                              lambda k: k["proj"] * images * n * q["hidden_size"], checkpointable=False)
+        shape.autocast_matrices = qformer_matrices(q, text=False) + q["hidden_size"] * t["hidden_size"]
     return shape
-
-
-def _qformer_projector(c: Dict, images: int, patches: int) -> Dict[str, int]:
-    """The `qformer` projector's activations: its queries over every image's tokens (the class
-    token too under `vision_feature_select_strategy: full`)."""
-    q = dict(c["projector_config"], encoder_hidden_size=feature_width(c))
-    tokens = patches + (1 if c.get("vision_feature_select_strategy") == "full" else 0)
-    n = c["projector_num_queries"]
-    return fitted(q, [QFormerPass(images, n, 0, tokens)], "queries",
-                  lambda k: k["proj"] * images * n * q["hidden_size"], checkpointable=False)

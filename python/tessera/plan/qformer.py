@@ -22,23 +22,22 @@ from typing import Dict, List, Sequence, Tuple
 from .params import LINEARS, Params, _linear, feature_width
 
 # Least-squares fits without negative terms (residuals within 1 % in fp32 and 4 % in bf16
-# autocast, whose copies of the weight matrices add "weights" bytes per element: 2, counted once
-# per model through ModelShape.autocast_matrices), with dropout
-# (True) or without: "queries" is LLaVA's projector (no text, no mask; "proj": the output
+# autocast; autocast's bf16 copies of the weight matrices, fitted at 2 bytes per element, are per
+# model: ModelShape.autocast_matrices), with dropout (True) or without: "queries" is LLaVA's projector (no text, no mask; "proj": the output
 # projection's input per [B, queries, H]), "joint" stage 1's [queries; text] passes (its heads:
 # "logits" per text token and vocabulary entry, "text" per text token and H, "itc" per query and
 # ITC feature).
-_Q = ("hidden", "mlp", "kv", "query", "scores", "cross_scores", "image", "proj", "weights")
-_J = ("hidden", "mlp", "kv", "query", "scores", "cross_scores", "image", "mask", "logits", "text", "itc", "weights")
+_Q = ("hidden", "mlp", "kv", "query", "scores", "cross_scores", "image", "proj")
+_J = ("hidden", "mlp", "kv", "query", "scores", "cross_scores", "image", "mask", "logits", "text", "itc")
 SAVED_QFORMER = {
-    "queries": {("fp32", True): dict(zip(_Q, (40, 8, 8, 20.5, 12, 12, 4, 3.5, 0))),
-                ("fp32", False): dict(zip(_Q, (31, 8, 8, 17.5, 0, 0.5, 4, 0, 0))),
-                ("bf16", True): dict(zip(_Q, (29, 5.5, 12, 11.5, 12.5, 13.5, 2, 0, 2))),
-                ("bf16", False): dict(zip(_Q, (25.5, 6, 12, 14.5, 0.5, 2, 1.5, 0, 2)))},
-    "joint": {("fp32", True): dict(zip(_J, (42.5, 7.5, 5.5, 23.5, 11.5, 13, 5, 4, 2.75, 63.5, 34, 0))),
-              ("fp32", False): dict(zip(_J, (33, 8, 6.5, 19.5, 0, 0.5, 4.5, 4, 4, 47.5, 25.5, 0))),
-              ("bf16", True): dict(zip(_J, (31.5, 4.5, 10, 18.5, 12, 13.5, 4.5, 0, 3.75, 65, 0, 2))),
-              ("bf16", False): dict(zip(_J, (32, 5, 11.5, 19.5, 1, 0.5, 3.75, 0, 4.75, 33, 0, 1)))},
+    "queries": {("fp32", True): dict(zip(_Q, (40, 8, 8, 20.5, 12, 12, 4, 3.5))),
+                ("fp32", False): dict(zip(_Q, (31, 8, 8, 17.5, 0, 0.5, 4, 0))),
+                ("bf16", True): dict(zip(_Q, (29, 5.5, 12, 11.5, 12.5, 13.5, 2, 0))),
+                ("bf16", False): dict(zip(_Q, (25.5, 6, 12, 14.5, 0.5, 2, 1.5, 0)))},
+    "joint": {("fp32", True): dict(zip(_J, (42.5, 7.5, 5.5, 23.5, 11.5, 13, 5, 4, 2.75, 63.5, 34))),
+              ("fp32", False): dict(zip(_J, (33, 8, 6.5, 19.5, 0, 0.5, 4.5, 4, 4, 47.5, 25.5))),
+              ("bf16", True): dict(zip(_J, (31.5, 4.5, 10, 18.5, 12, 13.5, 4.5, 0, 3.75, 65, 0))),
+              ("bf16", False): dict(zip(_J, (32, 5, 11.5, 19.5, 1, 0.5, 3.75, 0, 4.75, 33, 0)))},
 }
 
 
@@ -81,9 +80,14 @@ def qformer_params(q: Dict, prefix: str, text: bool) -> Tuple[Params, LINEARS]:
     return out, lin
 
 
+def projector_config(c: Dict) -> Dict:
+    """The `qformer` projector's Q-Former config, reading the tower's features (feature_width)."""
+    return dict(c["projector_config"], encoder_hidden_size=feature_width(c))
+
+
 def projector_params(c: Dict, prefix: str) -> Tuple[Params, LINEARS]:
     """LLaVA's `qformer` projector: learned queries, the Q-Former, `language_projection`."""
-    q = dict(c["projector_config"], encoder_hidden_size=feature_width(c))
+    q = projector_config(c)
     out, lin = qformer_params(q, prefix + "qformer.", text=False)
     out.insert(0, (prefix + "query_tokens", c["projector_num_queries"] * q["hidden_size"]))
     _linear(out, lin, prefix + "language_projection", q["hidden_size"], c["text_config"]["hidden_size"],
@@ -119,13 +123,17 @@ def constants(q: Dict, mode: str, kind: str) -> Dict[str, float]:
     return SAVED_QFORMER[kind][("fp32" if mode == "fp32" else "bf16", _dropout(q))]
 
 
+def _cross_layers(q: Dict) -> int:
+    """Layers with cross-attention: every `cross_attention_frequency`-th, the first included."""
+    return len(range(0, q["num_hidden_layers"], q["cross_attention_frequency"]))
+
+
 def qformer_activations(q: Dict, passes: Sequence[QFormerPass], mode: str, kind: str) -> int:
     """Bytes autograd keeps per sample for `passes` through a Q-Former that trains."""
     c = constants(q, mode, kind)
     h, i, heads = q["hidden_size"], q["intermediate_size"], q["num_attention_heads"]
-    layers = q["num_hidden_layers"]
-    cross = len(range(0, layers, q["cross_attention_frequency"]))
-    total = 0.0  # autocast's bf16 weight copies are per model: ModelShape.autocast_matrices
+    layers, cross = q["num_hidden_layers"], _cross_layers(q)
+    total = 0.0
     for p in passes:
         tokens = p.queries + p.text
         total += p.batch * (layers * (c["hidden"] * tokens * h + c["mlp"] * tokens * i
@@ -154,9 +162,7 @@ def checkpointed(q: Dict, passes: Sequence[QFormerPass], mode: str, kind: str, r
 def qformer_matrices(q: Dict, text: bool) -> int:
     """Weight-matrix elements (what bf16 autocast copies)."""
     h, i, e = q["hidden_size"], q["intermediate_size"], q["encoder_hidden_size"]
-    layers = q["num_hidden_layers"]
-    cross = len(range(0, layers, q["cross_attention_frequency"]))
-    return layers * (4 * h * h + (4 if text else 2) * h * i) + cross * (2 * h * h + 2 * e * h)
+    return q["num_hidden_layers"] * (4 * h * h + (4 if text else 2) * h * i) + _cross_layers(q) * (2 * h * h + 2 * e * h)
 
 
 def sample_passes(c: Dict, text: int, itm: bool, itg: bool, image: int) -> List[QFormerPass]:

@@ -138,8 +138,8 @@ class Blip2PretrainTask(Task):
     def memory_shape(cls, recipe):
         """Stage 1 for `tessera plan`: the Q-Former's passes per pair (ITC; ITM over the positive
         and two negatives; ITG) over the tower's tokens at `data.context_length` text columns (the
-        captions are padded to it), the heads around it. The frozen tower runs without gradients
-        and is not counted."""
+        captions are padded to it), the heads around it. The frozen tower counts its weights only
+        (`frozen_beside`: it runs without gradients)."""
         from ..plan import ModelShape
         from ..plan.qformer import fitted, pretraining_params, qformer_matrices, sample_passes
 

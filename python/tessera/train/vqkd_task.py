@@ -37,7 +37,7 @@ class VqkdTask(ImageTask):
     @classmethod
     def memory_shape(cls, recipe):
         """VQ-KD for `tessera plan`: the encoder over the patches, the decoder over the grid of codes
-        (the frozen teacher runs without gradients and is not counted)."""
+        (the frozen teacher counts its weights only: it runs without gradients)."""
         from ..plan import ModelShape
         from ..plan.beit import beit_encoder
 
