@@ -50,6 +50,7 @@ void bind_beit(py::module_& m) {
       },
       py::arg("node"), py::arg("pixel_values"), py::arg("indices") = py::none(), py::arg("norm") = false,
       py::arg("stop_early") = false, py::arg("interpolate_pos_encoding") = false);
+  def_image_head<BeitModelImpl>(m, "forward_head", "a BEiT encoder");
 }
 
 namespace {

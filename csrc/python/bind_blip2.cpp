@@ -63,6 +63,7 @@ void bind_blip2(py::module_& m) {
           py::arg("pixel_values"), py::arg("output_hidden_states") = false, py::arg("interpolate_pos_encoding") = false);
   // timm's feature API on the tower wherever it sits (Blip2VisionModel's root, a parent's vision_model).
   def_image_intermediates<Blip2VisionModelImpl>(m, "vision_forward_intermediates", "a BLIP-2 vision tower");
+  def_image_head<Blip2VisionModelImpl>(m, "vision_forward_head", "a BLIP-2 vision tower");
 
   bind_family_module<Blip2QFormerModelImpl, Blip2QFormerOptions>(m, "Blip2QFormerModel")
       .def(

@@ -30,6 +30,7 @@ void bind_clip(py::module_& m) {
   // timm's feature API on a tower anywhere in a tree (CLIPVisionModel's root, CLIPModel.vision_model,
   // LLaVA's vision_tower), by the node's address: one code path for all of them.
   def_image_intermediates<ClipVisionTransformerImpl>(m, "vision_forward_intermediates", "a CLIP vision tower");
+  def_image_head<ClipVisionTransformerImpl>(m, "vision_forward_head", "a CLIP vision tower");
   m.def(
       "text_forward_intermediates",
       [](uintptr_t node, const at::Tensor& ids, const std::optional<at::Tensor>& mask, const FeatureIndices& indices,

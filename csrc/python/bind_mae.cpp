@@ -35,6 +35,7 @@ void bind_mae(py::module_& m) {
           py::arg("interpolate_pos_encoding") = false);
   // timm's feature API on the encoder wherever it sits (ViTMAEModel's root, ViTMAEForPreTraining.vit).
   def_image_intermediates<MaeModelImpl>(m, "forward_intermediates", "an MAE encoder");
+  def_image_head<MaeModelImpl>(m, "forward_head", "an MAE encoder");
 }
 
 namespace {

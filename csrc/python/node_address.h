@@ -55,4 +55,17 @@ void def_image_intermediates(py::module_& m, const char* name, const char* what)
       py::arg("stop_early") = false, py::arg("interpolate_pos_encoding") = false);
 }
 
+/// Binds `name`(node, features): timm's forward_head pooling (`Tower::pool`) of forward_features'
+/// tokens, on an image tower wherever it sits in a tree.
+template <class Tower>
+void def_image_head(py::module_& m, const char* name, const char* what) {
+  m.def(
+      name,
+      [what](uintptr_t node, const at::Tensor& features) {
+        auto& self = node_as<Tower>(node, what);
+        return without_gil([&] { return self.pool(features); });
+      },
+      py::arg("node"), py::arg("features"));
+}
+
 }  // namespace tessera::python

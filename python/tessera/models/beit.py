@@ -55,6 +55,7 @@ class BeitFeatures(VisionFeatures):
     resizes for any multiple of the patch size."""
 
     _forward_intermediates = staticmethod(_C.beit.forward_intermediates)
+    _forward_head = staticmethod(_C.beit.forward_head)
 
 
 @register_model

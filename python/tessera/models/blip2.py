@@ -56,6 +56,7 @@ class Blip2VisionFeatures(VisionFeatures):
     (what the Q-Former reads)."""
 
     _forward_intermediates = staticmethod(_C.blip2.vision_forward_intermediates)
+    _forward_head = staticmethod(_C.blip2.vision_forward_head)
 
 
 @register_model

@@ -37,6 +37,7 @@ class CLIPVisionFeatures(VisionFeatures):
     post_layernorm(tokens), where transformers' last_hidden_state is the tokens before it."""
 
     _forward_intermediates = staticmethod(_C.clip.vision_forward_intermediates)
+    _forward_head = staticmethod(_C.clip.vision_forward_head)
 
 
 @node_methods("CLIPTextTransformer")

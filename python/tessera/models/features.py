@@ -1,4 +1,5 @@
-"""timm's feature API (`forward_features`, `forward_intermediates`) of tessera's encoders.
+"""timm's feature API (`forward_features`, `forward_intermediates`, `forward_head`) of tessera's
+encoders.
 
 A family binds one `forward_intermediates(node, inputs..., indices, norm, stop_early)` that runs on
 a node's C++ address, and a mixin here calls it on `self._cpp_address()`. The mixin is both a base
@@ -11,7 +12,9 @@ encoder's final norm to the picked outputs; `stop_early` runs no layer past the 
 the result is (final, intermediates), or the list alone with `intermediates_only`. "final" is
 the last layer run, after the final norm, which is what timm's forward_features returns. Outputs
 stay [B, tokens, D] with the prefix tokens (timm's output_fmt="NLC", return_prefix_tokens
-folded in); an index out of range is a ValueError naming it.
+folded in); an index out of range is a ValueError naming it. `forward_head(forward_features(x))`
+is transformers' pooler_output: each tower pools as timm's port of it does ('token' for CLIP, MAE
+and BLIP-2, 'avg' + fc_norm for BEiT with use_mean_pooling).
 """
 from __future__ import annotations
 
@@ -63,11 +66,23 @@ class VisionFeatures:
     #: The family's bound forward_intermediates(node, pixel_values, indices, norm, stop_early,
     #: interpolate_pos_encoding).
     _forward_intermediates: Callable[..., Dict[str, Any]]
+    #: The family's bound forward_head(node, features): the tower's pooling of forward_features.
+    _forward_head: Callable[..., torch.Tensor]
 
     def forward_features(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         """Every token after the last layer and the final norm [B, tokens, D] (timm's forward_features)."""
         return self.forward_intermediates(pixel_values, indices=[],
                                           interpolate_pos_encoding=interpolate_pos_encoding)[0]
+
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """One vector per image [B, D] from forward_features' tokens: the tower's pooling and its
+        norm, as transformers' pooler_output (timm's forward_head). These towers carry no
+        classifier (timm's num_classes=0), so `pre_logits` changes nothing; a projection, where
+        there is one, is the parent's (CLIPModel.visual_projection)."""
+        if not isinstance(features, torch.Tensor):
+            raise TypeError(f"features must be a torch.Tensor, got {type(features).__name__}")
+        del pre_logits  # timm's flag; no classifier to skip
+        return type(self)._forward_head(self._cpp_address(), features)
 
     def forward_intermediates(self, pixel_values: torch.Tensor, indices=None, norm: bool = False,
                               stop_early: bool = False, intermediates_only: bool = False,

@@ -60,6 +60,7 @@ class ViTMAEFeatures(VisionFeatures):
     an unmasked pass."""
 
     _forward_intermediates = staticmethod(_C.mae.forward_intermediates)
+    _forward_head = staticmethod(_C.mae.forward_head)
 
 
 @register_model

@@ -5,6 +5,7 @@
 #include "tessera/models/vit/vit_layout.h"
 #include "tessera/nn/activation.h"
 #include "tessera/nn/init.h"
+#include "tessera/nn/pooling.h"
 #include "tessera/nn/pos_embed_resize.h"
 
 #include <ATen/ATen.h>
@@ -193,16 +194,20 @@ BeitModelOutput BeitModelImpl::forward(const at::Tensor& pixel_values, const at:
   nn::EncoderOutput enc = encoder->forward(x, args, output_hidden_states);
   BeitModelOutput out;
   out.last_hidden_state = layernorm ? layernorm->forward(enc.last_hidden_state) : enc.last_hidden_state;
-  if (add_pooling_layer) {
-    const at::Tensor& h = out.last_hidden_state;
-    out.pooler_output = pooler_norm ? pooler_norm->forward(h.slice(1, 1).mean(1)) : h.select(1, 0);
-  }
+  if (add_pooling_layer) out.pooler_output = pool(out.last_hidden_state);
   out.hidden_states = std::move(enc.hidden_states);
   return out;
 }
 
 at::Tensor BeitModelImpl::forward_features(const at::Tensor& pixel_values) {
   return forward_intermediates(pixel_values, {}).last_hidden_state;
+}
+
+at::Tensor BeitModelImpl::pool(const at::Tensor& features) {
+  const char* what = "BEiT forward_head";
+  if (!options.use_mean_pooling()) return nn::class_token(features, options.hidden_size(), what);
+  const at::Tensor mean = nn::patch_mean(features, options.hidden_size(), 1, what);
+  return pooler_norm ? pooler_norm->forward(mean) : mean;
 }
 
 IntermediatesOutput BeitModelImpl::forward_intermediates(const at::Tensor& pixel_values,

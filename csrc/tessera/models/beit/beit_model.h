@@ -103,6 +103,10 @@ class BeitModelImpl : public nn::Module<BeitModelImpl> {
   /// timm's forward_features: `layernorm` over every token [B, 1 + N, D] (= last_hidden_state;
   /// no norm with use_mean_pooling, where timm's `norm` is Identity too). No mask token.
   at::Tensor forward_features(const at::Tensor& pixel_values);
+  /// timm's forward_head pooling of forward_features' tokens [B, D]: with use_mean_pooling the patch
+  /// mean, through pooler.layernorm where this encoder has a pooler (timm's fc_norm); else the
+  /// class token. Equals pooler_output.
+  at::Tensor pool(const at::Tensor& features);
   /// timm's forward_intermediates: the outputs of the layers in `indices` (negative from the end),
   /// with the relative position bias of forward; `layernorm` applied when `norm` (none with
   /// use_mean_pooling); no layer past the last index when `stop_early`. last_hidden_state is the

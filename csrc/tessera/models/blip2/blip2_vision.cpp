@@ -5,6 +5,7 @@
 #include "tessera/models/vit/vit_layout.h"
 #include "tessera/nn/attention.h"
 #include "tessera/nn/init.h"
+#include "tessera/nn/pooling.h"
 #include "tessera/nn/pos_embed_resize.h"
 
 #include <ATen/ATen.h>
@@ -120,13 +121,17 @@ PooledOutput Blip2VisionModelImpl::forward(const at::Tensor& pixel_values, bool 
       encoder->forward(embeddings->forward(pixel_values, interpolate_pos_encoding), {}, output_hidden_states);
   PooledOutput out;
   out.last_hidden_state = post_layernorm->forward(enc.last_hidden_state);
-  out.pooler_output = post_layernorm->forward(out.last_hidden_state.select(1, 0));
+  out.pooler_output = pool(out.last_hidden_state);
   out.hidden_states = std::move(enc.hidden_states);
   return out;
 }
 
 at::Tensor Blip2VisionModelImpl::forward_features(const at::Tensor& pixel_values, bool interpolate_pos_encoding) {
   return forward(pixel_values, false, interpolate_pos_encoding).last_hidden_state;
+}
+
+at::Tensor Blip2VisionModelImpl::pool(const at::Tensor& features) {
+  return post_layernorm->forward(nn::class_token(features, options.hidden_size(), "BLIP-2 vision forward_head"));
 }
 
 IntermediatesOutput Blip2VisionModelImpl::forward_intermediates(const at::Tensor& pixel_values,

@@ -71,6 +71,9 @@ class Blip2VisionModelImpl : public nn::Module<Blip2VisionModelImpl> {
                        bool interpolate_pos_encoding = false);
   /// timm's forward_features: post-normed token features [B, 1 + patches, D].
   at::Tensor forward_features(const at::Tensor& pixel_values, bool interpolate_pos_encoding = false);
+  /// timm's forward_head pooling of forward_features' tokens: post_layernorm of the class token
+  /// [B, D] (= pooler_output).
+  at::Tensor pool(const at::Tensor& features);
   /// timm's forward_intermediates (post_layernorm on each when `norm`).
   IntermediatesOutput forward_intermediates(const at::Tensor& pixel_values, const std::vector<int64_t>& indices,
                                             bool norm = false, bool stop_early = false,

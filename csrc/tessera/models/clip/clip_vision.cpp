@@ -2,6 +2,7 @@
 #include "tessera/models/clip/clip_vision.h"
 
 #include "tessera/models/clip/clip_layout.h"
+#include "tessera/nn/pooling.h"
 #include "tessera/nn/pos_embed_resize.h"
 
 #include <ATen/ATen.h>
@@ -80,6 +81,10 @@ PooledOutput ClipVisionTransformerImpl::forward(const at::Tensor& pixel_values, 
 
 at::Tensor ClipVisionTransformerImpl::forward_features(const at::Tensor& pixel_values, bool interpolate_pos_encoding) {
   return forward_intermediates(pixel_values, {}, false, false, interpolate_pos_encoding).last_hidden_state;
+}
+
+at::Tensor ClipVisionTransformerImpl::pool(const at::Tensor& features) {
+  return nn::class_token(features, options.hidden_size(), "CLIP vision forward_head");
 }
 
 IntermediatesOutput ClipVisionTransformerImpl::forward_intermediates(const at::Tensor& pixel_values,

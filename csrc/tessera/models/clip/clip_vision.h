@@ -43,6 +43,8 @@ class ClipVisionTransformerImpl : public nn::Module<ClipVisionTransformerImpl> {
   /// timm's forward_features: post_layernorm over every token [B, 1 + patches, D] (timm's CLIP
   /// ViTs map post_layernorm to `norm`; transformers' last_hidden_state is the unnormed tokens).
   at::Tensor forward_features(const at::Tensor& pixel_values, bool interpolate_pos_encoding = false);
+  /// timm's forward_head pooling of forward_features' tokens: the class token [B, D] (= pooler_output).
+  at::Tensor pool(const at::Tensor& features);
   /// timm's forward_intermediates: outputs of the layers in `indices` (negative from the end;
   /// -2 equals transformers' hidden_states[-2]), with post_layernorm applied when `norm`, running
   /// no layer past the last index when `stop_early`. last_hidden_state: post_layernorm of the last

@@ -3,6 +3,7 @@
 
 #include "tessera/models/vit/vit_layout.h"
 #include "tessera/nn/activation.h"
+#include "tessera/nn/pooling.h"
 #include "tessera/nn/pos_embed_resize.h"
 #include "tessera/nn/transformer_block.h"
 
@@ -170,6 +171,10 @@ MaeModelOutput MaeModelImpl::forward(const at::Tensor& pixel_values, const at::T
 
 at::Tensor MaeModelImpl::forward_features(const at::Tensor& pixel_values, bool interpolate_pos_encoding) {
   return forward_intermediates(pixel_values, {}, false, false, interpolate_pos_encoding).last_hidden_state;
+}
+
+at::Tensor MaeModelImpl::pool(const at::Tensor& features) {
+  return nn::class_token(features, options.hidden_size(), "MAE forward_head");
 }
 
 IntermediatesOutput MaeModelImpl::forward_intermediates(const at::Tensor& pixel_values,

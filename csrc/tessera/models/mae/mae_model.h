@@ -98,6 +98,9 @@ class MaeModelImpl : public nn::Module<MaeModelImpl> {
   /// (no masking, as timm's MAE-pretrained ViTs; transformers' ViTMAEModel with mask_ratio 0
   /// keeps every patch too, but in the order of its noise).
   at::Tensor forward_features(const at::Tensor& pixel_values, bool interpolate_pos_encoding = false);
+  /// timm's forward_head pooling of forward_features' tokens: the class token [B, D] (timm's MAE
+  /// ViTs pool with global_pool='token'; transformers' ViTMAEModel has no pooler).
+  at::Tensor pool(const at::Tensor& features);
   /// timm's forward_intermediates over every patch (no masking): the outputs of the layers in
   /// `indices` (negative from the end), layernormed when `norm`, running no layer past the last
   /// index when `stop_early`; last_hidden_state is the layernormed output of the last layer run.
