@@ -185,3 +185,34 @@ def test_a_generation_config_transformers_accepts_loads(tmp_path):
     plain = tessera.LlamaForCausalLM(SMALL)
     plain.save_pretrained(str(tmp_path / "b"))
     assert tessera.from_pretrained(str(tmp_path / "b")).generation_defaults in (None, {})
+
+
+def test_the_files_max_length_counts_the_prompt_and_yields_to_max_new_tokens(tmp_path):
+    """generation_config.json's max_length was dropped: 20 new tokens instead of the file's total."""
+    hf, ours = _pair(tmp_path, edit_generation=dict(max_length=30, eos_token_id=[], pad_token_id=0))
+    ids = torch.randint(3, 97, (1, 5), generator=torch.Generator().manual_seed(2))
+    want = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False)
+    assert want.shape[1] == 30 and torch.equal(ours.generate(ids), want)
+    for kw in (dict(max_new_tokens=4), dict(max_length=12)):  # an argument wins, as in transformers
+        assert torch.equal(ours.generate(ids, **kw), hf.generate(ids, attention_mask=torch.ones_like(ids), **kw))
+    assert sum(len(step) for step in ours.stream(ids)) == 25
+    with pytest.raises(ValueError, match=r"max_length 30 \(generation_config.json\) counts the prompt.*31 tokens"):
+        ours.generate(torch.ones(1, 31, dtype=torch.long))
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+def test_embeddings_alone_give_the_new_ids_as_transformers(pair, beams):
+    """transformers generates from inputs_embeds alone (greedy; its beam search fails there, so
+    beams are checked against its call with the ids the embeddings stand for)."""
+    hf, ours = pair
+    ids = torch.randint(3, 97, (2, 6), generator=torch.Generator().manual_seed(4))
+    kwargs = dict(max_new_tokens=7, num_beams=beams, eos_token_id=[], pad_token_id=1)  # 0: transformers' beams fail
+    with torch.no_grad():
+        embeds = hf.get_input_embeddings()(ids)
+        want = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, **kwargs)[:, 6:]
+        assert torch.equal(hf.generate(inputs_embeds=embeds, do_sample=False, **kwargs), want)
+        if beams == 1:
+            assert torch.equal(torch.stack(list(ours.stream(inputs_embeds=embeds, **kwargs)), 1), want)
+        assert torch.equal(ours.generate(inputs_embeds=embeds, **kwargs), want)
+        with pytest.raises(ValueError, match="repetition_penalty with inputs_embeds and no input_ids"):
+            ours.generate(inputs_embeds=embeds, repetition_penalty=1.2)

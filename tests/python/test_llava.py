@@ -164,3 +164,25 @@ def test_resampler_projector_equals_its_formula_and_sets_the_image_tokens(tmp_pa
         tessera.LlavaForConditionalGeneration(_config(projector_type="resampler"))
     with pytest.raises(ValueError, match="projector_num_queries is for projectors that resample"):
         tessera.LlavaForConditionalGeneration(_config(projector_num_queries=3))
+
+
+@pytest.mark.parametrize("top, text", [(True, False), (False, True), (False, False)])
+def test_either_tie_flag_ties_the_head_as_transformers(tmp_path, top, text):
+    """LlavaConfig ties the LM head when its own tie_word_embeddings or text_config's is true; the
+    top-level flag was read by nobody, so such a checkpoint (no lm_head) failed to load."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlavaConfig(
+        text_config=dict(vocab_size=100, hidden_size=32, intermediate_size=40, num_hidden_layers=1,
+                         num_attention_heads=4, max_position_embeddings=64, tie_word_embeddings=text),
+        vision_config=dict(hidden_size=24, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=16, patch_size=8),
+        image_token_index=99, tie_word_embeddings=top)
+    torch.manual_seed(0)
+    hf = transformers.LlavaForConditionalGeneration(config).eval()
+    hf.save_pretrained(tmp_path)
+    ours = tessera.LlavaForConditionalGeneration.from_pretrained(str(tmp_path))
+    assert ours.config["text_config"]["tie_word_embeddings"] == (top or text)
+    ids, px = torch.tensor([[5] + [99] * 4 + [6, 7]]), torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(input_ids=ids, pixel_values=px).logits,
+                                   hf(input_ids=ids, pixel_values=px).logits, atol=1e-5, rtol=0)

@@ -96,19 +96,21 @@ class LlamaForCausalLM(FamilyModel):
                              "generation calls, or call the model in a loop")
         given = {k: v for k, v in kwargs.items() if v is not UNSET}
         returns = given.pop("num_return_sequences", 1)
-        max_length = given.pop("max_length", None)
-        if max_length is not None and given.get("max_new_tokens") is None:
-            if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1:
-                raise ValueError(f"{caller}(): max_length must be an int >= 1, got {max_length!r}")
-            if max_length <= prompt_length:
-                raise ValueError(f"{caller}(): max_length {max_length} counts the prompt, as in transformers, and the "
-                                 f"prompt has {prompt_length} tokens: raise it, or give max_new_tokens")
-            given["max_new_tokens"] = max_length - prompt_length
         defaults = dict(getattr(self, "generation_defaults", None) or {})
         if caller == "stream":  # a stream decodes one token at a time: a file's beam settings do not apply
             for key in ("num_beams", "length_penalty", "early_stopping"):
                 defaults.pop(key, None)
-        config = generation_config({**defaults, **given}, caller)
+        settings = {**defaults, **given}
+        max_length = settings.pop("max_length", None)
+        if max_length is not None and settings.get("max_new_tokens") is None:  # transformers' precedence
+            if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1:
+                raise ValueError(f"{caller}(): max_length must be an int >= 1, got {max_length!r}")
+            if max_length <= prompt_length:
+                source = "" if "max_length" in given else f" ({GENERATION_FILE})"
+                raise ValueError(f"{caller}(): max_length {max_length}{source} counts the prompt, as in transformers, "
+                                 f"and the prompt has {prompt_length} tokens: raise it, or give max_new_tokens")
+            settings["max_new_tokens"] = max_length - prompt_length
+        config = generation_config(settings, caller)
         _check_returns(returns, config, caller)
         o = _C.llama.GenerationOptions()
         o.max_new_tokens, o.do_sample, o.use_cache = config.max_new_tokens, config.do_sample, config.use_cache
@@ -128,13 +130,13 @@ class LlamaForCausalLM(FamilyModel):
         return o, returns
 
     @torch.no_grad()
-    def generate(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+    def generate(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
                  max_new_tokens=UNSET, do_sample=UNSET, temperature=UNSET, top_k=UNSET, top_p=UNSET,
                  repetition_penalty=UNSET, eos_token_id=UNSET, pad_token_id=UNSET,
                  generator: Optional[torch.Generator] = None, use_cache=UNSET,
                  inputs_embeds: Optional[torch.Tensor] = None, **beam) -> torch.Tensor:
         """transformers' generate for decoder-only models: the prompt followed by the new ids
-        [B, P + n]. Prompts of different lengths are left-padded with `attention_mask` marking
+        [B, P + n] (only the new ids [B, n] from `inputs_embeds` alone, as transformers). Prompts of different lengths are left-padded with `attention_mask` marking
         the real tokens; sampling draws from `generator` (reproducible with a seeded one); rows
         that produced a stop id are filled with the pad id until every row has stopped. `num_beams`
         > 1 runs transformers' beam search (with `length_penalty`, `early_stopping`); `min_new_tokens`
@@ -147,18 +149,21 @@ class LlamaForCausalLM(FamilyModel):
             max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
             repetition_penalty=repetition_penalty, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
             use_cache=use_cache, **beam), "generate", generator, _prompt_length(input_ids, inputs_embeds))
-        input_ids, attention_mask, inputs_embeds = (repeat_rows(t, n) for t in (input_ids, attention_mask, inputs_embeds))
+        ids = _stand_in_ids(input_ids, inputs_embeds, o, "generate")
+        ids, attention_mask, inputs_embeds = (repeat_rows(t, n) for t in (ids, attention_mask, inputs_embeds))
         self._sync_all()  # generation runs every submodule in C++, past the Python forwards
-        return self._cpp.generate(input_ids, attention_mask, o, generator, inputs_embeds)
+        out = self._cpp.generate(ids, attention_mask, o, generator, inputs_embeds)
+        return out if input_ids is not None else out[:, ids.shape[1]:]
 
-    def stream(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, **kwargs):
+    def stream(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None, **kwargs):
         """Like generate, one step at a time: yields each step's new ids [B] as they are made."""
         _check(input_ids=input_ids, attention_mask=attention_mask)
         generator, embeds = kwargs.pop("generator", None), kwargs.pop("inputs_embeds", None)
         o, n = self._generation(kwargs, "stream", generator, _prompt_length(input_ids, embeds))
-        input_ids, attention_mask, embeds = (repeat_rows(t, n) for t in (input_ids, attention_mask, embeds))
+        ids = _stand_in_ids(input_ids, embeds, o, "stream")
+        ids, attention_mask, embeds = (repeat_rows(t, n) for t in (ids, attention_mask, embeds))
         self._sync_all()
-        yield from drain(self._cpp.stream(input_ids, attention_mask, o, generator, embeds))
+        yield from drain(self._cpp.stream(ids, attention_mask, o, generator, embeds))
 
 
 @dataclass
@@ -221,6 +226,22 @@ def _prompt_length(input_ids: Optional[torch.Tensor], inputs_embeds: Optional[to
     return next((t.shape[1] for t in (input_ids, inputs_embeds) if t is not None), 0)
 
 
+def _stand_in_ids(input_ids: Optional[torch.Tensor], inputs_embeds: Optional[torch.Tensor], options,
+                  caller: str) -> Optional[torch.Tensor]:
+    """The prompt's ids for C++, which takes the ids the embeddings stand for. transformers also
+    generates from inputs_embeds alone: its prompt ids are then empty, so it returns only the new
+    ids and its repetition penalty reads only them. Zeros stand in for the missing ids (generate
+    drops them from its result), exact unless a repetition penalty would read them."""
+    if input_ids is not None or not isinstance(inputs_embeds, torch.Tensor):
+        return input_ids  # neither given: C++ names input_ids
+    if inputs_embeds.dim() != 3:
+        raise ValueError(f"{caller}(): inputs_embeds must be [batch, prompt, hidden], got {tuple(inputs_embeds.shape)}")
+    if options.repetition_penalty != 1.0:
+        raise ValueError(f"{caller}(): repetition_penalty with inputs_embeds and no input_ids: the penalty reads the "
+                         "prompt's ids; pass the input_ids the embeddings stand for")
+    return torch.zeros(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
+
+
 def repeat_rows(t: Optional[torch.Tensor], n: int) -> Optional[torch.Tensor]:
     """Each row n times in a row (transformers' expansion for num_return_sequences)."""
     return t if t is None or n == 1 else t.repeat_interleave(n, dim=0)
@@ -254,8 +275,8 @@ GENERATION_FILE = "generation_config.json"
 
 def read_generation_defaults(folder: str) -> Optional[dict]:
     """The generation defaults of a model folder's generation_config.json (transformers' file: its
-    eos/pad ids, and sampling settings such as Llama-3-Instruct's), the keys generate takes; None
-    without the file. max_length, bos and the rest are not generate's arguments and are left. A
+    eos/pad ids, sampling settings such as Llama-3-Instruct's, max_length, which counts the prompt),
+    the keys generate takes; None without the file. bos and the rest are not generate's. A
     value generate would refuse (transformers loads it with a warning: `early_stopping: "never"`,
     `temperature: 0` with sampling) is left out with a warning, never a failed load; an integral
     float where an int goes (`max_new_tokens: 256.0`) is read as the int."""
@@ -270,22 +291,26 @@ def read_generation_defaults(folder: str) -> Optional[dict]:
     raw = read_json(path, "a generation config")
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: a generation config is a JSON object, got {type(raw).__name__}")
-    ints = ("max_new_tokens", "min_new_tokens", "num_beams", "top_k", "pad_token_id")
+    ints = ("max_new_tokens", "min_new_tokens", "num_beams", "top_k", "pad_token_id", "max_length")
     defaults = {}
-    for key in GenerationConfig.__dataclass_fields__:
+    for key in (*GenerationConfig.__dataclass_fields__, "max_length"):
         value = raw.get(key)
         if value is None:
             continue
         if key in ints and isinstance(value, float) and value.is_integer():
             value = int(value)
         try:
-            generation_config({key: value}, "generate")
+            if key == "max_length":  # counts the prompt: turned into max_new_tokens per call
+                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                    raise ValueError(f"max_length must be an int >= 1, got {value!r}")
+            else:
+                generation_config({key: value}, "generate")
         except (TypeError, ValueError) as e:
             warnings.warn(f"{path}: {key} {value!r} left out ({e})", stacklevel=2)
             continue
         defaults[key] = value
     try:
-        generation_config(defaults, "generate")
+        generation_config({k: v for k, v in defaults.items() if k != "max_length"}, "generate")
     except (TypeError, ValueError) as e:  # a combination generate refuses: its sampling settings go
         sampling = ("do_sample", "temperature", "top_k", "top_p")
         warnings.warn(f"{path}: {e}; its sampling settings ({', '.join(k for k in sampling if k in defaults)}) are "

@@ -53,6 +53,8 @@ LlavaOptions LlavaOptions::from_json(const nlohmann::json& j, const std::string&
   o.vision = ClipVisionOptions::from_json(j.value("vision_config", nlohmann::json::object()), where + ".vision_config",
                                           strict);
   o.text = LlamaOptions::from_json(j.value("text_config", nlohmann::json::object()), where + ".text_config", strict);
+  // transformers' LlavaConfig ties the LM head when either its own flag or text_config's says so.
+  if (r.get_bool("tie_word_embeddings", false)) o.text.tie_word_embeddings(true);
   o.visit_fields([&](const char* key, auto& field) { field = core::detail::read_field(r, key, field); });
   if (r.has("vision_feature_layer")) o.vision_feature_layer(r.get_int_list("vision_feature_layer", {}));
   if (j.contains("projector_config")) {
