@@ -76,8 +76,8 @@ def check_value(hint: Any, value: Any, where: str) -> Any:
                 raise ValueError(f"{where}: expected a number, got NaN")
             return float(value)
         hint_text = ""
-        if isinstance(value, str) and _parses_as_float(value):  # YAML 1.1 reads 1e-3 as a string
-            hint_text = f" (YAML reads {value} as text: write it with a dot, e.g. {_yaml_float(float(value))})"
+        if isinstance(value, str) and _parses_as_float(value):  # '1e-3' quoted in YAML, or a str from Python
+            hint_text = f" (a number given as text: write {value} without quotes)"
         raise ValueError(f"{where}: expected a number, got {_describe(value)}{hint_text}")
     if hint is str:
         if isinstance(value, str):
@@ -99,18 +99,6 @@ def check_value(hint: Any, value: Any, where: str) -> Any:
             return value
         raise ValueError(f"{where}: expected {hint.__name__}, got {_describe(value)}")
     return value
-
-
-def _yaml_float(x: float) -> str:
-    """x as YAML 1.1 reads a float: a dot in the mantissa and a signed exponent (1.0e-06);
-    .inf, -.inf and .nan for the others."""
-    if not math.isfinite(x):
-        return ".nan" if math.isnan(x) else (".inf" if x > 0 else "-.inf")
-    text = repr(x)
-    mantissa, e, exponent = text.partition("e")
-    if e and "." not in mantissa:
-        mantissa += ".0"
-    return mantissa + (e + exponent if e else "")
 
 
 def _parses_as_float(text: str) -> bool:

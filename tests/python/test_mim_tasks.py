@@ -258,3 +258,28 @@ def test_a_vqkd_checkpoint_from_before_the_update_count_resumes(tmp_path):
     assert int(model.quantize.updates) == 1 << 30 and "quantize.updates" not in state
     assert bool(model.quantize.initted) and "quantize.initted" not in state
     assert torch.equal(state["quantize.embedding"], old["quantize.embedding"])
+
+
+def test_held_out_evaluation_scores_exactly_max_images():
+    """Whole batches were scored until the limit was passed: max_images 40 at batch 32 scored 64."""
+    r = recipe("mae", model={"config": ENCODER})
+    r["data"]["batch_size"] = 32
+    task = task_class("mae")(recipe_from_dict(r))
+    assert [len(px) for px in task.heldout(torch.device("cpu"), 40)] == [32, 8]
+    assert sum(len(px) for px in task.heldout(torch.device("cpu"), 64)) == 64
+
+
+@pytest.mark.parametrize("name, config, key", [
+    ("mae", {**ENCODER, "num_hiden_layers": 2}, "num_hiden_layers"),
+    ("clip", {"vision_config": {"num_hiden_layers": 1}}, "num_hiden_layers"),
+    ("vqkd", {"codebook_sise": 64}, "codebook_sise"),
+])
+def test_a_misspelt_model_config_key_is_refused_by_name(tmp_path, name, config, key):
+    """model.config is the user's own text: a misspelt key trained the default-size model (768 wide,
+    12 layers for MAE) without a word, and `tessera plan` planned it."""
+    r = recipe(name, model={"config": config})
+    parsed = recipe_from_dict(r)
+    with pytest.raises(ValueError, match=f"unknown key.*{key}"):
+        task_class(parsed.task).model_config(parsed)
+    with pytest.raises(ValueError, match=f"unknown key.*{key}"):
+        fit(r, tmp_path)

@@ -158,21 +158,26 @@ def test_end_of_run_summary_prints_every_task_metric():
     assert "codes_used           0.9800" in text
 
 
-def test_yaml_exponent_hint_is_a_spelling_yaml_reads_as_a_number(tmp_path):
-    """YAML 1.1 reads 1e-06 as text; the error's suggested spelling must load, and a run's
-    recipe.json (JSON, where 1e-06 is a number) loads as it was written."""
-    import re
-
-    import yaml
-
+def test_yaml_reads_exponents_as_numbers_and_refuses_a_key_given_twice(tmp_path):
+    """YAML 1.1 read 1e-06 as text (the README's own `--set optim.lr=5e-4` was refused), and
+    safe_load kept the last of two equal keys silently (a second `optim:` dropped the first's lr).
+    A run's recipe.json (JSON) loads as it was written; a quoted number is named with a hint."""
     from tessera.train import load_recipe
 
     recipe = tmp_path / "r.yaml"
     data = '"data": {"train": "t.txt", "tokenizer": "t.model"}'
-    recipe.write_text("{task: causal_lm, " + data + ", optim: {eps: 1e-06}}\n")
-    with pytest.raises(ValueError, match="YAML reads 1e-06 as text") as err:
-        load_recipe(str(recipe))
-    suggested = re.search(r"e\.g\. (\S+)\)", str(err.value)).group(1)
-    assert isinstance(yaml.safe_load(suggested), float) and float(suggested) == 1e-06
+    recipe.write_text("{task: causal_lm, " + data + ", optim: {eps: 1e-06, lr: 5E-4}}\n")
+    loaded = load_recipe(str(recipe), ["optim.weight_decay=1e-2", "optim.grad_clip=2"])
+    assert (loaded.optim.eps, loaded.optim.lr, loaded.optim.weight_decay, loaded.optim.grad_clip) == (1e-06, 5e-4, 0.01, 2)
     (tmp_path / "recipe.json").write_text('{"task": "causal_lm", ' + data + ', "optim": {"eps": 1e-06}}')
     assert load_recipe(str(tmp_path / "recipe.json"), []).optim.eps == 1e-06
+    with pytest.raises(ValueError, match=r"optim.eps: expected a number, got '1e-06' .*without quotes"):
+        load_recipe(str(recipe), ["optim.eps='1e-06'"])
+    for text, key, lines in (("task: causal_lm\noptim:\n  lr: 0.5\noptim:\n  weight_decay: 0.0\n", "optim", "2 and 4"),
+                             ("task: causal_lm\noptim:\n  lr: 0.5\n  lr: 0.1\n", "lr", "3 and 4")):
+        recipe.write_text(text)
+        with pytest.raises(ValueError, match=rf"invalid YAML: key '{key}' is given twice in one mapping \(lines {lines}\)"):
+            load_recipe(str(recipe))
+    recipe.write_text("task: causal_lm\n" + "data: {train: t.txt, tokenizer: t.model}\n"
+                      "optim: {<<: {lr: 0.1, eps: 1.0e-8}, lr: 0.5}\n")  # a merge's key may be overridden
+    assert load_recipe(str(recipe)).optim.lr == 0.5

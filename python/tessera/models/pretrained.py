@@ -300,6 +300,21 @@ def _as_tuple(out: Any) -> Any:
     return out
 
 
+def check_override_keys(model_class, resolved: Dict[str, Any], overrides: Optional[Dict[str, Any]],
+                        where: str = "model.config") -> None:
+    """A recipe's model.config is the user's own text, so its keys are read strictly, as tessera's
+    variant files are (a config.json stays lenient, as in transformers): a misspelt key silently
+    left its default in place, a 768-wide model for `hiden_size: 64`. The overrides are laid back
+    over the config they resolved to, so only their keys are judged (legacy names such as
+    `rope_theta` included); an unknown one is a ValueError listing the valid keys."""
+    from .. import _C
+    from ..registry import validate
+
+    family = getattr(getattr(model_class, "_family", None), "__name__", "").rsplit(".", 1)[-1]
+    if overrides and family in _C.core.list_families():
+        validate(family, merge_config(resolved, overrides), where)
+
+
 def merge_config(base: Dict[str, Any], overrides: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     """Recursive dict update (`text_config.hidden_size` style overrides)."""
     out = json.loads(json.dumps(base))

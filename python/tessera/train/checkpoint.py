@@ -295,6 +295,14 @@ def load_checkpoint(ckpt_dir: str, wrapped, optimizer, verify: bool = True) -> D
         raise ValueError(f"{ckpt_dir}: the checkpoint holds {len(extra)} model tensor(s) this model lacks "
                          f"({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''}): it was written by another "
                          f"configuration; resume with the recipe it was trained with")
+    saved_groups = {k.split(".")[2] for k in metadata.state_dict_metadata if k.startswith("optim.param_groups.")}
+    if saved_groups and len(saved_groups) != len(optimizer.param_groups):
+        # DCP would restore a merged group's settings from one of the saved ones, or refuse a new
+        # group by key; the scheduler then failed a step later (zip() of unequal lengths).
+        raise ValueError(f"{ckpt_dir}: the recipe's optimizer has {len(optimizer.param_groups)} parameter group(s), the "
+                         f"checkpoint's {len(saved_groups)}: optim.weight_decay (0 merges decayed and undecayed "
+                         "parameters), optim.lr_scales or optim.layer_decay changed; resume with the values it was "
+                         "trained with")
     later = _added_since(wrapped.model, model_sd, metadata)
     try:
         with _single_process_quiet():

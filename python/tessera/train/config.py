@@ -145,7 +145,7 @@ def recipe_from_dict(values: Dict[str, Any], where: str = "recipe") -> Recipe:
 
 def apply_overrides(values: Dict[str, Any], overrides: Optional[List[str]]) -> Dict[str, Any]:
     """`section.key=value` strings (YAML-parsed values) applied to a recipe mapping."""
-    import yaml
+    from .recipe_yaml import load_yaml
 
     for item in overrides or []:
         key, sep, raw = item.partition("=")
@@ -157,22 +157,24 @@ def apply_overrides(values: Dict[str, Any], overrides: Optional[List[str]]) -> D
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ValueError(f"override {item!r}: {p} is not a section")
-        node[leaf] = yaml.safe_load(raw)
+        node[leaf] = load_yaml(raw)
     return values
 
 
 def load_recipe(path: str, overrides: Optional[List[str]] = None) -> Recipe:
-    """Reads a YAML recipe, or a run's recipe.json (JSON: YAML 1.1 would read its 1e-06 as text);
+    """Reads a YAML recipe (train/recipe_yaml.py: YAML 1.2 floats, duplicate keys refused), or a
+    run's recipe.json (as JSON);
     `overrides` are `section.key=value` strings (YAML-parsed values)."""
     import json
 
     import yaml
 
     from ..io import read_text
+    from .recipe_yaml import load_yaml
 
     text = read_text(path, "a recipe (YAML)")  # a folder or bytes that are not UTF-8 are named, not a traceback
     try:
-        values = (json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)) or {}
+        values = (json.loads(text) if str(path).endswith(".json") else load_yaml(text)) or {}
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: invalid JSON: {e}") from None
     except yaml.YAMLError as e:

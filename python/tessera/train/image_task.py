@@ -61,14 +61,18 @@ class ImageTask(Task):
         return len(batch["pixel_values"])
 
     def heldout(self, device, max_images: int = 0) -> Iterator[torch.Tensor]:
-        """Held-out pixel batches in a fixed order, up to `max_images` (0: all)."""
+        """Held-out pixel batches in a fixed order, exactly `max_images` images (0: all): the last
+        batch is cut, as zero-shot and retrieval cut theirs."""
         loader = image_loader(self.recipe.data, image_dataset(self.recipe.data, train=False), False,
                               self.recipe.train.seed)
         seen = 0
         try:
             for batch in loader:
-                yield batch["pixel_values"].to(device)
-                seen += len(batch["pixel_values"])
+                pixels = batch["pixel_values"]
+                if max_images:
+                    pixels = pixels[:max_images - seen]
+                yield pixels.to(device)
+                seen += len(pixels)
                 if max_images and seen >= max_images:
                     break
         finally:

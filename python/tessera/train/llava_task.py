@@ -22,7 +22,7 @@ import torch
 from .. import data as tdata
 from ..chat import cut_answer, stop_ids
 from ..models.llava import LlavaForConditionalGeneration
-from ..models.pretrained import merge_config, read_config
+from ..models.pretrained import check_override_keys, merge_config, read_config
 from ..models.weights import load_weights
 from ..text import SentencePieceTokenizer
 from .checkpoint import resolve_checkpoint
@@ -133,7 +133,9 @@ class LlavaTask(Task):
                 base["text_config"] = read_config(resolve_checkpoint(init.language_model, "init.language_model"))
         config = merge_config(base, overrides)
         config.setdefault("image_token_index", self.tokenizer.special_tokens["<image>"])
-        return LlavaForConditionalGeneration.resolve_config(config)
+        resolved = LlavaForConditionalGeneration.resolve_config(config)
+        check_override_keys(LlavaForConditionalGeneration, resolved, overrides)
+        return resolved
 
     @property
     def image_tokens(self) -> int:

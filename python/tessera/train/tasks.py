@@ -98,7 +98,7 @@ class Task:
             return from_pretrained(m.pretrained, dtype=torch.float32)
         if self.model_class is None:
             raise NotImplementedError(f"{type(self).__name__}: set model_class or override build_model")
-        return self.model_class(m.config)
+        return self.model_class(self.model_config(self.recipe))
 
     @classmethod
     def model_config(cls, recipe) -> Dict[str, Any]:
@@ -106,7 +106,7 @@ class Task:
         without building the model."""
         import os
 
-        from ..models.pretrained import merge_config, read_config
+        from ..models.pretrained import check_override_keys, merge_config, read_config
         from ..registry import variant
 
         m = recipe.model
@@ -116,7 +116,9 @@ class Task:
             base = read_config(os.path.join(m.pretrained, "config.json"))
         else:
             base = {}
-        return cls.model_class.resolve_config(merge_config(base, m.config))
+        resolved = cls.model_class.resolve_config(merge_config(base, m.config))
+        check_override_keys(cls.model_class, resolved, m.config)
+        return resolved
 
     def count_tokens(self, batch: Dict[str, Any], step: int) -> Optional[int]:
         """The items a micro-batch's MixedLoss token term will count, known before its forward;

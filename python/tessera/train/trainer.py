@@ -58,23 +58,35 @@ def loader_size_text(loader) -> str:
     return f"{dataset} sample(s), {per_rank} per process ({world} process(es)), batch_size {batch}"
 
 
-def check_fills_a_batch(loader) -> None:
-    """Training from a loader with no whole batch per epoch would wait forever: refuse it first."""
+def check_fills_a_batch(loader, accumulation: int = 1) -> None:
+    """Training from a loader with no whole batch (or accumulation group) per epoch would wait
+    forever: refuse it first."""
     if hasattr(loader, "__len__") and len(loader) == 0:
         raise ValueError(f"the training data cannot fill one batch: {loader_size_text(loader)}; lower "
                          "data.batch_size or add samples (the last partial batch is dropped so every step "
                          "sees a whole batch)")
+    if hasattr(loader, "__len__") and len(loader) < accumulation:
+        raise ValueError(f"the training data fills {len(loader)} batch(es) per epoch and process "
+                         f"({loader_size_text(loader)}), fewer than optim.accumulation_steps {accumulation}: lower "
+                         "one of them or add samples")
 
 
-def batch_stream(loader) -> Iterator[Dict[str, Any]]:
+def batch_stream(loader, accumulation: int = 1) -> Iterator[Dict[str, Any]]:
     """Batches epoch after epoch (the loader resumes mid-epoch after load_state_dict). An epoch
     that yields nothing from its start is an error, never an endless loop (a loader whose every
-    sample failed to load, say)."""
+    sample failed to load, say). With `accumulation` A, a loader that knows its length ends each
+    epoch after its last whole group of A batches, so batch B x A steps see what batch B*A does
+    (drop_last; a group spanning two epochs shifted every later step). The dropped batches are
+    still drawn, so the loader's position stays its own."""
     while True:
         fresh, produced = _at_epoch_start(loader), 0
+        usable = len(loader) // accumulation * accumulation if hasattr(loader, "__len__") else None
+        position = int(loader.state_dict().get("batches", 0)) if hasattr(loader, "state_dict") else 0
         for batch in loader:
             produced += 1
-            yield batch
+            position += 1
+            if usable is None or position <= usable:
+                yield batch
         if fresh and not produced:
             raise RuntimeError(f"epoch {loader.epoch} of the training data produced no batch ({loader_size_text(loader)}"
                                + (f"; {loader.report()}" if getattr(loader, "skipped", 0) else "") + ")")
@@ -115,6 +127,12 @@ def reshard_data_state(saved: Dict[str, int], mine: Dict[str, int]) -> Dict[str,
 def _require_tokens(count: float, step: int) -> None:
     if count <= 0:
         raise ValueError(f"step {step}: the TokenLoss count over the whole step is {count}; no item to average over")
+
+
+#: What a resume with a changed recipe keeps and what it takes from the recipe (checked in test_train).
+RESUMED_SETTINGS = ("The checkpoint's optimizer settings stay (optim.lr, betas, eps, weight_decay: a changed value "
+                    "does not take effect); the schedule's shape is the recipe's (train.steps, optim.warmup_fraction, "
+                    "optim.min_lr_ratio take effect from the next step), as are clipping, accumulation and batch size")
 
 
 class Trainer:
@@ -397,7 +415,7 @@ class Trainer:
         self.setup()
         optimizer, scheduler = self.optimizer, self.scheduler
         loader = self.task.train_loader(info.rank, info.world_size)
-        check_fills_a_batch(loader)
+        check_fills_a_batch(loader, cfg.optim.accumulation_steps)
 
         step, skipped, bad_in_row = 0, 0, 0
         first_loss, finite_terms = None, {}  # the terms of the last finite step
@@ -411,10 +429,9 @@ class Trainer:
             self._restore_data_and_rng(loader, state, ckpt)
             self._truncate_metrics(step)
             changes = recipe_changes(ckpt, recipe_to_dict(cfg)) if info.is_main else []
-            if changes:  # as in transformers and torchtitan, the saved optimizer/scheduler state wins
+            if changes:  # as in transformers and torchtitan: saved optimizer state, the recipe's schedule
                 print(f"resume: the recipe differs from the one {os.path.basename(ckpt)} was trained with: "
-                      f"{'; '.join(changes[:8])}{'; ...' if len(changes) > 8 else ''}. The optimizer's and the "
-                      f"scheduler's state come from the checkpoint: a changed learning rate does not take effect")
+                      f"{'; '.join(changes[:8])}{'; ...' if len(changes) > 8 else ''}. {RESUMED_SETTINGS}")
         elif info.is_main and os.path.exists(self.metrics_path):
             os.remove(self.metrics_path)
         if info.is_main:
@@ -422,11 +439,13 @@ class Trainer:
 
             self.sinks = open_sinks(cfg.train.log_to, self.out_dir, recipe_to_dict(cfg), step if ckpt else None)
         total = cfg.train.steps
+        if ckpt and self._evaluation_lost(step, total):
+            self._evaluate(step, final=False)
         if ckpt and step >= total and info.is_main:
             print(f"{ckpt}: the run is complete ({step}/{total} steps); evaluating it "
                   f"(raise train.steps to train further)")
 
-        stream = batch_stream(loader)
+        stream = batch_stream(loader, cfg.optim.accumulation_steps)
         bar = None
         if self.progress and step < total:
             from tqdm import tqdm
@@ -539,6 +558,22 @@ class Trainer:
                 set_rng_state(state["rng"][rank])
         elif self.info.is_main:
             print(f"resuming a {saved_world}-process run on {self.info.world_size}: RNG streams restart from the seed")
+
+    def _evaluation_lost(self, step: int, total: int) -> bool:
+        """Whether the evaluation due at the resumed step never finished: a step's checkpoint is
+        written before its evaluation, so a run stopped during that evaluation resumes past it.
+        Rank 0 reads metrics.jsonl (an evaluation row has no `lr`) and every rank follows it."""
+        every = self.recipe.train.eval_every
+        if not every or step % every or not 0 < step < total:
+            return False
+        lost = False
+        if self.info.is_main:
+            rows = []
+            if os.path.exists(self.metrics_path):
+                with open(self.metrics_path, encoding="utf-8") as f:
+                    rows = [json.loads(line) for line in f if line.strip()]  # _truncate_metrics left whole rows
+            lost = not any(r.get("step") == step and "lr" not in r and "skipped" not in r for r in rows)
+        return bool(self._gather(lost)[0])
 
     def _evaluate(self, step: int, final: bool) -> Dict[str, Any]:
         """Rank 0 evaluates the plain model; sharded, every rank runs the evaluation together

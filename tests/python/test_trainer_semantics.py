@@ -1,0 +1,99 @@
+"""What a run computes when the recipe or the run is not the plain case, against the plain case
+as reference: accumulation across epoch ends equals the whole batch, an evaluation cut off by a
+crash after its checkpoint runs on resume, a resume that changes the optimizer's parameter groups
+is refused before training, and a changed recipe on resume does what the message says
+(optimizer settings from the checkpoint, the schedule's shape from the recipe)."""
+import json
+import os
+import shutil
+import sys
+
+import pytest
+import torch
+
+from tessera.train import Trainer, recipe_from_dict
+from tessera.train.distributed import DistInfo
+from tessera.train.trainer import RESUMED_SETTINGS
+
+sys.path.insert(0, os.path.dirname(__file__))
+import _toy_task  # noqa: E402  (registers toy_regression)
+
+
+def _toy(data=None, optim=None, train=None):
+    return {"task": "toy_regression",
+            "data": {"samples": 256, "batch_size": 16, **(data or {})},
+            "optim": {"lr": 0.01, "warmup_fraction": 0.2, "min_lr_ratio": 0.1, **(optim or {})},
+            "train": {"steps": 20, "log_every": 1, "checkpoint_every": 10, "keep_checkpoints": 5, "threads": 1,
+                      **(train or {})}}
+
+
+def _fit(recipe, out, resume=False):
+    r = recipe_from_dict(recipe)
+    trainer = Trainer(r, _toy_task.ToyRegression(r), str(out), DistInfo(), progress=False)
+    return trainer.fit(resume=resume), trainer.model
+
+
+def _rows(out):
+    with open(os.path.join(out, "metrics.jsonl"), encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _cut_after(run, step, into):
+    """`run` as it stood when killed right after its step-`step` checkpoint."""
+    shutil.copytree(run, into)
+    for name in os.listdir(into / "checkpoints"):
+        if int(name.split("-")[-1]) > step:
+            shutil.rmtree(into / "checkpoints" / name)
+    return into
+
+
+def test_accumulated_batches_equal_the_whole_batch_when_epochs_do_not_divide(tmp_path):
+    """90 samples: batch 16 gives 5 batches an epoch; 2 x 16 must draw the 64 samples batch 32
+    draws, epoch after epoch (the odd batch joined the next epoch's first, shifting every step)."""
+    steps = dict(steps=8, checkpoint_every=0)
+    _, whole = _fit(_toy({"samples": 90, "batch_size": 32}, train=steps), tmp_path / "whole")
+    _, accumulated = _fit(_toy({"samples": 90, "batch_size": 16}, {"accumulation_steps": 2}, steps), tmp_path / "acc")
+    for (name, a), b in zip(whole.state_dict().items(), accumulated.state_dict().values()):
+        torch.testing.assert_close(b, a, atol=1e-6, rtol=0, msg=name)
+    losses = [[r["loss"] for r in _rows(tmp_path / run) if "lr" in r] for run in ("whole", "acc")]
+    assert len(losses[0]) == 8 and losses[0] == pytest.approx(losses[1], rel=1e-5)
+    with pytest.raises(ValueError, match="fills 2 batch.*fewer than optim.accumulation_steps 3"):
+        _fit(_toy({"samples": 40, "batch_size": 16}, {"accumulation_steps": 3}, steps), tmp_path / "few")
+
+
+def test_an_evaluation_cut_off_after_its_checkpoint_runs_on_resume(tmp_path):
+    recipe = _toy(train={"eval_every": 10})
+    _fit(recipe, tmp_path / "full")
+    evaluated = [r["step"] for r in _rows(tmp_path / "full") if "eval_mse" in r]
+    assert evaluated == [10, 20]
+    cut = _cut_after(tmp_path / "full", 10, tmp_path / "cut")  # killed during step 10's evaluation
+    rows = [r for r in _rows(cut) if "eval_mse" not in r or r["step"] != 10]
+    (cut / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _fit(recipe, cut, resume=True)
+    assert [r["step"] for r in _rows(cut) if "eval_mse" in r] == [10, 20]
+    done = _cut_after(tmp_path / "full", 10, tmp_path / "done")  # its evaluation finished: not run twice
+    _fit(recipe, done, resume=True)
+    assert [r["step"] for r in _rows(done) if "eval_mse" in r] == [10, 20]
+
+
+def test_a_resume_that_changes_the_parameter_groups_is_refused_before_training(tmp_path):
+    _fit(_toy(train={"steps": 10}), tmp_path)
+    for optim in ({"weight_decay": 0.0}, {"lr_scales": {"proj": 10.0}}):  # merges the groups / adds one
+        with pytest.raises(ValueError, match=r"the recipe's optimizer has \d parameter group\(s\), the checkpoint's 2"):
+            _fit(_toy(optim=optim), tmp_path, resume=True)
+
+
+def test_a_changed_recipe_on_resume_does_what_the_message_says(tmp_path, capsys):
+    _fit(_toy(), tmp_path / "full")
+    lrs = {r["step"]: r["lr"] for r in _rows(tmp_path / "full") if "lr" in r}
+    changed_lr = _cut_after(tmp_path / "full", 10, tmp_path / "lr")
+    capsys.readouterr()
+    _fit(_toy(optim={"lr": 0.5}), changed_lr, resume=True)
+    out = capsys.readouterr().out
+    assert "optim.lr: 0.01 -> 0.5" in out and RESUMED_SETTINGS in out
+    assert {r["step"]: r["lr"] for r in _rows(changed_lr) if "lr" in r} == lrs  # the checkpoint's lr stays
+    flat = _cut_after(tmp_path / "full", 10, tmp_path / "flat")
+    _fit(_toy(optim={"min_lr_ratio": 1.0}), flat, resume=True)  # the schedule's shape is the recipe's
+    after = {r["step"]: r["lr"] for r in _rows(flat) if "lr" in r}
+    assert all(after[s] == lrs[s] for s in range(1, 12)) and all(after[s] == pytest.approx(0.01) for s in range(12, 21))
+    assert lrs[20] < 0.005
