@@ -38,6 +38,27 @@ def _as_parameter(t: torch.Tensor) -> nn.Parameter:
     return t
 
 
+class _no_swap:
+    """torch.__future__'s swap_module_params_on_conversion off for the duration."""
+
+    def __enter__(self):
+        self.saved = torch.__future__.get_swap_module_params_on_conversion()
+        torch.__future__.set_swap_module_params_on_conversion(False)
+
+    def __exit__(self, *exc):
+        torch.__future__.set_swap_module_params_on_conversion(self.saved)
+
+
+def _weight_hooks() -> tuple:
+    """The forward pre-hooks with which torch recomputes a parameter from others before each call
+    (pruning's mask, weight norm's g and v, the old spectral norm); they ignore the call's inputs."""
+    from torch.nn.utils.prune import BasePruningMethod
+    from torch.nn.utils.spectral_norm import SpectralNorm
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    return BasePruningMethod, WeightNorm, SpectralNorm
+
+
 class _MirroredNode(nn.Module):
     """A Python node of a C++ module's tree: its C++ address lives as long as the model that owns
     it, and only the node the model mirrored may act on it (a copy would compute with, or write
@@ -83,8 +104,15 @@ class CppNode(_MirroredNode):
             f"a hook on {self._cpp_path} ({type(self).__name__}) would never fire: C++ runs this module inside "
             "its parent's forward. Hook a layer (e.g. `...encoder.layers[i]`) or the model instead.")
 
+    def register_forward_pre_hook(self, hook, **kwargs):
+        """torch's weight-computing pre-hooks (torch.nn.utils.prune, weight_norm, spectral_norm)
+        read only the module: the parameter sync runs them before C++ does (`_Sync.run`). Any
+        other pre-hook would never fire, and is refused."""
+        if isinstance(hook, _weight_hooks()):
+            return super().register_forward_pre_hook(hook, **kwargs)
+        return self._refuse_hook()
+
     register_forward_hook = _refuse_hook
-    register_forward_pre_hook = _refuse_hook
     register_full_backward_hook = _refuse_hook
     register_full_backward_pre_hook = _refuse_hook
 
@@ -151,10 +179,21 @@ class _Sync:
                     f"{path} was replaced by {type(parent._modules.get(name)).__name__}, but C++ runs the original "
                     "module there, so the replacement would be ignored. Change the C++ module, or replace a whole "
                     "layer (layers are called through Python).")
+        ran = set()
         for i, (node, name, addr) in enumerate(self.slots):
+            if node._forward_pre_hooks and id(node) not in ran:  # prune / weight_norm recompute it now
+                ran.add(id(node))
+                weight_hooks = _weight_hooks()
+                for hook in list(node._forward_pre_hooks.values()):
+                    if isinstance(hook, weight_hooks):  # not FSDP's or a user's hook on the model
+                        hook(node, ())
             t = node._parameters.get(name)
-            if t is None:  # a parametrization computes it on access
+            if t is None:  # a parametrization computes it on access (or a weight hook set it)
                 t = getattr(node, name)
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"{node._cpp_path}.{name} is {type(t).__name__}, but the C++ module computes with "
+                                "it: a C++ layer keeps its parameters (for no bias, zero it and freeze it: "
+                                "`bias.data.zero_(); bias.requires_grad_(False)`)")
             if t._cdata != self.seen[i]:
                 _C.nn.rebind_parameter(addr, name, t)
                 self.seen[i] = t._cdata
@@ -173,6 +212,10 @@ class _LayerCaller:
         layers = self.layers()
         if layers is None:
             return _C.nn.run_layer(self.encoder_addr, i, hidden_states, args)
+        if i == 0 and len(layers) != len(self.nodes):
+            raise ValueError(f"{self.nodes[0]._cpp_path.rpartition('.')[0]} holds {len(layers)} layers but its C++ "
+                             f"encoder runs {len(self.nodes)}: layers cannot be added or removed in Python (a layer "
+                             "may be wrapped); build the model with the number you want (num_hidden_layers)")
         layer = layers[i]
         if self.checked.get(i) != id(layer):
             node = self.nodes[i]
@@ -315,13 +358,35 @@ class CppModule(nn.Module):
         self._cpp.train(mode)
         return self
 
+    # torch.__future__.set_swap_module_params_on_conversion(True) makes .to()/.double() and
+    # load_state_dict swap each parameter's TensorImpl for a new one, which C++ still holds: every
+    # parameter failed ("Couldn't swap"). A tessera module converts in place, as with the flag off.
+    def _apply(self, fn, recurse=True):
+        with _no_swap():
+            return super()._apply(fn, recurse)
+
+    def load_state_dict(self, *args, **kwargs):
+        with _no_swap():
+            return super().load_state_dict(*args, **kwargs)
+
     @torch.compiler.disable  # as every subclass's forward (__init_subclass__)
     def forward(self, *args, **kwargs):
         self._sync_parameters()
         return self._cpp.forward(*args, **kwargs)
 
     def __deepcopy__(self, memo):
-        # A deep copy needs its own C++ module (clone() copies every tensor).
+        # A deep copy needs its own C++ module (clone() copies every tensor), whose Python tree is
+        # mirrored afresh: modules added in Python (wrappers, parametrizations, replaced children)
+        # would be dropped silently, so they are refused; hooks and flags are carried over by path.
+        foreign: List[str] = []
+        for name, m in self.named_modules():
+            if id(m) not in self._node_ids and not any(name.startswith(f + ".") for f in foreign):
+                foreign.append(name)
+        if foreign:
+            raise TypeError(f"copy.deepcopy({type(self).__name__}): {len(foreign)} module(s) were added in Python "
+                            f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}): wrappers, "
+                            "parametrizations or replaced children, which a copy of the C++ module cannot hold; "
+                            "copy the model before adding them")
         self._sync_all()  # C++ may still hold tensors a functional_call passed in
         clone = self.__class__.__new__(self.__class__)
         nn.Module.__init__(clone)
@@ -332,8 +397,14 @@ class CppModule(nn.Module):
                 clone.__dict__[key] = copy.deepcopy(value, memo)
         clone._mirror(clone._cpp, {n: m.training for n, m in self.named_modules()})  # as torch's deepcopy keeps them
         _WRAPPERS[clone._cpp_addr] = clone
-        for (_, p), (_, q) in zip(self.named_parameters(), clone.named_parameters()):
-            q.requires_grad_(p.requires_grad)
+        flags = {name: p.requires_grad for name, p in self.named_parameters()}
+        for name, q in clone.named_parameters():
+            q.requires_grad_(flags[name])
+        nodes = dict(clone.named_modules())
+        for name, module in self.named_modules():  # hooks as torch's deepcopy copies them
+            for key, value in module.__dict__.items():
+                if key.startswith("_") and "hooks" in key and isinstance(value, dict) and value:
+                    nodes[name].__dict__[key] = copy.deepcopy(value, memo)
         if clone.__dict__.get("_checkpointing"):  # the flag was copied; C++'s clone starts without it
             clone.set_gradient_checkpointing(True)
         return clone

@@ -123,6 +123,42 @@ def test_gradient_checkpointing_names(fixture_dir):
         model.gradient_checkpointing_enable({"preserve_rng_state": False})
 
 
+def _frozen_input_path(family, fixture_dir):
+    """A model whose first checkpointed layer gets inputs that need no gradient, and its batch."""
+    folder = fixture_dir(family)
+    model, io = tessera.from_pretrained(str(folder)).train(), load_file(str(folder / "io.safetensors"))
+    if family == "llama":  # LoRA on a frozen base
+        tessera.lora.apply_lora(model, ["q_proj", "v_proj"], r=4, lora_alpha=8)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.02, generator=torch.Generator().manual_seed(len(name)))
+        return model, lambda m: m(input_ids=io["input_ids"], labels=io["input_ids"]).loss
+    for part in (model.vision_model.embeddings, model.vision_model.pre_layrnorm, model.text_model.embeddings):
+        part.requires_grad_(False)
+    return model, lambda m: m(input_ids=io["input_ids"], attention_mask=io["attention_mask"],
+                              pixel_values=io["pixel_values"], return_loss=True).loss
+
+
+@pytest.mark.parametrize("family", ["llama", "clip"])
+def test_checkpointing_trains_every_parameter_when_the_inputs_need_no_gradient(fixture_dir, family):
+    """The C++ checkpoint is reentrant: it joined the graph only through its inputs, so with frozen
+    embeddings every layer's gradient was silently None, and LoRA failed in backward."""
+    grads = []
+    for checkpointing in (False, True):
+        model, loss = _frozen_input_path(family, fixture_dir)
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+        torch.manual_seed(0)  # LoRA's dropout draws the same masks in both runs
+        loss(model).backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
+    plain, checkpointed = grads
+    assert all(g is not None for g in plain.values())
+    for name, g in plain.items():
+        assert checkpointed[name] is not None, name
+        torch.testing.assert_close(checkpointed[name], g, atol=1e-6, rtol=1e-5, msg=name)
+
+
 def test_generate_max_length_counts_the_prompt_as_transformers(fixture_dir):
     folder = str(fixture_dir("llama"))
     ids = load_file(str(fixture_dir("llama") / "io.safetensors"))["input_ids"][:1]

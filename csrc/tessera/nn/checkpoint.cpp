@@ -128,8 +128,8 @@ struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
       previous.restore();
     }
     // One backward: the parameters' .grad accumulate and the detached inputs (leaves here)
-    // receive their gradients, which go upstream.
-    torch::autograd::backward({y}, {grads[0]});
+    // receive their gradients, which go upstream. Nothing to do when nothing fn used needs one.
+    if (y.requires_grad()) torch::autograd::backward({y}, {grads[0]});
     torch::autograd::variable_list out;
     for (const auto& t : inputs) out.push_back(t.requires_grad() ? t.grad() : at::Tensor());
     out.emplace_back();  // the holder
@@ -139,7 +139,7 @@ struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
 
 }  // namespace
 
-at::Tensor checkpoint(CheckpointFn fn, const std::vector<at::Tensor>& inputs) {
+at::Tensor checkpoint(CheckpointFn fn, const std::vector<at::Tensor>& inputs, bool parameters_need_grad) {
   auto holder = c10::make_intrusive<Holder>();
   holder->fn = std::move(fn);
   std::vector<at::Tensor> defined;
@@ -147,6 +147,9 @@ at::Tensor checkpoint(CheckpointFn fn, const std::vector<at::Tensor>& inputs) {
     holder->present.push_back(t.defined());
     if (t.defined()) defined.push_back(t);
   }
+  const bool joined = std::any_of(defined.begin(), defined.end(), [](const at::Tensor& t) { return t.requires_grad(); });
+  if (parameters_need_grad && !joined)  // past `present`: fn never sees it (Holder::expand)
+    defined.push_back(at::empty({0}, inputs.empty() ? at::TensorOptions() : inputs[0].options()).requires_grad_(true));
   return CheckpointFunction::apply(at::TensorList(defined), holder);
 }
 

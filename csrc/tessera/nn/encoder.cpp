@@ -32,11 +32,13 @@ at::Tensor EncoderImpl::run_layer(int64_t i, const at::Tensor& x, const LayerArg
   if (gradient_checkpointing && is_training() && at::GradMode::is_enabled()) {
     std::vector<at::Tensor> inputs = args.tensors();
     inputs.insert(inputs.begin(), x);
+    const auto params = layers[i]->parameters();
+    const bool trainable = std::any_of(params.begin(), params.end(), [](const at::Tensor& p) { return p.requires_grad(); });
     return checkpoint(
         [layer, args](const std::vector<at::Tensor>& t) {
           return layer->forward_layer(t[0], args.with_tensors({t.begin() + 1, t.end()}));
         },
-        inputs);
+        inputs, trainable);
   }
   return layer->forward_layer(x, args);
 }

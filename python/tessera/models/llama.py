@@ -123,9 +123,12 @@ class LlamaForCausalLM(FamilyModel):
             o.eos_token_ids = [eos] if isinstance(eos, int) else list(eos)
         if config.pad_token_id is not None:
             o.pad_token_id = config.pad_token_id
-        # Layers run straight from C++ unless Python must see them (hooks, wrappers such as FSDP).
+        # Layers run straight from C++ unless Python must see them: hooks, or modules added in
+        # Python (a wrapper around a layer, FSDP's), which the layer list's caller runs.
         layers = [m for m in self.modules() if type(m).__name__ == "LlamaDecoderLayer"]
-        o.direct_layer_calls = all(not layer._forward_hooks and not layer._forward_pre_hooks for layer in layers)
+        added = any(id(m) not in self._node_ids for m in self.modules())
+        o.direct_layer_calls = not added and all(not layer._forward_hooks and not layer._forward_pre_hooks
+                                                 for layer in layers)
         self._sync_all()
         return o, returns
 
