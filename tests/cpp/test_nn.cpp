@@ -256,6 +256,20 @@ TEST(Checkpoint, EveryDifferentiableInputAndDropoutReplay) {
   EXPECT_TRUE(at::allclose(b1.grad(), b2.grad()));
 }
 
+TEST(Checkpoint, ParametersGetGradientsWhenNoInputNeedsOne) {
+  // Frozen embeddings or LoRA on a frozen base: the reentrant checkpoint joined the graph only
+  // through its inputs, so w got no gradient (silently) unless told fn has trainable parameters.
+  at::Tensor w = at::randn({5, 5}, at::kDouble).requires_grad_();
+  at::Tensor x = at::randn({3, 5}, at::kDouble);
+  auto fn = [&](const std::vector<at::Tensor>& t) { return at::tanh(at::matmul(t[0], w)).pow(2); };
+  fn({x}).sum().backward();
+  at::Tensor plain = w.grad().clone();
+  w.grad().zero_();
+  checkpoint(fn, {x}, /*parameters_need_grad=*/true).sum().backward();
+  EXPECT_TRUE(at::allclose(plain, w.grad()));
+  EXPECT_FALSE(checkpoint(fn, {x}).requires_grad());  // not told: no graph, as before
+}
+
 namespace {
 // Sum of squares of every parameter's gradient, by name.
 std::map<std::string, at::Tensor> grads_of(torch::nn::Module& m) {
@@ -287,6 +301,22 @@ TEST(Encoder, CheckpointingWithDropoutGivesTheSameGradients) {
     EXPECT_TRUE(at::allclose(g, plain[k], 1e-10, 1e-10)) << k;
   }
   EXPECT_TRUE(at::allclose(args.position_bias.grad(), bias_grad, 1e-10, 1e-10));
+}
+
+TEST(Encoder, CheckpointedLayersLearnFromInputsThatNeedNoGradient) {
+  Encoder enc(2, [](int64_t) { return TransformerBlock(TransformerBlockOptions(16, 4, 32)).ptr(); });
+  enc->to(at::kDouble);
+  enc->train();
+  const at::Tensor x = at::randn({2, 5, 16}, at::kDouble);  // frozen embeddings' output
+  enc->forward(x, {}).last_hidden_state.pow(2).sum().backward();
+  auto plain = grads_of(*enc);
+  enc->zero_grad();
+  enc->gradient_checkpointing = true;
+  enc->forward(x, {}).last_hidden_state.pow(2).sum().backward();
+  for (const auto& [k, g] : grads_of(*enc)) {
+    ASSERT_TRUE(g.defined()) << k;
+    EXPECT_TRUE(at::allclose(g, plain[k], 1e-10, 1e-10)) << k;
+  }
 }
 
 TEST(Encoder, StopsEarlyAndPicksIntermediates) {
