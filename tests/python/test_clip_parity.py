@@ -506,3 +506,40 @@ def test_trimmed_trailing_padding_gives_transformers_features_of_the_padded_batc
     theirs.sum().backward()
     assert_grads_match(tm, hf)
     assert torch.equal(trim_trailing_padding(torch.zeros(2, 4, dtype=torch.long)), torch.zeros(2, 4, dtype=torch.long))
+
+
+def test_a_logit_bias_makes_clip_a_sigmoid_loss_model(fixture_dir, tmp_path):
+    """`logit_bias_init_value` (tessera's key; open_clip's init_logit_bias) adds SigLIP's learned
+    bias: logits are scale * cos + b and return_loss is SiglipModel's loss, checked against the
+    formula and tessera.losses.SigLipLoss. transformers' CLIPModel reads the folder without the
+    bias (it has no such parameter): its logits are ours less b."""
+    import json
+    import math
+
+    import transformers
+    from safetensors.torch import load_file
+
+    folder = fixture_dir("clip")
+    config = {**json.loads((folder / "config.json").read_text()), "logit_bias_init_value": -10.0,
+              "logit_scale_init_value": math.log(10)}
+    model = tessera.CLIPModel(config)
+    model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
+    io = load_file(str(folder / "io.safetensors"))
+    n = min(len(io["input_ids"]), len(io["pixel_values"]))
+    inputs = dict(input_ids=io["input_ids"][:n], attention_mask=io["attention_mask"][:n], pixel_values=io["pixel_values"][:n])
+    out = model(**inputs, return_loss=True)
+    cos = out.text_embeds @ out.image_embeds.T
+    torch.testing.assert_close(out.logits_per_text, cos * model.logit_scale.exp() + model.logit_bias)
+    signs = 2 * torch.eye(n) - 1
+    torch.testing.assert_close(out.loss, -torch.nn.functional.logsigmoid(signs * out.logits_per_text).sum(-1).mean())
+    ref = tessera.losses.SigLipLoss()(out.image_embeds, out.text_embeds, model.logit_scale.exp(), model.logit_bias)
+    torch.testing.assert_close(out.loss, ref)  # open_clip's normalisation (sum / B) is the same number
+    out.loss.backward()
+    assert model.logit_bias.grad is not None and model.logit_bias.grad.abs() > 0
+    model.save_pretrained(str(tmp_path))
+    again = tessera.from_pretrained(str(tmp_path))
+    assert again.config["logit_bias_init_value"] == -10.0 and torch.equal(again.logit_bias, model.logit_bias)
+    theirs = transformers.CLIPModel.from_pretrained(str(tmp_path)).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(**inputs).logits_per_text + model.logit_bias, again(**inputs).logits_per_text,
+                                   atol=1e-5, rtol=0)

@@ -144,7 +144,8 @@ class ClipTask(Task):
         other = (hv * v["num_channels"] * v["patch_size"] ** 2 + hv + (v["image_size"] // v["patch_size"]) ** 2 * hv
                  + hv + 4 * hv                                                   # class + pre/post norms
                  + t["vocab_size"] * ht + t["max_position_embeddings"] * ht + 2 * ht  # embeddings, final norm
-                 + hv * proj + ht * proj + 1)                                    # projections, logit_scale
+                 + hv * proj + ht * proj + 1                                     # projections, logit_scale
+                 + (c.get("logit_bias_init_value") is not None))                 # SigLIP's logit_bias
         pixels = 3 * d.image_size ** 2 * 4
         # Outside the layers: patch + position embeddings and the pre-norm (vision), token +
         # position embeddings and the final norm (text), the pixels' patch unfold.
@@ -180,8 +181,9 @@ class ClipTask(Task):
     def build_model(self):
         model = super().build_model()
         if self.recipe.loss.kind == "siglip" and getattr(model, "logit_bias", None) is None:
-            raise ValueError("loss.kind siglip needs a model with a logit_bias parameter; CLIPModel has none (SigLIP's "
-                             "learned bias, init -10): train with loss.kind clip")
+            raise ValueError("loss.kind siglip needs a model with a logit_bias parameter (SigLIP's learned bias): set "
+                             "model.config.logit_bias_init_value (the paper: -10, with logit_scale_init_value "
+                             "2.302585, log 10), or train with loss.kind clip")
         return model
 
     def no_weight_decay(self, name: str, param: torch.Tensor) -> bool:

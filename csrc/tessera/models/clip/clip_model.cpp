@@ -19,6 +19,7 @@ void ClipModelImpl::reset() {
   text_projection =
       register_module("text_projection", nn::Linear(options.text.hidden_size(), options.projection_dim(), false));
   logit_scale_ = add_parameter("logit_scale", at::full({}, options.logit_scale_init_value()));
+  if (options.has_logit_bias()) logit_bias_ = add_parameter("logit_bias", at::full({}, options.logit_bias_init_value()));
 }
 
 void ClipModelImpl::init_weights() {
@@ -29,6 +30,14 @@ void ClipModelImpl::init_weights() {
   visual_projection->weight().normal_(0, std::pow(static_cast<double>(options.vision.hidden_size()), -0.5) * f);
   text_projection->weight().normal_(0, std::pow(static_cast<double>(options.text.hidden_size()), -0.5) * f);
   logit_scale().fill_(options.logit_scale_init_value());
+  if (options.has_logit_bias()) logit_bias().fill_(options.logit_bias_init_value());
+}
+
+// Every pair a binary decision, +1 on the diagonal, -1 off it,
+// summed over images and averaged over texts.
+at::Tensor siglip_pairwise_loss(const at::Tensor& logits_per_text) {
+  at::Tensor signs = at::eye(logits_per_text.size(0), logits_per_text.options()) * 2 - 1;
+  return -at::log_sigmoid(signs * logits_per_text).sum(-1).mean();
 }
 
 at::Tensor clip_contrastive_loss(const at::Tensor& logits_per_text) {
@@ -58,11 +67,13 @@ ClipOutput ClipModelImpl::forward(const at::Tensor& pixel_values, const at::Tens
   out.image_embeds = l2_normalize(out.vision_model_output.pooler_output);
   out.text_embeds = l2_normalize(out.text_model_output.pooler_output);
   out.logits_per_text = at::matmul(out.text_embeds, out.image_embeds.t()) * logit_scale().exp();
+  if (options.has_logit_bias()) out.logits_per_text = out.logits_per_text + logit_bias();
   out.logits_per_image = out.logits_per_text.t();
   if (return_loss) {
     TORCH_CHECK_VALUE(input_ids.size(0) == pixel_values.size(0), "return_loss needs paired batches: ",
                       pixel_values.size(0), " images but ", input_ids.size(0), " texts");
-    out.loss = clip_contrastive_loss(out.logits_per_text);
+    out.loss = options.has_logit_bias() ? siglip_pairwise_loss(out.logits_per_text)
+                                        : clip_contrastive_loss(out.logits_per_text);
   }
   return out;
 }

@@ -52,16 +52,20 @@ class ClipModelImpl : public nn::Module<ClipModelImpl> {
 
   ClipOptions options;
   const at::Tensor& logit_scale() const { return param(logit_scale_); }
+  /// SigLIP's learned bias (a scalar), or undefined without `logit_bias_init_value`.
+  at::Tensor logit_bias() const { return options.has_logit_bias() ? param(logit_bias_) : at::Tensor(); }
   ClipTextTransformer text_model{nullptr};
   ClipVisionTransformer vision_model{nullptr};
   nn::Linear visual_projection{nullptr}, text_projection{nullptr};
 
  private:
-  nn::Slot logit_scale_;
+  nn::Slot logit_scale_, logit_bias_;
 };
 TORCH_MODULE(ClipModel);
 
 /// (CE(logits_per_text, diag) + CE(logits_per_text^T, diag)) / 2, as transformers' clip_loss.
 at::Tensor clip_contrastive_loss(const at::Tensor& logits_per_text);
+/// transformers' SiglipModel loss over [texts, images] logits (the pairs on the diagonal).
+at::Tensor siglip_pairwise_loss(const at::Tensor& logits_per_text);
 
 }  // namespace tessera::models

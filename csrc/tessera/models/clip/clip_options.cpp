@@ -57,8 +57,11 @@ ClipOptions ClipOptions::from_json(const nlohmann::json& j, const std::string& w
   core::ConfigReader r(j, where);
   std::string type = r.get_string("model_type", "clip");
   TORCH_CHECK_VALUE(type == "clip", where, ": model_type is '", type, "', expected 'clip'");
-  ClipOptions o = core::options_from_json<ClipOptions>(j, where, strict,
-                                                      {"text_config", "vision_config", "model_type", "architectures"});
+  ClipOptions o = core::options_from_json<ClipOptions>(
+      j, where, strict, {"text_config", "vision_config", "model_type", "architectures", "logit_bias_init_value"});
+  o.logit_bias_init_value(r.get_double("logit_bias_init_value", std::numeric_limits<double>::quiet_NaN()));
+  TORCH_CHECK_VALUE(!o.has_logit_bias() || std::isfinite(o.logit_bias_init_value()), where,
+                    ": logit_bias_init_value must be finite, got ", o.logit_bias_init_value());
   o.text = ClipTextOptions::from_json(r.child("text_config").raw(), where + ".text_config", strict);
   o.vision = ClipVisionOptions::from_json(r.child("vision_config").raw(), where + ".vision_config", strict);
   return o;
@@ -72,6 +75,7 @@ nlohmann::json ClipOptions::to_json() const {
   j["model_type"] = "clip";
   j["text_config"] = text.to_json();
   j["vision_config"] = vision.to_json();
+  if (has_logit_bias()) j["logit_bias_init_value"] = logit_bias_init_value();  // absent: CLIP's file as before
   return j;
 }
 

@@ -6,6 +6,9 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include <cmath>
+#include <limits>
+
 #include <string>
 
 // clang-format off
@@ -46,7 +49,10 @@
   NESTED(ClipVisionOptions, vision, "vision_config", "the image tower (CLIPVisionConfig)")                     \
   FIELD(int64_t, projection_dim, 512, "width of the shared image-text embedding space")                       \
   FIELD(double, logit_scale_init_value, 2.6592, "initial log of the logit scale: log(1 / 0.07)")              \
-  FIELD(double, initializer_factor, 1.0, "multiplier of the init std of the projections")
+  FIELD(double, initializer_factor, 1.0, "multiplier of the init std of the projections")                     \
+  CUSTOM(double, logit_bias_init_value, std::numeric_limits<double>::quiet_NaN(), "logit_bias_init_value",    \
+         "SigLIP's learned logit bias, added to every logit, starts here (the paper: -10 with "                 \
+         "logit_scale_init_value log(10)); null: none (CLIP)")
 // clang-format on
 
 namespace tessera::models {
@@ -75,6 +81,8 @@ struct ClipTextOptions {
 struct ClipOptions {
   TESSERA_OPTIONS_FIELDS(TESSERA_CLIP_OPTIONS)
   void validate(const std::string& where) const;
+  /// A `logit_bias` parameter (SigLIP's): the logits gain it and return_loss is the sigmoid loss.
+  bool has_logit_bias() const { return !std::isnan(logit_bias_init_value()); }
   /// From a CLIPConfig config.json dict (`text_config`, `vision_config`, `projection_dim`, ...).
   static ClipOptions from_json(const nlohmann::json& j, const std::string& where = "clip config",
                                bool strict = false);
