@@ -61,7 +61,9 @@ class CLIPTextFeatures:
 
 @register_model
 class CLIPModel(CppModule, PreTrainedModel):
-    """CLIP two-tower model; parameter names equal transformers' CLIPModel.
+    """CLIP two-tower model; parameter names equal transformers' CLIPModel. With
+    `logit_bias_init_value` in the config it has SigLIP's learned `logit_bias` (open_clip's
+    `init_logit_bias`): the logits gain it and `return_loss` is SiglipModel's sigmoid loss.
 
     Example::
 
