@@ -252,3 +252,17 @@ def test_loading_in_bf16_does_not_go_through_fp32(tmp_path):
                          env={**__import__("os").environ, "MALLOC_MMAP_THRESHOLD_": "262144"})
     assert run.returncode == 0, run.stderr[-2000:]
     assert int(run.stdout.split()[-1]) < 1.6 * size
+
+
+def test_from_pretrained_takes_config_overrides_as_transformers_config_keywords(fixture_dir):
+    """A recipe's `model.config` beside `model.pretrained` was silently dropped by the trainer."""
+    folder = str(fixture_dir("clip"))
+    ours = tessera.CLIPModel.from_pretrained(folder, config_overrides={"vision_config": {"attention_dropout": 0.25}})
+    assert ours.config["vision_config"]["attention_dropout"] == 0.25
+    plain = tessera.CLIPModel.from_pretrained(folder)
+    for (name, a), b in zip(ours.state_dict().items(), plain.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="config_overrides.vision_config: unknown key 'atention_dropout'"):
+        tessera.CLIPModel.from_pretrained(folder, config_overrides={"vision_config": {"atention_dropout": 0.25}})
+    with pytest.raises(ValueError, match="tensors do not fit"):
+        tessera.CLIPModel.from_pretrained(folder, config_overrides={"projection_dim": 7})

@@ -97,3 +97,22 @@ def test_a_changed_recipe_on_resume_does_what_the_message_says(tmp_path, capsys)
     after = {r["step"]: r["lr"] for r in _rows(flat) if "lr" in r}
     assert all(after[s] == lrs[s] for s in range(1, 12)) and all(after[s] == pytest.approx(0.01) for s in range(12, 21))
     assert lrs[20] < 0.005
+
+
+def test_model_config_beside_a_checkpoint_is_applied(tmp_path):
+    """`model.pretrained` with `model.config` built the checkpoint's config and dropped the rest."""
+    from tessera.train.clip_task import ClipTask
+
+    from _recipes import FMNIST, tiny_recipe
+
+    if not os.path.isdir(FMNIST):
+        pytest.skip("dataset-fashion-mnist not installed")
+    r = recipe_from_dict(tiny_recipe())
+    ClipTask(r).build_model().save_pretrained(str(tmp_path / "start"))
+    tuned = tiny_recipe()
+    tuned["model"] = {"pretrained": str(tmp_path / "start"), "config": {"vision_config": {"attention_dropout": 0.1}}}
+    model = ClipTask(recipe_from_dict(tuned)).build_model()
+    assert model.config["vision_config"]["attention_dropout"] == 0.1
+    tuned["model"]["config"] = {"vision_config": {"atention_dropout": 0.1}}
+    with pytest.raises(ValueError, match="unknown key 'atention_dropout'"):
+        ClipTask(recipe_from_dict(tuned)).build_model()

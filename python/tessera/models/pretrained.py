@@ -87,18 +87,27 @@ class PreTrainedModel(nn.Module):
         return result
 
     @classmethod
-    def from_pretrained(cls, path: str, dtype: DType = "auto", torch_dtype: DType = None, **kwargs):
+    def from_pretrained(cls, path: str, dtype: DType = "auto", torch_dtype: DType = None,
+                        config_overrides: Optional[Dict[str, Any]] = None, **kwargs):
         """Builds the model from `path/config.json` and loads `path/model.safetensors` strictly.
         A tessera checkpoint's files are checked against its checksums.json first. A training run's
         folder loads its newest checkpoint, as chat and eval take it. `dtype` is transformers 5's
         (`torch_dtype` its old name): "auto" loads in the dtype the folder was saved in
-        (tessera.models.dtypes), a dtype or its name in that one."""
+        (tessera.models.dtypes), a dtype or its name in that one. `config_overrides` updates the
+        folder's config (dropout rates, say; keys checked strictly), as transformers' config
+        keywords do; one that changes a shape fails the strict load."""
         from ..checksums import verify_model_files
 
         path = newest_checkpoint_of_run(path)
         verify_model_files(path)
         folder_config = read_config(path)
         config, from_parent = cls._own_config(folder_config, path)
+        if config_overrides:
+            if not isinstance(config_overrides, dict):
+                raise TypeError(f"config_overrides must be a dict, got {type(config_overrides).__name__}")
+            config = merge_config(config, config_overrides)
+            if hasattr(cls, "resolve_config"):
+                check_override_keys(cls, cls.resolve_config(config), config_overrides, "config_overrides")
         previous = _C.nn.set_init_enabled(False)  # every parameter is loaded next: skip random init
         file = os.path.join(path, "config.json") if os.path.isdir(path) else path
         try:

@@ -95,7 +95,7 @@ class Task:
         if m.name:
             return create_model(m.name, pretrained=m.pretrained, config_overrides=m.config)
         if m.pretrained:  # fp32 master weights whatever the folder was saved in (autocast makes bf16 copies)
-            return from_pretrained(m.pretrained, dtype=torch.float32)
+            return from_pretrained(m.pretrained, dtype=torch.float32, config_overrides=m.config or None)
         if self.model_class is None:
             raise NotImplementedError(f"{type(self).__name__}: set model_class or override build_model")
         return self.model_class(self.model_config(self.recipe))
