@@ -323,6 +323,7 @@ class CppModule(nn.Module):
         object.__setattr__(self, "_syncs", list(syncs.values()))
 
         # Route each encoder's layer loop through the Python layer nodes.
+        object.__setattr__(self, "_layer_lists", [])
         for path, (kind, addr) in kinds.items():
             if kind != "encoder":
                 continue
@@ -333,10 +334,20 @@ class CppModule(nn.Module):
             for i, layer in enumerate(layers):
                 layer._encoder_addr, layer._index = addr, i
             _C.nn.set_layer_caller(addr, _LayerCaller(layers, list(layers), addr))
+            self._layer_lists.append((layers, list(layers)))
         self.train(cpp.is_training())
         for name, module in self.named_modules():  # parents first: a child's own flag is set after its parent's
             if name and modes.get(name, module.training) != module.training:
                 module.train(modes[name])
+
+    def _edited_in_python(self) -> bool:
+        """Whether Python changed the tree C++ mirrors: a module added (a wrapper, a
+        parametrization) or a layer list edited (another length, another order). C++ alone would
+        run the tree as built; the layer lists' callers run, or refuse, what Python holds."""
+        if any(id(m) not in self._node_ids for m in self.modules()):
+            return True
+        return any(len(layers) != len(nodes) or any(a is not b for a, b in zip(layers, nodes))
+                   for layers, nodes in self._layer_lists)
 
     def _sync_parameters(self) -> None:
         """Call before handing control to C++: pushes rebound parameters of the root's part."""
@@ -387,10 +398,16 @@ class CppModule(nn.Module):
                             f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}): wrappers, "
                             "parametrizations or replaced children, which a copy of the C++ module cannot hold; "
                             "copy the model before adding them")
+        renamed = sorted(set(dict(self.named_parameters())) ^ {name for name, _ in self._cpp.named_parameters()})
+        if renamed:  # prune's weight_orig, weight_norm's weight_g / weight_v in place of C++'s weight
+            raise TypeError(f"copy.deepcopy({type(self).__name__}): its parameters differ from its C++ module's "
+                            f"({', '.join(renamed[:3])}{', ...' if len(renamed) > 3 else ''}: pruning or weight "
+                            "norm), which a copy of the C++ module cannot hold; copy the model before applying them")
         self._sync_all()  # C++ may still hold tensors a functional_call passed in
         clone = self.__class__.__new__(self.__class__)
         nn.Module.__init__(clone)
         object.__setattr__(clone, "_cpp", self._cpp.clone())
+        memo[id(self)] = clone  # a hook or attribute that refers to the model refers to the copy
         skip = {"_cpp", "_cpp_addr", "_root_sync", "_syncs"}
         for key, value in self.__dict__.items():
             if key not in clone.__dict__ and key not in skip:

@@ -141,3 +141,41 @@ def test_swap_on_conversion_converts_in_place(fixture_dir):
             torch.testing.assert_close(_image(ours, PX.double()).float(), _image(theirs, PX), atol=1e-5, rtol=0)
     finally:
         torch.__future__.set_swap_module_params_on_conversion(saved)
+
+
+@pytest.mark.parametrize("edit", ["pop", "swap"])
+def test_generation_refuses_a_layer_list_edited_in_python(fixture_dir, edit):
+    """forward refused a popped or reordered layer list, but generate() ran C++'s own list."""
+    model = tessera.from_pretrained(str(fixture_dir("llama"))).eval()
+    layers = model.model.layers
+    if edit == "pop":
+        layers.pop(-1)
+    else:
+        layers[0], layers[1] = layers[1], layers[0]
+    ids = torch.tensor([[5, 6, 7]])
+    for call in (lambda: model.generate(ids, max_new_tokens=2), lambda: list(model.stream(ids, max_new_tokens=2))):
+        with pytest.raises((ValueError, TypeError), match="holds 1 layers|was replaced by"):
+            call()
+
+
+@pytest.mark.parametrize("method", ["prune", "weight_norm"])
+def test_a_deep_copy_after_pruning_or_weight_norm_is_refused_by_name(fixture_dir, method):
+    model = _clip(fixture_dir)[0]
+    fc1 = model.vision_model.encoder.layers[0].mlp.fc1
+    prune.l1_unstructured(fc1, "weight", amount=0.5) if method == "prune" else torch.nn.utils.weight_norm(fc1)
+    with pytest.raises(TypeError, match=r"parameters differ from its C\+\+ module's \(.*fc1.weight"):
+        copy.deepcopy(model)
+
+
+def test_a_hook_that_holds_the_model_holds_the_copy_after_a_deep_copy(fixture_dir):
+    """The hooks were copied before the copy was in deepcopy's memo: a hook holding the model
+    built a third model (as torch does, it now holds the copy)."""
+    import functools
+
+    model = _clip(fixture_dir)[0]
+    seen = []
+    model.vision_model.encoder.layers[0].register_forward_hook(functools.partial(lambda m, mod, a, out: seen.append(m), model))
+    copied = copy.deepcopy(model)
+    with torch.no_grad():
+        _image(copied, PX)
+    assert seen == [copied]

@@ -116,3 +116,45 @@ def test_model_config_beside_a_checkpoint_is_applied(tmp_path):
     tuned["model"]["config"] = {"vision_config": {"atention_dropout": 0.1}}
     with pytest.raises(ValueError, match="unknown key 'atention_dropout'"):
         ClipTask(recipe_from_dict(tuned)).build_model()
+
+
+@pytest.mark.parametrize("name, hf_config", [
+    ("CLIPModel", "CLIPConfig"), ("LlamaForCausalLM", "LlamaConfig"), ("ViTMAEForPreTraining", "ViTMAEConfig"),
+    ("BeitForMaskedImageModeling", "BeitConfig"), ("LlavaForConditionalGeneration", "LlavaConfig"),
+    ("Blip2ForConditionalGeneration", "Blip2Config"),
+])
+def test_a_whole_config_json_passes_the_key_check_and_a_typo_does_not(name, hf_config):
+    """model.config keys are strict, but the keys transformers writes into every config.json
+    (dtype, use_cache, transformers_version, a tower's projection_dim, ...) are not typos."""
+    import json
+
+    import tessera
+    from tessera.models.pretrained import check_override_keys
+
+    transformers = pytest.importorskip("transformers")
+    kwargs = {"text_config": {"model_type": "llama"}} if hf_config == "Blip2Config" else {}
+    config = json.loads(getattr(transformers, hf_config)(**kwargs).to_json_string())
+    cls = getattr(tessera, name)
+    check_override_keys(cls, cls.resolve_config(config), config)
+    nested = next((k for k in config if k.endswith("_config")), None)
+    typo = {**config, nested: {**config[nested], "num_hiden_layers": 1}} if nested else {**config, "num_hiden_layers": 1}
+    with pytest.raises(ValueError, match="unknown key 'num_hiden_layers'"):
+        check_override_keys(cls, cls.resolve_config(config), typo)
+
+
+def test_groups_resumed_off_a_multiple_of_the_accumulation_end_with_the_epoch():
+    """A resume starts a step, so a group, even at a position that is no multiple of A (A changed
+    on resume, another world size, a checkpoint from before groups ended with the epoch): groups
+    counted from the epoch's start spanned every later epoch end."""
+    from tessera.train.loaders import TensorLoader
+    from tessera.train.trainer import batch_stream
+
+    def groups(loader, steps):
+        stream = batch_stream(loader, 2)
+        return [[int(next(stream)["x"][0]) // 2 for _ in range(2)] for _ in range(steps)]
+
+    data = {"x": torch.arange(10)}  # 5 batches of 2 an epoch
+    assert groups(TensorLoader(data, batch_size=2, shuffle=False), 4) == [[0, 1], [2, 3], [0, 1], [2, 3]]
+    resumed = TensorLoader(data, batch_size=2, shuffle=False)
+    resumed.load_state_dict({**resumed.state_dict(), "batches": 1})
+    assert groups(resumed, 4) == [[1, 2], [3, 4], [0, 1], [2, 3]]

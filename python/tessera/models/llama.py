@@ -123,12 +123,12 @@ class LlamaForCausalLM(FamilyModel):
             o.eos_token_ids = [eos] if isinstance(eos, int) else list(eos)
         if config.pad_token_id is not None:
             o.pad_token_id = config.pad_token_id
-        # Layers run straight from C++ unless Python must see them: hooks, or modules added in
-        # Python (a wrapper around a layer, FSDP's), which the layer list's caller runs.
+        # Layers run straight from C++ unless Python must see them: hooks, or a tree edited in
+        # Python (a wrapper around a layer, FSDP's, a layer list changed), which the layer
+        # list's caller runs or refuses.
         layers = [m for m in self.modules() if type(m).__name__ == "LlamaDecoderLayer"]
-        added = any(id(m) not in self._node_ids for m in self.modules())
-        o.direct_layer_calls = not added and all(not layer._forward_hooks and not layer._forward_pre_hooks
-                                                 for layer in layers)
+        o.direct_layer_calls = not self._edited_in_python() and all(
+            not layer._forward_hooks and not layer._forward_pre_hooks for layer in layers)
         self._sync_all()
         return o, returns
 

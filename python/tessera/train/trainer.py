@@ -80,8 +80,11 @@ def batch_stream(loader, accumulation: int = 1) -> Iterator[Dict[str, Any]]:
     still drawn, so the loader's position stays its own."""
     while True:
         fresh, produced = _at_epoch_start(loader), 0
-        usable = len(loader) // accumulation * accumulation if hasattr(loader, "__len__") else None
         position = int(loader.state_dict().get("batches", 0)) if hasattr(loader, "state_dict") else 0
+        # Groups count from where this epoch starts here: a resume starts a step, so a group, even
+        # where the position is not a multiple of A (accumulation changed, another world size).
+        usable = (position + (len(loader) - position) // accumulation * accumulation
+                  if hasattr(loader, "__len__") else None)
         for batch in loader:
             produced += 1
             position += 1
