@@ -12,6 +12,11 @@ from typing import Any, Dict
 def _check(value: Any, key: str, where: str) -> None:
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{where}: {key} must be a finite number, got {value}")
+    if isinstance(value, int) and not isinstance(value, bool) and not -2 ** 63 <= value < 2 ** 64:
+        raise ValueError(f"{where}: {key} is too large for a 64-bit integer, got {value}")
+    if value is not None and not isinstance(value, (bool, int, float, str, dict, list, tuple)):
+        raise TypeError(f"{where}: {key} must be a JSON value (number, string, list, mapping), got "
+                        f"{type(value).__name__}")
     if isinstance(value, dict):
         for k, v in value.items():
             path = f"{key}.{k}" if key else str(k)

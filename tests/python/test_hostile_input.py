@@ -779,3 +779,79 @@ def test_ops_and_datasets_name_what_torch_would_fail_on_deep_inside():
             ds.source(10 ** 9)
         with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got True"):
             DataLoader(ds, batch_size=True)
+
+
+# ---- stop 38's surfaces, tried with hostile input (docs/reliability.md) ------------------------
+@pytest.mark.parametrize("call, message", [
+    (lambda m: m.generate(), "give the prompt as input_ids"),
+    (lambda m: list(m.stream()), "give the prompt as input_ids"),
+    (lambda m: m.generate(inputs_embeds=torch.zeros(32)), r"inputs_embeds must be a tensor of 3 dimensions, got \(32,\)"),
+    (lambda m: m.generate(torch.tensor([1, 2])), r"input_ids must be a tensor of 2 dimensions, got \(2,\)"),
+    (lambda m: list(m.stream(inputs_embeds=[[0.0]])), "inputs_embeds must be a tensor of 3 dimensions, got list"),
+    (lambda m: m.generate(inputs_embeds=torch.zeros(2, 0, 32)), r"inputs_embeds \(2, 0, 32\) has an empty prompt"),
+    (lambda m: m.generate(inputs_embeds=torch.zeros(0, 3, 32)), r"inputs_embeds \(0, 3, 32\) has no rows"),
+    (lambda m: m.generate(inputs_embeds=torch.zeros(2, 3, 32), attention_mask=torch.ones(3, 3, dtype=torch.long)),
+     r"attention_mask must be \[2, 3\] like inputs_embeds"),
+    (lambda m: m.generate(inputs_embeds=torch.zeros(1, 3, 32), repetition_penalty=1.3),
+     "repetition_penalty 1.3 .* pass the input_ids the embeddings stand for"),
+])
+def test_a_prompt_given_wrong_is_named_by_the_argument_given(lm, call, message):
+    """input_ids became optional (inputs_embeds alone): a missing or misshapen prompt gave a
+    pybind signature dump, an IndexError, or an error about input_ids nobody passed."""
+    with pytest.raises(ValueError, match=message):
+        call(lm)
+
+
+def test_a_files_max_length_past_the_context_stops_there(tmp_path):
+    model = tessera.LlamaForCausalLM(LLAMA).eval()
+    model.save_pretrained(str(tmp_path))
+    (tmp_path / "generation_config.json").write_text(json.dumps({"max_length": 500, "eos_token_id": []}))
+    model = tessera.from_pretrained(str(tmp_path))
+    with pytest.warns(UserWarning, match="max_length 500 exceeds the model's context .*32"):
+        out = model.generate(torch.tensor([[1, 2, 3]]))
+    assert out.shape == (1, 33)  # 32 positions run; the last new token is never fed back
+
+
+def test_forward_head_refuses_features_of_another_dtype(fixture_dir):
+    """Integer features were pooled into an integer tensor; float64 ones failed inside LayerNorm."""
+    tower = tessera.from_pretrained(str(fixture_dir("clip"))).vision_model
+    features = tower.forward_features(torch.randn(1, 3, 32, 32))
+    for bad in (features.long(), features.double()):
+        with pytest.raises(TypeError, match=f"features must be torch.float32 .*got {bad.dtype}"):
+            tower.forward_head(bad)
+
+
+def test_config_overrides_are_checked_for_every_class_and_shape(fixture_dir):
+    clip = str(fixture_dir("clip"))
+    tower = tessera.CLIPVisionModel.from_pretrained(clip, config_overrides={"attention_dropout": 0.2})
+    assert tower.config["attention_dropout"] == 0.2
+    with pytest.raises(ValueError, match="config_overrides: unknown key 'attention_dropoutt'"):
+        tessera.CLIPVisionModel.from_pretrained(clip, config_overrides={"attention_dropoutt": 0.2})
+    blip2 = str(fixture_dir("blip2"))
+    assert tessera.Blip2VisionModel.from_pretrained(blip2, config_overrides={"attention_dropout": 0.1}) is not None
+    for bad, error, message in (([], TypeError, "must be a dict, got list"), ({1: 2}, ValueError, "keys are strings"),
+                                ({"attention_dropout": torch.tensor(0.1)}, TypeError, "attention_dropout must be a JSON")):
+        with pytest.raises(error, match=message):
+            tessera.CLIPVisionModel.from_pretrained(clip, config_overrides=bad)
+    with pytest.raises(ValueError, match=r"config_overrides \{\"projection_dim\": 7\}\): its tensors do not fit"):
+        tessera.CLIPModel.from_pretrained(clip, config_overrides={"projection_dim": 7})
+
+
+def test_siglip_starts_from_a_clip_checkpoint_and_its_bias_must_fit_fp32(fixture_dir):
+    clip = str(fixture_dir("clip"))
+    with pytest.warns(UserWarning, match="no logit_bias: it starts at logit_bias_init_value -10.0"):
+        model = tessera.CLIPModel.from_pretrained(clip, config_overrides={"logit_bias_init_value": -10.0})
+    assert float(model.logit_bias) == -10.0
+    for value, message in ((1e39, "finite in fp32"), (10 ** 50, "too large for a 64-bit integer")):
+        with pytest.raises(ValueError, match=message):
+            tessera.CLIPModel({"logit_bias_init_value": value})
+
+
+def test_llava_refuses_a_projector_config_its_projector_would_ignore():
+    config = {"text_config": LLAMA, "vision_config": {"hidden_size": 16, "intermediate_size": 32,
+                                                      "num_hidden_layers": 1, "num_attention_heads": 2,
+                                                      "image_size": 16, "patch_size": 8},
+              "image_token_index": 59, "vision_feature_layer": -1, "projector_config": {"hidden_size": 8}}
+    for kind in ("mlp2x_gelu", "linear"):
+        with pytest.raises(ValueError, match=f"projector_type '{kind}' has no sizes of its own"):
+            tessera.LlavaForConditionalGeneration({**config, "projector_type": kind})

@@ -181,3 +181,25 @@ def test_yaml_reads_exponents_as_numbers_and_refuses_a_key_given_twice(tmp_path)
     recipe.write_text("task: causal_lm\n" + "data: {train: t.txt, tokenizer: t.model}\n"
                       "optim: {<<: {lr: 0.1, eps: 1.0e-8}, lr: 0.5}\n")  # a merge's key may be overridden
     assert load_recipe(str(recipe)).optim.lr == 0.5
+
+
+def test_recipes_read_yaml_12_scalars_and_name_what_they_cannot_read(tmp_path):
+    """YAML 1.1 (PyYAML) read 010 as 8, 1:30 as 90 and yes/on as true, took -.5 for text and failed
+    on `._`; a --set value that was not YAML, an empty file or a numeric section ended in a traceback."""
+    from tessera.train import load_recipe
+    from tessera.train.recipe_yaml import load_yaml
+
+    assert load_yaml("a: 010\nb: 1:30\nc: yes\nd: on\ne: -.5\nf: +.5e-3\ng: ._\nh: 0x1F\ni: 0o17\nj: 1_000\nk: TRUE") == \
+        {"a": 10, "b": "1:30", "c": "yes", "d": "on", "e": -0.5, "f": 0.0005, "g": "._", "h": 31, "i": 15, "j": 1000,
+         "k": True}
+    with pytest.raises(Exception, match="key 'x' is given twice"):
+        load_yaml("m: {<<: {x: 1, x: 2}}")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("task: causal_lm\ndata: {train: t.txt, tokenizer: t.model}\n")
+    with pytest.raises(ValueError, match=r"override 'optim.lr=\[1': its value is not valid YAML"):
+        load_recipe(str(recipe), ["optim.lr=[1"])
+    for text, message in (("", "the recipe is empty"), ("# nothing\n", "the recipe is empty"),
+                          ("1: x\ntask: causal_lm\n", "unknown section"), ("a:" + " [" * 5000, "nested too deeply|invalid YAML")):
+        recipe.write_text(text)
+        with pytest.raises(ValueError, match=message):
+            load_recipe(str(recipe))

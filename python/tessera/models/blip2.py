@@ -21,7 +21,7 @@ from ..cpp_module import node_class, node_methods
 from ..registry import register_model
 from .family import FamilyModel
 from .features import VisionFeatures
-from .llama import LlamaForCausalLM, _check, drain, repeat_rows
+from .llama import LlamaForCausalLM, _check, _prompt_length, drain, repeat_rows
 from .outputs import make_output
 
 #: Python classes of the mirrored C++ nodes (wrap policies: FSDP2, activation checkpointing).
@@ -154,7 +154,8 @@ class Blip2ForConditionalGeneration(_Blip2Part):
         """The prompt followed by the new ids; the generation arguments of LlamaForCausalLM.generate.
         Without input_ids, a caption: the image tokens and bos, as transformers prompts."""
         input_ids = self._prompt(pixel_values, input_ids, attention_mask, "generate")
-        o, n = LlamaForCausalLM._generation(self, kwargs, "generate", generator, input_ids.shape[1])
+        o, n = LlamaForCausalLM._generation(self, kwargs, "generate", generator,
+                                            _prompt_length(input_ids, None, "generate"))
         input_ids, pixel_values, attention_mask = (repeat_rows(t, n) for t in (input_ids, pixel_values, attention_mask))
         return self._cpp.generate(input_ids, pixel_values, attention_mask, o, generator)
 
@@ -162,7 +163,8 @@ class Blip2ForConditionalGeneration(_Blip2Part):
                attention_mask: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None, **kwargs):
         """Like generate, one step at a time: yields each step's new ids [B]."""
         input_ids = self._prompt(pixel_values, input_ids, attention_mask, "stream")
-        o, n = LlamaForCausalLM._generation(self, kwargs, "stream", generator, input_ids.shape[1])
+        o, n = LlamaForCausalLM._generation(self, kwargs, "stream", generator,
+                                            _prompt_length(input_ids, None, "stream"))
         input_ids, pixel_values, attention_mask = (repeat_rows(t, n) for t in (input_ids, pixel_values, attention_mask))
         yield from drain(self._cpp.stream(input_ids, pixel_values, attention_mask, o, generator))
 

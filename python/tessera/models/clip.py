@@ -87,6 +87,18 @@ class CLIPModel(CppModule, PreTrainedModel):
         """The full config (C++ fills in the defaults and checks it) without building the model."""
         return json.loads(_C.clip.resolve_config(config_json(config)))
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """A CLIP checkpoint loaded into a model with SigLIP's bias (training SigLIP from CLIP, as
+        `logit_bias_init_value` in `config_overrides` or a recipe does) has no `logit_bias`: it
+        starts at logit_bias_init_value, said in a warning, as transformers starts a new head."""
+        bias = self.config.get("logit_bias_init_value")
+        if bias is not None and "logit_bias" not in state_dict:
+            import warnings
+
+            warnings.warn(f"the weights hold no logit_bias: it starts at logit_bias_init_value {bias}", stacklevel=2)
+            state_dict = {**state_dict, "logit_bias": torch.full((), float(bias), dtype=self.logit_scale.dtype)}
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     @classmethod
     def _cpp_type(cls) -> Any:
         return _C.clip.ClipModel
@@ -160,6 +172,14 @@ class _TowerModel(CppModule, PreTrainedModel):
     @classmethod
     def _cpp_type(cls) -> Any:
         return getattr(_C.clip, cls._cpp_class)
+
+    #: Config keys are checked by CLIP's validator, inside the parent's `base_config_key`.
+    key_family = "clip"
+
+    @classmethod
+    def resolve_config(cls, config: Dict[str, Any]) -> Dict[str, Any]:
+        """The full tower config: resolved as the CLIP config's sub-config it is."""
+        return json.loads(_C.clip.resolve_config(config_json({cls.base_config_key: config})))[cls.base_config_key]
 
 
 @register_model

@@ -81,6 +81,10 @@ class VisionFeatures:
         there is one, is the parent's (CLIPModel.visual_projection)."""
         if not isinstance(features, torch.Tensor):
             raise TypeError(f"features must be a torch.Tensor, got {type(features).__name__}")
+        weight = next(self.parameters(), None)
+        if weight is not None and features.dtype != weight.dtype and not torch.is_autocast_enabled():
+            raise TypeError(f"features must be {weight.dtype} like the tower's weights (forward_features' output), "
+                            f"got {features.dtype}")
         del pre_logits  # timm's flag; no classifier to skip
         return type(self)._forward_head(self._cpp_address(), features)
 

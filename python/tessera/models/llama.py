@@ -110,6 +110,15 @@ class LlamaForCausalLM(FamilyModel):
                 raise ValueError(f"{caller}(): max_length {max_length}{source} counts the prompt, as in transformers, "
                                  f"and the prompt has {prompt_length} tokens: raise it, or give max_new_tokens")
             settings["max_new_tokens"] = max_length - prompt_length
+            context = _context_length(self.config)
+            if "max_length" not in given and context is not None and max_length > context + 1:
+                # A file's max_length past the context (transformers would decode past it): every
+                # default call failed. Decoding stops at the context instead, said once per call.
+                import warnings
+
+                warnings.warn(f"{GENERATION_FILE}: max_length {max_length} exceeds the model's context "
+                              f"(max_position_embeddings {context}): decoding stops there", stacklevel=3)
+                settings["max_new_tokens"] = max(context + 1 - prompt_length, 0)
         config = generation_config(settings, caller)
         _check_returns(returns, config, caller)
         o = _C.llama.GenerationOptions()
@@ -151,8 +160,9 @@ class LlamaForCausalLM(FamilyModel):
         o, n = self._generation(dict(
             max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
             repetition_penalty=repetition_penalty, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
-            use_cache=use_cache, **beam), "generate", generator, _prompt_length(input_ids, inputs_embeds))
-        ids = _stand_in_ids(input_ids, inputs_embeds, o, "generate")
+            use_cache=use_cache, **beam), "generate", generator,
+            _prompt_length(input_ids, inputs_embeds, "generate"))
+        ids = _stand_in_ids(input_ids, inputs_embeds, attention_mask, o, "generate")
         ids, attention_mask, inputs_embeds = (repeat_rows(t, n) for t in (ids, attention_mask, inputs_embeds))
         self._sync_all()  # generation runs every submodule in C++, past the Python forwards
         out = self._cpp.generate(ids, attention_mask, o, generator, inputs_embeds)
@@ -162,8 +172,8 @@ class LlamaForCausalLM(FamilyModel):
         """Like generate, one step at a time: yields each step's new ids [B] as they are made."""
         _check(input_ids=input_ids, attention_mask=attention_mask)
         generator, embeds = kwargs.pop("generator", None), kwargs.pop("inputs_embeds", None)
-        o, n = self._generation(kwargs, "stream", generator, _prompt_length(input_ids, embeds))
-        ids = _stand_in_ids(input_ids, embeds, o, "stream")
+        o, n = self._generation(kwargs, "stream", generator, _prompt_length(input_ids, embeds, "stream"))
+        ids = _stand_in_ids(input_ids, embeds, attention_mask, o, "stream")
         ids, attention_mask, embeds = (repeat_rows(t, n) for t in (ids, attention_mask, embeds))
         self._sync_all()
         yield from drain(self._cpp.stream(ids, attention_mask, o, generator, embeds))
@@ -224,25 +234,49 @@ def _check_returns(n, config: GenerationConfig, caller: str) -> None:
                          "answer per prompt; transformers refuses it too)")
 
 
-def _prompt_length(input_ids: Optional[torch.Tensor], inputs_embeds: Optional[torch.Tensor]) -> int:
-    """Positions of the prompt (ids or embeddings; 0 when neither: C++ refuses that by name)."""
-    return next((t.shape[1] for t in (input_ids, inputs_embeds) if t is not None), 0)
+def _context_length(config) -> Optional[int]:
+    """The language model's context (LLaVA and BLIP-2 keep its config as text_config); None with
+    dynamic RoPE, which stretches it."""
+    text = config.get("text_config") or config
+    if (text.get("rope_parameters") or {}).get("rope_type") == "dynamic":
+        return None
+    return text.get("max_position_embeddings")
 
 
-def _stand_in_ids(input_ids: Optional[torch.Tensor], inputs_embeds: Optional[torch.Tensor], options,
-                  caller: str) -> Optional[torch.Tensor]:
+def _prompt_length(input_ids: Optional[torch.Tensor], inputs_embeds: Optional[torch.Tensor], caller: str) -> int:
+    """Positions of the prompt, its ranks checked first: ids [batch, prompt], embeddings
+    [batch, prompt, hidden]; one of them is needed."""
+    for name, value, rank in (("input_ids", input_ids, 2), ("inputs_embeds", inputs_embeds, 3)):
+        if value is not None and (not isinstance(value, torch.Tensor) or value.dim() != rank):
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ValueError(f"{caller}(): {name} must be a tensor of {rank} dimensions, got {shape}")
+    if input_ids is None and inputs_embeds is None:
+        raise ValueError(f"{caller}(): give the prompt as input_ids [batch, prompt] or inputs_embeds "
+                         "[batch, prompt, hidden]")
+    return (input_ids if input_ids is not None else inputs_embeds).shape[1]
+
+
+def _stand_in_ids(input_ids: Optional[torch.Tensor], inputs_embeds: Optional[torch.Tensor],
+                  attention_mask: Optional[torch.Tensor], options, caller: str) -> torch.Tensor:
     """The prompt's ids for C++, which takes the ids the embeddings stand for. transformers also
     generates from inputs_embeds alone: its prompt ids are then empty, so it returns only the new
     ids and its repetition penalty reads only them. Zeros stand in for the missing ids (generate
     drops them from its result), exact unless a repetition penalty would read them."""
-    if input_ids is not None or not isinstance(inputs_embeds, torch.Tensor):
-        return input_ids  # neither given: C++ names input_ids
-    if inputs_embeds.dim() != 3:
-        raise ValueError(f"{caller}(): inputs_embeds must be [batch, prompt, hidden], got {tuple(inputs_embeds.shape)}")
+    if input_ids is not None:
+        return input_ids
+    batch, prompt = inputs_embeds.shape[:2]
+    if batch == 0 or prompt == 0:  # C++'s message would name the stand-in input_ids
+        raise ValueError(f"{caller}(): inputs_embeds {tuple(inputs_embeds.shape)} has "
+                         f"{'no rows' if batch == 0 else 'an empty prompt'}: generation continues a prompt of at "
+                         "least one position")
+    if attention_mask is not None and tuple(attention_mask.shape) != (batch, prompt):
+        raise ValueError(f"{caller}(): attention_mask must be [{batch}, {prompt}] like inputs_embeds' first two "
+                         f"dimensions, got {tuple(attention_mask.shape)}")
     if options.repetition_penalty != 1.0:
-        raise ValueError(f"{caller}(): repetition_penalty with inputs_embeds and no input_ids: the penalty reads the "
-                         "prompt's ids; pass the input_ids the embeddings stand for")
-    return torch.zeros(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
+        raise ValueError(f"{caller}(): repetition_penalty {options.repetition_penalty} (given, or from "
+                         f"{GENERATION_FILE}) reads the prompt's ids, and inputs_embeds came without them: pass "
+                         "the input_ids the embeddings stand for, or repetition_penalty=1.0")
+    return torch.zeros((batch, prompt), dtype=torch.long, device=inputs_embeds.device)
 
 
 def repeat_rows(t: Optional[torch.Tensor], n: int) -> Optional[torch.Tensor]:

@@ -14,7 +14,7 @@ import torch
 from .. import _C
 from ..registry import register_model
 from .family import FamilyModel
-from .llama import LlamaForCausalLM, _check, drain, repeat_rows
+from .llama import LlamaForCausalLM, _check, _prompt_length, drain, repeat_rows
 from .outputs import make_output
 
 
@@ -55,7 +55,8 @@ class LlavaForConditionalGeneration(FamilyModel):
                  **kwargs) -> torch.Tensor:
         """The prompt followed by the new ids; the generation arguments of LlamaForCausalLM.generate."""
         _check(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
-        o, n = LlamaForCausalLM._generation(self, kwargs, "generate", generator, input_ids.shape[1])
+        o, n = LlamaForCausalLM._generation(self, kwargs, "generate", generator,
+                                            _prompt_length(input_ids, None, "generate"))
         input_ids, pixel_values, attention_mask = self._repeat(n, input_ids, pixel_values, attention_mask)
         self._sync_all()  # generation runs every submodule in C++, past the Python forwards
         return self._cpp.generate(input_ids, pixel_values, attention_mask, o, generator)
@@ -76,7 +77,8 @@ class LlavaForConditionalGeneration(FamilyModel):
                **kwargs):
         """Like generate, one step at a time: yields each step's new ids [B] as they are made."""
         _check(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
-        o, n = LlamaForCausalLM._generation(self, kwargs, "stream", generator, input_ids.shape[1])
+        o, n = LlamaForCausalLM._generation(self, kwargs, "stream", generator,
+                                            _prompt_length(input_ids, None, "stream"))
         input_ids, pixel_values, attention_mask = self._repeat(n, input_ids, pixel_values, attention_mask)
         self._sync_all()
         yield from drain(self._cpp.stream(input_ids, pixel_values, attention_mask, o, generator))

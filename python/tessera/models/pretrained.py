@@ -102,7 +102,7 @@ class PreTrainedModel(nn.Module):
         verify_model_files(path)
         folder_config = read_config(path)
         config, from_parent = cls._own_config(folder_config, path)
-        if config_overrides:
+        if config_overrides is not None:
             if not isinstance(config_overrides, dict):
                 raise TypeError(f"config_overrides must be a dict, got {type(config_overrides).__name__}")
             config = merge_config(config, config_overrides)
@@ -139,7 +139,8 @@ class PreTrainedModel(nn.Module):
             model._apply(lambda t: torch.empty_like(t, dtype=target) if t.is_floating_point() else t)
             dtypes = {k: v.dtype for k, v in model.state_dict().items()}
         state = {k: v.to(dtypes[k]) if k in dtypes and v.dtype != dtypes[k] else v for k, v in state.items()}
-        load_fitting(model, state, f"{path} (with its config.json)", assign=True)
+        given = f" and config_overrides {json.dumps(config_overrides, sort_keys=True)}" if config_overrides else ""
+        load_fitting(model, state, f"{path} (with its config.json{given})", assign=True)
         if callable(getattr(model, "generate", None)):  # a causal LM reads its generation defaults too
             from .llama import read_generation_defaults
 
@@ -328,7 +329,8 @@ HF_FILE_KEYS = frozenset((
     "projection_dim", "vocab_size", "image_seq_length", "use_decoder_only_language_model", "add_fpn",
     "auxiliary_channels", "auxiliary_concat_input", "auxiliary_loss_weight", "auxiliary_num_convs", "out_features",
     "out_indices", "pool_scales", "reshape_hidden_states", "semantic_loss_ignore_index", "stage_names",
-    "use_auxiliary_head"))
+    "use_auxiliary_head", "text_config_dict", "vision_config_dict", "dropout", "architectures", "tie_word_embeddings",
+    "bos_token_id", "eos_token_id", "pad_token_id"))
 
 
 def _without_file_keys(config: Dict[str, Any]) -> Dict[str, Any]:
@@ -346,9 +348,23 @@ def check_override_keys(model_class, resolved: Dict[str, Any], overrides: Option
     from .. import _C
     from ..registry import validate
 
-    family = getattr(getattr(model_class, "_family", None), "__name__", "").rsplit(".", 1)[-1]
-    if overrides and family in _C.core.list_families():
-        validate(family, _without_file_keys(merge_config(resolved, overrides)), where)
+    if overrides is None:
+        return
+    if not isinstance(overrides, dict):
+        raise TypeError(f"{where} must be a mapping of config keys, got {type(overrides).__name__}")
+    bad = [k for k in overrides if not isinstance(k, str)]
+    if bad:
+        raise ValueError(f"{where}: config keys are strings, got {bad[0]!r}")
+    family = getattr(model_class, "key_family", None) or \
+        getattr(getattr(model_class, "_family", None), "__name__", "").rsplit(".", 1)[-1]
+    if not overrides or family not in _C.core.list_families():
+        return
+    checked = _without_file_keys(merge_config(resolved, overrides))
+    part = getattr(model_class, "base_config_key", None)  # a part (a tower) is its parent's sub-config
+    try:
+        validate(family, {part: checked} if part else checked, where)
+    except ValueError as e:
+        raise ValueError(str(e).replace(f"{where}.{part}", where) if part else str(e)) from None
 
 
 def merge_config(base: Dict[str, Any], overrides: Optional[Dict[str, Any]]) -> Dict[str, Any]:

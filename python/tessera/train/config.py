@@ -134,7 +134,7 @@ def recipe_from_dict(values: Dict[str, Any], where: str = "recipe") -> Recipe:
         raise ValueError(f"{where}: task: expected a task name, got {task_name!r}")
     task_sections = dict(getattr(task_class(task_name, f"{where}: "), "sections", {}))
     valid = ["task", *_TRAINER_SECTIONS, *task_sections]
-    unknown = sorted(set(values) - set(valid))
+    unknown = sorted(str(k) for k in set(values) - set(valid))  # a YAML key may be a number
     if unknown:
         raise ValueError(f"{where}: unknown section(s) {', '.join(unknown)} for task {task_name!r}; "
                          f"valid: {', '.join(valid)}")
@@ -145,6 +145,8 @@ def recipe_from_dict(values: Dict[str, Any], where: str = "recipe") -> Recipe:
 
 def apply_overrides(values: Dict[str, Any], overrides: Optional[List[str]]) -> Dict[str, Any]:
     """`section.key=value` strings (YAML-parsed values) applied to a recipe mapping."""
+    import yaml
+
     from .recipe_yaml import load_yaml
 
     for item in overrides or []:
@@ -157,14 +159,16 @@ def apply_overrides(values: Dict[str, Any], overrides: Optional[List[str]]) -> D
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ValueError(f"override {item!r}: {p} is not a section")
-        node[leaf] = load_yaml(raw)
+        try:
+            node[leaf] = load_yaml(raw)
+        except (yaml.YAMLError, ValueError) as e:
+            raise ValueError(f"override {item!r}: its value is not valid YAML: {str(e).splitlines()[0]}") from None
     return values
 
 
 def load_recipe(path: str, overrides: Optional[List[str]] = None) -> Recipe:
-    """Reads a YAML recipe (train/recipe_yaml.py: YAML 1.2 floats, duplicate keys refused), or a
-    run's recipe.json (as JSON);
-    `overrides` are `section.key=value` strings (YAML-parsed values)."""
+    """Reads a YAML recipe (train/recipe_yaml.py: YAML 1.2 scalars, duplicate keys refused), or a
+    run's recipe.json (as JSON); `overrides` are `section.key=value` strings (YAML-parsed values)."""
     import json
 
     import yaml
@@ -174,11 +178,15 @@ def load_recipe(path: str, overrides: Optional[List[str]] = None) -> Recipe:
 
     text = read_text(path, "a recipe (YAML)")  # a folder or bytes that are not UTF-8 are named, not a traceback
     try:
-        values = (json.loads(text) if str(path).endswith(".json") else load_yaml(text)) or {}
+        values = json.loads(text) if str(path).endswith(".json") else load_yaml(text)
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: invalid JSON: {e}") from None
     except yaml.YAMLError as e:
         raise ValueError(f"{path}: invalid YAML: {e}") from None
+    except (ValueError, RecursionError) as e:  # nested past the reader's depth
+        raise ValueError(f"{path}: {e}") from None
+    if values is None:  # an empty file, or comments only: CLIP's defaults would fail on something else
+        raise ValueError(f"{path}: the recipe is empty (a mapping of sections: task, model, data, ...)")
     if not isinstance(values, dict):
         raise ValueError(f"{path}: a recipe is a mapping of sections, got {type(values).__name__}")
     return recipe_from_dict(apply_overrides(values, overrides), path)

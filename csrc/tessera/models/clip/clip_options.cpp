@@ -60,8 +60,8 @@ ClipOptions ClipOptions::from_json(const nlohmann::json& j, const std::string& w
   ClipOptions o = core::options_from_json<ClipOptions>(
       j, where, strict, {"text_config", "vision_config", "model_type", "architectures", "logit_bias_init_value"});
   o.logit_bias_init_value(r.get_double("logit_bias_init_value", std::numeric_limits<double>::quiet_NaN()));
-  TORCH_CHECK_VALUE(!o.has_logit_bias() || std::isfinite(o.logit_bias_init_value()), where,
-                    ": logit_bias_init_value must be finite, got ", o.logit_bias_init_value());
+  TORCH_CHECK_VALUE(!o.has_logit_bias() || std::isfinite(static_cast<float>(o.logit_bias_init_value())), where,
+                    ": logit_bias_init_value must be finite in fp32, got ", o.logit_bias_init_value());
   o.text = ClipTextOptions::from_json(r.child("text_config").raw(), where + ".text_config", strict);
   o.vision = ClipVisionOptions::from_json(r.child("vision_config").raw(), where + ".vision_config", strict);
   return o;

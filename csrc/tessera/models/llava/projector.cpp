@@ -39,8 +39,14 @@ class MlpProjectorImpl : public nn::Module<MlpProjectorImpl>, public Projector {
 };
 
 const bool builtins = [] {
-  register_projector("mlp2x_gelu", [](const ProjectorSpec& s) { return std::make_shared<MlpProjectorImpl>(s, true); });
-  register_projector("linear", [](const ProjectorSpec& s) { return std::make_shared<MlpProjectorImpl>(s, false); });
+  register_projector("mlp2x_gelu", [](const ProjectorSpec& s) {
+    require_no_projector_config(s, "mlp2x_gelu");
+    return std::make_shared<MlpProjectorImpl>(s, true);
+  });
+  register_projector("linear", [](const ProjectorSpec& s) {
+    require_no_projector_config(s, "linear");
+    return std::make_shared<MlpProjectorImpl>(s, false);
+  });
   return true;
 }();
 
@@ -69,6 +75,12 @@ std::shared_ptr<torch::nn::Module> make_projector(const std::string& name, const
   TORCH_CHECK_VALUE(dynamic_cast<Projector*>(module.get()) != nullptr, "projector '", name,
                     "' built a module that does not implement tessera::models::Projector");
   return module;
+}
+
+void require_no_projector_config(const ProjectorSpec& spec, const std::string& type) {
+  TORCH_CHECK_VALUE(spec.config_json == "{}" || spec.config_json.empty(), "llava config: projector_type '", type,
+                    "' has no sizes of its own, so projector_config ", spec.config_json,
+                    " would be ignored; it is read by the qformer projector (or a projector you register)");
 }
 
 }  // namespace tessera::models

@@ -49,5 +49,8 @@ std::shared_ptr<torch::nn::Module> make_projector(const std::string& name, const
 std::vector<std::string> list_projectors();
 /// A clear error naming `where` and the registered names when `name` is unknown.
 void check_projector_type(const std::string& name, const std::string& where);
+/// For projectors without sizes of their own: a `projector_config` given to `type` would be
+/// ignored silently, so it is a ValueError.
+void require_no_projector_config(const ProjectorSpec& spec, const std::string& type);
 
 }  // namespace tessera::models

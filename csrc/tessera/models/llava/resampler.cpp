@@ -57,7 +57,10 @@ class ResamplerImpl : public nn::Module<ResamplerImpl>, public Projector {
 };
 
 const bool registered = [] {
-  register_projector("resampler", [](const ProjectorSpec& s) { return std::make_shared<ResamplerImpl>(s); });
+  register_projector("resampler", [](const ProjectorSpec& s) {
+    require_no_projector_config(s, "resampler");
+    return std::make_shared<ResamplerImpl>(s);
+  });
   return true;
 }();
 
