@@ -13,16 +13,10 @@ import sys
 import tempfile
 import time
 
+from load_pretrained import _status_mb  # /proc/self/status in MiB (this folder is on sys.path)
+
 SIZES = dict(vocab_size=8000, hidden_size=512, intermediate_size=1408, num_hidden_layers=8, num_attention_heads=8,
              num_key_value_heads=8, max_position_embeddings=1024)
-
-
-def _status_mb(key: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {key}")
 
 
 def _run(lib: str, folder: str, checkpointing: bool, steps: int, batch: int, seq: int) -> None:
