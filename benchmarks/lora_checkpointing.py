@@ -95,7 +95,7 @@ def main() -> None:
         for ckpt in (False, True):
             t, r = results["tessera", ckpt], results["transformers+peft", ckpt]
             print(f"checkpointing={ckpt}: tessera / transformers+peft: time {t[0] / r[0]:.2f}x, peak memory "
-                  f"{t[1] / r[1]:.2f}x")
+                  f"{t[1] / max(r[1], 0.1):.2f}x")
 
 
 if __name__ == "__main__":
