@@ -148,9 +148,10 @@ class LlamaForCausalLM(FamilyModel):
                  generator: Optional[torch.Generator] = None, use_cache=UNSET,
                  inputs_embeds: Optional[torch.Tensor] = None, **beam) -> torch.Tensor:
         """transformers' generate for decoder-only models: the prompt followed by the new ids
-        [B, P + n] (only the new ids [B, n] from `inputs_embeds` alone, as transformers). Prompts of different lengths are left-padded with `attention_mask` marking
-        the real tokens; sampling draws from `generator` (reproducible with a seeded one); rows
-        that produced a stop id are filled with the pad id until every row has stopped. `num_beams`
+        [B, P + n] (only the new ids [B, n] from `inputs_embeds` alone, as transformers). Prompts
+        of different lengths are left-padded with `attention_mask` marking the real tokens;
+        sampling draws from `generator` (reproducible with a seeded one); rows that produced a
+        stop id are filled with the pad id until every row has stopped. `num_beams`
         > 1 runs transformers' beam search (with `length_penalty`, `early_stopping`); `min_new_tokens`
         holds the stop ids back in every mode. An argument not passed takes the value of the
         model's generation_config.json, else GenerationConfig's default (max_new_tokens 20, greedy,
