@@ -277,7 +277,7 @@ def test_held_out_evaluation_scores_exactly_max_images():
 def test_a_misspelt_model_config_key_is_refused_by_name(tmp_path, name, config, key):
     """model.config is the user's own text: a misspelt key trained the default-size model (768 wide,
     12 layers for MAE) without a word, and `tessera plan` planned it."""
-    r = recipe(name, model={"config": config})
+    r = recipe(name, model={"config": config}, **({"teacher": TEACHER} if name == "vqkd" else {}))
     parsed = recipe_from_dict(r)
     with pytest.raises(ValueError, match=f"unknown key.*{key}"):
         task_class(parsed.task).model_config(parsed)
