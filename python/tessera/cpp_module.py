@@ -183,10 +183,8 @@ class _Sync:
         for i, (node, name, addr) in enumerate(self.slots):
             if node._forward_pre_hooks and id(node) not in ran:  # prune / weight_norm recompute it now
                 ran.add(id(node))
-                weight_hooks = _weight_hooks()
-                for hook in list(node._forward_pre_hooks.values()):
-                    if isinstance(hook, weight_hooks):  # not FSDP's or a user's hook on the model
-                        hook(node, ())
+                for hook in [h for h in node._forward_pre_hooks.values() if isinstance(h, _weight_hooks())]:
+                    hook(node, ())  # not FSDP's or a user's hook on the model: those run in __call__
             t = node._parameters.get(name)
             if t is None:  # a parametrization computes it on access (or a weight hook set it)
                 t = getattr(node, name)
@@ -207,6 +205,13 @@ class _LayerCaller:
         self.nodes = nodes
         self.checked: Dict[int, int] = {}
         self.encoder_addr = encoder_addr
+
+    def edited(self) -> bool:
+        """The Python list no longer holds the layer nodes in order (a wrapper still counts as
+        edited: C++ alone would skip it)."""
+        layers = self.layers()
+        return layers is not None and (len(layers) != len(self.nodes)
+                                       or any(a is not b for a, b in zip(layers, self.nodes)))
 
     def __call__(self, i: int, hidden_states: torch.Tensor, args) -> torch.Tensor:
         layers = self.layers()
@@ -323,7 +328,7 @@ class CppModule(nn.Module):
         object.__setattr__(self, "_syncs", list(syncs.values()))
 
         # Route each encoder's layer loop through the Python layer nodes.
-        object.__setattr__(self, "_layer_lists", [])
+        object.__setattr__(self, "_layer_callers", [])
         for path, (kind, addr) in kinds.items():
             if kind != "encoder":
                 continue
@@ -333,21 +338,28 @@ class CppModule(nn.Module):
             layers = nodes[lists[0]]
             for i, layer in enumerate(layers):
                 layer._encoder_addr, layer._index = addr, i
-            _C.nn.set_layer_caller(addr, _LayerCaller(layers, list(layers), addr))
-            self._layer_lists.append((layers, list(layers)))
+            caller = _LayerCaller(layers, list(layers), addr)
+            _C.nn.set_layer_caller(addr, caller)
+            self._layer_callers.append(caller)
         self.train(cpp.is_training())
         for name, module in self.named_modules():  # parents first: a child's own flag is set after its parent's
             if name and modes.get(name, module.training) != module.training:
                 module.train(modes[name])
 
+    def _added_in_python(self) -> List[str]:
+        """The outermost modules Python added to the tree C++ mirrors (wrappers,
+        parametrizations, replaced children), by name."""
+        added: List[str] = []
+        for name, m in self.named_modules():
+            if id(m) not in self._node_ids and not any(name.startswith(a + ".") for a in added):
+                added.append(name)
+        return added
+
     def _edited_in_python(self) -> bool:
-        """Whether Python changed the tree C++ mirrors: a module added (a wrapper, a
-        parametrization) or a layer list edited (another length, another order). C++ alone would
-        run the tree as built; the layer lists' callers run, or refuse, what Python holds."""
-        if any(id(m) not in self._node_ids for m in self.modules()):
-            return True
-        return any(len(layers) != len(nodes) or any(a is not b for a, b in zip(layers, nodes))
-                   for layers, nodes in self._layer_lists)
+        """Whether Python changed the tree C++ mirrors: a module added or a layer list edited
+        (another length, another order). C++ alone would run the tree as built; the layer lists'
+        callers run, or refuse, what Python holds."""
+        return bool(self._added_in_python()) or any(c.edited() for c in self._layer_callers)
 
     def _sync_parameters(self) -> None:
         """Call before handing control to C++: pushes rebound parameters of the root's part."""
@@ -389,10 +401,7 @@ class CppModule(nn.Module):
         # A deep copy needs its own C++ module (clone() copies every tensor), whose Python tree is
         # mirrored afresh: modules added in Python (wrappers, parametrizations, replaced children)
         # would be dropped silently, so they are refused; hooks and flags are carried over by path.
-        foreign: List[str] = []
-        for name, m in self.named_modules():
-            if id(m) not in self._node_ids and not any(name.startswith(f + ".") for f in foreign):
-                foreign.append(name)
+        foreign = self._added_in_python()
         if foreign:
             raise TypeError(f"copy.deepcopy({type(self).__name__}): {len(foreign)} module(s) were added in Python "
                             f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}): wrappers, "

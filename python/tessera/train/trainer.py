@@ -132,7 +132,7 @@ def _require_tokens(count: float, step: int) -> None:
         raise ValueError(f"step {step}: the TokenLoss count over the whole step is {count}; no item to average over")
 
 
-#: What a resume with a changed recipe keeps and what it takes from the recipe (checked in test_train).
+#: What a resume with a changed recipe keeps and what it takes from the recipe (test_trainer_semantics).
 RESUMED_SETTINGS = ("The checkpoint's optimizer settings stay (optim.lr, betas, eps, weight_decay: a changed value "
                     "does not take effect); the schedule's shape is the recipe's (train.steps, optim.warmup_fraction, "
                     "optim.min_lr_ratio take effect from the next step), as are clipping, accumulation and batch size")
