@@ -4,6 +4,7 @@ dropped as its jsonl rows are."""
 import json
 import os
 import sys
+import time
 
 import pytest
 
@@ -105,6 +106,8 @@ def wandb_records(path):
             pos += block - pos % block
             continue
         length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        if pos + 7 + length > len(data):  # a chunk still being written
+            break
         pending += data[pos + 7:pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):  # full, last
@@ -115,10 +118,22 @@ def wandb_records(path):
     return records
 
 
+def finished_records(path, timeout=60.0):
+    """The run file's records once its exit record is there: run.finish() returns before W&B's
+    service process has flushed the file (seen as an empty history on a loaded machine)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = wandb_records(path) if path.stat().st_size > 7 else []
+        if records and records[-1].WhichOneof("record_type") == "exit":
+            return records
+        assert time.monotonic() < deadline, f"{path} has no exit record {timeout:.0f} s after finish()"
+        time.sleep(0.1)
+
+
 def wandb_history(run_dir):
     (path,) = run_dir.glob("run-*.wandb")
     rows, config = [], {}
-    for r in wandb_records(path):
+    for r in finished_records(path):
         kind = r.WhichOneof("record_type")
         if kind == "history":
             rows.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item})

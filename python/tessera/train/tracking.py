@@ -4,7 +4,9 @@ resume read it). `train.log_to: [jsonl, tensorboard, wandb]`:
 - tensorboard: event files under RUN/tensorboard;
 - wandb: a Weights & Biases run in offline mode under RUN/wandb (`wandb sync RUN/wandb/offline-run-*`
   uploads it later; tessera never talks to a server), its id kept in RUN/wandb-id so a resumed
-  run continues the same W&B run; the recipe is its config.
+  run continues the same W&B run; the recipe is its config. W&B's service process writes the run
+  file on its own clock: it is complete a moment after fit() returns (and always once the process
+  has exited), so sync or copy it then.
 
 Both get every logged scalar (training rows as train/<name>, evaluations as eval/<name>), and at
 the end the pictures the task drew (RUN/*.png: curves, confusion, reconstructions).
