@@ -268,6 +268,19 @@ def test_every_offender_is_reported_by_id_before_training(data, tok):
         index_of(path, tok)
 
 
+def test_a_lone_surrogate_is_refused_by_sample_id_and_turn(data, tok):
+    """JSON may escape half an emoji ("\\ud83d"); the refusal named neither file nor sample, and
+    gave an offset into the rendered template."""
+    good = [{"id": f"fine-{i}", "image": IMG, "conversations": QA} for i in range(3)]
+    cut = {"id": "cut-emoji", "conversations": [{"from": "human", "value": "a joke \ud83d"},
+                                                 {"from": "gpt", "value": "No."}]}
+    path = data / "surrogate.json"
+    path.write_text(json.dumps(good + [cut]))  # ensure_ascii: the file is ASCII, the surrogate escaped
+    with pytest.raises(ValueError, match=r"surrogate.json: sample 3 \(id 'cut-emoji'\): turn 0: 'value' holds "
+                                         r"'\\ud83d' at character 7, which is not UTF-8 text"):
+        index_of(path, tok)
+
+
 # ---- LLaVA's length-grouped order -------------------------------------------------------------
 def llava_reference(lengths, batch_size, world_size, generator):
     """LLaVA's get_modality_length_grouped_indices (llava/train/llava_trainer.py @05f156c), written

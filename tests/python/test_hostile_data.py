@@ -10,6 +10,7 @@ import os
 import re
 
 import pytest
+import torch
 
 from tessera.data import instruct, interleaved
 from tessera.data.manifest import ensure_generated, staged
@@ -270,3 +271,98 @@ def test_an_image_folder_with_a_symlink_loop_lists_each_image_once(tmp_path):
     os.symlink(tmp_path / "dog", tmp_path / "cat" / "elsewhere")  # followed, as torchvision does
     names = sorted(os.path.relpath(p, tmp_path) for p, _ in ImageFolder(str(tmp_path)).samples)
     assert names == ["cat/a.png", "cat/elsewhere/c.png", "cat/sub/b.png", "dog/c.png"]
+
+
+NAMES = [f"class {i}" for i in range(10)]
+
+
+@pytest.mark.parametrize("members", [
+    {"txt": b""},            # img2dataset's caption where the source had none
+    {"txt": b"  \n"},
+    {"txt": b"caf\xe9"},     # not UTF-8: the field is left out, so nothing is left
+    {},
+    {"cls": b"12"},          # a label the class names do not cover
+])
+def test_a_sample_an_image_text_task_cannot_use_is_skipped_where_it_is_read(tmp_path, members):
+    """One such sample in LAION-style shards used to fail the training step that met it, hours
+    into a run; it is skipped by the loader, named in the report, and the batch refilled."""
+    from tessera.data import clip_transform
+    from tessera.data.shard_loader import ShardLoader
+    from tessera.data.shards import write_shards
+    from tessera.train.image_data import caption_or_label
+
+    good = [("jpg", _jpeg()), ("txt", b"a red square")]
+    pattern = write_shards(str(tmp_path), [("a", good), ("b", [("jpg", _jpeg()), *members.items()]), ("c", good),
+                                           ("d", [("jpg", _jpeg()), ("cls", b"4")])])
+    loader = ShardLoader(pattern, batch_size=2, transform=clip_transform(8), num_workers=1, drop_last=False,
+                         select=caption_or_label(NAMES))
+    assert [b["keys"] for b in loader] == [["a", "c"], ["d"]]
+    assert loader.counts()["skipped_samples"] == 1
+    assert re.search(r": b: no caption \(.txt or .json\) and label -?\d+, outside the 10 class names", loader.report())
+
+
+def test_zero_shot_reads_only_labelled_samples_and_refuses_a_label_outside_the_classes(tmp_path):
+    """A label of -1 was scored as a miss and counted in the confusion matrix's last row."""
+    from tessera.data import clip_transform
+    from tessera.data.shard_loader import ShardLoader
+    from tessera.data.shards import write_shards
+    from tessera.eval import zero_shot_evaluate
+    from tessera.train.image_data import labelled
+
+    pattern = write_shards(str(tmp_path), [("a", [("jpg", _jpeg()), ("cls", b"1")]),
+                                           ("b", [("jpg", _jpeg()), ("txt", b"captioned, unlabelled")])])
+    loader = ShardLoader(pattern, batch_size=2, transform=clip_transform(8), num_workers=1, drop_last=False,
+                         select=labelled(NAMES))
+    assert [b["keys"] for b in loader] == [["a"]] and "b: label -1 is outside" in loader.report()
+    classifier = torch.eye(3)
+    feats = lambda px: px  # noqa: E731
+    batch = {"pixel_values": torch.eye(3)[:2], "labels": torch.tensor([0, -1])}
+    with pytest.raises(ValueError, match="label -1 is outside the classifier's 3 classes"):
+        zero_shot_evaluate(None, [batch], classifier, image_features=feats)
+    batch["labels"] = torch.tensor([0, 1])
+    assert zero_shot_evaluate(None, [batch], classifier, image_features=feats)["zero_shot_top1"] == 1.0
+
+
+def test_blip2_pairs_its_own_captions_by_sample_and_templates_by_class():
+    """BLIP-2 trained on class templates even where the shards had captions (and treated every
+    same-class pair as a positive); a shard's own caption is now its text and its own identity."""
+    from tessera.train.blip2_task import Blip2PretrainTask
+    from tessera.train.image_data import sample_ids
+
+    batch = {"labels": torch.tensor([3, 3, -1]), "captions": ["a dog", "", "a cat"], "keys": ["k0", "k1", "k2"]}
+    ids = Blip2PretrainTask.text_ids(batch)
+    digest = sample_ids(batch)
+    assert ids.tolist() == [-1 - digest[0], 3, -1 - digest[2]]
+    assert Blip2PretrainTask.text_ids({"labels": torch.tensor([3, 3]), "indices": [0, 1]}).tolist() == [3, 3]
+
+
+def test_a_loader_report_reaches_the_run_and_its_summary(tmp_path, capsys):
+    """A truncated shard and a skipped sample used to end a run with exit code 0 and no word
+    (the report was printed only when rank 0 had skipped a sample)."""
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from _recipes import FMNIST, tiny_recipe
+    from tessera.data.shards import fashion_mnist_samples, write_shards
+    from tessera.train import recipe_from_dict
+    from tessera.train.clip_task import ClipTask
+    from tessera.train.distributed import DistInfo
+    from tessera.train.trainer import Trainer
+
+    if not os.path.isdir(FMNIST):
+        pytest.skip("dataset-fashion-mnist not installed")
+    samples = list(fashion_mnist_samples(FMNIST, "test", limit=48))
+    samples.insert(5, ("no-caption", [("png", samples[0][1][0][1]), ("txt", b"")]))
+    pattern = write_shards(str(tmp_path / "shards"), samples, maxcount=16)
+    last = tmp_path / "shards" / "00001.tar"
+    last.write_bytes(last.read_bytes()[:3000])  # a partial download
+    r = tiny_recipe(steps=4, checkpoint_every=0)
+    r["data"].update(dataset="webdataset", root=pattern, eval_root=pattern, shuffle_buffer=0, batch_size=8)
+    r["eval"] = {"max_images": 16}
+    recipe = recipe_from_dict(r)
+    summary = Trainer(recipe, ClipTask(recipe), str(tmp_path / "run"), DistInfo(), progress=False).fit()
+    problems = summary["data_problems"]
+    assert problems["skipped_samples"] >= 1 and problems["shard_problems"] >= 1, problems
+    printed = capsys.readouterr().out
+    assert "no-caption: no caption" in printed and "00001.tar" in printed and "truncated" in printed, printed
+    assert json.load(open(tmp_path / "run" / "summary.json"))["data_problems"] == problems

@@ -57,6 +57,13 @@ class _Epoch(torch.utils.data.IterableDataset):
         return (s["__key__"] for s in self.stream)
 
 
+def test_a_stream_is_a_dataset_torch_dataloader_workers_share(shards):
+    """Passed to torch's DataLoader as webdataset's WebDataset is (it took it for a map-style
+    dataset: "has no len()"), two workers deal the shards between them."""
+    keys = [s["__key__"] for s in torch.utils.data.DataLoader(ShardStream(shards), batch_size=None, num_workers=2)]
+    assert sorted(keys) == sorted(s["__key__"] for s in ShardStream(shards)) and len(keys) == 230
+
+
 @pytest.mark.parametrize("buffer", [0, 16])
 def test_two_ranks_two_workers_see_every_sample_once(shards, buffer):
     seen = []

@@ -162,6 +162,10 @@ class DataLoader:
         """Why the first ``max_errors`` skipped samples failed: ``"index i (path): message"``."""
         return list(self._cpp.errors)
 
+    def counts(self) -> Dict[str, int]:
+        """What the report says, as numbers (the trainer's summary.json sums them over ranks)."""
+        return {"skipped_samples": self.skipped}
+
     def report(self) -> str:
         """One line per kept error, after a count; empty when nothing was skipped."""
         if not self.skipped:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import torch
 
@@ -68,14 +68,17 @@ def _json_caption(raw: bytes, problems: List[str]) -> str:
 class ShardLoader:
     def __init__(self, urls, batch_size: int, transform: TransformOptions, shuffle_buffer: int = 0, seed: int = 0,
                  rank: int = 0, world_size: int = 1, num_workers: int = 2, drop_last: bool = True,
-                 max_errors: int = 20):
+                 max_errors: int = 20, select: Optional[Callable[[str, int], Optional[str]]] = None):
+        """`select(caption, label)` says why a sample cannot serve the task (None: it can), as
+        webdataset's `select` filters: such a sample is skipped and reported where it is read,
+        rather than failing the step that meets it hours into a run."""
         check_loader_args("ShardLoader", batch_size, rank, world_size)
         if not isinstance(num_workers, int) or num_workers < 0:
             raise ValueError(f"ShardLoader: num_workers must be an integer >= 0, got {num_workers!r}")
         self.stream = ShardStream(urls, shuffle_buffer, seed, rank, world_size)
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.shuffle = shuffle_buffer > 0
-        self.drop_last, self.max_errors = drop_last, max_errors
+        self.drop_last, self.max_errors, self.select = drop_last, max_errors, select
         self.decode = _C.data.BatchDecoder(transform)
         self.num_workers = num_workers  # decoding runs on torch's intra-op threads (torch.set_num_threads)
         self.batches = 0  # consumed this epoch
@@ -107,12 +110,17 @@ class ShardLoader:
         self.stream.load_state_dict({"epoch": int(state["epoch"]), "position": int(state.get("position", 0))})
         self.batches = int(state["batches"])
 
+    def counts(self) -> Dict[str, int]:
+        """What the report says, as numbers (the trainer's summary.json sums them over ranks)."""
+        return {"skipped_samples": self.skipped, "fields_left_out": self.noted - self.skipped,
+                "shard_problems": len(self.stream.problems)}
+
     def report(self) -> str:
         if not self.noted and not self.stream.problems:
             return ""
-        fields = self.noted - self.skipped
-        lines = [f"{self.skipped} sample(s) skipped, {fields} field(s) left out, "
-                 f"{len(self.stream.problems)} shard problem(s):"]
+        c = self.counts()
+        lines = [f"{c['skipped_samples']} sample(s) skipped, {c['fields_left_out']} field(s) left out, "
+                 f"{c['shard_problems']} shard problem(s):"]
         lines += [f"  {e}" for e in self.errors + self.stream.problems[: self.max_errors]]
         return "\n".join(lines)
 
@@ -139,6 +147,10 @@ class ShardLoader:
                 continue
             for p in problems:
                 self._note(f"{where}: {p}; the field is left out")
+            reason = self.select(caption, label) if self.select else None
+            if reason:
+                self._skip(f"{where}: {reason}")
+                continue
             images.append(image)
             sources.append(f"{sample['__url__']}:{sample['__key__']}")
             # augmentation draws seeded by (seed, epoch, key): the same sample, the same crop

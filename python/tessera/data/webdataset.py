@@ -19,6 +19,8 @@ import re
 import warnings
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
+import torch.utils.data
+
 from .. import _C
 
 # webdataset's rule (tariterators.base_plus_ext): the key is the path up to the first dot of the
@@ -80,9 +82,9 @@ def _report(problems: Optional[List[str]], message: str) -> None:
         problems.append(message)
 
 
-class ShardStream:
+class ShardStream(torch.utils.data.IterableDataset):
     """An iterable over the samples of `urls` for one rank (and, inside a torch DataLoader, one of
-    its workers). Each epoch deals the shards, in an order shuffled by (seed, epoch) when
+    its workers, where a damaged shard is a warning: `problems` lives in this process). Each epoch deals the shards, in an order shuffled by (seed, epoch) when
     `shuffle_buffer` > 0, to the global workers in turn; a buffer of `shuffle_buffer` samples
     mixes them (seeded by seed, epoch, rank, worker). The stream is deterministic, so a position
     (samples yielded this epoch) resumes exactly: the shards are read again up to it, without
@@ -122,8 +124,6 @@ class ShardStream:
         return order[slot::slots]
 
     def __iter__(self) -> Iterator[Dict[str, Any]]:
-        import torch.utils.data
-
         info = torch.utils.data.get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         if info is not None and self.position:
@@ -131,15 +131,17 @@ class ShardStream:
                              "(each iterates its own copy, so the main process never counts what they served); "
                              "iterate the stream in one process (ShardLoader does) to resume mid-epoch")
         skip = self.position
-        for i, sample in enumerate(self._samples(worker, num_workers)):
+        # A worker appends to its own copy of `problems`, which nobody reads: it warns instead.
+        problems = self.problems if info is None else None
+        for i, sample in enumerate(self._samples(worker, num_workers, problems)):
             if i < skip:
                 continue
             self.position = i + 1
             yield sample
 
-    def _samples(self, worker: int, num_workers: int) -> Iterator[Dict[str, Any]]:
+    def _samples(self, worker: int, num_workers: int, problems: Optional[List[str]]) -> Iterator[Dict[str, Any]]:
         stream = (s for url in self.shards(worker, num_workers)
-                  for s in tar_samples(url, self.problems, self.max_member_bytes))
+                  for s in tar_samples(url, problems, self.max_member_bytes))
         if not self.shuffle_buffer:
             yield from stream
             return

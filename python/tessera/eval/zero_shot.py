@@ -47,6 +47,11 @@ def zero_shot_evaluate(model, batches: Iterable[Dict[str, torch.Tensor]], classi
         keep = max_images - total if max_images else len(batch["labels"])  # exactly max_images in all
         pixels = batch["pixel_values"][:keep].to(device)
         labels = batch["labels"][:keep]
+        outside = (labels < 0) | (labels >= n_cls)
+        if bool(outside.any()):  # -1 ("no label") would be scored wrong and counted in the last row
+            bad = int(labels[outside][0])
+            raise ValueError(f"zero-shot: label {bad} is outside the classifier's {n_cls} classes (a sample "
+                             "without a label, or class names that do not cover the data)")
         logits = require_finite(score(image_features(pixels), classifier), "zero-shot scores")
         top5 = logits.topk(min(5, n_cls), dim=-1).indices.cpu()
         correct1 += int((top5[:, 0] == labels).sum())

@@ -19,7 +19,7 @@ from ..eval import zero_shot_evaluate
 from ..eval.finite import require_finite
 from ..models.blip2_pretraining import Blip2ForPretraining
 from .clip_task import ClipData
-from .image_data import image_dataset, image_loader, sample_ids, template_captions
+from .image_data import batch_captions, caption_or_label, image_dataset, image_loader, labelled, sample_ids
 from .tasks import MixedLoss, Task, TokenLoss, register_task
 from .teacher import TeacherSection, load_teacher
 
@@ -171,15 +171,27 @@ class Blip2PretrainTask(Task):
     # ---- data -------------------------------------------------------------------------------
     def train_loader(self, rank: int, world_size: int):
         return image_loader(self.recipe.data, self.train_set, True, self.recipe.train.seed, rank, world_size,
-                            self.train_augmentation)
+                            self.train_augmentation, select=caption_or_label(self.class_names))
 
     def text_batch(self, batch: Dict[str, Any], step: int):
-        """(input_ids, attention_mask) of the batch's captions, made once per batch."""
+        """(input_ids, attention_mask) of the batch's captions (a shard's own, else a class
+        template), made once per batch."""
         if "input_ids" not in batch:
-            texts = template_captions(self.recipe.data.templates, self.class_names, batch["labels"],
-                                      self.recipe.train.seed, step, sample_ids(batch))
+            texts = batch_captions(self.recipe.data, self.class_names, batch, self.recipe.train.seed, step)
             batch["input_ids"], batch["attention_mask"] = self.vocab(texts, self.recipe.data.context_length)
         return batch["input_ids"], batch["attention_mask"]
+
+    @staticmethod
+    def text_ids(batch: Dict[str, Any]) -> torch.Tensor:
+        """The contrastive identity of each pair: a templated caption is its class's (two images of
+        one class have one text, so both are positives), a caption of its own is the sample's
+        (negative numbers, so no class id can equal it)."""
+        labels = batch["labels"]
+        captions = list(batch.get("captions") or [])
+        if not any(captions):
+            return labels
+        own = -1 - torch.tensor(sample_ids(batch), dtype=torch.long)
+        return torch.where(torch.tensor([bool(c) for c in captions]), own, labels)
 
     def count_tokens(self, batch: Dict[str, Any], step: int) -> Optional[int]:
         if not self.recipe.loss.itg:
@@ -194,7 +206,7 @@ class Blip2PretrainTask(Task):
             self.vocab.save(os.path.join(self.out_dir, "vocab.txt"))
         lc = self.recipe.loss
         out = wrapped(self.image_embeds(px), ids.to(px.device), mask.to(px.device), bos_token_id=DEC,
-                      image_ids=batch["labels"].to(px.device), seed=self.recipe.train.seed, step=step,
+                      image_ids=self.text_ids(batch).to(px.device), seed=self.recipe.train.seed, step=step,
                       itm=lc.itm > 0, itg=lc.itg)
         means = {"itc": (lc.itc, out.loss_itc)}
         if lc.itm > 0:
@@ -207,7 +219,8 @@ class Blip2PretrainTask(Task):
     def heldout(self, device):
         data = image_dataset(self.recipe.data, False)
         seen, limit = 0, self.recipe.eval.max_images or len(data)
-        for batch in image_loader(self.recipe.data, data, False, self.recipe.train.seed):
+        for batch in image_loader(self.recipe.data, data, False, self.recipe.train.seed,
+                                  select=labelled(self.class_names)):
             px, labels = batch["pixel_values"][: limit - seen], batch["labels"][: limit - seen]
             yield px.to(device), labels.to(device)
             seen += len(px)

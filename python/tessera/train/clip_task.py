@@ -15,7 +15,7 @@ from ..eval import (RetrievalSplit, caption_retrieval_evaluate, retrieval_evalua
                     zero_shot_evaluate)
 from ..models.clip import CLIPModel
 from ..text import ClipTokenizer
-from .image_data import ImageData, image_dataset, image_loader, sample_ids, template_captions
+from .image_data import ImageData, batch_captions, caption_or_label, image_dataset, image_loader, labelled
 from .optim import open_clip_no_decay
 from .tasks import Task, register_task
 
@@ -107,20 +107,15 @@ class ClipTask(Task):
     def _dataset(self, train: bool):
         return image_dataset(self.recipe.data, train)
 
-    def _loader(self, dataset, train: bool, rank: int, world_size: int):
+    def _loader(self, dataset, train: bool, rank: int, world_size: int, select=None):
         return image_loader(self.recipe.data, dataset, train, self.recipe.train.seed, rank, world_size,
-                            self.train_augmentation)
+                            self.train_augmentation, select=select or caption_or_label(self.class_names))
 
     def train_loader(self, rank: int, world_size: int):
         return self._loader(self.train_set, True, rank, world_size)
 
     def captions(self, batch: Dict[str, Any], step: int) -> List[str]:
-        captions = list(batch.get("captions") or [])
-        if captions and all(captions):
-            return captions
-        # Shards may caption some samples and only label others: those get a class template.
-        return template_captions(self.recipe.data.templates, self.class_names, batch["labels"], self.recipe.train.seed,
-                                 step, sample_ids(batch), captions, batch.get("keys"))
+        return batch_captions(self.recipe.data, self.class_names, batch, self.recipe.train.seed, step)
 
     # ---- model and loss ---------------------------------------------------------------------
     def batch_size(self, batch: Dict[str, Any]) -> int:
@@ -201,10 +196,10 @@ class ClipTask(Task):
         if cfg.eval.zero_shot and self.class_names:
             classifier = zero_shot_classifier(model, self.tokenizer, self.class_names, cfg.data.templates,
                                               cfg.data.context_length)
-            loader = self._loader(eval_set, False, 0, 1)
+            loader = self._loader(eval_set, False, 0, 1, labelled(self.class_names))
             out.update(zero_shot_evaluate(model, loader, classifier, cfg.eval.max_images))
             if final:
-                self._grid_source = next(iter(self._loader(eval_set, False, 0, 1)))
+                self._grid_source = next(iter(self._loader(eval_set, False, 0, 1, labelled(self.class_names))))
         split = caption_split(eval_set, cfg.eval.max_images) if cfg.eval.retrieval else None
         if split is not None:  # a caption file: each image once, a hit on any of its captions
             out.update(caption_retrieval_evaluate(model, split, self.tokenizer, cfg.data.image_size,

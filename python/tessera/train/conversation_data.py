@@ -104,6 +104,11 @@ def check_sample(sample: Any, where: str) -> int:
             raise ValueError(f"{at}: expected an object with 'from' and 'value', got {str(turn)[:80]!r}")
         keys = ("from", "value") if "from" in turn or "value" in turn else ("role", "content")
         parsed = from_mapping(Turn, {"speaker": turn.get(keys[0]), "text": turn.get(keys[1])}, at)
+        try:  # JSON may hold a lone surrogate (an emoji cut in half): name it here, by turn and offset
+            parsed.text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(f"{at}: '{keys[1]}' holds {parsed.text[e.start]!r} at character {e.start}, "
+                             f"which is not UTF-8 text ({e.reason})") from None
         if t == 0 and ROLES[parsed.speaker] == "assistant":
             skip = 1  # LLaVA's preprocess_v1: `if roles[source[0]["from"]] != conv.roles[0]: source = source[1:]`
             continue

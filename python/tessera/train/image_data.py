@@ -60,16 +60,17 @@ class Shards:
 
 
 def image_loader(d: ImageData, dataset, train: bool, seed: int, rank: int = 0, world_size: int = 1,
-                 augmentation: Optional[Dict[str, Any]] = None):
+                 augmentation: Optional[Dict[str, Any]] = None, select=None):
     """The task's loader; `augmentation` (a task's `train_augmentation`: crop scale, flip) applies
-    under `data.train_augment`."""
+    under `data.train_augment`; `select` (shards only: the native datasets are all labelled)
+    skips the samples a task cannot use (`caption_or_label`)."""
     augment = train and d.train_augment
     transform = tdata.clip_transform(d.image_size, train=augment, **(augmentation or {}) if augment else {})
     if isinstance(dataset, Shards):
         from ..data.shard_loader import ShardLoader
 
         return ShardLoader(dataset.urls, d.batch_size, transform, d.shuffle_buffer if train else 0, seed, rank,
-                           world_size, d.num_workers, drop_last=train)
+                           world_size, d.num_workers, drop_last=train, select=select)
     return tdata.DataLoader(dataset, batch_size=d.batch_size, shuffle=train, seed=seed, rank=rank,
                             world_size=world_size, num_workers=d.num_workers, prefetch=d.prefetch, drop_last=train,
                             transform=transform)
@@ -87,6 +88,35 @@ def sample_ids(batch: Dict[str, Any]) -> List[int]:
         return [int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8).digest(), "little") >> 1
                 for k in batch["keys"]]
     raise ValueError("an image batch without `indices` or `keys`: random draws are made per sample")
+
+
+def caption_or_label(class_names: Sequence[str]):
+    """A shard sample filter for image-text tasks: a caption, or a label that names a class (its
+    caption is then a template). img2dataset writes an empty .txt where the source had none."""
+    def reason(caption: str, label: int) -> Optional[str]:
+        if caption or 0 <= label < len(class_names):
+            return None
+        return (f"no caption (.txt or .json) and label {label}, outside the {len(class_names)} class names "
+                "(data.class_names): an image-text task cannot use it")
+    return reason
+
+
+def labelled(class_names: Sequence[str]):
+    """A shard sample filter for zero-shot evaluation: a label that names a class."""
+    def reason(caption: str, label: int) -> Optional[str]:
+        if 0 <= label < len(class_names):
+            return None
+        return f"label {label} is outside the {len(class_names)} class names (data.class_names): zero-shot cannot score it"
+    return reason
+
+
+def batch_captions(d: ImageData, class_names, batch: Dict[str, Any], seed: int, step: int) -> List[str]:
+    """The batch's own captions where it has them (shards), a class template for the others."""
+    captions = list(batch.get("captions") or [])
+    if captions and all(captions):
+        return captions
+    return template_captions(d.templates, class_names, batch["labels"], seed, step, sample_ids(batch), captions,
+                             batch.get("keys"))
 
 
 def template_captions(templates, class_names, labels: torch.Tensor, seed: int, step: int, samples: Sequence[int],

@@ -92,7 +92,7 @@ def batch_stream(loader, accumulation: int = 1) -> Iterator[Dict[str, Any]]:
                 yield batch
         if fresh and not produced:
             raise RuntimeError(f"epoch {loader.epoch} of the training data produced no batch ({loader_size_text(loader)}"
-                               + (f"; {loader.report()}" if getattr(loader, "skipped", 0) else "") + ")")
+                               + (f"; {loader.report()}" if getattr(loader, "report", lambda: "")() else "") + ")")
         loader.set_epoch(loader.epoch + 1)
 
 
@@ -498,8 +498,7 @@ class Trainer:
             bar.close()
         if hasattr(loader, "stop"):
             loader.stop()
-        if getattr(loader, "skipped", 0) and info.is_main:
-            print(loader.report())
+        data_problems = self._data_problems(loader)
         metrics = self._evaluate(step, final=True)
         summary = {
             "train_steps": step,
@@ -512,6 +511,7 @@ class Trainer:
             "trainable_parameters": self.trainable_parameters,
             "total_parameters": self.total_parameters,
             **{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+            **({"data_problems": data_problems} if data_problems else {}),
         }
         if info.is_main:
             _C.core.write_file_atomic(os.path.join(self.out_dir, "summary.json"),
@@ -522,6 +522,19 @@ class Trainer:
                 sink.close()
             self.sinks = []
         return summary
+
+    def _data_problems(self, loader) -> Dict[str, int]:
+        """Every rank's loader report printed (damaged shards, skipped samples, fields left out: a
+        shard dealt to rank 1 is as lost as one dealt to rank 0) and their counts summed."""
+        report = loader.report() if hasattr(loader, "report") else ""
+        counts = loader.counts() if hasattr(loader, "counts") else {}
+        reports, all_counts = zip(*self._gather((report, counts)))
+        if self.info.is_main:
+            for rank, text in enumerate(reports):
+                if text:
+                    print(f"data (rank {rank}): {text}" if self.info.world_size > 1 else f"data: {text}")
+        totals = {k: sum(c.get(k, 0) for c in all_counts) for k in all_counts[0]}
+        return totals if any(totals.values()) else {}
 
     # ---- checkpoints and evaluation -------------------------------------------------------
     def _gather(self, obj):
