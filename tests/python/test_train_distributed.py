@@ -232,3 +232,15 @@ def test_vqkd_on_two_ranks_equals_one_process_codebook_included(tmp_path, strate
     start = initial_weights(vqkd_recipe(strategy, 16))
     unchanged = [k for k in start if k != "quantize.cluster_size" and torch.equal(start[k], final[k])]
     assert not unchanged, unchanged
+
+
+def test_fsdp2_trains_with_a_frozen_scalar(runs):
+    """open_clip's --lock-logit-scale: fully_shard refused the frozen 0-dim logit_scale ("doesn't
+    support scalar parameters"), which one process and DDP train with."""
+    r = recipe("fsdp2", 16)
+    r["model"]["freeze"] = ["^logit_scale$"]
+    out = train(runs["tmp"], "fsdp2_frozen_scale", r, 2)
+    final, start = weights(out), initial_weights(r)
+    assert torch.equal(final["logit_scale"], start["logit_scale"])
+    unchanged = [k for k in start if torch.equal(start[k], final[k]) and k != "logit_scale"]
+    assert not unchanged, unchanged

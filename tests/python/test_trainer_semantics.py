@@ -158,3 +158,20 @@ def test_groups_resumed_off_a_multiple_of_the_accumulation_end_with_the_epoch():
     resumed = TensorLoader(data, batch_size=2, shuffle=False)
     resumed.load_state_dict({**resumed.state_dict(), "batches": 1})
     assert groups(resumed, 4) == [[1, 2], [3, 4], [0, 1], [2, 3]]
+
+
+def test_fsdp2_is_refused_for_steps_that_leave_a_module_out_unless_the_task_runs_it(tmp_path):
+    """A rank that skips a sharded module skips its FSDP2 collectives, so the ranks pair them up
+    wrongly (gloo aborts; NCCL hangs). Refused before any collective, naming the way out."""
+    class Skipping(_toy_task.ToyRegression):
+        def leaves_parameters_unused(self):
+            return True
+
+    r = recipe_from_dict(_toy(train={"strategy": "fsdp2"}))
+    trainer = Trainer(r, Skipping(r), str(tmp_path), DistInfo(rank=0, world_size=2), progress=False)
+    with pytest.raises(ValueError, match="train.strategy=fsdp2: .* use train.strategy=ddp"):
+        trainer.setup()
+    Skipping.pads_unused_under_fsdp2 = True  # LLaVA's idle image row (test_llava_task.py)
+    with pytest.raises(Exception) as e:  # past the check: wrapping needs the process group
+        trainer.setup()
+    assert "train.strategy=fsdp2" not in str(e.value)

@@ -262,6 +262,25 @@ def load_pixels(paths: Sequence[str], transform) -> Optional[torch.Tensor]:
     return torch.stack([transform(read_image(p)) for p in paths])
 
 
+def idle_image_row(ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, image_token_id: int,
+                   image_tokens: int, image_size: int):
+    """The batch plus a row holding one blank image and nothing to learn: the vision tower and
+    projector run (and get zero gradients) while the loss and its token count stay the batch's.
+    The batch is right-padded (mask 0, labels ignored) if it is narrower than one image."""
+    width = max(ids.shape[1], image_tokens)
+    pad = width - ids.shape[1]
+    row = torch.zeros(1, width, dtype=ids.dtype)
+    row[0, :image_tokens] = image_token_id
+    row_mask = torch.zeros(1, width, dtype=mask.dtype)
+    row_mask[0, :image_tokens] = 1
+
+    def widen(t, value):
+        return torch.nn.functional.pad(t, (0, pad), value=value) if pad else t
+    return (torch.cat([widen(ids, 0), row]), torch.cat([widen(mask, 0), row_mask]),
+            torch.cat([widen(labels, IGNORE), torch.full((1, width), IGNORE, dtype=labels.dtype)]),
+            torch.zeros(1, 3, image_size, image_size))
+
+
 def describe(encoded: EncodedSamples, tokenizer, index: int, image_token_id: int) -> str:
     """One sample token by token: `+` supervised, `.` context; runs of image tokens folded."""
     ids = encoded.input_ids[index][encoded.attention_mask[index].bool()].tolist()

@@ -26,8 +26,9 @@ from ..models.pretrained import check_override_keys, merge_config, read_config
 from ..models.weights import load_weights
 from ..text import SentencePieceTokenizer
 from .checkpoint import resolve_checkpoint
-from .conversation_data import ConversationData, encode_samples, load_pixels, read_samples
+from .conversation_data import ConversationData, encode_samples, idle_image_row, load_pixels, read_samples
 from .conversation_index import ConversationSet, load_index, log_to_stderr
+from .distributed import DistInfo, all_true
 from .loaders import IndexLoader
 from ..schema import require
 from .tasks import Task, TokenLoss, register_task
@@ -285,11 +286,20 @@ class LlavaTask(Task):
                            world_size=world_size, group_lengths=lengths,
                            accumulation_steps=self.recipe.optim.accumulation_steps)
 
+    pads_unused_under_fsdp2 = True
+
     def compute_loss(self, wrapped, model, batch, step):
         device = model.device
         pixels = load_pixels(batch["image_paths"], self.transform)
-        out = wrapped(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                      labels=batch["labels"].to(device),
+        ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+        # FSDP2 gathers the tower's shards in its forward: a rank without an image must run it too,
+        # or the ranks' collectives pair up wrongly (gloo aborts, NCCL hangs or mixes buffers).
+        # Every rank takes part in the vote, images or not.
+        sharded = self.recipe.train.strategy == "fsdp2" and self.world_size > 1
+        if sharded and not all_true(pixels is None, DistInfo(self.rank, self.world_size, device=device)) and pixels is None:
+            ids, mask, labels, pixels = idle_image_row(ids, mask, labels, self.image_token_id, self.image_tokens,
+                                                       self.recipe.data.image_size)
+        out = wrapped(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device),
                       pixel_values=None if pixels is None else pixels.to(device))
         return {"loss": TokenLoss(out.loss_sum, out.num_tokens)}
 

@@ -96,10 +96,12 @@ class Wrapped:
             kwargs["offload_policy"] = CPUOffloadPolicy()
         for unit in units:
             fully_shard(unit, **kwargs)
-        # FSDP2 shards along dim 0, so scalars (CLIP's logit_scale) stay replicated; their
-        # gradients are averaged in `finish_gradients`.
-        self.ignored = [p for p in model.parameters() if p.ndim == 0 and p.requires_grad]
-        fully_shard(model, ignored_params=set(self.ignored) or None, **kwargs)
+        # FSDP2 shards along dim 0, so scalars (CLIP's logit_scale) stay replicated, frozen ones
+        # too (open_clip's --lock-logit-scale); trainable ones have their gradients averaged in
+        # `finish_gradients`.
+        scalars = [p for p in model.parameters() if p.ndim == 0]
+        self.ignored = [p for p in scalars if p.requires_grad]
+        fully_shard(model, ignored_params=set(scalars) or None, **kwargs)
         return model
 
     @contextlib.contextmanager

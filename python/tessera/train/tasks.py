@@ -145,6 +145,11 @@ class Task:
         them each step, or its gradient all-reduce never starts and the ranks drift apart)."""
         return False
 
+    # Under FSDP2 a unit's shards are gathered in its forward, so a rank that skips it breaks the
+    # ranks' collectives: a task whose steps leave parameters unused must run them on every rank
+    # (LLaVA adds an idle image row) and say so here, or FSDP2 is refused for its data.
+    pads_unused_under_fsdp2 = False
+
     def num_layers(self, model: nn.Module) -> int:
         """Depth for layer-wise LR decay (the deepest tower's layer count)."""
         config = getattr(model, "config", None) or {}

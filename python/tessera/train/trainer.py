@@ -358,6 +358,12 @@ class Trainer:
                   f"({100 * self.trainable_parameters / max(self.total_parameters, 1):.1f} %)")
         seed_all(cfg.train.seed, info.rank)
         self.model.train()
+        if (cfg.train.strategy == "fsdp2" and info.world_size > 1 and self.task.leaves_parameters_unused()
+                and not self.task.pads_unused_under_fsdp2):
+            raise ValueError(f"train.strategy=fsdp2: some of the {cfg.task} task's steps leave parameters out of "
+                             "the forward (text-only rows skip the vision tower), and FSDP2 needs every rank to "
+                             "run every sharded module each step; use train.strategy=ddp (it finds unused "
+                             "parameters) or data whose rows all hold an image")
         self.wrapped = Wrapped(self.model, info, cfg.train.strategy, cfg.train.precision,
                                cfg.model.gradient_checkpointing, cfg.train.cpu_offload,
                                find_unused_parameters=self.task.leaves_parameters_unused())
