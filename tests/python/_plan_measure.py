@@ -11,7 +11,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 def assert_plan_within_20_percent(name: str, recipe: str, overrides, processes: int = 1, timeout: int = 1200) -> None:
     launch = [sys.executable] if processes == 1 else [sys.executable, "-m", "torch.distributed.run",
-                                                      "--nproc_per_node", str(processes)]
+                                                      "--standalone", "--nproc_per_node", str(processes)]
     cmd = [*launch, "-m", "tessera.cli", "plan", str(recipe), "--measure", "--json"]
     for o in overrides:
         cmd += ["--set", o]

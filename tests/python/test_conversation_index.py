@@ -185,7 +185,11 @@ def test_a_data_file_rewritten_after_indexing_is_refused_not_served(data, tok, t
     ix = index_of(path, tok, image_folder=str(data))
     sets = ConversationSet(ix, tok, "v1", tok.special_tokens["<image>"], 16, 112, str(data))
     assert [s["id"] for s in sets.encoded([0, 1, 2]).samples] == ["s0", "s1", "s2"]
+    indexed = os.stat(path)
     path.write_text("".join(json.dumps(r) + "\n" for r in records[::-1]))
+    # A later write, a second on: a kernel whose mtime moves by clock ticks (4 ms) could give
+    # both writes one time stamp, leaving it to the record's checksum (the second half below).
+    os.utime(path, ns=(indexed.st_atime_ns, indexed.st_mtime_ns + 10**9))
     with pytest.raises(ValueError, match="d.jsonl: the file changed after it was indexed"):
         sets.encoded([0])
     # A rewrite in place at the same size within one mtime tick keeps size, mtime and inode: each

@@ -175,3 +175,34 @@ def test_fsdp2_is_refused_for_steps_that_leave_a_module_out_unless_the_task_runs
     with pytest.raises(Exception) as e:  # past the check: wrapping needs the process group
         trainer.setup()
     assert "train.strategy=fsdp2" not in str(e.value)
+
+
+class _NanOnce(_toy_task.ToyRegression):
+    """A NaN loss on the first micro-batch of the third step (`step` counts from 0)."""
+
+    def compute_loss(self, wrapped, model, batch, step):
+        out = super().compute_loss(wrapped, model, batch, step)
+        if step == 2:
+            from tessera.train.tasks import TokenLoss
+
+            out["loss"] = TokenLoss(out["loss"].sum * float("nan"), out["loss"].count)
+        return out
+
+
+def test_a_skipped_step_still_takes_its_micro_batches_so_a_resume_is_exact(tmp_path):
+    """A non-finite first micro-batch ended the step without drawing the second: the loader's
+    position left the multiple of A, and a resume from a later checkpoint drew the next epoch's
+    groups from other boundaries (its losses parted from the uninterrupted run's at step 17)."""
+    recipe = _toy({"samples": 256, "batch_size": 8}, {"accumulation_steps": 2, "warmup_fraction": 0.0},
+                  {"steps": 24, "checkpoint_every": 4, "keep_checkpoints": 10})
+
+    def fit(out, resume=False):
+        r = recipe_from_dict(recipe)
+        return Trainer(r, _NanOnce(r), str(out), DistInfo(), progress=False).fit(resume=resume)
+
+    fit(tmp_path / "whole")
+    fit(_cut_after(tmp_path / "whole", 4, tmp_path / "resumed"), resume=True)
+    whole, resumed = ([(r["step"], r.get("loss")) for r in _rows(tmp_path / d) if "lr" in r or "skipped" in r]
+                      for d in ("whole", "resumed"))
+    assert [s for s, loss in whole if loss is None] == [3]  # the skipped step, before the resumed checkpoint
+    assert len(whole) == 24 and resumed == whole

@@ -231,6 +231,10 @@ class Trainer:
                 else:
                     value = loss / accum
                 if not all_true(bool(torch.isfinite(value.detach()).all()), info):
+                    # The step still takes its A micro-batches: the loader's position must stay a
+                    # multiple of A, or a resume draws the epoch's groups from other boundaries.
+                    for _ in range(max(micro + 1, len(micro_batches)), accum):
+                        next(batches)
                     return terms, False, samples
                 value.backward()
             samples += self.task.batch_size(batch)
