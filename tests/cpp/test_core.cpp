@@ -13,11 +13,13 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "test_util.h"
+
 using namespace tessera::core;
 
 namespace {
 
-std::string temp_path(const std::string& name) { return ::testing::TempDir() + "/tessera_core_" + name; }
+std::string temp_path(const std::string& name) { return tessera::testing::temp_path("core_" + name); }
 
 // A safetensors file from a raw header and data buffer, for malformed layouts.
 std::string write_raw(const std::string& name, const std::string& header, size_t data_bytes,

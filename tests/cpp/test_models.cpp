@@ -60,7 +60,7 @@ TEST(ClipModel, ReproducesHuggingFaceFixture) {
 
 TEST(ClipModel, SaveLoadRoundTripIsBitExact) {
   models::ClipModel a(tiny_clip());
-  const std::string dir = ::testing::TempDir() + "/tessera_clip_roundtrip";
+  const std::string dir = tessera::testing::temp_path("clip_roundtrip");
   core::save_pretrained(*a, a->options.to_json(), dir);
   models::ClipModel b(models::ClipOptions::from_file(dir + "/config.json"));
   core::load_pretrained_weights(*b, dir);

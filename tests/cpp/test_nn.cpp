@@ -16,6 +16,9 @@
 #include "tessera/nn/transformer_block.h"
 #include "tessera/nn/rotary.h"
 #include "tessera/nn/step_attention_backend.h"
+#include "test_util.h"
+
+#include <torch/csrc/autograd/autograd.h>
 
 #include <cmath>
 #include <map>
@@ -270,6 +273,45 @@ TEST(Checkpoint, ParametersGetGradientsWhenNoInputNeedsOne) {
   EXPECT_FALSE(checkpoint(fn, {x}).requires_grad());  // not told: no graph, as before
 }
 
+TEST(Checkpoint, AnUndefinedFirstInputStillLetsParametersLearn) {
+  at::Tensor w = at::randn({5, 5}, at::kDouble).requires_grad_();
+  const at::Tensor x = at::randn({3, 5}, at::kDouble);
+  auto fn = [&](const std::vector<at::Tensor>& t) { return at::tanh(at::matmul(t[1], w)).pow(2); };
+  checkpoint(fn, {at::Tensor(), x}, /*parameters_need_grad=*/true).sum().backward();  // was "no device"
+  at::Tensor got = w.grad().clone();
+  w.grad().zero_();
+  fn({at::Tensor(), x}).sum().backward();
+  EXPECT_TRUE(at::allclose(got, w.grad()));
+}
+
+TEST(Checkpoint, AFailedRecomputationPutsTheRandomStateBack) {
+  // A caught error in backward (an OOM in the recomputation) left the generator rewound to the
+  // forward's state: the next draws repeated earlier ones.
+  bool fail = false;
+  at::Tensor x = at::randn({4}, at::kDouble).requires_grad_();
+  at::manual_seed(0);
+  at::Tensor y = checkpoint([&](const std::vector<at::Tensor>& t) {
+    TORCH_CHECK(!fail, "recomputation failed");
+    return t[0] * 2;
+  }, {x});
+  const at::Tensor drawn = at::rand({3});  // from the state the forward captured
+  fail = true;
+  EXPECT_THROW(y.sum().backward(), std::exception);
+  EXPECT_FALSE(at::equal(at::rand({3}), drawn));
+}
+
+TEST(Checkpoint, AutogradGradIsRefusedNotAnsweredWithoutTheLayer) {
+  // The nested backward cannot reach autograd.grad()'s outputs: they came back undefined while
+  // .grad was written. torch's reentrant checkpoint refuses it the same way.
+  at::Tensor w = at::randn({5, 5}, at::kDouble).requires_grad_();
+  at::Tensor x = at::randn({3, 5}, at::kDouble).requires_grad_();
+  at::Tensor y = checkpoint([&](const std::vector<at::Tensor>& t) { return at::matmul(t[0], w); }, {x}).sum();
+  // x's gradient passes through the checkpoint; w's would come from its nested backward.
+  tessera::testing::expect_error([&] { torch::autograd::grad({y}, {w, x}, {}, std::nullopt, false, true); },
+                                 "does not work with torch.autograd.grad()");
+  EXPECT_FALSE(w.grad().defined());
+}
+
 namespace {
 // Sum of squares of every parameter's gradient, by name.
 std::map<std::string, at::Tensor> grads_of(torch::nn::Module& m) {
@@ -317,6 +359,23 @@ TEST(Encoder, CheckpointedLayersLearnFromInputsThatNeedNoGradient) {
     ASSERT_TRUE(g.defined()) << k;
     EXPECT_TRUE(at::allclose(g, plain[k], 1e-10, 1e-10)) << k;
   }
+}
+
+TEST(Encoder, ABackwardOutlivesTheCheckpointedEncoder) {
+  // The recomputation held a raw pointer to each layer: a loss made by a temporary model (a
+  // deepcopy) crashed in backward once the model was freed.
+  at::Tensor loss;
+  std::map<std::string, at::Tensor> weights;
+  {
+    Encoder enc(2, [](int64_t) { return TransformerBlock(TransformerBlockOptions(16, 4, 32)).ptr(); });
+    enc->to(at::kDouble);
+    enc->train();
+    enc->gradient_checkpointing = true;
+    for (const auto& p : enc->named_parameters()) weights[p.key()] = p.value();
+    loss = enc->forward(at::randn({2, 5, 16}, at::kDouble), {}).last_hidden_state.pow(2).sum();
+  }
+  loss.backward();
+  for (const auto& [k, w] : weights) EXPECT_TRUE(w.grad().defined()) << k;
 }
 
 TEST(Encoder, StopsEarlyAndPicksIntermediates) {

@@ -59,7 +59,7 @@ class ClipTokenizerTest : public ::testing::Test {
 };
 
 std::string temp_file(const std::string& name, const std::string& contents) {
-  const std::string path = ::testing::TempDir() + name;
+  const std::string path = tessera::testing::temp_path(name);
   std::ofstream(path, std::ios::binary) << contents;
   return path;
 }
@@ -584,7 +584,7 @@ TEST(WordPieceVocab, ReadsLikeTokenizers) {
 }
 
 TEST(WordPieceFolder, TokenizerConfigAndAddedTokens) {
-  const std::string dir = ::testing::TempDir() + "tessera_wp_folder";
+  const std::string dir = tessera::testing::temp_path("wp_folder");
   std::filesystem::create_directories(dir);
   std::ofstream(dir + "/vocab.txt") << [] {
     std::string text;

@@ -7,7 +7,16 @@
 #include <filesystem>
 #include <string>
 
+#include <unistd.h>
+
 namespace tessera::testing {
+/// TempDir()/tessera_<pid>_<name>: two test runs at once (ctest beside the sanitizer build) must
+/// not rewrite each other's files.
+inline std::string temp_path(const std::string& name) {
+  return (std::filesystem::path(::testing::TempDir()) /
+          ("tessera_" + std::to_string(::getpid()) + "_" + name)).string();
+}
+
 /// The ../shared folder next to the checkout (or $TESSERA_SHARED_DIR).
 inline std::string shared_dir() {
   const char* env = std::getenv("TESSERA_SHARED_DIR");

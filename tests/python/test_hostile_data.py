@@ -366,3 +366,31 @@ def test_a_loader_report_reaches_the_run_and_its_summary(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "no-caption: no caption" in printed and "00001.tar" in printed and "truncated" in printed, printed
     assert json.load(open(tmp_path / "run" / "summary.json"))["data_problems"] == problems
+
+
+def test_a_caption_csv_with_a_byte_order_mark_reads_as_without(tmp_path):
+    """Excel's "CSV UTF-8" and pandas' utf-8-sig start with a BOM: the header's first column read
+    as "\\ufeffimage" and the file was refused for having no "image" column."""
+    from tessera.data import CaptionDataset
+
+    _png(tmp_path / "a.png")
+    (tmp_path / "train.csv").write_text('image,caption\na.png,"a cat, sitting"\n', encoding="utf-8-sig")
+    (tmp_path / "plain.csv").write_text('image,caption\na.png,"a cat, sitting"\n')
+    assert CaptionDataset(str(tmp_path / "train.csv")).entries == CaptionDataset(str(tmp_path / "plain.csv")).entries
+
+
+def test_an_animated_webp_is_named_as_such_not_as_corrupt():
+    import io
+
+    from PIL import Image
+
+    from tessera.data import decode_image
+
+    frames = [Image.new("RGB", (32, 24), (200, 0, 0)), Image.new("RGB", (32, 24), (0, 200, 0))]
+    b = io.BytesIO()
+    frames[0].save(b, "WEBP", save_all=True, append_images=frames[1:], lossless=True)
+    with pytest.raises(ValueError, match=r"decode_image\(shard:k\): an animated WebP; .*webpmux -get frame 1"):
+        decode_image(b.getvalue(), "shard:k")
+    still = io.BytesIO()
+    frames[0].save(still, "WEBP", lossless=True, exif=b"Exif\0\0")  # VP8X without the animation flag
+    assert tuple(decode_image(still.getvalue(), "still").shape) == (24, 32, 3)

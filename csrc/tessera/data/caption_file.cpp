@@ -54,7 +54,10 @@ std::vector<CaptionEntry> read_jsonl(const std::string& text, const std::string&
 
 std::vector<CaptionEntry> read_csv(const std::string& text, const std::string& path, char delimiter,
                                    const std::string& image_key, const std::string& caption_key) {
-  auto records = parse_csv(text, path, delimiter);
+  // Excel's "CSV UTF-8" and pandas' utf-8-sig start with a byte-order mark, which would join the
+  // first column's name; the JSON reader skips it too.
+  const bool bom = text.compare(0, 3, "\xEF\xBB\xBF") == 0;
+  auto records = parse_csv(bom ? text.substr(3) : text, path, delimiter);
   TORCH_CHECK_VALUE(!records.empty(), "caption file '", path, "' is empty (expected a header row ",
                     "with columns ", image_key, " and ", caption_key, ")");
   const auto& header = records.front().second;

@@ -10,6 +10,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/autograd/engine.h>
 
 #include <algorithm>
 #include <mutex>
@@ -80,6 +81,17 @@ struct ReplayState {
   }
 };
 
+// Puts the state back when the recomputation ends, however it ends.
+struct RestoreOnExit {
+  ReplayState state;
+  ~RestoreOnExit() {
+    try {
+      state.restore();
+    } catch (...) {  // a destructor must not throw; setting a state it read cannot fail in practice
+    }
+  }
+};
+
 struct Holder : torch::CustomClassHolder {
   CheckpointFn fn;
   ReplayState state;
@@ -113,6 +125,13 @@ struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
+    // A nested backward cannot deliver gradients to autograd.grad()'s outputs or backward(inputs=):
+    // they would be lost (and written into .grad). torch's reentrant checkpoint refuses it too.
+    TORCH_CHECK(torch::autograd::Engine::get_default_engine().is_checkpoint_valid(),
+                "gradient checkpointing (tessera's is reentrant, as torch.utils.checkpoint with "
+                "use_reentrant=True) does not work with torch.autograd.grad() or backward(inputs=...): "
+                "call backward() without inputs, or turn checkpointing off for this model "
+                "(gradient_checkpointing_disable())");
     auto holder = c10::static_intrusive_pointer_cast<Holder>(ctx->saved_data["fn"].toCapsule());
     std::vector<at::Tensor> inputs;
     for (const auto& saved : ctx->get_saved_variables()) {
@@ -122,10 +141,9 @@ struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
     }
     at::Tensor y;
     {
-      ReplayState previous = holder->state.apply();
+      RestoreOnExit previous{holder->state.apply()};  // also when fn throws (a caught OOM)
       at::AutoGradMode enable(true);
       y = holder->fn(holder->expand(inputs));
-      previous.restore();
     }
     // One backward: the parameters' .grad accumulate and the detached inputs (leaves here)
     // receive their gradients, which go upstream. Nothing to do when nothing fn used needs one.
@@ -149,7 +167,7 @@ at::Tensor checkpoint(CheckpointFn fn, const std::vector<at::Tensor>& inputs, bo
   }
   const bool joined = std::any_of(defined.begin(), defined.end(), [](const at::Tensor& t) { return t.requires_grad(); });
   if (parameters_need_grad && !joined)  // past `present`: fn never sees it (Holder::expand)
-    defined.push_back(at::empty({0}, inputs.empty() ? at::TensorOptions() : inputs[0].options()).requires_grad_(true));
+    defined.push_back(at::empty({0}, defined.empty() ? at::TensorOptions() : defined[0].options()).requires_grad_(true));
   return CheckpointFunction::apply(at::TensorList(defined), holder);
 }
 

@@ -34,8 +34,10 @@ at::Tensor EncoderImpl::run_layer(int64_t i, const at::Tensor& x, const LayerArg
     inputs.insert(inputs.begin(), x);
     const auto params = layers[i]->parameters();
     const bool trainable = std::any_of(params.begin(), params.end(), [](const at::Tensor& p) { return p.requires_grad(); });
+    // The graph keeps the layer alive: a backward may outlive the model that made the loss.
+    std::shared_ptr<torch::nn::Module> keep = layers->ptr(i);
     return checkpoint(
-        [layer, args](const std::vector<at::Tensor>& t) {
+        [keep, layer, args](const std::vector<at::Tensor>& t) {
           return layer->forward_layer(t[0], args.with_tensors({t.begin() + 1, t.end()}));
         },
         inputs, trainable);

@@ -50,6 +50,9 @@ at::Tensor decode_image(const std::string& bytes, const std::string& source, int
                     " pixels exceeds the limit of ", max_pixels, " pixels");
   TORCH_CHECK_VALUE(info.complete, "decode_image(", source, "): truncated or corrupt ", fmt,
                     " data (no end-of-image marker)");
+  // OpenCV reads no animation: without this it reported "corrupt webp data".
+  TORCH_CHECK_VALUE(!info.animated, "decode_image(", source, "): an animated WebP; tessera decodes still ",
+                    "images (take one frame out first: webpmux -get frame 1 in.webp -o out.webp)");
   at::Tensor img;
 #ifdef TESSERA_WITH_LIBJPEG
   if (info.format == ImageFormat::jpeg) img = detail::decode_jpeg(bytes, info, source);

@@ -79,6 +79,7 @@ void read_webp(std::string_view b, ImageInfo& info) {
     info.width = (bits & 0x3fff) + 1;
     info.height = ((bits >> 14) & 0x3fff) + 1;
   } else if (chunk == "VP8X") {  // extended: flags(4), then 24 bits each of canvas size - 1
+    info.animated = (at(b, 20) & 0x02) != 0;  // flags: Rsv(2) ICC Alpha EXIF XMP Animation Rsv
     info.width = int64_t(le24(b, 24)) + 1;
     info.height = int64_t(le24(b, 27)) + 1;
   } else {

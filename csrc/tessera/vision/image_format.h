@@ -20,6 +20,8 @@ struct ImageInfo {
   /// WebP's RIFF size. A truncated file lacks it; libjpeg only warns about that and pads with
   /// grey, so we check.
   bool complete = false;
+  /// A WebP whose VP8X header sets the animation flag: frames, not a still image.
+  bool animated = false;
 };
 
 /// The format named by the leading magic bytes: FF D8 FF (JPEG), 89 'PNG' 0D 0A 1A 0A, or
