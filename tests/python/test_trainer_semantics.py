@@ -206,3 +206,55 @@ def test_a_skipped_step_still_takes_its_micro_batches_so_a_resume_is_exact(tmp_p
                       for d in ("whole", "resumed"))
     assert [s for s, loss in whole if loss is None] == [3]  # the skipped step, before the resumed checkpoint
     assert len(whole) == 24 and resumed == whole
+
+
+def test_a_resume_that_moves_parameters_between_groups_is_refused(tmp_path):
+    """lr_scales moved from the text tower to the vision tower keeps 4 groups, so the count check
+    passed: groups came back by parameter name and base LRs by position, and a layer's weight and
+    bias trained at different scales."""
+    from _recipes import FMNIST, tiny_recipe
+    from tessera.train.clip_task import ClipTask
+
+    if not os.path.isdir(FMNIST):
+        pytest.skip("dataset-fashion-mnist not installed")
+
+    def fit(scales, resume=False):
+        r = tiny_recipe(steps=4, checkpoint_every=2)
+        r["optim"]["lr_scales"] = scales
+        r["eval"] = {"zero_shot": False}
+        r = recipe_from_dict(r)
+        return Trainer(r, ClipTask(r), str(tmp_path), DistInfo(), progress=False).fit(resume=resume)
+
+    fit({"text_model": 10.0})
+    with pytest.raises(ValueError, match=r"parameter '\w+_model\..*' \(\d+ in all\) was trained in optimizer group \d, "
+                                         r"the recipe puts it in group \d: optim.lr_scales"):
+        fit({"vision_model": 10.0}, resume=True)
+    assert fit({"text_model": 10.0}, resume=True)["train_steps"] == 4  # the same recipe resumes
+
+
+class _InfGradOnce(_toy_task.ToyRegression):
+    """A finite loss whose gradient for proj.weight is infinite (sqrt at 0), at the third step."""
+
+    def compute_loss(self, wrapped, model, batch, step):
+        out = super().compute_loss(wrapped, model, batch, step)
+        if step == 2:
+            from tessera.train.tasks import TokenLoss
+
+            w = model.proj.weight
+            out["loss"] = TokenLoss(out["loss"].sum + (w.sum() - w.sum().detach()).sqrt(), out["loss"].count)
+        return out
+
+
+@pytest.mark.parametrize("in_backward", [False, True])
+def test_an_infinite_gradient_moves_no_weight_to_nan_even_stepping_inside_backward(tmp_path, in_backward):
+    """optim.in_backward stepped each parameter as its gradient arrived, inf included: the weights
+    went NaN, every later step diverged, and so did every resume."""
+    r = recipe_from_dict(_toy(optim={"in_backward": in_backward, "grad_clip": 0.0},
+                              train={"steps": 6, "checkpoint_every": 0}))
+    trainer = Trainer(r, _InfGradOnce(r), str(tmp_path), DistInfo(), progress=False)
+    summary = trainer.fit()
+    skipped = [row for row in _rows(tmp_path) if row.get("skipped")]
+    assert [row["step"] for row in skipped] == [3] and summary["skipped_steps"] == 1
+    assert skipped[0]["reason"].startswith("non-finite gradient")
+    assert all(bool(torch.isfinite(p).all()) for p in trainer.model.parameters())
+    assert summary["final_loss"] == summary["final_loss"] and summary["train_steps"] == 6

@@ -304,16 +304,33 @@ def load_checkpoint(ckpt_dir: str, wrapped, optimizer, verify: bool = True) -> D
                          "parameters), optim.lr_scales or optim.layer_decay changed; resume with the values it was "
                          "trained with")
     later = _added_since(wrapped.model, model_sd, metadata)
+    groups_now = [list(g["params"]) for g in optim_sd["param_groups"]]
     try:
         with _single_process_quiet():
             dcp.load({"model": model_sd, "optim": optim_sd}, storage_reader=reader, planner=SafeLoadPlanner())
     except (Exception, CheckpointException) as e:  # DCP names missing keys or shapes; say which checkpoint
         raise ValueError(f"{ckpt_dir}: cannot restore model/optimizer from {DCP_DIR}/: {_root_message(e)}") from None
+    _check_same_groups(ckpt_dir, groups_now, [list(g["params"]) for g in optim_sd["param_groups"]])
     set_state_dict(wrapped.model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd)
     with torch.no_grad():
         for tensor, value in later:
             tensor.fill_(value)
     return state
+
+
+def _check_same_groups(ckpt_dir: str, now: List[List[str]], saved: List[List[str]]) -> None:
+    """Every parameter in the parameter group it was trained in. Groups are restored by their
+    parameters' names and the scheduler's base LRs by position: with optim.lr_scales moved to
+    other modules (the group count unchanged), a layer's weight and bias trained at different
+    scales, and the projections at one neither recipe gave them."""
+    where = {name: i for i, names in enumerate(saved) for name in names}
+    for i, names in enumerate(now):
+        moved = [n for n in names if n in where and where[n] != i]
+        if moved:
+            raise ValueError(f"{ckpt_dir}: parameter {moved[0]!r} ({len(moved)} in all) was trained in optimizer group "
+                             f"{where[moved[0]]}, the recipe puts it in group {i}: optim.lr_scales, optim.layer_decay "
+                             "or optim.weight_decay changed which parameters share settings; resume with the values "
+                             "it was trained with")
 
 
 def _added_since(model, model_sd: Dict[str, Any], metadata) -> list:

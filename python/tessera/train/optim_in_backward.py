@@ -38,6 +38,7 @@ class OptimizerInBackward(torch.optim.Optimizer):
                          for index, group in enumerate(self.param_groups) for p in group["params"]]
         if not self._singles:
             raise ValueError("optim.in_backward: no trainable parameter to optimise")
+        self._nonfinite = 0  # parameters (shards) left as they were this step: their gradient was inf/NaN
         later = {id(p) for p in after_backward}
         self._hooks = [single.param_groups[0]["params"][0].register_post_accumulate_grad_hook(
             self._hook(index, single)) for index, single in self._singles
@@ -52,9 +53,26 @@ class OptimizerInBackward(torch.optim.Optimizer):
         single.state = self.state
         single.step()
 
+    def _finite(self, param: torch.Tensor) -> bool:
+        """Whether this rank's part of the gradient is finite (a shard under FSDP2: no collective).
+        A step after backward is skipped whole on an inf/NaN gradient; here the others have been
+        taken already, so only this parameter is left out, and `take_nonfinite` says so."""
+        grad = param.grad
+        local = grad.to_local() if hasattr(grad, "to_local") else grad
+        if bool(torch.isfinite(local).all()):
+            return True
+        self._nonfinite += 1
+        return False
+
+    def take_nonfinite(self) -> int:
+        """How many parameters were left out since the last call (the trainer asks every step)."""
+        n, self._nonfinite = self._nonfinite, 0
+        return n
+
     def _hook(self, index: int, single: torch.optim.Optimizer) -> Callable[[torch.Tensor], None]:
         def step_now(param: torch.Tensor) -> None:
-            self._step_one(index, single)
+            if self._finite(param):
+                self._step_one(index, single)
             param.grad = None
         return step_now
 
@@ -63,6 +81,7 @@ class OptimizerInBackward(torch.optim.Optimizer):
         if closure is not None:
             raise ValueError("OptimizerInBackward steps inside backward; it takes no closure")
         for index, single in self._singles:
-            if single.param_groups[0]["params"][0].grad is not None:
+            param = single.param_groups[0]["params"][0]
+            if param.grad is not None and self._finite(param):
                 self._step_one(index, single)
         return None

@@ -330,12 +330,20 @@ class Trainer:
                 finite, self.skip_reason = False, "non-finite gradient"
             elif clip > 0:
                 terms["grad_norm"] = norm
+        elif finite:
+            # Stepped inside backward, but for the parameters reduced after it (FSDP2's ignored
+            # scalars); each skips an inf/NaN gradient, and the others have moved already.
+            self.optimizer.step()
+            if not all_true(self.optimizer.take_nonfinite() == 0, self.info):
+                finite = False
+                self.skip_reason = "non-finite gradient (optim.in_backward: only parameters with finite gradients moved)"
         if not finite:
             with torch.no_grad():
                 for live, saved in buffers:
                     live.copy_(saved)
         else:
-            self.optimizer.step()
+            if not self.recipe.optim.in_backward:
+                self.optimizer.step()
             self.task.after_step(self.model)
         self.step_lrs = [g["lr"] for g in self.optimizer.param_groups]  # what this step used
         self.scheduler.step()
