@@ -96,26 +96,28 @@ void bind_blip2(py::module_& m) {
           "generate",
           [](Blip2ForConditionalGenerationImpl& self, const at::Tensor& ids, const at::Tensor& px,
              const std::optional<at::Tensor>& mask, const GenerationOptions& options,
-             std::optional<at::Generator> generator) {
-            return without_gil([&] { return self.generate(ids, px, opt(mask), options, generator); });
+             std::optional<at::Generator> generator, bool interpolate) {
+            return without_gil([&] { return self.generate(ids, px, opt(mask), options, generator, interpolate); });
           },
           py::arg("input_ids"), py::arg("pixel_values"), py::arg("attention_mask") = py::none(),
-          py::arg("options") = GenerationOptions(), py::arg("generator") = py::none())
+          py::arg("options") = GenerationOptions(), py::arg("generator") = py::none(),
+          py::arg("interpolate_pos_encoding") = false)
       .def(
           "stream",
           [](Blip2ForConditionalGenerationImpl& self, const at::Tensor& ids, const at::Tensor& px,
              const std::optional<at::Tensor>& mask, const GenerationOptions& options,
-             std::optional<at::Generator> generator) {
+             std::optional<at::Generator> generator, bool interpolate) {
             Stream s{self.language_model.ptr(), nullptr};
             at::Tensor embeds = without_gil([&] {
               at::NoGradGuard no_grad;
-              return self.embed(ids, px);
+              return self.embed(ids, px, interpolate);
             });
             s.gen = std::make_unique<TextGeneration>(*s.model, ids, opt(mask), options, generator, embeds);
             return s;
           },
           py::arg("input_ids"), py::arg("pixel_values"), py::arg("attention_mask") = py::none(),
-          py::arg("options") = GenerationOptions(), py::arg("generator") = py::none());
+          py::arg("options") = GenerationOptions(), py::arg("generator") = py::none(),
+          py::arg("interpolate_pos_encoding") = false);
 
   bind_family_module<Blip2ForImageTextRetrievalImpl, Blip2Options>(m, "Blip2ForImageTextRetrieval")
       .def(

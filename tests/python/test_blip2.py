@@ -250,8 +250,15 @@ def test_bad_input_is_refused_by_name(fixture_dir):
             qformer(torch.randn(1, 8, 64), query_length=bad, encoder_hidden_states=torch.randn(1, 17, 48))
     with pytest.raises(ValueError, match=r"tokens >= 1"):  # an IndexError from select() before
         qformer(torch.randn(1, 0, 64), encoder_hidden_states=torch.randn(1, 17, 48))
+    with pytest.raises(ValueError, match="no image token"):  # the queries attended to nothing
+        qformer(torch.randn(2, 8, 64), encoder_hidden_states=torch.randn(2, 0, 48))
     blip2 = tessera.from_pretrained(str(fixture_dir("blip2")))
     px = torch.randn(1, 3, 32, 32)
+    with pytest.raises(ValueError, match="input_ids are required"):  # the binding's signature before
+        blip2(px, None)
+    itr_out = tessera.from_pretrained(str(fixture_dir("blip2_itr")))(px, torch.tensor([[5, 6, 7]]))
+    with pytest.raises(AttributeError, match="no field 'vision_model_output'"):  # read as None before
+        itr_out.vision_model_output
     with pytest.raises(ValueError, match="need 8 image tokens .* found 7"):
         blip2(px, torch.tensor([[990] * 7 + [5, 6]]))
     with pytest.raises(ValueError, match="found 16"):
@@ -264,3 +271,18 @@ def test_bad_input_is_refused_by_name(fixture_dir):
                                                                "num_attention_heads": 4, "num_hidden_layers": 1,
                                                                "intermediate_size": 8},
                                             "vision_config": VISION})
+
+
+def test_generation_at_another_resolution_equals_transformers(fixture_dir):
+    """generate()/stream() refused interpolate_pos_encoding, which forward and transformers' generate
+    take (and generate's own size error advised it)."""
+    d = str(fixture_dir("blip2"))
+    ours, theirs = tessera.from_pretrained(d).eval(), transformers.Blip2ForConditionalGeneration.from_pretrained(d).eval()
+    torch.manual_seed(0)
+    px = torch.randn(2, 3, 48, 48)  # the model's image_size is 32
+    ids = torch.cat([torch.full((2, 8), 990), torch.randint(3, 900, (2, 4))], 1)
+    want = theirs.generate(pixel_values=px, input_ids=ids, max_new_tokens=4, interpolate_pos_encoding=True)
+    got = ours.generate(px, ids, max_new_tokens=4, interpolate_pos_encoding=True)
+    assert torch.equal(got[:, -4:], want[:, -4:])
+    streamed = torch.stack(list(ours.stream(px, ids, max_new_tokens=4, interpolate_pos_encoding=True)), 1)
+    assert torch.equal(streamed, got[:, -4:])

@@ -273,6 +273,17 @@ def test_row_without_negative_raises():
     assert torch.isfinite(model(image, ids, mask, DEC, image_ids=one_image, itm=False).loss_itc)
 
 
+def test_an_empty_batch_and_non_finite_features_are_named():
+    """A ZeroDivisionError from the smoothed targets, and torch.multinomial's "probability tensor
+    contains inf, nan" from the hard-negative draw, named neither input."""
+    model = _model(_config(), dtype=torch.float32)
+    image, ids, mask = _batch(4, dtype=torch.float32)
+    with pytest.raises(ValueError, match="an empty batch"):
+        model(image[:0], ids[:0], mask[:0], DEC)
+    with pytest.raises(ValueError, match="similarities hold NaN or inf"):
+        model(image * float("nan"), ids, mask, DEC)
+
+
 def test_text_masks_are_0_1_with_a_token_in_every_row():
     """A mask of 0.5 was read as 1 and a row without a token was accepted: the Q-Former's own
     padding check now runs for the stage-1 passes too."""

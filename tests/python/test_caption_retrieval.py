@@ -176,3 +176,50 @@ def test_the_clip_task_scores_a_caption_file_per_image(tmp_path):
     want = cr.caption_retrieval_evaluate(model, split, task.tokenizer, image_size=16, batch_size=4)
     assert out["num_images"] == 3 and out["num_captions"] == 12
     assert {k: out[k] for k in want} == want
+
+
+def test_rows_grouped_by_image_equal_multi_caption_recall_and_ungrouped_rows_stay_as_they_were():
+    """recall_at_k(image_ids=...) is the papers' rule (an image hits if any of its captions is
+    retrieved) where each row repeats its image, and without image_ids the one-caption rule."""
+    from tessera.eval.retrieval import recall_at_k
+
+    g = torch.Generator().manual_seed(0)
+    for n_img, n_txt in ((1, 1), (4, 9), (7, 30)):
+        owner = torch.cat([torch.arange(n_img), torch.randint(0, n_img, (n_txt - n_img,), generator=g)])
+        owner = owner[torch.randperm(n_txt, generator=g)].tolist()
+        order = list(dict.fromkeys(owner))  # images in order of first appearance
+        images = F.normalize(torch.randn(n_img, 8, generator=g), dim=-1)
+        texts = F.normalize(torch.randn(n_txt, 8, generator=g), dim=-1)
+        rows = images[torch.tensor(owner)]
+        want = cr.multi_caption_recall(images[torch.tensor(order)], texts, [order.index(o) for o in owner])
+        got = recall_at_k(rows, texts, [f"caption {i}" for i in range(n_txt)], image_ids=owner)
+        assert got == pytest.approx({k: want[k] for k in got})
+
+
+def test_the_clip_task_scores_caption_shards_per_image(tmp_path):
+    """Shards written from a caption file (one sample per caption row, the image repeated) were
+    scored row by row: image->text R@1 0.16 where the papers' rule gives 0.78. Rows holding the
+    same image are now one image, as the caption file's own evaluation groups them."""
+    from tessera.data.shards import file_samples, write_shards
+    from tessera.train import build_task, recipe_from_dict
+
+    rows = []
+    for i in range(3):
+        _png(str(tmp_path / f"{i}.png"), 60 * i)
+        rows += [(str(tmp_path / f"{i}.png"), f"image {i} caption {j}", None) for j in range(4)]
+    pattern = write_shards(str(tmp_path / "shards"), file_samples(rows), maxcount=5)
+    config = {"projection_dim": 16, "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                                                      "num_attention_heads": 2, "image_size": 16, "patch_size": 8},
+              "text_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                              "num_attention_heads": 2}}
+    recipe = recipe_from_dict({"task": "clip", "model": {"config": config},
+                               "data": {"dataset": "webdataset", "root": pattern, "image_size": 16, "batch_size": 4,
+                                        "num_workers": 1},
+                               "eval": {"retrieval": True, "zero_shot": False}})
+    task = build_task(recipe)
+    model = task.build_model().eval()
+    out = task.evaluate(model)
+    split = cr.RetrievalSplit.from_pairs("eval", [(p, c) for p, c, _ in rows])
+    want = cr.caption_retrieval_evaluate(model, split, task.tokenizer, image_size=16, batch_size=4)
+    assert out["num_images"] == 3 and out["num_captions"] == 12
+    assert {k: out[k] for k in want} == pytest.approx(want)

@@ -270,3 +270,43 @@ def test_a_damaged_retrieval_projector_is_named(fixture_dir, tmp_path):
     weights.write_bytes(bytes(data))
     with pytest.raises(CheckpointDamaged, match="retrieval_projector.safetensors: checksum mismatch"):
         SugarModel.from_pretrained(str(tmp_path))
+
+
+def test_an_evaluation_of_non_finite_embeddings_is_refused(runs):
+    """With NaN embeddings the retrieval recalls came from index order (R@1 0.10, R@5 0.50),
+    Winoground scored 0/0/0 and the Pearson correlations were written as NaN."""
+    from tessera.train.sugar_eval import evaluate_sugar
+
+    task = build_task(recipe_from_dict(recipe(runs)))
+    model = task.build_model()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.startswith("retrieval_projector."):
+                p.fill_(float("nan"))
+    with pytest.raises(ValueError, match=r"Sugar's embeddings r: \d+ of \d+ rows hold NaN or inf"):
+        evaluate_sugar(task, model)
+
+
+def test_point_weights_in_another_layout_and_a_state_dict_of_other_keys_are_refused(fixture_dir, tmp_path):
+    """[P, L, B] weights (the same elements) pooled the wrong tokens without a word; a DDP-style
+    state dict ("module.llava.") saved a checkpoint holding 0 tensors."""
+    from safetensors.torch import load_file
+
+    from tessera.models.sugar import RetrievalProjector, SugarModel
+
+    d = fixture_dir("llava")
+    model = SugarModel(tessera.from_pretrained(str(d)).eval(), RetrievalProjector(64, 32, 16)).eval()
+    ids = load_file(str(d / "io.safetensors"))["input_ids"].repeat(2, 1)
+    px = torch.randn(2, 3, 32, 32)
+    B, L = ids.shape
+    w = torch.zeros(2, B, L)
+    w[0, 0, 5:9], w[1, 1, -1] = 0.25, 1.0
+    with torch.no_grad():
+        assert model(ids, px, point_weights=w)["points"].shape == (2, 64)
+        for bad in (w.transpose(1, 2), w[:, :, :-1], w[0]):
+            with pytest.raises(ValueError, match=rf"point_weights must be \[points, batch, length\] = \[P, {B}, {L}\]"):
+                model(ids, px, point_weights=bad)
+    state = {f"module.{k}": v for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"state_dict must hold this model's keys .* \d+ unknown .* \d+ missing"):
+        model.save_pretrained(str(tmp_path / "out"), state_dict=state)
+    assert not (tmp_path / "out" / "model.safetensors").exists()

@@ -29,11 +29,18 @@ _TOKEN = re.compile(
                                                           # are PTB's `` and '' (dropped)
 
 
+# Typographic forms as PTB reads them: curly apostrophes split clitics ("it’s" -> it 's), curly
+# quotes and dashes become `` '' -- (dropped), an ellipsis ... (dropped). Generated answers carry
+# them often; left alone they kept BLEU-4 at 0.32 where PTB gave 1.0.
+_TYPOGRAPHIC = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u2014": " -- ",
+                              "\u2013": " -- ", "\u2026": "...", "\u00a0": " "})
+
+
 def simple_tokenize(text: str) -> str:
     """A Python approximation of `PTBTokenizer -lowerCase` followed by pycocoevalcap's filter
     (brackets become -lrb- and kin, as PTB writes them lower-cased; clitics split off; quotes,
     which PTB turns into `` and '', dropped), for machines without Java."""
-    text = text.lower().replace("\n", " ")
+    text = text.translate(_TYPOGRAPHIC).lower().replace("\n", " ")
     for b, name in _BRACKETS.items():
         text = text.replace(b, name)
     text = _SPLIT.sub(lambda m: " ".join(g for g in m.groups() if g), _CLITIC.sub(r"\1 \2", text))

@@ -123,6 +123,9 @@ class Blip2ForConditionalGeneration(_Blip2Part):
                 output_hidden_states: bool = False, interpolate_pos_encoding: bool = False):
         _check(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask, labels=labels)
         _require_pixels(pixel_values, "forward", input_ids)
+        if input_ids is None:  # the binding would print its signature
+            raise ValueError("Blip2ForConditionalGeneration.forward: input_ids are required (the prompt with its "
+                             "image tokens); generate() without them writes a caption")
         self._sync_parameters()
         return make_output(self._cpp.forward(input_ids, pixel_values, attention_mask, labels,
                                              bool(output_hidden_states), bool(interpolate_pos_encoding)))
@@ -150,23 +153,25 @@ class Blip2ForConditionalGeneration(_Blip2Part):
     @torch.no_grad()
     def generate(self, pixel_values: torch.Tensor, input_ids: Optional[torch.Tensor] = None,
                  attention_mask: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None,
-                 **kwargs) -> torch.Tensor:
+                 interpolate_pos_encoding: bool = False, **kwargs) -> torch.Tensor:
         """The prompt followed by the new ids; the generation arguments of LlamaForCausalLM.generate.
         Without input_ids, a caption: the image tokens and bos, as transformers prompts."""
         input_ids = self._prompt(pixel_values, input_ids, attention_mask, "generate")
         o, n = LlamaForCausalLM._generation(self, kwargs, "generate", generator,
                                             _prompt_length(input_ids, None, "generate"))
         input_ids, pixel_values, attention_mask = (repeat_rows(t, n) for t in (input_ids, pixel_values, attention_mask))
-        return self._cpp.generate(input_ids, pixel_values, attention_mask, o, generator)
+        return self._cpp.generate(input_ids, pixel_values, attention_mask, o, generator, bool(interpolate_pos_encoding))
 
     def stream(self, pixel_values: torch.Tensor, input_ids: Optional[torch.Tensor] = None,
-               attention_mask: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None, **kwargs):
+               attention_mask: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None,
+               interpolate_pos_encoding: bool = False, **kwargs):
         """Like generate, one step at a time: yields each step's new ids [B]."""
         input_ids = self._prompt(pixel_values, input_ids, attention_mask, "stream")
         o, n = LlamaForCausalLM._generation(self, kwargs, "stream", generator,
                                             _prompt_length(input_ids, None, "stream"))
         input_ids, pixel_values, attention_mask = (repeat_rows(t, n) for t in (input_ids, pixel_values, attention_mask))
-        yield from drain(self._cpp.stream(input_ids, pixel_values, attention_mask, o, generator))
+        yield from drain(self._cpp.stream(input_ids, pixel_values, attention_mask, o, generator,
+                                          bool(interpolate_pos_encoding)))
 
 
 @register_model

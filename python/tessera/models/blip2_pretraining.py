@@ -93,6 +93,9 @@ def hard_negatives(sim: torch.Tensor, positives: torch.Tensor, rows: torch.Tenso
             raise ValueError("ITM needs a negative for every pair, and a row has none: every candidate shares "
                              "its image_id, or the global batch holds a single pair; use a batch of more than "
                              "one pair and more than one image_id")
+        if not bool(torch.isfinite(sim).all()):
+            raise ValueError("ITM hard negatives: the image-text similarities hold NaN or inf (non-finite "
+                             "image_embeds, or diverged weights)")
         weights = F.softmax(sim.float().masked_fill(positives.bool(), float("-inf")), 1)
         order = torch.argsort(columns.cpu()) if columns is not None else torch.arange(sim.shape[1])
         weights = weights.cpu()[:, order]
@@ -124,6 +127,8 @@ class Blip2ForPretraining(_Blip2Part):
         self._sync_parameters()
         rank, world = _world()
         B = input_ids.shape[0]
+        if B == 0:  # the smoothed targets divided by zero
+            raise ValueError("Blip2ForPretraining: an empty batch (ITC needs at least one image-text pair)")
         image_feats, text_feat = self._cpp.itc_features(image_embeds, input_ids, attention_mask)
         image_all, text_all = _gather(image_feats, world, True), _gather(text_feat, world, True)
         temp = _checked_temperature(self.temp)  # an attribute: functional_call swaps it

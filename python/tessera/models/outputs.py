@@ -67,9 +67,10 @@ class CLIPOutput(ModelOutput):
 
 
 class Blip2ImageTextMatchingModelOutput(ModelOutput):
-    """logits_per_image, logits_per_text, text_embeds, image_embeds (ITC; ITM logits when asked)."""
-    fields = ("itm_score", "logits_per_image", "logits_per_text", "text_embeds", "image_embeds",
-              "text_model_output", "vision_model_output")
+    """logits_per_image, logits_per_text, text_embeds, image_embeds (ITC; ITM logits when asked).
+    transformers' text_model_output and vision_model_output are not computed, so not declared:
+    they read as an AttributeError, not as None."""
+    fields = ("itm_score", "logits_per_image", "logits_per_text", "text_embeds", "image_embeds")
 
 
 class IntermediatesOutput(ModelOutput):

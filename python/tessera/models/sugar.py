@@ -38,6 +38,10 @@ class RetrievalProjector(nn.Sequential):
 
 def pool_points(hidden: torch.Tensor, point_weights: torch.Tensor) -> torch.Tensor:
     """[B, L, D] hidden states, [P, B, L] weights -> [P, D] point vectors."""
+    if point_weights.dim() != 3 or tuple(point_weights.shape[1:]) != tuple(hidden.shape[:2]):
+        # [P, L, B] has the same elements and pooled the wrong tokens without a word
+        raise ValueError(f"point_weights must be [points, batch, length] = [P, {hidden.shape[0]}, {hidden.shape[1]}] "
+                         f"(one weight per token of each point's row), got {list(point_weights.shape)}")
     P = point_weights.shape[0]
     return point_weights.reshape(P, -1).to(hidden.dtype) @ hidden.reshape(-1, hidden.shape[-1])
 
@@ -82,6 +86,13 @@ class SugarModel(nn.Module):
         from ..io import write_atomic
 
         state = self.state_dict() if state_dict is None else state_dict
+        if state_dict is not None:  # keys of another spelling ("module.llava.") were dropped: 0 tensors saved
+            want = set(self.state_dict())
+            unknown, missing = sorted(set(state) - want), sorted(want - set(state))
+            if unknown or missing:
+                raise ValueError(f"SugarModel.save_pretrained: state_dict must hold this model's keys (llava.*, "
+                                 f"retrieval_projector.*); {len(unknown)} unknown (e.g. {unknown[:2]}), {len(missing)} "
+                                 f"missing (e.g. {missing[:2]})")
         own = {k[len("llava."):]: v for k, v in state.items() if k.startswith("llava.")}
         projector = {k[len("retrieval_projector."):]: v.detach().contiguous() for k, v in state.items()
                      if k.startswith("retrieval_projector.")}

@@ -15,7 +15,7 @@ from ..eval import (RetrievalSplit, caption_retrieval_evaluate, retrieval_evalua
                     zero_shot_evaluate)
 from ..models.clip import CLIPModel
 from ..text import ClipTokenizer
-from .image_data import ImageData, batch_captions, caption_or_label, image_dataset, image_loader, labelled
+from .image_data import ImageData, Shards, batch_captions, caption_or_label, image_dataset, image_loader, labelled
 from .optim import open_clip_no_decay
 from .tasks import Task, register_task
 
@@ -212,8 +212,9 @@ class ClipTask(Task):
             batches = ({**b, "captions": [c or first.format(self.class_names[int(label)]) for c, label in
                                           zip(list(b.get("captions") or [""] * len(b["labels"])), b["labels"])]}
                        for b in loader)
+            # Shards written from a caption file repeat each image per caption: one image, as there.
             out.update(retrieval_evaluate(model, batches, self.tokenizer, cfg.data.context_length,
-                                          cfg.eval.max_images))
+                                          cfg.eval.max_images, group=isinstance(eval_set, Shards)))
         return out
 
     def plot(self, out_dir: str, metrics_path: str, metrics: Dict[str, Any]) -> None:

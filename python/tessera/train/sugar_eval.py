@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.instruct import FASHION_NAMES
+from ..eval.finite import require_finite
 from .interleaved_data import InterleavedSample, pair_samples, read_interleaved, read_pairs
 
 
@@ -85,7 +86,8 @@ def embed_samples(task, model, samples: Sequence[InterleavedSample], batch_size:
                     attention_mask=encoded.attention_mask[rows, :width].to(device), point_weights=weights.to(device))
         rs.append(out["r"].float().cpu())
         hs.append(out["points"].float().cpu())
-    return torch.cat(rs), torch.cat(hs)
+    # Rankings and correlations of NaN came out as numbers (index order), as eval/finite.py says.
+    return require_finite(torch.cat(rs), "Sugar's embeddings r"), require_finite(torch.cat(hs), "Sugar's points h")
 
 
 def recall_at(similarity: torch.Tensor, relevant: torch.Tensor, ks: Sequence[int] = (1, 5)) -> Dict[int, float]:
@@ -185,7 +187,7 @@ def target_fit(task, model, path: str, limit: int, batch_size: int) -> Dict[str,
                     pixel_values=None if pixels is None else pixels.to(model.device),
                     attention_mask=encoded.attention_mask[rows, :width].to(model.device), point_weights=w.to(model.device))
         rs.append(out["r"].float().cpu()[points[rows].reshape(-1) >= 0])
-    r = torch.cat(rs)
+    r = require_finite(torch.cat(rs), "Sugar's embeddings r")
     flat = [(i, j) for i, c in enumerate(chosen) for j in c]
     m_r, m_l = retrieval_similarity(r, r), target_matrix(vectors, flat, flat, task.recipe.targets)
     owner = torch.tensor([i for i, _ in flat])

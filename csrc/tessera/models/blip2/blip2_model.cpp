@@ -77,10 +77,11 @@ CausalLMOutput Blip2ForConditionalGenerationImpl::forward(const at::Tensor& inpu
 at::Tensor Blip2ForConditionalGenerationImpl::generate(const at::Tensor& input_ids, const at::Tensor& pixel_values,
                                                        const at::Tensor& attention_mask,
                                                        const GenerationOptions& generation,
-                                                       std::optional<at::Generator> generator) {
+                                                       std::optional<at::Generator> generator,
+                                                       bool interpolate_pos_encoding) {
   at::NoGradGuard no_grad;
   return models::generate(*language_model, input_ids, attention_mask, generation, std::move(generator),
-                          embed(input_ids, pixel_values));
+                          embed(input_ids, pixel_values, interpolate_pos_encoding));
 }
 
 Blip2ForImageTextRetrievalImpl::Blip2ForImageTextRetrievalImpl(Blip2Options options_)

@@ -47,7 +47,8 @@ class Blip2ForConditionalGenerationImpl : public nn::Module<Blip2ForConditionalG
                          bool output_hidden_states = false, bool interpolate_pos_encoding = false);
   /// Prompt (with its image tokens) followed by the generated ids.
   at::Tensor generate(const at::Tensor& input_ids, const at::Tensor& pixel_values, const at::Tensor& attention_mask,
-                      const GenerationOptions& options, std::optional<at::Generator> generator = std::nullopt);
+                      const GenerationOptions& options, std::optional<at::Generator> generator = std::nullopt,
+                      bool interpolate_pos_encoding = false);
   void set_gradient_checkpointing(bool on) {
     vision_model->set_gradient_checkpointing(on);
     qformer->set_gradient_checkpointing(on);

@@ -150,6 +150,8 @@ PooledOutput Blip2QFormerModelImpl::forward(const at::Tensor& query_embeds_in, i
                       "], got ", encoder_hidden_states.sizes());
     TORCH_CHECK_VALUE(encoder_hidden_states.size(0) == B, "encoder_hidden_states hold ",
                       encoder_hidden_states.size(0), " images for ", B, " query sequences");
+    TORCH_CHECK_VALUE(encoder_hidden_states.size(1) > 0, "encoder_hidden_states hold no image token ",
+                      encoder_hidden_states.sizes(), ": the queries would attend to nothing");
     args.context = encoder_hidden_states.to(query_embeds.scalar_type());
     const int64_t S = encoder_hidden_states.size(1);
     if (encoder_attention_mask.defined()) {
