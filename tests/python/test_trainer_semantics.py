@@ -258,3 +258,14 @@ def test_an_infinite_gradient_moves_no_weight_to_nan_even_stepping_inside_backwa
     assert skipped[0]["reason"].startswith("non-finite gradient")
     assert all(bool(torch.isfinite(p).all()) for p in trainer.model.parameters())
     assert summary["final_loss"] == summary["final_loss"] and summary["train_steps"] == 6
+
+
+def test_a_run_gives_back_the_thread_count_it_found(tmp_path):
+    """train.threads set torch's thread count for good: a notebook ran single-threaded after fit()."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        _fit(_toy(train={"steps": 2, "checkpoint_every": 0, "threads": 1}), tmp_path)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -357,7 +357,8 @@ class Trainer:
         if cfg.optim.in_backward and info.world_size > 1 and cfg.train.strategy != "fsdp2":
             raise ValueError(f"optim.in_backward on {info.world_size} processes needs train.strategy: fsdp2 "
                              f"({cfg.train.strategy} all-reduces gradients after the per-parameter steps would run)")
-        cores = os.cpu_count() or 1
+        # The cores this process may run on (a cpuset, taskset), not the machine's.
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         torch.set_num_threads(cfg.train.threads or max(1, cores // info.world_size))
         # Every rank builds the same initial weights (FSDP2 shards each rank's own copy; DDP
         # would broadcast rank 0's), then draws from its own stream.
@@ -395,9 +396,11 @@ class Trainer:
         if resume and overwrite:
             raise ValueError("--resume continues the run in --out and --overwrite deletes it: give one")
         lock = self._lock_run_folder()
+        threads = torch.get_num_threads()  # train.threads is the run's, not the notebook's after it
         try:
             return self._fit(resume, overwrite)
         finally:
+            torch.set_num_threads(threads)
             if lock is not None:
                 lock.release()
 
