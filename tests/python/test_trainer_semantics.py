@@ -147,7 +147,7 @@ def test_groups_resumed_off_a_multiple_of_the_accumulation_end_with_the_epoch():
     on resume, another world size, a checkpoint from before groups ended with the epoch): groups
     counted from the epoch's start spanned every later epoch end."""
     from tessera.train.loaders import TensorLoader
-    from tessera.train.trainer import batch_stream
+    from tessera.train.data_stream import batch_stream
 
     def groups(loader, steps):
         stream = batch_stream(loader, 2)

@@ -270,7 +270,7 @@ def test_a_resume_on_another_number_of_ranks_restarts_the_epoch_said_out_loud(sh
     served 20 samples twice and 4 never (2 ranks -> 1). The epoch now starts again, with a warning."""
     from tessera.data import clip_transform
     from tessera.data.shard_loader import ShardLoader
-    from tessera.train.trainer import reshard_data_state
+    from tessera.train.data_stream import reshard_data_state
 
     def loader(rank, world, batch):
         return ShardLoader(shards, batch, clip_transform(28), rank=rank, world_size=world, num_workers=0)
