@@ -84,9 +84,10 @@ def _report(problems: Optional[List[str]], message: str) -> None:
 
 class ShardStream(torch.utils.data.IterableDataset):
     """An iterable over the samples of `urls` for one rank (and, inside a torch DataLoader, one of
-    its workers, where a damaged shard is a warning: `problems` lives in this process). Each epoch deals the shards, in an order shuffled by (seed, epoch) when
-    `shuffle_buffer` > 0, to the global workers in turn; a buffer of `shuffle_buffer` samples
-    mixes them (seeded by seed, epoch, rank, worker). The stream is deterministic, so a position
+    its workers, where a damaged shard is a warning: `problems` lives in this process). Each epoch
+    deals the shards, in an order shuffled by (seed, epoch) when `shuffle_buffer` > 0, to the
+    global workers in turn; a buffer of `shuffle_buffer` samples mixes them (seeded by seed, epoch,
+    rank, worker). The stream is deterministic, so a position
     (samples yielded this epoch) resumes exactly: the shards are read again up to it, without
     decoding anything. The position is counted where the stream is iterated: in this process
     (as ShardLoader does), not inside DataLoader workers, which iterate copies of it; a resumed

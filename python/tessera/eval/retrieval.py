@@ -6,9 +6,8 @@ captions per image (COCO, Flickr30k) is scored per image by `caption_retrieval.m
 as the papers report it."""
 from __future__ import annotations
 
-from typing import Dict, Hashable, Iterable, List, Optional, Sequence
-
 import hashlib
+from typing import Dict, Hashable, Iterable, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,26 +25,26 @@ def embed_pairs(model, batches: Iterable[Dict], tokenizer, context_length: int =
     seen: Dict[bytes, int] = {}
     for batch in batches:
         pixels, caps = batch["pixel_values"], list(batch["captions"])
-        if group:
-            digests = [hashlib.blake2b(p.contiguous().numpy().tobytes(), digest_size=16).digest() for p in pixels]
-            keep = len(digests)
-            for i, d in enumerate(digests):
-                if d not in seen and max_images and len(seen) == max_images:
-                    keep = i
+        if group:  # rows of identical pixels share an id; max_images counts distinct images
+            ids = []
+            for p in pixels:
+                digest = hashlib.blake2b(p.contiguous().numpy().tobytes(), digest_size=16).digest()
+                if digest not in seen and max_images and len(seen) == max_images:
                     break
-                seen.setdefault(d, len(seen))
-            ids = [seen[d] for d in digests[:keep]]
-        else:
-            keep = max_images - len(captions) if max_images else len(caps)  # exactly max_images
-            ids = list(range(len(captions), len(captions) + min(keep, len(caps))))
-        caps = caps[:keep]
-        if caps:
+                ids.append(seen.setdefault(digest, len(seen)))
+            done = len(ids) < len(caps)
+        else:  # exactly max_images rows
+            room = max_images - len(captions) if max_images else len(caps)
+            ids = list(range(len(captions), len(captions) + min(room, len(caps))))
+            done = bool(max_images) and len(captions) + len(ids) >= max_images
+        keep = len(ids)
+        if keep:
             img.append(F.normalize(model.get_image_features(pixels[:keep].to(device)).float(), dim=-1).cpu())
-            tokens = tokenizer(caps, context_length=context_length).to(device)
+            tokens = tokenizer(caps[:keep], context_length=context_length).to(device)
             txt.append(F.normalize(model.get_text_features(tokens).float(), dim=-1).cpu())
-        captions.extend(caps)
+        captions.extend(caps[:keep])
         image_ids.extend(ids)
-        if max_images and (keep < len(pixels) if group else len(captions) >= max_images):
+        if done:
             break
     return torch.cat(img), torch.cat(txt), captions, image_ids
 
