@@ -286,3 +286,77 @@ def test_generation_at_another_resolution_equals_transformers(fixture_dir):
     assert torch.equal(got[:, -4:], want[:, -4:])
     streamed = torch.stack(list(ours.stream(px, ids, max_new_tokens=4, interpolate_pos_encoding=True)), 1)
     assert torch.equal(streamed, got[:, -4:])
+
+
+def test_generation_outputs_hold_each_part_as_transformers(tmp_path):
+    """forward returned the LM's output only: a transformers user reading `out.vision_outputs` or
+    `out.qformer_outputs`, unpacking `return_dict=False`, or scoring labels for the prompt's last
+    T positions got an AttributeError, another tuple or a shape error."""
+    hf = _perturbed(transformers.Blip2ForConditionalGeneration(_blip2_config(image_token_index=59))).eval()
+    hf.save_pretrained(tmp_path)
+    ours = tessera.from_pretrained(str(tmp_path)).eval()
+    px = torch.randn(2, 3, 16, 16)
+    ids = torch.cat([torch.full((2, 4), 59), torch.randint(3, 50, (2, 5))], 1)
+    a = hf(pixel_values=px, input_ids=ids, output_hidden_states=True)
+    b = ours(px, ids, output_hidden_states=True)
+    assert type(b).__name__ == type(a).__name__ == "Blip2ForConditionalGenerationModelOutput"
+    close = dict(atol=1e-5, rtol=1e-4)
+    for part in ("vision_outputs", "qformer_outputs"):
+        for field in ("last_hidden_state", "pooler_output"):
+            torch.testing.assert_close(b[part][field], a[part][field], **close, msg=f"{part}.{field}")
+    for part in ("vision_outputs", "qformer_outputs"):  # output_hidden_states is the LM's alone
+        assert a[part].hidden_states is None and b[part].hidden_states is None
+    for x, y in zip(b.language_model_outputs.hidden_states, a.language_model_outputs.hidden_states, strict=True):
+        torch.testing.assert_close(x, y, **close)
+    torch.testing.assert_close(b.language_model_outputs.logits, a.language_model_outputs.logits, **close)
+    # return_dict=False: the parts become tuples in transformers' order (the LM part holds no cache).
+    t_ours, t_hf = ours(px, ids, return_dict=False), hf(pixel_values=px, input_ids=ids, return_dict=False)
+    torch.testing.assert_close(t_ours[0], t_hf[0], **close)
+    for got, want in zip(t_ours[1:3], t_hf[1:3], strict=True):
+        assert len(got) == len(want) == 2
+        for x, y in zip(got, want):
+            torch.testing.assert_close(x, y, **close)
+    # labels for the last T positions: transformers scores those and returns their logits (its
+    # fp32 loss then fails on the sliced logits' view, so the loss is checked by its formula).
+    labels = torch.randint(3, 50, (2, 3))
+    labels[0, 1] = -100
+    want = hf(pixel_values=px, input_ids=ids).logits[:, -3:]
+    b = ours(px, ids, labels=labels)
+    assert b.logits.shape == (2, 3, 60)
+    torch.testing.assert_close(b.logits, want, **close)
+    loss = torch.nn.functional.cross_entropy(want[:, :-1].reshape(-1, 60), labels[:, 1:].reshape(-1), ignore_index=-100)
+    torch.testing.assert_close(b.loss, loss, atol=1e-6, rtol=1e-5)
+    assert int(b.num_tokens) == 3  # positions 0..1 predict labels 1..2, one of them ignored
+    with pytest.raises(ValueError, match=r"labels must be \[batch, T\] with T <= the prompt's 9 tokens"):
+        ours(px, ids, labels=torch.zeros(2, 10, dtype=torch.long))
+
+
+def test_fp16_loading_keeps_the_qformer_in_fp32_as_transformers(tmp_path):
+    """transformers loads BLIP-2 in fp16 (its model cards' way) with the Q-Former and queries kept in
+    fp32 (_keep_in_fp32_modules); tessera cast them to fp16 too, so its numbers parted."""
+    config = _blip2_config(image_token_index=59, qformer={"use_qformer_text_input": True},
+                           image_text_hidden_size=16)
+    px = torch.randn(2, 3, 16, 16)
+    ids = torch.cat([torch.full((2, 4), 59), torch.randint(3, 50, (2, 5))], 1)
+    for cls, call in [(transformers.Blip2ForConditionalGeneration, lambda m: m(px.half(), ids).logits),
+                      (transformers.Blip2ForImageTextRetrieval,
+                       lambda m: torch.cat([m(px.half(), ids, torch.ones_like(ids),
+                                              use_image_text_matching_head=itm).logits_per_image
+                                            for itm in (False, True)], 1))]:
+        folder = tmp_path / cls.__name__
+        _perturbed(cls(config)).save_pretrained(folder)
+        hf = cls.from_pretrained(folder, dtype=torch.float16).eval()
+        ours = tessera.from_pretrained(str(folder), dtype=torch.float16)
+        kinds = {k: v.dtype for k, v in ours.state_dict().items()}
+        assert kinds == {k: v.dtype for k, v in hf.state_dict().items() if k in kinds}
+        assert kinds["query_tokens"] == torch.float32 and kinds["vision_model.embeddings.class_embedding"] == torch.float16
+        assert ours.dtype == hf.dtype  # the first parameter's, query_tokens: fp32 in both
+        with torch.no_grad():
+            a, b = call(hf).float(), call(ours).float()
+        torch.testing.assert_close(b, a, atol=2e-3 * a.abs().max().item(), rtol=0, msg=cls.__name__)
+        if cls is transformers.Blip2ForConditionalGeneration:
+            want = hf.generate(pixel_values=px.half(), input_ids=ids, max_new_tokens=4, do_sample=False)
+            assert torch.equal(ours.generate(px.half(), ids, max_new_tokens=4), want)
+            ours.save_pretrained(tmp_path / "again")  # written as loaded: the fp32 parts stay fp32
+            saved = load_file(str(tmp_path / "again" / "model.safetensors"))
+            assert {k: v.dtype for k, v in saved.items()} == {k: kinds[k] for k in saved}

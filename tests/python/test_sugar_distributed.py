@@ -61,3 +61,21 @@ def test_two_ranks_equal_one_process(tmp_path):
         assert got.keys() == ref.keys()
         for k in ref:
             torch.testing.assert_close(got[k], ref[k], rtol=1e-5, atol=1e-5, msg=f"{strategy}: {k}")
+
+
+def test_fsdp2_rank_with_only_text_rows_equals_one_process(tmp_path):
+    """A rank whose rows hold no image skipped the tower that FSDP2 all-gathers: the ranks'
+    collectives paired up wrongly (gloo aborted; NCCL hangs). It now runs an idle image row that
+    holds no point and no label, so the run equals one process."""
+    root = make_runs(tmp_path)
+    rows = [json.loads(line) for line in open(root / "set" / "train.jsonl")]
+    with_image = next(r for r in rows if any("image" in s for s in r["segments"]))
+    text_only = next(r for r in rows if all("text" in s for s in r["segments"]) and len(r["segments"]) > 1)
+    (root / "set" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (with_image, text_only)))
+    one = train(root, "one", "ddp", 2, 1)  # each step: both rows; two ranks: one row each
+    two = train(root, "fsdp2", "fsdp2", 1, 2)
+    assert len(terms(one)) == STEPS
+    torch.testing.assert_close(torch.tensor(terms(two)), torch.tensor(terms(one)), rtol=1e-5, atol=1e-5)
+    ref, got = weights(one), weights(two)
+    for k in ref:
+        torch.testing.assert_close(got[k], ref[k], rtol=1e-5, atol=1e-5, msg=k)

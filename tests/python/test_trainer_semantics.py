@@ -177,6 +177,24 @@ def test_fsdp2_is_refused_for_steps_that_leave_a_module_out_unless_the_task_runs
     assert "train.strategy=fsdp2" not in str(e.value)
 
 
+def test_a_task_that_rewrites_compute_loss_does_not_inherit_the_fsdp2_padding_promise():
+    """SugarTask inherited LlavaTask's pads_unused_under_fsdp2 while its own compute_loss added no
+    idle image row, so FSDP2 was not refused and a text-only rank aborted the run in gloo."""
+    from tessera.train.llava_task import LlavaTask
+    from tessera.train.sugar_task import SugarTask
+
+    class Own(LlavaTask):
+        def compute_loss(self, wrapped, model, batch, step):
+            return super().compute_loss(wrapped, model, batch, step)
+
+    class Kept(LlavaTask):
+        pass
+
+    assert LlavaTask.pads_unused_under_fsdp2 and Kept.pads_unused_under_fsdp2
+    assert not Own.pads_unused_under_fsdp2
+    assert SugarTask.pads_unused_under_fsdp2  # it pads (test_sugar_distributed.py)
+
+
 class _NanOnce(_toy_task.ToyRegression):
     """A NaN loss on the first micro-batch of the third step (`step` counts from 0)."""
 

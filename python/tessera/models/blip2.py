@@ -110,13 +110,17 @@ class Blip2QFormerModel(_Blip2Part):
 class Blip2ForConditionalGeneration(_Blip2Part):
     """Tower -> queries -> Q-Former -> `language_projection` -> a LLaMA whose prompt holds
     `num_query_tokens` image tokens (`image_token_index`) per image, replaced in order by the
-    projected queries; a prompt whose image tokens do not match is refused."""
+    projected queries; a prompt whose image tokens do not match is refused. forward returns
+    transformers' Blip2ForConditionalGenerationModelOutput: loss and logits, then
+    `vision_outputs`, `qformer_outputs` and `language_model_outputs`; labels may cover only the
+    prompt's last T positions, as in transformers."""
 
     model_type = "blip-2"
     architecture = "Blip2ForConditionalGeneration"
     input_embeddings, output_embeddings = "language_model.model.embed_tokens", "language_model.lm_head"
     default_for_model_type = True
     _cpp_class = "Blip2ForConditionalGeneration"
+    _keep_in_fp32_modules = ("query_tokens", "qformer")  # loaded in fp16, as transformers keeps them
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
                 attention_mask: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
@@ -185,6 +189,7 @@ class Blip2ForImageTextRetrieval(_Blip2Part):
     architecture = "Blip2ForImageTextRetrieval"
     input_embeddings = "embeddings.word_embeddings"
     _cpp_class = "Blip2ForImageTextRetrieval"
+    _keep_in_fp32_modules = ("query_tokens", "qformer")  # loaded in fp16, as transformers keeps them
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
                 attention_mask: Optional[torch.Tensor] = None, use_image_text_matching_head: bool = False):

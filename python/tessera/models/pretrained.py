@@ -62,6 +62,9 @@ class PreTrainedModel(nn.Module):
     base_model_prefix: str = ""
     key_aliases: List[Tuple[str, str]] = []
     tied_weights: Dict[str, str] = {}
+    #: transformers' _keep_in_fp32_modules: names of parts (a key component: `qformer`,
+    #: `query_tokens`) that from_pretrained keeps in fp32 when it loads in fp16, against overflow.
+    _keep_in_fp32_modules: Tuple[str, ...] = ()
 
     @classmethod
     def config_fields(cls) -> Dict[str, Dict[str, Any]]:
@@ -137,6 +140,8 @@ class PreTrainedModel(nn.Module):
             # memory; the strict load below overwrites every one), and the checkpoint's tensors
             # in that dtype are then assigned uncopied.
             model._apply(lambda t: torch.empty_like(t, dtype=target) if t.is_floating_point() else t)
+            if target == torch.float16:
+                model._keep_parts_in_fp32()
             dtypes = {k: v.dtype for k, v in model.state_dict().items()}
         state = {k: v.to(dtypes[k]) if k in dtypes and v.dtype != dtypes[k] else v for k, v in state.items()}
         given = f" and config_overrides {json.dumps(config_overrides, sort_keys=True)}" if config_overrides else ""
@@ -146,6 +151,14 @@ class PreTrainedModel(nn.Module):
 
             model.generation_defaults = read_generation_defaults(path if os.path.isdir(path) else os.path.dirname(path))
         return model.eval()  # as transformers does: call .train() to fine-tune
+
+    def _keep_parts_in_fp32(self) -> None:
+        """The parts named in _keep_in_fp32_modules back to (uninitialised) fp32, in place as
+        _apply converts, so that C++ holds the same tensors; their consumers cast at the seams."""
+        keep = set(self._keep_in_fp32_modules)
+        for name, t in [*self.named_parameters(), *self.named_buffers()]:
+            if t.is_floating_point() and keep & set(name.split(".")):
+                t.data = torch.empty_like(t, dtype=torch.float32)
 
     @classmethod
     def _strip_base_model_prefix(cls, state: Dict[str, torch.Tensor], dtypes: Dict[str, Any],

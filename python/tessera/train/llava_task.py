@@ -288,15 +288,20 @@ class LlavaTask(Task):
 
     pads_unused_under_fsdp2 = True
 
+    def needs_idle_row(self, pixels: Optional[torch.Tensor], device) -> bool:
+        """Whether this rank must add an idle image row (conversation_data.idle_image_row): FSDP2
+        gathers the tower's shards in its forward, so a rank without an image must run it too, or
+        the ranks' collectives pair up wrongly (gloo aborts, NCCL hangs or mixes buffers). Every
+        rank takes part in the vote, images or not."""
+        sharded = self.recipe.train.strategy == "fsdp2" and self.world_size > 1
+        return sharded and not all_true(pixels is None, DistInfo(self.rank, self.world_size, device=device)) \
+            and pixels is None
+
     def compute_loss(self, wrapped, model, batch, step):
         device = model.device
         pixels = load_pixels(batch["image_paths"], self.transform)
         ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
-        # FSDP2 gathers the tower's shards in its forward: a rank without an image must run it too,
-        # or the ranks' collectives pair up wrongly (gloo aborts, NCCL hangs or mixes buffers).
-        # Every rank takes part in the vote, images or not.
-        sharded = self.recipe.train.strategy == "fsdp2" and self.world_size > 1
-        if sharded and not all_true(pixels is None, DistInfo(self.rank, self.world_size, device=device)) and pixels is None:
+        if self.needs_idle_row(pixels, device):
             ids, mask, labels, pixels = idle_image_row(ids, mask, labels, self.image_token_id, self.image_tokens,
                                                        self.recipe.data.image_size)
         out = wrapped(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device),

@@ -257,9 +257,11 @@ class SugarTask(LlavaTask):
         return out
 
     # ---- loss -------------------------------------------------------------------------------
+    pads_unused_under_fsdp2 = True  # text-only rows get LLaVA's idle image row
+
     def compute_loss(self, wrapped, model, batch, step):
         from ..losses.sugar import discriminative_loss, gather_rows
-        from .conversation_data import load_pixels
+        from .conversation_data import idle_image_row, load_pixels
 
         device = model.device
         indices = batch["index"].tolist()
@@ -270,10 +272,13 @@ class SugarTask(LlavaTask):
         kinds = [self.train_set.kinds[i] if i < n else [] for i in indices]
         weights = point_weights(spans, kinds, points, width)
         pixels = load_pixels([p for i in indices for p in self.row_images(i)], self.transform)
-        out = wrapped(input_ids=batch["input_ids"][:, :width].to(device),
-                      pixel_values=None if pixels is None else pixels.to(device),
-                      attention_mask=batch["attention_mask"][:, :width].to(device),
-                      labels=batch["labels"][:, :width].to(device), point_weights=weights.to(device))
+        ids, mask, labels = batch["input_ids"][:, :width], batch["attention_mask"][:, :width], batch["labels"][:, :width]
+        if self.needs_idle_row(pixels, device):  # text-only rows under FSDP2: the idle row holds no point
+            ids, mask, labels, pixels = idle_image_row(ids, mask, labels, self.image_token_id, self.image_tokens,
+                                                       self.recipe.data.image_size)
+            weights = torch.nn.functional.pad(weights, (0, ids.shape[1] - width, 0, 1))
+        out = wrapped(input_ids=ids.to(device), pixel_values=None if pixels is None else pixels.to(device),
+                      attention_mask=mask.to(device), labels=labels.to(device), point_weights=weights.to(device))
         # Every rank's points as (sample, slice), in rank order: M_l's columns.
         local = torch.stack([batch["index"].repeat_interleave(points.shape[1]), points.reshape(-1)], 1)
         every = gather_rows(local.to(device), self.world_size).cpu()

@@ -147,8 +147,15 @@ class Task:
 
     # Under FSDP2 a unit's shards are gathered in its forward, so a rank that skips it breaks the
     # ranks' collectives: a task whose steps leave parameters unused must run them on every rank
-    # (LLaVA adds an idle image row) and say so here, or FSDP2 is refused for its data.
+    # (LLaVA adds an idle image row) and say so here, or FSDP2 is refused for its data. The promise
+    # is about compute_loss, so a subclass that writes its own compute_loss makes it again or not
+    # at all (Sugar inherited LLaVA's while its loss added no idle row: FSDP2 aborted in gloo).
     pads_unused_under_fsdp2 = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "compute_loss" in cls.__dict__ and "pads_unused_under_fsdp2" not in cls.__dict__:
+            cls.pads_unused_under_fsdp2 = False
 
     def num_layers(self, model: nn.Module) -> int:
         """Depth for layer-wise LR decay (the deepest tower's layer count)."""

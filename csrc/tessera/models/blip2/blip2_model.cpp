@@ -16,6 +16,12 @@ at::Tensor normalize(const at::Tensor& x) { return x / x.norm(2, {-1}, true).cla
 // every query identical (and identically updated) when training from scratch.
 void init_queries(const at::Tensor& queries, double std) { queries.normal_(0, std); }
 
+// A head reading the Q-Former's states: they come in the Q-Former's dtype, fp32 beside fp16 parts
+// when loaded as transformers' _keep_in_fp32_modules keeps them, and go on in the head's.
+at::Tensor project(nn::Linear& head, const at::Tensor& states) {
+  return head->forward(states.to(head->weight().scalar_type()));
+}
+
 }  // namespace
 
 at::Tensor blip2_query_output(Blip2VisionModelImpl& vision, Blip2QFormerModelImpl& qformer,
@@ -57,8 +63,8 @@ void Blip2ForConditionalGenerationImpl::init_weights() {
 
 at::Tensor Blip2ForConditionalGenerationImpl::image_features(const at::Tensor& pixel_values,
                                                              bool interpolate_pos_encoding) {
-  return language_projection->forward(
-      blip2_query_output(*vision_model, *qformer, query_tokens(), pixel_values, interpolate_pos_encoding));
+  return project(language_projection,
+                 blip2_query_output(*vision_model, *qformer, query_tokens(), pixel_values, interpolate_pos_encoding));
 }
 
 at::Tensor Blip2ForConditionalGenerationImpl::embed(const at::Tensor& input_ids, const at::Tensor& pixel_values,
@@ -67,11 +73,31 @@ at::Tensor Blip2ForConditionalGenerationImpl::embed(const at::Tensor& input_ids,
                                [&] { return image_features(pixel_values, interpolate_pos_encoding); });
 }
 
-CausalLMOutput Blip2ForConditionalGenerationImpl::forward(const at::Tensor& input_ids, const at::Tensor& pixel_values,
-                                                          const at::Tensor& attention_mask, const at::Tensor& labels,
-                                                          bool output_hidden_states, bool interpolate_pos_encoding) {
-  return language_model->forward({}, attention_mask, {}, embed(input_ids, pixel_values, interpolate_pos_encoding),
-                                 labels, output_hidden_states);
+Blip2GenerationOutput Blip2ForConditionalGenerationImpl::forward(const at::Tensor& input_ids,
+                                                                 const at::Tensor& pixel_values,
+                                                                 const at::Tensor& attention_mask,
+                                                                 const at::Tensor& labels, bool output_hidden_states,
+                                                                 bool interpolate_pos_encoding) {
+  // image_features() step by step, keeping each part's outputs. output_hidden_states is the LM's
+  // alone, as in transformers (the tower's are vision_model's own output_hidden_states).
+  Blip2GenerationOutput out;
+  at::Tensor embeds = splice_image_features(*language_model, input_ids, options.image_token_index(), pixel_values, [&] {
+    out.vision_outputs = vision_model->forward(pixel_values, false, interpolate_pos_encoding);
+    const at::Tensor& image = out.vision_outputs.last_hidden_state;
+    out.qformer_outputs = qformer->forward(query_tokens().expand({image.size(0), -1, -1}), -1, {}, image);
+    return project(language_projection, out.qformer_outputs.last_hidden_state);
+  });
+  out.language_model_outputs = language_model->forward({}, attention_mask, {}, embeds, {}, output_hidden_states);
+  out.logits = out.language_model_outputs.logits;
+  if (labels.defined()) {
+    const int64_t L = out.logits.size(1);
+    TORCH_CHECK_VALUE(labels.dim() == 2 && labels.size(1) <= L, "labels must be [batch, T] with T <= the prompt's ", L,
+                      " tokens (the last T positions are scored, as transformers does), got ", labels.sizes());
+    out.logits = out.logits.slice(1, L - labels.size(1));
+    std::tie(out.loss_sum, out.num_tokens) = causal_lm_loss(out.logits, labels);
+    out.loss = out.loss_sum / out.num_tokens;
+  }
+  return out;
 }
 
 at::Tensor Blip2ForConditionalGenerationImpl::generate(const at::Tensor& input_ids, const at::Tensor& pixel_values,
@@ -138,14 +164,14 @@ std::pair<at::Tensor, at::Tensor> Blip2ForImageTextRetrievalImpl::text_part(cons
 
 at::Tensor Blip2ForImageTextRetrievalImpl::image_embeds_for_itc(const at::Tensor& pixel_values) {
   at::Tensor q = blip2_query_output(*vision_model, *qformer, query_tokens(), pixel_values);
-  return normalize(vision_projection->forward(q));
+  return normalize(project(vision_projection, q));
 }
 
 at::Tensor Blip2ForImageTextRetrievalImpl::text_embeds_for_itc(const at::Tensor& input_ids,
                                                                const at::Tensor& attention_mask) {
   auto [ids, mask] = text_part(input_ids, attention_mask);
   at::Tensor states = qformer->forward(embeddings->forward(ids), 0, mask).last_hidden_state;
-  return normalize(text_projection->forward(states.select(1, 0)));
+  return normalize(project(text_projection, states.select(1, 0)));
 }
 
 Blip2ImageTextMatchingOutput Blip2ForImageTextRetrievalImpl::forward(const at::Tensor& pixel_values,
@@ -170,7 +196,7 @@ Blip2ImageTextMatchingOutput Blip2ForImageTextRetrievalImpl::forward(const at::T
   if (mask.defined() && options.image_token_index() < 0)
     mask = at::cat({at::ones({mask.size(0), Q}, mask.options()), mask}, 1);
   at::Tensor tokens = embeddings->forward(ids, query_tokens().expand({ids.size(0), -1, -1}));
-  at::Tensor states = qformer->forward(tokens, Q, mask, image).last_hidden_state;
+  at::Tensor states = qformer->forward(tokens, Q, mask, image).last_hidden_state.to(itm_head->weight().scalar_type());
   out.logits_per_image = itm_head->forward(states.narrow(1, 0, Q)).mean(1);
   out.logits_per_text = out.logits_per_image.t();
   out.text_embeds = states;

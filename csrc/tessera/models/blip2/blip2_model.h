@@ -33,6 +33,32 @@ at::Tensor blip2_query_output(Blip2VisionModelImpl& vision, Blip2QFormerModelImp
                               const at::Tensor& query_tokens, const at::Tensor& pixel_values,
                               bool interpolate_pos_encoding = false);
 
+/// transformers' Blip2ForConditionalGenerationModelOutput: the loss and logits, then each part's
+/// outputs (tower, Q-Former, LM), then tessera's token-loss sum and count (the trainer's reduction).
+/// With labels [B, T], T <= the prompt's length, `logits` are the last T positions, as transformers
+/// scores them; `language_model_outputs.logits` cover the whole prompt.
+struct Blip2GenerationOutput {
+  static constexpr const char* kName = "Blip2ForConditionalGenerationModelOutput";
+  at::Tensor loss;
+  at::Tensor logits;
+  PooledOutput vision_outputs;
+  PooledOutput qformer_outputs;
+  CausalLMOutput language_model_outputs;
+  at::Tensor loss_sum;
+  at::Tensor num_tokens;
+
+  template <class V>
+  void visit_fields(V&& v) const {
+    v("loss", loss);
+    v("logits", logits);
+    v("vision_outputs", vision_outputs);
+    v("qformer_outputs", qformer_outputs);
+    v("language_model_outputs", language_model_outputs);
+    v("loss_sum", loss_sum);
+    v("num_tokens", num_tokens);
+  }
+};
+
 class Blip2ForConditionalGenerationImpl : public nn::Module<Blip2ForConditionalGenerationImpl> {
  public:
   explicit Blip2ForConditionalGenerationImpl(Blip2Options options = {});
@@ -42,9 +68,9 @@ class Blip2ForConditionalGenerationImpl : public nn::Module<Blip2ForConditionalG
   at::Tensor image_features(const at::Tensor& pixel_values, bool interpolate_pos_encoding = false);
   /// The LM's input embeddings with the image features in place of the image tokens.
   at::Tensor embed(const at::Tensor& input_ids, const at::Tensor& pixel_values, bool interpolate_pos_encoding = false);
-  CausalLMOutput forward(const at::Tensor& input_ids, const at::Tensor& pixel_values,
-                         const at::Tensor& attention_mask = {}, const at::Tensor& labels = {},
-                         bool output_hidden_states = false, bool interpolate_pos_encoding = false);
+  Blip2GenerationOutput forward(const at::Tensor& input_ids, const at::Tensor& pixel_values,
+                                const at::Tensor& attention_mask = {}, const at::Tensor& labels = {},
+                                bool output_hidden_states = false, bool interpolate_pos_encoding = false);
   /// Prompt (with its image tokens) followed by the generated ids.
   at::Tensor generate(const at::Tensor& input_ids, const at::Tensor& pixel_values, const at::Tensor& attention_mask,
                       const GenerationOptions& options, std::optional<at::Generator> generator = std::nullopt,
