@@ -126,7 +126,8 @@ def test_siglip_trains_the_bias_and_learns(tmp_path):
 
 
 def test_accumulation_is_said_to_change_the_contrastive_batch(tmp_path):
-    with pytest.warns(UserWarning, match="each micro-batch of 32 is its own contrastive batch"):
+    with pytest.warns(UserWarning, match="compares each pair with the batch's others, so each micro-batch of 32 "
+                                         "is its own batch"):
         task(optim={"accumulation_steps": 2})
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -170,6 +170,29 @@ def test_gak_delta_bandwidth_per_pair_and_lengths():
         assert batched[b].item() == pytest.approx(alone.item(), rel=1e-10)
 
 
+def test_nan_padding_past_the_lengths_is_never_read():
+    """The padding was said to be ignored, yet a NaN there (tslearn's to_time_series_dataset pads
+    variable-length series with NaN) was refused: now it is zeroed before any check, and the
+    values and gradients equal tslearn's on the unpadded series, with no NaN reaching a gradient."""
+    from tslearn.metrics import gak as ts_gak, soft_dtw as ts_soft_dtw
+    from tslearn.utils import to_time_series_dataset
+
+    series = [torch.randn(5, 2, dtype=torch.float64).numpy(), torch.randn(3, 2, dtype=torch.float64).numpy()]
+    x = torch.from_numpy(to_time_series_dataset(series)).requires_grad_()  # [2, 5, 2], NaN past row 1's 3 steps
+    y = x.detach().flip(0).clone().requires_grad_()
+    n, m = torch.tensor([5, 3]), torch.tensor([3, 5])
+    cost = (x.unsqueeze(2) - y.unsqueeze(1)).square().sum(-1)  # NaN in the padding only
+    got = ops.soft_dtw(cost, 0.5, lengths=(n, m))
+    want = [ts_soft_dtw(series[b], series[1 - b], gamma=0.5) for b in range(2)]
+    torch.testing.assert_close(got, torch.tensor(want, dtype=torch.float64), rtol=1e-10, atol=1e-12)
+    k = ops.gak(x, y, sigma=1.3, lengths=(n, m))
+    want = [ts_gak(series[b], series[1 - b], sigma=1.3) for b in range(2)]
+    torch.testing.assert_close(k, torch.tensor(want, dtype=torch.float64), rtol=1e-10, atol=1e-12)
+    k.sum().backward()
+    assert torch.isfinite(x.grad).all() and torch.isfinite(y.grad).all()
+    assert not x.grad[1, 3:].any() and not y.grad[0, 3:].any()  # padding: zero gradient
+
+
 def test_normalized_gak_is_one_on_the_diagonal_and_one_slice_is_s_over_2_minus_s():
     x = torch.randn(4, 6, 3, dtype=torch.float64)
     torch.testing.assert_close(ops.gak(x, x, delta=0.5), torch.ones(4, dtype=torch.float64))

@@ -129,6 +129,14 @@ def test_the_target_cache_is_reused_and_rebuilt_when_an_encoder_changes(runs, tm
     section.image_encoder = str(tmp_path / "mae2")
     changed = slice_vectors(data, section, log=logs.append)
     assert len(logs) == 2 and changed.fingerprint != first.fingerprint and len(os.listdir(tmp_path)) == 3
+    # An encoder saved in shards (the index and model-0000i-of-0000n files) is fingerprinted by
+    # them: the fingerprint hashed a model.safetensors such a folder does not have.
+    mae.save_pretrained(str(tmp_path / "mae3"), max_shard_size="20KB")
+    assert not (tmp_path / "mae3" / "model.safetensors").exists()
+    section.image_encoder = str(tmp_path / "mae3")
+    sharded = slice_vectors(data, section, log=logs.append)
+    assert sharded.fingerprint not in (first.fingerprint, changed.fingerprint)
+    torch.testing.assert_close(sharded.first, changed.first)  # the same weights, read from shards
     img = first.is_image
     assert not torch.allclose(changed.first[img], first.first[img])   # the image-only block moved
     torch.testing.assert_close(changed.second, first.second)         # CLIP's did not

@@ -97,6 +97,37 @@ def test_token_weighted_accumulation_gives_the_whole_batch_gradient(tmp_path):
     assert not torch.allclose(model.proj.weight.grad, got["proj.weight"], rtol=1e-3)
 
 
+class _ToyMixed(_toy_task.ToyRegression):
+    """A token loss plus 0.7 x a mean term (BLIP-2 stage 1's ITG + ITC/ITM, Sugar's L_g + alpha L_d)."""
+
+    def count_tokens(self, batch, step):
+        return int(batch["mask"].sum())
+
+    def compute_loss(self, wrapped, model, batch, step):
+        from tessera.train import MixedLoss, TokenLoss
+
+        out = wrapped(batch["x"])
+        err = (out - batch["y"]).pow(2).sum(-1)[batch["mask"]]
+        return {"loss": MixedLoss(TokenLoss(err.sum(), err.numel()), {"aux": (0.7, out.pow(2).mean())})}
+
+
+def test_mixed_loss_accumulation_is_the_token_mean_plus_the_mean_of_micro_batch_terms(tmp_path):
+    """The step's gradient: the whole batch's token mean (each token weighs the same), plus the
+    weighted mean over micro-batches of each micro-batch's mean term."""
+    whole, micro = _micro_batches()
+    trainer = _trainer(tmp_path, accumulation=4, task_cls=_ToyMixed)
+    terms, finite, samples = trainer.accumulate(iter(micro), step=0)
+    got = {n: p.grad.clone() for n, p in trainer.model.named_parameters()}
+    model = trainer.model
+    model.zero_grad()
+    err = (model(whole["x"]) - whole["y"]).pow(2).sum(-1)[whole["mask"]]
+    want = err.mean() + 0.7 * sum(model(b["x"]).pow(2).mean() for b in micro) / 4
+    want.backward()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(got[n], p.grad, rtol=1e-5, atol=1e-6, msg=n)
+    assert terms["loss"] == pytest.approx(float(want.detach()), rel=1e-6)
+
+
 def test_forward_around_the_wrapper_is_an_error(tmp_path):
     class Bypass(_toy_task.ToyRegression):
         def compute_loss(self, wrapped, model, batch, step):

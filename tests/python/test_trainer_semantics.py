@@ -195,6 +195,25 @@ def test_a_task_that_rewrites_compute_loss_does_not_inherit_the_fsdp2_padding_pr
     assert SugarTask.pads_unused_under_fsdp2  # it pads (test_sugar_distributed.py)
 
 
+def test_every_loss_that_couples_a_batch_says_so_under_accumulation():
+    """Only CLIP warned that accumulated micro-batches are separate batches; BLIP-2's ITC/ITM and
+    Sugar's L_d are coupled the same way (and `tessera plan` split their batches freely)."""
+    from tessera.train.blip2_task import Blip2PretrainTask
+    from tessera.train.clip_task import ClipTask
+    from tessera.train.sugar_task import SugarTask
+
+    assert all(t.batch_coupled for t in (ClipTask, Blip2PretrainTask, SugarTask))
+    assert not _toy_task.ToyRegression.batch_coupled
+
+    class Coupled(_toy_task.ToyRegression):
+        batch_coupled = "the toy loss compares rows"
+
+    r = recipe_from_dict(_toy(optim={"accumulation_steps": 2}))
+    with pytest.warns(UserWarning, match=r"optim.accumulation_steps 2: the toy loss compares rows, so each "
+                                         r"micro-batch of \d+ is its own batch"):
+        Coupled(r)
+
+
 class _NanOnce(_toy_task.ToyRegression):
     """A NaN loss on the first micro-batch of the third step (`step` counts from 0)."""
 

@@ -68,20 +68,25 @@ at::Tensor neg_log_gak(const at::Tensor& phi, const at::Tensor& sigma, const at:
 at::Tensor gak_from_cost(const at::Tensor& xy_in, const at::Tensor& xx_in, const at::Tensor& yy_in,
                          const GakOptions& o) {
   const bool single = xy_in.defined() && xy_in.dim() == 2;
-  const at::Tensor xy = batched(xy_in, 3, "gak", "the x-y cost");
+  at::Tensor xy = batched(xy_in, 3, "gak", "the x-y cost");
   TORCH_CHECK_VALUE(o.x_lengths.defined() == o.y_lengths.defined(), "gak: give both x_lengths and y_lengths, or neither");
   const int64_t B = xy.size(0), N = xy.size(1), M = xy.size(2);
-  check_cost(xy, "the x-y cost");
   const bool given = o.x_lengths.defined();
   const at::Tensor n = checked_lengths(o.x_lengths, B, N, "gak", "x_lengths", xy);
   const at::Tensor m = checked_lengths(o.y_lengths, B, M, "gak", "y_lengths", xy);
+  // Padding (past each pair's lengths) may hold anything: zeroed before any check, never read.
+  auto inside = [&](const at::Tensor& c, const at::Tensor& rows, const at::Tensor& cols) {
+    return given ? zero_past(zero_past(c, rows, 1), cols, 2) : c;
+  };
+  xy = inside(xy, n, m);
+  check_cost(xy, "the x-y cost");
   // K(x, x) and K(y, y) take the x-y pair's sigma: one local kernel for all three keeps the
   // normalised value a cosine in the kernel's feature space, hence <= 1.
   const at::Tensor sigma = bandwidth(n, m, o, xy.options());
   at::Tensor log_k = -neg_log_gak(xy, sigma, n, m, given);
   if (o.normalized) {
-    const at::Tensor xx = batched(xx_in, 3, "gak", "the x-x cost (normalized=True needs it)");
-    const at::Tensor yy = batched(yy_in, 3, "gak", "the y-y cost (normalized=True needs it)");
+    at::Tensor xx = batched(xx_in, 3, "gak", "the x-x cost (normalized=True needs it)");
+    at::Tensor yy = batched(yy_in, 3, "gak", "the y-y cost (normalized=True needs it)");
     TORCH_CHECK_VALUE(xx.size(0) == B && xx.size(1) == N && xx.size(2) == N, "gak: the x-x cost must be [", B, ", ",
                       N, ", ", N, "], got shape ", xx.sizes());
     TORCH_CHECK_VALUE(yy.size(0) == B && yy.size(1) == M && yy.size(2) == M, "gak: the y-y cost must be [", B, ", ",
@@ -89,6 +94,8 @@ at::Tensor gak_from_cost(const at::Tensor& xy_in, const at::Tensor& xx_in, const
     TORCH_CHECK_TYPE(xx.scalar_type() == xy.scalar_type() && yy.scalar_type() == xy.scalar_type(),
                      "gak: the x-x and y-y costs must have the x-y cost's dtype ", xy.scalar_type(), ", got ",
                      xx.scalar_type(), " and ", yy.scalar_type());
+    xx = inside(xx, n, n);
+    yy = inside(yy, m, m);
     check_cost(xx, "the x-x cost");
     check_cost(yy, "the y-y cost");
     log_k = log_k + 0.5 * (neg_log_gak(xx, sigma, n, n, given) + neg_log_gak(yy, sigma, m, m, given));
@@ -101,7 +108,7 @@ at::Tensor gak(const at::Tensor& x_in, const at::Tensor& y_in, const GakOptions&
   TORCH_CHECK_VALUE(x_in.defined() && y_in.defined(), "gak: x and y must be defined");
   TORCH_CHECK_VALUE(x_in.dim() == y_in.dim(), "gak: x and y must both be [B, len, dim] or both [len, dim], got shapes ",
                     x_in.sizes(), " and ", y_in.sizes());
-  const at::Tensor x = batched(x_in, 3, "gak", "x"), y = batched(y_in, 3, "gak", "y");
+  at::Tensor x = batched(x_in, 3, "gak", "x"), y = batched(y_in, 3, "gak", "y");
   for (const at::Tensor* t : {&x, &y})
     TORCH_CHECK_TYPE(t->scalar_type() == at::kFloat || t->scalar_type() == at::kDouble,
                      "gak: x and y must be float32 or float64, got ", x.scalar_type(), " and ", y.scalar_type());
@@ -111,6 +118,10 @@ at::Tensor gak(const at::Tensor& x_in, const at::Tensor& y_in, const GakOptions&
   auto sq = [](const at::Tensor& a, const at::Tensor& b) {  // exact pairwise squared distances
     return (a.unsqueeze(2) - b.unsqueeze(1)).square().sum(-1);
   };
+  if (o.x_lengths.defined() && o.y_lengths.defined()) {  // NaN padding (tslearn's) would give 0 * NaN gradients
+    x = zero_past(x, checked_lengths(o.x_lengths, x.size(0), x.size(1), "gak", "x_lengths", x), 1);
+    y = zero_past(y, checked_lengths(o.y_lengths, y.size(0), y.size(1), "gak", "y_lengths", y), 1);
+  }
   at::Tensor k = gak_from_cost(sq(x, y), o.normalized ? sq(x, x) : at::Tensor(),
                                o.normalized ? sq(y, y) : at::Tensor(), o);
   return x_in.dim() == 2 ? k.squeeze(0) : k;

@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include <vector>
+
 namespace tessera::ops {
 
 at::Tensor checked_lengths(const at::Tensor& len, int64_t B, int64_t limit, const char* fn, const char* name,
@@ -22,6 +24,14 @@ at::Tensor checked_lengths(const at::Tensor& len, int64_t B, int64_t limit, cons
     }
   }
   return out;
+}
+
+at::Tensor zero_past(const at::Tensor& t, const at::Tensor& len, int64_t dim) {
+  std::vector<int64_t> shape(t.dim(), 1);
+  shape[0] = t.size(0);
+  shape[dim] = t.size(dim);
+  const at::Tensor past = at::arange(t.size(dim), len.options()).view({1, -1}) >= len.view({-1, 1});
+  return t.masked_fill(past.view(shape), 0);
 }
 
 }  // namespace tessera::ops

@@ -12,4 +12,9 @@ namespace tessera::ops {
 at::Tensor checked_lengths(const at::Tensor& len, int64_t B, int64_t limit, const char* fn, const char* name,
                            const at::Tensor& like);
 
+/// `t` with the steps of dimension `dim` at or past each row's length (`len` [B], row = dim 0)
+/// set to zero: padding may hold anything (tslearn pads with NaN), is never checked, and gets a
+/// zero gradient (masked_fill's, so a NaN there does not turn it into 0 * NaN).
+at::Tensor zero_past(const at::Tensor& t, const at::Tensor& len, int64_t dim);
+
 }  // namespace tessera::ops

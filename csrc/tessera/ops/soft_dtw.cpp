@@ -84,7 +84,7 @@ at::Tensor soft_dtw(const at::Tensor& cost, double gamma, const at::Tensor& x_le
   TORCH_CHECK_VALUE(x_lengths.defined() == y_lengths.defined(),
                     "soft_dtw: give both x_lengths and y_lengths, or neither");
   const bool single = cost.dim() == 2;
-  const at::Tensor c = single ? cost.unsqueeze(0) : cost;
+  at::Tensor c = single ? cost.unsqueeze(0) : cost;
   const int64_t B = c.size(0), N = c.size(1), M = c.size(2);
   // One range, in the cost's own precision: below its smallest normal, cost / gamma overflows to
   // inf and the soft minimum to NaN; above max / (2 (N + M)), gamma times the log of the path count
@@ -99,6 +99,9 @@ at::Tensor soft_dtw(const at::Tensor& cost, double gamma, const at::Tensor& x_le
   TORCH_CHECK_VALUE(N >= 1 && M >= 1, "soft_dtw: both sequences need at least one step, got cost shape ",
                     cost.sizes());
   TORCH_CHECK_VALUE(!single || !x_lengths.defined(), "soft_dtw: lengths need a batched [B, N, M] cost");
+  const at::Tensor n = checked_lengths(x_lengths, B, N, "soft_dtw", "x_lengths", cost);
+  const at::Tensor m = checked_lengths(y_lengths, B, M, "soft_dtw", "y_lengths", cost);
+  if (x_lengths.defined()) c = zero_past(zero_past(c, n, 1), m, 2);  // padding is never read
   if (B > 0) {
     // A path sums up to N + M entries: beyond `huge` its sum overflows to inf, and a cell whose
     // predecessors are all inf takes inf - inf = NaN, which spreads to cells a finite path reaches.
@@ -112,8 +115,6 @@ at::Tensor soft_dtw(const at::Tensor& cost, double gamma, const at::Tensor& x_le
                         "large cost within that bound, not inf or the dtype's max)");
     }
   }
-  const at::Tensor n = checked_lengths(x_lengths, B, N, "soft_dtw", "x_lengths", c);
-  const at::Tensor m = checked_lengths(y_lengths, B, M, "soft_dtw", "y_lengths", c);
   if (B == 0) return at::zeros({0}, cost.options()) + c.sum({1, 2});  // keeps the graph for empty batches
   at::Tensor out = SoftDtwFunction::apply(c, gamma, n, m);
   return single ? out.squeeze(0) : out;

@@ -51,6 +51,22 @@ def load_weights(path: Union[str, os.PathLike], verified: bool = False) -> Dict[
     return {k: v for k, v in tensors.items() if not _IGNORED_KEYS.search(k)}
 
 
+def weight_files(path: str) -> List[str]:
+    """The files load_weights reads from the folder `path`, as names in it: model.safetensors, or
+    the index and every shard it lists (what a fingerprint of the weights must hash)."""
+    if os.path.isfile(os.path.join(path, SINGLE)):
+        return [SINGLE]
+    index = os.path.join(path, INDEX)
+    if not os.path.isfile(index):
+        raise FileNotFoundError(f"no checkpoint in {path}: expected {SINGLE} or {INDEX}")
+    try:
+        with open(index, encoding="utf-8") as f:
+            shards = sorted(set(json.load(f)["weight_map"].values()))
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{index}: not a valid index (a 'weight_map' of tensor names to shard files): {e}") from None
+    return [INDEX] + shards
+
+
 def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 

@@ -108,10 +108,10 @@ def run_plan(args) -> int:
         from ..train.tasks import task_class
 
         coupled = getattr(task_class(recipe.task), "batch_coupled", False)
-        fits = suggest(shape, base, parse_size(args.device_memory), bf16_ok, batch_coupled=coupled)
+        fits = suggest(shape, base, parse_size(args.device_memory), bf16_ok, batch_coupled=bool(coupled))
         if coupled:
-            plan.notes.append("the loss couples a batch's samples (contrastive): the suggestions keep the recipe's "
-                              "micro-batch, since accumulating smaller ones trains a different loss")
+            plan.notes.append(f"the loss couples a batch's samples ({coupled}): the suggestions keep the "
+                              "recipe's micro-batch, since accumulating smaller ones trains a different loss")
         if not bf16_ok:
             plan.notes.append("bf16 left out of the suggestions: this CPU emulates it (about 6x slower)")
         if shape.has_lora:

@@ -105,7 +105,7 @@ class Blip2PretrainTask(Task):
     model_class = Blip2ForPretraining
     # LAVIS's blip2_image_train processor: RandomResizedCrop(scale=(0.5, 1.0), bicubic), flips.
     train_augmentation = {"scale": (0.5, 1.0), "hflip_prob": 0.5}
-    batch_coupled = True  # ITC is contrastive over the batch, and ITM's negatives come from it
+    batch_coupled = "ITC is contrastive over the batch, and ITM draws its negatives from it"
 
     def __init__(self, recipe, rank: int = 0, world_size: int = 1):
         super().__init__(recipe, rank, world_size)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -81,9 +80,8 @@ class ClipTask(Task):
     model_class = CLIPModel
     # open_clip's image_transform(is_train=True): RandomResizedCrop(scale=(0.9, 1.0), bicubic), no flip.
     train_augmentation = {"scale": (0.9, 1.0), "hflip_prob": 0.0}
-    # The contrastive loss couples a batch's samples: accumulated micro-batches are separate,
-    # smaller contrastive batches (open_clip's accum_freq recomputes against cached features).
-    batch_coupled = True
+    # open_clip's accum_freq recomputes against cached features instead (not built).
+    batch_coupled = "the contrastive loss compares each pair with the batch's others"
 
     def __init__(self, recipe, rank: int = 0, world_size: int = 1):
         super().__init__(recipe, rank, world_size)
@@ -93,10 +91,6 @@ class ClipTask(Task):
         from ..losses import ClipLoss, SigLipLoss
 
         lc = recipe.loss
-        if recipe.optim.accumulation_steps > 1:
-            warnings.warn(f"optim.accumulation_steps {recipe.optim.accumulation_steps}: each micro-batch of "
-                          f"{recipe.data.batch_size} is its own contrastive batch (the loss is their mean), not one "
-                          "batch of their sum as open_clip's accum_freq computes it", stacklevel=2)
         if lc.kind == "clip":
             self.loss_fn = ClipLoss(local_loss=lc.local_loss, gather_with_grad=lc.gather_with_grad,
                                     rank=rank, world_size=world_size)

@@ -12,8 +12,8 @@ M_l[i, j] = GAK(prefix_i, prefix_j), prefix_i the slices of point i's sample up 
 its slice, and 1 for two points of one sample (the paper's rule). Normalised GAK by default.
 
 The cache: `<cache_dir>/<data file name>-<fingerprint>.pt`; the fingerprint hashes the data file
-and the encoders' checkpoint files (config.json, model.safetensors), so changing either builds a
-new one. Image files are not hashed: the generator never rewrites an image under the same
+and the encoders' checkpoint files (config.json and model.safetensors, or the index and its
+shards), so changing either builds a new one. Image files are not hashed: the generator never rewrites an image under the same
 manifest, and hashing every image would cost more than the cache saves."""
 from __future__ import annotations
 
@@ -26,13 +26,13 @@ import torch
 import torch.nn.functional as F
 
 from .. import data as tdata
+from ..models.weights import weight_files
 from ..schema import require
 from .checkpoint import resolve_checkpoint
 from .conversation_data import image_paths, load_pixels
 from .interleaved_data import read_interleaved
 
 CACHE_VERSION = 1
-ENCODER_FILES = ("config.json", "model.safetensors")
 PAIRS_PER_CALL = 8192
 
 
@@ -77,8 +77,8 @@ def fingerprint(data_file: str, section: SugarTargets) -> str:
     """sha256 of the data file and the encoders' checkpoint files (and the cache format)."""
     h = hashlib.sha256(f"sugar-targets-v{CACHE_VERSION}\0".encode())
     _hash_file(h, data_file)
-    for folder in _encoder_folders(section):
-        for name in ENCODER_FILES:
+    for folder in _encoder_folders(section):  # a sharded checkpoint: its index and every shard
+        for name in ["config.json"] + weight_files(folder):
             _hash_file(h, os.path.join(folder, name))
     return h.hexdigest()
 

@@ -10,7 +10,9 @@ retrieve, L = L_g + alpha * L_d.
   with gradient); M_l = normalised GAK over the triple-kernel cost of the points' prefixes, from
   frozen encoders cached per data file (`sugar_targets`), 1 within a sample;
   L_d = (1/n) sum_ij (M_r - M_l)^2 (`losses.sugar`).
-- Both go into one MixedLoss, so accumulation and data parallelism give one big batch's gradient.
+- Both go into one MixedLoss. L_g is exact across ranks and accumulation; L_d is exact across
+  ranks (points gathered) but compares the points of one micro-batch, so accumulation gives
+  separate, smaller L_d batches (`batch_coupled`: said at run time, kept by `tessera plan`).
 - `data.instruct` mixes LLaVA conversation samples into training (the paper continues on its
   interleaved data together with LLaVA-1.5's instruction data): they take L_g on their answers and
   have no points, so L_d sees the interleaved samples only.
@@ -131,6 +133,7 @@ class SugarTask(LlavaTask):
                 "targets": SugarTargets, "eval": SugarEval}
     model_class = LlavaForConditionalGeneration
     evaluation_gathers_all = True
+    batch_coupled = "L_d compares every point of the batch with every other (M_r, M_l)"
 
     def __init__(self, recipe, rank: int = 0, world_size: int = 1):
         Task.__init__(self, recipe, rank, world_size)

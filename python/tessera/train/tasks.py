@@ -15,6 +15,7 @@ A recipe names it (`task: clip`). Tasks outside tessera are found by importing t
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import (Any, Callable, ClassVar, Dict, Iterable, List, NamedTuple, Optional, Protocol, Tuple, Union,
                     runtime_checkable)
 
@@ -81,10 +82,20 @@ class Task:
     #: The run folder, set by the trainer before training (None outside a run): where a task may
     #: write pictures during training.
     out_dir: Optional[str] = None
+    #: What couples a batch's samples in the loss ("" when nothing does): then accumulated
+    #: micro-batches are separate, smaller batches, not one big one. Said at run time, and
+    #: `tessera plan` keeps the recipe's micro-batch.
+    batch_coupled: ClassVar[str] = ""
 
     def __init__(self, recipe, rank: int = 0, world_size: int = 1):
         self.recipe = recipe
         self.rank, self.world_size = rank, world_size
+        optim, data = getattr(recipe, "optim", None), getattr(recipe, "data", None)
+        steps = getattr(optim, "accumulation_steps", 1)
+        if self.batch_coupled and steps > 1:
+            warnings.warn(f"optim.accumulation_steps {steps}: {self.batch_coupled}, so each micro-batch of "
+                          f"{getattr(data, 'batch_size', '?')} is its own batch (the loss is their mean), not one "
+                          "batch of their sum", stacklevel=2)
 
     def build_model(self) -> nn.Module:
         """`model.name` (a registered variant, with `pretrained` weights and `config` overrides),
