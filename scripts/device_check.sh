@@ -196,8 +196,9 @@ fi
 if ok install && ok import; then
   phase pytest_cuda pytest-cuda.log ${TESSERA_DEVICE_TEST_CAP:-180} "$PY" -m pytest -m cuda ${TESSERA_DEVICE_TESTS:-tests/python} \
     -q -rfEs -p no:cacheprovider --junitxml="$ROOT/$BUILD/pytest-cuda.xml"
-  # where a decoding step's time goes (host launches or the device): kernels per token, busy time
-  phase probe probe.log 90 "$PY" benchmarks/gpu_decode_probe.py
+  # where a decoding step's time goes (host launches or the device): kernels per token, busy time.
+  # Into bench.log: the device tool brings back at most 8 files (6 logs, bench.json, report.json).
+  phase probe bench.log 90 "$PY" benchmarks/gpu_decode_probe.py
   # gpu_suite.py writes bench.json after each benchmark: a phase stopped at its cap keeps its figures.
   phase bench bench.log 240 "$PY" benchmarks/gpu_suite.py --json "$REPORT/bench.json" \
     ${TESSERA_DEVICE_BENCH:+--only $TESSERA_DEVICE_BENCH}
