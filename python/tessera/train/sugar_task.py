@@ -17,8 +17,8 @@ retrieve, L = L_g + alpha * L_d.
   interleaved data together with LLaVA-1.5's instruction data): they take L_g on their answers and
   have no points, so L_d sees the interleaved samples only.
 
-The model: the LLaVA demo run (`init.checkpoint`), LoRA on the LM's q_proj/v_proj with the
-multimodal projector trained whole (the paper's setup), and the retrieval projector, in one
+The model: the LLaVA demo run (`init.checkpoint`), LoRA on the LM's q_proj/v_proj (the paper's)
+with the multimodal projector trained whole (ours: docs/design.md), and the retrieval projector, in one
 `SugarModel` (why: tessera/models/sugar.py). Evaluation (`sugar_eval`): interleaved retrieval and
 Winoground-style scores through r on the held-out data."""
 from __future__ import annotations
