@@ -73,9 +73,12 @@ def _eval(args) -> int:
         raise ValueError("--retrieval: an empty file name (give a split file, or --retrieval alone for the recipe's data)")
     recipe = load_recipe(args.recipe, args.set + (["eval.retrieval=true"] if args.retrieval is True else []))
     from .train.checkpoint import check_eval_checkpoint, resolve_checkpoint
+    from .train.tasks import Task
 
     task = build_task(recipe)
     split = None
+    if split_file and type(task).evaluate_split is Task.evaluate_split:
+        Task.evaluate_split(task, None, None)  # refused, naming the task, before anything is read
     if split_file:  # read and checked (every image file) before the model is loaded
         from .eval.caption_retrieval import load_retrieval_split
 
@@ -92,13 +95,7 @@ def _eval(args) -> int:
 
         int8_decoding(model)
     if split is not None:
-        from .eval.caption_retrieval import caption_retrieval_evaluate
-
-        if not hasattr(model, "get_image_features") or not hasattr(task, "tokenizer"):
-            raise ValueError(f"--retrieval FILE needs a two-tower model (CLIP); task {recipe.task!r} has "
-                             f"{type(model).__name__}")
-        metrics = caption_retrieval_evaluate(model, split, task.tokenizer, recipe.data.image_size,
-                                             recipe.data.context_length)
+        metrics = task.evaluate_split(model, split)
     else:
         metrics = task.evaluate(model, final=False)
     print(json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, indent=2))
@@ -201,8 +198,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     e.add_argument("--recipe", help="recipe whose task, data and eval sections to use (default: the "
                                     "checkpoint's recipe.json, the one it was trained with)")
     e.add_argument("--retrieval", nargs="?", const=True, default=False, metavar="SPLIT_FILE",
-                   help="CLIP: also image-text retrieval on the recipe's eval data; with a file, R@1/5/10 on "
-                        "it instead (coco:dataset_coco.json, flickr30k:dataset_flickr30k.json, annotations:list.json)")
+                   help="CLIP: also image-text retrieval on the recipe's eval data; with a file (CLIP or BLIP-2 "
+                        "stage 1 runs), R@1/5/10 on it instead (coco:dataset_coco.json, "
+                        "flickr30k:dataset_flickr30k.json, annotations:list.json)")
     e.add_argument("--split", default="test", help="--retrieval FILE: the Karpathy split (test, val, ...)")
     e.add_argument("--image-root", help="--retrieval FILE: the folder image paths are relative to "
                    "(default: the file's folder)")

@@ -106,3 +106,48 @@ def test_evaluation_follows_its_definitions(runs):
     assert got["itm_pair_acc"] == pytest.approx(right["half"] / (2 * n))
     assert got["itm_pair_acc_prior"] == pytest.approx(right["third"] / (2 * n))
     assert got["itm_rerank_r1"] == pytest.approx(right["rerank"] / n)
+
+
+@pytest.mark.usefixtures("png_codec")
+def test_eval_cli_retrieval_on_a_karpathy_file_follows_the_definition(runs, tmp_path):
+    """`tessera eval RUN --retrieval coco:FILE` refused a BLIP-2 stage-1 run ("needs a two-tower
+    model"); it now scores each image's best query against each caption, as ITC does."""
+    import torch.nn.functional as F
+
+    from test_caption_retrieval import recall_by_definition
+    from tessera.eval.caption_retrieval import load_retrieval_split
+    from tessera.train import build_task, recipe_from_dict
+
+    r = recipe("ddp", 16)
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(r))
+    ckpt = runs / "single" / "checkpoints" / f"step-{STEPS:08d}"
+    # Noise images and 15 distinct captions in the run's words, so that no two scores tie.
+    g, entries = torch.Generator().manual_seed(0), []
+    pairs = iter(torch.randperm(len(CLASSES) ** 2, generator=g).tolist())
+    (tmp_path / "val2014").mkdir()
+    for i in range(6):
+        pixels = torch.randint(0, 256, (12, 12, 3), generator=g, dtype=torch.uint8)
+        (tmp_path / "val2014" / f"{i}.png").write_bytes(tessera._C.data.encode_png(pixels))
+        words = [(CLASSES[p // len(CLASSES)], CLASSES[p % len(CLASSES)]) for p in (next(pairs) for _ in range(5))]
+        entries.append({"filepath": "val2014", "filename": f"{i}.png", "split": "test" if i % 2 == 0 else "train",
+                        "imgid": i, "sentences": [{"raw": f"a photo of a {a} {b}."} for a, b in words]})
+    split_file = str(tmp_path / "dataset_coco.json")
+    (tmp_path / "dataset_coco.json").write_text(json.dumps({"images": entries, "dataset": "coco"}))
+    run = subprocess.run([sys.executable, "-m", "tessera.cli", "eval", str(ckpt), "--recipe", str(tmp_path / "r.yaml"),
+                          "--retrieval", "coco:" + split_file, "--split", "test"], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    got = json.loads(run.stdout)
+    task = build_task(recipe_from_dict(r))
+    model = task.load_model(str(ckpt)).eval()
+    split = load_retrieval_split("coco:" + split_file, "test")
+    transform = tessera.data.ImageTransform(tessera.data.clip_transform(28))
+    with torch.no_grad():
+        px = torch.stack([transform(tessera.data.read_image(p)) for p in split.images])
+        queries = model.itc_image_features(task.image_embeds(px))                     # [I, Q, E]
+        texts = model.itc_text_features(*task.vocab(split.captions, r["data"]["context_length"]))
+    sim = torch.einsum("iqe,te->itq", queries, texts).amax(-1)
+    for k in (1, 5):
+        i2t, t2i = recall_by_definition(sim.tolist(), split.caption_image, k)
+        assert got[f"image_to_text_R@{k}"] == pytest.approx(i2t) and got[f"text_to_image_R@{k}"] == pytest.approx(t2i)
+    assert got["num_images"] == 3 and got["num_captions"] == 15

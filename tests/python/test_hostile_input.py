@@ -683,6 +683,9 @@ def test_command_line_values_are_named(fixture_dir, shared_dir, tmp_path, capsys
     recipe = "recipes/fashion_mnist_clip.yaml"
     assert main(["eval", str(fixture_dir("clip")), "--recipe", recipe, "--retrieval", ""]) == 2
     assert "--retrieval: an empty file name" in capsys.readouterr().err
+    assert main(["eval", str(fixture_dir("mae")), "--recipe", "recipes/fashion_mnist_mae.yaml",
+                 "--retrieval", str(split)]) == 2  # refused before the split is read
+    assert "the MaeTask task has no image-text retrieval" in capsys.readouterr().err
     (tmp_path / "latin1.yaml").write_bytes(b"task: clip # caf\xe9\n")
     for path, message in ((tmp_path, "not found"), (tmp_path / "latin1.yaml", "not UTF-8")):
         with pytest.raises((ValueError, FileNotFoundError), match=message):

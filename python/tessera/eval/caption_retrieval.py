@@ -175,23 +175,25 @@ def multi_caption_recall(image_embeds: torch.Tensor, text_embeds: torch.Tensor, 
 def caption_retrieval_evaluate(model, split: RetrievalSplit, tokenizer, image_size: int, context_length: int = 77,
                                batch_size: int = 64, ks: Sequence[int] = (1, 5, 10),
                                image_features: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-                               text_features: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+                               text_features: Optional[Callable[[List[str]], torch.Tensor]] = None,
                                score=None) -> Dict[str, float]:
     """Embeds the split's images once (CLIP's evaluation transform at `image_size`) and its
-    captions, then `multi_caption_recall`. `image_features` / `text_features` default to the
-    model's normalised get_image_features / get_text_features."""
+    captions, then `multi_caption_recall`. `image_features` (pixels -> features) and
+    `text_features` (a batch of caption strings -> features) default to the model's normalised
+    get_image_features / get_text_features, the captions read by `tokenizer`; `score` as
+    multi_caption_recall takes it (BLIP-2: best_query_score)."""
     from ..data.transforms import ImageTransform, clip_transform, read_image
 
     device = next(model.parameters()).device
     image_features = image_features or (lambda px: F.normalize(model.get_image_features(px).float(), dim=-1))
-    text_features = text_features or (lambda ids: F.normalize(model.get_text_features(ids).float(), dim=-1))
+    text_features = text_features or (lambda captions: F.normalize(model.get_text_features(
+        tokenizer(captions, context_length=context_length).to(device)).float(), dim=-1))
     transform = ImageTransform(clip_transform(image_size))
     images = []
     for s in range(0, len(split.images), batch_size):
         pixels = torch.stack([transform(read_image(p)) for p in split.images[s:s + batch_size]])
         images.append(image_features(pixels.to(device)).cpu())
-    texts = [text_features(tokenizer(split.captions[s:s + batch_size], context_length=context_length).to(device)).cpu()
-             for s in range(0, len(split.captions), batch_size)]
+    texts = [text_features(split.captions[s:s + batch_size]).cpu() for s in range(0, len(split.captions), batch_size)]
     out = multi_caption_recall(torch.cat(images), torch.cat(texts), split.caption_image, ks, score)
     out.update(num_images=len(split.images), num_captions=len(split.captions))
     return out

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from ..eval import zero_shot_evaluate
+from ..eval import caption_retrieval_evaluate, zero_shot_evaluate
 from ..eval.finite import require_finite
 from ..models.blip2_pretraining import Blip2ForPretraining
 from .clip_task import ClipData
@@ -226,6 +226,20 @@ class Blip2PretrainTask(Task):
             seen += len(px)
             if seen >= limit:
                 return
+
+    @torch.no_grad()
+    def evaluate_split(self, model, split) -> Dict[str, float]:
+        """ITC retrieval on a caption split: each image's query features against each caption's
+        feature, scored by the best query (LAVIS's and transformers' ITC)."""
+        d, device = self.recipe.data, model.device
+
+        def text_features(captions):
+            ids, mask = self.vocab(captions, d.context_length)
+            return model.itc_text_features(ids.to(device), mask.to(device))
+
+        return caption_retrieval_evaluate(model, split, None, d.image_size, batch_size=d.batch_size,
+                                          image_features=lambda px: model.itc_image_features(self.image_embeds(px)),
+                                          text_features=text_features, score=best_query_score)
 
     def evaluate(self, model, final: bool = False) -> Dict[str, Any]:
         """ITC zero-shot accuracy (each class: the mean of its templates' text features), ITM

@@ -196,8 +196,7 @@ class ClipTask(Task):
                 self._grid_source = next(iter(self._loader(eval_set, False, 0, 1, labelled(self.class_names))))
         split = caption_split(eval_set, cfg.eval.max_images) if cfg.eval.retrieval else None
         if split is not None:  # a caption file: each image once, a hit on any of its captions
-            out.update(caption_retrieval_evaluate(model, split, self.tokenizer, cfg.data.image_size,
-                                                  cfg.data.context_length, cfg.data.batch_size))
+            out.update(self.evaluate_split(model, split))
         elif cfg.eval.retrieval:
             loader = self._loader(eval_set, False, 0, 1)
             # One caption per class (the first template), not a drawn one: a hit must not hang on
@@ -210,6 +209,10 @@ class ClipTask(Task):
             out.update(retrieval_evaluate(model, batches, self.tokenizer, cfg.data.context_length,
                                           cfg.eval.max_images, group=isinstance(eval_set, Shards)))
         return out
+
+    def evaluate_split(self, model: CLIPModel, split: RetrievalSplit) -> Dict[str, float]:
+        d = self.recipe.data
+        return caption_retrieval_evaluate(model, split, self.tokenizer, d.image_size, d.context_length, d.batch_size)
 
     def plot(self, out_dir: str, metrics_path: str, metrics: Dict[str, Any]) -> None:
         from ..viz import plot_confusion, plot_eval_curves, plot_prediction_grid, plot_training_curves, read_metrics

@@ -151,6 +151,13 @@ class Task:
         overrides it."""
         return no_decay(name, param)
 
+    def evaluate_split(self, model: nn.Module, split) -> Dict[str, float]:
+        """Image-text retrieval on a caption split (`tessera eval RUN --retrieval FILE`: COCO's or
+        Flickr30k's Karpathy JSON, LAVIS lists): R@1/5/10 both ways, each image embedded once and
+        a hit on any of its captions. Tasks whose model retrieves implement it."""
+        raise ValueError(f"--retrieval FILE: the {type(self).__name__} task has no image-text retrieval "
+                         "(the clip and blip2_pretrain tasks have)")
+
     def leaves_parameters_unused(self) -> bool:
         """Whether some steps leave trainable parameters out of the forward (DDP must then find
         them each step, or its gradient all-reduce never starts and the ranks drift apart)."""
