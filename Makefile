@@ -5,6 +5,7 @@
 #   make blip2  — BLIP-2 stage 1 on the CLIP demo's tower, then stage 2 through LLaVA (Q-Former projector)
 #   make sugar  — Sugar (L_g + alpha L_d) and its L_g-only twin on the demo's LLaVA, interleaved data
 #   make mim    — VQ-KD, BEiT and feature-target MIM after the demo; make results — their probes
+#   make clip-shards — the CLIP demo on webdataset shards; make llava-stages — LLaVA's two stages alone
 #   make test   — build, GoogleTest (ctest), pytest
 PY      := .venv/bin/python
 BUILD   := build
@@ -82,12 +83,13 @@ sugar: build
 	$(PY) -m tessera.cli eval runs/demo-sugar --recipe recipes/fashion_mnist_llava_lora.yaml --set eval.max_samples=300
 	$(PY) -m tessera.cli eval runs/demo-sugar-lg-only --recipe recipes/fashion_mnist_llava_lora.yaml --set eval.max_samples=300
 
-# Masked image modeling after the demo (its CLIP model is the teacher): VQ-KD tokenizer, BEiT on
-# its tokens, feature-target MIM; ~5 minutes on 2 cores.
+# The CLIP demo on webdataset shards written from Fashion-MNIST (python -m tessera.data.shards).
 clip-shards: build
 	@test -f runs/data/shards/test-00009.tar || { $(PY) -m tessera.data.shards runs/data/shards --fashion-mnist /usr/share/datasets/fashion-mnist --split train --maxcount 1000 && $(PY) -m tessera.data.shards runs/data/shards --fashion-mnist /usr/share/datasets/fashion-mnist --split test --maxcount 1000; }
 	$(PY) -m tessera.cli train recipes/fashion_mnist_clip_shards.yaml --out runs/demo-clip-shards --overwrite
 
+# Masked image modeling after the demo (its CLIP model is the teacher): VQ-KD tokenizer, BEiT on
+# its tokens, feature-target MIM; ~5 minutes on 2 cores.
 mim: build
 	@test -d runs/demo/checkpoints || $(MAKE) demo
 	$(PY) -m tessera.cli train recipes/fashion_mnist_vqkd.yaml --out runs/demo-vqkd --overwrite

@@ -3,10 +3,10 @@
 # cu130, CMake, ninja, nvcc; none of the Debian libraries tessera links, no package registry):
 #   bash scripts/device_check.sh REPORT_DIR          (the device tool: carry .device, REPORT_DIR=$OUT)
 # after `bash scripts/device_bundle.sh` here filled .device/ (bundle + wheels). Phases: env,
-# wheels, configure, build, install, import, ctest, pytest -m cuda, a CPU smoke subset, then
-# benchmarks/gpu_suite.py when it exists. Writes REPORT_DIR/report.json (per-phase seconds and
-# exit codes, versions, nvidia-smi -L, pass/fail counts) and at most 7 logs beside it (the tool
-# brings back 8 files). A failing phase is recorded and the rest still run where they can.
+# wheels, configure, build, install, import, then the GPU's work first: pytest -m cuda, the decode
+# probe (benchmarks/gpu_decode_probe.py), benchmarks/gpu_suite.py; then ctest and a CPU smoke
+# subset. Writes REPORT_DIR/report.json (per-phase seconds and exit codes, versions, nvidia-smi -L,
+# pass/fail counts), bench.json and 6 logs beside them (the tool brings back 8 files). A failing phase is recorded and the rest still run where they can.
 #
 # Build: build-device/ (never ./build), TESSERA_CUDA=ON for arch 90 (H100/H200), OpenCV OFF,
 # examples OFF, ninja -j$(nproc); CMake sees only the bundle's libraries (/usr ignored as a

@@ -8,8 +8,10 @@
 #include "tessera/models/clip/clip_layout.h"
 #include "tessera/models/llama/llama_layout.h"
 #include "tessera/models/vit/vit_layout.h"
+#include "tessera/nn/embedding.h"
 #include "tessera/nn/encoder.h"
 #include "tessera/nn/layer.h"
+#include "tessera/nn/linear.h"
 #include "tessera/nn/module.h"
 
 #include <torch/csrc/autograd/python_variable.h>
@@ -77,6 +79,22 @@ void bind_nn(py::module_& m) {
       "set_int8_decoding",
       [](uintptr_t node, bool on) { node_as<nn::LinearImpl>(node, "a linear layer").set_int8_decoding(on); },
       py::arg("node"), py::arg("on") = true, "Decoding steps read an int8 copy of the weight (or stop to).");
+  // transformers' get_input_embeddings() / get_output_embeddings() are modules users call
+  // (inputs_embeds, logits from hidden states): these nodes run their own C++ forward.
+  m.def(
+      "run_linear",
+      [](uintptr_t node, const at::Tensor& x) {
+        auto& lin = node_as<nn::LinearImpl>(node, "a linear layer");
+        return without_gil([&] { return lin.forward(x); });
+      },
+      py::arg("node"), py::arg("input"), "A linear node's forward (its LoRA adapter included).");
+  m.def(
+      "run_embedding",
+      [](uintptr_t node, const at::Tensor& ids) {
+        auto& emb = node_as<nn::EmbeddingImpl>(node, "an embedding");
+        return without_gil([&] { return emb.forward(ids); });
+      },
+      py::arg("node"), py::arg("input"), "An embedding node's forward (ids checked against its size).");
   m.def(
       "rebind_parameter",
       [](uintptr_t node, const std::string& name, const at::Tensor& tensor) {

@@ -164,6 +164,24 @@ def node_methods(name: str):
     return register
 
 
+@node_methods("Linear")
+class _CallableLinear:
+    """A linear node called from Python (transformers' get_output_embeddings()(hidden), a
+    projection reused in a user's head) runs its C++ forward, its LoRA adapter included."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return _C.nn.run_linear(self._cpp_address(), input)
+
+
+@node_methods("Embedding")
+class _CallableEmbedding:
+    """An embedding node called from Python (transformers' get_input_embeddings()(ids), to build
+    inputs_embeds): its C++ lookup, ids checked against its size."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return _C.nn.run_embedding(self._cpp_address(), input)
+
+
 class _Sync:
     """Pushes rebound parameters to C++ and checks that no C++-run node was replaced."""
 

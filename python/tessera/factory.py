@@ -57,7 +57,8 @@ def create_model(name: str, pretrained: Optional[str] = None, config_overrides: 
                  **kwargs) -> PreTrainedModel:
     """A model of a named variant, randomly initialised, or loaded from `pretrained` (a checkpoint
     folder). `config_overrides` updates the config recursively; other keywords are the class's
-    own arguments (BEiT's `add_pooling_layer`) or, as in timm and open_clip, config fields
+    own arguments (BeitModel's `add_pooling_layer`, for a variant of that architecture) or, as in
+    timm and open_clip, config fields
     (`create_model("ViT-B-32", projection_dim=64)`). An unknown key is an error that lists the
     valid ones."""
     import inspect

@@ -51,6 +51,28 @@ def test_counts_and_embeddings_answer_as_transformers(arch):
     assert _answer(ours.get_output_embeddings) == _answer(hf.get_output_embeddings)
 
 
+def test_the_embedding_modules_are_called_as_in_transformers(fixture_dir):
+    """get_input_embeddings()(ids) builds inputs_embeds and get_output_embeddings()(hidden) gives
+    logits in transformers; tessera's nodes refused to be called ("run by C++ inside its parent")."""
+    import transformers
+
+    folder = str(fixture_dir("llama"))
+    ours, hf = tessera.from_pretrained(folder), transformers.LlamaForCausalLM.from_pretrained(folder)
+    ids = torch.tensor([[1, 5, 9, 4]])
+    embeds = ours.get_input_embeddings()(ids)
+    torch.testing.assert_close(embeds, hf.get_input_embeddings()(ids))
+    torch.testing.assert_close(ours(inputs_embeds=embeds).logits, hf(inputs_embeds=embeds).logits, atol=1e-4, rtol=1e-4)
+    hidden = torch.randn(1, 4, ours.config["hidden_size"])
+    torch.testing.assert_close(ours.get_output_embeddings()(hidden), hf.get_output_embeddings()(hidden),
+                               atol=1e-5, rtol=1e-5)
+    ours.get_output_embeddings()(hidden).square().sum().backward()  # gradients reach the weight
+    hf.get_output_embeddings()(hidden).square().sum().backward()
+    torch.testing.assert_close(ours.get_output_embeddings().weight.grad, hf.get_output_embeddings().weight.grad,
+                               atol=1e-5, rtol=1e-4)
+    with pytest.raises(IndexError, match="outside the embedding table"):
+        ours.get_input_embeddings()(torch.tensor([[10 ** 6]]))
+
+
 def test_return_dict_false_gives_transformers_tuples(fixture_dir):
     """Nested outputs are tuples too; every element equals transformers' (CLIP: logits, embeds and
     both towers' outputs; LLaMA: loss and logits before transformers' cache object)."""

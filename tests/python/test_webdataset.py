@@ -350,3 +350,58 @@ def test_the_clip_task_trains_on_shards(shards):
     out = os.path.join(os.path.dirname(shards), "run")
     summary = Trainer(recipe, ClipTask(recipe), out, DistInfo(), progress=False).fit()
     assert summary["train_steps"] == 6 and summary["final_loss"] == summary["final_loss"]  # finite
+
+
+def test_read_ahead_hands_out_what_reading_on_demand_does_and_resumes_where_it_handed_out(shards):
+    """ShardLoader read each batch inline between steps; it now reads `prefetch` batches ahead on a
+    thread. The batches, the saved position (the last batch handed out, never one still queued)
+    and the counts are those of reading on demand, across an early stop and a resume."""
+    from tessera.data import clip_transform
+    from tessera.data.shard_loader import ShardLoader
+
+    def loader(prefetch, **kw):
+        return ShardLoader(shards, 8, clip_transform(28, train=True), shuffle_buffer=40, seed=3, prefetch=prefetch,
+                           select=lambda caption, label: "label 0 left out" if label == 0 else None, **kw)
+
+    def take(it, n):
+        return [next(it) for _ in range(n)]
+
+    eager, lazy = loader(0), loader(3)
+    want = list(eager)
+    got = list(lazy)
+    assert [b["keys"] for b in got] == [b["keys"] for b in want]
+    assert all(torch.equal(a["pixel_values"], b["pixel_values"]) for a, b in zip(got, want))
+    assert lazy.counts() == eager.counts() and lazy.counts()["skipped_samples"] > 0
+    for cut in (1, 4):  # stopped mid-epoch with batches still queued, then resumed elsewhere
+        first = loader(3)
+        it = iter(first)
+        head = take(it, cut)
+        saved = first.state_dict()
+        on_demand = loader(0)
+        take(iter(on_demand), cut)
+        assert saved == on_demand.state_dict() and first.counts() == on_demand.counts()
+        it.close()  # ends the reading thread
+        resumed = loader(3)
+        resumed.load_state_dict(saved)
+        keys = [b["keys"] for b in head] + [b["keys"] for b in resumed]
+        assert keys == [b["keys"] for b in want]
+
+
+def test_read_ahead_raises_where_the_batch_is_asked_for_and_stops_its_thread(shards):
+    import threading
+
+    from tessera.data import clip_transform
+    from tessera.data.shard_loader import ShardLoader
+
+    def select(caption, label):
+        if label == 7:
+            raise RuntimeError("a select that fails on label 7")
+        return None
+
+    loader = ShardLoader(shards, 4, clip_transform(28), prefetch=2, select=select)
+    with pytest.raises(RuntimeError, match="fails on label 7"):
+        list(loader)
+    loader.stop()
+    assert not [t for t in threading.enumerate() if t.name == "tessera-shard-loader"]
+    with pytest.raises(ValueError, match="prefetch must be an integer >= 0"):
+        ShardLoader(shards, 4, clip_transform(28), prefetch=-1)

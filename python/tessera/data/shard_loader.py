@@ -7,12 +7,18 @@ and reported.
     loader = ShardLoader("shards/train-{00000..00059}.tar", batch_size=256, transform=clip_transform(28),
                          shuffle_buffer=2000, seed=0, rank=rank, world_size=world)
     for batch in loader: ...          # {"pixel_values", "labels", "captions", "keys"}
+
+A thread reads and decodes up to `prefetch` batches ahead while the step runs (pinned when CUDA
+is present, so the copy to the GPU can overlap); the position saved is the last batch handed out,
+never one still waiting in the queue, so a resume is as exact as without read-ahead.
 """
 from __future__ import annotations
 
 import json
+import queue
+import threading
 import zlib
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
@@ -68,13 +74,18 @@ def _json_caption(raw: bytes, problems: List[str]) -> str:
 class ShardLoader:
     def __init__(self, urls, batch_size: int, transform: TransformOptions, shuffle_buffer: int = 0, seed: int = 0,
                  rank: int = 0, world_size: int = 1, num_workers: int = 2, drop_last: bool = True,
-                 max_errors: int = 20, select: Optional[Callable[[str, int], Optional[str]]] = None):
+                 max_errors: int = 20, select: Optional[Callable[[str, int], Optional[str]]] = None,
+                 prefetch: int = 2, pin_memory: bool = True):
         """`select(caption, label)` says why a sample cannot serve the task (None: it can), as
         webdataset's `select` filters: such a sample is skipped and reported where it is read,
-        rather than failing the step that meets it hours into a run."""
+        rather than failing the step that meets it hours into a run. `prefetch`: batches read
+        ahead on a thread (0: each batch read when asked for)."""
         check_loader_args("ShardLoader", batch_size, rank, world_size)
         if not isinstance(num_workers, int) or num_workers < 0:
             raise ValueError(f"ShardLoader: num_workers must be an integer >= 0, got {num_workers!r}")
+        if not isinstance(prefetch, int) or isinstance(prefetch, bool) or prefetch < 0:
+            raise ValueError(f"ShardLoader: prefetch must be an integer >= 0, got {prefetch!r}")
+        self.prefetch, self.pin = prefetch, pin_memory and torch.cuda.is_available()
         self.stream = ShardStream(urls, shuffle_buffer, seed, rank, world_size)
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.shuffle = shuffle_buffer > 0
@@ -83,6 +94,8 @@ class ShardLoader:
         self.num_workers = num_workers  # decoding runs on torch's intra-op threads (torch.set_num_threads)
         self.batches = 0  # consumed this epoch
         self.skipped, self.noted, self.errors = 0, 0, []
+        self.handed = {"position": 0, "skipped": 0, "noted": 0, "problems": 0}  # as of the last batch handed out
+        self._reader: Optional[Tuple[threading.Event, "queue.Queue", threading.Thread]] = None
 
     @property
     def epoch(self) -> int:
@@ -90,16 +103,29 @@ class ShardLoader:
 
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.stream.epoch:
+            self.stop()
             self.stream.set_epoch(epoch)
             self.batches = 0
+            self.handed["position"] = 0
 
     def stop(self) -> None:
-        """Nothing runs between batches; the position stays."""
+        """Ends the read-ahead thread, if one runs, and waits for it (it moves the stream, which a
+        resume is about to place); the position stays the last batch handed out."""
+        reader, self._reader = self._reader, None
+        if reader is None:
+            return
+        stop, ready, thread = reader
+        stop.set()
+        while thread.is_alive():
+            try:
+                ready.get(timeout=0.05)  # unblock a put() waiting on a full queue
+            except queue.Empty:
+                pass
 
     def state_dict(self) -> Dict[str, int]:
         return {"epoch": self.epoch, "batches": self.batches, "seed": self.seed, "rank": self.rank,
                 "world_size": self.world_size, "batch_size": self.batch_size, "shuffle": int(self.shuffle),
-                "position": self.stream.position}
+                "position": self.handed["position"]}
 
     def load_state_dict(self, state: Dict[str, int]) -> None:
         check_resume("ShardLoader", state)
@@ -107,18 +133,22 @@ class ShardLoader:
             if key in state and int(state[key]) != int(self.state_dict()[key]):
                 raise ValueError(f"cannot resume: the saved loader had {key}={state[key]}, this one has "
                                  f"{self.state_dict()[key]}")
+        self.stop()
         self.stream.load_state_dict({"epoch": int(state["epoch"]), "position": int(state.get("position", 0))})
         self.batches = int(state["batches"])
+        self.handed["position"] = self.stream.position
 
     def counts(self) -> Dict[str, int]:
-        """What the report says, as numbers (the trainer's summary.json sums them over ranks)."""
-        return {"skipped_samples": self.skipped, "fields_left_out": self.noted - self.skipped,
-                "shard_problems": len(self.stream.problems)}
+        """What the report says, as numbers (the trainer's summary.json sums them over ranks): up
+        to the last batch handed out, not the ones read ahead."""
+        h = self.handed
+        return {"skipped_samples": h["skipped"], "fields_left_out": h["noted"] - h["skipped"],
+                "shard_problems": h["problems"]}
 
     def report(self) -> str:
-        if not self.noted and not self.stream.problems:
-            return ""
         c = self.counts()
+        if not any(c.values()):
+            return ""
         lines = [f"{c['skipped_samples']} sample(s) skipped, {c['fields_left_out']} field(s) left out, "
                  f"{c['shard_problems']} shard problem(s):"]
         lines += [f"  {e}" for e in self.errors + self.stream.problems[: self.max_errors]]
@@ -164,6 +194,49 @@ class ShardLoader:
         return pixels, [meta[r] for r in rows]
 
     def __iter__(self) -> Iterator[Dict[str, Any]]:
+        if not self.prefetch:
+            for batch, state in self._produce():
+                yield self._hand(batch, state)
+            self.handed = self._state()
+            return
+        self.stop()
+        stop, ready = threading.Event(), queue.Queue(self.prefetch)
+        thread = threading.Thread(target=self._read_ahead, args=(stop, ready), daemon=True,
+                                  name="tessera-shard-loader")
+        self._reader = reader = (stop, ready, thread)
+        thread.start()
+        try:
+            while True:
+                batch, state = ready.get()
+                if isinstance(batch, BaseException):
+                    raise batch
+                if batch is None:  # the epoch's end: its last counts
+                    self.handed = state
+                    return
+                yield self._hand(batch, state)
+        finally:  # the epoch ended, or the consumer stopped early (the run's last step)
+            if self._reader is reader:
+                self.stop()
+
+    def _read_ahead(self, stop: threading.Event, ready: "queue.Queue") -> None:
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    ready.put(item, timeout=0.05)
+                    return True
+                except queue.Full:
+                    pass
+            return False
+        try:
+            for item in self._produce():
+                if not put(item):
+                    return
+            put((None, self._state()))
+        except BaseException as e:  # noqa: BLE001 - raised again where the batch was asked for
+            put((e, None))
+
+    def _produce(self) -> Iterator[Tuple[Dict[str, Any], Dict[str, int]]]:
+        """(batch, the stream's position and counts once it is read) for this epoch's batches."""
         parts: List[torch.Tensor] = []
         metas: List[Any] = []
         it = iter(self.stream)
@@ -176,15 +249,24 @@ class ShardLoader:
                 parts.append(pixels)
                 metas += meta
             if len(metas) == self.batch_size:
-                yield self._batch(parts, metas)
+                yield self._batch(parts, metas), self._state()
                 parts, metas = [], []
         if metas and not self.drop_last:
-            yield self._batch(parts, metas)
+            yield self._batch(parts, metas), self._state()
+
+    def _state(self) -> Dict[str, int]:
+        return {"position": self.stream.position, "skipped": self.skipped, "noted": self.noted,
+                "problems": len(self.stream.problems)}
+
+    def _hand(self, batch: Dict[str, Any], state: Dict[str, int]) -> Dict[str, Any]:
+        self.batches += 1
+        self.handed = state
+        return batch
 
     def _batch(self, parts: List[torch.Tensor], metas: List[Any]) -> Dict[str, Any]:
-        self.batches += 1
         captions, labels, keys = zip(*metas)
+        pixels = parts[0] if len(parts) == 1 else torch.cat(parts)
         # shards without captions (only .cls) leave them to the task (class-name templates)
-        return {"pixel_values": parts[0] if len(parts) == 1 else torch.cat(parts),
+        return {"pixel_values": pixels.pin_memory() if self.pin else pixels,
                 "captions": list(captions) if any(captions) else [],
                 "labels": torch.tensor(labels, dtype=torch.long), "keys": list(keys)}

@@ -70,7 +70,7 @@ def image_loader(d: ImageData, dataset, train: bool, seed: int, rank: int = 0, w
         from ..data.shard_loader import ShardLoader
 
         return ShardLoader(dataset.urls, d.batch_size, transform, d.shuffle_buffer if train else 0, seed, rank,
-                           world_size, d.num_workers, drop_last=train, select=select)
+                           world_size, d.num_workers, drop_last=train, select=select, prefetch=d.prefetch)
     return tdata.DataLoader(dataset, batch_size=d.batch_size, shuffle=train, seed=seed, rank=rank,
                             world_size=world_size, num_workers=d.num_workers, prefetch=d.prefetch, drop_last=train,
                             transform=transform)
