@@ -54,7 +54,7 @@ class BeitTask(MaskedImageTask):
         return sum(t.numel() for t in load_weights(folder).values())
 
     def compute_loss(self, wrapped, model, batch, step):
-        px = batch["pixel_values"].to(model.device)
+        px = batch["pixel_values"].to(model.device, non_blocking=True)  # pinned: the copy overlaps
         labels = self.tokenizer.to(px.device).get_codebook_indices(px)
         mask = self.train_masks(batch, step).to(px.device)
         out = wrapped(pixel_values=px, bool_masked_pos=mask, labels=labels)

@@ -200,7 +200,7 @@ class Blip2PretrainTask(Task):
 
     # ---- loss -------------------------------------------------------------------------------
     def compute_loss(self, wrapped, model, batch, step):
-        px = batch["pixel_values"].to(model.device)
+        px = batch["pixel_values"].to(model.device, non_blocking=True)  # pinned: the copy overlaps
         ids, mask = self.text_batch(batch, step)
         if step == 0 and self.out_dir and self.rank == 0:  # the vocabulary belongs with the run's checkpoints
             self.vocab.save(os.path.join(self.out_dir, "vocab.txt"))

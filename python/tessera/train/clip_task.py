@@ -157,7 +157,8 @@ class ClipTask(Task):
     def compute_loss(self, wrapped, model: CLIPModel, batch: Dict[str, Any], step: int) -> Dict[str, torch.Tensor]:
         device = model.device
         ids = self.tokenizer(self.captions(batch, step), context_length=self.recipe.data.context_length)
-        out = wrapped(input_ids=trim_trailing_padding(ids).to(device), pixel_values=batch["pixel_values"].to(device))
+        out = wrapped(input_ids=trim_trailing_padding(ids).to(device),
+                      pixel_values=batch["pixel_values"].to(device, non_blocking=True))  # pinned: the copy overlaps
         # The loss in fp32, as autocast computes it under DDP: FSDP2's bf16 policy turns autocast
         # off and handed bf16 features to a bf16 matmul and cross-entropy.
         image, text = out.image_embeds.float(), out.text_embeds.float()

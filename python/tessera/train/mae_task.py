@@ -41,7 +41,7 @@ class MaeTask(ImageTask):
         return only_vectors_and_biases(name, param)  # MAE's main_pretrain.py: the tokens decay
 
     def compute_loss(self, wrapped, model, batch, step):
-        px = batch["pixel_values"].to(model.device)
+        px = batch["pixel_values"].to(model.device, non_blocking=True)  # pinned: the copy overlaps
         # MAE's random_masking noise, drawn per sample from (seed, step, the sample) rather than
         # the rank's global RNG: the same masks on any number of ranks (see ImageTask.train_masks).
         n = (px.shape[-1] // model.config["patch_size"]) ** 2

@@ -63,7 +63,7 @@ class MimFeaturesTask(MaskedImageTask):
         return feature_loss(model_out.logits[mask], target[mask], self.recipe.loss.type)
 
     def compute_loss(self, wrapped, model, batch, step):
-        px = batch["pixel_values"].to(model.device)
+        px = batch["pixel_values"].to(model.device, non_blocking=True)  # pinned: the copy overlaps
         mask = self.train_masks(batch, step).to(px.device)
         per_patch = self._loss(wrapped(pixel_values=px, bool_masked_pos=mask), px, mask)
         return {"loss": TokenLoss(per_patch.sum(), mask.sum())}

@@ -64,7 +64,7 @@ class VqkdTask(ImageTask):
                           frozen_beside=sum(p.numel() for p in load_teacher(recipe.teacher).parameters()))
 
     def compute_loss(self, wrapped, model, batch, step):
-        px = batch["pixel_values"].to(model.device)
+        px = batch["pixel_values"].to(model.device, non_blocking=True)  # pinned: the copy overlaps
         target = teacher_features(self.teacher.to(px.device), px, self.recipe.teacher.layer)
         out = wrapped(pixel_values=px, target=target)
         return {"loss": out.loss, "rec_loss": out.rec_loss.detach(), "commit_loss": out.commit_loss.detach()}
