@@ -71,6 +71,12 @@ def _eval(args) -> int:
     split_file = args.retrieval if isinstance(args.retrieval, str) else None
     if split_file is not None and not split_file.strip():  # an empty value fell back to plain evaluation
         raise ValueError("--retrieval: an empty file name (give a split file, or --retrieval alone for the recipe's data)")
+    if args.captioning is not None and not args.captioning.strip():
+        raise ValueError("--captioning: an empty file name (give a split file)")
+    if args.captioning is not None and args.retrieval:
+        raise ValueError("--captioning and --retrieval: one evaluation per call")
+    if args.prompt and args.captioning is None:
+        raise ValueError("--prompt goes with --captioning")
     recipe = load_recipe(args.recipe, args.set + (["eval.retrieval=true"] if args.retrieval is True else []))
     from .train.checkpoint import check_eval_checkpoint, resolve_checkpoint
     from .train.tasks import Task
@@ -79,10 +85,12 @@ def _eval(args) -> int:
     split = None
     if split_file and type(task).evaluate_split is Task.evaluate_split:
         Task.evaluate_split(task, None, None)  # refused, naming the task, before anything is read
-    if split_file:  # read and checked (every image file) before the model is loaded
+    if args.captioning is not None and type(task).evaluate_captions is Task.evaluate_captions:
+        Task.evaluate_captions(task, None, None)
+    if split_file or args.captioning is not None:  # read and checked (every image file) before the model is loaded
         from .eval.caption_retrieval import load_retrieval_split
 
-        split = load_retrieval_split(split_file, args.split, args.image_root)
+        split = load_retrieval_split(split_file or args.captioning, args.split, args.image_root)
     folder = resolve_checkpoint(args.checkpoint, "eval checkpoint")
     check_eval_checkpoint(folder, task)  # checksums and model type, before anything is built
     model = task.load_model(folder).eval()
@@ -94,7 +102,9 @@ def _eval(args) -> int:
         from .quantization import int8_decoding
 
         int8_decoding(model)
-    if split is not None:
+    if args.captioning is not None:
+        metrics = task.evaluate_captions(model, split, args.prompt)
+    elif split is not None:
         metrics = task.evaluate_split(model, split)
     else:
         metrics = task.evaluate(model, final=False)
@@ -201,8 +211,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="CLIP: also image-text retrieval on the recipe's eval data; with a file (CLIP or BLIP-2 "
                         "stage 1 runs), R@1/5/10 on it instead (coco:dataset_coco.json, "
                         "flickr30k:dataset_flickr30k.json, annotations:list.json)")
-    e.add_argument("--split", default="test", help="--retrieval FILE: the Karpathy split (test, val, ...)")
-    e.add_argument("--image-root", help="--retrieval FILE: the folder image paths are relative to "
+    e.add_argument("--captioning", metavar="SPLIT_FILE", help="LLaVA (and BLIP-2 stage 2, Sugar) runs: greedy "
+                   "captions of the split's images, BLEU-4 and CIDEr-D against all of each image's captions "
+                   "(the same file kinds as --retrieval)")
+    e.add_argument("--prompt", default="", help="--captioning: the user turn's text after the image (default: "
+                   "the image alone, as stage 1 learns captions)")
+    e.add_argument("--split", default="test", help="--retrieval/--captioning FILE: the Karpathy split (test, val, ...)")
+    e.add_argument("--image-root", help="--retrieval/--captioning FILE: the folder image paths are relative to "
                    "(default: the file's folder)")
     e.add_argument("--probe", action="store_true", help="linear-probe and k-NN accuracy of the encoder's features "
                    "on Fashion-MNIST")

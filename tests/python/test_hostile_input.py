@@ -686,6 +686,13 @@ def test_command_line_values_are_named(fixture_dir, shared_dir, tmp_path, capsys
     assert main(["eval", str(fixture_dir("mae")), "--recipe", "recipes/fashion_mnist_mae.yaml",
                  "--retrieval", str(split)]) == 2  # refused before the split is read
     assert "the MaeTask task has no image-text retrieval" in capsys.readouterr().err
+    assert main(["eval", str(fixture_dir("clip")), "--recipe", recipe, "--captioning", str(split)]) == 2
+    assert "the ClipTask task writes no captions" in capsys.readouterr().err
+    for extra, message in ((["--captioning", " "], "--captioning: an empty file name"),
+                           (["--prompt", "Describe it."], "--prompt goes with --captioning"),
+                           (["--captioning", str(split), "--retrieval", str(split)], "one evaluation per call")):
+        assert main(["eval", str(fixture_dir("clip")), "--recipe", recipe, *extra]) == 2
+        assert message in capsys.readouterr().err
     (tmp_path / "latin1.yaml").write_bytes(b"task: clip # caf\xe9\n")
     for path, message in ((tmp_path, "not found"), (tmp_path / "latin1.yaml", "not UTF-8")):
         with pytest.raises((ValueError, FileNotFoundError), match=message):

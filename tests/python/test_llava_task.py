@@ -271,6 +271,49 @@ def test_caption_metrics_score_the_answers_themselves(data):
     assert out["BLEU-4"] == pytest.approx(expected["BLEU-4"]) and out["CIDEr-D"] == pytest.approx(expected["CIDEr-D"])
 
 
+def test_captioning_a_karpathy_split_scores_every_reference_of_each_image(data, tmp_path):
+    """`tessera eval RUN --captioning coco:FILE`: one greedy caption per image (the prompt chat
+    builds for the image alone), scored by pycocoevalcap against all five captions of the image,
+    as COCO captioning is reported; the LLaVA task scored one reference per answer only."""
+    pytest.importorskip("pycocoevalcap")
+    from tessera.chat import cut_answer, load_template, prompt, stop_ids
+    from tessera.eval.caption_retrieval import load_retrieval_split
+    from tessera.eval.captioning import caption_metrics
+    from tessera.train.conversation_data import load_pixels
+
+    heldout = [s for s in json.load(open(data / "heldout.json")) if isinstance(s.get("image"), str)][:3]
+    entries = [{"filepath": "", "filename": s["image"], "split": "test", "imgid": i,
+                "sentences": [{"raw": f"a photo of item {i} number {j}."} for j in range(5)]}
+               for i, s in enumerate(heldout)]
+    (data / "captions_karpathy.json").write_text(json.dumps({"images": entries}))
+    r = llava_recipe(data)
+    task = task_of(r)
+    torch.manual_seed(0)
+    task.build_model().save_pretrained(str(tmp_path / "ckpt"))
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(r))
+    run = subprocess.run([sys.executable, "-m", "tessera.cli", "eval", str(tmp_path / "ckpt"), "--recipe",
+                          str(tmp_path / "r.yaml"), "--captioning", "coco:" + str(data / "captions_karpathy.json")],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = json.loads(run.stdout)
+    model = task.load_model(str(tmp_path / "ckpt")).eval()
+    template, tok = load_template(r["data"]["template"]), task.tokenizer
+    captions = {}
+    for i, s in enumerate(heldout):  # chat's own prompt and stop rule, one image at a time
+        ids = prompt(template, [{"from": "human", "value": "<image>"}], tok, task.image_token_id, task.image_tokens, 1)
+        pixels = load_pixels([str(data / s["image"])], task.transform)
+        out = model.generate(torch.tensor([ids]), pixel_values=pixels, max_new_tokens=r["eval"]["max_new_tokens"],
+                             do_sample=False, eos_token_id=stop_ids(template, tok))[0, len(ids):].tolist()
+        stops = stop_ids(template, tok)
+        end = next((k + (t != tok.eos_id) for k, t in enumerate(out) if t in stops), len(out))
+        captions[i] = cut_answer(template, tok.decode([t for t in out[:end] if t < tok.vocab_size])).strip()
+    want = caption_metrics(captions, {i: [e["raw"] for e in entries[i]["sentences"]] for i in captions})
+    assert got["num_images"] == 3 and got["num_captions"] == 15
+    assert got["BLEU-4"] == pytest.approx(want["BLEU-4"]) and got["CIDEr-D"] == pytest.approx(want["CIDEr-D"])
+    task.evaluate_captions(model, load_retrieval_split("coco:" + str(data / "captions_karpathy.json")))
+    assert [c["caption"] for c in task.last_captions] == [captions[i] for i in range(3)]
+
+
 @pytest.mark.slow
 def test_length_grouped_batches_on_two_ranks_equal_one_process(data, tmp_path):
     """LLaVA's group_by_modality_length deals each global batch to the ranks: the steps equal one

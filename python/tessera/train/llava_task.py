@@ -340,6 +340,40 @@ class LlavaTask(Task):
             answers.append(cut_answer(template, text).strip() if template else text.strip())
         return answers
 
+    def evaluate_captions(self, model, split, prompt: str = "") -> Dict[str, Any]:
+        """A greedy caption for each image of `split` (a RetrievalSplit: COCO's or Flickr30k's
+        Karpathy JSON, LAVIS lists), from a user turn of the image and `prompt` (empty: the image
+        alone, as stage 1 learns captions; LLaVA-1.5 asks "Provide a one-sentence caption for the
+        provided image."), scored against all of that image's captions: BLEU-4 and CIDEr-D through
+        pycocoevalcap, as the captioning papers report them."""
+        from ..chat import IMAGE_PLACEHOLDER
+        from ..eval.captioning import caption_metrics
+
+        if not split.images:
+            raise ValueError(f"--captioning: split {split.name!r} holds no image")
+        folder = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in split.images])
+        value = f"{IMAGE_PLACEHOLDER}\n{prompt}" if prompt else IMAGE_PLACEHOLDER
+        samples = [{"id": i, "image": os.path.relpath(os.path.abspath(p), folder),
+                    "conversations": [{"from": "human", "value": value}, {"from": "gpt", "value": ""}]}
+                   for i, p in enumerate(split.images)]
+        d, cfg = self.recipe.data, self.recipe.eval
+        encoded = encode_samples(samples, f"captioning split {split.name!r}", self.tokenizer, d.template,
+                                 self.image_token_id, self.image_tokens, d.max_length, folder, supervise=False)
+        was_training = model.training
+        model.eval()
+        captions: Dict[int, str] = {}
+        for start in range(0, len(samples), cfg.batch_size):
+            rows = list(range(start, min(start + cfg.batch_size, len(samples))))
+            captions.update(zip(rows, self.answer(model, encoded, rows, cfg.max_new_tokens)))
+        model.train(was_training)
+        references: Dict[int, List[str]] = {i: [] for i in captions}
+        for caption, image in zip(split.captions, split.caption_image):
+            references[image].append(caption)
+        out = caption_metrics(captions, references)
+        self.last_captions = [{"image": split.images[i], "caption": captions[i], "references": references[i]}
+                              for i in captions]
+        return {**out, "num_images": len(captions), "num_captions": len(split.captions)}
+
     def evaluate(self, model, final: bool = False) -> Dict[str, Any]:
         cfg, d = self.recipe.eval, self.recipe.data
         if not d.eval:

@@ -158,6 +158,12 @@ class Task:
         raise ValueError(f"--retrieval FILE: the {type(self).__name__} task has no image-text retrieval "
                          "(the clip and blip2_pretrain tasks have)")
 
+    def evaluate_captions(self, model: nn.Module, split, prompt: str = "") -> Dict[str, Any]:
+        """Captions generated for a split's images, scored against all of each image's reference
+        captions (`tessera eval RUN --captioning FILE`). Tasks whose model writes text implement it."""
+        raise ValueError(f"--captioning FILE: the {type(self).__name__} task writes no captions "
+                         "(the llava task and those built on it do)")
+
     def leaves_parameters_unused(self) -> bool:
         """Whether some steps leave trainable parameters out of the forward (DDP must then find
         them each step, or its gradient all-reduce never starts and the ranks drift apart)."""
