@@ -63,5 +63,5 @@ def test_a_users_subclass_compiles_its_own_code(no_recompiles):
     x = inputs(model.config)
     eager = model(**x)
     compiled = torch.compile(model)
-    for _ in range(2):
-        torch.testing.assert_close(compiled(**x), eager, rtol=0, atol=0)
+    for _ in range(2):  # inductor fuses the softmax: its rounding, not eager's (3e-8 apart seen)
+        torch.testing.assert_close(compiled(**x), eager, rtol=1e-6, atol=1e-7)
