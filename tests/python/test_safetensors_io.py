@@ -167,6 +167,25 @@ def test_sharded_checkpoint_loads(tmp_path):
     _assert_same(_C.core.load_checkpoint_dir(str(tmp_path)), {**a, **b})
 
 
+def test_weight_files_are_what_the_loader_reads(tmp_path):
+    """weights.weight_files (what a fingerprint of the weights hashes) lists the index and its
+    shards, and refuses what the C++ loader refuses: a name that is not a plain file name."""
+    import json as _json
+
+    from tessera.models.weights import weight_files
+
+    _write_shards(tmp_path, {"s1.safetensors": {"x": torch.zeros(1)}, "s2.safetensors": {"y": torch.zeros(1)}},
+                  {"x": "s1.safetensors", "y": "s2.safetensors", "z": "s1.safetensors"})
+    assert weight_files(str(tmp_path)) == ["model.safetensors.index.json", "s1.safetensors", "s2.safetensors"]
+    for bad in (1, None, "../../etc/hostname", ""):
+        (tmp_path / "model.safetensors.index.json").write_text(_json.dumps({"weight_map": {"x": bad}}))
+        with pytest.raises(ValueError, match="weight_map must name shard files in the folder"):
+            weight_files(str(tmp_path))
+    (tmp_path / "model.safetensors.index.json").write_text("{")
+    with pytest.raises(ValueError, match="not a valid index"):
+        weight_files(str(tmp_path))
+
+
 def test_index_names_tensor_absent_from_shard(tmp_path):
     _write_shards(tmp_path, {"s1.safetensors": {"x": torch.zeros(1)}, "s2.safetensors": {"y": torch.zeros(1)}},
                   {"x": "s1.safetensors", "y": "s2.safetensors", "ghost": "s2.safetensors"})

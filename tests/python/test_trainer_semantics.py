@@ -179,9 +179,12 @@ def test_fsdp2_is_refused_for_steps_that_leave_a_module_out_unless_the_task_runs
 
 def test_a_task_that_rewrites_compute_loss_does_not_inherit_the_fsdp2_padding_promise():
     """SugarTask inherited LlavaTask's pads_unused_under_fsdp2 while its own compute_loss added no
-    idle image row, so FSDP2 was not refused and a text-only rank aborted the run in gloo."""
+    idle image row, so FSDP2 was not refused and a text-only rank aborted the run in gloo. The
+    promise holds only for the compute_loss of the class that made it: not for a subclass's, a
+    mixin's or an instance's own."""
     from tessera.train.llava_task import LlavaTask
     from tessera.train.sugar_task import SugarTask
+    from tessera.train.tasks import pads_unused
 
     class Own(LlavaTask):
         def compute_loss(self, wrapped, model, batch, step):
@@ -190,9 +193,21 @@ def test_a_task_that_rewrites_compute_loss_does_not_inherit_the_fsdp2_padding_pr
     class Kept(LlavaTask):
         pass
 
-    assert LlavaTask.pads_unused_under_fsdp2 and Kept.pads_unused_under_fsdp2
-    assert not Own.pads_unused_under_fsdp2
-    assert SugarTask.pads_unused_under_fsdp2  # it pads (test_sugar_distributed.py)
+    class Mixin:
+        def compute_loss(self, wrapped, model, batch, step):
+            return {}
+
+    class Mixed(Mixin, LlavaTask):
+        pass
+
+    def made(cls):
+        return object.__new__(cls)  # the rule reads classes only: no data needed
+
+    assert pads_unused(made(LlavaTask)) and pads_unused(made(Kept)) and pads_unused(made(SugarTask))
+    assert not pads_unused(made(Own)) and not pads_unused(made(Mixed))
+    patched = made(Kept)
+    patched.compute_loss = lambda *a: {}
+    assert not pads_unused(patched)
 
 
 def test_every_loss_that_couples_a_batch_says_so_under_accumulation():

@@ -405,3 +405,36 @@ def test_read_ahead_raises_where_the_batch_is_asked_for_and_stops_its_thread(sha
     assert not [t for t in threading.enumerate() if t.name == "tessera-shard-loader"]
     with pytest.raises(ValueError, match="prefetch must be an integer >= 0"):
         ShardLoader(shards, 4, clip_transform(28), prefetch=-1)
+
+
+def test_a_loop_left_early_loses_nothing_and_an_open_loop_ends_when_the_loader_is_placed(shards):
+    """A loop left early lost the batches read ahead (27 of 28 batches on the next loop), and a
+    loop still open when the loader was placed (load_state_dict, stop, a second loop) waited
+    forever for a reader that had been stopped."""
+    import threading
+
+    from tessera.data import clip_transform
+    from tessera.data.shard_loader import ShardLoader
+
+    def loader(prefetch):
+        return ShardLoader(shards, 8, clip_transform(28), prefetch=prefetch,
+                           select=lambda caption, label: "label 3 left out" if label == 3 else None)
+
+    want = [b["keys"] for b in loader(0)]
+    ahead = loader(3)
+    it = iter(ahead)
+    got = [next(it)["keys"] for _ in range(2)]
+    del it  # left early, with batches read ahead
+    got += [b["keys"] for b in ahead]
+    assert got == want
+    assert ahead.report().count("\n") == min(ahead.counts()["skipped_samples"], ahead.max_errors)  # lines counted
+    for place in (lambda l: l.load_state_dict(l.state_dict()), lambda l: l.stop(), lambda l: iter(l).__next__()):
+        placed = loader(2)
+        it = iter(placed)
+        next(it)
+        place(placed)
+        ended = []
+        t = threading.Thread(target=lambda: ended.append(next(it, "ended")), daemon=True)
+        t.start()
+        t.join(20)
+        assert ended == ["ended"], "an open loop waited for a stopped reader"

@@ -94,7 +94,7 @@ class ShardLoader:
         self.num_workers = num_workers  # decoding runs on torch's intra-op threads (torch.set_num_threads)
         self.batches = 0  # consumed this epoch
         self.skipped, self.noted, self.errors = 0, 0, []
-        self.handed = {"position": 0, "skipped": 0, "noted": 0, "problems": 0}  # as of the last batch handed out
+        self.handed = self._state()  # the position and counts as of the last batch handed out
         self._reader: Optional[Tuple[threading.Event, "queue.Queue", threading.Thread]] = None
 
     @property
@@ -106,11 +106,12 @@ class ShardLoader:
             self.stop()
             self.stream.set_epoch(epoch)
             self.batches = 0
-            self.handed["position"] = 0
+            self.handed = self._state()
 
     def stop(self) -> None:
-        """Ends the read-ahead thread, if one runs, and waits for it (it moves the stream, which a
-        resume is about to place); the position stays the last batch handed out."""
+        """Ends the read-ahead thread, if one runs, and puts the stream back where the last batch
+        handed out left it: what was read ahead is read again by the next loop (one left early
+        lost it), and its problems no longer count. A loop still open on the loader ends."""
         reader, self._reader = self._reader, None
         if reader is None:
             return
@@ -121,6 +122,11 @@ class ShardLoader:
                 ready.get(timeout=0.05)  # unblock a put() waiting on a full queue
             except queue.Empty:
                 pass
+        h = self.handed
+        self.stream.load_state_dict({"epoch": self.epoch, "position": h["position"]})
+        self.skipped, self.noted = h["skipped"], h["noted"]
+        del self.errors[h["errors"]:]
+        del self.stream.problems[h["problems"]:]
 
     def state_dict(self) -> Dict[str, int]:
         return {"epoch": self.epoch, "batches": self.batches, "seed": self.seed, "rank": self.rank,
@@ -136,7 +142,7 @@ class ShardLoader:
         self.stop()
         self.stream.load_state_dict({"epoch": int(state["epoch"]), "position": int(state.get("position", 0))})
         self.batches = int(state["batches"])
-        self.handed["position"] = self.stream.position
+        self.handed = self._state()
 
     def counts(self) -> Dict[str, int]:
         """What the report says, as numbers (the trainer's summary.json sums them over ranks): up
@@ -151,7 +157,8 @@ class ShardLoader:
             return ""
         lines = [f"{c['skipped_samples']} sample(s) skipped, {c['fields_left_out']} field(s) left out, "
                  f"{c['shard_problems']} shard problem(s):"]
-        lines += [f"  {e}" for e in self.errors + self.stream.problems[: self.max_errors]]
+        h = self.handed
+        lines += [f"  {e}" for e in self.errors[:h["errors"]] + self.stream.problems[:h["problems"]][: self.max_errors]]
         return "\n".join(lines)
 
     def _skip(self, message: str) -> None:
@@ -207,7 +214,12 @@ class ShardLoader:
         thread.start()
         try:
             while True:
-                batch, state = ready.get()
+                try:
+                    batch, state = ready.get(timeout=0.1)
+                except queue.Empty:
+                    if self._reader is not reader:  # stopped: load_state_dict, stop() or another loop
+                        return
+                    continue
                 if isinstance(batch, BaseException):
                     raise batch
                 if batch is None:  # the epoch's end: its last counts
@@ -256,7 +268,7 @@ class ShardLoader:
 
     def _state(self) -> Dict[str, int]:
         return {"position": self.stream.position, "skipped": self.skipped, "noted": self.noted,
-                "problems": len(self.stream.problems)}
+                "errors": len(self.errors), "problems": len(self.stream.problems)}
 
     def _hand(self, batch: Dict[str, Any], state: Dict[str, int]) -> Dict[str, Any]:
         self.batches += 1

@@ -61,10 +61,15 @@ def weight_files(path: str) -> List[str]:
         raise FileNotFoundError(f"no checkpoint in {path}: expected {SINGLE} or {INDEX}")
     try:
         with open(index, encoding="utf-8") as f:
-            shards = sorted(set(json.load(f)["weight_map"].values()))
+            names = list(json.load(f)["weight_map"].values())
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"{index}: not a valid index (a 'weight_map' of tensor names to shard files): {e}") from None
-    return [INDEX] + shards
+    # As the C++ loader reads them: plain file names in the folder, never a path out of it.
+    bad = [n for n in names if not isinstance(n, str) or not n or "/" in n or "\\" in n or n in (".", "..")]
+    if bad or not names:
+        raise ValueError(f"{index}: weight_map must name shard files in the folder (plain file names), got "
+                         f"{bad[0] if bad else 'no file'!r}")
+    return [INDEX] + sorted(set(names))
 
 
 def _nbytes(t: torch.Tensor) -> int:

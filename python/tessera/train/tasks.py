@@ -65,6 +65,20 @@ class TaskProtocol(Protocol):
     def load_model(self, path: str) -> nn.Module: ...
 
 
+def pads_unused(task) -> bool:
+    """Whether `task`'s compute_loss keeps the pads_unused_under_fsdp2 promise: only where the
+    class that made it also wrote the compute_loss that runs (a subclass, a mixin, or an instance
+    with another compute_loss makes it again or not at all: Sugar inherited LLaVA's promise while
+    its own loss added no idle row, and FSDP2 aborted in gloo)."""
+    if "compute_loss" in vars(task):
+        return False
+    mro = type(task).__mro__
+    promiser = next(c for c in mro if "pads_unused_under_fsdp2" in vars(c))
+    loss_owner = next((c for c in mro if "compute_loss" in vars(c)), None)
+    return bool(promiser.pads_unused_under_fsdp2) and loss_owner is not None and \
+        mro.index(loss_owner) >= mro.index(promiser)
+
+
 class Task:
     """Defaults for the optional parts of the contract.
 
@@ -171,15 +185,9 @@ class Task:
 
     # Under FSDP2 a unit's shards are gathered in its forward, so a rank that skips it breaks the
     # ranks' collectives: a task whose steps leave parameters unused must run them on every rank
-    # (LLaVA adds an idle image row) and say so here, or FSDP2 is refused for its data. The promise
-    # is about compute_loss, so a subclass that writes its own compute_loss makes it again or not
-    # at all (Sugar inherited LLaVA's while its loss added no idle row: FSDP2 aborted in gloo).
+    # (LLaVA adds an idle image row) and say so here, or FSDP2 is refused for its data. Read it
+    # through `pads_unused(task)`: the promise is about one compute_loss.
     pads_unused_under_fsdp2 = False
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if "compute_loss" in cls.__dict__ and "pads_unused_under_fsdp2" not in cls.__dict__:
-            cls.pads_unused_under_fsdp2 = False
 
     def num_layers(self, model: nn.Module) -> int:
         """Depth for layer-wise LR decay (the deepest tower's layer count)."""

@@ -27,7 +27,7 @@ from .hardware import BF16_SLOW_WARNING, cpu_has_native_bf16
 from .optim import build_optimizer, warmup_cosine
 from .run_lock import RunFolderLocked, RunLock
 from .strategy import Wrapped
-from .tasks import MixedLoss, TokenLoss
+from .tasks import MixedLoss, TokenLoss, pads_unused
 
 
 class TrainingDiverged(RuntimeError):
@@ -294,7 +294,7 @@ class Trainer:
         seed_all(cfg.train.seed, info.rank)
         self.model.train()
         if (cfg.train.strategy == "fsdp2" and info.world_size > 1 and self.task.leaves_parameters_unused()
-                and not self.task.pads_unused_under_fsdp2):
+                and not pads_unused(self.task)):
             raise ValueError(f"train.strategy=fsdp2: some of the {cfg.task} task's steps leave parameters out of "
                              "the forward (text-only rows skip the vision tower), and FSDP2 needs every rank to "
                              "run every sharded module each step; use train.strategy=ddp (it finds unused "

@@ -91,8 +91,9 @@ Blip2GenerationOutput Blip2ForConditionalGenerationImpl::forward(const at::Tenso
   out.logits = out.language_model_outputs.logits;
   if (labels.defined()) {
     const int64_t L = out.logits.size(1);
-    TORCH_CHECK_VALUE(labels.dim() == 2 && labels.size(1) <= L, "labels must be [batch, T] with T <= the prompt's ", L,
-                      " tokens (the last T positions are scored, as transformers does), got ", labels.sizes());
+    TORCH_CHECK_VALUE(labels.dim() == 2 && labels.size(1) >= 1 && labels.size(1) <= L, "labels must be [batch, T] "
+                      "with 1 <= T <= the prompt's ", L, " tokens (the last T positions are scored, as transformers "
+                      "does), got ", labels.sizes());
     out.logits = out.logits.slice(1, L - labels.size(1));
     std::tie(out.loss_sum, out.num_tokens) = causal_lm_loss(out.logits, labels);
     out.loss = out.loss_sum / out.num_tokens;
