@@ -18,14 +18,14 @@ import json
 import queue
 import threading
 import zlib
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
 from .. import _C
 from .transforms import TransformOptions
 from .loader_checks import check_loader_args, check_resume
-from .webdataset import ShardStream
+from .webdataset import MixedStream, ShardStream
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 
@@ -75,18 +75,25 @@ class ShardLoader:
     def __init__(self, urls, batch_size: int, transform: TransformOptions, shuffle_buffer: int = 0, seed: int = 0,
                  rank: int = 0, world_size: int = 1, num_workers: int = 2, drop_last: bool = True,
                  max_errors: int = 20, select: Optional[Callable[[str, int], Optional[str]]] = None,
-                 prefetch: int = 2, pin_memory: bool = True):
+                 prefetch: int = 2, pin_memory: bool = True, weights: Optional[Sequence[float]] = None):
         """`select(caption, label)` says why a sample cannot serve the task (None: it can), as
         webdataset's `select` filters: such a sample is skipped and reported where it is read,
         rather than failing the step that meets it hours into a run. `prefetch`: batches read
-        ahead on a thread (0: each batch read when asked for)."""
+        ahead on a thread (0: each batch read when asked for). `weights`: one per source of `urls`
+        (a list of patterns, or patterns joined by '::'), drawn sample by sample as webdataset's
+        RandomMix draws them (an epoch ends when a source runs out); without, the sources' shards
+        are one set."""
         check_loader_args("ShardLoader", batch_size, rank, world_size)
         if not isinstance(num_workers, int) or num_workers < 0:
             raise ValueError(f"ShardLoader: num_workers must be an integer >= 0, got {num_workers!r}")
         if not isinstance(prefetch, int) or isinstance(prefetch, bool) or prefetch < 0:
             raise ValueError(f"ShardLoader: prefetch must be an integer >= 0, got {prefetch!r}")
         self.prefetch, self.pin = prefetch, pin_memory and torch.cuda.is_available()
-        self.stream = ShardStream(urls, shuffle_buffer, seed, rank, world_size)
+        if weights is None:
+            self.stream = ShardStream(urls, shuffle_buffer, seed, rank, world_size)
+        else:
+            sources = urls.split("::") if isinstance(urls, str) else list(urls)
+            self.stream = MixedStream(sources, weights, shuffle_buffer, seed, rank, world_size)
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.shuffle = shuffle_buffer > 0
         self.drop_last, self.max_errors, self.select = drop_last, max_errors, select

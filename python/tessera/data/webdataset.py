@@ -159,11 +159,69 @@ class ShardStream(torch.utils.data.IterableDataset):
         yield from buffer
 
 
+class MixedStream:
+    """Several sources' ShardStreams drawn sample by sample with `weights` (webdataset's
+    RandomMix, open_clip's upsampling factors), an epoch ending when the first source runs out.
+    The draws are seeded by (seed, epoch, rank), so a position (samples drawn this epoch) resumes
+    exactly: the draws up to it are replayed without reading, and each source resumes at its own
+    count."""
+
+    def __init__(self, sources: Sequence[Union[str, Sequence[str]]], weights: Sequence[float],
+                 shuffle_buffer: int = 0, seed: int = 0, rank: int = 0, world_size: int = 1):
+        if len(sources) != len(weights) or len(sources) < 2:
+            raise ValueError(f"a mix needs two or more sources, one weight each: got {len(sources)} source(s) and "
+                             f"{len(weights)} weight(s)")
+        if any(not isinstance(w, (int, float)) or isinstance(w, bool) or not w >= 0 or w == float("inf")
+               for w in weights) or sum(weights) <= 0:
+            raise ValueError(f"source weights must be finite numbers >= 0 with a positive sum, got {list(weights)}")
+        self.streams = [ShardStream(s, shuffle_buffer, seed, rank, world_size) for s in sources]
+        self.problems: List[str] = []  # every source's, in the order they were met
+        for stream in self.streams:
+            stream.problems = self.problems
+        self.weights, self.seed, self.rank = [float(w) for w in weights], seed, rank
+        self.position = 0
+
+    @property
+    def epoch(self) -> int:
+        return self.streams[0].epoch
+
+    def state_dict(self) -> Dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: Dict[str, int]) -> None:
+        for s in self.streams:
+            s.set_epoch(int(state["epoch"]))
+        self.position = int(state["position"])
+
+    def set_epoch(self, epoch: int) -> None:
+        for s in self.streams:
+            s.set_epoch(epoch)
+        self.position = 0
+
+    def __iter__(self) -> Iterator[Dict[str, Any]]:
+        rng = random.Random(f"mix:{self.seed}:{self.epoch}:{self.rank}")
+        picks = range(len(self.streams))
+        counts = [0] * len(self.streams)
+        for _ in range(self.position):  # the draws already served: replayed, nothing read
+            counts[rng.choices(picks, self.weights)[0]] += 1
+        for s, n in zip(self.streams, counts):
+            s.load_state_dict({"epoch": self.epoch, "position": n})
+        its = [iter(s) for s in self.streams]
+        while True:
+            i = rng.choices(picks, self.weights)[0]
+            try:
+                sample = next(its[i])
+            except StopIteration:
+                return
+            self.position += 1
+            yield sample
+
+
 def mix(streams: Sequence[Any], weights: Sequence[float], seed: int = 0) -> Iterator[Dict[str, Any]]:
     """Samples drawn from several streams with the given weights until the first runs out
     (webdataset's RandomMix). It keeps no position: a resumed mix draws again from the streams'
-    resumed positions with a fresh sequence of choices, so resume each stream and reseed the mix
-    (by epoch and step, say) where the order must repeat."""
+    resumed positions with a fresh sequence of choices. MixedStream (what ShardLoader's `weights`
+    and a recipe's `data.source_weights` use) resumes exactly."""
     if len(streams) != len(weights) or not streams:
         raise ValueError(f"mix needs one weight per stream, got {len(streams)} streams and {len(weights)} weights")
     if any(w < 0 for w in weights) or sum(weights) <= 0:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
 from .. import data as tdata
@@ -24,6 +24,9 @@ class ImageData:
     prefetch: int = 4
     train_augment: bool = False
     shuffle_buffer: int = 2000              # webdataset: samples mixed across shards (root: a brace pattern)
+    # webdataset: one weight per source of root ('a/{0..9}.tar::b/{0..3}.tar'), drawn sample by
+    # sample in training (open_clip's upsampling factors, webdataset's RandomMix); empty: one set
+    source_weights: List[float] = field(default_factory=list)
 
     def validate(self, where: str) -> None:
         if self.dataset not in DATASETS:
@@ -35,6 +38,16 @@ class ImageData:
             raise ValueError(f"{where}.shuffle_buffer must be >= 0, got {self.shuffle_buffer}")
         if self.num_workers < 0:
             raise ValueError(f"{where}.num_workers must be >= 0, got {self.num_workers}")
+        if self.source_weights:
+            sources = self.root.split("::")
+            if self.dataset != "webdataset" or len(sources) != len(self.source_weights) or len(sources) < 2:
+                raise ValueError(f"{where}.source_weights: one weight per source of a webdataset root joined by '::' "
+                                 f"(two or more), got {len(self.source_weights)} weight(s) for dataset "
+                                 f"{self.dataset!r} with {len(sources)} source(s)")
+            w = self.source_weights
+            if any(isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 <= x < float("inf") for x in w) \
+                    or sum(w) <= 0:
+                raise ValueError(f"{where}.source_weights must be finite numbers >= 0 with a positive sum, got {w}")
 
 
 def image_dataset(d: ImageData, train: bool):
@@ -69,8 +82,10 @@ def image_loader(d: ImageData, dataset, train: bool, seed: int, rank: int = 0, w
     if isinstance(dataset, Shards):
         from ..data.shard_loader import ShardLoader
 
-        return ShardLoader(dataset.urls, d.batch_size, transform, d.shuffle_buffer if train else 0, seed, rank,
-                           world_size, d.num_workers, drop_last=train, select=select, prefetch=d.prefetch)
+        weights = d.source_weights if train and d.source_weights else None  # the sources: root's '::' parts
+        return ShardLoader(dataset.pattern if weights else dataset.urls, d.batch_size, transform,
+                           d.shuffle_buffer if train else 0, seed, rank, world_size, d.num_workers, drop_last=train,
+                           select=select, prefetch=d.prefetch, weights=weights)
     return tdata.DataLoader(dataset, batch_size=d.batch_size, shuffle=train, seed=seed, rank=rank,
                             world_size=world_size, num_workers=d.num_workers, prefetch=d.prefetch, drop_last=train,
                             transform=transform)
