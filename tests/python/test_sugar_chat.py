@@ -143,3 +143,45 @@ def test_sugar_uses_the_template_its_llava_run_was_trained_with(tmp_path):
     assert build_task(recipe_from_dict({**r, "eval": {**r["eval"], "template": "plain"}})).template == "plain"
     (runs / "llava" / "recipe.json").unlink()
     assert build_task(recipe_from_dict({**r, "eval": {**r["eval"], "template": ""}})).template == "v1"
+
+
+@pytest.mark.skipif(not _C.data.drawing_available(), reason="built without OpenCV")
+@pytest.mark.skipif(not os.path.isdir(FMNIST), reason="dataset-fashion-mnist not installed")
+def test_a_trained_run_retrieves_and_answers_outside_training(tmp_path):
+    """Retrieval and RAG lived only inside Sugar's evaluation; SugarRetriever gives them to a user
+    of a trained run: its embeddings are the evaluation's, each sample finds itself first, and
+    ask() answers as the evaluation's RAG path does."""
+    import json
+
+    from tessera.train.distributed import DistInfo
+    from tessera.train.interleaved_data import read_interleaved
+    from tessera.train.sugar_chat import generate_answers
+    from tessera.train.sugar_eval import embed_samples
+    from tessera.train.sugar_retrieval import SugarRetriever
+    from tessera.train.trainer import Trainer
+
+    runs = make_runs(tmp_path)
+    r = recipe(runs, steps=2)
+    r["data"]["eval"] = r["data"]["pairs"] = ""
+    task = build_task(recipe_from_dict(r))
+    Trainer(recipe_from_dict(r), task, str(tmp_path / "run"), DistInfo(), progress=False).fit()
+    sugar = SugarRetriever.from_run(str(tmp_path / "run"), image_folder=str(runs / "set"))
+    rows = [json.loads(line) for line in open(runs / "set" / "train.jsonl")][:6]
+    store = sugar.embed(rows, batch_size=4)
+    model = task.load_model(str(tmp_path / "run" / "checkpoints" / "step-00000002"))
+    want = embed_samples(task, model, read_interleaved(str(runs / "set" / "train.jsonl"), 6), 4)[0]
+    torch.testing.assert_close(store, torch.nn.functional.normalize(want, dim=-1), atol=1e-5, rtol=1e-5)
+    scores, picked = sugar.search(store, store, k=2)
+    assert picked[:, 0].tolist() == list(range(6)) and torch.allclose(scores[:, 0], torch.ones(6), atol=1e-5)
+    items = fashion_items(str(runs / "set" / "train.jsonl"), 3)
+    refs = [(p, s) for p, _, s in items[:2]]
+    from tessera.train.llava_task import LlavaEval
+
+    got = sugar.ask(items[2][0], "What is this item?", refs, max_new_tokens=LlavaEval().max_new_tokens)
+    task.template = sugar.template
+    sample = rag_sample("q", refs, items[2][0], "What is this item?", "")
+    assert [got] == generate_answers(task, model.llava, [sample], str(runs / "set" / "train.jsonl"))
+    with pytest.raises(ValueError, match=r"search: k = 7, the store holds 6"):
+        sugar.search(store, store, k=7)
+    with pytest.raises(ValueError, match=r"embed\[0\]: a sample is"):
+        sugar.embed([{"text": "no segments"}])

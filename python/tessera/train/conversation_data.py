@@ -262,6 +262,38 @@ def load_pixels(paths: Sequence[str], transform) -> Optional[torch.Tensor]:
     return torch.stack([transform(read_image(p)) for p in paths])
 
 
+@torch.no_grad()
+def greedy_answers(model, encoded: EncodedSamples, rows: Sequence[int], tokenizer, transform,
+                   max_new_tokens: int) -> List[str]:
+    """Greedy answers to the prompts `rows` of `encoded` (encode_samples(supervise=False)),
+    left-padded into one batch: cut at eos, or at the template's answer suffix where it learns no
+    eos (plain), and cleared of ids past the tokenizer (a padded vocabulary has no text there)."""
+    from ..chat import cut_answer, stop_ids
+
+    lengths = encoded.attention_mask[list(rows)].sum(1)
+    width = int(lengths.max())
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for j, (r, n) in enumerate(zip(rows, lengths.tolist())):
+        ids[j, width - n:] = encoded.input_ids[r, :n]
+        mask[j, width - n:] = 1
+    pixels = load_pixels([p for r in rows for p in encoded.images[r]], transform)
+    device = model.device
+    template = encoded.template
+    stops = stop_ids(template, tokenizer) if template else [tokenizer.eos_id]
+    # Greedy whatever the model's generation_config.json says (a converted checkpoint may sample).
+    out = model.generate(ids.to(device), pixel_values=None if pixels is None else pixels.to(device),
+                         attention_mask=mask.to(device), max_new_tokens=max_new_tokens, do_sample=False,
+                         num_beams=1, repetition_penalty=1.0, min_new_tokens=0, eos_token_id=stops, pad_token_id=0)
+    answers = []
+    for row in out[:, width:].tolist():
+        # After eos come pads; another stop id carries the answer's end (cut_answer cuts there).
+        end = next((i + (t != tokenizer.eos_id) for i, t in enumerate(row) if t in stops), len(row))
+        text = tokenizer.decode([t for t in row[:end] if t < tokenizer.vocab_size])
+        answers.append(cut_answer(template, text).strip() if template else text.strip())
+    return answers
+
+
 def idle_image_row(ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, image_token_id: int,
                    image_tokens: int, image_size: int):
     """The batch plus a row holding one blank image and nothing to learn: the vision tower and

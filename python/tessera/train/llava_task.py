@@ -20,13 +20,13 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from .. import data as tdata
-from ..chat import cut_answer, stop_ids
 from ..models.llava import LlavaForConditionalGeneration
 from ..models.pretrained import check_override_keys, merge_config, read_config
 from ..models.weights import load_weights
 from ..text import SentencePieceTokenizer
 from .checkpoint import resolve_checkpoint
-from .conversation_data import ConversationData, encode_samples, idle_image_row, load_pixels, read_samples
+from .conversation_data import (ConversationData, encode_samples, greedy_answers, idle_image_row, load_pixels,
+                                read_samples)
 from .conversation_index import ConversationSet, load_index, log_to_stderr
 from .distributed import DistInfo, all_true
 from .loaders import IndexLoader
@@ -309,36 +309,9 @@ class LlavaTask(Task):
         return {"loss": TokenLoss(out.loss_sum, out.num_tokens)}
 
     # ---- evaluation -------------------------------------------------------------------------
-    @torch.no_grad()
     def answer(self, model, encoded, rows: List[int], max_new_tokens: int) -> List[str]:
-        """Greedy answers to the prompts `rows` of `encoded` (left-padded into one batch)."""
-        lengths = encoded.attention_mask[rows].sum(1)
-        width = int(lengths.max())
-        ids = torch.zeros(len(rows), width, dtype=torch.long)
-        mask = torch.zeros(len(rows), width, dtype=torch.long)
-        for j, (r, n) in enumerate(zip(rows, lengths.tolist())):
-            ids[j, width - n:] = encoded.input_ids[r, :n]
-            mask[j, width - n:] = 1
-        pixels = load_pixels([p for r in rows for p in encoded.images[r]], self.transform)
-        device = model.device
-        # Answers end with eos, or with the template's answer suffix where it learns no eos (plain).
-        template = encoded.template
-        stops = stop_ids(template, self.tokenizer) if template else [self.tokenizer.eos_id]
-        # Greedy whatever the model's generation_config.json says (a converted checkpoint may sample).
-        out = model.generate(ids.to(device), pixel_values=None if pixels is None else pixels.to(device),
-                             attention_mask=mask.to(device), max_new_tokens=max_new_tokens, do_sample=False,
-                             num_beams=1, repetition_penalty=1.0, min_new_tokens=0,
-                             eos_token_id=stops, pad_token_id=0)
-        answers = []
-        eos = self.tokenizer.eos_id
-        for row in out[:, width:].tolist():
-            # After eos come pads; another stop id carries the answer's end (cut_answer cuts there).
-            end = next((i + (t != eos) for i, t in enumerate(row) if t in stops), len(row))
-            # A model may have more rows than the tokenizer has pieces (a padded vocabulary): those
-            # ids have no text.
-            text = self.tokenizer.decode([t for t in row[:end] if t < self.tokenizer.vocab_size])
-            answers.append(cut_answer(template, text).strip() if template else text.strip())
-        return answers
+        """Greedy answers to the prompts `rows` of `encoded` (conversation_data.greedy_answers)."""
+        return greedy_answers(model, encoded, rows, self.tokenizer, self.transform, max_new_tokens)
 
     def evaluate_captions(self, model, split, prompt: str = "") -> Dict[str, Any]:
         """A greedy caption for each image of `split` (a RetrievalSplit: COCO's or Flickr30k's

@@ -65,22 +65,27 @@ def _only(sample: InterleavedSample, kind: str) -> InterleavedSample:
                              {"id": sid, "segments": segments})
 
 
-@torch.no_grad()
 def embed_samples(task, model, samples: Sequence[InterleavedSample], batch_size: int) -> Tuple[torch.Tensor, ...]:
     """(r [N, E], h [N, D]) of each sample at its last non-empty slice."""
+    return embed_encoded(model, task.encode_samples(list(samples)), task.transform, batch_size)
+
+
+@torch.no_grad()
+def embed_encoded(model, encoded, transform, batch_size: int) -> Tuple[torch.Tensor, ...]:
+    """(r [N, E], h [N, D]) of each encoded interleaved sample at its last non-empty slice."""
     from .conversation_data import load_pixels
     from .sugar_task import point_weights
 
-    encoded = task.encode_samples(list(samples))
     device = model.device
     rs, hs = [], []
-    for start in range(0, len(samples), batch_size):
-        rows = list(range(start, min(start + batch_size, len(samples))))
+    n = len(encoded.spans)
+    for start in range(0, n, batch_size):
+        rows = list(range(start, min(start + batch_size, n)))
         spans = [encoded.spans[i] for i in rows]
         points = torch.tensor([[max(j for j, (a, b) in enumerate(s) if b > a)] for s in spans])
         width = int(encoded.attention_mask[rows].sum(1).max())
         weights = point_weights(spans, [encoded.kinds[i] for i in rows], points, width)
-        pixels = load_pixels([p for i in rows for p in encoded.images[i]], task.transform)
+        pixels = load_pixels([p for i in rows for p in encoded.images[i]], transform)
         out = model(input_ids=encoded.input_ids[rows, :width].to(device),
                     pixel_values=None if pixels is None else pixels.to(device),
                     attention_mask=encoded.attention_mask[rows, :width].to(device), point_weights=weights.to(device))

@@ -1,0 +1,98 @@
+"""Retrieval and retrieval-augmented answers from a trained Sugar run, outside training: the one
+model that generates also embeds interleaved image-text samples (arXiv 2411.00304).
+
+    sugar = SugarRetriever.from_run("runs/demo-sugar", image_folder="runs/data/interleaved")
+    store = sugar.embed([{"segments": [{"image": "img/3.png"}, {"text": "A sneaker."}]}, ...])
+    scores, rows = sugar.search(sugar.embed(queries), store, k=3)
+    sugar.ask("img/9.png", "What is this item?", references=[("img/3.png", "A sneaker.")])
+
+A sample is embedded at its last slice (the retrieval projector's r, unit length); the recipe the
+run was trained with (recipe.json beside its weights) gives the tokenizer, template, image size
+and length. Image paths are relative to `image_folder` and may not leave it.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from ..chat import load_template, run_template
+from ..models.sugar import SugarModel
+from ..text import SentencePieceTokenizer
+from .checkpoint import resolve_checkpoint
+from .conversation_data import encode_samples, greedy_answers
+from .interleaved_data import InterleavedSample, encode_interleaved
+from .sugar_chat import rag_sample
+from .sugar_eval import embed_encoded
+
+
+class SugarRetriever:
+    def __init__(self, model: SugarModel, tokenizer: SentencePieceTokenizer, template: str, image_size: int,
+                 max_length: int, image_folder: str = "."):
+        from .. import data as tdata
+
+        self.model, self.tokenizer, self.template = model.eval(), tokenizer, template
+        self.image_token_id = tokenizer.special_tokens["<image>"]
+        self.image_tokens = int(model.config["image_seq_length"])
+        self.max_length, self.image_folder = max_length, os.path.abspath(image_folder)
+        self.transform = tdata.ImageTransform(tdata.clip_transform(image_size, train=False))
+        load_template(template)  # a bad name fails here, not at the first question
+
+    @classmethod
+    def from_run(cls, run: str, image_folder: str = ".", tokenizer: Optional[str] = None) -> "SugarRetriever":
+        """The newest checkpoint of a Sugar run folder (or a checkpoint folder) with the recipe it
+        was trained with; `tokenizer` overrides the recipe's path (a run moved elsewhere)."""
+        folder = resolve_checkpoint(run, "Sugar run")
+        recipe_file = os.path.join(folder, "recipe.json")
+        if not os.path.isfile(recipe_file):
+            raise FileNotFoundError(f"{folder}: no recipe.json beside the weights (not a tessera training checkpoint)")
+        with open(recipe_file, encoding="utf-8") as f:
+            recipe: Dict[str, Any] = json.load(f)
+        if recipe.get("task") != "sugar":
+            raise ValueError(f"{recipe_file}: task {recipe.get('task')!r}, not sugar: no retrieval projector")
+        d = recipe["data"]
+        model = SugarModel.from_pretrained(folder)
+        tok = SentencePieceTokenizer(tokenizer or d["tokenizer"], special_tokens=["<image>"])
+        template = recipe.get("eval", {}).get("template") or run_template(folder) or "v1"
+        return cls(model, tok, template, int(d["image_size"]), int(d["max_length"]), image_folder)
+
+    def _samples(self, samples: Sequence[Dict[str, Any]], where: str) -> List[InterleavedSample]:
+        if isinstance(samples, dict):
+            raise TypeError(f"{where}: give a list of samples ({{'segments': [...]}} each), not one dict")
+        out = []
+        for i, s in enumerate(samples):
+            if not isinstance(s, dict) or not isinstance(s.get("segments"), list):
+                raise ValueError(f"{where}[{i}]: a sample is {{'segments': [{{'image': path}} | {{'text': str}}, ...]}}, "
+                                 f"got {str(s)[:80]!r}")
+            out.append(InterleavedSample(s.get("id", i), s["segments"], where,
+                                         f"{where}[{i}]", s))
+        return out
+
+    def embed(self, samples: Sequence[Dict[str, Any]], batch_size: int = 16) -> torch.Tensor:
+        """[N, dim] unit retrieval vectors, each sample at its last slice."""
+        encoded = encode_interleaved(self._samples(samples, "embed"), self.tokenizer, self.image_token_id,
+                                     self.image_tokens, self.max_length, self.image_folder)
+        return F.normalize(embed_encoded(self.model, encoded, self.transform, batch_size)[0], dim=-1)
+
+    @staticmethod
+    def search(queries: torch.Tensor, store: torch.Tensor, k: int = 5) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(cosine scores [Q, k], store rows [Q, k]) of each query's k nearest stored samples."""
+        if store.dim() != 2 or queries.dim() != 2 or queries.shape[1] != store.shape[1]:
+            raise ValueError(f"search: queries [Q, dim] and store [N, dim] of one dim, got {list(queries.shape)} and "
+                             f"{list(store.shape)}")
+        if not 1 <= k <= store.shape[0]:
+            raise ValueError(f"search: k = {k}, the store holds {store.shape[0]} (need 1 <= k <= store)")
+        return (F.normalize(queries.float(), dim=-1) @ F.normalize(store.float(), dim=-1).T).topk(k, dim=1)
+
+    def ask(self, image: str, question: str, references: Sequence[Tuple[str, str]] = (),
+            reference_images: bool = True, max_new_tokens: int = 32) -> str:
+        """A greedy answer about `image`, the retrieved `references` (image, sentence) put before
+        it in the user turn as Sugar's evaluation does (sugar_chat.rag_sample)."""
+        sample = rag_sample("ask", references, image, question, "", reference_images)
+        room = int(self.model.config["text_config"]["max_position_embeddings"]) - max_new_tokens
+        encoded = encode_samples([sample], "ask", self.tokenizer, self.template, self.image_token_id,
+                                 self.image_tokens, room, self.image_folder, supervise=False)
+        return greedy_answers(self.model.llava, encoded, [0], self.tokenizer, self.transform, max_new_tokens)[0]
