@@ -236,6 +236,37 @@ def test_two_ranks_equal_one_process(data, tmp_path, lora):
     assert len(answers) == 4 and all(set(a) == {"id", "answer", "reference"} for a in answers)
 
 
+@pytest.mark.slow
+def test_a_qformer_projector_with_lora_under_fsdp2_equals_one_process(data, tmp_path):
+    """BLIP-2's Q-Former as LLaVA's projector (issue 15) under the LLaVA task's LoRA and FSDP2:
+    two ranks equal one process, and every trainable parameter (adapters, the whole Q-Former
+    projector) moves."""
+    def qformer_recipe(batch, strategy="ddp"):
+        r = llava_recipe(data, batch, strategy, lora=True)
+        r["model"]["config"].update(projector_type="qformer", projector_num_queries=3, projector_config=dict(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+        return r
+
+    one = _train(tmp_path, "one", qformer_recipe(8), 1)
+    r0 = qformer_recipe(4)
+    seed_all(0, 0)
+    model = task_of(r0).build_model()
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    two = _train(tmp_path, "fsdp2", qformer_recipe(4, "fsdp2"), 2)
+    torch.testing.assert_close(torch.tensor(_losses(two)), torch.tensor(_losses(one)), rtol=1e-5, atol=1e-5)
+    ref, final = _final(one, start), _final(two, start)
+    assert final.keys() == ref.keys() and any(".lora_" in k for k in final)
+    for k in final:
+        torch.testing.assert_close(final[k], ref[k], rtol=1e-5, atol=1e-5, msg=k)
+    projector = [k for k in start if k.startswith("multi_modal_projector.")]
+    assert any(".qformer." in k for k in projector)
+    unchanged = [k for k in projector + [k for k in final if ".lora_" in k]
+                 if k in start and torch.equal(final[k], start[k])]
+    assert not unchanged, f"trainable parameters that did not move: {unchanged}"
+    assert all(final[k].any() for k in final if ".lora_B" in k)  # adapters start at B = 0: all moved
+
+
 def test_language_model_pretraining_learns(data, tmp_path):
     r = {"task": "causal_lm",
          "model": {"config": dict(vocab_size=1024, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
