@@ -216,21 +216,24 @@ void bind_datasets(py::module_& m) {
 void bind_loader(py::module_& m) {
   py::class_<TarReader, std::shared_ptr<TarReader>>(m, "TarReader",
                                                    "Regular members of a tar file, one at a time (tar_reader.h).")
-      .def(py::init([](const std::string& path, int64_t max_member_bytes) {
+      .def(py::init([](const std::string& path, int64_t max_member_bytes, bool headers_only) {
              TarLimits limits;
              limits.max_member_bytes = max_member_bytes;
+             limits.headers_only = headers_only;
              return std::make_shared<TarReader>(path, limits);
            }),
-           py::arg("path"), py::arg("max_member_bytes") = TarLimits().max_member_bytes)
+           py::arg("path"), py::arg("max_member_bytes") = TarLimits().max_member_bytes,
+           py::arg("headers_only") = false)
       .def("__iter__", [](std::shared_ptr<TarReader> self) { return self; })
       .def("__next__",
            [](TarReader& self) {
              TarMember member;
              if (!without_gil([&] { return self.next(member); })) throw py::stop_iteration();
-             return py::make_tuple(member.name, py::bytes(member.data));
+             return py::make_tuple(member.name, py::bytes(member.data), member.offset, member.size);
            })
       .def_property_readonly("problems", &TarReader::problems)
-      .def_property_readonly("members", &TarReader::members);
+      .def_property_readonly("members", &TarReader::members)
+      .def_property_readonly("compressed", &TarReader::compressed);
   m.def("tar_name_is_safe", &tar_name_is_safe, py::arg("name"));
   m.def(
       "json_records",

@@ -85,6 +85,43 @@ def test_resume_continues_exactly(shards):
     assert full != [s["__key__"] for s in ShardStream(shards)]  # the buffer did shuffle
 
 
+def test_a_resume_reads_headers_only_before_its_position(shards, tmp_path, monkeypatch):
+    """A resume replayed every sample before its position with all its bytes (a resume near an
+    epoch's end read the epoch once more). Plain tars are now replayed from their headers and only
+    the served samples are read; the samples, bytes and all, equal an uninterrupted stream's, with
+    gzip shards (decompressed through) in the mix."""
+    import gzip
+
+    import tessera.data.webdataset as W
+
+    packed = str(tmp_path / "packed.tar.gz")
+    open(packed, "wb").write(gzip.compress(open(expand_urls(shards)[0], "rb").read()))
+    urls = expand_urls(shards)[1:] + [packed]
+    full = list(ShardStream(urls, shuffle_buffer=32, seed=1))
+    served = {"bytes": 0}
+    read_members = W.read_members
+
+    def counted(sample, files):
+        served["bytes"] += sum(r.size for r in sample.values() if isinstance(r, W.MemberRef))
+        return read_members(sample, files)
+
+    monkeypatch.setattr(W, "read_members", counted)
+    resumed = ShardStream(urls, shuffle_buffer=32, seed=1)
+    resumed.load_state_dict({"epoch": 0, "position": 150})
+    rest = list(resumed)
+    assert [s["__key__"] for s in rest] == [s["__key__"] for s in full[150:]]
+    assert all(a == b for a, b in zip(rest, full[150:]))  # every member's bytes too
+    tail = sum(len(v) for s in full[150:] for k, v in s.items() if isinstance(v, bytes) and k != "__url__")
+    assert 0 < served["bytes"] <= tail  # read for served samples only (the gzip shard's come whole)
+    refs = list(W.tar_samples(urls[0], headers_only=True))
+    assert all(isinstance(v, W.MemberRef) for s in refs for k, v in s.items() if not k.startswith("__"))
+    files = {}
+    assert [W.read_members(s, files) for s in refs] == list(W.tar_samples(urls[0]))
+    for f in files.values():
+        f.close()
+    assert all(isinstance(s["png"], bytes) for s in W.tar_samples(packed, headers_only=True))
+
+
 def test_brace_patterns_and_missing_shards(shards, tmp_path):
     assert len(expand_urls(shards)) == 10
     assert len(expand_urls(shards + "::" + shards)) == 20

@@ -347,6 +347,15 @@ bool TarReader::next(TarMember& out) {
       continue;
     }
     out.name = std::move(name);
+    out.offset = gz_ ? -1 : pos_;
+    out.size = size;
+    if (limits_.headers_only) {  // as below, without keeping the bytes
+      out.data.clear();
+      if (!skip(out.name, size)) return false;
+      ++members_;
+      skip(out.name, padded(size) - size);
+      return true;
+    }
     // Grown as bytes arrive: in a gzip stream the size is unchecked against the file, and a lying
     // header must not allocate what it claims.
     out.data.clear();

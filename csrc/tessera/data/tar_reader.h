@@ -19,12 +19,17 @@
 namespace tessera::data {
 
 struct TarMember {
-  std::string name;  ///< the member's path inside the archive
-  std::string data;  ///< its bytes
+  std::string name;     ///< the member's path inside the archive
+  std::string data;     ///< its bytes (empty with TarLimits::headers_only)
+  int64_t offset = -1;  ///< where its bytes start in the file (a plain tar), else -1
+  int64_t size = 0;     ///< how many there are
 };
 
 struct TarLimits {
   int64_t max_member_bytes = int64_t(1) << 30;  ///< a larger member is skipped and reported
+  /// Members come without their bytes, which a plain tar seeks past (a resume replaying the
+  /// samples before its position reads headers only; a gzip stream is still decompressed).
+  bool headers_only = false;
 };
 
 class TarReader {

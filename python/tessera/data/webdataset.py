@@ -9,7 +9,9 @@ position, and damaged shards skipped and reported instead of stopping an epoch.
     stream.state_dict()               # {"epoch", "position"}: resume with load_state_dict
 
 Memory holds the shard list, one member being read and the shuffle buffer, whatever the number
-of shards.
+of shards. A resume replays the samples before its position from the plain tars' headers alone
+(their bytes are seeked past, and read only for the samples served); gzip shards are
+decompressed through.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import os
 import random
 import re
 import warnings
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Union
 
 import torch.utils.data
 
@@ -50,13 +52,26 @@ def expand_urls(pattern: Union[str, Sequence[str]]) -> List[str]:
     return urls
 
 
-def tar_samples(url: str, problems: Optional[List[str]] = None,
-                max_member_bytes: int = 1 << 30) -> Iterator[Dict[str, Any]]:
+class MemberRef(NamedTuple):
+    """A member's bytes not read yet: where they lie in a plain tar (`headers_only` samples)."""
+    offset: int
+    size: int
+
+
+def tar_samples(url: str, problems: Optional[List[str]] = None, max_member_bytes: int = 1 << 30,
+                headers_only: bool = False) -> Iterator[Dict[str, Any]]:
     """Samples of one shard in file order: consecutive members with one key form one sample.
-    Damaged members and shards end in `problems` (a warning each when none is given)."""
-    reader = _C.data.TarReader(url, max_member_bytes)
+    Damaged members and shards end in `problems` (a warning each when none is given). With
+    `headers_only`, a plain tar's members come as MemberRef (read them with `read_members`); a
+    gzip shard's come as bytes, since its stream is decompressed anyway."""
+    reader = _C.data.TarReader(url, max_member_bytes, headers_only)
+    if headers_only and reader.compressed:
+        reader = _C.data.TarReader(url, max_member_bytes)
+        headers_only = False
     sample: Optional[Dict[str, Any]] = None
-    for name, data in reader:
+    for name, data, offset, size in reader:
+        if headers_only:
+            data = MemberRef(offset, size)
         m = _KEY.match(name)
         if m is None or _META.match(name):
             continue
@@ -73,6 +88,27 @@ def tar_samples(url: str, problems: Optional[List[str]] = None,
         yield sample
     for p in reader.problems:
         _report(problems, p)
+
+
+def read_members(sample: Dict[str, Any], files: Dict[str, Any]) -> Dict[str, Any]:
+    """`sample` with its MemberRef values read from its shard (`files`: open shards by path, kept
+    for the next sample and closed by the caller)."""
+    refs = {k: v for k, v in sample.items() if isinstance(v, MemberRef)}
+    if not refs:
+        return sample
+    url = sample["__url__"]
+    f = files.get(url)
+    if f is None:
+        f = files[url] = open(url, "rb")
+    out = dict(sample)
+    for ext, ref in refs.items():
+        f.seek(ref.offset)
+        data = f.read(ref.size)
+        if len(data) != ref.size:  # the shard changed on disk after its headers were read
+            raise ValueError(f"{url}: member '{sample['__key__']}.{ext}' holds {len(data)} of its {ref.size} bytes "
+                             "now (was the shard rewritten during the run?)")
+        out[ext] = data
+    return out
 
 
 def _report(problems: Optional[List[str]], message: str) -> None:
@@ -134,15 +170,23 @@ class ShardStream(torch.utils.data.IterableDataset):
         skip = self.position
         # A worker appends to its own copy of `problems`, which nobody reads: it warns instead.
         problems = self.problems if info is None else None
-        for i, sample in enumerate(self._samples(worker, num_workers, problems)):
-            if i < skip:
-                continue
-            self.position = i + 1
-            yield sample
+        # Resuming: the samples before the position are replayed from headers alone, and each
+        # served one reads its bytes (a resume near an epoch's end re-read every byte before it).
+        files: Dict[str, Any] = {}
+        try:
+            for i, sample in enumerate(self._samples(worker, num_workers, problems, headers_only=skip > 0)):
+                if i < skip:
+                    continue
+                self.position = i + 1
+                yield read_members(sample, files)
+        finally:
+            for f in files.values():
+                f.close()
 
-    def _samples(self, worker: int, num_workers: int, problems: Optional[List[str]]) -> Iterator[Dict[str, Any]]:
+    def _samples(self, worker: int, num_workers: int, problems: Optional[List[str]],
+                 headers_only: bool = False) -> Iterator[Dict[str, Any]]:
         stream = (s for url in self.shards(worker, num_workers)
-                  for s in tar_samples(url, problems, self.max_member_bytes))
+                  for s in tar_samples(url, problems, self.max_member_bytes, headers_only))
         if not self.shuffle_buffer:
             yield from stream
             return
