@@ -183,5 +183,20 @@ def test_a_trained_run_retrieves_and_answers_outside_training(tmp_path):
     assert [got] == generate_answers(task, model.llava, [sample], str(runs / "set" / "train.jsonl"))
     with pytest.raises(ValueError, match=r"search: k = 7, the store holds 6"):
         sugar.search(store, store, k=7)
-    with pytest.raises(ValueError, match=r"embed\[0\]: a sample is"):
-        sugar.embed([{"text": "no segments"}])
+    # Samples are checked as a data file's records are (a second key in a segment was dropped,
+    # empty texts only crashed in max()); other misuse names what to change.
+    for bad, message in (([{"text": "no segments"}], r"embed\[0\]: 'segments' must be a list"),
+                         ([{"segments": [{"image": refs[0][0], "text": "x"}]}], r"embed\[0\]: segment 0: expected one"),
+                         ([{"segments": [{"text": ""}]}], r"embed\[0\]: no slice with tokens"),
+                         ([], "embed: no samples")):
+        with pytest.raises(ValueError, match=message):
+            sugar.embed(bad)
+    with pytest.raises(ValueError, match=r"ask: the prompt \(2 reference\(s\), the image and the question\) does "
+                                         r"not fit the model's context"):
+        sugar.ask(items[2][0], "What is this item?", refs, max_new_tokens=120)
+    with pytest.raises(ValueError, match="ask: references are \\(image path, sentence\\) pairs"):
+        sugar.ask(items[2][0], "What is this item?", "abc")
+    moved = json.load(open(tmp_path / "run" / "checkpoints" / "step-00000002" / "recipe.json"))
+    with pytest.raises(FileNotFoundError, match=r"its tokenizer '/nowhere/t.model' is not there .* tokenizer=PATH"):
+        SugarRetriever.from_run(str(tmp_path / "run"), tokenizer="/nowhere/t.model")
+    assert moved["data"]["tokenizer"]

@@ -526,3 +526,63 @@ def test_weighted_sources_draw_by_weight_resume_exactly_and_train(shards, tmp_pa
     r["data"]["source_weights"] = [1]
     with pytest.raises(ValueError, match="data.source_weights: one weight per source"):
         recipe_from_dict(r)
+
+
+def test_resumed_and_mixed_streams_refuse_what_would_serve_other_data(shards, tmp_path):
+    """From a review of the header-only resume and the weighted mix: a resumed epoch kept a file
+    open per shard served (a 1000-shard rank ran out of descriptors), a shard replaced after its
+    headers were read came back cut to the old sizes, a resume with other weights replayed other
+    draws, and an empty source ended the epoch before it began without naming itself."""
+    import gc
+    import shutil
+
+    from tessera.data import clip_transform
+    from tessera.data.shard_loader import ShardLoader
+    from tessera.data.shards import fashion_mnist_samples, write_shards
+    from tessera.data.webdataset import MixedStream
+
+    many = write_shards(str(tmp_path / "many"), fashion_mnist_samples(FMNIST, "test", limit=120), maxcount=4,
+                        prefix="m-")
+    before = len(os.listdir("/proc/self/fd"))
+    resumed = ShardStream(many, shuffle_buffer=8, seed=0)
+    resumed.load_state_dict({"epoch": 0, "position": 10})
+    it = iter(resumed)
+    for _ in range(100):  # 25 shards served
+        next(it)
+    assert len(os.listdir("/proc/self/fd")) - before <= 9
+    del it
+    gc.collect()
+
+    copy = tmp_path / "copy"
+    shutil.copytree(os.path.dirname(expand_urls(shards)[0]), copy)
+    pattern = str(copy / os.path.basename(shards))
+    stream = ShardStream(pattern, shuffle_buffer=40, seed=0)
+    stream.load_state_dict({"epoch": 0, "position": 30})
+    it = iter(stream)
+    sample = next(it)  # the replay read the headers of the epoch's first 3 shards (30 served, 40 buffered)
+    second = stream.shards()[1]
+    assert sample["__url__"] != second  # its headers are read, none of its bytes
+    shutil.copy(stream.shards()[5], second + ".new")
+    os.replace(second + ".new", second)  # as write_shards replaces a shard
+    with pytest.raises(ValueError, match="the shard changed on disk after a resume read its headers"):
+        for _ in range(60):
+            next(it)
+
+    def loader(weights):
+        return ShardLoader(f"{shards}::{many}", 8, clip_transform(28), weights=weights)
+
+    first = loader([1, 3])
+    head = iter(first)
+    next(head)
+    with pytest.raises(ValueError, match=r"drew its sources with weights \[1.0, 3.0\], this one with \[3.0, 1.0\]"):
+        loader([3, 1]).load_state_dict(first.state_dict())
+    first.stop()
+    with pytest.raises(ValueError, match=r"source 1 of the mix .* serves rank 1 no sample"), \
+            pytest.warns(UserWarning, match="1 shards for 2 readers"):
+        list(MixedStream([shards, expand_urls(many)[0]], [1, 1], rank=1, world_size=2))
+    for bad in ([1e308, 1e308], [True, 1], ["1", 2]):
+        with pytest.raises(ValueError, match="finite numbers >= 0 with a positive sum"):
+            MixedStream([shards, many], bad)
+    import numpy as np
+
+    assert len(list(MixedStream([shards, many], [np.float32(1), np.int64(2)]))) > 0

@@ -136,9 +136,12 @@ class ShardLoader:
         del self.stream.problems[h["problems"]:]
 
     def state_dict(self) -> Dict[str, int]:
-        return {"epoch": self.epoch, "batches": self.batches, "seed": self.seed, "rank": self.rank,
-                "world_size": self.world_size, "batch_size": self.batch_size, "shuffle": int(self.shuffle),
-                "position": self.handed["position"]}
+        state = {"epoch": self.epoch, "batches": self.batches, "seed": self.seed, "rank": self.rank,
+                 "world_size": self.world_size, "batch_size": self.batch_size, "shuffle": int(self.shuffle),
+                 "position": self.handed["position"]}
+        if isinstance(self.stream, MixedStream):  # the draws replayed on resume depend on them
+            state["weights"] = list(self.stream.weights)
+        return state
 
     def load_state_dict(self, state: Dict[str, int]) -> None:
         check_resume("ShardLoader", state)
@@ -146,6 +149,10 @@ class ShardLoader:
             if key in state and int(state[key]) != int(self.state_dict()[key]):
                 raise ValueError(f"cannot resume: the saved loader had {key}={state[key]}, this one has "
                                  f"{self.state_dict()[key]}")
+        mine = self.state_dict().get("weights")
+        if state.get("weights") != mine and (mine is not None or state.get("weights") is not None):
+            raise ValueError(f"cannot resume: the saved loader drew its sources with weights {state.get('weights')}, "
+                             f"this one with {mine}: the replayed draws would serve other samples")
         self.stop()
         self.stream.load_state_dict({"epoch": int(state["epoch"]), "position": int(state.get("position", 0))})
         self.batches = int(state["batches"])

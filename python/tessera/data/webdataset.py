@@ -15,6 +15,7 @@ decompressed through.
 """
 from __future__ import annotations
 
+import numbers
 import os
 import random
 import re
@@ -53,9 +54,15 @@ def expand_urls(pattern: Union[str, Sequence[str]]) -> List[str]:
 
 
 class MemberRef(NamedTuple):
-    """A member's bytes not read yet: where they lie in a plain tar (`headers_only` samples)."""
+    """A member's bytes not read yet: where they lie in a plain tar (`headers_only` samples), and
+    the shard file's identity when its headers were read (inode, size, mtime)."""
     offset: int
     size: int
+    stamp: tuple
+
+
+def _stamp(st: os.stat_result) -> tuple:
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def tar_samples(url: str, problems: Optional[List[str]] = None, max_member_bytes: int = 1 << 30,
@@ -64,6 +71,7 @@ def tar_samples(url: str, problems: Optional[List[str]] = None, max_member_bytes
     Damaged members and shards end in `problems` (a warning each when none is given). With
     `headers_only`, a plain tar's members come as MemberRef (read them with `read_members`); a
     gzip shard's come as bytes, since its stream is decompressed anyway."""
+    stamp = _stamp(os.stat(url)) if headers_only else ()
     reader = _C.data.TarReader(url, max_member_bytes, headers_only)
     if headers_only and reader.compressed:
         reader = _C.data.TarReader(url, max_member_bytes)
@@ -71,7 +79,7 @@ def tar_samples(url: str, problems: Optional[List[str]] = None, max_member_bytes
     sample: Optional[Dict[str, Any]] = None
     for name, data, offset, size in reader:
         if headers_only:
-            data = MemberRef(offset, size)
+            data = MemberRef(offset, size, stamp)
         m = _KEY.match(name)
         if m is None or _META.match(name):
             continue
@@ -90,16 +98,27 @@ def tar_samples(url: str, problems: Optional[List[str]] = None, max_member_bytes
         _report(problems, p)
 
 
+_OPEN_SHARDS = 8  # a shuffle buffer serves from a few recent shards; the rest are closed
+
+
 def read_members(sample: Dict[str, Any], files: Dict[str, Any]) -> Dict[str, Any]:
-    """`sample` with its MemberRef values read from its shard (`files`: open shards by path, kept
-    for the next sample and closed by the caller)."""
+    """`sample` with its MemberRef values read from its shard. `files` keeps the most recently
+    used shards open (at most 8; the caller closes what is left). A shard replaced since its
+    headers were read is refused: its offsets would cut another file's bytes."""
     refs = {k: v for k, v in sample.items() if isinstance(v, MemberRef)}
     if not refs:
         return sample
     url = sample["__url__"]
-    f = files.get(url)
+    f = files.pop(url, None)
     if f is None:
-        f = files[url] = open(url, "rb")
+        f = open(url, "rb")
+        if _stamp(os.fstat(f.fileno())) != next(iter(refs.values())).stamp:
+            f.close()
+            raise ValueError(f"{url}: the shard changed on disk after a resume read its headers (rewritten during "
+                             "the run?); restore it or start the epoch again")
+        while len(files) >= _OPEN_SHARDS:
+            files.pop(next(iter(files))).close()  # the least recently used
+    files[url] = f  # most recently used last
     out = dict(sample)
     for ext, ref in refs.items():
         f.seek(ref.offset)
@@ -215,8 +234,8 @@ class MixedStream:
         if len(sources) != len(weights) or len(sources) < 2:
             raise ValueError(f"a mix needs two or more sources, one weight each: got {len(sources)} source(s) and "
                              f"{len(weights)} weight(s)")
-        if any(not isinstance(w, (int, float)) or isinstance(w, bool) or not w >= 0 or w == float("inf")
-               for w in weights) or sum(weights) <= 0:
+        if any(not isinstance(w, numbers.Real) or isinstance(w, bool) or not 0 <= w < float("inf") for w in weights) \
+                or not 0 < sum(float(w) for w in weights) < float("inf"):
             raise ValueError(f"source weights must be finite numbers >= 0 with a positive sum, got {list(weights)}")
         self.streams = [ShardStream(s, shuffle_buffer, seed, rank, world_size) for s in sources]
         self.problems: List[str] = []  # every source's, in the order they were met
@@ -256,7 +275,13 @@ class MixedStream:
             try:
                 sample = next(its[i])
             except StopIteration:
+                if counts[i] == 0 and self.weights[i] > 0:  # the mix would end before it began
+                    raise ValueError(f"source {i} of the mix ({', '.join(self.streams[i].urls[:2])}"
+                                     f"{', ...' if len(self.streams[i].urls) > 2 else ''}) serves rank {self.rank} no "
+                                     f"sample in epoch {self.epoch}: it needs at least one shard per rank holding "
+                                     "samples") from None
                 return
+            counts[i] += 1
             self.position += 1
             yield sample
 

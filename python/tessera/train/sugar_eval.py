@@ -82,6 +82,9 @@ def embed_encoded(model, encoded, transform, batch_size: int) -> Tuple[torch.Ten
     for start in range(0, n, batch_size):
         rows = list(range(start, min(start + batch_size, n)))
         spans = [encoded.spans[i] for i in rows]
+        for i, s in zip(rows, spans):
+            if not any(b > a for a, b in s):
+                raise ValueError(f"{encoded.samples[i].where}: no slice with tokens (empty texts only): nothing to embed")
         points = torch.tensor([[max(j for j, (a, b) in enumerate(s) if b > a)] for s in spans])
         width = int(encoded.attention_mask[rows].sum(1).max())
         weights = point_weights(spans, [encoded.kinds[i] for i in rows], points, width)

@@ -24,7 +24,7 @@ from ..models.sugar import SugarModel
 from ..text import SentencePieceTokenizer
 from .checkpoint import resolve_checkpoint
 from .conversation_data import encode_samples, greedy_answers
-from .interleaved_data import InterleavedSample, encode_interleaved
+from .interleaved_data import InterleavedSample, check_record, encode_interleaved
 from .sugar_chat import rag_sample
 from .sugar_eval import embed_encoded
 
@@ -54,21 +54,26 @@ class SugarRetriever:
         if recipe.get("task") != "sugar":
             raise ValueError(f"{recipe_file}: task {recipe.get('task')!r}, not sugar: no retrieval projector")
         d = recipe["data"]
+        path = tokenizer or d["tokenizer"]
+        if not os.path.isfile(path):  # a run moved elsewhere: recipe.json holds the path it was trained with
+            raise FileNotFoundError(f"{recipe_file}: its tokenizer {path!r} is not there (a run moved elsewhere?); pass "
+                                    "SugarRetriever.from_run(..., tokenizer=PATH)")
         model = SugarModel.from_pretrained(folder)
-        tok = SentencePieceTokenizer(tokenizer or d["tokenizer"], special_tokens=["<image>"])
+        tok = SentencePieceTokenizer(path, special_tokens=["<image>"])
         template = recipe.get("eval", {}).get("template") or run_template(folder) or "v1"
         return cls(model, tok, template, int(d["image_size"]), int(d["max_length"]), image_folder)
 
     def _samples(self, samples: Sequence[Dict[str, Any]], where: str) -> List[InterleavedSample]:
-        if isinstance(samples, dict):
-            raise TypeError(f"{where}: give a list of samples ({{'segments': [...]}} each), not one dict")
+        """The samples checked as a data file's records are (check_record; the id is optional)."""
+        if isinstance(samples, dict) or not isinstance(samples, (list, tuple)):
+            raise TypeError(f"{where}: give a list of samples ({{'segments': [...]}} each), got {type(samples).__name__}")
+        if not samples:
+            raise ValueError(f"{where}: no samples")
         out = []
         for i, s in enumerate(samples):
-            if not isinstance(s, dict) or not isinstance(s.get("segments"), list):
-                raise ValueError(f"{where}[{i}]: a sample is {{'segments': [{{'image': path}} | {{'text': str}}, ...]}}, "
-                                 f"got {str(s)[:80]!r}")
-            out.append(InterleavedSample(s.get("id", i), s["segments"], where,
-                                         f"{where}[{i}]", s))
+            record = {"id": i, **s} if isinstance(s, dict) else s
+            check_record(record, f"{where}[{i}]")
+            out.append(InterleavedSample(record["id"], record["segments"], where, f"{where}[{i}]", record))
         return out
 
     def embed(self, samples: Sequence[Dict[str, Any]], batch_size: int = 16) -> torch.Tensor:
@@ -91,8 +96,21 @@ class SugarRetriever:
             reference_images: bool = True, max_new_tokens: int = 32) -> str:
         """A greedy answer about `image`, the retrieved `references` (image, sentence) put before
         it in the user turn as Sugar's evaluation does (sugar_chat.rag_sample)."""
+        context = int(self.model.config["text_config"]["max_position_embeddings"])
+        if not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens < context:
+            raise ValueError(f"ask: max_new_tokens must be in [1, {context}) (the model's context), got {max_new_tokens!r}")
+        if isinstance(references, (str, bytes)) or not all(
+                isinstance(r, (list, tuple)) and len(r) == 2 and all(isinstance(x, str) for x in r) for r in references):
+            raise ValueError(f"ask: references are (image path, sentence) pairs, got {str(references)[:80]!r}")
         sample = rag_sample("ask", references, image, question, "", reference_images)
-        room = int(self.model.config["text_config"]["max_position_embeddings"]) - max_new_tokens
-        encoded = encode_samples([sample], "ask", self.tokenizer, self.template, self.image_token_id,
-                                 self.image_tokens, room, self.image_folder, supervise=False)
+        room = context - max_new_tokens
+        try:
+            encoded = encode_samples([sample], "ask", self.tokenizer, self.template, self.image_token_id,
+                                     self.image_tokens, room, self.image_folder, supervise=False)
+        except ValueError as e:
+            if "more than max_length" not in str(e):
+                raise
+            raise ValueError(f"ask: the prompt ({len(references)} reference(s), the image and the question) does not "
+                             f"fit the model's context of {context} positions with max_new_tokens {max_new_tokens}: "
+                             "give fewer references or ask for fewer new tokens") from None
         return greedy_answers(self.model.llava, encoded, [0], self.tokenizer, self.transform, max_new_tokens)[0]
