@@ -21,33 +21,13 @@ from .finite import require_finite
 Features = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _mean_patch_tokens(hidden: torch.Tensor) -> torch.Tensor:
-    return hidden[:, 1:].mean(1)
-
-
 def encoder_features(model) -> Features:
-    """The feature function of a tessera model (see the module docstring)."""
-    from ..models import (BeitForMaskedImageModeling, BeitModel, CLIPModel, CLIPVisionModel, ViTMAEForPreTraining,
-                          ViTMAEModel, VQKD)
-
-    if isinstance(model, CLIPModel):
-        return model.get_image_features
-    if isinstance(model, CLIPVisionModel):
-        return lambda px: model(px).pooler_output
-    if isinstance(model, (ViTMAEForPreTraining, ViTMAEModel)):
-        # MAE's encoder without masking: every patch visible (mask_ratio 0), the same weights.
-        encoder = ViTMAEModel({**model.config, "mask_ratio": 0.0})
-        prefix = "vit." if isinstance(model, ViTMAEForPreTraining) else ""
-        encoder.load_state_dict({k[len(prefix):]: v for k, v in model.state_dict().items() if k.startswith(prefix)})
-        encoder.eval()
-        return lambda px: _mean_patch_tokens(encoder(px).last_hidden_state)
-    if isinstance(model, BeitForMaskedImageModeling):
-        return lambda px: _mean_patch_tokens(model(px, output_hidden_states=True).hidden_states[-1])
-    if isinstance(model, BeitModel):
-        return lambda px: _mean_patch_tokens(model(px).last_hidden_state)
-    if isinstance(model, VQKD):
-        return lambda px: _mean_patch_tokens(model.encoder(px).last_hidden_state)
-    raise ValueError(f"--probe: no feature extractor for {type(model).__name__}")
+    """The feature function of a model: its `probe_features()` (each family says what its
+    encoder's probe feature is, beside its model; see the module docstring)."""
+    probe = getattr(model, "probe_features", None)
+    if probe is None:
+        raise ValueError(f"--probe: {type(model).__name__} has no probe_features() (the image encoders have)")
+    return probe()
 
 
 def pixel_features(px: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ from .. import _C
 from ..cpp_module import node_class, node_methods
 from ..registry import register_model
 from .family import FamilyModel
-from .features import VisionFeatures
+from .features import VisionFeatures, mean_patch_tokens
 from .outputs import ModelOutput, make_output
 
 #: Python classes of the mirrored C++ nodes (wrap policies: FSDP2, activation checkpointing).
@@ -80,6 +80,10 @@ class BeitModel(BeitFeatures, _BeitBase):
         self._sync_parameters()
         return make_output(self._cpp.forward(pixel_values, bool_masked_pos, bool(output_hidden_states)))
 
+    def probe_features(self):
+        """`tessera eval --probe`'s feature function: the mean of the last layer's patch tokens."""
+        return lambda px: mean_patch_tokens(self(px).last_hidden_state)
+
 
 @register_model
 class BeitForMaskedImageModeling(_BeitBase):
@@ -98,3 +102,7 @@ class BeitForMaskedImageModeling(_BeitBase):
         _check(pixel_values, bool_masked_pos=bool_masked_pos, labels=labels)
         self._sync_parameters()
         return make_output(self._cpp.forward(pixel_values, bool_masked_pos, labels, bool(output_hidden_states)))
+
+    def probe_features(self):
+        """`tessera eval --probe`'s feature function: the mean of the last layer's patch tokens."""
+        return lambda px: mean_patch_tokens(self(px, output_hidden_states=True).hidden_states[-1])

@@ -61,6 +61,10 @@ class CLIPTextFeatures:
 
 @register_model
 class CLIPModel(CppModule, PreTrainedModel):
+    def probe_features(self):
+        """`tessera eval --probe`'s feature function: the image embedding."""
+        return self.get_image_features
+
     """CLIP two-tower model; parameter names equal transformers' CLIPModel. With
     `logit_bias_init_value` in the config it has SigLIP's learned `logit_bias` (open_clip's
     `init_logit_bias`): the logits gain it and `return_loss` is SiglipModel's sigmoid loss.
@@ -184,6 +188,10 @@ class _TowerModel(CppModule, PreTrainedModel):
 
 @register_model
 class CLIPVisionModel(CLIPVisionFeatures, _TowerModel):
+    def probe_features(self):
+        """`tessera eval --probe`'s feature function: the pooled output."""
+        return lambda px: self(px).pooler_output
+
     model_type = "clip_vision_model"
     architecture = "CLIPVisionModel"
     input_embeddings = "embeddings.patch_embedding"

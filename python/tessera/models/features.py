@@ -52,6 +52,12 @@ def intermediates_result(out: Dict[str, Any], intermediates_only: bool) -> Featu
     return picked if intermediates_only else (out["last_hidden_state"], picked)
 
 
+def mean_patch_tokens(hidden: torch.Tensor) -> torch.Tensor:
+    """[B, 1 + N, D] -> [B, D]: the mean of the patch tokens (the class token left out), the probe
+    feature MAE and BEiT report."""
+    return hidden[:, 1:].mean(1)
+
+
 def check_pixels(pixel_values) -> None:
     if not isinstance(pixel_values, torch.Tensor):
         raise TypeError(f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}")

@@ -15,7 +15,7 @@ from .. import _C
 from ..cpp_module import node_class, node_methods
 from ..registry import register_model
 from .family import FamilyModel
-from .features import VisionFeatures
+from .features import VisionFeatures, mean_patch_tokens
 from .outputs import ModelOutput, make_output
 
 #: Python classes of the mirrored C++ nodes (wrap policies: FSDP2, activation checkpointing).
@@ -63,6 +63,14 @@ class ViTMAEFeatures(VisionFeatures):
     _forward_head = staticmethod(_C.mae.forward_head)
 
 
+def _unmasked_probe(model, prefix: str):
+    """MAE's encoder without masking (every patch visible, the same weights): mean patch tokens."""
+    encoder = ViTMAEModel({**model.config, "mask_ratio": 0.0})
+    encoder.load_state_dict({k[len(prefix):]: v for k, v in model.state_dict().items() if k.startswith(prefix)})
+    encoder.eval()
+    return lambda px: mean_patch_tokens(encoder(px).last_hidden_state)
+
+
 @register_model
 class ViTMAEModel(ViTMAEFeatures, _MaeBase):
     """The MAE encoder: embeddings with random masking, ViT layers, final layernorm. Parameter
@@ -76,6 +84,10 @@ class ViTMAEModel(ViTMAEFeatures, _MaeBase):
     def forward(self, pixel_values: torch.Tensor, noise: Optional[torch.Tensor] = None,
                 output_hidden_states: bool = False, interpolate_pos_encoding: bool = False) -> ViTMAEModelOutput:
         return self._run(pixel_values, noise, output_hidden_states, interpolate_pos_encoding)
+
+    def probe_features(self):
+        """`tessera eval --probe`'s feature function: unmasked, the mean of the patch tokens."""
+        return _unmasked_probe(self, "")
 
 
 @register_model
@@ -97,6 +109,10 @@ class ViTMAEForPreTraining(_MaeBase):
                 output_hidden_states: bool = False,
                 interpolate_pos_encoding: bool = False) -> ViTMAEForPreTrainingOutput:
         return self._run(pixel_values, noise, output_hidden_states, interpolate_pos_encoding)
+
+    def probe_features(self):
+        """`tessera eval --probe`'s feature function: its encoder unmasked, mean patch tokens."""
+        return _unmasked_probe(self, "vit.")
 
     def patchify(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         """[B, C, H, W] -> [B, N, patch_size**2 * C], transformers' layout."""

@@ -22,6 +22,7 @@ from torch import nn
 from .. import _C
 from ..registry import register_model
 from .beit import BeitModel
+from .features import mean_patch_tokens
 from .outputs import ModelOutput
 from .pretrained import PreTrainedModel, merge_config
 from .quantizer import NormEMAQuantizer
@@ -92,6 +93,10 @@ class VQKD(PreTrainedModel):
     def _set_checkpointing(self, enable: bool) -> None:
         self.encoder.set_gradient_checkpointing(enable)
         self.decoder.set_gradient_checkpointing(enable)
+
+    def probe_features(self):
+        """`tessera eval --probe`'s feature function: the mean of its encoder's patch tokens."""
+        return lambda px: mean_patch_tokens(self.encoder(px).last_hidden_state)
 
     def encode(self, pixel_values: torch.Tensor):
         h = self.encoder(pixel_values).last_hidden_state[:, 1:]
