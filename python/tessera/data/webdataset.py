@@ -143,8 +143,8 @@ class ShardStream(torch.utils.data.IterableDataset):
     deals the shards, in an order shuffled by (seed, epoch) when `shuffle_buffer` > 0, to the
     global workers in turn; a buffer of `shuffle_buffer` samples mixes them (seeded by seed, epoch,
     rank, worker). The stream is deterministic, so a position
-    (samples yielded this epoch) resumes exactly: the shards are read again up to it, without
-    decoding anything. The position is counted where the stream is iterated: in this process
+    (samples yielded this epoch) resumes exactly: the samples before it are replayed from the
+    plain tars' headers (gzip shards are read through), nothing decoded. The position is counted where the stream is iterated: in this process
     (as ShardLoader does), not inside DataLoader workers, which iterate copies of it; a resumed
     position is therefore refused there rather than applied to each worker."""
 
@@ -222,6 +222,16 @@ class ShardStream(torch.utils.data.IterableDataset):
         yield from buffer
 
 
+def mix_weights(weights: Sequence[float], streams: int) -> List[float]:
+    """One finite weight >= 0 per stream, with a positive finite sum (any real type: numpy's too)."""
+    if len(weights) != streams or not streams:
+        raise ValueError(f"a mix needs one weight per stream, got {streams} streams and {len(weights)} weights")
+    if any(not isinstance(w, numbers.Real) or isinstance(w, bool) or not 0 <= w < float("inf") for w in weights) \
+            or not 0 < sum(float(w) for w in weights) < float("inf"):
+        raise ValueError(f"source weights must be finite numbers >= 0 with a positive sum, got {list(weights)}")
+    return [float(w) for w in weights]
+
+
 class MixedStream:
     """Several sources' ShardStreams drawn sample by sample with `weights` (webdataset's
     RandomMix, open_clip's upsampling factors), an epoch ending when the first source runs out.
@@ -231,17 +241,14 @@ class MixedStream:
 
     def __init__(self, sources: Sequence[Union[str, Sequence[str]]], weights: Sequence[float],
                  shuffle_buffer: int = 0, seed: int = 0, rank: int = 0, world_size: int = 1):
-        if len(sources) != len(weights) or len(sources) < 2:
-            raise ValueError(f"a mix needs two or more sources, one weight each: got {len(sources)} source(s) and "
-                             f"{len(weights)} weight(s)")
-        if any(not isinstance(w, numbers.Real) or isinstance(w, bool) or not 0 <= w < float("inf") for w in weights) \
-                or not 0 < sum(float(w) for w in weights) < float("inf"):
-            raise ValueError(f"source weights must be finite numbers >= 0 with a positive sum, got {list(weights)}")
+        if len(sources) < 2:
+            raise ValueError(f"a mix needs two or more sources, one weight each: got {len(sources)} source(s)")
+        self.weights = mix_weights(weights, len(sources))
         self.streams = [ShardStream(s, shuffle_buffer, seed, rank, world_size) for s in sources]
         self.problems: List[str] = []  # every source's, in the order they were met
         for stream in self.streams:
             stream.problems = self.problems
-        self.weights, self.seed, self.rank = [float(w) for w in weights], seed, rank
+        self.seed, self.rank = seed, rank
         self.position = 0
 
     @property
@@ -291,10 +298,7 @@ def mix(streams: Sequence[Any], weights: Sequence[float], seed: int = 0) -> Iter
     (webdataset's RandomMix). It keeps no position: a resumed mix draws again from the streams'
     resumed positions with a fresh sequence of choices. MixedStream (what ShardLoader's `weights`
     and a recipe's `data.source_weights` use) resumes exactly."""
-    if len(streams) != len(weights) or not streams:
-        raise ValueError(f"mix needs one weight per stream, got {len(streams)} streams and {len(weights)} weights")
-    if any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise ValueError(f"mix weights must be >= 0 with a positive sum, got {list(weights)}")
+    weights = mix_weights(weights, len(streams))
     rng = random.Random(seed)
     its = [iter(s) for s in streams]
     while True:

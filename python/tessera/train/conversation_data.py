@@ -263,11 +263,25 @@ def load_pixels(paths: Sequence[str], transform) -> Optional[torch.Tensor]:
 
 
 @torch.no_grad()
-def greedy_answers(model, encoded: EncodedSamples, rows: Sequence[int], tokenizer, transform,
-                   max_new_tokens: int) -> List[str]:
-    """Greedy answers to the prompts `rows` of `encoded` (encode_samples(supervise=False)),
-    left-padded into one batch: cut at eos, or at the template's answer suffix where it learns no
-    eos (plain), and cleared of ids past the tokenizer (a padded vocabulary has no text there)."""
+def greedy_answers(model, encoded: EncodedSamples, tokenizer, transform, max_new_tokens: int,
+                   batch_size: int) -> List[str]:
+    """Greedy answers to every prompt of `encoded` (encode_samples(supervise=False)), `batch_size`
+    at a time, the model in eval mode (its mode restored after): cut at eos, or at the template's
+    answer suffix where it learns no eos (plain), and cleared of ids past the tokenizer (a padded
+    vocabulary has no text there)."""
+    n, was_training = len(encoded.samples), model.training
+    model.eval()
+    try:
+        return [a for start in range(0, n, batch_size)
+                for a in _answer_batch(model, encoded, range(start, min(start + batch_size, n)), tokenizer, transform,
+                                       max_new_tokens)]
+    finally:
+        model.train(was_training)
+
+
+def _answer_batch(model, encoded: EncodedSamples, rows: Sequence[int], tokenizer, transform,
+                  max_new_tokens: int) -> List[str]:
+    """greedy_answers for the prompts `rows`, left-padded into one batch."""
     from ..chat import cut_answer, stop_ids
 
     lengths = encoded.attention_mask[list(rows)].sum(1)

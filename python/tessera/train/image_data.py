@@ -44,10 +44,12 @@ class ImageData:
                 raise ValueError(f"{where}.source_weights: one weight per source of a webdataset root joined by '::' "
                                  f"(two or more), got {len(self.source_weights)} weight(s) for dataset "
                                  f"{self.dataset!r} with {len(sources)} source(s)")
-            w = self.source_weights
-            if any(isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 <= x < float("inf") for x in w) \
-                    or sum(w) <= 0:
-                raise ValueError(f"{where}.source_weights must be finite numbers >= 0 with a positive sum, got {w}")
+            from ..data.webdataset import mix_weights
+
+            try:
+                mix_weights(self.source_weights, len(sources))
+            except ValueError as e:
+                raise ValueError(f"{where}.source_weights: {e}") from None
 
 
 def image_dataset(d: ImageData, train: bool):

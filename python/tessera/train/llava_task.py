@@ -309,9 +309,11 @@ class LlavaTask(Task):
         return {"loss": TokenLoss(out.loss_sum, out.num_tokens)}
 
     # ---- evaluation -------------------------------------------------------------------------
-    def answer(self, model, encoded, rows: List[int], max_new_tokens: int) -> List[str]:
-        """Greedy answers to the prompts `rows` of `encoded` (conversation_data.greedy_answers)."""
-        return greedy_answers(model, encoded, rows, self.tokenizer, self.transform, max_new_tokens)
+    def answer(self, model, encoded, max_new_tokens: int) -> List[str]:
+        """Greedy answers to every prompt of `encoded` (conversation_data.greedy_answers), the
+        recipe's eval batch size at a time."""
+        return greedy_answers(model, encoded, self.tokenizer, self.transform, max_new_tokens,
+                              self.recipe.eval.batch_size)
 
     def evaluate_captions(self, model, split, prompt: str = "") -> Dict[str, Any]:
         """A greedy caption for each image of `split` (a RetrievalSplit: COCO's or Flickr30k's
@@ -332,13 +334,7 @@ class LlavaTask(Task):
         d, cfg = self.recipe.data, self.recipe.eval
         encoded = encode_samples(samples, f"captioning split {split.name!r}", self.tokenizer, d.template,
                                  self.image_token_id, self.image_tokens, d.max_length, folder, supervise=False)
-        was_training = model.training
-        model.eval()
-        captions: Dict[int, str] = {}
-        for start in range(0, len(samples), cfg.batch_size):
-            rows = list(range(start, min(start + cfg.batch_size, len(samples))))
-            captions.update(zip(rows, self.answer(model, encoded, rows, cfg.max_new_tokens)))
-        model.train(was_training)
+        captions = dict(enumerate(self.answer(model, encoded, cfg.max_new_tokens)))
         references: Dict[int, List[str]] = {i: [] for i in captions}
         for caption, image in zip(split.captions, split.caption_image):
             references[image].append(caption)
@@ -354,19 +350,13 @@ class LlavaTask(Task):
         if getattr(self, "_eval_set", None) is None:
             self._eval_set = self.encode(d.eval, supervise=False, limit=cfg.max_samples)
         es = self._eval_set
-        was_training = model.training
-        model.eval()
         right: Dict[str, List[int]] = {}
         self.last_answers = []
-        for start in range(0, len(es.samples), cfg.batch_size):
-            rows = list(range(start, min(start + cfg.batch_size, len(es.samples))))
-            for r, answer in zip(rows, self.answer(model, es, rows, cfg.max_new_tokens)):
-                sample = es.samples[r]
-                reference = sample["conversations"][-1]["value"]
-                ok = int(_normalise(answer) == _normalise(reference))
-                right.setdefault(sample.get("kind", "all"), []).append(ok)
-                self.last_answers.append({"id": sample.get("id", r), "answer": answer, "reference": reference})
-        model.train(was_training)
+        for r, (sample, answer) in enumerate(zip(es.samples, self.answer(model, es, cfg.max_new_tokens))):
+            reference = sample["conversations"][-1]["value"]
+            ok = int(_normalise(answer) == _normalise(reference))
+            right.setdefault(sample.get("kind", "all"), []).append(ok)
+            self.last_answers.append({"id": sample.get("id", r), "answer": answer, "reference": reference})
         out = {"answer_accuracy": sum(sum(v) for v in right.values()) / max(1, sum(len(v) for v in right.values()))}
         if len(right) > 1 or "all" not in right:
             out.update({f"accuracy_{k}": sum(v) / len(v) for k, v in sorted(right.items())})

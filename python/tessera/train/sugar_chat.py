@@ -104,16 +104,11 @@ def generate_answers(task, model, samples: List[Dict], data_file: str) -> List[s
     from .conversation_data import encode_samples
     from .llava_task import LlavaEval
 
-    cfg, d = task.recipe.eval, task.recipe.data
     new_tokens = LlavaEval().max_new_tokens
     room = int(task.config["text_config"]["max_position_embeddings"]) - new_tokens
     encoded = encode_samples(samples, data_file, task.tokenizer, task.template, task.image_token_id, task.image_tokens,
-                             room, d.image_folder, supervise=False)
-    answers: List[str] = []
-    for start in range(0, len(samples), cfg.batch_size):
-        rows = list(range(start, min(start + cfg.batch_size, len(samples))))
-        answers += task.answer(model, encoded, rows, new_tokens)
-    return answers
+                             room, task.recipe.data.image_folder, supervise=False)
+    return task.answer(model, encoded, new_tokens)
 
 
 def accuracy(answers: Sequence[str], references: Sequence[str]) -> float:

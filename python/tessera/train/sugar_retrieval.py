@@ -113,4 +113,4 @@ class SugarRetriever:
             raise ValueError(f"ask: the prompt ({len(references)} reference(s), the image and the question) does not "
                              f"fit the model's context of {context} positions with max_new_tokens {max_new_tokens}: "
                              "give fewer references or ask for fewer new tokens") from None
-        return greedy_answers(self.model.llava, encoded, [0], self.tokenizer, self.transform, max_new_tokens)[0]
+        return greedy_answers(self.model.llava, encoded, self.tokenizer, self.transform, max_new_tokens, 1)[0]

@@ -6,6 +6,8 @@
 
 #include <ATen/ATen.h>
 
+#include <tuple>
+
 namespace tessera::models {
 namespace {
 
@@ -24,12 +26,13 @@ at::Tensor project(nn::Linear& head, const at::Tensor& states) {
 
 }  // namespace
 
-at::Tensor blip2_query_output(Blip2VisionModelImpl& vision, Blip2QFormerModelImpl& qformer,
-                              const at::Tensor& query_tokens, const at::Tensor& pixel_values,
-                              bool interpolate_pos_encoding) {
-  at::Tensor image = vision.forward(pixel_values, false, interpolate_pos_encoding).last_hidden_state;
-  at::Tensor queries = query_tokens.expand({image.size(0), -1, -1});
-  return qformer.forward(queries, -1, {}, image).last_hidden_state;
+std::pair<PooledOutput, PooledOutput> blip2_query_output(Blip2VisionModelImpl& vision, Blip2QFormerModelImpl& qformer,
+                                                         const at::Tensor& query_tokens, const at::Tensor& pixel_values,
+                                                         bool interpolate_pos_encoding) {
+  PooledOutput tower = vision.forward(pixel_values, false, interpolate_pos_encoding);
+  const at::Tensor& image = tower.last_hidden_state;
+  PooledOutput queries = qformer.forward(query_tokens.expand({image.size(0), -1, -1}), -1, {}, image);
+  return {std::move(tower), std::move(queries)};
 }
 
 Blip2ForConditionalGenerationImpl::Blip2ForConditionalGenerationImpl(Blip2Options options_)
@@ -63,8 +66,8 @@ void Blip2ForConditionalGenerationImpl::init_weights() {
 
 at::Tensor Blip2ForConditionalGenerationImpl::image_features(const at::Tensor& pixel_values,
                                                              bool interpolate_pos_encoding) {
-  return project(language_projection,
-                 blip2_query_output(*vision_model, *qformer, query_tokens(), pixel_values, interpolate_pos_encoding));
+  return project(language_projection, blip2_query_output(*vision_model, *qformer, query_tokens(), pixel_values,
+                                                        interpolate_pos_encoding).second.last_hidden_state);
 }
 
 at::Tensor Blip2ForConditionalGenerationImpl::embed(const at::Tensor& input_ids, const at::Tensor& pixel_values,
@@ -78,13 +81,12 @@ Blip2GenerationOutput Blip2ForConditionalGenerationImpl::forward(const at::Tenso
                                                                  const at::Tensor& attention_mask,
                                                                  const at::Tensor& labels, bool output_hidden_states,
                                                                  bool interpolate_pos_encoding) {
-  // image_features() step by step, keeping each part's outputs. output_hidden_states is the LM's
-  // alone, as in transformers (the tower's are vision_model's own output_hidden_states).
+  // image_features(), keeping each part's outputs. output_hidden_states is the LM's alone, as in
+  // transformers (the tower's are vision_model's own output_hidden_states).
   Blip2GenerationOutput out;
   at::Tensor embeds = splice_image_features(*language_model, input_ids, options.image_token_index(), pixel_values, [&] {
-    out.vision_outputs = vision_model->forward(pixel_values, false, interpolate_pos_encoding);
-    const at::Tensor& image = out.vision_outputs.last_hidden_state;
-    out.qformer_outputs = qformer->forward(query_tokens().expand({image.size(0), -1, -1}), -1, {}, image);
+    std::tie(out.vision_outputs, out.qformer_outputs) =
+        blip2_query_output(*vision_model, *qformer, query_tokens(), pixel_values, interpolate_pos_encoding);
     return project(language_projection, out.qformer_outputs.last_hidden_state);
   });
   out.language_model_outputs = language_model->forward({}, attention_mask, {}, embeds, {}, output_hidden_states);
@@ -164,7 +166,7 @@ std::pair<at::Tensor, at::Tensor> Blip2ForImageTextRetrievalImpl::text_part(cons
 }
 
 at::Tensor Blip2ForImageTextRetrievalImpl::image_embeds_for_itc(const at::Tensor& pixel_values) {
-  at::Tensor q = blip2_query_output(*vision_model, *qformer, query_tokens(), pixel_values);
+  at::Tensor q = blip2_query_output(*vision_model, *qformer, query_tokens(), pixel_values).second.last_hidden_state;
   return normalize(project(vision_projection, q));
 }
 

@@ -9,6 +9,8 @@
 #include "tessera/models/llama/llama_generate.h"
 #include "tessera/models/llama/llama_model.h"
 
+#include <utility>
+
 namespace tessera::models {
 
 /// transformers' Blip2ImageTextMatchingModelOutput.
@@ -28,10 +30,11 @@ struct Blip2ImageTextMatchingOutput {
 };
 
 /// What both BLIP-2 heads share: the tower's post-normed tokens read by the learned queries
-/// through the Q-Former -> [B, num_query_tokens, qformer hidden].
-at::Tensor blip2_query_output(Blip2VisionModelImpl& vision, Blip2QFormerModelImpl& qformer,
-                              const at::Tensor& query_tokens, const at::Tensor& pixel_values,
-                              bool interpolate_pos_encoding = false);
+/// through the Q-Former -> (the tower's outputs, the Q-Former's: last_hidden_state
+/// [B, num_query_tokens, qformer hidden]).
+std::pair<PooledOutput, PooledOutput> blip2_query_output(Blip2VisionModelImpl& vision, Blip2QFormerModelImpl& qformer,
+                                                         const at::Tensor& query_tokens, const at::Tensor& pixel_values,
+                                                         bool interpolate_pos_encoding = false);
 
 /// transformers' Blip2ForConditionalGenerationModelOutput: the loss and logits, then each part's
 /// outputs (tower, Q-Former, LM), then tessera's token-loss sum and count (the trainer's reduction).
