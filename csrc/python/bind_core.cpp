@@ -1,8 +1,10 @@
-// Python bindings of csrc/tessera/core: safetensors I/O, atomic writes, the config registry.
+// Python bindings of csrc/tessera/core: safetensors I/O, atomic writes, the config registry, the
+// weight-loading rules.
 #include "bindings.h"
 #include "tessera/core/atomic_file.h"
 #include "tessera/core/registry.h"
 #include "tessera/core/safetensors.h"
+#include "tessera/core/weight_loading.h"
 
 #include <nlohmann/json.hpp>
 
@@ -49,6 +51,23 @@ void bind_core(py::module_& m) {
         return std::make_pair(c.family, c.json);
       },
       py::arg("name"));
+  m.def(
+      "weight_loading",
+      [](const std::string& module_name) {
+        const auto w = core::weight_loading(module_name);
+        py::dict out;
+        out["ignore_suffixes"] = w.ignore_suffixes;
+        out["key_aliases"] = w.key_aliases;
+        py::dict tied;
+        for (const auto& [target, source] : w.tied_weights) tied[py::str(target)] = source;
+        out["tied_weights"] = tied;
+        out["base_config_key"] = w.base_config_key;
+        out["base_model_prefix"] = w.base_model_prefix;
+        return out;
+      },
+      py::arg("module_name"),
+      "The weight-loading rules a family declared for a C++ module name (defaults if none).");
+  m.def("list_weight_loading", &core::list_weight_loading, "Module names with declared weight-loading rules.");
 }
 
 namespace {

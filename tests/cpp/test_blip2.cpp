@@ -71,14 +71,11 @@ TEST(Blip2QFormerModel, RefusesBadInputByName) {
                                  "no text input");
 }
 
-TEST(Blip2VisionModel, LoadsFromItsParentFolderThroughKeyAliases) {
+TEST(Blip2VisionModel, LoadsFromItsParentFolderByItsDeclaredRules) {
   TESSERA_FIXTURE_DIR_OR_SKIP(dir, "blip2");
   const auto config = core::read_json_file(dir + "/config.json");
   models::Blip2VisionModel tower(models::Blip2VisionOptions::from_json(config.at("vision_config"), "vision_config"));
-  core::WeightLoading how;
-  how.key_aliases = {{"^vision_model\\.", ""}};
-  how.ignore_unexpected = true;
-  core::load_pretrained_weights(*tower, dir, how);
+  core::load_pretrained_weights(*tower, dir);  // the rules blip2_family.cpp declares
   models::Blip2ForConditionalGeneration blip2(models::Blip2Options::from_json(config, dir));
   core::load_pretrained_weights(*blip2, dir);
   at::NoGradGuard no_grad;
@@ -87,5 +84,6 @@ TEST(Blip2VisionModel, LoadsFromItsParentFolderThroughKeyAliases) {
   // Without the alias the tower's keys are missing: a clear error, not a partial load.
   core::WeightLoading strict;
   strict.ignore_unexpected = true;
-  tessera::testing::expect_error([&] { core::load_pretrained_weights(*tower, dir, strict); }, "missing");
+  tessera::testing::expect_error([&] { core::load_pretrained_weights(*tower, dir, strict); },
+                                 "none of the module's weights are in this checkpoint");
 }

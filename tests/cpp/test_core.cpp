@@ -1,17 +1,20 @@
 // core/: safetensors validation (every malformed layout is an error naming file and tensor),
-// atomic writes, JSON config errors.
+// atomic writes, JSON config errors, the weight-loading rules.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
 #include "tessera/core/atomic_file.h"
 #include "tessera/core/json_config.h"
 #include "tessera/core/safetensors.h"
+#include "tessera/core/weight_loading.h"
 
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <regex>
+#include <set>
 
 #include "test_util.h"
 
@@ -141,4 +144,67 @@ TEST(JsonConfig, ErrorsNameTheKey) {
   std::string p = temp_path("bad.json");
   std::ofstream(p) << "{oops";
   EXPECT_THROW(read_json_file(p), c10::ValueError);
+}
+
+namespace {
+TensorDict keys(std::initializer_list<const char*> names) {
+  TensorDict out;
+  float v = 0;
+  for (const char* n : names) out[n] = at::full({1}, v++);
+  return out;
+}
+std::set<std::string> names_of(const TensorDict& d) {
+  std::set<std::string> out;
+  for (const auto& [k, _] : d) out.insert(k);
+  return out;
+}
+}  // namespace
+
+TEST(WeightLoading, AliasesRenameOnlyWhatTheModuleLacksAndTiesFillOmittedKeys) {
+  WeightLoading how;
+  how.key_aliases = {{"^old\\.", "missing."}, {"^old\\.", "new."}};  // the first that yields an own key wins
+  how.tied_weights = {{"head.weight", "embed.weight"}, {"kept.weight", "embed.weight"}};
+  const std::set<std::string> own{"new.w", "x", "embed.weight", "head.weight", "kept.weight"};
+  auto out = rename_for_module(keys({"old.w", "x", "embed.weight", "kept.weight", "a.position_ids"}), own, how,
+                               nlohmann::json(), "ckpt");
+  EXPECT_EQ(names_of(out), own);  // position_ids dropped, head.weight filled from embed.weight
+  EXPECT_TRUE(at::equal(out.at("head.weight"), out.at("embed.weight")));
+  EXPECT_FALSE(at::equal(out.at("kept.weight"), out.at("embed.weight")));  // present: not overwritten
+}
+
+TEST(WeightLoading, BasePrefixAndParentFolderAsTransformers) {
+  WeightLoading base;
+  base.base_model_prefix = "vit";
+  auto out = rename_for_module(keys({"vit.a", "vit.b", "decoder.c"}), {"a", "b"}, base, nlohmann::json(), "ckpt");
+  EXPECT_EQ(names_of(out), (std::set<std::string>{"a", "b"}));  // the task head is left out
+  // A module that itself has the prefix (the task model) keeps every key.
+  out = rename_for_module(keys({"vit.a", "decoder.c"}), {"vit.a", "decoder.c"}, base, nlohmann::json(), "ckpt");
+  EXPECT_EQ(names_of(out), (std::set<std::string>{"vit.a", "decoder.c"}));
+
+  WeightLoading part;
+  part.key_aliases = {{"^vision_model\\.", ""}};
+  part.base_config_key = "vision_config";
+  const auto parent = nlohmann::json{{"vision_config", nlohmann::json::object()}};
+  out = rename_for_module(keys({"vision_model.a", "text_model.b"}), {"a"}, part, parent, "ckpt");
+  EXPECT_EQ(names_of(out), (std::set<std::string>{"a"}));
+  // In its own folder the part loads strictly: the stray key stays for the strict load to report.
+  out = rename_for_module(keys({"a", "b"}), {"a"}, part, nlohmann::json::object(), "ckpt");
+  EXPECT_EQ(names_of(out), (std::set<std::string>{"a", "b"}));
+  // A parent folder holding none of the part's weights is an error naming the folder and the part.
+  tessera::testing::expect_error(
+      [&] { rename_for_module(keys({"text_model.b"}), {"a"}, part, parent, "checkpoint /x"); },
+      "checkpoint /x: none of the module's weights are in this checkpoint (its 'vision_config' part)");
+}
+
+TEST(WeightLoading, RegistryRefusesTwiceAndBadPatterns) {
+  WeightLoading how;
+  how.key_aliases = {{"^a\\.", ""}};
+  EXPECT_TRUE(register_weight_loading("TestOnlyModule", how));
+  EXPECT_EQ(weight_loading("TestOnlyModule").key_aliases, how.key_aliases);
+  EXPECT_THROW(register_weight_loading("TestOnlyModule", how), std::logic_error);
+  EXPECT_TRUE(weight_loading("NoSuchModule").key_aliases.empty());
+  WeightLoading bad;
+  bad.key_aliases = {{"(unclosed", ""}};
+  EXPECT_THROW(register_weight_loading("TestOnlyBadModule", bad), std::regex_error);
+  EXPECT_TRUE(weight_loading("TestOnlyBadModule").key_aliases.empty());
 }

@@ -3,9 +3,11 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include "tessera/core/json_config.h"
 #include "tessera/core/pretrained.h"
 #include "tessera/core/registry.h"
 #include "tessera/core/safetensors.h"
+#include "tessera/core/state_dict.h"
 #include "tessera/models/beit/beit_model.h"
 #include "tessera/models/blip2/blip2_options.h"
 #include "tessera/models/clip/clip_model.h"
@@ -454,4 +456,68 @@ TEST(ConfigFields, DocsCarryTheDefaultsAsTheConfigFileHoldsThem) {
   EXPECT_EQ(at("vision_config.patch_size").default_value, 32);
   EXPECT_EQ(at("text_config.eos_token_id").default_value, 2);
   EXPECT_TRUE(at("text_config").default_value.is_object());
+}
+
+// The weight-loading rules each family declares (weight_loading.h), applied by the C++ loader
+// itself: a part from its parent's folder, a base model from its task model's, another layout.
+namespace {
+void expect_same_parameters(torch::nn::Module& loaded, torch::nn::Module& reference) {
+  auto want = reference.named_parameters();
+  ASSERT_EQ(loaded.named_parameters().size(), want.size());
+  for (const auto& p : loaded.named_parameters()) EXPECT_TRUE(at::equal(p.value(), want[p.key()])) << p.key();
+}
+}  // namespace
+
+TEST(WeightLoading, ClipTowersLoadFromTheClipFolder) {
+  TESSERA_FIXTURE_DIR_OR_SKIP(dir, "clip");
+  const auto config = core::read_json_file(dir + "/config.json");
+  models::ClipModel clip(models::ClipOptions::from_json(config));
+  core::load_pretrained_weights(*clip, dir);
+  models::ClipVisionTransformer vision(models::ClipVisionOptions::from_json(config.at("vision_config")));
+  models::ClipTextTransformer text(models::ClipTextOptions::from_json(config.at("text_config")));
+  core::load_pretrained_weights(*vision, dir);
+  core::load_pretrained_weights(*text, dir);
+  expect_same_parameters(*vision, *clip->vision_model);
+  expect_same_parameters(*text, *clip->text_model);
+}
+
+TEST(WeightLoading, BaseModelsLoadFromTheirPretrainingCheckpoints) {
+  TESSERA_FIXTURE_DIR_OR_SKIP(mae_dir, "mae");
+  models::MaeForPreTraining mae(models::MaeOptions::from_file(mae_dir + "/config.json"));
+  models::MaeModel vit(models::MaeOptions::from_file(mae_dir + "/config.json"));
+  core::load_pretrained_weights(*mae, mae_dir);
+  core::load_pretrained_weights(*vit, mae_dir);  // the `vit.*` part; the decoder is left out
+  expect_same_parameters(*vit, *mae->vit);
+  TESSERA_FIXTURE_DIR_OR_SKIP(beit_dir, "beit");
+  models::BeitForMaskedImageModeling mim(models::BeitOptions::from_file(beit_dir + "/config.json"));
+  models::BeitModel beit(models::BeitOptions::from_file(beit_dir + "/config.json"), /*add_pooling_layer=*/false);
+  core::load_pretrained_weights(*mim, beit_dir);
+  core::load_pretrained_weights(*beit, beit_dir);
+  expect_same_parameters(*beit, *mim->beit);
+}
+
+TEST(WeightLoading, LlavaReadsTransformersCurrentLayout) {
+  TESSERA_FIXTURE_DIR_OR_SKIP(dir, "llava");
+  const auto config = core::read_json_file(dir + "/config.json");
+  models::LlavaForConditionalGeneration reference(models::LlavaOptions::from_json(config, dir));
+  core::load_pretrained_weights(*reference, dir);
+  const std::vector<std::pair<std::string, std::string>> renames{{"language_model.model.", "model.language_model."},
+                                                                 {"language_model.lm_head.", "lm_head."},
+                                                                 {"vision_tower.", "model.vision_tower."},
+                                                                 {"multi_modal_projector.", "model.multi_modal_projector."}};
+  core::TensorDict moved;
+  for (const auto& [key, value] : core::state_dict(*reference)) {
+    std::string name = key;
+    for (const auto& [from, to] : renames) {
+      if (key.rfind(from, 0) == 0) name = to + key.substr(from.size());
+    }
+    moved[name] = value;
+  }
+  const std::string folder = tessera::testing::temp_path("llava_current_layout");
+  std::filesystem::create_directories(folder);
+  core::save_safetensors(folder + "/model.safetensors", moved, {{"format", "pt"}});
+  core::write_json_file(folder + "/config.json", config);
+  models::LlavaForConditionalGeneration llava(models::LlavaOptions::from_json(config, folder));
+  core::load_pretrained_weights(*llava, folder);
+  expect_same_parameters(*llava, *reference);
 }

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+import tessera
 from tessera import registry
 from tessera.models.outputs import ModelOutput
 from _clip_reference import pixel_batch, text_batch, tiny_config
@@ -150,6 +151,25 @@ def _grads(model, inputs, objective):
         for k, b in model.named_buffers():
             b.copy_(buffers[k])
     return loss.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+
+def test_weight_loading_rules_are_the_ones_declared_for_the_cpp_module(example):
+    """The Python loader and the C++ one (core::load_pretrained_weights) read one declaration:
+    the rules the family registered in C++ under the module's transformers name."""
+    cls, config, _, _ = example
+    cpp = getattr(cls(config), "_cpp", None)
+    if cpp is None:
+        pytest.skip(f"{cls.__name__} has no C++ module")
+    root = next(name for path, name, _, _ in cpp.nodes() if not path)
+    declared = tessera._C.core.weight_loading(root)
+    for attr in ("key_aliases", "tied_weights", "base_config_key", "base_model_prefix"):
+        assert getattr(cls, attr) == declared[attr], (root, attr)
+
+
+def test_every_declared_weight_loading_rule_is_read_by_a_registered_class():
+    read = {c.__dict__.get("_cpp_module_name") or c.__name__ for c in registry.registered_classes()}
+    unread = set(tessera._C.core.list_weight_loading()) - read
+    assert not unread, f"C++ declares weight-loading rules no Python class takes: {sorted(unread)}"
 
 
 def test_finite_outputs_and_every_parameter_gets_a_gradient(example):

@@ -8,46 +8,23 @@
 #include <nlohmann/json.hpp>
 #include <torch/nn/module.h>
 
-#include <regex>
+#include <fstream>
 #include <set>
 
 namespace tessera::core {
 
-namespace {
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+void load_pretrained_weights(torch::nn::Module& module, const std::string& dir) {
+  load_pretrained_weights(module, dir, weight_loading(module.name()));
 }
-}  // namespace
 
 void load_pretrained_weights(torch::nn::Module& module, const std::string& dir, const WeightLoading& how) {
-  TensorDict tensors = load_checkpoint_dir(dir);
   std::set<std::string> own;
   for (const auto& p : module.named_parameters(/*recurse=*/true)) own.insert(p.key());
   for (const auto& b : module.named_buffers(/*recurse=*/true)) own.insert(b.key());
-  std::vector<std::pair<std::regex, std::string>> aliases;
-  for (const auto& [pattern, repl] : how.key_aliases) aliases.emplace_back(std::regex(pattern), repl);
-  TensorDict renamed;
-  for (auto& [key, value] : tensors) {
-    bool drop = false;
-    for (const auto& s : how.ignore_suffixes) drop = drop || ends_with(key, s);
-    if (drop) continue;
-    std::string name = key;
-    if (!own.count(name)) {
-      for (const auto& [re, repl] : aliases) {
-        std::string candidate = std::regex_replace(key, re, repl, std::regex_constants::format_first_only);
-        if (candidate != key && own.count(candidate)) {
-          name = candidate;
-          break;
-        }
-      }
-    }
-    if (how.ignore_unexpected && !own.count(name)) continue;
-    renamed[name] = value;
-  }
-  for (const auto& [target, source] : how.tied_weights) {
-    if (!renamed.count(target) && renamed.count(source)) renamed[target] = renamed.at(source);
-  }
-  load_state_dict(module, renamed, /*strict=*/true, "checkpoint " + dir);
+  const std::string config_file = dir + "/config.json";
+  const nlohmann::json config = std::ifstream(config_file).good() ? read_json_file(config_file) : nlohmann::json();
+  TensorDict tensors = rename_for_module(load_checkpoint_dir(dir), own, how, config, "checkpoint " + dir);
+  load_state_dict(module, tensors, /*strict=*/true, "checkpoint " + dir);
 }
 
 void save_pretrained(const torch::nn::Module& module, const nlohmann::json& config, const std::string& dir) {

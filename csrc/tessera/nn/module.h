@@ -82,7 +82,9 @@ class ModuleBase {
 template <class Derived>
 class Module : public torch::nn::Module, public ModuleBase {
  public:
-  explicit Module(std::string class_name) { class_name_ = std::move(class_name); }
+  /// `class_name` is also torch's name(): the key of the family's weight-loading rules
+  /// (core/weight_loading.h) and what printing the module shows.
+  explicit Module(std::string class_name) : torch::nn::Module(class_name) { class_name_ = std::move(class_name); }
 
   /// Builds (or rebuilds) every child and parameter from the options.
   virtual void reset() = 0;

@@ -67,7 +67,6 @@ class BeitModel(BeitFeatures, _BeitBase):
 
     architecture = "BeitModel"
     input_embeddings = "embeddings.patch_embeddings"
-    base_model_prefix = "beit"  # loads from the pretraining model's checkpoint, as transformers
     _cpp_class = "BeitModel"
 
     def __init__(self, config: Optional[Dict[str, Any]] = None, add_pooling_layer: bool = True):

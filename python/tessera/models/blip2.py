@@ -69,8 +69,6 @@ class Blip2VisionModel(Blip2VisionFeatures, _Blip2Part):
     input_embeddings = "embeddings"  # transformers answers the whole embedding module
     _cpp_class = "Blip2VisionModel"
     _resolve = "resolve_vision_config"
-    base_config_key = "vision_config"
-    key_aliases = [(r"^vision_model\.", "")]  # the tower inside a Blip2* checkpoint
 
     def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False,
                 interpolate_pos_encoding: bool = False):
@@ -92,8 +90,6 @@ class Blip2QFormerModel(_Blip2Part):
     input_embeddings = None  # queries come in as embeddings
     _cpp_class = "Blip2QFormerModel"
     _resolve = "resolve_qformer_config"
-    base_config_key = "qformer_config"
-    key_aliases = [(r"^qformer\.", "")]  # the Q-Former inside a Blip2* checkpoint
 
     def forward(self, query_embeds: torch.Tensor, query_length: Optional[int] = None,
                 attention_mask: Optional[torch.Tensor] = None, encoder_hidden_states: Optional[torch.Tensor] = None,

@@ -195,8 +195,7 @@ class CLIPVisionModel(CLIPVisionFeatures, _TowerModel):
     model_type = "clip_vision_model"
     architecture = "CLIPVisionModel"
     input_embeddings = "embeddings.patch_embedding"
-    key_aliases = [(r"^vision_model\.", "")]  # transformers 4.x layout
-    base_config_key = "vision_config"
+    _cpp_module_name = "CLIPVisionTransformer"  # its weight-loading rules: clip_family.cpp
     _cpp_class = "VisionTransformer"
 
     def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False,
@@ -211,8 +210,7 @@ class CLIPTextModel(CLIPTextFeatures, _TowerModel):
     model_type = "clip_text_model"
     architecture = "CLIPTextModel"
     input_embeddings = "embeddings.token_embedding"
-    key_aliases = [(r"^text_model\.", "")]  # transformers 4.x layout
-    base_config_key = "text_config"
+    _cpp_module_name = "CLIPTextTransformer"
     _cpp_class = "ClipTextTransformer"
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,

@@ -37,9 +37,6 @@ class LlavaForConditionalGeneration(FamilyModel):
     _family, _cpp_class = _C.llava, "LlavaForConditionalGeneration"
     #: Read by nothing, as in transformers: LLaVA takes hidden states, never the pooled output.
     unused_parameters = (r"^vision_tower\.post_layernorm\.",)
-    key_aliases = [(r"^model\.language_model\.", "language_model.model."), (r"^lm_head\.", "language_model.lm_head."),
-                   (r"^model\.vision_tower\.", "vision_tower."),
-                   (r"^model\.multi_modal_projector\.", "multi_modal_projector.")]
 
     def forward(self, input_ids: torch.Tensor, pixel_values: Optional[torch.Tensor] = None,
                 attention_mask: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,

@@ -78,7 +78,6 @@ class ViTMAEModel(ViTMAEFeatures, _MaeBase):
 
     architecture = "ViTMAEModel"
     input_embeddings = "embeddings.patch_embeddings"
-    base_model_prefix = "vit"  # loads from the pretraining model's checkpoint, as transformers
     _cpp_class = "MaeModel"
 
     def forward(self, pixel_values: torch.Tensor, noise: Optional[torch.Tensor] = None,
@@ -103,7 +102,6 @@ class ViTMAEForPreTraining(_MaeBase):
     input_embeddings = "vit.embeddings.patch_embeddings"
     default_for_model_type = True  # a config with only model_type builds the model the task trains
     _cpp_class = "MaeForPreTraining"
-    key_aliases = [(r"^decoder\.decoder_layers\.", "decoder.decoder_encoder.layer.")]
 
     def forward(self, pixel_values: torch.Tensor, noise: Optional[torch.Tensor] = None,
                 output_hidden_states: bool = False,

@@ -45,7 +45,10 @@ class PreTrainedModel(nn.Module):
     Subclasses set `model_type` and implement `__init__(config)`; `self.config` is the dict.
     Loading is declarative: `key_aliases` are (regex, replacement) pairs that map another layout
     of the same checkpoint onto the model's keys, and `tied_weights` maps each tied key to the key
-    it shares storage with (stored once, as transformers does).
+    it shares storage with (stored once, as transformers does). A class over a C++ module takes
+    these rules (and `base_config_key`, `base_model_prefix`) from the ones its family declared in
+    C++ for that module (core/weight_loading.h), so the C++ loader and this one agree; a class
+    that sets one itself keeps its own.
     """
 
     model_type: str = ""
@@ -65,6 +68,19 @@ class PreTrainedModel(nn.Module):
     #: transformers' _keep_in_fp32_modules: names of parts (a key component: `qformer`,
     #: `query_tokens`) that from_pretrained keeps in fp32 when it loads in fp16, against overflow.
     _keep_in_fp32_modules: Tuple[str, ...] = ()
+    #: The C++ module whose declared weight-loading rules this class takes: its class name when
+    #: that is the module's transformers name (Blip2QFormerModel), else set (CLIPVisionTransformer).
+    _cpp_module_name: str = ""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        module = cls.__dict__.get("_cpp_module_name") or cls.__name__
+        if module not in _C.core.list_weight_loading():
+            return
+        declared = _C.core.weight_loading(module)
+        for attr in ("key_aliases", "tied_weights", "base_config_key", "base_model_prefix"):
+            if attr not in cls.__dict__:
+                setattr(cls, attr, declared[attr])
 
     @classmethod
     def config_fields(cls) -> Dict[str, Dict[str, Any]]:

@@ -1,5 +1,6 @@
 // The BEiT family in the registry: its named variants are configs/*.json (compiled in by CMake).
 #include "tessera/core/registry.h"
+#include "tessera/core/weight_loading.h"
 #include "tessera/models/beit/beit_options.h"
 
 #include <nlohmann/json.hpp>
@@ -8,6 +9,14 @@ namespace tessera::models {
 namespace {
 
 const bool registered = core::register_family_options<BeitOptions>("beit");
+
+// The encoder loads from a pretraining checkpoint (its `beit.*` part), as transformers'
+// base_model_prefix does.
+const bool base_weights = core::register_weight_loading("BeitModel", [] {
+  core::WeightLoading w;
+  w.base_model_prefix = "beit";
+  return w;
+}());
 
 }  // namespace
 }  // namespace tessera::models

@@ -1,6 +1,7 @@
 // The CLIP family in the registry: its named variants are configs/*.json (compiled in by CMake);
 // this registers how they, and overrides of them, are checked.
 #include "tessera/core/registry.h"
+#include "tessera/core/weight_loading.h"
 #include "tessera/models/clip/clip_options.h"
 
 #include <nlohmann/json.hpp>
@@ -9,6 +10,21 @@ namespace tessera::models {
 namespace {
 
 const bool registered = core::register_family_options<ClipOptions>("clip");
+
+// The towers load from a CLIP folder (transformers' CLIPVisionModel/CLIPTextModel), whose keys
+// carry the tower's prefix (also transformers 4.x's own tower layout).
+const bool vision_weights = core::register_weight_loading("CLIPVisionTransformer", [] {
+  core::WeightLoading w;
+  w.key_aliases = {{"^vision_model\\.", ""}};
+  w.base_config_key = "vision_config";
+  return w;
+}());
+const bool text_weights = core::register_weight_loading("CLIPTextTransformer", [] {
+  core::WeightLoading w;
+  w.key_aliases = {{"^text_model\\.", ""}};
+  w.base_config_key = "text_config";
+  return w;
+}());
 
 }  // namespace
 }  // namespace tessera::models

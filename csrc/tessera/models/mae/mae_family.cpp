@@ -1,6 +1,7 @@
 // The MAE family in the registry: its named variants are configs/*.json (compiled in by CMake);
 // this registers how they, and overrides of them, are checked.
 #include "tessera/core/registry.h"
+#include "tessera/core/weight_loading.h"
 #include "tessera/models/mae/mae_options.h"
 
 #include <nlohmann/json.hpp>
@@ -9,6 +10,19 @@ namespace tessera::models {
 namespace {
 
 const bool registered = core::register_family_options<MaeOptions>("mae");
+
+// The encoder loads from a pretraining checkpoint (its `vit.*` part), as transformers'
+// base_model_prefix does; older checkpoints name the decoder's layers decoder_layers.
+const bool base_weights = core::register_weight_loading("ViTMAEModel", [] {
+  core::WeightLoading w;
+  w.base_model_prefix = "vit";
+  return w;
+}());
+const bool pretraining_weights = core::register_weight_loading("ViTMAEForPreTraining", [] {
+  core::WeightLoading w;
+  w.key_aliases = {{"^decoder\\.decoder_layers\\.", "decoder.decoder_encoder.layer."}};
+  return w;
+}());
 
 }  // namespace
 }  // namespace tessera::models
