@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import functools
 import os
-import warnings
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .io import read_json
 from .schema import from_mapping
+from ._warn import warn
 
 IGNORE = -100
 IMAGE_PLACEHOLDER = "<image>"
@@ -195,8 +195,8 @@ def _check_plain(template: ConversationTemplate, conversation: Sequence[Dict[str
         raise ValueError(f"{where}: template {template.name!r} drops the question's words and keeps its image; "
                          "this question has no image placeholder")
     if generation and text.replace(IMAGE_PLACEHOLDER, "").strip():
-        warnings.warn(f"template {template.name!r} drops the question's words: prompts are the image alone "
-                      "(a run trained on captions answers with a caption)", stacklevel=3)
+        warn(f"template {template.name!r} drops the question's words: prompts are the image alone "
+             "(a run trained on captions answers with a caption)")
 
 
 def stop_ids(template: ConversationTemplate, tokenizer) -> List[int]:

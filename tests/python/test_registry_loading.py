@@ -313,8 +313,9 @@ def test_a_base_model_loads_from_its_pretraining_checkpoint_as_transformers(tmp_
               tessera.BeitModel, "beit", {"add_pooling_layer": False}, "lm_head")]
     for i, (pretrained, base, prefix, kwargs, head) in enumerate(cases):
         pretrained.save_pretrained(str(tmp_path / str(i)))
-        with pytest.warns(UserWarning, match=f"{head}.* weights are not used"):
+        with pytest.warns(UserWarning, match=f"{head}.* weights are not used") as said:
             model = base.from_pretrained(str(tmp_path / str(i)), **kwargs)
+        assert said[0].filename == __file__  # the caller's line, not tessera's (tessera/_warn.py)
         want = {k[len(prefix) + 1:]: v for k, v in pretrained.state_dict().items() if k.startswith(prefix + ".")}
         got = model.state_dict()
         assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)

@@ -19,12 +19,12 @@ import numbers
 import os
 import random
 import re
-import warnings
 from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Union
 
 import torch.utils.data
 
 from .. import _C
+from .._warn import warn
 
 # webdataset's rule (tariterators.base_plus_ext): the key is the path up to the first dot of the
 # file name, the extension everything after it (lower-cased).
@@ -132,7 +132,7 @@ def read_members(sample: Dict[str, Any], files: Dict[str, Any]) -> Dict[str, Any
 
 def _report(problems: Optional[List[str]], message: str) -> None:
     if problems is None:
-        warnings.warn(message, stacklevel=3)
+        warn(message)
     else:
         problems.append(message)
 
@@ -176,7 +176,7 @@ class ShardStream(torch.utils.data.IterableDataset):
             random.Random(f"{self.seed}:{self.epoch}").shuffle(order)
         slot, slots = self.rank * num_workers + worker, self.world_size * num_workers
         if len(order) < slots:
-            warnings.warn(f"{len(order)} shards for {slots} readers (ranks x workers): some read nothing", stacklevel=2)
+            warn(f"{len(order)} shards for {slots} readers (ranks x workers): some read nothing")
         return order[slot::slots]
 
     def __iter__(self) -> Iterator[Dict[str, Any]]:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 import shutil
-import warnings
 from typing import Any, Dict, List
+from .._warn import warn
 
 # pycocoevalcap's PTBTokenizer drops these tokens after tokenizing
 PUNCTUATIONS = {"''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--", "...", ";"}
@@ -112,9 +112,9 @@ def caption_metrics(predictions: Dict[Any, str], references: Dict[Any, List[str]
     if tokenizer == "auto":
         tokenizer = "ptb" if shutil.which("java") else "simple"
         if tokenizer == "simple":
-            warnings.warn("caption metrics: no `java` on PATH, so captions are tokenized by tessera's stand-in for "
-                          "PTBTokenizer; scores can differ slightly from the COCO server's (reported as "
-                          "caption_tokenizer: simple)", stacklevel=2)
+            warn("caption metrics: no `java` on PATH, so captions are tokenized by tessera's stand-in for "
+                 "PTBTokenizer; scores can differ slightly from the COCO server's (reported as "
+                 "caption_tokenizer: simple)")
     res = _tokenized({k: [v] for k, v in predictions.items()}, tokenizer)
     gts = _tokenized({k: list(v) for k, v in references.items()}, tokenizer)
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)

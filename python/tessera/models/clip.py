@@ -15,6 +15,7 @@ from .features import FeatureResult, VisionFeatures, indices_arg, intermediates_
 from .outputs import BaseModelOutputWithPooling, CLIPOutput, make_output
 from ..registry import register_model
 from .pretrained import PreTrainedModel, merge_config
+from .._warn import warn
 
 #: Python classes of the mirrored C++ nodes, for wrap policies (FSDP2, activation checkpointing).
 CLIPEncoderLayer = node_class("CLIPEncoderLayer", layer=True)
@@ -97,9 +98,7 @@ class CLIPModel(CppModule, PreTrainedModel):
         starts at logit_bias_init_value, said in a warning, as transformers starts a new head."""
         bias = self.config.get("logit_bias_init_value")
         if bias is not None and "logit_bias" not in state_dict:
-            import warnings
-
-            warnings.warn(f"the weights hold no logit_bias: it starts at logit_bias_init_value {bias}", stacklevel=2)
+            warn(f"the weights hold no logit_bias: it starts at logit_bias_init_value {bias}")
             state_dict = {**state_dict, "logit_bias": torch.full((), float(bias), dtype=self.logit_scale.dtype)}
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 

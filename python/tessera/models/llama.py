@@ -19,6 +19,7 @@ from ..registry import register_model
 from ..schema import from_mapping, require
 from .family import FamilyModel
 from .outputs import ModelOutput, make_output
+from .._warn import warn
 
 #: Python classes of the mirrored C++ nodes (wrap policies: FSDP2, activation checkpointing).
 LlamaDecoderLayer = node_class("LlamaDecoderLayer", layer=True)
@@ -114,10 +115,8 @@ class LlamaForCausalLM(FamilyModel):
             if "max_length" not in given and context is not None and max_length > context + 1:
                 # A file's max_length past the context (transformers would decode past it): every
                 # default call failed. Decoding stops at the context instead, said once per call.
-                import warnings
-
-                warnings.warn(f"{GENERATION_FILE}: max_length {max_length} exceeds the model's context "
-                              f"(max_position_embeddings {context}): decoding stops there", stacklevel=3)
+                warn(f"{GENERATION_FILE}: max_length {max_length} exceeds the model's context "
+                     f"(max_position_embeddings {context}): decoding stops there")
                 settings["max_new_tokens"] = max(context + 1 - prompt_length, 0)
         config = generation_config(settings, caller)
         _check_returns(returns, config, caller)
@@ -319,7 +318,6 @@ def read_generation_defaults(folder: str) -> Optional[dict]:
     `temperature: 0` with sampling) is left out with a warning, never a failed load; an integral
     float where an int goes (`max_new_tokens: 256.0`) is read as the int."""
     import os
-    import warnings
 
     from ..io import read_json
 
@@ -344,14 +342,14 @@ def read_generation_defaults(folder: str) -> Optional[dict]:
             else:
                 generation_config({key: value}, "generate")
         except (TypeError, ValueError) as e:
-            warnings.warn(f"{path}: {key} {value!r} left out ({e})", stacklevel=2)
+            warn(f"{path}: {key} {value!r} left out ({e})")
             continue
         defaults[key] = value
     try:
         generation_config({k: v for k, v in defaults.items() if k != "max_length"}, "generate")
     except (TypeError, ValueError) as e:  # a combination generate refuses: its sampling settings go
         sampling = ("do_sample", "temperature", "top_k", "top_p")
-        warnings.warn(f"{path}: {e}; its sampling settings ({', '.join(k for k in sampling if k in defaults)}) are "
-                      "left out", stacklevel=2)
+        warn(f"{path}: {e}; its sampling settings ({', '.join(k for k in sampling if k in defaults)}) are "
+             "left out")
         defaults = {k: v for k, v in defaults.items() if k not in sampling}
     return defaults

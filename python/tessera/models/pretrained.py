@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
@@ -14,6 +13,7 @@ from ..io import read_json
 from .dtypes import DType, config_with_dtype, load_dtype
 from .outputs import ModelOutput
 from .weights import apply_key_aliases, fill_tied, load_fitting, load_weights, save_weights
+from .._warn import warn
 
 
 def read_config(path: str) -> Dict[str, Any]:
@@ -187,8 +187,8 @@ class PreTrainedModel(nn.Module):
             return state
         head = sorted({k.split(".")[0] for k in state if not k.startswith(prefix)})
         if head:
-            warnings.warn(f"{path}: {cls.__name__} loads the {cls.base_model_prefix!r} part of this checkpoint; "
-                          f"its {', '.join(head)} weights are not used (a task head)", stacklevel=3)
+            warn(f"{path}: {cls.__name__} loads the {cls.base_model_prefix!r} part of this checkpoint; "
+                 f"its {', '.join(head)} weights are not used (a task head)")
         return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
     @classmethod

@@ -42,6 +42,7 @@ from ..checksums import (MANIFEST, CheckpointDamaged, files_under, is_model_file
 from ..models.weights import save_weights
 from .distributed import rank0_decides
 from .strategy import unwrapped_name
+from .._warn import warn
 
 FORMAT_VERSION = 2  # checksums.json is an extra file, not a new format: older tessera still reads these
 STATE_FILE = "trainer_state.pt"
@@ -262,11 +263,11 @@ def check_files(ckpt_dir: str) -> bool:
     if verify_checkpoint(ckpt_dir, required=[f for f in present if _read_on_resume(f)]):
         extra = sorted(set(present) - set(read_manifest(ckpt_dir) or {}))
         if extra:
-            warnings.warn(f"{ckpt_dir}: {len(extra)} file(s) not in its {MANIFEST}, not read on resume: "
-                          f"{', '.join(extra[:3])}", stacklevel=2)
+            warn(f"{ckpt_dir}: {len(extra)} file(s) not in its {MANIFEST}, not read on resume: "
+                 f"{', '.join(extra[:3])}")
         return True
-    warnings.warn(f"{ckpt_dir} has no {MANIFEST} (written before tessera checksummed checkpoints): its files "
-                  f"are loaded unverified", stacklevel=2)
+    warn(f"{ckpt_dir} has no {MANIFEST} (written before tessera checksummed checkpoints): its files "
+         f"are loaded unverified")
     return False
 
 

@@ -22,7 +22,6 @@ import json
 import mmap
 import os
 import sys
-import warnings
 import zlib
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -31,6 +30,7 @@ import torch
 from .. import _C
 from ..chat import load_template
 from .conversation_data import EncodedSamples, SampleProblem, pad_rows, prepare_sample, sample_name
+from .._warn import warn
 
 INDEX_VERSION = 5  # 3: a CRC-32 per record; 4: unlearned text between answers tokenized as one string;
                    # 5: a leading gpt turn left out, as LLaVA does
@@ -200,12 +200,12 @@ def _load_cached(where: str, fp: str, data_size: int):
     try:
         tensors, meta = _C.core.load_safetensors(where)
     except (ValueError, RuntimeError) as e:
-        warnings.warn(f"{where}: unreadable data index ({e}); rebuilding it", stacklevel=3)
+        warn(f"{where}: unreadable data index ({e}); rebuilding it")
         return None
     if meta.get("fingerprint") != fp:
         return None  # another file version, tokenizer or setting: rebuilt, never trusted
     if not _columns_fit(tensors, data_size):
-        warnings.warn(f"{where}: the data index's columns do not fit its data file; rebuilding it", stacklevel=3)
+        warn(f"{where}: the data index's columns do not fit its data file; rebuilding it")
         return None
     fd = os.open(where, os.O_RDONLY)
     try:
@@ -292,7 +292,7 @@ def load_index(path: str, tokenizer, template_name: str, image_token_id: int, im
             _C.core.save_safetensors(where, tensors, {"fingerprint": fp, "report": json.dumps(summary)})
             columns = (_load_cached(where, fp, identity[0]) or (None, None, None))[2]
         except (OSError, RuntimeError, ValueError) as e:
-            warnings.warn(f"{where}: could not cache the data index ({e}); it is rebuilt next time", stacklevel=2)
+            warn(f"{where}: could not cache the data index ({e}); it is rebuilt next time")
         text = str(report)
     else:
         tensors, summary, columns = cached
@@ -300,7 +300,7 @@ def load_index(path: str, tokenizer, template_name: str, image_token_id: int, im
     if summary["refused"] and not skip_invalid:
         raise ValueError(f"{text}\n(fix these samples, or set data.skip_invalid: true to train without them)")
     if summary["refused"]:
-        warnings.warn(text + "\n(data.skip_invalid: these samples are left out)", stacklevel=2)
+        warn(text + "\n(data.skip_invalid: these samples are left out)")
     if not len(tensors["offsets"]):
         raise ValueError(f"{text}\nno sample passes the checks")
     return ConversationIndex(path, tensors, summary, columns, identity)

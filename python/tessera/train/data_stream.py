@@ -3,8 +3,8 @@ that end with the epoch, a refusal of data that cannot fill one step, and a load
 carried over to another number of processes."""
 from __future__ import annotations
 
-import warnings
 from typing import Any, Dict, Iterator
+from .._warn import warn
 
 
 def loader_size_text(loader) -> str:
@@ -70,10 +70,10 @@ def reshard_data_state(saved: Dict[str, int], mine: Dict[str, int]) -> Dict[str,
         # A shard stream's position counts one rank's samples from that rank's own shards, which
         # another number of ranks deals differently: carried over, it served samples twice and
         # dropped others. The epoch starts again on the new layout instead, said out loud.
-        warnings.warn(f"resuming shards on {mine['world_size']} process(es) where the checkpoint had "
-                      f"{saved['world_size']}: a shard's place in a rank's stream changes with the number of ranks, "
-                      f"so epoch {saved.get('epoch', 0)} starts again from its beginning (its first "
-                      f"{saved['batches']} step(s) of data are seen twice)", stacklevel=2)
+        warn(f"resuming shards on {mine['world_size']} process(es) where the checkpoint had "
+             f"{saved['world_size']}: a shard's place in a rank's stream changes with the number of ranks, "
+             f"so epoch {saved.get('epoch', 0)} starts again from its beginning (its first "
+             f"{saved['batches']} step(s) of data are seen twice)")
         return {**saved, "world_size": mine["world_size"], "batch_size": mine["batch_size"], "rank": mine["rank"],
                 "batches": 0, "position": 0}
     consumed = saved["batches"] * saved["batch_size"] * saved["world_size"]

@@ -15,7 +15,6 @@ A recipe names it (`task: clip`). Tasks outside tessera are found by importing t
 from __future__ import annotations
 
 import importlib
-import warnings
 from typing import (Any, Callable, ClassVar, Dict, Iterable, List, NamedTuple, Optional, Protocol, Tuple, Union,
                     runtime_checkable)
 
@@ -23,6 +22,7 @@ import torch
 from torch import nn
 
 from .optim import no_decay, param_groups
+from .._warn import warn
 
 
 class TokenLoss(NamedTuple):
@@ -107,9 +107,9 @@ class Task:
         optim, data = getattr(recipe, "optim", None), getattr(recipe, "data", None)
         steps = getattr(optim, "accumulation_steps", 1)
         if self.batch_coupled and steps > 1:
-            warnings.warn(f"optim.accumulation_steps {steps}: {self.batch_coupled}, so each micro-batch of "
-                          f"{getattr(data, 'batch_size', '?')} is its own batch (the loss is their mean), not one "
-                          "batch of their sum", stacklevel=2)
+            warn(f"optim.accumulation_steps {steps}: {self.batch_coupled}, so each micro-batch of "
+                 f"{getattr(data, 'batch_size', '?')} is its own batch (the loss is their mean), not one "
+                 "batch of their sum")
 
     def build_model(self) -> nn.Module:
         """`model.name` (a registered variant, with `pretrained` weights and `config` overrides),

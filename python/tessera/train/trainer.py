@@ -9,7 +9,6 @@ import math
 import os
 import sys
 import time
-import warnings
 from contextlib import nullcontext
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -28,6 +27,7 @@ from .optim import build_optimizer, warmup_cosine
 from .run_lock import RunFolderLocked, RunLock
 from .strategy import Wrapped
 from .tasks import MixedLoss, TokenLoss, pads_unused
+from .._warn import warn
 
 
 class TrainingDiverged(RuntimeError):
@@ -116,7 +116,7 @@ class Trainer:
 
     def _warn_slow_bf16(self) -> None:
         if self.recipe.train.precision == "bf16" and self.info.device.type == "cpu" and not cpu_has_native_bf16():
-            warnings.warn(BF16_SLOW_WARNING, stacklevel=2)
+            warn(BF16_SLOW_WARNING)
 
     # ---- one optimizer step's gradients ---------------------------------------------------
     def accumulate(self, batches: Iterator[Dict[str, Any]], step: int) -> Tuple[Dict[str, float], bool, int]:
