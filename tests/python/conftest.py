@@ -1,4 +1,5 @@
-"""Shared pytest fixtures: where ../shared lives, PNG support, deterministic seeds, thread count."""
+"""Shared pytest fixtures: where ../shared lives, PNG support, a tiny LLaMA, deterministic seeds,
+thread count."""
 import os
 import pathlib
 
@@ -38,6 +39,16 @@ def png_codec():
 
     if not _C.data.drawing_available():
         pytest.skip("tessera was built without OpenCV: no PNG encoding or decoding")
+
+
+@pytest.fixture(scope="module")
+def lm():
+    """A tiny random LLaMA (_tiny_llama.py) in eval mode, one per test module."""
+    import tessera
+    from _tiny_llama import LLAMA
+
+    torch.manual_seed(0)
+    return tessera.LlamaForCausalLM(LLAMA).eval()
 
 
 @pytest.fixture(autouse=True)

@@ -7,15 +7,7 @@ import pytest
 import torch
 
 import tessera
-
-LLAMA = dict(vocab_size=60, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=2, max_position_embeddings=32)
-
-
-@pytest.fixture(scope="module")
-def lm():
-    torch.manual_seed(0)
-    return tessera.LlamaForCausalLM(LLAMA).eval()
+from _tiny_llama import LLAMA
 
 
 # ---- class: generation arguments that pass a range check but not the arithmetic behind it ------

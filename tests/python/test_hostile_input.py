@@ -19,15 +19,7 @@ from tessera.schema import from_mapping
 from tessera.train import recipe_from_dict
 from tessera.train.config import TrainConfig
 from tessera.train.conversation_data import check_sample
-
-LLAMA = dict(vocab_size=60, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=2, max_position_embeddings=32)
-
-
-@pytest.fixture(scope="module")
-def lm():
-    torch.manual_seed(0)
-    return tessera.LlamaForCausalLM(LLAMA).eval()
+from _tiny_llama import LLAMA
 
 
 # ---- class: a value of the wrong type or range at a boundary ---------------------------------

@@ -15,9 +15,8 @@ from tessera.train import Task, TensorLoader, TokenLoss, recipe_from_dict, regis
 from tessera.train.conversation_data import check_sample, read_samples
 from tessera.train.data_stream import batch_stream
 from tessera.train.trainer import Trainer
+from _tiny_llama import LLAMA
 
-LLAMA = dict(vocab_size=60, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=2, max_position_embeddings=32)
 
 # ---- class: data that cannot fill a batch never hangs ----------------------------------------
 @dataclass

@@ -10,12 +10,10 @@ import torch
 
 import tessera
 from tessera import lora
+from _tiny_llama import LLAMA
 
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
-
-LLAMA = dict(vocab_size=60, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=2, max_position_embeddings=32)
 
 
 def _randomize_adapters(model):

@@ -31,6 +31,19 @@ bool any_has_prefix(const std::set<std::string>& keys, const std::string& prefix
 }
 }  // namespace
 
+WeightLoading WeightLoading::part(const std::string& prefix, const std::string& config_key) {
+  WeightLoading w;
+  w.key_aliases = {{"^" + prefix + "\\.", ""}};
+  w.base_config_key = config_key;
+  return w;
+}
+
+WeightLoading WeightLoading::base_model(const std::string& prefix) {
+  WeightLoading w;
+  w.base_model_prefix = prefix;
+  return w;
+}
+
 bool register_weight_loading(const std::string& module_name, WeightLoading how) {
   for (const auto& [pattern, _] : how.key_aliases) std::regex check(pattern);  // a bad pattern fails here, not at load
   if (!table().add(module_name, std::move(how))) {

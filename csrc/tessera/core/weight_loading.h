@@ -31,6 +31,11 @@ struct WeightLoading {
   std::string base_model_prefix;
   /// Drop keys the module does not have; every key of the module must still be present.
   bool ignore_unexpected = false;
+
+  /// A part stored as `prefix.*` in its parent's checkpoint, its config the parent's `config_key`.
+  static WeightLoading part(const std::string& prefix, const std::string& config_key);
+  /// A base model stored as `prefix.*` in its task model's checkpoint.
+  static WeightLoading base_model(const std::string& prefix);
 };
 
 /// Declares the rules of modules named `module_name` (torch::nn::Module::name(), the transformers

@@ -12,11 +12,7 @@ const bool registered = core::register_family_options<BeitOptions>("beit");
 
 // The encoder loads from a pretraining checkpoint (its `beit.*` part), as transformers'
 // base_model_prefix does.
-const bool base_weights = core::register_weight_loading("BeitModel", [] {
-  core::WeightLoading w;
-  w.base_model_prefix = "beit";
-  return w;
-}());
+const bool base_weights = core::register_weight_loading("BeitModel", core::WeightLoading::base_model("beit"));
 
 }  // namespace
 }  // namespace tessera::models

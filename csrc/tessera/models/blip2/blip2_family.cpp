@@ -9,18 +9,10 @@ namespace {
 const bool registered = core::register_family_options<Blip2Options>("blip2");
 
 // The tower and the Q-Former load from a Blip2* folder, as transformers' parts do.
-const bool vision_weights = core::register_weight_loading("Blip2VisionModel", [] {
-  core::WeightLoading w;
-  w.key_aliases = {{"^vision_model\\.", ""}};
-  w.base_config_key = "vision_config";
-  return w;
-}());
-const bool qformer_weights = core::register_weight_loading("Blip2QFormerModel", [] {
-  core::WeightLoading w;
-  w.key_aliases = {{"^qformer\\.", ""}};
-  w.base_config_key = "qformer_config";
-  return w;
-}());
+const bool vision_weights =
+    core::register_weight_loading("Blip2VisionModel", core::WeightLoading::part("vision_model", "vision_config"));
+const bool qformer_weights =
+    core::register_weight_loading("Blip2QFormerModel", core::WeightLoading::part("qformer", "qformer_config"));
 
 }  // namespace
 }  // namespace tessera::models

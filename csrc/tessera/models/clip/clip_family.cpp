@@ -13,18 +13,10 @@ const bool registered = core::register_family_options<ClipOptions>("clip");
 
 // The towers load from a CLIP folder (transformers' CLIPVisionModel/CLIPTextModel), whose keys
 // carry the tower's prefix (also transformers 4.x's own tower layout).
-const bool vision_weights = core::register_weight_loading("CLIPVisionTransformer", [] {
-  core::WeightLoading w;
-  w.key_aliases = {{"^vision_model\\.", ""}};
-  w.base_config_key = "vision_config";
-  return w;
-}());
-const bool text_weights = core::register_weight_loading("CLIPTextTransformer", [] {
-  core::WeightLoading w;
-  w.key_aliases = {{"^text_model\\.", ""}};
-  w.base_config_key = "text_config";
-  return w;
-}());
+const bool vision_weights =
+    core::register_weight_loading("CLIPVisionTransformer", core::WeightLoading::part("vision_model", "vision_config"));
+const bool text_weights =
+    core::register_weight_loading("CLIPTextTransformer", core::WeightLoading::part("text_model", "text_config"));
 
 }  // namespace
 }  // namespace tessera::models

@@ -13,11 +13,7 @@ const bool registered = core::register_family_options<MaeOptions>("mae");
 
 // The encoder loads from a pretraining checkpoint (its `vit.*` part), as transformers'
 // base_model_prefix does; older checkpoints name the decoder's layers decoder_layers.
-const bool base_weights = core::register_weight_loading("ViTMAEModel", [] {
-  core::WeightLoading w;
-  w.base_model_prefix = "vit";
-  return w;
-}());
+const bool base_weights = core::register_weight_loading("ViTMAEModel", core::WeightLoading::base_model("vit"));
 const bool pretraining_weights = core::register_weight_loading("ViTMAEForPreTraining", [] {
   core::WeightLoading w;
   w.key_aliases = {{"^decoder\\.decoder_layers\\.", "decoder.decoder_encoder.layer."}};
