@@ -5,15 +5,18 @@
 
 #include "tessera/core/atomic_file.h"
 #include "tessera/core/json_config.h"
+#include "tessera/core/registry.h"
 #include "tessera/core/safetensors.h"
 #include "tessera/core/weight_loading.h"
+
+#include <torch/nn/module.h>
 
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <regex>
+#include <algorithm>
 #include <set>
 
 #include "test_util.h"
@@ -196,15 +199,54 @@ TEST(WeightLoading, BasePrefixAndParentFolderAsTransformers) {
       "checkpoint /x: none of the module's weights are in this checkpoint (its 'vision_config' part)");
 }
 
-TEST(WeightLoading, RegistryRefusesTwiceAndBadPatterns) {
+namespace {
+struct RulesA : torch::nn::Module {
+  RulesA() : torch::nn::Module("TestOnlyModule") {}
+};
+struct RulesB : torch::nn::Module {
+  RulesB() : torch::nn::Module("TestOnlyModule") {}  // the same name, another class
+};
+struct RulesC : torch::nn::Module {};
+struct RulesD : torch::nn::Module {};
+struct RulesE : torch::nn::Module {};
+}  // namespace
+
+TEST(WeightLoading, RulesFollowTheModuleClassNotItsName) {
   WeightLoading how;
   how.key_aliases = {{"^a\\.", ""}};
-  EXPECT_TRUE(register_weight_loading("TestOnlyModule", how));
+  EXPECT_TRUE(register_weight_loading<RulesA>("TestOnlyModule", how));
   EXPECT_EQ(weight_loading("TestOnlyModule").key_aliases, how.key_aliases);
-  EXPECT_THROW(register_weight_loading("TestOnlyModule", how), std::logic_error);
+  EXPECT_EQ(weight_loading(RulesA()).key_aliases, how.key_aliases);
+  EXPECT_TRUE(weight_loading(RulesB()).key_aliases.empty());  // a user's module that shares the name
   EXPECT_TRUE(weight_loading("NoSuchModule").key_aliases.empty());
+}
+
+// Registration runs in static initialisers, where a throw ends the process: it never throws; what
+// it refused is raised where the rules are read, naming the module and the reason.
+TEST(WeightLoading, RefusedRulesAreRaisedWhereTheyAreRead) {
+  WeightLoading how;
+  how.key_aliases = {{"^c\\.", ""}};
+  EXPECT_TRUE(register_weight_loading<RulesC>("TestOnlyTwice", how));
+  EXPECT_FALSE(register_weight_loading<RulesD>("TestOnlyTwice", how));
+  tessera::testing::expect_error([] { weight_loading("TestOnlyTwice"); }, "'TestOnlyTwice': declared twice");
+  tessera::testing::expect_error([] { weight_loading(RulesD()); }, "declared twice");
   WeightLoading bad;
   bad.key_aliases = {{"(unclosed", ""}};
-  EXPECT_THROW(register_weight_loading("TestOnlyBadModule", bad), std::regex_error);
-  EXPECT_TRUE(weight_loading("TestOnlyBadModule").key_aliases.empty());
+  EXPECT_FALSE(register_weight_loading<RulesE>("TestOnlyBadPattern", bad));
+  tessera::testing::expect_error([] { weight_loading(RulesE()); },
+                                 "'TestOnlyBadPattern': key alias '(unclosed' is not a regular expression");
+  WeightLoading group;
+  group.key_aliases = {{"^(x)\\.", "$1."}};
+  EXPECT_FALSE(register_weight_loading(std::type_index(typeid(int)), "TestOnlyGroup", group));
+  tessera::testing::expect_error([] { weight_loading("TestOnlyGroup"); }, "the replacement must be plain text");
+  EXPECT_FALSE(register_weight_loading(std::type_index(typeid(long)), "", how));
+  const auto names = list_weight_loading();
+  EXPECT_TRUE(std::count(names.begin(), names.end(), "TestOnlyBadPattern"));  // refused names are listed
+}
+
+TEST(Registry, AFamilyRegisteredTwiceIsRaisedWhereItIsUsed) {
+  register_family("test_only_family", [](const nlohmann::json&, const std::string&) {});
+  register_family("test_only_family", [](const nlohmann::json&, const std::string&) {});  // no throw: static init
+  tessera::testing::expect_error([] { validate_config("test_only_family", nlohmann::json::object(), "v.json"); },
+                                 "v.json: model family 'test_only_family' is registered twice");
 }

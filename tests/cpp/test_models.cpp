@@ -479,6 +479,13 @@ TEST(WeightLoading, ClipTowersLoadFromTheClipFolder) {
   core::load_pretrained_weights(*text, dir);
   expect_same_parameters(*vision, *clip->vision_model);
   expect_same_parameters(*text, *clip->text_model);
+  // Without the parent's config.json the folder cannot be read as the parent's: the error says so.
+  const std::string bare = tessera::testing::temp_path("clip_weights_only");
+  std::filesystem::create_directories(bare);
+  std::filesystem::copy_file(dir + "/model.safetensors", bare + "/model.safetensors",
+                             std::filesystem::copy_options::overwrite_existing);
+  tessera::testing::expect_error([&] { core::load_pretrained_weights(*vision, bare); },
+                                 "no config.json: a part loads from its parent's folder through the 'vision_config'");
 }
 
 TEST(WeightLoading, BaseModelsLoadFromTheirPretrainingCheckpoints) {
@@ -486,7 +493,15 @@ TEST(WeightLoading, BaseModelsLoadFromTheirPretrainingCheckpoints) {
   models::MaeForPreTraining mae(models::MaeOptions::from_file(mae_dir + "/config.json"));
   models::MaeModel vit(models::MaeOptions::from_file(mae_dir + "/config.json"));
   core::load_pretrained_weights(*mae, mae_dir);
-  core::load_pretrained_weights(*vit, mae_dir);  // the `vit.*` part; the decoder is left out
+  struct Said : c10::WarningHandler {
+    std::string text;
+    void process(const c10::Warning& w) override { text += w.msg(); }
+  } said;
+  {
+    c10::WarningUtils::WarningHandlerGuard guard(&said);
+    core::load_pretrained_weights(*vit, mae_dir);  // the `vit.*` part; the decoder is left out, said
+  }
+  EXPECT_NE(said.text.find("its decoder weights are not used (a task head)"), std::string::npos) << said.text;
   expect_same_parameters(*vit, *mae->vit);
   TESSERA_FIXTURE_DIR_OR_SKIP(beit_dir, "beit");
   models::BeitForMaskedImageModeling mim(models::BeitOptions::from_file(beit_dir + "/config.json"));
@@ -501,10 +516,11 @@ TEST(WeightLoading, LlavaReadsTransformersCurrentLayout) {
   const auto config = core::read_json_file(dir + "/config.json");
   models::LlavaForConditionalGeneration reference(models::LlavaOptions::from_json(config, dir));
   core::load_pretrained_weights(*reference, dir);
-  const std::vector<std::pair<std::string, std::string>> renames{{"language_model.model.", "model.language_model."},
-                                                                 {"language_model.lm_head.", "lm_head."},
-                                                                 {"vision_tower.", "model.vision_tower."},
-                                                                 {"multi_modal_projector.", "model.multi_modal_projector."}};
+  const std::vector<std::pair<std::string, std::string>> renames{
+      {"language_model.model.", "model.language_model."},
+      {"language_model.lm_head.", "lm_head."},
+      {"vision_tower.", "model.vision_tower."},
+      {"multi_modal_projector.", "model.multi_modal_projector."}};
   core::TensorDict moved;
   for (const auto& [key, value] : core::state_dict(*reference)) {
     std::string name = key;

@@ -36,6 +36,19 @@ class NamedTable {
     for (const auto& [name, _] : items_) out.push_back(name);
     return out;
   }
+  /// Keeps why `name` cannot be used. Registrations that run in static initialisers call this
+  /// instead of throwing: a throw there ends the process (or the Python interpreter importing an
+  /// extension) before anyone can catch it. The registry raises the reason where the name is used.
+  void refuse(const std::string& name, std::string why) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    refused_.emplace(name, std::move(why));
+  }
+  /// Why `name` was refused, or nothing.
+  std::optional<std::string> refusal(const std::string& name) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = refused_.find(name);
+    return it == refused_.end() ? std::nullopt : std::optional<std::string>(it->second);
+  }
   /// "a, b, c": the names, for error messages.
   std::string known() const {
     std::string out;
@@ -46,6 +59,7 @@ class NamedTable {
  private:
   mutable std::mutex mutex_;
   std::map<std::string, T> items_;
+  std::map<std::string, std::string> refused_;
 };
 
 }  // namespace tessera::core

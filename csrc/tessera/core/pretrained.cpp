@@ -14,7 +14,7 @@
 namespace tessera::core {
 
 void load_pretrained_weights(torch::nn::Module& module, const std::string& dir) {
-  load_pretrained_weights(module, dir, weight_loading(module.name()));
+  load_pretrained_weights(module, dir, weight_loading(module));
 }
 
 void load_pretrained_weights(torch::nn::Module& module, const std::string& dir, const WeightLoading& how) {
@@ -22,9 +22,15 @@ void load_pretrained_weights(torch::nn::Module& module, const std::string& dir, 
   for (const auto& p : module.named_parameters(/*recurse=*/true)) own.insert(p.key());
   for (const auto& b : module.named_buffers(/*recurse=*/true)) own.insert(b.key());
   const std::string config_file = dir + "/config.json";
-  const nlohmann::json config = std::ifstream(config_file).good() ? read_json_file(config_file) : nlohmann::json();
-  TensorDict tensors = rename_for_module(load_checkpoint_dir(dir), own, how, config, "checkpoint " + dir);
-  load_state_dict(module, tensors, /*strict=*/true, "checkpoint " + dir);
+  const bool has_config = std::ifstream(config_file).good();
+  const nlohmann::json config = has_config ? read_json_file(config_file) : nlohmann::json();
+  std::string source = "checkpoint " + dir;
+  TensorDict tensors = rename_for_module(load_checkpoint_dir(dir), own, how, config, source);
+  if (!has_config && !how.base_config_key.empty()) {  // a parent's folder is known by its config only
+    source += " (no config.json: a part loads from its parent's folder through the '" + how.base_config_key +
+              "' entry of the parent's config.json)";
+  }
+  load_state_dict(module, tensors, /*strict=*/true, source);
 }
 
 void save_pretrained(const torch::nn::Module& module, const nlohmann::json& config, const std::string& dir) {

@@ -16,8 +16,8 @@ class Module;
 
 namespace tessera::core {
 
-/// Loads the folder's weights into `module` strictly, after the rules its family declared for
-/// `module.name()` (weight_loading.h): a CLIPVisionTransformer loads from a CLIP folder, a
+/// Loads the folder's weights into `module` strictly, after the rules its family declared for the
+/// module's class (weight_loading.h): a CLIPVisionTransformer loads from a CLIP folder, a
 /// ViTMAEModel from a ViTMAEForPreTraining one, as in transformers.
 void load_pretrained_weights(torch::nn::Module& module, const std::string& dir);
 /// The same after `how` in place of the declared rules.

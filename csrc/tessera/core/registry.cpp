@@ -90,10 +90,13 @@ const NamedConfig& find_config(const std::string& name) {
 std::vector<std::string> list_configs() { return table().names(); }
 
 void register_family(const std::string& family, ConfigValidator validate) {
-  TORCH_CHECK_VALUE(families().add(family, std::move(validate)), "model family '", family, "' is registered twice");
+  if (!families().add(family, std::move(validate))) {  // raised where the family is used (named_table.h)
+    families().refuse(family, "model family '" + family + "' is registered twice");
+  }
 }
 
 void validate_config(const std::string& family, const nlohmann::json& config, const std::string& where) {
+  if (auto why = families().refusal(family)) TORCH_CHECK_VALUE(false, where, ": ", *why);
   auto validate = families().get(family);
   TORCH_CHECK_VALUE(validate.has_value(), where, ": unknown model family '", family, "'");
   (*validate)(config, where);

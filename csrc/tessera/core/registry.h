@@ -39,7 +39,8 @@ std::vector<std::string> list_configs();
 
 /// Checks a config of a family strictly: unknown keys are rejected with the valid ones listed.
 using ConfigValidator = std::function<void(const nlohmann::json& config, const std::string& where)>;
-/// Registers `family`'s validator; registering a family twice is an error.
+/// Registers `family`'s validator; registering a family twice is an error, raised where the family
+/// is used (a static initialiser must not throw).
 void register_family(const std::string& family, ConfigValidator validate);
 /// Registers `Options::from_json(config, where, strict=true)` as `family`'s validator; a family's
 /// *_family.cpp calls it from a static initialiser.

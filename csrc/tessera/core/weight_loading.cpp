@@ -1,20 +1,44 @@
 // The weight-loading rules each family declares, and applying them to a checkpoint's keys.
 #include "tessera/core/weight_loading.h"
 
-#include "tessera/core/named_table.h"
-
 #include <c10/util/Exception.h>
 #include <nlohmann/json.hpp>
+#include <torch/nn/module.h>
 
+#include <map>
+#include <mutex>
 #include <regex>
-#include <stdexcept>
 
 namespace tessera::core {
 
 namespace {
-NamedTable<WeightLoading>& table() {
-  static NamedTable<WeightLoading> t;
+// Rules by module name (Python reads them so) and the name of each declared module class (the
+// C++ loader reads them so); problems are kept by name, raised where the rules are read.
+struct Table {
+  std::mutex mutex;
+  std::map<std::string, WeightLoading> rules;
+  std::map<std::type_index, std::string> names;
+  std::map<std::string, std::string> problems;
+};
+
+Table& table() {
+  static Table t;
   return t;
+}
+
+std::string problem_of(const std::string& module_name, const WeightLoading& how) {
+  if (module_name.empty()) return "an empty module name";
+  for (const auto& [pattern, repl] : how.key_aliases) {
+    try {
+      std::regex check(pattern);
+    } catch (const std::regex_error& e) {
+      return "key alias '" + pattern + "' is not a regular expression (" + e.what() + ")";
+    }
+    if (repl.find_first_of("$\\") != std::string::npos) {
+      return "key alias '" + pattern + "' -> '" + repl + "': the replacement must be plain text (no '$' or '\\')";
+    }
+  }
+  return "";
 }
 
 bool ends_with(const std::string& s, const std::string& suffix) {
@@ -44,20 +68,55 @@ WeightLoading WeightLoading::base_model(const std::string& prefix) {
   return w;
 }
 
-bool register_weight_loading(const std::string& module_name, WeightLoading how) {
-  for (const auto& [pattern, _] : how.key_aliases) std::regex check(pattern);  // a bad pattern fails here, not at load
-  if (!table().add(module_name, std::move(how))) {
-    throw std::logic_error("weight-loading rules for '" + module_name + "' declared twice");
+bool register_weight_loading(std::type_index module_class, const std::string& module_name, WeightLoading how) {
+  Table& t = table();
+  std::lock_guard<std::mutex> lock(t.mutex);
+  std::string problem = problem_of(module_name, how);
+  if (problem.empty() && t.rules.count(module_name)) problem = "declared twice";
+  if (problem.empty() && t.names.count(module_class)) {  // both names are then in doubt
+    const std::string& first = t.names.at(module_class);
+    problem = "its module class already has the rules of '" + first + "'";
+    t.problems.emplace(first, "weight-loading rules of '" + first + "': its module class is declared again, as '" +
+                                  module_name + "'");
   }
+  if (!t.names.count(module_class)) t.names.emplace(module_class, module_name);
+  if (!problem.empty()) {
+    t.problems.emplace(module_name, "weight-loading rules of '" + module_name + "': " + problem);
+    return false;
+  }
+  t.rules.emplace(module_name, std::move(how));
   return true;
 }
 
 WeightLoading weight_loading(const std::string& module_name) {
-  auto found = table().get(module_name);
-  return found ? *found : WeightLoading{};
+  Table& t = table();
+  std::lock_guard<std::mutex> lock(t.mutex);
+  auto problem = t.problems.find(module_name);
+  TORCH_CHECK_VALUE(problem == t.problems.end(), problem == t.problems.end() ? "" : problem->second);
+  auto found = t.rules.find(module_name);
+  return found == t.rules.end() ? WeightLoading{} : found->second;
 }
 
-std::vector<std::string> list_weight_loading() { return table().names(); }
+WeightLoading weight_loading(const torch::nn::Module& module) {
+  std::string name;
+  {
+    Table& t = table();
+    std::lock_guard<std::mutex> lock(t.mutex);
+    auto found = t.names.find(std::type_index(typeid(module)));
+    if (found == t.names.end()) return WeightLoading{};
+    name = found->second;
+  }
+  return weight_loading(name);
+}
+
+std::vector<std::string> list_weight_loading() {
+  Table& t = table();
+  std::lock_guard<std::mutex> lock(t.mutex);
+  std::set<std::string> names;
+  for (const auto& [name, _] : t.rules) names.insert(name);
+  for (const auto& [name, _] : t.problems) names.insert(name);
+  return {names.begin(), names.end()};
+}
 
 TensorDict rename_for_module(TensorDict tensors, const std::set<std::string>& own, const WeightLoading& how,
                              const nlohmann::json& config, const std::string& where) {
@@ -82,7 +141,19 @@ TensorDict rename_for_module(TensorDict tensors, const std::set<std::string>& ow
     for (auto& [key, value] : renamed) {
       if (has_prefix(key, prefix)) base[key.substr(prefix.size())] = value;
     }
-    if (!base.empty()) renamed = std::move(base);  // the task head's keys are left out
+    if (!base.empty()) {
+      std::set<std::string> head;
+      for (const auto& [key, _] : renamed) {
+        if (!has_prefix(key, prefix)) head.insert(key.substr(0, key.find('.')));
+      }
+      std::string parts;
+      for (const auto& h : head) parts += (parts.empty() ? "" : ", ") + h;
+      if (!head.empty()) {
+        TORCH_WARN(where, ": loading its '", how.base_model_prefix, "' part; its ", parts,
+                   " weights are not used (a task head)");
+      }
+      renamed = std::move(base);
+    }
   }
   for (const auto& [target, source] : how.tied_weights) {
     if (!renamed.count(target) && renamed.count(source)) renamed[target] = renamed.at(source);

@@ -8,9 +8,15 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include <set>
+#include <typeindex>
+#include <typeinfo>
 #include <string>
 #include <utility>
 #include <vector>
+
+namespace torch::nn {
+class Module;
+}
 
 namespace tessera::core {
 
@@ -18,7 +24,8 @@ struct WeightLoading {
   /// Keys ending in one of these are dropped (buffers older transformers versions saved).
   std::vector<std::string> ignore_suffixes{".position_ids"};
   /// (regex, replacement): a key the module lacks is renamed by the first alias that turns it into
-  /// one it has (other layouts of the same weights: `^vision_model\.` -> "" for a tower).
+  /// one it has (other layouts of the same weights: `^vision_model\.` -> "" for a tower). The
+  /// replacement is plain text: C++'s `$1` and Python's `\1` would read a group differently.
   std::vector<std::pair<std::string, std::string>> key_aliases;
   /// Tied key -> its source, copied when the checkpoint omits it (`lm_head.weight` from the embeddings).
   std::vector<std::pair<std::string, std::string>> tied_weights;
@@ -38,13 +45,25 @@ struct WeightLoading {
   static WeightLoading base_model(const std::string& prefix);
 };
 
-/// Declares the rules of modules named `module_name` (torch::nn::Module::name(), the transformers
-/// class: "CLIPVisionTransformer"); declaring a name twice is an error. A family's
-/// *_family.cpp calls it from a static initialiser.
-bool register_weight_loading(const std::string& module_name, WeightLoading how);
-/// The rules declared for `module_name`, or the defaults.
+/// Declares the rules of the module class `Impl`, whose instances are named `module_name` (the
+/// transformers class, "CLIPVisionTransformer": what Python classes find the rules by). The C++
+/// loader finds them by the module's class, so another module that happens to share the name
+/// is not affected. A family's *_family.cpp calls it from a static initialiser, where a throw
+/// would end the process (or the Python interpreter importing an extension) before anyone could
+/// catch it; so it never throws: a problem (a name or class declared twice, an empty name, a
+/// pattern that is no regular expression, a replacement that is not plain text) is kept and
+/// raised where the rules are read. Returns whether the rules were taken.
+bool register_weight_loading(std::type_index module_class, const std::string& module_name, WeightLoading how);
+template <class Impl>
+bool register_weight_loading(const std::string& module_name, WeightLoading how) {
+  return register_weight_loading(std::type_index(typeid(Impl)), module_name, std::move(how));
+}
+/// The rules declared under `module_name`, or the defaults; a ValueError for rules that were
+/// refused (register_weight_loading).
 WeightLoading weight_loading(const std::string& module_name);
-/// Names with declared rules, sorted.
+/// The rules declared for `module`'s class, or the defaults.
+WeightLoading weight_loading(const torch::nn::Module& module);
+/// Names with declared (or refused) rules, sorted.
 std::vector<std::string> list_weight_loading();
 
 /// The checkpoint's tensors under the module's keys (`own`) after `how`: suffixes dropped, aliases

@@ -120,14 +120,15 @@ def apply_key_aliases(state: Mapping[str, torch.Tensor], own_keys: Iterable[str]
                       aliases: Iterable[Tuple[str, str]]) -> Dict[str, torch.Tensor]:
     """Renames checkpoint keys that the model lacks by the first alias (regex, replacement) that
     turns them into a key it has; e.g. MAE's transformers-4 `decoder.decoder_layers.N` to
-    `decoder.decoder_encoder.layer.N`. Keys already known, or matched by no alias, stay."""
+    `decoder.decoder_encoder.layer.N`. Keys already known, or matched by no alias, stay. The
+    replacement is plain text, as in the C++ loader (core/weight_loading.h): no group references."""
     own = set(own_keys)
     compiled = [(re.compile(p), r) for p, r in aliases]
     out = {}
     for key, value in state.items():
         if key not in own:
             for pattern, repl in compiled:
-                new = pattern.sub(repl, key, count=1)
+                new = pattern.sub(lambda _, text=repl: text, key, count=1)
                 if new != key and new in own:
                     key = new
                     break

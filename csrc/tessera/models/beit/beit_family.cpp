@@ -1,6 +1,7 @@
 // The BEiT family in the registry: its named variants are configs/*.json (compiled in by CMake).
 #include "tessera/core/registry.h"
 #include "tessera/core/weight_loading.h"
+#include "tessera/models/beit/beit_model.h"
 #include "tessera/models/beit/beit_options.h"
 
 #include <nlohmann/json.hpp>
@@ -12,7 +13,8 @@ const bool registered = core::register_family_options<BeitOptions>("beit");
 
 // The encoder loads from a pretraining checkpoint (its `beit.*` part), as transformers'
 // base_model_prefix does.
-const bool base_weights = core::register_weight_loading("BeitModel", core::WeightLoading::base_model("beit"));
+const bool base_weights =
+    core::register_weight_loading<BeitModelImpl>("BeitModel", core::WeightLoading::base_model("beit"));
 
 }  // namespace
 }  // namespace tessera::models

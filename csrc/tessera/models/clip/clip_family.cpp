@@ -3,6 +3,8 @@
 #include "tessera/core/registry.h"
 #include "tessera/core/weight_loading.h"
 #include "tessera/models/clip/clip_options.h"
+#include "tessera/models/clip/clip_text.h"
+#include "tessera/models/clip/clip_vision.h"
 
 #include <nlohmann/json.hpp>
 
@@ -13,10 +15,10 @@ const bool registered = core::register_family_options<ClipOptions>("clip");
 
 // The towers load from a CLIP folder (transformers' CLIPVisionModel/CLIPTextModel), whose keys
 // carry the tower's prefix (also transformers 4.x's own tower layout).
-const bool vision_weights =
-    core::register_weight_loading("CLIPVisionTransformer", core::WeightLoading::part("vision_model", "vision_config"));
-const bool text_weights =
-    core::register_weight_loading("CLIPTextTransformer", core::WeightLoading::part("text_model", "text_config"));
+const bool vision_weights = core::register_weight_loading<ClipVisionTransformerImpl>(
+    "CLIPVisionTransformer", core::WeightLoading::part("vision_model", "vision_config"));
+const bool text_weights = core::register_weight_loading<ClipTextTransformerImpl>(
+    "CLIPTextTransformer", core::WeightLoading::part("text_model", "text_config"));
 
 }  // namespace
 }  // namespace tessera::models
