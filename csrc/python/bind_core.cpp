@@ -2,6 +2,7 @@
 // weight-loading rules.
 #include "bindings.h"
 #include "tessera/core/atomic_file.h"
+#include "tessera/core/json_config.h"
 #include "tessera/core/registry.h"
 #include "tessera/core/safetensors.h"
 #include "tessera/core/weight_loading.h"
@@ -67,6 +68,10 @@ void bind_core(py::module_& m) {
       },
       py::arg("module_name"),
       "The weight-loading rules a family declared for a C++ module name (defaults if none).");
+  m.def("transformers_file_keys", &core::transformers_file_keys,
+        "Keys transformers writes into config.json that tessera does not read; strict reads let them pass.");
+  m.def("attribute_aliases", &core::attribute_aliases,
+        "transformers' attribute_map entries tessera reads: [(alias, key)], e.g. image_token_id.");
   m.def("list_weight_loading", &core::list_weight_loading, "Module names with declared weight-loading rules.");
 }
 

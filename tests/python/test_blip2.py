@@ -47,6 +47,48 @@ def test_retrieval_fixture_parity(fixture_dir):
     torch.testing.assert_close(itm.logits_per_image, io["itm_logits"], atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("family", ["blip2_itr", "llava"])
+def test_image_token_id_is_read_as_image_token_index_as_transformers_does(fixture_dir, tmp_path, family):
+    """LlavaConfig's and Blip2Config's attribute_map: `image_token_id` is image_token_index. tessera
+    read only the latter: BLIP-2 retrieval then kept the query placeholders as text (ITC off by
+    0.36, silently), LLaVA looked for id 32000."""
+    import json
+    import shutil
+
+    d = fixture_dir(family)
+    config = json.loads((d / "config.json").read_text())
+    config.pop("image_token_index", None)
+    config["image_token_id"] = token = 45
+    shutil.copy(d / "model.safetensors", tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    ours = tessera.from_pretrained(str(tmp_path))
+    assert ours.config["image_token_index"] == token and "image_token_id" not in ours.config
+    hf = getattr(transformers, config["architectures"][0]).from_pretrained(str(tmp_path)).eval()
+    assert hf.config.image_token_index == token
+    vision = config["vision_config"]
+    image_tokens = config["num_query_tokens"] if family == "blip2_itr" else \
+        (vision["image_size"] // vision["patch_size"]) ** 2
+    px = torch.randn(2, 3, vision["image_size"], vision["image_size"])
+    ids = torch.tensor([[token] * image_tokens + [5, 6, 7]] * 2)
+    with torch.no_grad():
+        if family == "llava":
+            torch.testing.assert_close(ours(ids, px).logits, hf(input_ids=ids, pixel_values=px).logits,
+                                       atol=1e-4, rtol=0)
+        else:
+            mask = torch.ones_like(ids)
+            for itm in (False, True):
+                torch.testing.assert_close(ours(px, ids, mask, use_image_text_matching_head=itm).logits_per_image,
+                                           hf(pixel_values=px, input_ids=ids, attention_mask=mask,
+                                              use_image_text_matching_head=itm).logits_per_image, atol=1e-4, rtol=0)
+    for key in ("image_token_id", "image_token_index"):  # an override under either name wins, as in transformers
+        over = type(ours).from_pretrained(str(tmp_path), config_overrides={key: token + 2})
+        assert over.config["image_token_index"] == token + 2 and "image_token_id" not in over.config
+    config["image_token_index"] = token + 1
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="image_token_id 45 and image_token_index 46 differ"):
+        tessera.from_pretrained(str(tmp_path))
+
+
 QFORMER = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=48,
                encoder_hidden_size=24, vocab_size=50, max_position_embeddings=16,
                hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)

@@ -257,6 +257,29 @@ def test_add_model_config_takes_a_clip_variant_as_open_clip_does(tmp_path):
     assert isinstance(model, tessera.CLIPModel) and model.config["projection_dim"] == 16
 
 
+def test_a_saved_config_json_is_a_variant_file(tmp_path):
+    """A config.json written by save_pretrained or transformers carries keys tessera does not read
+    (dtype, transformers_version, a tower's projection_dim): the strict variant check refused them,
+    so a real config could not be registered, and a typo in it could not be found."""
+    import json
+
+    transformers = pytest.importorskip("transformers")
+    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=99)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+                  patch_size=8)
+    transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=16).save_pretrained(str(tmp_path))
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert {"dtype", "transformers_version"} & set(config) and "projection_dim" in config["text_config"]
+    (tmp_path / "clip-saved-by-hf.json").write_text(json.dumps(config))
+    (tmp_path / "config.json").unlink()
+    assert tessera.add_model_config(str(tmp_path / "clip-saved-by-hf.json")) == ["clip-saved-by-hf"]
+    assert tessera.create_model("clip-saved-by-hf").config["projection_dim"] == 16
+    config["text_config"]["hiden_size"] = 32  # a typo is still found
+    (tmp_path / "clip-typo.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"clip-typo\.json.*text_config: unknown key 'hiden_size'"):
+        tessera.add_model_config(str(tmp_path / "clip-typo.json"))
+
+
 def test_add_model_config_is_all_or_none_and_names_are_usable(tmp_path):
     """A folder was registered file by file: a bad second file left the first registered, and
     the retry then failed with "registered twice". Names nobody could type (`.json`, ` a .json`)

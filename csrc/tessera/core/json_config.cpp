@@ -1,6 +1,7 @@
 // Typed access to Hugging Face style config.json files with precise error messages.
 #include "tessera/core/json_config.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "tessera/core/atomic_file.h"
@@ -35,6 +36,46 @@ bool nests_within(const json& v, int levels) {
 }
 constexpr int kMaxConfigLevels = 32;
 }  // namespace
+
+const std::vector<std::pair<std::string, std::string>>& attribute_aliases() {
+  static const std::vector<std::pair<std::string, std::string>> aliases{{"image_token_id", "image_token_index"}};
+  return aliases;
+}
+
+const std::vector<std::string>& transformers_file_keys() {
+  static const std::vector<std::string> keys{
+      "_name_or_path", "transformers_version", "dtype", "torch_dtype", "use_bfloat16", "torchscript", "return_dict",
+      "output_hidden_states", "output_attentions", "output_scores", "return_dict_in_generate", "use_cache",
+      "pretraining_tp", "pruned_heads", "chunk_size_feed_forward", "is_encoder_decoder", "is_decoder",
+      "add_cross_attention", "cross_attention_hidden_size", "tie_encoder_decoder", "finetuning_task", "id2label",
+      "label2id", "num_labels", "problem_type", "tokenizer_class", "prefix", "task_specific_params", "sep_token_id",
+      "decoder_start_token_id", "tf_legacy_loss", "_attn_implementation", "attn_implementation", "max_length",
+      "min_length", "do_sample", "early_stopping", "num_beams", "num_beam_groups", "diversity_penalty", "temperature",
+      "top_k", "top_p", "typical_p", "repetition_penalty", "length_penalty", "no_repeat_ngram_size",
+      "encoder_no_repeat_ngram_size", "bad_words_ids", "num_return_sequences", "forced_bos_token_id",
+      "forced_eos_token_id", "remove_invalid_values", "exponential_decay_length_penalty", "suppress_tokens",
+      "begin_suppress_tokens", "projection_dim", "vocab_size", "image_seq_length", "use_decoder_only_language_model",
+      "add_fpn", "auxiliary_channels", "auxiliary_concat_input", "auxiliary_loss_weight", "auxiliary_num_convs",
+      "out_features", "out_indices", "pool_scales", "reshape_hidden_states", "semantic_loss_ignore_index",
+      "stage_names", "use_auxiliary_head", "text_config_dict", "vision_config_dict", "dropout", "architectures",
+      "tie_word_embeddings", "bos_token_id", "eos_token_id", "pad_token_id",
+  };
+  return keys;
+}
+
+json with_attribute_aliases(const json& j, const std::string& where) {
+  ConfigReader checked(j, where);  // an object within the nesting limit: copying it cannot overflow the stack
+  json out = j;
+  for (const auto& [alias, key] : attribute_aliases()) {
+    if (!out.contains(alias)) continue;
+    TORCH_CHECK_VALUE(!out.contains(key) || out[key] == out[alias], where, ": ", alias, " ", json_excerpt(out[alias]),
+                      " and ", key, " ", json_excerpt(out[key]), " differ (transformers reads ", alias, " as ", key,
+                      ")");
+    out[key] = out[alias];
+    out.erase(alias);
+  }
+  return out;
+}
 
 std::string json_excerpt(const json& v, size_t max_chars) {
   constexpr int kMaxLevels = 16;
@@ -120,8 +161,9 @@ ConfigReader ConfigReader::child(const std::string& key) const {
 }
 
 void ConfigReader::reject_unknown(const std::vector<std::string>& known) const {
+  const auto& file_keys = transformers_file_keys();
   for (auto it = j_->begin(); it != j_->end(); ++it) {
-    bool ok = false;
+    bool ok = std::find(file_keys.begin(), file_keys.end(), it.key()) != file_keys.end();
     for (const auto& k : known) ok = ok || it.key() == k;
     if (ok) continue;
     std::string valid;

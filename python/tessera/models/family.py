@@ -20,7 +20,10 @@ class FamilyModel(CppModule, PreTrainedModel):
         with _C.nn.ParameterBudget():  # a config too large for this machine is refused before init
             cpp = getattr(self._family, self._cpp_class)(config_json(config), *cpp_args)
         super().__init__(cpp)
-        self.config = merge_config(config, json.loads(self._cpp.config_json()))
+        # C++ read transformers' aliases (image_token_id) as their keys; the config keeps the key only.
+        aliases = {alias for alias, _ in _C.core.attribute_aliases()}
+        self.config = merge_config({k: v for k, v in config.items() if k not in aliases},
+                                   json.loads(self._cpp.config_json()))
         self.config["architectures"] = [self.architecture]
 
     @classmethod

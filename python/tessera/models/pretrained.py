@@ -339,34 +339,6 @@ def _as_tuple(out: Any) -> Any:
     return out
 
 
-#: Keys transformers writes into config.json that tessera does not read: PretrainedConfig's own,
-#: generation settings of older files, and those of heads and variants tessera does not build (a
-#: tower's projection_dim, BEiT's segmentation head). A whole config.json pasted into
-#: `model.config` is not refused for them; only names are judged here, never values.
-HF_FILE_KEYS = frozenset((
-    "_name_or_path", "transformers_version", "dtype", "torch_dtype", "use_bfloat16", "torchscript", "return_dict",
-    "output_hidden_states", "output_attentions", "output_scores", "return_dict_in_generate", "use_cache",
-    "pretraining_tp", "pruned_heads", "chunk_size_feed_forward", "is_encoder_decoder", "is_decoder",
-    "add_cross_attention", "cross_attention_hidden_size", "tie_encoder_decoder", "finetuning_task", "id2label",
-    "label2id", "num_labels", "problem_type", "tokenizer_class", "prefix", "task_specific_params", "sep_token_id",
-    "decoder_start_token_id", "tf_legacy_loss", "_attn_implementation", "attn_implementation", "max_length",
-    "min_length", "do_sample", "early_stopping", "num_beams", "num_beam_groups", "diversity_penalty", "temperature",
-    "top_k", "top_p", "typical_p", "repetition_penalty", "length_penalty", "no_repeat_ngram_size",
-    "encoder_no_repeat_ngram_size", "bad_words_ids", "num_return_sequences", "forced_bos_token_id",
-    "forced_eos_token_id", "remove_invalid_values", "exponential_decay_length_penalty", "suppress_tokens",
-    "begin_suppress_tokens",
-    "projection_dim", "vocab_size", "image_seq_length", "use_decoder_only_language_model", "add_fpn",
-    "auxiliary_channels", "auxiliary_concat_input", "auxiliary_loss_weight", "auxiliary_num_convs", "out_features",
-    "out_indices", "pool_scales", "reshape_hidden_states", "semantic_loss_ignore_index", "stage_names",
-    "use_auxiliary_head", "text_config_dict", "vision_config_dict", "dropout", "architectures", "tie_word_embeddings",
-    "bos_token_id", "eos_token_id", "pad_token_id"))
-
-
-def _without_file_keys(config: Dict[str, Any]) -> Dict[str, Any]:
-    return {k: _without_file_keys(v) if k.endswith("_config") and isinstance(v, dict) else v
-            for k, v in config.items() if k not in HF_FILE_KEYS}
-
-
 def check_override_keys(model_class, resolved: Dict[str, Any], overrides: Optional[Dict[str, Any]],
                         where: str = "model.config") -> None:
     """A recipe's model.config is the user's own text, so its keys are read strictly, as tessera's
@@ -388,7 +360,7 @@ def check_override_keys(model_class, resolved: Dict[str, Any], overrides: Option
         getattr(getattr(model_class, "_family", None), "__name__", "").rsplit(".", 1)[-1]
     if not overrides or family not in _C.core.list_families():
         return
-    checked = _without_file_keys(merge_config(resolved, overrides))
+    checked = merge_config(resolved, overrides)  # transformers' file keys pass the strict read
     part = getattr(model_class, "base_config_key", None)  # a part (a tower) is its parent's sub-config
     try:
         validate(family, {part: checked} if part else checked, where)
@@ -397,9 +369,14 @@ def check_override_keys(model_class, resolved: Dict[str, Any], overrides: Option
 
 
 def merge_config(base: Dict[str, Any], overrides: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    """Recursive dict update (`text_config.hidden_size` style overrides)."""
+    """Recursive dict update (`text_config.hidden_size` style overrides). An override under one of
+    transformers' attribute aliases (`image_token_id`) sets its key, as transformers' setattr does."""
     out = json.loads(json.dumps(base))
+    aliases = dict(_C.core.attribute_aliases())
     for key, value in (overrides or {}).items():
+        key = aliases.get(key, key)
+        for alias in [a for a, k in aliases.items() if k == key]:
+            out.pop(alias, None)  # the base's alias of an overridden key goes with it
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = merge_config(out[key], value)
         else:

@@ -74,7 +74,8 @@ void Blip2Options::validate(const std::string& where) const {
                     image_token_index());
 }
 
-Blip2Options Blip2Options::from_json(const nlohmann::json& j, const std::string& where, bool strict) {
+Blip2Options Blip2Options::from_json(const nlohmann::json& config, const std::string& where, bool strict) {
+  const nlohmann::json j = core::with_attribute_aliases(config, where);  // image_token_id, as transformers
   check_model_type(j, where, "blip-2");
   core::ConfigReader r(j, where);
   if (strict) {

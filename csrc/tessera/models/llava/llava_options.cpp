@@ -38,7 +38,8 @@ void LlavaOptions::validate(const std::string& where) const {
   check_projector_type(projector_type(), where);
 }
 
-LlavaOptions LlavaOptions::from_json(const nlohmann::json& j, const std::string& where, bool strict) {
+LlavaOptions LlavaOptions::from_json(const nlohmann::json& config, const std::string& where, bool strict) {
+  const nlohmann::json j = core::with_attribute_aliases(config, where);  // image_token_id, as transformers
   core::ConfigReader r(j, where);
   const std::string type = r.get_string("model_type", "llava");
   TORCH_CHECK_VALUE(type == "llava", where, ": model_type is '", type, "', expected 'llava'");
