@@ -243,6 +243,13 @@ def test_attention_masks_mean_what_sdpa_means_and_bad_shapes_are_refused():
     ("LlamaForCausalLM", dict(LLAMA, initializer_range=float("inf")), "initializer_range must be a finite"),
     ("CLIPModel", {"text_config": 5}, "text_config must be a JSON object"),
     ("Blip2ForConditionalGeneration", {"qformer_config": "x"}, "qformer_config must be a JSON object"),
+    # an activation tessera lacks named the value but not the key (transformers has tanh, mish, ...)
+    ("CLIPModel", {"vision_config": {"hidden_act": "tanh"}}, r"vision_config: hidden_act: unknown activation 'tanh'"),
+    ("CLIPModel", {"text_config": {"hidden_act": "mish"}}, r"text_config: hidden_act: unknown activation 'mish'"),
+    ("ViTMAEModel", {"hidden_act": "tanh"}, "hidden_act: unknown activation 'tanh'"),
+    ("BeitModel", {"hidden_act": "tanh"}, "hidden_act: unknown activation 'tanh'"),
+    ("Blip2QFormerModel", {"hidden_act": "mish"}, "hidden_act: unknown activation 'mish'"),
+    ("Blip2VisionModel", {"hidden_act": "mish"}, "hidden_act: unknown activation 'mish'"),
 ])
 def test_config_values_that_would_compute_nan_or_fail_in_the_parser_name_their_key(family, config, key):
     with pytest.raises(ValueError, match=key):

@@ -15,6 +15,14 @@ Activation activation_from_name(const std::string& name) {
                     "' (expected gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, quick_gelu, silu, swish, relu)");
 }
 
+void check_activation(const std::string& name, const std::string& where, const std::string& key) {
+  try {
+    (void)activation_from_name(name);
+  } catch (const c10::ValueError& e) {
+    TORCH_CHECK_VALUE(false, where, ": ", key, ": ", e.what_without_backtrace());
+  }
+}
+
 std::string activation_name(Activation act) {
   switch (act) {
     case Activation::gelu: return "gelu";

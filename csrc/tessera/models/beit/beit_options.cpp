@@ -2,6 +2,7 @@
 #include "tessera/models/beit/beit_options.h"
 
 #include "tessera/core/config_fields.h"
+#include "tessera/nn/activation.h"
 
 #include <c10/util/Exception.h>
 #include <nlohmann/json.hpp>
@@ -9,6 +10,7 @@
 namespace tessera::models {
 
 void BeitOptions::validate(const std::string& where) const {
+  nn::check_activation(hidden_act(), where);
   TORCH_CHECK_VALUE(hidden_size() > 0 && num_attention_heads() > 0 && hidden_size() % num_attention_heads() == 0,
                     where, ": hidden_size ", hidden_size(), " must be a positive multiple of num_attention_heads ",
                     num_attention_heads());

@@ -2,6 +2,7 @@
 #include "tessera/models/blip2/blip2_options.h"
 
 #include "tessera/core/config_fields.h"
+#include "tessera/nn/activation.h"
 
 #include <c10/util/Exception.h>
 #include <nlohmann/json.hpp>
@@ -25,6 +26,7 @@ void check_width(const std::string& where, int64_t hidden, int64_t heads, int64_
 }  // namespace
 
 void Blip2VisionOptions::validate(const std::string& where) const {
+  nn::check_activation(hidden_act(), where);
   check_width(where, hidden_size(), num_attention_heads(), intermediate_size(), num_hidden_layers());
   TORCH_CHECK_VALUE(patch_size() > 0 && image_size() > 0 && image_size() % patch_size() == 0, where, ": image_size ", image_size(),
                     " must be a positive multiple of patch_size ", patch_size());
@@ -42,6 +44,7 @@ nlohmann::json Blip2VisionOptions::to_json() const {
 }
 
 void Blip2QFormerOptions::validate(const std::string& where) const {
+  nn::check_activation(hidden_act(), where);
   check_width(where, hidden_size(), num_attention_heads(), intermediate_size(), num_hidden_layers());
   TORCH_CHECK_VALUE(cross_attention_frequency() > 0, where, ": cross_attention_frequency must be positive, got ",
                     cross_attention_frequency());

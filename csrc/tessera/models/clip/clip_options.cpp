@@ -2,6 +2,7 @@
 #include "tessera/models/clip/clip_options.h"
 
 #include "tessera/core/config_fields.h"
+#include "tessera/nn/activation.h"
 
 #include <c10/util/Exception.h>
 #include <nlohmann/json.hpp>
@@ -15,6 +16,7 @@ void check_heads(const std::string& where, int64_t hidden_size, int64_t heads) {
 }  // namespace
 
 void ClipVisionOptions::validate(const std::string& where) const {
+  nn::check_activation(hidden_act(), where);
   check_heads(where, hidden_size(), num_attention_heads());
   TORCH_CHECK_VALUE(patch_size() > 0 && image_size() > 0 && image_size() % patch_size() == 0, where, ": image_size ", image_size(),
                     " must be a positive multiple of patch_size ", patch_size());
@@ -33,6 +35,7 @@ nlohmann::json ClipVisionOptions::to_json() const {
 }
 
 void ClipTextOptions::validate(const std::string& where) const {
+  nn::check_activation(hidden_act(), where);
   check_heads(where, hidden_size(), num_attention_heads());
   TORCH_CHECK_VALUE(vocab_size() > 0 && max_position_embeddings() > 0 && intermediate_size() > 0 &&
                         num_hidden_layers() >= 0,

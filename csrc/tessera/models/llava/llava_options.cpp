@@ -22,11 +22,7 @@ void LlavaOptions::validate(const std::string& where) const {
                       " is not a layer output of a ", n, "-layer vision tower (1..", n, " or -1..-", n, ")");
   }
   TORCH_CHECK_VALUE(image_token_index() >= 0, where, ": image_token_index must be >= 0");
-  try {  // read when the projector runs: an unknown name failed at the first forward, naming no key
-    (void)nn::activation_from_name(projector_hidden_act());
-  } catch (const c10::ValueError& e) {
-    TORCH_CHECK_VALUE(false, where, ": projector_hidden_act: ", e.what_without_backtrace());
-  }
+  nn::check_activation(projector_hidden_act(), where, "projector_hidden_act");
   TORCH_CHECK_VALUE(projector_num_queries() >= 0, where, ": projector_num_queries must be >= 0, got ",
                     projector_num_queries());
   TORCH_CHECK_VALUE(projector_num_queries() == 0 || (projector_type() != "mlp2x_gelu" && projector_type() != "linear"),
