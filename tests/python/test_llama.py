@@ -72,6 +72,45 @@ def test_side_by_side_with_transformers(extra, tmp_path):
         torch.testing.assert_close(p.grad, theirs[name].grad, atol=1e-6, rtol=1e-4, msg=name)
 
 
+@pytest.mark.parametrize("layers", [1, 3])
+def test_left_padding_trains_on_the_loss_transformers_eager_computes(tmp_path, layers):
+    """The usual labels (pads -100) still predict the first real token from the last pad row, a
+    row that sees no key. Its loss was transformers' (eager), but torch's CPU SDPA backward gives
+    such a row's keys weight 1 instead of 1/n: the gradient along v_proj was 2.58 where the loss
+    moves by 0.24. From 2 layers on, a key masked twice (-inf) also made a pad row average fewer
+    keys than transformers' and the loss differed. Now the loss is eager's and every gradient is
+    its derivative (central differences; eager's own backward at such a row also sends its
+    queries and keys a gradient the float forward has none of, and its sdpa path computes another
+    loss altogether: neither is a reference there)."""
+    hf, ours = _pair(dict(num_key_value_heads=1, num_hidden_layers=layers, pad_token_id=0,
+                          attn_implementation="eager"), tmp_path)
+    ids = torch.tensor([[0, 0, 0, 5, 6, 7, 8, 9], [4, 3, 5, 6, 7, 8, 9, 10]])
+    mask = (ids != 0).long()
+    labels = ids.masked_fill(mask == 0, -100)
+    torch.testing.assert_close(ours.train()(input_ids=ids, attention_mask=mask, labels=labels).loss,
+                               hf.train()(input_ids=ids, attention_mask=mask, labels=labels).loss, atol=1e-6, rtol=1e-5)
+
+    def loss():
+        return ours(input_ids=ids, attention_mask=mask, labels=labels).loss
+
+    loss().backward()
+    for name, p in ours.named_parameters():
+        if "layers.0.self_attn" not in name and "embed" not in name:
+            continue
+        u = torch.randn_like(p)
+        if "embed" in name:
+            u[0] = 0  # the pad row: no gradient by design (padding_idx, as transformers)
+        eps = 1e-2 / u.norm()
+        with torch.no_grad():
+            p.add_(eps * u)
+            up = loss()
+            p.sub_(2 * eps * u)
+            down = loss()
+            p.add_(eps * u)
+        fd, autograd = float(up - down) / (2 * eps), float((p.grad * u).sum())
+        assert abs(autograd - fd) <= 1e-3 + 0.02 * abs(fd), (name, autograd, fd)
+
+
 @pytest.mark.parametrize("extra", [CONFIGS[0], CONFIGS[2], CONFIGS[4]])
 def test_greedy_generation_equals_transformers(extra, tmp_path):
     hf, ours = _pair(extra, tmp_path, seed=1)

@@ -12,9 +12,28 @@
 #include <c10/core/impl/LocalDispatchKeySet.h>
 
 #include <cmath>
+#include <limits>
+#include <tuple>
 
 namespace tessera::nn {
 namespace {
+// A query row whose every key is masked additively (a left-padded prompt's pad rows: the
+// dtype's lowest, or -inf where padding and causality both mask) is a softmax over equal values:
+// the mean of the values of its least-masked keys, as transformers' eager attention computes.
+// SDPA computes that forward, but its CPU backward loses log(n) at that magnitude and gives each
+// of those keys weight 1, not 1/n (the values' gradient n times too large). Such a row gets a zero
+// query and a mask of 0 at those keys, -inf elsewhere: the same mean, with its true gradient.
+std::pair<at::Tensor, at::Tensor> without_saturated_rows(const at::Tensor& q, const at::Tensor& m) {
+  const at::Tensor row_max = m.amax(-1, /*keepdim=*/true);
+  const double lowest = lowest_value(m.scalar_type()).toDouble();
+  const at::Tensor saturated = (row_max <= 0.5 * lowest).logical_and(row_max.isfinite());  // -inf rows: SDPA's 0
+  const at::Tensor rewritten =
+      at::where(saturated, at::where(m == row_max, at::zeros({}, m.options()),
+                                     at::full({}, -std::numeric_limits<double>::infinity(), m.options())),
+                m);
+  return {q.masked_fill(saturated, 0), rewritten};
+}
+
 // attention() after its mask is additive and its blind rows are known.
 at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor m, bool causal,
                   double dropout_p, std::optional<double> scale);
@@ -79,11 +98,17 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
       is_causal = true;  // lets SDPA pick its causal fast path
     } else {
       at::Tensor c = causal_mask(q_len, k_len, q.scalar_type(), q.device());
-      m = m.defined() ? m + c : c;
+      // Where causality masks, the dtype's lowest, as transformers' masks hold it (not a sum: a
+      // key masked twice would be -inf, and a pad row would then average fewer keys than theirs).
+      m = m.defined() ? at::where(c.eq(0), m.to(c.scalar_type()), c) : c;
     }
   }
   if (m.defined() && m.scalar_type() != q.scalar_type()) m = m.to(q.scalar_type());
-  if (ops::decode_attention_applies(q, k, v, m, dropout_p)) return ops::decode_attention(q, k, v, m, scale);
+  at::Tensor query = q;
+  const bool differentiated =
+      at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
+  if (m.defined() && differentiated) std::tie(query, m) = without_saturated_rows(q, m);  // forward unchanged
+  if (ops::decode_attention_applies(query, k, v, m, dropout_p)) return ops::decode_attention(query, k, v, m, scale);
   const bool gqa = q.size(1) != k.size(1);
   std::optional<at::Tensor> opt_mask = m.defined() ? std::optional<at::Tensor>(m) : std::nullopt;
   if (const std::optional<at::ScalarType> rounded_to = fp32_attention_rounds_to(q, k, v, dropout_p)) {
@@ -92,12 +117,12 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
     const auto up = [](const at::Tensor& t) { return t.to(at::kFloat); };
     if (opt_mask && opt_mask->is_floating_point()) opt_mask = up(*opt_mask);
-    return at::scaled_dot_product_attention(up(q), up(k), up(v), opt_mask, dropout_p, is_causal, scale, gqa)
+    return at::scaled_dot_product_attention(up(query), up(k), up(v), opt_mask, dropout_p, is_causal, scale, gqa)
         .to(*rounded_to);
   }
   std::optional<NoCudnnAttention> no_cudnn;
   if (step_avoids_cudnn_attention(q, k)) no_cudnn.emplace();
-  return at::scaled_dot_product_attention(q, k, v, opt_mask, dropout_p, is_causal, scale, gqa);
+  return at::scaled_dot_product_attention(query, k, v, opt_mask, dropout_p, is_causal, scale, gqa);
 }
 }  // namespace
 
