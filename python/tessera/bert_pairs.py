@@ -22,7 +22,7 @@ def pair_lengths(n1: int, n2: int, budget: int, strategy: str) -> Tuple[int, int
         return (long_, short) if n1 > n2 else (short, long_)
     excess = n1 + n2 - budget
     which, n = ("first", n1) if strategy == "only_first" else ("second", n2)
-    if excess > n:
+    if excess >= n:  # the cut text would vanish: tokenizers' SequenceTooShort
         raise ValueError(f"truncation={strategy!r}: the {which} text has {n} tokens, too few to cut the {excess} "
                          f"that max_length asks for (use truncation='longest_first')")
     return (n1 - excess, n2) if which == "first" else (n1, n2 - excess)

@@ -332,7 +332,7 @@ class BertTokenizer:
                truncation: Union[bool, str, None] = None, max_length: Optional[int] = None) -> List[int]:
         """Ids of one text: ``[CLS]``, its WordPieces, ``[SEP]``; of a pair ``[CLS] a [SEP] b [SEP]``."""
         _, trunc, max_length = self._strategies(False, truncation, max_length, None)
-        if text_pair is not None:
+        if text_pair is not None and text_pair != "":  # ("a", "") is "a" alone, as in transformers
             strategy = "longest_first" if truncation in (True, None) else truncation
             return self._encode_pairs(*_pair_texts([text], text_pair, True), add_special_tokens, trunc, strategy,
                                       max_length)[0][0]
@@ -493,6 +493,8 @@ def _encoding(ids, types, mask, with_types: bool, with_mask: bool) -> BertEncodi
 def _pair_texts(texts: Sequence, text_pair, single: bool):
     """(firsts, seconds) when the call encodes pairs — `text_pair` beside `text`, or a batch of
     (a, b) tuples as transformers takes them — else None."""
+    if single and isinstance(text_pair, str) and not text_pair:
+        text_pair = None  # transformers encodes `(text, "")` as the text alone ([CLS] a [SEP])
     if text_pair is None:
         if not single and texts and all(isinstance(t, (tuple, list)) for t in texts):
             if any(len(t) != 2 for t in texts):

@@ -271,7 +271,7 @@ def test_pairs_equal_transformers(uncased_folder, texts, kw, side):
     if kw.get("truncation", "") in ("only_first", "only_second"):  # keep pairs the strategy can cut
         which = 0 if kw["truncation"] == "only_first" else 1
         keep = [i for i in range(300) if len(hf((firsts[i], seconds[i])[which], add_special_tokens=False)["input_ids"])
-                >= len(hf(firsts[i], seconds[i])["input_ids"]) - kw["max_length"]]
+                > len(hf(firsts[i], seconds[i])["input_ids"]) - kw["max_length"]]
         firsts, seconds = [firsts[i] for i in keep], [seconds[i] for i in keep]
     want = hf(firsts, seconds, **kw)
     for got in (ours(firsts, seconds, return_tensors=None, **kw),
@@ -293,6 +293,19 @@ def test_bad_pairs_are_refused_by_name(uncased_folder):
         ours("a", ["c"])
     with pytest.raises(ValueError, match="only_first.*too few to cut"):
         ours("a", "the quick brown fox jumps over the lazy dog " * 3, truncation="only_first", max_length=8)
+    hf = hf_bert(uncased_folder)
+    for strategy, max_length in (("only_first", 5), ("only_second", 4)):  # the cut text would vanish
+        with pytest.raises(Exception, match="Sequence to truncate too short"):  # where transformers refuses
+            hf.encode("cat", "a dog", truncation=strategy, max_length=max_length)
+        with pytest.raises(ValueError, match=f"{strategy}.*too few to cut"):
+            ours.encode("cat", "a dog", truncation=strategy, max_length=max_length)
+    # transformers encodes (text, "") as the text alone, and a batch's empty second text as a pair
+    for kw in ({}, dict(truncation=True, max_length=5)):
+        assert ours.encode("a b c d e f", "", **kw) == hf.encode("a b c d e f", "", **kw)
+        assert ours("a b c d e f", "", return_tensors=None, **kw)["input_ids"] == \
+            hf("a b c d e f", "", **kw)["input_ids"]
+        assert ours(["a b c d e f"], [""], return_tensors=None, **kw)["input_ids"] == \
+            hf(["a b c d e f"], [""], **kw)["input_ids"]
     with pytest.raises(ValueError, match="needs a text pair"):
         ours("a cat", truncation="only_second", max_length=8)
     with pytest.raises(ValueError, match="make no tensor: pass padding=True"):
