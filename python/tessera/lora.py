@@ -276,14 +276,19 @@ def load_adapter(model, path: str) -> List[str]:
     config = read_adapter_config(config_path)
     if not os.path.isfile(weights_path):
         raise FileNotFoundError(f"{path}: no {WEIGHTS}")
-    targets = config.target_modules
-    if isinstance(targets, list):  # full paths in either layout map onto ours, as keys do
-        mapped = _aliased_paths(model, targets)
-        targets = sorted({mapped.get(t, t) for t in targets})
     saved = [_aliased_module(model, m) for m in config.modules_to_save or []]
     raw, _ = _C.core.load_safetensors(weights_path)
     state = {k[len(PREFIX):] if k.startswith(PREFIX) else k: v for k, v in raw.items()}
     state = {re.sub(r"\.(lora_[AB])\.default\.", r".\1.", k): v for k, v in state.items()}
+    targets = config.target_modules
+    if isinstance(targets, list):  # full paths in either layout map onto ours, as keys do
+        mapped = _aliased_paths(model, targets)
+        targets = sorted({mapped.get(t, t) for t in targets})
+    elif not any(_matches(p, targets) for p in _linear_nodes(model)):
+        # A regex in another layout's names (transformers 5's in-memory LLaVA): the modules of the
+        # file it names, read in ours.
+        adapted = sorted({k.split(".lora_A.")[0] for k in state if ".lora_A." in k})
+        targets = sorted(set(_aliased_paths(model, [p for p in adapted if _matches(p, targets)]).values())) or targets
     targeted = {f"{p}.weight" for p in _target_paths(_linear_nodes(model), targets)}
     bases = _base_weights(state, targeted, getattr(model, "key_aliases", []))
     planned = _planned_shapes(model, targets, config.r, saved)

@@ -125,11 +125,14 @@ def test_tessera_adapter_loads_in_peft(tmp_path):
     torch.testing.assert_close(theirs(input_ids=ids).logits, ours(ids).logits, atol=1e-5, rtol=1e-4)
 
 
-def test_peft_adapter_on_transformers_llava_loads_onto_tessera(fixture_dir, tmp_path):
+@pytest.mark.parametrize("regex", [r".*language_model.*\.(q_proj|v_proj)",
+                                   # transformers 5's in-memory names, which name none of ours
+                                   r"model\.language_model\.layers\.\d+\.self_attn\.(q_proj|v_proj)"])
+def test_peft_adapter_on_transformers_llava_loads_onto_tessera(fixture_dir, tmp_path, regex):
     d = fixture_dir("llava")
     hf = transformers.LlavaForConditionalGeneration.from_pretrained(str(d)).eval()
     # The language model's projections only (transformers 5's in-memory path).
-    cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=r".*language_model.*\.(q_proj|v_proj)")
+    cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=regex)
     peft_model = peft.get_peft_model(hf, cfg)
     _randomize_adapters(peft_model)
     peft_model.save_pretrained(tmp_path / "adapter")
