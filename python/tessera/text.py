@@ -71,23 +71,26 @@ def default_clip_bpe_path() -> Path:
     raise FileNotFoundError(errno.ENOENT, _HOW_TO_GET_BPE)
 
 
-def _as_text(text, where: str = "text") -> str:
+def _as_text(text, where: str = "text", fix_surrogates: bool = False) -> str:
     """A str that can cross to C++ as UTF-8. Bytes read with errors="surrogateescape" (argv, stdin
     under a C locale) hold lone surrogates, which pybind11 would report only as "incompatible
-    function arguments"."""
+    function arguments". `fix_surrogates` does what ftfy (open_clip's cleaning) does instead: a
+    surrogate pair becomes the character it encodes, a lone surrogate U+FFFD."""
     if not isinstance(text, str):
         raise TypeError(f"{where} must be a str, got {type(text).__name__}: {text!r}"[:200])
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as e:
+        if fix_surrogates:
+            return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
         raise ValueError(f"{where} is not valid UTF-8 text ({e.reason} at character {e.start}: "
                          f"{text[e.start]!r}); decode the input as UTF-8 first") from None
     return text
 
 
-def _as_list(texts: Texts) -> List[str]:
+def _as_list(texts: Texts, fix_surrogates: bool = False) -> List[str]:
     items = [texts] if isinstance(texts, str) else list(texts)
-    return [_as_text(t, f"text {i}") for i, t in enumerate(items)]
+    return [_as_text(t, f"text {i}", fix_surrogates) for i, t in enumerate(items)]
 
 
 def _as_ids(ids) -> List[int]:
@@ -149,15 +152,15 @@ class ClipTokenizer:
     def __call__(self, texts: Texts, context_length: Optional[int] = None) -> torch.LongTensor:
         """LongTensor [N, context_length]: <start_of_text>, ids, <end_of_text>, zeros."""
         n = self.context_length if context_length is None else context_length
-        return self._impl.tokenize(_as_list(texts), n)
+        return self._impl.tokenize(_as_list(texts, fix_surrogates=True), n)
 
     def encode(self, text: str) -> List[int]:
         """Ids of one text, without the start/end tokens (open_clip's ``encode``)."""
-        return self._impl.encode(_as_text(text))
+        return self._impl.encode(_as_text(text, fix_surrogates=True))
 
     def encode_batch(self, texts: Sequence[str]) -> List[List[int]]:
         """``encode`` of each text, in parallel C++ threads (the GIL is released)."""
-        return self._impl.encode_batch(_as_list(texts))
+        return self._impl.encode_batch(_as_list(texts, fix_surrogates=True))
 
     def decode(self, ids) -> str:
         """Text of a list (or 1-D tensor) of ids; every end of word becomes a space."""

@@ -165,12 +165,16 @@ def test_stop_and_pad_ids_outside_the_vocabulary_are_refused(lm):
 
 
 # ---- class: text that is not UTF-8 -----------------------------------------------------------
-def test_text_that_is_not_utf8_is_refused_by_every_tokenizer(tmp_path):
+def test_text_that_is_not_utf8_is_refused_or_cleaned_as_the_reference_does(tmp_path):
     broken = b"what is \xff this?".decode("utf-8", "surrogateescape")  # as argv and C-locale stdin give it
-    with pytest.raises(ValueError, match="not valid UTF-8"):
-        tessera.ClipTokenizer().encode(broken)
-    with pytest.raises(ValueError, match="not valid UTF-8"):
-        tessera.tokenize([broken])
+    # CLIP cleans as open_clip's ftfy does: a surrogate pair is its character, a lone one U+FFFD.
+    pair = "cat \ud83d\ude00"  # what a UTF-16 source (JSON's \u escapes read raw) leaves
+    clip = tessera.ClipTokenizer()
+    assert clip.encode(pair) == clip.encode("cat \U0001f600")
+    assert clip.encode(broken) == clip.encode("what is \ufffd this?")
+    assert torch.equal(tessera.tokenize([broken, pair]), tessera.tokenize(["what is \ufffd this?", "cat \U0001f600"]))
+    open_clip = pytest.importorskip("open_clip")
+    assert torch.equal(tessera.tokenize([broken, pair]), open_clip.tokenize([broken, pair]))
     from tessera.text import SentencePieceTokenizer, train_sentencepiece
 
     model = tmp_path / "sp.model"
