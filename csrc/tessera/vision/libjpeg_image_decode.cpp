@@ -4,7 +4,8 @@
 //
 // Why not OpenCV for JPEG: OpenCV 4.6's decoder reads one row at a time and swaps RGB to BGR
 // with a scalar byte loop, which made it 5x slower than libjpeg-turbo itself on 256 px
-// images (560 us vs 110 us) - the loader's largest cost. PNG and CMYK JPEG still go to OpenCV.
+// images (560 us vs 110 us) - the loader's largest cost. PNG still goes to OpenCV; CMYK JPEG is
+// read here too, as PIL converts it (OpenCV's rounding was one level off).
 #ifdef TESSERA_WITH_LIBJPEG
 #include <algorithm>
 #include <csetjmp>
@@ -59,16 +60,39 @@ Status decode_rgb(const std::string& bytes, uint8_t* dst, int64_t height, int64_
                static_cast<unsigned long>(bytes.size()));
   jpeg_read_header(&cinfo, TRUE);
   const bool gray = cinfo.jpeg_color_space == JCS_GRAYSCALE;
-  if (cinfo.num_components == 4 || cinfo.image_height != height || cinfo.image_width != width) {
-    jpeg_destroy_decompress(&cinfo);  // CMYK/YCCK, or a size our header reader disagrees with
+  const bool cmyk = cinfo.num_components == 4;
+  if (cinfo.image_height != height || cinfo.image_width != width ||
+      (cmyk && cinfo.jpeg_color_space != JCS_CMYK && cinfo.jpeg_color_space != JCS_YCCK)) {
+    jpeg_destroy_decompress(&cinfo);  // a size our header reader disagrees with, or 4 channels of another kind
     return Status::unsupported;
   }
   // Gray is decoded as gray and widened below: not every libjpeg converts gray to RGB.
-  cinfo.out_color_space = gray ? JCS_GRAYSCALE : JCS_RGB;
+  cinfo.out_color_space = gray ? JCS_GRAYSCALE : cmyk ? JCS_CMYK : JCS_RGB;
   cinfo.dct_method = JDCT_ISLOW;
   cinfo.do_fancy_upsampling = TRUE;
   jpeg_start_decompress(&cinfo);
   const size_t row_bytes = static_cast<size_t>(width) * 3;
+  if (cmyk) {
+    // As PIL reads it: Adobe's inverted polarity, always ("CMYK;I"), then its cmyk2rgb, which for
+    // inverted c, k is k - c*k/255 rounded as its MULDIV255. libjpeg's pool frees the row.
+    JSAMPARRAY row = (*cinfo.mem->alloc_sarray)(reinterpret_cast<j_common_ptr>(&cinfo), JPOOL_IMAGE,
+                                                 static_cast<JDIMENSION>(width * 4), 1);
+    while (cinfo.output_scanline < cinfo.output_height) {
+      uint8_t* out = dst + cinfo.output_scanline * row_bytes;
+      jpeg_read_scanlines(&cinfo, row, 1);
+      const uint8_t* in = row[0];
+      for (int64_t x = 0; x < width; ++x, in += 4, out += 3) {
+        const int k = in[3];
+        for (int c = 0; c < 3; ++c) {
+          const int t = (255 - in[c]) * k + 128;
+          out[c] = static_cast<uint8_t>(std::clamp(k - (((t >> 8) + t) >> 8), 0, 255));
+        }
+      }
+    }
+    jpeg_finish_decompress(&cinfo);
+    jpeg_destroy_decompress(&cinfo);
+    return Status::ok;
+  }
   JSAMPROW rows[16];
   while (cinfo.output_scanline < cinfo.output_height) {
     const JDIMENSION n = std::min<JDIMENSION>(16, cinfo.output_height - cinfo.output_scanline);
