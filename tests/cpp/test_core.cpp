@@ -168,8 +168,8 @@ TEST(WeightLoading, AliasesRenameOnlyWhatTheModuleLacksAndTiesFillOmittedKeys) {
   how.key_aliases = {{"^old\\.", "missing."}, {"^old\\.", "new."}};  // the first that yields an own key wins
   how.tied_weights = {{"head.weight", "embed.weight"}, {"kept.weight", "embed.weight"}};
   const std::set<std::string> own{"new.w", "x", "embed.weight", "head.weight", "kept.weight"};
-  auto out = rename_for_module(keys({"old.w", "x", "embed.weight", "kept.weight", "a.position_ids"}), own, how,
-                               nlohmann::json(), "ckpt");
+  auto out = rename_for_module(keys({"old.w", "x", "embed.weight", "kept.weight", "a.position_ids", "position_ids"}),
+                               own, how, nlohmann::json(), "ckpt");
   EXPECT_EQ(names_of(out), own);  // position_ids dropped, head.weight filled from embed.weight
   EXPECT_TRUE(at::equal(out.at("head.weight"), out.at("embed.weight")));
   EXPECT_FALSE(at::equal(out.at("kept.weight"), out.at("embed.weight")));  // present: not overwritten
@@ -240,6 +240,9 @@ TEST(WeightLoading, RefusedRulesAreRaisedWhereTheyAreRead) {
   EXPECT_FALSE(register_weight_loading(std::type_index(typeid(int)), "TestOnlyGroup", group));
   tessera::testing::expect_error([] { weight_loading("TestOnlyGroup"); }, "the replacement must be plain text");
   EXPECT_FALSE(register_weight_loading(std::type_index(typeid(long)), "", how));
+  // Rules given directly are checked where they are applied.
+  tessera::testing::expect_error([&] { rename_for_module({}, {}, group, nlohmann::json(), "ckpt"); },
+                                 "ckpt: key alias '^(x)\\.' -> '$1.': the replacement must be plain text");
   const auto names = list_weight_loading();
   EXPECT_TRUE(std::count(names.begin(), names.end(), "TestOnlyBadPattern"));  // refused names are listed
 }

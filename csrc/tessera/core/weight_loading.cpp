@@ -26,8 +26,7 @@ Table& table() {
   return t;
 }
 
-std::string problem_of(const std::string& module_name, const WeightLoading& how) {
-  if (module_name.empty()) return "an empty module name";
+std::string problem_of(const WeightLoading& how) {
   for (const auto& [pattern, repl] : how.key_aliases) {
     try {
       std::regex check(pattern);
@@ -71,7 +70,7 @@ WeightLoading WeightLoading::base_model(const std::string& prefix) {
 bool register_weight_loading(std::type_index module_class, const std::string& module_name, WeightLoading how) {
   Table& t = table();
   std::lock_guard<std::mutex> lock(t.mutex);
-  std::string problem = problem_of(module_name, how);
+  std::string problem = module_name.empty() ? "an empty module name" : problem_of(how);
   if (problem.empty() && t.rules.count(module_name)) problem = "declared twice";
   if (problem.empty() && t.names.count(module_class)) {  // both names are then in doubt
     const std::string& first = t.names.at(module_class);
@@ -120,12 +119,14 @@ std::vector<std::string> list_weight_loading() {
 
 TensorDict rename_for_module(TensorDict tensors, const std::set<std::string>& own, const WeightLoading& how,
                              const nlohmann::json& config, const std::string& where) {
+  const std::string problem = problem_of(how);  // rules given directly, not declared
+  TORCH_CHECK_VALUE(problem.empty(), where, ": ", problem);
   std::vector<std::pair<std::regex, std::string>> aliases;
   for (const auto& [pattern, repl] : how.key_aliases) aliases.emplace_back(std::regex(pattern), repl);
   TensorDict renamed;
   for (auto& [key, value] : tensors) {
-    bool drop = false;
-    for (const auto& s : how.ignore_suffixes) drop = drop || ends_with(key, s);
+    bool drop = false;  // ".position_ids" drops "position_ids" too, as the Python loader does
+    for (const auto& s : how.ignore_suffixes) drop = drop || ends_with("." + key, s);
     if (drop) continue;
     std::string name = key;
     for (size_t i = 0; i < aliases.size() && !own.count(name); ++i) {

@@ -27,6 +27,7 @@ std::pair<at::Tensor, at::Tensor> without_saturated_rows(const at::Tensor& q, co
   const at::Tensor row_max = m.amax(-1, /*keepdim=*/true);
   const double lowest = lowest_value(m.scalar_type()).toDouble();
   const at::Tensor saturated = (row_max <= 0.5 * lowest).logical_and(row_max.isfinite());  // -inf rows: SDPA's 0
+  if (m.device().is_cpu() && !saturated.any().item<bool>()) return {q, m};  // no sync on a GPU: rewrite always
   const at::Tensor rewritten =
       at::where(saturated, at::where(m == row_max, at::zeros({}, m.options()),
                                      at::full({}, -std::numeric_limits<double>::infinity(), m.options())),
