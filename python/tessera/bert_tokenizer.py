@@ -230,7 +230,8 @@ class BertTokenizer:
             return self._padded(ids, types, single, pad, max_length, pad_to_multiple_of, side, return_tensors,
                                 return_token_type_ids, return_attention_mask)
         if truncation == "only_second":
-            raise ValueError("truncation='only_second' needs a text pair")
+            self._refuse_cut_without_pair(texts, add_special_tokens, max_length if trunc else None)
+            trunc = False
         cut = max_length if trunc else -1
         left = self.truncation_side == "left"
         if return_tensors == "pt":  # padded in C++
@@ -337,9 +338,21 @@ class BertTokenizer:
             return self._encode_pairs(*_pair_texts([text], text_pair, True), add_special_tokens, trunc, strategy,
                                       max_length)[0][0]
         if truncation == "only_second":
-            raise ValueError("truncation='only_second' needs a text pair")
+            self._refuse_cut_without_pair([text], add_special_tokens, max_length if trunc else None)
+            trunc = False
         return self._impl.encode(_as_text(text), add_special_tokens, max_length if trunc else -1,
                                  self.truncation_side == "left")
+
+    def _refuse_cut_without_pair(self, texts, add_special_tokens: bool, max_length: Optional[int]) -> None:
+        """`only_second` on texts without a pair, as `tokenizers` does: nothing to cut is fine (the
+        text is encoded whole), a text that would need cutting is refused."""
+        if max_length is None:
+            return
+        for i, text in enumerate(texts):
+            n = len(self._impl.encode(_as_text(text), add_special_tokens, -1, False))
+            if n > max_length:
+                raise ValueError(f"truncation='only_second' needs a text pair: text {i} has {n} tokens, more than "
+                                 f"max_length {max_length}, and no second text to cut")
 
     def tokenize(self, text: str) -> List[str]:
         """The WordPiece strings of one text (``["un", "##aff", "##able"]``), no ``[CLS]``/``[SEP]``."""

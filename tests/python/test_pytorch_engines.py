@@ -142,8 +142,8 @@ def test_new_user_small_things():
     assert tessera.tokenize("a photo of a cat")[0, :7].tolist() == [49406, 320, 1125, 539, 320, 2368, 49407]
     with pytest.raises(TypeError, match="text 0 must be a str, got int"):
         tessera.tokenize([1, 2])
-    with pytest.raises(ValueError, match="not valid UTF-8"):
-        tessera.tokenize(["ok", "bad \ud800"])
+    # a lone surrogate is cleaned as open_clip's ftfy cleans it (test_hostile_input.py)
+    assert torch.equal(tessera.tokenize(["ok", "bad \ud800"]), tessera.tokenize(["ok", "bad \ufffd"]))
     # An empty contrastive batch is an error, not a NaN loss.
     model = tessera.CLIPModel(CONFIG)
     ids, mask, px = _inputs()

@@ -287,13 +287,13 @@ def test_pairs_equal_transformers(uncased_folder, texts, kw, side):
 
 def test_bad_pairs_are_refused_by_name(uncased_folder):
     ours = tt.BertTokenizer.from_pretrained(uncased_folder)
+    hf = hf_bert(uncased_folder)
     with pytest.raises(ValueError, match="text_pair must match text"):
         ours(["a", "b"], ["c"])
     with pytest.raises(ValueError, match="text_pair must match text"):
         ours("a", ["c"])
     with pytest.raises(ValueError, match="only_first.*too few to cut"):
         ours("a", "the quick brown fox jumps over the lazy dog " * 3, truncation="only_first", max_length=8)
-    hf = hf_bert(uncased_folder)
     for strategy, max_length in (("only_first", 5), ("only_second", 4)):  # the cut text would vanish
         with pytest.raises(Exception, match="Sequence to truncate too short"):  # where transformers refuses
             hf.encode("cat", "a dog", truncation=strategy, max_length=max_length)
@@ -306,8 +306,15 @@ def test_bad_pairs_are_refused_by_name(uncased_folder):
             hf("a b c d e f", "", **kw)["input_ids"]
         assert ours(["a b c d e f"], [""], return_tensors=None, **kw)["input_ids"] == \
             hf(["a b c d e f"], [""], **kw)["input_ids"]
-    with pytest.raises(ValueError, match="needs a text pair"):
-        ours("a cat", truncation="only_second", max_length=8)
+    # only_second without a second text: tokenizers encodes a text that fits, refuses one to cut
+    for first in ("a cat", ""):
+        for second in ((), ("",)):
+            assert ours.encode(first, *second, truncation="only_second", max_length=8) == \
+                hf.encode(first, *second, truncation="only_second", max_length=8)
+    with pytest.raises(ValueError, match="needs a text pair: text 0 has 11 tokens, more than max_length 8"):
+        ours("a b c d e f g h i", truncation="only_second", max_length=8)
+    with pytest.raises(Exception, match="Second sequence not provided"):
+        hf("a b c d e f g h i", truncation="only_second", max_length=8)
     with pytest.raises(ValueError, match="make no tensor: pass padding=True"):
         ours(["a", "a b c d"], ["c", "d"])
     with pytest.raises(ValueError, match="shorter than a pair's 3 special tokens"):
