@@ -148,7 +148,8 @@ void bind_vision(py::module_& m) {
       .def_property_readonly("options", &ImageTransform::options);
   py::class_<BatchDecoder, std::shared_ptr<BatchDecoder>>(
       m, "BatchDecoder", "A batch of JPEG/PNG bytes decoded and transformed on the intra-op pool (batch_decode.h).")
-      .def(py::init<TransformOptions, size_t>(), py::arg("transform"), py::arg("buffers") = 4)
+      .def(py::init<TransformOptions, size_t, int64_t>(), py::arg("transform"), py::arg("buffers") = 4,
+           py::arg("threads") = -1)
       .def(
           "__call__",
           [](BatchDecoder& self, const std::vector<py::bytes>& images, const std::vector<std::string>& sources,

@@ -194,3 +194,25 @@ def test_rows_that_see_no_key_give_zeros_as_sdpa():
     sees = torch.ones(5, 3, dtype=torch.bool).tril(-2)  # aligned to the last key: row i sees keys <= i - 2
     torch.testing.assert_close(out[:, :, 2:], F.scaled_dot_product_attention(q5, k[:, :, :3], v[:, :, :3],
                                                                               attn_mask=sees)[:, :, 2:])
+
+
+@pytest.mark.parametrize("dtype, fill", [(torch.float32, torch.finfo(torch.float32).min), (torch.float32, -1e9),
+                                         (torch.float64, torch.finfo(torch.float32).min),
+                                         (torch.float16, torch.finfo(torch.float16).min)])
+def test_a_row_whose_keys_are_all_masked_averages_them_with_its_true_gradient(dtype, fill):
+    """A row masked everywhere (left padding's pad rows, a user's -1e9 mask) is the mean of its
+    keys' values, as transformers' eager attention computes it. torch's CPU SDPA backward gave
+    each key weight 1 instead of 1/4 there; in fp16 the forward itself changed with requires_grad."""
+    torch.manual_seed(0)
+    q, k, v = torch.randn(1, 2, 3, 8, dtype=dtype), torch.randn(1, 2, 4, 8, dtype=dtype), torch.randn(1, 2, 4, 8, dtype=dtype)
+    mask = torch.zeros(1, 1, 3, 4, dtype=dtype)
+    mask[..., 0, :] = fill  # row 0 sees no key
+    with torch.no_grad():
+        plain = tessera.ops.attention(q, k, v, mask=mask)
+    v.requires_grad_(True)
+    out = tessera.ops.attention(q, k, v, mask=mask)
+    assert torch.equal(out[:, :, 0], plain[:, :, 0])  # the same with or without gradients
+    torch.testing.assert_close(out[:, :, 0], v.mean(2).detach(), atol=1e-3 if dtype == torch.float16 else 1e-6,
+                               rtol=0)
+    out[:, :, 0].sum().backward()
+    torch.testing.assert_close(v.grad, torch.full_like(v, 0.25))  # 1/n per key, not 1

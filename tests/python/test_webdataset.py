@@ -408,6 +408,11 @@ def test_read_ahead_hands_out_what_reading_on_demand_does_and_resumes_where_it_h
     got = list(lazy)
     assert [b["keys"] for b in got] == [b["keys"] for b in want]
     assert all(torch.equal(a["pixel_values"], b["pixel_values"]) for a, b in zip(got, want))
+    # num_workers bounds the threads that decode a batch (0: the reading thread); it was accepted
+    # and ignored. Each sample's draws are seeded by the sample, so the batches do not change.
+    for workers in (0, 1, 3):
+        same = list(loader(3, num_workers=workers))
+        assert all(torch.equal(a["pixel_values"], b["pixel_values"]) for a, b in zip(same, want))
     assert lazy.counts() == eager.counts() and lazy.counts()["skipped_samples"] > 0
     for cut in (1, 4):  # stopped mid-epoch with batches still queued, then resumed elsewhere
         first = loader(3)

@@ -1,5 +1,7 @@
 #include "tessera/data/batch_decode.h"
 
+#include <algorithm>
+
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
@@ -19,7 +21,10 @@ BatchDecode BatchDecoder::operator()(const std::vector<std::string>& images, con
   const int64_t C = transform.output_channels(3);
   at::Tensor slots = pool_.acquire({n, C, S, S});
   std::vector<std::string> failed(images.size());
-  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+  // A grain of n / threads splits the batch into at most `threads` chunks; one chunk runs inline.
+  const int64_t grain = threads_ < 0 ? 1 : std::max<int64_t>(1, (n + std::max<int64_t>(threads_, 1) - 1) /
+                                                                     std::max<int64_t>(threads_, 1));
+  at::parallel_for(0, n, threads_ == 0 ? std::max<int64_t>(n, 1) : grain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       try {
         at::Tensor img = vision::decode_image(images[i], sources[i], max_pixels);

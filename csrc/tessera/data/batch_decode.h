@@ -28,8 +28,10 @@ struct BatchDecode {
 class BatchDecoder {
  public:
   /// `buffers`: batch tensors kept for reuse (a fresh 38 MB batch costs ~10k page faults).
-  explicit BatchDecoder(vision::TransformOptions transform, size_t buffers = 4)
-      : transform_(std::move(transform)), pool_(buffers) {}
+  /// `threads`: at most this many of the pool's threads decode a batch (0: the calling thread
+  /// alone; -1: the whole pool), as the native loader's num_workers bounds its threads.
+  explicit BatchDecoder(vision::TransformOptions transform, size_t buffers = 4, int64_t threads = -1)
+      : transform_(std::move(transform)), pool_(buffers), threads_(threads) {}
 
   /// Sample i is decoded from images[i] (named sources[i] in errors) and transformed with a
   /// generator seeded by seeds[i]: its result does not depend on the thread that ran it.
@@ -41,6 +43,7 @@ class BatchDecoder {
  private:
   vision::ImageTransform transform_;
   BufferPool pool_;
+  int64_t threads_;
 };
 
 }  // namespace tessera::data

@@ -17,16 +17,25 @@
 
 namespace tessera::nn {
 namespace {
-// A query row whose every key is masked additively (a left-padded prompt's pad rows: the
-// dtype's lowest, or -inf where padding and causality both mask) is a softmax over equal values:
-// the mean of the values of its least-masked keys, as transformers' eager attention computes.
-// SDPA computes that forward, but its CPU backward loses log(n) at that magnitude and gives each
-// of those keys weight 1, not 1/n (the values' gradient n times too large). Such a row gets a zero
-// query and a mask of 0 at those keys, -inf elsewhere: the same mean, with its true gradient.
+// A query row whose every key is masked additively (a left-padded prompt's pad rows; a user's
+// -1e9 mask) is a softmax over equal values: the mean of the values of its least-masked keys, as
+// transformers' eager attention computes it in fp32. SDPA's CPU backward loses log(n) at that
+// magnitude and weights each of those keys 1, not 1/n; in fp16 the dtype's lowest does not even
+// swamp the scores. Such a row - one whose largest mask value is beyond the dtype's integer
+// precision (2^digits), where the scores cannot move it - gets a zero query and a mask of 0 at
+// those keys, -inf elsewhere: that mean, in every dtype, with its true gradient.
+double saturation(at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kDouble: return std::ldexp(1.0, std::numeric_limits<double>::digits);
+    case at::kHalf: return std::ldexp(1.0, 11);
+    case at::kBFloat16: return std::ldexp(1.0, 8);
+    default: return std::ldexp(1.0, std::numeric_limits<float>::digits);
+  }
+}
+
 std::pair<at::Tensor, at::Tensor> without_saturated_rows(const at::Tensor& q, const at::Tensor& m) {
   const at::Tensor row_max = m.amax(-1, /*keepdim=*/true);
-  const double lowest = lowest_value(m.scalar_type()).toDouble();
-  const at::Tensor saturated = (row_max <= 0.5 * lowest).logical_and(row_max.isfinite());  // -inf rows: SDPA's 0
+  const at::Tensor saturated = (row_max <= -saturation(m.scalar_type())).logical_and(row_max.isfinite());  // -inf: 0
   if (m.device().is_cpu() && !saturated.any().item<bool>()) return {q, m};  // no sync on a GPU: rewrite always
   const at::Tensor rewritten =
       at::where(saturated, at::where(m == row_max, at::zeros({}, m.options()),
@@ -108,7 +117,8 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   at::Tensor query = q;
   const bool differentiated =
       at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
-  if (m.defined() && differentiated) std::tie(query, m) = without_saturated_rows(q, m);  // forward unchanged
+  // A decoding step's query sees its own token; skipped there unless gradients are taken.
+  if (m.defined() && (differentiated || q_len > 1)) std::tie(query, m) = without_saturated_rows(q, m);
   if (ops::decode_attention_applies(query, k, v, m, dropout_p)) return ops::decode_attention(query, k, v, m, scale);
   const bool gqa = q.size(1) != k.size(1);
   std::optional<at::Tensor> opt_mask = m.defined() ? std::optional<at::Tensor>(m) : std::nullopt;

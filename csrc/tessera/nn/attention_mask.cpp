@@ -6,7 +6,7 @@
 #include <limits>
 
 namespace tessera::nn {
-
+namespace {
 at::Scalar lowest_value(at::ScalarType dtype) {
   switch (dtype) {
     case at::kDouble: return std::numeric_limits<double>::lowest();
@@ -15,6 +15,7 @@ at::Scalar lowest_value(at::ScalarType dtype) {
     default: return std::numeric_limits<float>::lowest();
   }
 }
+}  // namespace
 
 at::Tensor additive_mask(const at::Tensor& keep, at::ScalarType dtype) {
   at::Tensor allowed = keep.scalar_type() == at::kBool ? keep : keep.ne(0);

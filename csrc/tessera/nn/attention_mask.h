@@ -15,9 +15,6 @@ at::Tensor padding_mask(const at::Tensor& attention_mask, at::ScalarType dtype);
 /// Additive causal mask [1, 1, Q, K]: query i (at absolute position past_len + i) sees keys <= it.
 at::Tensor causal_mask(int64_t q_len, int64_t k_len, at::ScalarType dtype, const at::Device& device);
 
-/// The value a mask of `dtype` holds where attention is not allowed: the dtype's lowest.
-at::Scalar lowest_value(at::ScalarType dtype);
-
 /// From any bool (true = keep) or 0/1 integer mask broadcastable to [B, H, Q, K] to additive.
 at::Tensor additive_mask(const at::Tensor& keep, at::ScalarType dtype);
 

@@ -82,7 +82,9 @@ class ShardLoader:
         ahead on a thread (0: each batch read when asked for). `weights`: one per source of `urls`
         (a list of patterns, or patterns joined by '::'), drawn sample by sample as webdataset's
         RandomMix draws them (an epoch ends when a source runs out); without, the sources' shards
-        are one set."""
+        are one set. `num_workers`: at most this many of torch's intra-op threads decode and
+        transform each batch (0: the reading thread alone); tar bytes are read by one thread per
+        rank, ahead of the step (`prefetch`)."""
         check_loader_args("ShardLoader", batch_size, rank, world_size)
         if not isinstance(num_workers, int) or num_workers < 0:
             raise ValueError(f"ShardLoader: num_workers must be an integer >= 0, got {num_workers!r}")
@@ -97,8 +99,10 @@ class ShardLoader:
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.shuffle = shuffle_buffer > 0
         self.drop_last, self.max_errors, self.select = drop_last, max_errors, select
-        self.decode = _C.data.BatchDecoder(transform)
-        self.num_workers = num_workers  # decoding runs on torch's intra-op threads (torch.set_num_threads)
+        # At most num_workers of torch's intra-op threads decode a batch (0: the reading thread
+        # alone): C++ threads without the GIL, as the native loader's num_workers.
+        self.decode = _C.data.BatchDecoder(transform, 4, num_workers)
+        self.num_workers = num_workers
         self.batches = 0  # consumed this epoch
         self.skipped, self.noted, self.errors = 0, 0, []
         self.handed = self._state()  # the position and counts as of the last batch handed out
