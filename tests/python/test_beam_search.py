@@ -83,3 +83,19 @@ def test_blip2_beam_search_equals_transformers(fixture_dir):
     kwargs = dict(max_new_tokens=6, num_beams=4, eos_token_id=[2, 934, 419], pad_token_id=1)
     want = hf.generate(pixel_values=io["pixel_values"], input_ids=io["input_ids"], do_sample=False, **kwargs)
     assert torch.equal(ours.generate(io["pixel_values"], io["input_ids"], **kwargs), want)
+
+
+@pytest.mark.parametrize("extra", [dict(num_beams=4), dict(num_beams=3, length_penalty=2.0, early_stopping=True),
+                                   dict(num_beams=4, min_new_tokens=4)])
+def test_llava_beam_search_equals_transformers(fixture_dir, extra):
+    from safetensors.torch import load_file
+
+    d = fixture_dir("llava")
+    io = load_file(str(d / "io.safetensors"))
+    ids, px = io["input_ids"], io["pixel_values"]
+    hf = transformers.LlavaForConditionalGeneration.from_pretrained(str(d)).eval()
+    ours = tessera.from_pretrained(str(d))
+    want = hf.generate(input_ids=ids, pixel_values=px, attention_mask=torch.ones_like(ids), do_sample=False,
+                       max_new_tokens=10, **extra)
+    got = ours.generate(ids, pixel_values=px, max_new_tokens=10, **extra)
+    assert torch.equal(got[:, ids.shape[1]:], want[:, ids.shape[1]:]) and torch.equal(got[:, :ids.shape[1]], ids)
