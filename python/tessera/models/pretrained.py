@@ -74,9 +74,11 @@ class PreTrainedModel(nn.Module):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        from ..cpp_module import CppModule
+
         module = cls.__dict__.get("_cpp_module_name") or cls.__name__
-        if module not in _C.core.list_weight_loading():
-            return
+        if not issubclass(cls, CppModule) or module not in _C.core.list_weight_loading():
+            return  # a Python-only class that shares a transformers name takes nothing
         declared = _C.core.weight_loading(module)
         for attr in ("key_aliases", "tied_weights", "base_config_key", "base_model_prefix"):
             if attr not in cls.__dict__:
