@@ -8,6 +8,7 @@ item?" samples (the demo's held-out set: the answer names the class).
 """
 import argparse
 import json
+from collections import Counter
 import os
 import re
 
@@ -50,7 +51,7 @@ def main() -> None:
     right = [names_class(words(c), name) for c, name in zip(captions, classes)]
     print(json.dumps({"images": len(right), "prefix": a.prefix, "captions_naming_the_class": sum(right) / len(right),
                       "examples": [[name, c] for name, c in zip(classes[:5], captions)],
-                      "most_common": __import__("collections").Counter(captions).most_common(4)}, indent=2))
+                      "most_common": Counter(captions).most_common(4)}, indent=2))
 
 
 if __name__ == "__main__":
