@@ -22,11 +22,27 @@ from ..registry import register_model
 from .family import FamilyModel
 from .features import VisionFeatures
 from .llama import LlamaForCausalLM, _check, _prompt_length, drain, repeat_rows
-from .outputs import make_output
+from .outputs import ModelOutput, make_output
 
 #: Python classes of the mirrored C++ nodes (wrap policies: FSDP2, activation checkpointing).
 Blip2EncoderLayer = node_class("Blip2EncoderLayer", layer=True)
 Blip2QFormerLayer = node_class("Blip2QFormerLayer", layer=True)
+
+
+# transformers' output classes of the family (ModelOutput registers each by name for make_output).
+class Blip2ImageTextMatchingModelOutput(ModelOutput):
+    """logits_per_image, logits_per_text, text_embeds, image_embeds (ITC; ITM logits when asked).
+    transformers' text_model_output and vision_model_output are not computed, so not declared:
+    they read as an AttributeError, not as None."""
+    fields = ("itm_score", "logits_per_image", "logits_per_text", "text_embeds", "image_embeds")
+
+
+class Blip2ForConditionalGenerationModelOutput(ModelOutput):
+    """loss, logits (the last T positions for labels [B, T]), vision_outputs, qformer_outputs,
+    language_model_outputs, as transformers returns them; then tessera's loss_sum and num_tokens
+    (summed token loss and its count, which the trainer reduces exactly across batches)."""
+    fields = ("loss", "logits", "vision_outputs", "qformer_outputs", "language_model_outputs", "loss_sum",
+              "num_tokens")
 
 
 def _require_pixels(pixel_values, call: str, input_ids=None) -> None:

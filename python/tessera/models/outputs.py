@@ -66,21 +66,6 @@ class CLIPOutput(ModelOutput):
               "vision_model_output")
 
 
-class Blip2ImageTextMatchingModelOutput(ModelOutput):
-    """logits_per_image, logits_per_text, text_embeds, image_embeds (ITC; ITM logits when asked).
-    transformers' text_model_output and vision_model_output are not computed, so not declared:
-    they read as an AttributeError, not as None."""
-    fields = ("itm_score", "logits_per_image", "logits_per_text", "text_embeds", "image_embeds")
-
-
-class Blip2ForConditionalGenerationModelOutput(ModelOutput):
-    """loss, logits (the last T positions for labels [B, T]), vision_outputs, qformer_outputs,
-    language_model_outputs, as transformers returns them; then tessera's loss_sum and num_tokens
-    (summed token loss and its count, which the trainer reduces exactly across batches)."""
-    fields = ("loss", "logits", "vision_outputs", "qformer_outputs", "language_model_outputs", "loss_sum",
-              "num_tokens")
-
-
 class IntermediatesOutput(ModelOutput):
     """last_hidden_state, intermediates (timm's forward_intermediates)."""
     fields = ("last_hidden_state", "intermediates")
