@@ -18,7 +18,7 @@ from tessera.chat import IMAGE_PLACEHOLDER
 from tessera.train import build_task, load_recipe
 from tessera.train.blip2_task import names_class, words
 from tessera.train.checkpoint import resolve_checkpoint
-from tessera.train.conversation_data import encode_samples, load_pixels
+from tessera.train.conversation_data import encode_samples
 
 
 def main() -> None:
@@ -27,7 +27,6 @@ def main() -> None:
     p.add_argument("questions")
     p.add_argument("--prefix", default="", help='the caption\'s start, given (BLIP-2 captions after "a photo of")')
     p.add_argument("--images", type=int, default=1000)
-    p.add_argument("--batch", type=int, default=50)
     a = p.parse_args()
     folder = resolve_checkpoint(a.run, "run")
     task = build_task(load_recipe(os.path.join(folder, "recipe.json"), []))
@@ -39,15 +38,13 @@ def main() -> None:
                                                                        {"from": "gpt", "value": ""}]} for s in items]
     encoded = encode_samples(samples, a.questions, task.tokenizer, d.template, task.image_token_id, task.image_tokens,
                              d.max_length, d.image_folder or os.path.dirname(a.questions), supervise=False)
-    prefix = task.tokenizer.encode(a.prefix, add_bos=False) if a.prefix else []
-    captions = []
-    for start in range(0, len(items), a.batch):  # every prompt has one length: no padding
-        rows = range(start, min(start + a.batch, len(items)))
-        n = int(encoded.attention_mask[start].sum())
-        ids = torch.cat([encoded.input_ids[list(rows), :n], torch.tensor([prefix] * len(rows), dtype=torch.long)], 1)
-        pixels = load_pixels([q for r in rows for q in encoded.images[r]], task.transform)
-        out = model.generate(ids, pixel_values=pixels, max_new_tokens=task.recipe.eval.max_new_tokens)
-        captions += [task.tokenizer.decode(prefix + row.tolist()).split("\n")[0] for row in out[:, ids.shape[1]:]]
+    if a.prefix:  # the caption's start, given: its ids continue every prompt (all of one length)
+        prefix = torch.tensor(task.tokenizer.encode(a.prefix, add_bos=False))
+        n = int(encoded.attention_mask[0].sum())
+        encoded.input_ids[:, n:n + len(prefix)] = prefix
+        encoded.attention_mask[:, n:n + len(prefix)] = 1
+    answers = task.answer(model, encoded, task.recipe.eval.max_new_tokens)
+    captions = [f"{a.prefix} {answer.lstrip()}" if a.prefix else answer for answer in answers]
     right = [names_class(words(c), name) for c, name in zip(captions, classes)]
     print(json.dumps({"images": len(right), "prefix": a.prefix, "captions_naming_the_class": sum(right) / len(right),
                       "examples": [[name, c] for name, c in zip(classes[:5], captions)],

@@ -21,10 +21,10 @@ BatchDecode BatchDecoder::operator()(const std::vector<std::string>& images, con
   const int64_t C = transform.output_channels(3);
   at::Tensor slots = pool_.acquire({n, C, S, S});
   std::vector<std::string> failed(images.size());
-  // A grain of n / threads splits the batch into at most `threads` chunks; one chunk runs inline.
-  const int64_t grain = threads_ < 0 ? 1 : std::max<int64_t>(1, (n + std::max<int64_t>(threads_, 1) - 1) /
-                                                                     std::max<int64_t>(threads_, 1));
-  at::parallel_for(0, n, threads_ == 0 ? std::max<int64_t>(n, 1) : grain, [&](int64_t begin, int64_t end) {
+  // At most `threads_` chunks (0: one, which runs inline); -1: one per sample, the pool's split.
+  const int64_t chunks = threads_ < 0 ? n : std::max<int64_t>(threads_, 1);
+  const int64_t grain = std::max<int64_t>(1, (n + chunks - 1) / std::max<int64_t>(chunks, 1));
+  at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       try {
         at::Tensor img = vision::decode_image(images[i], sources[i], max_pixels);

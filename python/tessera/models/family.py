@@ -20,10 +20,8 @@ class FamilyModel(CppModule, PreTrainedModel):
         with _C.nn.ParameterBudget():  # a config too large for this machine is refused before init
             cpp = getattr(self._family, self._cpp_class)(config_json(config), *cpp_args)
         super().__init__(cpp)
-        # C++ read transformers' aliases (image_token_id) as their keys; the config keeps the key only.
-        aliases = {alias for alias, _ in _C.core.attribute_aliases()}
-        self.config = merge_config({k: v for k, v in config.items() if k not in aliases},
-                                   json.loads(self._cpp.config_json()))
+        # merge_config drops an alias (image_token_id) of a key the resolved config holds
+        self.config = merge_config(config, json.loads(self._cpp.config_json()))
         self.config["architectures"] = [self.architecture]
 
     @classmethod
