@@ -29,6 +29,12 @@ void bind_llava(py::module_& m) {
           },
           py::arg("input_ids"), py::arg("pixel_values") = py::none())
       .def(
+          "reads_normed_features",
+          [](const LlavaForConditionalGenerationImpl& self) {
+            return dynamic_cast<const Projector&>(*self.multi_modal_projector).reads_normed_features();
+          },
+          "Whether the projector reads the tower's post-normed features (its post_layernorm is used).")
+      .def(
           "generate",
           [](LlavaForConditionalGenerationImpl& self, const at::Tensor& ids, const std::optional<at::Tensor>& px,
              const std::optional<at::Tensor>& mask, const GenerationOptions& options,

@@ -7,6 +7,7 @@ import torch
 
 import tessera
 from tessera.models.blip2_pretraining import Blip2ForPretraining
+from tessera.models.blip2_projector import check_stage1, init_from_stage1
 
 from test_llava import IMAGE, _config, _prompt
 
@@ -61,24 +62,21 @@ def test_bad_qformer_projector_configs_are_refused():
 def test_init_projector_loads_a_stage1_qformer(tmp_path):
     """The LLaVA task's init.projector: queries and Q-Former from stage 1 (its text feed-forward
     and heads stay behind), language_projection fresh."""
-    from tessera.train.llava_task import LlavaTask
-
     stage1 = Blip2ForPretraining(dict(num_query_tokens=3, vision_config=dict(hidden_size=24, num_attention_heads=2),
                                       qformer_config=dict(QFORMER, use_qformer_text_input=True, vocab_size=30)))
     stage1.save_pretrained(str(tmp_path / "stage1"))
     model = _qformer_llava()
-    LlavaTask._load_part(model, stage1.state_dict(), str(tmp_path / "stage1"), r"^(?=query_tokens$|qformer\.)",
-                         "multi_modal_projector.", fresh="multi_modal_projector.language_projection.")
+    before = model.state_dict()["multi_modal_projector.language_projection.weight"].clone()
+    init_from_stage1(model, str(tmp_path / "stage1"), model.config)
     own, theirs = model.state_dict(), stage1.state_dict()
     loaded = [k for k in own if k.startswith("multi_modal_projector.") and "language_projection" not in k]
     assert loaded and all(torch.equal(own[k], theirs[k.removeprefix("multi_modal_projector.")]) for k in loaded)
+    assert torch.equal(own["multi_modal_projector.language_projection.weight"], before)
 
 
 def test_init_projector_refuses_another_qformer_architecture(tmp_path):
     """Tensors are matched by name and shape: a stage-1 run with other heads or cross-attention
     layers loaded silently and ran as another model."""
-    from tessera.train.llava_task import LlavaTask
-
     def stage1(**changes):
         folder = tmp_path / str(len(list(tmp_path.iterdir())))
         Blip2ForPretraining(dict(num_query_tokens=changes.pop("queries", 3),
@@ -88,9 +86,9 @@ def test_init_projector_refuses_another_qformer_architecture(tmp_path):
         return str(folder)
 
     config = _qformer_llava().config
-    LlavaTask._check_stage1_qformer(stage1(), config)
+    check_stage1(stage1(), config)
     for changes, message in [(dict(num_attention_heads=8), "num_attention_heads: 8 there, 4 here"),
                              (dict(cross_attention_frequency=1), "cross_attention_frequency: 1 there, 2 here"),
                              (dict(layer_norm_eps=1e-6), "layer_norm_eps"), (dict(queries=4), "queries")]:
         with pytest.raises(ValueError, match=f"its Q-Former is not the one projector_config describes.*{message}"):
-            LlavaTask._check_stage1_qformer(stage1(**changes), config)
+            check_stage1(stage1(**changes), config)

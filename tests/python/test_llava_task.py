@@ -160,6 +160,19 @@ def test_model_and_tokenizer_that_do_not_belong_together_are_refused(data):
         task_of(r).build_model()
 
 
+def test_init_projector_is_the_projector_types_own(data, tmp_path):
+    """init.projector goes through the projector type's hooks (models/projectors.py): an MLP starts
+    from no other run; a qformer's hint says where its run comes from."""
+    r = llava_recipe(data)
+    r["init"] = {"projector": str(tmp_path)}
+    with pytest.raises(ValueError, match="init.projector: a 'mlp2x_gelu' projector does not start from another run"):
+        task_of(r).build_model()
+    r["model"]["config"].update(projector_type="qformer", projector_num_queries=3, projector_config=dict(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=48))
+    with pytest.raises(FileNotFoundError, match="train BLIP-2 stage 1 first"):
+        task_of(r).build_model()
+
+
 def test_inspect_data_shows_what_is_supervised(data, tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(llava_recipe(data)))

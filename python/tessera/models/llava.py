@@ -46,6 +46,11 @@ class LlavaForConditionalGeneration(FamilyModel):
         return make_output(self._cpp.forward(input_ids, pixel_values, attention_mask, labels,
                                              bool(output_hidden_states)))
 
+    def reads_normed_features(self) -> bool:
+        """Whether the projector reads the tower's post-normed features (BLIP-2's Q-Former does;
+        LLaVA's projectors read a layer's raw output, so the tower's post_layernorm is unused)."""
+        return bool(self._cpp.reads_normed_features())
+
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, pixel_values: Optional[torch.Tensor] = None,
                  attention_mask: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None,

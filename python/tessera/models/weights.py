@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Dict, Iterable, List, Mapping, Tuple, Union
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import torch
 
@@ -175,3 +175,23 @@ def check_state_fits(state: Mapping[str, torch.Tensor], model: torch.nn.Module, 
     if parts:
         raise ValueError(f"{where}: its tensors do not fit {type(model).__name__}: {'; '.join(parts)} - is it a "
                          "checkpoint of another model or recipe?")
+
+
+def load_part(model: torch.nn.Module, state: Mapping[str, torch.Tensor], folder: str, pattern: str, prefix: str,
+              fresh: Optional[str] = None) -> None:
+    """Loads one part of `model` from another run's tensors (a LLaVA tower from a CLIP run, a
+    projector from a BLIP-2 stage-1 run): those of `state` matching `pattern`, renamed into
+    `prefix`. Every tensor of the part must be found, with its shape, except those under `fresh`
+    (a part the other run does not have: a new output layer)."""
+    own = model.state_dict()
+    part = {re.sub(pattern, prefix, k, count=1): v for k, v in state.items() if re.search(pattern, k)}
+    part = {k: v for k, v in part.items() if k in own}
+    missing = [k for k in own if k.startswith(prefix) and not (fresh and k.startswith(fresh)) and k not in part]
+    if missing:
+        raise ValueError(f"{folder}: no weights for {len(missing)} tensor(s) of {prefix.rstrip('.')}, e.g. "
+                         f"{missing[:3]} (is it the right kind of run?)")
+    bad = [k for k, v in part.items() if v.shape != own[k].shape]
+    if bad:
+        raise ValueError(f"{folder}: {bad[0]} has shape {tuple(part[bad[0]].shape)}, the model "
+                         f"{tuple(own[bad[0]].shape)}")
+    model.load_state_dict(part, strict=False)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence
 
-from .params import Params, add_lora, clip_vision_params, feature_width, llama_params, mlp_projector_params, trainable
-from .qformer import QFormerPass, fitted, projector_config, projector_params, qformer_matrices
+from ..models.projectors import projector_hooks
+from .params import Params, add_lora, clip_vision_params, llama_params, trainable
 from .shapes import ModelShape, Stack, patch_count
 
 # Bytes kept per token outside the decoder layers besides the logits (fitted with saved-tensor
@@ -69,8 +69,8 @@ def llava_shape(c: Dict, tokens: int, images: int, batch_size: int, freeze: Sequ
     the LM's `tokens` positions. A frozen tower on pixels keeps nothing for backward."""
     v, t = c["vision_config"], c["text_config"]
     params, linears = clip_vision_params(v, "vision_tower.")
-    qformer = c.get("projector_type") == "qformer"
-    proj, proj_lin = (projector_params if qformer else mlp_projector_params)(c, "multi_modal_projector.")
+    hooks = projector_hooks(c.get("projector_type", "mlp2x_gelu"), "tessera plan")
+    proj, proj_lin = hooks.plan_params(c, "multi_modal_projector.")
     lm, lm_lin = llama_params(t, "language_model.")
     params, linears = params + proj + lm, linears + proj_lin + lm_lin
     r = lora.r if lora is not None and lora.r else 0
@@ -82,17 +82,9 @@ def llava_shape(c: Dict, tokens: int, images: int, batch_size: int, freeze: Sequ
     tower = Stack("vision_tower", v["num_hidden_layers"], patches + 1, v["hidden_size"], v["intermediate_size"],
                   v["num_attention_heads"], saves=vsaves, lora_params=_layer0_lora(params, "vision_tower."))
     projector_grad = vsaves != "none" or any(g for n, g in grads.items() if n.startswith("multi_modal_projector."))
-    # The MLP projector keeps its input, its hidden layer and the GELU's output per image token.
-    n_img = images * int(c.get("image_seq_length") or patches)
-    other = n_img * 4 * (feature_width(c) + 2 * t["hidden_size"]) if projector_grad and not qformer else 0
     pixels = 3 * v["image_size"] ** 2 * 4 * images
     shape = lm_shape("llava", t, tokens, batch_size, 4 * 8 * tokens + 2 * pixels, params, grads,
-                     lm_prefix="language_model.", upstream=projector_grad, lora_r=r, stacks=[tower], other_acts=other)
-    if qformer and projector_grad:
-        # Its queries read every image's tokens (the class token too under `full` selection).
-        q, n = projector_config(c), c["projector_num_queries"]
-        tokens = patches + (1 if c.get("vision_feature_select_strategy") == "full" else 0)
-        shape.fitted = fitted(q, [QFormerPass(images, n, 0, tokens)], "queries",
-                              lambda k: k["proj"] * images * n * q["hidden_size"], checkpointable=False)
-        shape.autocast_matrices = qformer_matrices(q, text=False) + q["hidden_size"] * t["hidden_size"]
+                     lm_prefix="language_model.", upstream=projector_grad, lora_r=r, stacks=[tower])
+    if projector_grad:
+        hooks.plan_activations(shape, c, images, patches)
     return shape

@@ -95,6 +95,17 @@ def projector_params(c: Dict, prefix: str) -> Tuple[Params, LINEARS]:
     return out, lin
 
 
+def projector_activations(shape, c: Dict, images: int, patches: int) -> None:
+    """What the `qformer` projector keeps when it trains (ProjectorHooks.plan_activations): its
+    queries read every image's tokens (the class token too under `full` selection); LLaVA's
+    checkpointing reaches the tower and the LM, not the projector."""
+    q, n = projector_config(c), c["projector_num_queries"]
+    tokens = patches + (1 if c.get("vision_feature_select_strategy") == "full" else 0)
+    shape.fitted = fitted(q, [QFormerPass(images, n, 0, tokens)], "queries",
+                          lambda k: k["proj"] * images * n * q["hidden_size"], checkpointable=False)
+    shape.autocast_matrices = qformer_matrices(q, text=False) + q["hidden_size"] * c["text_config"]["hidden_size"]
+
+
 def pretraining_params(c: Dict) -> Tuple[Params, LINEARS]:
     """Blip2ForPretraining: queries, temperature, text embeddings, the Q-Former with text input,
     ITC projections, ITM head and BERT's LM head (its decoder tied to the word embeddings)."""

@@ -11,7 +11,6 @@ micro-batches and ranks). Evaluation answers held-out questions by greedy genera
 exact-match accuracy, overall and per sample `kind`."""
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -22,7 +21,8 @@ import torch
 from .. import data as tdata
 from ..models.llava import LlavaForConditionalGeneration
 from ..models.pretrained import check_override_keys, merge_config, read_config
-from ..models.weights import load_weights
+from ..models.projectors import projector_hooks
+from ..models.weights import load_part, load_weights
 from ..text import SentencePieceTokenizer
 from .checkpoint import resolve_checkpoint
 from .conversation_data import (ConversationData, encode_samples, greedy_answers, idle_image_row, load_pixels,
@@ -41,7 +41,7 @@ class LlavaInit:
     checkpoint: str = ""                    # a LLaVA run or checkpoint folder: every weight (stage 2)
     vision_tower: str = ""                  # a CLIP run or checkpoint folder: the tower (stage 1)
     language_model: str = ""                # a causal_lm run or checkpoint folder: the LLaMA (stage 1)
-    projector: str = ""                     # a blip2_pretrain run: the qformer projector's queries and Q-Former
+    projector: str = ""                     # a run the projector starts from (qformer: a blip2_pretrain run)
 
     def validate(self, where: str) -> None:
         if self.checkpoint and (self.vision_tower or self.language_model or self.projector):
@@ -150,21 +150,20 @@ class LlavaTask(Task):
             model.load_state_dict(load_weights(folder), strict=True)
         if init.vision_tower:
             folder = resolve_checkpoint(init.vision_tower, "init.vision_tower")
-            # The tower's post-norm is read only by a projector of normed features (the Q-Former).
-            normed = self.config.get("projector_type") == "qformer"
-            self._load_part(model, load_weights(folder), folder, r"^vision_model\.", "vision_tower.",
-                            fresh=None if normed else "vision_tower.post_layernorm.")
+            # The tower's post-norm is read only by a projector of normed features (BLIP-2's Q-Former).
+            load_part(model, load_weights(folder), folder, r"^vision_model\.", "vision_tower.",
+                      fresh=None if model.reads_normed_features() else "vision_tower.post_layernorm.")
         if init.language_model:
             folder = resolve_checkpoint(init.language_model, "init.language_model")
-            self._load_part(model, load_weights(folder), folder, r"^", "language_model.")
-        if init.projector:  # BLIP-2 stage 1 -> the qformer projector; language_projection starts fresh
-            if self.config.get("projector_type") != "qformer":
-                raise ValueError("init.projector starts a `qformer` projector from a BLIP-2 stage-1 run; the model's "
-                                 f"projector_type is {self.config.get('projector_type')!r}")
-            folder = resolve_checkpoint(init.projector, "init.projector", "train BLIP-2 stage 1 first: make blip2")
-            self._check_stage1_qformer(folder, self.config)
-            self._load_part(model, load_weights(folder), folder, r"^(?=query_tokens$|qformer\.)",
-                            "multi_modal_projector.", fresh="multi_modal_projector.language_projection.")
+            load_part(model, load_weights(folder), folder, r"^", "language_model.")
+        if init.projector:  # the projector's family says which runs start it (BLIP-2: a stage-1 run)
+            kind = self.config.get("projector_type", "mlp2x_gelu")
+            hooks = projector_hooks(kind, "init.projector")
+            if hooks.init_from_run is None:
+                raise ValueError(f"init.projector: a {kind!r} projector does not start from another run; "
+                                 "train it from scratch (leave init.projector empty)")
+            folder = resolve_checkpoint(init.projector, "init.projector", hooks.init_hint)
+            hooks.init_from_run(model, folder, self.config)
         lora = self.recipe.lora
         if lora.r:
             from ..lora import apply_lora
@@ -172,49 +171,6 @@ class LlavaTask(Task):
             apply_lora(model, lora.target_modules, lora.r, lora.alpha, lora.dropout, lora.use_rslora,
                        modules_to_save=lora.modules_to_save)
         return model
-
-    #: What the Q-Former computes without changing a tensor's shape: loaded by name and shape
-    #: alone, a stage-1 run of other heads or cross-attention layers ran as another model.
-    _QFORMER_ARCHITECTURE = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                             "cross_attention_frequency", "hidden_act", "layer_norm_eps")
-
-    @classmethod
-    def _check_stage1_qformer(cls, folder: str, config: Dict) -> None:
-        """init.projector: the stage-1 run's Q-Former and the projector's must be one architecture
-        (both resolved with their defaults), and its queries as many as projector_num_queries."""
-        from .. import _C
-
-        saved = read_config(folder)
-        theirs = json.loads(_C.blip2.resolve_qformer_config(json.dumps(saved.get("qformer_config") or {})))
-        ours = json.loads(_C.blip2.resolve_qformer_config(json.dumps(config.get("projector_config") or {})))
-        differ = [f"{k}: {theirs[k]!r} there, {ours[k]!r} here" for k in cls._QFORMER_ARCHITECTURE
-                  if theirs[k] != ours[k]]
-        if saved.get("num_query_tokens") != config.get("projector_num_queries"):
-            differ.append(f"queries: num_query_tokens {saved.get('num_query_tokens')!r} there, projector_num_queries "
-                          f"{config.get('projector_num_queries')!r} here")
-        if differ:
-            raise ValueError(f"init.projector {folder}: its Q-Former is not the one projector_config describes "
-                             f"({'; '.join(differ)}); give projector_config the stage-1 run's qformer_config")
-
-    @staticmethod
-    def _load_part(model, state: Dict[str, torch.Tensor], folder: str, pattern: str, prefix: str,
-                   fresh: Optional[str] = None) -> None:
-        """The tensors of `state` matching `pattern`, renamed into `prefix`; every parameter of
-        the part must be found except those under `fresh` (the tower's post-norm where no projector
-        reads it; a projector's new output layer)."""
-        own = model.state_dict()
-        part = {re.sub(pattern, prefix, k, count=1): v for k, v in state.items() if re.search(pattern, k)}
-        part = {k: v for k, v in part.items() if k in own}
-        wanted = [k for k in own if k.startswith(prefix) and not (fresh and k.startswith(fresh))]
-        missing = [k for k in wanted if k not in part]
-        if missing:
-            raise ValueError(f"{folder}: no weights for {len(missing)} tensor(s) of {prefix.rstrip('.')}, e.g. "
-                             f"{missing[:3]} (is it the right kind of run?)")
-        bad = [k for k, v in part.items() if v.shape != own[k].shape]
-        if bad:
-            raise ValueError(f"{folder}: {bad[0]} has shape {tuple(part[bad[0]].shape)}, the model "
-                             f"{tuple(own[bad[0]].shape)}")
-        model.load_state_dict(part, strict=False)
 
     @classmethod
     def memory_shape(cls, recipe):

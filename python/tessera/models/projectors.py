@@ -1,0 +1,68 @@
+"""A LLaVA projector type as the Python tools see it, beside its C++ module (registered there by
+name, `list_projectors`): what `tessera plan` counts for it, and how the LLaVA task's
+`init.projector` starts it from another run. A family that registers a C++ projector registers its
+hooks here too, from its own Python module (BLIP-2's `qformer`: models/blip2.py), so no shared
+file names it; the built-in MLPs register theirs below. A type without hooks still builds, trains
+and generates; only the planner and `init.projector` refuse it, by name."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional
+
+
+@dataclass(frozen=True)
+class ProjectorHooks:
+    #: (llava config, prefix) -> (parameters [(name, numel)], linear layers [(path, in, out)]).
+    plan_params: Callable
+    #: (ModelShape, llava config, images per sample, patches per image): adds to the shape what
+    #: autograd keeps for the projector when gradients flow through it.
+    plan_activations: Callable
+    #: (model, folder, llava config): loads the projector's part of another run's checkpoint;
+    #: None: `init.projector` is refused for this type.
+    init_from_run: Optional[Callable] = None
+    #: Said when `init.projector` holds no checkpoint ("train BLIP-2 stage 1 first: make blip2").
+    init_hint: str = ""
+
+
+_HOOKS: Dict[str, ProjectorHooks] = {}
+
+
+def register_projector_hooks(name: str, hooks: ProjectorHooks) -> None:
+    """Registers `name`'s hooks once; another set under a taken name is a ValueError (the same
+    functions again, as on a module reload, replace)."""
+    old = _HOOKS.get(name)
+    if old is not None and _qualnames(old) != _qualnames(hooks):
+        raise ValueError(f"projector {name!r} already has Python hooks ({_qualnames(old)[0]})")
+    _HOOKS[name] = hooks
+
+
+def projector_hooks(name: str, what: str) -> ProjectorHooks:
+    """`name`'s hooks; a ValueError naming `what` needs them and the types that have them."""
+    if name not in _HOOKS:
+        raise ValueError(f"{what}: projector_type {name!r} has no Python hooks (registered: "
+                         f"{', '.join(sorted(_HOOKS))}); its family registers them with "
+                         "tessera.models.projectors.register_projector_hooks")
+    return _HOOKS[name]
+
+
+def _qualnames(h: ProjectorHooks):
+    return tuple(f"{f.__module__}.{f.__qualname__}" if f else None
+                 for f in (h.plan_params, h.plan_activations, h.init_from_run))
+
+
+def _mlp_params(c, prefix):
+    from ..plan.params import mlp_projector_params
+
+    return mlp_projector_params(c, prefix)
+
+
+def _mlp_activations(shape, c, images, patches):
+    """The MLP keeps its input, its hidden layer and the GELU's output per image token."""
+    from ..plan.params import feature_width
+
+    n_img = images * int(c.get("image_seq_length") or patches)
+    shape.other_activations_per_sample += n_img * 4 * (feature_width(c) + 2 * c["text_config"]["hidden_size"])
+
+
+for _name in ("linear", "mlp2x_gelu"):
+    register_projector_hooks(_name, ProjectorHooks(_mlp_params, _mlp_activations))
