@@ -403,3 +403,35 @@ def test_fp16_loading_keeps_the_qformer_in_fp32_as_transformers(tmp_path):
             ours.save_pretrained(tmp_path / "again")  # written as loaded: the fp32 parts stay fp32
             saved = load_file(str(tmp_path / "again" / "model.safetensors"))
             assert {k: v.dtype for k, v in saved.items()} == {k: kinds[k] for k in saved}
+
+
+@pytest.mark.parametrize("name", ["blip2-itm-vit-g", "blip2-pretrain-vit-g"])
+def test_named_variants_are_transformers_blip2_itm_vit_g(name, tmp_path):
+    """Salesforce/blip2-itm-vit-g as transformers' conversion script builds it (ViT-g at 224 px,
+    a BERT-base Q-Former with text input and [DEC] in its vocabulary); the stage-1 variant is its
+    Q-Former under Blip2ForPretraining, for ViT-g's features (LAVIS's stage 1). Built with 1 tower layer and 2 Q-Former layers, every
+    tensor has transformers' name and shape."""
+    hf_config = transformers.Blip2Config(qformer_config=transformers.Blip2QFormerConfig(
+        vocab_size=30523, use_qformer_text_input=True).to_dict())
+    want = hf_config.to_dict()
+    ours = getattr(tessera, name.replace("blip2-itm-vit-g", "Blip2ForImageTextRetrieval").replace(
+        "blip2-pretrain-vit-g", "Blip2ForPretraining")).resolve_config(tessera.get_model_config(name))
+    for part in ("vision_config", "qformer_config"):
+        for key, value in ours[part].items():
+            if key in want[part] and key not in ("architectures", "dtype", "transformers_version", "model_type"):
+                assert value == want[part][key], f"{part}.{key}: {value!r}, transformers {want[part][key]!r}"
+    assert (ours["num_query_tokens"], ours["image_text_hidden_size"]) == (32, 256)
+    small = dict(vision_config={"num_hidden_layers": 1}, qformer_config={"num_hidden_layers": 2})
+    model = tessera.create_model(name, config_overrides=small)
+    hf_config.vision_config.num_hidden_layers, hf_config.qformer_config.num_hidden_layers = 1, 2
+    with torch.device("meta"):
+        hf = transformers.Blip2ForImageTextRetrieval(hf_config)
+    theirs = {k: tuple(v.shape) for k, v in hf.state_dict().items()}
+    mine = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    shared = {k: v for k, v in mine.items() if k in theirs}
+    assert shared == {k: theirs[k] for k in shared}
+    if name == "blip2-itm-vit-g":
+        assert mine.keys() == theirs.keys()
+    else:  # stage 1 reads the frozen tower's features, and adds the ITC temperature and BERT's LM head
+        assert all(k.startswith("vision_model.") for k in theirs.keys() - mine.keys())
+        assert {k.split(".")[0] for k in mine.keys() - theirs.keys()} == {"temp", "cls"}
