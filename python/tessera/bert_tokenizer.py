@@ -333,10 +333,10 @@ class BertTokenizer:
                truncation: Union[bool, str, None] = None, max_length: Optional[int] = None) -> List[int]:
         """Ids of one text: ``[CLS]``, its WordPieces, ``[SEP]``; of a pair ``[CLS] a [SEP] b [SEP]``."""
         _, trunc, max_length = self._strategies(False, truncation, max_length, None)
-        if text_pair is not None and text_pair != "":  # ("a", "") is "a" alone, as in transformers
+        pairs = _pair_texts([text], text_pair, True)  # None for ("a", ""): "a" alone, as in transformers
+        if pairs is not None:
             strategy = "longest_first" if truncation in (True, None) else truncation
-            return self._encode_pairs(*_pair_texts([text], text_pair, True), add_special_tokens, trunc, strategy,
-                                      max_length)[0][0]
+            return self._encode_pairs(*pairs, add_special_tokens, trunc, strategy, max_length)[0][0]
         if truncation == "only_second":
             self._refuse_cut_without_pair([text], add_special_tokens, max_length if trunc else None)
             trunc = False
