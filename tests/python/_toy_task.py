@@ -1,8 +1,10 @@
 """A second task, defined outside tessera: least squares on masked tokens, with a token-weighted
 loss. `tessera train --import _toy_task` finds it (tests put this folder on PYTHONPATH)."""
+import time
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from tessera.train import Task, TensorLoader, TokenLoss, register_task
@@ -14,6 +16,9 @@ class ToyData:
     tokens: int = 6
     dim: int = 8
     batch_size: int = 16
+    eval_sleep_s: float = 0.0    # a slow evaluation (rank 0's, while the others wait)
+    stall_rank: int = -1         # this rank sleeps stall_s before its first step (a stalled rank)
+    stall_s: float = 0.0
 
 
 def toy_tensors(samples: int, tokens: int, dim: int, seed: int = 0):
@@ -48,12 +53,16 @@ class ToyRegression(Task):
                             rank=rank, world_size=world_size)
 
     def compute_loss(self, wrapped, model, batch, step):
+        d = self.recipe.data
+        if d.stall_s and step == 0 and dist.is_initialized() and dist.get_rank() == d.stall_rank:
+            time.sleep(d.stall_s)
         err = (wrapped(batch["x"]) - batch["y"]).pow(2).sum(-1)
         mask = batch["mask"]
         return {"loss": TokenLoss(err[mask].sum(), int(mask.sum()))}
 
     def evaluate(self, model, final=False):
         d = self.recipe.data
+        time.sleep(d.eval_sleep_s)
         t = toy_tensors(64, d.tokens, d.dim, seed=1)
         with torch.no_grad():
             err = (model(t["x"]) - t["y"]).pow(2).sum(-1)[t["mask"]].mean()

@@ -244,3 +244,33 @@ def test_fsdp2_trains_with_a_frozen_scalar(runs):
     assert torch.equal(final["logit_scale"], start["logit_scale"])
     unchanged = [k for k in start if torch.equal(start[k], final[k]) and k != "logit_scale"]
     assert not unchanged, unchanged
+
+
+def _toy_run(tmp_path, name, data, train):
+    """A 2-rank DDP run of the toy task (tests/python/_toy_task.py); the finished process."""
+    r = {"task": "toy_regression", "data": {"samples": 64, "batch_size": 8, **data},
+         "optim": {"lr": 0.05, "warmup_fraction": 0.0},
+         "train": {"steps": 4, "log_every": 1, "checkpoint_every": 0, "threads": 1, **train}}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(r))
+    env = {**ENV, "PYTHONPATH": os.path.dirname(__file__) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "tessera.train", str(path), "--import", "_toy_task", "--out", str(tmp_path / name),
+                           "--quiet"], env=env, timeout=300, capture_output=True, text=True)
+
+
+def test_a_stalled_rank_fails_the_run_after_train_timeout_s_naming_it(tmp_path):
+    """A rank that stalls (not dies) held the others silently for torch's default, 30 minutes on
+    Gloo; train.timeout_s bounds the wait, and the error names the setting."""
+    run = _toy_run(tmp_path, "stall", {"stall_rank": 1, "stall_s": 30}, {"timeout_s": 3, "eval_every": 2})
+    assert run.returncode != 0
+    assert "train.timeout_s (3 s)" in run.stderr, run.stderr[-3000:]
+
+
+def test_rank0_evaluation_longer_than_the_collective_timeout_is_waited_for(tmp_path):
+    """While rank 0 evaluates alone, the others wait under train.eval_timeout_s, not in the next
+    step's collective under train.timeout_s (which failed the run before)."""
+    run = _toy_run(tmp_path, "eval", {"eval_sleep_s": 6}, {"timeout_s": 2, "eval_every": 2})
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = [json.loads(line) for line in open(tmp_path / "eval" / "metrics.jsonl")]
+    assert [r["step"] for r in rows if "eval_mse" in r] == [2, 4]

@@ -14,6 +14,7 @@ never one still waiting in the queue, so a resume is as exact as without read-ah
 """
 from __future__ import annotations
 
+import atexit
 import json
 import queue
 import threading
@@ -28,6 +29,19 @@ from .loader_checks import check_loader_args, check_resume
 from .webdataset import MixedStream, ShardStream
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
+
+# Read-ahead threads still running: (stop event, thread). A daemon thread inside BatchDecoder
+# (GIL released) that asks for the GIL back once the interpreter finalizes is ended mid-C++ and
+# aborts the process ("terminate called without an active exception"), so a loop left by an
+# exception (Ctrl-C, a failing step) is stopped before that, at exit.
+_READERS: set = set()
+
+
+@atexit.register
+def _stop_readers() -> None:
+    for stop, thread in list(_READERS):
+        stop.set()
+        thread.join(timeout=30)  # a batch decodes in well under that; a hung file system is not waited out
 
 
 def sample_fields(sample: Dict[str, Any]):
@@ -128,6 +142,7 @@ class ShardLoader:
             return
         stop, ready, thread = reader
         stop.set()
+        _READERS.discard((stop, thread))
         while thread.is_alive():
             try:
                 ready.get(timeout=0.05)  # unblock a put() waiting on a full queue
@@ -229,6 +244,7 @@ class ShardLoader:
         thread = threading.Thread(target=self._read_ahead, args=(stop, ready), daemon=True,
                                   name="tessera-shard-loader")
         self._reader = reader = (stop, ready, thread)
+        _READERS.add((stop, thread))
         thread.start()
         try:
             while True:

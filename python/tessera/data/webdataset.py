@@ -47,8 +47,9 @@ def expand_urls(pattern: Union[str, Sequence[str]]) -> List[str]:
             raise ValueError(f"shard pattern {p!r} matches no file (first expanded: {expanded[0]!r})")
         if len(present) < len(expanded):
             missing = next(u for u in expanded if not os.path.isfile(u))
+            what = "not a regular file" if os.path.exists(missing) else "missing"  # a folder, a FIFO
             raise ValueError(f"shard pattern {p!r}: {len(expanded) - len(present)} of {len(expanded)} shards are "
-                             f"missing, first {missing!r}")
+                             f"missing or not regular files, first {missing!r} ({what})")
         urls += present
     return urls
 

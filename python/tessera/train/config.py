@@ -79,6 +79,11 @@ class TrainConfig:
     keep_checkpoints: int = 2
     max_bad_steps: int = 5                  # consecutive non-finite losses before stopping
     threads: int = 0                        # torch threads per process (0: cores / processes)
+    # Seconds a rank waits for the others in one collective before the run fails naming this
+    # setting (a rank that stalls; 0: torch's default, 30 min on Gloo, 10 on NCCL), and, apart,
+    # for rank 0's evaluation (the other ranks wait for it outside the step's collectives).
+    timeout_s: int = 0
+    eval_timeout_s: int = 7200
     log_to: List[str] = field(default_factory=lambda: ["jsonl"])  # jsonl | tensorboard | wandb (tracking.py)
 
     def validate(self, where: str) -> None:
@@ -87,7 +92,8 @@ class TrainConfig:
         _check(self.precision in PRECISIONS, f"{where}.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         _check(self.strategy in STRATEGIES, f"{where}.strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         _check(self.log_every >= 1, f"{where}.log_every must be >= 1, got {self.log_every}")
-        for name in ("eval_every", "checkpoint_every", "threads"):
+        _check(self.eval_timeout_s >= 1, f"{where}.eval_timeout_s must be >= 1, got {self.eval_timeout_s}")
+        for name in ("eval_every", "checkpoint_every", "threads", "timeout_s"):
             _check(getattr(self, name) >= 0, f"{where}.{name} must be >= 0, got {getattr(self, name)}")
         _check(self.keep_checkpoints >= 1, f"{where}.keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
         _check(self.max_bad_steps >= 1, f"{where}.max_bad_steps must be >= 1, got {self.max_bad_steps}")

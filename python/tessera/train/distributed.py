@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -22,8 +23,9 @@ class DistInfo:
         return self.rank == 0
 
 
-def init_distributed() -> DistInfo:
-    """Joins the process group when launched by torchrun (WORLD_SIZE > 1); otherwise single process."""
+def init_distributed(timeout_s: int = 0) -> DistInfo:
+    """Joins the process group when launched by torchrun (WORLD_SIZE > 1); otherwise single
+    process. `timeout_s` bounds each collective (0: torch's default for the backend)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available()
@@ -31,7 +33,8 @@ def init_distributed() -> DistInfo:
     if use_cuda:
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo",
+                                timeout=timedelta(seconds=timeout_s) if timeout_s else None)
     rank = dist.get_rank() if dist.is_initialized() else 0
     world = dist.get_world_size() if dist.is_initialized() else 1
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=device)
@@ -96,3 +99,17 @@ def rank0_decides(info: DistInfo, decide, kinds=()):
     if error is not None:
         raise next((k for k in kinds if k.__name__ == error[0]), ValueError)(error[1])
     return result
+
+
+def wait_group(timeout_s: int):
+    """A Gloo group whose collectives wait `timeout_s` (all ranks create it, in the same order):
+    for what one rank does while the others wait (rank 0's evaluation), outside the step's bound."""
+    return dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s))
+
+
+def name_timeout(e: BaseException, timeout_s: int) -> None:
+    """Adds to a collective's timeout error which recipe setting bounded it."""
+    if isinstance(e, RuntimeError) and "timed out" in str(e).lower() and dist.is_initialized():
+        e.add_note(f"tessera: a rank waited longer than train.timeout_s ({timeout_s or 'torch default'}"
+                   f"{' s' if timeout_s else ''}) for the others in a collective: a rank stalled, or its "
+                   "work between collectives took that long (raise train.timeout_s if that is expected)")

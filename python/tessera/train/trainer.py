@@ -20,7 +20,7 @@ from .checkpoint import (check_same_run, discard_checkpoints, latest_checkpoint,
                          restoring, resume_checkpoint, rng_state, save_checkpoint, set_rng_state)
 from .config import Recipe, recipe_to_dict
 from .data_stream import batch_stream, check_fills_a_batch, reshard_data_state
-from .distributed import DistInfo, all_true, init_distributed, rank0_decides, seed_all
+from .distributed import DistInfo, all_true, init_distributed, name_timeout, rank0_decides, seed_all, wait_group
 from .freeze import apply_freezing
 from .hardware import BF16_SLOW_WARNING, cpu_has_native_bf16
 from .optim import build_optimizer, warmup_cosine
@@ -65,7 +65,8 @@ class Trainer:
         self.recipe = recipe
         self.task = task
         self.out_dir = out_dir
-        self.info = info or init_distributed()
+        self.info = info or init_distributed(recipe.train.timeout_s)
+        self._eval_wait = None  # the group the other ranks wait in while rank 0 evaluates
         self.progress = progress and self.info.is_main
         self.metrics_path = os.path.join(out_dir, "metrics.jsonl")
         self.sinks: List[Any] = []  # tracking sinks besides metrics.jsonl while fit runs (train.log_to)
@@ -321,6 +322,9 @@ class Trainer:
         threads = torch.get_num_threads()  # train.threads is the run's, not the notebook's after it
         try:
             return self._fit(resume, overwrite)
+        except RuntimeError as e:
+            name_timeout(e, self.recipe.train.timeout_s)
+            raise
         finally:
             torch.set_num_threads(threads)
             if lock is not None:
@@ -398,49 +402,51 @@ class Trainer:
 
             bar = tqdm(total=total, initial=step, desc="train", dynamic_ncols=True)
         last_t, samples = time.time(), 0
-        while step < total:
-            terms, finite, n = self.train_step(stream, step)
-            samples += n * info.world_size
-            step += 1
-            if not finite:
-                skipped += 1
-                bad_in_row += 1
-                self._log({"step": step, "skipped": True, "reason": self.skip_reason})
-                if bad_in_row >= cfg.train.max_bad_steps:
-                    last = latest_checkpoint(self.out_dir)
-                    raise TrainingDiverged(
-                        f"stopping at step {step}: {bad_in_row} consecutive non-finite steps "
-                        f"(train.max_bad_steps={cfg.train.max_bad_steps}); last good checkpoint: {last or 'none'}"
-                    )
+        try:  # a loop left by an exception (Ctrl-C, a failing step) stops the loader's read-ahead too
+            while step < total:
+                terms, finite, n = self.train_step(stream, step)
+                samples += n * info.world_size
+                step += 1
+                if not finite:
+                    skipped += 1
+                    bad_in_row += 1
+                    self._log({"step": step, "skipped": True, "reason": self.skip_reason})
+                    if bad_in_row >= cfg.train.max_bad_steps:
+                        last = latest_checkpoint(self.out_dir)
+                        raise TrainingDiverged(
+                            f"stopping at step {step}: {bad_in_row} consecutive non-finite steps "
+                            f"(train.max_bad_steps={cfg.train.max_bad_steps}); last good checkpoint: {last or 'none'}"
+                        )
+                    if bar:
+                        bar.update(1)
+                    if cfg.train.checkpoint_every and step == total:  # the run's end is saved all the same
+                        self._checkpoint(step, skipped, loader, first_loss, finite_terms)
+                    continue
+                bad_in_row = 0
+                finite_terms = terms
+                first_loss = terms["loss"] if first_loss is None else first_loss
+
+                if step % cfg.train.log_every == 0 or step == total:
+                    now = time.time()
+                    rate = samples / max(now - last_t, 1e-9)
+                    lrs = self.step_lrs
+                    per_group = {f"lr_{i}": v for i, v in enumerate(lrs)} if len(lrs) > 1 else {}
+                    row = {"step": step, "lr": lrs[0], **per_group, "samples_per_s": rate, **terms}
+                    self._log(row)
+                    last_t, samples = now, 0
+                    if bar:
+                        bar.set_postfix(loss=f"{terms['loss']:.3f}", lr=f"{row['lr']:.2e}", sps=f"{rate:.0f}")
                 if bar:
                     bar.update(1)
-                if cfg.train.checkpoint_every and step == total:  # the run's end is saved all the same
-                    self._checkpoint(step, skipped, loader, first_loss, finite_terms)
-                continue
-            bad_in_row = 0
-            finite_terms = terms
-            first_loss = terms["loss"] if first_loss is None else first_loss
-
-            if step % cfg.train.log_every == 0 or step == total:
-                now = time.time()
-                rate = samples / max(now - last_t, 1e-9)
-                lrs = self.step_lrs
-                per_group = {f"lr_{i}": v for i, v in enumerate(lrs)} if len(lrs) > 1 else {}
-                row = {"step": step, "lr": lrs[0], **per_group, "samples_per_s": rate, **terms}
-                self._log(row)
-                last_t, samples = now, 0
-                if bar:
-                    bar.set_postfix(loss=f"{terms['loss']:.3f}", lr=f"{row['lr']:.2e}", sps=f"{rate:.0f}")
-            if bar:
-                bar.update(1)
-            if cfg.train.checkpoint_every and (step % cfg.train.checkpoint_every == 0 or step == total):
-                self._checkpoint(step, skipped, loader, first_loss, terms)
-            if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step != total:
-                self._evaluate(step, final=False)
+                if cfg.train.checkpoint_every and (step % cfg.train.checkpoint_every == 0 or step == total):
+                    self._checkpoint(step, skipped, loader, first_loss, terms)
+                if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step != total:
+                    self._evaluate(step, final=False)
+        finally:
+            if hasattr(loader, "stop"):
+                loader.stop()
         if bar:
             bar.close()
-        if hasattr(loader, "stop"):
-            loader.stop()
         data_problems = self._data_problems(loader)
         metrics = self._evaluate(step, final=True)
         summary = {
@@ -537,11 +543,17 @@ class Trainer:
     def _evaluate(self, step: int, final: bool) -> Dict[str, Any]:
         """Rank 0 evaluates the plain model; sharded, every rank runs the evaluation together
         (each forward gathers the layers' shards) and rank 0 logs it."""
-        if not self.wrapped.sharded and not self.info.is_main:
+        alone = not self.wrapped.sharded and self.info.world_size > 1
+        if alone and self._eval_wait is None:  # created by every rank at its first evaluation
+            self._eval_wait = wait_group(self.recipe.train.eval_timeout_s)
+        if alone and not self.info.is_main:  # waits for rank 0 here, not in the next step's collectives
+            dist.barrier(group=self._eval_wait)
             return {}
         gather = bool(getattr(self.task, "evaluation_gathers_all", False))
         with self.wrapped.evaluation(gather) as model, self._autocast(evaluation=True):
             metrics = self.task.evaluate(model, final=final)
+        if alone:
+            dist.barrier(group=self._eval_wait)
         if not self.info.is_main:
             return {}
         self._log({"step": step, **{k: v for k, v in metrics.items() if isinstance(v, float)}}, "eval")
