@@ -93,6 +93,19 @@ def test_plain_is_llavas_preprocess_plain(tok, shared_dir, question):
     assert labels == [chat.IGNORE] * 5 + target
 
 
+def test_plain_eos_is_plain_with_the_caption_ended_by_eos(tok):
+    """BLIP-2's caption stage for an LM that stops at eos: bos, the image, the caption and eos;
+    the caption and eos learned, the question's words dropped as in plain."""
+    conv = [{"from": "human", "value": "<image>\nDescribe it."}, {"from": "gpt", "value": "A photo of a coat."}]
+    template = chat.load_template("plain_eos")
+    ids, labels = chat.render(template, conv, tok, IMAGE, image_tokens=2, images=1)
+    target = tok.encode("A photo of a coat.", add_bos=False) + [tok.eos_id]
+    assert ids == [tok.bos_id, IMAGE, IMAGE] + target
+    assert labels == [chat.IGNORE] * 3 + target
+    assert chat.stop_ids(template, tok) == [tok.eos_id]
+    assert chat.prompt(template, conv[:1], tok, IMAGE, 2, images=1) == [tok.bos_id, IMAGE, IMAGE]
+
+
 def test_answers_of_a_template_without_eos_stop_at_its_suffix(tok):
     plain, v1 = chat.load_template("plain"), chat.load_template("v1")
     newline = tok.encode("x\n", add_bos=False)[-1]
@@ -127,7 +140,7 @@ def test_bad_samples_are_refused_by_name(tok, conv, images, message):
 
 
 def test_unknown_or_malformed_template_is_a_clear_error(tmp_path):
-    with pytest.raises(ValueError, match="unknown conversation template 'vicuna_v9' \\(shipped: llava_v1, plain, v1"):
+    with pytest.raises(ValueError, match="unknown conversation template 'vicuna_v9' \\(shipped: llava_v1, plain, plain_eos, v1"):
         chat.load_template("vicuna_v9")
     bad = tmp_path / "t.json"
     bad.write_text(json.dumps({"name": "t", "exec": "import os"}))

@@ -9,7 +9,8 @@ Written in LLaVA's layout, so the same loader reads LLaVA's own data:
     OUT/captions.json   stage 1: [{"id", "image", "conversations": [human "<image>", gpt caption]}]
     OUT/instruct.json   stage 2: questions and answers about the training images
     OUT/heldout.json    questions about held-out images, one per sample, with a "kind"
-    OUT/text.txt        the captions and answers as plain text (a tiny LM's pretraining corpus)
+    OUT/text.txt        the captions and answers as plain text (a tiny LM's pretraining corpus), and
+                        each training caption once more after what it names ("coat. A photo of a coat.")
     OUT/tokenizer.model SentencePiece trained on text.txt, with the "<image>" token
 
     python -m tessera.data.instruct OUT [--fashion 12000] [--scenes 4000]
@@ -40,7 +41,7 @@ WHAT_IS = "What is this item?"
 FEET = "Is this something you wear on your feet?"
 WHAT_IS_PARAPHRASES = [WHAT_IS, "What item is shown in the picture?", "What is in the image?"]
 SIZE = 28
-VERSION = 3
+VERSION = 4
 
 
 def with_article(name: str) -> str:
@@ -94,10 +95,15 @@ def draw_scene(shapes):
     return _C.data.draw_shapes(SIZE, SIZE, [(k, COLOURS[c], x, y, s) for k, c, x, y, s in shapes])
 
 
+def scene_listing(shapes) -> str:
+    """"a red circle, a blue square and a green triangle": the shapes in reading order."""
+    described = [f"a {colour} {kind}" for kind, colour, *_ in shapes]
+    return described[0] if len(described) == 1 else ", ".join(described[:-1]) + " and " + described[-1]
+
+
 def scene_samples(shapes, image: str, rng: random.Random, split: str, sid: str) -> List[Dict]:
     n = len(shapes)
-    described = [f"a {colour} {kind}" for kind, colour, *_ in shapes]
-    listing = described[0] if n == 1 else ", ".join(described[:-1]) + " and " + described[-1]
+    listing = scene_listing(shapes)
     noun = "shape" if n == 1 else "shapes"
     caption = {"id": f"{sid}-caption", "image": image, "kind": "scene_caption",
                "conversations": _turns(("<image>", f"{NUMBERS[n].capitalize()} {noun}: {listing}."))}
@@ -140,6 +146,7 @@ def generate(out: str, fashion: int = 12000, scenes: int = 4000, heldout_fashion
         rng = random.Random(seed)
         files: Dict[str, List[Dict]] = {"captions.json": [], "instruct.json": [], "heldout.json": []}
         seen: set = set()  # training scenes
+        echoes: List[str] = []  # each training caption after what it names (the LM's corpus, below)
         for split, n_fashion, n_scenes in (("train", fashion, scenes), ("test", heldout_fashion, heldout_scenes)):
             ds = FashionMNIST(root, split)
             if n_fashion > len(ds):
@@ -152,6 +159,8 @@ def generate(out: str, fashion: int = 12000, scenes: int = 4000, heldout_fashion
                 write_png(os.path.join(tmp, rel), ds.data[index])
                 samples = fashion_samples(int(ds.targets[index]), rel, rng, split, f"fashion-{split}-{i:05d}")
                 _route(files, samples, split)
+                if split == "train":
+                    echoes.append(_echo(FASHION_NAMES[int(ds.targets[index])], samples[0]))
             for i in range(n_scenes):
                 rel = f"images/scenes/{split}/{i:05d}.png"
                 shapes = random_scene(rng)
@@ -159,14 +168,21 @@ def generate(out: str, fashion: int = 12000, scenes: int = 4000, heldout_fashion
                     shapes = random_scene(rng)
                 seen.add(tuple(shapes))
                 write_png(os.path.join(tmp, rel), draw_scene(shapes))
-                _route(files, scene_samples(shapes, rel, rng, split, f"scene-{split}-{i:05d}"), split)
+                samples = scene_samples(shapes, rel, rng, split, f"scene-{split}-{i:05d}")
+                _route(files, samples, split)
+                if split == "train":
+                    echoes.append(_echo(scene_listing(shapes), samples[0]))
         for name, samples in files.items():
             write_json(os.path.join(tmp, name), samples)
         # The LM's corpus: captions as plain text, conversations as the `llava_v1` template lays them
-        # out (the template the demo recipes train with).
+        # out (the template the demo recipes train with), and the echoes. In the rest a caption's
+        # object is never predictable from what precedes it, so the LM learned never to look back
+        # for it, and no prefix in the image's place (BLIP-2's caption stage, LM frozen) could make
+        # it name the image: each caption once more after its object, as natural text repeats its
+        # subjects, teaches it to (docs/results.md, "BLIP-2").
         chat_format = load_template("llava_v1")
         lines = ([_plain_text(s) for s in files["captions.json"]]
-                 + [render_text(chat_format, s["conversations"]) for s in files["instruct.json"]])
+                 + [render_text(chat_format, s["conversations"]) for s in files["instruct.json"]] + echoes)
         lines = [line.replace("\n", " ") for line in lines]
         with open(os.path.join(tmp, "text.txt"), "w", encoding="utf-8") as f:
             f.write("\n".join(lines) + "\n")
@@ -187,6 +203,11 @@ def _route(files, samples, split) -> None:
 
 def _plain_text(sample: Dict) -> str:
     return " ".join(t["value"].replace("<image>", "").strip() for t in sample["conversations"]).strip()
+
+
+def _echo(subject: str, caption: Dict) -> str:
+    """"coat. A photo of a coat.": a caption after what it names."""
+    return f"{subject}. {_plain_text(caption)}"
 
 
 def ensure(out: str, **kwargs) -> Dict:

@@ -26,7 +26,7 @@ class ConversationData:
     eval: str = ""                          # held-out samples (same format), for evaluation
     image_folder: str = ""                  # image paths are relative to it (default: the JSON's folder)
     tokenizer: str = ""                     # a SentencePiece model
-    template: str = "v1"                    # conversation template: plain | v1 | a .json file
+    template: str = "v1"                    # conversation template: plain | plain_eos | v1 | llava_v1 | a .json file
     max_length: int = 128                   # tokens per sample, image tokens included
     batch_size: int = 32                    # per process
     image_size: int = 28
