@@ -17,7 +17,9 @@ class ToyData:
     dim: int = 8
     batch_size: int = 16
     eval_sleep_s: float = 0.0    # a slow evaluation (rank 0's, while the others wait)
-    stall_rank: int = -1         # this rank sleeps stall_s before its first step (a stalled rank)
+    plot_sleep_s: float = 0.0    # slow plots at the end (rank 0's)
+    stall_rank: int = -1         # this rank sleeps stall_s before step stall_step (a stalled rank)
+    stall_step: int = 1
     stall_s: float = 0.0
 
 
@@ -54,11 +56,14 @@ class ToyRegression(Task):
 
     def compute_loss(self, wrapped, model, batch, step):
         d = self.recipe.data
-        if d.stall_s and step == 0 and dist.is_initialized() and dist.get_rank() == d.stall_rank:
+        if d.stall_s and step == d.stall_step and dist.is_initialized() and dist.get_rank() == d.stall_rank:
             time.sleep(d.stall_s)
         err = (wrapped(batch["x"]) - batch["y"]).pow(2).sum(-1)
         mask = batch["mask"]
         return {"loss": TokenLoss(err[mask].sum(), int(mask.sum()))}
+
+    def plot(self, out_dir, metrics_path, metrics):
+        time.sleep(self.recipe.data.plot_sleep_s)
 
     def evaluate(self, model, final=False):
         d = self.recipe.data

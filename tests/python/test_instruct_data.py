@@ -100,6 +100,14 @@ def test_generation_is_deterministic_and_held_out_is_disjoint(tmp_path):
     assert {"fashion_what", "fashion_feet", "scene_count"} <= kinds
     what = [s for s in held if s["kind"] == "fashion_what"]
     assert all(s["conversations"][0]["value"] == "<image>\nWhat is this item?" for s in what)
+    # The LM's corpus: each training caption once more after what it names, nothing of held-out.
+    captions = [s["conversations"][1]["value"] for s in json.load(open(tmp_path / "a" / "captions.json"))]
+    lines = open(tmp_path / "a" / "text.txt").read().splitlines()
+    echoes = [line for line in lines if not line[0].isupper()]
+    assert len(echoes) == len(captions) == 28 and a["text_lines"] == len(lines)
+    for caption, echo in zip(captions, echoes):
+        subject, rest = echo.split(". ", 1)
+        assert rest == caption and caption.endswith(f" {subject}.")  # "coat. A photo of a coat."
     # ensure() does not regenerate a matching set
     stamp = os.path.getmtime(tmp_path / "a" / "manifest.json")
     instruct.ensure(str(tmp_path / "a"), **sizes)

@@ -23,6 +23,14 @@ def test_a_name_takes_one_set_of_hooks(monkeypatch):
     register_projector_hooks("qformer", ProjectorHooks(same.plan_params, same.plan_activations, same.init_from_run))
     with pytest.raises(ValueError, match="projector 'qformer' already has Python hooks"):
         register_projector_hooks("qformer", ProjectorHooks(lambda c, p: ([], []), same.plan_activations))
+    # Hooks that are callables of another kind register and re-register (a reload) as well.
+    import functools
+
+    partial = functools.partial(same.plan_params)
+    register_projector_hooks("resampler", ProjectorHooks(partial, same.plan_activations))
+    register_projector_hooks("resampler", ProjectorHooks(functools.partial(same.plan_params), same.plan_activations))
+    with pytest.raises(ValueError, match="no projector 'mlp2x_gleu' is registered in C\\+\\+ .*import the extension"):
+        register_projector_hooks("mlp2x_gleu", same)
 
 
 def test_the_planner_reaches_a_projector_only_through_its_hooks(monkeypatch):

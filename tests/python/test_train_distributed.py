@@ -261,16 +261,24 @@ def _toy_run(tmp_path, name, data, train):
 
 def test_a_stalled_rank_fails_the_run_after_train_timeout_s_naming_it(tmp_path):
     """A rank that stalls (not dies) held the others silently for torch's default, 30 minutes on
-    Gloo; train.timeout_s bounds the wait, and the error names the setting."""
+    Gloo; from the second step on train.timeout_s bounds the wait, and the error names it.
+    Start-up and the first step keep torch's default (a rank that stalls there passes)."""
     run = _toy_run(tmp_path, "stall", {"stall_rank": 1, "stall_s": 30}, {"timeout_s": 3, "eval_every": 2})
     assert run.returncode != 0
     assert "train.timeout_s (3 s)" in run.stderr, run.stderr[-3000:]
+    run = _toy_run(tmp_path, "first", {"stall_rank": 1, "stall_step": 0, "stall_s": 6}, {"timeout_s": 2})
+    assert run.returncode == 0, run.stderr[-3000:]
 
 
-def test_rank0_evaluation_longer_than_the_collective_timeout_is_waited_for(tmp_path):
-    """While rank 0 evaluates alone, the others wait under train.eval_timeout_s, not in the next
-    step's collective under train.timeout_s (which failed the run before)."""
-    run = _toy_run(tmp_path, "eval", {"eval_sleep_s": 6}, {"timeout_s": 2, "eval_every": 2})
+def test_what_rank0_does_alone_is_waited_for_under_eval_timeout_s(tmp_path):
+    """While rank 0 evaluates, writes the summary and plots alone, the others wait under
+    train.eval_timeout_s, not in the next step's (or shutdown's) collective under train.timeout_s,
+    which failed the run before; past eval_timeout_s, the error names that setting."""
+    run = _toy_run(tmp_path, "eval", {"eval_sleep_s": 6, "plot_sleep_s": 6}, {"timeout_s": 2, "eval_every": 2})
     assert run.returncode == 0, run.stderr[-3000:]
     rows = [json.loads(line) for line in open(tmp_path / "eval" / "metrics.jsonl")]
     assert [r["step"] for r in rows if "eval_mse" in r] == [2, 4]
+    run = _toy_run(tmp_path, "slow", {"eval_sleep_s": 30}, {"eval_timeout_s": 3, "eval_every": 2})
+    assert run.returncode != 0
+    assert "train.eval_timeout_s (3 s) while rank 0 evaluates" in run.stderr, run.stderr[-3000:]
+    assert "train.timeout_s" not in run.stderr.replace("train.eval_timeout_s", "")

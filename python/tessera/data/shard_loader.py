@@ -18,12 +18,14 @@ import atexit
 import json
 import queue
 import threading
+import time
 import zlib
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
 from .. import _C
+from .._warn import warn
 from .transforms import TransformOptions
 from .loader_checks import check_loader_args, check_resume
 from .webdataset import MixedStream, ShardStream
@@ -37,11 +39,14 @@ IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 _READERS: set = set()
 
 
+STOP_WAIT_S = 30  # a batch decodes in well under that; a hung file system is not waited out
+
+
 @atexit.register
 def _stop_readers() -> None:
     for stop, thread in list(_READERS):
         stop.set()
-        thread.join(timeout=30)  # a batch decodes in well under that; a hung file system is not waited out
+        thread.join(timeout=STOP_WAIT_S)
 
 
 def sample_fields(sample: Dict[str, Any]):
@@ -143,7 +148,12 @@ class ShardLoader:
         stop, ready, thread = reader
         stop.set()
         _READERS.discard((stop, thread))
+        deadline = time.monotonic() + STOP_WAIT_S
         while thread.is_alive():
+            if time.monotonic() > deadline:  # a read that hangs (a stalled file system) is not waited out
+                warn(f"the shard loader's read-ahead thread did not stop within {STOP_WAIT_S} s (a read that "
+                     "hangs?); it is left behind, and the loader's position is not restored")
+                return
             try:
                 ready.get(timeout=0.05)  # unblock a put() waiting on a full queue
             except queue.Empty:

@@ -1,9 +1,10 @@
 """A LLaVA projector type as the Python tools see it, beside its C++ module (registered there by
 name, `list_projectors`): what `tessera plan` counts for it, and how the LLaVA task's
 `init.projector` starts it from another run. A family that registers a C++ projector registers its
-hooks here too, from its own Python module (BLIP-2's `qformer`: models/blip2.py), so no shared
-file names it; the built-in MLPs register theirs below. A type without hooks still builds, trains
-and generates; only the planner and `init.projector` refuse it, by name."""
+hooks here too, from its own Python module (BLIP-2's `qformer`: models/blip2_projector.py), so
+no shared file names it; the built-in MLPs register theirs below. A type without hooks (the
+built-in `resampler`; an extension's until it registers them) still builds, trains and generates;
+only the planner and `init.projector` refuse it, by name."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,26 +29,42 @@ _HOOKS: Dict[str, ProjectorHooks] = {}
 
 
 def register_projector_hooks(name: str, hooks: ProjectorHooks) -> None:
-    """Registers `name`'s hooks once; another set under a taken name is a ValueError (the same
-    functions again, as on a module reload, replace)."""
+    """Registers hooks for `name`, a projector the C++ registry builds (import its extension
+    first), once: another set under a taken name is a ValueError (the same functions again, as on
+    a module reload, replace)."""
+    from .. import _C
+
+    known = _C.llava.list_projectors()
+    if name not in known:
+        raise ValueError(f"register_projector_hooks: no projector {name!r} is registered in C++ (registered: "
+                         f"{', '.join(known)}); import the extension that registers it first")
     old = _HOOKS.get(name)
-    if old is not None and _qualnames(old) != _qualnames(hooks):
-        raise ValueError(f"projector {name!r} already has Python hooks ({_qualnames(old)[0]})")
+    if old is not None and _identity(old) != _identity(hooks):
+        raise ValueError(f"projector {name!r} already has Python hooks (from {_identity(old)[0][0]})")
     _HOOKS[name] = hooks
 
 
 def projector_hooks(name: str, what: str) -> ProjectorHooks:
     """`name`'s hooks; a ValueError naming `what` needs them and the types that have them."""
     if name not in _HOOKS:
-        raise ValueError(f"{what}: projector_type {name!r} has no Python hooks (registered: "
-                         f"{', '.join(sorted(_HOOKS))}); its family registers them with "
+        raise ValueError(f"{what}: projector_type {name!r} has no Python hooks (types that have them: "
+                         f"{', '.join(sorted(_HOOKS))}); register them with "
                          "tessera.models.projectors.register_projector_hooks")
     return _HOOKS[name]
 
 
-def _qualnames(h: ProjectorHooks):
-    return tuple(f"{f.__module__}.{f.__qualname__}" if f else None
-                 for f in (h.plan_params, h.plan_activations, h.init_from_run))
+def _identity(h: ProjectorHooks):
+    """What a module reload keeps of each hook: where it is defined (a function's module, name
+    and line; another callable's type)."""
+    def where(f):
+        if f is None:
+            return None
+        code = getattr(f, "__code__", None)
+        owner = f if code is not None else type(f)
+        return (getattr(owner, "__module__", None), getattr(owner, "__qualname__", None),
+                code.co_firstlineno if code is not None else None)
+
+    return tuple(where(f) for f in (h.plan_params, h.plan_activations, h.init_from_run))
 
 
 def _mlp_params(c, prefix):

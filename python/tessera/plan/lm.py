@@ -38,7 +38,7 @@ def _layer0_lora(params: Params, part: str) -> int:
 
 def lm_shape(family: str, c: Dict, tokens: int, batch_size: int, sample_bytes: int, params: Params,
              grads: Dict[str, bool], lm_prefix: str = "", upstream: bool = False, lora_r: int = 0,
-             stacks: Optional[List[Stack]] = None, other_acts: int = 0) -> ModelShape:
+             stacks: Optional[List[Stack]] = None) -> ModelShape:
     """A LLaMA over `tokens` positions (after `stacks` that feed it, e.g. a vision tower) with the
     parameters `params` of which `grads` train."""
     part = lm_prefix + "model."
@@ -50,7 +50,7 @@ def lm_shape(family: str, c: Dict, tokens: int, batch_size: int, sample_bytes: i
     head = lm_prefix + ("lm_head.weight" if not c.get("tie_word_embeddings") else "model.embed_tokens.weight")
     head_grad = grads.get(head, False)
     v, h = c["vocab_size"], c["hidden_size"]
-    acts = other_acts + tokens * (HEAD_HIDDEN[head_grad] * h + PER_TOKEN)
+    acts = tokens * (HEAD_HIDDEN[head_grad] * h + PER_TOKEN)
     return ModelShape(family, stacks, other_params=total - sum(s.params() for s in stacks),
                       other_activations_per_sample=acts, sample_bytes=sample_bytes, batch_size=batch_size,
                       prefetch=0, has_lora=bool(lora_r), trainable=sum(k for n, k in params if grads[n]),

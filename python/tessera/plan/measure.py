@@ -81,10 +81,12 @@ def measure_peak(recipe, steps: int = 3, info=None) -> Dict[str, float]:
         trainer.setup()
         loader = task.train_loader(info.rank, info.world_size)
         stream = batch_stream(loader)
-        for step in range(steps):
-            trainer.train_step(stream, step)
-        if hasattr(loader, "stop"):
-            loader.stop()
+        try:
+            for step in range(steps):
+                trainer.train_step(stream, step)
+        finally:  # also when a step raises (out of memory is what the measurement may find)
+            if hasattr(loader, "stop"):
+                loader.stop()
     if cuda:
         torch.cuda.synchronize()
         return {"peak": float(torch.cuda.max_memory_allocated() - base), "baseline": float(base),

@@ -16,7 +16,7 @@ def run(recipe_path: str, out_dir: str, resume: bool = False, overrides=None, pr
     from .distributed import init_distributed
 
     recipe = load_recipe(recipe_path, overrides)
-    info = init_distributed(recipe.train.timeout_s)
+    info = init_distributed()
     trainer = Trainer(recipe, build_task(recipe, info.rank, info.world_size), out_dir, info, progress)
     return trainer.fit(resume=resume, overwrite=overwrite)
 

@@ -79,9 +79,9 @@ class TrainConfig:
     keep_checkpoints: int = 2
     max_bad_steps: int = 5                  # consecutive non-finite losses before stopping
     threads: int = 0                        # torch threads per process (0: cores / processes)
-    # Seconds a rank waits for the others in one collective before the run fails naming this
-    # setting (a rank that stalls; 0: torch's default, 30 min on Gloo, 10 on NCCL), and, apart,
-    # for rank 0's evaluation (the other ranks wait for it outside the step's collectives).
+    # From the second step on, seconds a rank waits for the others in one collective before the
+    # run fails naming this setting (a stalled rank; 0: torch's default, 30 min on Gloo, 10 on
+    # NCCL); and, apart, how long the other ranks wait while rank 0 evaluates or writes alone.
     timeout_s: int = 0
     eval_timeout_s: int = 7200
     log_to: List[str] = field(default_factory=lambda: ["jsonl"])  # jsonl | tensorboard | wandb (tracking.py)

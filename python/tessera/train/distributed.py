@@ -23,9 +23,8 @@ class DistInfo:
         return self.rank == 0
 
 
-def init_distributed(timeout_s: int = 0) -> DistInfo:
-    """Joins the process group when launched by torchrun (WORLD_SIZE > 1); otherwise single
-    process. `timeout_s` bounds each collective (0: torch's default for the backend)."""
+def init_distributed() -> DistInfo:
+    """Joins the process group when launched by torchrun (WORLD_SIZE > 1); otherwise single process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available()
@@ -33,8 +32,7 @@ def init_distributed(timeout_s: int = 0) -> DistInfo:
     if use_cuda:
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo",
-                                timeout=timedelta(seconds=timeout_s) if timeout_s else None)
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0
     world = dist.get_world_size() if dist.is_initialized() else 1
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=device)
@@ -101,15 +99,25 @@ def rank0_decides(info: DistInfo, decide, kinds=()):
     return result
 
 
+def bound_collectives(timeout_s: int) -> None:
+    """From now on each collective of the default group fails after `timeout_s` (torchtitan's
+    train_timeout_seconds, set after the first step: start-up, resume checks and the first step's
+    compilation keep torch's default)."""
+    if timeout_s and dist.is_initialized():
+        from torch.distributed.distributed_c10d import _set_pg_timeout
+
+        _set_pg_timeout(timedelta(seconds=timeout_s), None)
+
+
 def wait_group(timeout_s: int):
     """A Gloo group whose collectives wait `timeout_s` (all ranks create it, in the same order):
-    for what one rank does while the others wait (rank 0's evaluation), outside the step's bound."""
+    for what rank 0 does alone while the others wait (evaluation, the summary and plots)."""
     return dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s))
 
 
-def name_timeout(e: BaseException, timeout_s: int) -> None:
-    """Adds to a collective's timeout error which recipe setting bounded it."""
-    if isinstance(e, RuntimeError) and "timed out" in str(e).lower() and dist.is_initialized():
-        e.add_note(f"tessera: a rank waited longer than train.timeout_s ({timeout_s or 'torch default'}"
-                   f"{' s' if timeout_s else ''}) for the others in a collective: a rank stalled, or its "
-                   "work between collectives took that long (raise train.timeout_s if that is expected)")
+def is_collective_timeout(e: BaseException) -> bool:
+    """A collective that timed out: Gloo's "Timed out waiting ..." or NCCL's watchdog timeout."""
+    text = str(e)
+    return dist.is_initialized() and isinstance(e, RuntimeError) and (
+        ("gloo" in text and "Timed out" in text) or (isinstance(e, getattr(dist, "DistBackendError", ()))
+                                                    and "timeout" in text.lower()))
