@@ -25,17 +25,30 @@ std::vector<Submodule>& submodules() {
   return all;
 }
 
+std::vector<std::string>& duplicates() {
+  static std::vector<std::string> names;
+  return names;
+}
+
 }  // namespace
 
+// Called by static initialisers, which must not throw (that ends the process before Python can
+// report it): a name registered twice is refused when the module is imported.
 bool register_submodule(const char* name, const char* doc, BindFunction bind, int order) {
   for (const auto& s : submodules()) {
-    if (s.name == name) throw std::logic_error(std::string("tessera._C: submodule '") + name + "' registered twice");
+    if (s.name == name) {
+      duplicates().push_back(name);
+      return false;
+    }
   }
   submodules().push_back({order, name, doc, bind});
   return true;
 }
 
 void bind_submodules(py::module_& m) {
+  if (!duplicates().empty()) {  // an ImportError naming it
+    throw std::logic_error("tessera._C: submodule '" + duplicates().front() + "' registered twice");
+  }
   auto all = submodules();
   std::sort(all.begin(), all.end(),
             [](const Submodule& a, const Submodule& b) { return std::tie(a.order, a.name) < std::tie(b.order, b.name); });

@@ -26,6 +26,22 @@ def _stdin_lines():
             yield e
 
 
+def _ask(conversation: List[Dict], question: str, args, model, template, tokenizer, turn: int) -> List[int]:
+    """The prompt's ids with `question` added to the conversation (the images go with its first
+    question); a question the prompt refuses is taken back out, and the ValueError raised."""
+    from .chat import prompt
+
+    if not conversation and args.image and "<image>" not in question:
+        question = "<image>\n" * len(args.image) + question
+    conversation.append({"from": "human", "value": question})
+    try:
+        return prompt(template, conversation, tokenizer, model.config["image_token_index"],
+                      model.config["image_seq_length"], images=len(args.image), where=f"question {turn}")
+    except ValueError:
+        conversation.pop()
+        raise
+
+
 def run_chat(args) -> int:
     from . import data as tdata
     from .chat import cut_answer, load_template, prompt, run_template, stop_ids
@@ -65,21 +81,27 @@ def run_chat(args) -> int:
             continue
         if not question:
             continue
-        if not conversation and args.image and "<image>" not in question:
-            question = "<image>\n" * len(args.image) + question  # the images go with the first question
-        conversation.append({"from": "human", "value": question})
         try:
-            ids = prompt(template, conversation, tokenizer, model.config["image_token_index"],
-                         model.config["image_seq_length"], images=len(args.image), where=f"question {turn}")
+            ids = _ask(conversation, question, args, model, template, tokenizer, turn)
         except ValueError as e:  # one bad question does not end an interactive conversation
-            conversation.pop()
             if not interactive:
                 raise
             print(f"{e}; ask again", file=sys.stderr)
             continue
         room = model.config["text_config"]["max_position_embeddings"] - len(ids)
+        if room < 1 and interactive and len(conversation) > 1:  # it goes on: a new one, from this question
+            print(f"the conversation ({len(ids)} tokens) fills the model's context; a new one starts with "
+                  "this question", file=sys.stderr)
+            conversation.clear()
+            ids = _ask(conversation, question, args, model, template, tokenizer, turn)
+            room = model.config["text_config"]["max_position_embeddings"] - len(ids)
         if room < 1:
-            raise ValueError(f"the conversation ({len(ids)} tokens) fills the model's context; start a new one")
+            message = f"the conversation ({len(ids)} tokens) fills the model's context"
+            if not interactive:
+                raise ValueError(f"{message}; start a new one")
+            print(f"{message}; ask a shorter question", file=sys.stderr)
+            conversation.clear()
+            continue
         new: List[int] = []
         printed = ""
         for step in model.stream(torch.tensor([ids]), pixel_values=pixels, generator=generator,

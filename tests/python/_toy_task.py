@@ -18,6 +18,7 @@ class ToyData:
     batch_size: int = 16
     eval_sleep_s: float = 0.0    # a slow evaluation (rank 0's, while the others wait)
     plot_sleep_s: float = 0.0    # slow plots at the end (rank 0's)
+    manifest_sleep_s: float = 0.0  # a slow disk under the checkpoint files rank 0 writes alone
     stall_rank: int = -1         # this rank sleeps stall_s before step stall_step (a stalled rank)
     stall_step: int = 1
     stall_s: float = 0.0
@@ -47,6 +48,11 @@ class ToyRegression(Task):
     sections = {"data": ToyData}
 
     def build_model(self):
+        if self.recipe.data.manifest_sleep_s:
+            from tessera.train import checkpoint
+
+            real, pause = checkpoint.write_manifest, self.recipe.data.manifest_sleep_s
+            checkpoint.write_manifest = lambda folder: (time.sleep(pause), real(folder))[1]
         return ToyModel(self.recipe.data.dim)
 
     def train_loader(self, rank, world_size):

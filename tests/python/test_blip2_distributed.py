@@ -151,3 +151,17 @@ def test_eval_cli_retrieval_on_a_karpathy_file_follows_the_definition(runs, tmp_
         i2t, t2i = recall_by_definition(sim.tolist(), split.caption_image, k)
         assert got[f"image_to_text_R@{k}"] == pytest.approx(i2t) and got[f"text_to_image_R@{k}"] == pytest.approx(t2i)
     assert got["num_images"] == 3 and got["num_captions"] == 15
+
+
+def test_the_frozen_tower_does_not_change(tmp_path):
+    """Stage 1 trains the Q-Former side only: the CLIP tower it reads runs without gradients and
+    leaves the run as it came (issue 15's "the frozen tower does not")."""
+    from tessera.train import Trainer, build_task, recipe_from_dict
+
+    r = recipe_from_dict(recipe("ddp", 8))
+    task = build_task(r)
+    before = {k: v.clone() for k, v in task.tower.state_dict().items()}
+    Trainer(r, task, str(tmp_path / "run"), progress=False).fit()
+    after = task.tower.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert all(p.grad is None for p in task.tower.parameters())

@@ -171,6 +171,18 @@ def test_an_interactive_chat_survives_a_bad_question(tmp_path):
 
 @needs_opencv
 @pytest.mark.skipif(not os.path.isdir(FMNIST), reason="dataset-fashion-mnist not installed")
+def test_an_interactive_chat_goes_on_past_a_full_context(tmp_path):
+    """A conversation that filled the model's context ended the session (rc 2) and the questions
+    after it were never read; it now starts a new conversation (the images again) from that question."""
+    _, _, _, data, image = _chat_model(tmp_path)
+    run = _chat(tmp_path, data, image, stdin=b"Is this something you wear on your feet? Tell me.\n" * 14)
+    err = run.stderr.decode()
+    assert run.returncode == 0, err
+    assert "fills the model's context; a new one starts with this question" in err, err
+
+
+@needs_opencv
+@pytest.mark.skipif(not os.path.isdir(FMNIST), reason="dataset-fashion-mnist not installed")
 def test_chat_streams_the_greedy_answer(tmp_path):
     model, config, tok, data, image = _chat_model(tmp_path)
     run = _chat(tmp_path, data, image, "-q", "What is this item?")

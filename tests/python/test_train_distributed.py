@@ -270,15 +270,18 @@ def test_a_stalled_rank_fails_the_run_after_train_timeout_s_naming_it(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
 
 
-def test_what_rank0_does_alone_is_waited_for_under_eval_timeout_s(tmp_path):
-    """While rank 0 evaluates, writes the summary and plots alone, the others wait under
-    train.eval_timeout_s, not in the next step's (or shutdown's) collective under train.timeout_s,
-    which failed the run before; past eval_timeout_s, the error names that setting."""
-    run = _toy_run(tmp_path, "eval", {"eval_sleep_s": 6, "plot_sleep_s": 6}, {"timeout_s": 2, "eval_every": 2})
+def test_what_rank0_does_alone_is_waited_for_under_rank0_timeout_s(tmp_path):
+    """While rank 0 evaluates, writes and hashes a checkpoint's files, writes the summary and plots
+    alone, the others wait under train.rank0_timeout_s, not in the next step's (or shutdown's)
+    collective under train.timeout_s, which failed the run before (a slow checkpoint failed it at
+    every resume); past rank0_timeout_s, the error names that setting."""
+    slow = {"eval_sleep_s": 6, "plot_sleep_s": 6, "manifest_sleep_s": 6}
+    run = _toy_run(tmp_path, "alone", slow, {"timeout_s": 2, "eval_every": 2, "checkpoint_every": 2})
     assert run.returncode == 0, run.stderr[-3000:]
-    rows = [json.loads(line) for line in open(tmp_path / "eval" / "metrics.jsonl")]
+    rows = [json.loads(line) for line in open(tmp_path / "alone" / "metrics.jsonl")]
     assert [r["step"] for r in rows if "eval_mse" in r] == [2, 4]
-    run = _toy_run(tmp_path, "slow", {"eval_sleep_s": 30}, {"eval_timeout_s": 3, "eval_every": 2})
+    assert sorted(os.listdir(tmp_path / "alone" / "checkpoints")) == ["step-00000002", "step-00000004"]
+    run = _toy_run(tmp_path, "slow", {"eval_sleep_s": 30}, {"rank0_timeout_s": 3, "eval_every": 2})
     assert run.returncode != 0
-    assert "train.eval_timeout_s (3 s) while rank 0 evaluates" in run.stderr, run.stderr[-3000:]
-    assert "train.timeout_s" not in run.stderr.replace("train.eval_timeout_s", "")
+    assert "train.rank0_timeout_s (3 s) while rank 0 worked alone" in run.stderr, run.stderr[-3000:]
+    assert "train.timeout_s" not in run.stderr.replace("train.rank0_timeout_s", "")

@@ -41,6 +41,9 @@ SAVED_QFORMER = {
 }
 
 
+LABEL = "Q-Former, all layers"  # its row in the plan
+
+
 @dataclass
 class QFormerPass:
     """One forward through the Q-Former: `batch` rows (per sample of the recipe's batch) of
@@ -103,6 +106,7 @@ def projector_activations(shape, c: Dict, images: int, patches: int) -> None:
     tokens = patches + (1 if c.get("vision_feature_select_strategy") == "full" else 0)
     shape.fitted = fitted(q, [QFormerPass(images, n, 0, tokens)], "queries",
                           lambda k: k["proj"] * images * n * q["hidden_size"], checkpointable=False)
+    shape.fitted_label = LABEL
     shape.autocast_matrices = qformer_matrices(q, text=False) + q["hidden_size"] * c["text_config"]["hidden_size"]
 
 

@@ -148,7 +148,7 @@ class ModelShape:
     logits_per_sample: int = 0
     head_matrix: int = 0
     fitted: Dict[str, int] = field(default_factory=dict)
-    fitted_label: str = "Q-Former, all layers"
+    fitted_label: str = "fitted parts"  # how the plan names `fitted` (BLIP-2: "Q-Former, all layers")
     autocast_matrices: int = 0   # weight-matrix elements outside the stacks that bf16 autocast copies (2 bytes)
     # Frozen models the task runs beside this one (a teacher, a tokenizer, BLIP-2's tower): their
     # parameters, held in fp32 on every rank, without gradients or optimizer state.

@@ -141,7 +141,7 @@ class Blip2PretrainTask(Task):
         captions are padded to it), the heads around it. The frozen tower counts its weights only
         (`frozen_beside`: it runs without gradients)."""
         from ..plan import ModelShape
-        from ..plan.qformer import fitted, pretraining_params, qformer_matrices, sample_passes
+        from ..plan.qformer import LABEL, fitted, pretraining_params, qformer_matrices, sample_passes
 
         task = cls(recipe)
         c = task.build_model().config  # the resolved config (cheap at planning sizes; nothing runs)
@@ -157,6 +157,7 @@ class Blip2PretrainTask(Task):
         pixels = 3 * d.image_size ** 2 * 4
         return ModelShape(recipe.task, [], other_params=sum(k for _, k in params), sample_bytes=pixels + 16 * text,
                           batch_size=d.batch_size, prefetch=d.prefetch, fitted=fitted(q, passes, "joint", heads),
+                          fitted_label=LABEL,
                           autocast_matrices=qformer_matrices(q, text=True) + h * h + 2 * h * e + 2 * h,
                           frozen_beside=sum(p.numel() for p in task.tower.parameters()))
 

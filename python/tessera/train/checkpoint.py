@@ -40,7 +40,7 @@ from .. import _C
 from ..checksums import (MANIFEST, CheckpointDamaged, files_under, is_model_file, read_manifest, verify_checkpoint,
                          write_manifest)
 from ..models.weights import save_weights
-from .distributed import rank0_decides
+from .distributed import rank0_decides, wait_for_rank0
 from .strategy import unwrapped_name
 from .._warn import warn
 
@@ -117,8 +117,7 @@ def _single_process_quiet():
 
 
 def _barrier(info) -> None:
-    if info.world_size > 1:
-        dist.barrier()
+    wait_for_rank0(info)  # rank 0 may have cleaned, renamed or pruned alone before it
 
 
 class CheckpointWriteError(RuntimeError):

@@ -81,9 +81,10 @@ class TrainConfig:
     threads: int = 0                        # torch threads per process (0: cores / processes)
     # From the second step on, seconds a rank waits for the others in one collective before the
     # run fails naming this setting (a stalled rank; 0: torch's default, 30 min on Gloo, 10 on
-    # NCCL); and, apart, how long the other ranks wait while rank 0 evaluates or writes alone.
+    # NCCL); and, apart, how long the other ranks wait while rank 0 works alone (evaluating,
+    # writing and hashing a checkpoint's files, the summary and plots).
     timeout_s: int = 0
-    eval_timeout_s: int = 7200
+    rank0_timeout_s: int = 7200
     log_to: List[str] = field(default_factory=lambda: ["jsonl"])  # jsonl | tensorboard | wandb (tracking.py)
 
     def validate(self, where: str) -> None:
@@ -92,7 +93,7 @@ class TrainConfig:
         _check(self.precision in PRECISIONS, f"{where}.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         _check(self.strategy in STRATEGIES, f"{where}.strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         _check(self.log_every >= 1, f"{where}.log_every must be >= 1, got {self.log_every}")
-        _check(self.eval_timeout_s >= 1, f"{where}.eval_timeout_s must be >= 1, got {self.eval_timeout_s}")
+        _check(self.rank0_timeout_s >= 1, f"{where}.rank0_timeout_s must be >= 1, got {self.rank0_timeout_s}")
         for name in ("eval_every", "checkpoint_every", "threads", "timeout_s"):
             _check(getattr(self, name) >= 0, f"{where}.{name} must be >= 0, got {getattr(self, name)}")
         _check(self.keep_checkpoints >= 1, f"{where}.keep_checkpoints must be >= 1, got {self.keep_checkpoints}")

@@ -6,6 +6,7 @@ import os
 import random
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -17,6 +18,9 @@ class DistInfo:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    # Where the other ranks wait while rank 0 works alone (join_rank0_wait: Trainer.fit sets it).
+    rank0_group: Any = None
+    rank0_timeout_s: int = 0
 
     @property
     def is_main(self) -> bool:
@@ -89,6 +93,7 @@ def rank0_decides(info: DistInfo, decide, kinds=()):
         except Exception as e:  # any: the other ranks wait for the answer
             error, exc = (type(e).__name__, str(e)), e
     if info.world_size > 1:
+        wait_for_rank0(info)  # rank 0's work may outlast the step's bound (train.timeout_s)
         box = [(result, error)]
         dist.broadcast_object_list(box, src=0)
         result, error = box[0]
@@ -109,10 +114,29 @@ def bound_collectives(timeout_s: int) -> None:
         _set_pg_timeout(timedelta(seconds=timeout_s), None)
 
 
-def wait_group(timeout_s: int):
-    """A Gloo group whose collectives wait `timeout_s` (all ranks create it, in the same order):
-    for what rank 0 does alone while the others wait (evaluation, the summary and plots)."""
-    return dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s))
+def join_rank0_wait(info: DistInfo, timeout_s: int) -> None:
+    """Gives `info` a Gloo group whose barrier waits `timeout_s` (every rank calls this at the same
+    point, before any goes off alone): what rank 0 does alone (evaluation, checkpoint files, the
+    summary) is waited for there, not in a collective bounded by train.timeout_s."""
+    if info.world_size > 1 and info.rank0_group is None:
+        info.rank0_group = dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s))
+        info.rank0_timeout_s = timeout_s
+
+
+def wait_for_rank0(info: DistInfo) -> None:
+    """Every rank meets here: rank 0 once done with what it does alone, the others meanwhile (in
+    the default group when no rank-0 group was made: outside Trainer.fit)."""
+    if info.world_size == 1:
+        return
+    try:
+        dist.barrier(group=info.rank0_group)
+    except RuntimeError as e:
+        if info.rank0_group is not None and is_collective_timeout(e):
+            e.add_note(f"tessera: the other ranks waited longer than train.rank0_timeout_s "
+                       f"({info.rank0_timeout_s} s) while rank 0 worked alone (evaluating, writing a "
+                       "checkpoint or the summary)")
+            e._tessera_named = True
+        raise
 
 
 def is_collective_timeout(e: BaseException) -> bool:

@@ -21,7 +21,7 @@ from .checkpoint import (check_same_run, discard_checkpoints, latest_checkpoint,
 from .config import Recipe, recipe_to_dict
 from .data_stream import batch_stream, check_fills_a_batch, reshard_data_state
 from .distributed import (DistInfo, all_true, bound_collectives, init_distributed, is_collective_timeout,
-                          rank0_decides, seed_all, wait_group)
+                          join_rank0_wait, rank0_decides, seed_all, wait_for_rank0)
 from .freeze import apply_freezing
 from .hardware import BF16_SLOW_WARNING, cpu_has_native_bf16
 from .optim import build_optimizer, warmup_cosine
@@ -67,7 +67,6 @@ class Trainer:
         self.task = task
         self.out_dir = out_dir
         self.info = info or init_distributed()
-        self._eval_wait = None  # the group the other ranks wait in while rank 0 works alone (_fit)
         self.progress = progress and self.info.is_main
         self.metrics_path = os.path.join(out_dir, "metrics.jsonl")
         self.sinks: List[Any] = []  # tracking sinks besides metrics.jsonl while fit runs (train.log_to)
@@ -368,8 +367,7 @@ class Trainer:
         os.makedirs(self.out_dir, exist_ok=True)
         self._warn_slow_bf16()
         self.setup()
-        if info.world_size > 1 and self._eval_wait is None:  # every rank, before any goes off alone
-            self._eval_wait = wait_group(cfg.train.eval_timeout_s)
+        join_rank0_wait(info, cfg.train.rank0_timeout_s)  # every rank, before any goes off alone
         optimizer, scheduler = self.optimizer, self.scheduler
         loader = self.task.train_loader(info.rank, info.world_size)
         check_fills_a_batch(loader, cfg.optim.accumulation_steps)
@@ -481,7 +479,7 @@ class Trainer:
                 sink.close()
             self.sinks = []
         if info.world_size > 1:  # the others wait for that here, not in shutdown's barrier
-            self._wait_for_rank0("writes the summary and plots")
+            wait_for_rank0(self.info)
         return summary
 
     def _data_problems(self, loader) -> Dict[str, int]:
@@ -552,32 +550,18 @@ class Trainer:
             lost = not any(r.get("step") == step and "lr" not in r and "skipped" not in r for r in rows)
         return bool(self._gather(lost)[0])
 
-    def _wait_for_rank0(self, doing: str) -> None:
-        """Every rank meets here, in a group of its own whose bound is train.eval_timeout_s: rank 0
-        once it is done with what it does alone, the others meanwhile (outside fit: no group, no wait)."""
-        if self._eval_wait is None:
-            return
-        try:
-            dist.barrier(group=self._eval_wait)
-        except RuntimeError as e:
-            if is_collective_timeout(e):
-                e.add_note(f"tessera: the other ranks waited longer than train.eval_timeout_s "
-                           f"({self.recipe.train.eval_timeout_s} s) while rank 0 {doing} alone")
-                e._tessera_named = True
-            raise
-
     def _evaluate(self, step: int, final: bool) -> Dict[str, Any]:
         """Rank 0 evaluates the plain model; sharded, every rank runs the evaluation together
         (each forward gathers the layers' shards) and rank 0 logs it."""
         alone = not self.wrapped.sharded and self.info.world_size > 1
         if alone and not self.info.is_main:  # waits for rank 0 here, not in the next step's collectives
-            self._wait_for_rank0("evaluates")
+            wait_for_rank0(self.info)
             return {}
         gather = bool(getattr(self.task, "evaluation_gathers_all", False))
         with self.wrapped.evaluation(gather) as model, self._autocast(evaluation=True):
             metrics = self.task.evaluate(model, final=final)
         if alone:
-            self._wait_for_rank0("evaluates")
+            wait_for_rank0(self.info)
         if not self.info.is_main:
             return {}
         self._log({"step": step, **{k: v for k, v in metrics.items() if isinstance(v, float)}}, "eval")
