@@ -42,6 +42,16 @@ def png_codec():
 
 
 @pytest.fixture(scope="module")
+def shards(tmp_path_factory, png_codec):
+    """230 Fashion-MNIST test images as 10 webdataset shards (test_webdataset, test_shard_read_ahead)."""
+    from tessera.data.shards import fashion_mnist_samples, write_shards
+
+    out = tmp_path_factory.mktemp("shards")
+    return write_shards(str(out), fashion_mnist_samples("/usr/share/datasets/fashion-mnist", "test", limit=230),
+                        maxcount=25, prefix="fm-")
+
+
+@pytest.fixture(scope="module")
 def lm():
     """A tiny random LLaMA (_tiny_llama.py) in eval mode, one per test module."""
     import tessera
