@@ -44,7 +44,7 @@ def _ask(conversation: List[Dict], question: str, args, model, template, tokeniz
 
 def run_chat(args) -> int:
     from . import data as tdata
-    from .chat import cut_answer, load_template, prompt, run_template, stop_ids
+    from .chat import cut_answer, load_template, run_template, stop_ids
     from .factory import from_pretrained
     from .text import SentencePieceTokenizer
     from .train.checkpoint import resolve_checkpoint

@@ -32,14 +32,13 @@ from .webdataset import MixedStream, ShardStream
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 
+STOP_WAIT_S = 30  # a batch decodes in well under that; a hung file system is not waited out
+
 # Read-ahead threads still running: (stop event, thread). A daemon thread inside BatchDecoder
 # (GIL released) that asks for the GIL back once the interpreter finalizes is ended mid-C++ and
 # aborts the process ("terminate called without an active exception"), so a loop left by an
 # exception (Ctrl-C, a failing step) is stopped before that, at exit.
 _READERS: set = set()
-
-
-STOP_WAIT_S = 30  # a batch decodes in well under that; a hung file system is not waited out
 
 
 @atexit.register

@@ -8,6 +8,7 @@ import json
 from typing import Dict
 
 from .. import _C
+from ..plan.qformer import projector_activations, projector_params
 from .projectors import ProjectorHooks, register_projector_hooks
 
 #: What the Q-Former computes without changing a tensor's shape: loaded by name and shape alone, a
@@ -41,17 +42,5 @@ def init_from_stage1(model, folder: str, config: Dict) -> None:
               fresh="multi_modal_projector.language_projection.")
 
 
-def _plan_params(c, prefix):
-    from ..plan.qformer import projector_params
-
-    return projector_params(c, prefix)
-
-
-def _plan_activations(shape, c, images, patches):
-    from ..plan.qformer import projector_activations
-
-    projector_activations(shape, c, images, patches)
-
-
-register_projector_hooks("qformer", ProjectorHooks(_plan_params, _plan_activations, init_from_stage1,
+register_projector_hooks("qformer", ProjectorHooks(projector_params, projector_activations, init_from_stage1,
                                                    init_hint="train BLIP-2 stage 1 first: make blip2"))

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional
 
+from ..plan.params import mlp_projector_activations, mlp_projector_params
+
 
 @dataclass(frozen=True)
 class ProjectorHooks:
@@ -67,19 +69,5 @@ def _identity(h: ProjectorHooks):
     return tuple(where(f) for f in (h.plan_params, h.plan_activations, h.init_from_run))
 
 
-def _mlp_params(c, prefix):
-    from ..plan.params import mlp_projector_params
-
-    return mlp_projector_params(c, prefix)
-
-
-def _mlp_activations(shape, c, images, patches):
-    """The MLP keeps its input, its hidden layer and the GELU's output per image token."""
-    from ..plan.params import feature_width
-
-    n_img = images * int(c.get("image_seq_length") or patches)
-    shape.other_activations_per_sample += n_img * 4 * (feature_width(c) + 2 * c["text_config"]["hidden_size"])
-
-
 for _name in ("linear", "mlp2x_gelu"):
-    register_projector_hooks(_name, ProjectorHooks(_mlp_params, _mlp_activations))
+    register_projector_hooks(_name, ProjectorHooks(mlp_projector_params, mlp_projector_activations))

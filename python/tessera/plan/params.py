@@ -84,6 +84,13 @@ def mlp_projector_params(c: Dict, prefix: str) -> Tuple[Params, LINEARS]:
     return out, lin
 
 
+def mlp_projector_activations(shape, c: Dict, images: int, patches: int) -> None:
+    """What the MLP projectors keep when they train (ProjectorHooks.plan_activations): the input,
+    the hidden layer and the GELU's output per image token."""
+    n_img = images * int(c.get("image_seq_length") or patches)
+    shape.other_activations_per_sample += n_img * 4 * (feature_width(c) + 2 * c["text_config"]["hidden_size"])
+
+
 def add_lora(params: Params, linears: LINEARS, targets: Union[str, Sequence[str]], r: int) -> Tuple[Params, List[str]]:
     """The parameters after `apply_lora`: lora_A [r, in] and lora_B [out, r] on each matching
     linear layer (PEFT's matching: a regular expression over the whole path, or suffixes)."""

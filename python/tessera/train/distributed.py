@@ -135,8 +135,16 @@ def wait_for_rank0(info: DistInfo) -> None:
             e.add_note(f"tessera: the other ranks waited longer than train.rank0_timeout_s "
                        f"({info.rank0_timeout_s} s) while rank 0 worked alone (evaluating, writing a "
                        "checkpoint or the summary)")
-            e._tessera_named = True
         raise
+
+
+def note_collective_timeout(e: BaseException, timeout_s: int) -> None:
+    """Names train.timeout_s on a collective's timeout that no wait for rank 0 has named."""
+    if is_collective_timeout(e) and not any(n.startswith("tessera:") for n in getattr(e, "__notes__", ())):
+        bound = f"{timeout_s} s" if timeout_s else "torch default"
+        e.add_note(f"tessera: a rank waited longer than train.timeout_s ({bound}) for the others in a "
+                   "collective: a rank stalled, or its work between two collectives took that long (raise "
+                   "train.timeout_s if that is expected)")
 
 
 def is_collective_timeout(e: BaseException) -> bool:

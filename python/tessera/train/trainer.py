@@ -20,8 +20,8 @@ from .checkpoint import (check_same_run, discard_checkpoints, latest_checkpoint,
                          restoring, resume_checkpoint, rng_state, save_checkpoint, set_rng_state)
 from .config import Recipe, recipe_to_dict
 from .data_stream import batch_stream, check_fills_a_batch, reshard_data_state
-from .distributed import (DistInfo, all_true, bound_collectives, init_distributed, is_collective_timeout,
-                          join_rank0_wait, rank0_decides, seed_all, wait_for_rank0)
+from .distributed import (DistInfo, all_true, bound_collectives, init_distributed, join_rank0_wait,
+                          note_collective_timeout, rank0_decides, seed_all, wait_for_rank0)
 from .freeze import apply_freezing
 from .hardware import BF16_SLOW_WARNING, cpu_has_native_bf16
 from .optim import build_optimizer, warmup_cosine
@@ -323,11 +323,7 @@ class Trainer:
         try:
             return self._fit(resume, overwrite)
         except RuntimeError as e:
-            if is_collective_timeout(e) and not getattr(e, "_tessera_named", False):
-                t = self.recipe.train.timeout_s
-                e.add_note(f"tessera: a rank waited longer than train.timeout_s ({f'{t} s' if t else 'torch default'}) "
-                           "for the others in a collective: a rank stalled, or its work between two collectives "
-                           "took that long (raise train.timeout_s if that is expected)")
+            note_collective_timeout(e, self.recipe.train.timeout_s)
             raise
         finally:
             torch.set_num_threads(threads)
