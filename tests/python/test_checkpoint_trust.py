@@ -133,6 +133,7 @@ def test_a_flipped_byte_is_named_and_resume_falls_back(run, damaged, capsys):
     said = capsys.readouterr().out
     assert f"skipping {step_dir(run, 4)}: {step_dir(run, 4)}/{damaged}: checksum mismatch" in said
     assert f"falling back to {step_dir(run, 2)}" in said
+    assert f"resume: continuing from {step_dir(run, 2)} (step 2 of " in said  # also without a progress bar
     assert (run / "checkpoints" / "damaged-step-00000004" / damaged).is_file()  # kept aside for a look
     # Resumed from step 2, the run wrote step 4 again: bitwise the uninterrupted run's weights.
     again = tessera.models.weights.load_weights(str(step_dir(run, 4)))

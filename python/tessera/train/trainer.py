@@ -379,6 +379,8 @@ class Trainer:
             first_loss, finite_terms = state.get("first_loss"), dict(state.get("last_terms", {}))
             self._restore_data_and_rng(loader, state, ckpt)
             self._truncate_metrics(step)
+            if info.is_main:  # said even under --quiet: which weights a run continues from is not progress
+                print(f"resume: continuing from {ckpt} (step {step} of {cfg.train.steps})")
             changes = recipe_changes(ckpt, recipe_to_dict(cfg)) if info.is_main else []
             if changes:  # as in transformers and torchtitan: saved optimizer state, the recipe's schedule
                 print(f"resume: the recipe differs from the one {os.path.basename(ckpt)} was trained with: "
