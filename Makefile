@@ -61,8 +61,7 @@ blip2: build
 	@test -d runs/demo-lm/checkpoints || $(MAKE) --no-print-directory llava-stages
 	$(PY) -m tessera.cli train recipes/fashion_mnist_blip2_stage1.yaml --out runs/demo-blip2 --overwrite
 	$(PY) -m tessera.cli train recipes/fashion_mnist_blip2_stage2.yaml --out runs/demo-blip2-stage2 --overwrite
-	$(PY) scripts/caption_names_class.py runs/demo-blip2-stage2 runs/data/llava/heldout.json --prefix "A photo of a" \
-		| head -4
+	$(PY) scripts/caption_names_class.py runs/demo-blip2-stage2 runs/data/llava/heldout.json --prefix "A photo of a"
 	$(PY) -m tessera.cli train recipes/fashion_mnist_blip2_instruct.yaml --out runs/demo-blip2-instruct --overwrite
 	$(PY) -m tessera.cli chat runs/demo-blip2-instruct --image runs/data/llava/images/fashion/test/00001.png \
 		-q "What is this item?"
