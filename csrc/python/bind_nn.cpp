@@ -13,6 +13,8 @@
 #include "tessera/nn/layer.h"
 #include "tessera/nn/linear.h"
 #include "tessera/nn/module.h"
+#include "tessera/nn/norm.h"
+#include "tessera/nn/patch_embed.h"
 
 #include <torch/csrc/autograd/python_variable.h>
 #include <torch/nn/module.h>
@@ -95,6 +97,35 @@ void bind_nn(py::module_& m) {
         return without_gil([&] { return emb.forward(ids); });
       },
       py::arg("node"), py::arg("input"), "An embedding node's forward (ids checked against its size).");
+  m.def(
+      "leaf_attributes",
+      [](uintptr_t node) {
+        // The attributes torch.nn's class of the same name carries, for tessera's own leaves, so
+        // their Python nodes can be instances of it (None for any other module).
+        py::dict d;
+        torch::nn::Module* m = node_at(node);
+        if (auto* lin = dynamic_cast<nn::LinearImpl*>(m)) {
+          d["in_features"] = lin->in_features;
+          d["out_features"] = lin->out_features;
+        } else if (auto* emb = dynamic_cast<nn::EmbeddingImpl*>(m)) {
+          d["num_embeddings"] = emb->num_embeddings;
+          d["embedding_dim"] = emb->embedding_dim;
+          d["padding_idx"] = emb->padding_idx >= 0 ? py::object(py::int_(emb->padding_idx)) : py::none();
+        } else if (auto* norm = dynamic_cast<nn::NormImpl*>(m)) {
+          d["normalized_shape"] = py::make_tuple(norm->dim);
+          d["eps"] = norm->eps;
+        } else if (auto* patch = dynamic_cast<nn::PatchEmbedImpl*>(m)) {
+          const int64_t p = patch->options.patch_size();
+          d["in_channels"] = patch->options.in_channels();
+          d["out_channels"] = patch->options.embed_dim();
+          d["kernel_size"] = py::make_tuple(p, p);
+          d["stride"] = py::make_tuple(p, p);
+        } else {
+          return py::object(py::none());
+        }
+        return py::object(d);
+      },
+      py::arg("node"), "The torch.nn attributes of a tessera leaf (Linear, Embedding, LayerNorm/RMSNorm, Conv2d).");
   m.def(
       "rebind_parameter",
       [](uintptr_t node, const std::string& name, const at::Tensor& tensor) {

@@ -85,6 +85,23 @@ class _MirroredNode(nn.Module):
             _C.nn.set_training(self._cpp_addr, mode)
         return self
 
+    def __setattr__(self, name, value):
+        _refuse_replacing(self, name, value)
+        super().__setattr__(name, value)
+
+
+def _refuse_replacing(parent: nn.Module, name: str, value) -> None:
+    """A module assigned over a C++-run child (peft's LoRA layer, a quantized linear) would be
+    ignored by C++: refused where it is assigned, before the tree is half changed."""
+    old = parent._modules.get(name)
+    if old is None or old is value or not isinstance(old, CppNode):
+        return
+    model = old._owner() if old._owner is not None else None
+    if model is not None and id(old) in model._node_ids:
+        raise TypeError(f"{old._cpp_path} is run by C++ inside its parent, so the {type(value).__name__} assigned in "
+                        "its place would be ignored. Change the C++ module, or wrap a whole layer (layers are called "
+                        "through Python); LoRA adapters: tessera.lora.apply_lora (it reads and writes PEFT's files)")
+
 
 class CppNode(_MirroredNode):
     """A C++ module that C++ itself calls (never Python): it holds parameters and children."""
@@ -127,19 +144,51 @@ class CppLayer(_MirroredNode):
         return _C.nn.run_layer(self._encoder_addr, self._index, hidden_states, layer_args)
 
 
-_CLASSES: Dict[Tuple[str, type], type] = {}
+_CLASSES: Dict[Tuple[str, type, Optional[type]], type] = {}
 _METHODS: Dict[str, type] = {}  # C++ class name -> the mixin its nodes inherit
 
+#: torch.nn's class of each tessera leaf: its nodes are instances of it, so code that finds modules
+#: by type (`model.apply` initialisers, transformers' no-decay list, `reset_parameters` loops,
+#: `quantize_dynamic`) reaches them as in a pure-PyTorch model; they were silently passed over.
+_TORCH_LEAVES: Dict[str, type] = {"Linear": nn.Linear, "Embedding": nn.Embedding, "LayerNorm": nn.LayerNorm,
+                                  "RMSNorm": nn.RMSNorm, "Conv2d": nn.Conv2d}
+#: What torch's class holds besides the attributes C++ reports (`_C.nn.leaf_attributes`).
+_LEAF_DEFAULTS: Dict[type, Dict[str, object]] = {
+    nn.Embedding: dict(max_norm=None, norm_type=2.0, scale_grad_by_freq=False, sparse=False),
+    nn.LayerNorm: dict(elementwise_affine=True),
+    nn.RMSNorm: dict(elementwise_affine=True),
+    nn.Conv2d: dict(padding=(0, 0), dilation=(1, 1), transposed=False, output_padding=(0, 0), groups=1,
+                    padding_mode="zeros", _reversed_padding_repeated_twice=(0, 0, 0, 0)),
+}
+_HAS_BIAS = (nn.Linear, nn.LayerNorm, nn.Conv2d)  # torch registers `bias` as None when absent
 
-def node_class(name: str, layer: bool = False) -> Type[nn.Module]:
+
+def _node_init(self) -> None:
+    nn.Module.__init__(self)  # not torch's leaf __init__: C++ built the module
+
+
+def node_class(name: str, layer: bool = False, torch_class: Optional[type] = None) -> Type[nn.Module]:
     """The Python class of C++ nodes named `name` (one class per name, so wrap policies can use
-    `isinstance(m, tessera.models.clip.CLIPEncoderLayer)`)."""
+    `isinstance(m, tessera.models.clip.CLIPEncoderLayer)`); `torch_class` (a tessera leaf's
+    torch.nn twin) is a base too, after the node's own, so C++ still runs its forward."""
     base = CppLayer if layer else CppNode
-    key = (name, base)
+    key = (name, base, torch_class)
     if key not in _CLASSES:
         bases = (_METHODS[name], base) if name in _METHODS else (base,)
-        _CLASSES[key] = type(name, bases, {"__module__": "tessera.nodes", "__qualname__": name})
+        body = {"__module__": "tessera.nodes", "__qualname__": name}
+        if torch_class is not None:
+            bases, body["__init__"] = bases + (torch_class,), _node_init
+        _CLASSES[key] = type(name, bases, body)
     return _CLASSES[key]
+
+
+def _torch_leaf(name: str, addr: int) -> Tuple[Optional[type], Dict[str, object]]:
+    """torch.nn's twin of the node at `addr` and its attributes, if it is a tessera leaf."""
+    twin = _TORCH_LEAVES.get(name)
+    attrs = _C.nn.leaf_attributes(addr) if twin is not None else None
+    if attrs is None:  # a user's C++ module that happens to share the name
+        return None, {}
+    return twin, {**_LEAF_DEFAULTS.get(twin, {}), **attrs}
 
 
 def node_methods(name: str):
@@ -157,9 +206,9 @@ def node_methods(name: str):
         if name in _METHODS:
             raise ValueError(f"nodes of {name} already take their methods from {_METHODS[name].__qualname__}")
         _METHODS[name] = mixin
-        for (n, base), cls in _CLASSES.items():
+        for (n, base, twin), cls in _CLASSES.items():
             if n == name:  # made before the family registered: give it the methods now
-                cls.__bases__ = (mixin, base)
+                cls.__bases__ = (mixin, base) + ((twin,) if twin else ())
         return mixin
     return register
 
@@ -290,6 +339,11 @@ class CppModule(nn.Module):
         self._mirror(cpp)
         _WRAPPERS[root] = self
 
+    def __setattr__(self, name, value):
+        if "_modules" in self.__dict__:
+            _refuse_replacing(self, name, value)
+        super().__setattr__(name, value)
+
     @property
     def cpp(self):
         """The underlying C++ module handle."""
@@ -311,13 +365,18 @@ class CppModule(nn.Module):
             if kind == "list":
                 node = nn.ModuleList()
             else:
-                node = node_class(cls, layer=kind == "layer")()
+                twin, attrs = _torch_leaf(cls, addr) if kind != "layer" else (None, {})
+                node = node_class(cls, layer=kind == "layer", torch_class=twin)()
+                node.__dict__.update(attrs)
                 node._cpp_path, node._cpp_addr, node._owner = path, addr, owner
             nodes[parent]._modules[name] = node
             nodes[path] = node
         for name, tensor in cpp.named_parameters():
             owner, _, leaf = name.rpartition(".")
             nodes[owner]._parameters[leaf] = _as_parameter(tensor)
+        for node in nodes.values():
+            if isinstance(node, _HAS_BIAS) and "bias" not in node._parameters:
+                node._parameters["bias"] = None  # as torch's leaf without one
 
         # Which Python call runs each node: the layer above it, or the root's forward.
         layer_paths = [p for p, (k, _) in kinds.items() if k == "layer"]

@@ -126,7 +126,9 @@ def test_misuse_that_cannot_work_raises():
         attn.register_forward_hook(lambda *a: None)
     with pytest.raises(RuntimeError, match="never fire"):
         model.vision_model.register_forward_pre_hook(lambda *a: None)
-    attn.q_proj = nn.Linear(CONFIG["vision_config"]["hidden_size"], CONFIG["vision_config"]["hidden_size"])
+    with pytest.raises(TypeError, match=r"q_proj is run by C\+\+ inside its parent, so the Linear assigned"):
+        attn.q_proj = nn.Linear(CONFIG["vision_config"]["hidden_size"], CONFIG["vision_config"]["hidden_size"])
+    attn._modules["q_proj"] = nn.Identity()  # past the assignment check: the forward still refuses it
     with pytest.raises(TypeError, match="q_proj was replaced"):
         model(input_ids=ids, pixel_values=px, attention_mask=mask)
     model = tessera.CLIPModel(CONFIG)

@@ -279,7 +279,7 @@ class PreTrainedModel(nn.Module):
         """transformers' count: every parameter once, or those that train; without the weights
         of the Embedding modules (token and position tables) if asked."""
         skip = {f"{name}.weight" for name, m in self.named_modules()
-                if isinstance(m, nn.Embedding) or type(m).__name__ == "Embedding"} if exclude_embeddings else set()
+                if isinstance(m, nn.Embedding)} if exclude_embeddings else set()
         return sum(p.numel() for name, p in self.named_parameters()
                    if name not in skip and (p.requires_grad or not only_trainable))
 
