@@ -89,6 +89,12 @@ class _MirroredNode(nn.Module):
         _refuse_replacing(self, name, value)
         super().__setattr__(name, value)
 
+    def register_parameter(self, name, param):
+        if param is not None and name in self._parameters and self._parameters[name] is None and self._cpp_path:
+            raise TypeError(f"{self._cpp_path} was built without a {name} in C++, which would never read one given in "
+                            f"Python; build the model with it (its config's bias setting)")
+        super().register_parameter(name, param)
+
 
 def _refuse_replacing(parent: nn.Module, name: str, value) -> None:
     """A module assigned over a C++-run child (peft's LoRA layer, a quantized linear) would be

@@ -116,3 +116,6 @@ def test_a_linear_without_bias_reads_as_torchs(fixture_dir):
     assert isinstance(q_proj, nn.Linear) and q_proj.bias is None
     assert [name for name, _ in q_proj.named_parameters()] == ["weight"]
     assert "model.layers.0.self_attn.q_proj.bias" not in ours.state_dict()
+    with pytest.raises(TypeError, match=r"layers.0.self_attn.q_proj was built without a bias in C\+\+"):
+        q_proj.bias = nn.Parameter(torch.zeros(q_proj.out_features))  # C++ would never add it
+    assert q_proj.bias is None
