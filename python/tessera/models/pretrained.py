@@ -10,6 +10,7 @@ from torch import nn
 
 from .. import _C
 from ..io import read_json
+from .config import ModelConfig
 from .dtypes import DType, config_with_dtype, load_dtype
 from .outputs import ModelOutput
 from .weights import apply_key_aliases, fill_tied, load_fitting, load_weights, save_weights
@@ -68,6 +69,15 @@ class PreTrainedModel(nn.Module):
     #: transformers' _keep_in_fp32_modules: names of parts (a key component: `qformer`,
     #: `query_tokens`) that from_pretrained keeps in fp32 when it loads in fp16, against overflow.
     _keep_in_fp32_modules: Tuple[str, ...] = ()
+
+    @property
+    def config(self) -> ModelConfig:
+        """The config dict, also read by attribute (`config.hidden_size`), as transformers'."""
+        return self.__dict__["_config"]
+
+    @config.setter
+    def config(self, value: Dict[str, Any]) -> None:
+        self.__dict__["_config"] = value if isinstance(value, ModelConfig) else ModelConfig(value)
     #: The C++ module whose declared weight-loading rules this class takes: its class name when
     #: that is the module's transformers name (Blip2QFormerModel), else set (CLIPVisionTransformer).
     _cpp_module_name: str = ""

@@ -1,0 +1,77 @@
+"""`model.config` reads as transformers' config does (`config.vision_config.hidden_size`, the
+attribute aliases), beside the dict tessera builds from and saves: code written against a
+transformers model (a head sized from the config) ran into "'dict' object has no attribute"."""
+from __future__ import annotations
+
+import copy
+import json
+import pickle
+
+import pytest
+
+import tessera
+
+transformers = pytest.importorskip("transformers")
+
+
+def _leaves(config, prefix=""):
+    """(dotted key, value) of every scalar in a config dict, nested configs included."""
+    for key, value in config.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _attr(config, dotted):
+    for part in dotted.split("."):
+        config = getattr(config, part)
+    return config
+
+
+@pytest.mark.parametrize("family,cls", [("clip", "CLIPModel"), ("llava", "LlavaForConditionalGeneration"),
+                                        ("llama", "LlamaForCausalLM"), ("beit", "BeitForMaskedImageModeling")])
+def test_attributes_read_as_transformers_config(fixture_dir, family, cls):
+    d = str(fixture_dir(family))
+    ours, theirs = tessera.from_pretrained(d), getattr(transformers, cls).from_pretrained(d)
+    checked = 0
+    for dotted, value in _leaves(ours.config):
+        assert _attr(ours.config, dotted) == value
+        try:
+            reference = _attr(theirs.config, dotted)
+        except AttributeError:
+            continue  # a key transformers does not keep as an attribute (or tessera's own)
+        # image_seq_length: tessera's is the tower's count (16 here); transformers keeps the file's
+        # value for its processor (576, LLaVA-1.5's, in this tiny fixture).
+        if isinstance(reference, (int, float, str, bool)) and dotted not in ("dtype", "transformers_version",
+                                                                             "image_seq_length"):
+            assert value == reference, dotted
+            checked += 1
+    assert checked >= 8
+
+
+def test_an_attribute_alias_reads_its_key(fixture_dir):
+    ours = tessera.from_pretrained(str(fixture_dir("llava")))
+    theirs = transformers.LlavaForConditionalGeneration.from_pretrained(str(fixture_dir("llava")))
+    assert ours.config.image_token_id == ours.config["image_token_index"] == theirs.config.image_token_id
+
+
+def test_it_stays_the_dict_it_was(fixture_dir, tmp_path):
+    model = tessera.from_pretrained(str(fixture_dir("clip")))
+    config = model.config
+    assert isinstance(config, dict) and isinstance(config["vision_config"], dict)
+    assert json.loads(json.dumps(config)) == config.to_dict()
+    assert type(config.to_dict()["vision_config"]) is dict
+    assert copy.deepcopy(config) == config and pickle.loads(pickle.dumps(config)) == config
+    assert copy.deepcopy(model).config.vision_config.hidden_size == config.vision_config.hidden_size
+    model.save_pretrained(str(tmp_path))
+    assert tessera.from_pretrained(str(tmp_path)).config == config
+
+
+def test_a_value_set_afterwards_is_refused_by_name(fixture_dir):
+    config = tessera.from_pretrained(str(fixture_dir("llama"))).config
+    with pytest.raises(AttributeError, match=r"config.use_cache = \.\.\.: .*config_overrides=\{'use_cache': \.\.\.\}"):
+        config.use_cache = False
+    with pytest.raises(AttributeError, match=r"the config has no 'hidden_sise' \(keys: .*hidden_size"):
+        config.hidden_sise
+    assert not hasattr(config, "hidden_sise") and getattr(config, "use_return_dict", True) is True
