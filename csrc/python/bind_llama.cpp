@@ -2,6 +2,7 @@
 #include "bindings.h"
 #include "family_binding.h"
 #include "generation_stream.h"
+#include "node_address.h"
 #include "outputs.h"
 #include "tessera/models/llama/llama_generate.h"
 #include "tessera/models/llama/llama_model.h"
@@ -18,6 +19,13 @@ void bind_llama(py::module_& m) {
         return nn::rope_inv_freq(o.rope(), o.dim_per_head(), o.max_position_embeddings(), seq_len, at::kCPU);
       },
       py::arg("config_json"), py::arg("seq_len") = 0, "The rotary inverse frequencies of a LLaMA config.");
+  m.def(
+      "set_vocabulary",
+      [](uintptr_t node, const at::Tensor& embed, const std::optional<at::Tensor>& head) {
+        node_as<LlamaForCausalLMImpl>(node, "a LlamaForCausalLM").set_vocabulary(embed, head.value_or(at::Tensor()));
+      },
+      py::arg("node"), py::arg("embed"), py::arg("head") = py::none(),
+      "Installs resized token tables (resize_token_embeddings) and the sizes that follow them.");
   py::class_<GenerationOptions>(m, "GenerationOptions", "transformers' GenerationConfig fields.")
       .def(py::init<>())
       .def_readwrite("max_new_tokens", &GenerationOptions::max_new_tokens)

@@ -301,6 +301,17 @@ class PreTrainedModel(nn.Module):
                                       "get_input_embeddings raises too); take it from one of its towers")
         return self.get_submodule(self.input_embeddings)
 
+    def resize_token_embeddings(self, new_num_tokens: Optional[int] = None, pad_to_multiple_of: Optional[int] = None,
+                                mean_resizing: bool = True) -> nn.Module:
+        """transformers' resize_token_embeddings: the vocabulary becomes `new_num_tokens` rows
+        (rounded up to `pad_to_multiple_of`), old rows kept, new ones drawn near the old rows' mean
+        (`mean_resizing`, transformers' default) or from the model's init; the LM head follows
+        (or stays tied) and `vocab_size` in the config with it. Returns the input embeddings.
+        Resize before adding LoRA adapters or building an optimizer (the tables change size)."""
+        from .resize_embeddings import resize_token_embeddings
+
+        return resize_token_embeddings(self, new_num_tokens, pad_to_multiple_of, mean_resizing)
+
     def get_output_embeddings(self) -> Optional[nn.Module]:
         """The LM head; with tie_word_embeddings there is no head module, and the input embedding
         (whose weight the head uses, as transformers' tied lm_head does) is returned."""

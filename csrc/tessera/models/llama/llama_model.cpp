@@ -116,6 +116,34 @@ void LlamaForCausalLMImpl::init_weights() {
   if (options.pad_token_id() >= 0) embed_tokens->weight()[options.pad_token_id()].zero_();
 }
 
+void LlamaForCausalLMImpl::set_vocabulary(const at::Tensor& embed, const at::Tensor& head) {
+  const at::Tensor& old = embed_tokens->weight();
+  const int64_t n = embed.defined() && embed.dim() == 2 ? embed.size(0) : -1;
+  auto check = [&](const at::Tensor& t, const at::Tensor& like, const char* what) {
+    TORCH_CHECK_VALUE(t.defined() && t.dim() == 2 && t.size(0) == n && t.size(1) == like.size(1) && n > 0, what,
+                      ": expected [vocab_size, ", like.size(1), "] with the embedding's vocab_size, got ",
+                      t.defined() ? t.sizes() : c10::IntArrayRef{});
+    TORCH_CHECK_VALUE(t.scalar_type() == like.scalar_type() && t.device() == like.device(), what, ": expected ",
+                      like.scalar_type(), " on ", like.device(), ", got ", t.scalar_type(), " on ", t.device());
+  };
+  check(embed, old, "embed_tokens");
+  TORCH_CHECK_VALUE(lm_head || !head.defined(), "lm_head: the embeddings are tied, so there is no head to resize");
+  if (lm_head) {
+    check(head, lm_head->weight(), "lm_head");
+    TORCH_CHECK_VALUE(!lm_head->has_lora(), "lm_head holds a LoRA adapter sized for ", lm_head->out_features,
+                      " tokens: resize the vocabulary before adding adapters");
+  }
+  at::NoGradGuard no_grad;
+  old.set_data(embed);
+  embed_tokens->num_embeddings = n;
+  if (embed_tokens->padding_idx >= n) embed_tokens->padding_idx = -1;
+  if (lm_head) {
+    lm_head->weight().set_data(head);
+    lm_head->out_features = n;
+  }
+  options.vocab_size(n);
+}
+
 const at::Tensor& LlamaForCausalLMImpl::output_embeddings() const {
   return lm_head ? lm_head->weight() : embed_tokens->weight();
 }

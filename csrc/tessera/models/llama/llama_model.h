@@ -64,6 +64,11 @@ class LlamaForCausalLMImpl : public nn::Module<LlamaForCausalLMImpl> {
   /// The LM head's weight: lm_head.weight, or the embeddings when tied.
   const at::Tensor& output_embeddings() const;
   void set_gradient_checkpointing(bool on) { model->gradient_checkpointing = on; }
+  /// transformers' resize_token_embeddings once the new rows are drawn: `embed` [n, hidden]
+  /// (and `head` [n, hidden] without tied embeddings) become the tables in place (the parameters
+  /// keep their identity, dtype and requires_grad), and every size that follows the vocabulary
+  /// with them (vocab_size, the embedding's and the head's, a padding row past the end dropped).
+  void set_vocabulary(const at::Tensor& embed, const at::Tensor& head);
   LlamaOptions options;
   nn::Encoder model{nullptr};   ///< model.layers.N
   nn::Embedding embed_tokens{nullptr};  ///< model.embed_tokens
