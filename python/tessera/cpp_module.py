@@ -97,8 +97,8 @@ class _MirroredNode(nn.Module):
 
 
 def _refuse_replacing(parent: nn.Module, name: str, value) -> None:
-    """A module assigned over a C++-run child (peft's LoRA layer, a quantized linear) would be
-    ignored by C++: refused where it is assigned, before the tree is half changed."""
+    """A module (or None) assigned over a C++-run child (peft's LoRA layer) would be ignored by
+    C++: refused where it is assigned, before the tree is half changed."""
     old = parent._modules.get(name)
     if old is None or old is value or not isinstance(old, CppNode):
         return
@@ -154,8 +154,8 @@ _CLASSES: Dict[Tuple[str, type, Optional[type]], type] = {}
 _METHODS: Dict[str, type] = {}  # C++ class name -> the mixin its nodes inherit
 
 #: torch.nn's class of each tessera leaf: its nodes are instances of it, so code that finds modules
-#: by type (`model.apply` initialisers, transformers' no-decay list, `reset_parameters` loops,
-#: `quantize_dynamic`) reaches them as in a pure-PyTorch model; they were silently passed over.
+#: by type (`model.apply` initialisers, transformers' no-decay list, `reset_parameters` loops)
+#: reaches them as in a pure-PyTorch model; they were silently passed over.
 _TORCH_LEAVES: Dict[str, type] = {"Linear": nn.Linear, "Embedding": nn.Embedding, "LayerNorm": nn.LayerNorm,
                                   "RMSNorm": nn.RMSNorm, "Conv2d": nn.Conv2d}
 #: What torch's class holds besides the attributes C++ reports (`_C.nn.leaf_attributes`).
