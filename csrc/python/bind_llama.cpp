@@ -22,7 +22,8 @@ void bind_llama(py::module_& m) {
   m.def(
       "set_vocabulary",
       [](uintptr_t node, const at::Tensor& embed, const std::optional<at::Tensor>& head) {
-        node_as<LlamaForCausalLMImpl>(node, "a LlamaForCausalLM").set_vocabulary(embed, head.value_or(at::Tensor()));
+        node_as<ResizableVocabulary>(node, "a model with a LLaMA language model")
+            .set_vocabulary(embed, head.value_or(at::Tensor()));
       },
       py::arg("node"), py::arg("embed"), py::arg("head") = py::none(),
       "Installs resized token tables (resize_token_embeddings) and the sizes that follow them.");

@@ -67,6 +67,7 @@ class _MirroredNode(nn.Module):
 
     _cpp_path = ""
     _owner = None  # weakref to the CppModule whose tree holds this node (and owns its C++ module)
+    _cpp_attributes: frozenset = frozenset()  # torch.nn attributes C++ fixed (a leaf's sizes, eps): read-only
 
     def _owning_model(self) -> "CppModule":
         owner = self._owner() if self._owner is not None else None
@@ -86,6 +87,10 @@ class _MirroredNode(nn.Module):
         return self
 
     def __setattr__(self, name, value):
+        if name in self._cpp_attributes and name in self.__dict__:
+            raise AttributeError(f"{self._cpp_path}.{name} = {value!r}: C++ built this {type(self).__name__} with "
+                                 f"{name}={self.__dict__[name]!r} and computes with that, so the new value would "
+                                 "change nothing; build the model with it (its config)")
         _refuse_replacing(self, name, value)
         super().__setattr__(name, value)
 
@@ -122,10 +127,23 @@ class CppNode(_MirroredNode):
         self._owning_model()._sync_parameters()
         return self._cpp_addr
 
-    def _refuse_hook(self, *args, **kwargs):
-        raise RuntimeError(
-            f"a hook on {self._cpp_path} ({type(self).__name__}) would never fire: C++ runs this module inside "
-            "its parent's forward. Hook a layer (e.g. `...encoder.layers[i]`) or the model instead.")
+    def _refuse_hook(self, hook=None, *args, **kwargs):
+        why = (f"a hook on {self._cpp_path} ({type(self).__name__}) would never fire: C++ runs this module inside "
+               "its parent's forward. Hook a layer (e.g. `...encoder.layers[i]`) or the model instead.")
+        if getattr(hook, "__module__", "").startswith("torch.distributed.tensor"):
+            self._undo_distribute()
+            why += (" torch's tensor parallelism hooks such modules, so it cannot split a tessera model; shard it "
+                    "with FSDP2 (train.strategy: fsdp2).")
+        raise RuntimeError(why)
+
+    def _undo_distribute(self) -> None:
+        """torch's tensor parallelism (`distribute_module`) makes a leaf's parameters DTensors
+        before it adds the hooks refused here: the tensors C++ holds go back, so the refusal leaves
+        the model as it was."""
+        held = dict(self._owning_model()._cpp.named_parameters())
+        for name, p in list(self._parameters.items()):
+            if p is not None and type(p).__name__ == "DTensor":
+                self._parameters[name] = _as_parameter(held[f"{self._cpp_path}.{name}"])
 
     def register_forward_pre_hook(self, hook, **kwargs):
         """torch's weight-computing pre-hooks (torch.nn.utils.prune, weight_norm, spectral_norm)
@@ -133,7 +151,7 @@ class CppNode(_MirroredNode):
         other pre-hook would never fire, and is refused."""
         if isinstance(hook, _weight_hooks()):
             return super().register_forward_pre_hook(hook, **kwargs)
-        return self._refuse_hook()
+        return self._refuse_hook(hook)
 
     register_forward_hook = _refuse_hook
     register_full_backward_hook = _refuse_hook
@@ -166,6 +184,14 @@ _LEAF_DEFAULTS: Dict[type, Dict[str, object]] = {
     nn.Conv2d: dict(padding=(0, 0), dilation=(1, 1), transposed=False, output_padding=(0, 0), groups=1,
                     padding_mode="zeros", _reversed_padding_repeated_twice=(0, 0, 0, 0)),
 }
+#: The attributes `_C.nn.leaf_attributes` reports for each (what C++ built the leaf with).
+_LEAF_ATTRIBUTES: Dict[type, Tuple[str, ...]] = {
+    nn.Linear: ("in_features", "out_features"),
+    nn.Embedding: ("num_embeddings", "embedding_dim", "padding_idx"),
+    nn.LayerNorm: ("normalized_shape", "eps"),
+    nn.RMSNorm: ("normalized_shape", "eps"),
+    nn.Conv2d: ("in_channels", "out_channels", "kernel_size", "stride"),
+}
 _HAS_BIAS = (nn.Linear, nn.LayerNorm, nn.Conv2d)  # torch registers `bias` as None when absent
 
 
@@ -184,6 +210,7 @@ def node_class(name: str, layer: bool = False, torch_class: Optional[type] = Non
         body = {"__module__": "tessera.nodes", "__qualname__": name}
         if torch_class is not None:
             bases, body["__init__"] = bases + (torch_class,), _node_init
+            body["_cpp_attributes"] = frozenset(_LEAF_ATTRIBUTES[torch_class]) | set(_LEAF_DEFAULTS.get(torch_class, {}))
         _CLASSES[key] = type(name, bases, body)
     return _CLASSES[key]
 

@@ -306,6 +306,43 @@ TEST(LlamaForCausalLM, CachedDecodingLogitsEqualAFullForward) {
   }
 }
 
+// set_vocabulary (resize_token_embeddings) gives the model a LLaMA built at the new size computes,
+// generation included; tables of another width, dtype or a tied model's head are refused by name.
+TEST(LlamaForCausalLM, SetVocabularyEqualsAModelBuiltAtThatSize) {
+  auto options = [](int64_t vocab) {
+    return models::LlamaOptions().vocab_size(vocab).hidden_size(32).intermediate_size(48).num_hidden_layers(2)
+        .num_attention_heads(4).num_key_value_heads(2).max_position_embeddings(32);
+  };
+  models::LlamaForCausalLM lm(options(50)), reference(options(56));
+  lm->eval();
+  reference->eval();
+  at::NoGradGuard no_grad;
+  for (const auto& p : lm->named_parameters()) {  // the reference's first 50 rows are lm's
+    at::Tensor target = reference->named_parameters()[p.key()];
+    if (target.sizes() == p.value().sizes()) target.copy_(p.value());
+    else target.slice(0, 0, 50).copy_(p.value());
+  }
+  at::Tensor embed = reference->embed_tokens->weight().clone(), head = reference->lm_head->weight().clone();
+  EXPECT_THROW(lm->set_vocabulary(embed.slice(1, 0, 16), head), c10::ValueError);
+  EXPECT_THROW(lm->set_vocabulary(embed.to(at::kDouble), head), c10::ValueError);
+  EXPECT_THROW(lm->set_vocabulary(embed, head.slice(0, 0, 55)), c10::ValueError);
+  EXPECT_EQ(lm->options.vocab_size(), 50);
+  lm->set_vocabulary(embed, head);
+  EXPECT_EQ(lm->options.vocab_size(), 56);
+  EXPECT_EQ(lm->embed_tokens->num_embeddings, 56);
+  EXPECT_EQ(lm->lm_head->out_features, 56);
+  at::Tensor ids = at::tensor(std::vector<int64_t>{1, 53, 7, 55}, at::kLong).unsqueeze(0);
+  EXPECT_TRUE(at::equal(lm->forward(ids).logits, reference->forward(ids).logits));
+  models::GenerationOptions greedy;
+  greedy.max_new_tokens = 4;
+  greedy.eos_token_ids = std::vector<int64_t>{54};  // a new token can stop generation
+  EXPECT_TRUE(at::equal(models::generate(*lm, ids, {}, greedy), models::generate(*reference, ids, {}, greedy)));
+  models::LlamaForCausalLM tied(options(50).tie_word_embeddings(true));
+  EXPECT_THROW(tied->set_vocabulary(embed, head), c10::ValueError);
+  tied->set_vocabulary(embed, {});
+  EXPECT_EQ(tied->forward(ids).logits.size(-1), 56);
+}
+
 // nn::decode_layer runs a decoding step through a LLaMA layer in one pass; it must be what the
 // layer's modules compute, bit for bit, in every case it takes (and leave the rest to them).
 TEST(LlamaForCausalLM, FusedDecodingStepIsTheModulesBitForBit) {

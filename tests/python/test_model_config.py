@@ -75,3 +75,28 @@ def test_a_value_set_afterwards_is_refused_by_name(fixture_dir):
     with pytest.raises(AttributeError, match=r"the config has no 'hidden_sise' \(keys: .*hidden_size"):
         config.hidden_sise
     assert not hasattr(config, "hidden_sise") and getattr(config, "use_return_dict", True) is True
+
+
+def test_it_serialises_as_plain_data(fixture_dir, tmp_path):
+    """Saved beside a state_dict, the config loads under torch.load's default weights_only=True in
+    a process that never imported tessera; YAML's safe dumper writes it; copies keep attributes."""
+    import subprocess
+    import sys
+
+    import torch
+    import yaml
+
+    config = tessera.from_pretrained(str(fixture_dir("clip"))).config
+    torch.save({"config": config}, tmp_path / "ckpt.pt")
+    loaded = subprocess.run([sys.executable, "-c", "import sys, torch; "
+                             f"c = torch.load({str(tmp_path / 'ckpt.pt')!r})['config']; "
+                             "print(type(c).__name__, c['vision_config']['hidden_size'], 'tessera' in sys.modules)"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert loaded == ["OrderedDict", str(config.vision_config.hidden_size), "False"]
+    assert yaml.safe_load(yaml.safe_dump(config)) == config.to_dict()
+    for copied in (config.copy(), copy.copy(config), copy.deepcopy(config)):
+        assert copied == config and copied.vision_config.hidden_size == config.vision_config.hidden_size
+    edited = config.copy()
+    edited.update(extra={"depth": 3})
+    edited.setdefault("more", {"width": 4})
+    assert edited.extra.depth == 3 and edited.more.width == 4 and "extra" not in config

@@ -119,3 +119,46 @@ def test_a_linear_without_bias_reads_as_torchs(fixture_dir):
     with pytest.raises(TypeError, match=r"layers.0.self_attn.q_proj was built without a bias in C\+\+"):
         q_proj.bias = nn.Parameter(torch.zeros(q_proj.out_features))  # C++ would never add it
     assert q_proj.bias is None
+
+
+@pytest.mark.parametrize("name,value", [("eps", 1e-3), ("padding_idx", 0), ("out_features", 7), ("stride", (2, 2))])
+def test_what_cpp_built_a_leaf_with_is_read_only(fixture_dir, name, value):
+    """transformers' modules read `eps` / `padding_idx` at call time; C++ fixed them when it built
+    the leaf, so a new value read back as set and changed nothing."""
+    model = tessera.from_pretrained(str(fixture_dir("clip")))
+    leaf = next(m for m in model.modules() if name in getattr(m, "_cpp_attributes", ()))
+    before = getattr(leaf, name)
+    with pytest.raises(AttributeError, match=rf"\.{name} = .*: C\+\+ built this {type(leaf).__name__} with {name}="):
+        setattr(leaf, name, value)
+    assert getattr(leaf, name) == before
+
+
+def _tensor_parallel(_rank, fixture):
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Replicate
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
+    dist.init_process_group("gloo", init_method="tcp://127.0.0.1:29631", rank=0, world_size=1)
+    try:
+        model = tessera.from_pretrained(fixture).eval()
+        ids = torch.tensor([[1, 5, 9, 7]])
+        with torch.no_grad():
+            before = model(ids).logits
+        plan = {"model.embed_tokens": RowwiseParallel(input_layouts=Replicate()),  # torchtitan's LLaMA plan
+                "model.layers.0.self_attn.q_proj": ColwiseParallel()}
+        with pytest.raises(RuntimeError, match="tensor parallelism .* shard it with FSDP2"):
+            parallelize_module(model, init_device_mesh("cpu", (1,)), plan)
+        assert all(type(p) is torch.nn.Parameter for p in model.parameters())  # no DTensor left behind
+        with torch.no_grad():
+            assert torch.equal(model(ids).logits, before)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_tensor_parallelism_is_refused_and_leaves_the_model_whole(fixture_dir):
+    """It matches nn.Linear / nn.Embedding, makes their parameters DTensors, then adds hooks on
+    them that C++ would never call: refused there, with the parameters C++ holds put back."""
+    from _spawn import spawn_ranks
+
+    spawn_ranks(_tensor_parallel, (str(fixture_dir("llama")),), world=1, what="tensor parallelism")

@@ -95,6 +95,29 @@ def test_llava_resizes_its_language_model(fixture_dir):
                                atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("family,cls", [("llama", "LlamaForCausalLM"), ("llava", "LlavaForConditionalGeneration"),
+                                        ("blip2", "Blip2ForConditionalGeneration")])
+def test_a_copy_of_a_resized_model_is_resized(fixture_dir, family, cls):
+    """LLaVA's and BLIP-2's copy built its language model from the parent's own options, still at
+    the old size: the copy held the new rows but refused the new ids (EMA / AveragedModel copies)."""
+    import copy
+
+    from safetensors.torch import load_file
+
+    ours, _ = _pair(fixture_dir, family, cls)
+    v = ours.config.get("text_config", ours.config)["vocab_size"]
+    ours.resize_token_embeddings(v + 8)
+    twin = copy.deepcopy(ours)
+    inputs = {k: t for k, t in load_file(str(fixture_dir(family) / "io.safetensors")).items()
+              if k in ("input_ids", "pixel_values", "attention_mask")}
+    inputs["input_ids"] = inputs["input_ids"].clone()
+    inputs["input_ids"][:, -1] = v + 3  # a new token
+    with torch.no_grad():
+        torch.testing.assert_close(twin(**inputs).logits, ours(**inputs).logits)
+        out = twin.generate(**inputs, max_new_tokens=2, num_beams=2, do_sample=False)
+    assert out.shape[0] == inputs["input_ids"].shape[0]
+
+
 def test_bad_requests_are_refused_by_name(fixture_dir):
     ours, _ = _pair(fixture_dir)
     v = ours.config.vocab_size
@@ -107,6 +130,13 @@ def test_bad_requests_are_refused_by_name(fixture_dir):
     with pytest.raises(ValueError, match="lm_head holds a LoRA adapter .* resize the vocabulary before adding"):
         ours.resize_token_embeddings(v + 2)
     assert ours.config.vocab_size == v and ours.get_input_embeddings().weight.shape[0] == v  # untouched
+    padded = tessera.LlamaForCausalLM(dict(ours.config.to_dict(), pad_token_id=v - 5))
+    with pytest.raises(ValueError, match=rf"pad_token_id {v - 5} would be past the end of a vocabulary of {v - 10}"):
+        padded.resize_token_embeddings(v - 10)
+    llava = tessera.from_pretrained(str(fixture_dir("llava")))
+    image = llava.config.image_token_index
+    with pytest.raises(ValueError, match=rf"image_token_index {image} would be past the end"):
+        llava.resize_token_embeddings(image)
     clip = tessera.from_pretrained(str(fixture_dir("clip")))
     with pytest.raises(NotImplementedError, match="only models whose language model is tessera's LLaMA"):
         clip.resize_token_embeddings(10)

@@ -3,28 +3,47 @@ attribute as transformers' configs are (`model.config.vision_config.hidden_size`
 against a transformers model (a head sized from `config.hidden_size`) runs on tessera's."""
 from __future__ import annotations
 
+import collections
+import copy
 from typing import Any, Dict
 
+import yaml
+
 from .. import _C
+
+
+def _wrap(value: Any) -> Any:
+    return ModelConfig(value) if isinstance(value, dict) and not isinstance(value, ModelConfig) else value
 
 
 class ModelConfig(dict):
     """A dict whose keys read as attributes too, nested configs included; transformers' attribute
     aliases (`image_token_id` for `image_token_index`) read as their key. Attributes are read-only:
     the model was built from these values, so one set afterwards would change nothing (transformers
-    lets `config.use_cache = False` pass; here it is refused by name)."""
+    lets `config.use_cache = False` pass; here it is refused by name). Pickled, it is plain data
+    (an OrderedDict of dicts: a checkpoint holding it loads with `torch.load(weights_only=True)`
+    without tessera); YAML's safe dumper writes it as a mapping."""
 
     __slots__ = ()
 
     def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        for key, value in self.items():
-            if isinstance(value, dict) and not isinstance(value, ModelConfig):
-                super().__setitem__(key, ModelConfig(value))
+        super().__init__()
+        self.update(*args, **kwargs)
 
     def __setitem__(self, key: str, value: Any) -> None:
-        super().__setitem__(key, ModelConfig(value) if isinstance(value, dict) and not isinstance(value, ModelConfig)
-                            else value)
+        super().__setitem__(key, _wrap(value))
+
+    def update(self, *args, **kwargs) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def copy(self) -> "ModelConfig":
+        return ModelConfig(self)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
@@ -44,4 +63,14 @@ class ModelConfig(dict):
         return {k: v.to_dict() if isinstance(v, ModelConfig) else v for k, v in self.items()}
 
     def __reduce__(self):
-        return ModelConfig, (self.to_dict(),)
+        # An OrderedDict: the one dict type torch.load(weights_only=True) admits besides dict itself.
+        return collections.OrderedDict, (list(self.to_dict().items()),)
+
+    def __copy__(self) -> "ModelConfig":
+        return ModelConfig(self)
+
+    def __deepcopy__(self, memo) -> "ModelConfig":
+        return ModelConfig(copy.deepcopy(self.to_dict(), memo))
+
+
+yaml.SafeDumper.add_representer(ModelConfig, yaml.SafeDumper.represent_dict)

@@ -63,13 +63,11 @@ def resize_token_embeddings(model, new_num_tokens: Optional[int] = None, pad_to_
     std = float(config.get("initializer_range", 0.02))
     new_embed = _resized(embeddings.weight, new_num_tokens, mean_resizing, std)
     new_head = None if tied else _resized(head.weight, new_num_tokens, mean_resizing, std)
-    lm = model.get_submodule(lm_path) if lm_path else model
     model._sync_all()  # C++ must hold the Python parameters it is about to resize
-    _C.llama.set_vocabulary(lm._cpp_addr, new_embed, new_head)
-    embeddings.num_embeddings = new_num_tokens
-    if embeddings.padding_idx is not None and embeddings.padding_idx >= new_num_tokens:
-        embeddings.padding_idx = None
+    _C.llama.set_vocabulary(model._cpp_addr, new_embed, new_head)  # the root keeps its options in step
+    # What C++ now holds (these attributes are read-only to users: C++ fixes them).
+    embeddings.__dict__["num_embeddings"] = new_num_tokens
     if not tied:
-        head.out_features = new_num_tokens
+        head.__dict__["out_features"] = new_num_tokens
     config["vocab_size"] = new_num_tokens
     return embeddings

@@ -64,6 +64,14 @@ void Blip2ForConditionalGenerationImpl::init_weights() {
   init_queries(query_tokens(), options.initializer_range());
 }
 
+void Blip2ForConditionalGenerationImpl::set_vocabulary(const at::Tensor& embed, const at::Tensor& head) {
+  const int64_t n = embed.dim() == 2 ? embed.size(0) : 0;
+  TORCH_CHECK_VALUE(options.image_token_index() < n, "image_token_index ", options.image_token_index(),
+                    " would be past the end of a vocabulary of ", n, " tokens");
+  language_model->set_vocabulary(embed, head);
+  options.text = language_model->options;  // a clone builds its LM from these
+}
+
 at::Tensor Blip2ForConditionalGenerationImpl::image_features(const at::Tensor& pixel_values,
                                                              bool interpolate_pos_encoding) {
   return project(language_projection, blip2_query_output(*vision_model, *qformer, query_tokens(), pixel_values,

@@ -62,7 +62,8 @@ struct Blip2GenerationOutput {
   }
 };
 
-class Blip2ForConditionalGenerationImpl : public nn::Module<Blip2ForConditionalGenerationImpl> {
+class Blip2ForConditionalGenerationImpl : public nn::Module<Blip2ForConditionalGenerationImpl>,
+                                          public ResizableVocabulary {
  public:
   explicit Blip2ForConditionalGenerationImpl(Blip2Options options = {});
   void reset() override;
@@ -83,6 +84,8 @@ class Blip2ForConditionalGenerationImpl : public nn::Module<Blip2ForConditionalG
     qformer->set_gradient_checkpointing(on);
     language_model->set_gradient_checkpointing(on);
   }
+  /// The language model's (ResizableVocabulary); the image token must stay in the vocabulary.
+  void set_vocabulary(const at::Tensor& embed, const at::Tensor& head) override;
   Blip2Options options;
   Blip2VisionModel vision_model{nullptr};
   Blip2QFormerModel qformer{nullptr};

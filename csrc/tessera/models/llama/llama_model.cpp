@@ -127,6 +127,9 @@ void LlamaForCausalLMImpl::set_vocabulary(const at::Tensor& embed, const at::Ten
                       like.scalar_type(), " on ", like.device(), ", got ", t.scalar_type(), " on ", t.device());
   };
   check(embed, old, "embed_tokens");
+  TORCH_CHECK_VALUE(options.pad_token_id() < n, "pad_token_id ", options.pad_token_id(),
+                    " would be past the end of a vocabulary of ", n, " tokens; keep it, or build the model with "
+                    "another pad_token_id");
   TORCH_CHECK_VALUE(lm_head || !head.defined(), "lm_head: the embeddings are tied, so there is no head to resize");
   if (lm_head) {
     check(head, lm_head->weight(), "lm_head");
@@ -136,7 +139,6 @@ void LlamaForCausalLMImpl::set_vocabulary(const at::Tensor& embed, const at::Ten
   at::NoGradGuard no_grad;
   old.set_data(embed);
   embed_tokens->num_embeddings = n;
-  if (embed_tokens->padding_idx >= n) embed_tokens->padding_idx = -1;
   if (lm_head) {
     lm_head->weight().set_data(head);
     lm_head->out_features = n;

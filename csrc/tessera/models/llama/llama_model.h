@@ -42,10 +42,22 @@ std::pair<at::Tensor, at::Tensor> causal_lm_loss(const at::Tensor& logits, const
 /// LlamaForCausalLM: `model` (transformers' LlamaModel: embed_tokens, layers.N, norm) and
 /// `lm_head`. `model` is the layer stack itself (an nn::Encoder named LlamaModel) holding the
 /// embeddings and the final norm, so the checkpoint's `model.layers.N` needs no extra level.
+/// A model whose vocabulary resize_token_embeddings changes: a LlamaForCausalLM, or a model around
+/// one (LLaVA, BLIP-2), which keeps its copy of the LM's options in step (a clone is built from it).
+class ResizableVocabulary {
+ public:
+  virtual ~ResizableVocabulary() = default;
+  /// `embed` [n, hidden] (and `head` [n, hidden] without tied embeddings) become the token tables
+  /// in place (the parameters keep their identity, dtype and requires_grad), and every size that
+  /// follows the vocabulary with them. A token id the config names (pad, image) past the new end
+  /// is refused.
+  virtual void set_vocabulary(const at::Tensor& embed, const at::Tensor& head) = 0;
+};
+
 /// Example:
 ///   LlamaForCausalLM lm(LlamaOptions::from_file("config.json"));
 ///   auto out = lm->forward(ids, {}, {}, {}, /*labels=*/ids);   // out.loss, out.logits
-class LlamaForCausalLMImpl : public nn::Module<LlamaForCausalLMImpl> {
+class LlamaForCausalLMImpl : public nn::Module<LlamaForCausalLMImpl>, public ResizableVocabulary {
  public:
   explicit LlamaForCausalLMImpl(LlamaOptions options = {});
   void reset() override;
@@ -64,11 +76,8 @@ class LlamaForCausalLMImpl : public nn::Module<LlamaForCausalLMImpl> {
   /// The LM head's weight: lm_head.weight, or the embeddings when tied.
   const at::Tensor& output_embeddings() const;
   void set_gradient_checkpointing(bool on) { model->gradient_checkpointing = on; }
-  /// transformers' resize_token_embeddings once the new rows are drawn: `embed` [n, hidden]
-  /// (and `head` [n, hidden] without tied embeddings) become the tables in place (the parameters
-  /// keep their identity, dtype and requires_grad), and every size that follows the vocabulary
-  /// with them (vocab_size, the embedding's and the head's, a padding row past the end dropped).
-  void set_vocabulary(const at::Tensor& embed, const at::Tensor& head);
+  /// transformers' resize_token_embeddings once the new rows are drawn (ResizableVocabulary).
+  void set_vocabulary(const at::Tensor& embed, const at::Tensor& head) override;
   LlamaOptions options;
   nn::Encoder model{nullptr};   ///< model.layers.N
   nn::Embedding embed_tokens{nullptr};  ///< model.embed_tokens

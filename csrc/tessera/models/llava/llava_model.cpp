@@ -33,6 +33,14 @@ void LlavaForConditionalGenerationImpl::init_weights() {
   nn::init_linears_and_norms(*multi_modal_projector, options.text.initializer_range());
 }
 
+void LlavaForConditionalGenerationImpl::set_vocabulary(const at::Tensor& embed, const at::Tensor& head) {
+  const int64_t n = embed.dim() == 2 ? embed.size(0) : 0;
+  TORCH_CHECK_VALUE(options.image_token_index() < n, "image_token_index ", options.image_token_index(),
+                    " would be past the end of a vocabulary of ", n, " tokens");
+  language_model->set_vocabulary(embed, head);
+  options.text = language_model->options;  // a clone builds its LM from these
+}
+
 at::Tensor LlavaForConditionalGenerationImpl::image_features(const at::Tensor& pixel_values) {
   // hidden_states[k] (k >= 1) is layer k's output, forward_intermediates' index k - 1.
   std::vector<int64_t> indices;

@@ -12,7 +12,8 @@
 
 namespace tessera::models {
 
-class LlavaForConditionalGenerationImpl : public nn::Module<LlavaForConditionalGenerationImpl> {
+class LlavaForConditionalGenerationImpl : public nn::Module<LlavaForConditionalGenerationImpl>,
+                                          public ResizableVocabulary {
  public:
   explicit LlavaForConditionalGenerationImpl(LlavaOptions options = {});
   void reset() override;
@@ -31,6 +32,8 @@ class LlavaForConditionalGenerationImpl : public nn::Module<LlavaForConditionalG
     vision_tower->set_gradient_checkpointing(on);
     language_model->set_gradient_checkpointing(on);
   }
+  /// The language model's (ResizableVocabulary); the image token must stay in the vocabulary.
+  void set_vocabulary(const at::Tensor& embed, const at::Tensor& head) override;
   LlavaOptions options;
   ClipVisionTransformer vision_tower{nullptr};
   std::shared_ptr<torch::nn::Module> multi_modal_projector;
