@@ -20,7 +20,8 @@ class ModelConfig(dict):
     """A dict whose keys read as attributes too, nested configs included; transformers' attribute
     aliases (`image_token_id` for `image_token_index`) read as their key. Attributes are read-only:
     the model was built from these values, so one set afterwards would change nothing (transformers
-    lets `config.use_cache = False` pass; here it is refused by name). Pickled, it is plain data
+    lets `config.pad_token_id = 0` pass; here it is refused by name), but for the run-time flags
+    transformers' Trainer sets (`RUNTIME_KEYS`). Pickled, it is plain data
     (an OrderedDict of dicts: a checkpoint holding it loads with `torch.load(weights_only=True)`
     without tessera); YAML's safe dumper writes it as a mapping."""
 
@@ -53,7 +54,15 @@ class ModelConfig(dict):
             return self[key]
         raise AttributeError(f"the config has no {name!r} (keys: {', '.join(sorted(self))})")
 
+    #: Flags transformers' Trainer sets on any model's config (`use_cache` from its arguments):
+    #: stored as given. They change nothing here and need not: tessera's forward keeps no cache
+    #: in training, and generate takes `use_cache` as an argument.
+    RUNTIME_KEYS = frozenset({"use_cache"})
+
     def __setattr__(self, name: str, value: Any) -> None:
+        if name in ModelConfig.RUNTIME_KEYS:
+            self[name] = value
+            return
         raise AttributeError(f"config.{name} = ...: tessera reads its config when the model is built, so a value set "
                              f"afterwards would change nothing; build the model with it (from_pretrained(path, "
                              f"config_overrides={{{name!r}: ...}}) or the config you pass)")

@@ -18,6 +18,7 @@ from ..cpp_module import node_class
 from ..registry import register_model
 from ..schema import from_mapping, require
 from .family import FamilyModel
+from .loss_kwargs import over_items
 from .outputs import ModelOutput, make_output
 from .._warn import warn
 
@@ -59,6 +60,8 @@ class LlamaForCausalLM(FamilyModel):
     model_type = "llama"
     architecture = "LlamaForCausalLM"
     input_embeddings, output_embeddings = "model.embed_tokens", "lm_head"
+    accepts_loss_kwargs = True  # transformers' Trainer passes num_items_in_batch (models/loss_kwargs.py)
+    loss_type = "ForCausalLM"  # transformers' name: Trainer counts num_items_in_batch over the shifted labels
     _family, _cpp_class = _C.llama, "LlamaForCausalLM"
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
@@ -73,12 +76,14 @@ class LlamaForCausalLM(FamilyModel):
     def forward(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
                 position_ids: Optional[torch.Tensor] = None, inputs_embeds: Optional[torch.Tensor] = None,
                 labels: Optional[torch.Tensor] = None, output_hidden_states: bool = False,
-                logits_to_keep: int = 0) -> CausalLMOutputWithPast:
+                logits_to_keep: int = 0, num_items_in_batch=None) -> CausalLMOutputWithPast:
         _check(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                inputs_embeds=inputs_embeds, labels=labels)
         self._sync_parameters()
-        return make_output(self._cpp.forward(input_ids, attention_mask, position_ids, inputs_embeds, labels,
-                                             bool(output_hidden_states), int(logits_to_keep)))
+        out = make_output(self._cpp.forward(input_ids, attention_mask, position_ids, inputs_embeds, labels,
+                                            bool(output_hidden_states), int(logits_to_keep)))
+        out.loss = over_items(out.loss, labels, num_items_in_batch)
+        return out
 
     # ---- generation -----------------------------------------------------------------------------
     generation_defaults: Optional[dict] = None  # the folder's generation_config.json, as transformers reads it

@@ -15,6 +15,7 @@ from .. import _C
 from ..registry import register_model
 from .family import FamilyModel
 from .llama import LlamaForCausalLM, _check, _prompt_length, drain, repeat_rows
+from .loss_kwargs import over_items
 from .outputs import make_output
 
 
@@ -34,17 +35,21 @@ class LlavaForConditionalGeneration(FamilyModel):
     model_type = "llava"
     architecture = "LlavaForConditionalGeneration"
     input_embeddings, output_embeddings = "language_model.model.embed_tokens", "language_model.lm_head"
+    accepts_loss_kwargs = True  # transformers' Trainer passes num_items_in_batch (models/loss_kwargs.py)
+    loss_type = "ForConditionalGeneration"  # transformers' name: Trainer counts num_items_in_batch over the shifted labels
     _family, _cpp_class = _C.llava, "LlavaForConditionalGeneration"
     #: Read by nothing, as in transformers: LLaVA takes hidden states, never the pooled output.
     unused_parameters = (r"^vision_tower\.post_layernorm\.",)
 
     def forward(self, input_ids: torch.Tensor, pixel_values: Optional[torch.Tensor] = None,
                 attention_mask: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
-                output_hidden_states: bool = False):
+                output_hidden_states: bool = False, num_items_in_batch=None):
         _check(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask, labels=labels)
         self._sync_parameters()
-        return make_output(self._cpp.forward(input_ids, pixel_values, attention_mask, labels,
-                                             bool(output_hidden_states)))
+        out = make_output(self._cpp.forward(input_ids, pixel_values, attention_mask, labels,
+                                            bool(output_hidden_states)))
+        out.loss = over_items(out.loss, labels, num_items_in_batch)
+        return out
 
     def reads_normed_features(self) -> bool:
         """Whether the projector reads the tower's post-normed features (BLIP-2's Q-Former does;

@@ -335,13 +335,19 @@ class PreTrainedModel(nn.Module):
     def is_gradient_checkpointing(self) -> bool:
         return bool(self.__dict__.get("_checkpointing", False))
 
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: Optional[Dict[str, Any]] = None) -> None:
-        """transformers' name. tessera checkpoints in C++ (torch.utils.checkpoint is not called),
-        so its `use_reentrant` has nothing to choose; any other key is refused."""
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: Optional[Dict[str, Any]] = None,
+                                      every_n_layers: int = 1, offload: bool = False) -> None:
+        """transformers' name and arguments (its Trainer passes all three). tessera checkpoints every
+        layer in C++ (torch.utils.checkpoint is not called), so `use_reentrant` has nothing to
+        choose; other keys, other layer strides and offloading are refused."""
         extra = set(gradient_checkpointing_kwargs or {}) - {"use_reentrant"}
         if extra:
             raise ValueError(f"gradient_checkpointing_kwargs: {sorted(extra)} do not apply to tessera's C++ "
                              "checkpointing (only use_reentrant is accepted, and it has nothing to choose)")
+        if every_n_layers != 1 or offload:
+            raise ValueError(f"gradient_checkpointing_enable(every_n_layers={every_n_layers!r}, offload={offload!r}): "
+                             "tessera checkpoints every layer and keeps what it saves where it computed it "
+                             "(every_n_layers=1, offload=False)")
         self.set_gradient_checkpointing(True)
 
     def gradient_checkpointing_disable(self) -> None:
