@@ -16,6 +16,7 @@ from ..cpp_module import node_class, node_methods
 from ..registry import register_model
 from .family import FamilyModel
 from .features import VisionFeatures, mean_patch_tokens
+from .timm_compat import BeitTimmInterface
 from .outputs import ModelOutput, make_output
 
 #: Python classes of the mirrored C++ nodes (wrap policies: FSDP2, activation checkpointing).
@@ -41,7 +42,7 @@ def _check(pixel_values, **optional) -> None:
             raise TypeError(f"{name} must be a torch.Tensor or None, got {type(value).__name__}")
 
 
-class _BeitBase(FamilyModel):
+class _BeitBase(BeitTimmInterface, FamilyModel):
     model_type = "beit"
     _family = _C.beit
 

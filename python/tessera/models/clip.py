@@ -15,6 +15,7 @@ from .features import FeatureResult, VisionFeatures, indices_arg, intermediates_
 from .outputs import BaseModelOutputWithPooling, CLIPOutput, make_output
 from ..registry import register_model
 from .pretrained import PreTrainedModel, merge_config
+from .timm_compat import ClipTimmInterface
 from .._warn import warn
 
 #: Python classes of the mirrored C++ nodes, for wrap policies (FSDP2, activation checkpointing).
@@ -61,7 +62,7 @@ class CLIPTextFeatures:
 
 
 @register_model
-class CLIPModel(CppModule, PreTrainedModel):
+class CLIPModel(ClipTimmInterface, CppModule, PreTrainedModel):
     def probe_features(self):
         """`tessera eval --probe`'s feature function: the image embedding."""
         return self.get_image_features
@@ -186,7 +187,7 @@ class _TowerModel(CppModule, PreTrainedModel):
 
 
 @register_model
-class CLIPVisionModel(CLIPVisionFeatures, _TowerModel):
+class CLIPVisionModel(ClipTimmInterface, CLIPVisionFeatures, _TowerModel):
     def probe_features(self):
         """`tessera eval --probe`'s feature function: the pooled output."""
         return lambda px: self(px).pooler_output
