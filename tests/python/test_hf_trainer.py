@@ -55,6 +55,7 @@ def test_num_items_in_batch_is_a_sum_over_them(fixture_dir):
     ids, labels = row["input_ids"][None], row["labels"][None]
     mean = model(ids, labels=labels).loss
     targets = int((labels[:, 1:] != -100).sum())
-    torch.testing.assert_close(model(ids, labels=labels, num_items_in_batch=10).loss, mean * targets / 10)
+    for n in (10, torch.tensor(10)):  # Trainer passes a tensor
+        torch.testing.assert_close(model(ids, labels=labels, num_items_in_batch=n).loss, mean * targets / 10)
     none = torch.full_like(labels, -100)
     assert model(ids, labels=none, num_items_in_batch=10).loss.item() == 0.0

@@ -101,4 +101,5 @@ def test_it_serialises_as_plain_data(fixture_dir, tmp_path):
     edited = config.copy()
     edited.update(extra={"depth": 3})
     edited.setdefault("more", {"width": 4})
-    assert edited.extra.depth == 3 and edited.more.width == 4 and "extra" not in config
+    edited |= {"merged": {"size": 5}}
+    assert edited.extra.depth == 3 and edited.more.width == 4 and edited.merged.size == 5 and "extra" not in config

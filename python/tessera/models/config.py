@@ -38,6 +38,10 @@ class ModelConfig(dict):
         for key, value in dict(*args, **kwargs).items():
             self[key] = value
 
+    def __ior__(self, other) -> "ModelConfig":
+        self.update(other)
+        return self
+
     def setdefault(self, key: str, default: Any = None) -> Any:
         if key not in self:
             self[key] = default

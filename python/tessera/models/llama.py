@@ -82,8 +82,7 @@ class LlamaForCausalLM(FamilyModel):
         self._sync_parameters()
         out = make_output(self._cpp.forward(input_ids, attention_mask, position_ids, inputs_embeds, labels,
                                             bool(output_hidden_states), int(logits_to_keep)))
-        out.loss = over_items(out.loss, labels, num_items_in_batch)
-        return out
+        return over_items(out, num_items_in_batch)
 
     # ---- generation -----------------------------------------------------------------------------
     generation_defaults: Optional[dict] = None  # the folder's generation_config.json, as transformers reads it

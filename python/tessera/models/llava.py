@@ -48,8 +48,7 @@ class LlavaForConditionalGeneration(FamilyModel):
         self._sync_parameters()
         out = make_output(self._cpp.forward(input_ids, pixel_values, attention_mask, labels,
                                             bool(output_hidden_states)))
-        out.loss = over_items(out.loss, labels, num_items_in_batch)
-        return out
+        return over_items(out, num_items_in_batch)
 
     def reads_normed_features(self) -> bool:
         """Whether the projector reads the tower's post-normed features (BLIP-2's Q-Former does;

@@ -4,17 +4,13 @@ losses over that number. Without it the Trainer averages each micro-batch's mean
 tokens unequally when micro-batches hold different numbers of them (padding)."""
 from __future__ import annotations
 
-from typing import Optional, Union
 
-import torch
+def over_items(out, num_items_in_batch):
+    """`out` (a causal LM output holding `loss_sum`) with its loss taken over `num_items_in_batch`."""
+    if num_items_in_batch is not None and out.loss_sum is not None:
+        out.loss = out.loss_sum / _on(num_items_in_batch, out.loss_sum)
+    return out
 
 
-def over_items(mean_loss: Optional[torch.Tensor], labels: Optional[torch.Tensor],
-               num_items_in_batch: Optional[Union[int, torch.Tensor]]) -> Optional[torch.Tensor]:
-    """The shifted token loss (mean over this batch's targets) as a sum over `num_items_in_batch`."""
-    if num_items_in_batch is None or mean_loss is None or labels is None:
-        return mean_loss
-    count = (labels[..., 1:] != -100).sum()
-    if int(count) == 0:  # the mean is 0/0; the sum is 0
-        return mean_loss.nan_to_num(0.0) * 0.0
-    return mean_loss * count.to(mean_loss.dtype) / torch.as_tensor(num_items_in_batch, dtype=mean_loss.dtype)
+def _on(n, like):
+    return n.to(device=like.device, dtype=like.dtype) if hasattr(n, "to") else n

@@ -10,11 +10,14 @@ from typing import Any, Dict, Set
 from ..data import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 
-class ClipTimmInterface:
-    """timm's ViT keeps `pos_embed` and `cls_token` out of weight decay; these are CLIP's."""
+#: CLIP's position and class embeddings: what timm's ViT (`pos_embed`, `cls_token`) and open_clip
+#: (train/optim.py `open_clip_no_decay`) keep out of weight decay, besides vectors and biases.
+CLIP_NO_DECAY = ("position_embedding", "class_embedding")
 
+
+class ClipTimmInterface:
     def no_weight_decay(self) -> Set[str]:
-        return {"*position_embedding.weight", "*class_embedding"}
+        return {f"*{name}*" for name in CLIP_NO_DECAY}
 
     @property
     def pretrained_cfg(self) -> Dict[str, Any]:
@@ -31,8 +34,9 @@ class ClipTimmInterface:
 
 
 class BeitTimmInterface:
-    """timm's and BEiT's own `no_weight_decay`: the class token, absolute position embeddings and
-    every relative position bias table."""
+    """timm's `Beit.no_weight_decay`: the class token, absolute position embeddings and every
+    relative position bias table. BEiT's own pretraining scripts decay the tables (tessera's BEiT
+    recipe follows them: train/optim.py `beit_pretraining_no_decay`); this is for timm's helpers."""
 
     def no_weight_decay(self) -> Set[str]:
         return {"*cls_token", "*position_embeddings", "*relative_position_bias_table"}

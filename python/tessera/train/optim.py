@@ -9,6 +9,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from ..models.timm_compat import CLIP_NO_DECAY
 from .config import OptimConfig
 from .strategy import unwrapped_name
 
@@ -37,7 +38,7 @@ def no_decay(name: str, param: torch.Tensor) -> bool:
 def open_clip_no_decay(name: str, param: torch.Tensor) -> bool:
     """open_clip's rule (open_clip_train `make_wd_exclude`: 1-D tensors and the model's
     no_weight_decay(), the position and class embeddings): the token embedding decays."""
-    return param.ndim < 2 or "position_embedding" in name or "class_embedding" in name
+    return param.ndim < 2 or any(part in name for part in CLIP_NO_DECAY)
 
 
 def only_vectors_and_biases(name: str, param: torch.Tensor) -> bool:
