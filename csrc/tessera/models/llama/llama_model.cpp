@@ -146,6 +146,15 @@ void LlamaForCausalLMImpl::set_vocabulary(const at::Tensor& embed, const at::Ten
   options.vocab_size(n);
 }
 
+void set_language_model_vocabulary(LlamaForCausalLMImpl& lm, LlamaOptions& parent_copy, int64_t image_token_index,
+                                   const at::Tensor& embed, const at::Tensor& head) {
+  const int64_t n = embed.dim() == 2 ? embed.size(0) : 0;
+  TORCH_CHECK_VALUE(image_token_index < n, "image_token_index ", image_token_index,
+                    " would be past the end of a vocabulary of ", n, " tokens");
+  lm.set_vocabulary(embed, head);
+  parent_copy = lm.options;
+}
+
 const at::Tensor& LlamaForCausalLMImpl::output_embeddings() const {
   return lm_head ? lm_head->weight() : embed_tokens->weight();
 }

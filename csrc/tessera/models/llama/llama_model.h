@@ -86,4 +86,9 @@ class LlamaForCausalLMImpl : public nn::Module<LlamaForCausalLMImpl>, public Res
 };
 TORCH_MODULE(LlamaForCausalLM);
 
+/// ResizableVocabulary for a model around `lm` (LLaVA, BLIP-2): `image_token_index` must stay in
+/// the vocabulary, and the parent's copy of the LM's options follows (a clone is built from it).
+void set_language_model_vocabulary(LlamaForCausalLMImpl& lm, LlamaOptions& parent_copy, int64_t image_token_index,
+                                   const at::Tensor& embed, const at::Tensor& head);
+
 }  // namespace tessera::models

@@ -34,11 +34,7 @@ void LlavaForConditionalGenerationImpl::init_weights() {
 }
 
 void LlavaForConditionalGenerationImpl::set_vocabulary(const at::Tensor& embed, const at::Tensor& head) {
-  const int64_t n = embed.dim() == 2 ? embed.size(0) : 0;
-  TORCH_CHECK_VALUE(options.image_token_index() < n, "image_token_index ", options.image_token_index(),
-                    " would be past the end of a vocabulary of ", n, " tokens");
-  language_model->set_vocabulary(embed, head);
-  options.text = language_model->options;  // a clone builds its LM from these
+  set_language_model_vocabulary(*language_model, options.text, options.image_token_index(), embed, head);
 }
 
 at::Tensor LlavaForConditionalGenerationImpl::image_features(const at::Tensor& pixel_values) {
