@@ -41,25 +41,21 @@ def _resized(old: torch.Tensor, n: int, mean_resizing: bool, std: float) -> torc
 def resize_token_embeddings(model, new_num_tokens: Optional[int] = None, pad_to_multiple_of: Optional[int] = None,
                             mean_resizing: bool = True) -> nn.Module:
     """See `PreTrainedModel.resize_token_embeddings`."""
-    lm_path = (model.output_embeddings or "").rpartition(".lm_head")[0] if model.output_embeddings else None
-    if lm_path is None or not model.input_embeddings:
+    if not (model.input_embeddings and model.output_embeddings):  # C++ checks the type itself (ResizableVocabulary)
         raise NotImplementedError(f"{type(model).__name__}.resize_token_embeddings: only models whose language model "
                                   "is tessera's LLaMA (LlamaForCausalLM, LLaVA, BLIP-2) resize their vocabulary")
     embeddings = model.get_input_embeddings()
+    for name, value in (("new_num_tokens", new_num_tokens), ("pad_to_multiple_of", pad_to_multiple_of)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
     if pad_to_multiple_of is not None:
-        if not isinstance(pad_to_multiple_of, int) or isinstance(pad_to_multiple_of, bool) or pad_to_multiple_of < 1:
-            raise ValueError(f"pad_to_multiple_of must be a positive int, got {pad_to_multiple_of!r}")
         n = embeddings.weight.size(0) if new_num_tokens is None else new_num_tokens
         new_num_tokens = -(-n // pad_to_multiple_of) * pad_to_multiple_of
-    if new_num_tokens is None:
-        return embeddings
-    if not isinstance(new_num_tokens, int) or isinstance(new_num_tokens, bool) or new_num_tokens < 1:
-        raise ValueError(f"new_num_tokens must be a positive int, got {new_num_tokens!r}")
-    if new_num_tokens == embeddings.weight.size(0):
+    if new_num_tokens is None or new_num_tokens == embeddings.weight.size(0):
         return embeddings
     head = model.get_output_embeddings()
     tied = head is embeddings
-    config = model.config["text_config"] if lm_path else model.config
+    config = model.config.get("text_config", model.config)  # LLaVA's and BLIP-2's LM, or the LLaMA itself
     std = float(config.get("initializer_range", 0.02))
     new_embed = _resized(embeddings.weight, new_num_tokens, mean_resizing, std)
     new_head = None if tied else _resized(head.weight, new_num_tokens, mean_resizing, std)
