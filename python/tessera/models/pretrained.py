@@ -69,15 +69,6 @@ class PreTrainedModel(nn.Module):
     #: transformers' _keep_in_fp32_modules: names of parts (a key component: `qformer`,
     #: `query_tokens`) that from_pretrained keeps in fp32 when it loads in fp16, against overflow.
     _keep_in_fp32_modules: Tuple[str, ...] = ()
-
-    @property
-    def config(self) -> ModelConfig:
-        """The config dict, also read by attribute (`config.hidden_size`), as transformers'."""
-        return self.__dict__["_config"]
-
-    @config.setter
-    def config(self, value: Dict[str, Any]) -> None:
-        self.__dict__["_config"] = value if isinstance(value, ModelConfig) else ModelConfig(value)
     #: The C++ module whose declared weight-loading rules this class takes: its class name when
     #: that is the module's transformers name (Blip2QFormerModel), else set (CLIPVisionTransformer).
     _cpp_module_name: str = ""
@@ -300,6 +291,15 @@ class PreTrainedModel(nn.Module):
             raise NotImplementedError(f"{type(self).__name__} has no single input embedding (transformers' "
                                       "get_input_embeddings raises too); take it from one of its towers")
         return self.get_submodule(self.input_embeddings)
+
+    @property
+    def config(self) -> ModelConfig:
+        """The config dict, also read by attribute (`config.hidden_size`), as transformers'."""
+        return self.__dict__["_config"]
+
+    @config.setter
+    def config(self, value: Dict[str, Any]) -> None:
+        self.__dict__["_config"] = value if isinstance(value, ModelConfig) else ModelConfig(value)
 
     def resize_token_embeddings(self, new_num_tokens: Optional[int] = None, pad_to_multiple_of: Optional[int] = None,
                                 mean_resizing: bool = True) -> nn.Module:
