@@ -127,6 +127,21 @@ void bind_nn(py::module_& m) {
       },
       py::arg("node"), "The torch.nn attributes of a tessera leaf (Linear, Embedding, LayerNorm/RMSNorm, Conv2d).");
   m.def(
+      "node_module",
+      [](uintptr_t node) {
+        // The bound Python class of the node's most-derived C++ class (pybind resolves it through
+        // RTTI), referring to the node without copying it: a tower inside a parent is called with
+        // the forward its own model class binds.
+        torch::nn::Module* m = node_at(node);
+        try {
+          return py::cast(m, py::return_value_policy::reference);
+        } catch (const py::error_already_set&) {
+        } catch (const py::cast_error&) {
+        }
+        throw py::type_error("this C++ module (" + m->name() + ") has no Python binding of its own");
+      },
+      py::arg("node"), "The C++ module at `node` as its bound Python class (for a part's own forward).");
+  m.def(
       "rebind_parameter",
       [](uintptr_t node, const std::string& name, const at::Tensor& tensor) {
         node_as<nn::ModuleBase>(node, "a tessera module (derive from tessera::nn::Module to let Python rebind its "

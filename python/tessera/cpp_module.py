@@ -14,9 +14,10 @@ every parameter is the very tensor C++ holds. Two rules make PyTorch's machinery
 
 Nodes that C++ runs without Python (inside a layer, or the embeddings) refuse hooks and
 replacement with a clear error: neither could ever take effect. A node may still offer methods
-that are explicit calls into C++ (timm's feature API on a tower inside a parent): a family
-attaches them to the node class by C++ name with `node_methods`, and they run on the node's C++
-address after the owning model pushed its rebound parameters (`_cpp_address`).
+that are explicit calls into C++ (timm's feature API on a tower inside a parent, and the forward
+of a part that is a model of its own: `clip.vision_model(pixel_values)` as in transformers): a
+family attaches them to the node class by C++ name with `node_methods`, and they run on the node's
+C++ module after the owning model pushed its rebound parameters (`_cpp_address`, `_cpp`).
 """
 from __future__ import annotations
 
@@ -124,8 +125,31 @@ class CppNode(_MirroredNode):
     def _cpp_address(self) -> int:
         """This node's C++ address, for a bound function to run on, after the owning model pushed
         its rebound parameters to C++ (as its own forward does)."""
-        self._owning_model()._sync_parameters()
+        self._sync_parameters()
         return self._cpp_addr
+
+    def _sync_parameters(self) -> None:
+        """The owning model pushes its rebound parameters to C++, as before its own forward."""
+        self._owning_model()._sync_parameters()
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """timm's call on a part that runs layers of its own (a tower inside a parent:
+        `clip.vision_model`): activation checkpointing of that part's layers alone. A deep copy of
+        the model keeps it; the model's own set_gradient_checkpointing sets every part."""
+        try:
+            switch = self._cpp.set_gradient_checkpointing
+        except (TypeError, AttributeError):
+            raise TypeError(f"{self._cpp_path} ({type(self).__name__}) has no layer stack of its own to checkpoint; "
+                            "call set_grad_checkpointing on the model") from None
+        switch(bool(enable))
+        self.__dict__["_checkpointing"] = bool(enable)
+
+    @property
+    def _cpp(self):
+        """This node's C++ module as its bound class, as a model holds its root: a part that is a
+        model of its own (`clip.vision_model`, MAE's `vit`) runs that model's forward through it."""
+        self._owning_model()
+        return _C.nn.node_module(self._cpp_addr)
 
     def _refuse_hook(self, hook=None, *args, **kwargs):
         why = (f"a hook on {self._cpp_path} ({type(self).__name__}) would never fire: C++ runs this module inside "
@@ -350,10 +374,12 @@ class CppModule(nn.Module):
         Dynamo cannot trace), and tracing the Python glue around it specialised on each layer's
         index and recompiled until Dynamo's limit. Code around the module still compiles."""
         super().__init_subclass__(**kwargs)
-        # tessera's own classes only: a user's subclass that adds Python to forward compiles it
-        # (its call into the tessera forward stays one opaque call).
-        if "forward" in cls.__dict__ and cls.__module__.startswith("tessera."):
-            cls.forward = torch.compiler.disable(cls.__dict__["forward"])
+        # tessera's own forwards only (the class's or a mixin's it shares with a node): a user's
+        # subclass that adds Python to forward compiles it (its call into the tessera forward stays
+        # one opaque call).
+        forward = cls.forward
+        if forward.__module__.startswith("tessera.") and not getattr(forward, "_torchdynamo_disable", False):
+            cls.forward = torch.compiler.disable(forward)
 
     def __init__(self, cpp):
         super().__init__()
@@ -543,6 +569,9 @@ class CppModule(nn.Module):
                     nodes[name].__dict__[key] = copy.deepcopy(value, memo)
         if clone.__dict__.get("_checkpointing"):  # the flag was copied; C++'s clone starts without it
             clone.set_gradient_checkpointing(True)
+        for name, module in self.named_modules():  # a part's own (set_grad_checkpointing on a tower)
+            if name and module.__dict__.get("_checkpointing"):
+                nodes[name].set_grad_checkpointing(True)
         return clone
 
     def __reduce_ex__(self, protocol):

@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional, Type, Union
 import torch
 
 from . import registry
-from .models.pretrained import PreTrainedModel, merge_config, newest_checkpoint_of_run, read_config
+from .models.pretrained import PreTrainedModel, checkpoint_config, merge_config, newest_checkpoint_of_run
 from .models.weights import load_fitting, load_weights
 
 
@@ -39,7 +39,7 @@ def from_pretrained(path: str, **kwargs) -> PreTrainedModel:
     """Loads a Hugging Face folder (config.json + model.safetensors) into the matching class; a
     training run's folder loads its newest checkpoint."""
     path = newest_checkpoint_of_run(path)
-    config = read_config(path)
+    config = checkpoint_config(path, kwargs.get("config"))
     return registry.model_class(config, path).from_pretrained(path, **kwargs)
 
 
@@ -89,10 +89,13 @@ def _clip_model(name: str, pretrained: Optional[str], precision: str, device: Un
                 kwargs) -> PreTrainedModel:
     if precision not in _PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(_PRECISIONS)}, got {precision!r}")
+    output_dict = kwargs.pop("output_dict", None)  # open_clip's flag of the model's call
     model = create_model(name, pretrained=pretrained, **kwargs)
     if not hasattr(model, "encode_image"):
         raise ValueError(f"{name!r} is a {type(model).__name__}: open_clip's entry points make CLIP models "
                          "(create_model makes any family)")
+    if output_dict is not None:
+        model.output_dict = bool(output_dict)
     # amp keeps fp32 weights (autocast runs in the training loop), as open_clip does.
     return model.to(device=device, dtype=_PRECISIONS[precision])
 

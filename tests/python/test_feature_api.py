@@ -81,7 +81,7 @@ def _mae(d):
     hf = transformers.ViTMAEModel.from_pretrained(str(d), mask_ratio=0.0).eval()
     px = _pixels()
     noise = torch.arange(hf.config.image_size ** 2 // hf.config.patch_size ** 2, dtype=torch.float).expand(2, -1)
-    return SimpleNamespace(parent=parent, path="vit", tower=tower, inputs=(px,),
+    return SimpleNamespace(parent=parent, path="vit", tower=tower, inputs=(px,), call={"noise": noise}, hf_call=False,
                            hf=lambda: hf(px, noise=noise, output_hidden_states=True).hidden_states,
                            hf_norm=hf.layernorm)
 
@@ -113,6 +113,7 @@ def case(request, fixture_dir):
     family, make = CASES[request.param]
     c = make(fixture_dir(family))
     c.node = c.parent.get_submodule(c.path)
+    c.call, c.hf_call = getattr(c, "call", {}), getattr(c, "hf_call", True)  # a call's extra arguments
     c.layers = [m for m in c.node.modules() if isinstance(m, CppLayer)]
     return c
 
@@ -120,7 +121,84 @@ def case(request, fixture_dir):
 def test_a_loaded_parent_offers_the_feature_api_on_its_node(case):
     assert callable(case.node.forward_intermediates) and callable(case.node.forward_features)
     with pytest.raises(RuntimeError, match="run by C\\+\\+ inside its parent"):
-        case.node(*case.inputs)  # a plain call still refuses: C++ runs the node inside its parent
+        case.node.embeddings(*case.inputs)  # a part that is no model of its own still refuses
+
+
+def test_calling_the_node_is_the_towers_forward_as_transformers_calls_it(case):
+    """`clip.vision_model(pixel_values)` as in transformers: the standalone tower's forward on
+    the parent's tensors (it refused before); gradients reach every parameter it uses."""
+    with torch.no_grad():
+        tower = case.tower(*case.inputs, output_hidden_states=True, **case.call)
+        want = case.hf()
+    case.parent.zero_grad()
+    ours = case.node(*case.inputs, output_hidden_states=True, **case.call)
+    assert type(ours) is type(tower) and list(ours) == list(tower)
+    for key in tower:
+        torch.testing.assert_close(ours[key], tower[key], atol=1e-5, rtol=0)  # with grad vs no_grad kernels
+    if case.hf_call:  # MAE's reference runs unmasked; its masked call is compared in test_mae
+        for h, ref in zip(ours.hidden_states, want, strict=True):
+            torch.testing.assert_close(h, ref, atol=1e-4, rtol=0)
+    weights = torch.Generator().manual_seed(1)
+    loss = sum((t * torch.randn(t.shape, generator=weights)).sum() for t in (ours.last_hidden_state,
+                                                                           ours.get("pooler_output")) if t is not None)
+    loss.backward()
+    for name, p in case.node.named_parameters():
+        if p.requires_grad and "mask_token" not in name:
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_checkpointing_the_node_alone(case):
+    """timm's `set_grad_checkpointing` on a tower inside its parent: that tower's forward saves
+    less for backward (its layers keep their inputs only), the gradients are unchanged, a deep
+    copy of the parent keeps it, and the parent's own switch sets every part again."""
+    def run(parent, saved=None):
+        torch.manual_seed(0)  # BEiT's drop path: the same masks in every run
+        parent.zero_grad()
+        node = parent.get_submodule(case.path)
+        params = {p.untyped_storage().data_ptr() for p in parent.parameters()}
+
+        def pack(t):  # the storages the forward keeps for backward (parameters aside)
+            if saved is not None and t.untyped_storage().data_ptr() not in params:
+                saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = node(*case.inputs, **case.call).last_hidden_state
+        (out * torch.randn(out.shape, generator=torch.Generator().manual_seed(2))).sum().backward()
+        return {n: p.grad.clone() for n, p in node.named_parameters() if p.grad is not None}
+
+    def saved_bytes(parent):
+        saved = {}
+        run(parent, saved)
+        return sum(saved.values())
+
+    case.parent.train()
+    try:
+        plain, plain_bytes = run(case.parent), saved_bytes(case.parent)
+        case.node.set_grad_checkpointing(True)
+        checkpointed, checkpointed_bytes = run(case.parent), saved_bytes(case.parent)
+        assert checkpointed_bytes < plain_bytes
+        for name, g in plain.items():  # to the gradient's scale (BEiT's reach 1e5 here)
+            assert (checkpointed[name] - g).abs().max() <= 1e-5 * g.abs().max(), name
+        assert saved_bytes(copy.deepcopy(case.parent)) == checkpointed_bytes
+        case.parent.set_gradient_checkpointing(False)
+        assert saved_bytes(case.parent) == plain_bytes
+        assert saved_bytes(copy.deepcopy(case.parent)) == plain_bytes
+    finally:
+        case.parent.set_gradient_checkpointing(False)
+        case.parent.eval()
+
+
+def test_timms_head_attributes(case):
+    if not isinstance(case.node, tessera.models.features.VisionFeatures):
+        pytest.skip("timm's head attributes are an image model's")
+    with torch.no_grad():
+        pooled = case.node.forward_head(case.node.forward_features(*case.inputs))
+    assert case.node.num_features == case.node.embed_dim == case.tower.num_features == pooled.shape[-1]
+    assert case.node.num_classes == 0 and isinstance(case.node.get_classifier(), nn.Identity)
+    case.node.reset_classifier(0)  # timm's "features only" holds already
+    with pytest.raises(NotImplementedError, match="nn.Linear\\(model.num_features, n\\)"):
+        case.node.reset_classifier(10)
 
 
 def test_node_equals_the_standalone_tower_and_transformers(case):
@@ -231,6 +309,7 @@ def test_model_and_node_share_one_implementation():
         node_cls = tessera.cpp_module.node_class(node_name)
         assert issubclass(model_cls, mixin) and issubclass(node_cls, mixin)
         assert model_cls.forward_intermediates is node_cls.forward_intermediates is mixin.forward_intermediates
+        assert model_cls.forward is node_cls.forward is mixin.forward
 
 
 def test_node_methods_reach_classes_made_before_and_refuse_a_second_mixin():
@@ -255,6 +334,8 @@ def test_a_node_of_a_freed_model_or_a_copied_node_refuses(fixture_dir):
     orphan_copy = copy.deepcopy(model.vision_model)
     with pytest.raises(RuntimeError, match="not the module at vision_model"):
         orphan_copy.forward_features(px)
+    with pytest.raises(RuntimeError, match="not the module at vision_model"):
+        orphan_copy(px)
     clone = copy.deepcopy(model)  # a copied model mirrors its own C++ module: its nodes work
     with torch.no_grad():
         torch.testing.assert_close(clone.vision_model.forward_features(px), model.vision_model.forward_features(px))
@@ -263,4 +344,6 @@ def test_a_node_of_a_freed_model_or_a_copied_node_refuses(fixture_dir):
     gc.collect()
     with pytest.raises(RuntimeError, match="no longer exists"):
         tower.forward_features(px)
+    with pytest.raises(RuntimeError, match="no longer exists"):
+        tower(px)
 

@@ -59,3 +59,46 @@ def test_num_items_in_batch_is_a_sum_over_them(fixture_dir):
         torch.testing.assert_close(model(ids, labels=labels, num_items_in_batch=n).loss, mean * targets / 10)
     none = torch.full_like(labels, -100)
     assert model(ids, labels=none, num_items_in_batch=10).loss.item() == 0.0
+
+
+def _save_run(model, out_dir, callbacks):
+    args = transformers.TrainingArguments(
+        output_dir=str(out_dir), use_cpu=True, seed=0, max_steps=2, per_device_train_batch_size=2, save_steps=1,
+        learning_rate=1e-3, report_to=[], disable_tqdm=True)
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=_data(), callbacks=callbacks)
+    trainer.train()
+    trainer.save_model()
+
+
+def test_trainer_folders_load_in_both_libraries_with_the_callback(fixture_dir, tmp_path):
+    """Trainer saves a model not its own as weights alone; SavePretrainedCallback adds the config
+    to every checkpoint and to the output folder, which tessera and transformers then load alike."""
+    from tessera.hf_trainer import SavePretrainedCallback
+
+    model = tessera.from_pretrained(str(fixture_dir("llama")))
+    _save_run(model, tmp_path, [SavePretrainedCallback()])
+    ids = _data()[0]["input_ids"][None]
+    for folder in (tmp_path, tmp_path / "checkpoint-1", tmp_path / "checkpoint-2"):
+        ours, theirs = tessera.from_pretrained(str(folder)), transformers.LlamaForCausalLM.from_pretrained(str(folder))
+        with torch.no_grad():
+            torch.testing.assert_close(ours(ids).logits, theirs(ids).logits, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # the output folder holds the trained weights
+        torch.testing.assert_close(tessera.from_pretrained(str(tmp_path))(ids).logits, model(ids).logits)
+
+
+def test_a_folder_of_weights_alone_loads_with_a_config(fixture_dir, tmp_path):
+    d = fixture_dir("llama")
+    model = tessera.from_pretrained(str(d))
+    _save_run(model, tmp_path, [])
+    with pytest.raises(FileNotFoundError, match="a folder of weights alone.*config="):
+        tessera.from_pretrained(str(tmp_path))
+    ids = _data()[0]["input_ids"][None]
+    with torch.no_grad():
+        want = model(ids).logits
+        for config in (str(d), str(d / "config.json"), model.config, dict(model.config)):
+            for load in (tessera.from_pretrained, tessera.LlamaForCausalLM.from_pretrained):
+                torch.testing.assert_close(load(str(tmp_path), config=config)(ids).logits, want, atol=0, rtol=0)
+    with pytest.raises(TypeError, match="config must be a dict"):
+        tessera.from_pretrained(str(tmp_path), config=3)
+    with pytest.raises(ValueError, match="the config given"):  # a config that does not build names its source
+        tessera.from_pretrained(str(tmp_path), config={**model.config, "hidden_size": -1})

@@ -49,7 +49,7 @@ class _BeitBase(BeitTimmInterface, FamilyModel):
 
 @node_methods("BeitModel")
 class BeitFeatures(VisionFeatures):
-    """timm's feature API of the BEiT encoder: BeitModel and `BeitForMaskedImageModeling.beit`
+    """The forward and timm's feature API of the BEiT encoder: BeitModel and `BeitForMaskedImageModeling.beit`
     (no mask token; the relative position bias as in forward). The final norm is `layernorm`, as
     timm's `norm`: none with use_mean_pooling (timm's Identity), so forward_features is
     transformers' last_hidden_state. `interpolate_pos_encoding` is accepted and ignored: BEiT
@@ -57,6 +57,15 @@ class BeitFeatures(VisionFeatures):
 
     _forward_intermediates = staticmethod(_C.beit.forward_intermediates)
     _forward_head = staticmethod(_C.beit.forward_head)
+
+    @torch.compiler.disable
+    def forward(self, pixel_values: torch.Tensor, bool_masked_pos: Optional[torch.Tensor] = None,
+                output_hidden_states: bool = False,
+                interpolate_pos_encoding: bool = False) -> BeitModelOutputWithPooling:
+        """transformers' BeitModel forward (and `BeitForMaskedImageModeling.beit`'s)."""
+        _check(pixel_values, bool_masked_pos=bool_masked_pos)
+        self._sync_parameters()
+        return make_output(self._cpp.forward(pixel_values, bool_masked_pos, bool(output_hidden_states)))
 
 
 @register_model
@@ -72,13 +81,6 @@ class BeitModel(BeitFeatures, _BeitBase):
 
     def __init__(self, config: Optional[Dict[str, Any]] = None, add_pooling_layer: bool = True):
         super().__init__(config, bool(add_pooling_layer))
-
-    def forward(self, pixel_values: torch.Tensor, bool_masked_pos: Optional[torch.Tensor] = None,
-                output_hidden_states: bool = False,
-                interpolate_pos_encoding: bool = False) -> BeitModelOutputWithPooling:
-        _check(pixel_values, bool_masked_pos=bool_masked_pos)
-        self._sync_parameters()
-        return make_output(self._cpp.forward(pixel_values, bool_masked_pos, bool(output_hidden_states)))
 
     def probe_features(self):
         """`tessera eval --probe`'s feature function: the mean of the last layer's patch tokens."""

@@ -66,13 +66,22 @@ class _Blip2Part(FamilyModel):
 
 @node_methods("Blip2VisionModel")
 class Blip2VisionFeatures(VisionFeatures):
-    """timm's feature API of BLIP-2's image tower: Blip2VisionModel and the `vision_model` of
+    """The forward and timm's feature API of BLIP-2's image tower: Blip2VisionModel and the `vision_model` of
     Blip2ForConditionalGeneration and Blip2ForImageTextRetrieval. The final norm is
     post_layernorm, over every token: forward_features equals transformers' last_hidden_state
     (what the Q-Former reads)."""
 
     _forward_intermediates = staticmethod(_C.blip2.vision_forward_intermediates)
     _forward_head = staticmethod(_C.blip2.vision_forward_head)
+
+    @torch.compiler.disable
+    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False,
+                interpolate_pos_encoding: bool = False):
+        """transformers' Blip2VisionModel forward (and a parent's `vision_model`'s)."""
+        _check(pixel_values=pixel_values)
+        self._sync_parameters()
+        return make_output(self._cpp.forward(pixel_values, bool(output_hidden_states),
+                                             bool(interpolate_pos_encoding)))
 
 
 @register_model
@@ -86,16 +95,26 @@ class Blip2VisionModel(Blip2VisionFeatures, _Blip2Part):
     _cpp_class = "Blip2VisionModel"
     _resolve = "resolve_vision_config"
 
-    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False,
-                interpolate_pos_encoding: bool = False):
-        _check(pixel_values=pixel_values)
+
+
+@node_methods("Blip2QFormerModel")
+class Blip2QFormerCall:
+    """The Q-Former's forward: Blip2QFormerModel's, and a parent's `qformer`'s."""
+
+    @torch.compiler.disable
+    def forward(self, query_embeds: torch.Tensor, query_length: Optional[int] = None,
+                attention_mask: Optional[torch.Tensor] = None, encoder_hidden_states: Optional[torch.Tensor] = None,
+                encoder_attention_mask: Optional[torch.Tensor] = None, output_hidden_states: bool = False):
+        _check(query_embeds=query_embeds, attention_mask=attention_mask, encoder_hidden_states=encoder_hidden_states,
+               encoder_attention_mask=encoder_attention_mask)
         self._sync_parameters()
-        return make_output(self._cpp.forward(pixel_values, bool(output_hidden_states),
-                                             bool(interpolate_pos_encoding)))
+        n = -1 if query_length is None else int(query_length)
+        return make_output(self._cpp.forward(query_embeds, n, attention_mask, encoder_hidden_states,
+                                             encoder_attention_mask, bool(output_hidden_states)))
 
 
 @register_model
-class Blip2QFormerModel(_Blip2Part):
+class Blip2QFormerModel(Blip2QFormerCall, _Blip2Part):
     """The Querying Transformer. `query_embeds` [B, L, H] are `query_length` learned queries (all
     L by default) followed by text embeddings (use_qformer_text_input); the queries cross-attend to
     `encoder_hidden_states` every `cross_attention_frequency` layers. `attention_mask` is [B, L]
@@ -107,15 +126,6 @@ class Blip2QFormerModel(_Blip2Part):
     _cpp_class = "Blip2QFormerModel"
     _resolve = "resolve_qformer_config"
 
-    def forward(self, query_embeds: torch.Tensor, query_length: Optional[int] = None,
-                attention_mask: Optional[torch.Tensor] = None, encoder_hidden_states: Optional[torch.Tensor] = None,
-                encoder_attention_mask: Optional[torch.Tensor] = None, output_hidden_states: bool = False):
-        _check(query_embeds=query_embeds, attention_mask=attention_mask, encoder_hidden_states=encoder_hidden_states,
-               encoder_attention_mask=encoder_attention_mask)
-        self._sync_parameters()
-        n = -1 if query_length is None else int(query_length)
-        return make_output(self._cpp.forward(query_embeds, n, attention_mask, encoder_hidden_states,
-                                             encoder_attention_mask, bool(output_hidden_states)))
 
 
 @register_model

@@ -15,6 +15,7 @@ from .features import FeatureResult, VisionFeatures, indices_arg, intermediates_
 from .outputs import BaseModelOutputWithPooling, CLIPOutput, make_output
 from ..registry import register_model
 from .pretrained import PreTrainedModel, merge_config
+from .open_clip_compat import OpenClipInterface, open_clip_arguments
 from .timm_compat import ClipTimmInterface
 from .._warn import warn
 
@@ -33,19 +34,36 @@ def _check_tensor(name: str, value, ndim: int) -> None:
 
 @node_methods("CLIPVisionTransformer")
 class CLIPVisionFeatures(VisionFeatures):
-    """timm's feature API of CLIP's image tower: CLIPVisionModel, and the tower inside a parent
-    (`CLIPModel.vision_model`, `LlavaForConditionalGeneration.vision_tower`). The final norm is
-    post_layernorm, over every token: timm's CLIP ViTs load it as `norm`, so forward_features is
+    """The forward and timm's feature API of CLIP's image tower: CLIPVisionModel, and the tower
+    inside a parent (`CLIPModel.vision_model`, `LlavaForConditionalGeneration.vision_tower`). The
+    final norm is post_layernorm, over every token: timm's CLIP ViTs load it as `norm`, so forward_features is
     post_layernorm(tokens), where transformers' last_hidden_state is the tokens before it."""
 
     _forward_intermediates = staticmethod(_C.clip.vision_forward_intermediates)
     _forward_head = staticmethod(_C.clip.vision_forward_head)
 
+    @torch.compiler.disable
+    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False,
+                interpolate_pos_encoding: bool = False) -> BaseModelOutputWithPooling:
+        """transformers' CLIPVisionModel forward (and its vision_model's, inside a parent)."""
+        _check_tensor("pixel_values", pixel_values, 4)
+        self._sync_parameters()
+        return make_output(self._cpp.forward(pixel_values, output_hidden_states, interpolate_pos_encoding))
+
 
 @node_methods("CLIPTextTransformer")
 class CLIPTextFeatures:
-    """timm's feature API of CLIP's text tower: CLIPTextModel and `CLIPModel.text_model`. The final
-    norm is final_layer_norm: forward_features equals transformers' last_hidden_state."""
+    """The forward and timm's feature API of CLIP's text tower: CLIPTextModel and
+    `CLIPModel.text_model`. The final norm is final_layer_norm: forward_features equals
+    transformers' last_hidden_state."""
+
+    @torch.compiler.disable
+    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                output_hidden_states: bool = False) -> BaseModelOutputWithPooling:
+        """transformers' CLIPTextModel forward (and its text_model's, inside a parent)."""
+        _check_tensor("input_ids", input_ids, 2)
+        self._sync_parameters()
+        return make_output(self._cpp.forward(input_ids, attention_mask, output_hidden_states))
 
     def forward_features(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Every token after the last layer and final_layer_norm [B, L, D]."""
@@ -62,11 +80,7 @@ class CLIPTextFeatures:
 
 
 @register_model
-class CLIPModel(ClipTimmInterface, CppModule, PreTrainedModel):
-    def probe_features(self):
-        """`tessera eval --probe`'s feature function: the image embedding."""
-        return self.get_image_features
-
+class CLIPModel(ClipTimmInterface, OpenClipInterface, CppModule, PreTrainedModel):
     """CLIP two-tower model; parameter names equal transformers' CLIPModel. With
     `logit_bias_init_value` in the config it has SigLIP's learned `logit_bias` (open_clip's
     `init_logit_bias`): the logits gain it and `return_loss` is SiglipModel's sigmoid loss.
@@ -93,6 +107,10 @@ class CLIPModel(ClipTimmInterface, CppModule, PreTrainedModel):
         """The full config (C++ fills in the defaults and checks it) without building the model."""
         return json.loads(_C.clip.resolve_config(config_json(config)))
 
+    def probe_features(self):
+        """`tessera eval --probe`'s feature function: the image embedding."""
+        return self.get_image_features
+
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """A CLIP checkpoint loaded into a model with SigLIP's bias (training SigLIP from CLIP, as
         `logit_bias_init_value` in `config_overrides` or a recipe does) has no `logit_bias`: it
@@ -115,7 +133,17 @@ class CLIPModel(ClipTimmInterface, CppModule, PreTrainedModel):
         return_loss: bool = False,
         output_hidden_states: bool = False,
         interpolate_pos_encoding: bool = False,
+        *,
+        image: Optional[torch.Tensor] = None,
+        text: Optional[torch.Tensor] = None,
     ) -> CLIPOutput:
+        """transformers' CLIPModel forward; called as open_clip calls its model (`image=`, `text=`,
+        or an image batch first: model(image, text)), open_clip's output (open_clip_forward)."""
+        open_clip = open_clip_arguments(input_ids, pixel_values, image, text, dict(
+            attention_mask=attention_mask, return_loss=return_loss, output_hidden_states=output_hidden_states,
+            interpolate_pos_encoding=interpolate_pos_encoding))
+        if open_clip is not None:
+            return self.open_clip_forward(*open_clip)
         if input_ids is None or pixel_values is None:
             raise ValueError("CLIPModel.forward needs both input_ids and pixel_values")
         _check_tensor("input_ids", input_ids, 2)
@@ -198,11 +226,6 @@ class CLIPVisionModel(ClipTimmInterface, CLIPVisionFeatures, _TowerModel):
     _cpp_module_name = "CLIPVisionTransformer"  # its weight-loading rules: clip_family.cpp
     _cpp_class = "VisionTransformer"
 
-    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False,
-                interpolate_pos_encoding: bool = False) -> BaseModelOutputWithPooling:
-        _check_tensor("pixel_values", pixel_values, 4)
-        self._sync_parameters()
-        return make_output(self._cpp.forward(pixel_values, output_hidden_states, interpolate_pos_encoding))
 
 
 @register_model
@@ -213,8 +236,3 @@ class CLIPTextModel(CLIPTextFeatures, _TowerModel):
     _cpp_module_name = "CLIPTextTransformer"
     _cpp_class = "ClipTextTransformer"
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                output_hidden_states: bool = False) -> BaseModelOutputWithPooling:
-        _check_tensor("input_ids", input_ids, 2)
-        self._sync_parameters()
-        return make_output(self._cpp.forward(input_ids, attention_mask, output_hidden_states))

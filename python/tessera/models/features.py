@@ -19,9 +19,10 @@ and BLIP-2, 'avg' + fc_norm for BEiT with use_mean_pooling).
 from __future__ import annotations
 
 import operator
-from typing import Any, Callable, Dict, List, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
+from torch import nn
 
 FeatureResult = Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]
 
@@ -74,6 +75,33 @@ class VisionFeatures:
     _forward_intermediates: Callable[..., Dict[str, Any]]
     #: The family's bound forward_head(node, features): the tower's pooling of forward_features.
     _forward_head: Callable[..., torch.Tensor]
+
+    #: timm's: these towers carry no classifier, as a timm model made with num_classes=0.
+    num_classes = 0
+
+    @property
+    def num_features(self) -> int:
+        """timm's: the width D of forward_head's output, the tower's hidden size (its patch
+        projection's output channels)."""
+        return next(m.out_channels for m in self.modules() if isinstance(m, nn.Conv2d))
+
+    embed_dim = num_features  # timm's ViT name for the same width
+
+    def get_classifier(self) -> nn.Module:
+        """timm's: the head after forward_head, an Identity (no classifier)."""
+        return nn.Identity()
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """timm's `reset_classifier(0)` (features only) holds already. A classifier is refused:
+        forward is transformers' (a ModelOutput), which a head would not change; put one on the
+        pooled features: `nn.Linear(m.num_features, n)(m.forward_head(m.forward_features(x)))`."""
+        if num_classes == 0 and global_pool is None:
+            return
+        raise NotImplementedError(
+            f"reset_classifier({num_classes!r}, global_pool={global_pool!r}): {type(self).__name__} carries no "
+            "classifier and pools as its checkpoint does; its forward is transformers' (a ModelOutput). Put a head "
+            f"on the pooled features: nn.Linear(model.num_features, n) applied to "
+            "model.forward_head(model.forward_features(pixel_values))")
 
     def forward_features(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         """Every token after the last layer and the final norm [B, tokens, D] (timm's forward_features)."""

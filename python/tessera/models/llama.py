@@ -14,7 +14,7 @@ from typing import List, Optional, Union
 import torch
 
 from .. import _C
-from ..cpp_module import node_class
+from ..cpp_module import node_class, node_methods
 from ..registry import register_model
 from ..schema import from_mapping, require
 from .family import FamilyModel
@@ -50,8 +50,25 @@ def _check(**tensors) -> None:
             raise TypeError(f"{name} must be a torch.Tensor or None, got {type(value).__name__}")
 
 
+@node_methods("LlamaForCausalLM")
+class LlamaForCausalLMCall:
+    """The LM's forward: LlamaForCausalLM's, and the `language_model`'s of LLaVA and BLIP-2."""
+
+    @torch.compiler.disable
+    def forward(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
+                position_ids: Optional[torch.Tensor] = None, inputs_embeds: Optional[torch.Tensor] = None,
+                labels: Optional[torch.Tensor] = None, output_hidden_states: bool = False,
+                logits_to_keep: int = 0, num_items_in_batch=None) -> CausalLMOutputWithPast:
+        _check(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+               inputs_embeds=inputs_embeds, labels=labels)
+        self._sync_parameters()
+        out = make_output(self._cpp.forward(input_ids, attention_mask, position_ids, inputs_embeds, labels,
+                                            bool(output_hidden_states), int(logits_to_keep)))
+        return over_items(out, num_items_in_batch)
+
+
 @register_model
-class LlamaForCausalLM(FamilyModel):
+class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
     """A LLaMA language model. `labels` (usually the input ids, -100 where nothing is to be
     learned) give the next-token loss: `loss` (mean), and `loss_sum` / `num_tokens` for
     token-weighted accumulation. With `tie_word_embeddings` the head reads the embedding matrix
@@ -72,17 +89,6 @@ class LlamaForCausalLM(FamilyModel):
                 raise ValueError("tie_word_embeddings is true but the checkpoint's lm_head.weight differs from "
                                  "model.embed_tokens.weight; set tie_word_embeddings to false to load both")
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
-
-    def forward(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
-                position_ids: Optional[torch.Tensor] = None, inputs_embeds: Optional[torch.Tensor] = None,
-                labels: Optional[torch.Tensor] = None, output_hidden_states: bool = False,
-                logits_to_keep: int = 0, num_items_in_batch=None) -> CausalLMOutputWithPast:
-        _check(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-               inputs_embeds=inputs_embeds, labels=labels)
-        self._sync_parameters()
-        out = make_output(self._cpp.forward(input_ids, attention_mask, position_ids, inputs_embeds, labels,
-                                            bool(output_hidden_states), int(logits_to_keep)))
-        return over_items(out, num_items_in_batch)
 
     # ---- generation -----------------------------------------------------------------------------
     generation_defaults: Optional[dict] = None  # the folder's generation_config.json, as transformers reads it

@@ -40,27 +40,35 @@ def _check_pixels(pixel_values, noise) -> None:
         raise TypeError(f"noise must be a torch.Tensor or None, got {type(noise).__name__}")
 
 
+def _run(model, pixel_values, noise, output_hidden_states, interpolate_pos_encoding):
+    """The C++ forward of an MAE model or of the encoder inside one (both take the same arguments)."""
+    _check_pixels(pixel_values, noise)
+    model._sync_parameters()
+    return make_output(model._cpp.forward(pixel_values, noise, bool(output_hidden_states),
+                                          bool(interpolate_pos_encoding)))
+
+
 class _MaeBase(FamilyModel):
     model_type = "vit_mae"
     _family = _C.mae
 
-    def _run(self, pixel_values, noise, output_hidden_states, interpolate_pos_encoding):
-        _check_pixels(pixel_values, noise)
-        self._sync_parameters()
-        return make_output(self._cpp.forward(pixel_values, noise, bool(output_hidden_states),
-                                             bool(interpolate_pos_encoding)))
-
 
 @node_methods("ViTMAEModel")
 class ViTMAEFeatures(VisionFeatures):
-    """timm's feature API of the MAE encoder: ViTMAEModel and `ViTMAEForPreTraining.vit`. No
-    masking: every patch, in order, as timm's MAE-pretrained ViTs compute features (transformers'
-    ViTMAEModel would drop mask_ratio of them; with mask_ratio 0 it keeps all, shuffled by its
-    noise). The final norm is `layernorm`, so forward_features is transformers' last_hidden_state of
-    an unmasked pass."""
+    """The forward (transformers', masking included) and timm's feature API of the MAE encoder:
+    ViTMAEModel and `ViTMAEForPreTraining.vit`. The feature API masks nothing: every patch, in
+    order, as timm's MAE-pretrained ViTs compute features (transformers' ViTMAEModel would drop
+    mask_ratio of them; with mask_ratio 0 it keeps all, shuffled by its noise). The final norm is
+    `layernorm`, so forward_features is transformers' last_hidden_state of an unmasked pass."""
 
     _forward_intermediates = staticmethod(_C.mae.forward_intermediates)
     _forward_head = staticmethod(_C.mae.forward_head)
+
+    @torch.compiler.disable
+    def forward(self, pixel_values: torch.Tensor, noise: Optional[torch.Tensor] = None,
+                output_hidden_states: bool = False, interpolate_pos_encoding: bool = False) -> ViTMAEModelOutput:
+        """transformers' ViTMAEModel forward (and `ViTMAEForPreTraining.vit`'s)."""
+        return _run(self, pixel_values, noise, output_hidden_states, interpolate_pos_encoding)
 
 
 def _unmasked_probe(model, prefix: str):
@@ -79,10 +87,6 @@ class ViTMAEModel(ViTMAEFeatures, _MaeBase):
     architecture = "ViTMAEModel"
     input_embeddings = "embeddings.patch_embeddings"
     _cpp_class = "MaeModel"
-
-    def forward(self, pixel_values: torch.Tensor, noise: Optional[torch.Tensor] = None,
-                output_hidden_states: bool = False, interpolate_pos_encoding: bool = False) -> ViTMAEModelOutput:
-        return self._run(pixel_values, noise, output_hidden_states, interpolate_pos_encoding)
 
     def probe_features(self):
         """`tessera eval --probe`'s feature function: unmasked, the mean of the patch tokens."""
@@ -106,7 +110,7 @@ class ViTMAEForPreTraining(_MaeBase):
     def forward(self, pixel_values: torch.Tensor, noise: Optional[torch.Tensor] = None,
                 output_hidden_states: bool = False,
                 interpolate_pos_encoding: bool = False) -> ViTMAEForPreTrainingOutput:
-        return self._run(pixel_values, noise, output_hidden_states, interpolate_pos_encoding)
+        return _run(self, pixel_values, noise, output_hidden_states, interpolate_pos_encoding)
 
     def probe_features(self):
         """`tessera eval --probe`'s feature function: its encoder unmasked, mean patch tokens."""

@@ -21,12 +21,34 @@ def read_config(path: str) -> Dict[str, Any]:
     """Reads config.json (a folder or the file itself) with an error that names the file."""
     file = os.path.join(path, "config.json") if os.path.isdir(path) else path
     if not os.path.exists(file):
-        raise FileNotFoundError(f"no config.json at {file}")
+        weights_alone = os.path.isdir(path) and any(n.startswith("model") and n.endswith(".safetensors")
+                                                    for n in os.listdir(path))
+        raise FileNotFoundError(f"no config.json at {file}" + (
+            ": a folder of weights alone (transformers' Trainer writes one for a model that is not its own; "
+            "tessera.hf_trainer.SavePretrainedCallback adds the config). Load it with "
+            "from_pretrained(folder, config=<the model's config, or a folder or config.json>)" if weights_alone else ""))
     config = read_json(file, "a model config (a JSON object)")
     if not isinstance(config, dict):
         raise ValueError(f"{file}: a model config must be a JSON object, got {type(config).__name__} "
                          f"{json.dumps(config)[:60]}")
     return config
+
+
+def checkpoint_config(path: str, config: Union[None, str, Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The config a checkpoint folder loads with: its config.json, or `config` when given
+    (transformers' argument, for a folder of weights alone): a config dict (a model's `.config`)
+    or a folder or config.json to read."""
+    if config is None:
+        return read_config(path)
+    if isinstance(config, (str, os.PathLike)):
+        return read_config(os.fspath(config))
+    if not isinstance(config, dict):
+        raise TypeError(f"config must be a dict (a model's .config) or a folder or config.json path, "
+                        f"got {type(config).__name__}")
+    try:
+        return json.loads(json.dumps(config))  # plain data, as a file would give
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"config: not a JSON object ({e})") from None
 
 
 def newest_checkpoint_of_run(path: str) -> str:
@@ -110,19 +132,24 @@ class PreTrainedModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str, dtype: DType = "auto", torch_dtype: DType = None,
-                        config_overrides: Optional[Dict[str, Any]] = None, **kwargs):
+                        config_overrides: Optional[Dict[str, Any]] = None,
+                        config: Union[None, str, Dict[str, Any]] = None, **kwargs):
         """Builds the model from `path/config.json` and loads `path/model.safetensors` strictly.
         A tessera checkpoint's files are checked against its checksums.json first. A training run's
         folder loads its newest checkpoint, as chat and eval take it. `dtype` is transformers 5's
         (`torch_dtype` its old name): "auto" loads in the dtype the folder was saved in
         (tessera.models.dtypes), a dtype or its name in that one. `config_overrides` updates the
         folder's config (dropout rates, say; keys checked strictly), as transformers' config
-        keywords do; one that changes a shape fails the strict load."""
+        keywords do; one that changes a shape fails the strict load. `config` (transformers'
+        argument) replaces config.json: a config dict, or a folder or config.json to read, for a
+        folder of weights alone (what transformers' Trainer saves for a model not its own)."""
         from ..checksums import verify_model_files
 
         path = newest_checkpoint_of_run(path)
         verify_model_files(path)
-        folder_config = read_config(path)
+        folder_config = checkpoint_config(path, config)
+        source = os.fspath(path if config is None else config) if not isinstance(config, dict) else ""
+        file = (os.path.join(source, "config.json") if os.path.isdir(source) else source) or "the config given"
         config, from_parent = cls._own_config(folder_config, path)
         if config_overrides is not None:
             if not isinstance(config_overrides, dict):
@@ -131,7 +158,6 @@ class PreTrainedModel(nn.Module):
             if hasattr(cls, "resolve_config"):
                 check_override_keys(cls, cls.resolve_config(config), config_overrides, "config_overrides")
         previous = _C.nn.set_init_enabled(False)  # every parameter is loaded next: skip random init
-        file = os.path.join(path, "config.json") if os.path.isdir(path) else path
         try:
             model = cls(config, **kwargs)
         except ValueError as e:  # name the file: the C++ message names only the key
@@ -164,7 +190,7 @@ class PreTrainedModel(nn.Module):
             dtypes = {k: v.dtype for k, v in model.state_dict().items()}
         state = {k: v.to(dtypes[k]) if k in dtypes and v.dtype != dtypes[k] else v for k, v in state.items()}
         given = f" and config_overrides {json.dumps(config_overrides, sort_keys=True)}" if config_overrides else ""
-        load_fitting(model, state, f"{path} (with its config.json{given})", assign=True)
+        load_fitting(model, state, f"{path} (with {file}{given})", assign=True)
         if callable(getattr(model, "generate", None)):  # a causal LM reads its generation defaults too
             from .llama import read_generation_defaults
 
@@ -239,10 +265,7 @@ class PreTrainedModel(nn.Module):
         # weights file is replaced, or the folder would pair new weights with an old config.
         # config.json's dtype is the written weights' (a given state_dict's own, else the model's).
         tensors_in = state_dict.values() if state_dict is not None else self.parameters()
-        config = config_with_dtype(self.config, next((t.dtype for t in tensors_in if t.is_floating_point()), None))
-        config.setdefault("architectures", [self.architecture])
-        config.setdefault("model_type", self.model_type)
-        data = (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
+        data = self._config_file(next((t.dtype for t in tensors_in if t.is_floating_point()), None))
         state = self.state_dict() if state_dict is None else state_dict
         if getattr(self, "lora_config", None):
             # The plain model (adapters folded in: transformers and from_pretrained load it) and
@@ -259,6 +282,23 @@ class PreTrainedModel(nn.Module):
         from ..checksums import refresh_model_files
 
         refresh_model_files(path)  # a trainer checkpoint's manifest now lists the new files
+
+    def save_config(self, path: str) -> None:
+        """config.json (and a causal LM's generation_config.json) alone, beside weights written
+        by other code: transformers' Trainer saves only the weights of a model that is not its own
+        (tessera.hf_trainer.SavePretrainedCallback calls this)."""
+        data = self._config_file(self.dtype)
+        os.makedirs(path, exist_ok=True)
+        _C.core.write_file_atomic(os.path.join(path, "config.json"), data)
+        if callable(getattr(self, "generate", None)):
+            self._write_generation_config(path)
+
+    def _config_file(self, dtype: Optional[torch.dtype]) -> bytes:
+        """config.json's bytes for weights of `dtype`."""
+        config = config_with_dtype(self.config, dtype)
+        config.setdefault("architectures", [self.architecture])
+        config.setdefault("model_type", self.model_type)
+        return (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
 
     @property
     def dtype(self) -> torch.dtype:
@@ -327,6 +367,9 @@ class PreTrainedModel(nn.Module):
         inputs and rebuild the rest in backward)."""
         self._set_checkpointing(bool(enable))
         self.__dict__["_checkpointing"] = bool(enable)
+        for part in self.modules():  # C++ set every part: a part's own flag (CppNode.set_grad_checkpointing) is stale
+            if part is not self:
+                part.__dict__.pop("_checkpointing", None)
 
     def _set_checkpointing(self, enable: bool) -> None:
         raise NotImplementedError(f"{type(self).__name__} has no activation checkpointing")
