@@ -33,6 +33,7 @@ void bind_beit(py::module_& m) {
       })
       .def_static("config_fields", [] { return core::field_docs_json<BeitOptions>().dump(); })
       .def("set_gradient_checkpointing", &BeitModelImpl::set_gradient_checkpointing, py::arg("enable"))
+      .def("init_weights", &BeitModelImpl::init_weights, py::call_guard<py::gil_scoped_release>())
       .def(
           "forward",
           [](BeitModelImpl& self, const at::Tensor& px, const std::optional<at::Tensor>& mask, bool hidden) {

@@ -133,12 +133,9 @@ void bind_nn(py::module_& m) {
         // RTTI), referring to the node without copying it: a tower inside a parent is called with
         // the forward its own model class binds.
         torch::nn::Module* m = node_at(node);
-        try {
-          return py::cast(m, py::return_value_policy::reference);
-        } catch (const py::error_already_set&) {
-        } catch (const py::cast_error&) {
-        }
-        throw py::type_error("this C++ module (" + m->name() + ") has no Python binding of its own");
+        if (py::detail::get_type_info(typeid(*m)) == nullptr)  // else pybind answers a bound base class
+          throw py::type_error("this C++ module (" + m->name() + ") has no Python binding of its own");
+        return py::cast(m, py::return_value_policy::reference);
       },
       py::arg("node"), "The C++ module at `node` as its bound Python class (for a part's own forward).");
   m.def(
@@ -200,6 +197,8 @@ void bind_nn(py::module_& m) {
       py::arg("intermediate_size"), "{name: shape} of one layer in a family's layout (tests against transformers).");
   m.def("init_enabled", &nn::init_enabled, "False while models skip their random initialisation.");
   m.def("set_init_enabled", &nn::set_init_enabled, py::arg("enabled"), "Returns the previous value.");
+  m.def("set_meta_parameters", &nn::set_meta_parameters, py::arg("on"),
+        "Whether models built on this thread make their parameters on the meta device; returns the previous value.");
   // A context manager: `with _C.nn.ParameterBudget(): Model(config)` refuses a model too large for
   // this machine before its weights are initialised.
   struct BudgetScope {

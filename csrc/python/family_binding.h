@@ -33,7 +33,8 @@ py::class_<T, std::shared_ptr<T>> bind_family_module(py::module_& m, const char*
            }),
            py::arg("config_json"))
       .def("config_json", [](T& self) { return self.options.to_json().dump(); })
-      .def("set_gradient_checkpointing", &T::set_gradient_checkpointing, py::arg("enable"));
+      .def("set_gradient_checkpointing", &T::set_gradient_checkpointing, py::arg("enable"))
+      .def("init_weights", &T::init_weights, py::call_guard<py::gil_scoped_release>());
 }
 
 /// `resolve_config(json)`: the family's full config (defaults filled in, checked) without a model.

@@ -21,6 +21,7 @@ C++ module after the owning model pushed its rebound parameters (`_cpp_address`,
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import weakref
 from typing import Dict, List, Optional, Tuple, Type
@@ -80,6 +81,10 @@ class _MirroredNode(nn.Module):
                                "mirrors it (a copy?); use the model's own module, or deep-copy the whole model")
         return owner
 
+    def _apply(self, fn, recurse=True):  # converts in place, as CppModule._apply (a part's .double())
+        with _no_swap():
+            return super()._apply(fn, recurse)
+
     def train(self, mode: bool = True):
         super().train(mode)
         owner = self._owner() if self._owner is not None else None
@@ -117,6 +122,16 @@ def _refuse_replacing(parent: nn.Module, name: str, value) -> None:
 
 class CppNode(_MirroredNode):
     """A C++ module that C++ itself calls (never Python): it holds parameters and children."""
+
+    def __call__(self, *args, return_dict: Optional[bool] = None, **kwargs):
+        """transformers' `return_dict=False` on a part called as a model (a tuple, as the model's
+        own call gives: PreTrainedModel.__call__)."""
+        out = super().__call__(*args, **kwargs)
+        if return_dict is False:
+            from .models.outputs import as_tuple
+
+            return as_tuple(out)
+        return out
 
     def forward(self, *args, **kwargs):
         raise RuntimeError(f"{self._cpp_path or type(self).__name__} is run by C++ inside its parent; "
@@ -288,6 +303,29 @@ class _CallableEmbedding:
         return _C.nn.run_embedding(self._cpp_address(), input)
 
 
+def build_cpp(make, *args):
+    """`make(*args)` (a bound C++ module's constructor) where torch's default device says: under
+    `with torch.device("meta")` every parameter is a meta tensor, without memory or random init
+    (to be sharded, then `to_empty` and `init_weights()` or a load, as torchtitan builds); under
+    another device it is made on the CPU and CppModule moves it. Sizes beyond this machine are
+    refused before init (ParameterBudget)."""
+    with _on_meta(torch.get_default_device().type == "meta"), _C.nn.ParameterBudget():
+        return make(*args)
+
+
+@contextlib.contextmanager
+def _on_meta(meta: bool):
+    """C++ modules built (or cloned) in the scope make meta parameters, uninitialised, if `meta`."""
+    saved = _C.nn.set_meta_parameters(meta), _C.nn.init_enabled()
+    if meta:
+        _C.nn.set_init_enabled(False)
+    try:
+        yield
+    finally:
+        _C.nn.set_meta_parameters(saved[0])
+        _C.nn.set_init_enabled(saved[1])
+
+
 class _Sync:
     """Pushes rebound parameters to C++ and checks that no C++-run node was replaced."""
 
@@ -355,8 +393,9 @@ class _LayerCaller:
         return layer(hidden_states, args)
 
 
-#: The live Python module of each wrapped C++ module, by address: a second wrapper took over the
-#: first one's layer caller, so hooks and FSDP wrappers on the first were silently bypassed.
+#: The live Python model of each wrapped C++ module and of each of its parts, by address: a second
+#: wrapper (of the model, or of a part's handle) took over the first one's layer callers, so hooks
+#: and FSDP wrappers on the first were silently bypassed.
 _WRAPPERS: "weakref.WeakValueDictionary[int, nn.Module]" = weakref.WeakValueDictionary()
 
 
@@ -391,12 +430,16 @@ class CppModule(nn.Module):
             raise TypeError(f"{type(cpp).__name__} holds buffers ({', '.join(buffers[:3])}): tessera modules keep none "
                             f"(compute constants in forward, or make them parameters with requires_grad=False)")
         root = next(addr for path, _, _, addr in cpp.nodes() if not path)
-        if _WRAPPERS.get(root) is not None:  # its layer caller and hooks would move to the new one
-            raise RuntimeError(f"this {type(cpp).__name__} is already wrapped by a live "
-                               f"{type(_WRAPPERS[root]).__name__}; use that module (or copy.deepcopy it)")
+        owner = _WRAPPERS.get(root)
+        if owner is not None:  # its layer caller and hooks would move to the new one
+            what = "wrapped by" if owner._cpp_addr == root else "a part of"
+            raise RuntimeError(f"this {type(cpp).__name__} is already {what} a live {type(owner).__name__}; use "
+                               "that module (or copy.deepcopy it)")
         object.__setattr__(self, "_cpp", cpp)
         self._mirror(cpp)
-        _WRAPPERS[root] = self
+        device = torch.get_default_device()  # `with torch.device(...)`: where the model is wanted
+        if device.type not in ("cpu", "meta") and any(p.device != device for p in self.parameters()):
+            self.to(device)
 
     def __setattr__(self, name, value):
         if "_modules" in self.__dict__:
@@ -412,6 +455,8 @@ class CppModule(nn.Module):
         """Builds the Python tree of `cpp`'s nodes. `modes`: each path's train/eval flag to keep
         (default: this tree's own, so a re-mirror after apply_lora keeps a frozen tower in eval)."""
         modes = {n: m.training for n, m in self.named_modules()} if modes is None else modes
+        checkpointing = {n: m.__dict__["_checkpointing"] for n, m in self.named_modules()
+                         if n and "_checkpointing" in m.__dict__}  # a part's own switch; C++ keeps it
         nodes: Dict[str, nn.Module] = {"": self}
         kinds: Dict[str, Tuple[str, int]] = {}
         owner = weakref.ref(self)  # no cycle: the nodes live in this tree
@@ -433,6 +478,13 @@ class CppModule(nn.Module):
         for name, tensor in cpp.named_parameters():
             owner, _, leaf = name.rpartition(".")
             nodes[owner]._parameters[leaf] = _as_parameter(tensor)
+        for path, flag in checkpointing.items():
+            if path in nodes:
+                nodes[path].__dict__["_checkpointing"] = flag
+        for addr in [a for a, m in _WRAPPERS.items() if m is self]:  # a re-mirror's old parts
+            del _WRAPPERS[addr]
+        for _, addr in kinds.values():  # the root and every part: none may be wrapped again
+            _WRAPPERS[addr] = self
         for node in nodes.values():
             if isinstance(node, _HAS_BIAS) and "bias" not in node._parameters:
                 node._parameters["bias"] = None  # as torch's leaf without one
@@ -551,14 +603,14 @@ class CppModule(nn.Module):
         self._sync_all()  # C++ may still hold tensors a functional_call passed in
         clone = self.__class__.__new__(self.__class__)
         nn.Module.__init__(clone)
-        object.__setattr__(clone, "_cpp", self._cpp.clone())
+        with _on_meta(any(p.is_meta for _, p in self._cpp.named_parameters())):  # C++ clones into new ones
+            object.__setattr__(clone, "_cpp", self._cpp.clone())
         memo[id(self)] = clone  # a hook or attribute that refers to the model refers to the copy
         skip = {"_cpp", "_cpp_addr", "_root_sync", "_syncs"}
         for key, value in self.__dict__.items():
             if key not in clone.__dict__ and key not in skip:
                 clone.__dict__[key] = copy.deepcopy(value, memo)
         clone._mirror(clone._cpp, {n: m.training for n, m in self.named_modules()})  # as torch's deepcopy keeps them
-        _WRAPPERS[clone._cpp_addr] = clone
         flags = {name: p.requires_grad for name, p in self.named_parameters()}
         for name, q in clone.named_parameters():
             q.requires_grad_(flags[name])
@@ -569,9 +621,9 @@ class CppModule(nn.Module):
                     nodes[name].__dict__[key] = copy.deepcopy(value, memo)
         if clone.__dict__.get("_checkpointing"):  # the flag was copied; C++'s clone starts without it
             clone.set_gradient_checkpointing(True)
-        for name, module in self.named_modules():  # a part's own (set_grad_checkpointing on a tower)
-            if name and module.__dict__.get("_checkpointing"):
-                nodes[name].set_grad_checkpointing(True)
+        for name, module in self.named_modules():  # a part's own switch, set after the model's
+            if name and "_checkpointing" in module.__dict__:
+                nodes[name].set_grad_checkpointing(module.__dict__["_checkpointing"])
         return clone
 
     def __reduce_ex__(self, protocol):

@@ -64,6 +64,7 @@ def create_model(name: str, pretrained: Optional[str] = None, config_overrides: 
     import inspect
 
     family, config = registry.variant(name)
+    output_dict = kwargs.pop("output_dict", None)  # open_clip's flag of a CLIP model's call
     if config_overrides is not None and not isinstance(config_overrides, dict):
         raise TypeError(f"create_model({name!r}): config_overrides must be a dict, got {type(config_overrides).__name__}")
     cls = registry.model_class(config, name)
@@ -73,7 +74,12 @@ def create_model(name: str, pretrained: Optional[str] = None, config_overrides: 
     config = merge_config(config, config_overrides)
     if config_overrides:
         registry.validate(family, config, f"create_model({name!r}) config_overrides")
+    if output_dict is not None and not hasattr(cls, "output_dict"):
+        raise TypeError(f"create_model({name!r}, output_dict=...): open_clip's flag of a CLIP model's call; "
+                        f"{cls.__name__} has no such call")
     model = cls(config, **kwargs)
+    if output_dict is not None:
+        model.output_dict = bool(output_dict)
     if pretrained:
         pretrained = newest_checkpoint_of_run(pretrained)
         load_fitting(model, load_weights(pretrained), f"{pretrained} (for create_model({name!r}))")
@@ -89,13 +95,10 @@ def _clip_model(name: str, pretrained: Optional[str], precision: str, device: Un
                 kwargs) -> PreTrainedModel:
     if precision not in _PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(_PRECISIONS)}, got {precision!r}")
-    output_dict = kwargs.pop("output_dict", None)  # open_clip's flag of the model's call
     model = create_model(name, pretrained=pretrained, **kwargs)
     if not hasattr(model, "encode_image"):
         raise ValueError(f"{name!r} is a {type(model).__name__}: open_clip's entry points make CLIP models "
                          "(create_model makes any family)")
-    if output_dict is not None:
-        model.output_dict = bool(output_dict)
     # amp keeps fp32 weights (autocast runs in the training loop), as open_clip does.
     return model.to(device=device, dtype=_PRECISIONS[precision])
 

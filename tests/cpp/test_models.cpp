@@ -17,6 +17,7 @@
 #include "tessera/models/mae/mae_model.h"
 #include "tessera/nn/decode_layer.h"
 #include "tessera/nn/linear.h"
+#include "tessera/nn/module.h"
 #include "test_util.h"
 
 #include <nlohmann/json.hpp>
@@ -304,6 +305,27 @@ TEST(LlamaForCausalLM, CachedDecodingLogitsEqualAFullForward) {
       EXPECT_LE(max_diff(step, full.slice(1, t, t + 1)), 1e-5) << "position " << t << ", capacity " << capacity;
     }
   }
+}
+
+// Under set_meta_parameters a model holds meta tensors (no memory, no init); materialised and
+// initialised with init_weights, it equals a model built on the CPU from the same seed.
+TEST(LlamaForCausalLM, MetaBuildThenInitEqualsACpuBuild) {
+  const auto options = models::LlamaOptions().vocab_size(50).hidden_size(32).intermediate_size(48)
+      .num_hidden_layers(2).num_attention_heads(4).num_key_value_heads(2).max_position_embeddings(32);
+  at::manual_seed(0);
+  models::LlamaForCausalLM reference(options);
+  const bool previous = nn::set_meta_parameters(true);
+  models::LlamaForCausalLM lm(options);
+  nn::set_meta_parameters(previous);
+  for (const auto& p : lm->named_parameters()) EXPECT_TRUE(p.value().is_meta()) << p.key();
+  for (const auto& m : lm->modules()) {  // to_empty's part: new CPU tensors (NaN: what init misses shows)
+    for (const auto& p : m->named_parameters(/*recurse=*/false))
+      dynamic_cast<nn::ModuleBase&>(*m).rebind_parameter(p.key(), at::full(p.value().sizes(), NAN));
+  }
+  at::manual_seed(0);
+  lm->init_weights();
+  for (const auto& p : reference->named_parameters())
+    EXPECT_TRUE(at::equal(lm->named_parameters()[p.key()], p.value())) << p.key();
 }
 
 // set_vocabulary (resize_token_embeddings) gives the model a LLaMA built at the new size computes,

@@ -1,7 +1,10 @@
 """Trains a tiny tessera CLIP for a few AdamW steps, in one process or under FSDP2 on 2 Gloo
 ranks (same batch on every rank), and writes the losses and final weights for the test to compare.
 
-    python _fsdp_worker.py OUT single|fsdp|fsdp_ckpt     (fsdp*: launched by torchrun)
+    python _fsdp_worker.py OUT single|fsdp|fsdp_ckpt|fsdp_meta     (fsdp*: launched by torchrun)
+
+fsdp_meta builds the model as torchtitan does: under `with torch.device("meta")` (no memory),
+shards it, `to_empty`, and loads the full weights from rank 0 with torch's set_model_state_dict.
 """
 import os
 import sys
@@ -22,10 +25,15 @@ def main(out: str, mode: str) -> None:
     torch.set_num_threads(1)
     config = tiny_config()
     model = tessera.CLIPModel(config)
+    full = model.state_dict()  # the weights every mode starts from
+    if mode == "fsdp_meta":
+        with torch.device("meta"):
+            model = tessera.CLIPModel(config)
+        assert all(p.is_meta for p in model.parameters())
     model.train()
     ids, mask = text_batch(config["text_config"], batch=4, seq_len=config["text_config"]["max_position_embeddings"])
     px = pixel_batch(config["vision_config"], batch=4)
-    initial = {k: v.detach().clone() for k, v in model.named_parameters()}
+    initial = {k: v.detach().clone() for k, v in full.items()}
     rank = 0
     if mode != "single":
         from torch.distributed.device_mesh import init_device_mesh
@@ -44,6 +52,12 @@ def main(out: str, mode: str) -> None:
         # FSDP2 shards no scalar parameter (CLIP's logit_scale, a scalar in HF too): it stays
         # replicated and its gradient is averaged by hand below.
         fully_shard(model, mesh=mesh, ignored_params={model.logit_scale})
+        if mode == "fsdp_meta":
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+            model.to_empty(device="cpu")
+            set_model_state_dict(model, full if rank == 0 else {},
+                                 options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     losses = []
     for _ in range(STEPS):

@@ -604,3 +604,15 @@ def test_fsdp2_one_rank_over_nccl(fixture_dir, tmp_path):
     # Weights whose gradient is rounding noise move by Adam's normalised noise, up to ~lr a step
     # (on CUDA, atomics make that noise differ run to run): within one step of lr 1e-3.
     assert r["max_weight_diff"] <= 1e-3, r
+
+
+def test_a_model_built_under_the_device_lives_there(fixture_dir):
+    """`with torch.device(...)`: built on the CPU (the same draws as a CPU build) and moved there."""
+    config = tessera.from_pretrained(str(fixture_dir("llama"))).config
+    torch.manual_seed(0)
+    want = tessera.LlamaForCausalLM(config)
+    torch.manual_seed(0)
+    with torch.device(DEVICE):
+        model = tessera.LlamaForCausalLM(config)
+    for (name, p), q in zip(model.named_parameters(), want.parameters()):
+        assert p.device.type == DEVICE and torch.equal(p.cpu(), q), name

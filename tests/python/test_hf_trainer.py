@@ -95,10 +95,58 @@ def test_a_folder_of_weights_alone_loads_with_a_config(fixture_dir, tmp_path):
     ids = _data()[0]["input_ids"][None]
     with torch.no_grad():
         want = model(ids).logits
-        for config in (str(d), str(d / "config.json"), model.config, dict(model.config)):
+        for config in (str(d), str(d / "config.json"), model.config, dict(model.config),
+                       transformers.AutoConfig.from_pretrained(str(d))):
             for load in (tessera.from_pretrained, tessera.LlamaForCausalLM.from_pretrained):
                 torch.testing.assert_close(load(str(tmp_path), config=config)(ids).logits, want, atol=0, rtol=0)
     with pytest.raises(TypeError, match="config must be a dict"):
         tessera.from_pretrained(str(tmp_path), config=3)
     with pytest.raises(ValueError, match="the config given"):  # a config that does not build names its source
         tessera.from_pretrained(str(tmp_path), config={**model.config, "hidden_size": -1})
+    with pytest.raises(ValueError, match="the config given: dtype"):  # the dict's, not the folder's
+        tessera.from_pretrained(str(tmp_path), config={**model.config, "dtype": "float31"})
+    with pytest.raises(ValueError, match=f"{d / 'config.json'}: a 'llama' checkpoint"):
+        tessera.CLIPVisionModel.from_pretrained(str(tmp_path), config=str(d))
+
+
+def test_the_callback_saves_a_lora_model_merged(fixture_dir, tmp_path):
+    """Trainer's own file holds LoRA adapters unmerged, which transformers drops without a word:
+    the callback saves each checkpoint whole (merged weights, the adapter in PEFT's files)."""
+    from tessera.hf_trainer import SavePretrainedCallback
+    from tessera.lora import apply_lora
+
+    model = tessera.from_pretrained(str(fixture_dir("llama")))
+    apply_lora(model, ["q_proj", "v_proj"], r=4)
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path), use_cpu=True, seed=0, max_steps=2, per_device_train_batch_size=2, save_steps=2,
+        learning_rate=5e-2, report_to=[], disable_tqdm=True)
+    ids = _data()[0]["input_ids"][None]
+    with torch.no_grad():
+        before = model(ids).logits
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=_data(), callbacks=[SavePretrainedCallback()])
+    with pytest.warns(UserWarning, match=r"trainer.save_model\(\) after this would write its adapters unmerged"):
+        trainer.train()
+    with torch.no_grad():
+        trained = model(ids).logits
+        assert (trained - before).abs().max() > 1e-2
+        for folder in (tmp_path / "checkpoint-2", tmp_path):
+            for load in (tessera.from_pretrained, transformers.LlamaForCausalLM.from_pretrained):
+                torch.testing.assert_close(load(str(folder))(ids).logits, trained, atol=1e-5, rtol=1e-5)
+    assert (tmp_path / "checkpoint-2" / "adapter" / "adapter_config.json").is_file()
+
+
+def test_the_callback_writes_wherever_trainer_writes_weights(fixture_dir, tmp_path):
+    """Trainer writes weights where `args.should_save` (every node's first process with
+    save_on_each_node), not only on world rank 0."""
+    from types import SimpleNamespace
+
+    from tessera.hf_trainer import SavePretrainedCallback
+
+    model = tessera.from_pretrained(str(fixture_dir("llama")))
+    args = SimpleNamespace(should_save=True, output_dir=str(tmp_path))
+    state = SimpleNamespace(is_world_process_zero=False, global_step=7)
+    SavePretrainedCallback().on_save(args, state, None, model=model)
+    assert (tmp_path / "checkpoint-7" / "config.json").is_file()
+    SavePretrainedCallback().on_save(SimpleNamespace(should_save=False, output_dir=str(tmp_path / "x")), state, None,
+                                     model=model)
+    assert not (tmp_path / "x").exists()

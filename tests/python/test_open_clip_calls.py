@@ -127,3 +127,6 @@ def test_attributes_open_clips_scripts_read(pair):
         assert getattr(ours, name) == getattr(theirs, name), name
     model, *_ = tessera.create_model_and_transforms("ViT-B-32", output_dict=True)
     assert model.output_dict is True
+    assert tessera.create_model("ViT-B-32", output_dict=True).output_dict is True  # open_clip's create_model too
+    with pytest.raises(TypeError, match=r"output_dict=...\): open_clip.s flag"):
+        tessera.create_model("llama-50m", output_dict=True)

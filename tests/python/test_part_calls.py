@@ -4,6 +4,8 @@ the parent's tensors, equal to transformers' same part (the image towers: test_f
 These calls were refused before ("run by C++ inside its parent")."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -73,3 +75,59 @@ def test_a_part_without_a_model_of_its_own_still_refuses(fixture_dir):
     model = tessera.from_pretrained(str(fixture_dir("llava")))
     with pytest.raises(RuntimeError, match="run by C\\+\\+ inside its parent"):
         model.language_model.model(torch.zeros(1, 3, dtype=torch.long))
+
+
+def test_a_part_answers_return_dict_as_the_model_does(fixture_dir):
+    model = tessera.from_pretrained(str(fixture_dir("clip")))
+    tower = tessera.CLIPVisionModel.from_pretrained(str(fixture_dir("clip")))
+    px = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        got, want = model.vision_model(px, return_dict=False), tower(px, return_dict=False)
+    assert isinstance(got, tuple) and len(got) == len(want) == 2
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    assert type(model.vision_model(px, return_dict=True)).__name__ == "BaseModelOutputWithPooling"
+
+
+def test_a_parts_handle_cannot_be_wrapped_again(fixture_dir):
+    """A second CppModule over a part would take over its layers' callers: the model's hooks and
+    FSDP wrappers on them would be bypassed without a word."""
+    model = tessera.from_pretrained(str(fixture_dir("clip")))
+    with pytest.raises(RuntimeError, match="already a part of a live CLIPModel"):
+        tessera.CppModule(model.vision_model._cpp)
+    with pytest.raises(RuntimeError, match="already wrapped by a live CLIPModel"):
+        tessera.CppModule(model.cpp)
+
+
+def test_a_part_converts_in_place_under_torchs_swap_flag(fixture_dir):
+    model = tessera.from_pretrained(str(fixture_dir("clip")))
+    saved = torch.__future__.get_swap_module_params_on_conversion()
+    torch.__future__.set_swap_module_params_on_conversion(True)
+    try:
+        model.vision_model.double()
+    finally:
+        torch.__future__.set_swap_module_params_on_conversion(saved)
+    px = torch.randn(1, 3, 32, 32, dtype=torch.float64)
+    assert model.vision_model(px).pooler_output.dtype == torch.float64
+
+
+def test_a_parts_checkpointing_switch_survives_copies_and_lora(fixture_dir):
+    from tessera.lora import apply_lora
+
+    def saved_tensors(model):
+        count = [0]
+        px = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: count.__setitem__(0, count[0] + 1) or t, lambda t: t):
+            model.vision_model(px).last_hidden_state.sum()
+        return count[0]
+
+    model = tessera.from_pretrained(str(fixture_dir("clip"))).train()
+    plain = saved_tensors(model)
+    model.set_gradient_checkpointing(True)
+    model.vision_model.set_grad_checkpointing(False)  # the part's switch, set after the model's
+    assert saved_tensors(model) == saved_tensors(copy.deepcopy(model)) == plain
+    model.vision_model.set_grad_checkpointing(True)
+    checkpointed = saved_tensors(model)
+    assert checkpointed < plain
+    apply_lora(model, ["q_proj"], r=2)  # the tree is mirrored again: the switch goes with it
+    assert saved_tensors(model) == saved_tensors(copy.deepcopy(model)) < plain

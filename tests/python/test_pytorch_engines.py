@@ -39,7 +39,7 @@ def single(tmp_path_factory):
     return _run(str(tmp_path_factory.mktemp("single") / "r.pt"), "single")
 
 
-@pytest.mark.parametrize("mode", ["fsdp", "fsdp_ckpt"])
+@pytest.mark.parametrize("mode", ["fsdp", "fsdp_ckpt", "fsdp_meta"])
 def test_fsdp2_per_layer_and_root_equals_one_process(single, mode, tmp_path):
     got = _run(str(tmp_path / "r.pt"), mode, nproc=2)
     assert all(single["changed"].values()), [k for k, c in single["changed"].items() if not c]

@@ -135,7 +135,8 @@ def test_a_tower_loads_from_its_parents_folder_as_transformers_does(tmp_path, to
                                     {"model_type": "llava", "vision_config": {"model_type": "siglip_vision_model"}}])
 def test_a_tower_refuses_a_folder_without_its_config(tmp_path, parent):
     (tmp_path / "config.json").write_text(json.dumps(parent))
-    with pytest.raises(ValueError, match=f"{re.escape(str(tmp_path))}: a '{parent['model_type']}' checkpoint, with no "
+    with pytest.raises(ValueError, match=f"{re.escape(str(tmp_path / 'config.json'))}: a '{parent['model_type']}' "
+                                         "checkpoint, with no "
                                          "'vision_config' of model_type 'clip_vision_model'"):
         tessera.CLIPVisionModel.from_pretrained(str(tmp_path))
 

@@ -1,4 +1,4 @@
-// Layout paths and the no-init switch of tessera modules.
+// Layout paths and the build switches (no init, meta parameters, budget) of tessera modules.
 #include "tessera/nn/module.h"
 
 #include <unistd.h>
@@ -9,6 +9,7 @@
 namespace tessera::nn {
 namespace {
 thread_local bool g_init_enabled = true;
+thread_local bool g_meta_parameters = false;
 thread_local int g_budget_depth = 0;
 thread_local double g_budget_bytes = 0;
 
@@ -72,5 +73,7 @@ void charge_parameter_bytes(const std::string& what, c10::IntArrayRef shape, dou
                     "intermediate_size, num_hidden_layers, vocab_size), or set TESSERA_MAX_PARAMETER_BYTES");
 }
 bool set_init_enabled(bool enabled) { return std::exchange(g_init_enabled, enabled); }
+bool meta_parameters() { return g_meta_parameters; }
+bool set_meta_parameters(bool on) { return std::exchange(g_meta_parameters, on); }
 
 }  // namespace tessera::nn

@@ -40,6 +40,12 @@ bool init_enabled();
 /// Sets the flag NoInitGuard scopes (for Python's context manager); returns the previous value.
 bool set_init_enabled(bool enabled);
 
+/// Whether parameters are made on the meta device (no memory), as Python's
+/// `with torch.device("meta")` asks: a model built to be sharded, then materialised with
+/// `to_empty` and initialised or loaded. Per thread; set_meta_parameters returns the previous value.
+bool meta_parameters();
+bool set_meta_parameters(bool on);
+
 /// While alive (outermost guard), the bytes of every parameter registered on this thread are
 /// summed, and a model whose parameters would outgrow this machine's memory (or
 /// TESSERA_MAX_PARAMETER_BYTES) is refused by name before its weights are initialised, which is
@@ -134,12 +140,14 @@ class Module : public torch::nn::Module, public ModuleBase {
   /// (an absent bias).
   Slot add_parameter(const std::string& name, at::Tensor tensor, bool requires_grad = true) {
     if (!tensor.defined()) return {};
+    if (meta_parameters()) return register_slot(name, tensor.to(at::kMeta), requires_grad);
     charge_parameter_bytes(class_name_ + "." + name, tensor.sizes(), static_cast<double>(tensor.nbytes()));
     return register_slot(name, std::move(tensor), requires_grad);
   }
   /// An uninitialised float parameter of `shape`, charged against the ParameterBudget before it is
   /// allocated (large weights: linears, embeddings).
   Slot add_parameter(const std::string& name, std::vector<int64_t> shape, bool requires_grad = true) {
+    if (meta_parameters()) return register_slot(name, at::empty(shape, at::device(at::kMeta)), requires_grad);
     double numel = 1;
     for (int64_t n : shape) numel *= static_cast<double>(n);  // in double: absurd sizes must not wrap
     charge_parameter_bytes(class_name_ + "." + name, shape, numel * sizeof(float));

@@ -10,7 +10,7 @@ from torch import nn
 
 from .. import _C
 from ..config_json import config_json
-from ..cpp_module import CppModule, node_class, node_methods
+from ..cpp_module import CppModule, build_cpp, node_class, node_methods
 from .features import FeatureResult, VisionFeatures, indices_arg, intermediates_result
 from .outputs import BaseModelOutputWithPooling, CLIPOutput, make_output
 from ..registry import register_model
@@ -98,7 +98,7 @@ class CLIPModel(ClipTimmInterface, OpenClipInterface, CppModule, PreTrainedModel
 
     def __init__(self, config: Optional[Dict[str, Any]] = None):
         config = dict(config or {})
-        cpp = _C.clip.ClipModel(config_json(config))
+        cpp = build_cpp(_C.clip.ClipModel, config_json(config))
         super().__init__(cpp)
         self.config = merge_config(config, json.loads(cpp.config_json()))  # C++'s values, HF's extra keys
 
@@ -195,7 +195,7 @@ class _TowerModel(CppModule, PreTrainedModel):
 
     def __init__(self, config: Optional[Dict[str, Any]] = None):
         config = dict(config or {})
-        super().__init__(getattr(_C.clip, self._cpp_class)(config_json(config)))
+        super().__init__(build_cpp(getattr(_C.clip, self._cpp_class), config_json(config)))
         self.config = merge_config(config, json.loads(self._cpp.config_json()))
 
     def _set_checkpointing(self, enable: bool) -> None:

@@ -38,7 +38,7 @@ def load_dtype(dtype: DType, torch_dtype: DType, config: Mapping[str, Any], weig
         return _named(dtype, where)
     for key in ("dtype", "torch_dtype"):
         if config.get(key) is not None:
-            return _named(config[key], f"{where}: config.json {key}")
+            return _named(config[key], f"{where}: {key}")
     first = next((t.dtype for t in weights.values() if t.dtype.is_floating_point), None)
     return first if first in FLOATS else torch.float32
 

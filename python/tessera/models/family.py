@@ -7,7 +7,7 @@ from typing import Any, Dict, Optional
 
 from .. import _C
 from ..config_json import config_json
-from ..cpp_module import CppModule
+from ..cpp_module import CppModule, build_cpp
 from .pretrained import PreTrainedModel, merge_config
 
 
@@ -17,9 +17,7 @@ class FamilyModel(CppModule, PreTrainedModel):
 
     def __init__(self, config: Optional[Dict[str, Any]] = None, *cpp_args):
         config = dict(config or {})
-        with _C.nn.ParameterBudget():  # a config too large for this machine is refused before init
-            cpp = getattr(self._family, self._cpp_class)(config_json(config), *cpp_args)
-        super().__init__(cpp)
+        super().__init__(build_cpp(getattr(self._family, self._cpp_class), config_json(config), *cpp_args))
         # merge_config drops an alias (image_token_id) of a key the resolved config holds
         self.config = merge_config(config, json.loads(self._cpp.config_json()))
         self.config["architectures"] = [self.architecture]

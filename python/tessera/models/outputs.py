@@ -76,3 +76,10 @@ def make_output(d: Dict[str, Any]) -> ModelOutput:
     name = d.pop("__output__")
     cls = _CLASSES.get(name) or type(name, (ModelOutput,), {"__module__": __name__})
     return cls((k, make_output(v) if isinstance(v, dict) and "__output__" in v else v) for k, v in d.items())
+
+
+def as_tuple(out: Any) -> Any:
+    """transformers' `return_dict=False`: an output as the tuple of its set fields, nested too."""
+    if isinstance(out, ModelOutput):
+        return tuple(as_tuple(v) for v in out.to_tuple())
+    return out

@@ -12,7 +12,7 @@ from .. import _C
 from ..io import read_json
 from .config import ModelConfig
 from .dtypes import DType, config_with_dtype, load_dtype
-from .outputs import ModelOutput
+from .outputs import ModelOutput, as_tuple
 from .weights import apply_key_aliases, fill_tied, load_fitting, load_weights, save_weights
 from .._warn import warn
 
@@ -37,14 +37,16 @@ def read_config(path: str) -> Dict[str, Any]:
 def checkpoint_config(path: str, config: Union[None, str, Dict[str, Any]] = None) -> Dict[str, Any]:
     """The config a checkpoint folder loads with: its config.json, or `config` when given
     (transformers' argument, for a folder of weights alone): a config dict (a model's `.config`)
-    or a folder or config.json to read."""
+    (or transformers' config object) or a folder or config.json to read."""
     if config is None:
         return read_config(path)
     if isinstance(config, (str, os.PathLike)):
         return read_config(os.fspath(config))
+    if not isinstance(config, dict) and callable(getattr(config, "to_dict", None)):
+        config = config.to_dict()  # transformers' config object
     if not isinstance(config, dict):
-        raise TypeError(f"config must be a dict (a model's .config) or a folder or config.json path, "
-                        f"got {type(config).__name__}")
+        raise TypeError(f"config must be a dict (a model's .config), a transformers config or a folder or "
+                        f"config.json path, got {type(config).__name__}")
     try:
         return json.loads(json.dumps(config))  # plain data, as a file would give
     except (TypeError, ValueError) as e:
@@ -148,9 +150,10 @@ class PreTrainedModel(nn.Module):
         path = newest_checkpoint_of_run(path)
         verify_model_files(path)
         folder_config = checkpoint_config(path, config)
-        source = os.fspath(path if config is None else config) if not isinstance(config, dict) else ""
+        source = os.fspath(path if config is None else config) if isinstance(config, (type(None), str, os.PathLike)) \
+            else ""
         file = (os.path.join(source, "config.json") if os.path.isdir(source) else source) or "the config given"
-        config, from_parent = cls._own_config(folder_config, path)
+        config, from_parent = cls._own_config(folder_config, file)
         if config_overrides is not None:
             if not isinstance(config_overrides, dict):
                 raise TypeError(f"config_overrides must be a dict, got {type(config_overrides).__name__}")
@@ -178,7 +181,7 @@ class PreTrainedModel(nn.Module):
             state = {k: v for k, v in state.items() if k in dtypes}
             if not state:
                 raise ValueError(f"{path}: no weights of {cls.__name__} in this {from_parent!r} checkpoint")
-        target = load_dtype(dtype, torch_dtype, folder_config, state, path)
+        target = load_dtype(dtype, torch_dtype, folder_config, state, file)
         if target != model.dtype:
             # Before loading, and without converting: the uninitialised fp32 tensors become
             # uninitialised ones of the target dtype (neither is ever written, so neither takes
@@ -283,6 +286,25 @@ class PreTrainedModel(nn.Module):
 
         refresh_model_files(path)  # a trainer checkpoint's manifest now lists the new files
 
+    def init_weights(self) -> None:
+        """transformers' and torchtitan's name: every parameter initialised again, in place, as a
+        new model of this config starts (C++'s init, on the tensors the model holds now). The
+        step after `to_empty` for a model built under `with torch.device("meta")`."""
+        if getattr(self, "lora_config", None):
+            raise ValueError("init_weights() would re-draw the LoRA adapters' weights too (B starts at zero); "
+                             "initialise before tessera.lora.apply_lora")
+        sharded = [n for n, p in self.named_parameters() if type(p).__name__ == "DTensor"]
+        if sharded:
+            raise ValueError(f"init_weights() on sharded parameters ({sharded[0]}, ...): C++ initialises whole "
+                             "tensors; initialise before fully_shard, or load weights into the sharded model "
+                             "(torch.distributed.checkpoint.state_dict.set_model_state_dict)")
+        meta = [n for n, p in self.named_parameters() if p.is_meta]
+        if meta:
+            raise ValueError(f"init_weights(): {meta[0]} is on the meta device; materialise the model first "
+                             "(model.to_empty(device=...))")
+        self._sync_all()  # C++ initialises what Python holds (a rebound or assigned tensor included)
+        self._cpp.init_weights()
+
     def save_config(self, path: str) -> None:
         """config.json (and a causal LM's generation_config.json) alone, beside weights written
         by other code: transformers' Trainer saves only the weights of a model that is not its own
@@ -314,7 +336,7 @@ class PreTrainedModel(nn.Module):
         """transformers' `return_dict=False`: the output as a tuple of its set fields (nested
         outputs too), in the class's field order."""
         out = super().__call__(*args, **kwargs)
-        return _as_tuple(out) if return_dict is False else out
+        return as_tuple(out) if return_dict is False else out
 
     def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
         """transformers' count: every parameter once, or those that train; without the weights
@@ -403,12 +425,6 @@ class PreTrainedModel(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
-
-
-def _as_tuple(out: Any) -> Any:
-    if isinstance(out, ModelOutput):
-        return tuple(_as_tuple(v) for v in out.to_tuple())
-    return out
 
 
 def check_override_keys(model_class, resolved: Dict[str, Any], overrides: Optional[Dict[str, Any]],

@@ -31,8 +31,7 @@ class QFormerProjectorImpl : public nn::Module<QFormerProjectorImpl>, public Pro
   }
   void reset() override {
     const int64_t H = qformer_options.hidden_size();
-    // Drawn here, as LAVIS does, since LLaVA's init re-draws only the projector's linears and norms.
-    query_tokens_ = add_parameter("query_tokens", at::randn({1, spec.num_queries, H}) * qformer_options.initializer_range());
+    query_tokens_ = add_parameter("query_tokens", std::vector<int64_t>{1, spec.num_queries, H});
     qformer = register_module("qformer", Blip2QFormerModel(qformer_options));
     language_projection = register_module("language_projection", nn::Linear(H, spec.out_dim, spec.bias));
   }
@@ -45,6 +44,10 @@ class QFormerProjectorImpl : public nn::Module<QFormerProjectorImpl>, public Pro
     return language_projection->forward(q.forward(queries, -1, {}, features).last_hidden_state);
   }
   bool reads_normed_features() const override { return true; }  // as blip2_pretrain trained it
+  void init_own_parameters() override {  // N(0, initializer_range), as LAVIS draws its queries
+    at::NoGradGuard g;
+    param(query_tokens_).normal_(0, qformer_options.initializer_range());
+  }
 
   ProjectorSpec spec;
   Blip2QFormerOptions qformer_options;

@@ -28,6 +28,7 @@ void LlavaForConditionalGenerationImpl::init_weights() {
   // The parts as their families initialise them (built under the root's no-init guard); the
   // projector as transformers' LLaVA: normal(text initializer_range) weights, zero biases.
   at::NoGradGuard g;
+  dynamic_cast<Projector&>(*multi_modal_projector).init_own_parameters();  // first: see Projector
   vision_tower->init_weights();
   language_model->init_weights();
   nn::init_linears_and_norms(*multi_modal_projector, options.text.initializer_range());

@@ -24,6 +24,10 @@ class Projector {
   /// raw output; BLIP-2's Q-Former reads normed features (transformers' last_hidden_state, LAVIS's
   /// ln_vision), in stage 1 as in stage 2.
   virtual bool reads_normed_features() const { return false; }
+  /// Draws the parameters of its own that are neither linears nor norms (learned queries), which
+  /// the parent's init_weights initialises first (so a meta-built model's `init_weights()` covers
+  /// them, and a seed draws what it drew when they were drawn at construction).
+  virtual void init_own_parameters() {}
 };
 
 struct ProjectorSpec {

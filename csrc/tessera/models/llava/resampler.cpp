@@ -25,7 +25,7 @@ class ResamplerImpl : public nn::Module<ResamplerImpl>, public Projector {
   }
   void reset() override {
     const int64_t d = spec.out_dim;
-    query_ = add_parameter("query", at::randn({spec.num_queries, d}) * 0.02);
+    query_ = add_parameter("query", std::vector<int64_t>{spec.num_queries, d});
     kv_proj = register_module("kv_proj", nn::Linear(spec.in_dim, d, false));
     ln_kv = register_module("ln_kv", nn::Norm(d));
     ln_q = register_module("ln_q", nn::Norm(d));
@@ -35,6 +35,10 @@ class ResamplerImpl : public nn::Module<ResamplerImpl>, public Projector {
     out_proj = register_module("out_proj", nn::Linear(d, d, spec.bias));
     ln_post = register_module("ln_post", nn::Norm(d));
     proj = register_module("proj", nn::Linear(d, d, spec.bias));
+  }
+  void init_own_parameters() override {
+    at::NoGradGuard g;
+    param(query_).normal_(0, 0.02);
   }
   at::Tensor project(const at::Tensor& features) const override {
     TORCH_CHECK_VALUE(features.dim() == 3 && features.size(2) == spec.in_dim, "resampler: expected features [N, T, ",
