@@ -21,7 +21,6 @@ C++ module after the owning model pushed its rebound parameters (`_cpp_address`,
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import weakref
 from typing import Dict, List, Optional, Tuple, Type
@@ -30,6 +29,8 @@ import torch
 from torch import nn
 
 from . import _C
+from .cpp_build import on_meta
+from .cpp_sync import _NOT_CAPTURED, _LayerCaller, _Sync, refuse_capture, weight_hooks
 
 
 def _as_parameter(t: torch.Tensor) -> nn.Parameter:
@@ -49,16 +50,6 @@ class _no_swap:
 
     def __exit__(self, *exc):
         torch.__future__.set_swap_module_params_on_conversion(self.saved)
-
-
-def _weight_hooks() -> tuple:
-    """The forward pre-hooks with which torch recomputes a parameter from others before each call
-    (pruning's mask, weight norm's g and v, the old spectral norm); they ignore the call's inputs."""
-    from torch.nn.utils.prune import BasePruningMethod
-    from torch.nn.utils.spectral_norm import SpectralNorm
-    from torch.nn.utils.weight_norm import WeightNorm
-
-    return BasePruningMethod, WeightNorm, SpectralNorm
 
 
 class _MirroredNode(nn.Module):
@@ -153,7 +144,7 @@ class CppNode(_MirroredNode):
         the model keeps it; the model's own set_gradient_checkpointing sets every part."""
         try:
             switch = self._cpp.set_gradient_checkpointing
-        except (TypeError, AttributeError):
+        except AttributeError:
             raise TypeError(f"{self._cpp_path} ({type(self).__name__}) has no layer stack of its own to checkpoint; "
                             "call set_grad_checkpointing on the model") from None
         switch(bool(enable))
@@ -164,7 +155,10 @@ class CppNode(_MirroredNode):
         """This node's C++ module as its bound class, as a model holds its root: a part that is a
         model of its own (`clip.vision_model`, MAE's `vit`) runs that model's forward through it."""
         self._owning_model()
-        return _C.nn.node_module(self._cpp_addr)
+        try:
+            return _C.nn.node_module(self._cpp_addr)
+        except TypeError as e:  # an AttributeError, so hasattr() and introspection (torch.jit) see no attribute
+            raise AttributeError(str(e)) from None
 
     def _refuse_hook(self, hook=None, *args, **kwargs):
         why = (f"a hook on {self._cpp_path} ({type(self).__name__}) would never fire: C++ runs this module inside "
@@ -188,7 +182,7 @@ class CppNode(_MirroredNode):
         """torch's weight-computing pre-hooks (torch.nn.utils.prune, weight_norm, spectral_norm)
         read only the module: the parameter sync runs them before C++ does (`_Sync.run`). Any
         other pre-hook would never fire, and is refused."""
-        if isinstance(hook, _weight_hooks()):
+        if isinstance(hook, weight_hooks()):
             return super().register_forward_pre_hook(hook, **kwargs)
         return self._refuse_hook(hook)
 
@@ -301,96 +295,6 @@ class _CallableEmbedding:
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return _C.nn.run_embedding(self._cpp_address(), input)
-
-
-def build_cpp(make, *args):
-    """`make(*args)` (a bound C++ module's constructor) where torch's default device says: under
-    `with torch.device("meta")` every parameter is a meta tensor, without memory or random init
-    (to be sharded, then `to_empty` and `init_weights()` or a load, as torchtitan builds); under
-    another device it is made on the CPU and CppModule moves it. Sizes beyond this machine are
-    refused before init (ParameterBudget)."""
-    with _on_meta(torch.get_default_device().type == "meta"), _C.nn.ParameterBudget():
-        return make(*args)
-
-
-@contextlib.contextmanager
-def _on_meta(meta: bool):
-    """C++ modules built (or cloned) in the scope make meta parameters, uninitialised, if `meta`."""
-    saved = _C.nn.set_meta_parameters(meta), _C.nn.init_enabled()
-    if meta:
-        _C.nn.set_init_enabled(False)
-    try:
-        yield
-    finally:
-        _C.nn.set_meta_parameters(saved[0])
-        _C.nn.set_init_enabled(saved[1])
-
-
-class _Sync:
-    """Pushes rebound parameters to C++ and checks that no C++-run node was replaced."""
-
-    def __init__(self):
-        self.slots: List[Tuple[nn.Module, str, int]] = []  # (node, parameter name, C++ address)
-        self.seen: List[int] = []  # TensorImpl address C++ holds, per slot
-        self.children: List[Tuple[nn.Module, str, nn.Module, str]] = []  # (parent, name, child, path)
-
-    def run(self) -> None:
-        for parent, name, child, path in self.children:
-            if parent._modules.get(name) is not child:
-                raise TypeError(
-                    f"{path} was replaced by {type(parent._modules.get(name)).__name__}, but C++ runs the original "
-                    "module there, so the replacement would be ignored. Change the C++ module, or replace a whole "
-                    "layer (layers are called through Python).")
-        ran = set()
-        for i, (node, name, addr) in enumerate(self.slots):
-            if node._forward_pre_hooks and id(node) not in ran:  # prune / weight_norm recompute it now
-                ran.add(id(node))
-                for hook in [h for h in node._forward_pre_hooks.values() if isinstance(h, _weight_hooks())]:
-                    hook(node, ())  # not FSDP's or a user's hook on the model: those run in __call__
-            t = node._parameters.get(name)
-            if t is None:  # a parametrization computes it on access (or a weight hook set it)
-                t = getattr(node, name)
-            if not isinstance(t, torch.Tensor):
-                raise TypeError(f"{node._cpp_path}.{name} is {type(t).__name__}, but the C++ module computes with "
-                                "it: a C++ layer keeps its parameters (for no bias, zero it and freeze it: "
-                                "`bias.data.zero_(); bias.requires_grad_(False)`)")
-            if t._cdata != self.seen[i]:
-                _C.nn.rebind_parameter(addr, name, t)
-                self.seen[i] = t._cdata
-
-
-class _LayerCaller:
-    """What the C++ encoder calls for layer i: Python's `layers[i](hidden_states, args)`."""
-
-    def __init__(self, layers: nn.ModuleList, nodes: List[nn.Module], encoder_addr: int):
-        self.layers = weakref.ref(layers)  # no cycle through C++ (the tree owns the C++ module)
-        self.nodes = nodes
-        self.checked: Dict[int, int] = {}
-        self.encoder_addr = encoder_addr
-
-    def edited(self) -> bool:
-        """The Python list no longer holds the layer nodes in order (a wrapper still counts as
-        edited: C++ alone would skip it)."""
-        layers = self.layers()
-        return layers is not None and (len(layers) != len(self.nodes)
-                                       or any(a is not b for a, b in zip(layers, self.nodes)))
-
-    def __call__(self, i: int, hidden_states: torch.Tensor, args) -> torch.Tensor:
-        layers = self.layers()
-        if layers is None:
-            return _C.nn.run_layer(self.encoder_addr, i, hidden_states, args)
-        if i == 0 and len(layers) != len(self.nodes):
-            raise ValueError(f"{self.nodes[0]._cpp_path.rpartition('.')[0]} holds {len(layers)} layers but its C++ "
-                             f"encoder runs {len(self.nodes)}: layers cannot be added or removed in Python (a layer "
-                             "may be wrapped); build the model with the number you want (num_hidden_layers)")
-        layer = layers[i]
-        if self.checked.get(i) != id(layer):
-            node = self.nodes[i]
-            if layer is not node and not any(m is node for m in layer.modules()):
-                raise TypeError(f"{node._cpp_path} was replaced by {type(layer).__name__}, which does not wrap it; "
-                                "a layer may only be wrapped (checkpoint wrappers, FSDP), since C++ computes it")
-            self.checked[i] = id(layer)
-        return layer(hidden_states, args)
 
 
 #: The live Python model of each wrapped C++ module and of each of its parts, by address: a second
@@ -551,7 +455,11 @@ class CppModule(nn.Module):
 
     def _sync_parameters(self) -> None:
         """Call before handing control to C++: pushes rebound parameters of the root's part."""
+        refuse_capture()
         self._root_sync.run()
+
+    def __prepare_scriptable__(self):  # torch.jit.script asks this first
+        raise RuntimeError(_NOT_CAPTURED.format(how="torch.jit.script cannot compile"))
 
     def _cpp_address(self) -> int:
         """The root's C++ address after pushing rebound parameters (what node methods use, so a
@@ -603,7 +511,7 @@ class CppModule(nn.Module):
         self._sync_all()  # C++ may still hold tensors a functional_call passed in
         clone = self.__class__.__new__(self.__class__)
         nn.Module.__init__(clone)
-        with _on_meta(any(p.is_meta for _, p in self._cpp.named_parameters())):  # C++ clones into new ones
+        with on_meta(any(p.is_meta for _, p in self._cpp.named_parameters())):  # C++ clones into new ones
             object.__setattr__(clone, "_cpp", self._cpp.clone())
         memo[id(self)] = clone  # a hook or attribute that refers to the model refers to the copy
         skip = {"_cpp", "_cpp_addr", "_root_sync", "_syncs"}

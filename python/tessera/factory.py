@@ -4,6 +4,7 @@ folder; `list_models()` lists the names. All read tessera.registry. open_clip's
 `create_model_and_transforms`, `create_model_from_pretrained` and `get_tokenizer` are here too."""
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, List, Optional, Type, Union
 
 import torch
@@ -38,7 +39,7 @@ def register_model_type(model_type: str, cls: Type[PreTrainedModel]) -> None:
 def from_pretrained(path: str, **kwargs) -> PreTrainedModel:
     """Loads a Hugging Face folder (config.json + model.safetensors) into the matching class; a
     training run's folder loads its newest checkpoint."""
-    path = newest_checkpoint_of_run(path)
+    path = newest_checkpoint_of_run(os.path.join(path, kwargs.pop("subfolder", None) or ""))
     config = checkpoint_config(path, kwargs.get("config"))
     return registry.model_class(config, path).from_pretrained(path, **kwargs)
 

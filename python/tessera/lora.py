@@ -225,7 +225,18 @@ class AdapterConfig:
 _UNSUPPORTED_UNLESS = {"fan_in_fan_out": (False, None), "bias": ("none", None), "use_dora": (False, None),
                        "rank_pattern": ({}, None), "alpha_pattern": ({}, None), "layers_to_transform": (None, []),
                        "layer_replication": (None, []), "lora_bias": (False, None), "exclude_modules": (None, []),
-                       "trainable_token_indices": (None, []), "target_parameters": (None, [])}
+                       "trainable_token_indices": (None, []), "target_parameters": (None, []),
+                       # Initialisations that change the base weights peft loads the adapter onto
+                       # (PiSSA, OLoRA, CorDA, LoftQ: W - A0 B0), and variants that change what the
+                       # adapter computes (aLoRA from its invocation tokens on, the others' extras):
+                       # loaded onto the plain weights they would give other logits, silently.
+                       "init_lora_weights": (True, False, "gaussian", None), "alora_invocation_tokens": (None, []),
+                       "loftq_config": ({}, None), "eva_config": (None,), "corda_config": (None,),
+                       "lora_ga_config": (None,), "velora_config": (None,), "monteclora_config": (None,),
+                       "use_bdlora": (None, False), "arrow_config": (None,), "kasa_config": (None,),
+                       "megatron_config": (None,)}
+_CONVERT = {"init_lora_weights": " (an adapter trained from PiSSA, OLoRA, CorDA or LoftQ loads once peft has converted "
+                                 "it to a plain one: save it with path_initial_model_for_weight_conversion=...)"}
 
 
 def read_adapter_config(path: str) -> AdapterConfig:
@@ -234,8 +245,8 @@ def read_adapter_config(path: str) -> AdapterConfig:
         raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
     for key, allowed in _UNSUPPORTED_UNLESS.items():
         if key in data and not any(data[key] == a and type(data[key]) is type(a) for a in allowed):
-            raise ValueError(f"{path}: {key}={data[key]!r} is not supported by tessera's LoRA "
-                             f"(only {allowed[0]!r})")
+            raise ValueError(f"{path}: {key}={data[key]!r} is not supported by tessera's LoRA (only "
+                             f"{' or '.join(repr(a) for a in allowed)}){_CONVERT.get(key, '')}")
     return from_mapping(AdapterConfig, data, path, lenient=True)
 
 

@@ -216,3 +216,35 @@ def test_embeddings_alone_give_the_new_ids_as_transformers(pair, beams):
         assert torch.equal(ours.generate(inputs_embeds=embeds, **kwargs), want)
         with pytest.raises(ValueError, match="repetition_penalty 1.2 .* inputs_embeds came without them"):
             ours.generate(inputs_embeds=embeds, repetition_penalty=1.2)
+
+
+def test_a_padded_prompt_without_a_mask_is_read_as_transformers_reads_it(fixture_dir):
+    """Without attention_mask, transformers takes the pad id's positions as padding (when the pad
+    id occurs and is no stop id); tessera attended to them, so a left-padded row continued otherwise."""
+    d = str(fixture_dir("llama"))
+    ours, theirs = tessera.from_pretrained(d), transformers.LlamaForCausalLM.from_pretrained(d).eval()
+    ids = torch.randint(3, 1000, (2, 8), generator=torch.Generator().manual_seed(0))
+    ids[0, :3] = 0  # row 0 left-padded with pad id 0
+    want = theirs.generate(ids, pad_token_id=0, max_new_tokens=6, do_sample=False)
+    assert torch.equal(want, theirs.generate(ids, attention_mask=(ids != 0).long(), pad_token_id=0, max_new_tokens=6,
+                                             do_sample=False))  # the reference did read row 0 as padded
+    assert torch.equal(ours.generate(ids, pad_token_id=0, max_new_tokens=6), want)
+    stepped = torch.stack(list(ours.stream(ids, pad_token_id=0, max_new_tokens=6)), 1)
+    assert torch.equal(stepped, want[:, 8:])
+    eos = theirs.generation_config.eos_token_id
+    eos = eos if isinstance(eos, int) else eos[0]
+    same = ids.clone()
+    same[0, :3] = eos  # a pad id that is a stop id: every position is real, in both
+    assert torch.equal(ours.generate(same, pad_token_id=eos, max_new_tokens=4),
+                       theirs.generate(same, pad_token_id=eos, max_new_tokens=4, do_sample=False))
+
+
+def test_llava_reads_a_padded_prompt_without_a_mask_as_transformers(fixture_dir):
+    d = str(fixture_dir("llava"))
+    ours, theirs = tessera.from_pretrained(d), transformers.LlavaForConditionalGeneration.from_pretrained(d).eval()
+    px = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(3, 900, (2, 24), generator=torch.Generator().manual_seed(1))
+    ids[:, 4:20] = ours.config["image_token_index"]
+    ids[0, :2] = 0
+    want = theirs.generate(input_ids=ids, pixel_values=px, pad_token_id=0, max_new_tokens=5, do_sample=False)
+    assert torch.equal(ours.generate(input_ids=ids, pixel_values=px, pad_token_id=0, max_new_tokens=5), want)

@@ -257,3 +257,46 @@ def test_a_refused_adapter_leaves_the_model_as_it_was(tmp_path):
     lora.load_adapter(model, str(good))
     ids = torch.randint(0, 60, (2, 7))
     torch.testing.assert_close(model(ids).logits, source(ids).logits, rtol=0, atol=0)
+
+
+def _peft_adapter(tmp_path, fixture, name, convert=False, **config):
+    """An adapter trained (B moved off its start) and saved by peft on transformers' LLaMA."""
+    torch.manual_seed(0)
+    cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], **config)
+    model = peft.get_peft_model(transformers.LlamaForCausalLM.from_pretrained(fixture).eval(), cfg)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.add_(torch.randn_like(p) * 0.05)
+    folder = tmp_path / name
+    if convert:  # peft's way to share a PiSSA adapter as a plain one
+        torch.manual_seed(0)
+        start = peft.get_peft_model(transformers.LlamaForCausalLM.from_pretrained(fixture).eval(), cfg)
+        start.save_pretrained(str(tmp_path / f"{name}-start"))
+        model.save_pretrained(str(folder), path_initial_model_for_weight_conversion=str(tmp_path / f"{name}-start"))
+    else:
+        model.save_pretrained(str(folder))
+    return str(folder)
+
+
+@pytest.mark.parametrize("name,config,key", [("pissa", {"init_lora_weights": "pissa"}, "init_lora_weights"),
+                                             ("olora", {"init_lora_weights": "olora"}, "init_lora_weights"),
+                                             ("alora", {"alora_invocation_tokens": [5]}, "alora_invocation_tokens")])
+def test_adapters_that_change_the_base_or_the_computation_are_refused(fixture_dir, tmp_path, name, config, key):
+    """PiSSA and OLoRA start from W - A0 B0 and aLoRA acts from its invocation tokens on: loaded onto
+    the plain weights they gave other logits than peft (0.26-0.53 here), without a word."""
+    fixture = str(fixture_dir("llama"))
+    folder = _peft_adapter(tmp_path, fixture, name, **config)
+    with pytest.raises(ValueError, match=f"adapter_config.json: {key}=.* is not supported by tessera's LoRA"):
+        lora.load_adapter(tessera.from_pretrained(fixture), folder)
+
+
+def test_a_pissa_adapter_converted_by_peft_loads_as_peft_loads_it(fixture_dir, tmp_path):
+    fixture = str(fixture_dir("llama"))
+    folder = _peft_adapter(tmp_path, fixture, "pissa", convert=True, init_lora_weights="pissa")
+    ids = torch.randint(3, 1000, (2, 9), generator=torch.Generator().manual_seed(1))
+    ours = tessera.from_pretrained(fixture)
+    lora.load_adapter(ours, folder)
+    theirs = peft.PeftModel.from_pretrained(transformers.LlamaForCausalLM.from_pretrained(fixture).eval(), folder).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids).logits, theirs(input_ids=ids).logits, atol=1e-5, rtol=1e-5)

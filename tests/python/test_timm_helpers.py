@@ -4,6 +4,8 @@ groups of `timm.optim.create_optimizer_v2` (position embeddings, class tokens an
 position tables kept out of weight decay, as timm's ViT and BEiT keep theirs)."""
 from __future__ import annotations
 
+import json
+
 import pytest
 from torch import nn
 
@@ -45,3 +47,57 @@ def test_timm_decays_only_linear_and_conv_weights_as_in_its_own_model(fixture_di
     assert decayed - {"beit.embeddings.mask_token"} == _linear_and_conv_weights(ours)
     assert not any("position_embedding" in n or "cls_token" in n or "relative_position_bias_table" in n
                    for n in decayed)
+
+
+_PARENTS: list = []  # the parts' models, kept alive while the parts are used
+
+
+def _towers(fixture_dir):
+    """Every image tower, as a model and as a part inside its parent."""
+    clip, llava, mae, beit, blip2 = _PARENTS[:] = [tessera.from_pretrained(str(fixture_dir(f)))
+                                                   for f in ("clip", "llava", "mae", "beit", "blip2")]
+    return {"CLIPVisionModel": tessera.CLIPVisionModel.from_pretrained(str(fixture_dir("clip"))),
+            "clip.vision_model": clip.vision_model, "llava.vision_tower": llava.vision_tower,
+            "blip2.vision_model": blip2.vision_model, "mae.vit": mae.vit, "beit.beit": beit.beit,
+            "BeitModel": tessera.BeitModel.from_pretrained(str(fixture_dir("beit")))}
+
+
+def test_every_image_tower_resolves_its_familys_pipeline_as_timms_port(fixture_dir):
+    """A tower inside a parent (`clip.vision_model`, LLaVA's) and BEiT got ImageNet's mean and std
+    at 224 px from timm's resolve_data_config, silently."""
+    timm_port = {"clip": "vit_base_patch32_clip_224.openai", "beit": "beit_base_patch16_224.in22k_ft_in22k_in1k",
+                 "mae": "vit_base_patch16_224.mae"}
+    family = {"CLIPVisionModel": "clip", "clip.vision_model": "clip", "llava.vision_tower": "clip",
+              "blip2.vision_model": "clip", "mae.vit": "mae", "beit.beit": "beit", "BeitModel": "beit"}
+    sizes = {f: json.loads((fixture_dir(f) / "config.json").read_text()) for f in ("clip", "mae", "beit")}
+    sizes = {f: c.get("vision_config", c)["image_size"] for f, c in sizes.items()}
+    for name, tower in _towers(fixture_dir).items():
+        ours = timm.data.resolve_data_config({}, model=tower)
+        theirs = timm.data.resolve_data_config({}, model=timm.create_model(timm_port[family[name]], pretrained=False))
+        for key in ("mean", "std", "interpolation"):
+            assert ours[key] == pytest.approx(theirs[key]) if key != "interpolation" else ours[key] == theirs[key], \
+                (name, key)
+        assert ours["input_size"] == (3, sizes[family[name]], sizes[family[name]]), name  # the fixture's, not 224
+
+
+def test_layer_decay_scales_each_layer_as_in_timms_own_model(fixture_dir):
+    """`create_optimizer_v2(..., layer_decay=)` had no effect on tessera's towers (no
+    group_matcher): every parameter kept the full learning rate."""
+    def scales(model):
+        groups = timm.optim.create_optimizer_v2(model, "adamw", lr=1e-3, weight_decay=0.05, layer_decay=0.75)
+        return {id(p): g["lr_scale"] for g in groups.param_groups for p in g["params"]}
+
+    for name, tower in _towers(fixture_dir).items():
+        got = scales(tower)
+        layers = len(tower.encoder.layers if hasattr(tower.encoder, "layers") else tower.encoder.layer)
+        reference = timm.create_model("vit_base_patch16_224", pretrained=False, depth=layers, embed_dim=32,
+                                      num_heads=2, num_classes=0)
+        assert sorted(set(got.values())) == pytest.approx(sorted(set(scales(reference).values()))), name
+        for pname, p in tower.named_parameters():
+            if not p.requires_grad:  # MAE's fixed sin-cos table: in no group
+                continue
+            if ".layer." in pname or ".layers." in pname:
+                index = int(pname.split(".")[2])
+                assert got[id(p)] == pytest.approx(0.75 ** (layers - 1 - index)), (name, pname)
+            elif pname.startswith("embeddings"):  # one step below the first layer, as timm's ViT
+                assert got[id(p)] == pytest.approx(0.75 ** layers), (name, pname)

@@ -16,7 +16,7 @@ from ..cpp_module import node_class, node_methods
 from ..registry import register_model
 from .family import FamilyModel
 from .features import VisionFeatures, mean_patch_tokens
-from .timm_compat import BeitTimmInterface
+from .timm_compat import BEIT_DATA, BEIT_NO_DECAY, BeitTimmInterface
 from .outputs import ModelOutput, make_output
 
 #: Python classes of the mirrored C++ nodes (wrap policies: FSDP2, activation checkpointing).
@@ -44,6 +44,7 @@ def _check(pixel_values, **optional) -> None:
 
 class _BeitBase(BeitTimmInterface, FamilyModel):
     model_type = "beit"
+    main_input_name = "pixel_values"  # transformers'
     _family = _C.beit
 
 
@@ -57,6 +58,7 @@ class BeitFeatures(VisionFeatures):
 
     _forward_intermediates = staticmethod(_C.beit.forward_intermediates)
     _forward_head = staticmethod(_C.beit.forward_head)
+    _no_decay, _data_config = BEIT_NO_DECAY, BEIT_DATA
 
     @torch.compiler.disable
     def forward(self, pixel_values: torch.Tensor, bool_masked_pos: Optional[torch.Tensor] = None,

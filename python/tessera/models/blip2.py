@@ -23,6 +23,7 @@ from .family import FamilyModel
 from .features import VisionFeatures
 from .llama import LlamaForCausalLM, _check, _prompt_length, drain, repeat_rows
 from .outputs import ModelOutput, make_output
+from .timm_compat import CLIP_DATA, CLIP_NO_DECAY
 
 #: Python classes of the mirrored C++ nodes (wrap policies: FSDP2, activation checkpointing).
 Blip2EncoderLayer = node_class("Blip2EncoderLayer", layer=True)
@@ -73,6 +74,7 @@ class Blip2VisionFeatures(VisionFeatures):
 
     _forward_intermediates = staticmethod(_C.blip2.vision_forward_intermediates)
     _forward_head = staticmethod(_C.blip2.vision_forward_head)
+    _no_decay, _data_config = CLIP_NO_DECAY, CLIP_DATA  # its tower is EVA-CLIP's: CLIP's names and pipeline
 
     @torch.compiler.disable
     def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False,
@@ -91,6 +93,7 @@ class Blip2VisionModel(Blip2VisionFeatures, _Blip2Part):
 
     model_type = "blip_2_vision_model"
     architecture = "Blip2VisionModel"
+    main_input_name = "pixel_values"  # transformers'
     input_embeddings = "embeddings"  # transformers answers the whole embedding module
     _cpp_class = "Blip2VisionModel"
     _resolve = "resolve_vision_config"
@@ -139,6 +142,7 @@ class Blip2ForConditionalGeneration(_Blip2Part):
 
     model_type = "blip-2"
     architecture = "Blip2ForConditionalGeneration"
+    main_input_name = "pixel_values"  # transformers'
     input_embeddings, output_embeddings = "language_model.model.embed_tokens", "language_model.lm_head"
     default_for_model_type = True
     _cpp_class = "Blip2ForConditionalGeneration"
@@ -209,6 +213,7 @@ class Blip2ForImageTextRetrieval(_Blip2Part):
 
     model_type = "blip-2"
     architecture = "Blip2ForImageTextRetrieval"
+    main_input_name = "pixel_values"  # transformers'
     input_embeddings = "embeddings.word_embeddings"
     _cpp_class = "Blip2ForImageTextRetrieval"
     _keep_in_fp32_modules = ("query_tokens", "qformer")  # loaded in fp16, as transformers keeps them

@@ -10,13 +10,14 @@ from torch import nn
 
 from .. import _C
 from ..config_json import config_json
-from ..cpp_module import CppModule, build_cpp, node_class, node_methods
+from ..cpp_build import build_cpp
+from ..cpp_module import CppModule, node_class, node_methods
 from .features import FeatureResult, VisionFeatures, indices_arg, intermediates_result
 from .outputs import BaseModelOutputWithPooling, CLIPOutput, make_output
 from ..registry import register_model
 from .pretrained import PreTrainedModel, merge_config
 from .open_clip_compat import OpenClipInterface, open_clip_arguments
-from .timm_compat import ClipTimmInterface
+from .timm_compat import CLIP_DATA, CLIP_NO_DECAY, ClipTimmInterface
 from .._warn import warn
 
 #: Python classes of the mirrored C++ nodes, for wrap policies (FSDP2, activation checkpointing).
@@ -41,6 +42,7 @@ class CLIPVisionFeatures(VisionFeatures):
 
     _forward_intermediates = staticmethod(_C.clip.vision_forward_intermediates)
     _forward_head = staticmethod(_C.clip.vision_forward_head)
+    _no_decay, _data_config = CLIP_NO_DECAY, CLIP_DATA
 
     @torch.compiler.disable
     def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False,
@@ -215,13 +217,14 @@ class _TowerModel(CppModule, PreTrainedModel):
 
 
 @register_model
-class CLIPVisionModel(ClipTimmInterface, CLIPVisionFeatures, _TowerModel):
+class CLIPVisionModel(CLIPVisionFeatures, _TowerModel):
     def probe_features(self):
         """`tessera eval --probe`'s feature function: the pooled output."""
         return lambda px: self(px).pooler_output
 
     model_type = "clip_vision_model"
     architecture = "CLIPVisionModel"
+    main_input_name = "pixel_values"  # transformers'
     input_embeddings = "embeddings.patch_embedding"
     _cpp_module_name = "CLIPVisionTransformer"  # its weight-loading rules: clip_family.cpp
     _cpp_class = "VisionTransformer"

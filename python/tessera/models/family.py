@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, Optional
 
-from .. import _C
 from ..config_json import config_json
-from ..cpp_module import CppModule, build_cpp
+from ..cpp_build import build_cpp
+from ..cpp_module import CppModule
 from .pretrained import PreTrainedModel, merge_config
 
 

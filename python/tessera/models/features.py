@@ -19,10 +19,12 @@ and BLIP-2, 'avg' + fc_norm for BEiT with use_mean_pooling).
 from __future__ import annotations
 
 import operator
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
 import torch
 from torch import nn
+
+from ..cpp_module import CppNode
 
 FeatureResult = Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]
 
@@ -78,6 +80,35 @@ class VisionFeatures:
 
     #: timm's: these towers carry no classifier, as a timm model made with num_classes=0.
     num_classes = 0
+    #: Names (parts of parameter names) timm keeps out of weight decay besides vectors: the
+    #: family's position tables and class tokens, as timm's port of it declares them.
+    _no_decay: Tuple[str, ...] = ()
+    #: The input pipeline of timm's port of the family (mean, std, interpolation, crop_pct).
+    _data_config: Dict[str, Any] = {}
+
+    def no_weight_decay(self) -> Set[str]:
+        """timm's: patterns `create_optimizer_v2` keeps out of weight decay."""
+        return {f"*{name}*" for name in self._no_decay}
+
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        """timm's: the embeddings first, then layer by layer, the final norm last, so that
+        `create_optimizer_v2(..., layer_decay=...)` scales each layer's learning rate as timm's ViTs
+        (it had no effect: everything in one group)."""
+        return {"stem": r"^embeddings|^pre_layrnorm",
+                "blocks": r"^encoder\.layers?\.(\d+)" if coarse else
+                [(r"^encoder\.layers?\.(\d+)", None), (r"^post_layernorm|^layernorm|^pooler|^fc_norm", (99999,))]}
+
+    @property
+    def pretrained_cfg(self) -> Dict[str, Any]:
+        """timm's: what `timm.data.resolve_data_config` builds the input pipeline from, at the
+        tower's own image size (a part reads its parent's config)."""
+        config = (self._owning_model() if isinstance(self, CppNode) else self).config
+        size = int(config.get("vision_config", config)["image_size"])
+        return {"input_size": (3, size, size), "num_classes": 0, "crop_mode": "center", **self._data_config}
+
+    @property
+    def default_cfg(self) -> Dict[str, Any]:  # timm's older name
+        return self.pretrained_cfg
 
     @property
     def num_features(self) -> int:

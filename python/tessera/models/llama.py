@@ -173,6 +173,7 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
             use_cache=use_cache, **beam), "generate", generator,
             _prompt_length(input_ids, inputs_embeds, "generate"))
         ids = _stand_in_ids(input_ids, inputs_embeds, attention_mask, o, "generate")
+        attention_mask = prompt_mask(self, input_ids, attention_mask, o)
         ids, attention_mask, inputs_embeds = (repeat_rows(t, n) for t in (ids, attention_mask, inputs_embeds))
         self._sync_all()  # generation runs every submodule in C++, past the Python forwards
         out = self._cpp.generate(ids, attention_mask, o, generator, inputs_embeds)
@@ -184,6 +185,7 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
         generator, embeds = kwargs.pop("generator", None), kwargs.pop("inputs_embeds", None)
         o, n = self._generation(kwargs, "stream", generator, _prompt_length(input_ids, embeds, "stream"))
         ids = _stand_in_ids(input_ids, embeds, attention_mask, o, "stream")
+        attention_mask = prompt_mask(self, input_ids, attention_mask, o)
         ids, attention_mask, embeds = (repeat_rows(t, n) for t in (ids, attention_mask, embeds))
         self._sync_all()
         yield from drain(self._cpp.stream(ids, attention_mask, o, generator, embeds))
@@ -287,6 +289,23 @@ def _stand_in_ids(input_ids: Optional[torch.Tensor], inputs_embeds: Optional[tor
                          f"{GENERATION_FILE}) reads the prompt's ids, and inputs_embeds came without them: pass "
                          "the input_ids the embeddings stand for, or repetition_penalty=1.0")
     return torch.zeros((batch, prompt), dtype=torch.long, device=inputs_embeds.device)
+
+
+def prompt_mask(model, input_ids: Optional[torch.Tensor], attention_mask: Optional[torch.Tensor],
+                options) -> Optional[torch.Tensor]:
+    """transformers' mask for a prompt given without one: where the pad id (the call's or
+    generation_config.json's) occurs and is no stop id, those positions are padding; else every
+    position is real. Generation attended to a left-padded batch's pads, silently."""
+    if attention_mask is not None or input_ids is None or options.pad_token_id < 0:
+        return attention_mask
+    pad = options.pad_token_id
+    stops = options.eos_token_ids
+    if stops is None:  # the model config's, as generation takes them
+        eos = model.config.get("text_config", model.config).get("eos_token_id")
+        stops = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+    if pad in stops or not bool((input_ids == pad).any()):
+        return None
+    return (input_ids != pad).long()
 
 
 def repeat_rows(t: Optional[torch.Tensor], n: int) -> Optional[torch.Tensor]:

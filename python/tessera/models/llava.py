@@ -14,7 +14,7 @@ import torch
 from .. import _C
 from ..registry import register_model
 from .family import FamilyModel
-from .llama import LlamaForCausalLM, _check, _prompt_length, drain, repeat_rows
+from .llama import LlamaForCausalLM, _check, _prompt_length, drain, prompt_mask, repeat_rows
 from .loss_kwargs import over_items
 from .outputs import make_output
 
@@ -63,6 +63,7 @@ class LlavaForConditionalGeneration(FamilyModel):
         _check(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
         o, n = LlamaForCausalLM._generation(self, kwargs, "generate", generator,
                                             _prompt_length(input_ids, None, "generate"))
+        attention_mask = prompt_mask(self, input_ids, attention_mask, o)
         input_ids, pixel_values, attention_mask = self._repeat(n, input_ids, pixel_values, attention_mask)
         self._sync_all()  # generation runs every submodule in C++, past the Python forwards
         return self._cpp.generate(input_ids, pixel_values, attention_mask, o, generator)
@@ -85,6 +86,7 @@ class LlavaForConditionalGeneration(FamilyModel):
         _check(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
         o, n = LlamaForCausalLM._generation(self, kwargs, "stream", generator,
                                             _prompt_length(input_ids, None, "stream"))
+        attention_mask = prompt_mask(self, input_ids, attention_mask, o)
         input_ids, pixel_values, attention_mask = self._repeat(n, input_ids, pixel_values, attention_mask)
         self._sync_all()
         yield from drain(self._cpp.stream(input_ids, pixel_values, attention_mask, o, generator))

@@ -17,6 +17,7 @@ from ..registry import register_model
 from .family import FamilyModel
 from .features import VisionFeatures, mean_patch_tokens
 from .outputs import ModelOutput, make_output
+from .timm_compat import MAE_DATA, MAE_NO_DECAY
 
 #: Python classes of the mirrored C++ nodes (wrap policies: FSDP2, activation checkpointing).
 ViTMAELayer = node_class("ViTMAELayer", layer=True)
@@ -50,6 +51,7 @@ def _run(model, pixel_values, noise, output_hidden_states, interpolate_pos_encod
 
 class _MaeBase(FamilyModel):
     model_type = "vit_mae"
+    main_input_name = "pixel_values"  # transformers'
     _family = _C.mae
 
 
@@ -63,6 +65,7 @@ class ViTMAEFeatures(VisionFeatures):
 
     _forward_intermediates = staticmethod(_C.mae.forward_intermediates)
     _forward_head = staticmethod(_C.mae.forward_head)
+    _no_decay, _data_config = MAE_NO_DECAY, MAE_DATA
 
     @torch.compiler.disable
     def forward(self, pixel_values: torch.Tensor, noise: Optional[torch.Tensor] = None,

@@ -12,7 +12,7 @@ from .. import _C
 from ..io import read_json
 from .config import ModelConfig
 from .dtypes import DType, config_with_dtype, load_dtype
-from .outputs import ModelOutput, as_tuple
+from .outputs import as_tuple
 from .weights import apply_key_aliases, fill_tied, load_fitting, load_weights, save_weights
 from .._warn import warn
 
@@ -146,17 +146,20 @@ class PreTrainedModel(nn.Module):
         argument) replaces config.json: a config dict, or a folder or config.json to read, for a
         folder of weights alone (what transformers' Trainer saves for a model not its own)."""
         from ..checksums import verify_model_files
+        from .load_keywords import split_keywords
 
-        path = newest_checkpoint_of_run(path)
+        path = newest_checkpoint_of_run(os.path.join(path, kwargs.pop("subfolder", None) or ""))
         verify_model_files(path)
         folder_config = checkpoint_config(path, config)
         source = os.fspath(path if config is None else config) if isinstance(config, (type(None), str, os.PathLike)) \
             else ""
         file = (os.path.join(source, "config.json") if os.path.isdir(source) else source) or "the config given"
         config, from_parent = cls._own_config(folder_config, file)
+        if config_overrides is not None and not isinstance(config_overrides, dict):
+            raise TypeError(f"config_overrides must be a dict, got {type(config_overrides).__name__}")
+        keyed, kwargs, device = split_keywords(cls, config, kwargs)  # transformers' config keywords update it
+        config_overrides = {**keyed, **config_overrides} if keyed and config_overrides else config_overrides or keyed or None
         if config_overrides is not None:
-            if not isinstance(config_overrides, dict):
-                raise TypeError(f"config_overrides must be a dict, got {type(config_overrides).__name__}")
             config = merge_config(config, config_overrides)
             if hasattr(cls, "resolve_config"):
                 check_override_keys(cls, cls.resolve_config(config), config_overrides, "config_overrides")
@@ -198,6 +201,8 @@ class PreTrainedModel(nn.Module):
             from .llama import read_generation_defaults
 
             model.generation_defaults = read_generation_defaults(path if os.path.isdir(path) else os.path.dirname(path))
+        if device is not None:  # device_map naming one device
+            model.to(device)
         return model.eval()  # as transformers does: call .train() to fine-tune
 
     def _keep_parts_in_fp32(self) -> None:
@@ -259,11 +264,21 @@ class PreTrainedModel(nn.Module):
             os.remove(target)
 
     def save_pretrained(self, path: str, max_shard_size: Union[int, str] = "5GB",
-                        state_dict: Optional[Dict[str, torch.Tensor]] = None) -> None:
+                        state_dict: Optional[Dict[str, torch.Tensor]] = None, is_main_process: bool = True,
+                        save_function=None, safe_serialization: bool = True, push_to_hub: bool = False) -> None:
         """Writes config.json and model.safetensors (HF layout, each file atomically), sharded with
         an index above `max_shard_size`; tied weights are stored once; a model with LoRA adapters
         is written merged, its adapter beside it in `adapter/` (PEFT's files). `state_dict` replaces the
-        module's own tensors (as transformers' argument: e.g. a consolidated FSDP state dict)."""
+        module's own tensors (as transformers' argument: e.g. a consolidated FSDP state dict).
+        transformers' `is_main_process` (False: nothing is written) and `save_function` (unused
+        with safetensors, as in transformers: accelerate's `save_function=accelerator.save`) are
+        taken; pickled weights and the Hub are refused."""
+        if not safe_serialization or push_to_hub:
+            raise ValueError("save_pretrained(" + ("safe_serialization=False" if not safe_serialization else
+                             "push_to_hub=True") + "): tessera writes safetensors to a local folder only")
+        del save_function
+        if not is_main_process:
+            return
         # Serialise the config first: a config that cannot be written must fail before the
         # weights file is replaced, or the folder would pair new weights with an old config.
         # config.json's dtype is the written weights' (a given state_dict's own, else the model's).
@@ -331,6 +346,24 @@ class PreTrainedModel(nn.Module):
     #: the class ("": it raises NotImplementedError there too; None: it returns None).
     input_embeddings: Optional[str] = ""
     output_embeddings: Optional[str] = None
+    #: transformers' name of the input a batch is counted by (Trainer's token count, pipelines).
+    main_input_name = "input_ids"
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        return callable(getattr(cls, "generate", None))
+
+    @property
+    def supports_gradient_checkpointing(self) -> bool:
+        return type(self)._set_checkpointing is not PreTrainedModel._set_checkpointing
+
+    def enable_input_require_grads(self) -> None:
+        """transformers' (peft's prepare_model_for_kbit_training calls it): there, checkpointed
+        layers over frozen embeddings would pass no gradient to adapters unless the embeddings'
+        output requires one. tessera's C++ checkpointing passes it either way: nothing to enable."""
+
+    def disable_input_require_grads(self) -> None:
+        """See enable_input_require_grads."""
 
     def __call__(self, *args, return_dict: Optional[bool] = None, **kwargs):
         """transformers' `return_dict=False`: the output as a tuple of its set fields (nested

@@ -1,32 +1,44 @@
 """What timm's helpers read from a model, for the image families: `no_weight_decay()` (names or
 patterns that `timm.optim.create_optimizer_v2` keeps out of weight decay, as timm's own ViT and
-BEiT declare theirs) and CLIP's `pretrained_cfg` (what `timm.data.resolve_data_config` builds the
-input pipeline from). Without them timm decayed position embeddings and tokens and gave CLIP
-ImageNet's mean and std, silently."""
+BEiT declare theirs), `pretrained_cfg` (what `timm.data.resolve_data_config` builds the input
+pipeline from) and `group_matcher` (layer decay). Without them timm decayed position embeddings
+and tokens, gave CLIP and BEiT ImageNet's mean and std, and layer decay did nothing, silently.
+Every image tower has them (features.VisionFeatures, with the family's values below); CLIPModel
+and BEiT's pretraining model through the classes here."""
 from __future__ import annotations
 
 from typing import Any, Dict, Set
 
 from ..data import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 #: CLIP's position and class embeddings: what timm's ViT (`pos_embed`, `cls_token`) and open_clip
 #: (train/optim.py `open_clip_no_decay`) keep out of weight decay, besides vectors and biases.
 CLIP_NO_DECAY = ("position_embedding", "class_embedding")
+#: timm's `Beit.no_weight_decay`: the class token, absolute position embeddings and every relative
+#: position bias table. BEiT's own pretraining scripts decay the tables (tessera's BEiT recipe
+#: follows them: train/optim.py `beit_pretraining_no_decay`); this is for timm's helpers.
+BEIT_NO_DECAY = ("cls_token", "position_embeddings", "relative_position_bias_table")
+MAE_NO_DECAY = ("cls_token", "position_embeddings")
+
+#: The input pipelines of timm's ports: open_clip's evaluation transform for CLIP (bicubic resize,
+#: a centre crop of all of it, OpenAI's mean and std) and BLIP-2 (its processor resizes to the
+#: square); BEiT's Inception mean and std; MAE's ImageNet ones.
+CLIP_DATA = {"interpolation": "bicubic", "mean": tuple(OPENAI_CLIP_MEAN), "std": tuple(OPENAI_CLIP_STD), "crop_pct": 1.0}
+BEIT_DATA = {"interpolation": "bicubic", "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "crop_pct": 0.9}
+MAE_DATA = {"interpolation": "bicubic", "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "crop_pct": 0.9}
 
 
 class ClipTimmInterface:
+    """CLIPModel's: both towers' embeddings kept out of decay; the image tower's pipeline."""
+
     def no_weight_decay(self) -> Set[str]:
         return {f"*{name}*" for name in CLIP_NO_DECAY}
 
     @property
     def pretrained_cfg(self) -> Dict[str, Any]:
-        """open_clip's evaluation transform (tessera's `create_model_and_transforms`): bicubic
-        resize to the tower's size, a centre crop of all of it, OpenAI's mean and std."""
-        vision = self.config.get("vision_config", self.config)
-        size = int(vision["image_size"])
-        return {"input_size": (3, size, size), "interpolation": "bicubic", "mean": tuple(OPENAI_CLIP_MEAN),
-                "std": tuple(OPENAI_CLIP_STD), "crop_pct": 1.0, "crop_mode": "center", "num_classes": 0}
+        return self.vision_model.pretrained_cfg
 
     @property
     def default_cfg(self) -> Dict[str, Any]:  # timm's older name
@@ -34,9 +46,7 @@ class ClipTimmInterface:
 
 
 class BeitTimmInterface:
-    """timm's `Beit.no_weight_decay`: the class token, absolute position embeddings and every
-    relative position bias table. BEiT's own pretraining scripts decay the tables (tessera's BEiT
-    recipe follows them: train/optim.py `beit_pretraining_no_decay`); this is for timm's helpers."""
+    """BEiT's pretraining model (its encoder `beit` is a VisionFeatures)."""
 
     def no_weight_decay(self) -> Set[str]:
-        return {"*cls_token", "*position_embeddings", "*relative_position_bias_table"}
+        return {f"*{name}*" for name in BEIT_NO_DECAY}
