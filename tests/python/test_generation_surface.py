@@ -248,3 +248,28 @@ def test_llava_reads_a_padded_prompt_without_a_mask_as_transformers(fixture_dir)
     ids[0, :2] = 0
     want = theirs.generate(input_ids=ids, pixel_values=px, pad_token_id=0, max_new_tokens=5, do_sample=False)
     assert torch.equal(ours.generate(input_ids=ids, pixel_values=px, pad_token_id=0, max_new_tokens=5), want)
+
+
+def test_generation_config_attribute_as_transformers(fixture_dir, tmp_path):
+    """`model.generation_config.x = v` and assigning transformers' GenerationConfig set the
+    defaults generate uses and save_pretrained writes (an AttributeError before); a setting tessera
+    lacks is refused by name, since transformers' generate would apply it."""
+    d = str(fixture_dir("llama"))
+    ours, theirs = tessera.from_pretrained(d), transformers.LlamaForCausalLM.from_pretrained(d).eval()
+    ids = torch.randint(3, 1000, (2, 5), generator=torch.Generator().manual_seed(0))
+    ours.generation_config.max_new_tokens = theirs.generation_config.max_new_tokens = 7
+    ours.generation_config.repetition_penalty = theirs.generation_config.repetition_penalty = 1.3
+    assert torch.equal(ours.generate(ids), theirs.generate(ids, do_sample=False))
+    ours.save_pretrained(str(tmp_path))
+    saved = transformers.GenerationConfig.from_pretrained(str(tmp_path))
+    assert saved.max_new_tokens == 7 and saved.repetition_penalty == 1.3
+    ours.generation_config = transformers.GenerationConfig(max_new_tokens=3, eos_token_id=2)
+    assert ours.generate(ids).shape[1] <= 8 and ours.generation_config.max_new_tokens == 3
+    with pytest.raises(ValueError, match="no_repeat_ngram_size would change what transformers generates"):
+        ours.generation_config = transformers.GenerationConfig(no_repeat_ngram_size=2)
+    with pytest.raises(ValueError, match="no_repeat_ngram_size"):
+        ours.generation_config.no_repeat_ngram_size = 2
+    with pytest.raises(ValueError, match="top_p must be in"):
+        ours.generation_config.top_p = 2.0
+    with pytest.raises(AttributeError, match="generation_config"):  # not a generating model
+        tessera.from_pretrained(str(fixture_dir("clip"))).generation_config

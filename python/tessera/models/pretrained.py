@@ -354,6 +354,21 @@ class PreTrainedModel(nn.Module):
         return callable(getattr(cls, "generate", None))
 
     @property
+    def generation_config(self):
+        """transformers' attribute over the model's generation defaults (models/generation_view.py)."""
+        if not self.can_generate():
+            raise AttributeError(f"{type(self).__name__} does not generate: it has no generation_config")
+        from .generation_view import GenerationConfigView
+
+        return GenerationConfigView(self)
+
+    @generation_config.setter
+    def generation_config(self, value) -> None:
+        from .generation_view import set_generation_defaults
+
+        set_generation_defaults(self, value)
+
+    @property
     def supports_gradient_checkpointing(self) -> bool:
         return type(self)._set_checkpointing is not PreTrainedModel._set_checkpointing
 
