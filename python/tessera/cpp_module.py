@@ -511,7 +511,11 @@ class CppModule(nn.Module):
         self._sync_all()  # C++ may still hold tensors a functional_call passed in
         clone = self.__class__.__new__(self.__class__)
         nn.Module.__init__(clone)
-        with on_meta(any(p.is_meta for _, p in self._cpp.named_parameters())):  # C++ clones into new ones
+        meta = {p.is_meta for _, p in self._cpp.named_parameters()}
+        if len(meta) > 1:  # C++ clones into parameters made on one device
+            raise TypeError(f"copy.deepcopy({type(self).__name__}): some parameters are on the meta device and some "
+                            "are not; materialise the model (to_empty) before copying it")
+        with on_meta(meta == {True}):
             object.__setattr__(clone, "_cpp", self._cpp.clone())
         memo[id(self)] = clone  # a hook or attribute that refers to the model refers to the copy
         skip = {"_cpp", "_cpp_addr", "_root_sync", "_syncs"}

@@ -9,6 +9,7 @@ from typing import Dict, List, Tuple
 
 import torch
 from torch import nn
+from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
 
 from . import _C
 
@@ -35,8 +36,8 @@ def refuse_capture() -> None:
         raise RuntimeError(_NOT_CAPTURED.format(how="torch.jit.trace cannot record"))
     if torch.compiler.is_exporting():
         raise RuntimeError(_NOT_CAPTURED.format(how="torch.export cannot capture"))
-    interpreter = torch._C._functorch.peek_interpreter_stack()
-    if interpreter is not None and interpreter.key() == torch._C._functorch.TransformType.Vmap:
+    # any level: vmap(grad(f)), torch.func's per-sample gradients, has grad on top
+    if torch._C._functorch.peek_interpreter_stack() is not None and any(i.key() == torch._C._functorch.TransformType.Vmap for i in retrieve_all_functorch_interpreters()):
         raise RuntimeError("torch.func.vmap cannot batch a tessera model's C++ forward: the model takes batches "
                            "itself; stack the inputs (or loop over them)")
 

@@ -60,6 +60,10 @@ def apply_lora(model, target_modules: Union[str, Sequence[str]], r: int = 8, lor
         modules_to_save = [modules_to_save]
     modules_to_save = check_value(List[str], list(modules_to_save), "apply_lora(): modules_to_save")
     r, lora_alpha, lora_dropout, use_rslora = checked.r, checked.lora_alpha, checked.lora_dropout, checked.use_rslora
+    meta = next((n for n, p in model.named_parameters() if p.is_meta), None)
+    if meta is not None:  # the adapters would be made on the CPU beside meta weights, uninitialised after to_empty
+        raise ValueError(f"apply_lora(): {meta} is on the meta device; materialise the model and initialise or load "
+                         "it first (to_empty, then init_weights() or a load)")
     linears = _linear_nodes(model)
     names = [n for n, _ in model.named_parameters()]
     for m in modules_to_save:
@@ -227,11 +231,12 @@ _UNSUPPORTED_UNLESS = {"fan_in_fan_out": (False, None), "bias": ("none", None), 
                        "layer_replication": (None, []), "lora_bias": (False, None), "exclude_modules": (None, []),
                        "trainable_token_indices": (None, []), "target_parameters": (None, []),
                        # Initialisations that change the base weights peft loads the adapter onto
-                       # (PiSSA, OLoRA, CorDA, LoftQ: W - A0 B0), and variants that change what the
-                       # adapter computes (aLoRA from its invocation tokens on, the others' extras):
-                       # loaded onto the plain weights they would give other logits, silently.
-                       "init_lora_weights": (True, False, "gaussian", None), "alora_invocation_tokens": (None, []),
-                       "loftq_config": ({}, None), "eva_config": (None,), "corda_config": (None,),
+                       # (PiSSA, OLoRA, CorDA, LoftQ, LoRA-GA: W - A0 B0), and variants that change
+                       # what the adapter computes (aLoRA from its invocation tokens on, the others'
+                       # extras): loaded onto the plain weights they gave other logits, silently.
+                       # EVA and orthogonal set only A and B: saved, they are plain LoRA.
+                       "init_lora_weights": (True, False, "gaussian", "eva", "orthogonal", None),
+                       "alora_invocation_tokens": (None, []), "loftq_config": ({}, None), "corda_config": (None,),
                        "lora_ga_config": (None,), "velora_config": (None,), "monteclora_config": (None,),
                        "use_bdlora": (None, False), "arrow_config": (None,), "kasa_config": (None,),
                        "megatron_config": (None,)}

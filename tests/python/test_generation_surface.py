@@ -273,3 +273,17 @@ def test_generation_config_attribute_as_transformers(fixture_dir, tmp_path):
         ours.generation_config.top_p = 2.0
     with pytest.raises(AttributeError, match="generation_config"):  # not a generating model
         tessera.from_pretrained(str(fixture_dir("clip"))).generation_config
+
+
+def test_without_a_generation_file_the_configs_pad_id_marks_the_padding(tmp_path):
+    """transformers derives the generation settings from config.json when the folder has no
+    generation_config.json: its pad_token_id then marks a prompt's padding."""
+    theirs, ours = _pair(tmp_path, pad_token_id=0)
+    (tmp_path / "generation_config.json").unlink()
+    theirs = transformers.LlamaForCausalLM.from_pretrained(tmp_path).eval()
+    ours = tessera.from_pretrained(str(tmp_path))
+    ids = torch.randint(3, 97, (2, 6), generator=torch.Generator().manual_seed(0))
+    ids[0, :3] = 0
+    want = theirs.generate(ids, max_new_tokens=6, do_sample=False)
+    assert torch.equal(want, theirs.generate(ids, attention_mask=(ids != 0).long(), max_new_tokens=6, do_sample=False))
+    assert torch.equal(ours.generate(ids, max_new_tokens=6), want)

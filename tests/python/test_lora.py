@@ -300,3 +300,24 @@ def test_a_pissa_adapter_converted_by_peft_loads_as_peft_loads_it(fixture_dir, t
     theirs = peft.PeftModel.from_pretrained(transformers.LlamaForCausalLM.from_pretrained(fixture).eval(), folder).eval()
     with torch.no_grad():
         torch.testing.assert_close(ours(ids).logits, theirs(input_ids=ids).logits, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("init", ["eva", "orthogonal"])
+def test_eva_and_orthogonal_adapters_load_as_peft_loads_them(fixture_dir, tmp_path, init):
+    """They set only A and B at the start (the base untouched): saved, they are plain LoRA."""
+    fixture = str(fixture_dir("llama"))
+    folder = _peft_adapter(tmp_path, fixture, init, init_lora_weights=init)
+    ids = torch.randint(3, 1000, (2, 9), generator=torch.Generator().manual_seed(1))
+    ours = tessera.from_pretrained(fixture)
+    lora.load_adapter(ours, folder)
+    theirs = peft.PeftModel.from_pretrained(transformers.LlamaForCausalLM.from_pretrained(fixture).eval(), folder).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids).logits, theirs(input_ids=ids).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_lora_on_a_meta_model_is_refused(fixture_dir):
+    config = tessera.from_pretrained(str(fixture_dir("llama"))).config
+    with torch.device("meta"):
+        model = tessera.LlamaForCausalLM(config)
+    with pytest.raises(ValueError, match="is on the meta device; materialise the model"):
+        lora.apply_lora(model, ["q_proj"], r=2)

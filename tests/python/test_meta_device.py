@@ -109,3 +109,19 @@ def test_init_weights_on_a_trained_model_starts_it_again(fixture_dir):
     fresh = tessera.CLIPModel(model.config)
     for (name, p), q in zip(model.named_parameters(), fresh.parameters()):
         assert torch.equal(p, q), name
+
+
+def test_what_a_meta_model_cannot_do_is_refused_by_name(fixture_dir, tmp_path):
+    d = str(fixture_dir("llama"))
+    with pytest.raises(ValueError, match="under `with torch.device\\('meta'\\)` would read every weight"):
+        with torch.device("meta"):
+            tessera.from_pretrained(d)  # transformers refuses it too
+    config = tessera.from_pretrained(d).config
+    with torch.device("meta"):
+        model = tessera.LlamaForCausalLM(config)
+    with pytest.raises(ValueError, match="on the meta device and holds no values"):
+        model.save_pretrained(str(tmp_path / "meta"))
+    assert not (tmp_path / "meta").exists()
+    model.lm_head.weight = torch.nn.Parameter(torch.zeros(model.lm_head.weight.shape))  # half materialised
+    with pytest.raises(TypeError, match="some parameters are on the meta device and some are not"):
+        copy.deepcopy(model)

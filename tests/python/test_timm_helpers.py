@@ -101,3 +101,26 @@ def test_layer_decay_scales_each_layer_as_in_timms_own_model(fixture_dir):
                 assert got[id(p)] == pytest.approx(0.75 ** (layers - 1 - index)), (name, pname)
             elif pname.startswith("embeddings"):  # one step below the first layer, as timm's ViT
                 assert got[id(p)] == pytest.approx(0.75 ** layers), (name, pname)
+
+
+def test_beits_layer_decay_matches_timms_beit_with_mean_pooling_and_a_shared_table(fixture_dir):
+    """The shared relative position table goes with the stem and the mean-pooling norm above the
+    last layer, as in timm's BEiT: the table was given the full learning rate."""
+    config = json.loads((fixture_dir("beit") / "config.json").read_text())
+    ours = tessera.BeitModel({**config, "use_shared_relative_position_bias": True, "use_relative_position_bias": False,
+                              "use_mean_pooling": True, "use_mask_token": False})
+    layers = config["num_hidden_layers"]
+    theirs = timm.create_model("beit_base_patch16_224", pretrained=False, depth=layers, num_classes=0,
+                               embed_dim=config["hidden_size"], num_heads=config["num_attention_heads"],
+                               mlp_ratio=config["intermediate_size"] / config["hidden_size"],
+                               use_shared_rel_pos_bias=True, use_rel_pos_bias=False, img_size=config["image_size"],
+                               patch_size=config["patch_size"])
+
+    def numel_by_scale(model):
+        groups = timm.optim.create_optimizer_v2(model, "adamw", lr=1e-3, weight_decay=0.05, layer_decay=0.5)
+        out = {}
+        for g in groups.param_groups:
+            out[g["lr_scale"]] = out.get(g["lr_scale"], 0) + sum(p.numel() for p in g["params"])
+        return out
+
+    assert numel_by_scale(ours) == numel_by_scale(theirs)

@@ -115,6 +115,10 @@ def test_tracers_that_cannot_see_cpp_are_refused_by_name(llama):
         torch.export.export(model, (ids,))
     with pytest.raises(RuntimeError, match="torch.func.vmap cannot batch"):
         torch.func.vmap(lambda x: model(x[None]).logits[0])(ids)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    with pytest.raises(RuntimeError, match="torch.func.vmap cannot batch"):  # per-sample gradients: grad on top
+        torch.func.vmap(torch.func.grad(lambda p, x: torch.func.functional_call(model, p, (x[None],)).logits.sum()),
+                        in_dims=(None, 0))(params, ids)
     # torch.func.grad is not a tracer over C++: it still works, equal to autograd
     params = {k: v.detach() for k, v in model.named_parameters()}
     grads = torch.func.grad(lambda p: torch.func.functional_call(model, p, (ids,), {"labels": ids}).loss)(params)

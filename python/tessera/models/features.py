@@ -91,12 +91,13 @@ class VisionFeatures:
         return {f"*{name}*" for name in self._no_decay}
 
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
-        """timm's: the embeddings first, then layer by layer, the final norm last, so that
-        `create_optimizer_v2(..., layer_decay=...)` scales each layer's learning rate as timm's ViTs
-        (it had no effect: everything in one group)."""
-        return {"stem": r"^embeddings|^pre_layrnorm",
+        """timm's: the embeddings (and BEiT's shared relative position table) first, then layer
+        by layer with the final norm in the last layer's group, and a pooler's norm (BEiT's mean
+        pooling: timm's fc_norm) above them, so that `create_optimizer_v2(..., layer_decay=...)`
+        scales each layer's learning rate as timm's ports do (it had no effect: one group)."""
+        return {"stem": r"^embeddings|^pre_layrnorm|^encoder\.relative_position_bias",
                 "blocks": r"^encoder\.layers?\.(\d+)" if coarse else
-                [(r"^encoder\.layers?\.(\d+)", None), (r"^post_layernorm|^layernorm|^pooler|^fc_norm", (99999,))]}
+                [(r"^encoder\.layers?\.(\d+)", None), (r"^post_layernorm|^layernorm", (99999,))]}
 
     @property
     def pretrained_cfg(self) -> Dict[str, Any]:

@@ -293,15 +293,22 @@ def _stand_in_ids(input_ids: Optional[torch.Tensor], inputs_embeds: Optional[tor
 
 def prompt_mask(model, input_ids: Optional[torch.Tensor], attention_mask: Optional[torch.Tensor],
                 options) -> Optional[torch.Tensor]:
-    """transformers' mask for a prompt given without one: where the pad id (the call's or
-    generation_config.json's) occurs and is no stop id, those positions are padding; else every
-    position is real. Generation attended to a left-padded batch's pads, silently."""
-    if attention_mask is not None or input_ids is None or options.pad_token_id < 0:
+    """transformers' mask for a prompt given without one: where the pad id (the call's, else
+    generation_config.json's, else without that file the config's) occurs and is no stop id, those
+    positions are padding; else every position is real. Generation attended to a left-padded
+    batch's pads, silently."""
+    if attention_mask is not None or input_ids is None:
         return attention_mask
+    text = model.config.get("text_config", model.config)
     pad = options.pad_token_id
+    if pad < 0 and getattr(model, "generation_defaults", None) is None:
+        # no generation_config.json: transformers derives one from the config (from_model_config)
+        pad = -1 if text.get("pad_token_id") is None else int(text["pad_token_id"])
+    if pad < 0:
+        return None
     stops = options.eos_token_ids
     if stops is None:  # the model config's, as generation takes them
-        eos = model.config.get("text_config", model.config).get("eos_token_id")
+        eos = text.get("eos_token_id")
         stops = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
     if pad in stops or not bool((input_ids == pad).any()):
         return None

@@ -148,6 +148,11 @@ class PreTrainedModel(nn.Module):
         from ..checksums import verify_model_files
         from .load_keywords import split_keywords
 
+        if torch.get_default_device().type == "meta":  # as transformers refuses it
+            raise ValueError("from_pretrained() under `with torch.device('meta')` would read every weight: build the "
+                             "model there with its class (cls(config)), shard it, then load, or load outside the "
+                             "context")
+
         path = newest_checkpoint_of_run(os.path.join(path, kwargs.pop("subfolder", None) or ""))
         verify_model_files(path)
         folder_config = checkpoint_config(path, config)
@@ -201,6 +206,8 @@ class PreTrainedModel(nn.Module):
             from .llama import read_generation_defaults
 
             model.generation_defaults = read_generation_defaults(path if os.path.isdir(path) else os.path.dirname(path))
+        default = torch.get_default_device()  # `with torch.device("cuda")`: the loaded tensors are the CPU's
+        device = device if device is not None else default if default.type != "cpu" else None
         if device is not None:  # device_map naming one device
             model.to(device)
         return model.eval()  # as transformers does: call .train() to fine-tune
@@ -276,6 +283,10 @@ class PreTrainedModel(nn.Module):
         if not safe_serialization or push_to_hub:
             raise ValueError("save_pretrained(" + ("safe_serialization=False" if not safe_serialization else
                              "push_to_hub=True") + "): tessera writes safetensors to a local folder only")
+        meta = next((n for n, p in (state_dict or dict(self.named_parameters())).items() if p.is_meta), None)
+        if meta is not None:
+            raise ValueError(f"save_pretrained(): {meta} is on the meta device and holds no values; materialise the "
+                             "model first (to_empty, then init_weights() or a load)")
         del save_function
         if not is_main_process:
             return
