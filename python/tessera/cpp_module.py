@@ -333,6 +333,9 @@ class CppModule(nn.Module):
         if buffers:  # only parameters are pushed to C++: .to(), load_state_dict and assignment left these behind
             raise TypeError(f"{type(cpp).__name__} holds buffers ({', '.join(buffers[:3])}): tessera modules keep none "
                             f"(compute constants in forward, or make them parameters with requires_grad=False)")
+        if torch.get_default_device().type == "meta" and any(not p.is_meta for _, p in cpp.named_parameters()):
+            raise RuntimeError(f"{type(cpp).__name__} was built with memory under `with torch.device('meta')`: build it "
+                               f"with tessera.cpp_build.build_cpp({type(cpp).__name__}, *args) to make meta parameters")
         root = next(addr for path, _, _, addr in cpp.nodes() if not path)
         owner = _WRAPPERS.get(root)
         if owner is not None:  # its layer caller and hooks would move to the new one

@@ -52,6 +52,19 @@ def test_extension_is_a_trainable_module(gated_residual):
     assert loss.item() < 0.7 * first
 
 
+def test_an_extension_builds_on_meta_through_build_cpp(gated_residual):
+    """A user's C++ module honours `with torch.device("meta")` when built through tessera's
+    build_cpp (its add_parameter reads the switch); built directly it is refused, not silently
+    allocated."""
+    from tessera.cpp_build import build_cpp
+
+    with torch.device("meta"):
+        block = tessera.CppModule(build_cpp(gated_residual.GatedResidual, 16))
+        assert all(p.is_meta for p in block.parameters())
+        with pytest.raises(RuntimeError, match="build_cpp\\(GatedResidual"):
+            tessera.CppModule(gated_residual.GatedResidual(16))
+
+
 def test_projector_registered_from_an_extension_drives_llava(gated_residual):
     import swiglu_projector  # built by the fixture next to gated_residual
 

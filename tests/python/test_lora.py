@@ -291,22 +291,13 @@ def test_adapters_that_change_the_base_or_the_computation_are_refused(fixture_di
         lora.load_adapter(tessera.from_pretrained(fixture), folder)
 
 
-def test_a_pissa_adapter_converted_by_peft_loads_as_peft_loads_it(fixture_dir, tmp_path):
+@pytest.mark.parametrize("name,convert,init", [("pissa", True, "pissa"), ("eva", False, "eva"),
+                                               ("orthogonal", False, "orthogonal")])
+def test_plain_adapters_of_other_inits_load_as_peft_loads_them(fixture_dir, tmp_path, name, convert, init):
+    """A PiSSA adapter peft converted to a plain one; EVA and orthogonal set only A and B at the
+    start (the base untouched), so saved they are plain LoRA."""
     fixture = str(fixture_dir("llama"))
-    folder = _peft_adapter(tmp_path, fixture, "pissa", convert=True, init_lora_weights="pissa")
-    ids = torch.randint(3, 1000, (2, 9), generator=torch.Generator().manual_seed(1))
-    ours = tessera.from_pretrained(fixture)
-    lora.load_adapter(ours, folder)
-    theirs = peft.PeftModel.from_pretrained(transformers.LlamaForCausalLM.from_pretrained(fixture).eval(), folder).eval()
-    with torch.no_grad():
-        torch.testing.assert_close(ours(ids).logits, theirs(input_ids=ids).logits, atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize("init", ["eva", "orthogonal"])
-def test_eva_and_orthogonal_adapters_load_as_peft_loads_them(fixture_dir, tmp_path, init):
-    """They set only A and B at the start (the base untouched): saved, they are plain LoRA."""
-    fixture = str(fixture_dir("llama"))
-    folder = _peft_adapter(tmp_path, fixture, init, init_lora_weights=init)
+    folder = _peft_adapter(tmp_path, fixture, name, convert=convert, init_lora_weights=init)
     ids = torch.randint(3, 1000, (2, 9), generator=torch.Generator().manual_seed(1))
     ours = tessera.from_pretrained(fixture)
     lora.load_adapter(ours, folder)
