@@ -16,7 +16,7 @@ import torch
 NO_EFFECT = {"local_files_only", "low_cpu_mem_usage", "trust_remote_code", "revision", "cache_dir", "token",
              "force_download", "proxies", "resume_download", "use_safetensors", "attn_implementation",
              "device_map"}
-_ATTENTION = (None, "sdpa", "eager")  # the same attention math in tessera's C++; others are kernels it lacks
+_ATTENTION = (None, "sdpa", "eager")  # the math tessera's C++ attention computes; others name kernels it lacks
 
 
 def split_keywords(cls, config: Dict[str, Any], kwargs: Dict[str, Any]
@@ -27,7 +27,8 @@ def split_keywords(cls, config: Dict[str, Any], kwargs: Dict[str, Any]
         raise ValueError("from_pretrained(use_safetensors=False): tessera reads model.safetensors only")
     if loader.get("attn_implementation") not in _ATTENTION:
         raise ValueError(f"from_pretrained(attn_implementation={loader['attn_implementation']!r}): tessera's C++ "
-                         "attention is one implementation, equal to transformers' 'sdpa' and 'eager'")
+                         "attention is one implementation, transformers' 'eager' and 'sdpa' results (a padded query "
+                         "that sees no key computed as 'eager' does)")
     device = _device(loader.get("device_map"))
     own = set(inspect.signature(cls.__init__).parameters) - {"self", "config"}
     init = {k: kwargs.pop(k) for k in list(kwargs) if k in own}

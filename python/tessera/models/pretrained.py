@@ -36,8 +36,8 @@ def read_config(path: str) -> Dict[str, Any]:
 
 def checkpoint_config(path: str, config: Union[None, str, Dict[str, Any]] = None) -> Dict[str, Any]:
     """The config a checkpoint folder loads with: its config.json, or `config` when given
-    (transformers' argument, for a folder of weights alone): a config dict (a model's `.config`)
-    (or transformers' config object) or a folder or config.json to read."""
+    (transformers' argument, for a folder of weights alone): a config dict (a model's `.config`),
+    transformers' config object, or a folder or config.json to read."""
     if config is None:
         return read_config(path)
     if isinstance(config, (str, os.PathLike)):
