@@ -62,23 +62,22 @@ def create_model(name: str, pretrained: Optional[str] = None, config_overrides: 
     timm and open_clip, config fields
     (`create_model("ViT-B-32", projection_dim=64)`). An unknown key is an error that lists the
     valid ones."""
-    import inspect
+    from .models.load_keywords import class_arguments
 
     family, config = registry.variant(name)
     output_dict = kwargs.pop("output_dict", None)  # open_clip's flag of a CLIP model's call
     if config_overrides is not None and not isinstance(config_overrides, dict):
         raise TypeError(f"create_model({name!r}): config_overrides must be a dict, got {type(config_overrides).__name__}")
     cls = registry.model_class(config, name)
-    own = set(inspect.signature(cls.__init__).parameters) - {"self", "config"}
-    config_overrides = {**{k: v for k, v in kwargs.items() if k not in own}, **(config_overrides or {})}
-    kwargs = {k: v for k, v in kwargs.items() if k in own}
+    own = class_arguments(cls, kwargs)
+    config_overrides = {**kwargs, **(config_overrides or {})}  # the rest: config fields, as timm and open_clip
     config = merge_config(config, config_overrides)
     if config_overrides:
         registry.validate(family, config, f"create_model({name!r}) config_overrides")
     if output_dict is not None and not hasattr(cls, "output_dict"):
         raise TypeError(f"create_model({name!r}, output_dict=...): open_clip's flag of a CLIP model's call; "
                         f"{cls.__name__} has no such call")
-    model = cls(config, **kwargs)
+    model = cls(config, **own)
     if output_dict is not None:
         model.output_dict = bool(output_dict)
     if pretrained:

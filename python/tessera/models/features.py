@@ -19,12 +19,13 @@ and BLIP-2, 'avg' + fc_norm for BEiT with use_mean_pooling).
 from __future__ import annotations
 
 import operator
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
 from ..cpp_module import CppNode
+from .timm_compat import TimmNames
 
 FeatureResult = Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]
 
@@ -68,7 +69,7 @@ def check_pixels(pixel_values) -> None:
         raise ValueError(f"pixel_values must be [B, C, H, W], got shape {tuple(pixel_values.shape)}")
 
 
-class VisionFeatures:
+class VisionFeatures(TimmNames):
     """timm's feature API of an image encoder; a family subclass names its bound function and says
     in its docstring what the final norm is."""
 
@@ -80,15 +81,10 @@ class VisionFeatures:
 
     #: timm's: these towers carry no classifier, as a timm model made with num_classes=0.
     num_classes = 0
-    #: Names (parts of parameter names) timm keeps out of weight decay besides vectors: the
-    #: family's position tables and class tokens, as timm's port of it declares them.
-    _no_decay: Tuple[str, ...] = ()
+    #: `_no_decay` (TimmNames): the family's position tables and class tokens, which timm's port of
+    #: it keeps out of weight decay besides vectors.
     #: The input pipeline of timm's port of the family (mean, std, interpolation, crop_pct).
     _data_config: Dict[str, Any] = {}
-
-    def no_weight_decay(self) -> Set[str]:
-        """timm's: patterns `create_optimizer_v2` keeps out of weight decay."""
-        return {f"*{name}*" for name in self._no_decay}
 
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
         """timm's: the embeddings (and BEiT's shared relative position table) first, then layer
@@ -106,10 +102,6 @@ class VisionFeatures:
         config = (self._owning_model() if isinstance(self, CppNode) else self).config
         size = int(config.get("vision_config", config)["image_size"])
         return {"input_size": (3, size, size), "num_classes": 0, "crop_mode": "center", **self._data_config}
-
-    @property
-    def default_cfg(self) -> Dict[str, Any]:  # timm's older name
-        return self.pretrained_cfg
 
     @property
     def num_features(self) -> int:

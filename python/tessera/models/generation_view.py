@@ -7,13 +7,10 @@ the output silently. It was an AttributeError (`model.generation_config.pad_toke
 Seq2SeqTrainer's predict_with_generate)."""
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Dict
 
-from .llama import GenerationConfig, generation_config
-
-#: generate's settings, and transformers' max_length (it counts the prompt)
-KEYS = (*(f.name for f in dataclasses.fields(GenerationConfig)), "max_length")
+from .llama import GENERATION_KEYS as KEYS
+from .llama import GenerationConfig, check_max_length, generation_config
 
 
 class GenerationConfigView:
@@ -59,7 +56,6 @@ def set_generation_defaults(model, config) -> None:
                          f"tessera's generate has no such setting (its settings: {', '.join(KEYS)})")
     given = {k: v for k, v in settings.items() if k != "max_length"}
     generation_config(given, "generation_config")  # the ranges a call is held to
-    max_length = settings.get("max_length")
-    if max_length is not None and (not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1):
-        raise ValueError(f"generation_config: max_length must be an int >= 1, got {max_length!r}")
+    if settings.get("max_length") is not None:
+        check_max_length(settings["max_length"], "generation_config: ")
     model.generation_defaults = settings or None

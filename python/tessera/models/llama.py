@@ -114,8 +114,7 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
         settings = {**defaults, **given}
         max_length = settings.pop("max_length", None)
         if max_length is not None and settings.get("max_new_tokens") is None:  # transformers' precedence
-            if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1:
-                raise ValueError(f"{caller}(): max_length must be an int >= 1, got {max_length!r}")
+            check_max_length(max_length, f"{caller}(): ")
             if max_length <= prompt_length:
                 source = "" if "max_length" in given else f" ({GENERATION_FILE})"
                 raise ValueError(f"{caller}(): max_length {max_length}{source} counts the prompt, as in transformers, "
@@ -138,7 +137,7 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
         o.early_stopping, o.min_new_tokens = config.early_stopping, config.min_new_tokens
         if config.eos_token_id is not None:
             eos = config.eos_token_id
-            o.eos_token_ids = [eos] if isinstance(eos, int) else list(eos)
+            o.eos_token_ids = id_list(eos)
         if config.pad_token_id is not None:
             o.pad_token_id = config.pad_token_id
         # Layers run straight from C++ unless Python must see them: hooks, or a tree edited in
@@ -223,7 +222,7 @@ class GenerationConfig:
         require(self.min_new_tokens >= 0, f"{where}: min_new_tokens must be >= 0, got {self.min_new_tokens}")
         require(math.isfinite(self.repetition_penalty) and self.repetition_penalty > 0,
                 f"{where}: repetition_penalty must be > 0, got {self.repetition_penalty}")
-        eos = [self.eos_token_id] if isinstance(self.eos_token_id, int) else self.eos_token_id or []
+        eos = id_list(self.eos_token_id)
         for token in eos + ([self.pad_token_id] if self.pad_token_id is not None else []):
             require(token >= 0, f"{where}: token ids must be >= 0, got eos/pad id {token}")
         # C++ takes int64: a larger int reached the binding as a pybind signature dump.
@@ -308,11 +307,21 @@ def prompt_mask(model, input_ids: Optional[torch.Tensor], attention_mask: Option
         return None
     stops = options.eos_token_ids
     if stops is None:  # the model config's, as generation takes them
-        eos = text.get("eos_token_id")
-        stops = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+        stops = id_list(text.get("eos_token_id"))
     if pad in stops or not bool((input_ids == pad).any()):
         return None
     return (input_ids != pad).long()
+
+
+def id_list(ids) -> List[int]:
+    """An eos setting (one id, a list, or None) as a list of ids."""
+    return [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+
+
+def check_max_length(value, where: str) -> None:
+    """transformers' max_length (it counts the prompt): an int >= 1."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{where}max_length must be an int >= 1, got {value!r}")
 
 
 def repeat_rows(t: Optional[torch.Tensor], n: int) -> Optional[torch.Tensor]:
@@ -344,6 +353,9 @@ def drain(run):
 
 
 GENERATION_FILE = "generation_config.json"
+#: What a generation_config.json (or `model.generation_config`) sets for generate: its settings, and
+#: transformers' max_length (it counts the prompt).
+GENERATION_KEYS = (*GenerationConfig.__dataclass_fields__, "max_length")
 
 
 def read_generation_defaults(folder: str) -> Optional[dict]:
@@ -365,7 +377,7 @@ def read_generation_defaults(folder: str) -> Optional[dict]:
         raise ValueError(f"{path}: a generation config is a JSON object, got {type(raw).__name__}")
     ints = ("max_new_tokens", "min_new_tokens", "num_beams", "top_k", "pad_token_id", "max_length")
     defaults = {}
-    for key in (*GenerationConfig.__dataclass_fields__, "max_length"):
+    for key in GENERATION_KEYS:
         value = raw.get(key)
         if value is None:
             continue
@@ -373,8 +385,7 @@ def read_generation_defaults(folder: str) -> Optional[dict]:
             value = int(value)
         try:
             if key == "max_length":  # counts the prompt: turned into max_new_tokens per call
-                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                    raise ValueError(f"max_length must be an int >= 1, got {value!r}")
+                check_max_length(value, "")
             else:
                 generation_config({key: value}, "generate")
         except (TypeError, ValueError) as e:

@@ -19,6 +19,13 @@ NO_EFFECT = {"local_files_only", "low_cpu_mem_usage", "trust_remote_code", "revi
 _ATTENTION = (None, "sdpa", "eager")  # the math tessera's C++ attention computes; others name kernels it lacks
 
 
+def class_arguments(cls, kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """The keywords `cls`'s constructor takes besides the config (BeitModel's add_pooling_layer),
+    taken out of `kwargs`; the rest are config keys (or loader options)."""
+    own = set(inspect.signature(cls.__init__).parameters) - {"self", "config"}
+    return {k: kwargs.pop(k) for k in list(kwargs) if k in own}
+
+
 def split_keywords(cls, config: Dict[str, Any], kwargs: Dict[str, Any]
                    ) -> Tuple[Dict[str, Any], Dict[str, Any], Optional[torch.device]]:
     """(config overrides, the class's own constructor arguments, the device to move to)."""
@@ -30,8 +37,7 @@ def split_keywords(cls, config: Dict[str, Any], kwargs: Dict[str, Any]
                          "attention is one implementation, transformers' 'eager' and 'sdpa' results (a padded query "
                          "that sees no key computed as 'eager' does)")
     device = _device(loader.get("device_map"))
-    own = set(inspect.signature(cls.__init__).parameters) - {"self", "config"}
-    init = {k: kwargs.pop(k) for k in list(kwargs) if k in own}
+    init = class_arguments(cls, kwargs)
     if not kwargs:
         return {}, init, device
     try:  # the keys the class reads, defaults included (a bad config is named with its file later)

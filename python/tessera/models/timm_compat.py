@@ -7,7 +7,7 @@ Every image tower has them (features.VisionFeatures, with the family's values be
 and BEiT's pretraining model through the classes here."""
 from __future__ import annotations
 
-from typing import Any, Dict, Set
+from typing import Any, Dict, Set, Tuple
 
 from ..data import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
@@ -30,23 +30,31 @@ BEIT_DATA = {"interpolation": "bicubic", "mean": (0.5, 0.5, 0.5), "std": (0.5, 0
 MAE_DATA = {"interpolation": "bicubic", "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "crop_pct": 0.9}
 
 
-class ClipTimmInterface:
-    """CLIPModel's: both towers' embeddings kept out of decay; the image tower's pipeline."""
+class TimmNames:
+    """What every class below answers timm with: `no_weight_decay()` from the class's `_no_decay`
+    names (parts of parameter names), and `default_cfg`, timm's older name of `pretrained_cfg`."""
+
+    _no_decay: Tuple[str, ...] = ()
 
     def no_weight_decay(self) -> Set[str]:
-        return {f"*{name}*" for name in CLIP_NO_DECAY}
+        return {f"*{name}*" for name in self._no_decay}
+
+    @property
+    def default_cfg(self) -> Dict[str, Any]:
+        return self.pretrained_cfg
+
+
+class ClipTimmInterface(TimmNames):
+    """CLIPModel's: both towers' embeddings kept out of decay; the image tower's pipeline."""
+
+    _no_decay = CLIP_NO_DECAY
 
     @property
     def pretrained_cfg(self) -> Dict[str, Any]:
         return self.vision_model.pretrained_cfg
 
-    @property
-    def default_cfg(self) -> Dict[str, Any]:  # timm's older name
-        return self.pretrained_cfg
 
-
-class BeitTimmInterface:
+class BeitTimmInterface(TimmNames):
     """BEiT's pretraining model (its encoder `beit` is a VisionFeatures)."""
 
-    def no_weight_decay(self) -> Set[str]:
-        return {f"*{name}*" for name in BEIT_NO_DECAY}
+    _no_decay = BEIT_NO_DECAY
