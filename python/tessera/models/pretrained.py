@@ -19,7 +19,7 @@ from .._warn import warn
 
 def read_config(path: str) -> Dict[str, Any]:
     """Reads config.json (a folder or the file itself) with an error that names the file."""
-    file = os.path.join(path, "config.json") if os.path.isdir(path) else path
+    file = config_source(path)
     if not os.path.exists(file):
         weights_alone = os.path.isdir(path) and any(n.startswith("model") and n.endswith(".safetensors")
                                                     for n in os.listdir(path))
@@ -32,6 +32,15 @@ def read_config(path: str) -> Dict[str, Any]:
         raise ValueError(f"{file}: a model config must be a JSON object, got {type(config).__name__} "
                          f"{json.dumps(config)[:60]}")
     return config
+
+
+def config_source(path: str, config: Union[None, str, Dict[str, Any]] = None) -> str:
+    """What checkpoint_config(path, config) reads, for messages: a config.json (a folder's, or the
+    file given), or "the config given" for a dict or a config object."""
+    if config is not None and not isinstance(config, (str, os.PathLike)):
+        return "the config given"
+    source = os.fspath(path if config is None else config)
+    return os.path.join(source, "config.json") if os.path.isdir(source) else source
 
 
 def checkpoint_config(path: str, config: Union[None, str, Dict[str, Any]] = None) -> Dict[str, Any]:
@@ -156,21 +165,21 @@ class PreTrainedModel(nn.Module):
         path = newest_checkpoint_of_run(os.path.join(path, kwargs.pop("subfolder", None) or ""))
         verify_model_files(path)
         folder_config = checkpoint_config(path, config)
-        source = os.fspath(path if config is None else config) if isinstance(config, (type(None), str, os.PathLike)) \
-            else ""
-        file = (os.path.join(source, "config.json") if os.path.isdir(source) else source) or "the config given"
+        file = config_source(path, config)
         config, from_parent = cls._own_config(folder_config, file)
         if config_overrides is not None and not isinstance(config_overrides, dict):
             raise TypeError(f"config_overrides must be a dict, got {type(config_overrides).__name__}")
         keyed, kwargs, device = split_keywords(cls, config, kwargs)  # transformers' config keywords update it
-        config_overrides = {**keyed, **config_overrides} if keyed and config_overrides else config_overrides or keyed or None
+        config_overrides = {**keyed, **(config_overrides or {})} or None
         if config_overrides is not None:
             config = merge_config(config, config_overrides)
             if hasattr(cls, "resolve_config"):
                 check_override_keys(cls, cls.resolve_config(config), config_overrides, "config_overrides")
+        default = torch.get_default_device()  # `with torch.device("cuda")`: moved there once loaded
         previous = _C.nn.set_init_enabled(False)  # every parameter is loaded next: skip random init
         try:
-            model = cls(config, **kwargs)
+            with torch.device("cpu"):  # not moved empty: the checkpoint's tensors replace these
+                model = cls(config, **kwargs)
         except ValueError as e:  # name the file: the C++ message names only the key
             raise ValueError(f"{file}: {e}") from e
         except RuntimeError as e:  # sizes beyond the machine: the allocator's message names no key
@@ -206,9 +215,8 @@ class PreTrainedModel(nn.Module):
             from .llama import read_generation_defaults
 
             model.generation_defaults = read_generation_defaults(path if os.path.isdir(path) else os.path.dirname(path))
-        default = torch.get_default_device()  # `with torch.device("cuda")`: the loaded tensors are the CPU's
         device = device if device is not None else default if default.type != "cpu" else None
-        if device is not None:  # device_map naming one device
+        if device is not None:  # device_map naming one device, or the default device
             model.to(device)
         return model.eval()  # as transformers does: call .train() to fine-tune
 
