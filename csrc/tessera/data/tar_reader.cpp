@@ -46,15 +46,27 @@ int64_t header_number(const char* field, size_t len) {
 std::string header_string(const char* field, size_t len) { return std::string(field, strnlen(field, len)); }
 
 bool checksum_ok(const char* block) {
+  // Over unsigned bytes as POSIX says, or signed as old Sun and BSD tars summed them (tarfile and
+  // GNU tar accept both; they differ only where a name has bytes >= 0x80).
   const int64_t stored = header_number(block + 148, 8);
-  int64_t sum = 0;
-  for (int i = 0; i < kBlock; ++i)
-    sum += (i >= 148 && i < 156) ? ' ' : static_cast<unsigned char>(block[i]);
-  return stored == sum;
+  int64_t sum = 0, signed_sum = 0;
+  for (int i = 0; i < kBlock; ++i) {
+    const bool field = i >= 148 && i < 156;
+    sum += field ? ' ' : static_cast<unsigned char>(block[i]);
+    signed_sum += field ? ' ' : static_cast<signed char>(block[i]);
+  }
+  return stored == sum || stored == signed_sum;
 }
 
-/// "path" and "size" of a pax extended header ("LEN key=value\n" records).
-void parse_pax(const std::string& body, std::string& path, int64_t& size) {
+/// What a pax extended header ("LEN key=value\n" records) says of the next member.
+struct PaxRecords {
+  std::string path;
+  int64_t size = -1;            ///< -1: not given; a malformed value is -2
+  std::string sparse_name;      ///< GNU.sparse.name: the real name of a sparse member
+  bool sparse = false;          ///< any GNU.sparse.* record (tar --sparse in pax formats)
+};
+
+void parse_pax(const std::string& body, PaxRecords& pax) {
   size_t pos = 0;
   while (pos < body.size()) {
     const size_t space = body.find(' ', pos);
@@ -69,7 +81,7 @@ void parse_pax(const std::string& body, std::string& path, int64_t& size) {
     const size_t eq = record.find('=');
     if (eq != std::string::npos) {
       const std::string key = record.substr(0, eq), value = record.substr(eq + 1);
-      if (key == "path") path = value;
+      if (key == "path") pax.path = value;
       if (key == "size") {
         int64_t v = 0;
         bool ok = !value.empty() && value.size() < 19;  // 18 digits cannot overflow int64
@@ -77,10 +89,27 @@ void parse_pax(const std::string& body, std::string& path, int64_t& size) {
           ok = ok && c >= '0' && c <= '9';
           if (ok) v = v * 10 + (c - '0');
         }
-        size = ok ? v : -1;
+        pax.size = ok ? v : -2;
       }
+      if (key.rfind("GNU.sparse.", 0) == 0) pax.sparse = true;
+      if (key == "GNU.sparse.name") pax.sparse_name = value;
     }
     pos += len;
+  }
+}
+
+/// Why a member of this type holds nothing to read, for the types that are reported; "" for the
+/// ones that are consumed without a word (directories, global pax headers, volume labels, GNU
+/// long link names and dump directories).
+std::string not_a_file(char type, const std::string& link) {
+  switch (type) {
+    case '5': case 'g': case 'V': case 'K': case 'D': return "";
+    case '1': return "a hard link to '" + link + "', not read (tar --hard-dereference stores the file itself)";
+    case '2': return "a symbolic link to '" + link + "', not followed";
+    case '3': case '4': return "a device entry, not read";
+    case '6': return "a FIFO entry, not read";
+    case 'S': return "a sparse file (written by tar --sparse), not read: write shards without --sparse";
+    default: return std::string("an entry of unknown type '") + type + "', not read";
   }
 }
 
@@ -256,17 +285,36 @@ bool TarReader::skip(const std::string& member, int64_t bytes) {
   return false;
 }
 
+bool TarReader::skip_padding(const std::string& member, int64_t size) {
+  const int64_t pad = padded(size) - size;
+  if (pad > remaining()) {  // a plain file cut inside the padding: the member itself is whole
+    problem(member, "truncated inside its padding: the member is whole, the shard is cut after it");
+    done_ = true;
+    return false;
+  }
+  return skip(member, pad);
+}
+
 bool TarReader::next(TarMember& out) {
   char block[kBlock];
-  std::string long_name, pax_path;
-  int64_t pax_size = -1;
+  // What GNU long-name and pax records say of the next member. tarfile lets the record read
+  // first win where two set one field, and so does this.
+  std::string meta_name;
+  PaxRecords pax;
   while (!done_) {
     const int64_t before = pos_;
     if (!read_block(block)) {
       if (done_) break;  // corrupt gzip data, reported
-      // A missing end-of-archive marker is common (appended shards); a partial block is not.
-      if (pos_ != before) problem("", "truncated: a partial header block at the end");
-      if (pos_ == 0 && compressed_) problem("", "gzip data that decompresses to nothing, not a tar shard");
+      if (pos_ != before) {
+        problem("", "truncated: a partial header block at the end");
+      } else if (pos_ == 0 && compressed_) {
+        problem("", "gzip data that decompresses to nothing, not a tar shard");
+      } else {
+        // Every writer (tarfile, webdataset, GNU tar, tessera.data.shards) ends a shard with the
+        // marker: a shard cut at a member boundary shows by its absence alone.
+        problem("", "no end-of-archive marker after " + std::to_string(members_) +
+                        " members: the shard was probably cut short (an interrupted copy or write)");
+      }
       done_ = true;
       break;
     }
@@ -287,24 +335,26 @@ bool TarReader::next(TarMember& out) {
       break;
     }
     const char type = block[156];
+    const bool meta = type == 'L' || type == 'x';  // applies to the next member
     std::string name = header_string(block, 100);
     if (std::memcmp(block + 257, "ustar", 5) == 0 && block[345] != '\0')
       name = header_string(block + 345, 155) + "/" + name;
-    if (!long_name.empty()) name = long_name;
-    if (!pax_path.empty()) name = pax_path;
     int64_t size = header_number(block + 124, 12);
-    if (pax_size >= 0) size = pax_size;
+    if (!meta) {
+      if (!meta_name.empty()) name = meta_name;
+      if (!pax.sparse_name.empty()) name = pax.sparse_name;
+      if (pax.size != -1) size = pax.size;
+    }
     const int64_t left = remaining();
     // The size is compared before it is rounded up to whole blocks: rounding a size near 2^63
-    // overflowed and passed the check.
-    if (size < 0 || size > left || padded(size) > left) {
+    // overflowed and passed the check. A short last padding is checked after the data.
+    if (size < 0 || size > left) {
       problem(name, size < 0 ? "malformed size field" : "truncated: its " + std::to_string(size) +
                                                            " bytes run past the end of the file");
       done_ = true;
       break;
     }
-    const bool meta = type == 'L' || type == 'x';
-    if (meta) {  // GNU long name or pax header: applies to the next member
+    if (meta) {
       if (size > (int64_t(1) << 20)) {
         problem(name, "a " + std::to_string(size) + "-byte metadata record; the rest is skipped");
         done_ = true;
@@ -318,15 +368,34 @@ bool TarReader::next(TarMember& out) {
       }
       if (!skip(name, padded(size) - size)) break;
       if (type == 'L') {
-        long_name = body.substr(0, strnlen(body.c_str(), body.size()));
+        if (meta_name.empty()) meta_name = body.substr(0, strnlen(body.c_str(), body.size()));
       } else {
-        parse_pax(body, pax_path, pax_size);
+        PaxRecords record;
+        parse_pax(body, record);
+        if (meta_name.empty()) meta_name = record.path;
+        if (pax.size == -1) pax.size = record.size;
+        if (pax.sparse_name.empty()) pax.sparse_name = record.sparse_name;
+        pax.sparse = pax.sparse || record.sparse;
       }
       continue;
     }
-    const bool regular = type == '0' || type == '\0' || type == '7';
-    long_name.clear(), pax_path.clear(), pax_size = -1;
-    if (!regular) {  // directories, links, global pax headers: nothing to read
+    const bool sparse = type == 'S' || pax.sparse;
+    const bool regular = (type == '0' || type == '\0' || type == '7') && !sparse;
+    meta_name.clear(), pax = PaxRecords();
+    if (!regular) {
+      // Directories and the like hold nothing; links, devices and sparse files are reported,
+      // since a sample that loses its image to one would otherwise be skipped without a reason.
+      if (const std::string why = not_a_file(sparse ? 'S' : type, header_string(block + 157, 100)); !why.empty())
+        problem(name, why);
+      // An old GNU sparse header may continue in extension blocks before its data.
+      for (bool extended = type == 'S' && block[482] != 0; extended;) {
+        if (!read_block(block)) {
+          if (!done_) problem(name, "truncated inside its sparse map");
+          done_ = true;
+          return false;
+        }
+        extended = block[504] != 0;
+      }
       if (!skip(name, padded(size))) break;
       continue;
     }
@@ -353,7 +422,7 @@ bool TarReader::next(TarMember& out) {
       out.data.clear();
       if (!skip(out.name, size)) return false;
       ++members_;
-      skip(out.name, padded(size) - size);
+      skip_padding(out.name, size);
       return true;
     }
     // Grown as bytes arrive: in a gzip stream the size is unchecked against the file, and a lying
@@ -374,7 +443,7 @@ bool TarReader::next(TarMember& out) {
       return false;
     }
     ++members_;
-    skip(out.name, padded(size) - size);  // a short last padding is reported; this member is whole
+    skip_padding(out.name, size);  // a short last padding is reported; this member is whole
     return true;
   }
   return false;

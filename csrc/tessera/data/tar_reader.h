@@ -38,8 +38,10 @@ class TarReader {
   explicit TarReader(const std::string& path, TarLimits limits = {});
   ~TarReader();
 
-  /// The next regular file member (directories, links and pax/GNU records are consumed). False
-  /// at the end of the archive, or after a problem that makes the rest unreadable.
+  /// The next regular file member. Directories and pax/GNU records are consumed; links, devices
+  /// and sparse files are skipped and reported. False at the end of the archive, or after a
+  /// problem that makes the rest unreadable; a shard without its end-of-archive marker is
+  /// reported as cut short.
   bool next(TarMember& out);
 
   /// What was skipped or cut short, each naming the archive and member.
@@ -56,6 +58,9 @@ class TarReader {
   bool read_block(char* block);
   /// Moves past `bytes`; past the end of the file it records a problem naming `member` and stops.
   bool skip(const std::string& member, int64_t bytes);
+  /// Moves past the padding after a member of `size` bytes; a file that ends inside it is
+  /// reported as cut after the member, which is whole.
+  bool skip_padding(const std::string& member, int64_t size);
   /// Why the file cannot be a tar shard (empty, compressed other than by gzip, shorter than a
   /// header), or "".
   std::string not_a_tar(const unsigned char* head, int64_t got);

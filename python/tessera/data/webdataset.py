@@ -39,6 +39,8 @@ def expand_urls(pattern: Union[str, Sequence[str]]) -> List[str]:
     from braceexpand import braceexpand
 
     patterns = [pattern] if isinstance(pattern, str) else list(pattern)
+    if not patterns:
+        raise ValueError("no shard pattern given (an empty list)")
     urls: List[str] = []
     for p in (part for item in patterns for part in item.split("::")):
         expanded = list(braceexpand(p))
@@ -132,9 +134,11 @@ def read_members(sample: Dict[str, Any], files: Dict[str, Any]) -> Dict[str, Any
 
 
 def _report(problems: Optional[List[str]], message: str) -> None:
+    """Each problem once: a loop left and entered again in one epoch replays the shards before its
+    position, and a damaged shard read in each epoch is one damaged shard."""
     if problems is None:
         warn(message)
-    else:
+    elif message not in problems:
         problems.append(message)
 
 
