@@ -10,8 +10,10 @@ R[x_lengths[b], y_lengths[b]] and ignores the padding beyond, as if called unpad
 """
 from __future__ import annotations
 
+import numbers
 from typing import Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 
 from . import _C
@@ -32,6 +34,20 @@ def _pair(lengths: Lengths, fn: str):
     return tuple(torch.as_tensor(t) if not isinstance(t, torch.Tensor) else t for t in lengths)
 
 
+def _number(value, fn: str, name: str) -> float:
+    """A real number; a bool (gamma=True) or a string was coerced or failed deep inside."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{fn}: {name} must be a real number, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
+def _flag(value, fn: str, name: str) -> bool:
+    """A bool (numpy's too); normalized="false" was read as True."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{fn}: {name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
 def soft_dtw(cost: torch.Tensor, gamma: float = 1.0, lengths: Lengths = None) -> torch.Tensor:
     """Soft-DTW value of each cost matrix: [B, N, M] -> [B] ([N, M] -> 0-d).
 
@@ -41,7 +57,14 @@ def soft_dtw(cost: torch.Tensor, gamma: float = 1.0, lengths: Lengths = None) ->
     backward is the expected alignment (the soft path) times the incoming gradient.
     """
     x_len, y_len = _pair(lengths, "soft_dtw")
-    return _C.ops.soft_dtw(cost, float(gamma), x_len, y_len)
+    return _C.ops.soft_dtw(cost, _number(gamma, "soft_dtw", "gamma"), x_len, y_len)
+
+
+def _bandwidth(sigma, delta, fn: str) -> Tuple[Optional[float], float]:
+    if sigma is not None and delta is not None:
+        raise ValueError(f"{fn}: give sigma or delta, not both")
+    return (None if sigma is None else _number(sigma, fn, "sigma"),
+            1.0 if delta is None else _number(delta, fn, "delta"))
 
 
 def gak(x: torch.Tensor, y: torch.Tensor, sigma: Optional[float] = None, delta: Optional[float] = None,
@@ -53,11 +76,8 @@ def gak(x: torch.Tensor, y: torch.Tensor, sigma: Optional[float] = None, delta: 
     fixes the bandwidth (tslearn's `sigma`); otherwise sigma = delta * sqrt((n + m) / 2) for each
     pair (delta defaults to 1). `normalized` returns K(x, y) / sqrt(K(x, x) K(y, y)).
     """
-    if sigma is not None and delta is not None:
-        raise ValueError("gak: give sigma or delta, not both")
     x_len, y_len = _pair(lengths, "gak")
-    return _C.ops.gak(x, y, None if sigma is None else float(sigma), 1.0 if delta is None else float(delta),
-                      bool(normalized), x_len, y_len)
+    return _C.ops.gak(x, y, *_bandwidth(sigma, delta, "gak"), _flag(normalized, "gak", "normalized"), x_len, y_len)
 
 
 def gak_from_cost(xy: torch.Tensor, xx: Optional[torch.Tensor] = None, yy: Optional[torch.Tensor] = None,
@@ -65,11 +85,9 @@ def gak_from_cost(xy: torch.Tensor, xx: Optional[torch.Tensor] = None, yy: Optio
                   lengths: Lengths = None) -> torch.Tensor:
     """GAK from precomputed local costs phi (e.g. `triple_kernel_cost`): xy [B, N, M]; the
     normalised form also needs xx [B, N, N] and yy [B, M, M]."""
-    if sigma is not None and delta is not None:
-        raise ValueError("gak_from_cost: give sigma or delta, not both")
     x_len, y_len = _pair(lengths, "gak_from_cost")
-    return _C.ops.gak_from_cost(xy, xx, yy, None if sigma is None else float(sigma),
-                                1.0 if delta is None else float(delta), bool(normalized), x_len, y_len)
+    return _C.ops.gak_from_cost(xy, xx, yy, *_bandwidth(sigma, delta, "gak_from_cost"),
+                                _flag(normalized, "gak_from_cost", "normalized"), x_len, y_len)
 
 
 def triple_kernel_cost(x_first: torch.Tensor, x_second: torch.Tensor, x_is_image: torch.Tensor,
@@ -78,7 +96,8 @@ def triple_kernel_cost(x_first: torch.Tensor, x_second: torch.Tensor, x_is_image
     squared distance of their L2-normalised forms: two images or two texts compare their first
     blocks (an image-only or text-only encoder: DINOv2, BGE in the paper), an image and a text
     their second (CLIP). first [B, N, Df] (zero-pad the narrower modality), second [B, N, Ds],
-    is_image bool [B, N]; likewise for y."""
+    is_image bool [B, N]; likewise for y. A zero block is normalised as `F.normalize` does (it
+    stays zero: distance 1 to any other block, 0 to another zero one)."""
     return _C.ops.triple_kernel_cost(x_first, x_second, x_is_image, y_first, y_second, y_is_image)
 
 

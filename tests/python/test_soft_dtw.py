@@ -2,6 +2,7 @@
 gradcheck in double, tslearn and pysdtw on the same inputs, and the papers' closed forms."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -345,3 +346,67 @@ def test_every_lane_width_equals_each_pair_run_alone(gamma, batch):
         torch.testing.assert_close(value, values[b:b + 1].detach(), rtol=1e-12, atol=0)
         torch.testing.assert_close(alone.grad[0], batched.grad[b, : n[b], : m[b]], rtol=1e-12, atol=0)
         assert not batched.grad[b, n[b]:].any() and not batched.grad[b, :, m[b]:].any()
+
+
+def test_triple_kernel_cost_keeps_tiny_distances_and_normalises_zero_blocks_as_f_normalize():
+    """2 - 2 a.b in the features' precision cancelled: a distance of ~1e-8 between near-identical
+    slices read as 0 in float32 (and 1e-7 off in float64), and a zero block sat at distance 2 from
+    itself. Against |F.normalize(a) - F.normalize(b)|^2 in float64."""
+    torch.manual_seed(0)
+    u = torch.randn(1, 3, 768, dtype=torch.float64)
+    v = u + 1e-4 * torch.randn(1, 3, 768, dtype=torch.float64) / 768 ** 0.5
+    v[0, 2] = 0
+    u[0, 1] = 0
+    v[0, 1] = 0
+    unit = torch.nn.functional.normalize
+    want = (unit(u, dim=-1).unsqueeze(2) - unit(v, dim=-1).unsqueeze(1)).square().sum(-1)
+    assert want[0, 1, 1] == 0 and want[0, 0, 2] == pytest.approx(1) and want[0, 0, 0] < 1e-7
+    flags = torch.zeros(1, 3, dtype=torch.bool)
+    for dtype, rel in ((torch.float64, 1e-9), (torch.float32, 1e-4)):
+        a, b = u.to(dtype), v.to(dtype)
+        got = ops.triple_kernel_cost(a, a, flags, b, b, flags).double()
+        # float32 features themselves round at ~6e-8 of each unit vector: the tiny entry is
+        # compared against the float32 vectors' own distance, the rest against float64's.
+        exact32 = (unit(a.double(), dim=-1).unsqueeze(2) - unit(b.double(), dim=-1).unsqueeze(1)).square().sum(-1)
+        torch.testing.assert_close(got, exact32 if dtype == torch.float32 else want, rtol=rel, atol=0)
+
+
+def test_loose_arguments_are_refused_not_coerced():
+    """is_image of 0.5 or NaN read as True, normalized="false" as True, gamma=True as 1.0."""
+    x = torch.rand(1, 2, 4)
+    with pytest.raises(TypeError, match="x_is_image must be a bool tensor, got Float"):
+        ops.triple_kernel_cost(x, x, torch.tensor([[0.5, 0.0]]), x, x, torch.ones(1, 2, dtype=torch.bool))
+    with pytest.raises(TypeError, match="gak: normalized must be True or False, got str 'false'"):
+        ops.gak(x, x, normalized="false")
+    with pytest.raises(TypeError, match="gak_from_cost: normalized must be True or False"):
+        ops.gak_from_cost(torch.rand(1, 2, 2), normalized=0)
+    with pytest.raises(TypeError, match="soft_dtw: gamma must be a real number, got bool True"):
+        ops.soft_dtw(torch.rand(2, 3), gamma=True)
+    with pytest.raises(TypeError, match="gak: sigma must be a real number"):
+        ops.gak(x, x, sigma="2")
+    assert ops.gak(x, x, normalized=np.bool_(False)).item() == ops.gak(x, x, normalized=False).item()
+
+
+def test_gak_names_the_features_at_fault():
+    """A NaN in x, or float32 features whose squared distances overflow, were reported as a
+    non-finite "x-y cost", which the caller never passed; a meta cost leaked Tensor.item()'s error."""
+    x, y = torch.rand(2, 3, 4), torch.rand(2, 5, 4)
+    with pytest.raises(ValueError, match="gak: y has a non-finite entry"):
+        ops.gak(x, y.masked_fill(y > 0.5, float("nan")))
+    with pytest.raises(ValueError, match="gak: the squared distances of x( and y)? overflow Float .*float64"):
+        ops.gak(x * 1e20, y)
+    assert torch.isfinite(ops.gak(x.double() * 1e20, y.double(), normalized=False)).all()
+    with pytest.raises(ValueError, match="soft_dtw: cost must be on the CPU or a CUDA device, got meta"):
+        ops.soft_dtw(torch.rand(2, 3, 4, device="meta"))
+
+
+def test_triple_kernel_cost_gradients_in_double_on_both_paths():
+    """The matmul form and the direct sums of near-identical pairs (below 1e-6) alike."""
+    torch.manual_seed(1)
+    x = torch.randn(1, 3, 5, dtype=torch.float64)
+    y = torch.cat([x[:, :2] + 1e-5 * torch.randn(1, 2, 5, dtype=torch.float64), torch.randn(1, 2, 5, dtype=torch.float64)], 1)
+    flags_x, flags_y = torch.tensor([[True, False, True]]), torch.tensor([[True, False, False, True]])
+    assert (ops.triple_kernel_cost(x, x, flags_x, y, y, flags_y) < 1e-6).sum() == 2
+    x.requires_grad_(True)
+    y.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a, b: ops.triple_kernel_cost(a, a * 2, flags_x, b, b * 2, flags_y), (x, y))

@@ -115,15 +115,22 @@ at::Tensor gak(const at::Tensor& x_in, const at::Tensor& y_in, const GakOptions&
   TORCH_CHECK_VALUE(x.size(0) == y.size(0) && x.size(2) == y.size(2),
                     "gak: x and y need the same batch size and feature width, got shapes ", x.sizes(), " and ",
                     y.sizes());
-  auto sq = [](const at::Tensor& a, const at::Tensor& b) {  // exact pairwise squared distances
-    return (a.unsqueeze(2) - b.unsqueeze(1)).square().sum(-1);
+  auto sq = [&](const at::Tensor& a, const at::Tensor& b, const char* name) {  // exact pairwise squared distances
+    at::Tensor d = (a.unsqueeze(2) - b.unsqueeze(1)).square().sum(-1);
+    TORCH_CHECK_VALUE(d.detach().isfinite().all().item<bool>(), "gak: the squared distances of ", name,
+                      " overflow ", d.scalar_type(), " (features this large need float64, or scaling)");
+    return d;
   };
   if (o.x_lengths.defined() && o.y_lengths.defined()) {  // NaN padding (tslearn's) would give 0 * NaN gradients
     x = zero_past(x, checked_lengths(o.x_lengths, x.size(0), x.size(1), "gak", "x_lengths", x), 1);
     y = zero_past(y, checked_lengths(o.y_lengths, y.size(0), y.size(1), "gak", "y_lengths", y), 1);
   }
-  at::Tensor k = gak_from_cost(sq(x, y), o.normalized ? sq(x, x) : at::Tensor(),
-                               o.normalized ? sq(y, y) : at::Tensor(), o);
+  // Told by name here (after the padding is zeroed): gak_from_cost would blame "the x-y cost",
+  // which the caller never passed.
+  for (const auto& [t, name] : {std::pair{x, "x"}, {y, "y"}})
+    TORCH_CHECK_VALUE(t.detach().isfinite().all().item<bool>(), "gak: ", name, " has a non-finite entry (NaN or inf)");
+  at::Tensor k = gak_from_cost(sq(x, y, "x and y"), o.normalized ? sq(x, x, "x") : at::Tensor(),
+                               o.normalized ? sq(y, y, "y") : at::Tensor(), o);
   return x_in.dim() == 2 ? k.squeeze(0) : k;
 }
 
@@ -156,13 +163,32 @@ at::Tensor triple_kernel_cost(const at::Tensor& x_first, const at::Tensor& x_sec
   for (const auto& [t, name] : {std::pair{xi, "x_is_image"}, {yi, "y_is_image"}}) {
     TORCH_CHECK_TYPE(t.device() == xf.device(), fn, ": ", name, " is on ", t.device(), ", the features on ",
                      xf.device());
+    // 0.5 or NaN read as "image" (any non-zero did).
+    TORCH_CHECK_TYPE(t.scalar_type() == at::kBool, fn, ": ", name, " must be a bool tensor, got ", t.scalar_type());
   }
-  auto unit = [](const at::Tensor& t) { return t / t.norm(2, -1, true).clamp_min(1e-12); };
-  // |a - b|^2 = 2 - 2 a.b for unit vectors; clamped at 0 against rounding.
-  auto dist = [&](const at::Tensor& a, const at::Tensor& b) {
-    return (2 - 2 * at::matmul(unit(a), unit(b).transpose(1, 2))).clamp_min(0);
+  // F.normalize's rule: a zero vector stays zero (distance 1 to a unit vector, 0 to a zero one).
+  auto unit = [](const at::Tensor& t) {
+    const at::Tensor d = t.to(at::kDouble);
+    return d / d.norm(2, -1, true).clamp_min(1e-12);
   };
-  const at::Tensor same = xi.to(at::kBool).unsqueeze(2) == yi.to(at::kBool).unsqueeze(1);
+  // In float64 from the features as given: |a|^2 + |b|^2 - 2 a.b over every pair (one matmul),
+  // then the pairs it leaves below 1e-6, where that difference keeps too few digits (near-
+  // identical slices; a slice against itself), summed directly. In the features' precision
+  // 2 - 2 a.b read a distance of 1e-8 as 0 in float32 and gave a zero block distance 2 to itself.
+  auto dist = [&](const at::Tensor& a, const at::Tensor& b) {
+    const at::Tensor ua = unit(a), ub = unit(b);
+    at::Tensor d = (ua.square().sum(-1).unsqueeze(2) + ub.square().sum(-1).unsqueeze(1) -
+                    2 * at::matmul(ua, ub.transpose(1, 2)))
+                       .clamp_min(0);
+    const at::Tensor near = (d.detach() < 1e-6).nonzero();
+    if (near.size(0) > 0) {
+      const at::Tensor bi = near.select(1, 0), i = near.select(1, 1), j = near.select(1, 2);
+      const at::Tensor exact = (ua.index({bi, i}) - ub.index({bi, j})).square().sum(-1);
+      d = d.index_put({bi, i, j}, exact);
+    }
+    return d.to(a.scalar_type());
+  };
+  const at::Tensor same = xi.unsqueeze(2) == yi.unsqueeze(1);
   at::Tensor cost = at::where(same, dist(xf, yf), dist(xs, ys));
   return x_first.dim() == 2 ? cost.squeeze(0) : cost;
 }

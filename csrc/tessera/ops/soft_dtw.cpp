@@ -83,6 +83,9 @@ at::Tensor soft_dtw(const at::Tensor& cost, double gamma, const at::Tensor& x_le
                    " (cast a half-precision cost up: the recursion sums N + M terms)");
   TORCH_CHECK_VALUE(x_lengths.defined() == y_lengths.defined(),
                     "soft_dtw: give both x_lengths and y_lengths, or neither");
+  // Before the value checks below, whose host reads fail on a meta tensor without a name.
+  TORCH_CHECK_VALUE(cost.is_cpu() || cost.is_cuda(), "soft_dtw: cost must be on the CPU or a CUDA device, got ",
+                    cost.device());
   const bool single = cost.dim() == 2;
   at::Tensor c = single ? cost.unsqueeze(0) : cost;
   const int64_t B = c.size(0), N = c.size(1), M = c.size(2);
