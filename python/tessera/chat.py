@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .io import read_json
+from .text import encode_at_most
 from .schema import from_mapping
 from ._warn import warn
 
@@ -83,15 +84,18 @@ def run_template(folder: str) -> Optional[str]:
     return None
 
 
-def _text_ids(tokenizer, text: str, image_token_id: int, image_tokens: int) -> Tuple[List[int], int]:
-    """Ids of `text` with each image placeholder expanded to `image_tokens` image ids; the count."""
+def _text_ids(tokenizer, text: str, image_token_id: int, image_tokens: int,
+              room: Optional[int] = None) -> Tuple[List[int], int]:
+    """Ids of `text` with each image placeholder expanded to `image_tokens` image ids; the count.
+    With `room`, text past that many ids is not encoded (placeholders still are)."""
     ids: List[int] = []
     parts = text.split(IMAGE_PLACEHOLDER)
     for i, part in enumerate(parts):
         if i:
             ids += [image_token_id] * image_tokens
         if part:
-            ids += tokenizer.encode(part, add_bos=False)
+            ids += tokenizer.encode(part, add_bos=False) if room is None else \
+                encode_at_most(tokenizer, part, room - len(ids))[0]
     return ids, len(parts) - 1
 
 
@@ -108,12 +112,13 @@ def bos_eos(tokenizer, where: str) -> Tuple[int, int]:
 
 def render(template: ConversationTemplate, conversation: Sequence[Dict[str, str]], tokenizer, image_token_id: int,
            image_tokens: int, images: int = 0, where: str = "sample",
-           add_generation_prompt: bool = False) -> Tuple[List[int], List[int]]:
+           add_generation_prompt: bool = False, max_tokens: Optional[int] = None) -> Tuple[List[int], List[int]]:
     """(input_ids, labels) of a conversation: a list of {"from": human|gpt, "value": text} turns
     (LLaVA's data format; "user"/"assistant" also accepted). Labels are -100 everywhere except the
     assistant's answers (and the end-of-sequence token after each, when the template says so).
     `add_generation_prompt`: the conversation ends with the user and the assistant's prefix is
-    appended — the prompt to generate from, tokenized exactly as in training."""
+    appended — the prompt to generate from, tokenized exactly as in training. `max_tokens`: text
+    past that many ids (and one more, which tells a cut) is not encoded, for truncation to follow."""
     bos, eos = bos_eos(tokenizer, where)
     ids, labels = [bos], [IGNORE]
     placeholders = 0
@@ -126,7 +131,8 @@ def render(template: ConversationTemplate, conversation: Sequence[Dict[str, str]
     def emit(text: str, learn: bool) -> None:
         nonlocal placeholders
         if text:
-            piece, n = _text_ids(tokenizer, text, image_token_id, image_tokens)
+            room = None if max_tokens is None else max_tokens + 1 - len(ids)
+            piece, n = _text_ids(tokenizer, text, image_token_id, image_tokens, room)
             placeholders += n
             ids.extend(piece)
             labels.extend(piece if learn else [IGNORE] * len(piece))

@@ -20,7 +20,7 @@ import importlib.util
 import operator
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -305,6 +305,25 @@ class SentencePieceTokenizer:
     def __repr__(self) -> str:
         extra = f", special_tokens={list(self.special_tokens)}" if self.special_tokens else ""
         return f"SentencePieceTokenizer(model_path='{self.model_path}'{extra})"
+
+
+def encode_at_most(tokenizer, text: str, max_tokens: int, margin: int = 32) -> Tuple[List[int], bool]:
+    """`tokenizer.encode(text, add_bos=False)[:max_tokens]`, and whether ids were left out, at a
+    cost that follows `max_tokens` rather than the text: encoding takes ~100 bytes per character,
+    so a 40 MB line headed for a 2,048-token row took 4 GB. A longer text is encoded by growing
+    prefixes until one gives `margin` ids past what is kept; a cut changes only the ids next to it
+    (a word split there), which the margin drops. A text that ends up whole (say, mostly spaces
+    that encode to nothing) costs what it did before."""
+    if max_tokens <= 0:
+        return [], bool(text)
+    chars = 8 * (max_tokens + margin)
+    while len(text) > chars:
+        ids = tokenizer.encode(text[:chars], add_bos=False)
+        if len(ids) >= max_tokens + margin:
+            return ids[:max_tokens], True
+        chars *= 4
+    ids = tokenizer.encode(text, add_bos=False)
+    return ids[:max_tokens], len(ids) > max_tokens
 
 
 def _split_on(text: str, tokens) -> List[tuple]:

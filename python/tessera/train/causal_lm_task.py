@@ -12,7 +12,7 @@ import torch
 
 from ..chat import IGNORE
 from ..models.llama import LlamaForCausalLM
-from ..text import SentencePieceTokenizer
+from ..text import SentencePieceTokenizer, encode_at_most
 from ..schema import require
 from .loaders import TensorLoader
 from .tasks import Task, TokenLoss, register_task
@@ -53,7 +53,10 @@ def encode_lines(path: str, tokenizer, max_length: int, limit: int = 0) -> Dict[
     ids = torch.zeros(len(lines), max_length, dtype=torch.long)
     labels = torch.full((len(lines), max_length), IGNORE, dtype=torch.long)
     for i, line in enumerate(lines):
-        row = tokenizer.encode(line, add_bos=True, add_eos=True)[:max_length]
+        # = encode(line, add_bos=True, add_eos=True)[:max_length], without encoding what is cut
+        head = [tokenizer.bos_id] if tokenizer.bos_id >= 0 else []
+        body, _ = encode_at_most(tokenizer, line, max_length - len(head))
+        row = (head + body + ([tokenizer.eos_id] if tokenizer.eos_id >= 0 else []))[:max_length]
         ids[i, :len(row)] = torch.tensor(row)
         labels[i, :len(row)] = ids[i, :len(row)]
     return {"input_ids": ids, "labels": labels, "attention_mask": (labels != IGNORE).long()}

@@ -184,7 +184,7 @@ def prepare_sample(sample: Dict[str, Any], where: str, template, tokenizer, imag
         check = "rendering"
         conv = sample["conversations"][skip:] if supervise else sample["conversations"][skip:-1]
         ids, lab = render(template, conv, tokenizer, image_token_id, image_tokens, len(paths), where,
-                          add_generation_prompt=not supervise)
+                          add_generation_prompt=not supervise, max_tokens=max_length)
         check = "unknown tokens"
         refuse_unknown_tokens(ids, tokenizer, where, f"the template {template.name!r} and the tokenizer disagree")
         check = "length"

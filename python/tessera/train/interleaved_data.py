@@ -30,6 +30,7 @@ import torch
 
 from ..chat import IGNORE, IMAGE_PLACEHOLDER, bos_eos
 from ..io import parse_json_line, read_text
+from ..text import encode_at_most
 from .conversation_data import check_image_file, image_paths, pad_rows, refuse_unknown_tokens, truncate
 
 Span = Tuple[int, int]
@@ -122,6 +123,7 @@ def encode_interleaved(samples: Sequence[InterleavedSample], tokenizer, image_to
     for s in samples:
         folder = image_folder or os.path.dirname(os.path.abspath(s.path))
         ids, lab, own_spans, own_images = [bos], [IGNORE], [], []
+        capped = False  # text past max_length left unencoded: the count below is a lower bound
         for j, seg in enumerate(s.segments):
             at = f"{s.where}: segment {j}"
             if "image" in seg:
@@ -133,7 +135,12 @@ def encode_interleaved(samples: Sequence[InterleavedSample], tokenizer, image_to
                     raise ValueError(f"{at}: the text holds {n} image placeholder(s) "
                                      f"{IMAGE_PLACEHOLDER!r}, but the sample's images are its image segments: "
                                      "placeholders would not match the images (give the image a segment of its own)")
-                piece = tokenizer.encode(seg["text"], add_bos=False) if seg["text"] else []
+                # What truncation keeps and one more token, which tells that it cuts.
+                try:
+                    piece, left_out = encode_at_most(tokenizer, seg["text"], max_length + 1 - len(ids))
+                except ValueError as e:  # a lone surrogate escape (valid JSON, not text)
+                    raise ValueError(f"{at}: {e}") from None
+                capped = capped or left_out
                 refuse_unknown_tokens(piece, tokenizer, at, "the tokenizer cannot represent this text")
                 learned = piece
             own_spans.append((len(ids), len(ids) + len(piece)))
@@ -144,9 +151,10 @@ def encode_interleaved(samples: Sequence[InterleavedSample], tokenizer, image_to
         if len(ids) > max_length:
             cut = [j for j, seg in enumerate(s.segments) if "image" in seg and own_spans[j][1] > max_length]
             if cut:
-                raise ValueError(f"{s.where}: segment {cut[0]}: the sample has {len(ids)} tokens, more than max_length "
-                                 f"{max_length}, and truncation would cut this image (tokens {own_spans[cut[0]][0]} to "
-                                 f"{own_spans[cut[0]][1]}); raise data.max_length")
+                a, b = own_spans[cut[0]]
+                count, where = (f"at least {len(ids)}", "") if capped else (f"{len(ids)}", f" (tokens {a} to {b})")
+                raise ValueError(f"{s.where}: segment {cut[0]}: the sample has {count} tokens, more than max_length "
+                                 f"{max_length}, and truncation would cut this image{where}; raise data.max_length")
         ids, lab = truncate(ids, lab, image_token_id, max_length, s.where)
         if check_files:
             for j, p in zip([j for j, seg in enumerate(s.segments) if "image" in seg], own_images):

@@ -1,0 +1,102 @@
+"""A text far longer than what truncation keeps (a 40 MB line in a corpus, a conversation turn or
+an interleaved segment) is encoded only as far as it is kept: the tokenizer takes ~100 bytes per
+character, so such a line took gigabytes before it was cut to max_length. Each reader gives the
+ids that encoding the whole text and then truncating gives, with the tokenizer never handed more
+than a bounded prefix."""
+import json
+
+import pytest
+
+from tessera import chat
+from tessera.text import SentencePieceTokenizer, encode_at_most
+
+MAX_LENGTH = 48
+BOUND = 8 * (MAX_LENGTH + 1 + 32)  # encode_at_most's first prefix for this room
+
+
+class Recording:
+    """The tokenizer, recording the longest text it was asked to encode."""
+
+    def __init__(self, tok):
+        self.tok, self.longest = tok, 0
+
+    def encode(self, text, *args, **kwargs):
+        self.longest = max(self.longest, len(text))
+        return self.tok.encode(text, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.tok, name)
+
+
+@pytest.fixture(scope="module")
+def tok(shared_dir):
+    return SentencePieceTokenizer(str(shared_dir / "assets" / "llama2c_tokenizer.model"), special_tokens=["<image>"])
+
+
+LONG = "The quick brown fox jumps over the lazy dog, again and again. " * 4000  # 252,000 characters
+
+
+@pytest.mark.parametrize("text", [LONG, "A short caption.", " " * 50_000 + "words after many spaces", "x" * 30_000])
+@pytest.mark.parametrize("k", [0, 1, 7, MAX_LENGTH])
+def test_encode_at_most_is_the_whole_encoding_cut(tok, text, k):
+    full = tok.encode(text, add_bos=False)
+    ids, left_out = encode_at_most(tok, text, k)
+    assert ids == full[:k] and left_out == (len(full) > k)
+
+
+def test_a_long_line_of_a_corpus(tok, tmp_path):
+    from tessera.train.causal_lm_task import encode_lines
+
+    path = tmp_path / "corpus.txt"
+    path.write_text(f"A short line.\n{LONG}\n")
+    recording = Recording(tok)
+    got = encode_lines(str(path), recording, MAX_LENGTH)
+    for row, line in zip(got["input_ids"], ["A short line.", LONG]):
+        want = tok.encode(line, add_bos=True, add_eos=True)[:MAX_LENGTH]
+        assert row[:len(want)].tolist() == want and not row[len(want):].any()
+    assert recording.longest <= BOUND
+
+
+def test_a_long_conversation_turn(tok, tmp_path):
+    from tessera.train.conversation_data import prepare_sample
+
+    sample = {"image": "a.png", "conversations": [{"from": "human", "value": "<image>\nDescribe it."},
+                                                  {"from": "gpt", "value": LONG}]}
+    template, image = chat.load_template("v1"), tok.special_tokens["<image>"]
+    ids, labels = chat.render(template, sample["conversations"], tok, image, 4, images=1)
+    recording = Recording(tok)
+    length = 160  # v1's system prompt takes ~60 tokens
+    got = prepare_sample(sample, "s", template, recording, image, 4, length, str(tmp_path), False)
+    assert got[:2] == (ids[:length], labels[:length]) and got[1][-1] != -100
+    assert recording.longest <= 8 * (length + 1 + 32)
+
+
+def test_a_long_interleaved_segment(tok, tmp_path):
+    from tessera.train.interleaved_data import encode_interleaved, read_interleaved
+
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    path = tmp_path / "data.jsonl"
+    path.write_text(json.dumps({"id": 0, "segments": [{"image": "a.png"}, {"text": LONG}, {"text": "more"}]}) + "\n")
+    image = tok.special_tokens["<image>"]
+    recording = Recording(tok)
+    got = encode_interleaved(read_interleaved(str(path)), recording, image, 4, MAX_LENGTH)
+    want = [tok.bos_id] + [image] * 4 + tok.encode(LONG, add_bos=False)
+    assert got.input_ids[0].tolist() == want[:MAX_LENGTH]
+    assert got.spans[0] == [(1, 5), (5, MAX_LENGTH), (MAX_LENGTH, MAX_LENGTH)]
+    assert recording.longest <= BOUND
+    # An image after the cut is still found, and the count said as what it is: a lower bound.
+    path.write_text(json.dumps({"id": 0, "segments": [{"text": LONG}, {"image": "a.png"}]}) + "\n")
+    with pytest.raises(ValueError, match=r"segment 1: the sample has at least \d+ tokens, more than max_length 48, "
+                                         r"and truncation would cut this image; raise data.max_length"):
+        encode_interleaved(read_interleaved(str(path)), tok, image, 4, MAX_LENGTH)
+
+
+def test_a_lone_surrogate_in_a_segment_names_its_place(tok, tmp_path):
+    from tessera.train.interleaved_data import encode_interleaved, read_interleaved
+
+    path = tmp_path / "data.jsonl"
+    path.write_text('{"id": "a", "segments": [{"text": "A bag."}]}\n{"id": "b", "segments": [{"text": "A \\ud800 bag."}]}\n')
+    with pytest.raises(ValueError, match=r"data.jsonl:2 \(id 'b'\): segment 0: text is not valid UTF-8"):
+        encode_interleaved(read_interleaved(str(path)), tok, tok.special_tokens["<image>"], 4, MAX_LENGTH)
