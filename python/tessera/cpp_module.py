@@ -163,10 +163,18 @@ class CppNode(_MirroredNode):
     def _refuse_hook(self, hook=None, *args, **kwargs):
         why = (f"a hook on {self._cpp_path} ({type(self).__name__}) would never fire: C++ runs this module inside "
                "its parent's forward. Hook a layer (e.g. `...encoder.layers[i]`) or the model instead.")
-        if getattr(hook, "__module__", "").startswith("torch.distributed.tensor"):
+        source = getattr(hook, "__module__", "") or ""
+        if source.startswith("torch.distributed.tensor"):
             self._undo_distribute()
             why += (" torch's tensor parallelism hooks such modules, so it cannot split a tessera model; shard it "
                     "with FSDP2 (train.strategy: fsdp2).")
+        elif source.startswith("torch.distributed.fsdp"):
+            # accelerate's FSDP2 plugin always makes the input embeddings and [final norm, head]
+            # units of their own: their gathers would never run.
+            why += (" FSDP2 shards a tessera model by its layers and its root: fully_shard(layer) for each layer, "
+                    "then fully_shard(model) (tessera's trainer: train.strategy: fsdp2). accelerate's FSDP2 "
+                    "plugin also shards the embeddings, final norm and head on their own, so it cannot prepare a "
+                    "tessera model; use accelerate without FSDP (DDP), or fully_shard as above.")
         raise RuntimeError(why)
 
     def _undo_distribute(self) -> None:

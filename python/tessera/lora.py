@@ -22,7 +22,7 @@ import torch
 
 from . import _C
 from .io import read_json
-from .models.weights import apply_key_aliases
+from .models.weights import apply_key_aliases, check_saveable
 from .schema import check_value, from_mapping, require
 
 CONFIG = "adapter_config.json"
@@ -162,9 +162,10 @@ def save_adapter(model, path: str, base_model_name_or_path: Optional[str] = None
         raise ValueError(f"save_adapter: layout must be 'in_memory' or 'checkpoint', got {layout!r}")
     if not getattr(model, "lora_config", None):
         raise ValueError("save_adapter: the model has no LoRA adapters (apply_lora first)")
-    os.makedirs(path, exist_ok=True)
     state = adapter_state_dict(model) if state_dict is None else {
         k: v for k, v in state_dict.items() if _is_adapter_key(model, k)}
+    check_saveable(state, "save_adapter")
+    os.makedirs(path, exist_ok=True)
     tensors = {}
     for k, v in state.items():  # the module path mapped to the layout, the leaf kept
         module, sep, leaf = _split_key(k)

@@ -68,6 +68,17 @@ def main(out: str, mode: str) -> None:
             dist.all_reduce(model.logit_scale.grad, op=dist.ReduceOp.AVG)
         opt.step()
         losses.append(loss.item())
+    refusals = {}
+    if mode == "fsdp":  # what cannot work on a sharded model is refused, nothing written
+        target = os.path.join(os.path.dirname(out), f"sharded-save-{rank}")
+        try:
+            model.save_pretrained(target)  # its DTensors crashed the C++ writer (SIGSEGV)
+        except ValueError as e:
+            refusals["save_pretrained"] = (str(e), os.path.exists(target))
+        try:  # accelerate's FSDP2 plugin makes the input embeddings a unit of their own
+            fully_shard(model.text_model.embeddings.token_embedding, mesh=mesh)
+        except RuntimeError as e:
+            refusals["fully_shard_leaf"] = str(e)
     state = model.state_dict()
     if mode != "single":
         state = {k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in state.items()}
@@ -75,7 +86,7 @@ def main(out: str, mode: str) -> None:
     state = {k.replace("_checkpoint_wrapped_module.", ""): v.detach().clone() for k, v in state.items()}
     changed = {k: not torch.equal(state[k], v) for k, v in initial.items()}
     if rank == 0:
-        torch.save({"losses": losses, "state": state, "changed": changed}, out)
+        torch.save({"losses": losses, "state": state, "changed": changed, "refusals": refusals}, out)
     shutdown_distributed()
 
 

@@ -125,3 +125,32 @@ def test_what_a_meta_model_cannot_do_is_refused_by_name(fixture_dir, tmp_path):
     model.lm_head.weight = torch.nn.Parameter(torch.zeros(model.lm_head.weight.shape))  # half materialised
     with pytest.raises(TypeError, match="some parameters are on the meta device and some are not"):
         copy.deepcopy(model)
+
+
+def test_tensors_without_values_of_their_own_are_refused_before_anything_is_written(fixture_dir, tmp_path):
+    """A sharded model's state dict holds DTensors (one rank's shard): save_pretrained and
+    save_adapter handed them to the C++ writer, which crashed the process (SIGSEGV) with the
+    folder half written. Any tensor subclass is refused by name in Python; the writer itself
+    refuses Python-dispatch subclasses and meta tensors (tessera's other callers)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from tessera import _C
+
+    class Shard(torch.Tensor):
+        pass
+
+    model = tessera.from_pretrained(str(fixture_dir("llama")))
+    state = {k: torch.Tensor._make_subclass(Shard, v.detach()) for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"save_pretrained\(\): model\.\S+\.weight is a Shard .*full_state_dict"):
+        model.save_pretrained(str(tmp_path / "full"), state_dict=state)
+    tessera.lora.apply_lora(model, ["q_proj"], r=2)
+    adapters = {k: torch.Tensor._make_subclass(Shard, v.detach()) for k, v in model.state_dict().items() if "lora_" in k}
+    with pytest.raises(ValueError, match=r"save_adapter: .*lora_A.* is a Shard"):
+        tessera.lora.save_adapter(model, str(tmp_path / "adapter"), state_dict=adapters)
+    assert not (tmp_path / "full").exists() and not (tmp_path / "adapter").exists()
+    with FakeTensorMode():
+        fake = torch.empty(3)
+    for t, what in ((fake, "a tensor subclass"), (torch.empty(3, device="meta"), "on the meta device")):
+        with pytest.raises(ValueError, match=f"cannot save tensor 'x': it is {what}"):
+            _C.core.save_safetensors(str(tmp_path / "x.safetensors"), {"x": t})
+    assert not (tmp_path / "x.safetensors").exists()

@@ -49,6 +49,10 @@ def test_fsdp2_per_layer_and_root_equals_one_process(single, mode, tmp_path):
     assert set(got["state"]) == set(single["state"])
     for k, v in single["state"].items():
         torch.testing.assert_close(got["state"][k], v, atol=1e-5, rtol=0, msg=k)
+    if mode == "fsdp":
+        message, written = got["refusals"]["save_pretrained"]
+        assert "is a DTensor" in message and "full_state_dict=True" in message and not written, got["refusals"]
+        assert "accelerate's FSDP2 plugin" in got["refusals"]["fully_shard_leaf"], got["refusals"]
 
 
 def _inputs(batch=2):

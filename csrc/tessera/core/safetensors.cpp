@@ -206,6 +206,11 @@ std::string serialize_safetensors(const TensorDict& tensors, const Metadata& met
   uint64_t offset = 0;
   for (const auto& [name, t] : tensors) {
     TORCH_CHECK_VALUE(t.defined(), "cannot save undefined tensor '", name, "'");
+    // A Python tensor subclass (FSDP2's DTensor) would dispatch to Python here, where the binding
+    // has released the GIL: the process crashed. A meta tensor holds no values.
+    TORCH_CHECK_VALUE(!t.unsafeGetTensorImpl()->is_python_dispatch() && !t.is_meta(), "cannot save tensor '", name,
+                      "': it is ", t.is_meta() ? "on the meta device" : "a tensor subclass (a DTensor shard?)",
+                      " and holds no values to write; save a full state dict of plain tensors");
     TORCH_CHECK_VALUE(name != "__metadata__", "cannot save a tensor named '__metadata__': the name is reserved "
                       "for the safetensors metadata block");
     at::Tensor c = t.detach().to(at::kCPU).contiguous();

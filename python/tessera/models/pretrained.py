@@ -13,7 +13,7 @@ from ..io import read_json
 from .config import ModelConfig
 from .dtypes import DType, config_with_dtype, load_dtype
 from .outputs import as_tuple
-from .weights import apply_key_aliases, fill_tied, load_fitting, load_weights, save_weights
+from .weights import apply_key_aliases, check_saveable, fill_tied, load_fitting, load_weights, save_weights
 from .._warn import warn
 
 
@@ -291,10 +291,7 @@ class PreTrainedModel(nn.Module):
         if not safe_serialization or push_to_hub:
             raise ValueError("save_pretrained(" + ("safe_serialization=False" if not safe_serialization else
                              "push_to_hub=True") + "): tessera writes safetensors to a local folder only")
-        meta = next((n for n, p in (state_dict or dict(self.named_parameters())).items() if p.is_meta), None)
-        if meta is not None:
-            raise ValueError(f"save_pretrained(): {meta} is on the meta device and holds no values; materialise the "
-                             "model first (to_empty, then init_weights() or a load)")
+        check_saveable(state_dict if state_dict is not None else self.state_dict(), "save_pretrained()")
         del save_function
         if not is_main_process:
             return

@@ -76,12 +76,28 @@ def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
+def check_saveable(tensors: Mapping[str, torch.Tensor], what: str) -> None:
+    """Refuses, before anything is written, what a safetensors file cannot hold: a meta tensor
+    (no values), or a tensor subclass such as FSDP2's DTensor (one rank's shard; the C++ writer,
+    which runs without the GIL, crashed the process on it)."""
+    for name, t in tensors.items():
+        if t.is_meta:
+            raise ValueError(f"{what}: {name} is on the meta device and holds no values; materialise the model "
+                             "first (to_empty, then init_weights() or a load)")
+        if type(t) not in (torch.Tensor, torch.nn.Parameter):
+            raise ValueError(f"{what}: {name} is a {type(t).__name__} (a sharded or wrapped tensor), not the values "
+                             "to write; pass the full state dict as state_dict=: torch.distributed.checkpoint."
+                             "state_dict.get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, "
+                             "cpu_offload=True)) on every rank, then save on rank 0")
+
+
 def save_weights(path: str, tensors: Mapping[str, torch.Tensor], max_shard_size: Union[int, str] = "5GB") -> List[str]:
     """Writes `tensors` to the folder `path` (each file atomically): one file up to
     max_shard_size, else shards of at most that size (a larger tensor gets a shard of its own)
     and an index. Files of the other layout left from an earlier save are removed afterwards.
     Returns the files written."""
     limit = parse_size(max_shard_size)
+    check_saveable(tensors, f"saving {path}")
     os.makedirs(path, exist_ok=True)
     if not os.access(path, os.W_OK):  # the C++ writer would say it as a RuntimeError
         raise PermissionError(f"{path}: the folder is not writable; nothing was written")
