@@ -2,15 +2,16 @@
 name, `list_projectors`): what `tessera plan` counts for it, and how the LLaVA task's
 `init.projector` starts it from another run. A family that registers a C++ projector registers its
 hooks here too, from its own Python module (BLIP-2's `qformer`: models/blip2_projector.py), so
-no shared file names it; the built-in MLPs register theirs below. A type without hooks (the
-built-in `resampler`; an extension's until it registers them) still builds, trains and generates;
-only the planner and `init.projector` refuse it, by name."""
+no shared file names it; the built-in MLPs and resampler register theirs below. A type without
+hooks (an extension's until it registers them) still builds, trains and generates; only the
+planner and `init.projector` refuse it, by name."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional
 
-from ..plan.params import mlp_projector_activations, mlp_projector_params
+from ..plan.params import (mlp_projector_activations, mlp_projector_params, resampler_activations,
+                           resampler_params)
 
 
 @dataclass(frozen=True)
@@ -71,3 +72,4 @@ def _identity(h: ProjectorHooks):
 
 for _name in ("linear", "mlp2x_gelu"):
     register_projector_hooks(_name, ProjectorHooks(mlp_projector_params, mlp_projector_activations))
+register_projector_hooks("resampler", ProjectorHooks(resampler_params, resampler_activations))

@@ -91,6 +91,32 @@ def mlp_projector_activations(shape, c: Dict, images: int, patches: int) -> None
     shape.other_activations_per_sample += n_img * 4 * (feature_width(c) + 2 * c["text_config"]["hidden_size"])
 
 
+def resampler_params(c: Dict, prefix: str) -> Tuple[Params, LINEARS]:
+    """LLaVA's `resampler` projector: learned queries cross-attending to the tower's features
+    (models/llava/resampler.cpp), at the LM's width."""
+    d, q = c["text_config"]["hidden_size"], c["projector_num_queries"]
+    bias = c.get("multimodal_projector_bias", True)
+    out: Params = [(prefix + "query", q * d)]
+    lin: LINEARS = []
+    _linear(out, lin, prefix + "kv_proj", feature_width(c), d, False)
+    out += [(prefix + "ln_kv.weight", d), (prefix + "ln_kv.bias", d), (prefix + "ln_q.weight", d),
+            (prefix + "ln_q.bias", d)]
+    for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
+        _linear(out, lin, prefix + name, d, d, bias)
+    out += [(prefix + "ln_post.weight", d), (prefix + "ln_post.bias", d)]
+    _linear(out, lin, prefix + "proj", d, d, bias)
+    return out, lin
+
+
+def resampler_activations(shape, c: Dict, images: int, patches: int) -> None:
+    """What the `resampler` keeps when it trains: per image token the features (kv_proj's
+    input), kv_proj's output (its norm's input), the norm's output, keys and values; per query
+    its projection, the attention's output and the inputs of out_proj, ln_post and proj."""
+    d, q = c["text_config"]["hidden_size"], c["projector_num_queries"]
+    tokens = patches + (1 if c.get("vision_feature_select_strategy") == "full" else 0)
+    shape.other_activations_per_sample += images * 4 * (tokens * (feature_width(c) + 4 * d) + q * 5 * d)
+
+
 def add_lora(params: Params, linears: LINEARS, targets: Union[str, Sequence[str]], r: int) -> Tuple[Params, List[str]]:
     """The parameters after `apply_lora`: lora_A [r, in] and lora_B [out, r] on each matching
     linear layer (PEFT's matching: a regular expression over the whole path, or suffixes)."""
