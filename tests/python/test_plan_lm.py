@@ -14,7 +14,8 @@ from tessera.models.llama import LlamaForCausalLM
 from tessera.models.llava import LlavaForConditionalGeneration
 from tessera.plan import Settings, plan_memory
 from tessera.plan.lm import causal_lm_shape, llava_shape
-from tessera.plan.params import add_lora, clip_vision_params, llama_params, mlp_projector_params, trainable
+from tessera.models.projectors import projector_hooks
+from tessera.plan.params import add_lora, clip_vision_params, llama_params, trainable
 from tessera.train.freeze import apply_freezing
 from tessera.train.llava_task import LM_LINEARS, LoraSection
 
@@ -33,20 +34,27 @@ def _llava_config(**extra):
 
 def _llava_params(c, lora):
     params, lin = clip_vision_params(c["vision_config"], "vision_tower.")
-    for p, ln in (mlp_projector_params(c, "multi_modal_projector."),
+    projector = projector_hooks(c.get("projector_type", "mlp2x_gelu"), "test").plan_params
+    for p, ln in (projector(c, "multi_modal_projector."),
                   llama_params(c["text_config"], "language_model.")):
         params, lin = params + p, lin + ln
     return add_lora(params, lin, lora.target_modules, lora.r)[0] if lora.r else params
 
 
-@pytest.mark.parametrize("text, lora, freeze, keep", [
-    ({}, LoraSection(), [], ["^multi_modal_projector\\."]),
-    ({"attention_bias": True, "tie_word_embeddings": True}, LoraSection(), ["^vision_tower\\."], []),
-    ({"mlp_bias": True, "head_dim": 32}, LoraSection(r=4, modules_to_save=["multi_modal_projector"]), [], []),
-    ({}, LoraSection(r=2, target_modules=r".*\.(q_proj|v_proj|fc1)"), ["lm_head"], []),
+RESAMPLER = {"projector_type": "resampler", "projector_num_queries": 5}
+
+
+@pytest.mark.parametrize("text, lora, freeze, keep, projector", [
+    ({}, LoraSection(), [], ["^multi_modal_projector\\."], {}),
+    ({"attention_bias": True, "tie_word_embeddings": True}, LoraSection(), ["^vision_tower\\."], [], {}),
+    ({"mlp_bias": True, "head_dim": 32}, LoraSection(r=4, modules_to_save=["multi_modal_projector"]), [], [], {}),
+    ({}, LoraSection(r=2, target_modules=r".*\.(q_proj|v_proj|fc1)"), ["lm_head"], [], {}),
+    ({}, LoraSection(), ["^vision_tower\\."], [], RESAMPLER),
+    ({}, LoraSection(r=2, target_modules=r".*\.(q_proj|k_proj)"), [], [],
+     {**RESAMPLER, "multimodal_projector_bias": False}),
 ])
-def test_llava_parameters_and_trainable_are_exact(text, lora, freeze, keep):
-    c = _llava_config()
+def test_llava_parameters_and_trainable_are_exact(text, lora, freeze, keep, projector):
+    c = _llava_config(**projector)
     c["text_config"].update(text)
     c = LlavaForConditionalGeneration.resolve_config(c)
     model = LlavaForConditionalGeneration(c)
@@ -115,6 +123,8 @@ MEASURED = {
     "lm 6x256 checkpointed": ("fashion_mnist_lm", BIG_LM),
     "llava lora r16 bf16": ("fashion_mnist_llava_lora", ["lora.r=16", "train.precision=bf16"]),
     "llava lora fsdp2 x2": ("fashion_mnist_llava_lora", ["train.strategy=fsdp2", "data.batch_size=32"]),
+    "llava stage 1 resampler": ("fashion_mnist_llava_stage1", ["model.config.projector_type=resampler",
+                                                               "model.config.projector_num_queries=16"]),
 }
 needs_runs = pytest.mark.skipif(not all(os.path.isdir(ROOT / "runs" / r) for r in ("data/llava", "demo-lm",
                                                                                      "demo-llava1")),
