@@ -11,6 +11,7 @@ import torch
 
 from . import registry
 from .models.pretrained import PreTrainedModel, checkpoint_config, merge_config, newest_checkpoint_of_run
+from .models.open_clip_weights import is_checkpoint_file, load_open_clip
 from .models.weights import load_fitting, load_weights
 
 
@@ -57,7 +58,7 @@ def get_model_config(name: str) -> Dict[str, Any]:
 def create_model(name: str, pretrained: Optional[str] = None, config_overrides: Optional[Dict[str, Any]] = None,
                  **kwargs) -> PreTrainedModel:
     """A model of a named variant, randomly initialised, or loaded from `pretrained` (a checkpoint
-    folder). `config_overrides` updates the config recursively; other keywords are the class's
+    folder, a run folder, or for CLIP open_clip's checkpoint file). `config_overrides` updates the config recursively; other keywords are the class's
     own arguments (BeitModel's `add_pooling_layer`, for a variant of that architecture) or, as in
     timm and open_clip, config fields
     (`create_model("ViT-B-32", projection_dim=64)`). An unknown key is an error that lists the
@@ -80,7 +81,9 @@ def create_model(name: str, pretrained: Optional[str] = None, config_overrides: 
     model = cls(config, **own)
     if output_dict is not None:
         model.output_dict = bool(output_dict)
-    if pretrained:
+    if pretrained and is_checkpoint_file(pretrained):  # open_clip's: a file of its own layout
+        load_open_clip(model, os.fspath(pretrained))
+    elif pretrained:
         pretrained = newest_checkpoint_of_run(pretrained)
         load_fitting(model, load_weights(pretrained), f"{pretrained} (for create_model({name!r}))")
     return model
