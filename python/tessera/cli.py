@@ -216,7 +216,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                    "(the same file kinds as --retrieval)")
     e.add_argument("--prompt", default="", help="--captioning: the user turn's text after the image (default: "
                    "the image alone, as stage 1 learns captions)")
-    e.add_argument("--split", default="test", help="--retrieval/--captioning FILE: the Karpathy split (test, val, ...)")
+    e.add_argument("--split", default=None, help="--retrieval/--captioning FILE: the Karpathy split (test, val, ...; "
+                   "default test); a LAVIS annotation list is one split's file")
     e.add_argument("--image-root", help="--retrieval/--captioning FILE: the folder image paths are relative to "
                    "(default: the file's folder)")
     e.add_argument("--probe", action="store_true", help="linear-probe and k-NN accuracy of the encoder's features "

@@ -223,3 +223,26 @@ def test_the_clip_task_scores_caption_shards_per_image(tmp_path):
     want = cr.caption_retrieval_evaluate(model, split, task.tokenizer, image_size=16, batch_size=4)
     assert out["num_images"] == 3 and out["num_captions"] == 12
     assert {k: out[k] for k in want} == pytest.approx(want)
+
+
+@pytest.mark.usefixtures("png_codec")
+def test_a_split_is_read_once_per_image_and_never_ignored(tmp_path):
+    """`--split val` with a LAVIS list (one split's file) was ignored without a word; `./a.png`
+    and `a.png` in one list were two images; a Karpathy split naming one image twice tied it with
+    itself in every ranking."""
+    _png(str(tmp_path / "img" / "0.png"), 10)
+    _png(str(tmp_path / "img" / "1.png"), 90)
+    lavis = tmp_path / "coco_karpathy_test.json"
+    lavis.write_text(json.dumps([{"image": "img/0.png", "caption": ["a"]}, {"image": "./img/0.png", "caption": ["b"]},
+                                 {"image": "img/1.png", "caption": "c"}]))
+    split = cr.load_retrieval_split(str(lavis))
+    assert len(split.images) == 2 and split.caption_image == [0, 0, 1]
+    for spec in (str(lavis), "annotations:" + str(lavis)):
+        with pytest.raises(ValueError, match=r"a LAVIS annotation list holds one split .* split 'val' applies to "
+                                             "Karpathy files only"):
+            cr.load_retrieval_split(spec, "val")
+    entry = {"filepath": "img", "filename": "0.png", "split": "test", "sentences": [{"raw": "x"}]}
+    karpathy = tmp_path / "dataset_coco.json"
+    karpathy.write_text(json.dumps({"images": [entry, dict(entry, filepath="./img")]}))
+    with pytest.raises(ValueError, match=r"images\[1\] \(0.png\): the same image as images\[0\] in split 'test'"):
+        cr.load_retrieval_split("coco:" + str(karpathy))

@@ -124,3 +124,19 @@ def test_a_recipe_asking_for_caption_metrics_without_pycocoevalcap_is_refused_be
     with pytest.raises(ValueError, match="eval.caption_metrics needs the pycocoevalcap package"):
         LlavaEval(caption_metrics=True).validate("eval")
     LlavaEval(caption_metrics=False).validate("eval")
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="no Java: Stanford's PTBTokenizer cannot run")
+@pytest.mark.parametrize("brk", ["\r", "\f", "\u2028", "\r\n", "\v"])
+def test_a_line_break_inside_a_caption_keeps_every_caption_on_its_own_references(brk):
+    """PTBTokenizer reads \\r, \\f, U+2028 ... as line ends: one caption became two lines and every
+    later caption was scored against the previous image's references (pycocoevalcap 1.2 does the
+    same). Each break is a space now, and a line count that differs is refused."""
+    pred = {1: "a dog runs on the grass", 2: "two cats sleep on a red sofa", 3: "a man rides a horse"}
+    refs = {1: ["a dog is running on the grass", "the dog runs across a field"],
+            2: ["two cats are sleeping on a sofa", "cats sleep on a red sofa today"],
+            3: ["a man is riding a brown horse", "a person on a horse"]}
+    clean = caption_metrics(pred, refs, tokenizer="ptb")
+    broken = caption_metrics({**pred, 2: "two cats" + brk + "sleep on a red sofa"},
+                             {**refs, 1: [refs[1][0] + brk, refs[1][1]]}, tokenizer="ptb")
+    assert broken["BLEU-4"] == pytest.approx(clean["BLEU-4"]) and broken["CIDEr-D"] == pytest.approx(clean["CIDEr-D"])

@@ -43,6 +43,7 @@ class RetrievalSplit:
         index: Dict[str, int] = {}
         captions, owner = [], []
         for path, caption in pairs:
+            path = os.path.normpath(path)  # ./img/0.png and img/0.png are one image
             if path not in index:
                 if max_images and len(index) == max_images:
                     continue
@@ -67,6 +68,7 @@ def read_karpathy(path: str, split: str = "test", image_root: Optional[str] = No
     root = image_root if image_root is not None else os.path.dirname(os.path.abspath(path))
     images, captions, owner = [], [], []
     counts: Dict[str, int] = {}
+    seen: Dict[str, int] = {}
     for i, entry in enumerate(data["images"]):
         where = f"{path}: images[{i}]"
         if not isinstance(entry, dict) or not isinstance(entry.get("filename"), str):
@@ -86,7 +88,11 @@ def read_karpathy(path: str, split: str = "test", image_root: Optional[str] = No
         folder = entry.get("filepath", "")
         if not isinstance(folder, str):
             raise ValueError(f"{where}: 'filepath' must be a string (a folder under the image root), got {folder!r}")
-        images.append(os.path.join(root, folder, entry["filename"]))
+        image = os.path.normpath(os.path.join(root, folder, entry["filename"]))
+        if image in seen:  # one image twice would tie with itself in every ranking
+            raise ValueError(f"{where}: the same image as images[{seen[image]}] in split {split!r}")
+        seen[image] = i
+        images.append(image)
     if not images:
         found = ", ".join(f"{k} ({v})" for k, v in sorted(counts.items())) or "none"
         raise ValueError(f"{path}: no image in split {split!r}; the file's splits: {found}")
@@ -113,22 +119,26 @@ def read_annotations(path: str, image_root: Optional[str] = None) -> RetrievalSp
     return RetrievalSplit.from_pairs(os.path.basename(path), pairs)
 
 
-def load_retrieval_split(spec: str, split: str = "test", image_root: Optional[str] = None) -> RetrievalSplit:
+def load_retrieval_split(spec: str, split: Optional[str] = None, image_root: Optional[str] = None) -> RetrievalSplit:
     """`coco:PATH` / `flickr30k:PATH` (Karpathy files), `annotations:PATH` (LAVIS lists), or a bare
-    PATH (Karpathy when it holds an 'images' object, else an annotation list). Every image file
-    must exist (checked before anything is embedded)."""
+    PATH (Karpathy when it holds an 'images' object, else an annotation list). `split` picks a
+    Karpathy file's split (default test); a LAVIS list is one split's file, so a split given
+    with one is refused rather than ignored. Every image file must exist (checked before anything
+    is embedded)."""
     kind, sep, path = spec.partition(":")
     if not sep or kind not in KINDS:
         kind, path = "", spec
     if not path:
         raise ValueError(f"retrieval split {spec!r}: no file named (coco:PATH, flickr30k:PATH, annotations:PATH or PATH)")
-    if kind in ("coco", "flickr30k"):
-        out = read_karpathy(path, split, image_root)
-    elif kind == "annotations":
+    if not kind:
+        kind = "coco" if isinstance(read_json(path, "a retrieval split file"), dict) else "annotations"
+    if kind == "annotations":
+        if split is not None:
+            raise ValueError(f"{path}: a LAVIS annotation list holds one split (LAVIS writes a file per split: "
+                             f"coco_karpathy_test.json ...); split {split!r} applies to Karpathy files only")
         out = read_annotations(path, image_root)
     else:
-        data = read_json(path, "a retrieval split file")
-        out = read_karpathy(path, split, image_root) if isinstance(data, dict) else read_annotations(path, image_root)
+        out = read_karpathy(path, split or "test", image_root)
     missing = [p for p in out.images if not os.path.isfile(p)]
     if missing:
         raise FileNotFoundError(f"{path}: {len(missing)} of {len(out.images)} images not found, first {missing[0]!r}"

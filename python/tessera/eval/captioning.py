@@ -63,7 +63,9 @@ def ptb_tokenize(captions: Dict[Any, List[str]]) -> Dict[Any, List[str]]:
                          "PATH (install a JRE, or use tokenizer 'simple' / 'auto')")
     jar = os.path.join(os.path.dirname(os.path.abspath(ptb.__file__)), ptb.STANFORD_CORENLP_3_4_1_JAR)
     keys = [k for k, v in captions.items() for _ in v]
-    text = "\n".join(c.replace("\n", " ") for v in captions.values() for c in v)
+    # One caption per line: every line break Java reads (\r, \f, U+2028 ...) becomes a space, or
+    # the captions after it were scored against other images' references.
+    text = "\n".join(" ".join(c.splitlines()) for v in captions.values() for c in v)
     with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".txt", delete=False) as f:
         f.write(text)
     try:
@@ -73,8 +75,14 @@ def ptb_tokenize(captions: Dict[Any, List[str]]) -> Dict[Any, List[str]]:
         os.remove(f.name)
     if run.returncode != 0:
         raise ValueError(f"caption metrics: PTBTokenizer failed ({run.stderr.decode(errors='replace')[-300:]})")
+    lines = run.stdout.decode().split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if len(lines) != len(keys):
+        raise ValueError(f"caption metrics: PTBTokenizer gave {len(lines)} lines for {len(keys)} captions; scores "
+                         "would pair captions with other images' references")
     out: Dict[Any, List[str]] = {}
-    for k, line in zip(keys, run.stdout.decode().split("\n")):
+    for k, line in zip(keys, lines):
         out.setdefault(k, []).append(" ".join(w for w in line.rstrip().split(" ") if w not in PUNCTUATIONS))
     return out
 
