@@ -151,6 +151,17 @@ def test_eval_cli_retrieval_on_a_karpathy_file_follows_the_definition(runs, tmp_
         i2t, t2i = recall_by_definition(sim.tolist(), split.caption_image, k)
         assert got[f"image_to_text_R@{k}"] == pytest.approx(i2t) and got[f"text_to_image_R@{k}"] == pytest.approx(t2i)
     assert got["num_images"] == 3 and got["num_captions"] == 15
+    # ITM re-ranking as LAVIS's compute_sim_matrix (k_test 128 covers every candidate here): the
+    # match logit of every pair plus its ITC score.
+    with torch.no_grad():
+        embeds = task.image_embeds(px)
+        ids, mask = task.vocab(split.captions, r["data"]["context_length"])
+        logits = torch.stack([model.itm_logits(embeds[i:i + 1].expand(len(ids), -1, -1), ids, mask)[:, 1]
+                              for i in range(len(split.images))])                              # [I, T]
+    for k in (1, 5):
+        i2t, t2i = recall_by_definition((logits + sim).tolist(), split.caption_image, k)
+        assert got[f"itm_image_to_text_R@{k}"] == pytest.approx(i2t)
+        assert got[f"itm_text_to_image_R@{k}"] == pytest.approx(t2i)
 
 
 def test_the_frozen_tower_does_not_change(tmp_path):

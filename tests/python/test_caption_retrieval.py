@@ -246,3 +246,32 @@ def test_a_split_is_read_once_per_image_and_never_ignored(tmp_path):
     karpathy.write_text(json.dumps({"images": [entry, dict(entry, filepath="./img")]}))
     with pytest.raises(ValueError, match=r"images\[1\] \(0.png\): the same image as images\[0\] in split 'test'"):
         cr.load_retrieval_split("coco:" + str(karpathy))
+
+
+def test_itm_reranked_recall_equals_lavis_protocol():
+    """LAVIS's compute_sim_matrix: a -100 matrix, each query's k_test best by ITC set to the match
+    logit plus the ITC score, then report_metrics' ranks; here written out on full matrices."""
+    g = torch.Generator().manual_seed(0)
+    n_img, per = 9, 5
+    owner = [t // per for t in range(n_img * per)]
+    img, txt = torch.randn(n_img, 6, generator=g), torch.randn(n_img * per, 6, generator=g)
+    logits = torch.randn(n_img, n_img * per, generator=g) * 3  # ITM's match logit of every pair
+    itc = img @ txt.T
+    for k_test in (10, 12, 45):
+        i2t = torch.full_like(itc, -100.0)
+        for i in range(n_img):
+            sim, top = itc[i].topk(k_test)
+            i2t[i, top] = logits[i, top] + sim
+        t2i = torch.full_like(itc.T, -100.0)
+        for t in range(n_img * per):
+            sim, top = itc[:, t].topk(min(k_test, n_img))
+            t2i[t, top] = logits[top, t] + sim
+        got = cr.reranked_recall(img, txt, owner, lambda a, b: a @ b.T, lambda i, t: logits[i, t], k_test, block=4)
+        for k in (1, 5, 10):
+            want_i2t = sum(any(owner[t] == i for t in i2t[i].argsort(descending=True)[:k].tolist())
+                           for i in range(n_img)) / n_img
+            want_t2i = sum(owner[t] in t2i[t].argsort(descending=True)[:k].tolist() for t in range(n_img * per))
+            assert got[f"itm_image_to_text_R@{k}"] == pytest.approx(want_i2t)
+            assert got[f"itm_text_to_image_R@{k}"] == pytest.approx(want_t2i / (n_img * per))
+    with pytest.raises(ValueError, match="k_test 5 is below the largest K"):
+        cr.reranked_recall(img, txt, owner, lambda a, b: a @ b.T, lambda i, t: logits[i, t], k_test=5)

@@ -182,16 +182,58 @@ def multi_caption_recall(image_embeds: torch.Tensor, text_embeds: torch.Tensor, 
 
 
 @torch.no_grad()
+def reranked_recall(image_embeds: torch.Tensor, text_embeds: torch.Tensor, caption_image: Sequence[int],
+                    score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                    match: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], k_test: int = 128,
+                    ks: Sequence[int] = (1, 5, 10), block: int = 256) -> Dict[str, float]:
+    """R@K after re-ranking, as LAVIS's BLIP-2 evaluation (`compute_sim_matrix`) ranks: each
+    query's `k_test` best candidates by `score` are scored again as match(image rows, text rows)
+    (ITM's match logit) plus their score, every other candidate below them. Keys as
+    multi_caption_recall's with an "itm_" prefix."""
+    owner = torch.as_tensor(list(caption_image), dtype=torch.long)
+    n_img, n_txt = image_embeds.shape[0], text_embeds.shape[0]
+    k_max = max(ks)
+
+    def ranks(n_query, n_cand, scores_of, rows_cols, is_own):
+        k = min(k_test, n_cand)
+        if k < min(k_max, n_cand):
+            raise ValueError(f"k_test {k_test} is below the largest K ({k_max}): R@{k_max} would count candidates "
+                             "outside the re-ranked ones")
+        out = torch.empty(n_query, dtype=torch.long)
+        for s in range(0, n_query, block):
+            sims = require_finite(scores_of(s, s + block).float(), "retrieval scores")       # [b, candidates]
+            top_sim, top = sims.topk(k, dim=1)
+            queries = torch.arange(s, s + sims.shape[0]).unsqueeze(1).expand(-1, k)
+            logits = require_finite(match(*rows_cols(queries.reshape(-1), top.reshape(-1))).float().cpu(),
+                                    "ITM match logits").view(-1, k)
+            order = (logits + top_sim).argsort(dim=1, descending=True, stable=True)
+            own = is_own(queries, top.gather(1, order))
+            out[s:s + sims.shape[0]] = torch.where(own.any(1), own.float().argmax(1), k_max)
+        return out
+
+    i2t = ranks(n_img, n_txt, lambda a, b: score(image_embeds[a:b], text_embeds),
+                lambda q, c: (q, c), lambda q, c: owner[c] == q)
+    t2i = ranks(n_txt, n_img, lambda a, b: score(image_embeds, text_embeds[a:b]).T,
+                lambda q, c: (c, q), lambda q, c: c == owner[q])
+    out = {f"itm_image_to_text_R@{k}": (i2t < k).float().mean().item() for k in ks}
+    out.update({f"itm_text_to_image_R@{k}": (t2i < k).float().mean().item() for k in ks})
+    out["itm_mean_recall"] = sum(out.values()) / len(out)
+    return out
+
+
+@torch.no_grad()
 def caption_retrieval_evaluate(model, split: RetrievalSplit, tokenizer, image_size: int, context_length: int = 77,
                                batch_size: int = 64, ks: Sequence[int] = (1, 5, 10),
                                image_features: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
                                text_features: Optional[Callable[[List[str]], torch.Tensor]] = None,
-                               score=None) -> Dict[str, float]:
+                               score=None, rerank: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
+                               k_test: int = 128) -> Dict[str, float]:
     """Embeds the split's images once (CLIP's evaluation transform at `image_size`) and its
     captions, then `multi_caption_recall`. `image_features` (pixels -> features) and
     `text_features` (a batch of caption strings -> features) default to the model's normalised
     get_image_features / get_text_features, the captions read by `tokenizer`; `score` as
-    multi_caption_recall takes it (BLIP-2: best_query_score)."""
+    multi_caption_recall takes it (BLIP-2: best_query_score). With `rerank` (image indices, caption
+    indices -> match logits), also `reranked_recall` over each query's `k_test` best."""
     from ..data.transforms import ImageTransform, clip_transform, read_image
 
     device = next(model.parameters()).device
@@ -204,6 +246,10 @@ def caption_retrieval_evaluate(model, split: RetrievalSplit, tokenizer, image_si
         pixels = torch.stack([transform(read_image(p)) for p in split.images[s:s + batch_size]])
         images.append(image_features(pixels.to(device)).cpu())
     texts = [text_features(split.captions[s:s + batch_size]).cpu() for s in range(0, len(split.captions), batch_size)]
-    out = multi_caption_recall(torch.cat(images), torch.cat(texts), split.caption_image, ks, score)
+    images, texts = torch.cat(images), torch.cat(texts)
+    out = multi_caption_recall(images, texts, split.caption_image, ks, score)
+    if rerank is not None:
+        out.update(reranked_recall(images, texts, split.caption_image, score or (lambda a, b: a @ b.T), rerank,
+                                   k_test, ks))
     out.update(num_images=len(split.images), num_captions=len(split.captions))
     return out

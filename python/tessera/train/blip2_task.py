@@ -47,11 +47,12 @@ class Blip2Loss:
 class Blip2Eval:
     max_images: int = 0                     # 0: every held-out image
     rerank_top_k: int = 3                   # ITM re-ranks ITC's top k classes
+    k_test: int = 128                       # caption-file retrieval: ITM re-ranks ITC's top k (LAVIS's k_test)
 
     def validate(self, where: str) -> None:
-        if self.max_images < 0 or self.rerank_top_k < 1:
-            raise ValueError(f"{where}: max_images >= 0 and rerank_top_k >= 1, got {self.max_images}, "
-                             f"{self.rerank_top_k}")
+        if self.max_images < 0 or self.rerank_top_k < 1 or self.k_test < 1:
+            raise ValueError(f"{where}: max_images >= 0, rerank_top_k >= 1 and k_test >= 1, got {self.max_images}, "
+                             f"{self.rerank_top_k}, {self.k_test}")
 
 
 def words(text: str) -> List[str]:
@@ -230,17 +231,34 @@ class Blip2PretrainTask(Task):
 
     @torch.no_grad()
     def evaluate_split(self, model, split) -> Dict[str, float]:
-        """ITC retrieval on a caption split: each image's query features against each caption's
-        feature, scored by the best query (LAVIS's and transformers' ITC)."""
+        """Retrieval on a caption split as the BLIP-2 paper reports it (LAVIS's evaluation): ITC
+        (each image's query features against each caption's feature, the best query), then ITM
+        re-ranking of each query's `eval.k_test` best (the match logit plus the ITC score), whose
+        recalls are the `itm_` keys. The tower's output of every image is kept for ITM, as LAVIS
+        keeps it."""
         d, device = self.recipe.data, model.device
+        towers: List[torch.Tensor] = []
+
+        def image_features(px):
+            embeds = self.image_embeds(px)
+            towers.append(embeds.cpu())
+            return model.itc_image_features(embeds)
 
         def text_features(captions):
             ids, mask = self.vocab(captions, d.context_length)
             return model.itc_text_features(ids.to(device), mask.to(device))
 
+        ids, mask = self.vocab(split.captions, d.context_length)
+
+        def match(images, texts):
+            towers[:] = [torch.cat(towers)]  # once: every image is embedded before the first match
+            embeds = towers[0]
+            return torch.cat([model.itm_logits(embeds[i].to(device), ids[t].to(device), mask[t].to(device))[:, 1].cpu()
+                              for i, t in zip(images.split(d.batch_size), texts.split(d.batch_size))])
+
         return caption_retrieval_evaluate(model, split, None, d.image_size, batch_size=d.batch_size,
-                                          image_features=lambda px: model.itc_image_features(self.image_embeds(px)),
-                                          text_features=text_features, score=best_query_score)
+                                          image_features=image_features, text_features=text_features,
+                                          score=best_query_score, rerank=match, k_test=self.recipe.eval.k_test)
 
     def evaluate(self, model, final: bool = False) -> Dict[str, Any]:
         """ITC zero-shot accuracy (each class: the mean of its templates' text features), ITM
