@@ -85,18 +85,23 @@ def run_template(folder: str) -> Optional[str]:
 
 
 def _text_ids(tokenizer, text: str, image_token_id: int, image_tokens: int,
-              room: Optional[int] = None) -> Tuple[List[int], int]:
-    """Ids of `text` with each image placeholder expanded to `image_tokens` image ids; the count.
-    With `room`, text past that many ids is not encoded (placeholders still are)."""
+              room: Optional[int] = None) -> Tuple[List[int], int, bool]:
+    """Ids of `text` with each image placeholder expanded to `image_tokens` image ids; the count;
+    whether text was left unencoded: with `room`, text past that many ids is not encoded
+    (placeholders still are)."""
     ids: List[int] = []
+    left_out = False
     parts = text.split(IMAGE_PLACEHOLDER)
     for i, part in enumerate(parts):
         if i:
             ids += [image_token_id] * image_tokens
-        if part:
-            ids += tokenizer.encode(part, add_bos=False) if room is None else \
-                encode_at_most(tokenizer, part, room - len(ids))[0]
-    return ids, len(parts) - 1
+        if part and room is None:
+            ids += tokenizer.encode(part, add_bos=False)
+        elif part:
+            piece, cut = encode_at_most(tokenizer, part, room - len(ids))
+            ids += piece
+            left_out = left_out or cut
+    return ids, len(parts) - 1, left_out
 
 
 def bos_eos(tokenizer, where: str) -> Tuple[int, int]:
@@ -112,13 +117,15 @@ def bos_eos(tokenizer, where: str) -> Tuple[int, int]:
 
 def render(template: ConversationTemplate, conversation: Sequence[Dict[str, str]], tokenizer, image_token_id: int,
            image_tokens: int, images: int = 0, where: str = "sample",
-           add_generation_prompt: bool = False, max_tokens: Optional[int] = None) -> Tuple[List[int], List[int]]:
+           add_generation_prompt: bool = False, max_tokens: Optional[int] = None,
+           stats: Optional[Dict[str, bool]] = None) -> Tuple[List[int], List[int]]:
     """(input_ids, labels) of a conversation: a list of {"from": human|gpt, "value": text} turns
     (LLaVA's data format; "user"/"assistant" also accepted). Labels are -100 everywhere except the
     assistant's answers (and the end-of-sequence token after each, when the template says so).
     `add_generation_prompt`: the conversation ends with the user and the assistant's prefix is
     appended — the prompt to generate from, tokenized exactly as in training. `max_tokens`: text
-    past that many ids (and one more, which tells a cut) is not encoded, for truncation to follow."""
+    past that many ids (and one more, which tells a cut) is not encoded, for truncation to follow;
+    `stats["capped"]` then says whether some was (the ids' count is a lower bound)."""
     bos, eos = bos_eos(tokenizer, where)
     ids, labels = [bos], [IGNORE]
     placeholders = 0
@@ -132,7 +139,9 @@ def render(template: ConversationTemplate, conversation: Sequence[Dict[str, str]
         nonlocal placeholders
         if text:
             room = None if max_tokens is None else max_tokens + 1 - len(ids)
-            piece, n = _text_ids(tokenizer, text, image_token_id, image_tokens, room)
+            piece, n, cut = _text_ids(tokenizer, text, image_token_id, image_tokens, room)
+            if cut and stats is not None:
+                stats["capped"] = True
             placeholders += n
             ids.extend(piece)
             labels.extend(piece if learn else [IGNORE] * len(piece))

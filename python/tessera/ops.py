@@ -35,8 +35,11 @@ def _pair(lengths: Lengths, fn: str):
 
 
 def _number(value, fn: str, name: str) -> float:
-    """A real number; a bool (gamma=True) or a string was coerced or failed deep inside."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    """A real number (a 0-d tensor or array too); a bool (gamma=True) or a string was coerced or
+    failed deep inside."""
+    if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == 0:
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{fn}: {name} must be a real number, got {type(value).__name__} {value!r}")
     return float(value)
 
@@ -96,7 +99,7 @@ def triple_kernel_cost(x_first: torch.Tensor, x_second: torch.Tensor, x_is_image
     squared distance of their L2-normalised forms: two images or two texts compare their first
     blocks (an image-only or text-only encoder: DINOv2, BGE in the paper), an image and a text
     their second (CLIP). first [B, N, Df] (zero-pad the narrower modality), second [B, N, Ds],
-    is_image bool [B, N]; likewise for y. A zero block is normalised as `F.normalize` does (it
+    is_image bool (or 0/1 integer) [B, N]; likewise for y. A zero block is normalised as `F.normalize` does (it
     stays zero: distance 1 to any other block, 0 to another zero one)."""
     return _C.ops.triple_kernel_cost(x_first, x_second, x_is_image, y_first, y_second, y_is_image)
 

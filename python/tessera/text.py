@@ -311,17 +311,22 @@ def encode_at_most(tokenizer, text: str, max_tokens: int, margin: int = 32) -> T
     """`tokenizer.encode(text, add_bos=False)[:max_tokens]`, and whether ids were left out, at a
     cost that follows `max_tokens` rather than the text: encoding takes ~100 bytes per character,
     so a 40 MB line headed for a 2,048-token row took 4 GB. A longer text is encoded by growing
-    prefixes until one gives `margin` ids past what is kept; a cut changes only the ids next to it
-    (a word split there), which the margin drops. A text that ends up whole (say, mostly spaces
-    that encode to nothing) costs what it did before."""
+    prefixes, each cut at a space, until one gives `margin` ids past what is kept. SentencePiece
+    segments each space-separated word on its own (BPE and Unigram alike: no piece spans a
+    space), so a prefix of whole words encodes to the whole text's first ids; a cut inside a word
+    did not (Unigram placed the rest of a long run differently from its start). A text with no
+    space past the first prefix is encoded whole, as before."""
     if max_tokens <= 0:
         return [], bool(text)
     chars = 8 * (max_tokens + margin)
     while len(text) > chars:
-        ids = tokenizer.encode(text[:chars], add_bos=False)
+        cut = text.find(" ", chars)
+        if cut < 0:
+            break
+        ids = tokenizer.encode(text[:cut], add_bos=False)
         if len(ids) >= max_tokens + margin:
             return ids[:max_tokens], True
-        chars *= 4
+        chars = 4 * cut
     ids = tokenizer.encode(text, add_bos=False)
     return ids[:max_tokens], len(ids) > max_tokens
 

@@ -36,11 +36,33 @@ def tok(shared_dir):
 LONG = "The quick brown fox jumps over the lazy dog, again and again. " * 4000  # 252,000 characters
 
 
-@pytest.mark.parametrize("text", [LONG, "A short caption.", " " * 50_000 + "words after many spaces", "x" * 30_000])
+@pytest.fixture(scope="module")
+def unigram(tmp_path_factory):
+    """A Unigram model, whose segmentation of a run depends on the run's whole length."""
+    import random
+
+    from tessera.text import train_sentencepiece
+
+    rng = random.Random(0)
+    texts = [" ".join(rng.choice(["a" * rng.randint(1, 40), "ab" * rng.randint(1, 10), "the cat", "=" * rng.randint(1, 30),
+                                  "日本語の文章です", "abc"]) for _ in range(8)) for _ in range(3000)]
+    return train_sentencepiece(texts, str(tmp_path_factory.mktemp("unigram") / "uni.model"), vocab_size=300,
+                               model_type="unigram")
+
+
+TEXTS = [LONG, "A short caption.", " " * 50_000 + "words after many spaces", "x" * 30_000,
+         "=" * 20_013 + " the end", " ".join("a" * (2000 + n) for n in range(40)), "ab " * 3000 + "a" * 5001,
+         "日本語の文章です " * 4000,
+         *("a" * n for n in range(2000, 2012, 3)), *("=" * (18000 + n) + " the end" for n in range(2000, 2012, 3))]
+
+
+@pytest.mark.parametrize("model", ["bpe", "unigram"])
+@pytest.mark.parametrize("text", TEXTS)
 @pytest.mark.parametrize("k", [0, 1, 7, MAX_LENGTH])
-def test_encode_at_most_is_the_whole_encoding_cut(tok, text, k):
-    full = tok.encode(text, add_bos=False)
-    ids, left_out = encode_at_most(tok, text, k)
+def test_encode_at_most_is_the_whole_encoding_cut(tok, unigram, model, text, k):
+    sp = tok if model == "bpe" else unigram
+    full = sp.encode(text, add_bos=False)
+    ids, left_out = encode_at_most(sp, text, k)
     assert ids == full[:k] and left_out == (len(full) > k)
 
 
@@ -100,3 +122,15 @@ def test_a_lone_surrogate_in_a_segment_names_its_place(tok, tmp_path):
     path.write_text('{"id": "a", "segments": [{"text": "A bag."}]}\n{"id": "b", "segments": [{"text": "A \\ud800 bag."}]}\n')
     with pytest.raises(ValueError, match=r"data.jsonl:2 \(id 'b'\): segment 0: text is not valid UTF-8"):
         encode_interleaved(read_interleaved(str(path)), tok, tok.special_tokens["<image>"], 4, MAX_LENGTH)
+
+
+def test_a_refusal_after_a_long_turn_says_its_count_is_a_lower_bound(tok, tmp_path):
+    """The text past max_length is not encoded, so the sample's length is not known: the refusal
+    said "161 tokens" of a 24,000-token prompt."""
+    from tessera.train.conversation_data import SampleProblem, prepare_sample
+
+    sample = {"image": "a.png", "conversations": [{"from": "human", "value": "<image>\n" + LONG},
+                                                  {"from": "gpt", "value": "A bag."}]}
+    with pytest.raises(SampleProblem, match=r"s: the prompt has at least 16\d tokens, more than max_length 160"):
+        prepare_sample(sample, "s", chat.load_template("v1"), tok, tok.special_tokens["<image>"], 4, 160,
+                       str(tmp_path), False, supervise=False)

@@ -351,7 +351,8 @@ def test_every_lane_width_equals_each_pair_run_alone(gamma, batch):
 def test_triple_kernel_cost_keeps_tiny_distances_and_normalises_zero_blocks_as_f_normalize():
     """2 - 2 a.b in the features' precision cancelled: a distance of ~1e-8 between near-identical
     slices read as 0 in float32 (and 1e-7 off in float64), and a zero block sat at distance 2 from
-    itself. Against |F.normalize(a) - F.normalize(b)|^2 in float64."""
+    itself. Against |F.normalize(a) - F.normalize(b)|^2 in float64: within 1e-15, a few float64
+    ulps of the unit scale (the cancellation left by one matmul over every pair)."""
     torch.manual_seed(0)
     u = torch.randn(1, 3, 768, dtype=torch.float64)
     v = u + 1e-4 * torch.randn(1, 3, 768, dtype=torch.float64) / 768 ** 0.5
@@ -368,14 +369,23 @@ def test_triple_kernel_cost_keeps_tiny_distances_and_normalises_zero_blocks_as_f
         # float32 features themselves round at ~6e-8 of each unit vector: the tiny entry is
         # compared against the float32 vectors' own distance, the rest against float64's.
         exact32 = (unit(a.double(), dim=-1).unsqueeze(2) - unit(b.double(), dim=-1).unsqueeze(1)).square().sum(-1)
-        torch.testing.assert_close(got, exact32 if dtype == torch.float32 else want, rtol=rel, atol=0)
+        torch.testing.assert_close(got, exact32 if dtype == torch.float32 else want, rtol=rel, atol=1e-15)
+        assert got[0, 0, 0] > 0  # 1.2e-11: read as 0 before
 
 
 def test_loose_arguments_are_refused_not_coerced():
     """is_image of 0.5 or NaN read as True, normalized="false" as True, gamma=True as 1.0."""
     x = torch.rand(1, 2, 4)
-    with pytest.raises(TypeError, match="x_is_image must be a bool tensor, got Float"):
-        ops.triple_kernel_cost(x, x, torch.tensor([[0.5, 0.0]]), x, x, torch.ones(1, 2, dtype=torch.bool))
+    yes = torch.ones(1, 2, dtype=torch.bool)
+    with pytest.raises(TypeError, match=r"x_is_image must be a bool \(or 0/1 integer\) tensor, got Float"):
+        ops.triple_kernel_cost(x, x, torch.tensor([[0.5, 0.0]]), x, x, yes)
+    with pytest.raises(ValueError, match="y_is_image holds values other than 0 and 1"):
+        ops.triple_kernel_cost(x, x, yes, x, x, torch.tensor([[2, 0]]))
+    torch.testing.assert_close(ops.triple_kernel_cost(x, x, torch.tensor([[1, 0]]), x, x, yes),
+                               ops.triple_kernel_cost(x, x, torch.tensor([[True, False]]), x, x, yes))
+    cost = torch.rand(2, 3)  # a 0-d tensor or array is a number, as float() took it before
+    assert ops.soft_dtw(cost, gamma=torch.tensor(0.5)).item() == ops.soft_dtw(cost, gamma=0.5).item()
+    assert ops.gak(x, x, sigma=np.float64(2.0)).item() == ops.gak(x, x, sigma=torch.tensor(2.0)).item()
     with pytest.raises(TypeError, match="gak: normalized must be True or False, got str 'false'"):
         ops.gak(x, x, normalized="false")
     with pytest.raises(TypeError, match="gak_from_cost: normalized must be True or False"):
@@ -398,10 +408,17 @@ def test_gak_names_the_features_at_fault():
     assert torch.isfinite(ops.gak(x.double() * 1e20, y.double(), normalized=False)).all()
     with pytest.raises(ValueError, match="soft_dtw: cost must be on the CPU or a CUDA device, got meta"):
         ops.soft_dtw(torch.rand(2, 3, 4, device="meta"))
+    with pytest.raises(ValueError, match="gak: x must be on the CPU or a CUDA device, got meta"):
+        ops.gak(torch.rand(2, 3, 4, device="meta"), torch.rand(2, 3, 4, device="meta"))
+    with pytest.raises(ValueError, match="gak: the cost must be on the CPU or a CUDA device, got meta"):
+        ops.gak_from_cost(torch.rand(2, 3, 4, device="meta"), normalized=False)
+    m = torch.rand(2, 3, 4, device="meta")  # shapes only: the op runs on meta
+    assert ops.triple_kernel_cost(m, m, torch.ones(2, 3, dtype=torch.bool, device="meta"), m, m,
+                                  torch.ones(2, 3, dtype=torch.bool, device="meta")).shape == (2, 3, 3)
 
 
-def test_triple_kernel_cost_gradients_in_double_on_both_paths():
-    """The matmul form and the direct sums of near-identical pairs (below 1e-6) alike."""
+def test_triple_kernel_cost_gradients_in_double():
+    """Near-identical pairs (distance ~1e-10) among the others."""
     torch.manual_seed(1)
     x = torch.randn(1, 3, 5, dtype=torch.float64)
     y = torch.cat([x[:, :2] + 1e-5 * torch.randn(1, 2, 5, dtype=torch.float64), torch.randn(1, 2, 5, dtype=torch.float64)], 1)

@@ -202,3 +202,17 @@ def test_an_empty_shard_list_is_an_error():
         expand_urls([])
     with pytest.raises(ValueError, match="no shard pattern given"):
         ShardLoader([], 8, clip_transform(16))
+
+
+@pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_a_long_link_target_is_reported_whole(tmp_path, fmt):
+    """Past the header's 100 bytes a target lives in a GNU 'K' record or a pax linkpath; the report
+    quoted its first 100 characters."""
+    target = "/data/" + "deeply/nested/" * 10 + "000.jpg"
+    path = str(tmp_path / "long.tar")
+    with tarfile.open(path, "w", format=fmt) as tar:
+        _member(tar, "000.jpg", kind=tarfile.SYMTYPE, link=target)
+        _member(tar, "000.txt", b"a")
+    problems = []
+    assert _samples(path, problems) == [("000", {"txt": b"a"})]
+    assert problems == [f"{path}: member '000.jpg': a symbolic link to '{target}', not followed"]

@@ -61,6 +61,7 @@ bool checksum_ok(const char* block) {
 /// What a pax extended header ("LEN key=value\n" records) says of the next member.
 struct PaxRecords {
   std::string path;
+  std::string linkpath;         ///< a link's target, when the header's 100 bytes cannot hold it
   int64_t size = -1;            ///< -1: not given; a malformed value is -2
   std::string sparse_name;      ///< GNU.sparse.name: the real name of a sparse member
   bool sparse = false;          ///< any GNU.sparse.* record (tar --sparse in pax formats)
@@ -82,6 +83,7 @@ void parse_pax(const std::string& body, PaxRecords& pax) {
     if (eq != std::string::npos) {
       const std::string key = record.substr(0, eq), value = record.substr(eq + 1);
       if (key == "path") pax.path = value;
+      if (key == "linkpath") pax.linkpath = value;
       if (key == "size") {
         int64_t v = 0;
         bool ok = !value.empty() && value.size() < 19;  // 18 digits cannot overflow int64
@@ -103,7 +105,7 @@ void parse_pax(const std::string& body, PaxRecords& pax) {
 /// long link names and dump directories).
 std::string not_a_file(char type, const std::string& link) {
   switch (type) {
-    case '5': case 'g': case 'V': case 'K': case 'D': return "";
+    case '5': case 'g': case 'V': case 'D': return "";
     case '1': return "a hard link to '" + link + "', not read (tar --hard-dereference stores the file itself)";
     case '2': return "a symbolic link to '" + link + "', not followed";
     case '3': case '4': return "a device entry, not read";
@@ -299,7 +301,7 @@ bool TarReader::next(TarMember& out) {
   char block[kBlock];
   // What GNU long-name and pax records say of the next member. tarfile lets the record read
   // first win where two set one field, and so does this.
-  std::string meta_name;
+  std::string meta_name, meta_link;
   PaxRecords pax;
   while (!done_) {
     const int64_t before = pos_;
@@ -335,7 +337,7 @@ bool TarReader::next(TarMember& out) {
       break;
     }
     const char type = block[156];
-    const bool meta = type == 'L' || type == 'x';  // applies to the next member
+    const bool meta = type == 'L' || type == 'K' || type == 'x';  // applies to the next member
     std::string name = header_string(block, 100);
     if (std::memcmp(block + 257, "ustar", 5) == 0 && block[345] != '\0')
       name = header_string(block + 345, 155) + "/" + name;
@@ -367,12 +369,14 @@ bool TarReader::next(TarMember& out) {
         break;
       }
       if (!skip(name, padded(size) - size)) break;
-      if (type == 'L') {
-        if (meta_name.empty()) meta_name = body.substr(0, strnlen(body.c_str(), body.size()));
+      if (type == 'L' || type == 'K') {  // GNU long name / long link target
+        std::string& field = type == 'L' ? meta_name : meta_link;
+        if (field.empty()) field = body.substr(0, strnlen(body.c_str(), body.size()));
       } else {
         PaxRecords record;
         parse_pax(body, record);
         if (meta_name.empty()) meta_name = record.path;
+        if (meta_link.empty()) meta_link = record.linkpath;
         if (pax.size == -1) pax.size = record.size;
         if (pax.sparse_name.empty()) pax.sparse_name = record.sparse_name;
         pax.sparse = pax.sparse || record.sparse;
@@ -381,11 +385,12 @@ bool TarReader::next(TarMember& out) {
     }
     const bool sparse = type == 'S' || pax.sparse;
     const bool regular = (type == '0' || type == '\0' || type == '7') && !sparse;
-    meta_name.clear(), pax = PaxRecords();
+    const std::string link = meta_link.empty() ? header_string(block + 157, 100) : meta_link;
+    meta_name.clear(), meta_link.clear(), pax = PaxRecords();
     if (!regular) {
       // Directories and the like hold nothing; links, devices and sparse files are reported,
       // since a sample that loses its image to one would otherwise be skipped without a reason.
-      if (const std::string why = not_a_file(sparse ? 'S' : type, header_string(block + 157, 100)); !why.empty())
+      if (const std::string why = not_a_file(sparse ? 'S' : type, link); !why.empty())
         problem(name, why);
       // An old GNU sparse header may continue in extension blocks before its data.
       for (bool extended = type == 'S' && block[482] != 0; extended;) {

@@ -5,7 +5,9 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 namespace tessera::ops {
 namespace {
@@ -69,6 +71,8 @@ at::Tensor gak_from_cost(const at::Tensor& xy_in, const at::Tensor& xx_in, const
                          const GakOptions& o) {
   const bool single = xy_in.defined() && xy_in.dim() == 2;
   at::Tensor xy = batched(xy_in, 3, "gak", "the x-y cost");
+  // Before the value checks, whose host reads fail on a meta tensor without a name.
+  TORCH_CHECK_VALUE(xy.is_cpu() || xy.is_cuda(), "gak: the cost must be on the CPU or a CUDA device, got ", xy.device());
   TORCH_CHECK_VALUE(o.x_lengths.defined() == o.y_lengths.defined(), "gak: give both x_lengths and y_lengths, or neither");
   const int64_t B = xy.size(0), N = xy.size(1), M = xy.size(2);
   const bool given = o.x_lengths.defined();
@@ -109,6 +113,7 @@ at::Tensor gak(const at::Tensor& x_in, const at::Tensor& y_in, const GakOptions&
   TORCH_CHECK_VALUE(x_in.dim() == y_in.dim(), "gak: x and y must both be [B, len, dim] or both [len, dim], got shapes ",
                     x_in.sizes(), " and ", y_in.sizes());
   at::Tensor x = batched(x_in, 3, "gak", "x"), y = batched(y_in, 3, "gak", "y");
+  TORCH_CHECK_VALUE(x.is_cpu() || x.is_cuda(), "gak: x must be on the CPU or a CUDA device, got ", x.device());
   for (const at::Tensor* t : {&x, &y})
     TORCH_CHECK_TYPE(t->scalar_type() == at::kFloat || t->scalar_type() == at::kDouble,
                      "gak: x and y must be float32 or float64, got ", x.scalar_type(), " and ", y.scalar_type());
@@ -163,32 +168,43 @@ at::Tensor triple_kernel_cost(const at::Tensor& x_first, const at::Tensor& x_sec
   for (const auto& [t, name] : {std::pair{xi, "x_is_image"}, {yi, "y_is_image"}}) {
     TORCH_CHECK_TYPE(t.device() == xf.device(), fn, ": ", name, " is on ", t.device(), ", the features on ",
                      xf.device());
-    // 0.5 or NaN read as "image" (any non-zero did).
-    TORCH_CHECK_TYPE(t.scalar_type() == at::kBool, fn, ": ", name, " must be a bool tensor, got ", t.scalar_type());
+    // 0.5 or NaN read as "image" (any non-zero did): a mask is bool, or integers 0 and 1.
+    TORCH_CHECK_TYPE(t.scalar_type() == at::kBool || at::isIntegralType(t.scalar_type(), false), fn, ": ", name,
+                     " must be a bool (or 0/1 integer) tensor, got ", t.scalar_type());
+    TORCH_CHECK_VALUE(t.scalar_type() == at::kBool || t.is_meta() || t.numel() == 0 ||
+                          (t == 0).logical_or(t == 1).all().item<bool>(),
+                      fn, ": ", name, " holds values other than 0 and 1");
   }
   // F.normalize's rule: a zero vector stays zero (distance 1 to a unit vector, 0 to a zero one).
-  auto unit = [](const at::Tensor& t) {
-    const at::Tensor d = t.to(at::kDouble);
-    return d / d.norm(2, -1, true).clamp_min(1e-12);
-  };
-  // In float64 from the features as given: |a|^2 + |b|^2 - 2 a.b over every pair (one matmul),
-  // then the pairs it leaves below 1e-6, where that difference keeps too few digits (near-
-  // identical slices; a slice against itself), summed directly. In the features' precision
-  // 2 - 2 a.b read a distance of 1e-8 as 0 in float32 and gave a zero block distance 2 to itself.
+  auto unit = [](const at::Tensor& t) { return t / t.norm(2, -1, true).clamp_min(1e-12); };
   auto dist = [&](const at::Tensor& a, const at::Tensor& b) {
+    // Every pair by one matmul, as Sugar's targets need for hundreds of slices at once: |a|^2 is 1
+    // for a block with values and 0 for a zero block (F.normalize leaves it zero).
     const at::Tensor ua = unit(a), ub = unit(b);
-    at::Tensor d = (ua.square().sum(-1).unsqueeze(2) + ub.square().sum(-1).unsqueeze(1) -
+    const at::Tensor ha = a.detach().ne(0).any(-1), hb = b.detach().ne(0).any(-1);
+    at::Tensor d = (ha.unsqueeze(2).to(ua.scalar_type()) + hb.unsqueeze(1).to(ua.scalar_type()) -
                     2 * at::matmul(ua, ub.transpose(1, 2)))
                        .clamp_min(0);
-    const at::Tensor near = (d.detach() < 1e-6).nonzero();
-    if (near.size(0) > 0) {
-      const at::Tensor bi = near.select(1, 0), i = near.select(1, 1), j = near.select(1, 2);
-      const at::Tensor exact = (ua.index({bi, i}) - ub.index({bi, j})).square().sum(-1);
-      d = d.index_put({bi, i, j}, exact);
+    if (d.is_meta() || d.numel() == 0) return d;
+    // Below 1e-2 the matmul's rounding (~1e-7 of the unit scale in float32) is a visible part of
+    // a distance (2 - 2 a.b read 1e-8 as 0): those pairs are summed directly, in float64 and in
+    // chunks. Zero blocks are exact already and left out: Sugar's padding makes thousands.
+    const at::Tensor near = (d.detach() < 1e-2).logical_and(ha.unsqueeze(2)).logical_and(hb.unsqueeze(1)).nonzero();
+    if (near.size(0) == 0) return d;
+    const at::Tensor a64 = unit(a.to(at::kDouble)), b64 = unit(b.to(at::kDouble));
+    const at::Tensor bi = near.select(1, 0), i = near.select(1, 1), j = near.select(1, 2);
+    constexpr int64_t kChunk = 8192;  // pairs per gather: [kChunk, D] float64 at a time
+    std::vector<at::Tensor> exact;
+    for (int64_t s = 0; s < near.size(0); s += kChunk) {
+      const int64_t e = std::min(s + kChunk, near.size(0));
+      exact.push_back((a64.index({bi.slice(0, s, e), i.slice(0, s, e)}) -
+                       b64.index({bi.slice(0, s, e), j.slice(0, s, e)}))
+                          .square()
+                          .sum(-1));
     }
-    return d.to(a.scalar_type());
+    return d.index_put({bi, i, j}, at::cat(exact).to(d.scalar_type()));
   };
-  const at::Tensor same = xi.unsqueeze(2) == yi.unsqueeze(1);
+  const at::Tensor same = xi.to(at::kBool).unsqueeze(2) == yi.to(at::kBool).unsqueeze(1);
   at::Tensor cost = at::where(same, dist(xf, yf), dist(xs, ys));
   return x_first.dim() == 2 ? cost.squeeze(0) : cost;
 }

@@ -84,6 +84,7 @@ class SugarModel(nn.Module):
     def save_pretrained(self, path: str, state_dict: Optional[Dict[str, torch.Tensor]] = None, **kwargs) -> None:
         from .. import _C
         from ..io import write_atomic
+        from .weights import check_saveable
 
         state = self.state_dict() if state_dict is None else state_dict
         if state_dict is not None:  # keys of another spelling ("module.llava.") were dropped: 0 tensors saved
@@ -96,6 +97,7 @@ class SugarModel(nn.Module):
         own = {k[len("llava."):]: v for k, v in state.items() if k.startswith("llava.")}
         projector = {k[len("retrieval_projector."):]: v.detach().contiguous() for k, v in state.items()
                      if k.startswith("retrieval_projector.")}
+        check_saveable(state, "SugarModel.save_pretrained")  # a DTensor or meta tensor, before any file
         os.makedirs(path, exist_ok=True)
         _C.core.save_safetensors(os.path.join(path, PROJECTOR_WEIGHTS), projector, {"format": "pt"})
         write_atomic(os.path.join(path, PROJECTOR_CONFIG), json.dumps(self.retrieval_projector.config) + "\n")

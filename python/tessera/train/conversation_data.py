@@ -183,12 +183,13 @@ def prepare_sample(sample: Dict[str, Any], where: str, template, tokenizer, imag
         paths = image_paths(sample, folder, where)
         check = "rendering"
         conv = sample["conversations"][skip:] if supervise else sample["conversations"][skip:-1]
+        stats: Dict[str, bool] = {}
         ids, lab = render(template, conv, tokenizer, image_token_id, image_tokens, len(paths), where,
-                          add_generation_prompt=not supervise, max_tokens=max_length)
+                          add_generation_prompt=not supervise, max_tokens=max_length, stats=stats)
         check = "unknown tokens"
         refuse_unknown_tokens(ids, tokenizer, where, f"the template {template.name!r} and the tokenizer disagree")
         check = "length"
-        ids, lab = truncate(ids, lab, image_token_id, max_length, where, supervise)
+        ids, lab = truncate(ids, lab, image_token_id, max_length, where, supervise, stats.get("capped", False))
         check = "image file"
         if check_files:
             for p in paths:
@@ -224,15 +225,17 @@ def refuse_unknown_tokens(ids: Sequence[int], tokenizer, where: str, why: str) -
 
 
 def truncate(ids: List[int], labels: List[int], image_token_id: int, max_length: int, where: str,
-             supervise: bool = True):
+             supervise: bool = True, capped: bool = False):
     """(ids, labels) cut to `max_length`, refusing a cut through image tokens, a cut prompt to
-    generate from, and a cut that leaves nothing to learn."""
+    generate from, and a cut that leaves nothing to learn. `capped`: text past max_length was not
+    encoded (chat.render's max_tokens), so the count said is a lower bound."""
+    count = f"{'at least ' if capped else ''}{len(ids)}"
     if len(ids) > max_length and not supervise:
-        raise ValueError(f"{where}: the prompt has {len(ids)} tokens, more than max_length {max_length} "
+        raise ValueError(f"{where}: the prompt has {count} tokens, more than max_length {max_length} "
                          f"(cutting it would cut the question); raise data.max_length")
     if len(ids) > max_length:
         if image_token_id in ids[max_length:]:
-            raise ValueError(f"{where}: {len(ids)} tokens, more than max_length {max_length}, and truncation "
+            raise ValueError(f"{where}: {count} tokens, more than max_length {max_length}, and truncation "
                              f"would cut image tokens; raise data.max_length")
         ids, labels = ids[:max_length], labels[:max_length]
         if supervise and labels.count(IGNORE) == len(labels):
