@@ -50,8 +50,9 @@ def test_the_training_crop_is_open_clips(monkeypatch):
 
 
 def test_weight_decay_is_open_clips():
-    """open_clip_train excludes 1-D tensors and the position and class embeddings; the token
-    embedding (16.7 % of ViT-B/32) decays there and did not here."""
+    """open_clip_train's main branch (`make_wd_exclude`, after 3.3.0) excludes 1-D tensors and the
+    position and class embeddings; the token embedding (16.7 % of ViT-B/32) decays there and did
+    not here. (3.3.0's `exclude` also decays the position embeddings.)"""
     t = task(optim={"weight_decay": 0.1})
     model = t.build_model()
     names = {id(p): n for n, p in model.named_parameters()}

@@ -176,14 +176,14 @@ at::Tensor triple_kernel_cost(const at::Tensor& x_first, const at::Tensor& x_sec
                       fn, ": ", name, " holds values other than 0 and 1");
   }
   // F.normalize's rule: a zero vector stays zero (distance 1 to a unit vector, 0 to a zero one).
-  auto unit = [](const at::Tensor& t) { return t / t.norm(2, -1, true).clamp_min(1e-12); };
+  auto unit = [](const at::Tensor& t, const at::Tensor& norm) { return t / norm.clamp_min(1e-12); };
   auto dist = [&](const at::Tensor& a, const at::Tensor& b) {
     // Every pair by one matmul, as Sugar's targets need for hundreds of slices at once: |a|^2 is 1
-    // for a block with values and 0 for a zero block (F.normalize leaves it zero).
-    const at::Tensor ua = unit(a), ub = unit(b);
-    const at::Tensor ha = a.detach().ne(0).any(-1), hb = b.detach().ne(0).any(-1);
-    at::Tensor d = (ha.unsqueeze(2).to(ua.scalar_type()) + hb.unsqueeze(1).to(ua.scalar_type()) -
-                    2 * at::matmul(ua, ub.transpose(1, 2)))
+    // for a block with values and 0 for a zero block.
+    const at::Tensor na = a.norm(2, -1, true), nb = b.norm(2, -1, true);
+    const at::Tensor ha = na.detach().squeeze(-1) > 0, hb = nb.detach().squeeze(-1) > 0;
+    at::Tensor d = (ha.unsqueeze(2).to(a.scalar_type()) + hb.unsqueeze(1).to(a.scalar_type()) -
+                    2 * at::matmul(unit(a, na), unit(b, nb).transpose(1, 2)))
                        .clamp_min(0);
     if (d.is_meta() || d.numel() == 0) return d;
     // Below 1e-2 the matmul's rounding (~1e-7 of the unit scale in float32) is a visible part of
@@ -191,16 +191,14 @@ at::Tensor triple_kernel_cost(const at::Tensor& x_first, const at::Tensor& x_sec
     // chunks. Zero blocks are exact already and left out: Sugar's padding makes thousands.
     const at::Tensor near = (d.detach() < 1e-2).logical_and(ha.unsqueeze(2)).logical_and(hb.unsqueeze(1)).nonzero();
     if (near.size(0) == 0) return d;
-    const at::Tensor a64 = unit(a.to(at::kDouble)), b64 = unit(b.to(at::kDouble));
     const at::Tensor bi = near.select(1, 0), i = near.select(1, 1), j = near.select(1, 2);
     constexpr int64_t kChunk = 8192;  // pairs per gather: [kChunk, D] float64 at a time
     std::vector<at::Tensor> exact;
     for (int64_t s = 0; s < near.size(0); s += kChunk) {
       const int64_t e = std::min(s + kChunk, near.size(0));
-      exact.push_back((a64.index({bi.slice(0, s, e), i.slice(0, s, e)}) -
-                       b64.index({bi.slice(0, s, e), j.slice(0, s, e)}))
-                          .square()
-                          .sum(-1));
+      const at::Tensor ra = a.index({bi.slice(0, s, e), i.slice(0, s, e)}).to(at::kDouble);
+      const at::Tensor rb = b.index({bi.slice(0, s, e), j.slice(0, s, e)}).to(at::kDouble);
+      exact.push_back((unit(ra, ra.norm(2, -1, true)) - unit(rb, rb.norm(2, -1, true))).square().sum(-1));
     }
     return d.index_put({bi, i, j}, at::cat(exact).to(d.scalar_type()));
   };

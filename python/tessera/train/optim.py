@@ -36,8 +36,11 @@ def no_decay(name: str, param: torch.Tensor) -> bool:
 
 
 def open_clip_no_decay(name: str, param: torch.Tensor) -> bool:
-    """open_clip's rule (open_clip_train `make_wd_exclude`: 1-D tensors and the model's
-    no_weight_decay(), the position and class embeddings): the token embedding decays."""
+    """open_clip's rule as its main branch has it (open_clip_train `make_wd_exclude`, commit
+    8120efe, after release 3.3.0): 1-D tensors and the model's no_weight_decay(), the position and
+    class embeddings, as timm's ViT; the token embedding decays. Release 3.3.0's rule (`exclude`:
+    ndim < 2 or "bn"/"ln"/"bias"/"logit_scale" in the name) decays the two position embeddings
+    too: the only difference, kept since the newer rule is timm's and open_clip's own fix."""
     return param.ndim < 2 or any(part in name for part in CLIP_NO_DECAY)
 
 
