@@ -101,8 +101,8 @@ void parse_pax(const std::string& body, PaxRecords& pax) {
 }
 
 /// Why a member of this type holds nothing to read, for the types that are reported; "" for the
-/// ones that are consumed without a word (directories, global pax headers, volume labels, GNU
-/// long link names and dump directories).
+/// ones that are consumed without a word (directories, global pax headers, volume labels and GNU
+/// dump directories).
 std::string not_a_file(char type, const std::string& link) {
   switch (type) {
     case '5': case 'g': case 'V': case 'D': return "";

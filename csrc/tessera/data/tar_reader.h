@@ -1,9 +1,9 @@
-// A streaming reader of tar archives as webdataset and img2dataset write them (POSIX ustar, GNU
-// long names and base-256 sizes, pax `path`/`size` records), plain or gzip-compressed (.tar.gz,
-// which webdataset opens transparently). It never trusts the archive: a bad header checksum, a
-// size past the end of the file or over the limit, a member name that leaves its folder, or
-// corrupt gzip data ends or skips with a recorded problem, never a crash, a hang or a huge
-// allocation. Memory is one member at a time.
+// A streaming reader of tar archives as webdataset and img2dataset write them (POSIX ustar; GNU
+// long names, link targets and base-256 sizes; pax `path`, `size` and `linkpath` records), plain or
+// gzip-compressed (.tar.gz, which webdataset opens transparently). It never trusts the archive: a
+// bad header checksum, a size past the end of the file or over the limit, a member name that
+// leaves its folder, a link, a sparse file, or corrupt gzip data ends or skips with a recorded
+// problem, never a crash, a hang or a huge allocation. Memory is one member at a time.
 //
 //     TarReader tar("shard-00000.tar");
 //     TarMember m;
