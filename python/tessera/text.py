@@ -19,6 +19,7 @@ import functools
 import importlib.util
 import operator
 import os
+import re
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -219,6 +220,7 @@ class SentencePieceTokenizer:
             raise FileNotFoundError(errno.ENOENT, "SentencePiece model file not found", str(path))
         self.model_path = path
         self._impl = _C.text.SentencePieceTokenizer(str(path))
+        self.prefix_rule = prefix_rule(path)  # where encode_at_most may cut a long text
         self.special_tokens: Dict[str, int] = {}
         self.add_special_tokens(special_tokens)
 
@@ -307,22 +309,81 @@ class SentencePieceTokenizer:
         return f"SentencePieceTokenizer(model_path='{self.model_path}'{extra})"
 
 
+def _varint(data: bytes, at: int) -> Tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        if at >= len(data) or shift > 63:
+            raise ValueError("truncated varint")
+        byte = data[at]
+        value |= (byte & 0x7F) << shift
+        at, shift = at + 1, shift + 7
+        if byte < 0x80:
+            return value, at
+
+
+def _fields(data: bytes) -> Dict[int, object]:
+    """The last value of each field of one protobuf message (varints and byte strings)."""
+    out: Dict[int, object] = {}
+    at = 0
+    while at < len(data):
+        key, at = _varint(data, at)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            out[number], at = _varint(data, at)
+        elif wire == 2:
+            size, at = _varint(data, at)
+            out[number], at = data[at:at + size], at + size
+        elif wire in (1, 5):
+            at += 8 if wire == 1 else 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+    return out
+
+
+def prefix_rule(model_path: Union[str, os.PathLike]) -> Optional[str]:
+    """Where a SentencePiece model's encoding of a text prefix equals the whole text's (read from
+    its TrainerSpec: model_type 3, split_by_whitespace 22, treat_whitespace_as_suffix 24):
+    "anywhere" for BPE and char models, whose merges change only ids next to a cut; "space" for
+    unigram and word models that split at whitespace (each word is segmented on its own, a run of
+    spaces as a whole); None for the rest (a unigram model's pieces may span spaces: only the
+    whole text is exact)."""
+    try:
+        spec = _fields(_fields(Path(model_path).read_bytes()).get(2, b""))
+    except (OSError, ValueError):
+        return None
+    model_type = spec.get(3, 1)  # UNIGRAM = 1, BPE = 2, WORD = 3, CHAR = 4
+    if model_type in (2, 4):
+        return "anywhere"
+    if model_type in (1, 3) and spec.get(22, 1) and not spec.get(24, 0):
+        return "space"
+    return None
+
+
+_WORD_GAP = re.compile(r"(?<=\S) (?=\S)")  # one space between two words: no run to lay out
+
+
 def encode_at_most(tokenizer, text: str, max_tokens: int, margin: int = 32) -> Tuple[List[int], bool]:
     """`tokenizer.encode(text, add_bos=False)[:max_tokens]`, and whether ids were left out, at a
-    cost that follows `max_tokens` rather than the text: encoding takes ~100 bytes per character,
-    so a 40 MB line headed for a 2,048-token row took 4 GB. A longer text is encoded by growing
-    prefixes, each cut at a space, until one gives `margin` ids past what is kept. SentencePiece
-    segments each space-separated word on its own (BPE and Unigram alike: no piece spans a
-    space), so a prefix of whole words encodes to the whole text's first ids; a cut inside a word
-    did not (Unigram placed the rest of a long run differently from its start). A text with no
-    space past the first prefix is encoded whole, as before."""
+    cost that follows `max_tokens` rather than the text where the tokenizer allows it: encoding
+    takes ~100 bytes per character, so a 40 MB line headed for a 2,048-token row took 4 GB. A
+    longer text is encoded by growing prefixes until one gives `margin` ids past what is kept,
+    cut where the tokenizer's `prefix_rule` says a prefix encodes as the whole text does: anywhere
+    for BPE (a cut changes the ids next to it, which the margin drops); at a single space between
+    words for unigram models (a cut inside a word or a run of spaces changed ids from the first
+    one: the run is laid out by its whole length). Other tokenizers, and a text with no such cut,
+    are encoded whole, as before."""
     if max_tokens <= 0:
         return [], bool(text)
+    rule = getattr(tokenizer, "prefix_rule", None)
     chars = 8 * (max_tokens + margin)
-    while len(text) > chars:
-        cut = text.find(" ", chars)
-        if cut < 0:
-            break
+    while rule and len(text) > chars:
+        if rule == "anywhere":
+            cut = chars
+        else:
+            gap = _WORD_GAP.search(text, chars)
+            if gap is None:
+                break
+            cut = gap.start()
         ids = tokenizer.encode(text[:cut], add_bos=False)
         if len(ids) >= max_tokens + margin:
             return ids[:max_tokens], True

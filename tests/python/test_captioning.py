@@ -140,3 +140,15 @@ def test_a_line_break_inside_a_caption_keeps_every_caption_on_its_own_references
     broken = caption_metrics({**pred, 2: "two cats" + brk + "sleep on a red sofa"},
                              {**refs, 1: [refs[1][0] + brk, refs[1][1]]}, tokenizer="ptb")
     assert broken["BLEU-4"] == pytest.approx(clean["BLEU-4"]) and broken["CIDEr-D"] == pytest.approx(clean["CIDEr-D"])
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="no Java: Stanford's PTBTokenizer cannot run")
+def test_a_blank_caption_scores_as_empty_anywhere():
+    """As the last line, a blank caption gave PTBTokenizer's output one line too few, and the check
+    against misaligned lines refused the whole evaluation."""
+    refs = {1: ["a dog runs on the grass"], 2: ["two cats sleep"]}
+    for blank in ("", "   "):
+        for pred in ({1: blank, 2: "two cats sleep"}, {1: "a dog runs on the grass", 2: blank}):
+            ptb = caption_metrics(pred, refs, tokenizer="ptb")
+            simple = caption_metrics(pred, refs, tokenizer="simple")
+            assert ptb["BLEU-4"] == pytest.approx(simple["BLEU-4"]) and ptb["CIDEr-D"] == pytest.approx(simple["CIDEr-D"])

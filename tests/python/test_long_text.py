@@ -37,33 +37,54 @@ LONG = "The quick brown fox jumps over the lazy dog, again and again. " * 4000  
 
 
 @pytest.fixture(scope="module")
-def unigram(tmp_path_factory):
-    """A Unigram model, whose segmentation of a run depends on the run's whole length."""
+def models(tok, tmp_path_factory):
+    """LLaMA's BPE, and Unigram models (which segment a run by its whole length) with the default
+    options, with LLaMA's whitespace options, and with pieces that may span spaces."""
     import random
 
     from tessera.text import train_sentencepiece
 
     rng = random.Random(0)
     texts = [" ".join(rng.choice(["a" * rng.randint(1, 40), "ab" * rng.randint(1, 10), "the cat", "=" * rng.randint(1, 30),
-                                  "日本語の文章です", "abc"]) for _ in range(8)) for _ in range(3000)]
-    return train_sentencepiece(texts, str(tmp_path_factory.mktemp("unigram") / "uni.model"), vocab_size=300,
-                               model_type="unigram")
+                                  "日本語の文章です", "abc", " " * rng.randint(1, 9), "\n\n\n "]) for _ in range(8))
+             for _ in range(3000)]
+    folder = tmp_path_factory.mktemp("unigram")
+    options = {"unigram": {}, "unigram_ws": {"allow_whitespace_only_pieces": True, "remove_extra_whitespaces": False},
+               "unigram_nosplit": {"split_by_whitespace": False}}
+    out = {"bpe": tok}
+    for name, extra in options.items():
+        out[name] = train_sentencepiece(texts, str(folder / f"{name}.model"), vocab_size=300, model_type="unigram",
+                                        **extra)
+    assert [out[n].prefix_rule for n in out] == ["anywhere", "space", "space", None]
+    return out
 
 
 TEXTS = [LONG, "A short caption.", " " * 50_000 + "words after many spaces", "x" * 30_000,
          "=" * 20_013 + " the end", " ".join("a" * (2000 + n) for n in range(40)), "ab " * 3000 + "a" * 5001,
          "日本語の文章です " * 4000,
-         *("a" * n for n in range(2000, 2012, 3)), *("=" * (18000 + n) + " the end" for n in range(2000, 2012, 3))]
+         *("a" * n for n in range(2000, 2012, 3)), *("=" * (18000 + n) + " the end" for n in range(2000, 2012, 3)),
+         *("w" + " " * n + "end " * 900 for n in (3000, 3001, 3007)), "\n\n\n " * 1500 + "end",
+         "the cat " * 400 + " " * 3001 + "abc " * 300]
 
 
-@pytest.mark.parametrize("model", ["bpe", "unigram"])
+@pytest.mark.parametrize("model", ["bpe", "unigram", "unigram_ws", "unigram_nosplit"])
 @pytest.mark.parametrize("text", TEXTS)
 @pytest.mark.parametrize("k", [0, 1, 7, MAX_LENGTH])
-def test_encode_at_most_is_the_whole_encoding_cut(tok, unigram, model, text, k):
-    sp = tok if model == "bpe" else unigram
+def test_encode_at_most_is_the_whole_encoding_cut(models, model, text, k):
+    sp = models[model]
     full = sp.encode(text, add_bos=False)
     ids, left_out = encode_at_most(sp, text, k)
     assert ids == full[:k] and left_out == (len(full) > k)
+
+
+@pytest.mark.parametrize("model, text", [("bpe", "日本語の文章です" * 200_000), ("bpe", "QUJD" * 300_000),
+                                         ("unigram", LONG), ("unigram_ws", LONG)])
+def test_what_is_cut_is_never_encoded(models, model, text):
+    """Where the tokenizer allows a cut (BPE anywhere, a word-splitting Unigram model at a space
+    between words), the tokenizer never sees more than a bounded prefix."""
+    recording = Recording(models[model])
+    ids, left_out = encode_at_most(recording, text, MAX_LENGTH)
+    assert left_out and len(ids) == MAX_LENGTH and recording.longest <= BOUND + 64
 
 
 def test_a_long_line_of_a_corpus(tok, tmp_path):

@@ -99,3 +99,19 @@ def test_what_is_not_an_open_clip_clip_checkpoint_is_refused_by_name(tmp_path):
         tessera.create_model(name, pretrained=str(tmp_path / "other.pt"))
     with pytest.raises(ValueError, match="a checkpoint file is read as open_clip's CLIP; LlamaForCausalLM"):
         tessera.create_model("llama-50m", pretrained=str(tmp_path / "other.pt"))
+
+
+def test_siglip_bias_loads_and_a_transformers_file_is_sent_to_its_folder(tmp_path):
+    """open_clip_train --siglip adds logit_bias to a plain CLIP: it was refused as having no place
+    in transformers' CLIP, which holds it; a transformers-layout file got that same message."""
+    ref = _reference(True)
+    name = _variant(tmp_path, True)
+    state = dict(ref.state_dict(), logit_bias=torch.tensor([-10.0]))
+    torch.save(state, str(tmp_path / "siglip.pt"))
+    model = tessera.create_model(name, pretrained=str(tmp_path / "siglip.pt"), logit_bias_init_value=-1.0)
+    assert model.logit_bias.item() == -10.0
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ValueError, match="transformers' CLIP names, not open_clip's: give the folder"):
+        tessera.create_model(name, pretrained=str(tmp_path / "model.safetensors"))

@@ -427,3 +427,25 @@ def test_triple_kernel_cost_gradients_in_double():
     x.requires_grad_(True)
     y.requires_grad_(True)
     assert torch.autograd.gradcheck(lambda a, b: ops.triple_kernel_cost(a, a * 2, flags_x, b, b * 2, flags_y), (x, y))
+
+
+def test_triple_kernel_cost_tiny_norms_and_duplicates_at_scale():
+    """A block whose norm is under F.normalize's clamp is not a unit vector (it read as one:
+    distance 2 from itself); 512 identical rows, every pair summed directly, keep memory bounded
+    with gradients on (each chunk's graph was kept: 3 GB)."""
+    import resource
+
+    unit = torch.nn.functional.normalize
+    tiny = torch.full((1, 2, 8), 1e-20, dtype=torch.float64)
+    tiny[0, 1] = 0
+    flags = torch.zeros(1, 2, dtype=torch.bool)
+    want = (unit(tiny, dim=-1).unsqueeze(2) - unit(tiny, dim=-1).unsqueeze(1)).square().sum(-1)
+    torch.testing.assert_close(ops.triple_kernel_cost(tiny, tiny, flags, tiny, tiny, flags), want, atol=1e-15, rtol=0)
+    same = torch.randn(1, 1, 768).expand(1, 512, 768).contiguous().requires_grad_(True)
+    flags = torch.zeros(1, 512, dtype=torch.bool)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    cost = ops.triple_kernel_cost(same, same, flags, same, same, flags)
+    cost.sum().backward()
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert cost.abs().max() == 0 and torch.isfinite(same.grad).all()
+    assert grown_mib < 200, grown_mib

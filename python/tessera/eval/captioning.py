@@ -62,10 +62,12 @@ def ptb_tokenize(captions: Dict[Any, List[str]]) -> Dict[Any, List[str]]:
         raise ValueError("caption metrics: tokenizer 'ptb' runs Stanford's PTBTokenizer on Java, and no `java` is on "
                          "PATH (install a JRE, or use tokenizer 'simple' / 'auto')")
     jar = os.path.join(os.path.dirname(os.path.abspath(ptb.__file__)), ptb.STANFORD_CORENLP_3_4_1_JAR)
-    keys = [k for k, v in captions.items() for _ in v]
     # One caption per line: every line break Java reads (\r, \f, U+2028 ...) becomes a space, or
-    # the captions after it were scored against other images' references.
-    text = "\n".join(" ".join(c.splitlines()) for v in captions.values() for c in v)
+    # the captions after it were scored against other images' references. A blank caption is
+    # tokenized as "" here: as the last line Java printed nothing for it.
+    rows = [(k, " ".join(c.splitlines())) for k, v in captions.items() for c in v]
+    keys = [k for k, c in rows if c.strip()]
+    text = "\n".join(c for _, c in rows if c.strip())
     with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".txt", delete=False) as f:
         f.write(text)
     try:
@@ -81,8 +83,10 @@ def ptb_tokenize(captions: Dict[Any, List[str]]) -> Dict[Any, List[str]]:
     if len(lines) != len(keys):
         raise ValueError(f"caption metrics: PTBTokenizer gave {len(lines)} lines for {len(keys)} captions; scores "
                          "would pair captions with other images' references")
+    tokenized = iter(lines)
     out: Dict[Any, List[str]] = {}
-    for k, line in zip(keys, lines):
+    for k, c in rows:
+        line = next(tokenized) if c.strip() else ""
         out.setdefault(k, []).append(" ".join(w for w in line.rstrip().split(" ") if w not in PUNCTUATIONS))
     return out
 

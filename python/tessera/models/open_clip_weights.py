@@ -3,7 +3,11 @@ with its `state_dict`, and the `open_clip_pytorch_model.bin` / `open_clip_model.
 its pretrained weights) read into tessera's CLIPModel, whose layout is transformers'. open_clip's
 `create_model("ViT-B-32", pretrained="/path/epoch_32.pt")` takes such a file; tessera's
 `create_model` does too, the architecture coming from the named variant as in open_clip (OpenAI's
-weights need the `-quickgelu` variants there and here).
+weights need the `-quickgelu` variants there and here). What changes no weight comes from the
+variant too: transformers' CLIP pools the class token and the end of text (the first
+`eos_token_id`, or the largest id where that is 2, transformers' legacy rule), masks text causally
+and normalises with eps 1e-5; a checkpoint trained with open_clip's other pooling (`pool_type`
+avg or last), `no_causal_mask` or another norm eps loads but computes otherwise.
 
 Pickled files are read with `torch.load(weights_only=True)`: tensors and plain containers only,
 never code a checkpoint's author wrote. What has no place in transformers' CLIP (open_clip's layer
@@ -24,7 +28,7 @@ _BLOCK = {"ln_1": "layer_norm1", "ln_2": "layer_norm2", "attn.out_proj": "self_a
 _PLAIN = {"token_embedding.weight": "text_model.embeddings.token_embedding.weight",
           "positional_embedding": "text_model.embeddings.position_embedding.weight",
           "ln_final.weight": "text_model.final_layer_norm.weight", "ln_final.bias": "text_model.final_layer_norm.bias",
-          "logit_scale": "logit_scale",
+          "logit_scale": "logit_scale", "logit_bias": "logit_bias",  # SigLIP's loss (open_clip_train --siglip)
           "visual.class_embedding": "vision_model.embeddings.class_embedding",
           "visual.positional_embedding": "vision_model.embeddings.position_embedding.weight",
           "visual.conv1.weight": "vision_model.embeddings.patch_embedding.weight",
@@ -66,6 +70,9 @@ def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
 def to_transformers(state: Mapping[str, torch.Tensor], where: str) -> Dict[str, torch.Tensor]:
     """open_clip's CLIP state dict in transformers' CLIPModel layout: q, k and v split from the
     fused in_proj, the projection matrices transposed."""
+    if any(k.startswith(("text_model.", "vision_model.")) for k in state):
+        raise ValueError(f"{where}: these are transformers' CLIP names, not open_clip's: give the folder of "
+                         "config.json and model.safetensors to from_pretrained (or as pretrained=)")
     out: Dict[str, torch.Tensor] = {}
     for key, value in state.items():
         if key in _PLAIN:

@@ -251,7 +251,8 @@ class Blip2PretrainTask(Task):
         ids, mask = self.vocab(split.captions, d.context_length)
 
         def match(images, texts):
-            towers[:] = [torch.cat(towers)]  # once: every image is embedded before the first match
+            if len(towers) > 1:  # once: every image is embedded before the first match
+                towers[:] = [torch.cat(towers)]
             embeds = towers[0]
             return torch.cat([model.itm_logits(embeds[i].to(device), ids[t].to(device), mask[t].to(device))[:, 1].cpu()
                               for i, t in zip(images.split(d.batch_size), texts.split(d.batch_size))])
