@@ -322,17 +322,24 @@ def _varint(data: bytes, at: int) -> Tuple[int, int]:
 
 
 def _fields(data: bytes) -> Dict[int, object]:
-    """The last value of each field of one protobuf message (varints and byte strings)."""
+    """The fields of one protobuf message as protobuf merges them: a varint's last value, an
+    embedded message's records concatenated."""
     out: Dict[int, object] = {}
     at = 0
     while at < len(data):
         key, at = _varint(data, at)
         number, wire = key >> 3, key & 7
         if wire == 0:
-            out[number], at = _varint(data, at)
+            value, at = _varint(data, at)
+            if isinstance(out.get(number), bytes):
+                raise ValueError(f"field {number} with two wire types")
+            out[number] = value
         elif wire == 2:
             size, at = _varint(data, at)
-            out[number], at = data[at:at + size], at + size
+            value, at = data[at:at + size], at + size
+            if isinstance(out.get(number), int):
+                raise ValueError(f"field {number} with two wire types")
+            out[number] = out.get(number, b"") + value
         elif wire in (1, 5):
             at += 8 if wire == 1 else 4
         else:
@@ -342,24 +349,26 @@ def _fields(data: bytes) -> Dict[int, object]:
 
 def prefix_rule(model_path: Union[str, os.PathLike]) -> Optional[str]:
     """Where a SentencePiece model's encoding of a text prefix equals the whole text's (read from
-    its TrainerSpec: model_type 3, split_by_whitespace 22, treat_whitespace_as_suffix 24):
-    "anywhere" for BPE and char models, whose merges change only ids next to a cut; "space" for
-    unigram and word models that split at whitespace (each word is segmented on its own, a run of
-    spaces as a whole); None for the rest (a unigram model's pieces may span spaces: only the
-    whole text is exact)."""
+    its TrainerSpec: model_type 3, split_by_whitespace 22, treat_whitespace_as_suffix 24,
+    allow_whitespace_only_pieces 26): "anywhere" for BPE and char models, whose merges change only
+    ids next to a cut; "space" for unigram and word models that split at whitespace and have no
+    pieces of spaces alone (each word is segmented on its own); None for the rest (a unigram
+    model lays out a run, of spaces too where pieces of spaces exist, by its whole length; pieces
+    may span spaces: only the whole text is exact)."""
     try:
         spec = _fields(_fields(Path(model_path).read_bytes()).get(2, b""))
-    except (OSError, ValueError):
+    except Exception:  # a file sentencepiece itself reads: nothing is promised, the whole text is encoded
         return None
     model_type = spec.get(3, 1)  # UNIGRAM = 1, BPE = 2, WORD = 3, CHAR = 4
     if model_type in (2, 4):
         return "anywhere"
-    if model_type in (1, 3) and spec.get(22, 1) and not spec.get(24, 0):
+    if model_type in (1, 3) and spec.get(22, 1) and not spec.get(24, 0) and not spec.get(26, 0):
         return "space"
     return None
 
 
-_WORD_GAP = re.compile(r"(?<=\S) (?=\S)")  # one space between two words: no run to lay out
+# One space between two words (SentencePiece's own space symbol, U+2581, counted as a space).
+_WORD_GAP = re.compile("(?<=[^\\s\u2581]) (?=[^\\s\u2581])")
 
 
 def encode_at_most(tokenizer, text: str, max_tokens: int, margin: int = 32) -> Tuple[List[int], bool]:

@@ -152,3 +152,15 @@ def test_a_blank_caption_scores_as_empty_anywhere():
             ptb = caption_metrics(pred, refs, tokenizer="ptb")
             simple = caption_metrics(pred, refs, tokenizer="simple")
             assert ptb["BLEU-4"] == pytest.approx(simple["BLEU-4"]) and ptb["CIDEr-D"] == pytest.approx(simple["CIDEr-D"])
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="no Java: Stanford's PTBTokenizer cannot run")
+@pytest.mark.parametrize("invisible", ["\u200b", "\ufeff", "\x00", "\x07"])
+def test_a_last_caption_of_characters_java_drops_is_scored_as_pycocoevalcap_scores_it(invisible):
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    from tessera.eval.captioning import ptb_tokenize
+
+    captions = {1: ["a dog runs"], 2: ["two cats"], 3: [invisible]}
+    want = PTBTokenizer().tokenize({k: [{"caption": c} for c in v] for k, v in captions.items()})
+    assert ptb_tokenize(captions) == want

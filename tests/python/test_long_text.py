@@ -55,7 +55,8 @@ def models(tok, tmp_path_factory):
     for name, extra in options.items():
         out[name] = train_sentencepiece(texts, str(folder / f"{name}.model"), vocab_size=300, model_type="unigram",
                                         **extra)
-    assert [out[n].prefix_rule for n in out] == ["anywhere", "space", "space", None]
+    # Pieces of spaces alone (LLaMA's options) make a run of spaces one layout: no cut is safe.
+    assert [out[n].prefix_rule for n in out] == ["anywhere", "space", None, None]
     return out
 
 
@@ -64,7 +65,8 @@ TEXTS = [LONG, "A short caption.", " " * 50_000 + "words after many spaces", "x"
          "日本語の文章です " * 4000,
          *("a" * n for n in range(2000, 2012, 3)), *("=" * (18000 + n) + " the end" for n in range(2000, 2012, 3)),
          *("w" + " " * n + "end " * 900 for n in (3000, 3001, 3007)), "\n\n\n " * 1500 + "end",
-         "the cat " * 400 + " " * 3001 + "abc " * 300]
+         "the cat " * 400 + " " * 3001 + "abc " * 300,
+         *("w" + " " * n + "\u2581 end" * 300 for n in (1200, 1203)), "a\u200b end " * 400]
 
 
 @pytest.mark.parametrize("model", ["bpe", "unigram", "unigram_ws", "unigram_nosplit"])
@@ -78,10 +80,10 @@ def test_encode_at_most_is_the_whole_encoding_cut(models, model, text, k):
 
 
 @pytest.mark.parametrize("model, text", [("bpe", "日本語の文章です" * 200_000), ("bpe", "QUJD" * 300_000),
-                                         ("unigram", LONG), ("unigram_ws", LONG)])
+                                         ("unigram", LONG)])
 def test_what_is_cut_is_never_encoded(models, model, text):
-    """Where the tokenizer allows a cut (BPE anywhere, a word-splitting Unigram model at a space
-    between words), the tokenizer never sees more than a bounded prefix."""
+    """Where the tokenizer allows a cut (BPE anywhere, a word-splitting Unigram model without
+    pieces of spaces at a space between words), it never sees more than a bounded prefix."""
     recording = Recording(models[model])
     ids, left_out = encode_at_most(recording, text, MAX_LENGTH)
     assert left_out and len(ids) == MAX_LENGTH and recording.longest <= BOUND + 64
@@ -155,3 +157,36 @@ def test_a_refusal_after_a_long_turn_says_its_count_is_a_lower_bound(tok, tmp_pa
     with pytest.raises(SampleProblem, match=r"s: the prompt has at least 16\d tokens, more than max_length 160"):
         prepare_sample(sample, "s", chat.load_template("v1"), tok, tok.special_tokens["<image>"], 4, 160,
                        str(tmp_path), False, supervise=False)
+
+
+def test_prefix_rule_reads_the_model_as_protobuf_merges_it(tmp_path, shared_dir):
+    """A TrainerSpec written as two records is merged (the later split_by_whitespace wins); a file
+    whose fields do not parse as a TrainerSpec gets no rule (the whole text is encoded), never an
+    error; U+2581 in the text is SentencePiece's own space, so no cut lands beside it."""
+    from tessera.text import _WORD_GAP, prefix_rule
+
+    def varint(n):
+        out = b""
+        while True:
+            out += bytes([(n & 0x7F) | (0x80 if n > 0x7F else 0)])
+            n >>= 7
+            if not n:
+                return out
+
+    def field(number, payload):
+        return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+    unigram = varint(3 << 3) + varint(1)
+    no_split = varint(22 << 3) + varint(0)
+    path = tmp_path / "two_records.model"
+    path.write_bytes(field(2, unigram) + field(2, no_split))
+    assert prefix_rule(path) is None
+    path.write_bytes(field(2, unigram))
+    assert prefix_rule(path) == "space"
+    path.write_bytes(field(2, unigram) + varint(2 << 3) + varint(5))  # field 2 again as a varint
+    assert prefix_rule(path) is None
+    path.write_bytes(b"\xff" * 9)
+    assert prefix_rule(path) is None
+    assert prefix_rule(shared_dir / "assets" / "llama2c_tokenizer.model") == "anywhere"
+    assert _WORD_GAP.search("a \u2581b") is None and _WORD_GAP.search("a\u2581 b") is None
+    assert _WORD_GAP.search("a b").start() == 1

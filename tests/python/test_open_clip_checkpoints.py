@@ -3,7 +3,6 @@ as open_clip's own `create_model` takes them: a training checkpoint (`epoch_N.pt
 `state_dict`, with DDP's `module.` prefix) and safetensors weights. Side by side with open_clip
 on the same weights: image and text features and logits equal; files that are not such a
 checkpoint are refused by name, a pickle with code in it without running the code."""
-import json
 import os
 import pickle
 
@@ -29,27 +28,24 @@ def _reference(quick_gelu: bool):
     return model.eval()
 
 
-def _variant(tmp_path, quick_gelu: bool) -> str:
-    act = "quick_gelu" if quick_gelu else "gelu"
-    tower = dict(num_hidden_layers=2, intermediate_size=4, hidden_act=act)
-    config = {"architectures": ["CLIPModel"], "model_type": "clip", "projection_dim": 32,
-              "text_config": dict(tower, hidden_size=48, intermediate_size=192, num_attention_heads=2,
-                                  max_position_embeddings=16, vocab_size=100, eos_token_id=99, bos_token_id=98,
-                                  pad_token_id=0),
-              "vision_config": dict(tower, hidden_size=64, intermediate_size=256, num_attention_heads=2, image_size=32,
-                                    patch_size=8)}
-    name = f"tiny-open-clip-{act}-{tmp_path.name}"  # registered once per test
-    path = tmp_path / f"{name}.json"
-    path.write_text(json.dumps(config))
-    tessera.add_model_config(str(path))
-    return name
+def _variant(quick_gelu: bool):
+    """open_clip's ViT-B-32 (or its -quickgelu) at the reference's tiny sizes, through
+    config_overrides (a variant added with add_model_config would stay registered for other tests)."""
+    tower = dict(num_hidden_layers=2)
+    overrides = {"projection_dim": 32,
+                 "text_config": dict(tower, hidden_size=48, intermediate_size=192, num_attention_heads=2,
+                                     max_position_embeddings=16, vocab_size=100, eos_token_id=99, bos_token_id=98,
+                                     pad_token_id=0),
+                 "vision_config": dict(tower, hidden_size=64, intermediate_size=256, num_attention_heads=2,
+                                       image_size=32, patch_size=8)}
+    return "ViT-B-32-quickgelu" if quick_gelu else "ViT-B-32", overrides
 
 
 @pytest.mark.parametrize("quick_gelu", [True, False])
 @pytest.mark.parametrize("layout", ["training_checkpoint", "safetensors"])
 def test_open_clip_files_load_with_open_clips_outputs(tmp_path, quick_gelu, layout):
     ref = _reference(quick_gelu)
-    name = _variant(tmp_path, quick_gelu)
+    name, small = _variant(quick_gelu)
     if layout == "safetensors":
         from safetensors.torch import save_file
 
@@ -59,7 +55,7 @@ def test_open_clip_files_load_with_open_clips_outputs(tmp_path, quick_gelu, layo
         path = tmp_path / "epoch_3.pt"
         torch.save({"epoch": 3, "name": "run", "state_dict": {f"module.{k}": v for k, v in ref.state_dict().items()},
                     "optimizer": {"state": {}, "param_groups": [{"lr": 1e-3, "params": [0]}]}}, str(path))
-    model = tessera.create_model(name, pretrained=str(path)).eval()
+    model = tessera.create_model(name, pretrained=str(path), config_overrides=small).eval()
     torch.manual_seed(1)
     images = torch.randn(3, 3, 32, 32)
     text = torch.randint(1, 98, (4, 16))
@@ -75,13 +71,13 @@ def test_open_clip_files_load_with_open_clips_outputs(tmp_path, quick_gelu, layo
 
 def test_what_is_not_an_open_clip_clip_checkpoint_is_refused_by_name(tmp_path):
     ref = _reference(True)
-    name = _variant(tmp_path, True)
+    name, small = _variant(True)
     state = dict(ref.state_dict())
     state["visual.transformer.resblocks.0.ls_1.gamma"] = torch.ones(64)  # open_clip's layer scale
     torch.save(state, str(tmp_path / "scaled.pt"))
     with pytest.raises(ValueError, match=r"scaled.pt \(an open_clip checkpoint\): 'visual.transformer.resblocks.0.ls_1"
                                          r".gamma' has no place in transformers' CLIP"):
-        tessera.create_model(name, pretrained=str(tmp_path / "scaled.pt"))
+        tessera.create_model(name, pretrained=str(tmp_path / "scaled.pt"), config_overrides=small)
 
     class Payload:
         def __reduce__(self):
@@ -89,14 +85,14 @@ def test_what_is_not_an_open_clip_clip_checkpoint_is_refused_by_name(tmp_path):
 
     (tmp_path / "evil.pt").write_bytes(pickle.dumps({"state_dict": Payload()}))
     with pytest.raises(ValueError, match=r"evil.pt: not a checkpoint of tensors that can be read without running code"):
-        tessera.create_model(name, pretrained=str(tmp_path / "evil.pt"))
+        tessera.create_model(name, pretrained=str(tmp_path / "evil.pt"), config_overrides=small)
     assert not (tmp_path / "ran").exists()
 
     other = dict(ref.state_dict())
     other["token_embedding.weight"] = torch.zeros(50, 48)  # another vocabulary: the variant does not fit
     torch.save(other, str(tmp_path / "other.pt"))
     with pytest.raises(ValueError, match=r"other.pt \(an open_clip checkpoint\).*token_embedding"):
-        tessera.create_model(name, pretrained=str(tmp_path / "other.pt"))
+        tessera.create_model(name, pretrained=str(tmp_path / "other.pt"), config_overrides=small)
     with pytest.raises(ValueError, match="a checkpoint file is read as open_clip's CLIP; LlamaForCausalLM"):
         tessera.create_model("llama-50m", pretrained=str(tmp_path / "other.pt"))
 
@@ -105,13 +101,14 @@ def test_siglip_bias_loads_and_a_transformers_file_is_sent_to_its_folder(tmp_pat
     """open_clip_train --siglip adds logit_bias to a plain CLIP: it was refused as having no place
     in transformers' CLIP, which holds it; a transformers-layout file got that same message."""
     ref = _reference(True)
-    name = _variant(tmp_path, True)
+    name, small = _variant(True)
     state = dict(ref.state_dict(), logit_bias=torch.tensor([-10.0]))
     torch.save(state, str(tmp_path / "siglip.pt"))
-    model = tessera.create_model(name, pretrained=str(tmp_path / "siglip.pt"), logit_bias_init_value=-1.0)
+    model = tessera.create_model(name, pretrained=str(tmp_path / "siglip.pt"), config_overrides=small,
+                                 logit_bias_init_value=-1.0)
     assert model.logit_bias.item() == -10.0
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "model.safetensors"))
     with pytest.raises(ValueError, match="transformers' CLIP names, not open_clip's: give the folder"):
-        tessera.create_model(name, pretrained=str(tmp_path / "model.safetensors"))
+        tessera.create_model(name, pretrained=str(tmp_path / "model.safetensors"), config_overrides=small)

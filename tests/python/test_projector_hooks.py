@@ -17,8 +17,14 @@ def test_every_hooked_type_is_a_registered_projector():
     assert {"linear", "mlp2x_gelu", "qformer"} <= set(projectors._HOOKS) <= set(tessera.models.llava.list_projectors())
 
 
+def _without_resampler_hooks(monkeypatch):
+    """`resampler` as an extension's projector is before it registers hooks: built in C++, no
+    Python hooks (tessera's own are taken away for the test)."""
+    monkeypatch.setattr(projectors, "_HOOKS", {k: v for k, v in projectors._HOOKS.items() if k != "resampler"})
+
+
 def test_a_name_takes_one_set_of_hooks(monkeypatch):
-    monkeypatch.setattr(projectors, "_HOOKS", dict(projectors._HOOKS))
+    _without_resampler_hooks(monkeypatch)
     same = projector_hooks("qformer", "test")
     register_projector_hooks("qformer", ProjectorHooks(same.plan_params, same.plan_activations, same.init_from_run))
     with pytest.raises(ValueError, match="projector 'qformer' already has Python hooks"):
@@ -34,8 +40,8 @@ def test_a_name_takes_one_set_of_hooks(monkeypatch):
 
 
 def test_the_planner_reaches_a_projector_only_through_its_hooks(monkeypatch):
-    """`resampler` is registered in C++ without hooks: refused by name, then planned through a user's."""
-    monkeypatch.setattr(projectors, "_HOOKS", dict(projectors._HOOKS))
+    """A projector registered in C++ without hooks: refused by name, then planned through a user's."""
+    _without_resampler_hooks(monkeypatch)
     c = tessera.LlavaForConditionalGeneration.resolve_config(
         _config(projector_type="resampler", projector_num_queries=4, vision_feature_layer=-1))
     with pytest.raises(ValueError, match="tessera plan: projector_type 'resampler' has no Python hooks.*"

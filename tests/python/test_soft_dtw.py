@@ -449,3 +449,31 @@ def test_triple_kernel_cost_tiny_norms_and_duplicates_at_scale():
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert cost.abs().max() == 0 and torch.isfinite(same.grad).all()
     assert grown_mib < 200, grown_mib
+
+
+def test_triple_kernel_cost_rounds_the_exact_value_once_and_follows_f_normalize_gradients():
+    """`d + (exact - d)` rounded twice in float32 (a distance of 1e-12 came back 1.2e-2 off, 1e-14
+    as 0; bf16 lost most); a block under F.normalize's clamp had its |unit|^2 detached (gradients
+    6 % off F.normalize's)."""
+    torch.manual_seed(2)
+    x = torch.randn(1, 16, 768, dtype=torch.float64)
+    y = x + 1e-6 * torch.randn(1, 16, 768, dtype=torch.float64)
+    flags = torch.zeros(1, 16, dtype=torch.bool)
+    unit = torch.nn.functional.normalize
+    for dtype, rel in ((torch.float32, 1e-5), (torch.bfloat16, 2e-2)):
+        a, b = x.to(dtype), y.to(dtype)
+        want = (unit(a.double(), dim=-1).unsqueeze(2) - unit(b.double(), dim=-1).unsqueeze(1)).square().sum(-1)
+        got = ops.triple_kernel_cost(a, a, flags, b, b, flags)
+        near = want < 1e-2  # the 16 near-identical pairs: exactly the float64 value rounded once
+        assert near.sum() == 16 and torch.equal(got[near], want.to(dtype)[near])
+        torch.testing.assert_close(got[~near].double(), want[~near], rtol=rel, atol=0)
+    a = torch.cat([torch.randn(1, 2, 6, dtype=torch.float64), torch.full((1, 1, 6), 1e-13, dtype=torch.float64)], 1)
+    a.requires_grad_(True)
+    b = torch.randn(1, 3, 6, dtype=torch.float64, requires_grad=True)
+    three = torch.zeros(1, 3, dtype=torch.bool)
+    weights = torch.randn(1, 3, 3, dtype=torch.float64)
+    got = torch.autograd.grad((ops.triple_kernel_cost(a, a, three, b, b, three) * weights).sum(), (a, b))
+    ref = lambda u, v: (unit(u, dim=-1).unsqueeze(2) - unit(v, dim=-1).unsqueeze(1)).square().sum(-1)  # noqa: E731
+    want = torch.autograd.grad((ref(a, b) * weights).sum(), (a, b))
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-9 * w.abs().max().item())

@@ -235,16 +235,17 @@ at::Tensor triple_kernel_cost(const at::Tensor& x_first, const at::Tensor& x_sec
     // Every pair by one matmul, as Sugar's targets need for hundreds of slices at once. |unit(a)|^2
     // is 1, or below it for a block whose norm is under the clamp (0 for a zero block).
     const at::Tensor na = a.norm(2, -1, true), nb = b.norm(2, -1, true);
-    auto squared = [](const at::Tensor& n) { return (n / n.clamp_min(1e-12)).square().squeeze(-1).detach(); };
+    auto squared = [](const at::Tensor& n) { return (n / n.clamp_min(1e-12)).square().squeeze(-1); };
     at::Tensor d = (squared(na).unsqueeze(2) + squared(nb).unsqueeze(1) -
                     2 * at::matmul(unit(a, na), unit(b, nb).transpose(1, 2)))
                        .clamp_min(0);
     if (d.is_meta() || d.numel() == 0) return d;
     // Below 1e-2 the matmul's rounding (~1e-7 of the unit scale in float32) is a visible part of
     // a distance (2 - 2 a.b read 1e-8 as 0): those pairs are summed directly in float64, outside
-    // autograd (the gradient stays the matmul's, equal in exact arithmetic: a unit vector's
-    // Jacobian projects itself out). Zero blocks are exact already and left out: Sugar's padding
-    // makes thousands.
+    // autograd. Their gradient stays the matmul's, equal in exact arithmetic (a unit vector's
+    // Jacobian projects itself out) but carrying its rounding: in float32, ~1e-3 relative at a
+    // distance of 1e-8, and 0 where the matmul rounds to 0 (Sugar's targets take no gradient).
+    // Zero blocks are exact already and left out: Sugar's padding makes thousands.
     const at::Tensor near = (d.detach() < 1e-2)
                                 .logical_and(na.detach().squeeze(-1).gt(0).unsqueeze(2))
                                 .logical_and(nb.detach().squeeze(-1).gt(0).unsqueeze(1))
@@ -256,7 +257,7 @@ at::Tensor triple_kernel_cost(const at::Tensor& x_first, const at::Tensor& x_sec
       exact = d.detach().index_put({near.select(1, 0), near.select(1, 1), near.select(1, 2)},
                                    near_distances(a.detach(), b.detach(), near).to(d.scalar_type()));
     }
-    return d + (exact - d.detach());
+    return exact + (d - d.detach());  // exact's value rounded once, d's gradient
   };
   const at::Tensor same = xi.to(at::kBool).unsqueeze(2) == yi.to(at::kBool).unsqueeze(1);
   at::Tensor cost = at::where(same, dist(xf, yf), dist(xs, ys));

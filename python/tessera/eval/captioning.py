@@ -47,6 +47,9 @@ def simple_tokenize(text: str) -> str:
     return " ".join(t for t in _TOKEN.findall(text) if t not in PUNCTUATIONS)
 
 
+_SENTINEL = "zzsentinelzz"  # a word PTBTokenizer keeps as it is (lower-case letters)
+
+
 def ptb_tokenize(captions: Dict[Any, List[str]]) -> Dict[Any, List[str]]:
     """pycocoevalcap's PTBTokenizer run as it runs it (its Stanford jar, `-preserveLines
     -lowerCase`, the same filter), with the captions in a temporary file of the system's temporary
@@ -64,10 +67,11 @@ def ptb_tokenize(captions: Dict[Any, List[str]]) -> Dict[Any, List[str]]:
     jar = os.path.join(os.path.dirname(os.path.abspath(ptb.__file__)), ptb.STANFORD_CORENLP_3_4_1_JAR)
     # One caption per line: every line break Java reads (\r, \f, U+2028 ...) becomes a space, or
     # the captions after it were scored against other images' references. A blank caption is
-    # tokenized as "" here: as the last line Java printed nothing for it.
+    # tokenized as "" here; and a last line that Java prints nothing for (only characters it drops:
+    # U+200B, a BOM, NUL) is never last: a sentinel line follows the captions.
     rows = [(k, " ".join(c.splitlines())) for k, v in captions.items() for c in v]
     keys = [k for k, c in rows if c.strip()]
-    text = "\n".join(c for _, c in rows if c.strip())
+    text = "\n".join([c for _, c in rows if c.strip()] + [_SENTINEL])
     with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".txt", delete=False) as f:
         f.write(text)
     try:
@@ -79,6 +83,8 @@ def ptb_tokenize(captions: Dict[Any, List[str]]) -> Dict[Any, List[str]]:
         raise ValueError(f"caption metrics: PTBTokenizer failed ({run.stderr.decode(errors='replace')[-300:]})")
     lines = run.stdout.decode().split("\n")
     if lines and lines[-1] == "":
+        lines.pop()
+    if lines and lines[-1] == _SENTINEL:
         lines.pop()
     if len(lines) != len(keys):
         raise ValueError(f"caption metrics: PTBTokenizer gave {len(lines)} lines for {len(keys)} captions; scores "
