@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .io import read_json
-from .text import encode_at_most
+from .bounded_encoding import encode_at_most
 from .schema import from_mapping
 from ._warn import warn
 

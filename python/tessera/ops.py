@@ -99,10 +99,11 @@ def triple_kernel_cost(x_first: torch.Tensor, x_second: torch.Tensor, x_is_image
     squared distance of their L2-normalised forms: two images or two texts compare their first
     blocks (an image-only or text-only encoder: DINOv2, BGE in the paper), an image and a text
     their second (CLIP). first [B, N, Df] (zero-pad the narrower modality), second [B, N, Ds],
-    is_image bool (or 0/1 integer) [B, N]; likewise for y. A zero block is normalised as `F.normalize` does (it
-    stays zero: distance 1 to any other block, 0 to another zero one). Distances below 1e-2 are
-    summed directly in float64; their gradient is the matmul form's (in float32 it carries that
-    form's rounding: ~1e-3 relative at a distance of 1e-8, 0 where it rounds to 0)."""
+    is_image bool (or 0/1 integer) [B, N]; likewise for y. A zero block is normalised as
+    `F.normalize` does (it stays zero: distance 1 to any other block, 0 to another zero one).
+    Distances below 1e-2 are summed directly in float64; their gradient is the matmul form's (in
+    float32 it carries that form's rounding: ~1e-3 relative at a distance of 1e-8, 0 where it
+    rounds to 0)."""
     return _C.ops.triple_kernel_cost(x_first, x_second, x_is_image, y_first, y_second, y_is_image)
 
 

@@ -8,7 +8,8 @@ import json
 import pytest
 
 from tessera import chat
-from tessera.text import SentencePieceTokenizer, encode_at_most
+from tessera.bounded_encoding import encode_at_most
+from tessera.text import SentencePieceTokenizer
 
 MAX_LENGTH = 48
 BOUND = 8 * (MAX_LENGTH + 1 + 32)  # encode_at_most's first prefix for this room
@@ -163,7 +164,7 @@ def test_prefix_rule_reads_the_model_as_protobuf_merges_it(tmp_path, shared_dir)
     """A TrainerSpec written as two records is merged (the later split_by_whitespace wins); a file
     whose fields do not parse as a TrainerSpec gets no rule (the whole text is encoded), never an
     error; U+2581 in the text is SentencePiece's own space, so no cut lands beside it."""
-    from tessera.text import _WORD_GAP, prefix_rule
+    from tessera.bounded_encoding import _WORD_GAP, prefix_rule
 
     def varint(n):
         out = b""

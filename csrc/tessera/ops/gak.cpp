@@ -67,7 +67,6 @@ at::Tensor neg_log_gak(const at::Tensor& phi, const at::Tensor& sigma, const at:
   return lengths_given ? soft_dtw(phi_sigma, 1.0, n, m) : soft_dtw(phi_sigma, 1.0);
 }
 
-
 /// |a_i/|a_i| - b_j/|b_j||^2 for each (batch, i, j) row of `near` [P, 3], summed directly in
 /// float64 (no cancellation), F.normalize's clamp on the norms. On the CPU a loop without
 /// temporaries: gathering the pairs as [P, D] tensors made the allocator keep ~1.6 GB for 262K
@@ -174,20 +173,21 @@ at::Tensor gak(const at::Tensor& x_in, const at::Tensor& y_in, const GakOptions&
   TORCH_CHECK_VALUE(x.size(0) == y.size(0) && x.size(2) == y.size(2),
                     "gak: x and y need the same batch size and feature width, got shapes ", x.sizes(), " and ",
                     y.sizes());
-  auto sq = [&](const at::Tensor& a, const at::Tensor& b, const char* name) {  // exact pairwise squared distances
+  // Exact pairwise squared distances. A non-finite one is told here, naming x or y: gak_from_cost
+  // would blame "the x-y cost", which the caller never passed. (The features are read only then.)
+  auto sq = [&](const at::Tensor& a, const at::Tensor& b, const char* name) {
     at::Tensor d = (a.unsqueeze(2) - b.unsqueeze(1)).square().sum(-1);
-    TORCH_CHECK_VALUE(d.detach().isfinite().all().item<bool>(), "gak: the squared distances of ", name,
-                      " overflow ", d.scalar_type(), " (features this large need float64, or scaling)");
+    if (d.detach().isfinite().all().item<bool>()) return d;
+    for (const auto& [t, which] : {std::pair{x, "x"}, {y, "y"}})
+      TORCH_CHECK_VALUE(t.detach().isfinite().all().item<bool>(), "gak: ", which, " has a non-finite entry (NaN or inf)");
+    TORCH_CHECK_VALUE(false, "gak: the squared distances of ", name, " overflow ", d.scalar_type(),
+                      " (features this large need float64, or scaling)");
     return d;
   };
   if (o.x_lengths.defined() && o.y_lengths.defined()) {  // NaN padding (tslearn's) would give 0 * NaN gradients
     x = zero_past(x, checked_lengths(o.x_lengths, x.size(0), x.size(1), "gak", "x_lengths", x), 1);
     y = zero_past(y, checked_lengths(o.y_lengths, y.size(0), y.size(1), "gak", "y_lengths", y), 1);
   }
-  // Told by name here (after the padding is zeroed): gak_from_cost would blame "the x-y cost",
-  // which the caller never passed.
-  for (const auto& [t, name] : {std::pair{x, "x"}, {y, "y"}})
-    TORCH_CHECK_VALUE(t.detach().isfinite().all().item<bool>(), "gak: ", name, " has a non-finite entry (NaN or inf)");
   at::Tensor k = gak_from_cost(sq(x, y, "x and y"), o.normalized ? sq(x, x, "x") : at::Tensor(),
                                o.normalized ? sq(y, y, "y") : at::Tensor(), o);
   return x_in.dim() == 2 ? k.squeeze(0) : k;

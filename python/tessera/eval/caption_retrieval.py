@@ -146,6 +146,25 @@ def load_retrieval_split(spec: str, split: Optional[str] = None, image_root: Opt
     return out
 
 
+def _owners(caption_image: Sequence[int], n_img: int, n_txt: int) -> torch.Tensor:
+    owner = torch.as_tensor(list(caption_image), dtype=torch.long)
+    if owner.numel() != n_txt or (n_txt and (owner.min() < 0 or owner.max() >= n_img)):
+        raise ValueError(f"caption_image must give each of the {n_txt} captions an image index in [0, {n_img})")
+    return owner
+
+
+def _first_own(own: torch.Tensor, k_max: int) -> torch.Tensor:
+    """Each row's rank of its first own candidate ([queries, ranked candidates] bool), else k_max."""
+    return torch.where(own.any(1), own.float().argmax(1), k_max)
+
+
+def _recalls(i2t_rank: torch.Tensor, t2i_rank: torch.Tensor, ks: Sequence[int], prefix: str = "") -> Dict[str, float]:
+    out = {f"{prefix}image_to_text_R@{k}": (i2t_rank < k).float().mean().item() for k in ks}
+    out.update({f"{prefix}text_to_image_R@{k}": (t2i_rank < k).float().mean().item() for k in ks})
+    out[f"{prefix}mean_recall"] = sum(out.values()) / len(out)
+    return out
+
+
 @torch.no_grad()
 def multi_caption_recall(image_embeds: torch.Tensor, text_embeds: torch.Tensor, caption_image: Sequence[int],
                          ks: Sequence[int] = (1, 5, 10),
@@ -154,10 +173,8 @@ def multi_caption_recall(image_embeds: torch.Tensor, text_embeds: torch.Tensor, 
     """R@K both ways (fractions) and their mean. `score(images, texts) -> [I, T]` replaces the
     dot product (BLIP-2: the best query). Scores are computed in blocks of queries, so a 5K x 25K
     split never holds the whole matrix."""
-    owner = torch.as_tensor(list(caption_image), dtype=torch.long)
     n_img, n_txt = image_embeds.shape[0], text_embeds.shape[0]
-    if owner.numel() != n_txt or (n_txt and (owner.min() < 0 or owner.max() >= n_img)):
-        raise ValueError(f"caption_image must give each of the {n_txt} captions an image index in [0, {n_img})")
+    owner = _owners(caption_image, n_img, n_txt)
     sim = score or (lambda a, b: a @ b.T)
     k_max = max(ks)
     i2t_rank = torch.empty(n_img, dtype=torch.long)  # rank of the best-placed own caption
@@ -165,20 +182,14 @@ def multi_caption_recall(image_embeds: torch.Tensor, text_embeds: torch.Tensor, 
         scores = require_finite(sim(image_embeds[s:s + block], text_embeds).float(), "retrieval scores (image rows)")
         top = scores.topk(min(k_max, n_txt), dim=1).indices
         own = owner[top] == torch.arange(s, s + scores.shape[0]).unsqueeze(1)
-        i2t_rank[s:s + scores.shape[0]] = torch.where(own.any(1), own.float().argmax(1), k_max)
+        i2t_rank[s:s + scores.shape[0]] = _first_own(own, k_max)
     t2i_rank = torch.empty(n_txt, dtype=torch.long)
     for s in range(0, n_txt, block):
         scores = sim(image_embeds, text_embeds[s:s + block]).float().T
         top = scores.topk(min(k_max, n_img), dim=1).indices
         own = top == owner[s:s + scores.shape[0]].unsqueeze(1)
-        t2i_rank[s:s + scores.shape[0]] = torch.where(own.any(1), own.float().argmax(1), k_max)
-    out: Dict[str, float] = {}
-    for k in ks:
-        out[f"image_to_text_R@{k}"] = (i2t_rank < k).float().mean().item()
-    for k in ks:
-        out[f"text_to_image_R@{k}"] = (t2i_rank < k).float().mean().item()
-    out["mean_recall"] = sum(out.values()) / len(out)
-    return out
+        t2i_rank[s:s + scores.shape[0]] = _first_own(own, k_max)
+    return _recalls(i2t_rank, t2i_rank, ks)
 
 
 @torch.no_grad()
@@ -190,8 +201,8 @@ def reranked_recall(image_embeds: torch.Tensor, text_embeds: torch.Tensor, capti
     query's `k_test` best candidates by `score` are scored again as match(image rows, text rows)
     (ITM's match logit) plus their score, every other candidate below them. Keys as
     multi_caption_recall's with an "itm_" prefix."""
-    owner = torch.as_tensor(list(caption_image), dtype=torch.long)
     n_img, n_txt = image_embeds.shape[0], text_embeds.shape[0]
+    owner = _owners(caption_image, n_img, n_txt)
     k_max = max(ks)
 
     def ranks(n_query, n_cand, scores_of, rows_cols, is_own):
@@ -208,17 +219,14 @@ def reranked_recall(image_embeds: torch.Tensor, text_embeds: torch.Tensor, capti
                                     "ITM match logits").view(-1, k)
             order = (logits + top_sim).argsort(dim=1, descending=True, stable=True)
             own = is_own(queries, top.gather(1, order))
-            out[s:s + sims.shape[0]] = torch.where(own.any(1), own.float().argmax(1), k_max)
+            out[s:s + sims.shape[0]] = _first_own(own, k_max)
         return out
 
     i2t = ranks(n_img, n_txt, lambda a, b: score(image_embeds[a:b], text_embeds),
                 lambda q, c: (q, c), lambda q, c: owner[c] == q)
     t2i = ranks(n_txt, n_img, lambda a, b: score(image_embeds, text_embeds[a:b]).T,
                 lambda q, c: (c, q), lambda q, c: c == owner[q])
-    out = {f"itm_image_to_text_R@{k}": (i2t < k).float().mean().item() for k in ks}
-    out.update({f"itm_text_to_image_R@{k}": (t2i < k).float().mean().item() for k in ks})
-    out["itm_mean_recall"] = sum(out.values()) / len(out)
-    return out
+    return _recalls(i2t, t2i, ks, "itm_")
 
 
 @torch.no_grad()

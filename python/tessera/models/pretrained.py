@@ -291,7 +291,8 @@ class PreTrainedModel(nn.Module):
         if not safe_serialization or push_to_hub:
             raise ValueError("save_pretrained(" + ("safe_serialization=False" if not safe_serialization else
                              "push_to_hub=True") + "): tessera writes safetensors to a local folder only")
-        check_saveable(state_dict if state_dict is not None else self.state_dict(), "save_pretrained()")
+        state = self.state_dict() if state_dict is None else state_dict
+        check_saveable(state, "save_pretrained()")  # on every rank, before anything is written
         del save_function
         if not is_main_process:
             return
@@ -300,7 +301,6 @@ class PreTrainedModel(nn.Module):
         # config.json's dtype is the written weights' (a given state_dict's own, else the model's).
         tensors_in = state_dict.values() if state_dict is not None else self.parameters()
         data = self._config_file(next((t.dtype for t in tensors_in if t.is_floating_point()), None))
-        state = self.state_dict() if state_dict is None else state_dict
         if getattr(self, "lora_config", None):
             # The plain model (adapters folded in: transformers and from_pretrained load it) and
             # the adapter alone in PEFT's files under adapter/.

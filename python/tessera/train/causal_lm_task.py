@@ -12,7 +12,8 @@ import torch
 
 from ..chat import IGNORE
 from ..models.llama import LlamaForCausalLM
-from ..text import SentencePieceTokenizer, encode_at_most
+from ..bounded_encoding import encode_at_most
+from ..text import SentencePieceTokenizer
 from ..schema import require
 from .loaders import TensorLoader
 from .tasks import Task, TokenLoss, register_task

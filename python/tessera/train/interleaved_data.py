@@ -30,7 +30,7 @@ import torch
 
 from ..chat import IGNORE, IMAGE_PLACEHOLDER, bos_eos
 from ..io import parse_json_line, read_text
-from ..text import encode_at_most
+from ..bounded_encoding import encode_at_most
 from .conversation_data import check_image_file, image_paths, pad_rows, refuse_unknown_tokens, truncate
 
 Span = Tuple[int, int]
