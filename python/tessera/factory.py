@@ -11,7 +11,7 @@ import torch
 
 from . import registry
 from .models.pretrained import PreTrainedModel, checkpoint_config, merge_config, newest_checkpoint_of_run
-from .models.open_clip_weights import is_checkpoint_file, load_open_clip
+from .models.open_clip_weights import force_overrides, is_checkpoint_file, load_open_clip
 from .models.weights import load_fitting, load_weights
 
 
@@ -61,8 +61,9 @@ def create_model(name: str, pretrained: Optional[str] = None, config_overrides: 
     folder, a run folder, or for CLIP open_clip's checkpoint file). `config_overrides` updates the config recursively; other keywords are the class's
     own arguments (BeitModel's `add_pooling_layer`, for a variant of that architecture) or, as in
     timm and open_clip, config fields
-    (`create_model("ViT-B-32", projection_dim=64)`). An unknown key is an error that lists the
-    valid ones."""
+    (`create_model("ViT-B-32", projection_dim=64)`), and open_clip's `force_image_size`,
+    `force_context_length` and `force_quick_gelu` (a checkpoint file's position embeddings are then
+    resampled as open_clip resamples them). An unknown key is an error that lists the valid ones."""
     from .models.load_keywords import class_arguments
 
     family, config = registry.variant(name)
@@ -70,8 +71,10 @@ def create_model(name: str, pretrained: Optional[str] = None, config_overrides: 
     if config_overrides is not None and not isinstance(config_overrides, dict):
         raise TypeError(f"create_model({name!r}): config_overrides must be a dict, got {type(config_overrides).__name__}")
     cls = registry.model_class(config, name)
+    forced = force_overrides(kwargs, name, cls)
     own = class_arguments(cls, kwargs)
     config_overrides = {**kwargs, **(config_overrides or {})}  # the rest: config fields, as timm and open_clip
+    config_overrides = merge_config(config_overrides, forced) if forced else config_overrides
     config = merge_config(config, config_overrides)
     if config_overrides:
         registry.validate(family, config, f"create_model({name!r}) config_overrides")

@@ -112,3 +112,35 @@ def test_siglip_bias_loads_and_a_transformers_file_is_sent_to_its_folder(tmp_pat
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "model.safetensors"))
     with pytest.raises(ValueError, match="transformers' CLIP names, not open_clip's: give the folder"):
         tessera.create_model(name, pretrained=str(tmp_path / "model.safetensors"), config_overrides=small)
+
+
+def test_another_image_size_and_context_length_resample_positions_as_open_clip(tmp_path):
+    """open_clip's `force_image_size` / `force_context_length` with a checkpoint of other sizes:
+    its `load_checkpoint` resamples the position embeddings (image grid bicubic with antialiasing,
+    text linear); tessera's create_model takes the same keywords and gives the same model."""
+    from open_clip.factory import load_checkpoint
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+    from safetensors.torch import save_file
+
+    path = tmp_path / "open_clip_model.safetensors"
+    save_file({k: v.contiguous() for k, v in _reference(False).state_dict().items()}, str(path))
+    torch.manual_seed(2)
+    ref = CLIP(embed_dim=32, vision_cfg=CLIPVisionCfg(**{**VISION, "image_size": 48}),
+               text_cfg=CLIPTextCfg(**{**TEXT, "context_length": 20}))
+    load_checkpoint(ref, str(path))
+    name, small = _variant(False)
+    model = tessera.create_model(name, pretrained=str(path), config_overrides=small, force_image_size=(48, 48),
+                                 force_context_length=20).eval()
+    assert model.config["vision_config"]["image_size"] == 48
+    assert model.config["text_config"]["max_position_embeddings"] == 20
+    images, text = torch.randn(3, 3, 48, 48), torch.randint(1, 98, (4, 20))
+    text[:, 12:], text[:, 11] = 0, 99
+    with torch.no_grad():
+        want_image, want_text, _ = ref.eval()(images, text)
+        got = model(pixel_values=images, input_ids=text)
+    torch.testing.assert_close(torch.nn.functional.normalize(got.image_embeds, dim=-1), want_image, atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.nn.functional.normalize(got.text_embeds, dim=-1), want_text, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="square images"):
+        tessera.create_model(name, config_overrides=small, force_image_size=(48, 32))
+    with pytest.raises(TypeError, match="force_image_size: open_clip's keywords for CLIP variants"):
+        tessera.create_model("llama-50m", force_image_size=48)

@@ -10,15 +10,19 @@ and normalises with eps 1e-5; a checkpoint trained with open_clip's other poolin
 avg or last), `no_causal_mask` or another norm eps loads but computes otherwise.
 
 Pickled files are read with `torch.load(weights_only=True)`: tensors and plain containers only,
-never code a checkpoint's author wrote. What has no place in transformers' CLIP (open_clip's layer
+never code a checkpoint's author wrote. A model built for another image size or context length gets
+the checkpoint's position embeddings resampled as open_clip's `load_checkpoint` does (the image grid
+bicubic with antialiasing, the class token kept; text positions linear). What has no place in transformers' CLIP (open_clip's layer
 scale, attentional pooling, a timm or Hugging Face tower) is refused by name."""
 from __future__ import annotations
 
+import math
 import os
 import re
 from typing import Dict, Mapping
 
 import torch
+import torch.nn.functional as F
 
 from .. import _C
 
@@ -96,6 +100,33 @@ def to_transformers(state: Mapping[str, torch.Tensor], where: str) -> Dict[str, 
     return out
 
 
+_IMAGE_POSITIONS = "vision_model.embeddings.position_embedding.weight"
+_TEXT_POSITIONS = "text_model.embeddings.position_embedding.weight"
+
+
+def resize_positions(state: Dict[str, torch.Tensor], model: torch.nn.Module, where: str) -> None:
+    """Resamples the checkpoint's position embeddings to the model's image grid and context length,
+    as open_clip's `resize_pos_embed` and `resize_text_pos_embed` do when it loads a checkpoint."""
+    own = model.state_dict()
+    for key in (_IMAGE_POSITIONS, _TEXT_POSITIONS):
+        if key not in state or key not in own or state[key].shape == own[key].shape:
+            continue
+        old, new = state[key], own[key]
+        if old.dim() != 2 or old.shape[1] != new.shape[1]:
+            raise ValueError(f"{where}: {key} is {list(old.shape)}, the model's {list(new.shape)}: only the "
+                             "number of positions can be resampled, not the width")
+        if key == _TEXT_POSITIONS:  # [positions, width] -> [1, width, positions], linear in position
+            state[key] = F.interpolate(old.t()[None], size=new.shape[0], mode="linear", align_corners=False)[0].t()
+            continue
+        side, new_side = math.isqrt(old.shape[0] - 1), math.isqrt(new.shape[0] - 1)
+        if side * side != old.shape[0] - 1 or new_side * new_side != new.shape[0] - 1:
+            raise ValueError(f"{where}: {key} has {old.shape[0]} positions, the model {new.shape[0]}: a class token "
+                             "and a square grid are needed to resample them")
+        grid = old[1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
+        grid = F.interpolate(grid, size=(new_side, new_side), mode="bicubic", antialias=True, align_corners=False)
+        state[key] = torch.cat([old[:1], grid.permute(0, 2, 3, 1).reshape(new_side * new_side, -1)])
+
+
 def load_open_clip(model: torch.nn.Module, path: str) -> None:
     """Loads an open_clip checkpoint file into a tessera CLIPModel of the same sizes."""
     from .weights import load_fitting
@@ -104,4 +135,32 @@ def load_open_clip(model: torch.nn.Module, path: str) -> None:
         raise ValueError(f"{path}: a checkpoint file is read as open_clip's CLIP; {type(model).__name__} loads a "
                          "checkpoint folder (config.json and model.safetensors)")
     where = f"{path} (an open_clip checkpoint)"
-    load_fitting(model, to_transformers(read_state_dict(path), where), where)
+    state = to_transformers(read_state_dict(path), where)
+    resize_positions(state, model, where)
+    load_fitting(model, state, where)
+
+
+def force_overrides(kwargs: Dict, name: str, cls: type) -> Dict:
+    """open_clip's `create_model` keywords `force_image_size`, `force_context_length` and
+    `force_quick_gelu`, popped from `kwargs`, as config overrides of a CLIP variant."""
+    forced = {k: kwargs.pop(k) for k in ("force_image_size", "force_context_length", "force_quick_gelu")
+              if kwargs.get(k) not in (None, False)}
+    if not forced:
+        return {}
+    if not hasattr(cls, "encode_image"):
+        raise TypeError(f"create_model({name!r}): {', '.join(forced)}: open_clip's keywords for CLIP variants, "
+                        f"not {cls.__name__}")
+    out: Dict = {"vision_config": {}, "text_config": {}}
+    size = forced.get("force_image_size")
+    if size is not None:
+        if isinstance(size, (tuple, list)):
+            if len(size) != 2 or size[0] != size[1]:
+                raise ValueError(f"create_model({name!r}): force_image_size={size!r}: tessera's towers take square "
+                                 "images")
+            size = size[0]
+        out["vision_config"]["image_size"] = size
+    if "force_context_length" in forced:
+        out["text_config"]["max_position_embeddings"] = forced["force_context_length"]
+    if forced.get("force_quick_gelu"):
+        out["vision_config"]["hidden_act"] = out["text_config"]["hidden_act"] = "quick_gelu"
+    return {k: v for k, v in out.items() if v}
