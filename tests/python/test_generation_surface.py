@@ -287,3 +287,34 @@ def test_without_a_generation_file_the_configs_pad_id_marks_the_padding(tmp_path
     want = theirs.generate(ids, max_new_tokens=6, do_sample=False)
     assert torch.equal(want, theirs.generate(ids, attention_mask=(ids != 0).long(), max_new_tokens=6, do_sample=False))
     assert torch.equal(ours.generate(ids, max_new_tokens=6), want)
+
+
+def test_a_files_setting_generate_lacks_is_refused_until_cleared(tmp_path):
+    """A generation_config.json setting transformers applies and tessera's generate lacks
+    (no_repeat_ngram_size, suppress_tokens, ...) was dropped at load: other tokens than
+    transformers' without a word. The model loads; generate refuses by name until it is cleared;
+    an "off" value changes nothing and is accepted. min_length and num_return_sequences, which
+    generate has, are read from the file as transformers reads them."""
+    hf, ours = _pair(tmp_path / "a", edit_generation={"no_repeat_ngram_size": 2, "typical_p": 1.0})
+    ids = torch.randint(3, 97, (2, 6), generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"generation_config.json\) sets no_repeat_ngram_size=2, which transformers "
+                                         r"applies"):
+        ours.generate(ids, max_new_tokens=8)
+    assert ours.generation_config.no_repeat_ngram_size == 2 and ours.generation_config.typical_p is None
+    ours.generation_config.max_new_tokens = 8  # another setting keeps the file's own
+    with pytest.raises(ValueError, match="no_repeat_ngram_size=2"):
+        next(ours.stream(ids))
+    ours.generation_config.no_repeat_ngram_size = None
+    hf.generation_config.no_repeat_ngram_size, hf.generation_config.max_new_tokens = None, 8
+    assert torch.equal(ours.generate(ids), hf.generate(ids, attention_mask=torch.ones_like(ids)))
+    ours.save_pretrained(str(tmp_path / "saved"))  # cleared in the file too
+    assert "no_repeat_ngram_size" not in json.loads((tmp_path / "saved" / "generation_config.json").read_text())
+
+    hf, ours = _pair(tmp_path / "b", edit_generation={"min_length": 12, "eos_token_id": 5})
+    for kwargs in (dict(), dict(min_length=9), dict(min_length=14, min_new_tokens=3)):
+        want = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=10, **kwargs)
+        assert torch.equal(ours.generate(ids, max_new_tokens=10, **kwargs), want), kwargs
+    hf, ours = _pair(tmp_path / "c", edit_generation={"num_return_sequences": 3, "do_sample": True})
+    assert ours.generate(ids, max_new_tokens=4).shape == hf.generate(ids, max_new_tokens=4).shape == (6, 10)
+    with pytest.raises(TypeError, match="valid keys: max_length, min_length, num_return_sequences"):
+        ours.generate(ids, stop_strings=["x"])

@@ -7,10 +7,13 @@ the output silently. It was an AttributeError (`model.generation_config.pad_toke
 Seq2SeqTrainer's predict_with_generate)."""
 from __future__ import annotations
 
-from typing import Any, Dict
+import os
+from typing import Any, Dict, Optional
 
+from .._warn import warn
+from ..io import read_json
+from .llama import GENERATION_FILE, UNAPPLIED, GenerationConfig, check_length, generation_config, unapplied
 from .llama import GENERATION_KEYS as KEYS
-from .llama import GenerationConfig, check_max_length, generation_config
 
 
 class GenerationConfigView:
@@ -18,13 +21,15 @@ class GenerationConfigView:
         object.__setattr__(self, "_model", model)
 
     def __getattr__(self, name: str) -> Any:
+        if name in UNAPPLIED:  # transformers' setting generate lacks: set by the model's file, or off
+            return (getattr(self._model, "generation_defaults", None) or {}).get(name)
         if name.startswith("_") or name not in KEYS:
             raise AttributeError(f"generation_config.{name}: tessera's generate has no such setting "
                                  f"(its settings: {', '.join(KEYS)})")
         defaults = getattr(self._model, "generation_defaults", None) or {}
         if name in defaults:
             return defaults[name]
-        return None if name == "max_length" else getattr(GenerationConfig, name)
+        return getattr(GenerationConfig, name, None if name != "num_return_sequences" else 1)
 
     def __setattr__(self, name: str, value: Any) -> None:
         self._model.generation_config = {**self.to_diff_dict(), name: value}
@@ -42,20 +47,76 @@ class GenerationConfigView:
 
 def set_generation_defaults(model, config) -> None:
     """The model's defaults from a dict or transformers' GenerationConfig (its non-default
-    settings, `to_diff_dict`), each checked as a generate call checks it."""
+    settings, `to_diff_dict`), each checked as a generate call checks it. A transformers setting
+    generate lacks is refused, unless it is the model's file's own (kept, so generate keeps refusing
+    it) or "off" (None clears it)."""
     if hasattr(config, "to_diff_dict"):
         config = config.to_diff_dict()
     if not isinstance(config, dict):
         raise TypeError(f"generation_config must be a dict or transformers' GenerationConfig, "
                         f"got {type(config).__name__}")
     quiet = {"transformers_version", "_from_model_config", "bos_token_id", "decoder_start_token_id"}
-    settings = {k: v for k, v in config.items() if k not in quiet and v is not None}
-    unknown = sorted(set(settings) - set(KEYS))
+    current = getattr(model, "generation_defaults", None) or {}
+    settings = {k: v for k, v in config.items()
+                if k not in quiet and v is not None and (k not in UNAPPLIED or unapplied(k, v))}
+    unknown = sorted(k for k in set(settings) - set(KEYS) if k not in UNAPPLIED or current.get(k) != settings[k])
     if unknown:
         raise ValueError(f"generation_config: {', '.join(unknown)} would change what transformers generates, and "
                          f"tessera's generate has no such setting (its settings: {', '.join(KEYS)})")
-    given = {k: v for k, v in settings.items() if k != "max_length"}
+    given = {k: v for k, v in settings.items() if k in KEYS and k not in ("max_length", "min_length")}
     generation_config(given, "generation_config")  # the ranges a call is held to
-    if settings.get("max_length") is not None:
-        check_max_length(settings["max_length"], "generation_config: ")
+    for key in ("max_length", "min_length"):
+        if settings.get(key) is not None:
+            check_length(key, settings[key], "generation_config: ")
     model.generation_defaults = settings or None
+
+
+def read_generation_defaults(folder: str, vocab_size: Optional[int] = None) -> Optional[dict]:
+    """The generation defaults of a model folder's generation_config.json (transformers' file: its
+    eos/pad ids, sampling settings such as Llama-3-Instruct's, max_length, which counts the prompt),
+    the keys generate takes; None without the file. bos and metadata are not generate's. A value
+    generate would refuse (transformers loads it with a warning: `early_stopping: "never"`,
+    `temperature: 0` with sampling; an eos id past the vocabulary) is left out with a warning, never
+    a failed load; an integral float where an int goes (`max_new_tokens: 256.0`) is read as the int.
+    A setting transformers applies and generate lacks (`no_repeat_ngram_size`) is kept: generate
+    refuses it by name until it is cleared."""
+    path = os.path.join(folder, GENERATION_FILE)
+    if not os.path.isfile(path):
+        return None
+    raw = read_json(path, "a generation config")
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a generation config is a JSON object, got {type(raw).__name__}")
+    ints = ("max_new_tokens", "min_new_tokens", "num_beams", "top_k", "pad_token_id", "max_length", "min_length",
+            "num_return_sequences")
+    defaults = {k: v for k, v in raw.items() if unapplied(k, v)}
+    for key in KEYS:
+        value = raw.get(key)
+        if value is None:
+            continue
+        if key in ints and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        try:
+            if key in ("max_length", "min_length"):  # count the prompt: turned into new tokens per call
+                check_length(key, value, "")
+            elif key == "num_return_sequences":
+                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                    raise ValueError("must be an int >= 1")
+            else:
+                generation_config({key: value}, "generate")
+            if key in ("eos_token_id", "pad_token_id") and vocab_size is not None:
+                ids = value if isinstance(value, list) else [value]
+                if any(i >= vocab_size for i in ids):
+                    raise ValueError(f"not a token of the model (vocab_size {vocab_size})")
+        except (TypeError, ValueError) as e:
+            warn(f"{path}: {key} {value!r} left out ({e})")
+            continue
+        defaults[key] = value
+    try:
+        generation_config({k: v for k, v in defaults.items() if k in GenerationConfig.__dataclass_fields__},
+                          "generate")
+    except (TypeError, ValueError) as e:  # a combination generate refuses: its sampling settings go
+        sampling = ("do_sample", "temperature", "top_k", "top_p")
+        warn(f"{path}: {e}; its sampling settings ({', '.join(k for k in sampling if k in defaults)}) are "
+             "left out")
+        defaults = {k: v for k, v in defaults.items() if k not in sampling}
+    return defaults

@@ -106,15 +106,20 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
                              "decodes in C++ without calling the model's forward); hook its decoder layers, which "
                              "generation calls, or call the model in a loop")
         given = {k: v for k, v in kwargs.items() if v is not UNSET}
-        returns = given.pop("num_return_sequences", 1)
         defaults = dict(getattr(self, "generation_defaults", None) or {})
+        blocked = [f"{k}={v!r}" for k, v in defaults.items() if k in UNAPPLIED]
+        if blocked:
+            raise ValueError(f"{caller}(): the model's generation config ({GENERATION_FILE}) sets {', '.join(blocked)}, "
+                             "which transformers applies and tessera's generate does not have; set "
+                             "model.generation_config.<name> = None to generate without it")
+        returns = given.pop("num_return_sequences", defaults.pop("num_return_sequences", 1))
         if caller == "stream":  # a stream decodes one token at a time: a file's beam settings do not apply
             for key in ("num_beams", "length_penalty", "early_stopping"):
                 defaults.pop(key, None)
         settings = {**defaults, **given}
         max_length = settings.pop("max_length", None)
         if max_length is not None and settings.get("max_new_tokens") is None:  # transformers' precedence
-            check_max_length(max_length, f"{caller}(): ")
+            check_length("max_length", max_length, f"{caller}(): ")
             if max_length <= prompt_length:
                 source = "" if "max_length" in given else f" ({GENERATION_FILE})"
                 raise ValueError(f"{caller}(): max_length {max_length}{source} counts the prompt, as in transformers, "
@@ -127,6 +132,10 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
                 warn(f"{GENERATION_FILE}: max_length {max_length} exceeds the model's context "
                      f"(max_position_embeddings {context}): decoding stops there")
                 settings["max_new_tokens"] = max(context + 1 - prompt_length, 0)
+        min_length = settings.pop("min_length", None)
+        if min_length is not None:  # counts the prompt; with min_new_tokens both hold, as in transformers
+            check_length("min_length", min_length, f"{caller}(): ")
+            settings["min_new_tokens"] = max(settings.get("min_new_tokens") or 0, min_length - prompt_length)
         config = generation_config(settings, caller)
         _check_returns(returns, config, caller)
         o = _C.llama.GenerationOptions()
@@ -318,12 +327,6 @@ def id_list(ids) -> List[int]:
     return [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
 
 
-def check_max_length(value, where: str) -> None:
-    """transformers' max_length (it counts the prompt): an int >= 1."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{where}max_length must be an int >= 1, got {value!r}")
-
-
 def repeat_rows(t: Optional[torch.Tensor], n: int) -> Optional[torch.Tensor]:
     """Each row n times in a row (transformers' expansion for num_return_sequences)."""
     return t if t is None or n == 1 else t.repeat_interleave(n, dim=0)
@@ -332,8 +335,10 @@ def repeat_rows(t: Optional[torch.Tensor], n: int) -> Optional[torch.Tensor]:
 def generation_config(kwargs, caller: str) -> GenerationConfig:
     """The generation keywords of a `generate`/`stream` call, checked; an unknown one is a
     TypeError as for any Python call."""
+    also = "max_length, min_length, num_return_sequences, generator, inputs_embeds, "
     return from_mapping(GenerationConfig, dict(kwargs), f"{caller}()",
-                        unknown=lambda message: TypeError(message.replace("unknown key(s)", "unexpected argument(s)")))
+                        unknown=lambda message: TypeError(message.replace("unknown key(s)", "unexpected argument(s)")
+                                                          .replace("valid keys: ", "valid keys: " + also)))
 
 
 def _own_hooks(module) -> list:
@@ -353,50 +358,27 @@ def drain(run):
 
 
 GENERATION_FILE = "generation_config.json"
-#: What a generation_config.json (or `model.generation_config`) sets for generate: its settings, and
-#: transformers' max_length (it counts the prompt).
-GENERATION_KEYS = (*GenerationConfig.__dataclass_fields__, "max_length")
+#: What a generation_config.json (or `model.generation_config`) sets for generate: its settings,
+#: transformers' lengths that count the prompt, and num_return_sequences.
+GENERATION_KEYS = (*GenerationConfig.__dataclass_fields__, "max_length", "min_length", "num_return_sequences")
+#: transformers' settings that change what it generates and that tessera's generate does not have,
+#: with the values that change nothing (what files write for "off"). A file setting one loads, and
+#: generate refuses until it is cleared: ignored, it would give other tokens than transformers.
+UNAPPLIED = {"no_repeat_ngram_size": (0,), "typical_p": (1.0,), "epsilon_cutoff": (0.0,), "eta_cutoff": (0.0,),
+             "min_p": (), "top_h": (), "diversity_penalty": (0.0,), "num_beam_groups": (1,), "penalty_alpha": (0.0,),
+             "bad_words_ids": ([],), "force_words_ids": ([],), "constraints": ([],), "forced_eos_token_id": (),
+             "suppress_tokens": ([],), "begin_suppress_tokens": ([],), "sequence_bias": ({}, []), "stop_strings": ([], ""),
+             "max_time": (), "dola_layers": (), "watermarking_config": (), "guidance_scale": (1.0,),
+             "exponential_decay_length_penalty": (), "token_healing": (False,), "encoder_repetition_penalty": (1.0,)}
 
 
-def read_generation_defaults(folder: str) -> Optional[dict]:
-    """The generation defaults of a model folder's generation_config.json (transformers' file: its
-    eos/pad ids, sampling settings such as Llama-3-Instruct's, max_length, which counts the prompt),
-    the keys generate takes; None without the file. bos and the rest are not generate's. A
-    value generate would refuse (transformers loads it with a warning: `early_stopping: "never"`,
-    `temperature: 0` with sampling) is left out with a warning, never a failed load; an integral
-    float where an int goes (`max_new_tokens: 256.0`) is read as the int."""
-    import os
+def unapplied(key: str, value) -> bool:
+    """A transformers setting generate lacks, set to a value that would change the tokens."""
+    return key in UNAPPLIED and value is not None and value not in UNAPPLIED[key]
 
-    from ..io import read_json
 
-    path = os.path.join(folder, GENERATION_FILE)
-    if not os.path.isfile(path):
-        return None
-    raw = read_json(path, "a generation config")
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: a generation config is a JSON object, got {type(raw).__name__}")
-    ints = ("max_new_tokens", "min_new_tokens", "num_beams", "top_k", "pad_token_id", "max_length")
-    defaults = {}
-    for key in GENERATION_KEYS:
-        value = raw.get(key)
-        if value is None:
-            continue
-        if key in ints and isinstance(value, float) and value.is_integer():
-            value = int(value)
-        try:
-            if key == "max_length":  # counts the prompt: turned into max_new_tokens per call
-                check_max_length(value, "")
-            else:
-                generation_config({key: value}, "generate")
-        except (TypeError, ValueError) as e:
-            warn(f"{path}: {key} {value!r} left out ({e})")
-            continue
-        defaults[key] = value
-    try:
-        generation_config({k: v for k, v in defaults.items() if k != "max_length"}, "generate")
-    except (TypeError, ValueError) as e:  # a combination generate refuses: its sampling settings go
-        sampling = ("do_sample", "temperature", "top_k", "top_p")
-        warn(f"{path}: {e}; its sampling settings ({', '.join(k for k in sampling if k in defaults)}) are "
-             "left out")
-        defaults = {k: v for k, v in defaults.items() if k not in sampling}
-    return defaults
+def check_length(key: str, value, where: str) -> None:
+    """transformers' max_length (an int >= 1) or min_length (>= 0): they count the prompt."""
+    low = 1 if key == "max_length" else 0
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{where}{key} must be an int >= {low}, got {value!r}")

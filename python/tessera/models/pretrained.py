@@ -212,9 +212,11 @@ class PreTrainedModel(nn.Module):
         given = f" and config_overrides {json.dumps(config_overrides, sort_keys=True)}" if config_overrides else ""
         load_fitting(model, state, f"{path} (with {file}{given})", assign=True)
         if callable(getattr(model, "generate", None)):  # a causal LM reads its generation defaults too
-            from .llama import read_generation_defaults
+            from .generation_view import read_generation_defaults
 
-            model.generation_defaults = read_generation_defaults(path if os.path.isdir(path) else os.path.dirname(path))
+            embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+            model.generation_defaults = read_generation_defaults(
+                path if os.path.isdir(path) else os.path.dirname(path), getattr(embeddings, "num_embeddings", None))
         device = device if device is not None else default if default.type != "cpu" else None
         if device is not None:  # device_map naming one device, or the default device
             model.to(device)
@@ -260,7 +262,7 @@ class PreTrainedModel(nn.Module):
         """generation_config.json beside the model: the file already there keeps its other keys
         (HF's max_length, bos_token_id, ...), generate's keys are the model's defaults, so a model
         without defaults never reloads another's; a file left with nothing is removed."""
-        from .llama import GENERATION_FILE, GenerationConfig
+        from .llama import GENERATION_FILE, GENERATION_KEYS, UNAPPLIED
 
         target = os.path.join(path, GENERATION_FILE)
         existing: Dict[str, Any] = {}
@@ -270,7 +272,7 @@ class PreTrainedModel(nn.Module):
                     existing = json.load(f)
             except (OSError, ValueError):
                 existing = {}
-        ours = set(GenerationConfig.__dataclass_fields__)
+        ours = set(GENERATION_KEYS) | set(UNAPPLIED)
         doc = {k: v for k, v in (existing if isinstance(existing, dict) else {}).items() if k not in ours}
         doc.update(getattr(self, "generation_defaults", None) or {})
         if doc:
