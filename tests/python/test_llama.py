@@ -179,6 +179,25 @@ def test_legacy_rope_scaling_spelling_reads_the_same(tmp_path):
                                ).model.rotary_emb.inv_freq)
 
 
+def test_rope_scaling_beside_rope_parameters_wins_and_required_keys_are_required():
+    """transformers 5 lets a non-empty rope_scaling replace rope_parameters (tessera kept the
+    latter: unscaled logits, silently); a type without the keys transformers requires (linear
+    without factor, a misspelt factor, llama3 without its frequency factors) was filled with
+    defaults where transformers refuses it."""
+    both = {**SMALL, "rope_parameters": {"rope_type": "default", "rope_theta": 500.0},
+            "rope_scaling": {"rope_type": "linear", "factor": 2.0}}
+    want = transformers.LlamaForCausalLM(transformers.LlamaConfig(**both)).model.rotary_emb.inv_freq
+    ours = tessera.LlamaForCausalLM(both)
+    torch.testing.assert_close(tessera._C.llama.rope_inv_freq(__import__("json").dumps(ours.config)), want)
+    assert ours.config["rope_parameters"]["rope_type"] == "linear"
+    for rope, key in [({"rope_type": "linear", "factr": 2.0}, "factor"),
+                      ({"rope_type": "llama3", "factor": 8.0, "high_freq_factor": 4.0}, "low_freq_factor")]:
+        with pytest.raises(KeyError, match=key):
+            transformers.LlamaConfig(**{**SMALL, "rope_parameters": rope})
+        with pytest.raises(ValueError, match=f"rope_parameters: rope type '{rope['rope_type']}' needs '{key}'"):
+            tessera.LlamaForCausalLM({**SMALL, "rope_parameters": rope})
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda m: m.generate(torch.ones(1, 60, dtype=torch.long), max_new_tokens=10), "exceeds the model's context"),
     (lambda m: m(torch.ones(1, 70, dtype=torch.long)), "exceed max_position_embeddings 64"),

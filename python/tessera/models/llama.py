@@ -258,7 +258,8 @@ def _context_length(config) -> Optional[int]:
     """The language model's context (LLaVA and BLIP-2 keep its config as text_config); None with
     dynamic RoPE, which stretches it."""
     text = config.get("text_config") or config
-    if (text.get("rope_parameters") or {}).get("rope_type") == "dynamic":
+    rope = text.get("rope_scaling") or text.get("rope_parameters") or {}  # the first wins, as in transformers
+    if rope.get("rope_type", rope.get("type")) == "dynamic":
         return None
     return text.get("max_position_embeddings")
 

@@ -6,6 +6,8 @@
 #include <c10/util/Exception.h>
 #include <nlohmann/json.hpp>
 
+#include <vector>
+
 namespace tessera::models {
 namespace {
 
@@ -19,19 +21,29 @@ nn::RopeScaling read_rope(const nlohmann::json& j, const std::string& where, int
     TORCH_CHECK_VALUE(!j.contains(key) || j[key].is_object() || j[key].is_null(), where, ": ", key,
                       " must be an object (or null), got ", j[key].dump().substr(0, 60));
   }
-  const bool v5 = j.contains("rope_parameters") && j["rope_parameters"].is_object();
-  const nlohmann::json params = v5 ? j["rope_parameters"]
-                                   : (j.contains("rope_scaling") && j["rope_scaling"].is_object() ? j["rope_scaling"]
-                                                                                                   : nlohmann::json::object());
-  const std::string at = where + (v5 ? ".rope_parameters" : ".rope_scaling");
+  // transformers 5 lets a non-empty rope_scaling replace rope_parameters whole (its theta then comes
+  // from rope_scaling or the top-level rope_theta).
+  const bool scaling = j.contains("rope_scaling") && j["rope_scaling"].is_object() && !j["rope_scaling"].empty();
+  const bool v5 = !scaling && j.contains("rope_parameters") && j["rope_parameters"].is_object();
+  const nlohmann::json params = scaling ? j["rope_scaling"] : v5 ? j["rope_parameters"] : nlohmann::json::object();
+  const std::string at = where + (scaling ? ".rope_scaling" : ".rope_parameters");
   core::ConfigReader r(params, at);
-  rope.theta = v5 && r.has("rope_theta") ? r.get_double("rope_theta", rope.theta)
-                                         : core::ConfigReader(j, where).get_double("rope_theta", rope.theta);
+  const bool own_theta = r.has("rope_theta");
+  rope.theta = own_theta ? r.get_double("rope_theta", rope.theta)
+                         : core::ConfigReader(j, where).get_double("rope_theta", rope.theta);
   rope.rope_type = r.has("rope_type") ? r.get_string("rope_type", "default") : r.get_string("type", "default");
   bool known = false;
   for (const char* t : kRopeTypes) known = known || rope.rope_type == t;
   TORCH_CHECK_VALUE(known, at, ": rope type '", rope.rope_type,
                     "' is not supported (default, linear, dynamic, llama3)");
+  // What transformers requires of each type (a missing factor read as 1 scaled nothing, silently).
+  std::vector<const char*> required;
+  if (rope.rope_type != "default") required.push_back("factor");
+  if (rope.rope_type == "llama3") required.insert(required.end(), {"low_freq_factor", "high_freq_factor"});
+  for (const char* key : required) {
+    TORCH_CHECK_VALUE(r.has(key), at, ": rope type '", rope.rope_type, "' needs '", key, "' (transformers refuses ",
+                      "it without)");
+  }
   rope.factor = r.get_double("factor", 1.0);
   rope.low_freq_factor = r.get_double("low_freq_factor", rope.low_freq_factor);
   rope.high_freq_factor = r.get_double("high_freq_factor", rope.high_freq_factor);
@@ -40,7 +52,7 @@ nn::RopeScaling read_rope(const nlohmann::json& j, const std::string& where, int
                     rope.factor);
   // theta is the base of the rotary frequencies theta^(-2i/d): at 0 or below they are inf or NaN,
   // and the attention scores garbage without an error.
-  TORCH_CHECK_VALUE(rope.theta > 0, v5 && r.has("rope_theta") ? at : where, ": rope_theta must be > 0, got ",
+  TORCH_CHECK_VALUE(rope.theta > 0, own_theta ? at : where, ": rope_theta must be > 0, got ",
                     rope.theta);
   return rope;
 }
