@@ -143,6 +143,49 @@ def test_the_target_cache_is_reused_and_rebuilt_when_an_encoder_changes(runs, tm
     torch.testing.assert_close(changed.first[~img], first.first[~img])
 
 
+def test_the_target_cache_follows_the_images_and_holds_only_the_datas_slices(runs, tmp_path):
+    """The fingerprint hashed the data file and encoders only: another `data.image_folder` (same
+    names, other pictures) reused the old images' targets, and a cache edited under its fingerprint
+    (other dtype, width, offsets) or cut in half was used, or failed the run with a bare error. Now
+    the images' stats are in the fingerprint, and a cache that does not hold the data file's slices
+    is said and built again; a place that cannot take the cache is said, and the run goes on."""
+    import shutil
+
+    from PIL import Image, ImageOps
+
+    section = recipe_from_dict(recipe(runs, cache_dir=str(tmp_path / "cache"))).targets
+    data, logs = str(runs / "set" / "train.jsonl"), []
+    base = slice_vectors(data, section, log=logs.append)
+    inverted = tmp_path / "inverted"
+    shutil.copytree(runs / "set", inverted)
+    for image in inverted.rglob("*.png"):
+        ImageOps.invert(Image.open(image).convert("RGB")).save(image)
+    other = slice_vectors(data, section, image_folder=str(inverted), log=logs.append)
+    img = base.is_image
+    assert other.fingerprint != base.fingerprint and not torch.allclose(other.second[img], base.second[img])
+    torch.testing.assert_close(other.second[~img], base.second[~img])  # the texts are the same
+    cached = next(p for p in (tmp_path / "cache").iterdir() if base.fingerprint[:16] in p.name)
+    good = torch.load(cached, weights_only=True)
+    edits = {"first as int64": {**good, "first": good["first"].long()},
+             "first 7 wide": {**good, "first": good["first"][:, :7].clone()},
+             "offsets moved": {**good, "offsets": good["offsets"] * 2},
+             "a list": [1, 2]}
+    for label, state in edits.items():
+        torch.save(state, cached)
+        logs.clear()
+        again = slice_vectors(data, section, log=logs.append)
+        assert "building it again" in logs[0] and torch.equal(again.first, base.first), label
+    cached.write_bytes(cached.read_bytes()[:1000])  # cut
+    logs.clear()
+    assert torch.equal(slice_vectors(data, section, log=logs.append).second, base.second)
+    assert "is unreadable" in logs[0]
+    cached.unlink()
+    cached.mkdir()  # a folder where the cache goes
+    logs.clear()
+    assert torch.equal(slice_vectors(data, section, log=logs.append).second, base.second)
+    assert any("could not cache the targets" in line for line in logs)
+
+
 def test_retrieval_ranked_by_the_targets_is_gak_over_each_samples_own_slices(runs):
     """The retrieval ceiling: M_l between a held-out sample's images alone and another's sentences
     alone is normalised GAK with CLIP's cost across and the single-modality blocks within (all three

@@ -11,13 +11,9 @@ paper's ablation) puts the CLIP embedding in both blocks.
 M_l[i, j] = GAK(prefix_i, prefix_j), prefix_i the slices of point i's sample up to and including
 its slice, and 1 for two points of one sample (the paper's rule). Normalised GAK by default.
 
-The cache: `<cache_dir>/<data file name>-<fingerprint>.pt`; the fingerprint hashes the data file
-and the encoders' checkpoint files (config.json and model.safetensors, or the index and its
-shards), so changing either builds a new one. Image files are not hashed: the generator never rewrites an image under the same
-manifest, and hashing every image would cost more than the cache saves."""
+The cache (`sugar_target_cache.py`) holds the vectors of one data file, encoders and images."""
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from typing import List, Sequence, Tuple
@@ -26,13 +22,13 @@ import torch
 import torch.nn.functional as F
 
 from .. import data as tdata
-from ..models.weights import weight_files
+from ..models.pretrained import checkpoint_config
 from ..schema import require
 from .checkpoint import resolve_checkpoint
 from .conversation_data import image_paths, load_pixels
 from .interleaved_data import read_interleaved
+from .sugar_target_cache import cache_path, fingerprint, layout, read_cache, write_cache
 
-CACHE_VERSION = 1
 PAIRS_PER_CALL = 8192
 
 
@@ -66,23 +62,6 @@ class SliceVectors:
         return int(self.offsets[sample]), int(self.offsets[sample + 1])
 
 
-def _hash_file(h, path: str) -> None:
-    h.update(os.path.basename(path).encode() + b"\0")
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-
-
-def fingerprint(data_file: str, section: SugarTargets) -> str:
-    """sha256 of the data file and the encoders' checkpoint files (and the cache format)."""
-    h = hashlib.sha256(f"sugar-targets-v{CACHE_VERSION}\0".encode())
-    _hash_file(h, data_file)
-    for folder in _encoder_folders(section):  # a sharded checkpoint: its index and every shard
-        for name in ["config.json"] + weight_files(folder):
-            _hash_file(h, os.path.join(folder, name))
-    return h.hexdigest()
-
-
 def _encoder_folders(section: SugarTargets) -> List[str]:
     folders = [resolve_checkpoint(section.clip, "targets.clip", "train the CLIP demo first: make demo")]
     if section.image_encoder:
@@ -91,29 +70,47 @@ def _encoder_folders(section: SugarTargets) -> List[str]:
     return folders
 
 
-def cache_path(data_file: str, section: SugarTargets, digest: str) -> str:
-    folder = section.cache_dir or os.path.join(os.path.dirname(os.path.abspath(data_file)), "sugar-targets")
-    return os.path.join(folder, f"{os.path.splitext(os.path.basename(data_file))[0]}-{digest[:16]}.pt")
+def _slices(data_file: str, image_folder: str):
+    """(per sample, its slices' kinds: True for an image; every image path; every text)."""
+    kinds, images, texts = [], [], []
+    for s in read_interleaved(data_file):
+        folder = image_folder or os.path.dirname(os.path.abspath(s.path))
+        kinds.append([])
+        for j, seg in enumerate(s.segments):
+            kinds[-1].append("image" in seg)
+            if "image" in seg:
+                images.append(image_paths({"image": seg["image"]}, folder, f"{s.where}: segment {j}")[0])
+            else:
+                texts.append(seg["text"])
+    return kinds, images, texts
 
 
 def slice_vectors(data_file: str, section: SugarTargets, image_folder: str = "", log=print) -> SliceVectors:
-    """The slice vectors of every sample of `data_file`, from the cache when its fingerprint
-    matches, else computed and written there (atomically)."""
-    digest = fingerprint(data_file, section)
-    path = cache_path(data_file, section, digest)
-    if os.path.isfile(path):
-        state = torch.load(path, weights_only=True)
-        if state.get("fingerprint") == digest:
-            return SliceVectors(state["first"], state["second"], state["is_image"], state["offsets"], digest)
+    """The slice vectors of every sample of `data_file`, from the cache when it holds this data's
+    (fingerprint and layout), else computed and written there (atomically)."""
+    kinds, images, texts = _slices(data_file, image_folder)
+    is_image, offsets = layout(kinds)
+    folders = _encoder_folders(section)
+    digest = fingerprint(data_file, folders, images)
+    path = cache_path(data_file, section.cache_dir, digest)
+    state = read_cache(path, digest, is_image, offsets, _widths(folders, section), log)
+    if state is not None:
+        return SliceVectors(state["first"], state["second"], is_image, offsets, digest)
     log(f"sugar: embedding the slices of {data_file} with the frozen encoders -> {path}")
-    vectors = compute_slice_vectors(data_file, section, image_folder)
-    vectors.fingerprint = digest
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    torch.save({"fingerprint": digest, "first": vectors.first, "second": vectors.second,
-                "is_image": vectors.is_image, "offsets": vectors.offsets}, tmp)
-    os.replace(tmp, path)
-    return vectors
+    first, second = compute_slice_vectors(folders, section, is_image, images, texts)
+    write_cache(path, {"fingerprint": digest, "first": first, "second": second, "is_image": is_image,
+                       "offsets": offsets}, log)
+    return SliceVectors(first, second, is_image, offsets, digest)
+
+
+def _widths(folders: Sequence[str], section: SugarTargets) -> Tuple[int, int]:
+    """The widths of the first and second blocks compute_slice_vectors gives these encoders."""
+    clip = checkpoint_config(folders[0])  # transformers' defaults where a file leaves a size out
+    second = int(clip.get("projection_dim", 512))
+    if not section.image_encoder:
+        return second, second
+    text = int((clip.get("text_config") or {}).get("hidden_size", 512))
+    return max(int(checkpoint_config(folders[1]).get("hidden_size", 768)), text), second
 
 
 def _image_only_encoder(folder: str):
@@ -130,28 +127,14 @@ def _image_only_encoder(folder: str):
 
 
 @torch.no_grad()
-def compute_slice_vectors(data_file: str, section: SugarTargets, image_folder: str = "") -> SliceVectors:
+def compute_slice_vectors(folders: Sequence[str], section: SugarTargets, is_image: torch.Tensor,
+                          images: Sequence[str], texts: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(first, second) blocks of every slice, in the data file's order of slices."""
     from ..factory import from_pretrained
     from ..text import ClipTokenizer
 
-    folders = _encoder_folders(section)
     clip = from_pretrained(folders[0]).eval()
     parent, image_only = _image_only_encoder(folders[1]) if section.image_encoder else (None, None)
-    samples = read_interleaved(data_file)
-    texts: List[str] = []
-    images: List[str] = []
-    where: List[Tuple[bool, int]] = []  # per slice: (is image, index into images or texts)
-    offsets = [0]
-    for s in samples:
-        folder = image_folder or os.path.dirname(os.path.abspath(s.path))
-        for j, seg in enumerate(s.segments):
-            if "image" in seg:
-                where.append((True, len(images)))
-                images.append(image_paths({"image": seg["image"]}, folder, f"{s.where}: segment {j}")[0])
-            else:
-                where.append((False, len(texts)))
-                texts.append(seg["text"])
-        offsets.append(len(where))
     size = int(clip.config["vision_config"]["image_size"])
     transform = tdata.ImageTransform(tdata.clip_transform(size, train=False))
     tokenizer = ClipTokenizer()
@@ -183,14 +166,12 @@ def compute_slice_vectors(data_file: str, section: SugarTargets, image_folder: s
         first_img, first_txt = cat(img_first, 1), cat(txt_first, 1)
     df = max(first_img.shape[-1], first_txt.shape[-1])
     ds = max(second_img.shape[-1], second_txt.shape[-1])
-    first = torch.zeros(len(where), df)
-    second = torch.zeros(len(where), ds)
-    is_image = torch.tensor([w[0] for w in where], dtype=torch.bool)
-    for k, (img, idx) in enumerate(where):
-        f, s = (first_img, second_img) if img else (first_txt, second_txt)
-        first[k, :f.shape[-1]] = f[idx]
-        second[k, :s.shape[-1]] = s[idx]
-    return SliceVectors(first, second, is_image, torch.tensor(offsets))
+    first = torch.zeros(is_image.numel(), df)
+    second = torch.zeros(is_image.numel(), ds)
+    for rows, f, s in ((is_image, first_img, second_img), (~is_image, first_txt, second_txt)):
+        first[rows, :f.shape[-1]] = f  # slices of one kind keep the file's order
+        second[rows, :s.shape[-1]] = s
+    return first, second
 
 
 def _prefixes(vectors: SliceVectors, points: Sequence[Tuple[int, int]], clip_only: bool):
