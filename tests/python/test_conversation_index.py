@@ -202,26 +202,37 @@ def test_a_data_file_rewritten_after_indexing_is_refused_not_served(data, tok, t
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert os.stat(path).st_ino == before.st_ino and os.stat(path).st_size == before.st_size
     assert [s["id"] for s in sets.encoded([1]).samples] == ["s1"]  # the middle record did not move
-    with pytest.raises(ValueError, match="d.jsonl: sample 0 changed after the file was indexed"):
+    with pytest.raises(ValueError, match="d.jsonl: sample 0 is not what was indexed .* the data index was removed"):
         sets.encoded([0])
+    assert not os.path.exists(ix.cache_file)  # the next start indexes the file anew
 
 
 def test_a_cached_index_whose_columns_do_not_fit_its_file_is_rebuilt(data, tok, tmp_path):
     """The fingerprint is a hash of public inputs: an index file carrying it can still point every
-    row at one record, or past the file's end. Such columns are not trusted."""
+    row at one record, or past the file's end, list a subset of the samples, give lengths past
+    max_length, negative image counts, or a report that is not the one written. Not trusted."""
     path = tmp_path / "d.json"
     path.write_text(json.dumps([{"id": i, "image": IMG, "conversations": QA} for i in range(3)]))
     built = []
     first = index_of(path, tok, image_folder=str(data), log=built.append)
     tensors, meta = _C.core.load_safetensors(str(path) + SUFFIX)
-    for tamper in ({"offsets": torch.zeros_like(tensors["offsets"])},
-                   {"offsets": tensors["offsets"] + os.path.getsize(path)},
-                   {"nbytes": tensors["nbytes"][:2]}):
-        _C.core.save_safetensors(str(path) + SUFFIX, {**dict(tensors), **tamper}, meta)
-        with pytest.warns(UserWarning, match="columns do not fit"):
+    every_other = {k: v[::2].clone() for k, v in tensors.items()}  # a subset, the report saying all passed
+    report = json.loads(meta["report"])
+    for tamper, forged in (({"offsets": torch.zeros_like(tensors["offsets"])}, {}),
+                           ({"offsets": tensors["offsets"] + os.path.getsize(path)}, {}),
+                           ({"nbytes": tensors["nbytes"][:2]}, {}),
+                           (every_other, {}),
+                           ({"modality_lengths": torch.full_like(tensors["modality_lengths"], 2 ** 31 - 1)}, {}),
+                           ({"images": torch.full_like(tensors["images"], -5)}, {}),
+                           ({"images": torch.zeros_like(tensors["images"])}, {}),  # images, lengths say
+                           ({"rows": tensors["rows"].long()}, {}),
+                           ({}, {"report": "{}"}), ({}, {"report": "[1]"}), ({}, {"report": "not json"}),
+                           ({}, {"report": json.dumps({**report, "read": report["read"] + 1})})):
+        _C.core.save_safetensors(str(path) + SUFFIX, {**dict(tensors), **tamper}, {**meta, **forged})
+        with pytest.warns(UserWarning, match="does not fit its data file, settings or report"):
             again = index_of(path, tok, image_folder=str(data), log=built.append)
-        assert torch.equal(again.offsets, first.offsets)
-    assert len(built) == 4
+        assert torch.equal(again.offsets, first.offsets) and len(again) == 3
+    assert len(built) == 13
 
 
 def test_a_read_only_data_folder_caches_elsewhere(tmp_path):

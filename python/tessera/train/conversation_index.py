@@ -86,8 +86,8 @@ class ConversationIndex:
 
     def __init__(self, path: str, tensors: Dict[str, torch.Tensor], report: Dict[str, Any],
                  columns: Optional[Tuple[int, Dict[str, Tuple[int, int]]]] = None,
-                 identity: Optional[Tuple[int, ...]] = None):
-        self.path = path
+                 identity: Optional[Tuple[int, ...]] = None, cache_file: Optional[str] = None):
+        self.path, self.cache_file = path, cache_file
         # The data file as it was indexed (size, mtime, inode, device): a record is read only
         # while the file is still that one; a file rewritten mid-run would otherwise hand out other
         # samples at the indexed offsets, silently.
@@ -126,13 +126,23 @@ class ConversationIndex:
         # The identity check above misses a same-size rewrite within the file system's mtime
         # resolution; the record's own checksum does not.
         if len(raw) != n or zlib.crc32(raw) != self.entry("crc", i) & 0xFFFFFFFF:
-            raise ValueError(f"{self.path}: sample {self.entry('rows', i)} changed after the file was indexed; start "
-                             "the run again to rebuild the index")
+            raise ValueError(f"{self.path}: sample {self.entry('rows', i)} is not what was indexed (its checksum "
+                             f"differs){self._discard()}")
         try:
             return json.loads(raw)
         except (ValueError, RecursionError) as e:
-            raise ValueError(f"{self.path}: sample {self.entry('rows', i)} no longer parses ({str(e)[:120]}); "
-                             "start the run again to rebuild the index") from None
+            raise ValueError(f"{self.path}: sample {self.entry('rows', i)} no longer parses ({str(e)[:120]})"
+                             f"{self._discard()}") from None
+
+    def _discard(self) -> str:
+        """The data or its cached index changed under it: the index goes, so that the next start
+        indexes the file anew (a fingerprint that still matches would bring it back)."""
+        try:
+            if self.cache_file and os.path.isfile(self.cache_file):
+                os.remove(self.cache_file)
+        except OSError as e:
+            return f"; remove the data index {self.cache_file} ({e.strerror}) and start the run again"
+        return "; the data index was removed: start the run again to index the file anew"
 
     def entry(self, column: str, i: int) -> int:
         """Element i of a column (offsets, nbytes, rows), read from the index file when cached."""
@@ -155,19 +165,43 @@ def file_identity(st: os.stat_result) -> Tuple[int, ...]:
     return st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev
 
 
-def _columns_fit(tensors: Dict[str, torch.Tensor], data_size: int) -> bool:
-    """A cached index's columns agree in length and point inside the data file (the fingerprint
-    is a hash of public inputs: anyone can write a file that carries it)."""
-    names = ("offsets", "nbytes", "rows", "modality_lengths", "images", "crc")
-    if any(n not in tensors or tensors[n].dim() != 1 for n in names):
+_DTYPES = {"offsets": torch.int64, "nbytes": torch.int32, "rows": torch.int32, "modality_lengths": torch.int32,
+           "images": torch.int16, "crc": torch.int32}
+
+
+def _count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _report_fits(report, kept: int) -> bool:
+    """A cached report in the form `CheckReport.as_dict` writes, counting the index's rows."""
+    if not isinstance(report, dict):
         return False
-    if len({int(tensors[n].numel()) for n in names}) != 1:
+    counts, first = report.get("counts"), report.get("first")
+    return (_count(report.get("read")) and _count(report.get("refused")) and isinstance(counts, dict)
+            and all(isinstance(k, str) and _count(v) for k, v in counts.items())
+            and sum(counts.values()) == report["refused"] and report["read"] - report["refused"] == kept
+            and isinstance(first, dict) and all(isinstance(k, str) and isinstance(v, list)
+                                                and all(isinstance(m, str) for m in v) for k, v in first.items()))
+
+
+def _columns_fit(tensors: Dict[str, torch.Tensor], report, data_size: int, settings: Dict[str, Any]) -> bool:
+    """A cached index agrees with itself, its report, its settings and its data file: the columns
+    as built here, pointing inside the file, lengths within max_length holding their images'
+    tokens, one row per sample the report says passed (the fingerprint is a hash of public inputs:
+    anyone can write a file that carries it)."""
+    if any(n not in tensors or tensors[n].dim() != 1 or tensors[n].dtype != t for n, t in _DTYPES.items()):
+        return False
+    if len({int(tensors[n].numel()) for n in _DTYPES}) != 1 or not _report_fits(report, int(tensors["rows"].numel())):
         return False
     offsets, nbytes, rows = tensors["offsets"].long(), tensors["nbytes"].long(), tensors["rows"].long()
     inside = bool(((offsets >= 0) & (nbytes >= 1) & (offsets + nbytes <= data_size)).all())
     # Records in file order, none overlapping the next (an index built here is so).
     ordered = bool((offsets[1:] >= offsets[:-1] + nbytes[:-1]).all()) and bool((rows[1:] > rows[:-1]).all())
-    return inside and ordered and bool((rows >= 0).all())
+    lengths, images = tensors["modality_lengths"].long(), tensors["images"].long()
+    sized = bool(((lengths.abs() >= 1) & (lengths.abs() <= settings["max_length"]) & (images >= 0)
+                  & ((images == 0) == (lengths < 0)) & (images * settings["image_tokens"] <= lengths.abs())).all())
+    return inside and ordered and sized and bool(((rows >= 0) & (rows < report["read"])).all())
 
 
 def fingerprint(path: str, tokenizer, template_name: str, settings: Dict[str, Any]) -> str:
@@ -191,7 +225,7 @@ def cache_path(path: str, cache_dir: str = "") -> str:
 ITEM_SIZES = {"I64": 8, "I32": 4, "I16": 2}
 
 
-def _load_cached(where: str, fp: str, data_size: int):
+def _load_cached(where: str, fp: str, data_size: int, settings: Dict[str, Any]):
     """(tensors, report, columns) of the cached index when its fingerprint is `fp`, else None.
     The file is validated by the safetensors reader; the descriptor kept for `columns` is checked
     to hold the same fingerprint (the file may have been replaced in between)."""
@@ -204,8 +238,12 @@ def _load_cached(where: str, fp: str, data_size: int):
         return None
     if meta.get("fingerprint") != fp:
         return None  # another file version, tokenizer or setting: rebuilt, never trusted
-    if not _columns_fit(tensors, data_size):
-        warn(f"{where}: the data index's columns do not fit its data file; rebuilding it")
+    try:
+        report = json.loads(meta.get("report", "{}"))
+    except ValueError:
+        report = None
+    if not _columns_fit(tensors, report, data_size, settings):
+        warn(f"{where}: the data index does not fit its data file, settings or report; rebuilding it")
         return None
     fd = os.open(where, os.O_RDONLY)
     try:
@@ -218,7 +256,7 @@ def _load_cached(where: str, fp: str, data_size: int):
     except (ValueError, KeyError, TypeError):
         os.close(fd)
         return None
-    return dict(tensors), json.loads(meta.get("report", "{}")), (fd, places)  # memory-mapped: paged as used
+    return dict(tensors), report, (fd, places)  # memory-mapped: paged as used
 
 
 def build_index(path: str, tokenizer, template_name: str, image_token_id: int, image_tokens: int, max_length: int,
@@ -277,7 +315,7 @@ def load_index(path: str, tokenizer, template_name: str, image_token_id: int, im
     if file_identity(os.stat(path)) != identity:
         raise ValueError(f"{path}: the file changed while it was being indexed; start again once it is written")
     where = cache_path(path, cache_dir)
-    cached, columns = _load_cached(where, fp, identity[0]), None
+    cached, columns = _load_cached(where, fp, identity[0], settings), None
     if cached is not None and cached[1].get("counts", {}).get("image file"):
         # Images are not part of the fingerprint: refusals for missing or unreadable image files
         # may be stale (the files fetched since, as the report asks), so such an index is rebuilt.
@@ -290,7 +328,7 @@ def load_index(path: str, tokenizer, template_name: str, image_token_id: int, im
         summary = report.as_dict()
         try:
             _C.core.save_safetensors(where, tensors, {"fingerprint": fp, "report": json.dumps(summary)})
-            columns = (_load_cached(where, fp, identity[0]) or (None, None, None))[2]
+            columns = (_load_cached(where, fp, identity[0], settings) or (None, None, None))[2]
         except (OSError, RuntimeError, ValueError) as e:
             warn(f"{where}: could not cache the data index ({e}); it is rebuilt next time")
         text = str(report)
@@ -303,7 +341,7 @@ def load_index(path: str, tokenizer, template_name: str, image_token_id: int, im
         warn(text + "\n(data.skip_invalid: these samples are left out)")
     if not len(tensors["offsets"]):
         raise ValueError(f"{text}\nno sample passes the checks")
-    return ConversationIndex(path, tensors, summary, columns, identity)
+    return ConversationIndex(path, tensors, summary, columns, identity, where)
 
 
 def _report_from(path: str, summary: Dict[str, Any]) -> CheckReport:
