@@ -104,8 +104,11 @@ def read_manifest(folder: str) -> Optional[Dict[str, Dict[str, object]]]:
     checksummed checkpoints). A manifest that cannot be read or whose own digest does not match
     is damage."""
     path = os.path.join(folder, MANIFEST)
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         return None
+    if not os.path.isfile(path):  # a FIFO would block the open, a link to /dev/zero never end
+        raise CheckpointDamaged(path, "not a regular file (a folder, FIFO, device or broken link); the checkpoint "
+                                      "is damaged")
     try:
         with open(path, "rb") as f:
             doc = json.loads(f.read().decode("utf-8"))

@@ -21,6 +21,18 @@ def write_json(path: Union[str, os.PathLike], value: Any, indent: int = 1) -> st
     return write_atomic(path, json.dumps(value, indent=indent, ensure_ascii=False) + "\n")
 
 
+def is_regular_file(path: Union[str, os.PathLike], what: str = "a file") -> bool:
+    """False when nothing is at `path`; True for a regular file (or a link to one); an error naming
+    it for anything else. A FIFO blocks the open() that would read it, and a link to /dev/zero
+    never ends: run folders and caches are written by others too."""
+    path = os.fspath(path)
+    if not os.path.lexists(path):
+        return False
+    if os.path.isfile(path):
+        return True
+    raise ValueError(f"{path}: not a regular file (a folder, FIFO, device or broken link); {what} was expected here")
+
+
 def read_text(path: Union[str, os.PathLike], what: str = "a text file") -> str:
     """A UTF-8 file's text; a missing file, a folder or bytes that are not UTF-8 are errors that
     name the file and, for bad bytes, their offset."""

@@ -424,3 +424,40 @@ def test_eval_without_a_recipe_uses_the_checkpoints_own(run, tmp_path, capsys):
     (bare / "recipe.json").unlink()
     assert tessera.cli.main(["eval", str(bare)]) == 2
     assert "no recipe.json beside the weights" in capsys.readouterr().err
+
+
+def test_a_fifo_in_place_of_any_file_of_a_run_folder_is_named_not_waited_on(run, tmp_path):
+    """A run folder is written by others too: metrics.jsonl replaced by a FIFO blocked `--resume`
+    in open() forever (a link to /dev/zero read until memory ran out). Every file a resume reads is
+    put in turn as a FIFO; a resume either goes on or names the file, and never waits on it (a
+    watchdog opens the FIFO's other end when a reader is stuck, and records that it had to)."""
+    import threading
+
+    newest = step_dir(run, 4)
+    rels = ["metrics.jsonl"] + [os.path.relpath(os.path.join(d, f), run) for d, _, fs in os.walk(newest) for f in fs]
+    stuck = []
+    for rel in rels:
+        out = tmp_path / rel.replace("/", "_")
+        shutil.copytree(run, out)
+        fifo = out / rel
+        fifo.unlink()
+        os.mkfifo(fifo)
+        done = threading.Event()
+
+        def watchdog(fifo=fifo, rel=rel, done=done):
+            while not done.wait(0.5):
+                try:  # succeeds only while a reader waits on the FIFO
+                    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+                    stuck.append(rel)
+                except OSError:
+                    pass
+        thread = threading.Thread(target=watchdog, daemon=True)
+        thread.start()
+        try:
+            fit(out, resume=True)
+        except Exception as e:  # noqa: BLE001 - any clear error is fine; it must name the file
+            assert os.path.basename(rel) in str(e), (rel, e)
+        finally:
+            done.set()
+            thread.join()
+    assert not stuck, f"a resume waited on a FIFO in place of {stuck}"

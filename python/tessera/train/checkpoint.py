@@ -43,6 +43,7 @@ from ..models.weights import save_weights
 from .distributed import rank0_decides, wait_for_rank0
 from .strategy import unwrapped_name
 from .._warn import warn
+from ..io import is_regular_file
 
 FORMAT_VERSION = 2  # checksums.json is an extra file, not a new format: older tessera still reads these
 STATE_FILE = "trainer_state.pt"
@@ -417,6 +418,8 @@ def recipe_changes(ckpt_dir: str, recipe: Dict[str, Any]) -> List[str]:
         return {k: v for key, value in d.items() for k, v in flat(value, f"{prefix}{key}.").items()}
 
     try:
+        if not is_regular_file(os.path.join(ckpt_dir, "recipe.json")):
+            return []
         with open(os.path.join(ckpt_dir, "recipe.json"), encoding="utf-8") as f:
             saved = flat(json.load(f))
     except (OSError, ValueError):
@@ -431,6 +434,8 @@ def run_identity(ckpt_dir: str) -> Dict[str, Optional[str]]:
     what it does not say or cannot be read (damage is the checksums' business)."""
     def field(name: str, key: str) -> Optional[str]:
         try:
+            if not is_regular_file(os.path.join(ckpt_dir, name)):
+                return None
             with open(os.path.join(ckpt_dir, name), encoding="utf-8") as f:
                 value = json.load(f).get(key)
             return value if isinstance(value, str) else None

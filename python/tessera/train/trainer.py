@@ -29,6 +29,7 @@ from .run_lock import RunFolderLocked, RunLock
 from .strategy import Wrapped
 from .tasks import MixedLoss, TokenLoss, pads_unused
 from .._warn import warn
+from ..io import is_regular_file
 
 
 class TrainingDiverged(RuntimeError):
@@ -84,7 +85,7 @@ class Trainer:
 
     def _truncate_metrics(self, step: int) -> None:
         """On resume, forget rows logged after the checkpoint (they will be logged again)."""
-        if not self.info.is_main or not os.path.exists(self.metrics_path):
+        if not self.info.is_main or not is_regular_file(self.metrics_path, "the run's metrics log"):
             return
         with open(self.metrics_path, "rb") as f:
             lines = f.read().split(b"\n")
@@ -542,7 +543,7 @@ class Trainer:
         lost = False
         if self.info.is_main:
             rows = []
-            if os.path.exists(self.metrics_path):
+            if is_regular_file(self.metrics_path, "the run's metrics log"):
                 with open(self.metrics_path, encoding="utf-8") as f:
                     rows = [json.loads(line) for line in f if line.strip()]  # _truncate_metrics left whole rows
             lost = not any(r.get("step") == step and "lr" not in r and "skipped" not in r for r in rows)

@@ -12,9 +12,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from ..io import is_regular_file  # noqa: E402
+
 
 def read_metrics(path: str) -> List[Dict]:
-    if not os.path.exists(path):
+    if not is_regular_file(path, "a metrics log"):
         return []
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
