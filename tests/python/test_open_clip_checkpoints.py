@@ -87,6 +87,12 @@ def test_what_is_not_an_open_clip_clip_checkpoint_is_refused_by_name(tmp_path):
     with pytest.raises(ValueError, match=r"evil.pt: not a checkpoint of tensors that can be read without running code"):
         tessera.create_model(name, pretrained=str(tmp_path / "evil.pt"), config_overrides=small)
     assert not (tmp_path / "ran").exists()
+    torch.save(dict(ref.state_dict()), str(tmp_path / "whole.pt"))
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "whole.pt").read_bytes()[:5000])
+    (tmp_path / "empty.pt").write_bytes(b"")  # an IndexError from the message's own formatting before
+    for bad in ("cut.pt", "empty.pt"):
+        with pytest.raises(ValueError, match=rf"{bad}: cannot be read as a checkpoint .*cut short or damaged"):
+            tessera.create_model(name, pretrained=str(tmp_path / bad), config_overrides=small)
 
     other = dict(ref.state_dict())
     other["token_embedding.weight"] = torch.zeros(50, 48)  # another vocabulary: the variant does not fit

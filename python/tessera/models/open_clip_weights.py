@@ -58,10 +58,14 @@ def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
         return dict(_C.core.load_safetensors(path)[0])
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a TorchScript archive (OpenAI's original .pt), or code in the pickle
-        raise ValueError(f"{path}: not a checkpoint of tensors that can be read without running code "
-                         f"({type(e).__name__}: {str(e).splitlines()[0][:160]}); OpenAI's TorchScript files: load "
-                         "them once with open_clip and save model.state_dict() as safetensors") from None
+    except Exception as e:  # code in the pickle, a TorchScript archive (OpenAI's original .pt), a cut file
+        first = (str(e).splitlines() or [""])[0][:160]
+        if "weights_only" in str(e) or "TorchScript" in str(e):
+            raise ValueError(f"{path}: not a checkpoint of tensors that can be read without running code "
+                             f"({type(e).__name__}: {first}); OpenAI's TorchScript files: load them once with "
+                             "open_clip and save model.state_dict() as safetensors") from None
+        raise ValueError(f"{path}: cannot be read as a checkpoint ({type(e).__name__}: {first or 'no data'}); "
+                         "is it cut short or damaged?") from None
     if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
