@@ -146,3 +146,24 @@ def test_a_training_run_that_raises_stops_its_loader(shards, tmp_path, monkeypat
     with pytest.raises(RuntimeError, match="a step failed") as kept:  # held, as a notebook holds the last one
         Trainer(recipe, task, str(tmp_path / "run"), progress=False).fit()
     assert kept.value.__traceback__ is not None and not [t for t in threading.enumerate() if t.name == "tessera-shard-loader" and t.is_alive()]
+
+
+@pytest.mark.parametrize("prefetch", [0, 3])
+def test_a_finished_epoch_is_read_again_from_its_start_as_dataloader_does(shards, prefetch):
+    """A second `for batch in loader` after a finished epoch yielded nothing (the position stayed
+    at the epoch's end): a notebook's `for epoch in range(3): for b in loader` trained once.
+    torch's DataLoader, webdataset's WebLoader and tessera's DataLoader read it again; a loop
+    left early still continues where it stopped, and set_epoch still moves on."""
+    from tessera.data import clip_transform
+    from tessera.data.shard_loader import ShardLoader
+
+    loader = ShardLoader(shards, 8, clip_transform(28), shuffle_buffer=40, seed=3, prefetch=prefetch)
+    first = [b["keys"] for b in loader]
+    assert first and [b["keys"] for b in loader] == first == [b["keys"] for b in loader]
+    it = iter(loader)
+    head = [next(it)["keys"] for _ in range(2)]
+    it.close()
+    assert head + [b["keys"] for b in loader] == first  # an unfinished epoch resumes where it stopped
+    loader.set_epoch(1)
+    other = [b["keys"] for b in loader]
+    assert len(other) == len(first) and other != first  # another order (the last partial batch is dropped)

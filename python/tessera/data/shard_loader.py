@@ -124,6 +124,7 @@ class ShardLoader:
         self.batches = 0  # consumed this epoch
         self.skipped, self.noted, self.errors = 0, 0, []
         self.handed = self._state()  # the position and counts as of the last batch handed out
+        self._finished = False  # the epoch was read to its end: the next loop reads it again
         self._reader: Optional[Tuple[threading.Event, "queue.Queue", threading.Thread]] = None
 
     @property
@@ -135,6 +136,16 @@ class ShardLoader:
             self.stop()
             self.stream.set_epoch(epoch)
             self.batches = 0
+            self.handed = self._state()
+        self._finished = False
+
+    def _restart_finished_epoch(self) -> None:
+        """A loop over a finished epoch reads it again from its start, as torch's DataLoader and
+        tessera's own do (it yielded nothing before: a notebook's second epoch trained on nothing)."""
+        if self._finished:
+            self.stop()
+            self.stream.load_state_dict({"epoch": self.epoch, "position": 0})
+            self.batches, self._finished = 0, False
             self.handed = self._state()
 
     def stop(self) -> None:
@@ -184,7 +195,7 @@ class ShardLoader:
         self.stop()
         self.stream.load_state_dict({"epoch": int(state["epoch"]), "position": int(state.get("position", 0))})
         self.batches = int(state["batches"])
-        self.handed = self._state()
+        self.handed, self._finished = self._state(), False
 
     def counts(self) -> Dict[str, int]:
         """What the report says, as numbers (the trainer's summary.json sums them over ranks): up
@@ -243,10 +254,11 @@ class ShardLoader:
         return pixels, [meta[r] for r in rows]
 
     def __iter__(self) -> Iterator[Dict[str, Any]]:
+        self._restart_finished_epoch()
         if not self.prefetch:
             for batch, state in self._produce():
                 yield self._hand(batch, state)
-            self.handed = self._state()
+            self.handed, self._finished = self._state(), True
             return
         self.stop()
         stop, ready = threading.Event(), queue.Queue(self.prefetch)
@@ -266,7 +278,7 @@ class ShardLoader:
                 if isinstance(batch, BaseException):
                     raise batch
                 if batch is None:  # the epoch's end: its last counts
-                    self.handed = state
+                    self.handed, self._finished = state, True
                     return
                 yield self._hand(batch, state)
         finally:  # the epoch ended, or the consumer stopped early (the run's last step)
