@@ -114,10 +114,11 @@ void bind_vision(py::module_& m) {
       .def(py::init([](int64_t image_size, int64_t resize_size, std::vector<double> mean,
                        std::vector<double> std, bool train, std::array<double, 2> scale,
                        std::array<double, 2> ratio, double hflip_prob, bool expand_grayscale,
-                       Interpolation interpolation) {
+                       Interpolation interpolation, std::string resize_mode) {
              auto o = TransformOptions().image_size(image_size).resize_size(resize_size);
              o.mean(std::move(mean)).std(std::move(std)).train(train).scale(scale).ratio(ratio);
              o.hflip_prob(hflip_prob).expand_grayscale(expand_grayscale).interpolation(interpolation);
+             o.resize_mode(std::move(resize_mode));
              ImageTransform check(o);  // reject bad values at construction
              return o;
            }),
@@ -125,12 +126,14 @@ void bind_vision(py::module_& m) {
            py::arg("mean") = TransformOptions().mean(), py::arg("std") = TransformOptions().std(),
            py::arg("train") = false, py::arg("scale") = TransformOptions().scale(),
            py::arg("ratio") = TransformOptions().ratio(), py::arg("hflip_prob") = 0.5,
-           py::arg("expand_grayscale") = true, py::arg("interpolation") = Interpolation::bicubic)
+           py::arg("expand_grayscale") = true, py::arg("interpolation") = Interpolation::bicubic,
+           py::arg("resize_mode") = "shortest")
 #define TESSERA_PROPERTY(name) \
   .def_property_readonly(#name, [](const TransformOptions& o) { return o.name(); })
       TESSERA_PROPERTY(image_size) TESSERA_PROPERTY(resize_size) TESSERA_PROPERTY(mean)
       TESSERA_PROPERTY(std) TESSERA_PROPERTY(train) TESSERA_PROPERTY(scale) TESSERA_PROPERTY(ratio)
       TESSERA_PROPERTY(hflip_prob) TESSERA_PROPERTY(expand_grayscale) TESSERA_PROPERTY(interpolation)
+      TESSERA_PROPERTY(resize_mode)
 #undef TESSERA_PROPERTY
       .def("__repr__", [](const TransformOptions& o) {
         return "TransformOptions(image_size=" + std::to_string(o.image_size()) +

@@ -109,34 +109,59 @@ def _clip_model(name: str, pretrained: Optional[str], precision: str, device: Un
     return model.to(device=device, dtype=_PRECISIONS[precision])
 
 
-def _transforms(model: PreTrainedModel, image_mean=None, image_std=None):
+_OPEN_CLIP_TRANSFORM_KEYS = ("image_interpolation", "image_resize_mode", "aug_cfg")
+
+
+def _transforms(model: PreTrainedModel, image_mean=None, image_std=None, image_interpolation=None,
+                image_resize_mode=None, aug_cfg=None):
+    """open_clip's (preprocess_train, preprocess_val) with its keywords: mean, std, interpolation
+    (bicubic, bilinear) and resize mode (shortest, squash; open_clip's 'longest' pads, which
+    tessera's pipeline does not)."""
     from .data import ImageTransform, clip_transform
 
+    if aug_cfg:
+        raise ValueError(f"aug_cfg={aug_cfg!r}: open_clip's training augmentations (color jitter, grayscale, "
+                         "timm's RandAugment) are not tessera's; its training transform crops 90-100 % of the image")
+    if image_resize_mode not in (None, "shortest", "squash"):
+        raise ValueError(f"image_resize_mode={image_resize_mode!r}: tessera's transforms resize 'shortest' (and "
+                         "center-crop) or 'squash'; open_clip's 'longest' pads, which they do not")
     size = model.config["vision_config"]["image_size"]
-    stats = {k: v for k, v in (("mean", image_mean), ("std", image_std)) if v is not None}
+    stats = {k: v for k, v in (("mean", image_mean), ("std", image_std), ("interpolation", image_interpolation),
+                               ("resize_mode", image_resize_mode)) if v is not None}
     # open_clip's defaults: training crops 90-100 % of the image, no flip; evaluation resizes and crops.
     train = ImageTransform(clip_transform(size, train=True, scale=(0.9, 1.0), hflip_prob=0.0, **stats))
     return train, ImageTransform(clip_transform(size, train=False, **stats))
+
+
+def _transform_keys(model_kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """open_clip's preprocessing keywords, taken out of what goes to the model (they read as
+    unknown config keys there)."""
+    return {k: model_kwargs.pop(k) for k in _OPEN_CLIP_TRANSFORM_KEYS if k in model_kwargs}
 
 
 def create_model_and_transforms(model_name: str, pretrained: Optional[str] = None, precision: str = "fp32",
                                 device: Union[str, torch.device] = "cpu", image_mean=None, image_std=None,
                                 **model_kwargs):
     """open_clip's call: (model, preprocess_train, preprocess_val) for a CLIP variant; `pretrained`
-    is a checkpoint or run folder. The transforms take a PIL image or a uint8 [H, W, C] tensor.
+    is a checkpoint or run folder. The transforms take a PIL image or a uint8 [H, W, C] tensor
+    (PIL images are converted to RGB first, as transformers and torchvision's loader do; open_clip
+    resizes RGBA, palette and 1-bit images in their own mode and converts last, so those differ).
     `precision` "bf16"/"fp16" cast the whole model, as open_clip's "pure_bf16"/"pure_fp16" do
     (open_clip's plain "bf16" keeps the LayerNorms in fp32; tessera's C++ modules run in one
-    dtype); "amp*" keep fp32 weights for autocast."""
+    dtype); "amp*" keep fp32 weights for autocast. open_clip's `image_interpolation` and
+    `image_resize_mode` ('shortest', 'squash') are taken."""
+    keys = _transform_keys(model_kwargs)
     model = _clip_model(model_name, pretrained, precision, device, model_kwargs)
-    return (model, *_transforms(model, image_mean, image_std))
+    return (model, *_transforms(model, image_mean, image_std, **keys))
 
 
 def create_model_from_pretrained(model_name: str, pretrained: Optional[str] = None, precision: str = "fp32",
                                  device: Union[str, torch.device] = "cpu", return_transform: bool = True,
                                  image_mean=None, image_std=None, **model_kwargs):
     """open_clip's call: (model, preprocess) for evaluation, or the model alone."""
+    keys = _transform_keys(model_kwargs)
     model = _clip_model(model_name, pretrained, precision, device, model_kwargs)
-    return (model, _transforms(model, image_mean, image_std)[1]) if return_transform else model
+    return (model, _transforms(model, image_mean, image_std, **keys)[1]) if return_transform else model
 
 
 def get_tokenizer(model_name: str, context_length: Optional[int] = None):

@@ -15,6 +15,8 @@ ImageTransform::ImageTransform(TransformOptions options)
                     options_.image_size());
   TORCH_CHECK_VALUE(options_.resize_size() >= 0, "TransformOptions: resize_size must be >= 0, got ",
                     options_.resize_size());
+  TORCH_CHECK_VALUE(options_.resize_mode() == "shortest" || options_.resize_mode() == "squash",
+                    "TransformOptions: resize_mode must be 'shortest' or 'squash', got '", options_.resize_mode(), "'");
   TORCH_CHECK_VALUE(options_.hflip_prob() >= 0 && options_.hflip_prob() <= 1,
                     "TransformOptions: hflip_prob must be in [0, 1], got ", options_.hflip_prob());
   const auto& s = options_.scale();
@@ -27,7 +29,9 @@ ImageTransform::ImageTransform(TransformOptions options)
 int64_t ImageTransform::output_channels(int64_t in_channels) const {
   if (in_channels == 1 && !options_.expand_grayscale()) return 1;
   TORCH_CHECK_VALUE(in_channels == 1 || in_channels == normalize_.channels(), "ImageTransform: ",
-                    "image has ", in_channels, " channels, expected 1 or ", normalize_.channels());
+                    "image has ", in_channels, " channels, expected 1 or ", normalize_.channels(),
+                    " (uint8 images are [H, W, C], float ones [C, H, W]: torchvision's uint8 read_image "
+                    "gives [C, H, W], .permute(1, 2, 0) it)");
   return normalize_.channels();
 }
 
@@ -37,6 +41,7 @@ at::Tensor ImageTransform::geometry(const at::Tensor& img, at::Generator gen, bo
   const int64_t H = img.size(u8 ? 0 : 1), W = img.size(u8 ? 1 : 2);
   *flip = false;
   if (!options_.train()) {
+    if (options_.resize_mode() == "squash") return resize(img, S, S, options_.interpolation());
     const int64_t r = options_.resize_size() > 0 ? options_.resize_size() : S;
     return center_crop(resize_shortest(img, r, options_.interpolation()), S, S);
   }
@@ -54,7 +59,9 @@ void ImageTransform::apply_into(const at::Tensor& img, at::Generator gen, const 
   const int64_t C = output_channels(img.size(u8 ? 2 : 0));
   const Normalize& norm = C == 1 ? normalize_gray_ : normalize_;
   bool flip = false;
-  const at::Tensor x = geometry(img, gen, &flip);
+  // Half and bfloat16 images resize in float32 (ATen's resampling kernels have no 16-bit CPU path).
+  const bool narrow = img.scalar_type() == at::kHalf || img.scalar_type() == at::kBFloat16;
+  const at::Tensor x = geometry(narrow ? img.to(at::kFloat) : img, gen, &flip);
   if (u8) {
     norm.into(x, out, flip);
   } else {

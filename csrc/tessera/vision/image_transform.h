@@ -8,6 +8,7 @@
 
 #include <array>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "tessera/vision/transforms.h"
@@ -37,6 +38,9 @@ struct TransformOptions {
   /// false they keep one channel, normalised with mean[0] / std[0].
   TORCH_ARG(bool, expand_grayscale) = true;
   TORCH_ARG(Interpolation, interpolation) = Interpolation::bicubic;
+  /// Evaluation: "shortest" resizes the shorter side then center-crops (CLIP, open_clip);
+  /// "squash" resizes the whole image to the square (BLIP-2's processor, LAVIS, timm's crop_mode).
+  TORCH_ARG(std::string, resize_mode) = "shortest";
 };
 
 /// A configured pipeline: uint8 HWC (what decode_image gives) in, normalised float CHW out.

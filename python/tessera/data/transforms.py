@@ -48,12 +48,15 @@ def clip_transform(
     resize_size: int = 0,
     interpolation: str = "bicubic",
     expand_grayscale: bool = True,
+    resize_mode: str = "shortest",
 ) -> TransformOptions:
     """Options of CLIP's evaluation (``train=False``) or training pipeline.
 
     ``resize_size`` (evaluation) resizes the shorter side to it before the ``image_size``
     center crop (0: ``image_size``, CLIP's choice). ``scale``/``ratio``/``hflip_prob``
     configure training; open_clip trains with ``scale=(0.9, 1.0)`` and ``hflip_prob=0``.
+    ``resize_mode="squash"`` (evaluation) resizes the whole image to the square, as BLIP-2's
+    processor does, instead of the shorter side and a center crop.
     """
     if interpolation not in ("bicubic", "bilinear"):
         raise ValueError(f"interpolation must be 'bicubic' or 'bilinear', got {interpolation!r}")
@@ -61,6 +64,7 @@ def clip_transform(
         image_size=image_size, resize_size=resize_size, mean=list(mean), std=list(std), train=train,
         scale=tuple(scale), ratio=tuple(ratio), hflip_prob=hflip_prob,
         expand_grayscale=expand_grayscale, interpolation=getattr(Interpolation, interpolation),
+        resize_mode=resize_mode,
     )
 
 
@@ -106,7 +110,7 @@ class ImageTransform:
 
 
 _OPTION_FIELDS = ("image_size", "resize_size", "mean", "std", "train", "scale", "ratio", "hflip_prob",
-                  "expand_grayscale")
+                  "expand_grayscale", "resize_mode")
 
 
 def _options(fields: dict, interpolation: str) -> TransformOptions:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -235,8 +235,10 @@ def caption_retrieval_evaluate(model, split: RetrievalSplit, tokenizer, image_si
                                image_features: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
                                text_features: Optional[Callable[[List[str]], torch.Tensor]] = None,
                                score=None, rerank: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
-                               k_test: int = 128) -> Dict[str, float]:
-    """Embeds the split's images once (CLIP's evaluation transform at `image_size`) and its
+                               k_test: int = 128, pipeline: Optional[Dict[str, Any]] = None) -> Dict[str, float]:
+    """Embeds the split's images once (the model's evaluation transform at `image_size`: its
+    family's mean and std, BLIP-2's images resized to the square; `pipeline`, clip_transform's
+    keywords, overrides it) and its
     captions, then `multi_caption_recall`. `image_features` (pixels -> features) and
     `text_features` (a batch of caption strings -> features) default to the model's normalised
     get_image_features / get_text_features, the captions read by `tokenizer`; `score` as
@@ -248,7 +250,9 @@ def caption_retrieval_evaluate(model, split: RetrievalSplit, tokenizer, image_si
     image_features = image_features or (lambda px: F.normalize(model.get_image_features(px).float(), dim=-1))
     text_features = text_features or (lambda captions: F.normalize(model.get_text_features(
         tokenizer(captions, context_length=context_length).to(device)).float(), dim=-1))
-    transform = ImageTransform(clip_transform(image_size))
+    from ..models.timm_compat import model_transform_settings
+
+    transform = ImageTransform(clip_transform(image_size, **(pipeline or model_transform_settings(model))))
     images = []
     for s in range(0, len(split.images), batch_size):
         pixels = torch.stack([transform(read_image(p)) for p in split.images[s:s + batch_size]])

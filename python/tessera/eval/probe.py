@@ -10,7 +10,7 @@ encoder) and the image embedding for CLIP; `pixels` gives the raw-pixel floor.
 from __future__ import annotations
 
 import json
-from typing import Callable, Dict
+from typing import Any, Callable, Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -35,10 +35,11 @@ def pixel_features(px: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def extract(features: Features, dataset, image_size: int, count: int, batch_size: int = 500):
+def extract(features: Features, dataset, image_size: int, count: int, batch_size: int = 500,
+            pipeline: Optional[Dict[str, Any]] = None):
     """Features and labels of `count` images of `dataset` (a fixed random subset: a seeded shuffle)."""
     loader = tdata.DataLoader(dataset, batch_size=batch_size, shuffle=True, seed=0, num_workers=2, drop_last=False,
-                              transform=tdata.clip_transform(image_size))
+                              transform=tdata.clip_transform(image_size, **(pipeline or {})))
     xs, ys = [], []
     try:
         for batch in loader:
@@ -81,11 +82,12 @@ def knn(train_x, train_y, test_x, test_y, k: int = 20, temperature: float = 0.07
 
 
 def probe(features: Features, image_size: int, root: str = tdata.FASHION_MNIST_ROOT, train_images: int = 10000,
-          test_images: int = 2000) -> Dict[str, float]:
+          test_images: int = 2000, pipeline: Optional[Dict[str, Any]] = None) -> Dict[str, float]:
+    """`pipeline`: clip_transform's keywords (the encoder's normalisation; CLIP's by default)."""
     train = tdata.FashionMNIST(root, split="train")
     test = tdata.FashionMNIST(root, split="test")
-    tx, ty = extract(features, train, image_size, train_images)
-    vx, vy = extract(features, test, image_size, test_images)
+    tx, ty = extract(features, train, image_size, train_images, pipeline=pipeline)
+    vx, vy = extract(features, test, image_size, test_images, pipeline=pipeline)
     return {"linear_probe": linear_probe(tx, ty, vx, vy), "knn": knn(tx, ty, vx, vy), "feature_dim": tx.shape[1]}
 
 
@@ -107,7 +109,10 @@ def run_probe(path: str, random_init: bool = False, root: str = tdata.FASHION_MN
     else:
         model = from_pretrained(folder)
     config = model.config.get("vision_config") or model.config.get("encoder_config") or model.config
-    out = probe(encoder_features(model), config["image_size"], root, train_images, test_images)
+    from ..train.image_data import checkpoint_pipeline
+
+    out = probe(encoder_features(model), config["image_size"], root, train_images, test_images,
+                checkpoint_pipeline(folder, model))
     return {"checkpoint": folder, "random_init": random_init, **out}
 
 

@@ -23,7 +23,7 @@ from .family import FamilyModel
 from .features import VisionFeatures
 from .llama import LlamaForCausalLM, _check, _prompt_length, drain, repeat_rows
 from .outputs import ModelOutput, make_output
-from .timm_compat import CLIP_DATA, CLIP_NO_DECAY
+from .timm_compat import BLIP2_DATA, CLIP_NO_DECAY
 
 #: Python classes of the mirrored C++ nodes (wrap policies: FSDP2, activation checkpointing).
 Blip2EncoderLayer = node_class("Blip2EncoderLayer", layer=True)
@@ -74,7 +74,7 @@ class Blip2VisionFeatures(VisionFeatures):
 
     _forward_intermediates = staticmethod(_C.blip2.vision_forward_intermediates)
     _forward_head = staticmethod(_C.blip2.vision_forward_head)
-    _no_decay, _data_config = CLIP_NO_DECAY, CLIP_DATA  # its tower is EVA-CLIP's: CLIP's names and pipeline
+    _no_decay, _data_config = CLIP_NO_DECAY, BLIP2_DATA  # EVA-CLIP's names and stats; resized to the square
 
     @torch.compiler.disable
     def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False,

@@ -17,7 +17,7 @@ from ..registry import register_model
 from .family import FamilyModel
 from .features import VisionFeatures, mean_patch_tokens
 from .outputs import ModelOutput, make_output
-from .timm_compat import MAE_DATA, MAE_NO_DECAY
+from .timm_compat import MAE_DATA, MAE_NO_DECAY, EncoderPipeline
 
 #: Python classes of the mirrored C++ nodes (wrap policies: FSDP2, activation checkpointing).
 ViTMAELayer = node_class("ViTMAELayer", layer=True)
@@ -97,7 +97,7 @@ class ViTMAEModel(ViTMAEFeatures, _MaeBase):
 
 
 @register_model
-class ViTMAEForPreTraining(_MaeBase):
+class ViTMAEForPreTraining(EncoderPipeline, _MaeBase):
     """MAE pretraining: the encoder sees only the visible patches (1 - mask_ratio of them), the
     decoder predicts every patch's pixels, the loss is their mean squared error on masked patches
     (per-patch normalised targets with `norm_pix_loss`). `noise` [B, N] fixes the masking.
@@ -109,6 +109,7 @@ class ViTMAEForPreTraining(_MaeBase):
     input_embeddings = "vit.embeddings.patch_embeddings"
     default_for_model_type = True  # a config with only model_type builds the model the task trains
     _cpp_class = "MaeForPreTraining"
+    _encoder = "vit"
 
     def forward(self, pixel_values: torch.Tensor, noise: Optional[torch.Tensor] = None,
                 output_hidden_states: bool = False,

@@ -28,6 +28,24 @@ MAE_NO_DECAY = ("cls_token", "position_embeddings")
 CLIP_DATA = {"interpolation": "bicubic", "mean": tuple(OPENAI_CLIP_MEAN), "std": tuple(OPENAI_CLIP_STD), "crop_pct": 1.0}
 BEIT_DATA = {"interpolation": "bicubic", "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "crop_pct": 0.9}
 MAE_DATA = {"interpolation": "bicubic", "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "crop_pct": 0.9}
+BLIP2_DATA = {**CLIP_DATA, "crop_mode": "squash"}  # LAVIS's and transformers' processors: no crop
+
+
+def transform_settings(data_config: Dict[str, Any]) -> Dict[str, Any]:
+    """`clip_transform` keywords of a pipeline above (or a model's pretrained_cfg): its mean, std,
+    interpolation, and squash for timm's crop_mode "squash"."""
+    return {"mean": tuple(data_config["mean"]), "std": tuple(data_config["std"]),
+            "interpolation": data_config.get("interpolation", "bicubic"),
+            "resize_mode": "squash" if data_config.get("crop_mode") == "squash" else "shortest"}
+
+
+def model_transform_settings(model) -> Dict[str, Any]:
+    """The pipeline a model's images are normalised with: its pretrained_cfg, or its image
+    tower's (BLIP-2's and LLaVA's parents), else CLIP's."""
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(getattr(model, "vision_model", None), "pretrained_cfg",
+                                                            None) or getattr(getattr(model, "vision_tower", None),
+                                                                             "pretrained_cfg", None)
+    return transform_settings(cfg or CLIP_DATA)
 
 
 class TimmNames:
@@ -54,7 +72,22 @@ class ClipTimmInterface(TimmNames):
         return self.vision_model.pretrained_cfg
 
 
-class BeitTimmInterface(TimmNames):
+class EncoderPipeline:
+    """A pretraining model's `pretrained_cfg`: its encoder's (timm's helpers gave ImageNet's at
+    224 px for MAE's and BEiT's pretraining models)."""
+
+    _encoder = ""
+
+    @property
+    def pretrained_cfg(self) -> Dict[str, Any]:
+        return getattr(self, self._encoder).pretrained_cfg
+
+    @property
+    def default_cfg(self) -> Dict[str, Any]:
+        return self.pretrained_cfg
+
+
+class BeitTimmInterface(EncoderPipeline, TimmNames):
     """BEiT's pretraining model (its encoder `beit` is a VisionFeatures)."""
 
-    _no_decay = BEIT_NO_DECAY
+    _no_decay, _encoder = BEIT_NO_DECAY, "beit"

@@ -11,8 +11,9 @@ import torch
 
 from ..models.beit import BeitForMaskedImageModeling
 from ..models.pretrained import read_config
+from ..models.timm_compat import BEIT_DATA
 from ..models.vqkd import VQKD
-from .image_data import ImageData
+from .image_data import ImageData, checkpoint_pipeline, pipeline_settings
 from .image_task import HeldOutEval, MaskedImageTask, MaskingSection
 from .tasks import TokenLoss, register_task
 from .checkpoint import resolve_checkpoint
@@ -31,6 +32,7 @@ class TokenizerSection:
 class BeitTask(MaskedImageTask):
     sections = {"data": ImageData, "tokenizer": TokenizerSection, "masking": MaskingSection, "eval": HeldOutEval}
     model_class = BeitForMaskedImageModeling
+    image_pipeline = BEIT_DATA
 
     def __init__(self, recipe, rank: int = 0, world_size: int = 1):
         super().__init__(recipe, rank, world_size)
@@ -39,6 +41,18 @@ class BeitTask(MaskedImageTask):
         if enc["image_size"] // enc["patch_size"] != self.grid:
             raise ValueError(f"tokenizer {recipe.tokenizer.checkpoint}: its {enc['image_size'] // enc['patch_size']}"
                              f"-patch grid differs from the model's {self.grid}")
+        # BEiT's pixels are normalised as BEiT's (0.5, 0.5); the tokenizer reads them as its own run
+        # did (CLIP's, its teacher's, unless its recipe said otherwise), as BEiT v2's tokenizer
+        # normalises its input itself.
+        ours = pipeline_settings(recipe.data, self.image_pipeline)
+        theirs = checkpoint_pipeline(resolve_checkpoint(recipe.tokenizer.checkpoint, "tokenizer.checkpoint"),
+                                     self.tokenizer)
+        self._to_tokenizer = [torch.tensor(v).view(1, -1, 1, 1)
+                              for v in (ours["mean"], ours["std"], theirs["mean"], theirs["std"])]
+
+    def tokenizer_pixels(self, px: torch.Tensor) -> torch.Tensor:
+        mean, std, tok_mean, tok_std = (t.to(px.device, px.dtype) for t in self._to_tokenizer)
+        return (px * std + mean - tok_mean) / tok_std
 
     @classmethod
     def head_config(cls, recipe) -> Dict[str, Any]:
@@ -55,7 +69,7 @@ class BeitTask(MaskedImageTask):
 
     def compute_loss(self, wrapped, model, batch, step):
         px = batch["pixel_values"].to(model.device, non_blocking=True)  # pinned: the copy overlaps
-        labels = self.tokenizer.to(px.device).get_codebook_indices(px)
+        labels = self.tokenizer.to(px.device).get_codebook_indices(self.tokenizer_pixels(px))
         mask = self.train_masks(batch, step).to(px.device)
         out = wrapped(pixel_values=px, bool_masked_pos=mask, labels=labels)
         masked = mask.sum()
@@ -66,7 +80,7 @@ class BeitTask(MaskedImageTask):
         total, correct, count = 0.0, 0, 0
         with torch.no_grad():
             for px in self.heldout(model.device, self.recipe.eval.max_images):
-                labels = self.tokenizer.to(px.device).get_codebook_indices(px)
+                labels = self.tokenizer.to(px.device).get_codebook_indices(self.tokenizer_pixels(px))
                 mask = masks(len(px)).to(px.device)
                 out = model(pixel_values=px, bool_masked_pos=mask, labels=labels)
                 m = int(mask.sum())

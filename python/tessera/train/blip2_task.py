@@ -19,7 +19,9 @@ from ..eval import caption_retrieval_evaluate, zero_shot_evaluate
 from ..eval.finite import require_finite
 from ..models.blip2_pretraining import Blip2ForPretraining
 from .clip_task import ClipData
-from .image_data import batch_captions, caption_or_label, image_dataset, image_loader, labelled, sample_ids
+from ..models.timm_compat import BLIP2_DATA
+from .image_data import (batch_captions, caption_or_label, image_dataset, image_loader, labelled, pipeline_settings,
+                         sample_ids)
 from .tasks import MixedLoss, Task, TokenLoss, register_task
 from .teacher import TeacherSection, load_teacher
 
@@ -173,7 +175,8 @@ class Blip2PretrainTask(Task):
     # ---- data -------------------------------------------------------------------------------
     def train_loader(self, rank: int, world_size: int):
         return image_loader(self.recipe.data, self.train_set, True, self.recipe.train.seed, rank, world_size,
-                            self.train_augmentation, select=caption_or_label(self.class_names))
+                            self.train_augmentation, select=caption_or_label(self.class_names),
+                            pipeline=BLIP2_DATA)
 
     def text_batch(self, batch: Dict[str, Any], step: int):
         """(input_ids, attention_mask) of the batch's captions (a shard's own, else a class
@@ -222,7 +225,7 @@ class Blip2PretrainTask(Task):
         data = image_dataset(self.recipe.data, False)
         seen, limit = 0, self.recipe.eval.max_images or len(data)
         for batch in image_loader(self.recipe.data, data, False, self.recipe.train.seed,
-                                  select=labelled(self.class_names)):
+                                  select=labelled(self.class_names), pipeline=BLIP2_DATA):
             px, labels = batch["pixel_values"][: limit - seen], batch["labels"][: limit - seen]
             yield px.to(device), labels.to(device)
             seen += len(px)
@@ -259,7 +262,8 @@ class Blip2PretrainTask(Task):
 
         return caption_retrieval_evaluate(model, split, None, d.image_size, batch_size=d.batch_size,
                                           image_features=image_features, text_features=text_features,
-                                          score=best_query_score, rerank=match, k_test=self.recipe.eval.k_test)
+                                          score=best_query_score, rerank=match, k_test=self.recipe.eval.k_test,
+                                          pipeline=pipeline_settings(d, BLIP2_DATA))
 
     def evaluate(self, model, final: bool = False) -> Dict[str, Any]:
         """ITC zero-shot accuracy (each class: the mean of its templates' text features), ITM

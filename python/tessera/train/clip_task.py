@@ -14,7 +14,9 @@ from ..eval import (RetrievalSplit, caption_retrieval_evaluate, retrieval_evalua
                     zero_shot_evaluate)
 from ..models.clip import CLIPModel
 from ..text import ClipTokenizer
-from .image_data import ImageData, Shards, batch_captions, caption_or_label, image_dataset, image_loader, labelled
+from ..models.timm_compat import CLIP_DATA
+from .image_data import (ImageData, Shards, batch_captions, caption_or_label, image_dataset, image_loader, labelled,
+                         pipeline_settings)
 from .optim import open_clip_no_decay
 from .tasks import Task, register_task
 
@@ -213,7 +215,8 @@ class ClipTask(Task):
 
     def evaluate_split(self, model: CLIPModel, split: RetrievalSplit) -> Dict[str, float]:
         d = self.recipe.data
-        return caption_retrieval_evaluate(model, split, self.tokenizer, d.image_size, d.context_length, d.batch_size)
+        return caption_retrieval_evaluate(model, split, self.tokenizer, d.image_size, d.context_length, d.batch_size,
+                                          pipeline=pipeline_settings(d, CLIP_DATA))
 
     def plot(self, out_dir: str, metrics_path: str, metrics: Dict[str, Any]) -> None:
         from ..viz import plot_confusion, plot_eval_curves, plot_prediction_grid, plot_training_curves, read_metrics
@@ -226,8 +229,8 @@ class ClipTask(Task):
             batch = getattr(self, "_grid_source", None)
             if batch is not None:
                 n = 16
-                mean = torch.tensor(tdata.OPENAI_CLIP_MEAN).view(1, 3, 1, 1)
-                std = torch.tensor(tdata.OPENAI_CLIP_STD).view(1, 3, 1, 1)
+                stats = pipeline_settings(self.recipe.data, CLIP_DATA)  # what the loader normalised with
+                mean, std = (torch.tensor(stats[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
                 imgs = ((batch["pixel_values"][:n] * std + mean).clamp(0, 1) * 255).to(torch.uint8)
                 imgs = imgs.permute(0, 2, 3, 1)
                 if bool((imgs[..., 0] == imgs[..., 1]).all()):

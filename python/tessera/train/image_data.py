@@ -2,12 +2,16 @@
 (Fashion-MNIST, an image folder or image-caption pairs), the CLIP transform, tessera's loader."""
 from __future__ import annotations
 
+import math
+import os
+
 import torch
 
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
 from .. import data as tdata
+from ..models.timm_compat import CLIP_DATA, transform_settings
 from ..seeds import sample_seed
 
 DATASETS = ("fashion_mnist", "image_folder", "captions", "webdataset")
@@ -27,6 +31,11 @@ class ImageData:
     # webdataset: one weight per source of root ('a/{0..9}.tar::b/{0..3}.tar'), drawn sample by
     # sample in training (open_clip's upsampling factors, webdataset's RandomMix); empty: one set
     source_weights: List[float] = field(default_factory=list)
+    # Pixel normalisation (per channel); empty: the family's (MAE ImageNet's, BEiT 0.5, CLIP and
+    # BLIP-2 OpenAI CLIP's; the task's `image_pipeline`). An HF checkpoint's preprocessor_config.json
+    # is not read: set them here when it says otherwise.
+    image_mean: List[float] = field(default_factory=list)
+    image_std: List[float] = field(default_factory=list)
 
     def validate(self, where: str) -> None:
         if self.dataset not in DATASETS:
@@ -38,6 +47,10 @@ class ImageData:
             raise ValueError(f"{where}.shuffle_buffer must be >= 0, got {self.shuffle_buffer}")
         if self.num_workers < 0:
             raise ValueError(f"{where}.num_workers must be >= 0, got {self.num_workers}")
+        if len(self.image_mean) not in (0, 3) or len(self.image_std) != len(self.image_mean) or any(
+                not math.isfinite(v) or v <= 0 for v in self.image_std) or any(not math.isfinite(v) for v in self.image_mean):
+            raise ValueError(f"{where}.image_mean and image_std: three finite values each (std > 0), or both empty; "
+                             f"got {self.image_mean} and {self.image_std}")
         if self.source_weights:
             sources = self.root.split("::")
             if self.dataset != "webdataset" or len(sources) != len(self.source_weights) or len(sources) < 2:
@@ -74,13 +87,40 @@ class Shards:
         self.pattern, self.urls = pattern, expand_urls(pattern)
 
 
+def pipeline_settings(d: ImageData, pipeline: Dict[str, Any]) -> Dict[str, Any]:
+    """`clip_transform` keywords of a task's `image_pipeline` (timm_compat's *_DATA), with the
+    recipe's data.image_mean / image_std over its mean and std."""
+    settings = transform_settings(pipeline)
+    if d.image_mean:
+        settings.update(mean=tuple(d.image_mean), std=tuple(d.image_std))
+    return settings
+
+
+def checkpoint_pipeline(folder: str, model) -> Dict[str, Any]:
+    """`clip_transform` keywords a checkpoint's images were normalised with in training: its
+    recipe's data.image_mean / image_std (recipe.json beside the weights), else the model's family's."""
+    from ..io import is_regular_file, read_json
+    from ..models.timm_compat import model_transform_settings
+
+    settings, recipe = model_transform_settings(model), os.path.join(folder, "recipe.json")
+    try:
+        data = read_json(recipe, "a training recipe").get("data") or {} if is_regular_file(recipe) else {}
+    except (ValueError, AttributeError):
+        data = {}
+    if data.get("image_mean") and data.get("image_std"):
+        settings.update(mean=tuple(data["image_mean"]), std=tuple(data["image_std"]))
+    return settings
+
+
 def image_loader(d: ImageData, dataset, train: bool, seed: int, rank: int = 0, world_size: int = 1,
-                 augmentation: Optional[Dict[str, Any]] = None, select=None):
+                 augmentation: Optional[Dict[str, Any]] = None, select=None, pipeline: Dict[str, Any] = CLIP_DATA):
     """The task's loader; `augmentation` (a task's `train_augmentation`: crop scale, flip) applies
     under `data.train_augment`; `select` (shards only: the native datasets are all labelled)
-    skips the samples a task cannot use (`caption_or_label`)."""
+    skips the samples a task cannot use (`caption_or_label`); `pipeline` is the model family's
+    normalisation (and evaluation resize)."""
     augment = train and d.train_augment
-    transform = tdata.clip_transform(d.image_size, train=augment, **(augmentation or {}) if augment else {})
+    transform = tdata.clip_transform(d.image_size, train=augment, **pipeline_settings(d, pipeline),
+                                     **(augmentation or {}) if augment else {})
     if isinstance(dataset, Shards):
         from ..data.shard_loader import ShardLoader
 

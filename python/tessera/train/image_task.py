@@ -9,6 +9,7 @@ from typing import Any, Dict, Iterator
 import torch
 
 from ..data.masking import BlockMaskGenerator
+from ..models.timm_compat import CLIP_DATA
 from ..seeds import sample_seed
 from .optim import beit_pretraining_no_decay
 from .image_data import ImageData, image_dataset, image_loader, sample_ids
@@ -48,6 +49,9 @@ class ImageTask(Task):
     `data.train_augment`: BEiT's and VQ-KD's by default (RandomResizedCrop scale 0.08-1, flips)."""
     sections = {"data": ImageData}
     train_augmentation: Dict[str, Any] = {"scale": (0.08, 1.0), "hflip_prob": 0.5}
+    #: the family's normalisation (timm_compat): CLIP's for VQ-KD and feature-target MIM, whose
+    #: teacher (a CLIP model) reads the same pixels; MAE and BEiT set their own.
+    image_pipeline: Dict[str, Any] = CLIP_DATA
 
     def __init__(self, recipe, rank: int = 0, world_size: int = 1):
         super().__init__(recipe, rank, world_size)
@@ -55,7 +59,7 @@ class ImageTask(Task):
 
     def train_loader(self, rank: int, world_size: int):
         return image_loader(self.recipe.data, self.train_set, True, self.recipe.train.seed, rank, world_size,
-                            self.train_augmentation)
+                            self.train_augmentation, pipeline=self.image_pipeline)
 
     def batch_size(self, batch: Dict[str, Any]) -> int:
         return len(batch["pixel_values"])
@@ -64,7 +68,7 @@ class ImageTask(Task):
         """Held-out pixel batches in a fixed order, exactly `max_images` images (0: all): the last
         batch is cut, as zero-shot and retrieval cut theirs."""
         loader = image_loader(self.recipe.data, image_dataset(self.recipe.data, train=False), False,
-                              self.recipe.train.seed)
+                              self.recipe.train.seed, pipeline=self.image_pipeline)
         seen = 0
         try:
             for batch in loader:

@@ -11,8 +11,9 @@ import torch
 
 from .. import data as tdata
 from ..models.mae import ViTMAEForPreTraining
+from ..models.timm_compat import MAE_DATA
 from ..seeds import sample_seed
-from .image_data import ImageData, sample_ids
+from .image_data import ImageData, pipeline_settings, sample_ids
 from .image_task import ImageTask
 from .optim import only_vectors_and_biases
 from .tasks import TokenLoss, register_task
@@ -34,8 +35,10 @@ class MaeTask(ImageTask):
     model_class = ViTMAEForPreTraining
     _pictures = None
 
-    # MAE's main_pretrain.py: RandomResizedCrop(scale=(0.2, 1.0), bicubic), RandomHorizontalFlip.
+    # MAE's main_pretrain.py: RandomResizedCrop(scale=(0.2, 1.0), bicubic), RandomHorizontalFlip,
+    # ImageNet's mean and std.
     train_augmentation = {"scale": (0.2, 1.0), "hflip_prob": 0.5}
+    image_pipeline = MAE_DATA
 
     def no_weight_decay(self, name, param) -> bool:
         return only_vectors_and_biases(name, param)  # MAE's main_pretrain.py: the tokens decay
@@ -89,8 +92,9 @@ class MaeTask(ImageTask):
         blended = model.unpatchify(torch.where(hidden > 0, logits.to(target.dtype), target), size)
         where_hidden = model.unpatchify(hidden.to(target.dtype), size) > 0
         c = px.shape[1]
-        mean = torch.tensor(tdata.OPENAI_CLIP_MEAN[:c]).view(1, c, 1, 1).to(px.device)
-        std = torch.tensor(tdata.OPENAI_CLIP_STD[:c]).view(1, c, 1, 1).to(px.device)
+        stats = pipeline_settings(self.recipe.data, self.image_pipeline)  # what the loader normalised with
+        mean = torch.tensor(stats["mean"][:c]).view(1, c, 1, 1).to(px.device)
+        std = torch.tensor(stats["std"][:c]).view(1, c, 1, 1).to(px.device)
 
         grey = bool((px[:, :1] * std[:, :1] + mean[:, :1] - (px * std + mean)).abs().max() < 1e-3)
 

@@ -26,6 +26,7 @@ from ..models.pretrained import checkpoint_config
 from ..schema import require
 from .checkpoint import resolve_checkpoint
 from .conversation_data import image_paths, load_pixels
+from .image_data import checkpoint_pipeline
 from .interleaved_data import read_interleaved
 from .sugar_target_cache import cache_path, fingerprint, layout, read_cache, write_cache
 
@@ -136,7 +137,10 @@ def compute_slice_vectors(folders: Sequence[str], section: SugarTargets, is_imag
     clip = from_pretrained(folders[0]).eval()
     parent, image_only = _image_only_encoder(folders[1]) if section.image_encoder else (None, None)
     size = int(clip.config["vision_config"]["image_size"])
-    transform = tdata.ImageTransform(tdata.clip_transform(size, train=False))
+    transform = tdata.ImageTransform(tdata.clip_transform(size, train=False, **checkpoint_pipeline(folders[0], clip)))
+    if image_only is not None:  # its own size and normalisation (MAE's are ImageNet's, not CLIP's)
+        own_size = int((parent.config.get("vision_config") or parent.config)["image_size"])
+        own = tdata.ImageTransform(tdata.clip_transform(own_size, **checkpoint_pipeline(folders[1], parent)))
     tokenizer = ClipTokenizer()
     context = int(clip.config["text_config"]["max_position_embeddings"])
     bs = section.batch_size
@@ -144,8 +148,8 @@ def compute_slice_vectors(folders: Sequence[str], section: SugarTargets, is_imag
     for start in range(0, len(images), bs):
         px = load_pixels(images[start:start + bs], transform)
         img_second.append(clip.get_image_features(px))
-        if image_only is not None:
-            img_first.append(image_only.forward_features(px)[:, 1:].mean(1))  # patch tokens, class token dropped
+        if image_only is not None:  # patch tokens, class token dropped
+            img_first.append(image_only.forward_features(load_pixels(images[start:start + bs], own))[:, 1:].mean(1))
     for start in range(0, len(texts), bs):
         ids = tokenizer(texts[start:start + bs], context_length=context)
         # CLIP's text is causal and pooled at its end token (the highest id, as CLIP pools), so
