@@ -68,7 +68,9 @@ def run_chat(args) -> int:
         raise ValueError(f"tokenizer {tokenizer_path}: {tokenizer.vocab_size} tokens, but the model {folder} embeds "
                          f"{rows}: is it the tokenizer this model was trained with?")
     size = model.config["vision_config"]["image_size"]
-    pixels = load_pixels(args.image, tdata.ImageTransform(tdata.clip_transform(size, train=False)))
+    pad = data.get("image_aspect_ratio") == "pad"  # as the run was trained
+    pixels = load_pixels(args.image, tdata.ImageTransform(
+        tdata.clip_transform(size, train=False, resize_mode="pad" if pad else "shortest")))
     generator = torch.Generator().manual_seed(args.seed)
     interactive = args.question is None
     questions = [args.question] if not interactive else _stdin_lines()

@@ -77,7 +77,7 @@ def test_blip2_evaluation_resizes_to_the_square_as_its_processor():
     assert (got - want).abs().max() < 0.05  # bicubic: PIL's and ATen's antialiased kernels, 2-3 levels apart
     cropped = ImageTransform(clip_transform(S))(image)
     assert (cropped - want).abs().max() > 0.3  # the center crop it was
-    with pytest.raises(ValueError, match="resize_mode must be 'shortest' or 'squash'"):
+    with pytest.raises(ValueError, match="resize_mode must be 'shortest', 'squash' or 'pad'"):
         ImageTransform(clip_transform(S, resize_mode="longest"))
 
 
@@ -111,3 +111,25 @@ def test_open_clips_preprocessing_keywords_are_taken_or_refused_by_name():
                             (dict(aug_cfg={"color_jitter": 0.4}), "open_clip's training augmentations")):
         with pytest.raises(ValueError, match=message):
             tessera.create_model_and_transforms("ViT-B-32", config_overrides=small, **kwargs)
+
+
+def test_llavas_pad_aspect_ratio_is_llavas_expand2square_then_clips_processor():
+    """LLaVA-1.5's `image_aspect_ratio: pad`: the image centered on a square of the processor's mean
+    colour (int(mean * 255)), then CLIPImageProcessor. It center-cropped, losing the sides."""
+    transformers = pytest.importorskip("transformers")
+    from tessera.train.conversation_data import ConversationData
+
+    S = 32
+    ref = transformers.CLIPImageProcessor(size={"shortest_edge": S}, crop_size={"height": S, "width": S})
+    rng = np.random.default_rng(0)
+    for h, w in ((40, 70), (70, 40), (33, 33)):
+        image = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        side = max(h, w)
+        square = Image.new("RGB", (side, side), tuple(int(m * 255) for m in ref.image_mean))
+        square.paste(image, ((side - w) // 2, (side - h) // 2))  # LLaVA's expand2square
+        want = torch.as_tensor(np.array(ref(square, return_tensors="np")["pixel_values"][0]))
+        data = ConversationData(train="x", tokenizer="y", image_size=S, image_aspect_ratio="pad")
+        got = data.transform()(image)
+        assert (got - want).abs().max() < 0.05, (h, w)  # bicubic, PIL's and ATen's kernels
+    with pytest.raises(ValueError, match="image_aspect_ratio must be 'square' or 'pad'"):
+        ConversationData(train="x", tokenizer="y", image_aspect_ratio="anyres").validate("data")

@@ -3,9 +3,37 @@
 #include "tessera/vision/image_transform.h"
 
 #include <ATen/ops/empty.h>
+#include <ATen/ops/tensor.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
+#include <string>
+#include <vector>
+
 namespace tessera::vision {
+namespace {
+
+/// LLaVA's expand2square: the image centred on a square of `mean` (uint8: int(mean * 255), as
+/// LLaVA truncates), the offset (long - short) / 2 rounded down.
+at::Tensor pad_to_square(const at::Tensor& img, const std::vector<double>& mean) {
+  const bool u8 = img.scalar_type() == at::kByte;
+  const int64_t H = img.size(u8 ? 0 : 1), W = img.size(u8 ? 1 : 2), C = img.size(u8 ? 2 : 0);
+  if (H == W) return img;
+  const int64_t side = std::max(H, W);
+  std::vector<double> fill(C);
+  for (int64_t c = 0; c < C; ++c) {
+    const double m = mean.at(C == 1 ? 0 : c);
+    fill[c] = u8 ? static_cast<double>(static_cast<int64_t>(m * 255)) : m;
+  }
+  at::Tensor colour = at::tensor(fill, at::kDouble).to(img.scalar_type());
+  at::Tensor out = u8 ? colour.view({1, 1, C}).expand({side, side, C}).contiguous()
+                      : colour.view({C, 1, 1}).expand({C, side, side}).contiguous();
+  const int64_t top = (side - H) / 2, left = (side - W) / 2;
+  (u8 ? out.narrow(0, top, H).narrow(1, left, W) : out.narrow(1, top, H).narrow(2, left, W)).copy_(img);
+  return out;
+}
+
+}  // namespace
 
 ImageTransform::ImageTransform(TransformOptions options)
     : options_(std::move(options)),
@@ -15,8 +43,9 @@ ImageTransform::ImageTransform(TransformOptions options)
                     options_.image_size());
   TORCH_CHECK_VALUE(options_.resize_size() >= 0, "TransformOptions: resize_size must be >= 0, got ",
                     options_.resize_size());
-  TORCH_CHECK_VALUE(options_.resize_mode() == "shortest" || options_.resize_mode() == "squash",
-                    "TransformOptions: resize_mode must be 'shortest' or 'squash', got '", options_.resize_mode(), "'");
+  const std::string& mode = options_.resize_mode();
+  TORCH_CHECK_VALUE(mode == "shortest" || mode == "squash" || mode == "pad",
+                    "TransformOptions: resize_mode must be 'shortest', 'squash' or 'pad', got '", mode, "'");
   TORCH_CHECK_VALUE(options_.hflip_prob() >= 0 && options_.hflip_prob() <= 1,
                     "TransformOptions: hflip_prob must be in [0, 1], got ", options_.hflip_prob());
   const auto& s = options_.scale();
@@ -42,6 +71,7 @@ at::Tensor ImageTransform::geometry(const at::Tensor& img, at::Generator gen, bo
   *flip = false;
   if (!options_.train()) {
     if (options_.resize_mode() == "squash") return resize(img, S, S, options_.interpolation());
+    if (options_.resize_mode() == "pad") return resize(pad_to_square(img, options_.mean()), S, S, options_.interpolation());
     const int64_t r = options_.resize_size() > 0 ? options_.resize_size() : S;
     return center_crop(resize_shortest(img, r, options_.interpolation()), S, S);
   }

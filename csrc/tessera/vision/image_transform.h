@@ -39,7 +39,8 @@ struct TransformOptions {
   TORCH_ARG(bool, expand_grayscale) = true;
   TORCH_ARG(Interpolation, interpolation) = Interpolation::bicubic;
   /// Evaluation: "shortest" resizes the shorter side then center-crops (CLIP, open_clip);
-  /// "squash" resizes the whole image to the square (BLIP-2's processor, LAVIS, timm's crop_mode).
+  /// "squash" resizes the whole image to the square (BLIP-2's processor, LAVIS, timm's crop_mode);
+  /// "pad" centers it on a square of the mean colour first (LLaVA-1.5's image_aspect_ratio pad).
   TORCH_ARG(std::string, resize_mode) = "shortest";
 };
 

@@ -34,10 +34,23 @@ class ConversationData:
     group_by_modality_length: bool = False  # LLaVA's length-grouped batches (image and text-only apart)
     skip_invalid: bool = False              # leave out samples that fail the checks (reported) instead of stopping
     index_cache: str = ""                   # folder for the data index (default: beside the data)
+    # LLaVA's DataArguments: "square" resizes the shorter side and center-crops (CLIP's processor);
+    # "pad" centers the image on a square of the mean colour first (LLaVA-1.5's finetuning scripts)
+    image_aspect_ratio: str = "square"
+
+    def transform(self):
+        """The image pipeline of this data: the CLIP tower's evaluation transform at image_size."""
+        from .. import data as tdata
+
+        return tdata.ImageTransform(tdata.clip_transform(
+            self.image_size, train=False, resize_mode="pad" if self.image_aspect_ratio == "pad" else "shortest"))
 
     def validate(self, where: str) -> None:
         if not self.train:
             raise ValueError(f"{where}.train: the training data (a LLaVA JSON file) is required")
+        if self.image_aspect_ratio not in ("square", "pad"):
+            raise ValueError(f"{where}.image_aspect_ratio must be 'square' or 'pad' (LLaVA's), got "
+                             f"{self.image_aspect_ratio!r}")
         if not self.tokenizer:
             raise ValueError(f"{where}.tokenizer: a SentencePiece model file is required")
         for name in ("max_length", "batch_size", "image_size"):

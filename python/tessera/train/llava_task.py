@@ -106,7 +106,7 @@ class LlavaTask(Task):
             raise ValueError(f"data.max_length {d.max_length} + eval.max_new_tokens {recipe.eval.max_new_tokens} "
                              f"exceed the language model's context ({context} positions): evaluation could not "
                              f"generate; lower one of them")
-        self.transform = tdata.ImageTransform(tdata.clip_transform(d.image_size, train=False))
+        self.transform = d.transform()
         self.train_set = self.index(d.train)
 
     def _load_tokenizer_and_config(self) -> None:
