@@ -543,3 +543,29 @@ def test_a_logit_bias_makes_clip_a_sigmoid_loss_model(fixture_dir, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(theirs(**inputs).logits_per_text + model.logit_bias, again(**inputs).logits_per_text,
                                    atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["text", "vision"])
+def test_a_tower_with_its_projection_equals_transformers_from_either_folder(tmp_path, kind):
+    """transformers' CLIPTextModelWithProjection / CLIPVisionModelWithProjection (an
+    AttributeError before): from a CLIPModel folder (that tower and its projection) and from their
+    own folder, embeddings equal transformers'; saved by tessera, transformers loads them."""
+    tower = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, projection_dim=16)
+    torch.manual_seed(0)
+    full = transformers.CLIPModel(transformers.CLIPConfig(
+        projection_dim=16, text_config=dict(tower, vocab_size=99, max_position_embeddings=12),
+        vision_config=dict(tower, image_size=16, patch_size=8)))
+    full.save_pretrained(tmp_path / "clip")
+    name = "CLIPTextModelWithProjection" if kind == "text" else "CLIPVisionModelWithProjection"
+    ours_cls, theirs_cls = getattr(tessera, name), getattr(transformers, name)
+    x = torch.randint(0, 99, (2, 7)) if kind == "text" else torch.randn(2, 3, 16, 16)
+    key = "text_embeds" if kind == "text" else "image_embeds"
+    theirs = theirs_cls.from_pretrained(str(tmp_path / "clip")).eval()
+    want = theirs(x)[key]
+    torch.testing.assert_close(ours_cls.from_pretrained(str(tmp_path / "clip"))(x)[key], want, atol=1e-6, rtol=0)
+    theirs.save_pretrained(tmp_path / "own")
+    ours = ours_cls.from_pretrained(str(tmp_path / "own"))
+    torch.testing.assert_close(ours(x)[key], want, atol=1e-6, rtol=0)
+    ours.save_pretrained(str(tmp_path / "ours"))
+    back = theirs_cls.from_pretrained(str(tmp_path / "ours")).eval()
+    torch.testing.assert_close(back(x)[key], want, atol=1e-6, rtol=0)

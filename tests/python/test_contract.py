@@ -64,6 +64,11 @@ EXAMPLES = {
     "CLIPVisionModel": (_CLIP["vision_config"], lambda c: dict(pixel_values=pixel_batch(c, batch=3)),
                         lambda out: out.last_hidden_state.pow(2).mean() + out.pooler_output.sum()),
     "CLIPTextModel": (_CLIP["text_config"], _text, lambda out: out.last_hidden_state.pow(2).mean()),
+    "CLIPTextModelWithProjection": ({**_CLIP["text_config"], "projection_dim": 8}, _text,
+                                    lambda out: out.last_hidden_state.pow(2).mean() + out.text_embeds.sum()),
+    "CLIPVisionModelWithProjection": ({**_CLIP["vision_config"], "projection_dim": 8},
+                                      lambda c: dict(pixel_values=pixel_batch(c, batch=3)),
+                                      lambda out: out.last_hidden_state.pow(2).mean() + out.image_embeds.sum()),
     # noise fixes MAE's random masking, so two forwards see the same patches.
     "ViTMAEForPreTraining": (_MAE, lambda c: dict(pixel_values=torch.randn(3, 3, 16, 16), noise=torch.rand(3, 16)),
                              lambda out: out.loss),
