@@ -167,3 +167,22 @@ def test_a_finished_epoch_is_read_again_from_its_start_as_dataloader_does(shards
     loader.set_epoch(1)
     other = [b["keys"] for b in loader]
     assert len(other) == len(first) and other != first  # another order (the last partial batch is dropped)
+
+
+@pytest.mark.parametrize("prefetch", [0, 3])
+def test_a_consumer_that_stops_at_the_last_batch_still_finishes_the_epoch(shards, prefetch):
+    """`zip(range(n), loader)` with n the epoch's length left the loop paused after its last batch:
+    never marked finished, the next loop yielded nothing (review of the fix above)."""
+    from tessera.data import clip_transform
+    from tessera.data.shard_loader import ShardLoader
+
+    loader = ShardLoader(shards, 8, clip_transform(28), shuffle_buffer=40, seed=3, prefetch=prefetch)
+    first = [b["keys"] for b in loader]
+    assert [b["keys"] for _, b in zip(range(len(first)), loader)] == first
+    assert [b["keys"] for b in loader] == first
+    saved = None
+    for i, b in enumerate(loader):  # a checkpoint after the last batch resumes to an empty epoch
+        saved = loader.state_dict() if i == len(first) - 1 else saved
+    resumed = ShardLoader(shards, 8, clip_transform(28), shuffle_buffer=40, seed=3, prefetch=prefetch)
+    resumed.load_state_dict(saved)
+    assert list(resumed) == [] and [b["keys"] for b in resumed] == first

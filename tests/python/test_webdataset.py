@@ -59,6 +59,31 @@ def test_a_stream_is_a_dataset_torch_dataloader_workers_share(shards):
 
 
 @pytest.mark.parametrize("buffer", [0, 16])
+def test_a_finished_stream_is_read_again_as_an_iterable_dataset_is(shards, buffer):
+    """A second loop over a ShardStream (or a mix) that reached its epoch's end yielded nothing, and
+    persistent DataLoader workers failed their second epoch on their own leftover position;
+    webdataset's WebDataset and RandomMix read the epoch again. A loop left early still continues."""
+    from tessera.data.webdataset import MixedStream
+
+    stream = ShardStream(shards, shuffle_buffer=buffer, seed=3)
+    first = [s["__key__"] for s in stream]
+    assert len(first) == 230 and [s["__key__"] for s in stream] == first
+    it = iter(stream)
+    head = [next(it)["__key__"] for _ in range(5)]
+    it.close()
+    assert head + [s["__key__"] for s in stream] == first
+    loader = torch.utils.data.DataLoader(ShardStream(shards, shuffle_buffer=buffer, seed=3), batch_size=None,
+                                         num_workers=2, persistent_workers=True)
+    for _ in range(2):
+        assert sorted(s["__key__"] for s in loader) == sorted(first)
+    urls = expand_urls(shards)
+    mix = MixedStream([urls[:5], urls[5:]], [1.0, 1.0], seed=1)
+    once = [s["__key__"] for s in mix]
+    assert once and [s["__key__"] for s in mix] == once
+    assert len(list(torch.utils.data.DataLoader(mix, batch_size=None))) == len(once)  # "has no len()" before
+
+
+@pytest.mark.parametrize("buffer", [0, 16])
 def test_two_ranks_two_workers_see_every_sample_once(shards, buffer):
     seen = []
     for rank in range(2):

@@ -168,6 +168,11 @@ class ShardLoader:
                 ready.get(timeout=0.05)  # unblock a put() waiting on a full queue
             except queue.Empty:
                 pass
+        self._rewind()
+
+    def _rewind(self) -> None:
+        """The stream back where the last batch handed out left it (what was read past it is read
+        again by the next loop, and its problems no longer count)."""
         h = self.handed
         self.stream.load_state_dict({"epoch": self.epoch, "position": h["position"]})
         self.skipped, self.noted = h["skipped"], h["noted"]
@@ -256,8 +261,14 @@ class ShardLoader:
     def __iter__(self) -> Iterator[Dict[str, Any]]:
         self._restart_finished_epoch()
         if not self.prefetch:
-            for batch, state in self._produce():
-                yield self._hand(batch, state)
+            done = False
+            try:
+                for batch, state in self._produce():
+                    yield self._hand(batch, state)
+                done = True
+            finally:  # left early: the batch read ahead is read again by the next loop
+                if not done:
+                    self._rewind()
             self.handed, self._finished = self._state(), True
             return
         self.stop()
@@ -303,7 +314,18 @@ class ShardLoader:
             put((e, None))
 
     def _produce(self) -> Iterator[Tuple[Dict[str, Any], Dict[str, int]]]:
-        """(batch, the stream's position and counts once it is read) for this epoch's batches."""
+        """(batch, the stream's position and counts once it is read) for this epoch's batches, the
+        last one's marked `end`: one batch is read ahead to know, so that a consumer that stops at
+        the last batch (`zip(range(n), loader)`) still finishes the epoch."""
+        held = None
+        for item in self._batches():
+            if held is not None:
+                yield held
+            held = item
+        if held is not None:
+            yield held[0], {**held[1], "end": True}
+
+    def _batches(self) -> Iterator[Tuple[Dict[str, Any], Dict[str, int]]]:
         parts: List[torch.Tensor] = []
         metas: List[Any] = []
         it = iter(self.stream)
@@ -328,6 +350,7 @@ class ShardLoader:
     def _hand(self, batch: Dict[str, Any], state: Dict[str, int]) -> Dict[str, Any]:
         self.batches += 1
         self.handed = state
+        self._finished = bool(state.get("end"))
         return batch
 
     def _batch(self, parts: List[torch.Tensor], metas: List[Any]) -> Dict[str, Any]:

@@ -151,7 +151,10 @@ class ShardStream(torch.utils.data.IterableDataset):
     (samples yielded this epoch) resumes exactly: the samples before it are replayed from the
     plain tars' headers (gzip shards are read through), nothing decoded. The position is counted where the stream is iterated: in this process
     (as ShardLoader does), not inside DataLoader workers, which iterate copies of it; a resumed
-    position is therefore refused there rather than applied to each worker."""
+    position is therefore refused there rather than applied to each worker. A new loop continues
+    where the last one stopped; after a pass that reached the epoch's end it starts the epoch over
+    (a second `for` over a finished stream yielded nothing, and persistent DataLoader workers failed
+    their second epoch on their own leftover position)."""
 
     def __init__(self, urls: Union[str, Sequence[str]], shuffle_buffer: int = 0, seed: int = 0, rank: int = 0,
                  world_size: int = 1, max_member_bytes: int = 1 << 30):
@@ -162,17 +165,17 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.urls = expand_urls(urls)
         self.shuffle_buffer, self.seed, self.rank, self.world_size = shuffle_buffer, seed, rank, world_size
         self.max_member_bytes = max_member_bytes
-        self.epoch, self.position = 0, 0
+        self.epoch, self.position, self.finished = 0, 0, False
         self.problems: List[str] = []
 
     def state_dict(self) -> Dict[str, int]:
         return {"epoch": self.epoch, "position": self.position}
 
     def load_state_dict(self, state: Dict[str, int]) -> None:
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self.epoch, self.position, self.finished = int(state["epoch"]), int(state["position"]), False
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch, self.position = epoch, 0
+        self.epoch, self.position, self.finished = epoch, 0, False
 
     def shards(self, worker: int = 0, num_workers: int = 1) -> List[str]:
         """This rank's and worker's shards for the current epoch."""
@@ -187,6 +190,8 @@ class ShardStream(torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[Dict[str, Any]]:
         info = torch.utils.data.get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        if self.finished:  # the last loop read the epoch to its end: this one reads it again
+            self.position, self.finished = 0, False
         if info is not None and self.position:
             raise ValueError(f"ShardStream: position {self.position} cannot be resumed inside DataLoader workers "
                              "(each iterates its own copy, so the main process never counts what they served); "
@@ -203,6 +208,7 @@ class ShardStream(torch.utils.data.IterableDataset):
                     continue
                 self.position = i + 1
                 yield read_members(sample, files)
+            self.finished = True
         finally:
             for f in files.values():
                 f.close()
@@ -237,12 +243,12 @@ def mix_weights(weights: Sequence[float], streams: int) -> List[float]:
     return [float(w) for w in weights]
 
 
-class MixedStream:
+class MixedStream(torch.utils.data.IterableDataset):
     """Several sources' ShardStreams drawn sample by sample with `weights` (webdataset's
     RandomMix, open_clip's upsampling factors), an epoch ending when the first source runs out.
     The draws are seeded by (seed, epoch, rank), so a position (samples drawn this epoch) resumes
     exactly: the draws up to it are replayed without reading, and each source resumes at its own
-    count."""
+    count. Like ShardStream, a loop after a finished epoch reads it again."""
 
     def __init__(self, sources: Sequence[Union[str, Sequence[str]]], weights: Sequence[float],
                  shuffle_buffer: int = 0, seed: int = 0, rank: int = 0, world_size: int = 1):
@@ -254,7 +260,7 @@ class MixedStream:
         for stream in self.streams:
             stream.problems = self.problems
         self.seed, self.rank = seed, rank
-        self.position = 0
+        self.position, self.finished = 0, False
 
     @property
     def epoch(self) -> int:
@@ -266,14 +272,16 @@ class MixedStream:
     def load_state_dict(self, state: Dict[str, int]) -> None:
         for s in self.streams:
             s.set_epoch(int(state["epoch"]))
-        self.position = int(state["position"])
+        self.position, self.finished = int(state["position"]), False
 
     def set_epoch(self, epoch: int) -> None:
         for s in self.streams:
             s.set_epoch(epoch)
-        self.position = 0
+        self.position, self.finished = 0, False
 
     def __iter__(self) -> Iterator[Dict[str, Any]]:
+        if self.finished:
+            self.position, self.finished = 0, False
         rng = random.Random(f"mix:{self.seed}:{self.epoch}:{self.rank}")
         picks = range(len(self.streams))
         counts = [0] * len(self.streams)
@@ -292,6 +300,7 @@ class MixedStream:
                                      f"{', ...' if len(self.streams[i].urls) > 2 else ''}) serves rank {self.rank} no "
                                      f"sample in epoch {self.epoch}: it needs at least one shard per rank holding "
                                      "samples") from None
+                self.finished = True
                 return
             counts[i] += 1
             self.position += 1

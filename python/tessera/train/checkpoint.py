@@ -260,6 +260,10 @@ def check_files(ckpt_dir: str) -> bool:
     beside the weights, a README, an NFS leftover) is named and left alone: resume reads none of
     them. Without a manifest (written by an older tessera) it warns and returns False."""
     present = files_under(ckpt_dir)
+    for rel in present:  # a FIFO blocks the open() that reads it, a device never ends: before any read
+        if _read_on_resume(rel) and not os.path.isfile(os.path.join(ckpt_dir, rel)):
+            raise CheckpointDamaged(os.path.join(ckpt_dir, rel), "not a regular file (a FIFO, device or broken "
+                                                                 "link); the checkpoint is damaged")
     if verify_checkpoint(ckpt_dir, required=[f for f in present if _read_on_resume(f)]):
         extra = sorted(set(present) - set(read_manifest(ckpt_dir) or {}))
         if extra:
@@ -369,7 +373,7 @@ def _check_shards_hold_their_items(dcp_dir: str, metadata) -> None:
 
 def load_trainer_state(ckpt_dir: str) -> Dict[str, Any]:
     path = os.path.join(ckpt_dir, STATE_FILE)
-    if not os.path.exists(path):
+    if not is_regular_file(path, "the trainer state"):
         raise FileNotFoundError(f"{ckpt_dir} is not a tessera checkpoint: {STATE_FILE} is missing")
     # weights_only: opening a checkpoint someone else wrote must never run their code.
     try:
