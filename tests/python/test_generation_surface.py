@@ -318,3 +318,20 @@ def test_a_files_setting_generate_lacks_is_refused_until_cleared(tmp_path):
     assert ours.generate(ids, max_new_tokens=4).shape == hf.generate(ids, max_new_tokens=4).shape == (6, 10)
     with pytest.raises(TypeError, match="valid keys: max_length, min_length, num_return_sequences"):
         ours.generate(ids, stop_strings=["x"])
+
+
+def test_sampling_only_and_output_settings_never_block_what_transformers_generates(tmp_path):
+    """A file's typical_p / min_p / epsilon_cutoff apply in transformers only when sampling: a
+    greedy call generates (it was refused); with sampling they are refused by name. transformers'
+    own GenerationConfig for the folder, with output_attentions and the like, assigns (it was
+    refused as settings that change tokens)."""
+    hf, ours = _pair(tmp_path, edit_generation={"typical_p": 0.5, "min_p": 0.0, "epsilon_cutoff": 1e-3})
+    ids = torch.randint(3, 97, (2, 6), generator=torch.Generator().manual_seed(1))
+    want = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False)
+    assert torch.equal(ours.generate(ids, max_new_tokens=6), want)
+    with pytest.raises(ValueError, match=r"sets typical_p=0.5, epsilon_cutoff=0.001, which transformers applies"):
+        ours.generate(ids, max_new_tokens=6, do_sample=True)
+    config = transformers.GenerationConfig(max_new_tokens=4, eos_token_id=2, output_attentions=False,
+                                           output_scores=True, return_dict_in_generate=True, renormalize_logits=True)
+    ours.generation_config = config
+    assert ours.generation_config.max_new_tokens == 4

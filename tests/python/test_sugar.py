@@ -113,6 +113,23 @@ def test_a_point_is_a_hand_split_of_the_hidden_states(runs):
     torch.testing.assert_close(out["r"], model.retrieval_projector(out["points"]))
 
 
+def test_sugar_sees_images_as_its_llava_run_was_trained(runs, tmp_path):
+    """A LLaVA run trained with `image_aspect_ratio: pad` (LLaVA-1.5's expand2square) had its
+    images center-cropped by Sugar and its retriever. Sugar takes the run's layout (recipe.json)
+    unless its recipe names one, and writes it into its own recipe for retrieval."""
+    import shutil
+
+    llava = tmp_path / "llava"
+    shutil.copytree(runs / "llava", llava)
+    (llava / "recipe.json").write_text(json.dumps({"task": "llava", "data": {"image_aspect_ratio": "pad"}}))
+    r = recipe(runs)
+    r["init"]["checkpoint"] = str(llava)
+    task = build_task(recipe_from_dict(r))
+    assert task.transform.options.resize_mode == "pad" and task.recipe.data.image_aspect_ratio == "pad"
+    r["data"]["image_aspect_ratio"] = "square"
+    assert build_task(recipe_from_dict(r)).transform.options.resize_mode == "shortest"
+
+
 def test_the_target_cache_is_reused_and_rebuilt_when_an_encoder_changes(runs, tmp_path):
     section = recipe_from_dict(recipe(runs, cache_dir=str(tmp_path))).targets
     data, logs = str(runs / "set" / "train.jsonl"), []

@@ -12,7 +12,8 @@ from typing import Any, Dict, Optional
 
 from .._warn import warn
 from ..io import read_json
-from .llama import GENERATION_FILE, UNAPPLIED, GenerationConfig, check_length, generation_config, unapplied
+from .llama import (GENERATION_FILE, NO_TOKEN_CHANGE, UNAPPLIED, GenerationConfig, check_length, generation_config,
+                    unapplied)
 from .llama import GENERATION_KEYS as KEYS
 
 
@@ -55,10 +56,9 @@ def set_generation_defaults(model, config) -> None:
     if not isinstance(config, dict):
         raise TypeError(f"generation_config must be a dict or transformers' GenerationConfig, "
                         f"got {type(config).__name__}")
-    quiet = {"transformers_version", "_from_model_config", "bos_token_id", "decoder_start_token_id"}
     current = getattr(model, "generation_defaults", None) or {}
     settings = {k: v for k, v in config.items()
-                if k not in quiet and v is not None and (k not in UNAPPLIED or unapplied(k, v))}
+                if k not in NO_TOKEN_CHANGE and v is not None and (k not in UNAPPLIED or unapplied(k, v))}
     unknown = sorted(k for k in set(settings) - set(KEYS) if k not in UNAPPLIED or current.get(k) != settings[k])
     if unknown:
         raise ValueError(f"generation_config: {', '.join(unknown)} would change what transformers generates, and "

@@ -107,7 +107,9 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
                              "generation calls, or call the model in a loop")
         given = {k: v for k, v in kwargs.items() if v is not UNSET}
         defaults = dict(getattr(self, "generation_defaults", None) or {})
-        blocked = [f"{k}={v!r}" for k, v in defaults.items() if k in UNAPPLIED]
+        sampling = given.get("do_sample", defaults.get("do_sample", False))
+        blocked = [f"{k}={v!r}" for k, v in defaults.items() if k in UNAPPLIED and (sampling or k not in SAMPLING_ONLY)]
+        defaults = {k: v for k, v in defaults.items() if k not in UNAPPLIED}
         if blocked:
             raise ValueError(f"{caller}(): the model's generation config ({GENERATION_FILE}) sets {', '.join(blocked)}, "
                              "which transformers applies and tessera's generate does not have; set "
@@ -366,11 +368,27 @@ GENERATION_KEYS = (*GenerationConfig.__dataclass_fields__, "max_length", "min_le
 #: with the values that change nothing (what files write for "off"). A file setting one loads, and
 #: generate refuses until it is cleared: ignored, it would give other tokens than transformers.
 UNAPPLIED = {"no_repeat_ngram_size": (0,), "typical_p": (1.0,), "epsilon_cutoff": (0.0,), "eta_cutoff": (0.0,),
-             "min_p": (), "top_h": (), "diversity_penalty": (0.0,), "num_beam_groups": (1,), "penalty_alpha": (0.0,),
+             "min_p": (0.0,), "top_h": (), "num_beam_groups": (1,), "penalty_alpha": (0.0,),
              "bad_words_ids": ([],), "force_words_ids": ([],), "constraints": ([],), "forced_eos_token_id": (),
              "suppress_tokens": ([],), "begin_suppress_tokens": ([],), "sequence_bias": ({}, []), "stop_strings": ([], ""),
              "max_time": (), "dola_layers": (), "watermarking_config": (), "guidance_scale": (1.0,),
              "exponential_decay_length_penalty": (), "token_healing": (False,), "encoder_repetition_penalty": (1.0,)}
+
+
+#: Of those, the ones transformers applies only when sampling (greedy and beam search ignore them).
+SAMPLING_ONLY = ("typical_p", "epsilon_cutoff", "eta_cutoff", "min_p", "top_h")
+#: transformers' settings that change no token: output formats, caches, speed-ups (assisted
+#: decoding gives greedy's tokens), metadata, and what applies to encoder-decoder models or to
+#: group beam search alone. Taken and left out wherever a generation config is read or assigned.
+NO_TOKEN_CHANGE = {
+    "transformers_version", "_from_model_config", "bos_token_id", "decoder_start_token_id", "forced_bos_token_id",
+    "output_attentions", "output_hidden_states", "output_scores", "output_logits", "return_dict_in_generate",
+    "renormalize_logits", "remove_invalid_values", "cache_implementation", "cache_config", "compile_config",
+    "disable_compile", "low_memory", "max_cache_len", "prefill_chunk_size", "continuous_batching_config",
+    "assistant_confidence_threshold", "assistant_early_exit", "assistant_ensemble_weight", "assistant_lookbehind",
+    "target_lookbehind", "num_assistant_tokens", "num_assistant_tokens_schedule", "prompt_lookup_num_tokens",
+    "max_matching_ngram_size", "is_assistant", "speculation_type", "use_mtp", "diversity_penalty",
+    "encoder_no_repeat_ngram_size"}
 
 
 def unapplied(key: str, value) -> bool:

@@ -20,6 +20,15 @@ from ..io import parse_json, parse_json_line, read_text
 from ..schema import from_mapping
 
 
+def aspect_transform(image_size: int, image_aspect_ratio: str = "square"):
+    """The CLIP tower's evaluation transform under LLaVA's image_aspect_ratio: "pad" centers the
+    image on a square of the mean colour first (expand2square), "square" crops it."""
+    from .. import data as tdata
+
+    return tdata.ImageTransform(tdata.clip_transform(
+        image_size, train=False, resize_mode="pad" if image_aspect_ratio == "pad" else "shortest"))
+
+
 @dataclass
 class ConversationData:
     train: str = ""                         # LLaVA JSON (list or JSON lines)
@@ -40,10 +49,7 @@ class ConversationData:
 
     def transform(self):
         """The image pipeline of this data: the CLIP tower's evaluation transform at image_size."""
-        from .. import data as tdata
-
-        return tdata.ImageTransform(tdata.clip_transform(
-            self.image_size, train=False, resize_mode="pad" if self.image_aspect_ratio == "pad" else "shortest"))
+        return aspect_transform(self.image_size, self.image_aspect_ratio)
 
     def validate(self, where: str) -> None:
         if not self.train:

@@ -23,7 +23,7 @@ from ..chat import load_template, run_template
 from ..models.sugar import SugarModel
 from ..text import SentencePieceTokenizer
 from .checkpoint import resolve_checkpoint
-from .conversation_data import encode_samples, greedy_answers
+from .conversation_data import aspect_transform, encode_samples, greedy_answers
 from .interleaved_data import InterleavedSample, check_record, encode_interleaved
 from .sugar_chat import rag_sample
 from .sugar_eval import embed_encoded
@@ -31,14 +31,12 @@ from .sugar_eval import embed_encoded
 
 class SugarRetriever:
     def __init__(self, model: SugarModel, tokenizer: SentencePieceTokenizer, template: str, image_size: int,
-                 max_length: int, image_folder: str = "."):
-        from .. import data as tdata
-
+                 max_length: int, image_folder: str = ".", image_aspect_ratio: str = "square"):
         self.model, self.tokenizer, self.template = model.eval(), tokenizer, template
         self.image_token_id = tokenizer.special_tokens["<image>"]
         self.image_tokens = int(model.config["image_seq_length"])
         self.max_length, self.image_folder = max_length, os.path.abspath(image_folder)
-        self.transform = tdata.ImageTransform(tdata.clip_transform(image_size, train=False))
+        self.transform = aspect_transform(image_size, image_aspect_ratio)  # as the run was trained
         load_template(template)  # a bad name fails here, not at the first question
 
     @classmethod
@@ -61,7 +59,8 @@ class SugarRetriever:
         model = SugarModel.from_pretrained(folder)
         tok = SentencePieceTokenizer(path, special_tokens=["<image>"])
         template = recipe.get("eval", {}).get("template") or run_template(folder) or "v1"
-        return cls(model, tok, template, int(d["image_size"]), int(d["max_length"]), image_folder)
+        return cls(model, tok, template, int(d["image_size"]), int(d["max_length"]), image_folder,
+                   d.get("image_aspect_ratio") or "square")
 
     def _samples(self, samples: Sequence[Dict[str, Any]], where: str) -> List[InterleavedSample]:
         """The samples checked as a data file's records are (check_record; the id is optional)."""

@@ -28,13 +28,13 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from ..chat import IGNORE, load_template, run_template
+from ..chat import IGNORE, load_template, run_recipe, run_template
 from ..models.llava import LlavaForConditionalGeneration
 from ..models.sugar import RetrievalProjector, SugarModel
 from ..schema import require
 from ..seeds import stream_seed
 from .checkpoint import resolve_checkpoint
-from .conversation_data import EncodedSamples, encode_samples, read_samples
+from .conversation_data import EncodedSamples, aspect_transform, encode_samples, read_samples
 from .interleaved_data import EncodedInterleaved, encode_interleaved, read_interleaved, sample_points
 from .llava_task import LlavaInit, LlavaTask, LoraSection
 from .loaders import IndexLoader
@@ -54,9 +54,13 @@ class SugarData:
     max_samples: int = 0                    # training samples read (0: all)
     instruct: str = ""                      # LLaVA conversation JSON mixed into training (L_g only; "": none)
     instruct_samples: int = 0               # its first samples used (0: all)
+    image_aspect_ratio: str = ""            # square | pad (LLaVA's); "": the LLaVA run's, as it was trained
 
     def validate(self, where: str) -> None:
         require(bool(self.train), f"{where}.train: interleaved training data (JSON lines) is required")
+        require(self.image_aspect_ratio in ("", "square", "pad"),
+                f"{where}.image_aspect_ratio must be square or pad (or empty: the LLaVA run's), got "
+                f"{self.image_aspect_ratio!r}")
         require(bool(self.tokenizer), f"{where}.tokenizer: a SentencePiece model file is required")
         for name in ("max_length", "batch_size", "image_size"):
             require(getattr(self, name) >= 1, f"{where}.{name} must be >= 1, got {getattr(self, name)}")
@@ -148,7 +152,10 @@ class SugarTask(LlavaTask):
         load_template(self.template)
         recipe.eval.template = self.template  # recipe.json names it: chat and a Sugar run continued from this one read it
         self._load_tokenizer_and_config()
-        self.transform = tdata.ImageTransform(tdata.clip_transform(d.image_size, train=False))
+        # The LLaVA run's image layout unless the recipe names one (recipe.json keeps it for retrieval).
+        d.image_aspect_ratio = d.image_aspect_ratio or (run_recipe(resolve_checkpoint(
+            recipe.init.checkpoint, "init.checkpoint")).get("data") or {}).get("image_aspect_ratio") or "square"
+        self.transform = aspect_transform(d.image_size, d.image_aspect_ratio)
         self.train_set = self.encode_file(d.train, d.max_samples)
         self.targets = slice_vectors(d.train, recipe.targets, d.image_folder,
                                      log=print if rank == 0 else (lambda *a: None))
