@@ -184,7 +184,8 @@ def test_a_generation_config_transformers_accepts_loads(tmp_path):
     assert kept["num_beams"] == 2 and "transformers_version" in kept and "temperature" not in kept
     plain = tessera.LlamaForCausalLM(SMALL)
     plain.save_pretrained(str(tmp_path / "b"))
-    assert tessera.from_pretrained(str(tmp_path / "b")).generation_defaults in (None, {})
+    # (the file keeps the config's stop id, which transformers reads there alone)
+    assert tessera.from_pretrained(str(tmp_path / "b")).generation_defaults == {"eos_token_id": 2}
 
 
 def test_the_files_max_length_counts_the_prompt_and_yields_to_max_new_tokens(tmp_path):
@@ -335,3 +336,17 @@ def test_sampling_only_and_output_settings_never_block_what_transformers_generat
                                            output_scores=True, return_dict_in_generate=True, renormalize_logits=True)
     ours.generation_config = config
     assert ours.generation_config.max_new_tokens == 4
+
+
+def test_a_saved_generation_config_carries_the_stop_ids_transformers_reads_there(tmp_path):
+    """Once generation_config.json exists transformers reads eos there alone: tessera wrote only
+    the defaults set (`max_new_tokens`), and transformers decoded past the end of text."""
+    hf, ours = _pair(tmp_path / "a")
+    ours.generation_config.max_new_tokens = 12
+    ours.save_pretrained(str(tmp_path / "saved"))
+    saved = json.loads((tmp_path / "saved" / "generation_config.json").read_text())
+    assert saved["max_new_tokens"] == 12 and saved["eos_token_id"] == 2 and saved["bos_token_id"] == 1
+    back = transformers.LlamaForCausalLM.from_pretrained(str(tmp_path / "saved")).eval()
+    ids = torch.randint(3, 97, (4, 5), generator=torch.Generator().manual_seed(2))
+    want = back.generate(ids, attention_mask=torch.ones_like(ids))
+    assert torch.equal(ours.generate(ids), want)

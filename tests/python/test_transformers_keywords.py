@@ -70,9 +70,11 @@ def test_save_pretrained_takes_accelerates_idiom(llama, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(transformers.LlamaForCausalLM.from_pretrained(str(tmp_path / "main"))(_ids()).logits,
                                    model(_ids()).logits, atol=1e-5, rtol=1e-5)
-    for bad in (dict(safe_serialization=False), dict(push_to_hub=True)):
-        with pytest.raises(ValueError, match="safetensors to a local folder only"):
-            model.save_pretrained(str(tmp_path / "bad"), **bad)
+    with pytest.raises(ValueError, match="to a local folder only"):
+        model.save_pretrained(str(tmp_path / "bad"), push_to_hub=True)
+    # transformers 5 takes transformers 4's safe_serialization=False and writes safetensors anyway
+    model.save_pretrained(str(tmp_path / "unsafe"), safe_serialization=False)
+    assert (tmp_path / "unsafe" / "model.safetensors").is_file()
 
 
 def test_attributes_equal_transformers(fixture_dir):
@@ -126,3 +128,30 @@ def test_tracers_that_cannot_see_cpp_are_refused_by_name(llama):
     model(ids, labels=ids).loss.backward()
     for name, p in model.named_parameters():
         torch.testing.assert_close(grads[name], p.grad, atol=1e-6, rtol=1e-5)
+
+
+def test_a_folder_transformers_would_compute_otherwise_is_said_when_saved(tmp_path):
+    """A CLIP with SigLIP's logit_bias and a LLaVA with a tessera projector were saved under
+    transformers' architectures without a word; transformers dropped the bias (softmax logits) or
+    re-initialised the projector. Saving says so; the folder still loads in tessera."""
+    tower = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    siglip = tessera.CLIPModel({"logit_bias_init_value": -10.0, "projection_dim": 16,
+                                "text_config": {**tower, "max_position_embeddings": 12, "vocab_size": 99},
+                                "vision_config": {**tower, "image_size": 16, "patch_size": 8}})
+    with pytest.warns(UserWarning, match="CLIPModel has no logit_bias"):
+        siglip.save_pretrained(str(tmp_path / "siglip"))
+    assert tessera.from_pretrained(str(tmp_path / "siglip")).logit_bias is not None
+    llava = tessera.LlavaForConditionalGeneration({
+        "projector_type": "linear", "image_token_index": 40, "vision_feature_layer": -1,
+        "text_config": dict(vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32),
+        "vision_config": {**tower, "image_size": 16, "patch_size": 8}})
+    with pytest.warns(UserWarning, match="projector_type 'linear' is tessera's"):
+        llava.save_pretrained(str(tmp_path / "llava"))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a plain CLIP says nothing
+        tessera.CLIPModel({"projection_dim": 16, "text_config": {**tower, "max_position_embeddings": 12},
+                           "vision_config": {**tower, "image_size": 16, "patch_size": 8}}).save_pretrained(
+            str(tmp_path / "clip"))

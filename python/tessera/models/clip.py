@@ -113,6 +113,12 @@ class CLIPModel(ClipTimmInterface, OpenClipInterface, CppModule, PreTrainedModel
         """`tessera eval --probe`'s feature function: the image embedding."""
         return self.get_image_features
 
+    def transformers_difference(self) -> Optional[str]:
+        if getattr(self, "logit_bias", None) is not None:
+            return ("transformers' CLIPModel has no logit_bias (SigLIP's loss, logit_bias_init_value): it would "
+                    "drop it and give softmax logits and loss")
+        return None
+
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """A CLIP checkpoint loaded into a model with SigLIP's bias (training SigLIP from CLIP, as
         `logit_bias_init_value` in `config_overrides` or a recipe does) has no `logit_bias`: it

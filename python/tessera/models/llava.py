@@ -38,6 +38,13 @@ class LlavaForConditionalGeneration(FamilyModel):
     accepts_loss_kwargs = True  # transformers' Trainer passes num_items_in_batch (models/loss_kwargs.py)
     loss_type = "ForConditionalGeneration"  # transformers' name: Trainer counts num_items_in_batch over the shifted labels
     _family, _cpp_class = _C.llava, "LlavaForConditionalGeneration"
+
+    def transformers_difference(self) -> Optional[str]:
+        kind = self.config.get("projector_type", "mlp2x_gelu")
+        if kind != "mlp2x_gelu":
+            return (f"projector_type {kind!r} is tessera's: transformers' LlavaForConditionalGeneration builds "
+                    "LLaVA's two-layer MLP projector and would not load this one's weights")
+        return None
     #: Read by nothing, as in transformers: LLaVA takes hidden states, never the pooled output.
     unused_parameters = (r"^vision_tower\.post_layernorm\.",)
 

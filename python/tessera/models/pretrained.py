@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .. import _C
-from ..io import read_json
+from ..io import is_regular_file, read_json
 from .config import ModelConfig
 from .dtypes import DType, config_with_dtype, load_dtype
 from .outputs import as_tuple
@@ -266,7 +266,7 @@ class PreTrainedModel(nn.Module):
 
         target = os.path.join(path, GENERATION_FILE)
         existing: Dict[str, Any] = {}
-        if os.path.isfile(target):
+        if is_regular_file(target, "a generation config"):
             try:
                 with open(target, encoding="utf-8") as f:
                     existing = json.load(f)
@@ -276,9 +276,21 @@ class PreTrainedModel(nn.Module):
         doc = {k: v for k, v in (existing if isinstance(existing, dict) else {}).items() if k not in ours}
         doc.update(getattr(self, "generation_defaults", None) or {})
         if doc:
+            # Once the file exists transformers reads its stop ids there alone: the config's go in,
+            # as transformers' GenerationConfig.from_model_config puts them (a file without them
+            # decoded past the end in transformers).
+            text = self.config.get("text_config") or self.config
+            for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+                if doc.get(key) is None and text.get(key) is not None:
+                    doc[key] = text[key]
             _C.core.write_file_atomic(target, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
         elif os.path.isfile(target):
             os.remove(target)
+
+    def transformers_difference(self) -> Optional[str]:
+        """Why transformers' class of this architecture would compute otherwise with the folder
+        save_pretrained writes (a tessera-only part or setting), or None. Said when saving."""
+        return None
 
     def save_pretrained(self, path: str, max_shard_size: Union[int, str] = "5GB",
                         state_dict: Optional[Dict[str, torch.Tensor]] = None, is_main_process: bool = True,
@@ -289,15 +301,19 @@ class PreTrainedModel(nn.Module):
         module's own tensors (as transformers' argument: e.g. a consolidated FSDP state dict).
         transformers' `is_main_process` (False: nothing is written) and `save_function` (unused
         with safetensors, as in transformers: accelerate's `save_function=accelerator.save`) are
-        taken; pickled weights and the Hub are refused."""
-        if not safe_serialization or push_to_hub:
-            raise ValueError("save_pretrained(" + ("safe_serialization=False" if not safe_serialization else
-                             "push_to_hub=True") + "): tessera writes safetensors to a local folder only")
+        taken; transformers 4's `safe_serialization` is accepted and safetensors written whatever it
+        says, as transformers 5 does; the Hub is refused."""
+        del safe_serialization
+        if push_to_hub:
+            raise ValueError("save_pretrained(push_to_hub=True): tessera writes to a local folder only")
         state = self.state_dict() if state_dict is None else state_dict
         check_saveable(state, "save_pretrained()")  # on every rank, before anything is written
         del save_function
         if not is_main_process:
             return
+        difference = self.transformers_difference()
+        if difference:
+            warn(f"save_pretrained({path!r}): {difference}; tessera loads the folder as it is")
         # Serialise the config first: a config that cannot be written must fail before the
         # weights file is replaced, or the folder would pair new weights with an old config.
         # config.json's dtype is the written weights' (a given state_dict's own, else the model's).
