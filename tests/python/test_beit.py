@@ -163,3 +163,25 @@ def test_bad_config_is_a_clear_error():
     with pytest.raises(ValueError, match="no mask token"):
         tessera.BeitModel(SMALL | {"use_mask_token": False})(torch.randn(1, 3, 16, 16),
                                                             bool_masked_pos=torch.ones(1, 16, dtype=torch.bool))
+
+
+def test_the_backbone_loads_from_a_mean_pooling_pretraining_folder_as_transformers(tmp_path):
+    """BeitModel from a BeitForMaskedImageModeling folder with use_mean_pooling (the shipped
+    variant's setting, transformers' default) was refused for its pooler norm, which the
+    pretraining model lacks; transformers initialises it. So does tessera, said, equal outputs."""
+    transformers = pytest.importorskip("transformers")
+    tiny = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, image_size=32,
+                patch_size=8, vocab_size=64, use_mean_pooling=True)
+    torch.manual_seed(0)
+    mim = tessera.BeitForMaskedImageModeling(tiny)
+    with torch.no_grad():
+        for p in mim.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    mim.save_pretrained(str(tmp_path))
+    with pytest.warns(UserWarning, match="pooler.layernorm.weight, pooler.layernorm.bias are not in this task"):
+        ours = tessera.BeitModel.from_pretrained(str(tmp_path))
+    theirs = transformers.BeitModel.from_pretrained(str(tmp_path)).eval()
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(pixel_values=pixels).pooler_output, theirs(pixel_values=pixels).pooler_output,
+                                   atol=1e-5, rtol=0)

@@ -193,7 +193,11 @@ class PreTrainedModel(nn.Module):
         # checkpoint; pages are copied on write only), converted where the dtype differs.
         dtypes = {k: v.dtype for k, v in model.state_dict().items()}
         state = apply_key_aliases(load_weights(path, verified=True), dtypes, cls.key_aliases)  # renamed first: converted below too
+        whole = state
         state = cls._strip_base_model_prefix(state, dtypes, path)
+        # From a task model's checkpoint, a part the task model lacks (BeitModel's mean-pooling norm
+        # from BeitForMaskedImageModeling's) starts as a new model's, said, as transformers does.
+        fresh = [k for k in dtypes if k not in state] if state is not whole else []
         if from_parent:
             state = {k: v for k, v in state.items() if k in dtypes}
             if not state:
@@ -209,6 +213,12 @@ class PreTrainedModel(nn.Module):
                 model._keep_parts_in_fp32()
             dtypes = {k: v.dtype for k, v in model.state_dict().items()}
         state = {k: v.to(dtypes[k]) if k in dtypes and v.dtype != dtypes[k] else v for k, v in state.items()}
+        if fresh and len(fresh) < len(dtypes):
+            model.init_weights()  # the loaded tensors replace the rest below
+            own = model.state_dict()
+            state.update({k: own[k] for k in fresh})
+            warn(f"{path}: {', '.join(fresh[:4])}{', ...' if len(fresh) > 4 else ''} are not in this task model's "
+                 f"checkpoint: initialised as a new {cls.__name__}'s, as transformers does")
         given = f" and config_overrides {json.dumps(config_overrides, sort_keys=True)}" if config_overrides else ""
         load_fitting(model, state, f"{path} (with {file}{given})", assign=True)
         if callable(getattr(model, "generate", None)):  # a causal LM reads its generation defaults too
