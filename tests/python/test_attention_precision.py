@@ -216,3 +216,31 @@ def test_a_row_whose_keys_are_all_masked_averages_them_with_its_true_gradient(dt
                                rtol=0)
     out[:, :, 0].sum().backward()
     torch.testing.assert_close(v.grad, torch.full_like(v, 0.25))  # 1/n per key, not 1
+
+
+def test_fp16_padding_stays_masked_when_scores_pass_fp16s_range(fixture_dir, tmp_path):
+    """fp16 attention runs on fp32 copies on the CPU, and the mask went up as -65504: scores past
+    65504 (q/k x300 here) outweighed it, and a padded token's id changed the real tokens' outputs
+    by 1.7 where transformers' change nothing."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    transformers = pytest.importorskip("transformers")
+    source = fixture_dir("clip")
+    state = {k: v * 300 if ("q_proj" in k or "k_proj" in k) else v
+             for k, v in load_file(str(source / "model.safetensors")).items()}
+    save_file(state, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    shutil.copy(source / "config.json", tmp_path)
+    io = load_file(str(source / "io.safetensors"))
+    ids, mask = io["input_ids"], io["attention_mask"]
+    pad = int((mask[1] == 0).nonzero()[0, 0])
+    other = ids.clone()
+    other[1, pad] = (other[1, pad] + 11) % 999
+    ours = tessera.from_pretrained(str(tmp_path), dtype=torch.float16)
+    theirs = transformers.CLIPModel.from_pretrained(str(tmp_path), dtype=torch.float16).eval()
+    with torch.no_grad():
+        a, b = (ours.text_model(input_ids=i, attention_mask=mask).last_hidden_state[1, :pad] for i in (ids, other))
+        want = theirs.text_model(input_ids=ids, attention_mask=mask).last_hidden_state[1, :pad]
+    assert torch.equal(a, b)
+    torch.testing.assert_close(a.float(), want.float(), atol=2e-2, rtol=0)

@@ -45,6 +45,9 @@ def test_retrieval_fixture_parity(fixture_dir):
     torch.testing.assert_close(itc.logits_per_image, io["logits_per_image"], atol=1e-4, rtol=0)
     itm = model(io["pixel_values"], io["input_ids"], io["attention_mask"], use_image_text_matching_head=True)
     torch.testing.assert_close(itm.logits_per_image, io["itm_logits"], atol=1e-4, rtol=0)
+    # int32 ids, as transformers' (and tessera's CLIP) take them: refused before
+    itm32 = model(io["pixel_values"], io["input_ids"].int(), io["attention_mask"], use_image_text_matching_head=True)
+    torch.testing.assert_close(itm32.logits_per_image, itm.logits_per_image, atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("family", ["blip2_itr", "llava"])

@@ -127,7 +127,15 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     // lower-precision list).
     c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
     const auto up = [](const at::Tensor& t) { return t.to(at::kFloat); };
-    if (opt_mask && opt_mask->is_floating_point()) opt_mask = up(*opt_mask);
+    if (opt_mask && opt_mask->is_floating_point()) {
+      // The mask's "masked" (its dtype's lowest, -65504 in fp16) stays masked in fp32: scores past
+      // 65504, which fp32 holds, outweighed it and padded keys leaked into real tokens.
+      const bool half = opt_mask->scalar_type() == at::kHalf;
+      at::Tensor wide = up(*opt_mask);
+      opt_mask = half ? wide.masked_fill(wide.le(static_cast<double>(std::numeric_limits<c10::Half>::lowest())),
+                                         std::numeric_limits<float>::lowest())
+                      : wide;
+    }
     return at::scaled_dot_product_attention(up(query), up(k), up(v), opt_mask, dropout_p, is_causal, scale, gqa)
         .to(*rounded_to);
   }

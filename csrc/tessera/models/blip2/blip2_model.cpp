@@ -153,11 +153,12 @@ void Blip2ForImageTextRetrievalImpl::init_weights() {
   init_queries(query_tokens(), std);
 }
 
-std::pair<at::Tensor, at::Tensor> Blip2ForImageTextRetrievalImpl::text_part(const at::Tensor& input_ids,
+std::pair<at::Tensor, at::Tensor> Blip2ForImageTextRetrievalImpl::text_part(const at::Tensor& ids,
                                                                             const at::Tensor& attention_mask) const {
-  TORCH_CHECK_VALUE(input_ids.defined() && input_ids.dim() == 2 && input_ids.scalar_type() == at::kLong &&
-                        input_ids.size(1) >= 1,
-                    "input_ids must be int64 [B, T >= 1] (the text feature is its first token's)");
+  TORCH_CHECK_VALUE(ids.defined() && ids.dim() == 2 &&
+                        (ids.scalar_type() == at::kLong || ids.scalar_type() == at::kInt) && ids.size(1) >= 1,
+                    "input_ids must be int64 or int32 [B, T >= 1] (the text feature is its first token's)");
+  const at::Tensor input_ids = ids.to(at::kLong);  // int32 ids, as transformers' embedding takes them
   TORCH_CHECK_VALUE(!attention_mask.defined() || attention_mask.sizes() == input_ids.sizes(), "attention_mask ",
                     attention_mask.defined() ? attention_mask.sizes() : at::IntArrayRef{}, " does not match input_ids ",
                     input_ids.sizes());
