@@ -309,7 +309,7 @@ def test_bad_input_is_refused_by_name(fixture_dir):
     with pytest.raises(ValueError, match="found 16"):
         blip2(px, torch.tensor([[990] * 16 + [5]]))  # more queries than the model has
     itr = tessera.from_pretrained(str(fixture_dir("blip2_itr")))
-    with pytest.raises(ValueError, match=r"input_ids must be int64 \[B, T >= 1\]"):
+    with pytest.raises(ValueError, match=r"input_ids must be int64 or int32 \[B, T >= 1\]"):
         itr(px, torch.zeros(1, 0, dtype=torch.long), use_image_text_matching_head=False)
     with pytest.raises(ValueError, match="use_qformer_text_input"):
         tessera.Blip2ForImageTextRetrieval({"qformer_config": {"use_qformer_text_input": False, "hidden_size": 32,
