@@ -233,12 +233,17 @@ def _pieces_holding(tokenizer, text: str) -> Tuple[int, ...]:
 
 
 def cut_answer(template: ConversationTemplate, text: str) -> str:
-    """A generated answer up to the template's answer suffix, when answers end with it rather than
-    with eos (what a model says after it is the next sample's start)."""
+    """A generated answer up to where the template's next turn begins (its answer suffix and user
+    prefix: `plain`'s newline; " USER:" for a template whose answers end with a space), when answers
+    end there rather than with eos, and without a trailing suffix. (Cut at the suffix alone, a space
+    suffix gave an answer's first word.)"""
     suffix = template.assistant_suffix
-    if not template.add_eos_after_assistant and suffix and suffix in text:
-        text = text[:text.index(suffix)]
-    return text
+    if template.add_eos_after_assistant or not suffix:
+        return text
+    turn = (suffix + template.user_prefix).rstrip() or suffix
+    if turn in text:
+        text = text[:text.index(turn)]
+    return text[:-len(suffix)] if text.endswith(suffix) else text
 
 
 def prompt(template: ConversationTemplate, conversation: Sequence[Dict[str, str]], tokenizer, image_token_id: int,

@@ -115,6 +115,12 @@ def test_answers_of_a_template_without_eos_stop_at_its_suffix(tok):
     assert chat.cut_answer(plain, "a sneaker\na shirt") == "a sneaker"
     assert chat.cut_answer(plain, "a sneaker.\n") == "a sneaker."
     assert chat.cut_answer(v1, "a sneaker\na shirt") == "a sneaker\na shirt"
+    # llava-hf's layout (answers end with a space, no eos): cut where the next turn begins, not at
+    # the first space (an answer's first word before)
+    spaced = dataclasses.replace(v1, system="", user_prefix="USER: ", user_suffix=" ", assistant_prefix="ASSISTANT:",
+                                 assistant_suffix=" ", add_eos_after_assistant=False)
+    assert chat.cut_answer(spaced, "A red sneaker on the table. USER: and now?") == "A red sneaker on the table."
+    assert chat.cut_answer(spaced, "A red sneaker. ") == "A red sneaker."
     # The prompt to caption from is the training prefix: bos and the image.
     assert chat.prompt(plain, [{"from": "human", "value": "<image>"}], tok, IMAGE, 2, images=1) == \
         [tok.bos_id, IMAGE, IMAGE]

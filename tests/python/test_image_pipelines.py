@@ -131,5 +131,12 @@ def test_llavas_pad_aspect_ratio_is_llavas_expand2square_then_clips_processor():
         data = ConversationData(train="x", tokenizer="y", image_size=S, image_aspect_ratio="pad")
         got = data.transform()(image)
         assert (got - want).abs().max() < 0.05, (h, w)  # bicubic, PIL's and ATen's kernels
+    # a grey image: LLaVA pads its RGB conversion with the mean colour, not grey
+    grey = Image.fromarray(rng.integers(0, 256, (20, 33), dtype=np.uint8))
+    square = Image.new("RGB", (33, 33), tuple(int(m * 255) for m in ref.image_mean))
+    square.paste(grey.convert("RGB"), (0, (33 - 20) // 2))
+    want = torch.as_tensor(np.array(ref(square, return_tensors="np")["pixel_values"][0]))
+    got = ImageTransform(clip_transform(S, resize_mode="pad"))(torch.from_numpy(np.array(grey))[..., None])
+    assert (got - want).abs().max() < 0.05
     with pytest.raises(ValueError, match="image_aspect_ratio must be 'square' or 'pad'"):
         ConversationData(train="x", tokenizer="y", image_aspect_ratio="anyres").validate("data")

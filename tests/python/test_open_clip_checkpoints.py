@@ -146,6 +146,9 @@ def test_another_image_size_and_context_length_resample_positions_as_open_clip(t
         got = model(pixel_values=images, input_ids=text)
     torch.testing.assert_close(torch.nn.functional.normalize(got.image_embeds, dim=-1), want_image, atol=1e-5, rtol=0)
     torch.testing.assert_close(torch.nn.functional.normalize(got.text_embeds, dim=-1), want_text, atol=1e-5, rtol=0)
+    # open_clip's own defaults (its training passes args.force_* through): nothing forced
+    assert tessera.create_model(name, config_overrides=small, force_image_size=None, force_context_length=None,
+                                force_quick_gelu=False).config["vision_config"]["image_size"] == 32
     with pytest.raises(ValueError, match="square images"):
         tessera.create_model(name, config_overrides=small, force_image_size=(48, 32))
     with pytest.raises(TypeError, match="force_image_size: open_clip's keywords for CLIP variants"):

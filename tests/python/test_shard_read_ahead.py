@@ -186,3 +186,8 @@ def test_a_consumer_that_stops_at_the_last_batch_still_finishes_the_epoch(shards
     resumed = ShardLoader(shards, 8, clip_transform(28), shuffle_buffer=40, seed=3, prefetch=prefetch)
     resumed.load_state_dict(saved)
     assert list(resumed) == [] and [b["keys"] for b in resumed] == first
+    # A new loop while an earlier iterator is still alive serves the batch that one read ahead.
+    again = ShardLoader(shards, 8, clip_transform(28), shuffle_buffer=40, seed=3, prefetch=prefetch)
+    alive = iter(again)
+    head = [next(alive)["keys"]]
+    assert head + [b["keys"] for b in again] == first

@@ -196,6 +196,16 @@ def test_the_target_cache_follows_the_images_and_holds_only_the_datas_slices(run
     logs.clear()
     assert torch.equal(slice_vectors(data, section, log=logs.append).second, base.second)
     assert "is unreadable" in logs[0]
+    shutil.copytree(runs / "set", tmp_path / "one")  # beside its images
+    lines = [json.loads(line) for line in open(data)]
+    for kind in ("image", "text"):  # a file of one modality: its cache is reused (its width check failed it)
+        one = tmp_path / "one" / f"{kind}.jsonl"
+        one.write_text("".join(json.dumps({**r, "segments": [s for s in r["segments"] if kind in s]}) + "\n"
+                               for r in lines if any(kind in s for s in r["segments"])))
+        logs.clear()
+        slice_vectors(str(one), section, log=logs.append)
+        slice_vectors(str(one), section, log=logs.append)
+        assert len(logs) == 1, logs  # embedded once
     cached.unlink()
     cached.mkdir()  # a folder where the cache goes
     logs.clear()

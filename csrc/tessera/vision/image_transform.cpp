@@ -71,7 +71,14 @@ at::Tensor ImageTransform::geometry(const at::Tensor& img, at::Generator gen, bo
   *flip = false;
   if (!options_.train()) {
     if (options_.resize_mode() == "squash") return resize(img, S, S, options_.interpolation());
-    if (options_.resize_mode() == "pad") return resize(pad_to_square(img, options_.mean()), S, S, options_.interpolation());
+    if (options_.resize_mode() == "pad") {
+      // LLaVA pads the RGB image: a grey one goes to three channels first, so the pad is the mean
+      // colour, not grey (a float CHW image pads with the mean value itself).
+      const int64_t C = img.size(u8 ? 2 : 0), wide = static_cast<int64_t>(options_.mean().size());
+      const bool expand = C == 1 && options_.expand_grayscale() && wide > 1;
+      const at::Tensor rgb = expand ? (u8 ? img.expand({H, W, wide}) : img.expand({wide, H, W})) : img;
+      return resize(pad_to_square(rgb, options_.mean()), S, S, options_.interpolation());
+    }
     const int64_t r = options_.resize_size() > 0 ? options_.resize_size() : S;
     return center_crop(resize_shortest(img, r, options_.interpolation()), S, S);
   }

@@ -15,6 +15,14 @@ bool have_pixel_decoder() { return true; }
 
 at::Tensor decode_pixels(const std::string& bytes, const ImageInfo& info, const std::string& source,
                          int64_t max_pixels) {
+  // OpenCV's own thread pool off: tessera decodes images in parallel itself, and OpenCV's
+  // parallel_for_ takes a process-wide TLS mutex that a fork() could copy held, hanging a forked
+  // DataLoader worker in its first decode (~1 % of forks while loader threads decode).
+  static const bool serial = [] {
+    cv::setNumThreads(0);
+    return true;
+  }();
+  (void)serial;
   const cv::Mat buf(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<char*>(bytes.data()));
   // IMREAD_COLOR alone would rotate by the EXIF orientation tag; PIL (and so torchvision's
   // loader) leaves pixels as stored, and so do we.

@@ -261,6 +261,7 @@ class ShardLoader:
     def __iter__(self) -> Iterator[Dict[str, Any]]:
         self._restart_finished_epoch()
         if not self.prefetch:
+            self._rewind()  # an earlier loop still alive read a batch ahead: it is served here
             done = False
             try:
                 for batch, state in self._produce():

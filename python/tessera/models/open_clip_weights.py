@@ -147,8 +147,8 @@ def load_open_clip(model: torch.nn.Module, path: str) -> None:
 def force_overrides(kwargs: Dict, name: str, cls: type) -> Dict:
     """open_clip's `create_model` keywords `force_image_size`, `force_context_length` and
     `force_quick_gelu`, popped from `kwargs`, as config overrides of a CLIP variant."""
-    forced = {k: kwargs.pop(k) for k in ("force_image_size", "force_context_length", "force_quick_gelu")
-              if kwargs.get(k) not in (None, False)}
+    given = {k: kwargs.pop(k) for k in ("force_image_size", "force_context_length", "force_quick_gelu") if k in kwargs}
+    forced = {k: v for k, v in given.items() if v is not None and v is not False}  # open_clip's "not forced"
     if not forced:
         return {}
     if not hasattr(cls, "encode_image"):

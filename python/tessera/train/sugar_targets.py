@@ -168,8 +168,7 @@ def compute_slice_vectors(folders: Sequence[str], section: SugarTargets, is_imag
         first_img, first_txt = second_img, second_txt
     else:
         first_img, first_txt = cat(img_first, 1), cat(txt_first, 1)
-    df = max(first_img.shape[-1], first_txt.shape[-1])
-    ds = max(second_img.shape[-1], second_txt.shape[-1])
+    df, ds = _widths(folders, section)  # the encoders' widths, whichever modalities the file has
     first = torch.zeros(is_image.numel(), df)
     second = torch.zeros(is_image.numel(), ds)
     for rows, f, s in ((is_image, first_img, second_img), (~is_image, first_txt, second_txt)):
