@@ -350,3 +350,24 @@ def test_a_saved_generation_config_carries_the_stop_ids_transformers_reads_there
     ids = torch.randint(3, 97, (4, 5), generator=torch.Generator().manual_seed(2))
     want = back.generate(ids, attention_mask=torch.ones_like(ids))
     assert torch.equal(ours.generate(ids), want)
+
+
+def test_transformers_generate_arguments_at_their_off_values_and_a_passed_generation_config(pair):
+    """Pipelines pass output_attentions=False, streamer=None, synced_gpus=False, an empty
+    LogitsProcessorList...: refused before as unexpected arguments. transformers'
+    `generation_config=` replaces the model's for the call, keywords over it."""
+    hf, ours = pair
+    ids = torch.randint(3, 97, (2, 5), generator=torch.Generator().manual_seed(4))
+    off = dict(output_attentions=False, output_hidden_states=False, output_scores=False, return_dict_in_generate=False,
+               streamer=None, synced_gpus=False, past_key_values=None,
+               logits_processor=transformers.LogitsProcessorList(), stopping_criteria=None)
+    mask = torch.ones_like(ids)
+    assert torch.equal(ours.generate(ids, max_new_tokens=5, **off),
+                       hf.generate(ids, attention_mask=mask, max_new_tokens=5, do_sample=False, **off))
+    config = transformers.GenerationConfig(max_new_tokens=3, repetition_penalty=1.5, eos_token_id=2)
+    want = hf.generate(ids, attention_mask=mask, generation_config=config, repetition_penalty=1.2)
+    assert torch.equal(ours.generate(ids, generation_config=config, repetition_penalty=1.2), want)
+    with pytest.raises(ValueError, match="the generation_config passed to it sets no_repeat_ngram_size=2"):
+        ours.generate(ids, generation_config=transformers.GenerationConfig(no_repeat_ngram_size=2))
+    with pytest.raises(TypeError, match="unexpected argument"):
+        ours.generate(ids, output_scores=True)  # a value that would change what is returned

@@ -105,15 +105,26 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
             raise ValueError(f"{caller}(): the model has forward hooks of its own, which generation cannot run (it "
                              "decodes in C++ without calling the model's forward); hook its decoder layers, which "
                              "generation calls, or call the model in a loop")
-        given = {k: v for k, v in kwargs.items() if v is not UNSET}
+        given = _no_op_arguments({k: v for k, v in kwargs.items() if v is not UNSET})
         defaults = dict(getattr(self, "generation_defaults", None) or {})
+        source = f"the model's generation config ({GENERATION_FILE})"
+        if given.get("generation_config") is not None:  # transformers' argument: it replaces the model's
+            config = given.pop("generation_config")
+            config = config.to_diff_dict() if hasattr(config, "to_diff_dict") else config
+            if not isinstance(config, dict):
+                raise TypeError(f"{caller}(): generation_config must be transformers' GenerationConfig or a dict, got "
+                                f"{type(config).__name__}")
+            defaults = {k: v for k, v in config.items() if k not in NO_TOKEN_CHANGE and v is not None and
+                        (k not in UNAPPLIED or unapplied(k, v))}
+            source = "the generation_config passed to it"
+        given.pop("generation_config", None)
         sampling = given.get("do_sample", defaults.get("do_sample", False))
         blocked = [f"{k}={v!r}" for k, v in defaults.items() if k in UNAPPLIED and (sampling or k not in SAMPLING_ONLY)]
         defaults = {k: v for k, v in defaults.items() if k not in UNAPPLIED}
         if blocked:
-            raise ValueError(f"{caller}(): the model's generation config ({GENERATION_FILE}) sets {', '.join(blocked)}, "
-                             "which transformers applies and tessera's generate does not have; set "
-                             "model.generation_config.<name> = None to generate without it")
+            raise ValueError(f"{caller}(): {source} sets {', '.join(blocked)}, which transformers "
+                             "applies and tessera's generate does not have; set model.generation_config.<name> = None "
+                             "to generate without it")
         returns = given.pop("num_return_sequences", defaults.pop("num_return_sequences", 1))
         if caller == "stream":  # a stream decodes one token at a time: a file's beam settings do not apply
             for key in ("num_beams", "length_penalty", "early_stopping"):
@@ -389,6 +400,23 @@ NO_TOKEN_CHANGE = {
     "target_lookbehind", "num_assistant_tokens", "num_assistant_tokens_schedule", "prompt_lookup_num_tokens",
     "max_matching_ngram_size", "is_assistant", "speculation_type", "use_mtp", "diversity_penalty",
     "encoder_no_repeat_ngram_size"}
+
+
+#: transformers' generate arguments that pipelines and user code pass at values that change nothing.
+_NO_OP = {"output_attentions": False, "output_hidden_states": False, "output_scores": False, "output_logits": False,
+          "return_dict_in_generate": False, "synced_gpus": False}
+_NONE = ("streamer", "past_key_values", "logits_processor", "stopping_criteria", "prefix_allowed_tokens_fn",
+         "assistant_model", "negative_prompt_ids", "negative_prompt_attention_mask")
+
+
+def _no_op_arguments(given: dict) -> dict:
+    """The call's arguments without those at a value that changes nothing (False, None, an empty
+    LogitsProcessorList); other values stay, and an unknown argument is refused by name later."""
+    def off(key, value) -> bool:
+        if key in _NO_OP:
+            return value is _NO_OP[key]
+        return key in _NONE and (value is None or (hasattr(value, "__len__") and len(value) == 0))
+    return {k: v for k, v in given.items() if not off(k, v)}
 
 
 def unapplied(key: str, value) -> bool:
