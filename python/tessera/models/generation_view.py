@@ -12,9 +12,9 @@ from typing import Any, Dict, Optional
 
 from .._warn import warn
 from ..io import read_json
-from .llama import (GENERATION_FILE, NO_TOKEN_CHANGE, UNAPPLIED, GenerationConfig, check_length, generation_config,
-                    unapplied)
-from .llama import GENERATION_KEYS as KEYS
+from .generation_settings import (GENERATION_FILE, NO_TOKEN_CHANGE, UNAPPLIED, GenerationConfig, check_length,
+                                  generation_config, unapplied)
+from .generation_settings import GENERATION_KEYS as KEYS
 
 
 class GenerationConfigView:

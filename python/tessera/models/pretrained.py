@@ -272,7 +272,7 @@ class PreTrainedModel(nn.Module):
         """generation_config.json beside the model: the file already there keeps its other keys
         (HF's max_length, bos_token_id, ...), generate's keys are the model's defaults, so a model
         without defaults never reloads another's; a file left with nothing is removed."""
-        from .llama import GENERATION_FILE, GENERATION_KEYS, UNAPPLIED
+        from .generation_settings import GENERATION_FILE, GENERATION_KEYS, UNAPPLIED
 
         target = os.path.join(path, GENERATION_FILE)
         existing: Dict[str, Any] = {}
