@@ -371,3 +371,22 @@ def test_transformers_generate_arguments_at_their_off_values_and_a_passed_genera
         ours.generate(ids, generation_config=transformers.GenerationConfig(no_repeat_ngram_size=2))
     with pytest.raises(TypeError, match="unexpected argument"):
         ours.generate(ids, output_scores=True)  # a value that would change what is returned
+    with pytest.raises(TypeError, match="generation_config sets output_scores=True"):
+        ours.generate(ids, generation_config=transformers.GenerationConfig(output_scores=True))
+    none = dict(synced_gpus=None, custom_generate=None, output_attentions=None, return_dict_in_generate=None)
+    assert torch.equal(ours.generate(ids, max_new_tokens=3, **none), ours.generate(ids, max_new_tokens=3))
+    with pytest.raises(ValueError, match="num_beams|stream"):  # a passed config's beams are not silently greedy
+        next(ours.stream(ids, generation_config=transformers.GenerationConfig(num_beams=3, max_new_tokens=3)))
+
+
+def test_a_passed_generation_config_fills_in_from_the_models_file_as_transformers(tmp_path):
+    """transformers merges a passed GenerationConfig over the model's generation_config.json (its
+    unset fields come from the file): tessera replaced the file's settings (its eos, a penalty)."""
+    hf, ours = _pair(tmp_path, edit_generation={"repetition_penalty": 3.0, "eos_token_id": [2, 40]})
+    ids = torch.randint(3, 97, (2, 5), generator=torch.Generator().manual_seed(5))
+    config = transformers.GenerationConfig(max_new_tokens=8)
+    want = hf.generate(ids, attention_mask=torch.ones_like(ids), generation_config=config)
+    assert torch.equal(ours.generate(ids, generation_config=config), want)
+    hf2, ours2 = _pair(tmp_path / "bos", edit_generation={"forced_bos_token_id": 7})  # applied by transformers
+    with pytest.raises(ValueError, match="forced_bos_token_id=7"):
+        ours2.generate(torch.tensor([[1]]), max_new_tokens=3)

@@ -191,3 +191,22 @@ def test_a_consumer_that_stops_at_the_last_batch_still_finishes_the_epoch(shards
     alive = iter(again)
     head = [next(alive)["keys"]]
     assert head + [b["keys"] for b in again] == first
+
+
+@pytest.mark.parametrize("prefetch", [0, 3])
+def test_a_new_loop_ends_an_earlier_open_one_and_no_batch_is_served_twice(shards, prefetch):
+    """Without read-ahead, an earlier loop resumed after a later one started served again the batch
+    the later one had served (13 batches of a 12-batch epoch); with read-ahead it ends."""
+    from tessera.data import clip_transform
+    from tessera.data.shard_loader import ShardLoader
+
+    loader = ShardLoader(shards, 8, clip_transform(28), shuffle_buffer=40, seed=3, prefetch=prefetch)
+    first = [b["keys"] for b in loader]
+    again = ShardLoader(shards, 8, clip_transform(28), shuffle_buffer=40, seed=3, prefetch=prefetch)
+    a = iter(again)
+    served = [next(a)["keys"]]
+    b = iter(again)
+    served.append(next(b)["keys"])
+    served += [x["keys"] for x in a]  # ended by the later loop: nothing more
+    served += [x["keys"] for x in b]
+    assert served == first and again.state_dict()["batches"] == len(first)

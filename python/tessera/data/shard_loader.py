@@ -125,6 +125,7 @@ class ShardLoader:
         self.skipped, self.noted, self.errors = 0, 0, []
         self.handed = self._state()  # the position and counts as of the last batch handed out
         self._finished = False  # the epoch was read to its end: the next loop reads it again
+        self._loop: Optional[object] = None  # the open loop without read-ahead (a later one ends it)
         self._reader: Optional[Tuple[threading.Event, "queue.Queue", threading.Thread]] = None
 
     @property
@@ -261,14 +262,19 @@ class ShardLoader:
     def __iter__(self) -> Iterator[Dict[str, Any]]:
         self._restart_finished_epoch()
         if not self.prefetch:
-            self._rewind()  # an earlier loop still alive read a batch ahead: it is served here
+            # A new loop ends an earlier one still open (as with read-ahead) and serves the batch
+            # that one read ahead: each batch is handed out once.
+            self._rewind()
+            self._loop = loop = object()
             done = False
             try:
                 for batch, state in self._produce():
+                    if self._loop is not loop:  # a later loop took over the stream
+                        return
                     yield self._hand(batch, state)
                 done = True
             finally:  # left early: the batch read ahead is read again by the next loop
-                if not done:
+                if not done and self._loop is loop:
                     self._rewind()
             self.handed, self._finished = self._state(), True
             return

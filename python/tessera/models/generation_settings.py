@@ -80,7 +80,8 @@ UNAPPLIED = {"no_repeat_ngram_size": (0,), "typical_p": (1.0,), "epsilon_cutoff"
              "bad_words_ids": ([],), "force_words_ids": ([],), "constraints": ([],), "forced_eos_token_id": (),
              "suppress_tokens": ([],), "begin_suppress_tokens": ([],), "sequence_bias": ({}, []), "stop_strings": ([], ""),
              "max_time": (), "dola_layers": (), "watermarking_config": (), "guidance_scale": (1.0,),
-             "exponential_decay_length_penalty": (), "token_healing": (False,), "encoder_repetition_penalty": (1.0,)}
+             "exponential_decay_length_penalty": (), "token_healing": (False,), "encoder_repetition_penalty": (1.0,),
+             "forced_bos_token_id": ()}  # forced after a prompt of bos alone, decoder-only models too
 
 
 #: Of those, the ones transformers applies only when sampling (greedy and beam search ignore them).
@@ -89,7 +90,7 @@ SAMPLING_ONLY = ("typical_p", "epsilon_cutoff", "eta_cutoff", "min_p", "top_h")
 #: decoding gives greedy's tokens), metadata, and what applies to encoder-decoder models or to
 #: group beam search alone. Taken and left out wherever a generation config is read or assigned.
 NO_TOKEN_CHANGE = {
-    "transformers_version", "_from_model_config", "bos_token_id", "decoder_start_token_id", "forced_bos_token_id",
+    "transformers_version", "_from_model_config", "bos_token_id", "decoder_start_token_id",
     "output_attentions", "output_hidden_states", "output_scores", "output_logits", "return_dict_in_generate",
     "renormalize_logits", "remove_invalid_values", "cache_implementation", "cache_config", "compile_config",
     "disable_compile", "low_memory", "max_cache_len", "prefill_chunk_size", "continuous_batching_config",
@@ -100,20 +101,37 @@ NO_TOKEN_CHANGE = {
 
 
 #: transformers' generate arguments that pipelines and user code pass at values that change nothing.
-_NO_OP = {"output_attentions": False, "output_hidden_states": False, "output_scores": False, "output_logits": False,
-          "return_dict_in_generate": False, "synced_gpus": False}
+#: (what tessera returns is the ids: these flags change that when true)
+OUTPUT_FLAGS = ("output_attentions", "output_hidden_states", "output_scores", "output_logits",
+                "return_dict_in_generate")
 _NONE = ("streamer", "past_key_values", "logits_processor", "stopping_criteria", "prefix_allowed_tokens_fn",
-         "assistant_model", "negative_prompt_ids", "negative_prompt_attention_mask")
+         "assistant_model", "negative_prompt_ids", "negative_prompt_attention_mask", "custom_generate")
 
 
 def no_op_arguments(given: dict) -> dict:
-    """The call's arguments without those at a value that changes nothing (False, None, an empty
+    """The call's arguments without those at a value that changes nothing (False or None, an empty
     LogitsProcessorList); other values stay, and an unknown argument is refused by name later."""
     def off(key, value) -> bool:
-        if key in _NO_OP:
-            return value is _NO_OP[key]
+        if key in OUTPUT_FLAGS or key == "synced_gpus":
+            return value is None or value is False
         return key in _NONE and (value is None or (hasattr(value, "__len__") and len(value) == 0))
     return {k: v for k, v in given.items() if not off(k, v)}
+
+
+def passed_config(config, caller: str) -> dict:
+    """The settings a `generation_config=` argument sets (transformers' GenerationConfig or a dict):
+    its fields that are not None (transformers 5's "unset"), which go over the model's defaults as
+    transformers merges them; the output flags it sets are refused as the keywords are."""
+    config = config.to_dict() if hasattr(config, "to_dict") else config
+    if not isinstance(config, dict):
+        raise TypeError(f"{caller}(): generation_config must be transformers' GenerationConfig or a dict, got "
+                        f"{type(config).__name__}")
+    flags = [f"{k}={v!r}" for k, v in config.items() if k in OUTPUT_FLAGS and v not in (None, False)]
+    if flags:
+        raise TypeError(f"{caller}(): generation_config sets {', '.join(flags)}: tessera's generate returns the ids "
+                        "alone (no scores, attentions or output object)")
+    return {k: v for k, v in config.items() if k not in NO_TOKEN_CHANGE and k not in OUTPUT_FLAGS and v is not None
+            and k != "synced_gpus" and (k not in UNAPPLIED or unapplied(k, v))}
 
 
 def unapplied(key: str, value) -> bool:

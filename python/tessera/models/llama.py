@@ -15,8 +15,8 @@ from .. import _C
 from ..cpp_module import node_class, node_methods
 from ..registry import register_model
 from .family import FamilyModel
-from .generation_settings import (GENERATION_FILE, NO_TOKEN_CHANGE, SAMPLING_ONLY, UNAPPLIED, GenerationConfig,
-                                  check_length, generation_config, id_list, no_op_arguments, unapplied)
+from .generation_settings import (GENERATION_FILE, SAMPLING_ONLY, UNAPPLIED, GenerationConfig, check_length,
+                                  generation_config, id_list, no_op_arguments, passed_config)
 from .loss_kwargs import over_items
 from .outputs import ModelOutput, make_output
 from .._warn import warn
@@ -106,28 +106,23 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
                              "generation calls, or call the model in a loop")
         given = no_op_arguments({k: v for k, v in kwargs.items() if v is not UNSET})
         defaults = dict(getattr(self, "generation_defaults", None) or {})
-        source = f"the model's generation config ({GENERATION_FILE})"
-        if given.get("generation_config") is not None:  # transformers' argument: it replaces the model's
-            config = given.pop("generation_config")
-            config = config.to_diff_dict() if hasattr(config, "to_diff_dict") else config
-            if not isinstance(config, dict):
-                raise TypeError(f"{caller}(): generation_config must be transformers' GenerationConfig or a dict, got "
-                                f"{type(config).__name__}")
-            defaults = {k: v for k, v in config.items() if k not in NO_TOKEN_CHANGE and v is not None and
-                        (k not in UNAPPLIED or unapplied(k, v))}
-            source = "the generation_config passed to it"
-        given.pop("generation_config", None)
-        sampling = given.get("do_sample", defaults.get("do_sample", False))
-        blocked = [f"{k}={v!r}" for k, v in defaults.items() if k in UNAPPLIED and (sampling or k not in SAMPLING_ONLY)]
-        defaults = {k: v for k, v in defaults.items() if k not in UNAPPLIED}
-        if blocked:
-            raise ValueError(f"{caller}(): {source} sets {', '.join(blocked)}, which transformers "
-                             "applies and tessera's generate does not have; set model.generation_config.<name> = None "
-                             "to generate without it")
-        returns = given.pop("num_return_sequences", defaults.pop("num_return_sequences", 1))
         if caller == "stream":  # a stream decodes one token at a time: a file's beam settings do not apply
             for key in ("num_beams", "length_penalty", "early_stopping"):
                 defaults.pop(key, None)
+        # transformers' generation_config= argument: its set fields over the model's defaults
+        passed = given.pop("generation_config", None)
+        passed = passed_config(passed, caller) if passed is not None else {}
+        defaults = {**defaults, **passed}
+        sampling = given.get("do_sample", defaults.get("do_sample", False))
+        blocked = [k for k in defaults if k in UNAPPLIED and (sampling or k not in SAMPLING_ONLY)]
+        if blocked:
+            source = ("the generation_config passed to it" if any(k in passed for k in blocked)
+                      else f"the model's generation config ({GENERATION_FILE})")
+            raise ValueError(f"{caller}(): {source} sets {', '.join(f'{k}={defaults[k]!r}' for k in blocked)}, which "
+                             "transformers applies and tessera's generate does not have; set "
+                             "model.generation_config.<name> = None to generate without it")
+        defaults = {k: v for k, v in defaults.items() if k not in UNAPPLIED}
+        returns = given.pop("num_return_sequences", defaults.pop("num_return_sequences", 1))
         settings = {**defaults, **given}
         max_length = settings.pop("max_length", None)
         if max_length is not None and settings.get("max_new_tokens") is None:  # transformers' precedence
