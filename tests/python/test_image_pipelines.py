@@ -140,3 +140,24 @@ def test_llavas_pad_aspect_ratio_is_llavas_expand2square_then_clips_processor():
     assert (got - want).abs().max() < 0.05
     with pytest.raises(ValueError, match="image_aspect_ratio must be 'square' or 'pad'"):
         ConversationData(train="x", tokenizer="y", image_aspect_ratio="anyres").validate("data")
+
+
+def test_a_trained_run_is_read_with_its_tasks_statistics(fixture_dir, tmp_path):
+    """A feature-target MIM run is a BEiT trained on its CLIP teacher's pixels: the probe read it
+    with BEiT's 0.5 (the model's family) instead of the statistics it was trained with."""
+    import json
+    import shutil
+
+    from tessera.train.image_data import checkpoint_pipeline
+
+    run = tmp_path / "mim"
+    shutil.copytree(fixture_dir("beit"), run)
+    model = tessera.from_pretrained(str(run))
+    assert checkpoint_pipeline(str(run), model)["mean"] == (0.5, 0.5, 0.5)  # no recipe: the family's
+    (run / "recipe.json").write_text(json.dumps({"task": "mim_features", "data": {}}))
+    assert checkpoint_pipeline(str(run), model)["mean"] == tuple(OPENAI_CLIP_MEAN)
+    (run / "recipe.json").write_text(json.dumps({"task": "beit", "data": {"image_mean": [0.1] * 3,
+                                                                          "image_std": [0.2] * 3}}))
+    assert checkpoint_pipeline(str(run), model)["std"] == (0.2, 0.2, 0.2)
+    (run / "recipe.json").write_text(json.dumps({"task": "no_such_task"}))
+    assert checkpoint_pipeline(str(run), model)["mean"] == (0.5, 0.5, 0.5)

@@ -98,15 +98,26 @@ def pipeline_settings(d: ImageData, pipeline: Dict[str, Any]) -> Dict[str, Any]:
 
 def checkpoint_pipeline(folder: str, model) -> Dict[str, Any]:
     """`clip_transform` keywords a checkpoint's images were normalised with in training: its
-    recipe's data.image_mean / image_std (recipe.json beside the weights), else the model's family's."""
+    recipe's data.image_mean / image_std (recipe.json beside the weights), else its training task's
+    `image_pipeline` (a feature-target MIM BEiT trained on its CLIP teacher's), else the model's
+    family's."""
     from ..io import is_regular_file, read_json
     from ..models.timm_compat import model_transform_settings
+    from .tasks import task_class
 
-    settings, recipe = model_transform_settings(model), os.path.join(folder, "recipe.json")
+    settings, path = model_transform_settings(model), os.path.join(folder, "recipe.json")
     try:
-        data = read_json(recipe, "a training recipe").get("data") or {} if is_regular_file(recipe) else {}
-    except (ValueError, AttributeError):
-        data = {}
+        recipe = read_json(path, "a training recipe") if is_regular_file(path) else {}
+    except ValueError:
+        recipe = {}
+    recipe = recipe if isinstance(recipe, dict) else {}
+    try:
+        pipeline = getattr(task_class(recipe["task"]), "image_pipeline", None) if "task" in recipe else None
+    except (ValueError, TypeError, KeyError):  # a task this installation lacks: the model's family
+        pipeline = None
+    if pipeline:
+        settings.update(transform_settings(pipeline))
+    data = recipe.get("data") if isinstance(recipe.get("data"), dict) else {}
     if data.get("image_mean") and data.get("image_std"):
         settings.update(mean=tuple(data["image_mean"]), std=tuple(data["image_std"]))
     return settings
