@@ -43,12 +43,11 @@ def _ask(conversation: List[Dict], question: str, args, model, template, tokeniz
 
 
 def run_chat(args) -> int:
-    from . import data as tdata
     from .chat import cut_answer, load_template, run_template, stop_ids
     from .factory import from_pretrained
     from .text import SentencePieceTokenizer
     from .train.checkpoint import resolve_checkpoint
-    from .train.conversation_data import load_pixels
+    from .train.conversation_data import aspect_transform, load_pixels
 
     for flag, value in (("-q/--question", args.question), ("--template", args.template), ("--tokenizer", args.tokenizer)):
         if value is not None and not value.strip():  # an empty value was ignored or answered with nothing
@@ -68,9 +67,7 @@ def run_chat(args) -> int:
         raise ValueError(f"tokenizer {tokenizer_path}: {tokenizer.vocab_size} tokens, but the model {folder} embeds "
                          f"{rows}: is it the tokenizer this model was trained with?")
     size = model.config["vision_config"]["image_size"]
-    pad = data.get("image_aspect_ratio") == "pad"  # as the run was trained
-    pixels = load_pixels(args.image, tdata.ImageTransform(
-        tdata.clip_transform(size, train=False, resize_mode="pad" if pad else "shortest")))
+    pixels = load_pixels(args.image, aspect_transform(size, data.get("image_aspect_ratio") or "square"))  # as trained
     generator = torch.Generator().manual_seed(args.seed)
     interactive = args.question is None
     questions = [args.question] if not interactive else _stdin_lines()

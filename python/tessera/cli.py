@@ -48,6 +48,23 @@ def _format_summary(summary, out_dir: str) -> str:
     return "\n".join(lines)
 
 
+#: Recipe settings that decide the pixels a model sees: evaluated otherwise than it was trained, it
+#: scores other inputs.
+PIXEL_SETTINGS = ("data.image_mean", "data.image_std", "data.image_aspect_ratio", "data.image_size")
+
+
+def _say_pixel_changes(folder: str, recipe) -> None:
+    """Warns when the recipe given to eval feeds the run other pixels than its own recipe.json did."""
+    from ._warn import warn
+    from .train.checkpoint import recipe_changes
+    from .train.config import recipe_to_dict
+
+    changes = [c for c in recipe_changes(folder, recipe_to_dict(recipe)) if c.split(":")[0] in PIXEL_SETTINGS]
+    if changes:
+        warn(f"eval: the recipe feeds {folder} other pixels than it was trained on ({'; '.join(changes)}); "
+             "give its own recipe, or --set these back")
+
+
 def _eval(args) -> int:
     from .train import build_task, load_recipe
     from .train.tasks import import_modules
@@ -93,6 +110,7 @@ def _eval(args) -> int:
         split = load_retrieval_split(split_file or args.captioning, args.split, args.image_root)
     folder = resolve_checkpoint(args.checkpoint, "eval checkpoint")
     check_eval_checkpoint(folder, task)  # checksums and model type, before anything is built
+    _say_pixel_changes(folder, recipe)
     model = task.load_model(folder).eval()
     if args.dtype == "bf16":
         import torch

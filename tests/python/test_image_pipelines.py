@@ -161,3 +161,21 @@ def test_a_trained_run_is_read_with_its_tasks_statistics(fixture_dir, tmp_path):
     assert checkpoint_pipeline(str(run), model)["std"] == (0.2, 0.2, 0.2)
     (run / "recipe.json").write_text(json.dumps({"task": "no_such_task"}))
     assert checkpoint_pipeline(str(run), model)["mean"] == (0.5, 0.5, 0.5)
+
+
+def test_blip2_stage_two_resizes_as_its_processor_and_eval_says_other_pixels(tmp_path):
+    """LLaVA's task with the Q-Former projector (BLIP-2's stages 2) center-cropped where BLIP-2
+    resizes whole (`image_aspect_ratio: squash`); `tessera eval RUN --recipe R` with a recipe whose
+    pixel settings differ from the run's said nothing."""
+    from tessera.cli import _say_pixel_changes
+    from tessera.train import recipe_from_dict
+    from tessera.train.conversation_data import ConversationData, aspect_transform
+
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (28, 56, 3), dtype=np.uint8))
+    squash = ImageTransform(clip_transform(28, resize_mode="squash"))(image)
+    torch.testing.assert_close(aspect_transform(28, "squash")(image), squash)
+    ConversationData(train="x", tokenizer="y", image_aspect_ratio="squash").validate("data")
+    (tmp_path / "recipe.json").write_text(__import__("json").dumps(
+        {"task": "clip", "data": {"image_mean": [0.2, 0.3, 0.4], "image_std": [0.5, 0.6, 0.7]}}))
+    with pytest.warns(UserWarning, match=r"other pixels than it was trained on \(data.image_mean"):
+        _say_pixel_changes(str(tmp_path), recipe_from_dict({"task": "clip"}))

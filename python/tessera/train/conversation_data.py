@@ -20,13 +20,17 @@ from ..io import parse_json, parse_json_line, read_text
 from ..schema import from_mapping
 
 
+ASPECT_MODES = {"square": "shortest", "pad": "pad", "squash": "squash"}
+
+
 def aspect_transform(image_size: int, image_aspect_ratio: str = "square"):
-    """The CLIP tower's evaluation transform under LLaVA's image_aspect_ratio: "pad" centers the
-    image on a square of the mean colour first (expand2square), "square" crops it."""
+    """The CLIP tower's evaluation transform under LLaVA's image_aspect_ratio: "square" crops the
+    image (CLIP's processor), "pad" centers it on a square of the mean colour first (LLaVA-1.5's
+    expand2square), "squash" resizes it whole to the square (BLIP-2's processor)."""
     from .. import data as tdata
 
-    return tdata.ImageTransform(tdata.clip_transform(
-        image_size, train=False, resize_mode="pad" if image_aspect_ratio == "pad" else "shortest"))
+    return tdata.ImageTransform(tdata.clip_transform(image_size, train=False,
+                                                     resize_mode=ASPECT_MODES.get(image_aspect_ratio, "shortest")))
 
 
 @dataclass
@@ -44,7 +48,8 @@ class ConversationData:
     skip_invalid: bool = False              # leave out samples that fail the checks (reported) instead of stopping
     index_cache: str = ""                   # folder for the data index (default: beside the data)
     # LLaVA's DataArguments: "square" resizes the shorter side and center-crops (CLIP's processor);
-    # "pad" centers the image on a square of the mean colour first (LLaVA-1.5's finetuning scripts)
+    # "pad" centers the image on a square of the mean colour first (LLaVA-1.5's finetuning scripts);
+    # "squash" resizes it whole to the square (BLIP-2's processor, for the Q-Former projector)
     image_aspect_ratio: str = "square"
 
     def transform(self):
@@ -54,9 +59,9 @@ class ConversationData:
     def validate(self, where: str) -> None:
         if not self.train:
             raise ValueError(f"{where}.train: the training data (a LLaVA JSON file) is required")
-        if self.image_aspect_ratio not in ("square", "pad"):
-            raise ValueError(f"{where}.image_aspect_ratio must be 'square' or 'pad' (LLaVA's), got "
-                             f"{self.image_aspect_ratio!r}")
+        if self.image_aspect_ratio not in ASPECT_MODES:
+            raise ValueError(f"{where}.image_aspect_ratio must be 'square' or 'pad' (LLaVA's) or 'squash' "
+                             f"(BLIP-2's), got {self.image_aspect_ratio!r}")
         if not self.tokenizer:
             raise ValueError(f"{where}.tokenizer: a SentencePiece model file is required")
         for name in ("max_length", "batch_size", "image_size"):

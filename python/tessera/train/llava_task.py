@@ -18,7 +18,6 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from .. import data as tdata
 from ..models.llava import LlavaForConditionalGeneration
 from ..models.pretrained import check_override_keys, merge_config, read_config
 from ..models.projectors import projector_hooks
@@ -31,6 +30,7 @@ from .conversation_index import ConversationSet, load_index, log_to_stderr
 from .distributed import DistInfo, all_true
 from .loaders import IndexLoader
 from ..schema import require
+from .._warn import warn
 from .tasks import Task, TokenLoss, register_task
 
 LM_LINEARS = r"language_model\..*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
@@ -106,6 +106,9 @@ class LlavaTask(Task):
             raise ValueError(f"data.max_length {d.max_length} + eval.max_new_tokens {recipe.eval.max_new_tokens} "
                              f"exceed the language model's context ({context} positions): evaluation could not "
                              f"generate; lower one of them")
+        if self.config.get("projector_type") == "qformer" and d.image_aspect_ratio == "square":
+            warn("data.image_aspect_ratio square center-crops the image; BLIP-2's processor (and tessera's "
+                 "stage 1) resizes it whole to the square: set data.image_aspect_ratio: squash")
         self.transform = d.transform()
         self.train_set = self.index(d.train)
 

@@ -58,8 +58,8 @@ class SugarData:
 
     def validate(self, where: str) -> None:
         require(bool(self.train), f"{where}.train: interleaved training data (JSON lines) is required")
-        require(self.image_aspect_ratio in ("", "square", "pad"),
-                f"{where}.image_aspect_ratio must be square or pad (or empty: the LLaVA run's), got "
+        require(self.image_aspect_ratio in ("", "square", "pad", "squash"),
+                f"{where}.image_aspect_ratio must be square, pad or squash (or empty: the LLaVA run's), got "
                 f"{self.image_aspect_ratio!r}")
         require(bool(self.tokenizer), f"{where}.tokenizer: a SentencePiece model file is required")
         for name in ("max_length", "batch_size", "image_size"):
@@ -141,7 +141,6 @@ class SugarTask(LlavaTask):
 
     def __init__(self, recipe, rank: int = 0, world_size: int = 1):
         Task.__init__(self, recipe, rank, world_size)
-        from .. import data as tdata
 
         d = recipe.data
         if not recipe.init.checkpoint:
