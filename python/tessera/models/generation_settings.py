@@ -96,7 +96,7 @@ NO_TOKEN_CHANGE = {
     "disable_compile", "low_memory", "max_cache_len", "prefill_chunk_size", "continuous_batching_config",
     "assistant_confidence_threshold", "assistant_early_exit", "assistant_ensemble_weight", "assistant_lookbehind",
     "target_lookbehind", "num_assistant_tokens", "num_assistant_tokens_schedule", "prompt_lookup_num_tokens",
-    "max_matching_ngram_size", "is_assistant", "speculation_type", "use_mtp", "diversity_penalty",
+    "max_matching_ngram_size", "is_assistant", "speculation_type", "use_mtp", "diversity_penalty", "synced_gpus",
     "encoder_no_repeat_ngram_size"}
 
 
@@ -130,8 +130,14 @@ def passed_config(config, caller: str) -> dict:
     if flags:
         raise TypeError(f"{caller}(): generation_config sets {', '.join(flags)}: tessera's generate returns the ids "
                         "alone (no scores, attentions or output object)")
-    return {k: v for k, v in config.items() if k not in NO_TOKEN_CHANGE and k not in OUTPUT_FLAGS and v is not None
-            and k != "synced_gpus" and (k not in UNAPPLIED or unapplied(k, v))}
+    return token_settings(config)
+
+
+def token_settings(config: dict) -> dict:
+    """A generation config's settings that change tokens: those set (not None), less the ones that
+    change none, and transformers' settings generate lacks only where they are not "off"."""
+    return {k: v for k, v in config.items()
+            if v is not None and k not in NO_TOKEN_CHANGE and (k not in UNAPPLIED or unapplied(k, v))}
 
 
 def unapplied(key: str, value) -> bool:

@@ -12,8 +12,8 @@ from typing import Any, Dict, Optional
 
 from .._warn import warn
 from ..io import read_json
-from .generation_settings import (GENERATION_FILE, NO_TOKEN_CHANGE, UNAPPLIED, GenerationConfig, check_length,
-                                  generation_config, unapplied)
+from .generation_settings import (GENERATION_FILE, UNAPPLIED, GenerationConfig, check_length, generation_config,
+                                  token_settings, unapplied)
 from .generation_settings import GENERATION_KEYS as KEYS
 
 
@@ -57,8 +57,7 @@ def set_generation_defaults(model, config) -> None:
         raise TypeError(f"generation_config must be a dict or transformers' GenerationConfig, "
                         f"got {type(config).__name__}")
     current = getattr(model, "generation_defaults", None) or {}
-    settings = {k: v for k, v in config.items()
-                if k not in NO_TOKEN_CHANGE and v is not None and (k not in UNAPPLIED or unapplied(k, v))}
+    settings = token_settings(config)
     unknown = sorted(k for k in set(settings) - set(KEYS) if k not in UNAPPLIED or current.get(k) != settings[k])
     if unknown:
         raise ValueError(f"generation_config: {', '.join(unknown)} would change what transformers generates, and "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 
@@ -101,16 +100,15 @@ def checkpoint_pipeline(folder: str, model) -> Dict[str, Any]:
     recipe's data.image_mean / image_std (recipe.json beside the weights), else its training task's
     `image_pipeline` (a feature-target MIM BEiT trained on its CLIP teacher's), else the model's
     family's."""
-    from ..io import is_regular_file, read_json
+    from ..chat import run_recipe
     from ..models.timm_compat import model_transform_settings
     from .tasks import task_class
 
-    settings, path = model_transform_settings(model), os.path.join(folder, "recipe.json")
+    settings = model_transform_settings(model)
     try:
-        recipe = read_json(path, "a training recipe") if is_regular_file(path) else {}
-    except ValueError:
+        recipe = run_recipe(folder)
+    except ValueError:  # not JSON: the model's family
         recipe = {}
-    recipe = recipe if isinstance(recipe, dict) else {}
     try:
         pipeline = getattr(task_class(recipe["task"]), "image_pipeline", None) if "task" in recipe else None
     except (ValueError, TypeError, KeyError):  # a task this installation lacks: the model's family
