@@ -34,7 +34,7 @@ from ..models.sugar import RetrievalProjector, SugarModel
 from ..schema import require
 from ..seeds import stream_seed
 from .checkpoint import resolve_checkpoint
-from .conversation_data import EncodedSamples, aspect_transform, encode_samples, read_samples
+from .conversation_data import ASPECT_MODES, EncodedSamples, aspect_transform, encode_samples, read_samples
 from .interleaved_data import EncodedInterleaved, encode_interleaved, read_interleaved, sample_points
 from .llava_task import LlavaInit, LlavaTask, LoraSection
 from .loaders import IndexLoader
@@ -58,7 +58,7 @@ class SugarData:
 
     def validate(self, where: str) -> None:
         require(bool(self.train), f"{where}.train: interleaved training data (JSON lines) is required")
-        require(self.image_aspect_ratio in ("", "square", "pad", "squash"),
+        require(self.image_aspect_ratio in ("", *ASPECT_MODES),
                 f"{where}.image_aspect_ratio must be square, pad or squash (or empty: the LLaVA run's), got "
                 f"{self.image_aspect_ratio!r}")
         require(bool(self.tokenizer), f"{where}.tokenizer: a SentencePiece model file is required")
