@@ -47,7 +47,7 @@ def run_chat(args) -> int:
     from .factory import from_pretrained
     from .text import SentencePieceTokenizer
     from .train.checkpoint import resolve_checkpoint
-    from .train.conversation_data import aspect_transform, load_pixels
+    from .train.conversation_data import load_pixels, run_transform
 
     for flag, value in (("-q/--question", args.question), ("--template", args.template), ("--tokenizer", args.tokenizer)):
         if value is not None and not value.strip():  # an empty value was ignored or answered with nothing
@@ -67,7 +67,7 @@ def run_chat(args) -> int:
         raise ValueError(f"tokenizer {tokenizer_path}: {tokenizer.vocab_size} tokens, but the model {folder} embeds "
                          f"{rows}: is it the tokenizer this model was trained with?")
     size = model.config["vision_config"]["image_size"]
-    pixels = load_pixels(args.image, aspect_transform(size, data.get("image_aspect_ratio") or "square"))  # as trained
+    pixels = load_pixels(args.image, run_transform(folder, size))  # as trained
     generator = torch.Generator().manual_seed(args.seed)
     interactive = args.question is None
     questions = [args.question] if not interactive else _stdin_lines()

@@ -125,9 +125,13 @@ def _transforms(model: PreTrainedModel, image_mean=None, image_std=None, image_i
     if image_resize_mode not in (None, "shortest", "squash"):
         raise ValueError(f"image_resize_mode={image_resize_mode!r}: tessera's transforms resize 'shortest' (and "
                          "center-crop) or 'squash'; open_clip's 'longest' pads, which they do not")
+    from .models.timm_compat import model_transform_settings
+
     size = model.config["vision_config"]["image_size"]
-    stats = {k: v for k, v in (("mean", image_mean), ("std", image_std), ("interpolation", image_interpolation),
-                               ("resize_mode", image_resize_mode)) if v is not None}
+    # the model's own (a folder's preprocessor_config.json; else OpenAI's), as open_clip's pretrained cfg
+    stats = {**model_transform_settings(model), **{k: v for k, v in (
+        ("mean", image_mean), ("std", image_std), ("interpolation", image_interpolation),
+        ("resize_mode", image_resize_mode)) if v is not None}}
     # open_clip's defaults: training crops 90-100 % of the image, no flip; evaluation resizes and crops.
     train = ImageTransform(clip_transform(size, train=True, scale=(0.9, 1.0), hflip_prob=0.0, **stats))
     return train, ImageTransform(clip_transform(size, train=False, **stats))

@@ -51,14 +51,15 @@ def test_beits_tokenizer_reads_the_pixels_its_own_run_normalised(grey_folder):
     """BEiT's loader normalises with 0.5; the VQ-KD tokenizer was trained on CLIP's pixels (its
     task's, or its recipe's): its input is the same image renormalised, exactly."""
     from tessera.train.beit_task import BeitTask
+    from tessera.train.image_data import Renormalise
 
-    task = BeitTask.__new__(BeitTask)
     ours = pipeline_settings(ImageData(), BeitTask.image_pipeline)
     clip = (torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1))
-    task._to_tokenizer = [torch.tensor(v).view(1, -1, 1, 1) for v in (ours["mean"], ours["std"])] + list(clip)
     raw = torch.rand(2, 3, 8, 8)
     beit_px = (raw - 0.5) / 0.5
-    torch.testing.assert_close(task.tokenizer_pixels(beit_px), (raw - clip[0]) / clip[1], atol=1e-6, rtol=0)
+    to_tokenizer = Renormalise(ours, {"mean": OPENAI_CLIP_MEAN, "std": OPENAI_CLIP_STD})
+    torch.testing.assert_close(to_tokenizer(beit_px), (raw - clip[0]) / clip[1], atol=1e-6, rtol=0)
+    assert Renormalise(ours, ours)(beit_px) is beit_px
 
 
 def test_blip2_evaluation_resizes_to_the_square_as_its_processor():

@@ -50,6 +50,8 @@ ClipLossOutput clip_loss(const at::Tensor& image_features, const at::Tensor& tex
                           all_image_features.size(1) == image_features.size(1),
                       "clip_loss: gathered features must be [N, ", image_features.size(1),
                       "] for both towers, got ", all_image_features.sizes(), " and ", all_text_features.sizes());
+    TORCH_CHECK_VALUE(batch > 0, "clip_loss: an empty local batch (0 features) with gathered features: the "
+                      "world size is their count over the local batch");
     TORCH_CHECK_VALUE(all_image_features.size(0) % batch == 0, "clip_loss: gathered batch ",
                       all_image_features.size(0), " is not a multiple of the local batch ", batch,
                       " (every rank must hold the same batch size)");

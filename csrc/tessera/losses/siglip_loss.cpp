@@ -24,6 +24,8 @@ SigLipLossOutput siglip_loss(const at::Tensor& image_features, const at::Tensor&
   int64_t offset = 0;
   if (all_text_features.defined()) {
     detail::check_features(all_text_features, "siglip_loss", "all_text_features");
+    TORCH_CHECK_VALUE(batch > 0, "siglip_loss: an empty local batch (0 features) with all_text_features: the "
+                      "world size is their count over the local batch");
     TORCH_CHECK_VALUE(all_text_features.size(1) == image_features.size(1) && all_text_features.size(0) % batch == 0,
                       "siglip_loss: all_text_features must be [world_size * ", batch, ", ", image_features.size(1),
                       "] (every rank must hold the same batch size), got ", all_text_features.sizes());

@@ -128,6 +128,7 @@ at::Tensor gak_from_cost(const at::Tensor& xy_in, const at::Tensor& xx_in, const
   TORCH_CHECK_VALUE(xy.is_cpu() || xy.is_cuda(), "gak: the cost must be on the CPU or a CUDA device, got ", xy.device());
   TORCH_CHECK_VALUE(o.x_lengths.defined() == o.y_lengths.defined(), "gak: give both x_lengths and y_lengths, or neither");
   const int64_t B = xy.size(0), N = xy.size(1), M = xy.size(2);
+  TORCH_CHECK_VALUE(N >= 1 && M >= 1, "gak: both sequences need at least one step, got ", N, " and ", M, " steps");
   const bool given = o.x_lengths.defined();
   const at::Tensor n = checked_lengths(o.x_lengths, B, N, "gak", "x_lengths", xy);
   const at::Tensor m = checked_lengths(o.y_lengths, B, M, "gak", "y_lengths", xy);

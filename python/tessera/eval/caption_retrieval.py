@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..io import read_json
-from .finite import require_finite
+from .finite import require_finite, require_items
 
 KINDS = ("coco", "flickr30k", "annotations")
 
@@ -159,6 +159,7 @@ def _first_own(own: torch.Tensor, k_max: int) -> torch.Tensor:
 
 
 def _recalls(i2t_rank: torch.Tensor, t2i_rank: torch.Tensor, ks: Sequence[int], prefix: str = "") -> Dict[str, float]:
+    require_items(min(len(i2t_rank), len(t2i_rank)), "retrieval: images and captions")
     out = {f"{prefix}image_to_text_R@{k}": (i2t_rank < k).float().mean().item() for k in ks}
     out.update({f"{prefix}text_to_image_R@{k}": (t2i_rank < k).float().mean().item() for k in ks})
     out[f"{prefix}mean_recall"] = sum(out.values()) / len(out)

@@ -72,8 +72,13 @@ def linear_probe(train_x, train_y, test_x, test_y, weight_decay: float = 1e-4, s
         return float(((b @ w + bias).argmax(1) == test_y).float().mean())
 
 
-def knn(train_x, train_y, test_x, test_y, k: int = 20, temperature: float = 0.07) -> float:
+KNN_K = 20  # DINO's k
+
+
+def knn(train_x, train_y, test_x, test_y, k: int = KNN_K, temperature: float = 0.07) -> float:
     """Cosine k-NN with similarity-weighted votes (DINO's protocol)."""
+    if len(train_x) < k:
+        raise ValueError(f"k-NN over {k} neighbours needs at least {k} training features, got {len(train_x)}")
     a, b = F.normalize(train_x, dim=1), F.normalize(test_x, dim=1)
     classes = int(train_y.max()) + 1
     sims, idx = (b @ a.t()).topk(k, dim=1)
@@ -84,6 +89,8 @@ def knn(train_x, train_y, test_x, test_y, k: int = 20, temperature: float = 0.07
 def probe(features: Features, image_size: int, root: str = tdata.FASHION_MNIST_ROOT, train_images: int = 10000,
           test_images: int = 2000, pipeline: Optional[Dict[str, Any]] = None) -> Dict[str, float]:
     """`pipeline`: clip_transform's keywords (the encoder's normalisation; CLIP's by default)."""
+    if train_images < KNN_K:  # before any image is read: the k-NN's neighbours, the probe's standardisation
+        raise ValueError(f"probe train_images (--probe-train) {train_images}: at least {KNN_K}, the k-NN's neighbours")
     train = tdata.FashionMNIST(root, split="train")
     test = tdata.FashionMNIST(root, split="test")
     tx, ty = extract(features, train, image_size, train_images, pipeline=pipeline)

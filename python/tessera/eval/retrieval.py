@@ -12,7 +12,7 @@ from typing import Dict, Hashable, Iterable, List, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .finite import require_finite
+from .finite import require_finite, require_items
 
 
 @torch.no_grad()
@@ -57,6 +57,7 @@ def recall_at_k(image_embeds: torch.Tensor, text_embeds: torch.Tensor, captions:
     `image_ids` groups rows that hold one image (shards written from a caption file repeat it per
     caption): an image is then one query, a hit when any of its captions' texts is retrieved, as
     `multi_caption_recall` scores a caption file."""
+    require_items(len(captions), "retrieval: image-caption pairs")
     ids = {c: i for i, c in enumerate(dict.fromkeys(captions))}
     cap_id = torch.tensor([ids[c] for c in captions], dtype=torch.long)
     index: Dict[Hashable, int] = {}

@@ -9,7 +9,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .finite import require_finite
+from .finite import require_finite, require_items
 
 
 @torch.no_grad()
@@ -62,9 +62,10 @@ def zero_shot_evaluate(model, batches: Iterable[Dict[str, torch.Tensor]], classi
         labels_all.append(labels)
         if max_images and total >= max_images:
             break
+    require_items(total, "zero-shot: evaluation images")
     return {
-        "zero_shot_top1": correct1 / max(total, 1),
-        "zero_shot_top5": correct5 / max(total, 1),
+        "zero_shot_top1": correct1 / total,
+        "zero_shot_top5": correct5 / total,
         "num_images": total,
         "confusion": confusion,
         "top5": torch.cat(top5_all) if top5_all else torch.empty(0, 5, dtype=torch.long),

@@ -41,6 +41,8 @@ def discriminative_loss(r_local: torch.Tensor, target_rows: torch.Tensor, world_
     m_r = retrieval_similarity(r_local, r_all)
     squared = (m_r - target_rows.to(m_r.dtype)).pow(2)
     if valid_all is None:
+        if r_all.shape[0] == 0:  # as the masked path below: a mean over no point is no loss
+            raise ValueError("discriminative_loss: no point in the batch")
         return world_size * squared.sum() / r_all.shape[0]
     pairs = valid_local[:, None] & valid_all[None, :]
     n = int(valid_all.sum())

@@ -99,9 +99,11 @@ class VisionFeatures(TimmNames):
     def pretrained_cfg(self) -> Dict[str, Any]:
         """timm's: what `timm.data.resolve_data_config` builds the input pipeline from, at the
         tower's own image size (a part reads its parent's config)."""
-        config = (self._owning_model() if isinstance(self, CppNode) else self).config
-        size = int(config.get("vision_config", config)["image_size"])
-        return {"input_size": (3, size, size), "num_classes": 0, "crop_mode": "center", **self._data_config}
+        owner = self._owning_model() if isinstance(self, CppNode) else self
+        size = int(owner.config.get("vision_config", owner.config)["image_size"])
+        # the folder's preprocessor_config.json where the model was loaded from one (`preprocessing`, image_processor.py)
+        return {"input_size": (3, size, size), "num_classes": 0, "crop_mode": "center", **self._data_config,
+                **(getattr(owner, "preprocessing", None) or {})}
 
     @property
     def num_features(self) -> int:

@@ -155,6 +155,7 @@ class PreTrainedModel(nn.Module):
         argument) replaces config.json: a config dict, or a folder or config.json to read, for a
         folder of weights alone (what transformers' Trainer saves for a model not its own)."""
         from ..checksums import verify_model_files
+        from .image_processor import read_image_processor
         from .load_keywords import split_keywords
 
         if torch.get_default_device().type == "meta":  # as transformers refuses it
@@ -221,12 +222,14 @@ class PreTrainedModel(nn.Module):
                  f"checkpoint: initialised as a new {cls.__name__}'s, as transformers does")
         given = f" and config_overrides {json.dumps(config_overrides, sort_keys=True)}" if config_overrides else ""
         load_fitting(model, state, f"{path} (with {file}{given})", assign=True)
+        folder = path if os.path.isdir(path) else os.path.dirname(path)
+        model.preprocessing = read_image_processor(folder)  # pretrained_cfg's statistics (features.py)
         if callable(getattr(model, "generate", None)):  # a causal LM reads its generation defaults too
             from .generation_view import read_generation_defaults
 
             embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
             model.generation_defaults = read_generation_defaults(
-                path if os.path.isdir(path) else os.path.dirname(path), getattr(embeddings, "num_embeddings", None))
+                folder, getattr(embeddings, "num_embeddings", None))
         device = device if device is not None else default if default.type != "cpu" else None
         if device is not None:  # device_map naming one device, or the default device
             model.to(device)

@@ -39,13 +39,18 @@ def transform_settings(data_config: Dict[str, Any]) -> Dict[str, Any]:
             "resize_mode": "squash" if data_config.get("crop_mode") == "squash" else "shortest"}
 
 
-def model_transform_settings(model) -> Dict[str, Any]:
-    """The pipeline a model's images are normalised with: its pretrained_cfg, or its image
+def model_data_config(model) -> Dict[str, Any]:
+    """The data config a model's images are normalised with: its pretrained_cfg, or its image
     tower's (BLIP-2's and LLaVA's parents), else CLIP's."""
     cfg = getattr(model, "pretrained_cfg", None) or getattr(getattr(model, "vision_model", None), "pretrained_cfg",
                                                             None) or getattr(getattr(model, "vision_tower", None),
                                                                              "pretrained_cfg", None)
-    return transform_settings(cfg or CLIP_DATA)
+    return dict(cfg or CLIP_DATA)
+
+
+def model_transform_settings(model) -> Dict[str, Any]:
+    """`clip_transform` keywords of `model_data_config`."""
+    return transform_settings(model_data_config(model))
 
 
 class TimmNames:

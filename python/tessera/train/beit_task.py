@@ -9,11 +9,12 @@ from typing import Any, Dict
 
 import torch
 
+from ..eval.finite import require_items
 from ..models.beit import BeitForMaskedImageModeling
 from ..models.pretrained import read_config
 from ..models.timm_compat import BEIT_DATA
 from ..models.vqkd import VQKD
-from .image_data import ImageData, checkpoint_pipeline, pipeline_settings
+from .image_data import ImageData, Renormalise, checkpoint_pipeline, pipeline_settings
 from .image_task import HeldOutEval, MaskedImageTask, MaskingSection
 from .tasks import TokenLoss, register_task
 from .checkpoint import resolve_checkpoint
@@ -44,15 +45,9 @@ class BeitTask(MaskedImageTask):
         # BEiT's pixels are normalised as BEiT's (0.5, 0.5); the tokenizer reads them as its own run
         # did (CLIP's, its teacher's, unless its recipe said otherwise), as BEiT v2's tokenizer
         # normalises its input itself.
-        ours = pipeline_settings(recipe.data, self.image_pipeline)
-        theirs = checkpoint_pipeline(resolve_checkpoint(recipe.tokenizer.checkpoint, "tokenizer.checkpoint"),
-                                     self.tokenizer)
-        self._to_tokenizer = [torch.tensor(v).view(1, -1, 1, 1)
-                              for v in (ours["mean"], ours["std"], theirs["mean"], theirs["std"])]
-
-    def tokenizer_pixels(self, px: torch.Tensor) -> torch.Tensor:
-        mean, std, tok_mean, tok_std = (t.to(px.device, px.dtype) for t in self._to_tokenizer)
-        return (px * std + mean - tok_mean) / tok_std
+        self.tokenizer_pixels = Renormalise(
+            pipeline_settings(recipe.data, self.image_pipeline),
+            checkpoint_pipeline(resolve_checkpoint(recipe.tokenizer.checkpoint, "tokenizer.checkpoint"), self.tokenizer))
 
     @classmethod
     def head_config(cls, recipe) -> Dict[str, Any]:
@@ -87,4 +82,5 @@ class BeitTask(MaskedImageTask):
                 total += float(out.loss) * m
                 correct += int((out.logits[mask].argmax(-1) == labels[mask]).sum())
                 count += m
-        return {"eval_loss": total / max(count, 1), "token_accuracy": correct / max(count, 1)}
+        require_items(count, "BEiT evaluation: masked patches")
+        return {"eval_loss": total / count, "token_accuracy": correct / count}

@@ -16,14 +16,14 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from ..eval import caption_retrieval_evaluate, zero_shot_evaluate
-from ..eval.finite import require_finite
+from ..eval.finite import require_finite, require_items
 from ..models.blip2_pretraining import Blip2ForPretraining
 from .clip_task import ClipData
 from ..models.timm_compat import BLIP2_DATA
 from .image_data import (batch_captions, caption_or_label, image_dataset, image_loader, labelled, pipeline_settings,
                          sample_ids)
 from .tasks import MixedLoss, Task, TokenLoss, register_task
-from .teacher import TeacherSection, load_teacher
+from .teacher import TeacherSection, load_teacher, teacher_statistics, tower_input
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
 
@@ -112,7 +112,7 @@ class Blip2PretrainTask(Task):
 
     def __init__(self, recipe, rank: int = 0, world_size: int = 1):
         super().__init__(recipe, rank, world_size)
-        self.tower = load_teacher(recipe.tower)
+        self.tower = load_teacher(recipe.tower, teacher_statistics(recipe.data, recipe.tower, BLIP2_DATA))
         self.train_set = image_dataset(recipe.data, True)
         self.class_names = list(recipe.data.class_names or getattr(self.train_set, "classes", []) or [])
         if not self.class_names:
@@ -168,7 +168,7 @@ class Blip2PretrainTask(Task):
     def image_embeds(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The frozen tower's post-normed tokens at `tower.layer` (LAVIS's ln_vision(ViT(x)))."""
         tower = self.tower.to(pixel_values.device)
-        (feats,) = tower.forward_intermediates(pixel_values, indices=[self.recipe.tower.layer], norm=True,
+        (feats,) = tower.forward_intermediates(tower_input(tower, pixel_values), indices=[self.recipe.tower.layer], norm=True,
                                                stop_early=True, intermediates_only=True)
         return feats
 
@@ -307,7 +307,8 @@ class Blip2PretrainTask(Task):
                     captions_right += int(names_class(said, self.class_names[c]))
                 captioned += len(caps)
             n += len(px)
+        require_items(n, "BLIP-2 evaluation: held-out images")
         return {"zero_shot_acc": itc["zero_shot_top1"], "zero_shot_top5": itc["zero_shot_top5"],
-                "itm_pair_acc": itm_right / max(2 * n, 1), "itm_pair_acc_prior": itm_right_prior / max(2 * n, 1),
-                "itm_rerank_r1": rerank_right / max(n, 1), "caption_class_acc": captions_right / max(captioned, 1),
+                "itm_pair_acc": itm_right / (2 * n), "itm_pair_acc_prior": itm_right_prior / (2 * n),
+                "itm_rerank_r1": rerank_right / n, "caption_class_acc": captions_right / captioned,
                 "eval_images": n}

@@ -10,6 +10,7 @@ from typing import Any, Dict
 
 import torch
 
+from ..eval.finite import require_items
 from ..chat import IGNORE
 from ..models.llama import LlamaForCausalLM
 from ..bounded_encoding import encode_at_most
@@ -116,5 +117,9 @@ class CausalLmTask(Task):
             b = {k: v[start:start + d.batch_size].to(model.device) for k, v in held.items()}
             out = model(**b)
             total, count = total + float(out.loss_sum), count + float(out.num_tokens)
-        loss = total / max(count, 1.0)
-        return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+        loss = total / require_items(count, f"{d.eval}: held-out tokens")
+        try:  # as transformers' run_clm: inf only past float range
+            perplexity = math.exp(loss)
+        except OverflowError:
+            perplexity = math.inf
+        return {"eval_loss": loss, "perplexity": perplexity}

@@ -15,8 +15,8 @@ from ..eval import (RetrievalSplit, caption_retrieval_evaluate, retrieval_evalua
 from ..models.clip import CLIPModel
 from ..text import ClipTokenizer
 from ..models.timm_compat import CLIP_DATA
-from .image_data import (ImageData, Shards, batch_captions, caption_or_label, image_dataset, image_loader, labelled,
-                         pipeline_settings)
+from .image_data import (ImageData, Shards, batch_captions, caption_or_label, image_dataset, image_loader,
+                         inherit_from_pretrained, labelled, pipeline_settings)
 from .optim import open_clip_no_decay
 from .tasks import Task, register_task
 
@@ -87,6 +87,7 @@ class ClipTask(Task):
 
     def __init__(self, recipe, rank: int = 0, world_size: int = 1):
         super().__init__(recipe, rank, world_size)
+        inherit_from_pretrained(recipe, CLIP_DATA)
         self.tokenizer = ClipTokenizer()
         self.train_set = self._dataset(train=True)
         self.class_names: List[str] = list(recipe.data.class_names or getattr(self.train_set, "classes", []) or [])

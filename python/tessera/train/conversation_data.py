@@ -10,7 +10,7 @@ shows the rendering token by token."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Literal, Optional, Sequence, Union
 
 import torch
@@ -18,19 +18,41 @@ import torch
 from ..chat import IGNORE, IMAGE_PLACEHOLDER, ROLES, ConversationTemplate, load_template, render
 from ..io import parse_json, parse_json_line, read_text
 from ..schema import from_mapping
+from .image_data import check_statistics
 
 
 ASPECT_MODES = {"square": "shortest", "pad": "pad", "squash": "squash"}
 
 
-def aspect_transform(image_size: int, image_aspect_ratio: str = "square"):
+def aspect_transform(image_size: int, image_aspect_ratio: str = "square", image_mean: Sequence[float] = (),
+                     image_std: Sequence[float] = ()):
     """The CLIP tower's evaluation transform under LLaVA's image_aspect_ratio: "square" crops the
     image (CLIP's processor), "pad" centers it on a square of the mean colour first (LLaVA-1.5's
-    expand2square), "squash" resizes it whole to the square (BLIP-2's processor)."""
+    expand2square), "squash" resizes it whole to the square (BLIP-2's processor). Normalised with
+    `image_mean` / `image_std` (the tower's), OpenAI CLIP's when empty."""
     from .. import data as tdata
 
+    stats = {"mean": tuple(image_mean), "std": tuple(image_std)} if len(image_mean) else {}
     return tdata.ImageTransform(tdata.clip_transform(image_size, train=False,
-                                                     resize_mode=ASPECT_MODES.get(image_aspect_ratio, "shortest")))
+                                                     resize_mode=ASPECT_MODES.get(image_aspect_ratio, "shortest"),
+                                                     **stats))
+
+
+def run_transform(folder: str, image_size: int, image_aspect_ratio: str = ""):
+    """The transform a LLaVA or Sugar checkpoint's images were trained with: its recipe's aspect
+    ratio (unless given) and statistics, or a Hugging Face folder's preprocessor_config.json
+    statistics, else CLIP's (train/image_data.checkpoint_data_config)."""
+    from ..chat import run_recipe
+    from ..models.timm_compat import CLIP_DATA
+    from .image_data import checkpoint_data_config
+
+    data = run_recipe(folder).get("data")
+    aspect = image_aspect_ratio or (data.get("image_aspect_ratio") if isinstance(data, dict) else None) or "square"
+    if aspect not in ASPECT_MODES:
+        raise ValueError(f"{folder}/recipe.json: data.image_aspect_ratio {aspect!r} is not one of "
+                         f"{', '.join(ASPECT_MODES)}")
+    stats = checkpoint_data_config(folder, CLIP_DATA)
+    return aspect_transform(image_size, aspect, stats["mean"], stats["std"])
 
 
 @dataclass
@@ -51,10 +73,14 @@ class ConversationData:
     # "pad" centers the image on a square of the mean colour first (LLaVA-1.5's finetuning scripts);
     # "squash" resizes it whole to the square (BLIP-2's processor, for the Q-Former projector)
     image_aspect_ratio: str = "square"
+    # Pixel normalisation (per channel); empty: the tower's (init.vision_tower's or init.checkpoint's
+    # run or preprocessor_config.json, image_data.inherit_statistics), else OpenAI CLIP's
+    image_mean: List[float] = field(default_factory=list)
+    image_std: List[float] = field(default_factory=list)
 
     def transform(self):
         """The image pipeline of this data: the CLIP tower's evaluation transform at image_size."""
-        return aspect_transform(self.image_size, self.image_aspect_ratio)
+        return aspect_transform(self.image_size, self.image_aspect_ratio, self.image_mean, self.image_std)
 
     def validate(self, where: str) -> None:
         if not self.train:
@@ -64,6 +90,7 @@ class ConversationData:
                              f"(BLIP-2's), got {self.image_aspect_ratio!r}")
         if not self.tokenizer:
             raise ValueError(f"{where}.tokenizer: a SentencePiece model file is required")
+        check_statistics(self.image_mean, self.image_std, where)
         for name in ("max_length", "batch_size", "image_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{where}.{name} must be >= 1, got {getattr(self, name)}")

@@ -30,9 +30,10 @@ class ImageData:
     # webdataset: one weight per source of root ('a/{0..9}.tar::b/{0..3}.tar'), drawn sample by
     # sample in training (open_clip's upsampling factors, webdataset's RandomMix); empty: one set
     source_weights: List[float] = field(default_factory=list)
-    # Pixel normalisation (per channel); empty: the family's (MAE ImageNet's, BEiT 0.5, CLIP and
-    # BLIP-2 OpenAI CLIP's; the task's `image_pipeline`). An HF checkpoint's preprocessor_config.json
-    # is not read: set them here when it says otherwise.
+    # Pixel normalisation (per channel); empty: those of the checkpoint the task starts from or
+    # reads with (model.pretrained, a teacher, a tower: its run's or its preprocessor_config.json's,
+    # `inherit_statistics`), else the family's (MAE ImageNet's, BEiT 0.5, CLIP and BLIP-2 OpenAI
+    # CLIP's; the task's `image_pipeline`).
     image_mean: List[float] = field(default_factory=list)
     image_std: List[float] = field(default_factory=list)
 
@@ -46,10 +47,7 @@ class ImageData:
             raise ValueError(f"{where}.shuffle_buffer must be >= 0, got {self.shuffle_buffer}")
         if self.num_workers < 0:
             raise ValueError(f"{where}.num_workers must be >= 0, got {self.num_workers}")
-        if len(self.image_mean) not in (0, 3) or len(self.image_std) != len(self.image_mean) or any(
-                not math.isfinite(v) or v <= 0 for v in self.image_std) or any(not math.isfinite(v) for v in self.image_mean):
-            raise ValueError(f"{where}.image_mean and image_std: three finite values each (std > 0), or both empty; "
-                             f"got {self.image_mean} and {self.image_std}")
+        check_statistics(self.image_mean, self.image_std, where)
         if self.source_weights:
             sources = self.root.split("::")
             if self.dataset != "webdataset" or len(sources) != len(self.source_weights) or len(sources) < 2:
@@ -62,6 +60,15 @@ class ImageData:
                 mix_weights(self.source_weights, len(sources))
             except ValueError as e:
                 raise ValueError(f"{where}.source_weights: {e}") from None
+
+
+def check_statistics(mean: Sequence[float], std: Sequence[float], where: str) -> None:
+    """A data section's image_mean and image_std: three finite numbers each (std > 0), or both empty."""
+    if len(mean) not in (0, 3) or len(std) != len(mean) or any(
+            isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in [*mean, *std]) or any(
+            v <= 0 for v in std):
+        raise ValueError(f"{where}.image_mean and image_std: three finite values each (std > 0), or both empty; "
+                         f"got {list(mean)} and {list(std)}")
 
 
 def image_dataset(d: ImageData, train: bool):
@@ -95,16 +102,16 @@ def pipeline_settings(d: ImageData, pipeline: Dict[str, Any]) -> Dict[str, Any]:
     return settings
 
 
-def checkpoint_pipeline(folder: str, model) -> Dict[str, Any]:
-    """`clip_transform` keywords a checkpoint's images were normalised with in training: its
-    recipe's data.image_mean / image_std (recipe.json beside the weights), else its training task's
-    `image_pipeline` (a feature-target MIM BEiT trained on its CLIP teacher's), else the model's
-    family's."""
+def checkpoint_data_config(folder: str, fallback: Dict[str, Any]) -> Dict[str, Any]:
+    """The data config (timm's names) a checkpoint's images were normalised with, each source over
+    the one before: `fallback` (the model's family), its training task's `image_pipeline` (a
+    feature-target MIM BEiT trained on its CLIP teacher's), its preprocessor_config.json (a Hugging
+    Face folder's image processor), its recipe's data.image_mean / image_std (recipe.json)."""
     from ..chat import run_recipe
-    from ..models.timm_compat import model_transform_settings
+    from ..models.image_processor import read_image_processor
     from .tasks import task_class
 
-    settings = model_transform_settings(model)
+    config = dict(fallback)
     try:
         recipe = run_recipe(folder)
     except ValueError:  # not JSON: the model's family
@@ -113,12 +120,63 @@ def checkpoint_pipeline(folder: str, model) -> Dict[str, Any]:
         pipeline = getattr(task_class(recipe["task"]), "image_pipeline", None) if "task" in recipe else None
     except (ValueError, TypeError, KeyError):  # a task this installation lacks: the model's family
         pipeline = None
-    if pipeline:
-        settings.update(transform_settings(pipeline))
+    config.update(pipeline or {})
+    config.update(read_image_processor(folder) or {})
     data = recipe.get("data") if isinstance(recipe.get("data"), dict) else {}
-    if data.get("image_mean") and data.get("image_std"):
-        settings.update(mean=tuple(data["image_mean"]), std=tuple(data["image_std"]))
-    return settings
+    if data.get("image_mean") or data.get("image_std"):
+        mean, std = data.get("image_mean"), data.get("image_std")
+        if not isinstance(mean, list) or not isinstance(std, list):
+            raise ValueError(f"{folder}/recipe.json: data.image_mean and image_std must be lists, got {mean!r} and {std!r}")
+        check_statistics(mean, std, f"{folder}/recipe.json: data")
+        config.update(mean=tuple(mean), std=tuple(std))
+    return config
+
+
+def checkpoint_pipeline(folder: str, model) -> Dict[str, Any]:
+    """`clip_transform` keywords of `checkpoint_data_config`, the model's family the fallback."""
+    from ..models.timm_compat import model_data_config
+
+    return transform_settings(checkpoint_data_config(folder, model_data_config(model)))
+
+
+def inherit_statistics(d, folder: str, own: Dict[str, Any]) -> None:
+    """A task whose images a checkpoint's tower reads (fine-tuned, frozen, or a teacher) normalises
+    them as that checkpoint's run or image processor did, as LLaVA takes its tower's processor;
+    the recipe's own data.image_mean / image_std win. The statistics taken are written into the
+    recipe (`d`), so recipe.json, evaluation and chat read the same."""
+    if d.image_mean:
+        return
+    theirs = checkpoint_data_config(folder, own)
+    if (tuple(theirs["mean"]), tuple(theirs["std"])) != (tuple(own["mean"]), tuple(own["std"])):
+        d.image_mean, d.image_std = [float(v) for v in theirs["mean"]], [float(v) for v in theirs["std"]]
+
+
+def inherit_from_pretrained(recipe, own: Dict[str, Any]) -> None:
+    """`inherit_statistics` from the checkpoint folder a task's model starts from (model.pretrained;
+    an open_clip checkpoint file has no statistics of its own)."""
+    import os
+
+    from .checkpoint import resolve_checkpoint
+
+    if recipe.model.pretrained and os.path.isdir(recipe.model.pretrained):
+        inherit_statistics(recipe.data, resolve_checkpoint(recipe.model.pretrained, "model.pretrained"), own)
+
+
+class Renormalise:
+    """Pixels normalised with one mean and std, as another's: what a frozen reader trained on other
+    statistics (a teacher, BLIP-2's tower, BEiT's tokenizer) takes from the task's batch, as BEiT
+    v2's tokenizer normalises its own input. The identity when the two agree."""
+
+    def __init__(self, ours: Dict[str, Any], theirs: Dict[str, Any]):
+        same = (tuple(ours["mean"]), tuple(ours["std"])) == (tuple(theirs["mean"]), tuple(theirs["std"]))
+        self._stats = None if same else [torch.tensor([float(x) for x in v]).view(1, -1, 1, 1)
+                                         for v in (ours["mean"], ours["std"], theirs["mean"], theirs["std"])]
+
+    def __call__(self, px: torch.Tensor) -> torch.Tensor:
+        if self._stats is None:
+            return px
+        mean, std, their_mean, their_std = (t.to(px.device, px.dtype) for t in self._stats)
+        return (px * std + mean - their_mean) / their_std
 
 
 def image_loader(d: ImageData, dataset, train: bool, seed: int, rank: int = 0, world_size: int = 1,

@@ -12,7 +12,7 @@ from ..data.masking import BlockMaskGenerator
 from ..models.timm_compat import CLIP_DATA
 from ..seeds import sample_seed
 from .optim import beit_pretraining_no_decay
-from .image_data import ImageData, image_dataset, image_loader, sample_ids
+from .image_data import ImageData, image_dataset, image_loader, inherit_from_pretrained, sample_ids
 from .tasks import Task
 
 
@@ -55,6 +55,7 @@ class ImageTask(Task):
 
     def __init__(self, recipe, rank: int = 0, world_size: int = 1):
         super().__init__(recipe, rank, world_size)
+        inherit_from_pretrained(recipe, self.image_pipeline)
         self.train_set = image_dataset(recipe.data, train=True)
 
     def train_loader(self, rank: int, world_size: int):

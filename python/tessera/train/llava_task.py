@@ -18,15 +18,18 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
+from ..eval.finite import require_items
 from ..models.llava import LlavaForConditionalGeneration
 from ..models.pretrained import check_override_keys, merge_config, read_config
 from ..models.projectors import projector_hooks
+from ..models.timm_compat import CLIP_DATA
 from ..models.weights import load_part, load_weights
 from ..text import SentencePieceTokenizer
 from .checkpoint import resolve_checkpoint
 from .conversation_data import (ConversationData, encode_samples, greedy_answers, idle_image_row, load_pixels,
                                 read_samples)
 from .conversation_index import ConversationSet, load_index, log_to_stderr
+from .image_data import inherit_statistics
 from .distributed import DistInfo, all_true
 from .loaders import IndexLoader
 from ..schema import require
@@ -109,6 +112,10 @@ class LlavaTask(Task):
         if self.config.get("projector_type") == "qformer" and d.image_aspect_ratio == "square":
             warn("data.image_aspect_ratio square center-crops the image; BLIP-2's processor (and tessera's "
                  "stage 1) resizes it whole to the square: set data.image_aspect_ratio: squash")
+        tower = recipe.init.checkpoint or recipe.init.vision_tower
+        if tower:  # the tower's statistics, as LLaVA takes its tower's image processor
+            inherit_statistics(d, resolve_checkpoint(tower, "init.checkpoint" if recipe.init.checkpoint
+                                                     else "init.vision_tower"), CLIP_DATA)
         self.transform = d.transform()
         self.train_set = self.index(d.train)
 
@@ -316,7 +323,8 @@ class LlavaTask(Task):
             ok = int(_normalise(answer) == _normalise(reference))
             right.setdefault(sample.get("kind", "all"), []).append(ok)
             self.last_answers.append({"id": sample.get("id", r), "answer": answer, "reference": reference})
-        out = {"answer_accuracy": sum(sum(v) for v in right.values()) / max(1, sum(len(v) for v in right.values()))}
+        answered = require_items(sum(len(v) for v in right.values()), "LLaVA evaluation: held-out answers")
+        out = {"answer_accuracy": sum(sum(v) for v in right.values()) / answered}
         if len(right) > 1 or "all" not in right:
             out.update({f"accuracy_{k}": sum(v) / len(v) for k, v in sorted(right.items())})
         if cfg.caption_metrics:

@@ -9,6 +9,7 @@ from typing import Any, Dict
 
 import torch
 
+from ..eval.finite import require_items
 from .. import data as tdata
 from ..models.mae import ViTMAEForPreTraining
 from ..models.timm_compat import MAE_DATA
@@ -77,7 +78,7 @@ class MaeTask(ImageTask):
         if self.out_dir and self.rank == 0 and self._pictures is not None and not final:
             os.makedirs(os.path.join(self.out_dir, "reconstructions"), exist_ok=True)
             self._write(os.path.join(self.out_dir, "reconstructions", f"eval-{self._evaluations:03d}.png"))
-        return {"eval_loss": total / max(count, 1.0)}
+        return {"eval_loss": total / require_items(count, "MAE evaluation: masked patches")}
 
     def _pictures_of(self, model, px, logits, mask):
         """Display images in [0, 1]: original, masked (grey patches), reconstruction, and the

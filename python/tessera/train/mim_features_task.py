@@ -10,11 +10,12 @@ from typing import Any, Dict
 import torch
 import torch.nn.functional as F
 
+from ..eval.finite import require_items
 from ..models.beit import BeitForMaskedImageModeling
 from .image_data import ImageData
 from .image_task import HeldOutEval, MaskedImageTask, MaskingSection
 from .tasks import TokenLoss, register_task
-from .teacher import TeacherSection, load_teacher, teacher_features, teacher_width
+from .teacher import TeacherSection, load_teacher, teacher_features, teacher_statistics, teacher_width
 
 LOSSES = ("cosine", "smooth_l1")
 
@@ -44,7 +45,7 @@ class MimFeaturesTask(MaskedImageTask):
 
     def __init__(self, recipe, rank: int = 0, world_size: int = 1):
         super().__init__(recipe, rank, world_size)
-        self.teacher = load_teacher(recipe.teacher)
+        self.teacher = load_teacher(recipe.teacher, teacher_statistics(recipe.data, recipe.teacher, self.image_pipeline))
         t = self.teacher.config
         if t["image_size"] // t["patch_size"] != self.grid:
             raise ValueError(f"teacher: its {t['image_size'] // t['patch_size']}-patch grid differs from the "
@@ -76,4 +77,4 @@ class MimFeaturesTask(MaskedImageTask):
                 mask = masks(len(px)).to(px.device)
                 total += float(self._loss(model(pixel_values=px, bool_masked_pos=mask), px, mask).sum())
                 count += int(mask.sum())
-        return {"eval_loss": total / max(count, 1)}
+        return {"eval_loss": total / require_items(count, "feature-target evaluation: masked patches")}

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..chat import IMAGE_PLACEHOLDER
+from ..eval.finite import require_items
 from ..data.instruct import FASHION_NAMES, WHAT_IS, with_article
 from .interleaved_data import InterleavedSample, read_interleaved
 from .sugar_eval import embed_samples, item_name, sample_items
@@ -114,7 +115,8 @@ def generate_answers(task, model, samples: List[Dict], data_file: str) -> List[s
 def accuracy(answers: Sequence[str], references: Sequence[str]) -> float:
     from .llava_task import _normalise
 
-    return sum(_normalise(a) == _normalise(r) for a, r in zip(answers, references)) / max(1, len(answers))
+    return sum(_normalise(a) == _normalise(r) for a, r in zip(answers, references)) / require_items(
+        len(answers), "answer accuracy: answers")
 
 
 def yes_no_probe(task, model, items: Sequence[Item], data_file: str) -> Dict[str, float]:

@@ -22,8 +22,10 @@ import torch.nn.functional as F
 from ..chat import load_template, run_template
 from ..models.sugar import SugarModel
 from ..text import SentencePieceTokenizer
+from ..models.timm_compat import CLIP_DATA
 from .checkpoint import resolve_checkpoint
 from .conversation_data import aspect_transform, encode_samples, greedy_answers
+from .image_data import checkpoint_data_config
 from .interleaved_data import InterleavedSample, check_record, encode_interleaved
 from .sugar_chat import rag_sample
 from .sugar_eval import embed_encoded
@@ -31,12 +33,13 @@ from .sugar_eval import embed_encoded
 
 class SugarRetriever:
     def __init__(self, model: SugarModel, tokenizer: SentencePieceTokenizer, template: str, image_size: int,
-                 max_length: int, image_folder: str = ".", image_aspect_ratio: str = "square"):
+                 max_length: int, image_folder: str = ".", image_aspect_ratio: str = "square",
+                 image_mean: Sequence[float] = (), image_std: Sequence[float] = ()):
         self.model, self.tokenizer, self.template = model.eval(), tokenizer, template
         self.image_token_id = tokenizer.special_tokens["<image>"]
         self.image_tokens = int(model.config["image_seq_length"])
         self.max_length, self.image_folder = max_length, os.path.abspath(image_folder)
-        self.transform = aspect_transform(image_size, image_aspect_ratio)  # as the run was trained
+        self.transform = aspect_transform(image_size, image_aspect_ratio, image_mean, image_std)  # as trained
         load_template(template)  # a bad name fails here, not at the first question
 
     @classmethod
@@ -59,8 +62,9 @@ class SugarRetriever:
         model = SugarModel.from_pretrained(folder)
         tok = SentencePieceTokenizer(path, special_tokens=["<image>"])
         template = recipe.get("eval", {}).get("template") or run_template(folder) or "v1"
+        stats = checkpoint_data_config(folder, CLIP_DATA)  # the statistics it was trained with
         return cls(model, tok, template, int(d["image_size"]), int(d["max_length"]), image_folder,
-                   d.get("image_aspect_ratio") or "square")
+                   d.get("image_aspect_ratio") or "square", stats["mean"], stats["std"])
 
     def _samples(self, samples: Sequence[Dict[str, Any]], where: str) -> List[InterleavedSample]:
         """The samples checked as a data file's records are (check_record; the id is optional)."""

@@ -35,6 +35,8 @@ from ..schema import require
 from ..seeds import stream_seed
 from .checkpoint import resolve_checkpoint
 from .conversation_data import ASPECT_MODES, EncodedSamples, aspect_transform, encode_samples, read_samples
+from ..models.timm_compat import CLIP_DATA
+from .image_data import check_statistics, inherit_statistics
 from .interleaved_data import EncodedInterleaved, encode_interleaved, read_interleaved, sample_points
 from .llava_task import LlavaInit, LlavaTask, LoraSection
 from .loaders import IndexLoader
@@ -55,6 +57,8 @@ class SugarData:
     instruct: str = ""                      # LLaVA conversation JSON mixed into training (L_g only; "": none)
     instruct_samples: int = 0               # its first samples used (0: all)
     image_aspect_ratio: str = ""            # square | pad (LLaVA's); "": the LLaVA run's, as it was trained
+    image_mean: List[float] = field(default_factory=list)  # empty: the LLaVA run's statistics
+    image_std: List[float] = field(default_factory=list)
 
     def validate(self, where: str) -> None:
         require(bool(self.train), f"{where}.train: interleaved training data (JSON lines) is required")
@@ -62,6 +66,7 @@ class SugarData:
                 f"{where}.image_aspect_ratio must be square, pad or squash (or empty: the LLaVA run's), got "
                 f"{self.image_aspect_ratio!r}")
         require(bool(self.tokenizer), f"{where}.tokenizer: a SentencePiece model file is required")
+        check_statistics(self.image_mean, self.image_std, where)
         for name in ("max_length", "batch_size", "image_size"):
             require(getattr(self, name) >= 1, f"{where}.{name} must be >= 1, got {getattr(self, name)}")
         require(self.max_samples >= 0, f"{where}.max_samples must be >= 0 (0: all), got {self.max_samples}")
@@ -152,9 +157,11 @@ class SugarTask(LlavaTask):
         recipe.eval.template = self.template  # recipe.json names it: chat and a Sugar run continued from this one read it
         self._load_tokenizer_and_config()
         # The LLaVA run's image layout unless the recipe names one (recipe.json keeps it for retrieval).
-        d.image_aspect_ratio = d.image_aspect_ratio or (run_recipe(resolve_checkpoint(
-            recipe.init.checkpoint, "init.checkpoint")).get("data") or {}).get("image_aspect_ratio") or "square"
-        self.transform = aspect_transform(d.image_size, d.image_aspect_ratio)
+        init = resolve_checkpoint(recipe.init.checkpoint, "init.checkpoint")
+        d.image_aspect_ratio = d.image_aspect_ratio or (run_recipe(init).get("data") or {}).get(
+            "image_aspect_ratio") or "square"
+        inherit_statistics(d, init, CLIP_DATA)  # and its statistics
+        self.transform = aspect_transform(d.image_size, d.image_aspect_ratio, d.image_mean, d.image_std)
         self.train_set = self.encode_file(d.train, d.max_samples)
         self.targets = slice_vectors(d.train, recipe.targets, d.image_folder,
                                      log=print if rank == 0 else (lambda *a: None))

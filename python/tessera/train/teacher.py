@@ -9,14 +9,16 @@ projection, the space image-text training shaped (a CLIPModel checkpoint, the la
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import torch
 
 from ..models.clip import CLIPVisionModel
 from ..models.pretrained import read_config
+from ..models.timm_compat import CLIP_DATA
 from ..models.weights import load_weights
 from .checkpoint import resolve_checkpoint
+from .image_data import Renormalise, checkpoint_data_config, inherit_statistics, pipeline_settings
 
 
 @dataclass
@@ -37,8 +39,18 @@ class TeacherSection:
                              "checkpoint, whose visual_projection it applies")
 
 
-def load_teacher(section: TeacherSection) -> CLIPVisionModel:
-    """The frozen vision tower, in eval mode, without gradients."""
+def teacher_statistics(d, section: TeacherSection, own: Dict[str, Any]) -> Dict[str, Any]:
+    """The task's pixel statistics (`data`, whose family's are `own`): the teacher checkpoint's
+    where the recipe names none (`inherit_statistics`, written into `d`); `clip_transform` keywords."""
+    if section.checkpoint:
+        inherit_statistics(d, resolve_checkpoint(section.checkpoint, "teacher.checkpoint"), own)
+    return pipeline_settings(d, own)
+
+
+def load_teacher(section: TeacherSection, pixels: Optional[Dict[str, Any]] = None) -> CLIPVisionModel:
+    """The frozen vision tower, in eval mode, without gradients. With `pixels` (the statistics the
+    task's batches are normalised with), `teacher_features` renormalises them as the teacher's own
+    run (or image processor) did, where the two differ (`renormalise`)."""
     if section.checkpoint:
         folder = resolve_checkpoint(section.checkpoint, "teacher.checkpoint", "train the CLIP recipe first: make demo")
         config = read_config(folder)
@@ -57,6 +69,8 @@ def load_teacher(section: TeacherSection) -> CLIPVisionModel:
                 raise ValueError(f"{folder}: teacher.target projected needs a CLIPModel checkpoint (its "
                                  "visual_projection.weight); this one has none")
             model.target_projection = projection.detach().float()  # [projection_dim, hidden], no bias
+        if pixels is not None:
+            model.renormalise = Renormalise(pixels, checkpoint_data_config(folder, CLIP_DATA))
     else:
         with torch.random.fork_rng():
             torch.manual_seed(section.seed)
@@ -73,6 +87,12 @@ def teacher_width(section: TeacherSection) -> int:
     return int(config.get("vision_config", config).get("hidden_size", 768))
 
 
+def tower_input(tower: CLIPVisionModel, pixel_values: torch.Tensor) -> torch.Tensor:
+    """A batch as a frozen tower loaded with `pixels` reads it (`load_teacher`)."""
+    renormalise = getattr(tower, "renormalise", None)
+    return renormalise(pixel_values) if renormalise is not None else pixel_values
+
+
 @torch.no_grad()
 def teacher_features(teacher: CLIPVisionModel, pixel_values: torch.Tensor, layer: int = -1) -> torch.Tensor:
     """[B, patches, width]: the chosen layer's patch tokens (class token dropped), or with a
@@ -82,6 +102,7 @@ def teacher_features(teacher: CLIPVisionModel, pixel_values: torch.Tensor, layer
         raise ValueError(f"teacher expects {c['image_size']}px images (patch grid "
                          f"{c['image_size'] // c['patch_size']}), got {tuple(pixel_values.shape[-2:])}")
     projection = getattr(teacher, "target_projection", None)
+    pixel_values = tower_input(teacher, pixel_values)
     (feats,) = teacher.forward_intermediates(pixel_values, indices=[layer], norm=projection is not None,
                                              stop_early=True, intermediates_only=True)
     if projection is not None:

@@ -7,12 +7,13 @@ from typing import Any, Dict
 
 import torch
 
+from ..eval.finite import require_items
 from ..models.quantizer import NormEMAQuantizer
 from ..models.vqkd import VQKD
 from .image_data import ImageData
 from .image_task import HeldOutEval, ImageTask
 from .tasks import register_task
-from .teacher import TeacherSection, load_teacher, teacher_features, teacher_width
+from .teacher import TeacherSection, load_teacher, teacher_features, teacher_statistics, teacher_width
 
 
 @register_task("vqkd")
@@ -22,7 +23,7 @@ class VqkdTask(ImageTask):
 
     def __init__(self, recipe, rank: int = 0, world_size: int = 1):
         super().__init__(recipe, rank, world_size)
-        self.teacher = load_teacher(recipe.teacher)
+        self.teacher = load_teacher(recipe.teacher, teacher_statistics(recipe.data, recipe.teacher, self.image_pipeline))
         enc, t = self.model_config(recipe)["encoder_config"], self.teacher.config
         if enc["image_size"] // enc["patch_size"] != t["image_size"] // t["patch_size"]:
             raise ValueError(f"model.config.encoder_config: a {enc['image_size'] // enc['patch_size']}-patch grid "
@@ -84,5 +85,5 @@ class VqkdTask(ImageTask):
                 count += len(px)
                 counts += torch.bincount(out.indices.flatten().cpu(), minlength=len(counts)).float()
         p = counts / counts.sum().clamp(min=1)
-        return {"eval_rec_loss": total / max(count, 1), "codes_used": float((counts > 0).float().mean()),
+        return {"eval_rec_loss": total / require_items(count, "VQ-KD evaluation: held-out images"), "codes_used": float((counts > 0).float().mean()),
                 "perplexity": float(torch.exp(-(p * p.clamp(min=1e-12).log()).sum()))}

@@ -1,0 +1,59 @@
+"""A Hugging Face folder's preprocessor_config.json (transformers' image processors: CLIP's,
+BLIP's, BEiT's, ViT's), read as the data config (timm's names: mean, std, interpolation,
+crop_mode) that tessera's image pipeline takes. LLaVA reads its tower's processor this way
+(`CLIPImageProcessor.from_pretrained(vision_tower)`), and transformers' users normalise with it:
+a folder whose statistics differ from its family's (SigLIP's 0.5, a tower trained on other data)
+must not be fed another family's. What the pipeline cannot do is refused by key."""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Dict, Optional
+
+FILE = "preprocessor_config.json"
+#: PIL's resampling codes, which transformers' processors store.
+RESAMPLE = {2: "bilinear", 3: "bicubic"}
+RESAMPLE_NAMES = {0: "nearest", 1: "lanczos", 4: "box", 5: "hamming"}
+
+
+def _triple(value: Any, path: str, key: str) -> tuple:
+    values = [value] * 3 if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+    if (not isinstance(values, (list, tuple)) or len(values) != 3
+            or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in values)):
+        raise ValueError(f"{path}: {key} must be three finite numbers (or one), got {value!r}")
+    return tuple(float(v) for v in values)
+
+
+def read_image_processor(folder: str) -> Optional[Dict[str, Any]]:
+    """The folder's image processor as a data config ({mean, std, interpolation, crop_mode}), or
+    None when it has no preprocessor_config.json. `crop_mode` is "squash" for a processor that
+    resizes to a height and width without a crop (BLIP's), "center" otherwise."""
+    from ..io import is_regular_file, read_json
+
+    path = os.path.join(folder, FILE)
+    if not is_regular_file(path, "the image processor's settings"):
+        return None
+    cfg = read_json(path, "an image processor's settings")
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path}: an object of image processor settings was expected, got {type(cfg).__name__}")
+    if cfg.get("do_rescale", True) and not math.isclose(float(cfg.get("rescale_factor", 1 / 255)), 1 / 255,
+                                                         rel_tol=1e-6):
+        raise ValueError(f"{path}: rescale_factor {cfg.get('rescale_factor')!r}: tessera's pipeline scales pixels "
+                         "to [0, 1] (1/255)")
+    if cfg.get("do_rescale") is False:
+        raise ValueError(f"{path}: do_rescale false: tessera's pipeline scales pixels to [0, 1]")
+    resample = cfg.get("resample", 3)
+    if resample not in RESAMPLE:
+        name = RESAMPLE_NAMES.get(resample, repr(resample))
+        raise ValueError(f"{path}: resample {resample!r} ({name}): tessera's pipeline resizes bicubic (3) or "
+                         "bilinear (2)")
+    if cfg.get("do_normalize", True):
+        mean = _triple(cfg.get("image_mean"), path, "image_mean")
+        std = _triple(cfg.get("image_std"), path, "image_std")
+        if min(std) <= 0:
+            raise ValueError(f"{path}: image_std must be > 0, got {list(std)}")
+    else:
+        mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    size = cfg.get("size")
+    squash = isinstance(size, dict) and "height" in size and not cfg.get("do_center_crop", False)
+    return {"mean": mean, "std": std, "interpolation": RESAMPLE[resample], "crop_mode": "squash" if squash else "center"}
