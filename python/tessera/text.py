@@ -26,6 +26,7 @@ import torch
 
 from tessera import _C
 from tessera.bounded_encoding import prefix_rule
+from tessera.tokenizer_folder import folder_tokens
 
 __all__ = ["ClipTokenizer", "SentencePieceTokenizer", "BertTokenizer", "tokenize", "default_clip_bpe_path",
            "train_sentencepiece"]
@@ -222,7 +223,17 @@ class SentencePieceTokenizer:
         self._impl = _C.text.SentencePieceTokenizer(str(path))
         self.prefix_rule = prefix_rule(path)  # where bounded_encoding.encode_at_most may cut a long text
         self.special_tokens: Dict[str, int] = {}
+        # The model's own bos, eos and unk written in text are those tokens, as transformers reads
+        # "</s>" (LLaVA's v1 separator is text).
+        self._control = {self._impl.id_to_piece(i): i for i in (self.unk_id, self.bos_id, self.eos_id) if i >= 0}
+        added, self._pad_token = folder_tokens(path, self._impl.vocab_size(), self._impl.id_to_piece,
+                                               {"bos_token": self.bos_id, "eos_token": self.eos_id,
+                                                "unk_token": self.unk_id})
+        self.add_special_tokens(added)  # the folder's tokenizer_config.json, at its ids
         self.add_special_tokens(special_tokens)
+        if self._pad_token is not None and self.id_to_piece(self.piece_to_id(self._pad_token)) != self._pad_token:
+            raise ValueError(f"{path.parent / 'tokenizer_config.json'}: pad_token {self._pad_token!r} is neither a "
+                             "piece of the model nor an added token")
 
     def add_special_tokens(self, tokens: Sequence[str]) -> List[int]:
         """Adds tokens that encode to one id each; returns their ids."""
@@ -238,11 +249,12 @@ class SentencePieceTokenizer:
 
     def encode(self, text: str, add_bos: bool = True, add_eos: bool = False) -> List[int]:
         text = _as_text(text)
-        if not self.special_tokens:
+        whole = {**self._control, **self.special_tokens}
+        if not any(t in text for t in whole):
             return self._impl.encode(text, add_bos, add_eos)
         ids = [self.bos_id] if add_bos and self.bos_id >= 0 else []
-        for piece, special in _split_on(text, self.special_tokens):
-            ids += [self.special_tokens[piece]] if special else self._impl.encode(piece, False, False)
+        for piece, special in _split_on(text, whole):
+            ids += [whole[piece]] if special else self._impl.encode(piece, False, False)
         if add_eos and self.eos_id >= 0:
             ids.append(self.eos_id)
         return ids
@@ -287,7 +299,8 @@ class SentencePieceTokenizer:
 
     @property
     def pad_id(self) -> int:
-        return self._impl.pad_id()
+        """The model's pad piece, or the pad token its folder's tokenizer_config.json names."""
+        return self.piece_to_id(self._pad_token) if self._pad_token is not None else self._impl.pad_id()
 
     @property
     def unk_id(self) -> int:
