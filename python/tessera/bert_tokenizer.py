@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import torch
 
 from tessera import _C
+from tessera.bert_folder import check_tokenizer_json, config_extra, merge_legacy_files
 from tessera.bert_pairs import cut, join_pair, pair_lengths
 from tessera.text import Texts, _as_ids, _as_text, _token_list
 
@@ -133,6 +134,7 @@ class BertTokenizer:
             if not isinstance(config, dict):
                 raise ValueError(f"BertTokenizer.from_pretrained: {path} is not a JSON object")
             _check_config_types(config, path)
+        config = merge_legacy_files(folder, config)
         args: Dict[str, Any] = {}
         for key in ("do_lower_case", "strip_accents", "tokenize_chinese_chars", "padding_side",
                     "truncation_side", "clean_up_tokenization_spaces", *_SPECIAL_ROLES):
@@ -140,11 +142,7 @@ class BertTokenizer:
                 args[key] = _token_content(config[key]) if key.endswith("_token") else config[key]
         if isinstance(config.get("model_max_length"), int) and config["model_max_length"] < 1 << 40:
             args["model_max_length"] = config["model_max_length"]
-        extra = []
-        for key in ("additional_special_tokens", "extra_special_tokens"):
-            if isinstance(config.get(key), list):
-                extra += [_token_content(t) for t in config[key]]
-        args["additional_special_tokens"] = list(dict.fromkeys(extra))
+        args["additional_special_tokens"] = config_extra(config, path)
         args.update(kwargs)
         # Tokens that may be new go in after the ones the file numbers.
         later = {k: args.pop(k, None) for k in ("bos_token", "eos_token", "additional_special_tokens")}
@@ -152,6 +150,12 @@ class BertTokenizer:
         decoder = config.get("added_tokens_decoder") or {}
         for i, value in sorted((int(k), v) for k, v in decoder.items()):
             token = _token_content(value)
+            # normalized: matched in the lower-cased text ("[NEW]" as "[new]"); WordPiece splits at spaces anyway
+            for flag, changes in (("single_word", True), ("normalized", args.get("do_lower_case", True)),
+                                  ("lstrip", False), ("rstrip", False)):
+                if isinstance(value, dict) and value.get(flag) and changes:
+                    raise ValueError(f"BertTokenizer.from_pretrained: {path}: added token {token!r} has {flag} true: "
+                                     "transformers matches it other than as written, tessera as written")
             if not (isinstance(value, dict) and value.get("special")):
                 if i < tok.vocab_size:
                     continue  # an ordinary vocabulary entry
@@ -162,6 +166,7 @@ class BertTokenizer:
                 raise ValueError(f"BertTokenizer.from_pretrained: {path} gives {token!r} id {i}, but it "
                                  f"takes id {got} after {vocab}")
         tok.add_special_tokens({k: v for k, v in later.items() if v is not None})
+        check_tokenizer_json(folder, tok)
         return tok
 
     def add_special_tokens(self, special_tokens: Union[Dict[str, Any], Sequence[str]]) -> int:

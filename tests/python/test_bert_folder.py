@@ -1,0 +1,95 @@
+"""A BERT tokenizer folder's other files, read as transformers 5 reads them (AutoTokenizer, side by
+side): special_tokens_map.json and added_tokens.json as transformers < 4.34 saved them (LAVIS's
+"[DEC]" bos), extra_special_tokens as named tokens, and tokenizer.json, which transformers reads
+first: a folder transformers saved loads with equal ids; one whose tokenizer.json holds what the
+other files do not is refused by name. They were skipped, and the same folder gave other ids."""
+import json
+
+import pytest
+
+import tessera
+
+transformers = pytest.importorskip("transformers")
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world", "[", "]", "dec", "new", "x", "##x"]
+TEXTS = ["hello [DEC] world", "hello [NEW] world", "hello world", "x[NEW]x", "[MASK] hello"]
+
+
+def special(content, **flags):
+    return {"content": content, "special": True, "normalized": False, "lstrip": False, "rstrip": False,
+            "single_word": False, **flags}
+
+
+def folder(path, config=None, **files):
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+    (path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer", "do_lower_case": True,
+                                                            **(config or {})}))
+    for name, value in files.items():
+        (path / f"{name}.json").write_text(json.dumps(value))
+    return path
+
+
+def assert_same(path):
+    ref = transformers.AutoTokenizer.from_pretrained(str(path))
+    ours = tessera.BertTokenizer.from_pretrained(path)
+    for text in TEXTS:
+        assert ours.encode(text) == ref(text)["input_ids"], text
+    assert len(ours) == len(ref)
+    for role in ("bos_token", "cls_token", "sep_token", "pad_token", "mask_token"):
+        assert getattr(ours, role) == getattr(ref, role), role
+    return ours, ref
+
+
+@pytest.mark.parametrize("config, files", [
+    (None, {"special_tokens_map": {"bos_token": "[DEC]", "cls_token": "[CLS]", "sep_token": "[SEP]"},
+            "added_tokens": {"[DEC]": 13}}),
+    (None, {"special_tokens_map": {"cls_token": "[MASK]"}}),
+    ({"extra_special_tokens": {"image_token": "[NEW]"}}, {}),
+])
+def test_the_older_files_and_named_extra_tokens_give_transformers_ids(tmp_path, config, files):
+    assert_same(folder(tmp_path / "tok", config, **files))
+
+
+def test_a_folder_transformers_saved_loads_with_equal_ids(tmp_path):
+    ref = transformers.AutoTokenizer.from_pretrained(str(folder(tmp_path / "plain")))
+    ref.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[NEW]"]})
+    ref.save_pretrained(str(tmp_path / "saved"))
+    assert (tmp_path / "saved" / "tokenizer.json").is_file()
+    # transformers 4 wrote vocab.txt beside it, 5 does not: tessera reads vocab.txt (and checks tokenizer.json)
+    (tmp_path / "saved" / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+    ours, _ = assert_same(tmp_path / "saved")
+    assert ours.bos_token == "[DEC]"
+
+
+@pytest.mark.parametrize("change, message", [
+    ("added", "tokenizer.json: added token '\\[NEW\\]' \\(id 13\\) is not one tessera read"),
+    ("vocab", "tokenizer.json: 'hello' has id 6 there and 5 in vocab.txt"),
+    ("padding", "tokenizer.json: padding direction 'Left' differs from padding_side 'right'"),
+])
+def test_a_tokenizer_json_holding_more_than_the_other_files_is_refused(tmp_path, change, message):
+    plain = folder(tmp_path / "plain")
+    data = json.loads(transformers.AutoTokenizer.from_pretrained(str(plain)).backend_tokenizer.to_str())
+    if change == "added":
+        data["added_tokens"].append({"id": 13, **special("[NEW]")})
+    elif change == "vocab":
+        data["model"]["vocab"]["hello"], data["model"]["vocab"]["world"] = 6, 5
+    else:
+        data["padding"] = {"direction": "Left", "pad_id": 0, "pad_token": "[PAD]", "pad_type_id": 0,
+                           "strategy": "BatchLongest", "pad_to_multiple_of": None}
+    (plain / "tokenizer.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=message):
+        tessera.BertTokenizer.from_pretrained(plain)
+
+
+@pytest.mark.parametrize("flags, message", [({"single_word": True}, "single_word true"),
+                                            ({"normalized": True}, "normalized true")])
+def test_added_token_flags_that_change_ids_are_refused(tmp_path, flags, message):
+    path = folder(tmp_path / "tok", {"added_tokens_decoder": {"13": special("[NEW]", **flags)}})
+    with pytest.raises(ValueError, match=f"added token '\\[NEW\\]' has {message}"):
+        tessera.BertTokenizer.from_pretrained(path)
+
+
+def test_a_role_the_two_files_give_differently_is_refused(tmp_path):
+    path = folder(tmp_path / "tok", {"cls_token": "[CLS]"}, special_tokens_map={"cls_token": "[MASK]"})
+    with pytest.raises(ValueError, match="special_tokens_map.json: cls_token '\\[MASK\\]' differs"):
+        tessera.BertTokenizer.from_pretrained(path)
