@@ -90,3 +90,19 @@ def test_a_probe_smaller_than_its_neighbours_is_refused_before_reading(tmp_path)
         probe(lambda px: px.flatten(1), 28, root=str(tmp_path / "absent"), train_images=5)
     with pytest.raises(ValueError, match="k-NN over 20 neighbours needs at least 20 training features, got 3"):
         knn(torch.randn(3, 4), torch.tensor([0, 1, 0]), torch.randn(2, 4), torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize("kwargs, rows", [({"num_beams": 10 ** 10}, "1 rows x num_beams 10000000000"),
+                                          ({"do_sample": True, "num_return_sequences": 10 ** 10},
+                                           "10000000000 rows x num_beams 1")])
+def test_generation_past_memory_names_its_sizes(kwargs, rows):
+    """The allocator's message named a byte count alone (transformers' too)."""
+    import os
+
+    import tessera
+
+    if not os.path.isdir("/work/shared/fixtures/hf/llama"):
+        pytest.skip("the LLaMA fixture is not here")
+    model = tessera.from_pretrained("/work/shared/fixtures/hf/llama")
+    with pytest.raises(ValueError, match=f"generate\\(\\): {rows} of up to 6 positions do not fit in memory"):
+        model.generate(torch.tensor([[1, 5, 6, 7]]), max_new_tokens=2, **kwargs)

@@ -21,7 +21,7 @@ from ..cpp_module import node_class, node_methods
 from ..registry import register_model
 from .family import FamilyModel
 from .features import VisionFeatures
-from .llama import LlamaForCausalLM, _check, _prompt_length, drain, repeat_rows
+from .llama import LlamaForCausalLM, _check, _prompt_length, drain, named_allocation, repeat_rows
 from .outputs import ModelOutput, make_output
 from .timm_compat import BLIP2_DATA, CLIP_NO_DECAY
 
@@ -189,8 +189,11 @@ class Blip2ForConditionalGeneration(_Blip2Part):
         input_ids = self._prompt(pixel_values, input_ids, attention_mask, "generate")
         o, n = LlamaForCausalLM._generation(self, kwargs, "generate", generator,
                                             _prompt_length(input_ids, None, "generate"))
-        input_ids, pixel_values, attention_mask = (repeat_rows(t, n) for t in (input_ids, pixel_values, attention_mask))
-        return self._cpp.generate(input_ids, pixel_values, attention_mask, o, generator, bool(interpolate_pos_encoding))
+        with named_allocation("generate", input_ids.shape[0] * n, o, input_ids.shape[1]):
+            input_ids, pixel_values, attention_mask = (repeat_rows(t, n) for t in (input_ids, pixel_values,
+                                                                                    attention_mask))
+            return self._cpp.generate(input_ids, pixel_values, attention_mask, o, generator,
+                                      bool(interpolate_pos_encoding))
 
     def stream(self, pixel_values: torch.Tensor, input_ids: Optional[torch.Tensor] = None,
                attention_mask: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None,
@@ -199,9 +202,11 @@ class Blip2ForConditionalGeneration(_Blip2Part):
         input_ids = self._prompt(pixel_values, input_ids, attention_mask, "stream")
         o, n = LlamaForCausalLM._generation(self, kwargs, "stream", generator,
                                             _prompt_length(input_ids, None, "stream"))
-        input_ids, pixel_values, attention_mask = (repeat_rows(t, n) for t in (input_ids, pixel_values, attention_mask))
-        yield from drain(self._cpp.stream(input_ids, pixel_values, attention_mask, o, generator,
-                                          bool(interpolate_pos_encoding)))
+        with named_allocation("stream", input_ids.shape[0] * n, o, input_ids.shape[1]):
+            input_ids, pixel_values, attention_mask = (repeat_rows(t, n) for t in (input_ids, pixel_values,
+                                                                                    attention_mask))
+            yield from drain(self._cpp.stream(input_ids, pixel_values, attention_mask, o, generator,
+                                              bool(interpolate_pos_encoding)))
 
 
 @register_model

@@ -7,6 +7,7 @@ interface of transformers' LlamaForCausalLM.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Optional
 
 import torch
@@ -189,9 +190,10 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
             _prompt_length(input_ids, inputs_embeds, "generate"))
         ids = _stand_in_ids(input_ids, inputs_embeds, attention_mask, o, "generate")
         attention_mask = prompt_mask(self, input_ids, attention_mask, o)
-        ids, attention_mask, inputs_embeds = (repeat_rows(t, n) for t in (ids, attention_mask, inputs_embeds))
-        self._sync_all()  # generation runs every submodule in C++, past the Python forwards
-        out = self._cpp.generate(ids, attention_mask, o, generator, inputs_embeds)
+        with named_allocation("generate", ids.shape[0] * n, o, ids.shape[1]):
+            ids, attention_mask, inputs_embeds = (repeat_rows(t, n) for t in (ids, attention_mask, inputs_embeds))
+            self._sync_all()  # generation runs every submodule in C++, past the Python forwards
+            out = self._cpp.generate(ids, attention_mask, o, generator, inputs_embeds)
         return out if input_ids is not None else out[:, ids.shape[1]:]
 
     def stream(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None, **kwargs):
@@ -201,9 +203,10 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
         o, n = self._generation(kwargs, "stream", generator, _prompt_length(input_ids, embeds, "stream"))
         ids = _stand_in_ids(input_ids, embeds, attention_mask, o, "stream")
         attention_mask = prompt_mask(self, input_ids, attention_mask, o)
-        ids, attention_mask, embeds = (repeat_rows(t, n) for t in (ids, attention_mask, embeds))
-        self._sync_all()
-        yield from drain(self._cpp.stream(ids, attention_mask, o, generator, embeds))
+        with named_allocation("stream", ids.shape[0] * n, o, ids.shape[1]):
+            ids, attention_mask, embeds = (repeat_rows(t, n) for t in (ids, attention_mask, embeds))
+            self._sync_all()
+            yield from drain(self._cpp.stream(ids, attention_mask, o, generator, embeds))
 
 
 def _check_returns(n, config: GenerationConfig, caller: str) -> None:
@@ -298,6 +301,21 @@ def _own_hooks(module) -> list:
     unshard around a forward; generation gathers what it needs without them)."""
     hooks = [*module._forward_hooks.values(), *module._forward_pre_hooks.values()]
     return [h for h in hooks if not getattr(getattr(h, "__func__", h), "__module__", "").startswith("torch.distributed")]
+
+
+@contextlib.contextmanager
+def named_allocation(caller: str, rows: int, options, prompt: int):
+    """An allocation failure while generating (the KV cache of every row and beam, the logits) as
+    an error naming the sizes that made it, which the allocator's message does not."""
+    try:
+        yield
+    except RuntimeError as e:
+        if "allocate" not in str(e) and not isinstance(e, torch.OutOfMemoryError):
+            raise
+        beams = max(int(options.num_beams), 1)
+        raise ValueError(f"{caller}(): {rows} rows x num_beams {beams} of up to {prompt + options.max_new_tokens} "
+                         f"positions do not fit in memory ({str(e).splitlines()[0][:160]}); lower the batch, "
+                         "num_beams, num_return_sequences or max_new_tokens") from None
 
 
 def drain(run):

@@ -14,7 +14,7 @@ import torch
 from .. import _C
 from ..registry import register_model
 from .family import FamilyModel
-from .llama import LlamaForCausalLM, _check, _prompt_length, drain, prompt_mask, repeat_rows
+from .llama import LlamaForCausalLM, _check, _prompt_length, drain, named_allocation, prompt_mask, repeat_rows
 from .loss_kwargs import over_items
 from .outputs import make_output
 
@@ -71,9 +71,10 @@ class LlavaForConditionalGeneration(FamilyModel):
         o, n = LlamaForCausalLM._generation(self, kwargs, "generate", generator,
                                             _prompt_length(input_ids, None, "generate"))
         attention_mask = prompt_mask(self, input_ids, attention_mask, o)
-        input_ids, pixel_values, attention_mask = self._repeat(n, input_ids, pixel_values, attention_mask)
-        self._sync_all()  # generation runs every submodule in C++, past the Python forwards
-        return self._cpp.generate(input_ids, pixel_values, attention_mask, o, generator)
+        with named_allocation("generate", input_ids.shape[0] * n, o, input_ids.shape[1]):
+            input_ids, pixel_values, attention_mask = self._repeat(n, input_ids, pixel_values, attention_mask)
+            self._sync_all()  # generation runs every submodule in C++, past the Python forwards
+            return self._cpp.generate(input_ids, pixel_values, attention_mask, o, generator)
 
     def _repeat(self, n: int, input_ids, pixel_values, attention_mask):
         """Each prompt n times (num_return_sequences), its images with it: a prompt holds
@@ -94,6 +95,7 @@ class LlavaForConditionalGeneration(FamilyModel):
         o, n = LlamaForCausalLM._generation(self, kwargs, "stream", generator,
                                             _prompt_length(input_ids, None, "stream"))
         attention_mask = prompt_mask(self, input_ids, attention_mask, o)
-        input_ids, pixel_values, attention_mask = self._repeat(n, input_ids, pixel_values, attention_mask)
-        self._sync_all()
-        yield from drain(self._cpp.stream(input_ids, pixel_values, attention_mask, o, generator))
+        with named_allocation("stream", input_ids.shape[0] * n, o, input_ids.shape[1]):
+            input_ids, pixel_values, attention_mask = self._repeat(n, input_ids, pixel_values, attention_mask)
+            self._sync_all()
+            yield from drain(self._cpp.stream(input_ids, pixel_values, attention_mask, o, generator))
