@@ -183,6 +183,7 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
         top_k 50); one passed is used as given (top_k None or 0: no top-k filter; eos_token_id or
         pad_token_id None: the config's)."""
         _check(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds)
+        streamer = beam.pop("streamer", None)
         o, n = self._generation(dict(
             max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
             repetition_penalty=repetition_penalty, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
@@ -193,7 +194,9 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
         with named_allocation("generate", ids.shape[0] * n, o, ids.shape[1]):
             ids, attention_mask, inputs_embeds = (repeat_rows(t, n) for t in (ids, attention_mask, inputs_embeds))
             self._sync_all()  # generation runs every submodule in C++, past the Python forwards
-            out = self._cpp.generate(ids, attention_mask, o, generator, inputs_embeds)
+            out = run_generation(lambda: self._cpp.generate(ids, attention_mask, o, generator, inputs_embeds),
+                                 lambda: self._cpp.stream(ids, attention_mask, o, generator, inputs_embeds),
+                                 streamer, ids, o, shown=ids if input_ids is not None else ids[:, :0])
         return out if input_ids is not None else out[:, ids.shape[1]:]
 
     def stream(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None, **kwargs):
@@ -316,6 +319,23 @@ def named_allocation(caller: str, rows: int, options, prompt: int):
         raise ValueError(f"{caller}(): {rows} rows x num_beams {beams} of up to {prompt + options.max_new_tokens} "
                          f"positions do not fit in memory ({str(e).splitlines()[0][:160]}); lower the batch, "
                          "num_beams, num_return_sequences or max_new_tokens") from None
+
+
+def run_generation(generate, stream, streamer, prompt: torch.Tensor, options, shown: Optional[torch.Tensor] = None):
+    """`generate()`'s ids, or with transformers' `streamer` (TextStreamer, TextIteratorStreamer)
+    the same ids made step by step by `stream()`, handed to it as transformers' generate does:
+    put(the prompt, or `shown`), put(each step's new ids), end()."""
+    if streamer is None:
+        return generate()
+    if options.num_beams > 1:
+        raise ValueError("generate(): streamer cannot be used with beam search (num_beams > 1), as in transformers")
+    streamer.put((prompt if shown is None else shown).cpu())
+    steps = []
+    for step in drain(stream()):
+        streamer.put(step.cpu())
+        steps.append(step)
+    streamer.end()
+    return torch.cat([prompt, torch.stack(steps, 1).to(prompt)], 1) if steps else prompt
 
 
 def drain(run):
