@@ -225,6 +225,14 @@ def stop_ids(template: ConversationTemplate, tokenizer) -> List[int]:
     return [tokenizer.eos_id, *_pieces_holding(tokenizer, suffix)]
 
 
+def file_stop_ids(model) -> List[int]:
+    """The stop ids of the model's generation_config.json (`eos_token_id`, an id or a list): they
+    end an answer beside the template's (chat and evaluation pass their own eos_token_id, which
+    replaces the file's in generate)."""
+    eos = (getattr(model, "generation_defaults", None) or {}).get("eos_token_id")
+    return [int(i) for i in (eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])]
+
+
 @functools.lru_cache(maxsize=8)
 def _pieces_holding(tokenizer, text: str) -> Tuple[int, ...]:
     """Ids whose piece holds `text`: a scan of the vocabulary, done once per tokenizer (evaluation

@@ -57,9 +57,10 @@ def _say_pixel_changes(folder: str, recipe) -> None:
     """Warns when the recipe given to eval feeds the run other pixels than its own recipe.json did."""
     from ._warn import warn
     from .train.checkpoint import recipe_changes
-    from .train.config import recipe_to_dict
+    from .train.config import recipe_defaults, recipe_to_dict
 
-    changes = [c for c in recipe_changes(folder, recipe_to_dict(recipe)) if c.split(":")[0] in PIXEL_SETTINGS]
+    changes = [c for c in recipe_changes(folder, recipe_to_dict(recipe), recipe_defaults(recipe))
+               if c.split(":")[0] in PIXEL_SETTINGS]
     if changes:
         warn(f"eval: the recipe feeds {folder} other pixels than it was trained on ({'; '.join(changes)}); "
              "give its own recipe, or --set these back")
@@ -268,7 +269,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ch.add_argument("--image", action="append", default=[], help="image file (repeatable)")
     ch.add_argument("--tokenizer", help="SentencePiece model (default: the run's recipe)")
     ch.add_argument("--template", help="conversation template (default: the run's recipe)")
-    ch.add_argument("--max-new-tokens", type=positive_int, default=64)
+    ch.add_argument("--max-new-tokens", type=positive_int, default=None,
+                    help="default: the run's generation_config.json, else 64")
     ch.add_argument("--temperature", type=non_negative_float, default=0.0, help="0: greedy")
     ch.add_argument("--seed", type=non_negative_int, default=0)
     ch.set_defaults(fn=_chat)

@@ -92,3 +92,32 @@ def test_init_projector_refuses_another_qformer_architecture(tmp_path):
                              (dict(layer_norm_eps=1e-6), "layer_norm_eps"), (dict(queries=4), "queries")]:
         with pytest.raises(ValueError, match=f"its Q-Former is not the one projector_config describes.*{message}"):
             check_stage1(stage1(**changes), config)
+
+
+def test_init_projector_refuses_other_tower_tokens_than_stage1_read(tmp_path):
+    """Stage 1 trained the Q-Former on one tower's layer, every token; stage 2 fed it LLaVA's
+    defaults (layer -2, the class token dropped) or another tower's weights without a word."""
+    import json
+
+    stage1 = tmp_path / "stage1"
+    Blip2ForPretraining(dict(num_query_tokens=3, vision_config=dict(hidden_size=24, num_attention_heads=2),
+                             qformer_config=dict(QFORMER, use_qformer_text_input=True, vocab_size=30))
+                        ).save_pretrained(str(stage1))
+    (stage1 / "recipe.json").write_text(json.dumps({"task": "blip2_pretrain",
+                                                    "tower": {"checkpoint": str(tmp_path / "tower"), "layer": -1}}))
+    model = tessera.LlavaForConditionalGeneration(_config(
+        projector_type="qformer", projector_num_queries=3, vision_feature_layer=-1,
+        vision_feature_select_strategy="full", projector_config=QFORMER))
+    tower = tessera.CLIPVisionModel(model.config["vision_config"])
+    tower.load_state_dict({"vision_model." + k.removeprefix("vision_tower."): v
+                           for k, v in model.state_dict().items() if k.startswith("vision_tower.")})
+    tower.save_pretrained(str(tmp_path / "tower"))
+    init_from_stage1(model, str(stage1), model.config)  # the same tower, layer and tokens
+    for changes, message in [(dict(vision_feature_layer=-2), "layer -2, 'full'"),
+                             (dict(vision_feature_select_strategy="default"), "layer -1, 'default'")]:
+        with pytest.raises(ValueError, match=f"learned on tower layer -1, every token; this config feeds it {message}"):
+            init_from_stage1(model, str(stage1), {**model.config, **changes})
+    with torch.no_grad():
+        model.vision_tower.post_layernorm.weight.add_(1.0)
+    with pytest.raises(ValueError, match="whose weights differ from init.vision_tower's \\(1 tensors"):
+        init_from_stage1(model, str(stage1), model.config)

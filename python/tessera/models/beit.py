@@ -2,7 +2,7 @@
 transformers' BeitForMaskedImageModeling and BeitModel.
 
     beit = tessera.BeitForMaskedImageModeling({"vocab_size": 512, "use_mask_token": True, ...})
-    mask = tessera.masking.BlockMaskGenerator(14, num_masking_patches=75)(batch=8)
+    mask = tessera.data.BlockMaskGenerator(14, num_masking_patches=75)(batch=8)
     out = beit(pixel_values, bool_masked_pos=mask, labels=visual_tokens)   # loss on masked patches
 """
 from __future__ import annotations

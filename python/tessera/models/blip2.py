@@ -3,7 +3,7 @@ transformers' Blip2VisionModel, Blip2QFormerModel, Blip2ForConditionalGeneration
 Blip2ForImageTextRetrieval.
 
     blip2 = tessera.from_pretrained("path/to/blip2")            # image tokens first in the prompt
-    ids = blip2.generate(input_ids, pixel_values=images, max_new_tokens=20)
+    ids = blip2.generate(images, input_ids, max_new_tokens=20)   # transformers' order: pixels first
     itr = tessera.from_pretrained("path/to/blip2-itm")
     scores = itr(images, input_ids, attention_mask).logits_per_image       # ITC, [images, texts]
     match = itr(images, input_ids, attention_mask, use_image_text_matching_head=True).logits_per_image

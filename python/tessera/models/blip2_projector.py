@@ -34,10 +34,51 @@ def check_stage1(folder: str, config: Dict) -> None:
                          f"({'; '.join(differ)}); give projector_config the stage-1 run's qformer_config")
 
 
+def check_tower(model, folder: str, config: Dict) -> None:
+    """The Q-Former learned stage 1 on one tower's tokens: stage 2 must feed it the same ones, that
+    tower's layer, every token (the class token too), its weights (LAVIS and transformers keep the
+    tower inside the one BLIP-2 model, so they cannot differ there)."""
+    import torch
+
+    from .._warn import warn
+    from ..chat import run_recipe
+    from .weights import load_weights
+
+    recipe = run_recipe(folder)
+    tower = recipe.get("tower")
+    if recipe.get("task") != "blip2_pretrain" or not isinstance(tower, dict):
+        return
+    layer = tower.get("layer", -1)
+    here = (config.get("vision_feature_layer"), config.get("vision_feature_select_strategy"))
+    if here != (layer, "full"):
+        raise ValueError(f"init.projector {folder}: its Q-Former learned on tower layer {layer!r}, every token; this "
+                         f"config feeds it layer {here[0]!r}, {here[1]!r}: set model.config.vision_feature_layer: "
+                         f"{layer} and vision_feature_select_strategy: full")
+    source = tower.get("checkpoint")
+    try:
+        from ..train.checkpoint import resolve_checkpoint
+
+        theirs = load_weights(resolve_checkpoint(source, "stage 1's tower.checkpoint")) if source else None
+    except (FileNotFoundError, ValueError) as e:
+        warn(f"init.projector {folder}: its tower ({source}) cannot be read to check it against init.vision_tower "
+             f"({e})")
+        return
+    ours, theirs = model.state_dict(), theirs or {}
+    if any(k.startswith("vision_model.") for k in theirs):  # a CLIPModel's (a CLIPVisionModel's has no prefix)
+        theirs = {k[len("vision_model."):]: v for k, v in theirs.items() if k.startswith("vision_model.")}
+    pairs = [(k, v, ours["vision_tower." + k]) for k, v in theirs.items() if "vision_tower." + k in ours]
+    differ = [k for k, v, own in pairs if not torch.equal(v.to(own.dtype), own)] or (["every name"] if not pairs else [])
+    if differ:
+        raise ValueError(f"init.projector {folder}: its Q-Former learned on the tower {source}, whose weights differ "
+                         f"from init.vision_tower's ({len(differ)} tensors, e.g. {differ[0]}): start the tower from "
+                         "the one stage 1 read")
+
+
 def init_from_stage1(model, folder: str, config: Dict) -> None:
     from .weights import load_part, load_weights
 
     check_stage1(folder, config)
+    check_tower(model, folder, config)
     load_part(model, load_weights(folder), folder, r"^(?=query_tokens$|qformer\.)", "multi_modal_projector.",
               fresh="multi_modal_projector.language_projection.")
 

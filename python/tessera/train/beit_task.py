@@ -5,7 +5,7 @@ with fixed masks."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict
+from typing import Any, ClassVar, Dict, Tuple
 
 import torch
 
@@ -22,6 +22,7 @@ from .checkpoint import resolve_checkpoint
 
 @dataclass
 class TokenizerSection:
+    checkpoint_fields: ClassVar[Tuple[str, ...]] = ("checkpoint",)
     checkpoint: str = ""                    # a vqkd run folder (its newest checkpoint) or checkpoint folder
 
     def validate(self, where: str) -> None:

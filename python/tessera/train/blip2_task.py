@@ -112,6 +112,9 @@ class Blip2PretrainTask(Task):
 
     def __init__(self, recipe, rank: int = 0, world_size: int = 1):
         super().__init__(recipe, rank, world_size)
+        if recipe.tower.target != "hidden":
+            raise ValueError(f"tower.target {recipe.tower.target!r}: BLIP-2's Q-Former reads the tower's post-normed "
+                             "tokens (LAVIS's ln_vision), not a projection; leave tower.target hidden")
         self.tower = load_teacher(recipe.tower, teacher_statistics(recipe.data, recipe.tower, BLIP2_DATA))
         self.train_set = image_dataset(recipe.data, True)
         self.class_names = list(recipe.data.class_names or getattr(self.train_set, "classes", []) or [])

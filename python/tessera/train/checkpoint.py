@@ -413,9 +413,10 @@ def _check_state_fields(state: Dict[str, Any], path: str) -> None:
             raise ValueError(f"{path}: {key} must be a non-empty list with one mapping per process, got {value!r:.80}")
 
 
-def recipe_changes(ckpt_dir: str, recipe: Dict[str, Any]) -> List[str]:
+def recipe_changes(ckpt_dir: str, recipe: Dict[str, Any], defaults: Optional[Dict[str, Any]] = None) -> List[str]:
     """The recipe's fields that differ from the checkpoint's recipe.json, as "key: old -> new"
-    (nothing when it cannot be read: damage is the checksums' business)."""
+    (nothing when it cannot be read: damage is the checksums' business). A key the file lacks (it
+    was written before the key existed) reads as its default in `defaults` (config.recipe_defaults)."""
     def flat(d: Any, prefix: str = "") -> Dict[str, Any]:
         if not isinstance(d, dict):
             return {prefix[:-1]: d}
@@ -429,6 +430,8 @@ def recipe_changes(ckpt_dir: str, recipe: Dict[str, Any]) -> List[str]:
     except (OSError, ValueError):
         return []
     now = flat(json.loads(json.dumps(recipe)))  # tuples as lists, as the file holds them
+    for key, value in flat(json.loads(json.dumps(defaults or {}, default=str))).items():
+        saved.setdefault(key, value)
     return [f"{k}: {saved.get(k, '(unset)')!r} -> {now.get(k, '(unset)')!r}" for k in sorted(set(saved) | set(now))
             if saved.get(k) != now.get(k)]
 

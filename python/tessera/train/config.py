@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
 from ..schema import from_mapping, require
 
@@ -17,6 +17,7 @@ PRECISIONS = ("fp32", "bf16")
 
 @dataclass
 class ModelConfig:
+    checkpoint_fields: ClassVar[Tuple[str, ...]] = ("pretrained",)  # run folders pinned (tasks.pin_checkpoints)
     name: Optional[str] = None              # a registered config (tessera.list_models())
     config: Dict[str, Any] = field(default_factory=dict)  # HF config dict, or overrides of `name`
     pretrained: Optional[str] = None        # checkpoint folder to start from
@@ -197,6 +198,18 @@ def load_recipe(path: str, overrides: Optional[List[str]] = None) -> Recipe:
     if not isinstance(values, dict):
         raise ValueError(f"{path}: a recipe is a mapping of sections, got {type(values).__name__}")
     return recipe_from_dict(apply_overrides(values, overrides), path)
+
+
+def recipe_defaults(recipe: Recipe) -> Dict[str, Any]:
+    """Each section's defaults, as recipe_to_dict lays the recipe out: what a recipe.json written
+    before a key existed meant by leaving it out."""
+    def default(f):
+        return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+    sections = {**{name: getattr(recipe, name) for name in _TRAINER_SECTIONS}, **recipe.sections}
+    return {name: {f.name: default(f) for f in dataclasses.fields(section) if f.init and (
+        f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING)}
+            for name, section in sections.items()}
 
 
 def recipe_to_dict(recipe: Recipe) -> Dict[str, Any]:

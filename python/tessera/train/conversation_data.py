@@ -336,7 +336,7 @@ def greedy_answers(model, encoded: EncodedSamples, tokenizer, transform, max_new
 def _answer_batch(model, encoded: EncodedSamples, rows: Sequence[int], tokenizer, transform,
                   max_new_tokens: int) -> List[str]:
     """greedy_answers for the prompts `rows`, left-padded into one batch."""
-    from ..chat import cut_answer, stop_ids
+    from ..chat import cut_answer, file_stop_ids, stop_ids
 
     lengths = encoded.attention_mask[list(rows)].sum(1)
     width = int(lengths.max())
@@ -349,6 +349,8 @@ def _answer_batch(model, encoded: EncodedSamples, rows: Sequence[int], tokenizer
     device = model.device
     template = encoded.template
     stops = stop_ids(template, tokenizer) if template else [tokenizer.eos_id]
+    ends = {tokenizer.eos_id, *file_stop_ids(model)}  # cut before these; a template's other stops are kept
+    stops = stops + [i for i in ends if i not in stops]
     # Greedy whatever the model's generation_config.json says (a converted checkpoint may sample).
     out = model.generate(ids.to(device), pixel_values=None if pixels is None else pixels.to(device),
                          attention_mask=mask.to(device), max_new_tokens=max_new_tokens, do_sample=False,
@@ -356,7 +358,7 @@ def _answer_batch(model, encoded: EncodedSamples, rows: Sequence[int], tokenizer
     answers = []
     for row in out[:, width:].tolist():
         # After eos come pads; another stop id carries the answer's end (cut_answer cuts there).
-        end = next((i + (t != tokenizer.eos_id) for i, t in enumerate(row) if t in stops), len(row))
+        end = next((i + (t not in ends) for i, t in enumerate(row) if t in stops), len(row))
         text = tokenizer.decode([t for t in row[:end] if t < tokenizer.vocab_size])
         answers.append(cut_answer(template, text).strip() if template else text.strip())
     return answers

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
 import torch
 
@@ -41,6 +41,7 @@ LM_LINEARS = r"language_model\..*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_pro
 
 @dataclass
 class LlavaInit:
+    checkpoint_fields: ClassVar[Tuple[str, ...]] = ("checkpoint", "vision_tower", "language_model", "projector")
     checkpoint: str = ""                    # a LLaVA run or checkpoint folder: every weight (stage 2)
     vision_tower: str = ""                  # a CLIP run or checkpoint folder: the tower (stage 1)
     language_model: str = ""                # a causal_lm run or checkpoint folder: the LLaMA (stage 1)
@@ -174,6 +175,13 @@ class LlavaTask(Task):
                                  "train it from scratch (leave init.projector empty)")
             folder = resolve_checkpoint(init.projector, "init.projector", hooks.init_hint)
             hooks.init_from_run(model, folder, self.config)
+        source = init.checkpoint or init.language_model
+        if source:  # its generation_config.json goes on with its weights (stop ids, max_new_tokens)
+            from ..models.generation_view import read_generation_defaults
+
+            model.generation_defaults = read_generation_defaults(
+                resolve_checkpoint(source, "init.checkpoint" if init.checkpoint else "init.language_model"),
+                int(self.config["text_config"]["vocab_size"]))
         lora = self.recipe.lora
         if lora.r:
             from ..lora import apply_lora

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import ClassVar, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +35,7 @@ PAIRS_PER_CALL = 8192
 
 @dataclass
 class SugarTargets:
+    checkpoint_fields: ClassVar[Tuple[str, ...]] = ("clip", "image_encoder")
     clip: str = "runs/demo"                 # CLIP run: the cross block, and its text tower stands in for BGE
     image_encoder: str = "runs/demo-mae"    # MAE or BEiT run: the image-only block (DINOv2's stand-in)
     triple_kernel: bool = True              # false: CLIP-only, every pair compared in CLIP's space (ablation)

@@ -6,7 +6,7 @@ task in its own module, `tessera/train/<name>_task.py` (found by that file name,
 
     @register_task("clip")
     class ClipTask(Task):
-        sections = {"data": ClipData, "loss": ClipLoss, "eval": ClipEval}   # recipe sections
+        sections = {"data": ClipData, "loss": ClipLossConfig, "eval": ClipEval}   # recipe sections
         ...
 
 A recipe names it (`task: clip`). Tasks outside tessera are found by importing their module first
@@ -79,6 +79,25 @@ def pads_unused(task) -> bool:
         mro.index(loss_owner) >= mro.index(promiser)
 
 
+def pin_checkpoints(recipe) -> None:
+    """Each run folder a recipe names where a section declares `checkpoint_fields` (a teacher, a
+    tower, a tokenizer, the run a stage starts from) replaced by the checkpoint it resolves to now,
+    so recipe.json names the weights this run was built on: evaluation and resume rebuild the task
+    from it, and a run folder that trained on meanwhile would give them other weights."""
+    import os
+
+    from .checkpoint import resolve_checkpoint
+
+    for section in [getattr(recipe, "model", None), *getattr(recipe, "sections", {}).values()]:
+        for name in getattr(type(section), "checkpoint_fields", ()):
+            value = getattr(section, name)
+            if isinstance(value, str) and value and os.path.isdir(value):
+                try:
+                    setattr(section, name, resolve_checkpoint(value, name))
+                except FileNotFoundError:  # the task names what is missing, with its hint
+                    pass
+
+
 class Task:
     """Defaults for the optional parts of the contract.
 
@@ -102,6 +121,7 @@ class Task:
     batch_coupled: ClassVar[str] = ""
 
     def __init__(self, recipe, rank: int = 0, world_size: int = 1):
+        pin_checkpoints(recipe)
         self.recipe = recipe
         self.rank, self.world_size = rank, world_size
         optim, data = getattr(recipe, "optim", None), getattr(recipe, "data", None)

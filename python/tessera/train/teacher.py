@@ -9,7 +9,7 @@ projection, the space image-text training shaped (a CLIPModel checkpoint, the la
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, ClassVar, Dict, Optional, Tuple
 
 import torch
 
@@ -23,6 +23,7 @@ from .image_data import Renormalise, checkpoint_data_config, inherit_statistics,
 
 @dataclass
 class TeacherSection:
+    checkpoint_fields: ClassVar[Tuple[str, ...]] = ("checkpoint",)
     checkpoint: str = ""                    # a CLIP run folder (its newest checkpoint) or checkpoint folder
     config: Dict[str, Any] = field(default_factory=dict)  # else a CLIP vision config, random weights
     layer: int = -1                         # whose output: a forward_intermediates index (-1: the last)

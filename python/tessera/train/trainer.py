@@ -18,7 +18,7 @@ import torch.distributed as dist
 from .. import _C
 from .checkpoint import (check_same_run, discard_checkpoints, latest_checkpoint, load_checkpoint, recipe_changes,
                          restoring, resume_checkpoint, rng_state, save_checkpoint, set_rng_state)
-from .config import Recipe, recipe_to_dict
+from .config import Recipe, recipe_defaults, recipe_to_dict
 from .data_stream import batch_stream, check_fills_a_batch, reshard_data_state
 from .distributed import (DistInfo, all_true, bound_collectives, init_distributed, join_rank0_wait,
                           note_collective_timeout, rank0_decides, seed_all, wait_for_rank0)
@@ -382,7 +382,7 @@ class Trainer:
             self._truncate_metrics(step)
             if info.is_main:  # said even under --quiet: which weights a run continues from is not progress
                 print(f"resume: continuing from {ckpt} (step {step} of {cfg.train.steps})")
-            changes = recipe_changes(ckpt, recipe_to_dict(cfg)) if info.is_main else []
+            changes = recipe_changes(ckpt, recipe_to_dict(cfg), recipe_defaults(cfg)) if info.is_main else []
             if changes:  # as in transformers and torchtitan: saved optimizer state, the recipe's schedule
                 print(f"resume: the recipe differs from the one {os.path.basename(ckpt)} was trained with: "
                       f"{'; '.join(changes[:8])}{'; ...' if len(changes) > 8 else ''}. {RESUMED_SETTINGS}")
