@@ -13,7 +13,8 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import torch
 
 from tessera import _C
-from tessera.bert_folder import check_tokenizer_json, config_extra, merge_legacy_files
+from tessera.bert_folder import check_tokenizer_json
+from tessera.tokenizer_files import config_extra, merge_legacy_files
 from tessera.bert_pairs import cut, join_pair, pair_lengths
 from tessera.text import Texts, _as_ids, _as_text, _token_list
 

@@ -79,7 +79,8 @@ def _eval(args) -> int:
         return 0
     if args.random_init:
         raise ValueError("--random-init goes with --probe")
-    if not args.recipe:  # the recipe the checkpoint was trained with (data only: recipes import nothing)
+    own_recipe = not args.recipe
+    if own_recipe:  # the recipe the checkpoint was trained with (data only: recipes import nothing)
         from .train.checkpoint import resolve_checkpoint
 
         args.recipe = os.path.join(resolve_checkpoint(args.checkpoint, "eval checkpoint"), "recipe.json")
@@ -96,6 +97,11 @@ def _eval(args) -> int:
     if args.prompt and args.captioning is None:
         raise ValueError("--prompt goes with --captioning")
     recipe = load_recipe(args.recipe, args.set + (["eval.retrieval=true"] if args.retrieval is True else []))
+    if own_recipe:
+        from .chat import run_recipe
+        from .train.config import fill_older_keys
+
+        fill_older_keys(recipe, run_recipe(os.path.dirname(args.recipe)))
     from .train.checkpoint import check_eval_checkpoint, resolve_checkpoint
     from .train.tasks import Task
 

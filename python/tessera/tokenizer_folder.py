@@ -1,5 +1,6 @@
-"""The tokenizer_config.json beside a SentencePiece model (a LLaMA or LLaVA folder), read as
-transformers reads it where it changes ids: its added tokens (llava-hf's ``<pad>`` = 32001) are
+"""The tokenizer_config.json beside a SentencePiece model (a LLaMA or LLaVA folder), with the
+special_tokens_map.json and added_tokens.json older transformers saved (tokenizer_files.py), read
+as transformers reads them where they change ids: the added tokens (llava-hf's ``<pad>`` = 32001) are
 kept whole at their ids and a named pad token gives ``pad_id``. Settings tessera's encoding does
 not follow (no bos, an eos after every text, other bos/eos/unk tokens, whitespace stripped around
 an added token) are refused by key: transformers would give other ids for the same folder."""
@@ -9,30 +10,26 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from ._warn import warn
+from .tokenizer_files import merge_legacy_files, read_object, token_content
 
 CONFIG = "tokenizer_config.json"
 
 
 def _content(value: Any, path: Path, key: str) -> Optional[str]:
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, dict) and isinstance(value.get("content"), str):
-        return value["content"]
-    raise ValueError(f"{path}: {key} must be a token (a string or {{'content': ...}}), got {value!r}")
+    return None if value is None else token_content(value, path, key)
 
 
 def folder_tokens(model_path: Path, pieces: int, piece_of, roles: Dict[str, int]) -> Tuple[List[str], Optional[str]]:
     """(added tokens in id order, the pad token) from the tokenizer_config.json beside
     `model_path`, whose model has `pieces` pieces (`piece_of(id)`) and `roles` ({"bos_token": its
     id, ...}; -1: none); ([], None) without one."""
-    from .io import is_regular_file, read_json
+    from .io import is_regular_file
 
     path = model_path.parent / CONFIG
-    if not is_regular_file(path, "the tokenizer's settings"):
+    config = read_object(path) if is_regular_file(path, "the tokenizer's settings") else {}
+    config = merge_legacy_files(model_path.parent, config)  # transformers < 4.34's files, as transformers 5 reads them
+    if not config:
         return [], None
-    config = read_json(path, "the tokenizer's settings")
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: an object of tokenizer settings was expected, got {type(config).__name__}")
     for key, ours in (("add_bos_token", True), ("add_eos_token", False)):
         if key in config and config[key] is not ours:
             raise ValueError(f"{path}: {key} {config[key]!r}: tessera's encoding and templates "

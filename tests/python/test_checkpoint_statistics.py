@@ -67,7 +67,6 @@ def test_an_image_processor_file_normalises_as_transformers(tmp_path, name, kwar
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"resample": 0}, "resample 0 \\(nearest\\)"),
     ({"rescale_factor": 1.0}, "rescale_factor 1.0"),
     ({"image_mean": [0.5, 0.5]}, "image_mean must be three finite numbers"),
     ({"image_std": [0.5, 0.0, 0.5]}, "image_std must be > 0"),
@@ -82,6 +81,41 @@ def test_what_the_pipeline_cannot_do_is_refused_by_key(tmp_path, change, message
     with pytest.raises(ValueError, match="an object of image processor settings"):
         read_image_processor(str(tmp_path))
     assert read_image_processor(str(tmp_path / "elsewhere")) is None
+
+
+def test_a_processor_file_as_transformers_5_saves_it_and_class_defaults(tmp_path):
+    """transformers 5's processors nest the image settings in processor_config.json; a key a file
+    leaves out takes its class's default (ViT's: 0.5, bilinear), as transformers reads it."""
+    processor = transformers.CLIPProcessor(image_processor=transformers.CLIPImageProcessor(image_mean=HALF,
+                                                                                          image_std=HALF),
+                                           tokenizer=transformers.CLIPTokenizerFast.from_pretrained(
+                                               str(_clip_tokenizer(tmp_path / "tok"))))
+    processor.save_pretrained(str(tmp_path / "proc"))
+    assert not (tmp_path / "proc" / "preprocessor_config.json").exists()
+    assert read_image_processor(str(tmp_path / "proc"))["mean"] == tuple(HALF)
+    (tmp_path / "vit").mkdir()
+    (tmp_path / "vit" / "preprocessor_config.json").write_text(json.dumps({"image_processor_type": "ViTImageProcessor"}))
+    want = transformers.ViTImageProcessor.from_pretrained(str(tmp_path / "vit"))
+    got = read_image_processor(str(tmp_path / "vit"))
+    assert got["mean"] == tuple(want.image_mean) and got["interpolation"] == "bilinear" and got["crop_mode"] == "squash"
+
+
+def _clip_tokenizer(path):
+    """A tiny CLIP BPE tokenizer folder (a processor needs one to save)."""
+    path.mkdir(parents=True)
+    (path / "vocab.json").write_text(json.dumps({"<|startoftext|>": 0, "<|endoftext|>": 1, "a</w>": 2, "a": 3}))
+    (path / "merges.txt").write_text("#version: 0.2\n")
+    return path
+
+
+def test_a_filter_the_pipeline_lacks_is_said_and_the_weights_load(tmp_path):
+    folder = clip_folder(tmp_path / "lanczos", transformers.CLIPImageProcessor(resample=1))
+    with pytest.warns(UserWarning, match="resample 1 \\(lanczos\\).*it resizes bicubic"):
+        tessera.from_pretrained(folder)
+    (tmp_path / "lanczos" / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.5]}))
+    with pytest.warns(UserWarning, match="image_mean must be three finite numbers.*family's statistics stand in"):
+        model = tessera.from_pretrained(folder)
+    assert model.vision_model.pretrained_cfg["mean"] == tessera.data.OPENAI_CLIP_MEAN
 
 
 def test_a_loaded_model_reports_its_folders_statistics_to_timm(tmp_path):
@@ -167,3 +201,50 @@ def test_llava_takes_its_towers_statistics_and_chat_reads_them(tmp_path, png_cod
     (run / "recipe.json").write_text(json.dumps({"task": "llava", "data": {"image_mean": [0.5], "image_std": HALF}}))
     with pytest.raises(ValueError, match="recipe.json: data.image_mean and image_std: three finite values"):
         run_transform(str(run), 32)
+    (run / "recipe.json").write_text(json.dumps({"task": "llava", "data": {"image_aspect_ratio": ["pad"]}}))
+    with pytest.raises(ValueError, match="recipe.json: data.image_aspect_ratio \\['pad'\\] is not one of"):
+        run_transform(str(run), 32)
+
+
+@needs_fmnist
+def test_the_models_own_checkpoint_comes_before_its_teacher(tmp_path):
+    """A student continued from its own checkpoint keeps that run's statistics, the family's too:
+    an empty data.image_mean meant both "not decided" and "the family's", so the teacher's won."""
+    from tessera.data import OPENAI_CLIP_MEAN
+    from tessera.train import build_task, recipe_from_dict
+
+    teacher = clip_folder(tmp_path / "teacher", transformers.CLIPImageProcessor(image_mean=HALF, image_std=HALF))
+    first = build_task(recipe_from_dict({**_vqkd_recipe(teacher), "data": {
+        **_vqkd_recipe(teacher)["data"], "image_mean": list(OPENAI_CLIP_MEAN), "image_std": HALF}}))
+    student = tmp_path / "student"
+    first.build_model().save_pretrained(str(student))
+    (student / "recipe.json").write_text(json.dumps({"task": "vqkd", "data": {
+        "image_mean": list(OPENAI_CLIP_MEAN), "image_std": HALF}}))
+    r = _vqkd_recipe(teacher)
+    r["model"]["pretrained"] = str(student)
+    assert build_task(recipe_from_dict(r)).recipe.data.image_mean == list(OPENAI_CLIP_MEAN)
+
+
+@needs_fmnist
+def test_an_older_runs_own_recipe_evaluates_on_what_it_trained_on(tmp_path):
+    """A recipe.json written before data.image_mean existed trained on its family's statistics:
+    evaluation does not take its teacher's in their place, and says no pixels changed."""
+    from tessera.cli import _say_pixel_changes
+    from tessera.data import OPENAI_CLIP_MEAN
+    from tessera.train import build_task, recipe_from_dict
+    from tessera.train.config import fill_older_keys
+
+    teacher = clip_folder(tmp_path / "teacher", transformers.CLIPImageProcessor(image_mean=HALF, image_std=HALF))
+    saved = _vqkd_recipe(teacher)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.json").write_text(json.dumps(saved))  # no image_mean: an older tessera's
+    recipe = recipe_from_dict(saved)
+    fill_older_keys(recipe, saved)
+    task = build_task(recipe)
+    assert task.recipe.data.image_mean == list(OPENAI_CLIP_MEAN)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _say_pixel_changes(str(run), task.recipe)

@@ -62,9 +62,13 @@ def test_a_key_an_older_recipe_json_lacks_reads_as_its_default(tmp_path):
     del saved["data"]["image_mean"], saved["data"]["image_std"]  # written before they existed
     (tmp_path / "recipe.json").write_text(json.dumps(saved))
     assert recipe_changes(str(tmp_path), recipe_to_dict(recipe), recipe_defaults(recipe)) == []
+    recipe.data.image_mean, recipe.data.image_std = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258,
+                                                                                         0.27577711]
+    assert recipe_changes(str(tmp_path), recipe_to_dict(recipe), recipe_defaults(recipe)) == []  # the family's
     recipe.data.image_mean, recipe.data.image_std = [0.5] * 3, [0.5] * 3
     assert recipe_changes(str(tmp_path), recipe_to_dict(recipe), recipe_defaults(recipe)) == [
-        "data.image_mean: [] -> [0.5, 0.5, 0.5]", "data.image_std: [] -> [0.5, 0.5, 0.5]"]
+        "data.image_mean: [0.48145466, 0.4578275, 0.40821073] -> [0.5, 0.5, 0.5]",
+        "data.image_std: [0.26862954, 0.26130258, 0.27577711] -> [0.5, 0.5, 0.5]"]
 
 
 @needs_fmnist

@@ -86,3 +86,20 @@ def test_legacy_false_is_said(tmp_path):
     path = folder(tmp_path / "tok", legacy=False)
     with pytest.warns(UserWarning, match="legacy false: tessera encodes as transformers' legacy mode"):
         tessera.SentencePieceTokenizer(path / "tokenizer.model")
+
+
+def test_a_folder_as_older_transformers_saved_it(tmp_path):
+    """transformers < 4.34 kept an added pad in added_tokens.json and named it in
+    special_tokens_map.json; transformers 5 reads both ("<image>" took the pad's id)."""
+    path = tmp_path / "tok"
+    path.mkdir()
+    shutil.copy(MODEL, path / "tokenizer.model")
+    (path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer", "legacy": True,
+                                                            "add_bos_token": True, "pad_token": None}))
+    (path / "added_tokens.json").write_text(json.dumps({"<pad>": 32000}))
+    (path / "special_tokens_map.json").write_text(json.dumps({"bos_token": "<s>", "eos_token": "</s>",
+                                                              "unk_token": "<unk>", "pad_token": "<pad>"}))
+    ref = transformers.AutoTokenizer.from_pretrained(str(path))
+    ours = tessera.SentencePieceTokenizer(path / "tokenizer.model", special_tokens=["<image>"])
+    assert ours.encode("a<pad>b") == ref("a<pad>b")["input_ids"] and ours.pad_id == ref.pad_token_id == 32000
+    assert ours.special_tokens["<image>"] == 32001

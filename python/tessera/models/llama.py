@@ -308,17 +308,18 @@ def _own_hooks(module) -> list:
 
 @contextlib.contextmanager
 def named_allocation(caller: str, rows: int, options, prompt: int):
-    """An allocation failure while generating (the KV cache of every row and beam, the logits) as
-    an error naming the sizes that made it, which the allocator's message does not."""
+    """An allocation failure while generating (the KV cache of every row and beam, the logits) named
+    with the sizes that made it, which the allocator's message does not: the same exception type,
+    its message kept (accelerate's batch-size finders match it), the original chained."""
     try:
         yield
     except RuntimeError as e:
         if "allocate" not in str(e) and not isinstance(e, torch.OutOfMemoryError):
             raise
         beams = max(int(options.num_beams), 1)
-        raise ValueError(f"{caller}(): {rows} rows x num_beams {beams} of up to {prompt + options.max_new_tokens} "
-                         f"positions do not fit in memory ({str(e).splitlines()[0][:160]}); lower the batch, "
-                         "num_beams, num_return_sequences or max_new_tokens") from None
+        raise type(e)(f"{caller}(): {rows} rows x num_beams {beams} of up to {prompt + options.max_new_tokens} "
+                      f"positions do not fit in memory; lower the batch, num_beams, num_return_sequences or "
+                      f"max_new_tokens ({str(e).splitlines()[0]})") from e
 
 
 def run_generation(generate, stream, streamer, prompt: torch.Tensor, options, shown: Optional[torch.Tensor] = None):

@@ -223,7 +223,11 @@ class PreTrainedModel(nn.Module):
         given = f" and config_overrides {json.dumps(config_overrides, sort_keys=True)}" if config_overrides else ""
         load_fitting(model, state, f"{path} (with {file}{given})", assign=True)
         folder = path if os.path.isdir(path) else os.path.dirname(path)
-        model.preprocessing = read_image_processor(folder)  # pretrained_cfg's statistics (features.py)
+        try:  # pretrained_cfg's statistics (features.py); the weights load whatever the file says
+            model.preprocessing = read_image_processor(folder)
+        except ValueError as e:
+            warn(f"{e}; the model's family's statistics stand in")
+            model.preprocessing = None
         if callable(getattr(model, "generate", None)):  # a causal LM reads its generation defaults too
             from .generation_view import read_generation_defaults
 

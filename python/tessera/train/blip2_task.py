@@ -109,13 +109,14 @@ class Blip2PretrainTask(Task):
     # LAVIS's blip2_image_train processor: RandomResizedCrop(scale=(0.5, 1.0), bicubic), flips.
     train_augmentation = {"scale": (0.5, 1.0), "hflip_prob": 0.5}
     batch_coupled = "ITC is contrastive over the batch, and ITM draws its negatives from it"
+    image_pipeline = BLIP2_DATA  # LAVIS's and transformers' processors: resized whole to the square
 
     def __init__(self, recipe, rank: int = 0, world_size: int = 1):
         super().__init__(recipe, rank, world_size)
         if recipe.tower.target != "hidden":
             raise ValueError(f"tower.target {recipe.tower.target!r}: BLIP-2's Q-Former reads the tower's post-normed "
                              "tokens (LAVIS's ln_vision), not a projection; leave tower.target hidden")
-        self.tower = load_teacher(recipe.tower, teacher_statistics(recipe.data, recipe.tower, BLIP2_DATA))
+        self.tower = load_teacher(recipe.tower, teacher_statistics(recipe.data, recipe.tower, self.image_pipeline))
         self.train_set = image_dataset(recipe.data, True)
         self.class_names = list(recipe.data.class_names or getattr(self.train_set, "classes", []) or [])
         if not self.class_names:
@@ -179,7 +180,7 @@ class Blip2PretrainTask(Task):
     def train_loader(self, rank: int, world_size: int):
         return image_loader(self.recipe.data, self.train_set, True, self.recipe.train.seed, rank, world_size,
                             self.train_augmentation, select=caption_or_label(self.class_names),
-                            pipeline=BLIP2_DATA)
+                            pipeline=self.image_pipeline)
 
     def text_batch(self, batch: Dict[str, Any], step: int):
         """(input_ids, attention_mask) of the batch's captions (a shard's own, else a class
@@ -228,7 +229,7 @@ class Blip2PretrainTask(Task):
         data = image_dataset(self.recipe.data, False)
         seen, limit = 0, self.recipe.eval.max_images or len(data)
         for batch in image_loader(self.recipe.data, data, False, self.recipe.train.seed,
-                                  select=labelled(self.class_names), pipeline=BLIP2_DATA):
+                                  select=labelled(self.class_names), pipeline=self.image_pipeline):
             px, labels = batch["pixel_values"][: limit - seen], batch["labels"][: limit - seen]
             yield px.to(device), labels.to(device)
             seen += len(px)
@@ -266,7 +267,7 @@ class Blip2PretrainTask(Task):
         return caption_retrieval_evaluate(model, split, None, d.image_size, batch_size=d.batch_size,
                                           image_features=image_features, text_features=text_features,
                                           score=best_query_score, rerank=match, k_test=self.recipe.eval.k_test,
-                                          pipeline=pipeline_settings(d, BLIP2_DATA))
+                                          pipeline=pipeline_settings(d, self.image_pipeline))
 
     def evaluate(self, model, final: bool = False) -> Dict[str, Any]:
         """ITC zero-shot accuracy (each class: the mean of its templates' text features), ITM

@@ -432,6 +432,8 @@ def recipe_changes(ckpt_dir: str, recipe: Dict[str, Any], defaults: Optional[Dic
     now = flat(json.loads(json.dumps(recipe)))  # tuples as lists, as the file holds them
     for key, value in flat(json.loads(json.dumps(defaults or {}, default=str))).items():
         saved.setdefault(key, value)
+        if key.endswith(("image_mean", "image_std")):  # empty statistics are the family's (pipeline_settings)
+            saved[key], now[key] = saved[key] or value, now.get(key) or value
     return [f"{k}: {saved.get(k, '(unset)')!r} -> {now.get(k, '(unset)')!r}" for k in sorted(set(saved) | set(now))
             if saved.get(k) != now.get(k)]
 

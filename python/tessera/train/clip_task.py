@@ -84,10 +84,11 @@ class ClipTask(Task):
     train_augmentation = {"scale": (0.9, 1.0), "hflip_prob": 0.0}
     # open_clip's accum_freq recomputes against cached features instead (not built).
     batch_coupled = "the contrastive loss compares each pair with the batch's others"
+    image_pipeline = CLIP_DATA  # its family's normalisation (timm_compat)
 
     def __init__(self, recipe, rank: int = 0, world_size: int = 1):
         super().__init__(recipe, rank, world_size)
-        inherit_from_pretrained(recipe, CLIP_DATA)
+        inherit_from_pretrained(recipe, self.image_pipeline)
         self.tokenizer = ClipTokenizer()
         self.train_set = self._dataset(train=True)
         self.class_names: List[str] = list(recipe.data.class_names or getattr(self.train_set, "classes", []) or [])
@@ -217,7 +218,7 @@ class ClipTask(Task):
     def evaluate_split(self, model: CLIPModel, split: RetrievalSplit) -> Dict[str, float]:
         d = self.recipe.data
         return caption_retrieval_evaluate(model, split, self.tokenizer, d.image_size, d.context_length, d.batch_size,
-                                          pipeline=pipeline_settings(d, CLIP_DATA))
+                                          pipeline=pipeline_settings(d, self.image_pipeline))
 
     def plot(self, out_dir: str, metrics_path: str, metrics: Dict[str, Any]) -> None:
         from ..viz import plot_confusion, plot_eval_curves, plot_prediction_grid, plot_training_curves, read_metrics
@@ -230,7 +231,7 @@ class ClipTask(Task):
             batch = getattr(self, "_grid_source", None)
             if batch is not None:
                 n = 16
-                stats = pipeline_settings(self.recipe.data, CLIP_DATA)  # what the loader normalised with
+                stats = pipeline_settings(self.recipe.data, self.image_pipeline)  # what the loader normalised with
                 mean, std = (torch.tensor(stats[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
                 imgs = ((batch["pixel_values"][:n] * std + mean).clamp(0, 1) * 255).to(torch.uint8)
                 imgs = imgs.permute(0, 2, 3, 1)

@@ -206,10 +206,27 @@ def recipe_defaults(recipe: Recipe) -> Dict[str, Any]:
     def default(f):
         return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
+    from .tasks import task_class
+
     sections = {**{name: getattr(recipe, name) for name in _TRAINER_SECTIONS}, **recipe.sections}
-    return {name: {f.name: default(f) for f in dataclasses.fields(section) if f.init and (
+    out = {name: {f.name: default(f) for f in dataclasses.fields(section) if f.init and (
         f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING)}
-            for name, section in sections.items()}
+           for name, section in sections.items()}
+    pipeline, data = getattr(task_class(recipe.task), "image_pipeline", None), out.get("data", {})
+    if pipeline and "image_mean" in data:  # before image_mean existed, a run trained on its family's
+        data["image_mean"], data["image_std"] = [float(v) for v in pipeline["mean"]], [float(v) for v in pipeline["std"]]
+    return out
+
+
+def fill_older_keys(recipe: Recipe, saved: Dict[str, Any]) -> None:
+    """A run's own recipe (`saved`, its recipe.json) read for evaluation: the image statistics it
+    leaves out (written before they existed) set to what it trained on (recipe_defaults), where
+    nothing set them, so building the task does not take a tower's in their place."""
+    data, written = getattr(recipe, "data", None), saved.get("data") if isinstance(saved.get("data"), dict) else {}
+    defaults = recipe_defaults(recipe).get("data", {})
+    for key in ("image_mean", "image_std"):
+        if key not in written and hasattr(data, key) and not getattr(data, key):
+            setattr(data, key, list(defaults[key]))
 
 
 def recipe_to_dict(recipe: Recipe) -> Dict[str, Any]:

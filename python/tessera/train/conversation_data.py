@@ -48,7 +48,7 @@ def run_transform(folder: str, image_size: int, image_aspect_ratio: str = ""):
 
     data = run_recipe(folder).get("data")
     aspect = image_aspect_ratio or (data.get("image_aspect_ratio") if isinstance(data, dict) else None) or "square"
-    if aspect not in ASPECT_MODES:
+    if not isinstance(aspect, str) or aspect not in ASPECT_MODES:
         raise ValueError(f"{folder}/recipe.json: data.image_aspect_ratio {aspect!r} is not one of "
                          f"{', '.join(ASPECT_MODES)}")
     stats = checkpoint_data_config(folder, CLIP_DATA)

@@ -142,13 +142,14 @@ def checkpoint_pipeline(folder: str, model) -> Dict[str, Any]:
 def inherit_statistics(d, folder: str, own: Dict[str, Any]) -> None:
     """A task whose images a checkpoint's tower reads (fine-tuned, frozen, or a teacher) normalises
     them as that checkpoint's run or image processor did, as LLaVA takes its tower's processor;
-    the recipe's own data.image_mean / image_std win. The statistics taken are written into the
-    recipe (`d`), so recipe.json, evaluation and chat read the same."""
+    the recipe's own data.image_mean / image_std win, and so does the first checkpoint asked (the
+    model's own before a teacher's). The statistics taken are written into the recipe (`d`), also
+    where they are the family's, so recipe.json, evaluation and chat read the same and a later
+    source cannot take their place."""
     if d.image_mean:
         return
     theirs = checkpoint_data_config(folder, own)
-    if (tuple(theirs["mean"]), tuple(theirs["std"])) != (tuple(own["mean"]), tuple(own["std"])):
-        d.image_mean, d.image_std = [float(v) for v in theirs["mean"]], [float(v) for v in theirs["std"]]
+    d.image_mean, d.image_std = [float(v) for v in theirs["mean"]], [float(v) for v in theirs["std"]]
 
 
 def inherit_from_pretrained(recipe, own: Dict[str, Any]) -> None:

@@ -96,6 +96,7 @@ class LlavaTask(Task):
     sections = {"data": ConversationData, "init": LlavaInit, "lora": LoraSection, "eval": LlavaEval}
     model_class = LlavaForConditionalGeneration
     evaluation_gathers_all = True  # generation runs the decoder layers in C++, past FSDP's hooks
+    image_pipeline = CLIP_DATA  # the CLIP tower's; a tower's own checkpoint says otherwise (inherit_statistics)
 
     def __init__(self, recipe, rank: int = 0, world_size: int = 1):
         super().__init__(recipe, rank, world_size)
@@ -116,7 +117,7 @@ class LlavaTask(Task):
         tower = recipe.init.checkpoint or recipe.init.vision_tower
         if tower:  # the tower's statistics, as LLaVA takes its tower's image processor
             inherit_statistics(d, resolve_checkpoint(tower, "init.checkpoint" if recipe.init.checkpoint
-                                                     else "init.vision_tower"), CLIP_DATA)
+                                                     else "init.vision_tower"), self.image_pipeline)
         self.transform = d.transform()
         self.train_set = self.index(d.train)
 

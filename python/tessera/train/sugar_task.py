@@ -35,7 +35,6 @@ from ..schema import require
 from ..seeds import stream_seed
 from .checkpoint import resolve_checkpoint
 from .conversation_data import ASPECT_MODES, EncodedSamples, aspect_transform, encode_samples, read_samples
-from ..models.timm_compat import CLIP_DATA
 from .image_data import check_statistics, inherit_statistics
 from .interleaved_data import EncodedInterleaved, encode_interleaved, read_interleaved, sample_points
 from .llava_task import LlavaInit, LlavaTask, LoraSection
@@ -160,7 +159,7 @@ class SugarTask(LlavaTask):
         init = resolve_checkpoint(recipe.init.checkpoint, "init.checkpoint")
         d.image_aspect_ratio = d.image_aspect_ratio or (run_recipe(init).get("data") or {}).get(
             "image_aspect_ratio") or "square"
-        inherit_statistics(d, init, CLIP_DATA)  # and its statistics
+        inherit_statistics(d, init, self.image_pipeline)  # and its statistics
         self.transform = aspect_transform(d.image_size, d.image_aspect_ratio, d.image_mean, d.image_std)
         self.train_set = self.encode_file(d.train, d.max_samples)
         self.targets = slice_vectors(d.train, recipe.targets, d.image_folder,
