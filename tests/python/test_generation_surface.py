@@ -370,7 +370,7 @@ def test_transformers_generate_arguments_at_their_off_values_and_a_passed_genera
     with pytest.raises(ValueError, match="the generation_config passed to it sets no_repeat_ngram_size=2"):
         ours.generate(ids, generation_config=transformers.GenerationConfig(no_repeat_ngram_size=2))
     with pytest.raises(TypeError, match="unexpected argument"):
-        ours.generate(ids, output_scores=True)  # a value that would change what is returned
+        ours.generate(ids, output_attentions=True)  # a value that would change what is returned
     with pytest.raises(TypeError, match="generation_config sets output_scores=True"):
         ours.generate(ids, generation_config=transformers.GenerationConfig(output_scores=True))
     none = dict(synced_gpus=None, custom_generate=None, output_attentions=None, return_dict_in_generate=None)

@@ -21,6 +21,7 @@ from ..cpp_module import node_class, node_methods
 from ..registry import register_model
 from .family import FamilyModel
 from .features import VisionFeatures
+from .generation_output import check_flags, generation_output, pop_flags
 from .llama import (LlamaForCausalLM, _check, _prompt_length, drain, named_allocation, repeat_rows,
                     run_generation)
 from .outputs import ModelOutput, make_output
@@ -188,17 +189,24 @@ class Blip2ForConditionalGeneration(_Blip2Part):
         """The prompt followed by the new ids; the generation arguments of LlamaForCausalLM.generate.
         Without input_ids, a caption: the image tokens and bos, as transformers prompts."""
         input_ids = self._prompt(pixel_values, input_ids, attention_mask, "generate")
-        streamer = kwargs.pop("streamer", None)
+        streamer, flags = kwargs.pop("streamer", None), pop_flags(kwargs)
         o, n = LlamaForCausalLM._generation(self, kwargs, "generate", generator,
                                             _prompt_length(input_ids, None, "generate"))
+        check_flags(flags, o, "generate")
         with named_allocation("generate", input_ids.shape[0] * n, o, input_ids.shape[1]):
             input_ids, pixel_values, attention_mask = (repeat_rows(t, n) for t in (input_ids, pixel_values,
                                                                                     attention_mask))
             position = bool(interpolate_pos_encoding)
-            return run_generation(
+            out = run_generation(
                 lambda: self._cpp.generate(input_ids, pixel_values, attention_mask, o, generator, position),
                 lambda: self._cpp.stream(input_ids, pixel_values, attention_mask, o, generator, position),
                 streamer, input_ids, o)
+        if flags:
+            return generation_output(out, input_ids.shape[1], attention_mask, lambda seq, mask: self(
+                pixel_values, seq, attention_mask=mask, interpolate_pos_encoding=position).logits, o, flags)
+        return out
+
+    compute_transition_scores = LlamaForCausalLM.compute_transition_scores
 
     def stream(self, pixel_values: torch.Tensor, input_ids: Optional[torch.Tensor] = None,
                attention_mask: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None,

@@ -101,7 +101,7 @@ NO_TOKEN_CHANGE = {
 
 
 #: transformers' generate arguments that pipelines and user code pass at values that change nothing.
-#: (what tessera returns is the ids: these flags change that when true)
+#: (true: return_dict_in_generate, output_scores and output_logits are generation_output.py's; the others refused)
 OUTPUT_FLAGS = ("output_attentions", "output_hidden_states", "output_scores", "output_logits",
                 "return_dict_in_generate")
 _NONE = ("streamer", "past_key_values", "logits_processor", "stopping_criteria", "prefix_allowed_tokens_fn",
@@ -128,8 +128,9 @@ def passed_config(config, caller: str) -> dict:
                         f"{type(config).__name__}")
     flags = [f"{k}={v!r}" for k, v in config.items() if k in OUTPUT_FLAGS and v not in (None, False)]
     if flags:
-        raise TypeError(f"{caller}(): generation_config sets {', '.join(flags)}: tessera's generate returns the ids "
-                        "alone (no scores, attentions or output object)")
+        raise TypeError(f"{caller}(): generation_config sets {', '.join(flags)}: give return_dict_in_generate, "
+                        "output_scores and output_logits as generate's arguments (tessera reads them there; "
+                        "attentions and hidden states are not returned)")
     return token_settings(config)
 
 

@@ -16,6 +16,7 @@ from .. import _C
 from ..cpp_module import node_class, node_methods
 from ..registry import register_model
 from .family import FamilyModel
+from .generation_output import check_flags, compute_transition_scores, generation_output, pop_flags
 from .generation_settings import (GENERATION_FILE, SAMPLING_ONLY, UNAPPLIED, GenerationConfig, check_length,
                                   generation_config, id_list, no_op_arguments, passed_config)
 from .loss_kwargs import over_items
@@ -183,12 +184,13 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
         top_k 50); one passed is used as given (top_k None or 0: no top-k filter; eos_token_id or
         pad_token_id None: the config's)."""
         _check(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds)
-        streamer = beam.pop("streamer", None)
+        streamer, flags = beam.pop("streamer", None), pop_flags(beam)
         o, n = self._generation(dict(
             max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
             repetition_penalty=repetition_penalty, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
             use_cache=use_cache, **beam), "generate", generator,
             _prompt_length(input_ids, inputs_embeds, "generate"))
+        check_flags(flags, o, "generate")
         ids = _stand_in_ids(input_ids, inputs_embeds, attention_mask, o, "generate")
         attention_mask = prompt_mask(self, input_ids, attention_mask, o)
         with named_allocation("generate", ids.shape[0] * n, o, ids.shape[1]):
@@ -197,7 +199,21 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
             out = run_generation(lambda: self._cpp.generate(ids, attention_mask, o, generator, inputs_embeds),
                                  lambda: self._cpp.stream(ids, attention_mask, o, generator, inputs_embeds),
                                  streamer, ids, o, shown=ids if input_ids is not None else ids[:, :0])
+        if flags:  # transformers' output object; from inputs_embeds its sequences are the new ids alone
+            embed = self.get_input_embeddings()
+            result = generation_output(out, ids.shape[1], attention_mask, lambda seq, mask: self(
+                input_ids=seq, attention_mask=mask).logits if input_ids is not None else self(
+                inputs_embeds=torch.cat([inputs_embeds, embed(seq[:, ids.shape[1]:])], 1), attention_mask=mask).logits,
+                o, flags)
+            if input_ids is None:
+                result.sequences = out[:, ids.shape[1]:]
+            return result
         return out if input_ids is not None else out[:, ids.shape[1]:]
+
+    def compute_transition_scores(self, sequences: torch.Tensor, scores, beam_indices=None,
+                                  normalize_logits: bool = False) -> torch.Tensor:
+        """transformers' GenerationMixin.compute_transition_scores (greedy and sampled outputs)."""
+        return compute_transition_scores(sequences, scores, beam_indices, normalize_logits)
 
     def stream(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None, **kwargs):
         """Like generate, one step at a time: yields each step's new ids [B] as they are made."""

@@ -14,6 +14,7 @@ import torch
 from .. import _C
 from ..registry import register_model
 from .family import FamilyModel
+from .generation_output import check_flags, generation_output, pop_flags
 from .llama import (LlamaForCausalLM, _check, _prompt_length, drain, named_allocation, prompt_mask, repeat_rows,
                     run_generation)
 from .loss_kwargs import over_items
@@ -69,16 +70,23 @@ class LlavaForConditionalGeneration(FamilyModel):
                  **kwargs) -> torch.Tensor:
         """The prompt followed by the new ids; the generation arguments of LlamaForCausalLM.generate."""
         _check(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
-        streamer = kwargs.pop("streamer", None)
+        streamer, flags = kwargs.pop("streamer", None), pop_flags(kwargs)
         o, n = LlamaForCausalLM._generation(self, kwargs, "generate", generator,
                                             _prompt_length(input_ids, None, "generate"))
+        check_flags(flags, o, "generate")
         attention_mask = prompt_mask(self, input_ids, attention_mask, o)
         with named_allocation("generate", input_ids.shape[0] * n, o, input_ids.shape[1]):
             input_ids, pixel_values, attention_mask = self._repeat(n, input_ids, pixel_values, attention_mask)
             self._sync_all()  # generation runs every submodule in C++, past the Python forwards
-            return run_generation(lambda: self._cpp.generate(input_ids, pixel_values, attention_mask, o, generator),
-                                  lambda: self._cpp.stream(input_ids, pixel_values, attention_mask, o, generator),
-                                  streamer, input_ids, o)
+            out = run_generation(lambda: self._cpp.generate(input_ids, pixel_values, attention_mask, o, generator),
+                                 lambda: self._cpp.stream(input_ids, pixel_values, attention_mask, o, generator),
+                                 streamer, input_ids, o)
+        if flags:
+            return generation_output(out, input_ids.shape[1], attention_mask, lambda seq, mask: self(
+                seq, pixel_values=pixel_values, attention_mask=mask).logits, o, flags)
+        return out
+
+    compute_transition_scores = LlamaForCausalLM.compute_transition_scores
 
     def _repeat(self, n: int, input_ids, pixel_values, attention_mask):
         """Each prompt n times (num_return_sequences), its images with it: a prompt holds

@@ -44,7 +44,8 @@ def teacher_statistics(d, section: TeacherSection, own: Dict[str, Any]) -> Dict[
     """The task's pixel statistics (`data`, whose family's are `own`): the teacher checkpoint's
     where the recipe names none (`inherit_statistics`, written into `d`); `clip_transform` keywords."""
     if section.checkpoint:
-        inherit_statistics(d, resolve_checkpoint(section.checkpoint, "teacher.checkpoint"), own)
+        inherit_statistics(d, resolve_checkpoint(section.checkpoint, "teacher.checkpoint",
+                                                 "train the CLIP recipe first: make demo"), own)
     return pipeline_settings(d, own)
 
 

@@ -1,0 +1,89 @@
+"""transformers' `return_dict_in_generate=True` with `output_scores` and `output_logits`, and
+`compute_transition_scores`: side by side with transformers' generate where decoding is greedy
+(sequences equal, scores and logits to fp32 rounding), and against transformers' own logits
+processors on tessera's sampled sequences. These flags were refused by name."""
+import pytest
+import torch
+
+import tessera
+
+transformers = pytest.importorskip("transformers")
+FLAGS = dict(return_dict_in_generate=True, output_scores=True, output_logits=True)
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory):
+    torch.manual_seed(7)
+    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, eos_token_id=3, pad_token_id=0))
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    path = tmp_path_factory.mktemp("llama")
+    hf.save_pretrained(path)
+    return hf.eval(), tessera.from_pretrained(str(path))
+
+
+def close(ours, theirs):
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs", [dict(max_new_tokens=6), dict(max_new_tokens=8, repetition_penalty=1.5),
+                                    dict(max_new_tokens=6, min_new_tokens=4, eos_token_id=[3, 11, 19])])
+def test_greedy_outputs_equal_transformers(llama, kwargs):
+    hf, ours = llama
+    ids = torch.tensor([[0, 0, 1, 5, 6], [1, 7, 8, 9, 10]])  # left-padded
+    mask = (ids != 0).long()
+    want = hf.generate(ids, attention_mask=mask, do_sample=False, **FLAGS, **kwargs)
+    got = ours.generate(ids, attention_mask=mask, **FLAGS, **kwargs)
+    assert torch.equal(got.sequences, want.sequences)
+    close(got.logits, want.logits)
+    close(got.scores, want.scores)
+    torch.testing.assert_close(ours.compute_transition_scores(got.sequences, got.scores, normalize_logits=True),
+                               hf.compute_transition_scores(want.sequences, want.scores, normalize_logits=True),
+                               atol=2e-5, rtol=1e-5)
+
+
+def test_sampled_scores_are_transformers_processors_on_the_logits(llama):
+    hf, ours = llama
+    ids = torch.tensor([[1, 5, 6, 7]])
+    settings = dict(temperature=0.7, top_k=20, top_p=0.8, repetition_penalty=1.3)
+    got = ours.generate(ids, max_new_tokens=6, do_sample=True, generator=torch.Generator().manual_seed(3),
+                        **settings, **FLAGS)
+    processors = transformers.LogitsProcessorList([
+        transformers.RepetitionPenaltyLogitsProcessor(1.3), transformers.TemperatureLogitsWarper(0.7),
+        transformers.TopKLogitsWarper(20), transformers.TopPLogitsWarper(0.8)])
+    with torch.no_grad():
+        logits = hf(got.sequences).logits[:, ids.shape[1] - 1:-1]
+    want = [processors(got.sequences[:, :ids.shape[1] + t], logits[:, t].clone()) for t in range(logits.shape[1])]
+    close(got.scores, want)
+    chosen = got.sequences[:, ids.shape[1]:]
+    assert all(torch.isfinite(s.gather(1, chosen[:, t:t + 1])).all() for t, s in enumerate(got.scores))
+
+
+def test_llava_and_blip2_return_transformers_outputs(fixture_dir):
+    from safetensors.torch import load_file
+
+    for family, cls in (("llava", transformers.LlavaForConditionalGeneration),
+                        ("blip2", transformers.Blip2ForConditionalGeneration)):
+        d = fixture_dir(family)
+        io = load_file(str(d / "io.safetensors"))
+        hf = cls.from_pretrained(str(d)).eval()
+        ours = tessera.from_pretrained(str(d))
+        want = hf.generate(input_ids=io["input_ids"], pixel_values=io["pixel_values"], do_sample=False,
+                           max_new_tokens=5, **FLAGS)
+        got = (ours.generate(io["input_ids"], pixel_values=io["pixel_values"], max_new_tokens=5, **FLAGS)
+               if family == "llava" else ours.generate(io["pixel_values"], io["input_ids"], max_new_tokens=5, **FLAGS))
+        assert torch.equal(got.sequences, want.sequences), family
+        close(got.scores, want.scores)
+
+
+def test_scores_with_beam_search_are_refused_by_name(llama):
+    _, ours = llama
+    with pytest.raises(ValueError, match="output_scores=True with beam search"):
+        ours.generate(torch.tensor([[1, 5, 6]]), max_new_tokens=3, num_beams=2, output_scores=True)
+    with pytest.raises(TypeError, match="unexpected argument\(s\) output_attentions"):
+        ours.generate(torch.tensor([[1, 5, 6]]), max_new_tokens=3, output_attentions=True)
