@@ -1,11 +1,13 @@
 """Texts per second of tessera.text.tokenize vs open_clip.tokenize and HF CLIPTokenizerFast,
-and of tessera.text.BertTokenizer vs transformers' BertTokenizerFast (WordPiece).
+of tessera.text.BertTokenizer vs transformers' BertTokenizerFast (WordPiece), and of
+tessera.text.SentencePieceTokenizer vs transformers' LlamaTokenizer on LLaVA-style prompts.
 
 Follows the side-by-side style of tessera's benchmarks: same texts, same vocabulary, each
 tokenizer producing a [N, 77] LongTensor, rates and ratios printed.
 
     python benchmarks/tokenizer_speed.py [--n 20000] [--bpe path/to/bpe_simple_vocab_16e6.txt.gz]
     python benchmarks/tokenizer_speed.py --which wordpiece [--bert folder-with-vocab.txt]
+    python benchmarks/tokenizer_speed.py --which sentencepiece [--spm tokenizer.model]
 
 WordPiece: both tokenizers get the same vocab.txt (by default one trained here with
 tokenizers.BertWordPieceTokenizer on the fortunes and /usr/share/dict/words, 8,000 tokens,
@@ -128,21 +130,60 @@ def bench_wordpiece(args):
     print(f"tessera / transformers BertTokenizerFast: {ratio:.1f}x (goal >= 20x)")
 
 
+def bench_sentencepiece(args):
+    """SentencePieceTokenizer (with LLaVA's "<image>") vs transformers' tokenizer of the same
+    folder (tokenizer.model and a LLaVA-1.5 tokenizer_config.json): LLaVA-style prompts, a third
+    with "<image>\n" first and a third ending in "</s>"; ids checked equal, then each encodes the
+    list (tessera text by text, transformers as one batch call, its fastest)."""
+    import shutil
+
+    import tessera.text as tt
+    from transformers import AutoTokenizer
+
+    os.environ["TOKENIZERS_PARALLELISM"] = "true"
+    base = real_texts(args.wordpiece_n)
+    texts = [("<image>\n" + t if i % 3 == 0 else t + "</s>" if i % 3 == 1 else t) for i, t in enumerate(base)]
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(args.spm, Path(tmp) / "tokenizer.model")
+        added = {"content": "<image>", "special": True, "normalized": False, "lstrip": False, "rstrip": False,
+                 "single_word": False}
+        (Path(tmp) / "tokenizer_config.json").write_text(json.dumps({
+            "tokenizer_class": "LlamaTokenizer", "legacy": True, "add_bos_token": True, "add_eos_token": False,
+            "added_tokens_decoder": {"32000": added}}))
+        ours = tt.SentencePieceTokenizer(Path(tmp) / "tokenizer.model", special_tokens=["<image>"])
+        hf = AutoTokenizer.from_pretrained(tmp)
+    mine, theirs = [ours.encode(t) for t in texts], hf(texts)["input_ids"]
+    print(f"\nSentencePiece: {len(texts)} prompts, mean {sum(map(len, texts)) / len(texts):.0f} chars; "
+          f"{torch.get_num_threads()} threads; {args.spm}")
+    print(f"ids equal on {sum(a == b for a, b in zip(mine, theirs))} of {len(texts)} prompts "
+          "(a space right after a special token is where transformers 5's converted tokenizer and "
+          "SentencePiece differ)")
+    rates = {"tessera SentencePieceTokenizer": rate(lambda t: [ours.encode(x) for x in t], texts, args.repeats),
+             "transformers LlamaTokenizer": rate(lambda t: hf(t)["input_ids"], texts, max(1, args.repeats // 2))}
+    for name, r in rates.items():
+        print(f"{name:32s} {r:12,.0f} texts/s")
+    print(f"tessera / transformers: {rates['tessera SentencePieceTokenizer'] / rates['transformers LlamaTokenizer']:.2f}x")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20000, help="number of texts")
     parser.add_argument("--bpe", type=Path, default=None, help="CLIP merges file")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--which", choices=["all", "clip", "wordpiece"], default="all")
+    parser.add_argument("--which", choices=["all", "clip", "wordpiece", "sentencepiece"], default="all")
+    parser.add_argument("--spm", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "assets" /
+                        "llama2c_tokenizer.model", help="a LLaMA SentencePiece model")
     parser.add_argument("--wordpiece-n", type=int, default=10000, help="texts of the WordPiece batch")
     parser.add_argument("--bert", type=Path, default=None,
                         help="folder with a BERT vocab.txt (default: train one on the corpus)")
     args = parser.parse_args()
 
     torch.set_num_threads(os.cpu_count())
-    if args.which != "clip":
+    if args.which in ("all", "sentencepiece"):
+        bench_sentencepiece(args)
+    if args.which in ("all", "wordpiece"):
         bench_wordpiece(args)
-    if args.which == "wordpiece":
+    if args.which in ("wordpiece", "sentencepiece"):
         return
     import open_clip
     import tessera.text as tt
