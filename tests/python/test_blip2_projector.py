@@ -113,10 +113,25 @@ def test_init_projector_refuses_other_tower_tokens_than_stage1_read(tmp_path):
                            for k, v in model.state_dict().items() if k.startswith("vision_tower.")})
     tower.save_pretrained(str(tmp_path / "tower"))
     init_from_stage1(model, str(stage1), model.config)  # the same tower, layer and tokens
-    for changes, message in [(dict(vision_feature_layer=-2), "layer -2, 'full'"),
-                             (dict(vision_feature_select_strategy="default"), "layer -1, 'default'")]:
-        with pytest.raises(ValueError, match=f"learned on tower layer -1, every token; this config feeds it {message}"):
+    for changes, message in [(dict(vision_feature_layer=-2), "vision_feature_layer -2, 'full'"),
+                             (dict(vision_feature_select_strategy="default"), "vision_feature_layer -1, 'default'")]:
+        with pytest.raises(ValueError, match=f"tower layer -1 \\(stage 1's tower.layer\\), every token; this config "
+                                             f"feeds it {message}"):
             init_from_stage1(model, str(stage1), {**model.config, **changes})
+    # a positive stage-1 layer is one more hidden state: forward_intermediates' 1 is hidden_states[2]
+    (stage1 / "recipe.json").write_text(json.dumps({"task": "blip2_pretrain",
+                                                    "tower": {"checkpoint": str(tmp_path / "tower"), "layer": 1}}))
+    with pytest.raises(ValueError, match="set model.config.vision_feature_layer: 2 and"):
+        init_from_stage1(model, str(stage1), model.config)
+    init_from_stage1(model, str(stage1), {**model.config, "vision_feature_layer": 2})
+    px = torch.randn(1, 3, 16, 16)
+    (inter,) = tower.forward_intermediates(px, indices=[1], norm=True, stop_early=True, intermediates_only=True)
+    hidden = tower(pixel_values=px, output_hidden_states=True).hidden_states[2]
+    torch.testing.assert_close(inter, torch.nn.functional.layer_norm(
+        hidden, hidden.shape[-1:], tower.post_layernorm.weight, tower.post_layernorm.bias,
+        tower.config.get("layer_norm_eps", 1e-5)))
+    (stage1 / "recipe.json").write_text(json.dumps({"task": "blip2_pretrain",
+                                                    "tower": {"checkpoint": str(tmp_path / "tower"), "layer": -1}}))
     with torch.no_grad():
         model.vision_tower.post_layernorm.weight.add_(1.0)
     with pytest.raises(ValueError, match="whose weights differ from init.vision_tower's \\(1 tensors"):

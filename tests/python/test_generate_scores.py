@@ -87,3 +87,32 @@ def test_scores_with_beam_search_are_refused_by_name(llama):
         ours.generate(torch.tensor([[1, 5, 6]]), max_new_tokens=3, num_beams=2, output_scores=True)
     with pytest.raises(TypeError, match="unexpected argument\(s\) output_attentions"):
         ours.generate(torch.tensor([[1, 5, 6]]), max_new_tokens=3, output_attentions=True)
+
+
+def test_flags_as_transformers_reads_them(llama, fixture_dir):
+    """Without return_dict_in_generate the ids (transformers ignores the other flags then); the
+    model's generation config may turn them on, a call's False off; the output's fields in
+    transformers' order; min_new_tokens holds back the config's eos when generate has no other."""
+    hf, ours = llama
+    ids = torch.tensor([[1, 5, 6, 7]])
+    assert isinstance(ours.generate(ids, max_new_tokens=3, output_scores=True), torch.Tensor)
+    out = ours.generate(ids, max_new_tokens=3, **FLAGS)
+    assert list(out.keys()) == ["sequences", "scores", "logits"] and out[1] is out.scores
+    ours.generation_config.return_dict_in_generate = True
+    ours.generation_config.output_scores = True
+    try:
+        assert ours.generate(ids, max_new_tokens=3).scores is not None
+        assert isinstance(ours.generate(ids, max_new_tokens=3, return_dict_in_generate=False), torch.Tensor)
+    finally:
+        ours.generation_config.return_dict_in_generate = False
+        ours.generation_config.output_scores = False
+    plain = tessera.from_pretrained(str(fixture_dir("llama")))
+    plain.generation_defaults = None  # no generation_config.json: the config's eos (2) is held back
+    got = plain.generate(ids, max_new_tokens=3, min_new_tokens=2, **FLAGS)
+    assert got.scores[0][0, 2] == float("-inf") and got.scores[2][0, 2] != float("-inf")
+
+
+def test_a_bf16_models_recomputed_scores_are_said(fixture_dir):
+    model = tessera.from_pretrained(str(fixture_dir("llama")), dtype=torch.bfloat16)
+    with pytest.warns(UserWarning, match="scores of a bfloat16 model are recomputed"):
+        model.generate(torch.tensor([[1, 5, 6]]), max_new_tokens=2, **FLAGS)

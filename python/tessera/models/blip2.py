@@ -21,7 +21,7 @@ from ..cpp_module import node_class, node_methods
 from ..registry import register_model
 from .family import FamilyModel
 from .features import VisionFeatures
-from .generation_output import check_flags, generation_output, pop_flags
+from .generation_output import check_flags, generation_output, pop_flags, stop_ids
 from .llama import (LlamaForCausalLM, _check, _prompt_length, drain, named_allocation, repeat_rows,
                     run_generation)
 from .outputs import ModelOutput, make_output
@@ -189,7 +189,8 @@ class Blip2ForConditionalGeneration(_Blip2Part):
         """The prompt followed by the new ids; the generation arguments of LlamaForCausalLM.generate.
         Without input_ids, a caption: the image tokens and bos, as transformers prompts."""
         input_ids = self._prompt(pixel_values, input_ids, attention_mask, "generate")
-        streamer, flags = kwargs.pop("streamer", None), pop_flags(kwargs)
+        streamer = kwargs.pop("streamer", None)
+        flags = pop_flags(kwargs, getattr(self, "generation_defaults", None))
         o, n = LlamaForCausalLM._generation(self, kwargs, "generate", generator,
                                             _prompt_length(input_ids, None, "generate"))
         check_flags(flags, o, "generate")
@@ -203,7 +204,8 @@ class Blip2ForConditionalGeneration(_Blip2Part):
                 streamer, input_ids, o)
         if flags:
             return generation_output(out, input_ids.shape[1], attention_mask, lambda seq, mask: self(
-                pixel_values, seq, attention_mask=mask, interpolate_pos_encoding=position).logits, o, flags)
+                pixel_values, seq, attention_mask=mask, interpolate_pos_encoding=position).logits, o, flags,
+                stop_ids(self, o), self.dtype)
         return out
 
     compute_transition_scores = LlamaForCausalLM.compute_transition_scores

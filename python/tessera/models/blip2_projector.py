@@ -49,11 +49,15 @@ def check_tower(model, folder: str, config: Dict) -> None:
     if recipe.get("task") != "blip2_pretrain" or not isinstance(tower, dict):
         return
     layer = tower.get("layer", -1)
+    # stage 1's layer indexes forward_intermediates (0: the first block's output), LLaVA's
+    # vision_feature_layer hidden_states (0: the embeddings); negative indices agree
+    want = layer + 1 if isinstance(layer, int) and layer >= 0 else layer
     here = (config.get("vision_feature_layer"), config.get("vision_feature_select_strategy"))
-    if here != (layer, "full"):
-        raise ValueError(f"init.projector {folder}: its Q-Former learned on tower layer {layer!r}, every token; this "
-                         f"config feeds it layer {here[0]!r}, {here[1]!r}: set model.config.vision_feature_layer: "
-                         f"{layer} and vision_feature_select_strategy: full")
+    if here != (want, "full"):
+        raise ValueError(f"init.projector {folder}: its Q-Former learned on tower layer {layer!r} (stage 1's "
+                         f"tower.layer), every token; this config feeds it vision_feature_layer {here[0]!r}, "
+                         f"{here[1]!r}: set model.config.vision_feature_layer: {want} and "
+                         "vision_feature_select_strategy: full")
     source = tower.get("checkpoint")
     try:
         from ..train.checkpoint import resolve_checkpoint

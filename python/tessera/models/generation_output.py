@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
+from .._warn import warn
 from .outputs import ModelOutput
 
 FLAGS = ("return_dict_in_generate", "output_scores", "output_logits")
@@ -22,28 +23,39 @@ class GenerateDecoderOnlyOutput(ModelOutput):
     fields = ("sequences", "scores", "logits", "attentions", "hidden_states", "past_key_values")
 
 
-def pop_flags(kwargs: Dict[str, Any]) -> Dict[str, bool]:
-    """The output flags a generate call set to True, taken out of its arguments (False and None
-    stay for no_op_arguments; other values are refused by name there)."""
-    return {k: kwargs.pop(k) for k in FLAGS if kwargs.get(k) is True}
+def pop_flags(kwargs: Dict[str, Any], defaults: Optional[Dict[str, Any]] = None) -> Dict[str, bool]:
+    """The output flags of a generate call: the model's generation config's (`defaults`), a call's
+    True or False over them (taken out of its arguments; None keeps the config's, as in
+    transformers; other values stay, refused by name later)."""
+    flags = {k: True for k in FLAGS if (defaults or {}).get(k) is True}
+    for key in FLAGS:
+        if isinstance(kwargs.get(key), bool):
+            flags[key] = kwargs.pop(key)
+        elif key in kwargs and kwargs[key] is None:
+            kwargs.pop(key)
+    return {k: v for k, v in flags.items() if v}
 
 
 def check_flags(flags: Dict[str, bool], options, caller: str) -> None:
+    if flags.get("return_dict_in_generate") and options.max_new_tokens == 0:
+        raise ValueError(f"{caller}(): max_new_tokens must be greater than 0 to return scores (transformers refuses "
+                         "it too)")
     if flags and options.num_beams > 1:
         raise ValueError(f"{caller}(): {', '.join(f'{k}=True' for k in flags)} with beam search (num_beams > 1) is not "
                          "supported: tessera returns the best beam's ids alone")
 
 
-def _processed(logits: torch.Tensor, seen: torch.Tensor, step: int, options) -> torch.Tensor:
+def _processed(logits: torch.Tensor, seen: torch.Tensor, step: int, options, stops: List[int]) -> torch.Tensor:
     """One step's scores as transformers' logits processors make them from its logits [B, V]
-    after the ids `seen` [B, t] (prompt and new ids so far)."""
+    after the ids `seen` [B, t] (prompt and new ids so far); `stops` are the ids min_new_tokens
+    holds back."""
     scores = logits.clone()
     if options.repetition_penalty != 1.0:
         picked = scores.gather(1, seen)
         scores.scatter_(1, seen, torch.where(picked < 0, picked * options.repetition_penalty,
                                              picked / options.repetition_penalty))
-    if step < options.min_new_tokens and options.eos_token_ids:
-        scores[:, [i for i in options.eos_token_ids if 0 <= i < scores.shape[1]]] = float("-inf")
+    if step < options.min_new_tokens and stops:
+        scores[:, [i for i in stops if 0 <= i < scores.shape[1]]] = float("-inf")
     if options.do_sample:
         if options.temperature != 1.0:
             scores = scores / options.temperature
@@ -60,28 +72,40 @@ def _processed(logits: torch.Tensor, seen: torch.Tensor, step: int, options) -> 
 
 def generation_output(sequences: torch.Tensor, prompt_length: int, attention_mask: Optional[torch.Tensor],
                       forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], options,
-                      flags: Dict[str, bool]) -> GenerateDecoderOnlyOutput:
-    """`sequences` [B, P + n] as transformers' output object; `forward(ids, mask)` gives the logits
-    [B, P + n, V] of the whole sequence."""
+                      flags: Dict[str, bool], stops: List[int], dtype: torch.dtype):
+    """`sequences` [B, P + n] as transformers' output object (the ids alone without
+    return_dict_in_generate, as transformers ignores the other flags then); `forward(ids, mask)`
+    gives the logits [B, P + n, V] of the whole sequence; `stops` the stop ids generate used."""
+    if not flags.get("return_dict_in_generate"):
+        return sequences
     out = GenerateDecoderOnlyOutput(sequences=sequences)
-    n = sequences.shape[1] - prompt_length
-    if not (flags.get("output_scores") or flags.get("output_logits")) or n == 0:
-        if flags.get("output_scores"):
-            out.scores = ()
-        if flags.get("output_logits"):
-            out.logits = ()
+    if not (flags.get("output_scores") or flags.get("output_logits")):
         return out
+    if dtype != torch.float32:
+        warn(f"generate(): the scores of a {str(dtype).replace('torch.', '')} model are recomputed in one forward, "
+             "which differs from the decoding steps' by that dtype's rounding (a sampled id can fall outside the "
+             "recomputed top-k or top-p); generate in float32 for scores that match the ids exactly")
     mask = torch.ones_like(sequences)
     if attention_mask is not None:
         mask[:, :prompt_length] = attention_mask
     with torch.no_grad():
         logits = forward(sequences, mask)[:, prompt_length - 1:-1].float()  # the step that chose each new id
     steps: List[torch.Tensor] = list(logits.unbind(1))
+    if flags.get("output_scores"):  # transformers' field order: sequences, scores, logits
+        out.scores = tuple(_processed(s, sequences[:, :prompt_length + t], t, options, stops)
+                           for t, s in enumerate(steps))
     if flags.get("output_logits"):
         out.logits = tuple(steps)
-    if flags.get("output_scores"):
-        out.scores = tuple(_processed(s, sequences[:, :prompt_length + t], t, options) for t, s in enumerate(steps))
     return out
+
+
+def stop_ids(model, options) -> List[int]:
+    """The ids generate stopped at: the call's or generation config's, else the model config's
+    (as C++ falls back to them)."""
+    if options.eos_token_ids:
+        return [int(i) for i in options.eos_token_ids]
+    eos = (model.config.get("text_config") or model.config).get("eos_token_id")
+    return [int(i) for i in (eos if isinstance(eos, list) else [eos] if eos is not None else [])]
 
 
 def compute_transition_scores(sequences: torch.Tensor, scores, beam_indices: Optional[torch.Tensor] = None,

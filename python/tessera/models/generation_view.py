@@ -15,6 +15,7 @@ from ..io import read_json
 from .generation_settings import (GENERATION_FILE, UNAPPLIED, GenerationConfig, check_length, generation_config,
                                   token_settings, unapplied)
 from .generation_settings import GENERATION_KEYS as KEYS
+from .generation_output import FLAGS as OUTPUT_KEYS
 
 
 class GenerationConfigView:
@@ -22,6 +23,8 @@ class GenerationConfigView:
         object.__setattr__(self, "_model", model)
 
     def __getattr__(self, name: str) -> Any:
+        if name in OUTPUT_KEYS:  # what generate returns (generation_output.py)
+            return bool((getattr(self._model, "generation_defaults", None) or {}).get(name, False))
         if name in UNAPPLIED:  # transformers' setting generate lacks: set by the model's file, or off
             return (getattr(self._model, "generation_defaults", None) or {}).get(name)
         if name.startswith("_") or name not in KEYS:
@@ -67,7 +70,14 @@ def set_generation_defaults(model, config) -> None:
     for key in ("max_length", "min_length"):
         if settings.get(key) is not None:
             check_length(key, settings[key], "generation_config: ")
+    settings.update(output_flags(config))
     model.generation_defaults = settings or None
+
+
+def output_flags(config: Dict[str, Any]) -> Dict[str, bool]:
+    """The output flags a generation config turns on (return_dict_in_generate, output_scores,
+    output_logits): kept beside the settings, generate returns what they ask for."""
+    return {k: True for k in OUTPUT_KEYS if config.get(k) is True}
 
 
 def read_generation_defaults(folder: str, vocab_size: Optional[int] = None) -> Optional[dict]:
@@ -118,4 +128,5 @@ def read_generation_defaults(folder: str, vocab_size: Optional[int] = None) -> O
         warn(f"{path}: {e}; its sampling settings ({', '.join(k for k in sampling if k in defaults)}) are "
              "left out")
         defaults = {k: v for k, v in defaults.items() if k not in sampling}
+    defaults.update(output_flags(raw))
     return defaults

@@ -16,7 +16,8 @@ from .. import _C
 from ..cpp_module import node_class, node_methods
 from ..registry import register_model
 from .family import FamilyModel
-from .generation_output import check_flags, compute_transition_scores, generation_output, pop_flags
+from .generation_output import FLAGS as OUTPUT_FLAG_KEYS
+from .generation_output import check_flags, compute_transition_scores, generation_output, pop_flags, stop_ids
 from .generation_settings import (GENERATION_FILE, SAMPLING_ONLY, UNAPPLIED, GenerationConfig, check_length,
                                   generation_config, id_list, no_op_arguments, passed_config)
 from .loss_kwargs import over_items
@@ -107,7 +108,8 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
                              "decodes in C++ without calling the model's forward); hook its decoder layers, which "
                              "generation calls, or call the model in a loop")
         given = no_op_arguments({k: v for k, v in kwargs.items() if v is not UNSET})
-        defaults = dict(getattr(self, "generation_defaults", None) or {})
+        defaults = {k: v for k, v in (getattr(self, "generation_defaults", None) or {}).items()
+                    if k not in OUTPUT_FLAG_KEYS}  # what generate returns: its caller's (pop_flags)
         if caller == "stream":  # a stream decodes one token at a time: a file's beam settings do not apply
             for key in ("num_beams", "length_penalty", "early_stopping"):
                 defaults.pop(key, None)
@@ -184,7 +186,7 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
         top_k 50); one passed is used as given (top_k None or 0: no top-k filter; eos_token_id or
         pad_token_id None: the config's)."""
         _check(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds)
-        streamer, flags = beam.pop("streamer", None), pop_flags(beam)
+        streamer, flags = beam.pop("streamer", None), pop_flags(beam, getattr(self, "generation_defaults", None))
         o, n = self._generation(dict(
             max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
             repetition_penalty=repetition_penalty, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
@@ -204,10 +206,10 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
             result = generation_output(out, ids.shape[1], attention_mask, lambda seq, mask: self(
                 input_ids=seq, attention_mask=mask).logits if input_ids is not None else self(
                 inputs_embeds=torch.cat([inputs_embeds, embed(seq[:, ids.shape[1]:])], 1), attention_mask=mask).logits,
-                o, flags)
-            if input_ids is None:
+                o, flags, stop_ids(self, o), self.dtype)
+            if input_ids is None and isinstance(result, dict):
                 result.sequences = out[:, ids.shape[1]:]
-            return result
+            return result if input_ids is not None or isinstance(result, dict) else out[:, ids.shape[1]:]
         return out if input_ids is not None else out[:, ids.shape[1]:]
 
     def compute_transition_scores(self, sequences: torch.Tensor, scores, beam_indices=None,

@@ -14,7 +14,7 @@ import torch
 from .. import _C
 from ..registry import register_model
 from .family import FamilyModel
-from .generation_output import check_flags, generation_output, pop_flags
+from .generation_output import check_flags, generation_output, pop_flags, stop_ids
 from .llama import (LlamaForCausalLM, _check, _prompt_length, drain, named_allocation, prompt_mask, repeat_rows,
                     run_generation)
 from .loss_kwargs import over_items
@@ -70,7 +70,8 @@ class LlavaForConditionalGeneration(FamilyModel):
                  **kwargs) -> torch.Tensor:
         """The prompt followed by the new ids; the generation arguments of LlamaForCausalLM.generate."""
         _check(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
-        streamer, flags = kwargs.pop("streamer", None), pop_flags(kwargs)
+        streamer = kwargs.pop("streamer", None)
+        flags = pop_flags(kwargs, getattr(self, "generation_defaults", None))
         o, n = LlamaForCausalLM._generation(self, kwargs, "generate", generator,
                                             _prompt_length(input_ids, None, "generate"))
         check_flags(flags, o, "generate")
@@ -83,7 +84,8 @@ class LlavaForConditionalGeneration(FamilyModel):
                                  streamer, input_ids, o)
         if flags:
             return generation_output(out, input_ids.shape[1], attention_mask, lambda seq, mask: self(
-                seq, pixel_values=pixel_values, attention_mask=mask).logits, o, flags)
+                seq, pixel_values=pixel_values, attention_mask=mask).logits, o, flags,
+                stop_ids(self, o), self.dtype)
         return out
 
     compute_transition_scores = LlamaForCausalLM.compute_transition_scores
