@@ -189,6 +189,13 @@ def _convert(args) -> int:
     return 0
 
 
+def _import_llava(args) -> int:
+    from .models.llava_original import convert_llava_original
+
+    print(f"wrote {convert_llava_original(args.src, args.dst, args.vision_tower)}")
+    return 0
+
+
 def _info(args) -> int:
     import torch
 
@@ -288,6 +295,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     c.add_argument("dst")
     c.add_argument("--config", required=True, help="config.json of the model")
     c.set_defaults(fn=_convert)
+    li = sub.add_parser("import-llava", help="LLaVA's own checkpoint (llava_llama) -> a Hugging Face LLaVA folder")
+    li.add_argument("src", help="the checkpoint folder LLaVA's training wrote")
+    li.add_argument("dst")
+    li.add_argument("--vision-tower", default=None, help="the CLIP tower's folder (default: the config's "
+                    "mm_vision_tower, when it is a local folder)")
+    li.set_defaults(fn=_import_llava)
     i = sub.add_parser("info", help="versions, models, build paths")
     i.set_defaults(fn=_info)
     args = p.parse_args(argv)

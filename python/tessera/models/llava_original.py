@@ -1,0 +1,158 @@
+"""LLaVA's own checkpoints (haotian-liu/LLaVA's `LlavaLlamaForCausalLM`, model_type `llava_llama`:
+what its training scripts write) into a Hugging Face LLaVA folder that tessera and transformers
+load, as transformers' convert_llava_weights_to_hf.py converts them: the language model's keys
+under `language_model.`, `mm_projector.0/.2` as `multi_modal_projector.linear_1/_2`, the vision
+tower from the CLIP folder `mm_vision_tower` names (LLaVA loads it by name; nothing is
+downloaded here, so a local folder is given), and two tokens added after the vocabulary,
+`<image>` and `<pad>`, the table padded to a multiple of 64 (llava-hf's layout: 32000 and 32001
+for LLaVA-1.5). The new rows are the mean embedding (transformers samples them from a normal
+around it: they are never read for `<image>`, whose positions hold image features).
+
+    python -m tessera.cli import-llava liuhaotian-llava-v1.5-7b out/llava --vision-tower clip-vit-large-patch14-336
+
+Beside the weights go the tower's preprocessor_config.json (LLaVA takes its tower's image
+processor), the tokenizer with the two tokens in its tokenizer_config.json, and a recipe.json
+naming LLaVA's image_aspect_ratio and the tokenizer, which `tessera chat` reads."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Dict, Optional
+
+import torch
+
+from ..io import is_regular_file, read_json
+
+TEXT_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+             "num_key_value_heads", "max_position_embeddings", "rms_norm_eps", "rope_theta", "rope_scaling",
+             "hidden_act", "bos_token_id", "eos_token_id", "tie_word_embeddings", "attention_bias", "head_dim")
+PROJECTORS = {"mlp2x_gelu": {"0": "linear_1", "2": "linear_2"}, "linear": {"": "linear_1"}}
+
+
+def original_weights(folder: str) -> Dict[str, torch.Tensor]:
+    """The checkpoint's tensors: safetensors (model.safetensors or an index), or PyTorch .bin files
+    (pytorch_model.bin or its index), read with weights_only, so no pickled code runs."""
+    from .weights import INDEX, SINGLE, load_weights
+
+    if any(is_regular_file(os.path.join(folder, f)) for f in (SINGLE, INDEX)):
+        return load_weights(folder)
+    index, single = os.path.join(folder, "pytorch_model.bin.index.json"), os.path.join(folder, "pytorch_model.bin")
+    if is_regular_file(index):
+        mapping = read_json(index, "a checkpoint index").get("weight_map")
+        names = sorted(set(mapping.values())) if isinstance(mapping, dict) else []
+        if not names or any(not isinstance(n, str) or "/" in n or n in (".", "..") for n in names):
+            raise ValueError(f"{index}: weight_map must name shard files in the folder")
+        files = [os.path.join(folder, n) for n in names]
+    elif is_regular_file(single):
+        files = [single]
+    else:
+        raise FileNotFoundError(f"{folder}: no weights (model.safetensors, pytorch_model.bin or their index)")
+    state: Dict[str, torch.Tensor] = {}
+    for path in files:
+        try:
+            part = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as e:  # noqa: BLE001 - a damaged or foreign file, named
+            raise ValueError(f"{path}: not a state dict that loads with weights_only=True ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:160]})") from None
+        state.update({k: v for k, v in part.items() if isinstance(v, torch.Tensor)})
+    return state
+
+
+def _tower(folder: str) -> tuple:
+    """(vision config, vision tensors without their prefix) of a CLIP folder."""
+    from .pretrained import read_config
+    from .weights import load_weights
+
+    config = read_config(folder)
+    tensors = load_weights(folder)
+    if any(k.startswith("vision_model.") for k in tensors):
+        tensors = {k[len("vision_model."):]: v for k, v in tensors.items() if k.startswith("vision_model.")}
+    return config.get("vision_config", config), tensors
+
+
+def convert_llava_original(src: str, out: str, vision_tower: Optional[str] = None) -> str:
+    """Writes `out`, the Hugging Face LLaVA folder of LLaVA's checkpoint `src`; `vision_tower` is a
+    local CLIP folder (default: the config's mm_vision_tower, when that is one). Returns `out`."""
+    from .llava import LlavaForConditionalGeneration
+    from .. import _C
+
+    path = os.path.join(src, "config.json")
+    config = read_json(path, "LLaVA's config")
+    if not isinstance(config, dict) or config.get("model_type") != "llava_llama":
+        raise ValueError(f"{path}: model_type {config.get('model_type') if isinstance(config, dict) else None!r}; "
+                         "LLaVA's own checkpoints say llava_llama (a Hugging Face LLaVA folder loads as it is)")
+    tower = vision_tower or config.get("mm_vision_tower")
+    if not tower or not os.path.isdir(tower):
+        raise FileNotFoundError(f"{path}: mm_vision_tower {config.get('mm_vision_tower')!r} is not a local folder; "
+                                "give the CLIP tower's folder (vision_tower=, --vision-tower): nothing is downloaded")
+    kind = config.get("mm_projector_type", "linear")
+    if kind not in PROJECTORS:
+        raise ValueError(f"{path}: mm_projector_type {kind!r}: tessera converts {', '.join(PROJECTORS)}")
+    feature = config.get("mm_vision_select_feature", "patch")
+    if feature not in ("patch", "cls_patch"):
+        raise ValueError(f"{path}: mm_vision_select_feature {feature!r} (patch or cls_patch)")
+    vision_config, tower_tensors = _tower(tower)
+    state, vocab = {}, int(config["vocab_size"])
+    for key, value in original_weights(src).items():
+        if key.startswith("model.mm_projector."):
+            layer, _, leaf = key[len("model.mm_projector."):].rpartition(".")
+            if layer not in PROJECTORS[kind]:
+                raise ValueError(f"{src}: {key} is not a layer of a {kind!r} projector")
+            state[f"multi_modal_projector.{PROJECTORS[kind][layer]}.{leaf}"] = value
+        elif key.startswith("model.vision_tower.vision_tower.vision_model."):  # a tower LLaVA trained too
+            tower_tensors[key[len("model.vision_tower.vision_tower.vision_model."):]] = value
+        elif key.startswith("model.") or key == "lm_head.weight":
+            state[f"language_model.{key}"] = value
+    state.update({f"vision_tower.{k}": v for k, v in tower_tensors.items()})
+    if "language_model.lm_head.weight" not in state:  # tied
+        state["language_model.lm_head.weight"] = state["language_model.model.embed_tokens.weight"]
+    rows = -(-(vocab + 2) // 64) * 64  # <image>, <pad>; padded to 64 as llava-hf
+    for key in ("language_model.model.embed_tokens.weight", "language_model.lm_head.weight"):
+        table = state[key]
+        if table.shape[0] != vocab:
+            raise ValueError(f"{src}: {key} has {table.shape[0]} rows, config vocab_size {vocab}")
+        state[key] = torch.cat([table, table.float().mean(0, keepdim=True).to(table.dtype).expand(rows - vocab, -1)])
+    grid = (int(vision_config["image_size"]) // int(vision_config["patch_size"])) ** 2
+    llava = {"model_type": "llava", "architectures": ["LlavaForConditionalGeneration"],
+             "text_config": {"model_type": "llama", **{k: config[k] for k in TEXT_KEYS if k in config},
+                             "vocab_size": rows, "pad_token_id": vocab + 1},
+             "vision_config": {**vision_config, "model_type": "clip_vision_model"},
+             "image_token_index": vocab, "pad_token_id": vocab + 1, "projector_type": kind,
+             "projector_hidden_act": "gelu", "vision_feature_layer": int(config.get("mm_vision_select_layer", -2)),
+             "vision_feature_select_strategy": "default" if feature == "patch" else "full",
+             "image_seq_length": grid if feature == "patch" else grid + 1}
+    previous = _C.nn.set_init_enabled(False)  # every tensor is loaded next
+    try:
+        model = LlavaForConditionalGeneration(llava)
+    finally:
+        _C.nn.set_init_enabled(previous)
+    model.load_state_dict({k: v.to(torch.float32) for k, v in state.items()}, strict=True)
+    model.save_pretrained(out)
+    _beside(src, tower, out, config, vocab)
+    return out
+
+
+def _beside(src: str, tower: str, out: str, config: dict, vocab: int) -> None:
+    """The tower's image processor, the tokenizer with <image> and <pad>, a recipe.json for chat."""
+    from .image_processor import FILE
+
+    if is_regular_file(os.path.join(tower, FILE)):
+        shutil.copy(os.path.join(tower, FILE), os.path.join(out, FILE))
+    data = {"image_aspect_ratio": config.get("image_aspect_ratio") if config.get("image_aspect_ratio") in (
+        "pad", "square") else "square", "template": "v1"}
+    if is_regular_file(os.path.join(src, "tokenizer.model")):
+        shutil.copy(os.path.join(src, "tokenizer.model"), os.path.join(out, "tokenizer.model"))
+        path = os.path.join(src, "tokenizer_config.json")
+        tok = read_json(path, "the tokenizer's settings") if is_regular_file(path) else {}
+        added = {"special": True, "normalized": False, "lstrip": False, "rstrip": False, "single_word": False}
+        tok["added_tokens_decoder"] = {**{k: v for k, v in (tok.get("added_tokens_decoder") or {}).items()
+                                          if int(k) < vocab},
+                                       str(vocab): {"content": "<image>", **added},
+                                       str(vocab + 1): {"content": "<pad>", **added}}
+        tok["pad_token"] = "<pad>"
+        with open(os.path.join(out, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+            json.dump(tok, f, indent=2)
+        data["tokenizer"] = os.path.abspath(os.path.join(out, "tokenizer.model"))
+    with open(os.path.join(out, "recipe.json"), "w", encoding="utf-8") as f:
+        json.dump({"task": "llava", "data": data}, f, indent=2)
