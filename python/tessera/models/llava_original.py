@@ -15,14 +15,13 @@ processor), the tokenizer with the two tokens in its tokenizer_config.json, and 
 naming LLaVA's image_aspect_ratio and the tokenizer, which `tessera chat` reads."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from typing import Dict, Optional
 
 import torch
 
-from ..io import is_regular_file, read_json
+from ..io import is_regular_file, read_json, write_json
 
 TEXT_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
              "num_key_value_heads", "max_position_embeddings", "rms_norm_eps", "rope_theta", "rope_scaling",
@@ -92,8 +91,11 @@ def convert_llava_original(src: str, out: str, vision_tower: Optional[str] = Non
     feature = config.get("mm_vision_select_feature", "patch")
     if feature not in ("patch", "cls_patch"):
         raise ValueError(f"{path}: mm_vision_select_feature {feature!r} (patch or cls_patch)")
+    vocab = config.get("vocab_size")
+    if isinstance(vocab, bool) or not isinstance(vocab, int) or vocab < 1:
+        raise ValueError(f"{path}: vocab_size must be a positive int, got {vocab!r}")
     vision_config, tower_tensors = _tower(tower)
-    state, vocab = {}, int(config["vocab_size"])
+    state = {}
     for key, value in original_weights(src).items():
         if key.startswith("model.mm_projector."):
             layer, _, leaf = key[len("model.mm_projector."):].rpartition(".")
@@ -147,12 +149,10 @@ def _beside(src: str, tower: str, out: str, config: dict, vocab: int) -> None:
         tok = read_json(path, "the tokenizer's settings") if is_regular_file(path) else {}
         added = {"special": True, "normalized": False, "lstrip": False, "rstrip": False, "single_word": False}
         tok["added_tokens_decoder"] = {**{k: v for k, v in (tok.get("added_tokens_decoder") or {}).items()
-                                          if int(k) < vocab},
+                                          if str(k).isdigit() and int(k) < vocab},
                                        str(vocab): {"content": "<image>", **added},
                                        str(vocab + 1): {"content": "<pad>", **added}}
         tok["pad_token"] = "<pad>"
-        with open(os.path.join(out, "tokenizer_config.json"), "w", encoding="utf-8") as f:
-            json.dump(tok, f, indent=2)
+        write_json(os.path.join(out, "tokenizer_config.json"), tok, indent=2)
         data["tokenizer"] = os.path.abspath(os.path.join(out, "tokenizer.model"))
-    with open(os.path.join(out, "recipe.json"), "w", encoding="utf-8") as f:
-        json.dump({"task": "llava", "data": data}, f, indent=2)
+    write_json(os.path.join(out, "recipe.json"), {"task": "llava", "data": data}, indent=2)
