@@ -6,22 +6,13 @@ import torch
 
 import tessera
 
+from _peaked_llama import peaked_llama_pair
+
 transformers = pytest.importorskip("transformers")
-
-SMALL = dict(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=2, max_position_embeddings=64)
-
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
-    torch.manual_seed(3)
-    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**SMALL))
-    with torch.no_grad():
-        for p in hf.parameters():
-            p.add_(torch.randn_like(p) * 0.3)  # peaked distributions: beams finish early and often
-    path = tmp_path_factory.mktemp("llama")
-    hf.save_pretrained(path)
-    return hf.eval(), tessera.from_pretrained(str(path))
+    return peaked_llama_pair(tmp_path_factory, 3)  # peaked distributions: beams finish early and often
 
 
 CASES = [

@@ -7,22 +7,15 @@ import torch
 
 import tessera
 
+from _peaked_llama import peaked_llama_pair
+
 transformers = pytest.importorskip("transformers")
 FLAGS = dict(return_dict_in_generate=True, output_scores=True, output_logits=True)
 
 
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory):
-    torch.manual_seed(7)
-    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(
-        vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=64, eos_token_id=3, pad_token_id=0))
-    with torch.no_grad():
-        for p in hf.parameters():
-            p.add_(torch.randn_like(p) * 0.3)
-    path = tmp_path_factory.mktemp("llama")
-    hf.save_pretrained(path)
-    return hf.eval(), tessera.from_pretrained(str(path))
+    return peaked_llama_pair(tmp_path_factory, 7, eos_token_id=3, pad_token_id=0)
 
 
 def close(ours, theirs):

@@ -9,7 +9,6 @@ import os
 import shutil
 
 import pytest
-import torch
 import yaml
 
 import tessera

@@ -7,6 +7,8 @@ import torch
 
 import tessera
 
+from _peaked_llama import peaked_llama_pair
+
 transformers = pytest.importorskip("transformers")
 
 
@@ -23,16 +25,7 @@ class Recorder(transformers.generation.streamers.BaseStreamer):
 
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory):
-    torch.manual_seed(5)
-    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(
-        vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=64, eos_token_id=3))
-    with torch.no_grad():
-        for p in hf.parameters():
-            p.add_(torch.randn_like(p) * 0.3)
-    path = tmp_path_factory.mktemp("llama")
-    hf.save_pretrained(path)
-    return hf.eval(), tessera.from_pretrained(str(path))
+    return peaked_llama_pair(tmp_path_factory, 5, eos_token_id=3)
 
 
 @pytest.mark.parametrize("kwargs", [dict(max_new_tokens=8), dict(max_new_tokens=12, repetition_penalty=1.4),
