@@ -162,11 +162,26 @@ def test_model_and_tokenizer_that_do_not_belong_together_are_refused(data):
 
 def test_init_projector_is_the_projector_types_own(data, tmp_path):
     """init.projector goes through the projector type's hooks (models/projectors.py): an MLP starts
-    from no other run; a qformer's hint says where its run comes from."""
+    from LLaVA's stage-1 mm_projector.bin (what --pretrain_mm_mlp_adapter takes) or a LLaVA run; a
+    qformer's hint says where its run comes from."""
     r = llava_recipe(data)
     r["init"] = {"projector": str(tmp_path)}
-    with pytest.raises(ValueError, match="init.projector: a 'mlp2x_gelu' projector does not start from another run"):
+    with pytest.raises(FileNotFoundError, match="LLaVA's stage-1 mm_projector.bin, or a LLaVA run"):
         task_of(r).build_model()
+    own = task_of(llava_recipe(data)).build_model().state_dict()
+    torch.manual_seed(1)
+    llava = {f"model.mm_projector.{'0' if '.linear_1.' in k else '2'}.{k.rsplit('.', 1)[1]}": torch.randn_like(v)
+             for k, v in own.items() if k.startswith("multi_modal_projector.")}
+    torch.save(llava, tmp_path / "mm_projector.bin")
+    r["init"] = {"projector": str(tmp_path / "mm_projector.bin")}
+    got = task_of(r).build_model().state_dict()
+    assert all(torch.equal(got[f"multi_modal_projector.linear_{1 if k.split('.')[2] == '0' else 2}."
+                               f"{k.rsplit('.', 1)[1]}"], v) for k, v in llava.items())
+    torch.save({"model.mm_projector.0.weight": torch.zeros(3, 3)}, tmp_path / "small.bin")
+    r["init"] = {"projector": str(tmp_path / "small.bin")}
+    with pytest.raises(ValueError, match="small.bin: no weights for 3 tensor"):
+        task_of(r).build_model()
+    r["init"] = {"projector": str(tmp_path)}
     r["model"]["config"].update(projector_type="qformer", projector_num_queries=3, projector_config=dict(
         hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=48))
     with pytest.raises(FileNotFoundError, match="train BLIP-2 stage 1 first"):

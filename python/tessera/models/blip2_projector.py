@@ -79,8 +79,13 @@ def check_tower(model, folder: str, config: Dict) -> None:
 
 
 def init_from_stage1(model, folder: str, config: Dict) -> None:
+    import os
+
     from .weights import load_part, load_weights
 
+    if os.path.isfile(folder):
+        raise ValueError(f"init.projector {folder}: a qformer projector starts from a BLIP-2 stage-1 run folder, "
+                         "not a file")
     check_stage1(folder, config)
     check_tower(model, folder, config)
     load_part(model, load_weights(folder), folder, r"^(?=query_tokens$|qformer\.)", "multi_modal_projector.",

@@ -58,6 +58,41 @@ def original_weights(folder: str) -> Dict[str, torch.Tensor]:
     return state
 
 
+def load_llava_projector(model, path: str, config: dict) -> None:
+    """`init.projector` for the MLP projectors: LLaVA's stage-1 output (`mm_projector.bin`, what
+    `--pretrain_mm_mlp_adapter` takes: `model.mm_projector.0/.2` tensors) or a LLaVA checkpoint
+    folder (LLaVA's own, or a tessera or Hugging Face LLaVA run)."""
+    import re
+
+    from .weights import load_part, load_weights
+
+    kind = config.get("projector_type", "mlp2x_gelu")
+    if os.path.isfile(path):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - a damaged or foreign file, named
+            raise ValueError(f"init.projector {path}: not a state dict that loads with weights_only=True "
+                             f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
+        if not isinstance(state, dict):
+            raise ValueError(f"init.projector {path}: holds a {type(state).__name__}, not a state dict")
+    elif is_regular_file(os.path.join(path, "config.json")) and read_json(os.path.join(path, "config.json"), "a config"
+                                                                           ).get("model_type") == "llava_llama":
+        state = original_weights(path)
+    else:
+        state = load_weights(path)
+    renamed = {}
+    for key, value in state.items():
+        found = re.search(r"(?:^|\.)mm_projector\.(?:(\d+)\.)?(weight|bias)$", key)
+        if found and isinstance(value, torch.Tensor):
+            layer = PROJECTORS.get(kind, {}).get(found.group(1) or "")
+            if layer is None:
+                raise ValueError(f"init.projector {path}: {key} is not a layer of a {kind!r} projector")
+            renamed[f"multi_modal_projector.{layer}.{found.group(2)}"] = value.to(torch.float32)
+        elif isinstance(value, torch.Tensor) and "multi_modal_projector." in key:
+            renamed["multi_modal_projector." + key.split("multi_modal_projector.", 1)[1]] = value.to(torch.float32)
+    load_part(model, renamed, path, r"^multi_modal_projector\.", "multi_modal_projector.")
+
+
 def _tower(folder: str) -> tuple:
     """(vision config, vision tensors without their prefix) of a CLIP folder."""
     from .pretrained import read_config

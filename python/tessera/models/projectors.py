@@ -70,6 +70,13 @@ def _identity(h: ProjectorHooks):
     return tuple(where(f) for f in (h.plan_params, h.plan_activations, h.init_from_run))
 
 
-for _name in ("linear", "mlp2x_gelu"):
-    register_projector_hooks(_name, ProjectorHooks(mlp_projector_params, mlp_projector_activations))
+def _init_mlp(model, path: str, config) -> None:
+    from .llava_original import load_llava_projector
+
+    load_llava_projector(model, path, config)
+
+
+for _name in ("linear", "mlp2x_gelu"):  # init.projector: LLaVA's mm_projector.bin, or a LLaVA run
+    register_projector_hooks(_name, ProjectorHooks(mlp_projector_params, mlp_projector_activations, _init_mlp,
+                                                   "LLaVA's stage-1 mm_projector.bin, or a LLaVA run"))
 register_projector_hooks("resampler", ProjectorHooks(resampler_params, resampler_activations))

@@ -45,7 +45,8 @@ class LlavaInit:
     checkpoint: str = ""                    # a LLaVA run or checkpoint folder: every weight (stage 2)
     vision_tower: str = ""                  # a CLIP run or checkpoint folder: the tower (stage 1)
     language_model: str = ""                # a causal_lm run or checkpoint folder: the LLaMA (stage 1)
-    projector: str = ""                     # a run the projector starts from (qformer: a blip2_pretrain run)
+    projector: str = ""                     # what the projector starts from: a blip2_pretrain run (qformer),
+    #                                         LLaVA's mm_projector.bin or a LLaVA run (mlp2x_gelu, linear)
 
     def validate(self, where: str) -> None:
         if self.checkpoint and (self.vision_tower or self.language_model or self.projector):
@@ -174,7 +175,8 @@ class LlavaTask(Task):
             if hooks.init_from_run is None:
                 raise ValueError(f"init.projector: a {kind!r} projector does not start from another run; "
                                  "train it from scratch (leave init.projector empty)")
-            folder = resolve_checkpoint(init.projector, "init.projector", hooks.init_hint)
+            folder = init.projector if os.path.isfile(init.projector) else resolve_checkpoint(
+                init.projector, "init.projector", hooks.init_hint)  # a file: LLaVA's mm_projector.bin
             hooks.init_from_run(model, folder, self.config)
         source = init.checkpoint or init.language_model
         if source:  # its generation_config.json goes on with its weights (stop ids, max_new_tokens)
