@@ -86,3 +86,37 @@ def test_the_command_line_and_what_cannot_be_converted(original, tmp_path, capsy
         (bad / "config.json").write_text(json.dumps({**config, **change}))
         assert main(["import-llava", str(bad), str(tmp_path / "b")]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_what_changes_the_models_input_or_needs_a_merge_is_refused_by_name(original, tmp_path):
+    """LLaVA settings tessera's LLaVA does not feed (start/end tokens, anyres tiles, merged patch
+    features) and LoRA output (merge first) were converted without a word or failed unnamed."""
+    src, tower, _ = original
+    config = json.loads((src / "config.json").read_text())
+    for change, message in [({"mm_use_im_start_end": True}, "mm_use_im_start_end True"),
+                            ({"image_aspect_ratio": "anyres"}, "image_aspect_ratio 'anyres'"),
+                            ({"mm_patch_merge_type": "spatial_unpad"}, "mm_patch_merge_type 'spatial_unpad'")]:
+        bad = tmp_path / f"bad{len(list(tmp_path.iterdir()))}"
+        bad.mkdir()
+        os.symlink(src / "pytorch_model.bin", bad / "pytorch_model.bin")
+        (bad / "config.json").write_text(json.dumps({**config, **change}))
+        with pytest.raises(ValueError, match=f"{message}: tessera's LLaVA feeds one image"):
+            convert_llava_original(str(bad), str(tmp_path / "out"))
+    (bad / "config.json").write_text(json.dumps(config))
+    (bad / "adapter_config.json").write_text("{}")
+    with pytest.raises(ValueError, match="LLaVA's LoRA output .* merge it into its base first"):
+        convert_llava_original(str(bad), str(tmp_path / "out"))
+
+
+def test_a_tied_language_model_converts(original, tmp_path):
+    src, tower, _ = original
+    state = torch.load(src / "pytorch_model.bin", weights_only=True)
+    del state["lm_head.weight"]
+    tied = tmp_path / "tied"
+    tied.mkdir()
+    torch.save(state, tied / "pytorch_model.bin")
+    (tied / "config.json").write_text(json.dumps({**json.loads((src / "config.json").read_text()),
+                                                  "tie_word_embeddings": True}))
+    out = convert_llava_original(str(tied), str(tmp_path / "out"))
+    model = tessera.from_pretrained(out)
+    torch.testing.assert_close(model.get_output_embeddings().weight, model.get_input_embeddings().weight)

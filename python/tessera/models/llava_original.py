@@ -46,7 +46,8 @@ def original_weights(folder: str) -> Dict[str, torch.Tensor]:
     elif is_regular_file(single):
         files = [single]
     else:
-        raise FileNotFoundError(f"{folder}: no weights (model.safetensors, pytorch_model.bin or their index)")
+        raise FileNotFoundError(f"{folder}: no weights (model.safetensors, pytorch_model.bin or their index; a "
+                                "projector-only stage-1 output goes to init.projector)")
     state: Dict[str, torch.Tensor] = {}
     for path in files:
         try:
@@ -116,6 +117,16 @@ def convert_llava_original(src: str, out: str, vision_tower: Optional[str] = Non
     if not isinstance(config, dict) or config.get("model_type") != "llava_llama":
         raise ValueError(f"{path}: model_type {config.get('model_type') if isinstance(config, dict) else None!r}; "
                          "LLaVA's own checkpoints say llava_llama (a Hugging Face LLaVA folder loads as it is)")
+    if is_regular_file(os.path.join(src, "adapter_config.json")):
+        raise ValueError(f"{src}: LLaVA's LoRA output (adapter_config.json, non_lora_trainables.bin): merge it into its "
+                         "base first with LLaVA's scripts/merge_lora_weights.py, then convert the merged folder")
+    unsupported = [f"{k} {config[k]!r}" for k, ok in (
+        ("mm_use_im_start_end", (False, None)), ("mm_use_im_patch_token", (False, None)),
+        ("image_aspect_ratio", ("pad", "square", None)), ("mm_patch_merge_type", ("flat", None)),
+        ("s2", (False, None))) if config.get(k) not in ok]
+    if unsupported:  # each changes what the model is fed: prompts, tiles, merged features
+        raise ValueError(f"{path}: {', '.join(unsupported)}: tessera's LLaVA feeds one image of image_seq_length "
+                         "tokens without start/end tokens (LLaVA-1.5's layout); this checkpoint needs more")
     tower = vision_tower or config.get("mm_vision_tower")
     if not tower or not os.path.isdir(tower):
         raise FileNotFoundError(f"{path}: mm_vision_tower {config.get('mm_vision_tower')!r} is not a local folder; "
@@ -142,10 +153,13 @@ def convert_llava_original(src: str, out: str, vision_tower: Optional[str] = Non
         elif key.startswith("model.") or key == "lm_head.weight":
             state[f"language_model.{key}"] = value
     state.update({f"vision_tower.{k}": v for k, v in tower_tensors.items()})
-    if "language_model.lm_head.weight" not in state:  # tied
-        state["language_model.lm_head.weight"] = state["language_model.model.embed_tokens.weight"]
+    tied = bool(config.get("tie_word_embeddings", False))
+    if tied:  # the head is the embedding table
+        state.pop("language_model.lm_head.weight", None)
+    elif "language_model.lm_head.weight" not in state:
+        raise ValueError(f"{src}: no lm_head.weight, and tie_word_embeddings is not set")
     rows = -(-(vocab + 2) // 64) * 64  # <image>, <pad>; padded to 64 as llava-hf
-    for key in ("language_model.model.embed_tokens.weight", "language_model.lm_head.weight"):
+    for key in ("language_model.model.embed_tokens.weight", *(() if tied else ("language_model.lm_head.weight",))):
         table = state[key]
         if table.shape[0] != vocab:
             raise ValueError(f"{src}: {key} has {table.shape[0]} rows, config vocab_size {vocab}")
