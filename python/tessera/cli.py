@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 import sys
 from typing import List, Optional
 
@@ -169,18 +168,12 @@ def _convert(args) -> int:
     from .checksums import refresh_model_files
     from .models.pretrained import read_config
 
+    from .models.weights import read_state_file
+
     # Everything is read and checked before anything is written: a failure leaves DST as it was.
     config = read_config(args.config)
-    try:
-        state = torch.load(args.src, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
-        raise ValueError(f"{args.src}: not a PyTorch state-dict file that loads with weights_only=True "
-                         f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
-    if not isinstance(state, dict):
-        raise ValueError(f"{args.src}: holds a {type(state).__name__}, not a state dict (a mapping of names to tensors)")
-    state = {k: v.contiguous() for k, v in state.items() if isinstance(v, torch.Tensor)}
-    if not state:
-        raise ValueError(f"{args.src}: holds no tensors")
+    state = {k: v.contiguous() for k, v in read_state_file(args.src).items()}
+    _check_convertible(state, config, args)
     os.makedirs(args.dst, exist_ok=True)
     _C.core.save_safetensors(os.path.join(args.dst, "model.safetensors"), state, {"format": "pt"})
     _C.core.write_file_atomic(os.path.join(args.dst, "config.json"), (json.dumps(config, indent=2) + "\n").encode())
@@ -194,6 +187,27 @@ def _import_llava(args) -> int:
 
     print(f"wrote {convert_llava_original(args.src, args.dst, args.vision_tower)}")
     return 0
+
+
+def _check_convertible(state, config, args) -> None:
+    """The tensors must be the --config model's, read as from_pretrained reads them (its key
+    aliases, a base-model prefix, tied weights), checked on a model built on the meta device; an
+    original repository's layout is named with what converts it."""
+    import torch
+
+    from . import registry
+    from .models.weights import apply_key_aliases, check_state_fits, fill_tied, original_layout
+
+    cls = registry.model_class(config, args.config)
+    with torch.device("meta"):
+        model = cls(config)
+    dtypes = {k: v.dtype for k, v in model.state_dict().items()}
+    ours = cls._strip_base_model_prefix(apply_key_aliases(state, dtypes, cls.key_aliases), dtypes, args.src)
+    try:
+        check_state_fits(fill_tied(ours, getattr(model, "tied_weights", {})), model, args.src)
+    except ValueError as e:
+        how = original_layout(state)
+        raise ValueError(f"{e}{f' This file is {how}.' if how else ''}") from None
 
 
 def _info(args) -> int:

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Type, Union
 import torch
 
 from . import registry
-from .models.pretrained import PreTrainedModel, checkpoint_config, merge_config, newest_checkpoint_of_run
+from .models.pretrained import PreTrainedModel, checkpoint_config, merge_config, newest_checkpoint_of_run, refuse_file
 from .models.open_clip_weights import force_overrides, is_checkpoint_file, load_open_clip
 from .models.weights import load_fitting, load_weights
 
@@ -40,6 +40,7 @@ def register_model_type(model_type: str, cls: Type[PreTrainedModel]) -> None:
 def from_pretrained(path: str, **kwargs) -> PreTrainedModel:
     """Loads a Hugging Face folder (config.json + model.safetensors) into the matching class; a
     training run's folder loads its newest checkpoint."""
+    refuse_file(path)
     path = newest_checkpoint_of_run(os.path.join(path, kwargs.pop("subfolder", None) or ""))
     config = checkpoint_config(path, kwargs.get("config"))
     return registry.model_class(config, path).from_pretrained(path, **kwargs)

@@ -48,14 +48,11 @@ def original_weights(folder: str) -> Dict[str, torch.Tensor]:
     else:
         raise FileNotFoundError(f"{folder}: no weights (model.safetensors, pytorch_model.bin or their index; a "
                                 "projector-only stage-1 output goes to init.projector)")
+    from .weights import read_state_file
+
     state: Dict[str, torch.Tensor] = {}
     for path in files:
-        try:
-            part = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception as e:  # noqa: BLE001 - a damaged or foreign file, named
-            raise ValueError(f"{path}: not a state dict that loads with weights_only=True ({type(e).__name__}: "
-                             f"{str(e).splitlines()[0][:160]})") from None
-        state.update({k: v for k, v in part.items() if isinstance(v, torch.Tensor)})
+        state.update(read_state_file(path))
     return state
 
 
@@ -65,17 +62,11 @@ def load_llava_projector(model, path: str, config: dict) -> None:
     folder (LLaVA's own, or a tessera or Hugging Face LLaVA run)."""
     import re
 
-    from .weights import load_part, load_weights
+    from .weights import load_part, load_weights, read_state_file
 
     kind = config.get("projector_type", "mlp2x_gelu")
     if os.path.isfile(path):
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - a damaged or foreign file, named
-            raise ValueError(f"init.projector {path}: not a state dict that loads with weights_only=True "
-                             f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
-        if not isinstance(state, dict):
-            raise ValueError(f"init.projector {path}: holds a {type(state).__name__}, not a state dict")
+        state = read_state_file(path)
     elif is_regular_file(os.path.join(path, "config.json")) and read_json(os.path.join(path, "config.json"), "a config"
                                                                            ).get("model_type") == "llava_llama":
         state = original_weights(path)

@@ -51,28 +51,12 @@ def is_checkpoint_file(path) -> bool:
 
 
 def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
-    """The tensors of an open_clip checkpoint file: safetensors, or a pickle of tensors (a training
+    """The tensors of an open_clip checkpoint file (`weights.read_state_file`: a training
     checkpoint's `state_dict`, DDP's `module.` prefix removed, as open_clip's `load_checkpoint`)."""
-    path = os.fspath(path)
-    if path.endswith(".safetensors"):
-        return dict(_C.core.load_safetensors(path)[0])
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # code in the pickle, a TorchScript archive (OpenAI's original .pt), a cut file
-        first = (str(e).splitlines() or [""])[0][:160]
-        if "weights_only" in str(e) or "TorchScript" in str(e):
-            raise ValueError(f"{path}: not a checkpoint of tensors that can be read without running code "
-                             f"({type(e).__name__}: {first}); OpenAI's TorchScript files: load them once with "
-                             "open_clip and save model.state_dict() as safetensors") from None
-        raise ValueError(f"{path}: cannot be read as a checkpoint ({type(e).__name__}: {first or 'no data'}); "
-                         "is it cut short or damaged?") from None
-    if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
-        loaded = loaded["state_dict"]
-    if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        raise ValueError(f"{path}: expected a state dict of tensors (or a training checkpoint holding one)")
-    if loaded and all(k.startswith("module.") for k in loaded):
-        loaded = {k[len("module."):]: v for k, v in loaded.items()}
-    return dict(loaded)
+    from .weights import read_state_file
+
+    return read_state_file(path, "OpenAI's TorchScript files: load them once with open_clip and save "
+                                 "model.state_dict() as safetensors")
 
 
 def to_transformers(state: Mapping[str, torch.Tensor], where: str) -> Dict[str, torch.Tensor]:
@@ -97,10 +81,14 @@ def to_transformers(state: Mapping[str, torch.Tensor], where: str) -> Dict[str, 
         elif (m := _RESBLOCK.match(key)) is not None and m.group(3) in _BLOCK:
             tower, layer, name, kind = m.groups()
             out[f"{'vision_model' if tower else 'text_model'}.encoder.layers.{layer}.{_BLOCK[name]}.{kind}"] = value
-        elif key != "attn_mask":  # the causal mask, rebuilt by the model
+        elif key not in ("attn_mask", "input_resolution", "context_length", "vocab_size"):
+            # (the causal mask, rebuilt by the model; OpenAI's TorchScript metadata, which open_clip drops)
+            from .weights import original_layout
+
+            how = original_layout(state)
             raise ValueError(f"{where}: '{key}' has no place in transformers' CLIP (open_clip's layer scale, "
                              "attentional pooling or a timm / Hugging Face tower); tessera's CLIPModel cannot "
-                             "hold this checkpoint")
+                             "hold this checkpoint" + (f" (its layout is {how})" if how else ""))
     return out
 
 
@@ -136,8 +124,12 @@ def load_open_clip(model: torch.nn.Module, path: str) -> None:
     from .weights import load_fitting
 
     if not hasattr(model, "encode_image"):
+        from .weights import original_layout, read_state_file
+
+        how = original_layout(read_state_file(path))
         raise ValueError(f"{path}: a checkpoint file is read as open_clip's CLIP; {type(model).__name__} loads a "
-                         "checkpoint folder (config.json and model.safetensors)")
+                         "checkpoint folder (config.json and model.safetensors)" + (f"; this file's layout is {how}"
+                                                                                   if how else ""))
     where = f"{path} (an open_clip checkpoint)"
     state = to_transformers(read_state_dict(path), where)
     resize_positions(state, model, where)

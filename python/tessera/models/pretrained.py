@@ -62,6 +62,21 @@ def checkpoint_config(path: str, config: Union[None, str, Dict[str, Any]] = None
         raise TypeError(f"config: not a JSON object ({e})") from None
 
 
+def refuse_file(path) -> None:
+    """from_pretrained takes a folder: a checkpoint file given instead is named, with what converts
+    it where its layout is an original repository's."""
+    if isinstance(path, (str, os.PathLike)) and os.path.isfile(path):
+        from .weights import original_layout, read_state_file
+
+        try:
+            how = original_layout(read_state_file(path))
+        except ValueError:
+            how = ""
+        raise ValueError(f"{path} is a file; from_pretrained loads a checkpoint folder (config.json and "
+                         "model.safetensors): `python -m tessera.cli convert FILE FOLDER --config config.json` "
+                         f"makes one of a state dict{f'; this file is {how}' if how else ''}")
+
+
 def newest_checkpoint_of_run(path: str) -> str:
     """`path` itself, or for a training run's folder (no config.json, a checkpoints/ folder) its
     newest checkpoint."""
@@ -163,6 +178,7 @@ class PreTrainedModel(nn.Module):
                              "model there with its class (cls(config)), shard it, then load, or load outside the "
                              "context")
 
+        refuse_file(path)
         path = newest_checkpoint_of_run(os.path.join(path, kwargs.pop("subfolder", None) or ""))
         verify_model_files(path)
         folder_config = checkpoint_config(path, config)

@@ -161,6 +161,53 @@ def fill_tied(state: Mapping[str, torch.Tensor], tied: Mapping[str, str]) -> Dic
     return out
 
 
+#: Where research repositories keep the tensors in a checkpoint file: open_clip's and Lightning's
+#: `state_dict`, MAE's, BEiT's and LAVIS's `model`, DeepSpeed's `module`.
+WRAPPERS = ("state_dict", "model", "module")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+#: The layouts of the original repositories' files, and what converts each (transformers' scripts).
+ORIGINAL_LAYOUTS = (("blocks.0.attn.qkv", "a timm-style ViT (MAE's, BEiT's, timm's own): transformers' "
+                     "convert_vit_mae_to_pytorch.py / convert_beit_unilm_to_pytorch.py make a folder of it"),
+                    ("visual_encoder.blocks.", "LAVIS's BLIP-2: transformers' convert_blip_2_original_to_pytorch.py "
+                     "makes a folder of it"),
+                    ("model.mm_projector.", "LLaVA's own: python -m tessera.cli import-llava"))
+
+
+def read_state_file(path: str, advice: str = "") -> Dict[str, torch.Tensor]:
+    """The tensors of one checkpoint file: safetensors, or a PyTorch pickle read with weights_only
+    (no code in it runs), unwrapped from a training checkpoint's `state_dict` / `model` / `module`
+    entry, DDP's `module.` prefix removed. Errors name the file (and `advice` for code in it)."""
+    path = os.fspath(path)
+    if path.endswith(".safetensors"):
+        return dict(_C.core.load_safetensors(path)[0])
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - code in the pickle, a TorchScript archive, a cut file
+        first = _ANSI.sub("", (str(e).splitlines() or [""])[0])[:160]
+        if "weights_only" in str(e) or "TorchScript" in str(e):
+            raise ValueError(f"{path}: not a checkpoint of tensors that can be read without running code "
+                             f"({type(e).__name__}: {first}){'; ' + advice if advice else ''}") from None
+        raise ValueError(f"{path}: cannot be read as a checkpoint ({type(e).__name__}: {first or 'no data'}); "
+                         "is it cut short or damaged?") from None
+    if isinstance(loaded, Mapping) and not any(isinstance(v, torch.Tensor) for v in loaded.values()):
+        inner = next((k for k in WRAPPERS if isinstance(loaded.get(k), Mapping)), None)
+        loaded = loaded[inner] if inner is not None else loaded
+    if not isinstance(loaded, Mapping) or not loaded:
+        raise ValueError(f"{path}: expected a state dict of tensors (or a training checkpoint holding one under "
+                         f"{' / '.join(WRAPPERS)}), got {type(loaded).__name__}")
+    state = {k: v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
+    if not state:
+        raise ValueError(f"{path}: holds no tensors (its keys: {', '.join(map(str, list(loaded)[:5]))})")
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def original_layout(state: Mapping[str, torch.Tensor]) -> str:
+    """What converts a state dict in an original repository's layout ("" when none is known)."""
+    return next((how for marker, how in ORIGINAL_LAYOUTS if any(marker in k for k in state)), "")
+
+
 def load_fitting(model: torch.nn.Module, state: Mapping[str, torch.Tensor], where: str, assign: bool = False) -> None:
     """model.load_state_dict(state, strict=True); when it fails on keys or shapes, the error is
     check_state_fits's one line naming `where`, not torch's key-by-key list. (The model's own
