@@ -71,20 +71,24 @@ def test_the_converted_folder_equals_the_model_in_tessera_and_transformers(origi
     assert recipe["data"]["image_aspect_ratio"] == "pad" and recipe["data"]["template"] == "v1"
 
 
+def variant(src, tmp_path, change):
+    """The original folder's weights with its config changed by `change`."""
+    bad = tmp_path / f"bad{len(list(tmp_path.iterdir()))}"
+    bad.mkdir()
+    os.symlink(src / "pytorch_model.bin", bad / "pytorch_model.bin")
+    (bad / "config.json").write_text(json.dumps({**json.loads((src / "config.json").read_text()), **change}))
+    return bad
+
+
 def test_the_command_line_and_what_cannot_be_converted(original, tmp_path, capsys):
     from tessera.cli import main
 
     src, tower, _ = original
     assert main(["import-llava", str(src), str(tmp_path / "a"), "--vision-tower", str(tower)]) == 0
-    config = json.loads((src / "config.json").read_text())
     for change, message in [({"mm_vision_tower": "openai/clip-vit-large-patch14-336"}, "is not a local folder"),
                             ({"mm_projector_type": "mlp3x_gelu"}, "mm_projector_type 'mlp3x_gelu'"),
                             ({"model_type": "llava"}, "LLaVA's own checkpoints say llava_llama")]:
-        bad = tmp_path / f"bad{len(list(tmp_path.iterdir()))}"
-        bad.mkdir()
-        os.symlink(src / "pytorch_model.bin", bad / "pytorch_model.bin")
-        (bad / "config.json").write_text(json.dumps({**config, **change}))
-        assert main(["import-llava", str(bad), str(tmp_path / "b")]) == 2
+        assert main(["import-llava", str(variant(src, tmp_path, change)), str(tmp_path / "b")]) == 2
         assert message in capsys.readouterr().err
 
 
@@ -92,17 +96,13 @@ def test_what_changes_the_models_input_or_needs_a_merge_is_refused_by_name(origi
     """LLaVA settings tessera's LLaVA does not feed (start/end tokens, anyres tiles, merged patch
     features) and LoRA output (merge first) were converted without a word or failed unnamed."""
     src, tower, _ = original
-    config = json.loads((src / "config.json").read_text())
     for change, message in [({"mm_use_im_start_end": True}, "mm_use_im_start_end True"),
                             ({"image_aspect_ratio": "anyres"}, "image_aspect_ratio 'anyres'"),
                             ({"mm_patch_merge_type": "spatial_unpad"}, "mm_patch_merge_type 'spatial_unpad'")]:
-        bad = tmp_path / f"bad{len(list(tmp_path.iterdir()))}"
-        bad.mkdir()
-        os.symlink(src / "pytorch_model.bin", bad / "pytorch_model.bin")
-        (bad / "config.json").write_text(json.dumps({**config, **change}))
+        bad = variant(src, tmp_path, change)
         with pytest.raises(ValueError, match=f"{message}: tessera's LLaVA feeds one image"):
             convert_llava_original(str(bad), str(tmp_path / "out"))
-    (bad / "config.json").write_text(json.dumps(config))
+    bad = variant(src, tmp_path, {})
     (bad / "adapter_config.json").write_text("{}")
     with pytest.raises(ValueError, match="LLaVA's LoRA output .* merge it into its base first"):
         convert_llava_original(str(bad), str(tmp_path / "out"))
