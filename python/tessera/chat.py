@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from .io import read_json
 from .bounded_encoding import encode_at_most
@@ -225,12 +225,16 @@ def stop_ids(template: ConversationTemplate, tokenizer) -> List[int]:
     return [tokenizer.eos_id, *_pieces_holding(tokenizer, suffix)]
 
 
-def file_stop_ids(model) -> List[int]:
-    """The stop ids of the model's generation_config.json (`eos_token_id`, an id or a list): they
-    end an answer beside the template's (chat and evaluation pass their own eos_token_id, which
-    replaces the file's in generate)."""
+def answer_stops(template: Optional[ConversationTemplate], tokenizer, model) -> Tuple[List[int], Set[int]]:
+    """(the ids that end a generated answer, those cut before rather than kept): the template's
+    (`stop_ids`; eos without a template) and the model's generation_config.json's `eos_token_id`,
+    which chat and evaluation would otherwise replace by passing their own. eos and the file's
+    own ids are cut; a template's other stops stay for `cut_answer`."""
+    own = stop_ids(template, tokenizer) if template else [tokenizer.eos_id]
     eos = (getattr(model, "generation_defaults", None) or {}).get("eos_token_id")
-    return [int(i) for i in (eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])]
+    extra = [int(i) for i in (eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+             if int(i) not in own]
+    return own + extra, {tokenizer.eos_id, *extra}
 
 
 @functools.lru_cache(maxsize=8)

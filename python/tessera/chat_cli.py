@@ -43,7 +43,7 @@ def _ask(conversation: List[Dict], question: str, args, model, template, tokeniz
 
 
 def run_chat(args) -> int:
-    from .chat import cut_answer, file_stop_ids, load_template, run_template, stop_ids
+    from .chat import answer_stops, cut_answer, load_template, run_template
     from .factory import from_pretrained
     from .text import SentencePieceTokenizer
     from .train.checkpoint import resolve_checkpoint
@@ -73,8 +73,7 @@ def run_chat(args) -> int:
     questions = [args.question] if not interactive else _stdin_lines()
     conversation: List[Dict[str, str]] = []
     special = set(tokenizer.special_tokens.values())  # <image>: never text of an answer
-    ends = [i for i in file_stop_ids(model) if i not in stop_ids(template, tokenizer)]  # the run's file's
-    stops = stop_ids(template, tokenizer) + ends  # eos, or `plain`'s newline
+    stops, ends = answer_stops(template, tokenizer, model)  # eos, `plain`'s newline, the run's file's
     if args.max_new_tokens is None:  # the run's generation_config.json, else 64
         args.max_new_tokens = int((getattr(model, "generation_defaults", None) or {}).get("max_new_tokens") or 64)
     for turn, question in enumerate(questions, 1):
@@ -110,7 +109,7 @@ def run_chat(args) -> int:
                                  max_new_tokens=min(args.max_new_tokens, room), do_sample=args.temperature > 0,
                                  temperature=args.temperature or 1.0, eos_token_id=stops):
             token = int(step[0])
-            if token == tokenizer.eos_id or token in ends:
+            if token in ends:
                 break
             if token >= tokenizer.vocab_size or token in special:  # a padded row without text, or <image>
                 continue

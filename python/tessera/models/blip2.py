@@ -21,7 +21,7 @@ from ..cpp_module import node_class, node_methods
 from ..registry import register_model
 from .family import FamilyModel
 from .features import VisionFeatures
-from .generation_output import check_flags, generation_output, pop_flags, stop_ids
+from .generation_output import generation_output
 from .llama import (LlamaForCausalLM, _check, _prompt_length, drain, named_allocation, repeat_rows,
                     run_generation)
 from .outputs import ModelOutput, make_output
@@ -189,11 +189,8 @@ class Blip2ForConditionalGeneration(_Blip2Part):
         """The prompt followed by the new ids; the generation arguments of LlamaForCausalLM.generate.
         Without input_ids, a caption: the image tokens and bos, as transformers prompts."""
         input_ids = self._prompt(pixel_values, input_ids, attention_mask, "generate")
-        streamer = kwargs.pop("streamer", None)
-        flags = pop_flags(kwargs, getattr(self, "generation_defaults", None))
-        o, n = LlamaForCausalLM._generation(self, kwargs, "generate", generator,
-                                            _prompt_length(input_ids, None, "generate"))
-        check_flags(flags, o, "generate")
+        o, n, (streamer, flags) = LlamaForCausalLM._generation(self, kwargs, "generate", generator,
+                                                               _prompt_length(input_ids, None, "generate"))
         with named_allocation("generate", input_ids.shape[0] * n, o, input_ids.shape[1]):
             input_ids, pixel_values, attention_mask = (repeat_rows(t, n) for t in (input_ids, pixel_values,
                                                                                     attention_mask))
@@ -202,11 +199,8 @@ class Blip2ForConditionalGeneration(_Blip2Part):
                 lambda: self._cpp.generate(input_ids, pixel_values, attention_mask, o, generator, position),
                 lambda: self._cpp.stream(input_ids, pixel_values, attention_mask, o, generator, position),
                 streamer, input_ids, o)
-        if flags:
-            return generation_output(out, input_ids.shape[1], attention_mask, lambda seq, mask: self(
-                pixel_values, seq, attention_mask=mask, interpolate_pos_encoding=position).logits, o, flags,
-                stop_ids(self, o), self.dtype)
-        return out
+        return generation_output(self, out, input_ids.shape[1], attention_mask, lambda seq, mask: self(
+            pixel_values, seq, attention_mask=mask, interpolate_pos_encoding=position).logits, o, flags)
 
     compute_transition_scores = LlamaForCausalLM.compute_transition_scores
 
@@ -215,7 +209,7 @@ class Blip2ForConditionalGeneration(_Blip2Part):
                interpolate_pos_encoding: bool = False, **kwargs):
         """Like generate, one step at a time: yields each step's new ids [B]."""
         input_ids = self._prompt(pixel_values, input_ids, attention_mask, "stream")
-        o, n = LlamaForCausalLM._generation(self, kwargs, "stream", generator,
+        o, n, _ = LlamaForCausalLM._generation(self, kwargs, "stream", generator,
                                             _prompt_length(input_ids, None, "stream"))
         with named_allocation("stream", input_ids.shape[0] * n, o, input_ids.shape[1]):
             input_ids, pixel_values, attention_mask = (repeat_rows(t, n) for t in (input_ids, pixel_values,

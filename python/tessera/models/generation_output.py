@@ -70,19 +70,21 @@ def _processed(logits: torch.Tensor, seen: torch.Tensor, step: int, options, sto
     return scores
 
 
-def generation_output(sequences: torch.Tensor, prompt_length: int, attention_mask: Optional[torch.Tensor],
-                      forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], options,
-                      flags: Dict[str, bool], stops: List[int], dtype: torch.dtype):
-    """`sequences` [B, P + n] as transformers' output object (the ids alone without
-    return_dict_in_generate, as transformers ignores the other flags then); `forward(ids, mask)`
-    gives the logits [B, P + n, V] of the whole sequence; `stops` the stop ids generate used."""
+def generation_output(model, sequences: torch.Tensor, prompt_length: int, attention_mask: Optional[torch.Tensor],
+                      forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], options, flags: Dict[str, bool],
+                      returned: Optional[torch.Tensor] = None):
+    """What generate returns of `sequences` [B, P + n]: `returned` (the sequences themselves by
+    default), or with return_dict_in_generate transformers' output object holding it (the other
+    flags alone change nothing, as in transformers); `forward(ids, mask)` gives the logits
+    [B, P + n, V] of the whole sequence."""
+    returned = sequences if returned is None else returned
     if not flags.get("return_dict_in_generate"):
-        return sequences
-    out = GenerateDecoderOnlyOutput(sequences=sequences)
+        return returned
+    out = GenerateDecoderOnlyOutput(sequences=returned)
     if not (flags.get("output_scores") or flags.get("output_logits")):
         return out
-    if dtype != torch.float32:
-        warn(f"generate(): the scores of a {str(dtype).replace('torch.', '')} model are recomputed in one forward, "
+    if model.dtype != torch.float32:
+        warn(f"generate(): the scores of a {str(model.dtype).replace('torch.', '')} model are recomputed in one forward, "
              "which differs from the decoding steps' by that dtype's rounding (a sampled id can fall outside the "
              "recomputed top-k or top-p); generate in float32 for scores that match the ids exactly")
     mask = torch.ones_like(sequences)
@@ -92,6 +94,7 @@ def generation_output(sequences: torch.Tensor, prompt_length: int, attention_mas
         logits = forward(sequences, mask)[:, prompt_length - 1:-1].float()  # the step that chose each new id
     steps: List[torch.Tensor] = list(logits.unbind(1))
     if flags.get("output_scores"):  # transformers' field order: sequences, scores, logits
+        stops = stop_ids(model, options)
         out.scores = tuple(_processed(s, sequences[:, :prompt_length + t], t, options, stops)
                            for t, s in enumerate(steps))
     if flags.get("output_logits"):

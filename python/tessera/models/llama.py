@@ -17,7 +17,7 @@ from ..cpp_module import node_class, node_methods
 from ..registry import register_model
 from .family import FamilyModel
 from .generation_output import FLAGS as OUTPUT_FLAG_KEYS
-from .generation_output import check_flags, compute_transition_scores, generation_output, pop_flags, stop_ids
+from .generation_output import check_flags, compute_transition_scores, generation_output, pop_flags
 from .generation_settings import (GENERATION_FILE, SAMPLING_ONLY, UNAPPLIED, GenerationConfig, check_length,
                                   generation_config, id_list, no_op_arguments, passed_config)
 from .loss_kwargs import over_items
@@ -96,10 +96,11 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
     generation_defaults: Optional[dict] = None  # the folder's generation_config.json, as transformers reads it
 
     def _generation(self, kwargs, caller: str, generator=None, prompt_length: int = 0):
-        """(the C++ options of a generate/stream call, its num_return_sequences): its arguments
-        over the model's generation_config.json over GenerationConfig's defaults (an argument left
-        at None takes the default, as in transformers). transformers' `max_length` counts the
-        prompt (`max_new_tokens`, when given too, wins as there)."""
+        """(the C++ options of a generate/stream call, its num_return_sequences, and for generate
+        its streamer and output flags): its arguments over the model's generation_config.json over
+        GenerationConfig's defaults (an argument left at None takes the default, as in
+        transformers). transformers' `max_length` counts the prompt (`max_new_tokens`, when given
+        too, wins as there)."""
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__} (seed one: "
                             f"torch.Generator().manual_seed(n))")
@@ -107,6 +108,8 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
             raise ValueError(f"{caller}(): the model has forward hooks of its own, which generation cannot run (it "
                              "decodes in C++ without calling the model's forward); hook its decoder layers, which "
                              "generation calls, or call the model in a loop")
+        streamer, flags = (kwargs.pop("streamer", None), pop_flags(kwargs, getattr(self, "generation_defaults", None))
+                           ) if caller == "generate" else (None, {})  # a stream refuses them by name
         given = no_op_arguments({k: v for k, v in kwargs.items() if v is not UNSET})
         defaults = {k: v for k, v in (getattr(self, "generation_defaults", None) or {}).items()
                     if k not in OUTPUT_FLAG_KEYS}  # what generate returns: its caller's (pop_flags)
@@ -167,7 +170,8 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
         o.direct_layer_calls = not self._edited_in_python() and all(
             not layer._forward_hooks and not layer._forward_pre_hooks for layer in layers)
         self._sync_all()
-        return o, returns
+        check_flags(flags, o, caller)
+        return o, returns, (streamer, flags)
 
     @torch.no_grad()
     def generate(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
@@ -186,13 +190,11 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
         top_k 50); one passed is used as given (top_k None or 0: no top-k filter; eos_token_id or
         pad_token_id None: the config's)."""
         _check(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds)
-        streamer, flags = beam.pop("streamer", None), pop_flags(beam, getattr(self, "generation_defaults", None))
-        o, n = self._generation(dict(
+        o, n, (streamer, flags) = self._generation(dict(
             max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
             repetition_penalty=repetition_penalty, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
             use_cache=use_cache, **beam), "generate", generator,
             _prompt_length(input_ids, inputs_embeds, "generate"))
-        check_flags(flags, o, "generate")
         ids = _stand_in_ids(input_ids, inputs_embeds, attention_mask, o, "generate")
         attention_mask = prompt_mask(self, input_ids, attention_mask, o)
         with named_allocation("generate", ids.shape[0] * n, o, ids.shape[1]):
@@ -201,16 +203,16 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
             out = run_generation(lambda: self._cpp.generate(ids, attention_mask, o, generator, inputs_embeds),
                                  lambda: self._cpp.stream(ids, attention_mask, o, generator, inputs_embeds),
                                  streamer, ids, o, shown=ids if input_ids is not None else ids[:, :0])
-        if flags:  # transformers' output object; from inputs_embeds its sequences are the new ids alone
-            embed = self.get_input_embeddings()
-            result = generation_output(out, ids.shape[1], attention_mask, lambda seq, mask: self(
-                input_ids=seq, attention_mask=mask).logits if input_ids is not None else self(
-                inputs_embeds=torch.cat([inputs_embeds, embed(seq[:, ids.shape[1]:])], 1), attention_mask=mask).logits,
-                o, flags, stop_ids(self, o), self.dtype)
-            if input_ids is None and isinstance(result, dict):
-                result.sequences = out[:, ids.shape[1]:]
-            return result if input_ids is not None or isinstance(result, dict) else out[:, ids.shape[1]:]
-        return out if input_ids is not None else out[:, ids.shape[1]:]
+
+        def forward(seq, mask):  # the logits of prompt and answer (output_scores, output_logits)
+            if input_ids is not None:
+                return self(input_ids=seq, attention_mask=mask).logits
+            new = self.get_input_embeddings()(seq[:, ids.shape[1]:])
+            return self(inputs_embeds=torch.cat([inputs_embeds, new], 1), attention_mask=mask).logits
+
+        # from inputs_embeds alone, transformers returns the new ids only
+        return generation_output(self, out, ids.shape[1], attention_mask, forward, o, flags,
+                                 returned=out if input_ids is not None else out[:, ids.shape[1]:])
 
     def compute_transition_scores(self, sequences: torch.Tensor, scores, beam_indices=None,
                                   normalize_logits: bool = False) -> torch.Tensor:
@@ -221,7 +223,7 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
         """Like generate, one step at a time: yields each step's new ids [B] as they are made."""
         _check(input_ids=input_ids, attention_mask=attention_mask)
         generator, embeds = kwargs.pop("generator", None), kwargs.pop("inputs_embeds", None)
-        o, n = self._generation(kwargs, "stream", generator, _prompt_length(input_ids, embeds, "stream"))
+        o, n, _ = self._generation(kwargs, "stream", generator, _prompt_length(input_ids, embeds, "stream"))
         ids = _stand_in_ids(input_ids, embeds, attention_mask, o, "stream")
         attention_mask = prompt_mask(self, input_ids, attention_mask, o)
         with named_allocation("stream", ids.shape[0] * n, o, ids.shape[1]):

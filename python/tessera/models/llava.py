@@ -14,7 +14,7 @@ import torch
 from .. import _C
 from ..registry import register_model
 from .family import FamilyModel
-from .generation_output import check_flags, generation_output, pop_flags, stop_ids
+from .generation_output import generation_output
 from .llama import (LlamaForCausalLM, _check, _prompt_length, drain, named_allocation, prompt_mask, repeat_rows,
                     run_generation)
 from .loss_kwargs import over_items
@@ -70,11 +70,8 @@ class LlavaForConditionalGeneration(FamilyModel):
                  **kwargs) -> torch.Tensor:
         """The prompt followed by the new ids; the generation arguments of LlamaForCausalLM.generate."""
         _check(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
-        streamer = kwargs.pop("streamer", None)
-        flags = pop_flags(kwargs, getattr(self, "generation_defaults", None))
-        o, n = LlamaForCausalLM._generation(self, kwargs, "generate", generator,
-                                            _prompt_length(input_ids, None, "generate"))
-        check_flags(flags, o, "generate")
+        o, n, (streamer, flags) = LlamaForCausalLM._generation(self, kwargs, "generate", generator,
+                                                               _prompt_length(input_ids, None, "generate"))
         attention_mask = prompt_mask(self, input_ids, attention_mask, o)
         with named_allocation("generate", input_ids.shape[0] * n, o, input_ids.shape[1]):
             input_ids, pixel_values, attention_mask = self._repeat(n, input_ids, pixel_values, attention_mask)
@@ -82,11 +79,8 @@ class LlavaForConditionalGeneration(FamilyModel):
             out = run_generation(lambda: self._cpp.generate(input_ids, pixel_values, attention_mask, o, generator),
                                  lambda: self._cpp.stream(input_ids, pixel_values, attention_mask, o, generator),
                                  streamer, input_ids, o)
-        if flags:
-            return generation_output(out, input_ids.shape[1], attention_mask, lambda seq, mask: self(
-                seq, pixel_values=pixel_values, attention_mask=mask).logits, o, flags,
-                stop_ids(self, o), self.dtype)
-        return out
+        return generation_output(self, out, input_ids.shape[1], attention_mask, lambda seq, mask: self(
+            seq, pixel_values=pixel_values, attention_mask=mask).logits, o, flags)
 
     compute_transition_scores = LlamaForCausalLM.compute_transition_scores
 
@@ -106,7 +100,7 @@ class LlavaForConditionalGeneration(FamilyModel):
                **kwargs):
         """Like generate, one step at a time: yields each step's new ids [B] as they are made."""
         _check(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
-        o, n = LlamaForCausalLM._generation(self, kwargs, "stream", generator,
+        o, n, _ = LlamaForCausalLM._generation(self, kwargs, "stream", generator,
                                             _prompt_length(input_ids, None, "stream"))
         attention_mask = prompt_mask(self, input_ids, attention_mask, o)
         with named_allocation("stream", input_ids.shape[0] * n, o, input_ids.shape[1]):

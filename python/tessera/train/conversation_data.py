@@ -336,7 +336,7 @@ def greedy_answers(model, encoded: EncodedSamples, tokenizer, transform, max_new
 def _answer_batch(model, encoded: EncodedSamples, rows: Sequence[int], tokenizer, transform,
                   max_new_tokens: int) -> List[str]:
     """greedy_answers for the prompts `rows`, left-padded into one batch."""
-    from ..chat import cut_answer, file_stop_ids, stop_ids
+    from ..chat import answer_stops, cut_answer
 
     lengths = encoded.attention_mask[list(rows)].sum(1)
     width = int(lengths.max())
@@ -348,9 +348,7 @@ def _answer_batch(model, encoded: EncodedSamples, rows: Sequence[int], tokenizer
     pixels = load_pixels([p for r in rows for p in encoded.images[r]], transform)
     device = model.device
     template = encoded.template
-    stops = stop_ids(template, tokenizer) if template else [tokenizer.eos_id]
-    ends = {tokenizer.eos_id, *file_stop_ids(model)}  # cut before these; a template's other stops are kept
-    stops = stops + [i for i in ends if i not in stops]
+    stops, ends = answer_stops(template, tokenizer, model)
     # Greedy whatever the model's generation_config.json says (a converted checkpoint may sample).
     out = model.generate(ids.to(device), pixel_values=None if pixels is None else pixels.to(device),
                          attention_mask=mask.to(device), max_new_tokens=max_new_tokens, do_sample=False,
