@@ -43,7 +43,8 @@ class BertTokenizer:
     same ``vocab.txt`` and flags, with its method names; the work is in C++ threads.
 
     Args:
-        vocab_file: BERT's ``vocab.txt``, one token per line (id = line number).
+        vocab_file: BERT's ``vocab.txt``, one token per line (id = line number), or a
+            ``tokenizer.json`` holding a WordPiece model (its ``model.vocab``).
         do_lower_case, strip_accents, tokenize_chinese_chars: ``BertNormalizer``'s switches;
             ``strip_accents=None`` strips exactly when lower-casing, as BERT does.
         unk_token ... mask_token: the special tokens (must be in the vocabulary; ``[MASK]`` is
@@ -116,15 +117,19 @@ class BertTokenizer:
     # ---- loading ---------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, folder: Union[str, os.PathLike], **kwargs) -> "BertTokenizer":
-        """A BERT tokenizer folder as transformers saves it: ``vocab.txt`` and, when present,
+        """A BERT tokenizer folder as transformers saves it: ``vocab.txt`` (transformers 5 saves
+        ``tokenizer.json`` alone, whose WordPiece vocabulary is read then) and, when present,
         ``tokenizer_config.json`` (do_lower_case, strip_accents, tokenize_chinese_chars, the
         special tokens, model_max_length, added special tokens such as LAVIS's ``[DEC]``).
         ``kwargs`` override the file's values. Nothing is downloaded."""
         folder = Path(folder).expanduser()
         vocab = folder / "vocab.txt"
+        if not vocab.is_file() and (folder / "tokenizer.json").is_file():
+            vocab = folder / "tokenizer.json"  # transformers 5 saves no vocab.txt
         if not vocab.is_file():
-            raise ValueError(f"BertTokenizer.from_pretrained: {vocab} not found (a BERT tokenizer folder "
-                             f"holds vocab.txt and tokenizer_config.json; nothing is downloaded)")
+            raise ValueError(f"BertTokenizer.from_pretrained: {folder} holds neither vocab.txt nor tokenizer.json "
+                             f"(a BERT tokenizer folder holds one of them and tokenizer_config.json; nothing is "
+                             f"downloaded)")
         config: Dict[str, Any] = {}
         path = folder / "tokenizer_config.json"
         if path.is_file():

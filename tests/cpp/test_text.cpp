@@ -8,6 +8,7 @@
 // ftfy 6.3.1); SentencePiece goldens with the Python sentencepiece 0.2.2 package
 // (`SentencePieceProcessor(model_file=...).encode(s)`) on llama2c_tokenizer.model.
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
@@ -604,6 +605,44 @@ TEST(WordPieceFolder, TokenizerConfigAndAddedTokens) {
   EXPECT_EQ(t.encode("[DEC]Hello"), (Ids{2, int64_t(kTinyVocab.size()), t.token_to_id("Hello"), 3}));
   std::ofstream(dir + "/tokenizer_config.json") << "{not json";
   EXPECT_THROW(WordPieceTokenizer::from_pretrained(dir), std::invalid_argument);
+}
+
+// transformers 5 saves a BERT folder as tokenizer.json without vocab.txt.
+TEST(WordPieceFolder, TokenizerJsonWithoutVocabTxt) {
+  const std::string dir = tessera::testing::temp_path("wp_json_folder");
+  std::filesystem::create_directories(dir);
+  nlohmann::json vocab = nlohmann::json::object();
+  for (size_t i = 0; i < kTinyVocab.size(); ++i) vocab[kTinyVocab[i]] = i;
+  const nlohmann::json data = {{"model", {{"type", "WordPiece"}, {"continuing_subword_prefix", "##"},
+                                          {"vocab", vocab}}}};
+  std::ofstream(dir + "/tokenizer.json") << data.dump();
+  const WordPieceTokenizer from_json = WordPieceTokenizer::from_pretrained(dir);
+  const WordPieceTokenizer from_txt(tiny_vocab_file());
+  EXPECT_EQ(from_json.vocab_path(), dir + "/tokenizer.json");
+  EXPECT_EQ(from_json.vocab_size(), int64_t(kTinyVocab.size()));
+  for (const char* text : {"Hello, world!", "unaffable caf\xC3\xA9 \xE6\x9D\xB1\xE4\xBA\xAC", "[MASK] don't"})
+    EXPECT_EQ(from_json.encode(text), from_txt.encode(text)) << text;
+
+  auto expect_invalid = [&](nlohmann::json bad, const std::string& needle) {
+    std::ofstream(dir + "/tokenizer.json", std::ios::trunc) << bad.dump();
+    try {
+      WordPieceTokenizer::from_pretrained(dir);
+      FAIL() << "expected an error for " << bad.dump().substr(0, 80);
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("tokenizer.json"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  nlohmann::json gap = data;
+  gap["model"]["vocab"]["hello"] = 999;
+  expect_invalid(gap, "without gaps");
+  nlohmann::json twice = data;
+  twice["model"]["vocab"]["hello"] = 0;
+  expect_invalid(twice, "two tokens");
+  nlohmann::json bpe = data;
+  bpe["model"]["type"] = "BPE";
+  expect_invalid(bpe, "not WordPiece");
+  expect_invalid(nlohmann::json{{"model", {{"type", "WordPiece"}}}}, "model.vocab");
 }
 
 TEST(BertPretokenize, CharacterClasses) {

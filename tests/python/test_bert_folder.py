@@ -1,9 +1,11 @@
 """A BERT tokenizer folder's other files, read as transformers 5 reads them (AutoTokenizer, side by
 side): special_tokens_map.json and added_tokens.json as transformers < 4.34 saved them (LAVIS's
 "[DEC]" bos), extra_special_tokens as named tokens, and tokenizer.json, which transformers reads
-first: a folder transformers saved loads with equal ids; one whose tokenizer.json holds what the
-other files do not is refused by name. They were skipped, and the same folder gave other ids."""
+first: a folder transformers saved loads with equal ids (transformers 5 saves tokenizer.json without
+vocab.txt); one whose tokenizer.json holds what the other files do not is refused by name. They
+were skipped, and the same folder gave other ids."""
 import json
+import pickle
 
 import pytest
 
@@ -50,15 +52,37 @@ def test_the_older_files_and_named_extra_tokens_give_transformers_ids(tmp_path, 
     assert_same(folder(tmp_path / "tok", config, **files))
 
 
-def test_a_folder_transformers_saved_loads_with_equal_ids(tmp_path):
-    ref = transformers.AutoTokenizer.from_pretrained(str(folder(tmp_path / "plain")))
+@pytest.mark.parametrize("lower", [True, False])
+def test_a_folder_transformers_saved_loads_with_equal_ids(tmp_path, lower):
+    ref = transformers.AutoTokenizer.from_pretrained(str(folder(tmp_path / "plain", {"do_lower_case": lower})))
     ref.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[NEW]"]})
     ref.save_pretrained(str(tmp_path / "saved"))
-    assert (tmp_path / "saved" / "tokenizer.json").is_file()
-    # transformers 4 wrote vocab.txt beside it, 5 does not: tessera reads vocab.txt (and checks tokenizer.json)
-    (tmp_path / "saved" / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+    # transformers 5 writes tokenizer.json and no vocab.txt (4 wrote both): its WordPiece vocabulary is read
+    assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == ["tokenizer.json", "tokenizer_config.json"]
     ours, _ = assert_same(tmp_path / "saved")
-    assert ours.bos_token == "[DEC]"
+    assert ours.bos_token == "[DEC]" and ours.do_lower_case is lower
+    assert pickle.loads(pickle.dumps(ours)).encode("Hello [NEW] x") == ours.encode("Hello [NEW] x")
+    (tmp_path / "saved" / "vocab.txt").write_text("\n".join(VOCAB) + "\n")  # both, as transformers 4 saved
+    assert_same(tmp_path / "saved")
+
+
+@pytest.mark.parametrize("change, message", [
+    ("bpe", "model.type is \"BPE\", not WordPiece"),
+    ("gap", "model.vocab\\[\"hello\"\\] is 99; ids run from 0 to 12 without gaps"),
+    ("none", "neither vocab.txt nor tokenizer.json"),
+])
+def test_a_tokenizer_json_alone_that_is_not_a_bert_vocabulary_is_refused(tmp_path, change, message):
+    plain = folder(tmp_path / "plain")
+    data = json.loads(transformers.AutoTokenizer.from_pretrained(str(plain)).backend_tokenizer.to_str())
+    (plain / "vocab.txt").unlink()
+    if change == "bpe":
+        data["model"]["type"] = "BPE"
+    elif change == "gap":
+        data["model"]["vocab"]["hello"] = 99
+    if change != "none":
+        (plain / "tokenizer.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=message):
+        tessera.BertTokenizer.from_pretrained(plain)
 
 
 @pytest.mark.parametrize("change, message", [

@@ -378,7 +378,7 @@ def test_bad_vocabularies_are_refused_naming_the_file(tmp_path):
     missing = tmp_path / "nope" / "vocab.txt"
     with pytest.raises(ValueError, match=f"cannot open vocabulary file '{missing}'"):
         tt.BertTokenizer(missing)
-    with pytest.raises(ValueError, match="vocab.txt not found"):
+    with pytest.raises(ValueError, match="nope holds neither vocab.txt nor tokenizer.json"):
         tt.BertTokenizer.from_pretrained(tmp_path / "nope")
     empty = tmp_path / "empty.txt"
     empty.write_text("")

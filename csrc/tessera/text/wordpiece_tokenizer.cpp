@@ -252,7 +252,11 @@ WordPieceTokenizer WordPieceTokenizer::from_pretrained(const std::string& folder
                             {"pad_token", &o.pad_token}, {"cls_token", &o.cls_token},
                             {"mask_token", &o.mask_token}})
     if (config.contains(key) && !config[key].is_null()) *field = token_of(config[key], key);
-  WordPieceTokenizer tok(folder + "/vocab.txt", o);
+  // transformers 5 saves tokenizer.json without vocab.txt; its model.vocab is the vocabulary.
+  std::string vocab_path = folder + "/vocab.txt";
+  if (!std::ifstream(vocab_path).good() && std::ifstream(folder + "/tokenizer.json").good())
+    vocab_path = folder + "/tokenizer.json";
+  WordPieceTokenizer tok(vocab_path, o);
   // Added tokens beyond the vocabulary, in id order (LAVIS's [DEC] is 30522 after BERT's).
   if (config.contains("added_tokens_decoder")) {
     std::vector<std::pair<int64_t, nlohmann::json>> added;
@@ -278,7 +282,7 @@ WordPieceTokenizer WordPieceTokenizer::from_pretrained(const std::string& folder
       if (got != id)
         throw std::invalid_argument("WordPieceTokenizer: '" + config_path + "': added token '" +
                                     token + "' has id " + std::to_string(id) + " but takes id " +
-                                    std::to_string(got) + " after " + folder + "/vocab.txt");
+                                    std::to_string(got) + " after " + vocab_path);
     }
   }
   for (const char* key : {"bos_token", "eos_token"})

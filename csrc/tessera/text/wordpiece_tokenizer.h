@@ -44,8 +44,9 @@ struct WordPieceBatch {
                 int64_t* mask_out) const;
 };
 
-/// WordPiece over a BERT `vocab.txt` (one token per line, id = line number), id-for-id equal
-/// to transformers' BertTokenizerFast with the same vocabulary and flags.
+/// WordPiece over a BERT `vocab.txt` (one token per line, id = line number) or a
+/// `tokenizer.json`'s WordPiece vocabulary, id-for-id equal to transformers' BertTokenizerFast
+/// with the same vocabulary and flags.
 ///
 ///     tessera::text::WordPieceTokenizer tok("bert-base-uncased/vocab.txt");
 ///     tok.encode("Hello, world!");          // {101, 7592, 1010, 2088, 999, 102}
@@ -61,7 +62,8 @@ struct WordPieceBatch {
 class WordPieceTokenizer {
  public:
   explicit WordPieceTokenizer(const std::string& vocab_path, WordPieceOptions options = {});
-  /// A BERT folder: vocab.txt, and tokenizer_config.json when present (do_lower_case,
+  /// A BERT folder: vocab.txt (or, without one, tokenizer.json's WordPiece vocabulary, as
+  /// transformers 5 saves it), and tokenizer_config.json when present (do_lower_case,
   /// strip_accents, tokenize_chinese_chars, the *_token names, special entries of
   /// added_tokens_decoder beyond the vocabulary such as LAVIS's [DEC]).
   static WordPieceTokenizer from_pretrained(const std::string& folder);

@@ -2,6 +2,8 @@
 // BufRead::lines, then str::trim_end) and the token table the greedy matcher probes.
 #include "tessera/text/wordpiece_vocab.h"
 
+#include <nlohmann/json.hpp>
+
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -91,6 +93,50 @@ void WordPieceTable::insert(std::string_view token, int32_t id) {
   max_len_ = std::max(max_len_, token.size());
 }
 
+namespace {
+
+// model.vocab of a tokenizer.json holding a WordPiece model ({"token": id}), as a list by id.
+// transformers 5 saves a BERT folder with this file and no vocab.txt.
+std::vector<std::string> tokenizer_json_vocab(const std::string& path, const std::string& text) {
+  const auto fail = [&](const std::string& why) {
+    return std::invalid_argument("WordPieceTokenizer: '" + path + "': " + why);
+  };
+  nlohmann::json data;
+  try {
+    data = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    throw fail(std::string("not valid JSON: ") + e.what());
+  }
+  const nlohmann::json* model = data.is_object() && data.contains("model") ? &data["model"] : nullptr;
+  if (model == nullptr || !model->is_object() || !model->contains("vocab") || !(*model)["vocab"].is_object())
+    throw fail("no WordPiece vocabulary (model.vocab)");
+  if (model->contains("type") && (*model)["type"] != "WordPiece")
+    throw fail("model.type is " + (*model)["type"].dump() + ", not WordPiece");
+  if (model->contains("continuing_subword_prefix") && (*model)["continuing_subword_prefix"] != "##")
+    throw fail("model.continuing_subword_prefix is " + (*model)["continuing_subword_prefix"].dump() +
+               "; BERT's WordPiece continues words with \"##\"");
+  const nlohmann::json& vocab = (*model)["vocab"];
+  std::vector<std::string> tokens(vocab.size());
+  std::vector<bool> seen(vocab.size(), false);
+  for (const auto& [token, id] : vocab.items()) {
+    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= int64_t(vocab.size()))
+      throw fail("model.vocab[\"" + token + "\"] is " + id.dump() + "; ids run from 0 to " +
+                 std::to_string(vocab.size() - 1) + " without gaps");
+    const auto i = static_cast<size_t>(id.get<int64_t>());
+    if (seen[i]) throw fail("model.vocab gives id " + std::to_string(i) + " to two tokens");
+    seen[i] = true;
+    tokens[i] = token;
+  }
+  if (tokens.empty()) throw fail("model.vocab is empty");
+  return tokens;
+}
+
+bool ends_with(const std::string& s, std::string_view tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+}  // namespace
+
 std::vector<std::string> read_wordpiece_vocab(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in.good())
@@ -101,6 +147,7 @@ std::vector<std::string> read_wordpiece_vocab(const std::string& path) {
   if (in.bad())
     throw std::invalid_argument("WordPieceTokenizer: cannot read vocabulary file '" + path + "'");
   const std::string text = ss.str();
+  if (ends_with(path, ".json")) return tokenizer_json_vocab(path, text);
   std::vector<std::string> lines;
   for (size_t pos = 0; pos < text.size();) {
     size_t end = text.find('\n', pos);

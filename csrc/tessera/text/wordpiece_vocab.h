@@ -48,7 +48,8 @@ class WordPieceTable {
 /// The lines of a vocab.txt as tokenizers reads them: split at '\n', then each line's
 /// trailing whitespace ("\r", spaces, Unicode White_Space) trimmed; a final newline does not
 /// start a line. Throws std::invalid_argument naming `path` when it cannot be read, holds no
-/// line, or a line is not UTF-8.
+/// line, or a line is not UTF-8. A path ending in ".json" is a tokenizer.json: its WordPiece
+/// model.vocab, by id (ids 0..n-1, each once), as transformers 5 saves a BERT folder.
 std::vector<std::string> read_wordpiece_vocab(const std::string& path);
 
 }  // namespace tessera::text
