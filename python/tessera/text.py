@@ -26,7 +26,8 @@ import torch
 
 from tessera import _C
 from tessera.bounded_encoding import prefix_rule
-from tessera.tokenizer_folder import folder_tokens
+from tessera.sentencepiece_json import convert
+from tessera.tokenizer_folder import folder_tokens, read_config, tokenizer_json
 
 __all__ = ["ClipTokenizer", "SentencePieceTokenizer", "BertTokenizer", "tokenize", "default_clip_bpe_path",
            "train_sentencepiece"]
@@ -208,6 +209,9 @@ class SentencePieceTokenizer:
     the model already has as a piece keeps its id; others get ids from ``len(model)`` on, as
     transformers numbers added tokens (LLaVA-1.5: ``<image>`` = 32000).
 
+    ``model_path`` may also be a LLaMA folder's ``tokenizer.json`` (transformers 5 saves no
+    tokenizer.model): it is read as transformers reads it, id for id (sentencepiece_json.py).
+
     Example::
 
         sp = SentencePieceTokenizer("tokenizer.model", special_tokens=["<image>"])
@@ -220,13 +224,20 @@ class SentencePieceTokenizer:
         if not path.is_file():
             raise FileNotFoundError(errno.ENOENT, "SentencePiece model file not found", str(path))
         self.model_path = path
-        self._impl = _C.text.SentencePieceTokenizer(str(path))
-        self.prefix_rule = prefix_rule(path)  # where bounded_encoding.encode_at_most may cut a long text
+        config, beside = read_config(path.parent), tokenizer_json(path)
+        self._json = None
+        if path.suffix == ".json":  # a LLaMA tokenizer.json as transformers 5 saves it, converted in memory
+            self._json = convert(*beside, config)
+            self._impl, self._bare = _load_model(self._json.model), _load_model(self._json.bare)
+            self.prefix_rule: Optional[str] = "anywhere"  # a BPE model
+        else:
+            self._impl = _C.text.SentencePieceTokenizer(str(path))
+            self.prefix_rule = prefix_rule(path)  # where bounded_encoding.encode_at_most may cut a long text
         self.special_tokens: Dict[str, int] = {}
         # The model's own bos, eos and unk written in text are those tokens, as transformers reads
         # "</s>" (LLaVA's v1 separator is text).
         self._control = {self._impl.id_to_piece(i): i for i in (self.unk_id, self.bos_id, self.eos_id) if i >= 0}
-        added, self._pad_token = folder_tokens(path, self._impl.vocab_size(), self._impl.id_to_piece,
+        added, self._pad_token = folder_tokens(path, config, beside, self._impl.vocab_size(), self._impl.id_to_piece,
                                                {"bos_token": self.bos_id, "eos_token": self.eos_id,
                                                 "unk_token": self.unk_id})
         self.add_special_tokens(added)  # the folder's tokenizer_config.json, at its ids
@@ -247,14 +258,23 @@ class SentencePieceTokenizer:
                 self.special_tokens[token] = pid if known else self.vocab_size
         return [self.special_tokens[t] for t in tokens]
 
+    def _model_for(self, text: str, first: bool):
+        """The model that encodes `text`, a part between special tokens: a tokenizer.json's
+        Metaspace puts no "▁" before a part that starts with one, nor (prepend_scheme "first")
+        before a part after a special token."""
+        j = self._json
+        if j is not None and j.metaspace and (text.startswith((" ", "\u2581")) or (j.first_only and not first)):
+            return self._bare
+        return self._impl
+
     def encode(self, text: str, add_bos: bool = True, add_eos: bool = False) -> List[int]:
         text = _as_text(text)
         whole = {**self._control, **self.special_tokens}
         if not any(t in text for t in whole):
-            return self._impl.encode(text, add_bos, add_eos)
+            return self._model_for(text, True).encode(text, add_bos, add_eos)
         ids = [self.bos_id] if add_bos and self.bos_id >= 0 else []
-        for piece, special in _split_on(text, whole):
-            ids += [whole[piece]] if special else self._impl.encode(piece, False, False)
+        for at, (piece, special) in enumerate(_split_on(text, whole)):
+            ids += [whole[piece]] if special else self._model_for(piece, at == 0).encode(piece, False, False)
         if add_eos and self.eos_id >= 0:
             ids.append(self.eos_id)
         return ids
@@ -320,6 +340,16 @@ class SentencePieceTokenizer:
     def __repr__(self) -> str:
         extra = f", special_tokens={list(self.special_tokens)}" if self.special_tokens else ""
         return f"SentencePieceTokenizer(model_path='{self.model_path}'{extra})"
+
+
+def _load_model(model: bytes):
+    """A SentencePiece model held in memory (the C++ processor reads a file, once)."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".model") as f:
+        f.write(model)
+        f.flush()
+        return _C.text.SentencePieceTokenizer(f.name)
 
 
 def _split_on(text: str, tokens) -> List[tuple]:

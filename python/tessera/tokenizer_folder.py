@@ -1,9 +1,11 @@
 """The tokenizer_config.json beside a SentencePiece model (a LLaMA or LLaVA folder), with the
-special_tokens_map.json and added_tokens.json older transformers saved (tokenizer_files.py), read
-as transformers reads them where they change ids: the added tokens (llava-hf's ``<pad>`` = 32001) are
-kept whole at their ids and a named pad token gives ``pad_id``. Settings tessera's encoding does
-not follow (no bos, an eos after every text, other bos/eos/unk tokens, whitespace stripped around
-an added token) are refused by key: transformers would give other ids for the same folder."""
+special_tokens_map.json and added_tokens.json older transformers saved (tokenizer_files.py) and the
+tokenizer.json transformers 5 reads first, read as transformers reads them where they change ids:
+the added tokens (llava-hf's ``<pad>`` = 32001; transformers 5 lists them in tokenizer.json alone)
+are kept whole at their ids, a named pad token gives ``pad_id``, and bos is what tokenizer.json's
+post-processor adds. Settings tessera's encoding does not follow (no bos, an eos after every text,
+other bos/eos/unk tokens, whitespace stripped around an added token) are refused by key:
+transformers would give other ids for the same folder."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,48 +21,79 @@ def _content(value: Any, path: Path, key: str) -> Optional[str]:
     return None if value is None else token_content(value, path, key)
 
 
-def folder_tokens(model_path: Path, pieces: int, piece_of, roles: Dict[str, int]) -> Tuple[List[str], Optional[str]]:
-    """(added tokens in id order, the pad token) from the tokenizer_config.json beside
-    `model_path`, whose model has `pieces` pieces (`piece_of(id)`) and `roles` ({"bos_token": its
-    id, ...}; -1: none); ([], None) without one."""
+def read_config(folder: Path) -> Dict[str, Any]:
+    """tokenizer_config.json in `folder` with the older files merged in ({} without any)."""
     from .io import is_regular_file
 
-    path = model_path.parent / CONFIG
+    path = folder / CONFIG
     config = read_object(path) if is_regular_file(path, "the tokenizer's settings") else {}
-    config = merge_legacy_files(model_path.parent, config)  # transformers < 4.34's files, as transformers 5 reads them
-    if not config:
+    return merge_legacy_files(folder, config)  # transformers < 4.34's files, as transformers 5 reads them
+
+
+def tokenizer_json(model_path: Path) -> Optional[Tuple[Path, Dict[str, Any]]]:
+    """(path, contents) of the tokenizer.json a model path names, or of the one beside a
+    tokenizer.model, which transformers 5 reads first; None without one."""
+    from .io import is_regular_file
+
+    path = model_path if model_path.suffix == ".json" else model_path.parent / "tokenizer.json"
+    return (path, read_object(path)) if is_regular_file(path, "the tokenizer's vocabulary") else None
+
+
+def folder_tokens(model_path: Path, config: Dict[str, Any], beside: Optional[Tuple[Path, Dict[str, Any]]],
+                  pieces: int, piece_of, roles: Dict[str, int]) -> Tuple[List[str], Optional[str]]:
+    """(added tokens in id order, the pad token) from the folder's `config` (read_config) and
+    tokenizer.json (`beside`: tokenizer_json's), for a model of `pieces` pieces (`piece_of(id)`)
+    and `roles` ({"bos_token": its id, ...}; -1: none); ([], None) without either."""
+    from .sentencepiece_json import added_tokens, adds_bos
+
+    path = model_path.parent / CONFIG
+    if not config and beside is None:
         return [], None
-    for key, ours in (("add_bos_token", True), ("add_eos_token", False)):
-        if key in config and config[key] is not ours:
-            raise ValueError(f"{path}: {key} {config[key]!r}: tessera's encoding and templates "
-                             f"{'start every text with bos' if ours else 'add no eos after a text'}, so transformers "
-                             f"would give other ids for this folder")
+    bos_eos = [piece_of(roles[k]) if 0 <= roles[k] < pieces else None for k in ("bos_token", "eos_token")]
+    # transformers 5 takes bos from tokenizer.json's post-processor, and from the config without one
+    if beside is not None and beside[1].get("post_processor") is not None:
+        if not adds_bos(*beside, *bos_eos):
+            raise ValueError(f"{beside[0]}: post_processor adds no bos: tessera's encoding and templates start "
+                             "every text with bos, so transformers would give other ids for this folder")
+    elif config.get("add_bos_token", True) is not True:
+        raise ValueError(f"{path}: add_bos_token {config['add_bos_token']!r}: tessera's encoding and templates "
+                         "start every text with bos, so transformers would give other ids for this folder")
+    if config.get("add_eos_token", False) is not False:
+        raise ValueError(f"{path}: add_eos_token {config['add_eos_token']!r}: tessera's encoding and templates "
+                         "add no eos after a text, so transformers would give other ids for this folder")
     for key, piece_id in roles.items():
         token = _content(config.get(key), path, key)
         if token is not None and 0 <= piece_id < pieces and token != piece_of(piece_id):
-            raise ValueError(f"{path}: {key} {token!r} differs from the model's {piece_of(piece_id)!r} (id {piece_id}): "
+            raise ValueError(f"{path}: {key} {token!r} differs from the model's {piece_of(piece_id)!r} "
+                             f"(id {piece_id}): "
                              "tessera takes bos, eos and unk from the SentencePiece model")
-    if config.get("legacy") is False:
+    if config.get("legacy") is False and model_path.suffix != ".json":
         warn(f"{path}: legacy false: tessera encodes as transformers' legacy mode (the text after a special "
              "token starts with SentencePiece's space), as LLaVA's tokenizer_image_token encodes each piece apart")
-    added: List[str] = []
     decoder = config.get("added_tokens_decoder") or {}
     if not isinstance(decoder, dict):
         raise ValueError(f"{path}: added_tokens_decoder must be an object of id: token, got {type(decoder).__name__}")
-    for key, value in sorted(decoder.items(), key=lambda kv: int(kv[0]) if str(kv[0]).isdigit() else -1):
+    decoder = {str(k): (v, path) for k, v in decoder.items()}
+    for i, token, entry in added_tokens(*beside, pieces) if beside else ():
+        known = decoder.setdefault(str(i), (entry, beside[0]))[0]
+        if _content(known, path, f"added_tokens_decoder[{i}]") != token:
+            raise ValueError(f"{beside[0]}: added token {token!r} takes id {i}, which {CONFIG} gives to "
+                             f"{_content(known, path, str(i))!r}")
+    added: List[str] = []
+    for key, (value, source) in sorted(decoder.items(), key=lambda kv: int(kv[0]) if str(kv[0]).isdigit() else -1):
         if not str(key).isdigit():
-            raise ValueError(f"{path}: added_tokens_decoder key {key!r} is not a token id")
-        i, token = int(key), _content(value, path, f"added_tokens_decoder[{key}]")
+            raise ValueError(f"{source}: added_tokens_decoder key {key!r} is not a token id")
+        i, token = int(key), _content(value, source, f"added_tokens_decoder[{key}]")
         for flag in ("lstrip", "rstrip", "single_word"):
             if isinstance(value, dict) and value.get(flag):
-                raise ValueError(f"{path}: added token {token!r} (id {i}) has {flag} true: transformers strips or "
+                raise ValueError(f"{source}: added token {token!r} (id {i}) has {flag} true: transformers strips or "
                                  "matches around it, tessera's encoding keeps the text as written")
         if i < pieces:
             if token != piece_of(i):
-                raise ValueError(f"{path}: added token {token!r} takes id {i}, the model's piece {piece_of(i)!r}")
+                raise ValueError(f"{source}: added token {token!r} takes id {i}, the model's piece {piece_of(i)!r}")
             continue
         if i != pieces + len(added):
-            raise ValueError(f"{path}: added token {token!r} takes id {i}; added tokens number on from the model's "
+            raise ValueError(f"{source}: added token {token!r} takes id {i}; added tokens number on from the model's "
                              f"{pieces} pieces without gaps, so it would take {pieces + len(added)}")
         added.append(token)
     return added, _content(config.get("pad_token"), path, "pad_token")
