@@ -210,7 +210,8 @@ class SentencePieceTokenizer:
     transformers numbers added tokens (LLaVA-1.5: ``<image>`` = 32000).
 
     ``model_path`` may also be a LLaMA folder's ``tokenizer.json`` (transformers 5 saves no
-    tokenizer.model): it is read as transformers reads it, id for id (sentencepiece_json.py).
+    tokenizer.model): it is read as transformers reads it, id for id (sentencepiece_json.py); or
+    the folder itself: its tokenizer.model, else its tokenizer.json.
 
     Example::
 
@@ -221,8 +222,13 @@ class SentencePieceTokenizer:
 
     def __init__(self, model_path: Union[str, os.PathLike], special_tokens: Sequence[str] = ()):
         path = Path(model_path).expanduser()
+        if path.is_dir():  # a LLaMA or LLaVA folder: its tokenizer.model, else transformers 5's tokenizer.json
+            path = next((path / n for n in ("tokenizer.model", "tokenizer.json") if (path / n).is_file()),
+                        path / "tokenizer.model")
         if not path.is_file():
-            raise FileNotFoundError(errno.ENOENT, "SentencePiece model file not found", str(path))
+            raise FileNotFoundError(errno.ENOENT, "SentencePiece model file not found (nor tokenizer.json beside it)"
+                                    if path.name == "tokenizer.model" else "SentencePiece model file not found",
+                                    str(path))
         self.model_path = path
         config, beside = read_config(path.parent), tokenizer_json(path)
         self._json = None

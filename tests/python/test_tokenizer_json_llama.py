@@ -133,3 +133,12 @@ def test_a_folder_with_both_files_reads_tokenizer_model(saved, tmp_path, llama2c
     # (tessera reads a tokenizer.model in legacy mode, as LLaVA trained: data.md)
     for text in ["Hello world!", "ünïcödé 文字 テスト 🤗", "A shirt.</s>", "tab\there 12345<pad>", "<image>"]:
         assert ours.encode(text) == ref(text)["input_ids"], text
+
+
+def test_a_folder_names_its_tokenizer(saved, tmp_path):
+    """data.tokenizer may name the folder: its tokenizer.model, else its tokenizer.json."""
+    assert SentencePieceTokenizer(saved).model_path == saved / "tokenizer.json"
+    assert SentencePieceTokenizer(saved).encode(TEXTS[7]) == SentencePieceTokenizer(saved / "tokenizer.json").encode(
+        TEXTS[7])
+    with pytest.raises(FileNotFoundError, match="nor tokenizer.json"):
+        SentencePieceTokenizer(tmp_path)

@@ -24,7 +24,7 @@ from .tasks import Task, TokenLoss, register_task
 class TextData:
     train: str = ""                         # a text file, one document per line
     eval: str = ""                          # held-out documents (optional)
-    tokenizer: str = ""                     # a SentencePiece model
+    tokenizer: str = ""                     # a SentencePiece model, tokenizer.json or their folder
     max_length: int = 64
     batch_size: int = 64                    # per process
 

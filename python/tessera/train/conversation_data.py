@@ -60,7 +60,7 @@ class ConversationData:
     train: str = ""                         # LLaVA JSON (list or JSON lines)
     eval: str = ""                          # held-out samples (same format), for evaluation
     image_folder: str = ""                  # image paths are relative to it (default: the JSON's folder)
-    tokenizer: str = ""                     # a SentencePiece model
+    tokenizer: str = ""                     # a SentencePiece model, tokenizer.json or their folder
     template: str = "v1"                    # conversation template: plain | plain_eos | v1 | llava_v1 | a .json file
     max_length: int = 128                   # tokens per sample, image tokens included
     batch_size: int = 32                    # per process
