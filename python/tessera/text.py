@@ -27,7 +27,7 @@ import torch
 from tessera import _C
 from tessera.bounded_encoding import prefix_rule
 from tessera.sentencepiece_json import convert
-from tessera.tokenizer_folder import folder_tokens, read_config, tokenizer_json
+from tessera.tokenizer_folder import digest, folder_tokens, read_config, tokenizer_json
 
 __all__ = ["ClipTokenizer", "SentencePieceTokenizer", "BertTokenizer", "tokenize", "default_clip_bpe_path",
            "train_sentencepiece"]
@@ -230,6 +230,7 @@ class SentencePieceTokenizer:
                                     if path.name == "tokenizer.model" else "SentencePiece model file not found",
                                     str(path))
         self.model_path = path
+        self.digest = digest(path)  # the model and its folder's files: what an index of lengths is valid for
         config, beside = read_config(path.parent), tokenizer_json(path)
         self._json = None
         if path.suffix == ".json":  # a LLaMA tokenizer.json as transformers 5 saves it, converted in memory

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from ._warn import warn
-from .tokenizer_files import merge_legacy_files, read_object, token_content
+from .tokenizer_files import LEGACY_FILES, merge_legacy_files, read_object, token_content
 
 CONFIG = "tokenizer_config.json"
 
@@ -28,6 +28,20 @@ def read_config(folder: Path) -> Dict[str, Any]:
     path = folder / CONFIG
     config = read_object(path) if is_regular_file(path, "the tokenizer's settings") else {}
     return merge_legacy_files(folder, config)  # transformers < 4.34's files, as transformers 5 reads them
+
+
+def digest(model_path: Path) -> str:
+    """A hash of the model and every folder file that changes its ids: what an index of encoded
+    lengths is valid for (the model file alone missed an edited tokenizer_config.json)."""
+    import hashlib
+
+    from .io import is_regular_file
+
+    h = hashlib.blake2b()
+    for path in (model_path, *(model_path.parent / n for n in (CONFIG, *LEGACY_FILES, "tokenizer.json"))):
+        if is_regular_file(path, "a tokenizer file"):
+            h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
 
 
 def tokenizer_json(model_path: Path) -> Optional[Tuple[Path, Dict[str, Any]]]:

@@ -151,6 +151,23 @@ def test_the_index_is_cached_and_rebuilt_when_anything_changes(data, tok, tmp_pa
     assert len(built) == 6
 
 
+def test_the_index_is_rebuilt_when_the_tokenizer_folder_changes(data, tok, tmp_path):
+    """A tokenizer's ids follow its folder's files too (tokenizer_config.json's pad token, legacy,
+    a tokenizer.json's rules): the index was kept when only they changed."""
+    import shutil
+
+    shutil.copy(tok.model_path, tmp_path / "tokenizer.model")
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps([{"id": i, "image": IMG, "conversations": QA} for i in range(3)]))
+    built = []
+    index_of(path, SentencePieceTokenizer(tmp_path / "tokenizer.model", ["<image>"]), image_folder=str(data),
+             log=built.append)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"pad_token": "<unk>"}))
+    index_of(path, SentencePieceTokenizer(tmp_path / "tokenizer.model", ["<image>"]), image_folder=str(data),
+             log=built.append)
+    assert len(built) == 2
+
+
 def test_refusals_for_image_files_are_checked_again_not_cached(data, tok, tmp_path):
     """Image files are not in the fingerprint: a sample refused for a missing image stayed
     refused after the image was fetched (the report asks for just that) until the cache was

@@ -206,7 +206,7 @@ def _columns_fit(tensors: Dict[str, torch.Tensor], report, data_size: int, setti
 
 def fingerprint(path: str, tokenizer, template_name: str, settings: Dict[str, Any]) -> str:
     template = dataclasses.asdict(load_template(template_name))
-    parts = {"version": INDEX_VERSION, "data": file_digest(path), "tokenizer": file_digest(str(tokenizer.model_path)),
+    parts = {"version": INDEX_VERSION, "data": file_digest(path), "tokenizer": tokenizer.digest,
              "special_tokens": tokenizer.special_tokens, "template": template, **settings}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
