@@ -7,7 +7,7 @@ tokenizer producing a [N, 77] LongTensor, rates and ratios printed.
 
     python benchmarks/tokenizer_speed.py [--n 20000] [--bpe path/to/bpe_simple_vocab_16e6.txt.gz]
     python benchmarks/tokenizer_speed.py --which wordpiece [--bert folder-with-vocab.txt]
-    python benchmarks/tokenizer_speed.py --which sentencepiece [--spm tokenizer.model]
+    python benchmarks/tokenizer_speed.py --which sentencepiece [--spm tokenizer.model] [--json]
 
 WordPiece: both tokenizers get the same vocab.txt (by default one trained here with
 tokenizers.BertWordPieceTokenizer on the fortunes and /usr/share/dict/words, 8,000 tokens,
@@ -152,12 +152,21 @@ def bench_sentencepiece(args):
             "added_tokens_decoder": {"32000": added}}))
         ours = tt.SentencePieceTokenizer(Path(tmp) / "tokenizer.model", special_tokens=["<image>"])
         hf = AutoTokenizer.from_pretrained(tmp)
+        if args.json:  # transformers 5's save of that folder: tokenizer.json alone, read as transformers reads it
+            hf.save_pretrained(Path(tmp) / "saved")
+            start = time.perf_counter()
+            hf = AutoTokenizer.from_pretrained(Path(tmp) / "saved")
+            loads = {"transformers": time.perf_counter() - start}
+            start = time.perf_counter()
+            ours = tt.SentencePieceTokenizer(Path(tmp) / "saved" / "tokenizer.json", special_tokens=["<image>"])
+            loads["tessera"] = time.perf_counter() - start
+            print("tokenizer.json loaded in " + ", ".join(f"{k} {v:.2f} s" for k, v in loads.items()))
     mine, theirs = [ours.encode(t) for t in texts], hf(texts)["input_ids"]
     print(f"\nSentencePiece: {len(texts)} prompts, mean {sum(map(len, texts)) / len(texts):.0f} chars; "
           f"{torch.get_num_threads()} threads; {args.spm}")
-    print(f"ids equal on {sum(a == b for a, b in zip(mine, theirs))} of {len(texts)} prompts "
-          "(a space right after a special token is where transformers 5's converted tokenizer and "
-          "SentencePiece differ)")
+    print(f"ids equal on {sum(a == b for a, b in zip(mine, theirs))} of {len(texts)} prompts" + (
+        "" if args.json else " (a space right after a special token is where transformers 5's converted tokenizer "
+        "and SentencePiece differ)"))
     rates = {"tessera SentencePieceTokenizer": rate(lambda t: [ours.encode(x) for x in t], texts, args.repeats),
              "transformers LlamaTokenizer": rate(lambda t: hf(t)["input_ids"], texts, max(1, args.repeats // 2))}
     for name, r in rates.items():
@@ -173,6 +182,8 @@ def main():
     parser.add_argument("--which", choices=["all", "clip", "wordpiece", "sentencepiece"], default="all")
     parser.add_argument("--spm", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "assets" /
                         "llama2c_tokenizer.model", help="a LLaMA SentencePiece model")
+    parser.add_argument("--json", action="store_true",
+                        help="SentencePiece: the folder as transformers 5 saves it (tokenizer.json, no tokenizer.model)")
     parser.add_argument("--wordpiece-n", type=int, default=10000, help="texts of the WordPiece batch")
     parser.add_argument("--bert", type=Path, default=None,
                         help="folder with a BERT vocab.txt (default: train one on the corpus)")
