@@ -10,50 +10,9 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
-
-def _varint(data: bytes, at: int) -> Tuple[int, int]:
-    value, shift = 0, 0
-    while True:
-        if at >= len(data) or shift > 63:
-            raise ValueError("truncated varint")
-        byte = data[at]
-        value |= (byte & 0x7F) << shift
-        at, shift = at + 1, shift + 7
-        if byte < 0x80:
-            return value, at
-
-
-def _fields(data: bytes, keep: Tuple[int, ...]) -> Dict[int, object]:
-    """The fields `keep` of one protobuf message as protobuf merges them: a varint's last value,
-    an embedded message's records joined (the others, a model's thousands of pieces, skipped)."""
-    out: Dict[int, object] = {}
-    parts: Dict[int, List[bytes]] = {}
-    at = 0
-    while at < len(data):
-        key, at = _varint(data, at)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, at = _varint(data, at)
-            if number not in keep:
-                continue
-            if number in parts:
-                raise ValueError(f"field {number} with two wire types")
-            out[number] = value
-        elif wire == 2:
-            size, at = _varint(data, at)
-            if number in keep:
-                if number in out:
-                    raise ValueError(f"field {number} with two wire types")
-                parts.setdefault(number, []).append(data[at:at + size])
-            at += size
-        elif wire in (1, 5):
-            at += 8 if wire == 1 else 4
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire}")
-    out.update({number: b"".join(records) for number, records in parts.items()})
-    return out
+from .protobuf_wire import fields
 
 
 def prefix_rule(model_path: Union[str, os.PathLike]) -> Optional[str]:
@@ -65,7 +24,7 @@ def prefix_rule(model_path: Union[str, os.PathLike]) -> Optional[str]:
     model lays out a run, of spaces too where pieces of spaces exist, by its whole length; pieces
     may span spaces: only the whole text is exact)."""
     try:
-        spec = _fields(_fields(Path(model_path).read_bytes(), (2,)).get(2, b""), (3, 22, 24, 26))
+        spec = fields(fields(Path(model_path).read_bytes(), (2,)).get(2, b""), (3, 22, 24, 26))
     except Exception:  # a file sentencepiece itself reads: nothing is promised, the whole text is encoded
         return None
     model_type = spec.get(3, 1)  # UNIGRAM = 1, BPE = 2, WORD = 3, CHAR = 4

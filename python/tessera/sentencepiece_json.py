@@ -13,20 +13,24 @@ and LLaVA were trained); one with tokenizer.json alone as transformers reads it.
 from __future__ import annotations
 
 import re
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+from .protobuf_wire import field
 from .tokenizer_files import token_content
 
 SPACE = "\u2581"
 LLAMA_CLASSES = ("LlamaTokenizer", "LlamaTokenizerFast")
 GENERIC_CLASSES = (None, "PreTrainedTokenizerFast", "TokenizersBackend")  # the file read as written
+# SentencePiece's remove_extra_whitespaces as tokenizers' normalizers: runs of spaces (U+0020
+# alone, as SentencePiece) made one, then none at either end of the text (\A and \z: Oniguruma's
+# ^ and $ match at every line).
+EXTRA_SPACES = [{"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "},
+                {"type": "Replace", "pattern": {"Regex": "\\A | \\z"}, "content": ""}]
 _BYTE = re.compile(r"<0x[0-9A-F]{2}>")
 # SentencePiece's ModelProto fields and piece types (sentencepiece_model.proto).
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, BYTE = 1, 2, 3, 4, 6
-_SCORE = struct.Struct("<f")
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,8 @@ def convert(path: Path, data: Dict[str, Any], config: Dict[str, Any]) -> JsonSen
     if kind not in LLAMA_CLASSES + GENERIC_CLASSES:
         raise ValueError(f"{path.parent / 'tokenizer_config.json'}: tokenizer_class {kind!r}: transformers builds "
                          f"that class its own way; tessera reads {', '.join(LLAMA_CLASSES + GENERIC_CLASSES[1:])}")
-    prefix, metaspace, first_only = _llama_whitespace(config) if kind in LLAMA_CLASSES else _whitespace(path, data)
+    prefix, metaspace, first_only, extra = (_llama_whitespace(config) if kind in LLAMA_CLASSES
+                                            else _whitespace(path, data))
     roles = {"unk_token": model.get("unk_token") or "<unk>", "bos_token": "<s>", "eos_token": "</s>"}
     roles.update({k: token_content(config[k], path, k) for k in roles if config.get(k) is not None})
     index = {p: i for i, p in enumerate(pieces)}
@@ -77,14 +82,14 @@ def convert(path: Path, data: Dict[str, Any], config: Dict[str, Any]) -> JsonSen
         return BYTE if _BYTE.fullmatch(piece) else NORMAL
 
     body = b"".join(_piece(p, scores[p], kind(i, p)) for i, p in enumerate(pieces))
-    trainer = (_field(3, 2) + _field(4, len(pieces)) + _field(35, 1) + _field(40, ids["unk_token"])
-               + _field(41, ids["bos_token"]) + _field(42, ids["eos_token"]) + _field(43, -1)
-               + _field(45, roles["unk_token"]) + _field(46, roles["bos_token"]) + _field(47, roles["eos_token"]))
+    trainer = (field(3, 2) + field(4, len(pieces)) + field(35, 1) + field(40, ids["unk_token"])
+               + field(41, ids["bos_token"]) + field(42, ids["eos_token"]) + field(43, -1)
+               + field(45, roles["unk_token"]) + field(46, roles["bos_token"]) + field(47, roles["eos_token"]))
 
     def normalizer(dummy: bool) -> bytes:
-        return _field(3, _field(1, "identity") + _field(3, int(dummy)) + _field(4, 0) + _field(5, 1))
+        return field(3, field(1, "identity") + field(3, int(dummy)) + field(4, int(extra)) + field(5, 1))
 
-    head = body + _field(2, trainer)
+    head = body + field(2, trainer)
     return JsonSentencePiece(head + normalizer(prefix), head + normalizer(False), metaspace, first_only)
 
 
@@ -172,24 +177,29 @@ def _scores(path: Path, pieces: List[str], merges: Any, added: set) -> Dict[str,
     return {p: -float(first[p]) if p in first else -float(len(merges) + i) for i, p in enumerate(pieces)}
 
 
-def _llama_whitespace(config: Dict[str, Any]) -> Tuple[bool, bool, bool]:
+def _llama_whitespace(config: Dict[str, Any]) -> Tuple[bool, bool, bool, bool]:
     """transformers 5's LlamaTokenizer ignores the file's normalizer and pre-tokenizer: Metaspace,
     "▁" before the first part (legacy false, its default) or every part, none without
     add_prefix_space."""
     if config.get("add_prefix_space") is False:
-        return False, True, False
-    return True, True, config.get("legacy", False) is not True
+        return False, True, False, False
+    return True, True, config.get("legacy", False) is not True, False
 
 
-def _whitespace(path: Path, data: Dict[str, Any]) -> Tuple[bool, bool, bool]:
-    """(a "▁" goes before a text, tokenizers' Metaspace rule, only before the first part) from the
-    normalizer and pre-tokenizer LLaMA's tokenizer.json files hold: transformers 4's Prepend and
-    Replace, or transformers 5's Metaspace."""
+def _whitespace(path: Path, data: Dict[str, Any]) -> Tuple[bool, bool, bool, bool]:
+    """(a "▁" goes before a text, tokenizers' Metaspace rule, only before the first part, extra
+    spaces removed) from the normalizer and pre-tokenizer LLaMA's tokenizer.json files hold:
+    transformers 4's Prepend and Replace, transformers 5's Metaspace, or the file
+    SentencePieceTokenizer.save_pretrained writes (EXTRA_SPACES first where its model removes
+    them)."""
     norm, pre = data.get("normalizer"), data.get("pre_tokenizer")
     steps = (norm.get("normalizers") if norm.get("type") == "Sequence" else [norm]) if isinstance(norm, dict) else []
-    kinds = [s.get("type") if isinstance(s, dict) else s for s in steps or []]
+    steps = list(steps or [])
+    extra = steps[:len(EXTRA_SPACES)] == EXTRA_SPACES
+    steps = steps[len(EXTRA_SPACES):] if extra else steps
+    kinds = [s.get("type") if isinstance(s, dict) else s for s in steps]
     prepend = replace = False
-    for step, kind in zip(steps or [], kinds):
+    for step, kind in zip(steps, kinds):
         if kind == "Prepend" and step.get("prepend") == SPACE and not replace:
             prepend = True
         elif kind == "Replace" and step.get("pattern") == {"String": " "} and step.get("content") == SPACE:
@@ -200,7 +210,7 @@ def _whitespace(path: Path, data: Dict[str, Any]) -> Tuple[bool, bool, bool]:
     if pre is None:
         if not replace:
             raise ValueError(f"{path}: neither normalizer nor pre_tokenizer turns spaces into '▁'")
-        return prepend, False, False
+        return prepend, False, False, extra
     if not (isinstance(pre, dict) and pre.get("type") == "Metaspace" and pre.get("replacement") == SPACE
             and not pre.get("split", True) and not prepend):
         raise ValueError(f"{path}: pre_tokenizer {pre!r:.120}: a LLaMA-style tokenizer.json has none, or Metaspace "
@@ -208,30 +218,11 @@ def _whitespace(path: Path, data: Dict[str, Any]) -> Tuple[bool, bool, bool]:
     scheme = pre.get("prepend_scheme") or ("always" if pre.get("add_prefix_space", True) else "never")
     if scheme not in ("always", "first", "never"):
         raise ValueError(f"{path}: pre_tokenizer prepend_scheme {scheme!r}")
-    return scheme != "never", True, scheme == "first"
-
-
-def _field(number: int, value: Any) -> bytes:
-    if isinstance(value, str):
-        value = value.encode("utf-8")
-    if isinstance(value, bytes):
-        return _varint(number << 3 | 2) + _varint(len(value)) + value
-    return _varint(number << 3) + _varint(value & (1 << 64) - 1)  # a negative int32 as protobuf writes it
+    if extra:
+        raise ValueError(f"{path}: extra spaces removed before a Metaspace pre_tokenizer: not a SentencePiece layout")
+    return scheme != "never", True, scheme == "first", False
 
 
 def _piece(piece: str, score: float, kind: int) -> bytes:
-    """ModelProto.pieces: one SentencePiece message {1: piece, 2: score (float), 3: type}."""
-    text = piece.encode("utf-8")
-    body = b"\x0a" + _varint(len(text)) + text + b"\x15" + _SCORE.pack(score) + bytes((0x18, kind))
-    return b"\x0a" + _varint(len(body)) + body
-
-
-def _varint(value: int) -> bytes:
-    if value < 0x80:
-        return bytes((value,))
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
+    """ModelProto.pieces: one SentencePiece message {1: piece, 2: score, 3: type}."""
+    return field(1, field(1, piece) + field(2, score) + field(3, kind))

@@ -341,6 +341,14 @@ class SentencePieceTokenizer:
     def __len__(self) -> int:
         return self.vocab_size
 
+    def save_pretrained(self, folder: Union[str, os.PathLike]) -> None:
+        """A Hugging Face tokenizer folder transformers 5 reads with these ids (tokenizer_save.py):
+        the model file, and a tokenizer_config.json with the added tokens, pad token and
+        SentencePiece's legacy mode."""
+        from tessera.tokenizer_save import save_sentencepiece
+
+        save_sentencepiece(self, folder)
+
     def __reduce__(self):
         return (type(self), (str(self.model_path), list(self.special_tokens)))
 
