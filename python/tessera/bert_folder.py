@@ -25,6 +25,9 @@ def check_tokenizer_json(folder: Path, tok) -> None:
             raise ValueError(f"BertTokenizer.from_pretrained: {path}: {token!r} has id {i} there and "
                              f"{tok.convert_tokens_to_ids(token)} in vocab.txt; transformers reads tokenizer.json")
     for added in data.get("added_tokens") or []:
+        if not isinstance(added, dict):
+            raise ValueError(f"BertTokenizer.from_pretrained: {path}: an added_tokens entry must be an object, "
+                             f"got {added!r:.80}")
         token, i = added.get("content"), added.get("id")
         if tok.convert_tokens_to_ids(token) != i or (added.get("special") and token not in tok.all_special_tokens):
             raise ValueError(f"BertTokenizer.from_pretrained: {path}: added token {token!r} (id {i}) is not one "
@@ -33,3 +36,19 @@ def check_tokenizer_json(folder: Path, tok) -> None:
     if isinstance(padding, dict) and str(padding.get("direction", "Right")).lower() != tok.padding_side:
         raise ValueError(f"BertTokenizer.from_pretrained: {path}: padding direction {padding.get('direction')!r} "
                          f"differs from padding_side {tok.padding_side!r}")
+
+
+def normalizer_flags(path: Path) -> dict:
+    """do_lower_case, strip_accents and tokenize_chinese_chars from a tokenizer.json's
+    BertNormalizer, for a folder without tokenizer_config.json: transformers then reads the file as
+    written, where its BertTokenizer class would take a config's flags (or their defaults)."""
+    norm = read_object(path).get("normalizer")
+    if not (isinstance(norm, dict) and norm.get("type") == "BertNormalizer" and norm.get("clean_text", True) is True):
+        raise ValueError(f"BertTokenizer.from_pretrained: {path}: normalizer {norm!r:.100} is not a BertNormalizer "
+                         "with clean_text (and no tokenizer_config.json names BERT's flags)")
+    flags = {"do_lower_case": norm.get("lowercase", True), "strip_accents": norm.get("strip_accents"),
+             "tokenize_chinese_chars": norm.get("handle_chinese_chars", True)}
+    for key, value in flags.items():
+        if value not in (True, False) and not (key == "strip_accents" and value is None):
+            raise ValueError(f"BertTokenizer.from_pretrained: {path}: normalizer flag for {key} is {value!r}")
+    return flags

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import torch
 
 from tessera import _C
-from tessera.bert_folder import check_tokenizer_json
+from tessera.bert_folder import check_tokenizer_json, normalizer_flags
 from tessera.tokenizer_files import config_extra, merge_legacy_files
 from tessera.bert_pairs import cut, join_pair, pair_lengths
 from tessera.text import Texts, _as_ids, _as_text, _token_list
@@ -140,6 +140,8 @@ class BertTokenizer:
             if not isinstance(config, dict):
                 raise ValueError(f"BertTokenizer.from_pretrained: {path} is not a JSON object")
             _check_config_types(config, path)
+        elif vocab.name == "tokenizer.json":  # no config: transformers reads the file as written
+            config = normalizer_flags(vocab)
         config = merge_legacy_files(folder, config)
         args: Dict[str, Any] = {}
         for key in ("do_lower_case", "strip_accents", "tokenize_chinese_chars", "padding_side",

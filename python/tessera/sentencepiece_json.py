@@ -35,8 +35,8 @@ NORMAL, UNKNOWN, CONTROL, USER_DEFINED, BYTE = 1, 2, 3, 4, 6
 
 @dataclass(frozen=True)
 class JsonSentencePiece:
-    model: bytes  # the SentencePiece model, with its dummy "▁" before a text
-    bare: bytes  # the same model without it
+    model: bytes  # the SentencePiece model, with its dummy "▁" before a text where `prefix`
+    prefix: bool
     metaspace: bool  # tokenizers' Metaspace: no "▁" is put before a text that starts with one (or a space)
     first_only: bool  # prepend_scheme "first": none before the text after an added token either
 
@@ -54,16 +54,22 @@ def convert(path: Path, data: Dict[str, Any], config: Dict[str, Any]) -> JsonSen
         if model.get(key) not in allowed:
             raise ValueError(f"{path}: model.{key} {model.get(key)!r}: a LLaMA-style BPE has {allowed[0]!r}")
     pieces = _pieces(path, model.get("vocab"))
-    added = _added_in_vocab(path, data.get("added_tokens"), len(pieces))
+    added = set()
+    for i, token, _ in added_tokens(path, data):
+        if i < len(pieces) and pieces[i] != token:
+            raise ValueError(f"{path}: added token {token!r} takes id {i}, the vocabulary's {pieces[i]!r}")
+        added |= {token} if i < len(pieces) else set()
     scores = _scores(path, pieces, model.get("merges"), added)
     kind = config.get("tokenizer_class")
     if kind not in LLAMA_CLASSES + GENERIC_CLASSES:
         raise ValueError(f"{path.parent / 'tokenizer_config.json'}: tokenizer_class {kind!r}: transformers builds "
                          f"that class its own way; tessera reads {', '.join(LLAMA_CLASSES + GENERIC_CLASSES[1:])}")
-    prefix, metaspace, first_only, extra = (_llama_whitespace(config) if kind in LLAMA_CLASSES
+    prefix, metaspace, first_only, extra = (_llama_whitespace(path.parent / "tokenizer_config.json", config)
+                                            if kind in LLAMA_CLASSES
                                             else _whitespace(path, data))
     roles = {"unk_token": model.get("unk_token") or "<unk>", "bos_token": "<s>", "eos_token": "</s>"}
-    roles.update({k: token_content(config[k], path, k) for k in roles if config.get(k) is not None})
+    roles.update({k: token_content(config[k], path.parent / "tokenizer_config.json", k) for k in roles
+                  if config.get(k) is not None})
     index = {p: i for i, p in enumerate(pieces)}
     ids = {role: index.get(roles[role], -1) for role in ("unk_token", "bos_token", "eos_token")}
     if ids["unk_token"] < 0:
@@ -86,21 +92,30 @@ def convert(path: Path, data: Dict[str, Any], config: Dict[str, Any]) -> JsonSen
                + field(41, ids["bos_token"]) + field(42, ids["eos_token"]) + field(43, -1)
                + field(45, roles["unk_token"]) + field(46, roles["bos_token"]) + field(47, roles["eos_token"]))
 
-    def normalizer(dummy: bool) -> bytes:
-        return field(3, field(1, "identity") + field(3, int(dummy)) + field(4, int(extra)) + field(5, 1))
-
-    head = body + field(2, trainer)
-    return JsonSentencePiece(head + normalizer(prefix), head + normalizer(False), metaspace, first_only)
+    normalizer = field(1, "identity") + field(3, int(prefix)) + field(4, int(extra)) + field(5, 1)
+    return JsonSentencePiece(body + field(2, trainer) + field(3, normalizer), prefix, metaspace, first_only)
 
 
-def added_tokens(path: Path, data: Dict[str, Any], pieces: int) -> List[Tuple[int, str, Dict[str, Any]]]:
-    """(id, token, flags) of tokenizer.json's added tokens past the model's `pieces`."""
+def without_dummy_prefix(model: bytes) -> bytes:
+    """The same SentencePiece model with no "▁" put before a text: a later normalizer_spec record
+    merges into the first, and its add_dummy_prefix wins, as protobuf parses it."""
+    return model + field(3, field(3, 0))
+
+
+def added_tokens(path: Path, data: Dict[str, Any]) -> List[Tuple[int, str, Dict[str, Any]]]:
+    """(id, token, flags) of each of tokenizer.json's added tokens."""
+    entries = data.get("added_tokens") or []
+    if not isinstance(entries, list):
+        raise ValueError(f"{path}: added_tokens must be a list, got {type(entries).__name__}")
     out = []
-    for i, entry in enumerate(data.get("added_tokens") or []):
-        if not isinstance(entry, dict) or not isinstance(entry.get("id"), int) or isinstance(entry.get("id"), bool):
-            raise ValueError(f"{path}: added_tokens[{i}] must be an object with an integer id, got {entry!r:.80}")
-        if entry["id"] >= pieces:
-            out.append((entry["id"], token_content(entry, path, f"added_tokens[{i}]"), entry))
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), int) or isinstance(entry.get("id"), bool) \
+                or entry["id"] < 0:
+            raise ValueError(f"{path}: added_tokens[{i}] must be an object with a token id >= 0, got {entry!r:.80}")
+        token = token_content(entry, path, f"added_tokens[{i}]")
+        if not token.strip():
+            raise ValueError(f"{path}: added_tokens[{i}] is blank ({token!r})")
+        out.append((entry["id"], token, entry))
     return out
 
 
@@ -111,15 +126,23 @@ def adds_bos(path: Path, data: Dict[str, Any], bos: str, eos: str) -> bool:
     post = data.get("post_processor")
     if post is None:
         return False
-    steps = post.get("processors", []) if post.get("type") == "Sequence" else [post]
+    steps = post.get("processors") if isinstance(post, dict) and post.get("type") == "Sequence" else [post]
+    if not isinstance(steps, list) or not all(isinstance(s, dict) for s in steps):
+        raise ValueError(f"{path}: post_processor {post!r:.120} is not a post-processor object")
     template = [s for s in steps if isinstance(s, dict) and s.get("type") == "TemplateProcessing"]
     others = [s.get("type") if isinstance(s, dict) else s for s in steps if s not in template]
     if others or len(template) > 1:
         raise ValueError(f"{path}: post_processor {others or 'with two templates'}: tessera adds bos alone")
     if not template:
         return False
-    single = [next(iter(item.values())).get("id") if isinstance(item, dict) and item else item
-              for item in template[0].get("single") or []]
+    def part(item: Any) -> Any:  # {"SpecialToken": {"id": "<s>"}} -> "<s>", {"Sequence": {"id": "A"}} -> "A"
+        inner = next(iter(item.values())) if isinstance(item, dict) and len(item) == 1 else None
+        return inner.get("id") if isinstance(inner, dict) else repr(item)
+
+    single = template[0].get("single")
+    if not isinstance(single, list):
+        raise ValueError(f"{path}: post_processor's single template must be a list, got {single!r:.80}")
+    single = [part(item) for item in single]
     if single in (["A"], [bos, "A"]):
         return single[0] == bos
     raise ValueError(f"{path}: post_processor's single template {single}: tessera's encoding and templates "
@@ -135,13 +158,6 @@ def _pieces(path: Path, vocab: Any) -> List[str]:
             raise ValueError(f"{path}: model.vocab[{token!r}] is {i!r}; ids run from 0 to {len(vocab) - 1}, each once")
         pieces[i] = token
     return pieces
-
-
-def _added_in_vocab(path: Path, entries: Any, pieces: int) -> set:
-    if entries is not None and not isinstance(entries, list):
-        raise ValueError(f"{path}: added_tokens must be a list")
-    return {token_content(e, path, "added_tokens") for e in entries or []
-            if isinstance(e, dict) and isinstance(e.get("id"), int) and e["id"] < pieces}
 
 
 def _scores(path: Path, pieces: List[str], merges: Any, added: set) -> Dict[str, float]:
@@ -177,10 +193,13 @@ def _scores(path: Path, pieces: List[str], merges: Any, added: set) -> Dict[str,
     return {p: -float(first[p]) if p in first else -float(len(merges) + i) for i, p in enumerate(pieces)}
 
 
-def _llama_whitespace(config: Dict[str, Any]) -> Tuple[bool, bool, bool, bool]:
+def _llama_whitespace(path: Path, config: Dict[str, Any]) -> Tuple[bool, bool, bool, bool]:
     """transformers 5's LlamaTokenizer ignores the file's normalizer and pre-tokenizer: Metaspace,
     "▁" before the first part (legacy false, its default) or every part, none without
     add_prefix_space."""
+    for key in ("legacy", "add_prefix_space"):
+        if config.get(key) not in (None, True, False):  # transformers reads "false" as true
+            raise ValueError(f"{path}: {key} must be true, false or null, got {config[key]!r}")
     if config.get("add_prefix_space") is False:
         return False, True, False, False
     return True, True, config.get("legacy", False) is not True, False

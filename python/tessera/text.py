@@ -26,7 +26,8 @@ import torch
 
 from tessera import _C
 from tessera.bounded_encoding import prefix_rule
-from tessera.sentencepiece_json import convert
+from tessera.protobuf_wire import fields
+from tessera.sentencepiece_json import convert, without_dummy_prefix
 from tessera.tokenizer_folder import digest, folder_tokens, read_config, tokenizer_json
 
 __all__ = ["ClipTokenizer", "SentencePieceTokenizer", "BertTokenizer", "tokenize", "default_clip_bpe_path",
@@ -235,11 +236,15 @@ class SentencePieceTokenizer:
         self._json = None
         if path.suffix == ".json":  # a LLaMA tokenizer.json as transformers 5 saves it, converted in memory
             self._json = convert(*beside, config)
-            self._impl, self._bare = _load_model(self._json.model), _load_model(self._json.bare)
+            self._model, self._prefix = self._json.model, self._json.prefix
+            self._impl = _load_model(self._model)
             self.prefix_rule: Optional[str] = "anywhere"  # a BPE model
         else:
             self._impl = _C.text.SentencePieceTokenizer(str(path))
+            self._model = path.read_bytes()
+            self._prefix = bool(fields(fields(self._model, (3,)).get(3, b""), (3,)).get(3, 1))  # add_dummy_prefix
             self.prefix_rule = prefix_rule(path)  # where bounded_encoding.encode_at_most may cut a long text
+        self._bare_impl = None
         self.special_tokens: Dict[str, int] = {}
         # The model's own bos, eos and unk written in text are those tokens, as transformers reads
         # "</s>" (LLaVA's v1 separator is text).
@@ -274,6 +279,13 @@ class SentencePieceTokenizer:
             return self._bare
         return self._impl
 
+    @property
+    def _bare(self):
+        """The model without SentencePiece's "▁" before a text, loaded when first needed."""
+        if self._bare_impl is None:
+            self._bare_impl = _load_model(without_dummy_prefix(self._model))
+        return self._bare_impl
+
     def encode(self, text: str, add_bos: bool = True, add_eos: bool = False) -> List[int]:
         text = _as_text(text)
         whole = {**self._control, **self.special_tokens}
@@ -295,17 +307,22 @@ class SentencePieceTokenizer:
                              f"(vocabulary of {self.vocab_size})")
         if not added:
             return self._impl.decode(ids)
+        # A tokenizer.model's parts were encoded apart, each with its "▁" (legacy): each run is
+        # decoded apart. A tokenizer.json's runs are decoded as written and one "▁" is taken off
+        # the text's start, as transformers' decoder does (a run decoded apart lost its space).
+        model = self._impl if self._json is None else self._bare
         out, run = [], []
         for i in ids + [None]:
             if i is None or i in added:
                 if run:
-                    out.append(self._impl.decode(run))
+                    out.append(model.decode(run))
                     run = []
                 if i is not None:
                     out.append(added[i])
             else:
                 run.append(i)
-        return "".join(out)
+        text = "".join(out)
+        return text[1:] if self._json is not None and self._prefix and text.startswith(" ") else text
 
     def id_to_piece(self, id: int) -> str:
         for token, tid in self.special_tokens.items():

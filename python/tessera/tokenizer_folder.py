@@ -84,20 +84,16 @@ def folder_tokens(model_path: Path, config: Dict[str, Any], beside: Optional[Tup
     if config.get("legacy") is False and model_path.suffix != ".json":
         warn(f"{path}: legacy false: tessera encodes as transformers' legacy mode (the text after a special "
              "token starts with SentencePiece's space), as LLaVA's tokenizer_image_token encodes each piece apart")
-    decoder = config.get("added_tokens_decoder") or {}
-    if not isinstance(decoder, dict):
-        raise ValueError(f"{path}: added_tokens_decoder must be an object of id: token, got {type(decoder).__name__}")
-    decoder = {str(k): (v, path) for k, v in decoder.items()}
-    for i, token, entry in added_tokens(*beside, pieces) if beside else ():
-        known = decoder.setdefault(str(i), (entry, beside[0]))[0]
-        if _content(known, path, f"added_tokens_decoder[{i}]") != token:
-            raise ValueError(f"{beside[0]}: added token {token!r} takes id {i}, which {CONFIG} gives to "
-                             f"{_content(known, path, str(i))!r}")
-    added: List[str] = []
-    for key, (value, source) in sorted(decoder.items(), key=lambda kv: int(kv[0]) if str(kv[0]).isdigit() else -1):
-        if not str(key).isdigit():
-            raise ValueError(f"{source}: added_tokens_decoder key {key!r} is not a token id")
-        i, token = int(key), _content(value, source, f"added_tokens_decoder[{key}]")
+    entries = _config_entries(config, path)
+    from_json = {i: (token, entry, beside[0]) for i, token, entry in added_tokens(*beside)} if beside else {}
+    beyond = [{i: e[0] for i, e in d.items() if i >= pieces} for d in (entries, from_json)]
+    if entries and from_json and beyond[0] != beyond[1]:
+        raise ValueError(f"{path}: added_tokens_decoder {beyond[0]} differs from {beside[0]}'s added tokens "
+                         f"{beyond[1]}: transformers would number them otherwise")
+    entries.update(from_json)
+    added, inside = [], []
+    for i in sorted(entries):
+        token, value, source = entries[i]
         for flag in ("lstrip", "rstrip", "single_word"):
             if isinstance(value, dict) and value.get(flag):
                 raise ValueError(f"{source}: added token {token!r} (id {i}) has {flag} true: transformers strips or "
@@ -105,9 +101,27 @@ def folder_tokens(model_path: Path, config: Dict[str, Any], beside: Optional[Tup
         if i < pieces:
             if token != piece_of(i):
                 raise ValueError(f"{source}: added token {token!r} takes id {i}, the model's piece {piece_of(i)!r}")
+            if model_path.suffix == ".json" and i not in roles.values():
+                inside.append(token)  # transformers cuts it out before Metaspace puts a "▁" before the text
             continue
         if i != pieces + len(added):
             raise ValueError(f"{source}: added token {token!r} takes id {i}; added tokens number on from the model's "
                              f"{pieces} pieces without gaps, so it would take {pieces + len(added)}")
         added.append(token)
-    return added, _content(config.get("pad_token"), path, "pad_token")
+    return inside + added, _content(config.get("pad_token"), path, "pad_token")
+
+
+def _config_entries(config: Dict[str, Any], path: Path) -> Dict[int, Tuple[str, Any, Path]]:
+    """{id: (token, entry, file)} of the config's added_tokens_decoder."""
+    decoder = config.get("added_tokens_decoder") or {}
+    if not isinstance(decoder, dict):
+        raise ValueError(f"{path}: added_tokens_decoder must be an object of id: token, got {type(decoder).__name__}")
+    out = {}
+    for key, value in decoder.items():
+        if not str(key).isdigit():
+            raise ValueError(f"{path}: added_tokens_decoder key {key!r} is not a token id")
+        token = _content(value, path, f"added_tokens_decoder[{key}]")
+        if token is None or not token.strip():
+            raise ValueError(f"{path}: added_tokens_decoder[{key}] is blank ({value!r})")
+        out[int(key)] = (token, value, path)
+    return out

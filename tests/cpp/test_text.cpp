@@ -614,7 +614,8 @@ TEST(WordPieceFolder, TokenizerJsonWithoutVocabTxt) {
   nlohmann::json vocab = nlohmann::json::object();
   for (size_t i = 0; i < kTinyVocab.size(); ++i) vocab[kTinyVocab[i]] = i;
   const nlohmann::json data = {{"model", {{"type", "WordPiece"}, {"continuing_subword_prefix", "##"},
-                                          {"vocab", vocab}}}};
+                                          {"vocab", vocab}}},
+                               {"normalizer", {{"type", "BertNormalizer"}, {"lowercase", true}}}};
   std::ofstream(dir + "/tokenizer.json") << data.dump();
   const WordPieceTokenizer from_json = WordPieceTokenizer::from_pretrained(dir);
   const WordPieceTokenizer from_txt(tiny_vocab_file());
@@ -622,6 +623,14 @@ TEST(WordPieceFolder, TokenizerJsonWithoutVocabTxt) {
   EXPECT_EQ(from_json.vocab_size(), int64_t(kTinyVocab.size()));
   for (const char* text : {"Hello, world!", "unaffable caf\xC3\xA9 \xE6\x9D\xB1\xE4\xBA\xAC", "[MASK] don't"})
     EXPECT_EQ(from_json.encode(text), from_txt.encode(text)) << text;
+
+  // Without tokenizer_config.json the normalizer's flags hold, as transformers reads the file.
+  nlohmann::json cased = data;
+  cased["normalizer"]["lowercase"] = false;
+  std::ofstream(dir + "/tokenizer.json", std::ios::trunc) << cased.dump();
+  EXPECT_FALSE(WordPieceTokenizer::from_pretrained(dir).options().do_lower_case);
+  std::ofstream(dir + "/tokenizer_config.json") << R"({"do_lower_case": true})";
+  EXPECT_TRUE(WordPieceTokenizer::from_pretrained(dir).options().do_lower_case);
 
   auto expect_invalid = [&](nlohmann::json bad, const std::string& needle) {
     std::ofstream(dir + "/tokenizer.json", std::ios::trunc) << bad.dump();

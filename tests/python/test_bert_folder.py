@@ -117,3 +117,23 @@ def test_a_role_the_two_files_give_differently_is_refused(tmp_path):
     path = folder(tmp_path / "tok", {"cls_token": "[CLS]"}, special_tokens_map={"cls_token": "[MASK]"})
     with pytest.raises(ValueError, match="special_tokens_map.json: cls_token '\\[MASK\\]' differs"):
         tessera.BertTokenizer.from_pretrained(path)
+
+
+def test_a_tokenizer_json_alone_keeps_its_normalizer_flags(tmp_path):
+    """No tokenizer_config.json: transformers reads tokenizer.json as written, its lowercase false
+    included (tessera lower-cased by BertTokenizer's default)."""
+    ref = transformers.AutoTokenizer.from_pretrained(str(folder(tmp_path / "plain", {"do_lower_case": False})))
+    ref.save_pretrained(str(tmp_path / "saved"))
+    (tmp_path / "saved" / "tokenizer_config.json").unlink()
+    (tmp_path / "saved" / "tokenizer.json").write_text(json.dumps(
+        {**json.loads((tmp_path / "saved" / "tokenizer.json").read_text()),
+         "model": {**json.loads((tmp_path / "saved" / "tokenizer.json").read_text())["model"],
+                   "vocab": {t: i for i, t in enumerate(VOCAB + ["Hello"])}}}))
+    ours = tessera.BertTokenizer.from_pretrained(tmp_path / "saved")
+    theirs = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "saved"))
+    assert ours.encode("Hello hello") == theirs("Hello hello")["input_ids"] == [2, 13, 5, 3]
+    data = json.loads((tmp_path / "saved" / "tokenizer.json").read_text())
+    data["added_tokens"].append("[NEW]")
+    (tmp_path / "saved" / "tokenizer.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="an added_tokens entry must be an object, got '\\[NEW\\]'"):
+        tessera.BertTokenizer.from_pretrained(tmp_path / "saved")

@@ -60,12 +60,12 @@ def variant(saved, tmp_path, config=None, edit=None):
     return path
 
 
-def assert_same(path, texts=None):
+def assert_same(path, texts=None, special=("<image>",)):
     ref = transformers.AutoTokenizer.from_pretrained(str(path))
-    ours = SentencePieceTokenizer(path / "tokenizer.json", special_tokens=["<image>"])
+    ours = SentencePieceTokenizer(path / "tokenizer.json", special_tokens=list(special))
     for text in texts or _texts():
         assert ours.encode(text) == ref(text)["input_ids"], text
-    assert len(ours) == len(ref) and ours.pad_id == ref.pad_token_id
+    assert len(ours) == len(ref) and ours.pad_id == (-1 if ref.pad_token_id is None else ref.pad_token_id)
     return ours, ref
 
 
@@ -113,7 +113,8 @@ def _drop_merge(data):
     (None, lambda d: d["post_processor"]["single"].append({"SpecialToken": {"id": "</s>", "type_id": 0}}),
      "single template \\['<s>', 'A', '</s>'\\]"),
     ({"added_tokens_decoder": {"32000": {"content": "<img>", "special": True}}}, None,
-     "added token '<image>' takes id 32000, which tokenizer_config.json gives to '<img>'"),
+     "added_tokens_decoder \\{32000: '<img>'\\} differs from .*tokenizer.json's added tokens "
+     "\\{32000: '<image>', 32001: '<pad>'\\}"),
 ], ids=["merge-order", "missing-merge", "no-byte-fallback", "unigram", "class", "no-bos", "eos", "added-conflict"])
 def test_what_sentencepiece_cannot_reproduce_is_refused_by_name(saved, tmp_path, config, edit, message):
     path = variant(saved, tmp_path, config, edit)
@@ -142,3 +143,46 @@ def test_a_folder_names_its_tokenizer(saved, tmp_path):
         TEXTS[7])
     with pytest.raises(FileNotFoundError, match="nor tokenizer.json"):
         SentencePieceTokenizer(tmp_path)
+
+
+# ---- a hostile review's findings ----------------------------------------------------------------
+def test_user_defined_symbols_are_cut_out_as_transformers_does(tmp_path):
+    """An added token inside the vocabulary (spm's user_defined_symbols) is cut out before
+    Metaspace puts its "▁": "[X]" was <s> ▁ [X] in tessera, <s> [X] in transformers."""
+    from tessera.text import train_sentencepiece
+
+    lines = [f"A {c} shirt with [X] and <tool> {i}" for i, c in enumerate(["red", "blue", "grün"] * 20)]
+    train_sentencepiece(lines, tmp_path / "src" / "tokenizer.model", vocab_size=320, special_tokens=["<tool>", "[X]"])
+    (tmp_path / "src" / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer",
+                                                                         "add_bos_token": True}))
+    transformers.AutoTokenizer.from_pretrained(str(tmp_path / "src")).save_pretrained(str(tmp_path / "saved"))
+    assert_same(tmp_path / "saved", ["[X]", "<tool>x", "a[X]b", " [X] red", "[X]<tool>", "shirt [X]"], special=())
+
+
+def test_decode_keeps_the_space_after_an_added_token(saved):
+    ours, ref = assert_same(saved, TEXTS[:1])
+    for text in ["USER: <image> What?", "x <pad> y", "<image>\nA shirt", " lead  spaces <image>"]:
+        ids = ref(text)["input_ids"][1:]
+        assert ours.decode(ids) == ref.decode(ids), text
+
+
+@pytest.mark.parametrize("config, edit, message", [
+    (None, lambda d: d.update(post_processor="x"), "post_processor 'x' is not a post-processor object"),
+    (None, lambda d: d.update(post_processor={"type": "Sequence", "processors": None}), "is not a post-processor"),
+    (None, lambda d: d["post_processor"]["single"].__setitem__(0, {"SpecialToken": 5}),
+     "single template \\[\"{'SpecialToken': 5}\", 'A'\\]"),
+    ({"legacy": "false"}, None, "legacy must be true, false or null, got 'false'"),
+    (None, lambda d: d["added_tokens"].append({"id": -5, "content": "<q>", "special": True}), "token id >= 0"),
+    (None, lambda d: d["added_tokens"].append({"id": 5, "content": "<zz>", "special": True}),
+     "added token '<zz>' takes id 5, the vocabulary's '<0x02>'"),
+    ({"added_tokens_decoder": {"32002": {"content": "<x>", "special": True}}}, None, "differs from"),
+    (None, lambda d: d["added_tokens"].append({"id": 32002, "content": " ", "special": True}),
+     "added_tokens\\[5\\] is blank"),
+    ({"added_tokens_decoder": {"32002": None}}, None, "tokenizer_config.json: added_tokens_decoder\\[32002\\] is blank"),
+    ({"bos_token": 5}, None, "tokenizer_config.json: bos_token must be a token string"),
+], ids=["post-str", "post-null", "template-item", "legacy-str", "negative-id", "inside-mismatch", "config-extra",
+        "blank", "null-entry", "bos-int"])
+def test_malformed_files_are_refused_naming_file_and_key(saved, tmp_path, config, edit, message):
+    path = variant(saved, tmp_path, config, edit)
+    with pytest.raises(ValueError, match=message):
+        SentencePieceTokenizer(path / "tokenizer.json")

@@ -216,6 +216,37 @@ WordPieceTokenizer::WordPieceTokenizer(const std::string& vocab_path, WordPieceO
   m.mask = static_cast<int32_t>(m.find(o.mask_token));
 }
 
+namespace {
+
+// A tokenizer.json's BertNormalizer flags, for a folder without tokenizer_config.json: transformers
+// then reads the file as written (its BertTokenizer class would take the config's flags).
+WordPieceOptions normalizer_options(const std::string& path, WordPieceOptions o) {
+  nlohmann::json data;
+  try {
+    std::ifstream in(path);
+    in >> data;
+  } catch (const nlohmann::json::exception& e) {
+    throw std::invalid_argument("WordPieceTokenizer: '" + path + "' is not valid JSON: " + e.what());
+  }
+  const nlohmann::json norm = data.is_object() ? data.value("normalizer", nlohmann::json()) : nlohmann::json();
+  const auto flag = [&](const char* key, bool fallback) {
+    if (!norm.contains(key)) return fallback;
+    if (!norm[key].is_boolean())
+      throw std::invalid_argument("WordPieceTokenizer: '" + path + "': normalizer." + key + " must be true or false");
+    return norm[key].get<bool>();
+  };
+  if (!norm.is_object() || norm.value("type", "") != "BertNormalizer" || !flag("clean_text", true))
+    throw std::invalid_argument("WordPieceTokenizer: '" + path + "': the normalizer is not a BertNormalizer with "
+                                "clean_text (and no tokenizer_config.json names BERT's flags)");
+  o.do_lower_case = flag("lowercase", true);
+  o.tokenize_chinese_chars = flag("handle_chinese_chars", true);
+  if (norm.contains("strip_accents") && !norm["strip_accents"].is_null())
+    o.strip_accents = flag("strip_accents", false);
+  return o;
+}
+
+}  // namespace
+
 WordPieceTokenizer WordPieceTokenizer::from_pretrained(const std::string& folder) {
   const std::string config_path = folder + "/tokenizer_config.json";
   nlohmann::json config = nlohmann::json::object();
@@ -254,8 +285,10 @@ WordPieceTokenizer WordPieceTokenizer::from_pretrained(const std::string& folder
     if (config.contains(key) && !config[key].is_null()) *field = token_of(config[key], key);
   // transformers 5 saves tokenizer.json without vocab.txt; its model.vocab is the vocabulary.
   std::string vocab_path = folder + "/vocab.txt";
-  if (!std::ifstream(vocab_path).good() && std::ifstream(folder + "/tokenizer.json").good())
+  if (!std::ifstream(vocab_path).good() && std::ifstream(folder + "/tokenizer.json").good()) {
     vocab_path = folder + "/tokenizer.json";
+    if (!std::ifstream(config_path).good()) o = normalizer_options(vocab_path, o);
+  }
   WordPieceTokenizer tok(vocab_path, o);
   // Added tokens beyond the vocabulary, in id order (LAVIS's [DEC] is 30522 after BERT's).
   if (config.contains("added_tokens_decoder")) {
