@@ -420,3 +420,38 @@ def test_length_grouped_batches_on_two_ranks_equal_one_process(data, tmp_path):
                           "-m", "tessera.train", str(path), "--out", str(tmp_path / "ckpt"), "--quiet"], env=ENV,
                          timeout=600, capture_output=True, text=True)
     assert run.returncode != 0 and "does not work with reentrant gradient checkpointing" in run.stderr
+
+
+@pytest.mark.parametrize("aspect", ["square", "pad"])
+def test_a_checkpoint_is_a_folder_transformers_processes_and_generates_from(data, tmp_path, aspect):
+    """A LLaVA checkpoint holds the tokenizer and image processor beside the weights:
+    transformers' AutoProcessor gives tessera's ids (the image placeholder expanded to the image
+    tokens) and pixels, and LlavaForConditionalGeneration's greedy answer equals tessera's. Before,
+    it held the weights alone."""
+    import numpy as np
+    from PIL import Image
+
+    from tessera.chat import _text_ids
+
+    transformers = pytest.importorskip("transformers")
+    r = llava_recipe(data)
+    r["data"]["image_aspect_ratio"] = aspect
+    r["data"]["image_mean"], r["data"]["image_std"] = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+    out = _train(tmp_path, aspect, r, 1)
+    ckpt = out / "checkpoints" / f"step-{STEPS:08d}"
+    proc = transformers.AutoProcessor.from_pretrained(str(ckpt))
+    task = task_of(r)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (28, 20 if aspect == "pad" else 28, 3), dtype=np.uint8)  # pad: not square
+    text = "<image>\nWhat is this item?"
+    got = proc(text=text, images=Image.fromarray(image), return_tensors="pt")
+    ids, _, _ = _text_ids(task.tokenizer, text, task.image_token_id, task.image_tokens)
+    assert got["input_ids"][0].tolist() == [task.tokenizer.bos_id] + ids
+    pixels = task.transform(torch.from_numpy(image))
+    torch.testing.assert_close(got["pixel_values"][0], pixels, atol=1e-5, rtol=0)
+    hf = transformers.LlavaForConditionalGeneration.from_pretrained(str(ckpt)).eval()
+    ours = tessera.from_pretrained(str(ckpt)).eval()
+    with torch.no_grad():
+        theirs = hf.generate(**got, max_new_tokens=6, do_sample=False)[0, got["input_ids"].shape[1]:]
+        mine = ours.generate(got["input_ids"], pixel_values=got["pixel_values"], max_new_tokens=6)[0]
+    assert mine[-len(theirs):].tolist() == theirs.tolist()

@@ -79,6 +79,10 @@ class CausalLmTask(Task):
                              f"({d.tokenizer})")
         self.train_set = encode_lines(d.train, self.tokenizer, d.max_length)
 
+    def save_beside(self, folder: str) -> None:
+        """The tokenizer, so AutoTokenizer reads the checkpoint with tessera's ids."""
+        self.tokenizer.save_pretrained(folder)
+
     def train_loader(self, rank: int, world_size: int):
         return TensorLoader(self.train_set, self.recipe.data.batch_size, shuffle=True, seed=self.recipe.train.seed,
                             rank=rank, world_size=world_size)

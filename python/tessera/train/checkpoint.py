@@ -189,10 +189,11 @@ def _write_error(exc: BaseException, out_dir: str, tmp: str, final: str) -> Chec
 
 
 def save_checkpoint(out_dir: str, wrapped, optimizer, trainer_state: Dict[str, Any], recipe: Dict[str, Any],
-                    keep: int, info) -> str:
+                    keep: int, info, beside=None) -> str:
     """Every rank calls this. Model and optimizer go through `torch.distributed.checkpoint` (each
     rank writes its shard; replicated tensors once), rank 0 adds the consolidated HF export, the
-    trainer state, the recipe and last the checksums, then renames the folder into place and
+    trainer state, the recipe, `beside(folder)`'s files (the task's tokenizer and image processor)
+    and last the checksums, then renames the folder into place and
     prunes all but `keep`. A failure (disk full: with the free and needed space) removes the
     partial folder and raises CheckpointWriteError on every rank; earlier checkpoints stay."""
     import torch.distributed.checkpoint as dcp
@@ -231,6 +232,8 @@ def save_checkpoint(out_dir: str, wrapped, optimizer, trainer_state: Dict[str, A
             _C.core.write_file_atomic(os.path.join(tmp, STATE_FILE), buf.getvalue())
             _C.core.write_file_atomic(os.path.join(tmp, "recipe.json"),
                                       (json.dumps(recipe, indent=2) + "\n").encode())
+            if beside is not None:
+                beside(tmp)
             write_manifest(tmp)  # last: it vouches for every file above
             for dirpath, _, _ in os.walk(tmp):
                 _fsync_dir(dirpath)

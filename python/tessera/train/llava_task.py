@@ -26,6 +26,7 @@ from ..models.timm_compat import CLIP_DATA
 from ..models.weights import load_part, load_weights
 from ..text import SentencePieceTokenizer
 from .checkpoint import resolve_checkpoint
+from .llava_processor import save_processor
 from .conversation_data import (ConversationData, encode_samples, greedy_answers, idle_image_row, load_pixels,
                                 read_samples)
 from .conversation_index import ConversationSet, load_index, log_to_stderr
@@ -150,6 +151,10 @@ class LlavaTask(Task):
         resolved = LlavaForConditionalGeneration.resolve_config(config)
         check_override_keys(LlavaForConditionalGeneration, resolved, overrides)
         return resolved
+
+    def save_beside(self, folder: str) -> None:
+        """The tokenizer and image processor, for transformers' LlavaProcessor."""
+        save_processor(folder, self.tokenizer, self.recipe.data, self.config, self.image_tokens)
 
     @property
     def image_tokens(self) -> int:

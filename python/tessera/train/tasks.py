@@ -185,6 +185,11 @@ class Task:
         overrides it."""
         return no_decay(name, param)
 
+    def save_beside(self, folder: str) -> None:
+        """Files a checkpoint's Hugging Face folder needs beside the weights for transformers'
+        processors (a tokenizer, an image processor), written before its checksums. None by
+        default."""
+
     def evaluate_split(self, model: nn.Module, split) -> Dict[str, float]:
         """Image-text retrieval on a caption split (`tessera eval RUN --retrieval FILE`: COCO's or
         Flickr30k's Karpathy JSON, LAVIS lists): R@1/5/10 both ways, each image embedded once and

@@ -515,7 +515,7 @@ class Trainer:
             "data": self._gather(data),           # so each resumes its own stream
         }
         save_checkpoint(self.out_dir, self.wrapped, self.optimizer, state, recipe_to_dict(self.recipe),
-                        self.recipe.train.keep_checkpoints, self.info)
+                        self.recipe.train.keep_checkpoints, self.info, beside=self.task.save_beside)
 
     def _restore_data_and_rng(self, loader, state, ckpt: str) -> None:
         """Each rank takes its own saved streams. On another world size the data position is kept
