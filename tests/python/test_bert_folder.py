@@ -66,41 +66,31 @@ def test_a_folder_transformers_saved_loads_with_equal_ids(tmp_path, lower):
     assert_same(tmp_path / "saved")
 
 
-@pytest.mark.parametrize("change, message", [
-    ("bpe", "model.type is \"BPE\", not WordPiece"),
-    ("gap", "model.vocab\\[\"hello\"\\] is 99; ids run from 0 to 12 without gaps"),
-    ("none", "neither vocab.txt nor tokenizer.json"),
-])
-def test_a_tokenizer_json_alone_that_is_not_a_bert_vocabulary_is_refused(tmp_path, change, message):
+PADDING = {"direction": "Left", "pad_id": 0, "pad_token": "[PAD]", "pad_type_id": 0, "strategy": "BatchLongest",
+           "pad_to_multiple_of": None}
+
+
+@pytest.mark.parametrize("edit, vocab_txt, message", [
+    (lambda d: d["model"].update(type="BPE"), False, "model.type is \"BPE\", not WordPiece"),
+    (lambda d: d["model"]["vocab"].update(hello=99), False,
+     "model.vocab\\[\"hello\"\\] is 99; ids run from 0 to 12 without gaps"),
+    (None, False, "neither vocab.txt nor tokenizer.json"),
+    (lambda d: d["added_tokens"].append({"id": 13, **special("[NEW]")}), True,
+     "tokenizer.json: added token '\\[NEW\\]' \\(id 13\\) is not one tessera read"),
+    (lambda d: d["model"]["vocab"].update(hello=6, world=5), True,
+     "tokenizer.json: 'hello' has id 6 there and 5 in vocab.txt"),
+    (lambda d: d.update(padding=PADDING), True,
+     "tokenizer.json: padding direction 'Left' differs from padding_side 'right'"),
+], ids=["bpe", "gap", "none", "added", "vocab", "padding"])
+def test_a_tokenizer_json_that_is_no_bert_vocabulary_or_holds_more_is_refused(tmp_path, edit, vocab_txt, message):
+    """Alone (transformers 5's save), or beside a vocab.txt it must agree with."""
     plain = folder(tmp_path / "plain")
     data = json.loads(transformers.AutoTokenizer.from_pretrained(str(plain)).backend_tokenizer.to_str())
-    (plain / "vocab.txt").unlink()
-    if change == "bpe":
-        data["model"]["type"] = "BPE"
-    elif change == "gap":
-        data["model"]["vocab"]["hello"] = 99
-    if change != "none":
+    if not vocab_txt:
+        (plain / "vocab.txt").unlink()
+    if edit is not None:
+        edit(data)
         (plain / "tokenizer.json").write_text(json.dumps(data))
-    with pytest.raises(ValueError, match=message):
-        tessera.BertTokenizer.from_pretrained(plain)
-
-
-@pytest.mark.parametrize("change, message", [
-    ("added", "tokenizer.json: added token '\\[NEW\\]' \\(id 13\\) is not one tessera read"),
-    ("vocab", "tokenizer.json: 'hello' has id 6 there and 5 in vocab.txt"),
-    ("padding", "tokenizer.json: padding direction 'Left' differs from padding_side 'right'"),
-])
-def test_a_tokenizer_json_holding_more_than_the_other_files_is_refused(tmp_path, change, message):
-    plain = folder(tmp_path / "plain")
-    data = json.loads(transformers.AutoTokenizer.from_pretrained(str(plain)).backend_tokenizer.to_str())
-    if change == "added":
-        data["added_tokens"].append({"id": 13, **special("[NEW]")})
-    elif change == "vocab":
-        data["model"]["vocab"]["hello"], data["model"]["vocab"]["world"] = 6, 5
-    else:
-        data["padding"] = {"direction": "Left", "pad_id": 0, "pad_token": "[PAD]", "pad_type_id": 0,
-                           "strategy": "BatchLongest", "pad_to_multiple_of": None}
-    (plain / "tokenizer.json").write_text(json.dumps(data))
     with pytest.raises(ValueError, match=message):
         tessera.BertTokenizer.from_pretrained(plain)
 
