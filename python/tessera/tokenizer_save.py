@@ -22,6 +22,7 @@ from .tokenizer_files import LEGACY_FILES
 from .tokenizer_folder import read_config
 
 # The settings a tokenizer.model folder's config may carry that do not change ids.
+_SPECIAL = {"special": True, "normalized": False, "lstrip": False, "rstrip": False, "single_word": False}
 _KEPT = ("model_max_length", "padding_side", "clean_up_tokenization_spaces", "chat_template")
 
 
@@ -49,10 +50,9 @@ def sentencepiece_as_json(model: bytes, added: List[Tuple[int, str]]) -> Optiona
     special = [(i, p) for i, (p, _, kind) in enumerate(pieces) if kind in (2, 3, 4)] + added
     unk = next(p for p, _, kind in pieces if kind == 2)
     bos = next((p for p, _, kind in pieces if kind == 3 and p == "<s>"), None)
-    flags = {"single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": True}
     return {
         "version": "1.0", "truncation": None, "padding": None,
-        "added_tokens": [{"id": i, "content": t, **flags} for i, t in special],
+        "added_tokens": [{"id": i, "content": t, **_SPECIAL} for i, t in special],
         "normalizer": {"type": "Sequence", "normalizers": [
             *(EXTRA_SPACES if spec.get(4, 1) else []), *([{"type": "Prepend", "prepend": SPACE}] if spec.get(3, 1) else []),
             {"type": "Replace", "pattern": {"String": " "}, "content": SPACE}]},
@@ -72,40 +72,47 @@ def sentencepiece_as_json(model: bytes, added: List[Tuple[int, str]]) -> Optiona
 
 
 def save_sentencepiece(tok, folder: Union[str, os.PathLike]) -> None:
-    from .io import write_atomic, write_json
+    from .io import read_json, write_atomic, write_json
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     source = Path(tok.model_path)
-    name = "tokenizer.json" if source.suffix == ".json" else "tokenizer.model"
-    if source.resolve() != (folder / name).resolve():
-        write_atomic(folder / name, source.read_bytes())
     old = read_config(source.parent)
     config: Dict[str, Any] = {k: old[k] for k in _KEPT if k in old}
     pieces = tok._impl.vocab_size()
     added = sorted((i, t) for t, i in tok.special_tokens.items() if i >= pieces)
-    if name == "tokenizer.json":  # its own rules, as transformers reads them
+    stale = None  # a file of another model that transformers would read
+    if source.suffix == ".json":  # its own rules, as transformers reads them, and the tokens added since
+        data = read_json(source, "a tokenizer file")
+        listed = {e.get("id") for e in data.get("added_tokens") or [] if isinstance(e, dict)}
+        data["added_tokens"] = [*(data.get("added_tokens") or []),
+                                *({"id": i, "content": t, **_SPECIAL} for i, t in added if i not in listed)]
+        write_json(folder / "tokenizer.json", data, indent=None)
         config.update({k: old[k] for k in ("tokenizer_class", "legacy", "add_prefix_space") if k in old})
-    elif (as_json := sentencepiece_as_json(source.read_bytes(), added)) is not None:
-        # SentencePiece's ids in transformers 5 too: the file read as written
-        write_json(folder / "tokenizer.json", as_json, indent=None)
-        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        stale = folder / "tokenizer.model"
     else:
-        warn(f"{source}: a SentencePiece model tokenizers cannot follow piece for piece; saved with legacy true, "
-             "transformers 5 converts it and may give other ids on runs of spaces")
-        config.update(tokenizer_class="LlamaTokenizer", legacy=True)
-        if (folder / "tokenizer.json").is_file():
-            os.remove(folder / "tokenizer.json")  # transformers 5 would read it first
+        if source.resolve() != (folder / "tokenizer.model").resolve():
+            write_atomic(folder / "tokenizer.model", source.read_bytes())
+        as_json = sentencepiece_as_json(source.read_bytes(), added)
+        if as_json is not None:  # SentencePiece's ids in transformers 5 too: the file read as written
+            write_json(folder / "tokenizer.json", as_json, indent=None)
+            config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        else:
+            warn(f"{source}: a SentencePiece model tokenizers cannot follow piece for piece; saved with legacy "
+                 "true, transformers 5 converts it and may give other ids on runs of spaces")
+            config.update(tokenizer_class="LlamaTokenizer", legacy=True)
+            stale = folder / "tokenizer.json"
+    if stale is not None and stale.is_file() and source.parent.resolve() != folder.resolve():
+        os.remove(stale)  # never one of the source folder's own files
     roles = {"bos_token": tok.bos_id, "eos_token": tok.eos_id, "unk_token": tok.unk_id}
     config.update({k: tok.id_to_piece(i) for k, i in roles.items() if i >= 0})
     if tok.pad_id >= 0:
         config["pad_token"] = tok.id_to_piece(tok.pad_id)
     config.update({
         "add_bos_token": True, "add_eos_token": False,
-        "added_tokens_decoder": {str(i): {"content": t, "special": True, "normalized": False, "lstrip": False,
-                                          "rstrip": False, "single_word": False} for i, t in added},
+        "added_tokens_decoder": {str(i): {"content": t, **_SPECIAL} for i, t in added},
     })
     write_json(folder / "tokenizer_config.json", config)
-    for stale in LEGACY_FILES:  # merged into the config above
-        if (folder / stale).is_file():
-            os.remove(folder / stale)
+    for name in LEGACY_FILES:  # merged into the config above
+        if (folder / name).is_file():
+            os.remove(folder / name)

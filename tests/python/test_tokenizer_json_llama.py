@@ -186,3 +186,12 @@ def test_malformed_files_are_refused_naming_file_and_key(saved, tmp_path, config
     path = variant(saved, tmp_path, config, edit)
     with pytest.raises(ValueError, match=message):
         SentencePieceTokenizer(path / "tokenizer.json")
+
+
+def test_a_tokenizer_json_saved_again_keeps_transformers_ids(saved, tmp_path):
+    """save_pretrained of a tokenizer.json tokenizer with a token added since: the token goes into
+    the file's added tokens too (a config listing other tokens than the file is refused)."""
+    ours = SentencePieceTokenizer(saved / "tokenizer.json", special_tokens=["<image>", "<new>"])
+    ours.save_pretrained(tmp_path / "again")
+    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == ["tokenizer.json", "tokenizer_config.json"]
+    assert_same(tmp_path / "again", TEXTS + ["a <new> b", "<new>"], special=("<image>", "<new>"))
