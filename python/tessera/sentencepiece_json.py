@@ -17,17 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-from .protobuf_wire import field
+from .protobuf_wire import field, read_float, records
 from .tokenizer_files import token_content
 
 SPACE = "\u2581"
 LLAMA_CLASSES = ("LlamaTokenizer", "LlamaTokenizerFast")
 GENERIC_CLASSES = (None, "PreTrainedTokenizerFast", "TokenizersBackend")  # the file read as written
-# SentencePiece's remove_extra_whitespaces as tokenizers' normalizers: runs of spaces (U+0020
-# alone, as SentencePiece) made one, then none at either end of the text (\A and \z: Oniguruma's
-# ^ and $ match at every line).
-EXTRA_SPACES = [{"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "},
-                {"type": "Replace", "pattern": {"Regex": "\\A | \\z"}, "content": ""}]
+# SentencePiece's remove_extra_whitespaces as tokenizers' normalizers, around its Prepend and
+# Replace: leading spaces (U+0020 alone) dropped and runs of them made one; at the end, every
+# trailing "▁" dropped, escaped spaces and "▁" written in the text alike, as SentencePiece trims
+# its output (\A and \z: Oniguruma's ^ and $ match at every line).
+EXTRA_SPACES_HEAD = [{"type": "Replace", "pattern": {"Regex": "\\A +"}, "content": ""},
+                     {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "}]
+EXTRA_SPACES_TAIL = [{"type": "Replace", "pattern": {"Regex": "\u2581+\\z"}, "content": ""}]
 _BYTE = re.compile(r"<0x[0-9A-F]{2}>")
 # SentencePiece's ModelProto fields and piece types (sentencepiece_model.proto).
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, BYTE = 1, 2, 3, 4, 6
@@ -49,7 +51,9 @@ def convert(path: Path, data: Dict[str, Any], config: Dict[str, Any]) -> JsonSen
     if not isinstance(model, dict) or model.get("type", "BPE") != "BPE":
         raise ValueError(f"{path}: model is not BPE (a LLaMA-style tokenizer.json holds a BPE model; got "
                          f"{model.get('type') if isinstance(model, dict) else model!r:.40})")
-    for key, allowed in (("byte_fallback", (True,)), ("dropout", (None, 0, 0.0)), ("ignore_merges", (False, None)),
+    unk_fused = (True, False, None) if model.get("byte_fallback") else (True,)  # SentencePiece fuses unknowns
+    for key, allowed in (("byte_fallback", (True, False)), ("fuse_unk", unk_fused), ("dropout", (None, 0, 0.0)),
+                         ("ignore_merges", (False, None)),
                          ("continuing_subword_prefix", (None, "")), ("end_of_word_suffix", (None, ""))):
         if model.get(key) not in allowed:
             raise ValueError(f"{path}: model.{key} {model.get(key)!r}: a LLaMA-style BPE has {allowed[0]!r}")
@@ -67,33 +71,47 @@ def convert(path: Path, data: Dict[str, Any], config: Dict[str, Any]) -> JsonSen
     prefix, metaspace, first_only, extra = (_llama_whitespace(path.parent / "tokenizer_config.json", config)
                                             if kind in LLAMA_CLASSES
                                             else _whitespace(path, data))
-    roles = {"unk_token": model.get("unk_token") or "<unk>", "bos_token": "<s>", "eos_token": "</s>"}
+    roles = {"unk_token": model.get("unk_token") or "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": ""}
     roles.update({k: token_content(config[k], path.parent / "tokenizer_config.json", k) for k in roles
                   if config.get(k) is not None})
     index = {p: i for i, p in enumerate(pieces)}
-    ids = {role: index.get(roles[role], -1) for role in ("unk_token", "bos_token", "eos_token")}
+    ids = {role: index.get(token, -1) for role, token in roles.items()}  # a pad inside the vocabulary is the model's
+    if ids["pad_token"] in (ids["unk_token"], ids["bos_token"], ids["eos_token"]):
+        ids["pad_token"] = -1  # padding with unk or eos (LLaMA folders often do): no piece of its own
     if ids["unk_token"] < 0:
         raise ValueError(f"{path}: no unknown token {roles['unk_token']!r} in model.vocab; SentencePiece needs one")
     missing = [f"<0x{b:02X}>" for b in range(256) if f"<0x{b:02X}>" not in index]
-    if missing:
+    if missing and model["byte_fallback"]:
         raise ValueError(f"{path}: byte_fallback without the byte piece {missing[0]!r}")
 
     def kind(i: int, piece: str) -> int:
         if i == ids["unk_token"]:
             return UNKNOWN
-        if i in (ids["bos_token"], ids["eos_token"]):
+        if i in (ids["bos_token"], ids["eos_token"], ids["pad_token"]):
             return CONTROL
         if piece in added:
             return USER_DEFINED
         return BYTE if _BYTE.fullmatch(piece) else NORMAL
 
     body = b"".join(_piece(p, scores[p], kind(i, p)) for i, p in enumerate(pieces))
-    trainer = (field(3, 2) + field(4, len(pieces)) + field(35, 1) + field(40, ids["unk_token"])
-               + field(41, ids["bos_token"]) + field(42, ids["eos_token"]) + field(43, -1)
-               + field(45, roles["unk_token"]) + field(46, roles["bos_token"]) + field(47, roles["eos_token"]))
+    trainer = (field(3, 2) + field(4, len(pieces)) + field(35, int(model["byte_fallback"]))
+               + field(40, ids["unk_token"])
+               + field(41, ids["bos_token"]) + field(42, ids["eos_token"]) + field(43, ids["pad_token"])
+               + field(45, roles["unk_token"]) + field(46, roles["bos_token"]) + field(47, roles["eos_token"])
+               + field(48, roles["pad_token"] or "<pad>"))
 
     normalizer = field(1, "identity") + field(3, int(prefix)) + field(4, int(extra)) + field(5, 1)
     return JsonSentencePiece(body + field(2, trainer) + field(3, normalizer), prefix, metaspace, first_only)
+
+
+def model_pieces(model: bytes) -> List[Tuple[str, float, int]]:
+    """(piece, score, type) of each piece of a SentencePiece model (its bytes), by id."""
+    pieces = []
+    for number, _, value in records(model):
+        if number == 1:
+            got = {n: v for n, _, v in records(value)}
+            pieces.append((got.get(1, b"").decode("utf-8"), read_float(got[2]) if 2 in got else 0.0, got.get(3, 1)))
+    return pieces
 
 
 def without_dummy_prefix(model: bytes) -> bytes:
@@ -209,13 +227,14 @@ def _whitespace(path: Path, data: Dict[str, Any]) -> Tuple[bool, bool, bool, boo
     """(a "▁" goes before a text, tokenizers' Metaspace rule, only before the first part, extra
     spaces removed) from the normalizer and pre-tokenizer LLaMA's tokenizer.json files hold:
     transformers 4's Prepend and Replace, transformers 5's Metaspace, or the file
-    SentencePieceTokenizer.save_pretrained writes (EXTRA_SPACES first where its model removes
-    them)."""
+    SentencePieceTokenizer.save_pretrained writes (EXTRA_SPACES_HEAD and _TAIL around them where
+    its model removes extra spaces)."""
     norm, pre = data.get("normalizer"), data.get("pre_tokenizer")
     steps = (norm.get("normalizers") if norm.get("type") == "Sequence" else [norm]) if isinstance(norm, dict) else []
     steps = list(steps or [])
-    extra = steps[:len(EXTRA_SPACES)] == EXTRA_SPACES
-    steps = steps[len(EXTRA_SPACES):] if extra else steps
+    head, tail = len(EXTRA_SPACES_HEAD), len(EXTRA_SPACES_TAIL)
+    extra = steps[:head] == EXTRA_SPACES_HEAD and steps[len(steps) - tail:] == EXTRA_SPACES_TAIL
+    steps = steps[head:len(steps) - tail] if extra else steps
     kinds = [s.get("type") if isinstance(s, dict) else s for s in steps]
     prepend = replace = False
     for step, kind in zip(steps, kinds):

@@ -27,7 +27,7 @@ import torch
 from tessera import _C
 from tessera.bounded_encoding import prefix_rule
 from tessera.protobuf_wire import fields
-from tessera.sentencepiece_json import convert, without_dummy_prefix
+from tessera.sentencepiece_json import USER_DEFINED, convert, model_pieces, without_dummy_prefix
 from tessera.tokenizer_folder import digest, folder_tokens, read_config, tokenizer_json
 
 __all__ = ["ClipTokenizer", "SentencePieceTokenizer", "BertTokenizer", "tokenize", "default_clip_bpe_path",
@@ -246,13 +246,14 @@ class SentencePieceTokenizer:
             self.prefix_rule = prefix_rule(path)  # where bounded_encoding.encode_at_most may cut a long text
         self._bare_impl = None
         self.special_tokens: Dict[str, int] = {}
-        # The model's own bos, eos and unk written in text are those tokens, as transformers reads
+        # The model's own bos, eos, unk and pad written in text are those tokens, as transformers reads
         # "</s>" (LLaVA's v1 separator is text).
-        self._control = {self._impl.id_to_piece(i): i for i in (self.unk_id, self.bos_id, self.eos_id) if i >= 0}
+        self._control = {self._impl.id_to_piece(i): i for i in (self.unk_id, self.bos_id, self.eos_id,
+                                                                 self._impl.pad_id()) if i >= 0}
         added, self._pad_token = folder_tokens(path, config, beside, self._impl.vocab_size(), self._impl.id_to_piece,
                                                {"bos_token": self.bos_id, "eos_token": self.eos_id,
                                                 "unk_token": self.unk_id})
-        self.add_special_tokens(added)  # the folder's tokenizer_config.json, at its ids
+        self.add_special_tokens([t for t in added if t not in self._control])  # the folder's, at their ids
         self.add_special_tokens(special_tokens)
         if self._pad_token is not None and self.id_to_piece(self.piece_to_id(self._pad_token)) != self._pad_token:
             raise ValueError(f"{path.parent / 'tokenizer_config.json'}: pad_token {self._pad_token!r} is neither a "
@@ -357,6 +358,12 @@ class SentencePieceTokenizer:
 
     def __len__(self) -> int:
         return self.vocab_size
+
+    @property
+    def user_defined(self) -> List[str]:
+        """The model's user-defined pieces (spm's user_defined_symbols: a tokenizer trained by
+        train_sentencepiece holds "<image>"), which SentencePiece matches inside a text."""
+        return [p for p, _, kind in model_pieces(self._model) if kind == USER_DEFINED]
 
     def save_pretrained(self, folder: Union[str, os.PathLike]) -> None:
         """A Hugging Face tokenizer folder transformers 5 reads with these ids (tokenizer_save.py):

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from ._warn import warn
-from .protobuf_wire import fields, read_float, records
-from .sentencepiece_json import EXTRA_SPACES, SPACE
+from .protobuf_wire import fields, records
+from .sentencepiece_json import CONTROL, EXTRA_SPACES_HEAD, EXTRA_SPACES_TAIL, NORMAL, SPACE, UNKNOWN, USER_DEFINED, model_pieces
 from .tokenizer_files import LEGACY_FILES
 from .tokenizer_folder import read_config
 
@@ -26,49 +26,63 @@ _SPECIAL = {"special": True, "normalized": False, "lstrip": False, "rstrip": Fal
 _KEPT = ("model_max_length", "padding_side", "clean_up_tokenization_spaces", "chat_template")
 
 
-def sentencepiece_as_json(model: bytes, added: List[Tuple[int, str]]) -> Optional[Dict[str, Any]]:
-    """tokenizer.json of a SentencePiece BPE model (its bytes) with `added` [(id, token)]: the
-    merges that make each ordinary piece, ranked by the piece's score (ties by id), and its
-    normalizer (extra spaces removed, "▁" before the text) as tokenizers' normalizers; None for
-    a model tokenizers cannot follow that way."""
-    pieces: List[Tuple[str, float, int]] = []
-    for number, _, value in records(model):
-        if number == 1:
-            got = {n: v for n, _, v in records(value)}
-            pieces.append((got.get(1, b"").decode("utf-8"), read_float(got[2]) if 2 in got else 0.0, got.get(3, 1)))
+def sentencepiece_as_json(model: bytes, added: List[Tuple[int, str]], cut: set) -> Optional[Dict[str, Any]]:
+    """tokenizer.json of a SentencePiece BPE model (its bytes) with `added` [(id, token)] and the
+    model's user-defined pieces in `cut` (tokens the tokenizer cuts out of a text): the merges
+    that make each ordinary piece, ranked by the piece's score (ties by id), and its normalizer
+    (extra spaces removed, "▁" before the text) as tokenizers' normalizers. None for a model
+    tokenizers cannot follow that way: a character map, unescaped or suffix spaces, another model
+    than BPE, or a user-defined piece SentencePiece matches inside the text (an added token would
+    be cut out first)."""
+    pieces = model_pieces(model)
     spec = {n: v for n, _, v in records(fields(model, (3,)).get(3, b""))}
-    trainer = fields(fields(model, (2,)).get(2, b""), (3, 24))
-    if spec.get(2) or not spec.get(5, 1) or trainer.get(3, 1) != 2 or trainer.get(24, 0):
-        return None  # a character map, unescaped spaces, suffix spaces or another model than BPE: no such file
+    trainer = fields(fields(model, (2,)).get(2, b""), (3, 24, 35, 41, 42, 43))
+    inside = [p for p, _, kind in pieces if kind == USER_DEFINED and p not in cut]
+    if spec.get(2) or not spec.get(5, 1) or trainer.get(3, 1) != 2 or trainer.get(24, 0) or inside:
+        return None
     vocab = {p: i for i, (p, _, _) in enumerate(pieces)}
-    normal = {p for p, _, kind in pieces if kind == 1}
+    normal = {p for p, _, kind in pieces if kind == NORMAL}
     merges = []
-    for i in sorted((i for i, (p, _, kind) in enumerate(pieces) if kind == 1 and len(p) > 1),
+    for i in sorted((i for i, (p, _, kind) in enumerate(pieces) if kind == NORMAL and len(p) > 1),
                     key=lambda i: (-pieces[i][1], i)):
         p = pieces[i][0]
         merges += [[p[:cut], p[cut:]] for cut in range(1, len(p)) if p[:cut] in normal and p[cut:] in normal]
-    special = [(i, p) for i, (p, _, kind) in enumerate(pieces) if kind in (2, 3, 4)] + added
-    unk = next(p for p, _, kind in pieces if kind == 2)
-    bos = next((p for p, _, kind in pieces if kind == 3 and p == "<s>"), None)
+    roles = {_signed(trainer.get(n, d)) for n, d in ((41, 1), (42, 2), (43, -1))}  # bos, eos, pad: others stay text
+    special = [(i, p) for i, (p, _, kind) in enumerate(pieces)
+               if kind in (UNKNOWN, USER_DEFINED) or (kind == CONTROL and i in roles)] + added
+    unk = next(p for p, _, kind in pieces if kind == UNKNOWN)
+    bos_id = _signed(trainer.get(41, 1))
+    bos = pieces[bos_id][0] if 0 <= bos_id < len(pieces) else None
+    dummy, extra = bool(spec.get(3, 1)), bool(spec.get(4, 1))
+
+    def template(*parts):
+        return [{"SpecialToken": {"id": bos, "type_id": t}} if p == "bos" else {"Sequence": {"id": p, "type_id": t}}
+                for p, t in parts]
+
     return {
         "version": "1.0", "truncation": None, "padding": None,
         "added_tokens": [{"id": i, "content": t, **_SPECIAL} for i, t in special],
         "normalizer": {"type": "Sequence", "normalizers": [
-            *(EXTRA_SPACES if spec.get(4, 1) else []), *([{"type": "Prepend", "prepend": SPACE}] if spec.get(3, 1) else []),
-            {"type": "Replace", "pattern": {"String": " "}, "content": SPACE}]},
+            *(EXTRA_SPACES_HEAD if extra else []), *([{"type": "Prepend", "prepend": SPACE}] if dummy else []),
+            {"type": "Replace", "pattern": {"String": " "}, "content": SPACE}, *(EXTRA_SPACES_TAIL if extra else [])]},
         "pre_tokenizer": None,
-        "post_processor": {"type": "TemplateProcessing",
-                           "single": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
-                           "pair": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
-                                    {"SpecialToken": {"id": bos, "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
-                           "special_tokens": {bos: {"id": bos, "ids": [vocab[bos]], "tokens": [bos]}}},
+        "post_processor": None if bos is None else {
+            "type": "TemplateProcessing", "single": template(("bos", 0), ("A", 0)),
+            "pair": template(("bos", 0), ("A", 0), ("bos", 1), ("B", 1)),
+            "special_tokens": {bos: {"id": bos, "ids": [bos_id], "tokens": [bos]}}},
         "decoder": {"type": "Sequence", "decoders": [
             {"type": "Replace", "pattern": {"String": SPACE}, "content": " "}, {"type": "ByteFallback"},
-            {"type": "Fuse"}, {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+            {"type": "Fuse"}, *([{"type": "Replace", "pattern": {"Regex": "\\A +"}, "content": ""}] if extra else
+                                [{"type": "Strip", "content": " ", "start": 1, "stop": 0}] if dummy else [])]},
         "model": {"type": "BPE", "dropout": None, "unk_token": unk, "continuing_subword_prefix": None,
-                  "end_of_word_suffix": None, "fuse_unk": True, "byte_fallback": True, "ignore_merges": False,
-                  "vocab": vocab, "merges": merges},
+                  "end_of_word_suffix": None, "fuse_unk": True, "byte_fallback": bool(trainer.get(35, 0)),
+                  "ignore_merges": False, "vocab": vocab, "merges": merges},
     }
+
+
+def _signed(value: int) -> int:
+    """An int32 field read as an unsigned varint (-1 arrives as 2**64 - 1)."""
+    return value - (1 << 64) if value >= 1 << 63 else value
 
 
 def save_sentencepiece(tok, folder: Union[str, os.PathLike]) -> None:
@@ -93,13 +107,14 @@ def save_sentencepiece(tok, folder: Union[str, os.PathLike]) -> None:
     else:
         if source.resolve() != (folder / "tokenizer.model").resolve():
             write_atomic(folder / "tokenizer.model", source.read_bytes())
-        as_json = sentencepiece_as_json(source.read_bytes(), added)
+        as_json = sentencepiece_as_json(source.read_bytes(), added, set(tok.special_tokens))
         if as_json is not None:  # SentencePiece's ids in transformers 5 too: the file read as written
             write_json(folder / "tokenizer.json", as_json, indent=None)
             config["tokenizer_class"] = "PreTrainedTokenizerFast"
         else:
-            warn(f"{source}: a SentencePiece model tokenizers cannot follow piece for piece; saved with legacy "
-                 "true, transformers 5 converts it and may give other ids on runs of spaces")
+            warn(f"{source}: a SentencePiece model tokenizers cannot follow piece for piece (a character map, "
+                 "suffix spaces, a unigram model, or user-defined pieces the tokenizer does not cut out: pass them "
+                 "in special_tokens); saved with legacy true for transformers 5 to convert, whose ids may differ")
             config.update(tokenizer_class="LlamaTokenizer", legacy=True)
             stale = folder / "tokenizer.json"
     if stale is not None and stale.is_file() and source.parent.resolve() != folder.resolve():

@@ -106,7 +106,7 @@ def _drop_merge(data):
 @pytest.mark.parametrize("config, edit, message", [
     (None, _swap_first_merges, "are not consecutive"),
     (None, _drop_merge, "no merge of '\u2581' and 't' into '\u2581t'"),
-    (None, lambda d: d["model"].update(byte_fallback=False), "model.byte_fallback False"),
+    (None, lambda d: d["model"].update(byte_fallback=False, fuse_unk=False), "model.fuse_unk False"),
     (None, lambda d: d["model"].update(type="Unigram"), "model is not BPE"),
     ({"tokenizer_class": "GemmaTokenizer"}, None, "tokenizer_class 'GemmaTokenizer'"),
     (None, lambda d: d["post_processor"]["single"].pop(0), "post_processor adds no bos"),
@@ -115,7 +115,7 @@ def _drop_merge(data):
     ({"added_tokens_decoder": {"32000": {"content": "<img>", "special": True}}}, None,
      "added_tokens_decoder \\{32000: '<img>'\\} differs from .*tokenizer.json's added tokens "
      "\\{32000: '<image>', 32001: '<pad>'\\}"),
-], ids=["merge-order", "missing-merge", "no-byte-fallback", "unigram", "class", "no-bos", "eos", "added-conflict"])
+], ids=["merge-order", "missing-merge", "unk-unfused", "unigram", "class", "no-bos", "eos", "added-conflict"])
 def test_what_sentencepiece_cannot_reproduce_is_refused_by_name(saved, tmp_path, config, edit, message):
     path = variant(saved, tmp_path, config, edit)
     with pytest.raises(ValueError, match=message):

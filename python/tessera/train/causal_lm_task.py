@@ -73,6 +73,9 @@ class CausalLmTask(Task):
         super().__init__(recipe, rank, world_size)
         d = recipe.data
         self.tokenizer = SentencePieceTokenizer(d.tokenizer)  # text only: no added tokens
+        # The model's own user-defined pieces cut out as LLaVA's task cuts <image>: the next stage reads
+        # the same ids, and the saved tokenizer (transformers cuts added tokens) gives them too.
+        self.tokenizer.add_special_tokens(self.tokenizer.user_defined)
         vocab = self.model_config(recipe).get("vocab_size")
         if vocab < self.tokenizer.vocab_size:
             raise ValueError(f"model vocab_size {vocab} is smaller than the tokenizer's {self.tokenizer.vocab_size} "
