@@ -133,6 +133,9 @@ TEST(Transforms, CenterCropRoundsHalfToEvenAndPads) {
   at::Tensor c = center_crop(img, 2, 2);
   EXPECT_EQ(c[0][0][0].item<float>(), 2 * 7 + 2);
   EXPECT_EQ(center_crop(img, 4, 4)[0][0][0].item<float>(), 0 * 7 + 2);  // round(0.5) = 0, round(1.5) = 2
+  // transformers' processors round down: floor(1.5) = 1, floor(0.5) = 0 (LLaVA's "square" crop).
+  EXPECT_EQ(center_crop(img, 2, 2, /*floor_offsets=*/true)[0][0][0].item<float>(), 1 * 7 + 2);
+  EXPECT_EQ(center_crop(img, 4, 4, /*floor_offsets=*/true)[0][0][0].item<float>(), 0 * 7 + 1);
   // Larger than the image: zero padding (width 2 + 1 left + 2 right, height 1 top + 1 bottom).
   at::Tensor small = at::ones({2, 2, 3}, at::kByte);
   at::Tensor p = center_crop(small, 4, 5);

@@ -44,8 +44,9 @@ ImageTransform::ImageTransform(TransformOptions options)
   TORCH_CHECK_VALUE(options_.resize_size() >= 0, "TransformOptions: resize_size must be >= 0, got ",
                     options_.resize_size());
   const std::string& mode = options_.resize_mode();
-  TORCH_CHECK_VALUE(mode == "shortest" || mode == "squash" || mode == "pad",
-                    "TransformOptions: resize_mode must be 'shortest', 'squash' or 'pad', got '", mode, "'");
+  TORCH_CHECK_VALUE(mode == "shortest" || mode == "shortest_floor" || mode == "squash" || mode == "pad",
+                    "TransformOptions: resize_mode must be 'shortest', 'shortest_floor', 'squash' or 'pad', got '",
+                    mode, "'");
   TORCH_CHECK_VALUE(options_.hflip_prob() >= 0 && options_.hflip_prob() <= 1,
                     "TransformOptions: hflip_prob must be in [0, 1], got ", options_.hflip_prob());
   const auto& s = options_.scale();
@@ -80,7 +81,8 @@ at::Tensor ImageTransform::geometry(const at::Tensor& img, at::Generator gen, bo
       return resize(pad_to_square(rgb, options_.mean()), S, S, options_.interpolation());
     }
     const int64_t r = options_.resize_size() > 0 ? options_.resize_size() : S;
-    return center_crop(resize_shortest(img, r, options_.interpolation()), S, S);
+    return center_crop(resize_shortest(img, r, options_.interpolation()), S, S,
+                       options_.resize_mode() == "shortest_floor");
   }
   // Draw order as torchvision's Compose([RandomResizedCrop, RandomHorizontalFlip, ...]).
   const CropBox b = random_resized_crop_box(H, W, options_.scale(), options_.ratio(), gen);

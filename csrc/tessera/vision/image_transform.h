@@ -38,7 +38,9 @@ struct TransformOptions {
   /// false they keep one channel, normalised with mean[0] / std[0].
   TORCH_ARG(bool, expand_grayscale) = true;
   TORCH_ARG(Interpolation, interpolation) = Interpolation::bicubic;
-  /// Evaluation: "shortest" resizes the shorter side then center-crops (CLIP, open_clip);
+  /// Evaluation: "shortest" resizes the shorter side then center-crops (CLIP, open_clip; offsets
+  /// rounded as torchvision's); "shortest_floor" the same with offsets rounded down, as
+  /// transformers' CLIPImageProcessor (LLaVA's) crops an image whose margin is odd;
   /// "squash" resizes the whole image to the square (BLIP-2's processor, LAVIS, timm's crop_mode);
   /// "pad" centers it on a square of the mean colour first (LLaVA-1.5's image_aspect_ratio pad).
   TORCH_ARG(std::string, resize_mode) = "shortest";

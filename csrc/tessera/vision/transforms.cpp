@@ -113,7 +113,7 @@ at::Tensor crop(const at::Tensor& img, int64_t top, int64_t left, int64_t height
   return img.narrow(d, top, height).narrow(d + 1, left, width);
 }
 
-at::Tensor center_crop(const at::Tensor& img, int64_t height, int64_t width) {
+at::Tensor center_crop(const at::Tensor& img, int64_t height, int64_t width, bool floor_offsets) {
   check_image(img, "center_crop");
   TORCH_CHECK_VALUE(height > 0 && width > 0, "center_crop: expected a positive size, got ",
                     height, " x ", width);
@@ -127,6 +127,7 @@ at::Tensor center_crop(const at::Tensor& img, int64_t height, int64_t width) {
     H = height_of(x);
     W = width_of(x);
   }
+  if (floor_offsets) return crop(x, (H - height) / 2, (W - width) / 2, height, width);
   return crop(x, py_round((H - height) / 2.0), py_round((W - width) / 2.0), height, width);
 }
 

@@ -38,11 +38,12 @@ at::Tensor resize_shortest(const at::Tensor& img, int64_t size,
 /// inside the image (c10::ValueError otherwise).
 at::Tensor crop(const at::Tensor& img, int64_t top, int64_t left, int64_t height, int64_t width);
 
-/// torchvision `center_crop`: offsets round((H - h) / 2) half-to-even as Python's round; an
-/// image smaller than the crop is first zero-padded around (floor left/top, ceil right/bottom).
+/// torchvision `center_crop`: offsets round((H - h) / 2) half-to-even as Python's round (with
+/// `floor_offsets`, (H - h) / 2 rounded down, as transformers' image processors crop); an image
+/// smaller than the crop is first zero-padded around (floor left/top, ceil right/bottom).
 ///
 ///     at::Tensor sq = center_crop(small, 224, 224);
-at::Tensor center_crop(const at::Tensor& img, int64_t height, int64_t width);
+at::Tensor center_crop(const at::Tensor& img, int64_t height, int64_t width, bool floor_offsets = false);
 
 /// Mirror left-right (a copy).
 at::Tensor horizontal_flip(const at::Tensor& img);

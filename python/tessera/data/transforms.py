@@ -56,7 +56,10 @@ def clip_transform(
     center crop (0: ``image_size``, CLIP's choice). ``scale``/``ratio``/``hflip_prob``
     configure training; open_clip trains with ``scale=(0.9, 1.0)`` and ``hflip_prob=0``.
     ``resize_mode="squash"`` (evaluation) resizes the whole image to the square, as BLIP-2's
-    processor does, instead of the shorter side and a center crop.
+    processor does, instead of the shorter side and a center crop; ``"shortest_floor"`` crops
+    as transformers' CLIPImageProcessor does (an odd margin's offset rounded down, where
+    torchvision rounds it half to even); ``"pad"`` centers the image on a square of the mean
+    colour first (LLaVA-1.5).
     """
     if interpolation not in ("bicubic", "bilinear"):
         raise ValueError(f"interpolation must be 'bicubic' or 'bilinear', got {interpolation!r}")

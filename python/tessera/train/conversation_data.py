@@ -21,7 +21,9 @@ from ..schema import from_mapping
 from .image_data import check_statistics
 
 
-ASPECT_MODES = {"square": "shortest", "pad": "pad", "squash": "squash"}
+# "square" crops as LLaVA's CLIPImageProcessor does: an odd margin's offset rounded down (torchvision
+# and open_clip round it half to even, one pixel away).
+ASPECT_MODES = {"square": "shortest_floor", "pad": "pad", "squash": "squash"}
 
 
 def aspect_transform(image_size: int, image_aspect_ratio: str = "square", image_mean: Sequence[float] = (),
