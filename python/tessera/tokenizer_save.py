@@ -17,12 +17,13 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 from ._warn import warn
 from .protobuf_wire import fields, records
-from .sentencepiece_json import CONTROL, EXTRA_SPACES_HEAD, EXTRA_SPACES_TAIL, NORMAL, SPACE, UNKNOWN, USER_DEFINED, model_pieces
+from .sentencepiece_json import (CONTROL, EXTRA_SPACES_HEAD, EXTRA_SPACES_TAIL, NORMAL, SPACE, UNKNOWN, USER_DEFINED,
+                                 model_pieces)
 from .tokenizer_files import LEGACY_FILES
 from .tokenizer_folder import read_config
 
-# The settings a tokenizer.model folder's config may carry that do not change ids.
 _SPECIAL = {"special": True, "normalized": False, "lstrip": False, "rstrip": False, "single_word": False}
+# The settings a tokenizer.model folder's config may carry that do not change ids.
 _KEPT = ("model_max_length", "padding_side", "clean_up_tokenization_spaces", "chat_template")
 
 

@@ -78,7 +78,7 @@ def test_blip2_evaluation_resizes_to_the_square_as_its_processor():
     assert (got - want).abs().max() < 0.05  # bicubic: PIL's and ATen's antialiased kernels, 2-3 levels apart
     cropped = ImageTransform(clip_transform(S))(image)
     assert (cropped - want).abs().max() > 0.3  # the center crop it was
-    with pytest.raises(ValueError, match="resize_mode must be 'shortest', 'squash' or 'pad'"):
+    with pytest.raises(ValueError, match="resize_mode must be 'shortest', 'shortest_floor', 'squash' or 'pad'"):
         ImageTransform(clip_transform(S, resize_mode="longest"))
 
 

@@ -127,7 +127,7 @@ def test_sugar_sees_images_as_its_llava_run_was_trained(runs, tmp_path):
     task = build_task(recipe_from_dict(r))
     assert task.transform.options.resize_mode == "pad" and task.recipe.data.image_aspect_ratio == "pad"
     r["data"]["image_aspect_ratio"] = "square"
-    assert build_task(recipe_from_dict(r)).transform.options.resize_mode == "shortest"
+    assert build_task(recipe_from_dict(r)).transform.options.resize_mode == "shortest_floor"
 
 
 def test_the_target_cache_is_reused_and_rebuilt_when_an_encoder_changes(runs, tmp_path):
