@@ -26,7 +26,6 @@ import torch
 
 from tessera import _C
 from tessera.bounded_encoding import prefix_rule
-from tessera.protobuf_wire import fields
 from tessera.sentencepiece_json import USER_DEFINED, convert, model_pieces, without_dummy_prefix
 from tessera.tokenizer_folder import digest, folder_tokens, read_config, tokenizer_json
 
@@ -236,13 +235,12 @@ class SentencePieceTokenizer:
         self._json = None
         if path.suffix == ".json":  # a LLaMA tokenizer.json as transformers 5 saves it, converted in memory
             self._json = convert(*beside, config)
-            self._model, self._prefix = self._json.model, self._json.prefix
+            self._model = self._json.model
             self._impl = _load_model(self._model)
             self.prefix_rule: Optional[str] = "anywhere"  # a BPE model
         else:
             self._impl = _C.text.SentencePieceTokenizer(str(path))
             self._model = path.read_bytes()
-            self._prefix = bool(fields(fields(self._model, (3,)).get(3, b""), (3,)).get(3, 1))  # add_dummy_prefix
             self.prefix_rule = prefix_rule(path)  # where bounded_encoding.encode_at_most may cut a long text
         self._bare_impl = None
         self.special_tokens: Dict[str, int] = {}
@@ -323,7 +321,7 @@ class SentencePieceTokenizer:
             else:
                 run.append(i)
         text = "".join(out)
-        return text[1:] if self._json is not None and self._prefix and text.startswith(" ") else text
+        return text[1:] if self._json is not None and self._json.prefix and text.startswith(" ") else text
 
     def id_to_piece(self, id: int) -> str:
         for token, tid in self.special_tokens.items():
@@ -367,8 +365,8 @@ class SentencePieceTokenizer:
 
     def save_pretrained(self, folder: Union[str, os.PathLike]) -> None:
         """A Hugging Face tokenizer folder transformers 5 reads with these ids (tokenizer_save.py):
-        the model file, and a tokenizer_config.json with the added tokens, pad token and
-        SentencePiece's legacy mode."""
+        the model file, a tokenizer.json that encodes as SentencePiece does, and a
+        tokenizer_config.json with the added tokens and pad token."""
         from tessera.tokenizer_save import save_sentencepiece
 
         save_sentencepiece(self, folder)
