@@ -62,6 +62,11 @@ def fields(data: bytes, keep: Tuple[int, ...]) -> Dict[int, object]:
     return out
 
 
+def int32(value: int) -> int:
+    """An int32 field's value from its varint (protobuf writes -1 as 2**64 - 1)."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
 def read_float(value: bytes) -> float:
     return _FLOAT.unpack(value)[0]
 

@@ -55,7 +55,8 @@ def tokenizer_json(model_path: Path) -> Optional[Tuple[Path, Dict[str, Any]]]:
 
 def folder_tokens(model_path: Path, config: Dict[str, Any], beside: Optional[Tuple[Path, Dict[str, Any]]],
                   pieces: int, piece_of, roles: Dict[str, int]) -> Tuple[List[str], Optional[str]]:
-    """(added tokens in id order, the pad token) from the folder's `config` (read_config) and
+    """(tokens to cut out of a text: a tokenizer.json's added tokens inside the vocabulary, then
+    the added tokens past it in id order; the pad token) from the folder's `config` (read_config) and
     tokenizer.json (`beside`: tokenizer_json's), for a model of `pieces` pieces (`piece_of(id)`)
     and `roles` ({"bos_token": its id, ...}; -1: none); ([], None) without either."""
     from .sentencepiece_json import added_tokens, adds_bos
@@ -79,8 +80,7 @@ def folder_tokens(model_path: Path, config: Dict[str, Any], beside: Optional[Tup
         token = _content(config.get(key), path, key)
         if token is not None and 0 <= piece_id < pieces and token != piece_of(piece_id):
             raise ValueError(f"{path}: {key} {token!r} differs from the model's {piece_of(piece_id)!r} "
-                             f"(id {piece_id}): "
-                             "tessera takes bos, eos and unk from the SentencePiece model")
+                             f"(id {piece_id}): tessera takes bos, eos and unk from the SentencePiece model")
     if config.get("legacy") is False and model_path.suffix != ".json":
         warn(f"{path}: legacy false: tessera encodes as transformers' legacy mode (the text after a special "
              "token starts with SentencePiece's space), as LLaVA's tokenizer_image_token encodes each piece apart")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from ._warn import warn
-from .protobuf_wire import fields, records
+from .protobuf_wire import fields, int32, records
 from .sentencepiece_json import (CONTROL, EXTRA_SPACES_HEAD, EXTRA_SPACES_TAIL, NORMAL, SPACE, UNKNOWN, USER_DEFINED,
                                  model_pieces)
 from .tokenizer_files import LEGACY_FILES
@@ -48,11 +48,11 @@ def sentencepiece_as_json(model: bytes, added: List[Tuple[int, str]], cut: set) 
                     key=lambda i: (-pieces[i][1], i)):
         p = pieces[i][0]
         merges += [[p[:cut], p[cut:]] for cut in range(1, len(p)) if p[:cut] in normal and p[cut:] in normal]
-    roles = {_signed(trainer.get(n, d)) for n, d in ((41, 1), (42, 2), (43, -1))}  # bos, eos, pad: others stay text
+    roles = {int32(trainer.get(n, d)) for n, d in ((41, 1), (42, 2), (43, -1))}  # bos, eos, pad: others stay text
     special = [(i, p) for i, (p, _, kind) in enumerate(pieces)
                if kind in (UNKNOWN, USER_DEFINED) or (kind == CONTROL and i in roles)] + added
     unk = next(p for p, _, kind in pieces if kind == UNKNOWN)
-    bos_id = _signed(trainer.get(41, 1))
+    bos_id = int32(trainer.get(41, 1))
     bos = pieces[bos_id][0] if 0 <= bos_id < len(pieces) else None
     dummy, extra = bool(spec.get(3, 1)), bool(spec.get(4, 1))
 
@@ -79,11 +79,6 @@ def sentencepiece_as_json(model: bytes, added: List[Tuple[int, str]], cut: set) 
                   "end_of_word_suffix": None, "fuse_unk": True, "byte_fallback": bool(trainer.get(35, 0)),
                   "ignore_merges": False, "vocab": vocab, "merges": merges},
     }
-
-
-def _signed(value: int) -> int:
-    """An int32 field read as an unsigned varint (-1 arrives as 2**64 - 1)."""
-    return value - (1 << 64) if value >= 1 << 63 else value
 
 
 def save_sentencepiece(tok, folder: Union[str, os.PathLike]) -> None:
