@@ -181,6 +181,13 @@ class ClipTokenizer:
     def vocab_size(self) -> int:
         return self._impl.vocab_size()
 
+    def save_pretrained(self, folder: Union[str, os.PathLike]) -> None:
+        """Write the tokenizer as transformers' CLIPTokenizer reads it with the same ids
+        (vocab.json, merges.txt, tokenizer_config.json; padded with id 0, as here)."""
+        from tessera.clip_tokenizer_save import save_clip_tokenizer
+
+        save_clip_tokenizer(self, folder)
+
     def __reduce__(self):
         # Pickle by path (DataLoader workers, multiprocessing): the C++ state reloads fast.
         return (type(self), (str(self.vocab_path), self.context_length))

@@ -83,3 +83,26 @@ def read_image_processor(folder: str) -> Optional[Dict[str, Any]]:
     size = cfg.get("size")
     squash = isinstance(size, dict) and "height" in size and not cfg.get("do_center_crop", False)
     return {"mean": mean, "std": std, "interpolation": RESAMPLE[resample], "crop_mode": "squash" if squash else "center"}
+
+
+def image_processor_settings(size: int, mean, std, resize_mode: str = "shortest",
+                             interpolation: str = "bicubic") -> Dict[str, Any]:
+    """preprocessor_config.json settings under which transformers' image processor prepares pixels
+    as tessera's evaluation pipeline (`clip_transform(size, mean=, std=, resize_mode=,
+    interpolation=)`) does; `read_image_processor` reads them back. "shortest" and
+    "shortest_floor" are CLIPImageProcessor's resize of the short side and center crop
+    (transformers rounds an odd margin's offset down, as "shortest_floor" does; "shortest" rounds
+    it half to even, one pixel over where they differ), "squash" its resize to the square, "pad"
+    LlavaImageProcessor's padding to a square of the mean colour first (LLaVA-1.5)."""
+    if resize_mode not in ("shortest", "shortest_floor", "squash", "pad"):
+        raise ValueError(f"resize_mode must be shortest, shortest_floor, squash or pad, got {resize_mode!r}")
+    squash = resize_mode == "squash"
+    return {
+        "image_processor_type": "LlavaImageProcessor" if resize_mode == "pad" else "CLIPImageProcessor",
+        "do_resize": True, "resample": {v: k for k, v in RESAMPLE.items()}[interpolation], "do_convert_rgb": True,
+        "size": {"height": size, "width": size} if squash else {"shortest_edge": size},
+        "do_center_crop": not squash, "crop_size": {"height": size, "width": size},
+        "do_rescale": True, "rescale_factor": 1 / 255,
+        "do_normalize": True, "image_mean": [float(v) for v in mean], "image_std": [float(v) for v in std],
+        **({"do_pad": True} if resize_mode == "pad" else {}),
+    }

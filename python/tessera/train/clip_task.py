@@ -16,7 +16,7 @@ from ..models.clip import CLIPModel
 from ..text import ClipTokenizer
 from ..models.timm_compat import CLIP_DATA
 from .image_data import (ImageData, Shards, batch_captions, caption_or_label, image_dataset, image_loader,
-                         inherit_from_pretrained, labelled, pipeline_settings)
+                         inherit_from_pretrained, labelled, pipeline_settings, save_image_processor)
 from .optim import open_clip_no_decay
 from .tasks import Task, register_task
 
@@ -89,7 +89,7 @@ class ClipTask(Task):
     def __init__(self, recipe, rank: int = 0, world_size: int = 1):
         super().__init__(recipe, rank, world_size)
         inherit_from_pretrained(recipe, self.image_pipeline)
-        self.tokenizer = ClipTokenizer()
+        self.tokenizer = ClipTokenizer(context_length=recipe.data.context_length)
         self.train_set = self._dataset(train=True)
         self.class_names: List[str] = list(recipe.data.class_names or getattr(self.train_set, "classes", []) or [])
         from ..losses import ClipLoss, SigLipLoss
@@ -100,6 +100,12 @@ class ClipTask(Task):
                                     rank=rank, world_size=world_size)
         else:
             self.loss_fn = SigLipLoss(rank=rank, world_size=world_size)
+
+    def save_beside(self, folder: str) -> None:
+        """The tokenizer and image processor: CLIPProcessor, and transformers' zero-shot pipeline,
+        read the checkpoint as tessera prepares its captions and images."""
+        self.tokenizer.save_pretrained(folder)
+        save_image_processor(folder, self.recipe.data, self.image_pipeline)
 
     # ---- data -----------------------------------------------------------------------------
     def _dataset(self, train: bool):

@@ -102,6 +102,17 @@ def pipeline_settings(d: ImageData, pipeline: Dict[str, Any]) -> Dict[str, Any]:
     return settings
 
 
+def save_image_processor(folder: str, d: ImageData, pipeline: Dict[str, Any]) -> None:
+    """A checkpoint's preprocessor_config.json: the evaluation pipeline of `d` under the family's
+    `pipeline`, as transformers' image processors read it (AutoImageProcessor)."""
+    import os
+
+    from ..io import write_json
+    from ..models.image_processor import FILE, image_processor_settings
+
+    write_json(os.path.join(folder, FILE), image_processor_settings(d.image_size, **pipeline_settings(d, pipeline)))
+
+
 def checkpoint_data_config(folder: str, fallback: Dict[str, Any]) -> Dict[str, Any]:
     """The data config (timm's names) a checkpoint's images were normalised with, each source over
     the one before: `fallback` (the model's family), its training task's `image_pipeline` (a

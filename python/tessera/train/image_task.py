@@ -12,7 +12,8 @@ from ..data.masking import BlockMaskGenerator
 from ..models.timm_compat import CLIP_DATA
 from ..seeds import sample_seed
 from .optim import beit_pretraining_no_decay
-from .image_data import ImageData, image_dataset, image_loader, inherit_from_pretrained, sample_ids
+from .image_data import (ImageData, image_dataset, image_loader, inherit_from_pretrained, sample_ids,
+                         save_image_processor)
 from .tasks import Task
 
 
@@ -61,6 +62,10 @@ class ImageTask(Task):
     def train_loader(self, rank: int, world_size: int):
         return image_loader(self.recipe.data, self.train_set, True, self.recipe.train.seed, rank, world_size,
                             self.train_augmentation, pipeline=self.image_pipeline)
+
+    def save_beside(self, folder: str) -> None:
+        """The image processor (AutoImageProcessor reads the checkpoint's pixels as tessera's)."""
+        save_image_processor(folder, self.recipe.data, self.image_pipeline)
 
     def batch_size(self, batch: Dict[str, Any]) -> int:
         return len(batch["pixel_values"])

@@ -11,24 +11,15 @@ from typing import Any, Dict
 
 from ..data.transforms import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from ..io import write_json
+from ..models.image_processor import image_processor_settings
+from .conversation_data import ASPECT_MODES
 
 
 def image_processor(data) -> Dict[str, Any]:
-    """transformers' image processor settings for `data` (a ConversationData): CLIP's resize of
-    the short side and center crop ("square"), LlavaImageProcessor's padding to a square of the
-    mean colour first ("pad", LLaVA-1.5's expand2square), or a resize to the square ("squash")."""
-    size = int(data.image_size)
-    mean = list(data.image_mean) or list(OPENAI_CLIP_MEAN)
-    std = list(data.image_std) or list(OPENAI_CLIP_STD)
-    squash = data.image_aspect_ratio == "squash"
-    return {
-        "image_processor_type": "LlavaImageProcessor" if data.image_aspect_ratio == "pad" else "CLIPImageProcessor",
-        "do_resize": True, "resample": 3, "do_convert_rgb": True,
-        "size": {"height": size, "width": size} if squash else {"shortest_edge": size},
-        "do_center_crop": not squash, "crop_size": {"height": size, "width": size},
-        "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": mean, "image_std": std,
-        **({"do_pad": True} if data.image_aspect_ratio == "pad" else {}),
-    }
+    """transformers' image processor settings for `data` (a ConversationData): its size,
+    statistics (OpenAI CLIP's where it names none) and aspect rule."""
+    return image_processor_settings(int(data.image_size), list(data.image_mean) or list(OPENAI_CLIP_MEAN),
+                                    list(data.image_std) or list(OPENAI_CLIP_STD), ASPECT_MODES[data.image_aspect_ratio])
 
 
 def save_processor(folder: str, tokenizer, data, config: Dict[str, Any], image_tokens: int) -> None:

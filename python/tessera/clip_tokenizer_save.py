@@ -1,0 +1,76 @@
+"""A ClipTokenizer saved as the Hugging Face folder transformers' CLIPTokenizer reads with the
+same ids: vocab.json and merges.txt made from open_clip's merges file as open_clip makes its
+vocabulary (the 256 byte characters, each again with "</w>", then one entry per merge), the start
+and end tokens under transformers' names, and a tokenizer_config.json whose pad token is id 0
+("!"), the id open_clip pads with, as LAION's CLIP folders set it. A CLIP checkpoint then loads
+with CLIPProcessor: before, it held the weights alone."""
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+from typing import Dict, List, Tuple, Union
+
+#: The merges open_clip's SimpleTokenizer reads: 49,152 ids less the byte characters (twice) and
+#: the two special tokens.
+MERGES = 49152 - 256 - 2
+START, END = "<|startoftext|>", "<|endoftext|>"
+
+
+def byte_characters() -> List[str]:
+    """GPT-2's printable stand-in for each byte 0..255, in byte order (its `bytes_to_unicode`)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    shifted, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            shifted[b] = chr(b)
+        else:
+            shifted[b] = chr(256 + extra)
+            extra += 1
+    order = printable + [b for b in range(256) if b not in printable]
+    return [shifted[b] for b in order]
+
+
+def read_merges(path: Union[str, os.PathLike]) -> List[Tuple[str, str]]:
+    """The first MERGES merges of a merges file (gzip or plain text, as the C++ tokenizer reads it)."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        zipped = f.read(2) == b"\x1f\x8b"
+    opener = gzip.open if zipped else open
+    merges: List[Tuple[str, str]] = []
+    with opener(path, "rt", encoding="utf-8") as f:
+        next(f, None)  # the "#version" header
+        for number, line in enumerate(f, 2):
+            if len(merges) == MERGES:
+                break
+            parts = line.split()
+            if len(parts) != 2:
+                raise ValueError(f"{path}: line {number} is not a merge of two parts: {line.rstrip()!r}")
+            merges.append((parts[0], parts[1]))
+    if len(merges) < MERGES:
+        raise ValueError(f"{path}: {len(merges)} merges, open_clip's tokenizer reads {MERGES}")
+    return merges
+
+
+def clip_vocabulary(path: Union[str, os.PathLike]) -> Tuple[Dict[str, int], List[Tuple[str, str]]]:
+    """(vocab, merges) of the merges file: the ids open_clip's tokenizer gives each token."""
+    merges = read_merges(path)
+    chars = byte_characters()
+    tokens = [*chars, *(c + "</w>" for c in chars), *("".join(m) for m in merges), START, END]
+    return {t: i for i, t in enumerate(tokens)}, merges
+
+
+def save_clip_tokenizer(tok, folder: Union[str, os.PathLike]) -> None:
+    """vocab.json, merges.txt and tokenizer_config.json of `tok` (a ClipTokenizer) in `folder`."""
+    from .io import write_atomic, write_json
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab, merges = clip_vocabulary(tok.vocab_path)
+    write_json(folder / "vocab.json", vocab, indent=None)
+    write_atomic(folder / "merges.txt", "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    write_json(folder / "tokenizer_config.json", {
+        "tokenizer_class": "CLIPTokenizer", "model_max_length": int(tok.context_length),
+        "bos_token": START, "eos_token": END, "unk_token": END, "pad_token": END, "split_special_tokens": True,
+        "do_lower_case": True, "errors": "replace",
+    })
