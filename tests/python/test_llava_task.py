@@ -424,10 +424,11 @@ def test_length_grouped_batches_on_two_ranks_equal_one_process(data, tmp_path):
 
 @pytest.mark.parametrize("aspect", ["square", "pad"])
 def test_a_checkpoint_is_a_folder_transformers_processes_and_generates_from(data, tmp_path, aspect):
-    """A LLaVA checkpoint holds the tokenizer and image processor beside the weights:
-    transformers' AutoProcessor gives tessera's ids (the image placeholder expanded to the image
-    tokens) and pixels, and LlavaForConditionalGeneration's greedy answer equals tessera's. Before,
-    it held the weights alone."""
+    """A LLaVA checkpoint holds the tokenizer, image processor and chat template beside the
+    weights: transformers' AutoProcessor gives tessera's ids (the image placeholder expanded to the
+    image tokens) and pixels, apply_chat_template the prompt tessera's chat renders, and
+    LlavaForConditionalGeneration's greedy answer equals tessera's. Before, it held the weights
+    alone."""
     import numpy as np
     from PIL import Image
 
@@ -451,6 +452,17 @@ def test_a_checkpoint_is_a_folder_transformers_processes_and_generates_from(data
     assert got["input_ids"][0].tolist() == [task.tokenizer.bos_id] + ids
     pixels = task.transform(torch.from_numpy(image))
     torch.testing.assert_close(got["pixel_values"][0], pixels, atol=1e-5, rtol=0)
+    # and its chat template: apply_chat_template prompts with the ids tessera's chat renders
+    from tessera.chat import load_template, render
+
+    messages = [{"role": "user", "content": [{"type": "text", "text": "What is this item?"},
+                                             {"type": "image", "image": Image.fromarray(image)}]}]
+    chat = proc.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                    return_tensors="pt")
+    want, _ = render(load_template(r["data"]["template"]), [{"from": "human", "value": "What is this item?\n<image>"}],
+                     task.tokenizer, task.image_token_id, task.image_tokens, images=1, add_generation_prompt=True)
+    assert chat["input_ids"][0].tolist() == want
+    torch.testing.assert_close(chat["pixel_values"], got["pixel_values"], atol=0, rtol=0)
     hf = transformers.LlavaForConditionalGeneration.from_pretrained(str(ckpt)).eval()
     ours = tessera.from_pretrained(str(ckpt)).eval()
     with torch.no_grad():
