@@ -41,6 +41,7 @@ void bind_llama(py::module_& m) {
       .def_readwrite("num_beams", &GenerationOptions::num_beams)
       .def_readwrite("length_penalty", &GenerationOptions::length_penalty)
       .def_readwrite("early_stopping", &GenerationOptions::early_stopping)
+      .def_readwrite("num_return_sequences", &GenerationOptions::num_return_sequences)
       .def_readwrite("min_new_tokens", &GenerationOptions::min_new_tokens)
       .def_readwrite("direct_layer_calls", &GenerationOptions::direct_layer_calls);
   py::class_<Stream>(m, "TextGeneration", "Token-by-token generation (the streaming iterator's engine).")

@@ -287,6 +287,34 @@ TEST(LlamaForCausalLM, ReproducesHuggingFaceFixtureAndGreedyIds) {
   EXPECT_TRUE(at::equal(models::generate(*lm, io.at("input_ids").slice(0, 0, 1), {}, greedy), io.at("greedy")));
 }
 
+// num_return_sequences: each prompt's best beams together, best first; the best equals a plain
+// beam search's answer (the rows are cut where the longest returned beam ends, so compare its
+// length). More than num_beams, or several without beams, are refused.
+TEST(LlamaForCausalLM, BeamSearchReturnsTheBestBeamsOfEachPrompt) {
+  models::LlamaForCausalLM lm(models::LlamaOptions().vocab_size(40).hidden_size(32).intermediate_size(48)
+                                  .num_hidden_layers(1).num_attention_heads(4).num_key_value_heads(2)
+                                  .max_position_embeddings(32));
+  lm->eval();
+  at::Tensor ids = at::randint(3, 40, {2, 4});
+  models::GenerationOptions o;
+  o.max_new_tokens = 6;
+  o.num_beams = 3;
+  o.eos_token_ids = std::vector<int64_t>{};
+  at::Tensor best = models::generate(*lm, ids, {}, o);
+  o.num_return_sequences = 3;
+  at::Tensor all = models::generate(*lm, ids, {}, o);
+  ASSERT_EQ(all.size(0), 6);
+  for (int64_t b = 0; b < 2; ++b) {
+    EXPECT_TRUE(at::equal(all[b * 3].narrow(0, 0, best.size(1)), best[b])) << "prompt " << b;
+    EXPECT_FALSE(at::equal(all[b * 3], all[b * 3 + 1])) << "prompt " << b;
+  }
+  o.num_return_sequences = 4;
+  EXPECT_THROW(models::generate(*lm, ids, {}, o), c10::ValueError);
+  o.num_beams = 1;
+  o.num_return_sequences = 2;
+  EXPECT_THROW(models::generate(*lm, ids, {}, o), c10::ValueError);
+}
+
 TEST(LlamaForCausalLM, CachedDecodingLogitsEqualAFullForward) {
   models::LlamaForCausalLM lm(models::LlamaOptions().vocab_size(50).hidden_size(32).intermediate_size(48)
                                   .num_hidden_layers(2).num_attention_heads(4).num_key_value_heads(2)

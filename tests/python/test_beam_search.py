@@ -1,6 +1,7 @@
 """Beam search equals transformers' generate(num_beams=...) id for id, for LLaMA and the models
 that generate through it (LLaVA, BLIP-2): length penalties of both signs, early stopping, several
-stop ids (so beams finish at different steps), min_new_tokens, left-padded batches."""
+stop ids (so beams finish at different steps), min_new_tokens, left-padded batches, and the best
+num_return_sequences beams per prompt (LAVIS's num_captions)."""
 import pytest
 import torch
 
@@ -22,6 +23,8 @@ CASES = [
     dict(num_beams=3, length_penalty=2.0, early_stopping=True),
     dict(num_beams=4, min_new_tokens=5),
     dict(num_beams=4, repetition_penalty=1.5),
+    dict(num_beams=4, num_return_sequences=4),  # every finished beam, best first
+    dict(num_beams=3, num_return_sequences=2, length_penalty=2.0, early_stopping=True),
 ]
 
 
@@ -41,9 +44,10 @@ def test_left_padded_batch_equals_transformers(pair):
     hf, ours = pair
     ids = torch.tensor([[0, 0, 14, 52, 9], [33, 8, 71, 40, 2]])
     mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
-    kwargs = dict(max_new_tokens=8, num_beams=3, eos_token_id=[5, 11, 17], pad_token_id=1)
-    want = hf.generate(ids, attention_mask=mask, do_sample=False, **kwargs)
-    assert torch.equal(ours.generate(ids, attention_mask=mask, **kwargs), want)
+    for n in (1, 3):
+        kwargs = dict(max_new_tokens=8, num_beams=3, eos_token_id=[5, 11, 17], pad_token_id=1, num_return_sequences=n)
+        want = hf.generate(ids, attention_mask=mask, do_sample=False, **kwargs)
+        assert torch.equal(ours.generate(ids, attention_mask=mask, **kwargs), want)
 
 
 def test_one_beam_is_greedy_and_beams_refuse_streams(pair):
@@ -71,13 +75,14 @@ def test_blip2_beam_search_equals_transformers(fixture_dir):
     io = load_file(str(d / "io.safetensors"))
     hf = transformers.Blip2ForConditionalGeneration.from_pretrained(str(d)).eval()
     ours = tessera.from_pretrained(str(d))
-    kwargs = dict(max_new_tokens=6, num_beams=4, eos_token_id=[2, 934, 419], pad_token_id=1)
-    want = hf.generate(pixel_values=io["pixel_values"], input_ids=io["input_ids"], do_sample=False, **kwargs)
-    assert torch.equal(ours.generate(io["pixel_values"], io["input_ids"], **kwargs), want)
+    for n in (1, 3):  # LAVIS's generate(num_beams=5, num_captions=n)
+        kwargs = dict(max_new_tokens=6, num_beams=4, eos_token_id=[2, 934, 419], pad_token_id=1, num_return_sequences=n)
+        want = hf.generate(pixel_values=io["pixel_values"], input_ids=io["input_ids"], do_sample=False, **kwargs)
+        assert torch.equal(ours.generate(io["pixel_values"], io["input_ids"], **kwargs), want)
 
 
 @pytest.mark.parametrize("extra", [dict(num_beams=4), dict(num_beams=3, length_penalty=2.0, early_stopping=True),
-                                   dict(num_beams=4, min_new_tokens=4)])
+                                   dict(num_beams=4, min_new_tokens=4), dict(num_beams=4, num_return_sequences=2)])
 def test_llava_beam_search_equals_transformers(fixture_dir, extra):
     from safetensors.torch import load_file
 
@@ -89,4 +94,6 @@ def test_llava_beam_search_equals_transformers(fixture_dir, extra):
     want = hf.generate(input_ids=ids, pixel_values=px, attention_mask=torch.ones_like(ids), do_sample=False,
                        max_new_tokens=10, **extra)
     got = ours.generate(ids, pixel_values=px, max_new_tokens=10, **extra)
-    assert torch.equal(got[:, ids.shape[1]:], want[:, ids.shape[1]:]) and torch.equal(got[:, :ids.shape[1]], ids)
+    n = extra.get("num_return_sequences", 1)
+    assert torch.equal(got[:, ids.shape[1]:], want[:, ids.shape[1]:])
+    assert torch.equal(got[:, :ids.shape[1]], ids.repeat_interleave(n, 0))

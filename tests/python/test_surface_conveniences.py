@@ -196,7 +196,7 @@ def test_generate_max_length_counts_the_prompt_as_transformers(fixture_dir):
 
 def test_num_return_sequences_repeats_each_prompt_and_its_images():
     """n samples per prompt equal sampling from the prompts repeated by hand (the same generator
-    draws); LLaVA's images follow their prompts; greedy and beams refuse it as documented."""
+    draws); LLaVA's images follow their prompts; greedy decoding and fewer beams refuse it."""
     llava = tessera.LlavaForConditionalGeneration(EXAMPLES["LlavaForConditionalGeneration"][0]).eval()
     tokens = llava.config["image_seq_length"]
     ids = torch.cat([torch.full((2, tokens), 40), torch.arange(6).view(2, 3) + 1], 1)
@@ -210,8 +210,8 @@ def test_num_return_sequences_repeats_each_prompt_and_its_images():
     lm = tessera.LlamaForCausalLM(EXAMPLES["LlamaForCausalLM"][0]).eval()
     with pytest.raises(ValueError, match="do_sample=True"):
         lm.generate(ids[:, tokens:], num_return_sequences=2)
-    with pytest.raises(ValueError, match="best beam"):
-        lm.generate(ids[:, tokens:], num_return_sequences=2, num_beams=2)
+    with pytest.raises(ValueError, match="num_return_sequences 3 must be <= num_beams 2"):
+        lm.generate(ids[:, tokens:], num_return_sequences=3, num_beams=2)
 
 
 def test_open_clip_entry_points_match_open_clip():

@@ -42,7 +42,7 @@ def check_flags(flags: Dict[str, bool], options, caller: str) -> None:
                          "it too)")
     if flags and options.num_beams > 1:
         raise ValueError(f"{caller}(): {', '.join(f'{k}=True' for k in flags)} with beam search (num_beams > 1) is not "
-                         "supported: tessera returns the best beam's ids alone")
+                         "supported: tessera's beam search returns the beams' ids alone")
 
 
 def _processed(logits: torch.Tensor, seen: torch.Tensor, step: int, options, stops: List[int]) -> torch.Tensor:

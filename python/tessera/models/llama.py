@@ -158,6 +158,8 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
         o.repetition_penalty = config.repetition_penalty
         o.num_beams, o.length_penalty = config.num_beams, config.length_penalty
         o.early_stopping, o.min_new_tokens = config.early_stopping, config.min_new_tokens
+        if config.num_beams > 1:  # the best beams, where sampling repeats the prompt rows
+            o.num_return_sequences, returns = returns, 1
         if config.eos_token_id is not None:
             eos = config.eos_token_id
             o.eos_token_ids = id_list(eos)
@@ -233,16 +235,16 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
 
 
 def _check_returns(n, config: GenerationConfig, caller: str) -> None:
-    """transformers' num_return_sequences: n samples per prompt; greedy decoding would return n
-    equal rows (transformers refuses it), and tessera's beam search returns the best beam only."""
+    """transformers' num_return_sequences: n samples per prompt, or the best n beams of a beam
+    search; greedy decoding would return n equal rows (transformers refuses it)."""
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"{caller}(): num_return_sequences must be an int >= 1, got {n!r}")
-    if n > 1 and config.num_beams > 1:
-        raise ValueError(f"{caller}(): num_return_sequences > 1 with num_beams > 1 is not supported (tessera's "
-                         "beam search returns the best beam)")
-    if n > 1 and not config.do_sample:
-        raise ValueError(f"{caller}(): num_return_sequences={n} needs do_sample=True (greedy decoding gives one "
-                         "answer per prompt; transformers refuses it too)")
+    if n > config.num_beams > 1:
+        raise ValueError(f"{caller}(): num_return_sequences {n} must be <= num_beams {config.num_beams} (the best "
+                         "finished beams are returned; transformers refuses it too)")
+    if n > 1 and not config.do_sample and config.num_beams == 1:
+        raise ValueError(f"{caller}(): num_return_sequences={n} needs do_sample=True or num_beams >= {n} (greedy "
+                         "decoding gives one answer per prompt; transformers refuses it too)")
 
 
 def _context_length(config) -> Optional[int]:

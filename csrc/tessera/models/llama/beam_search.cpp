@@ -34,7 +34,7 @@ at::Tensor beam_search(LlamaForCausalLMImpl& lm, const at::Tensor& input_ids, co
   TORCH_CHECK_VALUE(o.use_cache, "beam search runs with the KV cache (use_cache=True)");
   const int64_t B = input_ids.size(0), P = input_ids.size(1), nb = o.num_beams, V = lm.options.vocab_size();
   const int64_t max_length = P + o.max_new_tokens;
-  if (o.max_new_tokens == 0) return input_ids;
+  if (o.max_new_tokens == 0) return input_ids.repeat_interleave(o.num_return_sequences, 0);
   const int64_t keep = std::min(std::max<int64_t>(2, 1 + s.eos.numel()) * nb, nb * V);  // transformers' pool, capped
   const auto long_opts = input_ids.options();
   const auto float_opts = long_opts.dtype(at::kFloat);
@@ -116,9 +116,11 @@ at::Tensor beam_search(LlamaForCausalLMImpl& lm, const at::Tensor& input_ids, co
     positions = at::cat({positions, pos}, 1);
     logits = lm.forward(running.select(2, cur).reshape({B * nb, 1}), mask, pos, {}, {}, false, &cache, 1).logits;
   }
-  // The best finished beam per prompt, cut where the longest returned one ends.
-  const int64_t generated = finished_lengths.select(1, 0).max().item<int64_t>();
-  return finished.select(1, 0).narrow(1, 0, P + generated);
+  // The best num_return_sequences finished beams per prompt (sorted: topk), cut where the longest
+  // returned one ends.
+  const int64_t n = o.num_return_sequences;
+  const int64_t generated = finished_lengths.narrow(1, 0, n).max().item<int64_t>();
+  return finished.narrow(1, 0, n).reshape({B * n, max_length}).narrow(1, 0, P + generated);
 }
 
 }  // namespace tessera::models

@@ -43,6 +43,10 @@ GenerationStart start_generation(const LlamaForCausalLMImpl& lm, const at::Tenso
                         fp32_inverse_finite(o.repetition_penalty),
                     "repetition_penalty must be > 0 with it and its inverse finite in fp32, got ", o.repetition_penalty);
   TORCH_CHECK_VALUE(o.num_beams >= 1, "num_beams must be >= 1, got ", o.num_beams);
+  TORCH_CHECK_VALUE(o.num_return_sequences >= 1 && o.num_return_sequences <= std::max<int64_t>(o.num_beams, 1) &&
+                        (o.num_return_sequences == 1 || o.num_beams > 1),
+                    "num_return_sequences must be in [1, num_beams] with beam search and 1 otherwise (repeat the "
+                    "prompt rows for several samples), got ", o.num_return_sequences, " with num_beams ", o.num_beams);
   TORCH_CHECK_VALUE(std::isfinite(o.length_penalty), "length_penalty must be finite, got ", o.length_penalty);
   const int64_t P = input_ids.size(1);
   // Dynamic RoPE stretches the context; no cache holds 2^31 positions, and the sum must not

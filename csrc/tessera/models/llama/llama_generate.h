@@ -31,6 +31,9 @@ struct GenerationOptions {
   double length_penalty = 1.0;
   /// Stop as soon as num_beams beams have finished (else when no running beam can beat them).
   bool early_stopping = false;
+  /// Beam search: the best this many finished beams per prompt (<= num_beams), best first, as
+  /// transformers' num_return_sequences. (Several samples: repeat the prompt rows.)
+  int64_t num_return_sequences = 1;
   /// Stop ids are forbidden until this many tokens are new.
   int64_t min_new_tokens = 0;
   bool direct_layer_calls = true;      ///< layers straight from C++ (no Python hooks during decoding)
@@ -81,8 +84,9 @@ class TextGeneration {
   bool done_ = false;
 };
 
-/// Beam search to the end (options.num_beams > 1): each prompt followed by its best beam, the
-/// shorter ones filled with the pad id, as transformers returns them.
+/// Beam search to the end (options.num_beams > 1): each prompt followed by its best
+/// num_return_sequences beams [B * n, ...] (a prompt's rows together, best first), the shorter
+/// ones filled with the pad id, as transformers returns them.
 at::Tensor beam_search(LlamaForCausalLMImpl& lm, const at::Tensor& input_ids, const at::Tensor& attention_mask,
                        const GenerationOptions& options, const at::Tensor& inputs_embeds = {});
 
