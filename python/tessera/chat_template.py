@@ -48,6 +48,7 @@ def jinja_source(template: ConversationTemplate, answer_space: str = "", after_e
             "+ part -%}{%- endfor -%}",
         ])
     eos = " + eos_token" if template.add_eos_after_assistant else ""
+    refusal = f": the {template.name} template takes user and assistant turns (its system prompt is fixed)"
     return "".join([
         "{%- set ns = namespace(text='', after_eos=false) -%}",
         f"{{{{- {L(system)} -}}}}",
@@ -70,8 +71,7 @@ def jinja_source(template: ConversationTemplate, answer_space: str = "", after_e
         f"{{{{- {L(template.assistant_prefix + answer_space)} + ns.text + {L(template.assistant_suffix)}{eos} -}}}}",
         f"{{%- set ns.after_eos = {'true' if template.add_eos_after_assistant else 'false'} -%}}",
         "{%- else -%}",
-        f"{{{{- raise_exception('role ' + role + ': the {template.name} template takes user and "
-        "assistant turns (its system prompt is fixed)') -}}",
+        f"{{{{- raise_exception('role ' + role + {L(refusal)}) -}}}}",
         "{%- endif -%}{%- endfor -%}",
         f"{{%- if add_generation_prompt -%}}{{{{- {L(template.assistant_prefix)} -}}}}{{%- endif -%}}",
     ])
