@@ -270,6 +270,7 @@ def test_training_lowers_l_d_and_moves_every_lora_and_projector_parameter(runs, 
     # the checkpoint is a plain LLaVA plus the projector, and reloads as the trained model
     ckpt = tmp_path / "run" / "checkpoints" / "step-00000020"
     assert isinstance(tessera.from_pretrained(str(ckpt)), tessera.LlavaForConditionalGeneration)
+    assert (ckpt / "chat_template.jinja").is_file()  # the LLaVA run's template (eval.template), as LLaVA's carry it
     loaded = task.load_model(str(ckpt))
     assert isinstance(loaded, SugarModel)
     for k, v in loaded.retrieval_projector.state_dict().items():

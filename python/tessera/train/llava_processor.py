@@ -43,12 +43,12 @@ def save_chat_template(folder: str, tokenizer, template: str) -> None:
     write_atomic(path, source)
 
 
-def save_processor(folder: str, tokenizer, data, config: Dict[str, Any], image_tokens: int) -> None:
-    """The tokenizer, preprocessor_config.json and processor_config.json of a LLaVA checkpoint;
-    the last only where LlavaProcessor's count of image tokens (patches, plus the class token
+def save_processor(folder: str, tokenizer, data, config: Dict[str, Any], image_tokens: int, template: str) -> None:
+    """The tokenizer, chat_template.jinja (from `template`, the run's conversation template),
+    preprocessor_config.json and processor_config.json of a LLaVA checkpoint; the last only where LlavaProcessor's count of image tokens (patches, plus the class token
     under "full") is the model's `image_tokens` (a Q-Former projector's are its queries)."""
     tokenizer.save_pretrained(folder)
-    save_chat_template(folder, tokenizer, data.template)
+    save_chat_template(folder, tokenizer, template)
     images = image_processor(data)
     write_json(os.path.join(folder, "preprocessor_config.json"), images)
     vision = config["vision_config"]

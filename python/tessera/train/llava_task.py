@@ -153,8 +153,14 @@ class LlavaTask(Task):
         return resolved
 
     def save_beside(self, folder: str) -> None:
-        """The tokenizer and image processor, for transformers' LlavaProcessor."""
-        save_processor(folder, self.tokenizer, self.recipe.data, self.config, self.image_tokens)
+        """The tokenizer, image processor and chat template, for transformers' LlavaProcessor."""
+        save_processor(folder, self.tokenizer, self.recipe.data, self.config, self.image_tokens,
+                       self.conversation_template)
+
+    @property
+    def conversation_template(self) -> str:
+        """The conversation template the run's answers are trained in (a name or a JSON file)."""
+        return self.recipe.data.template
 
     @property
     def image_tokens(self) -> int:

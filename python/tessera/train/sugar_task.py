@@ -169,6 +169,10 @@ class SugarTask(LlavaTask):
         # Training rows: the interleaved samples, then the instruction samples (no points).
         self.instruct = self.encode_instruct(d.instruct, d.instruct_samples) if d.instruct else None
 
+    @property
+    def conversation_template(self) -> str:
+        return self.template
+
     def encode_instruct(self, path: str, limit: int) -> EncodedSamples:
         d = self.recipe.data
         return encode_samples(read_samples(path, limit), path, self.tokenizer, self.template,
