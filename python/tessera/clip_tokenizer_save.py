@@ -1,9 +1,14 @@
 """A ClipTokenizer saved as the Hugging Face folder transformers' CLIPTokenizer reads with the
 same ids: vocab.json and merges.txt made from open_clip's merges file as open_clip makes its
 vocabulary (the 256 byte characters, each again with "</w>", then one entry per merge), the start
-and end tokens under transformers' names, and a tokenizer_config.json whose pad token is id 0
-("!"), the id open_clip pads with, as LAION's CLIP folders set it. A CLIP checkpoint then loads
-with CLIPProcessor: before, it held the weights alone."""
+and end tokens under transformers' names, and a tokenizer_config.json that pads with the end token
+(transformers' CLIP padding; tessera and open_clip pad with id 0, which the features, pooled at
+the end token, never attend to) and reads a caption's literal "<|endoftext|>" as text, as
+open_clip does. A CLIP checkpoint then loads with CLIPProcessor: before, it held the weights alone.
+
+transformers' CLIPTokenizer does not clean text as open_clip does (ftfy, HTML entities unescaped
+twice, final sigma) and knows open_clip's own spellings of the specials ("<start_of_text>") as
+text: a caption those change gets other ids there, as with every CLIP folder transformers reads."""
 from __future__ import annotations
 
 import gzip

@@ -183,7 +183,8 @@ class ClipTokenizer:
 
     def save_pretrained(self, folder: Union[str, os.PathLike]) -> None:
         """Write the tokenizer as transformers' CLIPTokenizer reads it with the same ids
-        (vocab.json, merges.txt, tokenizer_config.json; padded with id 0, as here)."""
+        (vocab.json, merges.txt, tokenizer_config.json; transformers pads with the end token where
+        this pads with 0, and does not clean text as open_clip does: clip_tokenizer_save)."""
         from tessera.clip_tokenizer_save import save_clip_tokenizer
 
         save_clip_tokenizer(self, folder)

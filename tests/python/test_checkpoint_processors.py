@@ -102,3 +102,27 @@ def test_an_image_task_checkpoint_is_read_by_auto_image_processor(tmp_path):
 
     assert transform_settings(read_image_processor(str(ckpt))) == pipeline_settings(task.recipe.data,
                                                                                    task.image_pipeline)
+
+
+def test_clip_tokenizer_files_give_tessera_ids_on_open_clip_cleaned_text(tmp_path):
+    """The saved CLIPTokenizer does not clean text as open_clip does (transformers' never does):
+    on text open_clip's cleaning (ftfy, HTML unescaped twice, whitespace, lower case) has made,
+    its ids are tessera's, entities, curly quotes, ligatures, widths, controls and final sigma
+    included; on other text only that cleaning differs."""
+    ftfy = pytest.importorskip("ftfy")
+    import html
+    import re
+
+    from tessera.text import ClipTokenizer
+
+    tok = ClipTokenizer(context_length=77)
+    tok.save_pretrained(tmp_path)
+    hf = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+    captions = ["salt &amp; pepper", "a&nbsp;b", "it’s “quoted”", "ＡＢＣ ﬁne", "a\x00b\x07c", "ΟΔΟΣ",
+                "long " * 90, "", "cafe\u0301 東京 🙂", "<|endoftext|> is text"]
+    cleaned = [re.sub(r"\s+", " ", html.unescape(html.unescape(ftfy.fix_text(c)))).strip().lower() for c in captions]
+    ids = tok(captions)
+    got = hf(cleaned, padding="max_length", max_length=77, truncation=True)["input_ids"]
+    for row, caption in enumerate(captions):
+        end = int(ids[row].argmax())  # the end token: the largest id
+        assert got[row][: end + 1] == ids[row, : end + 1].tolist(), caption

@@ -75,9 +75,16 @@ def test_llava_and_blip2_return_transformers_outputs(fixture_dir):
 
 
 def test_scores_with_beam_search_are_refused_by_name(llama):
-    _, ours = llama
-    with pytest.raises(ValueError, match="output_scores=True with beam search"):
-        ours.generate(torch.tensor([[1, 5, 6]]), max_new_tokens=3, num_beams=2, output_scores=True)
+    """Beam scores are not returned: asked for with return_dict_in_generate, refused by name;
+    output_scores alone changes nothing, as in transformers (the ids come back), and so does
+    return_dict_in_generate alone (.sequences)."""
+    hf, ours = llama
+    ids = torch.tensor([[1, 5, 6]])
+    with pytest.raises(ValueError, match="output_scores=True with return_dict_in_generate and beam search"):
+        ours.generate(ids, max_new_tokens=3, num_beams=2, output_scores=True, return_dict_in_generate=True)
+    want = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=3, num_beams=2, do_sample=False)
+    assert torch.equal(ours.generate(ids, max_new_tokens=3, num_beams=2, output_scores=True), want)
+    assert torch.equal(ours.generate(ids, max_new_tokens=3, num_beams=2, return_dict_in_generate=True).sequences, want)
     with pytest.raises(TypeError, match="unexpected argument\(s\) output_attentions"):
         ours.generate(torch.tensor([[1, 5, 6]]), max_new_tokens=3, output_attentions=True)
 

@@ -40,9 +40,10 @@ def check_flags(flags: Dict[str, bool], options, caller: str) -> None:
     if flags.get("return_dict_in_generate") and options.max_new_tokens == 0:
         raise ValueError(f"{caller}(): max_new_tokens must be greater than 0 to return scores (transformers refuses "
                          "it too)")
-    if flags and options.num_beams > 1:
-        raise ValueError(f"{caller}(): {', '.join(f'{k}=True' for k in flags)} with beam search (num_beams > 1) is not "
-                         "supported: tessera's beam search returns the beams' ids alone")
+    scores = [k for k in ("output_scores", "output_logits") if flags.get(k)]
+    if flags.get("return_dict_in_generate") and scores and options.num_beams > 1:  # alone, they change nothing
+        raise ValueError(f"{caller}(): {', '.join(f'{k}=True' for k in scores)} with return_dict_in_generate and beam "
+                         "search (num_beams > 1) is not supported: tessera's beam search returns the beams' ids alone")
 
 
 def _processed(logits: torch.Tensor, seen: torch.Tensor, step: int, options, stops: List[int]) -> torch.Tensor:
