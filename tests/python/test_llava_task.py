@@ -469,3 +469,11 @@ def test_a_checkpoint_is_a_folder_transformers_processes_and_generates_from(data
         theirs = hf.generate(**got, max_new_tokens=6, do_sample=False)[0, got["input_ids"].shape[1]:]
         mine = ours.generate(got["input_ids"], pixel_values=got["pixel_values"], max_new_tokens=6)[0]
     assert mine[-len(theirs):].tolist() == theirs.tolist()
+    # transformers' image-text-to-text pipeline on the chat (template, processor, model) answers
+    # as tessera does from the prompt its chat renders
+    pipe = transformers.pipeline("image-text-to-text", model=str(ckpt))
+    answer = pipe(text=messages, max_new_tokens=6, do_sample=False, return_full_text=False)[0]["generated_text"]
+    with torch.no_grad():
+        mine = ours.generate(chat["input_ids"], pixel_values=chat["pixel_values"], max_new_tokens=6)[0]
+    # (the pipeline cuts the decoded prompt off the decoded whole, which keeps the answer's leading space)
+    assert answer.strip() == proc.tokenizer.decode(mine[chat["input_ids"].shape[1]:], skip_special_tokens=True)
