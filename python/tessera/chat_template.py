@@ -17,6 +17,7 @@ and keeps the rules under which every probe gives `render`'s ids, or none when n
 boundary inside a word's merges (an assistant prefix that ends with a space) has no spelling."""
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 from typing import Dict, List, Optional, Tuple
@@ -119,16 +120,22 @@ def jinja_source(template: ConversationTemplate, answer: str = "never", after_an
     ])
 
 
-def _rendered(source: str, messages, tokenizer, generation: bool) -> str:
+@functools.lru_cache(maxsize=1)
+def _environment():
+    """A sandboxed Jinja environment set up as transformers renders chat templates."""
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     def raise_exception(message):
         raise ValueError(message)
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)  # as transformers renders
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     env.globals["raise_exception"] = raise_exception
-    return env.from_string(source).render(messages=messages, add_generation_prompt=generation,
-                                          eos_token=tokenizer.id_to_piece(tokenizer.eos_id))
+    return env
+
+
+def _rendered(source: str, messages, tokenizer, generation: bool) -> str:
+    return _environment().from_string(source).render(messages=messages, add_generation_prompt=generation,
+                                                     eos_token=tokenizer.id_to_piece(tokenizer.eos_id))
 
 
 def chat_template(template: ConversationTemplate, tokenizer, image_token_id: int) -> Optional[str]:

@@ -23,17 +23,11 @@ START, END = "<|startoftext|>", "<|endoftext|>"
 
 
 def byte_characters() -> List[str]:
-    """GPT-2's printable stand-in for each byte 0..255, in byte order (its `bytes_to_unicode`)."""
+    """GPT-2's printable stand-in for each byte (its `bytes_to_unicode`), in open_clip's order: the
+    printable bytes as themselves, then the others as chr(256), chr(257), ... in byte order."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    shifted, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            shifted[b] = chr(b)
-        else:
-            shifted[b] = chr(256 + extra)
-            extra += 1
-    order = printable + [b for b in range(256) if b not in printable]
-    return [shifted[b] for b in order]
+    others = [b for b in range(256) if b not in set(printable)]
+    return [chr(b) for b in printable] + [chr(256 + i) for i in range(len(others))]
 
 
 def read_merges(path: Union[str, os.PathLike]) -> List[Tuple[str, str]]:
