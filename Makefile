@@ -12,6 +12,8 @@ BUILD   := build
 # CLIP's BPE merges (MIT), copied at build time from the open_clip package so wheels ship them.
 CLIP_BPE := python/tessera/assets/bpe_simple_vocab_16e6.txt.gz
 JOBS    ?= $(shell nproc)
+# pytest workers (pytest-xdist): one per core, at most 4 (each holds torch and transformers, ~1.5 GiB)
+TEST_JOBS ?= $(shell n=$$(nproc); echo $$(( n < 4 ? n : 4 )))
 export CCACHE_DIR ?= $(HOME)/.cache/ccache
 
 .PHONY: setup build install test test-cpp test-python demo llava llava-stages blip2 sugar mim results bench clean \
@@ -34,7 +36,7 @@ test-cpp: build
 	cd $(BUILD) && ctest --output-on-failure --timeout 600
 
 test-python: build
-	$(PY) -m pytest -q -x --durations=10
+	$(PY) -m pytest -q -x -n $(TEST_JOBS) --dist loadfile --durations=10
 
 test: test-cpp test-python
 

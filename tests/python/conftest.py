@@ -68,4 +68,7 @@ def _seed():
 
 
 def pytest_configure(config):
-    torch.set_num_threads(os.cpu_count() or 2)
+    # Under pytest-xdist (`-n N`) the workers share the cores: each takes its part, so that N
+    # workers never run more compute threads than the machine has.
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) // workers))

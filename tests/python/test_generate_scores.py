@@ -85,7 +85,7 @@ def test_scores_with_beam_search_are_refused_by_name(llama):
     want = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=3, num_beams=2, do_sample=False)
     assert torch.equal(ours.generate(ids, max_new_tokens=3, num_beams=2, output_scores=True), want)
     assert torch.equal(ours.generate(ids, max_new_tokens=3, num_beams=2, return_dict_in_generate=True).sequences, want)
-    with pytest.raises(TypeError, match="unexpected argument\(s\) output_attentions"):
+    with pytest.raises(TypeError, match=r"unexpected argument\(s\) output_attentions"):
         ours.generate(torch.tensor([[1, 5, 6]]), max_new_tokens=3, output_attentions=True)
 
 
