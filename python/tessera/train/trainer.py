@@ -9,6 +9,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from contextlib import nullcontext
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -270,7 +271,11 @@ class Trainer:
                 self.optimizer.step()
             self.task.after_step(self.model)
         self.step_lrs = [g["lr"] for g in self.optimizer.param_groups]  # what this step used
-        self.scheduler.step()
+        with warnings.catch_warnings():
+            # A skipped step still moves the schedule (it is indexed by the step): PyTorch's
+            # warning that the scheduler stepped before any optimizer step is about call order.
+            warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)` before", UserWarning)
+            self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return terms, finite, samples
 
