@@ -67,6 +67,15 @@ def _seed():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _threads():
+    """Puts torch's thread count back after each test (a trainer's setup sets its own): a worker
+    runs file after file, and a later one would run on the count a test left."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def pytest_configure(config):
     # Under pytest-xdist (`-n N`) the workers share the cores: each takes its part, so that N
     # workers never run more compute threads than the machine has.

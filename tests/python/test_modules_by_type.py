@@ -133,13 +133,13 @@ def test_what_cpp_built_a_leaf_with_is_read_only(fixture_dir, name, value):
     assert getattr(leaf, name) == before
 
 
-def _tensor_parallel(_rank, fixture):
+def _tensor_parallel(_rank, fixture, init_file):
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import Replicate
     from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
-    dist.init_process_group("gloo", init_method="tcp://127.0.0.1:29631", rank=0, world_size=1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=0, world_size=1)  # no fixed port
     try:
         model = tessera.from_pretrained(fixture).eval()
         ids = torch.tensor([[1, 5, 9, 7]])
@@ -156,9 +156,10 @@ def _tensor_parallel(_rank, fixture):
         dist.destroy_process_group()
 
 
-def test_tensor_parallelism_is_refused_and_leaves_the_model_whole(fixture_dir):
+def test_tensor_parallelism_is_refused_and_leaves_the_model_whole(fixture_dir, tmp_path):
     """It matches nn.Linear / nn.Embedding, makes their parameters DTensors, then adds hooks on
     them that C++ would never call: refused there, with the parameters C++ holds put back."""
     from _spawn import spawn_ranks
 
-    spawn_ranks(_tensor_parallel, (str(fixture_dir("llama")),), world=1, what="tensor parallelism")
+    spawn_ranks(_tensor_parallel, (str(fixture_dir("llama")), str(tmp_path / "init")), world=1,
+                what="tensor parallelism")

@@ -10,6 +10,7 @@ def test_quickstart_notebook_executes(tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     monkeypatch.setenv("TESSERA_REPO", str(tmp_path))  # a fresh random model, not a demo run
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # where the kernel's tempfile puts that model
     nb = nbformat.read(ROOT / "examples" / "quickstart.ipynb", as_version=4)
     nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
                             resources={"metadata": {"path": str(ROOT / "examples")}}).execute()

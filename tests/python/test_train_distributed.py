@@ -266,7 +266,7 @@ def test_a_stalled_rank_fails_the_run_after_train_timeout_s_naming_it(tmp_path):
     run = _toy_run(tmp_path, "stall", {"stall_rank": 1, "stall_s": 30}, {"timeout_s": 3, "eval_every": 2})
     assert run.returncode != 0
     assert "train.timeout_s (3 s)" in run.stderr, run.stderr[-3000:]
-    run = _toy_run(tmp_path, "first", {"stall_rank": 1, "stall_step": 0, "stall_s": 6}, {"timeout_s": 2})
+    run = _toy_run(tmp_path, "first", {"stall_rank": 1, "stall_step": 0, "stall_s": 9}, {"timeout_s": 4})
     assert run.returncode == 0, run.stderr[-3000:]
 
 
@@ -275,8 +275,10 @@ def test_what_rank0_does_alone_is_waited_for_under_rank0_timeout_s(tmp_path):
     alone, the others wait under train.rank0_timeout_s, not in the next step's (or shutdown's)
     collective under train.timeout_s, which failed the run before (a slow checkpoint failed it at
     every resume); past rank0_timeout_s, the error names that setting."""
-    slow = {"eval_sleep_s": 6, "plot_sleep_s": 6, "manifest_sleep_s": 6}
-    run = _toy_run(tmp_path, "alone", slow, {"timeout_s": 2, "eval_every": 2, "checkpoint_every": 2})
+    # timeout_s leaves the collectives (checkpoint writes that fsync included) room on a loaded
+    # machine (pytest-xdist's other worker); each solo phase sleeps twice as long.
+    slow = {"eval_sleep_s": 8, "plot_sleep_s": 8, "manifest_sleep_s": 8}
+    run = _toy_run(tmp_path, "alone", slow, {"timeout_s": 4, "eval_every": 2, "checkpoint_every": 2})
     assert run.returncode == 0, run.stderr[-3000:]
     rows = [json.loads(line) for line in open(tmp_path / "alone" / "metrics.jsonl")]
     assert [r["step"] for r in rows if "eval_mse" in r] == [2, 4]
