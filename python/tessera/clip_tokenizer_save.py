@@ -26,8 +26,7 @@ def byte_characters() -> List[str]:
     """GPT-2's printable stand-in for each byte (its `bytes_to_unicode`), in open_clip's order: the
     printable bytes as themselves, then the others as chr(256), chr(257), ... in byte order."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    others = [b for b in range(256) if b not in set(printable)]
-    return [chr(b) for b in printable] + [chr(256 + i) for i in range(len(others))]
+    return [chr(b) for b in printable] + [chr(256 + i) for i in range(256 - len(printable))]
 
 
 def read_merges(path: Union[str, os.PathLike]) -> List[Tuple[str, str]]:
