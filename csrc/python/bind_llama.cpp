@@ -27,6 +27,15 @@ void bind_llama(py::module_& m) {
       },
       py::arg("node"), py::arg("embed"), py::arg("head") = py::none(),
       "Installs resized token tables (resize_token_embeddings) and the sizes that follow them.");
+  py::class_<BeamRecord, std::shared_ptr<BeamRecord>>(
+      m, "BeamRecord", "What beam search returns beside the ids (transformers' return_dict_in_generate).")
+      .def(py::init<>())
+      .def_readwrite("keep_scores", &BeamRecord::keep_scores)
+      .def_readwrite("keep_logits", &BeamRecord::keep_logits)
+      .def_readonly("scores", &BeamRecord::scores)
+      .def_readonly("logits", &BeamRecord::logits)
+      .def_readonly("sequences_scores", &BeamRecord::sequences_scores)
+      .def_readonly("beam_indices", &BeamRecord::beam_indices);
   py::class_<GenerationOptions>(m, "GenerationOptions", "transformers' GenerationConfig fields.")
       .def(py::init<>())
       .def_readwrite("max_new_tokens", &GenerationOptions::max_new_tokens)
@@ -40,10 +49,26 @@ void bind_llama(py::module_& m) {
       .def_readwrite("use_cache", &GenerationOptions::use_cache)
       .def_readwrite("num_beams", &GenerationOptions::num_beams)
       .def_readwrite("length_penalty", &GenerationOptions::length_penalty)
-      .def_readwrite("early_stopping", &GenerationOptions::early_stopping)
+      .def_property(
+          "early_stopping",
+          [](const GenerationOptions& o) -> py::object {
+            if (o.early_stopping == EarlyStopping::kNever) return py::str("never");
+            return py::bool_(o.early_stopping == EarlyStopping::kFirst);
+          },
+          [](GenerationOptions& o, const py::object& value) {
+            if (py::isinstance<py::bool_>(value)) {
+              o.early_stopping = value.cast<bool>() ? EarlyStopping::kFirst : EarlyStopping::kHeuristic;
+            } else if (py::isinstance<py::str>(value) && value.cast<std::string>() == "never") {
+              o.early_stopping = EarlyStopping::kNever;
+            } else {
+              throw py::value_error("early_stopping: expected True, False or 'never', got " +
+                                    py::repr(value).cast<std::string>());
+            }
+          })
       .def_readwrite("num_return_sequences", &GenerationOptions::num_return_sequences)
       .def_readwrite("min_new_tokens", &GenerationOptions::min_new_tokens)
-      .def_readwrite("direct_layer_calls", &GenerationOptions::direct_layer_calls);
+      .def_readwrite("direct_layer_calls", &GenerationOptions::direct_layer_calls)
+      .def_readwrite("beam_record", &GenerationOptions::beam_record);
   py::class_<Stream>(m, "TextGeneration", "Token-by-token generation (the streaming iterator's engine).")
       .def("next", [](Stream& s) {
         return without_gil([&] { return s.gen->next(); });

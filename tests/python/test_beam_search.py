@@ -25,6 +25,9 @@ CASES = [
     dict(num_beams=4, repetition_penalty=1.5),
     dict(num_beams=4, num_return_sequences=4),  # every finished beam, best first
     dict(num_beams=3, num_return_sequences=2, length_penalty=2.0, early_stopping=True),
+    dict(num_beams=4, length_penalty=2.0, early_stopping="never"),  # judged at max_new_tokens' length
+    dict(num_beams=3, length_penalty=0.0, early_stopping="never"),  # the canonical beam search
+    dict(num_beams=4, length_penalty=-0.5, early_stopping="never", num_return_sequences=2),
 ]
 
 
@@ -38,6 +41,27 @@ def test_beam_search_equals_transformers(pair, extra):
     want = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, **kwargs)
     got = ours.generate(ids, **kwargs)
     assert torch.equal(got, want), (got, want)
+
+
+def test_early_stopping_never_is_read_from_the_folder_and_changes_the_beams(pair, tmp_path):
+    """transformers' third value: with length_penalty > 0 a running beam is judged at the longest
+    length it could reach, so the search runs on where False stops (here: other beams). It was
+    left out of a generation_config.json with a warning, and refused as an argument."""
+    hf, ours = pair
+    ids = torch.tensor([[67, 31, 75, 59], [77, 25, 65, 66]])  # 2 of 200 random prompts where it matters
+    kwargs = dict(max_new_tokens=12, num_beams=4, eos_token_id=[5, 11, 17, 23, 29, 31, 37, 41, 43], pad_token_id=1)
+    never = ours.generate(ids, early_stopping="never", **kwargs)
+    assert not torch.equal(never, ours.generate(ids, early_stopping=False, **kwargs))
+    hf.generation_config.early_stopping, hf.generation_config.num_beams = "never", 4  # transformers saves it so
+    try:
+        hf.save_pretrained(tmp_path)
+        want = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, **kwargs)
+    finally:
+        hf.generation_config.early_stopping, hf.generation_config.num_beams = False, 1
+    assert torch.equal(never, want)
+    assert torch.equal(tessera.from_pretrained(str(tmp_path)).generate(ids, **kwargs), want)
+    with pytest.raises(ValueError, match="early_stopping.*'sometimes'"):
+        ours.generate(ids, early_stopping="sometimes", **kwargs)
 
 
 def test_left_padded_batch_equals_transformers(pair):

@@ -1,7 +1,8 @@
 """transformers' `return_dict_in_generate=True` with `output_scores` and `output_logits`, and
 `compute_transition_scores`: side by side with transformers' generate where decoding is greedy
 (sequences equal, scores and logits to fp32 rounding), and against transformers' own logits
-processors on tessera's sampled sequences. These flags were refused by name."""
+processors on tessera's sampled sequences; beam search's GenerateBeamDecoderOnlyOutput field for
+field. These flags were refused by name, and with beam search until stop 51."""
 import pytest
 import torch
 
@@ -74,19 +75,73 @@ def test_llava_and_blip2_return_transformers_outputs(fixture_dir):
         close(got.scores, want.scores)
 
 
-def test_scores_with_beam_search_are_refused_by_name(llama):
-    """Beam scores are not returned: asked for with return_dict_in_generate, refused by name;
-    output_scores alone changes nothing, as in transformers (the ids come back), and so does
-    return_dict_in_generate alone (.sequences)."""
+BEAMS = [dict(num_beams=3), dict(num_beams=4, length_penalty=-0.5, eos_token_id=[3, 11, 19, 23]),
+         dict(num_beams=3, length_penalty=2.0, early_stopping=True, num_return_sequences=2, eos_token_id=[3, 11]),
+         dict(num_beams=4, min_new_tokens=3, repetition_penalty=1.5, num_return_sequences=3)]
+
+
+def beams_equal(got, want):
+    """Every field of transformers' GenerateBeamDecoderOnlyOutput, and the scores each returned
+    beam's ids got along the way (compute_transition_scores with its beam_indices)."""
+    assert list(got.keys()) == [k for k in want.keys() if k != "past_key_values"]  # tessera keeps no cache
+    assert torch.equal(got.sequences, want.sequences)
+    assert torch.equal(got.beam_indices, want.beam_indices) and got.beam_indices.dtype == want.beam_indices.dtype
+    torch.testing.assert_close(got.sequences_scores, want.sequences_scores, atol=2e-5, rtol=1e-5)
+    close(got.scores, want.scores)
+    close(got.logits or (), want.logits or ())
+
+
+@pytest.mark.parametrize("kwargs", BEAMS)
+def test_beam_outputs_equal_transformers(llama, kwargs):
+    hf, ours = llama
+    ids = torch.tensor([[0, 0, 1, 5, 6], [1, 7, 8, 9, 10]])  # left-padded
+    mask = (ids != 0).long()
+    want = hf.generate(ids, attention_mask=mask, do_sample=False, max_new_tokens=9, **FLAGS, **kwargs)
+    got = ours.generate(ids, attention_mask=mask, max_new_tokens=9, **FLAGS, **kwargs)
+    beams_equal(got, want)
+    ours_steps = ours.compute_transition_scores(got.sequences, got.scores, got.beam_indices)
+    torch.testing.assert_close(ours_steps, hf.compute_transition_scores(want.sequences, want.scores,
+                                                                         want.beam_indices), atol=2e-5, rtol=1e-5)
+    # transformers' documented identity: a beam's score is its steps' sum over its length ** penalty
+    lengths = (got.beam_indices >= 0).sum(1)
+    torch.testing.assert_close(ours_steps.sum(1) / lengths ** kwargs.get("length_penalty", 1.0),
+                               got.sequences_scores, atol=1e-4, rtol=1e-5)
+
+
+def test_beam_flags_as_transformers_reads_them(llama):
+    """return_dict_in_generate alone: sequences and beam_indices; output_scores alone: the ids
+    (transformers ignores it then); inputs_embeds: the new ids, scores as from the ids."""
     hf, ours = llama
     ids = torch.tensor([[1, 5, 6]])
-    with pytest.raises(ValueError, match="output_scores=True with return_dict_in_generate and beam search"):
-        ours.generate(ids, max_new_tokens=3, num_beams=2, output_scores=True, return_dict_in_generate=True)
-    want = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=3, num_beams=2, do_sample=False)
-    assert torch.equal(ours.generate(ids, max_new_tokens=3, num_beams=2, output_scores=True), want)
-    assert torch.equal(ours.generate(ids, max_new_tokens=3, num_beams=2, return_dict_in_generate=True).sequences, want)
+    kwargs = dict(max_new_tokens=4, num_beams=2)
+    want = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, return_dict_in_generate=True,
+                       **kwargs)
+    got = ours.generate(ids, return_dict_in_generate=True, **kwargs)
+    assert list(got.keys()) == ["sequences", "beam_indices"]
+    assert torch.equal(got.sequences, want.sequences) and torch.equal(got.beam_indices, want.beam_indices)
+    assert torch.equal(ours.generate(ids, output_scores=True, **kwargs), want.sequences)
+    embedded = ours.generate(inputs_embeds=ours.get_input_embeddings()(ids), **FLAGS, **kwargs)
+    full = ours.generate(ids, **FLAGS, **kwargs)
+    assert torch.equal(embedded.sequences, full.sequences[:, ids.shape[1]:])
+    torch.testing.assert_close(embedded.sequences_scores, full.sequences_scores)
     with pytest.raises(TypeError, match=r"unexpected argument\(s\) output_attentions"):
-        ours.generate(torch.tensor([[1, 5, 6]]), max_new_tokens=3, output_attentions=True)
+        ours.generate(ids, max_new_tokens=3, output_attentions=True)
+
+
+def test_llava_and_blip2_beam_outputs_equal_transformers(fixture_dir):
+    from safetensors.torch import load_file
+
+    for family, cls in (("llava", transformers.LlavaForConditionalGeneration),
+                        ("blip2", transformers.Blip2ForConditionalGeneration)):
+        d = fixture_dir(family)
+        io = load_file(str(d / "io.safetensors"))
+        hf = cls.from_pretrained(str(d)).eval()
+        ours = tessera.from_pretrained(str(d))
+        kwargs = dict(max_new_tokens=5, num_beams=3, num_return_sequences=2, **FLAGS)
+        want = hf.generate(input_ids=io["input_ids"], pixel_values=io["pixel_values"], do_sample=False, **kwargs)
+        got = (ours.generate(io["input_ids"], pixel_values=io["pixel_values"], **kwargs)
+               if family == "llava" else ours.generate(io["pixel_values"], io["input_ids"], **kwargs))
+        beams_equal(got, want)
 
 
 def test_flags_as_transformers_reads_them(llama, fixture_dir):

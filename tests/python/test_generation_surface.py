@@ -167,8 +167,8 @@ def test_an_argument_passed_as_none_keeps_its_meaning(pair):
 def test_a_generation_config_transformers_accepts_loads(tmp_path):
     """Values generate refuses are left out with a warning, never a failed load; a file's beam
     settings do not reach a stream; saving keeps HF's other keys and drops what the model lacks."""
-    _, ours = _pair(tmp_path / "a", edit_generation=dict(early_stopping="never", max_new_tokens=6.0, num_beams=2))
-    with pytest.warns(UserWarning, match="early_stopping 'never' left out"):
+    _, ours = _pair(tmp_path / "a", edit_generation=dict(repetition_penalty=0.0, max_new_tokens=6.0, num_beams=2))
+    with pytest.warns(UserWarning, match="repetition_penalty 0.0 left out"):
         ours = tessera.from_pretrained(str(tmp_path / "a"))
     assert ours.generation_defaults["max_new_tokens"] == 6 and ours.generation_defaults["num_beams"] == 2
     ids = torch.tensor([[5, 6, 7]])

@@ -4,14 +4,17 @@ ids as a GenerateDecoderOnlyOutput (`sequences`, `scores`, `logits`), and
 in one forward over the prompt and the new ids (the model's forward reads left padding from the
 attention mask as generate does; equal to the decoding step's to fp32 rounding), and the scores
 are those logits through the processors generate applied, in transformers' order: repetition
-penalty, min_new_tokens, then when sampling temperature, top-k and top-p. Beam search's scores
-(per-beam, with beam indices) are not offered."""
+penalty, min_new_tokens, then when sampling temperature, top-k and top-p. Beam search records its
+own (GenerateBeamDecoderOnlyOutput: each step's scores and logits of every running beam, the
+returned beams' sequences_scores and beam_indices) as it decodes, since they belong to beams that
+the ids no longer show."""
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
+from .. import _C
 from .._warn import warn
 from .outputs import ModelOutput
 
@@ -21,6 +24,12 @@ FLAGS = ("return_dict_in_generate", "output_scores", "output_logits")
 class GenerateDecoderOnlyOutput(ModelOutput):
     """sequences, scores, logits (attentions, hidden_states and past_key_values are not kept)."""
     fields = ("sequences", "scores", "logits", "attentions", "hidden_states", "past_key_values")
+
+
+class GenerateBeamDecoderOnlyOutput(ModelOutput):
+    """sequences, sequences_scores, scores, logits, beam_indices (as transformers' beam search)."""
+    fields = ("sequences", "sequences_scores", "scores", "logits", "beam_indices", "attentions", "hidden_states",
+              "past_key_values")
 
 
 def pop_flags(kwargs: Dict[str, Any], defaults: Optional[Dict[str, Any]] = None) -> Dict[str, bool]:
@@ -36,14 +45,18 @@ def pop_flags(kwargs: Dict[str, Any], defaults: Optional[Dict[str, Any]] = None)
     return {k: v for k, v in flags.items() if v}
 
 
-def check_flags(flags: Dict[str, bool], options, caller: str) -> None:
-    if flags.get("return_dict_in_generate") and options.max_new_tokens == 0:
+def apply_flags(flags: Dict[str, bool], options, caller: str) -> None:
+    """Refuses what transformers refuses; with beam search and return_dict_in_generate, sets the
+    options' record that C++ fills while decoding."""
+    if not flags.get("return_dict_in_generate"):
+        return
+    if options.max_new_tokens == 0:
         raise ValueError(f"{caller}(): max_new_tokens must be greater than 0 to return scores (transformers refuses "
                          "it too)")
-    scores = [k for k in ("output_scores", "output_logits") if flags.get(k)]
-    if flags.get("return_dict_in_generate") and scores and options.num_beams > 1:  # alone, they change nothing
-        raise ValueError(f"{caller}(): {', '.join(f'{k}=True' for k in scores)} with return_dict_in_generate and beam "
-                         "search (num_beams > 1) is not supported: tessera's beam search returns the beams' ids alone")
+    if options.num_beams > 1:
+        record = _C.llama.BeamRecord()
+        record.keep_scores, record.keep_logits = bool(flags.get("output_scores")), bool(flags.get("output_logits"))
+        options.beam_record = record
 
 
 def _processed(logits: torch.Tensor, seen: torch.Tensor, step: int, options, stops: List[int]) -> torch.Tensor:
@@ -81,6 +94,8 @@ def generation_output(model, sequences: torch.Tensor, prompt_length: int, attent
     returned = sequences if returned is None else returned
     if not flags.get("return_dict_in_generate"):
         return returned
+    if options.beam_record is not None:
+        return _beam_output(returned, options.beam_record, flags)
     out = GenerateDecoderOnlyOutput(sequences=returned)
     if not (flags.get("output_scores") or flags.get("output_logits")):
         return out
@@ -103,6 +118,18 @@ def generation_output(model, sequences: torch.Tensor, prompt_length: int, attent
     return out
 
 
+def _beam_output(sequences: torch.Tensor, record, flags: Dict[str, bool]) -> GenerateBeamDecoderOnlyOutput:
+    """transformers' fields in its order: sequences_scores and scores with output_scores, logits
+    with output_logits, beam_indices always."""
+    out = GenerateBeamDecoderOnlyOutput(sequences=sequences)
+    if flags.get("output_scores"):
+        out.sequences_scores, out.scores = record.sequences_scores, tuple(record.scores)
+    if flags.get("output_logits"):
+        out.logits = tuple(record.logits)
+    out.beam_indices = record.beam_indices
+    return out
+
+
 def stop_ids(model, options) -> List[int]:
     """The ids generate stopped at: the call's or generation config's, else the model config's
     (as C++ falls back to them)."""
@@ -114,15 +141,21 @@ def stop_ids(model, options) -> List[int]:
 
 def compute_transition_scores(sequences: torch.Tensor, scores, beam_indices: Optional[torch.Tensor] = None,
                               normalize_logits: bool = False) -> torch.Tensor:
-    """transformers' GenerationMixin.compute_transition_scores for greedy and sampled outputs: each
-    new id's score [B, n] (log-probabilities with normalize_logits)."""
-    if beam_indices is not None:
-        raise ValueError("compute_transition_scores: beam_indices are not supported (tessera's beam search returns "
-                         "no scores)")
+    """transformers' GenerationMixin.compute_transition_scores: each new id's score [R, n]
+    (log-probabilities with normalize_logits). Without `beam_indices` (greedy, sampling) row r
+    reads its own scores; with them (beam search) each step reads the running beam the id came
+    from, and a beam that ended early scores 0 past its end."""
     if not scores:
         return torch.empty(sequences.shape[0], 0)
-    stacked = torch.stack(list(scores), 1)  # [B, n, V]
+    stacked = torch.stack(list(scores), 1)  # [rows of scores, steps, V]
     if normalize_logits:
         stacked = stacked.log_softmax(-1)
-    chosen = sequences[:, -stacked.shape[1]:].to(stacked.device)
-    return stacked.gather(2, chosen.unsqueeze(-1)).squeeze(-1)
+    if beam_indices is None:
+        beam_indices = torch.arange(stacked.shape[0]).view(-1, 1).expand(-1, stacked.shape[1])
+    beam_indices = beam_indices.to(stacked.device, torch.long)  # int32 in transformers: long cannot overflow
+    ended = beam_indices < 0
+    length = int((~ended).sum(-1).max())
+    beam_indices, ended = beam_indices[:, :length], ended[:, :length]
+    chosen = sequences[:, sequences.shape[1] - length:].to(stacked.device)
+    step = torch.arange(length, device=stacked.device).expand_as(chosen)
+    return stacked[beam_indices.clamp(min=0), step, chosen].masked_fill(ended, 0.0)

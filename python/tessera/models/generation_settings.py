@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Optional, Union
+from typing import List, Literal, Optional, Union
 
 from ..schema import from_mapping, require
 
@@ -27,7 +27,9 @@ class GenerationConfig:
     use_cache: bool = True
     num_beams: int = 1                      # > 1: beam search (greedy only, generate only)
     length_penalty: float = 1.0             # finished beams: sum(log p) / new_tokens ** length_penalty
-    early_stopping: bool = False            # stop once num_beams beams have finished
+    # True: stop once num_beams beams have finished; False: once no running beam can beat them at its
+    # length; "never": at max_new_tokens' length when length_penalty > 0 (canonical beam search)
+    early_stopping: Union[bool, Literal["never"]] = False
     min_new_tokens: int = 0                 # stop ids are forbidden before this many new tokens
 
     def validate(self, where: str) -> None:

@@ -84,8 +84,8 @@ def read_generation_defaults(folder: str, vocab_size: Optional[int] = None) -> O
     """The generation defaults of a model folder's generation_config.json (transformers' file: its
     eos/pad ids, sampling settings such as Llama-3-Instruct's, max_length, which counts the prompt),
     the keys generate takes; None without the file. bos and metadata are not generate's. A value
-    generate would refuse (transformers loads it with a warning: `early_stopping: "never"`,
-    `temperature: 0` with sampling; an eos id past the vocabulary) is left out with a warning, never
+    generate would refuse (transformers loads it: `repetition_penalty: 0`, `temperature: 0`
+    with sampling; an eos id past the vocabulary) is left out with a warning, never
     a failed load; an integral float where an int goes (`max_new_tokens: 256.0`) is read as the int.
     A setting transformers applies and generate lacks (`no_repeat_ngram_size`) is kept: generate
     refuses it by name until it is cleared."""

@@ -17,7 +17,7 @@ from ..cpp_module import node_class, node_methods
 from ..registry import register_model
 from .family import FamilyModel
 from .generation_output import FLAGS as OUTPUT_FLAG_KEYS
-from .generation_output import check_flags, compute_transition_scores, generation_output, pop_flags
+from .generation_output import apply_flags, compute_transition_scores, generation_output, pop_flags
 from .generation_settings import (GENERATION_FILE, SAMPLING_ONLY, UNAPPLIED, GenerationConfig, check_length,
                                   generation_config, id_list, no_op_arguments, passed_config)
 from .loss_kwargs import over_items
@@ -172,7 +172,7 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
         o.direct_layer_calls = not self._edited_in_python() and all(
             not layer._forward_hooks and not layer._forward_pre_hooks for layer in layers)
         self._sync_all()
-        check_flags(flags, o, caller)
+        apply_flags(flags, o, caller)
         return o, returns, (streamer, flags)
 
     @torch.no_grad()
@@ -218,7 +218,7 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
 
     def compute_transition_scores(self, sequences: torch.Tensor, scores, beam_indices=None,
                                   normalize_logits: bool = False) -> torch.Tensor:
-        """transformers' GenerationMixin.compute_transition_scores (greedy and sampled outputs)."""
+        """transformers' GenerationMixin.compute_transition_scores (greedy, sampled and beam outputs)."""
         return compute_transition_scores(sequences, scores, beam_indices, normalize_logits)
 
     def stream(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None, **kwargs):

@@ -1,7 +1,8 @@
 // Beam search as transformers 5's vectorised _beam_search (generation/utils.py), step for step so
 // that the ids are equal: per prompt, the top (1 + stop ids, at least 2) x num_beams continuations
 // of all beams; the best num_beams that did not stop run on, those that stopped among the top
-// num_beams compete for the finished slots by sum(log p) / new_tokens ** length_penalty.
+// num_beams compete for the finished slots by sum(log p) / new_tokens ** length_penalty; it ends
+// when no running beam can beat the worst finished one (early_stopping).
 #include "tessera/models/llama/llama_generate.h"
 
 #include <ATen/ATen.h>
@@ -53,6 +54,15 @@ at::Tensor beam_search(LlamaForCausalLMImpl& lm, const at::Tensor& input_ids, co
   at::Tensor improvable = at::ones({B, 1}, long_opts.dtype(at::kBool));
   at::Tensor top_beams = at::arange(keep, long_opts) < nb;
   const at::Tensor batch_offset = at::arange(B, long_opts).unsqueeze(1) * nb;
+  // transformers' beam_indices (only when recorded): the flat beam each new id of a beam came from
+  BeamRecord* record = o.beam_record.get();
+  at::Tensor running_from, finished_from;
+  if (record) {
+    record->scores.clear();
+    record->logits.clear();
+    running_from = at::full({B, nb, o.max_new_tokens}, -1, long_opts);
+    finished_from = running_from.clone();
+  }
 
   nn::KVCache cache(lm.options.num_hidden_layers());
   cache.reserve(max_length);
@@ -74,11 +84,18 @@ at::Tensor beam_search(LlamaForCausalLMImpl& lm, const at::Tensor& input_ids, co
   for (int64_t cur = P;; ++cur) {
     at::Tensor log_probs = logits.select(1, -1).to(at::kFloat).log_softmax(-1);
     log_probs = process_scores(log_probs, running.narrow(2, 0, cur).reshape({B * nb, cur}), o, s.eos, cur - P);
+    if (record && record->keep_scores) record->scores.push_back(log_probs.clone());
+    if (record && record->keep_logits) record->logits.push_back(logits.select(1, -1).to(at::kFloat));
     log_probs = (log_probs.view({B, nb, V}) + running_scores.unsqueeze(2)).view({B, nb * V});
     auto [top_scores, top_index] = at::topk(log_probs, keep);  // [B, keep]
     at::Tensor from_beam = top_index.div(V, "floor"), token = top_index.remainder(V);
     at::Tensor candidates = gather_beams(running, from_beam);  // [B, keep, max_length]
     candidates.select(2, cur).copy_(token);
+    at::Tensor candidates_from;
+    if (record) {
+      candidates_from = gather_beams(running_from, from_beam);
+      candidates_from.select(2, cur - P).copy_(from_beam + batch_offset);
+    }
     at::Tensor stops = s.eos.numel() > 0 ? at::isin(token, s.eos) : at::zeros_like(token, at::kBool);
     if (cur + 1 >= max_length) stops.fill_(true);
 
@@ -87,12 +104,13 @@ at::Tensor beam_search(LlamaForCausalLMImpl& lm, const at::Tensor& input_ids, co
     at::Tensor next = std::get<1>(at::topk(run_scores, nb));
     running = gather_beams(candidates, next);
     running_scores = run_scores.gather(1, next);
+    if (record) running_from = gather_beams(candidates_from, next);
     cache.reorder((from_beam.gather(1, next) + batch_offset).view(-1));
 
     // Candidates among the top num_beams that stopped compete for the finished slots.
     at::Tensor just_finished = stops.logical_and(top_beams.unsqueeze(0));
     at::Tensor scores = top_scores / std::pow(static_cast<double>(cur + 1 - P), o.length_penalty);
-    if (o.early_stopping) scores = scores + is_finished.all(1, true).to(at::kFloat) * kNever;
+    if (o.early_stopping == EarlyStopping::kFirst) scores = scores + is_finished.all(1, true).to(at::kFloat) * kNever;
     scores = scores + improvable.logical_not().to(at::kFloat) * kNever;
     scores = scores + just_finished.logical_not().to(at::kFloat) * kNever;
     at::Tensor merged_scores = at::cat({finished_scores, scores}, 1);
@@ -101,14 +119,16 @@ at::Tensor beam_search(LlamaForCausalLMImpl& lm, const at::Tensor& input_ids, co
     finished_scores = merged_scores.gather(1, best);
     is_finished = at::cat({is_finished, just_finished}, 1).gather(1, best);
     finished_lengths = at::cat({finished_lengths, at::full({B, keep}, cur + 1 - P, long_opts)}, 1).gather(1, best);
+    if (record) finished_from = gather_beams(at::cat({finished_from, candidates_from}, 1), best);
 
     // transformers' stopping rule: can a running beam still beat the worst finished one?
-    const double hypothetical = static_cast<double>(cur + 1 - P);
+    const bool to_the_end = o.early_stopping == EarlyStopping::kNever && o.length_penalty > 0;
+    const double hypothetical = static_cast<double>(to_the_end ? o.max_new_tokens : cur + 1 - P);
     at::Tensor best_running = running_scores.narrow(1, 0, 1) / std::pow(hypothetical, o.length_penalty);
     at::Tensor worst_finished = at::where(is_finished, std::get<0>(finished_scores.min(1, true)),
                                           at::full({}, kNever, float_opts));
     improvable = improvable.logical_and((best_running > worst_finished).any(-1, true));
-    const bool open_beam = !(o.early_stopping && is_finished.all().item<bool>());
+    const bool open_beam = !(o.early_stopping == EarlyStopping::kFirst && is_finished.all().item<bool>());
     if (!(improvable.any().item<bool>() && open_beam && !stops.all().item<bool>())) break;
 
     mask = at::cat({mask, at::ones({B * nb, 1}, long_opts)}, 1);
@@ -120,6 +140,11 @@ at::Tensor beam_search(LlamaForCausalLMImpl& lm, const at::Tensor& input_ids, co
   // returned one ends.
   const int64_t n = o.num_return_sequences;
   const int64_t generated = finished_lengths.narrow(1, 0, n).max().item<int64_t>();
+  if (record) {
+    record->sequences_scores = finished_scores.narrow(1, 0, n).reshape({B * n});
+    record->beam_indices = finished_from.narrow(1, 0, n).reshape({B * n, o.max_new_tokens}).narrow(1, 0, generated)
+                               .to(at::kInt);  // transformers' dtype
+  }
   return finished.narrow(1, 0, n).reshape({B * n, max_length}).narrow(1, 0, P + generated);
 }
 

@@ -9,10 +9,28 @@
 
 #include <ATen/core/Generator.h>
 
+#include <memory>
 #include <optional>
 #include <vector>
 
 namespace tessera::models {
+
+/// What beam search hands back beside the ids, as transformers' return_dict_in_generate returns
+/// it (GenerateBeamDecoderOnlyOutput); set in GenerationOptions::beam_record to have it filled.
+struct BeamRecord {
+  bool keep_scores = false, keep_logits = false;  ///< output_scores, output_logits
+  /// Each step's processed log-probabilities / raw logits of every running beam [B * num_beams, V].
+  std::vector<at::Tensor> scores, logits;
+  at::Tensor sequences_scores;  ///< [B * n] the returned beams' sum(log p) / new_tokens ** length_penalty
+  at::Tensor beam_indices;      ///< [B * n, new] the flat running beam each new id came from (-1 past the end)
+};
+
+/// transformers' early_stopping: when beam search ends.
+enum class EarlyStopping {
+  kHeuristic,  ///< false: once no running beam can beat the finished ones, judged at its current length
+  kFirst,      ///< true: as soon as num_beams beams have finished
+  kNever,      ///< "never": judged at max_new_tokens when length_penalty > 0 (the canonical beam search)
+};
 
 /// transformers' GenerationConfig fields (same names and defaults).
 struct GenerationOptions {
@@ -29,14 +47,15 @@ struct GenerationOptions {
   int64_t num_beams = 1;
   /// Finished beams score sum(log p) / new_tokens ** length_penalty (> 0 favours longer ones).
   double length_penalty = 1.0;
-  /// Stop as soon as num_beams beams have finished (else when no running beam can beat them).
-  bool early_stopping = false;
+  EarlyStopping early_stopping = EarlyStopping::kHeuristic;
   /// Beam search: the best this many finished beams per prompt (<= num_beams), best first, as
   /// transformers' num_return_sequences. (Several samples: repeat the prompt rows.)
   int64_t num_return_sequences = 1;
   /// Stop ids are forbidden until this many tokens are new.
   int64_t min_new_tokens = 0;
   bool direct_layer_calls = true;      ///< layers straight from C++ (no Python hooks during decoding)
+  /// Beam search fills it when set (shared: every copy of the options writes the same record).
+  std::shared_ptr<BeamRecord> beam_record;
 };
 
 /// A generation's checked start: the options with their defaults filled in (stop ids from the
