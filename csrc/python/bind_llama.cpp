@@ -44,6 +44,7 @@ void bind_llama(py::module_& m) {
       .def_readwrite("top_k", &GenerationOptions::top_k)
       .def_readwrite("top_p", &GenerationOptions::top_p)
       .def_readwrite("repetition_penalty", &GenerationOptions::repetition_penalty)
+      .def_readwrite("no_repeat_ngram_size", &GenerationOptions::no_repeat_ngram_size)
       .def_readwrite("eos_token_ids", &GenerationOptions::eos_token_ids)
       .def_readwrite("pad_token_id", &GenerationOptions::pad_token_id)
       .def_readwrite("use_cache", &GenerationOptions::use_cache)

@@ -4,10 +4,10 @@ ids as a GenerateDecoderOnlyOutput (`sequences`, `scores`, `logits`), and
 in one forward over the prompt and the new ids (the model's forward reads left padding from the
 attention mask as generate does; equal to the decoding step's to fp32 rounding), and the scores
 are those logits through the processors generate applied, in transformers' order: repetition
-penalty, min_new_tokens, then when sampling temperature, top-k and top-p. Beam search records its
-own (GenerateBeamDecoderOnlyOutput: each step's scores and logits of every running beam, the
-returned beams' sequences_scores and beam_indices) as it decodes, since they belong to beams that
-the ids no longer show."""
+penalty, no_repeat_ngram_size, min_new_tokens, then when sampling temperature, top-k and top-p.
+Beam search records its own (GenerateBeamDecoderOnlyOutput: each step's scores and logits of
+every running beam, the returned beams' sequences_scores and beam_indices) as it decodes, since
+they belong to beams that the ids no longer show."""
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional
@@ -68,6 +68,13 @@ def _processed(logits: torch.Tensor, seen: torch.Tensor, step: int, options, sto
         picked = scores.gather(1, seen)
         scores.scatter_(1, seen, torch.where(picked < 0, picked * options.repetition_penalty,
                                              picked / options.repetition_penalty))
+    n = options.no_repeat_ngram_size
+    if n > 0 and seen.shape[1] >= n:  # as C++'s process_scores: the last n - 1 ids against every window
+        windows = seen.unfold(1, n, 1)
+        matches = (windows[..., :-1] == seen[:, seen.shape[1] + 1 - n:].unsqueeze(1)).all(-1)
+        banned = scores.new_zeros((scores.shape[0], scores.shape[1] + 1), dtype=torch.bool)
+        banned.scatter_(1, torch.where(matches, windows[..., -1], scores.shape[1]), True)
+        scores.masked_fill_(banned[:, :-1], float("-inf"))
     if step < options.min_new_tokens and stops:
         scores[:, [i for i in stops if 0 <= i < scores.shape[1]]] = float("-inf")
     if options.do_sample:

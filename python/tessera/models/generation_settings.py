@@ -22,6 +22,7 @@ class GenerationConfig:
     top_k: Optional[int] = 50               # 0 or None: no top-k filter
     top_p: float = 1.0                      # in (0, 1]
     repetition_penalty: float = 1.0         # > 0; 1: off
+    no_repeat_ngram_size: int = 0           # > 0: no n-gram of this size twice (prompt included); 0: off
     eos_token_id: Union[int, List[int], None] = None
     pad_token_id: Optional[int] = None
     use_cache: bool = True
@@ -39,6 +40,8 @@ class GenerationConfig:
                 f"got {self.temperature}")
         require(self.top_k is None or self.top_k >= 0, f"{where}: top_k must be >= 0 (0: no top-k filter), got {self.top_k}")
         require(0 < self.top_p <= 1, f"{where}: top_p must be in (0, 1], got {self.top_p}")
+        require(self.no_repeat_ngram_size >= 0,
+                f"{where}: no_repeat_ngram_size must be >= 0 (0: off), got {self.no_repeat_ngram_size}")
         require(self.num_beams >= 1, f"{where}: num_beams must be >= 1, got {self.num_beams}")
         require(not (self.num_beams > 1 and self.do_sample),
                 f"{where}: beam sampling (num_beams > 1 with do_sample=True) is not supported")
@@ -51,7 +54,8 @@ class GenerationConfig:
             require(token >= 0, f"{where}: token ids must be >= 0, got eos/pad id {token}")
         # C++ takes int64: a larger int reached the binding as a pybind signature dump.
         counts = {"max_new_tokens": self.max_new_tokens, "min_new_tokens": self.min_new_tokens,
-                  "top_k": self.top_k or 0, "num_beams": self.num_beams, "eos/pad id": max(eos + [self.pad_token_id or 0])}
+                  "top_k": self.top_k or 0, "num_beams": self.num_beams,
+                  "no_repeat_ngram_size": self.no_repeat_ngram_size, "eos/pad id": max(eos + [self.pad_token_id or 0])}
         for name, value in counts.items():
             require(value < 2 ** 63, f"{where}: {name} {value} does not fit in int64")
 
@@ -77,7 +81,7 @@ GENERATION_KEYS = (*GenerationConfig.__dataclass_fields__, "max_length", "min_le
 #: transformers' settings that change what it generates and that tessera's generate does not have,
 #: with the values that change nothing (what files write for "off"). A file setting one loads, and
 #: generate refuses until it is cleared: ignored, it would give other tokens than transformers.
-UNAPPLIED = {"no_repeat_ngram_size": (0,), "typical_p": (1.0,), "epsilon_cutoff": (0.0,), "eta_cutoff": (0.0,),
+UNAPPLIED = {"typical_p": (1.0,), "epsilon_cutoff": (0.0,), "eta_cutoff": (0.0,),
              "min_p": (0.0,), "top_h": (), "num_beam_groups": (1,), "penalty_alpha": (0.0,),
              "bad_words_ids": ([],), "force_words_ids": ([],), "constraints": ([],), "forced_eos_token_id": (),
              "suppress_tokens": ([],), "begin_suppress_tokens": ([],), "sequence_bias": ({}, []), "stop_strings": ([], ""),

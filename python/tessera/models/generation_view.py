@@ -87,7 +87,7 @@ def read_generation_defaults(folder: str, vocab_size: Optional[int] = None) -> O
     generate would refuse (transformers loads it: `repetition_penalty: 0`, `temperature: 0`
     with sampling; an eos id past the vocabulary) is left out with a warning, never
     a failed load; an integral float where an int goes (`max_new_tokens: 256.0`) is read as the int.
-    A setting transformers applies and generate lacks (`no_repeat_ngram_size`) is kept: generate
+    A setting transformers applies and generate lacks (`suppress_tokens`) is kept: generate
     refuses it by name until it is cleared."""
     path = os.path.join(folder, GENERATION_FILE)
     if not os.path.isfile(path):
@@ -96,7 +96,7 @@ def read_generation_defaults(folder: str, vocab_size: Optional[int] = None) -> O
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: a generation config is a JSON object, got {type(raw).__name__}")
     ints = ("max_new_tokens", "min_new_tokens", "num_beams", "top_k", "pad_token_id", "max_length", "min_length",
-            "num_return_sequences")
+            "num_return_sequences", "no_repeat_ngram_size")
     defaults = {k: v for k, v in raw.items() if unapplied(k, v)}
     for key in KEYS:
         value = raw.get(key)

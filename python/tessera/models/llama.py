@@ -155,7 +155,7 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
         o = _C.llama.GenerationOptions()
         o.max_new_tokens, o.do_sample, o.use_cache = config.max_new_tokens, config.do_sample, config.use_cache
         o.temperature, o.top_k, o.top_p = config.temperature, config.top_k or 0, config.top_p
-        o.repetition_penalty = config.repetition_penalty
+        o.repetition_penalty, o.no_repeat_ngram_size = config.repetition_penalty, config.no_repeat_ngram_size
         o.num_beams, o.length_penalty = config.num_beams, config.length_penalty
         o.early_stopping, o.min_new_tokens = config.early_stopping, config.min_new_tokens
         if config.num_beams > 1:  # the best beams, where sampling repeats the prompt rows
@@ -275,7 +275,7 @@ def _stand_in_ids(input_ids: Optional[torch.Tensor], inputs_embeds: Optional[tor
     """The prompt's ids for C++, which takes the ids the embeddings stand for. transformers also
     generates from inputs_embeds alone: its prompt ids are then empty, so it returns only the new
     ids and its repetition penalty reads only them. Zeros stand in for the missing ids (generate
-    drops them from its result), exact unless a repetition penalty would read them."""
+    drops them from its result), exact unless a repetition penalty or n-gram ban would read them."""
     if input_ids is not None:
         return input_ids
     batch, prompt = inputs_embeds.shape[:2]
@@ -286,10 +286,11 @@ def _stand_in_ids(input_ids: Optional[torch.Tensor], inputs_embeds: Optional[tor
     if attention_mask is not None and tuple(attention_mask.shape) != (batch, prompt):
         raise ValueError(f"{caller}(): attention_mask must be [{batch}, {prompt}] like inputs_embeds' first two "
                          f"dimensions, got {tuple(attention_mask.shape)}")
-    if options.repetition_penalty != 1.0:
-        raise ValueError(f"{caller}(): repetition_penalty {options.repetition_penalty} (given, or from "
-                         f"{GENERATION_FILE}) reads the prompt's ids, and inputs_embeds came without them: pass "
-                         "the input_ids the embeddings stand for, or repetition_penalty=1.0")
+    for name, off in (("repetition_penalty", 1.0), ("no_repeat_ngram_size", 0)):
+        if getattr(options, name) != off:
+            raise ValueError(f"{caller}(): {name} {getattr(options, name)} (given, or from {GENERATION_FILE}) reads "
+                             "the prompt's ids, and inputs_embeds came without them: pass the input_ids the "
+                             f"embeddings stand for, or {name}={off}")
     return torch.zeros((batch, prompt), dtype=torch.long, device=inputs_embeds.device)
 
 

@@ -354,7 +354,8 @@ def _answer_batch(model, encoded: EncodedSamples, rows: Sequence[int], tokenizer
     # Greedy whatever the model's generation_config.json says (a converted checkpoint may sample).
     out = model.generate(ids.to(device), pixel_values=None if pixels is None else pixels.to(device),
                          attention_mask=mask.to(device), max_new_tokens=max_new_tokens, do_sample=False,
-                         num_beams=1, repetition_penalty=1.0, min_new_tokens=0, eos_token_id=stops, pad_token_id=0)
+                         num_beams=1, repetition_penalty=1.0, no_repeat_ngram_size=0, min_new_tokens=0,
+                         eos_token_id=stops, pad_token_id=0)
     answers = []
     for row in out[:, width:].tolist():
         # After eos come pads; another stop id carries the answer's end (cut_answer cuts there).

@@ -42,6 +42,8 @@ GenerationStart start_generation(const LlamaForCausalLMImpl& lm, const at::Tenso
   TORCH_CHECK_VALUE(o.repetition_penalty > 0 && std::isfinite(static_cast<float>(o.repetition_penalty)) &&
                         fp32_inverse_finite(o.repetition_penalty),
                     "repetition_penalty must be > 0 with it and its inverse finite in fp32, got ", o.repetition_penalty);
+  TORCH_CHECK_VALUE(o.no_repeat_ngram_size >= 0, "no_repeat_ngram_size must be >= 0 (0: off), got ",
+                    o.no_repeat_ngram_size);
   TORCH_CHECK_VALUE(o.num_beams >= 1, "num_beams must be >= 1, got ", o.num_beams);
   TORCH_CHECK_VALUE(o.num_return_sequences >= 1 && o.num_return_sequences <= std::max<int64_t>(o.num_beams, 1) &&
                         (o.num_return_sequences == 1 || o.num_beams > 1),
@@ -99,6 +101,19 @@ at::Tensor process_scores(at::Tensor scores, const at::Tensor& sequences, const 
     at::Tensor seen = at::gather(scores, 1, sequences);
     seen = at::where(seen < 0, seen * o.repetition_penalty, seen / o.repetition_penalty);
     scores = scores.scatter(1, sequences, seen);
+  }
+  const int64_t n = o.no_repeat_ngram_size, length = sequences.size(1);
+  if (n > 0 && length >= n) {
+    // A token is banned where the row's last n - 1 ids already occurred followed by it: match the
+    // last n - 1 ids against every window's first n - 1; a window that does not match points at a
+    // spare column past the vocabulary, so it cannot clear another window's ban.
+    const int64_t vocab = scores.size(1);
+    at::Tensor windows = sequences.unfold(1, n, 1);  // [R, length - n + 1, n]
+    at::Tensor last = sequences.narrow(1, length + 1 - n, n - 1).unsqueeze(1);
+    at::Tensor matches = windows.narrow(2, 0, n - 1).eq(last).all(-1);
+    at::Tensor banned = at::zeros({scores.size(0), vocab + 1}, scores.options().dtype(at::kBool));
+    banned.scatter_(1, at::where(matches, windows.select(2, n - 1), vocab), true);
+    scores = scores.masked_fill(banned.narrow(1, 0, vocab), -std::numeric_limits<double>::infinity());
   }
   if (new_tokens < o.min_new_tokens && eos.numel() > 0)
     scores = scores.index_fill(1, eos, -std::numeric_limits<double>::infinity());

@@ -40,6 +40,7 @@ struct GenerationOptions {
   int64_t top_k = 50;   ///< 0: off
   double top_p = 1.0;   ///< 1: off
   double repetition_penalty = 1.0;
+  int64_t no_repeat_ngram_size = 0;   ///< > 0: no n-gram of this size twice in a row (prompt included); 0: off
   std::optional<std::vector<int64_t>> eos_token_ids;  ///< stop ids (unset: the model config's; empty: none)
   int64_t pad_token_id = -1;           ///< fills finished rows (-1: the config's, else the first stop id)
   bool use_cache = true;               ///< false recomputes the whole prefix every step (for comparison)
@@ -71,8 +72,9 @@ GenerationStart start_generation(const LlamaForCausalLMImpl& lm, const at::Tenso
 /// Refuses a prompt whose last logits hold NaN: a NaN input (pixel values, embeddings) or weight
 /// reaches every logit of the prompt, and argmax or sampling would still pick tokens from it.
 void check_prompt_scores(const at::Tensor& scores);
-/// transformers' logits processors before any choice: repetition penalty over `sequences`, then
-/// MinNewTokensLength (stop ids at -inf while fewer than min_new_tokens are new).
+/// transformers' logits processors before any choice, in its order: repetition penalty over
+/// `sequences`, NoRepeatNGram, then MinNewTokensLength (stop ids at -inf while fewer than
+/// min_new_tokens are new).
 at::Tensor process_scores(at::Tensor scores, const at::Tensor& sequences, const GenerationOptions& options,
                           const at::Tensor& eos, int64_t new_tokens);
 
