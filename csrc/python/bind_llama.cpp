@@ -27,6 +27,15 @@ void bind_llama(py::module_& m) {
       },
       py::arg("node"), py::arg("embed"), py::arg("head") = py::none(),
       "Installs resized token tables (resize_token_embeddings) and the sizes that follow them.");
+  m.def(
+      "processed_scores",
+      [](const at::Tensor& logits, const at::Tensor& sequences, const GenerationOptions& options,
+         const at::Tensor& eos, int64_t new_tokens) {
+        at::Tensor scores = process_scores(logits, sequences, options, eos, new_tokens);
+        return options.do_sample ? warp_scores(scores, options) : scores;
+      },
+      py::arg("logits"), py::arg("sequences"), py::arg("options"), py::arg("eos"), py::arg("new_tokens"),
+      "One step's scores as generate's processors (and warpers, when sampling) make them from its logits.");
   py::class_<BeamRecord, std::shared_ptr<BeamRecord>>(
       m, "BeamRecord", "What beam search returns beside the ids (transformers' return_dict_in_generate).")
       .def(py::init<>())
@@ -43,6 +52,10 @@ void bind_llama(py::module_& m) {
       .def_readwrite("temperature", &GenerationOptions::temperature)
       .def_readwrite("top_k", &GenerationOptions::top_k)
       .def_readwrite("top_p", &GenerationOptions::top_p)
+      .def_readwrite("min_p", &GenerationOptions::min_p)
+      .def_readwrite("typical_p", &GenerationOptions::typical_p)
+      .def_readwrite("epsilon_cutoff", &GenerationOptions::epsilon_cutoff)
+      .def_readwrite("eta_cutoff", &GenerationOptions::eta_cutoff)
       .def_readwrite("repetition_penalty", &GenerationOptions::repetition_penalty)
       .def_readwrite("no_repeat_ngram_size", &GenerationOptions::no_repeat_ngram_size)
       .def_readwrite("eos_token_ids", &GenerationOptions::eos_token_ids)

@@ -301,7 +301,7 @@ def test_a_files_setting_generate_lacks_is_refused_until_cleared(tmp_path):
     with pytest.raises(ValueError, match=r"generation_config.json\) sets suppress_tokens=\[5, 9\], which transformers "
                                          r"applies"):
         ours.generate(ids, max_new_tokens=8)
-    assert ours.generation_config.suppress_tokens == [5, 9] and ours.generation_config.typical_p is None
+    assert ours.generation_config.suppress_tokens == [5, 9] and ours.generation_config.typical_p == 1.0
     ours.generation_config.max_new_tokens = 8  # another setting keeps the file's own
     with pytest.raises(ValueError, match=r"suppress_tokens=\[5, 9\]"):
         next(ours.stream(ids))
@@ -323,15 +323,17 @@ def test_a_files_setting_generate_lacks_is_refused_until_cleared(tmp_path):
 
 def test_sampling_only_and_output_settings_never_block_what_transformers_generates(tmp_path):
     """A file's typical_p / min_p / epsilon_cutoff apply in transformers only when sampling: a
-    greedy call generates (it was refused); with sampling they are refused by name. transformers'
-    own GenerationConfig for the folder, with output_attentions and the like, assigns (it was
-    refused as settings that change tokens)."""
+    greedy call ignores them (it was refused), a sampled one applies them as transformers does (it
+    was refused by name until stop 51). transformers' own GenerationConfig for the folder, with
+    output_attentions and the like, assigns (it was refused as settings that change tokens)."""
     hf, ours = _pair(tmp_path, edit_generation={"typical_p": 0.5, "min_p": 0.0, "epsilon_cutoff": 1e-3})
     ids = torch.randint(3, 97, (2, 6), generator=torch.Generator().manual_seed(1))
     want = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False)
     assert torch.equal(ours.generate(ids, max_new_tokens=6), want)
-    with pytest.raises(ValueError, match=r"sets typical_p=0.5, epsilon_cutoff=0.001, which transformers applies"):
-        ours.generate(ids, max_new_tokens=6, do_sample=True)
+    sampled = ours.generate(ids, max_new_tokens=6, do_sample=True, generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(2)
+    assert torch.equal(sampled, hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6,
+                                            do_sample=True))
     config = transformers.GenerationConfig(max_new_tokens=4, eos_token_id=2, output_attentions=False,
                                            output_scores=True, return_dict_in_generate=True, renormalize_logits=True)
     ours.generation_config = config

@@ -60,35 +60,11 @@ def apply_flags(flags: Dict[str, bool], options, caller: str) -> None:
 
 
 def _processed(logits: torch.Tensor, seen: torch.Tensor, step: int, options, stops: List[int]) -> torch.Tensor:
-    """One step's scores as transformers' logits processors make them from its logits [B, V]
-    after the ids `seen` [B, t] (prompt and new ids so far); `stops` are the ids min_new_tokens
-    holds back."""
-    scores = logits.clone()
-    if options.repetition_penalty != 1.0:
-        picked = scores.gather(1, seen)
-        scores.scatter_(1, seen, torch.where(picked < 0, picked * options.repetition_penalty,
-                                             picked / options.repetition_penalty))
-    n = options.no_repeat_ngram_size
-    if n > 0 and seen.shape[1] >= n:  # as C++'s process_scores: the last n - 1 ids against every window
-        windows = seen.unfold(1, n, 1)
-        matches = (windows[..., :-1] == seen[:, seen.shape[1] + 1 - n:].unsqueeze(1)).all(-1)
-        banned = scores.new_zeros((scores.shape[0], scores.shape[1] + 1), dtype=torch.bool)
-        banned.scatter_(1, torch.where(matches, windows[..., -1], scores.shape[1]), True)
-        scores.masked_fill_(banned[:, :-1], float("-inf"))
-    if step < options.min_new_tokens and stops:
-        scores[:, [i for i in stops if 0 <= i < scores.shape[1]]] = float("-inf")
-    if options.do_sample:
-        if options.temperature != 1.0:
-            scores = scores / options.temperature
-        if options.top_k > 0:
-            kth = scores.topk(min(options.top_k, scores.shape[1]), dim=-1).values[:, -1:]
-            scores = scores.masked_fill(scores < kth, float("-inf"))
-        if options.top_p < 1.0:
-            ordered, order = scores.sort(dim=-1, descending=False)
-            drop = ordered.softmax(-1).cumsum(-1) <= 1 - options.top_p
-            drop[:, -1] = False  # min_tokens_to_keep 1
-            scores = scores.masked_fill(drop.scatter(1, order, drop), float("-inf"))
-    return scores
+    """One step's scores as generate made them (C++'s own processors, and warpers when sampling)
+    from its logits [B, V] after the ids `seen` [B, t] (prompt and new ids so far); `stops` are
+    the ids min_new_tokens holds back."""
+    eos = torch.tensor([i for i in stops if 0 <= i < logits.shape[1]], dtype=torch.long, device=logits.device)
+    return _C.llama.processed_scores(logits.clone(), seen, options, eos, step)  # never the logits themselves
 
 
 def generation_output(model, sequences: torch.Tensor, prompt_length: int, attention_mask: Optional[torch.Tensor],

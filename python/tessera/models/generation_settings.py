@@ -21,6 +21,10 @@ class GenerationConfig:
     temperature: float = 1.0                # > 0 when sampling; unused when greedy
     top_k: Optional[int] = 50               # 0 or None: no top-k filter
     top_p: float = 1.0                      # in (0, 1]
+    min_p: Optional[float] = None           # in [0, 1]: drop below min_p x the top token's probability
+    typical_p: float = 1.0                  # in (0, 1]: locally typical sampling; 1: off
+    epsilon_cutoff: float = 0.0             # in [0, 1): drop tokens below this probability; 0: off
+    eta_cutoff: float = 0.0                 # in [0, 1): eta sampling; 0: off
     repetition_penalty: float = 1.0         # > 0; 1: off
     no_repeat_ngram_size: int = 0           # > 0: no n-gram of this size twice (prompt included); 0: off
     eos_token_id: Union[int, List[int], None] = None
@@ -40,6 +44,10 @@ class GenerationConfig:
                 f"got {self.temperature}")
         require(self.top_k is None or self.top_k >= 0, f"{where}: top_k must be >= 0 (0: no top-k filter), got {self.top_k}")
         require(0 < self.top_p <= 1, f"{where}: top_p must be in (0, 1], got {self.top_p}")
+        require(self.min_p is None or 0 <= self.min_p <= 1, f"{where}: min_p must be in [0, 1], got {self.min_p}")
+        require(0 < self.typical_p <= 1, f"{where}: typical_p must be in (0, 1], got {self.typical_p}")
+        for name in ("epsilon_cutoff", "eta_cutoff"):
+            require(0 <= getattr(self, name) < 1, f"{where}: {name} must be in [0, 1), got {getattr(self, name)}")
         require(self.no_repeat_ngram_size >= 0,
                 f"{where}: no_repeat_ngram_size must be >= 0 (0: off), got {self.no_repeat_ngram_size}")
         require(self.num_beams >= 1, f"{where}: num_beams must be >= 1, got {self.num_beams}")
@@ -81,8 +89,7 @@ GENERATION_KEYS = (*GenerationConfig.__dataclass_fields__, "max_length", "min_le
 #: transformers' settings that change what it generates and that tessera's generate does not have,
 #: with the values that change nothing (what files write for "off"). A file setting one loads, and
 #: generate refuses until it is cleared: ignored, it would give other tokens than transformers.
-UNAPPLIED = {"typical_p": (1.0,), "epsilon_cutoff": (0.0,), "eta_cutoff": (0.0,),
-             "min_p": (0.0,), "top_h": (), "num_beam_groups": (1,), "penalty_alpha": (0.0,),
+UNAPPLIED = {"top_h": (), "num_beam_groups": (1,), "penalty_alpha": (0.0,),
              "bad_words_ids": ([],), "force_words_ids": ([],), "constraints": ([],), "forced_eos_token_id": (),
              "suppress_tokens": ([],), "begin_suppress_tokens": ([],), "sequence_bias": ({}, []), "stop_strings": ([], ""),
              "max_time": (), "dola_layers": (), "watermarking_config": (), "guidance_scale": (1.0,),
@@ -91,7 +98,7 @@ UNAPPLIED = {"typical_p": (1.0,), "epsilon_cutoff": (0.0,), "eta_cutoff": (0.0,)
 
 
 #: Of those, the ones transformers applies only when sampling (greedy and beam search ignore them).
-SAMPLING_ONLY = ("typical_p", "epsilon_cutoff", "eta_cutoff", "min_p", "top_h")
+SAMPLING_ONLY = ("top_h",)
 #: transformers' settings that change no token: output formats, caches, speed-ups (assisted
 #: decoding gives greedy's tokens), metadata, and what applies to encoder-decoder models or to
 #: group beam search alone. Taken and left out wherever a generation config is read or assigned.

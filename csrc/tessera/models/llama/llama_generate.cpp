@@ -1,5 +1,5 @@
-// Decoding loop and logits processors (transformers' generation/utils.py and logits_process.py:
-// RepetitionPenalty, then Temperature, TopK, TopP when sampling).
+// Decoding loop (transformers' generation/utils.py): the KV cache, left padding, stop ids; the
+// logits processors it applies are in logits_processors.cpp.
 #include "tessera/models/llama/llama_generate.h"
 
 #include <ATen/ATen.h>
@@ -39,6 +39,11 @@ GenerationStart start_generation(const LlamaForCausalLMImpl& lm, const at::Tenso
                     " is too small for fp32 scores (1 / temperature overflows); use greedy decoding (do_sample=False)");
   TORCH_CHECK_VALUE(o.top_k >= 0, "top_k must be >= 0 (0: no top-k filter), got ", o.top_k);
   TORCH_CHECK_VALUE(o.top_p > 0 && o.top_p <= 1, "top_p must be in (0, 1], got ", o.top_p);
+  TORCH_CHECK_VALUE(o.min_p >= 0 && o.min_p <= 1, "min_p must be in [0, 1], got ", o.min_p);
+  TORCH_CHECK_VALUE(o.typical_p > 0 && o.typical_p <= 1, "typical_p must be in (0, 1], got ", o.typical_p);
+  TORCH_CHECK_VALUE(o.epsilon_cutoff >= 0 && o.epsilon_cutoff < 1, "epsilon_cutoff must be in [0, 1), got ",
+                    o.epsilon_cutoff);
+  TORCH_CHECK_VALUE(o.eta_cutoff >= 0 && o.eta_cutoff < 1, "eta_cutoff must be in [0, 1), got ", o.eta_cutoff);
   TORCH_CHECK_VALUE(o.repetition_penalty > 0 && std::isfinite(static_cast<float>(o.repetition_penalty)) &&
                         fp32_inverse_finite(o.repetition_penalty),
                     "repetition_penalty must be > 0 with it and its inverse finite in fp32, got ", o.repetition_penalty);
@@ -95,31 +100,6 @@ GenerationStart start_generation(const LlamaForCausalLMImpl& lm, const at::Tenso
   return s;
 }
 
-at::Tensor process_scores(at::Tensor scores, const at::Tensor& sequences, const GenerationOptions& o,
-                          const at::Tensor& eos, int64_t new_tokens) {
-  if (o.repetition_penalty != 1.0) {  // every token seen so far, prompt included
-    at::Tensor seen = at::gather(scores, 1, sequences);
-    seen = at::where(seen < 0, seen * o.repetition_penalty, seen / o.repetition_penalty);
-    scores = scores.scatter(1, sequences, seen);
-  }
-  const int64_t n = o.no_repeat_ngram_size, length = sequences.size(1);
-  if (n > 0 && length >= n) {
-    // A token is banned where the row's last n - 1 ids already occurred followed by it: match the
-    // last n - 1 ids against every window's first n - 1; a window that does not match points at a
-    // spare column past the vocabulary, so it cannot clear another window's ban.
-    const int64_t vocab = scores.size(1);
-    at::Tensor windows = sequences.unfold(1, n, 1);  // [R, length - n + 1, n]
-    at::Tensor last = sequences.narrow(1, length + 1 - n, n - 1).unsqueeze(1);
-    at::Tensor matches = windows.narrow(2, 0, n - 1).eq(last).all(-1);
-    at::Tensor banned = at::zeros({scores.size(0), vocab + 1}, scores.options().dtype(at::kBool));
-    banned.scatter_(1, at::where(matches, windows.select(2, n - 1), vocab), true);
-    scores = scores.masked_fill(banned.narrow(1, 0, vocab), -std::numeric_limits<double>::infinity());
-  }
-  if (new_tokens < o.min_new_tokens && eos.numel() > 0)
-    scores = scores.index_fill(1, eos, -std::numeric_limits<double>::infinity());
-  return scores;
-}
-
 TextGeneration::TextGeneration(LlamaForCausalLMImpl& lm, const at::Tensor& input_ids, const at::Tensor& attention_mask,
                                GenerationOptions options, std::optional<at::Generator> generator,
                                const at::Tensor& inputs_embeds)
@@ -165,21 +145,7 @@ at::Tensor TextGeneration::choose(at::Tensor scores) {
   scores = process_scores(scores, sequences_, options_, eos_, generated_);
   if (!options_.do_sample)
     return ops::decode_argmax_applies(scores) ? ops::decode_argmax(scores) : scores.argmax(-1);
-  const double neg_inf = -std::numeric_limits<double>::infinity();
-  scores = scores / options_.temperature;
-  if (options_.top_k > 0) {
-    const int64_t k = std::min<int64_t>(options_.top_k, scores.size(-1));
-    at::Tensor kth = std::get<0>(at::topk(scores, k, -1)).narrow(-1, k - 1, 1);
-    scores = scores.masked_fill(scores < kth, neg_inf);
-  }
-  if (options_.top_p < 1.0) {  // drop the least likely tokens whose total mass stays within 1 - top_p
-    auto [sorted, order] = at::sort(scores, -1, /*descending=*/false);
-    at::Tensor cumulative = sorted.softmax(-1).cumsum(-1);
-    at::Tensor remove = cumulative <= (1 - options_.top_p);
-    remove.narrow(-1, remove.size(-1) - 1, 1).fill_(false);  // keep at least the most likely
-    scores = scores.masked_fill(remove.scatter(-1, order, remove), neg_inf);
-  }
-  return at::multinomial(scores.softmax(-1), 1, false, generator_).squeeze(-1);
+  return at::multinomial(warp_scores(scores, options_).softmax(-1), 1, false, generator_).squeeze(-1);
 }
 
 at::Tensor TextGeneration::next() {

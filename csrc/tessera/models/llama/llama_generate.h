@@ -39,6 +39,10 @@ struct GenerationOptions {
   double temperature = 1.0;
   int64_t top_k = 50;   ///< 0: off
   double top_p = 1.0;   ///< 1: off
+  double min_p = 0.0;   ///< sampling: drop tokens below min_p x the most likely one's probability (0: off)
+  double typical_p = 1.0;       ///< sampling: locally typical tokens up to this mass (1: off)
+  double epsilon_cutoff = 0.0;  ///< sampling: drop tokens below this probability (0: off)
+  double eta_cutoff = 0.0;      ///< sampling: eta sampling, the cutoff scaled by the entropy (0: off)
   double repetition_penalty = 1.0;
   int64_t no_repeat_ngram_size = 0;   ///< > 0: no n-gram of this size twice in a row (prompt included); 0: off
   std::optional<std::vector<int64_t>> eos_token_ids;  ///< stop ids (unset: the model config's; empty: none)
@@ -77,6 +81,9 @@ void check_prompt_scores(const at::Tensor& scores);
 /// min_new_tokens are new).
 at::Tensor process_scores(at::Tensor scores, const at::Tensor& sequences, const GenerationOptions& options,
                           const at::Tensor& eos, int64_t new_tokens);
+/// transformers' sampling warpers, in its order: temperature, top-k, top-p, min-p, typical,
+/// epsilon, eta (the tokens they drop at -inf).
+at::Tensor warp_scores(at::Tensor scores, const GenerationOptions& options);
 
 class TextGeneration {
  public:
