@@ -29,8 +29,10 @@ void bind_llama(py::module_& m) {
       "Installs resized token tables (resize_token_embeddings) and the sizes that follow them.");
   m.def(
       "processed_scores",
-      [](const at::Tensor& logits, const at::Tensor& sequences, const GenerationOptions& options,
-         const at::Tensor& eos, int64_t new_tokens) {
+      [](const at::Tensor& logits, const at::Tensor& sequences, GenerationOptions options, const at::Tensor& eos,
+         int64_t new_tokens) {
+        const at::Tensor stops = eos.to(at::kCPU).contiguous();
+        keep_stops_allowed(options, std::vector<int64_t>(stops.data_ptr<int64_t>(), stops.data_ptr<int64_t>() + stops.numel()));
         at::Tensor scores = process_scores(logits, sequences, options, eos, new_tokens);
         return options.do_sample ? warp_scores(scores, options) : scores;
       },
@@ -81,6 +83,13 @@ void bind_llama(py::module_& m) {
           })
       .def_readwrite("num_return_sequences", &GenerationOptions::num_return_sequences)
       .def_readwrite("min_new_tokens", &GenerationOptions::min_new_tokens)
+      .def_readwrite("sequence_bias", &GenerationOptions::sequence_bias)
+      .def_readwrite("bad_words_ids", &GenerationOptions::bad_words_ids)
+      .def_readwrite("forced_bos_token_id", &GenerationOptions::forced_bos_token_id)
+      .def_readwrite("forced_eos_token_ids", &GenerationOptions::forced_eos_token_ids)
+      .def_readwrite("exponential_decay_length_penalty", &GenerationOptions::exponential_decay_length_penalty)
+      .def_readwrite("suppress_tokens", &GenerationOptions::suppress_tokens)
+      .def_readwrite("begin_suppress_tokens", &GenerationOptions::begin_suppress_tokens)
       .def_readwrite("direct_layer_calls", &GenerationOptions::direct_layer_calls)
       .def_readwrite("beam_record", &GenerationOptions::beam_record);
   py::class_<Stream>(m, "TextGeneration", "Token-by-token generation (the streaming iterator's engine).")

@@ -266,10 +266,10 @@ def test_generation_config_attribute_as_transformers(fixture_dir, tmp_path):
     assert saved.max_new_tokens == 7 and saved.repetition_penalty == 1.3
     ours.generation_config = transformers.GenerationConfig(max_new_tokens=3, eos_token_id=2)
     assert ours.generate(ids).shape[1] <= 8 and ours.generation_config.max_new_tokens == 3
-    with pytest.raises(ValueError, match="suppress_tokens would change what transformers generates"):
-        ours.generation_config = transformers.GenerationConfig(suppress_tokens=[5])
-    with pytest.raises(ValueError, match="suppress_tokens"):
-        ours.generation_config.suppress_tokens = [5]
+    with pytest.raises(ValueError, match="guidance_scale would change what transformers generates"):
+        ours.generation_config = transformers.GenerationConfig(guidance_scale=1.5)
+    with pytest.raises(ValueError, match="guidance_scale"):
+        ours.generation_config.guidance_scale = 1.5
     with pytest.raises(ValueError, match="top_p must be in"):
         ours.generation_config.top_p = 2.0
     with pytest.raises(AttributeError, match="generation_config"):  # not a generating model
@@ -292,24 +292,24 @@ def test_without_a_generation_file_the_configs_pad_id_marks_the_padding(tmp_path
 
 def test_a_files_setting_generate_lacks_is_refused_until_cleared(tmp_path):
     """A generation_config.json setting transformers applies and tessera's generate lacks
-    (suppress_tokens, bad_words_ids, ...) was dropped at load: other tokens than
+    (guidance_scale, constraints, ...) was dropped at load: other tokens than
     transformers' without a word. The model loads; generate refuses by name until it is cleared;
     an "off" value changes nothing and is accepted. min_length and num_return_sequences, which
     generate has, are read from the file as transformers reads them."""
-    hf, ours = _pair(tmp_path / "a", edit_generation={"suppress_tokens": [5, 9], "typical_p": 1.0})
+    hf, ours = _pair(tmp_path / "a", edit_generation={"guidance_scale": 1.5, "typical_p": 1.0})
     ids = torch.randint(3, 97, (2, 6), generator=torch.Generator().manual_seed(0))
-    with pytest.raises(ValueError, match=r"generation_config.json\) sets suppress_tokens=\[5, 9\], which transformers "
+    with pytest.raises(ValueError, match=r"generation_config.json\) sets guidance_scale=1.5, which transformers "
                                          r"applies"):
         ours.generate(ids, max_new_tokens=8)
-    assert ours.generation_config.suppress_tokens == [5, 9] and ours.generation_config.typical_p == 1.0
+    assert ours.generation_config.guidance_scale == 1.5 and ours.generation_config.typical_p == 1.0
     ours.generation_config.max_new_tokens = 8  # another setting keeps the file's own
-    with pytest.raises(ValueError, match=r"suppress_tokens=\[5, 9\]"):
+    with pytest.raises(ValueError, match=r"guidance_scale=1.5"):
         next(ours.stream(ids))
-    ours.generation_config.suppress_tokens = None
-    hf.generation_config.suppress_tokens, hf.generation_config.max_new_tokens = None, 8
+    ours.generation_config.guidance_scale = None
+    hf.generation_config.guidance_scale, hf.generation_config.max_new_tokens = None, 8
     assert torch.equal(ours.generate(ids), hf.generate(ids, attention_mask=torch.ones_like(ids)))
     ours.save_pretrained(str(tmp_path / "saved"))  # cleared in the file too
-    assert "suppress_tokens" not in json.loads((tmp_path / "saved" / "generation_config.json").read_text())
+    assert "guidance_scale" not in json.loads((tmp_path / "saved" / "generation_config.json").read_text())
 
     hf, ours = _pair(tmp_path / "b", edit_generation={"min_length": 12, "eos_token_id": 5})
     for kwargs in (dict(), dict(min_length=9), dict(min_length=14, min_new_tokens=3)):
@@ -369,8 +369,8 @@ def test_transformers_generate_arguments_at_their_off_values_and_a_passed_genera
     config = transformers.GenerationConfig(max_new_tokens=3, repetition_penalty=1.5, eos_token_id=2)
     want = hf.generate(ids, attention_mask=mask, generation_config=config, repetition_penalty=1.2)
     assert torch.equal(ours.generate(ids, generation_config=config, repetition_penalty=1.2), want)
-    with pytest.raises(ValueError, match=r"the generation_config passed to it sets suppress_tokens=\[5\]"):
-        ours.generate(ids, generation_config=transformers.GenerationConfig(suppress_tokens=[5]))
+    with pytest.raises(ValueError, match=r"the generation_config passed to it sets guidance_scale=1.5"):
+        ours.generate(ids, generation_config=transformers.GenerationConfig(guidance_scale=1.5))
     with pytest.raises(TypeError, match="unexpected argument"):
         ours.generate(ids, output_attentions=True)  # a value that would change what is returned
     with pytest.raises(TypeError, match="generation_config sets output_scores=True"):
@@ -390,5 +390,6 @@ def test_a_passed_generation_config_fills_in_from_the_models_file_as_transformer
     want = hf.generate(ids, attention_mask=torch.ones_like(ids), generation_config=config)
     assert torch.equal(ours.generate(ids, generation_config=config), want)
     hf2, ours2 = _pair(tmp_path / "bos", edit_generation={"forced_bos_token_id": 7})  # applied by transformers
-    with pytest.raises(ValueError, match="forced_bos_token_id=7"):
-        ours2.generate(torch.tensor([[1]]), max_new_tokens=3)
+    one = torch.tensor([[1]])
+    got = ours2.generate(one, max_new_tokens=3)
+    assert torch.equal(got, hf2.generate(one, attention_mask=torch.ones_like(one), max_new_tokens=3)) and got[0, 1] == 7

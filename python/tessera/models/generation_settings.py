@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Literal, Optional, Union
+from typing import Any, List, Literal, Optional, Union
 
 from ..schema import from_mapping, require
+from . import token_rules
 
 
 @dataclass
@@ -36,6 +37,14 @@ class GenerationConfig:
     # length; "never": at max_new_tokens' length when length_penalty > 0 (canonical beam search)
     early_stopping: Union[bool, Literal["never"]] = False
     min_new_tokens: int = 0                 # stop ids are forbidden before this many new tokens
+    # transformers' token rules (token_rules.py)
+    sequence_bias: Any = None               # [[token ids], bias] pairs
+    bad_words_ids: Optional[List[List[int]]] = None
+    forced_bos_token_id: Optional[int] = None
+    forced_eos_token_id: Union[int, List[int], None] = None
+    exponential_decay_length_penalty: Optional[List[Any]] = None  # (start, factor)
+    suppress_tokens: Optional[List[int]] = None
+    begin_suppress_tokens: Optional[List[int]] = None
 
     def validate(self, where: str) -> None:
         require(self.max_new_tokens >= 0, f"{where}: max_new_tokens must be >= 0, got {self.max_new_tokens}")
@@ -66,6 +75,7 @@ class GenerationConfig:
                   "no_repeat_ngram_size": self.no_repeat_ngram_size, "eos/pad id": max(eos + [self.pad_token_id or 0])}
         for name, value in counts.items():
             require(value < 2 ** 63, f"{where}: {name} {value} does not fit in int64")
+        token_rules.check(self, where)
 
 
 def id_list(ids) -> List[int]:
@@ -89,12 +99,10 @@ GENERATION_KEYS = (*GenerationConfig.__dataclass_fields__, "max_length", "min_le
 #: transformers' settings that change what it generates and that tessera's generate does not have,
 #: with the values that change nothing (what files write for "off"). A file setting one loads, and
 #: generate refuses until it is cleared: ignored, it would give other tokens than transformers.
-UNAPPLIED = {"top_h": (), "num_beam_groups": (1,), "penalty_alpha": (0.0,),
-             "bad_words_ids": ([],), "force_words_ids": ([],), "constraints": ([],), "forced_eos_token_id": (),
-             "suppress_tokens": ([],), "begin_suppress_tokens": ([],), "sequence_bias": ({}, []), "stop_strings": ([], ""),
-             "max_time": (), "dola_layers": (), "watermarking_config": (), "guidance_scale": (1.0,),
-             "exponential_decay_length_penalty": (), "token_healing": (False,), "encoder_repetition_penalty": (1.0,),
-             "forced_bos_token_id": ()}  # forced after a prompt of bos alone, decoder-only models too
+UNAPPLIED = {"top_h": (), "num_beam_groups": (1,), "penalty_alpha": (0.0,), "force_words_ids": ([],),
+             "constraints": ([],), "stop_strings": ([], ""), "max_time": (), "dola_layers": (),
+             "watermarking_config": (), "guidance_scale": (1.0,), "token_healing": (False,),
+             "encoder_repetition_penalty": (1.0,)}
 
 
 #: Of those, the ones transformers applies only when sampling (greedy and beam search ignore them).

@@ -87,7 +87,7 @@ def read_generation_defaults(folder: str, vocab_size: Optional[int] = None) -> O
     generate would refuse (transformers loads it: `repetition_penalty: 0`, `temperature: 0`
     with sampling; an eos id past the vocabulary) is left out with a warning, never
     a failed load; an integral float where an int goes (`max_new_tokens: 256.0`) is read as the int.
-    A setting transformers applies and generate lacks (`suppress_tokens`) is kept: generate
+    A setting transformers applies and generate lacks (`guidance_scale`) is kept: generate
     refuses it by name until it is cleared."""
     path = os.path.join(folder, GENERATION_FILE)
     if not os.path.isfile(path):

@@ -15,6 +15,7 @@ import torch
 from .. import _C
 from ..cpp_module import node_class, node_methods
 from ..registry import register_model
+from . import token_rules
 from .family import FamilyModel
 from .generation_output import FLAGS as OUTPUT_FLAG_KEYS
 from .generation_output import apply_flags, compute_transition_scores, generation_output, pop_flags
@@ -160,6 +161,7 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
         o.repetition_penalty, o.no_repeat_ngram_size = config.repetition_penalty, config.no_repeat_ngram_size
         o.num_beams, o.length_penalty = config.num_beams, config.length_penalty
         o.early_stopping, o.min_new_tokens = config.early_stopping, config.min_new_tokens
+        token_rules.apply(o, config)
         if config.num_beams > 1:  # the best beams, where sampling repeats the prompt rows
             o.num_return_sequences, returns = returns, 1
         if config.eos_token_id is not None:
@@ -293,6 +295,11 @@ def _stand_in_ids(input_ids: Optional[torch.Tensor], inputs_embeds: Optional[tor
             raise ValueError(f"{caller}(): {name} {getattr(options, name)} (given, or from {GENERATION_FILE}) reads "
                              "the prompt's ids, and inputs_embeds came without them: pass the input_ids the "
                              f"embeddings stand for, or {name}={off}")
+    read = token_rules.reads_prompt_ids(options)
+    if read:
+        raise ValueError(f"{caller}(): {', '.join(read)} (given, or from {GENERATION_FILE}) read the prompt's ids "
+                         "(a sequence longer than one token, a forced bos), and inputs_embeds came without them: "
+                         "pass the input_ids the embeddings stand for")
     return torch.zeros((batch, prompt), dtype=torch.long, device=inputs_embeds.device)
 
 

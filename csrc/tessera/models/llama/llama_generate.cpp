@@ -14,6 +14,36 @@
 
 namespace tessera::models {
 
+namespace {
+
+// The token rules' ids are tokens of the model (transformers fails on them at the first step).
+void check_token_rules(const GenerationOptions& o, int64_t vocab) {
+  const auto check = [&](const std::vector<int64_t>& ids, const char* name) {
+    TORCH_CHECK_VALUE(!ids.empty(), name, ": a sequence is empty");
+    for (int64_t id : ids)
+      TORCH_CHECK_VALUE(id >= 0 && id < vocab, name, ": ", id, " is not a token of the model (vocab_size ", vocab, ")");
+  };
+  for (const auto& [ids, bias] : o.sequence_bias) {
+    check(ids, "sequence_bias");
+    TORCH_CHECK_VALUE(!std::isnan(bias), "sequence_bias: the bias of a sequence is NaN");
+  }
+  for (const auto& ids : o.bad_words_ids) check(ids, "bad_words_ids");
+  if (!o.forced_eos_token_ids.empty()) check(o.forced_eos_token_ids, "forced_eos_token_id");
+  if (o.forced_bos_token_id != -1) check({o.forced_bos_token_id}, "forced_bos_token_id");
+  if (o.exponential_decay_length_penalty)
+    TORCH_CHECK_VALUE(std::isfinite(o.exponential_decay_length_penalty->second),
+                      "exponential_decay_length_penalty: the factor must be finite");
+}
+
+}  // namespace
+
+void keep_stops_allowed(GenerationOptions& o, const std::vector<int64_t>& stops) {
+  auto& bad = o.bad_words_ids;
+  bad.erase(std::remove_if(bad.begin(), bad.end(), [&](const std::vector<int64_t>& ids) {
+              return ids.size() == 1 && std::find(stops.begin(), stops.end(), ids[0]) != stops.end();
+            }), bad.end());
+}
+
 GenerationStart start_generation(const LlamaForCausalLMImpl& lm, const at::Tensor& input_ids,
                                  const at::Tensor& attention_mask, GenerationOptions o, const at::Tensor& inputs_embeds) {
   TORCH_CHECK_VALUE(input_ids.defined() && input_ids.dim() == 2 && input_ids.scalar_type() == at::kLong,
@@ -91,6 +121,8 @@ GenerationStart start_generation(const LlamaForCausalLMImpl& lm, const at::Tenso
                     stops.size(), " eos_token_id)");
   TORCH_CHECK_VALUE(o.pad_token_id >= -1 && o.pad_token_id < vocab, "pad_token_id ", o.pad_token_id,
                     " is not a token of the model (vocab_size ", vocab, ")");
+  check_token_rules(o, vocab);
+  keep_stops_allowed(o, stops);
   s.eos = at::tensor(stops, at::kLong).to(input_ids.device());
   if (o.pad_token_id < 0) o.pad_token_id = lm.options.pad_token_id() >= 0 ? lm.options.pad_token_id()
                                                                           : std::max<int64_t>(s.first_stop, 0);

@@ -11,6 +11,7 @@
 
 #include <memory>
 #include <optional>
+#include <utility>
 #include <vector>
 
 namespace tessera::models {
@@ -58,6 +59,17 @@ struct GenerationOptions {
   int64_t num_return_sequences = 1;
   /// Stop ids are forbidden until this many tokens are new.
   int64_t min_new_tokens = 0;
+  // transformers' token rules, in the order its processors apply them (logits_processors.cpp):
+  /// Added to the logits of a sequence's last token where the row ends with the rest of it (a
+  /// one-token sequence: always); transformers' [[ids], bias] pairs without repeats.
+  std::vector<std::pair<std::vector<int64_t>, double>> sequence_bias;
+  std::vector<std::vector<int64_t>> bad_words_ids;  ///< as sequence_bias at -inf (a lone stop id is kept)
+  int64_t forced_bos_token_id = -1;                  ///< forced first token of a one-token prompt (-1: off)
+  std::vector<int64_t> forced_eos_token_ids;         ///< forced as the last of max_new_tokens (empty: off)
+  /// (start, factor): past `start` new tokens the stop ids' logits grow by |logit| (factor^k - 1).
+  std::optional<std::pair<int64_t, double>> exponential_decay_length_penalty;
+  std::vector<int64_t> suppress_tokens;        ///< never generated
+  std::vector<int64_t> begin_suppress_tokens;  ///< not generated first
   bool direct_layer_calls = true;      ///< layers straight from C++ (no Python hooks during decoding)
   /// Beam search fills it when set (shared: every copy of the options writes the same record).
   std::shared_ptr<BeamRecord> beam_record;
@@ -73,12 +85,15 @@ struct GenerationStart {
 GenerationStart start_generation(const LlamaForCausalLMImpl& lm, const at::Tensor& input_ids,
                                  const at::Tensor& attention_mask, GenerationOptions options,
                                  const at::Tensor& inputs_embeds = {});
+/// transformers keeps a lone stop id out of bad_words_ids, so that stopping stays possible.
+void keep_stops_allowed(GenerationOptions& options, const std::vector<int64_t>& stops);
 /// Refuses a prompt whose last logits hold NaN: a NaN input (pixel values, embeddings) or weight
 /// reaches every logit of the prompt, and argmax or sampling would still pick tokens from it.
 void check_prompt_scores(const at::Tensor& scores);
-/// transformers' logits processors before any choice, in its order: repetition penalty over
-/// `sequences`, NoRepeatNGram, then MinNewTokensLength (stop ids at -inf while fewer than
-/// min_new_tokens are new).
+/// transformers' logits processors before any choice, in its order: SequenceBias, repetition
+/// penalty over `sequences`, NoRepeatNGram, NoBadWords, MinNewTokensLength (stop ids at -inf while
+/// fewer than min_new_tokens are new), ForcedBOS, ForcedEOS, ExponentialDecayLengthPenalty,
+/// SuppressTokens, SuppressTokensAtBegin. `sequences` [R, P + new_tokens] are prompt and new ids.
 at::Tensor process_scores(at::Tensor scores, const at::Tensor& sequences, const GenerationOptions& options,
                           const at::Tensor& eos, int64_t new_tokens);
 /// transformers' sampling warpers, in its order: temperature, top-k, top-p, min-p, typical,

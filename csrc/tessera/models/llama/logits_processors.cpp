@@ -5,6 +5,8 @@
 
 #include <cmath>
 #include <limits>
+#include <utility>
+#include <vector>
 
 #include "tessera/models/llama/llama_generate.h"
 
@@ -16,10 +18,41 @@ constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 // Rows of `remove` in the order `order` gives them, scattered back to vocabulary order.
 at::Tensor unsort(const at::Tensor& remove, const at::Tensor& order) { return remove.scatter(-1, order, remove); }
 
+// transformers' SequenceBiasLogitsProcessor (and NoBadWords, at -inf): a one-token sequence's
+// bias on every row, a longer one's on its last token in the rows whose last ids are the rest of it.
+at::Tensor add_sequence_bias(const at::Tensor& scores, const at::Tensor& sequences,
+                             const std::vector<std::pair<std::vector<int64_t>, double>>& biases) {
+  if (biases.empty()) return scores;
+  const int64_t length = sequences.size(1);
+  at::Tensor bias = at::zeros_like(scores);
+  for (const auto& [ids, value] : biases)
+    if (ids.size() == 1) bias.select(1, ids[0]).fill_(value);
+  const at::Tensor zero = at::zeros({}, scores.options());
+  for (const auto& [ids, value] : biases) {
+    const int64_t k = static_cast<int64_t>(ids.size());
+    if (k == 1 || k > length) continue;
+    at::Tensor rest = at::tensor(std::vector<int64_t>(ids.begin(), ids.end() - 1), sequences.options());
+    at::Tensor match = sequences.narrow(1, length - (k - 1), k - 1).eq(rest).all(1);
+    bias.select(1, ids.back()).add_(at::where(match, at::full({}, value, scores.options()), zero));
+  }
+  return scores + bias;
+}
+
+// Every token but `ids` at -inf, those at 0 (ForcedBOS, ForcedEOS).
+at::Tensor force(const at::Tensor& scores, const at::Tensor& ids) {
+  return at::full_like(scores, kNegInf).index_fill(1, ids, 0.0);
+}
+
+at::Tensor suppress(const at::Tensor& scores, const std::vector<int64_t>& ids) {
+  at::Tensor vocab = at::arange(scores.size(1), scores.options().dtype(at::kLong));
+  return scores.masked_fill(at::isin(vocab, at::tensor(ids, vocab.options())), kNegInf);  // ids past it: none
+}
+
 }  // namespace
 
 at::Tensor process_scores(at::Tensor scores, const at::Tensor& sequences, const GenerationOptions& o,
                           const at::Tensor& eos, int64_t new_tokens) {
+  scores = add_sequence_bias(scores, sequences, o.sequence_bias);
   if (o.repetition_penalty != 1.0) {  // every token seen so far, prompt included
     at::Tensor seen = at::gather(scores, 1, sequences);
     seen = at::where(seen < 0, seen * o.repetition_penalty, seen / o.repetition_penalty);
@@ -38,7 +71,28 @@ at::Tensor process_scores(at::Tensor scores, const at::Tensor& sequences, const 
     banned.scatter_(1, at::where(matches, windows.select(2, n - 1), vocab), true);
     scores = scores.masked_fill(banned.narrow(1, 0, vocab), kNegInf);
   }
+  if (!o.bad_words_ids.empty()) {
+    std::vector<std::pair<std::vector<int64_t>, double>> banned;
+    for (const auto& ids : o.bad_words_ids) banned.emplace_back(ids, kNegInf);
+    scores = add_sequence_bias(scores, sequences, banned);
+  }
   if (new_tokens < o.min_new_tokens && eos.numel() > 0) scores = scores.index_fill(1, eos, kNegInf);
+  const int64_t prompt = length - new_tokens;
+  if (o.forced_bos_token_id >= 0 && length == 1)
+    scores = force(scores, at::full({1}, o.forced_bos_token_id, sequences.options()));
+  if (!o.forced_eos_token_ids.empty() && new_tokens == o.max_new_tokens - 1)
+    scores = force(scores, at::tensor(o.forced_eos_token_ids, sequences.options()));
+  if (o.exponential_decay_length_penalty && eos.numel() > 0) {
+    const auto [start, factor] = *o.exponential_decay_length_penalty;
+    if (new_tokens > start) {  // the stop ids' logits raised by |logit| (factor^k - 1)
+      at::Tensor raise = scores.index_select(1, eos).abs() * (std::pow(factor, new_tokens - start) - 1);
+      scores = scores + at::zeros_like(scores).index_copy(1, eos, raise);
+    }
+  }
+  if (!o.suppress_tokens.empty()) scores = suppress(scores, o.suppress_tokens);
+  // transformers suppresses at the first new token, one later after a forced bos
+  const int64_t begin = prompt > 1 || o.forced_bos_token_id < 0 ? 0 : 1;
+  if (!o.begin_suppress_tokens.empty() && new_tokens == begin) scores = suppress(scores, o.begin_suppress_tokens);
   return scores;
 }
 
