@@ -60,6 +60,10 @@ def test_early_stopping_never_is_read_from_the_folder_and_changes_the_beams(pair
         hf.generation_config.early_stopping, hf.generation_config.num_beams = False, 1
     assert torch.equal(never, want)
     assert torch.equal(tessera.from_pretrained(str(tmp_path)).generate(ids, **kwargs), want)
+    passed = transformers.GenerationConfig(early_stopping="never", num_beams=4)
+    assert torch.equal(ours.generate(ids, generation_config=passed, **kwargs), want)
+    assert torch.equal(ours.generate(ids, early_stopping=None, **kwargs),  # transformers 5's unset: False
+                       ours.generate(ids, early_stopping=False, **kwargs))
     with pytest.raises(ValueError, match="early_stopping.*'sometimes'"):
         ours.generate(ids, early_stopping="sometimes", **kwargs)
 

@@ -102,6 +102,10 @@ def test_beam_outputs_equal_transformers(llama, kwargs):
     ours_steps = ours.compute_transition_scores(got.sequences, got.scores, got.beam_indices)
     torch.testing.assert_close(ours_steps, hf.compute_transition_scores(want.sequences, want.scores,
                                                                          want.beam_indices), atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        ours.compute_transition_scores(got.sequences, got.scores, got.beam_indices, normalize_logits=True),
+        hf.compute_transition_scores(want.sequences, want.scores, want.beam_indices, normalize_logits=True),
+        atol=2e-5, rtol=1e-5)
     # transformers' documented identity: a beam's score is its steps' sum over its length ** penalty
     lengths = (got.beam_indices >= 0).sum(1)
     torch.testing.assert_close(ours_steps.sum(1) / lengths ** kwargs.get("length_penalty", 1.0),
@@ -120,10 +124,10 @@ def test_beam_flags_as_transformers_reads_them(llama):
     assert list(got.keys()) == ["sequences", "beam_indices"]
     assert torch.equal(got.sequences, want.sequences) and torch.equal(got.beam_indices, want.beam_indices)
     assert torch.equal(ours.generate(ids, output_scores=True, **kwargs), want.sequences)
-    embedded = ours.generate(inputs_embeds=ours.get_input_embeddings()(ids), **FLAGS, **kwargs)
-    full = ours.generate(ids, **FLAGS, **kwargs)
-    assert torch.equal(embedded.sequences, full.sequences[:, ids.shape[1]:])
-    torch.testing.assert_close(embedded.sequences_scores, full.sequences_scores)
+    embeds = ours.get_input_embeddings()(ids)
+    embedded = ours.generate(inputs_embeds=embeds, **FLAGS, **kwargs)
+    beams_equal(embedded, hf.generate(inputs_embeds=embeds, attention_mask=torch.ones_like(ids), do_sample=False,
+                                      **FLAGS, **kwargs))  # the new ids alone, as transformers
     with pytest.raises(TypeError, match=r"unexpected argument\(s\) output_attentions"):
         ours.generate(ids, max_new_tokens=3, output_attentions=True)
 

@@ -54,10 +54,10 @@ def test_no_ngram_repeats_and_the_scores_are_transformers(pair):
         assert torch.equal(got.sequences, want.sequences)
         for a, b in zip(got.scores, want.scores, strict=True):
             torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5)  # the banned ids are -inf in both
-    for row in got.sequences[:, IDS.shape[1]:].tolist():
-        row = row[:row.index(2) + 1] if 2 in row else row  # the pads after the stop id are not chosen
-        pairs = list(zip(row, row[1:]))
-        assert len(pairs) == len(set(pairs)), row
+        for row in got.sequences[:, IDS.shape[1]:].tolist():
+            row = row[:row.index(2) + 1] if 2 in row else row  # the pads after the stop id are not chosen
+            pairs = list(zip(row, row[1:]))
+            assert len(pairs) == len(set(pairs)), (beams, row)
 
 
 def test_read_from_the_folder_and_refused_where_it_cannot_apply(pair, tmp_path):

@@ -71,3 +71,13 @@ def test_out_of_range_values_are_refused_by_name(pair, key, value, message):
     _, ours = pair
     with pytest.raises(ValueError, match=message):
         ours.generate(torch.tensor([[1, 5]]), max_new_tokens=2, do_sample=True, **{key: value})
+
+
+def test_none_is_transformers_unset(pair):
+    """transformers 5 reads None as "not set": the setting is off (it was refused as not a number)."""
+    _, ours = pair
+    ids = torch.tensor([[1, 5, 6, 7]])
+    off = dict(min_p=None, typical_p=None, epsilon_cutoff=None, eta_cutoff=None, no_repeat_ngram_size=None)
+    draw = lambda **kw: ours.generate(ids, max_new_tokens=6, do_sample=True,  # noqa: E731
+                                      generator=torch.Generator().manual_seed(3), **kw)
+    assert torch.equal(draw(**off), draw())

@@ -3,9 +3,9 @@ ids as a GenerateDecoderOnlyOutput (`sequences`, `scores`, `logits`), and
 `compute_transition_scores`. C++ decodes without handing its logits back, so they are recomputed
 in one forward over the prompt and the new ids (the model's forward reads left padding from the
 attention mask as generate does; equal to the decoding step's to fp32 rounding), and the scores
-are those logits through the processors generate applied, in transformers' order: repetition
-penalty, no_repeat_ngram_size, min_new_tokens, then when sampling temperature, top-k and top-p.
-Beam search records its own (GenerateBeamDecoderOnlyOutput: each step's scores and logits of
+are those logits through the processors generate applied, in transformers' order (C++'s own,
+`_C.llama.processed_scores`: the token rules, repetition penalty, n-gram ban, min_new_tokens, and
+when sampling the warpers from temperature to eta). Beam search records its own (GenerateBeamDecoderOnlyOutput: each step's scores and logits of
 every running beam, the returned beams' sequences_scores and beam_indices) as it decodes, since
 they belong to beams that the ids no longer show."""
 from __future__ import annotations

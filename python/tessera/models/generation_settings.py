@@ -23,11 +23,11 @@ class GenerationConfig:
     top_k: Optional[int] = 50               # 0 or None: no top-k filter
     top_p: float = 1.0                      # in (0, 1]
     min_p: Optional[float] = None           # in [0, 1]: drop below min_p x the top token's probability
-    typical_p: float = 1.0                  # in (0, 1]: locally typical sampling; 1: off
-    epsilon_cutoff: float = 0.0             # in [0, 1): drop tokens below this probability; 0: off
-    eta_cutoff: float = 0.0                 # in [0, 1): eta sampling; 0: off
+    typical_p: Optional[float] = 1.0        # in (0, 1]: locally typical sampling; 1 or None: off
+    epsilon_cutoff: Optional[float] = 0.0   # in [0, 1): drop tokens below this probability; 0 or None: off
+    eta_cutoff: Optional[float] = 0.0       # in [0, 1): eta sampling; 0 or None: off
     repetition_penalty: float = 1.0         # > 0; 1: off
-    no_repeat_ngram_size: int = 0           # > 0: no n-gram of this size twice (prompt included); 0: off
+    no_repeat_ngram_size: Optional[int] = 0  # > 0: no n-gram of this size twice (prompt included); 0, None: off
     eos_token_id: Union[int, List[int], None] = None
     pad_token_id: Optional[int] = None
     use_cache: bool = True
@@ -35,7 +35,7 @@ class GenerationConfig:
     length_penalty: float = 1.0             # finished beams: sum(log p) / new_tokens ** length_penalty
     # True: stop once num_beams beams have finished; False: once no running beam can beat them at its
     # length; "never": at max_new_tokens' length when length_penalty > 0 (canonical beam search)
-    early_stopping: Union[bool, Literal["never"]] = False
+    early_stopping: Union[bool, Literal["never"], None] = False  # None: False (transformers 5's unset)
     min_new_tokens: int = 0                 # stop ids are forbidden before this many new tokens
     # transformers' token rules (token_rules.py)
     sequence_bias: Any = None               # [[token ids], bias] pairs
@@ -54,10 +54,12 @@ class GenerationConfig:
         require(self.top_k is None or self.top_k >= 0, f"{where}: top_k must be >= 0 (0: no top-k filter), got {self.top_k}")
         require(0 < self.top_p <= 1, f"{where}: top_p must be in (0, 1], got {self.top_p}")
         require(self.min_p is None or 0 <= self.min_p <= 1, f"{where}: min_p must be in [0, 1], got {self.min_p}")
-        require(0 < self.typical_p <= 1, f"{where}: typical_p must be in (0, 1], got {self.typical_p}")
+        require(self.typical_p is None or 0 < self.typical_p <= 1,
+                f"{where}: typical_p must be in (0, 1], got {self.typical_p}")
         for name in ("epsilon_cutoff", "eta_cutoff"):
-            require(0 <= getattr(self, name) < 1, f"{where}: {name} must be in [0, 1), got {getattr(self, name)}")
-        require(self.no_repeat_ngram_size >= 0,
+            value = getattr(self, name)
+            require(value is None or 0 <= value < 1, f"{where}: {name} must be in [0, 1), got {value}")
+        require((self.no_repeat_ngram_size or 0) >= 0,
                 f"{where}: no_repeat_ngram_size must be >= 0 (0: off), got {self.no_repeat_ngram_size}")
         require(self.num_beams >= 1, f"{where}: num_beams must be >= 1, got {self.num_beams}")
         require(not (self.num_beams > 1 and self.do_sample),
@@ -72,7 +74,7 @@ class GenerationConfig:
         # C++ takes int64: a larger int reached the binding as a pybind signature dump.
         counts = {"max_new_tokens": self.max_new_tokens, "min_new_tokens": self.min_new_tokens,
                   "top_k": self.top_k or 0, "num_beams": self.num_beams,
-                  "no_repeat_ngram_size": self.no_repeat_ngram_size, "eos/pad id": max(eos + [self.pad_token_id or 0])}
+                  "no_repeat_ngram_size": self.no_repeat_ngram_size or 0, "eos/pad id": max(eos + [self.pad_token_id or 0])}
         for name, value in counts.items():
             require(value < 2 ** 63, f"{where}: {name} {value} does not fit in int64")
         token_rules.check(self, where)

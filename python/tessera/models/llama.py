@@ -156,11 +156,11 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
         o = _C.llama.GenerationOptions()
         o.max_new_tokens, o.do_sample, o.use_cache = config.max_new_tokens, config.do_sample, config.use_cache
         o.temperature, o.top_k, o.top_p = config.temperature, config.top_k or 0, config.top_p
-        o.min_p, o.typical_p = config.min_p or 0.0, config.typical_p
-        o.epsilon_cutoff, o.eta_cutoff = config.epsilon_cutoff, config.eta_cutoff
-        o.repetition_penalty, o.no_repeat_ngram_size = config.repetition_penalty, config.no_repeat_ngram_size
+        o.min_p, o.typical_p = config.min_p or 0.0, 1.0 if config.typical_p is None else config.typical_p
+        o.epsilon_cutoff, o.eta_cutoff = config.epsilon_cutoff or 0.0, config.eta_cutoff or 0.0
+        o.repetition_penalty, o.no_repeat_ngram_size = config.repetition_penalty, config.no_repeat_ngram_size or 0
         o.num_beams, o.length_penalty = config.num_beams, config.length_penalty
-        o.early_stopping, o.min_new_tokens = config.early_stopping, config.min_new_tokens
+        o.early_stopping, o.min_new_tokens = config.early_stopping or False, config.min_new_tokens
         token_rules.apply(o, config)
         if config.num_beams > 1:  # the best beams, where sampling repeats the prompt rows
             o.num_return_sequences, returns = returns, 1
