@@ -106,3 +106,16 @@ def test_from_the_folder_and_refused_where_they_cannot_apply(pair, tmp_path):
                          (dict(exponential_decay_length_penalty=(2,)), "start index >= 0, decay factor")]:
         with pytest.raises(ValueError, match=message):
             ours.generate(IDS, attention_mask=MASK, max_new_tokens=3, **bad)
+
+
+def test_a_files_rule_naming_no_token_is_left_out_with_a_warning(pair, tmp_path):
+    """Every generate would fail on it (transformers' too): the folder loads without it, said."""
+    _, ours = pair
+    ours.save_pretrained(str(tmp_path))
+    path = tmp_path / "generation_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "bad_words_ids": [[5, 300]],
+                                "sequence_bias": [[[4], 1.0]]}))
+    with pytest.warns(UserWarning, match=r"bad_words_ids \[\[5, 300\]\] left out \(300 is not a token"):
+        loaded = tessera.from_pretrained(str(tmp_path))
+    assert "bad_words_ids" not in loaded.generation_defaults
+    assert loaded.generation_defaults["sequence_bias"] == [[[4], 1.0]]

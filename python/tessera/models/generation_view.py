@@ -16,6 +16,7 @@ from .generation_settings import (GENERATION_FILE, UNAPPLIED, GenerationConfig, 
                                   token_settings, unapplied)
 from .generation_settings import GENERATION_KEYS as KEYS
 from .generation_output import FLAGS as OUTPUT_KEYS
+from .token_rules import token_ids
 
 
 class GenerationConfigView:
@@ -112,10 +113,9 @@ def read_generation_defaults(folder: str, vocab_size: Optional[int] = None) -> O
                     raise ValueError("must be an int >= 1")
             else:
                 generation_config({key: value}, "generate")
-            if key in ("eos_token_id", "pad_token_id") and vocab_size is not None:
-                ids = value if isinstance(value, list) else [value]
-                if any(i >= vocab_size for i in ids):
-                    raise ValueError(f"not a token of the model (vocab_size {vocab_size})")
+            ids = token_ids(key, value)
+            if ids and vocab_size is not None and max(ids) >= vocab_size:  # every generate would fail on it
+                raise ValueError(f"{max(ids)} is not a token of the model (vocab_size {vocab_size})")
         except (TypeError, ValueError) as e:
             warn(f"{path}: {key} {value!r} left out ({e})")
             continue

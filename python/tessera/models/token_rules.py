@@ -65,6 +65,18 @@ def check(config, where: str) -> None:
                 f"{where}: exponential_decay_length_penalty is (start index >= 0, decay factor), got {decay!r}")
 
 
+def token_ids(key: str, value: Any) -> List[int]:
+    """The ids a checked setting names that generate requires to be tokens of the model: stop and
+    pad ids, and the rules' (suppress_tokens may name others: transformers skips them)."""
+    if key in ("eos_token_id", "pad_token_id", "forced_bos_token_id", "forced_eos_token_id"):
+        return list(value) if isinstance(value, (list, tuple)) else [value]
+    if key == "bad_words_ids":
+        return [i for ids in value for i in ids]
+    if key == "sequence_bias":
+        return [i for ids, _ in sequence_bias_pairs(value, key) for i in ids]
+    return []
+
+
 def apply(options, config) -> None:
     """The checked rules of `config` onto C++'s GenerationOptions."""
     options.sequence_bias = sequence_bias_pairs(config.sequence_bias, "generate()")
