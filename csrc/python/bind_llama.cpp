@@ -27,26 +27,15 @@ void bind_llama(py::module_& m) {
       },
       py::arg("node"), py::arg("embed"), py::arg("head") = py::none(),
       "Installs resized token tables (resize_token_embeddings) and the sizes that follow them.");
-  m.def(
-      "processed_scores",
-      [](const at::Tensor& logits, const at::Tensor& sequences, GenerationOptions options, const at::Tensor& eos,
-         int64_t new_tokens) {
-        const at::Tensor stops = eos.to(at::kCPU).contiguous();
-        keep_stops_allowed(options, std::vector<int64_t>(stops.data_ptr<int64_t>(), stops.data_ptr<int64_t>() + stops.numel()));
-        at::Tensor scores = process_scores(logits, sequences, options, eos, new_tokens);
-        return options.do_sample ? warp_scores(scores, options) : scores;
-      },
-      py::arg("logits"), py::arg("sequences"), py::arg("options"), py::arg("eos"), py::arg("new_tokens"),
-      "One step's scores as generate's processors (and warpers, when sampling) make them from its logits.");
-  py::class_<BeamRecord, std::shared_ptr<BeamRecord>>(
-      m, "BeamRecord", "What beam search returns beside the ids (transformers' return_dict_in_generate).")
+  py::class_<GenerationRecord, std::shared_ptr<GenerationRecord>>(
+      m, "GenerationRecord", "What generate returns beside the ids (transformers' return_dict_in_generate).")
       .def(py::init<>())
-      .def_readwrite("keep_scores", &BeamRecord::keep_scores)
-      .def_readwrite("keep_logits", &BeamRecord::keep_logits)
-      .def_readonly("scores", &BeamRecord::scores)
-      .def_readonly("logits", &BeamRecord::logits)
-      .def_readonly("sequences_scores", &BeamRecord::sequences_scores)
-      .def_readonly("beam_indices", &BeamRecord::beam_indices);
+      .def_readwrite("keep_scores", &GenerationRecord::keep_scores)
+      .def_readwrite("keep_logits", &GenerationRecord::keep_logits)
+      .def_readonly("scores", &GenerationRecord::scores)
+      .def_readonly("logits", &GenerationRecord::logits)
+      .def_readonly("sequences_scores", &GenerationRecord::sequences_scores)
+      .def_readonly("beam_indices", &GenerationRecord::beam_indices);
   py::class_<GenerationOptions>(m, "GenerationOptions", "transformers' GenerationConfig fields.")
       .def(py::init<>())
       .def_readwrite("max_new_tokens", &GenerationOptions::max_new_tokens)
@@ -91,7 +80,7 @@ void bind_llama(py::module_& m) {
       .def_readwrite("suppress_tokens", &GenerationOptions::suppress_tokens)
       .def_readwrite("begin_suppress_tokens", &GenerationOptions::begin_suppress_tokens)
       .def_readwrite("direct_layer_calls", &GenerationOptions::direct_layer_calls)
-      .def_readwrite("beam_record", &GenerationOptions::beam_record);
+      .def_readwrite("record", &GenerationOptions::record);
   py::class_<Stream>(m, "TextGeneration", "Token-by-token generation (the streaming iterator's engine).")
       .def("next", [](Stream& s) {
         return without_gil([&] { return s.gen->next(); });

@@ -2,7 +2,10 @@
 `compute_transition_scores`: side by side with transformers' generate where decoding is greedy
 (sequences equal, scores and logits to fp32 rounding), and against transformers' own logits
 processors on tessera's sampled sequences; beam search's GenerateBeamDecoderOnlyOutput field for
-field. These flags were refused by name, and with beam search until stop 51."""
+field. C++ records the steps' tensors as it decodes. These flags were refused by name, and with
+beam search until stop 51."""
+import warnings
+
 import pytest
 import torch
 
@@ -171,7 +174,19 @@ def test_flags_as_transformers_reads_them(llama, fixture_dir):
     assert got.scores[0][0, 2] == float("-inf") and got.scores[2][0, 2] != float("-inf")
 
 
-def test_a_bf16_models_recomputed_scores_are_said(fixture_dir):
+def test_a_bf16_models_scores_are_the_ones_its_ids_were_chosen_by(fixture_dir):
+    """The scores are recorded while decoding (they were recomputed in one forward, which in bf16
+    rounds otherwise: a warning said so). Greedy ids are their argmax; sampled ids are never -inf;
+    the steps' logits are fp32, as transformers hands them out."""
     model = tessera.from_pretrained(str(fixture_dir("llama")), dtype=torch.bfloat16)
-    with pytest.warns(UserWarning, match="scores of a bfloat16 model are recomputed"):
-        model.generate(torch.tensor([[1, 5, 6]]), max_new_tokens=2, **FLAGS)
+    ids = torch.tensor([[1, 5, 6], [7, 8, 9]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        greedy = model.generate(ids, max_new_tokens=6, **FLAGS)
+    chosen = greedy.sequences[:, ids.shape[1]:]
+    assert torch.equal(torch.stack(greedy.scores, 1).argmax(-1), chosen)
+    assert all(step.dtype == torch.float32 for step in greedy.logits)
+    sampled = model.generate(ids, max_new_tokens=6, do_sample=True, top_k=5,
+                             generator=torch.Generator().manual_seed(0), **FLAGS)
+    picked = torch.stack(sampled.scores, 1).gather(2, sampled.sequences[:, ids.shape[1]:, None])
+    assert torch.isfinite(picked).all()

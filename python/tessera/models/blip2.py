@@ -199,8 +199,7 @@ class Blip2ForConditionalGeneration(_Blip2Part):
                 lambda: self._cpp.generate(input_ids, pixel_values, attention_mask, o, generator, position),
                 lambda: self._cpp.stream(input_ids, pixel_values, attention_mask, o, generator, position),
                 streamer, input_ids, o)
-        return generation_output(self, out, input_ids.shape[1], attention_mask, lambda seq, mask: self(
-            pixel_values, seq, attention_mask=mask, interpolate_pos_encoding=position).logits, o, flags)
+        return generation_output(out, o, flags)
 
     compute_transition_scores = LlamaForCausalLM.compute_transition_scores
 

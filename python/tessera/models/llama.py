@@ -210,15 +210,8 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
                                  lambda: self._cpp.stream(ids, attention_mask, o, generator, inputs_embeds),
                                  streamer, ids, o, shown=ids if input_ids is not None else ids[:, :0])
 
-        def forward(seq, mask):  # the logits of prompt and answer (output_scores, output_logits)
-            if input_ids is not None:
-                return self(input_ids=seq, attention_mask=mask).logits
-            new = self.get_input_embeddings()(seq[:, ids.shape[1]:])
-            return self(inputs_embeds=torch.cat([inputs_embeds, new], 1), attention_mask=mask).logits
-
         # from inputs_embeds alone, transformers returns the new ids only
-        return generation_output(self, out, ids.shape[1], attention_mask, forward, o, flags,
-                                 returned=out if input_ids is not None else out[:, ids.shape[1]:])
+        return generation_output(out if input_ids is not None else out[:, ids.shape[1]:], o, flags)
 
     def compute_transition_scores(self, sequences: torch.Tensor, scores, beam_indices=None,
                                   normalize_logits: bool = False) -> torch.Tensor:

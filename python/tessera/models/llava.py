@@ -79,8 +79,7 @@ class LlavaForConditionalGeneration(FamilyModel):
             out = run_generation(lambda: self._cpp.generate(input_ids, pixel_values, attention_mask, o, generator),
                                  lambda: self._cpp.stream(input_ids, pixel_values, attention_mask, o, generator),
                                  streamer, input_ids, o)
-        return generation_output(self, out, input_ids.shape[1], attention_mask, lambda seq, mask: self(
-            seq, pixel_values=pixel_values, attention_mask=mask).logits, o, flags)
+        return generation_output(out, o, flags)
 
     compute_transition_scores = LlamaForCausalLM.compute_transition_scores
 

@@ -55,7 +55,7 @@ at::Tensor beam_search(LlamaForCausalLMImpl& lm, const at::Tensor& input_ids, co
   at::Tensor top_beams = at::arange(keep, long_opts) < nb;
   const at::Tensor batch_offset = at::arange(B, long_opts).unsqueeze(1) * nb;
   // transformers' beam_indices (only when recorded): the flat beam each new id of a beam came from
-  BeamRecord* record = o.beam_record.get();
+  GenerationRecord* record = o.record.get();
   at::Tensor running_from, finished_from;
   if (record) {
     record->scores.clear();
@@ -85,7 +85,7 @@ at::Tensor beam_search(LlamaForCausalLMImpl& lm, const at::Tensor& input_ids, co
     at::Tensor log_probs = logits.select(1, -1).to(at::kFloat).log_softmax(-1);
     log_probs = process_scores(log_probs, running.narrow(2, 0, cur).reshape({B * nb, cur}), o, s.eos, cur - P);
     if (record && record->keep_scores) record->scores.push_back(log_probs.clone());
-    if (record && record->keep_logits) record->logits.push_back(logits.select(1, -1).to(at::kFloat));
+    if (record && record->keep_logits) record->logits.push_back(logits.select(1, -1).to(at::kFloat, false, /*copy=*/true));
     log_probs = (log_probs.view({B, nb, V}) + running_scores.unsqueeze(2)).view({B, nb * V});
     auto [top_scores, top_index] = at::topk(log_probs, keep);  // [B, keep]
     at::Tensor from_beam = top_index.div(V, "floor"), token = top_index.remainder(V);

@@ -35,14 +35,15 @@ void check_token_rules(const GenerationOptions& o, int64_t vocab) {
                       "exponential_decay_length_penalty: the factor must be finite");
 }
 
-}  // namespace
-
+// transformers keeps a lone stop id out of bad_words_ids, so that stopping stays possible.
 void keep_stops_allowed(GenerationOptions& o, const std::vector<int64_t>& stops) {
   auto& bad = o.bad_words_ids;
   bad.erase(std::remove_if(bad.begin(), bad.end(), [&](const std::vector<int64_t>& ids) {
               return ids.size() == 1 && std::find(stops.begin(), stops.end(), ids[0]) != stops.end();
             }), bad.end());
 }
+
+}  // namespace
 
 GenerationStart start_generation(const LlamaForCausalLMImpl& lm, const at::Tensor& input_ids,
                                  const at::Tensor& attention_mask, GenerationOptions o, const at::Tensor& inputs_embeds) {
@@ -173,11 +174,16 @@ at::Tensor TextGeneration::logits_step() {
       .logits;
 }
 
-at::Tensor TextGeneration::choose(at::Tensor scores) {
-  scores = process_scores(scores, sequences_, options_, eos_, generated_);
+at::Tensor TextGeneration::choose(const at::Tensor& logits) {
+  at::Tensor scores = process_scores(logits, sequences_, options_, eos_, generated_);
+  if (options_.do_sample) scores = warp_scores(scores, options_);
+  if (GenerationRecord* record = options_.record.get()) {  // copies: a processor may return its input
+    if (record->keep_scores) record->scores.push_back(scores.clone());
+    if (record->keep_logits) record->logits.push_back(logits.clone());
+  }
   if (!options_.do_sample)
     return ops::decode_argmax_applies(scores) ? ops::decode_argmax(scores) : scores.argmax(-1);
-  return at::multinomial(warp_scores(scores, options_).softmax(-1), 1, false, generator_).squeeze(-1);
+  return at::multinomial(scores.softmax(-1), 1, false, generator_).squeeze(-1);
 }
 
 at::Tensor TextGeneration::next() {

@@ -16,14 +16,16 @@
 
 namespace tessera::models {
 
-/// What beam search hands back beside the ids, as transformers' return_dict_in_generate returns
-/// it (GenerateBeamDecoderOnlyOutput); set in GenerationOptions::beam_record to have it filled.
-struct BeamRecord {
+/// What generate hands back beside the ids, as transformers' return_dict_in_generate returns it
+/// (GenerateDecoderOnlyOutput, GenerateBeamDecoderOnlyOutput); set GenerationOptions::record to
+/// have it filled while decoding (each step's tensors are kept only when asked for).
+struct GenerationRecord {
   bool keep_scores = false, keep_logits = false;  ///< output_scores, output_logits
-  /// Each step's processed log-probabilities / raw logits of every running beam [B * num_beams, V].
+  /// Each step's scores (after the processors, and the warpers when sampling; beam search: the
+  /// processed log-probabilities) and raw fp32 logits, of every row or running beam [R, V].
   std::vector<at::Tensor> scores, logits;
-  at::Tensor sequences_scores;  ///< [B * n] the returned beams' sum(log p) / new_tokens ** length_penalty
-  at::Tensor beam_indices;      ///< [B * n, new] the flat running beam each new id came from (-1 past the end)
+  at::Tensor sequences_scores;  ///< beams: [B * n] the returned beams' sum(log p) / new_tokens ** length_penalty
+  at::Tensor beam_indices;      ///< beams: [B * n, new] the flat running beam each new id came from (-1 past the end)
 };
 
 /// transformers' early_stopping: when beam search ends.
@@ -71,8 +73,8 @@ struct GenerationOptions {
   std::vector<int64_t> suppress_tokens;        ///< never generated
   std::vector<int64_t> begin_suppress_tokens;  ///< not generated first
   bool direct_layer_calls = true;      ///< layers straight from C++ (no Python hooks during decoding)
-  /// Beam search fills it when set (shared: every copy of the options writes the same record).
-  std::shared_ptr<BeamRecord> beam_record;
+  /// Filled while decoding when set (shared: every copy of the options writes the same record).
+  std::shared_ptr<GenerationRecord> record;
 };
 
 /// A generation's checked start: the options with their defaults filled in (stop ids from the
@@ -85,8 +87,6 @@ struct GenerationStart {
 GenerationStart start_generation(const LlamaForCausalLMImpl& lm, const at::Tensor& input_ids,
                                  const at::Tensor& attention_mask, GenerationOptions options,
                                  const at::Tensor& inputs_embeds = {});
-/// transformers keeps a lone stop id out of bad_words_ids, so that stopping stays possible.
-void keep_stops_allowed(GenerationOptions& options, const std::vector<int64_t>& stops);
 /// Refuses a prompt whose last logits hold NaN: a NaN input (pixel values, embeddings) or weight
 /// reaches every logit of the prompt, and argmax or sampling would still pick tokens from it.
 void check_prompt_scores(const at::Tensor& scores);
@@ -117,7 +117,7 @@ class TextGeneration {
 
  private:
   at::Tensor logits_step();
-  at::Tensor choose(at::Tensor logits);
+  at::Tensor choose(const at::Tensor& logits);
   LlamaForCausalLMImpl& lm_;
   GenerationOptions options_;
   std::optional<at::Generator> generator_;
