@@ -9,6 +9,29 @@
 
 namespace tessera::python {
 
+namespace {
+
+// A Python callable as a generation hook, safe where C++ runs without the GIL: the function is
+// held through a shared pointer (copies of the options touch no reference count), and the GIL is
+// taken to call it and to release it. A Python exception raised inside reaches the caller as is.
+std::function<at::Tensor(const at::Tensor&, const at::Tensor&)> python_hook(const py::object& fn, const char* name) {
+  if (fn.is_none()) return {};
+  if (!PyCallable_Check(fn.ptr()))
+    throw py::type_error(std::string(name) + " must be callable (ids, scores), got " +
+                         py::str(py::type::of(fn).attr("__name__")).cast<std::string>());
+  std::shared_ptr<py::object> held(new py::object(fn), [](py::object* f) {
+    py::gil_scoped_acquire gil;
+    delete f;
+  });
+  return [held](const at::Tensor& ids, const at::Tensor& scores) {
+    py::gil_scoped_acquire gil;
+    py::object out = (*held)(ids, scores.defined() ? py::cast(scores) : py::none());
+    return out.cast<at::Tensor>();
+  };
+}
+
+}  // namespace
+
 void bind_llama(py::module_& m) {
   using namespace models;
   bind_resolve_config<LlamaOptions>(m);
@@ -80,7 +103,13 @@ void bind_llama(py::module_& m) {
       .def_readwrite("suppress_tokens", &GenerationOptions::suppress_tokens)
       .def_readwrite("begin_suppress_tokens", &GenerationOptions::begin_suppress_tokens)
       .def_readwrite("direct_layer_calls", &GenerationOptions::direct_layer_calls)
-      .def_readwrite("record", &GenerationOptions::record);
+      .def_readwrite("record", &GenerationOptions::record)
+      .def_property(
+          "logits_processor", [](const GenerationOptions& o) { return static_cast<bool>(o.logits_processor); },
+          [](GenerationOptions& o, const py::object& fn) { o.logits_processor = python_hook(fn, "logits_processor"); })
+      .def_property(
+          "stopping_criteria", [](const GenerationOptions& o) { return static_cast<bool>(o.stopping_criteria); },
+          [](GenerationOptions& o, const py::object& fn) { o.stopping_criteria = python_hook(fn, "stopping_criteria"); });
   py::class_<Stream>(m, "TextGeneration", "Token-by-token generation (the streaming iterator's engine).")
       .def("next", [](Stream& s) {
         return without_gil([&] { return s.gen->next(); });

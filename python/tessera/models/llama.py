@@ -15,7 +15,7 @@ import torch
 from .. import _C
 from ..cpp_module import node_class, node_methods
 from ..registry import register_model
-from . import token_rules
+from . import own_processors, token_rules
 from .family import FamilyModel
 from .generation_output import FLAGS as OUTPUT_FLAG_KEYS
 from .generation_output import apply_flags, compute_transition_scores, generation_output, pop_flags
@@ -112,6 +112,7 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
         streamer, flags = (kwargs.pop("streamer", None), pop_flags(kwargs, getattr(self, "generation_defaults", None))
                            ) if caller == "generate" else (None, {})  # a stream refuses them by name
         given = no_op_arguments({k: v for k, v in kwargs.items() if v is not UNSET})
+        own = {k: given.pop(k) for k in ("logits_processor", "stopping_criteria") if k in given}
         defaults = {k: v for k, v in (getattr(self, "generation_defaults", None) or {}).items()
                     if k not in OUTPUT_FLAG_KEYS}  # what generate returns: its caller's (pop_flags)
         if caller == "stream":  # a stream decodes one token at a time: a file's beam settings do not apply
@@ -162,6 +163,7 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
         o.num_beams, o.length_penalty = config.num_beams, config.length_penalty
         o.early_stopping, o.min_new_tokens = config.early_stopping or False, config.min_new_tokens
         token_rules.apply(o, config)
+        own_processors.attach(o, own, caller)
         if config.num_beams > 1:  # the best beams, where sampling repeats the prompt rows
             o.num_return_sequences, returns = returns, 1
         if config.eos_token_id is not None:

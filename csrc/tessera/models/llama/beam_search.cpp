@@ -83,7 +83,9 @@ at::Tensor beam_search(LlamaForCausalLMImpl& lm, const at::Tensor& input_ids, co
   check_prompt_scores(logits.select(1, -1));
   for (int64_t cur = P;; ++cur) {
     at::Tensor log_probs = logits.select(1, -1).to(at::kFloat).log_softmax(-1);
-    log_probs = process_scores(log_probs, running.narrow(2, 0, cur).reshape({B * nb, cur}), o, s.eos, cur - P);
+    const at::Tensor flat_running = running.narrow(2, 0, cur).reshape({B * nb, cur});
+    log_probs = process_scores(log_probs, flat_running, o, s.eos, cur - P);
+    if (o.logits_processor) log_probs = own_scores(o, flat_running, log_probs);
     if (record && record->keep_scores) record->scores.push_back(log_probs.clone());
     if (record && record->keep_logits) record->logits.push_back(logits.select(1, -1).to(at::kFloat, false, /*copy=*/true));
     log_probs = (log_probs.view({B, nb, V}) + running_scores.unsqueeze(2)).view({B, nb * V});
@@ -97,6 +99,9 @@ at::Tensor beam_search(LlamaForCausalLMImpl& lm, const at::Tensor& input_ids, co
       candidates_from.select(2, cur - P).copy_(from_beam + batch_offset);
     }
     at::Tensor stops = s.eos.numel() > 0 ? at::isin(token, s.eos) : at::zeros_like(token, at::kBool);
+    if (o.stopping_criteria)  // transformers passes the candidates, not the step's scores
+      stops = stops.logical_or(own_stops(o, candidates.narrow(2, 0, cur + 1).reshape({B * keep, cur + 1}), {})
+                                   .view({B, keep}));
     if (cur + 1 >= max_length) stops.fill_(true);
 
     // The best num_beams candidates that did not stop run on.

@@ -9,6 +9,7 @@
 
 #include <ATen/core/Generator.h>
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <utility>
@@ -72,6 +73,13 @@ struct GenerationOptions {
   std::optional<std::pair<int64_t, double>> exponential_decay_length_penalty;
   std::vector<int64_t> suppress_tokens;        ///< never generated
   std::vector<int64_t> begin_suppress_tokens;  ///< not generated first
+  /// The caller's own processors (transformers' logits_processor=): each step's ids so far [R, t]
+  /// and scores after the processors above [R, V] (beam search: log-probabilities) to new scores,
+  /// before the sampling warpers.
+  std::function<at::Tensor(const at::Tensor&, const at::Tensor&)> logits_processor;
+  /// The caller's own stopping criteria (stopping_criteria=): the ids with the new token [R, t + 1]
+  /// and the step's scores (undefined in beam search) to [R] bools, true where a row is done.
+  std::function<at::Tensor(const at::Tensor&, const at::Tensor&)> stopping_criteria;
   bool direct_layer_calls = true;      ///< layers straight from C++ (no Python hooks during decoding)
   /// Filled while decoding when set (shared: every copy of the options writes the same record).
   std::shared_ptr<GenerationRecord> record;
@@ -96,6 +104,10 @@ void check_prompt_scores(const at::Tensor& scores);
 /// SuppressTokens, SuppressTokensAtBegin. `sequences` [R, P + new_tokens] are prompt and new ids.
 at::Tensor process_scores(at::Tensor scores, const at::Tensor& sequences, const GenerationOptions& options,
                           const at::Tensor& eos, int64_t new_tokens);
+/// The caller's logits_processor and stopping_criteria of `o`, their results checked: scores of
+/// the input's shape, one bool per row (a single bool for all).
+at::Tensor own_scores(const GenerationOptions& o, const at::Tensor& sequences, const at::Tensor& scores);
+at::Tensor own_stops(const GenerationOptions& o, const at::Tensor& sequences, const at::Tensor& scores);
 /// transformers' sampling warpers, in its order: temperature, top-k, top-p, min-p, typical,
 /// epsilon, eta (the tokens they drop at -inf).
 at::Tensor warp_scores(at::Tensor scores, const GenerationOptions& options);
@@ -122,6 +134,7 @@ class TextGeneration {
   GenerationOptions options_;
   std::optional<at::Generator> generator_;
   at::Tensor inputs_embeds_, sequences_, mask_, positions_, unfinished_, eos_;
+  at::Tensor scores_;  ///< the step's scores, kept for the caller's stopping criteria
   nn::KVCache cache_;
   int64_t generated_ = 0;
   bool done_ = false;
