@@ -14,7 +14,7 @@ namespace {
 // A Python callable as a generation hook, safe where C++ runs without the GIL: the function is
 // held through a shared pointer (copies of the options touch no reference count), and the GIL is
 // taken to call it and to release it. A Python exception raised inside reaches the caller as is.
-std::function<at::Tensor(const at::Tensor&, const at::Tensor&)> python_hook(const py::object& fn, const char* name) {
+models::StepHook python_hook(const py::object& fn, const char* name) {
   if (fn.is_none()) return {};
   if (!PyCallable_Check(fn.ptr()))
     throw py::type_error(std::string(name) + " must be callable (ids, scores), got " +
@@ -104,6 +104,11 @@ void bind_llama(py::module_& m) {
       .def_readwrite("begin_suppress_tokens", &GenerationOptions::begin_suppress_tokens)
       .def_readwrite("direct_layer_calls", &GenerationOptions::direct_layer_calls)
       .def_readwrite("record", &GenerationOptions::record)
+      .def_property(
+          "prefix_constraint", [](const GenerationOptions& o) { return static_cast<bool>(o.prefix_constraint); },
+          [](GenerationOptions& o, const py::object& fn) {
+            o.prefix_constraint = python_hook(fn, "prefix_allowed_tokens_fn");
+          })
       .def_property(
           "logits_processor", [](const GenerationOptions& o) { return static_cast<bool>(o.logits_processor); },
           [](GenerationOptions& o, const py::object& fn) { o.logits_processor = python_hook(fn, "logits_processor"); })

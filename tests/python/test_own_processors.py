@@ -129,3 +129,20 @@ def test_streams_and_other_threads_run_them(pair):
     with ThreadPoolExecutor(2) as pool:
         runs = [pool.submit(ours.generate, IDS, logits_processor=[Alternate()], **kwargs) for _ in range(2)]
         assert all(torch.equal(run.result(timeout=60), want) for run in runs)
+
+
+@pytest.mark.parametrize("mode", [dict(), dict(num_beams=3, num_return_sequences=2),
+                                  dict(forced_eos_token_id=3, eos_token_id=3, num_beams=2)])
+def test_prefix_allowed_tokens_fn_equals_transformers(pair, mode):
+    """Applied where transformers applies it: before a forced eos, which then overrides it."""
+    hf, ours = pair
+
+    def allowed(batch_id, ids):  # each prompt its own alphabet, shifting with the length
+        return [(int(ids.shape[0]) * 7 + batch_id * 11 + k) % 97 for k in range(0, 30, 3)]
+
+    kwargs = dict(max_new_tokens=7, prefix_allowed_tokens_fn=allowed, **mode)
+    want = hf.generate(IDS, attention_mask=MASK, do_sample=False, **kwargs)
+    got = ours.generate(IDS, attention_mask=MASK, **kwargs)
+    assert torch.equal(got, want)
+    with pytest.raises(ValueError, match="prefix_allowed_tokens_fn returned no token for batch ID 0"):
+        ours.generate(IDS, attention_mask=MASK, max_new_tokens=2, prefix_allowed_tokens_fn=lambda b, ids: [])

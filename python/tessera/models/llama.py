@@ -112,7 +112,8 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
         streamer, flags = (kwargs.pop("streamer", None), pop_flags(kwargs, getattr(self, "generation_defaults", None))
                            ) if caller == "generate" else (None, {})  # a stream refuses them by name
         given = no_op_arguments({k: v for k, v in kwargs.items() if v is not UNSET})
-        own = {k: given.pop(k) for k in ("logits_processor", "stopping_criteria") if k in given}
+        own = {k: given.pop(k) for k in ("logits_processor", "stopping_criteria", "prefix_allowed_tokens_fn")
+               if k in given}
         defaults = {k: v for k, v in (getattr(self, "generation_defaults", None) or {}).items()
                     if k not in OUTPUT_FLAG_KEYS}  # what generate returns: its caller's (pop_flags)
         if caller == "stream":  # a stream decodes one token at a time: a file's beam settings do not apply

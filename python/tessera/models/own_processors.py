@@ -1,8 +1,9 @@
-"""transformers' `logits_processor=` and `stopping_criteria=`: the caller's own processors and
-criteria (a LogitsProcessorList / StoppingCriteriaList, or any list of callables `(ids, scores)`),
-which C++ calls each step as transformers merges them: the processors after those generate's
-settings make and before the sampling warpers (beam search: on the log-probabilities), the
-criteria after each new token (beam search: on every candidate, with scores None)."""
+"""transformers' `logits_processor=`, `stopping_criteria=` and `prefix_allowed_tokens_fn=`: the
+caller's own processors and criteria (a LogitsProcessorList / StoppingCriteriaList, or any list of
+callables `(ids, scores)`), which C++ calls each step as transformers merges them: the processors
+after those generate's settings make and before the sampling warpers (beam search: on the
+log-probabilities), the criteria after each new token (beam search: on every candidate, with
+scores None), the prefix function where transformers' PrefixConstrainedLogitsProcessor runs."""
 from __future__ import annotations
 
 from typing import Any, Dict, List
@@ -32,9 +33,28 @@ def _callables(value: Any, name: str) -> List[Any]:
     return items
 
 
+def _prefix_constraint(fn, beams: int):
+    """transformers' PrefixConstrainedLogitsProcessor: each row may take only the tokens
+    `fn(batch_id, row_ids)` allows (rows are batch-major, num_beams per prompt)."""
+    def constrain(ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        mask = torch.full_like(scores, float("-inf"))
+        for row, sent in enumerate(ids):
+            allowed = list(fn(row // beams, sent))
+            if not allowed:
+                raise ValueError(f"prefix_allowed_tokens_fn returned no token for batch ID {row // beams}: the "
+                                 "constraint cannot be met")
+            mask[row, allowed] = 0
+        return scores + mask
+    return constrain
+
+
 def attach(options, given: Dict[str, Any], caller: str) -> None:
-    """Takes `logits_processor` and `stopping_criteria` out of a call's arguments (None or empty:
-    nothing) and sets them on C++'s options."""
+    """Takes `logits_processor`, `stopping_criteria` and `prefix_allowed_tokens_fn` out of a
+    call's arguments (None or empty: nothing) and sets them on C++'s options."""
+    prefix = given.pop("prefix_allowed_tokens_fn", None)
+    if prefix is not None:
+        _callables(prefix, "prefix_allowed_tokens_fn")
+        options.prefix_constraint = _prefix_constraint(prefix, options.num_beams)
     processors = _callables(given.pop("logits_processor", None) or [], "logits_processor")
     criteria = _callables(given.pop("stopping_criteria", None) or [], "stopping_criteria")
     clash = [type(p).__name__ for p in processors if _MADE_BY.get(type(p).__name__, lambda o: False)(options)]

@@ -85,7 +85,7 @@ at::Tensor beam_search(LlamaForCausalLMImpl& lm, const at::Tensor& input_ids, co
     at::Tensor log_probs = logits.select(1, -1).to(at::kFloat).log_softmax(-1);
     const at::Tensor flat_running = running.narrow(2, 0, cur).reshape({B * nb, cur});
     log_probs = process_scores(log_probs, flat_running, o, s.eos, cur - P);
-    if (o.logits_processor) log_probs = own_scores(o, flat_running, log_probs);
+    if (o.logits_processor) log_probs = own_scores(o.logits_processor, "logits_processor", flat_running, log_probs);
     if (record && record->keep_scores) record->scores.push_back(log_probs.clone());
     if (record && record->keep_logits) record->logits.push_back(logits.select(1, -1).to(at::kFloat, false, /*copy=*/true));
     log_probs = (log_probs.view({B, nb, V}) + running_scores.unsqueeze(2)).view({B, nb * V});

@@ -150,23 +150,6 @@ TextGeneration::TextGeneration(LlamaForCausalLMImpl& lm, const at::Tensor& input
   done_ = options_.max_new_tokens == 0;
 }
 
-at::Tensor own_scores(const GenerationOptions& o, const at::Tensor& sequences, const at::Tensor& scores) {
-  at::Tensor out = o.logits_processor(sequences, scores);
-  TORCH_CHECK_VALUE(out.defined() && out.sizes() == scores.sizes() && out.is_floating_point(),
-                    "logits_processor must return the scores' shape ", scores.sizes(), " as floats, got ",
-                    out.defined() ? out.sizes() : at::IntArrayRef{}, out.defined() ? " " : "nothing",
-                    out.defined() ? c10::toString(out.scalar_type()) : "");
-  return out.to(scores.device(), scores.scalar_type());
-}
-
-at::Tensor own_stops(const GenerationOptions& o, const at::Tensor& sequences, const at::Tensor& scores) {
-  at::Tensor done = o.stopping_criteria(sequences, scores);
-  TORCH_CHECK_VALUE(done.defined() && done.dim() <= 1 && (done.dim() == 0 || done.size(0) == sequences.size(0)),
-                    "stopping_criteria must return one bool per row [", sequences.size(0), "], got ",
-                    done.defined() ? done.sizes() : at::IntArrayRef{});
-  return done.to(sequences.device(), at::kBool).expand({sequences.size(0)});
-}
-
 void check_prompt_scores(const at::Tensor& scores) {
   TORCH_CHECK_VALUE(!at::isnan(scores).any().item<bool>(),
                     "generate(): the prompt's logits are NaN: non-finite pixel_values or inputs_embeds, or NaN "
@@ -193,7 +176,7 @@ at::Tensor TextGeneration::logits_step() {
 
 at::Tensor TextGeneration::choose(const at::Tensor& logits) {
   at::Tensor scores = process_scores(logits, sequences_, options_, eos_, generated_);
-  if (options_.logits_processor) scores = own_scores(options_, sequences_, scores);
+  if (options_.logits_processor) scores = own_scores(options_.logits_processor, "logits_processor", sequences_, scores);
   if (options_.do_sample) scores = warp_scores(scores, options_);
   if (GenerationRecord* record = options_.record.get()) {  // copies: a processor may return its input
     if (record->keep_scores) record->scores.push_back(scores.clone());

@@ -29,6 +29,10 @@ struct GenerationRecord {
   at::Tensor beam_indices;      ///< beams: [B * n, new] the flat running beam each new id came from (-1 past the end)
 };
 
+/// A caller's step hook, (ids so far [R, t], scores [R, V]) -> scores, or -> [R] bools for
+/// stopping criteria (the scores may be undefined).
+using StepHook = std::function<at::Tensor(const at::Tensor&, const at::Tensor&)>;
+
 /// transformers' early_stopping: when beam search ends.
 enum class EarlyStopping {
   kHeuristic,  ///< false: once no running beam can beat the finished ones, judged at its current length
@@ -73,13 +77,16 @@ struct GenerationOptions {
   std::optional<std::pair<int64_t, double>> exponential_decay_length_penalty;
   std::vector<int64_t> suppress_tokens;        ///< never generated
   std::vector<int64_t> begin_suppress_tokens;  ///< not generated first
+  /// transformers' prefix_allowed_tokens_fn, as a processor at its place (after min_new_tokens):
+  /// the scores with the tokens each row may not take at -inf.
+  StepHook prefix_constraint;
   /// The caller's own processors (transformers' logits_processor=): each step's ids so far [R, t]
   /// and scores after the processors above [R, V] (beam search: log-probabilities) to new scores,
   /// before the sampling warpers.
-  std::function<at::Tensor(const at::Tensor&, const at::Tensor&)> logits_processor;
+  StepHook logits_processor;
   /// The caller's own stopping criteria (stopping_criteria=): the ids with the new token [R, t + 1]
   /// and the step's scores (undefined in beam search) to [R] bools, true where a row is done.
-  std::function<at::Tensor(const at::Tensor&, const at::Tensor&)> stopping_criteria;
+  StepHook stopping_criteria;
   bool direct_layer_calls = true;      ///< layers straight from C++ (no Python hooks during decoding)
   /// Filled while decoding when set (shared: every copy of the options writes the same record).
   std::shared_ptr<GenerationRecord> record;
@@ -104,9 +111,9 @@ void check_prompt_scores(const at::Tensor& scores);
 /// SuppressTokens, SuppressTokensAtBegin. `sequences` [R, P + new_tokens] are prompt and new ids.
 at::Tensor process_scores(at::Tensor scores, const at::Tensor& sequences, const GenerationOptions& options,
                           const at::Tensor& eos, int64_t new_tokens);
-/// The caller's logits_processor and stopping_criteria of `o`, their results checked: scores of
-/// the input's shape, one bool per row (a single bool for all).
-at::Tensor own_scores(const GenerationOptions& o, const at::Tensor& sequences, const at::Tensor& scores);
+/// A caller's processor hook (`name` for errors), its result checked: scores of the input's shape.
+at::Tensor own_scores(const StepHook& hook, const char* name, const at::Tensor& sequences, const at::Tensor& scores);
+/// The caller's stopping criteria, their result checked: one bool per row (or one for all).
 at::Tensor own_stops(const GenerationOptions& o, const at::Tensor& sequences, const at::Tensor& scores);
 /// transformers' sampling warpers, in its order: temperature, top-k, top-p, min-p, typical,
 /// epsilon, eta (the tokens they drop at -inf).

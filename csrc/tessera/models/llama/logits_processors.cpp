@@ -1,6 +1,8 @@
 // transformers' logits processors (generation/logits_process.py), in the order its generate
 // applies them: the processors of every mode (process_scores), then the sampling warpers
 // (warp_scores). Each keeps at least the most likely token, as transformers' min_tokens_to_keep 1.
+// The caller's own hooks (prefix_allowed_tokens_fn, logits_processor, stopping_criteria) are
+// called through own_scores / own_stops, which check what they return.
 #include <ATen/ATen.h>
 
 #include <cmath>
@@ -77,6 +79,7 @@ at::Tensor process_scores(at::Tensor scores, const at::Tensor& sequences, const 
     scores = add_sequence_bias(scores, sequences, banned);
   }
   if (new_tokens < o.min_new_tokens && eos.numel() > 0) scores = scores.index_fill(1, eos, kNegInf);
+  if (o.prefix_constraint) scores = own_scores(o.prefix_constraint, "prefix_allowed_tokens_fn", sequences, scores);
   const int64_t prompt = length - new_tokens;
   if (o.forced_bos_token_id >= 0 && length == 1)
     scores = force(scores, at::full({1}, o.forced_bos_token_id, sequences.options()));
@@ -94,6 +97,23 @@ at::Tensor process_scores(at::Tensor scores, const at::Tensor& sequences, const 
   const int64_t begin = prompt > 1 || o.forced_bos_token_id < 0 ? 0 : 1;
   if (!o.begin_suppress_tokens.empty() && new_tokens == begin) scores = suppress(scores, o.begin_suppress_tokens);
   return scores;
+}
+
+at::Tensor own_scores(const StepHook& hook, const char* name, const at::Tensor& sequences, const at::Tensor& scores) {
+  at::Tensor out = hook(sequences, scores);
+  TORCH_CHECK_VALUE(out.defined() && out.sizes() == scores.sizes() && out.is_floating_point(),
+                    name, " must return the scores' shape ", scores.sizes(), " as floats, got ",
+                    out.defined() ? out.sizes() : at::IntArrayRef{}, out.defined() ? " " : "nothing",
+                    out.defined() ? c10::toString(out.scalar_type()) : "");
+  return out.to(scores.device(), scores.scalar_type());
+}
+
+at::Tensor own_stops(const GenerationOptions& o, const at::Tensor& sequences, const at::Tensor& scores) {
+  at::Tensor done = o.stopping_criteria(sequences, scores);
+  TORCH_CHECK_VALUE(done.defined() && done.dim() <= 1 && (done.dim() == 0 || done.size(0) == sequences.size(0)),
+                    "stopping_criteria must return one bool per row [", sequences.size(0), "], got ",
+                    done.defined() ? done.sizes() : at::IntArrayRef{});
+  return done.to(sequences.device(), at::kBool).expand({sequences.size(0)});
 }
 
 at::Tensor warp_scores(at::Tensor scores, const GenerationOptions& o) {
