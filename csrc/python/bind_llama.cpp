@@ -11,22 +11,25 @@ namespace tessera::python {
 
 namespace {
 
-// A Python callable as a generation hook, safe where C++ runs without the GIL: the function is
-// held through a shared pointer (copies of the options touch no reference count), and the GIL is
-// taken to call it and to release it. A Python exception raised inside reaches the caller as is.
+// A Python callable as a generation hook, where C++ runs without the GIL. C++ holds only a weak
+// reference: the Python options object keeps the callable (its `_hooks`), where the garbage
+// collector sees it, so a hook that refers back to its own stream is still collected. The GIL is
+// taken to call it and to drop the reference; a Python exception reaches the caller as is.
 models::StepHook python_hook(const py::object& fn, const char* name) {
   if (fn.is_none()) return {};
   if (!PyCallable_Check(fn.ptr()))
     throw py::type_error(std::string(name) + " must be callable (ids, scores), got " +
                          py::str(py::type::of(fn).attr("__name__")).cast<std::string>());
-  std::shared_ptr<py::object> held(new py::object(fn), [](py::object* f) {
+  std::shared_ptr<py::weakref> held(new py::weakref(fn), [](py::weakref* f) {
     py::gil_scoped_acquire gil;
     delete f;
   });
-  return [held](const at::Tensor& ids, const at::Tensor& scores) {
+  const std::string what = name;
+  return [held, what](const at::Tensor& ids, const at::Tensor& scores) {
     py::gil_scoped_acquire gil;
-    py::object out = (*held)(ids, scores.defined() ? py::cast(scores) : py::none());
-    return out.cast<at::Tensor>();
+    py::object fn = (*held)();
+    if (fn.is_none()) throw py::value_error(what + ": the callable was freed before generation ended");
+    return fn(ids, scores.defined() ? py::cast(scores) : py::none()).cast<at::Tensor>();
   };
 }
 
@@ -59,7 +62,7 @@ void bind_llama(py::module_& m) {
       .def_readonly("logits", &GenerationRecord::logits)
       .def_readonly("sequences_scores", &GenerationRecord::sequences_scores)
       .def_readonly("beam_indices", &GenerationRecord::beam_indices);
-  py::class_<GenerationOptions>(m, "GenerationOptions", "transformers' GenerationConfig fields.")
+  py::class_<GenerationOptions>(m, "GenerationOptions", py::dynamic_attr(), "transformers' GenerationConfig fields.")
       .def(py::init<>())
       .def_readwrite("max_new_tokens", &GenerationOptions::max_new_tokens)
       .def_readwrite("do_sample", &GenerationOptions::do_sample)

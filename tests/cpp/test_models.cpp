@@ -3,6 +3,10 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <limits>
+#include <memory>
+
 #include "tessera/core/json_config.h"
 #include "tessera/core/pretrained.h"
 #include "tessera/core/registry.h"
@@ -312,6 +316,42 @@ TEST(LlamaForCausalLM, BeamSearchReturnsTheBestBeamsOfEachPrompt) {
   EXPECT_THROW(models::generate(*lm, ids, {}, o), c10::ValueError);
   o.num_beams = 1;
   o.num_return_sequences = 2;
+  EXPECT_THROW(models::generate(*lm, ids, {}, o), c10::ValueError);
+}
+
+// A C++ caller's own hooks: a processor that bans the token greedy decoding picked, in every
+// mode and in the record of scores, and a stopping criterion that ends a row after three tokens.
+TEST(LlamaForCausalLM, OwnProcessorAndStoppingCriteriaRunEachStep) {
+  models::LlamaForCausalLM lm(models::LlamaOptions().vocab_size(40).hidden_size(32).intermediate_size(48)
+                                  .num_hidden_layers(1).num_attention_heads(4).num_key_value_heads(2)
+                                  .max_position_embeddings(32));
+  lm->eval();
+  at::Tensor ids = at::randint(3, 40, {2, 4});
+  models::GenerationOptions o;
+  o.max_new_tokens = 6;
+  o.eos_token_ids = std::vector<int64_t>{};
+  const int64_t banned = models::generate(*lm, ids, {}, o)[0][4].item<int64_t>();
+  int calls = 0;
+  o.logits_processor = [&](const at::Tensor&, const at::Tensor& scores) {
+    ++calls;
+    return scores.index_fill(1, at::tensor({banned}), -std::numeric_limits<double>::infinity());
+  };
+  o.record = std::make_shared<models::GenerationRecord>();
+  o.record->keep_scores = true;
+  for (int64_t beams : {1, 3}) {
+    o.num_beams = beams;
+    calls = 0;
+    at::Tensor out = models::generate(*lm, ids, {}, o);
+    EXPECT_FALSE(out.narrow(1, 4, out.size(1) - 4).eq(banned).any().item<bool>()) << beams << " beams";
+    EXPECT_EQ(calls, static_cast<int>(o.record->scores.size()));
+    EXPECT_TRUE(std::isinf(o.record->scores.front()[0][banned].item<float>()));
+  }
+  o.num_beams = 1;
+  o.stopping_criteria = [](const at::Tensor& seq, const at::Tensor&) {
+    return at::full({seq.size(0)}, seq.size(1) >= 4 + 3, at::kBool);
+  };
+  EXPECT_EQ(models::generate(*lm, ids, {}, o).size(1), 4 + 3);
+  o.logits_processor = [](const at::Tensor&, const at::Tensor& scores) { return scores.narrow(1, 0, 5); };
   EXPECT_THROW(models::generate(*lm, ids, {}, o), c10::ValueError);
 }
 

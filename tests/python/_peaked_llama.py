@@ -4,6 +4,10 @@ tests compare side by side."""
 import tessera
 import torch
 
+#: Two prompts for those models, the first left-padded with id 0; a bigram repeats in each.
+IDS = torch.tensor([[0, 0, 14, 52, 9, 14], [33, 8, 71, 40, 2, 8]])
+MASK = (IDS != 0).long()
+
 SMALL = dict(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=64)
 

@@ -28,6 +28,20 @@ def close(ours, theirs):
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5)
 
 
+def outputs_equal(got, want):
+    """Every field transformers' output holds (GenerateDecoderOnlyOutput, or with beams
+    GenerateBeamDecoderOnlyOutput) and tessera keeps: ids and beam indices exactly, scores to
+    fp32 rounding."""
+    assert list(got.keys()) == [k for k in want.keys() if k != "past_key_values"]  # tessera keeps no cache
+    assert torch.equal(got.sequences, want.sequences)
+    if "beam_indices" in want:
+        assert torch.equal(got.beam_indices, want.beam_indices) and got.beam_indices.dtype == want.beam_indices.dtype
+    if "sequences_scores" in want:
+        torch.testing.assert_close(got.sequences_scores, want.sequences_scores, atol=2e-5, rtol=1e-5)
+    close(got.scores or (), want.scores or ())
+    close(got.logits or (), want.logits or ())
+
+
 @pytest.mark.parametrize("kwargs", [dict(max_new_tokens=6), dict(max_new_tokens=8, repetition_penalty=1.5),
                                     dict(max_new_tokens=6, min_new_tokens=4, eos_token_id=[3, 11, 19])])
 def test_greedy_outputs_equal_transformers(llama, kwargs):
@@ -36,9 +50,7 @@ def test_greedy_outputs_equal_transformers(llama, kwargs):
     mask = (ids != 0).long()
     want = hf.generate(ids, attention_mask=mask, do_sample=False, **FLAGS, **kwargs)
     got = ours.generate(ids, attention_mask=mask, **FLAGS, **kwargs)
-    assert torch.equal(got.sequences, want.sequences)
-    close(got.logits, want.logits)
-    close(got.scores, want.scores)
+    outputs_equal(got, want)
     torch.testing.assert_close(ours.compute_transition_scores(got.sequences, got.scores, normalize_logits=True),
                                hf.compute_transition_scores(want.sequences, want.scores, normalize_logits=True),
                                atol=2e-5, rtol=1e-5)
@@ -61,37 +73,9 @@ def test_sampled_scores_are_transformers_processors_on_the_logits(llama):
     assert all(torch.isfinite(s.gather(1, chosen[:, t:t + 1])).all() for t, s in enumerate(got.scores))
 
 
-def test_llava_and_blip2_return_transformers_outputs(fixture_dir):
-    from safetensors.torch import load_file
-
-    for family, cls in (("llava", transformers.LlavaForConditionalGeneration),
-                        ("blip2", transformers.Blip2ForConditionalGeneration)):
-        d = fixture_dir(family)
-        io = load_file(str(d / "io.safetensors"))
-        hf = cls.from_pretrained(str(d)).eval()
-        ours = tessera.from_pretrained(str(d))
-        want = hf.generate(input_ids=io["input_ids"], pixel_values=io["pixel_values"], do_sample=False,
-                           max_new_tokens=5, **FLAGS)
-        got = (ours.generate(io["input_ids"], pixel_values=io["pixel_values"], max_new_tokens=5, **FLAGS)
-               if family == "llava" else ours.generate(io["pixel_values"], io["input_ids"], max_new_tokens=5, **FLAGS))
-        assert torch.equal(got.sequences, want.sequences), family
-        close(got.scores, want.scores)
-
-
 BEAMS = [dict(num_beams=3), dict(num_beams=4, length_penalty=-0.5, eos_token_id=[3, 11, 19, 23]),
          dict(num_beams=3, length_penalty=2.0, early_stopping=True, num_return_sequences=2, eos_token_id=[3, 11]),
          dict(num_beams=4, min_new_tokens=3, repetition_penalty=1.5, num_return_sequences=3)]
-
-
-def beams_equal(got, want):
-    """Every field of transformers' GenerateBeamDecoderOnlyOutput, and the scores each returned
-    beam's ids got along the way (compute_transition_scores with its beam_indices)."""
-    assert list(got.keys()) == [k for k in want.keys() if k != "past_key_values"]  # tessera keeps no cache
-    assert torch.equal(got.sequences, want.sequences)
-    assert torch.equal(got.beam_indices, want.beam_indices) and got.beam_indices.dtype == want.beam_indices.dtype
-    torch.testing.assert_close(got.sequences_scores, want.sequences_scores, atol=2e-5, rtol=1e-5)
-    close(got.scores, want.scores)
-    close(got.logits or (), want.logits or ())
 
 
 @pytest.mark.parametrize("kwargs", BEAMS)
@@ -101,7 +85,7 @@ def test_beam_outputs_equal_transformers(llama, kwargs):
     mask = (ids != 0).long()
     want = hf.generate(ids, attention_mask=mask, do_sample=False, max_new_tokens=9, **FLAGS, **kwargs)
     got = ours.generate(ids, attention_mask=mask, max_new_tokens=9, **FLAGS, **kwargs)
-    beams_equal(got, want)
+    outputs_equal(got, want)
     ours_steps = ours.compute_transition_scores(got.sequences, got.scores, got.beam_indices)
     torch.testing.assert_close(ours_steps, hf.compute_transition_scores(want.sequences, want.scores,
                                                                          want.beam_indices), atol=2e-5, rtol=1e-5)
@@ -129,13 +113,14 @@ def test_beam_flags_as_transformers_reads_them(llama):
     assert torch.equal(ours.generate(ids, output_scores=True, **kwargs), want.sequences)
     embeds = ours.get_input_embeddings()(ids)
     embedded = ours.generate(inputs_embeds=embeds, **FLAGS, **kwargs)
-    beams_equal(embedded, hf.generate(inputs_embeds=embeds, attention_mask=torch.ones_like(ids), do_sample=False,
+    outputs_equal(embedded, hf.generate(inputs_embeds=embeds, attention_mask=torch.ones_like(ids), do_sample=False,
                                       **FLAGS, **kwargs))  # the new ids alone, as transformers
     with pytest.raises(TypeError, match=r"unexpected argument\(s\) output_attentions"):
         ours.generate(ids, max_new_tokens=3, output_attentions=True)
 
 
-def test_llava_and_blip2_beam_outputs_equal_transformers(fixture_dir):
+@pytest.mark.parametrize("beams", [dict(), dict(num_beams=3, num_return_sequences=2)])
+def test_llava_and_blip2_outputs_equal_transformers(fixture_dir, beams):
     from safetensors.torch import load_file
 
     for family, cls in (("llava", transformers.LlavaForConditionalGeneration),
@@ -144,11 +129,11 @@ def test_llava_and_blip2_beam_outputs_equal_transformers(fixture_dir):
         io = load_file(str(d / "io.safetensors"))
         hf = cls.from_pretrained(str(d)).eval()
         ours = tessera.from_pretrained(str(d))
-        kwargs = dict(max_new_tokens=5, num_beams=3, num_return_sequences=2, **FLAGS)
+        kwargs = dict(max_new_tokens=5, **beams, **FLAGS)
         want = hf.generate(input_ids=io["input_ids"], pixel_values=io["pixel_values"], do_sample=False, **kwargs)
         got = (ours.generate(io["input_ids"], pixel_values=io["pixel_values"], **kwargs)
                if family == "llava" else ours.generate(io["pixel_values"], io["input_ids"], **kwargs))
-        beams_equal(got, want)
+        outputs_equal(got, want)
 
 
 def test_flags_as_transformers_reads_them(llama, fixture_dir):

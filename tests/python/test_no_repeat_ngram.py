@@ -9,7 +9,7 @@ import torch
 
 import tessera
 
-from _peaked_llama import peaked_llama_pair
+from _peaked_llama import IDS, MASK, peaked_llama_pair
 
 transformers = pytest.importorskip("transformers")
 
@@ -17,10 +17,6 @@ transformers = pytest.importorskip("transformers")
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     return peaked_llama_pair(tmp_path_factory, 5)  # peaked: greedy decoding repeats itself
-
-
-IDS = torch.tensor([[0, 0, 14, 52, 9, 14], [33, 8, 71, 40, 2, 8]])  # left-padded, a prompt bigram repeats
-MASK = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
 
 
 @pytest.mark.parametrize("kwargs", [dict(no_repeat_ngram_size=1), dict(no_repeat_ngram_size=2),

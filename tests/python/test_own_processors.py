@@ -8,7 +8,7 @@ import torch
 
 import tessera
 
-from _peaked_llama import peaked_llama_pair
+from _peaked_llama import IDS, MASK, peaked_llama_pair
 
 transformers = pytest.importorskip("transformers")
 
@@ -16,10 +16,6 @@ transformers = pytest.importorskip("transformers")
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     return peaked_llama_pair(tmp_path_factory, 17, eos_token_id=3, pad_token_id=0)
-
-
-IDS = torch.tensor([[0, 0, 14, 52, 9, 14], [33, 8, 71, 40, 2, 8]])
-MASK = (IDS != 0).long()
 
 
 class Alternate(transformers.LogitsProcessor):
@@ -146,3 +142,65 @@ def test_prefix_allowed_tokens_fn_equals_transformers(pair, mode):
     assert torch.equal(got, want)
     with pytest.raises(ValueError, match="prefix_allowed_tokens_fn returned no token for batch ID 0"):
         ours.generate(IDS, attention_mask=MASK, max_new_tokens=2, prefix_allowed_tokens_fn=lambda b, ids: [])
+
+
+class StopRow0After(transformers.StoppingCriteria):
+    """Ends the first row once it holds `length` ids; records what scores it was handed."""
+
+    def __init__(self, length):
+        self.length, self.seen = length, []
+
+    def __call__(self, input_ids, scores, **kwargs):
+        self.seen.append(None if scores is None else len(scores))
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool)
+        done[0] = input_ids.shape[1] >= self.length
+        return done
+
+
+def test_hooks_see_what_transformers_hands_them(pair, tmp_path_factory):
+    """From inputs_embeds alone the new ids only; criteria get every step's scores so far with
+    output_scores, else None; without stop ids a row the criteria ended is not padded (it
+    generates on until every row is done), as transformers does."""
+    hf, ours = pair
+    embeds = hf.get_input_embeddings()(IDS)
+    criteria = lambda: [transformers.MaxLengthCriteria(max_length=3)]  # noqa: E731  counts new ids here
+    want = hf.generate(inputs_embeds=embeds, attention_mask=MASK, max_new_tokens=6, do_sample=False,
+                       stopping_criteria=transformers.StoppingCriteriaList(criteria()))
+    got = ours.generate(inputs_embeds=embeds, attention_mask=MASK, max_new_tokens=6, stopping_criteria=criteria())
+    assert torch.equal(got, want) and got.shape[1] == 3
+    shapes = []
+    ours.generate(inputs_embeds=embeds, attention_mask=MASK, max_new_tokens=3,
+                  logits_processor=[lambda ids, scores: shapes.append(tuple(ids.shape)) or scores])
+    assert shapes == [(2, 0), (2, 1), (2, 2)]
+    for flags in (dict(), dict(return_dict_in_generate=True, output_scores=True)):
+        mine, theirs = StopRow0After(9), StopRow0After(9)
+        ours.generate(IDS, attention_mask=MASK, max_new_tokens=4, stopping_criteria=[mine], **flags)
+        hf.generate(IDS, attention_mask=MASK, max_new_tokens=4, do_sample=False, stopping_criteria=[theirs], **flags)
+        assert mine.seen == theirs.seen, flags
+    hf_free, ours_free = peaked_llama_pair(tmp_path_factory, 17, eos_token_id=None, pad_token_id=0)
+    want = hf_free.generate(IDS, attention_mask=MASK, max_new_tokens=6, do_sample=False,
+                            stopping_criteria=[StopRow0After(8)])
+    got = ours_free.generate(IDS, attention_mask=MASK, max_new_tokens=6, stopping_criteria=[StopRow0After(8)])
+    assert torch.equal(got, want) and (got[0, 8:] != 0).any()
+
+
+def test_a_hook_that_holds_its_own_stream_is_collected(pair):
+    """C++ holds the hooks weakly and the Python options strongly, where the collector sees the
+    cycle a hook referring back to its stream makes (it leaked with the stream's KV cache)."""
+    import gc
+    import weakref
+
+    _, ours = pair
+
+    class Holder:
+        def __call__(self, ids, scores):
+            return scores
+
+    holder = Holder()
+    stream = ours.stream(IDS, attention_mask=MASK, max_new_tokens=5, logits_processor=[holder])
+    next(stream)
+    holder.stream = stream  # the cycle: stream -> its options -> the hook -> holder -> stream
+    alive = weakref.ref(holder)
+    del holder, stream
+    gc.collect()
+    assert alive() is None

@@ -10,7 +10,7 @@ import torch
 
 import tessera
 
-from _peaked_llama import peaked_llama_pair
+from _peaked_llama import IDS, MASK, peaked_llama_pair
 
 transformers = pytest.importorskip("transformers")
 
@@ -18,10 +18,6 @@ transformers = pytest.importorskip("transformers")
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     return peaked_llama_pair(tmp_path_factory, 13, eos_token_id=3, pad_token_id=0)
-
-
-IDS = torch.tensor([[0, 0, 14, 52, 9, 14], [33, 8, 71, 40, 2, 8]])
-MASK = (IDS != 0).long()
 
 
 def plain(ours, **settings):
@@ -119,3 +115,13 @@ def test_a_files_rule_naming_no_token_is_left_out_with_a_warning(pair, tmp_path)
         loaded = tessera.from_pretrained(str(tmp_path))
     assert "bad_words_ids" not in loaded.generation_defaults
     assert loaded.generation_defaults["sequence_bias"] == [[[4], 1.0]]
+
+
+def test_transformers_spellings_of_the_rules(pair):
+    """An integral float start of exponential_decay_length_penalty, as transformers takes it."""
+    _, ours = pair
+    kwargs = dict(attention_mask=MASK, max_new_tokens=8, eos_token_id=3)
+    assert torch.equal(ours.generate(IDS, exponential_decay_length_penalty=(2.0, 1.8), **kwargs),
+                       ours.generate(IDS, exponential_decay_length_penalty=(2, 1.8), **kwargs))
+    with pytest.raises(ValueError, match="start index >= 0"):
+        ours.generate(IDS, exponential_decay_length_penalty=(2.5, 1.8), **kwargs)

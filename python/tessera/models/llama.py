@@ -164,7 +164,6 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
         o.num_beams, o.length_penalty = config.num_beams, config.length_penalty
         o.early_stopping, o.min_new_tokens = config.early_stopping or False, config.min_new_tokens
         token_rules.apply(o, config)
-        own_processors.attach(o, own, caller)
         if config.num_beams > 1:  # the best beams, where sampling repeats the prompt rows
             o.num_return_sequences, returns = returns, 1
         if config.eos_token_id is not None:
@@ -180,6 +179,7 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
             not layer._forward_hooks and not layer._forward_pre_hooks for layer in layers)
         self._sync_all()
         apply_flags(flags, o, caller)
+        own_processors.attach(o, own, caller)  # after the record, which stopping criteria read
         return o, returns, (streamer, flags)
 
     @torch.no_grad()
@@ -296,6 +296,7 @@ def _stand_in_ids(input_ids: Optional[torch.Tensor], inputs_embeds: Optional[tor
         raise ValueError(f"{caller}(): {', '.join(read)} (given, or from {GENERATION_FILE}) read the prompt's ids "
                          "(a sequence longer than one token, a forced bos), and inputs_embeds came without them: "
                          "pass the input_ids the embeddings stand for")
+    options._stand_in = prompt  # the caller's hooks see the new ids only, as transformers'
     return torch.zeros((batch, prompt), dtype=torch.long, device=inputs_embeds.device)
 
 

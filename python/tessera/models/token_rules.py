@@ -59,8 +59,9 @@ def check(config, where: str) -> None:
         _ids(eos if isinstance(eos, (list, tuple)) else [eos], f"{where}: forced_eos_token_id")
     decay = config.exponential_decay_length_penalty
     if decay is not None:
-        require(isinstance(decay, (list, tuple)) and len(decay) == 2 and isinstance(decay[0], numbers.Integral)
-                and not isinstance(decay[0], bool) and 0 <= decay[0] < 2 ** 63 and isinstance(decay[1], numbers.Real)
+        start = decay[0] if isinstance(decay, (list, tuple)) and len(decay) == 2 else None
+        whole = isinstance(start, numbers.Real) and not isinstance(start, bool) and float(start).is_integer()
+        require(whole and 0 <= start < 2 ** 63 and isinstance(decay[1], numbers.Real)  # 2.0 as transformers takes it
                 and abs(float(decay[1])) < float("inf"),
                 f"{where}: exponential_decay_length_penalty is (start index >= 0, decay factor), got {decay!r}")
 

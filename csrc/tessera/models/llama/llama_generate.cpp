@@ -115,6 +115,7 @@ GenerationStart start_generation(const LlamaForCausalLMImpl& lm, const at::Tenso
   // The first id as given pads finished rows (transformers' eos_token_tensor[0]); the set, sorted
   // and without repeats (a repeated id widened beam search's pool), stops them.
   s.first_stop = stops.empty() ? -1 : stops.front();
+  s.pads_finished = o.eos_token_ids.has_value() || !stops.empty();
   std::sort(stops.begin(), stops.end());
   stops.erase(std::unique(stops.begin(), stops.end()), stops.end());
   TORCH_CHECK_VALUE(o.min_new_tokens == 0 || static_cast<int64_t>(stops.size()) < vocab, "min_new_tokens ",
@@ -143,6 +144,7 @@ TextGeneration::TextGeneration(LlamaForCausalLMImpl& lm, const at::Tensor& input
   options_ = std::move(s.options);
   mask_ = s.mask;
   eos_ = s.eos;
+  pads_finished_ = s.pads_finished;
   positions_ = s.positions;
   sequences_ = input_ids;
   unfinished_ = at::ones({input_ids.size(0)}, input_ids.options().dtype(at::kBool));
@@ -203,7 +205,7 @@ at::Tensor TextGeneration::next() {
   at::Tensor scores = logits_step().select(1, -1).to(at::kFloat);
   if (generated_ == 0) check_prompt_scores(scores);
   at::Tensor token = choose(scores);
-  token = at::where(unfinished_, token, at::full_like(token, options_.pad_token_id));
+  if (pads_finished_) token = at::where(unfinished_, token, at::full_like(token, options_.pad_token_id));
   sequences_ = at::cat({sequences_, token.unsqueeze(1)}, 1);
   mask_ = at::cat({mask_, at::ones_like(token).unsqueeze(1)}, 1);
   if (eos_.numel() > 0) unfinished_ = unfinished_.logical_and(at::isin(token, eos_).logical_not());

@@ -98,6 +98,9 @@ struct GenerationStart {
   GenerationOptions options;
   at::Tensor mask, eos, positions;
   int64_t first_stop = -1;  ///< the first stop id as given (-1: none): what pads finished rows
+  /// transformers pads a finished row only when it has stop ids (given, even none, or the
+  /// config's); a row that only the caller's stopping criteria ended generates on otherwise.
+  bool pads_finished = false;
 };
 GenerationStart start_generation(const LlamaForCausalLMImpl& lm, const at::Tensor& input_ids,
                                  const at::Tensor& attention_mask, GenerationOptions options,
@@ -144,7 +147,7 @@ class TextGeneration {
   at::Tensor scores_;  ///< the step's scores, kept for the caller's stopping criteria
   nn::KVCache cache_;
   int64_t generated_ = 0;
-  bool done_ = false;
+  bool done_ = false, pads_finished_ = false;
 };
 
 /// Beam search to the end (options.num_beams > 1): each prompt followed by its best
