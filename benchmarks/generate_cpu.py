@@ -3,7 +3,8 @@
 2. tessera vs transformers' generate on the same checkpoint, greedy, batch 1 and batch 8
    (goal >= 1.5x at batch 1, where the reference's Python loop costs most);
 3. beam search with 4 beams against transformers' (same ids; goal >= 1.0x), and BLIP-2 (greedy
-   and 4 beams) into the same LM;
+   and 4 beams) into the same LM; sampling through six of transformers' processors and warpers,
+   with and without a processor of the caller's own (same ids from the same seed);
 4. prefill (prompt forward) tokens/s, fp32, and bf16 where the CPU has native bf16;
 5. the memory roofline of decoding at batch 1: this machine's bandwidth measured in the same run
    (a stream-like copy and a read-only sum over 1 GiB), and each decoder's achieved GB/s (weight
@@ -130,6 +131,23 @@ def main():
         t = rate(lambda: blip2.generate(px, ids, **kw), new)
         r = rate(lambda: blip2_hf.generate(pixel_values=px, input_ids=ids, do_sample=False, **kw), new)
         print(f"BLIP-2 {label} ({new} new tokens): tessera {t:.1f} tokens/s, transformers {r:.1f} tokens/s: "
+              f"{t / r:.2f}x (same ids: {torch.equal(a, b)})")
+
+    # 2e. Sampling through transformers' processors and warpers (C++), and with a processor of the
+    # caller's own (a Python call per token): ids from the same seed, and speed.
+    ids = torch.randint(3, 32000, (1, args.prompt))
+    rules = dict(max_new_tokens=min(args.new, 128), do_sample=True, top_k=0, min_p=0.02, typical_p=0.95,
+                 no_repeat_ngram_size=3, repetition_penalty=1.1, suppress_tokens=[0, 1], eos_token_id=None,
+                 pad_token_id=0)
+    own = [transformers.TopKLogitsWarper(100)]  # a processor object, called from C++ each step
+    for label, extra in (("settings", {}), ("settings + own processor", dict(logits_processor=own))):
+        a = ours.generate(ids, generator=torch.Generator().manual_seed(0), **rules, **extra)
+        torch.manual_seed(0)
+        b = hf.generate(ids, attention_mask=torch.ones_like(ids), **rules, **extra)
+        t = rate(lambda: ours.generate(ids, generator=torch.Generator().manual_seed(0), **rules, **extra),
+                 rules["max_new_tokens"])
+        r = rate(lambda: hf.generate(ids, attention_mask=torch.ones_like(ids), **rules, **extra), rules["max_new_tokens"])
+        print(f"sampling with 6 processors ({label}): tessera {t:.1f} tokens/s, transformers {r:.1f} tokens/s: "
               f"{t / r:.2f}x (same ids: {torch.equal(a, b)})")
 
     # 3. Prefill.
