@@ -47,6 +47,15 @@ models::ClipOptions tiny_clip() {
   return o;
 }
 
+// A one-layer LLaMA of 40 tokens in eval mode, for the generation tests.
+models::LlamaForCausalLM tiny_lm() {
+  models::LlamaForCausalLM lm(models::LlamaOptions().vocab_size(40).hidden_size(32).intermediate_size(48)
+                                  .num_hidden_layers(1).num_attention_heads(4).num_key_value_heads(2)
+                                  .max_position_embeddings(32));
+  lm->eval();
+  return lm;
+}
+
 }  // namespace
 
 TEST(ClipModel, ReproducesHuggingFaceFixture) {
@@ -295,10 +304,7 @@ TEST(LlamaForCausalLM, ReproducesHuggingFaceFixtureAndGreedyIds) {
 // beam search's answer (the rows are cut where the longest returned beam ends, so compare its
 // length). More than num_beams, or several without beams, are refused.
 TEST(LlamaForCausalLM, BeamSearchReturnsTheBestBeamsOfEachPrompt) {
-  models::LlamaForCausalLM lm(models::LlamaOptions().vocab_size(40).hidden_size(32).intermediate_size(48)
-                                  .num_hidden_layers(1).num_attention_heads(4).num_key_value_heads(2)
-                                  .max_position_embeddings(32));
-  lm->eval();
+  models::LlamaForCausalLM lm = tiny_lm();
   at::Tensor ids = at::randint(3, 40, {2, 4});
   models::GenerationOptions o;
   o.max_new_tokens = 6;
@@ -322,10 +328,7 @@ TEST(LlamaForCausalLM, BeamSearchReturnsTheBestBeamsOfEachPrompt) {
 // A C++ caller's own hooks: a processor that bans the token greedy decoding picked, in every
 // mode and in the record of scores, and a stopping criterion that ends a row after three tokens.
 TEST(LlamaForCausalLM, OwnProcessorAndStoppingCriteriaRunEachStep) {
-  models::LlamaForCausalLM lm(models::LlamaOptions().vocab_size(40).hidden_size(32).intermediate_size(48)
-                                  .num_hidden_layers(1).num_attention_heads(4).num_key_value_heads(2)
-                                  .max_position_embeddings(32));
-  lm->eval();
+  models::LlamaForCausalLM lm = tiny_lm();
   at::Tensor ids = at::randint(3, 40, {2, 4});
   models::GenerationOptions o;
   o.max_new_tokens = 6;

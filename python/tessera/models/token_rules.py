@@ -10,10 +10,6 @@ from typing import Any, List, Tuple
 
 from ..schema import require
 
-KEYS = ("sequence_bias", "bad_words_ids", "forced_bos_token_id", "forced_eos_token_id",
-        "exponential_decay_length_penalty", "suppress_tokens", "begin_suppress_tokens")
-
-
 def _ids(value: Any, where: str) -> List[int]:
     require(isinstance(value, (list, tuple)) and len(value) > 0,
             f"{where}: expected a non-empty list of token ids, got {value!r}")
