@@ -31,6 +31,7 @@ from torch import nn
 from . import _C
 from .cpp_build import on_meta
 from .cpp_sync import _NOT_CAPTURED, _LayerCaller, _Sync, refuse_capture, weight_hooks
+from .opaque_to_compile import disable_when_dynamo_loads, opaque_to_compile
 
 
 def _as_parameter(t: torch.Tensor) -> nn.Parameter:
@@ -202,7 +203,7 @@ class CppNode(_MirroredNode):
 class CppLayer(_MirroredNode):
     """A transformer layer: the C++ encoder calls it through `__call__`; the math runs in C++."""
 
-    @torch.compiler.disable  # opaque to torch.compile (see CppModule.__init_subclass__)
+    @opaque_to_compile  # opaque to torch.compile (see CppModule.__init_subclass__)
     def forward(self, hidden_states: torch.Tensor, layer_args: "_C.nn.LayerArgs") -> torch.Tensor:
         self._owning_model()  # a layer kept past its model ran on a freed encoder (a segfault)
         self._sync.run()
@@ -328,9 +329,8 @@ class CppModule(nn.Module):
         # tessera's own forwards only (the class's or a mixin's it shares with a node): a user's
         # subclass that adds Python to forward compiles it (its call into the tessera forward stays
         # one opaque call).
-        forward = cls.forward
-        if forward.__module__.startswith("tessera.") and not getattr(forward, "_torchdynamo_disable", False):
-            cls.forward = torch.compiler.disable(forward)
+        if cls.forward.__module__.startswith("tessera."):
+            disable_when_dynamo_loads(cls)
 
     def __init__(self, cpp):
         super().__init__()
@@ -499,7 +499,7 @@ class CppModule(nn.Module):
         with _no_swap():
             return super().load_state_dict(*args, **kwargs)
 
-    @torch.compiler.disable  # as every subclass's forward (__init_subclass__)
+    @opaque_to_compile  # as every subclass's forward (__init_subclass__)
     def forward(self, *args, **kwargs):
         self._sync_parameters()
         return self._cpp.forward(*args, **kwargs)

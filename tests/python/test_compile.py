@@ -2,6 +2,10 @@
 cannot trace), so compiling a model, compiling each layer as torchtitan does, or compiling a
 training step that calls a model gives eager's numbers without a single recompilation (tracing
 the glue had specialised on every layer's index and recompiled until Dynamo's limit)."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch._dynamo
@@ -65,3 +69,28 @@ def test_a_users_subclass_compiles_its_own_code(no_recompiles):
     compiled = torch.compile(model)
     for _ in range(2):  # inductor fuses the softmax: its rounding, not eager's (3e-8 apart seen)
         torch.testing.assert_close(compiled(**x), eager, rtol=1e-6, atol=1e-7)
+
+
+def test_import_leaves_dynamo_out_and_compile_still_sees_one_opaque_call():
+    """`import tessera` no longer imports torch._dynamo (over 1 s); a process that compiles after
+    importing tessera gets every tessera forward wrapped once Dynamo loads, so nothing recompiles."""
+    script = """
+import sys
+import tessera
+assert "torch._dynamo" not in sys.modules, "import tessera imported torch._dynamo"
+import torch, torch._dynamo
+from test_contract import EXAMPLES
+config, inputs, _ = EXAMPLES["CLIPModel"][:3]
+model = tessera.CLIPModel(config).eval()
+assert model.vision_model.encoder.layers[0].forward._torchdynamo_disable
+x = inputs(model.config)
+eager = model(**x).logits_per_image
+with torch._dynamo.config.patch(recompile_limit=1, fail_on_recompile_limit_hit=True):
+    compiled = torch.compile(model)
+    for _ in range(3):
+        torch.testing.assert_close(compiled(**x).logits_per_image, eager, rtol=0, atol=0)
+print("ok")
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                         cwd=os.path.dirname(__file__))
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-3000:]

@@ -13,6 +13,7 @@ import torch
 
 from .. import _C
 from ..cpp_module import node_class, node_methods
+from ..opaque_to_compile import opaque_to_compile
 from ..registry import register_model
 from .family import FamilyModel
 from .features import VisionFeatures, mean_patch_tokens
@@ -60,7 +61,7 @@ class BeitFeatures(VisionFeatures):
     _forward_head = staticmethod(_C.beit.forward_head)
     _no_decay, _data_config = BEIT_NO_DECAY, BEIT_DATA
 
-    @torch.compiler.disable
+    @opaque_to_compile
     def forward(self, pixel_values: torch.Tensor, bool_masked_pos: Optional[torch.Tensor] = None,
                 output_hidden_states: bool = False,
                 interpolate_pos_encoding: bool = False) -> BeitModelOutputWithPooling:

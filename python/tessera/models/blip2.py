@@ -18,6 +18,7 @@ import torch
 from .. import _C
 from ..config_json import config_json
 from ..cpp_module import node_class, node_methods
+from ..opaque_to_compile import opaque_to_compile
 from ..registry import register_model
 from .family import FamilyModel
 from .features import VisionFeatures
@@ -78,7 +79,7 @@ class Blip2VisionFeatures(VisionFeatures):
     _forward_head = staticmethod(_C.blip2.vision_forward_head)
     _no_decay, _data_config = CLIP_NO_DECAY, BLIP2_DATA  # EVA-CLIP's names and stats; resized to the square
 
-    @torch.compiler.disable
+    @opaque_to_compile
     def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False,
                 interpolate_pos_encoding: bool = False):
         """transformers' Blip2VisionModel forward (and a parent's `vision_model`'s)."""
@@ -106,7 +107,7 @@ class Blip2VisionModel(Blip2VisionFeatures, _Blip2Part):
 class Blip2QFormerCall:
     """The Q-Former's forward: Blip2QFormerModel's, and a parent's `qformer`'s."""
 
-    @torch.compiler.disable
+    @opaque_to_compile
     def forward(self, query_embeds: torch.Tensor, query_length: Optional[int] = None,
                 attention_mask: Optional[torch.Tensor] = None, encoder_hidden_states: Optional[torch.Tensor] = None,
                 encoder_attention_mask: Optional[torch.Tensor] = None, output_hidden_states: bool = False):

@@ -12,6 +12,7 @@ from .. import _C
 from ..config_json import config_json
 from ..cpp_build import build_cpp
 from ..cpp_module import CppModule, node_class, node_methods
+from ..opaque_to_compile import opaque_to_compile
 from .features import FeatureResult, VisionFeatures, indices_arg, intermediates_result
 from .outputs import BaseModelOutputWithPooling, CLIPOutput, make_output
 from ..registry import register_model
@@ -44,7 +45,7 @@ class CLIPVisionFeatures(VisionFeatures):
     _forward_head = staticmethod(_C.clip.vision_forward_head)
     _no_decay, _data_config = CLIP_NO_DECAY, CLIP_DATA
 
-    @torch.compiler.disable
+    @opaque_to_compile
     def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False,
                 interpolate_pos_encoding: bool = False) -> BaseModelOutputWithPooling:
         """transformers' CLIPVisionModel forward (and its vision_model's, inside a parent)."""
@@ -59,7 +60,7 @@ class CLIPTextFeatures:
     `CLIPModel.text_model`. The final norm is final_layer_norm: forward_features equals
     transformers' last_hidden_state."""
 
-    @torch.compiler.disable
+    @opaque_to_compile
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 output_hidden_states: bool = False) -> BaseModelOutputWithPooling:
         """transformers' CLIPTextModel forward (and its text_model's, inside a parent)."""

@@ -14,6 +14,7 @@ import torch
 
 from .. import _C
 from ..cpp_module import node_class, node_methods
+from ..opaque_to_compile import opaque_to_compile
 from ..registry import register_model
 from . import own_processors, token_rules
 from .family import FamilyModel
@@ -57,7 +58,7 @@ def _check(**tensors) -> None:
 class LlamaForCausalLMCall:
     """The LM's forward: LlamaForCausalLM's, and the `language_model`'s of LLaVA and BLIP-2."""
 
-    @torch.compiler.disable
+    @opaque_to_compile
     def forward(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
                 position_ids: Optional[torch.Tensor] = None, inputs_embeds: Optional[torch.Tensor] = None,
                 labels: Optional[torch.Tensor] = None, output_hidden_states: bool = False,

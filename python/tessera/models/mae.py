@@ -13,6 +13,7 @@ import torch
 
 from .. import _C
 from ..cpp_module import node_class, node_methods
+from ..opaque_to_compile import opaque_to_compile
 from ..registry import register_model
 from .family import FamilyModel
 from .features import VisionFeatures, mean_patch_tokens
@@ -67,7 +68,7 @@ class ViTMAEFeatures(VisionFeatures):
     _forward_head = staticmethod(_C.mae.forward_head)
     _no_decay, _data_config = MAE_NO_DECAY, MAE_DATA
 
-    @torch.compiler.disable
+    @opaque_to_compile
     def forward(self, pixel_values: torch.Tensor, noise: Optional[torch.Tensor] = None,
                 output_hidden_states: bool = False, interpolate_pos_encoding: bool = False) -> ViTMAEModelOutput:
         """transformers' ViTMAEModel forward (and `ViTMAEForPreTraining.vit`'s)."""
