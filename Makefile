@@ -6,7 +6,7 @@
 #   make sugar  — Sugar (L_g + alpha L_d) and its L_g-only twin on the demo's LLaVA, interleaved data
 #   make mim    — VQ-KD, BEiT and feature-target MIM after the demo; make results — their probes
 #   make clip-shards — the CLIP demo on webdataset shards; make llava-stages — LLaVA's two stages alone
-#   make test   — build, GoogleTest (ctest), pytest
+#   make test   — build, GoogleTest (ctest), pytest; make test-long — the checks that need minutes
 PY      := .venv/bin/python
 BUILD   := build
 # CLIP's BPE merges (MIT), copied at build time from the open_clip package so wheels ship them.
@@ -16,7 +16,7 @@ JOBS    ?= $(shell nproc)
 TEST_JOBS ?= $(shell n=$$(nproc); echo $$(( n < 4 ? n : 4 )))
 export CCACHE_DIR ?= $(HOME)/.cache/ccache
 
-.PHONY: setup build install test test-cpp test-python demo llava llava-stages blip2 sugar mim results bench clean \
+.PHONY: setup build install test test-cpp test-python test-long demo llava llava-stages blip2 sugar mim results bench clean \
 	sanitize fuzz fuzz-build fuzz-regressions
 
 setup:
@@ -36,9 +36,13 @@ test-cpp: build
 	cd $(BUILD) && ctest --output-on-failure --timeout 600
 
 test-python: build
-	$(PY) -m pytest -q -x -n $(TEST_JOBS) --dist loadfile --durations=10
+	$(PY) -m pytest -q -x -n $(TEST_JOBS) --dist loadfile --durations=10 -m "not long"
 
 test: test-cpp test-python
+
+# The checks that need minutes (pytest marker `long`); CI runs them after `make test`.
+test-long: build
+	$(PY) -m pytest -q -x -n $(TEST_JOBS) --dist loadfile --durations=10 -m long
 
 demo: build
 	$(PY) -m tessera.cli train recipes/fashion_mnist_clip.yaml --out runs/demo --overwrite

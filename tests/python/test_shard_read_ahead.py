@@ -103,6 +103,7 @@ def test_a_loop_left_early_loses_nothing_and_an_open_loop_ends_when_the_loader_i
         assert ended == ["ended"], "an open loop waited for a stopped reader"
 
 
+@pytest.mark.long
 def test_a_process_left_by_an_exception_during_read_ahead_exits_with_it(shards):
     """The read-ahead thread, inside BatchDecoder without the GIL when the interpreter finalized,
     aborted the process ("terminate called without an active exception", rc 134) in 20 of 20

@@ -75,7 +75,7 @@ def test_resume_is_bit_exact(tmp_path):
     assert all(torch.equal(ckpt.state_dict()[k], b[k]) for k in b)
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_sigkill_loses_at_most_the_steps_since_the_last_checkpoint(tmp_path):
     """A run killed with SIGKILL while it trains and writes checkpoints resumes from the newest
     complete checkpoint and ends bit-identical to a run that was never interrupted."""

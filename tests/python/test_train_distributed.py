@@ -259,6 +259,7 @@ def _toy_run(tmp_path, name, data, train):
                            "--quiet"], env=env, timeout=300, capture_output=True, text=True)
 
 
+@pytest.mark.long
 def test_a_stalled_rank_fails_the_run_after_train_timeout_s_naming_it(tmp_path):
     """A rank that stalls (not dies) held the others silently for torch's default, 30 minutes on
     Gloo; from the second step on train.timeout_s bounds the wait, and the error names it.
@@ -270,6 +271,7 @@ def test_a_stalled_rank_fails_the_run_after_train_timeout_s_naming_it(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
 
 
+@pytest.mark.long
 def test_what_rank0_does_alone_is_waited_for_under_rank0_timeout_s(tmp_path):
     """While rank 0 evaluates, writes and hashes a checkpoint's files, writes the summary and plots
     alone, the others wait under train.rank0_timeout_s, not in the next step's (or shutdown's)

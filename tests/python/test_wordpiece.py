@@ -193,7 +193,7 @@ def hf_chars(char_folder):
     return hf_bert(char_folder)
 
 
-@pytest.mark.slow  # ~40 s: 1.1M code points through both tokenizers, four ways
+@pytest.mark.long  # ~40 s: 1.1M code points through both tokenizers, four ways
 @pytest.mark.parametrize("kw", [dict(), dict(strip_accents=False), dict(do_lower_case=False),
                                 dict(do_lower_case=False, strip_accents=True, tokenize_chinese_chars=False)],
                          ids=["uncased", "lower-keep-accents", "cased", "cased-strip-no-cjk"])
