@@ -21,7 +21,7 @@ struct Table {
   std::map<std::string, std::string> problems;
 };
 
-Table& table() {
+Table& loading_table() {
   static Table t;
   return t;
 }
@@ -68,7 +68,7 @@ WeightLoading WeightLoading::base_model(const std::string& prefix) {
 }
 
 bool register_weight_loading(std::type_index module_class, const std::string& module_name, WeightLoading how) {
-  Table& t = table();
+  Table& t = loading_table();
   std::lock_guard<std::mutex> lock(t.mutex);
   std::string problem = module_name.empty() ? "an empty module name" : problem_of(how);
   if (problem.empty() && t.rules.count(module_name)) problem = "declared twice";
@@ -88,7 +88,7 @@ bool register_weight_loading(std::type_index module_class, const std::string& mo
 }
 
 WeightLoading weight_loading(const std::string& module_name) {
-  Table& t = table();
+  Table& t = loading_table();
   std::lock_guard<std::mutex> lock(t.mutex);
   auto problem = t.problems.find(module_name);
   TORCH_CHECK_VALUE(problem == t.problems.end(), problem == t.problems.end() ? "" : problem->second);
@@ -99,7 +99,7 @@ WeightLoading weight_loading(const std::string& module_name) {
 WeightLoading weight_loading(const torch::nn::Module& module) {
   std::string name;
   {
-    Table& t = table();
+    Table& t = loading_table();
     std::lock_guard<std::mutex> lock(t.mutex);
     auto found = t.names.find(std::type_index(typeid(module)));
     if (found == t.names.end()) return WeightLoading{};
@@ -109,7 +109,7 @@ WeightLoading weight_loading(const torch::nn::Module& module) {
 }
 
 std::vector<std::string> list_weight_loading() {
-  Table& t = table();
+  Table& t = loading_table();
   std::lock_guard<std::mutex> lock(t.mutex);
   std::set<std::string> names;
   for (const auto& [name, _] : t.rules) names.insert(name);

@@ -9,7 +9,7 @@
 
 namespace tessera::nn {
 namespace {
-std::atomic<bool> enabled{true};
+std::atomic<bool> attention_in_fp32{true};
 thread_local bool forward_for_backward = false;
 
 bool cpu_has(const char* feature) {
@@ -46,15 +46,15 @@ std::optional<at::ScalarType> sdpa_dtype(const at::Tensor& q, const at::Tensor& 
 
 std::optional<at::ScalarType> fp32_attention_rounds_to(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                                        double dropout_p) {
-  if (!enabled.load(std::memory_order_relaxed) || !q.device().is_cpu() || dropout_p > 0) return std::nullopt;
+  if (!attention_in_fp32.load(std::memory_order_relaxed) || !q.device().is_cpu() || dropout_p > 0) return std::nullopt;
   const std::optional<at::ScalarType> t = sdpa_dtype(q, k, v);
   if (!t || !slow_in(*t)) return std::nullopt;
   if (*t == at::kHalf || (k.size(2) <= kShortKeys && backward_will_run(q, k, v))) return t;
   return std::nullopt;
 }
 
-void set_cpu_attention_in_fp32(bool on) { enabled.store(on); }
-bool cpu_attention_in_fp32() { return enabled.load(); }
+void set_cpu_attention_in_fp32(bool on) { attention_in_fp32.store(on); }
+bool cpu_attention_in_fp32() { return attention_in_fp32.load(); }
 
 ForwardForBackward::ForwardForBackward() : previous_(forward_for_backward) { forward_for_backward = true; }
 ForwardForBackward::~ForwardForBackward() { forward_for_backward = previous_; }

@@ -18,7 +18,7 @@
 namespace tessera::nn {
 namespace {
 
-std::atomic<bool> enabled{true};
+std::atomic<bool> fused_decoding{true};
 std::atomic<int64_t> steps{0};
 
 using ops::detail::widen;
@@ -47,7 +47,7 @@ std::optional<Weights> weights_of(const TransformerBlockImpl& b, at::ScalarType 
 /// numerics, and every operand on the CPU in x's dtype.
 bool shape_applies(const TransformerBlockImpl& b, const at::Tensor& x, const LayerArgs& args) {
   const auto& o = b.options;
-  if (!enabled.load(std::memory_order_relaxed) || !args.cache || !args.rope_cos.defined() || !args.rope_sin.defined())
+  if (!fused_decoding.load(std::memory_order_relaxed) || !args.cache || !args.rope_cos.defined() || !args.rope_sin.defined())
     return false;
   if (!o.pre_norm() || o.norm() != NormKind::rms_norm || !o.gated_mlp() || o.act() != Activation::silu) return false;
   if (b.cross_attn || o.query_ffn() || o.position_bias() || args.position_bias.defined() || b.layer_scale1().defined())
@@ -177,8 +177,8 @@ at::Tensor step(const TransformerBlockImpl& b, const at::Tensor& x, const LayerA
 
 }  // namespace
 
-void set_fused_decoding_enabled(bool on) { enabled.store(on); }
-bool fused_decoding_enabled() { return enabled.load(); }
+void set_fused_decoding_enabled(bool on) { fused_decoding.store(on); }
+bool fused_decoding_enabled() { return fused_decoding.load(); }
 int64_t fused_decoding_steps() { return steps.load(); }
 
 std::optional<at::Tensor> decode_layer(const TransformerBlockImpl& b, const at::Tensor& x, const LayerArgs& args) {

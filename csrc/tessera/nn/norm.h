@@ -29,4 +29,7 @@ class NormImpl : public Module<NormImpl> {
 };
 TORCH_MODULE(Norm);
 
+/// F.normalize(x, dim=-1): x / max(||x||_2, 1e-12), as contrastive heads normalize embeddings.
+inline at::Tensor l2_normalize(const at::Tensor& x) { return x / x.norm(2, {-1}, true).clamp_min(1e-12); }
+
 }  // namespace tessera::nn

@@ -55,7 +55,7 @@ at::Tensor backward_cuda(const SoftDtwTables& keep, double gamma, const at::Tens
   return E.mul_(grad_out.to(E.scalar_type()).view({B, 1, 1}));
 }
 
-[[maybe_unused]] const bool registered = [] {
+[[maybe_unused]] const bool soft_dtw_cuda_registered = [] {
   auto& kernels = soft_dtw_cuda();
   kernels.forward = forward_cuda;
   kernels.backward = backward_cuda;

@@ -185,11 +185,11 @@ void normalize_code_points(std::string_view text, const BertNormalizerOptions& o
   }
 }
 
-struct Scratch {
+struct BertScratch {
   std::u32string s, tmp;
 };
-Scratch& scratch() {
-  thread_local Scratch s;
+BertScratch& bert_scratch() {
+  thread_local BertScratch s;
   return s;
 }
 
@@ -229,7 +229,7 @@ void bert_pretokenize(std::string_view text, const BertNormalizerOptions& option
     pretokenize_ascii(text, options, buf, words);
     return;
   }
-  Scratch& sc = scratch();
+  BertScratch& sc = bert_scratch();
   normalize_code_points(text, options, sc.s, sc.tmp);
   uint32_t begin = 0, chars = 0;
   for (char32_t c : sc.s) {

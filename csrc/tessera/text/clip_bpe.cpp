@@ -10,6 +10,7 @@
 #include <queue>
 #include <unordered_map>
 
+#include "tessera/text/hash_mix.h"
 #include "tessera/text/utf8.h"
 
 namespace tessera::text {
@@ -24,12 +25,6 @@ constexpr uint64_t kEmptyKey = ~uint64_t(0);
 
 uint64_t pair_key(int32_t a, int32_t b) {
   return (uint64_t(uint32_t(a)) << 32) | uint32_t(b);
-}
-uint64_t mix(uint64_t k) {  // murmur3 finalizer: ids are small and dense, so spread them
-  k ^= k >> 33;
-  k *= 0xff51afd7ed558ccdULL;
-  k ^= k >> 33;
-  return k;
 }
 
 bool is_split_space(char c) {
@@ -143,7 +138,7 @@ ClipBpe::~ClipBpe() = default;
 
 void ClipBpe::add_pair(int32_t a, int32_t b, int32_t rank, int32_t merged) {
   const uint64_t key = pair_key(a, b);
-  for (uint64_t h = mix(key) & pair_mask_;; h = (h + 1) & pair_mask_) {
+  for (uint64_t h = hash_mix(key) & pair_mask_;; h = (h + 1) & pair_mask_) {
     PairSlot& s = pairs_[h];
     if (s.key == kEmptyKey || s.key == key) {
       s = PairSlot{key, rank, merged};  // a repeated pair keeps its last rank, as in Python
@@ -154,7 +149,7 @@ void ClipBpe::add_pair(int32_t a, int32_t b, int32_t rank, int32_t merged) {
 
 const ClipBpe::PairSlot* ClipBpe::find_pair(int32_t a, int32_t b) const {
   const uint64_t key = pair_key(a, b);
-  for (uint64_t h = mix(key) & pair_mask_;; h = (h + 1) & pair_mask_) {
+  for (uint64_t h = hash_mix(key) & pair_mask_;; h = (h + 1) & pair_mask_) {
     const PairSlot& s = pairs_[h];
     if (s.key == key) return &s;
     if (s.key == kEmptyKey) return nullptr;

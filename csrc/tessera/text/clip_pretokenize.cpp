@@ -39,17 +39,6 @@ pcre2_match_data* thread_match_data() {
   return md.get();
 }
 
-bool valid_utf8(std::string_view s) {
-  for (size_t i = 0; i < s.size();) {
-    const size_t start = i;
-    const char32_t c = utf8::next(s, i);
-    // A genuine U+FFFD in the input is three bytes long; a substituted one is not.
-    if (c == 0xFFFD && (i - start != 3 || std::memcmp(s.data() + start, "\xEF\xBF\xBD", 3)))
-      return false;
-  }
-  return true;
-}
-
 inline bool ascii_letter(char c) { return c >= 'a' && c <= 'z'; }
 inline bool ascii_digit(char c) { return c >= '0' && c <= '9'; }
 
@@ -90,7 +79,7 @@ void ClipPretokenizer::split(std::string_view text, std::vector<std::string_view
 void ClipPretokenizer::split_regex(std::string_view text,
                                    std::vector<std::string_view>& out) const {
   // Validate once so every match can skip PCRE2's own (per call, whole-subject) check.
-  if (!valid_utf8(text))
+  if (!utf8::valid(text))
     throw std::invalid_argument("ClipPretokenizer: input is not valid UTF-8");
   pcre2_match_data* md = thread_match_data();
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());

@@ -27,15 +27,11 @@
 namespace tessera::text {
 namespace {
 
-// Texts per parallel work item: small enough to balance, large enough that scheduling is
-// noise next to tokenizing them.
-constexpr int64_t kGrain = 64;
-
-// Runs fn(begin, end) over [0, n) in kGrain chunks on up to at::get_num_threads() threads.
+// Runs fn(begin, end) over [0, n) in kTextsPerChunk chunks on up to at::get_num_threads() threads.
 template <class F>
 void parallel_ranges(int64_t n, const F& fn) {
-  parallel_chunks((n + kGrain - 1) / kGrain, at::get_num_threads(),
-                  [&](int64_t c) { fn(c * kGrain, std::min(n, (c + 1) * kGrain)); });
+  parallel_chunks((n + kTextsPerChunk - 1) / kTextsPerChunk, at::get_num_threads(),
+                  [&](int64_t c) { fn(c * kTextsPerChunk, std::min(n, (c + 1) * kTextsPerChunk)); });
 }
 
 // gzread also passes plain (uncompressed) files through, so both spellings of the file work.
@@ -73,13 +69,13 @@ std::string read_merges_file(const std::string& path) {
 }
 
 // Per-thread buffers, reused from text to text so the steady state allocates nothing.
-struct Scratch {
+struct ClipScratch {
   std::string text;
   std::vector<std::string_view> pieces;
   std::vector<int32_t> ids;
 };
-Scratch& scratch() {
-  thread_local Scratch s;
+ClipScratch& clip_scratch() {
+  thread_local ClipScratch s;
   return s;
 }
 
@@ -98,7 +94,7 @@ struct ClipTokenizer::Impl {
   // Appends the ids of `text` to `out`, stopping once `out` holds `limit` ids (the rest
   // would be cut by tokenize anyway). Cleaning is whole-text, so it is not cut short.
   void encode_into(std::string_view text, std::vector<int32_t>& out, size_t limit) const {
-    Scratch& s = scratch();
+    ClipScratch& s = clip_scratch();
     s.pieces.clear();
     if (clip_text_is_plain_ascii(text)) {
       // Plain ASCII: cleaning is lower-casing, and whitespace only separates pieces, so
@@ -127,7 +123,7 @@ ClipTokenizer::ClipTokenizer(ClipTokenizer&&) noexcept = default;
 ClipTokenizer& ClipTokenizer::operator=(ClipTokenizer&&) noexcept = default;
 
 std::vector<int64_t> ClipTokenizer::encode(const std::string& text) const {
-  std::vector<int32_t>& ids = scratch().ids;  // encode_into uses the other scratch buffers
+  std::vector<int32_t>& ids = clip_scratch().ids;  // encode_into uses the other scratch buffers
   ids.clear();
   impl_->encode_into(text, ids, std::numeric_limits<size_t>::max());
   return std::vector<int64_t>(ids.begin(), ids.end());
@@ -137,7 +133,7 @@ std::vector<std::vector<int64_t>> ClipTokenizer::encode_batch(
     const std::vector<std::string>& texts) const {
   std::vector<std::vector<int64_t>> out(texts.size());
   parallel_ranges(static_cast<int64_t>(texts.size()), [&](int64_t b, int64_t e) {
-    std::vector<int32_t>& ids = scratch().ids;
+    std::vector<int32_t>& ids = clip_scratch().ids;
     for (int64_t i = b; i < e; ++i) {
       ids.clear();
       impl_->encode_into(texts[size_t(i)], ids, std::numeric_limits<size_t>::max());
@@ -182,7 +178,7 @@ at::Tensor ClipTokenizer::tokenize(const std::vector<std::string>& texts,
   const int64_t sot = impl_->bpe.sot_id(), eot = impl_->bpe.eot_id();
   const auto room = static_cast<size_t>(context_length - 2);
   parallel_ranges(n, [&](int64_t b, int64_t e) {
-    std::vector<int32_t>& ids = scratch().ids;
+    std::vector<int32_t>& ids = clip_scratch().ids;
     for (int64_t i = b; i < e; ++i) {
       ids.clear();
       impl_->encode_into(texts[size_t(i)], ids, room);

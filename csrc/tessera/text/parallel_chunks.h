@@ -12,6 +12,10 @@
 
 namespace tessera::text {
 
+/// Texts per parallel work item: small enough to balance, large enough that scheduling is noise
+/// next to tokenizing them.
+constexpr int64_t kTextsPerChunk = 64;
+
 /// Runs fn(chunk) for chunk in [0, chunks) on up to `threads` threads; the first exception is
 /// rethrown after every thread has stopped.
 template <class F>

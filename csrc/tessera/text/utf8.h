@@ -103,4 +103,14 @@ inline bool is_ascii(std::string_view s) {
   return true;
 }
 
+/// Whether `s` is well-formed UTF-8: a U+FFFD that `next` substituted is not three bytes
+/// EF BF BD, a genuine one is.
+inline bool valid(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    const size_t start = i;
+    if (next(s, i) == 0xFFFD && s.compare(start, i - start, "\xEF\xBF\xBD") != 0) return false;
+  }
+  return true;
+}
+
 }  // namespace tessera::text::utf8

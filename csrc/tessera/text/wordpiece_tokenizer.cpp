@@ -25,7 +25,6 @@
 namespace tessera::text {
 namespace {
 
-constexpr int64_t kGrain = 64;  // texts per parallel work item, as in clip_tokenizer.cpp
 constexpr std::string_view kPrefix = "##";
 
 bool is_continuation_byte(char c) { return (static_cast<unsigned char>(c) & 0xC0) == 0x80; }
@@ -36,13 +35,13 @@ void replace_all(std::string& s, std::string_view from, std::string_view to) {
 }
 
 // Per-thread buffers, reused from text to text.
-struct Scratch {
+struct WordPieceScratch {
   std::string buf;
   std::vector<BertWord> words;
   std::vector<int32_t> content;
 };
-Scratch& scratch() {
-  thread_local Scratch s;
+WordPieceScratch& wordpiece_scratch() {
+  thread_local WordPieceScratch s;
   return s;
 }
 
@@ -129,7 +128,7 @@ struct WordPieceTokenizer::Impl {
   }
 
   void encode_plain(std::string_view text, std::vector<int32_t>& out, size_t limit) const {
-    Scratch& s = scratch();
+    WordPieceScratch& s = wordpiece_scratch();
     bert_pretokenize(text, normalizer, s.buf, s.words);
     for (const BertWord& w : s.words) {
       if (out.size() >= limit) return;
@@ -160,7 +159,7 @@ struct WordPieceTokenizer::Impl {
     const int64_t specials = o.add_special_tokens ? 2 : 0;
     size_t room = std::numeric_limits<size_t>::max();
     if (o.max_length >= 0) room = static_cast<size_t>(o.max_length - specials);
-    std::vector<int32_t>& content = scratch().content;
+    std::vector<int32_t>& content = wordpiece_scratch().content;
     content.clear();
     encode_content(text, content, o.truncate_left ? std::numeric_limits<size_t>::max() : room);
     const size_t keep = std::min(content.size(), room);
@@ -347,7 +346,7 @@ WordPieceBatch WordPieceTokenizer::encode_batch(const std::vector<std::string_vi
                                                 int num_threads) const {
   impl_->check(options);
   const auto n = static_cast<int64_t>(texts.size());
-  const int64_t chunks = (n + kGrain - 1) / kGrain;
+  const int64_t chunks = (n + kTextsPerChunk - 1) / kTextsPerChunk;
   struct Chunk {
     std::vector<int32_t> ids;
     std::vector<int64_t> lengths;
@@ -355,7 +354,7 @@ WordPieceBatch WordPieceTokenizer::encode_batch(const std::vector<std::string_vi
   std::vector<Chunk> parts(static_cast<size_t>(chunks));
   parallel_chunks(chunks, num_threads, [&](int64_t c) {
     Chunk& part = parts[size_t(c)];
-    for (int64_t i = c * kGrain, e = std::min(n, i + kGrain); i < e; ++i) {
+    for (int64_t i = c * kTextsPerChunk, e = std::min(n, i + kTextsPerChunk); i < e; ++i) {
       const size_t before = part.ids.size();
       impl_->encode_row(texts[size_t(i)], options, part.ids);
       part.lengths.push_back(static_cast<int64_t>(part.ids.size() - before));

@@ -11,17 +11,11 @@
 #include <stdexcept>
 
 #include "tessera/text/bert_pretokenize.h"
+#include "tessera/text/hash_mix.h"
 #include "tessera/text/utf8.h"
 
 namespace tessera::text {
 namespace {
-
-uint64_t mix(uint64_t h) {
-  h ^= h >> 33;
-  h *= 0xFF51AFD7ED558CCDull;
-  h ^= h >> 33;
-  return h;
-}
 
 // str::trim_end: drop trailing White_Space code points.
 void trim_end(std::string& line) {
@@ -32,14 +26,6 @@ void trim_end(std::string& line) {
     if (!bert_is_whitespace(utf8::next(line, i))) return;
     line.resize(start);
   }
-}
-
-bool valid_utf8(std::string_view s) {
-  for (size_t i = 0; i < s.size();) {
-    const size_t before = i;
-    if (utf8::next(s, i) == 0xFFFD && s.compare(before, 3, "\xEF\xBF\xBD") != 0) return false;
-  }
-  return true;
 }
 
 }  // namespace
@@ -59,7 +45,7 @@ uint64_t WordPieceTable::hash(std::string_view s) {
     std::memcpy(&w, p, n);
     h = (h ^ w) * 0x94D049BB133111EBull;
   }
-  return mix(h);
+  return hash_mix(h);
 }
 
 void WordPieceTable::grow() {
@@ -153,7 +139,7 @@ std::vector<std::string> read_wordpiece_vocab(const std::string& path) {
     size_t end = text.find('\n', pos);
     if (end == std::string::npos) end = text.size();
     std::string line = text.substr(pos, end - pos);
-    if (!valid_utf8(line))
+    if (!utf8::valid(line))
       throw std::invalid_argument("WordPieceTokenizer: vocabulary file '" + path + "': line " +
                                   std::to_string(lines.size() + 1) + " is not valid UTF-8");
     trim_end(line);

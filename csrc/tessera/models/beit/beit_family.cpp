@@ -9,11 +9,11 @@
 namespace tessera::models {
 namespace {
 
-const bool registered = core::register_family_options<BeitOptions>("beit");
+const bool beit_family_registered = core::register_family_options<BeitOptions>("beit");
 
 // The encoder loads from a pretraining checkpoint (its `beit.*` part), as transformers'
 // base_model_prefix does.
-const bool base_weights =
+const bool beit_base_weights =
     core::register_weight_loading<BeitModelImpl>("BeitModel", core::WeightLoading::base_model("beit"));
 
 }  // namespace

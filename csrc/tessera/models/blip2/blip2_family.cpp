@@ -8,10 +8,10 @@
 namespace tessera::models {
 namespace {
 
-const bool registered = core::register_family_options<Blip2Options>("blip2");
+const bool blip2_family_registered = core::register_family_options<Blip2Options>("blip2");
 
 // The tower and the Q-Former load from a Blip2* folder, as transformers' parts do.
-const bool vision_weights = core::register_weight_loading<Blip2VisionModelImpl>(
+const bool blip2_vision_weights = core::register_weight_loading<Blip2VisionModelImpl>(
     "Blip2VisionModel", core::WeightLoading::part("vision_model", "vision_config"));
 const bool qformer_weights = core::register_weight_loading<Blip2QFormerModelImpl>(
     "Blip2QFormerModel", core::WeightLoading::part("qformer", "qformer_config"));

@@ -3,6 +3,7 @@
 
 #include "tessera/models/llama/image_splice.h"
 #include "tessera/nn/init.h"
+#include "tessera/nn/norm.h"
 
 #include <ATen/ATen.h>
 
@@ -10,9 +11,6 @@
 
 namespace tessera::models {
 namespace {
-
-// F.normalize(x, dim=-1): x / max(||x||, 1e-12).
-at::Tensor normalize(const at::Tensor& x) { return x / x.norm(2, {-1}, true).clamp_min(1e-12); }
 
 // LAVIS draws the queries from N(0, initializer_range); transformers zero-fills them, which leaves
 // every query identical (and identically updated) when training from scratch.
@@ -172,14 +170,14 @@ std::pair<at::Tensor, at::Tensor> Blip2ForImageTextRetrievalImpl::text_part(cons
 
 at::Tensor Blip2ForImageTextRetrievalImpl::image_embeds_for_itc(const at::Tensor& pixel_values) {
   at::Tensor q = blip2_query_output(*vision_model, *qformer, query_tokens(), pixel_values).second.last_hidden_state;
-  return normalize(project(vision_projection, q));
+  return nn::l2_normalize(project(vision_projection, q));
 }
 
 at::Tensor Blip2ForImageTextRetrievalImpl::text_embeds_for_itc(const at::Tensor& input_ids,
                                                                const at::Tensor& attention_mask) {
   auto [ids, mask] = text_part(input_ids, attention_mask);
   at::Tensor states = qformer->forward(embeddings->forward(ids), 0, mask).last_hidden_state;
-  return normalize(project(text_projection, states.select(1, 0)));
+  return nn::l2_normalize(project(text_projection, states.select(1, 0)));
 }
 
 Blip2ImageTextMatchingOutput Blip2ForImageTextRetrievalImpl::forward(const at::Tensor& pixel_values,

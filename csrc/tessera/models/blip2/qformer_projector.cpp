@@ -58,7 +58,7 @@ class QFormerProjectorImpl : public nn::Module<QFormerProjectorImpl>, public Pro
   nn::Slot query_tokens_;
 };
 
-const bool registered = [] {
+const bool qformer_projector_registered = [] {
   register_projector("qformer", [](const ProjectorSpec& s) { return std::make_shared<QFormerProjectorImpl>(s); });
   return true;
 }();

@@ -5,14 +5,13 @@
 
 #include "tessera/nn/activation.h"
 #include "tessera/nn/init.h"
+#include "tessera/nn/norm.h"
 #include "tessera/ops/onednn_linear.h"
 
 #include <ATen/ATen.h>
 
 namespace tessera::models {
 namespace {
-
-at::Tensor normalize(const at::Tensor& x) { return x / x.norm(2, {-1}, true).clamp_min(1e-12); }
 
 void check_text(const at::Tensor& ids, const at::Tensor& mask) {
   TORCH_CHECK_VALUE(ids.defined() && ids.dim() == 2 && ids.scalar_type() == at::kLong, "input_ids must be int64 [B, T]");
@@ -126,7 +125,8 @@ std::pair<at::Tensor, at::Tensor> Blip2ForPretrainingImpl::itc_features(const at
                                                                         const at::Tensor& attention_mask) {
   const int64_t Q = options.num_query_tokens();
   at::Tensor h = joint_states(image_embeds, input_ids, attention_mask, Stage1Pass::itc);
-  return {normalize(vision_projection->forward(h.narrow(1, 0, Q))), normalize(text_projection->forward(h.select(1, Q)))};
+  return {nn::l2_normalize(vision_projection->forward(h.narrow(1, 0, Q))),
+          nn::l2_normalize(text_projection->forward(h.select(1, Q)))};
 }
 
 at::Tensor Blip2ForPretrainingImpl::itm_logits(const at::Tensor& image_embeds, const at::Tensor& input_ids,

@@ -11,11 +11,11 @@
 namespace tessera::models {
 namespace {
 
-const bool registered = core::register_family_options<ClipOptions>("clip");
+const bool clip_family_registered = core::register_family_options<ClipOptions>("clip");
 
 // The towers load from a CLIP folder (transformers' CLIPVisionModel/CLIPTextModel), whose keys
 // carry the tower's prefix (also transformers 4.x's own tower layout).
-const bool vision_weights = core::register_weight_loading<ClipVisionTransformerImpl>(
+const bool clip_vision_weights = core::register_weight_loading<ClipVisionTransformerImpl>(
     "CLIPVisionTransformer", core::WeightLoading::part("vision_model", "vision_config"));
 const bool text_weights = core::register_weight_loading<ClipTextTransformerImpl>(
     "CLIPTextTransformer", core::WeightLoading::part("text_model", "text_config"));

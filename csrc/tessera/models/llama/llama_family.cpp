@@ -7,7 +7,7 @@
 namespace tessera::models {
 namespace {
 
-const bool registered = core::register_family_options<LlamaOptions>("llama");
+const bool llama_family_registered = core::register_family_options<LlamaOptions>("llama");
 
 }  // namespace
 }  // namespace tessera::models

@@ -9,7 +9,7 @@
 namespace tessera::models {
 namespace {
 
-const bool registered = core::register_family_options<LlavaOptions>("llava");
+const bool llava_family_registered = core::register_family_options<LlavaOptions>("llava");
 
 // transformers' current layout (`model.*`, the head at the top) read into tessera's, the earlier
 // one (language_model.model.*, language_model.lm_head.*) that transformers also reads.

@@ -60,7 +60,7 @@ class ResamplerImpl : public nn::Module<ResamplerImpl>, public Projector {
   nn::Slot query_;
 };
 
-const bool registered = [] {
+const bool resampler_registered = [] {
   register_projector("resampler", [](const ProjectorSpec& s) {
     require_no_projector_config(s, "resampler");
     return std::make_shared<ResamplerImpl>(s);

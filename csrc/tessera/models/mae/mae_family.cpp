@@ -10,11 +10,11 @@
 namespace tessera::models {
 namespace {
 
-const bool registered = core::register_family_options<MaeOptions>("mae");
+const bool mae_family_registered = core::register_family_options<MaeOptions>("mae");
 
 // The encoder loads from a pretraining checkpoint (its `vit.*` part), as transformers'
 // base_model_prefix does; older checkpoints name the decoder's layers decoder_layers.
-const bool base_weights =
+const bool mae_base_weights =
     core::register_weight_loading<MaeModelImpl>("ViTMAEModel", core::WeightLoading::base_model("vit"));
 core::WeightLoading decoder_layers() {
   core::WeightLoading w;
