@@ -93,7 +93,7 @@ def test_from_the_folder_and_refused_where_they_cannot_apply(pair, tmp_path):
     again = transformers.GenerationConfig.from_pretrained(str(tmp_path / "again"))
     assert again.sequence_bias == [[[8], 1.5]] and again.suppress_tokens == [5]
     embeds = loaded.get_input_embeddings()(IDS)
-    with pytest.raises(ValueError, match="bad_words_ids .* read the prompt's ids"):
+    with pytest.raises(ValueError, match="bad_words_ids .* reads the prompt's ids"):
         loaded.generate(inputs_embeds=embeds, max_new_tokens=3)
     for bad, message in [(dict(bad_words_ids=[[5, 200]]), "bad_words_ids: 200 is not a token of the model"),
                          (dict(sequence_bias=[[[], 1.0]]), "non-empty list of token ids"),

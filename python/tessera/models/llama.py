@@ -287,16 +287,13 @@ def _stand_in_ids(input_ids: Optional[torch.Tensor], inputs_embeds: Optional[tor
     if attention_mask is not None and tuple(attention_mask.shape) != (batch, prompt):
         raise ValueError(f"{caller}(): attention_mask must be [{batch}, {prompt}] like inputs_embeds' first two "
                          f"dimensions, got {tuple(attention_mask.shape)}")
-    for name, off in (("repetition_penalty", 1.0), ("no_repeat_ngram_size", 0)):
-        if getattr(options, name) != off:
-            raise ValueError(f"{caller}(): {name} {getattr(options, name)} (given, or from {GENERATION_FILE}) reads "
-                             "the prompt's ids, and inputs_embeds came without them: pass the input_ids the "
-                             f"embeddings stand for, or {name}={off}")
-    read = token_rules.reads_prompt_ids(options)
+    read = [f"{name} {getattr(options, name)}" for name, off in (("repetition_penalty", 1.0),
+                                                                ("no_repeat_ngram_size", 0))
+            if getattr(options, name) != off] + token_rules.reads_prompt_ids(options)
     if read:
-        raise ValueError(f"{caller}(): {', '.join(read)} (given, or from {GENERATION_FILE}) read the prompt's ids "
-                         "(a sequence longer than one token, a forced bos), and inputs_embeds came without them: "
-                         "pass the input_ids the embeddings stand for")
+        raise ValueError(f"{caller}(): {', '.join(read)} (given, or from {GENERATION_FILE}) "
+                         f"read{'s' if len(read) == 1 else ''} the prompt's ids, and inputs_embeds came without them: "
+                         "pass the input_ids the embeddings stand for, or leave these settings out")
     options._stand_in = prompt  # the caller's hooks see the new ids only, as transformers'
     return torch.zeros((batch, prompt), dtype=torch.long, device=inputs_embeds.device)
 
