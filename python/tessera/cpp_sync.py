@@ -12,6 +12,7 @@ from torch import nn
 from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
 
 from . import _C
+from .opaque_to_compile import opaque_to_compile
 
 
 def weight_hooks() -> tuple:
@@ -91,6 +92,7 @@ class _LayerCaller:
         return layers is not None and (len(layers) != len(self.nodes)
                                        or any(a is not b for a, b in zip(layers, self.nodes)))
 
+    @opaque_to_compile  # as the forwards that reach it, also for one kept from before Dynamo loaded
     def __call__(self, i: int, hidden_states: torch.Tensor, args) -> torch.Tensor:
         layers = self.layers()
         if layers is None:

@@ -73,22 +73,26 @@ def test_a_users_subclass_compiles_its_own_code(no_recompiles):
 
 def test_import_leaves_dynamo_out_and_compile_still_sees_one_opaque_call():
     """`import tessera` no longer imports torch._dynamo (over 1 s); a process that compiles after
-    importing tessera gets every tessera forward wrapped once Dynamo loads, so nothing recompiles."""
+    importing tessera gets every tessera forward wrapped once Dynamo loads, so nothing recompiles:
+    also after a lookup of Dynamo that imported nothing, and through a forward kept from before
+    (accelerate keeps one), whose layer calls still stop the tracing."""
     script = """
-import sys
+import importlib.util, sys
 import tessera
 assert "torch._dynamo" not in sys.modules, "import tessera imported torch._dynamo"
-import torch, torch._dynamo
 from test_contract import EXAMPLES
 config, inputs, _ = EXAMPLES["CLIPModel"][:3]
 model = tessera.CLIPModel(config).eval()
+kept = model.forward  # bound before Dynamo loads: the forward as it was then
+importlib.util.find_spec("torch._dynamo")  # finds the module, imports nothing
+import torch, torch._dynamo
 assert model.vision_model.encoder.layers[0].forward._torchdynamo_disable
 x = inputs(model.config)
 eager = model(**x).logits_per_image
 with torch._dynamo.config.patch(recompile_limit=1, fail_on_recompile_limit_hit=True):
-    compiled = torch.compile(model)
-    for _ in range(3):
-        torch.testing.assert_close(compiled(**x).logits_per_image, eager, rtol=0, atol=0)
+    for compiled in (torch.compile(model), torch.compile(lambda **x: kept(**x))):
+        for _ in range(3):
+            torch.testing.assert_close(compiled(**x).logits_per_image, eager, rtol=0, atol=0)
 print("ok")
 """
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
