@@ -217,6 +217,10 @@ def test_embeddings_alone_give_the_new_ids_as_transformers(pair, beams):
         assert torch.equal(ours.generate(inputs_embeds=embeds, **kwargs), want)
         with pytest.raises(ValueError, match="repetition_penalty 1.2 .* inputs_embeds came without them"):
             ours.generate(inputs_embeds=embeds, repetition_penalty=1.2)
+        # Every setting that reads the prompt is named at once, each with the value that turns it off.
+        with pytest.raises(ValueError, match=r"no_repeat_ngram_size 2 \(off: 0\), forced_bos_token_id 5 \(off: None\) "
+                                             "read the prompt's ids.* or their off values"):
+            ours.generate(inputs_embeds=embeds, no_repeat_ngram_size=2, forced_bos_token_id=5)
 
 
 def test_a_padded_prompt_without_a_mask_is_read_as_transformers_reads_it(fixture_dir):

@@ -287,13 +287,15 @@ def _stand_in_ids(input_ids: Optional[torch.Tensor], inputs_embeds: Optional[tor
     if attention_mask is not None and tuple(attention_mask.shape) != (batch, prompt):
         raise ValueError(f"{caller}(): attention_mask must be [{batch}, {prompt}] like inputs_embeds' first two "
                          f"dimensions, got {tuple(attention_mask.shape)}")
-    read = [f"{name} {getattr(options, name)}" for name, off in (("repetition_penalty", 1.0),
-                                                                ("no_repeat_ngram_size", 0))
+    read = [f"{name} {getattr(options, name)} (off: {off})" for name, off in (("repetition_penalty", 1.0),
+                                                                             ("no_repeat_ngram_size", 0))
             if getattr(options, name) != off] + token_rules.reads_prompt_ids(options)
     if read:
-        raise ValueError(f"{caller}(): {', '.join(read)} (given, or from {GENERATION_FILE}) "
-                         f"read{'s' if len(read) == 1 else ''} the prompt's ids, and inputs_embeds came without them: "
-                         "pass the input_ids the embeddings stand for, or leave these settings out")
+        one = len(read) == 1
+        raise ValueError(f"{caller}(): {', '.join(read)} read{'s' if one else ''} the prompt's ids, and "
+                         "inputs_embeds came without them: pass the input_ids the embeddings stand for, or "
+                         f"{'its' if one else 'their'} off value{'' if one else 's'} (the call's settings, or "
+                         f"{GENERATION_FILE}'s)")
     options._stand_in = prompt  # the caller's hooks see the new ids only, as transformers'
     return torch.zeros((batch, prompt), dtype=torch.long, device=inputs_embeds.device)
 

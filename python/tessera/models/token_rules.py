@@ -90,7 +90,8 @@ def apply(options, config) -> None:
 def reads_prompt_ids(options) -> List[str]:
     """The rules set in `options` that read the prompt's ids or its length (from inputs_embeds
     alone transformers has neither: it would apply them otherwise)."""
-    read = [f"{name} (a sequence longer than one token)"
+    read = [f"{name} (a sequence of more than one token; off: None)"
             for name, seqs in (("sequence_bias", [s for s, _ in options.sequence_bias]),
                                ("bad_words_ids", options.bad_words_ids)) if any(len(s) > 1 for s in seqs)]
-    return read + (["forced_bos_token_id"] if options.forced_bos_token_id >= 0 else [])
+    forced = options.forced_bos_token_id
+    return read + ([f"forced_bos_token_id {forced} (off: None)"] if forced >= 0 else [])
