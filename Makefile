@@ -128,8 +128,9 @@ FUZZ_RSS_MB  ?= 2048
 FUZZ_PLAN    := safetensors:16384 json_config:8192 caption_file:4096 idx_file:4096 image_decode:65536 \
 	clip_tokenizer:1024 sentencepiece:1024 tar_reader:8192 json_records:4096
 FUZZ_TARGETS := $(foreach p,$(FUZZ_PLAN),$(firstword $(subst :, ,$(p))))
+# One source per translation unit here (the main build batches 8): each must include what it uses.
 HARDEN_CMAKE = .venv/bin/cmake -G Ninja -DPython3_EXECUTABLE=$(PWD)/$(PY) -DTESSERA_BUILD_PYTHON=OFF \
-	-DTESSERA_BUILD_EXAMPLES=OFF
+	-DTESSERA_BUILD_EXAMPLES=OFF -DTESSERA_UNITY_BUILD=OFF
 # ccache skips compiles that use a precompiled header unless told these are safe; the base dir
 # lets a fresh clone at another path hit the cache of an earlier one.
 HARDEN_CCACHE = CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime \

@@ -2,6 +2,7 @@
 #include "tessera/ops/decode_linear_kernels.h"
 #include "tessera/ops/decode_linear_simd.h"
 #include "tessera/ops/kernel_guard.h"
+#include "tessera/ops/target_clones.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -13,8 +14,6 @@
 
 namespace tessera::ops {
 namespace {
-
-#define TESSERA_INLINE inline __attribute__((always_inline))
 
 template <typename T>
 TESSERA_INLINE float f(T v) { return static_cast<float>(v); }
@@ -87,7 +86,7 @@ TESSERA_AVX2 void one_head_avx2(const T* q, const T* k, const T* v, const T* mas
 #endif
 
 template <typename T>
-OneHead<T> pick() {
+OneHead<T> pick_one_head() {
 #if TESSERA_DECODE_SIMD
   if (detail::decode_isa() == detail::DecodeIsa::kAvx512) return one_head_avx512<T>;
   if (detail::decode_isa() == detail::DecodeIsa::kAvx2) return one_head_avx2<T>;
@@ -96,11 +95,11 @@ OneHead<T> pick() {
 }
 
 template <typename T>
-void run(const detail::DecodeAttentionArgs<T>& a) {
+void attention_run(const detail::DecodeAttentionArgs<T>& a) {
   const int64_t group = a.H / a.Hk;
   // ~32K multiply-adds per task: a short cache stays on the calling thread.
   const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(a.K * a.D, 1));
-  const OneHead<T> one = pick<T>();
+  const OneHead<T> one = pick_one_head<T>();
   at::parallel_for(0, a.B * a.H, grain, [&](int64_t h0, int64_t h1) {
     std::vector<float> scores(a.K), acc(a.D);
     for (int64_t bh = h0; bh < h1; ++bh) {
@@ -113,7 +112,7 @@ void run(const detail::DecodeAttentionArgs<T>& a) {
 }
 
 template <typename T>
-void run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask, at::Tensor& out,
+void attention_run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask, at::Tensor& out,
          float scale) {
   // Each operand's pointer and its batch and head strides; then the strides between positions.
   auto view = [](const at::Tensor& t, auto& ptr, int64_t& b, int64_t& h) {
@@ -138,7 +137,7 @@ void run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at
   a.Hk = k.size(1);
   a.K = k.size(2);
   a.scale = scale;
-  run(a);
+  attention_run(a);
 }
 
 }  // namespace
@@ -172,15 +171,15 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::
   at::Tensor out = at::empty({B, 1, H, D}, q.options()).transpose(1, 2);
   const float s = static_cast<float>(scale.value_or(1.0 / std::sqrt(static_cast<double>(D))));
   if (q.scalar_type() == at::kFloat)
-    run<float>(q, k, v, m, out, s);
+    attention_run<float>(q, k, v, m, out, s);
   else
-    run<at::BFloat16>(q, k, v, m, out, s);
+    attention_run<at::BFloat16>(q, k, v, m, out, s);
   return out;
 }
 
 namespace detail {
-void decode_attention_run(const DecodeAttentionArgs<float>& a) { run(a); }
-void decode_attention_run(const DecodeAttentionArgs<at::BFloat16>& a) { run(a); }
+void decode_attention_run(const DecodeAttentionArgs<float>& a) { attention_run(a); }
+void decode_attention_run(const DecodeAttentionArgs<at::BFloat16>& a) { attention_run(a); }
 }  // namespace detail
 
 }  // namespace tessera::ops

@@ -32,7 +32,7 @@ const float* widened(const at::BFloat16* x, int64_t n) {
 /// x widened to fp32 rows, decode_gemv into the result (rounded in the same pass for bf16). A
 /// decoding step calls this ~7 times per layer: tensor ops around the kernel would cost more than
 /// the small layers' GEMVs.
-at::Tensor run(const at::Tensor& x, const DecodeWeight& w, std::optional<at::ScalarType> out_dtype) {
+at::Tensor linear_run(const at::Tensor& x, const DecodeWeight& w, std::optional<at::ScalarType> out_dtype) {
   const int64_t in = w.in, rows = x.numel() / in;
   const at::ScalarType result = out_dtype.value_or(x.scalar_type());
   TORCH_CHECK_VALUE(at::isFloatingType(result), "decode_linear: out_dtype must be a floating type, got ", result);
@@ -172,13 +172,13 @@ at::Tensor decode_linear(const at::Tensor& x, const at::Tensor& weight, const at
   TORCH_CHECK_VALUE(decode_linear_applies(x, weight), "decode_linear: needs a CPU weight [out, in] (bf16, or fp32 ",
                     "with an fp32 x) and at most ", kDecodeRows, " rows of x without autograd; got x ", x.sizes(), " ",
                     x.scalar_type(), ", weight ", weight.sizes(), " ", weight.scalar_type());
-  return run(x, decode_weight(weight, bias), out_dtype);
+  return linear_run(x, decode_weight(weight, bias), out_dtype);
 }
 
 at::Tensor decode_linear(const at::Tensor& x, const DecodeWeight& w, std::optional<at::ScalarType> out_dtype) {
   TORCH_CHECK_VALUE(x.dim() >= 1 && x.size(-1) == w.in && x.numel() / w.in <= kDecodeRows, "decode_linear: x ",
                     x.sizes(), " does not fit a weight of ", w.in, " inputs (at most ", kDecodeRows, " rows)");
-  return run(x, w, out_dtype);
+  return linear_run(x, w, out_dtype);
 }
 
 bool decode_linear_int8_applies(const at::Tensor& x, const at::Tensor& q_weight) {
@@ -198,7 +198,7 @@ at::Tensor decode_linear_int8(const at::Tensor& x, const at::Tensor& q_weight, c
   TORCH_CHECK_VALUE(decode_linear_int8_applies(x, q_weight), "decode_linear_int8: needs at most ", kDecodeRows,
                     " CPU rows of ", q_weight.size(1), " (bf16 or fp32) without autograd; got x ", x.sizes(), " ",
                     x.scalar_type());
-  return run(x, decode_weight_int8(q_weight, scale, bias), out_dtype);
+  return linear_run(x, decode_weight_int8(q_weight, scale, bias), out_dtype);
 }
 
 std::pair<at::Tensor, at::Tensor> quantize_int8_rows(const at::Tensor& weight) {

@@ -18,7 +18,7 @@ TESSERA_AVX512 inline __m512 load16(const int8_t* p) {
 }
 
 template <int R, int P, int V, typename W>
-TESSERA_AVX512 void avx512(const float* x, const W* w, float* out, int64_t in, int64_t stride, int64_t o0,
+TESSERA_AVX512 void direct_avx512(const float* x, const W* w, float* out, int64_t in, int64_t stride, int64_t o0,
                            int64_t o1) {
   const int64_t body = in / (16 * V) * (16 * V);
   int64_t o = o0;
@@ -44,7 +44,7 @@ TESSERA_AVX512 void avx512(const float* x, const W* w, float* out, int64_t in, i
       }
   }
   if constexpr (P > 1)
-    if (o < o1) avx512<R, P / 2, V>(x, w, out, in, stride, o, o1);
+    if (o < o1) direct_avx512<R, P / 2, V>(x, w, out, in, stride, o, o1);
 }
 
 TESSERA_AVX2 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
@@ -53,7 +53,7 @@ TESSERA_AVX2 inline __m256 load8(const int8_t* p) {
 }
 
 template <int R, int P, int V, typename W>
-TESSERA_AVX2 void avx2(const float* x, const W* w, float* out, int64_t in, int64_t stride, int64_t o0,
+TESSERA_AVX2 void direct_avx2(const float* x, const W* w, float* out, int64_t in, int64_t stride, int64_t o0,
                        int64_t o1) {
   const int64_t body = in / (8 * V) * (8 * V);
   int64_t o = o0;
@@ -79,7 +79,7 @@ TESSERA_AVX2 void avx2(const float* x, const W* w, float* out, int64_t in, int64
       }
   }
   if constexpr (P > 1)
-    if (o < o1) avx2<R, P / 2, V>(x, w, out, in, stride, o, o1);
+    if (o < o1) direct_avx2<R, P / 2, V>(x, w, out, in, stride, o, o1);
 }
 
 /// As for bf16: short weight rows (under 4 KiB) one at a time with V independent chains, long
@@ -87,23 +87,23 @@ TESSERA_AVX2 void avx2(const float* x, const W* w, float* out, int64_t in, int64
 template <typename W>
 struct Tables {
   using K = void (*)(const float*, const W*, float*, int64_t, int64_t, int64_t, int64_t);
-  static constexpr K avx512_short[kDecodeRows] = {avx512<1, 1, 4, W>, avx512<2, 1, 4, W>, avx512<3, 1, 4, W>,
-                                                  avx512<4, 1, 4, W>, avx512<5, 1, 2, W>, avx512<6, 1, 2, W>,
-                                                  avx512<7, 1, 2, W>, avx512<8, 1, 2, W>};
-  static constexpr K avx512_long[kDecodeRows] = {avx512<1, 8, 1, W>, avx512<2, 4, 1, W>, avx512<3, 4, 1, W>,
-                                                 avx512<4, 4, 1, W>, avx512<5, 2, 1, W>, avx512<6, 2, 1, W>,
-                                                 avx512<7, 2, 1, W>, avx512<8, 2, 1, W>};
-  static constexpr K avx2_short[kDecodeRows] = {avx2<1, 1, 4, W>, avx2<2, 1, 4, W>, avx2<3, 1, 2, W>,
-                                                avx2<4, 1, 2, W>, avx2<5, 1, 1, W>, avx2<6, 1, 1, W>,
-                                                avx2<7, 1, 1, W>, avx2<8, 1, 1, W>};
-  static constexpr K avx2_long[kDecodeRows] = {avx2<1, 4, 1, W>, avx2<2, 4, 1, W>, avx2<3, 2, 1, W>,
-                                               avx2<4, 2, 1, W>, avx2<5, 1, 1, W>, avx2<6, 1, 1, W>,
-                                               avx2<7, 1, 1, W>, avx2<8, 1, 1, W>};
+  static constexpr K avx512_short[kDecodeRows] = {direct_avx512<1, 1, 4, W>, direct_avx512<2, 1, 4, W>, direct_avx512<3, 1, 4, W>,
+                                                  direct_avx512<4, 1, 4, W>, direct_avx512<5, 1, 2, W>, direct_avx512<6, 1, 2, W>,
+                                                  direct_avx512<7, 1, 2, W>, direct_avx512<8, 1, 2, W>};
+  static constexpr K avx512_long[kDecodeRows] = {direct_avx512<1, 8, 1, W>, direct_avx512<2, 4, 1, W>, direct_avx512<3, 4, 1, W>,
+                                                 direct_avx512<4, 4, 1, W>, direct_avx512<5, 2, 1, W>, direct_avx512<6, 2, 1, W>,
+                                                 direct_avx512<7, 2, 1, W>, direct_avx512<8, 2, 1, W>};
+  static constexpr K avx2_short[kDecodeRows] = {direct_avx2<1, 1, 4, W>, direct_avx2<2, 1, 4, W>, direct_avx2<3, 1, 2, W>,
+                                                direct_avx2<4, 1, 2, W>, direct_avx2<5, 1, 1, W>, direct_avx2<6, 1, 1, W>,
+                                                direct_avx2<7, 1, 1, W>, direct_avx2<8, 1, 1, W>};
+  static constexpr K avx2_long[kDecodeRows] = {direct_avx2<1, 4, 1, W>, direct_avx2<2, 4, 1, W>, direct_avx2<3, 2, 1, W>,
+                                               direct_avx2<4, 2, 1, W>, direct_avx2<5, 1, 1, W>, direct_avx2<6, 1, 1, W>,
+                                               direct_avx2<7, 1, 1, W>, direct_avx2<8, 1, 1, W>};
 };
 #endif
 
 template <typename W>
-auto pick(int64_t rows, int64_t in) {
+auto pick_direct_kernel(int64_t rows, int64_t in) {
   using K = void (*)(const float*, const W*, float*, int64_t, int64_t, int64_t, int64_t);
   static constexpr K kPortable[kDecodeRows] = {portable<1, W>, portable<2, W>, portable<3, W>, portable<4, W>,
                                                portable<5, W>, portable<6, W>, portable<7, W>, portable<8, W>};
@@ -118,7 +118,7 @@ auto pick(int64_t rows, int64_t in) {
 
 }  // namespace
 
-DecodeKernelF32 decode_kernel_f32(int64_t rows, int64_t in) { return pick<float>(rows, in); }
-DecodeKernelI8 decode_kernel_i8(int64_t rows, int64_t in) { return pick<int8_t>(rows, in); }
+DecodeKernelF32 decode_kernel_f32(int64_t rows, int64_t in) { return pick_direct_kernel<float>(rows, in); }
+DecodeKernelI8 decode_kernel_i8(int64_t rows, int64_t in) { return pick_direct_kernel<int8_t>(rows, in); }
 
 }  // namespace tessera::ops::detail

@@ -37,7 +37,7 @@ const float* split_even_odd(const float* x, int64_t rows, int64_t in, int64_t la
 }
 
 template <int R, int P, int V>
-TESSERA_AVX512 void avx512(const float* x, const float* xs, const uint16_t* w, float* out, int64_t in,
+TESSERA_AVX512 void bf16_avx512(const float* x, const float* xs, const uint16_t* w, float* out, int64_t in,
                            int64_t stride, int64_t o0, int64_t o1) {
   const int64_t split = in / 32 * 32, body = in / (32 * V) * (32 * V);
   const __m512i odd = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
@@ -72,11 +72,11 @@ TESSERA_AVX512 void avx512(const float* x, const float* xs, const uint16_t* w, f
       }
   }
   if constexpr (P > 1)
-    if (o < o1) avx512<R, P / 2, V>(x, xs, w, out, in, stride, o, o1);
+    if (o < o1) bf16_avx512<R, P / 2, V>(x, xs, w, out, in, stride, o, o1);
 }
 
 template <int R, int P, int V>
-TESSERA_AVX2 void avx2(const float* x, const float* xs, const uint16_t* w, float* out, int64_t in,
+TESSERA_AVX2 void bf16_avx2(const float* x, const float* xs, const uint16_t* w, float* out, int64_t in,
                        int64_t stride, int64_t o0, int64_t o1) {
   const int64_t split = in / 16 * 16, body = in / (16 * V) * (16 * V);
   const __m256i odd = _mm256_set1_epi32(static_cast<int>(0xFFFF0000u));
@@ -112,7 +112,7 @@ TESSERA_AVX2 void avx2(const float* x, const float* xs, const uint16_t* w, float
       }
   }
   if constexpr (P > 1)
-    if (o < o1) avx2<R, P / 2, V>(x, xs, w, out, in, stride, o, o1);
+    if (o < o1) bf16_avx2<R, P / 2, V>(x, xs, w, out, in, stride, o, o1);
 }
 
 // By rows of x, for short weight rows (under 4 KiB; 8 KiB for one row of x, see decode_kernel:
@@ -121,16 +121,16 @@ TESSERA_AVX2 void avx2(const float* x, const float* xs, const uint16_t* w, float
 // 512-wide rows 24 GB/s one at a time, 16 with eight at once; 4096-wide rows 23 GB/s one at a
 // time, 29 with eight (a read-only sum: 27).
 // Accumulators R * P * 2V stay within 16 of 32 zmm / 8 of 16 ymm up to R = 4.
-constexpr DecodeKernel kAvx512Short[kDecodeRows] = {avx512<1, 1, 2>, avx512<2, 1, 2>, avx512<3, 1, 2>,
-                                                    avx512<4, 1, 2>, avx512<5, 1, 1>, avx512<6, 1, 1>,
-                                                    avx512<7, 1, 1>, avx512<8, 1, 1>};
-constexpr DecodeKernel kAvx512Long[kDecodeRows] = {avx512<1, 8, 1>, avx512<2, 4, 1>, avx512<3, 2, 1>,
-                                                   avx512<4, 2, 1>, avx512<5, 1, 1>, avx512<6, 1, 1>,
-                                                   avx512<7, 1, 1>, avx512<8, 1, 1>};
-constexpr DecodeKernel kAvx2Short[kDecodeRows] = {avx2<1, 1, 2>, avx2<2, 1, 2>, avx2<3, 1, 1>, avx2<4, 1, 1>,
-                                                  avx2<5, 1, 1>, avx2<6, 1, 1>, avx2<7, 1, 1>, avx2<8, 1, 1>};
-constexpr DecodeKernel kAvx2Long[kDecodeRows] = {avx2<1, 4, 1>, avx2<2, 2, 1>, avx2<3, 1, 1>, avx2<4, 1, 1>,
-                                                 avx2<5, 1, 1>, avx2<6, 1, 1>, avx2<7, 1, 1>, avx2<8, 1, 1>};
+constexpr DecodeKernel kAvx512Short[kDecodeRows] = {bf16_avx512<1, 1, 2>, bf16_avx512<2, 1, 2>, bf16_avx512<3, 1, 2>,
+                                                    bf16_avx512<4, 1, 2>, bf16_avx512<5, 1, 1>, bf16_avx512<6, 1, 1>,
+                                                    bf16_avx512<7, 1, 1>, bf16_avx512<8, 1, 1>};
+constexpr DecodeKernel kAvx512Long[kDecodeRows] = {bf16_avx512<1, 8, 1>, bf16_avx512<2, 4, 1>, bf16_avx512<3, 2, 1>,
+                                                   bf16_avx512<4, 2, 1>, bf16_avx512<5, 1, 1>, bf16_avx512<6, 1, 1>,
+                                                   bf16_avx512<7, 1, 1>, bf16_avx512<8, 1, 1>};
+constexpr DecodeKernel kAvx2Short[kDecodeRows] = {bf16_avx2<1, 1, 2>, bf16_avx2<2, 1, 2>, bf16_avx2<3, 1, 1>, bf16_avx2<4, 1, 1>,
+                                                  bf16_avx2<5, 1, 1>, bf16_avx2<6, 1, 1>, bf16_avx2<7, 1, 1>, bf16_avx2<8, 1, 1>};
+constexpr DecodeKernel kAvx2Long[kDecodeRows] = {bf16_avx2<1, 4, 1>, bf16_avx2<2, 2, 1>, bf16_avx2<3, 1, 1>, bf16_avx2<4, 1, 1>,
+                                                 bf16_avx2<5, 1, 1>, bf16_avx2<6, 1, 1>, bf16_avx2<7, 1, 1>, bf16_avx2<8, 1, 1>};
 #endif
 
 /// The portable loop reads x as it is (decode_split_x hands it nullptr).

@@ -24,8 +24,6 @@ constexpr int64_t kLanes = 16;  // pairs per chunk: two AVX2 (one AVX-512) float
 /// every lane costs a full table (16 lanes for one 2048 x 2048 pair would add ~550 MiB in float32).
 int64_t lanes_for(int64_t batch) { return batch == 1 ? 1 : batch <= 4 ? 4 : batch <= 8 ? 8 : kLanes; }
 
-#define TESSERA_INLINE inline __attribute__((always_inline))
-
 template <class T>
 TESSERA_INLINE T min3(T a, T b, T c) {
   const T ab = a < b ? a : b;

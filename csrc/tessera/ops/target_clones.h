@@ -8,3 +8,6 @@
 #else
 #define TESSERA_CLONES
 #endif
+
+// A hot helper inlined whatever the optimiser's budget says.
+#define TESSERA_INLINE inline __attribute__((always_inline))

@@ -49,7 +49,7 @@ at::Tensor clip_contrastive_loss(const at::Tensor& logits_per_text) {
 
 namespace {
 // x / ||x||_2 along the last axis, written as HF's _get_vector_norm (sum of squares, sqrt).
-at::Tensor l2_normalize(const at::Tensor& x) { return x / x.pow(2).sum(-1, /*keepdim=*/true).sqrt(); }
+at::Tensor clip_unit_vector(const at::Tensor& x) { return x / x.pow(2).sum(-1, /*keepdim=*/true).sqrt(); }
 }  // namespace
 
 ClipOutput ClipModelImpl::forward(const at::Tensor& pixel_values, const at::Tensor& input_ids,
@@ -64,8 +64,8 @@ ClipOutput ClipModelImpl::forward(const at::Tensor& pixel_values, const at::Tens
   // transformers 5 reports the towers' pooler_output after projection (before normalising).
   out.vision_model_output.pooler_output = visual_projection->forward(out.vision_model_output.pooler_output);
   out.text_model_output.pooler_output = text_projection->forward(out.text_model_output.pooler_output);
-  out.image_embeds = l2_normalize(out.vision_model_output.pooler_output);
-  out.text_embeds = l2_normalize(out.text_model_output.pooler_output);
+  out.image_embeds = clip_unit_vector(out.vision_model_output.pooler_output);
+  out.text_embeds = clip_unit_vector(out.text_model_output.pooler_output);
   out.logits_per_text = at::matmul(out.text_embeds, out.image_embeds.t()) * logit_scale().exp();
   if (options.has_logit_bias()) out.logits_per_text = out.logits_per_text + logit_bias();
   out.logits_per_image = out.logits_per_text.t();
