@@ -77,6 +77,7 @@ void bind_llama(py::module_& m) {
       .def_readwrite("no_repeat_ngram_size", &GenerationOptions::no_repeat_ngram_size)
       .def_readwrite("eos_token_ids", &GenerationOptions::eos_token_ids)
       .def_readwrite("pad_token_id", &GenerationOptions::pad_token_id)
+      .def_readwrite("pad_rows_without_stop_ids", &GenerationOptions::pad_rows_without_stop_ids)
       .def_readwrite("use_cache", &GenerationOptions::use_cache)
       .def_readwrite("num_beams", &GenerationOptions::num_beams)
       .def_readwrite("length_penalty", &GenerationOptions::length_penalty)

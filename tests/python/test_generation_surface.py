@@ -10,6 +10,8 @@ import torch
 import tessera
 from tessera import lora
 
+from _peaked_llama import IDS, MASK, peaked_llama_pair
+
 transformers = pytest.importorskip("transformers")
 
 SMALL = dict(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -162,6 +164,60 @@ def test_an_argument_passed_as_none_keeps_its_meaning(pair):
     torch.manual_seed(3)
     assert torch.equal(draws[None], hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True,
                                                max_new_tokens=8, top_k=None))
+
+
+#: Every setting transformers reads that may be passed as None (num_beams and num_return_sequences
+#: fail there; use_cache=None makes transformers decode without its cache but feed one back).
+NONE_KEYS = ("eos_token_id", "pad_token_id", "max_new_tokens", "temperature", "top_k", "top_p", "do_sample",
+             "repetition_penalty", "length_penalty", "min_new_tokens", "no_repeat_ngram_size", "typical_p", "min_p",
+             "epsilon_cutoff", "eta_cutoff", "early_stopping", "max_length", "min_length", "sequence_bias",
+             "bad_words_ids", "forced_bos_token_id", "forced_eos_token_id", "suppress_tokens", "begin_suppress_tokens",
+             "exponential_decay_length_penalty")
+
+
+@pytest.fixture(scope="module")
+def stopping_pair(tmp_path_factory):
+    """Rows of IDS stop at different steps on id 30 (its eos), pad 0."""
+    return peaked_llama_pair(tmp_path_factory, 0, eos_token_id=30, pad_token_id=0)
+
+
+@pytest.mark.parametrize("sample", [False, True])
+def test_every_setting_passed_as_none_means_what_it_means_to_transformers(stopping_pair, sample):
+    """None is transformers' "unset", over the model's generation config too: eos_token_id None
+    decodes past the stop id (tessera stopped at the config's), pad_token_id None pads with the stop
+    id (tessera used the config's pad), and the settings that cannot be None take their defaults
+    (max_new_tokens=None, temperature=None, ... were refused)."""
+    hf, ours = stopping_pair
+    for key in NONE_KEYS:
+        kwargs = {"max_new_tokens": 12, "do_sample": sample, key: None}
+        torch.manual_seed(0)
+        want = hf.generate(IDS, attention_mask=MASK, **kwargs)
+        torch.manual_seed(0)
+        assert torch.equal(ours.generate(IDS, attention_mask=MASK, **kwargs), want), key
+    plain = ours.generate(IDS, attention_mask=MASK, max_new_tokens=12)
+    for key in ("eos_token_id", "pad_token_id"):  # each changes the ids here
+        assert not torch.equal(ours.generate(IDS, attention_mask=MASK, max_new_tokens=12, **{key: None}), plain), key
+
+
+@pytest.mark.parametrize("missing", [("eos_token_id",), ("pad_token_id",), ("eos_token_id", "pad_token_id")])
+def test_a_generation_config_without_stop_or_pad_ids_is_read_as_transformers_reads_it(tmp_path_factory, missing):
+    """A generation_config.json (or model.generation_config) without eos_token_id stops nowhere,
+    one without pad_token_id pads with the stop id: the model config's ids apply only without
+    a generation config. tessera took the model config's."""
+    hf, ours = peaked_llama_pair(tmp_path_factory, 0, eos_token_id=30, pad_token_id=0)
+    plain = ours.generate(IDS, attention_mask=MASK, max_new_tokens=12)
+    folder = tmp_path_factory.mktemp("edited")
+    hf.save_pretrained(folder)
+    path = folder / "generation_config.json"
+    path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k not in missing}))
+    pairs = [(transformers.LlamaForCausalLM.from_pretrained(folder).eval(), tessera.from_pretrained(str(folder)))]
+    for model in (hf, ours):  # the same through model.generation_config
+        for key in missing:
+            setattr(model.generation_config, key, None)
+    for hf, ours in pairs + [(hf, ours)]:
+        want = hf.generate(IDS, attention_mask=MASK, max_new_tokens=12)
+        got = ours.generate(IDS, attention_mask=MASK, max_new_tokens=12)
+        assert torch.equal(got, want) and not torch.equal(got, plain)
 
 
 def test_a_generation_config_transformers_accepts_loads(tmp_path):

@@ -6,7 +6,7 @@ change no token (taken). Read by the models' generate, their generation_config.j
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, List, Literal, Optional, Union
 
 from ..schema import from_mapping, require
@@ -85,11 +85,18 @@ def id_list(ids) -> List[int]:
     return [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
 
 
+#: The settings that cannot be None: passed as None, they take their default, as transformers'
+#: "unset" does (max_new_tokens 20, greedy, temperature 1, ...); they were refused.
+_NONE_IS_DEFAULT = tuple(f.name for f in fields(GenerationConfig)
+                         if f.default is not None and "None" not in f.type and "Optional" not in f.type)
+
+
 def generation_config(kwargs, caller: str) -> GenerationConfig:
     """The generation keywords of a `generate`/`stream` call, checked; an unknown one is a
     TypeError as for any Python call."""
     also = "max_length, min_length, num_return_sequences, generator, inputs_embeds, "
-    return from_mapping(GenerationConfig, dict(kwargs), f"{caller}()",
+    kwargs = {k: v for k, v in kwargs.items() if v is not None or k not in _NONE_IS_DEFAULT}
+    return from_mapping(GenerationConfig, kwargs, f"{caller}()",
                         unknown=lambda message: TypeError(message.replace("unknown key(s)", "unexpected argument(s)")
                                                           .replace("valid keys: ", "valid keys: " + also)))
 

@@ -167,11 +167,7 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
         token_rules.apply(o, config)
         if config.num_beams > 1:  # the best beams, where sampling repeats the prompt rows
             o.num_return_sequences, returns = returns, 1
-        if config.eos_token_id is not None:
-            eos = config.eos_token_id
-            o.eos_token_ids = id_list(eos)
-        if config.pad_token_id is not None:
-            o.pad_token_id = config.pad_token_id
+        _stop_and_pad_ids(self, o, config, given)
         # Layers run straight from C++ unless Python must see them: hooks, or a tree edited in
         # Python (a wrapper around a layer, FSDP's, a layer list changed), which the layer
         # list's caller runs or refuses.
@@ -269,6 +265,27 @@ def _prompt_length(input_ids: Optional[torch.Tensor], inputs_embeds: Optional[to
         raise ValueError(f"{caller}(): give the prompt as input_ids [batch, prompt] or inputs_embeds "
                          "[batch, prompt, hidden]")
     return (input_ids if input_ids is not None else inputs_embeds).shape[1]
+
+
+def _stop_and_pad_ids(model, o, config, given: dict) -> None:
+    """transformers takes the stop and pad ids from the call over the model's generation config,
+    and from the model config only when there is no generation config. So eos_token_id passed as
+    None, or missing from a generation config, means no stop ids, and pad_token_id so means the
+    first stop id; tessera fell back to the model config's ids, and stopped where transformers ran
+    on."""
+    own_config = bool(getattr(model, "generation_defaults", None))
+    if config.eos_token_id is not None:
+        o.eos_token_ids = id_list(config.eos_token_id)
+    elif "eos_token_id" in given or own_config:
+        o.eos_token_ids, o.pad_rows_without_stop_ids = [], False
+    if config.pad_token_id is not None:
+        o.pad_token_id = config.pad_token_id
+    elif "pad_token_id" in given or own_config:
+        stops = o.eos_token_ids
+        if stops is None:
+            stops = id_list(model.config.get("text_config", model.config).get("eos_token_id"))
+        if stops:
+            o.pad_token_id = stops[0]
 
 
 def _stand_in_ids(input_ids: Optional[torch.Tensor], inputs_embeds: Optional[torch.Tensor],

@@ -115,7 +115,7 @@ GenerationStart start_generation(const LlamaForCausalLMImpl& lm, const at::Tenso
   // The first id as given pads finished rows (transformers' eos_token_tensor[0]); the set, sorted
   // and without repeats (a repeated id widened beam search's pool), stops them.
   s.first_stop = stops.empty() ? -1 : stops.front();
-  s.pads_finished = o.eos_token_ids.has_value() || !stops.empty();
+  s.pads_finished = (o.eos_token_ids.has_value() && o.pad_rows_without_stop_ids) || !stops.empty();
   std::sort(stops.begin(), stops.end());
   stops.erase(std::unique(stops.begin(), stops.end()), stops.end());
   TORCH_CHECK_VALUE(o.min_new_tokens == 0 || static_cast<int64_t>(stops.size()) < vocab, "min_new_tokens ",

@@ -55,6 +55,9 @@ struct GenerationOptions {
   int64_t no_repeat_ngram_size = 0;   ///< > 0: no n-gram of this size twice in a row (prompt included); 0: off
   std::optional<std::vector<int64_t>> eos_token_ids;  ///< stop ids (unset: the model config's; empty: none)
   int64_t pad_token_id = -1;           ///< fills finished rows (-1: the config's, else the first stop id)
+  /// false: a row the caller's stopping criterion ended goes on generating, as transformers does
+  /// when its eos_token_id is None (no stop-id criterion, so nothing pads); stop ids still pad.
+  bool pad_rows_without_stop_ids = true;
   bool use_cache = true;               ///< false recomputes the whole prefix every step (for comparison)
   /// Beam search (transformers' _beam_search) with this many beams; 1: greedy or sampling.
   int64_t num_beams = 1;
