@@ -193,8 +193,9 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
         > 1 runs transformers' beam search (with `length_penalty`, `early_stopping`); `min_new_tokens`
         holds the stop ids back in every mode. An argument not passed takes the value of the
         model's generation_config.json, else GenerationConfig's default (max_new_tokens 20, greedy,
-        top_k 50); one passed is used as given (top_k None or 0: no top-k filter; eos_token_id or
-        pad_token_id None: the config's)."""
+        top_k 50); one passed is used as given, None as transformers' "unset" (top_k None or 0: no
+        top-k filter; eos_token_id None: no stop ids; pad_token_id None: the first stop id; the
+        others their defaults)."""
         _check(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds)
         o, n, (streamer, flags) = self._generation(dict(
             max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
