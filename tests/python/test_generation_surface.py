@@ -199,27 +199,6 @@ def test_every_setting_passed_as_none_means_what_it_means_to_transformers(stoppi
         assert not torch.equal(ours.generate(IDS, attention_mask=MASK, max_new_tokens=12, **{key: None}), plain), key
 
 
-@pytest.mark.parametrize("missing", [("eos_token_id",), ("pad_token_id",), ("eos_token_id", "pad_token_id")])
-def test_a_generation_config_without_stop_or_pad_ids_is_read_as_transformers_reads_it(tmp_path_factory, missing):
-    """A generation_config.json (or model.generation_config) without eos_token_id stops nowhere,
-    one without pad_token_id pads with the stop id: the model config's ids apply only without
-    a generation config. tessera took the model config's."""
-    hf, ours = peaked_llama_pair(tmp_path_factory, 0, eos_token_id=30, pad_token_id=0)
-    plain = ours.generate(IDS, attention_mask=MASK, max_new_tokens=12)
-    folder = tmp_path_factory.mktemp("edited")
-    hf.save_pretrained(folder)
-    path = folder / "generation_config.json"
-    path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k not in missing}))
-    pairs = [(transformers.LlamaForCausalLM.from_pretrained(folder).eval(), tessera.from_pretrained(str(folder)))]
-    for model in (hf, ours):  # the same through model.generation_config
-        for key in missing:
-            setattr(model.generation_config, key, None)
-    for hf, ours in pairs + [(hf, ours)]:
-        want = hf.generate(IDS, attention_mask=MASK, max_new_tokens=12)
-        got = ours.generate(IDS, attention_mask=MASK, max_new_tokens=12)
-        assert torch.equal(got, want) and not torch.equal(got, plain)
-
-
 def test_a_generation_config_transformers_accepts_loads(tmp_path):
     """Values generate refuses are left out with a warning, never a failed load; a file's beam
     settings do not reach a stream; saving keeps HF's other keys and drops what the model lacks."""

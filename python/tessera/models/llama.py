@@ -269,24 +269,23 @@ def _prompt_length(input_ids: Optional[torch.Tensor], inputs_embeds: Optional[to
 
 
 def _stop_and_pad_ids(model, o, config, given: dict) -> None:
-    """transformers takes the stop and pad ids from the call over the model's generation config,
-    and from the model config only when there is no generation config. So eos_token_id passed as
-    None, or missing from a generation config, means no stop ids, and pad_token_id so means the
-    first stop id; tessera fell back to the model config's ids, and stopped where transformers ran
-    on."""
-    own_config = bool(getattr(model, "generation_defaults", None))
+    """The stop and pad ids: the call's, else the model's generation config's, else the model
+    config's (C++). transformers reads an argument passed as None as "unset" over the model's
+    generation config: eos_token_id=None means no stop ids (and no stop-id criterion, so rows the
+    caller's criteria end are not padded), pad_token_id=None the first stop id, or no pad. tessera
+    fell back to the model config's ids, and stopped where transformers ran on."""
     if config.eos_token_id is not None:
         o.eos_token_ids = id_list(config.eos_token_id)
-    elif "eos_token_id" in given or own_config:
+    elif "eos_token_id" in given:
         o.eos_token_ids, o.pad_rows_without_stop_ids = [], False
     if config.pad_token_id is not None:
         o.pad_token_id = config.pad_token_id
-    elif "pad_token_id" in given or own_config:
+    elif "pad_token_id" in given:
         stops = o.eos_token_ids
         if stops is None:
             stops = id_list(model.config.get("text_config", model.config).get("eos_token_id"))
-        if stops:
-            o.pad_token_id = stops[0]
+        o.pad_token_id = stops[0] if stops else -1
+        o._no_pad = not stops  # nor is the prompt's padding read from the config's pad id
 
 
 def _stand_in_ids(input_ids: Optional[torch.Tensor], inputs_embeds: Optional[torch.Tensor],
@@ -328,7 +327,7 @@ def prompt_mask(model, input_ids: Optional[torch.Tensor], attention_mask: Option
         return attention_mask
     text = model.config.get("text_config", model.config)
     pad = options.pad_token_id
-    if pad < 0 and getattr(model, "generation_defaults", None) is None:
+    if pad < 0 and getattr(model, "generation_defaults", None) is None and not getattr(options, "_no_pad", False):
         # no generation_config.json: transformers derives one from the config (from_model_config)
         pad = -1 if text.get("pad_token_id") is None else int(text["pad_token_id"])
     if pad < 0:
