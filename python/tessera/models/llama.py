@@ -281,11 +281,14 @@ def _stop_and_pad_ids(model, o, config, given: dict) -> None:
     if config.pad_token_id is not None:
         o.pad_token_id = config.pad_token_id
     elif "pad_token_id" in given:
-        stops = o.eos_token_ids
-        if stops is None:
-            stops = id_list(model.config.get("text_config", model.config).get("eos_token_id"))
+        stops = o.eos_token_ids if o.eos_token_ids is not None else _config_stop_ids(model)
         o.pad_token_id = stops[0] if stops else -1
         o._no_pad = not stops  # nor is the prompt's padding read from the config's pad id
+
+
+def _config_stop_ids(model) -> list:
+    """The model config's stop ids (its text config's), which C++ takes when the options hold none."""
+    return id_list(model.config.get("text_config", model.config).get("eos_token_id"))
 
 
 def _stand_in_ids(input_ids: Optional[torch.Tensor], inputs_embeds: Optional[torch.Tensor],
@@ -332,9 +335,7 @@ def prompt_mask(model, input_ids: Optional[torch.Tensor], attention_mask: Option
         pad = -1 if text.get("pad_token_id") is None else int(text["pad_token_id"])
     if pad < 0:
         return None
-    stops = options.eos_token_ids
-    if stops is None:  # the model config's, as generation takes them
-        stops = id_list(text.get("eos_token_id"))
+    stops = options.eos_token_ids if options.eos_token_ids is not None else _config_stop_ids(model)
     if pad in stops or not bool((input_ids == pad).any()):
         return None
     return (input_ids != pad).long()
