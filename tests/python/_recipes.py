@@ -14,7 +14,7 @@ def tiny_recipe(layers: int = 1, batch_size: int = 32, **train):
         "data": {"root": FMNIST, "image_size": 28, "context_length": 16, "batch_size": batch_size, "num_workers": 1,
                  "class_names": CLASSES, "templates": ["a photo of a {}."]},
         "optim": {"lr": 2e-3, "warmup_fraction": 0.1},
-        "train": {"steps": 8, "log_every": 1, "checkpoint_every": 4, "threads": 1, **train},
+        "train": {"plots": False, "steps": 8, "log_every": 1, "checkpoint_every": 4, "threads": 1, **train},
         "eval": {"max_images": 512},
     }
 
@@ -34,6 +34,6 @@ def blip2_recipe(strategy: str, per_rank_batch: int, steps: int = 3):
         # AdamW's eps well above the near-zero gradients of an untrained ITC: its updates then follow
         # the gradients instead of normalising their rounding noise, so weights compare closely.
         "optim": {"lr": 2e-3, "warmup_fraction": 0.0, "eps": 1e-3},
-        "train": {"steps": steps, "log_every": 1, "checkpoint_every": steps, "threads": 1, "strategy": strategy},
+        "train": {"plots": False, "steps": steps, "log_every": 1, "checkpoint_every": steps, "threads": 1, "strategy": strategy},
         "eval": {"max_images": 16},
     }

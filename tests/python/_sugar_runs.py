@@ -40,5 +40,5 @@ def recipe(root, alpha=1.0, steps=3, batch_size=8, **targets):
             "targets": {"clip": str(root / "clip"), "image_encoder": str(root / "mae"),
                         "cache_dir": str(root / "cache"), **targets},
             "optim": {"lr": 0.01, "warmup_fraction": 0.0, "weight_decay": 0.0},
-            "train": {"steps": steps, "log_every": 1, "checkpoint_every": steps, "threads": 2},
+            "train": {"plots": False, "steps": steps, "log_every": 1, "checkpoint_every": steps, "threads": 2},
             "eval": {"max_samples": 6, "target_fit_samples": 6, "batch_size": 16, "template": "llava_v1"}}

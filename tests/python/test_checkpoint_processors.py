@@ -89,7 +89,7 @@ def test_an_image_task_checkpoint_is_read_by_auto_image_processor(tmp_path):
                               "decoder_num_hidden_layers": 1, "decoder_num_attention_heads": 2,
                               "decoder_intermediate_size": 64}},
          "data": {"root": FMNIST, "image_size": 28, "batch_size": 16, "num_workers": 1},
-         "train": {"steps": 1, "checkpoint_every": 1, "threads": 1, "eval_every": 0},
+         "train": {"plots": False, "steps": 1, "checkpoint_every": 1, "threads": 1, "eval_every": 0},
          "eval": {"max_images": 16}}
     task, ckpt = _checkpoint(tmp_path, r)
     proc = transformers.AutoImageProcessor.from_pretrained(str(ckpt))

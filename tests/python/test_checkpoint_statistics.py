@@ -188,7 +188,7 @@ def test_llava_takes_its_towers_statistics_and_chat_reads_them(tmp_path, png_cod
          "init": {"vision_tower": folder},
          "data": {"train": str(data / "instruct.json"), "tokenizer": str(data / "tokenizer.model"),
                   "max_length": 200, "batch_size": 2, "image_size": 32},
-         "train": {"steps": 1, "threads": 1}}
+         "train": {"plots": False, "steps": 1, "threads": 1}}
     task = build_task(recipe_from_dict(r))
     assert task.recipe.data.image_mean == HALF
     black = Image.fromarray(np.zeros((32, 32, 3), np.uint8))

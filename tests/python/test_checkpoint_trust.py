@@ -37,7 +37,7 @@ def toy(steps=4, task="toy_regression", dim=8):
     return recipe_from_dict({
         "task": task, "data": {"samples": 64, "batch_size": 8, "dim": dim},
         "optim": {"lr": 0.05, "warmup_fraction": 0.0},
-        "train": {"steps": steps, "log_every": 1, "checkpoint_every": 2, "keep_checkpoints": 3, "threads": 1}})
+        "train": {"plots": False, "steps": steps, "log_every": 1, "checkpoint_every": 2, "keep_checkpoints": 3, "threads": 1}})
 
 
 def fit(out, resume=False, **kw):

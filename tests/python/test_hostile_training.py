@@ -53,7 +53,7 @@ class TinyTask(Task):
 
 def _tiny_recipe(**data):
     return recipe_from_dict({"task": "hostile_tiny", "data": data,
-                             "train": {"steps": 2, "checkpoint_every": 0, "log_every": 1, "threads": 1}})
+                             "train": {"plots": False, "steps": 2, "checkpoint_every": 0, "log_every": 1, "threads": 1}})
 
 
 def test_training_data_smaller_than_one_batch_is_an_error_naming_the_counts(tmp_path):
@@ -72,7 +72,7 @@ def test_a_text_file_smaller_than_one_batch_is_refused_by_the_lm_task(tmp_path):
     recipe = recipe_from_dict({"task": "causal_lm", "model": {"config": {**LLAMA, "vocab_size": 320}},
                                "data": {"train": str(tmp_path / "text.txt"), "tokenizer": str(tmp_path / "sp.model"),
                                         "batch_size": 4},
-                               "train": {"steps": 1, "checkpoint_every": 0, "threads": 1}})
+                               "train": {"plots": False, "steps": 1, "checkpoint_every": 0, "threads": 1}})
     trainer = Trainer(recipe, build_task(recipe), str(tmp_path / "run"), progress=False)
     with pytest.raises(ValueError, match=r"cannot fill one batch: 2 sample\(s\)"):
         trainer.fit()
@@ -174,7 +174,7 @@ def test_a_non_finite_gradient_is_a_skipped_step(tmp_path, grad_clip):
     was) and wrote NaN into every weight; the run diverged steps later."""
     recipe = recipe_from_dict({"task": "hostile_nan_gradient", "data": {"samples": 8, "batch_size": 8},
                                "optim": {"grad_clip": grad_clip},
-                               "train": {"steps": 1, "checkpoint_every": 0, "threads": 1}})
+                               "train": {"plots": False, "steps": 1, "checkpoint_every": 0, "threads": 1}})
     trainer = Trainer(recipe, NaNGradientTask(recipe), str(tmp_path), progress=False)
     trainer.setup()
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
@@ -199,7 +199,7 @@ def test_a_skipped_last_step_still_saves_the_run_and_logs_what_each_step_used(tm
     skipped ended without it (and final_loss None); logged rows showed the next step's lr."""
     recipe = recipe_from_dict({"task": "hostile_nan_last", "data": {"samples": 8, "batch_size": 8},
                                "optim": {"lr": 1.0, "warmup_fraction": 0.05, "grad_clip": 0},
-                               "train": {"steps": 4, "checkpoint_every": 100, "log_every": 1, "threads": 1}})
+                               "train": {"plots": False, "steps": 4, "checkpoint_every": 100, "log_every": 1, "threads": 1}})
     summary = Trainer(recipe, NaNLastStepTask(recipe), str(tmp_path), progress=False).fit()
     assert os.path.isdir(tmp_path / "checkpoints" / "step-00000004")
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
@@ -227,7 +227,7 @@ class VqkdTask(TinyTask):
 
 def test_vqkd_codebook_survives_a_nan_batch(tmp_path):
     """The EMA update runs inside VQ-KD's forward; the trainer puts it back when the loss is NaN."""
-    recipe = recipe_from_dict({"task": "hostile_vqkd", "train": {"steps": 1, "checkpoint_every": 0, "threads": 1}})
+    recipe = recipe_from_dict({"task": "hostile_vqkd", "train": {"plots": False, "steps": 1, "checkpoint_every": 0, "threads": 1}})
     trainer = Trainer(recipe, VqkdTask(recipe), str(tmp_path), progress=False)
     trainer.setup()
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}

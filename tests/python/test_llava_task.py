@@ -43,7 +43,7 @@ def llava_recipe(data, batch=8, strategy="ddp", lora=False, template="v1", train
          "data": {"train": str(data / train), "eval": str(data / "heldout.json"), "tokenizer": str(data / "tokenizer.model"),
                   "template": template, "max_length": 112, "batch_size": batch},
          "optim": {"lr": 0.01, "warmup_fraction": 0.0, "weight_decay": 0.0},
-         "train": {"steps": STEPS, "log_every": 1, "checkpoint_every": STEPS, "threads": 1, "strategy": strategy},
+         "train": {"plots": False, "steps": STEPS, "log_every": 1, "checkpoint_every": STEPS, "threads": 1, "strategy": strategy},
          "eval": {"max_samples": 4, "max_new_tokens": 4}}
     if lora:
         r["lora"] = {"r": 4, "alpha": 8, "modules_to_save": ["multi_modal_projector"]}
@@ -302,7 +302,7 @@ def test_language_model_pretraining_learns(data, tmp_path):
          "data": {"train": str(data / "text.txt"), "eval": str(data / "text.txt"), "tokenizer": str(data / "tokenizer.model"),
                   "max_length": 80, "batch_size": 16},
          "optim": {"lr": 0.01, "warmup_fraction": 0.0},
-         "train": {"steps": 30, "log_every": 5, "checkpoint_every": 30, "threads": 1},
+         "train": {"plots": False, "steps": 30, "log_every": 5, "checkpoint_every": 30, "threads": 1},
          "eval": {"max_documents": 64}}
     out = _train(tmp_path, "lm", r, 1)
     s = json.load(open(out / "summary.json"))

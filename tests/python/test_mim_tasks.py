@@ -30,7 +30,7 @@ ENCODER = {"hidden_size": 48, "num_hidden_layers": 2, "num_attention_heads": 2, 
 
 def recipe(name, steps=30, **sections):
     r = yaml.safe_load(open(ROOT / "recipes" / f"fashion_mnist_{name}.yaml"))
-    r["train"].update(steps=steps, eval_every=0, checkpoint_every=steps, log_every=1, threads=1)
+    r["train"].update(steps=steps, eval_every=0, checkpoint_every=steps, log_every=1, threads=1, plots=False)
     r["data"].update(batch_size=64, num_workers=1)
     r["eval"]["max_images"] = 256
     for key, value in sections.items():

@@ -107,7 +107,7 @@ def _toy(tmp_path, **optim):
     recipe = recipe_from_dict({"task": "toy_regression", "data": {"samples": 256, "batch_size": 16},
                                "optim": {"lr": 0.05, "warmup_fraction": 0.2, "weight_decay": 0.01, "grad_clip": 0.0,
                                          **optim},
-                               "train": {"steps": 12, "log_every": 4, "checkpoint_every": 0, "threads": 1}})
+                               "train": {"plots": False, "steps": 12, "log_every": 4, "checkpoint_every": 0, "threads": 1}})
     trainer = Trainer(recipe, _toy_task.ToyRegression(recipe), str(tmp_path), DistInfo(), progress=False)
     summary = trainer.fit()
     return summary, trainer.model
@@ -186,7 +186,7 @@ def test_what_needs_every_gradient_is_refused(optim, message):
 
 def test_ddp_is_refused(tmp_path):
     recipe = recipe_from_dict({"task": "toy_regression", "optim": {"in_backward": True, "grad_clip": 0.0},
-                               "train": {"strategy": "ddp"}})
+                               "train": {"plots": False, "strategy": "ddp"}})
     trainer = Trainer(recipe, _toy_task.ToyRegression(recipe), str(tmp_path), DistInfo(world_size=2), progress=False)
     with pytest.raises(ValueError, match="optim.in_backward on 2 processes needs train.strategy: fsdp2 .ddp"):
         trainer.setup()
@@ -224,7 +224,7 @@ def test_a_step_without_tokens_is_refused_either_way(tmp_path, in_backward):
             return {"loss": TokenLoss(wrapped(batch["x"]).sum() * 0, 0)}
 
     recipe = recipe_from_dict({"task": "toy_regression", "optim": {"grad_clip": 0.0, "in_backward": in_backward},
-                               "train": {"steps": 2, "checkpoint_every": 0, "threads": 1}})
+                               "train": {"plots": False, "steps": 2, "checkpoint_every": 0, "threads": 1}})
     trainer = Trainer(recipe, NoTokens(recipe), str(tmp_path), DistInfo(), progress=False)
     with pytest.raises(ValueError, match="step 0: the TokenLoss count over the whole step is 0.0; no item to average"):
         trainer.fit()

@@ -135,7 +135,7 @@ def test_a_training_run_that_raises_stops_its_loader(shards, tmp_path, monkeypat
                                                                                       "patch_size": 14},
                                              "text_config": tiny}},
         "data": {"dataset": "webdataset", "root": shards, "image_size": 28, "batch_size": 8, "prefetch": 3},
-        "train": {"steps": 5, "checkpoint_every": 0, "threads": 1}})
+        "train": {"plots": False, "steps": 5, "checkpoint_every": 0, "threads": 1}})
     task = build_task(recipe)
     calls = []
 

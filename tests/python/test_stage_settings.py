@@ -107,7 +107,7 @@ def test_a_stage_keeps_the_generation_config_of_the_run_it_starts_from(llava_wit
     r = {"task": "llava", "init": {"checkpoint": str(folder)},
          "data": {"train": str(data / "instruct.json"), "tokenizer": str(data / "tokenizer.model"),
                   "max_length": 140, "batch_size": 2, "max_samples": 4, "index_cache": str(tmp_path / "idx")},
-         "train": {"steps": 1, "threads": 1}}
+         "train": {"plots": False, "steps": 1, "threads": 1}}
     model = build_task(recipe_from_dict(r)).build_model()
     model.save_pretrained(str(tmp_path / "next"))
     again = tessera.from_pretrained(str(tmp_path / "next"))

@@ -20,7 +20,7 @@ import _toy_task  # noqa: E402  (registers toy_regression)
 
 TOY = {"task": "toy_regression", "data": {"samples": 256, "batch_size": 16},
        "optim": {"lr": 0.05, "warmup_fraction": 0.0, "weight_decay": 0.0},
-       "train": {"steps": 60, "log_every": 10, "checkpoint_every": 30, "threads": 1}}
+       "train": {"plots": False, "steps": 60, "log_every": 10, "checkpoint_every": 30, "threads": 1}}
 
 
 def test_outside_task_trains_through_the_cli(tmp_path):

@@ -33,7 +33,7 @@ def fit(recipe, out, resume=False, task_cls=ClipTask):
 
 
 def test_tensorboard_holds_what_metrics_jsonl_holds(tmp_path):
-    fit(tiny_recipe(steps=6, checkpoint_every=0, log_to=["jsonl", "tensorboard"]), tmp_path)
+    fit(tiny_recipe(steps=6, checkpoint_every=0, log_to=["jsonl", "tensorboard"], plots=True), tmp_path)
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     acc = events(tmp_path)
     train = [r for r in rows if "samples_per_s" in r]
@@ -148,7 +148,7 @@ def test_wandb_offline_holds_what_metrics_jsonl_holds(tmp_path):
     step as metrics.jsonl has them, the evaluation apart, the pictures, the recipe as config; a
     resumed run continues the same W&B run id."""
     pytest.importorskip("wandb")
-    recipe = tiny_recipe(steps=4, checkpoint_every=2, log_to=["jsonl", "wandb"])
+    recipe = tiny_recipe(steps=4, checkpoint_every=2, log_to=["jsonl", "wandb"], plots=True)
     fit(recipe, tmp_path)
     run_id = (tmp_path / "wandb-id").read_text().strip()
     (run,) = (tmp_path / "wandb").glob(f"offline-run-*-{run_id}")

@@ -43,7 +43,7 @@ def test_unknown_recipe_key_lists_valid_keys(tmp_path):
 
 
 def test_short_run_learns(tmp_path):
-    summary, _ = fit(tiny_recipe(steps=60, checkpoint_every=0), tmp_path)
+    summary, _ = fit(tiny_recipe(steps=60, checkpoint_every=0, plots=True), tmp_path)
     assert summary["final_loss"] < summary["first_loss"] - 0.7, summary
     assert summary["zero_shot_top1"] > 0.3, summary  # chance is 0.1
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
@@ -58,6 +58,7 @@ class _Crash(Exception):
 
 def test_resume_is_bit_exact(tmp_path):
     _, full = fit(tiny_recipe(), tmp_path / "full")
+    assert not list((tmp_path / "full").glob("*.png"))  # train.plots: false (the test recipes' setting)
 
     class CrashingTask(ClipTask):
         def compute_loss(self, wrapped, model, batch, step):

@@ -161,7 +161,7 @@ def test_token_weighted_loss_across_ranks_equals_one_process(tmp_path, strategy)
     def toy(batch):
         return {"task": "toy_regression", "data": {"samples": 128, "batch_size": batch},
                 "optim": {"lr": 0.05, "warmup_fraction": 0.0, "weight_decay": 0.0, **optim},
-                "train": {"steps": 3, "log_every": 1, "checkpoint_every": 3, "threads": 1,
+                "train": {"plots": False, "steps": 3, "log_every": 1, "checkpoint_every": 3, "threads": 1,
                           "strategy": strategy.split()[0]}}
 
     env = {**ENV, "PYTHONPATH": os.path.dirname(__file__) + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -215,16 +215,23 @@ def vqkd_recipe(strategy: str, per_rank_batch: int):
     r["teacher"] = {"config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
                                "num_attention_heads": 2, "image_size": 28, "patch_size": 7}}
     r["data"].update(batch_size=per_rank_batch, num_workers=1)
-    r["train"].update(steps=STEPS, checkpoint_every=STEPS, eval_every=0, log_every=1, strategy=strategy, threads=1)
+    r["train"].update(steps=STEPS, checkpoint_every=STEPS, eval_every=0, log_every=1, strategy=strategy, threads=1,
+                      plots=False)
     r["eval"]["max_images"] = 128
     return r
 
 
+@pytest.fixture(scope="module")
+def vqkd_one(tmp_path_factory):
+    """One process of 32 images: what both strategies' two ranks of 16 must equal."""
+    return train(tmp_path_factory.mktemp("vqkd"), "one", vqkd_recipe("ddp", 32), 1)
+
+
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
-def test_vqkd_on_two_ranks_equals_one_process_codebook_included(tmp_path, strategy):
+def test_vqkd_on_two_ranks_equals_one_process_codebook_included(tmp_path, vqkd_one, strategy):
     """The EMA codebook is all-reduced: two ranks of 16 images update it exactly as one process of
     32, and every trainable parameter and the codebook move."""
-    one = train(tmp_path, "one", vqkd_recipe("ddp", 32), 1)
+    one = vqkd_one
     two = train(tmp_path, strategy, vqkd_recipe(strategy, 16), 2)
     torch.testing.assert_close(torch.tensor(losses(two)), torch.tensor(losses(one)), rtol=1e-5, atol=1e-5)
     final = weights(two)
@@ -250,7 +257,7 @@ def _toy_run(tmp_path, name, data, train):
     """A 2-rank DDP run of the toy task (tests/python/_toy_task.py); the finished process."""
     r = {"task": "toy_regression", "data": {"samples": 64, "batch_size": 8, **data},
          "optim": {"lr": 0.05, "warmup_fraction": 0.0},
-         "train": {"steps": 4, "log_every": 1, "checkpoint_every": 0, "threads": 1, **train}}
+         "train": {"plots": False, "steps": 4, "log_every": 1, "checkpoint_every": 0, "threads": 1, **train}}
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(r))
     env = {**ENV, "PYTHONPATH": os.path.dirname(__file__) + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -280,7 +287,7 @@ def test_what_rank0_does_alone_is_waited_for_under_rank0_timeout_s(tmp_path):
     # timeout_s leaves the collectives (checkpoint writes that fsync included) room on a loaded
     # machine (pytest-xdist's other worker); each solo phase sleeps twice as long.
     slow = {"eval_sleep_s": 8, "plot_sleep_s": 8, "manifest_sleep_s": 8}
-    run = _toy_run(tmp_path, "alone", slow, {"timeout_s": 4, "eval_every": 2, "checkpoint_every": 2})
+    run = _toy_run(tmp_path, "alone", slow, {"timeout_s": 4, "eval_every": 2, "checkpoint_every": 2, "plots": True})
     assert run.returncode == 0, run.stderr[-3000:]
     rows = [json.loads(line) for line in open(tmp_path / "alone" / "metrics.jsonl")]
     assert [r["step"] for r in rows if "eval_mse" in r] == [2, 4]

@@ -23,7 +23,7 @@ def _toy(data=None, optim=None, train=None):
     return {"task": "toy_regression",
             "data": {"samples": 256, "batch_size": 16, **(data or {})},
             "optim": {"lr": 0.01, "warmup_fraction": 0.2, "min_lr_ratio": 0.1, **(optim or {})},
-            "train": {"steps": 20, "log_every": 1, "checkpoint_every": 10, "keep_checkpoints": 5, "threads": 1,
+            "train": {"plots": False, "steps": 20, "log_every": 1, "checkpoint_every": 10, "keep_checkpoints": 5, "threads": 1,
                       **(train or {})}}
 
 

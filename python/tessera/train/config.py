@@ -87,6 +87,7 @@ class TrainConfig:
     timeout_s: int = 0
     rank0_timeout_s: int = 7200
     log_to: List[str] = field(default_factory=lambda: ["jsonl"])  # jsonl | tensorboard | wandb (tracking.py)
+    plots: bool = True                      # the task's PNGs at the end (curves, confusion, predictions): 2-4 s
 
     def validate(self, where: str) -> None:
         _check(self.steps >= 1, f"{where}.steps must be >= 1, got {self.steps}")

@@ -477,7 +477,8 @@ class Trainer:
         if info.is_main:
             _C.core.write_file_atomic(os.path.join(self.out_dir, "summary.json"),
                                       (json.dumps(summary, indent=2) + "\n").encode())
-            self.task.plot(self.out_dir, self.metrics_path, metrics)
+            if cfg.train.plots:
+                self.task.plot(self.out_dir, self.metrics_path, metrics)
             for sink in self.sinks:
                 sink.pictures(self.out_dir, step)
                 sink.close()
