@@ -108,6 +108,13 @@ def _ids(encoding):
     return encoding["input_ids"], encoding["attention_mask"]
 
 
+def hf_rows(hf, texts, **kw):
+    """transformers' padded ids and mask as tensors, made here from its lists: its own
+    return_tensors="pt" checks every row in Python, most of this file's time."""
+    enc = hf(texts, **kw)
+    return {k: torch.tensor(enc[k]) for k in ("input_ids", "attention_mask")}
+
+
 def assert_same_rows(ours, ref, texts, what):
     ours_ids, ours_mask = _ids(ours)
     ref_ids, ref_mask = _ids(ref)
@@ -130,13 +137,13 @@ def test_ids_and_masks_equal_transformers(variant, uncased_folder, cased_folder,
     assert ours.do_lower_case == (variant == "uncased")
     # Every line once; the other settings on a sample (transformers takes seconds per pass).
     kw = dict(padding=True, truncation=True, max_length=64)
-    assert_same_rows(ours(texts, **kw), hf(texts, return_tensors="pt", **kw), texts, f"{variant} {kw}")
+    assert_same_rows(ours(texts, **kw), hf_rows(hf, texts, **kw), texts, f"{variant} {kw}")
     sample = texts[:6000]
     for kw in (dict(padding="max_length", truncation=True, max_length=48),
                dict(padding=True),
                dict(padding="longest", truncation=True, max_length=32, pad_to_multiple_of=8),
                dict(padding=True, truncation=True)):  # model_max_length (512) from the config
-        assert_same_rows(ours(sample, **kw), hf(sample, return_tensors="pt", **kw), sample, f"{variant} {kw}")
+        assert_same_rows(ours(sample, **kw), hf_rows(hf, sample, **kw), sample, f"{variant} {kw}")
     # Unpadded lists, and the one-text forms.
     ref = hf(sample)
     got = ours(sample, return_tensors=None)
@@ -158,7 +165,7 @@ def test_truncation_and_padding_sides(uncased_folder, texts):
         for kw in (dict(padding=True, truncation=True, max_length=12),
                    dict(padding="max_length", truncation=True, max_length=2),
                    dict(padding=True, add_special_tokens=False, truncation=True, max_length=7)):
-            assert_same_rows(ours(sample, **kw), hf(sample, return_tensors="pt", **kw), sample, f"{side} {kw}")
+            assert_same_rows(ours(sample, **kw), hf_rows(hf, sample, **kw), sample, f"{side} {kw}")
         # max_length alone truncates (transformers' rule), without padding: lists.
         assert_same_rows(ours(sample, max_length=5, return_tensors=None), hf(sample, max_length=5), sample,
                          f"{side} max_length=5")
@@ -172,7 +179,7 @@ def test_accent_and_chinese_switches_equal_transformers(uncased_folder, cased_fo
                        (uncased_folder, dict(tokenize_chinese_chars=False)),
                        (cased_folder, dict(do_lower_case=True))):
         hf, ours = hf_bert(folder, **kw), tt.BertTokenizer.from_pretrained(folder, **kw)
-        assert_same_rows(ours(sample, padding=True), hf(sample, padding=True, return_tensors="pt"), sample, str(kw))
+        assert_same_rows(ours(sample, padding=True), hf_rows(hf, sample, padding=True), sample, str(kw))
 
 
 # ---- every code point ----------------------------------------------------------------------
@@ -328,7 +335,7 @@ def test_dec_token_as_lavis_adds_it(uncased_folder, texts):
     assert ours.bos_token_id == hf.bos_token_id == ours.vocab_size
     assert len(ours) == len(hf) == ours.vocab_size + 1
     sample = ["[DEC] " + t for t in texts[:500]] + ["a[DEC]b[SEP]", "[DEC][DEC]", "[dec]"]
-    assert_same_rows(ours(sample, padding=True), hf(sample, padding=True, return_tensors="pt"), sample, "[DEC]")
+    assert_same_rows(ours(sample, padding=True), hf_rows(hf, sample, padding=True), sample, "[DEC]")
     rows = hf(sample[:50])["input_ids"]
     assert ours.batch_decode(rows, skip_special_tokens=True) == hf.batch_decode(rows, skip_special_tokens=True)
     # Replacing [CLS] by [DEC] is how BLIP-2's Q-Former builds decoder input.
