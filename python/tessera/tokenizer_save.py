@@ -11,9 +11,11 @@ transformers 4's Prepend normalizer, under a class that reads the file as writte
 transformers 5 gives SentencePiece's (and tessera's) ids."""
 from __future__ import annotations
 
+import functools
+import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple, Union
 
 from ._warn import warn
 from .protobuf_wire import fields, int32, records
@@ -81,6 +83,14 @@ def sentencepiece_as_json(model: bytes, added: List[Tuple[int, str]], cut: set) 
     }
 
 
+@functools.lru_cache(maxsize=4)
+def _json_text(model: bytes, added: Tuple[Tuple[int, str], ...], cut: FrozenSet[str]) -> Optional[str]:
+    """sentencepiece_as_json as the file's text, kept for the next save of the same model: a run
+    saves its tokenizer with every checkpoint (0.6 s each for LLaMA's 32,000 pieces)."""
+    as_json = sentencepiece_as_json(model, list(added), set(cut))
+    return None if as_json is None else json.dumps(as_json, ensure_ascii=False) + "\n"
+
+
 def save_sentencepiece(tok, folder: Union[str, os.PathLike]) -> None:
     from .io import read_json, write_atomic, write_json
 
@@ -103,9 +113,9 @@ def save_sentencepiece(tok, folder: Union[str, os.PathLike]) -> None:
     else:
         if source.resolve() != (folder / "tokenizer.model").resolve():
             write_atomic(folder / "tokenizer.model", source.read_bytes())
-        as_json = sentencepiece_as_json(source.read_bytes(), added, set(tok.special_tokens))
+        as_json = _json_text(source.read_bytes(), tuple(added), frozenset(tok.special_tokens))
         if as_json is not None:  # SentencePiece's ids in transformers 5 too: the file read as written
-            write_json(folder / "tokenizer.json", as_json, indent=None)
+            write_atomic(folder / "tokenizer.json", as_json)
             config["tokenizer_class"] = "PreTrainedTokenizerFast"
         else:
             warn(f"{source}: a SentencePiece model tokenizers cannot follow piece for piece (a character map, "
