@@ -36,13 +36,13 @@ test-cpp: build
 	cd $(BUILD) && ctest --output-on-failure --timeout 600
 
 test-python: build
-	$(PY) -m pytest -q -x -n $(TEST_JOBS) --dist loadfile --durations=10 -m "not long"
+	$(PY) -m pytest -q -x -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder --durations=10 -m "not long"
 
 test: test-cpp test-python
 
 # The checks that need minutes (pytest marker `long`); CI runs them after `make test`.
 test-long: build
-	$(PY) -m pytest -q -x -n $(TEST_JOBS) --dist loadfile --durations=10 -m long
+	$(PY) -m pytest -q -x -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder --durations=10 -m long
 
 demo: build
 	$(PY) -m tessera.cli train recipes/fashion_mnist_clip.yaml --out runs/demo --overwrite
