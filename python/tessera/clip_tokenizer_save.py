@@ -11,7 +11,9 @@ twice, final sigma) and knows open_clip's own spellings of the specials ("<start
 text: a caption those change gets other ids there, as with every CLIP folder transformers reads."""
 from __future__ import annotations
 
+import functools
 import gzip
+import json
 import os
 from pathlib import Path
 from typing import Dict, List, Tuple, Union
@@ -58,15 +60,26 @@ def clip_vocabulary(path: Union[str, os.PathLike]) -> Tuple[Dict[str, int], List
     return {t: i for i, t in enumerate(tokens)}, merges
 
 
+@functools.lru_cache(maxsize=2)
+def _file_texts(path: str, mtime_ns: int, size: int) -> Tuple[str, str]:
+    """vocab.json's and merges.txt's text, kept for the next save of the same file (unchanged:
+    same time and size), as a run saves its tokenizer with every checkpoint (0.3 s each)."""
+    vocab, merges = clip_vocabulary(path)
+    return (json.dumps(vocab, ensure_ascii=False) + "\n",
+            "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+
+
 def save_clip_tokenizer(tok, folder: Union[str, os.PathLike]) -> None:
     """vocab.json, merges.txt and tokenizer_config.json of `tok` (a ClipTokenizer) in `folder`."""
     from .io import write_atomic, write_json
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    vocab, merges = clip_vocabulary(tok.vocab_path)
-    write_json(folder / "vocab.json", vocab, indent=None)
-    write_atomic(folder / "merges.txt", "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    source = Path(tok.vocab_path).resolve()
+    stat = source.stat()
+    vocab, merges = _file_texts(str(source), stat.st_mtime_ns, stat.st_size)
+    write_atomic(folder / "vocab.json", vocab)
+    write_atomic(folder / "merges.txt", merges)
     write_json(folder / "tokenizer_config.json", {
         "tokenizer_class": "CLIPTokenizer", "model_max_length": int(tok.context_length),
         "bos_token": START, "eos_token": END, "unk_token": END, "pad_token": END, "split_special_tokens": True,
