@@ -133,8 +133,14 @@ def _environment():
     return env
 
 
+@functools.lru_cache(maxsize=16)
+def _compiled(source: str):
+    """Compiling is most of a render's time, and chat_template renders each candidate once per probe."""
+    return _environment().from_string(source)
+
+
 def _rendered(source: str, messages, tokenizer, generation: bool) -> str:
-    return _environment().from_string(source).render(messages=messages, add_generation_prompt=generation,
+    return _compiled(source).render(messages=messages, add_generation_prompt=generation,
                                                      eos_token=tokenizer.id_to_piece(tokenizer.eos_id))
 
 
