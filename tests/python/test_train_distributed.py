@@ -152,30 +152,38 @@ def test_fsdp2_bf16_with_checkpointing_and_accumulation_trains(runs):
     assert not unchanged, unchanged
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp2", "fsdp2 in_backward"])
-def test_token_weighted_loss_across_ranks_equals_one_process(tmp_path, strategy):
+def _toy_weighted(tmp_path, name, strategy, procs, batch):
+    """A run of the toy task whose loss is a token-weighted mean (tests/python/_toy_task.py)."""
     # in_backward scales the token sum before backward (no accumulation there: one micro-batch).
     optim = ({"accumulation_steps": 1, "in_backward": True, "grad_clip": 0.0} if "in_backward" in strategy
              else {"accumulation_steps": 2})
-
-    def toy(batch):
-        return {"task": "toy_regression", "data": {"samples": 128, "batch_size": batch},
-                "optim": {"lr": 0.05, "warmup_fraction": 0.0, "weight_decay": 0.0, **optim},
-                "train": {"plots": False, "steps": 3, "log_every": 1, "checkpoint_every": 3, "threads": 1,
-                          "strategy": strategy.split()[0]}}
-
+    r = {"task": "toy_regression", "data": {"samples": 128, "batch_size": batch},
+         "optim": {"lr": 0.05, "warmup_fraction": 0.0, "weight_decay": 0.0, **optim},
+         "train": {"plots": False, "steps": 3, "log_every": 1, "checkpoint_every": 3, "threads": 1,
+                   "strategy": strategy.split()[0]}}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(r))
     env = {**ENV, "PYTHONPATH": os.path.dirname(__file__) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    outs = []
-    for procs, batch in ((1, 16), (2, 8)):
-        path = tmp_path / f"toy{procs}.yaml"
-        path.write_text(yaml.safe_dump(toy(batch)))
-        launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-                  if procs > 1 else [sys.executable])
-        out = tmp_path / f"toy{procs}"
-        run = subprocess.run([*launch, "-m", "tessera.train", str(path), "--import", "_toy_task", "--out", str(out),
-                              "--quiet"], env=env, timeout=300, capture_output=True, text=True)
-        assert run.returncode == 0, run.stderr[-3000:]
-        outs.append(out)
+    launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+              if procs > 1 else [sys.executable])
+    run = subprocess.run([*launch, "-m", "tessera.train", str(path), "--import", "_toy_task", "--out",
+                          str(tmp_path / name), "--quiet"], env=env, timeout=300, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return tmp_path / name
+
+
+@pytest.fixture(scope="module")
+def toy_one(tmp_path_factory):
+    """One process of 16 rows, with accumulation or stepping inside backward: the reference both
+    strategies' two ranks of 8 must equal (the strategy means nothing to one process)."""
+    tmp = tmp_path_factory.mktemp("toy")
+    return {kind: _toy_weighted(tmp, kind.replace(" ", "_"), kind, 1, 16) for kind in ("ddp", "ddp in_backward")}
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp2", "fsdp2 in_backward"])
+def test_token_weighted_loss_across_ranks_equals_one_process(tmp_path, toy_one, strategy):
+    outs = [toy_one["ddp in_backward" if "in_backward" in strategy else "ddp"],
+            _toy_weighted(tmp_path, "toy2", strategy, 2, 8)]
     one, two = (losses(o) for o in outs)
     torch.testing.assert_close(torch.tensor(two), torch.tensor(one), rtol=1e-5, atol=1e-5)
     a, b = (tessera.models.weights.load_weights(str(o / "checkpoints" / "step-00000003")) for o in outs)
