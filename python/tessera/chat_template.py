@@ -133,7 +133,7 @@ def _environment():
     return env
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=64)  # every candidate of a search (27), so the next search finds them all
 def _compiled(source: str):
     """Compiling is most of a render's time, and chat_template renders each candidate once per probe."""
     return _environment().from_string(source)

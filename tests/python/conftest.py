@@ -83,7 +83,7 @@ def pytest_configure(config):
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // workers))
 
 
-# The files that take a minute or more of `make test` (seconds on the 2-core CI VM, stop 53).
+# The files that take about a minute or more of `make test` (seconds on the 2-core CI VM, stop 53).
 # They run first: pytest-xdist deals whole files (--dist loadfile) in collection order (the
 # Makefile's --no-loadscope-reorder; xdist would order them by test count), so the short files
 # fill in at the end and the workers finish together instead of one waiting on a late long file.

@@ -78,6 +78,16 @@ def test_a_run_that_starts_over_starts_its_events_over(tmp_path):
     assert logged == [(r["step"], pytest.approx(r["loss"], rel=1e-6)) for r in rows if "samples_per_s" in r]
 
 
+def test_a_run_without_plots_sends_no_pictures(tmp_path):
+    """train.plots: false: the sinks got RUN/*.png all the same, an earlier run's pictures in a
+    folder run again."""
+    from PIL import Image
+
+    Image.new("L", (8, 8)).save(tmp_path / "loss.png")
+    fit(tiny_recipe(steps=2, checkpoint_every=0, log_to=["jsonl", "tensorboard"]), tmp_path)
+    assert events(tmp_path).Tags()["images"] == []
+
+
 def test_an_unwritable_event_folder_is_named(tmp_path):
     (tmp_path / "tensorboard").write_text("a file where the folder goes")
     with pytest.raises(ValueError, match=r"cannot write the event folder .*tensorboard"):

@@ -75,7 +75,7 @@ class MaeTask(ImageTask):
                                                        out.mask[:cfg.pictures])
                 seen += len(px)
         self._evaluations = getattr(self, "_evaluations", 0) + 1
-        if self.out_dir and self.rank == 0 and self._pictures is not None and not final:
+        if self.out_dir and self.rank == 0 and self._pictures is not None and not final and self.recipe.train.plots:
             os.makedirs(os.path.join(self.out_dir, "reconstructions"), exist_ok=True)
             self._write(os.path.join(self.out_dir, "reconstructions", f"eval-{self._evaluations:03d}.png"))
         return {"eval_loss": total / require_items(count, "MAE evaluation: masked patches")}

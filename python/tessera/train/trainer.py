@@ -480,7 +480,8 @@ class Trainer:
             if cfg.train.plots:
                 self.task.plot(self.out_dir, self.metrics_path, metrics)
             for sink in self.sinks:
-                sink.pictures(self.out_dir, step)
+                if cfg.train.plots:  # else RUN/*.png are an earlier run's (a resumed or overwritten folder)
+                    sink.pictures(self.out_dir, step)
                 sink.close()
             self.sinks = []
         if info.world_size > 1:  # the others wait for that here, not in shutdown's barrier
