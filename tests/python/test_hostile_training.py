@@ -199,9 +199,10 @@ def test_a_skipped_last_step_still_saves_the_run_and_logs_what_each_step_used(tm
     skipped ended without it (and final_loss None); logged rows showed the next step's lr."""
     recipe = recipe_from_dict({"task": "hostile_nan_last", "data": {"samples": 8, "batch_size": 8},
                                "optim": {"lr": 1.0, "warmup_fraction": 0.05, "grad_clip": 0},
-                               "train": {"plots": False, "steps": 4, "checkpoint_every": 100, "log_every": 1, "threads": 1}})
+                               "train": {"steps": 4, "checkpoint_every": 100, "log_every": 1, "threads": 1}})
     summary = Trainer(recipe, NaNLastStepTask(recipe), str(tmp_path), progress=False).fit()
     assert os.path.isdir(tmp_path / "checkpoints" / "step-00000004")
+    assert (tmp_path / "loss.png").stat().st_size > 0  # the generic task's curves, over a skipped step's row
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert [r["step"] for r in rows if r.get("skipped")] == [4]
     assert summary["final_loss"] == next(r["loss"] for r in rows if r.get("step") == 3 and "loss" in r)
