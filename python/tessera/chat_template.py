@@ -141,7 +141,7 @@ def _compiled(source: str):
 
 def _rendered(source: str, messages, tokenizer, generation: bool) -> str:
     return _compiled(source).render(messages=messages, add_generation_prompt=generation,
-                                                     eos_token=tokenizer.id_to_piece(tokenizer.eos_id))
+                                    eos_token=tokenizer.id_to_piece(tokenizer.eos_id))
 
 
 def chat_template(template: ConversationTemplate, tokenizer, image_token_id: int) -> Optional[str]:

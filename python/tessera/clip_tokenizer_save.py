@@ -61,10 +61,10 @@ def clip_vocabulary(path: Union[str, os.PathLike]) -> Tuple[Dict[str, int], List
 
 
 @functools.lru_cache(maxsize=2)
-def _file_texts(path: str, inode: int, size: int, mtime_ns: int, ctime_ns: int) -> Tuple[str, str]:
-    """vocab.json's and merges.txt's text, kept for the next save of the same file, as a run saves
-    its tokenizer with every checkpoint (0.3 s each). The status change time is in the key: a
-    copy that keeps the modification time (cp -p, rsync) still changes it."""
+def _file_texts(path: str, content: bytes) -> Tuple[str, str]:
+    """vocab.json's and merges.txt's text, kept for the next save of the same merges file (keyed on
+    its bytes, as tokenizer_save's cache): a run saves its tokenizer with every checkpoint, and
+    reading the file is milliseconds where deriving the texts took 0.3 s."""
     vocab, merges = clip_vocabulary(path)
     return (json.dumps(vocab, ensure_ascii=False) + "\n",
             "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
@@ -76,9 +76,7 @@ def save_clip_tokenizer(tok, folder: Union[str, os.PathLike]) -> None:
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    source = Path(tok.vocab_path).resolve()
-    stat = source.stat()
-    vocab, merges = _file_texts(str(source), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    vocab, merges = _file_texts(str(tok.vocab_path), Path(tok.vocab_path).read_bytes())
     write_atomic(folder / "vocab.json", vocab)
     write_atomic(folder / "merges.txt", merges)
     write_json(folder / "tokenizer_config.json", {
