@@ -30,14 +30,19 @@ def recipe(strategy: str, per_rank_batch: int, **train):
                        strategy=strategy, **train)
 
 
-def train(tmp_path, name: str, r, procs: int, out=None, resume=False):
+TOY_ENV = {**ENV, "PYTHONPATH": os.path.dirname(__file__) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def train(tmp_path, name: str, r, procs: int, out=None, resume=False, toy=False):
+    """tessera.train on `procs` processes; `toy`: the toy task (tests/python/_toy_task.py)."""
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(r))
     out = out or tmp_path / name
     launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs)]
               if procs > 1 else [sys.executable])
-    cmd = [*launch, "-m", "tessera.train", str(path), "--out", str(out), "--quiet", *(["--resume"] if resume else [])]
-    run = subprocess.run(cmd, env=ENV, timeout=600, capture_output=True, text=True)
+    cmd = [*launch, "-m", "tessera.train", str(path), *(["--import", "_toy_task"] if toy else []), "--out", str(out),
+           "--quiet", *(["--resume"] if resume else [])]
+    run = subprocess.run(cmd, env=TOY_ENV if toy else ENV, timeout=600, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-4000:]
     return out
 
@@ -161,15 +166,7 @@ def _toy_weighted(tmp_path, name, strategy, procs, batch):
          "optim": {"lr": 0.05, "warmup_fraction": 0.0, "weight_decay": 0.0, **optim},
          "train": {"plots": False, "steps": 3, "log_every": 1, "checkpoint_every": 3, "threads": 1,
                    "strategy": strategy.split()[0]}}
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(r))
-    env = {**ENV, "PYTHONPATH": os.path.dirname(__file__) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-              if procs > 1 else [sys.executable])
-    run = subprocess.run([*launch, "-m", "tessera.train", str(path), "--import", "_toy_task", "--out",
-                          str(tmp_path / name), "--quiet"], env=env, timeout=300, capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr[-3000:]
-    return tmp_path / name
+    return train(tmp_path, name, r, procs, toy=True)
 
 
 @pytest.fixture(scope="module")
@@ -268,10 +265,9 @@ def _toy_run(tmp_path, name, data, train):
          "train": {"plots": False, "steps": 4, "log_every": 1, "checkpoint_every": 0, "threads": 1, **train}}
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(r))
-    env = {**ENV, "PYTHONPATH": os.path.dirname(__file__) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                            "-m", "tessera.train", str(path), "--import", "_toy_task", "--out", str(tmp_path / name),
-                           "--quiet"], env=env, timeout=300, capture_output=True, text=True)
+                           "--quiet"], env=TOY_ENV, timeout=300, capture_output=True, text=True)
 
 
 @pytest.mark.long
