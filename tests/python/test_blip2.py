@@ -333,6 +333,26 @@ def test_generation_at_another_resolution_equals_transformers(fixture_dir):
     assert torch.equal(streamed, got[:, -4:])
 
 
+def test_the_folders_generation_config_is_not_read_as_in_transformers(fixture_dir, tmp_path):
+    """transformers' BLIP-2 generates through its language model, whose defaults come from
+    text_config: the folder's generation_config.json is not read. tessera read it, and a stop id or
+    a length there gave other captions than transformers'; now it is said and left."""
+    import json
+    import shutil
+
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(fixture_dir("blip2") / name, tmp_path / name)
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": 2, "bos_token_id": 1}))
+    tessera.from_pretrained(str(tmp_path))  # ids equal to text_config's: nothing to say
+    (tmp_path / "generation_config.json").write_text(json.dumps({"max_new_tokens": 3, "repetition_penalty": 1.5}))
+    with pytest.warns(UserWarning, match=r"max_new_tokens=3, repetition_penalty=1.5 not applied: .*does not read"):
+        ours = tessera.from_pretrained(str(tmp_path))
+    theirs = transformers.Blip2ForConditionalGeneration.from_pretrained(str(tmp_path)).eval()
+    px = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    want = theirs.generate(pixel_values=px)
+    assert want.shape[1] > 3 + 9 and torch.equal(ours.generate(px), want)
+
+
 def test_generation_outputs_hold_each_part_as_transformers(tmp_path):
     """forward returned the LM's output only: a transformers user reading `out.vision_outputs` or
     `out.qformer_outputs`, unpacking `return_dict=False`, or scoring labels for the prompt's last

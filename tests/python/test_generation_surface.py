@@ -102,6 +102,34 @@ def test_a_config_without_stop_ids_decodes_to_max_new_tokens(tmp_path):
     assert ours.config["eos_token_id"] is None
 
 
+def test_a_generation_file_without_stop_ids_decodes_past_the_configs_eos(tmp_path):
+    """transformers takes config.json's stop and pad ids only when the folder has no
+    generation_config.json (from_model_config); a file without them means none. tessera fell back
+    to config.json's eos and ended rows where transformers ran on."""
+    hf, ours = _pair(tmp_path / "a")
+    g = torch.Generator().manual_seed(7)
+    prompts = torch.randint(3, 97, (64, 4), generator=g)
+    free = hf.generate(prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=12, do_sample=False,
+                       eos_token_id=None, pad_token_id=0)
+    ends = (free[:, 4:-1] == 2).any(1)  # rows whose greedy path passes the config's eos
+    assert ends.any(), "no prompt reaches eos: pick another seed"
+    ids = prompts[ends][:2]
+    hf, ours = _pair(tmp_path / "b", edit_generation=dict(eos_token_id=None, pad_token_id=None))
+    want = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12)
+    assert want.shape[1] == 16 and bool((want[:, 4:-1] == 2).any())
+    assert torch.equal(ours.generate(ids, max_new_tokens=12), want)
+    assert ours.generation_config.eos_token_id is None
+    # Without the file the config's ids hold, and stay when one setting is changed, as on
+    # transformers' derived config.
+    (tmp_path / "b" / "generation_config.json").unlink()
+    hf = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "b").eval()
+    ours = tessera.from_pretrained(str(tmp_path / "b"))
+    assert ours.generation_config.eos_token_id == hf.generation_config.eos_token_id == 2
+    ours.generation_config.max_new_tokens = hf.generation_config.max_new_tokens = 12
+    want = hf.generate(ids, attention_mask=torch.ones_like(ids))
+    assert want.shape[1] < 16 and torch.equal(ours.generate(ids), want)
+
+
 def test_a_stream_leaves_autograd_and_layer_hooks_to_the_callers_code(pair):
     """Between steps, grad was off in the caller's code, and layer hooks skipped in its own
     forwards; two streams ending out of order skipped them for good."""

@@ -150,6 +150,10 @@ class Blip2ForConditionalGeneration(_Blip2Part):
     default_for_model_type = True
     _cpp_class = "Blip2ForConditionalGeneration"
     _keep_in_fp32_modules = ("query_tokens", "qformer")  # loaded in fp16, as transformers keeps them
+    # transformers' generate runs its language model's, whose defaults come from text_config: the
+    # folder's generation_config.json is not read (a stop id there differing from text_config's
+    # ended captions where transformers ran on).
+    reads_generation_file = False
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
                 attention_mask: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,

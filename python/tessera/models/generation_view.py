@@ -31,7 +31,7 @@ class GenerationConfigView:
         if name.startswith("_") or name not in KEYS:
             raise AttributeError(f"generation_config.{name}: tessera's generate has no such setting "
                                  f"(its settings: {', '.join(KEYS)})")
-        defaults = getattr(self._model, "generation_defaults", None) or {}
+        defaults = self.to_diff_dict()
         if name in defaults:
             return defaults[name]
         return getattr(GenerationConfig, name, None if name != "num_return_sequences" else 1)
@@ -40,14 +40,37 @@ class GenerationConfigView:
         self._model.generation_config = {**self.to_diff_dict(), name: value}
 
     def to_diff_dict(self) -> Dict[str, Any]:
-        """The settings that differ from GenerationConfig's defaults (transformers' name)."""
-        return dict(getattr(self._model, "generation_defaults", None) or {})
+        """The settings that differ from GenerationConfig's defaults (transformers' name). Without
+        a generation_config.json, the model config's stop and pad ids, as transformers derives the
+        model's generation config then (from_model_config): a setting changed on it keeps them."""
+        defaults = getattr(self._model, "generation_defaults", None)
+        return dict(defaults) if defaults is not None else config_ids(self._model)
 
     def to_dict(self) -> Dict[str, Any]:
         return {k: getattr(self, k) for k in KEYS}
 
     def __repr__(self) -> str:
         return f"GenerationConfig {self.to_diff_dict()}"
+
+
+def config_ids(model) -> Dict[str, Any]:
+    """The eos and pad ids of the model's (text) config that are set."""
+    config = getattr(model, "config", None) or {}
+    text = config.get("text_config") or config
+    return {k: text[k] for k in ("eos_token_id", "pad_token_id") if text.get(k) is not None}
+
+
+def unread(model, folder: str, defaults: Optional[dict]) -> None:
+    """For a model that does not read generation_config.json (`reads_generation_file`): what the
+    file sets that generate would do otherwise is said, not applied, as transformers ignores it."""
+    ids = config_ids(model)
+    unset = object()
+    differ = {k: v for k, v in (defaults or {}).items()
+              if ids.get(k, unset) != v and getattr(GenerationConfig, k, unset) != v}
+    if differ:
+        warn(f"{os.path.join(folder, GENERATION_FILE)}: {', '.join(f'{k}={v!r}' for k, v in differ.items())} not "
+             f"applied: transformers' {type(model).__name__} generates with its text config's defaults and does not "
+             "read this file, nor does tessera (pass them to generate, or set model.generation_config)")
 
 
 def set_generation_defaults(model, config) -> None:

@@ -272,15 +272,18 @@ def _stop_and_pad_ids(model, o, config, given: dict) -> None:
     """The stop and pad ids: the call's, else the model's generation config's, else the model
     config's (C++). transformers reads an argument passed as None as "unset" over the model's
     generation config: eos_token_id=None means no stop ids (and no stop-id criterion, so rows the
-    caller's criteria end are not padded), pad_token_id=None the first stop id, or no pad. tessera
-    fell back to the model config's ids, and stopped where transformers ran on."""
+    caller's criteria end are not padded), pad_token_id=None the first stop id, or no pad. A
+    generation_config.json without them reads the same: transformers takes the config's ids only
+    when the folder has no such file (GenerationConfig.from_model_config). tessera fell back to the
+    model config's ids in both cases, and stopped where transformers ran on."""
+    from_file = getattr(model, "generation_defaults", None) is not None
     if config.eos_token_id is not None:
         o.eos_token_ids = id_list(config.eos_token_id)
-    elif "eos_token_id" in given:
+    elif "eos_token_id" in given or from_file:
         o.eos_token_ids, o.pad_rows_without_stop_ids = [], False
     if config.pad_token_id is not None:
         o.pad_token_id = config.pad_token_id
-    elif "pad_token_id" in given:
+    elif "pad_token_id" in given or from_file:
         stops = o.eos_token_ids if o.eos_token_ids is not None else _config_stop_ids(model)
         o.pad_token_id = stops[0] if stops else -1
         o._no_pad = not stops  # nor is the prompt's padding read from the config's pad id

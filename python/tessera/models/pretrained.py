@@ -120,6 +120,8 @@ class PreTrainedModel(nn.Module):
     #: The C++ module whose declared weight-loading rules this class takes: its class name when
     #: that is the module's transformers name (Blip2QFormerModel), else set (CLIPVisionTransformer).
     _cpp_module_name: str = ""
+    #: Whether from_pretrained reads the folder's generation_config.json into generate's defaults.
+    reads_generation_file: bool = True
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -245,11 +247,14 @@ class PreTrainedModel(nn.Module):
             warn(f"{e}; the model's family's statistics stand in")
             model.preprocessing = None
         if callable(getattr(model, "generate", None)):  # a causal LM reads its generation defaults too
-            from .generation_view import read_generation_defaults
+            from .generation_view import read_generation_defaults, unread
 
             embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-            model.generation_defaults = read_generation_defaults(
-                folder, getattr(embeddings, "num_embeddings", None))
+            defaults = read_generation_defaults(folder, getattr(embeddings, "num_embeddings", None))
+            if model.reads_generation_file:
+                model.generation_defaults = defaults
+            else:
+                unread(model, folder, defaults)
         device = device if device is not None else default if default.type != "cpu" else None
         if device is not None:  # device_map naming one device, or the default device
             model.to(device)
