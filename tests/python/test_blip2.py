@@ -351,6 +351,9 @@ def test_the_folders_generation_config_is_not_read_as_in_transformers(fixture_di
     px = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     want = theirs.generate(pixel_values=px)
     assert want.shape[1] > 3 + 9 and torch.equal(ours.generate(px), want)
+    # transformers' generate ignores the model's generation_config too: setting one is refused, not ignored.
+    with pytest.raises(ValueError, match="transformers' generate does not read it .* pass the settings to generate"):
+        ours.generation_config.max_new_tokens = 3
 
 
 def test_generation_outputs_hold_each_part_as_transformers(tmp_path):

@@ -128,6 +128,23 @@ def test_a_generation_file_without_stop_ids_decodes_past_the_configs_eos(tmp_pat
     ours.generation_config.max_new_tokens = hf.generation_config.max_new_tokens = 12
     want = hf.generate(ids, attention_mask=torch.ones_like(ids))
     assert want.shape[1] < 16 and torch.equal(ours.generate(ids), want)
+    # Clearing the stop id, or a whole config without ids (an empty one included), runs on there.
+    ours.generation_config.eos_token_id = hf.generation_config.eos_token_id = None
+    runs_on = hf.generate(ids, attention_mask=torch.ones_like(ids))
+    assert runs_on.shape[1] == 16 and torch.equal(ours.generate(ids), runs_on)
+    for config in (transformers.GenerationConfig(), transformers.GenerationConfig(max_new_tokens=12)):
+        ours.generation_config = hf.generation_config = config
+        assert torch.equal(ours.generate(ids, max_new_tokens=12), runs_on)
+    # Saved and loaded again by either library, a config without stop ids still has none.
+    ours.save_pretrained(str(tmp_path / "saved"))
+    back = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "saved").eval()
+    assert torch.equal(back.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12), runs_on)
+    assert torch.equal(tessera.from_pretrained(str(tmp_path / "saved")).generate(ids, max_new_tokens=12), runs_on)
+    # A stop list naming an id past the vocabulary keeps the others, as transformers stops at them.
+    hf, ours = _pair(tmp_path / "c", edit_generation=dict(eos_token_id=[2, 500]))
+    with pytest.warns(UserWarning, match=r"eos_token_id \[500\] left out"):
+        ours = tessera.from_pretrained(str(tmp_path / "c"))
+    assert torch.equal(ours.generate(ids, max_new_tokens=12), want)
 
 
 def test_a_stream_leaves_autograd_and_layer_hooks_to_the_callers_code(pair):
@@ -385,7 +402,7 @@ def test_a_files_setting_generate_lacks_is_refused_until_cleared(tmp_path):
     hf, ours = _pair(tmp_path / "c", edit_generation={"num_return_sequences": 3, "do_sample": True})
     assert ours.generate(ids, max_new_tokens=4).shape == hf.generate(ids, max_new_tokens=4).shape == (6, 10)
     with pytest.raises(TypeError, match="valid keys: max_length, min_length, num_return_sequences"):
-        ours.generate(ids, stop_strings=["x"])
+        ours.generate(ids, force_words_ids=[[5]])
 
 
 def test_sampling_only_and_output_settings_never_block_what_transformers_generates(tmp_path):

@@ -45,6 +45,10 @@ class GenerationConfig:
     exponential_decay_length_penalty: Optional[List[Any]] = None  # (start, factor)
     suppress_tokens: Optional[List[int]] = None
     begin_suppress_tokens: Optional[List[int]] = None
+    # transformers' stopping settings (stop_rules.py): seconds since generate began, and strings
+    # that end a row (they need generate's tokenizer=)
+    max_time: Optional[float] = None
+    stop_strings: Union[str, List[str], None] = None
 
     def validate(self, where: str) -> None:
         require(self.max_new_tokens >= 0, f"{where}: max_new_tokens must be >= 0, got {self.max_new_tokens}")
@@ -78,6 +82,11 @@ class GenerationConfig:
         for name, value in counts.items():
             require(value < 2 ** 63, f"{where}: {name} {value} does not fit in int64")
         token_rules.check(self, where)
+        require(self.max_time is None or (math.isfinite(self.max_time) and self.max_time >= 0),
+                f"{where}: max_time must be a number of seconds >= 0, got {self.max_time}")
+        stops = [self.stop_strings] if isinstance(self.stop_strings, str) else self.stop_strings or []  # "": off
+        require(self.stop_strings == "" or all(isinstance(x, str) and x for x in stops),
+                f"{where}: stop_strings must be a non-empty string or a list of them, got {self.stop_strings!r}")
 
 
 def id_list(ids) -> List[int]:
@@ -94,7 +103,7 @@ _NONE_IS_DEFAULT = tuple(f.name for f in fields(GenerationConfig)
 def generation_config(kwargs, caller: str) -> GenerationConfig:
     """The generation keywords of a `generate`/`stream` call, checked; an unknown one is a
     TypeError as for any Python call."""
-    also = "max_length, min_length, num_return_sequences, generator, inputs_embeds, "
+    also = "max_length, min_length, num_return_sequences, generator, inputs_embeds, tokenizer, "
     kwargs = {k: v for k, v in kwargs.items() if v is not None or k not in _NONE_IS_DEFAULT}
     return from_mapping(GenerationConfig, kwargs, f"{caller}()",
                         unknown=lambda message: TypeError(message.replace("unknown key(s)", "unexpected argument(s)")
@@ -109,7 +118,7 @@ GENERATION_KEYS = (*GenerationConfig.__dataclass_fields__, "max_length", "min_le
 #: with the values that change nothing (what files write for "off"). A file setting one loads, and
 #: generate refuses until it is cleared: ignored, it would give other tokens than transformers.
 UNAPPLIED = {"top_h": (), "num_beam_groups": (1,), "penalty_alpha": (0.0,), "force_words_ids": ([],),
-             "constraints": ([],), "stop_strings": ([], ""), "max_time": (), "dola_layers": (),
+             "constraints": ([],), "dola_layers": (),
              "watermarking_config": (), "guidance_scale": (1.0,), "token_healing": (False,),
              "encoder_repetition_penalty": (1.0,)}
 
@@ -134,7 +143,7 @@ NO_TOKEN_CHANGE = {
 #: (true: return_dict_in_generate, output_scores and output_logits are generation_output.py's; the others refused)
 OUTPUT_FLAGS = ("output_attentions", "output_hidden_states", "output_scores", "output_logits",
                 "return_dict_in_generate")
-_NONE = ("streamer", "past_key_values", "logits_processor", "stopping_criteria", "prefix_allowed_tokens_fn",
+_NONE = ("streamer", "tokenizer", "past_key_values", "logits_processor", "stopping_criteria", "prefix_allowed_tokens_fn",
          "assistant_model", "negative_prompt_ids", "negative_prompt_attention_mask", "custom_generate")
 
 

@@ -70,14 +70,19 @@ def unread(model, folder: str, defaults: Optional[dict]) -> None:
     if differ:
         warn(f"{os.path.join(folder, GENERATION_FILE)}: {', '.join(f'{k}={v!r}' for k, v in differ.items())} not "
              f"applied: transformers' {type(model).__name__} generates with its text config's defaults and does not "
-             "read this file, nor does tessera (pass them to generate, or set model.generation_config)")
+             "read this file, nor does tessera (pass them to generate)")
 
 
 def set_generation_defaults(model, config) -> None:
     """The model's defaults from a dict or transformers' GenerationConfig (its non-default
     settings, `to_diff_dict`), each checked as a generate call checks it. A transformers setting
     generate lacks is refused, unless it is the model's file's own (kept, so generate keeps refusing
-    it) or "off" (None clears it)."""
+    it) or "off" (None clears it). The result is the model's whole generation config: without stop
+    ids it has none, as in transformers (an empty one included)."""
+    if not getattr(model, "reads_generation_file", True):
+        raise ValueError(f"{type(model).__name__}.generation_config: transformers' generate does not read it (its "
+                         "language model generates with its text config's defaults), so tessera's does not take "
+                         "one: pass the settings to generate")
     if hasattr(config, "to_diff_dict"):
         config = config.to_diff_dict()
     if not isinstance(config, dict):
@@ -95,7 +100,7 @@ def set_generation_defaults(model, config) -> None:
         if settings.get(key) is not None:
             check_length(key, settings[key], "generation_config: ")
     settings.update(output_flags(config))
-    model.generation_defaults = settings or None
+    model.generation_defaults = settings
 
 
 def output_flags(config: Dict[str, Any]) -> Dict[str, bool]:
@@ -137,6 +142,12 @@ def read_generation_defaults(folder: str, vocab_size: Optional[int] = None) -> O
             else:
                 generation_config({key: value}, "generate")
             ids = token_ids(key, value)
+            if key == "eos_token_id" and isinstance(value, list) and vocab_size is not None and \
+                    any(i < vocab_size for i in ids) and max(ids) >= vocab_size:
+                # transformers stops at the others (the rest are never made): they stay
+                warn(f"{path}: eos_token_id {[i for i in ids if i >= vocab_size]} left out (not tokens of the model, "
+                     f"vocab_size {vocab_size})")
+                value = ids = [i for i in ids if i < vocab_size]
             if ids and vocab_size is not None and max(ids) >= vocab_size:  # every generate would fail on it
                 raise ValueError(f"{max(ids)} is not a token of the model (vocab_size {vocab_size})")
         except (TypeError, ValueError) as e:

@@ -16,7 +16,7 @@ from .. import _C
 from ..cpp_module import node_class, node_methods
 from ..opaque_to_compile import opaque_to_compile
 from ..registry import register_model
-from . import own_processors, token_rules
+from . import own_processors, stop_rules, token_rules
 from .family import FamilyModel
 from .generation_output import FLAGS as OUTPUT_FLAG_KEYS
 from .generation_output import apply_flags, compute_transition_scores, generation_output, pop_flags
@@ -115,6 +115,7 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
         given = no_op_arguments({k: v for k, v in kwargs.items() if v is not UNSET})
         own = {k: given.pop(k) for k in ("logits_processor", "stopping_criteria", "prefix_allowed_tokens_fn")
                if k in given}
+        tokenizer = given.pop("tokenizer", None)  # for stop_strings, as in transformers
         defaults = {k: v for k, v in (getattr(self, "generation_defaults", None) or {}).items()
                     if k not in OUTPUT_FLAG_KEYS}  # what generate returns: its caller's (pop_flags)
         if caller == "stream":  # a stream decodes one token at a time: a file's beam settings do not apply
@@ -176,7 +177,8 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
             not layer._forward_hooks and not layer._forward_pre_hooks for layer in layers)
         self._sync_all()
         apply_flags(flags, o, caller)
-        own_processors.attach(o, own, caller)  # after the record, which stopping criteria read
+        # after the record, which stopping criteria read; max_time's clock starts here
+        own_processors.attach(o, own, caller, stop_rules.criteria(config, tokenizer, caller))
         return o, returns, (streamer, flags)
 
     @torch.no_grad()

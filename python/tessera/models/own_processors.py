@@ -63,7 +63,7 @@ def _scores_so_far(options):
     return tuple(record.scores) if record is not None and record.keep_scores else None
 
 
-def attach(options, given: Dict[str, Any], caller: str) -> None:
+def attach(options, given: Dict[str, Any], caller: str, made: List[Any] = ()) -> None:
     """Takes `logits_processor`, `stopping_criteria` and `prefix_allowed_tokens_fn` out of a
     call's arguments (None or empty: nothing) and sets them on C++'s options, which hold them
     weakly: the Python options object keeps them (`_hooks`), so call it after apply_flags and keep
@@ -76,7 +76,8 @@ def attach(options, given: Dict[str, Any], caller: str) -> None:
         hooks.append(_prefix_constraint(prefix, options.num_beams, options))
         options.prefix_constraint = hooks[-1]
     processors = _callables(given.pop("logits_processor", None) or [], "logits_processor")
-    criteria = _callables(given.pop("stopping_criteria", None) or [], "stopping_criteria")
+    # the criteria the call's settings make (stop_rules.py), then the caller's, as transformers merges them
+    criteria = [*made, *_callables(given.pop("stopping_criteria", None) or [], "stopping_criteria")]
     clash = [type(p).__name__ for p in processors if _MADE_BY.get(type(p).__name__, lambda o: False)(options)]
     if clash:
         raise ValueError(f"{caller}(): logits_processor holds {', '.join(clash)}, which this call's settings also "

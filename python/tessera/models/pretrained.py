@@ -312,13 +312,16 @@ class PreTrainedModel(nn.Module):
                 existing = {}
         ours = set(GENERATION_KEYS) | set(UNAPPLIED)
         doc = {k: v for k, v in (existing if isinstance(existing, dict) else {}).items() if k not in ours}
-        doc.update(getattr(self, "generation_defaults", None) or {})
-        if doc:
-            # Once the file exists transformers reads its stop ids there alone: the config's go in,
-            # as transformers' GenerationConfig.from_model_config puts them (a file without them
-            # decoded past the end in transformers).
+        defaults = getattr(self, "generation_defaults", None) if self.reads_generation_file else None
+        doc.update(defaults or {})
+        if doc or defaults is not None:  # an empty config of its own too: it has no stop ids
+            # Once the file exists transformers reads its stop ids there alone. Without a
+            # generation config of its own the model stops at the config's: they go in, as
+            # transformers' GenerationConfig.from_model_config puts them (a file without them
+            # decoded past the end in transformers). A config of its own keeps its ids as they
+            # are; bos, which decoder-only generation does not read, goes in either way.
             text = self.config.get("text_config") or self.config
-            for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            for key in ("bos_token_id",) if defaults is not None else ("bos_token_id", "eos_token_id", "pad_token_id"):
                 if doc.get(key) is None and text.get(key) is not None:
                     doc[key] = text[key]
             _C.core.write_file_atomic(target, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
