@@ -145,6 +145,27 @@ def test_a_generation_file_without_stop_ids_decodes_past_the_configs_eos(tmp_pat
     with pytest.warns(UserWarning, match=r"eos_token_id \[500\] left out"):
         ours = tessera.from_pretrained(str(tmp_path / "c"))
     assert torch.equal(ours.generate(ids, max_new_tokens=12), want)
+    assert torch.equal(ours.generate(ids, max_new_tokens=12, eos_token_id=[2, 500]), want)  # passed, the same
+
+
+def test_without_a_generation_file_config_json_settings_apply_as_transformers_derives_them(tmp_path):
+    """Without generation_config.json transformers derives the generation config from config.json
+    (from_model_config), where older checkpoints keep max_length (which counts the prompt) and
+    the like. tessera read only the stop and pad ids there: 20 new tokens, no penalty."""
+    hf, _ = _pair(tmp_path)
+    (tmp_path / "generation_config.json").unlink()
+    config = json.loads((tmp_path / "config.json").read_text())
+    ids = torch.randint(3, 97, (2, 4), generator=torch.Generator().manual_seed(3))
+    for legacy in (dict(max_length=9, repetition_penalty=1.5, no_repeat_ngram_size=2),
+                   dict(max_length=20, num_beams=1, do_sample=False, temperature=1.0, top_k=50, use_cache=True)):
+        (tmp_path / "config.json").write_text(json.dumps({**config, **legacy}))
+        hf = transformers.LlamaForCausalLM.from_pretrained(tmp_path).eval()
+        ours = tessera.from_pretrained(str(tmp_path))
+        want = hf.generate(ids, attention_mask=torch.ones_like(ids))
+        assert want.shape[1] == legacy["max_length"] and torch.equal(ours.generate(ids), want), legacy
+        assert ours.generation_config.max_length == hf.generation_config.max_length
+    assert torch.equal(ours.generate(ids, max_new_tokens=6),  # an argument still wins
+                       hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6))
 
 
 def test_a_stream_leaves_autograd_and_layer_hooks_to_the_callers_code(pair):

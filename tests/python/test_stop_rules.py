@@ -88,6 +88,11 @@ def test_generate_with_stop_strings_equals_transformers(tmp_path_factory, tokeni
     # From the folder's generation_config.json, as transformers reads it there.
     ours.generation_config.stop_strings = stop
     assert torch.equal(ours.generate(ids, tokenizer=our_tok, max_new_tokens=12, num_beams=beams), want)
+    # The empty string is in every token's text: each row ends at its first new token, as there.
+    want = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, tokenizer=hf_tok,
+                       **{**kwargs, "stop_strings": ""})
+    assert torch.equal(ours.generate(ids, tokenizer=our_tok, **{**kwargs, "stop_strings": ""}), want)
+    assert beams > 1 or want.shape[1] == ids.shape[1] + 1
 
 
 def test_max_time_ends_every_row_as_transformers(tmp_path_factory, tmp_path):
@@ -112,11 +117,36 @@ def test_bad_values_are_named(tokenizers):
     ids = torch.tensor([[1, 5]])
     with pytest.raises(ValueError, match=r"stop_strings \['x'\] need the model's tokenizer: pass it as tokenizer="):
         model.generate(ids, stop_strings=["x"])
-    for value in ([""], [3], ["x", ""]):
-        with pytest.raises(ValueError, match=r"stop_strings(\[0\]: expected a string| must be a non-empty string)"):
+    for value, message in (([3], r"stop_strings\[0\]: expected a string"), ([], r"stop_strings \[\] names no string")):
+        with pytest.raises(ValueError, match=message):  # transformers: a TypeError and an IndexError
             model.generate(ids, stop_strings=value, tokenizer=our_tok)
     for value in (-1.0, float("nan")):
         with pytest.raises(ValueError, match="max_time(: expected a number| must be a number of seconds >= 0)"):
             model.generate(ids, max_time=value)
     with pytest.raises(TypeError, match="tokenizer must be tessera's SentencePieceTokenizer or a transformers"):
         model.generate(ids, stop_strings="x", tokenizer=object())
+
+
+def test_llava_generate_takes_stop_strings_as_transformers(fixture_dir, tokenizers):
+    from safetensors.torch import load_file
+
+    hf_tok, our_tok = tokenizers
+    folder = fixture_dir("llava")
+    io = load_file(str(folder / "io.safetensors"))
+    hf = transformers.LlavaForConditionalGeneration.from_pretrained(str(folder)).eval()
+    ours = tessera.from_pretrained(str(folder))
+    ids, px = io["input_ids"], io["pixel_values"]
+    free = ours.generate(ids, pixel_values=px, max_new_tokens=10, eos_token_id=[], pad_token_id=0)
+    texts = token_texts(our_tok)
+    stop = next(_utf8(texts[i]) for i in free[0, ids.shape[1] + 1:-2].tolist() if _utf8(texts[i]))  # a whole token
+    kwargs = dict(max_new_tokens=10, stop_strings=[stop], pad_token_id=0)
+    want = hf.generate(input_ids=ids, pixel_values=px, do_sample=False, tokenizer=hf_tok, **kwargs)
+    assert want.shape[1] < free.shape[1]
+    assert torch.equal(ours.generate(ids, pixel_values=px, tokenizer=our_tok, **kwargs), want)
+
+
+def _utf8(text: bytes) -> str:
+    try:
+        return text.decode("utf-8").strip()
+    except UnicodeDecodeError:  # a byte token, part of a character
+        return ""

@@ -25,9 +25,9 @@ class GenerationConfigView:
 
     def __getattr__(self, name: str) -> Any:
         if name in OUTPUT_KEYS:  # what generate returns (generation_output.py)
-            return bool((getattr(self._model, "generation_defaults", None) or {}).get(name, False))
+            return bool(effective_defaults(self._model).get(name, False))
         if name in UNAPPLIED:  # transformers' setting generate lacks: set by the model's file, or off
-            return (getattr(self._model, "generation_defaults", None) or {}).get(name)
+            return effective_defaults(self._model).get(name)
         if name.startswith("_") or name not in KEYS:
             raise AttributeError(f"generation_config.{name}: tessera's generate has no such setting "
                                  f"(its settings: {', '.join(KEYS)})")
@@ -40,11 +40,10 @@ class GenerationConfigView:
         self._model.generation_config = {**self.to_diff_dict(), name: value}
 
     def to_diff_dict(self) -> Dict[str, Any]:
-        """The settings that differ from GenerationConfig's defaults (transformers' name). Without
-        a generation_config.json, the model config's stop and pad ids, as transformers derives the
-        model's generation config then (from_model_config): a setting changed on it keeps them."""
-        defaults = getattr(self._model, "generation_defaults", None)
-        return dict(defaults) if defaults is not None else config_ids(self._model)
+        """The settings that differ from GenerationConfig's defaults (transformers' name): the
+        model's own generation config, else the one derived from its config (config_defaults), so
+        that a setting changed on it keeps the others."""
+        return effective_defaults(self._model)
 
     def to_dict(self) -> Dict[str, Any]:
         return {k: getattr(self, k) for k in KEYS}
@@ -53,17 +52,33 @@ class GenerationConfigView:
         return f"GenerationConfig {self.to_diff_dict()}"
 
 
-def config_ids(model) -> Dict[str, Any]:
-    """The eos and pad ids of the model's (text) config that are set."""
-    config = getattr(model, "config", None) or {}
-    text = config.get("text_config") or config
-    return {k: text[k] for k in ("eos_token_id", "pad_token_id") if text.get(k) is not None}
+def effective_defaults(model) -> Dict[str, Any]:
+    """What generate starts from: the model's own generation config (its folder's
+    generation_config.json, or one set on it), else the one derived from its config."""
+    own = getattr(model, "generation_defaults", None)
+    return dict(own) if own is not None else config_defaults(model)
+
+
+def config_defaults(model) -> Dict[str, Any]:
+    """transformers' GenerationConfig.from_model_config, which it uses when a folder has no
+    generation_config.json: the generation settings config.json holds (its stop and pad ids, and
+    what older checkpoints keep there: max_length, repetition_penalty, ...), the outer config's
+    over its decoder's (text_config). BLIP-2's language model derives its own from text_config
+    alone. use_cache is left out: it changes no token, and off it would decode by recomputation."""
+    config = dict(getattr(model, "config", None) or {})
+    text = next((config[k] for k in ("decoder", "generator", "text_config") if isinstance(config.get(k), dict)), {})
+    if not getattr(model, "reads_generation_file", True):
+        config, text = dict(text or config), {}
+    wanted = (set(KEYS) | set(UNAPPLIED)) - {"use_cache"}
+    raw = {k: v for k, v in config.items() if k in wanted and v is not None}
+    raw.update({k: v for k, v in text.items() if k in wanted and v is not None and k not in raw})
+    return checked_defaults(raw, "config.json (no generation_config.json)")
 
 
 def unread(model, folder: str, defaults: Optional[dict]) -> None:
     """For a model that does not read generation_config.json (`reads_generation_file`): what the
     file sets that generate would do otherwise is said, not applied, as transformers ignores it."""
-    ids = config_ids(model)
+    ids = config_defaults(model)
     unset = object()
     differ = {k: v for k, v in (defaults or {}).items()
               if ids.get(k, unset) != v and getattr(GenerationConfig, k, unset) != v}
@@ -124,6 +139,12 @@ def read_generation_defaults(folder: str, vocab_size: Optional[int] = None) -> O
     raw = read_json(path, "a generation config")
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: a generation config is a JSON object, got {type(raw).__name__}")
+    return checked_defaults(raw, path, vocab_size)
+
+
+def checked_defaults(raw: Dict[str, Any], path: str, vocab_size: Optional[int] = None) -> dict:
+    """A generation config's settings that generate takes, each checked as read_generation_defaults
+    says; `path` names where they come from in a warning."""
     ints = ("max_new_tokens", "min_new_tokens", "num_beams", "top_k", "pad_token_id", "max_length", "min_length",
             "num_return_sequences", "no_repeat_ngram_size")
     defaults = {k: v for k, v in raw.items() if unapplied(k, v)}
@@ -143,8 +164,9 @@ def read_generation_defaults(folder: str, vocab_size: Optional[int] = None) -> O
                 generation_config({key: value}, "generate")
             ids = token_ids(key, value)
             if key == "eos_token_id" and isinstance(value, list) and vocab_size is not None and \
-                    any(i < vocab_size for i in ids) and max(ids) >= vocab_size:
-                # transformers stops at the others (the rest are never made): they stay
+                    ids and 0 <= ids[0] < vocab_size <= max(ids):
+                # transformers stops at the others (the rest are never made): they stay, the
+                # first among them (the pad id when none is set)
                 warn(f"{path}: eos_token_id {[i for i in ids if i >= vocab_size]} left out (not tokens of the model, "
                      f"vocab_size {vocab_size})")
                 value = ids = [i for i in ids if i < vocab_size]

@@ -20,6 +20,7 @@ from . import own_processors, stop_rules, token_rules
 from .family import FamilyModel
 from .generation_output import FLAGS as OUTPUT_FLAG_KEYS
 from .generation_output import apply_flags, compute_transition_scores, generation_output, pop_flags
+from .generation_view import effective_defaults
 from .generation_settings import (GENERATION_FILE, SAMPLING_ONLY, UNAPPLIED, GenerationConfig, check_length,
                                   generation_config, id_list, no_op_arguments, passed_config)
 from .loss_kwargs import over_items
@@ -110,14 +111,14 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
             raise ValueError(f"{caller}(): the model has forward hooks of its own, which generation cannot run (it "
                              "decodes in C++ without calling the model's forward); hook its decoder layers, which "
                              "generation calls, or call the model in a loop")
-        streamer, flags = (kwargs.pop("streamer", None), pop_flags(kwargs, getattr(self, "generation_defaults", None))
+        own_defaults = effective_defaults(self)  # the model's generation config, or its config's
+        streamer, flags = (kwargs.pop("streamer", None), pop_flags(kwargs, own_defaults)
                            ) if caller == "generate" else (None, {})  # a stream refuses them by name
         given = no_op_arguments({k: v for k, v in kwargs.items() if v is not UNSET})
         own = {k: given.pop(k) for k in ("logits_processor", "stopping_criteria", "prefix_allowed_tokens_fn")
                if k in given}
         tokenizer = given.pop("tokenizer", None)  # for stop_strings, as in transformers
-        defaults = {k: v for k, v in (getattr(self, "generation_defaults", None) or {}).items()
-                    if k not in OUTPUT_FLAG_KEYS}  # what generate returns: its caller's (pop_flags)
+        defaults = {k: v for k, v in own_defaults.items() if k not in OUTPUT_FLAG_KEYS}  # what generate returns: its caller's (pop_flags)
         if caller == "stream":  # a stream decodes one token at a time: a file's beam settings do not apply
             for key in ("num_beams", "length_penalty", "early_stopping"):
                 defaults.pop(key, None)
@@ -280,7 +281,7 @@ def _stop_and_pad_ids(model, o, config, given: dict) -> None:
     model config's ids in both cases, and stopped where transformers ran on."""
     from_file = getattr(model, "generation_defaults", None) is not None
     if config.eos_token_id is not None:
-        o.eos_token_ids = id_list(config.eos_token_id)
+        o.eos_token_ids = _in_vocabulary(model, id_list(config.eos_token_id))
     elif "eos_token_id" in given or from_file:
         o.eos_token_ids, o.pad_rows_without_stop_ids = [], False
     if config.pad_token_id is not None:
@@ -289,6 +290,16 @@ def _stop_and_pad_ids(model, o, config, given: dict) -> None:
         stops = o.eos_token_ids if o.eos_token_ids is not None else _config_stop_ids(model)
         o.pad_token_id = stops[0] if stops else -1
         o._no_pad = not stops  # nor is the prompt's padding read from the config's pad id
+
+
+def _in_vocabulary(model, stops: list) -> list:
+    """Stop ids past the vocabulary are never made: transformers stops at the others. They are
+    left out when the first (the pad id's source) is a token; else C++ names the bad id."""
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    vocab = getattr(embeddings, "num_embeddings", None)
+    if vocab is None or not stops or not 0 <= stops[0] < vocab:
+        return stops
+    return [i for i in stops if i < vocab]
 
 
 def _config_stop_ids(model) -> list:

@@ -26,7 +26,7 @@ def criteria(config, tokenizer, caller: str) -> List[Callable]:
     made = []
     if config.max_time is not None:
         made.append(max_time_criterion(config.max_time))
-    if config.stop_strings:
+    if config.stop_strings is not None:  # "" too: it ends a row at its first token, as in transformers
         made.append(stop_string_criterion(config.stop_strings, tokenizer, caller))
     return made
 
@@ -43,15 +43,14 @@ def max_time_criterion(seconds) -> Callable:
 
 def stop_string_criterion(stop_strings, tokenizer, caller: str) -> Callable:
     strings = [stop_strings] if isinstance(stop_strings, str) else stop_strings
-    if not isinstance(strings, (list, tuple)) or not strings or \
-            not all(isinstance(s, str) and s for s in strings):
-        raise ValueError(f"{caller}(): stop_strings must be a non-empty string or a list of them, got {stop_strings!r}")
+    if not isinstance(strings, (list, tuple)) or not strings or not all(isinstance(s, str) for s in strings):
+        raise ValueError(f"{caller}(): stop_strings must be a string or a non-empty list of them, got {stop_strings!r}")
     if tokenizer is None:
         raise ValueError(f"{caller}(): stop_strings {list(strings)!r} need the model's tokenizer: pass it as "
                          "tokenizer= (tessera's or transformers'), as transformers' generate asks")
     texts, stops = token_texts(tokenizer), [s.encode("utf-8") for s in strings]
 
-    window = max(len(s) for s in stops)  # tokens looked back at: one per byte at most, as transformers
+    window = max(1, *(len(s) for s in stops))  # tokens looked back at: one per byte at most, as transformers
 
     def ended(ids: torch.Tensor, _scores) -> torch.Tensor:
         rows = [any(_ends_with(row[-window:], texts, s) for s in stops) for row in ids.tolist()]
