@@ -4,7 +4,8 @@
    (goal >= 1.5x at batch 1, where the reference's Python loop costs most);
 3. beam search with 4 beams against transformers' (same ids; goal >= 1.0x), and BLIP-2 (greedy
    and 4 beams) into the same LM; sampling through six of transformers' processors and warpers,
-   with and without a processor of the caller's own (same ids from the same seed);
+   with and without a processor of the caller's own (same ids from the same seed); stop_strings
+   (a criterion per token) against transformers' and against tessera without it;
 4. prefill (prompt forward) tokens/s, fp32, and bf16 where the CPU has native bf16;
 5. the memory roofline of decoding at batch 1: this machine's bandwidth measured in the same run
    (a stream-like copy and a read-only sum over 1 GiB), and each decoder's achieved GB/s (weight
@@ -12,7 +13,7 @@
    tessera and transformers (goals: bf16 >= 1.8x fp32 tokens/s where bf16 is native, >= 70 % of
    the measured bandwidth), and tessera's int8 weight-only decoding (tessera.quantization).
 
-    .venv/bin/python benchmarks/generate_cpu.py [--new 256] [--prompt 32] [--roofline [--size 350m]]
+    .venv/bin/python benchmarks/generate_cpu.py [--new 256] [--prompt 32] [--roofline [--size 350m]] [--stop-strings]
 
 `--size 350m` (24 layers x 1024, 335M parameters) shows the roofline where a token's ~0.3 ms of
 per-layer work outside the GEMVs no longer weighs against 2 ms of weight streaming.
@@ -20,10 +21,12 @@ per-layer work outside the GEMVs no longer weighs against 2 ms of weight streami
 import argparse
 import copy
 import os
+import shutil
 import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -48,6 +51,7 @@ def main():
     ap.add_argument("--new", type=int, default=256)
     ap.add_argument("--prompt", type=int, default=32)
     ap.add_argument("--roofline", action="store_true", help="only part 5 (bandwidth, fp32 vs bf16 decoding)")
+    ap.add_argument("--stop-strings", action="store_true", help="only part 2f (stop_strings against transformers)")
     ap.add_argument("--size", choices=sorted(SIZES), default="50m", help="the LLaMA's size (random weights)")
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
@@ -66,6 +70,8 @@ def main():
     greedy = dict(max_new_tokens=args.new, do_sample=False, eos_token_id=[])
     if args.roofline:
         return roofline(ours, hf, args)
+    if args.stop_strings:
+        return stop_strings(ours, hf, args)
 
     # 1. KV cache vs recomputing the whole prefix at every step.
     ids = torch.randint(3, 32000, (1, args.prompt))
@@ -150,6 +156,9 @@ def main():
         print(f"sampling with 6 processors ({label}): tessera {t:.1f} tokens/s, transformers {r:.1f} tokens/s: "
               f"{t / r:.2f}x (same ids: {torch.equal(a, b)})")
 
+    # 2f. Stop strings.
+    stop_strings(ours, hf, args)
+
     # 3. Prefill.
     ids = torch.randint(3, 32000, (4, 512))
     for prec in ["fp32"] + (["bf16"] if cpu_has_native_bf16() else []):
@@ -160,6 +169,32 @@ def main():
 
     # 5. The memory roofline at batch 1.
     roofline(ours, hf, args)
+
+
+def stop_strings(ours, hf, args):
+    """Stop strings (a Python criterion per token, as transformers' StopStringCriteria): two strings
+    that never occur, so both run the full length; transformers' tokenizer on both sides."""
+    import transformers
+
+    spm = Path(__file__).resolve().parents[2] / "shared" / "assets" / "llama2c_tokenizer.model"
+    if spm.is_file():
+        with tempfile.TemporaryDirectory() as d:
+            shutil.copy(spm, os.path.join(d, "tokenizer.model"))
+            Path(d, "tokenizer_config.json").write_text('{"tokenizer_class": "LlamaTokenizer"}')
+            tok = transformers.AutoTokenizer.from_pretrained(d)
+        for batch in (1, 8):
+            ids = torch.randint(3, 32000, (batch, args.prompt))
+            kw = dict(max_new_tokens=min(args.new, 128), eos_token_id=None, pad_token_id=0,
+                      stop_strings=["\u2603\u2603\u2603", "zqxzqx"], tokenizer=tok)
+            a = ours.generate(ids, **kw)
+            b = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, **kw)
+            plain = rate(lambda: ours.generate(ids, max_new_tokens=kw["max_new_tokens"], eos_token_id=[]),
+                         batch * kw["max_new_tokens"])
+            t = rate(lambda: ours.generate(ids, **kw), batch * kw["max_new_tokens"])
+            r = rate(lambda: hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, **kw),
+                     batch * kw["max_new_tokens"])
+            print(f"stop_strings (2 strings, batch {batch}): tessera {t:.1f} tokens/s ({t / plain:.2f}x of without), "
+                  f"transformers {r:.1f} tokens/s: {t / r:.2f}x (same ids: {torch.equal(a, b)})")
 
 
 def step_rate(generate, new: int, best_of: int = 3) -> float:

@@ -53,7 +53,7 @@ def stop_string_criterion(stop_strings, tokenizer, caller: str) -> Callable:
     window = max(1, *(len(s) for s in stops))  # tokens looked back at: one per byte at most, as transformers
 
     def ended(ids: torch.Tensor, _scores) -> torch.Tensor:
-        rows = [any(_ends_with(row[-window:], texts, s) for s in stops) for row in ids.tolist()]
+        rows = [any(_ends_with(row, texts, s) for s in stops) for row in ids[:, -window:].tolist()]
         return torch.tensor(rows, dtype=torch.bool, device=ids.device)
     return ended
 
