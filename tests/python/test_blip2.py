@@ -351,6 +351,15 @@ def test_the_folders_generation_config_is_not_read_as_in_transformers(fixture_di
     px = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     want = theirs.generate(pixel_values=px)
     assert want.shape[1] > 3 + 9 and torch.equal(ours.generate(px), want)
+    # Nor does its language model take text_config's legacy generation keys (its config class drops them).
+    import json as _json
+    config = _json.loads((tmp_path / "config.json").read_text())
+    config["text_config"].update(max_length=20, repetition_penalty=1.5)
+    (tmp_path / "config.json").write_text(_json.dumps(config))
+    (tmp_path / "generation_config.json").unlink()
+    ours = tessera.from_pretrained(str(tmp_path))
+    theirs = transformers.Blip2ForConditionalGeneration.from_pretrained(str(tmp_path)).eval()
+    assert torch.equal(ours.generate(px), theirs.generate(pixel_values=px))
     # transformers' generate ignores the model's generation_config too: setting one is refused, not ignored.
     with pytest.raises(ValueError, match="transformers' generate does not read it .* pass the settings to generate"):
         ours.generation_config.max_new_tokens = 3

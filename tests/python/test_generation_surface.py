@@ -166,6 +166,21 @@ def test_without_a_generation_file_config_json_settings_apply_as_transformers_de
         assert ours.generation_config.max_length == hf.generation_config.max_length
     assert torch.equal(ours.generate(ids, max_new_tokens=6),  # an argument still wins
                        hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6))
+    # Saved into a folder that has a generation_config.json already: the settings go into it.
+    (tmp_path / "again").mkdir()
+    (tmp_path / "again" / "generation_config.json").write_text('{"bos_token_id": 1}')
+    ours.save_pretrained(str(tmp_path / "again"))
+    back = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "again").eval()
+    want = hf.generate(ids, attention_mask=torch.ones_like(ids))
+    assert torch.equal(back.generate(ids, attention_mask=torch.ones_like(ids)), want)
+    assert torch.equal(tessera.from_pretrained(str(tmp_path / "again")).generate(ids), want)
+    # Built from a config (no folder), transformers' config class keeps no such key: ids only.
+    built = {**config, **legacy}
+    hf_built = transformers.LlamaForCausalLM(transformers.LlamaConfig(**built)).eval()
+    ours_built = tessera.LlamaForCausalLM(built).eval()
+    ours_built.load_state_dict(hf_built.state_dict(), strict=False)
+    want = hf_built.generate(ids, attention_mask=torch.ones_like(ids))
+    assert want.shape[1] == 4 + 20 and torch.equal(ours_built.generate(ids), want)
 
 
 def test_a_stream_leaves_autograd_and_layer_hooks_to_the_callers_code(pair):

@@ -54,31 +54,52 @@ class GenerationConfigView:
 
 def effective_defaults(model) -> Dict[str, Any]:
     """What generate starts from: the model's own generation config (its folder's
-    generation_config.json, or one set on it), else the one derived from its config."""
+    generation_config.json, or one set on it), else the one transformers derives from its config
+    (`config_generation`, set by from_pretrained), else the config's stop and pad ids."""
     own = getattr(model, "generation_defaults", None)
-    return dict(own) if own is not None else config_defaults(model)
+    if own is not None:
+        return dict(own)
+    derived = getattr(model, "config_generation", None)
+    return dict(derived) if derived is not None else config_ids(model)
+
+
+def _outer_and_text(model):
+    config = dict(getattr(model, "config", None) or {})
+    text = next((config[k] for k in ("decoder", "generator", "text_config") if isinstance(config.get(k), dict)), {})
+    if not getattr(model, "reads_generation_file", True):  # BLIP-2: its language model's, from text_config
+        config, text = dict(text or config), {}
+    return config, text
+
+
+def config_ids(model) -> Dict[str, Any]:
+    """The config's stop and pad ids, the outer config's over its decoder's: what transformers
+    derives for a model built from a config (its config class keeps no other generation key)."""
+    config, text = _outer_and_text(model)
+    ids = {k: text[k] for k in ("eos_token_id", "pad_token_id") if text.get(k) is not None}
+    ids.update({k: config[k] for k in ("eos_token_id", "pad_token_id") if config.get(k) is not None})
+    return ids
 
 
 def config_defaults(model) -> Dict[str, Any]:
-    """transformers' GenerationConfig.from_model_config, which it uses when a folder has no
-    generation_config.json: the generation settings config.json holds (its stop and pad ids, and
-    what older checkpoints keep there: max_length, repetition_penalty, ...), the outer config's
-    over its decoder's (text_config). BLIP-2's language model derives its own from text_config
-    alone. use_cache is left out: it changes no token, and off it would decode by recomputation."""
-    config = dict(getattr(model, "config", None) or {})
-    text = next((config[k] for k in ("decoder", "generator", "text_config") if isinstance(config.get(k), dict)), {})
+    """transformers' GenerationConfig.from_model_config over a folder's config.json, which
+    from_pretrained uses when the folder has no generation_config.json: the generation settings
+    config.json holds (its stop and pad ids, and what older checkpoints keep there: max_length,
+    repetition_penalty, ...), the outer config's over its decoder's (text_config). BLIP-2's
+    language model keeps only its text config's ids (its config class drops the rest). use_cache
+    is left out: it changes no token, and off it would decode by recomputation."""
     if not getattr(model, "reads_generation_file", True):
-        config, text = dict(text or config), {}
+        return config_ids(model)
+    config, text = _outer_and_text(model)
     wanted = (set(KEYS) | set(UNAPPLIED)) - {"use_cache"}
     raw = {k: v for k, v in config.items() if k in wanted and v is not None}
     raw.update({k: v for k, v in text.items() if k in wanted and v is not None and k not in raw})
-    return checked_defaults(raw, "config.json (no generation_config.json)")
+    return checked_defaults(raw, "config.json (the folder has no generation_config.json)")
 
 
 def unread(model, folder: str, defaults: Optional[dict]) -> None:
     """For a model that does not read generation_config.json (`reads_generation_file`): what the
     file sets that generate would do otherwise is said, not applied, as transformers ignores it."""
-    ids = config_defaults(model)
+    ids = config_ids(model)
     unset = object()
     differ = {k: v for k, v in (defaults or {}).items()
               if ids.get(k, unset) != v and getattr(GenerationConfig, k, unset) != v}

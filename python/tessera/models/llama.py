@@ -97,6 +97,7 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
 
     # ---- generation -----------------------------------------------------------------------------
     generation_defaults: Optional[dict] = None  # the folder's generation_config.json, as transformers reads it
+    config_generation: Optional[dict] = None  # without that file, what transformers derives from config.json
 
     def _generation(self, kwargs, caller: str, generator=None, prompt_length: int = 0):
         """(the C++ options of a generate/stream call, its num_return_sequences, and for generate
@@ -130,7 +131,7 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
         blocked = [k for k in defaults if k in UNAPPLIED and (sampling or k not in SAMPLING_ONLY)]
         if blocked:
             source = ("the generation_config passed to it" if any(k in passed for k in blocked)
-                      else f"the model's generation config ({GENERATION_FILE})")
+                      else f"the model's generation config ({_settings_file(self)})")
             raise ValueError(f"{caller}(): {source} sets {', '.join(f'{k}={defaults[k]!r}' for k in blocked)}, which "
                              "transformers applies and tessera's generate does not have; set "
                              "model.generation_config.<name> = None to generate without it")
@@ -141,7 +142,7 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
         if max_length is not None and settings.get("max_new_tokens") is None:  # transformers' precedence
             check_length("max_length", max_length, f"{caller}(): ")
             if max_length <= prompt_length:
-                source = "" if "max_length" in given else f" ({GENERATION_FILE})"
+                source = "" if "max_length" in given else f" ({_settings_file(self)})"
                 raise ValueError(f"{caller}(): max_length {max_length}{source} counts the prompt, as in transformers, "
                                  f"and the prompt has {prompt_length} tokens: raise it, or give max_new_tokens")
             settings["max_new_tokens"] = max_length - prompt_length
@@ -149,7 +150,7 @@ class LlamaForCausalLM(LlamaForCausalLMCall, FamilyModel):
             if "max_length" not in given and context is not None and max_length > context + 1:
                 # A file's max_length past the context (transformers would decode past it): every
                 # default call failed. Decoding stops at the context instead, said once per call.
-                warn(f"{GENERATION_FILE}: max_length {max_length} exceeds the model's context "
+                warn(f"{_settings_file(self)}: max_length {max_length} exceeds the model's context "
                      f"(max_position_embeddings {context}): decoding stops there")
                 settings["max_new_tokens"] = max(context + 1 - prompt_length, 0)
         min_length = settings.pop("min_length", None)
@@ -290,6 +291,11 @@ def _stop_and_pad_ids(model, o, config, given: dict) -> None:
         stops = o.eos_token_ids if o.eos_token_ids is not None else _config_stop_ids(model)
         o.pad_token_id = stops[0] if stops else -1
         o._no_pad = not stops  # nor is the prompt's padding read from the config's pad id
+
+
+def _settings_file(model) -> str:
+    """Where the model's generation settings come from, for messages."""
+    return GENERATION_FILE if getattr(model, "generation_defaults", None) is not None else "config.json"
 
 
 def _in_vocabulary(model, stops: list) -> list:

@@ -247,12 +247,14 @@ class PreTrainedModel(nn.Module):
             warn(f"{e}; the model's family's statistics stand in")
             model.preprocessing = None
         if callable(getattr(model, "generate", None)):  # a causal LM reads its generation defaults too
-            from .generation_view import read_generation_defaults, unread
+            from .generation_view import config_defaults, read_generation_defaults, unread
 
             embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
             defaults = read_generation_defaults(folder, getattr(embeddings, "num_embeddings", None))
             if model.reads_generation_file:
                 model.generation_defaults = defaults
+                if defaults is None:  # transformers derives them from config.json (from_model_config)
+                    model.config_generation = config_defaults(model)
             else:
                 unread(model, folder, defaults)
         device = device if device is not None else default if default.type != "cpu" else None
@@ -313,7 +315,8 @@ class PreTrainedModel(nn.Module):
         ours = set(GENERATION_KEYS) | set(UNAPPLIED)
         doc = {k: v for k, v in (existing if isinstance(existing, dict) else {}).items() if k not in ours}
         defaults = getattr(self, "generation_defaults", None) if self.reads_generation_file else None
-        doc.update(defaults or {})
+        # without a config of its own: what it generates with, config.json's settings included
+        doc.update(defaults if defaults is not None else getattr(self, "config_generation", None) or {})
         if doc or defaults is not None:  # an empty config of its own too: it has no stop ids
             # Once the file exists transformers reads its stop ids there alone. Without a
             # generation config of its own the model stops at the config's: they go in, as
