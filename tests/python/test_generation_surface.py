@@ -174,6 +174,13 @@ def test_without_a_generation_file_config_json_settings_apply_as_transformers_de
     want = hf.generate(ids, attention_mask=torch.ones_like(ids))
     assert torch.equal(back.generate(ids, attention_mask=torch.ones_like(ids)), want)
     assert torch.equal(tessera.from_pretrained(str(tmp_path / "again")).generate(ids), want)
+    # Derived from the folder's own config.json, whatever config= says; overrides cannot set them
+    # (transformers refuses them as config keywords).
+    given = tessera.from_pretrained(str(tmp_path / "again"), config=config)
+    assert torch.equal(given.generate(ids), want)
+    with pytest.raises(ValueError, match=r"config_overrides: repetition_penalty is a generation setting, not a "
+                                         r"model config key: set model.generation_config"):
+        tessera.from_pretrained(str(tmp_path), config_overrides=dict(repetition_penalty=1.5))
     # Built from a config (no folder), transformers' config class keeps no such key: ids only.
     built = {**config, **legacy}
     hf_built = transformers.LlamaForCausalLM(transformers.LlamaConfig(**built)).eval()
@@ -369,6 +376,35 @@ def test_llava_reads_a_padded_prompt_without_a_mask_as_transformers(fixture_dir)
     ids[0, :2] = 0
     want = theirs.generate(input_ids=ids, pixel_values=px, pad_token_id=0, max_new_tokens=5, do_sample=False)
     assert torch.equal(ours.generate(input_ids=ids, pixel_values=px, pad_token_id=0, max_new_tokens=5), want)
+
+
+def test_llava_without_a_generation_file_takes_the_outer_configs_ids_first(fixture_dir, tmp_path):
+    """transformers derives LLaVA's ids from the outer config first, then text_config: tessera read
+    text_config's alone, and saving into a folder with a generation_config.json wrote those."""
+    import shutil
+
+    src = fixture_dir("llava")
+    shutil.copy(src / "model.safetensors", tmp_path / "model.safetensors")
+    config = json.loads((src / "config.json").read_text())
+    px = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(3, 900, (2, 24), generator=torch.Generator().manual_seed(1))
+    ids[:, 4:20] = config["image_token_index"]
+    free = tessera.from_pretrained(str(src)).generate(input_ids=ids, pixel_values=px, max_new_tokens=8,
+                                                      eos_token_id=[])
+    stop = int(free[0, 24 + 2])  # the first row ends after three new tokens
+    (tmp_path / "config.json").write_text(json.dumps({**config, "eos_token_id": [2, stop], "pad_token_id": 7}))
+    theirs = transformers.LlavaForConditionalGeneration.from_pretrained(str(tmp_path)).eval()
+    want = theirs.generate(input_ids=ids, pixel_values=px, max_new_tokens=8, do_sample=False)
+    assert want[0, -1] == 7  # stopped, padded with the outer pad id
+    ours = tessera.from_pretrained(str(tmp_path))
+    assert torch.equal(ours.generate(input_ids=ids, pixel_values=px, max_new_tokens=8), want)
+    (tmp_path / "saved").mkdir()
+    (tmp_path / "saved" / "generation_config.json").write_text('{"bos_token_id": 1}')
+    ours.save_pretrained(str(tmp_path / "saved"))
+    for back in (tessera.from_pretrained(str(tmp_path / "saved")),
+                 transformers.LlavaForConditionalGeneration.from_pretrained(str(tmp_path / "saved")).eval()):
+        got = back.generate(input_ids=ids, pixel_values=px, max_new_tokens=8, do_sample=False)
+        assert torch.equal(got, want), type(back).__module__
 
 
 def test_generation_config_attribute_as_transformers(fixture_dir, tmp_path):

@@ -63,8 +63,8 @@ def effective_defaults(model) -> Dict[str, Any]:
     return dict(derived) if derived is not None else config_ids(model)
 
 
-def _outer_and_text(model):
-    config = dict(getattr(model, "config", None) or {})
+def _outer_and_text(model, config: Optional[Dict[str, Any]] = None):
+    config = dict(config if config is not None else getattr(model, "config", None) or {})
     text = next((config[k] for k in ("decoder", "generator", "text_config") if isinstance(config.get(k), dict)), {})
     if not getattr(model, "reads_generation_file", True):  # BLIP-2: its language model's, from text_config
         config, text = dict(text or config), {}
@@ -80,16 +80,19 @@ def config_ids(model) -> Dict[str, Any]:
     return ids
 
 
-def config_defaults(model) -> Dict[str, Any]:
-    """transformers' GenerationConfig.from_model_config over a folder's config.json, which
-    from_pretrained uses when the folder has no generation_config.json: the generation settings
-    config.json holds (its stop and pad ids, and what older checkpoints keep there: max_length,
-    repetition_penalty, ...), the outer config's over its decoder's (text_config). BLIP-2's
-    language model keeps only its text config's ids (its config class drops the rest). use_cache
-    is left out: it changes no token, and off it would decode by recomputation."""
-    if not getattr(model, "reads_generation_file", True):
-        return config_ids(model)
-    config, text = _outer_and_text(model)
+def config_defaults(model, folder: str) -> Optional[Dict[str, Any]]:
+    """transformers' GenerationConfig.from_model_config over a folder's own config.json (not a
+    config= given to from_pretrained, nor its overrides), which from_pretrained uses when the
+    folder has no generation_config.json: the generation settings config.json holds (its stop and
+    pad ids, and what older checkpoints keep there: max_length, repetition_penalty, ...), the
+    outer config's over its decoder's (text_config). None without a config.json, and for BLIP-2,
+    whose language model keeps only its text config's ids (its config class drops the rest).
+    use_cache is left out: it changes no token, and off it would decode by recomputation."""
+    path = os.path.join(folder, "config.json")
+    if not getattr(model, "reads_generation_file", True) or not os.path.isfile(path):
+        return None
+    raw = read_json(path, "a model config")
+    config, text = _outer_and_text(model, raw if isinstance(raw, dict) else {})
     wanted = (set(KEYS) | set(UNAPPLIED)) - {"use_cache"}
     raw = {k: v for k, v in config.items() if k in wanted and v is not None}
     raw.update({k: v for k, v in text.items() if k in wanted and v is not None and k not in raw})

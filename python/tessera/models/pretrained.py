@@ -254,7 +254,7 @@ class PreTrainedModel(nn.Module):
             if model.reads_generation_file:
                 model.generation_defaults = defaults
                 if defaults is None:  # transformers derives them from config.json (from_model_config)
-                    model.config_generation = config_defaults(model)
+                    model.config_generation = config_defaults(model, folder)
             else:
                 unread(model, folder, defaults)
         device = device if device is not None else default if default.type != "cpu" else None
@@ -323,10 +323,15 @@ class PreTrainedModel(nn.Module):
             # transformers' GenerationConfig.from_model_config puts them (a file without them
             # decoded past the end in transformers). A config of its own keeps its ids as they
             # are; bos, which decoder-only generation does not read, goes in either way.
+            from .generation_view import config_ids
+
             text = self.config.get("text_config") or self.config
-            for key in ("bos_token_id",) if defaults is not None else ("bos_token_id", "eos_token_id", "pad_token_id"):
-                if doc.get(key) is None and text.get(key) is not None:
-                    doc[key] = text[key]
+            ids = {"bos_token_id": self.config.get("bos_token_id", text.get("bos_token_id"))}
+            if defaults is None:  # the outer config's ids over its text config's, as transformers derives them
+                ids.update(config_ids(self))
+            for key, value in ids.items():
+                if doc.get(key) is None and value is not None:
+                    doc[key] = value
             _C.core.write_file_atomic(target, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
         elif os.path.isfile(target):
             os.remove(target)
@@ -570,6 +575,11 @@ def check_override_keys(model_class, resolved: Dict[str, Any], overrides: Option
     bad = [k for k in overrides if not isinstance(k, str)]
     if bad:
         raise ValueError(f"{where}: config keys are strings, got {bad[0]!r}")
+    settings = generation_keys_in(overrides)
+    if settings:  # transformers' from_pretrained refuses them as config keywords (a TypeError)
+        one = len(settings) == 1
+        raise ValueError(f"{where}: {', '.join(settings)} {'is a generation setting, not a model config key' if one else 'are generation settings, not model config keys'}: "
+                         "set model.generation_config.<name>, or pass it to generate")
     family = getattr(model_class, "key_family", None) or \
         getattr(getattr(model_class, "_family", None), "__name__", "").rsplit(".", 1)[-1]
     if not overrides or family not in _C.core.list_families():
@@ -580,6 +590,19 @@ def check_override_keys(model_class, resolved: Dict[str, Any], overrides: Option
         validate(family, {part: checked} if part else checked, where)
     except ValueError as e:
         raise ValueError(str(e).replace(f"{where}.{part}", where) if part else str(e)) from None
+
+
+def generation_keys_in(overrides: Dict[str, Any], prefix: str = "") -> List[str]:
+    """The generation settings among config overrides (nested ones too), less the stop, pad and
+    cache keys that model configs hold themselves."""
+    from .generation_settings import GENERATION_KEYS, UNAPPLIED
+
+    own = {"eos_token_id", "pad_token_id", "bos_token_id", "use_cache"}
+    found = [prefix + k for k in overrides if k in (set(GENERATION_KEYS) | set(UNAPPLIED)) - own]
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            found += generation_keys_in(value, f"{prefix}{key}.")
+    return found
 
 
 def merge_config(base: Dict[str, Any], overrides: Optional[Dict[str, Any]]) -> Dict[str, Any]:
