@@ -188,6 +188,11 @@ def test_without_a_generation_file_config_json_settings_apply_as_transformers_de
     ours_built.load_state_dict(hf_built.state_dict(), strict=False)
     want = hf_built.generate(ids, attention_mask=torch.ones_like(ids))
     assert want.shape[1] == 4 + 20 and torch.equal(ours_built.generate(ids), want)
+    ours_built.save_pretrained(str(tmp_path / "built"))  # transformers' config class drops them: so does the save
+    assert "max_length" not in json.loads((tmp_path / "built" / "config.json").read_text())
+    assert torch.equal(tessera.from_pretrained(str(tmp_path / "built")).generate(ids), want)
+    # A mapping of data is not a sub-config: its keys are no settings.
+    tessera.from_pretrained(str(tmp_path / "built"), config_overrides={"label2id": {"temperature": 0}})
 
 
 def test_a_stream_leaves_autograd_and_layer_hooks_to_the_callers_code(pair):

@@ -415,7 +415,7 @@ class PreTrainedModel(nn.Module):
 
     def _config_file(self, dtype: Optional[torch.dtype]) -> bytes:
         """config.json's bytes for weights of `dtype`."""
-        config = config_with_dtype(self.config, dtype)
+        config = without_generation_keys(config_with_dtype(self.config, dtype))
         config.setdefault("architectures", [self.architecture])
         config.setdefault("model_type", self.model_type)
         return (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
@@ -592,17 +592,35 @@ def check_override_keys(model_class, resolved: Dict[str, Any], overrides: Option
         raise ValueError(str(e).replace(f"{where}.{part}", where) if part else str(e)) from None
 
 
-def generation_keys_in(overrides: Dict[str, Any], prefix: str = "") -> List[str]:
-    """The generation settings among config overrides (nested ones too), less the stop, pad and
-    cache keys that model configs hold themselves."""
+def _generation_only() -> set:
+    """transformers' generation settings that are not model config keys: all of them but the stop,
+    pad and cache keys that model configs hold themselves."""
     from .generation_settings import GENERATION_KEYS, UNAPPLIED
 
-    own = {"eos_token_id", "pad_token_id", "bos_token_id", "use_cache"}
-    found = [prefix + k for k in overrides if k in (set(GENERATION_KEYS) | set(UNAPPLIED)) - own]
+    return (set(GENERATION_KEYS) | set(UNAPPLIED)) - {"eos_token_id", "pad_token_id", "bos_token_id", "use_cache"}
+
+
+def _sub_config(key: str) -> bool:
+    return key.endswith("_config") or key in ("decoder", "generator")
+
+
+def generation_keys_in(overrides: Dict[str, Any], prefix: str = "") -> List[str]:
+    """The generation settings among config overrides, its sub-configs' included (text_config's;
+    not a mapping of data such as label2id)."""
+    found = [prefix + k for k in overrides if k in _generation_only()]
     for key, value in overrides.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and _sub_config(key):
             found += generation_keys_in(value, f"{prefix}{key}.")
     return found
+
+
+def without_generation_keys(config: Dict[str, Any]) -> Dict[str, Any]:
+    """A config as config.json holds it: without generation settings, which transformers' config
+    classes drop and its save writes to generation_config.json. Kept, a model built from a dict
+    holding them (`create_model("llama-50m", max_length=12)`) generated without them but its
+    folder, reloaded, with them."""
+    return {k: without_generation_keys(v) if isinstance(v, dict) and _sub_config(k) else v
+            for k, v in config.items() if k not in _generation_only()}
 
 
 def merge_config(base: Dict[str, Any], overrides: Optional[Dict[str, Any]]) -> Dict[str, Any]:
