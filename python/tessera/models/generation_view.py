@@ -8,7 +8,7 @@ Seq2SeqTrainer's predict_with_generate)."""
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from .._warn import warn
 from ..io import read_json
@@ -71,13 +71,13 @@ def _outer_and_text(model, config: Optional[Dict[str, Any]] = None):
     return config, text
 
 
-def config_ids(model) -> Dict[str, Any]:
-    """The config's stop and pad ids, the outer config's over its decoder's: what transformers
-    derives for a model built from a config (its config class keeps no other generation key)."""
+def config_ids(model, keys=("eos_token_id", "pad_token_id")) -> Dict[str, Any]:
+    """The config's stop and pad ids (`keys`) that are set, the outer config's over its decoder's:
+    what transformers derives for a model built from a config (its config class keeps no other
+    generation key)."""
     config, text = _outer_and_text(model)
-    ids = {k: text[k] for k in ("eos_token_id", "pad_token_id") if text.get(k) is not None}
-    ids.update({k: config[k] for k in ("eos_token_id", "pad_token_id") if config.get(k) is not None})
-    return ids
+    return {k: config[k] if config.get(k) is not None else text[k] for k in keys
+            if config.get(k) is not None or text.get(k) is not None}
 
 
 def config_defaults(model, folder: str) -> Optional[Dict[str, Any]]:
@@ -97,6 +97,15 @@ def config_defaults(model, folder: str) -> Optional[Dict[str, Any]]:
     raw = {k: v for k, v in config.items() if k in wanted and v is not None}
     raw.update({k: v for k, v in text.items() if k in wanted and v is not None and k not in raw})
     return checked_defaults(raw, "config.json (the folder has no generation_config.json)")
+
+
+def stops_in_vocabulary(stops: List[int], vocab_size: Optional[int]) -> List[int]:
+    """Stop ids past the vocabulary are never made: transformers stops at the others. They are
+    left out when the first (the pad id's source) is a token; else the list stays, and generate
+    names the bad id."""
+    if vocab_size is None or not stops or not 0 <= stops[0] < vocab_size:
+        return stops
+    return [i for i in stops if i < vocab_size]
 
 
 def unread(model, folder: str, defaults: Optional[dict]) -> None:
@@ -187,13 +196,10 @@ def checked_defaults(raw: Dict[str, Any], path: str, vocab_size: Optional[int] =
             else:
                 generation_config({key: value}, "generate")
             ids = token_ids(key, value)
-            if key == "eos_token_id" and isinstance(value, list) and vocab_size is not None and \
-                    ids and 0 <= ids[0] < vocab_size <= max(ids):
-                # transformers stops at the others (the rest are never made): they stay, the
-                # first among them (the pad id when none is set)
+            if key == "eos_token_id" and isinstance(value, list) and stops_in_vocabulary(ids, vocab_size) != ids:
                 warn(f"{path}: eos_token_id {[i for i in ids if i >= vocab_size]} left out (not tokens of the model, "
                      f"vocab_size {vocab_size})")
-                value = ids = [i for i in ids if i < vocab_size]
+                value = ids = stops_in_vocabulary(ids, vocab_size)
             if ids and vocab_size is not None and max(ids) >= vocab_size:  # every generate would fail on it
                 raise ValueError(f"{max(ids)} is not a token of the model (vocab_size {vocab_size})")
         except (TypeError, ValueError) as e:

@@ -20,7 +20,7 @@ from . import own_processors, stop_rules, token_rules
 from .family import FamilyModel
 from .generation_output import FLAGS as OUTPUT_FLAG_KEYS
 from .generation_output import apply_flags, compute_transition_scores, generation_output, pop_flags
-from .generation_view import effective_defaults
+from .generation_view import effective_defaults, stops_in_vocabulary
 from .generation_settings import (GENERATION_FILE, SAMPLING_ONLY, UNAPPLIED, GenerationConfig, check_length,
                                   generation_config, id_list, no_op_arguments, passed_config)
 from .loss_kwargs import over_items
@@ -290,7 +290,6 @@ def _stop_and_pad_ids(model, o, config, given: dict) -> None:
     elif "pad_token_id" in given or from_file:
         stops = o.eos_token_ids if o.eos_token_ids is not None else _config_stop_ids(model)
         o.pad_token_id = stops[0] if stops else -1
-        o._no_pad = not stops  # nor is the prompt's padding read from the config's pad id
 
 
 def _settings_file(model) -> str:
@@ -299,13 +298,8 @@ def _settings_file(model) -> str:
 
 
 def _in_vocabulary(model, stops: list) -> list:
-    """Stop ids past the vocabulary are never made: transformers stops at the others. They are
-    left out when the first (the pad id's source) is a token; else C++ names the bad id."""
     embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    vocab = getattr(embeddings, "num_embeddings", None)
-    if vocab is None or not stops or not 0 <= stops[0] < vocab:
-        return stops
-    return [i for i in stops if i < vocab]
+    return stops_in_vocabulary(stops, getattr(embeddings, "num_embeddings", None))
 
 
 def _config_stop_ids(model) -> list:
@@ -344,17 +338,13 @@ def _stand_in_ids(input_ids: Optional[torch.Tensor], inputs_embeds: Optional[tor
 
 def prompt_mask(model, input_ids: Optional[torch.Tensor], attention_mask: Optional[torch.Tensor],
                 options) -> Optional[torch.Tensor]:
-    """transformers' mask for a prompt given without one: where the pad id (the call's, else
-    generation_config.json's, else without that file the config's) occurs and is no stop id, those
-    positions are padding; else every position is real. Generation attended to a left-padded
-    batch's pads, silently."""
+    """transformers' mask for a prompt given without one: where the pad id (the call's, else the
+    model's generation config's: generation_config.json's, else without that file the config's)
+    occurs and is no stop id, those positions are padding; else every position is real.
+    Generation attended to a left-padded batch's pads, silently."""
     if attention_mask is not None or input_ids is None:
         return attention_mask
-    text = model.config.get("text_config", model.config)
     pad = options.pad_token_id
-    if pad < 0 and getattr(model, "generation_defaults", None) is None and not getattr(options, "_no_pad", False):
-        # no generation_config.json: transformers derives one from the config (from_model_config)
-        pad = -1 if text.get("pad_token_id") is None else int(text["pad_token_id"])
     if pad < 0:
         return None
     stops = options.eos_token_ids if options.eos_token_ids is not None else _config_stop_ids(model)

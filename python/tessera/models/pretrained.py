@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .. import _C
-from ..io import is_regular_file, read_json
+from ..io import read_json
 from .config import ModelConfig
 from .dtypes import DType, config_with_dtype, load_dtype
 from .outputs import as_tuple
@@ -247,16 +247,9 @@ class PreTrainedModel(nn.Module):
             warn(f"{e}; the model's family's statistics stand in")
             model.preprocessing = None
         if callable(getattr(model, "generate", None)):  # a causal LM reads its generation defaults too
-            from .generation_view import config_defaults, read_generation_defaults, unread
+            from .generation_file import read_generation
 
-            embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-            defaults = read_generation_defaults(folder, getattr(embeddings, "num_embeddings", None))
-            if model.reads_generation_file:
-                model.generation_defaults = defaults
-                if defaults is None:  # transformers derives them from config.json (from_model_config)
-                    model.config_generation = config_defaults(model, folder)
-            else:
-                unread(model, folder, defaults)
+            read_generation(model, folder)
         device = device if device is not None else default if default.type != "cpu" else None
         if device is not None:  # device_map naming one device, or the default device
             model.to(device)
@@ -299,42 +292,9 @@ class PreTrainedModel(nn.Module):
         return sub, model_type
 
     def _write_generation_config(self, path: str) -> None:
-        """generation_config.json beside the model: the file already there keeps its other keys
-        (HF's max_length, bos_token_id, ...), generate's keys are the model's defaults, so a model
-        without defaults never reloads another's; a file left with nothing is removed."""
-        from .generation_settings import GENERATION_FILE, GENERATION_KEYS, UNAPPLIED
+        from .generation_file import write_generation_config
 
-        target = os.path.join(path, GENERATION_FILE)
-        existing: Dict[str, Any] = {}
-        if is_regular_file(target, "a generation config"):
-            try:
-                with open(target, encoding="utf-8") as f:
-                    existing = json.load(f)
-            except (OSError, ValueError):
-                existing = {}
-        ours = set(GENERATION_KEYS) | set(UNAPPLIED)
-        doc = {k: v for k, v in (existing if isinstance(existing, dict) else {}).items() if k not in ours}
-        defaults = getattr(self, "generation_defaults", None) if self.reads_generation_file else None
-        # without a config of its own: what it generates with, config.json's settings included
-        doc.update(defaults if defaults is not None else getattr(self, "config_generation", None) or {})
-        if doc or defaults is not None:  # an empty config of its own too: it has no stop ids
-            # Once the file exists transformers reads its stop ids there alone. Without a
-            # generation config of its own the model stops at the config's: they go in, as
-            # transformers' GenerationConfig.from_model_config puts them (a file without them
-            # decoded past the end in transformers). A config of its own keeps its ids as they
-            # are; bos, which decoder-only generation does not read, goes in either way.
-            from .generation_view import config_ids
-
-            text = self.config.get("text_config") or self.config
-            ids = {"bos_token_id": self.config.get("bos_token_id", text.get("bos_token_id"))}
-            if defaults is None:  # the outer config's ids over its text config's, as transformers derives them
-                ids.update(config_ids(self))
-            for key, value in ids.items():
-                if doc.get(key) is None and value is not None:
-                    doc[key] = value
-            _C.core.write_file_atomic(target, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
-        elif os.path.isfile(target):
-            os.remove(target)
+        write_generation_config(self, path)
 
     def transformers_difference(self) -> Optional[str]:
         """Why transformers' class of this architecture would compute otherwise with the folder
@@ -415,6 +375,8 @@ class PreTrainedModel(nn.Module):
 
     def _config_file(self, dtype: Optional[torch.dtype]) -> bytes:
         """config.json's bytes for weights of `dtype`."""
+        from .generation_file import without_generation_keys
+
         config = without_generation_keys(config_with_dtype(self.config, dtype))
         config.setdefault("architectures", [self.architecture])
         config.setdefault("model_type", self.model_type)
@@ -575,6 +537,8 @@ def check_override_keys(model_class, resolved: Dict[str, Any], overrides: Option
     bad = [k for k in overrides if not isinstance(k, str)]
     if bad:
         raise ValueError(f"{where}: config keys are strings, got {bad[0]!r}")
+    from .generation_file import generation_keys_in
+
     settings = generation_keys_in(overrides)
     if settings:  # transformers' from_pretrained refuses them as config keywords (a TypeError)
         one = len(settings) == 1
@@ -590,37 +554,6 @@ def check_override_keys(model_class, resolved: Dict[str, Any], overrides: Option
         validate(family, {part: checked} if part else checked, where)
     except ValueError as e:
         raise ValueError(str(e).replace(f"{where}.{part}", where) if part else str(e)) from None
-
-
-def _generation_only() -> set:
-    """transformers' generation settings that are not model config keys: all of them but the stop,
-    pad and cache keys that model configs hold themselves."""
-    from .generation_settings import GENERATION_KEYS, UNAPPLIED
-
-    return (set(GENERATION_KEYS) | set(UNAPPLIED)) - {"eos_token_id", "pad_token_id", "bos_token_id", "use_cache"}
-
-
-def _sub_config(key: str) -> bool:
-    return key.endswith("_config") or key in ("decoder", "generator")
-
-
-def generation_keys_in(overrides: Dict[str, Any], prefix: str = "") -> List[str]:
-    """The generation settings among config overrides, its sub-configs' included (text_config's;
-    not a mapping of data such as label2id)."""
-    found = [prefix + k for k in overrides if k in _generation_only()]
-    for key, value in overrides.items():
-        if isinstance(value, dict) and _sub_config(key):
-            found += generation_keys_in(value, f"{prefix}{key}.")
-    return found
-
-
-def without_generation_keys(config: Dict[str, Any]) -> Dict[str, Any]:
-    """A config as config.json holds it: without generation settings, which transformers' config
-    classes drop and its save writes to generation_config.json. Kept, a model built from a dict
-    holding them (`create_model("llama-50m", max_length=12)`) generated without them but its
-    folder, reloaded, with them."""
-    return {k: without_generation_keys(v) if isinstance(v, dict) and _sub_config(k) else v
-            for k, v in config.items() if k not in _generation_only()}
 
 
 def merge_config(base: Dict[str, Any], overrides: Optional[Dict[str, Any]]) -> Dict[str, Any]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import time
 from typing import Callable, List, Sequence
 
@@ -31,9 +30,7 @@ def criteria(config, tokenizer, caller: str) -> List[Callable]:
     return made
 
 
-def max_time_criterion(seconds) -> Callable:
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"max_time must be a number of seconds >= 0, got {seconds!r}")
+def max_time_criterion(seconds: float) -> Callable:
     start = time.time()
 
     def over(ids: torch.Tensor, _scores) -> torch.Tensor:
@@ -42,14 +39,12 @@ def max_time_criterion(seconds) -> Callable:
 
 
 def stop_string_criterion(stop_strings, tokenizer, caller: str) -> Callable:
-    strings = [stop_strings] if isinstance(stop_strings, str) else stop_strings
-    if not isinstance(strings, (list, tuple)) or not strings or not all(isinstance(s, str) for s in strings):
-        raise ValueError(f"{caller}(): stop_strings must be a string or a non-empty list of them, got {stop_strings!r}")
+    """Checked as a setting already (GenerationConfig.validate): a string or a non-empty list."""
+    strings = [stop_strings] if isinstance(stop_strings, str) else list(stop_strings)
     if tokenizer is None:
-        raise ValueError(f"{caller}(): stop_strings {list(strings)!r} need the model's tokenizer: pass it as "
+        raise ValueError(f"{caller}(): stop_strings {strings!r} need the model's tokenizer: pass it as "
                          "tokenizer= (tessera's or transformers'), as transformers' generate asks")
     texts, stops = token_texts(tokenizer), [s.encode("utf-8") for s in strings]
-
     window = max(1, *(len(s) for s in stops))  # tokens looked back at: one per byte at most, as transformers
 
     def ended(ids: torch.Tensor, _scores) -> torch.Tensor:
