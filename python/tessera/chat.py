@@ -227,11 +227,14 @@ def stop_ids(template: ConversationTemplate, tokenizer) -> List[int]:
 
 def answer_stops(template: Optional[ConversationTemplate], tokenizer, model) -> Tuple[List[int], Set[int]]:
     """(the ids that end a generated answer, those cut before rather than kept): the template's
-    (`stop_ids`; eos without a template) and the model's generation_config.json's `eos_token_id`,
-    which chat and evaluation would otherwise replace by passing their own. eos and the file's
+    (`stop_ids`; eos without a template) and those generate would stop at by itself (the model's
+    generation_config.json's `eos_token_id`, else the one transformers derives from config.json),
+    which chat and evaluation would otherwise replace by passing their own. eos and the model's
     own ids are cut; a template's other stops stay for `cut_answer`."""
+    from .models.generation_view import effective_defaults
+
     own = stop_ids(template, tokenizer) if template else [tokenizer.eos_id]
-    eos = (getattr(model, "generation_defaults", None) or {}).get("eos_token_id")
+    eos = effective_defaults(model).get("eos_token_id")
     extra = [int(i) for i in (eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
              if int(i) not in own]
     return own + extra, {tokenizer.eos_id, *extra}

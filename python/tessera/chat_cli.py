@@ -44,6 +44,7 @@ def _ask(conversation: List[Dict], question: str, args, model, template, tokeniz
 
 def run_chat(args) -> int:
     from .chat import answer_stops, cut_answer, load_template, run_template
+    from .models.generation_view import effective_defaults
     from .factory import from_pretrained
     from .text import SentencePieceTokenizer
     from .train.checkpoint import resolve_checkpoint
@@ -74,8 +75,8 @@ def run_chat(args) -> int:
     conversation: List[Dict[str, str]] = []
     special = set(tokenizer.special_tokens.values())  # <image>: never text of an answer
     stops, ends = answer_stops(template, tokenizer, model)  # eos, `plain`'s newline, the run's file's
-    if args.max_new_tokens is None:  # the run's generation_config.json, else 64
-        args.max_new_tokens = int((getattr(model, "generation_defaults", None) or {}).get("max_new_tokens") or 64)
+    if args.max_new_tokens is None:  # the model's generation settings (its file's, else config.json's), else 64
+        args.max_new_tokens = int(effective_defaults(model).get("max_new_tokens") or 64)
     for turn, question in enumerate(questions, 1):
         if isinstance(question, UnicodeDecodeError):
             print(f"question {turn}: not UTF-8 text ({question.reason}); ask again", file=sys.stderr)
