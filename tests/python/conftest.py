@@ -2,6 +2,7 @@
 thread count."""
 import os
 import pathlib
+import tempfile
 
 import pytest
 import torch
@@ -11,6 +12,21 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 def _shared_dir() -> pathlib.Path:
     return pathlib.Path(os.environ.get("TESSERA_SHARED_DIR", ROOT.parent / "shared")).resolve()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def temporary_files_under_pytest(tmp_path_factory):
+    """tempfile's files, and those of the subprocesses (torchrun's torchelastic_* logs), go under
+    pytest's own folder, which keeps the last three runs: in /tmp each run left hundreds."""
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(tmp_path_factory.mktemp("tmp"))
+    tempfile.tempdir = None  # read TMPDIR again
+    yield
+    if before is None:
+        os.environ.pop("TMPDIR")
+    else:
+        os.environ["TMPDIR"] = before
+    tempfile.tempdir = None
 
 
 @pytest.fixture(scope="session")
