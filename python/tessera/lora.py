@@ -48,6 +48,18 @@ def _in_modules(name: str, modules: Sequence[str]) -> bool:
     return any(path == m or path.startswith(m + ".") or f".{m}." in f".{path}." for m in modules)
 
 
+def _refuse_second_adapter(model, where: str) -> None:
+    """One adapter config per model: a second call kept its r and alpha for every layer, so the
+    first call's layers were saved and merged at the wrong scale (or at a shape no one loads)."""
+    adapted = sorted(p for p, node in _linear_nodes(model).items() if ".lora_" not in p and hasattr(node, "lora_A"))
+    if adapted or getattr(model, "lora_config", None) is not None:
+        cfg = getattr(model, "lora_config", None) or {}
+        raise ValueError(f"{where}: the model has LoRA adapters already ({', '.join(adapted[:3])}"
+                         f"{', ...' if len(adapted) > 3 else ''}; r={cfg.get('r')}, lora_alpha={cfg.get('lora_alpha')}): "
+                         "one adapter config per model; list every target in one apply_lora call, or start from "
+                         "the model without adapters")
+
+
 def apply_lora(model, target_modules: Union[str, Sequence[str]], r: int = 8, lora_alpha: float = 8.0,
                lora_dropout: float = 0.0, use_rslora: bool = False, freeze_base: bool = True,
                modules_to_save: Sequence[str] = (), every_target_matches: bool = True) -> List[str]:
@@ -60,6 +72,7 @@ def apply_lora(model, target_modules: Union[str, Sequence[str]], r: int = 8, lor
         modules_to_save = [modules_to_save]
     modules_to_save = check_value(List[str], list(modules_to_save), "apply_lora(): modules_to_save")
     r, lora_alpha, lora_dropout, use_rslora = checked.r, checked.lora_alpha, checked.lora_dropout, checked.use_rslora
+    _refuse_second_adapter(model, "apply_lora()")
     meta = next((n for n, p in model.named_parameters() if p.is_meta), None)
     if meta is not None:  # the adapters would be made on the CPU beside meta weights, uninitialised after to_empty
         raise ValueError(f"apply_lora(): {meta} is on the meta device; materialise the model and initialise or load "
@@ -288,6 +301,7 @@ def load_adapter(model, path: str) -> List[str]:
     key layout the model's key aliases know). Everything is checked before the model changes: a
     refused adapter leaves it as it was."""
     config_path, weights_path = os.path.join(path, CONFIG), os.path.join(path, WEIGHTS)
+    _refuse_second_adapter(model, f"load_adapter({path})")
     if not os.path.isfile(config_path):
         raise FileNotFoundError(f"{path}: no {CONFIG} (not a PEFT adapter folder)")
     config = read_adapter_config(config_path)

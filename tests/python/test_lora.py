@@ -259,6 +259,36 @@ def test_a_refused_adapter_leaves_the_model_as_it_was(tmp_path):
     torch.testing.assert_close(model(ids).logits, source(ids).logits, rtol=0, atol=0)
 
 
+def test_a_second_adapter_config_is_refused_before_the_model_changes(tmp_path):
+    """A second apply_lora kept its r and alpha as the model's for every layer: the first call's
+    layers were saved and merged at the second's scale (logits off by 0.2, no error), or at an r
+    their tensors lack (a folder neither tessera nor peft loads). A refused call added adapters
+    to the layers it reached first, which no parameter list showed, and a load onto an adapted
+    model did the same."""
+    torch.manual_seed(0)
+    model = tessera.LlamaForCausalLM(LLAMA)
+    lora.apply_lora(model, ["q_proj"], r=4, lora_alpha=4)
+    _randomize_adapters(model)
+    lora.save_adapter(model, str(tmp_path / "q"))
+    names, ids = [n for n, _ in model.named_parameters()], torch.randint(0, 60, (2, 7))
+    logits, config = model(ids).logits, dict(model.lora_config)
+    for second in (lambda: lora.apply_lora(model, ["v_proj"], r=4, lora_alpha=32),
+                   lambda: lora.apply_lora(model, ["k_proj", "q_proj"], r=2),
+                   lambda: lora.load_adapter(model, str(tmp_path / "q"))):
+        with pytest.raises(ValueError, match=r"the model has LoRA adapters already \(model\.layers\.0\.self_attn\."
+                                             r"q_proj.*r=4, lora_alpha=4"):
+            second()
+        assert [n for n, _ in model.named_parameters()] == names and model.lora_config == config
+    torch.testing.assert_close(model(ids).logits, logits, rtol=0, atol=0)
+    merged = tessera.LlamaForCausalLM(LLAMA)  # what the run saves merges at the adapter's own scale
+    merged.load_state_dict(lora.merged_state_dict(model, model.state_dict()))
+    torch.testing.assert_close(merged(ids).logits, logits, rtol=1e-5, atol=1e-5)
+    fresh = tessera.LlamaForCausalLM(LLAMA)  # no adapter hides in the C++ layers: a model without one takes it
+    fresh.load_state_dict({k: v for k, v in model.state_dict().items() if ".lora_" not in k})
+    lora.load_adapter(fresh, str(tmp_path / "q"))
+    torch.testing.assert_close(fresh(ids).logits, logits, rtol=0, atol=0)
+
+
 def _peft_adapter(tmp_path, fixture, name, convert=False, **config):
     """An adapter trained (B moved off its start) and saved by peft on transformers' LLaMA."""
     torch.manual_seed(0)
