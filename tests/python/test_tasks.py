@@ -214,6 +214,25 @@ def test_yaml_reads_exponents_as_numbers_and_refuses_a_key_given_twice(tmp_path)
     assert load_recipe(str(recipe)).optim.lr == 0.5
 
 
+def test_aliases_that_would_expand_a_recipe_without_end_are_refused(tmp_path):
+    """Nested aliases (400 bytes, "billion laughs") loaded in milliseconds, then stalled the run for
+    hours as the recipe was written out, each alias copied; one naming its own node never ended.
+    Aliases as recipes use them (a shared section, a merge) still read."""
+    from tessera.train import load_recipe
+    from tessera.train.config import recipe_to_dict
+
+    recipe, head = tmp_path / "r.yaml", "task: clip\nmodel:\n  config:\n    a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
+    recipe.write_text(head + "".join(f"    a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 9)))
+    with pytest.raises(ValueError, match=r"r.yaml: invalid YAML: its aliases expand it past 200000 values"):
+        load_recipe(str(recipe))
+    recipe.write_text("task: clip\nmodel:\n  config: &c {a: [1, *c]}\n")
+    with pytest.raises(ValueError, match=r"an alias refers to the node that holds it"):
+        load_recipe(str(recipe))
+    recipe.write_text(head + "    a1: &a1 [*a0, *a0]\n    a2: {<<: {b: *a1}, c: *a1}\n")
+    config = recipe_to_dict(load_recipe(str(recipe)))["model"]["config"]
+    assert config["a2"] == {"b": [["x"] * 10] * 2, "c": [["x"] * 10] * 2}
+
+
 def test_recipes_read_yaml_12_scalars_and_name_what_they_cannot_read(tmp_path):
     """YAML 1.1 (PyYAML) read 010 as 8, 1:30 as 90 and yes/on as true, took -.5 for text and failed
     on `._`; a --set value that was not YAML, an empty file or a numeric section ended in a traceback."""
