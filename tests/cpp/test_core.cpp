@@ -100,6 +100,15 @@ TEST(Safetensors, RejectsMalformedFiles) {
   expect_error(write_raw("trailing.safetensors", f32, 16), "trailing");
   expect_error(write_raw("negshape.safetensors", R"({"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", 8),
                "negative");
+  // A repeated key at any level: which one counts would depend on the reader.
+  expect_error(write_raw("twice.safetensors", R"({"a":{"dtype":"F32","shape":[2],"shape":[1],"data_offsets":[0,8]}})",
+                         8),
+               "key 'shape' is given twice");
+  expect_error(write_raw("twicename.safetensors",
+                         R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                         R"("a":{"dtype":"I32","shape":[2],"data_offsets":[0,8]}})",
+                         8),
+               "key 'a' is given twice");
   EXPECT_THROW(load_safetensors(temp_path("does_not_exist.safetensors")), c10::Error);
 }
 

@@ -95,6 +95,26 @@ def test_safetensors_package_file_read_by_tessera(tmp_path):
     assert meta == {"format": "pt", "x": "1"}
 
 
+@pytest.mark.parametrize("header, reference_refuses", [
+    ('{"w":{"dtype":"F32","shape":[2],"shape":[1],"data_offsets":[0,8]}}', True),
+    ('{"__metadata__":{"a":"1"},"__metadata__":{"a":"2"},"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}', True),
+    ('{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"w":{"dtype":"I32","shape":[2],"data_offsets":[0,8]}}',
+     False),
+], ids=["field", "metadata", "tensor"])
+def test_a_key_given_twice_in_the_header_is_refused(tmp_path, header, reference_refuses):
+    """tessera kept the last of a repeated key where the reference refuses a repeated field; two
+    tensors of one name, which the reference reads as its last, tessera refuses too: tools that
+    keep the first read another tensor."""
+    path = tmp_path / "twice.safetensors"
+    data = header.encode()
+    path.write_bytes(struct.pack("<Q", len(data)) + data + bytes(8))
+    if reference_refuses:
+        with pytest.raises(Exception, match="duplicate field"):
+            st_torch.load_file(str(path))
+    with pytest.raises(ValueError, match=r"twice.safetensors: key '(shape|__metadata__|w)' is given twice"):
+        _C.core.load_safetensors(str(path))
+
+
 def test_bytes_equal_reference_serialisation(tmp_path):
     """Independent writers, same tensors: each reads the other's bytes to identical tensors, and
     tessera's data buffer holds exactly the tensors' bytes in header order."""

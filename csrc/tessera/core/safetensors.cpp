@@ -129,6 +129,25 @@ Entry parse_entry(const std::string& name, const nlohmann::json& info, const std
   return e;
 }
 
+// The header's JSON, refusing a key given twice in one object: nlohmann keeps the last, where the
+// reference reader refuses a repeated field (shape, __metadata__), and a repeated tensor name is
+// read as one tensor here and as another by a tool that keeps the first.
+nlohmann::json parse_header(const unsigned char* begin, const unsigned char* end, const std::string& path) {
+  using Event = nlohmann::json::parse_event_t;
+  std::vector<std::set<std::string>> open;
+  auto refuse_repeats = [&](int, Event event, nlohmann::json& parsed) {
+    if (event == Event::object_start) open.emplace_back();
+    if (event == Event::object_end && !open.empty()) open.pop_back();
+    if (event == Event::key && !open.empty()) {
+      const auto& key = parsed.get_ref<const std::string&>();
+      TORCH_CHECK_VALUE(open.back().insert(key).second, "safetensors file ", path, ": key '", key.substr(0, 200),
+                        "' is given twice in one object of the header (readers would disagree on which counts)");
+    }
+    return true;
+  };
+  return nlohmann::json::parse(begin, end, refuse_repeats, false);
+}
+
 // Parses `size` bytes at `bytes` (a file mapping or a string); every tensor co-owns `owner`.
 TensorDict parse_buffer(unsigned char* bytes, size_t size, const std::shared_ptr<void>& owner,
                         const std::string& path, Metadata* metadata) {
@@ -139,7 +158,7 @@ TensorDict parse_buffer(unsigned char* bytes, size_t size, const std::shared_ptr
                     header_len, " exceeds the ", kMaxHeaderBytes, "-byte limit (corrupt file?)");
   TORCH_CHECK_VALUE(8 + header_len <= size, "safetensors file ", path, " is truncated: header of ",
                     header_len, " bytes but the file has ", size, " bytes");
-  nlohmann::json header = nlohmann::json::parse(bytes + 8, bytes + 8 + header_len, nullptr, false);
+  nlohmann::json header = parse_header(bytes + 8, bytes + 8 + header_len, path);
   TORCH_CHECK_VALUE(!header.is_discarded(), "safetensors file ", path, ": header is not valid JSON");
   TORCH_CHECK_VALUE(header.is_object(), "safetensors file ", path, ": header is not a JSON object");
 
