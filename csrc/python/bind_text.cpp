@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "tessera/text/clip_tokenizer.h"
+#include "tessera/core/regular_file.h"
 #include "tessera/text/sentencepiece_tokenizer.h"
 #include "tessera/text/sentencepiece_trainer.h"
 #include "tessera/text/wordpiece_tokenizer.h"
@@ -39,6 +40,7 @@ namespace {
 }
 
 void require_file(const std::string& path, const char* what) {
+  tessera::core::require_regular_file(path, what);  // before the probe: opening a FIFO blocks
   if (!std::ifstream(path, std::ios::binary).good())
     raise_file_not_found(std::string(what) + " not found", path);
 }

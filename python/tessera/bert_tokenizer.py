@@ -5,6 +5,7 @@ tokenizer in ``tessera._C.text`` (csrc/tessera/text/wordpiece_tokenizer.h). Also
 from __future__ import annotations
 
 import json
+from .io import is_regular_file
 import operator
 import os
 from pathlib import Path
@@ -124,15 +125,15 @@ class BertTokenizer:
         ``kwargs`` override the file's values. Nothing is downloaded."""
         folder = Path(folder).expanduser()
         vocab = folder / "vocab.txt"
-        if not vocab.is_file() and (folder / "tokenizer.json").is_file():
+        if not is_regular_file(vocab) and is_regular_file(folder / "tokenizer.json"):
             vocab = folder / "tokenizer.json"  # transformers 5 saves no vocab.txt
-        if not vocab.is_file():
+        if not is_regular_file(vocab):
             raise ValueError(f"BertTokenizer.from_pretrained: {folder} holds neither vocab.txt nor tokenizer.json "
                              f"(a BERT tokenizer folder holds one of them and tokenizer_config.json; nothing is "
                              f"downloaded)")
         config: Dict[str, Any] = {}
         path = folder / "tokenizer_config.json"
-        if path.is_file():
+        if is_regular_file(path):
             try:
                 config = json.loads(path.read_text(encoding="utf-8"))
             except (ValueError, UnicodeDecodeError) as e:

@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
-from .io import read_json
+from .io import is_regular_file, read_json
 from .bounded_encoding import encode_at_most
 from .schema import from_mapping
 from ._warn import warn
@@ -59,7 +59,7 @@ def list_templates() -> List[str]:
 def load_template(name_or_path: str) -> ConversationTemplate:
     """A shipped template by name, or a JSON file with the same fields (data, never code)."""
     path = name_or_path if name_or_path.endswith(".json") else os.path.join(_DIR, f"{name_or_path}.json")
-    if not os.path.isfile(path):
+    if not is_regular_file(path):
         raise ValueError(f"unknown conversation template {name_or_path!r} (shipped: {', '.join(list_templates())}; "
                          "or give a .json file)")
     return from_mapping(ConversationTemplate, read_json(path, "a conversation template"), path)

@@ -8,6 +8,7 @@ import sys
 from typing import List, Optional
 
 from .cli_types import memory_size, non_negative_float, non_negative_int, positive_int
+from .io import is_regular_file
 
 
 def _train(args) -> int:
@@ -83,7 +84,7 @@ def _eval(args) -> int:
         from .train.checkpoint import resolve_checkpoint
 
         args.recipe = os.path.join(resolve_checkpoint(args.checkpoint, "eval checkpoint"), "recipe.json")
-        if not os.path.isfile(args.recipe):
+        if not is_regular_file(args.recipe):
             raise ValueError(f"{args.checkpoint}: no recipe.json beside the weights (not a tessera training "
                              "checkpoint): give --recipe (its task, data and eval sections), or --probe")
     split_file = args.retrieval if isinstance(args.retrieval, str) else None

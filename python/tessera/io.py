@@ -37,7 +37,7 @@ def read_text(path: Union[str, os.PathLike], what: str = "a text file") -> str:
     """A UTF-8 file's text; a missing file, a folder or bytes that are not UTF-8 are errors that
     name the file and, for bad bytes, their offset."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not is_regular_file(path, what):
         raise FileNotFoundError(f"{path}: not found ({what} was expected here)")
     with open(path, "rb") as f:
         raw = f.read()

@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from . import _C
-from .io import read_json
+from .io import is_regular_file, read_json
 from .models.weights import apply_key_aliases, check_saveable
 from .schema import check_value, from_mapping, require
 
@@ -302,10 +302,10 @@ def load_adapter(model, path: str) -> List[str]:
     refused adapter leaves it as it was."""
     config_path, weights_path = os.path.join(path, CONFIG), os.path.join(path, WEIGHTS)
     _refuse_second_adapter(model, f"load_adapter({path})")
-    if not os.path.isfile(config_path):
+    if not is_regular_file(config_path):
         raise FileNotFoundError(f"{path}: no {CONFIG} (not a PEFT adapter folder)")
     config = read_adapter_config(config_path)
-    if not os.path.isfile(weights_path):
+    if not is_regular_file(weights_path):
         raise FileNotFoundError(f"{path}: no {WEIGHTS}")
     saved = [_aliased_module(model, m) for m in config.modules_to_save or []]
     raw, _ = _C.core.load_safetensors(weights_path)

@@ -15,6 +15,7 @@ repair of mojibake such as ``"cafÃ©"``).
 from __future__ import annotations
 
 import errno
+from .io import is_regular_file
 import functools
 import importlib.util
 import operator
@@ -60,7 +61,7 @@ def default_clip_bpe_path() -> Path:
     env = os.environ.get(CLIP_BPE_ENV)
     if env:
         path = Path(env).expanduser()
-        if not path.is_file():
+        if not is_regular_file(path):
             raise _missing(path, f"${CLIP_BPE_ENV} points to a file that does not exist")
         return path
     shipped = Path(__file__).parent / "assets" / CLIP_BPE_FILENAME
@@ -146,7 +147,7 @@ class ClipTokenizer:
         context_length: int = DEFAULT_CONTEXT_LENGTH,
     ):
         path = Path(vocab_path).expanduser() if vocab_path is not None else default_clip_bpe_path()
-        if not path.is_file():
+        if not is_regular_file(path):
             raise _missing(path, "CLIP BPE merges file not found")
         self.vocab_path = path
         self.context_length = context_length
@@ -231,9 +232,9 @@ class SentencePieceTokenizer:
     def __init__(self, model_path: Union[str, os.PathLike], special_tokens: Sequence[str] = ()):
         path = Path(model_path).expanduser()
         if path.is_dir():  # a LLaMA or LLaVA folder: its tokenizer.model, else transformers 5's tokenizer.json
-            path = next((path / n for n in ("tokenizer.model", "tokenizer.json") if (path / n).is_file()),
+            path = next((path / n for n in ("tokenizer.model", "tokenizer.json") if is_regular_file(path / n)),
                         path / "tokenizer.model")
-        if not path.is_file():
+        if not is_regular_file(path):
             raise FileNotFoundError(errno.ENOENT, "SentencePiece model file not found (nor tokenizer.json beside it)"
                                     if path.name == "tokenizer.model" else "SentencePiece model file not found",
                                     str(path))

@@ -388,7 +388,7 @@ def test_command_line_values_are_named(fixture_dir, shared_dir, tmp_path, capsys
         assert main(["eval", str(fixture_dir("clip")), "--recipe", recipe, *extra]) == 2
         assert message in capsys.readouterr().err
     (tmp_path / "latin1.yaml").write_bytes(b"task: clip # caf\xe9\n")
-    for path, message in ((tmp_path, "not found"), (tmp_path / "latin1.yaml", "not UTF-8")):
+    for path, message in ((tmp_path, "not a regular file \\(a folder"), (tmp_path / "latin1.yaml", "not UTF-8")):
         with pytest.raises((ValueError, FileNotFoundError), match=message):
             load_recipe(str(path))
     with pytest.raises(ValueError, match="must look like section.key=value"):

@@ -1,5 +1,6 @@
 // Atomic file replacement (POSIX rename semantics), as used for checkpoints and configs.
 #include "tessera/core/atomic_file.h"
+#include "tessera/core/regular_file.h"
 
 #include <c10/util/Exception.h>
 #include <fcntl.h>
@@ -68,6 +69,7 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
 }
 
 std::string read_file(const std::string& path) {
+  require_regular_file(path, "a file to read");
   std::ifstream in(path, std::ios::binary);
   TORCH_CHECK(in.good(), "cannot open ", path, ": ", os_error());
   std::ostringstream ss;

@@ -1,5 +1,6 @@
 // save_pretrained / from_pretrained folder layout of transformers' PreTrainedModel.
 #include "tessera/core/pretrained.h"
+#include "tessera/core/regular_file.h"
 
 #include "tessera/core/atomic_file.h"
 #include "tessera/core/json_config.h"
@@ -22,6 +23,7 @@ void load_pretrained_weights(torch::nn::Module& module, const std::string& dir, 
   for (const auto& p : module.named_parameters(/*recurse=*/true)) own.insert(p.key());
   for (const auto& b : module.named_buffers(/*recurse=*/true)) own.insert(b.key());
   const std::string config_file = dir + "/config.json";
+  require_regular_file(config_file, "the folder's config.json");  // before the probe: opening a FIFO blocks
   const bool has_config = std::ifstream(config_file).good();
   const nlohmann::json config = has_config ? read_json_file(config_file) : nlohmann::json();
   std::string source = "checkpoint " + dir;

@@ -1,4 +1,5 @@
 #include "tessera/data/json_records.h"
+#include "tessera/core/regular_file.h"
 
 #include <c10/util/Exception.h>
 
@@ -168,6 +169,7 @@ JsonRecords scan_json_records_bytes(std::string_view bytes, const std::string& n
 }
 
 JsonRecords scan_json_records(const std::string& path, JsonScanLimits limits) {
+  core::require_regular_file(path, "the data file");
   std::ifstream in(path, std::ios::binary);
   TORCH_CHECK_VALUE(in.good(), path, ": cannot open the data file");
   Scanner scanner(path, limits);

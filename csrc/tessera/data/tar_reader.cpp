@@ -1,4 +1,5 @@
 #include "tessera/data/tar_reader.h"
+#include "tessera/core/regular_file.h"
 
 #include "tessera/text/utf8.h"
 
@@ -182,6 +183,7 @@ struct TarReader::Inflater {
 TarReader::~TarReader() = default;
 
 TarReader::TarReader(const std::string& path, TarLimits limits) : path_(path), limits_(limits) {
+  core::require_regular_file(path, "a tar shard");
   in_.open(path, std::ios::binary | std::ios::ate);
   TORCH_CHECK_VALUE(in_.good(), path, ": cannot open the tar file");
   file_size_ = static_cast<int64_t>(in_.tellg());

@@ -1,6 +1,7 @@
 // CLIP tokenizer after open_clip's tokenizer.py (SimpleTokenizer.encode/decode/__call__):
 // clean -> pre-tokenize -> byte-level BPE, batched over threads.
 #include "tessera/text/clip_tokenizer.h"
+#include "tessera/core/regular_file.h"
 
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
@@ -36,6 +37,7 @@ void parallel_ranges(int64_t n, const F& fn) {
 
 // gzread also passes plain (uncompressed) files through, so both spellings of the file work.
 std::string read_merges_file(const std::string& path) {
+  core::require_regular_file(path, "a BPE merges file");
   {
     std::ifstream probe(path, std::ios::binary);
     TORCH_CHECK(probe.good(), "ClipTokenizer: cannot open BPE merges file '", path, "': ",

@@ -1,6 +1,7 @@
 // SentencePiece wrapper after google/sentencepiece's SentencePieceProcessor and the bos/eos
 // handling of Meta's llama/tokenizer.py.
 #include "tessera/text/sentencepiece_tokenizer.h"
+#include "tessera/core/regular_file.h"
 
 #include <c10/util/Exception.h>
 
@@ -17,6 +18,7 @@ struct SentencePieceTokenizer::Impl {
 SentencePieceTokenizer::SentencePieceTokenizer(const std::string& model_path)
     : impl_(std::make_unique<Impl>()) {
   // Check first: sentencepiece's own message for a missing file does not say which file.
+  core::require_regular_file(model_path, "a SentencePiece model");
   TORCH_CHECK_VALUE(std::ifstream(model_path, std::ios::binary).good(),
                     "SentencePieceTokenizer: cannot open model file '", model_path, "'");
   impl_->sp.reset(spm_shim::api().new_processor());

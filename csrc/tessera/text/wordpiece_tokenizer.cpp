@@ -5,6 +5,7 @@
 // is longer than max_input_chars_per_word), TemplateProcessing "[CLS] $A [SEP]" with
 // truncation that keeps both, decoders/wordpiece.rs and transformers' clean_up_tokenization.
 #include "tessera/text/wordpiece_tokenizer.h"
+#include "tessera/core/regular_file.h"
 
 #include <nlohmann/json.hpp>
 
@@ -221,6 +222,7 @@ namespace {
 // then reads the file as written (its BertTokenizer class would take the config's flags).
 WordPieceOptions normalizer_options(const std::string& path, WordPieceOptions o) {
   nlohmann::json data;
+  core::require_regular_file(path, "a tokenizer.json");
   try {
     std::ifstream in(path);
     in >> data;
@@ -248,6 +250,8 @@ WordPieceOptions normalizer_options(const std::string& path, WordPieceOptions o)
 
 WordPieceTokenizer WordPieceTokenizer::from_pretrained(const std::string& folder) {
   const std::string config_path = folder + "/tokenizer_config.json";
+  for (const char* name : {"/tokenizer_config.json", "/vocab.txt", "/tokenizer.json"})  // probed below by opening
+    core::require_regular_file(folder + name, "a tokenizer file");
   nlohmann::json config = nlohmann::json::object();
   if (std::ifstream in(config_path); in.good()) {
     try {

@@ -1,6 +1,7 @@
 // vocab.txt reading after HF tokenizers' models/wordpiece/mod.rs (WordPiece::read_file:
 // BufRead::lines, then str::trim_end) and the token table the greedy matcher probes.
 #include "tessera/text/wordpiece_vocab.h"
+#include "tessera/core/regular_file.h"
 
 #include <nlohmann/json.hpp>
 
@@ -124,6 +125,7 @@ bool ends_with(const std::string& s, std::string_view tail) {
 }  // namespace
 
 std::vector<std::string> read_wordpiece_vocab(const std::string& path) {
+  core::require_regular_file(path, "a WordPiece vocabulary");
   std::ifstream in(path, std::ios::binary);
   if (!in.good())
     throw std::invalid_argument("WordPieceTokenizer: cannot open vocabulary file '" + path +

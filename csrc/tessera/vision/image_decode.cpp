@@ -2,6 +2,7 @@
 // rather than trusting the extension), header-size cap (PIL's decompression-bomb check) and
 // truncation, before the pixel decoder in opencv_image_decode.cpp / image_decode_stub.cpp runs.
 #include "tessera/vision/image_decode.h"
+#include "tessera/core/regular_file.h"
 
 #include <c10/util/Exception.h>
 
@@ -16,6 +17,7 @@
 namespace tessera::vision {
 
 std::string read_file_bytes(const std::string& path) {
+  core::require_regular_file(path, "an image or data file");
   std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
   TORCH_CHECK(f, "cannot open '", path, "': ", std::strerror(errno));
   std::string data;

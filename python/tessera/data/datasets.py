@@ -12,6 +12,7 @@ real use is as the source of :class:`tessera.data.DataLoader`, which decodes in 
 from __future__ import annotations
 
 import errno
+from ..io import is_regular_file
 import os
 from typing import List, Sequence, Tuple
 
@@ -29,7 +30,7 @@ FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 
 def _require(path: str, is_dir: bool, what: str) -> str:
     path = os.fspath(path)
-    if not (os.path.isdir(path) if is_dir else os.path.isfile(path)):
+    if not (os.path.isdir(path) if is_dir else is_regular_file(path)):
         raise FileNotFoundError(errno.ENOENT, f"{what} not found", path)
     return path
 

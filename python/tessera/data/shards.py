@@ -19,6 +19,7 @@ from typing import Iterable, Iterator, Optional, Sequence, Tuple
 
 from .. import _C
 from ..cli_types import non_negative_int, positive_int
+from ..io import is_regular_file
 
 Sample = Tuple[str, Sequence[Tuple[str, bytes]]]  # key, [(extension, bytes)]
 
@@ -89,12 +90,15 @@ def file_samples(entries: Iterable[Tuple[str, Optional[str], Optional[int]]]) ->
     image, e.g. a path to a system file, is refused, not packed), stored under its kind's
     extension."""
     for i, (path, caption, label) in enumerate(entries):
+        if not is_regular_file(path, f"entry {i}'s image"):  # a FIFO blocked the read, /dev/zero never ended
+            raise FileNotFoundError(f"entry {i}: {path!r} not found")
         with open(path, "rb") as f:
-            data = f.read()
-        kind = _C.data.image_info(data[:4096])[0]
-        if kind not in ("jpeg", "png", "webp"):
-            raise ValueError(f"entry {i}: {path!r} is not a JPEG, PNG or WebP image (it starts with {data[:8].hex(' ')}); "
-                             "refusing to pack it into a shard")
+            head = f.read(4096)  # the kind before the whole file
+            kind = _C.data.image_info(head)[0]
+            if kind not in ("jpeg", "png", "webp"):
+                raise ValueError(f"entry {i}: {path!r} is not a JPEG, PNG or WebP image (it starts with "
+                                 f"{head[:8].hex(' ')}); refusing to pack it into a shard")
+            data = head + f.read()
         fields = [({"jpeg": "jpg"}.get(kind, kind), data)]
         if caption is not None:
             fields.append(("txt", caption.encode()))

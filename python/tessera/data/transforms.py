@@ -12,6 +12,7 @@ drawing their random numbers exactly as torchvision does, so the same seed gives
 from __future__ import annotations
 
 import copy
+from ..io import is_regular_file
 import copyreg
 import errno
 import os
@@ -139,7 +140,7 @@ def decode_image(data: bytes, source: str = "<bytes>", max_pixels: int = 1 << 26
 def read_image(path: str | os.PathLike, max_pixels: int = 1 << 26) -> torch.Tensor:
     """Reads and decodes an image file (see :func:`decode_image`)."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not is_regular_file(path):
         raise FileNotFoundError(errno.ENOENT, "image file not found", path)
     return _data.read_image(path, max_pixels)
 

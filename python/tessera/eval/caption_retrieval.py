@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import torch
 import torch.nn.functional as F
 
-from ..io import read_json
+from ..io import is_regular_file, read_json
 from .finite import require_finite, require_items
 
 KINDS = ("coco", "flickr30k", "annotations")
@@ -139,7 +139,7 @@ def load_retrieval_split(spec: str, split: Optional[str] = None, image_root: Opt
         out = read_annotations(path, image_root)
     else:
         out = read_karpathy(path, split or "test", image_root)
-    missing = [p for p in out.images if not os.path.isfile(p)]
+    missing = [p for p in out.images if not is_regular_file(p)]
     if missing:
         raise FileNotFoundError(f"{path}: {len(missing)} of {len(out.images)} images not found, first {missing[0]!r}"
                                 " (set image_root / --image-root to the folder the paths are relative to)")

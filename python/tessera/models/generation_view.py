@@ -11,7 +11,7 @@ import os
 from typing import Any, Dict, List, Optional
 
 from .._warn import warn
-from ..io import read_json
+from ..io import is_regular_file, read_json
 from .generation_settings import (GENERATION_FILE, UNAPPLIED, GenerationConfig, check_length, generation_config,
                                   token_settings, unapplied)
 from .generation_settings import GENERATION_KEYS as KEYS
@@ -89,7 +89,7 @@ def config_defaults(model, folder: str) -> Optional[Dict[str, Any]]:
     whose language model keeps only its text config's ids (its config class drops the rest).
     use_cache is left out: it changes no token, and off it would decode by recomputation."""
     path = os.path.join(folder, "config.json")
-    if not getattr(model, "reads_generation_file", True) or not os.path.isfile(path):
+    if not getattr(model, "reads_generation_file", True) or not is_regular_file(path):
         return None
     raw = read_json(path, "a model config")
     config, text = _outer_and_text(model, raw if isinstance(raw, dict) else {})
@@ -167,7 +167,7 @@ def read_generation_defaults(folder: str, vocab_size: Optional[int] = None) -> O
     A setting transformers applies and generate lacks (`guidance_scale`) is kept: generate
     refuses it by name until it is cleared."""
     path = os.path.join(folder, GENERATION_FILE)
-    if not os.path.isfile(path):
+    if not is_regular_file(path):
         return None
     raw = read_json(path, "a generation config")
     if not isinstance(raw, dict):

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .. import _C
-from ..io import read_json
+from ..io import is_regular_file, read_json
 from .config import ModelConfig
 from .dtypes import DType, config_with_dtype, load_dtype
 from .outputs import as_tuple
@@ -81,7 +81,7 @@ def newest_checkpoint_of_run(path: str) -> str:
     """`path` itself, or for a training run's folder (no config.json, a checkpoints/ folder) its
     newest checkpoint."""
     if isinstance(path, (str, os.PathLike)) and os.path.isdir(os.path.join(path, "checkpoints")) and \
-            not os.path.isfile(os.path.join(path, "config.json")):
+            not is_regular_file(os.path.join(path, "config.json")):
         from ..train.checkpoint import latest_checkpoint
 
         return latest_checkpoint(os.fspath(path)) or path

@@ -18,6 +18,7 @@ adapter/ beside it: `tessera chat` and transformers load it) and add the project
 from __future__ import annotations
 
 import json
+from ..io import is_regular_file
 import os
 from typing import Any, Dict, Optional
 
@@ -113,7 +114,7 @@ class SugarModel(nn.Module):
         from ..checksums import verify_checkpoint
 
         config_file = os.path.join(path, PROJECTOR_CONFIG)
-        if not os.path.isfile(config_file):
+        if not is_regular_file(config_file):
             raise FileNotFoundError(f"{path}: no {PROJECTOR_CONFIG}; not a Sugar checkpoint (train task sugar)")
         own = [PROJECTOR_CONFIG, PROJECTOR_WEIGHTS]  # the LLaVA's files: its from_pretrained checks them
         verify_checkpoint(path, only=own, required=[f for f in own if os.path.isfile(os.path.join(path, f))])

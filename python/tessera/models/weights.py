@@ -11,6 +11,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
 import torch
 
 from .. import _C
+from ..io import is_regular_file
 
 SINGLE = "model.safetensors"
 INDEX = "model.safetensors.index.json"
@@ -57,7 +58,7 @@ def weight_files(path: str) -> List[str]:
     if os.path.isfile(os.path.join(path, SINGLE)):
         return [SINGLE]
     index = os.path.join(path, INDEX)
-    if not os.path.isfile(index):
+    if not is_regular_file(index):
         raise FileNotFoundError(f"no checkpoint in {path}: expected {SINGLE} or {INDEX}")
     try:
         with open(index, encoding="utf-8") as f:

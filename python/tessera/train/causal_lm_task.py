@@ -18,6 +18,7 @@ from ..text import SentencePieceTokenizer
 from ..schema import require
 from .loaders import TensorLoader
 from .tasks import Task, TokenLoss, register_task
+from ..io import is_regular_file
 
 
 @dataclass
@@ -44,7 +45,7 @@ class TextEval:
 
 
 def encode_lines(path: str, tokenizer, max_length: int, limit: int = 0) -> Dict[str, torch.Tensor]:
-    if not os.path.isfile(path):
+    if not is_regular_file(path):
         raise FileNotFoundError(f"text file {path!r} not found")
     with open(path, encoding="utf-8") as f:
         lines = [line.rstrip("\n") for line in f if line.strip()]

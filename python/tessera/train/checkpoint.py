@@ -366,7 +366,7 @@ def _check_shards_hold_their_items(dcp_dir: str, metadata) -> None:
             need[rel] = max(need.get(rel, 0), int(info.offset) + int(info.length))
     for rel, size in sorted(need.items()):
         path = os.path.join(dcp_dir, rel)
-        if not os.path.isfile(path):
+        if not is_regular_file(path):
             raise ValueError(f"{path}: missing; the checkpoint's .metadata points into it")
         have = os.path.getsize(path)
         if have < size:
@@ -513,7 +513,7 @@ def check_eval_checkpoint(folder: str, task) -> None:
     (HF-layout folders are checked by from_pretrained itself), and the checkpoint holds the model
     the task evaluates. Raises ValueError in one line."""
     saved = run_identity(folder)
-    if not os.path.isfile(os.path.join(folder, "config.json")):
+    if not is_regular_file(os.path.join(folder, "config.json")):
         files = read_manifest(folder)
         if files is not None:
             verify_checkpoint(folder, only=[f for f in files if not f.startswith(DCP_DIR + "/") and f != STATE_FILE])

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Union
 import torch
 
 from ..chat import IGNORE, IMAGE_PLACEHOLDER, ROLES, ConversationTemplate, load_template, render
-from ..io import parse_json, parse_json_line, read_text
+from ..io import is_regular_file, parse_json, parse_json_line, read_text
 from ..schema import from_mapping
 from .image_data import check_statistics
 
@@ -197,7 +197,7 @@ def check_image_file(path: str, where: str) -> None:
     """An existing JPEG, PNG or WebP file, told by its header (a decoder only sees it at its batch)."""
     from .. import _C
 
-    if not os.path.isfile(path):
+    if not is_regular_file(path):
         raise FileNotFoundError(f"{where}: image {path!r} not found")
     with open(path, "rb") as f:
         head = f.read(4096)  # the kind is told by the first bytes

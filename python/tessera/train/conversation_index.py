@@ -31,6 +31,7 @@ from .. import _C
 from ..chat import load_template
 from .conversation_data import EncodedSamples, SampleProblem, pad_rows, prepare_sample, sample_name
 from .._warn import warn
+from ..io import is_regular_file
 
 INDEX_VERSION = 5  # 3: a CRC-32 per record; 4: unlearned text between answers tokenized as one string;
                    # 5: a leading gpt turn left out, as LLaVA does
@@ -305,7 +306,7 @@ def load_index(path: str, tokenizer, template_name: str, image_token_id: int, im
                cache_dir: str = "", log=log_to_stderr) -> ConversationIndex:
     """The cached index when its fingerprint matches, else a new one (written atomically). Problems
     stop the run with the report unless `skip_invalid`, which leaves those samples out."""
-    if not os.path.isfile(path):
+    if not is_regular_file(path):
         raise FileNotFoundError(f"conversation data not found: {path}")
     folder = os.path.abspath(image_folder or os.path.dirname(os.path.abspath(path)))
     settings = {"image_token_id": image_token_id, "image_tokens": image_tokens, "max_length": max_length,

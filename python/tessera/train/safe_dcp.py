@@ -15,6 +15,7 @@ so a missing or refused `.metadata` is reported as what it is.
 from __future__ import annotations
 
 import io
+from ..io import is_regular_file
 import os
 import pickle
 from typing import Any, Tuple
@@ -71,7 +72,7 @@ def _check_paths(path: str, metadata: Metadata) -> None:
 
 def load_metadata_file(path: str) -> Metadata:
     """Unpickles a DCP `.metadata` with the restricted unpickler; ValueError names the file."""
-    if not os.path.isfile(path):
+    if not is_regular_file(path):
         raise FileNotFoundError(f"{path} is missing: this is not a complete torch.distributed.checkpoint folder")
     with open(path, "rb") as f:
         data = f.read()

@@ -29,6 +29,7 @@ from .image_data import checkpoint_data_config
 from .interleaved_data import InterleavedSample, check_record, encode_interleaved
 from .sugar_chat import rag_sample
 from .sugar_eval import embed_encoded
+from ..io import is_regular_file
 
 
 class SugarRetriever:
@@ -48,7 +49,7 @@ class SugarRetriever:
         was trained with; `tokenizer` overrides the recipe's path (a run moved elsewhere)."""
         folder = resolve_checkpoint(run, "Sugar run")
         recipe_file = os.path.join(folder, "recipe.json")
-        if not os.path.isfile(recipe_file):
+        if not is_regular_file(recipe_file):
             raise FileNotFoundError(f"{folder}: no recipe.json beside the weights (not a tessera training checkpoint)")
         with open(recipe_file, encoding="utf-8") as f:
             recipe: Dict[str, Any] = json.load(f)
@@ -56,7 +57,7 @@ class SugarRetriever:
             raise ValueError(f"{recipe_file}: task {recipe.get('task')!r}, not sugar: no retrieval projector")
         d = recipe["data"]
         path = tokenizer or d["tokenizer"]
-        if not os.path.isfile(path):  # a run moved elsewhere: recipe.json holds the path it was trained with
+        if not is_regular_file(path):  # a run moved elsewhere: recipe.json holds the path it was trained with
             raise FileNotFoundError(f"{recipe_file}: its tokenizer {path!r} is not there (a run moved elsewhere?); pass "
                                     "SugarRetriever.from_run(..., tokenizer=PATH)")
         model = SugarModel.from_pretrained(folder)
