@@ -32,6 +32,20 @@ using namespace tessera::data;
 using namespace tessera::vision;
 
 
+// A file or folder name as Python's os functions give it (undecodable bytes as surrogates, as
+// torchvision's ImageFolder lists them): strict UTF-8 failed on such names, naming no path.
+py::str fs_name(const std::string& name) {
+  PyObject* s = PyUnicode_DecodeFSDefaultAndSize(name.data(), static_cast<Py_ssize_t>(name.size()));
+  if (!s) throw py::error_already_set();
+  return py::reinterpret_steal<py::str>(s);
+}
+
+py::list fs_names(const std::vector<std::string>& names) {
+  py::list out;
+  for (const auto& n : names) out.append(fs_name(n));
+  return out;
+}
+
 py::dict batch_to_dict(Batch&& b) {
   py::dict d;
   d["pixel_values"] = std::move(b.pixel_values);
@@ -177,9 +191,9 @@ void bind_datasets(py::module_& m) {
              return py::make_tuple(s.image, s.label, s.caption);
            },
            py::arg("index"), "(image uint8 [H, W, C], label, caption)")
-      .def_property_readonly("classes", &Dataset::classes)
+      .def_property_readonly("classes", [](const Dataset& d) { return fs_names(d.classes()); })
       .def_property_readonly("has_captions", &Dataset::has_captions)
-      .def("source", &Dataset::source, py::arg("index"));
+      .def("source", [](const Dataset& d, int64_t i) { return fs_name(d.source(i)); }, py::arg("index"));
 
   py::class_<FashionMNIST, Dataset, std::shared_ptr<FashionMNIST>>(m, "FashionMNIST")
       .def(py::init([](const std::string& root, const std::string& split) {
@@ -203,7 +217,11 @@ void bind_datasets(py::module_& m) {
              return without_gil([&] { return std::make_shared<ImageFolder>(root, std::move(extensions)); });
            }),
            py::arg("root"), py::arg("extensions") = std::vector<std::string>{".jpg", ".jpeg", ".png", ".webp"})
-      .def_property_readonly("samples", &ImageFolder::samples);
+      .def_property_readonly("samples", [](const ImageFolder& d) {
+        py::list out;
+        for (const auto& [path, label] : d.samples()) out.append(py::make_tuple(fs_name(path), label));
+        return out;
+      });
 
   py::class_<CaptionDataset, Dataset, std::shared_ptr<CaptionDataset>>(m, "CaptionDataset")
       .def(py::init([](const std::string& path, const std::string& image_key, const std::string& caption_key) {

@@ -379,6 +379,45 @@ def test_a_caption_csv_with_a_byte_order_mark_reads_as_without(tmp_path):
     assert CaptionDataset(str(tmp_path / "train.csv")).entries == CaptionDataset(str(tmp_path / "plain.csv")).entries
 
 
+@pytest.mark.parametrize("header, row", [("image,caption", "b.png,a cat\na.png,a dog, running"),
+                                         ("caption,image", "a cat,b.png\na dog, running,a.png"),
+                                         ("image\tcaption", "b.png\ta cat\na.png\ta dog\trunning")])
+def test_a_caption_row_with_more_fields_than_the_header_is_refused_as_pandas_refuses_it(tmp_path, header, row):
+    """An unquoted delimiter in a caption cut it ("a dog") or moved caption text into the image
+    column (" running"), without a word; pandas (open_clip's CsvDataset) refuses the row (when
+    every row has one field too many it reads the first as an index: tessera refuses that too)."""
+    pandas = pytest.importorskip("pandas")
+    from tessera.data import CaptionDataset
+
+    path = tmp_path / ("c.tsv" if "\t" in header else "c.csv")
+    path.write_text(f"{header}\n{row}\n")
+    with pytest.raises(pandas.errors.ParserError, match="Expected 2 fields in line 3, saw 3"):
+        pandas.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",")
+    with pytest.raises(ValueError, match=r"c\.(csv|tsv)' line 3: 3 fields, the header has 2 \(a delimiter inside a caption"):
+        CaptionDataset(str(path))
+
+
+def test_names_that_are_not_utf8_are_listed_as_torchvision_lists_them(tmp_path, png_codec):
+    """A class or file name that is not UTF-8 loaded, but .classes, .samples and .source() failed
+    with a bare UnicodeDecodeError (and so did packing the folder into shards); torchvision lists
+    such names as Python's os functions give them (undecodable bytes as surrogates)."""
+    tv = pytest.importorskip("torchvision.datasets")
+    from tessera.data import ImageFolder
+    from tessera.data.shards import main as pack
+
+    root = os.fsencode(tmp_path / "images")
+    for name in (b"/cls\xff/a.png", b"/plain/b\xfe.png"):
+        os.makedirs(os.path.dirname(root + name), exist_ok=True)
+        _png(root + name)
+    ours, theirs = ImageFolder(os.fsdecode(root)), tv.ImageFolder(os.fsdecode(root))
+    assert ours.classes == theirs.classes == ["cls\udcff", "plain"]
+    assert ours.samples == theirs.samples and ours.source(1) == theirs.samples[1][0]
+    with pytest.raises(ValueError, match=r"images: class folder 'cls\\udcff' is not named in UTF-8; its caption"):
+        pack([str(tmp_path / "shards"), "--image-folder", os.fsdecode(root)])  # a caption must be text
+    os.rename(root + b"/cls\xff", root + b"/cls")
+    assert pack([str(tmp_path / "shards"), "--image-folder", os.fsdecode(root)]) == 0  # a file's name may be bytes
+
+
 def test_an_animated_webp_is_named_as_such_not_as_corrupt():
     import io
 

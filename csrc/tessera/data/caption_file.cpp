@@ -75,6 +75,11 @@ std::vector<CaptionEntry> read_csv(const std::string& text, const std::string& p
     if (fields.size() == 1 && fields[0].empty()) continue;  // blank line
     TORCH_CHECK_VALUE(fields.size() > std::max(ic, cc), "caption file '", path, "' line ", line_no,
                       ": ", fields.size(), " fields, the header has ", header.size());
+    // More fields than the header (pandas refuses them too): an unquoted delimiter in a caption
+    // cut it short, or shifted caption text into the image column.
+    TORCH_CHECK_VALUE(fields.size() <= header.size(), "caption file '", path, "' line ", line_no, ": ",
+                      fields.size(), " fields, the header has ", header.size(),
+                      " (a delimiter inside a caption? quote the field: \"a dog, running\")");
     out.push_back({resolve(folder, fields[ic]), fields[cc]});
   }
   return out;

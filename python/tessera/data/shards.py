@@ -125,6 +125,10 @@ def main(argv=None) -> int:
         from .datasets import ImageFolder
 
         ds = ImageFolder(a.image_folder)
+        for name in ds.classes:  # listed as os lists it: bytes that are not UTF-8 as surrogates
+            if any("\udc80" <= ch <= "\udcff" for ch in name):
+                raise ValueError(f"{a.image_folder}: class folder {name!r} is not named in UTF-8; its caption "
+                                 f"({a.template!r}) would not be text: rename the folder")
         rows = [(path, a.template.format(ds.classes[label]), label) for path, label in ds.samples]
         samples = file_samples(rows[: a.limit or None])
     else:
