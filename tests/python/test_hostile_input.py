@@ -44,9 +44,16 @@ BOUNDARIES = [
     ("conversation record", lambda v: check_sample(v, "data.json: sample 3"),
      {"id": "a", "conversations": "hello"}, "conversations"),
     ("conversation turn", lambda v: check_sample(v, "data.json: sample 3"),
-     {"conversations": [{"from": "human", "value": 5}]}, "turn 0"),
+     {"conversations": [{"from": "human", "value": 5}]}, "turn 0: 'value' must be a string, got int"),
     ("conversation role", lambda v: check_sample(v, "data.json: sample 3"),
-     {"conversations": [{"from": "robot", "value": "hi"}]}, "turn 0"),
+     {"conversations": [{"from": "robot", "value": "hi"}]}, "turn 0: 'from' must be one of human, user, gpt"),
+    # The file's keys, not the names of tessera's dataclass fields ("turn 0.text", "turn 0.speaker").
+    ("conversation turn key", lambda v: check_sample(v, "data.json: sample 3"),
+     {"conversations": [{"from": "human"}]}, "turn 0: no 'value' (a turn holds 'from' and 'value')"),
+    ("conversation mixed keys", lambda v: check_sample(v, "data.json: sample 3"),
+     {"conversations": [{"role": "user", "value": "q"}]}, "turn 0: mixes LLaVA's keys"),
+    ("conversation role type", lambda v: check_sample(v, "data.json: sample 3"),
+     {"conversations": [{"role": ["user"], "content": "q"}]}, "turn 0: 'role' must be one of"),
 ]
 
 

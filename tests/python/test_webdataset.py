@@ -4,6 +4,7 @@ shuffle buffer, and damaged shards skipped and reported (not a tar, '../' names,
 header, truncation, an oversized member) without a crash or a hang."""
 import io
 import os
+import re
 import shutil
 import tarfile
 
@@ -143,7 +144,10 @@ def test_a_resume_reads_headers_only_before_its_position(shards, tmp_path, monke
 
 def test_brace_patterns_and_missing_shards(shards, tmp_path):
     assert len(expand_urls(shards)) == 10
-    assert len(expand_urls(shards + "::" + shards)) == 20
+    with pytest.warns(UserWarning, match=r"10 shard\(s\) listed more than once, first .*fm-00000\.tar"):
+        assert len(expand_urls(shards + "::" + shards)) == 20  # read as often as listed, said aloud
+    with pytest.raises(ValueError, match=r"matches no file .*\(shard patterns take braces, not globs"):
+        expand_urls(shards.replace("{00000..00009}", "*"))
     with pytest.raises(ValueError, match="matches no file"):
         expand_urls(str(tmp_path / "none-{000..003}.tar"))
     with pytest.raises(ValueError, match=r"1 of 11 shards are missing or not regular files, first .*fm-00010\.tar' "
@@ -162,6 +166,24 @@ def _tar(path, members):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
+
+
+def test_a_key_that_comes_back_after_another_is_reported(tmp_path):
+    """A shard written sorted by extension (a.jpg b.jpg a.txt b.txt) or appended to (tar -r) split
+    its samples: every image lost its caption, or a key was served twice, and nothing said so
+    (webdataset's grouping is the same, and as silent). The runs are still served as written."""
+    for name, members, keys in (("sorted", [("a.jpg", b"1"), ("b.jpg", b"2"), ("a.txt", b"x"), ("b.txt", b"y")],
+                                 ["a", "b", "a", "b"]),
+                                ("appended", [("a.jpg", b"1"), ("a.cls", b"3"), ("b.jpg", b"2"), ("a.jpg", b"9")],
+                                 ["a", "b", "a"])):
+        problems = []
+        _tar(tmp_path / f"{name}.tar", members)
+        assert [s["__key__"] for s in tar_samples(str(tmp_path / f"{name}.tar"), problems)] == keys
+        assert len(problems) == 1 and re.search(rf"{name}\.tar: {len(keys) - 2} key\(s\) come back after other keys, "
+                                                r"first 'a': a sample's members must be adjacent", problems[0]), problems
+    problems = []
+    _tar(tmp_path / "ordered.tar", [("a.jpg", b"1"), ("a.txt", b"x"), ("b.jpg", b"2"), ("b.txt", b"y")])
+    assert len(list(tar_samples(str(tmp_path / "ordered.tar"), problems))) == 2 and problems == []
 
 
 def test_damaged_shards_are_skipped_and_reported(tmp_path):

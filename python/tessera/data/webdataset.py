@@ -46,13 +46,24 @@ def expand_urls(pattern: Union[str, Sequence[str]]) -> List[str]:
         expanded = list(braceexpand(p))
         present = [u for u in expanded if os.path.isfile(u)]
         if not present:
-            raise ValueError(f"shard pattern {p!r} matches no file (first expanded: {expanded[0]!r})")
+            glob = " (shard patterns take braces, not globs: data-{000..009}.tar)" if re.search(r"[*?[]", p) else ""
+            raise ValueError(f"shard pattern {p!r} matches no file (first expanded: {expanded[0]!r}){glob}")
         if len(present) < len(expanded):
             missing = next(u for u in expanded if not os.path.isfile(u))
             what = "not a regular file" if os.path.exists(missing) else "missing"  # a folder, a FIFO
             raise ValueError(f"shard pattern {p!r}: {len(expanded) - len(present)} of {len(expanded)} shards are "
                              f"missing or not regular files, first {missing!r} ({what})")
         urls += present
+    seen, twice = set(), []
+    for u in urls:
+        real = os.path.realpath(u)
+        if real in seen:
+            twice.append(u)
+        seen.add(real)
+    if twice:  # overlapping ranges ({0..1}::{1..2}) read a shard twice an epoch; a mixture's weights say it aloud
+        warn(f"shard list {patterns if len(patterns) > 1 else patterns[0]!r}: {len(twice)} shard(s) listed more than "
+             f"once, first {twice[0]!r}; each is read as often as it is listed (to weight a source, give ShardLoader "
+             "several sources and weights=)")
     return urls
 
 
@@ -80,6 +91,7 @@ def tar_samples(url: str, problems: Optional[List[str]] = None, max_member_bytes
         reader = _C.data.TarReader(url, max_member_bytes)
         headers_only = False
     sample: Optional[Dict[str, Any]] = None
+    done, again = set(), []  # keys whose sample has ended; those that came back after another key
     for name, data, offset, size in reader:
         if headers_only:
             data = MemberRef(offset, size, stamp)
@@ -89,7 +101,10 @@ def tar_samples(url: str, problems: Optional[List[str]] = None, max_member_bytes
         key, ext = m.group(1), m.group(2).lower()
         if sample is None or sample["__key__"] != key:
             if sample is not None:
+                done.add(sample["__key__"])
                 yield sample
+            if key in done:
+                again.append(key)
             sample = {"__key__": key, "__url__": url}
         if ext in sample:
             _report(problems, f"{url}: member '{name}': a second '{ext}' for key '{key}'; the sample keeps the first")
@@ -97,6 +112,10 @@ def tar_samples(url: str, problems: Optional[List[str]] = None, max_member_bytes
         sample[ext] = data
     if sample is not None:
         yield sample
+    if again:  # webdataset groups the same way, without a word: each part became a sample of its own
+        _report(problems, f"{url}: {len(again)} key(s) come back after other keys, first '{again[0]}': a sample's "
+                          "members must be adjacent (was the shard written sorted by extension, or appended to?); "
+                          "each run of members was served as a sample of its own")
     for p in reader.problems:
         _report(problems, p)
 

@@ -140,6 +140,25 @@ class ConversationRecord:
     kind: Optional[str] = None
 
 
+def _turn(turn: Dict[str, Any], at: str) -> Turn:
+    """One turn in LLaVA's keys (from, value) or OpenAI's (role, content); errors name the file's
+    keys (they named Turn's fields: "turn 0.text: expected a string")."""
+    llava, openai = {"from", "value"} & turn.keys(), {"role", "content"} & turn.keys()
+    if llava and openai:
+        raise ValueError(f"{at}: mixes LLaVA's keys ('from', 'value') with OpenAI's ('role', 'content'): "
+                         f"{sorted(llava | openai)}; use one pair")
+    speaker, text = ("from", "value") if llava or not openai else ("role", "content")
+    for key in (speaker, text):
+        if key not in turn:
+            raise ValueError(f"{at}: no {key!r} (a turn holds {speaker!r} and {text!r})")
+    if not isinstance(turn[speaker], str) or turn[speaker] not in ROLES:
+        raise ValueError(f"{at}: {speaker!r} must be one of {', '.join(ROLES)}; got {str(turn[speaker])[:40]!r}")
+    if not isinstance(turn[text], str):
+        raise ValueError(f"{at}: {text!r} must be a string, got {type(turn[text]).__name__} "
+                         f"{str(turn[text])[:40]!r}")
+    return Turn(turn[speaker], turn[text])
+
+
 def check_sample(sample: Any, where: str) -> int:
     """Types of the record and of every turn; turns alternate, the user first (what LLaVA's
     templates assume: two user turns in a row would be rendered as one prompt and trained as
@@ -155,8 +174,8 @@ def check_sample(sample: Any, where: str) -> int:
         at = f"{where}: turn {t}"
         if not isinstance(turn, dict):
             raise ValueError(f"{at}: expected an object with 'from' and 'value', got {str(turn)[:80]!r}")
+        parsed = _turn(turn, at)
         keys = ("from", "value") if "from" in turn or "value" in turn else ("role", "content")
-        parsed = from_mapping(Turn, {"speaker": turn.get(keys[0]), "text": turn.get(keys[1])}, at)
         try:  # JSON may hold a lone surrogate (an emoji cut in half): name it here, by turn and offset
             parsed.text.encode("utf-8")
         except UnicodeEncodeError as e:
