@@ -37,6 +37,9 @@ def _pair(lengths: Lengths, fn: str):
 def _number(value, fn: str, name: str) -> float:
     """A real number (a 0-d tensor or array too); a bool (gamma=True) or a string was coerced or
     failed deep inside."""
+    if isinstance(value, torch.Tensor) and value.requires_grad:  # .item() cut it from the graph without a word
+        raise TypeError(f"{fn}: {name} is a tensor that requires grad, but no gradient flows to {name} (a constant "
+                        f"here, as in tslearn and pysdtw): pass {name}.item()")
     if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == 0:
         value = value.item()
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):

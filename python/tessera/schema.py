@@ -23,6 +23,8 @@ import functools
 import math
 import numbers
 import typing
+
+import numpy as np
 from typing import Any, Callable, Dict, Optional, Type, TypeVar
 
 T = TypeVar("T")
@@ -32,6 +34,17 @@ def require(ok: bool, message: str) -> None:
     """Range checks in `validate`: a ValueError with `message` when `ok` is false."""
     if not ok:
         raise ValueError(message)
+
+
+def flag(value: Any, name: str, where: str = "") -> bool:
+    """A call's on/off argument: a bool (numpy's too), or None for off as transformers reads it.
+    bool() read use_image_text_matching_head="no" as on, and returned the other head's output."""
+    if value is None:
+        return False
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{where + ': ' if where else ''}{name} must be True or False, got {type(value).__name__} "
+                        f"{str(value)[:40]!r}")
+    return bool(value)
 
 
 def _describe(value: Any) -> str:

@@ -64,6 +64,23 @@ def test_every_boundary_refuses_wrong_types_and_ranges_naming_the_key(what, read
     assert key in str(e.value), str(e.value)
 
 
+def test_an_on_off_argument_must_be_a_bool(lm, fixture_dir):
+    """bool() read use_image_text_matching_head="no" as on: the call returned the matching head's
+    [B, 2] logits for the similarity matrix asked for. None stays off, as transformers reads it."""
+    import tessera
+
+    ids = torch.tensor([[1, 5, 7]])
+    with pytest.raises(TypeError, match="output_hidden_states must be True or False, got str 'no'"):
+        lm(ids, output_hidden_states="no")
+    assert lm(ids, output_hidden_states=None).hidden_states is None
+    itr = tessera.from_pretrained(str(fixture_dir("blip2_itr")))
+    size = itr.config["vision_config"]["image_size"]
+    with pytest.raises(TypeError, match="use_image_text_matching_head must be True or False, got str 'no'"):
+        itr(torch.zeros(1, 3, size, size), ids, use_image_text_matching_head="no")
+    with pytest.raises(ValueError, match=r"image_size \d+ \(resize the images; Blip2VisionModel and "):
+        itr(torch.zeros(1, 3, size + 8, size + 8), ids)  # it takes no interpolate_pos_encoding (nor transformers')
+
+
 def test_unknown_generation_keyword_is_a_type_error(lm):
     with pytest.raises(TypeError, match="top_kk"):
         lm.generate(torch.tensor([[1, 2]]), top_kk=3)

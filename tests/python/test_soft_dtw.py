@@ -395,6 +395,11 @@ def test_loose_arguments_are_refused_not_coerced():
     with pytest.raises(TypeError, match="gak: sigma must be a real number"):
         ops.gak(x, x, sigma="2")
     assert ops.gak(x, x, normalized=np.bool_(False)).item() == ops.gak(x, x, normalized=False).item()
+    learned = torch.tensor(0.5, requires_grad=True)  # .item() cut it from the graph: gamma.grad stayed None
+    with pytest.raises(TypeError, match=r"soft_dtw: gamma is a tensor that requires grad, but no gradient flows"):
+        ops.soft_dtw(cost, gamma=learned)
+    with pytest.raises(TypeError, match=r"gak: sigma is a tensor that requires grad"):
+        ops.gak(x, x, sigma=learned)
 
 
 def test_gak_names_the_features_at_fault():

@@ -19,6 +19,7 @@ from .family import FamilyModel
 from .features import VisionFeatures, mean_patch_tokens
 from .timm_compat import BEIT_DATA, BEIT_NO_DECAY, BeitTimmInterface
 from .outputs import ModelOutput, make_output
+from ..schema import flag
 
 #: Python classes of the mirrored C++ nodes (wrap policies: FSDP2, activation checkpointing).
 BeitLayer = node_class("BeitLayer", layer=True)
@@ -68,7 +69,7 @@ class BeitFeatures(VisionFeatures):
         """transformers' BeitModel forward (and `BeitForMaskedImageModeling.beit`'s)."""
         _check(pixel_values, bool_masked_pos=bool_masked_pos)
         self._sync_parameters()
-        return make_output(self._cpp.forward(pixel_values, bool_masked_pos, bool(output_hidden_states)))
+        return make_output(self._cpp.forward(pixel_values, bool_masked_pos, flag(output_hidden_states, "output_hidden_states")))
 
 
 @register_model
@@ -106,7 +107,7 @@ class BeitForMaskedImageModeling(_BeitBase):
                 interpolate_pos_encoding: bool = False) -> MaskedLMOutput:
         _check(pixel_values, bool_masked_pos=bool_masked_pos, labels=labels)
         self._sync_parameters()
-        return make_output(self._cpp.forward(pixel_values, bool_masked_pos, labels, bool(output_hidden_states)))
+        return make_output(self._cpp.forward(pixel_values, bool_masked_pos, labels, flag(output_hidden_states, "output_hidden_states")))
 
     def probe_features(self):
         """`tessera eval --probe`'s feature function: the mean of the last layer's patch tokens."""

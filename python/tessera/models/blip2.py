@@ -27,6 +27,7 @@ from .llama import (LlamaForCausalLM, _check, _prompt_length, drain, named_alloc
                     run_generation)
 from .outputs import ModelOutput, make_output
 from .timm_compat import BLIP2_DATA, CLIP_NO_DECAY
+from ..schema import flag
 
 #: Python classes of the mirrored C++ nodes (wrap policies: FSDP2, activation checkpointing).
 Blip2EncoderLayer = node_class("Blip2EncoderLayer", layer=True)
@@ -85,8 +86,8 @@ class Blip2VisionFeatures(VisionFeatures):
         """transformers' Blip2VisionModel forward (and a parent's `vision_model`'s)."""
         _check(pixel_values=pixel_values)
         self._sync_parameters()
-        return make_output(self._cpp.forward(pixel_values, bool(output_hidden_states),
-                                             bool(interpolate_pos_encoding)))
+        return make_output(self._cpp.forward(pixel_values, flag(output_hidden_states, "output_hidden_states"),
+                                             flag(interpolate_pos_encoding, "interpolate_pos_encoding")))
 
 
 @register_model
@@ -116,7 +117,7 @@ class Blip2QFormerCall:
         self._sync_parameters()
         n = -1 if query_length is None else int(query_length)
         return make_output(self._cpp.forward(query_embeds, n, attention_mask, encoder_hidden_states,
-                                             encoder_attention_mask, bool(output_hidden_states)))
+                                             encoder_attention_mask, flag(output_hidden_states, "output_hidden_states")))
 
 
 @register_model
@@ -165,13 +166,13 @@ class Blip2ForConditionalGeneration(_Blip2Part):
                              "image tokens); generate() without them writes a caption")
         self._sync_parameters()
         return make_output(self._cpp.forward(input_ids, pixel_values, attention_mask, labels,
-                                             bool(output_hidden_states), bool(interpolate_pos_encoding)))
+                                             flag(output_hidden_states, "output_hidden_states"), flag(interpolate_pos_encoding, "interpolate_pos_encoding")))
 
     def get_image_features(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         """The projected queries [B, num_query_tokens, text hidden] that replace the image tokens."""
         _check(pixel_values=pixel_values)
         self._sync_parameters()
-        return self._cpp.image_features(pixel_values, bool(interpolate_pos_encoding))
+        return self._cpp.image_features(pixel_values, flag(interpolate_pos_encoding, "interpolate_pos_encoding"))
 
     def _prompt(self, pixel_values, input_ids, attention_mask, call: str):
         """Checked arguments; without input_ids, transformers' captioning prompt: the image tokens,
@@ -199,7 +200,7 @@ class Blip2ForConditionalGeneration(_Blip2Part):
         with named_allocation("generate", input_ids.shape[0] * n, o, input_ids.shape[1]):
             input_ids, pixel_values, attention_mask = (repeat_rows(t, n) for t in (input_ids, pixel_values,
                                                                                     attention_mask))
-            position = bool(interpolate_pos_encoding)
+            position = flag(interpolate_pos_encoding, "interpolate_pos_encoding")
             out = run_generation(
                 lambda: self._cpp.generate(input_ids, pixel_values, attention_mask, o, generator, position),
                 lambda: self._cpp.stream(input_ids, pixel_values, attention_mask, o, generator, position),
@@ -219,7 +220,7 @@ class Blip2ForConditionalGeneration(_Blip2Part):
             input_ids, pixel_values, attention_mask = (repeat_rows(t, n) for t in (input_ids, pixel_values,
                                                                                     attention_mask))
             yield from drain(self._cpp.stream(input_ids, pixel_values, attention_mask, o, generator,
-                                              bool(interpolate_pos_encoding)))
+                                              flag(interpolate_pos_encoding, "interpolate_pos_encoding")))
 
 
 @register_model
@@ -241,7 +242,7 @@ class Blip2ForImageTextRetrieval(_Blip2Part):
         _check(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask)
         self._sync_parameters()
         return make_output(self._cpp.forward(pixel_values, input_ids, attention_mask,
-                                             bool(use_image_text_matching_head)))
+                                             flag(use_image_text_matching_head, "use_image_text_matching_head")))
 
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """ITC image embeddings: normalised, one per query [B, Q, image_text_hidden_size]."""

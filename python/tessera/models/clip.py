@@ -20,6 +20,7 @@ from .pretrained import PreTrainedModel, merge_config
 from .open_clip_compat import OpenClipInterface, open_clip_arguments
 from .timm_compat import CLIP_DATA, CLIP_NO_DECAY, ClipTimmInterface
 from .._warn import warn
+from ..schema import flag
 
 #: Python classes of the mirrored C++ nodes, for wrap policies (FSDP2, activation checkpointing).
 CLIPEncoderLayer = node_class("CLIPEncoderLayer", layer=True)
@@ -78,7 +79,7 @@ class CLIPTextFeatures:
         """timm's forward_intermediates over the text layers (see tessera.models.features)."""
         _check_tensor("input_ids", input_ids, 2)
         out = _C.clip.text_forward_intermediates(self._cpp_address(), input_ids, attention_mask, indices_arg(indices),
-                                                 bool(norm), bool(stop_early))
+                                                 flag(norm, "norm"), flag(stop_early, "stop_early"))
         return intermediates_result(out, intermediates_only)
 
 
@@ -159,8 +160,8 @@ class CLIPModel(ClipTimmInterface, OpenClipInterface, CppModule, PreTrainedModel
         _check_tensor("pixel_values", pixel_values, 4)
         self._sync_parameters()
         return make_output(self._cpp.forward(
-            pixel_values, input_ids, attention_mask, bool(return_loss), bool(output_hidden_states),
-            bool(interpolate_pos_encoding),
+            pixel_values, input_ids, attention_mask, flag(return_loss, "return_loss"), flag(output_hidden_states, "output_hidden_states"),
+            flag(interpolate_pos_encoding, "interpolate_pos_encoding"),
         ))
 
     def get_image_features(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:

@@ -26,6 +26,7 @@ from torch import nn
 
 from ..cpp_module import CppNode
 from .timm_compat import TimmNames
+from ..schema import flag
 
 FeatureResult = Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]
 
@@ -154,7 +155,7 @@ class VisionFeatures(TimmNames):
         """The outputs of the layers in `indices` and the final tokens (timm's semantics: see
         tessera.models.features)."""
         check_pixels(pixel_values)
-        out = type(self)._forward_intermediates(self._cpp_address(), pixel_values, indices_arg(indices), bool(norm),
-                                                bool(stop_early), bool(interpolate_pos_encoding))
+        out = type(self)._forward_intermediates(self._cpp_address(), pixel_values, indices_arg(indices), flag(norm, "norm"),
+                                                flag(stop_early, "stop_early"), flag(interpolate_pos_encoding, "interpolate_pos_encoding"))
         return intermediates_result(out, intermediates_only)
 

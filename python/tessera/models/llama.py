@@ -26,6 +26,7 @@ from .generation_settings import (GENERATION_FILE, SAMPLING_ONLY, UNAPPLIED, Gen
 from .loss_kwargs import over_items
 from .outputs import ModelOutput, make_output
 from .._warn import warn
+from ..schema import flag
 
 #: Python classes of the mirrored C++ nodes (wrap policies: FSDP2, activation checkpointing).
 LlamaDecoderLayer = node_class("LlamaDecoderLayer", layer=True)
@@ -68,7 +69,7 @@ class LlamaForCausalLMCall:
                inputs_embeds=inputs_embeds, labels=labels)
         self._sync_parameters()
         out = make_output(self._cpp.forward(input_ids, attention_mask, position_ids, inputs_embeds, labels,
-                                            bool(output_hidden_states), int(logits_to_keep)))
+                                            flag(output_hidden_states, "output_hidden_states"), int(logits_to_keep)))
         return over_items(out, num_items_in_batch)
 
 

@@ -19,6 +19,7 @@ from .llama import (LlamaForCausalLM, _check, _prompt_length, drain, named_alloc
                     run_generation)
 from .loss_kwargs import over_items
 from .outputs import make_output
+from ..schema import flag
 
 
 def list_projectors():
@@ -56,7 +57,7 @@ class LlavaForConditionalGeneration(FamilyModel):
         _check(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask, labels=labels)
         self._sync_parameters()
         out = make_output(self._cpp.forward(input_ids, pixel_values, attention_mask, labels,
-                                            bool(output_hidden_states)))
+                                            flag(output_hidden_states, "output_hidden_states")))
         return over_items(out, num_items_in_batch)
 
     def reads_normed_features(self) -> bool:

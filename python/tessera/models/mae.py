@@ -19,6 +19,7 @@ from .family import FamilyModel
 from .features import VisionFeatures, mean_patch_tokens
 from .outputs import ModelOutput, make_output
 from .timm_compat import MAE_DATA, MAE_NO_DECAY, EncoderPipeline
+from ..schema import flag
 
 #: Python classes of the mirrored C++ nodes (wrap policies: FSDP2, activation checkpointing).
 ViTMAELayer = node_class("ViTMAELayer", layer=True)
@@ -46,8 +47,8 @@ def _run(model, pixel_values, noise, output_hidden_states, interpolate_pos_encod
     """The C++ forward of an MAE model or of the encoder inside one (both take the same arguments)."""
     _check_pixels(pixel_values, noise)
     model._sync_parameters()
-    return make_output(model._cpp.forward(pixel_values, noise, bool(output_hidden_states),
-                                          bool(interpolate_pos_encoding)))
+    return make_output(model._cpp.forward(pixel_values, noise, flag(output_hidden_states, "output_hidden_states"),
+                                          flag(interpolate_pos_encoding, "interpolate_pos_encoding")))
 
 
 class _MaeBase(FamilyModel):

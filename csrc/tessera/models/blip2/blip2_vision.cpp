@@ -34,7 +34,8 @@ at::Tensor Blip2VisionEmbeddingsImpl::forward(const at::Tensor& pixel_values, bo
   if (pixel_values.size(2) != options.image_size() || pixel_values.size(3) != options.image_size()) {
     TORCH_CHECK_VALUE(interpolate_pos_encoding, "pixel_values of ", pixel_values.size(2), "x", pixel_values.size(3),
                       " do not match the model's image_size ", options.image_size(),
-                      " (pass interpolate_pos_encoding=True to resize the position embeddings)");
+                      " (resize the images; Blip2VisionModel and Blip2ForConditionalGeneration also take "
+                      "interpolate_pos_encoding=True, which resizes the position embeddings, as transformers' do)");
     // transformers resizes bicubically without antialiasing.
     pos = nn::pos_embed_resize(pos.squeeze(0), pixel_values.size(2) / p, pixel_values.size(3) / p, 0, 0, 1,
                                /*antialias=*/false)
