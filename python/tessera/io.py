@@ -22,15 +22,16 @@ def write_json(path: Union[str, os.PathLike], value: Any, indent: int = 1) -> st
 
 
 def is_regular_file(path: Union[str, os.PathLike], what: str = "a file") -> bool:
-    """False when nothing is at `path`; True for a regular file (or a link to one); an error naming
-    it for anything else. A FIFO blocks the open() that would read it, and a link to /dev/zero
-    never ends: run folders and caches are written by others too."""
+    """False when nothing is at `path` (a broken link included: a pruned Hugging Face cache leaves
+    them, and transformers reads them as absent); True for a regular file (or a link to one); an
+    error naming it for anything else. A FIFO blocks the open() that would read it, and a link to
+    /dev/zero never ends: run folders and caches are written by others too."""
     path = os.fspath(path)
-    if not os.path.lexists(path):
+    if not os.path.exists(path):
         return False
     if os.path.isfile(path):
         return True
-    raise ValueError(f"{path}: not a regular file (a folder, FIFO, device or broken link); {what} was expected here")
+    raise ValueError(f"{path}: not a regular file (a folder, FIFO or device); {what} was expected here")
 
 
 def read_text(path: Union[str, os.PathLike], what: str = "a text file") -> str:

@@ -37,10 +37,16 @@ def require(ok: bool, message: str) -> None:
 
 
 def flag(value: Any, name: str, where: str = "") -> bool:
-    """A call's on/off argument: a bool (numpy's too), or None for off as transformers reads it.
-    bool() read use_image_text_matching_head="no" as on, and returned the other head's output."""
+    """A call's on/off argument: a bool (numpy's, a 0-d bool tensor, 0 or 1 too), or None for off as
+    transformers reads it. bool() read use_image_text_matching_head="no" as on, and returned the
+    other head's output."""
     if value is None:
         return False
+    if getattr(value, "dtype", None) is not None and getattr(value, "ndim", None) == 0 and str(value.dtype) in (
+            "torch.bool", "bool"):
+        value = bool(value)
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)) and value in (0, 1):
+        value = bool(value)
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{where + ': ' if where else ''}{name} must be True or False, got {type(value).__name__} "
                         f"{str(value)[:40]!r}")

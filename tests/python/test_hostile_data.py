@@ -402,7 +402,7 @@ def test_names_that_are_not_utf8_are_listed_as_torchvision_lists_them(tmp_path, 
     with a bare UnicodeDecodeError (and so did packing the folder into shards); torchvision lists
     such names as Python's os functions give them (undecodable bytes as surrogates)."""
     tv = pytest.importorskip("torchvision.datasets")
-    from tessera.data import ImageFolder
+    from tessera.data import ImageFolder, read_image
     from tessera.data.shards import main as pack
 
     root = os.fsencode(tmp_path / "images")
@@ -412,6 +412,7 @@ def test_names_that_are_not_utf8_are_listed_as_torchvision_lists_them(tmp_path, 
     ours, theirs = ImageFolder(os.fsdecode(root)), tv.ImageFolder(os.fsdecode(root))
     assert ours.classes == theirs.classes == ["cls\udcff", "plain"]
     assert ours.samples == theirs.samples and ours.source(1) == theirs.samples[1][0]
+    assert read_image(ours.samples[0][0]).shape == (4, 4, 3)  # the names it lists read back
     with pytest.raises(ValueError, match=r"images: class folder 'cls\\udcff' is not named in UTF-8; its caption"):
         pack([str(tmp_path / "shards"), "--image-folder", os.fsdecode(root)])  # a caption must be text
     os.rename(root + b"/cls\xff", root + b"/cls")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -51,7 +52,10 @@ BOUNDARIES = [
     ("conversation turn key", lambda v: check_sample(v, "data.json: sample 3"),
      {"conversations": [{"from": "human"}]}, "turn 0: no 'value' (a turn holds 'from' and 'value')"),
     ("conversation mixed keys", lambda v: check_sample(v, "data.json: sample 3"),
-     {"conversations": [{"role": "user", "value": "q"}]}, "turn 0: mixes LLaVA's keys"),
+     {"conversations": [{"role": "user", "value": "q"}]}, "turn 0: no 'from' (a turn holds 'from' and 'value')"),
+    ("conversation keys that disagree", lambda v: check_sample(v, "data.json: sample 3"),
+     {"conversations": [{"from": "human", "value": "q", "role": "user", "content": "other"}]},
+     "turn 0: its LLaVA keys ('from', 'value') and OpenAI keys ('role', 'content') disagree"),
     ("conversation role type", lambda v: check_sample(v, "data.json: sample 3"),
      {"conversations": [{"role": ["user"], "content": "q"}]}, "turn 0: 'role' must be one of"),
 ]
@@ -73,6 +77,18 @@ def test_an_on_off_argument_must_be_a_bool(lm, fixture_dir):
     with pytest.raises(TypeError, match="output_hidden_states must be True or False, got str 'no'"):
         lm(ids, output_hidden_states="no")
     assert lm(ids, output_hidden_states=None).hidden_states is None
+    for on in (1, torch.tensor(True), np.bool_(True)):  # what bool() read right stays accepted
+        assert len(lm(ids, output_hidden_states=on).hidden_states) == len(lm(ids, output_hidden_states=True).hidden_states)
+    with pytest.raises(TypeError, match="output_hidden_states must be True or False, got int '2'"):
+        lm(ids, output_hidden_states=2)
+    clip = tessera.from_pretrained(str(fixture_dir("clip")))
+    pixels = torch.zeros(1, 3, clip.config["vision_config"]["image_size"], clip.config["vision_config"]["image_size"])
+    with pytest.raises(TypeError, match="intermediates_only must be True or False, got str 'no'"):
+        clip.vision_model.forward_intermediates(pixels, intermediates_only="no")
+    with pytest.raises(TypeError, match="normalize must be True or False"):
+        clip.encode_image(pixels, normalize="no")
+    with pytest.raises(TypeError, match="interpolate_pos_encoding must be True or False"):
+        clip.vision_model(pixels, interpolate_pos_encoding="no")
     itr = tessera.from_pretrained(str(fixture_dir("blip2_itr")))
     size = itr.config["vision_config"]["image_size"]
     with pytest.raises(TypeError, match="use_image_text_matching_head must be True or False, got str 'no'"):

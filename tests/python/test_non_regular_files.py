@@ -36,6 +36,7 @@ READERS = {  # name: (the file's name in its folder, the call that reads it)
     "wordpiece vocabulary": ("vocab.txt", lambda p, folder: BertTokenizer.from_pretrained(str(folder))),
     "image packed into a shard": ("img.png", lambda p, _: list(file_samples([(str(p), "a cat", None)]))),
     "model config": ("config.json", _model_folder),
+    "safetensors file": ("model.safetensors", lambda p, _: _C.core.load_safetensors(str(p))),
 }
 KINDS = {
     "folder": os.mkdir,
@@ -78,3 +79,16 @@ def test_a_path_that_is_not_a_regular_file_is_refused_by_name(tmp_path, reader, 
         with pytest.raises(ValueError, match="not a regular file") as error:
             read(path, folder)
     assert name in str(error.value)
+
+
+def test_a_broken_link_is_a_missing_file(tmp_path, lm):
+    """A pruned Hugging Face cache leaves links to nothing; transformers reads them as absent, and so
+    does tessera (a generation_config.json linked to nothing failed the load)."""
+    from tessera.io import is_regular_file
+
+    lm.save_pretrained(str(tmp_path / "m"))
+    (tmp_path / "m" / "generation_config.json").unlink(missing_ok=True)
+    plain = tessera.from_pretrained(str(tmp_path / "m")).generation_config.to_dict()
+    os.symlink(tmp_path / "pruned-blob", tmp_path / "m" / "generation_config.json")
+    assert not is_regular_file(tmp_path / "m" / "generation_config.json")
+    assert tessera.from_pretrained(str(tmp_path / "m")).generation_config.to_dict() == plain

@@ -4,6 +4,7 @@
 
 #include "tessera/core/atomic_file.h"
 #include "tessera/core/json_config.h"
+#include "tessera/core/regular_file.h"
 
 #include <ATen/ATen.h>
 #include <fcntl.h>
@@ -57,6 +58,7 @@ struct Mapping {
 };
 
 std::shared_ptr<Mapping> map_file(const std::string& path) {
+  require_regular_file(path, "a safetensors file");  // before open(): opening a FIFO blocks
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     int err = errno;

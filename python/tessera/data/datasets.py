@@ -116,7 +116,7 @@ class ImageFolder(_Dataset):
         self._cpp = self._open()
 
     def _open(self):
-        return _data.ImageFolder(self.root, self.extensions)
+        return _data.ImageFolder(os.fsencode(self.root), self.extensions)  # bytes: a name os gave with surrogates
 
     @property
     def samples(self) -> List[Tuple[str, int]]:
@@ -142,7 +142,7 @@ class CaptionDataset(_Dataset):
         self._cpp = self._open()
 
     def _open(self):
-        return _data.CaptionDataset(self.path, self.image_key, self.caption_key)
+        return _data.CaptionDataset(os.fsencode(self.path), self.image_key, self.caption_key)
 
     @property
     def entries(self) -> List[Tuple[str, str]]:

@@ -142,7 +142,7 @@ def read_image(path: str | os.PathLike, max_pixels: int = 1 << 26) -> torch.Tens
     path = os.fspath(path)
     if not is_regular_file(path):
         raise FileNotFoundError(errno.ENOENT, "image file not found", path)
-    return _data.read_image(path, max_pixels)
+    return _data.read_image(os.fsencode(path), max_pixels)  # bytes: a name os gave with surrogates
 
 
 def image_decode_available() -> bool:

@@ -31,6 +31,7 @@ from ..seeds import stream_seed
 from .blip2 import _Blip2Part
 from .llama import _check
 from .outputs import ModelOutput
+from ..schema import flag
 
 
 class Blip2PretrainingOutput(ModelOutput):
@@ -146,7 +147,7 @@ class Blip2ForPretraining(_Blip2Part):
         columns = torch.arange(B * world) % B * world + torch.arange(B * world) // B
         rows = torch.arange(B) * world + rank
         out = Blip2PretrainingOutput(loss_itc=itc_loss(sim_i2t, sim_t2i, positives), sim_i2t=sim_i2t, sim_t2i=sim_t2i)
-        if itm:
+        if flag(itm, "itm"):
             if negatives is None:
                 negatives = (hard_negatives(sim_t2i, positives, rows, seed, 2 * step, columns),
                              hard_negatives(sim_i2t, positives, rows, seed, 2 * step + 1, columns))
@@ -159,7 +160,7 @@ class Blip2ForPretraining(_Blip2Part):
             logits = self._cpp.itm_logits(images, texts, masks)
             labels = torch.cat([torch.ones(B, dtype=torch.long), torch.zeros(2 * B, dtype=torch.long)]).to(logits.device)
             out["loss_itm"] = F.cross_entropy(logits, labels)
-        if itg:
+        if flag(itg, "itg"):
             out["lm_loss_sum"], out["lm_tokens"] = self._cpp.lm_loss(image_embeds, input_ids, attention_mask,
                                                                      int(bos_token_id), 0.1)
         return out

@@ -52,7 +52,8 @@ class CLIPVisionFeatures(VisionFeatures):
         """transformers' CLIPVisionModel forward (and its vision_model's, inside a parent)."""
         _check_tensor("pixel_values", pixel_values, 4)
         self._sync_parameters()
-        return make_output(self._cpp.forward(pixel_values, output_hidden_states, interpolate_pos_encoding))
+        return make_output(self._cpp.forward(pixel_values, flag(output_hidden_states, "output_hidden_states"),
+                                             flag(interpolate_pos_encoding, "interpolate_pos_encoding")))
 
 
 @node_methods("CLIPTextTransformer")
@@ -67,7 +68,7 @@ class CLIPTextFeatures:
         """transformers' CLIPTextModel forward (and its text_model's, inside a parent)."""
         _check_tensor("input_ids", input_ids, 2)
         self._sync_parameters()
-        return make_output(self._cpp.forward(input_ids, attention_mask, output_hidden_states))
+        return make_output(self._cpp.forward(input_ids, attention_mask, flag(output_hidden_states, "output_hidden_states")))
 
     def forward_features(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Every token after the last layer and final_layer_norm [B, L, D]."""
@@ -168,7 +169,7 @@ class CLIPModel(ClipTimmInterface, OpenClipInterface, CppModule, PreTrainedModel
         """Projected (not normalised) image features [B, projection_dim]."""
         _check_tensor("pixel_values", pixel_values, 4)
         self._sync_parameters()
-        return self._cpp.get_image_features(pixel_values, interpolate_pos_encoding)
+        return self._cpp.get_image_features(pixel_values, flag(interpolate_pos_encoding, "interpolate_pos_encoding"))
 
     def get_text_features(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Projected (not normalised) text features [B, projection_dim]."""
@@ -179,12 +180,12 @@ class CLIPModel(ClipTimmInterface, OpenClipInterface, CppModule, PreTrainedModel
     def encode_image(self, pixel_values: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         """open_clip's name for get_image_features (optionally L2-normalised)."""
         f = self.get_image_features(pixel_values)
-        return nn.functional.normalize(f, dim=-1) if normalize else f
+        return nn.functional.normalize(f, dim=-1) if flag(normalize, "normalize") else f
 
     def encode_text(self, input_ids: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         """open_clip's name for get_text_features (optionally L2-normalised)."""
         f = self.get_text_features(input_ids)
-        return nn.functional.normalize(f, dim=-1) if normalize else f
+        return nn.functional.normalize(f, dim=-1) if flag(normalize, "normalize") else f
 
     def _set_checkpointing(self, enable: bool) -> None:
         self._cpp.set_gradient_checkpointing(enable)

@@ -54,7 +54,7 @@ def indices_arg(indices):
 def intermediates_result(out: Dict[str, Any], intermediates_only: bool) -> FeatureResult:
     """timm's return value from the bound function's dict."""
     picked = list(out.get("intermediates", ()))
-    return picked if intermediates_only else (out["last_hidden_state"], picked)
+    return picked if flag(intermediates_only, "intermediates_only") else (out["last_hidden_state"], picked)
 
 
 def mean_patch_tokens(hidden: torch.Tensor) -> torch.Tensor:

@@ -144,10 +144,15 @@ def _turn(turn: Dict[str, Any], at: str) -> Turn:
     """One turn in LLaVA's keys (from, value) or OpenAI's (role, content); errors name the file's
     keys (they named Turn's fields: "turn 0.text: expected a string")."""
     llava, openai = {"from", "value"} & turn.keys(), {"role", "content"} & turn.keys()
-    if llava and openai:
-        raise ValueError(f"{at}: mixes LLaVA's keys ('from', 'value') with OpenAI's ('role', 'content'): "
-                         f"{sorted(llava | openai)}; use one pair")
-    speaker, text = ("from", "value") if llava or not openai else ("role", "content")
+    pairs = [p for p, given in ((("from", "value"), llava), (("role", "content"), openai)) if given] or [("from", "value")]
+    read = [_turn_in(turn, speaker, text, at) for speaker, text in pairs]
+    if len(read) == 2 and (ROLES[read[0].speaker], read[0].text) != (ROLES[read[1].speaker], read[1].text):
+        raise ValueError(f"{at}: its LLaVA keys ('from', 'value') and OpenAI keys ('role', 'content') disagree "
+                         "(LLaVA reads the first pair, a chat template the second); keep one pair")
+    return read[0]
+
+
+def _turn_in(turn: Dict[str, Any], speaker: str, text: str, at: str) -> Turn:
     for key in (speaker, text):
         if key not in turn:
             raise ValueError(f"{at}: no {key!r} (a turn holds {speaker!r} and {text!r})")

@@ -71,8 +71,8 @@ def _check_expanded_size(root: yaml.Node) -> None:
         total = 1 + sum(size(child) for child in children)
         open_nodes.discard(id(node))
         if total > MAX_VALUES:
-            raise yaml.composer.ComposerError(None, None, f"its aliases expand it past {MAX_VALUES} values: not a "
-                                              "recipe", node.start_mark)
+            raise yaml.composer.ComposerError(None, None, f"it holds more than {MAX_VALUES} values once its aliases "
+                                              "are copied out: not a recipe", node.start_mark)
         sizes[id(node)] = total
         return total
 
