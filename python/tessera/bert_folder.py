@@ -38,11 +38,46 @@ def check_tokenizer_json(folder: Path, tok) -> None:
                          f"differs from padding_side {tok.padding_side!r}")
 
 
+_BERT_SINGLE = [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                {"SpecialToken": {"id": "[SEP]", "type_id": 0}}]
+_BERT_PAIR = _BERT_SINGLE + [{"Sequence": {"id": "B", "type_id": 1}}, {"SpecialToken": {"id": "[SEP]", "type_id": 1}}]
+
+
+def _check_pipeline(path: Path, data: dict) -> None:
+    """The parts of a tokenizer.json read as written that tessera's WordPiece does not take from it:
+    each must be BERT's, or the folder is refused by name. They were skipped, and the ids differed
+    from transformers' (a longer max_input_chars_per_word, another pre-tokenizer, no [CLS]/[SEP])."""
+    model = data.get("model") if isinstance(data.get("model"), dict) else {}
+    unk = model.get("unk_token", "[UNK]")
+    if unk != "[UNK]":  # transformers then reads unknown words as it, and [UNK] as an added special token
+        raise ValueError(f"BertTokenizer.from_pretrained: {path}: model.unk_token {unk!r:.60} is not [UNK]; without a "
+                         "tokenizer_config.json naming unk_token, tessera's BertTokenizer reads unknown words as [UNK]")
+    limit = model.get("max_input_chars_per_word", 100)
+    if limit != 100:
+        raise ValueError(f"BertTokenizer.from_pretrained: {path}: model.max_input_chars_per_word {limit!r}; "
+                         "tessera's BertTokenizer reads words of up to 100 characters (BERT's)")
+    pre = data.get("pre_tokenizer")
+    if pre != {"type": "BertPreTokenizer"}:
+        raise ValueError(f"BertTokenizer.from_pretrained: {path}: pre_tokenizer {pre!r:.100} is not BERT's "
+                         "(BertPreTokenizer), the only one tessera's BertTokenizer splits words with")
+    post = data.get("post_processor")
+    bert = isinstance(post, dict) and (
+        (post.get("type") == "TemplateProcessing" and post.get("single") == _BERT_SINGLE and post.get("pair") == _BERT_PAIR)
+        or (post.get("type") == "BertProcessing" and (post.get("cls") or [None])[0] == "[CLS]"
+            and (post.get("sep") or [None])[0] == "[SEP]"))
+    if not bert:
+        raise ValueError(f"BertTokenizer.from_pretrained: {path}: post_processor {post!r:.100} is not BERT's "
+                         "([CLS] A [SEP] B [SEP]), which tessera's BertTokenizer adds")
+
+
 def normalizer_flags(path: Path) -> dict:
-    """do_lower_case, strip_accents and tokenize_chinese_chars from a tokenizer.json's
-    BertNormalizer, for a folder without tokenizer_config.json: transformers then reads the file as
-    written, where its BertTokenizer class would take a config's flags (or their defaults)."""
-    norm = read_object(path).get("normalizer")
+    """do_lower_case, strip_accents and tokenize_chinese_chars from a tokenizer.json,
+    for a folder without tokenizer_config.json: transformers then reads the file as written, where
+    its BertTokenizer class would take a config's flags (or their defaults). The rest of its
+    pipeline must be BERT's (`_check_pipeline`)."""
+    data = read_object(path)
+    _check_pipeline(path, data)
+    norm = data.get("normalizer")
     if not (isinstance(norm, dict) and norm.get("type") == "BertNormalizer" and norm.get("clean_text", True) is True):
         raise ValueError(f"BertTokenizer.from_pretrained: {path}: normalizer {norm!r:.100} is not a BertNormalizer "
                          "with clean_text (and no tokenizer_config.json names BERT's flags)")
