@@ -125,7 +125,7 @@ def added_tokens(path: Path, data: Dict[str, Any]) -> List[Tuple[int, str, Dict[
     entries = data.get("added_tokens") or []
     if not isinstance(entries, list):
         raise ValueError(f"{path}: added_tokens must be a list, got {type(entries).__name__}")
-    out = []
+    out, ids, tokens = [], {}, {}
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or not isinstance(entry.get("id"), int) or isinstance(entry.get("id"), bool) \
                 or entry["id"] < 0:
@@ -133,6 +133,12 @@ def added_tokens(path: Path, data: Dict[str, Any]) -> List[Tuple[int, str, Dict[
         token = token_content(entry, path, f"added_tokens[{i}]")
         if not token.strip():
             raise ValueError(f"{path}: added_tokens[{i}] is blank ({token!r})")
+        # One id or token twice: the entry kept was the last, where transformers matches the first.
+        for seen, key, what in ((ids, entry["id"], "id"), (tokens, token, "token")):
+            if key in seen:
+                raise ValueError(f"{path}: added_tokens[{i}] gives {what} {key!r} again (added_tokens[{seen[key]}]); "
+                                 "each added token has one id")
+            seen[key] = i
         out.append((entry["id"], token, entry))
     return out
 
@@ -174,6 +180,9 @@ def _pieces(path: Path, vocab: Any) -> List[str]:
     for token, i in vocab.items():
         if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(vocab) or pieces[i] is not None:
             raise ValueError(f"{path}: model.vocab[{token!r}] is {i!r}; ids run from 0 to {len(vocab) - 1}, each once")
+        if not token:  # SentencePiece refuses an empty piece, in a message naming tessera's converted file
+            raise ValueError(f"{path}: model.vocab[''] (id {i}): an empty piece, which a SentencePiece model cannot "
+                             "hold")
         pieces[i] = token
     return pieces
 

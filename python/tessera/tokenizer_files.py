@@ -65,11 +65,15 @@ def merge_legacy_files(folder: Path, config: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def config_extra(config: Dict[str, Any], path: Path) -> list:
-    """The extra special tokens of a config: additional_special_tokens, and extra_special_tokens
-    as transformers 5 writes it (a list, or named tokens: {"image_token": "[IMG]"})."""
+    """The extra special tokens of a config: extra_special_tokens as transformers 5 writes it (a
+    list, or named tokens: {"image_token": "[IMG]"}), or without that key, the older
+    additional_special_tokens; transformers 5 reads the second only then (even an empty
+    extra_special_tokens hides it), and so does tessera, which read both."""
     out = []
-    for key in ("additional_special_tokens", "extra_special_tokens"):
+    for key in ["extra_special_tokens" if "extra_special_tokens" in config else "additional_special_tokens"]:
         value = config.get(key)
+        if value is not None and not isinstance(value, (dict, list)):  # a string was read as no tokens
+            raise ValueError(f"{path}: {key} must be a list of tokens (or named tokens), got {value!r:.60}")
         values = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
         out += [token_content(v, path, key) for v in values]
     return list(dict.fromkeys(out))

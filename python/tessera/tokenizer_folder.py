@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from ._warn import warn
-from .tokenizer_files import LEGACY_FILES, merge_legacy_files, read_object, token_content
+from .tokenizer_files import config_extra, LEGACY_FILES, merge_legacy_files, read_object, token_content
 
 CONFIG = "tokenizer_config.json"
 
@@ -70,9 +70,10 @@ def folder_tokens(model_path: Path, config: Dict[str, Any], beside: Optional[Tup
         if not adds_bos(*beside, *bos_eos):
             raise ValueError(f"{beside[0]}: post_processor adds no bos: tessera's encoding and templates start "
                              "every text with bos, so transformers would give other ids for this folder")
-    elif config.get("add_bos_token", True) is not True:
-        raise ValueError(f"{path}: add_bos_token {config['add_bos_token']!r}: tessera's encoding and templates "
-                         "start every text with bos, so transformers would give other ids for this folder")
+    elif config.get("add_bos_token") is not True:  # transformers 5 reads it unset as false (4 read true)
+        raise ValueError(f"{path}: add_bos_token {config.get('add_bos_token')!r}: tessera's encoding and templates "
+                         "start every text with bos, so transformers would give other ids for this folder (it "
+                         "reads an unset add_bos_token as false): set it to true if the model was trained so")
     if config.get("add_eos_token", False) is not False:
         raise ValueError(f"{path}: add_eos_token {config['add_eos_token']!r}: tessera's encoding and templates "
                          "add no eos after a text, so transformers would give other ids for this folder")
@@ -108,6 +109,10 @@ def folder_tokens(model_path: Path, config: Dict[str, Any], beside: Optional[Tup
             raise ValueError(f"{source}: added token {token!r} takes id {i}; added tokens number on from the model's "
                              f"{pieces} pieces without gaps, so it would take {pieces + len(added)}")
         added.append(token)
+    # Extra special tokens the config names without a number: transformers adds each new one after
+    # the others (they were left out, and the text "<x>" encoded as its bytes).
+    known = set(inside) | set(added) | {piece_of(i) for i in range(pieces)}
+    added += [t for t in config_extra(config, path) if t not in known]
     return inside + added, _content(config.get("pad_token"), path, "pad_token")
 
 

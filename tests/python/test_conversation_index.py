@@ -162,7 +162,7 @@ def test_the_index_is_rebuilt_when_the_tokenizer_folder_changes(data, tok, tmp_p
     built = []
     index_of(path, SentencePieceTokenizer(tmp_path / "tokenizer.model", ["<image>"]), image_folder=str(data),
              log=built.append)
-    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"pad_token": "<unk>"}))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"pad_token": "<unk>", "add_bos_token": True}))
     index_of(path, SentencePieceTokenizer(tmp_path / "tokenizer.model", ["<image>"]), image_folder=str(data),
              log=built.append)
     assert len(built) == 2

@@ -26,7 +26,7 @@ def tokenizers(tmp_path_factory, shared_dir):
     """transformers' LLaMA tokenizer and tessera's, over the same SentencePiece model."""
     folder = tmp_path_factory.mktemp("tokenizer")
     shutil.copy(shared_dir / "assets" / "llama2c_tokenizer.model", folder / "tokenizer.model")
-    (folder / "tokenizer_config.json").write_text('{"tokenizer_class": "LlamaTokenizer"}')
+    (folder / "tokenizer_config.json").write_text('{"tokenizer_class": "LlamaTokenizer", "add_bos_token": true}')
     return (transformers.AutoTokenizer.from_pretrained(str(folder)),
             tessera.SentencePieceTokenizer(str(folder / "tokenizer.model")))
 

@@ -17,7 +17,7 @@ transformers = pytest.importorskip("transformers")
 MODEL = "/work/shared/assets/llama2c_tokenizer.model"
 pytestmark = pytest.mark.skipif(not os.path.isfile(MODEL), reason="the LLaMA tokenizer asset is not here")
 TEXTS = ["Hello world", "Hello.</s>", "<s>Hi", "</s>USER: hi", "<image>\nWhat is it?", "x<image>y", "a\n\nb",
-         "héllo 日本 ☃", "<pad>a", "an <unk>word", "USER: <image>\nWhat is this? ASSISTANT: A shirt.</s>"]
+         "héllo 日本 ☃", "<pad>a", "an <unk>word", "a<x>b <y>c", "USER: <image>\nWhat is this? ASSISTANT: A shirt.</s>"]
 
 
 def token(content, **flags):
@@ -43,7 +43,9 @@ def folder(tmp_path, **changes):
 
 
 @pytest.mark.parametrize("changes", [{}, {"added": {"32001": token("<pad>")}, "pad_token": "<pad>"},
-                                     {"pad_token": "<unk>"}])
+                                     {"pad_token": "<unk>"},
+                                     {"additional_special_tokens": ["<x>", "<image>"]},
+                                     {"additional_special_tokens": ["<x>"], "extra_special_tokens": ["<y>"]}])
 def test_ids_equal_transformers_on_the_same_folder(tmp_path, changes):
     path = folder(tmp_path / "tok", **changes)
     ref = transformers.AutoTokenizer.from_pretrained(str(path))
@@ -69,6 +71,7 @@ def test_a_template_writing_the_eos_as_text_trains_the_eos(tmp_path):
 
 @pytest.mark.parametrize("changes, message", [
     ({"add_bos_token": False}, "add_bos_token False"),
+    ({"add_bos_token": None}, "add_bos_token None: .*it reads an unset add_bos_token as false"),
     ({"add_eos_token": True}, "add_eos_token True"),
     ({"bos_token": "</s>"}, "bos_token '</s>' differs from the model's '<s>'"),
     ({"added": {"32000": token("<image>", rstrip=True)}}, "'<image>' \\(id 32000\\) has rstrip true"),
@@ -103,3 +106,15 @@ def test_a_folder_as_older_transformers_saved_it(tmp_path):
     ours = tessera.SentencePieceTokenizer(path / "tokenizer.model", special_tokens=["<image>"])
     assert ours.encode("a<pad>b") == ref("a<pad>b")["input_ids"] and ours.pad_id == ref.pad_token_id == 32000
     assert ours.special_tokens["<image>"] == 32001
+
+
+def test_an_unset_add_bos_token_is_no_bos_to_transformers_5(tmp_path):
+    """transformers 5 reads a LlamaTokenizer config without add_bos_token as no bos (4 read bos);
+    tessera's encoding and templates start with bos: such a folder is refused, not read otherwise."""
+    path = folder(tmp_path / "tok")
+    config = json.loads((path / "tokenizer_config.json").read_text())
+    del config["add_bos_token"]
+    (path / "tokenizer_config.json").write_text(json.dumps(config))
+    assert transformers.AutoTokenizer.from_pretrained(str(path))("Hello")["input_ids"][0] != 1
+    with pytest.raises(ValueError, match="add_bos_token None: .*set it to true if the model was trained so"):
+        tessera.SentencePieceTokenizer(path / "tokenizer.model")

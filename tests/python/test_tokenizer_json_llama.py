@@ -180,8 +180,16 @@ def test_decode_keeps_the_space_after_an_added_token(saved):
      "added_tokens\\[5\\] is blank"),
     ({"added_tokens_decoder": {"32002": None}}, None, "tokenizer_config.json: added_tokens_decoder\\[32002\\] is blank"),
     ({"bos_token": 5}, None, "tokenizer_config.json: bos_token must be a token string"),
+    # One id twice kept the last entry, where transformers matches the first (silently other ids).
+    (None, lambda d: d["added_tokens"].extend([{"id": 32002, "content": "<x>", "special": True},
+                                               {"id": 32002, "content": "<y>", "special": True}]),
+     "added_tokens\\[6\\] gives id 32002 again \\(added_tokens\\[5\\]\\)"),
+    # transformers raises a TypeError; tessera read the string as no tokens.
+    ({"extra_special_tokens": "<x>"}, None, "extra_special_tokens must be a list of tokens"),
+    # SentencePiece's own message named tessera's converted file, not this one.
+    (None, lambda d: d["model"]["vocab"].update({"": 32000}), "tokenizer.json: model.vocab\\[''\\] \\(id 32000\\)"),
 ], ids=["post-str", "post-null", "template-item", "legacy-str", "negative-id", "inside-mismatch", "config-extra",
-        "blank", "null-entry", "bos-int"])
+        "blank", "null-entry", "bos-int", "id-twice", "extra-str", "empty-piece"])
 def test_malformed_files_are_refused_naming_file_and_key(saved, tmp_path, config, edit, message):
     path = variant(saved, tmp_path, config, edit)
     with pytest.raises(ValueError, match=message):
@@ -195,3 +203,17 @@ def test_a_tokenizer_json_saved_again_keeps_transformers_ids(saved, tmp_path):
     ours.save_pretrained(tmp_path / "again")
     assert sorted(p.name for p in (tmp_path / "again").iterdir()) == ["tokenizer.json", "tokenizer_config.json"]
     assert_same(tmp_path / "again", TEXTS + ["a <new> b", "<new>"], special=("<image>", "<new>"))
+
+
+@pytest.mark.parametrize("config, new", [
+    ({"extra_special_tokens": ["<x>", "<image>", "<y>"]}, ["<x>", "<y>"]),
+    ({"extra_special_tokens": ["<x>"], "additional_special_tokens": ["<y>"]}, ["<x>"]),  # the older key is hidden
+    (lambda c: [c.pop("extra_special_tokens", None), c.update(additional_special_tokens=["<y>"])], ["<y>"]),
+], ids=["extra", "both", "additional-alone"])
+def test_special_tokens_the_config_alone_names_take_the_next_ids(saved, tmp_path, config, new):
+    """transformers adds a special token named only in tokenizer_config.json after the others
+    (extra_special_tokens, or without that key additional_special_tokens); tessera left it out, and
+    "<x>" encoded as its bytes."""
+    path = variant(saved, tmp_path, config)
+    ours, ref = assert_same(path, TEXTS + ["a <x> b<y>c", "<y><x>"])
+    assert ref.convert_tokens_to_ids(new) == list(range(32002, 32002 + len(new))) and len(ours) == len(ref)

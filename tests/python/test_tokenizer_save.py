@@ -32,7 +32,8 @@ def source(request, shared_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp(request.param)
     if request.param == "llama":
         shutil.copy(shared_dir / "assets" / "llama2c_tokenizer.model", folder / "tokenizer.model")
-        (folder / "tokenizer_config.json").write_text(json.dumps({"pad_token": "<unk>", "model_max_length": 4096}))
+        (folder / "tokenizer_config.json").write_text(json.dumps({"pad_token": "<unk>", "model_max_length": 4096,
+                                                                  "add_bos_token": True}))
         return SentencePieceTokenizer(folder / "tokenizer.model", special_tokens=["<image>", "<pad>"])
     lines = [f"A {c} shirt  with\tcode {i}:\n    x = {i}" for i, c in enumerate(["red", "blue", "grün", "黒"] * 30)]
     vocab = 80 if request.param == "no-bytes" else 300
