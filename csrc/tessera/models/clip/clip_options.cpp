@@ -21,7 +21,8 @@ void ClipVisionOptions::validate(const std::string& where) const {
   TORCH_CHECK_VALUE(patch_size() > 0 && image_size() > 0 && image_size() % patch_size() == 0, where, ": image_size ", image_size(),
                     " must be a positive multiple of patch_size ", patch_size());
   TORCH_CHECK_VALUE(num_hidden_layers() >= 0 && intermediate_size() > 0 && num_channels() > 0, where,
-                    ": layer counts and sizes must be positive");
+                    ": num_hidden_layers ", num_hidden_layers(), " must be >= 0, intermediate_size ", intermediate_size(),
+                    " and num_channels ", num_channels(), " positive");
 }
 
 ClipVisionOptions ClipVisionOptions::from_json(const nlohmann::json& j, const std::string& where, bool strict) {
@@ -39,7 +40,9 @@ void ClipTextOptions::validate(const std::string& where) const {
   check_heads(where, hidden_size(), num_attention_heads());
   TORCH_CHECK_VALUE(vocab_size() > 0 && max_position_embeddings() > 0 && intermediate_size() > 0 &&
                         num_hidden_layers() >= 0,
-                    where, ": vocab_size, max_position_embeddings and intermediate_size must be positive");
+                    where, ": vocab_size ", vocab_size(), ", max_position_embeddings ", max_position_embeddings(),
+                    " and intermediate_size ", intermediate_size(), " must be positive, num_hidden_layers ",
+                    num_hidden_layers(), " >= 0");
 }
 
 ClipTextOptions ClipTextOptions::from_json(const nlohmann::json& j, const std::string& where, bool strict) {
