@@ -613,9 +613,11 @@ TEST(WordPieceFolder, TokenizerJsonWithoutVocabTxt) {
   std::filesystem::create_directories(dir);
   nlohmann::json vocab = nlohmann::json::object();
   for (size_t i = 0; i < kTinyVocab.size(); ++i) vocab[kTinyVocab[i]] = i;
-  const nlohmann::json data = {{"model", {{"type", "WordPiece"}, {"continuing_subword_prefix", "##"},
-                                          {"vocab", vocab}}},
-                               {"normalizer", {{"type", "BertNormalizer"}, {"lowercase", true}}}};
+  const nlohmann::json data = {
+      {"model", {{"type", "WordPiece"}, {"continuing_subword_prefix", "##"}, {"vocab", vocab}}},
+      {"normalizer", {{"type", "BertNormalizer"}, {"lowercase", true}}},
+      {"pre_tokenizer", {{"type", "BertPreTokenizer"}}},
+      {"post_processor", {{"type", "BertProcessing"}, {"sep", {"[SEP]", 3}}, {"cls", {"[CLS]", 2}}}}};
   std::ofstream(dir + "/tokenizer.json") << data.dump();
   const WordPieceTokenizer from_json = WordPieceTokenizer::from_pretrained(dir);
   const WordPieceTokenizer from_txt(tiny_vocab_file());
@@ -652,6 +654,19 @@ TEST(WordPieceFolder, TokenizerJsonWithoutVocabTxt) {
   bpe["model"]["type"] = "BPE";
   expect_invalid(bpe, "not WordPiece");
   expect_invalid(nlohmann::json{{"model", {{"type", "WordPiece"}}}}, "model.vocab");
+
+  // Read as written (no config), the rest of its pipeline must be BERT's: each gave transformers
+  // other ids (longer words as [UNK], other word splits, no [CLS]/[SEP], another unknown token).
+  std::filesystem::remove(dir + "/tokenizer_config.json");
+  nlohmann::json limit = data, split = data, bare = data, unk = data;
+  limit["model"]["max_input_chars_per_word"] = 3;
+  split["pre_tokenizer"] = {{"type", "WhitespaceSplit"}};
+  bare["post_processor"] = nullptr;
+  unk["model"]["unk_token"] = "x";
+  expect_invalid(limit, "model.max_input_chars_per_word 3 is not BERT's");
+  expect_invalid(split, "pre_tokenizer {\"type\":\"WhitespaceSplit\"} is not BERT's");
+  expect_invalid(bare, "post_processor null is not BERT's");
+  expect_invalid(unk, "model.unk_token \"x\" is not BERT's");
 }
 
 TEST(BertPretokenize, CharacterClasses) {
