@@ -70,10 +70,12 @@ def folder_tokens(model_path: Path, config: Dict[str, Any], beside: Optional[Tup
         if not adds_bos(*beside, *bos_eos):
             raise ValueError(f"{beside[0]}: post_processor adds no bos: tessera's encoding and templates start "
                              "every text with bos, so transformers would give other ids for this folder")
-    elif config.get("add_bos_token") is not True:  # transformers 5 reads it unset as false (4 read true)
-        raise ValueError(f"{path}: add_bos_token {config.get('add_bos_token')!r}: tessera's encoding and templates "
-                         "start every text with bos, so transformers would give other ids for this folder (it "
-                         "reads an unset add_bos_token as false): set it to true if the model was trained so")
+    elif "add_bos_token" not in config:  # LLaVA trained with transformers 4, which read it so; said, not silent
+        warn(f"{path}: no add_bos_token: tessera starts every text with bos, as transformers 4 (LLaVA's training) "
+             "read such a folder; transformers 5 adds no bos here. Set add_bos_token to say which")
+    elif config["add_bos_token"] is not True:
+        raise ValueError(f"{path}: add_bos_token {config['add_bos_token']!r}: tessera's encoding and templates "
+                         "start every text with bos, so transformers would give other ids for this folder")
     if config.get("add_eos_token", False) is not False:
         raise ValueError(f"{path}: add_eos_token {config['add_eos_token']!r}: tessera's encoding and templates "
                          "add no eos after a text, so transformers would give other ids for this folder")
