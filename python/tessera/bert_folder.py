@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ._warn import warn
 from .tokenizer_files import read_object
 
 
@@ -44,37 +45,33 @@ _BERT_PAIR = _BERT_SINGLE + [{"Sequence": {"id": "B", "type_id": 1}}, {"SpecialT
 
 
 def _check_pipeline(path: Path, data: dict) -> None:
-    """The parts of a tokenizer.json read as written that tessera's WordPiece does not take from it:
-    each must be BERT's, or the folder is refused by name. They were skipped, and the ids differed
-    from transformers' (a longer max_input_chars_per_word, another pre-tokenizer, no [CLS]/[SEP])."""
+    """Says which parts of a tokenizer.json BERT's pipeline differs from: transformers' AutoTokenizer
+    reads a folder holding it alone as written (another word-length limit, pre-tokenizer,
+    post-processor or unknown token: other ids), while its BertTokenizer, and AutoTokenizer in a
+    BERT model's folder, build BERT's, as tessera does. Said, not refused: both are transformers'."""
     model = data.get("model") if isinstance(data.get("model"), dict) else {}
-    unk = model.get("unk_token", "[UNK]")
-    if unk != "[UNK]":  # transformers then reads unknown words as it, and [UNK] as an added special token
-        raise ValueError(f"BertTokenizer.from_pretrained: {path}: model.unk_token {unk!r:.60} is not [UNK]; without a "
-                         "tokenizer_config.json naming unk_token, tessera's BertTokenizer reads unknown words as [UNK]")
-    limit = model.get("max_input_chars_per_word", 100)
-    if limit != 100:
-        raise ValueError(f"BertTokenizer.from_pretrained: {path}: model.max_input_chars_per_word {limit!r}; "
-                         "tessera's BertTokenizer reads words of up to 100 characters (BERT's)")
-    pre = data.get("pre_tokenizer")
-    if pre != {"type": "BertPreTokenizer"}:
-        raise ValueError(f"BertTokenizer.from_pretrained: {path}: pre_tokenizer {pre!r:.100} is not BERT's "
-                         "(BertPreTokenizer), the only one tessera's BertTokenizer splits words with")
     post = data.get("post_processor")
-    bert = isinstance(post, dict) and (
+    bert_post = isinstance(post, dict) and (
         (post.get("type") == "TemplateProcessing" and post.get("single") == _BERT_SINGLE and post.get("pair") == _BERT_PAIR)
         or (post.get("type") == "BertProcessing" and (post.get("cls") or [None])[0] == "[CLS]"
             and (post.get("sep") or [None])[0] == "[SEP]"))
-    if not bert:
-        raise ValueError(f"BertTokenizer.from_pretrained: {path}: post_processor {post!r:.100} is not BERT's "
-                         "([CLS] A [SEP] B [SEP]), which tessera's BertTokenizer adds")
+    differ = [f"model.max_input_chars_per_word {model.get('max_input_chars_per_word')!r}"
+              for _ in [0] if model.get("max_input_chars_per_word", 100) != 100]
+    differ += [f"model.unk_token {model.get('unk_token')!r:.40}" for _ in [0] if model.get("unk_token", "[UNK]") != "[UNK]"]
+    differ += [f"pre_tokenizer {data.get('pre_tokenizer')!r:.60}" for _ in [0]
+               if data.get("pre_tokenizer") != {"type": "BertPreTokenizer"}]
+    differ += [f"post_processor {post!r:.60}" for _ in [0] if not bert_post]
+    if differ:
+        warn(f"{path}: {'; '.join(differ)}: not BERT's. tessera reads BERT's pipeline, as transformers' "
+             "BertTokenizer does (and AutoTokenizer in a BERT model's folder); AutoTokenizer on this folder alone "
+             "reads the file as written and gives other ids")
 
 
 def normalizer_flags(path: Path) -> dict:
     """do_lower_case, strip_accents and tokenize_chinese_chars from a tokenizer.json,
     for a folder without tokenizer_config.json: transformers then reads the file as written, where
-    its BertTokenizer class would take a config's flags (or their defaults). The rest of its
-    pipeline must be BERT's (`_check_pipeline`)."""
+    its BertTokenizer class would take a config's flags (or their defaults). Where the rest of its
+    pipeline is not BERT's, a warning says so (`_check_pipeline`)."""
     data = read_object(path)
     _check_pipeline(path, data)
     norm = data.get("normalizer")

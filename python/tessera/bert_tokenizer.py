@@ -141,8 +141,8 @@ class BertTokenizer:
             if not isinstance(config, dict):
                 raise ValueError(f"BertTokenizer.from_pretrained: {path} is not a JSON object")
             _check_config_types(config, path)
-        elif is_regular_file(folder / "tokenizer.json"):  # no config: transformers reads the file as written
-            config = normalizer_flags(folder / "tokenizer.json")
+        elif vocab.name == "tokenizer.json":  # no config: transformers reads the file as written
+            config = normalizer_flags(vocab)
         config = merge_legacy_files(folder, config)
         args: Dict[str, Any] = {}
         for key in ("do_lower_case", "strip_accents", "tokenize_chinese_chars", "padding_side",

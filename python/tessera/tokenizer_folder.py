@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from ._warn import warn
-from .tokenizer_files import config_extra, LEGACY_FILES, merge_legacy_files, read_object, token_content
+from .tokenizer_files import ROLES, config_extra, LEGACY_FILES, merge_legacy_files, read_object, token_content
 
 CONFIG = "tokenizer_config.json"
 
@@ -111,11 +111,28 @@ def folder_tokens(model_path: Path, config: Dict[str, Any], beside: Optional[Tup
             raise ValueError(f"{source}: added token {token!r} takes id {i}; added tokens number on from the model's "
                              f"{pieces} pieces without gaps, so it would take {pieces + len(added)}")
         added.append(token)
-    # Extra special tokens the config names without a number: transformers adds each new one after
-    # the others (they were left out, and the text "<x>" encoded as its bytes).
-    known = set(inside) | set(added) | {piece_of(i) for i in range(pieces)}
-    added += [t for t in config_extra(config, path) if t not in known]
-    return inside + added, _content(config.get("pad_token"), path, "pad_token")
+    return inside + added + config_only(config, path, pieces, piece_of, roles, inside + added), \
+        _content(config.get("pad_token"), path, "pad_token")
+
+
+def config_only(config: Dict[str, Any], path: Path, pieces: int, piece_of, roles: Dict[str, int],
+                numbered: List[str]) -> List[str]:
+    """Special tokens the config names without a number, in transformers 5's order: the roles past
+    bos, eos and unk (sep, pad, cls, mask), other named tokens ("image_token"), then the extra
+    special tokens. A piece among them is cut out of the text; a new one takes the next id. They
+    were left out: "<x>" encoded as its bytes, "ing" matched inside words, and a token after a
+    config-only mask took the mask's id."""
+    named = [(k, config.get(k)) for k in ("sep_token", "pad_token", "cls_token", "mask_token")]
+    named += [(k, v) for k, v in config.items()
+              if k.endswith("_token") and k not in ROLES and (isinstance(v, str) or isinstance(v, dict) and "content" in v)]
+    tokens = [_content(v, path, k) for k, v in named if v is not None] + config_extra(config, path)
+    ids = {piece_of(i): i for i in range(pieces)}
+    out: List[str] = []
+    for token in dict.fromkeys(tokens):
+        if token in numbered or token in out or (token in ids and ids[token] in roles.values()):
+            continue
+        out.append(token)  # a piece keeps its id (add_special_tokens), a new token takes the next
+    return out
 
 
 def _config_entries(config: Dict[str, Any], path: Path) -> Dict[int, Tuple[str, Any, Path]]:

@@ -7,6 +7,7 @@
 #include "tessera/text/wordpiece_tokenizer.h"
 #include "tessera/core/regular_file.h"
 
+#include <c10/util/Exception.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -218,21 +219,19 @@ WordPieceTokenizer::WordPieceTokenizer(const std::string& vocab_path, WordPieceO
 
 namespace {
 
-// The rest of a tokenizer.json read as written must be BERT's (bert_folder.py checks the same for
-// Python): another word-length limit, unknown token, pre-tokenizer or post-processor gave
-// transformers other ids than this tokenizer's.
+// Says where the rest of a tokenizer.json differs from BERT's pipeline (bert_folder.py says the
+// same in Python): transformers' AutoTokenizer reads such a folder alone as written (other ids),
+// its BertTokenizer builds BERT's, as this class does.
 void check_bert_pipeline(const std::string& path, const nlohmann::json& data) {
-  const auto refuse = [&](const std::string& what) {
-    throw std::invalid_argument("WordPieceTokenizer: '" + path + "': " + what + " is not BERT's (no tokenizer_config.json "
-                                "names the class, so transformers reads the file as written)");
-  };
+  std::string differ;
+  const auto note = [&](const std::string& what) { differ += (differ.empty() ? "" : "; ") + what; };
   const nlohmann::json model = data.value("model", nlohmann::json::object());
   if (model.is_object() && model.contains("max_input_chars_per_word") && model["max_input_chars_per_word"] != 100)
-    refuse("model.max_input_chars_per_word " + model["max_input_chars_per_word"].dump());
+    note("model.max_input_chars_per_word " + model["max_input_chars_per_word"].dump());
   if (model.is_object() && model.contains("unk_token") && model["unk_token"] != "[UNK]")
-    refuse("model.unk_token " + model["unk_token"].dump());
+    note("model.unk_token " + model["unk_token"].dump());
   if (data.value("pre_tokenizer", nlohmann::json()) != nlohmann::json{{"type", "BertPreTokenizer"}})
-    refuse("pre_tokenizer " + data.value("pre_tokenizer", nlohmann::json()).dump().substr(0, 80));
+    note("pre_tokenizer " + data.value("pre_tokenizer", nlohmann::json()).dump().substr(0, 80));
   const nlohmann::json post = data.value("post_processor", nlohmann::json());
   const auto special = [](const char* id, int type) {
     return nlohmann::json{{"SpecialToken", {{"id", id}, {"type_id", type}}}};
@@ -241,15 +240,19 @@ void check_bert_pipeline(const std::string& path, const nlohmann::json& data) {
   const nlohmann::json single = {special("[CLS]", 0), sequence("A", 0), special("[SEP]", 0)};
   const nlohmann::json pair = {special("[CLS]", 0), sequence("A", 0), special("[SEP]", 0), sequence("B", 1),
                                special("[SEP]", 1)};
-  const bool template_ok = post.is_object() && post.value("type", "") == "TemplateProcessing" &&
-                           post.value("single", nlohmann::json()) == single && post.value("pair", nlohmann::json()) == pair;
   const auto first = [&](const char* key) {
     const nlohmann::json v = post.value(key, nlohmann::json());
     return v.is_array() && !v.empty() ? v[0] : nlohmann::json();
   };
-  const bool bert_ok = post.is_object() && post.value("type", "") == "BertProcessing" && first("cls") == "[CLS]" &&
-                       first("sep") == "[SEP]";
-  if (!template_ok && !bert_ok) refuse("post_processor " + post.dump().substr(0, 80));
+  const bool bert_post = post.is_object() &&
+                         ((post.value("type", "") == "TemplateProcessing" && post.value("single", nlohmann::json()) == single &&
+                           post.value("pair", nlohmann::json()) == pair) ||
+                          (post.value("type", "") == "BertProcessing" && first("cls") == "[CLS]" && first("sep") == "[SEP]"));
+  if (!bert_post) note("post_processor " + post.dump().substr(0, 80));
+  if (!differ.empty())
+    TORCH_WARN("WordPieceTokenizer: '", path, "': ", differ, ": not BERT's. This class reads BERT's pipeline, as ",
+               "transformers' BertTokenizer does; transformers' AutoTokenizer on this folder alone reads the file ",
+               "as written and gives other ids");
 }
 
 // A tokenizer.json's BertNormalizer flags, for a folder without tokenizer_config.json: transformers
@@ -323,10 +326,10 @@ WordPieceTokenizer WordPieceTokenizer::from_pretrained(const std::string& folder
     if (config.contains(key) && !config[key].is_null()) *field = token_of(config[key], key);
   // transformers 5 saves tokenizer.json without vocab.txt; its model.vocab is the vocabulary.
   std::string vocab_path = folder + "/vocab.txt";
-  const bool has_json = std::ifstream(folder + "/tokenizer.json").good();
-  if (!std::ifstream(vocab_path).good() && has_json) vocab_path = folder + "/tokenizer.json";
-  // No config: transformers reads tokenizer.json as written, vocab.txt beside it or not.
-  if (has_json && !std::ifstream(config_path).good()) o = normalizer_options(folder + "/tokenizer.json", o);
+  if (!std::ifstream(vocab_path).good() && std::ifstream(folder + "/tokenizer.json").good()) {
+    vocab_path = folder + "/tokenizer.json";
+    if (!std::ifstream(config_path).good()) o = normalizer_options(vocab_path, o);
+  }
   WordPieceTokenizer tok(vocab_path, o);
   // Added tokens beyond the vocabulary, in id order (LAVIS's [DEC] is 30522 after BERT's).
   if (config.contains("added_tokens_decoder")) {
