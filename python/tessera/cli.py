@@ -66,19 +66,41 @@ def _say_pixel_changes(folder: str, recipe) -> None:
              "give its own recipe, or --set these back")
 
 
+FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+_PROBE_FLAGS = ("random_init", "data", "probe_train", "probe_test")
+_TASK_FLAGS = ("recipe", "retrieval", "captioning", "prompt", "split", "image_root", "set", "dtype")
+
+
+def _refuse_unused_eval_flags(args) -> None:
+    """A flag the chosen evaluation does not read is an error, not ignored: `--probe --dtype int8`
+    reported fp32 numbers, and `--split` without a split file the recipe's data."""
+    def given(names):
+        return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) not in (None, False, [], "")]
+
+    if args.probe and given(_TASK_FLAGS):
+        raise ValueError(f"eval --probe reads the encoder alone: {', '.join(given(_TASK_FLAGS))} go with a recipe's "
+                         "evaluation (leave --probe out)")
+    if not args.probe and given(_PROBE_FLAGS):
+        raise ValueError(f"{', '.join(given(_PROBE_FLAGS))} go with --probe")
+    if args.recipe == "":
+        raise ValueError("--recipe: an empty file name (leave it out for the checkpoint's own recipe)")
+    if not isinstance(args.retrieval, str) and args.captioning is None and given(("split", "image_root")):
+        raise ValueError(f"{', '.join(given(('split', 'image_root')))} go with a split file (--retrieval FILE or "
+                         "--captioning FILE)")
+
+
 def _eval(args) -> int:
     from .train import build_task, load_recipe
     from .train.tasks import import_modules
 
     import_modules(args.imports)
+    _refuse_unused_eval_flags(args)
     if args.probe:
         from .eval.probe import run_probe
 
-        print(json.dumps(run_probe(args.checkpoint, args.random_init, args.data, args.probe_train, args.probe_test),
-                         indent=2))
+        print(json.dumps(run_probe(args.checkpoint, args.random_init, args.data or FASHION_MNIST,
+                                   args.probe_train or 10000, args.probe_test or 2000), indent=2))
         return 0
-    if args.random_init:
-        raise ValueError("--random-init goes with --probe")
     own_recipe = not args.recipe
     if own_recipe:  # the recipe the checkpoint was trained with (data only: recipes import nothing)
         from .train.checkpoint import resolve_checkpoint
@@ -119,7 +141,7 @@ def _eval(args) -> int:
     check_eval_checkpoint(folder, task)  # checksums and model type, before anything is built
     _say_pixel_changes(folder, recipe)
     model = task.load_model(folder).eval()
-    if args.dtype == "bf16":
+    if (args.dtype or "fp32") == "bf16":
         import torch
 
         model = model.to(torch.bfloat16)
@@ -270,12 +292,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     e.add_argument("--probe", action="store_true", help="linear-probe and k-NN accuracy of the encoder's features "
                    "on Fashion-MNIST")
     e.add_argument("--random-init", action="store_true", help="--probe the same architecture, untrained")
-    e.add_argument("--data", default="/usr/share/datasets/fashion-mnist", help="--probe: Fashion-MNIST folder")
-    e.add_argument("--probe-train", type=positive_int, default=10000, help="--probe: training images")
-    e.add_argument("--probe-test", type=positive_int, default=2000, help="--probe: test images")
-    e.add_argument("--dtype", choices=["fp32", "bf16", "int8"], default="fp32",
+    e.add_argument("--data", default=None, help=f"--probe: Fashion-MNIST folder (default {FASHION_MNIST})")
+    e.add_argument("--probe-train", type=positive_int, default=None, help="--probe: training images (default 10000)")
+    e.add_argument("--probe-test", type=positive_int, default=None, help="--probe: test images (default 2000)")
+    e.add_argument("--dtype", choices=["fp32", "bf16", "int8"], default=None,
                    help="the model's weights while evaluating: bf16 halves the bytes each decoding step reads; "
-                        "int8 decodes from per-row int8 copies (tessera.quantization), the rest stays fp32")
+                        "int8 decodes from per-row int8 copies (tessera.quantization), the rest stays fp32 "
+                        "(default fp32)")
     e.add_argument("--set", action="append", default=[])
     e.set_defaults(fn=_eval)
     pl = sub.add_parser("plan", help="per-rank memory of a recipe before running it; settings that fit")

@@ -87,6 +87,8 @@ def check_value(hint: Any, value: Any, where: str) -> Any:
         raise ValueError(f"{where}: expected true or false, got {_describe(value)}")
     if hint is int:
         if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            if not -(1 << 63) <= int(value) < 1 << 63:  # C++ took it as int64: "Overflow when unpacking long long"
+                raise ValueError(f"{where}: {int(value)} is past the largest integer (2^63 - 1)")
             return int(value)
         raise ValueError(f"{where}: expected an integer, got {_describe(value)}")
     if hint is float:

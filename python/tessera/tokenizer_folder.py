@@ -122,13 +122,23 @@ def config_only(config: Dict[str, Any], path: Path, pieces: int, piece_of, roles
     special tokens. A piece among them is cut out of the text; a new one takes the next id. They
     were left out: "<x>" encoded as its bytes, "ing" matched inside words, and a token after a
     config-only mask took the mask's id."""
+    extra = config.get("extra_special_tokens")
+    in_extra = set(extra) if isinstance(extra, dict) else set()  # a name given in both: the dict's (transformers)
     named = [(k, config.get(k)) for k in ("sep_token", "pad_token", "cls_token", "mask_token")]
-    named += [(k, v) for k, v in config.items()
-              if k.endswith("_token") and k not in ROLES and (isinstance(v, str) or isinstance(v, dict) and "content" in v)]
+    # Other named tokens: a string, or a dict transformers reads as a token (its "__type": "AddedToken").
+    named += [(k, v) for k, v in config.items() if k.endswith("_token") and k not in ROLES and k not in in_extra
+              and (isinstance(v, str) or isinstance(v, dict) and v.get("__type") == "AddedToken")]
+    listed = config.get("extra_special_tokens" if "extra_special_tokens" in config else "additional_special_tokens")
+    listed = list(listed.values()) if isinstance(listed, dict) else listed if isinstance(listed, list) else []
+    for key, value in named + [("extra token", v) for v in listed]:
+        for flag in ("lstrip", "rstrip", "single_word"):
+            if isinstance(value, dict) and value.get(flag):
+                raise ValueError(f"{path}: {key} {value.get('content')!r} has {flag} true: transformers strips or "
+                                 "matches around it, tessera's encoding keeps the text as written")
     tokens = [_content(v, path, k) for k, v in named if v is not None] + config_extra(config, path)
     ids = {piece_of(i): i for i in range(pieces)}
     out: List[str] = []
-    for token in dict.fromkeys(tokens):
+    for token in dict.fromkeys(t for t in tokens if t):  # an empty name is no token (transformers skips it)
         if token in numbered or token in out or (token in ids and ids[token] in roles.values()):
             continue
         out.append(token)  # a piece keeps its id (add_special_tokens), a new token takes the next

@@ -72,6 +72,8 @@ def test_a_template_writing_the_eos_as_text_trains_the_eos(tmp_path):
 @pytest.mark.parametrize("changes, message", [
     ({"add_bos_token": False}, "add_bos_token False"),
     ({"add_bos_token": None}, "add_bos_token None"),
+    ({"video_token": {"__type": "AddedToken", "content": "<video>", "lstrip": True}}, "video_token '<video>' has lstrip"),
+    ({"extra_special_tokens": [token("<x>", rstrip=True)]}, "extra token '<x>' has rstrip"),
     ({"add_eos_token": True}, "add_eos_token True"),
     ({"bos_token": "</s>"}, "bos_token '</s>' differs from the model's '<s>'"),
     ({"added": {"32000": token("<image>", rstrip=True)}}, "'<image>' \\(id 32000\\) has rstrip true"),
@@ -126,6 +128,9 @@ def test_an_unset_add_bos_token_starts_with_bos_and_says_so(tmp_path):
     {"cls_token": "<cls>", "sep_token": "<sep>", "mask_token": "<mask>"},
     {"video_token": "<video>", "extra_special_tokens": ["<cls>"]},  # a named token before the extra ones
     {"extra_special_tokens": ["ing", "<cls>"]},  # a piece is cut out of words, and takes no new id
+    {"video_token": {"content": "<video>"}, "mask_token": "<mask>"},  # a dict without "__type" is no token
+    {"video_token": "<sep>", "extra_special_tokens": {"video_token": "<video>"}},  # the dict's name wins
+    {"video_token": "", "mask_token": "<mask>"},  # an empty name is no token
 ])
 def test_tokens_the_config_alone_names_take_transformers_ids(tmp_path, changes):
     """transformers 5 adds the special tokens a config names without a number (roles past bos, eos

@@ -545,3 +545,32 @@ def test_resumed_and_mixed_streams_refuse_what_would_serve_other_data(shards, tm
     import numpy as np
 
     assert len(list(MixedStream([shards, many], [np.float32(1), np.int64(2)]))) > 0
+
+
+def test_a_write_that_crashed_while_moving_its_shards_in_is_refused_until_written_again(tmp_path, monkeypatch):
+    """Interrupted while the new shards replaced the old ones, the folder held new shard 0 beside
+    old shards 1-3, which read back as one set without a word; the staging folder stayed."""
+    from tessera.data import shards as S
+
+    def samples(n, tag):
+        return ((f"{tag}{i:03d}", [("txt", f"{tag} {i}".encode()), ("cls", b"0")]) for i in range(n))
+
+    out = str(tmp_path / "set")
+    pattern = S.write_shards(out, samples(8, "old"), maxcount=2)
+    real, moved = os.replace, []
+
+    def crash_after_one(src, dst):
+        if moved:
+            raise KeyboardInterrupt
+        moved.append(dst)
+        real(src, dst)
+
+    monkeypatch.setattr(S.os, "replace", crash_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        S.write_shards(out, samples(8, "new"), maxcount=2)
+    monkeypatch.setattr(S.os, "replace", real)
+    with pytest.raises(ValueError, match=r"holds \.partial-.*, left by a write of these shards that did not finish"):
+        expand_urls(pattern)
+    assert S.write_shards(out, samples(8, "new"), maxcount=2) == pattern  # written again: whole, and readable
+    keys = [s["__key__"] for url in expand_urls(pattern) for s in tar_samples(url)]
+    assert keys == [f"new{i:03d}" for i in range(8)] and not S.unfinished_writes(out)

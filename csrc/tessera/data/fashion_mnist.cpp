@@ -20,7 +20,7 @@ std::string find_file(const std::string& root, const std::string& stem) {
       tried += "\n  " + p;
     }
   }
-  TORCH_CHECK(false, "FashionMNIST: '", stem, "' not found; tried:", tried);
+  TORCH_CHECK_VALUE(false, "FashionMNIST: '", stem, "' not found; tried:", tried);  // a bad --data: one line
 }
 
 }  // namespace

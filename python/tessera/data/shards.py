@@ -33,11 +33,15 @@ def _member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 def write_shards(out: str, samples: Iterable[Sample], maxcount: int = 10000, prefix: str = "") -> str:
     """Writes OUT/{prefix}{00000..}.tar with `maxcount` samples each; returns the brace pattern.
     The set is written into a folder inside OUT and moved in once whole, shard by shard over the
-    earlier set's of the same names; the earlier set's other shards are removed last. A crash while
-    writing leaves the earlier set as it was."""
+    earlier set's of the same names; the earlier set's other shards are removed, and the folder
+    last. A crash while writing leaves the earlier set as it was; one while moving leaves the folder
+    (OUT/.partial-*), which readers refuse (`expand_urls`): the set then mixes two writes. A later
+    write removes such a folder."""
     if maxcount < 1:
         raise ValueError(f"maxcount must be >= 1, got {maxcount}")
     os.makedirs(out, exist_ok=True)
+    for stale in unfinished_writes(out):  # a crashed replace: this write makes the set whole again
+        shutil.rmtree(os.path.join(out, stale), ignore_errors=True)
     stage = tempfile.mkdtemp(prefix=".partial-", dir=out)
     try:
         shard, count, tar = 0, 0, None
@@ -62,12 +66,22 @@ def write_shards(out: str, samples: Iterable[Sample], maxcount: int = 10000, pre
     written = sorted(os.listdir(stage))
     for name in written:
         os.replace(os.path.join(stage, name), os.path.join(out, name))
-    os.rmdir(stage)
-    earlier = re.compile(re.escape(prefix) + r"\d{5}\.tar(\.partial)?")
+    earlier = re.compile(re.escape(prefix) + r"\d{5,}\.tar(\.partial)?")
     for name in os.listdir(out):
         if earlier.fullmatch(name) and name not in written:
             os.remove(os.path.join(out, name))
+    os.rmdir(stage)  # last: until here the folder says the set is being replaced
     return os.path.join(out, f"{prefix}{{00000..{shard:05d}}}.tar")
+
+
+def unfinished_writes(folder: str) -> list:
+    """The staging folders a write_shards into `folder` left: one that crashed while moving its
+    shards in (or is running now). Their shards may mix two sets."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    return sorted(n for n in names if n.startswith(".partial-") and os.path.isdir(os.path.join(folder, n)))
 
 
 def fashion_mnist_samples(root: str, split: str = "train", template: str = "a photo of a {}.",

@@ -54,6 +54,13 @@ def expand_urls(pattern: Union[str, Sequence[str]]) -> List[str]:
             raise ValueError(f"shard pattern {p!r}: {len(expanded) - len(present)} of {len(expanded)} shards are "
                              f"missing or not regular files, first {missing!r} ({what})")
         urls += present
+    from .shards import unfinished_writes
+
+    for folder in dict.fromkeys(os.path.dirname(u) or "." for u in urls):
+        stale = unfinished_writes(folder)
+        if stale:  # a write_shards that crashed while moving its shards in, or one running now
+            raise ValueError(f"{folder}: holds {stale[0]}, left by a write of these shards that did not finish (or is "
+                             "running): the set may mix two writes; write it again (which removes the folder)")
     seen, twice = set(), []
     for u in urls:
         real = os.path.realpath(u)

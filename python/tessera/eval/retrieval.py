@@ -46,6 +46,7 @@ def embed_pairs(model, batches: Iterable[Dict], tokenizer, context_length: int =
         image_ids.extend(ids)
         if done:
             break
+    require_items(len(captions), "retrieval: image-caption pairs")  # before torch.cat([]) fails unnamed
     return torch.cat(img), torch.cat(txt), captions, image_ids
 
 
@@ -58,6 +59,12 @@ def recall_at_k(image_embeds: torch.Tensor, text_embeds: torch.Tensor, captions:
     caption): an image is then one query, a hit when any of its captions' texts is retrieved, as
     `multi_caption_recall` scores a caption file."""
     require_items(len(captions), "retrieval: image-caption pairs")
+    rows_given = {"image_embeds": len(image_embeds), "text_embeds": len(text_embeds), "captions": len(captions),
+                  **({"image_ids": len(image_ids)} if image_ids is not None else {})}
+    if len(set(rows_given.values())) != 1:
+        raise ValueError(f"recall_at_k: one row per pair in each input, got {rows_given}")
+    if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
+        raise ValueError(f"recall_at_k: ks must be integers >= 1, got {list(ks)!r}")  # R@0 read 0.0
     ids = {c: i for i, c in enumerate(dict.fromkeys(captions))}
     cap_id = torch.tensor([ids[c] for c in captions], dtype=torch.long)
     index: Dict[Hashable, int] = {}

@@ -44,9 +44,13 @@ def zero_shot_evaluate(model, batches: Iterable[Dict[str, torch.Tensor]], classi
     top5_all: List[torch.Tensor] = []
     labels_all: List[torch.Tensor] = []
     for batch in batches:
-        keep = max_images - total if max_images else len(batch["labels"])  # exactly max_images in all
+        labels = torch.as_tensor(batch["labels"])
+        if labels.dim() != 1 or len(labels) != len(batch["pixel_values"]):  # [B, 1] counted each image B times
+            raise ValueError(f"zero-shot: a batch's labels must be one per image ([{len(batch['pixel_values'])}]), got "
+                             f"shape {list(labels.shape)}")
+        keep = max_images - total if max_images else len(labels)  # exactly max_images in all
         pixels = batch["pixel_values"][:keep].to(device)
-        labels = batch["labels"][:keep]
+        labels = labels[:keep]
         outside = (labels < 0) | (labels >= n_cls)
         if bool(outside.any()):  # -1 ("no label") would be scored wrong and counted in the last row
             bad = int(labels[outside][0])

@@ -477,10 +477,15 @@ class Trainer:
         if info.is_main:
             _C.core.write_file_atomic(os.path.join(self.out_dir, "summary.json"),
                                       (json.dumps(summary, indent=2) + "\n").encode())
+            plotted = False
             if cfg.train.plots:
-                self.task.plot(self.out_dir, self.metrics_path, metrics)
+                try:  # a report: a plot that fails is said, the run it reports on stays done
+                    self.task.plot(self.out_dir, self.metrics_path, metrics)
+                    plotted = True
+                except Exception as e:  # noqa: BLE001 - matplotlib's and a task's own errors alike
+                    warn(f"{self.out_dir}: the plots failed ({type(e).__name__}: {str(e)[:200]}); the run is complete")
             for sink in self.sinks:
-                if cfg.train.plots:  # else RUN/*.png are an earlier run's (a resumed or overwritten folder)
+                if plotted:  # else RUN/*.png are an earlier run's (a resumed or overwritten folder)
                     sink.pictures(self.out_dir, step)
                 sink.close()
             self.sinks = []

@@ -16,27 +16,47 @@ from ..io import is_regular_file  # noqa: E402
 
 
 def read_metrics(path: str) -> List[Dict]:
+    """The log's rows; a line that is not a JSON object (a hand edit, a torn write) is left out
+    with a warning naming it: the plots are a report, and failed with a bare JSONDecodeError."""
+    from .._warn import warn
+
     if not is_regular_file(path, "a metrics log"):
         return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    rows = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except (ValueError, RecursionError):
+                row = None
+            if isinstance(row, dict) and isinstance(row.get("step", 0), (int, float)):
+                rows.append(row)
+            else:
+                warn(f"{path}: line {number} is not a metrics row (a JSON object with a step); left out of the plots")
+    return rows
 
 
 def _save(fig, path: str) -> str:
     tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.lexists(tmp):  # a failed save leaves no .tmp.png
+            os.remove(tmp)
     return path
 
 
 def plot_training_curves(metrics: List[Dict], path: str) -> str:
-    rows = [m for m in metrics if "loss" in m]
+    rows = [m for m in metrics if "loss" in m and "step" in m]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
     a.plot([m["step"] for m in rows], [m["loss"] for m in rows], lw=1.2)
     a.set(xlabel="step", ylabel="loss", title="training loss")
     a.grid(alpha=0.3)
-    b.plot([m["step"] for m in rows], [m["lr"] for m in rows], color="tab:orange")
+    b.plot([m["step"] for m in rows if "lr" in m], [m["lr"] for m in rows if "lr" in m], color="tab:orange")
     b.set(xlabel="step", ylabel="learning rate", title="schedule")
     b.grid(alpha=0.3)
     return _save(fig, path)
