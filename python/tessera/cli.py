@@ -82,8 +82,9 @@ def _refuse_unused_eval_flags(args) -> None:
                          "evaluation (leave --probe out)")
     if not args.probe and given(_PROBE_FLAGS):
         raise ValueError(f"{', '.join(given(_PROBE_FLAGS))} go with --probe")
-    if args.recipe == "":
-        raise ValueError("--recipe: an empty file name (leave it out for the checkpoint's own recipe)")
+    for name in ("recipe", "data", "split", "image_root"):
+        if getattr(args, name) == "":  # an empty value read as "not given" fell back to a default
+            raise ValueError(f"--{name.replace('_', '-')}: an empty value (leave the flag out for its default)")
     if not isinstance(args.retrieval, str) and args.captioning is None and given(("split", "image_root")):
         raise ValueError(f"{', '.join(given(('split', 'image_root')))} go with a split file (--retrieval FILE or "
                          "--captioning FILE)")

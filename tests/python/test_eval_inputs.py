@@ -4,6 +4,7 @@ int64, a metrics log with lines that are no rows. Each was a wrong number, a bar
 flag ignored without a word."""
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,7 @@ def test_retrieval_inputs_that_do_not_pair_up_are_named():
     e = F.normalize(torch.randn(3, 4, generator=torch.Generator().manual_seed(0)), dim=-1)
     caps = ["a", "b", "c"]
     assert recall_at_k(e, e, caps, ks=(1,))["image_to_text_R@1"] == 1.0
+    assert recall_at_k(e, e, caps, ks=[np.int64(1)])["text_to_image_R@1"] == 1.0  # numpy's integers too
     for args, kwargs, message in (((e, e[:2], caps), {}, "one row per pair .*'text_embeds': 2"),
                                   ((e, e, caps), {"image_ids": [0, 1]}, "'image_ids': 2"),
                                   ((e, e, caps), {"ks": ()}, "ks must be integers >= 1, got \\[\\]"),
@@ -51,7 +53,8 @@ def test_retrieval_inputs_that_do_not_pair_up_are_named():
     (["--data", "/tmp"], "--data go with --probe"),
     (["--probe-train", "5"], "--probe-train go with --probe"),
     (["--split", "val"], "--split go with a split file"),
-    (["--recipe", ""], "--recipe: an empty file name"),
+    (["--recipe", ""], "--recipe: an empty value"),
+    (["--probe", "--data", ""], "--data: an empty value"),
 ])
 def test_eval_flags_the_evaluation_does_not_read_are_refused(tmp_path, capsys, argv, message):
     """`eval --probe --dtype int8` printed fp32 probe numbers; `--split` without a split file
@@ -77,10 +80,10 @@ def test_a_metrics_log_with_lines_that_are_no_rows_still_plots(tmp_path):
     from tessera.viz import plot_training_curves, read_metrics
 
     log = tmp_path / "metrics.jsonl"
-    log.write_text('{"step": 1, "loss": 2.0, "lr": 0.1}\n{"step": 2, "lo\n7\n{"step": 3, "loss": 1.5}\n')
+    log.write_text('{"step": 1, "loss": 2.0, "lr": 0.1}\n{"step": 2, "lo\n7\n{"step": 3, "loss": 1.5}\n{"loss": 1}\n')
     with pytest.warns(UserWarning) as said:
         rows = read_metrics(str(log))
     assert [r["step"] for r in rows] == [1, 3]
-    assert [str(w.message).split(": ", 1)[1][:9] for w in said] == ["line 2 is", "line 3 is"]
+    assert [str(w.message).split(": ", 1)[1][:9] for w in said] == ["line 2 is", "line 3 is", "line 5 is"]
     assert plot_training_curves(rows, str(tmp_path / "loss.png")) == str(tmp_path / "loss.png")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["loss.png", "metrics.jsonl"]

@@ -549,7 +549,8 @@ def test_resumed_and_mixed_streams_refuse_what_would_serve_other_data(shards, tm
 
 def test_a_write_that_crashed_while_moving_its_shards_in_is_refused_until_written_again(tmp_path, monkeypatch):
     """Interrupted while the new shards replaced the old ones, the folder held new shard 0 beside
-    old shards 1-3, which read back as one set without a word; the staging folder stayed."""
+    old shards 1-3, which read back as one set without a word; the staging folder stayed. The mark
+    is per set: another prefix's set in the folder reads, and writes, as before."""
     from tessera.data import shards as S
 
     def samples(n, tag):
@@ -569,8 +570,13 @@ def test_a_write_that_crashed_while_moving_its_shards_in_is_refused_until_writte
     with pytest.raises(KeyboardInterrupt):
         S.write_shards(out, samples(8, "new"), maxcount=2)
     monkeypatch.setattr(S.os, "replace", real)
-    with pytest.raises(ValueError, match=r"holds \.partial-.*, left by a write of these shards that did not finish"):
+    with pytest.raises(ValueError, match=r"\.replacing- says a write of this set did not finish"):
+        expand_urls(pattern)
+    other = S.write_shards(out, samples(3, "other"), maxcount=2, prefix="test-")  # another set in the folder
+    assert len(expand_urls(other)) == 2  # is read, and leaves the first set's marker alone
+    with pytest.raises(ValueError, match="did not finish"):
         expand_urls(pattern)
     assert S.write_shards(out, samples(8, "new"), maxcount=2) == pattern  # written again: whole, and readable
     keys = [s["__key__"] for url in expand_urls(pattern) for s in tar_samples(url)]
-    assert keys == [f"new{i:03d}" for i in range(8)] and not S.unfinished_writes(out)
+    assert keys == [f"new{i:03d}" for i in range(8)] and not S.unfinished_replaces(out)
+    assert sorted(n for n in os.listdir(out) if n.startswith(".")) == []  # the crash's staging folder went too

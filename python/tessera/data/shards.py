@@ -19,7 +19,7 @@ from typing import Iterable, Iterator, Optional, Sequence, Tuple
 
 from .. import _C
 from ..cli_types import non_negative_int, positive_int
-from ..io import is_regular_file
+from ..io import is_regular_file, write_atomic
 
 Sample = Tuple[str, Sequence[Tuple[str, bytes]]]  # key, [(extension, bytes)]
 
@@ -33,15 +33,13 @@ def _member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 def write_shards(out: str, samples: Iterable[Sample], maxcount: int = 10000, prefix: str = "") -> str:
     """Writes OUT/{prefix}{00000..}.tar with `maxcount` samples each; returns the brace pattern.
     The set is written into a folder inside OUT and moved in once whole, shard by shard over the
-    earlier set's of the same names; the earlier set's other shards are removed, and the folder
-    last. A crash while writing leaves the earlier set as it was; one while moving leaves the folder
-    (OUT/.partial-*), which readers refuse (`expand_urls`): the set then mixes two writes. A later
-    write removes such a folder."""
+    earlier set's of the same names; the earlier set's other shards are removed last. A crash while
+    writing leaves the earlier set as it was. The move is marked by OUT/.replacing-{prefix}, removed
+    when it is done: a crash while moving leaves it, and readers refuse that prefix's set
+    (`expand_urls`), which mixes two writes, until a write of the same prefix makes it whole."""
     if maxcount < 1:
         raise ValueError(f"maxcount must be >= 1, got {maxcount}")
     os.makedirs(out, exist_ok=True)
-    for stale in unfinished_writes(out):  # a crashed replace: this write makes the set whole again
-        shutil.rmtree(os.path.join(out, stale), ignore_errors=True)
     stage = tempfile.mkdtemp(prefix=".partial-", dir=out)
     try:
         shard, count, tar = 0, 0, None
@@ -62,7 +60,11 @@ def write_shards(out: str, samples: Iterable[Sample], maxcount: int = 10000, pre
         shutil.rmtree(stage, ignore_errors=True)
         raise
     # Each new shard replaces the old one of its name atomically; then the earlier set's shards
-    # beyond the new count go (a crash in between leaves whole shards of one set or the other).
+    # beyond the new count go. Between the first move and the last removal the set mixes two
+    # writes: the marker says so (it names the staging folder a crash leaves behind).
+    marker = os.path.join(out, REPLACING + prefix)
+    stale = _marked_stage(marker)
+    write_atomic(marker, os.path.basename(stage))
     written = sorted(os.listdir(stage))
     for name in written:
         os.replace(os.path.join(stage, name), os.path.join(out, name))
@@ -70,18 +72,39 @@ def write_shards(out: str, samples: Iterable[Sample], maxcount: int = 10000, pre
     for name in os.listdir(out):
         if earlier.fullmatch(name) and name not in written:
             os.remove(os.path.join(out, name))
-    os.rmdir(stage)  # last: until here the folder says the set is being replaced
+    os.rmdir(stage)
+    if stale:  # the crashed replace's leftover shards: this write made the set whole
+        shutil.rmtree(os.path.join(out, stale), ignore_errors=True)
+    os.remove(marker)
     return os.path.join(out, f"{prefix}{{00000..{shard:05d}}}.tar")
 
 
-def unfinished_writes(folder: str) -> list:
-    """The staging folders a write_shards into `folder` left: one that crashed while moving its
-    shards in (or is running now). Their shards may mix two sets."""
+REPLACING = ".replacing-"
+
+
+def _marked_stage(marker: str) -> str:
+    """The staging folder an earlier, crashed replace named in `marker` ("" without one)."""
     try:
-        names = os.listdir(folder)
+        with open(marker, encoding="utf-8") as f:
+            name = f.read().strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return name if name.startswith(".partial-") and "/" not in name else ""
+
+
+def unfinished_replaces(folder: str) -> dict:
+    """{prefix: marker} of the write_shards into `folder` that began replacing a set and did not
+    finish (crashed, or running now): that prefix's set may mix two writes."""
+    try:
+        names = os.listdir(folder or ".")
     except OSError:
-        return []
-    return sorted(n for n in names if n.startswith(".partial-") and os.path.isdir(os.path.join(folder, n)))
+        return {}
+    return {n[len(REPLACING):]: os.path.join(folder, n) for n in names if n.startswith(REPLACING)}
+
+
+def in_set(name: str, prefix: str) -> bool:
+    """Whether shard file `name` belongs to the set write_shards writes under `prefix`."""
+    return re.fullmatch(re.escape(prefix) + r"\d{5,}\.tar", name) is not None
 
 
 def fashion_mnist_samples(root: str, split: str = "train", template: str = "a photo of a {}.",

@@ -54,13 +54,15 @@ def expand_urls(pattern: Union[str, Sequence[str]]) -> List[str]:
             raise ValueError(f"shard pattern {p!r}: {len(expanded) - len(present)} of {len(expanded)} shards are "
                              f"missing or not regular files, first {missing!r} ({what})")
         urls += present
-    from .shards import unfinished_writes
+    from .shards import in_set, unfinished_replaces
 
-    for folder in dict.fromkeys(os.path.dirname(u) or "." for u in urls):
-        stale = unfinished_writes(folder)
-        if stale:  # a write_shards that crashed while moving its shards in, or one running now
-            raise ValueError(f"{folder}: holds {stale[0]}, left by a write of these shards that did not finish (or is "
-                             "running): the set may mix two writes; write it again (which removes the folder)")
+    markers = {folder: unfinished_replaces(folder) for folder in dict.fromkeys(os.path.dirname(u) for u in urls)}
+    for url in urls:  # a write_shards that crashed while moving its shards in, or one running now
+        folder, name = os.path.split(url)
+        marker = next((m for p, m in markers[folder].items() if in_set(name, p)), None)
+        if marker:
+            raise ValueError(f"{url}: {marker} says a write of this set did not finish (or is running): the set may "
+                             "mix two writes; write it again (which removes the marker)")
     seen, twice = set(), []
     for u in urls:
         real = os.path.realpath(u)

@@ -7,6 +7,7 @@ as the papers report it."""
 from __future__ import annotations
 
 import hashlib
+import numbers
 from typing import Dict, Hashable, Iterable, List, Optional, Sequence
 
 import torch
@@ -63,7 +64,7 @@ def recall_at_k(image_embeds: torch.Tensor, text_embeds: torch.Tensor, captions:
                   **({"image_ids": len(image_ids)} if image_ids is not None else {})}
     if len(set(rows_given.values())) != 1:
         raise ValueError(f"recall_at_k: one row per pair in each input, got {rows_given}")
-    if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
+    if not ks or any(isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1 for k in ks):
         raise ValueError(f"recall_at_k: ks must be integers >= 1, got {list(ks)!r}")  # R@0 read 0.0
     ids = {c: i for i, c in enumerate(dict.fromkeys(captions))}
     cap_id = torch.tensor([ids[c] for c in captions], dtype=torch.long)

@@ -485,9 +485,13 @@ class Trainer:
                 except Exception as e:  # noqa: BLE001 - matplotlib's and a task's own errors alike
                     warn(f"{self.out_dir}: the plots failed ({type(e).__name__}: {str(e)[:200]}); the run is complete")
             for sink in self.sinks:
-                if plotted:  # else RUN/*.png are an earlier run's (a resumed or overwritten folder)
-                    sink.pictures(self.out_dir, step)
-                sink.close()
+                try:
+                    if plotted:  # else RUN/*.png are an earlier run's (a resumed or overwritten folder)
+                        sink.pictures(self.out_dir, step)
+                except Exception as e:  # noqa: BLE001 - a tracker's upload; every sink still closes
+                    warn(f"{type(sink).__name__}: the pictures failed ({type(e).__name__}: {str(e)[:200]})")
+                finally:
+                    sink.close()
             self.sinks = []
         if info.world_size > 1:  # the others wait for that here, not in shutdown's barrier
             wait_for_rank0(self.info)

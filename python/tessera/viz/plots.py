@@ -31,7 +31,7 @@ def read_metrics(path: str) -> List[Dict]:
                 row = json.loads(line)
             except (ValueError, RecursionError):
                 row = None
-            if isinstance(row, dict) and isinstance(row.get("step", 0), (int, float)):
+            if isinstance(row, dict) and isinstance(row.get("step"), (int, float)):
                 rows.append(row)
             else:
                 warn(f"{path}: line {number} is not a metrics row (a JSON object with a step); left out of the plots")
