@@ -88,7 +88,7 @@ def check_value(hint: Any, value: Any, where: str) -> Any:
     if hint is int:
         if isinstance(value, numbers.Integral) and not isinstance(value, bool):
             if not -(1 << 63) <= int(value) < 1 << 63:  # C++ took it as int64: "Overflow when unpacking long long"
-                raise ValueError(f"{where}: {int(value)} is past the largest integer (2^63 - 1)")
+                raise ValueError(f"{where} {int(value)} does not fit in int64")
             return int(value)
         raise ValueError(f"{where}: expected an integer, got {_describe(value)}")
     if hint is float:
@@ -150,6 +150,8 @@ def _same_kind(hint: Any, value: Any) -> bool:
         return isinstance(value, (list, tuple))
     if origin in (dict, typing.Dict) or hint is dict or dataclasses.is_dataclass(hint):
         return isinstance(value, dict)
+    if hint is int:  # an integer past int64: that, not "expected an integer or null"
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
     return False
 
 

@@ -70,7 +70,7 @@ def test_recipe_integers_past_int64_are_named(tmp_path):
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text("task: causal_lm\ndata: {train: t.txt, tokenizer: t.model}\n")
-    with pytest.raises(ValueError, match=r"train.seed: 99999999999999999999999 is past the largest integer"):
+    with pytest.raises(ValueError, match=r"train.seed 99999999999999999999999 does not fit in int64"):
         load_recipe(str(recipe), ["train.seed=99999999999999999999999"])
 
 

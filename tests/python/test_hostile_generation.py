@@ -17,7 +17,7 @@ from _tiny_llama import LLAMA
     (dict(max_new_tokens=2 ** 63 - 1, num_beams=2), ValueError, "exceeds the model's context"),
     (dict(max_new_tokens=2 ** 64), ValueError, "max_new_tokens 18446744073709551616 does not fit in int64"),
     (dict(top_k=2 ** 63), ValueError, "top_k .* does not fit in int64"),
-    (dict(eos_token_id=2 ** 70), ValueError, "eos/pad id .* does not fit in int64"),
+    (dict(eos_token_id=2 ** 70), ValueError, "eos_token_id .* does not fit in int64"),
     # 1 / temperature overflows fp32 scores: torch's "probability tensor contains inf"
     (dict(do_sample=True, temperature=1e-300), ValueError, "temperature 1e-300 is too small for fp32 scores"),
     (dict(do_sample=True, repetition_penalty=1e-40), ValueError, "repetition_penalty must be > 0 with it and its"),

@@ -55,7 +55,7 @@ def test_overrides_are_checked_and_config_comes_from_cpp():
     assert registry.model_class({"model_type": "clip"}) is tessera.CLIPModel
     # Past int64 a JSON integer wrapped (2^64 - 1 read as -1, a valid-looking token id); a size check
     # named the keys without the value at fault.
-    with pytest.raises(ValueError, match=r"eos_token_id 18446744073709551615 is past the largest integer"):
+    with pytest.raises(ValueError, match=r"eos_token_id 18446744073709551615 does not fit in int64"):
         tessera.create_model("ViT-B-32", text_config={**small, "eos_token_id": 2 ** 64 - 1})
     with pytest.raises(ValueError, match=r"text_config: vocab_size \d+, .*num_hidden_layers -1 >= 0"):
         tessera.create_model("ViT-B-32", text_config={**small, "num_hidden_layers": -1})

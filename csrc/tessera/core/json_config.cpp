@@ -110,7 +110,7 @@ int64_t ConfigReader::get_int(const std::string& key, int64_t fallback) const {
   TORCH_CHECK_VALUE(v.is_number_integer(), where_, ": ", key, " must be an integer, got ", json_excerpt(v));
   // Past int64 nlohmann stores it unsigned, and get<int64_t> wrapped it (2^64 - 1 read as -1).
   TORCH_CHECK_VALUE(!v.is_number_unsigned() || v.get<uint64_t>() <= uint64_t(INT64_MAX), where_, ": ", key, " ",
-                    json_excerpt(v), " is past the largest integer (2^63 - 1)");
+                    json_excerpt(v), " does not fit in int64");
   return v.get<int64_t>();
 }
 
