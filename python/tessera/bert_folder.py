@@ -52,15 +52,19 @@ def _check_pipeline(path: Path, data: dict) -> None:
     model = data.get("model") if isinstance(data.get("model"), dict) else {}
     post = data.get("post_processor")
     bert_post = isinstance(post, dict) and (
-        (post.get("type") == "TemplateProcessing" and post.get("single") == _BERT_SINGLE and post.get("pair") == _BERT_PAIR)
+        (post.get("type") == "TemplateProcessing" and post.get("single") == _BERT_SINGLE
+         and post.get("pair") == _BERT_PAIR)
         or (post.get("type") == "BertProcessing" and (post.get("cls") or [None])[0] == "[CLS]"
             and (post.get("sep") or [None])[0] == "[SEP]"))
-    differ = [f"model.max_input_chars_per_word {model.get('max_input_chars_per_word')!r}"
-              for _ in [0] if model.get("max_input_chars_per_word", 100) != 100]
-    differ += [f"model.unk_token {model.get('unk_token')!r:.40}" for _ in [0] if model.get("unk_token", "[UNK]") != "[UNK]"]
-    differ += [f"pre_tokenizer {data.get('pre_tokenizer')!r:.60}" for _ in [0]
-               if data.get("pre_tokenizer") != {"type": "BertPreTokenizer"}]
-    differ += [f"post_processor {post!r:.60}" for _ in [0] if not bert_post]
+    differ = []
+    if model.get("max_input_chars_per_word", 100) != 100:
+        differ.append(f"model.max_input_chars_per_word {model['max_input_chars_per_word']!r}")
+    if model.get("unk_token", "[UNK]") != "[UNK]":
+        differ.append(f"model.unk_token {model['unk_token']!r:.40}")
+    if data.get("pre_tokenizer") != {"type": "BertPreTokenizer"}:
+        differ.append(f"pre_tokenizer {data.get('pre_tokenizer')!r:.60}")
+    if not bert_post:
+        differ.append(f"post_processor {post!r:.60}")
     if differ:
         warn(f"{path}: {'; '.join(differ)}: not BERT's. tessera reads BERT's pipeline, as transformers' "
              "BertTokenizer does (and AutoTokenizer in a BERT model's folder); AutoTokenizer on this folder alone "

@@ -5,7 +5,6 @@ tokenizer in ``tessera._C.text`` (csrc/tessera/text/wordpiece_tokenizer.h). Also
 from __future__ import annotations
 
 import json
-from .io import is_regular_file
 import operator
 import os
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch
 
 from tessera import _C
 from tessera.bert_folder import check_tokenizer_json, normalizer_flags
+from tessera.io import is_regular_file
 from tessera.tokenizer_files import config_extra, merge_legacy_files
 from tessera.bert_pairs import cut, join_pair, pair_lengths
 from tessera.text import Texts, _as_ids, _as_text, _token_list

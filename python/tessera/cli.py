@@ -66,7 +66,6 @@ def _say_pixel_changes(folder: str, recipe) -> None:
              "give its own recipe, or --set these back")
 
 
-FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 _PROBE_FLAGS = ("random_init", "data", "probe_train", "probe_test")
 _TASK_FLAGS = ("recipe", "retrieval", "captioning", "prompt", "split", "image_root", "set", "dtype")
 
@@ -99,8 +98,9 @@ def _eval(args) -> int:
     if args.probe:
         from .eval.probe import run_probe
 
-        print(json.dumps(run_probe(args.checkpoint, args.random_init, args.data or FASHION_MNIST,
-                                   args.probe_train or 10000, args.probe_test or 2000), indent=2))
+        given = {k: v for k, v in (("root", args.data), ("train_images", args.probe_train),
+                                   ("test_images", args.probe_test)) if v is not None}  # else run_probe's defaults
+        print(json.dumps(run_probe(args.checkpoint, args.random_init, **given), indent=2))
         return 0
     own_recipe = not args.recipe
     if own_recipe:  # the recipe the checkpoint was trained with (data only: recipes import nothing)
@@ -293,7 +293,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     e.add_argument("--probe", action="store_true", help="linear-probe and k-NN accuracy of the encoder's features "
                    "on Fashion-MNIST")
     e.add_argument("--random-init", action="store_true", help="--probe the same architecture, untrained")
-    e.add_argument("--data", default=None, help=f"--probe: Fashion-MNIST folder (default {FASHION_MNIST})")
+    e.add_argument("--data", default=None, help="--probe: Fashion-MNIST folder (default: Debian's "
+                   "dataset-fashion-mnist, /usr/share/datasets/fashion-mnist)")
     e.add_argument("--probe-train", type=positive_int, default=None, help="--probe: training images (default 10000)")
     e.add_argument("--probe-test", type=positive_int, default=None, help="--probe: test images (default 2000)")
     e.add_argument("--dtype", choices=["fp32", "bf16", "int8"], default=None,

@@ -23,9 +23,9 @@ import functools
 import math
 import numbers
 import typing
+from typing import Any, Callable, Dict, Optional, Type, TypeVar
 
 import numpy as np
-from typing import Any, Callable, Dict, Optional, Type, TypeVar
 
 T = TypeVar("T")
 

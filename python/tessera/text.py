@@ -15,7 +15,6 @@ repair of mojibake such as ``"cafÃ©"``).
 from __future__ import annotations
 
 import errno
-from .io import is_regular_file
 import functools
 import importlib.util
 import operator
@@ -27,6 +26,7 @@ import torch
 
 from tessera import _C
 from tessera.bounded_encoding import prefix_rule
+from tessera.io import is_regular_file
 from tessera.sentencepiece_json import USER_DEFINED, convert, model_pieces, without_dummy_prefix
 from tessera.tokenizer_folder import digest, folder_tokens, read_config, tokenizer_json
 

@@ -5,7 +5,7 @@ added tokens' ids), merged into the config as transformers 5 reads them. BERT's 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 LEGACY_FILES = ("special_tokens_map.json", "added_tokens.json")
 ROLES = ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token", "bos_token", "eos_token")
@@ -69,11 +69,14 @@ def config_extra(config: Dict[str, Any], path: Path) -> list:
     list, or named tokens: {"image_token": "[IMG]"}), or without that key, the older
     additional_special_tokens; transformers 5 reads the second only then (even an empty
     extra_special_tokens hides it), and so does tessera, which read both."""
-    out = []
-    for key in ["extra_special_tokens" if "extra_special_tokens" in config else "additional_special_tokens"]:
-        value = config.get(key)
-        if value is not None and not isinstance(value, (dict, list)):  # a string was read as no tokens
-            raise ValueError(f"{path}: {key} must be a list of tokens (or named tokens), got {value!r:.60}")
-        values = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
-        out += [token_content(v, path, key) for v in values]
-    return list(dict.fromkeys(out))
+    key, values = extra_entries(config, path)
+    return list(dict.fromkeys(token_content(v, path, key) for v in values))
+
+
+def extra_entries(config: Dict[str, Any], path: Path) -> Tuple[str, list]:
+    """(the key config_extra reads, its entries as written: strings or AddedToken objects)."""
+    key = "extra_special_tokens" if "extra_special_tokens" in config else "additional_special_tokens"
+    value = config.get(key)
+    if value is not None and not isinstance(value, (dict, list)):  # a string was read as no tokens
+        raise ValueError(f"{path}: {key} must be a list of tokens (or named tokens), got {value!r:.60}")
+    return key, list(value.values()) if isinstance(value, dict) else value or []

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from ._warn import warn
-from .tokenizer_files import ROLES, config_extra, LEGACY_FILES, merge_legacy_files, read_object, token_content
+from .tokenizer_files import (LEGACY_FILES, ROLES, config_extra, extra_entries, merge_legacy_files, read_object,
+                              token_content)
 
 CONFIG = "tokenizer_config.json"
 
@@ -97,10 +98,7 @@ def folder_tokens(model_path: Path, config: Dict[str, Any], beside: Optional[Tup
     added, inside = [], []
     for i in sorted(entries):
         token, value, source = entries[i]
-        for flag in ("lstrip", "rstrip", "single_word"):
-            if isinstance(value, dict) and value.get(flag):
-                raise ValueError(f"{source}: added token {token!r} (id {i}) has {flag} true: transformers strips or "
-                                 "matches around it, tessera's encoding keeps the text as written")
+        _refuse_matching_flags(value, f"{source}: added token {token!r} (id {i})")
         if i < pieces:
             if token != piece_of(i):
                 raise ValueError(f"{source}: added token {token!r} takes id {i}, the model's piece {piece_of(i)!r}")
@@ -113,6 +111,14 @@ def folder_tokens(model_path: Path, config: Dict[str, Any], beside: Optional[Tup
         added.append(token)
     return inside + added + config_only(config, path, pieces, piece_of, roles, inside + added), \
         _content(config.get("pad_token"), path, "pad_token")
+
+
+def _refuse_matching_flags(value: Any, what: str) -> None:
+    """An added token transformers strips or matches other than as written is refused."""
+    for flag in ("lstrip", "rstrip", "single_word"):
+        if isinstance(value, dict) and value.get(flag):
+            raise ValueError(f"{what} has {flag} true: transformers strips or matches around it, tessera's "
+                             "encoding keeps the text as written")
 
 
 def config_only(config: Dict[str, Any], path: Path, pieces: int, piece_of, roles: Dict[str, int],
@@ -128,13 +134,8 @@ def config_only(config: Dict[str, Any], path: Path, pieces: int, piece_of, roles
     # Other named tokens: a string, or a dict transformers reads as a token (its "__type": "AddedToken").
     named += [(k, v) for k, v in config.items() if k.endswith("_token") and k not in ROLES and k not in in_extra
               and (isinstance(v, str) or isinstance(v, dict) and v.get("__type") == "AddedToken")]
-    listed = config.get("extra_special_tokens" if "extra_special_tokens" in config else "additional_special_tokens")
-    listed = list(listed.values()) if isinstance(listed, dict) else listed if isinstance(listed, list) else []
-    for key, value in named + [("extra token", v) for v in listed]:
-        for flag in ("lstrip", "rstrip", "single_word"):
-            if isinstance(value, dict) and value.get(flag):
-                raise ValueError(f"{path}: {key} {value.get('content')!r} has {flag} true: transformers strips or "
-                                 "matches around it, tessera's encoding keeps the text as written")
+    for key, value in named + [("extra token", v) for v in extra_entries(config, path)[1]]:
+        _refuse_matching_flags(value, f"{path}: {key} {value.get('content') if isinstance(value, dict) else value!r}")
     tokens = [_content(v, path, k) for k, v in named if v is not None] + config_extra(config, path)
     ids = {piece_of(i): i for i in range(pieces)}
     out: List[str] = []

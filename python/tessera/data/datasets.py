@@ -12,13 +12,13 @@ real use is as the source of :class:`tessera.data.DataLoader`, which decodes in 
 from __future__ import annotations
 
 import errno
-from ..io import is_regular_file
 import os
 from typing import List, Sequence, Tuple
 
 import torch
 
 from tessera import _C
+from tessera.io import is_regular_file
 
 __all__ = ["FashionMNIST", "ImageFolder", "CaptionDataset", "FASHION_MNIST_ROOT"]
 

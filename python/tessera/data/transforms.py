@@ -12,7 +12,6 @@ drawing their random numbers exactly as torchvision does, so the same seed gives
 from __future__ import annotations
 
 import copy
-from ..io import is_regular_file
 import copyreg
 import errno
 import os
@@ -21,6 +20,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 
 from tessera import _C
+from tessera.io import is_regular_file
 
 __all__ = [
     "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD", "Interpolation", "TransformOptions", "ImageTransform",
